@@ -1,0 +1,34 @@
+namespace Cloud.Storage.Volumes;
+
+/// <summary>
+/// The data-plane view of a virtual volume that front ends (NBD, the client SDK) serve:
+/// byte-addressed, block-aligned I/O with FUA, flush and trim.
+/// </summary>
+public interface IBlockVolume
+{
+    /// <summary>The volume's name (the NBD export name).</summary>
+    string Name { get; }
+
+    /// <summary>Logical size in bytes, a multiple of <see cref="BlockSizeBytes"/>.</summary>
+    long CapacityBytes { get; }
+
+    /// <summary>The logical block (4096 bytes): the minimum I/O granule.</summary>
+    int BlockSizeBytes { get; }
+
+    /// <summary>An I/O size that avoids read-modify-write where the layout allows (a full stripe of data).</summary>
+    int PreferredIoSizeBytes { get; }
+
+    /// <summary>The largest single request accepted.</summary>
+    int MaxIoSizeBytes { get; }
+
+    ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default);
+
+    /// <param name="forceUnitAccess">When true, return only once the data is durable on the member disks.</param>
+    ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, bool forceUnitAccess = false, CancellationToken cancellationToken = default);
+
+    /// <summary>Returns once every write acknowledged before the call is durable.</summary>
+    ValueTask FlushAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Discards a block-aligned range; subsequent reads return zeroes.</summary>
+    ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default);
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the tests need and is missing, then runs every test.
+# Safe to run again: each step checks before it installs.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Debian packages: ISA-L (parity oracle), PostgreSQL (clustering), NBD clients and fio,
+# qemu-utils, nbdkit, fuse (nbdfuse).
+DEB_PACKAGES=(libisal-dev postgresql qemu-utils libnbd-bin nbdkit fio fuse3 e2fsprogs util-linux procps iproute2)
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "test.sh: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm packages (Azurite) from the lock file.
+if [ -f package-lock.json ] && [ ! -x node_modules/.bin/azurite ]; then
+  echo "test.sh: installing npm packages from package-lock.json"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+dotnet test Cloud.sln --logger "console;verbosity=normal" "$@"
