@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using Orleans.Concurrency;
 
 namespace Cloud.Grains.Abstractions;
 
@@ -17,6 +18,10 @@ public interface IVolumeCatalogGrain : IGrainWithIntegerKey
     /// <summary>One volume, or null when the name is unknown.</summary>
     [Alias("Get")]
     Task<VolumeInfo?> GetAsync(string name);
+
+    /// <summary>Records a member's new disk file after a replacement (used by the volume grain).</summary>
+    [Alias("SetDiskPath")]
+    Task<VolumeInfo> SetDiskPathAsync(string name, int index, string path);
 
     /// <summary>Closes the volume on every silo, deletes its member disks and forgets it.</summary>
     [Alias("Delete")]
@@ -46,6 +51,10 @@ public interface IVolumeGrain : IGrainWithStringKey
     /// <summary>The running or last rebuild.</summary>
     [Alias("GetRebuild")]
     Task<RebuildStatus?> GetRebuildAsync();
+
+    /// <summary>Progress from the RAID worker running the rebuild.</summary>
+    [Alias("ReportRebuild"), OneWay]
+    Task ReportRebuildAsync(RebuildStatus status);
 
     /// <summary>Reads every stripe and checks its parity (and checksums); repairs when asked.</summary>
     [Alias("Scrub")]
@@ -104,6 +113,10 @@ public interface IRaidWorkerGrain : IGrainWithStringKey
     /// <summary>Reads from disk (reconstructing from redundancy when a member is gone). The caller holds a shared lock.</summary>
     [Alias("Read")]
     Task<byte[]> ReadAsync(string volumeName, long offsetBytes, int lengthBytes);
+
+    /// <summary>Discards a range under exclusive stripe locks, after every earlier pending write of it.</summary>
+    [Alias("Trim")]
+    Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes);
 
     /// <summary>Flushes this silo's open engine of the volume (fsync of its members).</summary>
     [Alias("Flush")]

@@ -50,6 +50,19 @@ public sealed record TimestampGrant(
     [property: Id(1)] string? ActiveTarget,
     [property: Id(2)] bool TargetHoldsPendingCopy);
 
+/// <summary>The result of validating a batch before its disk write.</summary>
+[GenerateSerializer, Immutable, Alias("cloud.ValidationResult")]
+public sealed record ValidationResult(
+    [property: Id(0)] ImmutableArray<long> CommittedTimestamps,
+    [property: Id(1)] bool MergeSafe);
+
+/// <summary>Blocks written at one timestamp.</summary>
+[GenerateSerializer, Immutable, Alias("cloud.BlockCommit")]
+public sealed record BlockCommit(
+    [property: Id(0)] long FirstBlock,
+    [property: Id(1)] int BlockCount,
+    [property: Id(2)] long Timestamp);
+
 /// <summary>A partition's control object, for status and tests.</summary>
 [GenerateSerializer, Immutable, Alias("cloud.PartitionControl")]
 public sealed record PartitionControl(
@@ -68,9 +81,12 @@ public sealed record PartitionControl(
 [Alias("cloud.IPartitionLockGrain")]
 public interface IPartitionLockGrain : IGrainWithStringKey
 {
-    /// <summary>Assigns a write timestamp newer than any this partition has handed out, and registers the write as pending.</summary>
+    /// <summary>
+    /// Assigns a write timestamp newer than any this partition has handed out (also across reactivations), and
+    /// registers the write as pending on its stripes until it is committed or settled, so that readers wait for it.
+    /// </summary>
     [Alias("NextTimestamp")]
-    Task<TimestampGrant> NextTimestampAsync(long firstBlock, int blockCount);
+    Task<TimestampGrant> NextTimestampAsync(long firstStripe, long lastStripe, string firstServerSilo);
 
     /// <summary>Waits (FIFO per stripe) and grants the lock.</summary>
     [Alias("Acquire")]
@@ -86,18 +102,23 @@ public interface IPartitionLockGrain : IGrainWithStringKey
 
     /// <summary>
     /// Checked just before a disk write: throws <see cref="LockFencedException"/> unless the token holds an exclusive
-    /// lease covering the blocks, and returns each block's newest committed timestamp (0 = none known).
+    /// lease covering the blocks. Returns each block's newest committed timestamp, and whether the batch may be
+    /// written under its newest timestamp (no other pending version older than that touches these stripes).
     /// </summary>
     [Alias("Validate")]
-    Task<ImmutableArray<long>> ValidateAsync(long fencingToken, long firstBlock, int blockCount);
+    Task<ValidationResult> ValidateAsync(long fencingToken, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps);
 
-    /// <summary>Records that a write of these blocks at <paramref name="timestamp"/> reached disk on <paramref name="targetSilo"/>.</summary>
+    /// <summary>
+    /// Records the block ranges written at their timestamps (which only ever raise a block's timestamp), settles the
+    /// batch's pending versions, notes the target, and releases the lock when asked. Throws
+    /// <see cref="LockFencedException"/> when the token is stale.
+    /// </summary>
     [Alias("Commit")]
-    Task CommitAsync(long fencingToken, long firstBlock, int blockCount, long timestamp, string targetSilo);
+    Task CommitAsync(long fencingToken, ImmutableArray<BlockCommit> written, ImmutableArray<long> settledTimestamps, string targetSilo, bool release);
 
-    /// <summary>Records that a write with this timestamp ended without reaching disk (superseded or cancelled).</summary>
+    /// <summary>Settles pending versions that ended without a disk write (cancelled or abandoned).</summary>
     [Alias("Settle")]
-    Task SettleAsync(long firstBlock, int blockCount, long timestamp, string targetSilo);
+    Task SettleAsync(ImmutableArray<long> timestamps);
 
     /// <summary>Notes which silo now holds the unit's newest delegated copy (the active synchronization target).</summary>
     [Alias("SetTarget")]
