@@ -3,8 +3,8 @@ using Cloud.Grains.Abstractions;
 
 namespace Cloud.Grains.Engine;
 
-/// <summary>Adds a fixed latency to every data-path operation of a store: a slow silo for benchmarks and load tests.</summary>
-internal sealed class LatencyInjectingStore(IVolumeStore inner, TimeSpan latency) : IVolumeStore
+/// <summary>Adds the current injected latency to every data-path operation of a store: a slow silo for benchmarks and load tests.</summary>
+internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> latency) : IVolumeStore
 {
     public long CapacityBytes => inner.CapacityBytes;
     public long StripeDataBytes => inner.StripeDataBytes;
@@ -16,13 +16,13 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, TimeSpan latency
 
     public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken)
     {
-        await Task.Delay(latency, cancellationToken);
+        if (latency() is { Ticks: > 0 } delay) await Task.Delay(delay, cancellationToken);
         await inner.ReadAsync(offsetBytes, destination, cancellationToken);
     }
 
     public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, long writeTimestamp, bool forceUnitAccess, CancellationToken cancellationToken)
     {
-        await Task.Delay(latency, cancellationToken);
+        if (latency() is { Ticks: > 0 } delay) await Task.Delay(delay, cancellationToken);
         await inner.WriteAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
     }
 

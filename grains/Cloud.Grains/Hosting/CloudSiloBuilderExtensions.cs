@@ -28,6 +28,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<CloudOptions>, CloudOptionsValidator>());
         builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<SiloUsage>();
+        builder.Services.AddSingleton<SiloRuntimeSettings>();
         builder.Services.AddSingleton<LoadTable>();
         builder.Services.AddHostedService<LoadPublisher>();
         builder.Services.AddSingleton<PartitionClockStore>();

@@ -16,6 +16,7 @@ internal sealed partial class LoadPublisher(
     ILocalSiloDetails silo,
     SiloUsage usage,
     LoadTable table,
+    SiloRuntimeSettings settings,
     IOptions<CloudOptions> options,
     TimeProvider time,
     ILogger<LoadPublisher> logger) : BackgroundService
@@ -49,12 +50,10 @@ internal sealed partial class LoadPublisher(
 
     internal SiloLoad Sample()
     {
-        var score = 0.0;
         var load = new SiloLoad(silo.Name, silo.SiloAddress.ToParsableString(), usage.PendingDelegatedBytes, usage.QueueDepth,
-            usage.DiskLatencyMs, usage.SampleCpuPercent(), options.Value.Draining, time.GetUtcNow(),
+            usage.DiskLatencyMs, usage.SampleCpuPercent(), settings.Draining, time.GetUtcNow(),
             usage.DelegationsReused, usage.DelegationsNew, usage.WritesPerformed, Overloaded: false);
-        score = load.Score;
-        return load with { Overloaded = table.IsOverloaded(score, table.MeanScore()) };
+        return load with { Overloaded = table.IsOverloaded(load.Score, table.MeanScore()) };
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Publishing this silo's load failed; retrying every period")]

@@ -28,6 +28,7 @@ public sealed partial class RaidWorkerService(
     IGrainFactory grains,
     ILocalSiloDetails silo,
     SiloUsage usage,
+    SiloRuntimeSettings settings,
     IOptions<CloudOptions> options,
     ILogger<RaidWorkerService> logger) : IAsyncDisposable
 {
@@ -84,7 +85,7 @@ public sealed partial class RaidWorkerService(
             var store = await factory.OpenAsync(info, CancellationToken.None).ConfigureAwait(false);
             if (store.StripeDataBytes != VolumeMath.StripeDataBytes(info))
                 throw new InvalidOperationException($"volume '{name}': engine stripe of {store.StripeDataBytes} bytes disagrees with the catalog's {VolumeMath.StripeDataBytes(info)}");
-            if (_options.InjectedDiskLatency > TimeSpan.Zero) store = new LatencyInjectingStore(store, _options.InjectedDiskLatency);
+            store = new LatencyInjectingStore(store, () => settings.InjectedDiskLatency);
             return new VolumeRuntime(info, store);
         }));
         try
