@@ -193,7 +193,7 @@ internal sealed class InterimMirrorStore : IVolumeStore
         {
             _handles[memberIndex]?.Dispose();
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-            _handles[memberIndex] = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.None, MemberSizeFor(_dataBytes));
+            _handles[memberIndex] = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.None, MemberSizeFor(_dataBytes));
             _paths[memberIndex] = path;
             _states[memberIndex] = DiskState.Rebuilding;
             await WriteHeadersAsync();
