@@ -50,6 +50,7 @@ internal sealed partial class LoadPublisher(
 
     internal SiloLoad Sample()
     {
+        usage.DecayIdleLatency();
         var load = new SiloLoad(silo.Name, silo.SiloAddress.ToParsableString(), usage.PendingDelegatedBytes, usage.QueueDepth,
             usage.DiskLatencyMs, usage.SampleCpuPercent(), settings.Draining, time.GetUtcNow(),
             usage.DelegationsReused, usage.DelegationsNew, usage.WritesPerformed, Overloaded: false);

@@ -11,6 +11,8 @@ public sealed class SiloUsage
     private long _delegationsReused;
     private long _delegationsNew;
     private long _writesPerformed;
+    private long _diskOps;
+    private long _diskOpsAtLastDecay;
     private TimeSpan _lastCpu = Process.GetCurrentProcess().TotalProcessorTime;
     private long _lastCpuSampleTicks = Stopwatch.GetTimestamp();
 
@@ -43,12 +45,30 @@ public sealed class SiloUsage
     /// <summary>Folds one disk operation's latency into the average (weight 1/8, like TCP's SRTT, so one outlier does not swing it).</summary>
     internal void ObserveDiskLatency(TimeSpan latency)
     {
+        Interlocked.Increment(ref _diskOps);
         var sample = (long)latency.TotalMicroseconds;
         long current, next;
         do
         {
             current = Interlocked.Read(ref _diskLatencyMicrosEwma);
             next = current + (sample - current) / 8;
+        }
+        while (Interlocked.CompareExchange(ref _diskLatencyMicrosEwma, next, current) != current);
+    }
+
+    /// <summary>
+    /// Called once per publish period: with no disk operation since the last call the average decays by 1/8, so a
+    /// silo that was slow once and then got no work is tried again instead of being shunned forever.
+    /// </summary>
+    internal void DecayIdleLatency()
+    {
+        var ops = Interlocked.Read(ref _diskOps);
+        if (ops != _diskOpsAtLastDecay) { _diskOpsAtLastDecay = ops; return; }
+        long current, next;
+        do
+        {
+            current = Interlocked.Read(ref _diskLatencyMicrosEwma);
+            next = current - current / 8;
         }
         while (Interlocked.CompareExchange(ref _diskLatencyMicrosEwma, next, current) != current);
     }
