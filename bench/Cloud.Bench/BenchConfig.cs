@@ -31,7 +31,7 @@ public sealed class BenchConfig : ManualConfig
             .WithWarmupCount(DefaultWarmupCount)
             .WithIterationCount(DefaultIterationCount));
         AddDiagnoser(MemoryDiagnoser.Default);
-        AddColumn(CategoriesColumn.Default, BaselineRatioColumn.RatioMean, RankColumn.Arabic);
+        AddColumn(CategoriesColumn.Default, StatisticColumn.Median, BaselineRatioColumn.RatioMean, RankColumn.Arabic);
         AddLogicalGroupRules(BenchmarkLogicalGroupRule.ByCategory);
         WithSummaryStyle(SummaryStyle.Default.WithRatioStyle(RatioStyle.Trend));
         WithOrderer(new BenchmarkDotNet.Order.DefaultOrderer(BenchmarkDotNet.Order.SummaryOrderPolicy.Declared));
