@@ -248,9 +248,13 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             found[i] = best;
             devices[i] = d;
         }
+        // The volume most of the given disks belong to is the one being assembled (a single foreign
+        // disk must not make ours look foreign); within it the highest generation is authoritative.
+        Guid majority = found.Where(sb => sb is not null).GroupBy(sb => sb!.VolumeId)
+            .OrderByDescending(g => g.Count()).Select(g => g.Key).FirstOrDefault();
         Superblock? authority = null;
         foreach (Superblock? sb in found)
-            if (sb is not null && (authority is null || sb.Generation > authority.Generation)) authority = sb;
+            if (sb is not null && sb.VolumeId == majority && (authority is null || sb.Generation > authority.Generation)) authority = sb;
         if (authority is null)
             throw new VolumeFormatException($"none of the {members.Count} devices given is readable; cannot assemble.");
 
