@@ -42,8 +42,8 @@ public sealed class PageBlobAccountOptions
 
 /// <summary>
 /// Opens the member disk a <see cref="DiskDescriptor"/> names: page blobs through the configured account,
-/// files through the engine's file device (given as a delegate, so this library needs nothing of the
-/// file device's construction). One factory per silo; it is thread-safe.
+/// files through the engine's <see cref="FileBlockDevice"/> (or a delegate, for hosts that open files their
+/// own way). One factory per silo; it is thread-safe.
 /// </summary>
 public sealed class BlockDeviceFactory
 {
@@ -61,6 +61,12 @@ public sealed class BlockDeviceFactory
             pageBlobs.Device.Validate();
             _pageBlobs = new Lazy<PageBlobConnection>(pageBlobs.Connect);
         }
+    }
+
+    /// <summary>A factory whose file disks are the engine's <see cref="FileBlockDevice"/> (a new file is created at the capacity given).</summary>
+    public BlockDeviceFactory(PageBlobAccountOptions? pageBlobs)
+        : this(pageBlobs, static (path, capacityBytes, _) => ValueTask.FromResult<IBlockDevice>(new FileBlockDevice(path, capacityBytes ?? 0)))
+    {
     }
 
     /// <summary>Whether page-blob disks can be opened (an account is configured).</summary>

@@ -95,3 +95,56 @@ public sealed class BlockDeviceFactoryTests(AzuriteFixture fixture)
         Assert.Contains("<redacted>", account.ToString());
     }
 }
+
+[Collection(AzuriteCollection.Name)]
+public sealed class MixedDiskTests(AzuriteFixture fixture) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("cloud-mixed-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task DefaultFactory_OpensFileAndPageBlobMembers_FromDescriptors_AndBothHoldTheSameStripeData()
+    {
+        var factory = new BlockDeviceFactory(new PageBlobAccountOptions { ConnectionString = fixture.Azurite.ConnectionString(), Device = AzuriteFixture.FastRetryOptions() });
+        const long capacity = 2 * 1024 * 1024;
+        string[] descriptors = [$"file:{Path.Combine(_dir, "member0.img")}", $"pageblob:{fixture.NewContainerName()}/vol/member1"];
+        byte[] chunk = new byte[64 * 1024];
+        new Random(12).NextBytes(chunk);
+
+        var members = new List<IBlockDevice>();
+        try
+        {
+            foreach (string descriptor in descriptors)
+            {
+                members.Add(await factory.OpenAsync(descriptor, capacity));
+            }
+
+            Assert.IsType<FileBlockDevice>(members[0]);
+            Assert.IsType<PageBlobBlockDevice>(members[1]);
+            foreach (IBlockDevice member in members)
+            {
+                Assert.Equal(capacity, member.CapacityBytes);
+                Assert.Equal(0, 4096 % member.SectorSizeBytes);
+                await member.WriteAsync(capacity - chunk.Length, chunk);
+                await member.FlushAsync();
+            }
+        }
+        finally
+        {
+            foreach (IBlockDevice member in members)
+            {
+                await member.DisposeAsync();
+            }
+        }
+
+        // Reopened from the descriptors alone, as an assembling silo would.
+        foreach (string descriptor in descriptors)
+        {
+            await using IBlockDevice member = await factory.OpenAsync(descriptor);
+            byte[] back = new byte[chunk.Length];
+            await member.ReadAsync(capacity - chunk.Length, back);
+            Assert.Equal(chunk, back);
+        }
+    }
+}
