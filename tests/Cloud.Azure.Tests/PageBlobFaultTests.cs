@@ -133,6 +133,41 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
     }
 
     [Fact]
+    public async Task ReadCutOffMidBody_WhileAnotherSiloWritesElsewhere_IsResumed_AndReturnsTheRightBytes()
+    {
+        string container = fixture.NewContainerName();
+        const int readBytes = 256 * 1024;
+        byte[] expected = new byte[readBytes];
+        new Random(21).NextBytes(expected);
+        await using var otherSilo = await fixture.Connect().OpenDeviceAsync(container, "shared", CapacityBytes);
+        await otherSilo.WriteAsync(0, expected);
+
+        // The first download is cut inside its body; before that, another silo writes elsewhere in the
+        // blob, so the blob's ETag changed under the download. The resumed (or restarted, if the service
+        // refuses the resume with 412) read must still return exactly the bytes of the range.
+        int gets = 0;
+        await using var proxy = new FaultProxy(fixture.Azurite.Port, r =>
+        {
+            if (r.Method != "GET" || Interlocked.Increment(ref gets) != 1)
+            {
+                return ProxyFault.None;
+            }
+
+            otherSilo.WriteAsync(CapacityBytes - Sector, new byte[Sector]).AsTask().GetAwaiter().GetResult();
+            return ProxyFault.DropMidResponse;
+        }, cutAfterBytes: 64 * 1024);
+        await using var device = await fixture.Connect(viaPort: proxy.Port).OpenDeviceAsync(container, "shared");
+
+        byte[] back = new byte[readBytes];
+        await device.ReadAsync(0, back);
+
+        output.WriteLine($"GET requests: {gets}");
+        Assert.Equal(1, proxy.Count(ProxyFault.DropMidResponse));
+        Assert.True(gets >= 2, $"only {gets} GET requests: the cut-off read was not resumed or restarted");
+        Assert.True(expected.AsSpan().SequenceEqual(back));
+    }
+
+    [Fact]
     public async Task MaxInFlightIo_BoundsTheRequestsOnTheWire()
     {
         const int maxInFlight = 3;

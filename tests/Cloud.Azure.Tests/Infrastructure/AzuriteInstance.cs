@@ -64,7 +64,8 @@ public sealed partial class AzuriteInstance : IAsyncDisposable
         };
 
         // No --skipApiVersionCheck: the devices pin a service version Azurite 3.37 accepts, and the tests prove it.
-        foreach (string arg in new[] { "--blobHost", "127.0.0.1", "--blobPort", "0", "--location", location, "--disableTelemetry" })
+        // --silent: no access log, so the captured output (kept for start errors) stays small.
+        foreach (string arg in new[] { "--blobHost", "127.0.0.1", "--blobPort", "0", "--location", location, "--silent", "--disableTelemetry" })
         {
             info.ArgumentList.Add(arg);
         }

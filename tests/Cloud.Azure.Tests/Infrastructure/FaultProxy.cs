@@ -47,6 +47,7 @@ public sealed class FaultProxy : IAsyncDisposable
     private readonly int _upstreamPort;
     private readonly Func<ProxyRequest, ProxyFault> _decide;
     private readonly TimeSpan _holdBeforeForward;
+    private readonly int? _cutAfterBytes;
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _acceptLoop;
     private readonly List<Task> _connections = [];
@@ -57,8 +58,10 @@ public sealed class FaultProxy : IAsyncDisposable
     /// <param name="upstreamPort">Azurite's port on 127.0.0.1.</param>
     /// <param name="decide">Called once per request; must be thread-safe.</param>
     /// <param name="holdBeforeForward">A pause before each forwarded request, so that concurrent requests overlap at the proxy.</param>
-    public FaultProxy(int upstreamPort, Func<ProxyRequest, ProxyFault> decide, TimeSpan holdBeforeForward = default)
+    /// <param name="cutAfterBytes">Where <see cref="ProxyFault.DropMidResponse"/> cuts; by default 100-3100 bytes, from the request target.</param>
+    public FaultProxy(int upstreamPort, Func<ProxyRequest, ProxyFault> decide, TimeSpan holdBeforeForward = default, int? cutAfterBytes = null)
     {
+        _cutAfterBytes = cutAfterBytes;
         _upstreamPort = upstreamPort;
         _decide = decide;
         _holdBeforeForward = holdBeforeForward;
@@ -251,7 +254,7 @@ public sealed class FaultProxy : IAsyncDisposable
             }
 
             // Where a mid-response drop cuts: inside the head for small answers, inside the body for reads.
-            int cutAfterBytes = fault == ProxyFault.DropMidResponse ? 100 + (int)((uint)request.Target.Aggregate(17, (h, c) => (h * 31) + c) % 3000) : int.MaxValue;
+            int cutAfterBytes = fault != ProxyFault.DropMidResponse ? int.MaxValue : _cutAfterBytes ?? 100 + (int)((uint)request.Target.Aggregate(17, (h, c) => (h * 31) + c) % 3000);
             var relay = new byte[64 * 1024];
             long relayed = 0;
             while (true)
