@@ -75,6 +75,7 @@ internal sealed partial class NbdConnection
                         }
                         await _reader.SkipAsync(length, _stopReading).ConfigureAwait(false);
                         presetError = EInval;
+                        await AcquireAsync(0).ConfigureAwait(false);
                     }
                     else
                     {
