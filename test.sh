@@ -27,4 +27,14 @@ if [ -f package-lock.json ] && [ ! -x node_modules/.bin/azurite ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-dotnet test Cloud.sln --logger "console;verbosity=normal" "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+dotnet test Cloud.sln --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log" || status=$?
+
+# One closing line over every test project: "N passed, N failed, N skipped".
+awk '/^ *Passed: *[0-9]+ *$/  { p += $2 }
+     /^ *Failed: *[0-9]+ *$/  { f += $2 }
+     /^ *Skipped: *[0-9]+ *$/ { s += $2 }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

@@ -13,6 +13,14 @@ public static class Gf256
     private static readonly byte[] ExpTable = new byte[512];
     private static readonly byte[] LogTable = new byte[256];
 
+    // For every constant c, 32 bytes: c*i for i = 0..15 (the low nibble), then c*(i<<4) (the high
+    // nibble). Multiplication by c is linear over GF(2), so c*x = low[x & 15] ^ high[x >> 4]: the
+    // split-nibble form that a 16-entry byte shuffle (PSHUFB, TBL) evaluates 16..64 bytes at a time.
+    private static readonly byte[] NibbleTables = new byte[256 * NibbleTableBytes];
+
+    /// <summary>Bytes per constant in <see cref="NibbleTable"/>: 16 low-nibble then 16 high-nibble products.</summary>
+    internal const int NibbleTableBytes = 32;
+
     static Gf256()
     {
         int x = 1;
@@ -24,7 +32,16 @@ public static class Gf256
             if ((x & 0x100) != 0) x ^= Polynomial;
         }
         for (int i = 255; i < ExpTable.Length; i++) ExpTable[i] = ExpTable[i - 255];
+        for (int c = 0; c < 256; c++)
+        for (int i = 0; i < 16; i++)
+        {
+            NibbleTables[c * NibbleTableBytes + i] = Mul((byte)c, (byte)i);
+            NibbleTables[c * NibbleTableBytes + 16 + i] = Mul((byte)c, (byte)(i << 4));
+        }
     }
+
+    /// <summary>The split-nibble product table of <paramref name="constant"/> (see <see cref="NibbleTableBytes"/>).</summary>
+    internal static ReadOnlySpan<byte> NibbleTable(byte constant) => NibbleTables.AsSpan(constant * NibbleTableBytes, NibbleTableBytes);
 
     /// <summary>g^power for the generator g = 2; any non-negative power.</summary>
     public static byte Exp(int power) => ExpTable[power % 255];
@@ -36,13 +53,16 @@ public static class Gf256
         return LogTable[value];
     }
 
+    /// <summary>The product a*b.</summary>
     public static byte Mul(byte a, byte b) => a == 0 || b == 0 ? (byte)0 : ExpTable[LogTable[a] + LogTable[b]];
 
+    /// <summary>The multiplicative inverse of a non-zero element.</summary>
     public static byte Inv(byte a)
     {
         if (a == 0) throw new DivideByZeroException("0 has no inverse in GF(2^8).");
         return ExpTable[255 - LogTable[a]];
     }
 
+    /// <summary>The quotient a/b for a non-zero b.</summary>
     public static byte Div(byte a, byte b) => a == 0 ? (byte)0 : Mul(a, Inv(b));
 }
