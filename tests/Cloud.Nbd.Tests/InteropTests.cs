@@ -100,7 +100,7 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
     public async Task QemuImg_ConvertIntoTheVolumeAndBack_IsByteIdentical()
     {
         var qemuImg = Tools.Require("qemu-img", "qemu-utils");
-        var image = RandomImage("in.img", VolumeBytes, 42);
+        var image = RandomImage("in.img", _volume.CapacityBytes, 42);
         var back = Path.Combine(_dir, "out.img");
         (await Tools.RunAsync(qemuImg, ["convert", "-n", "-f", "raw", "-O", "raw", image, Uri])).AssertSuccess("qemu-img convert in");
         (await Tools.RunAsync(qemuImg, ["convert", "-f", "raw", "-O", "raw", Uri, back])).AssertSuccess("qemu-img convert out");
@@ -112,7 +112,7 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
     public async Task Nbdcopy_InAndOut_IsByteIdentical()
     {
         var nbdcopy = Tools.Require("nbdcopy", "libnbd-bin");
-        var image = RandomImage("in.img", VolumeBytes, 7);
+        var image = RandomImage("in.img", _volume.CapacityBytes, 7);
         var back = Path.Combine(_dir, "out.img");
         (await Tools.RunAsync(nbdcopy, [image, Uri])).AssertSuccess("nbdcopy in");
         (await Tools.RunAsync(nbdcopy, [Uri, back])).AssertSuccess("nbdcopy out");
@@ -128,9 +128,9 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
         using var json = JsonDocument.Parse(r.Output);
         var export = json.RootElement.GetProperty("exports")[0];
         Assert.Equal(_volume.Name, export.GetProperty("export-name").GetString());
-        Assert.Equal(VolumeBytes, export.GetProperty("export-size").GetInt64());
+        Assert.Equal(_volume.CapacityBytes, export.GetProperty("export-size").GetInt64());
         Assert.Equal(_volume.BlockSizeBytes, export.GetProperty("block_size_minimum").GetInt32());
-        Assert.Equal(_volume.PreferredIoSizeBytes, export.GetProperty("block_size_preferred").GetInt32());
+        Assert.Equal((int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)_volume.PreferredIoSizeBytes + 1) >> 1, export.GetProperty("block_size_preferred").GetInt32());
         Assert.True(export.GetProperty("block_size_maximum").GetInt64() >= 1 << 20);
         foreach (var flag in new[] { "can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn" })
         {
@@ -208,13 +208,13 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
         try
         {
             // nbdfuse serves in the foreground; the file appears once the FUSE mount is up.
-            for (int i = 0; i < 200 && !(File.Exists(fuseFile) && new FileInfo(fuseFile).Length == VolumeBytes); i++)
+            for (int i = 0; i < 200 && !(File.Exists(fuseFile) && new FileInfo(fuseFile).Length == _volume.CapacityBytes); i++)
             {
                 Assert.False(fuse.HasExited, $"nbdfuse exited with {(fuse.HasExited ? fuse.ExitCode : 0)}: {(fuse.HasExited ? fuse.StandardError.ReadToEnd() : "")}");
                 await Task.Delay(50);
             }
             Assert.True(File.Exists(fuseFile), "nbdfuse did not present its file");
-            Assert.Equal(VolumeBytes, new FileInfo(fuseFile).Length);
+            Assert.Equal(_volume.CapacityBytes, new FileInfo(fuseFile).Length);
 
             loop = (await Tools.RunAsync(losetup, ["--find", "--show", "--sector-size", "4096", fuseFile])).AssertSuccess("losetup").Output.Trim();
             output.WriteLine($"loop device {loop}");
