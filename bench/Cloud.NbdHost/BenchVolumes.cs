@@ -1,8 +1,6 @@
 using Cloud.Storage.Devices;
-using Cloud.Storage.Volumes;
-#if HAS_RAID_VOLUME
 using Cloud.Storage.Layout;
-#endif
+using Cloud.Storage.Volumes;
 
 namespace Cloud.NbdHost;
 
@@ -11,12 +9,10 @@ internal static class BenchVolumes
 {
     public static async ValueTask<IBlockVolume> CreateAsync(string layout, string dir, string name, int members, long memberBytes, int chunkBytes)
     {
-        await Task.CompletedTask;
         switch (layout)
         {
             case "file":
                 return new DeviceVolume(name, new FileBlockDevice(Path.Combine(dir, "disk0.img"), memberBytes), 4 << 20);
-#if HAS_RAID_VOLUME
             case "raid5":
             case "raid6":
             {
@@ -24,6 +20,7 @@ internal static class BenchVolumes
                 var devices = new List<IBlockDevice>();
                 for (int i = 0; i < members; i++)
                 {
+                    // A fresh volume each run: old member files would hold a foreign superblock.
                     string path = Path.Combine(dir, $"disk{i}.img");
                     File.Delete(path);
                     devices.Add(new FileBlockDevice(path, memberBytes));
@@ -31,15 +28,8 @@ internal static class BenchVolumes
                 var geometry = new VolumeGeometry(level, members, chunkBytes);
                 return await RaidVolume.CreateAsync(new VolumeDefinition(name, Guid.NewGuid(), geometry), devices);
             }
-#endif
             default:
-                throw new ArgumentException($"--layout '{layout}' is not known; allowed: file"
-#if HAS_RAID_VOLUME
-                    + ", raid5, raid6"
-#else
-                    + " (raid5 and raid6 arrive with the engine's RaidVolume)"
-#endif
-                    );
+                throw new ArgumentException($"--layout '{layout}' is not known; allowed: raid5, raid6, file");
         }
     }
 }

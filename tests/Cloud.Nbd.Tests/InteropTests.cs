@@ -20,7 +20,7 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        _volume = await TestVolumes.CreateAsync("vol", VolumeBytes, _dir);
+        _volume = await TestVolumes.CreateAsync("vol", VolumeBytes);
         _server = await TestServer.StartAsync(_volume);
         output.WriteLine($"serving {_volume.GetType().Name} '{_volume.Name}' on {_server.Uri(_volume.Name)}");
     }
