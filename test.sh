@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: ISA-L (parity oracle), PostgreSQL (clustering), NBD clients and fio,
 # qemu-utils, nbdkit, fuse (nbdfuse).
-DEB_PACKAGES=(libisal-dev postgresql qemu-utils libnbd-bin nbdkit fio fuse3 e2fsprogs util-linux procps iproute2)
+DEB_PACKAGES=(libisal-dev postgresql qemu-utils libnbd-bin nbdkit fio fuse3 e2fsprogs util-linux mount procps iproute2)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
