@@ -1,0 +1,213 @@
+using System.Runtime.CompilerServices;
+
+namespace Cloud.Storage.Parity;
+
+/// <summary>A compile-time count of sources (1..4) for a kernel; the JIT folds the branches on it.</summary>
+internal interface ISourceCount
+{
+    static abstract int Value { get; }
+}
+
+internal readonly struct One : ISourceCount { public static int Value => 1; }
+internal readonly struct Two : ISourceCount { public static int Value => 2; }
+internal readonly struct Three : ISourceCount { public static int Value => 3; }
+internal readonly struct Four : ISourceCount { public static int Value => 4; }
+
+/// <summary>A compile-time switch for a kernel; the JIT removes the code of the other setting.</summary>
+internal interface IFlag
+{
+    static abstract bool On { get; }
+}
+
+internal readonly struct Yes : IFlag { public static bool On => true; }
+internal readonly struct No : IFlag { public static bool On => false; }
+
+/// <summary>
+/// The inner loops of the parity math, for one register width. Each kernel handles the leading
+/// whole registers of <c>length</c> bytes and returns how many bytes it did; the caller finishes
+/// the tail with the one-byte width. Sources and destinations are refs to the first byte; a
+/// destination may be the same buffer as a source (every position is loaded before it is stored),
+/// but buffers must not otherwise overlap. Unused source refs are never read.
+/// </summary>
+/// <remarks>
+/// The main loops do two registers per iteration (then one more if an odd one is left): the GF(2^8)
+/// chains are serial within one register, so a second independent chain keeps the execution units
+/// busy, and the loop overhead is halved.
+/// </remarks>
+[SkipLocalsInit]
+internal static class ParityKernels<TV, TTable, TOps>
+    where TV : struct
+    where TTable : struct
+    where TOps : IParityOps<TV, TTable>
+{
+    /// <summary>destination = s0 ^ s1 ^ ... (the first <typeparamref name="TN"/> sources).</summary>
+    public static nuint Xor<TN>(ref byte destination, ref byte s0, ref byte s1, ref byte s2, ref byte s3, nuint length)
+        where TN : ISourceCount
+    {
+        nuint size = TOps.Size;
+        nuint i = 0;
+        for (; i + 2 * size <= length; i += 2 * size)
+        {
+            XorAt<TN>(ref destination, ref s0, ref s1, ref s2, ref s3, i);
+            XorAt<TN>(ref destination, ref s0, ref s1, ref s2, ref s3, i + size);
+        }
+        if (i + size <= length)
+        {
+            XorAt<TN>(ref destination, ref s0, ref s1, ref s2, ref s3, i);
+            i += size;
+        }
+        return i;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void XorAt<TN>(ref byte destination, ref byte s0, ref byte s1, ref byte s2, ref byte s3, nuint i)
+        where TN : ISourceCount
+    {
+        TV x = TOps.Load(ref Unsafe.Add(ref s0, i));
+        if (TN.Value > 1) x = TOps.Xor(x, TOps.Load(ref Unsafe.Add(ref s1, i)));
+        if (TN.Value > 2) x = TOps.Xor(x, TOps.Load(ref Unsafe.Add(ref s2, i)));
+        if (TN.Value > 3) x = TOps.Xor(x, TOps.Load(ref Unsafe.Add(ref s3, i)));
+        TOps.Store(ref Unsafe.Add(ref destination, i), x);
+    }
+
+    /// <summary>
+    /// Horner's rule for Q (and P) over sources given from the highest data index down:
+    /// q = q*2 ^ s for each source in turn, p ^= s. When <typeparamref name="TAccumulate"/> is on,
+    /// q and p start from the destinations' current contents, q first multiplied by 2 once per
+    /// member skipped since (<paramref name="skippedBefore"/>, for reconstruction); otherwise from zero.
+    /// </summary>
+    public static nuint Pq<TN, TAccumulate, TWithP>(
+        ref byte p, ref byte q, ref byte s0, ref byte s1, ref byte s2, ref byte s3, nuint length, int skippedBefore)
+        where TN : ISourceCount
+        where TAccumulate : IFlag
+        where TWithP : IFlag
+    {
+        nuint size = TOps.Size;
+        nuint i = 0;
+        for (; i + 2 * size <= length; i += 2 * size)
+        {
+            PqAt<TN, TAccumulate, TWithP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, i, skippedBefore);
+            PqAt<TN, TAccumulate, TWithP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, i + size, skippedBefore);
+        }
+        if (i + size <= length)
+        {
+            PqAt<TN, TAccumulate, TWithP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, i, skippedBefore);
+            i += size;
+        }
+        return i;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PqAt<TN, TAccumulate, TWithP>(
+        ref byte p, ref byte q, ref byte s0, ref byte s1, ref byte s2, ref byte s3, nuint i, int skippedBefore)
+        where TN : ISourceCount
+        where TAccumulate : IFlag
+        where TWithP : IFlag
+    {
+        TV s = TOps.Load(ref Unsafe.Add(ref s0, i));
+        TV qv = s, pv = s;
+        if (TAccumulate.On)
+        {
+            qv = TOps.Load(ref Unsafe.Add(ref q, i));
+            for (int k = 0; k < skippedBefore; k++) qv = TOps.Mul2(qv);
+            qv = TOps.Xor(TOps.Mul2(qv), s);
+            if (TWithP.On) pv = TOps.Xor(TOps.Load(ref Unsafe.Add(ref p, i)), s);
+        }
+        if (TN.Value > 1)
+        {
+            s = TOps.Load(ref Unsafe.Add(ref s1, i));
+            qv = TOps.Xor(TOps.Mul2(qv), s);
+            if (TWithP.On) pv = TOps.Xor(pv, s);
+        }
+        if (TN.Value > 2)
+        {
+            s = TOps.Load(ref Unsafe.Add(ref s2, i));
+            qv = TOps.Xor(TOps.Mul2(qv), s);
+            if (TWithP.On) pv = TOps.Xor(pv, s);
+        }
+        if (TN.Value > 3)
+        {
+            s = TOps.Load(ref Unsafe.Add(ref s3, i));
+            qv = TOps.Xor(TOps.Mul2(qv), s);
+            if (TWithP.On) pv = TOps.Xor(pv, s);
+        }
+        TOps.Store(ref Unsafe.Add(ref q, i), qv);
+        if (TWithP.On) TOps.Store(ref Unsafe.Add(ref p, i), pv);
+    }
+
+    /// <summary>q = q * 2^<paramref name="times"/>: Horner's last steps when the lowest data members are missing.</summary>
+    public static nuint Mul2InPlace(ref byte q, nuint length, int times)
+    {
+        nuint size = TOps.Size;
+        nuint i = 0;
+        for (; i + size <= length; i += size)
+        {
+            TV x = TOps.Load(ref Unsafe.Add(ref q, i));
+            for (int k = 0; k < times; k++) x = TOps.Mul2(x);
+            TOps.Store(ref Unsafe.Add(ref q, i), x);
+        }
+        return i;
+    }
+
+    /// <summary>Read-modify-write: d = old ^ new; p ^= d; q ^= c*d.</summary>
+    public static nuint Delta(ref byte oldData, ref byte newData, ref byte p, ref byte q, nuint length, byte coefficient)
+    {
+        TTable table = TOps.Table(coefficient);
+        nuint size = TOps.Size;
+        nuint i = 0;
+        for (; i + 2 * size <= length; i += 2 * size)
+        {
+            DeltaAt(ref oldData, ref newData, ref p, ref q, i, table);
+            DeltaAt(ref oldData, ref newData, ref p, ref q, i + size, table);
+        }
+        if (i + size <= length)
+        {
+            DeltaAt(ref oldData, ref newData, ref p, ref q, i, table);
+            i += size;
+        }
+        return i;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void DeltaAt(ref byte oldData, ref byte newData, ref byte p, ref byte q, nuint i, in TTable table)
+    {
+        TV d = TOps.Xor(TOps.Load(ref Unsafe.Add(ref oldData, i)), TOps.Load(ref Unsafe.Add(ref newData, i)));
+        TOps.Store(ref Unsafe.Add(ref p, i), TOps.Xor(TOps.Load(ref Unsafe.Add(ref p, i)), d));
+        TOps.Store(ref Unsafe.Add(ref q, i), TOps.Xor(TOps.Load(ref Unsafe.Add(ref q, i)), TOps.Mul(table, d)));
+    }
+
+    /// <summary>destination = c * (destination ^ source): one data member back from Q and the partial Q of the others.</summary>
+    public static nuint MulXor(ref byte destination, ref byte source, nuint length, byte coefficient)
+    {
+        TTable table = TOps.Table(coefficient);
+        nuint size = TOps.Size;
+        nuint i = 0;
+        for (; i + size <= length; i += size)
+        {
+            TV x = TOps.Xor(TOps.Load(ref Unsafe.Add(ref destination, i)), TOps.Load(ref Unsafe.Add(ref source, i)));
+            TOps.Store(ref Unsafe.Add(ref destination, i), TOps.Mul(table, x));
+        }
+        return i;
+    }
+
+    /// <summary>
+    /// Two data members back: with Pab in <paramref name="da"/> and the partial Q of the other data
+    /// in <paramref name="db"/>, Da = cP*Pab ^ cQ*(Q ^ partial), Db = Pab ^ Da.
+    /// </summary>
+    public static nuint CombineTwo(ref byte da, ref byte db, ref byte q, nuint length, byte coefficientP, byte coefficientQ)
+    {
+        TTable tableP = TOps.Table(coefficientP);
+        TTable tableQ = TOps.Table(coefficientQ);
+        nuint size = TOps.Size;
+        nuint i = 0;
+        for (; i + size <= length; i += size)
+        {
+            TV pab = TOps.Load(ref Unsafe.Add(ref da, i));
+            TV qab = TOps.Xor(TOps.Load(ref Unsafe.Add(ref db, i)), TOps.Load(ref Unsafe.Add(ref q, i)));
+            TV a = TOps.Xor(TOps.Mul(tableP, pab), TOps.Mul(tableQ, qab));
+            TOps.Store(ref Unsafe.Add(ref da, i), a);
+            TOps.Store(ref Unsafe.Add(ref db, i), TOps.Xor(pab, a));
+        }
+        return i;
+    }
+}

@@ -1,0 +1,84 @@
+// Compiled into both Cloud.Storage.Tests (the oracle tests) and Cloud.Bench (the peer benchmark),
+// through a linked <Compile> item, so that the interop is declared once.
+using System.Buffers;
+using System.Runtime.InteropServices;
+
+namespace Cloud.IsaL;
+
+/// <summary>
+/// Intel ISA-L's RAID functions (Debian <c>libisal-dev</c>, <c>libisal.so.2</c>): an independent
+/// implementation of the same P and Q, used as a test oracle and as the benchmark peer.
+/// </summary>
+/// <remarks>
+/// From <c>isa-l/raid.h</c>: <c>array</c> holds the source pointers followed by the destination(s)
+/// (P, then Q for <c>pq_gen</c>); <c>vects</c> counts sources and destinations; pointers must be
+/// 32-byte aligned; <c>pq_gen</c>'s length must be a multiple of 32. Both return 0 on success.
+/// </remarks>
+internal static unsafe partial class IsaLRaid
+{
+    /// <summary>The shared library's soname, as Debian installs it.</summary>
+    public const string Library = "libisal.so.2";
+
+    /// <summary>The pointer alignment the library requires of sources and destinations; 64 also suits AVX-512.</summary>
+    public const int AlignmentBytes = 64;
+
+    /// <summary>pq_gen processes whole 32-byte vectors; lengths must be a multiple of this.</summary>
+    public const int PqLengthMultipleBytes = 32;
+
+    /// <summary>XOR parity: array[vects-1] = XOR of array[0..vects-2].</summary>
+    [LibraryImport(Library, EntryPoint = "xor_gen")]
+    public static partial int XorGen(int vects, int len, void** array);
+
+    /// <summary>P and Q: array[vects-2] = P, array[vects-1] = Q over array[0..vects-3].</summary>
+    [LibraryImport(Library, EntryPoint = "pq_gen")]
+    public static partial int PqGen(int vects, int len, void** array);
+
+    /// <summary>True when the library can be loaded here.</summary>
+    public static bool IsAvailable()
+    {
+        if (!NativeLibrary.TryLoad(Library, out IntPtr handle)) return false;
+        NativeLibrary.Free(handle);
+        return true;
+    }
+}
+
+/// <summary>
+/// A native buffer aligned to <see cref="IsaLRaid.AlignmentBytes"/>, usable both as a pointer (for
+/// ISA-L) and as <see cref="Memory{T}"/> (for our API), so that both work on the very same bytes.
+/// </summary>
+internal sealed unsafe class AlignedBuffer : MemoryManager<byte>
+{
+    private byte* pointer;
+    private readonly int lengthBytes;
+
+    public AlignedBuffer(int lengthBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(lengthBytes);
+        this.lengthBytes = lengthBytes;
+        // A zero-byte request still gets a real, aligned allocation so that Pointer is never null.
+        pointer = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(lengthBytes, 1), IsaLRaid.AlignmentBytes);
+        NativeMemory.Clear(pointer, (nuint)lengthBytes);
+    }
+
+    public byte* Pointer => pointer != null ? pointer : throw new ObjectDisposedException(nameof(AlignedBuffer));
+
+    public int LengthBytes => lengthBytes;
+
+    public override Span<byte> GetSpan() => new(Pointer, lengthBytes);
+
+    // Native memory never moves, so pinning is a no-op.
+    public override MemoryHandle Pin(int elementIndex = 0) => new(Pointer + elementIndex);
+
+    public override void Unpin()
+    {
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (pointer != null)
+        {
+            NativeMemory.AlignedFree(pointer);
+            pointer = null;
+        }
+    }
+}
