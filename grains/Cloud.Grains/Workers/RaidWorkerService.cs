@@ -262,7 +262,10 @@ public sealed partial class RaidWorkerService(
         var timestamps = batch.Select(t => t.Write.Timestamp).ToImmutableArray();
         for (var attempt = 0; ; attempt++)
         {
-            var grant = await lockGrain.AcquireAsync(new LockRequest(firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
+            // The partition-lock grain may be moving off a dead silo: wait for it rather than fail the copies.
+            var grant = await FirstServer.RetryOnSiloFailureAsync(
+                () => lockGrain.AcquireAsync(new LockRequest(firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false)),
+                _options.RedelegationTimeout).ConfigureAwait(false);
             var released = false;
             try
             {
@@ -330,6 +333,11 @@ public sealed partial class RaidWorkerService(
             catch (LockFencedException ex) when (attempt < MaxFencedRetries)
             {
                 LogFenced(logger, v.Info.Name, ex.FencingToken);
+            }
+            catch (Exception ex) when (FirstServer.IsSiloFailure(ex) && attempt < MaxFencedRetries)
+            {
+                // The lock grain died with our lease; a new activation knows no holders, so take the lock again.
+                LogFenced(logger, v.Info.Name, grant.FencingToken);
             }
             finally
             {
