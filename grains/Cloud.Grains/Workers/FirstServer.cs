@@ -233,6 +233,10 @@ public sealed partial class FirstServer(
         }
     }
 
+    /// <summary>Waits until every copy this silo holds, of any volume, is settled (at a graceful stop).</summary>
+    public Task DrainAllAsync(CancellationToken cancellationToken) =>
+        Task.WhenAll(_held.Values.Select(h => h.Completion)).WaitAsync(cancellationToken);
+
     /// <summary>Waits until every copy this silo holds for the volume is committed.</summary>
     public async Task DrainAsync(string volumeName)
     {
