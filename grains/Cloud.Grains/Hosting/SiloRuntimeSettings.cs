@@ -19,6 +19,12 @@ public sealed class SiloRuntimeSettings(IOptions<CloudOptions> options)
         set => _draining = value;
     }
 
+    /// <summary>
+    /// When set, every delegated write goes to this silo (by name) and load is ignored: static delegation, the
+    /// peer that load-based delegation is measured against, and a debugging aid. Set it on every silo.
+    /// </summary>
+    public string? FixedDelegationTarget { get; set; }
+
     /// <summary>Latency added to each data-path operation of this silo's engines (0-10 s).</summary>
     public TimeSpan InjectedDiskLatency
     {

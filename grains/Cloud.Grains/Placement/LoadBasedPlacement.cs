@@ -22,11 +22,17 @@ public sealed class LoadBasedPlacementAttribute() : PlacementAttribute(LoadBased
 /// to the lowest address so that the choice is deterministic. With no fresh load data (a cluster just starting),
 /// the local silo is chosen, which keeps the write on the first server.
 /// </summary>
-internal sealed class LoadBasedPlacementDirector(LoadTable table) : IPlacementDirector
+internal sealed class LoadBasedPlacementDirector(LoadTable table, Hosting.SiloRuntimeSettings settings, IClusterMembershipService membership) : IPlacementDirector
 {
     public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
         var candidates = context.GetCompatibleSilos(target);
+        if (settings.FixedDelegationTarget is { } fixedName)
+        {
+            var members = membership.CurrentSnapshot.Members;
+            foreach (var silo in candidates)
+                if (members.TryGetValue(silo, out var m) && m.Name == fixedName) return Task.FromResult(silo);
+        }
         SiloAddress? best = null;
         var bestScore = double.MaxValue;
         foreach (var silo in candidates.OrderBy(s => s.ToParsableString(), StringComparer.Ordinal))

@@ -19,6 +19,7 @@ public sealed partial class FirstServer(
     VolumeDirectory directory,
     LoadTable loadTable,
     SiloUsage usage,
+    SiloRuntimeSettings settings,
     ILocalSiloDetails silo,
     IOptions<CloudOptions> options,
     ILogger<FirstServer> logger)
@@ -90,6 +91,12 @@ public sealed partial class FirstServer(
         // Stickiness: keep the unit's last synchronization target while it is alive, not draining and not overloaded.
         string decision, reason;
         if (grant.ActiveTarget is null) { decision = "new"; reason = "no-target"; }
+        else if (settings.FixedDelegationTarget is { } fixedTarget)
+        {
+            decision = grant.ActiveTarget == fixedTarget ? "reused" : "new";
+            reason = "fixed-target";
+            if (decision == "new") await unit.RelocateAsync().ConfigureAwait(false);
+        }
         else if (loadTable.IsAppropriateTarget(grant.ActiveTarget, out reason)) decision = "reused";
         else
         {
