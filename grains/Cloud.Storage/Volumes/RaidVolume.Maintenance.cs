@@ -362,7 +362,6 @@ public sealed partial class RaidVolume
                     any = true;
                     if (Geometry.Level != RaidLevel.Raid1 && Layout.RoleOf(stripe, m) >= 0) Restamp(s.Buffer, m, r);
                 }
-                if (Geometry.Level == RaidLevel.Raid0) any = any && true;
                 if (any) s.Tasks[n++] = SlotIoAsync(m, true, stripe, 0, rows, true, s.Buffer, CancellationToken.None);
             }
             await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);

@@ -526,6 +526,21 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     }
 
     /// <summary>
+    /// Write-hole recovery for this opener: resyncs the stripes marked in its writer slot (every slot
+    /// when <see cref="RaidVolumeOptions.RecoverAllWriterSlots"/>). <see cref="AssembleAsync"/> already does this.
+    /// </summary>
+    /// <returns>The number of stripes resynced.</returns>
+    public async ValueTask<long> RecoverAsync(CancellationToken cancellationToken = default)
+    {
+        CheckUsable();
+        if (!_options.RecoverAllWriterSlots) return await RecoverWriterSlotAsync(_options.WriterSlot, cancellationToken).ConfigureAwait(false);
+        long total = 0;
+        for (int slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++)
+            total += await RecoverWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
+        return total;
+    }
+
+    /// <summary>
     /// Resyncs every stripe marked in writer slot <paramref name="slot"/>'s intent bitmap (on any
     /// member), then clears it. Call it for a writer that died while the rest of the cluster runs,
     /// holding that writer's stripe locks; <see cref="AssembleAsync"/> calls it for this opener.
@@ -555,6 +570,12 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
                 resynced++;
             }
         await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
+        if (slot == _options.WriterSlot && _options.WriteIntentLog)
+        {
+            // Our own slot while we may be writing: keep the marks of our writes in flight.
+            await _intent.RepersistAsync(cancellationToken).ConfigureAwait(false);
+            return resynced;
+        }
         Array.Clear(page);
         for (int m = 0; m < _memberCount; m++)
         {

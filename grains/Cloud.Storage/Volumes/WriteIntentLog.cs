@@ -111,6 +111,14 @@ internal sealed class WriteIntentLog
         finally { _persistGate.Release(); }
     }
 
+    /// <summary>Writes the in-memory page again (after a recovery rewrote this slot on disk).</summary>
+    public async ValueTask RepersistAsync(CancellationToken cancellationToken)
+    {
+        await _persistGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try { await _persist(_page, cancellationToken).ConfigureAwait(false); }
+        finally { _persistGate.Release(); }
+    }
+
     /// <summary>The stripe ranges a persisted bitmap page marks.</summary>
     public static IEnumerable<(long First, long End)> MarkedStripes(ReadOnlyMemory<byte> page, long stripeCount)
     {
