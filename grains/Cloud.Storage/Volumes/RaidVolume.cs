@@ -113,22 +113,26 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     public RebuildProgress? CurrentRebuild { get { lock (_stateGate) return _rebuild; } }
 
     /// <summary>Redundancy as a whole.</summary>
+    /// <remarks>
+    /// Read without a lock (it is checked on every I/O, and a volume-wide lock there would serialise
+    /// stripes); each member's state is a single byte, so a racing reader sees the old or new state.
+    /// A rebuilding member does not yet count as redundancy: losing more members than the level
+    /// tolerates, rebuilding ones included, fails the volume.
+    /// </remarks>
     public VolumeHealth Health
     {
         get
         {
-            lock (_stateGate)
+            int lost = 0, rebuilding = 0;
+            for (int i = 0; i < _states.Length; i++)
             {
-                int lost = 0, rebuilding = 0;
-                foreach (MemberState s in _states)
-                {
-                    if (s is MemberState.Failed or MemberState.Missing) lost++;
-                    else if (s == MemberState.Rebuilding) rebuilding++;
-                }
-                if (lost > Geometry.MaxFailedMembers) return VolumeHealth.Failed;
-                if (rebuilding > 0) return VolumeHealth.Rebuilding;
-                return lost > 0 ? VolumeHealth.Degraded : VolumeHealth.Healthy;
+                MemberState s = _states[i];
+                if (s is MemberState.Failed or MemberState.Missing) lost++;
+                else if (s == MemberState.Rebuilding) rebuilding++;
             }
+            if (lost + rebuilding > Geometry.MaxFailedMembers) return VolumeHealth.Failed;
+            if (rebuilding > 0) return VolumeHealth.Rebuilding;
+            return lost > 0 ? VolumeHealth.Degraded : VolumeHealth.Healthy;
         }
     }
 
