@@ -18,6 +18,12 @@ public static class Gf256
     // split-nibble form that a 16-entry byte shuffle (PSHUFB, TBL) evaluates 16..64 bytes at a time.
     private static readonly byte[] NibbleTables = new byte[256 * NibbleTableBytes];
 
+    // For every constant c, the 8x8 bit matrix of x -> c*x in the layout of GF2P8AFFINEQB: byte
+    // 7-i holds the input bits that feed output bit i. Multiplying by a constant is linear over
+    // GF(2) in any field, so one affine instruction multiplies in ours even though the instruction
+    // set's own GF multiply (GF2P8MULB) is fixed to the AES polynomial 0x11B.
+    private static readonly ulong[] AffineMatrices = new ulong[256];
+
     /// <summary>Bytes per constant in <see cref="NibbleTable"/>: 16 low-nibble then 16 high-nibble products.</summary>
     internal const int NibbleTableBytes = 32;
 
@@ -38,7 +44,22 @@ public static class Gf256
             NibbleTables[c * NibbleTableBytes + i] = Mul((byte)c, (byte)i);
             NibbleTables[c * NibbleTableBytes + 16 + i] = Mul((byte)c, (byte)(i << 4));
         }
+        for (int c = 0; c < 256; c++)
+        {
+            ulong matrix = 0;
+            for (int outputBit = 0; outputBit < 8; outputBit++)
+            {
+                int row = 0;
+                for (int inputBit = 0; inputBit < 8; inputBit++)
+                    if (((Mul((byte)c, (byte)(1 << inputBit)) >> outputBit) & 1) != 0) row |= 1 << inputBit;
+                matrix |= (ulong)row << (8 * (7 - outputBit));
+            }
+            AffineMatrices[c] = matrix;
+        }
     }
+
+    /// <summary>The GF2P8AFFINEQB matrix that multiplies by <paramref name="constant"/>.</summary>
+    internal static ulong AffineMatrix(byte constant) => AffineMatrices[constant];
 
     /// <summary>The split-nibble product table of <paramref name="constant"/> (see <see cref="NibbleTableBytes"/>).</summary>
     internal static ReadOnlySpan<byte> NibbleTable(byte constant) => NibbleTables.AsSpan(constant * NibbleTableBytes, NibbleTableBytes);

@@ -4,6 +4,10 @@ using K512 = Cloud.Storage.Parity.ParityKernels<
     System.Runtime.Intrinsics.Vector512<byte>,
     Cloud.Storage.Parity.NibbleVectors<System.Runtime.Intrinsics.Vector512<byte>>,
     Cloud.Storage.Parity.Ops512>;
+using K512G = Cloud.Storage.Parity.ParityKernels<
+    System.Runtime.Intrinsics.Vector512<byte>,
+    System.Runtime.Intrinsics.Vector512<byte>,
+    Cloud.Storage.Parity.Ops512Gfni>;
 using K256 = Cloud.Storage.Parity.ParityKernels<
     System.Runtime.Intrinsics.Vector256<byte>,
     Cloud.Storage.Parity.NibbleVectors<System.Runtime.Intrinsics.Vector256<byte>>,
@@ -41,6 +45,7 @@ internal static class ParityDispatch
     {
         nuint done = width switch
         {
+            VectorWidth.V512Gfni => K512G.Xor<TN>(ref d, ref s0, ref s1, ref s2, ref s3, length),
             VectorWidth.V512 => K512.Xor<TN>(ref d, ref s0, ref s1, ref s2, ref s3, length),
             VectorWidth.V256 => K256.Xor<TN>(ref d, ref s0, ref s1, ref s2, ref s3, length),
             VectorWidth.V128 => K128.Xor<TN>(ref d, ref s0, ref s1, ref s2, ref s3, length),
@@ -89,6 +94,7 @@ internal static class ParityDispatch
     {
         nuint done = width switch
         {
+            VectorWidth.V512Gfni => K512G.Pq<TN, TA, TP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
             VectorWidth.V512 => K512.Pq<TN, TA, TP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
             VectorWidth.V256 => K256.Pq<TN, TA, TP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
             VectorWidth.V128 => K128.Pq<TN, TA, TP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
@@ -104,6 +110,7 @@ internal static class ParityDispatch
     {
         nuint done = width switch
         {
+            VectorWidth.V512Gfni => K512G.Mul2InPlace(ref q, length, times),
             VectorWidth.V512 => K512.Mul2InPlace(ref q, length, times),
             VectorWidth.V256 => K256.Mul2InPlace(ref q, length, times),
             VectorWidth.V128 => K128.Mul2InPlace(ref q, length, times),
@@ -116,6 +123,7 @@ internal static class ParityDispatch
     {
         nuint done = width switch
         {
+            VectorWidth.V512Gfni => K512G.Delta(ref oldData, ref newData, ref p, ref q, length, coefficient),
             VectorWidth.V512 => K512.Delta(ref oldData, ref newData, ref p, ref q, length, coefficient),
             VectorWidth.V256 => K256.Delta(ref oldData, ref newData, ref p, ref q, length, coefficient),
             VectorWidth.V128 => K128.Delta(ref oldData, ref newData, ref p, ref q, length, coefficient),
@@ -130,6 +138,7 @@ internal static class ParityDispatch
     {
         nuint done = width switch
         {
+            VectorWidth.V512Gfni => K512G.MulXor(ref destination, ref source, length, coefficient),
             VectorWidth.V512 => K512.MulXor(ref destination, ref source, length, coefficient),
             VectorWidth.V256 => K256.MulXor(ref destination, ref source, length, coefficient),
             VectorWidth.V128 => K128.MulXor(ref destination, ref source, length, coefficient),
@@ -142,6 +151,7 @@ internal static class ParityDispatch
     {
         nuint done = width switch
         {
+            VectorWidth.V512Gfni => K512G.CombineTwo(ref da, ref db, ref q, length, coefficientP, coefficientQ),
             VectorWidth.V512 => K512.CombineTwo(ref da, ref db, ref q, length, coefficientP, coefficientQ),
             VectorWidth.V256 => K256.CombineTwo(ref da, ref db, ref q, length, coefficientP, coefficientQ),
             VectorWidth.V128 => K128.CombineTwo(ref da, ref db, ref q, length, coefficientP, coefficientQ),

@@ -3,7 +3,7 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Cloud.Storage.Parity;
 
-/// <summary>The register width the parity kernels run at; the value is the width in bytes.</summary>
+/// <summary>The register width (and instruction set) the parity kernels run at; the value is the width in bytes.</summary>
 internal enum VectorWidth
 {
     /// <summary>Portable code on 64-bit words (eight bytes at a time), no SIMD instructions.</summary>
@@ -17,6 +17,9 @@ internal enum VectorWidth
 
     /// <summary>512-bit vectors (AVX-512 BW).</summary>
     V512 = 64,
+
+    /// <summary>512-bit vectors with GFNI for the GF(2^8) multiplications (65 only to be distinct from <see cref="V512"/>).</summary>
+    V512Gfni = 65,
 }
 
 /// <summary>Which <see cref="VectorWidth"/>s this machine can run, and which one is fastest.</summary>
@@ -38,16 +41,18 @@ internal static class VectorWidths
         VectorWidth.V128 => true,
         VectorWidth.V256 => Avx2.IsSupported,
         VectorWidth.V512 => Avx512BW.IsSupported,
+        VectorWidth.V512Gfni => Avx512BW.IsSupported && Gfni.V512.IsSupported,
         _ => false,
     };
 
     /// <summary>Every supported width, narrowest first.</summary>
     public static IReadOnlyList<VectorWidth> Supported { get; } =
-        [.. new[] { VectorWidth.Scalar, VectorWidth.V128, VectorWidth.V256, VectorWidth.V512 }.Where(IsSupported)];
+        [.. new[] { VectorWidth.Scalar, VectorWidth.V128, VectorWidth.V256, VectorWidth.V512, VectorWidth.V512Gfni }.Where(IsSupported)];
 
     private static VectorWidth DetectBest()
     {
-        if (Vector512.IsHardwareAccelerated && Avx512BW.IsSupported) return VectorWidth.V512;
+        if (Vector512.IsHardwareAccelerated && Avx512BW.IsSupported)
+            return Gfni.V512.IsSupported ? VectorWidth.V512Gfni : VectorWidth.V512;
         if (Vector256.IsHardwareAccelerated && Avx2.IsSupported) return VectorWidth.V256;
         if (Vector128.IsHardwareAccelerated) return VectorWidth.V128;
         return VectorWidth.Scalar;
