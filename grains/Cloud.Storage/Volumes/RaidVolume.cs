@@ -69,7 +69,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         _created = created;
         _stripeLocks = new SemaphoreSlim[StripeLockCount];
         for (int i = 0; i < _stripeLocks.Length; i++) _stripeLocks[i] = new SemaphoreSlim(1, 1);
-        _intent = new WriteIntentLog(stripeCount, options.WriteIntentLog, PersistIntentPageAsync);
+        _intent = new WriteIntentLog(stripeCount, OnDiskFormat.IntentRegionStripes(stripeCount, definition.Geometry.StripeDataBytes), options.WriteIntentLog, PersistIntentPageAsync);
         int slots = _dataCount + _parityCount;
         int retained = (int)Math.Clamp(ScratchBudgetBytes / ((long)_memberCount * _slotBytes), 2, 256);
         _scratchPool = new StripeScratchPool(() => new StripeScratch(_memberCount, _slotBytes, _blocksPerChunk, _dataCount, slots), retained);
@@ -567,7 +567,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         }
         if (Array.TrueForAll(merged, b => b == 0)) return 0;
         long resynced = 0;
-        foreach ((long first, long end) in WriteIntentLog.MarkedStripes(merged, StripeCount))
+        foreach ((long first, long end) in WriteIntentLog.MarkedStripes(merged, StripeCount, _intent.RegionStripes))
             for (long s = first; s < end; s++)
             {
                 await ResyncStripeAsync(s, cancellationToken).ConfigureAwait(false);

@@ -22,9 +22,9 @@ internal sealed class WriteIntentLog
     private readonly PersistPage _persist;
     private readonly bool _enabled;
 
-    public WriteIntentLog(long stripeCount, bool enabled, PersistPage persist)
+    public WriteIntentLog(long stripeCount, long regionStripes, bool enabled, PersistPage persist)
     {
-        RegionStripes = OnDiskFormat.IntentRegionStripes(stripeCount);
+        RegionStripes = regionStripes;
         _inFlight = new int[(stripeCount + RegionStripes - 1) / RegionStripes];
         _persist = persist;
         _enabled = enabled;
@@ -120,9 +120,8 @@ internal sealed class WriteIntentLog
     }
 
     /// <summary>The stripe ranges a persisted bitmap page marks.</summary>
-    public static IEnumerable<(long First, long End)> MarkedStripes(ReadOnlyMemory<byte> page, long stripeCount)
+    public static IEnumerable<(long First, long End)> MarkedStripes(ReadOnlyMemory<byte> page, long stripeCount, long regionStripes)
     {
-        long regionStripes = OnDiskFormat.IntentRegionStripes(stripeCount);
         long regions = (stripeCount + regionStripes - 1) / regionStripes;
         for (int r = 0; r < regions; r++)
             if (IsSet(page.Span, r)) yield return (r * regionStripes, Math.Min(stripeCount, (r + 1) * regionStripes));
