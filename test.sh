@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: ISA-L (parity oracle), PostgreSQL (clustering), NBD clients and fio,
 # qemu-utils, nbdkit, fuse (nbdfuse).
-DEB_PACKAGES=(libisal-dev postgresql qemu-utils libnbd-bin nbdkit fio fuse3 e2fsprogs util-linux procps iproute2)
+DEB_PACKAGES=(libisal-dev postgresql qemu-utils libnbd-bin nbdkit fio fuse3 e2fsprogs util-linux mount procps iproute2)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,10 +21,27 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# npm packages (Azurite) from the lock file.
-if [ -f package-lock.json ] && [ ! -x node_modules/.bin/azurite ]; then
+# npm packages (Azurite) from the lock file. Node 20 is in the machine image (NodeSource); Azurite
+# 3.37.0 declares node >=22 but runs on 20 (npm only warns).
+if [ -f package-lock.json ] && ! command -v npm >/dev/null; then
+  echo "test.sh: installing Node.js and npm (Debian) for Azurite"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ -f package-lock.json ] && [ ! -x node_modules/.bin/azurite-blob ]; then
   echo "test.sh: installing npm packages from package-lock.json"
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-dotnet test Cloud.sln --logger "console;verbosity=normal" "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+dotnet test Cloud.sln --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log" || status=$?
+
+# One closing line over every test project: "N passed, N failed, N skipped".
+awk '/^ *Passed: *[0-9]+ *$/  { p += $2 }
+     /^ *Failed: *[0-9]+ *$/  { f += $2 }
+     /^ *Skipped: *[0-9]+ *$/ { s += $2 }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

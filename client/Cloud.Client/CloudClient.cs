@@ -1,0 +1,122 @@
+using System.Collections.Immutable;
+using System.Net;
+using System.Net.Sockets;
+using Cloud.Grains.Abstractions;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Cloud.Client;
+
+/// <summary>
+/// The Cloud SDK: volumes' control plane and a data-plane handle per volume, over an Orleans cluster client. Writes
+/// and reads go to the front end of the gateway silo, which delegates them (see docs/ARCHITECTURE.md).
+/// </summary>
+public sealed class CloudClient : IAsyncDisposable
+{
+    /// <summary>The gateway a silo started with no arguments listens on.</summary>
+    public const string DefaultGateway = "127.0.0.1:30000";
+
+    private readonly IHost? _host;
+
+    /// <summary>Wraps a cluster client that is already connected (in a silo, a test cluster, or your own host).</summary>
+    public CloudClient(IClusterClient client) => Cluster = client;
+
+    private CloudClient(IHost host)
+    {
+        _host = host;
+        Cluster = host.Services.GetRequiredService<IClusterClient>();
+    }
+
+    /// <summary>The underlying Orleans client.</summary>
+    public IClusterClient Cluster { get; }
+
+    /// <summary>Connects to a silo's gateway (<c>HOST:PORT</c>).</summary>
+    public static async Task<CloudClient> ConnectAsync(string gateway = DefaultGateway, string clusterId = "cloud", string serviceId = "cloud", CancellationToken cancellationToken = default)
+    {
+        var endpoint = await ResolveAsync(gateway, cancellationToken).ConfigureAwait(false);
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [], DisableDefaults = true });
+        builder.Logging.SetMinimumLevel(LogLevel.Critical);
+        builder.UseOrleansClient(client =>
+        {
+            client.UseStaticClustering(endpoint);
+            client.Configure<Orleans.Configuration.ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
+            client.Configure<Orleans.Configuration.GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(30));
+        });
+        var host = builder.Build();
+        try
+        {
+            await host.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            host.Dispose();
+            throw new CloudRequestException($"cannot connect to a Cloud silo at {gateway}: {ex.Message}", ex);
+        }
+        return new CloudClient(host);
+    }
+
+    /// <summary>Parses <c>HOST:PORT</c> and resolves the host.</summary>
+    public static async Task<IPEndPoint> ResolveAsync(string gateway, CancellationToken cancellationToken = default)
+    {
+        var colon = gateway.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(gateway.AsSpan(colon + 1), out var port) || port is < 1 or > 65535)
+            throw new CloudRequestException($"gateway '{gateway}' is not HOST:PORT with a port of 1-65535 (e.g. {DefaultGateway})");
+        var host = gateway[..colon].Trim('[', ']');
+        if (IPAddress.TryParse(host, out var address)) return new IPEndPoint(address, port);
+        var addresses = await Dns.GetHostAddressesAsync(host, cancellationToken).ConfigureAwait(false);
+        var chosen = addresses.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork) ?? addresses.FirstOrDefault()
+            ?? throw new CloudRequestException($"gateway host '{host}' does not resolve");
+        return new IPEndPoint(chosen, port);
+    }
+
+    private IVolumeCatalogGrain Catalog => Cluster.GetGrain<IVolumeCatalogGrain>(0);
+
+    /// <summary>Creates a volume.</summary>
+    public Task<VolumeInfo> CreateVolumeAsync(VolumeSpec spec) => Catalog.CreateAsync(spec);
+
+    /// <summary>Every volume.</summary>
+    public Task<ImmutableArray<VolumeInfo>> ListVolumesAsync() => Catalog.ListAsync();
+
+    /// <summary>Health, members and rebuild progress of a volume.</summary>
+    public Task<VolumeStatus> ShowVolumeAsync(string name) => Cluster.GetGrain<IVolumeGrain>(name).ShowAsync();
+
+    /// <summary>Deletes a volume and its disks.</summary>
+    public Task DeleteVolumeAsync(string name) => Catalog.DeleteAsync(name);
+
+    /// <summary>Fails a member disk.</summary>
+    public Task<VolumeStatus> FailDiskAsync(string name, int index, string reason = "failed by operator") =>
+        Cluster.GetGrain<IVolumeGrain>(name).FailDiskAsync(index, reason);
+
+    /// <summary>Replaces a failed member with a fresh disk.</summary>
+    public Task<VolumeStatus> ReplaceDiskAsync(string name, int index) => Cluster.GetGrain<IVolumeGrain>(name).ReplaceDiskAsync(index);
+
+    /// <summary>Starts a rebuild.</summary>
+    public Task<RebuildStatus> StartRebuildAsync(string name) => Cluster.GetGrain<IVolumeGrain>(name).StartRebuildAsync();
+
+    /// <summary>The running or last rebuild.</summary>
+    public Task<RebuildStatus?> GetRebuildAsync(string name) => Cluster.GetGrain<IVolumeGrain>(name).GetRebuildAsync();
+
+    /// <summary>Scrubs a volume.</summary>
+    public Task<ScrubResult> ScrubAsync(string name, bool repair) => Cluster.GetGrain<IVolumeGrain>(name).ScrubAsync(repair);
+
+    /// <summary>Every silo's live load and delegation counts.</summary>
+    public Task<ClusterStatus> GetClusterStatusAsync() => Cluster.GetGrain<ILoadTableGrain>(0).GetStatusAsync();
+
+    /// <summary>Opens a data-plane handle on a volume.</summary>
+    public async Task<CloudVolume> OpenVolumeAsync(string name)
+    {
+        var info = await Catalog.GetAsync(name).ConfigureAwait(false)
+            ?? throw new CloudRequestException($"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
+        return new CloudVolume(Cluster, info);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        if (_host is null) return;
+        try { await _host.StopAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
+        catch (Exception) { /* the gateway may be gone already; nothing to flush on the client */ }
+        _host.Dispose();
+    }
+}

@@ -1,0 +1,401 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Cloud.Client;
+using Cloud.Grains.Abstractions;
+using Spectre.Console;
+
+namespace Cloud.Cli;
+
+/// <summary>The command tree and each command's action.</summary>
+internal static class Commands
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        WriteIndented = true,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
+    };
+
+    private static readonly Option<string> Gateway = new("--gateway")
+    {
+        Description = "The silo gateway, HOST:PORT (default: $CLOUD_GATEWAY or 127.0.0.1:30000)",
+        Recursive = true,
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("CLOUD_GATEWAY") ?? CloudClient.DefaultGateway,
+    };
+
+    private static readonly Option<bool> JsonOutput = new("--json") { Description = "Print machine-readable JSON", Recursive = true };
+
+    public static RootCommand Build()
+    {
+        var root = new RootCommand("cloudctl: manage Cloud volumes and move data in and out of them");
+        root.Options.Add(Gateway);
+        root.Options.Add(JsonOutput);
+        root.Subcommands.Add(VolumeCommand());
+        root.Subcommands.Add(WriteCommand());
+        root.Subcommands.Add(ReadCommand());
+        root.Subcommands.Add(ImportCommand());
+        root.Subcommands.Add(ExportCommand());
+        root.Subcommands.Add(DiskCommand());
+        root.Subcommands.Add(RebuildCommand());
+        root.Subcommands.Add(ScrubCommand());
+        root.Subcommands.Add(StatusCommand());
+        return root;
+    }
+
+    private static Argument<string> NameArgument() => new("NAME") { Description = "The volume's name" };
+
+    private static Option<long> SizeOption(string name, string description, bool required) => new(name)
+    {
+        Description = description,
+        Required = required,
+        CustomParser = r =>
+        {
+            var text = r.Tokens.Count == 0 ? "" : r.Tokens[0].Value;
+            try { return Sizes.Parse(text); }
+            catch (FormatException ex) { r.AddError($"{name}: {ex.Message}"); return 0; }
+        },
+    };
+
+    private static Command VolumeCommand()
+    {
+        var volume = new Command("volume", "Create, list, show and delete volumes");
+
+        var create = new Command("create", "Create a volume on new file-backed disks");
+        var name = NameArgument();
+        var size = SizeOption("--size", "Logical size, e.g. 1GiB", required: true);
+        var level = new Option<string>("--level") { Description = "raid0, raid1, raid5 or raid6", Required = true };
+        level.AcceptOnlyFromAmong("raid0", "raid1", "raid5", "raid6");
+        var disks = new Option<int>("--disks") { Description = "Number of member disks", Required = true };
+        var chunk = SizeOption("--chunk", "Bytes per disk per stripe (default 64KiB)", required: false);
+        var durable = new Option<bool>("--durable") { Description = "Acknowledge writes only once on disk" };
+        create.Arguments.Add(name);
+        create.Options.Add(size);
+        create.Options.Add(level);
+        create.Options.Add(disks);
+        create.Options.Add(chunk);
+        create.Options.Add(durable);
+        create.SetAction((p, ct) => RunAsync(p, async client =>
+        {
+            var chunkBytes = p.GetValue(chunk);
+            if (chunkBytes > int.MaxValue) throw new CloudRequestException($"--chunk {chunkBytes} is not allowed; use a power of two from 4KiB to 16MiB");
+            var spec = new VolumeSpec(p.GetValue(name)!, p.GetValue(size), Enum.Parse<VolumeLevel>(p.GetValue(level)!, ignoreCase: true),
+                p.GetValue(disks), chunkBytes == 0 ? VolumeSpec.DefaultChunkSizeBytes : (int)chunkBytes, p.GetValue(durable));
+            var info = await client.CreateVolumeAsync(spec);
+            Print(p, info, () => Console.WriteLine($"created volume {info.Name}: {Sizes.Format(info.SizeBytes)} {Level(info.Level)} on {info.DiskCount} disks, chunk {Sizes.Format(info.ChunkSizeBytes)}{(info.Durable ? ", durable" : "")}"));
+        }));
+        volume.Subcommands.Add(create);
+
+        var list = new Command("list", "List volumes");
+        list.SetAction((p, ct) => RunAsync(p, async client =>
+        {
+            var volumes = await client.ListVolumesAsync();
+            Print(p, volumes, () =>
+            {
+                if (volumes.Length == 0) { Console.WriteLine("no volumes"); return; }
+                var table = new Table().AddColumns("NAME", "SIZE", "LEVEL", "DISKS", "CHUNK", "DURABLE");
+                foreach (var v in volumes)
+                    table.AddRow(Markup.Escape(v.Name), Sizes.Format(v.SizeBytes), Level(v.Level), v.DiskCount.ToString(CultureInfo.InvariantCulture), Sizes.Format(v.ChunkSizeBytes), v.Durable ? "yes" : "no");
+                AnsiConsole.Write(table);
+            });
+        }));
+        volume.Subcommands.Add(list);
+
+        var show = new Command("show", "Show a volume's health, disks and rebuild progress");
+        var showName = NameArgument();
+        show.Arguments.Add(showName);
+        show.SetAction((p, ct) => RunAsync(p, async client =>
+        {
+            var s = await client.ShowVolumeAsync(p.GetValue(showName)!);
+            Print(p, s, () => PrintStatus(s));
+        }));
+        volume.Subcommands.Add(show);
+
+        var delete = new Command("delete", "Delete a volume and its disks");
+        var deleteName = NameArgument();
+        delete.Arguments.Add(deleteName);
+        delete.SetAction((p, ct) => RunAsync(p, async client =>
+        {
+            var n = p.GetValue(deleteName)!;
+            await client.DeleteVolumeAsync(n);
+            Print(p, new { deleted = n }, () => Console.WriteLine($"deleted volume {n}"));
+        }));
+        volume.Subcommands.Add(delete);
+        return volume;
+    }
+
+    private static void PrintStatus(VolumeStatus s)
+    {
+        Console.WriteLine($"volume {s.Info.Name}: {Sizes.Format(s.Info.SizeBytes)} {Level(s.Info.Level)}, chunk {Sizes.Format(s.Info.ChunkSizeBytes)}, {s.StripeCount} stripes{(s.Info.Durable ? ", durable" : "")}");
+        Console.WriteLine($"health: {s.Health.ToString().ToLowerInvariant()}{(s.Message is null ? "" : $" ({s.Message})")}");
+        var table = new Table().AddColumns("DISK", "STATE", "PATH");
+        foreach (var d in s.Disks) table.AddRow(d.Index.ToString(CultureInfo.InvariantCulture), d.State.ToString().ToLowerInvariant(), Markup.Escape(d.Path));
+        AnsiConsole.Write(table);
+        if (s.Rebuild is { } r)
+            Console.WriteLine($"rebuild: {(r.Running ? "running" : "done")} {r.StripesDone}/{r.StripesTotal} stripes ({r.Fraction:P0}){(r.Error is null ? "" : $", error: {r.Error}")}");
+    }
+
+    private static Command WriteCommand()
+    {
+        var command = new Command("write", "Write a file's bytes into a volume at an offset");
+        var name = NameArgument();
+        var offset = SizeOption("--offset", "Volume offset in bytes (a multiple of 4096)", required: true);
+        var from = new Option<FileInfo>("--from") { Description = "The file to write", Required = true };
+        command.Arguments.Add(name);
+        command.Options.Add(offset);
+        command.Options.Add(from);
+        command.SetAction((p, ct) => RunAsync(p, async client =>
+        {
+            var file = p.GetValue(from)!;
+            if (!file.Exists) throw new CloudRequestException($"--from '{file.FullName}' does not exist");
+            var volume = await client.OpenVolumeAsync(p.GetValue(name)!);
+            var at = p.GetValue(offset);
+            CheckAligned("--offset", at);
+            if (at + file.Length > volume.SizeBytes)
+                throw new CloudRequestException($"--from '{file.Name}' ({file.Length} bytes) at --offset {at} ends past the volume's {volume.SizeBytes} bytes");
+            await CopyAsync(p, file.OpenRead(), volume, at, file.Length, "write", toVolume: true);
+            Print(p, new { volume = volume.Name, offset = at, bytes = file.Length }, () => Console.WriteLine($"wrote {file.Length} bytes to {volume.Name} at {at}"));
+        }));
+        return command;
+    }
+
+    private static Command ReadCommand()
+    {
+        var command = new Command("read", "Read a range of a volume into a file");
+        var name = NameArgument();
+        var offset = SizeOption("--offset", "Volume offset in bytes (a multiple of 4096)", required: true);
+        var length = SizeOption("--length", "Bytes to read", required: true);
+        var to = new Option<FileInfo>("--to") { Description = "The file to write", Required = true };
+        command.Arguments.Add(name);
+        command.Options.Add(offset);
+        command.Options.Add(length);
+        command.Options.Add(to);
+        command.SetAction((p, ct) => RunAsync(p, async client =>
+        {
+            var volume = await client.OpenVolumeAsync(p.GetValue(name)!);
+            var at = p.GetValue(offset);
+            var n = p.GetValue(length);
+            CheckAligned("--offset", at);
+            if (n <= 0 || at + n > volume.SizeBytes)
+                throw new CloudRequestException($"--length {n} at --offset {at} is not allowed; the volume has {volume.SizeBytes} bytes");
+            var file = p.GetValue(to)!;
+            await CopyAsync(p, new FileStream(file.FullName, FileMode.Create, FileAccess.Write), volume, at, n, "read", toVolume: false);
+            Print(p, new { volume = volume.Name, offset = at, bytes = n, file = file.FullName }, () => Console.WriteLine($"read {n} bytes of {volume.Name} at {at} into {file.FullName}"));
+        }));
+        return command;
+    }
+
+    private static Command ImportCommand()
+    {
+        var command = new Command("import", "Copy an image file into a volume from offset 0");
+        var name = NameArgument();
+        var file = new Argument<FileInfo>("FILE") { Description = "The image file" };
+        command.Arguments.Add(name);
+        command.Arguments.Add(file);
+        command.SetAction((p, ct) => RunAsync(p, async client =>
+        {
+            var f = p.GetValue(file)!;
+            if (!f.Exists) throw new CloudRequestException($"image '{f.FullName}' does not exist");
+            var volume = await client.OpenVolumeAsync(p.GetValue(name)!);
+            if (f.Length > volume.SizeBytes)
+                throw new CloudRequestException($"image '{f.Name}' has {f.Length} bytes; volume {volume.Name} holds {volume.SizeBytes}");
+            await CopyAsync(p, f.OpenRead(), volume, 0, f.Length, "import", toVolume: true);
+            await volume.FlushAsync();
+            Print(p, new { volume = volume.Name, bytes = f.Length }, () => Console.WriteLine($"imported {f.Length} bytes into {volume.Name}"));
+        }));
+        return command;
+    }
+
+    private static Command ExportCommand()
+    {
+        var command = new Command("export", "Copy a whole volume into an image file");
+        var name = NameArgument();
+        var file = new Argument<FileInfo>("FILE") { Description = "The image file to write" };
+        command.Arguments.Add(name);
+        command.Arguments.Add(file);
+        command.SetAction((p, ct) => RunAsync(p, async client =>
+        {
+            var f = p.GetValue(file)!;
+            var volume = await client.OpenVolumeAsync(p.GetValue(name)!);
+            await CopyAsync(p, new FileStream(f.FullName, FileMode.Create, FileAccess.Write), volume, 0, volume.SizeBytes, "export", toVolume: false);
+            Print(p, new { volume = volume.Name, bytes = volume.SizeBytes, file = f.FullName }, () => Console.WriteLine($"exported {volume.SizeBytes} bytes of {volume.Name} into {f.FullName}"));
+        }));
+        return command;
+    }
+
+    private static Command DiskCommand()
+    {
+        var disk = new Command("disk", "Fail or replace a member disk");
+        foreach (var verb in new[] { "fail", "replace" })
+        {
+            var command = new Command(verb, verb == "fail" ? "Mark a member disk failed" : "Replace a failed member with a fresh disk (then rebuild)");
+            var name = NameArgument();
+            var index = new Argument<int>("INDEX") { Description = "The member's index (0-based)" };
+            command.Arguments.Add(name);
+            command.Arguments.Add(index);
+            command.SetAction((p, ct) => RunAsync(p, async client =>
+            {
+                var n = p.GetValue(name)!;
+                var i = p.GetValue(index);
+                var s = verb == "fail" ? await client.FailDiskAsync(n, i, "failed by cloudctl") : await client.ReplaceDiskAsync(n, i);
+                Print(p, s, () => PrintStatus(s));
+            }));
+            disk.Subcommands.Add(command);
+        }
+        return disk;
+    }
+
+    private static Command RebuildCommand()
+    {
+        var command = new Command("rebuild", "Rebuild replaced disks from the others");
+        var name = NameArgument();
+        var wait = new Option<bool>("--wait") { Description = "Wait for the rebuild to finish, with a progress bar" };
+        command.Arguments.Add(name);
+        command.Options.Add(wait);
+        command.SetAction((p, ct) => RunAsync(p, async client =>
+        {
+            var n = p.GetValue(name)!;
+            var status = await client.StartRebuildAsync(n);
+            if (p.GetValue(wait))
+            {
+                async Task<RebuildStatus> Poll()
+                {
+                    while (true)
+                    {
+                        var r = await client.GetRebuildAsync(n) ?? status;
+                        if (!r.Running) return r;
+                        await Task.Delay(200, ct);
+                    }
+                }
+                if (p.GetValue(JsonOutput)) status = await Poll();
+                else
+                {
+                    await AnsiConsole.Progress().StartAsync(async ctx =>
+                    {
+                        var task = ctx.AddTask($"rebuild {Markup.Escape(n)}", maxValue: 1.0);
+                        while (true)
+                        {
+                            var r = await client.GetRebuildAsync(n) ?? status;
+                            task.Value = r.Fraction;
+                            if (!r.Running) { status = r; break; }
+                            await Task.Delay(200, ct);
+                        }
+                    });
+                }
+                if (status.Error is not null) throw new CloudRequestException($"rebuild of {n} failed: {status.Error}");
+            }
+            Print(p, status, () => Console.WriteLine(status.Running ? $"rebuild of {n} started" : $"rebuild of {n} done: {status.StripesDone}/{status.StripesTotal} stripes"));
+        }));
+        return command;
+    }
+
+    private static Command ScrubCommand()
+    {
+        var command = new Command("scrub", "Check every stripe's parity and checksums");
+        var name = NameArgument();
+        var repair = new Option<bool>("--repair") { Description = "Rewrite parity that disagrees with the data" };
+        command.Arguments.Add(name);
+        command.Options.Add(repair);
+        command.SetAction((p, ct) => RunAsync(p, async client =>
+        {
+            var n = p.GetValue(name)!;
+            ScrubResult? result = null;
+            if (p.GetValue(JsonOutput)) result = await client.ScrubAsync(n, p.GetValue(repair));
+            else
+            {
+                await AnsiConsole.Status().StartAsync($"scrubbing {Markup.Escape(n)}", async _ => result = await client.ScrubAsync(n, p.GetValue(repair)));
+            }
+            Print(p, result!, () => Console.WriteLine($"scrub of {n}: {result!.StripesChecked} stripes checked, {result.Mismatches} parity mismatches, {result.ChecksumErrors} checksum errors, {result.Repaired} repaired"));
+        }));
+        return command;
+    }
+
+    private static Command StatusCommand()
+    {
+        var command = new Command("status", "Every silo with its live load and delegation counts");
+        command.SetAction((p, ct) => RunAsync(p, async client =>
+        {
+            var status = await client.GetClusterStatusAsync();
+            Print(p, status, () =>
+            {
+                var table = new Table().AddColumns("SILO", "PENDING", "QUEUE", "DISK ms", "CPU %", "SCORE", "STATE", "REUSED", "NEW", "WRITES");
+                foreach (var s in status.Silos)
+                {
+                    table.AddRow(Markup.Escape(s.SiloName), Sizes.Format(s.PendingDelegatedBytes), s.QueueDepth.ToString(CultureInfo.InvariantCulture),
+                        s.DiskLatencyMs.ToString("0.0", CultureInfo.InvariantCulture), s.CpuPercent.ToString("0", CultureInfo.InvariantCulture), s.Score.ToString("0.0", CultureInfo.InvariantCulture),
+                        s.Draining ? "draining" : s.Overloaded ? "overloaded" : "ok",
+                        s.DelegationsReused.ToString(CultureInfo.InvariantCulture), s.DelegationsNew.ToString(CultureInfo.InvariantCulture), s.WritesPerformed.ToString(CultureInfo.InvariantCulture));
+                }
+                AnsiConsole.Write(table);
+                Console.WriteLine($"{status.Silos.Length} silo(s), mean score {status.MeanScore.ToString("0.0", CultureInfo.InvariantCulture)}");
+            });
+        }));
+        return command;
+    }
+
+    /// <summary>Copies between a file and a volume in 4 MiB pieces, with a progress bar unless --json.</summary>
+    private static async Task CopyAsync(ParseResult p, Stream file, CloudVolume volume, long offset, long length, string label, bool toVolume)
+    {
+        const int pieceBytes = CloudVolume.MaxRequestBytes;
+        await using var fileStream = file;
+        await using var volumeStream = volume.OpenStream();
+        volumeStream.Position = offset;
+        var buffer = new byte[pieceBytes];
+        async Task Run(Action<long> progress)
+        {
+            for (long done = 0; done < length;)
+            {
+                var n = (int)Math.Min(pieceBytes, length - done);
+                if (toVolume)
+                {
+                    await fileStream.ReadExactlyAsync(buffer.AsMemory(0, n));
+                    await volumeStream.WriteAsync(buffer.AsMemory(0, n));
+                }
+                else
+                {
+                    await volumeStream.ReadExactlyAsync(buffer.AsMemory(0, n));
+                    await fileStream.WriteAsync(buffer.AsMemory(0, n));
+                }
+                done += n;
+                progress(n);
+            }
+        }
+        if (p.GetValue(JsonOutput) || Console.IsErrorRedirected && Console.IsOutputRedirected) await Run(_ => { });
+        else await AnsiConsole.Progress().StartAsync(async ctx =>
+        {
+            var task = ctx.AddTask($"{label} {Markup.Escape(volume.Name)}", maxValue: Math.Max(1, length));
+            await Run(n => task.Increment(n));
+        });
+    }
+
+    private static void CheckAligned(string option, long value)
+    {
+        if (value < 0 || value % CloudVolume.BlockSizeBytes != 0)
+            throw new CloudRequestException($"{option} {value} is not allowed; use a multiple of {CloudVolume.BlockSizeBytes}");
+    }
+
+    private static string Level(VolumeLevel level) => level.ToString().ToLowerInvariant();
+
+    private static void Print<T>(ParseResult p, T value, Action human)
+    {
+        if (p.GetValue(JsonOutput)) Console.WriteLine(JsonSerializer.Serialize(value, Json));
+        else human();
+    }
+
+    /// <summary>Connects, runs, and turns any failure into one stderr line and exit code 1.</summary>
+    private static async Task<int> RunAsync(ParseResult p, Func<CloudClient, Task> action)
+    {
+        try
+        {
+            await using var client = await CloudClient.ConnectAsync(p.GetValue(Gateway)!);
+            await action(client);
+            return 0;
+        }
+        catch (Exception ex)
+        {
+            var message = ex is AggregateException { InnerException: { } inner } ? inner.Message : ex.Message;
+            Console.Error.WriteLine($"cloudctl: {message.ReplaceLineEndings(" ")}");
+            return 1;
+        }
+    }
+}

@@ -1,0 +1,36 @@
+namespace Cloud.Grains.Abstractions;
+
+/// <summary>
+/// A request the service refuses: bad input, an unknown name, or a state that forbids it. The message names the
+/// bad value and what is allowed; nothing was changed.
+/// </summary>
+[GenerateSerializer, Alias("cloud.CloudRequestException")]
+public sealed class CloudRequestException : Exception
+{
+    /// <summary>Creates the exception with a message that names the bad value and what is allowed.</summary>
+    public CloudRequestException(string message) : base(message) { }
+
+    /// <summary>Creates the exception with an inner cause.</summary>
+    public CloudRequestException(string message, Exception? inner) : base(message, inner) { }
+}
+
+/// <summary>A lock holder presented a fencing token that is no longer current: its lease ended, so it must not write.</summary>
+[GenerateSerializer, Alias("cloud.LockFencedException")]
+public sealed class LockFencedException : Exception
+{
+    /// <summary>Creates the exception for the stale token.</summary>
+    public LockFencedException(long fencingToken, string partition)
+        : base($"fencing token {fencingToken} is no longer current on partition {partition}: its lease ended")
+    {
+        FencingToken = fencingToken;
+        Partition = partition;
+    }
+
+    /// <summary>The stale token.</summary>
+    [Id(0)]
+    public long FencingToken { get; }
+
+    /// <summary>The partition-lock grain's key.</summary>
+    [Id(1)]
+    public string Partition { get; } = "";
+}

@@ -1,0 +1,220 @@
+using System.Collections.Immutable;
+using Orleans.Concurrency;
+
+namespace Cloud.Grains.Abstractions;
+
+/// <summary>The volume catalog: one grain (key 0) that owns volume definitions and persists them under the data directory.</summary>
+[Alias("cloud.IVolumeCatalogGrain")]
+public interface IVolumeCatalogGrain : IGrainWithIntegerKey
+{
+    /// <summary>Creates the member disks, formats them and records the volume. Rejects a taken name or a bad spec.</summary>
+    [Alias("Create")]
+    Task<VolumeInfo> CreateAsync(VolumeSpec spec);
+
+    /// <summary>Every volume, by name.</summary>
+    [Alias("List")]
+    Task<ImmutableArray<VolumeInfo>> ListAsync();
+
+    /// <summary>One volume, or null when the name is unknown.</summary>
+    [Alias("Get")]
+    Task<VolumeInfo?> GetAsync(string name);
+
+    /// <summary>Records a member's new disk file after a replacement (used by the volume grain).</summary>
+    [Alias("SetDiskPath")]
+    Task<VolumeInfo> SetDiskPathAsync(string name, int index, string path);
+
+    /// <summary>Closes the volume on every silo, deletes its member disks and forgets it.</summary>
+    [Alias("Delete")]
+    Task DeleteAsync(string name);
+}
+
+/// <summary>A volume's control plane (key: the volume name): health, members, disk failure and replacement, rebuild, scrub.</summary>
+[Alias("cloud.IVolumeGrain")]
+public interface IVolumeGrain : IGrainWithStringKey
+{
+    /// <summary>Health, members and rebuild progress.</summary>
+    [Alias("Show")]
+    Task<VolumeStatus> ShowAsync();
+
+    /// <summary>Marks a member failed on every silo (an operator's action, or a test of redundancy).</summary>
+    [Alias("FailDisk")]
+    Task<VolumeStatus> FailDiskAsync(int index, string reason);
+
+    /// <summary>Puts a fresh disk in place of a failed or missing member; the data arrives by <see cref="StartRebuildAsync"/>.</summary>
+    [Alias("ReplaceDisk")]
+    Task<VolumeStatus> ReplaceDiskAsync(int index);
+
+    /// <summary>Starts rebuilding replaced members in the background; returns at once.</summary>
+    [Alias("StartRebuild")]
+    Task<RebuildStatus> StartRebuildAsync();
+
+    /// <summary>The running or last rebuild.</summary>
+    [Alias("GetRebuild")]
+    Task<RebuildStatus?> GetRebuildAsync();
+
+    /// <summary>Progress from the RAID worker running the rebuild.</summary>
+    [Alias("ReportRebuild"), OneWay]
+    Task ReportRebuildAsync(RebuildStatus status);
+
+    /// <summary>Reads every stripe and checks its parity (and checksums); repairs when asked.</summary>
+    [Alias("Scrub")]
+    [ResponseTimeout("01:00:00")]
+    Task<ScrubResult> ScrubAsync(bool repair);
+}
+
+/// <summary>
+/// The front end of the first server: a stateless worker local to the silo that received the request (the client's
+/// gateway or the NBD connection's silo). It assigns timestamps, delegates writes and serves reads.
+/// </summary>
+[Alias("cloud.IFrontEndGrain")]
+public interface IFrontEndGrain : IGrainWithIntegerKey
+{
+    /// <summary>Writes block-aligned data. Acknowledged once replicated (or on disk for FUA and durable volumes).</summary>
+    [Alias("Write")]
+    Task WriteAsync(string volumeName, long offsetBytes, [Immutable] byte[] data, bool forceUnitAccess);
+
+    /// <summary>Reads a block-aligned range; sees every write acknowledged before the call.</summary>
+    [Alias("Read")]
+    Task<byte[]> ReadAsync(string volumeName, long offsetBytes, int lengthBytes);
+
+    /// <summary>Returns once every write acknowledged before the call is durable.</summary>
+    [Alias("Flush")]
+    Task FlushAsync(string volumeName);
+
+    /// <summary>Discards a block-aligned range (reads return zeroes).</summary>
+    [Alias("Trim")]
+    Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes);
+
+    /// <summary>The volume's geometry as the data plane needs it.</summary>
+    [Alias("Describe")]
+    Task<VolumeStatus> DescribeAsync(string volumeName);
+}
+
+/// <summary>
+/// The RAID worker of one silo (key: the silo's stable name), bound to it by placement and immovable. It opens the
+/// volumes' engines on its silo, schedules replicated copies (merging writes of one stripe), performs them under
+/// the partition locks, and serves reads, degraded reads, rebuild and scrub.
+/// </summary>
+[Alias("cloud.IRaidWorkerGrain")]
+public interface IRaidWorkerGrain : IGrainWithStringKey
+{
+    /// <summary>Takes a replicated copy into the schedule. Returns once this silo holds it in memory.</summary>
+    [Alias("Accept")]
+    Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write);
+
+    /// <summary>Waits up to <paramref name="maxWait"/> for the copy's fate.</summary>
+    [Alias("WaitCommitted")]
+    Task<WriteReport> WaitCommittedAsync(Guid writeId, TimeSpan maxWait);
+
+    /// <summary>Drops scheduled copies of these blocks older than <paramref name="newerTimestamp"/> that are wholly covered by it.</summary>
+    [Alias("CancelSuperseded")]
+    Task<int> CancelSupersededAsync(string volumeName, long offsetBytes, long lengthBytes, long newerTimestamp);
+
+    /// <summary>Reads from disk (reconstructing from redundancy when a member is gone). The caller holds a shared lock.</summary>
+    [Alias("Read")]
+    Task<byte[]> ReadAsync(string volumeName, long offsetBytes, int lengthBytes);
+
+    /// <summary>Discards a range under exclusive stripe locks, after every earlier pending write of it.</summary>
+    [Alias("Trim")]
+    Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes);
+
+    /// <summary>Flushes this silo's open engine of the volume (fsync of its members).</summary>
+    [Alias("Flush")]
+    Task FlushAsync(string volumeName);
+
+    /// <summary>Drains the volume's queue and closes its engine here (before delete or a membership change).</summary>
+    [Alias("Close")]
+    Task CloseVolumeAsync(string volumeName);
+
+    /// <summary>The volume's status as this silo's engine sees it.</summary>
+    [Alias("Status")]
+    Task<VolumeStatus> GetVolumeStatusAsync(string volumeName);
+
+    /// <summary>Fails a member in this silo's engine.</summary>
+    [Alias("FailMember")]
+    Task FailMemberAsync(string volumeName, int index, string reason);
+
+    /// <summary>Replaces a member with a fresh disk at <paramref name="path"/> in this silo's engine.</summary>
+    [Alias("ReplaceMember")]
+    Task ReplaceMemberAsync(string volumeName, int index, string path);
+
+    /// <summary>Rebuilds the volume here, reporting progress to the volume grain.</summary>
+    [Alias("Rebuild")]
+    [ResponseTimeout("1.00:00:00")]
+    Task RebuildAsync(string volumeName);
+
+    /// <summary>Scrubs the volume here.</summary>
+    [Alias("Scrub")]
+    [ResponseTimeout("01:00:00")]
+    Task<ScrubResult> ScrubAsync(string volumeName, bool repair);
+
+    /// <summary>Number of copies queued or running (for status and tests).</summary>
+    [Alias("QueueDepth")]
+    Task<int> GetQueueDepthAsync();
+}
+
+/// <summary>
+/// Where a unit's delegated writes live (key: <c>{volumeId:N}/{partition}</c>). Placed by load-based placement on the
+/// least-loaded eligible silo, so its activation *is* the active synchronization target: it stays while the silo
+/// stays appropriate (stickiness) and is re-placed when asked to move or when its silo dies.
+/// </summary>
+[Alias("cloud.IDelegationGrain")]
+public interface IDelegationGrain : IGrainWithStringKey
+{
+    /// <summary>Hands the copy to this silo's RAID worker.</summary>
+    [Alias("Accept")]
+    Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write);
+
+    /// <summary>Deactivates so that the next call places the unit anew.</summary>
+    [Alias("Relocate")]
+    Task RelocateAsync();
+
+    /// <summary>The silo this activation runs on.</summary>
+    [Alias("Where")]
+    Task<string> GetSiloAsync();
+}
+
+/// <summary>One silo's published usage.</summary>
+[GenerateSerializer, Immutable, Alias("cloud.SiloLoad")]
+public sealed record SiloLoad(
+    [property: Id(0)] string SiloName,
+    [property: Id(1)] string SiloAddress,
+    [property: Id(2)] long PendingDelegatedBytes,
+    [property: Id(3)] int QueueDepth,
+    [property: Id(4)] double DiskLatencyMs,
+    [property: Id(5)] double CpuPercent,
+    [property: Id(6)] bool Draining,
+    [property: Id(7)] DateTimeOffset PublishedUtc,
+    [property: Id(8)] long DelegationsReused,
+    [property: Id(9)] long DelegationsNew,
+    [property: Id(10)] long WritesPerformed,
+    [property: Id(11)] bool Overloaded)
+{
+    /// <summary>
+    /// One number to rank silos by: a MiB of pending delegated data, a queued copy, a millisecond of disk latency
+    /// and 25 % of CPU each count as one unit, so that a slow disk and a long queue weigh alike.
+    /// </summary>
+    public double Score => PendingDelegatedBytes / (1024.0 * 1024.0) + QueueDepth + DiskLatencyMs + CpuPercent / 25.0;
+}
+
+/// <summary>Every silo's live usage and delegation counts.</summary>
+[GenerateSerializer, Immutable, Alias("cloud.ClusterStatus")]
+public sealed record ClusterStatus(
+    [property: Id(0)] ImmutableArray<SiloLoad> Silos,
+    [property: Id(1)] double MeanScore);
+
+/// <summary>
+/// The cluster's load table (key 0): each silo publishes its usage every 100-250 ms and gets the whole table back,
+/// one round trip per silo per period.
+/// </summary>
+[Alias("cloud.ILoadTableGrain")]
+public interface ILoadTableGrain : IGrainWithIntegerKey
+{
+    /// <summary>Records one silo's usage and returns every fresh entry.</summary>
+    [Alias("Publish")]
+    Task<ImmutableArray<SiloLoad>> PublishAsync(SiloLoad load);
+
+    /// <summary>Every fresh entry with the mean score.</summary>
+    [Alias("Status")]
+    Task<ClusterStatus> GetStatusAsync();
+}

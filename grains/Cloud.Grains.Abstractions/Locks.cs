@@ -1,0 +1,134 @@
+using System.Collections.Immutable;
+
+namespace Cloud.Grains.Abstractions;
+
+/// <summary>How a stripe lock is held.</summary>
+[GenerateSerializer, Alias("cloud.LockMode")]
+public enum LockMode
+{
+    /// <summary>Readers: many at once.</summary>
+    Shared,
+    /// <summary>A writer of the stripe's data and parity: alone.</summary>
+    Exclusive,
+}
+
+/// <summary>A request for a lock on a range of stripes inside one partition.</summary>
+/// <param name="FirstStripe">First stripe (volume-wide index) to lock.</param>
+/// <param name="LastStripe">Last stripe, inclusive.</param>
+/// <param name="Mode">Shared or exclusive.</param>
+/// <param name="HolderSilo">The holder's silo address (parsable form); its death ends the lease.</param>
+/// <param name="Lease">How long the grant lives unless renewed.</param>
+/// <param name="WaitForPendingWrites">
+/// For readers: first wait until every write whose timestamp was assigned before this request, on these
+/// stripes, has committed or been abandoned, so that a read never misses an acknowledged write.
+/// </param>
+[GenerateSerializer, Immutable, Alias("cloud.LockRequest")]
+public sealed record LockRequest(
+    [property: Id(0)] long FirstStripe,
+    [property: Id(1)] long LastStripe,
+    [property: Id(2)] LockMode Mode,
+    [property: Id(3)] string HolderSilo,
+    [property: Id(4)] TimeSpan Lease,
+    [property: Id(5)] bool WaitForPendingWrites);
+
+/// <summary>A granted lock. The fencing token is presented before each disk write and at release.</summary>
+[GenerateSerializer, Immutable, Alias("cloud.LockGrant")]
+public sealed record LockGrant(
+    [property: Id(0)] long FencingToken,
+    [property: Id(1)] long FirstStripe,
+    [property: Id(2)] long LastStripe,
+    [property: Id(3)] LockMode Mode,
+    [property: Id(4)] DateTimeOffset ExpiresUtc);
+
+/// <summary>
+/// A new write timestamp for a range of blocks, with the unit's control object: which silo took the unit's last
+/// delegated write (the active synchronization target) and whether that silo still holds an uncommitted copy.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("cloud.TimestampGrant")]
+public sealed record TimestampGrant(
+    [property: Id(0)] long Timestamp,
+    [property: Id(1)] string? ActiveTarget,
+    [property: Id(2)] bool TargetHoldsPendingCopy);
+
+/// <summary>The result of validating a batch before its disk write.</summary>
+[GenerateSerializer, Immutable, Alias("cloud.ValidationResult")]
+public sealed record ValidationResult(
+    [property: Id(0)] ImmutableArray<long> CommittedTimestamps,
+    [property: Id(1)] bool MergeSafe);
+
+/// <summary>Blocks written at one timestamp.</summary>
+[GenerateSerializer, Immutable, Alias("cloud.BlockCommit")]
+public sealed record BlockCommit(
+    [property: Id(0)] long FirstBlock,
+    [property: Id(1)] int BlockCount,
+    [property: Id(2)] long Timestamp);
+
+/// <summary>A partition's control object, for status and tests.</summary>
+[GenerateSerializer, Immutable, Alias("cloud.PartitionControl")]
+public sealed record PartitionControl(
+    [property: Id(0)] string? ActiveTarget,
+    [property: Id(1)] string? PreviousTarget,
+    [property: Id(2)] long LastTimestamp,
+    [property: Id(3)] int PendingWrites,
+    [property: Id(4)] int Holders,
+    [property: Id(5)] int Waiters);
+
+/// <summary>
+/// One per (volume, partition = a range of stripes). Shared/exclusive stripe locks with FIFO waiters, leases ended
+/// by time or by the holder silo's death, fencing tokens, per-block write timestamps that only grow, and the
+/// control object with the active synchronization target. Key: <c>{volumeId:N}/{partition}</c>.
+/// </summary>
+[Alias("cloud.IPartitionLockGrain")]
+public interface IPartitionLockGrain : IGrainWithStringKey
+{
+    /// <summary>
+    /// Assigns a write timestamp newer than any this partition has handed out (also across reactivations), and
+    /// registers the write as pending on its stripes until it is committed or settled, so that readers wait for it.
+    /// </summary>
+    [Alias("NextTimestamp")]
+    Task<TimestampGrant> NextTimestampAsync(long firstStripe, long lastStripe, string firstServerSilo);
+
+    /// <summary>Waits (FIFO per stripe) and grants the lock.</summary>
+    [Alias("Acquire")]
+    Task<LockGrant> AcquireAsync(LockRequest request);
+
+    /// <summary>Extends a lease. Throws <see cref="LockFencedException"/> when the token is no longer current.</summary>
+    [Alias("Renew")]
+    Task<LockGrant> RenewAsync(long fencingToken, TimeSpan lease);
+
+    /// <summary>Releases a lock; a stale token is ignored.</summary>
+    [Alias("Release")]
+    Task ReleaseAsync(long fencingToken);
+
+    /// <summary>
+    /// Checked just before a disk write: throws <see cref="LockFencedException"/> unless the token holds an exclusive
+    /// lease covering the blocks. Returns each block's newest committed timestamp, and whether the batch may be
+    /// written under its newest timestamp (no other pending version older than that touches these stripes).
+    /// </summary>
+    [Alias("Validate")]
+    Task<ValidationResult> ValidateAsync(long fencingToken, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps);
+
+    /// <summary>
+    /// Records the block ranges written at their timestamps (which only ever raise a block's timestamp), settles the
+    /// batch's pending versions, notes the target, and releases the lock when asked. Throws
+    /// <see cref="LockFencedException"/> when the token is stale.
+    /// </summary>
+    [Alias("Commit")]
+    Task CommitAsync(long fencingToken, ImmutableArray<BlockCommit> written, ImmutableArray<long> settledTimestamps, string targetSilo, bool release);
+
+    /// <summary>Settles pending versions that ended without a disk write (cancelled or abandoned).</summary>
+    [Alias("Settle")]
+    Task SettleAsync(ImmutableArray<long> timestamps);
+
+    /// <summary>Notes which silo now holds the unit's newest delegated copy (the active synchronization target).</summary>
+    [Alias("SetTarget")]
+    Task SetTargetAsync(string targetSilo);
+
+    /// <summary>The control object.</summary>
+    [Alias("GetControl")]
+    Task<PartitionControl> GetControlAsync();
+
+    /// <summary>Newest committed timestamps of these blocks as this grain knows them.</summary>
+    [Alias("GetTimestamps")]
+    Task<ImmutableArray<long>> GetTimestampsAsync(long firstBlock, int blockCount);
+}

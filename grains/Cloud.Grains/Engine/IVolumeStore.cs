@@ -1,0 +1,72 @@
+using System.Collections.Immutable;
+using Cloud.Grains.Abstractions;
+
+namespace Cloud.Grains.Engine;
+
+/// <summary>
+/// The slice of the storage engine's <c>RaidVolume</c> that the grains use, so that the grains are written once
+/// against the engine's contract (ENGINE-API.md) and the adapter is the only place that names engine types.
+/// </summary>
+public interface IVolumeStore : IAsyncDisposable
+{
+    /// <summary>Logical capacity in bytes.</summary>
+    long CapacityBytes { get; }
+
+    /// <summary>Data bytes per stripe (the unit a partition lock covers).</summary>
+    long StripeDataBytes { get; }
+
+    /// <summary>Number of stripes.</summary>
+    long StripeCount { get; }
+
+    /// <summary>The logical block size (4096).</summary>
+    int BlockSizeBytes { get; }
+
+    /// <summary>Health as the engine sees it.</summary>
+    VolumeHealthState Health { get; }
+
+    /// <summary>Member disks and their states.</summary>
+    ImmutableArray<DiskStatus> Members { get; }
+
+    /// <summary>The stripes a byte range touches.</summary>
+    (long First, long Last) StripeRange(long offsetBytes, long lengthBytes);
+
+    /// <summary>Reads (degraded when a member is gone).</summary>
+    ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken);
+
+    /// <summary>The versioned write: stores <paramref name="writeTimestamp"/> in each block's metadata.</summary>
+    ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, long writeTimestamp, bool forceUnitAccess, CancellationToken cancellationToken);
+
+    /// <summary>Each block's stored write timestamp (0 = never written).</summary>
+    ValueTask ReadBlockTimestampsAsync(long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken);
+
+    /// <summary>Makes every completed write durable.</summary>
+    ValueTask FlushAsync(CancellationToken cancellationToken);
+
+    /// <summary>Discards a range.</summary>
+    ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken);
+
+    /// <summary>Fails a member.</summary>
+    ValueTask FailMemberAsync(int memberIndex, string reason);
+
+    /// <summary>Puts a fresh disk in place of a member.</summary>
+    ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken);
+
+    /// <summary>Rebuilds replaced members; progress as (stripes done, stripes total).</summary>
+    ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken);
+
+    /// <summary>Checks (and repairs) parity and checksums.</summary>
+    ValueTask<ScrubResult> ScrubAsync(bool repair, CancellationToken cancellationToken);
+}
+
+/// <summary>Creates (formats) and opens (assembles) volume stores from their member disk files.</summary>
+public interface IVolumeStoreFactory
+{
+    /// <summary>Creates the member files at <see cref="VolumeInfo.DiskPaths"/> and formats them.</summary>
+    ValueTask<IVolumeStore> CreateAsync(VolumeInfo volume, long memberSizeBytes, CancellationToken cancellationToken);
+
+    /// <summary>Assembles the volume from its member files' superblocks.</summary>
+    ValueTask<IVolumeStore> OpenAsync(VolumeInfo volume, CancellationToken cancellationToken);
+
+    /// <summary>The member size needed for a volume of <see cref="VolumeSpec.SizeBytes"/> logical bytes.</summary>
+    long MemberSizeBytes(VolumeSpec spec);
+}

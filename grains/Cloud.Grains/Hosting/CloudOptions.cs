@@ -1,0 +1,136 @@
+using Microsoft.Extensions.Options;
+
+namespace Cloud.Grains.Hosting;
+
+/// <summary>Options of the Cloud grains on one silo. Bound from the <c>Cloud</c> configuration section.</summary>
+public sealed class CloudOptions
+{
+    /// <summary>The configuration section.</summary>
+    public const string SectionName = "Cloud";
+
+    /// <summary>Default for <see cref="DataDirectory"/>.</summary>
+    public const string DefaultDataDirectory = "./data";
+
+    /// <summary>
+    /// Where member disk files, the volume catalog and the partition clocks live. Every silo of a cluster must see
+    /// the same directory (one machine, or shared storage), because every silo writes every volume's disks.
+    /// </summary>
+    public string DataDirectory { get; set; } = DefaultDataDirectory;
+
+    /// <summary>Default for <see cref="LockLease"/>.</summary>
+    public static readonly TimeSpan DefaultLockLease = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long a stripe lock lives unless renewed (0.1 s-10 min). A dead holder's locks end after this at the latest.</summary>
+    public TimeSpan LockLease { get; set; } = DefaultLockLease;
+
+    /// <summary>Default for <see cref="LeaseCheckPeriod"/>.</summary>
+    public static readonly TimeSpan DefaultLeaseCheckPeriod = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>How often a partition-lock grain looks for expired leases and dead holders (10 ms-1 min).</summary>
+    public TimeSpan LeaseCheckPeriod { get; set; } = DefaultLeaseCheckPeriod;
+
+    /// <summary>Default for <see cref="LoadPublishPeriod"/>.</summary>
+    public static readonly TimeSpan DefaultLoadPublishPeriod = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>How often this silo publishes its usage (10 ms-10 s; the design asks for 100-250 ms).</summary>
+    public TimeSpan LoadPublishPeriod { get; set; } = DefaultLoadPublishPeriod;
+
+    /// <summary>Default for <see cref="LoadEntryTimeToLive"/>.</summary>
+    public static readonly TimeSpan DefaultLoadEntryTimeToLive = TimeSpan.FromSeconds(2);
+
+    /// <summary>A silo whose last published usage is older than this is not a delegation target (0.1 s-5 min).</summary>
+    public TimeSpan LoadEntryTimeToLive { get; set; } = DefaultLoadEntryTimeToLive;
+
+    /// <summary>Default for <see cref="OverloadFactor"/>.</summary>
+    public const double DefaultOverloadFactor = 1.5;
+
+    /// <summary>
+    /// A silo is overloaded when its score exceeds the cluster mean times this factor (1.0-100) and also
+    /// <see cref="OverloadMinimumScore"/>; then the unit's target is re-chosen.
+    /// </summary>
+    public double OverloadFactor { get; set; } = DefaultOverloadFactor;
+
+    /// <summary>Default for <see cref="OverloadMinimumScore"/>.</summary>
+    public const double DefaultOverloadMinimumScore = 4.0;
+
+    /// <summary>Below this score (0-1e6) a silo is never overloaded, so that an idle cluster does not chase noise.</summary>
+    public double OverloadMinimumScore { get; set; } = DefaultOverloadMinimumScore;
+
+    /// <summary>Default for <see cref="MergeWindow"/>.</summary>
+    public static readonly TimeSpan DefaultMergeWindow = TimeSpan.Zero;
+
+    /// <summary>
+    /// How long the RAID worker holds a newly scheduled copy so that later writes of the same stripe can merge into
+    /// it (0-10 s). Zero runs copies as soon as the previous batch is done; merging still happens for what queued meanwhile.
+    /// </summary>
+    public TimeSpan MergeWindow { get; set; } = DefaultMergeWindow;
+
+    /// <summary>Default for <see cref="RedelegationTimeout"/>.</summary>
+    public static readonly TimeSpan DefaultRedelegationTimeout = TimeSpan.FromMinutes(2);
+
+    /// <summary>How long the first server keeps trying to get a copy committed before it gives up (1 s-1 h).</summary>
+    public TimeSpan RedelegationTimeout { get; set; } = DefaultRedelegationTimeout;
+
+    /// <summary>Default for <see cref="PartitionTargetBytes"/>.</summary>
+    public const long DefaultPartitionTargetBytes = 64L * 1024 * 1024;
+
+    /// <summary>Data bytes one partition-lock grain covers, rounded to whole stripes (1 MiB-64 GiB).</summary>
+    public long PartitionTargetBytes { get; set; } = DefaultPartitionTargetBytes;
+
+    /// <summary>Default for <see cref="MaxQueuedBytes"/>.</summary>
+    public const long DefaultMaxQueuedBytes = 256L * 1024 * 1024;
+
+    /// <summary>Bound on replicated copies a RAID worker holds in memory (1 MiB-64 GiB); beyond it, accepting waits.</summary>
+    public long MaxQueuedBytes { get; set; } = DefaultMaxQueuedBytes;
+
+    /// <summary>
+    /// Latency added to every member disk I/O on this silo (0-10 s). For benchmarks and tests of load-based delegation
+    /// on one machine; leave zero in production.
+    /// </summary>
+    public TimeSpan InjectedDiskLatency { get; set; } = TimeSpan.Zero;
+
+    /// <summary>Marks this silo as draining: it takes no new delegated work.</summary>
+    public bool Draining { get; set; }
+
+    /// <summary>The largest single write or read request the front end takes (4 KiB-64 MiB).</summary>
+    public int MaxRequestBytes { get; set; } = DefaultMaxRequestBytes;
+
+    /// <summary>Default for <see cref="MaxRequestBytes"/>.</summary>
+    public const int DefaultMaxRequestBytes = 8 * 1024 * 1024;
+}
+
+/// <summary>Checks <see cref="CloudOptions"/> at start, naming the bad field, its value and the allowed range.</summary>
+public sealed class CloudOptionsValidator : IValidateOptions<CloudOptions>
+{
+    /// <inheritdoc />
+    public ValidateOptionsResult Validate(string? name, CloudOptions o)
+    {
+        var errors = new List<string>();
+        if (string.IsNullOrWhiteSpace(o.DataDirectory))
+            errors.Add("Cloud:DataDirectory is empty; give a directory path (default ./data).");
+        Range(errors, nameof(o.LockLease), o.LockLease, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
+        Range(errors, nameof(o.LeaseCheckPeriod), o.LeaseCheckPeriod, TimeSpan.FromMilliseconds(10), TimeSpan.FromMinutes(1));
+        Range(errors, nameof(o.LoadPublishPeriod), o.LoadPublishPeriod, TimeSpan.FromMilliseconds(10), TimeSpan.FromSeconds(10));
+        Range(errors, nameof(o.LoadEntryTimeToLive), o.LoadEntryTimeToLive, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
+        Range(errors, nameof(o.MergeWindow), o.MergeWindow, TimeSpan.Zero, TimeSpan.FromSeconds(10));
+        Range(errors, nameof(o.RedelegationTimeout), o.RedelegationTimeout, TimeSpan.FromSeconds(1), TimeSpan.FromHours(1));
+        Range(errors, nameof(o.InjectedDiskLatency), o.InjectedDiskLatency, TimeSpan.Zero, TimeSpan.FromSeconds(10));
+        if (!(o.OverloadFactor >= 1.0 && o.OverloadFactor <= 100))
+            errors.Add($"Cloud:OverloadFactor is {o.OverloadFactor}; allowed 1.0-100.");
+        if (!(o.OverloadMinimumScore >= 0 && o.OverloadMinimumScore <= 1e6))
+            errors.Add($"Cloud:OverloadMinimumScore is {o.OverloadMinimumScore}; allowed 0-1000000.");
+        if (o.PartitionTargetBytes < 1L << 20 || o.PartitionTargetBytes > 64L << 30)
+            errors.Add($"Cloud:PartitionTargetBytes is {o.PartitionTargetBytes}; allowed 1 MiB-64 GiB.");
+        if (o.MaxQueuedBytes < 1L << 20 || o.MaxQueuedBytes > 64L << 30)
+            errors.Add($"Cloud:MaxQueuedBytes is {o.MaxQueuedBytes}; allowed 1 MiB-64 GiB.");
+        if (o.MaxRequestBytes < 4096 || o.MaxRequestBytes > 64 << 20 || o.MaxRequestBytes % 4096 != 0)
+            errors.Add($"Cloud:MaxRequestBytes is {o.MaxRequestBytes}; allowed a multiple of 4096 in 4 KiB-64 MiB.");
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    private static void Range(List<string> errors, string field, TimeSpan value, TimeSpan min, TimeSpan max)
+    {
+        if (value < min || value > max)
+            errors.Add($"Cloud:{field} is {value}; allowed {min}-{max}.");
+    }
+}

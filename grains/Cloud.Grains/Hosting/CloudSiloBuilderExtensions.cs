@@ -1,0 +1,44 @@
+using Cloud.Grains.Engine;
+using Cloud.Grains.Load;
+using Cloud.Grains.Locks;
+using Cloud.Grains.Placement;
+using Cloud.Grains.Volumes;
+using Cloud.Grains.Workers;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+using Orleans.Hosting;
+
+namespace Cloud.Grains.Hosting;
+
+/// <summary>Adds the Cloud grains and their silo services to an Orleans silo.</summary>
+public static class CloudSiloBuilderExtensions
+{
+    /// <summary>
+    /// Registers the Cloud services: options (validated at start), the load table and its publisher, the
+    /// silo-bound and load-based placement directors, the RAID worker service, the first server and the catalog.
+    /// </summary>
+    public static ISiloBuilder AddCloud(this ISiloBuilder builder, Action<CloudOptions>? configure = null)
+    {
+        var options = builder.Services.AddOptions<CloudOptions>();
+        options.BindConfiguration(CloudOptions.SectionName);
+        if (configure is not null) options.Configure(configure);
+        options.ValidateOnStart();
+        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<CloudOptions>, CloudOptionsValidator>());
+        builder.Services.TryAddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton<SiloUsage>();
+        builder.Services.AddSingleton<SiloRuntimeSettings>();
+        builder.Services.AddSingleton<LoadTable>();
+        builder.Services.AddHostedService<LoadPublisher>();
+        builder.Services.AddSingleton<PartitionClockStore>();
+        builder.Services.AddSingleton<CatalogStore>();
+        builder.Services.AddSingleton<VolumeDirectory>();
+        builder.Services.TryAddSingleton<IVolumeStoreFactory, InterimStoreFactory>();
+        builder.Services.AddSingleton<RaidWorkerService>();
+        builder.Services.AddSingleton<FirstServer>();
+        builder.Services.AddPlacementDirector<SiloBoundPlacement, SiloBoundPlacementDirector>();
+        builder.Services.AddPlacementDirector<LoadBasedPlacement, LoadBasedPlacementDirector>();
+        return builder;
+    }
+}

@@ -1,0 +1,88 @@
+using System.Diagnostics;
+
+namespace Cloud.Grains.Load;
+
+/// <summary>This silo's live usage, updated by the data path without locks and sampled by the publisher.</summary>
+public sealed class SiloUsage
+{
+    private long _pendingDelegatedBytes;
+    private int _queueDepth;
+    private long _diskLatencyMicrosEwma;
+    private long _delegationsReused;
+    private long _delegationsNew;
+    private long _writesPerformed;
+    private long _diskOps;
+    private long _diskOpsAtLastDecay;
+    private TimeSpan _lastCpu = Process.GetCurrentProcess().TotalProcessorTime;
+    private long _lastCpuSampleTicks = Stopwatch.GetTimestamp();
+
+    /// <summary>Bytes of replicated copies this silo holds for others and has not written yet.</summary>
+    public long PendingDelegatedBytes => Interlocked.Read(ref _pendingDelegatedBytes);
+
+    /// <summary>Copies queued or running in this silo's RAID worker.</summary>
+    public int QueueDepth => Volatile.Read(ref _queueDepth);
+
+    /// <summary>Smoothed member-disk write latency in milliseconds.</summary>
+    public double DiskLatencyMs => Interlocked.Read(ref _diskLatencyMicrosEwma) / 1000.0;
+
+    /// <summary>Decisions of this silo's first server that kept the last target.</summary>
+    public long DelegationsReused => Interlocked.Read(ref _delegationsReused);
+
+    /// <summary>Decisions of this silo's first server that chose a new target.</summary>
+    public long DelegationsNew => Interlocked.Read(ref _delegationsNew);
+
+    /// <summary>Copies this silo's RAID worker wrote.</summary>
+    public long WritesPerformed => Interlocked.Read(ref _writesPerformed);
+
+    internal void Enqueued(long bytes) { Interlocked.Add(ref _pendingDelegatedBytes, bytes); Interlocked.Increment(ref _queueDepth); }
+
+    internal void Dequeued(long bytes) { Interlocked.Add(ref _pendingDelegatedBytes, -bytes); Interlocked.Decrement(ref _queueDepth); }
+
+    internal void WritePerformed() => Interlocked.Increment(ref _writesPerformed);
+
+    internal void Decision(bool reused) => Interlocked.Increment(ref reused ? ref _delegationsReused : ref _delegationsNew);
+
+    /// <summary>Folds one disk operation's latency into the average (weight 1/8, like TCP's SRTT, so one outlier does not swing it).</summary>
+    internal void ObserveDiskLatency(TimeSpan latency)
+    {
+        Interlocked.Increment(ref _diskOps);
+        var sample = (long)latency.TotalMicroseconds;
+        long current, next;
+        do
+        {
+            current = Interlocked.Read(ref _diskLatencyMicrosEwma);
+            next = current + (sample - current) / 8;
+        }
+        while (Interlocked.CompareExchange(ref _diskLatencyMicrosEwma, next, current) != current);
+    }
+
+    /// <summary>
+    /// Called once per publish period: with no disk operation since the last call the average decays by 1/8, so a
+    /// silo that was slow once and then got no work is tried again instead of being shunned forever.
+    /// </summary>
+    internal void DecayIdleLatency()
+    {
+        var ops = Interlocked.Read(ref _diskOps);
+        if (ops != _diskOpsAtLastDecay) { _diskOpsAtLastDecay = ops; return; }
+        long current, next;
+        do
+        {
+            current = Interlocked.Read(ref _diskLatencyMicrosEwma);
+            next = current - current / 8;
+        }
+        while (Interlocked.CompareExchange(ref _diskLatencyMicrosEwma, next, current) != current);
+    }
+
+    /// <summary>Process CPU use since the last call, in percent of all cores.</summary>
+    internal double SampleCpuPercent()
+    {
+        var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+        var now = Stopwatch.GetTimestamp();
+        var wall = Stopwatch.GetElapsedTime(_lastCpuSampleTicks, now);
+        var used = cpu - _lastCpu;
+        _lastCpu = cpu;
+        _lastCpuSampleTicks = now;
+        if (wall <= TimeSpan.Zero) return 0;
+        return Math.Clamp(100.0 * used.TotalMilliseconds / (wall.TotalMilliseconds * Environment.ProcessorCount), 0, 100);
+    }
+}

@@ -1,0 +1,288 @@
+using System.Collections.Immutable;
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Hosting;
+using Microsoft.Extensions.Options;
+using Orleans.Concurrency;
+using Orleans.Runtime;
+
+namespace Cloud.Grains.Locks;
+
+/// <summary>
+/// The partition lock manager of one (volume, partition). Reentrant: a waiting <see cref="AcquireAsync"/> awaits a
+/// TaskCompletionSource, so the grain's scheduler keeps serving releases, commits and other requests meanwhile.
+/// Every state change happens between awaits, so the interleaving is safe.
+/// </summary>
+[Reentrant]
+internal sealed class PartitionLockGrain(
+    PartitionClockStore clocks,
+    IClusterMembershipService membership,
+    IOptions<CloudOptions> options,
+    TimeProvider time) : Grain, IPartitionLockGrain
+{
+    /// <summary>Bound on waiters, so a stuck holder cannot make the grain grow without limit.</summary>
+    public const int MaxWaiters = 100_000;
+
+    /// <summary>Bound on concurrently pending (timestamped, not yet settled) versions.</summary>
+    public const int MaxPending = 1_000_000;
+
+    private readonly CloudOptions _options = options.Value;
+    private readonly List<Holder> _holders = [];
+    private readonly LinkedList<Waiter> _waiters = new();
+    private readonly Dictionary<long, Pending> _pending = [];
+    private readonly List<PendingWait> _pendingWaits = [];
+    private readonly Dictionary<long, long> _committed = [];
+    private long _next;
+    private long _reservedUpTo;
+    private string? _activeTarget;
+    private string? _previousTarget;
+    private long _lastTimestamp;
+    private string Key => this.GetPrimaryKeyString();
+
+    private sealed record Holder(long Token, long First, long Last, LockMode Mode, string Silo, DateTimeOffset Expires);
+
+    private sealed record Waiter(LockRequest Request, TaskCompletionSource<LockGrant> Completion);
+
+    private sealed record Pending(long First, long Last, string FirstServer, DateTimeOffset Registered);
+
+    private sealed record PendingWait(long First, long Last, long Below, TaskCompletionSource Completion);
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        // Start above everything an earlier activation may have handed out, then reserve the next range before use.
+        var reserved = await clocks.ReadAsync(Key);
+        _next = reserved + 1;
+        _reservedUpTo = reserved;
+        this.RegisterGrainTimer(CheckLeasesAsync, new GrainTimerCreationOptions(_options.LeaseCheckPeriod, _options.LeaseCheckPeriod) { Interleave = true });
+    }
+
+    /// <summary>Makes sure the next timestamp is covered by a persisted reservation, so that taking one needs no await.</summary>
+    private async ValueTask EnsureReservedAsync()
+    {
+        if (_next <= _reservedUpTo) return;
+        var reserve = _reservedUpTo + PartitionClockStore.ReservationSize;
+        await clocks.WriteAsync(Key, reserve);
+        _reservedUpTo = Math.Max(_reservedUpTo, reserve);
+    }
+
+    private long Take()
+    {
+        if (_next > _reservedUpTo) throw new InvalidOperationException("timestamp taken without a reservation");
+        return _next++;
+    }
+
+    public async Task<TimestampGrant> NextTimestampAsync(long firstStripe, long lastStripe, string firstServerSilo)
+    {
+        if (lastStripe < firstStripe) throw new CloudRequestException($"stripe range {firstStripe}-{lastStripe} is empty");
+        if (_pending.Count >= MaxPending) throw new CloudRequestException($"partition {Key} has {MaxPending} pending writes; retry later");
+        await EnsureReservedAsync();
+        var ts = Take();
+        _pending[ts] = new Pending(firstStripe, lastStripe, firstServerSilo, time.GetUtcNow());
+        _lastTimestamp = ts;
+        var targetHoldsCopy = _activeTarget is not null && _pending.Count > 1;
+        return new TimestampGrant(ts, _activeTarget, targetHoldsCopy);
+    }
+
+    public async Task<LockGrant> AcquireAsync(LockRequest request)
+    {
+        if (request.LastStripe < request.FirstStripe)
+            throw new CloudRequestException($"stripe range {request.FirstStripe}-{request.LastStripe} is empty");
+        if (request.Lease <= TimeSpan.Zero || request.Lease > TimeSpan.FromMinutes(10))
+            throw new CloudRequestException($"lease {request.Lease} is outside 0-10 min");
+        if (request.WaitForPendingWrites)
+        {
+            // Wait for every version timestamped before this read arrived; later ones are concurrent with it.
+            var below = _next;
+            if (AnyPending(request.FirstStripe, request.LastStripe, below))
+            {
+                var wait = new PendingWait(request.FirstStripe, request.LastStripe, below, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+                _pendingWaits.Add(wait);
+                await wait.Completion.Task;
+            }
+        }
+        if (_waiters.Count >= MaxWaiters) throw new CloudRequestException($"partition {Key} has {MaxWaiters} lock waiters; retry later");
+        // Reserve before deciding, so the decision and the grant happen in one turn with no await between them.
+        await EnsureReservedAsync();
+        if (CanGrant(request, null))
+            return Grant(request);
+        var waiter = new Waiter(request, new TaskCompletionSource<LockGrant>(TaskCreationOptions.RunContinuationsAsynchronously));
+        _waiters.AddLast(waiter);
+        return await waiter.Completion.Task;
+    }
+
+    private bool AnyPending(long first, long last, long below)
+    {
+        foreach (var (ts, p) in _pending)
+            if (ts < below && p.First <= last && first <= p.Last) return true;
+        return false;
+    }
+
+    private static bool Overlaps(long a0, long a1, long b0, long b1) => a0 <= b1 && b0 <= a1;
+
+    private bool CanGrant(LockRequest r, LinkedListNode<Waiter>? self)
+    {
+        foreach (var h in _holders)
+            if (Overlaps(h.First, h.Last, r.FirstStripe, r.LastStripe) && (h.Mode == LockMode.Exclusive || r.Mode == LockMode.Exclusive))
+                return false;
+        // FIFO per stripe: an earlier waiter on an overlapping stripe goes first (unless both only read).
+        for (var n = _waiters.First; n is not null && n != self; n = n.Next)
+        {
+            var w = n.Value.Request;
+            if (Overlaps(w.FirstStripe, w.LastStripe, r.FirstStripe, r.LastStripe) && (w.Mode == LockMode.Exclusive || r.Mode == LockMode.Exclusive))
+                return false;
+        }
+        return true;
+    }
+
+    private LockGrant Grant(LockRequest r)
+    {
+        var token = Take();
+        var expires = time.GetUtcNow() + r.Lease;
+        _holders.Add(new Holder(token, r.FirstStripe, r.LastStripe, r.Mode, r.HolderSilo, expires));
+        return new LockGrant(token, r.FirstStripe, r.LastStripe, r.Mode, expires);
+    }
+
+    private async Task GrantWaitersAsync()
+    {
+        // One waiter per timestamp at most: reserve enough first so the scan below runs in one turn.
+        if (_next + _waiters.Count > _reservedUpTo) await EnsureReservedAsync();
+        var n = _waiters.First;
+        while (n is not null && _next <= _reservedUpTo)
+        {
+            var next = n.Next;
+            if (CanGrant(n.Value.Request, n))
+            {
+                _waiters.Remove(n);
+                n.Value.Completion.TrySetResult(Grant(n.Value.Request));
+            }
+            n = next;
+        }
+    }
+
+    public Task<LockGrant> RenewAsync(long fencingToken, TimeSpan lease)
+    {
+        var i = _holders.FindIndex(h => h.Token == fencingToken);
+        if (i < 0) throw new LockFencedException(fencingToken, Key);
+        var renewed = _holders[i] with { Expires = time.GetUtcNow() + lease };
+        _holders[i] = renewed;
+        return Task.FromResult(new LockGrant(renewed.Token, renewed.First, renewed.Last, renewed.Mode, renewed.Expires));
+    }
+
+    public async Task ReleaseAsync(long fencingToken)
+    {
+        if (_holders.RemoveAll(h => h.Token == fencingToken) > 0)
+            await GrantWaitersAsync();
+    }
+
+    public Task<ValidationResult> ValidateAsync(long fencingToken, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps)
+    {
+        var holder = _holders.Find(h => h.Token == fencingToken);
+        if (holder is null || holder.Mode != LockMode.Exclusive || holder.Expires < time.GetUtcNow())
+            throw new LockFencedException(fencingToken, Key);
+        var committed = new long[blockCount];
+        for (var i = 0; i < blockCount; i++)
+            committed[i] = _committed.GetValueOrDefault(firstBlock + i);
+        var newest = batchTimestamps.IsDefaultOrEmpty ? 0 : batchTimestamps.Max();
+        var mergeSafe = true;
+        foreach (var (ts, p) in _pending)
+        {
+            if (ts < newest && Overlaps(p.First, p.Last, holder.First, holder.Last) && !batchTimestamps.Contains(ts))
+            {
+                mergeSafe = false;
+                break;
+            }
+        }
+        return Task.FromResult(new ValidationResult(ImmutableArray.Create(committed), mergeSafe));
+    }
+
+    public async Task CommitAsync(long fencingToken, ImmutableArray<BlockCommit> written, ImmutableArray<long> settledTimestamps, string targetSilo, bool release)
+    {
+        var holder = _holders.Find(h => h.Token == fencingToken);
+        if (holder is null) throw new LockFencedException(fencingToken, Key);
+        foreach (var c in written)
+        {
+            for (var b = c.FirstBlock; b < c.FirstBlock + c.BlockCount; b++)
+                if (_committed.GetValueOrDefault(b) < c.Timestamp) _committed[b] = c.Timestamp;
+        }
+        if (targetSilo != _activeTarget && written.Length > 0)
+        {
+            _previousTarget = _activeTarget;
+            _activeTarget = targetSilo;
+        }
+        Settle(settledTimestamps);
+        if (release && _holders.Remove(holder))
+            await GrantWaitersAsync();
+    }
+
+    public Task SettleAsync(ImmutableArray<long> timestamps)
+    {
+        Settle(timestamps);
+        return Task.CompletedTask;
+    }
+
+    private void Settle(ImmutableArray<long> timestamps)
+    {
+        if (timestamps.IsDefaultOrEmpty) return;
+        var any = false;
+        foreach (var ts in timestamps) any |= _pending.Remove(ts);
+        if (any) WakePendingWaits();
+    }
+
+    private void WakePendingWaits()
+    {
+        for (var i = _pendingWaits.Count - 1; i >= 0; i--)
+        {
+            var w = _pendingWaits[i];
+            if (!AnyPending(w.First, w.Last, w.Below))
+            {
+                _pendingWaits.RemoveAt(i);
+                w.Completion.TrySetResult();
+            }
+        }
+    }
+
+    public Task SetTargetAsync(string targetSilo)
+    {
+        if (targetSilo != _activeTarget)
+        {
+            _previousTarget = _activeTarget;
+            _activeTarget = targetSilo;
+        }
+        return Task.CompletedTask;
+    }
+
+    public Task<PartitionControl> GetControlAsync() =>
+        Task.FromResult(new PartitionControl(_activeTarget, _previousTarget, _lastTimestamp, _pending.Count, _holders.Count, _waiters.Count));
+
+    public Task<ImmutableArray<long>> GetTimestampsAsync(long firstBlock, int blockCount)
+    {
+        var result = new long[blockCount];
+        for (var i = 0; i < blockCount; i++) result[i] = _committed.GetValueOrDefault(firstBlock + i);
+        return Task.FromResult(ImmutableArray.Create(result));
+    }
+
+    /// <summary>Ends leases that ran out or whose holder silo is dead, and pending versions whose first server is dead or gave up.</summary>
+    private async Task CheckLeasesAsync(CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow();
+        var snapshot = membership.CurrentSnapshot;
+        var removed = _holders.RemoveAll(h => h.Expires < now || IsDead(snapshot, h.Silo));
+        var abandoned = _pending
+            .Where(p => IsDead(snapshot, p.Value.FirstServer) || now - p.Value.Registered > _options.RedelegationTimeout)
+            .Select(p => p.Key).ToList();
+        foreach (var ts in abandoned) _pending.Remove(ts);
+        if (abandoned.Count > 0) WakePendingWaits();
+        if (removed > 0) await GrantWaitersAsync();
+    }
+
+    private static bool IsDead(ClusterMembershipSnapshot snapshot, string silo)
+    {
+        try
+        {
+            return snapshot.GetSiloStatus(SiloAddress.FromParsableString(silo)) == SiloStatus.Dead;
+        }
+        catch (FormatException)
+        {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,23 @@
+using System.Collections.Concurrent;
+using Cloud.Grains.Abstractions;
+
+namespace Cloud.Grains.Volumes;
+
+/// <summary>This silo's cache of volume definitions, so the data path asks the catalog grain once per volume, not per I/O.</summary>
+public sealed class VolumeDirectory(IGrainFactory grains)
+{
+    private readonly ConcurrentDictionary<string, VolumeInfo> _cache = new(StringComparer.Ordinal);
+
+    /// <summary>The volume's definition; throws <see cref="CloudRequestException"/> naming an unknown volume.</summary>
+    public async ValueTask<VolumeInfo> GetAsync(string name)
+    {
+        if (_cache.TryGetValue(name, out var info)) return info;
+        info = await grains.GetGrain<IVolumeCatalogGrain>(0).GetAsync(name).ConfigureAwait(false)
+            ?? throw new CloudRequestException($"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
+        _cache[name] = info;
+        return info;
+    }
+
+    /// <summary>Forgets a volume (deleted, or its members changed).</summary>
+    public void Invalidate(string name) => _cache.TryRemove(name, out _);
+}

@@ -1,0 +1,126 @@
+using Cloud.Grains.Abstractions;
+using Orleans.Concurrency;
+using Orleans.Runtime;
+
+namespace Cloud.Grains.Volumes;
+
+/// <summary>
+/// A volume's control plane. Membership changes (fail, replace, rebuild) run on this grain's silo's engine after
+/// every other silo closed the volume; those silos reassemble it from the superblocks on their next I/O, so they
+/// see the change as the disks record it.
+/// </summary>
+[Reentrant]
+internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipService membership, VolumeDirectory directory) : Grain, IVolumeGrain
+{
+    private RebuildStatus? _rebuild;
+    private Task? _rebuildTask;
+    private readonly SemaphoreSlim _control = new(1, 1);
+
+    private string Name => this.GetPrimaryKeyString();
+    private IRaidWorkerGrain Local => GrainFactory.GetGrain<IRaidWorkerGrain>(silo.Name);
+
+    private async Task<VolumeInfo> InfoAsync() =>
+        await GrainFactory.GetGrain<IVolumeCatalogGrain>(0).GetAsync(Name)
+        ?? throw new CloudRequestException($"volume '{Name}' does not exist; 'cloudctl volume list' shows the volumes");
+
+    public async Task<VolumeStatus> ShowAsync()
+    {
+        await InfoAsync();
+        var status = await Local.GetVolumeStatusAsync(Name);
+        return status with { Rebuild = _rebuild };
+    }
+
+    public async Task<VolumeStatus> FailDiskAsync(int index, string reason)
+    {
+        var info = await InfoAsync();
+        CheckIndex(info, index);
+        await ExclusiveAsync(() => Local.FailMemberAsync(Name, index, reason));
+        return await ShowAsync();
+    }
+
+    public async Task<VolumeStatus> ReplaceDiskAsync(int index)
+    {
+        var info = await InfoAsync();
+        CheckIndex(info, index);
+        if (_rebuildTask is { IsCompleted: false })
+            throw new CloudRequestException($"volume '{Name}' is rebuilding; wait for it to finish before replacing another disk");
+        var status = await Local.GetVolumeStatusAsync(Name);
+        var member = status.Disks.FirstOrDefault(d => d.Index == index);
+        if (member is not null && member.State == DiskState.Active)
+            throw new CloudRequestException($"disk {index} of volume '{Name}' is active; fail it first ('cloudctl disk fail {Name} {index}')");
+        var directoryPath = Path.GetDirectoryName(info.DiskPaths[index])!;
+        var path = Path.Combine(directoryPath, $"disk{index}.{DateTimeOffset.UtcNow:yyyyMMddHHmmssfff}.img");
+        await ExclusiveAsync(async () =>
+        {
+            await Local.ReplaceMemberAsync(Name, index, path);
+            await GrainFactory.GetGrain<IVolumeCatalogGrain>(0).SetDiskPathAsync(Name, index, path);
+            directory.Invalidate(Name);
+        });
+        return await ShowAsync();
+    }
+
+    public async Task<RebuildStatus> StartRebuildAsync()
+    {
+        await InfoAsync();
+        if (_rebuildTask is { IsCompleted: false }) return _rebuild!;
+        _rebuild = new RebuildStatus(true, 0, 0, null);
+        _rebuildTask = RunRebuildAsync();
+        return _rebuild;
+    }
+
+    private async Task RunRebuildAsync()
+    {
+        try
+        {
+            await ExclusiveAsync(() => Local.RebuildAsync(Name));
+            _rebuild = _rebuild! with { Running = false, StripesDone = Math.Max(_rebuild.StripesDone, _rebuild.StripesTotal) };
+        }
+        catch (Exception ex)
+        {
+            _rebuild = (_rebuild ?? new RebuildStatus(false, 0, 0, null)) with { Running = false, Error = ex.Message };
+        }
+    }
+
+    public Task<RebuildStatus?> GetRebuildAsync() => Task.FromResult(_rebuild);
+
+    public Task ReportRebuildAsync(RebuildStatus status)
+    {
+        if (_rebuild is null || _rebuild.Running) _rebuild = status with { Running = true };
+        return Task.CompletedTask;
+    }
+
+    public async Task<ScrubResult> ScrubAsync(bool repair)
+    {
+        await InfoAsync();
+        return await Local.ScrubAsync(Name, repair);
+    }
+
+    /// <summary>Closes the volume on every other silo, runs the change here, and closes again so they reassemble afresh.</summary>
+    private async Task ExclusiveAsync(Func<Task> change)
+    {
+        await _control.WaitAsync();
+        try
+        {
+            await CloseElsewhereAsync();
+            await change();
+            await CloseElsewhereAsync();
+            // This silo reopens from the superblocks too, so every silo works from the same recorded state.
+            await Local.CloseVolumeAsync(Name);
+        }
+        finally
+        {
+            _control.Release();
+        }
+    }
+
+    private Task CloseElsewhereAsync() =>
+        Task.WhenAll(membership.CurrentSnapshot.Members.Values
+            .Where(m => m.Status == SiloStatus.Active && m.Name != silo.Name)
+            .Select(m => GrainFactory.GetGrain<IRaidWorkerGrain>(m.Name).CloseVolumeAsync(Name)));
+
+    private void CheckIndex(VolumeInfo info, int index)
+    {
+        if (index < 0 || index >= info.DiskCount)
+            throw new CloudRequestException($"disk index {index} is not a member of volume '{Name}'; use 0-{info.DiskCount - 1}");
+    }
+}

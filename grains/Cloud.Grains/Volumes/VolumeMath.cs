@@ -1,0 +1,95 @@
+using System.Text.RegularExpressions;
+using Cloud.Grains.Abstractions;
+
+namespace Cloud.Grains;
+
+/// <summary>Geometry arithmetic the grains share with the engine (offset → stripe → partition), and spec validation.</summary>
+public static partial class VolumeMath
+{
+    /// <summary>The logical block.</summary>
+    public const int BlockSizeBytes = 4096;
+
+    /// <summary>Most member disks a volume may have.</summary>
+    public const int MaxDiskCount = 32;
+
+    /// <summary>Smallest chunk.</summary>
+    public const int MinChunkSizeBytes = 4096;
+
+    /// <summary>Largest chunk.</summary>
+    public const int MaxChunkSizeBytes = 16 << 20;
+
+    /// <summary>Largest volume.</summary>
+    public const long MaxVolumeSizeBytes = 64L << 40;
+
+    /// <summary>Longest volume name.</summary>
+    public const int MaxNameLength = 64;
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    private static partial Regex NamePattern();
+
+    /// <summary>Members that carry data in each stripe.</summary>
+    public static int DataMembers(VolumeLevel level, int diskCount) => level switch
+    {
+        VolumeLevel.Raid0 => diskCount,
+        VolumeLevel.Raid1 => 1,
+        VolumeLevel.Raid5 => diskCount - 1,
+        VolumeLevel.Raid6 => diskCount - 2,
+        _ => throw new CloudRequestException($"level {level} is not one of raid0, raid1, raid5, raid6"),
+    };
+
+    /// <summary>Least member count per level.</summary>
+    public static int MinDisks(VolumeLevel level) => level switch
+    {
+        VolumeLevel.Raid0 => 1,
+        VolumeLevel.Raid1 => 2,
+        VolumeLevel.Raid5 => 3,
+        VolumeLevel.Raid6 => 4,
+        _ => throw new CloudRequestException($"level {level} is not one of raid0, raid1, raid5, raid6"),
+    };
+
+    /// <summary>Data bytes per stripe.</summary>
+    public static long StripeDataBytes(VolumeLevel level, int diskCount, int chunkSizeBytes) => (long)DataMembers(level, diskCount) * chunkSizeBytes;
+
+    /// <summary>Data bytes per stripe of a volume.</summary>
+    public static long StripeDataBytes(VolumeInfo v) => StripeDataBytes(v.Level, v.DiskCount, v.ChunkSizeBytes);
+
+    /// <summary>The volume's size rounded up to whole stripes.</summary>
+    public static long RoundUpToStripes(long sizeBytes, VolumeInfo v)
+    {
+        var stripe = StripeDataBytes(v);
+        return (sizeBytes + stripe - 1) / stripe * stripe;
+    }
+
+    /// <summary>Stripes per partition-lock grain.</summary>
+    public static long StripesPerPartition(VolumeInfo v, long partitionTargetBytes) => Math.Max(1, partitionTargetBytes / StripeDataBytes(v));
+
+    /// <summary>The partition-lock grain key of a partition.</summary>
+    public static string PartitionKey(VolumeInfo v, long partition) => $"{v.VolumeId:N}/{partition}";
+
+    /// <summary>Checks a spec, throwing <see cref="CloudRequestException"/> naming the bad field and what is allowed.</summary>
+    public static void Validate(VolumeSpec spec)
+    {
+        if (string.IsNullOrEmpty(spec.Name) || spec.Name.Length > MaxNameLength || !NamePattern().IsMatch(spec.Name))
+            throw new CloudRequestException($"volume name '{spec.Name}' is not allowed; use 1-{MaxNameLength} characters of A-Z a-z 0-9 . _ - starting with a letter or digit");
+        if (!Enum.IsDefined(spec.Level))
+            throw new CloudRequestException($"level {(int)spec.Level} is not one of raid0, raid1, raid5, raid6");
+        var min = MinDisks(spec.Level);
+        if (spec.DiskCount < min || spec.DiskCount > MaxDiskCount)
+            throw new CloudRequestException($"--disks {spec.DiskCount} is not allowed for {spec.Level.ToString().ToLowerInvariant()}; use {min}-{MaxDiskCount}");
+        if (spec.ChunkSizeBytes < MinChunkSizeBytes || spec.ChunkSizeBytes > MaxChunkSizeBytes || (spec.ChunkSizeBytes & (spec.ChunkSizeBytes - 1)) != 0)
+            throw new CloudRequestException($"--chunk {spec.ChunkSizeBytes} is not allowed; use a power of two from 4KiB to 16MiB");
+        if (spec.SizeBytes <= 0 || spec.SizeBytes > MaxVolumeSizeBytes || spec.SizeBytes % BlockSizeBytes != 0)
+            throw new CloudRequestException($"--size {spec.SizeBytes} is not allowed; use a multiple of 4KiB up to 64TiB");
+    }
+
+    /// <summary>Checks an I/O range against a volume, throwing <see cref="CloudRequestException"/> naming the bad value.</summary>
+    public static void CheckRange(VolumeInfo v, long offsetBytes, long lengthBytes)
+    {
+        if (offsetBytes < 0 || offsetBytes % BlockSizeBytes != 0)
+            throw new CloudRequestException($"offset {offsetBytes} is not allowed; use a multiple of {BlockSizeBytes} from 0");
+        if (lengthBytes <= 0 || lengthBytes % BlockSizeBytes != 0)
+            throw new CloudRequestException($"length {lengthBytes} is not allowed; use a positive multiple of {BlockSizeBytes}");
+        if (offsetBytes + lengthBytes > v.SizeBytes)
+            throw new CloudRequestException($"range {offsetBytes}+{lengthBytes} ends past the end of volume '{v.Name}' ({v.SizeBytes} bytes)");
+    }
+}

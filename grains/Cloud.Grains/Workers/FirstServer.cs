@@ -1,0 +1,219 @@
+using System.Collections.Concurrent;
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Hosting;
+using Cloud.Grains.Load;
+using Cloud.Grains.Volumes;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime;
+
+namespace Cloud.Grains.Workers;
+
+/// <summary>
+/// The first server's side of a delegated write, one per silo: it assigns the timestamp, chooses the target (the
+/// last synchronization target while appropriate, else a new one by load), sends the replicated copy, keeps its own
+/// copy until the target reports the commit, and re-delegates when the target dies.
+/// </summary>
+public sealed partial class FirstServer(
+    IGrainFactory grains,
+    VolumeDirectory directory,
+    LoadTable loadTable,
+    SiloUsage usage,
+    ILocalSiloDetails silo,
+    IOptions<CloudOptions> options,
+    ILogger<FirstServer> logger)
+{
+    /// <summary>How long one commit poll waits at the target before asking again (well under the response timeout).</summary>
+    public static readonly TimeSpan CommitPollWait = TimeSpan.FromSeconds(5);
+
+    /// <summary>First pause before re-sending to a failed target; doubles up to <see cref="MaxRetryDelay"/>.</summary>
+    public static readonly TimeSpan FirstRetryDelay = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>Longest pause between re-delegation attempts.</summary>
+    public static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(1);
+
+    private readonly CloudOptions _options = options.Value;
+    private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
+    private readonly ConcurrentDictionary<Guid, Held> _held = new();
+
+    /// <summary>A copy this silo holds until its target commits it.</summary>
+    private sealed record Held(ReplicatedWrite Write, string UnitKey, string PartitionKey, Task<WriteReport> Completion);
+
+    /// <summary>Copies held here and not yet committed (for status and tests).</summary>
+    public int HeldCopies => _held.Count;
+
+    /// <summary>
+    /// Writes block-aligned data: split per partition, each piece timestamped and delegated. Returns once every piece
+    /// is replicated, or committed for FUA and durable volumes.
+    /// </summary>
+    public async Task WriteAsync(string volumeName, long offsetBytes, byte[] data, bool forceUnitAccess)
+    {
+        var v = await directory.GetAsync(volumeName).ConfigureAwait(false);
+        VolumeMath.CheckRange(v, offsetBytes, data.Length);
+        if (data.Length > _options.MaxRequestBytes)
+            throw new CloudRequestException($"write of {data.Length} bytes exceeds the limit of {_options.MaxRequestBytes}; split it");
+        var waitForDisk = forceUnitAccess || v.Durable;
+        var stripe = VolumeMath.StripeDataBytes(v);
+        var partitionBytes = VolumeMath.StripesPerPartition(v, _options.PartitionTargetBytes) * stripe;
+        var pieces = new List<Task<Task<WriteReport>>>();
+        for (long offset = offsetBytes, end = offsetBytes + data.Length; offset < end;)
+        {
+            var partition = offset / partitionBytes;
+            var pieceEnd = Math.Min(end, (partition + 1) * partitionBytes);
+            var piece = offset == offsetBytes && pieceEnd == end ? data : data.AsSpan((int)(offset - offsetBytes), (int)(pieceEnd - offset)).ToArray();
+            pieces.Add(DelegateAsync(v, partition, offset, piece, forceUnitAccess || v.Durable));
+            offset = pieceEnd;
+        }
+        var completions = await Task.WhenAll(pieces).ConfigureAwait(false);
+        if (!waitForDisk) return;
+        foreach (var report in await Task.WhenAll(completions).ConfigureAwait(false))
+        {
+            if (report.Outcome == WriteOutcome.Failed)
+                throw new CloudRequestException($"write to volume '{volumeName}' failed on silo {report.Silo}: {report.Error}");
+        }
+    }
+
+    private async Task<Task<WriteReport>> DelegateAsync(VolumeInfo v, long partition, long offsetBytes, byte[] data, bool fua)
+    {
+        var stripe = VolumeMath.StripeDataBytes(v);
+        var firstStripe = offsetBytes / stripe;
+        var lastStripe = (offsetBytes + data.Length - 1) / stripe;
+        var partitionKey = VolumeMath.PartitionKey(v, partition);
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
+        var grant = await lockGrain.NextTimestampAsync(firstStripe, lastStripe, _siloAddress).ConfigureAwait(false);
+        var write = new ReplicatedWrite(Guid.NewGuid(), v.Name, offsetBytes, data, grant.Timestamp, fua, silo.Name);
+        var unit = grains.GetGrain<IDelegationGrain>(partitionKey);
+
+        // Stickiness: keep the unit's last synchronization target while it is alive, not draining and not overloaded.
+        string decision, reason;
+        if (grant.ActiveTarget is null) { decision = "new"; reason = "no-target"; }
+        else if (loadTable.IsAppropriateTarget(grant.ActiveTarget, out reason)) decision = "reused";
+        else
+        {
+            decision = "new";
+            try { await unit.RelocateAsync().ConfigureAwait(false); }
+            catch (Exception ex) when (IsSiloFailure(ex)) { /* already gone: Orleans re-places it on the next call */ }
+        }
+        CloudMetrics.DelegationDecisions.Add(1, new("decision", decision), new("reason", reason));
+        usage.Decision(decision == "reused");
+
+        DelegationReceipt receipt;
+        try
+        {
+            receipt = await unit.AcceptAsync(write).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsSiloFailure(ex))
+        {
+            receipt = await SendWithRetriesAsync(unit, write).ConfigureAwait(false);
+        }
+        catch
+        {
+            await lockGrain.SettleAsync([write.Timestamp]).ConfigureAwait(false);
+            throw;
+        }
+        if (receipt.TargetSilo != grant.ActiveTarget)
+        {
+            await lockGrain.SetTargetAsync(receipt.TargetSilo).ConfigureAwait(false);
+            // The previous target may hold older scheduled versions of these blocks: tell it to cancel them.
+            if (grant.ActiveTarget is { } previous && grant.TargetHoldsPendingCopy)
+                _ = CancelOlderAsync(previous, write);
+        }
+        var completion = FollowAsync(write, partitionKey, receipt.TargetSilo);
+        _held[write.WriteId] = new Held(write, partitionKey, partitionKey, completion);
+        return completion;
+    }
+
+    private async Task CancelOlderAsync(string previousTarget, ReplicatedWrite newer)
+    {
+        try
+        {
+            await grains.GetGrain<IRaidWorkerGrain>(previousTarget)
+                .CancelSupersededAsync(newer.VolumeName, newer.OffsetBytes, newer.Data.Length, newer.Timestamp).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // Best effort: an uncancelled older copy is still dropped as superseded when it validates.
+            LogCancelFailed(logger, previousTarget, ex);
+        }
+    }
+
+    /// <summary>Waits for the target's commit, re-delegating if it dies, then drops this silo's copy.</summary>
+    private async Task<WriteReport> FollowAsync(ReplicatedWrite write, string unitKey, string target)
+    {
+        var deadline = DateTimeOffset.UtcNow + _options.RedelegationTimeout;
+        try
+        {
+            while (true)
+            {
+                try
+                {
+                    var report = await grains.GetGrain<IRaidWorkerGrain>(target).WaitCommittedAsync(write.WriteId, CommitPollWait).ConfigureAwait(false);
+                    switch (report.Outcome)
+                    {
+                        case WriteOutcome.Pending:
+                            continue;
+                        case WriteOutcome.Unknown:
+                            // The target restarted or lost the copy: send ours again.
+                            break;
+                        default:
+                            return report;
+                    }
+                }
+                catch (Exception ex) when (IsSiloFailure(ex))
+                {
+                    LogRedelegating(logger, write.WriteId, target, ex.GetType().Name);
+                }
+                if (DateTimeOffset.UtcNow > deadline)
+                    return new WriteReport(WriteOutcome.Failed, target, $"no silo committed the write within {_options.RedelegationTimeout}");
+                CloudMetrics.Redelegations.Add(1);
+                var receipt = await SendWithRetriesAsync(grains.GetGrain<IDelegationGrain>(unitKey), write).ConfigureAwait(false);
+                target = receipt.TargetSilo;
+            }
+        }
+        finally
+        {
+            _held.TryRemove(write.WriteId, out _);
+        }
+    }
+
+    private async Task<DelegationReceipt> SendWithRetriesAsync(IDelegationGrain unit, ReplicatedWrite write)
+    {
+        var deadline = DateTimeOffset.UtcNow + _options.RedelegationTimeout;
+        var delay = FirstRetryDelay;
+        while (true)
+        {
+            try
+            {
+                return await unit.AcceptAsync(write).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (IsSiloFailure(ex) && DateTimeOffset.UtcNow < deadline)
+            {
+                // Until membership declares the dead silo dead, calls to the unit fail; then Orleans places it anew.
+                await Task.Delay(delay).ConfigureAwait(false);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, MaxRetryDelay.Ticks));
+            }
+        }
+    }
+
+    /// <summary>Waits until every copy this silo holds for the volume is committed.</summary>
+    public async Task DrainAsync(string volumeName)
+    {
+        var pending = _held.Values.Where(h => h.Write.VolumeName == volumeName).Select(h => h.Completion).ToList();
+        var reports = await Task.WhenAll(pending).ConfigureAwait(false);
+        foreach (var report in reports)
+        {
+            if (report.Outcome == WriteOutcome.Failed)
+                throw new CloudRequestException($"an earlier write to volume '{volumeName}' failed on silo {report.Silo}: {report.Error}");
+        }
+    }
+
+    private static bool IsSiloFailure(Exception ex) =>
+        ex is SiloUnavailableException or OrleansMessageRejectionException or TimeoutException or Placement.SiloNotFoundException
+        || ex is OrleansException { InnerException: SiloUnavailableException };
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Write {WriteId}: target {Target} failed ({Error}); re-delegating")]
+    private static partial void LogRedelegating(ILogger logger, Guid writeId, string target, string error);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Cancelling older versions on {Target} failed")]
+    private static partial void LogCancelFailed(ILogger logger, string target, Exception exception);
+}

@@ -1,0 +1,437 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using static Cloud.Nbd.NbdProtocol;
+
+namespace Cloud.Nbd;
+
+internal sealed partial class NbdConnection
+{
+    /// <summary>One parsed request and the pooled buffer that carries its payload (write) or its reply (read).</summary>
+    private readonly struct Request(ushort flags, ushort type, ulong cookie, ulong offset, uint length, byte[]? buffer, long budgetBytes, uint presetError)
+    {
+        public ushort Flags { get; } = flags;
+        public ushort Type { get; } = type;
+        public ulong Cookie { get; } = cookie;
+        public ulong Offset { get; } = offset;
+        public uint Length { get; } = length;
+
+        /// <summary>Rented; payload at <see cref="ReplyHeaderReserveBytes"/> so a read reply's header fits in front of it.</summary>
+        public byte[]? Buffer { get; } = buffer;
+
+        public long BudgetBytes { get; } = budgetBytes;
+
+        /// <summary>An error found while parsing (e.g. an oversized write whose payload was skipped), or 0.</summary>
+        public uint PresetError { get; } = presetError;
+    }
+
+    private async Task TransmitAsync()
+    {
+        var export = _export!;
+        var header = new byte[RequestHeaderBytes];
+        try
+        {
+            while (true)
+            {
+                try
+                {
+                    await _reader.ReadExactlyAsync(header, _stopReading).ConfigureAwait(false);
+                }
+                catch (NbdDisconnectedException e)
+                {
+                    // Between requests, a closed socket is the client's hard disconnect: finish what is in flight.
+                    Log.ClientDisconnected(_logger, Id, Remote, e.Message);
+                    break;
+                }
+                uint magic = BinaryPrimitives.ReadUInt32BigEndian(header);
+                ushort flags = BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(4));
+                ushort type = BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(6));
+                ulong cookie = BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(8));
+                ulong offset = BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(16));
+                uint length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(24));
+                if (magic != RequestMagic)
+                {
+                    // Without the magic there is no way to find the next request boundary.
+                    throw new NbdProtocolException($"request magic 0x{magic:x8} is not NBD_REQUEST_MAGIC (0x{RequestMagic:x8})");
+                }
+                if (type == CmdDisc)
+                {
+                    Log.ClientDisconnecting(_logger, Id, Remote);
+                    break;
+                }
+
+                byte[]? buffer = null;
+                long budget = 0;
+                uint presetError = 0;
+                if (type == CmdWrite)
+                {
+                    if (length > export.MaxPayloadBytes)
+                    {
+                        if (length > MaxDiscardablePayloadBytes)
+                        {
+                            throw new NbdProtocolException($"NBD_CMD_WRITE of {length} bytes exceeds the {MaxDiscardablePayloadBytes}-byte limit beyond which payloads are not read");
+                        }
+                        await _reader.SkipAsync(length, _stopReading).ConfigureAwait(false);
+                        presetError = EInval;
+                        await AcquireAsync(0).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        budget = length;
+                        await AcquireAsync(budget).ConfigureAwait(false);
+                        buffer = ArrayPool<byte>.Shared.Rent(ReplyHeaderReserveBytes + (int)length);
+                        try
+                        {
+                            await _reader.ReadExactlyAsync(buffer.AsMemory(ReplyHeaderReserveBytes, (int)length), _stopReading).ConfigureAwait(false);
+                        }
+                        catch
+                        {
+                            ArrayPool<byte>.Shared.Return(buffer);
+                            Complete(budget);
+                            throw;
+                        }
+                    }
+                }
+                else
+                {
+                    if (type == CmdRead && length <= export.MaxPayloadBytes)
+                    {
+                        budget = length;
+                    }
+                    await AcquireAsync(budget).ConfigureAwait(false);
+                    if (budget > 0)
+                    {
+                        buffer = ArrayPool<byte>.Shared.Rent(ReplyHeaderReserveBytes + (int)length);
+                    }
+                }
+                // Runs synchronously up to its first await (the volume I/O), then the loop reads the next request.
+                _ = ProcessAsync(new Request(flags, type, cookie, offset, length, buffer, budget, presetError));
+            }
+        }
+        finally
+        {
+            await DrainAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task ProcessAsync(Request request)
+    {
+        var export = _export!;
+        var ct = _abort.Token;
+        uint error = request.PresetError;
+        string? message = error == 0 ? null : $"{CommandName(request.Type)} of {request.Length} bytes exceeds the maximum payload of {export.MaxPayloadBytes} bytes";
+        bool replied = false;
+        try
+        {
+            if (error == 0)
+            {
+                (error, message) = Validate(export, request);
+            }
+            if (error == 0)
+            {
+                long offset = (long)request.Offset;
+                int length = (int)Math.Min(request.Length, int.MaxValue);
+                bool fua = (request.Flags & CmdFlagFua) != 0;
+                switch (request.Type)
+                {
+                    case CmdRead:
+                        for (int done = 0; done < length; done += export.VolumeIoPieceBytes)
+                        {
+                            int piece = Math.Min(export.VolumeIoPieceBytes, length - done);
+                            await export.Volume.ReadAsync(offset + done, request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece), ct).ConfigureAwait(false);
+                        }
+                        await SendReadReplyAsync(request, ct).ConfigureAwait(false);
+                        replied = true;
+                        break;
+                    case CmdWrite:
+                        for (int done = 0; done < length; done += export.VolumeIoPieceBytes)
+                        {
+                            int piece = Math.Min(export.VolumeIoPieceBytes, length - done);
+                            await export.Volume.WriteAsync(offset + done, request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece), fua, ct).ConfigureAwait(false);
+                        }
+                        break;
+                    case CmdFlush:
+                        await export.Volume.FlushAsync(ct).ConfigureAwait(false);
+                        break;
+                    case CmdTrim:
+                        await TrimAsync(export, offset, request.Length, ct).ConfigureAwait(false);
+                        if (fua)
+                        {
+                            await export.Volume.FlushAsync(ct).ConfigureAwait(false);
+                        }
+                        break;
+                    case CmdWriteZeroes:
+                        if ((request.Flags & CmdFlagNoHole) != 0)
+                        {
+                            // NO_HOLE: the range must stay allocated, so write real zeroes rather than trim.
+                            int pieceBytes = Math.Min(export.VolumeIoPieceBytes, Zeroes.Length);
+                            for (long done = 0; done < request.Length; done += pieceBytes)
+                            {
+                                int piece = (int)Math.Min(pieceBytes, request.Length - done);
+                                await export.Volume.WriteAsync(offset + done, Zeroes.AsMemory(0, piece), fua, ct).ConfigureAwait(false);
+                            }
+                        }
+                        else
+                        {
+                            // The volume contract says trimmed blocks read back as zeroes.
+                            await TrimAsync(export, offset, request.Length, ct).ConfigureAwait(false);
+                            if (fua)
+                            {
+                                await export.Volume.FlushAsync(ct).ConfigureAwait(false);
+                            }
+                        }
+                        break;
+                    case CmdCache:
+                        // A hint; the volume has no cache to warm.
+                        break;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            error = EShutdown;
+            message = "the server is shutting down";
+        }
+        catch (ArgumentException e)
+        {
+            error = EInval;
+            message = e.Message;
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException)
+        {
+            error = EIo;
+            message = e.Message;
+            Log.RequestFailed(_logger, e, Id, CommandName(request.Type), request.Offset, request.Length);
+        }
+        catch (Exception e)
+        {
+            error = EIo;
+            message = "internal server error";
+            Log.RequestFailed(_logger, e, Id, CommandName(request.Type), request.Offset, request.Length);
+        }
+
+        try
+        {
+            if (!replied)
+            {
+                if (error != 0)
+                {
+                    Log.RequestRefused(_logger, Id, CommandName(request.Type), request.Offset, request.Length, error, message ?? "");
+                }
+                await SendStatusReplyAsync(request, error, message, ct).ConfigureAwait(false);
+            }
+        }
+        catch (Exception e)
+        {
+            // The reply cannot be delivered: the socket is gone or the stream is no longer in a known state.
+            Log.ReplyFailed(_logger, Id, CommandName(request.Type), e.Message);
+            Abort();
+        }
+        finally
+        {
+            if (request.Buffer is not null)
+            {
+                ArrayPool<byte>.Shared.Return(request.Buffer);
+            }
+            Complete(request.BudgetBytes);
+        }
+    }
+
+    private static async ValueTask TrimAsync(NbdExport export, long offset, uint length, CancellationToken ct)
+    {
+        for (long done = 0; done < length; done += export.VolumeIoPieceBytes)
+        {
+            long piece = Math.Min(export.VolumeIoPieceBytes, length - done);
+            await export.Volume.TrimAsync(offset + done, piece, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Checks flags, alignment and range; the error values follow the protocol's "Error values" section.</summary>
+    private (uint Error, string? Message) Validate(NbdExport export, in Request r)
+    {
+        ushort allowed = r.Type switch
+        {
+            CmdRead => (ushort)(CmdFlagFua | (_structuredReplies ? CmdFlagDf : 0)),
+            CmdWrite or CmdFlush or CmdTrim or CmdCache => CmdFlagFua,
+            CmdWriteZeroes => CmdFlagFua | CmdFlagNoHole,
+            _ => 0,
+        };
+        string command = CommandName(r.Type);
+        if (r.Type is not (CmdRead or CmdWrite or CmdFlush or CmdTrim or CmdCache or CmdWriteZeroes))
+        {
+            return (EInval, $"{command} is not supported; supported: READ, WRITE, DISC, FLUSH, TRIM, CACHE, WRITE_ZEROES");
+        }
+        if ((r.Flags & ~allowed) != 0)
+        {
+            return (EInval, $"command flags 0x{r.Flags:x4} are not allowed on {command}; allowed: 0x{allowed:x4}");
+        }
+        if (r.Type == CmdFlush)
+        {
+            return r.Offset != 0 || r.Length != 0
+                ? (EInval, $"NBD_CMD_FLUSH must have offset and length 0; got offset {r.Offset}, length {r.Length}")
+                : (0, null);
+        }
+        if (r.Type == CmdRead && r.Length > export.MaxPayloadBytes)
+        {
+            return (_structuredReplies ? EOverflow : EInval, $"NBD_CMD_READ of {r.Length} bytes exceeds the maximum payload of {export.MaxPayloadBytes} bytes");
+        }
+        ulong size = (ulong)export.SizeBytes;
+        if (r.Offset > size || r.Length > size - r.Offset)
+        {
+            uint outOfRange = r.Type is CmdWrite or CmdWriteZeroes ? ENoSpc : EInval;
+            return (outOfRange, $"{command} at offset {r.Offset} length {r.Length} runs past the end of the {size}-byte export");
+        }
+        ulong block = (ulong)export.MinimumBlockBytes;
+        if (r.Offset % block != 0 || r.Length % block != 0)
+        {
+            return (EInval, $"{command} at offset {r.Offset} length {r.Length} is not aligned to the {block}-byte minimum block size");
+        }
+        return (0, null);
+    }
+
+    private ValueTask SendReadReplyAsync(in Request r, CancellationToken ct)
+    {
+        var buffer = r.Buffer!;
+        int length = (int)r.Length;
+        if (_structuredReplies)
+        {
+            if (length == 0)
+            {
+                return SendStatusReplyAsync(r, 0, null, ct);
+            }
+            // One NBD_REPLY_TYPE_OFFSET_DATA chunk, final: the data is all in memory, no error can follow.
+            int start = ReplyHeaderReserveBytes - StructuredReplyHeaderBytes - 8;
+            var span = buffer.AsSpan(start);
+            BinaryPrimitives.WriteUInt32BigEndian(span, StructuredReplyMagic);
+            BinaryPrimitives.WriteUInt16BigEndian(span[4..], ReplyFlagDone);
+            BinaryPrimitives.WriteUInt16BigEndian(span[6..], ReplyTypeOffsetData);
+            BinaryPrimitives.WriteUInt64BigEndian(span[8..], r.Cookie);
+            BinaryPrimitives.WriteUInt32BigEndian(span[16..], (uint)(8 + length));
+            BinaryPrimitives.WriteUInt64BigEndian(span[20..], r.Offset);
+            return SendRawAsync(buffer.AsMemory(start, StructuredReplyHeaderBytes + 8 + length), ct);
+        }
+        else
+        {
+            int start = ReplyHeaderReserveBytes - SimpleReplyHeaderBytes;
+            var span = buffer.AsSpan(start);
+            BinaryPrimitives.WriteUInt32BigEndian(span, SimpleReplyMagic);
+            BinaryPrimitives.WriteUInt32BigEndian(span[4..], 0);
+            BinaryPrimitives.WriteUInt64BigEndian(span[8..], r.Cookie);
+            return SendRawAsync(buffer.AsMemory(start, SimpleReplyHeaderBytes + length), ct);
+        }
+    }
+
+    /// <summary>A reply without data: success, or an error (a structured error chunk with a message when negotiated).</summary>
+    private async ValueTask SendStatusReplyAsync(Request r, uint error, string? message, CancellationToken ct)
+    {
+        if (!_structuredReplies || (error == 0 && r.Type != CmdRead))
+        {
+            // Simple replies are allowed for anything without a payload; READ needs a structured one when negotiated.
+            byte[] reply = ArrayPool<byte>.Shared.Rent(SimpleReplyHeaderBytes);
+            try
+            {
+                BinaryPrimitives.WriteUInt32BigEndian(reply, SimpleReplyMagic);
+                BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(4), error);
+                BinaryPrimitives.WriteUInt64BigEndian(reply.AsSpan(8), r.Cookie);
+                await SendRawAsync(reply.AsMemory(0, SimpleReplyHeaderBytes), ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(reply);
+            }
+            return;
+        }
+        int messageBytes = error == 0 ? 0 : Math.Min(Encoding.UTF8.GetByteCount(message ?? ""), 1024);
+        int payloadBytes = error == 0 ? 0 : 6 + messageBytes;
+        byte[] chunk = ArrayPool<byte>.Shared.Rent(StructuredReplyHeaderBytes + payloadBytes);
+        try
+        {
+            var span = chunk.AsSpan();
+            BinaryPrimitives.WriteUInt32BigEndian(span, StructuredReplyMagic);
+            BinaryPrimitives.WriteUInt16BigEndian(span[4..], ReplyFlagDone);
+            BinaryPrimitives.WriteUInt16BigEndian(span[6..], error == 0 ? ReplyTypeNone : ReplyTypeError);
+            BinaryPrimitives.WriteUInt64BigEndian(span[8..], r.Cookie);
+            BinaryPrimitives.WriteUInt32BigEndian(span[16..], (uint)payloadBytes);
+            if (error != 0)
+            {
+                BinaryPrimitives.WriteUInt32BigEndian(span[20..], error);
+                var text = Encoding.UTF8.GetBytes(message ?? "");
+                BinaryPrimitives.WriteUInt16BigEndian(span[24..], (ushort)messageBytes);
+                text.AsSpan(0, messageBytes).CopyTo(span[26..]);
+            }
+            await SendRawAsync(chunk.AsMemory(0, StructuredReplyHeaderBytes + payloadBytes), ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
+    }
+
+    // ------------------------------------------------------------------ in-flight bounds
+
+    private bool HasRoom(long bytes)
+        => Volatile.Read(ref _inFlightRequests) < _options.MaxInFlightRequestsPerConnection
+           && (Interlocked.Read(ref _inFlightBytes) + bytes <= _options.MaxInFlightBytesPerConnection || Volatile.Read(ref _inFlightRequests) == 0);
+
+    /// <summary>Waits until one more request of <paramref name="bytes"/> fits; only the reader loop calls this.</summary>
+    private ValueTask AcquireAsync(long bytes)
+    {
+        if (HasRoom(bytes))
+        {
+            Interlocked.Increment(ref _inFlightRequests);
+            Interlocked.Add(ref _inFlightBytes, bytes);
+            return ValueTask.CompletedTask;
+        }
+        return AcquireSlowAsync(bytes);
+    }
+
+    private async ValueTask AcquireSlowAsync(long bytes)
+    {
+        await WaitUntilAsync(() => HasRoom(bytes), _stopReading).ConfigureAwait(false);
+        Interlocked.Increment(ref _inFlightRequests);
+        Interlocked.Add(ref _inFlightBytes, bytes);
+    }
+
+    private void Complete(long bytes)
+    {
+        Interlocked.Add(ref _inFlightBytes, -bytes);
+        Interlocked.Decrement(ref _inFlightRequests);
+        if (Interlocked.Exchange(ref _readerWaiting, 0) == 1)
+        {
+            _progress.Release();
+        }
+    }
+
+    private async Task WaitUntilAsync(Func<bool> condition, CancellationToken ct)
+    {
+        while (true)
+        {
+            // Announce the wait before checking, so a completion in between is not missed.
+            Interlocked.Exchange(ref _readerWaiting, 1);
+            if (condition())
+            {
+                Interlocked.Exchange(ref _readerWaiting, 0);
+                _progress.Wait(0);
+                return;
+            }
+            await _progress.WaitAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Waits for every in-flight request to reply (the protocol's rule for DISC and for server shutdown).</summary>
+    private async Task DrainAsync()
+    {
+        try
+        {
+            await WaitUntilAsync(() => Volatile.Read(ref _inFlightRequests) == 0, _abort.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+}

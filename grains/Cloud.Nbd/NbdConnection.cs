@@ -1,0 +1,491 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using static Cloud.Nbd.NbdProtocol;
+
+namespace Cloud.Nbd;
+
+/// <summary>
+/// One client connection: the fixed newstyle handshake, then the transmission phase. One reader loop parses
+/// requests in order; each request then runs on its own (reads and writes proceed concurrently) and replies as
+/// it completes under a send lock, with a bound on requests and payload bytes in flight.
+/// </summary>
+internal sealed partial class NbdConnection
+{
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>Zeroes for NBD_CMD_WRITE_ZEROES with NO_HOLE, written in pieces of this size.</summary>
+    private static readonly byte[] Zeroes = new byte[1 << 20];
+
+    private readonly Socket _socket;
+    private readonly SocketReader _reader;
+    private readonly INbdExportResolver _resolver;
+    private readonly NbdServerOptions _options;
+    private readonly ILogger _logger;
+    private readonly SemaphoreSlim _sendLock = new(1, 1);
+    private readonly SemaphoreSlim _progress = new(0, int.MaxValue);
+    private readonly CancellationToken _stopReading;
+    private readonly CancellationTokenSource _abort;
+
+    private bool _structuredReplies;
+    private bool _noZeroes;
+    private NbdExport? _export;
+    private ushort _transmissionFlags;
+
+    // In-flight accounting: only the reader loop adds, completions subtract.
+    private int _inFlightRequests;
+    private long _inFlightBytes;
+    private int _readerWaiting;
+
+    public NbdConnection(long id, Socket socket, string remote, INbdExportResolver resolver, NbdServerOptions options, ILogger logger,
+        CancellationToken stopReading, CancellationToken abort)
+    {
+        Id = id;
+        Remote = remote;
+        _socket = socket;
+        _reader = new SocketReader(socket);
+        _resolver = resolver;
+        _options = options;
+        _logger = logger;
+        _stopReading = stopReading;
+        _abort = CancellationTokenSource.CreateLinkedTokenSource(abort);
+    }
+
+    public long Id { get; }
+
+    public string Remote { get; }
+
+    /// <summary>Runs the connection to its end; never throws.</summary>
+    public async Task RunAsync()
+    {
+        try
+        {
+            bool transmit;
+            using (var handshakeCts = CancellationTokenSource.CreateLinkedTokenSource(_stopReading, _abort.Token))
+            {
+                handshakeCts.CancelAfter(_options.HandshakeTimeout);
+                try
+                {
+                    transmit = await HandshakeAsync(handshakeCts.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (handshakeCts.IsCancellationRequested && !_stopReading.IsCancellationRequested && !_abort.IsCancellationRequested)
+                {
+                    Log.HandshakeTimedOut(_logger, Id, Remote, _options.HandshakeTimeout);
+                    return;
+                }
+            }
+            if (transmit)
+            {
+                await TransmitAsync().ConfigureAwait(false);
+            }
+        }
+        catch (NbdDisconnectedException e)
+        {
+            Log.ClientDisconnected(_logger, Id, Remote, e.Message);
+        }
+        catch (NbdProtocolException e)
+        {
+            Log.ProtocolViolation(_logger, Id, Remote, e.Message);
+        }
+        catch (OperationCanceledException)
+        {
+            Log.ConnectionStopped(_logger, Id, Remote);
+        }
+        catch (SocketException e)
+        {
+            Log.ClientDisconnected(_logger, Id, Remote, e.Message);
+        }
+        catch (ObjectDisposedException)
+        {
+            Log.ConnectionStopped(_logger, Id, Remote);
+        }
+        catch (Exception e)
+        {
+            Log.ConnectionFailed(_logger, e, Id, Remote);
+        }
+        finally
+        {
+            await CloseAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Closes the socket at once; in-flight work ends with errors. Used when the server gives up waiting.</summary>
+    public void Abort()
+    {
+        try
+        {
+            _abort.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        _socket.Dispose();
+    }
+
+    private async ValueTask CloseAsync()
+    {
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+        }
+        _socket.Dispose();
+        if (_export is { } export)
+        {
+            _export = null;
+            try
+            {
+                await _resolver.ReleaseAsync(export.Volume).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                Log.ReleaseFailed(_logger, e, export.Name);
+            }
+        }
+        _abort.Dispose();
+    }
+
+    // ------------------------------------------------------------------ handshake
+
+    /// <summary>Runs option haggling; true when the client entered the transmission phase.</summary>
+    private async Task<bool> HandshakeAsync(CancellationToken ct)
+    {
+        var hello = new byte[18];
+        BinaryPrimitives.WriteUInt64BigEndian(hello, InitPasswd);
+        BinaryPrimitives.WriteUInt64BigEndian(hello.AsSpan(8), IHaveOpt);
+        BinaryPrimitives.WriteUInt16BigEndian(hello.AsSpan(16), FlagFixedNewstyle | FlagNoZeroes);
+        await SendRawAsync(hello, ct).ConfigureAwait(false);
+
+        var clientFlagsBytes = new byte[4];
+        await _reader.ReadExactlyAsync(clientFlagsBytes, ct).ConfigureAwait(false);
+        uint clientFlags = BinaryPrimitives.ReadUInt32BigEndian(clientFlagsBytes);
+        if ((clientFlags & ~KnownClientFlags) != 0)
+        {
+            // The protocol says the server MUST drop the connection on unknown client flags.
+            throw new NbdProtocolException($"client flags 0x{clientFlags:x8} include unknown bits; known: FIXED_NEWSTYLE (0x1), NO_ZEROES (0x2)");
+        }
+        _noZeroes = (clientFlags & ClientFlagNoZeroes) != 0;
+
+        var header = new byte[16];
+        for (int optionIndex = 0; optionIndex < _options.MaxOptionsPerHandshake; optionIndex++)
+        {
+            await _reader.ReadExactlyAsync(header, ct).ConfigureAwait(false);
+            ulong magic = BinaryPrimitives.ReadUInt64BigEndian(header);
+            uint option = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(8));
+            uint length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(12));
+            if (magic != IHaveOpt)
+            {
+                throw new NbdProtocolException($"option magic 0x{magic:x16} is not IHAVEOPT (0x{IHaveOpt:x16})");
+            }
+            if (length > _options.MaxOptionLengthBytes)
+            {
+                if (option == OptExportName || length > MaxDiscardablePayloadBytes)
+                {
+                    throw new NbdProtocolException($"{OptionName(option)} carries {length} bytes; the limit is {_options.MaxOptionLengthBytes}");
+                }
+                await _reader.SkipAsync(length, ct).ConfigureAwait(false);
+                await SendOptionReplyAsync(option, RepErrTooBig, $"{OptionName(option)} carries {length} bytes; the limit is {_options.MaxOptionLengthBytes}", ct).ConfigureAwait(false);
+                continue;
+            }
+            var data = new byte[length];
+            await _reader.ReadExactlyAsync(data, ct).ConfigureAwait(false);
+            Log.Option(_logger, Id, OptionName(option), length);
+
+            switch (option)
+            {
+                case OptExportName:
+                    return await ExportNameAsync(data, ct).ConfigureAwait(false);
+                case OptAbort:
+                    // The client may already have gone; the ACK is a courtesy.
+                    try
+                    {
+                        await SendOptionReplyAsync(option, RepAck, (byte[]?)null, ct).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (e is SocketException or IOException)
+                    {
+                    }
+                    Log.ClientAborted(_logger, Id, Remote);
+                    return false;
+                case OptList:
+                    await ListAsync(data, ct).ConfigureAwait(false);
+                    break;
+                case OptStructuredReply:
+                    if (data.Length != 0)
+                    {
+                        await SendOptionReplyAsync(option, RepErrInvalid, $"NBD_OPT_STRUCTURED_REPLY takes no data; got {data.Length} bytes", ct).ConfigureAwait(false);
+                        break;
+                    }
+                    _structuredReplies = true;
+                    await SendOptionReplyAsync(option, RepAck, (byte[]?)null, ct).ConfigureAwait(false);
+                    break;
+                case OptInfo:
+                case OptGo:
+                    if (await InfoOrGoAsync(option, data, ct).ConfigureAwait(false))
+                    {
+                        return true;
+                    }
+                    break;
+                default:
+                    await SendOptionReplyAsync(option, RepErrUnsup, $"{OptionName(option)} is not supported by this server", ct).ConfigureAwait(false);
+                    break;
+            }
+        }
+        throw new NbdProtocolException($"the client sent {_options.MaxOptionsPerHandshake} options without choosing an export (limit MaxOptionsPerHandshake)");
+    }
+
+    private async Task ListAsync(byte[] data, CancellationToken ct)
+    {
+        if (data.Length != 0)
+        {
+            await SendOptionReplyAsync(OptList, RepErrInvalid, $"NBD_OPT_LIST takes no data; got {data.Length} bytes", ct).ConfigureAwait(false);
+            return;
+        }
+        var names = await _resolver.ListAsync(ct).ConfigureAwait(false);
+        foreach (var name in names)
+        {
+            var nameBytes = Encoding.UTF8.GetBytes(name);
+            if (nameBytes.Length > MaxStringBytes)
+            {
+                continue;
+            }
+            var payload = new byte[4 + nameBytes.Length];
+            BinaryPrimitives.WriteUInt32BigEndian(payload, (uint)nameBytes.Length);
+            nameBytes.CopyTo(payload, 4);
+            await SendOptionReplyAsync(OptList, RepServer, payload, ct).ConfigureAwait(false);
+        }
+        await SendOptionReplyAsync(OptList, RepAck, (byte[]?)null, ct).ConfigureAwait(false);
+    }
+
+    private async Task<bool> ExportNameAsync(byte[] data, CancellationToken ct)
+    {
+        // NBD_OPT_EXPORT_NAME cannot be answered with an error: the protocol says to end the session instead.
+        if (!TryDecodeName(data, out var name, out var nameError))
+        {
+            throw new NbdProtocolException($"NBD_OPT_EXPORT_NAME: {nameError}");
+        }
+        var (export, error) = await OpenExportAsync(name, ct).ConfigureAwait(false);
+        if (export is null)
+        {
+            throw new NbdProtocolException($"NBD_OPT_EXPORT_NAME: {error}");
+        }
+        _export = export;
+        _transmissionFlags = TransmissionFlags();
+        var reply = new byte[_noZeroes ? 10 : 134];
+        BinaryPrimitives.WriteUInt64BigEndian(reply, (ulong)export.SizeBytes);
+        BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(8), _transmissionFlags);
+        await SendRawAsync(reply, ct).ConfigureAwait(false);
+        Log.Exporting(_logger, Id, Remote, export.Name, export.SizeBytes, _structuredReplies);
+        return true;
+    }
+
+    private async Task<bool> InfoOrGoAsync(uint option, byte[] data, CancellationToken ct)
+    {
+        // Data: name length (32), name, number of information requests (16), requests (16 each).
+        if (data.Length < 6)
+        {
+            await SendOptionReplyAsync(option, RepErrInvalid, $"{OptionName(option)} data is {data.Length} bytes; at least 6 are needed", ct).ConfigureAwait(false);
+            return false;
+        }
+        uint nameLength = BinaryPrimitives.ReadUInt32BigEndian(data);
+        if (nameLength > data.Length - 6)
+        {
+            await SendOptionReplyAsync(option, RepErrInvalid, $"{OptionName(option)} name length {nameLength} does not fit in {data.Length} bytes of data", ct).ConfigureAwait(false);
+            return false;
+        }
+        int requestCount = BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength));
+        if (data.Length != 4 + nameLength + 2 + (2 * requestCount))
+        {
+            await SendOptionReplyAsync(option, RepErrInvalid, $"{OptionName(option)} lists {requestCount} information requests but carries {data.Length} bytes", ct).ConfigureAwait(false);
+            return false;
+        }
+        if (!TryDecodeName(data.AsSpan(4, (int)nameLength), out var name, out var nameError))
+        {
+            await SendOptionReplyAsync(option, RepErrInvalid, nameError, ct).ConfigureAwait(false);
+            return false;
+        }
+        bool wantsName = false, wantsDescription = false;
+        for (int i = 0; i < requestCount; i++)
+        {
+            ushort info = BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength + 2 + (2 * i)));
+            wantsName |= info == InfoName;
+            wantsDescription |= info == InfoDescription;
+        }
+
+        var (export, error) = await OpenExportAsync(name, ct).ConfigureAwait(false);
+        if (export is null)
+        {
+            await SendOptionReplyAsync(option, RepErrUnknown, error, ct).ConfigureAwait(false);
+            return false;
+        }
+        bool go = option == OptGo;
+        try
+        {
+            ushort flags = TransmissionFlags();
+            var exportInfo = new byte[12];
+            BinaryPrimitives.WriteUInt16BigEndian(exportInfo, InfoExport);
+            BinaryPrimitives.WriteUInt64BigEndian(exportInfo.AsSpan(2), (ulong)export.SizeBytes);
+            BinaryPrimitives.WriteUInt16BigEndian(exportInfo.AsSpan(10), flags);
+            await SendOptionReplyAsync(option, RepInfo, exportInfo, ct).ConfigureAwait(false);
+
+            // Sent even when not asked for: the protocol allows it, and a client that did not ask must still
+            // behave within the defaults, which our EINVAL replies cover.
+            var blockSize = new byte[14];
+            BinaryPrimitives.WriteUInt16BigEndian(blockSize, InfoBlockSize);
+            BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(2), (uint)export.MinimumBlockBytes);
+            BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(6), (uint)export.PreferredBlockBytes);
+            BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(10), (uint)export.MaxPayloadBytes);
+            await SendOptionReplyAsync(option, RepInfo, blockSize, ct).ConfigureAwait(false);
+
+            if (wantsName || name.Length == 0)
+            {
+                await SendOptionReplyAsync(option, RepInfo, InfoString(InfoName, export.Name), ct).ConfigureAwait(false);
+            }
+            if (wantsDescription)
+            {
+                await SendOptionReplyAsync(option, RepInfo, InfoString(InfoDescription, $"Cloud volume '{export.Name}', {export.SizeBytes} bytes"), ct).ConfigureAwait(false);
+            }
+            await SendOptionReplyAsync(option, RepAck, (byte[]?)null, ct).ConfigureAwait(false);
+            if (go)
+            {
+                _export = export;
+                _transmissionFlags = flags;
+                Log.Exporting(_logger, Id, Remote, export.Name, export.SizeBytes, _structuredReplies);
+                return true;
+            }
+            return false;
+        }
+        finally
+        {
+            if (!go || _export is null)
+            {
+                await _resolver.ReleaseAsync(export.Volume).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private static byte[] InfoString(ushort type, string value)
+    {
+        var bytes = Encoding.UTF8.GetBytes(value);
+        int length = Math.Min(bytes.Length, MaxStringBytes);
+        var payload = new byte[2 + length];
+        BinaryPrimitives.WriteUInt16BigEndian(payload, type);
+        bytes.AsSpan(0, length).CopyTo(payload.AsSpan(2));
+        return payload;
+    }
+
+    private ushort TransmissionFlags()
+    {
+        ushort flags = TxHasFlags | TxSendFlush | TxSendFua | TxSendTrim | TxSendWriteZeroes;
+        if (_structuredReplies)
+        {
+            // Every read is answered with one data chunk, so "don't fragment" always holds.
+            flags |= TxSendDf;
+        }
+        if (_options.AdvertiseMultiConnection)
+        {
+            flags |= TxCanMultiConn;
+        }
+        return flags;
+    }
+
+    private static bool TryDecodeName(ReadOnlySpan<byte> bytes, out string name, out string error)
+    {
+        name = "";
+        if (bytes.Length > MaxStringBytes)
+        {
+            error = $"export name is {bytes.Length} bytes; the protocol allows at most {MaxStringBytes}";
+            return false;
+        }
+        if (bytes.IndexOf((byte)0) >= 0)
+        {
+            error = "export name contains a NUL byte, which the protocol forbids";
+            return false;
+        }
+        try
+        {
+            name = StrictUtf8.GetString(bytes);
+        }
+        catch (DecoderFallbackException)
+        {
+            error = "export name is not valid UTF-8";
+            return false;
+        }
+        error = "";
+        return true;
+    }
+
+    private async Task<(NbdExport? Export, string Error)> OpenExportAsync(string name, CancellationToken ct)
+    {
+        string resolved = name;
+        if (name.Length == 0)
+        {
+            var names = await _resolver.ListAsync(ct).ConfigureAwait(false);
+            if (names.Count != 1)
+            {
+                return (null, names.Count == 0
+                    ? "the empty export name means the only volume, but no volumes exist"
+                    : $"the empty export name means the only volume, but there are {names.Count}; name one of: {string.Join(", ", names.Take(16))}");
+            }
+            resolved = names[0];
+        }
+        var volume = await _resolver.OpenAsync(resolved, ct).ConfigureAwait(false);
+        if (volume is null)
+        {
+            return (null, $"no volume named '{resolved}'; NBD_OPT_LIST shows the volumes served");
+        }
+        var export = NbdExport.TryCreate(volume, _options.MaxPayloadBytes, out var error);
+        if (export is null)
+        {
+            await _resolver.ReleaseAsync(volume).ConfigureAwait(false);
+            return (null, error!);
+        }
+        return (export, "");
+    }
+
+    private ValueTask SendOptionReplyAsync(uint option, uint replyType, string? message, CancellationToken ct)
+        => SendOptionReplyAsync(option, replyType, message is null ? null : Encoding.UTF8.GetBytes(message), ct);
+
+    private async ValueTask SendOptionReplyAsync(uint option, uint replyType, byte[]? payload, CancellationToken ct)
+    {
+        int length = payload?.Length ?? 0;
+        if (length > MaxStringBytes + 16 && (replyType & 0x80000000) != 0)
+        {
+            length = MaxStringBytes;
+        }
+        var reply = new byte[20 + length];
+        BinaryPrimitives.WriteUInt64BigEndian(reply, OptionReplyMagic);
+        BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(8), option);
+        BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(12), replyType);
+        BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(16), (uint)length);
+        payload?.AsSpan(0, length).CopyTo(reply.AsSpan(20));
+        if ((replyType & 0x80000000) != 0)
+        {
+            Log.OptionRefused(_logger, Id, OptionName(option), replyType & 0x7fffffff, payload is null ? "" : Encoding.UTF8.GetString(payload, 0, length));
+        }
+        await SendRawAsync(reply, ct).ConfigureAwait(false);
+    }
+
+    private async ValueTask SendRawAsync(ReadOnlyMemory<byte> data, CancellationToken ct)
+    {
+        await _sendLock.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            while (!data.IsEmpty)
+            {
+                int n = await _socket.SendAsync(data, SocketFlags.None, ct).ConfigureAwait(false);
+                data = data[n..];
+            }
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+}
+
+/// <summary>The client broke a MUST of the protocol in a way that leaves no choice but to close the connection.</summary>
+internal sealed class NbdProtocolException(string message) : Exception(message);

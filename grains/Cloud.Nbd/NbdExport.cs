@@ -1,0 +1,73 @@
+using System.Numerics;
+using Cloud.Storage.Volumes;
+
+namespace Cloud.Nbd;
+
+/// <summary>A volume as one connection serves it: the size constraints and flags derived from its geometry.</summary>
+internal sealed class NbdExport
+{
+    /// <summary>The smallest block size we advertise; the protocol's preferred size must be at least this.</summary>
+    public const int MinPreferredBlockBytes = 512;
+
+    /// <summary>The protocol's upper bound on the minimum block size.</summary>
+    public const int MaxMinimumBlockBytes = 1 << 16;
+
+    private NbdExport(IBlockVolume volume, int minimumBlockBytes, int preferredBlockBytes, int maxPayloadBytes, int volumeIoPieceBytes)
+    {
+        Volume = volume;
+        MinimumBlockBytes = minimumBlockBytes;
+        PreferredBlockBytes = preferredBlockBytes;
+        MaxPayloadBytes = maxPayloadBytes;
+        VolumeIoPieceBytes = volumeIoPieceBytes;
+    }
+
+    public IBlockVolume Volume { get; }
+
+    public string Name => Volume.Name;
+
+    public long SizeBytes => Volume.CapacityBytes;
+
+    public int MinimumBlockBytes { get; }
+
+    public int PreferredBlockBytes { get; }
+
+    public int MaxPayloadBytes { get; }
+
+    /// <summary>The largest piece handed to the volume in one call; larger requests are split.</summary>
+    public int VolumeIoPieceBytes { get; }
+
+    /// <summary>
+    /// Derives the advertised constraints, or returns an error naming what about the volume cannot be served.
+    /// </summary>
+    public static NbdExport? TryCreate(IBlockVolume volume, int maxPayloadBytes, out string? error)
+    {
+        int block = volume.BlockSizeBytes;
+        if (block < MinPreferredBlockBytes || block > MaxMinimumBlockBytes || !BitOperations.IsPow2(block))
+        {
+            error = $"volume '{volume.Name}' has block size {block}; NBD needs a power of two from {MinPreferredBlockBytes} to {MaxMinimumBlockBytes}";
+            return null;
+        }
+        if (volume.CapacityBytes < 0 || volume.CapacityBytes % block != 0)
+        {
+            error = $"volume '{volume.Name}' has capacity {volume.CapacityBytes}, not a multiple of its block size {block}";
+            return null;
+        }
+        int piece = volume.MaxIoSizeBytes / block * block;
+        if (piece < block)
+        {
+            error = $"volume '{volume.Name}' has a maximum I/O size of {volume.MaxIoSizeBytes}, below its block size {block}";
+            return null;
+        }
+        // The protocol wants a power of two for the preferred size. A RAID-5 stripe of 3 data chunks is not one:
+        // round down, which still avoids read-modify-write for clients that write whole multiples of it.
+        long preferred = Math.Max(volume.PreferredIoSizeBytes, block);
+        preferred = (long)BitOperations.RoundUpToPowerOf2((ulong)preferred) == preferred ? preferred : (long)(BitOperations.RoundUpToPowerOf2((ulong)preferred) >> 1);
+        int maxPayload = maxPayloadBytes / block * block;
+        if (preferred > maxPayload)
+        {
+            preferred = (long)BitOperations.RoundUpToPowerOf2((ulong)maxPayload) == maxPayload ? maxPayload : (long)(BitOperations.RoundUpToPowerOf2((ulong)maxPayload) >> 1);
+        }
+        error = null;
+        return new NbdExport(volume, block, (int)preferred, maxPayload, piece);
+    }
+}

@@ -1,0 +1,161 @@
+using System.Net;
+using Microsoft.Extensions.Options;
+
+namespace Cloud.Nbd;
+
+/// <summary>Where the NBD server listens and the limits it enforces on each client.</summary>
+public sealed class NbdServerOptions
+{
+    /// <summary>The default listen address: loopback only, because NBD has no authentication.</summary>
+    public const string DefaultAddress = "127.0.0.1";
+
+    /// <summary>The IANA port for NBD.</summary>
+    public const int DefaultPort = 10809;
+
+    /// <summary>A <see cref="Port"/> value that turns the TCP listener off.</summary>
+    public const int PortOff = 0;
+
+    /// <summary>A <see cref="Port"/> value that binds any free port (see <see cref="NbdServer.TcpEndPoint"/>); for tests.</summary>
+    public const int AnyFreePort = -1;
+
+    public const int DefaultMaxConnections = 64;
+    public const int DefaultMaxInFlightRequestsPerConnection = 64;
+    public const long DefaultMaxInFlightBytesPerConnection = 64L << 20;
+    public const int DefaultMaxPayloadBytes = 4 << 20;
+    public const int MinMaxPayloadBytes = 1 << 20;
+    public const int MaxMaxPayloadBytes = 1 << 25;
+    public const int DefaultMaxOptionLengthBytes = 64 << 10;
+    public const int DefaultMaxOptionsPerHandshake = 256;
+    public static readonly TimeSpan DefaultHandshakeTimeout = TimeSpan.FromSeconds(30);
+    public static readonly TimeSpan DefaultShutdownTimeout = TimeSpan.FromSeconds(10);
+    public const int DefaultSocketBufferBytes = 0;
+
+    /// <summary>IP address to listen on (IPv4 or IPv6 literal). Default <see cref="DefaultAddress"/>.</summary>
+    public string Address { get; set; } = DefaultAddress;
+
+    /// <summary>
+    /// TCP port: 1-65535; <see cref="PortOff"/> (0) turns TCP off; <see cref="AnyFreePort"/> (-1) binds a free port.
+    /// Default <see cref="DefaultPort"/>.
+    /// </summary>
+    public int Port { get; set; } = DefaultPort;
+
+    /// <summary>Optional path of a Unix domain socket to listen on as well (null or empty = none). At most 100 bytes.</summary>
+    public string? UnixSocketPath { get; set; }
+
+    /// <summary>Connections served at once (1-65536); further ones are closed at once. Default 64.</summary>
+    public int MaxConnections { get; set; } = DefaultMaxConnections;
+
+    /// <summary>Requests of one connection being served at once (1-4096); the reader waits beyond this. Default 64.</summary>
+    public int MaxInFlightRequestsPerConnection { get; set; } = DefaultMaxInFlightRequestsPerConnection;
+
+    /// <summary>
+    /// Payload bytes of one connection's requests held in memory at once; at least <see cref="MaxPayloadBytes"/>,
+    /// at most 4 GiB. Default 64 MiB.
+    /// </summary>
+    public long MaxInFlightBytesPerConnection { get; set; } = DefaultMaxInFlightBytesPerConnection;
+
+    /// <summary>
+    /// The maximum payload advertised in <c>NBD_INFO_BLOCK_SIZE</c>: the largest READ or WRITE accepted.
+    /// 1 MiB to 32 MiB, a multiple of 64 KiB. Default 4 MiB.
+    /// </summary>
+    public int MaxPayloadBytes { get; set; } = DefaultMaxPayloadBytes;
+
+    /// <summary>The largest option a client may send during the handshake (4 KiB-1 MiB). Default 64 KiB.</summary>
+    public int MaxOptionLengthBytes { get; set; } = DefaultMaxOptionLengthBytes;
+
+    /// <summary>Options one handshake may send before the server gives up on the client (1-65536). Default 256.</summary>
+    public int MaxOptionsPerHandshake { get; set; } = DefaultMaxOptionsPerHandshake;
+
+    /// <summary>Time a client has to finish the handshake (1 s to 1 h). Default 30 s.</summary>
+    public TimeSpan HandshakeTimeout { get; set; } = DefaultHandshakeTimeout;
+
+    /// <summary>Time <see cref="NbdServer.StopAsync"/> waits for in-flight requests before it closes connections (0-10 min). Default 10 s.</summary>
+    public TimeSpan ShutdownTimeout { get; set; } = DefaultShutdownTimeout;
+
+    /// <summary>
+    /// Whether exports advertise <c>NBD_FLAG_CAN_MULTI_CONN</c>. Safe only when the resolver honours the flush
+    /// contract described on <see cref="INbdExportResolver"/>. Default true.
+    /// </summary>
+    public bool AdvertiseMultiConnection { get; set; } = true;
+
+    /// <summary>
+    /// SO_SNDBUF and SO_RCVBUF of each connection in bytes; 0 leaves the kernel's auto-tuning on (0 or 64 KiB-64 MiB).
+    /// Default 0.
+    /// </summary>
+    public int SocketBufferBytes { get; set; } = DefaultSocketBufferBytes;
+}
+
+/// <summary>Validates <see cref="NbdServerOptions"/>, naming each bad field and the values allowed.</summary>
+public sealed class NbdServerOptionsValidator : IValidateOptions<NbdServerOptions>
+{
+    /// <summary>Longest Unix socket path Linux accepts (sun_path is 108 bytes; keep room for the terminator).</summary>
+    public const int MaxUnixSocketPathBytes = 100;
+
+    /// <inheritdoc />
+    public ValidateOptionsResult Validate(string? name, NbdServerOptions options)
+    {
+        var errors = Collect(options);
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    /// <summary>Throws <see cref="OptionsValidationException"/> listing every problem, or returns when the options are valid.</summary>
+    public static void ThrowIfInvalid(NbdServerOptions options)
+    {
+        var errors = Collect(options);
+        if (errors.Count > 0)
+        {
+            throw new OptionsValidationException(Options.DefaultName, typeof(NbdServerOptions), errors);
+        }
+    }
+
+    private static List<string> Collect(NbdServerOptions o)
+    {
+        var errors = new List<string>();
+        if (o.Port != NbdServerOptions.PortOff && !IPAddress.TryParse(o.Address, out _))
+        {
+            errors.Add($"NbdServerOptions.Address '{o.Address}' is not an IP address; use an IPv4 or IPv6 literal such as 127.0.0.1 or ::1.");
+        }
+        if (o.Port is < NbdServerOptions.AnyFreePort or > 65535)
+        {
+            errors.Add($"NbdServerOptions.Port {o.Port} is out of range; allowed: 1-65535, 0 (TCP off) or -1 (any free port).");
+        }
+        if (!string.IsNullOrEmpty(o.UnixSocketPath) && System.Text.Encoding.UTF8.GetByteCount(o.UnixSocketPath) > MaxUnixSocketPathBytes)
+        {
+            errors.Add($"NbdServerOptions.UnixSocketPath '{o.UnixSocketPath}' is longer than {MaxUnixSocketPathBytes} bytes.");
+        }
+        Range(errors, nameof(o.MaxConnections), o.MaxConnections, 1, 65536);
+        Range(errors, nameof(o.MaxInFlightRequestsPerConnection), o.MaxInFlightRequestsPerConnection, 1, 4096);
+        Range(errors, nameof(o.MaxPayloadBytes), o.MaxPayloadBytes, NbdServerOptions.MinMaxPayloadBytes, NbdServerOptions.MaxMaxPayloadBytes);
+        if (o.MaxPayloadBytes % (64 << 10) != 0)
+        {
+            errors.Add($"NbdServerOptions.MaxPayloadBytes {o.MaxPayloadBytes} is not a multiple of 65536.");
+        }
+        if (o.MaxInFlightBytesPerConnection < o.MaxPayloadBytes || o.MaxInFlightBytesPerConnection > 4L << 30)
+        {
+            errors.Add($"NbdServerOptions.MaxInFlightBytesPerConnection {o.MaxInFlightBytesPerConnection} is out of range; allowed: MaxPayloadBytes ({o.MaxPayloadBytes}) to {4L << 30}.");
+        }
+        Range(errors, nameof(o.MaxOptionLengthBytes), o.MaxOptionLengthBytes, 4096, 1 << 20);
+        Range(errors, nameof(o.MaxOptionsPerHandshake), o.MaxOptionsPerHandshake, 1, 65536);
+        if (o.HandshakeTimeout < TimeSpan.FromSeconds(1) || o.HandshakeTimeout > TimeSpan.FromHours(1))
+        {
+            errors.Add($"NbdServerOptions.HandshakeTimeout {o.HandshakeTimeout} is out of range; allowed: 00:00:01 to 01:00:00.");
+        }
+        if (o.ShutdownTimeout < TimeSpan.Zero || o.ShutdownTimeout > TimeSpan.FromMinutes(10))
+        {
+            errors.Add($"NbdServerOptions.ShutdownTimeout {o.ShutdownTimeout} is out of range; allowed: 00:00:00 to 00:10:00.");
+        }
+        if (o.SocketBufferBytes != 0 && (o.SocketBufferBytes < 64 << 10 || o.SocketBufferBytes > 64 << 20))
+        {
+            errors.Add($"NbdServerOptions.SocketBufferBytes {o.SocketBufferBytes} is out of range; allowed: 0 (kernel auto-tuning) or 65536-67108864.");
+        }
+        return errors;
+    }
+
+    private static void Range(List<string> errors, string field, long value, long min, long max)
+    {
+        if (value < min || value > max)
+        {
+            errors.Add($"NbdServerOptions.{field} {value} is out of range; allowed: {min}-{max}.");
+        }
+    }
+}

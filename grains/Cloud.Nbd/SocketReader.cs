@@ -1,0 +1,99 @@
+using System.Net.Sockets;
+
+namespace Cloud.Nbd;
+
+/// <summary>The peer closed the connection before a whole message arrived.</summary>
+internal sealed class NbdDisconnectedException(string message) : IOException(message);
+
+/// <summary>
+/// Buffered exact reads from a socket. NBD messages are small headers followed by payloads; one receive of
+/// <see cref="BufferBytes"/> usually brings several pipelined 4 KiB requests at once, and large payloads bypass the
+/// buffer and land straight in the caller's memory.
+/// </summary>
+internal sealed class SocketReader(Socket socket)
+{
+    /// <summary>Receive buffer size: several pipelined small requests per system call.</summary>
+    public const int BufferBytes = 256 << 10;
+
+    private readonly byte[] _buffer = GC.AllocateUninitializedArray<byte>(BufferBytes);
+    private int _start;
+    private int _end;
+
+    /// <summary>Bytes received since the connection opened (for logs).</summary>
+    public long ReceivedBytes { get; private set; }
+
+    /// <summary>Fills <paramref name="destination"/> completely, or throws <see cref="NbdDisconnectedException"/> at end of stream.</summary>
+    public ValueTask ReadExactlyAsync(Memory<byte> destination, CancellationToken ct)
+    {
+        int buffered = _end - _start;
+        if (buffered >= destination.Length)
+        {
+            // The common case for request headers: already here, no await.
+            _buffer.AsSpan(_start, destination.Length).CopyTo(destination.Span);
+            _start += destination.Length;
+            return ValueTask.CompletedTask;
+        }
+        return ReadSlowAsync(destination, ct);
+    }
+
+    private async ValueTask ReadSlowAsync(Memory<byte> destination, CancellationToken ct)
+    {
+        int buffered = _end - _start;
+        _buffer.AsSpan(_start, buffered).CopyTo(destination.Span);
+        _start = _end = 0;
+        int filled = buffered;
+        while (filled < destination.Length)
+        {
+            int remaining = destination.Length - filled;
+            if (remaining >= _buffer.Length / 2)
+            {
+                // Large payloads go straight into the destination: one copy fewer.
+                int n = await socket.ReceiveAsync(destination[filled..], SocketFlags.None, ct).ConfigureAwait(false);
+                if (n == 0)
+                {
+                    throw new NbdDisconnectedException($"the client closed the connection {remaining} bytes short of a {destination.Length}-byte message");
+                }
+                ReceivedBytes += n;
+                filled += n;
+            }
+            else
+            {
+                int n = await socket.ReceiveAsync(_buffer.AsMemory(), SocketFlags.None, ct).ConfigureAwait(false);
+                if (n == 0)
+                {
+                    throw new NbdDisconnectedException($"the client closed the connection {remaining} bytes short of a {destination.Length}-byte message");
+                }
+                ReceivedBytes += n;
+                int take = Math.Min(n, remaining);
+                _buffer.AsSpan(0, take).CopyTo(destination.Span[filled..]);
+                filled += take;
+                _start = take;
+                _end = n;
+            }
+        }
+    }
+
+    /// <summary>Reads and drops <paramref name="lengthBytes"/> bytes (a payload the server refuses but must step over).</summary>
+    public async ValueTask SkipAsync(long lengthBytes, CancellationToken ct)
+    {
+        while (lengthBytes > 0)
+        {
+            int buffered = _end - _start;
+            if (buffered == 0)
+            {
+                int n = await socket.ReceiveAsync(_buffer.AsMemory(), SocketFlags.None, ct).ConfigureAwait(false);
+                if (n == 0)
+                {
+                    throw new NbdDisconnectedException($"the client closed the connection {lengthBytes} bytes short of a payload");
+                }
+                ReceivedBytes += n;
+                _start = 0;
+                _end = n;
+                buffered = n;
+            }
+            int take = (int)Math.Min(buffered, lengthBytes);
+            _start += take;
+            lengthBytes -= take;
+        }
+    }
+}

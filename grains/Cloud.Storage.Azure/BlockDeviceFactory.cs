@@ -1,0 +1,95 @@
+using Azure.Identity;
+using Cloud.Storage.Devices;
+
+namespace Cloud.Storage.Azure;
+
+/// <summary>Where the page-blob disks of a silo live: from configuration (e.g. the <c>Cloud:PageBlobs</c> section).</summary>
+public sealed class PageBlobAccountOptions
+{
+    /// <summary>A storage connection string (Azurite or an account key). Wins over <see cref="ServiceUri"/>; never logged.</summary>
+    public string? ConnectionString { get; set; }
+
+    /// <summary>The blob endpoint of the account, used with <c>DefaultAzureCredential</c> (managed identity in production).</summary>
+    public Uri? ServiceUri { get; set; }
+
+    /// <summary>Retry, timeout, in-flight and service-version settings of every page-blob disk.</summary>
+    public PageBlobDeviceOptions Device { get; set; } = new();
+
+    /// <summary>Whether an account is configured at all.</summary>
+    public bool IsConfigured => !string.IsNullOrWhiteSpace(ConnectionString) || ServiceUri is not null;
+
+    /// <summary>The connection these settings describe; throws naming the missing settings when neither is set.</summary>
+    public PageBlobConnection Connect()
+    {
+        if (!string.IsNullOrWhiteSpace(ConnectionString))
+        {
+            return PageBlobConnection.FromConnectionString(ConnectionString, Device);
+        }
+
+        if (ServiceUri is not null)
+        {
+            return PageBlobConnection.FromUri(ServiceUri, new DefaultAzureCredential(), Device);
+        }
+
+        throw new InvalidOperationException(
+            "No page-blob account is configured: set PageBlobs:ConnectionString (Azurite or account key) or PageBlobs:ServiceUri (managed identity).");
+    }
+
+    /// <summary>Hides the connection string, which holds the account key.</summary>
+    public override string ToString() =>
+        $"PageBlobAccountOptions {{ ConnectionString = {(string.IsNullOrEmpty(ConnectionString) ? "<none>" : "<redacted>")}, ServiceUri = {ServiceUri?.ToString() ?? "<none>"} }}";
+}
+
+/// <summary>
+/// Opens the member disk a <see cref="DiskDescriptor"/> names: page blobs through the configured account,
+/// files through the engine's <see cref="FileBlockDevice"/> (or a delegate, for hosts that open files their
+/// own way). One factory per silo; it is thread-safe.
+/// </summary>
+public sealed class BlockDeviceFactory
+{
+    private readonly Lazy<PageBlobConnection>? _pageBlobs;
+    private readonly Func<string, long?, CancellationToken, ValueTask<IBlockDevice>> _openFile;
+
+    /// <param name="pageBlobs">The account of page-blob disks, or null when this silo has none.</param>
+    /// <param name="openFile">Opens a file disk: path, capacity to create (null = open existing), cancellation.</param>
+    public BlockDeviceFactory(PageBlobAccountOptions? pageBlobs, Func<string, long?, CancellationToken, ValueTask<IBlockDevice>> openFile)
+    {
+        ArgumentNullException.ThrowIfNull(openFile);
+        _openFile = openFile;
+        if (pageBlobs is { IsConfigured: true })
+        {
+            pageBlobs.Device.Validate();
+            _pageBlobs = new Lazy<PageBlobConnection>(pageBlobs.Connect);
+        }
+    }
+
+    /// <summary>A factory whose file disks are the engine's <see cref="FileBlockDevice"/> (a new file is created at the capacity given).</summary>
+    public BlockDeviceFactory(PageBlobAccountOptions? pageBlobs)
+        : this(pageBlobs, static (path, capacityBytes, _) => ValueTask.FromResult<IBlockDevice>(new FileBlockDevice(path, capacityBytes ?? 0)))
+    {
+    }
+
+    /// <summary>Whether page-blob disks can be opened (an account is configured).</summary>
+    public bool SupportsPageBlobs => _pageBlobs is not null;
+
+    /// <summary>Opens (and with <paramref name="capacityBytes"/>, creates if absent) the disk <paramref name="disk"/> names.</summary>
+    public ValueTask<IBlockDevice> OpenAsync(DiskDescriptor disk, long? capacityBytes = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(disk);
+        return disk switch
+        {
+            FileDisk file => _openFile(file.Path, capacityBytes, cancellationToken),
+            PageBlobDisk blob when _pageBlobs is not null => OpenPageBlobAsync(_pageBlobs.Value, blob, capacityBytes, cancellationToken),
+            PageBlobDisk blob => throw new InvalidOperationException(
+                $"Disk '{blob}' is a page blob, but this silo has no page-blob account configured (PageBlobs:ConnectionString or PageBlobs:ServiceUri)."),
+            _ => throw new ArgumentException($"Disk '{disk}' is of an unknown kind.", nameof(disk)),
+        };
+    }
+
+    /// <summary>Parses <paramref name="descriptor"/> (see <see cref="DiskDescriptor.Parse"/>) and opens it.</summary>
+    public ValueTask<IBlockDevice> OpenAsync(string descriptor, long? capacityBytes = null, CancellationToken cancellationToken = default) =>
+        OpenAsync(DiskDescriptor.Parse(descriptor), capacityBytes, cancellationToken);
+
+    private static async ValueTask<IBlockDevice> OpenPageBlobAsync(PageBlobConnection connection, PageBlobDisk blob, long? capacityBytes, CancellationToken cancellationToken) =>
+        await connection.OpenDeviceAsync(blob.Container, blob.Blob, capacityBytes, cancellationToken).ConfigureAwait(false);
+}

@@ -1,0 +1,190 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace Cloud.Storage.Devices;
+
+/// <summary>
+/// A device on a regular file or a block-device path (e.g. <c>/dev/nvme0n1</c>, <c>/dev/loop3</c>),
+/// through <see cref="RandomAccess"/> on a <see cref="SafeFileHandle"/>. A regular file is created
+/// if absent and preallocated to the requested capacity; a block device keeps its own size.
+/// <see cref="FlushAsync"/> is <c>fsync</c>. The file is opened shared, because several processes
+/// of a cluster open the same members (each writing only the stripes it holds locks for).
+/// </summary>
+public sealed class FileBlockDevice : IBlockDevice
+{
+    /// <summary>The default bound on concurrent operations.</summary>
+    public const int DefaultMaxInFlightIo = 32;
+
+    /// <summary>The sector size assumed for regular files.</summary>
+    public const int DefaultFileSectorSizeBytes = 512;
+
+    private readonly SafeFileHandle _handle;
+    private readonly SemaphoreSlim _inFlight;
+
+    /// <param name="path">A regular file (created when missing) or a block device.</param>
+    /// <param name="capacityBytes">
+    /// For a regular file: its size; 0 keeps the current size (which must then be non-zero). A larger
+    /// size than the file has grows and preallocates it. For a block device: 0 or at most its size
+    /// (a smaller value uses a prefix).
+    /// </param>
+    /// <param name="maxInFlightIo">The bound on concurrent operations, 1..4096.</param>
+    public FileBlockDevice(string path, long capacityBytes = 0, int maxInFlightIo = DefaultMaxInFlightIo)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        if (capacityBytes < 0) throw new ArgumentOutOfRangeException(nameof(capacityBytes), capacityBytes, $"{path}: must be 0 (existing size) or positive.");
+        Name = path;
+        bool exists = File.Exists(path) || path.StartsWith("/dev/", StringComparison.Ordinal);
+        long existingLength = exists ? new FileInfo(path).Length : 0;
+        _handle = File.OpenHandle(path, exists ? FileMode.Open : FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete,
+            FileOptions.Asynchronous, preallocationSize: exists ? 0 : capacityBytes);
+        try
+        {
+            if (TryGetBlockDeviceSize(_handle, out long deviceBytes, out int logicalSector))
+            {
+                IsBlockDevice = true;
+                SectorSizeBytes = logicalSector;
+                if (capacityBytes > deviceBytes)
+                    throw new ArgumentOutOfRangeException(nameof(capacityBytes), capacityBytes, $"{path}: the block device holds only {deviceBytes} bytes.");
+                CapacityBytes = capacityBytes == 0 ? deviceBytes - deviceBytes % logicalSector : capacityBytes;
+            }
+            else
+            {
+                SectorSizeBytes = DefaultFileSectorSizeBytes;
+                long length = RandomAccess.GetLength(_handle);
+                if (capacityBytes == 0)
+                {
+                    if (length == 0) throw new ArgumentOutOfRangeException(nameof(capacityBytes), capacityBytes, $"{path}: the file is empty; give a capacity.");
+                    capacityBytes = length - length % SectorSizeBytes;
+                }
+                if (length < capacityBytes)
+                {
+                    if (existingLength > 0 || length > 0) Preallocate(_handle, length, capacityBytes - length);
+                    RandomAccess.SetLength(_handle, capacityBytes);
+                }
+                CapacityBytes = capacityBytes;
+            }
+            DeviceChecks.CheckGeometry(Name, CapacityBytes, SectorSizeBytes, maxInFlightIo);
+        }
+        catch
+        {
+            _handle.Dispose();
+            throw;
+        }
+        MaxInFlightIo = maxInFlightIo;
+        _inFlight = new SemaphoreSlim(maxInFlightIo, maxInFlightIo);
+    }
+
+    /// <inheritdoc />
+    public string Name { get; }
+
+    /// <inheritdoc />
+    public int SectorSizeBytes { get; }
+
+    /// <inheritdoc />
+    public long CapacityBytes { get; }
+
+    /// <inheritdoc />
+    public int MaxInFlightIo { get; }
+
+    /// <summary>True when the path is a block device rather than a regular file.</summary>
+    public bool IsBlockDevice { get; }
+
+    /// <inheritdoc />
+    public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    {
+        DeviceChecks.CheckIo(this, offsetBytes, destination.Length, nameof(destination));
+        await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            int done = 0;
+            while (done < destination.Length)
+            {
+                int n = await RandomAccess.ReadAsync(_handle, destination[done..], offsetBytes + done, cancellationToken).ConfigureAwait(false);
+                if (n == 0)
+                {
+                    // Past the end of a regular file someone truncated: unwritten space reads as zeroes.
+                    destination.Span[done..].Clear();
+                    break;
+                }
+                done += n;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException && e is not BlockDeviceException)
+        {
+            throw new BlockDeviceException(Name, $"read of {destination.Length} bytes at {offsetBytes} failed: {e.Message}", e);
+        }
+        finally { _inFlight.Release(); }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
+    {
+        DeviceChecks.CheckIo(this, offsetBytes, source.Length, nameof(source));
+        await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await RandomAccess.WriteAsync(_handle, source, offsetBytes, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException && e is not BlockDeviceException)
+        {
+            throw new BlockDeviceException(Name, $"write of {source.Length} bytes at {offsetBytes} failed: {e.Message}", e);
+        }
+        finally { _inFlight.Release(); }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        try
+        {
+            // fsync blocks its thread; keep it off the caller's.
+            await Task.Run(() => RandomAccess.FlushToDisk(_handle), cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            throw new BlockDeviceException(Name, $"fsync failed: {e.Message}", e);
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask DisposeAsync()
+    {
+        _handle.Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    // Linux ioctls (x86-64 and arm64 share these numbers): BLKGETSIZE64 = _IOR(0x12, 114, size_t), BLKSSZGET = _IO(0x12, 104).
+    private const ulong BlkGetSize64 = 0x80081272;
+    private const ulong BlkSszGet = 0x1268;
+
+    [DllImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    private static extern int IoctlU64(int fd, ulong request, out ulong value);
+
+    [DllImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    private static extern int IoctlInt(int fd, ulong request, out int value);
+
+    [DllImport("libc", EntryPoint = "posix_fallocate", SetLastError = false)]
+    private static extern int PosixFallocate(int fd, long offset, long length);
+
+    private static bool TryGetBlockDeviceSize(SafeFileHandle handle, out long sizeBytes, out int sectorBytes)
+    {
+        sizeBytes = 0;
+        sectorBytes = DefaultFileSectorSizeBytes;
+        if (!OperatingSystem.IsLinux()) return false;
+        int fd = (int)handle.DangerousGetHandle();
+        if (IoctlU64(fd, BlkGetSize64, out ulong size) != 0) return false;
+        sizeBytes = (long)size;
+        if (IoctlInt(fd, BlkSszGet, out int sector) == 0 && sector is 512 or 1024 or 2048 or 4096) sectorBytes = sector;
+        return true;
+    }
+
+    private static void Preallocate(SafeFileHandle handle, long offsetBytes, long lengthBytes)
+    {
+        // Reserve the blocks now so that a full file system fails here, not in the middle of a stripe write.
+        if (!OperatingSystem.IsLinux()) return;
+        int rc = PosixFallocate((int)handle.DangerousGetHandle(), offsetBytes, lengthBytes);
+        if (rc != 0 && rc != 95 /* EOPNOTSUPP: file system without fallocate; SetLength still sizes it */)
+            throw new IOException($"posix_fallocate of {lengthBytes} bytes failed with errno {rc}.");
+    }
+}

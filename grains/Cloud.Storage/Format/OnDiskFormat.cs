@@ -1,0 +1,92 @@
+using System.Buffers.Binary;
+using System.IO.Hashing;
+using Cloud.Storage.Layout;
+
+namespace Cloud.Storage.Format;
+
+/// <summary>
+/// Offsets and sizes of the on-disk format, version 1 (docs/FORMAT.md is the normative description).
+/// Every member disk holds, from offset 0: two superblock copies, the write-intent area (one
+/// bitmap per writer slot), then from <see cref="DataOffsetBytes"/> one chunk slot per stripe: the
+/// chunk's bytes followed by its metadata sector (a 16-byte entry per 4 KiB block).
+/// </summary>
+public static class OnDiskFormat
+{
+    /// <summary>The current format version.</summary>
+    public const int FormatVersion = 1;
+
+    /// <summary>The eight ASCII bytes every superblock starts with.</summary>
+    public static ReadOnlySpan<byte> Magic => "CLDVOL01"u8;
+
+    /// <summary>Size of one superblock copy.</summary>
+    public const int SuperblockBytes = 4096;
+
+    /// <summary>Superblock copies; generation g is written to copy g mod 2, so a torn update leaves the other intact.</summary>
+    public const int SuperblockCopies = 2;
+
+    /// <summary>Start of the write-intent area.</summary>
+    public const long IntentOffsetBytes = SuperblockCopies * SuperblockBytes;
+
+    /// <summary>Writer slots: processes that may have a volume open for writing at once, each with its own bitmap.</summary>
+    public const int IntentSlotCount = 64;
+
+    /// <summary>Bytes of one writer's bitmap: one page, written whole.</summary>
+    public const int IntentSlotBytes = 4096;
+
+    /// <summary>Regions one bitmap can track (one bit each).</summary>
+    public const long IntentRegionsPerSlot = IntentSlotBytes * 8L;
+
+    /// <summary>Start of stripe 0's chunk slot: 1 MiB, past the intent area and aligned for any device.</summary>
+    public const long DataOffsetBytes = 1 << 20;
+
+    /// <summary>Bytes of one block's metadata entry: write timestamp (int64) then XxHash3-64 of the block (uint64), little-endian.</summary>
+    public const int MetadataEntryBytes = 16;
+
+    /// <summary>Metadata is padded to this unit so that chunk slots stay 4 KiB-aligned and each is written whole.</summary>
+    public const int MetadataAlignmentBytes = 4096;
+
+    /// <summary>The metadata sector size following each chunk: 16 bytes per block rounded up to 4 KiB.</summary>
+    public static int MetadataBytes(int chunkSizeBytes)
+    {
+        int entries = chunkSizeBytes / VolumeGeometry.BlockSizeBytes * MetadataEntryBytes;
+        return (entries + MetadataAlignmentBytes - 1) / MetadataAlignmentBytes * MetadataAlignmentBytes;
+    }
+
+    /// <summary>Distance between chunk slots on a member.</summary>
+    public static long ChunkStrideBytes(int chunkSizeBytes) => chunkSizeBytes + MetadataBytes(chunkSizeBytes);
+
+    /// <summary>Stripes that fit on a member of <paramref name="memberCapacityBytes"/>.</summary>
+    public static long StripesThatFit(long memberCapacityBytes, int chunkSizeBytes) =>
+        Math.Max(0, (memberCapacityBytes - DataOffsetBytes) / ChunkStrideBytes(chunkSizeBytes));
+
+    /// <summary>Stripes per bit of the intent bitmap, so that the whole volume fits one page.</summary>
+    public static long IntentRegionStripes(long stripeCount) => Math.Max(1, (stripeCount + IntentRegionsPerSlot - 1) / IntentRegionsPerSlot);
+
+    /// <summary>The checksum stored for a block.</summary>
+    public static ulong BlockChecksum(ReadOnlySpan<byte> block) => XxHash3.HashToUInt64(block);
+
+    /// <summary>Reads entry <paramref name="block"/> of a metadata sector.</summary>
+    public static (long Timestamp, ulong Checksum) ReadEntry(ReadOnlySpan<byte> metadata, int block)
+    {
+        ReadOnlySpan<byte> e = metadata.Slice(block * MetadataEntryBytes, MetadataEntryBytes);
+        return (BinaryPrimitives.ReadInt64LittleEndian(e), BinaryPrimitives.ReadUInt64LittleEndian(e[8..]));
+    }
+
+    /// <summary>Writes entry <paramref name="block"/> of a metadata sector.</summary>
+    public static void WriteEntry(Span<byte> metadata, int block, long timestamp, ulong checksum)
+    {
+        Span<byte> e = metadata.Slice(block * MetadataEntryBytes, MetadataEntryBytes);
+        BinaryPrimitives.WriteInt64LittleEndian(e, timestamp);
+        BinaryPrimitives.WriteUInt64LittleEndian(e[8..], checksum);
+    }
+
+    /// <summary>
+    /// True when <paramref name="block"/> matches its entry, or the entry is all zero (never written
+    /// through the volume, so there is nothing to check against).
+    /// </summary>
+    public static bool Verify(ReadOnlySpan<byte> block, ReadOnlySpan<byte> metadata, int blockIndex)
+    {
+        (long ts, ulong sum) = ReadEntry(metadata, blockIndex);
+        return (ts == 0 && sum == 0) || BlockChecksum(block) == sum;
+    }
+}

@@ -1,0 +1,140 @@
+using System.Buffers.Binary;
+using System.IO.Hashing;
+using System.Text;
+using Cloud.Storage.Layout;
+using Cloud.Storage.Volumes;
+
+namespace Cloud.Storage.Format;
+
+/// <summary>One entry of the superblock's member table.</summary>
+/// <param name="MemberId">The identity of the disk that holds this position.</param>
+/// <param name="State">Its state as of this superblock's generation.</param>
+/// <param name="RebuildCursorStripes">For a rebuilding member: stripes already rebuilt.</param>
+public readonly record struct MemberRecord(Guid MemberId, MemberState State, long RebuildCursorStripes);
+
+/// <summary>
+/// The per-member superblock (format version 1): everything needed to assemble the volume from its
+/// disks alone. Layout in docs/FORMAT.md; all integers little-endian.
+/// </summary>
+public sealed record Superblock
+{
+    // Field offsets: kept in one place so the writer, the reader and FORMAT.md agree.
+    private const int OffMagic = 0, OffVersion = 8, OffSize = 12, OffVolumeId = 16, OffMemberId = 32, OffMemberIndex = 48,
+        OffMemberCount = 52, OffLevel = 56, OffChunk = 60, OffBlock = 64, OffMetaBytes = 68, OffDataOffset = 72, OffStride = 80,
+        OffStripes = 88, OffCapacity = 96, OffGeneration = 104, OffCreated = 112, OffUpdated = 120, OffIntentOffset = 128,
+        OffIntentSlots = 136, OffIntentSlotBytes = 140, OffRegionStripes = 144, OffNameLength = 152, OffName = 156,
+        OffMembers = 416, MemberRecordBytes = 32, OffChecksum = OnDiskFormat.SuperblockBytes - 8;
+
+    /// <summary>The volume's identity.</summary>
+    public required Guid VolumeId { get; init; }
+
+    /// <summary>The volume's name.</summary>
+    public required string VolumeName { get; init; }
+
+    /// <summary>This disk's position in the volume.</summary>
+    public required int MemberIndex { get; init; }
+
+    /// <summary>Level, member count and chunk size.</summary>
+    public required VolumeGeometry Geometry { get; init; }
+
+    /// <summary>Stripes in the volume (the same on every member).</summary>
+    public required long StripeCount { get; init; }
+
+    /// <summary>Bumped on every superblock update; the highest valid one is authoritative.</summary>
+    public required long Generation { get; init; }
+
+    /// <summary>When the volume was created.</summary>
+    public required DateTimeOffset Created { get; init; }
+
+    /// <summary>When this superblock was written.</summary>
+    public required DateTimeOffset Updated { get; init; }
+
+    /// <summary>Every member's identity and state.</summary>
+    public required IReadOnlyList<MemberRecord> Members { get; init; }
+
+    /// <summary>The logical capacity: stripes times data bytes per stripe.</summary>
+    public long CapacityBytes => StripeCount * Geometry.StripeDataBytes;
+
+    /// <summary>Serialises into a 4096-byte buffer, checksum included.</summary>
+    public void WriteTo(Span<byte> buffer)
+    {
+        if (buffer.Length < OnDiskFormat.SuperblockBytes) throw new ArgumentException($"needs {OnDiskFormat.SuperblockBytes} bytes.", nameof(buffer));
+        Span<byte> b = buffer[..OnDiskFormat.SuperblockBytes];
+        b.Clear();
+        OnDiskFormat.Magic.CopyTo(b);
+        BinaryPrimitives.WriteInt32LittleEndian(b[OffVersion..], OnDiskFormat.FormatVersion);
+        BinaryPrimitives.WriteInt32LittleEndian(b[OffSize..], OnDiskFormat.SuperblockBytes);
+        VolumeId.TryWriteBytes(b[OffVolumeId..]);
+        Members[MemberIndex].MemberId.TryWriteBytes(b[OffMemberId..]);
+        BinaryPrimitives.WriteInt32LittleEndian(b[OffMemberIndex..], MemberIndex);
+        BinaryPrimitives.WriteInt32LittleEndian(b[OffMemberCount..], Geometry.MemberCount);
+        BinaryPrimitives.WriteInt32LittleEndian(b[OffLevel..], (int)Geometry.Level);
+        BinaryPrimitives.WriteInt32LittleEndian(b[OffChunk..], Geometry.ChunkSizeBytes);
+        BinaryPrimitives.WriteInt32LittleEndian(b[OffBlock..], VolumeGeometry.BlockSizeBytes);
+        BinaryPrimitives.WriteInt32LittleEndian(b[OffMetaBytes..], OnDiskFormat.MetadataBytes(Geometry.ChunkSizeBytes));
+        BinaryPrimitives.WriteInt64LittleEndian(b[OffDataOffset..], OnDiskFormat.DataOffsetBytes);
+        BinaryPrimitives.WriteInt64LittleEndian(b[OffStride..], OnDiskFormat.ChunkStrideBytes(Geometry.ChunkSizeBytes));
+        BinaryPrimitives.WriteInt64LittleEndian(b[OffStripes..], StripeCount);
+        BinaryPrimitives.WriteInt64LittleEndian(b[OffCapacity..], CapacityBytes);
+        BinaryPrimitives.WriteInt64LittleEndian(b[OffGeneration..], Generation);
+        BinaryPrimitives.WriteInt64LittleEndian(b[OffCreated..], Created.ToUnixTimeMilliseconds());
+        BinaryPrimitives.WriteInt64LittleEndian(b[OffUpdated..], Updated.ToUnixTimeMilliseconds());
+        BinaryPrimitives.WriteInt64LittleEndian(b[OffIntentOffset..], OnDiskFormat.IntentOffsetBytes);
+        BinaryPrimitives.WriteInt32LittleEndian(b[OffIntentSlots..], OnDiskFormat.IntentSlotCount);
+        BinaryPrimitives.WriteInt32LittleEndian(b[OffIntentSlotBytes..], OnDiskFormat.IntentSlotBytes);
+        BinaryPrimitives.WriteInt64LittleEndian(b[OffRegionStripes..], OnDiskFormat.IntentRegionStripes(StripeCount));
+        int nameBytes = Encoding.UTF8.GetBytes(VolumeName, b.Slice(OffName, VolumeDefinition.MaxNameBytes));
+        BinaryPrimitives.WriteInt32LittleEndian(b[OffNameLength..], nameBytes);
+        for (int i = 0; i < Members.Count; i++)
+        {
+            Span<byte> r = b.Slice(OffMembers + i * MemberRecordBytes, MemberRecordBytes);
+            Members[i].MemberId.TryWriteBytes(r);
+            r[16] = (byte)Members[i].State;
+            BinaryPrimitives.WriteInt64LittleEndian(r[24..], Members[i].RebuildCursorStripes);
+        }
+        BinaryPrimitives.WriteUInt64LittleEndian(b[OffChecksum..], XxHash3.HashToUInt64(b[..OffChecksum]));
+    }
+
+    /// <summary>Parses a superblock copy; returns null with a reason when it is absent or damaged.</summary>
+    public static Superblock? TryRead(ReadOnlySpan<byte> b, out string? error)
+    {
+        error = null;
+        if (b.Length < OnDiskFormat.SuperblockBytes) { error = "short superblock"; return null; }
+        if (!b[..8].SequenceEqual(OnDiskFormat.Magic)) { error = "no superblock magic (not a Cloud volume member)"; return null; }
+        ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(b[OffChecksum..]);
+        if (stored != XxHash3.HashToUInt64(b[..OffChecksum])) { error = "superblock checksum mismatch (damaged)"; return null; }
+        int version = BinaryPrimitives.ReadInt32LittleEndian(b[OffVersion..]);
+        if (version != OnDiskFormat.FormatVersion) { error = $"format version {version}; this build reads version {OnDiskFormat.FormatVersion}"; return null; }
+        var geometry = new VolumeGeometry((RaidLevel)BinaryPrimitives.ReadInt32LittleEndian(b[OffLevel..]),
+            BinaryPrimitives.ReadInt32LittleEndian(b[OffMemberCount..]), BinaryPrimitives.ReadInt32LittleEndian(b[OffChunk..]));
+        try { geometry.Validate(); }
+        catch (ArgumentException e) { error = $"invalid geometry: {e.Message}"; return null; }
+        int index = BinaryPrimitives.ReadInt32LittleEndian(b[OffMemberIndex..]);
+        if ((uint)index >= (uint)geometry.MemberCount) { error = $"member index {index} outside 0..{geometry.MemberCount - 1}"; return null; }
+        if (BinaryPrimitives.ReadInt64LittleEndian(b[OffDataOffset..]) != OnDiskFormat.DataOffsetBytes
+            || BinaryPrimitives.ReadInt64LittleEndian(b[OffStride..]) != OnDiskFormat.ChunkStrideBytes(geometry.ChunkSizeBytes))
+        { error = "data offset or chunk stride differ from format version 1"; return null; }
+        int nameLength = BinaryPrimitives.ReadInt32LittleEndian(b[OffNameLength..]);
+        if ((uint)nameLength > VolumeDefinition.MaxNameBytes) { error = $"name length {nameLength} out of range"; return null; }
+        var members = new MemberRecord[geometry.MemberCount];
+        for (int i = 0; i < members.Length; i++)
+        {
+            ReadOnlySpan<byte> r = b.Slice(OffMembers + i * MemberRecordBytes, MemberRecordBytes);
+            members[i] = new MemberRecord(new Guid(r[..16]), (MemberState)r[16], BinaryPrimitives.ReadInt64LittleEndian(r[24..]));
+        }
+        var memberId = new Guid(b.Slice(OffMemberId, 16));
+        if (members[index].MemberId != memberId) { error = "member id differs from its own table entry"; return null; }
+        return new Superblock
+        {
+            VolumeId = new Guid(b.Slice(OffVolumeId, 16)),
+            VolumeName = Encoding.UTF8.GetString(b.Slice(OffName, nameLength)),
+            MemberIndex = index,
+            Geometry = geometry,
+            StripeCount = BinaryPrimitives.ReadInt64LittleEndian(b[OffStripes..]),
+            Generation = BinaryPrimitives.ReadInt64LittleEndian(b[OffGeneration..]),
+            Created = DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(b[OffCreated..])),
+            Updated = DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(b[OffUpdated..])),
+            Members = members,
+        };
+    }
+}

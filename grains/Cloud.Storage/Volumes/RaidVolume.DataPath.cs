@@ -1,0 +1,542 @@
+using System.Buffers;
+using Cloud.Storage.Format;
+using Cloud.Storage.Layout;
+using Cloud.Storage.Parity;
+
+namespace Cloud.Storage.Volumes;
+
+// Reads, writes, trims and timestamps.
+public sealed partial class RaidVolume
+{
+    /// <inheritdoc />
+    public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    {
+        CheckIo(offsetBytes, destination.Length, nameof(destination));
+        return RunAsync(false, offsetBytes, destination, default, 0, false, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, bool forceUnitAccess = false, CancellationToken cancellationToken = default) =>
+        WriteAsync(offsetBytes, source, 0, forceUnitAccess, cancellationToken);
+
+    /// <summary>
+    /// Writes <paramref name="source"/> and stores <paramref name="writeTimestamp"/> in each written
+    /// block's metadata beside its checksum (0 means "no timestamp").
+    /// </summary>
+    public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, long writeTimestamp, bool forceUnitAccess, CancellationToken cancellationToken = default)
+    {
+        CheckIo(offsetBytes, source.Length, nameof(source));
+        if (writeTimestamp < 0) throw new ArgumentOutOfRangeException(nameof(writeTimestamp), writeTimestamp, $"allowed: 0..{long.MaxValue} (0 = no timestamp).");
+        return RunAsync(true, offsetBytes, default, source, writeTimestamp, forceUnitAccess, cancellationToken);
+    }
+
+    /// <summary>Writes zeroes over the block-aligned range (a trimmed range reads back as zeroes).</summary>
+    public async ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default)
+    {
+        CheckRange(offsetBytes, lengthBytes);
+        byte[] zeros = ArrayPool<byte>.Shared.Rent(Math.Min(MaxIoSizeBytes, 4 << 20));
+        try
+        {
+            Array.Clear(zeros);
+            int step = zeros.Length / B * B;
+            for (long done = 0; done < lengthBytes;)
+            {
+                int n = (int)Math.Min(step, lengthBytes - done);
+                await RunAsync(true, offsetBytes + done, default, zeros.AsMemory(0, n), 0, false, cancellationToken).ConfigureAwait(false);
+                done += n;
+            }
+        }
+        finally { ArrayPool<byte>.Shared.Return(zeros); }
+    }
+
+    /// <summary>The first and last stripe the range touches.</summary>
+    public (long First, long Last) StripeRange(long offsetBytes, long lengthBytes) => Layout.StripeRange(offsetBytes, lengthBytes);
+
+    /// <summary>
+    /// Returns the write timestamp stored for each block of the range (one per 4 KiB block; 0 = never
+    /// written with a timestamp). For a block on a missing member the row's parity timestamp is
+    /// returned: the newest write to any block of that row, so an upper bound.
+    /// </summary>
+    public async ValueTask ReadBlockTimestampsAsync(long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken = default)
+    {
+        if (timestamps.Length == 0 || (long)timestamps.Length * B > MaxIoSizeBytes)
+            throw new ArgumentOutOfRangeException(nameof(timestamps), timestamps.Length, $"allowed: 1..{MaxIoSizeBytes / B} blocks.");
+        CheckIo(offsetBytes, timestamps.Length * B, nameof(timestamps));
+        long end = offsetBytes + (long)timestamps.Length * B;
+        StripeScratch s = _scratchPool.Rent();
+        try
+        {
+            for (long pos = offsetBytes; pos < end;)
+            {
+                long stripe = pos / Geometry.StripeDataBytes;
+                long stripeEnd = Math.Min(end, (stripe + 1) * Geometry.StripeDataBytes);
+                SemaphoreSlim gate = StripeLock(stripe);
+                await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    ResetScratch(s, stripe);
+                    int n = 0;
+                    for (int m = 0; m < _memberCount; m++)
+                        if (s.Usable[m]) s.Tasks[n++] = SlotIoAsync(m, false, stripe, 0, 0, true, s.Buffer, cancellationToken);
+                    await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+                    for (long p = pos; p < stripeEnd; p += B)
+                    {
+                        ChunkAddress a = Layout.Locate(p);
+                        int row = a.OffsetInChunkBytes / B;
+                        long ts = 0;
+                        if (Geometry.Level == RaidLevel.Raid1)
+                        {
+                            for (int m = 0; m < _memberCount; m++)
+                                if (s.Usable[m] && IsUsable(m, stripe)) ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, m), row).Timestamp);
+                        }
+                        else if (s.Usable[a.Member] && IsUsable(a.Member, stripe))
+                            ts = OnDiskFormat.ReadEntry(Meta(s.Buffer, a.Member), row).Timestamp;
+                        else
+                        {
+                            for (int k = _dataCount; k < _dataCount + _parityCount; k++)
+                            {
+                                int pm = Layout.MemberAtLogicalSlot(stripe, k);
+                                if (s.Usable[pm] && IsUsable(pm, stripe)) ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, pm), row).Timestamp);
+                            }
+                            if (ts == 0 && _parityCount == 0) throw new VolumeDataLossException($"volume '{Name}': member {a.Member} holding offset {p} is lost.");
+                        }
+                        timestamps.Span[(int)((p - offsetBytes) / B)] = ts;
+                    }
+                }
+                finally { gate.Release(); }
+                pos = stripeEnd;
+            }
+        }
+        finally { _scratchPool.Return(s); }
+    }
+
+    private void CheckIo(long offsetBytes, int lengthBytes, string lengthName)
+    {
+        CheckUsable();
+        if (lengthBytes < 1 || lengthBytes > MaxIoSizeBytes || lengthBytes % B != 0)
+            throw new ArgumentOutOfRangeException(lengthName, lengthBytes, $"length must be a multiple of {B} in {B}..{MaxIoSizeBytes} bytes.");
+        CheckRange(offsetBytes, lengthBytes);
+    }
+
+    private void CheckRange(long offsetBytes, long lengthBytes)
+    {
+        CheckUsable();
+        if (offsetBytes < 0 || offsetBytes % B != 0 || offsetBytes >= CapacityBytes)
+            throw new ArgumentOutOfRangeException(nameof(offsetBytes), offsetBytes, $"offset must be a multiple of {B} in 0..{CapacityBytes - B}.");
+        if (lengthBytes < 1 || lengthBytes % B != 0 || lengthBytes > CapacityBytes - offsetBytes)
+            throw new ArgumentOutOfRangeException(nameof(lengthBytes), lengthBytes, $"length must be a multiple of {B} in {B}..{CapacityBytes - offsetBytes} bytes at offset {offsetBytes}.");
+    }
+
+    /// <summary>Splits a request by stripe and runs up to MaxStripesInFlightPerRequest stripes at once.</summary>
+    private async ValueTask RunAsync(bool write, long offsetBytes, Memory<byte> destination, ReadOnlyMemory<byte> source, long timestamp, bool fua, CancellationToken cancellationToken)
+    {
+        int length = write ? source.Length : destination.Length;
+        int window = _options.MaxStripesInFlightPerRequest;
+        ValueTask[] pending = ArrayPool<ValueTask>.Shared.Rent(window);
+        int n = 0;
+        Exception? error = null;
+        try
+        {
+            int stripeData = Geometry.StripeDataBytes;
+            for (int done = 0; done < length;)
+            {
+                long pos = offsetBytes + done;
+                long stripe = pos / stripeData;
+                int inStripe = (int)(pos - stripe * stripeData);
+                int len = Math.Min(length - done, stripeData - inStripe);
+                pending[n++] = write
+                    ? WriteStripeAsync(stripe, inStripe, source.Slice(done, len), timestamp, cancellationToken)
+                    : ReadStripeAsync(stripe, inStripe, destination.Slice(done, len), cancellationToken);
+                done += len;
+                if (n == window || done == length)
+                {
+                    for (int i = 0; i < n; i++)
+                    {
+                        try { await pending[i].ConfigureAwait(false); }
+                        catch (Exception e) { error ??= e; }
+                        pending[i] = default;
+                    }
+                    n = 0;
+                    if (error is not null) break;
+                }
+            }
+        }
+        finally { ArrayPool<ValueTask>.Shared.Return(pending); }
+        if (error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+        if (write && fua) await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Fills First/End with each data chunk's dirty (or wanted) rows; returns the union [r0, r1).</summary>
+    private (int R0, int R1) ChunkRanges(StripeScratch s, int inStripe, int length)
+    {
+        int r0 = int.MaxValue, r1 = 0;
+        for (int d = 0; d < _dataCount; d++)
+        {
+            int chunkStart = d * _chunk;
+            int a = Math.Max(inStripe, chunkStart), b = Math.Min(inStripe + length, chunkStart + _chunk);
+            if (a < b)
+            {
+                s.First[d] = (a - chunkStart) / B;
+                s.End[d] = (b - chunkStart) / B;
+                r0 = Math.Min(r0, s.First[d]);
+                r1 = Math.Max(r1, s.End[d]);
+            }
+            else s.First[d] = s.End[d] = 0;
+        }
+        return (r0, r1);
+    }
+
+    // ----- reads -----
+
+    private async ValueTask ReadStripeAsync(long stripe, int inStripe, Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        StripeScratch s = _scratchPool.Rent();
+        try
+        {
+            // Optimistic: no lock. Anything odd (a missing member, a checksum mismatch that may be a
+            // write in flight) is settled under the stripe lock.
+            if (await TryReadFastAsync(s, stripe, inStripe, destination, cancellationToken).ConfigureAwait(false)) return;
+            SemaphoreSlim gate = StripeLock(stripe);
+            await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                ThrowIfFailed();
+                await ReadSlowAsync(s, stripe, inStripe, destination, cancellationToken).ConfigureAwait(false);
+            }
+            finally { gate.Release(); }
+        }
+        finally { _scratchPool.Return(s); }
+    }
+
+    private int ReadCopyMember(long stripe) => Geometry.Level == RaidLevel.Raid1 ? (int)(stripe % _memberCount) : -1;
+
+    private async ValueTask<bool> TryReadFastAsync(StripeScratch s, long stripe, int inStripe, Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        ResetScratch(s, stripe);
+        ChunkRanges(s, inStripe, destination.Length);
+        int n = 0;
+        long slot = Layout.MemberOffsetBytes(stripe, 0);
+        int preferred = ReadCopyMember(stripe);
+        for (int d = 0; d < _dataCount; d++)
+        {
+            if (s.First[d] == s.End[d]) continue;
+            int m = preferred >= 0 ? FirstUsableFrom(s, preferred) : Layout.DataMember(stripe, d);
+            if (m < 0 || !s.Usable[m]) return await DrainFalse(s, n).ConfigureAwait(false);
+            s.WriteFirst[d] = m; // which member this chunk was read from
+            int destOffset = d * _chunk + s.First[d] * B - inStripe;
+            s.Tasks[n++] = MemberIoAsync(m, false, slot + s.First[d] * B, destination.Slice(destOffset, (s.End[d] - s.First[d]) * B), cancellationToken);
+            s.Tasks[n++] = MemberIoAsync(m, false, slot + _chunk, s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes), cancellationToken);
+        }
+        if (!await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false)) return false;
+        for (int d = 0; d < _dataCount; d++)
+        {
+            if (s.First[d] == s.End[d]) continue;
+            ReadOnlySpan<byte> meta = Meta(s.Buffer, s.WriteFirst[d]);
+            for (int r = s.First[d]; r < s.End[d]; r++)
+                if (!OnDiskFormat.Verify(destination.Span.Slice(d * _chunk + r * B - inStripe, B), meta, r)) return false;
+        }
+        return true;
+    }
+
+    private static async ValueTask<bool> DrainFalse(StripeScratch s, int n)
+    {
+        await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+        return false;
+    }
+
+    private int FirstUsableFrom(StripeScratch s, int start)
+    {
+        for (int i = 0; i < _memberCount; i++)
+        {
+            int m = (start + i) % _memberCount;
+            if (s.Usable[m]) return m;
+        }
+        return -1;
+    }
+
+    private async ValueTask ReadSlowAsync(StripeScratch s, long stripe, int inStripe, Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        ResetScratch(s, stripe);
+        (int r0, int r1) = ChunkRanges(s, inStripe, destination.Length);
+        switch (Geometry.Level)
+        {
+            case RaidLevel.Raid0:
+            {
+                int n = 0;
+                for (int d = 0; d < _dataCount; d++)
+                    if (s.First[d] < s.End[d])
+                        s.Tasks[n++] = SlotIoAsync(d, false, stripe, s.First[d], s.End[d], true, s.Buffer, cancellationToken);
+                if (!await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false)) ThrowIfFailed();
+                for (int d = 0; d < _dataCount; d++)
+                    if (s.First[d] < s.End[d] && VerifyRows(s, d, s.First[d], s.End[d]) > 0)
+                        throw new VolumeDataLossException($"volume '{Name}' stripe {stripe}: checksum mismatch on member {d} ({_devices[d]?.Name}); RAID-0 has no redundancy to repair it.");
+                break;
+            }
+            case RaidLevel.Raid1:
+            {
+                int n = 0;
+                for (int m = 0; m < _memberCount; m++)
+                    if (s.Usable[m]) s.Tasks[n++] = SlotIoAsync(m, false, stripe, r0, r1, true, s.Buffer, cancellationToken);
+                await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+                await RepairMirrorRowsAsync(s, stripe, r0, r1, cancellationToken).ConfigureAwait(false);
+                break;
+            }
+            default:
+            {
+                bool corrupt = await LoadAndReconstructAsync(s, stripe, r0, r1, Need.ReadRanges, cancellationToken).ConfigureAwait(false);
+                if (corrupt) await WriteRepairsAsync(s, stripe, r0, r1, cancellationToken).ConfigureAwait(false);
+                break;
+            }
+        }
+        for (int d = 0; d < _dataCount; d++)
+        {
+            if (s.First[d] == s.End[d]) continue;
+            int m = Geometry.Level == RaidLevel.Raid1 ? s.SlotMember[0] : s.SlotMember[d];
+            Rows(s.Buffer, m, s.First[d], s.End[d]).CopyTo(destination.Span[(d * _chunk + s.First[d] * B - inStripe)..]);
+        }
+    }
+
+    /// <summary>
+    /// RAID-1: for each row, finds a copy that verifies, copies it into every image whose block is
+    /// bad, rewrites those, and leaves SlotMember[0] naming a member whose image is now right.
+    /// </summary>
+    private async ValueTask RepairMirrorRowsAsync(StripeScratch s, long stripe, int r0, int r1, CancellationToken cancellationToken)
+    {
+        int good = -1;
+        for (int m = 0; m < _memberCount; m++)
+        {
+            s.Usable[m] = s.Usable[m] && IsUsable(m, stripe);
+            if (s.Usable[m]) VerifyRows(s, m, r0, r1);
+        }
+        for (int m = 0; m < _memberCount; m++) s.WriteFirst[m] = -1;
+        for (int r = r0; r < r1; r++)
+        {
+            int source = -1;
+            for (int m = 0; m < _memberCount && source < 0; m++)
+                if (s.Usable[m] && !s.Bad[m * _blocksPerChunk + r]) source = m;
+            if (source < 0)
+                throw new VolumeDataLossException($"volume '{Name}' stripe {stripe} block row {r}: no mirror copy passes its checksum.");
+            good = source;
+            for (int m = 0; m < _memberCount; m++)
+            {
+                if (!s.Usable[m] || !s.Bad[m * _blocksPerChunk + r]) continue;
+                Rows(s.Buffer, source, r, r + 1).CopyTo(Rows(s.Buffer, m, r, r + 1));
+                Meta(s.Buffer, source).Slice(r * OnDiskFormat.MetadataEntryBytes, OnDiskFormat.MetadataEntryBytes)
+                    .CopyTo(Meta(s.Buffer, m)[(r * OnDiskFormat.MetadataEntryBytes)..]);
+                s.Bad[m * _blocksPerChunk + r] = false;
+                if (s.WriteFirst[m] < 0) s.WriteFirst[m] = r;
+                s.WriteEnd[m] = r + 1;
+            }
+        }
+        int n = 0;
+        for (int m = 0; m < _memberCount; m++)
+            if (s.WriteFirst[m] >= 0) s.Tasks[n++] = SlotIoAsync(m, true, stripe, s.WriteFirst[m], s.WriteEnd[m], true, s.Buffer, cancellationToken);
+        await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+        s.SlotMember[0] = good;
+    }
+
+    /// <summary>RAID-5/6: rewrites the blocks that were corrupt on usable members, now reconstructed in the images.</summary>
+    private async ValueTask WriteRepairsAsync(StripeScratch s, long stripe, int r0, int r1, CancellationToken cancellationToken)
+    {
+        int n = 0;
+        for (int m = 0; m < _memberCount; m++)
+        {
+            if (!s.Usable[m]) continue;
+            int first = -1, end = -1;
+            for (int r = r0; r < r1; r++)
+            {
+                if (!s.Bad[m * _blocksPerChunk + r]) continue;
+                Restamp(s.Buffer, m, r);
+                if (first < 0) first = r;
+                end = r + 1;
+            }
+            if (first >= 0) s.Tasks[n++] = SlotIoAsync(m, true, stripe, first, end, true, s.Buffer, cancellationToken);
+        }
+        await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+    }
+
+    // ----- writes -----
+
+    private async ValueTask WriteStripeAsync(long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, CancellationToken cancellationToken)
+    {
+        StripeScratch s = _scratchPool.Rent();
+        SemaphoreSlim gate = StripeLock(stripe);
+        await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            ThrowIfFailed();
+            await _intent.BeginAsync(stripe, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                ResetScratch(s, stripe);
+                if (Geometry.Level is RaidLevel.Raid0 or RaidLevel.Raid1)
+                    await WriteStripeNoParityAsync(s, stripe, inStripe, source, timestamp, cancellationToken).ConfigureAwait(false);
+                else
+                    await WriteStripeParityAsync(s, stripe, inStripe, source, timestamp, cancellationToken).ConfigureAwait(false);
+            }
+            finally { _intent.End(stripe); }
+            ThrowIfFailed();
+        }
+        finally
+        {
+            gate.Release();
+            _scratchPool.Return(s);
+        }
+    }
+
+    private async ValueTask WriteStripeNoParityAsync(StripeScratch s, long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, CancellationToken cancellationToken)
+    {
+        ChunkRanges(s, inStripe, source.Length);
+        // Targets: RAID-0 writes data chunk d to member d; RAID-1 writes the one chunk to every usable member.
+        int targets = Geometry.Level == RaidLevel.Raid0 ? _dataCount : _memberCount;
+        int n = 0;
+        for (int t = 0; t < targets; t++)
+        {
+            int d = Geometry.Level == RaidLevel.Raid0 ? t : 0;
+            if (s.First[d] == s.End[d] || !s.Usable[t]) continue;
+            // The metadata sector is read only when some of its entries are not being rewritten.
+            if (s.First[d] > 0 || s.End[d] < _blocksPerChunk)
+                s.Tasks[n++] = SlotIoAsync(t, false, stripe, 0, 0, true, s.Buffer, cancellationToken);
+        }
+        await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+        n = 0;
+        for (int t = 0; t < targets; t++)
+        {
+            int d = Geometry.Level == RaidLevel.Raid0 ? t : 0;
+            if (s.First[d] == s.End[d] || !IsUsable(t, stripe)) continue;
+            source.Span.Slice(d * _chunk + s.First[d] * B - inStripe, (s.End[d] - s.First[d]) * B).CopyTo(Rows(s.Buffer, t, s.First[d], s.End[d]));
+            Stamp(s.Buffer, t, s.First[d], s.End[d], timestamp);
+            s.Tasks[n++] = SlotIoAsync(t, true, stripe, s.First[d], s.End[d], true, s.Buffer, cancellationToken);
+        }
+        await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+    }
+
+    private async ValueTask WriteStripeParityAsync(StripeScratch s, long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, CancellationToken cancellationToken)
+    {
+        (int r0, int r1) = ChunkRanges(s, inStripe, source.Length);
+        int slots = _dataCount + _parityCount;
+        bool allUsable = true;
+        for (int k = 0; k < slots; k++) allUsable &= s.Usable[s.SlotMember[k]];
+        WriteStrategy strategy = allUsable ? WritePlanner.Plan(s.First.AsSpan(0, _dataCount), s.End.AsSpan(0, _dataCount), _parityCount).Strategy : (WriteStrategy)(-1);
+        bool corrupt = false;
+        if (strategy >= 0 && !await TryPlannedReadsAsync(s, stripe, strategy, r0, r1, cancellationToken).ConfigureAwait(false))
+        {
+            ResetScratch(s, stripe);
+            strategy = (WriteStrategy)(-1);
+        }
+        if (strategy < 0)
+            corrupt = await LoadAndReconstructAsync(s, stripe, r0, r1, Need.KeepOutsideRanges, cancellationToken).ConfigureAwait(false);
+
+        int pm = s.SlotMember[_dataCount];
+        int qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
+        if (strategy == WriteStrategy.ReadModifyWrite)
+        {
+            for (int d = 0; d < _dataCount; d++)
+            {
+                if (s.First[d] == s.End[d]) continue;
+                ReadOnlySpan<byte> newRows = source.Span.Slice(d * _chunk + s.First[d] * B - inStripe, (s.End[d] - s.First[d]) * B);
+                Span<byte> oldRows = Rows(s.Buffer, s.SlotMember[d], s.First[d], s.End[d]);
+                RaidMath.ApplyDelta(d, oldRows, newRows, Rows(s.Buffer, pm, s.First[d], s.End[d]), qm >= 0 ? Rows(s.Buffer, qm, s.First[d], s.End[d]) : Span<byte>.Empty);
+                newRows.CopyTo(oldRows);
+            }
+        }
+        else
+        {
+            for (int d = 0; d < _dataCount; d++)
+            {
+                if (s.First[d] == s.End[d]) continue;
+                source.Span.Slice(d * _chunk + s.First[d] * B - inStripe, (s.End[d] - s.First[d]) * B).CopyTo(Rows(s.Buffer, s.SlotMember[d], s.First[d], s.End[d]));
+            }
+            for (int d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], r0, r1);
+            if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, r0, r1));
+            else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, qm, r0, r1));
+        }
+
+        // Stamp and write: dirty data rows, parity rows [r0, r1), and repaired blocks elsewhere.
+        int n = 0;
+        for (int k = 0; k < slots; k++)
+        {
+            int m = s.SlotMember[k];
+            if (!s.Usable[m] || !IsUsable(m, stripe)) continue;
+            int first, end;
+            if (k < _dataCount)
+            {
+                first = s.First[k];
+                end = s.End[k];
+                if (first < end) Stamp(s.Buffer, m, first, end, timestamp);
+            }
+            else
+            {
+                first = r0;
+                end = r1;
+                Stamp(s.Buffer, m, r0, r1, timestamp);
+            }
+            if (corrupt)
+            {
+                for (int r = r0; r < r1; r++)
+                {
+                    if (!s.Bad[m * _blocksPerChunk + r] || (r >= first && r < end)) continue;
+                    Restamp(s.Buffer, m, r);
+                    if (first == end) { first = r; end = r + 1; }
+                    else { first = Math.Min(first, r); end = Math.Max(end, r + 1); }
+                }
+            }
+            if (first < end) s.Tasks[n++] = SlotIoAsync(m, true, stripe, first, end, true, s.Buffer, cancellationToken);
+        }
+        await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Issues the reads a healthy-stripe strategy needs and verifies what it read. False sends the
+    /// caller to the reconstructing path (a member failed or a block was corrupt).
+    /// </summary>
+    private async ValueTask<bool> TryPlannedReadsAsync(StripeScratch s, long stripe, WriteStrategy strategy, int r0, int r1, CancellationToken cancellationToken)
+    {
+        int n = 0;
+        int slots = _dataCount + _parityCount;
+        for (int k = 0; k < slots; k++)
+        {
+            int m = s.SlotMember[k];
+            bool isData = k < _dataCount;
+            int first = isData ? s.First[k] : r0, end = isData ? s.End[k] : r1;
+            bool dirty = first < end;
+            // Every written member needs its whole metadata sector unless all its entries are rewritten.
+            bool needMeta = dirty && (first > 0 || end < _blocksPerChunk);
+            switch (strategy)
+            {
+                case WriteStrategy.FullStripe:
+                    if (needMeta) s.Tasks[n++] = SlotIoAsync(m, false, stripe, 0, 0, true, s.Buffer, cancellationToken);
+                    break;
+                case WriteStrategy.ReadModifyWrite:
+                    if (dirty) s.Tasks[n++] = SlotIoAsync(m, false, stripe, first, end, true, s.Buffer, cancellationToken);
+                    break;
+                default: // ReconstructWrite: the rows of the union each data chunk does not overwrite.
+                    if (!isData)
+                    {
+                        if (needMeta) s.Tasks[n++] = SlotIoAsync(m, false, stripe, 0, 0, true, s.Buffer, cancellationToken);
+                    }
+                    else if (!dirty)
+                        s.Tasks[n++] = SlotIoAsync(m, false, stripe, r0, r1, true, s.Buffer, cancellationToken);
+                    else
+                    {
+                        s.Tasks[n++] = SlotIoAsync(m, false, stripe, r0, first, true, s.Buffer, cancellationToken);
+                        if (end < r1) s.Tasks[n++] = SlotIoAsync(m, false, stripe, end, r1, false, s.Buffer, cancellationToken);
+                    }
+                    break;
+            }
+        }
+        if (!await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false)) return false;
+        if (strategy == WriteStrategy.FullStripe) return true;
+        for (int k = 0; k < slots; k++)
+        {
+            int m = s.SlotMember[k];
+            bool isData = k < _dataCount;
+            int first = isData ? s.First[k] : r0, end = isData ? s.End[k] : r1;
+            int bad = strategy == WriteStrategy.ReadModifyWrite
+                ? (first < end ? VerifyRows(s, m, first, end) : 0)
+                : isData ? (first < end ? VerifyRows(s, m, r0, first) + VerifyRows(s, m, end, r1) : VerifyRows(s, m, r0, r1)) : 0;
+            if (bad > 0) return false;
+        }
+        return true;
+    }
+}

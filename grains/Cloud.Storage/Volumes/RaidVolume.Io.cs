@@ -1,0 +1,220 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
+using Cloud.Storage.Devices;
+using Cloud.Storage.Format;
+using Cloud.Storage.Layout;
+using Cloud.Storage.Parity;
+
+namespace Cloud.Storage.Volumes;
+
+// Member I/O primitives shared by the data path, rebuild, scrub and resync.
+public sealed partial class RaidVolume
+{
+    private const int B = VolumeGeometry.BlockSizeBytes;
+
+    /// <summary>One member I/O; an I/O error fails the member and returns false.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> MemberIoAsync(int m, bool write, long memberOffsetBytes, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        IBlockDevice? d = _devices[m];
+        if (d is null || buffer.Length == 0) return d is not null;
+        try
+        {
+            if (write) await d.WriteAsync(memberOffsetBytes, buffer, cancellationToken).ConfigureAwait(false);
+            else await d.ReadAsync(memberOffsetBytes, buffer, cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (BlockDeviceException e)
+        {
+            await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Reads or writes rows [r0, r1) of member <paramref name="m"/>'s chunk in <paramref name="stripe"/>,
+    /// and its metadata sector when <paramref name="meta"/>, to or from the member's image in the
+    /// scratch buffer. When the rows run to the end of the chunk the metadata sector is adjacent and
+    /// one I/O carries both, so a block and its checksum land together.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> SlotIoAsync(int m, bool write, long stripe, int r0, int r1, bool meta, byte[] buffer, CancellationToken cancellationToken)
+    {
+        int image = m * _slotBytes;
+        long slot = Layout.MemberOffsetBytes(stripe, 0);
+        if (meta && r1 == _blocksPerChunk && r0 < r1)
+            return await MemberIoAsync(m, write, slot + r0 * B, buffer.AsMemory(image + r0 * B, (r1 - r0) * B + _metaBytes), cancellationToken).ConfigureAwait(false);
+        ValueTask<bool> rows = r0 < r1 ? MemberIoAsync(m, write, slot + r0 * B, buffer.AsMemory(image + r0 * B, (r1 - r0) * B), cancellationToken) : new(true);
+        ValueTask<bool> metadata = meta ? MemberIoAsync(m, write, slot + _chunk, buffer.AsMemory(image + _chunk, _metaBytes), cancellationToken) : new(true);
+        ExceptionDispatchInfo? error = null;
+        bool ok = true;
+        // Await both even if one throws: the buffer goes back to the pool only when no I/O uses it.
+        try { ok &= await rows.ConfigureAwait(false); } catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); }
+        try { ok &= await metadata.ConfigureAwait(false); } catch (Exception e) { error ??= ExceptionDispatchInfo.Capture(e); }
+        error?.Throw();
+        return ok;
+    }
+
+    /// <summary>Awaits <paramref name="count"/> started tasks, all of them even when one throws; true when every one succeeded.</summary>
+    private static async ValueTask<bool> AwaitAllAsync(ValueTask<bool>[] tasks, int count)
+    {
+        bool all = true;
+        ExceptionDispatchInfo? error = null;
+        for (int i = 0; i < count; i++)
+        {
+            try { all &= await tasks[i].ConfigureAwait(false); }
+            catch (Exception e) { error ??= ExceptionDispatchInfo.Capture(e); }
+            tasks[i] = default;
+        }
+        error?.Throw();
+        return all;
+    }
+
+    private Span<byte> Meta(byte[] buffer, int m) => buffer.AsSpan(m * _slotBytes + _chunk, _metaBytes);
+
+    private Span<byte> Rows(byte[] buffer, int m, int r0, int r1) => buffer.AsSpan(m * _slotBytes + r0 * B, (r1 - r0) * B);
+
+    private Memory<byte> RowsMemory(byte[] buffer, int m, int r0, int r1) => buffer.AsMemory(m * _slotBytes + r0 * B, (r1 - r0) * B);
+
+    /// <summary>Verifies rows [r0, r1) of member m's image; marks failures in <see cref="StripeScratch.Bad"/>; returns the count.</summary>
+    private int VerifyRows(StripeScratch s, int m, int r0, int r1)
+    {
+        int bad = 0;
+        ReadOnlySpan<byte> meta = Meta(s.Buffer, m);
+        for (int r = r0; r < r1; r++)
+        {
+            if (OnDiskFormat.Verify(Rows(s.Buffer, m, r, r + 1), meta, r)) continue;
+            s.Bad[m * _blocksPerChunk + r] = true;
+            bad++;
+        }
+        return bad;
+    }
+
+    /// <summary>Sets the entries of rows [r0, r1) of member m to (timestamp, checksum of the image) and zeroes the sector's padding.</summary>
+    private void Stamp(byte[] buffer, int m, int r0, int r1, long timestamp)
+    {
+        Span<byte> meta = Meta(buffer, m);
+        for (int r = r0; r < r1; r++) OnDiskFormat.WriteEntry(meta, r, timestamp, OnDiskFormat.BlockChecksum(Rows(buffer, m, r, r + 1)));
+        meta[(_blocksPerChunk * OnDiskFormat.MetadataEntryBytes)..].Clear();
+    }
+
+    /// <summary>Re-stamps row r of member m keeping its timestamp (a repaired block).</summary>
+    private void Restamp(byte[] buffer, int m, int r)
+    {
+        Span<byte> meta = Meta(buffer, m);
+        (long ts, _) = OnDiskFormat.ReadEntry(meta, r);
+        OnDiskFormat.WriteEntry(meta, r, ts, OnDiskFormat.BlockChecksum(Rows(buffer, m, r, r + 1)));
+    }
+
+    private void ResetScratch(StripeScratch s, long stripe)
+    {
+        Array.Clear(s.Bad);
+        for (int m = 0; m < _memberCount; m++) s.Usable[m] = IsUsable(m, stripe);
+        int slots = _dataCount + _parityCount;
+        if (Geometry.Level is RaidLevel.Raid5 or RaidLevel.Raid6)
+            for (int k = 0; k < slots; k++) s.SlotMember[k] = Layout.MemberAtLogicalSlot(stripe, k);
+        else
+            for (int k = 0; k < slots; k++) s.SlotMember[k] = k;
+    }
+
+    /// <summary>What the caller needs from a reconstruction, to decide rows where too many members are bad.</summary>
+    private enum Need
+    {
+        /// <summary>Data slot d's rows [First[d], End[d]) are to be read.</summary>
+        ReadRanges,
+
+        /// <summary>Data slot d's rows outside [First[d], End[d]) are kept (the ranges are being overwritten).</summary>
+        KeepOutsideRanges,
+
+        /// <summary>Every slot, parity included.</summary>
+        All,
+    }
+
+    /// <summary>
+    /// For RAID-5/6: reads rows [r0, r1) and the metadata of every usable member, verifies every
+    /// block, and reconstructs in the images each (slot, row) that is unusable or corrupt. Throws
+    /// <see cref="VolumeDataLossException"/> when a needed row has more bad slots than parity.
+    /// </summary>
+    /// <returns>True when some usable member had a corrupt block (the caller repairs it).</returns>
+    private async ValueTask<bool> LoadAndReconstructAsync(StripeScratch s, long stripe, int r0, int r1, Need need, CancellationToken cancellationToken)
+    {
+        int slots = _dataCount + _parityCount;
+        int n = 0;
+        for (int k = 0; k < slots; k++)
+        {
+            int m = s.SlotMember[k];
+            if (s.Usable[m]) s.Tasks[n++] = SlotIoAsync(m, false, stripe, r0, r1, true, s.Buffer, cancellationToken);
+        }
+        await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+        bool corrupt = false;
+        for (int k = 0; k < slots; k++)
+        {
+            int m = s.SlotMember[k];
+            // A read that failed just now failed the member too.
+            s.Usable[m] = s.Usable[m] && IsUsable(m, stripe);
+            if (s.Usable[m]) corrupt |= VerifyRows(s, m, r0, r1) > 0;
+            s.Members[k] = s.Buffer.AsMemory(m * _slotBytes, _chunk);
+        }
+        Span<int> missing = stackalloc int[2];
+        int runStart = r0;
+        ulong runMask = BadMask(s, r0);
+        for (int r = r0 + 1; r <= r1; r++)
+        {
+            ulong mask = r < r1 ? BadMask(s, r) : ulong.MaxValue;
+            if (mask == runMask) continue;
+            ReconstructRun(s, stripe, runStart, r, runMask, need, missing);
+            runStart = r;
+            runMask = mask;
+        }
+        return corrupt;
+    }
+
+    private ulong BadMask(StripeScratch s, int row)
+    {
+        ulong mask = 0;
+        for (int k = 0; k < _dataCount + _parityCount; k++)
+        {
+            int m = s.SlotMember[k];
+            if (!s.Usable[m] || s.Bad[m * _blocksPerChunk + row]) mask |= 1UL << k;
+        }
+        return mask;
+    }
+
+    private void ReconstructRun(StripeScratch s, long stripe, int r0, int r1, ulong mask, Need need, Span<int> missing)
+    {
+        if (mask == 0) return;
+        int count = System.Numerics.BitOperations.PopCount(mask);
+        if (count <= _parityCount)
+        {
+            int i = 0;
+            for (int k = 0; k < _dataCount + _parityCount; k++)
+                if ((mask & (1UL << k)) != 0) missing[i++] = k;
+            int slots = _dataCount + _parityCount;
+            Memory<byte>[] rows = ArrayPool<Memory<byte>>.Shared.Rent(slots);
+            try
+            {
+                for (int k = 0; k < slots; k++) rows[k] = s.Members[k].Slice(r0 * B, (r1 - r0) * B);
+                RaidMath.Reconstruct(rows.AsSpan(0, slots), _parityCount, missing[..count]);
+            }
+            finally { ArrayPool<Memory<byte>>.Shared.Return(rows, clearArray: true); }
+            return;
+        }
+        // More bad slots than parity: acceptable only if none of them is needed.
+        for (int k = 0; k < _dataCount + _parityCount; k++)
+        {
+            if ((mask & (1UL << k)) == 0) continue;
+            for (int r = r0; r < r1; r++)
+            {
+                bool needed = need switch
+                {
+                    Need.All => true,
+                    Need.ReadRanges => k < _dataCount && r >= s.First[k] && r < s.End[k],
+                    _ => k < _dataCount && (r < s.First[k] || r >= s.End[k]),
+                };
+                if (needed)
+                    throw new VolumeDataLossException($"volume '{Name}' stripe {stripe} block row {r}: {count} members unreadable or corrupt (slots mask 0x{mask:x}); {Geometry.Level} recovers at most {_parityCount}.");
+            }
+        }
+    }
+}

@@ -1,0 +1,570 @@
+using Cloud.Storage.Devices;
+using Cloud.Storage.Format;
+using Cloud.Storage.Layout;
+
+namespace Cloud.Storage.Volumes;
+
+/// <summary>
+/// A RAID-0/1/5/6 volume over member <see cref="IBlockDevice"/>s, with per-block checksums and write
+/// timestamps, degraded operation, rebuild, scrub and a write-intent bitmap against the write hole.
+/// </summary>
+/// <remarks>
+/// <para>Safe for concurrent callers: writers (and reads that need repair or reconstruction) of one
+/// stripe are serialised by a per-stripe async lock; different stripes proceed in parallel, and each
+/// stripe's member I/Os are issued together.</para>
+/// <para>Capacity: every member contributes the same number of stripes, set by the smallest member:
+/// <c>floor((smallest capacity - 1 MiB) / (chunk + metadata sector))</c>; space beyond that on larger
+/// members is unused.</para>
+/// <para>The volume does not own its member devices: dispose them after the volume.</para>
+/// <para>Control operations (fail, replace, rebuild) rewrite superblocks; in a cluster, run them from
+/// one process at a time and reassemble elsewhere.</para>
+/// </remarks>
+public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
+{
+    private const int StripeLockCount = 4096;
+    private const long ScratchBudgetBytes = 256L << 20;
+
+    private readonly IBlockDevice?[] _devices;
+    private readonly MemberState[] _states;
+    private readonly Guid[] _memberIds;
+    private readonly long[] _cursors;
+    private readonly string?[] _reasons;
+    private readonly object _stateGate = new();
+    private readonly SemaphoreSlim _superblockGate = new(1, 1);
+    private readonly SemaphoreSlim[] _stripeLocks;
+    private readonly WriteIntentLog _intent;
+    private readonly StripeScratchPool _scratchPool;
+    private readonly RaidVolumeOptions _options;
+    private readonly DateTimeOffset _created;
+    private readonly int _chunk, _metaBytes, _slotBytes, _blocksPerChunk, _memberCount, _dataCount, _parityCount;
+    private long _generation;
+    private int _disposed;
+    private RebuildProgress? _rebuild;
+
+    private RaidVolume(VolumeDefinition definition, long stripeCount, IBlockDevice?[] devices, IReadOnlyList<MemberRecord> records,
+        long generation, DateTimeOffset created, RaidVolumeOptions options)
+    {
+        Definition = definition;
+        Layout = new StripeLayout(definition.Geometry, stripeCount, OnDiskFormat.DataOffsetBytes, OnDiskFormat.ChunkStrideBytes(definition.Geometry.ChunkSizeBytes));
+        _options = options;
+        _devices = devices;
+        _memberCount = definition.Geometry.MemberCount;
+        _dataCount = definition.Geometry.DataMemberCount;
+        _parityCount = definition.Geometry.ParityMemberCount;
+        _chunk = definition.Geometry.ChunkSizeBytes;
+        _metaBytes = OnDiskFormat.MetadataBytes(_chunk);
+        _slotBytes = _chunk + _metaBytes;
+        _blocksPerChunk = definition.Geometry.BlocksPerChunk;
+        _states = new MemberState[_memberCount];
+        _memberIds = new Guid[_memberCount];
+        _cursors = new long[_memberCount];
+        _reasons = new string?[_memberCount];
+        for (int i = 0; i < _memberCount; i++)
+        {
+            _memberIds[i] = records[i].MemberId;
+            _states[i] = records[i].State;
+            _cursors[i] = records[i].RebuildCursorStripes;
+        }
+        _generation = generation;
+        _created = created;
+        _stripeLocks = new SemaphoreSlim[StripeLockCount];
+        for (int i = 0; i < _stripeLocks.Length; i++) _stripeLocks[i] = new SemaphoreSlim(1, 1);
+        _intent = new WriteIntentLog(stripeCount, options.WriteIntentLog, PersistIntentPageAsync);
+        int slots = _dataCount + _parityCount;
+        int retained = (int)Math.Clamp(ScratchBudgetBytes / ((long)_memberCount * _slotBytes), 2, 256);
+        _scratchPool = new StripeScratchPool(() => new StripeScratch(_memberCount, _slotBytes, _blocksPerChunk, _dataCount, slots), retained);
+        MaxIoSizeBytes = Math.Max(options.MaxIoSizeBytes, definition.Geometry.StripeDataBytes);
+    }
+
+    /// <summary>Name, identity and geometry.</summary>
+    public VolumeDefinition Definition { get; }
+
+    /// <summary>The geometry.</summary>
+    public VolumeGeometry Geometry => Definition.Geometry;
+
+    /// <summary>The stripe mapping (offsets include the on-disk data offset and metadata stride).</summary>
+    public StripeLayout Layout { get; }
+
+    /// <summary>Stripes in the volume.</summary>
+    public long StripeCount => Layout.StripeCount;
+
+    /// <inheritdoc />
+    public string Name => Definition.Name;
+
+    /// <inheritdoc />
+    public long CapacityBytes => Layout.CapacityBytes;
+
+    /// <inheritdoc />
+    public int BlockSizeBytes => VolumeGeometry.BlockSizeBytes;
+
+    /// <inheritdoc />
+    public int PreferredIoSizeBytes => Geometry.StripeDataBytes;
+
+    /// <inheritdoc />
+    public int MaxIoSizeBytes { get; }
+
+    /// <summary>The superblock generation last written.</summary>
+    public long Generation => Interlocked.Read(ref _generation);
+
+    /// <summary>Write-intent regions currently marked dirty by this opener.</summary>
+    public int DirtyIntentRegions => _intent.DirtyRegions;
+
+    /// <summary>The running rebuild's progress, or null.</summary>
+    public RebuildProgress? CurrentRebuild { get { lock (_stateGate) return _rebuild; } }
+
+    /// <summary>Redundancy as a whole.</summary>
+    public VolumeHealth Health
+    {
+        get
+        {
+            lock (_stateGate)
+            {
+                int lost = 0, rebuilding = 0;
+                foreach (MemberState s in _states)
+                {
+                    if (s is MemberState.Failed or MemberState.Missing) lost++;
+                    else if (s == MemberState.Rebuilding) rebuilding++;
+                }
+                if (lost > Geometry.MaxFailedMembers) return VolumeHealth.Failed;
+                if (rebuilding > 0) return VolumeHealth.Rebuilding;
+                return lost > 0 ? VolumeHealth.Degraded : VolumeHealth.Healthy;
+            }
+        }
+    }
+
+    /// <summary>Every member's state.</summary>
+    public IReadOnlyList<MemberInfo> Members
+    {
+        get
+        {
+            lock (_stateGate)
+            {
+                var list = new MemberInfo[_memberCount];
+                for (int i = 0; i < _memberCount; i++)
+                    list[i] = new MemberInfo(i, _devices[i]?.Name, _memberIds[i], _states[i], Volatile.Read(ref _cursors[i]), _reasons[i]);
+                return list;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Formats <paramref name="members"/> as a new volume: writes each member's superblock and clears
+    /// the write-intent area. The smallest member sets the capacity.
+    /// </summary>
+    public static async ValueTask<RaidVolume> CreateAsync(VolumeDefinition definition, IReadOnlyList<IBlockDevice> members,
+        RaidVolumeOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(definition);
+        ArgumentNullException.ThrowIfNull(members);
+        definition.Validate();
+        options = (options ?? new RaidVolumeOptions()).Validate();
+        VolumeGeometry g = definition.Geometry;
+        if (members.Count != g.MemberCount)
+            throw new ArgumentException($"{members.Count} devices given; the geometry {g} needs exactly {g.MemberCount}.", nameof(members));
+        long smallest = long.MaxValue;
+        string smallestName = "";
+        for (int i = 0; i < members.Count; i++)
+        {
+            IBlockDevice d = members[i] ?? throw new ArgumentException($"member {i} is null; every member is needed to create a volume.", nameof(members));
+            if (VolumeGeometry.BlockSizeBytes % d.SectorSizeBytes != 0)
+                throw new ArgumentException($"{d.Name}: sector size {d.SectorSizeBytes} does not divide the {VolumeGeometry.BlockSizeBytes}-byte block.", nameof(members));
+            for (int j = 0; j < i; j++)
+                if (ReferenceEquals(members[j], d) || members[j].Name == d.Name)
+                    throw new ArgumentException($"device {d.Name} is given as both member {j} and member {i}.", nameof(members));
+            if (d.CapacityBytes < smallest) { smallest = d.CapacityBytes; smallestName = d.Name; }
+        }
+        long stripes = OnDiskFormat.StripesThatFit(smallest, g.ChunkSizeBytes);
+        if (stripes < 1)
+            throw new ArgumentException($"{smallestName} holds {smallest} bytes; a member needs at least {OnDiskFormat.DataOffsetBytes + OnDiskFormat.ChunkStrideBytes(g.ChunkSizeBytes)} bytes for chunk size {g.ChunkSizeBytes}.", nameof(members));
+
+        var records = new MemberRecord[g.MemberCount];
+        for (int i = 0; i < records.Length; i++) records[i] = new MemberRecord(Guid.NewGuid(), MemberState.Active, 0);
+        var volume = new RaidVolume(definition, stripes, members.ToArray(), records, 0, DateTimeOffset.UtcNow, options);
+        await volume.InitializeMembersAsync(options.ZeroMembersOnCreate, cancellationToken).ConfigureAwait(false);
+        return volume;
+    }
+
+    private async ValueTask InitializeMembersAsync(bool zeroData, CancellationToken cancellationToken)
+    {
+        byte[] zeros = new byte[Math.Max(OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount, zeroData ? 1 << 20 : 0)];
+        var tasks = new List<Task>();
+        for (int m = 0; m < _memberCount; m++)
+        {
+            IBlockDevice d = _devices[m]!;
+            tasks.Add(d.WriteAsync(OnDiskFormat.IntentOffsetBytes, zeros.AsMemory(0, OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount), cancellationToken).AsTask());
+            if (zeroData) tasks.Add(ZeroRangeAsync(d, OnDiskFormat.DataOffsetBytes, StripeCount * Layout.ChunkStrideBytes, zeros, cancellationToken));
+        }
+        await Task.WhenAll(tasks).ConfigureAwait(false);
+        // Write both copies so that no copy left from an earlier use of the disk can outrank these.
+        await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
+        await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
+        foreach (IBlockDevice? d in _devices) await d!.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async Task ZeroRangeAsync(IBlockDevice device, long offsetBytes, long lengthBytes, byte[] zeros, CancellationToken cancellationToken)
+    {
+        for (long done = 0; done < lengthBytes;)
+        {
+            int n = (int)Math.Min(zeros.Length, lengthBytes - done);
+            await device.WriteAsync(offsetBytes + done, zeros.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
+            done += n;
+        }
+    }
+
+    /// <summary>
+    /// Assembles a volume from its members' superblocks. <paramref name="members"/>[i] must be the disk
+    /// that holds member i, or null when it is absent (the volume then runs degraded). A disk of another
+    /// volume, one the volume has dropped or replaced, one in the wrong position, or too few members,
+    /// are refused with <see cref="VolumeFormatException"/>. Stripes that writers marked in the intent
+    /// bitmap are then resynced (see <see cref="RaidVolumeOptions.RecoverAllWriterSlots"/>).
+    /// </summary>
+    public static async ValueTask<RaidVolume> AssembleAsync(IReadOnlyList<IBlockDevice?> members, RaidVolumeOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(members);
+        options = (options ?? new RaidVolumeOptions()).Validate();
+        if (members.Count is 0 or > VolumeGeometry.MaxMemberCount)
+            throw new ArgumentOutOfRangeException(nameof(members), members.Count, $"allowed: 1..{VolumeGeometry.MaxMemberCount} member slots.");
+
+        var found = new Superblock?[members.Count];
+        var devices = new IBlockDevice?[members.Count];
+        byte[] buffer = new byte[OnDiskFormat.SuperblockBytes * OnDiskFormat.SuperblockCopies];
+        for (int i = 0; i < members.Count; i++)
+        {
+            IBlockDevice? d = members[i];
+            if (d is null) continue;
+            try { await d.ReadAsync(0, buffer, cancellationToken).ConfigureAwait(false); }
+            catch (BlockDeviceException) { continue; } // An unreadable disk counts as missing.
+            Superblock? best = null;
+            string? why = null;
+            for (int c = 0; c < OnDiskFormat.SuperblockCopies; c++)
+            {
+                Superblock? sb = Superblock.TryRead(buffer.AsSpan(c * OnDiskFormat.SuperblockBytes, OnDiskFormat.SuperblockBytes), out string? error);
+                why ??= error;
+                if (sb is not null && (best is null || sb.Generation > best.Generation)) best = sb;
+            }
+            if (best is null)
+                throw new VolumeFormatException($"device {d.Name} given as member {i} has no valid superblock: {why}.", d.Name, i);
+            found[i] = best;
+            devices[i] = d;
+        }
+        // The volume most of the given disks belong to is the one being assembled (a single foreign
+        // disk must not make ours look foreign); within it the highest generation is authoritative.
+        Guid majority = found.Where(sb => sb is not null).GroupBy(sb => sb!.VolumeId)
+            .OrderByDescending(g => g.Count()).Select(g => g.Key).FirstOrDefault();
+        Superblock? authority = null;
+        foreach (Superblock? sb in found)
+            if (sb is not null && sb.VolumeId == majority && (authority is null || sb.Generation > authority.Generation)) authority = sb;
+        if (authority is null)
+            throw new VolumeFormatException($"none of the {members.Count} devices given is readable; cannot assemble.");
+
+        VolumeGeometry g = authority.Geometry;
+        if (members.Count != g.MemberCount)
+            throw new VolumeFormatException($"volume '{authority.VolumeName}' ({authority.VolumeId}) has {g.MemberCount} members; {members.Count} device slots were given.");
+        for (int i = 0; i < found.Length; i++)
+        {
+            Superblock? sb = found[i];
+            if (sb is null) continue;
+            string name = devices[i]!.Name;
+            if (sb.VolumeId != authority.VolumeId)
+                throw new VolumeFormatException($"device {name} given as member {i} belongs to volume '{sb.VolumeName}' ({sb.VolumeId}), not '{authority.VolumeName}' ({authority.VolumeId}): a foreign disk.", name, i);
+            if (sb.MemberIndex != i)
+                throw new VolumeFormatException($"device {name} holds member {sb.MemberIndex} of '{authority.VolumeName}' but was given as member {i}: wrong position.", name, i);
+            if (sb.Geometry != g || sb.StripeCount != authority.StripeCount)
+                throw new VolumeFormatException($"device {name} (member {i}) records geometry {sb.Geometry} with {sb.StripeCount} stripes; the volume has {g} with {authority.StripeCount}.", name, i);
+            MemberRecord expected = authority.Members[i];
+            if (sb.Members[i].MemberId != expected.MemberId)
+                throw new VolumeFormatException($"device {name} was member {i} of '{authority.VolumeName}' until it was replaced (generation {sb.Generation}; the volume is at {authority.Generation}): a stale disk.", name, i);
+            if (expected.State is MemberState.Failed)
+                throw new VolumeFormatException($"device {name} (member {i}) was failed at or before generation {authority.Generation} (its own superblock says {sb.Generation}): a stale disk; replace it.", name, i);
+            if (devices[i]!.CapacityBytes < OnDiskFormat.DataOffsetBytes + authority.StripeCount * OnDiskFormat.ChunkStrideBytes(g.ChunkSizeBytes))
+                throw new VolumeFormatException($"device {name} (member {i}) is {devices[i]!.CapacityBytes} bytes, smaller than the volume's layout needs.", name, i);
+        }
+
+        var records = new MemberRecord[g.MemberCount];
+        bool changed = false;
+        for (int i = 0; i < records.Length; i++)
+        {
+            MemberRecord r = authority.Members[i];
+            if (devices[i] is null && r.State is MemberState.Active or MemberState.Rebuilding)
+            {
+                r = r with { State = MemberState.Missing };
+                changed = true;
+            }
+            else if (devices[i] is null && r.State == MemberState.Missing) { }
+            else if (found[i] is not null && found[i]!.Generation != authority.Generation) changed = true;
+            if (devices[i] is not null && r.State == MemberState.Missing)
+            {
+                // A member that was missing and came back unchanged: its data is as old as its absence, so it must be rebuilt.
+                r = r with { State = MemberState.Rebuilding, RebuildCursorStripes = 0 };
+                changed = true;
+            }
+            records[i] = r;
+        }
+        var definition = new VolumeDefinition(authority.VolumeName, authority.VolumeId, g);
+        var volume = new RaidVolume(definition, authority.StripeCount, devices, records, authority.Generation, authority.Created, options);
+        if (volume.Health == VolumeHealth.Failed)
+            throw new VolumeFormatException($"volume '{definition.Name}' has {records.Count(r => r.State is MemberState.Failed or MemberState.Missing)} of {g.MemberCount} members failed or missing; {g.Level} tolerates {g.MaxFailedMembers}.");
+        if (changed) await volume.WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
+        if (options.RecoverAllWriterSlots)
+            for (int slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++) await volume.RecoverWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
+        else
+            await volume.RecoverWriterSlotAsync(options.WriterSlot, cancellationToken).ConfigureAwait(false);
+        return volume;
+    }
+
+    /// <summary>
+    /// Takes member <paramref name="memberIndex"/> out of service (an operator's decision or an I/O
+    /// error). The surviving superblocks record it, so the disk is refused as stale later.
+    /// </summary>
+    public async ValueTask FailMemberAsync(int memberIndex, string reason, CancellationToken cancellationToken = default)
+    {
+        CheckMember(memberIndex);
+        if (await MarkFailedAsync(memberIndex, reason, cancellationToken).ConfigureAwait(false) is false)
+            throw new InvalidOperationException($"member {memberIndex} is already {_states[memberIndex]}.");
+    }
+
+    /// <summary>
+    /// Puts <paramref name="replacement"/> in place of a failed or missing member and marks it
+    /// rebuilding; run <see cref="RebuildAsync"/> to fill it. I/O continues meanwhile.
+    /// </summary>
+    public async ValueTask ReplaceMemberAsync(int memberIndex, IBlockDevice replacement, CancellationToken cancellationToken = default)
+    {
+        CheckMember(memberIndex);
+        ArgumentNullException.ThrowIfNull(replacement);
+        if (Geometry.MaxFailedMembers == 0)
+            throw new InvalidOperationException($"{Geometry.Level} has no redundancy; a lost member cannot be rebuilt.");
+        long needed = OnDiskFormat.DataOffsetBytes + StripeCount * Layout.ChunkStrideBytes;
+        if (replacement.CapacityBytes < needed)
+            throw new ArgumentException($"{replacement.Name} holds {replacement.CapacityBytes} bytes; member {memberIndex} needs at least {needed}.", nameof(replacement));
+        if (VolumeGeometry.BlockSizeBytes % replacement.SectorSizeBytes != 0)
+            throw new ArgumentException($"{replacement.Name}: sector size {replacement.SectorSizeBytes} does not divide {VolumeGeometry.BlockSizeBytes}.", nameof(replacement));
+        lock (_stateGate)
+        {
+            if (_states[memberIndex] is not (MemberState.Failed or MemberState.Missing))
+                throw new InvalidOperationException($"member {memberIndex} is {_states[memberIndex]}; only a failed or missing member can be replaced (fail it first).");
+            foreach (IBlockDevice? d in _devices)
+                if (ReferenceEquals(d, replacement) || (d is not null && d.Name == replacement.Name && _states[Array.IndexOf(_devices, d)] != MemberState.Failed))
+                    throw new ArgumentException($"{replacement.Name} is already a member of this volume.", nameof(replacement));
+        }
+        byte[] zeros = new byte[OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount];
+        await replacement.WriteAsync(OnDiskFormat.IntentOffsetBytes, zeros, cancellationToken).ConfigureAwait(false);
+        lock (_stateGate)
+        {
+            _devices[memberIndex] = replacement;
+            _memberIds[memberIndex] = Guid.NewGuid();
+            Volatile.Write(ref _cursors[memberIndex], 0);
+            _reasons[memberIndex] = null;
+            _states[memberIndex] = MemberState.Rebuilding;
+        }
+        await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        CheckUsable();
+        await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
+        await _intent.ClearIdleAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Flushes, clears this writer's intent bits, and stops accepting I/O. Member devices stay open (the caller owns them).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        if (Health == VolumeHealth.Failed) return;
+        try
+        {
+            await FlushMembersAsync(CancellationToken.None).ConfigureAwait(false);
+            await _intent.ClearIdleAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (IOException)
+        {
+            // A member failing at shutdown leaves its bits set; the next assembly resyncs those stripes.
+        }
+    }
+
+    private async ValueTask FlushMembersAsync(CancellationToken cancellationToken)
+    {
+        var tasks = new List<Task>(_memberCount);
+        for (int m = 0; m < _memberCount; m++)
+        {
+            IBlockDevice? d = _devices[m];
+            if (d is null || !IsWritable(m)) continue;
+            tasks.Add(FlushOneAsync(m, d, cancellationToken));
+        }
+        await Task.WhenAll(tasks).ConfigureAwait(false);
+        ThrowIfFailed();
+    }
+
+    private async Task FlushOneAsync(int m, IBlockDevice d, CancellationToken cancellationToken)
+    {
+        try { await d.FlushAsync(cancellationToken).ConfigureAwait(false); }
+        catch (BlockDeviceException e) { await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false); }
+    }
+
+    // ----- member state -----
+
+    private bool IsWritable(int m)
+    {
+        MemberState s = _states[m];
+        return s is MemberState.Active or MemberState.Rebuilding;
+    }
+
+    /// <summary>A member takes part in stripe <paramref name="stripe"/>: active, or rebuilt past it.</summary>
+    private bool IsUsable(int m, long stripe)
+    {
+        MemberState s = _states[m];
+        return s == MemberState.Active || (s == MemberState.Rebuilding && stripe < Volatile.Read(ref _cursors[m]));
+    }
+
+    private async ValueTask<bool> MarkFailedAsync(int m, string reason, CancellationToken cancellationToken)
+    {
+        lock (_stateGate)
+        {
+            if (_states[m] is MemberState.Failed or MemberState.Missing) return false;
+            _states[m] = MemberState.Failed;
+            _reasons[m] = reason;
+        }
+        try { await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false); }
+        catch (IOException) { } // The survivors' superblocks are best effort once the volume is failing.
+        return true;
+    }
+
+    private void ThrowIfFailed()
+    {
+        if (Health == VolumeHealth.Failed)
+            throw new VolumeDataLossException($"volume '{Name}' has failed: {string.Join("; ", Members.Where(m => m.State is MemberState.Failed or MemberState.Missing).Select(m => $"member {m.Index} {m.State} ({m.Reason ?? "absent"})"))}.");
+    }
+
+    private void CheckUsable()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        ThrowIfFailed();
+    }
+
+    private void CheckMember(int memberIndex)
+    {
+        if ((uint)memberIndex >= (uint)_memberCount)
+            throw new ArgumentOutOfRangeException(nameof(memberIndex), memberIndex, $"allowed: 0..{_memberCount - 1}.");
+    }
+
+    /// <summary>Writes the next generation of the superblock to every writable member.</summary>
+    private async ValueTask WriteSuperblocksAsync(CancellationToken cancellationToken)
+    {
+        await _superblockGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            for (int attempt = 0; attempt <= _memberCount; attempt++)
+            {
+                long generation = Interlocked.Increment(ref _generation);
+                MemberRecord[] records = new MemberRecord[_memberCount];
+                lock (_stateGate)
+                    for (int i = 0; i < _memberCount; i++)
+                        records[i] = new MemberRecord(_memberIds[i], _states[i], Volatile.Read(ref _cursors[i]));
+                var writes = new List<(int Member, Task Task)>();
+                for (int m = 0; m < _memberCount; m++)
+                {
+                    IBlockDevice? d = _devices[m];
+                    if (d is null || !IsWritable(m)) continue;
+                    var sb = new Superblock
+                    {
+                        VolumeId = Definition.VolumeId, VolumeName = Definition.Name, MemberIndex = m, Geometry = Geometry,
+                        StripeCount = StripeCount, Generation = generation, Created = _created, Updated = DateTimeOffset.UtcNow, Members = records,
+                    };
+                    byte[] block = new byte[OnDiskFormat.SuperblockBytes];
+                    sb.WriteTo(block);
+                    long offset = generation % OnDiskFormat.SuperblockCopies * OnDiskFormat.SuperblockBytes;
+                    writes.Add((m, WriteAndFlushAsync(d, offset, block, cancellationToken)));
+                }
+                bool anyFailed = false;
+                foreach ((int m, Task t) in writes)
+                {
+                    try { await t.ConfigureAwait(false); }
+                    catch (BlockDeviceException e)
+                    {
+                        lock (_stateGate)
+                        {
+                            _states[m] = MemberState.Failed;
+                            _reasons[m] = e.Message;
+                        }
+                        anyFailed = true;
+                    }
+                }
+                // A member that failed mid-update must be recorded as failed on the others.
+                if (!anyFailed) return;
+            }
+        }
+        finally { _superblockGate.Release(); }
+    }
+
+    private static async Task WriteAndFlushAsync(IBlockDevice device, long offset, byte[] block, CancellationToken cancellationToken)
+    {
+        await device.WriteAsync(offset, block, cancellationToken).ConfigureAwait(false);
+        await device.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    // ----- write intent -----
+
+    private async ValueTask PersistIntentPageAsync(ReadOnlyMemory<byte> page, CancellationToken cancellationToken)
+    {
+        long offset = OnDiskFormat.IntentOffsetBytes + (long)_options.WriterSlot * OnDiskFormat.IntentSlotBytes;
+        var writes = new List<(int, Task)>();
+        for (int m = 0; m < _memberCount; m++)
+        {
+            IBlockDevice? d = _devices[m];
+            if (d is null || !IsWritable(m)) continue;
+            writes.Add((m, WriteAndFlushAsync(d, offset, page.ToArray(), cancellationToken)));
+        }
+        int ok = 0;
+        foreach ((int m, Task t) in writes)
+        {
+            try { await t.ConfigureAwait(false); ok++; }
+            catch (BlockDeviceException e) { await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false); }
+        }
+        if (ok == 0) throw new VolumeDataLossException($"volume '{Name}': the write-intent bitmap could not be written to any member.");
+    }
+
+    /// <summary>
+    /// Resyncs every stripe marked in writer slot <paramref name="slot"/>'s intent bitmap (on any
+    /// member), then clears it. Call it for a writer that died while the rest of the cluster runs,
+    /// holding that writer's stripe locks; <see cref="AssembleAsync"/> calls it for this opener.
+    /// </summary>
+    /// <returns>The number of stripes resynced.</returns>
+    public async ValueTask<long> RecoverWriterSlotAsync(int slot, CancellationToken cancellationToken = default)
+    {
+        if ((uint)slot >= OnDiskFormat.IntentSlotCount)
+            throw new ArgumentOutOfRangeException(nameof(slot), slot, $"allowed: 0..{OnDiskFormat.IntentSlotCount - 1}.");
+        long offset = OnDiskFormat.IntentOffsetBytes + (long)slot * OnDiskFormat.IntentSlotBytes;
+        byte[] merged = new byte[OnDiskFormat.IntentSlotBytes];
+        byte[] page = new byte[OnDiskFormat.IntentSlotBytes];
+        for (int m = 0; m < _memberCount; m++)
+        {
+            IBlockDevice? d = _devices[m];
+            if (d is null || !IsWritable(m)) continue;
+            try { await d.ReadAsync(offset, page, cancellationToken).ConfigureAwait(false); }
+            catch (BlockDeviceException e) { await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false); continue; }
+            for (int i = 0; i < page.Length; i++) merged[i] |= page[i];
+        }
+        if (Array.TrueForAll(merged, b => b == 0)) return 0;
+        long resynced = 0;
+        foreach ((long first, long end) in WriteIntentLog.MarkedStripes(merged, StripeCount))
+            for (long s = first; s < end; s++)
+            {
+                await ResyncStripeAsync(s, cancellationToken).ConfigureAwait(false);
+                resynced++;
+            }
+        await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
+        Array.Clear(page);
+        for (int m = 0; m < _memberCount; m++)
+        {
+            IBlockDevice? d = _devices[m];
+            if (d is null || !IsWritable(m)) continue;
+            try { await WriteAndFlushAsync(d, offset, page, cancellationToken).ConfigureAwait(false); }
+            catch (BlockDeviceException e) { await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false); }
+        }
+        return resynced;
+    }
+
+    private SemaphoreSlim StripeLock(long stripe) => _stripeLocks[(int)(stripe % StripeLockCount)];
+}

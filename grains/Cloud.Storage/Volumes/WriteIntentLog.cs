@@ -1,0 +1,130 @@
+using Cloud.Storage.Format;
+
+namespace Cloud.Storage.Volumes;
+
+/// <summary>
+/// One writer's write-intent bitmap (see docs/WRITE-HOLE.md): a bit per region of stripes, set and
+/// made durable on the members before any stripe of the region is written, cleared once the region
+/// is idle and its writes were flushed. After a crash the set bits name every stripe that may be
+/// half-written, and only those are resynced. The bitmap is this writer's alone (one slot per
+/// writer), so no sector of it is shared with another process.
+/// </summary>
+internal sealed class WriteIntentLog
+{
+    /// <summary>Persists the page to every usable member and flushes them.</summary>
+    public delegate ValueTask PersistPage(ReadOnlyMemory<byte> page, CancellationToken cancellationToken);
+
+    private readonly object _gate = new();
+    private readonly SemaphoreSlim _persistGate = new(1, 1);
+    private readonly byte[] _page = new byte[OnDiskFormat.IntentSlotBytes];
+    private readonly byte[] _durable = new byte[OnDiskFormat.IntentSlotBytes];
+    private readonly int[] _inFlight;
+    private readonly PersistPage _persist;
+    private readonly bool _enabled;
+
+    public WriteIntentLog(long stripeCount, bool enabled, PersistPage persist)
+    {
+        RegionStripes = OnDiskFormat.IntentRegionStripes(stripeCount);
+        _inFlight = new int[(stripeCount + RegionStripes - 1) / RegionStripes];
+        _persist = persist;
+        _enabled = enabled;
+    }
+
+    /// <summary>Stripes per bit.</summary>
+    public long RegionStripes { get; }
+
+    /// <summary>Regions currently marked on disk.</summary>
+    public int DirtyRegions
+    {
+        get
+        {
+            lock (_gate)
+            {
+                int n = 0;
+                foreach (byte b in _durable) n += System.Numerics.BitOperations.PopCount(b);
+                return n;
+            }
+        }
+    }
+
+    /// <summary>Marks the stripe's region before a write; returns once the mark is durable.</summary>
+    public async ValueTask BeginAsync(long stripe, CancellationToken cancellationToken)
+    {
+        if (!_enabled) return;
+        int region = (int)(stripe / RegionStripes);
+        lock (_gate)
+        {
+            _inFlight[region]++;
+            if (IsSet(_durable, region)) return;
+        }
+        try
+        {
+            await _persistGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                if (IsSet(_durable, region)) return;
+                lock (_gate) Set(_page, region, true);
+                await _persist(_page, cancellationToken).ConfigureAwait(false);
+                lock (_gate) Set(_durable, region, true);
+            }
+            finally { _persistGate.Release(); }
+        }
+        catch
+        {
+            End(stripe);
+            throw;
+        }
+    }
+
+    /// <summary>Ends a write begun with <see cref="BeginAsync"/>.</summary>
+    public void End(long stripe)
+    {
+        if (!_enabled) return;
+        lock (_gate) _inFlight[(int)(stripe / RegionStripes)]--;
+    }
+
+    /// <summary>
+    /// Clears the bits of idle regions. The caller must have flushed the members first, so the
+    /// writes those bits covered are durable.
+    /// </summary>
+    public async ValueTask ClearIdleAsync(CancellationToken cancellationToken)
+    {
+        if (!_enabled) return;
+        await _persistGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            bool changed = false;
+            lock (_gate)
+            {
+                for (int r = 0; r < _inFlight.Length; r++)
+                {
+                    if (_inFlight[r] != 0 || !IsSet(_durable, r)) continue;
+                    // Clear the durable bit first: a writer arriving now waits on the persist gate
+                    // (held here) and sets the bit again after this page is written.
+                    Set(_durable, r, false);
+                    Set(_page, r, false);
+                    changed = true;
+                }
+            }
+            if (changed) await _persist(_page, cancellationToken).ConfigureAwait(false);
+        }
+        finally { _persistGate.Release(); }
+    }
+
+    /// <summary>The stripe ranges a persisted bitmap page marks.</summary>
+    public static IEnumerable<(long First, long End)> MarkedStripes(ReadOnlyMemory<byte> page, long stripeCount)
+    {
+        long regionStripes = OnDiskFormat.IntentRegionStripes(stripeCount);
+        long regions = (stripeCount + regionStripes - 1) / regionStripes;
+        for (int r = 0; r < regions; r++)
+            if (IsSet(page.Span, r)) yield return (r * regionStripes, Math.Min(stripeCount, (r + 1) * regionStripes));
+    }
+
+    private static bool IsSet(ReadOnlySpan<byte> bits, int region) => (bits[region >> 3] & (1 << (region & 7))) != 0;
+
+    private static void Set(Span<byte> bits, int region, bool value)
+    {
+        if (value) bits[region >> 3] |= (byte)(1 << (region & 7));
+        else bits[region >> 3] &= (byte)~(1 << (region & 7));
+    }
+}

@@ -1,0 +1,220 @@
+// The silos as one Azure Container App with a fixed number of replicas in a VNet-integrated
+// Container Apps environment. Replicas reach each other directly on the silo port (Orleans
+// messaging) and clients reach them on the gateway port; NBD is a TCP ingress inside the VNet.
+
+@description('Azure region for the environment and the app.')
+param location string
+
+@description('Prefix for resource names.')
+param namePrefix string
+
+@description('Container image of the silo, e.g. myregistry.azurecr.io/cloud-silo:1.0.')
+param image string
+
+@description('Registry server the image comes from; empty for a public image.')
+param registryServer string
+
+@description('Number of silo replicas. Fixed: silos own disks and partitions, so they do not autoscale.')
+@minValue(1)
+@maxValue(30)
+param replicaCount int
+
+@description('vCPUs per silo replica.')
+param cpuCores string
+
+@description('Memory per silo replica, e.g. 8Gi.')
+param memory string
+
+@description('Subnet for the environment.')
+param subnetId string
+
+@description('Name of the Log Analytics workspace that receives console logs.')
+param workspaceName string
+
+@description('Resource id of the silo identity.')
+param siloIdentityId string
+
+@description('Client id of the silo identity.')
+param siloIdentityClientId string
+
+@description('Name of the silo identity (its PostgreSQL user name).')
+param siloIdentityName string
+
+@description('Application Insights connection string (not a secret with local auth disabled; ingestion needs an Entra token).')
+param appInsightsConnectionString string
+
+@description('PostgreSQL host name.')
+param postgresHost string
+
+@description('PostgreSQL database name.')
+param postgresDatabase string
+
+@description('Blob endpoint of the disks storage account.')
+param blobEndpoint string
+
+@description('Container that holds the page-blob disks.')
+param disksContainerName string
+
+@description('Orleans cluster id.')
+param clusterId string
+
+@description('Tags applied to every resource.')
+param tags object
+
+// Ports the silo listens on (the silo's defaults).
+var siloPort = 11111
+var gatewayPort = 30000
+var nbdPort = 10809
+var healthPort = 8080
+
+resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
+  name: workspaceName
+}
+
+resource environment 'Microsoft.App/managedEnvironments@2024-03-01' = {
+  name: '${namePrefix}-env'
+  location: location
+  tags: tags
+  properties: {
+    vnetConfiguration: {
+      infrastructureSubnetId: subnetId
+      // Only reachable from inside the VNet: NBD and the Orleans gateway have no authentication of their own.
+      internal: true
+    }
+    workloadProfiles: [
+      {
+        name: 'Consumption'
+        workloadProfileType: 'Consumption'
+      }
+    ]
+    // Logs go through Azure Monitor diagnostic settings (below) rather than the workspace's shared key.
+    appLogsConfiguration: {
+      destination: 'azure-monitor'
+    }
+    zoneRedundant: true
+  }
+}
+
+resource environmentLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  scope: environment
+  name: 'to-log-analytics'
+  properties: {
+    workspaceId: workspace.id
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource silo 'Microsoft.App/containerApps@2024-03-01' = {
+  name: '${namePrefix}-silo'
+  location: location
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${siloIdentityId}': {}
+    }
+  }
+  properties: {
+    environmentId: environment.id
+    workloadProfileName: 'Consumption'
+    configuration: {
+      activeRevisionsMode: 'Single'
+      ingress: {
+        external: false
+        transport: 'tcp'
+        targetPort: nbdPort
+        exposedPort: nbdPort
+        additionalPortMappings: [
+          {
+            external: false
+            targetPort: gatewayPort
+            exposedPort: gatewayPort
+          }
+        ]
+      }
+      registries: empty(registryServer) ? [] : [
+        {
+          server: registryServer
+          identity: siloIdentityId
+        }
+      ]
+    }
+    template: {
+      containers: [
+        {
+          name: 'silo'
+          image: image
+          resources: {
+            cpu: json(cpuCores)
+            memory: memory
+          }
+          env: [
+            { name: 'AZURE_CLIENT_ID', value: siloIdentityClientId }
+            { name: 'Orleans__ClusterId', value: clusterId }
+            { name: 'Orleans__ServiceId', value: clusterId }
+            { name: 'Orleans__Endpoints__SiloPort', value: string(siloPort) }
+            { name: 'Orleans__Endpoints__GatewayPort', value: string(gatewayPort) }
+            { name: 'Orleans__Clustering__ProviderType', value: 'AdoNet' }
+            { name: 'Cloud__Clustering', value: 'postgres' }
+            // No password: the silo signs in to PostgreSQL with an Entra token for AZURE_CLIENT_ID.
+            {
+              name: 'Cloud__Connection'
+              value: 'Host=${postgresHost};Database=${postgresDatabase};Username=${siloIdentityName};SSL Mode=Require'
+            }
+            { name: 'Cloud__Postgres__UseManagedIdentity', value: 'true' }
+            { name: 'Cloud__Postgres__ApplySchema', value: 'true' }
+            { name: 'Cloud__Azure__BlobEndpoint', value: blobEndpoint }
+            { name: 'Cloud__Azure__DisksContainer', value: disksContainerName }
+            { name: 'Cloud__Nbd__Port', value: string(nbdPort) }
+            { name: 'ASPNETCORE_HTTP_PORTS', value: string(healthPort) }
+            { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
+          ]
+          probes: [
+            {
+              type: 'Liveness'
+              httpGet: {
+                path: '/alive'
+                port: healthPort
+              }
+              periodSeconds: 10
+              failureThreshold: 3
+            }
+            {
+              type: 'Readiness'
+              httpGet: {
+                path: '/health'
+                port: healthPort
+              }
+              periodSeconds: 5
+              failureThreshold: 3
+            }
+          ]
+        }
+      ]
+      scale: {
+        minReplicas: replicaCount
+        maxReplicas: replicaCount
+      }
+    }
+  }
+}
+
+@description('Name of the silo container app.')
+output siloAppName string = silo.name
+
+@description('Internal host name of the silo app (NBD on port 10809, Orleans gateway on 30000).')
+output siloFqdn string = silo.properties.configuration.ingress.fqdn
+
+@description('Name of the Container Apps environment.')
+output environmentName string = environment.name

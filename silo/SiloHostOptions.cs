@@ -1,0 +1,113 @@
+using System.Net;
+using Microsoft.Extensions.Options;
+
+namespace Cloud.Silo;
+
+/// <summary>How silos find each other.</summary>
+public enum ClusteringKind
+{
+    /// <summary>One machine, no database: the embedded default.</summary>
+    Localhost,
+    /// <summary>ADO.NET membership on PostgreSQL (needs <see cref="SiloHostOptions.Connection"/>).</summary>
+    Postgres,
+}
+
+/// <summary>The silo host's own options (section <c>Silo</c>); the grains' options are in section <c>Cloud</c>.</summary>
+public sealed class SiloHostOptions
+{
+    /// <summary>The configuration section.</summary>
+    public const string SectionName = "Silo";
+
+    /// <summary>Default for <see cref="SiloPort"/> (Orleans' usual silo-to-silo port).</summary>
+    public const int DefaultSiloPort = 11111;
+
+    /// <summary>Default for <see cref="GatewayPort"/> (Orleans' usual client gateway port).</summary>
+    public const int DefaultGatewayPort = 30000;
+
+    /// <summary>
+    /// The silo's stable name (1-64 of A-Z a-z 0-9 . _ -). The RAID worker of this silo is keyed by it, so keep it
+    /// across restarts. Default: the machine name.
+    /// </summary>
+    public string Name { get; set; } = Environment.MachineName;
+
+    /// <summary>Silo-to-silo port (1-65535).</summary>
+    public int SiloPort { get; set; } = DefaultSiloPort;
+
+    /// <summary>Client gateway port (1-65535), what <c>cloudctl --gateway</c> connects to.</summary>
+    public int GatewayPort { get; set; } = DefaultGatewayPort;
+
+    /// <summary>Membership: localhost (default) or postgres.</summary>
+    public ClusteringKind Clustering { get; set; } = ClusteringKind.Localhost;
+
+    /// <summary>The clustering database's connection string (postgres only; redacted in logs).</summary>
+    public string? Connection { get; set; }
+
+    /// <summary>Orleans cluster id; silos and clients of one cluster share it.</summary>
+    public string ClusterId { get; set; } = "cloud";
+
+    /// <summary>Orleans service id.</summary>
+    public string ServiceId { get; set; } = "cloud";
+
+    /// <inheritdoc />
+    public override string ToString() =>
+        $"Name={Name} SiloPort={SiloPort} GatewayPort={GatewayPort} Clustering={Clustering} Connection={(Connection is null ? "(none)" : "(redacted)")}";
+}
+
+/// <summary>The NBD server's options (section <c>Nbd</c>); the server itself is wired in by the NBD work.</summary>
+public sealed class NbdOptions
+{
+    /// <summary>The configuration section.</summary>
+    public const string SectionName = "Nbd";
+
+    /// <summary>Default for <see cref="Port"/>: the IANA NBD port.</summary>
+    public const int DefaultPort = 10809;
+
+    /// <summary>Address to listen on (default 127.0.0.1).</summary>
+    public string Address { get; set; } = "127.0.0.1";
+
+    /// <summary>TCP port (0 turns TCP off; 1-65535).</summary>
+    public int Port { get; set; } = DefaultPort;
+
+    /// <summary>A unix socket path to listen on as well (optional).</summary>
+    public string? Socket { get; set; }
+}
+
+/// <summary>Validates <see cref="SiloHostOptions"/>, naming the bad field, its value and what is allowed.</summary>
+public sealed class SiloHostOptionsValidator : IValidateOptions<SiloHostOptions>
+{
+    /// <inheritdoc />
+    public ValidateOptionsResult Validate(string? name, SiloHostOptions o)
+    {
+        var errors = new List<string>();
+        if (string.IsNullOrEmpty(o.Name) || o.Name.Length > 64 || !o.Name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
+            errors.Add($"--name '{o.Name}' is not allowed; use 1-64 characters of A-Z a-z 0-9 . _ -");
+        if (o.SiloPort is < 1 or > 65535)
+            errors.Add($"--silo-port {o.SiloPort} is not allowed; use 1-65535");
+        if (o.GatewayPort is < 1 or > 65535)
+            errors.Add($"--gateway-port {o.GatewayPort} is not allowed; use 1-65535");
+        if (o.SiloPort == o.GatewayPort)
+            errors.Add($"--silo-port and --gateway-port are both {o.SiloPort}; use two different ports");
+        if (o.Clustering == ClusteringKind.Postgres && string.IsNullOrWhiteSpace(o.Connection))
+            errors.Add("--clustering postgres needs --connection with a PostgreSQL connection string");
+        if (o.Clustering == ClusteringKind.Postgres)
+            errors.Add("--clustering postgres is not available in this build yet; use --clustering localhost");
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}
+
+/// <summary>Validates <see cref="NbdOptions"/>.</summary>
+public sealed class NbdOptionsValidator : IValidateOptions<NbdOptions>
+{
+    /// <inheritdoc />
+    public ValidateOptionsResult Validate(string? name, NbdOptions o)
+    {
+        var errors = new List<string>();
+        if (!IPAddress.TryParse(o.Address, out _))
+            errors.Add($"--nbd-address '{o.Address}' is not an IP address; use e.g. 127.0.0.1");
+        if (o.Port is < 0 or > 65535)
+            errors.Add($"--nbd-port {o.Port} is not allowed; use 0 (off) or 1-65535");
+        if (o.Socket is { Length: 0 or > 100 })
+            errors.Add($"--nbd-socket '{o.Socket}' is not allowed; use a path of 1-100 characters");
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}

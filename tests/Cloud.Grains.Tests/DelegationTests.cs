@@ -1,0 +1,112 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Hosting;
+using Cloud.Grains.Load;
+using Orleans.TestingHost;
+
+namespace Cloud.Grains.Tests;
+
+[Collection(nameof(SharedCluster))]
+public sealed class DelegationTests(SharedClusterFixture fixture)
+{
+    private CloudCluster Cloud => fixture.Cloud;
+
+    private static async Task<string?> TargetAsync(IPartitionLockGrain lockGrain) => (await lockGrain.GetControlAsync()).ActiveTarget;
+
+    [Fact]
+    public async Task Target_IsKeptWhileAppropriate_AndRechosenWhenOverloaded()
+    {
+        using var decisions = new DecisionRecorder();
+        var v = await Cloud.Client.CreateVolumeAsync(new VolumeSpec("sticky-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
+        var first = Cloud.Silos[0];
+        var fe = Cloud.FrontEnd(first);
+        var lockGrain = Cloud.Grains(first).GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
+
+        await fe.WriteAsync(v.Name, 0, Blocks.Pattern(4096, 1), forceUnitAccess: true);
+        var target = await TargetAsync(lockGrain);
+        Assert.NotNull(target);
+        for (var i = 0; i < 5; i++)
+            await fe.WriteAsync(v.Name, 4096L * i, Blocks.Pattern(4096, 2 + i), forceUnitAccess: true);
+        Assert.Equal(target, await TargetAsync(lockGrain));
+        Assert.True(decisions.Count("reused", "sticky") >= 5, decisions.ToString());
+
+        var slow = Cloud.Silo(target!);
+        var settings = Cloud.Service<SiloRuntimeSettings>(slow);
+        settings.InjectedDiskLatency = TimeSpan.FromMilliseconds(400);
+        try
+        {
+            // The slow silo's own measurements make it overloaded against the cluster mean...
+            await fe.WriteAsync(v.Name, 0, Blocks.Pattern(4096, 9), forceUnitAccess: true);
+            var table = Cloud.Service<LoadTable>(first);
+            await Eventually.TrueAsync(() => !table.IsAppropriateTarget(target!, out var why) && why == "target-overloaded", "the slow target is overloaded");
+
+            // ...so the next write of the unit goes elsewhere, and that decision is counted with its reason.
+            var data = Blocks.Pattern(4096, 10);
+            await fe.WriteAsync(v.Name, 8192, data, forceUnitAccess: true);
+            var next = await TargetAsync(lockGrain);
+            Assert.NotEqual(target, next);
+            Assert.True(decisions.Count("new", "target-overloaded") >= 1, decisions.ToString());
+            Assert.Equal(data, await Cloud.FrontEnd(slow).ReadAsync(v.Name, 8192, 4096));
+        }
+        finally
+        {
+            settings.InjectedDiskLatency = TimeSpan.Zero;
+        }
+    }
+
+    [Fact]
+    public async Task DrainingSilo_TakesNoNewDelegatedWork()
+    {
+        var v = await Cloud.Client.CreateVolumeAsync(new VolumeSpec("drain-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid1, 2, 64 << 10, false));
+        var keep = Cloud.Silos[1];
+        var drained = Cloud.Silos.Where(s => s != keep).ToList();
+        try
+        {
+            foreach (var s in drained) Cloud.Service<SiloRuntimeSettings>(s).Draining = true;
+            var table = Cloud.Service<LoadTable>(Cloud.Silos[0]);
+            await Eventually.TrueAsync(() => drained.All(s => table.Find(s.Name)?.Draining == true), "draining is published");
+            for (var i = 0; i < 4; i++)
+                await Cloud.FrontEnd(Cloud.Silos[i % 3]).WriteAsync(v.Name, 4096L * i, Blocks.Pattern(4096, i), forceUnitAccess: true);
+            var lockGrain = Cloud.Grains(keep).GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
+            Assert.Equal(keep.Name, (await lockGrain.GetControlAsync()).ActiveTarget);
+        }
+        finally
+        {
+            foreach (var s in drained) Cloud.Service<SiloRuntimeSettings>(s).Draining = false;
+        }
+    }
+}
+
+/// <summary>Listens to the "Cloud" meter's delegation decisions (process-wide: every in-process silo reports here).</summary>
+internal sealed class DecisionRecorder : IDisposable
+{
+    private readonly MeterListener _listener = new();
+    private readonly ConcurrentDictionary<(string, string), long> _counts = new();
+
+    public DecisionRecorder()
+    {
+        _listener.InstrumentPublished = (instrument, listener) =>
+        {
+            if (instrument.Meter.Name == CloudMetrics.MeterName && instrument.Name == "cloud.delegation.decisions")
+                listener.EnableMeasurementEvents(instrument);
+        };
+        _listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            string decision = "", reason = "";
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "decision") decision = tag.Value as string ?? "";
+                if (tag.Key == "reason") reason = tag.Value as string ?? "";
+            }
+            _counts.AddOrUpdate((decision, reason), value, (_, c) => c + value);
+        });
+        _listener.Start();
+    }
+
+    public long Count(string decision, string reason) => _counts.GetValueOrDefault((decision, reason));
+
+    public override string ToString() => string.Join(", ", _counts.Select(kv => $"{kv.Key.Item1}/{kv.Key.Item2}={kv.Value}"));
+
+    public void Dispose() => _listener.Dispose();
+}

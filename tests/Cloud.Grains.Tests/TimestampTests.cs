@@ -1,0 +1,109 @@
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Hosting;
+
+namespace Cloud.Grains.Tests;
+
+[Collection(nameof(SharedCluster))]
+public sealed class TimestampTests(SharedClusterFixture fixture)
+{
+    private CloudCluster Cloud => fixture.Cloud;
+
+    private async Task<VolumeInfo> CreateAsync(string prefix) =>
+        await Cloud.Client.CreateVolumeAsync(new VolumeSpec(prefix + "-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
+
+    private static ReplicatedWrite Copy(VolumeInfo v, long offset, byte[] data, long timestamp) =>
+        new(Guid.NewGuid(), v.Name, offset, data, timestamp, false, "test");
+
+    [Fact]
+    public async Task StaleTimestamp_IsRejectedAsSuperseded_AlsoAfterTheLockGrainMoves()
+    {
+        var v = await CreateAsync("stale");
+        var grains = Cloud.Grains(Cloud.Silos[0]);
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
+        var older = await lockGrain.NextTimestampAsync(0, 0, "test");
+        var newer = await lockGrain.NextTimestampAsync(0, 0, "test");
+        Assert.True(newer.Timestamp > older.Timestamp);
+
+        var worker = grains.GetGrain<IRaidWorkerGrain>(Cloud.Silos[1].Name);
+        var newData = Blocks.Pattern(8192, 10);
+        var winner = Copy(v, 0, newData, newer.Timestamp);
+        await worker.AcceptAsync(winner);
+        Assert.Equal(WriteOutcome.Committed, (await worker.WaitCommittedAsync(winner.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+
+        var stale = Copy(v, 0, Blocks.Pattern(8192, 11), older.Timestamp);
+        await worker.AcceptAsync(stale);
+        Assert.Equal(WriteOutcome.Superseded, (await worker.WaitCommittedAsync(stale.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+        Assert.Equal(newData, await Cloud.FrontEnd(Cloud.Silos[2]).ReadAsync(v.Name, 0, 8192));
+
+        // The lock grain forgets everything when it deactivates; the engine's on-disk block timestamps still reject
+        // the stale copy, and the next timestamp is still newer than everything handed out before.
+        await Cloud.Cluster.DeactivateAsync(lockGrain);
+        var again = Copy(v, 0, Blocks.Pattern(8192, 12), older.Timestamp);
+        await worker.AcceptAsync(again);
+        Assert.Equal(WriteOutcome.Superseded, (await worker.WaitCommittedAsync(again.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+        Assert.Equal(newData, await Cloud.FrontEnd(Cloud.Silos[0]).ReadAsync(v.Name, 0, 8192));
+        var afterMove = await lockGrain.NextTimestampAsync(0, 0, "test");
+        Assert.True(afterMove.Timestamp > newer.Timestamp, $"timestamp {afterMove.Timestamp} after reactivation is not above {newer.Timestamp}");
+        await lockGrain.SettleAsync([older.Timestamp, newer.Timestamp, afterMove.Timestamp]);
+    }
+
+    [Fact]
+    public async Task PartlySupersededCopy_WritesOnlyItsNewerBlocks()
+    {
+        var v = await CreateAsync("partial");
+        var grains = Cloud.Grains(Cloud.Silos[0]);
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
+        var older = await lockGrain.NextTimestampAsync(0, 0, "test");
+        var newer = await lockGrain.NextTimestampAsync(0, 0, "test");
+        var worker = grains.GetGrain<IRaidWorkerGrain>(Cloud.Silos[0].Name);
+        var newBlock = Blocks.Pattern(4096, 20);
+        var first = Copy(v, 4096, newBlock, newer.Timestamp);
+        await worker.AcceptAsync(first);
+        await worker.WaitCommittedAsync(first.WriteId, TimeSpan.FromSeconds(30));
+        var wide = Blocks.Pattern(3 * 4096, 21);
+        var late = Copy(v, 0, wide, older.Timestamp);
+        await worker.AcceptAsync(late);
+        Assert.Equal(WriteOutcome.Committed, (await worker.WaitCommittedAsync(late.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+        var read = await Cloud.FrontEnd(Cloud.Silos[1]).ReadAsync(v.Name, 0, 3 * 4096);
+        Assert.Equal(wide[..4096], read[..4096]);
+        Assert.Equal(newBlock, read[4096..8192]);
+        Assert.Equal(wide[8192..], read[8192..]);
+    }
+
+    [Fact]
+    public async Task SupersededScheduledVersion_IsCancelledAndNeverWritten()
+    {
+        var v = await CreateAsync("cancel");
+        var target = Cloud.Silos[2];
+        var settings = Cloud.Service<SiloRuntimeSettings>(target);
+        var grains = Cloud.Grains(Cloud.Silos[0]);
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
+        var worker = grains.GetGrain<IRaidWorkerGrain>(target.Name);
+        settings.InjectedDiskLatency = TimeSpan.FromSeconds(1);
+        try
+        {
+            // A slow write occupies the stripe, so the next copy of that stripe waits in the schedule.
+            var t0 = await lockGrain.NextTimestampAsync(0, 0, "test");
+            var busy = Copy(v, 0, Blocks.Pattern(4096, 30), t0.Timestamp);
+            await worker.AcceptAsync(busy);
+            var t1 = await lockGrain.NextTimestampAsync(0, 0, "test");
+            var scheduled = Copy(v, 8192, Blocks.Pattern(8192, 31), t1.Timestamp);
+            await worker.AcceptAsync(scheduled);
+            var t2 = await lockGrain.NextTimestampAsync(0, 0, "test");
+
+            var cancelled = await worker.CancelSupersededAsync(v.Name, 8192, 8192, t2.Timestamp);
+
+            Assert.Equal(1, cancelled);
+            Assert.Equal(WriteOutcome.Cancelled, (await worker.WaitCommittedAsync(scheduled.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+            Assert.Equal(WriteOutcome.Committed, (await worker.WaitCommittedAsync(busy.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+            await lockGrain.SettleAsync([t2.Timestamp]);
+            settings.InjectedDiskLatency = TimeSpan.Zero;
+            Assert.Equal(new byte[8192], await Cloud.FrontEnd(Cloud.Silos[1]).ReadAsync(v.Name, 8192, 8192));
+            Assert.Equal(0, (await lockGrain.GetControlAsync()).PendingWrites);
+        }
+        finally
+        {
+            settings.InjectedDiskLatency = TimeSpan.Zero;
+        }
+    }
+}

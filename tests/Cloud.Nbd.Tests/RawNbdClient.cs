@@ -1,0 +1,299 @@
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Cloud.Nbd.Tests;
+
+/// <summary>
+/// A deliberately small NBD client that speaks the wire format byte by byte, so tests can send exactly the
+/// messages they mean, including wrong ones. Every read has a timeout so a hung server fails the test.
+/// </summary>
+internal sealed class RawNbdClient : IAsyncDisposable
+{
+    public static readonly TimeSpan IoTimeout = TimeSpan.FromSeconds(30);
+
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+
+    private RawNbdClient(Socket socket)
+    {
+        _socket = socket;
+        _stream = new NetworkStream(socket, ownsSocket: true);
+    }
+
+    public ushort HandshakeFlags { get; private set; }
+    public bool Structured { get; private set; }
+    public ulong ExportSize { get; private set; }
+    public ushort TransmissionFlags { get; private set; }
+    public uint MinBlock { get; private set; }
+    public uint PreferredBlock { get; private set; }
+    public uint MaxPayload { get; private set; }
+    public string? CanonicalName { get; private set; }
+
+    public static async Task<RawNbdClient> ConnectAsync(IPEndPoint endPoint, bool readGreeting = true)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        await socket.ConnectAsync(endPoint);
+        var client = new RawNbdClient(socket);
+        if (readGreeting)
+        {
+            var hello = await client.ReadAsync(18);
+            Assert.Equal(NbdProtocol.InitPasswd, BinaryPrimitives.ReadUInt64BigEndian(hello));
+            Assert.Equal(NbdProtocol.IHaveOpt, BinaryPrimitives.ReadUInt64BigEndian(hello.AsSpan(8)));
+            client.HandshakeFlags = BinaryPrimitives.ReadUInt16BigEndian(hello.AsSpan(16));
+        }
+        return client;
+    }
+
+    /// <summary>Connects, negotiates structured replies if asked, and enters transmission with NBD_OPT_GO.</summary>
+    public static async Task<RawNbdClient> OpenAsync(IPEndPoint endPoint, string export, bool structured = true)
+    {
+        var client = await ConnectAsync(endPoint);
+        await client.SendClientFlagsAsync(NbdProtocol.ClientFlagFixedNewstyle | NbdProtocol.ClientFlagNoZeroes);
+        if (structured)
+        {
+            await client.SendOptionAsync(NbdProtocol.OptStructuredReply, []);
+            var reply = await client.ReadOptionReplyAsync();
+            Assert.Equal(NbdProtocol.RepAck, reply.Type);
+            client.Structured = true;
+        }
+        var (final, _) = await client.InfoOrGoAsync(NbdProtocol.OptGo, export, [NbdProtocol.InfoBlockSize, NbdProtocol.InfoName]);
+        Assert.Equal(NbdProtocol.RepAck, final.Type);
+        return client;
+    }
+
+    public Task SendClientFlagsAsync(uint flags)
+    {
+        var b = new byte[4];
+        BinaryPrimitives.WriteUInt32BigEndian(b, flags);
+        return WriteAsync(b);
+    }
+
+    public Task SendOptionAsync(uint option, byte[] data)
+    {
+        var b = new byte[16 + data.Length];
+        BinaryPrimitives.WriteUInt64BigEndian(b, NbdProtocol.IHaveOpt);
+        BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(8), option);
+        BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(12), (uint)data.Length);
+        data.CopyTo(b, 16);
+        return WriteAsync(b);
+    }
+
+    public record struct OptionReply(uint Option, uint Type, byte[] Data)
+    {
+        public string Text => Encoding.UTF8.GetString(Data);
+    }
+
+    public async Task<OptionReply> ReadOptionReplyAsync()
+    {
+        var h = await ReadAsync(20);
+        Assert.Equal(NbdProtocol.OptionReplyMagic, BinaryPrimitives.ReadUInt64BigEndian(h));
+        uint option = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(8));
+        uint type = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(12));
+        uint length = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(16));
+        Assert.True(length <= 1 << 20, $"option reply length {length}");
+        return new OptionReply(option, type, await ReadAsync((int)length));
+    }
+
+    public static byte[] InfoRequest(string name, params ushort[] infos)
+    {
+        var nameBytes = Encoding.UTF8.GetBytes(name);
+        var b = new byte[4 + nameBytes.Length + 2 + (2 * infos.Length)];
+        BinaryPrimitives.WriteUInt32BigEndian(b, (uint)nameBytes.Length);
+        nameBytes.CopyTo(b, 4);
+        BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(4 + nameBytes.Length), (ushort)infos.Length);
+        for (int i = 0; i < infos.Length; i++)
+        {
+            BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(4 + nameBytes.Length + 2 + (2 * i)), infos[i]);
+        }
+        return b;
+    }
+
+    /// <summary>Sends INFO or GO and reads replies up to the final one; records the export's details.</summary>
+    public async Task<(OptionReply Final, List<OptionReply> Infos)> InfoOrGoAsync(uint option, string name, params ushort[] infos)
+    {
+        await SendOptionAsync(option, InfoRequest(name, infos));
+        var list = new List<OptionReply>();
+        while (true)
+        {
+            var r = await ReadOptionReplyAsync();
+            Assert.Equal(option, r.Option);
+            if (r.Type != NbdProtocol.RepInfo)
+            {
+                return (r, list);
+            }
+            list.Add(r);
+            ushort infoType = BinaryPrimitives.ReadUInt16BigEndian(r.Data);
+            switch (infoType)
+            {
+                case NbdProtocol.InfoExport:
+                    Assert.Equal(12, r.Data.Length);
+                    ExportSize = BinaryPrimitives.ReadUInt64BigEndian(r.Data.AsSpan(2));
+                    TransmissionFlags = BinaryPrimitives.ReadUInt16BigEndian(r.Data.AsSpan(10));
+                    break;
+                case NbdProtocol.InfoBlockSize:
+                    Assert.Equal(14, r.Data.Length);
+                    MinBlock = BinaryPrimitives.ReadUInt32BigEndian(r.Data.AsSpan(2));
+                    PreferredBlock = BinaryPrimitives.ReadUInt32BigEndian(r.Data.AsSpan(6));
+                    MaxPayload = BinaryPrimitives.ReadUInt32BigEndian(r.Data.AsSpan(10));
+                    break;
+                case NbdProtocol.InfoName:
+                    CanonicalName = Encoding.UTF8.GetString(r.Data, 2, r.Data.Length - 2);
+                    break;
+            }
+        }
+    }
+
+    public Task SendRequestAsync(ushort type, ulong cookie, ulong offset, uint length, ushort flags = 0, byte[]? payload = null, uint magic = NbdProtocol.RequestMagic)
+    {
+        var b = new byte[28 + (payload?.Length ?? 0)];
+        BinaryPrimitives.WriteUInt32BigEndian(b, magic);
+        BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(4), flags);
+        BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(6), type);
+        BinaryPrimitives.WriteUInt64BigEndian(b.AsSpan(8), cookie);
+        BinaryPrimitives.WriteUInt64BigEndian(b.AsSpan(16), offset);
+        BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(24), length);
+        payload?.CopyTo(b, 28);
+        return WriteAsync(b);
+    }
+
+    /// <summary>A reply to one request: its error (0 = success) and, for reads, its data.</summary>
+    public record struct Reply(ulong Cookie, uint Error, byte[]? Data, string? Message);
+
+    /// <summary>
+    /// Reads one complete reply. For structured replies, reads chunks until the DONE flag, assembling data;
+    /// <paramref name="reads"/> tells simple replies to reads how much data follows.
+    /// </summary>
+    public async Task<Reply> ReadReplyAsync(IReadOnlyDictionary<ulong, (ulong Offset, uint Length)>? reads = null)
+    {
+        var first = await ReadAsync(4);
+        uint magic = BinaryPrimitives.ReadUInt32BigEndian(first);
+        if (magic == NbdProtocol.SimpleReplyMagic)
+        {
+            var rest = await ReadAsync(12);
+            uint error = BinaryPrimitives.ReadUInt32BigEndian(rest);
+            ulong cookie = BinaryPrimitives.ReadUInt64BigEndian(rest.AsSpan(4));
+            byte[]? data = null;
+            if (error == 0 && reads is not null && reads.TryGetValue(cookie, out var read))
+            {
+                data = await ReadAsync((int)read.Length);
+            }
+            return new Reply(cookie, error, data, null);
+        }
+        Assert.Equal(NbdProtocol.StructuredReplyMagic, magic);
+        uint firstError = 0;
+        string? message = null;
+        byte[]? assembled = null;
+        ulong replyCookie = 0;
+        while (true)
+        {
+            var h = await ReadAsync(16);
+            ushort flags = BinaryPrimitives.ReadUInt16BigEndian(h);
+            ushort type = BinaryPrimitives.ReadUInt16BigEndian(h.AsSpan(2));
+            replyCookie = BinaryPrimitives.ReadUInt64BigEndian(h.AsSpan(4));
+            uint length = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(12));
+            var payload = await ReadAsync((int)length);
+            switch (type)
+            {
+                case NbdProtocol.ReplyTypeNone:
+                    Assert.Equal(0u, length);
+                    break;
+                case NbdProtocol.ReplyTypeOffsetData:
+                    Assert.True(length >= 9);
+                    ulong chunkOffset = BinaryPrimitives.ReadUInt64BigEndian(payload);
+                    Assert.NotNull(reads);
+                    var (reqOffset, reqLength) = reads![replyCookie];
+                    assembled ??= new byte[reqLength];
+                    Assert.True(chunkOffset >= reqOffset && chunkOffset + length - 8 <= reqOffset + reqLength, "data chunk outside the request");
+                    payload.AsSpan(8).CopyTo(assembled.AsSpan((int)(chunkOffset - reqOffset)));
+                    break;
+                case NbdProtocol.ReplyTypeError:
+                    firstError = BinaryPrimitives.ReadUInt32BigEndian(payload);
+                    Assert.NotEqual(0u, firstError);
+                    int messageLength = BinaryPrimitives.ReadUInt16BigEndian(payload.AsSpan(4));
+                    Assert.True(messageLength <= length - 6);
+                    message = Encoding.UTF8.GetString(payload, 6, messageLength);
+                    break;
+                default:
+                    Assert.Fail($"unexpected structured reply type {type}");
+                    break;
+            }
+            if ((flags & NbdProtocol.ReplyFlagDone) != 0)
+            {
+                return new Reply(replyCookie, firstError, firstError == 0 ? assembled ?? [] : null, message);
+            }
+            var next = await ReadAsync(4);
+            Assert.Equal(NbdProtocol.StructuredReplyMagic, BinaryPrimitives.ReadUInt32BigEndian(next));
+        }
+    }
+
+    public async Task<Reply> ReadBlockAsync(ulong cookie, ulong offset, uint length, ushort flags = 0)
+    {
+        await SendRequestAsync(NbdProtocol.CmdRead, cookie, offset, length, flags);
+        var reply = await ReadReplyAsync(new Dictionary<ulong, (ulong, uint)> { [cookie] = (offset, length) });
+        Assert.Equal(cookie, reply.Cookie);
+        return reply;
+    }
+
+    public async Task<Reply> CommandAsync(ushort type, ulong cookie, ulong offset, uint length, ushort flags = 0, byte[]? payload = null)
+    {
+        await SendRequestAsync(type, cookie, offset, length, flags, payload);
+        var reply = await ReadReplyAsync();
+        Assert.Equal(cookie, reply.Cookie);
+        return reply;
+    }
+
+    public async Task DisconnectAsync()
+    {
+        await SendRequestAsync(NbdProtocol.CmdDisc, 0, 0, 0);
+        Assert.True(await IsClosedByServerAsync(), "the server did not close after NBD_CMD_DISC");
+    }
+
+    /// <summary>True when the server closes the connection (EOF or reset) within the timeout.</summary>
+    public async Task<bool> IsClosedByServerAsync()
+    {
+        var b = new byte[4096];
+        using var cts = new CancellationTokenSource(IoTimeout);
+        try
+        {
+            while (true)
+            {
+                int n = await _stream.ReadAsync(b, cts.Token);
+                if (n == 0)
+                {
+                    return true;
+                }
+            }
+        }
+        catch (IOException)
+        {
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    public async Task WriteAsync(byte[] data)
+    {
+        using var cts = new CancellationTokenSource(IoTimeout);
+        await _stream.WriteAsync(data, cts.Token);
+    }
+
+    public async Task<byte[]> ReadAsync(int length)
+    {
+        var b = new byte[length];
+        using var cts = new CancellationTokenSource(IoTimeout);
+        await _stream.ReadExactlyAsync(b, cts.Token);
+        return b;
+    }
+
+    public void HardClose() => _socket.Close(0);
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stream.DisposeAsync();
+    }
+}
