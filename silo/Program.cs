@@ -1,5 +1,6 @@
 using Cloud.Grains.Hosting;
 using Cloud.Silo;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -23,12 +24,16 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
     ["--nbd-address"] = "Nbd:Address",
     ["--nbd-port"] = "Nbd:Port",
     ["--nbd-socket"] = "Nbd:UnixSocketPath",
+    ["--http-address"] = "Http:Address",
+    ["--http-port"] = "Http:Port",
+    ["--dashboard-port"] = "Http:DashboardPort",
 };
 
 if (args.Contains("--help") || args.Contains("-h"))
 {
     Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--silo-port N] [--gateway-port N]");
     Console.WriteLine("                  [--clustering localhost] [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH]");
+    Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
     return 0;
 }
 for (var i = 0; i < args.Length; i += 2)
@@ -46,7 +51,7 @@ for (var i = 0; i < args.Length; i += 2)
     }
 }
 
-var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
 builder.Configuration.AddCommandLine(args, switches);
 builder.Logging.AddFilter("Orleans", LogLevel.Warning);
 builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
