@@ -1,5 +1,6 @@
 using Cloud.Grains.Hosting;
 using Cloud.Silo;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -22,13 +23,17 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
     ["--cluster-id"] = "Silo:ClusterId",
     ["--nbd-address"] = "Nbd:Address",
     ["--nbd-port"] = "Nbd:Port",
-    ["--nbd-socket"] = "Nbd:Socket",
+    ["--nbd-socket"] = "Nbd:UnixSocketPath",
+    ["--http-address"] = "Http:Address",
+    ["--http-port"] = "Http:Port",
+    ["--dashboard-port"] = "Http:DashboardPort",
 };
 
 if (args.Contains("--help") || args.Contains("-h"))
 {
     Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--silo-port N] [--gateway-port N]");
     Console.WriteLine("                  [--clustering localhost] [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH]");
+    Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
     return 0;
 }
 for (var i = 0; i < args.Length; i += 2)
@@ -46,7 +51,7 @@ for (var i = 0; i < args.Length; i += 2)
     }
 }
 
-var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
 builder.Configuration.AddCommandLine(args, switches);
 builder.Logging.AddFilter("Orleans", LogLevel.Warning);
 builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
@@ -54,8 +59,6 @@ builder.Logging.AddFilter("Polly", LogLevel.Warning);
 
 builder.Services.AddOptions<SiloHostOptions>().BindConfiguration(SiloHostOptions.SectionName).ValidateOnStart();
 builder.Services.AddSingleton<IValidateOptions<SiloHostOptions>, SiloHostOptionsValidator>();
-builder.Services.AddOptions<NbdOptions>().BindConfiguration(NbdOptions.SectionName).ValidateOnStart();
-builder.Services.AddSingleton<IValidateOptions<NbdOptions>, NbdOptionsValidator>();
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
 
 // Orleans needs the ports before the host runs, so read them here; the validator reports bad values at start.
@@ -82,6 +85,7 @@ builder.UseOrleans(orleans =>
     orleans.Configure<Orleans.Configuration.SiloOptions>(o => o.SiloName = silo.Name);
     orleans.AddCloud();
 });
+builder.AddCloudFrontEnds();
 
 using var host = builder.Build();
 try
@@ -93,9 +97,13 @@ catch (OptionsValidationException ex)
     foreach (var failure in ex.Failures) Console.Error.WriteLine($"cloud-silo: {failure}");
     return 2;
 }
+catch (IOException ex)
+{
+    // A listener that cannot bind (e.g. the NBD port is taken): one line, not a stack trace.
+    Console.Error.WriteLine($"cloud-silo: {ex.Message}");
+    return 2;
+}
 var cloud = host.Services.GetRequiredService<IOptions<CloudOptions>>().Value;
-var nbd = host.Services.GetRequiredService<IOptions<NbdOptions>>().Value;
-Console.WriteLine($"Cloud silo '{silo.Name}' up: gateway 127.0.0.1:{silo.GatewayPort}, silo port {silo.SiloPort}, data {Path.GetFullPath(cloud.DataDirectory)}"
-    + (nbd.Port == 0 ? "" : $", NBD reserved at {nbd.Address}:{nbd.Port}") + ". Ctrl+C stops it.");
+Console.WriteLine($"Cloud silo '{silo.Name}' up: gateway 127.0.0.1:{silo.GatewayPort}, silo port {silo.SiloPort}, data {Path.GetFullPath(cloud.DataDirectory)}. Ctrl+C stops it.");
 await host.WaitForShutdownAsync();
 return 0;

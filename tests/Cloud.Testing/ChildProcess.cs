@@ -47,18 +47,25 @@ public sealed class ChildProcess : IAsyncDisposable
     }
 
     /// <summary>Starts <c>dotnet <paramref name="assemblyPath"/> args...</c>.</summary>
-    public static ChildProcess StartDotnet(string name, string assemblyPath, IEnumerable<string> arguments)
+    public static ChildProcess StartDotnet(string name, string assemblyPath, IEnumerable<string> arguments) =>
+        StartDotnet(name, assemblyPath, arguments, environment: null);
+
+    /// <summary>Starts <c>dotnet <paramref name="assemblyPath"/> args...</c> with extra environment variables.</summary>
+    public static ChildProcess StartDotnet(string name, string assemblyPath, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment)
     {
         if (!File.Exists(assemblyPath))
         {
             throw new FileNotFoundException($"Cannot start {name}: '{assemblyPath}' does not exist. Build the test project first.", assemblyPath);
         }
 
-        return Start(name, "dotnet", [assemblyPath, .. arguments]);
+        return Start(name, "dotnet", [assemblyPath, .. arguments], environment);
     }
 
     /// <summary>Starts <paramref name="fileName"/> with <paramref name="arguments"/>.</summary>
-    public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments)
+    public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments) => Start(name, fileName, arguments, environment: null);
+
+    /// <summary>Starts <paramref name="fileName"/> with <paramref name="arguments"/> and extra environment variables.</summary>
+    public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment)
     {
         var startInfo = new ProcessStartInfo(fileName)
         {
@@ -69,6 +76,11 @@ public sealed class ChildProcess : IAsyncDisposable
         foreach (string argument in arguments)
         {
             startInfo.ArgumentList.Add(argument);
+        }
+
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            startInfo.Environment[key] = value;
         }
 
         var process = new Process { StartInfo = startInfo, EnableRaisingEvents = true };
