@@ -13,6 +13,11 @@ public sealed partial class RaidVolume
     public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         CheckIo(offsetBytes, destination.Length, nameof(destination));
+        // Fast path for the common small read (one stripe): no request-level state machine or window.
+        long stripe = offsetBytes / Geometry.StripeDataBytes;
+        int inStripe = (int)(offsetBytes - stripe * Geometry.StripeDataBytes);
+        if (inStripe + destination.Length <= Geometry.StripeDataBytes)
+            return destination.Length == 0 ? ValueTask.CompletedTask : ReadStripeAsync(stripe, inStripe, destination, cancellationToken);
         return RunAsync(false, offsetBytes, destination, default, 0, false, cancellationToken);
     }
 
