@@ -42,3 +42,11 @@ public sealed class CloudStorageException : Exception
     /// <summary>Creates the exception.</summary>
     public CloudStorageException(string message) : base(message) { }
 }
+
+/// <summary>The delegation unit's activation is moving to another silo; send the copy again and it will be placed anew.</summary>
+[GenerateSerializer, Alias("cloud.DelegationMovedException")]
+public sealed class DelegationMovedException : Exception
+{
+    /// <summary>Creates the exception naming the silo the unit is leaving.</summary>
+    public DelegationMovedException(string fromSilo) : base($"the delegation unit is moving away from silo {fromSilo}; send again") { }
+}

@@ -33,7 +33,7 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
 
         var slow = Cloud.Silo(target!);
         var settings = Cloud.Service<SiloRuntimeSettings>(slow);
-        settings.InjectedDiskLatency = TimeSpan.FromMilliseconds(400);
+        settings.InjectedDiskLatency = TimeSpan.FromSeconds(1);
         try
         {
             // The slow silo's own measurements make it overloaded against the cluster mean...
@@ -45,7 +45,9 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
             var data = Blocks.Pattern(4096, 10);
             await fe.WriteAsync(v.Name, 8192, data, forceUnitAccess: true);
             var next = await TargetAsync(lockGrain);
-            Assert.NotEqual(target, next);
+            var tables = string.Join(" | ", Cloud.Silos.Select(s => s.Name + ": " + string.Join(",", Cloud.Service<LoadTable>(s).Entries.Select(e => $"{e.SiloName}={e.Score:0.0}@{e.PublishedUtc:ss.fff}"))));
+            var unitSilo = await Cloud.Grains(first).GetGrain<IDelegationGrain>(VolumeMath.PartitionKey(v, 0)).GetSiloAsync();
+            Assert.True(target != next, $"the unit stayed on {target} (now on {unitSilo}); decisions: {decisions}; tables at {DateTimeOffset.UtcNow:ss.fff}: {tables}");
             Assert.True(decisions.Count("new", "target-overloaded") >= 1, decisions.ToString());
             Assert.Equal(data, await Cloud.FrontEnd(slow).ReadAsync(v.Name, 8192, 4096));
         }

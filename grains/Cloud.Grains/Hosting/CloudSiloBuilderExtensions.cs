@@ -8,7 +8,9 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
+using Orleans;
 using Orleans.Hosting;
+using Orleans.Runtime;
 
 namespace Cloud.Grains.Hosting;
 
@@ -37,6 +39,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();
         builder.Services.AddSingleton<RaidWorkerService>();
         builder.Services.AddSingleton<FirstServer>();
+        builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, GracefulStop>();
         builder.Services.AddPlacementDirector<SiloBoundPlacement, SiloBoundPlacementDirector>();
         builder.Services.AddPlacementDirector<LoadBasedPlacement, LoadBasedPlacementDirector>();
         return builder;

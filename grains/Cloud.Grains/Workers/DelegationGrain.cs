@@ -13,12 +13,22 @@ namespace Cloud.Grains.Workers;
 [LoadBasedPlacement, Reentrant]
 internal sealed class DelegationGrain(ILocalSiloDetails silo) : Grain, IDelegationGrain
 {
-    public Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write) =>
-        GrainFactory.GetGrain<IRaidWorkerGrain>(silo.Name).AcceptAsync(write);
+    private bool _moving;
+
+    public Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write)
+    {
+        // Calls that reach this activation after it was told to move must not land here: the caller sends again,
+        // and the next activation is placed by load.
+        if (_moving) throw new DelegationMovedException(silo.Name);
+        return GrainFactory.GetGrain<IRaidWorkerGrain>(silo.Name).AcceptAsync(write);
+    }
 
     public Task RelocateAsync()
     {
-        DeactivateOnIdle();
+        // Migration runs placement again (load-based, on this silo) and moves the activation with the directory
+        // entry in one step, so no message can re-create the unit here meanwhile, as a plain deactivation allows.
+        _moving = true;
+        this.MigrateOnIdle();
         return Task.CompletedTask;
     }
 

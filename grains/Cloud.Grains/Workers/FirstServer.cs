@@ -32,6 +32,9 @@ public sealed partial class FirstServer(
     /// <summary>Longest pause between re-delegation attempts.</summary>
     public static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(1);
 
+    /// <summary>Times a copy is re-sent to a unit that is moving before the first server gives up on that unit.</summary>
+    public const int MaxMoveRetries = 16;
+
     private readonly CloudOptions _options = options.Value;
     private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
     private readonly ConcurrentDictionary<Guid, Held> _held = new();
@@ -80,7 +83,7 @@ public sealed partial class FirstServer(
         var lastStripe = (offsetBytes + data.Length - 1) / stripe;
         var partitionKey = VolumeMath.PartitionKey(v, partition);
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
-        var grant = await lockGrain.NextTimestampAsync(firstStripe, lastStripe, _siloAddress).ConfigureAwait(false);
+        var grant = await RetryOnSiloFailureAsync(() => lockGrain.NextTimestampAsync(firstStripe, lastStripe, _siloAddress), _options.RedelegationTimeout).ConfigureAwait(false);
         var write = new ReplicatedWrite(Guid.NewGuid(), v.Name, offsetBytes, data, grant.Timestamp, fua, silo.Name);
         var unit = grains.GetGrain<IDelegationGrain>(partitionKey);
 
@@ -100,7 +103,7 @@ public sealed partial class FirstServer(
         DelegationReceipt receipt;
         try
         {
-            receipt = await unit.AcceptAsync(write).ConfigureAwait(false);
+            receipt = await AcceptAsync(unit, write).ConfigureAwait(false);
         }
         catch (Exception ex) when (IsSiloFailure(ex))
         {
@@ -184,7 +187,7 @@ public sealed partial class FirstServer(
         {
             try
             {
-                return await unit.AcceptAsync(write).ConfigureAwait(false);
+                return await AcceptAsync(unit, write).ConfigureAwait(false);
             }
             catch (Exception ex) when (IsSiloFailure(ex) && DateTimeOffset.UtcNow < deadline)
             {
@@ -194,6 +197,45 @@ public sealed partial class FirstServer(
             }
         }
     }
+
+    /// <summary>Sends the copy to the unit, again while the unit's activation is moving away.</summary>
+    private static async Task<DelegationReceipt> AcceptAsync(IDelegationGrain unit, ReplicatedWrite write)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                return await unit.AcceptAsync(write).ConfigureAwait(false);
+            }
+            catch (DelegationMovedException) when (attempt < MaxMoveRetries)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(5 << Math.Min(attempt, 6))).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Retries an idempotent call to a grain whose silo may have just died, until Orleans places it anew.</summary>
+    internal static async Task<T> RetryOnSiloFailureAsync<T>(Func<Task<T>> call, TimeSpan timeout)
+    {
+        var deadline = DateTimeOffset.UtcNow + timeout;
+        var delay = FirstRetryDelay;
+        while (true)
+        {
+            try
+            {
+                return await call().ConfigureAwait(false);
+            }
+            catch (Exception ex) when (IsSiloFailure(ex) && DateTimeOffset.UtcNow < deadline)
+            {
+                await Task.Delay(delay).ConfigureAwait(false);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, MaxRetryDelay.Ticks));
+            }
+        }
+    }
+
+    /// <summary>Waits until every copy this silo holds, of any volume, is settled (at a graceful stop).</summary>
+    public Task DrainAllAsync(CancellationToken cancellationToken) =>
+        Task.WhenAll(_held.Values.Select(h => h.Completion)).WaitAsync(cancellationToken);
 
     /// <summary>Waits until every copy this silo holds for the volume is committed.</summary>
     public async Task DrainAsync(string volumeName)
@@ -207,7 +249,7 @@ public sealed partial class FirstServer(
         }
     }
 
-    private static bool IsSiloFailure(Exception ex) =>
+    internal static bool IsSiloFailure(Exception ex) =>
         ex is SiloUnavailableException or OrleansMessageRejectionException or TimeoutException or Placement.SiloNotFoundException
         || ex is OrleansException { InnerException: SiloUnavailableException };
 

@@ -262,7 +262,10 @@ public sealed partial class RaidWorkerService(
         var timestamps = batch.Select(t => t.Write.Timestamp).ToImmutableArray();
         for (var attempt = 0; ; attempt++)
         {
-            var grant = await lockGrain.AcquireMeteredAsync(new LockRequest(firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
+            // The partition-lock grain may be moving off a dead silo: wait for it rather than fail the copies.
+            var grant = await FirstServer.RetryOnSiloFailureAsync(
+                () => lockGrain.AcquireMeteredAsync(new LockRequest(firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false)),
+                _options.RedelegationTimeout).ConfigureAwait(false);
             var released = false;
             try
             {
@@ -330,6 +333,11 @@ public sealed partial class RaidWorkerService(
             catch (LockFencedException ex) when (attempt < MaxFencedRetries)
             {
                 LogFenced(logger, v.Info.Name, ex.FencingToken);
+            }
+            catch (Exception ex) when (FirstServer.IsSiloFailure(ex) && attempt < MaxFencedRetries)
+            {
+                // The lock grain died with our lease; a new activation knows no holders, so take the lock again.
+                LogFenced(logger, v.Info.Name, grant.FencingToken);
             }
             finally
             {
@@ -473,14 +481,38 @@ public sealed partial class RaidWorkerService(
             throw new CloudRequestException($"disk index {index} is not a member of volume '{v.Name}'; use 0-{v.DiskCount - 1}");
     }
 
+    /// <summary>
+    /// At a graceful stop: waits for every queued copy to reach disk and flushes, so that a single silo's restart
+    /// loses nothing it acknowledged. Gives up when <paramref name="cancellationToken"/> fires (an ungraceful stop).
+    /// </summary>
+    public async Task DrainAllAsync(CancellationToken cancellationToken)
+    {
+        foreach (var lazy in _volumes.Values.ToList())
+        {
+            VolumeRuntime v;
+            try { v = await lazy.Value.ConfigureAwait(false); }
+            catch (Exception) { continue; }
+            Task idle;
+            lock (v.Gate) idle = v.Idle.Task;
+            await idle.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await v.Store.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
-        foreach (var name in _volumes.Keys.ToList())
+        // No draining here: a killed silo must not finish its queue (its first servers re-delegate the copies).
+        foreach (var lazy in _volumes.Values.ToList())
         {
-            try { await CloseAsync(name).ConfigureAwait(false); }
-            catch (Exception ex) { LogBatchFailed(logger, name, -1, -1, ex); }
+            try
+            {
+                if (lazy.IsValueCreated && lazy.Value.IsCompletedSuccessfully)
+                    await lazy.Value.Result.Store.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex) { LogBatchFailed(logger, lazy.Value.Result.Info.Name, -1, -1, ex); }
         }
+        _volumes.Clear();
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: batch on stripes {First}-{Last} failed")]
