@@ -47,8 +47,8 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         Log($"killed delegate {SiloProcesses.NameOf(victim)}; writes flowing again after {stream.RecoveryTime(killedAt, TimeSpan.FromSeconds(10)).TotalSeconds:F2} s");
 
         await volume.FlushAsync();
-        await CrashScenario.AssertNothingLostAsync(stream, volume, Log);
-        await CrashScenario.AssertParityConsistentAsync(client, volume.Name, Log);
+        await CrashAssert.AssertNothingLostAsync(stream, volume, Log);
+        await CrashAssert.AssertParityConsistentAsync(client, volume.Name, Log);
     }
 
     [Fact]
@@ -78,8 +78,8 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         await first.DisposeAsync();
 
         await CrashScenario.RetryAsync(async () => { await current.FlushAsync(); return 0; });
-        await CrashScenario.AssertNothingLostAsync(stream, current, Log);
-        await CrashScenario.AssertParityConsistentAsync(survivor, volume.Name, Log);
+        await CrashAssert.AssertNothingLostAsync(stream, current, Log);
+        await CrashAssert.AssertParityConsistentAsync(survivor, volume.Name, Log);
     }
 
     [Fact]
@@ -102,7 +102,7 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         await Task.WhenAll(Enumerable.Range(0, silos.Count).Select(i => silos.StartSiloAsync(i)));
         await silos.WaitForActiveAsync(silos.Count);
         await using var after = await silos.ConnectAsync();
-        await CrashScenario.AssertParityConsistentAsync(after, volume.Name, Log);
+        await CrashAssert.AssertParityConsistentAsync(after, volume.Name, Log);
     }
 
     [Fact]
@@ -142,8 +142,8 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
 
         // A stale version reaching disk after a newer one would show here as a block holding an older acknowledged write.
         await CrashScenario.RetryAsync(async () => { await current.FlushAsync(); return 0; });
-        await CrashScenario.AssertNothingLostAsync(stream, current, Log);
-        await CrashScenario.AssertParityConsistentAsync(survivor, volume.Name, Log);
+        await CrashAssert.AssertNothingLostAsync(stream, current, Log);
+        await CrashAssert.AssertParityConsistentAsync(survivor, volume.Name, Log);
     }
 
     [Fact]
@@ -179,8 +179,8 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         await silos.WaitForActiveAsync(silos.Count);
         await using var after = await silos.ConnectAsync();
         var reopened = await CrashScenario.OpenAsync(after, volume.Name);
-        await CrashScenario.AssertNothingLostAsync(stream, reopened, Log);
-        await CrashScenario.AssertParityConsistentAsync(after, volume.Name, Log);
+        await CrashAssert.AssertNothingLostAsync(stream, reopened, Log);
+        await CrashAssert.AssertParityConsistentAsync(after, volume.Name, Log);
     }
 
     private static string Failure(WriteStream stream, SiloProcesses silos, string what) =>

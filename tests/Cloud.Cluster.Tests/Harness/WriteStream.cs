@@ -31,6 +31,7 @@ public sealed class WriteStream
     private readonly object _gate = new();
     private readonly long[] _acked;                  // per block: seq of the last acknowledged write, 0 = none
     private readonly List<long>?[] _maybe;           // per block: seqs of failed writes after the last ack
+    private readonly List<long>?[] _concurrent;      // per block: seqs of timed-out writes, which may still land at any time
     private readonly List<WriteRecord> _records = [];
     private long _nextSeq;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
@@ -46,7 +47,14 @@ public sealed class WriteStream
         _seed = seed;
         _acked = new long[_blockCount];
         _maybe = new List<long>?[_blockCount];
+        _concurrent = new List<long>?[_blockCount];
     }
+
+    /// <summary>
+    /// How long a writer waits for one write before giving up on it (then it is unacknowledged and may still land
+    /// later, concurrently with the writer's next writes). Default <see cref="WriteTimeout"/>.
+    /// </summary>
+    public TimeSpan GiveUpAfter { get; init; } = WriteTimeout;
 
     /// <summary>The seed (print it on failure: it replays the same offsets and sizes).</summary>
     public int Seed => _seed;
@@ -81,12 +89,17 @@ public sealed class WriteStream
             for (var b = 0; b < blocks; b++) Fill(data.AsSpan(b * BlockBytes, BlockBytes), seq, first + b);
             var issued = _clock.Elapsed;
             string? error = null;
+            var timedOut = false;
             try
             {
-                await volume().WriteAsync(first * BlockBytes, data, fua).WaitAsync(WriteTimeout, stop).ConfigureAwait(false);
+                await volume().WriteAsync(first * BlockBytes, data, fua).WaitAsync(GiveUpAfter, stop).ConfigureAwait(false);
             }
             catch (Exception ex)
             {
+                // Given up on (ours or Orleans' timeout, or the stream stopping): the write may still be queued in a live
+                // silo and take its timestamp after the writer's next write, so it stays a possible outcome for good.
+                // Any other failure happened before an answer could come, so a later acknowledged write is newer.
+                timedOut = ex is TimeoutException or OperationCanceledException;
                 // Also a write still in flight when the stream stops: it was never acknowledged.
                 error = $"{ex.GetType().Name}: {ex.Message}";
             }
@@ -97,6 +110,7 @@ public sealed class WriteStream
                 {
                     if (error is null) { _acked[b] = seq; _maybe[b] = null; }
                     else (_maybe[b] ??= []).Add(seq);
+                    if (timedOut) (_concurrent[b] ??= []).Add(seq);
                 }
             }
             if (error is not null)
@@ -142,7 +156,7 @@ public sealed class WriteStream
                 var seq = BinaryPrimitives.ReadInt64LittleEndian(actual);
                 long acked;
                 List<long>? maybe;
-                lock (_gate) { acked = _acked[block]; maybe = _maybe[block] is { } m ? [.. m] : null; }
+                lock (_gate) { acked = _acked[block]; maybe = [.. _maybe[block] ?? [], .. _concurrent[block] ?? []]; }
                 var allowed = seq == acked || (maybe?.Contains(seq) ?? false);
                 if (allowed && seq != 0)
                 {
