@@ -1,6 +1,7 @@
 using Cloud.Grains.Hosting;
 using Cloud.Hosting.Postgres;
 using Cloud.Silo;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -26,7 +27,10 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
     ["--cluster-id"] = "Silo:ClusterId",
     ["--nbd-address"] = "Nbd:Address",
     ["--nbd-port"] = "Nbd:Port",
-    ["--nbd-socket"] = "Nbd:Socket",
+    ["--nbd-socket"] = "Nbd:UnixSocketPath",
+    ["--http-address"] = "Http:Address",
+    ["--http-port"] = "Http:Port",
+    ["--dashboard-port"] = "Http:DashboardPort",
     ["--init-schema"] = "Silo:ApplySchema",
 };
 // Flags without a value: rewritten to KEY=true before the pairs are checked.
@@ -38,6 +42,7 @@ if (args.Contains("--help") || args.Contains("-h"))
     Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--silo-port N] [--gateway-port N]");
     Console.WriteLine("                  [--clustering localhost|postgres] [--connection CONNSTRING] [--init-schema] [--cluster-id ID]");
     Console.WriteLine("                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH]");
+    Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
     return 0;
 }
 for (var i = 0; i < args.Length; i += 2)
@@ -55,7 +60,7 @@ for (var i = 0; i < args.Length; i += 2)
     }
 }
 
-var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
 builder.Configuration.AddCommandLine(args, switches);
 if (SiloConfiguration.AddFallbacks(builder.Configuration) is { } configError)
 {
@@ -68,8 +73,6 @@ builder.Logging.AddFilter("Polly", LogLevel.Warning);
 
 builder.Services.AddOptions<SiloHostOptions>().BindConfiguration(SiloHostOptions.SectionName).ValidateOnStart();
 builder.Services.AddSingleton<IValidateOptions<SiloHostOptions>, SiloHostOptionsValidator>();
-builder.Services.AddOptions<NbdOptions>().BindConfiguration(NbdOptions.SectionName).ValidateOnStart();
-builder.Services.AddSingleton<IValidateOptions<NbdOptions>, NbdOptionsValidator>();
 
 // Orleans needs the ports before the host runs, so read them here; the validator reports bad values at start.
 var silo = new SiloHostOptions();
@@ -125,6 +128,7 @@ builder.UseOrleans(orleans =>
     orleans.AddCloud();
     orleans.AddCloudGracefulDrain(silo.DrainTimeout);
 });
+builder.AddCloudFrontEnds();
 
 using var host = builder.Build();
 try
@@ -136,10 +140,14 @@ catch (OptionsValidationException ex)
     foreach (var failure in ex.Failures) Console.Error.WriteLine($"cloud-silo: {failure}");
     return 2;
 }
+catch (IOException ex)
+{
+    // A listener that cannot bind (e.g. the NBD port is taken): one line, not a stack trace.
+    Console.Error.WriteLine($"cloud-silo: {ex.Message}");
+    return 2;
+}
 var cloud = host.Services.GetRequiredService<IOptions<CloudOptions>>().Value;
-var nbd = host.Services.GetRequiredService<IOptions<NbdOptions>>().Value;
-Console.WriteLine($"Cloud silo '{silo.Name}' up: gateway 127.0.0.1:{silo.GatewayPort}, silo port {silo.SiloPort}, cluster '{silo.ClusterId}' on {(silo.Clustering == ClusteringKind.Postgres ? "postgres" : "localhost")} clustering, data {Path.GetFullPath(cloud.DataDirectory)}"
-    + (nbd.Port == 0 ? "" : $", NBD reserved at {nbd.Address}:{nbd.Port}") + ". Ctrl+C stops it.");
+Console.WriteLine($"Cloud silo '{silo.Name}' up: gateway 127.0.0.1:{silo.GatewayPort}, silo port {silo.SiloPort}, cluster '{silo.ClusterId}' on {(silo.Clustering == ClusteringKind.Postgres ? "postgres" : "localhost")} clustering, data {Path.GetFullPath(cloud.DataDirectory)}. Ctrl+C stops it.");
 await host.WaitForShutdownAsync();
 var drain = host.Services.GetRequiredService<GracefulDrain>();
 Console.WriteLine(drain.LeftOver == 0

@@ -71,25 +71,6 @@ public sealed class SiloHostOptions
         $"Name={Name} SiloPort={SiloPort} GatewayPort={GatewayPort} Clustering={Clustering} Connection={(Connection is null ? "(none)" : "(redacted)")}";
 }
 
-/// <summary>The NBD server's options (section <c>Nbd</c>); the server itself is wired in by the NBD work.</summary>
-public sealed class NbdOptions
-{
-    /// <summary>The configuration section.</summary>
-    public const string SectionName = "Nbd";
-
-    /// <summary>Default for <see cref="Port"/>: the IANA NBD port.</summary>
-    public const int DefaultPort = 10809;
-
-    /// <summary>Address to listen on (default 127.0.0.1).</summary>
-    public string Address { get; set; } = "127.0.0.1";
-
-    /// <summary>TCP port (0 turns TCP off; 1-65535).</summary>
-    public int Port { get; set; } = DefaultPort;
-
-    /// <summary>A unix socket path to listen on as well (optional).</summary>
-    public string? Socket { get; set; }
-}
-
 /// <summary>Validates <see cref="SiloHostOptions"/>, naming the bad field, its value and what is allowed.</summary>
 public sealed class SiloHostOptionsValidator : IValidateOptions<SiloHostOptions>
 {
@@ -113,23 +94,6 @@ public sealed class SiloHostOptionsValidator : IValidateOptions<SiloHostOptions>
             errors.Add($"Silo:DrainTimeout {o.DrainTimeout} is not allowed; use 00:00:00-00:10:00");
         if (string.IsNullOrWhiteSpace(o.ClusterId))
             errors.Add("--cluster-id is empty; give the id every silo and client of the cluster shares");
-        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
-    }
-}
-
-/// <summary>Validates <see cref="NbdOptions"/>.</summary>
-public sealed class NbdOptionsValidator : IValidateOptions<NbdOptions>
-{
-    /// <inheritdoc />
-    public ValidateOptionsResult Validate(string? name, NbdOptions o)
-    {
-        var errors = new List<string>();
-        if (!IPAddress.TryParse(o.Address, out _))
-            errors.Add($"--nbd-address '{o.Address}' is not an IP address; use e.g. 127.0.0.1");
-        if (o.Port is < 0 or > 65535)
-            errors.Add($"--nbd-port {o.Port} is not allowed; use 0 (off) or 1-65535");
-        if (o.Socket is { Length: 0 or > 100 })
-            errors.Add($"--nbd-socket '{o.Socket}' is not allowed; use a path of 1-100 characters");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

@@ -80,7 +80,7 @@ internal static partial class Commands
         create.SetAction((p, ct) => RunAsync(p, async client =>
         {
             var chunkBytes = p.GetValue(chunk);
-            if (chunkBytes > int.MaxValue) throw new CloudRequestException($"--chunk {chunkBytes} is not allowed; use a power of two from 4KiB to 16MiB");
+            if (chunkBytes > int.MaxValue) throw new CloudRequestException($"--chunk {chunkBytes} is not allowed; use a power of two from 4KiB to 1MiB");
             var spec = new VolumeSpec(p.GetValue(name)!, p.GetValue(size), Enum.Parse<VolumeLevel>(p.GetValue(level)!, ignoreCase: true),
                 p.GetValue(disks), chunkBytes == 0 ? VolumeSpec.DefaultChunkSizeBytes : (int)chunkBytes, p.GetValue(durable));
             var info = await client.CreateVolumeAsync(spec);

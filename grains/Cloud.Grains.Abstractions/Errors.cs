@@ -34,3 +34,11 @@ public sealed class LockFencedException : Exception
     [Id(1)]
     public string Partition { get; } = "";
 }
+
+/// <summary>The storage engine failed a request (a disk error beyond redundancy, an unreadable or foreign disk...). The message says what.</summary>
+[GenerateSerializer, Alias("cloud.CloudStorageException")]
+public sealed class CloudStorageException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public CloudStorageException(string message) : base(message) { }
+}

@@ -23,6 +23,14 @@ public interface IVolumeCatalogGrain : IGrainWithIntegerKey
     [Alias("SetDiskPath")]
     Task<VolumeInfo> SetDiskPathAsync(string name, int index, string path);
 
+    /// <summary>
+    /// The write-intent slot (0-63) of a silo, assigned on first request and kept for the silo's name, so that silos
+    /// writing one volume at once never share an intent-bitmap sector. Interleaves with creates, which open volumes
+    /// and so ask for the catalog's own silo's slot.
+    /// </summary>
+    [Alias("GetWriterSlot"), AlwaysInterleave]
+    Task<int> GetWriterSlotAsync(string siloName);
+
     /// <summary>Closes the volume on every silo, deletes its member disks and forgets it.</summary>
     [Alias("Delete")]
     Task DeleteAsync(string name);

@@ -21,7 +21,7 @@ public enum VolumeLevel
 /// <param name="SizeBytes">Requested logical size; member disks are sized so the volume holds at least this.</param>
 /// <param name="Level">RAID level.</param>
 /// <param name="DiskCount">Number of member disks.</param>
-/// <param name="ChunkSizeBytes">Bytes per member per stripe (a power of two, 4 KiB-16 MiB).</param>
+/// <param name="ChunkSizeBytes">Bytes per member per stripe (a power of two, 4 KiB-1 MiB).</param>
 /// <param name="Durable">When true every write is acknowledged only after it is on disk.</param>
 [GenerateSerializer, Immutable, Alias("cloud.VolumeSpec")]
 public sealed record VolumeSpec(

@@ -62,8 +62,7 @@ public sealed class ChildProcess : IAsyncDisposable
     }
 
     /// <summary>Starts <paramref name="fileName"/> with <paramref name="arguments"/>.</summary>
-    public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments) =>
-        Start(name, fileName, arguments, environment: null);
+    public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments) => Start(name, fileName, arguments, environment: null);
 
     /// <summary>Starts <paramref name="fileName"/> with <paramref name="arguments"/> and extra environment variables.</summary>
     public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment)

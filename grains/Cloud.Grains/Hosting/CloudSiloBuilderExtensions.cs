@@ -34,7 +34,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<PartitionClockStore>();
         builder.Services.AddSingleton<CatalogStore>();
         builder.Services.AddSingleton<VolumeDirectory>();
-        builder.Services.TryAddSingleton<IVolumeStoreFactory, InterimStoreFactory>();
+        builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();
         builder.Services.AddSingleton<RaidWorkerService>();
         builder.Services.AddSingleton<FirstServer>();
         builder.Services.AddPlacementDirector<SiloBoundPlacement, SiloBoundPlacementDirector>();

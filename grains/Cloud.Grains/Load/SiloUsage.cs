@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace Cloud.Grains.Load;
 
 /// <summary>This silo's live usage, updated by the data path without locks and sampled by the publisher.</summary>
-public sealed class SiloUsage
+public sealed class SiloUsage : IDisposable
 {
     private long _pendingDelegatedBytes;
     private int _queueDepth;
@@ -13,8 +13,18 @@ public sealed class SiloUsage
     private long _writesPerformed;
     private long _diskOps;
     private long _diskOpsAtLastDecay;
+    private long _lastDecayTicks = Stopwatch.GetTimestamp();
+
+    /// <summary>With no disk operations, the latency average halves every this long.</summary>
+    public static readonly TimeSpan IdleLatencyHalfLife = TimeSpan.FromSeconds(5);
     private TimeSpan _lastCpu = Process.GetCurrentProcess().TotalProcessorTime;
     private long _lastCpuSampleTicks = Stopwatch.GetTimestamp();
+
+    /// <summary>Publishes this silo's queue in the "Cloud" meter.</summary>
+    public SiloUsage() => CloudMetrics.Track(this);
+
+    /// <summary>Stops publishing (the silo's container disposes this singleton when the silo stops).</summary>
+    public void Dispose() => CloudMetrics.Untrack(this);
 
     /// <summary>Bytes of replicated copies this silo holds for others and has not written yet.</summary>
     public long PendingDelegatedBytes => Interlocked.Read(ref _pendingDelegatedBytes);
@@ -57,18 +67,23 @@ public sealed class SiloUsage
     }
 
     /// <summary>
-    /// Called once per publish period: with no disk operation since the last call the average decays by 1/8, so a
-    /// silo that was slow once and then got no work is tried again instead of being shunned forever.
+    /// Called once per publish period: with no disk operation since the last call the average decays with
+    /// <see cref="IdleLatencyHalfLife"/>, so a silo that was slow once and then got no work is tried again instead
+    /// of being shunned forever.
     /// </summary>
     internal void DecayIdleLatency()
     {
+        var now = Stopwatch.GetTimestamp();
+        var elapsed = Stopwatch.GetElapsedTime(_lastDecayTicks, now);
+        _lastDecayTicks = now;
         var ops = Interlocked.Read(ref _diskOps);
         if (ops != _diskOpsAtLastDecay) { _diskOpsAtLastDecay = ops; return; }
+        var factor = Math.Pow(0.5, elapsed / IdleLatencyHalfLife);
         long current, next;
         do
         {
             current = Interlocked.Read(ref _diskLatencyMicrosEwma);
-            next = current - current / 8;
+            next = (long)(current * factor);
         }
         while (Interlocked.CompareExchange(ref _diskLatencyMicrosEwma, next, current) != current);
     }

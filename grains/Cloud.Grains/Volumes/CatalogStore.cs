@@ -30,16 +30,33 @@ public sealed class CatalogStore(IOptions<CloudOptions> options)
         return [.. volumes];
     }
 
-    /// <summary>Durably replaces the catalog.</summary>
-    public async Task SaveAsync(IEnumerable<VolumeInfo> volumes)
+    private string SlotsPath => Path.Combine(options.Value.DataDirectory, "writer-slots.json");
+
+    /// <summary>The silos' write-intent slots by silo name.</summary>
+    public async Task<Dictionary<string, int>> LoadSlotsAsync()
+    {
+        if (!File.Exists(SlotsPath)) return new(StringComparer.Ordinal);
+        await using var stream = File.OpenRead(SlotsPath);
+        var slots = await JsonSerializer.DeserializeAsync<Dictionary<string, int>>(stream, Json).ConfigureAwait(false);
+        return new(slots ?? [], StringComparer.Ordinal);
+    }
+
+    /// <summary>Durably replaces the slot table.</summary>
+    public Task SaveSlotsAsync(Dictionary<string, int> slots) => ReplaceAsync(SlotsPath, slots);
+
+    private async Task ReplaceAsync<T>(string path, T value)
     {
         Directory.CreateDirectory(options.Value.DataDirectory);
-        var temp = PathOf + "." + Guid.NewGuid().ToString("N") + ".tmp";
+        var temp = path + "." + Guid.NewGuid().ToString("N") + ".tmp";
         await using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
         {
-            await JsonSerializer.SerializeAsync(stream, volumes.OrderBy(v => v.Name, StringComparer.Ordinal).ToArray(), Json).ConfigureAwait(false);
+            await JsonSerializer.SerializeAsync(stream, value, Json).ConfigureAwait(false);
             stream.Flush(flushToDisk: true);
         }
-        File.Move(temp, PathOf, overwrite: true);
+        File.Move(temp, path, overwrite: true);
     }
+
+    /// <summary>Durably replaces the catalog.</summary>
+    public Task SaveAsync(IEnumerable<VolumeInfo> volumes) =>
+        ReplaceAsync(PathOf, volumes.OrderBy(v => v.Name, StringComparer.Ordinal).ToArray());
 }

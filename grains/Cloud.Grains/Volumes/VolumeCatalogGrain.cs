@@ -8,11 +8,16 @@ namespace Cloud.Grains.Volumes;
 /// <summary>The volume catalog (key 0). Not reentrant: creates and deletes run one at a time, so names stay unique.</summary>
 internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory factory, IClusterMembershipService membership) : Grain, IVolumeCatalogGrain
 {
+    /// <summary>Write-intent slots the engine has (one per concurrently writing process).</summary>
+    public const int MaxWriterSlots = 64;
+
     private Dictionary<string, VolumeInfo> _volumes = new(StringComparer.Ordinal);
+    private Dictionary<string, int> _slots = new(StringComparer.Ordinal);
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         _volumes = (await store.LoadAsync()).ToDictionary(v => v.Name, StringComparer.Ordinal);
+        _slots = await store.LoadSlotsAsync();
     }
 
     public async Task<VolumeInfo> CreateAsync(VolumeSpec spec)
@@ -26,20 +31,33 @@ internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory
         var info = new VolumeInfo(spec.Name, id, spec.SizeBytes, spec.Level, spec.DiskCount, spec.ChunkSizeBytes, spec.Durable, paths, DateTimeOffset.UtcNow);
         try
         {
-            await using var created = await factory.CreateAsync(info, factory.MemberSizeBytes(spec), CancellationToken.None);
+            await using var created = await EngineErrors.Guard(() => factory.CreateAsync(info, factory.MemberSizeBytes(spec), CancellationToken.None).AsTask());
             if (created.CapacityBytes < spec.SizeBytes)
                 throw new InvalidOperationException($"engine made {created.CapacityBytes} bytes for a {spec.SizeBytes}-byte volume");
             await created.FlushAsync(CancellationToken.None);
         }
-        catch
+        catch (Exception ex)
         {
             // Nothing half-made stays behind.
             if (Directory.Exists(directory)) Directory.Delete(directory, recursive: true);
-            throw;
+            if (ex is CloudRequestException or CloudStorageException) throw;
+            throw new CloudStorageException($"creating volume '{spec.Name}' failed: {ex.Message}");
         }
         _volumes[spec.Name] = info;
         await store.SaveAsync(_volumes.Values);
         return info;
+    }
+
+    public async Task<int> GetWriterSlotAsync(string siloName)
+    {
+        if (_slots.TryGetValue(siloName, out var slot)) return slot;
+        var used = _slots.Values.ToHashSet();
+        slot = Enumerable.Range(0, MaxWriterSlots).FirstOrDefault(s => !used.Contains(s), -1);
+        if (slot < 0)
+            throw new CloudRequestException($"all {MaxWriterSlots} write-intent slots are taken by silo names {string.Join(", ", _slots.Keys)}; reuse a silo name");
+        _slots[siloName] = slot;
+        await store.SaveSlotsAsync(_slots);
+        return slot;
     }
 
     public Task<ImmutableArray<VolumeInfo>> ListAsync() =>

@@ -16,7 +16,7 @@ public static partial class VolumeMath
     public const int MinChunkSizeBytes = 4096;
 
     /// <summary>Largest chunk.</summary>
-    public const int MaxChunkSizeBytes = 16 << 20;
+    public const int MaxChunkSizeBytes = 1 << 20;
 
     /// <summary>Largest volume.</summary>
     public const long MaxVolumeSizeBytes = 64L << 40;
@@ -77,7 +77,7 @@ public static partial class VolumeMath
         if (spec.DiskCount < min || spec.DiskCount > MaxDiskCount)
             throw new CloudRequestException($"--disks {spec.DiskCount} is not allowed for {spec.Level.ToString().ToLowerInvariant()}; use {min}-{MaxDiskCount}");
         if (spec.ChunkSizeBytes < MinChunkSizeBytes || spec.ChunkSizeBytes > MaxChunkSizeBytes || (spec.ChunkSizeBytes & (spec.ChunkSizeBytes - 1)) != 0)
-            throw new CloudRequestException($"--chunk {spec.ChunkSizeBytes} is not allowed; use a power of two from 4KiB to 16MiB");
+            throw new CloudRequestException($"--chunk {spec.ChunkSizeBytes} is not allowed; use a power of two from 4KiB to 1MiB");
         if (spec.SizeBytes <= 0 || spec.SizeBytes > MaxVolumeSizeBytes || spec.SizeBytes % BlockSizeBytes != 0)
             throw new CloudRequestException($"--size {spec.SizeBytes} is not allowed; use a multiple of 4KiB up to 64TiB");
     }

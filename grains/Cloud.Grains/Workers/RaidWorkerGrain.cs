@@ -1,4 +1,5 @@
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Engine;
 using Cloud.Grains.Placement;
 using Orleans.Concurrency;
 using Orleans.Placement;
@@ -21,26 +22,26 @@ internal sealed class RaidWorkerGrain(RaidWorkerService service, ILocalSiloDetai
         return Task.CompletedTask;
     }
 
-    public Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write) => service.AcceptAsync(write);
+    public Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write) => EngineErrors.Guard(() => service.AcceptAsync(write));
     public Task<WriteReport> WaitCommittedAsync(Guid writeId, TimeSpan maxWait) => service.WaitAsync(writeId, maxWait);
     public Task<int> CancelSupersededAsync(string volumeName, long offsetBytes, long lengthBytes, long newerTimestamp) =>
-        service.CancelSupersededAsync(volumeName, offsetBytes, lengthBytes, newerTimestamp);
-    public Task<byte[]> ReadAsync(string volumeName, long offsetBytes, int lengthBytes) => service.ReadAsync(volumeName, offsetBytes, lengthBytes);
-    public Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes) => service.TrimAsync(volumeName, offsetBytes, lengthBytes);
-    public Task FlushAsync(string volumeName) => service.FlushAsync(volumeName);
-    public Task CloseVolumeAsync(string volumeName) => service.CloseAsync(volumeName);
-    public Task<VolumeStatus> GetVolumeStatusAsync(string volumeName) => service.StatusAsync(volumeName, null);
-    public Task FailMemberAsync(string volumeName, int index, string reason) => service.FailMemberAsync(volumeName, index, reason);
-    public Task ReplaceMemberAsync(string volumeName, int index, string path) => service.ReplaceMemberAsync(volumeName, index, path);
+        EngineErrors.Guard(() => service.CancelSupersededAsync(volumeName, offsetBytes, lengthBytes, newerTimestamp));
+    public Task<byte[]> ReadAsync(string volumeName, long offsetBytes, int lengthBytes) => EngineErrors.Guard(() => service.ReadAsync(volumeName, offsetBytes, lengthBytes));
+    public Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes) => EngineErrors.Guard(() => service.TrimAsync(volumeName, offsetBytes, lengthBytes));
+    public Task FlushAsync(string volumeName) => EngineErrors.Guard(() => service.FlushAsync(volumeName));
+    public Task CloseVolumeAsync(string volumeName) => EngineErrors.Guard(() => service.CloseAsync(volumeName));
+    public Task<VolumeStatus> GetVolumeStatusAsync(string volumeName) => EngineErrors.Guard(() => service.StatusAsync(volumeName, null));
+    public Task FailMemberAsync(string volumeName, int index, string reason) => EngineErrors.Guard(() => service.FailMemberAsync(volumeName, index, reason));
+    public Task ReplaceMemberAsync(string volumeName, int index, string path) => EngineErrors.Guard(() => service.ReplaceMemberAsync(volumeName, index, path));
 
     public Task RebuildAsync(string volumeName)
     {
         var volume = GrainFactory.GetGrain<IVolumeGrain>(volumeName);
         var progress = new RebuildReporter(volume);
-        return service.RebuildAsync(volumeName, progress);
+        return EngineErrors.Guard(() => service.RebuildAsync(volumeName, progress));
     }
 
-    public Task<ScrubResult> ScrubAsync(string volumeName, bool repair) => service.ScrubAsync(volumeName, repair);
+    public Task<ScrubResult> ScrubAsync(string volumeName, bool repair) => EngineErrors.Guard(() => service.ScrubAsync(volumeName, repair));
     public Task<int> GetQueueDepthAsync() => Task.FromResult(service.QueueDepth);
 
     /// <summary>Forwards rebuild progress to the volume grain, at most every 1 % so the grain is not flooded.</summary>

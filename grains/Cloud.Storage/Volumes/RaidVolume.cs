@@ -69,7 +69,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         _created = created;
         _stripeLocks = new SemaphoreSlim[StripeLockCount];
         for (int i = 0; i < _stripeLocks.Length; i++) _stripeLocks[i] = new SemaphoreSlim(1, 1);
-        _intent = new WriteIntentLog(stripeCount, options.WriteIntentLog, PersistIntentPageAsync);
+        _intent = new WriteIntentLog(stripeCount, OnDiskFormat.IntentRegionStripes(stripeCount, definition.Geometry.StripeDataBytes), options.WriteIntentLog, PersistIntentPageAsync);
         int slots = _dataCount + _parityCount;
         int retained = (int)Math.Clamp(ScratchBudgetBytes / ((long)_memberCount * _slotBytes), 2, 256);
         _scratchPool = new StripeScratchPool(() => new StripeScratch(_memberCount, _slotBytes, _blocksPerChunk, _dataCount, slots), retained);
@@ -113,22 +113,26 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     public RebuildProgress? CurrentRebuild { get { lock (_stateGate) return _rebuild; } }
 
     /// <summary>Redundancy as a whole.</summary>
+    /// <remarks>
+    /// Read without a lock (it is checked on every I/O, and a volume-wide lock there would serialise
+    /// stripes); each member's state is a single byte, so a racing reader sees the old or new state.
+    /// A rebuilding member does not yet count as redundancy: losing more members than the level
+    /// tolerates, rebuilding ones included, fails the volume.
+    /// </remarks>
     public VolumeHealth Health
     {
         get
         {
-            lock (_stateGate)
+            int lost = 0, rebuilding = 0;
+            for (int i = 0; i < _states.Length; i++)
             {
-                int lost = 0, rebuilding = 0;
-                foreach (MemberState s in _states)
-                {
-                    if (s is MemberState.Failed or MemberState.Missing) lost++;
-                    else if (s == MemberState.Rebuilding) rebuilding++;
-                }
-                if (lost > Geometry.MaxFailedMembers) return VolumeHealth.Failed;
-                if (rebuilding > 0) return VolumeHealth.Rebuilding;
-                return lost > 0 ? VolumeHealth.Degraded : VolumeHealth.Healthy;
+                MemberState s = _states[i];
+                if (s is MemberState.Failed or MemberState.Missing) lost++;
+                else if (s == MemberState.Rebuilding) rebuilding++;
             }
+            if (lost + rebuilding > Geometry.MaxFailedMembers) return VolumeHealth.Failed;
+            if (rebuilding > 0) return VolumeHealth.Rebuilding;
+            return lost > 0 ? VolumeHealth.Degraded : VolumeHealth.Healthy;
         }
     }
 
@@ -526,6 +530,21 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     }
 
     /// <summary>
+    /// Write-hole recovery for this opener: resyncs the stripes marked in its writer slot (every slot
+    /// when <see cref="RaidVolumeOptions.RecoverAllWriterSlots"/>). <see cref="AssembleAsync"/> already does this.
+    /// </summary>
+    /// <returns>The number of stripes resynced.</returns>
+    public async ValueTask<long> RecoverAsync(CancellationToken cancellationToken = default)
+    {
+        CheckUsable();
+        if (!_options.RecoverAllWriterSlots) return await RecoverWriterSlotAsync(_options.WriterSlot, cancellationToken).ConfigureAwait(false);
+        long total = 0;
+        for (int slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++)
+            total += await RecoverWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
+        return total;
+    }
+
+    /// <summary>
     /// Resyncs every stripe marked in writer slot <paramref name="slot"/>'s intent bitmap (on any
     /// member), then clears it. Call it for a writer that died while the rest of the cluster runs,
     /// holding that writer's stripe locks; <see cref="AssembleAsync"/> calls it for this opener.
@@ -548,13 +567,19 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         }
         if (Array.TrueForAll(merged, b => b == 0)) return 0;
         long resynced = 0;
-        foreach ((long first, long end) in WriteIntentLog.MarkedStripes(merged, StripeCount))
+        foreach ((long first, long end) in WriteIntentLog.MarkedStripes(merged, StripeCount, _intent.RegionStripes))
             for (long s = first; s < end; s++)
             {
                 await ResyncStripeAsync(s, cancellationToken).ConfigureAwait(false);
                 resynced++;
             }
         await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
+        if (slot == _options.WriterSlot && _options.WriteIntentLog)
+        {
+            // Our own slot while we may be writing: keep the marks of our writes in flight.
+            await _intent.RepersistAsync(cancellationToken).ConfigureAwait(false);
+            return resynced;
+        }
         Array.Clear(page);
         for (int m = 0; m < _memberCount; m++)
         {

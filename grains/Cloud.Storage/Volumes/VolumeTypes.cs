@@ -135,6 +135,13 @@ public sealed class RaidVolumeOptions
     /// <summary>A rebuild records its progress in the superblocks every this many stripes, 1..2^20.</summary>
     public int RebuildCheckpointStripes { get; set; } = DefaultRebuildCheckpointStripes;
 
+    /// <summary>
+    /// A read that meets a corrupt block writes the reconstructed block back (default). Turn it off
+    /// when other processes may be writing the same stripe without this reader holding a lock that
+    /// excludes them; the reader still gets correct data, and scrub repairs the medium.
+    /// </summary>
+    public bool RepairOnRead { get; set; } = true;
+
     /// <summary>On create, write zeroes over every chunk slot (needed when members may hold old data; new files and blobs read as zeroes already).</summary>
     public bool ZeroMembersOnCreate { get; set; }
 

@@ -1,0 +1,192 @@
+using System.Collections.Immutable;
+using Cloud.Grains.Abstractions;
+using Cloud.Storage.Devices;
+using Cloud.Storage.Format;
+using Cloud.Storage.Layout;
+using Cloud.Storage.Volumes;
+
+namespace Cloud.Grains.Engine;
+
+/// <summary>The storage engine's <see cref="RaidVolume"/> over file-backed member disks, as the grains see it.</summary>
+internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices, VolumeInfo info) : IVolumeStore
+{
+    private readonly List<IBlockDevice> _retired = [];
+
+    public long CapacityBytes => volume.CapacityBytes;
+    public long StripeDataBytes => volume.Geometry.StripeDataBytes;
+    public long StripeCount => volume.StripeCount;
+    public int BlockSizeBytes => volume.BlockSizeBytes;
+
+    public VolumeHealthState Health => volume.Health switch
+    {
+        VolumeHealth.Healthy => VolumeHealthState.Healthy,
+        VolumeHealth.Degraded => VolumeHealthState.Degraded,
+        VolumeHealth.Rebuilding => VolumeHealthState.Rebuilding,
+        _ => VolumeHealthState.Failed,
+    };
+
+    public ImmutableArray<DiskStatus> Members => [.. volume.Members.Select(m => new DiskStatus(m.Index, m.DeviceName ?? info.DiskPaths[m.Index], m.State switch
+    {
+        MemberState.Active => DiskState.Active,
+        MemberState.Failed => DiskState.Failed,
+        MemberState.Rebuilding => DiskState.Rebuilding,
+        _ => DiskState.Missing,
+    }))];
+
+    public (long First, long Last) StripeRange(long offsetBytes, long lengthBytes) => volume.StripeRange(offsetBytes, lengthBytes);
+
+    public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken) =>
+        volume.ReadAsync(offsetBytes, destination, cancellationToken);
+
+    public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, long writeTimestamp, bool forceUnitAccess, CancellationToken cancellationToken) =>
+        volume.WriteAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
+
+    public ValueTask ReadBlockTimestampsAsync(long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken) =>
+        volume.ReadBlockTimestampsAsync(offsetBytes, timestamps, cancellationToken);
+
+    public ValueTask FlushAsync(CancellationToken cancellationToken) => volume.FlushAsync(cancellationToken);
+
+    public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken) => volume.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
+
+    public async ValueTask FailMemberAsync(int memberIndex, string reason)
+    {
+        try
+        {
+            await volume.FailMemberAsync(memberIndex, reason);
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new CloudRequestException($"disk {memberIndex} of volume '{info.Name}': {ex.Message}");
+        }
+    }
+
+    public async ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        var size = OnDiskFormat.DataOffsetBytes + volume.StripeCount * OnDiskFormat.ChunkStrideBytes(volume.Geometry.ChunkSizeBytes);
+        var device = new FileBlockDevice(path, size);
+        try
+        {
+            await volume.ReplaceMemberAsync(memberIndex, device, cancellationToken);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
+        {
+            await device.DisposeAsync();
+            File.Delete(path);
+            throw new CloudRequestException($"disk {memberIndex} of volume '{info.Name}': {ex.Message}");
+        }
+        if (devices[memberIndex] is { } old) _retired.Add(old);
+        devices[memberIndex] = device;
+    }
+
+    public ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken) =>
+        volume.RebuildAsync(progress is null ? null : new Progress(progress), cancellationToken);
+
+    public async ValueTask<ScrubResult> ScrubAsync(bool repair, CancellationToken cancellationToken)
+    {
+        var report = await volume.ScrubAsync(repair, null, cancellationToken);
+        return new ScrubResult(report.StripesChecked, report.ParityMismatches, report.ChecksumErrors, report.Repaired);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        // The volume does not own its devices: close it first, then them.
+        await volume.DisposeAsync();
+        foreach (var d in devices) if (d is not null) await d.DisposeAsync();
+        foreach (var d in _retired) await d.DisposeAsync();
+    }
+
+    private sealed class Progress(IProgress<(long Done, long Total)> inner) : IProgress<RebuildProgress>
+    {
+        public void Report(RebuildProgress value) => inner.Report((value.StripesDone, value.StripesTotal));
+    }
+}
+
+/// <summary>
+/// Creates and assembles <see cref="RaidVolume"/>s over <see cref="FileBlockDevice"/>s. Each silo writes through
+/// its own write-intent slot (assigned once per silo name by the catalog), so that no intent-bitmap sector is
+/// shared between processes; only a silo that is alone in the cluster resyncs every slot on assembly.
+/// </summary>
+internal sealed class RaidVolumeStoreFactory(IGrainFactory grains, Orleans.Runtime.ILocalSiloDetails silo, Orleans.Runtime.IClusterMembershipService membership) : IVolumeStoreFactory
+{
+    private int _slot = -1;
+
+    private async ValueTask<RaidVolumeOptions> OptionsAsync()
+    {
+        if (_slot < 0) _slot = await grains.GetGrain<IVolumeCatalogGrain>(0).GetWriterSlotAsync(silo.Name);
+        var active = membership.CurrentSnapshot.Members.Values.Count(m => m.Status == Orleans.Runtime.SiloStatus.Active);
+        return new RaidVolumeOptions { WriterSlot = _slot, RecoverAllWriterSlots = active <= 1 };
+    }
+
+    private static VolumeDefinition Definition(VolumeInfo v) =>
+        new(v.Name, v.VolumeId, new VolumeGeometry((RaidLevel)(int)v.Level, v.DiskCount, v.ChunkSizeBytes));
+
+    public async ValueTask<IVolumeStore> CreateAsync(VolumeInfo volume, long memberSizeBytes, CancellationToken cancellationToken)
+    {
+        var devices = new IBlockDevice?[volume.DiskCount];
+        try
+        {
+            for (var i = 0; i < devices.Length; i++)
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(volume.DiskPaths[i]))!);
+                devices[i] = new FileBlockDevice(volume.DiskPaths[i], memberSizeBytes);
+            }
+            var raid = await RaidVolume.CreateAsync(Definition(volume), devices!, await OptionsAsync(), cancellationToken);
+            return new RaidVolumeStore(raid, devices, volume);
+        }
+        catch (ArgumentException ex)
+        {
+            foreach (var d in devices) if (d is not null) await d.DisposeAsync();
+            throw new CloudRequestException($"volume '{volume.Name}': {ex.Message}", ex);
+        }
+        catch
+        {
+            foreach (var d in devices) if (d is not null) await d.DisposeAsync();
+            throw;
+        }
+    }
+
+    public async ValueTask<IVolumeStore> OpenAsync(VolumeInfo volume, CancellationToken cancellationToken)
+    {
+        var devices = new IBlockDevice?[volume.DiskCount];
+        try
+        {
+            for (var i = 0; i < devices.Length; i++)
+                devices[i] = File.Exists(volume.DiskPaths[i]) ? new FileBlockDevice(volume.DiskPaths[i]) : null;
+            var options = await OptionsAsync();
+            RaidVolume raid;
+            // A failed or replaced member's disk is refused by name; leave it out and assemble degraded, as md does.
+            for (var attempt = 0; ; attempt++)
+            {
+                try
+                {
+                    raid = await RaidVolume.AssembleAsync(devices, options, cancellationToken);
+                    break;
+                }
+                catch (VolumeFormatException ex) when (ex.MemberIndex >= 0 && ex.MemberIndex < devices.Length && devices[ex.MemberIndex] is not null && attempt < devices.Length)
+                {
+                    await devices[ex.MemberIndex]!.DisposeAsync();
+                    devices[ex.MemberIndex] = null;
+                }
+            }
+            if (raid.Definition.VolumeId != volume.VolumeId)
+            {
+                await raid.DisposeAsync();
+                throw new VolumeFormatException($"the disks of volume '{volume.Name}' belong to volume {raid.Definition.VolumeId}, not {volume.VolumeId}");
+            }
+            return new RaidVolumeStore(raid, devices, volume);
+        }
+        catch
+        {
+            foreach (var d in devices) if (d is not null) await d.DisposeAsync();
+            throw;
+        }
+    }
+
+    public long MemberSizeBytes(VolumeSpec spec)
+    {
+        var stripeData = VolumeMath.StripeDataBytes(spec.Level, spec.DiskCount, spec.ChunkSizeBytes);
+        var stripes = (spec.SizeBytes + stripeData - 1) / stripeData;
+        return OnDiskFormat.DataOffsetBytes + stripes * OnDiskFormat.ChunkStrideBytes(spec.ChunkSizeBytes);
+    }
+}
