@@ -150,7 +150,10 @@ for (int i = 0; i < siloCount; i++)
         // Cloud's own switches (issue 4): --clustering postgres --connection CONNSTRING as configuration.
         .WithEnvironment("Cloud__Clustering", "postgres")
         .WithEnvironment("Cloud__Connection", serverConnectionString)
-        .WithEnvironment("Cloud__DataDirectory", Path.Combine(dataRoot, $"silo-{i}"))
+        // One data directory for all silos: they share the file-backed member disks, the catalog and the clocks.
+        .WithEnvironment("Cloud__DataDirectory", Path.Combine(dataRoot, "silos"))
+        // A stable, distinct name per replica: each silo's RAID worker is keyed by it.
+        .WithEnvironment("Silo__Name", $"silo-{i}")
         .WithEnvironment("Cloud__Azure__ConnectionString", azuriteConnectionString);
     if (azurite is not null)
     {

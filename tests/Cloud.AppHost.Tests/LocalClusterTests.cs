@@ -1,6 +1,8 @@
 using Aspire.Hosting;
 using Aspire.Hosting.ApplicationModel;
 using Aspire.Hosting.Testing;
+using Cloud.Client;
+using Cloud.Grains.Abstractions;
 using Npgsql;
 
 namespace Cloud.AppHost.Tests;
@@ -12,11 +14,16 @@ public sealed class LocalClusterTests
     private static readonly TimeSpan StartTimeout = TimeSpan.FromMinutes(4);
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(500);
 
+    private const long VolumeBytes = 64L << 20;
+    private const int WriteBytes = 1 << 20;
+    private const long WriteOffsetBytes = 3L << 20;
+    private const int Seed = 7007;
+
     /// <summary>SiloStatus.Active as the membership table stores it.</summary>
     private const int StatusActive = 3;
 
     [Fact]
-    public async Task AppHost_StartsPostgresAndThreeSilos_ThatBecomeActiveInOneCluster()
+    public async Task AppHost_StartsPostgresAndThreeSilos_ThatFormOneClusterServingAVolume()
     {
         string dataDirectory = Directory.CreateTempSubdirectory("cloud-apphost-test-").FullName;
         try
@@ -48,6 +55,20 @@ public sealed class LocalClusterTests
             }
 
             Assert.Equal(3, active);
+
+            // Through the SDK, finding the gateways in the membership table as any client of this cluster would.
+            await using var client = await CloudClient.ConnectPostgresAsync(connectionString, "cloud-local", "cloud-local", timeout.Token);
+            await client.CreateVolumeAsync(new VolumeSpec("apphost", VolumeBytes, VolumeLevel.Raid5, 4, VolumeSpec.DefaultChunkSizeBytes, false));
+            var volume = await client.OpenVolumeAsync("apphost");
+            var written = new byte[WriteBytes];
+            new Random(Seed).NextBytes(written);
+            await volume.WriteAsync(WriteOffsetBytes, written, cancellationToken: timeout.Token);
+            await volume.FlushAsync(timeout.Token);
+            var read = new byte[WriteBytes];
+            await volume.ReadAsync(WriteOffsetBytes, read, timeout.Token);
+            Assert.True(written.AsSpan().SequenceEqual(read), $"the bytes read back differ from those written (seed {Seed})");
+            var status = await client.GetClusterStatusAsync();
+            Assert.Equal(3, status.Silos.Length);
         }
         finally
         {

@@ -135,6 +135,31 @@ public sealed class ChildProcess : IAsyncDisposable
         await _process.WaitForExitAsync().ConfigureAwait(false);
     }
 
+    /// <summary>The exit code; valid once <see cref="HasExited"/>.</summary>
+    public int ExitCode => _process.ExitCode;
+
+    /// <summary>Sends SIGTERM (a graceful stop) and waits up to <paramref name="timeout"/> for the exit; returns the exit code.</summary>
+    /// <exception cref="TimeoutException">The process is still running after <paramref name="timeout"/>.</exception>
+    public async Task<int> TerminateAsync(TimeSpan timeout)
+    {
+        if (!_process.HasExited)
+        {
+            UnixProcess.Signal(_process.Id, UnixProcess.SigTerm);
+        }
+
+        using var cancel = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cancel.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"{Name} did not exit within {timeout} of SIGTERM. Its output:\n{Output}");
+        }
+
+        return _process.ExitCode;
+    }
+
     /// <summary>Stops the process (SIGTERM, then SIGKILL) if it is still running.</summary>
     public async ValueTask DisposeAsync()
     {

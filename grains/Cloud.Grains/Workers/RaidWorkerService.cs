@@ -281,7 +281,9 @@ public sealed partial class RaidWorkerService(
                     var b0 = (int)(t.Write.OffsetBytes / blockBytes - firstBlock);
                     var n = t.Write.Data.Length / blockBytes;
                     for (var i = b0; i < b0 + n; i++)
-                        if (t.Write.Timestamp > onDisk[i] && (winner[i] is null || winner[i]!.Write.Timestamp < t.Write.Timestamp))
+                        // ">=": a block already stamped with this very version may be one a killed target left half
+                        // written (its metadata landed, its data did not); writing the same version again is idempotent.
+                        if (t.Write.Timestamp >= onDisk[i] && (winner[i] is null || winner[i]!.Write.Timestamp < t.Write.Timestamp))
                             winner[i] = t;
                 }
                 var commits = ImmutableArray.CreateBuilder<BlockCommit>();
