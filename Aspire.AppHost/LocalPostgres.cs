@@ -62,9 +62,19 @@ internal static class LocalPostgres
 
         string parent = Path.GetDirectoryName(dataDirectory)!;
         Directory.CreateDirectory(parent);
-        if (RunningAsRoot)
+        if (RunningAsRoot && !OperatingSystem.IsWindows())
         {
             Run("chown", [$"{OsUser}:{OsUser}", parent], parent);
+            // The postgres user must be able to reach its directory: private temp directories
+            // (mode 700, owned by root) on the way get search permission, and nothing more.
+            for (string? dir = Path.GetDirectoryName(parent); !string.IsNullOrEmpty(dir) && dir != "/"; dir = Path.GetDirectoryName(dir))
+            {
+                var mode = File.GetUnixFileMode(dir);
+                if ((mode & UnixFileMode.OtherExecute) == 0)
+                {
+                    File.SetUnixFileMode(dir, mode | UnixFileMode.OtherExecute);
+                }
+            }
         }
 
         Run(Path.Combine(binDirectory, "initdb"),

@@ -124,10 +124,14 @@ string azuriteConnectionString =
     "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;" +
     $"BlobEndpoint=http://127.0.0.1:{azuritePort}/devstoreaccount1;";
 
-int[] ports = FreePorts(siloCount * 2);
+// Per silo: silo, gateway, NBD and dashboard ports, all free, so that the silos on this one machine do not all
+// claim the NBD default 10809 or the Development dashboard default 8080.
+const int PortsPerSilo = 4;
+int[] ports = FreePorts(siloCount * PortsPerSilo);
 for (int i = 0; i < siloCount; i++)
 {
-    int siloPort = ports[2 * i], gatewayPort = ports[(2 * i) + 1];
+    int siloPort = ports[PortsPerSilo * i], gatewayPort = ports[(PortsPerSilo * i) + 1];
+    int nbdPort = ports[(PortsPerSilo * i) + 2], dashboardPort = ports[(PortsPerSilo * i) + 3];
     var silo = builder.AddProject<Projects.Cloud_Silo>($"silo-{i}")
         .WithReference(connectionString)
         .WaitFor(postgres)
@@ -136,6 +140,8 @@ for (int i = 0; i < siloCount; i++)
         .WithEnvironment("Orleans__Endpoints__AdvertisedIPAddress", "127.0.0.1")
         .WithEnvironment("Orleans__Endpoints__SiloPort", siloPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
         .WithEnvironment("Orleans__Endpoints__GatewayPort", gatewayPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
+        .WithEnvironment("Nbd__Port", nbdPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
+        .WithEnvironment("Http__DashboardPort", dashboardPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
         // Orleans' configuration-based ADO.NET clustering. Aspire's Orleans integration would set
         // Orleans__Clustering__ServiceKey, but Orleans 10.4.2 reads ConnectionName, so we set it here.
         .WithEnvironment("Orleans__Clustering__ProviderType", "AdoNet")
@@ -144,7 +150,10 @@ for (int i = 0; i < siloCount; i++)
         // Cloud's own switches (issue 4): --clustering postgres --connection CONNSTRING as configuration.
         .WithEnvironment("Cloud__Clustering", "postgres")
         .WithEnvironment("Cloud__Connection", serverConnectionString)
-        .WithEnvironment("Cloud__DataDirectory", Path.Combine(dataRoot, $"silo-{i}"))
+        // One data directory for all silos: they share the file-backed member disks, the catalog and the clocks.
+        .WithEnvironment("Cloud__DataDirectory", Path.Combine(dataRoot, "silos"))
+        // A stable, distinct name per replica: each silo's RAID worker is keyed by it.
+        .WithEnvironment("Silo__Name", "silo-" + i.ToString(System.Globalization.CultureInfo.InvariantCulture))
         .WithEnvironment("Cloud__Azure__ConnectionString", azuriteConnectionString);
     if (azurite is not null)
     {

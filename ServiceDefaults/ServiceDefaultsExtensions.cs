@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
@@ -93,11 +94,22 @@ public static class ServiceDefaultsExtensions
     public static WebApplication MapDefaultEndpoints(this WebApplication app)
     {
         ArgumentNullException.ThrowIfNull(app);
-        app.MapHealthChecks(CloudTelemetry.HealthEndpointPath);
-        app.MapHealthChecks(CloudTelemetry.AliveEndpointPath, new HealthCheckOptions
+        ((IEndpointRouteBuilder)app).MapDefaultEndpoints();
+        return app;
+    }
+
+    /// <summary>
+    /// Maps <c>/health</c> and <c>/alive</c> on any endpoint route builder (for hosts that build their pipeline in
+    /// <c>UseEndpoints</c>, such as the silo), with the same meaning as <see cref="MapDefaultEndpoints(WebApplication)"/>.
+    /// </summary>
+    public static IEndpointRouteBuilder MapDefaultEndpoints(this IEndpointRouteBuilder endpoints)
+    {
+        ArgumentNullException.ThrowIfNull(endpoints);
+        endpoints.MapHealthChecks(CloudTelemetry.HealthEndpointPath);
+        endpoints.MapHealthChecks(CloudTelemetry.AliveEndpointPath, new HealthCheckOptions
         {
             Predicate = check => check.Tags.Contains(CloudTelemetry.LiveTag),
         });
-        return app;
+        return endpoints;
     }
 }

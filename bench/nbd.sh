@@ -3,15 +3,19 @@
 # and against `nbdkit file` serving one file on the same disk, in the same run. Prints every figure and
 # the Cloud/nbdkit ratio with the target for each job.
 #
-#   bench/nbd.sh                       # the shared workloads as given (20 s per job after a 2 s ramp)
+#   bench/nbd.sh                            # the real silo, the shared workloads as given (20 s per job after a 2 s ramp)
 #   FIO_RUNTIME=5 FIO_RAMP=1 bench/nbd.sh   # a quicker run
+#   NBD_BENCH_TARGET=engine bench/nbd.sh    # the NBD server over the engine alone (bench/Cloud.NbdHost, no Orleans)
 #
 # Environment:
 #   FIO_DIR          the shared fio workloads (default: ../shared/bench/fio relative to the repo root)
-#   NBD_BENCH_DIR    where member files and the nbdkit file live (default: a new directory under $TMPDIR or /tmp)
-#   NBD_BENCH_LAYOUT raid5 (default) or file (one file, no redundancy: the server's own overhead)
+#   NBD_BENCH_DIR    where the silo's data, member files and the nbdkit file live (default: a new directory under $TMPDIR or /tmp)
+#   NBD_BENCH_TARGET silo (default: `dotnet Cloud.Silo.dll` on free ports with a temporary data directory, the volume
+#                    created with cloudctl, served by the silo's NBD endpoint through the Orleans write path) or
+#                    engine (Cloud.NbdHost: the NBD server straight over a RaidVolume, no Orleans)
+#   NBD_BENCH_LAYOUT raid5 (default) or file (engine target only: one file, no redundancy: the server's own overhead)
 #   NBD_BENCH_MEMBER_MB  size of each member file in MiB (default 512; RAID-5 4+1 gives 4x that of data)
-#   NBD_URI_CLOUD    benchmark an already running Cloud export (e.g. the silo) instead of starting Cloud.NbdHost
+#   NBD_URI_CLOUD    benchmark an already running Cloud export instead of starting one
 #   FIO_RUNTIME, FIO_RAMP  override runtime/ramp_time (seconds) of the timed jobs
 #   SECTIONS         the jobs to run (default: precondition seqwrite seqread randwrite randread randwrite-qd1)
 set -euo pipefail
@@ -20,6 +24,8 @@ FIO_DIR="${FIO_DIR:-$ROOT/../shared/bench/fio}"
 LAYOUT="${NBD_BENCH_LAYOUT:-raid5}"
 MEMBER_MB="${NBD_BENCH_MEMBER_MB:-512}"
 SECTIONS="${SECTIONS:-precondition seqwrite seqread randwrite randread randwrite-qd1}"
+TARGET="${NBD_BENCH_TARGET:-silo}"
+case "$TARGET" in silo|engine) ;; *) echo "nbd.sh: NBD_BENCH_TARGET '$TARGET' is not allowed; use silo or engine" >&2; exit 2;; esac
 
 for tool in fio nbdkit python3 dotnet; do
   command -v "$tool" >/dev/null || { echo "nbd.sh: '$tool' is not installed" >&2; exit 1; }
@@ -44,10 +50,36 @@ cat "$FIO_DIR/engine-nbd.fio" "$FIO_DIR/workload.fio" > "$WORK/job.fio"
 if [ -n "${FIO_RUNTIME:-}" ]; then sed -i "s/^runtime=20$/runtime=${FIO_RUNTIME}/" "$WORK/job.fio"; fi
 if [ -n "${FIO_RAMP:-}" ]; then sed -i "s/^ramp_time=2$/ramp_time=${FIO_RAMP}/" "$WORK/job.fio"; fi
 
-# Cloud: RAID-5 4+1 over member files in $WORK/cloud, served by Cloud.NbdHost (or an external export).
+wait_for_line() { # pid log pattern what
+  for _ in $(seq 1 1200); do
+    grep -q "$3" "$2" 2>/dev/null && return 0
+    kill -0 "$1" 2>/dev/null || { echo "$4 exited:" >&2; cat "$2" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "$4 did not start within 120 s:" >&2; cat "$2" >&2; exit 1
+}
+
 if [ -n "${NBD_URI_CLOUD:-}" ]; then
   CLOUD_URI="$NBD_URI_CLOUD"
+elif [ "$TARGET" = silo ]; then
+  # The real silo: one silo, localhost clustering, data under $WORK/silo, every port free; the volume is a RAID-5 4+1
+  # of file disks created with cloudctl, and fio talks to the silo's NBD endpoint (front-end grain, delegated writes).
+  echo "building the silo and cloudctl (Release)..."
+  dotnet build -c Release -v q -nologo "$ROOT/silo/Cloud.Silo.csproj" >/dev/null
+  dotnet build -c Release -v q -nologo "$ROOT/client/cloudctl/cloudctl.csproj" >/dev/null
+  SILO_DLL="$ROOT/silo/bin/Release/net10.0/Cloud.Silo.dll"
+  CLOUDCTL_DLL="$ROOT/client/cloudctl/bin/Release/net10.0/cloudctl.dll"
+  SILO_PORT="$(free_port)"; GATEWAY_PORT="$(free_port)"; NBD_PORT="$(free_port)"
+  dotnet "$SILO_DLL" --data "$WORK/silo" --name bench --silo-port "$SILO_PORT" --gateway-port "$GATEWAY_PORT" \
+    --nbd-port "$NBD_PORT" > "$WORK/host.log" 2>&1 &
+  HOST_PID=$!
+  wait_for_line "$HOST_PID" "$WORK/host.log" "up: gateway" "the silo"
+  grep -E '^(NBD serving|Cloud silo)' "$WORK/host.log"
+  dotnet "$CLOUDCTL_DLL" --gateway "127.0.0.1:$GATEWAY_PORT" volume create vol --size "$((4 * MEMBER_MB))MiB" \
+    --level raid5 --disks 5 --chunk 64KiB
+  CLOUD_URI="nbd://127.0.0.1:$NBD_PORT/vol"
 else
+  # The engine alone: RAID-5 4+1 over member files in $WORK/cloud, served by Cloud.NbdHost.
   echo "building Cloud.NbdHost (Release)..."
   dotnet build -c Release -v q -nologo "$ROOT/bench/Cloud.NbdHost/Cloud.NbdHost.csproj" >/dev/null
   HOST_DLL="$ROOT/bench/Cloud.NbdHost/bin/Release/net10.0/Cloud.NbdHost.dll"
@@ -55,13 +87,8 @@ else
   dotnet "$HOST_DLL" --dir "$WORK/cloud" --layout "$LAYOUT" --members 5 --member-bytes $((MEMBER_MB << 20)) \
     --chunk-bytes 65536 --name vol --port "$(free_port)" > "$WORK/host.log" 2>&1 &
   HOST_PID=$!
-  for _ in $(seq 1 600); do
-    grep -q '^NBD_URI=' "$WORK/host.log" 2>/dev/null && break
-    kill -0 "$HOST_PID" 2>/dev/null || { cat "$WORK/host.log" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_for_line "$HOST_PID" "$WORK/host.log" '^NBD_URI=' "Cloud.NbdHost"
   CLOUD_URI="$(sed -n 's/^NBD_URI=//p' "$WORK/host.log")"
-  [ -n "$CLOUD_URI" ] || { echo "Cloud.NbdHost did not start:" >&2; cat "$WORK/host.log" >&2; exit 1; }
   sed -n '2p' "$WORK/host.log"
 fi
 
@@ -79,7 +106,7 @@ PEER_PID=$!
 PEER_URI="nbd://127.0.0.1:$PEER_PORT"
 for _ in $(seq 1 100); do nbdinfo --size "$PEER_URI" >/dev/null 2>&1 && break; sleep 0.1; done
 
-echo "cloud:  $CLOUD_URI ($CLOUD_BYTES bytes)"
+echo "cloud:  $CLOUD_URI ($CLOUD_BYTES bytes, target $TARGET)"
 echo "nbdkit: $PEER_URI (file $WORK/peer.img)"
 echo "job:    cat $FIO_DIR/engine-nbd.fio $FIO_DIR/workload.fio > job.fio; NBD_URI=... fio --section=NAME --output-format=json job.fio"
 echo

@@ -1,5 +1,7 @@
 using Cloud.Grains.Hosting;
+using Cloud.Hosting.Postgres;
 using Cloud.Silo;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -7,9 +9,12 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Configuration;
 
-// The Cloud silo: `dotnet run --project silo -- [--data DIR] [--name NAME] [--silo-port N] [--gateway-port N]`.
+// The Cloud silo: `dotnet run --project silo -- [--data DIR] [--name NAME] [--silo-port N] [--gateway-port N]
+//                   [--clustering localhost|postgres] [--connection CONNSTRING] [--init-schema]`.
 // Options come from appsettings.json, environment variables (e.g. Cloud__DataDirectory, Silo__Name) and the
-// command line, in that order of precedence (the command line wins).
+// command line, in that order of precedence (the command line wins). The environment Aspire and Orleans use
+// (Cloud__Clustering, Cloud__Connection, Orleans__Clustering__*, ConnectionStrings__*, Orleans__Endpoints__*,
+// Orleans__ClusterId) fills in whatever the Silo section leaves unset: see SiloConfiguration.
 
 var switches = new Dictionary<string, string>(StringComparer.Ordinal)
 {
@@ -22,13 +27,22 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
     ["--cluster-id"] = "Silo:ClusterId",
     ["--nbd-address"] = "Nbd:Address",
     ["--nbd-port"] = "Nbd:Port",
-    ["--nbd-socket"] = "Nbd:Socket",
+    ["--nbd-socket"] = "Nbd:UnixSocketPath",
+    ["--http-address"] = "Http:Address",
+    ["--http-port"] = "Http:Port",
+    ["--dashboard-port"] = "Http:DashboardPort",
+    ["--init-schema"] = "Silo:ApplySchema",
 };
+// Flags without a value: rewritten to KEY=true before the pairs are checked.
+string[] flags = ["--init-schema"];
+args = [.. args.Select(a => flags.Contains(a) ? a + "=true" : a)];
 
 if (args.Contains("--help") || args.Contains("-h"))
 {
     Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--silo-port N] [--gateway-port N]");
-    Console.WriteLine("                  [--clustering localhost] [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH]");
+    Console.WriteLine("                  [--clustering localhost|postgres] [--connection CONNSTRING] [--init-schema] [--cluster-id ID]");
+    Console.WriteLine("                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH]");
+    Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
     return 0;
 }
 for (var i = 0; i < args.Length; i += 2)
@@ -46,17 +60,19 @@ for (var i = 0; i < args.Length; i += 2)
     }
 }
 
-var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
 builder.Configuration.AddCommandLine(args, switches);
+if (SiloConfiguration.AddFallbacks(builder.Configuration) is { } configError)
+{
+    Console.Error.WriteLine($"cloud-silo: {configError}");
+    return 2;
+}
 builder.Logging.AddFilter("Orleans", LogLevel.Warning);
 builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
 builder.Logging.AddFilter("Polly", LogLevel.Warning);
 
 builder.Services.AddOptions<SiloHostOptions>().BindConfiguration(SiloHostOptions.SectionName).ValidateOnStart();
 builder.Services.AddSingleton<IValidateOptions<SiloHostOptions>, SiloHostOptionsValidator>();
-builder.Services.AddOptions<NbdOptions>().BindConfiguration(NbdOptions.SectionName).ValidateOnStart();
-builder.Services.AddSingleton<IValidateOptions<NbdOptions>, NbdOptionsValidator>();
-builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
 
 // Orleans needs the ports before the host runs, so read them here; the validator reports bad values at start.
 var silo = new SiloHostOptions();
@@ -76,12 +92,43 @@ if (siloErrors.Failed)
     return 2;
 }
 
+// The drain must end before the host gives up on stopping.
+builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = silo.DrainTimeout + SiloConfiguration.ShutdownMargin);
+
+if (silo.Clustering == ClusteringKind.Postgres && silo.ApplySchema)
+{
+    try
+    {
+        await PostgresSchema.ApplyAsync(silo.Connection!);
+        Console.WriteLine("Cloud schema applied to the clustering database.");
+    }
+    catch (Exception ex) when (ex is Npgsql.NpgsqlException or ArgumentException or InvalidOperationException or TimeoutException or System.Net.Sockets.SocketException)
+    {
+        Console.Error.WriteLine($"cloud-silo: applying the schema failed: {ex.Message.ReplaceLineEndings(" ")}");
+        return 1;
+    }
+}
+
 builder.UseOrleans(orleans =>
 {
-    orleans.UseLocalhostClustering(silo.SiloPort, silo.GatewayPort, serviceId: silo.ServiceId, clusterId: silo.ClusterId);
+    if (silo.Clustering == ClusteringKind.Postgres)
+    {
+        // Loopback: several silos of one machine; each advertises 127.0.0.1 with its own ports.
+        orleans.ConfigureEndpoints(System.Net.IPAddress.Loopback, silo.SiloPort, silo.GatewayPort);
+        orleans.Configure<ClusterOptions>(o => { o.ClusterId = silo.ClusterId; o.ServiceId = silo.ServiceId; });
+        orleans.UseCloudPostgresClustering(silo.Connection!);
+        orleans.AddCloudPostgresGrainStorage(SiloConfiguration.GrainStorageName, silo.Connection!);
+        if (silo.FastFailureDetection) orleans.UseCloudFastFailureDetection();
+    }
+    else
+    {
+        orleans.UseLocalhostClustering(silo.SiloPort, silo.GatewayPort, serviceId: silo.ServiceId, clusterId: silo.ClusterId);
+    }
     orleans.Configure<Orleans.Configuration.SiloOptions>(o => o.SiloName = silo.Name);
     orleans.AddCloud();
+    orleans.AddCloudGracefulDrain(silo.DrainTimeout);
 });
+builder.AddCloudFrontEnds();
 
 using var host = builder.Build();
 try
@@ -93,9 +140,17 @@ catch (OptionsValidationException ex)
     foreach (var failure in ex.Failures) Console.Error.WriteLine($"cloud-silo: {failure}");
     return 2;
 }
+catch (IOException ex)
+{
+    // A listener that cannot bind (e.g. the NBD port is taken): one line, not a stack trace.
+    Console.Error.WriteLine($"cloud-silo: {ex.Message}");
+    return 2;
+}
 var cloud = host.Services.GetRequiredService<IOptions<CloudOptions>>().Value;
-var nbd = host.Services.GetRequiredService<IOptions<NbdOptions>>().Value;
-Console.WriteLine($"Cloud silo '{silo.Name}' up: gateway 127.0.0.1:{silo.GatewayPort}, silo port {silo.SiloPort}, data {Path.GetFullPath(cloud.DataDirectory)}"
-    + (nbd.Port == 0 ? "" : $", NBD reserved at {nbd.Address}:{nbd.Port}") + ". Ctrl+C stops it.");
+Console.WriteLine($"Cloud silo '{silo.Name}' up: gateway 127.0.0.1:{silo.GatewayPort}, silo port {silo.SiloPort}, cluster '{silo.ClusterId}' on {(silo.Clustering == ClusteringKind.Postgres ? "postgres" : "localhost")} clustering, data {Path.GetFullPath(cloud.DataDirectory)}. Ctrl+C stops it.");
 await host.WaitForShutdownAsync();
+var drain = host.Services.GetRequiredService<GracefulDrain>();
+Console.WriteLine(drain.LeftOver == 0
+    ? $"Cloud silo '{silo.Name}' stopped after draining its writes."
+    : $"Cloud silo '{silo.Name}' stopped with {drain.LeftOver} writes left to re-delegation.");
 return 0;

@@ -12,7 +12,7 @@ namespace Cloud.Client;
 /// The Cloud SDK: volumes' control plane and a data-plane handle per volume, over an Orleans cluster client. Writes
 /// and reads go to the front end of the gateway silo, which delegates them (see docs/ARCHITECTURE.md).
 /// </summary>
-public sealed class CloudClient : IAsyncDisposable
+public sealed partial class CloudClient : IAsyncDisposable
 {
     /// <summary>The gateway a silo started with no arguments listens on.</summary>
     public const string DefaultGateway = "127.0.0.1:30000";

@@ -9,7 +9,7 @@ using Spectre.Console;
 namespace Cloud.Cli;
 
 /// <summary>The command tree and each command's action.</summary>
-internal static class Commands
+internal static partial class Commands
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
@@ -31,6 +31,7 @@ internal static class Commands
         var root = new RootCommand("cloudctl: manage Cloud volumes and move data in and out of them");
         root.Options.Add(Gateway);
         root.Options.Add(JsonOutput);
+        AddClusterOptions(root);
         root.Subcommands.Add(VolumeCommand());
         root.Subcommands.Add(WriteCommand());
         root.Subcommands.Add(ReadCommand());
@@ -40,6 +41,7 @@ internal static class Commands
         root.Subcommands.Add(RebuildCommand());
         root.Subcommands.Add(ScrubCommand());
         root.Subcommands.Add(StatusCommand());
+        root.Subcommands.Add(DbCommand());
         return root;
     }
 
@@ -387,7 +389,7 @@ internal static class Commands
     {
         try
         {
-            await using var client = await CloudClient.ConnectAsync(p.GetValue(Gateway)!);
+            await using var client = await ConnectAsync(p);
             await action(client);
             return 0;
         }

@@ -29,7 +29,7 @@ namespace Cloud.Storage.Azure;
 /// or container that is gone, or a service that stays unreachable after the retries, surfaces as
 /// <see cref="BlockDeviceException"/>, so the volume fails this member and runs degraded.</para>
 /// </remarks>
-public sealed class PageBlobBlockDevice : IBlockDevice
+public sealed class PageBlobBlockDevice : IConditionalBlockDevice
 {
     /// <summary>The sector size the device exposes (see the remarks on why it is not the 512-byte page).</summary>
     public const int SectorBytes = 4096;
@@ -326,6 +326,16 @@ public sealed class PageBlobBlockDevice : IBlockDevice
             return new ConditionalWriteResult(current.AsSpan().SequenceEqual(source.Span), currentETag);
         }
     }
+
+    /// <inheritdoc />
+    /// <remarks>The version is the blob's ETag (see <see cref="ReadWithETagAsync"/>).</remarks>
+    async ValueTask<string> IConditionalBlockDevice.ReadVersionedAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken) =>
+        (await ReadWithETagAsync(offsetBytes, destination, cancellationToken).ConfigureAwait(false)).ToString();
+
+    /// <inheritdoc />
+    /// <remarks>An If-Match Put Page on the blob's ETag (see <see cref="WriteIfMatchAsync"/>).</remarks>
+    async ValueTask<bool> IConditionalBlockDevice.WriteIfVersionAsync(long offsetBytes, ReadOnlyMemory<byte> source, string expectedVersion, CancellationToken cancellationToken) =>
+        (await WriteIfMatchAsync(offsetBytes, source, new ETag(expectedVersion), cancellationToken).ConfigureAwait(false)).Written;
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync()

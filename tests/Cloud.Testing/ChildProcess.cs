@@ -47,18 +47,25 @@ public sealed class ChildProcess : IAsyncDisposable
     }
 
     /// <summary>Starts <c>dotnet <paramref name="assemblyPath"/> args...</c>.</summary>
-    public static ChildProcess StartDotnet(string name, string assemblyPath, IEnumerable<string> arguments)
+    public static ChildProcess StartDotnet(string name, string assemblyPath, IEnumerable<string> arguments) =>
+        StartDotnet(name, assemblyPath, arguments, environment: null);
+
+    /// <summary>Starts <c>dotnet <paramref name="assemblyPath"/> args...</c> with extra environment variables.</summary>
+    public static ChildProcess StartDotnet(string name, string assemblyPath, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment)
     {
         if (!File.Exists(assemblyPath))
         {
             throw new FileNotFoundException($"Cannot start {name}: '{assemblyPath}' does not exist. Build the test project first.", assemblyPath);
         }
 
-        return Start(name, "dotnet", [assemblyPath, .. arguments]);
+        return Start(name, "dotnet", [assemblyPath, .. arguments], environment);
     }
 
     /// <summary>Starts <paramref name="fileName"/> with <paramref name="arguments"/>.</summary>
-    public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments)
+    public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments) => Start(name, fileName, arguments, environment: null);
+
+    /// <summary>Starts <paramref name="fileName"/> with <paramref name="arguments"/> and extra environment variables.</summary>
+    public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment)
     {
         var startInfo = new ProcessStartInfo(fileName)
         {
@@ -69,6 +76,11 @@ public sealed class ChildProcess : IAsyncDisposable
         foreach (string argument in arguments)
         {
             startInfo.ArgumentList.Add(argument);
+        }
+
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            startInfo.Environment[key] = value;
         }
 
         var process = new Process { StartInfo = startInfo, EnableRaisingEvents = true };
@@ -121,6 +133,31 @@ public sealed class ChildProcess : IAsyncDisposable
         }
 
         await _process.WaitForExitAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>The exit code; valid once <see cref="HasExited"/>.</summary>
+    public int ExitCode => _process.ExitCode;
+
+    /// <summary>Sends SIGTERM (a graceful stop) and waits up to <paramref name="timeout"/> for the exit; returns the exit code.</summary>
+    /// <exception cref="TimeoutException">The process is still running after <paramref name="timeout"/>.</exception>
+    public async Task<int> TerminateAsync(TimeSpan timeout)
+    {
+        if (!_process.HasExited)
+        {
+            UnixProcess.Signal(_process.Id, UnixProcess.SigTerm);
+        }
+
+        using var cancel = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cancel.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"{Name} did not exit within {timeout} of SIGTERM. Its output:\n{Output}");
+        }
+
+        return _process.ExitCode;
     }
 
     /// <summary>Stops the process (SIGTERM, then SIGKILL) if it is still running.</summary>

@@ -39,7 +39,6 @@ public static class CloudSiloBuilderExtensions
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();
         builder.Services.AddSingleton<RaidWorkerService>();
         builder.Services.AddSingleton<FirstServer>();
-        builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, GracefulStop>();
         builder.Services.AddPlacementDirector<SiloBoundPlacement, SiloBoundPlacementDirector>();
         builder.Services.AddPlacementDirector<LoadBasedPlacement, LoadBasedPlacementDirector>();
         return builder;

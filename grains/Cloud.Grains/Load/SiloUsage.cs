@@ -3,7 +3,7 @@ using System.Diagnostics;
 namespace Cloud.Grains.Load;
 
 /// <summary>This silo's live usage, updated by the data path without locks and sampled by the publisher.</summary>
-public sealed class SiloUsage
+public sealed class SiloUsage : IDisposable
 {
     private long _pendingDelegatedBytes;
     private int _queueDepth;
@@ -19,6 +19,12 @@ public sealed class SiloUsage
     public static readonly TimeSpan IdleLatencyHalfLife = TimeSpan.FromSeconds(5);
     private TimeSpan _lastCpu = Process.GetCurrentProcess().TotalProcessorTime;
     private long _lastCpuSampleTicks = Stopwatch.GetTimestamp();
+
+    /// <summary>Publishes this silo's queue in the "Cloud" meter.</summary>
+    public SiloUsage() => CloudMetrics.Track(this);
+
+    /// <summary>Stops publishing (the silo's container disposes this singleton when the silo stops).</summary>
+    public void Dispose() => CloudMetrics.Untrack(this);
 
     /// <summary>Bytes of replicated copies this silo holds for others and has not written yet.</summary>
     public long PendingDelegatedBytes => Interlocked.Read(ref _pendingDelegatedBytes);

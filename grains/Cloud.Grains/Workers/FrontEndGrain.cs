@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Load;
 using Cloud.Grains.Hosting;
 using Cloud.Grains.Volumes;
 using Microsoft.Extensions.Options;
@@ -18,11 +20,16 @@ internal sealed class FrontEndGrain(FirstServer firstServer, VolumeDirectory dir
     private readonly CloudOptions _options = options.Value;
     private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
 
-    public Task WriteAsync(string volumeName, long offsetBytes, byte[] data, bool forceUnitAccess) =>
-        firstServer.WriteAsync(volumeName, offsetBytes, data, forceUnitAccess);
+    public async Task WriteAsync(string volumeName, long offsetBytes, byte[] data, bool forceUnitAccess)
+    {
+        var start = Stopwatch.GetTimestamp();
+        await firstServer.WriteAsync(volumeName, offsetBytes, data, forceUnitAccess);
+        CloudMetrics.RecordIo("write", data.Length, start);
+    }
 
     public async Task<byte[]> ReadAsync(string volumeName, long offsetBytes, int lengthBytes)
     {
+        var start = Stopwatch.GetTimestamp();
         var v = await directory.GetAsync(volumeName);
         VolumeMath.CheckRange(v, offsetBytes, lengthBytes);
         if (lengthBytes > _options.MaxRequestBytes)
@@ -40,6 +47,7 @@ internal sealed class FrontEndGrain(FirstServer firstServer, VolumeDirectory dir
             offset = pieceEnd;
         }
         await Task.WhenAll(pieces);
+        CloudMetrics.RecordIo("read", lengthBytes, start);
         return result;
     }
 
@@ -47,7 +55,7 @@ internal sealed class FrontEndGrain(FirstServer firstServer, VolumeDirectory dir
     {
         var stripe = VolumeMath.StripeDataBytes(v);
         var lockGrain = GrainFactory.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, partition));
-        var grant = await lockGrain.AcquireAsync(new LockRequest(offset / stripe, (offset + length - 1) / stripe, LockMode.Shared, _siloAddress, _options.LockLease, WaitForPendingWrites: true));
+        var grant = await lockGrain.AcquireMeteredAsync(new LockRequest(offset / stripe, (offset + length - 1) / stripe, LockMode.Shared, _siloAddress, _options.LockLease, WaitForPendingWrites: true));
         try
         {
             var data = await worker.ReadAsync(v.Name, offset, length);
@@ -61,16 +69,20 @@ internal sealed class FrontEndGrain(FirstServer firstServer, VolumeDirectory dir
 
     public async Task FlushAsync(string volumeName)
     {
+        var start = Stopwatch.GetTimestamp();
         await directory.GetAsync(volumeName);
         await firstServer.DrainAsync(volumeName);
         await Task.WhenAll(ActiveSiloNames().Select(name => GrainFactory.GetGrain<IRaidWorkerGrain>(name).FlushAsync(volumeName)));
+        CloudMetrics.RecordIo("flush", 0, start);
     }
 
     public async Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes)
     {
         var v = await directory.GetAsync(volumeName);
         VolumeMath.CheckRange(v, offsetBytes, lengthBytes);
+        var start = Stopwatch.GetTimestamp();
         await GrainFactory.GetGrain<IRaidWorkerGrain>(silo.Name).TrimAsync(volumeName, offsetBytes, lengthBytes);
+        CloudMetrics.RecordIo("trim", 0, start);
     }
 
     public Task<VolumeStatus> DescribeAsync(string volumeName) => GrainFactory.GetGrain<IVolumeGrain>(volumeName).ShowAsync();

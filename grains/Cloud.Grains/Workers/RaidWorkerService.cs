@@ -264,7 +264,7 @@ public sealed partial class RaidWorkerService(
         {
             // The partition-lock grain may be moving off a dead silo: wait for it rather than fail the copies.
             var grant = await FirstServer.RetryOnSiloFailureAsync(
-                () => lockGrain.AcquireAsync(new LockRequest(firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false)),
+                () => lockGrain.AcquireMeteredAsync(new LockRequest(firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false)),
                 _options.RedelegationTimeout).ConfigureAwait(false);
             var released = false;
             try
@@ -281,7 +281,9 @@ public sealed partial class RaidWorkerService(
                     var b0 = (int)(t.Write.OffsetBytes / blockBytes - firstBlock);
                     var n = t.Write.Data.Length / blockBytes;
                     for (var i = b0; i < b0 + n; i++)
-                        if (t.Write.Timestamp > onDisk[i] && (winner[i] is null || winner[i]!.Write.Timestamp < t.Write.Timestamp))
+                        // ">=": a block already stamped with this very version may be one a killed target left half
+                        // written (its metadata landed, its data did not); writing the same version again is idempotent.
+                        if (t.Write.Timestamp >= onDisk[i] && (winner[i] is null || winner[i]!.Write.Timestamp < t.Write.Timestamp))
                             winner[i] = t;
                 }
                 var commits = ImmutableArray.CreateBuilder<BlockCommit>();
@@ -377,7 +379,7 @@ public sealed partial class RaidWorkerService(
             var (first, last) = v.Store.StripeRange(offset, pieceEnd - offset);
             var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
             var ts = await lockGrain.NextTimestampAsync(first, last, _siloAddress).ConfigureAwait(false);
-            var grant = await lockGrain.AcquireAsync(new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
+            var grant = await lockGrain.AcquireMeteredAsync(new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
             try
             {
                 var b0 = offset / VolumeMath.BlockSizeBytes;
@@ -458,14 +460,18 @@ public sealed partial class RaidWorkerService(
     public async Task RebuildAsync(string volumeName, IProgress<(long Done, long Total)> progress)
     {
         var v = await OpenAsync(volumeName).ConfigureAwait(false);
-        await v.Store.RebuildAsync(progress, CancellationToken.None).ConfigureAwait(false);
+        await v.Store.RebuildAsync(new MeteredRebuildProgress(volumeName, progress), CancellationToken.None).ConfigureAwait(false);
     }
 
     /// <summary>Scrubs here.</summary>
     public async Task<ScrubResult> ScrubAsync(string volumeName, bool repair)
     {
         var v = await OpenAsync(volumeName).ConfigureAwait(false);
-        return await v.Store.ScrubAsync(repair, CancellationToken.None).ConfigureAwait(false);
+        var result = await v.Store.ScrubAsync(repair, CancellationToken.None).ConfigureAwait(false);
+        CloudMetrics.ScrubStripes.Add(result.StripesChecked, new KeyValuePair<string, object?>("kind", "checked"));
+        CloudMetrics.ScrubStripes.Add(result.Mismatches, new KeyValuePair<string, object?>("kind", "mismatch"));
+        CloudMetrics.ScrubStripes.Add(result.ChecksumErrors, new KeyValuePair<string, object?>("kind", "checksum-error"));
+        return result;
     }
 
     /// <summary>Copies queued or running here.</summary>
@@ -516,4 +522,14 @@ public sealed partial class RaidWorkerService(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Volume {Volume}: lock token {Token} was fenced; retrying the batch")]
     private static partial void LogFenced(ILogger logger, string volume, long token);
+}
+
+/// <summary>Passes rebuild progress on and publishes it as the <c>cloud.rebuild.progress</c> gauge.</summary>
+internal sealed class MeteredRebuildProgress(string volumeName, IProgress<(long Done, long Total)> inner) : IProgress<(long Done, long Total)>
+{
+    public void Report((long Done, long Total) value)
+    {
+        CloudMetrics.ReportRebuild(volumeName, value.Done, value.Total);
+        inner.Report(value);
+    }
 }

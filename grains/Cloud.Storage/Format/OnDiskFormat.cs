@@ -59,8 +59,16 @@ public static class OnDiskFormat
     public static long StripesThatFit(long memberCapacityBytes, int chunkSizeBytes) =>
         Math.Max(0, (memberCapacityBytes - DataOffsetBytes) / ChunkStrideBytes(chunkSizeBytes));
 
-    /// <summary>Stripes per bit of the intent bitmap, so that the whole volume fits one page.</summary>
-    public static long IntentRegionStripes(long stripeCount) => Math.Max(1, (stripeCount + IntentRegionsPerSlot - 1) / IntentRegionsPerSlot);
+    /// <summary>The least volume data one intent bit covers (16 MiB, or one stripe if larger).</summary>
+    public const long MinIntentRegionBytes = 16L << 20;
+
+    /// <summary>
+    /// Stripes per bit of the intent bitmap: enough that the whole volume fits one page, and at least
+    /// <see cref="MinIntentRegionBytes"/> of data, so a random-write workload does not pay a bitmap
+    /// flush for every stripe it touches first (md's bitmap chunk makes the same trade).
+    /// </summary>
+    public static long IntentRegionStripes(long stripeCount, int stripeDataBytes) =>
+        Math.Max(Math.Max(1, (stripeCount + IntentRegionsPerSlot - 1) / IntentRegionsPerSlot), (MinIntentRegionBytes + stripeDataBytes - 1) / stripeDataBytes);
 
     /// <summary>The checksum stored for a block.</summary>
     public static ulong BlockChecksum(ReadOnlySpan<byte> block) => XxHash3.HashToUInt64(block);

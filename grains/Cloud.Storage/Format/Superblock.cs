@@ -82,7 +82,7 @@ public sealed record Superblock
         BinaryPrimitives.WriteInt64LittleEndian(b[OffIntentOffset..], OnDiskFormat.IntentOffsetBytes);
         BinaryPrimitives.WriteInt32LittleEndian(b[OffIntentSlots..], OnDiskFormat.IntentSlotCount);
         BinaryPrimitives.WriteInt32LittleEndian(b[OffIntentSlotBytes..], OnDiskFormat.IntentSlotBytes);
-        BinaryPrimitives.WriteInt64LittleEndian(b[OffRegionStripes..], OnDiskFormat.IntentRegionStripes(StripeCount));
+        BinaryPrimitives.WriteInt64LittleEndian(b[OffRegionStripes..], OnDiskFormat.IntentRegionStripes(StripeCount, Geometry.StripeDataBytes));
         int nameBytes = Encoding.UTF8.GetBytes(VolumeName, b.Slice(OffName, VolumeDefinition.MaxNameBytes));
         BinaryPrimitives.WriteInt32LittleEndian(b[OffNameLength..], nameBytes);
         for (int i = 0; i < Members.Count; i++)

@@ -30,9 +30,10 @@ internal readonly struct No : IFlag { public static bool On => false; }
 /// but buffers must not otherwise overlap. Unused source refs are never read.
 /// </summary>
 /// <remarks>
-/// The main loops do two registers per iteration (then one more if an odd one is left): the GF(2^8)
-/// chains are serial within one register, so a second independent chain keeps the execution units
-/// busy, and the loop overhead is halved.
+/// The generation loops do four registers per iteration, reading each source's four adjacent
+/// registers back to back, then finish whole registers one at a time: the GF(2^8) chains are
+/// serial within one register, so independent chains keep the execution units busy, and the
+/// loop overhead shrinks. The less used kernels do two registers per iteration or one.
 /// </remarks>
 [SkipLocalsInit]
 internal static class ParityKernels<TV, TTable, TOps>
@@ -46,17 +47,34 @@ internal static class ParityKernels<TV, TTable, TOps>
     {
         nuint size = TOps.Size;
         nuint i = 0;
-        for (; i + 2 * size <= length; i += 2 * size)
+        for (; i + 4 * size <= length; i += 4 * size)
         {
-            XorAt<TN>(ref destination, ref s0, ref s1, ref s2, ref s3, i);
-            XorAt<TN>(ref destination, ref s0, ref s1, ref s2, ref s3, i + size);
+            // All registers of one source are loaded back to back: adjacent cache lines of a
+            // stream, which the hardware prefetchers serve better than hopping between streams.
+            nuint i1 = i + size, i2 = i + 2 * size, i3 = i + 3 * size;
+            TV x0 = TOps.Load(ref Unsafe.Add(ref s0, i));
+            TV x1 = TOps.Load(ref Unsafe.Add(ref s0, i1));
+            TV x2 = TOps.Load(ref Unsafe.Add(ref s0, i2));
+            TV x3 = TOps.Load(ref Unsafe.Add(ref s0, i3));
+            if (TN.Value > 1) XorFour(ref s1, i, size, ref x0, ref x1, ref x2, ref x3);
+            if (TN.Value > 2) XorFour(ref s2, i, size, ref x0, ref x1, ref x2, ref x3);
+            if (TN.Value > 3) XorFour(ref s3, i, size, ref x0, ref x1, ref x2, ref x3);
+            TOps.Store(ref Unsafe.Add(ref destination, i), x0);
+            TOps.Store(ref Unsafe.Add(ref destination, i1), x1);
+            TOps.Store(ref Unsafe.Add(ref destination, i2), x2);
+            TOps.Store(ref Unsafe.Add(ref destination, i3), x3);
         }
-        if (i + size <= length)
-        {
-            XorAt<TN>(ref destination, ref s0, ref s1, ref s2, ref s3, i);
-            i += size;
-        }
+        for (; i + size <= length; i += size) XorAt<TN>(ref destination, ref s0, ref s1, ref s2, ref s3, i);
         return i;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void XorFour(ref byte source, nuint i, nuint size, ref TV x0, ref TV x1, ref TV x2, ref TV x3)
+    {
+        x0 = TOps.Xor(x0, TOps.Load(ref Unsafe.Add(ref source, i)));
+        x1 = TOps.Xor(x1, TOps.Load(ref Unsafe.Add(ref source, i + size)));
+        x2 = TOps.Xor(x2, TOps.Load(ref Unsafe.Add(ref source, i + 2 * size)));
+        x3 = TOps.Xor(x3, TOps.Load(ref Unsafe.Add(ref source, i + 3 * size)));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -84,17 +102,80 @@ internal static class ParityKernels<TV, TTable, TOps>
     {
         nuint size = TOps.Size;
         nuint i = 0;
-        for (; i + 2 * size <= length; i += 2 * size)
+        for (; i + 4 * size <= length; i += 4 * size)
         {
-            PqAt<TN, TAccumulate, TWithP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, i, skippedBefore);
-            PqAt<TN, TAccumulate, TWithP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, i + size, skippedBefore);
+            // Four independent Horner chains: each step is a multiply then an XOR on the previous
+            // result, so one chain alone would wait on latency rather than throughput.
+            nuint i1 = i + size, i2 = i + 2 * size, i3 = i + 3 * size;
+            TV s0a = TOps.Load(ref Unsafe.Add(ref s0, i)), s0b = TOps.Load(ref Unsafe.Add(ref s0, i1));
+            TV s0c = TOps.Load(ref Unsafe.Add(ref s0, i2)), s0d = TOps.Load(ref Unsafe.Add(ref s0, i3));
+            TV qa = s0a, qb = s0b, qc = s0c, qd = s0d;
+            TV pa = s0a, pb = s0b, pc = s0c, pd = s0d;
+            if (TAccumulate.On)
+            {
+                qa = TOps.Load(ref Unsafe.Add(ref q, i));
+                qb = TOps.Load(ref Unsafe.Add(ref q, i1));
+                qc = TOps.Load(ref Unsafe.Add(ref q, i2));
+                qd = TOps.Load(ref Unsafe.Add(ref q, i3));
+                for (int k = 0; k < skippedBefore; k++)
+                {
+                    qa = TOps.Mul2(qa);
+                    qb = TOps.Mul2(qb);
+                    qc = TOps.Mul2(qc);
+                    qd = TOps.Mul2(qd);
+                }
+                qa = TOps.Xor(TOps.Mul2(qa), s0a);
+                qb = TOps.Xor(TOps.Mul2(qb), s0b);
+                qc = TOps.Xor(TOps.Mul2(qc), s0c);
+                qd = TOps.Xor(TOps.Mul2(qd), s0d);
+                if (TWithP.On)
+                {
+                    pa = TOps.Xor(TOps.Load(ref Unsafe.Add(ref p, i)), s0a);
+                    pb = TOps.Xor(TOps.Load(ref Unsafe.Add(ref p, i1)), s0b);
+                    pc = TOps.Xor(TOps.Load(ref Unsafe.Add(ref p, i2)), s0c);
+                    pd = TOps.Xor(TOps.Load(ref Unsafe.Add(ref p, i3)), s0d);
+                }
+            }
+            if (TN.Value > 1) PqStepFour<TWithP>(ref s1, i, size, ref qa, ref qb, ref qc, ref qd, ref pa, ref pb, ref pc, ref pd);
+            if (TN.Value > 2) PqStepFour<TWithP>(ref s2, i, size, ref qa, ref qb, ref qc, ref qd, ref pa, ref pb, ref pc, ref pd);
+            if (TN.Value > 3) PqStepFour<TWithP>(ref s3, i, size, ref qa, ref qb, ref qc, ref qd, ref pa, ref pb, ref pc, ref pd);
+            TOps.Store(ref Unsafe.Add(ref q, i), qa);
+            TOps.Store(ref Unsafe.Add(ref q, i1), qb);
+            TOps.Store(ref Unsafe.Add(ref q, i2), qc);
+            TOps.Store(ref Unsafe.Add(ref q, i3), qd);
+            if (TWithP.On)
+            {
+                TOps.Store(ref Unsafe.Add(ref p, i), pa);
+                TOps.Store(ref Unsafe.Add(ref p, i1), pb);
+                TOps.Store(ref Unsafe.Add(ref p, i2), pc);
+                TOps.Store(ref Unsafe.Add(ref p, i3), pd);
+            }
         }
-        if (i + size <= length)
-        {
+        for (; i + size <= length; i += size)
             PqAt<TN, TAccumulate, TWithP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, i, skippedBefore);
-            i += size;
-        }
         return i;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PqStepFour<TWithP>(ref byte source, nuint i, nuint size,
+        ref TV qa, ref TV qb, ref TV qc, ref TV qd, ref TV pa, ref TV pb, ref TV pc, ref TV pd)
+        where TWithP : IFlag
+    {
+        TV sa = TOps.Load(ref Unsafe.Add(ref source, i));
+        TV sb = TOps.Load(ref Unsafe.Add(ref source, i + size));
+        TV sc = TOps.Load(ref Unsafe.Add(ref source, i + 2 * size));
+        TV sd = TOps.Load(ref Unsafe.Add(ref source, i + 3 * size));
+        qa = TOps.Xor(TOps.Mul2(qa), sa);
+        qb = TOps.Xor(TOps.Mul2(qb), sb);
+        qc = TOps.Xor(TOps.Mul2(qc), sc);
+        qd = TOps.Xor(TOps.Mul2(qd), sd);
+        if (TWithP.On)
+        {
+            pa = TOps.Xor(pa, sa);
+            pb = TOps.Xor(pb, sb);
+            pc = TOps.Xor(pc, sc);
+            pd = TOps.Xor(pd, sd);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using Cloud.Storage.Format;
 using Cloud.Storage.Layout;
 using Cloud.Storage.Parity;
@@ -12,6 +13,11 @@ public sealed partial class RaidVolume
     public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         CheckIo(offsetBytes, destination.Length, nameof(destination));
+        // Fast path for the common small read (one stripe): no request-level state machine or window.
+        long stripe = offsetBytes / Geometry.StripeDataBytes;
+        int inStripe = (int)(offsetBytes - stripe * Geometry.StripeDataBytes);
+        if (inStripe + destination.Length <= Geometry.StripeDataBytes)
+            return destination.Length == 0 ? ValueTask.CompletedTask : ReadStripeAsync(stripe, inStripe, destination, cancellationToken);
         return RunAsync(false, offsetBytes, destination, default, 0, false, cancellationToken);
     }
 
@@ -31,8 +37,13 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>Writes zeroes over the block-aligned range (a trimmed range reads back as zeroes).</summary>
-    public async ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default)
+    public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default) =>
+        TrimAsync(offsetBytes, lengthBytes, 0, cancellationToken);
+
+    /// <summary>Trims like <see cref="TrimAsync(long, long, CancellationToken)"/>, stamping the zeroed blocks with <paramref name="writeTimestamp"/>.</summary>
+    public async ValueTask TrimAsync(long offsetBytes, long lengthBytes, long writeTimestamp, CancellationToken cancellationToken = default)
     {
+        if (writeTimestamp < 0) throw new ArgumentOutOfRangeException(nameof(writeTimestamp), writeTimestamp, $"allowed: 0..{long.MaxValue} (0 = no timestamp).");
         CheckRange(offsetBytes, lengthBytes);
         byte[] zeros = ArrayPool<byte>.Shared.Rent(Math.Min(MaxIoSizeBytes, 4 << 20));
         try
@@ -42,7 +53,7 @@ public sealed partial class RaidVolume
             for (long done = 0; done < lengthBytes;)
             {
                 int n = (int)Math.Min(step, lengthBytes - done);
-                await RunAsync(true, offsetBytes + done, default, zeros.AsMemory(0, n), 0, false, cancellationToken).ConfigureAwait(false);
+                await RunAsync(true, offsetBytes + done, default, zeros.AsMemory(0, n), writeTimestamp, false, cancellationToken).ConfigureAwait(false);
                 done += n;
             }
         }
@@ -128,6 +139,7 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>Splits a request by stripe and runs up to MaxStripesInFlightPerRequest stripes at once.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask RunAsync(bool write, long offsetBytes, Memory<byte> destination, ReadOnlyMemory<byte> source, long timestamp, bool fua, CancellationToken cancellationToken)
     {
         int length = write ? source.Length : destination.Length;
@@ -188,6 +200,7 @@ public sealed partial class RaidVolume
 
     // ----- reads -----
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReadStripeAsync(long stripe, int inStripe, Memory<byte> destination, CancellationToken cancellationToken)
     {
         StripeScratch s = _scratchPool.Rent();
@@ -210,6 +223,7 @@ public sealed partial class RaidVolume
 
     private int ReadCopyMember(long stripe) => Geometry.Level == RaidLevel.Raid1 ? (int)(stripe % _memberCount) : -1;
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> TryReadFastAsync(StripeScratch s, long stripe, int inStripe, Memory<byte> destination, CancellationToken cancellationToken)
     {
         ResetScratch(s, stripe);
@@ -278,13 +292,13 @@ public sealed partial class RaidVolume
                 for (int m = 0; m < _memberCount; m++)
                     if (s.Usable[m]) s.Tasks[n++] = SlotIoAsync(m, false, stripe, r0, r1, true, s.Buffer, cancellationToken);
                 await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
-                await RepairMirrorRowsAsync(s, stripe, r0, r1, cancellationToken).ConfigureAwait(false);
+                await RepairMirrorRowsAsync(s, stripe, r0, r1, cancellationToken, write: _options.RepairOnRead).ConfigureAwait(false);
                 break;
             }
             default:
             {
                 bool corrupt = await LoadAndReconstructAsync(s, stripe, r0, r1, Need.ReadRanges, cancellationToken).ConfigureAwait(false);
-                if (corrupt) await WriteRepairsAsync(s, stripe, r0, r1, cancellationToken).ConfigureAwait(false);
+                if (corrupt && _options.RepairOnRead) await WriteRepairsAsync(s, stripe, r0, r1, cancellationToken).ConfigureAwait(false);
                 break;
             }
         }
@@ -300,7 +314,7 @@ public sealed partial class RaidVolume
     /// RAID-1: for each row, finds a copy that verifies, copies it into every image whose block is
     /// bad, rewrites those, and leaves SlotMember[0] naming a member whose image is now right.
     /// </summary>
-    private async ValueTask RepairMirrorRowsAsync(StripeScratch s, long stripe, int r0, int r1, CancellationToken cancellationToken)
+    private async ValueTask RepairMirrorRowsAsync(StripeScratch s, long stripe, int r0, int r1, CancellationToken cancellationToken, bool write = true)
     {
         int good = -1;
         for (int m = 0; m < _memberCount; m++)
@@ -329,8 +343,8 @@ public sealed partial class RaidVolume
             }
         }
         int n = 0;
-        for (int m = 0; m < _memberCount; m++)
-            if (s.WriteFirst[m] >= 0) s.Tasks[n++] = SlotIoAsync(m, true, stripe, s.WriteFirst[m], s.WriteEnd[m], true, s.Buffer, cancellationToken);
+        for (int m = 0; m < _memberCount && write; m++)
+            if (s.WriteFirst[m] >= 0) s.Tasks[n++] = SlotIoAsync(m, true, stripe, s.WriteFirst[m], s.WriteEnd[m], true, s.Buffer, CancellationToken.None);
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
         s.SlotMember[0] = good;
     }
@@ -350,13 +364,14 @@ public sealed partial class RaidVolume
                 if (first < 0) first = r;
                 end = r + 1;
             }
-            if (first >= 0) s.Tasks[n++] = SlotIoAsync(m, true, stripe, first, end, true, s.Buffer, cancellationToken);
+            if (first >= 0) s.Tasks[n++] = SlotIoAsync(m, true, stripe, first, end, true, s.Buffer, CancellationToken.None);
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
     }
 
     // ----- writes -----
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WriteStripeAsync(long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, CancellationToken cancellationToken)
     {
         StripeScratch s = _scratchPool.Rent();
@@ -406,7 +421,7 @@ public sealed partial class RaidVolume
             if (s.First[d] == s.End[d] || !IsUsable(t, stripe)) continue;
             source.Span.Slice(d * _chunk + s.First[d] * B - inStripe, (s.End[d] - s.First[d]) * B).CopyTo(Rows(s.Buffer, t, s.First[d], s.End[d]));
             Stamp(s.Buffer, t, s.First[d], s.End[d], timestamp);
-            s.Tasks[n++] = SlotIoAsync(t, true, stripe, s.First[d], s.End[d], true, s.Buffer, cancellationToken);
+            s.Tasks[n++] = SlotIoAsync(t, true, stripe, s.First[d], s.End[d], true, s.Buffer, CancellationToken.None);
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
     }
@@ -481,7 +496,7 @@ public sealed partial class RaidVolume
                     else { first = Math.Min(first, r); end = Math.Max(end, r + 1); }
                 }
             }
-            if (first < end) s.Tasks[n++] = SlotIoAsync(m, true, stripe, first, end, true, s.Buffer, cancellationToken);
+            if (first < end) s.Tasks[n++] = SlotIoAsync(m, true, stripe, first, end, true, s.Buffer, CancellationToken.None);
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
     }

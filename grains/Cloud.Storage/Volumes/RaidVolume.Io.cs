@@ -57,7 +57,24 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>Awaits <paramref name="count"/> started tasks, all of them even when one throws; true when every one succeeded.</summary>
-    private static async ValueTask<bool> AwaitAllAsync(ValueTask<bool>[] tasks, int count)
+    private static ValueTask<bool> AwaitAllAsync(ValueTask<bool>[] tasks, int count)
+    {
+        // Synchronous completion (memory devices, cached pages) needs no state machine.
+        bool all = true;
+        for (int i = 0; i < count; i++)
+        {
+            if (!tasks[i].IsCompletedSuccessfully) return AwaitAllSlowAsync(tasks, count);
+        }
+        for (int i = 0; i < count; i++)
+        {
+            all &= tasks[i].Result;
+            tasks[i] = default;
+        }
+        return new ValueTask<bool>(all);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<bool> AwaitAllSlowAsync(ValueTask<bool>[] tasks, int count)
     {
         bool all = true;
         ExceptionDispatchInfo? error = null;

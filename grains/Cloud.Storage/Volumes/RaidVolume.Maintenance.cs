@@ -69,7 +69,7 @@ public sealed partial class RaidVolume
                 await LoadAndReconstructAsync(s, stripe, 0, _blocksPerChunk, Need.All, cancellationToken).ConfigureAwait(false);
                 StampRebuilt(s, stripe, target);
             }
-            if (!await SlotIoAsync(target, true, stripe, 0, _blocksPerChunk, true, s.Buffer, cancellationToken).ConfigureAwait(false)) return;
+            if (!await SlotIoAsync(target, true, stripe, 0, _blocksPerChunk, true, s.Buffer, CancellationToken.None).ConfigureAwait(false)) return;
             // Advance under the lock: writes to this stripe from now on include the new member.
             Volatile.Write(ref _cursors[target], stripe + 1);
         }
@@ -362,8 +362,7 @@ public sealed partial class RaidVolume
                     any = true;
                     if (Geometry.Level != RaidLevel.Raid1 && Layout.RoleOf(stripe, m) >= 0) Restamp(s.Buffer, m, r);
                 }
-                if (Geometry.Level == RaidLevel.Raid0) any = any && true;
-                if (any) s.Tasks[n++] = SlotIoAsync(m, true, stripe, 0, rows, true, s.Buffer, cancellationToken);
+                if (any) s.Tasks[n++] = SlotIoAsync(m, true, stripe, 0, rows, true, s.Buffer, CancellationToken.None);
             }
             await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
         }

@@ -16,8 +16,10 @@ namespace Cloud.Storage.Volumes;
 /// <c>floor((smallest capacity - 1 MiB) / (chunk + metadata sector))</c>; space beyond that on larger
 /// members is unused.</para>
 /// <para>The volume does not own its member devices: dispose them after the volume.</para>
-/// <para>Control operations (fail, replace, rebuild) rewrite superblocks; in a cluster, run them from
-/// one process at a time and reassemble elsewhere.</para>
+/// <para>Several processes may open the same members: superblock updates re-read, merge and write the
+/// next generation under <see cref="RaidVolumeOptions.SuperblockCoordinator"/> (docs/FORMAT.md,
+/// "Updates with several openers"), and <see cref="RefreshMembersAsync"/> adopts other openers' changes.
+/// Rebuild one member from one process at a time.</para>
 /// </remarks>
 public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
 {
@@ -29,6 +31,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     private readonly Guid[] _memberIds;
     private readonly long[] _cursors;
     private readonly string?[] _reasons;
+    private readonly bool[] _detached;
     private readonly object _stateGate = new();
     private readonly SemaphoreSlim _superblockGate = new(1, 1);
     private readonly SemaphoreSlim[] _stripeLocks;
@@ -59,6 +62,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         _memberIds = new Guid[_memberCount];
         _cursors = new long[_memberCount];
         _reasons = new string?[_memberCount];
+        _detached = new bool[_memberCount];
         for (int i = 0; i < _memberCount; i++)
         {
             _memberIds[i] = records[i].MemberId;
@@ -69,7 +73,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         _created = created;
         _stripeLocks = new SemaphoreSlim[StripeLockCount];
         for (int i = 0; i < _stripeLocks.Length; i++) _stripeLocks[i] = new SemaphoreSlim(1, 1);
-        _intent = new WriteIntentLog(stripeCount, options.WriteIntentLog, PersistIntentPageAsync);
+        _intent = new WriteIntentLog(stripeCount, OnDiskFormat.IntentRegionStripes(stripeCount, definition.Geometry.StripeDataBytes), options.WriteIntentLog, PersistIntentPageAsync);
         int slots = _dataCount + _parityCount;
         int retained = (int)Math.Clamp(ScratchBudgetBytes / ((long)_memberCount * _slotBytes), 2, 256);
         _scratchPool = new StripeScratchPool(() => new StripeScratch(_memberCount, _slotBytes, _blocksPerChunk, _dataCount, slots), retained);
@@ -113,22 +117,26 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     public RebuildProgress? CurrentRebuild { get { lock (_stateGate) return _rebuild; } }
 
     /// <summary>Redundancy as a whole.</summary>
+    /// <remarks>
+    /// Read without a lock (it is checked on every I/O, and a volume-wide lock there would serialise
+    /// stripes); each member's state is a single byte, so a racing reader sees the old or new state.
+    /// A rebuilding member does not yet count as redundancy: losing more members than the level
+    /// tolerates, rebuilding ones included, fails the volume.
+    /// </remarks>
     public VolumeHealth Health
     {
         get
         {
-            lock (_stateGate)
+            int lost = 0, rebuilding = 0;
+            for (int i = 0; i < _states.Length; i++)
             {
-                int lost = 0, rebuilding = 0;
-                foreach (MemberState s in _states)
-                {
-                    if (s is MemberState.Failed or MemberState.Missing) lost++;
-                    else if (s == MemberState.Rebuilding) rebuilding++;
-                }
-                if (lost > Geometry.MaxFailedMembers) return VolumeHealth.Failed;
-                if (rebuilding > 0) return VolumeHealth.Rebuilding;
-                return lost > 0 ? VolumeHealth.Degraded : VolumeHealth.Healthy;
+                MemberState s = _states[i];
+                if (s is MemberState.Failed or MemberState.Missing) lost++;
+                else if (s == MemberState.Rebuilding) rebuilding++;
             }
+            if (lost + rebuilding > Geometry.MaxFailedMembers) return VolumeHealth.Failed;
+            if (rebuilding > 0) return VolumeHealth.Rebuilding;
+            return lost > 0 ? VolumeHealth.Degraded : VolumeHealth.Healthy;
         }
     }
 
@@ -196,8 +204,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         }
         await Task.WhenAll(tasks).ConfigureAwait(false);
         // Write both copies so that no copy left from an earlier use of the disk can outrank these.
-        await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
-        await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
+        await UpdateSuperblocksAsync(null, null, fresh: true, cancellationToken).ConfigureAwait(false);
+        await UpdateSuperblocksAsync(null, null, fresh: true, cancellationToken).ConfigureAwait(false);
         foreach (IBlockDevice? d in _devices) await d!.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -228,6 +236,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
 
         var found = new Superblock?[members.Count];
         var devices = new IBlockDevice?[members.Count];
+        var allCopies = new List<Superblock>();
         byte[] buffer = new byte[OnDiskFormat.SuperblockBytes * OnDiskFormat.SuperblockCopies];
         for (int i = 0; i < members.Count; i++)
         {
@@ -241,6 +250,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             {
                 Superblock? sb = Superblock.TryRead(buffer.AsSpan(c * OnDiskFormat.SuperblockBytes, OnDiskFormat.SuperblockBytes), out string? error);
                 why ??= error;
+                if (sb is not null && sb.MemberIndex == i) allCopies.Add(sb);
                 if (sb is not null && (best is null || sb.Generation > best.Generation)) best = sb;
             }
             if (best is null)
@@ -259,6 +269,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             throw new VolumeFormatException($"none of the {members.Count} devices given is readable; cannot assemble.");
 
         VolumeGeometry g = authority.Geometry;
+        // Every copy of this volume counts, not only the newest: two openers that raced may have written
+        // the same generation with different failures, and neither failure may be lost.
+        MemberRecord[] table = MergeCopies(allCopies.Where(sb => sb.VolumeId == authority.VolumeId && sb.Geometry == authority.Geometry),
+            authority.Geometry.MemberCount, out _) ?? authority.Members.ToArray();
         if (members.Count != g.MemberCount)
             throw new VolumeFormatException($"volume '{authority.VolumeName}' ({authority.VolumeId}) has {g.MemberCount} members; {members.Count} device slots were given.");
         for (int i = 0; i < found.Length; i++)
@@ -272,7 +286,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
                 throw new VolumeFormatException($"device {name} holds member {sb.MemberIndex} of '{authority.VolumeName}' but was given as member {i}: wrong position.", name, i);
             if (sb.Geometry != g || sb.StripeCount != authority.StripeCount)
                 throw new VolumeFormatException($"device {name} (member {i}) records geometry {sb.Geometry} with {sb.StripeCount} stripes; the volume has {g} with {authority.StripeCount}.", name, i);
-            MemberRecord expected = authority.Members[i];
+            MemberRecord expected = table[i];
             if (sb.Members[i].MemberId != expected.MemberId)
                 throw new VolumeFormatException($"device {name} was member {i} of '{authority.VolumeName}' until it was replaced (generation {sb.Generation}; the volume is at {authority.Generation}): a stale disk.", name, i);
             if (expected.State is MemberState.Failed)
@@ -282,10 +296,11 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         }
 
         var records = new MemberRecord[g.MemberCount];
+        var rejoining = new IBlockDevice?[g.MemberCount];
         bool changed = false;
         for (int i = 0; i < records.Length; i++)
         {
-            MemberRecord r = authority.Members[i];
+            MemberRecord r = table[i];
             if (devices[i] is null && r.State is MemberState.Active or MemberState.Rebuilding)
             {
                 r = r with { State = MemberState.Missing };
@@ -295,8 +310,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             else if (found[i] is not null && found[i]!.Generation != authority.Generation) changed = true;
             if (devices[i] is not null && r.State == MemberState.Missing)
             {
-                // A member that was missing and came back unchanged: its data is as old as its absence, so it must be rebuilt.
-                r = r with { State = MemberState.Rebuilding, RebuildCursorStripes = 0 };
+                // A member that was missing and came back unchanged: its data is as old as its absence, so it
+                // must be rebuilt. It rejoins under a new identity, as a replacement would, so that other
+                // openers' "missing" records (sticky for the old identity) do not outvote the rejoin.
+                rejoining[i] = devices[i];
                 changed = true;
             }
             records[i] = r;
@@ -305,7 +322,17 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         var volume = new RaidVolume(definition, authority.StripeCount, devices, records, authority.Generation, authority.Created, options);
         if (volume.Health == VolumeHealth.Failed)
             throw new VolumeFormatException($"volume '{definition.Name}' has {records.Count(r => r.State is MemberState.Failed or MemberState.Missing)} of {g.MemberCount} members failed or missing; {g.Level} tolerates {g.MaxFailedMembers}.");
-        if (changed) await volume.WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
+        if (changed)
+        {
+            var newIds = new Guid?[g.MemberCount];
+            for (int i = 0; i < newIds.Length; i++) if (rejoining[i] is not null) newIds[i] = Guid.NewGuid();
+            await volume.UpdateSuperblocksAsync(table =>
+            {
+                for (int i = 0; i < table.Length; i++)
+                    if (newIds[i] is Guid id && table[i].MemberId == records[i].MemberId && table[i].State == MemberState.Missing)
+                        table[i] = new MemberRecord(id, MemberState.Rebuilding, 0);
+            }, rejoining, fresh: false, cancellationToken).ConfigureAwait(false);
+        }
         if (options.RecoverAllWriterSlots)
             for (int slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++) await volume.RecoverWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
         else
@@ -349,15 +376,18 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         }
         byte[] zeros = new byte[OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount];
         await replacement.WriteAsync(OnDiskFormat.IntentOffsetBytes, zeros, cancellationToken).ConfigureAwait(false);
-        lock (_stateGate)
+        Guid newId = Guid.NewGuid();
+        var attach = new IBlockDevice?[_memberCount];
+        attach[memberIndex] = replacement;
+        // Checked again on the superblocks as they are now: another opener may have replaced it already.
+        await UpdateSuperblocksAsync(table =>
         {
-            _devices[memberIndex] = replacement;
-            _memberIds[memberIndex] = Guid.NewGuid();
-            Volatile.Write(ref _cursors[memberIndex], 0);
-            _reasons[memberIndex] = null;
-            _states[memberIndex] = MemberState.Rebuilding;
-        }
-        await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
+            MemberRecord r = table[memberIndex];
+            if (r.MemberId == newId) return;
+            if (r.State is not (MemberState.Failed or MemberState.Missing))
+                throw new InvalidOperationException($"member {memberIndex} is {r.State} in the superblocks (another opener changed it); only a failed or missing member can be replaced.");
+            table[memberIndex] = new MemberRecord(newId, MemberState.Rebuilding, 0);
+        }, attach, fresh: false, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -366,6 +396,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         CheckUsable();
         await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
         await _intent.ClearIdleAsync(cancellationToken).ConfigureAwait(false);
+        await RefreshIfDueAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Flushes, clears this writer's intent bits, and stops accepting I/O. Member devices stay open (the caller owns them).</summary>
@@ -426,8 +457,11 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             _states[m] = MemberState.Failed;
             _reasons[m] = reason;
         }
+        // Also adopts what other openers recorded meanwhile. Best effort: the survivors' superblocks may be
+        // failing too, or the coordinator unreachable; the failure stays in this view and is merged into
+        // the next update.
         try { await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false); }
-        catch (IOException) { } // The survivors' superblocks are best effort once the volume is failing.
+        catch (Exception e) when (e is not OperationCanceledException) { }
         return true;
     }
 
@@ -447,55 +481,6 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     {
         if ((uint)memberIndex >= (uint)_memberCount)
             throw new ArgumentOutOfRangeException(nameof(memberIndex), memberIndex, $"allowed: 0..{_memberCount - 1}.");
-    }
-
-    /// <summary>Writes the next generation of the superblock to every writable member.</summary>
-    private async ValueTask WriteSuperblocksAsync(CancellationToken cancellationToken)
-    {
-        await _superblockGate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            for (int attempt = 0; attempt <= _memberCount; attempt++)
-            {
-                long generation = Interlocked.Increment(ref _generation);
-                MemberRecord[] records = new MemberRecord[_memberCount];
-                lock (_stateGate)
-                    for (int i = 0; i < _memberCount; i++)
-                        records[i] = new MemberRecord(_memberIds[i], _states[i], Volatile.Read(ref _cursors[i]));
-                var writes = new List<(int Member, Task Task)>();
-                for (int m = 0; m < _memberCount; m++)
-                {
-                    IBlockDevice? d = _devices[m];
-                    if (d is null || !IsWritable(m)) continue;
-                    var sb = new Superblock
-                    {
-                        VolumeId = Definition.VolumeId, VolumeName = Definition.Name, MemberIndex = m, Geometry = Geometry,
-                        StripeCount = StripeCount, Generation = generation, Created = _created, Updated = DateTimeOffset.UtcNow, Members = records,
-                    };
-                    byte[] block = new byte[OnDiskFormat.SuperblockBytes];
-                    sb.WriteTo(block);
-                    long offset = generation % OnDiskFormat.SuperblockCopies * OnDiskFormat.SuperblockBytes;
-                    writes.Add((m, WriteAndFlushAsync(d, offset, block, cancellationToken)));
-                }
-                bool anyFailed = false;
-                foreach ((int m, Task t) in writes)
-                {
-                    try { await t.ConfigureAwait(false); }
-                    catch (BlockDeviceException e)
-                    {
-                        lock (_stateGate)
-                        {
-                            _states[m] = MemberState.Failed;
-                            _reasons[m] = e.Message;
-                        }
-                        anyFailed = true;
-                    }
-                }
-                // A member that failed mid-update must be recorded as failed on the others.
-                if (!anyFailed) return;
-            }
-        }
-        finally { _superblockGate.Release(); }
     }
 
     private static async Task WriteAndFlushAsync(IBlockDevice device, long offset, byte[] block, CancellationToken cancellationToken)
@@ -526,6 +511,21 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     }
 
     /// <summary>
+    /// Write-hole recovery for this opener: resyncs the stripes marked in its writer slot (every slot
+    /// when <see cref="RaidVolumeOptions.RecoverAllWriterSlots"/>). <see cref="AssembleAsync"/> already does this.
+    /// </summary>
+    /// <returns>The number of stripes resynced.</returns>
+    public async ValueTask<long> RecoverAsync(CancellationToken cancellationToken = default)
+    {
+        CheckUsable();
+        if (!_options.RecoverAllWriterSlots) return await RecoverWriterSlotAsync(_options.WriterSlot, cancellationToken).ConfigureAwait(false);
+        long total = 0;
+        for (int slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++)
+            total += await RecoverWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
+        return total;
+    }
+
+    /// <summary>
     /// Resyncs every stripe marked in writer slot <paramref name="slot"/>'s intent bitmap (on any
     /// member), then clears it. Call it for a writer that died while the rest of the cluster runs,
     /// holding that writer's stripe locks; <see cref="AssembleAsync"/> calls it for this opener.
@@ -548,13 +548,19 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         }
         if (Array.TrueForAll(merged, b => b == 0)) return 0;
         long resynced = 0;
-        foreach ((long first, long end) in WriteIntentLog.MarkedStripes(merged, StripeCount))
+        foreach ((long first, long end) in WriteIntentLog.MarkedStripes(merged, StripeCount, _intent.RegionStripes))
             for (long s = first; s < end; s++)
             {
                 await ResyncStripeAsync(s, cancellationToken).ConfigureAwait(false);
                 resynced++;
             }
         await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
+        if (slot == _options.WriterSlot && _options.WriteIntentLog)
+        {
+            // Our own slot while we may be writing: keep the marks of our writes in flight.
+            await _intent.RepersistAsync(cancellationToken).ConfigureAwait(false);
+            return resynced;
+        }
         Array.Clear(page);
         for (int m = 0; m < _memberCount; m++)
         {

@@ -135,6 +135,30 @@ public sealed class RaidVolumeOptions
     /// <summary>A rebuild records its progress in the superblocks every this many stripes, 1..2^20.</summary>
     public int RebuildCheckpointStripes { get; set; } = DefaultRebuildCheckpointStripes;
 
+    /// <summary>
+    /// A read that meets a corrupt block writes the reconstructed block back (default). Turn it off
+    /// when other processes may be writing the same stripe without this reader holding a lock that
+    /// excludes them; the reader still gets correct data, and scrub repairs the medium.
+    /// </summary>
+    public bool RepairOnRead { get; set; } = true;
+
+    /// <summary>
+    /// Serialises superblock updates of the volume across openers (default: <see cref="LocalSuperblockCoordinator.Shared"/>,
+    /// which covers one process). In a cluster, supply one that excludes every silo.
+    /// </summary>
+    public ISuperblockCoordinator SuperblockCoordinator { get; set; } = LocalSuperblockCoordinator.Shared;
+
+    /// <summary>Default <see cref="MemberRefreshInterval"/>.</summary>
+    public static readonly TimeSpan DefaultMemberRefreshInterval = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// <see cref="RaidVolume.FlushAsync"/> re-reads the superblocks when the last look is older than this, so
+    /// that member failures and rebuilds by other openers are noticed; <see cref="Timeout.InfiniteTimeSpan"/>
+    /// turns it off (a member error or <see cref="RaidVolume.RefreshMembersAsync"/> still re-read them).
+    /// Allowed: zero or more, or infinite.
+    /// </summary>
+    public TimeSpan MemberRefreshInterval { get; set; } = DefaultMemberRefreshInterval;
+
     /// <summary>On create, write zeroes over every chunk slot (needed when members may hold old data; new files and blobs read as zeroes already).</summary>
     public bool ZeroMembersOnCreate { get; set; }
 
@@ -147,6 +171,9 @@ public sealed class RaidVolumeOptions
             throw new ArgumentOutOfRangeException(nameof(MaxIoSizeBytes), MaxIoSizeBytes, "allowed: 1 MiB..1 GiB.");
         if (MaxStripesInFlightPerRequest is < 1 or > 64)
             throw new ArgumentOutOfRangeException(nameof(MaxStripesInFlightPerRequest), MaxStripesInFlightPerRequest, "allowed: 1..64.");
+        ArgumentNullException.ThrowIfNull(SuperblockCoordinator, nameof(SuperblockCoordinator));
+        if (MemberRefreshInterval < TimeSpan.Zero && MemberRefreshInterval != Timeout.InfiniteTimeSpan)
+            throw new ArgumentOutOfRangeException(nameof(MemberRefreshInterval), MemberRefreshInterval, "allowed: zero or more, or Timeout.InfiniteTimeSpan.");
         if (RebuildCheckpointStripes is < 1 or > (1 << 20))
             throw new ArgumentOutOfRangeException(nameof(RebuildCheckpointStripes), RebuildCheckpointStripes, "allowed: 1..1048576.");
         return this;

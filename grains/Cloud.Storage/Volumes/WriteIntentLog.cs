@@ -22,9 +22,9 @@ internal sealed class WriteIntentLog
     private readonly PersistPage _persist;
     private readonly bool _enabled;
 
-    public WriteIntentLog(long stripeCount, bool enabled, PersistPage persist)
+    public WriteIntentLog(long stripeCount, long regionStripes, bool enabled, PersistPage persist)
     {
-        RegionStripes = OnDiskFormat.IntentRegionStripes(stripeCount);
+        RegionStripes = regionStripes;
         _inFlight = new int[(stripeCount + RegionStripes - 1) / RegionStripes];
         _persist = persist;
         _enabled = enabled;
@@ -111,10 +111,17 @@ internal sealed class WriteIntentLog
         finally { _persistGate.Release(); }
     }
 
-    /// <summary>The stripe ranges a persisted bitmap page marks.</summary>
-    public static IEnumerable<(long First, long End)> MarkedStripes(ReadOnlyMemory<byte> page, long stripeCount)
+    /// <summary>Writes the in-memory page again (after a recovery rewrote this slot on disk).</summary>
+    public async ValueTask RepersistAsync(CancellationToken cancellationToken)
     {
-        long regionStripes = OnDiskFormat.IntentRegionStripes(stripeCount);
+        await _persistGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try { await _persist(_page, cancellationToken).ConfigureAwait(false); }
+        finally { _persistGate.Release(); }
+    }
+
+    /// <summary>The stripe ranges a persisted bitmap page marks.</summary>
+    public static IEnumerable<(long First, long End)> MarkedStripes(ReadOnlyMemory<byte> page, long stripeCount, long regionStripes)
+    {
         long regions = (stripeCount + regionStripes - 1) / regionStripes;
         for (int r = 0; r < regions; r++)
             if (IsSet(page.Span, r)) yield return (r * regionStripes, Math.Min(stripeCount, (r + 1) * regionStripes));

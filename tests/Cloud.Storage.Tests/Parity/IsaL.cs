@@ -43,7 +43,7 @@ internal static unsafe partial class IsaLRaid
 }
 
 /// <summary>
-/// A native buffer aligned to <see cref="IsaLRaid.AlignmentBytes"/>, usable both as a pointer (for
+/// A native buffer aligned to at least <see cref="IsaLRaid.AlignmentBytes"/>, usable both as a pointer (for
 /// ISA-L) and as <see cref="Memory{T}"/> (for our API), so that both work on the very same bytes.
 /// </summary>
 internal sealed unsafe class AlignedBuffer : MemoryManager<byte>
@@ -51,12 +51,16 @@ internal sealed unsafe class AlignedBuffer : MemoryManager<byte>
     private byte* pointer;
     private readonly int lengthBytes;
 
-    public AlignedBuffer(int lengthBytes)
+    /// <param name="lengthBytes">The buffer's length.</param>
+    /// <param name="alignmentBytes">A power of two, at least <see cref="IsaLRaid.AlignmentBytes"/>; 4096 gives the page alignment of direct I/O buffers.</param>
+    public AlignedBuffer(int lengthBytes, int alignmentBytes = IsaLRaid.AlignmentBytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(lengthBytes);
+        if (alignmentBytes < IsaLRaid.AlignmentBytes || !int.IsPow2(alignmentBytes))
+            throw new ArgumentOutOfRangeException(nameof(alignmentBytes), alignmentBytes, $"allowed: a power of two >= {IsaLRaid.AlignmentBytes}.");
         this.lengthBytes = lengthBytes;
         // A zero-byte request still gets a real, aligned allocation so that Pointer is never null.
-        pointer = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(lengthBytes, 1), IsaLRaid.AlignmentBytes);
+        pointer = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(lengthBytes, 1), (nuint)alignmentBytes);
         NativeMemory.Clear(pointer, (nuint)lengthBytes);
     }
 

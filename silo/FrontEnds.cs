@@ -1,0 +1,136 @@
+using System.Net;
+using Cloud.Nbd;
+using Cloud.ServiceDefaults;
+using Cloud.Silo.Nbd;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+using Orleans.Dashboard;
+
+namespace Cloud.Silo;
+
+/// <summary>
+/// Everything the silo offers besides the Orleans gateway: the NBD server, telemetry (ServiceDefaults), the health
+/// endpoints and the Orleans Dashboard.
+/// </summary>
+public static class FrontEnds
+{
+    /// <summary>The configuration section of the NBD server (<see cref="NbdServerOptions"/>).</summary>
+    public const string NbdSectionName = "Nbd";
+
+    /// <summary>
+    /// Adds the front ends. Call it after <c>UseOrleans</c>, so that the NBD server starts accepting only once the
+    /// silo runs, and stops before the silo does.
+    /// <list type="bullet">
+    /// <item>NBD (section <c>Nbd</c>: <c>--nbd-address</c>, <c>--nbd-port</c> with 0 = off, <c>--nbd-socket</c>; on by
+    /// default at 127.0.0.1:10809): every volume, through this silo's front-end grain.</item>
+    /// <item><c>AddServiceDefaults()</c>: OpenTelemetry with the Orleans meter and the "Cloud" meter, exported over OTLP
+    /// when <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set.</item>
+    /// <item>HTTP (section <c>Http</c>, <see cref="HttpEndpointOptions"/>): <c>/health</c> and <c>/alive</c> on
+    /// <c>--http-port</c>, the Orleans Dashboard on <c>--dashboard-port</c>.</item>
+    /// </list>
+    /// </summary>
+    public static WebApplicationBuilder AddCloudFrontEnds(this WebApplicationBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        builder.Services.AddSingleton<INbdExportResolver, CloudNbdExportResolver>();
+        // The NBD library's own options and validator (named fields, allowed ranges), bound from configuration.
+        builder.Services.AddNbdServer();
+        builder.Services.AddOptions<NbdServerOptions>().BindConfiguration(NbdSectionName);
+
+        builder.AddServiceDefaults();
+        builder.Services.AddHealthChecks().AddCheck<SiloHealthCheck>("silo");
+
+        builder.Services.AddOptions<HttpEndpointOptions>().BindConfiguration(HttpEndpointOptions.SectionName).ValidateOnStart();
+        builder.Services.AddSingleton<IValidateOptions<HttpEndpointOptions>, HttpEndpointOptionsValidator>();
+        // Kestrel needs its listeners before the host is built; bad values are reported by the validator at start.
+        var http = new HttpEndpointOptions();
+        builder.Configuration.GetSection(HttpEndpointOptions.SectionName).Bind(http);
+        var valid = new HttpEndpointOptionsValidator().Validate(null, http).Succeeded;
+        var dashboardPort = valid ? http.EffectiveDashboardPort(builder.Environment.IsDevelopment()) : HttpEndpointOptions.Off;
+        var healthPort = valid ? http.Port : HttpEndpointOptions.Off;
+        if (dashboardPort != HttpEndpointOptions.Off)
+        {
+            // UseOrleans reuses the silo builder Program.cs configured.
+            builder.UseOrleans(silo => silo.AddDashboard());
+        }
+        if (healthPort == HttpEndpointOptions.Off && dashboardPort == HttpEndpointOptions.Off)
+        {
+            // No HTTP at all: without this, Kestrel would listen on its default localhost:5000.
+            builder.Services.AddSingleton<IServer, NoHttpServer>();
+        }
+        else
+        {
+            var address = IPAddress.Parse(http.Address);
+            builder.WebHost.UseKestrel(kestrel =>
+            {
+                foreach (var port in new[] { healthPort, dashboardPort }.Where(p => p != HttpEndpointOptions.Off).Distinct())
+                    kestrel.Listen(address, port);
+            });
+            // Mapped from a startup filter so that Program.cs stays one call (it is shared with other work on the host).
+            builder.Services.AddSingleton<IStartupFilter>(new EndpointsStartupFilter(healthPort, dashboardPort));
+        }
+        builder.Services.AddHostedService<FrontEndAnnouncer>();
+        return builder;
+    }
+
+    private sealed class EndpointsStartupFilter(int healthPort, int dashboardPort) : IStartupFilter
+    {
+        public Action<IApplicationBuilder> Configure(Action<IApplicationBuilder> next) => app =>
+        {
+            app.UseRouting();
+            app.UseEndpoints(endpoints =>
+            {
+                if (healthPort != HttpEndpointOptions.Off)
+                    endpoints.MapDefaultEndpoints();
+                if (dashboardPort != HttpEndpointOptions.Off)
+                {
+                    var dashboard = endpoints.MapOrleansDashboard();
+                    // On its own port, keep the dashboard off the health port (which orchestrators may expose).
+                    if (dashboardPort != healthPort) dashboard.RequireHost($"*:{dashboardPort}");
+                }
+            });
+            next(app);
+        };
+    }
+
+    /// <summary>A server that serves nothing, for a silo with every HTTP endpoint off.</summary>
+    private sealed class NoHttpServer : IServer
+    {
+        public IFeatureCollection Features { get; } = new FeatureCollection();
+
+        public Task StartAsync<TContext>(IHttpApplication<TContext> application, CancellationToken cancellationToken) where TContext : notnull => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public void Dispose()
+        {
+        }
+    }
+}
+
+/// <summary>Prints where the NBD server and the HTTP endpoints listen once they do, for operators and for scripts that wait for them.</summary>
+internal sealed class FrontEndAnnouncer(NbdServer nbd, IOptions<HttpEndpointOptions> http, IHostEnvironment environment) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        var where = new List<string>();
+        if (nbd.TcpEndPoint is { } tcp) where.Add($"nbd://{tcp}");
+        if (nbd.UnixSocketPath is { } path) where.Add($"nbd+unix:///?socket={path}");
+        Console.WriteLine(where.Count == 0 ? "NBD off (--nbd-port 0 and no --nbd-socket)." : $"NBD serving every volume at {string.Join(" and ", where)}");
+        var o = http.Value;
+        if (o.Port != HttpEndpointOptions.Off)
+            Console.WriteLine($"Health checks at http://{o.Address}:{o.Port}{CloudTelemetry.HealthEndpointPath} and {CloudTelemetry.AliveEndpointPath}");
+        var dashboardPort = o.EffectiveDashboardPort(environment.IsDevelopment());
+        if (dashboardPort != HttpEndpointOptions.Off)
+            Console.WriteLine($"Orleans Dashboard at http://{o.Address}:{dashboardPort}/");
+        return Task.CompletedTask;
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+}

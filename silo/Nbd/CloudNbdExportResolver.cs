@@ -1,0 +1,33 @@
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Hosting;
+using Cloud.Nbd;
+using Cloud.Storage.Volumes;
+using Microsoft.Extensions.Options;
+
+namespace Cloud.Silo.Nbd;
+
+/// <summary>
+/// Serves every volume in the catalog as an NBD export of the same name, through this silo's front end.
+/// </summary>
+internal sealed class CloudNbdExportResolver(IGrainFactory grains, IOptions<CloudOptions> cloud, IOptions<NbdServerOptions> nbd) : INbdExportResolver
+{
+    private IVolumeCatalogGrain Catalog => grains.GetGrain<IVolumeCatalogGrain>(0);
+
+    public async ValueTask<IBlockVolume?> OpenAsync(string exportName, CancellationToken ct)
+    {
+        // The empty name reaches us only when the server could not resolve it (it asks ListAsync first), and a
+        // volume cannot be named "": nothing to open.
+        if (exportName.Length == 0) return null;
+        var info = await Catalog.GetAsync(exportName).WaitAsync(ct).ConfigureAwait(false);
+        if (info is null) return null;
+        // The front end refuses requests above MaxRequestBytes; the NBD server splits anything larger than this.
+        var maxIoSizeBytes = Math.Min(cloud.Value.MaxRequestBytes, nbd.Value.MaxPayloadBytes);
+        return new FrontEndVolume(grains.GetGrain<IFrontEndGrain>(0), info, maxIoSizeBytes);
+    }
+
+    public async ValueTask<IReadOnlyList<string>> ListAsync(CancellationToken ct)
+    {
+        var volumes = await Catalog.ListAsync().WaitAsync(ct).ConfigureAwait(false);
+        return [.. volumes.Select(v => v.Name)];
+    }
+}

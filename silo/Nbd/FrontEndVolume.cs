@@ -1,0 +1,64 @@
+using Cloud.Grains.Abstractions;
+using Cloud.Storage.Volumes;
+
+namespace Cloud.Silo.Nbd;
+
+/// <summary>
+/// A Cloud volume as the NBD server sees it: every request goes to this silo's front-end grain (a local stateless
+/// worker), so NBD clients take the same path as SDK clients: writes are timestamped and delegated under the
+/// partition locks, reads take a shared lock after every acknowledged earlier write, and FUA and FLUSH wait for the
+/// service's durable acknowledgement.
+/// </summary>
+/// <remarks>
+/// The handle keeps no cache and no private state beyond the volume's geometry, so any number of connections may use
+/// separate handles: a write is acknowledged only once the silo's first server holds it, and a flush drains every
+/// copy the first server holds for the volume (from every connection) before it fsyncs the members on every silo.
+/// </remarks>
+internal sealed class FrontEndVolume : IBlockVolume
+{
+    private readonly IFrontEndGrain _frontEnd;
+
+    public FrontEndVolume(IFrontEndGrain frontEnd, VolumeInfo info, int maxIoSizeBytes)
+    {
+        _frontEnd = frontEnd;
+        Info = info;
+        MaxIoSizeBytes = maxIoSizeBytes;
+        PreferredIoSizeBytes = (int)Math.Clamp(Grains.VolumeMath.StripeDataBytes(info), Grains.VolumeMath.BlockSizeBytes, maxIoSizeBytes);
+    }
+
+    /// <summary>The volume's definition when the connection opened it.</summary>
+    public VolumeInfo Info { get; }
+
+    public string Name => Info.Name;
+
+    public long CapacityBytes => Info.SizeBytes;
+
+    public int BlockSizeBytes => Grains.VolumeMath.BlockSizeBytes;
+
+    /// <summary>A full stripe of data: a write of it needs no read-modify-write of parity.</summary>
+    public int PreferredIoSizeBytes { get; }
+
+    public int MaxIoSizeBytes { get; }
+
+    public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    {
+        var data = await _frontEnd.ReadAsync(Name, offsetBytes, destination.Length).WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (data.Length != destination.Length)
+            throw new IOException($"volume '{Name}' returned {data.Length} bytes for a read of {destination.Length} at {offsetBytes}");
+        data.CopyTo(destination);
+    }
+
+    public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, bool forceUnitAccess = false, CancellationToken cancellationToken = default)
+    {
+        // The NBD server's buffer goes back to its pool after the reply, while the first server keeps this copy until
+        // the target commits it (and Orleans does not copy [Immutable] arguments): so it must be our own array.
+        var copy = source.ToArray();
+        return new ValueTask(_frontEnd.WriteAsync(Name, offsetBytes, copy, forceUnitAccess).WaitAsync(cancellationToken));
+    }
+
+    public ValueTask FlushAsync(CancellationToken cancellationToken = default) =>
+        new(_frontEnd.FlushAsync(Name).WaitAsync(cancellationToken));
+
+    public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default) =>
+        new(_frontEnd.TrimAsync(Name, offsetBytes, lengthBytes).WaitAsync(cancellationToken));
+}
