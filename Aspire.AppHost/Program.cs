@@ -153,7 +153,7 @@ for (int i = 0; i < siloCount; i++)
         // One data directory for all silos: they share the file-backed member disks, the catalog and the clocks.
         .WithEnvironment("Cloud__DataDirectory", Path.Combine(dataRoot, "silos"))
         // A stable, distinct name per replica: each silo's RAID worker is keyed by it.
-        .WithEnvironment("Silo__Name", $"silo-{i}")
+        .WithEnvironment("Silo__Name", "silo-" + i.ToString(System.Globalization.CultureInfo.InvariantCulture))
         .WithEnvironment("Cloud__Azure__ConnectionString", azuriteConnectionString);
     if (azurite is not null)
     {
