@@ -130,6 +130,14 @@ public sealed partial class FirstServer(
         }
         var completion = FollowAsync(write, partitionKey, receipt.TargetSilo);
         _held[write.WriteId] = new Held(write, partitionKey, partitionKey, completion);
+        if (receipt.TargetSilo == silo.Name && !fua)
+        {
+            // This silo is its own target: the "replicated" copy and ours are one, in one process. Acknowledging now
+            // would lose the write if this silo died before the disk write, so wait for the commit first.
+            var report = await completion.ConfigureAwait(false);
+            if (report.Outcome == WriteOutcome.Failed)
+                throw new CloudRequestException($"write to volume '{v.Name}' failed on silo {report.Silo}: {report.Error}");
+        }
         return completion;
     }
 
