@@ -1,5 +1,6 @@
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Hosting;
+using Cloud.Grains.Workers;
 using Cloud.Nbd;
 using Cloud.Storage.Volumes;
 using Microsoft.Extensions.Options;
@@ -7,9 +8,9 @@ using Microsoft.Extensions.Options;
 namespace Cloud.Silo.Nbd;
 
 /// <summary>
-/// Serves every volume in the catalog as an NBD export of the same name, through this silo's front end.
+/// Serves every volume in the catalog as an NBD export of the same name, through this silo's front end (in process).
 /// </summary>
-internal sealed class CloudNbdExportResolver(IGrainFactory grains, IOptions<CloudOptions> cloud, IOptions<NbdServerOptions> nbd) : INbdExportResolver
+internal sealed class CloudNbdExportResolver(IGrainFactory grains, FrontEndService frontEnd, IOptions<CloudOptions> cloud, IOptions<NbdServerOptions> nbd) : INbdExportResolver
 {
     private IVolumeCatalogGrain Catalog => grains.GetGrain<IVolumeCatalogGrain>(0);
 
@@ -22,7 +23,7 @@ internal sealed class CloudNbdExportResolver(IGrainFactory grains, IOptions<Clou
         if (info is null) return null;
         // The front end refuses requests above MaxRequestBytes; the NBD server splits anything larger than this.
         var maxIoSizeBytes = Math.Min(cloud.Value.MaxRequestBytes, nbd.Value.MaxPayloadBytes);
-        return new FrontEndVolume(grains.GetGrain<IFrontEndGrain>(0), info, maxIoSizeBytes);
+        return new FrontEndVolume(frontEnd, info, maxIoSizeBytes);
     }
 
     public async ValueTask<IReadOnlyList<string>> ListAsync(CancellationToken ct)

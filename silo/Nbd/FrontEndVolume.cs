@@ -1,11 +1,13 @@
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Workers;
 using Cloud.Storage.Volumes;
 
 namespace Cloud.Silo.Nbd;
 
 /// <summary>
-/// A Cloud volume as the NBD server sees it: every request goes to this silo's front-end grain (a local stateless
-/// worker), so NBD clients take the same path as SDK clients: writes are timestamped and delegated under the
+/// A Cloud volume as the NBD server sees it: every request goes to this silo's front end (<see cref="FrontEndService"/>,
+/// the work behind the front-end grain, called in process: no Orleans message, and reads land straight in the NBD
+/// server's buffer), so NBD clients take the same path as SDK clients: writes are timestamped and delegated under the
 /// partition locks, reads take a shared lock after every acknowledged earlier write, and FUA and FLUSH wait for the
 /// service's durable acknowledgement.
 /// </summary>
@@ -16,9 +18,9 @@ namespace Cloud.Silo.Nbd;
 /// </remarks>
 internal sealed class FrontEndVolume : IBlockVolume
 {
-    private readonly IFrontEndGrain _frontEnd;
+    private readonly FrontEndService _frontEnd;
 
-    public FrontEndVolume(IFrontEndGrain frontEnd, VolumeInfo info, int maxIoSizeBytes)
+    public FrontEndVolume(FrontEndService frontEnd, VolumeInfo info, int maxIoSizeBytes)
     {
         _frontEnd = frontEnd;
         Info = info;
@@ -40,13 +42,12 @@ internal sealed class FrontEndVolume : IBlockVolume
 
     public int MaxIoSizeBytes { get; }
 
-    public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
-    {
-        var data = await _frontEnd.ReadAsync(Name, offsetBytes, destination.Length).WaitAsync(cancellationToken).ConfigureAwait(false);
-        if (data.Length != destination.Length)
-            throw new IOException($"volume '{Name}' returned {data.Length} bytes for a read of {destination.Length} at {offsetBytes}");
-        data.CopyTo(destination);
-    }
+    /// <remarks>
+    /// Not abandoned on cancellation: the engine writes into <paramref name="destination"/>, the NBD server's pooled
+    /// buffer, so the call must not return before the read has finished with it.
+    /// </remarks>
+    public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default) =>
+        new(_frontEnd.ReadAsync(Name, offsetBytes, destination));
 
     public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, bool forceUnitAccess = false, CancellationToken cancellationToken = default)
     {

@@ -39,6 +39,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();
         builder.Services.AddSingleton<RaidWorkerService>();
         builder.Services.AddSingleton<FirstServer>();
+        builder.Services.AddSingleton<FrontEndService>();
         builder.Services.AddPlacementDirector<SiloBoundPlacement, SiloBoundPlacementDirector>();
         builder.Services.AddPlacementDirector<LoadBasedPlacement, LoadBasedPlacementDirector>();
         return builder;

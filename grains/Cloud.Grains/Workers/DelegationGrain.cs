@@ -1,4 +1,5 @@
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Engine;
 using Cloud.Grains.Placement;
 using Orleans.Concurrency;
 using Orleans.Runtime;
@@ -11,16 +12,20 @@ namespace Cloud.Grains.Workers;
 /// death lets placement choose again.
 /// </summary>
 [LoadBasedPlacement, Reentrant]
-internal sealed class DelegationGrain(ILocalSiloDetails silo) : Grain, IDelegationGrain
+internal sealed class DelegationGrain(ILocalSiloDetails silo, RaidWorkerService worker) : Grain, IDelegationGrain
 {
     private bool _moving;
 
+    /// <summary>
+    /// Hands the copy to this silo's RAID worker in process: the worker grain lives on this same silo, so a grain
+    /// call to it would only add a message and a scheduler turn to every delegated write.
+    /// </summary>
     public Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write)
     {
         // Calls that reach this activation after it was told to move must not land here: the caller sends again,
         // and the next activation is placed by load.
         if (_moving) throw new DelegationMovedException(silo.Name);
-        return GrainFactory.GetGrain<IRaidWorkerGrain>(silo.Name).AcceptAsync(write);
+        return EngineErrors.Guard(() => worker.AcceptAsync(write));
     }
 
     public Task RelocateAsync()

@@ -358,10 +358,18 @@ public sealed partial class RaidWorkerService(
         var v = await OpenAsync(volumeName).ConfigureAwait(false);
         VolumeMath.CheckRange(v.Info, offsetBytes, lengthBytes);
         var data = new byte[lengthBytes];
-        var started = Stopwatch.GetTimestamp();
-        await v.Store.ReadAsync(offsetBytes, data, CancellationToken.None).ConfigureAwait(false);
-        usage.ObserveDiskLatency(Stopwatch.GetElapsedTime(started));
+        await ReadIntoAsync(volumeName, offsetBytes, data).ConfigureAwait(false);
         return data;
+    }
+
+    /// <summary>Reads from this silo's engine into <paramref name="destination"/>. The caller holds a shared lock on the stripes.</summary>
+    public async Task ReadIntoAsync(string volumeName, long offsetBytes, Memory<byte> destination)
+    {
+        var v = await OpenAsync(volumeName).ConfigureAwait(false);
+        VolumeMath.CheckRange(v.Info, offsetBytes, destination.Length);
+        var started = Stopwatch.GetTimestamp();
+        await v.Store.ReadAsync(offsetBytes, destination, CancellationToken.None).ConfigureAwait(false);
+        usage.ObserveDiskLatency(Stopwatch.GetElapsedTime(started));
     }
 
     /// <summary>Discards a range under exclusive locks, after every earlier pending write of it, with a new timestamp so older copies stay dropped.</summary>
