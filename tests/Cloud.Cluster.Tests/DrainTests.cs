@@ -18,12 +18,13 @@ public sealed partial class DrainTests(PostgresFixture postgres, ITestOutputHelp
     [Fact]
     public async Task StoppingASilo_FinishesItsScheduledWrites_BeforeLeaving()
     {
-        // s1 and s2 are draining, so s0 is both the first server and the only target: when it stops, the copies it
-        // acknowledged exist nowhere else, and only the drain can put them on disk.
+        // s0 is the first server, s1 the only delegation target (s0 and s2 are draining), with slow disks. When s1 is
+        // stopped, its queued copies have nowhere else to go (no other silo takes delegated work), so only s1's drain
+        // can put them on disk before it leaves.
         await using var silos = await SiloProcesses.StartAsync(postgres.Server, "drain", 3, output.WriteLine, s =>
         {
-            s.SetEnvironment(0, "Cloud__InjectedDiskLatency", InjectedDiskLatency);
-            s.SetEnvironment(1, "Cloud__Draining", "true");
+            s.SetEnvironment(1, "Cloud__InjectedDiskLatency", InjectedDiskLatency);
+            s.SetEnvironment(0, "Cloud__Draining", "true");
             s.SetEnvironment(2, "Cloud__Draining", "true");
         });
         var volumeName = "drain";
@@ -41,18 +42,18 @@ public sealed partial class DrainTests(PostgresFixture postgres, ITestOutputHelp
             }));
         }
 
-        // Every write is acknowledged (replicated in s0's memory). Stop s0 gracefully right away.
-        var exitCode = await silos.StopAsync(0);
-        var log = silos.OutputOf(0);
+        // Every write is acknowledged (held by s0, queued at s1). Stop s1 gracefully right away.
+        var exitCode = await silos.StopAsync(1);
+        var log = silos.OutputOf(1);
         output.WriteLine(log.Length > 4000 ? log[^4000..] : log);
         Assert.Equal(0, exitCode);
         var draining = DrainingLine().Match(log);
-        Assert.True(draining.Success, "s0 logged no drain");
+        Assert.True(draining.Success, "s1 logged no drain");
         Assert.True(int.Parse(draining.Groups[1].Value) + int.Parse(draining.Groups[2].Value) > 0,
-            $"s0 had nothing to drain when stopped, so this run proves nothing: {draining.Value}");
+            $"s1 had nothing to drain when stopped, so this run proves nothing: {draining.Value}");
         Assert.Contains("stopped after draining its writes", log);
 
-        await using var reader = await silos.ConnectToAsync(1);
+        await using var reader = await silos.ConnectToAsync(2);
         var reopened = await CrashScenario.OpenAsync(reader, volumeName);
         var actual = new byte[stripeBytes];
         var expected = new byte[WriteStream.BlockBytes];

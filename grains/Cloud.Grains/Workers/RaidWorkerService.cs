@@ -227,7 +227,25 @@ public sealed partial class RaidWorkerService(
         long first = batch.Min(t => t.FirstStripe), last = batch.Max(t => t.LastStripe);
         try
         {
-            await PerformAsync(v, batch, first, last).ConfigureAwait(false);
+            // A partition-lock grain on a silo that just died fails every call until membership declares that silo
+            // dead and the grain is activated elsewhere. The copies may be the only ones left (their first server may
+            // have died with it), so keep trying rather than drop writes that were already acknowledged.
+            var deadline = DateTimeOffset.UtcNow + _options.RedelegationTimeout;
+            var delay = FirstServer.FirstRetryDelay;
+            while (true)
+            {
+                try
+                {
+                    await PerformAsync(v, batch, first, last).ConfigureAwait(false);
+                    break;
+                }
+                catch (Exception ex) when (IsSiloFailure(ex) && DateTimeOffset.UtcNow < deadline)
+                {
+                    LogBatchRetry(logger, v.Info.Name, first, last, ex.GetType().Name);
+                    await Task.Delay(delay).ConfigureAwait(false);
+                    delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, FirstServer.MaxRetryDelay.Ticks));
+                }
+            }
         }
         catch (Exception ex)
         {
@@ -524,6 +542,13 @@ public sealed partial class RaidWorkerService(
         }
         _volumes.Clear();
     }
+
+    private static bool IsSiloFailure(Exception ex) =>
+        ex is SiloUnavailableException or OrleansMessageRejectionException or TimeoutException
+        || ex is OrleansException { InnerException: SiloUnavailableException };
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: batch on stripes {First}-{Last} met a dead silo ({Error}); retrying")]
+    private static partial void LogBatchRetry(ILogger logger, string volume, long first, long last, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: batch on stripes {First}-{Last} failed")]
     private static partial void LogBatchFailed(ILogger logger, string volume, long first, long last, Exception exception);
