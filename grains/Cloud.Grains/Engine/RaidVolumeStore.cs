@@ -160,6 +160,9 @@ internal sealed class RaidVolumeStoreFactory(IGrainFactory grains, Orleans.Runti
         var devices = new IBlockDevice?[volume.DiskCount];
         try
         {
+            // Refused before any member is made, so that no file is left behind by a request this silo cannot serve.
+            if (!disks.SupportsPageBlobs && volume.DiskPaths.FirstOrDefault(p => MemberDisks.FromLocation(p) is PageBlobDisk) is { } blob)
+                throw new CloudRequestException($"volume '{volume.Name}': disk '{blob}' is a page blob, but this silo has no page-blob account configured (PageBlobs:ConnectionString or PageBlobs:ServiceUri, or Cloud:Azure:ConnectionString / Cloud:Azure:BlobEndpoint)");
             for (var i = 0; i < devices.Length; i++)
                 devices[i] = await CreateMemberAsync(disks, volume.Name, volume.DiskPaths[i], memberSizeBytes, cancellationToken);
             var raid = await RaidVolume.CreateAsync(Definition(volume), devices!, await OptionsAsync(), cancellationToken);
