@@ -270,6 +270,10 @@ internal static partial class Commands
             var replacement = DiskOption("The new disk: file:PATH or pageblob:CONTAINER/BLOB (default: a new disk of the member's kind next to it)");
             command.Arguments.Add(name);
             command.Arguments.Add(index);
+            replacement.Validators.Add(r =>
+            {
+                if (r.Tokens.Count > 1) r.AddError($"--disk is given {r.Tokens.Count} times; disk replace takes one new disk");
+            });
             if (verb == "replace") command.Options.Add(replacement);
             command.SetAction((p, ct) => RunAsync(p, async client =>
             {
