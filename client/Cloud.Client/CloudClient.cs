@@ -91,6 +91,9 @@ public sealed partial class CloudClient : IAsyncDisposable
     /// <summary>Replaces a failed member with a fresh disk.</summary>
     public Task<VolumeStatus> ReplaceDiskAsync(string name, int index) => Cluster.GetGrain<IVolumeGrain>(name).ReplaceDiskAsync(index);
 
+    /// <summary>Replaces a failed member with the disk <paramref name="disk"/> names (<c>file:PATH</c> or <c>pageblob:CONTAINER/BLOB</c>; null = a new disk of the member's kind).</summary>
+    public Task<VolumeStatus> ReplaceDiskAsync(string name, int index, string? disk) => Cluster.GetGrain<IVolumeGrain>(name).ReplaceDiskWithAsync(index, disk);
+
     /// <summary>Starts a rebuild.</summary>
     public Task<RebuildStatus> StartRebuildAsync(string name) => Cluster.GetGrain<IVolumeGrain>(name).StartRebuildAsync();
 

@@ -63,12 +63,14 @@ internal static partial class Commands
     {
         var volume = new Command("volume", "Create, list, show and delete volumes");
 
-        var create = new Command("create", "Create a volume on new file-backed disks");
+        var create = new Command("create", "Create a volume on new file-backed disks, or on the disks --disk names");
         var name = NameArgument();
         var size = SizeOption("--size", "Logical size, e.g. 1GiB", required: true);
         var level = new Option<string>("--level") { Description = "raid0, raid1, raid5 or raid6", Required = true };
         level.AcceptOnlyFromAmong("raid0", "raid1", "raid5", "raid6");
-        var disks = new Option<int>("--disks") { Description = "Number of member disks", Required = true };
+        var disks = new Option<int>("--disks") { Description = "Number of member disks (may be omitted when --disk is given)" };
+        var diskList = DiskOption("A member disk, once per member in order: file:PATH or pageblob:CONTAINER/BLOB (default: new files under the silo's data directory)");
+        diskList.AllowMultipleArgumentsPerToken = false;
         var chunk = SizeOption("--chunk", "Bytes per disk per stripe (default 64KiB)", required: false);
         var durable = new Option<bool>("--durable") { Description = "Acknowledge writes only once on disk" };
         create.Arguments.Add(name);
@@ -77,12 +79,24 @@ internal static partial class Commands
         create.Options.Add(disks);
         create.Options.Add(chunk);
         create.Options.Add(durable);
+        create.Options.Add(diskList);
+        create.Validators.Add(r =>
+        {
+            var given = r.GetValue(diskList)?.Length ?? 0;
+            var count = r.GetResult(disks) is { Implicit: false } ? r.GetValue(disks) : (int?)null;
+            if (given == 0 && count is null) r.AddError("--disks N or at least one --disk DESCRIPTOR is required");
+            else if (given > 0 && count is { } n && n != given) r.AddError($"--disks {n} does not match the {given} --disk descriptors given; give one --disk per member, or omit --disks");
+        });
         create.SetAction((p, ct) => RunAsync(p, async client =>
         {
             var chunkBytes = p.GetValue(chunk);
             if (chunkBytes > int.MaxValue) throw new CloudRequestException($"--chunk {chunkBytes} is not allowed; use a power of two from 4KiB to 1MiB");
+            var members = p.GetValue(diskList) ?? [];
             var spec = new VolumeSpec(p.GetValue(name)!, p.GetValue(size), Enum.Parse<VolumeLevel>(p.GetValue(level)!, ignoreCase: true),
-                p.GetValue(disks), chunkBytes == 0 ? VolumeSpec.DefaultChunkSizeBytes : (int)chunkBytes, p.GetValue(durable));
+                members.Length > 0 ? members.Length : p.GetValue(disks), chunkBytes == 0 ? VolumeSpec.DefaultChunkSizeBytes : (int)chunkBytes, p.GetValue(durable))
+            {
+                Disks = [.. members],
+            };
             var info = await client.CreateVolumeAsync(spec);
             Print(p, info, () => Console.WriteLine($"created volume {info.Name}: {Sizes.Format(info.SizeBytes)} {Level(info.Level)} on {info.DiskCount} disks, chunk {Sizes.Format(info.ChunkSizeBytes)}{(info.Durable ? ", durable" : "")}"));
         }));
@@ -130,11 +144,31 @@ internal static partial class Commands
     {
         Console.WriteLine($"volume {s.Info.Name}: {Sizes.Format(s.Info.SizeBytes)} {Level(s.Info.Level)}, chunk {Sizes.Format(s.Info.ChunkSizeBytes)}, {s.StripeCount} stripes{(s.Info.Durable ? ", durable" : "")}");
         Console.WriteLine($"health: {s.Health.ToString().ToLowerInvariant()}{(s.Message is null ? "" : $" ({s.Message})")}");
-        var table = new Table().AddColumns("DISK", "STATE", "PATH");
+        var table = new Table().AddColumns("DISK", "STATE", "LOCATION");
         foreach (var d in s.Disks) table.AddRow(d.Index.ToString(CultureInfo.InvariantCulture), d.State.ToString().ToLowerInvariant(), Markup.Escape(d.Path));
         AnsiConsole.Write(table);
         if (s.Rebuild is { } r)
             Console.WriteLine($"rebuild: {(r.Running ? "running" : "done")} {r.StripesDone}/{r.StripesTotal} stripes ({r.Fraction:P0}){(r.Error is null ? "" : $", error: {r.Error}")}");
+    }
+
+    /// <summary>A repeatable --disk option; each value is checked for the descriptor form here, the silo checks it again.</summary>
+    private static Option<string[]> DiskOption(string description)
+    {
+        var option = new Option<string[]>("--disk") { Description = description };
+        option.Validators.Add(r =>
+        {
+            foreach (var token in r.Tokens)
+            {
+                var text = token.Value;
+                var colon = text.IndexOf(':', StringComparison.Ordinal);
+                var scheme = colon > 0 ? text[..colon] : "";
+                var rest = colon > 0 ? text[(colon + 1)..] : "";
+                var ok = scheme.Equals("file", StringComparison.OrdinalIgnoreCase) ? rest.Length > 0
+                    : scheme.Equals("pageblob", StringComparison.OrdinalIgnoreCase) && rest.IndexOf('/', StringComparison.Ordinal) is var slash && slash > 0 && slash < rest.Length - 1;
+                if (!ok) r.AddError($"--disk '{text}' is not allowed; use file:PATH or pageblob:CONTAINER/BLOB");
+            }
+        });
+        return option;
     }
 
     private static Command WriteCommand()
@@ -233,13 +267,19 @@ internal static partial class Commands
             var command = new Command(verb, verb == "fail" ? "Mark a member disk failed" : "Replace a failed member with a fresh disk (then rebuild)");
             var name = NameArgument();
             var index = new Argument<int>("INDEX") { Description = "The member's index (0-based)" };
+            var replacement = DiskOption("The new disk: file:PATH or pageblob:CONTAINER/BLOB (default: a new disk of the member's kind next to it)");
             command.Arguments.Add(name);
             command.Arguments.Add(index);
+            replacement.Validators.Add(r =>
+            {
+                if (r.Tokens.Count > 1) r.AddError($"--disk is given {r.Tokens.Count} times; disk replace takes one new disk");
+            });
+            if (verb == "replace") command.Options.Add(replacement);
             command.SetAction((p, ct) => RunAsync(p, async client =>
             {
                 var n = p.GetValue(name)!;
                 var i = p.GetValue(index);
-                var s = verb == "fail" ? await client.FailDiskAsync(n, i, "failed by cloudctl") : await client.ReplaceDiskAsync(n, i);
+                var s = verb == "fail" ? await client.FailDiskAsync(n, i, "failed by cloudctl") : await client.ReplaceDiskAsync(n, i, p.GetValue(replacement)?.SingleOrDefault());
                 Print(p, s, () => PrintStatus(s));
             }));
             disk.Subcommands.Add(command);

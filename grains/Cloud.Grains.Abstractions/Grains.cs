@@ -52,6 +52,13 @@ public interface IVolumeGrain : IGrainWithStringKey
     [Alias("ReplaceDisk")]
     Task<VolumeStatus> ReplaceDiskAsync(int index);
 
+    /// <summary>
+    /// Like <see cref="ReplaceDiskAsync(int)"/>, onto the disk <paramref name="disk"/> names (<c>file:PATH</c> or
+    /// <c>pageblob:CONTAINER/BLOB</c>); null = a new disk of the same kind next to the old one.
+    /// </summary>
+    [Alias("ReplaceDiskWith")]
+    Task<VolumeStatus> ReplaceDiskWithAsync(int index, string? disk);
+
     /// <summary>Starts rebuilding replaced members in the background; returns at once.</summary>
     [Alias("StartRebuild")]
     Task<RebuildStatus> StartRebuildAsync();

@@ -34,9 +34,20 @@ public sealed record VolumeSpec(
 {
     /// <summary>The chunk size used when none is given.</summary>
     public const int DefaultChunkSizeBytes = 64 * 1024;
+
+    /// <summary>
+    /// The member disks, one descriptor per member in order: <c>file:PATH</c> or <c>pageblob:CONTAINER/BLOB</c>
+    /// (a page blob in the silos' configured storage account). Empty (or default) = new files under the data directory.
+    /// When given, there must be exactly <see cref="DiskCount"/> of them.
+    /// </summary>
+    [Id(6)]
+    public ImmutableArray<string> Disks { get; init; } = [];
 }
 
-/// <summary>A volume's definition as the catalog stores it.</summary>
+/// <summary>
+/// A volume's definition as the catalog stores it. Each <see cref="DiskPaths"/> entry is where a member lives: a file path
+/// (a plain path, as volumes always had) or a page blob as <c>pageblob:CONTAINER/BLOB</c>.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("cloud.VolumeInfo")]
 public sealed record VolumeInfo(
     [property: Id(0)] string Name,

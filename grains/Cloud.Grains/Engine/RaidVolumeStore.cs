@@ -1,5 +1,6 @@
 using System.Collections.Immutable;
 using Cloud.Grains.Abstractions;
+using Cloud.Storage.Azure;
 using Cloud.Storage.Devices;
 using Cloud.Storage.Format;
 using Cloud.Storage.Layout;
@@ -7,10 +8,11 @@ using Cloud.Storage.Volumes;
 
 namespace Cloud.Grains.Engine;
 
-/// <summary>The storage engine's <see cref="RaidVolume"/> over file-backed member disks, as the grains see it.</summary>
-internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices, VolumeInfo info) : IVolumeStore
+/// <summary>The storage engine's <see cref="RaidVolume"/> over file and page-blob member disks, as the grains see it.</summary>
+internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices, VolumeInfo info, BlockDeviceFactory disks) : IVolumeStore
 {
     private readonly List<IBlockDevice> _retired = [];
+    private readonly string[] _locations = [.. info.DiskPaths];
 
     public long CapacityBytes => volume.CapacityBytes;
     public long StripeDataBytes => volume.Geometry.StripeDataBytes;
@@ -25,7 +27,7 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
         _ => VolumeHealthState.Failed,
     };
 
-    public ImmutableArray<DiskStatus> Members => [.. volume.Members.Select(m => new DiskStatus(m.Index, m.DeviceName ?? info.DiskPaths[m.Index], m.State switch
+    public ImmutableArray<DiskStatus> Members => [.. volume.Members.Select(m => new DiskStatus(m.Index, MemberDisks.Describe(_locations[m.Index]), m.State switch
     {
         MemberState.Active => DiskState.Active,
         MemberState.Failed => DiskState.Failed,
@@ -62,9 +64,8 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
 
     public async ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         var size = OnDiskFormat.DataOffsetBytes + volume.StripeCount * OnDiskFormat.ChunkStrideBytes(volume.Geometry.ChunkSizeBytes);
-        var device = new FileBlockDevice(path, size);
+        var device = await RaidVolumeStoreFactory.CreateMemberAsync(disks, info.Name, path, size, cancellationToken);
         try
         {
             await volume.ReplaceMemberAsync(memberIndex, device, cancellationToken);
@@ -72,11 +73,12 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
         catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
         {
             await device.DisposeAsync();
-            File.Delete(path);
+            if (MemberDisks.IsFile(path)) File.Delete(path);
             throw new CloudRequestException($"disk {memberIndex} of volume '{info.Name}': {ex.Message}");
         }
         if (devices[memberIndex] is { } old) _retired.Add(old);
         devices[memberIndex] = device;
+        _locations[memberIndex] = path;
     }
 
     public ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken) =>
@@ -103,12 +105,44 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
 }
 
 /// <summary>
-/// Creates and assembles <see cref="RaidVolume"/>s over <see cref="FileBlockDevice"/>s. Each silo writes through
+/// Creates and assembles <see cref="RaidVolume"/>s over member disks opened by the silo's <see cref="BlockDeviceFactory"/>
+/// (files, and page blobs when the silo has a page-blob account). Each silo writes through
 /// its own write-intent slot (assigned once per silo name by the catalog), so that no intent-bitmap sector is
 /// shared between processes; only a silo that is alone in the cluster resyncs every slot on assembly.
 /// </summary>
-internal sealed class RaidVolumeStoreFactory(IGrainFactory grains, Orleans.Runtime.ILocalSiloDetails silo, Orleans.Runtime.IClusterMembershipService membership) : IVolumeStoreFactory
+internal sealed class RaidVolumeStoreFactory(IGrainFactory grains, Orleans.Runtime.ILocalSiloDetails silo, Orleans.Runtime.IClusterMembershipService membership, BlockDeviceFactory disks) : IVolumeStoreFactory
 {
+    /// <summary>Opens (creating at <paramref name="sizeBytes"/> if absent) the member at a catalog location; a request the silo cannot serve is a <see cref="CloudRequestException"/>.</summary>
+    internal static async ValueTask<IBlockDevice> CreateMemberAsync(BlockDeviceFactory disks, string volumeName, string location, long sizeBytes, CancellationToken cancellationToken)
+    {
+        var disk = MemberDisks.FromLocation(location);
+        if (disk is FileDisk file) Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(file.Path))!);
+        try
+        {
+            return await disks.OpenAsync(disk, sizeBytes, cancellationToken);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or ArgumentException or BlockDeviceException)
+        {
+            // No account configured, a blob of another size or type, an unreachable account: the operator's to fix.
+            throw new CloudRequestException($"volume '{volumeName}': {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>Opens an existing member, or null when it is gone or unreachable (the volume then assembles degraded).</summary>
+    private async ValueTask<IBlockDevice?> OpenMemberAsync(string location, CancellationToken cancellationToken)
+    {
+        var disk = MemberDisks.FromLocation(location);
+        if (disk is FileDisk file) return File.Exists(file.Path) ? new FileBlockDevice(file.Path) : null;
+        try
+        {
+            return await disks.OpenAsync(disk, null, cancellationToken);
+        }
+        catch (BlockDeviceException)
+        {
+            return null;
+        }
+    }
+
     private int _slot = -1;
 
     private async ValueTask<RaidVolumeOptions> OptionsAsync()
@@ -126,13 +160,13 @@ internal sealed class RaidVolumeStoreFactory(IGrainFactory grains, Orleans.Runti
         var devices = new IBlockDevice?[volume.DiskCount];
         try
         {
+            // Refused before any member is made, so that no file is left behind by a request this silo cannot serve.
+            if (!disks.SupportsPageBlobs && volume.DiskPaths.FirstOrDefault(p => MemberDisks.FromLocation(p) is PageBlobDisk) is { } blob)
+                throw new CloudRequestException($"volume '{volume.Name}': disk '{blob}' is a page blob, but this silo has no page-blob account configured (PageBlobs:ConnectionString or PageBlobs:ServiceUri, or Cloud:Azure:ConnectionString / Cloud:Azure:BlobEndpoint)");
             for (var i = 0; i < devices.Length; i++)
-            {
-                Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(volume.DiskPaths[i]))!);
-                devices[i] = new FileBlockDevice(volume.DiskPaths[i], memberSizeBytes);
-            }
+                devices[i] = await CreateMemberAsync(disks, volume.Name, volume.DiskPaths[i], memberSizeBytes, cancellationToken);
             var raid = await RaidVolume.CreateAsync(Definition(volume), devices!, await OptionsAsync(), cancellationToken);
-            return new RaidVolumeStore(raid, devices, volume);
+            return new RaidVolumeStore(raid, devices, volume, disks);
         }
         catch (ArgumentException ex)
         {
@@ -152,7 +186,7 @@ internal sealed class RaidVolumeStoreFactory(IGrainFactory grains, Orleans.Runti
         try
         {
             for (var i = 0; i < devices.Length; i++)
-                devices[i] = File.Exists(volume.DiskPaths[i]) ? new FileBlockDevice(volume.DiskPaths[i]) : null;
+                devices[i] = await OpenMemberAsync(volume.DiskPaths[i], cancellationToken);
             var options = await OptionsAsync();
             RaidVolume raid;
             // A failed or replaced member's disk is refused by name; leave it out and assemble degraded, as md does.
@@ -174,7 +208,7 @@ internal sealed class RaidVolumeStoreFactory(IGrainFactory grains, Orleans.Runti
                 await raid.DisposeAsync();
                 throw new VolumeFormatException($"the disks of volume '{volume.Name}' belong to volume {raid.Definition.VolumeId}, not {volume.VolumeId}");
             }
-            return new RaidVolumeStore(raid, devices, volume);
+            return new RaidVolumeStore(raid, devices, volume, disks);
         }
         catch
         {

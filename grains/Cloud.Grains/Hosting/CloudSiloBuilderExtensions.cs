@@ -4,6 +4,7 @@ using Cloud.Grains.Locks;
 using Cloud.Grains.Placement;
 using Cloud.Grains.Volumes;
 using Cloud.Grains.Workers;
+using Cloud.Storage.Azure;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -36,6 +37,8 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<PartitionClockStore>();
         builder.Services.AddSingleton<CatalogStore>();
         builder.Services.AddSingleton<VolumeDirectory>();
+        builder.Services.AddOptions<PageBlobAccountOptions>().Configure<IConfiguration>((o, configuration) => MemberDisks.BindPageBlobAccount(configuration, o));
+        builder.Services.TryAddSingleton(sp => new BlockDeviceFactory(sp.GetRequiredService<IOptions<PageBlobAccountOptions>>().Value));
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();
         builder.Services.AddSingleton<RaidWorkerService>();
         builder.Services.AddSingleton<FirstServer>();

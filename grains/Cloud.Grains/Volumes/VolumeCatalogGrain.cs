@@ -27,7 +27,9 @@ internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory
             throw new CloudRequestException($"volume '{spec.Name}' already exists; choose another name or delete it first");
         var id = Guid.NewGuid();
         var directory = Path.Combine(store.VolumesDirectory, $"{spec.Name}-{id.ToString("N")[..8]}");
-        var paths = Enumerable.Range(0, spec.DiskCount).Select(i => Path.Combine(directory, $"disk{i}.img")).ToImmutableArray();
+        var paths = spec.Disks.IsDefaultOrEmpty
+            ? Enumerable.Range(0, spec.DiskCount).Select(i => Path.Combine(directory, $"disk{i}.img")).ToImmutableArray()
+            : RequestedDisks(spec);
         var info = new VolumeInfo(spec.Name, id, spec.SizeBytes, spec.Level, spec.DiskCount, spec.ChunkSizeBytes, spec.Durable, paths, DateTimeOffset.UtcNow);
         try
         {
@@ -46,6 +48,27 @@ internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory
         _volumes[spec.Name] = info;
         await store.SaveAsync(_volumes.Values);
         return info;
+    }
+
+    /// <summary>The catalog locations of the disks a spec names; refuses a wrong count, a bad descriptor, a repeated disk or a disk another volume uses.</summary>
+    private ImmutableArray<string> RequestedDisks(VolumeSpec spec)
+    {
+        if (spec.Disks.Length != spec.DiskCount)
+            throw new CloudRequestException($"{spec.Disks.Length} --disk descriptors given for --disks {spec.DiskCount}; give one per member disk, or omit --disks");
+        var paths = spec.Disks.Select(d => MemberDisks.ParseRequested(d, Path.GetDirectoryName(store.VolumesDirectory)!)).ToImmutableArray();
+        var repeated = paths.GroupBy(p => p, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1);
+        if (repeated is not null)
+            throw new CloudRequestException($"--disk {MemberDisks.Describe(repeated.Key)} is given more than once; each member needs its own disk");
+        foreach (var p in paths) CheckUnused(p);
+        return paths;
+    }
+
+    /// <summary>Refuses a disk that is already a member of some volume: formatting it would destroy that volume.</summary>
+    private void CheckUnused(string location)
+    {
+        var owner = _volumes.Values.FirstOrDefault(v => v.DiskPaths.Contains(location, StringComparer.Ordinal));
+        if (owner is not null)
+            throw new CloudRequestException($"--disk {MemberDisks.Describe(location)} is already a member of volume '{owner.Name}'; use another disk");
     }
 
     public async Task<int> GetWriterSlotAsync(string siloName)
@@ -72,10 +95,16 @@ internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory
         await Task.WhenAll(ActiveSilos().Select(s => GrainFactory.GetGrain<IRaidWorkerGrain>(s).CloseVolumeAsync(name)));
         _volumes.Remove(name);
         await store.SaveAsync(_volumes.Values);
-        foreach (var path in info.DiskPaths) File.Delete(path);
-        var directory = Path.GetDirectoryName(info.DiskPaths[0]);
-        if (directory is not null && Directory.Exists(directory) && !Directory.EnumerateFileSystemEntries(directory).Any())
-            Directory.Delete(directory);
+        // Only the files the catalog made (under the volumes directory) go; disks the operator named with --disk
+        // (other files, page blobs) are the operator's and stay.
+        var volumes = store.VolumesDirectory + Path.DirectorySeparatorChar;
+        var ours = info.DiskPaths.Where(p => MemberDisks.IsFile(p) && Path.GetFullPath(p).StartsWith(volumes, StringComparison.Ordinal)).ToList();
+        foreach (var path in ours) File.Delete(path);
+        foreach (var directory in ours.Select(Path.GetDirectoryName).Distinct())
+        {
+            if (directory is not null && Directory.Exists(directory) && !Directory.EnumerateFileSystemEntries(directory).Any())
+                Directory.Delete(directory);
+        }
     }
 
     /// <summary>Records a member's new disk path (after a replacement).</summary>
@@ -85,6 +114,7 @@ internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory
             throw new CloudRequestException($"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
         if (index < 0 || index >= info.DiskCount)
             throw new CloudRequestException($"disk index {index} is not a member of volume '{name}'; use 0-{info.DiskCount - 1}");
+        if (info.DiskPaths[index] != path) CheckUnused(path);
         info = info with { DiskPaths = info.DiskPaths.SetItem(index, path) };
         _volumes[name] = info;
         await store.SaveAsync(_volumes.Values);

@@ -1,4 +1,6 @@
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Engine;
+using Cloud.Storage.Azure;
 using Orleans.Concurrency;
 using Orleans.Runtime;
 
@@ -10,7 +12,7 @@ namespace Cloud.Grains.Volumes;
 /// see the change as the disks record it.
 /// </summary>
 [Reentrant]
-internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipService membership, VolumeDirectory directory) : Grain, IVolumeGrain
+internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipService membership, VolumeDirectory directory, CatalogStore catalogStore) : Grain, IVolumeGrain
 {
     private RebuildStatus? _rebuild;
     private Task? _rebuildTask;
@@ -38,7 +40,9 @@ internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipServ
         return await ShowAsync();
     }
 
-    public async Task<VolumeStatus> ReplaceDiskAsync(int index)
+    public Task<VolumeStatus> ReplaceDiskAsync(int index) => ReplaceDiskWithAsync(index, null);
+
+    public async Task<VolumeStatus> ReplaceDiskWithAsync(int index, string? disk)
     {
         var info = await InfoAsync();
         CheckIndex(info, index);
@@ -48,8 +52,23 @@ internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipServ
         var member = status.Disks.FirstOrDefault(d => d.Index == index);
         if (member is not null && member.State == DiskState.Active)
             throw new CloudRequestException($"disk {index} of volume '{Name}' is active; fail it first ('cloudctl disk fail {Name} {index}')");
-        var directoryPath = Path.GetDirectoryName(info.DiskPaths[index])!;
-        var path = Path.Combine(directoryPath, $"disk{index}.{DateTimeOffset.UtcNow:yyyyMMddHHmmssfff}.img");
+        var stamp = $"{DateTimeOffset.UtcNow:yyyyMMddHHmmssfff}";
+        string path;
+        if (disk is not null)
+        {
+            path = MemberDisks.ParseRequested(disk, Path.GetDirectoryName(catalogStore.VolumesDirectory)!);
+            if (info.DiskPaths.Contains(path, StringComparer.Ordinal))
+                throw new CloudRequestException($"--disk {MemberDisks.Describe(path)} is already a member of volume '{Name}'; use a new disk");
+        }
+        else if (MemberDisks.FromLocation(info.DiskPaths[index]) is PageBlobDisk blob)
+        {
+            // A page-blob member is replaced by a new blob next to it, so the volume keeps its kind of disks.
+            path = MemberDisks.ToLocation(blob with { Blob = $"{blob.Blob}.{stamp}" });
+        }
+        else
+        {
+            path = Path.Combine(Path.GetDirectoryName(info.DiskPaths[index])!, $"disk{index}.{stamp}.img");
+        }
         await ExclusiveAsync(async () =>
         {
             await Local.ReplaceMemberAsync(Name, index, path);

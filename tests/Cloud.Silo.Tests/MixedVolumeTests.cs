@@ -1,0 +1,177 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using Cloud.Azure.Tests.Infrastructure;
+using Cloud.Storage.Azure;
+
+namespace Cloud.Silo.Tests;
+
+/// <summary>
+/// Volumes whose members are files and Azure page blobs (issue 6 item 3), made and inspected with the real cloudctl
+/// against a real silo process configured with Azurite's connection string.
+/// </summary>
+public sealed class MixedVolumeTests
+{
+    private const string Container = "mix";
+
+    /// <summary>How long one cloudctl command may take on a busy machine.</summary>
+    private static readonly TimeSpan CommandTimeout = TimeSpan.FromMinutes(2);
+
+    [Fact]
+    public async Task Raid5OfFilesAndPageBlobs_CreatedByCloudctl_ReassemblesAfterRestart_AndReadsCorrectlyWithABlobDeleted()
+    {
+        await using var azurite = await AzuriteInstance.StartAsync();
+        using var dir = new TempDirectory();
+        var data = Path.Combine(dir.Path, "data");
+        var disks = Path.Combine(dir.Path, "disks");
+        // The AppHost's and the Bicep templates' key: the silo maps it onto its page-blob account.
+        var environment = new Dictionary<string, string> { ["Cloud__Azure__ConnectionString"] = azurite.ConnectionString() };
+
+        var seed = Environment.TickCount;
+        var pattern = new byte[3 << 20];
+        new Random(seed).NextBytes(pattern);
+        var input = Path.Combine(dir.Path, "in.bin");
+        await File.WriteAllBytesAsync(input, pattern);
+        string[] members = [$"file:{disks}/m0.img", $"pageblob:{Container}/b1", $"file:{disks}/m2.img", $"pageblob:{Container}/b3"];
+
+        await using (var silo = await SiloProcess.StartAsync(data, environment: environment))
+        {
+            var created = await CloudctlAsync(silo, "volume", "create", "mix", "--size", "16MiB", "--level", "raid5", "--disks", "4",
+                "--disk", members[0], "--disk", members[1], "--disk", members[2], "--disk", members[3], "--json");
+            Assert.Equal(4, created.RootElement.GetProperty("diskCount").GetInt32());
+
+            await CloudctlAsync(silo, "write", "mix", "--offset", "1MiB", "--from", input, "--json");
+            await AssertReadsBackAsync(silo, dir.Path, pattern, seed);
+
+            var status = await CloudctlAsync(silo, "volume", "show", "mix", "--json");
+            Assert.Equal("healthy", status.RootElement.GetProperty("health").GetString());
+            Assert.Equal(members, Locations(status));
+        }
+
+        // The files and blobs alone (and the catalog) bring the volume back.
+        Assert.True(File.Exists(Path.Combine(disks, "m0.img")), "the file member was not created where --disk named it");
+        var blobs = PageBlobConnection.FromConnectionString(azurite.ConnectionString());
+        Assert.True((await blobs.GetPageBlobClient(Container, "b1").ExistsAsync()).Value, "the page-blob member was not created");
+        await using (var silo = await SiloProcess.StartAsync(data, environment: environment))
+        {
+            await AssertReadsBackAsync(silo, dir.Path, pattern, seed);
+            var status = await CloudctlAsync(silo, "volume", "show", "mix", "--json");
+            Assert.Equal("healthy", status.RootElement.GetProperty("health").GetString());
+            Assert.Equal(members, Locations(status));
+
+            // A page-blob member vanishes under the running volume: its reads fail, the member fails, parity serves them.
+            await blobs.GetPageBlobClient(Container, "b3").DeleteAsync();
+            await AssertReadsBackAsync(silo, dir.Path, pattern, seed);
+            status = await CloudctlAsync(silo, "volume", "show", "mix", "--json");
+            Assert.Equal("degraded", status.RootElement.GetProperty("health").GetString());
+        }
+
+        // Assembled afresh without the blob: degraded from the start, the data still whole.
+        await using (var silo = await SiloProcess.StartAsync(data, environment: environment))
+        {
+            var status = await CloudctlAsync(silo, "volume", "show", "mix", "--json");
+            Assert.Equal("degraded", status.RootElement.GetProperty("health").GetString());
+            await AssertReadsBackAsync(silo, dir.Path, pattern, seed);
+
+            // The lost blob is replaced by a new page blob, rebuilt, and the volume is whole again.
+            await CloudctlAsync(silo, "disk", "replace", "mix", "3", "--disk", $"pageblob:{Container}/b3-new", "--json");
+            await CloudctlAsync(silo, "rebuild", "mix", "--wait", "--json");
+            status = await CloudctlAsync(silo, "volume", "show", "mix", "--json");
+            Assert.Equal("healthy", status.RootElement.GetProperty("health").GetString());
+            Assert.Equal($"pageblob:{Container}/b3-new", Locations(status)[3]);
+            await AssertReadsBackAsync(silo, dir.Path, pattern, seed);
+        }
+    }
+
+    [Fact]
+    public async Task PageBlobDisks_AreRefusedWithAClearError_WhenTheSiloHasNoAccount_AndBadDescriptorsAreNamed()
+    {
+        using var dir = new TempDirectory();
+        await using var silo = await SiloProcess.StartAsync(Path.Combine(dir.Path, "data"));
+
+        var noAccount = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid1",
+            "--disk", $"file:{dir.Path}/a.img", "--disk", "pageblob:disks1/b");
+        Assert.Equal(1, noAccount.ExitCode);
+        Assert.Contains("pageblob:disks1/b", noAccount.Error, StringComparison.Ordinal);
+        Assert.Contains("no page-blob account", noAccount.Error, StringComparison.Ordinal);
+        Assert.False(File.Exists(Path.Combine(dir.Path, "a.img")), "the refused request left its file member behind");
+
+        var bad = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid1", "--disk", "s3:bucket/x", "--disk", "file:/tmp/x");
+        Assert.Equal(2, bad.ExitCode); // bad usage, refused before any request
+        Assert.Contains("'s3:bucket/x'", bad.Error, StringComparison.Ordinal);
+        Assert.Contains("file:PATH or pageblob:CONTAINER/BLOB", bad.Error, StringComparison.Ordinal);
+
+        var miscounted = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid1", "--disks", "3",
+            "--disk", $"file:{dir.Path}/a.img", "--disk", $"file:{dir.Path}/b.img");
+        Assert.Equal(2, miscounted.ExitCode);
+        Assert.Contains("--disks 3", miscounted.Error, StringComparison.Ordinal);
+
+        // Well formed for cloudctl, refused by the silo: an upper-case container name is not a valid Azure name.
+        var badName = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid1",
+            "--disk", $"file:{dir.Path}/a.img", "--disk", "pageblob:Disks/b");
+        Assert.Equal(1, badName.ExitCode);
+        Assert.Contains("'pageblob:Disks/b'", badName.Error, StringComparison.Ordinal);
+        Assert.Contains("'file:PATH' or 'pageblob:CONTAINER/BLOB'", badName.Error, StringComparison.Ordinal);
+
+        // Nothing was made by the refused requests.
+        var list = await CloudctlAsync(silo, "volume", "list", "--json");
+        Assert.Equal(0, list.RootElement.GetArrayLength());
+    }
+
+    private static string[] Locations(JsonDocument status) =>
+        [.. status.RootElement.GetProperty("disks").EnumerateArray().OrderBy(d => d.GetProperty("index").GetInt32()).Select(d => d.GetProperty("path").GetString()!)];
+
+    private static async Task AssertReadsBackAsync(SiloProcess silo, string directory, byte[] expected, int seed)
+    {
+        var output = Path.Combine(directory, $"out-{Guid.NewGuid():N}.bin");
+        await CloudctlAsync(silo, "read", "mix", "--offset", "1MiB", "--length", expected.Length.ToString(System.Globalization.CultureInfo.InvariantCulture), "--to", output, "--json");
+        var actual = await File.ReadAllBytesAsync(output);
+        File.Delete(output);
+        Assert.True(expected.AsSpan().SequenceEqual(actual), $"the bytes read back differ from those written (seed {seed})");
+    }
+
+    /// <summary>Runs cloudctl, asserts it succeeded, and parses its JSON output.</summary>
+    private static async Task<JsonDocument> CloudctlAsync(SiloProcess silo, params string[] arguments)
+    {
+        var result = await RunCloudctlAsync(silo, arguments);
+        Assert.True(result.ExitCode == 0, $"cloudctl {string.Join(' ', arguments)} exited {result.ExitCode}: {result.Error}\n{result.Output}\nsilo:\n{silo.Process.Output}");
+        return JsonDocument.Parse(result.Output);
+    }
+
+    /// <summary>cloudctl.dll in client/cloudctl's output of the same configuration and framework as these tests.</summary>
+    private static string CloudctlPath()
+    {
+        var framework = new DirectoryInfo(AppContext.BaseDirectory);
+        var configuration = framework.Parent!;
+        var path = Path.Combine(AzuriteInstance.RepositoryRoot(), "client", "cloudctl", "bin", configuration.Name, framework.Name, "cloudctl.dll");
+        return File.Exists(path) ? path : throw new FileNotFoundException($"cloudctl is not built at '{path}'; build tests/Cloud.Silo.Tests (it builds cloudctl).", path);
+    }
+
+    private static async Task<(int ExitCode, string Output, string Error)> RunCloudctlAsync(SiloProcess silo, params string[] arguments)
+    {
+        var info = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add(CloudctlPath());
+        info.ArgumentList.Add("--gateway");
+        info.ArgumentList.Add(silo.Gateway);
+        foreach (var a in arguments) info.ArgumentList.Add(a);
+        using var process = Process.Start(info)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(CommandTimeout);
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"cloudctl {string.Join(' ', arguments)} did not finish within {CommandTimeout}");
+        }
+        return (process.ExitCode, await output, await error);
+    }
+}
