@@ -135,8 +135,17 @@ public sealed partial class RaidWorkerService(
     {
         if (!_tickets.TryGetValue(writeId, out var ticket)) return new WriteReport(WriteOutcome.Unknown, SiloName, null);
         var done = ticket.Done.Task;
-        if (await Task.WhenAny(done, Task.Delay(maxWait)).ConfigureAwait(false) == done) return await done.ConfigureAwait(false);
-        return new WriteReport(WriteOutcome.Pending, SiloName, null);
+        if (done.IsCompleted) return await done.ConfigureAwait(false);
+        try
+        {
+            // WaitAsync disposes its timer when the copy finishes first; a bare Task.Delay would leave one timer
+            // alive for the whole poll period per write.
+            return await done.WaitAsync(maxWait).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            return new WriteReport(WriteOutcome.Pending, SiloName, null);
+        }
     }
 
     /// <summary>Drops queued (not yet running) copies wholly covered by a newer version.</summary>
