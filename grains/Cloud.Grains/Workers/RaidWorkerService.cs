@@ -272,17 +272,21 @@ public sealed partial class RaidWorkerService(
         for (var attempt = 0; ; attempt++)
         {
             // The partition-lock grain may be moving off a dead silo: wait for it rather than fail the copies.
-            var grant = await FirstServer.RetryOnSiloFailureAsync(
-                () => lockGrain.AcquireMeteredAsync(new LockRequest(firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false)),
+            // One call takes the lock and validates the batch against the grain's committed timestamps.
+            var writeGrant = await FirstServer.RetryOnSiloFailureAsync(
+                () => lockGrain.AcquireForWriteMeteredAsync(new LockRequest(firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false), firstBlock, count, timestamps),
                 _options.RedelegationTimeout).ConfigureAwait(false);
+            var grant = writeGrant.Grant;
             var released = false;
             try
             {
-                // Validate: the partition-lock grain's knowledge and the engine's per-block timestamps on disk, which
-                // survive the grain's reactivation elsewhere; a version older than either is superseded.
-                var validation = await lockGrain.ValidateAsync(grant.FencingToken, firstBlock, count, timestamps).ConfigureAwait(false);
+                // Validate: the partition-lock grain's knowledge and, unless the grain proves its knowledge complete for
+                // these blocks, the engine's per-block timestamps on disk, which survive the grain's reactivation
+                // elsewhere and a writer that died before its commit; a version older than either is superseded.
+                var validation = writeGrant.Validation;
                 var onDisk = new long[count];
-                await store.ReadBlockTimestampsAsync(firstBlock * blockBytes, onDisk, CancellationToken.None).ConfigureAwait(false);
+                if (writeGrant.DiskCheckNeeded)
+                    await store.ReadBlockTimestampsAsync(firstBlock * blockBytes, onDisk, CancellationToken.None).ConfigureAwait(false);
                 var winner = new Ticket?[count];
                 for (var i = 0; i < count; i++) onDisk[i] = Math.Max(onDisk[i], validation.CommittedTimestamps[i]);
                 foreach (var t in batch)
