@@ -309,28 +309,45 @@ public sealed partial class RaidWorkerService(
                     var j = i + 1;
                     while (j < count && winner[j] is not null && (validation.MergeSafe || winner[j]!.Write.Timestamp == winner[i]!.Write.Timestamp)) j++;
                     var runBytes = (j - i) * blockBytes;
-                    var buffer = ArrayPool<byte>.Shared.Rent(runBytes);
+                    var only = winner[i]!;
+                    var single = true;
+                    for (var k = i + 1; k < j && single; k++) single = winner[k] == only;
+                    // A run from one copy (every write of a batch of one, e.g. a sequential 1 MiB write) goes to the
+                    // engine straight from that copy; only a run merged from several copies is assembled in a buffer.
+                    var buffer = single ? null : ArrayPool<byte>.Shared.Rent(runBytes);
                     try
                     {
                         long label = 0;
-                        for (var k = i; k < j; k++)
+                        ReadOnlyMemory<byte> source;
+                        if (buffer is null)
                         {
-                            var w = winner[k]!.Write;
-                            var src = (int)((firstBlock + k) * blockBytes - w.OffsetBytes);
-                            w.Data.AsSpan(src, blockBytes).CopyTo(buffer.AsSpan((k - i) * blockBytes, blockBytes));
-                            label = Math.Max(label, w.Timestamp);
+                            var w = only.Write;
+                            source = w.Data.AsMemory((int)((firstBlock + i) * blockBytes - w.OffsetBytes), runBytes);
+                            label = w.Timestamp;
                             fua |= w.ForceUnitAccess;
+                        }
+                        else
+                        {
+                            for (var k = i; k < j; k++)
+                            {
+                                var w = winner[k]!.Write;
+                                var src = (int)((firstBlock + k) * blockBytes - w.OffsetBytes);
+                                w.Data.AsSpan(src, blockBytes).CopyTo(buffer.AsSpan((k - i) * blockBytes, blockBytes));
+                                label = Math.Max(label, w.Timestamp);
+                                fua |= w.ForceUnitAccess;
+                            }
+                            source = buffer.AsMemory(0, runBytes);
                         }
                         // The fence is checked just before the disk write: a holder whose lease ended must not write.
                         if (grant.ExpiresUtc < DateTimeOffset.UtcNow) throw new LockFencedException(grant.FencingToken, "local lease expired");
                         var started = Stopwatch.GetTimestamp();
-                        await store.WriteAsync((firstBlock + i) * blockBytes, buffer.AsMemory(0, runBytes), label, fua, CancellationToken.None).ConfigureAwait(false);
+                        await store.WriteAsync((firstBlock + i) * blockBytes, source, label, fua, CancellationToken.None).ConfigureAwait(false);
                         usage.ObserveDiskLatency(Stopwatch.GetElapsedTime(started));
                         commits.Add(new BlockCommit(firstBlock + i, j - i, label));
                     }
                     finally
                     {
-                        ArrayPool<byte>.Shared.Return(buffer);
+                        if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
                     }
                     i = j;
                 }
