@@ -1,3 +1,4 @@
+using Orleans.Concurrency;
 using System.Collections.Immutable;
 
 namespace Cloud.Grains.Abstractions;
@@ -56,6 +57,21 @@ public sealed record ValidationResult(
     [property: Id(0)] ImmutableArray<long> CommittedTimestamps,
     [property: Id(1)] bool MergeSafe);
 
+/// <summary>An exclusive lock for a batch of writes, validated in the same call that granted it.</summary>
+/// <param name="Grant">The lock.</param>
+/// <param name="Validation">What <see cref="IPartitionLockGrain.ValidateAsync"/> would have returned for the batch.</param>
+/// <param name="DiskCheckNeeded">
+/// False when the grain's committed timestamps are provably complete for these blocks: every version in the batch was
+/// timestamped by this activation (so anything an earlier activation let reach disk is older), and no exclusive
+/// holder of these stripes ended in this activation without committing (so nothing newer reached disk unrecorded).
+/// True means the writer must also compare against the block timestamps on disk.
+/// </param>
+[GenerateSerializer, Immutable, Alias("cloud.WriteLockGrant")]
+public sealed record WriteLockGrant(
+    [property: Id(0)] LockGrant Grant,
+    [property: Id(1)] ValidationResult Validation,
+    [property: Id(2)] bool DiskCheckNeeded);
+
 /// <summary>Blocks written at one timestamp.</summary>
 [GenerateSerializer, Immutable, Alias("cloud.BlockCommit")]
 public sealed record BlockCommit(
@@ -99,6 +115,21 @@ public interface IPartitionLockGrain : IGrainWithStringKey
     /// <summary>Releases a lock; a stale token is ignored.</summary>
     [Alias("Release")]
     Task ReleaseAsync(long fencingToken);
+
+    /// <summary>
+    /// <see cref="ReleaseAsync"/> without a reply, for readers: the reply would only delay the read's own reply,
+    /// and a release that is lost (its silo died) ends with the lease anyway.
+    /// </summary>
+    [OneWay, Alias("ReleaseOneWay")]
+    Task ReleaseOneWayAsync(long fencingToken);
+
+    /// <summary>
+    /// <see cref="AcquireAsync"/> of an exclusive lock followed by <see cref="ValidateAsync"/>, in one call: a writer
+    /// always does both, so this saves it a round trip. Throws <see cref="LockFencedException"/> like
+    /// <see cref="ValidateAsync"/>.
+    /// </summary>
+    [Alias("AcquireForWrite")]
+    Task<WriteLockGrant> AcquireForWriteAsync(LockRequest request, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps);
 
     /// <summary>
     /// Checked just before a disk write: throws <see cref="LockFencedException"/> unless the token holds an exclusive

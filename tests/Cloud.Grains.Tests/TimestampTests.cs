@@ -106,4 +106,43 @@ public sealed class TimestampTests(SharedClusterFixture fixture)
             settings.InjectedDiskLatency = TimeSpan.Zero;
         }
     }
+    [Fact]
+    public async Task WriteLock_AsksForTheDiskCheck_OnlyWhenTheGrainCannotProveItKnowsTheNewestVersion()
+    {
+        var v = await CreateAsync("diskcheck");
+        var grains = Cloud.Grains(Cloud.Silos[0]);
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
+        var holder = Cloud.Silos[1].SiloAddress.ToParsableString();
+        LockRequest Exclusive(long stripe) => new(stripe, stripe, LockMode.Exclusive, holder, TimeSpan.FromMinutes(1), false);
+        var blocksPerStripe = (int)(VolumeMath.StripeDataBytes(v) / VolumeMath.BlockSizeBytes);
+
+        // Timestamped by this activation, no writer lost: the grain's committed map is complete.
+        var t1 = await lockGrain.NextTimestampAsync(0, 0, "test");
+        var first = await lockGrain.AcquireForWriteAsync(Exclusive(0), 0, blocksPerStripe, [t1.Timestamp]);
+        Assert.False(first.DiskCheckNeeded);
+        await lockGrain.CommitAsync(first.Grant.FencingToken, [new BlockCommit(0, 1, t1.Timestamp)], [t1.Timestamp], Cloud.Silos[1].Name, release: true);
+
+        // A writer of stripe 0 ends without committing (it may have written blocks first): stripe 0 needs the disk
+        // check from now on, stripe 1 does not.
+        var t2 = await lockGrain.NextTimestampAsync(0, 1, "test");
+        var lost = await lockGrain.AcquireForWriteAsync(Exclusive(0), 0, blocksPerStripe, [t2.Timestamp]);
+        await lockGrain.ReleaseAsync(lost.Grant.FencingToken);
+        var again = await lockGrain.AcquireForWriteAsync(Exclusive(0), 0, blocksPerStripe, [t2.Timestamp]);
+        Assert.True(again.DiskCheckNeeded);
+        Assert.Equal(t1.Timestamp, again.Validation.CommittedTimestamps[0]);
+        await lockGrain.ReleaseAsync(again.Grant.FencingToken);
+        var other = await lockGrain.AcquireForWriteAsync(Exclusive(1), blocksPerStripe, blocksPerStripe, [t2.Timestamp]);
+        Assert.False(other.DiskCheckNeeded);
+        await lockGrain.CommitAsync(other.Grant.FencingToken, [], [t2.Timestamp], Cloud.Silos[1].Name, release: true);
+
+        // After the grain moves, a version timestamped by the earlier activation needs the disk check; a new one does not.
+        await Cloud.Cluster.DeactivateAsync(lockGrain);
+        var older = await lockGrain.AcquireForWriteAsync(Exclusive(1), blocksPerStripe, blocksPerStripe, [t2.Timestamp]);
+        Assert.True(older.DiskCheckNeeded);
+        await lockGrain.ReleaseAsync(older.Grant.FencingToken);
+        var t3 = await lockGrain.NextTimestampAsync(2, 2, "test");
+        var fresh = await lockGrain.AcquireForWriteAsync(Exclusive(2), 2L * blocksPerStripe, blocksPerStripe, [t3.Timestamp]);
+        Assert.False(fresh.DiskCheckNeeded);
+        await lockGrain.CommitAsync(fresh.Grant.FencingToken, [], [t3.Timestamp], Cloud.Silos[1].Name, release: true);
+    }
 }

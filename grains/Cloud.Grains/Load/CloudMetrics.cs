@@ -95,4 +95,13 @@ public static class CloudMetrics
             new KeyValuePair<string, object?>("mode", request.Mode == LockMode.Exclusive ? "exclusive" : "shared"));
         return grant;
     }
+
+    /// <summary><see cref="IPartitionLockGrain.AcquireForWriteAsync"/>, recording the wait in <c>cloud.lock.wait</c>.</summary>
+    internal static async Task<WriteLockGrant> AcquireForWriteMeteredAsync(this IPartitionLockGrain lockGrain, LockRequest request, long firstBlock, int blockCount, System.Collections.Immutable.ImmutableArray<long> batchTimestamps)
+    {
+        var start = Stopwatch.GetTimestamp();
+        var grant = await lockGrain.AcquireForWriteAsync(request, firstBlock, blockCount, batchTimestamps).ConfigureAwait(false);
+        LockWait.Record(Stopwatch.GetElapsedTime(start).TotalSeconds, new KeyValuePair<string, object?>("mode", "exclusive"));
+        return grant;
+    }
 }

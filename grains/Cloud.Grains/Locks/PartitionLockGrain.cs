@@ -36,6 +36,12 @@ internal sealed class PartitionLockGrain(
     private string? _activeTarget;
     private string? _previousTarget;
     private long _lastTimestamp;
+    private long _activationFloor;
+    private readonly List<(long First, long Last)> _uncertain = [];
+    private bool _allUncertain;
+
+    /// <summary>Stripe ranges remembered as uncertain before the whole partition is treated as uncertain.</summary>
+    public const int MaxUncertainRanges = 64;
     private string Key => this.GetPrimaryKeyString();
 
     private sealed record Holder(long Token, long First, long Last, LockMode Mode, string Silo, DateTimeOffset Expires);
@@ -52,6 +58,8 @@ internal sealed class PartitionLockGrain(
         var reserved = await clocks.ReadAsync(Key);
         _next = reserved + 1;
         _reservedUpTo = reserved;
+        // Every timestamp an earlier activation handed out (and so every version it let reach disk) is below this.
+        _activationFloor = _next;
         this.RegisterGrainTimer(CheckLeasesAsync, new GrainTimerCreationOptions(_options.LeaseCheckPeriod, _options.LeaseCheckPeriod) { Interleave = true });
     }
 
@@ -169,8 +177,43 @@ internal sealed class PartitionLockGrain(
 
     public async Task ReleaseAsync(long fencingToken)
     {
-        if (_holders.RemoveAll(h => h.Token == fencingToken) > 0)
-            await GrantWaitersAsync();
+        var i = _holders.FindIndex(h => h.Token == fencingToken);
+        if (i < 0) return;
+        // A writer releasing without a commit may have written some blocks before it failed.
+        if (_holders[i].Mode == LockMode.Exclusive) MarkUncertain(_holders[i]);
+        _holders.RemoveAt(i);
+        await GrantWaitersAsync();
+    }
+
+    public Task ReleaseOneWayAsync(long fencingToken) => ReleaseAsync(fencingToken);
+
+    /// <summary>
+    /// Notes stripes whose exclusive holder ended without committing: it may have put versions on disk that the
+    /// committed map does not know, so writers of these stripes must check the block timestamps on disk.
+    /// </summary>
+    private void MarkUncertain(Holder h)
+    {
+        if (_allUncertain) return;
+        if (_uncertain.Count >= MaxUncertainRanges) _allUncertain = true;
+        else _uncertain.Add((h.First, h.Last));
+    }
+
+    private bool IsUncertain(long first, long last) =>
+        _allUncertain || _uncertain.Exists(u => Overlaps(u.First, u.Last, first, last));
+
+    public async Task<WriteLockGrant> AcquireForWriteAsync(LockRequest request, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps)
+    {
+        if (request.Mode != LockMode.Exclusive)
+            throw new CloudRequestException($"a write lock must be exclusive, not {request.Mode}");
+        if (batchTimestamps.IsDefaultOrEmpty)
+            throw new CloudRequestException("a write lock needs the batch's timestamps; none were given");
+        var grant = await AcquireAsync(request);
+        var validation = await ValidateAsync(grant.FencingToken, firstBlock, blockCount, batchTimestamps);
+        // Invariant 3 needs each block's newest version known. This activation's commits are all in the committed
+        // map; an earlier activation's are all below the floor, so they cannot beat a batch above it; a holder that
+        // ended uncommitted may have left newer blocks on disk. Outside those proofs the writer asks the disk.
+        var diskCheckNeeded = batchTimestamps.Min() < _activationFloor || IsUncertain(request.FirstStripe, request.LastStripe);
+        return new WriteLockGrant(grant, validation, diskCheckNeeded);
     }
 
     public Task<ValidationResult> ValidateAsync(long fencingToken, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps)
@@ -265,7 +308,15 @@ internal sealed class PartitionLockGrain(
     {
         var now = time.GetUtcNow();
         var snapshot = membership.CurrentSnapshot;
-        var removed = _holders.RemoveAll(h => h.Expires < now || IsDead(snapshot, h.Silo));
+        var removed = 0;
+        for (var i = _holders.Count - 1; i >= 0; i--)
+        {
+            var h = _holders[i];
+            if (h.Expires >= now && !IsDead(snapshot, h.Silo)) continue;
+            if (h.Mode == LockMode.Exclusive) MarkUncertain(h);
+            _holders.RemoveAt(i);
+            removed++;
+        }
         var abandoned = _pending
             .Where(p => IsDead(snapshot, p.Value.FirstServer) || now - p.Value.Registered > _options.RedelegationTimeout)
             .Select(p => p.Key).ToList();

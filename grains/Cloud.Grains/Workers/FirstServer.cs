@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Engine;
 using Cloud.Grains.Hosting;
 using Cloud.Grains.Load;
 using Cloud.Grains.Volumes;
@@ -21,6 +22,7 @@ public sealed partial class FirstServer(
     SiloUsage usage,
     SiloRuntimeSettings settings,
     ILocalSiloDetails silo,
+    RaidWorkerService localWorker,
     IOptions<CloudOptions> options,
     ILogger<FirstServer> logger)
 {
@@ -110,7 +112,11 @@ public sealed partial class FirstServer(
         DelegationReceipt receipt;
         try
         {
-            receipt = await AcceptAsync(unit, write).ConfigureAwait(false);
+            // The unit's target is this silo and stays so: hand the copy to the local RAID worker in process, as the
+            // unit's activation here would, without the message to it. Placement matters only when the target changes.
+            receipt = decision == "reused" && grant.ActiveTarget == silo.Name && settings.FixedDelegationTarget is null
+                ? await EngineErrors.Guard(() => localWorker.AcceptAsync(write)).ConfigureAwait(false)
+                : await AcceptAsync(unit, write).ConfigureAwait(false);
         }
         catch (Exception ex) when (IsSiloFailure(ex))
         {
@@ -165,7 +171,11 @@ public sealed partial class FirstServer(
             {
                 try
                 {
-                    var report = await grains.GetGrain<IRaidWorkerGrain>(target).WaitCommittedAsync(write.WriteId, CommitPollWait).ConfigureAwait(false);
+                    // A copy delegated to this silo itself is waited for in process: the worker grain would only
+                    // forward the call to this same service, at the cost of a message per write.
+                    var report = target == silo.Name
+                        ? await localWorker.WaitAsync(write.WriteId, CommitPollWait).ConfigureAwait(false)
+                        : await grains.GetGrain<IRaidWorkerGrain>(target).WaitCommittedAsync(write.WriteId, CommitPollWait).ConfigureAwait(false);
                     switch (report.Outcome)
                     {
                         case WriteOutcome.Pending:

@@ -86,7 +86,8 @@ public sealed class FrontEndService(
         }
         finally
         {
-            await lockGrain.ReleaseAsync(grant.FencingToken).ConfigureAwait(false);
+            // One-way: the read's reply need not wait for the release's; a lost release ends with the lease.
+            await lockGrain.ReleaseOneWayAsync(grant.FencingToken).ConfigureAwait(false);
         }
     }
 

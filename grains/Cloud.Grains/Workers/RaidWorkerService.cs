@@ -135,8 +135,17 @@ public sealed partial class RaidWorkerService(
     {
         if (!_tickets.TryGetValue(writeId, out var ticket)) return new WriteReport(WriteOutcome.Unknown, SiloName, null);
         var done = ticket.Done.Task;
-        if (await Task.WhenAny(done, Task.Delay(maxWait)).ConfigureAwait(false) == done) return await done.ConfigureAwait(false);
-        return new WriteReport(WriteOutcome.Pending, SiloName, null);
+        if (done.IsCompleted) return await done.ConfigureAwait(false);
+        try
+        {
+            // WaitAsync disposes its timer when the copy finishes first; a bare Task.Delay would leave one timer
+            // alive for the whole poll period per write.
+            return await done.WaitAsync(maxWait).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            return new WriteReport(WriteOutcome.Pending, SiloName, null);
+        }
     }
 
     /// <summary>Drops queued (not yet running) copies wholly covered by a newer version.</summary>
@@ -281,17 +290,21 @@ public sealed partial class RaidWorkerService(
         for (var attempt = 0; ; attempt++)
         {
             // The partition-lock grain may be moving off a dead silo: wait for it rather than fail the copies.
-            var grant = await FirstServer.RetryOnSiloFailureAsync(
-                () => lockGrain.AcquireMeteredAsync(new LockRequest(firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false)),
+            // One call takes the lock and validates the batch against the grain's committed timestamps.
+            var writeGrant = await FirstServer.RetryOnSiloFailureAsync(
+                () => lockGrain.AcquireForWriteMeteredAsync(new LockRequest(firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false), firstBlock, count, timestamps),
                 _options.RedelegationTimeout).ConfigureAwait(false);
+            var grant = writeGrant.Grant;
             var released = false;
             try
             {
-                // Validate: the partition-lock grain's knowledge and the engine's per-block timestamps on disk, which
-                // survive the grain's reactivation elsewhere; a version older than either is superseded.
-                var validation = await lockGrain.ValidateAsync(grant.FencingToken, firstBlock, count, timestamps).ConfigureAwait(false);
+                // Validate: the partition-lock grain's knowledge and, unless the grain proves its knowledge complete for
+                // these blocks, the engine's per-block timestamps on disk, which survive the grain's reactivation
+                // elsewhere and a writer that died before its commit; a version older than either is superseded.
+                var validation = writeGrant.Validation;
                 var onDisk = new long[count];
-                await store.ReadBlockTimestampsAsync(firstBlock * blockBytes, onDisk, CancellationToken.None).ConfigureAwait(false);
+                if (writeGrant.DiskCheckNeeded)
+                    await store.ReadBlockTimestampsAsync(firstBlock * blockBytes, onDisk, CancellationToken.None).ConfigureAwait(false);
                 var winner = new Ticket?[count];
                 for (var i = 0; i < count; i++) onDisk[i] = Math.Max(onDisk[i], validation.CommittedTimestamps[i]);
                 foreach (var t in batch)
@@ -314,28 +327,45 @@ public sealed partial class RaidWorkerService(
                     var j = i + 1;
                     while (j < count && winner[j] is not null && (validation.MergeSafe || winner[j]!.Write.Timestamp == winner[i]!.Write.Timestamp)) j++;
                     var runBytes = (j - i) * blockBytes;
-                    var buffer = ArrayPool<byte>.Shared.Rent(runBytes);
+                    var only = winner[i]!;
+                    var single = true;
+                    for (var k = i + 1; k < j && single; k++) single = winner[k] == only;
+                    // A run from one copy (every write of a batch of one, e.g. a sequential 1 MiB write) goes to the
+                    // engine straight from that copy; only a run merged from several copies is assembled in a buffer.
+                    var buffer = single ? null : ArrayPool<byte>.Shared.Rent(runBytes);
                     try
                     {
                         long label = 0;
-                        for (var k = i; k < j; k++)
+                        ReadOnlyMemory<byte> source;
+                        if (buffer is null)
                         {
-                            var w = winner[k]!.Write;
-                            var src = (int)((firstBlock + k) * blockBytes - w.OffsetBytes);
-                            w.Data.AsSpan(src, blockBytes).CopyTo(buffer.AsSpan((k - i) * blockBytes, blockBytes));
-                            label = Math.Max(label, w.Timestamp);
+                            var w = only.Write;
+                            source = w.Data.AsMemory((int)((firstBlock + i) * blockBytes - w.OffsetBytes), runBytes);
+                            label = w.Timestamp;
                             fua |= w.ForceUnitAccess;
+                        }
+                        else
+                        {
+                            for (var k = i; k < j; k++)
+                            {
+                                var w = winner[k]!.Write;
+                                var src = (int)((firstBlock + k) * blockBytes - w.OffsetBytes);
+                                w.Data.AsSpan(src, blockBytes).CopyTo(buffer.AsSpan((k - i) * blockBytes, blockBytes));
+                                label = Math.Max(label, w.Timestamp);
+                                fua |= w.ForceUnitAccess;
+                            }
+                            source = buffer.AsMemory(0, runBytes);
                         }
                         // The fence is checked just before the disk write: a holder whose lease ended must not write.
                         if (grant.ExpiresUtc < DateTimeOffset.UtcNow) throw new LockFencedException(grant.FencingToken, "local lease expired");
                         var started = Stopwatch.GetTimestamp();
-                        await store.WriteAsync((firstBlock + i) * blockBytes, buffer.AsMemory(0, runBytes), label, fua, CancellationToken.None).ConfigureAwait(false);
+                        await store.WriteAsync((firstBlock + i) * blockBytes, source, label, fua, CancellationToken.None).ConfigureAwait(false);
                         usage.ObserveDiskLatency(Stopwatch.GetElapsedTime(started));
                         commits.Add(new BlockCommit(firstBlock + i, j - i, label));
                     }
                     finally
                     {
-                        ArrayPool<byte>.Shared.Return(buffer);
+                        if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
                     }
                     i = j;
                 }
