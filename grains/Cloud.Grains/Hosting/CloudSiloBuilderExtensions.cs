@@ -36,6 +36,8 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<PartitionClockStore>();
         builder.Services.AddSingleton<CatalogStore>();
         builder.Services.AddSingleton<VolumeDirectory>();
+        builder.Services.AddSingleton<ClusterSuperblockCoordinator>();
+        builder.Services.AddHostedService<DeadSiloRecovery>();
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();
         builder.Services.AddSingleton<RaidWorkerService>();
         builder.Services.AddSingleton<FirstServer>();
