@@ -166,6 +166,20 @@ public interface IRaidWorkerGrain : IGrainWithStringKey
     /// <summary>Number of copies queued or running (for status and tests).</summary>
     [Alias("QueueDepth")]
     Task<int> GetQueueDepthAsync();
+
+    /// <summary>
+    /// Re-reads the superblocks of the volume <paramref name="volumeId"/> if it is open here, so that a member
+    /// another silo failed, replaced or rebuilt is seen at once (sent by the silo that changed them).
+    /// </summary>
+    [Alias("RefreshMembers"), AlwaysInterleave]
+    Task RefreshMembersAsync(Guid volumeId);
+
+    /// <summary>
+    /// Resyncs the stripes that the dead silo writing through intent slot <paramref name="writerSlot"/> may have left
+    /// mid-update, in every volume, holding each volume's stripe locks exclusively meanwhile; returns the stripes resynced.
+    /// </summary>
+    [Alias("RecoverWriterSlot")]
+    Task<long> RecoverWriterSlotAsync(int writerSlot);
 }
 
 /// <summary>

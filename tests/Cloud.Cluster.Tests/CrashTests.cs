@@ -106,6 +106,40 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
     }
 
     [Fact]
+    public async Task KillingOneSiloMidStripeUpdate_SurvivorsResyncItsIntentSlot_ScrubFindsNoMismatchWithoutRestart()
+    {
+        // s0 is only a first server; s1 and s2 perform the writes, so the victim dies with stripes in flight.
+        await using var silos = await SiloProcesses.StartAsync(postgres.Server, "crash-dead-slot", 3, Log,
+            s => s.SetEnvironment(0, "Cloud__Draining", "true"));
+        await using var client = await silos.ConnectToAsync(0);
+        var volume = await CrashScenario.CreateVolumeAsync(client, "deadslot");
+        var stream = CrashScenario.NewStream(volume, seed: 4106);
+        using var stop = new CancellationTokenSource();
+        var writing = stream.RunAsync(() => volume, stop.Token);
+
+        Assert.True(await stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout), Failure(stream, silos, "no writes flowed before the kill"));
+        var victim = await CrashScenario.BusiestDelegateAsync(client, silos, exclude: 0);
+        await silos.KillAsync(victim);
+        Assert.True(await stream.WaitForAcksAsync(AfterKillAcks, FlowTimeout), Failure(stream, silos, $"writes did not flow again after killing {SiloProcesses.NameOf(victim)}"));
+        await stop.CancelAsync();
+        await writing;
+
+        // The survivor with the smallest name (s0) resyncs the dead silo's slot once membership declares it dead;
+        // nobody restarts, so only that recovery can leave the stripes the victim was updating consistent.
+        var recovered = $"Dead silo {SiloProcesses.NameOf(victim)}: intent slot";
+        var deadline = DateTime.UtcNow + FlowTimeout;
+        while (!silos.OutputOf(0).Contains(recovered, StringComparison.Ordinal))
+        {
+            Assert.True(DateTime.UtcNow < deadline, Failure(stream, silos, $"s0 never reported recovering {SiloProcesses.NameOf(victim)}'s intent slot"));
+            await Task.Delay(200);
+        }
+        Log(silos.OutputOf(0).Split('\n').First(l => l.Contains(recovered, StringComparison.Ordinal)));
+        await volume.FlushAsync();
+        await CrashAssert.AssertNothingLostAsync(stream, volume, Log);
+        await CrashAssert.AssertParityConsistentAsync(client, volume.Name, Log);
+    }
+
+    [Fact]
     public async Task KillingTheSiloHostingAPartitionLock_KeepsTimestampsGrowing_AndNoStaleWriteReachesDisk()
     {
         await using var silos = await SiloProcesses.StartAsync(postgres.Server, "crash-lock-host", 3, Log);

@@ -38,8 +38,12 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
         {
             // The slow silo's own measurements make it overloaded against the cluster mean...
             await fe.WriteAsync(v.Name, 0, Blocks.Pattern(4096, 9), forceUnitAccess: true);
-            var table = Cloud.Service<LoadTable>(first);
-            await Eventually.TrueAsync(() => !table.IsAppropriateTarget(target!, out var why) && why == "target-overloaded", "the slow target is overloaded");
+            // Every silo's table must show it: the first server decides to move the unit by its own table, but the
+            // unit's migration is placed by the table of the silo it leaves (the slow one), which is refreshed at its
+            // own publish; with only the first server's table checked, a lagging table on the slow silo could still
+            // rank it lowest and place the unit back on it.
+            await Eventually.TrueAsync(() => Cloud.Silos.All(s => !Cloud.Service<LoadTable>(s).IsAppropriateTarget(target!, out var why) && why == "target-overloaded"),
+                "every silo's load table shows the slow target overloaded");
 
             // ...so the next write of the unit goes elsewhere, and that decision is counted with its reason.
             var data = Blocks.Pattern(4096, 10);

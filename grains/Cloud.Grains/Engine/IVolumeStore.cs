@@ -56,6 +56,18 @@ public interface IVolumeStore : IAsyncDisposable
 
     /// <summary>Checks (and repairs) parity and checksums.</summary>
     ValueTask<ScrubResult> ScrubAsync(bool repair, CancellationToken cancellationToken);
+
+    /// <summary>The volume's id, as its superblocks record it.</summary>
+    Guid VolumeId { get; }
+
+    /// <summary>Re-reads the superblocks and adopts member changes another silo recorded (fail, replace, rebuild).</summary>
+    ValueTask RefreshMembersAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Resyncs the stripes a dead silo writing through intent slot <paramref name="writerSlot"/> may have left
+    /// mid-update; the caller holds those stripes' locks. Returns the stripes resynced.
+    /// </summary>
+    ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken);
 }
 
 /// <summary>Creates (formats) and opens (assembles) volume stores from their member disk files.</summary>

@@ -90,6 +90,13 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
         return new ScrubResult(report.StripesChecked, report.ParityMismatches, report.ChecksumErrors, report.Repaired);
     }
 
+    public Guid VolumeId => volume.Definition.VolumeId;
+
+    public async ValueTask RefreshMembersAsync(CancellationToken cancellationToken) => await volume.RefreshMembersAsync(null, cancellationToken);
+
+    public async ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken) =>
+        await volume.RecoverWriterSlotAsync(writerSlot, cancellationToken);
+
     public async ValueTask DisposeAsync()
     {
         // The volume does not own its devices: close it first, then them.
@@ -110,7 +117,12 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
 /// its own write-intent slot (assigned once per silo name by the catalog), so that no intent-bitmap sector is
 /// shared between processes; only a silo that is alone in the cluster resyncs every slot on assembly.
 /// </summary>
-internal sealed class RaidVolumeStoreFactory(IGrainFactory grains, Orleans.Runtime.ILocalSiloDetails silo, Orleans.Runtime.IClusterMembershipService membership, BlockDeviceFactory disks) : IVolumeStoreFactory
+internal sealed class RaidVolumeStoreFactory(
+    IGrainFactory grains,
+    Orleans.Runtime.ILocalSiloDetails silo,
+    Orleans.Runtime.IClusterMembershipService membership,
+    BlockDeviceFactory disks,
+    ClusterSuperblockCoordinator coordinator) : IVolumeStoreFactory
 {
     /// <summary>Opens (creating at <paramref name="sizeBytes"/> if absent) the member at a catalog location; a request the silo cannot serve is a <see cref="CloudRequestException"/>.</summary>
     internal static async ValueTask<IBlockDevice> CreateMemberAsync(BlockDeviceFactory disks, string volumeName, string location, long sizeBytes, CancellationToken cancellationToken)
@@ -149,7 +161,8 @@ internal sealed class RaidVolumeStoreFactory(IGrainFactory grains, Orleans.Runti
     {
         if (_slot < 0) _slot = await grains.GetGrain<IVolumeCatalogGrain>(0).GetWriterSlotAsync(silo.Name);
         var active = membership.CurrentSnapshot.Members.Values.Count(m => m.Status == Orleans.Runtime.SiloStatus.Active);
-        return new RaidVolumeOptions { WriterSlot = _slot, RecoverAllWriterSlots = active <= 1 };
+        // Superblock updates of every silo go through one lease per volume (the default lock is per process).
+        return new RaidVolumeOptions { WriterSlot = _slot, RecoverAllWriterSlots = active <= 1, SuperblockCoordinator = coordinator };
     }
 
     private static VolumeDefinition Definition(VolumeInfo v) =>

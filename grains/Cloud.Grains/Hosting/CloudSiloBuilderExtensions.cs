@@ -39,6 +39,8 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<VolumeDirectory>();
         builder.Services.AddOptions<PageBlobAccountOptions>().Configure<IConfiguration>((o, configuration) => MemberDisks.BindPageBlobAccount(configuration, o));
         builder.Services.TryAddSingleton(sp => new BlockDeviceFactory(sp.GetRequiredService<IOptions<PageBlobAccountOptions>>().Value));
+        builder.Services.AddSingleton<ClusterSuperblockCoordinator>();
+        builder.Services.AddHostedService<DeadSiloRecovery>();
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();
         builder.Services.AddSingleton<RaidWorkerService>();
         builder.Services.AddSingleton<FirstServer>();

@@ -12,7 +12,7 @@ namespace Cloud.Grains.Workers;
 /// only hand work to <see cref="RaidWorkerService"/> and wait, and a long wait must not hold up the next copy.
 /// </summary>
 [SiloBoundPlacement, Immovable, Reentrant]
-internal sealed class RaidWorkerGrain(RaidWorkerService service, ILocalSiloDetails silo) : Grain, IRaidWorkerGrain
+internal sealed class RaidWorkerGrain(RaidWorkerService service, ILocalSiloDetails silo, ClusterSuperblockCoordinator coordinator) : Grain, IRaidWorkerGrain
 {
     public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
@@ -43,6 +43,8 @@ internal sealed class RaidWorkerGrain(RaidWorkerService service, ILocalSiloDetai
 
     public Task<ScrubResult> ScrubAsync(string volumeName, bool repair) => EngineErrors.Guard(() => service.ScrubAsync(volumeName, repair));
     public Task<int> GetQueueDepthAsync() => Task.FromResult(service.QueueDepth);
+    public Task RefreshMembersAsync(Guid volumeId) => EngineErrors.Guard(() => service.RefreshMembersAsync(volumeId, coordinator.RefreshModeFor(volumeId)));
+    public Task<long> RecoverWriterSlotAsync(int writerSlot) => EngineErrors.Guard(() => service.RecoverWriterSlotAsync(writerSlot));
 
     /// <summary>Forwards rebuild progress to the volume grain, at most every 1 % so the grain is not flooded.</summary>
     private sealed class RebuildReporter(IVolumeGrain volume) : IProgress<(long Done, long Total)>
