@@ -28,7 +28,7 @@ public static class FrontEnds
     /// silo runs, and stops before the silo does.
     /// <list type="bullet">
     /// <item>NBD (section <c>Nbd</c>: <c>--nbd-address</c>, <c>--nbd-port</c> with 0 = off, <c>--nbd-socket</c>; on by
-    /// default at 127.0.0.1:10809): every volume, through this silo's front-end grain.</item>
+    /// default at 127.0.0.1:10809): every volume, through this silo's front end (FrontEndService, in process).</item>
     /// <item><c>AddServiceDefaults()</c>: OpenTelemetry with the Orleans meter and the "Cloud" meter, exported over OTLP
     /// when <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set.</item>
     /// <item>HTTP (section <c>Http</c>, <see cref="HttpEndpointOptions"/>): <c>/health</c> and <c>/alive</c> on
