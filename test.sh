@@ -8,7 +8,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: ISA-L (parity oracle), PostgreSQL (clustering), NBD clients and fio,
-# qemu-utils, nbdkit, fuse (nbdfuse).
+# qemu-utils, nbdkit, fuse3 and mount (nbdfuse comes with libnbd-bin; losetup with mount).
 DEB_PACKAGES=(libisal-dev postgresql qemu-utils libnbd-bin nbdkit fio fuse3 e2fsprogs util-linux mount procps iproute2)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
