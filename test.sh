@@ -39,6 +39,10 @@ trap 'rm -f "$log"' EXIT
 status=0
 dotnet test Cloud.sln --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log" || status=$?
 
+# Failures again at the end, so the last lines of a long log name them.
+awk '/^ *Failed [A-Za-z_][A-Za-z0-9_.]*/ { n = 40; print "test.sh: FAILED:" }
+     n > 0 { print; n-- }' "$log"
+
 # One closing line over every test project: "N passed, N failed, N skipped".
 awk '/^ *Passed: *[0-9]+ *$/  { p += $2 }
      /^ *Failed: *[0-9]+ *$/  { f += $2 }
