@@ -6,9 +6,6 @@ namespace Cloud.Bench.Azure;
 /// <summary>Azurite from the repository's node_modules on 127.0.0.1 and a port the OS picks, data in a temp dir.</summary>
 public sealed partial class BenchAzurite : IAsyncDisposable
 {
-    /// <summary>The environment variable that hands the port to BenchmarkDotNet's child processes.</summary>
-    public const string PortVariable = "CLOUD_BENCH_AZURITE_PORT";
-
     /// <summary>How long Azurite may take to start.</summary>
     public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 

@@ -12,6 +12,12 @@ namespace Cloud.Bench.Azure;
 /// (<c>UploadPagesAsync</c>, <c>DownloadStreamingAsync</c>) on the same Azurite, the same blob and
 /// the same client options. The ratio column is the device's overhead; the target is at most 1.10.
 /// </summary>
+/// <remarks>
+/// BenchmarkDotNet runs each case in its own process, one after another. Each process starts its own Azurite
+/// (empty, in a new temp directory) in <see cref="Setup"/> and stops it in <see cref="Cleanup"/>, so the raw calls
+/// and the device meet a server in the same state; with one Azurite for the whole run, the cases that ran later
+/// met a server already holding every earlier case's blobs, and the ratio measured the order, not the device.
+/// </remarks>
 [MemoryDiagnoser]
 [GroupBenchmarksBy(BenchmarkLogicalGroupRule.ByCategory, BenchmarkLogicalGroupRule.ByParams)]
 [CategoriesColumn]
@@ -20,6 +26,7 @@ public class PageBlobBenchmarks
     /// <summary>The blob's size; offsets cycle through it so that requests do not all hit one range.</summary>
     private const long BlobBytes = 64L * 1024 * 1024;
 
+    private BenchAzurite _azurite = null!;
     private PageBlobBlockDevice _device = null!;
     private PageBlobClient _raw = null!;
     private byte[] _buffer = null!;
@@ -33,9 +40,8 @@ public class PageBlobBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        string port = Environment.GetEnvironmentVariable(BenchAzurite.PortVariable)
-            ?? throw new InvalidOperationException($"{BenchAzurite.PortVariable} is not set: run the benchmarks through this program's Main.");
-        var connection = PageBlobConnection.FromConnectionString(BenchAzurite.ConnectionString(int.Parse(port, System.Globalization.CultureInfo.InvariantCulture)));
+        _azurite = BenchAzurite.StartAsync().GetAwaiter().GetResult();
+        var connection = PageBlobConnection.FromConnectionString(BenchAzurite.ConnectionString(_azurite.Port));
         string blob = $"bench-{SizeBytes}-{Environment.ProcessId}";
         _device = connection.OpenDeviceAsync("bench", blob, BlobBytes).AsTask().GetAwaiter().GetResult();
         _raw = connection.GetPageBlobClient("bench", blob);
@@ -50,7 +56,11 @@ public class PageBlobBenchmarks
     }
 
     [GlobalCleanup]
-    public void Cleanup() => _device.DisposeAsync().AsTask().GetAwaiter().GetResult();
+    public void Cleanup()
+    {
+        _device.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        _azurite.DisposeAsync().AsTask().GetAwaiter().GetResult();
+    }
 
     [Benchmark(Baseline = true, Description = "raw UploadPagesAsync")]
     [BenchmarkCategory("Write")]

@@ -1,9 +1,12 @@
 using BenchmarkDotNet.Running;
 using Cloud.Bench.Azure;
 
-// One Azurite for the whole run: BenchmarkDotNet runs each case in a child process, and the
-// children find this Azurite through an environment variable they inherit, so the device and
-// the raw SDK calls are measured against the same service.
-await using var azurite = await BenchAzurite.StartAsync();
-Environment.SetEnvironmentVariable(BenchAzurite.PortVariable, azurite.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+// `paired`: raw SDK calls and the device interleaved in one process against one Azurite (ratio per round).
+// Otherwise BenchmarkDotNet; each of its benchmark processes starts its own Azurite (see PageBlobBenchmarks).
+if (args.Length > 0 && args[0] == "paired")
+{
+    return await PairedRun.RunAsync(args[1..]);
+}
+
 BenchmarkSwitcher.FromAssembly(typeof(PageBlobBenchmarks).Assembly).Run(args);
+return 0;
