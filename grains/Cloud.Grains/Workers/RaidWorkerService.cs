@@ -57,7 +57,12 @@ public sealed partial class RaidWorkerService(
 
     private sealed class Ticket(ReplicatedWrite write, long firstStripe, long lastStripe, long partition)
     {
-        public ReplicatedWrite Write { get; } = write;
+        /// <summary>The copy; its data is dropped once the copy is finished (the ticket outlives it for late pollers).</summary>
+        public ReplicatedWrite Write { get; private set; } = write;
+
+        /// <summary>Lets the copy's data go: a finished ticket is kept only for its report.</summary>
+        public void DropData() => Write = Write with { Data = [] };
+
         public long FirstStripe { get; } = firstStripe;
         public long LastStripe { get; } = lastStripe;
         public long Partition { get; } = partition;
@@ -181,8 +186,12 @@ public sealed partial class RaidWorkerService(
     private void Finish(Ticket t, WriteReport report)
     {
         if (!t.Done.TrySetResult(report)) return;
-        Interlocked.Add(ref _queuedBytes, -t.Write.Data.Length);
-        usage.Dequeued(t.Write.Data.Length);
+        var bytes = t.Write.Data.Length;
+        // Up to MaxRetainedReports finished tickets stay for first servers that have not asked yet: holding their
+        // data too would keep gigabytes of written copies alive (and every new copy a fresh large-object allocation).
+        t.DropData();
+        Interlocked.Add(ref _queuedBytes, -bytes);
+        usage.Dequeued(bytes);
         _spaceFreed.Release();
         CloudMetrics.WriteOutcomes.Add(1, new KeyValuePair<string, object?>("outcome", report.Outcome.ToString().ToLowerInvariant()));
         _finished.Enqueue(t.Write.WriteId);
