@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
+using Cloud.Storage.Volumes;
 using Microsoft.Extensions.Logging;
 using static Cloud.Nbd.NbdProtocol;
 
@@ -10,7 +11,7 @@ namespace Cloud.Nbd;
 internal sealed partial class NbdConnection
 {
     /// <summary>One parsed request and the pooled buffer that carries its payload (write) or its reply (read).</summary>
-    private readonly struct Request(ushort flags, ushort type, ulong cookie, ulong offset, uint length, byte[]? buffer, long budgetBytes, uint presetError)
+    private readonly struct Request(ushort flags, ushort type, ulong cookie, ulong offset, uint length, byte[]? buffer, long budgetBytes, uint presetError, byte[]? owned = null)
     {
         public ushort Flags { get; } = flags;
         public ushort Type { get; } = type;
@@ -25,6 +26,12 @@ internal sealed partial class NbdConnection
 
         /// <summary>An error found while parsing (e.g. an oversized write whose payload was skipped), or 0.</summary>
         public uint PresetError { get; } = presetError;
+
+        /// <summary>
+        /// A write's payload in an array of exactly its length, not from the pool, handed to an
+        /// <see cref="Cloud.Storage.Volumes.IBufferOwningVolume"/> (which keeps it, sparing a copy); else null.
+        /// </summary>
+        public byte[]? Owned { get; } = owned;
     }
 
     private async Task TransmitAsync()
@@ -63,9 +70,29 @@ internal sealed partial class NbdConnection
                 }
 
                 byte[]? buffer = null;
+                byte[]? owned = null;
                 long budget = 0;
                 uint presetError = 0;
-                if (type == CmdWrite)
+                if (type == CmdWrite && length > 0 && length <= export.VolumeIoPieceBytes && export.Volume is IBufferOwningVolume
+                    && (flags & ~CmdFlagFua) == 0)
+                {
+                    // One piece for a volume that keeps the array: read the payload straight into an array of its own
+                    // (uninitialised: every byte is overwritten by the payload) and give it away, instead of reading
+                    // into a pooled buffer that the volume would have to copy.
+                    budget = length;
+                    await AcquireAsync(budget).ConfigureAwait(false);
+                    owned = GC.AllocateUninitializedArray<byte>((int)length);
+                    try
+                    {
+                        await _reader.ReadExactlyAsync(owned, _stopReading).ConfigureAwait(false);
+                    }
+                    catch
+                    {
+                        Complete(budget);
+                        throw;
+                    }
+                }
+                else if (type == CmdWrite)
                 {
                     if (length > export.MaxPayloadBytes)
                     {
@@ -107,7 +134,7 @@ internal sealed partial class NbdConnection
                     }
                 }
                 // Runs synchronously up to its first await (the volume I/O), then the loop reads the next request.
-                _ = ProcessAsync(new Request(flags, type, cookie, offset, length, buffer, budget, presetError));
+                _ = ProcessAsync(new Request(flags, type, cookie, offset, length, buffer, budget, presetError, owned));
             }
         }
         finally
@@ -144,6 +171,9 @@ internal sealed partial class NbdConnection
                         }
                         await SendReadReplyAsync(request, ct).ConfigureAwait(false);
                         replied = true;
+                        break;
+                    case CmdWrite when request.Owned is { } owned:
+                        await ((IBufferOwningVolume)export.Volume).WriteOwnedAsync(offset, owned, fua, ct).ConfigureAwait(false);
                         break;
                     case CmdWrite:
                         for (int done = 0; done < length; done += export.VolumeIoPieceBytes)

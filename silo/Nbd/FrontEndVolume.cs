@@ -16,7 +16,7 @@ namespace Cloud.Silo.Nbd;
 /// separate handles: a write is acknowledged only once the silo's first server holds it, and a flush drains every
 /// copy the first server holds for the volume (from every connection) before it fsyncs the members on every silo.
 /// </remarks>
-internal sealed class FrontEndVolume : IBlockVolume
+internal sealed class FrontEndVolume : IBufferOwningVolume
 {
     private readonly FrontEndService _frontEnd;
 
@@ -56,6 +56,10 @@ internal sealed class FrontEndVolume : IBlockVolume
         var copy = source.ToArray();
         return new ValueTask(_frontEnd.WriteAsync(Name, offsetBytes, copy, forceUnitAccess).WaitAsync(cancellationToken));
     }
+
+    /// <summary>The NBD server's own array for this write (it reads each payload into a fresh one): no copy.</summary>
+    public ValueTask WriteOwnedAsync(long offsetBytes, byte[] data, bool forceUnitAccess = false, CancellationToken cancellationToken = default) =>
+        new(_frontEnd.WriteAsync(Name, offsetBytes, data, forceUnitAccess).WaitAsync(cancellationToken));
 
     public ValueTask FlushAsync(CancellationToken cancellationToken = default) =>
         new(_frontEnd.FlushAsync(Name).WaitAsync(cancellationToken));

@@ -32,3 +32,15 @@ public interface IBlockVolume
     /// <summary>Discards a block-aligned range; subsequent reads return zeroes.</summary>
     ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default);
 }
+
+/// <summary>
+/// A volume that can take over a write's buffer: a front end that would otherwise copy each write (because it keeps
+/// the data after acknowledging it) uses the caller's array instead. The caller gives the array up: it must not read,
+/// change or reuse it after the call, whatever the call's outcome.
+/// </summary>
+public interface IBufferOwningVolume : IBlockVolume
+{
+    /// <summary>Writes all of <paramref name="data"/> at <paramref name="offsetBytes"/>, keeping the array as the written copy.</summary>
+    /// <param name="forceUnitAccess">When true, return only once the data is durable on the member disks.</param>
+    ValueTask WriteOwnedAsync(long offsetBytes, byte[] data, bool forceUnitAccess = false, CancellationToken cancellationToken = default);
+}
