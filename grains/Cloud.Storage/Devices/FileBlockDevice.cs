@@ -86,13 +86,57 @@ public sealed class FileBlockDevice : IBlockDevice
     /// <inheritdoc />
     public int MaxInFlightIo { get; }
 
+    /// <summary>
+    /// Reads and writes up to this many bytes run on the caller's thread when an in-flight slot is free (0: never).
+    /// Default <see cref="DefaultInlineIoMaxBytes"/>.
+    /// </summary>
+    public int InlineIoMaxBytes { get; init; } = DefaultInlineIoMaxBytes;
+
+    /// <summary>The default for <see cref="InlineIoMaxBytes"/>: a 64 KiB chunk.</summary>
+    public const int DefaultInlineIoMaxBytes = 64 * 1024;
+
     /// <summary>True when the path is a block device rather than a regular file.</summary>
     public bool IsBlockDevice { get; }
 
     /// <inheritdoc />
-    public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    /// <remarks>
+    /// On Linux, .NET runs every "asynchronous" file read as a blocking <c>pread</c> on a thread-pool thread and then
+    /// schedules the continuation: two thread switches per I/O. A read of at most <see cref="InlineIoMaxBytes"/> that
+    /// finds a free in-flight slot is therefore done on the caller's thread (the same blocking call, without the hops);
+    /// larger reads, and reads that must wait for a slot, keep the asynchronous path.
+    /// </remarks>
+    public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         DeviceChecks.CheckIo(this, offsetBytes, destination.Length, nameof(destination));
+        if (destination.Length > InlineIoMaxBytes || cancellationToken.IsCancellationRequested || !_inFlight.Wait(0))
+            return ReadQueuedAsync(offsetBytes, destination, cancellationToken);
+        try
+        {
+            int done = 0;
+            while (done < destination.Length)
+            {
+                int n = RandomAccess.Read(_handle, destination.Span[done..], offsetBytes + done);
+                if (n == 0)
+                {
+                    destination.Span[done..].Clear();
+                    break;
+                }
+                done += n;
+            }
+            return ValueTask.CompletedTask;
+        }
+        catch (Exception e)
+        {
+            // As a faulted task, like the queued path: callers that start several I/Os before awaiting any rely on it.
+            return ValueTask.FromException(e is IOException or UnauthorizedAccessException && e is not BlockDeviceException
+                ? new BlockDeviceException(Name, $"read of {destination.Length} bytes at {offsetBytes} failed: {e.Message}", e)
+                : e);
+        }
+        finally { _inFlight.Release(); }
+    }
+
+    private async ValueTask ReadQueuedAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken)
+    {
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -117,9 +161,28 @@ public sealed class FileBlockDevice : IBlockDevice
     }
 
     /// <inheritdoc />
-    public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
+    /// <remarks>Small writes run on the caller's thread, as small reads do (see <see cref="ReadAsync"/>).</remarks>
+    public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
     {
         DeviceChecks.CheckIo(this, offsetBytes, source.Length, nameof(source));
+        if (source.Length > InlineIoMaxBytes || cancellationToken.IsCancellationRequested || !_inFlight.Wait(0))
+            return WriteQueuedAsync(offsetBytes, source, cancellationToken);
+        try
+        {
+            RandomAccess.Write(_handle, source.Span, offsetBytes);
+            return ValueTask.CompletedTask;
+        }
+        catch (Exception e)
+        {
+            return ValueTask.FromException(e is IOException or UnauthorizedAccessException && e is not BlockDeviceException
+                ? new BlockDeviceException(Name, $"write of {source.Length} bytes at {offsetBytes} failed: {e.Message}", e)
+                : e);
+        }
+        finally { _inFlight.Release(); }
+    }
+
+    private async ValueTask WriteQueuedAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken)
+    {
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {

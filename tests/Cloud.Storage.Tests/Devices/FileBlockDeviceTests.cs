@@ -9,6 +9,20 @@ public sealed class FileBlockDeviceTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(int.MaxValue)]
+    public async Task IoAfterDispose_FailsAsAFaultedTask_InlineOrQueued(int inlineIoMaxBytes)
+    {
+        var device = new FileBlockDevice(Path.Combine(_dir, $"d{inlineIoMaxBytes}.img"), 1 << 20) { InlineIoMaxBytes = inlineIoMaxBytes };
+        await device.DisposeAsync();
+        // Starting the I/O must not throw: callers start several member I/Os before awaiting any of them.
+        ValueTask read = device.ReadAsync(0, new byte[4096]);
+        ValueTask write = device.WriteAsync(0, new byte[4096]);
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await read);
+        await Assert.ThrowsAsync<ObjectDisposedException>(async () => await write);
+    }
+
     [Fact]
     public async Task NewFile_IsPreallocatedToCapacity()
     {
