@@ -133,8 +133,10 @@ internal sealed partial class NbdConnection
                         buffer = ArrayPool<byte>.Shared.Rent(ReplyHeaderReserveBytes + (int)length);
                     }
                 }
-                // Runs synchronously up to its first await (the volume I/O), then the loop reads the next request.
-                _ = ProcessAsync(new Request(flags, type, cookie, offset, length, buffer, budget, presetError, owned));
+                // On the thread pool, not on this loop: a volume may do part of its work (parity, checksums, a
+                // small file I/O) before its first await, and the loop must go on reading the next request.
+                var request = new Request(flags, type, cookie, offset, length, buffer, budget, presetError, owned);
+                ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Connection.ProcessAsync(state.Request), (Connection: this, Request: request), preferLocal: false);
             }
         }
         finally
