@@ -86,6 +86,37 @@ public sealed class BlockDeviceFactory
         };
     }
 
+    /// <summary>Whether the disk exists already: a file at its path, a blob in its container.</summary>
+    public async ValueTask<bool> ExistsAsync(DiskDescriptor disk, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(disk);
+        return disk switch
+        {
+            FileDisk file => File.Exists(file.Path),
+            PageBlobDisk blob when _pageBlobs is not null =>
+                (await _pageBlobs.Value.GetPageBlobClient(blob.Container, blob.Blob).ExistsAsync(cancellationToken).ConfigureAwait(false)).Value,
+            _ => false,
+        };
+    }
+
+    /// <summary>
+    /// Deletes the disk if it exists. Meant for undoing a create that failed half-way, on disks that create made:
+    /// never on a disk a volume uses.
+    /// </summary>
+    public async ValueTask DeleteAsync(DiskDescriptor disk, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(disk);
+        switch (disk)
+        {
+            case FileDisk file:
+                File.Delete(file.Path);
+                break;
+            case PageBlobDisk blob when _pageBlobs is not null:
+                await _pageBlobs.Value.GetPageBlobClient(blob.Container, blob.Blob).DeleteIfExistsAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+                break;
+        }
+    }
+
     /// <summary>Parses <paramref name="descriptor"/> (see <see cref="DiskDescriptor.Parse"/>) and opens it.</summary>
     public ValueTask<IBlockDevice> OpenAsync(string descriptor, long? capacityBytes = null, CancellationToken cancellationToken = default) =>
         OpenAsync(DiskDescriptor.Parse(descriptor), capacityBytes, cancellationToken);

@@ -118,6 +118,30 @@ public sealed class MixedVolumeTests
         Assert.Equal(0, list.RootElement.GetArrayLength());
     }
 
+    [Fact]
+    public async Task CreateFailingOnItsLastDisk_RemovesThePageBlobAndFileItMade()
+    {
+        await using var azurite = await AzuriteInstance.StartAsync();
+        using var dir = new TempDirectory();
+        var environment = new Dictionary<string, string> { ["Cloud__Azure__ConnectionString"] = azurite.ConnectionString() };
+        // A regular file where the last member's directory would have to be.
+        var blocker = Path.Combine(dir.Path, "not-a-directory");
+        await File.WriteAllTextAsync(blocker, "x");
+        await using var silo = await SiloProcess.StartAsync(Path.Combine(dir.Path, "data"), environment: environment);
+
+        var failed = await RunCloudctlAsync(silo, "volume", "create", "half", "--size", "4MiB", "--level", "raid5",
+            "--disk", $"pageblob:{Container}/made", "--disk", $"file:{dir.Path}/a.img", "--disk", $"file:{blocker}/c.img");
+        Assert.Equal(1, failed.ExitCode);
+        Assert.Contains("'half'", failed.Error, StringComparison.Ordinal);
+        Assert.Contains("c.img", failed.Error, StringComparison.Ordinal);
+
+        var blobs = PageBlobConnection.FromConnectionString(azurite.ConnectionString());
+        Assert.False((await blobs.GetPageBlobClient(Container, "made").ExistsAsync()).Value, "the failed create left its page blob behind");
+        Assert.False(File.Exists(Path.Combine(dir.Path, "a.img")), "the failed create left its file member behind");
+        var list = await CloudctlAsync(silo, "volume", "list", "--json");
+        Assert.Equal(0, list.RootElement.GetArrayLength());
+    }
+
     private static string[] Locations(JsonDocument status) =>
         [.. status.RootElement.GetProperty("disks").EnumerateArray().OrderBy(d => d.GetProperty("index").GetInt32()).Select(d => d.GetProperty("path").GetString()!)];
 

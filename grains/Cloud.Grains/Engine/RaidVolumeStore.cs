@@ -128,15 +128,20 @@ internal sealed class RaidVolumeStoreFactory(
     internal static async ValueTask<IBlockDevice> CreateMemberAsync(BlockDeviceFactory disks, string volumeName, string location, long sizeBytes, CancellationToken cancellationToken)
     {
         var disk = MemberDisks.FromLocation(location);
-        if (disk is FileDisk file) Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(file.Path))!);
         try
         {
+            if (disk is FileDisk file) Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(file.Path))!);
             return await disks.OpenAsync(disk, sizeBytes, cancellationToken);
         }
         catch (Exception ex) when (ex is InvalidOperationException or ArgumentException or BlockDeviceException)
         {
             // No account configured, a blob of another size or type, an unreachable account: the operator's to fix.
             throw new CloudRequestException($"volume '{volumeName}': {ex.Message}", ex);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // A path that cannot be a file (a file where a directory must be, no permission, a full disk).
+            throw new CloudRequestException($"volume '{volumeName}': disk {disk} cannot be created: {ex.Message}", ex);
         }
     }
 
@@ -171,25 +176,61 @@ internal sealed class RaidVolumeStoreFactory(
     public async ValueTask<IVolumeStore> CreateAsync(VolumeInfo volume, long memberSizeBytes, CancellationToken cancellationToken)
     {
         var devices = new IBlockDevice?[volume.DiskCount];
+        // Members this call makes (absent before it): a create that fails half-way removes them again, and only them.
+        var made = new bool[volume.DiskCount];
         try
         {
             // Refused before any member is made, so that no file is left behind by a request this silo cannot serve.
             if (!disks.SupportsPageBlobs && volume.DiskPaths.FirstOrDefault(p => MemberDisks.FromLocation(p) is PageBlobDisk) is { } blob)
                 throw new CloudRequestException($"volume '{volume.Name}': disk '{blob}' is a page blob, but this silo has no page-blob account configured (PageBlobs:ConnectionString or PageBlobs:ServiceUri, or Cloud:Azure:ConnectionString / Cloud:Azure:BlobEndpoint)");
             for (var i = 0; i < devices.Length; i++)
+            {
+                made[i] = !await MemberExistsAsync(volume.DiskPaths[i], cancellationToken);
                 devices[i] = await CreateMemberAsync(disks, volume.Name, volume.DiskPaths[i], memberSizeBytes, cancellationToken);
+            }
             var raid = await RaidVolume.CreateAsync(Definition(volume), devices!, await OptionsAsync(), cancellationToken);
             return new RaidVolumeStore(raid, devices, volume, disks);
         }
         catch (ArgumentException ex)
         {
-            foreach (var d in devices) if (d is not null) await d.DisposeAsync();
+            await UndoCreateAsync(volume, devices, made);
             throw new CloudRequestException($"volume '{volume.Name}': {ex.Message}", ex);
         }
         catch
         {
-            foreach (var d in devices) if (d is not null) await d.DisposeAsync();
+            await UndoCreateAsync(volume, devices, made);
             throw;
+        }
+    }
+
+    private async ValueTask<bool> MemberExistsAsync(string location, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await disks.ExistsAsync(MemberDisks.FromLocation(location), cancellationToken);
+        }
+        catch (Exception ex) when (ex is Azure.RequestFailedException or IOException or UnauthorizedAccessException)
+        {
+            // Unknown: treat it as existing, so that a failed create never deletes it. Opening it reports the cause.
+            return true;
+        }
+    }
+
+    /// <summary>Closes what a failed create opened and deletes the members it made, so a retry starts clean.</summary>
+    private async ValueTask UndoCreateAsync(VolumeInfo volume, IBlockDevice?[] devices, bool[] made)
+    {
+        foreach (var d in devices) if (d is not null) await d.DisposeAsync();
+        for (var i = 0; i < made.Length; i++)
+        {
+            if (!made[i]) continue;
+            try
+            {
+                await disks.DeleteAsync(MemberDisks.FromLocation(volume.DiskPaths[i]), CancellationToken.None);
+            }
+            catch (Exception ex) when (ex is Azure.RequestFailedException or IOException or UnauthorizedAccessException)
+            {
+                // Best effort: what is left is an unused, unformatted member, refused by nothing and reused by a retry.
+            }
         }
     }
 
