@@ -128,12 +128,16 @@ public sealed class FileBlockDevice : IBlockDevice
         catch (Exception e)
         {
             // As a faulted task, like the queued path: callers that start several I/Os before awaiting any rely on it.
-            return ValueTask.FromException(e is IOException or UnauthorizedAccessException && e is not BlockDeviceException
-                ? new BlockDeviceException(Name, $"read of {destination.Length} bytes at {offsetBytes} failed: {e.Message}", e)
-                : e);
+            return ValueTask.FromException(Failure("read", destination.Length, offsetBytes, e));
         }
         finally { _inFlight.Release(); }
     }
+
+    private static bool IsIoError(Exception e) => e is IOException or UnauthorizedAccessException && e is not BlockDeviceException;
+
+    /// <summary>An I/O error as this device's <see cref="BlockDeviceException"/>, naming the operation; anything else as it is.</summary>
+    private Exception Failure(string operation, int lengthBytes, long offsetBytes, Exception e) =>
+        IsIoError(e) ? new BlockDeviceException(Name, $"{operation} of {lengthBytes} bytes at {offsetBytes} failed: {e.Message}", e) : e;
 
     private async ValueTask ReadQueuedAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken)
     {
@@ -153,9 +157,9 @@ public sealed class FileBlockDevice : IBlockDevice
                 done += n;
             }
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException && e is not BlockDeviceException)
+        catch (Exception e) when (IsIoError(e))
         {
-            throw new BlockDeviceException(Name, $"read of {destination.Length} bytes at {offsetBytes} failed: {e.Message}", e);
+            throw Failure("read", destination.Length, offsetBytes, e);
         }
         finally { _inFlight.Release(); }
     }
@@ -174,9 +178,7 @@ public sealed class FileBlockDevice : IBlockDevice
         }
         catch (Exception e)
         {
-            return ValueTask.FromException(e is IOException or UnauthorizedAccessException && e is not BlockDeviceException
-                ? new BlockDeviceException(Name, $"write of {source.Length} bytes at {offsetBytes} failed: {e.Message}", e)
-                : e);
+            return ValueTask.FromException(Failure("write", source.Length, offsetBytes, e));
         }
         finally { _inFlight.Release(); }
     }
@@ -188,9 +190,9 @@ public sealed class FileBlockDevice : IBlockDevice
         {
             await RandomAccess.WriteAsync(_handle, source, offsetBytes, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException && e is not BlockDeviceException)
+        catch (Exception e) when (IsIoError(e))
         {
-            throw new BlockDeviceException(Name, $"write of {source.Length} bytes at {offsetBytes} failed: {e.Message}", e);
+            throw Failure("write", source.Length, offsetBytes, e);
         }
         finally { _inFlight.Release(); }
     }
