@@ -42,15 +42,19 @@ internal static partial class Commands
             if (value is not ("localhost" or "postgres"))
                 r.AddError($"--clustering '{value}' is not allowed; use localhost or postgres");
         });
-        root.Validators.Add(r =>
-        {
-            if (r.GetValue(Clustering) == "postgres" && string.IsNullOrWhiteSpace(r.GetValue(Connection) ?? FromEnvironment("CLOUD_CONNECTION", "Cloud__Connection")))
-                r.AddError("--clustering postgres needs --connection with a PostgreSQL connection string (or $CLOUD_CONNECTION)");
-        });
         root.Options.Add(Clustering);
         root.Options.Add(Connection);
         root.Options.Add(ClusterId);
     }
+
+    /// <summary>
+    /// Bad usage that the parser cannot see (it runs a root command's validators only when the root itself is invoked):
+    /// postgres clustering without a connection string. Null when the options agree.
+    /// </summary>
+    public static string? ClusterUsageError(ParseResult p) =>
+        p.GetValue(Clustering) == "postgres" && string.IsNullOrWhiteSpace(ConnectionOf(p))
+            ? "--clustering postgres needs --connection with a PostgreSQL connection string (or $CLOUD_CONNECTION)"
+            : null;
 
     /// <summary>Connects the way the options say.</summary>
     private static Task<CloudClient> ConnectAsync(ParseResult p)

@@ -5,9 +5,11 @@ using Cloud.Cli;
 // on stderr and exits non-zero (2 for bad usage, 1 for a refused or failed request).
 var root = Commands.Build();
 var parse = root.Parse(args);
-if (parse.Errors.Count > 0)
+var usage = parse.Errors.Count > 0 ? parse.Errors[0].Message
+    : parse.Action is System.CommandLine.Help.HelpAction ? null : Commands.ClusterUsageError(parse);
+if (usage is not null)
 {
-    Console.Error.WriteLine($"cloudctl: {parse.Errors[0].Message} (see 'cloudctl --help')");
+    Console.Error.WriteLine($"cloudctl: {usage} (see 'cloudctl --help')");
     return 2;
 }
 return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

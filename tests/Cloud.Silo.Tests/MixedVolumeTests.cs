@@ -106,6 +106,11 @@ public sealed class MixedVolumeTests
         Assert.Equal(2, miscounted.ExitCode);
         Assert.Contains("--disks 3", miscounted.Error, StringComparison.Ordinal);
 
+        // PostgreSQL clustering without a connection string is bad usage too, named as such, before any connection.
+        var noConnection = await RunCloudctlAsync(silo, "--clustering", "postgres", "volume", "list");
+        Assert.Equal(2, noConnection.ExitCode);
+        Assert.Contains("--clustering postgres needs --connection", noConnection.Error, StringComparison.Ordinal);
+
         // Well formed for cloudctl, refused by the silo: an upper-case container name is not a valid Azure name.
         var badName = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid1",
             "--disk", $"file:{dir.Path}/a.img", "--disk", "pageblob:Disks/b");
@@ -183,6 +188,9 @@ public sealed class MixedVolumeTests
         info.ArgumentList.Add("--gateway");
         info.ArgumentList.Add(silo.Gateway);
         foreach (var a in arguments) info.ArgumentList.Add(a);
+        // This silo's gateway, not a clustering database some environment of the test run may name.
+        info.Environment.Remove("CLOUD_CONNECTION");
+        info.Environment.Remove("Cloud__Connection");
         using var process = Process.Start(info)!;
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
