@@ -33,15 +33,10 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
             s => s.SetEnvironment(0, "Cloud__Draining", "true"));
         await using var client = await silos.ConnectToAsync(0);
         var volume = await CrashScenario.CreateVolumeAsync(client, "delegate");
-        var stream = CrashScenario.NewStream(volume, seed: 4101);
-        using var stop = new CancellationTokenSource();
-        var writing = stream.RunAsync(() => volume, stop.Token);
+        var (stream, stop, writing) = await StartWritingAsync(silos, volume, () => volume, seed: 4101);
+        using var stopping = stop;
 
-        Assert.True(await stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout), Failure(stream, silos, "no writes flowed before the kill"));
-        var victim = await CrashScenario.BusiestDelegateAsync(client, silos, exclude: 0);
-        var killedAt = stream.Now;
-        await silos.KillAsync(victim);
-        Assert.True(await stream.WaitForAcksAsync(AfterKillAcks, FlowTimeout), Failure(stream, silos, $"writes did not flow again after killing {SiloProcesses.NameOf(victim)}"));
+        var (victim, killedAt) = await KillBusiestDelegateAsync(client, silos, stream);
         await stop.CancelAsync();
         await writing;
         Log($"killed delegate {SiloProcesses.NameOf(victim)}; writes flowing again after {stream.RecoveryTime(killedAt, TimeSpan.FromSeconds(10)).TotalSeconds:F2} s");
@@ -61,11 +56,9 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         var first = await silos.ConnectToAsync(0);
         var volume = await CrashScenario.CreateVolumeAsync(first, "first");
         var current = volume;
-        var stream = CrashScenario.NewStream(volume, seed: 4102);
-        using var stop = new CancellationTokenSource();
-        var writing = stream.RunAsync(() => Volatile.Read(ref current), stop.Token);
+        var (stream, stop, writing) = await StartWritingAsync(silos, volume, () => Volatile.Read(ref current), seed: 4102);
+        using var stopping = stop;
 
-        Assert.True(await stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout), Failure(stream, silos, "no writes flowed before the kill"));
         var killedAt = stream.Now;
         await silos.KillAsync(0);
         // The client's only gateway is gone: reconnect through the membership table, as an application would.
@@ -88,11 +81,9 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         await using var silos = await SiloProcesses.StartAsync(postgres.Server, "crash-write-hole", 3, Log);
         var client = await silos.ConnectAsync();
         var volume = await CrashScenario.CreateVolumeAsync(client, "hole");
-        var stream = CrashScenario.NewStream(volume, seed: 4103);
-        using var stop = new CancellationTokenSource();
-        var writing = stream.RunAsync(() => volume, stop.Token);
+        var (_, stop, writing) = await StartWritingAsync(silos, volume, () => volume, seed: 4103);
+        using var stopping = stop;
 
-        Assert.True(await stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout), Failure(stream, silos, "no writes flowed before the kill"));
         // Every silo at once, with writes in flight on all of them: some stripes are between their data and parity writes.
         await Task.WhenAll(Enumerable.Range(0, silos.Count).Select(silos.KillAsync));
         await stop.CancelAsync();
@@ -113,14 +104,10 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
             s => s.SetEnvironment(0, "Cloud__Draining", "true"));
         await using var client = await silos.ConnectToAsync(0);
         var volume = await CrashScenario.CreateVolumeAsync(client, "deadslot");
-        var stream = CrashScenario.NewStream(volume, seed: 4106);
-        using var stop = new CancellationTokenSource();
-        var writing = stream.RunAsync(() => volume, stop.Token);
+        var (stream, stop, writing) = await StartWritingAsync(silos, volume, () => volume, seed: 4106);
+        using var stopping = stop;
 
-        Assert.True(await stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout), Failure(stream, silos, "no writes flowed before the kill"));
-        var victim = await CrashScenario.BusiestDelegateAsync(client, silos, exclude: 0);
-        await silos.KillAsync(victim);
-        Assert.True(await stream.WaitForAcksAsync(AfterKillAcks, FlowTimeout), Failure(stream, silos, $"writes did not flow again after killing {SiloProcesses.NameOf(victim)}"));
+        var (victim, _) = await KillBusiestDelegateAsync(client, silos, stream);
         await stop.CancelAsync();
         await writing;
 
@@ -146,10 +133,8 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         var client = await silos.ConnectAsync();
         var volume = await CrashScenario.CreateVolumeAsync(client, "locks");
         var current = volume;
-        var stream = CrashScenario.NewStream(volume, seed: 4104);
-        using var stop = new CancellationTokenSource();
-        var writing = stream.RunAsync(() => Volatile.Read(ref current), stop.Token);
-        Assert.True(await stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout), Failure(stream, silos, "no writes flowed before the kill"));
+        var (stream, stop, writing) = await StartWritingAsync(silos, volume, () => Volatile.Read(ref current), seed: 4104);
+        using var stopping = stop;
 
         var partition = CrashScenario.PartitionKey(volume.Info, 0);
         var lockGrain = client.Cluster.GetGrain<IPartitionLockGrain>(partition);
@@ -215,6 +200,27 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         var reopened = await CrashScenario.OpenAsync(after, volume.Name);
         await CrashAssert.AssertNothingLostAsync(stream, reopened, Log);
         await CrashAssert.AssertParityConsistentAsync(after, volume.Name, Log);
+    }
+
+    /// <summary>Starts the writers on <paramref name="volume"/>'s current handle and waits until writes flow.</summary>
+    private static async Task<(WriteStream Stream, CancellationTokenSource Stop, Task Writing)> StartWritingAsync(
+        SiloProcesses silos, CloudVolume initial, Func<CloudVolume> volume, int seed)
+    {
+        var stream = CrashScenario.NewStream(initial, seed);
+        var stop = new CancellationTokenSource();
+        var writing = stream.RunAsync(volume, stop.Token);
+        Assert.True(await stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout), Failure(stream, silos, "no writes flowed before the kill"));
+        return (stream, stop, writing);
+    }
+
+    /// <summary>Kills the delegate silo doing the most writes (never s0, the first server) and waits until writes flow again.</summary>
+    private static async Task<(int Victim, TimeSpan KilledAt)> KillBusiestDelegateAsync(CloudClient client, SiloProcesses silos, WriteStream stream)
+    {
+        var victim = await CrashScenario.BusiestDelegateAsync(client, silos, exclude: 0);
+        var killedAt = stream.Now;
+        await silos.KillAsync(victim);
+        Assert.True(await stream.WaitForAcksAsync(AfterKillAcks, FlowTimeout), Failure(stream, silos, $"writes did not flow again after killing {SiloProcesses.NameOf(victim)}"));
+        return (victim, killedAt);
     }
 
     private static string Failure(WriteStream stream, SiloProcesses silos, string what) =>
