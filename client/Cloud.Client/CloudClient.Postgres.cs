@@ -37,16 +37,6 @@ public sealed partial class CloudClient
         {
             throw new CloudRequestException($"--connection is not a usable PostgreSQL connection string: {ex.Message}", ex);
         }
-        var host = builder.Build();
-        try
-        {
-            await host.StartAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (Exception ex)
-        {
-            host.Dispose();
-            throw new CloudRequestException($"cannot connect to Cloud cluster '{clusterId}' through PostgreSQL clustering: {ex.Message}", ex);
-        }
-        return new CloudClient(host);
+        return await StartAsync(builder, $"cannot connect to Cloud cluster '{clusterId}' through PostgreSQL clustering", cancellationToken).ConfigureAwait(false);
     }
 }

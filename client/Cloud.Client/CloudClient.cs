@@ -28,6 +28,9 @@ public sealed partial class CloudClient : IAsyncDisposable
         Cluster = host.Services.GetRequiredService<IClusterClient>();
     }
 
+    /// <summary>How long connecting may take before it fails (a gateway or clustering database that does not answer).</summary>
+    public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(15);
+
     /// <summary>The underlying Orleans client.</summary>
     public IClusterClient Cluster { get; }
 
@@ -43,15 +46,29 @@ public sealed partial class CloudClient : IAsyncDisposable
             client.Configure<Orleans.Configuration.ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
             client.Configure<Orleans.Configuration.GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(30));
         });
+        return await StartAsync(builder, $"cannot connect to a Cloud silo at {gateway}", cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Builds and starts the client host; a failure to connect becomes one <see cref="CloudRequestException"/> starting with <paramref name="failure"/>.</summary>
+    private static async Task<CloudClient> StartAsync(HostApplicationBuilder builder, string failure, CancellationToken cancellationToken)
+    {
         var host = builder.Build();
+        // The Orleans client keeps retrying a gateway that does not answer; a command line must not hang on it.
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        bounded.CancelAfter(ConnectTimeout);
         try
         {
-            await host.StartAsync(cancellationToken).ConfigureAwait(false);
+            await host.StartAsync(bounded.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            host.Dispose();
+            throw new CloudRequestException($"{failure}: no answer within {ConnectTimeout.TotalSeconds:0} s; is a silo running there?", ex);
         }
         catch (Exception ex)
         {
             host.Dispose();
-            throw new CloudRequestException($"cannot connect to a Cloud silo at {gateway}: {ex.Message}", ex);
+            throw new CloudRequestException($"{failure}: {ex.Message}", ex);
         }
         return new CloudClient(host);
     }
