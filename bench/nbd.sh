@@ -43,7 +43,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# free_ports N: N distinct free ports (all held open while choosing, so no two are the same).
+free_ports() { python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$1"; }
 
 # The job file: engine part then the shared workload, optionally with shorter timed jobs.
 cat "$FIO_DIR/engine-nbd.fio" "$FIO_DIR/workload.fio" > "$WORK/job.fio"
@@ -69,7 +73,7 @@ elif [ "$TARGET" = silo ]; then
   dotnet build -c Release -v q -nologo "$ROOT/client/cloudctl/cloudctl.csproj" >/dev/null
   SILO_DLL="$ROOT/silo/bin/Release/net10.0/Cloud.Silo.dll"
   CLOUDCTL_DLL="$ROOT/client/cloudctl/bin/Release/net10.0/cloudctl.dll"
-  SILO_PORT="$(free_port)"; GATEWAY_PORT="$(free_port)"; NBD_PORT="$(free_port)"
+  read -r SILO_PORT GATEWAY_PORT NBD_PORT PEER_PORT < <(free_ports 4)
   dotnet "$SILO_DLL" --data "$WORK/silo" --name bench --silo-port "$SILO_PORT" --gateway-port "$GATEWAY_PORT" \
     --nbd-port "$NBD_PORT" > "$WORK/host.log" 2>&1 &
   HOST_PID=$!
@@ -85,7 +89,7 @@ else
   HOST_DLL="$ROOT/bench/Cloud.NbdHost/bin/Release/net10.0/Cloud.NbdHost.dll"
   mkdir -p "$WORK/cloud"
   dotnet "$HOST_DLL" --dir "$WORK/cloud" --layout "$LAYOUT" --members 5 --member-bytes $((MEMBER_MB << 20)) \
-    --chunk-bytes 65536 --name vol --port "$(free_port)" > "$WORK/host.log" 2>&1 &
+    --chunk-bytes 65536 --name vol --port "$(free_ports 1)" > "$WORK/host.log" 2>&1 &
   HOST_PID=$!
   wait_for_line "$HOST_PID" "$WORK/host.log" '^NBD_URI=' "Cloud.NbdHost"
   CLOUD_URI="$(sed -n 's/^NBD_URI=//p' "$WORK/host.log")"
@@ -100,7 +104,7 @@ print(json.loads(out)["exports"][0]["export-size"])
 EOF
 )"
 truncate -s "$CLOUD_BYTES" "$WORK/peer.img"
-PEER_PORT="$(free_port)"
+PEER_PORT="${PEER_PORT:-$(free_ports 1)}"
 nbdkit -f -i 127.0.0.1 -p "$PEER_PORT" file file="$WORK/peer.img" &
 PEER_PID=$!
 PEER_URI="nbd://127.0.0.1:$PEER_PORT"
