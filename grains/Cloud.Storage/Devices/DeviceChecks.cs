@@ -3,6 +3,24 @@ namespace Cloud.Storage.Devices;
 /// <summary>Argument checks every device shares, so each refuses bad I/O with the same clear message.</summary>
 internal static class DeviceChecks
 {
+    /// <summary>Checks a vectored I/O: each piece a whole number of sectors, the whole range inside the device; returns its length.</summary>
+    public static int CheckVector<T>(IBlockDevice device, long offsetBytes, IReadOnlyList<T> pieces, Func<T, int> length, string piecesName)
+    {
+        ArgumentNullException.ThrowIfNull(pieces, piecesName);
+        long total = 0;
+        for (int i = 0; i < pieces.Count; i++)
+        {
+            int n = length(pieces[i]);
+            if (n % device.SectorSizeBytes != 0)
+                throw new ArgumentOutOfRangeException(piecesName, n, $"{device.Name}: piece {i} is {n} bytes; each piece must be a multiple of {device.SectorSizeBytes}.");
+            total += n;
+        }
+        if (total > int.MaxValue)
+            throw new ArgumentOutOfRangeException(piecesName, total, $"{device.Name}: a vectored I/O moves at most {int.MaxValue} bytes.");
+        CheckIo(device, offsetBytes, (int)total, piecesName);
+        return (int)total;
+    }
+
     public static void CheckIo(IBlockDevice device, long offsetBytes, int lengthBytes, string lengthName)
     {
         int sector = device.SectorSizeBytes;

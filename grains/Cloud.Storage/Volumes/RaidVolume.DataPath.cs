@@ -18,7 +18,7 @@ public sealed partial class RaidVolume
         int inStripe = (int)(offsetBytes - stripe * Geometry.StripeDataBytes);
         if (inStripe + destination.Length <= Geometry.StripeDataBytes)
             return destination.Length == 0 ? ValueTask.CompletedTask : ReadStripeAsync(stripe, inStripe, destination, cancellationToken);
-        return RunAsync(false, offsetBytes, destination, default, 0, false, cancellationToken);
+        return ReadRunAsync(offsetBytes, destination, cancellationToken);
     }
 
     /// <inheritdoc />

@@ -33,6 +33,64 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>
+    /// Reads one contiguous range of member <paramref name="m"/> into <paramref name="pieces"/> in turn: one request
+    /// where the device takes several buffers (<see cref="IVectoredBlockDevice"/>), one per piece otherwise. An I/O
+    /// error fails the member and returns false.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> MemberScatterAsync(int m, long memberOffsetBytes, ArraySegment<Memory<byte>> pieces, CancellationToken cancellationToken)
+    {
+        IBlockDevice? d = _devices[m];
+        if (d is null) return false;
+        try
+        {
+            if (d is IVectoredBlockDevice v) await v.ReadScatterAsync(memberOffsetBytes, pieces, cancellationToken).ConfigureAwait(false);
+            else
+            {
+                long at = memberOffsetBytes;
+                foreach (Memory<byte> piece in pieces)
+                {
+                    await d.ReadAsync(at, piece, cancellationToken).ConfigureAwait(false);
+                    at += piece.Length;
+                }
+            }
+            return true;
+        }
+        catch (BlockDeviceException e)
+        {
+            await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
+            return false;
+        }
+    }
+
+    /// <summary>Writes <paramref name="pieces"/> in turn to one contiguous range of member <paramref name="m"/>; see <see cref="MemberScatterAsync"/>.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> MemberGatherAsync(int m, long memberOffsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces, CancellationToken cancellationToken)
+    {
+        IBlockDevice? d = _devices[m];
+        if (d is null) return false;
+        try
+        {
+            if (d is IVectoredBlockDevice v) await v.WriteGatherAsync(memberOffsetBytes, pieces, cancellationToken).ConfigureAwait(false);
+            else
+            {
+                long at = memberOffsetBytes;
+                foreach (ReadOnlyMemory<byte> piece in pieces)
+                {
+                    await d.WriteAsync(at, piece, cancellationToken).ConfigureAwait(false);
+                    at += piece.Length;
+                }
+            }
+            return true;
+        }
+        catch (BlockDeviceException e)
+        {
+            await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
+            return false;
+        }
+    }
+
+    /// <summary>
     /// Reads or writes rows [r0, r1) of member <paramref name="m"/>'s chunk in <paramref name="stripe"/>,
     /// and its metadata sector when <paramref name="meta"/>, to or from the member's image in the
     /// scratch buffer. When the rows run to the end of the chunk the metadata sector is adjacent and

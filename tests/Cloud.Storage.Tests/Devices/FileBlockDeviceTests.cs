@@ -23,6 +23,34 @@ public sealed class FileBlockDeviceTests : IDisposable
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await write);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(int.MaxValue)]
+    public async Task GatherWrite_AndScatterRead_MoveTheSameBytesAsPlainIo_InlineOrQueued(int inlineIoMaxBytes)
+    {
+        await using var device = new FileBlockDevice(Path.Combine(_dir, $"v{inlineIoMaxBytes}.img"), 1 << 20) { InlineIoMaxBytes = inlineIoMaxBytes };
+        byte[] data = new byte[16384];
+        new Random(9).NextBytes(data);
+        await device.WriteGatherAsync(8192, [data.AsMemory(0, 4096), data.AsMemory(4096, 8192), data.AsMemory(12288, 4096)]);
+        byte[] plain = new byte[16384];
+        await device.ReadAsync(8192, plain);
+        Assert.Equal(data, plain);
+
+        byte[] a = new byte[8192], b = new byte[4096], c = new byte[4096];
+        await device.ReadScatterAsync(8192, [a, b, c]);
+        Assert.Equal(data, a.Concat(b).Concat(c).ToArray());
+    }
+
+    [Fact]
+    public async Task ScatterRead_WithAPieceThatIsNotWholeSectors_IsRefused_NamingIt()
+    {
+        await using var device = new FileBlockDevice(Path.Combine(_dir, "odd.img"), 1 << 20);
+        var e = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await device.ReadScatterAsync(0, [new byte[4096], new byte[100]]));
+        Assert.Contains("piece 1 is 100 bytes", e.Message);
+        var past = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await device.WriteGatherAsync((1 << 20) - 4096, [new byte[4096], new byte[4096]]));
+        Assert.Contains("end within", past.Message);
+    }
+
     [Fact]
     public async Task NewFile_IsPreallocatedToCapacity()
     {

@@ -1,0 +1,121 @@
+using Cloud.Storage.Devices;
+using Cloud.Storage.Layout;
+using Cloud.Storage.Volumes;
+using static Cloud.Storage.Tests.Volumes.VolumeFixture;
+
+namespace Cloud.Storage.Tests.Volumes;
+
+/// <summary>
+/// Reads of several stripes over members that take vectored I/O (file members): one request per member and
+/// contiguous range, every block still verified, anything odd settled by the stripe-by-stripe path.
+/// </summary>
+public sealed class RunReadTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("cloud-runread-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    /// <summary>A file member that counts its vectored reads, so a test knows the one-request-per-member path ran.</summary>
+    private sealed class CountingFileDevice(string path, long capacityBytes) : IVectoredBlockDevice
+    {
+        private readonly FileBlockDevice _file = new(path, capacityBytes);
+        public int ScatterReads;
+        public string Name => _file.Name;
+        public int SectorSizeBytes => _file.SectorSizeBytes;
+        public long CapacityBytes => _file.CapacityBytes;
+        public int MaxInFlightIo => _file.MaxInFlightIo;
+        public string Path => path;
+        public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default) => _file.ReadAsync(offsetBytes, destination, cancellationToken);
+        public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default) => _file.WriteAsync(offsetBytes, source, cancellationToken);
+        public ValueTask FlushAsync(CancellationToken cancellationToken = default) => _file.FlushAsync(cancellationToken);
+        public ValueTask DisposeAsync() => _file.DisposeAsync();
+
+        public ValueTask ReadScatterAsync(long offsetBytes, IReadOnlyList<Memory<byte>> destinations, CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref ScatterReads);
+            return _file.ReadScatterAsync(offsetBytes, destinations, cancellationToken);
+        }
+
+        public ValueTask WriteGatherAsync(long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default) =>
+            _file.WriteGatherAsync(offsetBytes, sources, cancellationToken);
+    }
+
+    private async Task<(RaidVolume Volume, CountingFileDevice[] Files, byte[] Model)> FilledAsync(RaidLevel level, int members, int chunk, int stripes, int seed)
+    {
+        var files = Enumerable.Range(0, members)
+            .Select(i => new CountingFileDevice(Path.Combine(_dir, $"{level}-{members}-{chunk}-{i}.img"), MemberBytesFor(chunk, stripes))).ToArray();
+        RaidVolume volume = await RaidVolume.CreateAsync(Definition(level, members, chunk), files);
+        byte[] model = new byte[volume.CapacityBytes];
+        new Random(seed).NextBytes(model);
+        await volume.WriteAsync(0, model);
+        return (volume, files, model);
+    }
+
+    public static TheoryData<RaidLevel, int, int> Levels() => new()
+    {
+        { RaidLevel.Raid0, 3, 4096 }, { RaidLevel.Raid1, 2, 8192 }, { RaidLevel.Raid5, 5, 16384 }, { RaidLevel.Raid5, 3, 4096 }, { RaidLevel.Raid6, 6, 8192 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Levels))]
+    public async Task MultiStripeReads_AtAnyAlignment_ReturnWhatWasWritten_WithOneRequestPerMemberRange(RaidLevel level, int members, int chunk)
+    {
+        int seed = HashCode.Combine(level, members, chunk) & 0xFFFF;
+        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(level, members, chunk, stripes: 24, seed);
+        await using (volume)
+        {
+            var random = new Random(seed);
+            long blocks = volume.CapacityBytes / Block;
+            int stripeBlocks = volume.Geometry.StripeDataBytes / Block;
+            for (int i = 0; i < 40; i++)
+            {
+                int length = random.Next(stripeBlocks + 1, (int)Math.Min(blocks, 6 * stripeBlocks) + 1);
+                long first = random.NextInt64(blocks - length + 1);
+                byte[] back = new byte[length * Block];
+                await volume.ReadAsync(first * Block, back);
+                AssertSame(model.AsSpan((int)(first * Block), back.Length).ToArray(), back, $"seed {seed} read {i}: blocks {first}+{length} of {volume.Geometry}");
+            }
+            Assert.True(files.Sum(f => f.ScatterReads) > 0, "no member was read with a vectored request");
+        }
+        foreach (var f in files) await f.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task CorruptBlock_InAMultiStripeRead_IsCaught_AndTheRightDataReturned()
+    {
+        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(RaidLevel.Raid5, 4, 8192, stripes: 16, seed: 77);
+        await using (volume)
+        {
+            // Flip one byte of a data block in the middle of the volume, on the member file itself.
+            long victim = volume.CapacityBytes / 2 + 3 * Block + 100;
+            ChunkAddress at = volume.Layout.Locate(victim);
+            await using (var raw = File.Open(files[at.Member].Path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+            {
+                raw.Position = at.MemberOffsetBytes;
+                int b = raw.ReadByte();
+                raw.Position = at.MemberOffsetBytes;
+                raw.WriteByte((byte)~b);
+            }
+            int before = files.Sum(f => f.ScatterReads);
+            long start = victim / Block * Block - 2L * volume.Geometry.StripeDataBytes;
+            byte[] back = new byte[4 * volume.Geometry.StripeDataBytes];
+            await volume.ReadAsync(start, back);
+            Assert.True(files.Sum(f => f.ScatterReads) > before, "the multi-stripe read did not take the vectored path");
+            AssertSame(model.AsSpan((int)start, back.Length).ToArray(), back, "a read across a corrupt block");
+        }
+        foreach (var f in files) await f.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task DegradedVolume_MultiStripeRead_Reconstructs()
+    {
+        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(RaidLevel.Raid6, 5, 4096, stripes: 20, seed: 78);
+        await using (volume)
+        {
+            await volume.FailMemberAsync(1, "test: pulled");
+            await volume.FailMemberAsync(3, "test: pulled");
+            AssertSame(model, await ReadAllAsync(volume), "RAID-6 with two members failed");
+        }
+        foreach (var f in files) await f.DisposeAsync();
+    }
+}
