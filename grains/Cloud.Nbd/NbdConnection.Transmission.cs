@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using System.Net.Sockets;
 using System.Text;
 using Cloud.Storage.Volumes;
@@ -171,7 +172,7 @@ internal sealed partial class NbdConnection
                             int piece = Math.Min(export.VolumeIoPieceBytes, length - done);
                             await export.Volume.ReadAsync(offset + done, request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece), ct).ConfigureAwait(false);
                         }
-                        await SendReadReplyAsync(request, ct).ConfigureAwait(false);
+                        QueueReadReply(request);
                         replied = true;
                         break;
                     case CmdWrite when request.Owned is { } owned:
@@ -244,31 +245,21 @@ internal sealed partial class NbdConnection
             Log.RequestFailed(_logger, e, Id, CommandName(request.Type), request.Offset, request.Length);
         }
 
-        try
+        if (replied)
         {
-            if (!replied)
-            {
-                if (error != 0)
-                {
-                    Log.RequestRefused(_logger, Id, CommandName(request.Type), request.Offset, request.Length, error, message ?? "");
-                }
-                await SendStatusReplyAsync(request, error, message, ct).ConfigureAwait(false);
-            }
+            // The reply carries the request's buffer; the sender returns it and completes the request.
+            return;
         }
-        catch (Exception e)
+        if (error != 0)
         {
-            // The reply cannot be delivered: the socket is gone or the stream is no longer in a known state.
-            Log.ReplyFailed(_logger, Id, CommandName(request.Type), e.Message);
-            Abort();
+            Log.RequestRefused(_logger, Id, CommandName(request.Type), request.Offset, request.Length, error, message ?? "");
         }
-        finally
+        if (request.Buffer is not null)
         {
-            if (request.Buffer is not null)
-            {
-                ArrayPool<byte>.Shared.Return(request.Buffer);
-            }
-            Complete(request.BudgetBytes);
+            // A write's payload (already written, or refused): the status reply does not need it.
+            ArrayPool<byte>.Shared.Return(request.Buffer);
         }
+        QueueStatusReply(request, error, message);
     }
 
     private static async ValueTask TrimAsync(NbdExport export, long offset, uint length, CancellationToken ct)
@@ -323,7 +314,8 @@ internal sealed partial class NbdConnection
         return (0, null);
     }
 
-    private ValueTask SendReadReplyAsync(in Request r, CancellationToken ct)
+    /// <summary>Queues a read's data reply, built in front of the data in the request's buffer (no copy).</summary>
+    private void QueueReadReply(in Request r)
     {
         var buffer = r.Buffer!;
         int length = (int)r.Length;
@@ -331,7 +323,9 @@ internal sealed partial class NbdConnection
         {
             if (length == 0)
             {
-                return SendStatusReplyAsync(r, 0, null, ct);
+                ArrayPool<byte>.Shared.Return(buffer);
+                QueueStatusReply(r, 0, null);
+                return;
             }
             // One NBD_REPLY_TYPE_OFFSET_DATA chunk, final: the data is all in memory, no error can follow.
             int start = ReplyHeaderReserveBytes - StructuredReplyHeaderBytes - 8;
@@ -342,7 +336,7 @@ internal sealed partial class NbdConnection
             BinaryPrimitives.WriteUInt64BigEndian(span[8..], r.Cookie);
             BinaryPrimitives.WriteUInt32BigEndian(span[16..], (uint)(8 + length));
             BinaryPrimitives.WriteUInt64BigEndian(span[20..], r.Offset);
-            return SendRawAsync(buffer.AsMemory(start, StructuredReplyHeaderBytes + 8 + length), ct);
+            QueueReply(new OutgoingReply(new ArraySegment<byte>(buffer, start, StructuredReplyHeaderBytes + 8 + length), buffer, r.BudgetBytes, r.Type));
         }
         else
         {
@@ -351,53 +345,135 @@ internal sealed partial class NbdConnection
             BinaryPrimitives.WriteUInt32BigEndian(span, SimpleReplyMagic);
             BinaryPrimitives.WriteUInt32BigEndian(span[4..], 0);
             BinaryPrimitives.WriteUInt64BigEndian(span[8..], r.Cookie);
-            return SendRawAsync(buffer.AsMemory(start, SimpleReplyHeaderBytes + length), ct);
+            QueueReply(new OutgoingReply(new ArraySegment<byte>(buffer, start, SimpleReplyHeaderBytes + length), buffer, r.BudgetBytes, r.Type));
         }
     }
 
-    /// <summary>A reply without data: success, or an error (a structured error chunk with a message when negotiated).</summary>
-    private async ValueTask SendStatusReplyAsync(Request r, uint error, string? message, CancellationToken ct)
+    /// <summary>Queues a reply without data: success, or an error (a structured error chunk with a message when negotiated).</summary>
+    private void QueueStatusReply(in Request r, uint error, string? message)
     {
         if (!_structuredReplies || (error == 0 && r.Type != CmdRead))
         {
             // Simple replies are allowed for anything without a payload; READ needs a structured one when negotiated.
             byte[] reply = ArrayPool<byte>.Shared.Rent(SimpleReplyHeaderBytes);
-            try
-            {
-                BinaryPrimitives.WriteUInt32BigEndian(reply, SimpleReplyMagic);
-                BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(4), error);
-                BinaryPrimitives.WriteUInt64BigEndian(reply.AsSpan(8), r.Cookie);
-                await SendRawAsync(reply.AsMemory(0, SimpleReplyHeaderBytes), ct).ConfigureAwait(false);
-            }
-            finally
-            {
-                ArrayPool<byte>.Shared.Return(reply);
-            }
+            BinaryPrimitives.WriteUInt32BigEndian(reply, SimpleReplyMagic);
+            BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(4), error);
+            BinaryPrimitives.WriteUInt64BigEndian(reply.AsSpan(8), r.Cookie);
+            QueueReply(new OutgoingReply(new ArraySegment<byte>(reply, 0, SimpleReplyHeaderBytes), reply, r.BudgetBytes, r.Type));
             return;
         }
         int messageBytes = error == 0 ? 0 : Math.Min(Encoding.UTF8.GetByteCount(message ?? ""), 1024);
         int payloadBytes = error == 0 ? 0 : 6 + messageBytes;
         byte[] chunk = ArrayPool<byte>.Shared.Rent(StructuredReplyHeaderBytes + payloadBytes);
-        try
+        var span = chunk.AsSpan();
+        BinaryPrimitives.WriteUInt32BigEndian(span, StructuredReplyMagic);
+        BinaryPrimitives.WriteUInt16BigEndian(span[4..], ReplyFlagDone);
+        BinaryPrimitives.WriteUInt16BigEndian(span[6..], error == 0 ? ReplyTypeNone : ReplyTypeError);
+        BinaryPrimitives.WriteUInt64BigEndian(span[8..], r.Cookie);
+        BinaryPrimitives.WriteUInt32BigEndian(span[16..], (uint)payloadBytes);
+        if (error != 0)
         {
-            var span = chunk.AsSpan();
-            BinaryPrimitives.WriteUInt32BigEndian(span, StructuredReplyMagic);
-            BinaryPrimitives.WriteUInt16BigEndian(span[4..], ReplyFlagDone);
-            BinaryPrimitives.WriteUInt16BigEndian(span[6..], error == 0 ? ReplyTypeNone : ReplyTypeError);
-            BinaryPrimitives.WriteUInt64BigEndian(span[8..], r.Cookie);
-            BinaryPrimitives.WriteUInt32BigEndian(span[16..], (uint)payloadBytes);
-            if (error != 0)
-            {
-                BinaryPrimitives.WriteUInt32BigEndian(span[20..], error);
-                var text = Encoding.UTF8.GetBytes(message ?? "");
-                BinaryPrimitives.WriteUInt16BigEndian(span[24..], (ushort)messageBytes);
-                text.AsSpan(0, messageBytes).CopyTo(span[26..]);
-            }
-            await SendRawAsync(chunk.AsMemory(0, StructuredReplyHeaderBytes + payloadBytes), ct).ConfigureAwait(false);
+            BinaryPrimitives.WriteUInt32BigEndian(span[20..], error);
+            var text = Encoding.UTF8.GetBytes(message ?? "");
+            BinaryPrimitives.WriteUInt16BigEndian(span[24..], (ushort)messageBytes);
+            text.AsSpan(0, messageBytes).CopyTo(span[26..]);
         }
-        finally
+        QueueReply(new OutgoingReply(new ArraySegment<byte>(chunk, 0, StructuredReplyHeaderBytes + payloadBytes), chunk, r.BudgetBytes, r.Type));
+    }
+
+    // ------------------------------------------------------------------ the reply sender
+
+    /// <summary>Replies sent in one system call at most (a gathered send).</summary>
+    private const int MaxRepliesPerSend = 64;
+
+    /// <summary>Bytes sent in one system call at most, unless a single reply is larger.</summary>
+    private const int MaxBytesPerSend = 4 << 20;
+
+    /// <summary>A reply waiting for the socket: its bytes, the pooled array that holds them, the request's budget.</summary>
+    private readonly record struct OutgoingReply(ArraySegment<byte> Bytes, byte[] Pooled, long BudgetBytes, ushort Type);
+
+    /// <summary>
+    /// Queues a reply. The thread that finds nobody sending becomes the sender and sends everything queued, several
+    /// replies per system call, until the queue is empty; other threads only queue. Replies therefore go out back to
+    /// back, never interleaved, without a lock hand-over (and its thread wake-up) between one reply and the next.
+    /// </summary>
+    private void QueueReply(in OutgoingReply reply)
+    {
+        _outgoing.Enqueue(reply);
+        if (Interlocked.CompareExchange(ref _sending, 1, 0) == 0)
         {
-            ArrayPool<byte>.Shared.Return(chunk);
+            _ = SendQueuedAsync();
+        }
+    }
+
+    private async Task SendQueuedAsync()
+    {
+        var segments = new List<ArraySegment<byte>>(MaxRepliesPerSend);
+        var sent = new List<OutgoingReply>(MaxRepliesPerSend);
+        while (true)
+        {
+            long bytes = 0;
+            while (sent.Count < MaxRepliesPerSend && (sent.Count == 0 || bytes < MaxBytesPerSend) && _outgoing.TryDequeue(out var next))
+            {
+                sent.Add(next);
+                segments.Add(next.Bytes);
+                bytes += next.Bytes.Count;
+            }
+            if (sent.Count == 0)
+            {
+                Volatile.Write(ref _sending, 0);
+                // A reply queued after the last look but before the release found a sender still running: look again.
+                if (_outgoing.IsEmpty || Interlocked.CompareExchange(ref _sending, 1, 0) != 0)
+                {
+                    return;
+                }
+                continue;
+            }
+            try
+            {
+                if (!_sendFailed)
+                {
+                    await SendAllAsync(segments).ConfigureAwait(false);
+                }
+            }
+            catch (Exception e)
+            {
+                // The replies cannot be delivered: the socket is gone or the stream is no longer in a known state.
+                _sendFailed = true;
+                Log.ReplyFailed(_logger, Id, CommandName(sent[0].Type), e.Message);
+                Abort();
+            }
+            finally
+            {
+                foreach (var r in sent)
+                {
+                    ArrayPool<byte>.Shared.Return(r.Pooled);
+                    Complete(r.BudgetBytes);
+                }
+                sent.Clear();
+                segments.Clear();
+            }
+        }
+    }
+
+    /// <summary>Sends every byte of <paramref name="segments"/>, continuing after a partial send.</summary>
+    private async ValueTask SendAllAsync(List<ArraySegment<byte>> segments)
+    {
+        long done = await _socket.SendAsync(segments, SocketFlags.None).ConfigureAwait(false);
+        foreach (var segment in segments)
+        {
+            if (done >= segment.Count)
+            {
+                done -= segment.Count;
+                continue;
+            }
+            var rest = segment.AsMemory((int)done);
+            done = 0;
+            while (!rest.IsEmpty)
+            {
+                int n = await _socket.SendAsync(rest, SocketFlags.None, _abort.Token).ConfigureAwait(false);
+                rest = rest[n..];
+            }
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Net.Sockets;
@@ -25,6 +26,15 @@ internal sealed partial class NbdConnection
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
     private readonly SemaphoreSlim _sendLock = new(1, 1);
+
+    /// <summary>Transmission-phase replies waiting for the socket (see <c>QueueReply</c>).</summary>
+    private readonly ConcurrentQueue<OutgoingReply> _outgoing = new();
+
+    /// <summary>1 while a thread sends the queued replies.</summary>
+    private int _sending;
+
+    /// <summary>Set once a send failed: later replies are dropped (the connection is being aborted).</summary>
+    private volatile bool _sendFailed;
     private readonly SemaphoreSlim _progress = new(0, int.MaxValue);
     private readonly CancellationToken _stopReading;
     private readonly CancellationTokenSource _abort;
