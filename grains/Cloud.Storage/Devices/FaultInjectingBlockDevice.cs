@@ -56,7 +56,7 @@ public sealed class CrashPoint
 /// <see cref="CrashPoint"/>. Injected errors surface as <see cref="BlockDeviceException"/>, as a
 /// real failing disk's would. Configure it before or during I/O; the knobs are thread-safe.
 /// </summary>
-public sealed class FaultInjectingBlockDevice : IBlockDevice
+public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
 {
     private readonly IBlockDevice _inner;
     private readonly Random _random;
@@ -194,6 +194,36 @@ public sealed class FaultInjectingBlockDevice : IBlockDevice
             throw Fault($"torn write at {offsetBytes}: {landed} of {sectors} sectors landed");
         }
         await _inner.WriteAsync(offsetBytes, source, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    /// <remarks>One read request, with every fault of <see cref="ReadAsync"/> over the whole range.</remarks>
+    public async ValueTask ReadScatterAsync(long offsetBytes, IReadOnlyList<Memory<byte>> destinations, CancellationToken cancellationToken = default)
+    {
+        int total = DeviceChecks.CheckVector(this, offsetBytes, destinations, static m => m.Length, nameof(destinations));
+        byte[] whole = new byte[total];
+        await ReadAsync(offsetBytes, whole, cancellationToken).ConfigureAwait(false);
+        int at = 0;
+        foreach (Memory<byte> piece in destinations)
+        {
+            whole.AsSpan(at, piece.Length).CopyTo(piece.Span);
+            at += piece.Length;
+        }
+    }
+
+    /// <inheritdoc />
+    /// <remarks>One write request, with every fault of <see cref="WriteAsync"/> (a torn write keeps a prefix of the whole range).</remarks>
+    public ValueTask WriteGatherAsync(long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default)
+    {
+        int total = DeviceChecks.CheckVector(this, offsetBytes, sources, static m => m.Length, nameof(sources));
+        byte[] whole = new byte[total];
+        int at = 0;
+        foreach (ReadOnlyMemory<byte> piece in sources)
+        {
+            piece.Span.CopyTo(whole.AsSpan(at));
+            at += piece.Length;
+        }
+        return WriteAsync(offsetBytes, whole, cancellationToken);
     }
 
     /// <inheritdoc />

@@ -444,6 +444,11 @@ public sealed partial class RaidVolume
 
         int pm = s.SlotMember[_dataCount];
         int qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
+        if (strategy == WriteStrategy.FullStripe && !corrupt && CoversRowsEvenly(s, r0, r1))
+        {
+            await WriteFullStripeFromSourceAsync(s, stripe, inStripe, source, timestamp, r0, r1, pm, qm).ConfigureAwait(false);
+            return;
+        }
         if (strategy == WriteStrategy.ReadModifyWrite)
         {
             for (int d = 0; d < _dataCount; d++)
@@ -499,6 +504,68 @@ public sealed partial class RaidVolume
             if (first < end) s.Tasks[n++] = SlotIoAsync(m, true, stripe, first, end, true, s.Buffer, CancellationToken.None);
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+    }
+
+    /// <summary>True when every data chunk's dirty rows are exactly [r0, r1).</summary>
+    private bool CoversRowsEvenly(StripeScratch s, int r0, int r1)
+    {
+        for (int d = 0; d < _dataCount; d++)
+            if (s.First[d] != r0 || s.End[d] != r1) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// A full-stripe write without copying the data: parity is computed from the caller's rows, each data block is
+    /// checksummed where it lies, and each data member gets one gathered write (its rows from the caller's buffer, its
+    /// metadata sector from the scratch) where the stripe-by-stripe path would first copy the rows into the scratch.
+    /// </summary>
+    private async ValueTask WriteFullStripeFromSourceAsync(StripeScratch s, long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, int r0, int r1, int pm, int qm)
+    {
+        int rowsBytes = (r1 - r0) * B;
+        for (int d = 0; d < _dataCount; d++) s.Data[d] = source.Slice(d * _chunk + r0 * B - inStripe, rowsBytes);
+        if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, r0, r1));
+        else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, qm, r0, r1));
+
+        long slot = Layout.MemberOffsetBytes(stripe, 0);
+        ReadOnlyMemory<byte>[] pieces = ArrayPool<ReadOnlyMemory<byte>>.Shared.Rent(2 * _dataCount);
+        try
+        {
+            int n = 0;
+            for (int k = 0; k < _dataCount + _parityCount; k++)
+            {
+                int m = s.SlotMember[k];
+                if (!s.Usable[m] || !IsUsable(m, stripe)) continue;
+                if (k >= _dataCount)
+                {
+                    Stamp(s.Buffer, m, r0, r1, timestamp);
+                    s.Tasks[n++] = SlotIoAsync(m, true, stripe, r0, r1, true, s.Buffer, CancellationToken.None);
+                    continue;
+                }
+                ReadOnlyMemory<byte> rows = s.Data[k];
+                StampRows(Meta(s.Buffer, m), rows.Span, r0, r1, timestamp);
+                ReadOnlyMemory<byte> meta = s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes);
+                if (r1 == _blocksPerChunk)
+                {
+                    // The rows run to the end of the chunk: the metadata sector is adjacent, one request carries both.
+                    pieces[2 * k] = rows;
+                    pieces[2 * k + 1] = meta;
+                    s.Tasks[n++] = MemberGatherAsync(m, slot + r0 * B, new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k, 2), CancellationToken.None);
+                }
+                else
+                {
+                    pieces[2 * k] = rows;
+                    pieces[2 * k + 1] = meta;
+                    s.Tasks[n++] = MemberGatherAsync(m, slot + r0 * B, new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k, 1), CancellationToken.None);
+                    s.Tasks[n++] = MemberGatherAsync(m, slot + _chunk, new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k + 1, 1), CancellationToken.None);
+                }
+            }
+            await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<ReadOnlyMemory<byte>>.Shared.Return(pieces, clearArray: true);
+            for (int d = 0; d < _dataCount; d++) s.Data[d] = default;
+        }
     }
 
     /// <summary>

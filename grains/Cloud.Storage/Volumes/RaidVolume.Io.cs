@@ -167,10 +167,12 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>Sets the entries of rows [r0, r1) of member m to (timestamp, checksum of the image) and zeroes the sector's padding.</summary>
-    private void Stamp(byte[] buffer, int m, int r0, int r1, long timestamp)
+    private void Stamp(byte[] buffer, int m, int r0, int r1, long timestamp) => StampRows(Meta(buffer, m), Rows(buffer, m, r0, r1), r0, r1, timestamp);
+
+    /// <summary>Sets the entries of rows [r0, r1) in <paramref name="meta"/> from <paramref name="rows"/> (those rows' data) and zeroes the sector's padding.</summary>
+    private void StampRows(Span<byte> meta, ReadOnlySpan<byte> rows, int r0, int r1, long timestamp)
     {
-        Span<byte> meta = Meta(buffer, m);
-        for (int r = r0; r < r1; r++) OnDiskFormat.WriteEntry(meta, r, timestamp, OnDiskFormat.BlockChecksum(Rows(buffer, m, r, r + 1)));
+        for (int r = r0; r < r1; r++) OnDiskFormat.WriteEntry(meta, r, timestamp, OnDiskFormat.BlockChecksum(rows.Slice((r - r0) * B, B)));
         meta[(_blocksPerChunk * OnDiskFormat.MetadataEntryBytes)..].Clear();
     }
 
