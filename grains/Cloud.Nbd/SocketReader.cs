@@ -19,6 +19,13 @@ internal sealed class SocketReader(Socket socket)
     private int _start;
     private int _end;
 
+    /// <summary>
+    /// True after a payload that went straight into the caller's memory: the next message (a request header) is then
+    /// received on its own, so that the start of a following large payload is not received into the buffer and copied
+    /// out of it again.
+    /// </summary>
+    private bool _afterDirectPayload;
+
     /// <summary>Bytes received since the connection opened (for logs).</summary>
     public long ReceivedBytes { get; private set; }
 
@@ -47,6 +54,7 @@ internal sealed class SocketReader(Socket socket)
             int remaining = destination.Length - filled;
             if (remaining >= _buffer.Length / 2)
             {
+                _afterDirectPayload = true;
                 // Large payloads go straight into the destination: one copy fewer.
                 int n = await socket.ReceiveAsync(destination[filled..], SocketFlags.None, ct).ConfigureAwait(false);
                 if (n == 0)
@@ -58,7 +66,10 @@ internal sealed class SocketReader(Socket socket)
             }
             else
             {
-                int n = await socket.ReceiveAsync(_buffer.AsMemory(), SocketFlags.None, ct).ConfigureAwait(false);
+                // A header after a large payload: just what is needed (a sequential writer's next payload follows it).
+                int want = _afterDirectPayload ? remaining : _buffer.Length;
+                _afterDirectPayload = false;
+                int n = await socket.ReceiveAsync(_buffer.AsMemory(0, want), SocketFlags.None, ct).ConfigureAwait(false);
                 if (n == 0)
                 {
                     throw new NbdDisconnectedException($"the client closed the connection {remaining} bytes short of a {destination.Length}-byte message");
