@@ -78,17 +78,19 @@ internal sealed partial class NbdConnection
                     && (flags & ~CmdFlagFua) == 0)
                 {
                     // One piece for a volume that keeps the array: read the payload straight into an array of its own
-                    // (uninitialised: every byte is overwritten by the payload) and give it away, instead of reading
-                    // into a pooled buffer that the volume would have to copy.
+                    // (from the payload pool, of exactly this length; every byte is overwritten by the payload) and give
+                    // it away, instead of reading into a pooled buffer that the volume would have to copy.
                     budget = length;
                     await AcquireAsync(budget).ConfigureAwait(false);
-                    owned = GC.AllocateUninitializedArray<byte>((int)length);
+                    owned = PayloadPool.Shared.Rent((int)length);
                     try
                     {
                         await _reader.ReadExactlyAsync(owned, _stopReading).ConfigureAwait(false);
                     }
                     catch
                     {
+                        // Never given to the volume: still ours to recycle.
+                        PayloadPool.Shared.Return(owned);
                         Complete(budget);
                         throw;
                     }

@@ -57,9 +57,12 @@ internal sealed class FrontEndVolume : IBufferOwningVolume
         return new ValueTask(_frontEnd.WriteAsync(Name, offsetBytes, copy, forceUnitAccess).WaitAsync(cancellationToken));
     }
 
-    /// <summary>The NBD server's own array for this write (it reads each payload into a fresh one): no copy.</summary>
+    /// <summary>
+    /// The NBD server's own array for this write (it reads each payload into an array it then gives up): no copy, and
+    /// the array is recycled once the write commits.
+    /// </summary>
     public ValueTask WriteOwnedAsync(long offsetBytes, byte[] data, bool forceUnitAccess = false, CancellationToken cancellationToken = default) =>
-        new(_frontEnd.WriteAsync(Name, offsetBytes, data, forceUnitAccess).WaitAsync(cancellationToken));
+        new(_frontEnd.WriteAsync(Name, offsetBytes, data, forceUnitAccess, recycle: true).WaitAsync(cancellationToken));
 
     public ValueTask FlushAsync(CancellationToken cancellationToken = default) =>
         new(_frontEnd.FlushAsync(Name).WaitAsync(cancellationToken));

@@ -4,6 +4,7 @@ using Cloud.Grains.Engine;
 using Cloud.Grains.Hosting;
 using Cloud.Grains.Load;
 using Cloud.Grains.Volumes;
+using Cloud.Storage.Volumes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
@@ -52,7 +53,13 @@ public sealed partial class FirstServer(
     /// Writes block-aligned data: split per partition, each piece timestamped and delegated. Returns once every piece
     /// is replicated, or committed for FUA and durable volumes.
     /// </summary>
-    public async Task WriteAsync(string volumeName, long offsetBytes, byte[] data, bool forceUnitAccess)
+    /// <param name="recycle">
+    /// Nothing but this call references <paramref name="data"/> (a payload the NBD server gave up): when it is sent
+    /// as one piece and that piece commits, the array goes back to <see cref="PayloadPool.Shared"/>. Only a commit
+    /// proves that no copy in this silo (held here, or queued at the local RAID worker) still needs it; after any other
+    /// outcome the array is left to the garbage collector.
+    /// </param>
+    public async Task WriteAsync(string volumeName, long offsetBytes, byte[] data, bool forceUnitAccess, bool recycle = false)
     {
         var v = await directory.GetAsync(volumeName).ConfigureAwait(false);
         VolumeMath.CheckRange(v, offsetBytes, data.Length);
@@ -66,8 +73,9 @@ public sealed partial class FirstServer(
         {
             var partition = offset / partitionBytes;
             var pieceEnd = Math.Min(end, (partition + 1) * partitionBytes);
-            var piece = offset == offsetBytes && pieceEnd == end ? data : data.AsSpan((int)(offset - offsetBytes), (int)(pieceEnd - offset)).ToArray();
-            pieces.Add(DelegateAsync(v, partition, offset, piece, forceUnitAccess || v.Durable));
+            var whole = offset == offsetBytes && pieceEnd == end;
+            var piece = whole ? data : data.AsSpan((int)(offset - offsetBytes), (int)(pieceEnd - offset)).ToArray();
+            pieces.Add(DelegateAsync(v, partition, offset, piece, forceUnitAccess || v.Durable, recycle && whole));
             offset = pieceEnd;
         }
         var completions = await Task.WhenAll(pieces).ConfigureAwait(false);
@@ -79,7 +87,7 @@ public sealed partial class FirstServer(
         }
     }
 
-    private async Task<Task<WriteReport>> DelegateAsync(VolumeInfo v, long partition, long offsetBytes, byte[] data, bool fua)
+    private async Task<Task<WriteReport>> DelegateAsync(VolumeInfo v, long partition, long offsetBytes, byte[] data, bool fua, bool recycle)
     {
         var stripe = VolumeMath.StripeDataBytes(v);
         var firstStripe = offsetBytes / stripe;
@@ -136,6 +144,7 @@ public sealed partial class FirstServer(
         }
         var completion = FollowAsync(write, partitionKey, receipt.TargetSilo);
         _held[write.WriteId] = new Held(write, partitionKey, partitionKey, completion);
+        if (recycle) _ = RecycleWhenCommittedAsync(completion, data);
         if (receipt.TargetSilo == silo.Name && !fua)
         {
             // This silo is its own target: the "replicated" copy and ours are one, in one process. Acknowledging now
@@ -145,6 +154,25 @@ public sealed partial class FirstServer(
                 throw new CloudRequestException($"write to volume '{v.Name}' failed on silo {report.Silo}: {report.Error}");
         }
         return completion;
+    }
+
+    /// <summary>
+    /// Returns a write's array to the payload pool once its copy committed: by then the copy held here is dropped
+    /// (<see cref="FollowAsync"/> ends by removing it) and the RAID worker that wrote it has finished with it (a copy
+    /// sent to another silo is that silo's own array).
+    /// </summary>
+    private static async Task RecycleWhenCommittedAsync(Task<WriteReport> completion, byte[] data)
+    {
+        WriteReport report;
+        try
+        {
+            report = await completion.ConfigureAwait(false);
+        }
+        catch
+        {
+            return;
+        }
+        if (report.Outcome == WriteOutcome.Committed) PayloadPool.Shared.Return(data);
     }
 
     private async Task CancelOlderAsync(string previousTarget, ReplicatedWrite newer)

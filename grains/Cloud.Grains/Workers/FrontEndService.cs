@@ -33,10 +33,14 @@ public sealed class FrontEndService(
     private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
 
     /// <summary>Writes block-aligned data; see <see cref="IFrontEndGrain.WriteAsync"/>. <paramref name="data"/> must not change afterwards.</summary>
-    public async Task WriteAsync(string volumeName, long offsetBytes, byte[] data, bool forceUnitAccess)
+    /// <param name="recycle">
+    /// The caller gave <paramref name="data"/> up entirely (no one else holds it): it goes to
+    /// <see cref="Cloud.Storage.Volumes.PayloadPool.Shared"/> once committed; see <see cref="FirstServer.WriteAsync"/>.
+    /// </param>
+    public async Task WriteAsync(string volumeName, long offsetBytes, byte[] data, bool forceUnitAccess, bool recycle = false)
     {
         var start = Stopwatch.GetTimestamp();
-        await firstServer.WriteAsync(volumeName, offsetBytes, data, forceUnitAccess).ConfigureAwait(false);
+        await firstServer.WriteAsync(volumeName, offsetBytes, data, forceUnitAccess, recycle).ConfigureAwait(false);
         CloudMetrics.RecordIo("write", data.Length, start);
     }
 

@@ -36,7 +36,8 @@ public interface IBlockVolume
 /// <summary>
 /// A volume that can take over a write's buffer: a front end that would otherwise copy each write (because it keeps
 /// the data after acknowledging it) uses the caller's array instead. The caller gives the array up: it must not read,
-/// change or reuse it after the call, whatever the call's outcome.
+/// change or reuse it after the call, whatever the call's outcome. The volume may hand it to
+/// <see cref="PayloadPool.Shared"/> once it holds no copy of it any more.
 /// </summary>
 public interface IBufferOwningVolume : IBlockVolume
 {

@@ -1,0 +1,63 @@
+using System.Collections.Concurrent;
+
+namespace Cloud.Storage.Volumes;
+
+/// <summary>
+/// Write payload arrays of exact lengths, recycled: a front end that receives a write into an array of its own
+/// (the NBD server) rents it here, and the volume that takes the array over (<see cref="IBufferOwningVolume"/>) gives
+/// it back once it holds no copy of it any more. Reused arrays are already mapped, so receiving into them does not
+/// fault in fresh zeroed pages (a third of the receive's cost for a 1 MiB payload) or feed the garbage collector.
+/// </summary>
+/// <remarks>
+/// An array is returned only by code that knows nothing else references it; an array that is never returned is simply
+/// collected. At most <see cref="MaxRetainedBytes"/> are kept.
+/// </remarks>
+public sealed class PayloadPool
+{
+    /// <summary>The pool the NBD server and the silo's front end share.</summary>
+    public static PayloadPool Shared { get; } = new(DefaultMaxRetainedBytes);
+
+    /// <summary>The default bound on retained bytes: 64 MiB, sixteen 4 MiB payloads.</summary>
+    public const long DefaultMaxRetainedBytes = 64L << 20;
+
+    private readonly ConcurrentDictionary<int, ConcurrentStack<byte[]>> _free = new();
+    private long _retainedBytes;
+
+    /// <summary>Creates a pool keeping at most <paramref name="maxRetainedBytes"/> bytes of free arrays.</summary>
+    public PayloadPool(long maxRetainedBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxRetainedBytes);
+        MaxRetainedBytes = maxRetainedBytes;
+    }
+
+    /// <summary>The bound on the bytes of free arrays kept.</summary>
+    public long MaxRetainedBytes { get; }
+
+    /// <summary>Bytes of free arrays held now.</summary>
+    public long RetainedBytes => Interlocked.Read(ref _retainedBytes);
+
+    /// <summary>An array of exactly <paramref name="lengthBytes"/> bytes; its contents are unspecified.</summary>
+    public byte[] Rent(int lengthBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(lengthBytes);
+        if (_free.TryGetValue(lengthBytes, out var stack) && stack.TryPop(out var array))
+        {
+            Interlocked.Add(ref _retainedBytes, -array.Length);
+            return array;
+        }
+        return GC.AllocateUninitializedArray<byte>(lengthBytes);
+    }
+
+    /// <summary>Takes back an array nobody else references any more; kept while the pool is under its bound.</summary>
+    public void Return(byte[] array)
+    {
+        ArgumentNullException.ThrowIfNull(array);
+        if (array.Length == 0) return;
+        if (Interlocked.Add(ref _retainedBytes, array.Length) > MaxRetainedBytes)
+        {
+            Interlocked.Add(ref _retainedBytes, -array.Length);
+            return;
+        }
+        _free.GetOrAdd(array.Length, static _ => new ConcurrentStack<byte[]>()).Push(array);
+    }
+}
