@@ -47,12 +47,15 @@ public sealed partial class RaidVolume
             if (d is IVectoredBlockDevice v) await v.ReadScatterAsync(memberOffsetBytes, pieces, cancellationToken).ConfigureAwait(false);
             else
             {
+                // One request per piece, all in flight at once (a page blob pays a round trip per request).
+                ValueTask[] started = new ValueTask[pieces.Count];
                 long at = memberOffsetBytes;
-                foreach (Memory<byte> piece in pieces)
+                for (int i = 0; i < pieces.Count; i++)
                 {
-                    await d.ReadAsync(at, piece, cancellationToken).ConfigureAwait(false);
-                    at += piece.Length;
+                    started[i] = d.ReadAsync(at, pieces[i], cancellationToken);
+                    at += pieces[i].Length;
                 }
+                await AwaitEachAsync(started).ConfigureAwait(false);
             }
             return true;
         }
@@ -61,6 +64,18 @@ public sealed partial class RaidVolume
             await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
             return false;
         }
+    }
+
+    /// <summary>Awaits every one of <paramref name="started"/>, even after one throws (their buffers stay in use until then); rethrows the first error.</summary>
+    private static async ValueTask AwaitEachAsync(ValueTask[] started)
+    {
+        ExceptionDispatchInfo? error = null;
+        foreach (ValueTask t in started)
+        {
+            try { await t.ConfigureAwait(false); }
+            catch (Exception e) { error ??= ExceptionDispatchInfo.Capture(e); }
+        }
+        error?.Throw();
     }
 
     /// <summary>Writes <paramref name="pieces"/> in turn to one contiguous range of member <paramref name="m"/>; see <see cref="MemberScatterAsync"/>.</summary>
@@ -74,12 +89,14 @@ public sealed partial class RaidVolume
             if (d is IVectoredBlockDevice v) await v.WriteGatherAsync(memberOffsetBytes, pieces, cancellationToken).ConfigureAwait(false);
             else
             {
+                ValueTask[] started = new ValueTask[pieces.Count];
                 long at = memberOffsetBytes;
-                foreach (ReadOnlyMemory<byte> piece in pieces)
+                for (int i = 0; i < pieces.Count; i++)
                 {
-                    await d.WriteAsync(at, piece, cancellationToken).ConfigureAwait(false);
-                    at += piece.Length;
+                    started[i] = d.WriteAsync(at, pieces[i], cancellationToken);
+                    at += pieces[i].Length;
                 }
+                await AwaitEachAsync(started).ConfigureAwait(false);
             }
             return true;
         }
