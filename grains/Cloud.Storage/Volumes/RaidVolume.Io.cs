@@ -34,29 +34,29 @@ public sealed partial class RaidVolume
 
     /// <summary>
     /// Reads one contiguous range of member <paramref name="m"/> into <paramref name="pieces"/> in turn: one request
-    /// where the device takes several buffers (<see cref="IVectoredBlockDevice"/>), one per piece otherwise. An I/O
-    /// error fails the member and returns false.
+    /// where the device takes several buffers (<see cref="IVectoredBlockDevice"/>), one per piece otherwise, all in
+    /// flight at once (a page blob pays a round trip per request). An I/O error fails the member and returns false.
     /// </summary>
+    private ValueTask<bool> MemberScatterAsync(int m, long memberOffsetBytes, ArraySegment<Memory<byte>> pieces, CancellationToken cancellationToken) =>
+        MemberRequestAsync(m, d => d is IVectoredBlockDevice v
+            ? v.ReadScatterAsync(memberOffsetBytes, pieces, cancellationToken)
+            : EachPieceAsync(pieces, memberOffsetBytes, static p => p.Length, (at, p) => d.ReadAsync(at, p, cancellationToken)), cancellationToken);
+
+    /// <summary>Writes <paramref name="pieces"/> in turn to one contiguous range of member <paramref name="m"/>; see <see cref="MemberScatterAsync"/>.</summary>
+    private ValueTask<bool> MemberGatherAsync(int m, long memberOffsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces, CancellationToken cancellationToken) =>
+        MemberRequestAsync(m, d => d is IVectoredBlockDevice v
+            ? v.WriteGatherAsync(memberOffsetBytes, pieces, cancellationToken)
+            : EachPieceAsync(pieces, memberOffsetBytes, static p => p.Length, (at, p) => d.WriteAsync(at, p, cancellationToken)), cancellationToken);
+
+    /// <summary>Runs one request on member <paramref name="m"/>; an I/O error fails the member and returns false.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> MemberScatterAsync(int m, long memberOffsetBytes, ArraySegment<Memory<byte>> pieces, CancellationToken cancellationToken)
+    private async ValueTask<bool> MemberRequestAsync(int m, Func<IBlockDevice, ValueTask> request, CancellationToken cancellationToken)
     {
         IBlockDevice? d = _devices[m];
         if (d is null) return false;
         try
         {
-            if (d is IVectoredBlockDevice v) await v.ReadScatterAsync(memberOffsetBytes, pieces, cancellationToken).ConfigureAwait(false);
-            else
-            {
-                // One request per piece, all in flight at once (a page blob pays a round trip per request).
-                ValueTask[] started = new ValueTask[pieces.Count];
-                long at = memberOffsetBytes;
-                for (int i = 0; i < pieces.Count; i++)
-                {
-                    started[i] = d.ReadAsync(at, pieces[i], cancellationToken);
-                    at += pieces[i].Length;
-                }
-                await AwaitEachAsync(started).ConfigureAwait(false);
-            }
+            await request(d).ConfigureAwait(false);
             return true;
         }
         catch (BlockDeviceException e)
@@ -66,45 +66,33 @@ public sealed partial class RaidVolume
         }
     }
 
-    /// <summary>Awaits every one of <paramref name="started"/>, even after one throws (their buffers stay in use until then); rethrows the first error.</summary>
-    private static async ValueTask AwaitEachAsync(ValueTask[] started)
+    /// <summary>
+    /// Starts one I/O per piece at consecutive offsets, then awaits every one that started, even after one fails
+    /// (their buffers stay in use until then), and rethrows the first error.
+    /// </summary>
+    private static async ValueTask EachPieceAsync<T>(IReadOnlyList<T> pieces, long offsetBytes, Func<T, int> length, Func<long, T, ValueTask> io)
     {
-        ExceptionDispatchInfo? error = null;
-        foreach (ValueTask t in started)
+        ValueTask[] started = new ValueTask[pieces.Count];
+        int count = 0;
+        long at = offsetBytes;
+        for (; count < pieces.Count; count++)
         {
-            try { await t.ConfigureAwait(false); }
+            try { started[count] = io(at, pieces[count]); }
+            catch (Exception e)
+            {
+                // Refused before it started (bad arguments): start no more.
+                started[count++] = ValueTask.FromException(e);
+                break;
+            }
+            at += length(pieces[count]);
+        }
+        ExceptionDispatchInfo? error = null;
+        for (int i = 0; i < count; i++)
+        {
+            try { await started[i].ConfigureAwait(false); }
             catch (Exception e) { error ??= ExceptionDispatchInfo.Capture(e); }
         }
         error?.Throw();
-    }
-
-    /// <summary>Writes <paramref name="pieces"/> in turn to one contiguous range of member <paramref name="m"/>; see <see cref="MemberScatterAsync"/>.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> MemberGatherAsync(int m, long memberOffsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces, CancellationToken cancellationToken)
-    {
-        IBlockDevice? d = _devices[m];
-        if (d is null) return false;
-        try
-        {
-            if (d is IVectoredBlockDevice v) await v.WriteGatherAsync(memberOffsetBytes, pieces, cancellationToken).ConfigureAwait(false);
-            else
-            {
-                ValueTask[] started = new ValueTask[pieces.Count];
-                long at = memberOffsetBytes;
-                for (int i = 0; i < pieces.Count; i++)
-                {
-                    started[i] = d.WriteAsync(at, pieces[i], cancellationToken);
-                    at += pieces[i].Length;
-                }
-                await AwaitEachAsync(started).ConfigureAwait(false);
-            }
-            return true;
-        }
-        catch (BlockDeviceException e)
-        {
-            await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
-            return false;
-        }
     }
 
     /// <summary>
