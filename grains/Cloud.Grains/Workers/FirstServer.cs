@@ -142,8 +142,12 @@ public sealed partial class FirstServer(
             if (grant.ActiveTarget is { } previous && grant.TargetHoldsPendingCopy)
                 _ = CancelOlderAsync(previous, write);
         }
+        // Held before the follow starts: a copy that committed already (during the awaits above) makes FollowAsync run to
+        // its end at once, and its removal of the entry must come after this addition, not before it.
+        var followed = new TaskCompletionSource<WriteReport>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _held[write.WriteId] = new Held(write, partitionKey, partitionKey, followed.Task);
         var completion = FollowAsync(write, partitionKey, receipt.TargetSilo);
-        _held[write.WriteId] = new Held(write, partitionKey, partitionKey, completion);
+        _ = ForwardAsync(completion, followed);
         if (recycle) _ = RecycleWhenCommittedAsync(completion, data);
         if (receipt.TargetSilo == silo.Name && !fua)
         {
@@ -154,6 +158,18 @@ public sealed partial class FirstServer(
                 throw new CloudRequestException($"write to volume '{v.Name}' failed on silo {report.Silo}: {report.Error}");
         }
         return completion;
+    }
+
+    private static async Task ForwardAsync(Task<WriteReport> from, TaskCompletionSource<WriteReport> to)
+    {
+        try
+        {
+            to.TrySetResult(await from.ConfigureAwait(false));
+        }
+        catch (Exception e)
+        {
+            to.TrySetException(e);
+        }
     }
 
     /// <summary>
