@@ -33,6 +33,7 @@ public sealed partial class RaidVolume
     {
         CheckIo(offsetBytes, source.Length, nameof(source));
         if (writeTimestamp < 0) throw new ArgumentOutOfRangeException(nameof(writeTimestamp), writeTimestamp, $"allowed: 0..{long.MaxValue} (0 = no timestamp).");
+        if (IsRunWrite(offsetBytes, source.Length)) return WriteRunAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
         return RunAsync(true, offsetBytes, default, source, writeTimestamp, forceUnitAccess, cancellationToken);
     }
 

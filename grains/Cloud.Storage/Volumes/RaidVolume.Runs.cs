@@ -2,10 +2,11 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using Cloud.Storage.Format;
 using Cloud.Storage.Layout;
+using Cloud.Storage.Parity;
 
 namespace Cloud.Storage.Volumes;
 
-// Reads of several stripes: one I/O per member and contiguous range instead of two per chunk.
+// Reads and writes of several stripes: one I/O per member and contiguous range instead of one or two per chunk.
 public sealed partial class RaidVolume
 {
     /// <summary>Reads a request that spans several stripes: the whole run at once when it can, else stripe by stripe.</summary>
@@ -133,5 +134,126 @@ public sealed partial class RaidVolume
             ArrayPool<byte>.Shared.Return(metas);
             ArrayPool<int>.Shared.Return(plan);
         }
+    }
+}
+
+// Writes of several whole stripes: one gathered write per member and contiguous range.
+public sealed partial class RaidVolume
+{
+    /// <summary>The most stripes one run write covers (a 4 MiB request over 4 x 64 KiB data chunks); longer requests go stripe by stripe.</summary>
+    private const int MaxRunWriteStripes = 16;
+
+    /// <summary>True for a RAID-5/6 write of two or more whole stripes, which <see cref="WriteRunAsync"/> takes.</summary>
+    private bool IsRunWrite(long offsetBytes, int lengthBytes)
+    {
+        int stripeData = Geometry.StripeDataBytes;
+        return Geometry.Level is RaidLevel.Raid5 or RaidLevel.Raid6
+            && offsetBytes % stripeData == 0 && lengthBytes % stripeData == 0
+            && lengthBytes / stripeData is >= 2 and <= MaxRunWriteStripes;
+    }
+
+    /// <summary>
+    /// Writes whole stripes: parity and checksums computed from the caller's rows, then each member's part of the run
+    /// (its data or parity chunk and metadata sector of every stripe, back to back on the member) in one gathered
+    /// write, under the stripe locks and write intents of every stripe of the run. Besides the system calls, a long
+    /// contiguous write lets the kernel cache a member in large pages (folios): a file written chunk by chunk in 68 KiB
+    /// pieces reads back from the page cache at less than half the speed of one written in long runs.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask WriteRunAsync(long offsetBytes, ReadOnlyMemory<byte> source, long timestamp, bool fua, CancellationToken cancellationToken)
+    {
+        int stripeData = Geometry.StripeDataBytes;
+        long firstStripe = offsetBytes / stripeData;
+        int stripes = source.Length / stripeData;
+        int slots = _dataCount + _parityCount;
+
+        // The stripe locks are striped over a fixed array: take each distinct one once, in index order (the
+        // stripe-by-stripe path holds one at a time, so no cycle can form).
+        int[] locks = new int[stripes];
+        for (int i = 0; i < stripes; i++) locks[i] = (int)((firstStripe + i) % StripeLockCount);
+        Array.Sort(locks);
+        int held = 0, begun = 0;
+        StripeScratch[] scratches = new StripeScratch[stripes];
+        ReadOnlyMemory<byte>[] pieces = ArrayPool<ReadOnlyMemory<byte>>.Shared.Rent(stripes * 2 * _memberCount);
+        int[] ios = ArrayPool<int>.Shared.Rent(stripes * _memberCount * 3);
+        long[] ioOffsets = ArrayPool<long>.Shared.Rent(stripes * _memberCount);
+        ValueTask<bool>[] tasks = ArrayPool<ValueTask<bool>>.Shared.Rent(stripes * _memberCount);
+        try
+        {
+            for (; held < stripes; held++)
+            {
+                if (held > 0 && locks[held] == locks[held - 1]) continue;
+                await _stripeLocks[locks[held]].WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            ThrowIfFailed();
+            for (; begun < stripes; begun++) await _intent.BeginAsync(firstStripe + begun, cancellationToken).ConfigureAwait(false);
+
+            for (int i = 0; i < stripes; i++)
+            {
+                long stripe = firstStripe + i;
+                StripeScratch s = scratches[i] = _scratchPool.Rent();
+                ResetScratch(s, stripe);
+                for (int d = 0; d < _dataCount; d++) s.Data[d] = source.Slice(i * stripeData + d * _chunk, _chunk);
+                int pm = s.SlotMember[_dataCount];
+                int qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
+                if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, 0, _blocksPerChunk));
+                else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, 0, _blocksPerChunk), Rows(s.Buffer, qm, 0, _blocksPerChunk));
+                for (int k = 0; k < slots; k++)
+                {
+                    int m = s.SlotMember[k];
+                    if (k < _dataCount) StampRows(Meta(s.Buffer, m), s.Data[k].Span, 0, _blocksPerChunk, timestamp);
+                    else Stamp(s.Buffer, m, 0, _blocksPerChunk, timestamp);
+                }
+            }
+
+            // Each member's pieces in stripe order, grouped into contiguous ranges; a stripe the member cannot take
+            // (failed, or not yet rebuilt) is skipped, as the stripe-by-stripe path skips it.
+            int pieceCount = 0, ioCount = 0;
+            for (int m = 0; m < _memberCount; m++)
+            {
+                long runEnd = -1;
+                for (int i = 0; i < stripes; i++)
+                {
+                    long stripe = firstStripe + i;
+                    StripeScratch s = scratches[i];
+                    if (!s.Usable[m] || !IsUsable(m, stripe)) { runEnd = -1; continue; }
+                    int k = Array.IndexOf(s.SlotMember, m, 0, slots);
+                    if (k < 0) continue;
+                    long at = Layout.MemberOffsetBytes(stripe, 0);
+                    if (at != runEnd)
+                    {
+                        ios[ioCount * 3] = m;
+                        ios[ioCount * 3 + 1] = pieceCount;
+                        ios[ioCount * 3 + 2] = 0;
+                        ioOffsets[ioCount++] = at;
+                    }
+                    pieces[pieceCount++] = k < _dataCount ? s.Data[k] : s.Buffer.AsMemory(m * _slotBytes, _chunk);
+                    pieces[pieceCount++] = s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes);
+                    ios[(ioCount - 1) * 3 + 2] += 2;
+                    runEnd = at + _chunk + _metaBytes;
+                }
+            }
+            for (int j = 0; j < ioCount; j++)
+                tasks[j] = MemberGatherAsync(ios[j * 3], ioOffsets[j], new ArraySegment<ReadOnlyMemory<byte>>(pieces, ios[j * 3 + 1], ios[j * 3 + 2]), CancellationToken.None);
+            await AwaitAllAsync(tasks, ioCount).ConfigureAwait(false);
+            ThrowIfFailed();
+        }
+        finally
+        {
+            for (int i = 0; i < begun; i++) _intent.End(firstStripe + i);
+            for (int i = 0; i < held; i++)
+                if (i == 0 || locks[i] != locks[i - 1]) _stripeLocks[locks[i]].Release();
+            foreach (StripeScratch? s in scratches)
+            {
+                if (s is null) continue;
+                Array.Clear(s.Data);
+                _scratchPool.Return(s);
+            }
+            ArrayPool<ValueTask<bool>>.Shared.Return(tasks, clearArray: true);
+            ArrayPool<long>.Shared.Return(ioOffsets);
+            ArrayPool<int>.Shared.Return(ios);
+            ArrayPool<ReadOnlyMemory<byte>>.Shared.Return(pieces, clearArray: true);
+        }
+        if (fua) await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
     }
 }

@@ -16,7 +16,7 @@ public sealed class RunReadTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     /// <summary>A file member that counts its vectored reads, so a test knows the one-request-per-member path ran.</summary>
-    private sealed class CountingFileDevice(string path, long capacityBytes) : IVectoredBlockDevice
+    internal sealed class CountingFileDevice(string path, long capacityBytes) : IVectoredBlockDevice
     {
         private readonly FileBlockDevice _file = new(path, capacityBytes);
         public int ScatterReads;
@@ -36,8 +36,13 @@ public sealed class RunReadTests : IDisposable
             return _file.ReadScatterAsync(offsetBytes, destinations, cancellationToken);
         }
 
-        public ValueTask WriteGatherAsync(long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default) =>
-            _file.WriteGatherAsync(offsetBytes, sources, cancellationToken);
+        public int GatherWrites;
+
+        public ValueTask WriteGatherAsync(long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref GatherWrites);
+            return _file.WriteGatherAsync(offsetBytes, sources, cancellationToken);
+        }
     }
 
     private async Task<(RaidVolume Volume, CountingFileDevice[] Files, byte[] Model)> FilledAsync(RaidLevel level, int members, int chunk, int stripes, int seed)
@@ -115,6 +120,46 @@ public sealed class RunReadTests : IDisposable
             await volume.FailMemberAsync(1, "test: pulled");
             await volume.FailMemberAsync(3, "test: pulled");
             AssertSame(model, await ReadAllAsync(volume), "RAID-6 with two members failed");
+        }
+        foreach (var f in files) await f.DisposeAsync();
+    }
+
+    [Theory]
+    [InlineData(RaidLevel.Raid5, 5, 16384)]
+    [InlineData(RaidLevel.Raid5, 3, 4096)]
+    [InlineData(RaidLevel.Raid6, 6, 8192)]
+    public async Task WholeStripeWrites_GoOutAsOneRequestPerMember_AndLeaveParityAndChecksumsRight(RaidLevel level, int members, int chunk)
+    {
+        int seed = HashCode.Combine(level, members, chunk, 1) & 0xFFFF;
+        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(level, members, chunk, stripes: 40, seed);
+        await using (volume)
+        {
+            var random = new Random(seed);
+            int stripeData = volume.Geometry.StripeDataBytes;
+            long stripesInVolume = volume.CapacityBytes / stripeData;
+            for (int i = 0; i < 12; i++)
+            {
+                int stripes = random.Next(2, 17);
+                long first = random.NextInt64(stripesInVolume - stripes + 1);
+                byte[] data = new byte[stripes * stripeData];
+                random.NextBytes(data);
+                int before = files.Sum(f => f.GatherWrites);
+                await volume.WriteAsync(first * stripeData, data, writeTimestamp: 1000 + i, forceUnitAccess: false);
+                // One gathered write per member: its chunks and metadata sectors of every stripe lie back to back.
+                Assert.Equal(before + members, files.Sum(f => f.GatherWrites));
+                data.CopyTo(model, first * stripeData);
+            }
+            AssertSame(model, await ReadAllAsync(volume), $"seed {seed} {volume.Geometry}");
+            ScrubReport report = await volume.ScrubAsync(repair: false);
+            Assert.Equal((0L, 0L), (report.ParityMismatches, report.ChecksumErrors));
+
+            // Degraded: a failed member is left out, the others still written, and reads reconstruct it.
+            await volume.FailMemberAsync(1, "test: pulled");
+            byte[] more = new byte[3 * stripeData];
+            random.NextBytes(more);
+            await volume.WriteAsync(2L * stripeData, more);
+            more.CopyTo(model, 2L * stripeData);
+            AssertSame(model, await ReadAllAsync(volume), $"seed {seed} {volume.Geometry}, member 1 failed");
         }
         foreach (var f in files) await f.DisposeAsync();
     }
