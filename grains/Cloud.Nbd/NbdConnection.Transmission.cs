@@ -29,8 +29,8 @@ internal sealed partial class NbdConnection
         public uint PresetError { get; } = presetError;
 
         /// <summary>
-        /// A write's payload in an array of exactly its length, not from the pool, handed to an
-        /// <see cref="Cloud.Storage.Volumes.IBufferOwningVolume"/> (which keeps it, sparing a copy); else null.
+        /// A write's payload in an array of exactly its length from <see cref="PayloadPool"/>, handed to an
+        /// <see cref="IBufferOwningVolume"/> (which keeps it, sparing a copy, and recycles it once committed); else null.
         /// </summary>
         public byte[]? Owned { get; } = owned;
     }

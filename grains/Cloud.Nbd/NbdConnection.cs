@@ -25,6 +25,7 @@ internal sealed partial class NbdConnection
     private readonly INbdExportResolver _resolver;
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
+    /// <summary>Serialises the handshake's sends; the transmission phase sends through the reply queue.</summary>
     private readonly SemaphoreSlim _sendLock = new(1, 1);
 
     /// <summary>Transmission-phase replies waiting for the socket (see <c>QueueReply</c>).</summary>

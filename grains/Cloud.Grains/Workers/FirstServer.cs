@@ -147,8 +147,7 @@ public sealed partial class FirstServer(
         var followed = new TaskCompletionSource<WriteReport>(TaskCreationOptions.RunContinuationsAsynchronously);
         _held[write.WriteId] = new Held(write, partitionKey, partitionKey, followed.Task);
         var completion = FollowAsync(write, partitionKey, receipt.TargetSilo);
-        _ = ForwardAsync(completion, followed);
-        if (recycle) _ = RecycleWhenCommittedAsync(completion, data);
+        _ = AfterFollowAsync(completion, followed, recycle ? data : null);
         if (receipt.TargetSilo == silo.Name && !fua)
         {
             // This silo is its own target: the "replicated" copy and ours are one, in one process. Acknowledging now
@@ -160,35 +159,25 @@ public sealed partial class FirstServer(
         return completion;
     }
 
-    private static async Task ForwardAsync(Task<WriteReport> from, TaskCompletionSource<WriteReport> to)
-    {
-        try
-        {
-            to.TrySetResult(await from.ConfigureAwait(false));
-        }
-        catch (Exception e)
-        {
-            to.TrySetException(e);
-        }
-    }
-
     /// <summary>
-    /// Returns a write's array to the payload pool once its copy committed: by then the copy held here is dropped
-    /// (<see cref="FollowAsync"/> ends by removing it) and the RAID worker that wrote it has finished with it (a copy
-    /// sent to another silo is that silo's own array).
+    /// Passes the follow's outcome to the held entry's task, and returns a recycled write's array to the payload pool
+    /// once its copy committed: by then the copy held here is dropped (<see cref="FollowAsync"/> ends by removing it)
+    /// and the RAID worker that wrote it has finished with it (a copy sent to another silo is that silo's own array).
     /// </summary>
-    private static async Task RecycleWhenCommittedAsync(Task<WriteReport> completion, byte[] data)
+    private static async Task AfterFollowAsync(Task<WriteReport> completion, TaskCompletionSource<WriteReport> held, byte[]? recycle)
     {
         WriteReport report;
         try
         {
             report = await completion.ConfigureAwait(false);
         }
-        catch
+        catch (Exception e)
         {
+            held.TrySetException(e);
             return;
         }
-        if (report.Outcome == WriteOutcome.Committed) PayloadPool.Shared.Return(data);
+        held.TrySetResult(report);
+        if (recycle is not null && report.Outcome == WriteOutcome.Committed) PayloadPool.Shared.Return(recycle);
     }
 
     private async Task CancelOlderAsync(string previousTarget, ReplicatedWrite newer)

@@ -115,17 +115,7 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
             return ReadQueuedAsync(offsetBytes, destination, cancellationToken);
         try
         {
-            int done = 0;
-            while (done < destination.Length)
-            {
-                int n = RandomAccess.Read(_handle, destination.Span[done..], offsetBytes + done);
-                if (n == 0)
-                {
-                    destination.Span[done..].Clear();
-                    break;
-                }
-                done += n;
-            }
+            ReadFully(destination.Span, offsetBytes);
             return ValueTask.CompletedTask;
         }
         catch (Exception e)
@@ -134,6 +124,22 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
             return ValueTask.FromException(Failure("read", destination.Length, offsetBytes, e));
         }
         finally { _inFlight.Release(); }
+    }
+
+    /// <summary>Fills <paramref name="destination"/> with blocking reads; past the end of a regular file someone truncated, zeroes.</summary>
+    private void ReadFully(Span<byte> destination, long offsetBytes)
+    {
+        while (!destination.IsEmpty)
+        {
+            int n = RandomAccess.Read(_handle, destination, offsetBytes);
+            if (n == 0)
+            {
+                destination.Clear();
+                return;
+            }
+            destination = destination[n..];
+            offsetBytes += n;
+        }
     }
 
     private static bool IsIoError(Exception e) => e is IOException or UnauthorizedAccessException && e is not BlockDeviceException;
@@ -248,15 +254,7 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
             if (end > done)
             {
                 int skip = (int)Math.Max(0, done - start);
-                Span<byte> rest = piece.Span[skip..];
-                long at = offsetBytes + start + skip;
-                while (!rest.IsEmpty)
-                {
-                    int n = RandomAccess.Read(_handle, rest, at);
-                    if (n == 0) { rest.Clear(); break; }
-                    rest = rest[n..];
-                    at += n;
-                }
+                ReadFully(piece.Span[skip..], offsetBytes + start + skip);
             }
             start = end;
         }

@@ -447,7 +447,7 @@ public sealed partial class RaidVolume
         int qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
         if (strategy == WriteStrategy.FullStripe && !corrupt && CoversRowsEvenly(s, r0, r1))
         {
-            await WriteFullStripeFromSourceAsync(s, stripe, inStripe, source, timestamp, r0, r1, pm, qm).ConfigureAwait(false);
+            await WriteFullStripeFromSourceAsync(s, stripe, inStripe, source, timestamp, r0, r1).ConfigureAwait(false);
             return;
         }
         if (strategy == WriteStrategy.ReadModifyWrite)
@@ -516,17 +516,32 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>
-    /// A full-stripe write without copying the data: parity is computed from the caller's rows, each data block is
-    /// checksummed where it lies, and each data member gets one gathered write (its rows from the caller's buffer, its
-    /// metadata sector from the scratch) where the stripe-by-stripe path would first copy the rows into the scratch.
+    /// Points <see cref="StripeScratch.Data"/> at the caller's rows [r0, r1) of each data chunk (no copy), computes the
+    /// parity rows into the scratch from them, and stamps every slot's metadata for those rows.
     /// </summary>
-    private async ValueTask WriteFullStripeFromSourceAsync(StripeScratch s, long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, int r0, int r1, int pm, int qm)
+    /// <param name="source">The caller's bytes of this stripe, from byte <paramref name="inStripe"/> of the stripe on.</param>
+    private void ComputeFromSource(StripeScratch s, ReadOnlyMemory<byte> source, int inStripe, int r0, int r1, long timestamp)
     {
         int rowsBytes = (r1 - r0) * B;
         for (int d = 0; d < _dataCount; d++) s.Data[d] = source.Slice(d * _chunk + r0 * B - inStripe, rowsBytes);
+        int pm = s.SlotMember[_dataCount];
         if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, r0, r1));
-        else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, qm, r0, r1));
+        else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, s.SlotMember[_dataCount + 1], r0, r1));
+        for (int k = 0; k < _dataCount + _parityCount; k++)
+        {
+            int m = s.SlotMember[k];
+            if (k < _dataCount) StampRows(Meta(s.Buffer, m), s.Data[k].Span, r0, r1, timestamp);
+            else Stamp(s.Buffer, m, r0, r1, timestamp);
+        }
+    }
 
+    /// <summary>
+    /// A full-stripe write without copying the data (<see cref="ComputeFromSource"/>): each data member gets its rows
+    /// from the caller's buffer and its metadata sector from the scratch, in one gathered write when they are adjacent.
+    /// </summary>
+    private async ValueTask WriteFullStripeFromSourceAsync(StripeScratch s, long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, int r0, int r1)
+    {
+        ComputeFromSource(s, source, inStripe, r0, r1, timestamp);
         long slot = Layout.MemberOffsetBytes(stripe, 0);
         ReadOnlyMemory<byte>[] pieces = ArrayPool<ReadOnlyMemory<byte>>.Shared.Rent(2 * _dataCount);
         try
@@ -538,24 +553,18 @@ public sealed partial class RaidVolume
                 if (!s.Usable[m] || !IsUsable(m, stripe)) continue;
                 if (k >= _dataCount)
                 {
-                    Stamp(s.Buffer, m, r0, r1, timestamp);
                     s.Tasks[n++] = SlotIoAsync(m, true, stripe, r0, r1, true, s.Buffer, CancellationToken.None);
                     continue;
                 }
-                ReadOnlyMemory<byte> rows = s.Data[k];
-                StampRows(Meta(s.Buffer, m), rows.Span, r0, r1, timestamp);
-                ReadOnlyMemory<byte> meta = s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes);
+                pieces[2 * k] = s.Data[k];
+                pieces[2 * k + 1] = s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes);
                 if (r1 == _blocksPerChunk)
                 {
                     // The rows run to the end of the chunk: the metadata sector is adjacent, one request carries both.
-                    pieces[2 * k] = rows;
-                    pieces[2 * k + 1] = meta;
                     s.Tasks[n++] = MemberGatherAsync(m, slot + r0 * B, new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k, 2), CancellationToken.None);
                 }
                 else
                 {
-                    pieces[2 * k] = rows;
-                    pieces[2 * k + 1] = meta;
                     s.Tasks[n++] = MemberGatherAsync(m, slot + r0 * B, new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k, 1), CancellationToken.None);
                     s.Tasks[n++] = MemberGatherAsync(m, slot + _chunk, new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k + 1, 1), CancellationToken.None);
                 }
@@ -565,7 +574,7 @@ public sealed partial class RaidVolume
         finally
         {
             ArrayPool<ReadOnlyMemory<byte>>.Shared.Return(pieces, clearArray: true);
-            for (int d = 0; d < _dataCount; d++) s.Data[d] = default;
+            Array.Clear(s.Data);
         }
     }
 

@@ -2,13 +2,74 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using Cloud.Storage.Format;
 using Cloud.Storage.Layout;
-using Cloud.Storage.Parity;
 
 namespace Cloud.Storage.Volumes;
 
 // Reads and writes of several stripes: one I/O per member and contiguous range instead of one or two per chunk.
 public sealed partial class RaidVolume
 {
+    /// <summary>The most stripes one run write covers (a 4 MiB request over 4 x 64 KiB data chunks); longer requests go stripe by stripe.</summary>
+    private const int MaxRunWriteStripes = 16;
+
+    /// <summary>
+    /// Member I/O pieces added in the order they lie on each member, grouped into ranges of contiguous member offsets:
+    /// one request per range. On a member the chunk slots of consecutive stripes lie back to back, each chunk followed
+    /// by its metadata sector, so a run of stripes is one range per member unless something breaks it.
+    /// </summary>
+    private sealed class MemberRanges<T> : IDisposable
+    {
+        private readonly T[] _pieces;
+        private readonly int[] _member, _first, _count;
+        private readonly long[] _offset;
+        private int _pieceCount;
+        private long _end = -1;
+
+        public MemberRanges(int maxPieces)
+        {
+            _pieces = ArrayPool<T>.Shared.Rent(maxPieces);
+            _member = ArrayPool<int>.Shared.Rent(maxPieces);
+            _first = ArrayPool<int>.Shared.Rent(maxPieces);
+            _count = ArrayPool<int>.Shared.Rent(maxPieces);
+            _offset = ArrayPool<long>.Shared.Rent(maxPieces);
+        }
+
+        /// <summary>The ranges so far.</summary>
+        public int Count { get; private set; }
+
+        /// <summary>Adds a piece at <paramref name="offsetBytes"/> of <paramref name="member"/>, continuing the last range when adjacent.</summary>
+        public void Add(int member, long offsetBytes, T piece, int lengthBytes)
+        {
+            if (Count == 0 || _member[Count - 1] != member || offsetBytes != _end)
+            {
+                _member[Count] = member;
+                _first[Count] = _pieceCount;
+                _count[Count] = 0;
+                _offset[Count++] = offsetBytes;
+            }
+            _pieces[_pieceCount++] = piece;
+            _count[Count - 1]++;
+            _end = offsetBytes + lengthBytes;
+        }
+
+        /// <summary>The next piece starts a range of its own (a stripe was skipped).</summary>
+        public void Break() => _end = -1;
+
+        public int Member(int range) => _member[range];
+
+        public long OffsetBytes(int range) => _offset[range];
+
+        public ArraySegment<T> Pieces(int range) => new(_pieces, _first[range], _count[range]);
+
+        public void Dispose()
+        {
+            ArrayPool<T>.Shared.Return(_pieces, clearArray: true);
+            ArrayPool<int>.Shared.Return(_member);
+            ArrayPool<int>.Shared.Return(_first);
+            ArrayPool<int>.Shared.Return(_count);
+            ArrayPool<long>.Shared.Return(_offset);
+        }
+    }
+
     /// <summary>Reads a request that spans several stripes: the whole run at once when it can, else stripe by stripe.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReadRunAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken)
@@ -18,11 +79,10 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>
-    /// The optimistic read of <see cref="TryReadFastAsync"/> for a run of stripes. On a member the chunk slots of
-    /// consecutive stripes lie back to back, each chunk followed by its metadata sector, so a member's part of a
-    /// sequential read is one contiguous range: one vectored I/O (data rows straight into
-    /// <paramref name="destination"/>, metadata sectors into a scratch buffer) where the stripe-by-stripe path issues
-    /// two per chunk. Every block is then verified against its checksum.
+    /// The optimistic read of <see cref="TryReadFastAsync"/> for a run of stripes: a member's part of the run is one
+    /// contiguous range, read with one vectored I/O (data rows straight into <paramref name="destination"/>, metadata
+    /// sectors into a scratch buffer) where the stripe-by-stripe path issues two per chunk. Every block is then
+    /// verified against its checksum.
     /// </summary>
     /// <returns>
     /// False, with <paramref name="destination"/> not to be trusted, when a needed member is not usable, an I/O
@@ -39,11 +99,8 @@ public sealed partial class RaidVolume
         // Per chunk (stripe-major): the member read, its first and end row (member -1: nothing to read).
         int[] plan = ArrayPool<int>.Shared.Rent(chunks * 3);
         byte[] metas = ArrayPool<byte>.Shared.Rent(chunks * _metaBytes);
-        Memory<byte>[] pieces = ArrayPool<Memory<byte>>.Shared.Rent(chunks * 2);
-        // Per I/O: member, first piece, piece count; and its member offset.
-        int[] ios = ArrayPool<int>.Shared.Rent(chunks * 2 * 3);
-        long[] ioOffsets = ArrayPool<long>.Shared.Rent(chunks * 2);
         ValueTask<bool>[] tasks = ArrayPool<ValueTask<bool>>.Shared.Rent(chunks * 2);
+        using var ranges = new MemberRanges<Memory<byte>>(chunks * 2);
         StripeScratch s = _scratchPool.Rent();
         try
         {
@@ -68,47 +125,28 @@ public sealed partial class RaidVolume
                 }
             }
 
-            // Group each member's pieces, in stripe order, into runs of contiguous member offsets.
-            int pieceCount = 0, ioCount = 0;
+            // Each member's pieces in stripe order: its rows, then its metadata sector (adjacent when the rows run to
+            // the end of the chunk).
             for (int m = 0; m < _memberCount; m++)
             {
-                long runEnd = -1;
                 for (int i = 0; i < stripes; i++)
                 {
                     long stripe = firstStripe + i;
                     long slot = Layout.MemberOffsetBytes(stripe, 0);
-                    long stripeStart = stripe * stripeData;
                     for (int d = 0; d < _dataCount; d++)
                     {
                         int c = (i * _dataCount + d) * 3;
                         if (plan[c] != m) continue;
-                        int first = plan[c + 1], end = plan[c + 2];
-                        int destOffset = (int)(stripeStart + d * _chunk + first * B - offsetBytes);
-                        // The rows, then the metadata sector: adjacent when the rows run to the end of the chunk.
-                        for (int part = 0; part < 2; part++)
-                        {
-                            long at = part == 0 ? slot + first * B : slot + _chunk;
-                            if (at != runEnd)
-                            {
-                                ios[ioCount * 3] = m;
-                                ios[ioCount * 3 + 1] = pieceCount;
-                                ios[ioCount * 3 + 2] = 0;
-                                ioOffsets[ioCount++] = at;
-                            }
-                            pieces[pieceCount] = part == 0
-                                ? destination.Slice(destOffset, (end - first) * B)
-                                : metas.AsMemory((i * _dataCount + d) * _metaBytes, _metaBytes);
-                            runEnd = at + pieces[pieceCount].Length;
-                            pieceCount++;
-                            ios[(ioCount - 1) * 3 + 2]++;
-                        }
+                        int first = plan[c + 1], rowsBytes = (plan[c + 2] - first) * B;
+                        int destOffset = (int)(stripe * stripeData + d * _chunk + first * B - offsetBytes);
+                        ranges.Add(m, slot + first * B, destination.Slice(destOffset, rowsBytes), rowsBytes);
+                        ranges.Add(m, slot + _chunk, metas.AsMemory(c / 3 * _metaBytes, _metaBytes), _metaBytes);
                     }
                 }
             }
-
-            for (int k = 0; k < ioCount; k++)
-                tasks[k] = MemberScatterAsync(ios[k * 3], ioOffsets[k], new ArraySegment<Memory<byte>>(pieces, ios[k * 3 + 1], ios[k * 3 + 2]), cancellationToken);
-            if (!await AwaitAllAsync(tasks, ioCount).ConfigureAwait(false)) return false;
+            for (int k = 0; k < ranges.Count; k++)
+                tasks[k] = MemberScatterAsync(ranges.Member(k), ranges.OffsetBytes(k), ranges.Pieces(k), cancellationToken);
+            if (!await AwaitAllAsync(tasks, ranges.Count).ConfigureAwait(false)) return false;
 
             for (int i = 0; i < stripes; i++)
             {
@@ -117,7 +155,7 @@ public sealed partial class RaidVolume
                 {
                     int c = (i * _dataCount + d) * 3;
                     if (plan[c] < 0) continue;
-                    ReadOnlySpan<byte> meta = metas.AsSpan((i * _dataCount + d) * _metaBytes, _metaBytes);
+                    ReadOnlySpan<byte> meta = metas.AsSpan(c / 3 * _metaBytes, _metaBytes);
                     for (int r = plan[c + 1]; r < plan[c + 2]; r++)
                         if (!OnDiskFormat.Verify(destination.Span.Slice((int)(stripeStart + d * _chunk + r * B - offsetBytes), B), meta, r)) return false;
                 }
@@ -128,20 +166,10 @@ public sealed partial class RaidVolume
         {
             _scratchPool.Return(s);
             ArrayPool<ValueTask<bool>>.Shared.Return(tasks, clearArray: true);
-            ArrayPool<long>.Shared.Return(ioOffsets);
-            ArrayPool<int>.Shared.Return(ios);
-            ArrayPool<Memory<byte>>.Shared.Return(pieces, clearArray: true);
             ArrayPool<byte>.Shared.Return(metas);
             ArrayPool<int>.Shared.Return(plan);
         }
     }
-}
-
-// Writes of several whole stripes: one gathered write per member and contiguous range.
-public sealed partial class RaidVolume
-{
-    /// <summary>The most stripes one run write covers (a 4 MiB request over 4 x 64 KiB data chunks); longer requests go stripe by stripe.</summary>
-    private const int MaxRunWriteStripes = 16;
 
     /// <summary>True for a RAID-5/6 write of two or more whole stripes, which <see cref="WriteRunAsync"/> takes.</summary>
     private bool IsRunWrite(long offsetBytes, int lengthBytes)
@@ -153,11 +181,12 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>
-    /// Writes whole stripes: parity and checksums computed from the caller's rows, then each member's part of the run
-    /// (its data or parity chunk and metadata sector of every stripe, back to back on the member) in one gathered
-    /// write, under the stripe locks and write intents of every stripe of the run. Besides the system calls, a long
-    /// contiguous write lets the kernel cache a member in large pages (folios): a file written chunk by chunk in 68 KiB
-    /// pieces reads back from the page cache at less than half the speed of one written in long runs.
+    /// Writes whole stripes: parity and checksums computed from the caller's rows (<see cref="ComputeFromSource"/>),
+    /// then each member's part of the run (its data or parity chunk and metadata sector of every stripe, back to back
+    /// on the member) in one gathered write, under the stripe locks and write intents of every stripe of the run.
+    /// Besides the system calls, a long contiguous write lets the kernel cache a member in large pages (folios): a file
+    /// written chunk by chunk in 68 KiB pieces reads back from the page cache at less than half the speed of one
+    /// written in long runs.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WriteRunAsync(long offsetBytes, ReadOnlyMemory<byte> source, long timestamp, bool fua, CancellationToken cancellationToken)
@@ -174,10 +203,8 @@ public sealed partial class RaidVolume
         Array.Sort(locks);
         int held = 0, begun = 0;
         StripeScratch[] scratches = new StripeScratch[stripes];
-        ReadOnlyMemory<byte>[] pieces = ArrayPool<ReadOnlyMemory<byte>>.Shared.Rent(stripes * 2 * _memberCount);
-        int[] ios = ArrayPool<int>.Shared.Rent(stripes * _memberCount * 3);
-        long[] ioOffsets = ArrayPool<long>.Shared.Rent(stripes * _memberCount);
-        ValueTask<bool>[] tasks = ArrayPool<ValueTask<bool>>.Shared.Rent(stripes * _memberCount);
+        ValueTask<bool>[] tasks = ArrayPool<ValueTask<bool>>.Shared.Rent(stripes * 2 * _memberCount);
+        using var ranges = new MemberRanges<ReadOnlyMemory<byte>>(stripes * 2 * _memberCount);
         try
         {
             for (; held < stripes; held++)
@@ -190,52 +217,33 @@ public sealed partial class RaidVolume
 
             for (int i = 0; i < stripes; i++)
             {
-                long stripe = firstStripe + i;
                 StripeScratch s = scratches[i] = _scratchPool.Rent();
-                ResetScratch(s, stripe);
-                for (int d = 0; d < _dataCount; d++) s.Data[d] = source.Slice(i * stripeData + d * _chunk, _chunk);
-                int pm = s.SlotMember[_dataCount];
-                int qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
-                if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, 0, _blocksPerChunk));
-                else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, 0, _blocksPerChunk), Rows(s.Buffer, qm, 0, _blocksPerChunk));
-                for (int k = 0; k < slots; k++)
-                {
-                    int m = s.SlotMember[k];
-                    if (k < _dataCount) StampRows(Meta(s.Buffer, m), s.Data[k].Span, 0, _blocksPerChunk, timestamp);
-                    else Stamp(s.Buffer, m, 0, _blocksPerChunk, timestamp);
-                }
+                ResetScratch(s, firstStripe + i);
+                ComputeFromSource(s, source.Slice(i * stripeData, stripeData), 0, 0, _blocksPerChunk, timestamp);
             }
 
-            // Each member's pieces in stripe order, grouped into contiguous ranges; a stripe the member cannot take
-            // (failed, or not yet rebuilt) is skipped, as the stripe-by-stripe path skips it.
-            int pieceCount = 0, ioCount = 0;
+            // Each member's chunk and metadata sector in stripe order; a stripe the member cannot take (failed, or not
+            // yet rebuilt) is left out, as the stripe-by-stripe path leaves it out.
             for (int m = 0; m < _memberCount; m++)
             {
-                long runEnd = -1;
                 for (int i = 0; i < stripes; i++)
                 {
                     long stripe = firstStripe + i;
                     StripeScratch s = scratches[i];
-                    if (!s.Usable[m] || !IsUsable(m, stripe)) { runEnd = -1; continue; }
                     int k = Array.IndexOf(s.SlotMember, m, 0, slots);
-                    if (k < 0) continue;
-                    long at = Layout.MemberOffsetBytes(stripe, 0);
-                    if (at != runEnd)
+                    if (k < 0 || !s.Usable[m] || !IsUsable(m, stripe))
                     {
-                        ios[ioCount * 3] = m;
-                        ios[ioCount * 3 + 1] = pieceCount;
-                        ios[ioCount * 3 + 2] = 0;
-                        ioOffsets[ioCount++] = at;
+                        ranges.Break();
+                        continue;
                     }
-                    pieces[pieceCount++] = k < _dataCount ? s.Data[k] : s.Buffer.AsMemory(m * _slotBytes, _chunk);
-                    pieces[pieceCount++] = s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes);
-                    ios[(ioCount - 1) * 3 + 2] += 2;
-                    runEnd = at + _chunk + _metaBytes;
+                    long slot = Layout.MemberOffsetBytes(stripe, 0);
+                    ranges.Add(m, slot, k < _dataCount ? s.Data[k] : s.Buffer.AsMemory(m * _slotBytes, _chunk), _chunk);
+                    ranges.Add(m, slot + _chunk, s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes), _metaBytes);
                 }
             }
-            for (int j = 0; j < ioCount; j++)
-                tasks[j] = MemberGatherAsync(ios[j * 3], ioOffsets[j], new ArraySegment<ReadOnlyMemory<byte>>(pieces, ios[j * 3 + 1], ios[j * 3 + 2]), CancellationToken.None);
-            await AwaitAllAsync(tasks, ioCount).ConfigureAwait(false);
+            for (int j = 0; j < ranges.Count; j++)
+                tasks[j] = MemberGatherAsync(ranges.Member(j), ranges.OffsetBytes(j), ranges.Pieces(j), CancellationToken.None);
+            await AwaitAllAsync(tasks, ranges.Count).ConfigureAwait(false);
             ThrowIfFailed();
         }
         finally
@@ -250,9 +258,6 @@ public sealed partial class RaidVolume
                 _scratchPool.Return(s);
             }
             ArrayPool<ValueTask<bool>>.Shared.Return(tasks, clearArray: true);
-            ArrayPool<long>.Shared.Return(ioOffsets);
-            ArrayPool<int>.Shared.Return(ios);
-            ArrayPool<ReadOnlyMemory<byte>>.Shared.Return(pieces, clearArray: true);
         }
         if (fua) await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
     }
