@@ -18,6 +18,8 @@
 #   NBD_URI_CLOUD    benchmark an already running Cloud export instead of starting one
 #   FIO_RUNTIME, FIO_RAMP  override runtime/ramp_time (seconds) of the timed jobs
 #   SECTIONS         the jobs to run (default: precondition seqwrite seqread randwrite randread randwrite-qd1)
+#   Nbd__CongestionControl  the TCP congestion control of Cloud's NBD connections (default cubic,reno; empty = the
+#                    kernel's default, which nbdkit uses)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 FIO_DIR="${FIO_DIR:-$ROOT/../shared/bench/fio}"
@@ -112,6 +114,9 @@ for _ in $(seq 1 100); do nbdinfo --size "$PEER_URI" >/dev/null 2>&1 && break; s
 
 echo "cloud:  $CLOUD_URI ($CLOUD_BYTES bytes, target $TARGET)"
 echo "nbdkit: $PEER_URI (file $WORK/peer.img)"
+# TCP congestion control: nbdkit's connections use the kernel's default; Cloud's NBD server chooses its own per
+# connection (Nbd:CongestionControl, default cubic,reno; `Nbd__CongestionControl=bbr bench/nbd.sh` measures it under BBR).
+echo "tcp:    kernel default congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown) (nbdkit); Cloud's NBD server: ${Nbd__CongestionControl-cubic,reno}"
 echo "job:    cat $FIO_DIR/engine-nbd.fio $FIO_DIR/workload.fio > job.fio; NBD_URI=... fio --section=NAME --output-format=json job.fio"
 echo
 

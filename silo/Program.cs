@@ -28,6 +28,7 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
     ["--nbd-address"] = "Nbd:Address",
     ["--nbd-port"] = "Nbd:Port",
     ["--nbd-socket"] = "Nbd:UnixSocketPath",
+    ["--nbd-congestion-control"] = "Nbd:CongestionControl",
     ["--http-address"] = "Http:Address",
     ["--http-port"] = "Http:Port",
     ["--dashboard-port"] = "Http:DashboardPort",
@@ -41,7 +42,7 @@ if (args.Contains("--help") || args.Contains("-h"))
 {
     Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--silo-port N] [--gateway-port N]");
     Console.WriteLine("                  [--clustering localhost|postgres] [--connection CONNSTRING] [--init-schema] [--cluster-id ID]");
-    Console.WriteLine("                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH]");
+    Console.WriteLine("                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH] [--nbd-congestion-control NAMES]");
     Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
     return 0;
 }

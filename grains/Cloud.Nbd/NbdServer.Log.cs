@@ -26,6 +26,9 @@ internal static partial class Log
     [LoggerMessage(7, LogLevel.Debug, "NBD connection {Id} accepted from {Remote}")]
     public static partial void Accepted(ILogger logger, long id, string remote);
 
+    [LoggerMessage(23, LogLevel.Warning, "NBD connections keep the kernel's TCP congestion control ({Current}): none of CongestionControl '{Wanted}' was accepted ({Refusals}); allowed for this user: {Allowed}")]
+    public static partial void CongestionControlRefused(ILogger logger, string current, string wanted, string refusals, string allowed);
+
     [LoggerMessage(8, LogLevel.Debug, "NBD connection {Id} from {Remote} closed")]
     public static partial void Closed(ILogger logger, long id, string remote);
 

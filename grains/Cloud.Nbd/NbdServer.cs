@@ -27,6 +27,8 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly CancellationTokenSource _aborting = new();
     private long _nextConnectionId;
     private int _state; // 0 new, 1 started, 2 stopped
+    private readonly string[] _congestionControl;
+    private int _congestionWarned;
 
     /// <summary>Creates a server; nothing listens until <see cref="StartAsync"/>.</summary>
     public NbdServer(INbdExportResolver resolver, IOptions<NbdServerOptions> options, ILogger<NbdServer>? logger = null)
@@ -36,6 +38,7 @@ public sealed class NbdServer : IAsyncDisposable
         _resolver = resolver;
         _options = options.Value;
         _logger = (ILogger?)logger ?? NullLogger.Instance;
+        _congestionControl = TcpCongestion.ParseList(_options.CongestionControl);
     }
 
     /// <summary>The bound TCP endpoint once started (with the real port when <see cref="NbdServerOptions.AnyFreePort"/> was asked), or null.</summary>
@@ -199,6 +202,7 @@ public sealed class NbdServer : IAsyncDisposable
                 {
                     // The protocol asks both ends to disable Nagle: replies are small and latency-bound.
                     socket.NoDelay = true;
+                    SetCongestionControl(socket);
                 }
                 if (_options.SocketBufferBytes > 0)
                 {
@@ -220,6 +224,19 @@ public sealed class NbdServer : IAsyncDisposable
             var run = RunConnectionAsync(connection, gate.Task);
             _connections[id] = (connection, run);
             gate.SetResult();
+        }
+    }
+
+    /// <summary>Applies <see cref="NbdServerOptions.CongestionControl"/>; warns once if the kernel accepts none of it.</summary>
+    private void SetCongestionControl(Socket socket)
+    {
+        if (_congestionControl.Length == 0 || !TcpCongestion.Supported)
+        {
+            return;
+        }
+        if (TcpCongestion.TrySet(socket, _congestionControl, out var refusals) is null && Interlocked.Exchange(ref _congestionWarned, 1) == 0)
+        {
+            Log.CongestionControlRefused(_logger, TcpCongestion.Get(socket) ?? "unknown", _options.CongestionControl, refusals, TcpCongestion.Allowed());
         }
     }
 

@@ -29,6 +29,7 @@ public sealed class NbdServerOptions
     public static readonly TimeSpan DefaultHandshakeTimeout = TimeSpan.FromSeconds(30);
     public static readonly TimeSpan DefaultShutdownTimeout = TimeSpan.FromSeconds(10);
     public const int DefaultSocketBufferBytes = 0;
+    public const string DefaultCongestionControl = "cubic,reno";
 
     /// <summary>IP address to listen on (IPv4 or IPv6 literal). Default <see cref="DefaultAddress"/>.</summary>
     public string Address { get; set; } = DefaultAddress;
@@ -83,6 +84,16 @@ public sealed class NbdServerOptions
     /// Default 0.
     /// </summary>
     public int SocketBufferBytes { get; set; } = DefaultSocketBufferBytes;
+
+    /// <summary>
+    /// TCP congestion control for each TCP connection (Linux): a comma-separated list of algorithm names, the first one
+    /// the kernel accepts is used; empty keeps the kernel's default (<c>net.ipv4.tcp_congestion_control</c>). When
+    /// none is accepted the connection keeps the default and the server logs a warning once. Default
+    /// <see cref="DefaultCongestionControl"/>: BBR's pacing caps a loopback connection well below what the server
+    /// sends (see <c>TcpCongestion</c> and docs/NBD.md). Unprivileged processes may only choose algorithms listed in
+    /// <c>net.ipv4.tcp_allowed_congestion_control</c>.
+    /// </summary>
+    public string CongestionControl { get; set; } = DefaultCongestionControl;
 }
 
 /// <summary>Validates <see cref="NbdServerOptions"/>, naming each bad field and the values allowed.</summary>
@@ -147,6 +158,13 @@ public sealed class NbdServerOptionsValidator : IValidateOptions<NbdServerOption
         if (o.SocketBufferBytes != 0 && (o.SocketBufferBytes < 64 << 10 || o.SocketBufferBytes > 64 << 20))
         {
             errors.Add($"NbdServerOptions.SocketBufferBytes {o.SocketBufferBytes} is out of range; allowed: 0 (kernel auto-tuning) or 65536-67108864.");
+        }
+        foreach (var name in TcpCongestion.ParseList(o.CongestionControl))
+        {
+            if (!TcpCongestion.IsValidName(name))
+            {
+                errors.Add($"NbdServerOptions.CongestionControl entry '{name}' is not an algorithm name; allowed: comma-separated names of 1-15 characters a-z, 0-9 and _ (e.g. cubic,reno), or empty for the kernel's default.");
+            }
         }
         return errors;
     }
