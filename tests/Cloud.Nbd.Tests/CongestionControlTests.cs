@@ -1,5 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace Cloud.Nbd.Tests;
 
@@ -57,6 +59,50 @@ public sealed class CongestionControlTests
         // The connection serves requests either way.
         var reply = await client.ReadBlockAsync(1, 0, 4096);
         Assert.Equal(0u, reply.Error);
+    }
+
+    /// <summary>Keeps every message logged at warning or above.</summary>
+    private sealed class WarningLog : ILogger<NbdServer>
+    {
+        public List<string> Messages { get; } = [];
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (IsEnabled(logLevel))
+            {
+                lock (Messages)
+                {
+                    Messages.Add(formatter(state, exception));
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public async Task RefusedAlgorithms_AreLoggedOnce_NamingEachRefusalAndTheAllowedList()
+    {
+        var log = new WarningLog();
+        var options = new NbdServerOptions { Port = NbdServerOptions.AnyFreePort, CongestionControl = "no_such_cc,nor_this" };
+        await using var server = new NbdServer(new MapResolver(new MemoryVolume("v1", 1 << 20)), Options.Create(options), log);
+        await server.StartAsync();
+        for (int i = 0; i < 3; i++)
+        {
+            await using var client = await RawNbdClient.OpenAsync(server.TcpEndPoint!, "v1");
+            Assert.Equal(0u, (await client.ReadBlockAsync(1, 0, 4096)).Error);
+        }
+        string warning;
+        lock (log.Messages)
+        {
+            warning = Assert.Single(log.Messages, m => m.Contains("congestion control"));
+        }
+        Assert.Contains($"({KernelDefault})", warning);
+        Assert.Contains("no_such_cc: ", warning);
+        Assert.Contains("nor_this: ", warning);
+        Assert.Contains("allowed for this user: " + File.ReadAllText("/proc/sys/net/ipv4/tcp_allowed_congestion_control").Trim(), warning);
     }
 
     [Theory]
