@@ -9,9 +9,9 @@ namespace Cloud.Nbd;
 /// <remarks>
 /// Why the NBD server chooses one: BBR, the default on some machines (this project's test machine among them),
 /// paces each connection at its estimate of the path's bandwidth. Over loopback, a connection carrying 1 MiB read
-/// replies settled at a pacing rate of about 29 Gbit/s with out-of-order segments (the pacing timer sends from the
-/// other CPU), and capped sequential reads at about 2.9 GB/s whatever the server did; with CUBIC, Linux's usual
-/// default, the same server sent 4 GB/s and more. Block storage runs over loopback and LANs, where loss-based
+/// replies settled at a pacing rate of about 29 Gbit/s, with many segments arriving out of order (most of the send
+/// time went to segments pushed from ACK processing, which runs on the other CPU), and sequential reads stopped near
+/// 2.9 GB/s whatever the server did; with CUBIC, Linux's usual default, the same server sent 4 GB/s and more. Block storage runs over loopback and LANs, where loss-based
 /// control is the norm. See docs/NBD.md.
 /// </remarks>
 internal static class TcpCongestion
