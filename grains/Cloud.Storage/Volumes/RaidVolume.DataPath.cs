@@ -75,51 +75,44 @@ public sealed partial class RaidVolume
             throw new ArgumentOutOfRangeException(nameof(timestamps), timestamps.Length, $"allowed: 1..{MaxIoSizeBytes / B} blocks.");
         CheckIo(offsetBytes, timestamps.Length * B, nameof(timestamps));
         long end = offsetBytes + (long)timestamps.Length * B;
-        StripeScratch s = _scratchPool.Rent();
-        try
+        for (long pos = offsetBytes; pos < end;)
         {
-            for (long pos = offsetBytes; pos < end;)
+            long stripe = pos / Geometry.StripeDataBytes;
+            long stripeEnd = Math.Min(end, (stripe + 1) * Geometry.StripeDataBytes);
+            using (LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false))
             {
-                long stripe = pos / Geometry.StripeDataBytes;
-                long stripeEnd = Math.Min(end, (stripe + 1) * Geometry.StripeDataBytes);
-                SemaphoreSlim gate = StripeLock(stripe);
-                await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-                try
-                {
-                    ResetScratch(s, stripe);
-                    int n = 0;
-                    for (int m = 0; m < _memberCount; m++)
-                        if (s.Usable[m]) s.Tasks[n++] = SlotIoAsync(m, false, stripe, 0, 0, true, s.Buffer, cancellationToken);
-                    await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
-                    for (long p = pos; p < stripeEnd; p += B)
-                    {
-                        ChunkAddress a = Layout.Locate(p);
-                        int row = a.OffsetInChunkBytes / B;
-                        long ts = 0;
-                        if (Geometry.Level == RaidLevel.Raid1)
-                        {
-                            for (int m = 0; m < _memberCount; m++)
-                                if (s.Usable[m] && IsUsable(m, stripe)) ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, m), row).Timestamp);
-                        }
-                        else if (s.Usable[a.Member] && IsUsable(a.Member, stripe))
-                            ts = OnDiskFormat.ReadEntry(Meta(s.Buffer, a.Member), row).Timestamp;
-                        else
-                        {
-                            for (int k = _dataCount; k < _dataCount + _parityCount; k++)
-                            {
-                                int pm = Layout.MemberAtLogicalSlot(stripe, k);
-                                if (s.Usable[pm] && IsUsable(pm, stripe)) ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, pm), row).Timestamp);
-                            }
-                            if (ts == 0 && _parityCount == 0) throw new VolumeDataLossException($"volume '{Name}': member {a.Member} holding offset {p} is lost.");
-                        }
-                        timestamps.Span[(int)((p - offsetBytes) / B)] = ts;
-                    }
-                }
-                finally { gate.Release(); }
-                pos = stripeEnd;
+                StripeScratch s = locked.Scratch;
+                ResetScratch(s, stripe);
+                int n = 0;
+                for (int m = 0; m < _memberCount; m++)
+                    if (s.Usable[m]) s.Tasks[n++] = ReadMetadataAsync(s, m, stripe, cancellationToken);
+                await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+                for (long p = pos; p < stripeEnd; p += B) timestamps.Span[(int)((p - offsetBytes) / B)] = BlockTimestamp(s, stripe, p);
             }
+            pos = stripeEnd;
         }
-        finally { _scratchPool.Return(s); }
+    }
+
+    /// <summary>The timestamp stored for the block at volume offset <paramref name="offsetBytes"/>, from the metadata sectors in the scratch.</summary>
+    private long BlockTimestamp(StripeScratch s, long stripe, long offsetBytes)
+    {
+        ChunkAddress a = Layout.Locate(offsetBytes);
+        int row = a.OffsetInChunkBytes / B;
+        long ts = 0;
+        if (Geometry.Level == RaidLevel.Raid1)
+        {
+            for (int m = 0; m < _memberCount; m++)
+                if (s.Usable[m] && IsUsable(m, stripe)) ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, m), row).Timestamp);
+            return ts;
+        }
+        if (s.Usable[a.Member] && IsUsable(a.Member, stripe)) return OnDiskFormat.ReadEntry(Meta(s.Buffer, a.Member), row).Timestamp;
+        for (int k = _dataCount; k < _dataCount + _parityCount; k++)
+        {
+            int pm = Layout.MemberAtLogicalSlot(stripe, k);
+            if (s.Usable[pm] && IsUsable(pm, stripe)) ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, pm), row).Timestamp);
+        }
+        if (ts == 0 && _parityCount == 0) throw new VolumeDataLossException($"volume '{Name}': member {a.Member} holding offset {offsetBytes} is lost.");
+        return ts;
     }
 
     private void CheckIo(long offsetBytes, int lengthBytes, string lengthName)
@@ -204,22 +197,17 @@ public sealed partial class RaidVolume
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReadStripeAsync(long stripe, int inStripe, Memory<byte> destination, CancellationToken cancellationToken)
     {
-        StripeScratch s = _scratchPool.Rent();
+        // Optimistic: no lock. Anything odd (a missing member, a checksum mismatch that may be a write in
+        // flight) is settled under the stripe lock.
+        StripeScratch fast = _scratchPool.Rent();
         try
         {
-            // Optimistic: no lock. Anything odd (a missing member, a checksum mismatch that may be a
-            // write in flight) is settled under the stripe lock.
-            if (await TryReadFastAsync(s, stripe, inStripe, destination, cancellationToken).ConfigureAwait(false)) return;
-            SemaphoreSlim gate = StripeLock(stripe);
-            await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-            try
-            {
-                ThrowIfFailed();
-                await ReadSlowAsync(s, stripe, inStripe, destination, cancellationToken).ConfigureAwait(false);
-            }
-            finally { gate.Release(); }
+            if (await TryReadFastAsync(fast, stripe, inStripe, destination, cancellationToken).ConfigureAwait(false)) return;
         }
-        finally { _scratchPool.Return(s); }
+        finally { _scratchPool.Return(fast); }
+        using LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false);
+        ThrowIfFailed();
+        await ReadSlowAsync(locked.Scratch, stripe, inStripe, destination, cancellationToken).ConfigureAwait(false);
     }
 
     private int ReadCopyMember(long stripe) => Geometry.Level == RaidLevel.Raid1 ? (int)(stripe % _memberCount) : -1;
@@ -239,8 +227,8 @@ public sealed partial class RaidVolume
             if (m < 0 || !s.Usable[m]) return await DrainFalse(s, n).ConfigureAwait(false);
             s.WriteFirst[d] = m; // which member this chunk was read from
             int destOffset = d * _chunk + s.First[d] * B - inStripe;
-            s.Tasks[n++] = MemberIoAsync(m, false, slot + s.First[d] * B, destination.Slice(destOffset, (s.End[d] - s.First[d]) * B), cancellationToken);
-            s.Tasks[n++] = MemberIoAsync(m, false, slot + _chunk, s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes), cancellationToken);
+            s.Tasks[n++] = MemberReadAsync(m, slot + s.First[d] * B, destination.Slice(destOffset, (s.End[d] - s.First[d]) * B), cancellationToken);
+            s.Tasks[n++] = MemberReadAsync(m, slot + _chunk, s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes), cancellationToken);
         }
         if (!await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false)) return false;
         for (int d = 0; d < _dataCount; d++)
@@ -280,7 +268,7 @@ public sealed partial class RaidVolume
                 int n = 0;
                 for (int d = 0; d < _dataCount; d++)
                     if (s.First[d] < s.End[d])
-                        s.Tasks[n++] = SlotIoAsync(d, false, stripe, s.First[d], s.End[d], true, s.Buffer, cancellationToken);
+                        s.Tasks[n++] = ReadSlotAsync(s, d, stripe, s.First[d], s.End[d], cancellationToken);
                 if (!await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false)) ThrowIfFailed();
                 for (int d = 0; d < _dataCount; d++)
                     if (s.First[d] < s.End[d] && VerifyRows(s, d, s.First[d], s.End[d]) > 0)
@@ -291,15 +279,15 @@ public sealed partial class RaidVolume
             {
                 int n = 0;
                 for (int m = 0; m < _memberCount; m++)
-                    if (s.Usable[m]) s.Tasks[n++] = SlotIoAsync(m, false, stripe, r0, r1, true, s.Buffer, cancellationToken);
+                    if (s.Usable[m]) s.Tasks[n++] = ReadSlotAsync(s, m, stripe, r0, r1, cancellationToken);
                 await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
-                await RepairMirrorRowsAsync(s, stripe, r0, r1, cancellationToken, write: _options.RepairOnRead).ConfigureAwait(false);
+                await RepairMirrorRowsAsync(s, stripe, r0, r1, rewrite: _options.RepairOnRead).ConfigureAwait(false);
                 break;
             }
             default:
             {
                 bool corrupt = await LoadAndReconstructAsync(s, stripe, r0, r1, Need.ReadRanges, cancellationToken).ConfigureAwait(false);
-                if (corrupt && _options.RepairOnRead) await WriteRepairsAsync(s, stripe, r0, r1, cancellationToken).ConfigureAwait(false);
+                if (corrupt && _options.RepairOnRead) await WriteRepairsAsync(s, stripe, r0, r1).ConfigureAwait(false);
                 break;
             }
         }
@@ -315,7 +303,7 @@ public sealed partial class RaidVolume
     /// RAID-1: for each row, finds a copy that verifies, copies it into every image whose block is
     /// bad, rewrites those, and leaves SlotMember[0] naming a member whose image is now right.
     /// </summary>
-    private async ValueTask RepairMirrorRowsAsync(StripeScratch s, long stripe, int r0, int r1, CancellationToken cancellationToken, bool write = true)
+    private async ValueTask RepairMirrorRowsAsync(StripeScratch s, long stripe, int r0, int r1, bool rewrite = true)
     {
         int good = -1;
         for (int m = 0; m < _memberCount; m++)
@@ -335,23 +323,21 @@ public sealed partial class RaidVolume
             for (int m = 0; m < _memberCount; m++)
             {
                 if (!s.Usable[m] || !s.Bad[m * _blocksPerChunk + r]) continue;
-                Rows(s.Buffer, source, r, r + 1).CopyTo(Rows(s.Buffer, m, r, r + 1));
-                Meta(s.Buffer, source).Slice(r * OnDiskFormat.MetadataEntryBytes, OnDiskFormat.MetadataEntryBytes)
-                    .CopyTo(Meta(s.Buffer, m)[(r * OnDiskFormat.MetadataEntryBytes)..]);
+                CopyRow(s, source, m, r);
                 s.Bad[m * _blocksPerChunk + r] = false;
                 if (s.WriteFirst[m] < 0) s.WriteFirst[m] = r;
                 s.WriteEnd[m] = r + 1;
             }
         }
         int n = 0;
-        for (int m = 0; m < _memberCount && write; m++)
-            if (s.WriteFirst[m] >= 0) s.Tasks[n++] = SlotIoAsync(m, true, stripe, s.WriteFirst[m], s.WriteEnd[m], true, s.Buffer, CancellationToken.None);
+        for (int m = 0; m < _memberCount && rewrite; m++)
+            if (s.WriteFirst[m] >= 0) s.Tasks[n++] = WriteSlotAsync(s, m, stripe, s.WriteFirst[m], s.WriteEnd[m]);
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
         s.SlotMember[0] = good;
     }
 
     /// <summary>RAID-5/6: rewrites the blocks that were corrupt on usable members, now reconstructed in the images.</summary>
-    private async ValueTask WriteRepairsAsync(StripeScratch s, long stripe, int r0, int r1, CancellationToken cancellationToken)
+    private async ValueTask WriteRepairsAsync(StripeScratch s, long stripe, int r0, int r1)
     {
         int n = 0;
         for (int m = 0; m < _memberCount; m++)
@@ -365,7 +351,7 @@ public sealed partial class RaidVolume
                 if (first < 0) first = r;
                 end = r + 1;
             }
-            if (first >= 0) s.Tasks[n++] = SlotIoAsync(m, true, stripe, first, end, true, s.Buffer, CancellationToken.None);
+            if (first >= 0) s.Tasks[n++] = WriteSlotAsync(s, m, stripe, first, end);
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
     }
@@ -375,29 +361,20 @@ public sealed partial class RaidVolume
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WriteStripeAsync(long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, CancellationToken cancellationToken)
     {
-        StripeScratch s = _scratchPool.Rent();
-        SemaphoreSlim gate = StripeLock(stripe);
-        await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        using LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false);
+        StripeScratch s = locked.Scratch;
+        ThrowIfFailed();
+        await _intent.BeginAsync(stripe, cancellationToken).ConfigureAwait(false);
         try
         {
-            ThrowIfFailed();
-            await _intent.BeginAsync(stripe, cancellationToken).ConfigureAwait(false);
-            try
-            {
-                ResetScratch(s, stripe);
-                if (Geometry.Level is RaidLevel.Raid0 or RaidLevel.Raid1)
-                    await WriteStripeNoParityAsync(s, stripe, inStripe, source, timestamp, cancellationToken).ConfigureAwait(false);
-                else
-                    await WriteStripeParityAsync(s, stripe, inStripe, source, timestamp, cancellationToken).ConfigureAwait(false);
-            }
-            finally { _intent.End(stripe); }
-            ThrowIfFailed();
+            ResetScratch(s, stripe);
+            if (Geometry.Level is RaidLevel.Raid0 or RaidLevel.Raid1)
+                await WriteStripeNoParityAsync(s, stripe, inStripe, source, timestamp, cancellationToken).ConfigureAwait(false);
+            else
+                await WriteStripeParityAsync(s, stripe, inStripe, source, timestamp, cancellationToken).ConfigureAwait(false);
         }
-        finally
-        {
-            gate.Release();
-            _scratchPool.Return(s);
-        }
+        finally { _intent.End(stripe); }
+        ThrowIfFailed();
     }
 
     private async ValueTask WriteStripeNoParityAsync(StripeScratch s, long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, CancellationToken cancellationToken)
@@ -412,7 +389,7 @@ public sealed partial class RaidVolume
             if (s.First[d] == s.End[d] || !s.Usable[t]) continue;
             // The metadata sector is read only when some of its entries are not being rewritten.
             if (s.First[d] > 0 || s.End[d] < _blocksPerChunk)
-                s.Tasks[n++] = SlotIoAsync(t, false, stripe, 0, 0, true, s.Buffer, cancellationToken);
+                s.Tasks[n++] = ReadMetadataAsync(s, t, stripe, cancellationToken);
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
         n = 0;
@@ -422,7 +399,7 @@ public sealed partial class RaidVolume
             if (s.First[d] == s.End[d] || !IsUsable(t, stripe)) continue;
             source.Span.Slice(d * _chunk + s.First[d] * B - inStripe, (s.End[d] - s.First[d]) * B).CopyTo(Rows(s.Buffer, t, s.First[d], s.End[d]));
             Stamp(s.Buffer, t, s.First[d], s.End[d], timestamp);
-            s.Tasks[n++] = SlotIoAsync(t, true, stripe, s.First[d], s.End[d], true, s.Buffer, CancellationToken.None);
+            s.Tasks[n++] = WriteSlotAsync(s, t, stripe, s.First[d], s.End[d]);
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
     }
@@ -468,9 +445,7 @@ public sealed partial class RaidVolume
                 if (s.First[d] == s.End[d]) continue;
                 source.Span.Slice(d * _chunk + s.First[d] * B - inStripe, (s.End[d] - s.First[d]) * B).CopyTo(Rows(s.Buffer, s.SlotMember[d], s.First[d], s.End[d]));
             }
-            for (int d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], r0, r1);
-            if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, r0, r1));
-            else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, qm, r0, r1));
+            ComputeParityRows(s, r0, r1);
         }
 
         // Stamp and write: dirty data rows, parity rows [r0, r1), and repaired blocks elsewhere.
@@ -502,7 +477,7 @@ public sealed partial class RaidVolume
                     else { first = Math.Min(first, r); end = Math.Max(end, r + 1); }
                 }
             }
-            if (first < end) s.Tasks[n++] = SlotIoAsync(m, true, stripe, first, end, true, s.Buffer, CancellationToken.None);
+            if (first < end) s.Tasks[n++] = WriteSlotAsync(s, m, stripe, first, end);
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
     }
@@ -553,7 +528,7 @@ public sealed partial class RaidVolume
                 if (!s.Usable[m] || !IsUsable(m, stripe)) continue;
                 if (k >= _dataCount)
                 {
-                    s.Tasks[n++] = SlotIoAsync(m, true, stripe, r0, r1, true, s.Buffer, CancellationToken.None);
+                    s.Tasks[n++] = WriteSlotAsync(s, m, stripe, r0, r1);
                     continue;
                 }
                 pieces[2 * k] = s.Data[k];
@@ -597,22 +572,22 @@ public sealed partial class RaidVolume
             switch (strategy)
             {
                 case WriteStrategy.FullStripe:
-                    if (needMeta) s.Tasks[n++] = SlotIoAsync(m, false, stripe, 0, 0, true, s.Buffer, cancellationToken);
+                    if (needMeta) s.Tasks[n++] = ReadMetadataAsync(s, m, stripe, cancellationToken);
                     break;
                 case WriteStrategy.ReadModifyWrite:
-                    if (dirty) s.Tasks[n++] = SlotIoAsync(m, false, stripe, first, end, true, s.Buffer, cancellationToken);
+                    if (dirty) s.Tasks[n++] = ReadSlotAsync(s, m, stripe, first, end, cancellationToken);
                     break;
                 default: // ReconstructWrite: the rows of the union each data chunk does not overwrite.
                     if (!isData)
                     {
-                        if (needMeta) s.Tasks[n++] = SlotIoAsync(m, false, stripe, 0, 0, true, s.Buffer, cancellationToken);
+                        if (needMeta) s.Tasks[n++] = ReadMetadataAsync(s, m, stripe, cancellationToken);
                     }
                     else if (!dirty)
-                        s.Tasks[n++] = SlotIoAsync(m, false, stripe, r0, r1, true, s.Buffer, cancellationToken);
+                        s.Tasks[n++] = ReadSlotAsync(s, m, stripe, r0, r1, cancellationToken);
                     else
                     {
-                        s.Tasks[n++] = SlotIoAsync(m, false, stripe, r0, first, true, s.Buffer, cancellationToken);
-                        if (end < r1) s.Tasks[n++] = SlotIoAsync(m, false, stripe, end, r1, false, s.Buffer, cancellationToken);
+                        s.Tasks[n++] = ReadSlotAsync(s, m, stripe, r0, first, cancellationToken);
+                        if (end < r1) s.Tasks[n++] = ReadRowsAsync(s, m, stripe, end, r1, cancellationToken);
                     }
                     break;
             }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
 using Cloud.Storage.Devices;
@@ -12,6 +13,10 @@ namespace Cloud.Storage.Volumes;
 public sealed partial class RaidVolume
 {
     private const int B = VolumeGeometry.BlockSizeBytes;
+
+    /// <summary>Reads one range of member <paramref name="m"/>; an I/O error fails the member and returns false.</summary>
+    private ValueTask<bool> MemberReadAsync(int m, long memberOffsetBytes, Memory<byte> buffer, CancellationToken cancellationToken) =>
+        MemberIoAsync(m, write: false, memberOffsetBytes, buffer, cancellationToken);
 
     /// <summary>One member I/O; an I/O error fails the member and returns false.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
@@ -95,21 +100,44 @@ public sealed partial class RaidVolume
         error?.Throw();
     }
 
+    /// <summary>Reads rows [r0, r1) of member <paramref name="m"/>'s chunk in <paramref name="stripe"/> and its metadata sector into the member's image in the scratch.</summary>
+    private ValueTask<bool> ReadSlotAsync(StripeScratch s, int m, long stripe, int r0, int r1, CancellationToken cancellationToken) =>
+        SlotIoAsync(m, write: false, stripe, r0, r1, withMetadata: true, s.Buffer, cancellationToken);
+
+    /// <summary>Reads only the metadata sector of member <paramref name="m"/>'s chunk in <paramref name="stripe"/>, for entries a write keeps.</summary>
+    private ValueTask<bool> ReadMetadataAsync(StripeScratch s, int m, long stripe, CancellationToken cancellationToken) =>
+        SlotIoAsync(m, write: false, stripe, 0, 0, withMetadata: true, s.Buffer, cancellationToken);
+
+    /// <summary>Reads rows [r0, r1) of member <paramref name="m"/>'s chunk without its metadata sector (read separately, or already in the image).</summary>
+    private ValueTask<bool> ReadRowsAsync(StripeScratch s, int m, long stripe, int r0, int r1, CancellationToken cancellationToken) =>
+        SlotIoAsync(m, write: false, stripe, r0, r1, withMetadata: false, s.Buffer, cancellationToken);
+
     /// <summary>
-    /// Reads or writes rows [r0, r1) of member <paramref name="m"/>'s chunk in <paramref name="stripe"/>,
-    /// and its metadata sector when <paramref name="meta"/>, to or from the member's image in the
-    /// scratch buffer. When the rows run to the end of the chunk the metadata sector is adjacent and
-    /// one I/O carries both, so a block and its checksum land together.
+    /// Writes rows [r0, r1) of member <paramref name="m"/>'s image and its metadata sector. Not cancellable: once a
+    /// stripe's writes start, every one of them is issued, so that a cancelled caller does not leave data, parity and
+    /// checksums disagreeing where the write-intent log would have to repair them.
+    /// </summary>
+    private ValueTask<bool> WriteSlotAsync(StripeScratch s, int m, long stripe, int r0, int r1) =>
+        SlotIoAsync(m, write: true, stripe, r0, r1, withMetadata: true, s.Buffer, CancellationToken.None);
+
+    /// <summary>
+    /// Reads or writes rows [r0, r1) of member <paramref name="m"/>'s chunk in <paramref name="stripe"/>, and its
+    /// metadata sector when <paramref name="withMetadata"/>, to or from the member's image in the scratch buffer.
+    /// When the rows run to the end of the chunk the metadata sector is adjacent and one I/O carries both, so a block
+    /// and its checksum land together. Callers use the named forms above.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> SlotIoAsync(int m, bool write, long stripe, int r0, int r1, bool meta, byte[] buffer, CancellationToken cancellationToken)
+    private async ValueTask<bool> SlotIoAsync(int m, bool write, long stripe, int r0, int r1, bool withMetadata, byte[] buffer, CancellationToken cancellationToken)
     {
+        Debug.Assert((uint)m < (uint)_memberCount, "member index out of range");
+        Debug.Assert(0 <= r0 && r0 <= r1 && r1 <= _blocksPerChunk, "row range out of order or beyond the chunk");
+        AssertStripeLocked(stripe);
         int image = m * _slotBytes;
         long slot = Layout.MemberOffsetBytes(stripe, 0);
-        if (meta && r1 == _blocksPerChunk && r0 < r1)
+        if (withMetadata && r1 == _blocksPerChunk && r0 < r1)
             return await MemberIoAsync(m, write, slot + r0 * B, buffer.AsMemory(image + r0 * B, (r1 - r0) * B + _metaBytes), cancellationToken).ConfigureAwait(false);
         ValueTask<bool> rows = r0 < r1 ? MemberIoAsync(m, write, slot + r0 * B, buffer.AsMemory(image + r0 * B, (r1 - r0) * B), cancellationToken) : new(true);
-        ValueTask<bool> metadata = meta ? MemberIoAsync(m, write, slot + _chunk, buffer.AsMemory(image + _chunk, _metaBytes), cancellationToken) : new(true);
+        ValueTask<bool> metadata = withMetadata ? MemberIoAsync(m, write, slot + _chunk, buffer.AsMemory(image + _chunk, _metaBytes), cancellationToken) : new(true);
         ExceptionDispatchInfo? error = null;
         bool ok = true;
         // Await both even if one throws: the buffer goes back to the pool only when no I/O uses it.
@@ -226,7 +254,7 @@ public sealed partial class RaidVolume
         for (int k = 0; k < slots; k++)
         {
             int m = s.SlotMember[k];
-            if (s.Usable[m]) s.Tasks[n++] = SlotIoAsync(m, false, stripe, r0, r1, true, s.Buffer, cancellationToken);
+            if (s.Usable[m]) s.Tasks[n++] = ReadSlotAsync(s, m, stripe, r0, r1, cancellationToken);
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
         bool corrupt = false;
@@ -236,8 +264,20 @@ public sealed partial class RaidVolume
             // A read that failed just now failed the member too.
             s.Usable[m] = s.Usable[m] && IsUsable(m, stripe);
             if (s.Usable[m]) corrupt |= VerifyRows(s, m, r0, r1) > 0;
-            s.Members[k] = s.Buffer.AsMemory(m * _slotBytes, _chunk);
         }
+        ReconstructRows(s, stripe, r0, r1, need);
+        return corrupt;
+    }
+
+    /// <summary>
+    /// Reconstructs in the images, for rows [r0, r1), every slot that is unusable or marked bad, in runs of rows with
+    /// the same bad slots. Throws <see cref="VolumeDataLossException"/> when a row that <paramref name="need"/> names
+    /// has more bad slots than parity.
+    /// </summary>
+    private void ReconstructRows(StripeScratch s, long stripe, int r0, int r1, Need need)
+    {
+        Debug.Assert(0 <= r0 && r0 < r1 && r1 <= _blocksPerChunk, "row range out of order or beyond the chunk");
+        for (int k = 0; k < _dataCount + _parityCount; k++) s.Members[k] = s.Buffer.AsMemory(s.SlotMember[k] * _slotBytes, _chunk);
         Span<int> missing = stackalloc int[2];
         int runStart = r0;
         ulong runMask = BadMask(s, r0);
@@ -249,7 +289,23 @@ public sealed partial class RaidVolume
             runStart = r;
             runMask = mask;
         }
-        return corrupt;
+    }
+
+    /// <summary>Computes the parity rows [r0, r1) in the parity members' images from the data members' images.</summary>
+    private void ComputeParityRows(StripeScratch s, int r0, int r1)
+    {
+        for (int d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], r0, r1);
+        int pm = s.SlotMember[_dataCount];
+        if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, r0, r1));
+        else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, s.SlotMember[_dataCount + 1], r0, r1));
+    }
+
+    /// <summary>Copies row <paramref name="r"/> and its metadata entry from member <paramref name="from"/>'s image to member <paramref name="to"/>'s.</summary>
+    private void CopyRow(StripeScratch s, int from, int to, int r)
+    {
+        Rows(s.Buffer, from, r, r + 1).CopyTo(Rows(s.Buffer, to, r, r + 1));
+        Meta(s.Buffer, from).Slice(r * OnDiskFormat.MetadataEntryBytes, OnDiskFormat.MetadataEntryBytes)
+            .CopyTo(Meta(s.Buffer, to)[(r * OnDiskFormat.MetadataEntryBytes)..]);
     }
 
     private ulong BadMask(StripeScratch s, int row)

@@ -47,37 +47,49 @@ public sealed partial class RaidVolume
 
     private async ValueTask RebuildStripeAsync(int target, long stripe, CancellationToken cancellationToken)
     {
-        StripeScratch s = _scratchPool.Rent();
-        SemaphoreSlim gate = StripeLock(stripe);
-        await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
+        using LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false);
+        StripeScratch s = locked.Scratch;
+        ThrowIfFailed();
+        ResetScratch(s, stripe);
+        if (Geometry.Level == RaidLevel.Raid1)
         {
-            ThrowIfFailed();
-            ResetScratch(s, stripe);
-            if (Geometry.Level == RaidLevel.Raid1)
-            {
-                int n = 0;
-                for (int m = 0; m < _memberCount; m++)
-                    if (s.Usable[m]) s.Tasks[n++] = SlotIoAsync(m, false, stripe, 0, _blocksPerChunk, true, s.Buffer, cancellationToken);
-                await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
-                await RepairMirrorRowsAsync(s, stripe, 0, _blocksPerChunk, cancellationToken).ConfigureAwait(false);
-                Buffer.BlockCopy(s.Buffer, s.SlotMember[0] * _slotBytes, s.Buffer, target * _slotBytes, _slotBytes);
-            }
-            else
-            {
-                // Target is not usable for this stripe yet, so it counts as missing in every row.
-                await LoadAndReconstructAsync(s, stripe, 0, _blocksPerChunk, Need.All, cancellationToken).ConfigureAwait(false);
-                StampRebuilt(s, stripe, target);
-            }
-            if (!await SlotIoAsync(target, true, stripe, 0, _blocksPerChunk, true, s.Buffer, CancellationToken.None).ConfigureAwait(false)) return;
-            // Advance under the lock: writes to this stripe from now on include the new member.
-            Volatile.Write(ref _cursors[target], stripe + 1);
+            await ReadUsableSlotsAsync(s, stripe, cancellationToken).ConfigureAwait(false);
+            await RepairMirrorRowsAsync(s, stripe, 0, _blocksPerChunk).ConfigureAwait(false);
+            Buffer.BlockCopy(s.Buffer, s.SlotMember[0] * _slotBytes, s.Buffer, target * _slotBytes, _slotBytes);
         }
-        finally
+        else
         {
-            gate.Release();
-            _scratchPool.Return(s);
+            // Target is not usable for this stripe yet, so it counts as missing in every row.
+            await LoadAndReconstructAsync(s, stripe, 0, _blocksPerChunk, Need.All, cancellationToken).ConfigureAwait(false);
+            StampRebuilt(s, stripe, target);
         }
+        if (!await WriteSlotAsync(s, target, stripe, 0, _blocksPerChunk).ConfigureAwait(false)) return;
+        // Advance under the lock: writes to this stripe from now on include the new member.
+        Volatile.Write(ref _cursors[target], stripe + 1);
+    }
+
+    /// <summary>Reads every usable member's whole chunk and metadata sector of <paramref name="stripe"/> into the scratch.</summary>
+    private async ValueTask ReadUsableSlotsAsync(StripeScratch s, long stripe, CancellationToken cancellationToken)
+    {
+        int n = 0;
+        for (int m = 0; m < _memberCount; m++)
+            if (s.Usable[m]) s.Tasks[n++] = ReadSlotAsync(s, m, stripe, 0, _blocksPerChunk, cancellationToken);
+        await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Drops members that failed during the last reads from <see cref="StripeScratch.Usable"/> and verifies every
+    /// block of the others, marking the bad ones; returns how many were bad.
+    /// </summary>
+    private int VerifyUsableSlots(StripeScratch s, long stripe)
+    {
+        int bad = 0;
+        for (int m = 0; m < _memberCount; m++)
+        {
+            s.Usable[m] = s.Usable[m] && IsUsable(m, stripe);
+            if (s.Usable[m]) bad += VerifyRows(s, m, 0, _blocksPerChunk);
+        }
+        return bad;
     }
 
     /// <summary>
@@ -118,141 +130,117 @@ public sealed partial class RaidVolume
     {
         CheckUsable();
         long mismatches = 0, checksumErrors = 0, repaired = 0, unrecoverable = 0;
-        StripeScratch s = _scratchPool.Rent();
-        try
+        for (long stripe = 0; stripe < StripeCount; stripe++)
         {
-            for (long stripe = 0; stripe < StripeCount; stripe++)
+            cancellationToken.ThrowIfCancellationRequested();
+            using (LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false))
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                SemaphoreSlim gate = StripeLock(stripe);
-                await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-                try
-                {
-                    ThrowIfFailed();
-                    (int bad, bool mismatch, bool fixedIt, bool lost) = await ScrubStripeAsync(s, stripe, repair, cancellationToken).ConfigureAwait(false);
-                    checksumErrors += bad;
-                    if (mismatch) mismatches++;
-                    if (fixedIt) repaired++;
-                    if (lost) unrecoverable++;
-                }
-                finally { gate.Release(); }
-                progress?.Report(new ScrubProgress(stripe + 1, StripeCount, mismatches, checksumErrors));
+                ThrowIfFailed();
+                StripeScrub result = await ScrubStripeAsync(locked.Scratch, stripe, repair, cancellationToken).ConfigureAwait(false);
+                checksumErrors += result.Bad;
+                if (result.Mismatch) mismatches++;
+                if (result.Repaired) repaired++;
+                if (result.Lost) unrecoverable++;
             }
+            progress?.Report(new ScrubProgress(stripe + 1, StripeCount, mismatches, checksumErrors));
         }
-        finally { _scratchPool.Return(s); }
         return new ScrubReport(StripeCount, mismatches, checksumErrors, repaired, unrecoverable);
     }
 
-    private async ValueTask<(int Bad, bool Mismatch, bool Repaired, bool Lost)> ScrubStripeAsync(StripeScratch s, long stripe, bool repair, CancellationToken cancellationToken)
+    /// <summary>What scrubbing one stripe found: corrupt blocks, whether redundancy disagreed with data, and what repair did.</summary>
+    private readonly record struct StripeScrub(int Bad, bool Mismatch, bool Repaired, bool Lost);
+
+    private async ValueTask<StripeScrub> ScrubStripeAsync(StripeScratch s, long stripe, bool repair, CancellationToken cancellationToken)
     {
         ResetScratch(s, stripe);
+        await ReadUsableSlotsAsync(s, stripe, cancellationToken).ConfigureAwait(false);
+        int bad = VerifyUsableSlots(s, stripe);
+        return Geometry.Level switch
+        {
+            RaidLevel.Raid0 => new StripeScrub(bad, false, false, bad > 0),
+            RaidLevel.Raid1 => await ScrubMirrorAsync(s, stripe, bad, repair).ConfigureAwait(false),
+            _ => await ScrubParityAsync(s, stripe, bad, repair).ConfigureAwait(false),
+        };
+    }
+
+    /// <summary>RAID-1: compares the copies row by row where both verify, and with <paramref name="repair"/> makes them equal.</summary>
+    private async ValueTask<StripeScrub> ScrubMirrorAsync(StripeScratch s, long stripe, int bad, bool repair)
+    {
         int rows = _blocksPerChunk;
-        int n = 0;
-        for (int m = 0; m < _memberCount; m++)
-            if (s.Usable[m]) s.Tasks[n++] = SlotIoAsync(m, false, stripe, 0, rows, true, s.Buffer, cancellationToken);
-        await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
-        int bad = 0;
-        for (int m = 0; m < _memberCount; m++)
-        {
-            s.Usable[m] = s.Usable[m] && IsUsable(m, stripe);
-            if (s.Usable[m]) bad += VerifyRows(s, m, 0, rows);
-        }
-
+        int reference = FirstUsableFrom(s, 0);
         bool mismatch = false;
-        switch (Geometry.Level)
+        for (int m = 0; m < _memberCount && !mismatch; m++)
         {
-            case RaidLevel.Raid0:
-                return (bad, false, false, bad > 0);
-            case RaidLevel.Raid1:
-            {
-                int reference = FirstUsableFrom(s, 0);
-                for (int m = 0; m < _memberCount && !mismatch; m++)
-                {
-                    if (!s.Usable[m] || m == reference) continue;
-                    for (int r = 0; r < rows && !mismatch; r++)
-                        if (!s.Bad[m * rows + r] && !s.Bad[reference * rows + r] && !Rows(s.Buffer, m, r, r + 1).SequenceEqual(Rows(s.Buffer, reference, r, r + 1)))
-                            mismatch = true;
-                }
-                if (!repair || (bad == 0 && !mismatch)) return (bad, mismatch, false, false);
-                try
-                {
-                    if (mismatch)
-                    {
-                        // Copies disagree with good checksums on both sides (a torn write outside the
-                        // intent log's reach): make every copy equal the first one, as md's repair does.
-                        for (int m = 0; m < _memberCount; m++)
-                            if (s.Usable[m] && m != reference)
-                                for (int r = 0; r < rows; r++) s.Bad[m * rows + r] |= !s.Bad[reference * rows + r];
-                    }
-                    await RepairMirrorRowsAsync(s, stripe, 0, rows, cancellationToken).ConfigureAwait(false);
-                    return (bad, mismatch, true, false);
-                }
-                catch (VolumeDataLossException) { return (bad, mismatch, false, true); }
-            }
+            if (!s.Usable[m] || m == reference) continue;
+            for (int r = 0; r < rows && !mismatch; r++)
+                if (!s.Bad[m * rows + r] && !s.Bad[reference * rows + r] && !Rows(s.Buffer, m, r, r + 1).SequenceEqual(Rows(s.Buffer, reference, r, r + 1)))
+                    mismatch = true;
         }
-
-        int slots = _dataCount + _parityCount;
-        bool allUsable = true;
-        for (int k = 0; k < slots; k++)
-        {
-            s.Members[k] = s.Buffer.AsMemory(s.SlotMember[k] * _slotBytes, _chunk);
-            allUsable &= s.Usable[s.SlotMember[k]];
-        }
-        // Parity check on rows where every block is present and verified.
-        if (allUsable)
-        {
-            byte[] p = System.Buffers.ArrayPool<byte>.Shared.Rent(B * 2);
-            try
-            {
-                for (int r = 0; r < rows && !mismatch; r++)
-                {
-                    if (BadMask(s, r) != 0) continue;
-                    for (int d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], r, r + 1);
-                    Span<byte> pRow = p.AsSpan(0, B), qRow = p.AsSpan(B, B);
-                    if (_parityCount == 1) RaidMath.ComputeP(s.Data, pRow);
-                    else RaidMath.ComputePQ(s.Data, pRow, qRow);
-                    mismatch |= !pRow.SequenceEqual(Rows(s.Buffer, s.SlotMember[_dataCount], r, r + 1));
-                    if (_parityCount == 2) mismatch |= !qRow.SequenceEqual(Rows(s.Buffer, s.SlotMember[_dataCount + 1], r, r + 1));
-                }
-            }
-            finally { System.Buffers.ArrayPool<byte>.Shared.Return(p); }
-        }
-        if (!repair || (bad == 0 && !mismatch)) return (bad, mismatch, false, false);
-
+        if (!repair || (bad == 0 && !mismatch)) return new StripeScrub(bad, mismatch, false, false);
         try
         {
-            if (bad > 0)
+            if (mismatch)
             {
-                Span<int> missing = stackalloc int[2];
-                int runStart = 0;
-                ulong runMask = BadMask(s, 0);
-                for (int r = 1; r <= rows; r++)
-                {
-                    ulong mask = r < rows ? BadMask(s, r) : ulong.MaxValue;
-                    if (mask == runMask) continue;
-                    ReconstructRun(s, stripe, runStart, r, runMask, Need.All, missing);
-                    runStart = r;
-                    runMask = mask;
-                }
+                // Copies disagree with good checksums on both sides (a torn write outside the
+                // intent log's reach): make every copy equal the first one, as md's repair does.
+                for (int m = 0; m < _memberCount; m++)
+                    if (s.Usable[m] && m != reference)
+                        for (int r = 0; r < rows; r++) s.Bad[m * rows + r] |= !s.Bad[reference * rows + r];
             }
+            await RepairMirrorRowsAsync(s, stripe, 0, rows).ConfigureAwait(false);
+            return new StripeScrub(bad, mismatch, true, false);
+        }
+        catch (VolumeDataLossException) { return new StripeScrub(bad, mismatch, false, true); }
+    }
+
+    /// <summary>RAID-5/6: checks parity on rows where every block verifies, and with <paramref name="repair"/> reconstructs corrupt blocks and regenerates disagreeing parity.</summary>
+    private async ValueTask<StripeScrub> ScrubParityAsync(StripeScratch s, long stripe, int bad, bool repair)
+    {
+        bool allUsable = true;
+        for (int k = 0; k < _dataCount + _parityCount; k++) allUsable &= s.Usable[s.SlotMember[k]];
+        bool mismatch = allUsable && !ParityAgrees(s);
+        if (!repair || (bad == 0 && !mismatch)) return new StripeScrub(bad, mismatch, false, false);
+        try
+        {
+            if (bad > 0) ReconstructRows(s, stripe, 0, _blocksPerChunk, Need.All);
             if (mismatch)
             {
                 // Data verified against checksums is trusted; parity is regenerated from it (md "repair").
-                int pm = s.SlotMember[_dataCount];
-                int qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
-                for (int d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], 0, rows);
-                if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, 0, rows));
-                else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, 0, rows), Rows(s.Buffer, qm, 0, rows));
-                MarkParityRowsForRewrite(s, pm, qm);
+                ComputeParityRows(s, 0, _blocksPerChunk);
+                MarkParityRowsForRewrite(s);
             }
-            await WriteRepairsAsync(s, stripe, 0, rows, cancellationToken).ConfigureAwait(false);
-            return (bad, mismatch, true, false);
+            await WriteRepairsAsync(s, stripe, 0, _blocksPerChunk).ConfigureAwait(false);
+            return new StripeScrub(bad, mismatch, true, false);
         }
-        catch (VolumeDataLossException) { return (bad, mismatch, false, true); }
+        catch (VolumeDataLossException) { return new StripeScrub(bad, mismatch, false, true); }
     }
 
-    private void MarkParityRowsForRewrite(StripeScratch s, int pm, int qm)
+    /// <summary>True when the parity of every row whose blocks all verify matches its data.</summary>
+    private bool ParityAgrees(StripeScratch s)
     {
+        byte[] p = System.Buffers.ArrayPool<byte>.Shared.Rent(B * 2);
+        try
+        {
+            Span<byte> pRow = p.AsSpan(0, B), qRow = p.AsSpan(B, B);
+            for (int r = 0; r < _blocksPerChunk; r++)
+            {
+                if (BadMask(s, r) != 0) continue;
+                for (int d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], r, r + 1);
+                if (_parityCount == 1) RaidMath.ComputeP(s.Data, pRow);
+                else RaidMath.ComputePQ(s.Data, pRow, qRow);
+                if (!pRow.SequenceEqual(Rows(s.Buffer, s.SlotMember[_dataCount], r, r + 1))) return false;
+                if (_parityCount == 2 && !qRow.SequenceEqual(Rows(s.Buffer, s.SlotMember[_dataCount + 1], r, r + 1))) return false;
+            }
+            return true;
+        }
+        finally { System.Buffers.ArrayPool<byte>.Shared.Return(p); }
+    }
+
+    /// <summary>Marks every row of the usable parity members bad, so that <see cref="WriteRepairsAsync"/> rewrites them.</summary>
+    private void MarkParityRowsForRewrite(StripeScratch s)
+    {
+        int pm = s.SlotMember[_dataCount];
+        int qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
         for (int r = 0; r < _blocksPerChunk; r++)
         {
             if (s.Usable[pm]) s.Bad[pm * _blocksPerChunk + r] = true;
@@ -268,108 +256,101 @@ public sealed partial class RaidVolume
     /// </summary>
     private async ValueTask ResyncStripeAsync(long stripe, CancellationToken cancellationToken)
     {
-        StripeScratch s = _scratchPool.Rent();
-        SemaphoreSlim gate = StripeLock(stripe);
-        await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
+        using LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false);
+        StripeScratch s = locked.Scratch;
+        ResetScratch(s, stripe);
+        await ReadUsableSlotsAsync(s, stripe, cancellationToken).ConfigureAwait(false);
+        VerifyUsableSlots(s, stripe);
+        bool rewrite = Geometry.Level switch
         {
-            ResetScratch(s, stripe);
-            int rows = _blocksPerChunk;
-            int n = 0;
-            for (int m = 0; m < _memberCount; m++)
-                if (s.Usable[m]) s.Tasks[n++] = SlotIoAsync(m, false, stripe, 0, rows, true, s.Buffer, cancellationToken);
-            await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
-            for (int m = 0; m < _memberCount; m++)
-            {
-                s.Usable[m] = s.Usable[m] && IsUsable(m, stripe);
-                if (s.Usable[m]) VerifyRows(s, m, 0, rows);
-            }
-            switch (Geometry.Level)
-            {
-                case RaidLevel.Raid0:
-                    // Only checksums can disagree: a block landed without its metadata (or the reverse).
-                    break;
-                case RaidLevel.Raid1:
-                {
-                    // Each row from the first copy whose checksum holds (else the first copy as is); copies made equal.
-                    int reference = FirstUsableFrom(s, 0);
-                    if (reference < 0) return;
-                    for (int r = 0; r < rows; r++)
-                    {
-                        int source = -1;
-                        for (int m = 0; m < _memberCount && source < 0; m++)
-                            if (s.Usable[m] && !s.Bad[m * rows + r]) source = m;
-                        if (source < 0)
-                        {
-                            source = reference;
-                            Restamp(s.Buffer, source, r);
-                        }
-                        for (int m = 0; m < _memberCount; m++)
-                        {
-                            if (!s.Usable[m] || m == source) continue;
-                            Rows(s.Buffer, source, r, r + 1).CopyTo(Rows(s.Buffer, m, r, r + 1));
-                            Meta(s.Buffer, source).Slice(r * OnDiskFormat.MetadataEntryBytes, OnDiskFormat.MetadataEntryBytes)
-                                .CopyTo(Meta(s.Buffer, m)[(r * OnDiskFormat.MetadataEntryBytes)..]);
-                        }
-                    }
-                    for (int m = 0; m < _memberCount; m++)
-                        for (int r = 0; r < rows; r++) s.Bad[m * rows + r] = s.Usable[m];
-                    break;
-                }
-                default:
-                {
-                    int pm = s.SlotMember[_dataCount];
-                    int qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
-                    for (int d = 0; d < _dataCount; d++)
-                        if (!s.Usable[s.SlotMember[d]])
-                        {
-                            // A data chunk is missing: it exists only through parity, which may be half-updated.
-                            // Leave the stripe as it is (docs/WRITE-HOLE.md: the degraded write hole).
-                            return;
-                        }
-                    for (int d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], 0, rows);
-                    if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, 0, rows));
-                    else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, 0, rows), Rows(s.Buffer, qm, 0, rows));
-                    // Parity rows carry the newest data timestamp of their row, as after a normal write.
-                    for (int r = 0; r < rows; r++)
-                    {
-                        long ts = 0;
-                        bool written = false;
-                        for (int d = 0; d < _dataCount; d++)
-                        {
-                            (long t, ulong sum) = OnDiskFormat.ReadEntry(Meta(s.Buffer, s.SlotMember[d]), r);
-                            written |= t != 0 || sum != 0 || s.Bad[s.SlotMember[d] * rows + r];
-                            ts = Math.Max(ts, t);
-                        }
-                        foreach (int m in (ReadOnlySpan<int>)[pm, qm])
-                            if (m >= 0 && s.Usable[m])
-                                OnDiskFormat.WriteEntry(Meta(s.Buffer, m), r, ts, written ? OnDiskFormat.BlockChecksum(Rows(s.Buffer, m, r, r + 1)) : 0);
-                    }
-                    MarkParityRowsForRewrite(s, pm, qm);
-                    break;
-                }
-            }
-            // Write back every member with a changed block: data blocks whose checksum did not hold get
-            // their checksum recomputed (Restamp in WriteRepairs), parity and copies get rewritten.
-            n = 0;
-            for (int m = 0; m < _memberCount; m++)
-            {
-                if (!s.Usable[m]) continue;
-                bool any = false;
-                for (int r = 0; r < rows; r++)
-                {
-                    if (!s.Bad[m * rows + r]) continue;
-                    any = true;
-                    if (Geometry.Level != RaidLevel.Raid1 && Layout.RoleOf(stripe, m) >= 0) Restamp(s.Buffer, m, r);
-                }
-                if (any) s.Tasks[n++] = SlotIoAsync(m, true, stripe, 0, rows, true, s.Buffer, CancellationToken.None);
-            }
-            await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
-        }
-        finally
+            // Only checksums can disagree: a block landed without its metadata (or the reverse).
+            RaidLevel.Raid0 => true,
+            RaidLevel.Raid1 => ResyncMirrorRows(s),
+            _ => ResyncParityRows(s),
+        };
+        if (rewrite) await WriteResyncedAsync(s, stripe).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// RAID-1 resync in the scratch: each row from the first copy whose checksum holds (else the first copy as it
+    /// is, re-stamped), copied over the others, and every row of every usable copy marked for rewriting.
+    /// </summary>
+    /// <returns>False when no copy is usable (nothing to write).</returns>
+    private bool ResyncMirrorRows(StripeScratch s)
+    {
+        int rows = _blocksPerChunk;
+        int reference = FirstUsableFrom(s, 0);
+        if (reference < 0) return false;
+        for (int r = 0; r < rows; r++)
         {
-            gate.Release();
-            _scratchPool.Return(s);
+            int source = -1;
+            for (int m = 0; m < _memberCount && source < 0; m++)
+                if (s.Usable[m] && !s.Bad[m * rows + r]) source = m;
+            if (source < 0)
+            {
+                source = reference;
+                Restamp(s.Buffer, source, r);
+            }
+            for (int m = 0; m < _memberCount; m++)
+                if (s.Usable[m] && m != source) CopyRow(s, source, m, r);
         }
+        for (int m = 0; m < _memberCount; m++)
+            for (int r = 0; r < rows; r++) s.Bad[m * rows + r] = s.Usable[m];
+        return true;
+    }
+
+    /// <summary>
+    /// RAID-5/6 resync in the scratch: parity regenerated from the data as it is, each parity row stamped with the
+    /// newest data timestamp of its row (as after a normal write), and the parity rows marked for rewriting.
+    /// </summary>
+    /// <returns>False when a data chunk is missing: it exists only through parity, which may be half-updated, so the
+    /// stripe is left as it is (docs/WRITE-HOLE.md: the degraded write hole).</returns>
+    private bool ResyncParityRows(StripeScratch s)
+    {
+        int rows = _blocksPerChunk;
+        for (int d = 0; d < _dataCount; d++)
+            if (!s.Usable[s.SlotMember[d]]) return false;
+        ComputeParityRows(s, 0, rows);
+        for (int r = 0; r < rows; r++)
+        {
+            long ts = 0;
+            bool written = false;
+            for (int d = 0; d < _dataCount; d++)
+            {
+                (long t, ulong sum) = OnDiskFormat.ReadEntry(Meta(s.Buffer, s.SlotMember[d]), r);
+                written |= t != 0 || sum != 0 || s.Bad[s.SlotMember[d] * rows + r];
+                ts = Math.Max(ts, t);
+            }
+            for (int k = _dataCount; k < _dataCount + _parityCount; k++)
+            {
+                int m = s.SlotMember[k];
+                if (s.Usable[m]) OnDiskFormat.WriteEntry(Meta(s.Buffer, m), r, ts, written ? OnDiskFormat.BlockChecksum(Rows(s.Buffer, m, r, r + 1)) : 0);
+            }
+        }
+        MarkParityRowsForRewrite(s);
+        return true;
+    }
+
+    /// <summary>
+    /// Writes back every member with a changed block: data blocks whose checksum did not hold get their checksum
+    /// recomputed, parity and mirror copies are rewritten whole.
+    /// </summary>
+    private async ValueTask WriteResyncedAsync(StripeScratch s, long stripe)
+    {
+        int rows = _blocksPerChunk;
+        int n = 0;
+        for (int m = 0; m < _memberCount; m++)
+        {
+            if (!s.Usable[m]) continue;
+            bool any = false;
+            for (int r = 0; r < rows; r++)
+            {
+                if (!s.Bad[m * rows + r]) continue;
+                any = true;
+                if (Geometry.Level != RaidLevel.Raid1 && Layout.RoleOf(stripe, m) >= 0) Restamp(s.Buffer, m, r);
+            }
+            if (any) s.Tasks[n++] = WriteSlotAsync(s, m, stripe, 0, rows);
+        }
+        await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
     }
 }

@@ -571,6 +571,4 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         }
         return resynced;
     }
-
-    private SemaphoreSlim StripeLock(long stripe) => _stripeLocks[(int)(stripe % StripeLockCount)];
 }
