@@ -1,4 +1,6 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
 
 namespace Cloud.Storage.Volumes;
 
@@ -10,7 +12,9 @@ namespace Cloud.Storage.Volumes;
 /// </summary>
 /// <remarks>
 /// An array is returned only by code that knows nothing else references it; an array that is never returned is simply
-/// collected. At most <see cref="MaxRetainedBytes"/> are kept.
+/// collected. At most <see cref="MaxRetainedBytes"/> are kept. Returning an array twice would hand it to two renters at
+/// once, each overwriting the other's payload: debug builds remember every array given back until it is rented again
+/// (or collected) and throw <see cref="InvalidOperationException"/> on a second return.
 /// </remarks>
 public sealed class PayloadPool
 {
@@ -22,6 +26,11 @@ public sealed class PayloadPool
 
     private readonly ConcurrentDictionary<int, ConcurrentStack<byte[]>> _free = new();
     private long _retainedBytes;
+
+#if DEBUG
+    // Arrays given back and not rented since, kept or dropped: weak keys, so a dropped array is still collected.
+    private readonly ConditionalWeakTable<byte[], object> _returned = new();
+#endif
 
     /// <summary>Creates a pool keeping at most <paramref name="maxRetainedBytes"/> bytes of free arrays.</summary>
     public PayloadPool(long maxRetainedBytes)
@@ -42,7 +51,11 @@ public sealed class PayloadPool
         ArgumentOutOfRangeException.ThrowIfNegative(lengthBytes);
         if (_free.TryGetValue(lengthBytes, out var stack) && stack.TryPop(out var array))
         {
-            Interlocked.Add(ref _retainedBytes, -array.Length);
+            long retained = Interlocked.Add(ref _retainedBytes, -array.Length);
+            Debug.Assert(retained >= 0, "more bytes rented from the pool than were kept");
+#if DEBUG
+            _returned.Remove(array);
+#endif
             return array;
         }
         return GC.AllocateUninitializedArray<byte>(lengthBytes);
@@ -53,6 +66,10 @@ public sealed class PayloadPool
     {
         ArgumentNullException.ThrowIfNull(array);
         if (array.Length == 0) return;
+#if DEBUG
+        if (!_returned.TryAdd(array, array))
+            throw new InvalidOperationException($"a {array.Length}-byte payload array was returned to the pool twice without being rented in between; the second return would hand it to two renters at once.");
+#endif
         if (Interlocked.Add(ref _retainedBytes, array.Length) > MaxRetainedBytes)
         {
             Interlocked.Add(ref _retainedBytes, -array.Length);
