@@ -11,6 +11,13 @@ public enum WriteStrategy
 
     /// <summary>Read the untouched data of the touched rows and compute parity afresh (md "rcw").</summary>
     ReconstructWrite,
+
+    /// <summary>
+    /// Read every usable member's touched rows, verify each block, and rebuild in memory the ones that are missing
+    /// or corrupt before computing parity: the way for a degraded stripe, or when a planned read failed or found a
+    /// corrupt block. <see cref="WritePlanner"/> never chooses it; the volume falls back to it.
+    /// </summary>
+    LoadAndReconstruct,
 }
 
 /// <summary>

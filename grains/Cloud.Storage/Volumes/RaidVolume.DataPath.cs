@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Cloud.Storage.Format;
 using Cloud.Storage.Layout;
@@ -34,7 +35,7 @@ public sealed partial class RaidVolume
         CheckIo(offsetBytes, source.Length, nameof(source));
         if (writeTimestamp < 0) throw new ArgumentOutOfRangeException(nameof(writeTimestamp), writeTimestamp, $"allowed: 0..{long.MaxValue} (0 = no timestamp).");
         if (IsRunWrite(offsetBytes, source.Length)) return WriteRunAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
-        return RunAsync(true, offsetBytes, default, source, writeTimestamp, forceUnitAccess, cancellationToken);
+        return WriteStripeByStripeAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
     }
 
     /// <summary>Writes zeroes over the block-aligned range (a trimmed range reads back as zeroes).</summary>
@@ -54,7 +55,7 @@ public sealed partial class RaidVolume
             for (long done = 0; done < lengthBytes;)
             {
                 int n = (int)Math.Min(step, lengthBytes - done);
-                await RunAsync(true, offsetBytes + done, default, zeros.AsMemory(0, n), writeTimestamp, false, cancellationToken).ConfigureAwait(false);
+                await WriteStripeByStripeAsync(offsetBytes + done, zeros.AsMemory(0, n), writeTimestamp, fua: false, cancellationToken).ConfigureAwait(false);
                 done += n;
             }
         }
@@ -132,9 +133,17 @@ public sealed partial class RaidVolume
             throw new ArgumentOutOfRangeException(nameof(lengthBytes), lengthBytes, $"length must be a multiple of {B} in {B}..{CapacityBytes - offsetBytes} bytes at offset {offsetBytes}.");
     }
 
-    /// <summary>Splits a request by stripe and runs up to MaxStripesInFlightPerRequest stripes at once.</summary>
+    /// <summary>Reads a request stripe by stripe, up to <see cref="RaidVolumeOptions.MaxStripesInFlightPerRequest"/> stripes at once.</summary>
+    private ValueTask ReadStripeByStripeAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken) =>
+        RunStripesAsync(write: false, offsetBytes, destination, default, 0, fua: false, cancellationToken);
+
+    /// <summary>Writes a request stripe by stripe, up to <see cref="RaidVolumeOptions.MaxStripesInFlightPerRequest"/> stripes at once, then flushes for FUA.</summary>
+    private ValueTask WriteStripeByStripeAsync(long offsetBytes, ReadOnlyMemory<byte> source, long timestamp, bool fua, CancellationToken cancellationToken) =>
+        RunStripesAsync(write: true, offsetBytes, default, source, timestamp, fua, cancellationToken);
+
+    /// <summary>Splits a request by stripe and runs up to MaxStripesInFlightPerRequest stripes at once; callers use the named forms above.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask RunAsync(bool write, long offsetBytes, Memory<byte> destination, ReadOnlyMemory<byte> source, long timestamp, bool fua, CancellationToken cancellationToken)
+    private async ValueTask RunStripesAsync(bool write, long offsetBytes, Memory<byte> destination, ReadOnlyMemory<byte> source, long timestamp, bool fua, CancellationToken cancellationToken)
     {
         int length = write ? source.Length : destination.Length;
         int window = _options.MaxStripesInFlightPerRequest;
@@ -175,6 +184,8 @@ public sealed partial class RaidVolume
     /// <summary>Fills First/End with each data chunk's dirty (or wanted) rows; returns the union [r0, r1).</summary>
     private (int R0, int R1) ChunkRanges(StripeScratch s, int inStripe, int length)
     {
+        Debug.Assert(inStripe >= 0 && length > 0 && inStripe + length <= Geometry.StripeDataBytes, "the range is not inside one stripe");
+        Debug.Assert(inStripe % B == 0 && length % B == 0, "the range is not block-aligned");
         int r0 = int.MaxValue, r1 = 0;
         for (int d = 0; d < _dataCount; d++)
         {
@@ -189,6 +200,7 @@ public sealed partial class RaidVolume
             }
             else s.First[d] = s.End[d] = 0;
         }
+        Debug.Assert(0 <= r0 && r0 < r1 && r1 <= _blocksPerChunk, "the union of the chunks' rows is empty or out of order");
         return (r0, r1);
     }
 
@@ -225,7 +237,7 @@ public sealed partial class RaidVolume
             if (s.First[d] == s.End[d]) continue;
             int m = preferred >= 0 ? FirstUsableFrom(s, preferred) : Layout.DataMember(stripe, d);
             if (m < 0 || !s.Usable[m]) return await DrainFalse(s, n).ConfigureAwait(false);
-            s.WriteFirst[d] = m; // which member this chunk was read from
+            s.ReadFrom[d] = m;
             int destOffset = d * _chunk + s.First[d] * B - inStripe;
             s.Tasks[n++] = MemberReadAsync(m, slot + s.First[d] * B, destination.Slice(destOffset, (s.End[d] - s.First[d]) * B), cancellationToken);
             s.Tasks[n++] = MemberReadAsync(m, slot + _chunk, s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes), cancellationToken);
@@ -234,7 +246,7 @@ public sealed partial class RaidVolume
         for (int d = 0; d < _dataCount; d++)
         {
             if (s.First[d] == s.End[d]) continue;
-            ReadOnlySpan<byte> meta = Meta(s.Buffer, s.WriteFirst[d]);
+            ReadOnlySpan<byte> meta = Meta(s.Buffer, s.ReadFrom[d]);
             for (int r = s.First[d]; r < s.End[d]; r++)
                 if (!OnDiskFormat.Verify(destination.Span.Slice(d * _chunk + r * B - inStripe, B), meta, r)) return false;
         }
@@ -410,14 +422,16 @@ public sealed partial class RaidVolume
         int slots = _dataCount + _parityCount;
         bool allUsable = true;
         for (int k = 0; k < slots; k++) allUsable &= s.Usable[s.SlotMember[k]];
-        WriteStrategy strategy = allUsable ? WritePlanner.Plan(s.First.AsSpan(0, _dataCount), s.End.AsSpan(0, _dataCount), _parityCount).Strategy : (WriteStrategy)(-1);
+        WriteStrategy strategy = allUsable
+            ? WritePlanner.Plan(s.First.AsSpan(0, _dataCount), s.End.AsSpan(0, _dataCount), _parityCount).Strategy
+            : WriteStrategy.LoadAndReconstruct;
         bool corrupt = false;
-        if (strategy >= 0 && !await TryPlannedReadsAsync(s, stripe, strategy, r0, r1, cancellationToken).ConfigureAwait(false))
+        if (strategy != WriteStrategy.LoadAndReconstruct && !await TryPlannedReadsAsync(s, stripe, strategy, r0, r1, cancellationToken).ConfigureAwait(false))
         {
             ResetScratch(s, stripe);
-            strategy = (WriteStrategy)(-1);
+            strategy = WriteStrategy.LoadAndReconstruct;
         }
-        if (strategy < 0)
+        if (strategy == WriteStrategy.LoadAndReconstruct)
             corrupt = await LoadAndReconstructAsync(s, stripe, r0, r1, Need.KeepOutsideRanges, cancellationToken).ConfigureAwait(false);
 
         int pm = s.SlotMember[_dataCount];
@@ -559,6 +573,7 @@ public sealed partial class RaidVolume
     /// </summary>
     private async ValueTask<bool> TryPlannedReadsAsync(StripeScratch s, long stripe, WriteStrategy strategy, int r0, int r1, CancellationToken cancellationToken)
     {
+        Debug.Assert(strategy is WriteStrategy.FullStripe or WriteStrategy.ReadModifyWrite or WriteStrategy.ReconstructWrite, "only a planned strategy reads this way");
         int n = 0;
         int slots = _dataCount + _parityCount;
         for (int k = 0; k < slots; k++)
@@ -577,7 +592,8 @@ public sealed partial class RaidVolume
                 case WriteStrategy.ReadModifyWrite:
                     if (dirty) s.Tasks[n++] = ReadSlotAsync(s, m, stripe, first, end, cancellationToken);
                     break;
-                default: // ReconstructWrite: the rows of the union each data chunk does not overwrite.
+                case WriteStrategy.ReconstructWrite:
+                    // The rows of the union each data chunk does not overwrite.
                     if (!isData)
                     {
                         if (needMeta) s.Tasks[n++] = ReadMetadataAsync(s, m, stripe, cancellationToken);

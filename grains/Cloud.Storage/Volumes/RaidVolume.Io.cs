@@ -16,26 +16,11 @@ public sealed partial class RaidVolume
 
     /// <summary>Reads one range of member <paramref name="m"/>; an I/O error fails the member and returns false.</summary>
     private ValueTask<bool> MemberReadAsync(int m, long memberOffsetBytes, Memory<byte> buffer, CancellationToken cancellationToken) =>
-        MemberIoAsync(m, write: false, memberOffsetBytes, buffer, cancellationToken);
+        MemberRequestAsync(m, new ReadRequest(memberOffsetBytes, buffer), cancellationToken);
 
-    /// <summary>One member I/O; an I/O error fails the member and returns false.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> MemberIoAsync(int m, bool write, long memberOffsetBytes, Memory<byte> buffer, CancellationToken cancellationToken)
-    {
-        IBlockDevice? d = _devices[m];
-        if (d is null || buffer.Length == 0) return d is not null;
-        try
-        {
-            if (write) await d.WriteAsync(memberOffsetBytes, buffer, cancellationToken).ConfigureAwait(false);
-            else await d.ReadAsync(memberOffsetBytes, buffer, cancellationToken).ConfigureAwait(false);
-            return true;
-        }
-        catch (BlockDeviceException e)
-        {
-            await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
-            return false;
-        }
-    }
+    /// <summary>Writes one range of member <paramref name="m"/>; an I/O error fails the member and returns false.</summary>
+    private ValueTask<bool> MemberWriteAsync(int m, long memberOffsetBytes, ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken) =>
+        MemberRequestAsync(m, new WriteRequest(memberOffsetBytes, buffer), cancellationToken);
 
     /// <summary>
     /// Reads one contiguous range of member <paramref name="m"/> into <paramref name="pieces"/> in turn: one request
@@ -43,25 +28,26 @@ public sealed partial class RaidVolume
     /// flight at once (a page blob pays a round trip per request). An I/O error fails the member and returns false.
     /// </summary>
     private ValueTask<bool> MemberScatterAsync(int m, long memberOffsetBytes, ArraySegment<Memory<byte>> pieces, CancellationToken cancellationToken) =>
-        MemberRequestAsync(m, d => d is IVectoredBlockDevice v
-            ? v.ReadScatterAsync(memberOffsetBytes, pieces, cancellationToken)
-            : EachPieceAsync(pieces, memberOffsetBytes, static p => p.Length, (at, p) => d.ReadAsync(at, p, cancellationToken)), cancellationToken);
+        MemberRequestAsync(m, new ScatterRequest(memberOffsetBytes, pieces), cancellationToken);
 
     /// <summary>Writes <paramref name="pieces"/> in turn to one contiguous range of member <paramref name="m"/>; see <see cref="MemberScatterAsync"/>.</summary>
     private ValueTask<bool> MemberGatherAsync(int m, long memberOffsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces, CancellationToken cancellationToken) =>
-        MemberRequestAsync(m, d => d is IVectoredBlockDevice v
-            ? v.WriteGatherAsync(memberOffsetBytes, pieces, cancellationToken)
-            : EachPieceAsync(pieces, memberOffsetBytes, static p => p.Length, (at, p) => d.WriteAsync(at, p, cancellationToken)), cancellationToken);
+        MemberRequestAsync(m, new GatherRequest(memberOffsetBytes, pieces), cancellationToken);
 
-    /// <summary>Runs one request on member <paramref name="m"/>; an I/O error fails the member and returns false.</summary>
+    /// <summary>
+    /// Runs one request on member <paramref name="m"/>; an I/O error fails the member and returns false. Requests are
+    /// structs, so that issuing one allocates no closure.
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> MemberRequestAsync(int m, Func<IBlockDevice, ValueTask> request, CancellationToken cancellationToken)
+    private async ValueTask<bool> MemberRequestAsync<TRequest>(int m, TRequest request, CancellationToken cancellationToken)
+        where TRequest : struct, IMemberRequest
     {
         IBlockDevice? d = _devices[m];
         if (d is null) return false;
+        if (request.IsEmpty) return true;
         try
         {
-            await request(d).ConfigureAwait(false);
+            await request.StartAsync(d, cancellationToken).ConfigureAwait(false);
             return true;
         }
         catch (BlockDeviceException e)
@@ -71,25 +57,85 @@ public sealed partial class RaidVolume
         }
     }
 
+    /// <summary>One I/O request to a member device.</summary>
+    private interface IMemberRequest
+    {
+        /// <summary>Nothing to transfer: the request succeeds without reaching the device.</summary>
+        bool IsEmpty { get; }
+
+        ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken);
+    }
+
+    private readonly struct ReadRequest(long offsetBytes, Memory<byte> buffer) : IPieceRequest<Memory<byte>>
+    {
+        public bool IsEmpty => buffer.Length == 0;
+
+        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken) => device.ReadAsync(offsetBytes, buffer, cancellationToken);
+
+        public static int LengthBytes(Memory<byte> piece) => piece.Length;
+
+        public static ValueTask StartPieceAsync(IBlockDevice device, long offsetBytes, Memory<byte> piece, CancellationToken cancellationToken) =>
+            device.ReadAsync(offsetBytes, piece, cancellationToken);
+    }
+
+    private readonly struct WriteRequest(long offsetBytes, ReadOnlyMemory<byte> buffer) : IPieceRequest<ReadOnlyMemory<byte>>
+    {
+        public bool IsEmpty => buffer.Length == 0;
+
+        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken) => device.WriteAsync(offsetBytes, buffer, cancellationToken);
+
+        public static int LengthBytes(ReadOnlyMemory<byte> piece) => piece.Length;
+
+        public static ValueTask StartPieceAsync(IBlockDevice device, long offsetBytes, ReadOnlyMemory<byte> piece, CancellationToken cancellationToken) =>
+            device.WriteAsync(offsetBytes, piece, cancellationToken);
+    }
+
+    private readonly struct ScatterRequest(long offsetBytes, ArraySegment<Memory<byte>> pieces) : IMemberRequest
+    {
+        public bool IsEmpty => pieces.Count == 0;
+
+        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken) => device is IVectoredBlockDevice v
+            ? v.ReadScatterAsync(offsetBytes, pieces, cancellationToken)
+            : EachPieceAsync<Memory<byte>, ReadRequest>(device, offsetBytes, pieces, cancellationToken);
+    }
+
+    private readonly struct GatherRequest(long offsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces) : IMemberRequest
+    {
+        public bool IsEmpty => pieces.Count == 0;
+
+        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken) => device is IVectoredBlockDevice v
+            ? v.WriteGatherAsync(offsetBytes, pieces, cancellationToken)
+            : EachPieceAsync<ReadOnlyMemory<byte>, WriteRequest>(device, offsetBytes, pieces, cancellationToken);
+    }
+
+    /// <summary>A request of one buffer, which <see cref="EachPieceAsync"/> issues once per piece of a vectored request.</summary>
+    private interface IPieceRequest<TPiece> : IMemberRequest
+    {
+        static abstract int LengthBytes(TPiece piece);
+
+        static abstract ValueTask StartPieceAsync(IBlockDevice device, long offsetBytes, TPiece piece, CancellationToken cancellationToken);
+    }
+
     /// <summary>
     /// Starts one I/O per piece at consecutive offsets, then awaits every one that started, even after one fails
-    /// (their buffers stay in use until then), and rethrows the first error.
+    /// (their buffers stay in use until then), and rethrows the first error. Only for devices without vectored I/O.
     /// </summary>
-    private static async ValueTask EachPieceAsync<T>(IReadOnlyList<T> pieces, long offsetBytes, Func<T, int> length, Func<long, T, ValueTask> io)
+    private static async ValueTask EachPieceAsync<TPiece, TRequest>(IBlockDevice device, long offsetBytes, ArraySegment<TPiece> pieces, CancellationToken cancellationToken)
+        where TRequest : struct, IPieceRequest<TPiece>
     {
         ValueTask[] started = new ValueTask[pieces.Count];
         int count = 0;
         long at = offsetBytes;
         for (; count < pieces.Count; count++)
         {
-            try { started[count] = io(at, pieces[count]); }
+            try { started[count] = TRequest.StartPieceAsync(device, at, pieces[count], cancellationToken); }
             catch (Exception e)
             {
                 // Refused before it started (bad arguments): start no more.
                 started[count++] = ValueTask.FromException(e);
                 break;
             }
-            at += length(pieces[count]);
+            at += TRequest.LengthBytes(pieces[count]);
         }
         ExceptionDispatchInfo? error = null;
         for (int i = 0; i < count; i++)
@@ -99,6 +145,9 @@ public sealed partial class RaidVolume
         }
         error?.Throw();
     }
+
+    private ValueTask<bool> MemberIoAsync(int m, bool write, long memberOffsetBytes, Memory<byte> buffer, CancellationToken cancellationToken) =>
+        write ? MemberWriteAsync(m, memberOffsetBytes, buffer, cancellationToken) : MemberReadAsync(m, memberOffsetBytes, buffer, cancellationToken);
 
     /// <summary>Reads rows [r0, r1) of member <paramref name="m"/>'s chunk in <paramref name="stripe"/> and its metadata sector into the member's image in the scratch.</summary>
     private ValueTask<bool> ReadSlotAsync(StripeScratch s, int m, long stripe, int r0, int r1, CancellationToken cancellationToken) =>

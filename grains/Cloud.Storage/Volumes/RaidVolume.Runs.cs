@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Cloud.Storage.Format;
 using Cloud.Storage.Layout;
@@ -75,7 +76,7 @@ public sealed partial class RaidVolume
     private async ValueTask ReadRunAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken)
     {
         if (await TryReadRunAsync(offsetBytes, destination, cancellationToken).ConfigureAwait(false)) return;
-        await RunAsync(false, offsetBytes, destination, default, 0, false, cancellationToken).ConfigureAwait(false);
+        await ReadStripeByStripeAsync(offsetBytes, destination, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -198,11 +199,11 @@ public sealed partial class RaidVolume
 
         // The stripe locks are striped over a fixed array: take each distinct one once, in index order (the
         // stripe-by-stripe path holds one at a time, so no cycle can form).
-        int[] locks = new int[stripes];
+        int[] locks = ArrayPool<int>.Shared.Rent(stripes);
         for (int i = 0; i < stripes; i++) locks[i] = (int)((firstStripe + i) % StripeLockCount);
-        Array.Sort(locks);
+        Array.Sort(locks, 0, stripes);
         int held = 0, begun = 0;
-        StripeScratch[] scratches = new StripeScratch[stripes];
+        StripeScratch?[] scratches = ArrayPool<StripeScratch?>.Shared.Rent(stripes);
         ValueTask<bool>[] tasks = ArrayPool<ValueTask<bool>>.Shared.Rent(stripes * 2 * _memberCount);
         using var ranges = new MemberRanges<ReadOnlyMemory<byte>>(stripes * 2 * _memberCount);
         try
@@ -210,6 +211,7 @@ public sealed partial class RaidVolume
             for (; held < stripes; held++)
             {
                 if (held > 0 && locks[held] == locks[held - 1]) continue;
+                Debug.Assert(held == 0 || locks[held] > locks[held - 1], "stripe locks must be taken in ascending order");
                 await _stripeLocks[locks[held]].WaitAsync(cancellationToken).ConfigureAwait(false);
             }
             ThrowIfFailed();
@@ -229,7 +231,7 @@ public sealed partial class RaidVolume
                 for (int i = 0; i < stripes; i++)
                 {
                     long stripe = firstStripe + i;
-                    StripeScratch s = scratches[i];
+                    StripeScratch s = scratches[i]!;
                     int k = Array.IndexOf(s.SlotMember, m, 0, slots);
                     if (k < 0 || !s.Usable[m] || !IsUsable(m, stripe))
                     {
@@ -251,12 +253,14 @@ public sealed partial class RaidVolume
             for (int i = 0; i < begun; i++) _intent.End(firstStripe + i);
             for (int i = 0; i < held; i++)
                 if (i == 0 || locks[i] != locks[i - 1]) _stripeLocks[locks[i]].Release();
-            foreach (StripeScratch? s in scratches)
+            for (int i = 0; i < stripes; i++)
             {
-                if (s is null) continue;
+                if (scratches[i] is not StripeScratch s) continue;
                 Array.Clear(s.Data);
                 _scratchPool.Return(s);
             }
+            ArrayPool<StripeScratch?>.Shared.Return(scratches, clearArray: true);
+            ArrayPool<int>.Shared.Return(locks);
             ArrayPool<ValueTask<bool>>.Shared.Return(tasks, clearArray: true);
         }
         if (fua) await FlushMembersAsync(cancellationToken).ConfigureAwait(false);

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Cloud.Storage.Format;
 
 namespace Cloud.Storage.Volumes;
@@ -80,7 +81,12 @@ internal sealed class WriteIntentLog
     public void End(long stripe)
     {
         if (!_enabled) return;
-        lock (_gate) _inFlight[(int)(stripe / RegionStripes)]--;
+        int region = (int)(stripe / RegionStripes);
+        lock (_gate)
+        {
+            Debug.Assert(_inFlight[region] > 0, $"region {region} ended more writes than it began");
+            _inFlight[region]--;
+        }
     }
 
     /// <summary>
