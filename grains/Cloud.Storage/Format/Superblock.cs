@@ -61,7 +61,7 @@ public sealed record Superblock
         if (buffer.Length < OnDiskFormat.SuperblockBytes) throw new ArgumentException($"needs {OnDiskFormat.SuperblockBytes} bytes.", nameof(buffer));
         Span<byte> b = buffer[..OnDiskFormat.SuperblockBytes];
         b.Clear();
-        OnDiskFormat.Magic.CopyTo(b);
+        OnDiskFormat.Magic.CopyTo(b[OffMagic..]);
         BinaryPrimitives.WriteInt32LittleEndian(b[OffVersion..], OnDiskFormat.FormatVersion);
         BinaryPrimitives.WriteInt32LittleEndian(b[OffSize..], OnDiskFormat.SuperblockBytes);
         VolumeId.TryWriteBytes(b[OffVolumeId..]);
@@ -100,7 +100,7 @@ public sealed record Superblock
     {
         error = null;
         if (b.Length < OnDiskFormat.SuperblockBytes) { error = "short superblock"; return null; }
-        if (!b[..8].SequenceEqual(OnDiskFormat.Magic)) { error = "no superblock magic (not a Cloud volume member)"; return null; }
+        if (!b.Slice(OffMagic, OnDiskFormat.Magic.Length).SequenceEqual(OnDiskFormat.Magic)) { error = "no superblock magic (not a Cloud volume member)"; return null; }
         ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(b[OffChecksum..]);
         if (stored != XxHash3.HashToUInt64(b[..OffChecksum])) { error = "superblock checksum mismatch (damaged)"; return null; }
         int version = BinaryPrimitives.ReadInt32LittleEndian(b[OffVersion..]);

@@ -83,7 +83,4 @@ public static class Gf256
         if (a == 0) throw new DivideByZeroException("0 has no inverse in GF(2^8).");
         return ExpTable[255 - LogTable[a]];
     }
-
-    /// <summary>The quotient a/b for a non-zero b.</summary>
-    public static byte Div(byte a, byte b) => a == 0 ? (byte)0 : Mul(a, Inv(b));
 }

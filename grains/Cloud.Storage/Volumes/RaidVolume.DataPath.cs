@@ -313,7 +313,8 @@ public sealed partial class RaidVolume
 
     /// <summary>
     /// RAID-1: for each row, finds a copy that verifies, copies it into every image whose block is
-    /// bad, rewrites those, and leaves SlotMember[0] naming a member whose image is now right.
+    /// bad, rewrites those on disk unless <paramref name="rewrite"/> is false (a read with repair-on-read
+    /// off), and leaves SlotMember[0] naming a member whose image is now right.
     /// </summary>
     private async ValueTask RepairMirrorRowsAsync(StripeScratch s, long stripe, int r0, int r1, bool rewrite = true)
     {

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using Cloud.Storage.Devices;
 using Cloud.Storage.Format;
 

@@ -234,30 +234,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         if (members.Count is 0 or > VolumeGeometry.MaxMemberCount)
             throw new ArgumentOutOfRangeException(nameof(members), members.Count, $"allowed: 1..{VolumeGeometry.MaxMemberCount} member slots.");
 
-        var found = new Superblock?[members.Count];
-        var devices = new IBlockDevice?[members.Count];
-        var allCopies = new List<Superblock>();
-        byte[] buffer = new byte[OnDiskFormat.SuperblockBytes * OnDiskFormat.SuperblockCopies];
-        for (int i = 0; i < members.Count; i++)
-        {
-            IBlockDevice? d = members[i];
-            if (d is null) continue;
-            try { await d.ReadAsync(0, buffer, cancellationToken).ConfigureAwait(false); }
-            catch (BlockDeviceException) { continue; } // An unreadable disk counts as missing.
-            Superblock? best = null;
-            string? why = null;
-            for (int c = 0; c < OnDiskFormat.SuperblockCopies; c++)
-            {
-                Superblock? sb = Superblock.TryRead(buffer.AsSpan(c * OnDiskFormat.SuperblockBytes, OnDiskFormat.SuperblockBytes), out string? error);
-                why ??= error;
-                if (sb is not null && sb.MemberIndex == i) allCopies.Add(sb);
-                if (sb is not null && (best is null || sb.Generation > best.Generation)) best = sb;
-            }
-            if (best is null)
-                throw new VolumeFormatException($"device {d.Name} given as member {i} has no valid superblock: {why}.", d.Name, i);
-            found[i] = best;
-            devices[i] = d;
-        }
+        (Superblock?[] found, IBlockDevice?[] devices, List<Superblock> allCopies) = await ReadMemberSuperblocksAsync(members, cancellationToken).ConfigureAwait(false);
         // The volume most of the given disks belong to is the one being assembled (a single foreign
         // disk must not make ours look foreign); within it the highest generation is authoritative.
         Guid majority = found.Where(sb => sb is not null).GroupBy(sb => sb!.VolumeId)
@@ -275,25 +252,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             authority.Geometry.MemberCount, out _) ?? authority.Members.ToArray();
         if (members.Count != g.MemberCount)
             throw new VolumeFormatException($"volume '{authority.VolumeName}' ({authority.VolumeId}) has {g.MemberCount} members; {members.Count} device slots were given.");
-        for (int i = 0; i < found.Length; i++)
-        {
-            Superblock? sb = found[i];
-            if (sb is null) continue;
-            string name = devices[i]!.Name;
-            if (sb.VolumeId != authority.VolumeId)
-                throw new VolumeFormatException($"device {name} given as member {i} belongs to volume '{sb.VolumeName}' ({sb.VolumeId}), not '{authority.VolumeName}' ({authority.VolumeId}): a foreign disk.", name, i);
-            if (sb.MemberIndex != i)
-                throw new VolumeFormatException($"device {name} holds member {sb.MemberIndex} of '{authority.VolumeName}' but was given as member {i}: wrong position.", name, i);
-            if (sb.Geometry != g || sb.StripeCount != authority.StripeCount)
-                throw new VolumeFormatException($"device {name} (member {i}) records geometry {sb.Geometry} with {sb.StripeCount} stripes; the volume has {g} with {authority.StripeCount}.", name, i);
-            MemberRecord expected = table[i];
-            if (sb.Members[i].MemberId != expected.MemberId)
-                throw new VolumeFormatException($"device {name} was member {i} of '{authority.VolumeName}' until it was replaced (generation {sb.Generation}; the volume is at {authority.Generation}): a stale disk.", name, i);
-            if (expected.State is MemberState.Failed)
-                throw new VolumeFormatException($"device {name} (member {i}) was failed at or before generation {authority.Generation} (its own superblock says {sb.Generation}): a stale disk; replace it.", name, i);
-            if (devices[i]!.CapacityBytes < OnDiskFormat.DataOffsetBytes + authority.StripeCount * OnDiskFormat.ChunkStrideBytes(g.ChunkSizeBytes))
-                throw new VolumeFormatException($"device {name} (member {i}) is {devices[i]!.CapacityBytes} bytes, smaller than the volume's layout needs.", name, i);
-        }
+        CheckAssembledMembers(found, devices, authority, table);
 
         var records = new MemberRecord[g.MemberCount];
         var rejoining = new IBlockDevice?[g.MemberCount];
@@ -338,6 +297,65 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         else
             await volume.RecoverWriterSlotAsync(options.WriterSlot, cancellationToken).ConfigureAwait(false);
         return volume;
+    }
+
+    /// <summary>
+    /// Reads the superblock copies of every given disk: per position the newest valid copy (null for an absent or
+    /// unreadable disk, which counts as missing), and every valid copy that names its own position.
+    /// </summary>
+    private static async ValueTask<(Superblock?[] Found, IBlockDevice?[] Devices, List<Superblock> AllCopies)> ReadMemberSuperblocksAsync(
+        IReadOnlyList<IBlockDevice?> members, CancellationToken cancellationToken)
+    {
+        var found = new Superblock?[members.Count];
+        var devices = new IBlockDevice?[members.Count];
+        var allCopies = new List<Superblock>();
+        byte[] buffer = new byte[OnDiskFormat.SuperblockBytes * OnDiskFormat.SuperblockCopies];
+        for (int i = 0; i < members.Count; i++)
+        {
+            IBlockDevice? d = members[i];
+            if (d is null) continue;
+            try { await d.ReadAsync(0, buffer, cancellationToken).ConfigureAwait(false); }
+            catch (BlockDeviceException) { continue; } // An unreadable disk counts as missing.
+            Superblock? best = null;
+            string? why = null;
+            for (int c = 0; c < OnDiskFormat.SuperblockCopies; c++)
+            {
+                Superblock? sb = Superblock.TryRead(buffer.AsSpan(c * OnDiskFormat.SuperblockBytes, OnDiskFormat.SuperblockBytes), out string? error);
+                why ??= error;
+                if (sb is not null && sb.MemberIndex == i) allCopies.Add(sb);
+                if (sb is not null && (best is null || sb.Generation > best.Generation)) best = sb;
+            }
+            if (best is null)
+                throw new VolumeFormatException($"device {d.Name} given as member {i} has no valid superblock: {why}.", d.Name, i);
+            found[i] = best;
+            devices[i] = d;
+        }
+        return (found, devices, allCopies);
+    }
+
+    /// <summary>Refuses, by name, a given disk that is foreign, in the wrong position, of another geometry, stale, or too small.</summary>
+    private static void CheckAssembledMembers(Superblock?[] found, IBlockDevice?[] devices, Superblock authority, MemberRecord[] table)
+    {
+        VolumeGeometry g = authority.Geometry;
+        for (int i = 0; i < found.Length; i++)
+        {
+            Superblock? sb = found[i];
+            if (sb is null) continue;
+            string name = devices[i]!.Name;
+            if (sb.VolumeId != authority.VolumeId)
+                throw new VolumeFormatException($"device {name} given as member {i} belongs to volume '{sb.VolumeName}' ({sb.VolumeId}), not '{authority.VolumeName}' ({authority.VolumeId}): a foreign disk.", name, i);
+            if (sb.MemberIndex != i)
+                throw new VolumeFormatException($"device {name} holds member {sb.MemberIndex} of '{authority.VolumeName}' but was given as member {i}: wrong position.", name, i);
+            if (sb.Geometry != g || sb.StripeCount != authority.StripeCount)
+                throw new VolumeFormatException($"device {name} (member {i}) records geometry {sb.Geometry} with {sb.StripeCount} stripes; the volume has {g} with {authority.StripeCount}.", name, i);
+            MemberRecord expected = table[i];
+            if (sb.Members[i].MemberId != expected.MemberId)
+                throw new VolumeFormatException($"device {name} was member {i} of '{authority.VolumeName}' until it was replaced (generation {sb.Generation}; the volume is at {authority.Generation}): a stale disk.", name, i);
+            if (expected.State is MemberState.Failed)
+                throw new VolumeFormatException($"device {name} (member {i}) was failed at or before generation {authority.Generation} (its own superblock says {sb.Generation}): a stale disk; replace it.", name, i);
+            if (devices[i]!.CapacityBytes < OnDiskFormat.DataOffsetBytes + authority.StripeCount * OnDiskFormat.ChunkStrideBytes(g.ChunkSizeBytes))
+                throw new VolumeFormatException($"device {name} (member {i}) is {devices[i]!.CapacityBytes} bytes, smaller than the volume's layout needs.", name, i);
+        }
     }
 
     /// <summary>
