@@ -129,7 +129,7 @@ builder.UseOrleans(orleans =>
     orleans.AddCloud();
     orleans.AddCloudGracefulDrain(silo.DrainTimeout);
 });
-builder.AddCloudFrontEnds();
+builder.AddCloudEndpoints();
 
 using var host = builder.Build();
 try

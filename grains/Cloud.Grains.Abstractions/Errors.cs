@@ -14,39 +14,10 @@ public sealed class CloudRequestException : Exception
     public CloudRequestException(string message, Exception? inner) : base(message, inner) { }
 }
 
-/// <summary>A lock holder presented a fencing token that is no longer current: its lease ended, so it must not write.</summary>
-[GenerateSerializer, Alias("cloud.LockFencedException")]
-public sealed class LockFencedException : Exception
-{
-    /// <summary>Creates the exception for the stale token.</summary>
-    public LockFencedException(long fencingToken, string partition)
-        : base($"fencing token {fencingToken} is no longer current on partition {partition}: its lease ended")
-    {
-        FencingToken = fencingToken;
-        Partition = partition;
-    }
-
-    /// <summary>The stale token.</summary>
-    [Id(0)]
-    public long FencingToken { get; }
-
-    /// <summary>The partition-lock grain's key.</summary>
-    [Id(1)]
-    public string Partition { get; } = "";
-}
-
 /// <summary>The storage engine failed a request (a disk error beyond redundancy, an unreadable or foreign disk...). The message says what.</summary>
 [GenerateSerializer, Alias("cloud.CloudStorageException")]
 public sealed class CloudStorageException : Exception
 {
     /// <summary>Creates the exception.</summary>
     public CloudStorageException(string message) : base(message) { }
-}
-
-/// <summary>The delegation unit's activation is moving to another silo; send the copy again and it will be placed anew.</summary>
-[GenerateSerializer, Alias("cloud.DelegationMovedException")]
-public sealed class DelegationMovedException : Exception
-{
-    /// <summary>Creates the exception naming the silo the unit is leaving.</summary>
-    public DelegationMovedException(string fromSilo) : base($"the delegation unit is moving away from silo {fromSilo}; send again") { }
 }

@@ -1,6 +1,6 @@
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Hosting;
-using Cloud.Grains.Workers;
+using Cloud.Grains.Locks;
 
 namespace Cloud.Grains.Tests;
 
