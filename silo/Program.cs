@@ -1,4 +1,5 @@
 using Cloud.Grains.Hosting;
+using Cloud.Clustering.Postgres;
 using Cloud.Hosting.Postgres;
 using Cloud.Silo;
 using Microsoft.AspNetCore.Builder;
