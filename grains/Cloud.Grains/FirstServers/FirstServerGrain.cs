@@ -6,7 +6,7 @@ using Orleans.Concurrency;
 namespace Cloud.Grains.FirstServers;
 
 /// <summary>
-/// The first server's front end for Orleans clients: a stateless worker, so each silo serves its own clients locally.
+/// The first server for Orleans clients: a stateless worker, so each silo serves its own clients locally.
 /// The work is <see cref="FirstServerService"/>'s, which the silo's NBD server also calls directly.
 /// </summary>
 [StatelessWorker, Reentrant]

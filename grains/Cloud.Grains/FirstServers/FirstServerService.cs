@@ -11,7 +11,7 @@ using Orleans.Runtime;
 namespace Cloud.Grains.FirstServers;
 
 /// <summary>
-/// The first server's front end as a local service of this silo: what <see cref="FirstServerGrain"/> does, callable
+/// The first server as a local service of this silo: what <see cref="FirstServerGrain"/> does, callable
 /// without an Orleans message by anything hosted in the silo (the NBD server). Writes go through
 /// <see cref="FirstServerWrites"/>; reads take a shared lock (after every acknowledged earlier write of those stripes
 /// settled) and read from this silo's RAID worker straight into the caller's buffer.
@@ -22,7 +22,7 @@ namespace Cloud.Grains.FirstServers;
 /// partition locks that give the read its linearizability.
 /// </remarks>
 public sealed class FirstServerService(
-    FirstServerWrites firstServer,
+    FirstServerWrites writes,
     OpenVolumeCache worker,
     VolumeDirectory directory,
     IGrainFactory grains,
@@ -41,7 +41,7 @@ public sealed class FirstServerService(
     public async Task WriteAsync(string volumeName, long offsetBytes, byte[] data, bool forceUnitAccess, bool recycle = false)
     {
         var start = Stopwatch.GetTimestamp();
-        await firstServer.WriteAsync(volumeName, offsetBytes, data, forceUnitAccess, recycle).ConfigureAwait(false);
+        await writes.WriteAsync(volumeName, offsetBytes, data, forceUnitAccess, recycle).ConfigureAwait(false);
         CloudMetrics.RecordIo("write", data.Length, start);
     }
 
@@ -101,7 +101,7 @@ public sealed class FirstServerService(
     {
         var start = Stopwatch.GetTimestamp();
         await directory.GetAsync(volumeName).ConfigureAwait(false);
-        await firstServer.DrainAsync(volumeName).ConfigureAwait(false);
+        await writes.DrainAsync(volumeName).ConfigureAwait(false);
         var flushes = new List<Task>();
         foreach (var m in membership.CurrentSnapshot.Members.Values)
             if (m.Status == SiloStatus.Active) flushes.Add(grains.GetGrain<IRaidWorkerGrain>(m.Name).FlushAsync(volumeName));

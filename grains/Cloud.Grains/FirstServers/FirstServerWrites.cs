@@ -40,7 +40,7 @@ public sealed partial class FirstServerWrites(
     private readonly ConcurrentDictionary<Guid, Held> _held = new();
 
     /// <summary>A copy this silo holds until its target commits it.</summary>
-    private sealed record Held(ReplicatedWrite Write, string UnitKey, string PartitionKey, Task<WriteReport> Completion);
+    private sealed record Held(ReplicatedWrite Write, Task<WriteReport> Completion);
 
     /// <summary>Copies held here and not yet committed (for status and tests).</summary>
     public int HeldCopies => _held.Count;
@@ -141,7 +141,7 @@ public sealed partial class FirstServerWrites(
         // Held before the follow starts: a copy that committed already (during the awaits above) makes FollowAsync run to
         // its end at once, and its removal of the entry must come after this addition, not before it.
         var followed = new TaskCompletionSource<WriteReport>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _held[write.WriteId] = new Held(write, partitionKey, partitionKey, followed.Task);
+        _held[write.WriteId] = new Held(write, followed.Task);
         var completion = FollowAsync(write, partitionKey, receipt.TargetSilo);
         _ = AfterFollowAsync(completion, followed, recycle ? data : null);
         if (receipt.TargetSilo == silo.Name && !fua)
