@@ -1,4 +1,5 @@
 using Cloud.Grains.Hosting;
+using Cloud.Clustering.Postgres;
 using Cloud.Hosting.Postgres;
 using Cloud.Silo;
 using Microsoft.AspNetCore.Builder;
@@ -129,7 +130,7 @@ builder.UseOrleans(orleans =>
     orleans.AddCloud();
     orleans.AddCloudGracefulDrain(silo.DrainTimeout);
 });
-builder.AddCloudFrontEnds();
+builder.AddCloudEndpoints();
 
 using var host = builder.Build();
 try

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Cloud.Cluster.Tests.Harness;
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Locks;
 using Cloud.Testing;
 using Orleans.Runtime;
 

@@ -1,5 +1,5 @@
 using Cloud.Grains.Abstractions;
-using Cloud.Hosting.Postgres;
+using Cloud.Clustering.Postgres;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;

@@ -34,7 +34,7 @@ public sealed class CloudVolume
     /// <summary>Logical size in bytes.</summary>
     public long SizeBytes => Info.SizeBytes;
 
-    private IFrontEndGrain FrontEnd => _cluster.GetGrain<IFrontEndGrain>(0);
+    private IFirstServerGrain FrontEnd => _cluster.GetGrain<IFirstServerGrain>(0);
 
     private void Check(long offsetBytes, long lengthBytes)
     {

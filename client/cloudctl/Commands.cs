@@ -435,9 +435,32 @@ internal static partial class Commands
         }
         catch (Exception ex)
         {
-            var message = ex is AggregateException { InnerException: { } inner } ? inner.Message : ex.Message;
-            Console.Error.WriteLine($"cloudctl: {message.ReplaceLineEndings(" ")}");
+            Console.Error.WriteLine($"cloudctl: {ErrorLine(ex)}");
             return 1;
         }
+    }
+
+    /// <summary>The flag of <c>volume create</c> that sets each <see cref="VolumeSpec"/> property a silo may refuse.</summary>
+    private static readonly Dictionary<string, string> FlagOfField = new(StringComparer.Ordinal)
+    {
+        [nameof(VolumeSpec.Name)] = "NAME",
+        [nameof(VolumeSpec.SizeBytes)] = "--size",
+        [nameof(VolumeSpec.Level)] = "--level",
+        [nameof(VolumeSpec.DiskCount)] = "--disks",
+        [nameof(VolumeSpec.ChunkSizeBytes)] = "--chunk",
+        [nameof(VolumeSpec.Disks)] = "--disk",
+    };
+
+    /// <summary>
+    /// The failure as one line. A refusal that names a field of the request (<see cref="CloudRequestException.Field"/>)
+    /// is told in the words the user typed: the field's name at the start of the message becomes cloudctl's flag.
+    /// </summary>
+    private static string ErrorLine(Exception ex)
+    {
+        if (ex is AggregateException { InnerException: { } inner }) ex = inner;
+        var message = ex.Message.ReplaceLineEndings(" ");
+        if (ex is CloudRequestException { Field: { } field } && FlagOfField.TryGetValue(field, out var flag))
+            message = message.StartsWith(field + " ", StringComparison.Ordinal) ? flag + message[field.Length..] : $"{flag}: {message}";
+        return message;
     }
 }

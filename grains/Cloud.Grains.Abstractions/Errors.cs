@@ -12,27 +12,20 @@ public sealed class CloudRequestException : Exception
 
     /// <summary>Creates the exception with an inner cause.</summary>
     public CloudRequestException(string message, Exception? inner) : base(message, inner) { }
-}
 
-/// <summary>A lock holder presented a fencing token that is no longer current: its lease ended, so it must not write.</summary>
-[GenerateSerializer, Alias("cloud.LockFencedException")]
-public sealed class LockFencedException : Exception
-{
-    /// <summary>Creates the exception for the stale token.</summary>
-    public LockFencedException(long fencingToken, string partition)
-        : base($"fencing token {fencingToken} is no longer current on partition {partition}: its lease ended")
-    {
-        FencingToken = fencingToken;
-        Partition = partition;
-    }
+    /// <summary>
+    /// Creates the exception for a bad field of a request record: <paramref name="message"/> starts with the field's
+    /// name and value (e.g. <c>ChunkSizeBytes 3000 is not a power of two between 4096 and 1048576</c>), so that a tool
+    /// can put its own name of the field (a command-line flag) in its place.
+    /// </summary>
+    public CloudRequestException(string field, string message) : base(message) => Field = field;
 
-    /// <summary>The stale token.</summary>
+    /// <summary>
+    /// The property of the request record (<see cref="VolumeSpec"/>) whose value was refused, e.g.
+    /// <c>nameof(VolumeSpec.ChunkSizeBytes)</c>; null when the refusal is not about one field.
+    /// </summary>
     [Id(0)]
-    public long FencingToken { get; }
-
-    /// <summary>The partition-lock grain's key.</summary>
-    [Id(1)]
-    public string Partition { get; } = "";
+    public string? Field { get; }
 }
 
 /// <summary>The storage engine failed a request (a disk error beyond redundancy, an unreadable or foreign disk...). The message says what.</summary>
@@ -41,12 +34,4 @@ public sealed class CloudStorageException : Exception
 {
     /// <summary>Creates the exception.</summary>
     public CloudStorageException(string message) : base(message) { }
-}
-
-/// <summary>The delegation unit's activation is moving to another silo; send the copy again and it will be placed anew.</summary>
-[GenerateSerializer, Alias("cloud.DelegationMovedException")]
-public sealed class DelegationMovedException : Exception
-{
-    /// <summary>Creates the exception naming the silo the unit is leaving.</summary>
-    public DelegationMovedException(string fromSilo) : base($"the delegation unit is moving away from silo {fromSilo}; send again") { }
 }

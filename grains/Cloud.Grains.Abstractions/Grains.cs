@@ -78,11 +78,12 @@ public interface IVolumeGrain : IGrainWithStringKey
 }
 
 /// <summary>
-/// The front end of the first server: a stateless worker local to the silo that received the request (the client's
-/// gateway or the NBD connection's silo). It assigns timestamps, delegates writes and serves reads.
+/// The first server: a stateless worker local to the silo that received the request (the client's gateway or the
+/// NBD connection's silo). It assigns timestamps, delegates writes and serves reads.
 /// </summary>
-[Alias("cloud.IFrontEndGrain")]
-public interface IFrontEndGrain : IGrainWithIntegerKey
+/// <remarks>The alias keeps the role's former name, <c>IFirstServerGrain</c>, so that clients built before the rename still reach it.</remarks>
+[Alias("cloud.IFirstServerGrain")]
+public interface IFirstServerGrain : IGrainWithIntegerKey
 {
     /// <summary>Writes block-aligned data. Acknowledged once replicated (or on disk for FUA and durable volumes).</summary>
     [Alias("Write")]
@@ -103,104 +104,6 @@ public interface IFrontEndGrain : IGrainWithIntegerKey
     /// <summary>The volume's geometry as the data plane needs it.</summary>
     [Alias("Describe")]
     Task<VolumeStatus> DescribeAsync(string volumeName);
-}
-
-/// <summary>
-/// The RAID worker of one silo (key: the silo's stable name), bound to it by placement and immovable. It opens the
-/// volumes' engines on its silo, schedules replicated copies (merging writes of one stripe), performs them under
-/// the partition locks, and serves reads, degraded reads, rebuild and scrub.
-/// </summary>
-[Alias("cloud.IRaidWorkerGrain")]
-public interface IRaidWorkerGrain : IGrainWithStringKey
-{
-    /// <summary>Takes a replicated copy into the schedule. Returns once this silo holds it in memory.</summary>
-    [Alias("Accept")]
-    Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write);
-
-    /// <summary>Waits up to <paramref name="maxWait"/> for the copy's fate.</summary>
-    [Alias("WaitCommitted")]
-    Task<WriteReport> WaitCommittedAsync(Guid writeId, TimeSpan maxWait);
-
-    /// <summary>Drops scheduled copies of these blocks older than <paramref name="newerTimestamp"/> that are wholly covered by it.</summary>
-    [Alias("CancelSuperseded")]
-    Task<int> CancelSupersededAsync(string volumeName, long offsetBytes, long lengthBytes, long newerTimestamp);
-
-    /// <summary>Reads from disk (reconstructing from redundancy when a member is gone). The caller holds a shared lock.</summary>
-    [Alias("Read")]
-    Task<byte[]> ReadAsync(string volumeName, long offsetBytes, int lengthBytes);
-
-    /// <summary>Discards a range under exclusive stripe locks, after every earlier pending write of it.</summary>
-    [Alias("Trim")]
-    Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes);
-
-    /// <summary>Flushes this silo's open engine of the volume (fsync of its members).</summary>
-    [Alias("Flush")]
-    Task FlushAsync(string volumeName);
-
-    /// <summary>Drains the volume's queue and closes its engine here (before delete or a membership change).</summary>
-    [Alias("Close")]
-    Task CloseVolumeAsync(string volumeName);
-
-    /// <summary>The volume's status as this silo's engine sees it.</summary>
-    [Alias("Status")]
-    Task<VolumeStatus> GetVolumeStatusAsync(string volumeName);
-
-    /// <summary>Fails a member in this silo's engine.</summary>
-    [Alias("FailMember")]
-    Task FailMemberAsync(string volumeName, int index, string reason);
-
-    /// <summary>Replaces a member with a fresh disk at <paramref name="path"/> in this silo's engine.</summary>
-    [Alias("ReplaceMember")]
-    Task ReplaceMemberAsync(string volumeName, int index, string path);
-
-    /// <summary>Rebuilds the volume here, reporting progress to the volume grain.</summary>
-    [Alias("Rebuild")]
-    [ResponseTimeout("1.00:00:00")]
-    Task RebuildAsync(string volumeName);
-
-    /// <summary>Scrubs the volume here.</summary>
-    [Alias("Scrub")]
-    [ResponseTimeout("01:00:00")]
-    Task<ScrubResult> ScrubAsync(string volumeName, bool repair);
-
-    /// <summary>Number of copies queued or running (for status and tests).</summary>
-    [Alias("QueueDepth")]
-    Task<int> GetQueueDepthAsync();
-
-    /// <summary>
-    /// Re-reads the superblocks of the volume <paramref name="volumeId"/> if it is open here, so that a member
-    /// another silo failed, replaced or rebuilt is seen at once (sent by the silo that changed them).
-    /// </summary>
-    [Alias("RefreshMembers"), AlwaysInterleave]
-    Task RefreshMembersAsync(Guid volumeId);
-
-    /// <summary>
-    /// Resyncs the stripes that the dead silo writing through intent slot <paramref name="writerSlot"/> may have left
-    /// mid-update, in every volume, holding each volume's stripe locks exclusively meanwhile; returns the stripes resynced.
-    /// </summary>
-    [Alias("RecoverWriterSlot")]
-    Task<long> RecoverWriterSlotAsync(int writerSlot);
-}
-
-/// <summary>
-/// Where a unit's delegated writes live (key: <c>{volumeId:N}/{partition}</c>). Placed by load-based placement on the
-/// least-loaded eligible silo, so its activation *is* the active synchronization target: it stays while the silo
-/// stays appropriate (stickiness) and is re-placed when asked to move or when its silo dies.
-/// </summary>
-[Alias("cloud.IDelegationGrain")]
-public interface IDelegationGrain : IGrainWithStringKey
-{
-    /// <summary>Hands the copy to this silo's RAID worker.</summary>
-    [Alias("Accept")]
-    Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write);
-
-    /// <summary>Deactivates so that the next call places the unit anew.</summary>
-    [Alias("Relocate")]
-    Task RelocateAsync();
-
-    /// <summary>The silo this activation runs on.</summary>
-    [Alias("Where")]
-    Task<string> GetSiloAsync();
 }
 
 /// <summary>One silo's published usage.</summary>

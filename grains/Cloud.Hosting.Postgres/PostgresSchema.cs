@@ -11,7 +11,7 @@ namespace Cloud.Hosting.Postgres;
 public static class PostgresSchema
 {
     /// <summary>The ADO.NET invariant name to give the Orleans providers for PostgreSQL.</summary>
-    public const string Invariant = "Npgsql";
+    public const string Invariant = Cloud.Clustering.Postgres.PostgresClustering.Invariant;
 
     /// <summary>The minimum PostgreSQL major version the schema needs (for NULLS NOT DISTINCT).</summary>
     public const int MinimumServerMajorVersion = 15;

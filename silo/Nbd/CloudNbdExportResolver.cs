@@ -1,6 +1,6 @@
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Hosting;
-using Cloud.Grains.Workers;
+using Cloud.Grains.FirstServers;
 using Cloud.Nbd;
 using Cloud.Storage.Volumes;
 using Microsoft.Extensions.Options;
@@ -8,9 +8,9 @@ using Microsoft.Extensions.Options;
 namespace Cloud.Silo.Nbd;
 
 /// <summary>
-/// Serves every volume in the catalog as an NBD export of the same name, through this silo's front end (in process).
+/// Serves every volume in the catalog as an NBD export of the same name, through this silo's first server (in process).
 /// </summary>
-internal sealed class CloudNbdExportResolver(IGrainFactory grains, FrontEndService frontEnd, IOptions<CloudOptions> cloud, IOptions<NbdServerOptions> nbd) : INbdExportResolver
+internal sealed class CloudNbdExportResolver(IGrainFactory grains, FirstServerService firstServer, IOptions<CloudOptions> cloud, IOptions<NbdServerOptions> nbd) : INbdExportResolver
 {
     private IVolumeCatalogGrain Catalog => grains.GetGrain<IVolumeCatalogGrain>(0);
 
@@ -21,9 +21,9 @@ internal sealed class CloudNbdExportResolver(IGrainFactory grains, FrontEndServi
         if (exportName.Length == 0) return null;
         var info = await Catalog.GetAsync(exportName).WaitAsync(ct).ConfigureAwait(false);
         if (info is null) return null;
-        // The front end refuses requests above MaxRequestBytes; the NBD server splits anything larger than this.
+        // The first server refuses requests above MaxRequestBytes; the NBD server splits anything larger than this.
         var maxIoSizeBytes = Math.Min(cloud.Value.MaxRequestBytes, nbd.Value.MaxPayloadBytes);
-        return new FrontEndVolume(frontEnd, info, maxIoSizeBytes);
+        return new FirstServerVolume(firstServer, info, maxIoSizeBytes);
     }
 
     public async ValueTask<IReadOnlyList<string>> ListAsync(CancellationToken ct)

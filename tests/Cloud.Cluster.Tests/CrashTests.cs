@@ -1,6 +1,7 @@
 using Cloud.Client;
 using Cloud.Cluster.Tests.Harness;
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Locks;
 using Cloud.Testing;
 using Orleans.Runtime;
 using Xunit.Abstractions;

@@ -1,8 +1,7 @@
 using Cloud.Client;
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Delegation;
 using Cloud.Grains.Hosting;
-using Cloud.Grains.Load;
-using Cloud.Grains.Workers;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Configuration;
 using Orleans.Runtime;
@@ -70,7 +69,7 @@ public sealed class CloudCluster : IAsyncDisposable
     public T Service<T>(InProcessSiloHandle silo) where T : notnull => silo.ServiceProvider.GetRequiredService<T>();
 
     /// <summary>The front end of a given silo: calls from inside a silo activate the stateless worker there.</summary>
-    public IFrontEndGrain FrontEnd(InProcessSiloHandle silo) => Service<IGrainFactory>(silo).GetGrain<IFrontEndGrain>(0);
+    public IFirstServerGrain FrontEnd(InProcessSiloHandle silo) => Service<IGrainFactory>(silo).GetGrain<IFirstServerGrain>(0);
 
     public IGrainFactory Grains(InProcessSiloHandle silo) => Service<IGrainFactory>(silo);
 

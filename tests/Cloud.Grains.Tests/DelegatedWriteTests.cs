@@ -1,6 +1,6 @@
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Hosting;
-using Cloud.Grains.Workers;
+using Cloud.Grains.Locks;
 
 namespace Cloud.Grains.Tests;
 
@@ -64,7 +64,8 @@ public sealed class DelegatedWriteTests(SharedClusterFixture fixture)
     {
         var name = "bad-" + Guid.NewGuid().ToString("N")[..6];
         var ex = await Assert.ThrowsAsync<CloudRequestException>(() => Cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 1 << 20, VolumeLevel.Raid5, 2, 64 << 10, false)));
-        Assert.Contains("--disks 2", ex.Message);
+        Assert.Contains("DiskCount 2", ex.Message);
+        Assert.Equal(nameof(VolumeSpec.DiskCount), ex.Field);
         await Cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 1 << 20, VolumeLevel.Raid0, 2, 64 << 10, false));
         ex = await Assert.ThrowsAsync<CloudRequestException>(() => Cloud.FrontEnd(Cloud.Silos[0]).WriteAsync(name, 100, new byte[4096], false));
         Assert.Contains("offset 100", ex.Message);

@@ -1,8 +1,9 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Delegation;
 using Cloud.Grains.Hosting;
-using Cloud.Grains.Load;
+using Cloud.Grains.Locks;
 using Orleans.TestingHost;
 
 namespace Cloud.Grains.Tests;

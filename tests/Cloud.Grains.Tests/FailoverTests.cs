@@ -1,6 +1,8 @@
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Delegation;
+using Cloud.Grains.FirstServers;
 using Cloud.Grains.Hosting;
-using Cloud.Grains.Load;
+using Cloud.Grains.Locks;
 using Orleans.Runtime;
 
 namespace Cloud.Grains.Tests;
@@ -32,7 +34,7 @@ public sealed class FailoverTests
         cloud.Service<SiloRuntimeSettings>(target).InjectedDiskLatency = TimeSpan.FromSeconds(10);
         var data = Blocks.Pattern(64 << 10, 2);
         await fe.WriteAsync(v.Name, 64 << 10, data, forceUnitAccess: false);
-        Assert.True(cloud.Service<Workers.FirstServer>(first).HeldCopies >= 1);
+        Assert.True(cloud.Service<FirstServerWrites>(first).HeldCopies >= 1);
 
         await cloud.Cluster.KillSiloAsync(target);
 
@@ -64,7 +66,7 @@ public sealed class FailoverTests
         catch (SiloUnavailableException)
         {
             // The lock grain itself lived on the killed silo: like a RAID worker, ask again; it is reactivated elsewhere.
-            granted = await Workers.FirstServer.RetryOnSiloFailureAsync(
+            granted = await SiloFailures.RetryAsync(
                 () => lockGrain.AcquireAsync(new LockRequest(2, 2, LockMode.Exclusive, survivor.SiloAddress.ToParsableString(), TimeSpan.FromSeconds(30), false)),
                 Eventually.Bound);
         }

@@ -1,4 +1,5 @@
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.RaidWorkers;
 
 namespace Cloud.Grains.Tests;
 

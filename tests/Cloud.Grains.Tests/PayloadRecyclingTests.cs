@@ -1,5 +1,5 @@
 using Cloud.Grains.Abstractions;
-using Cloud.Grains.Workers;
+using Cloud.Grains.FirstServers;
 using Cloud.Storage.Volumes;
 
 namespace Cloud.Grains.Tests;
@@ -16,7 +16,7 @@ public sealed class PayloadRecyclingTests
         await using var cloud = await CloudCluster.StartAsync(silos: 1);
         var silo = cloud.Silos[0];
         await cloud.Client.CreateVolumeAsync(new VolumeSpec("recycle", 16 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
-        var frontEnd = cloud.Service<FrontEndService>(silo);
+        var frontEnd = cloud.Service<FirstServerService>(silo);
 
         // A length no other test uses, so the shared pool's arrays of it can only be these.
         const int length = (52 << 10) + (12 << 10);
@@ -54,7 +54,7 @@ public sealed class PayloadRecyclingTests
         await using var cloud = await CloudCluster.StartAsync(silos: 1);
         var silo = cloud.Silos[0];
         await cloud.Client.CreateVolumeAsync(new VolumeSpec("keepmine", 16 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: true));
-        var frontEnd = cloud.Service<FrontEndService>(silo);
+        var frontEnd = cloud.Service<FirstServerService>(silo);
         const int length = (44 << 10) + (4 << 10);
         var mine = Blocks.Pattern(length, seed: 7);
         await frontEnd.WriteAsync("keepmine", 0, mine, forceUnitAccess: true);

@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 using Cloud.Grains.Abstractions;
-using Cloud.Grains.Workers;
+using Cloud.Grains.FirstServers;
 
 namespace Cloud.Grains.Tests;
 
@@ -17,7 +17,7 @@ public sealed class RetentionTests
         await using var cloud = await CloudCluster.StartAsync(silos: 1);
         var silo = cloud.Silos[0];
         await cloud.Client.CreateVolumeAsync(new VolumeSpec("keep", 16 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
-        var frontEnd = cloud.Service<FrontEndService>(silo);
+        var frontEnd = cloud.Service<FirstServerService>(silo);
         var written = await WriteAsync(frontEnd, count: 8);
         await frontEnd.FlushAsync("keep");
 
@@ -39,7 +39,7 @@ public sealed class RetentionTests
 
     /// <summary>Writes through the front end from a frame of its own, so no local of the test keeps a buffer alive.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static async Task<List<WeakReference<byte[]>>> WriteAsync(FrontEndService frontEnd, int count)
+    private static async Task<List<WeakReference<byte[]>>> WriteAsync(FirstServerService frontEnd, int count)
     {
         var refs = new List<WeakReference<byte[]>>();
         for (var i = 0; i < count; i++)

@@ -1,5 +1,8 @@
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Delegation;
 using Cloud.Grains.Hosting;
+using Cloud.Grains.Locks;
+using Cloud.Grains.RaidWorkers;
 
 namespace Cloud.Grains.Tests;
 

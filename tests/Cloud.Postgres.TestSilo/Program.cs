@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using Cloud.Clustering.Postgres;
 using Cloud.Hosting.Postgres;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;

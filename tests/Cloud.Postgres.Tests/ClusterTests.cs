@@ -1,3 +1,4 @@
+using Cloud.Clustering.Postgres;
 using Cloud.Hosting.Postgres;
 using Cloud.Postgres.TestSilo;
 using Cloud.Testing;

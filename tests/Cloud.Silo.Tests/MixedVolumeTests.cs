@@ -84,6 +84,22 @@ public sealed class MixedVolumeTests
     }
 
     [Fact]
+    public async Task AVolumeSpecTheSiloRefuses_IsReportedUnderCloudctlsFlag_WithTheValue()
+    {
+        using var dir = new TempDirectory();
+        await using var silo = await SiloProcess.StartAsync(Path.Combine(dir.Path, "data"));
+
+        // Well formed for cloudctl (a size), refused by the silo (not a power of two): the silo names ChunkSizeBytes.
+        var chunk = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid1", "--disks", "2", "--chunk", "12KiB");
+        Assert.Equal(1, chunk.ExitCode);
+        Assert.Contains("cloudctl: --chunk 12288 is not a power of two between 4096 and 1048576", chunk.Error, StringComparison.Ordinal);
+
+        var disks = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid5", "--disks", "2");
+        Assert.Equal(1, disks.ExitCode);
+        Assert.Contains("cloudctl: --disks 2 is not allowed for raid5; use 3-32", disks.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task PageBlobDisks_AreRefusedWithAClearError_WhenTheSiloHasNoAccount_AndBadDescriptorsAreNamed()
     {
         using var dir = new TempDirectory();

@@ -37,7 +37,7 @@ public sealed class TelemetryTests
             orleans.UseLocalhostClustering(ports[0], ports[1], serviceId: "telemetry-test", clusterId: "telemetry-test");
             orleans.AddCloud();
         });
-        builder.AddCloudFrontEnds();
+        builder.AddCloudEndpoints();
 
         using var listener = new CloudMeterListener();
         await using var app = builder.Build();

@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.RaidWorkers;
+using Cloud.Grains.Volumes;
 using Cloud.Storage.Volumes;
 using Microsoft.Extensions.Logging;
 using Orleans.Runtime;

@@ -1,17 +1,17 @@
+using Cloud.Grains.Delegation;
 using Cloud.Grains.Engine;
-using Cloud.Grains.Load;
+using Cloud.Grains.FirstServers;
 using Cloud.Grains.Locks;
-using Cloud.Grains.Placement;
+using Cloud.Grains.RaidWorkers;
 using Cloud.Grains.Volumes;
-using Cloud.Grains.Workers;
 using Cloud.Storage.Azure;
 using Microsoft.Extensions.Configuration;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
-using Orleans;
 using Orleans.Hosting;
 using Orleans.Runtime;
+using Orleans;
 
 namespace Cloud.Grains.Hosting;
 
@@ -20,7 +20,7 @@ public static class CloudSiloBuilderExtensions
 {
     /// <summary>
     /// Registers the Cloud services: options (validated at start), the load table and its publisher, the
-    /// silo-bound and load-based placement directors, the RAID worker service, the first server and the catalog.
+    /// silo-bound and load-based placement directors, the RAID worker's pieces, the first server and the catalog.
     /// </summary>
     public static ISiloBuilder AddCloud(this ISiloBuilder builder, Action<CloudOptions>? configure = null)
     {
@@ -42,9 +42,12 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<ClusterSuperblockCoordinator>();
         builder.Services.AddHostedService<DeadSiloRecovery>();
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();
-        builder.Services.AddSingleton<RaidWorkerService>();
-        builder.Services.AddSingleton<FirstServer>();
-        builder.Services.AddSingleton<FrontEndService>();
+        builder.Services.AddSingleton<OpenVolumeCache>();
+        builder.Services.AddSingleton<BatchExecutor>();
+        builder.Services.AddSingleton<WriteScheduler>();
+        builder.Services.AddSingleton<RaidMaintenance>();
+        builder.Services.AddSingleton<FirstServerWrites>();
+        builder.Services.AddSingleton<FirstServerService>();
         builder.Services.AddPlacementDirector<SiloBoundPlacement, SiloBoundPlacementDirector>();
         builder.Services.AddPlacementDirector<LoadBasedPlacement, LoadBasedPlacementDirector>();
         return builder;

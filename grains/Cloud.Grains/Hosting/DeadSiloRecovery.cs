@@ -1,5 +1,5 @@
 using Cloud.Grains.Abstractions;
-using Cloud.Grains.Workers;
+using Cloud.Grains.RaidWorkers;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Orleans.Runtime;
@@ -15,7 +15,7 @@ internal sealed partial class DeadSiloRecovery(
     IClusterMembershipService membership,
     ILocalSiloDetails silo,
     IGrainFactory grains,
-    RaidWorkerService worker,
+    RaidMaintenance worker,
     ILogger<DeadSiloRecovery> logger) : BackgroundService
 {
     /// <summary>Attempts to recover one dead silo's slot before giving up (a restart's assembly still recovers it).</summary>

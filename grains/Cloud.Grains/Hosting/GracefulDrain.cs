@@ -1,5 +1,5 @@
-using Cloud.Grains.Load;
-using Cloud.Grains.Workers;
+using Cloud.Grains.Delegation;
+using Cloud.Grains.FirstServers;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Orleans.Hosting;
@@ -21,7 +21,7 @@ namespace Cloud.Grains.Hosting;
 public sealed partial class GracefulDrain(
     SiloRuntimeSettings settings,
     SiloUsage usage,
-    FirstServer firstServer,
+    FirstServerWrites firstServer,
     TimeSpan timeout,
     ILogger<GracefulDrain> logger) : ILifecycleParticipant<ISiloLifecycle>
 {
@@ -89,7 +89,7 @@ public static class GracefulDrainExtensions
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(timeout, TimeSpan.Zero);
         builder.Services.AddSingleton(sp => new GracefulDrain(
-            sp.GetRequiredService<SiloRuntimeSettings>(), sp.GetRequiredService<SiloUsage>(), sp.GetRequiredService<FirstServer>(),
+            sp.GetRequiredService<SiloRuntimeSettings>(), sp.GetRequiredService<SiloUsage>(), sp.GetRequiredService<FirstServerWrites>(),
             timeout, sp.GetRequiredService<ILogger<GracefulDrain>>()));
         builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<GracefulDrain>());
         return builder;

@@ -1,5 +1,6 @@
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Engine;
+using Cloud.Grains.RaidWorkers;
 using Cloud.Storage.Azure;
 using Orleans.Concurrency;
 using Orleans.Runtime;

@@ -66,20 +66,24 @@ public static partial class VolumeMath
     /// <summary>The partition-lock grain key of a partition.</summary>
     public static string PartitionKey(VolumeInfo v, long partition) => $"{v.VolumeId:N}/{partition}";
 
-    /// <summary>Checks a spec, throwing <see cref="CloudRequestException"/> naming the bad field and what is allowed.</summary>
+    /// <summary>
+    /// Checks a spec, throwing <see cref="CloudRequestException"/> whose <see cref="CloudRequestException.Field"/> is the
+    /// bad property of <see cref="VolumeSpec"/> and whose message starts with that property's name and value and says
+    /// what is allowed.
+    /// </summary>
     public static void Validate(VolumeSpec spec)
     {
         if (string.IsNullOrEmpty(spec.Name) || spec.Name.Length > MaxNameLength || !NamePattern().IsMatch(spec.Name))
-            throw new CloudRequestException($"volume name '{spec.Name}' is not allowed; use 1-{MaxNameLength} characters of A-Z a-z 0-9 . _ - starting with a letter or digit");
+            throw new CloudRequestException(nameof(VolumeSpec.Name), $"{nameof(VolumeSpec.Name)} '{spec.Name}' is not allowed; use 1-{MaxNameLength} characters of A-Z a-z 0-9 . _ - starting with a letter or digit");
         if (!Enum.IsDefined(spec.Level))
-            throw new CloudRequestException($"level {(int)spec.Level} is not one of raid0, raid1, raid5, raid6");
+            throw new CloudRequestException(nameof(VolumeSpec.Level), $"{nameof(VolumeSpec.Level)} {(int)spec.Level} is not one of raid0, raid1, raid5, raid6");
         var min = MinDisks(spec.Level);
         if (spec.DiskCount < min || spec.DiskCount > MaxDiskCount)
-            throw new CloudRequestException($"--disks {spec.DiskCount} is not allowed for {spec.Level.ToString().ToLowerInvariant()}; use {min}-{MaxDiskCount}");
+            throw new CloudRequestException(nameof(VolumeSpec.DiskCount), $"{nameof(VolumeSpec.DiskCount)} {spec.DiskCount} is not allowed for {spec.Level.ToString().ToLowerInvariant()}; use {min}-{MaxDiskCount}");
         if (spec.ChunkSizeBytes < MinChunkSizeBytes || spec.ChunkSizeBytes > MaxChunkSizeBytes || (spec.ChunkSizeBytes & (spec.ChunkSizeBytes - 1)) != 0)
-            throw new CloudRequestException($"--chunk {spec.ChunkSizeBytes} is not allowed; use a power of two from 4KiB to 1MiB");
+            throw new CloudRequestException(nameof(VolumeSpec.ChunkSizeBytes), $"{nameof(VolumeSpec.ChunkSizeBytes)} {spec.ChunkSizeBytes} is not a power of two between {MinChunkSizeBytes} and {MaxChunkSizeBytes}");
         if (spec.SizeBytes <= 0 || spec.SizeBytes > MaxVolumeSizeBytes || spec.SizeBytes % BlockSizeBytes != 0)
-            throw new CloudRequestException($"--size {spec.SizeBytes} is not allowed; use a multiple of 4KiB up to 64TiB");
+            throw new CloudRequestException(nameof(VolumeSpec.SizeBytes), $"{nameof(VolumeSpec.SizeBytes)} {spec.SizeBytes} is not a multiple of {BlockSizeBytes} between {BlockSizeBytes} and {MaxVolumeSizeBytes}");
     }
 
     /// <summary>Checks an I/O range against a volume, throwing <see cref="CloudRequestException"/> naming the bad value.</summary>

@@ -1,4 +1,4 @@
-namespace Cloud.Grains.Abstractions;
+namespace Cloud.Grains.Volumes;
 
 /// <summary>
 /// The cluster-wide lock on one volume's superblocks (key: the volume id): the engine of every silo takes it

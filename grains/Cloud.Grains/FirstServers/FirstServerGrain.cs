@@ -3,14 +3,14 @@ using Cloud.Grains.Hosting;
 using Microsoft.Extensions.Options;
 using Orleans.Concurrency;
 
-namespace Cloud.Grains.Workers;
+namespace Cloud.Grains.FirstServers;
 
 /// <summary>
-/// The first server's front end for Orleans clients: a stateless worker, so each silo serves its own clients locally.
-/// The work is <see cref="FrontEndService"/>'s, which the silo's NBD server also calls directly.
+/// The first server for Orleans clients: a stateless worker, so each silo serves its own clients locally.
+/// The work is <see cref="FirstServerService"/>'s, which the silo's NBD server also calls directly.
 /// </summary>
 [StatelessWorker, Reentrant]
-internal sealed class FrontEndGrain(FrontEndService frontEnd, IOptions<CloudOptions> options) : Grain, IFrontEndGrain
+internal sealed class FirstServerGrain(FirstServerService frontEnd, IOptions<CloudOptions> options) : Grain, IFirstServerGrain
 {
     private readonly int _maxRequestBytes = options.Value.MaxRequestBytes;
 

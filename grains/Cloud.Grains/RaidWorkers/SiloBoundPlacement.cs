@@ -2,7 +2,7 @@ using Orleans.Placement;
 using Orleans.Runtime;
 using Orleans.Runtime.Placement;
 
-namespace Cloud.Grains.Placement;
+namespace Cloud.Grains.RaidWorkers;
 
 /// <summary>Places a grain on the silo whose stable name equals the grain's string key (one RAID worker per silo).</summary>
 [GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("cloud.SiloBoundPlacement")]

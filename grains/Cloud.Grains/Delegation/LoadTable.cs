@@ -3,7 +3,7 @@ using Cloud.Grains.Abstractions;
 using Cloud.Grains.Hosting;
 using Microsoft.Extensions.Options;
 
-namespace Cloud.Grains.Load;
+namespace Cloud.Grains.Delegation;
 
 /// <summary>
 /// This silo's copy of the cluster's load table, refreshed by the publisher every period. Placement and the first

@@ -18,24 +18,24 @@ namespace Cloud.Silo;
 /// Everything the silo offers besides the Orleans gateway: the NBD server, telemetry (ServiceDefaults), the health
 /// endpoints and the Orleans Dashboard.
 /// </summary>
-public static class FrontEnds
+public static class SiloEndpoints
 {
     /// <summary>The configuration section of the NBD server (<see cref="NbdServerOptions"/>).</summary>
     public const string NbdSectionName = "Nbd";
 
     /// <summary>
-    /// Adds the front ends. Call it after <c>UseOrleans</c>, so that the NBD server starts accepting only once the
+    /// Adds the endpoints. Call it after <c>UseOrleans</c>, so that the NBD server starts accepting only once the
     /// silo runs, and stops before the silo does.
     /// <list type="bullet">
     /// <item>NBD (section <c>Nbd</c>: <c>--nbd-address</c>, <c>--nbd-port</c> with 0 = off, <c>--nbd-socket</c>; on by
-    /// default at 127.0.0.1:10809): every volume, through this silo's front end (FrontEndService, in process).</item>
+    /// default at 127.0.0.1:10809): every volume, through this silo's first server (FirstServerService, in process).</item>
     /// <item><c>AddServiceDefaults()</c>: OpenTelemetry with the Orleans meter and the "Cloud" meter, exported over OTLP
     /// when <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set.</item>
     /// <item>HTTP (section <c>Http</c>, <see cref="HttpEndpointOptions"/>): <c>/health</c> and <c>/alive</c> on
     /// <c>--http-port</c>, the Orleans Dashboard on <c>--dashboard-port</c>.</item>
     /// </list>
     /// </summary>
-    public static WebApplicationBuilder AddCloudFrontEnds(this WebApplicationBuilder builder)
+    public static WebApplicationBuilder AddCloudEndpoints(this WebApplicationBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
         builder.Services.AddSingleton<INbdExportResolver, CloudNbdExportResolver>();
@@ -75,7 +75,7 @@ public static class FrontEnds
             // Mapped from a startup filter so that Program.cs stays one call (it is shared with other work on the host).
             builder.Services.AddSingleton<IStartupFilter>(new EndpointsStartupFilter(healthPort, dashboardPort));
         }
-        builder.Services.AddHostedService<FrontEndAnnouncer>();
+        builder.Services.AddHostedService<EndpointAnnouncer>();
         return builder;
     }
 
@@ -115,7 +115,7 @@ public static class FrontEnds
 }
 
 /// <summary>Prints where the NBD server and the HTTP endpoints listen once they do, for operators and for scripts that wait for them.</summary>
-internal sealed class FrontEndAnnouncer(NbdServer nbd, IOptions<HttpEndpointOptions> http, IHostEnvironment environment) : IHostedService
+internal sealed class EndpointAnnouncer(NbdServer nbd, IOptions<HttpEndpointOptions> http, IHostEnvironment environment) : IHostedService
 {
     public Task StartAsync(CancellationToken cancellationToken)
     {

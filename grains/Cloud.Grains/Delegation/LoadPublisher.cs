@@ -5,7 +5,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 
-namespace Cloud.Grains.Load;
+namespace Cloud.Grains.Delegation;
 
 /// <summary>
 /// Publishes this silo's usage to the load table grain every period and keeps the returned table: one small

@@ -1,12 +1,12 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Diagnostics.Metrics;
-using Cloud.Grains.Abstractions;
+using System.Diagnostics;
+using Cloud.Grains.Delegation;
 
-namespace Cloud.Grains.Load;
+namespace Cloud.Grains.Hosting;
 
 /// <summary>
-/// The "Cloud" meter: the front end's I/O (operations, bytes, latency), delegation decisions, lock waits, the RAID
+/// The "Cloud" meter: the first server's I/O (operations, bytes, latency), delegation decisions, lock waits, the RAID
 /// worker's queue, and rebuild and scrub progress. OpenTelemetry subscribes to it in the silo (ServiceDefaults).
 /// </summary>
 public static class CloudMetrics
@@ -84,24 +84,5 @@ public static class CloudMetrics
         IoOperations.Add(1, tag);
         if (bytes > 0) IoBytes.Add(bytes, tag);
         IoDuration.Record(Stopwatch.GetElapsedTime(startTimestamp).TotalSeconds, tag);
-    }
-
-    /// <summary><see cref="IPartitionLockGrain.AcquireAsync"/>, with the wait recorded in <see cref="LockWait"/>.</summary>
-    internal static async Task<LockGrant> AcquireMeteredAsync(this IPartitionLockGrain lockGrain, LockRequest request)
-    {
-        var start = Stopwatch.GetTimestamp();
-        var grant = await lockGrain.AcquireAsync(request).ConfigureAwait(false);
-        LockWait.Record(Stopwatch.GetElapsedTime(start).TotalSeconds,
-            new KeyValuePair<string, object?>("mode", request.Mode == LockMode.Exclusive ? "exclusive" : "shared"));
-        return grant;
-    }
-
-    /// <summary><see cref="IPartitionLockGrain.AcquireForWriteAsync"/>, recording the wait in <c>cloud.lock.wait</c>.</summary>
-    internal static async Task<WriteLockGrant> AcquireForWriteMeteredAsync(this IPartitionLockGrain lockGrain, LockRequest request, long firstBlock, int blockCount, System.Collections.Immutable.ImmutableArray<long> batchTimestamps)
-    {
-        var start = Stopwatch.GetTimestamp();
-        var grant = await lockGrain.AcquireForWriteAsync(request, firstBlock, blockCount, batchTimestamps).ConfigureAwait(false);
-        LockWait.Record(Stopwatch.GetElapsedTime(start).TotalSeconds, new KeyValuePair<string, object?>("mode", "exclusive"));
-        return grant;
     }
 }

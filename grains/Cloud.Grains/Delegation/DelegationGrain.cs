@@ -1,10 +1,10 @@
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Engine;
-using Cloud.Grains.Placement;
+using Cloud.Grains.RaidWorkers;
 using Orleans.Concurrency;
 using Orleans.Runtime;
 
-namespace Cloud.Grains.Workers;
+namespace Cloud.Grains.Delegation;
 
 /// <summary>
 /// A unit's delegated work. Load-based placement puts the activation on the least-loaded eligible silo; while it
@@ -12,7 +12,7 @@ namespace Cloud.Grains.Workers;
 /// death lets placement choose again.
 /// </summary>
 [LoadBasedPlacement, Reentrant]
-internal sealed class DelegationGrain(ILocalSiloDetails silo, RaidWorkerService worker) : Grain, IDelegationGrain
+internal sealed class DelegationGrain(ILocalSiloDetails silo, WriteScheduler worker) : Grain, IDelegationGrain
 {
     private bool _moving;
 

@@ -1,12 +1,12 @@
 using Cloud.Grains.Abstractions;
-using Cloud.Grains.Workers;
+using Cloud.Grains.FirstServers;
 using Cloud.Storage.Volumes;
 
 namespace Cloud.Silo.Nbd;
 
 /// <summary>
-/// A Cloud volume as the NBD server sees it: every request goes to this silo's front end (<see cref="FrontEndService"/>,
-/// the work behind the front-end grain, called in process: no Orleans message, and reads land straight in the NBD
+/// A Cloud volume as the NBD server sees it: every request goes to this silo's first server (<see cref="FirstServerService"/>,
+/// the work behind the first-server grain, called in process: no Orleans message, and reads land straight in the NBD
 /// server's buffer), so NBD clients take the same path as SDK clients: writes are timestamped and delegated under the
 /// partition locks, reads take a shared lock after every acknowledged earlier write, and FUA and FLUSH wait for the
 /// service's durable acknowledgement.
@@ -16,13 +16,13 @@ namespace Cloud.Silo.Nbd;
 /// separate handles: a write is acknowledged only once the silo's first server holds it, and a flush drains every
 /// copy the first server holds for the volume (from every connection) before it fsyncs the members on every silo.
 /// </remarks>
-internal sealed class FrontEndVolume : IBufferOwningVolume
+internal sealed class FirstServerVolume : IBufferOwningVolume
 {
-    private readonly FrontEndService _frontEnd;
+    private readonly FirstServerService _firstServer;
 
-    public FrontEndVolume(FrontEndService frontEnd, VolumeInfo info, int maxIoSizeBytes)
+    public FirstServerVolume(FirstServerService firstServer, VolumeInfo info, int maxIoSizeBytes)
     {
-        _frontEnd = frontEnd;
+        _firstServer = firstServer;
         Info = info;
         MaxIoSizeBytes = maxIoSizeBytes;
         PreferredIoSizeBytes = (int)Math.Clamp(Grains.VolumeMath.StripeDataBytes(info), Grains.VolumeMath.BlockSizeBytes, maxIoSizeBytes);
@@ -47,14 +47,14 @@ internal sealed class FrontEndVolume : IBufferOwningVolume
     /// buffer, so the call must not return before the read has finished with it.
     /// </remarks>
     public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default) =>
-        new(_frontEnd.ReadAsync(Name, offsetBytes, destination));
+        new(_firstServer.ReadAsync(Name, offsetBytes, destination));
 
     public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, bool forceUnitAccess = false, CancellationToken cancellationToken = default)
     {
         // The NBD server's buffer goes back to its pool after the reply, while the first server keeps this copy until
         // the target commits it (and Orleans does not copy [Immutable] arguments): so it must be our own array.
         var copy = source.ToArray();
-        return new ValueTask(_frontEnd.WriteAsync(Name, offsetBytes, copy, forceUnitAccess).WaitAsync(cancellationToken));
+        return new ValueTask(_firstServer.WriteAsync(Name, offsetBytes, copy, forceUnitAccess).WaitAsync(cancellationToken));
     }
 
     /// <summary>
@@ -62,11 +62,11 @@ internal sealed class FrontEndVolume : IBufferOwningVolume
     /// the array is recycled once the write commits.
     /// </summary>
     public ValueTask WriteOwnedAsync(long offsetBytes, byte[] data, bool forceUnitAccess = false, CancellationToken cancellationToken = default) =>
-        new(_frontEnd.WriteAsync(Name, offsetBytes, data, forceUnitAccess, recycle: true).WaitAsync(cancellationToken));
+        new(_firstServer.WriteAsync(Name, offsetBytes, data, forceUnitAccess, recycle: true).WaitAsync(cancellationToken));
 
     public ValueTask FlushAsync(CancellationToken cancellationToken = default) =>
-        new(_frontEnd.FlushAsync(Name).WaitAsync(cancellationToken));
+        new(_firstServer.FlushAsync(Name).WaitAsync(cancellationToken));
 
     public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default) =>
-        new(_frontEnd.TrimAsync(Name, offsetBytes, lengthBytes).WaitAsync(cancellationToken));
+        new(_firstServer.TrimAsync(Name, offsetBytes, lengthBytes).WaitAsync(cancellationToken));
 }

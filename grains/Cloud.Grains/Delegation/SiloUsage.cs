@@ -1,6 +1,7 @@
 using System.Diagnostics;
+using Cloud.Grains.Hosting;
 
-namespace Cloud.Grains.Load;
+namespace Cloud.Grains.Delegation;
 
 /// <summary>This silo's live usage, updated by the data path without locks and sampled by the publisher.</summary>
 public sealed class SiloUsage : IDisposable

@@ -1,7 +1,7 @@
 using Orleans.Concurrency;
 using System.Collections.Immutable;
 
-namespace Cloud.Grains.Abstractions;
+namespace Cloud.Grains.Locks;
 
 /// <summary>How a stripe lock is held.</summary>
 [GenerateSerializer, Alias("cloud.LockMode")]
@@ -162,4 +162,25 @@ public interface IPartitionLockGrain : IGrainWithStringKey
     /// <summary>Newest committed timestamps of these blocks as this grain knows them.</summary>
     [Alias("GetTimestamps")]
     Task<ImmutableArray<long>> GetTimestampsAsync(long firstBlock, int blockCount);
+}
+
+/// <summary>A lock holder presented a fencing token that is no longer current: its lease ended, so it must not write.</summary>
+[GenerateSerializer, Alias("cloud.LockFencedException")]
+public sealed class LockFencedException : Exception
+{
+    /// <summary>Creates the exception for the stale token.</summary>
+    public LockFencedException(long fencingToken, string partition)
+        : base($"fencing token {fencingToken} is no longer current on partition {partition}: its lease ended")
+    {
+        FencingToken = fencingToken;
+        Partition = partition;
+    }
+
+    /// <summary>The stale token.</summary>
+    [Id(0)]
+    public long FencingToken { get; }
+
+    /// <summary>The partition-lock grain's key.</summary>
+    [Id(1)]
+    public string Partition { get; } = "";
 }

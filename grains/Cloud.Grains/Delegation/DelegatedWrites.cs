@@ -1,4 +1,4 @@
-namespace Cloud.Grains.Abstractions;
+namespace Cloud.Grains.Delegation;
 
 /// <summary>
 /// A replicated copy of one version of a range of blocks, sent by the first server to the silo that performs the
@@ -51,3 +51,11 @@ public sealed record WriteReport(
 public sealed record DelegationReceipt(
     [property: Id(0)] string TargetSilo,
     [property: Id(1)] bool Accepted);
+
+/// <summary>The delegation unit's activation is moving to another silo; send the copy again and it will be placed anew.</summary>
+[GenerateSerializer, Alias("cloud.DelegationMovedException")]
+public sealed class DelegationMovedException : Exception
+{
+    /// <summary>Creates the exception naming the silo the unit is leaving.</summary>
+    public DelegationMovedException(string fromSilo) : base($"the delegation unit is moving away from silo {fromSilo}; send again") { }
+}

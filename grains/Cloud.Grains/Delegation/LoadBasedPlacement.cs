@@ -1,9 +1,9 @@
-using Cloud.Grains.Load;
+using Cloud.Grains.Hosting;
 using Orleans.Placement;
-using Orleans.Runtime;
 using Orleans.Runtime.Placement;
+using Orleans.Runtime;
 
-namespace Cloud.Grains.Placement;
+namespace Cloud.Grains.Delegation;
 
 /// <summary>Places delegated work on the least-loaded eligible silo by the published load table.</summary>
 [GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("cloud.LoadBasedPlacement")]

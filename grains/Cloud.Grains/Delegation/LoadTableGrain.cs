@@ -4,7 +4,7 @@ using Cloud.Grains.Hosting;
 using Microsoft.Extensions.Options;
 using Orleans.Concurrency;
 
-namespace Cloud.Grains.Load;
+namespace Cloud.Grains.Delegation;
 
 /// <summary>Holds the latest usage of every silo; soft state, rebuilt within one period if it moves.</summary>
 [Reentrant]

@@ -1,40 +1,36 @@
 using System.Collections.Concurrent;
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Delegation;
 using Cloud.Grains.Engine;
 using Cloud.Grains.Hosting;
-using Cloud.Grains.Load;
+using Cloud.Grains.Locks;
+using Cloud.Grains.RaidWorkers;
 using Cloud.Grains.Volumes;
 using Cloud.Storage.Volumes;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 
-namespace Cloud.Grains.Workers;
+namespace Cloud.Grains.FirstServers;
 
 /// <summary>
 /// The first server's side of a delegated write, one per silo: it assigns the timestamp, chooses the target (the
 /// last synchronization target while appropriate, else a new one by load), sends the replicated copy, keeps its own
 /// copy until the target reports the commit, and re-delegates when the target dies.
 /// </summary>
-public sealed partial class FirstServer(
+public sealed partial class FirstServerWrites(
     IGrainFactory grains,
     VolumeDirectory directory,
     LoadTable loadTable,
     SiloUsage usage,
     SiloRuntimeSettings settings,
     ILocalSiloDetails silo,
-    RaidWorkerService localWorker,
+    WriteScheduler localWorker,
     IOptions<CloudOptions> options,
-    ILogger<FirstServer> logger)
+    ILogger<FirstServerWrites> logger)
 {
     /// <summary>How long one commit poll waits at the target before asking again (well under the response timeout).</summary>
     public static readonly TimeSpan CommitPollWait = TimeSpan.FromSeconds(5);
-
-    /// <summary>First pause before re-sending to a failed target; doubles up to <see cref="MaxRetryDelay"/>.</summary>
-    public static readonly TimeSpan FirstRetryDelay = TimeSpan.FromMilliseconds(50);
-
-    /// <summary>Longest pause between re-delegation attempts.</summary>
-    public static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(1);
 
     /// <summary>Times a copy is re-sent to a unit that is moving before the first server gives up on that unit.</summary>
     public const int MaxMoveRetries = 16;
@@ -44,7 +40,7 @@ public sealed partial class FirstServer(
     private readonly ConcurrentDictionary<Guid, Held> _held = new();
 
     /// <summary>A copy this silo holds until its target commits it.</summary>
-    private sealed record Held(ReplicatedWrite Write, string UnitKey, string PartitionKey, Task<WriteReport> Completion);
+    private sealed record Held(ReplicatedWrite Write, Task<WriteReport> Completion);
 
     /// <summary>Copies held here and not yet committed (for status and tests).</summary>
     public int HeldCopies => _held.Count;
@@ -94,7 +90,7 @@ public sealed partial class FirstServer(
         var lastStripe = (offsetBytes + data.Length - 1) / stripe;
         var partitionKey = VolumeMath.PartitionKey(v, partition);
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
-        var grant = await RetryOnSiloFailureAsync(() => lockGrain.NextTimestampAsync(firstStripe, lastStripe, _siloAddress), _options.RedelegationTimeout).ConfigureAwait(false);
+        var grant = await SiloFailures.RetryAsync(() => lockGrain.NextTimestampAsync(firstStripe, lastStripe, _siloAddress), _options.RedelegationTimeout).ConfigureAwait(false);
         var write = new ReplicatedWrite(Guid.NewGuid(), v.Name, offsetBytes, data, grant.Timestamp, fua, silo.Name);
         var unit = grains.GetGrain<IDelegationGrain>(partitionKey);
 
@@ -112,7 +108,7 @@ public sealed partial class FirstServer(
         {
             decision = "new";
             try { await unit.RelocateAsync().ConfigureAwait(false); }
-            catch (Exception ex) when (IsSiloFailure(ex)) { /* already gone: Orleans re-places it on the next call */ }
+            catch (Exception ex) when (SiloFailures.IsSiloFailure(ex)) { /* already gone: Orleans re-places it on the next call */ }
         }
         CloudMetrics.DelegationDecisions.Add(1, new("decision", decision), new("reason", reason));
         usage.Decision(decision == "reused");
@@ -126,7 +122,7 @@ public sealed partial class FirstServer(
                 ? await EngineErrors.Guard(() => localWorker.AcceptAsync(write)).ConfigureAwait(false)
                 : await AcceptAsync(unit, write).ConfigureAwait(false);
         }
-        catch (Exception ex) when (IsSiloFailure(ex))
+        catch (Exception ex) when (SiloFailures.IsSiloFailure(ex))
         {
             receipt = await SendWithRetriesAsync(unit, write).ConfigureAwait(false);
         }
@@ -145,7 +141,7 @@ public sealed partial class FirstServer(
         // Held before the follow starts: a copy that committed already (during the awaits above) makes FollowAsync run to
         // its end at once, and its removal of the entry must come after this addition, not before it.
         var followed = new TaskCompletionSource<WriteReport>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _held[write.WriteId] = new Held(write, partitionKey, partitionKey, followed.Task);
+        _held[write.WriteId] = new Held(write, followed.Task);
         var completion = FollowAsync(write, partitionKey, receipt.TargetSilo);
         _ = AfterFollowAsync(completion, followed, recycle ? data : null);
         if (receipt.TargetSilo == silo.Name && !fua)
@@ -220,7 +216,7 @@ public sealed partial class FirstServer(
                             return report;
                     }
                 }
-                catch (Exception ex) when (IsSiloFailure(ex))
+                catch (Exception ex) when (SiloFailures.IsSiloFailure(ex))
                 {
                     LogRedelegating(logger, write.WriteId, target, ex.GetType().Name);
                 }
@@ -237,24 +233,9 @@ public sealed partial class FirstServer(
         }
     }
 
-    private async Task<DelegationReceipt> SendWithRetriesAsync(IDelegationGrain unit, ReplicatedWrite write)
-    {
-        var deadline = DateTimeOffset.UtcNow + _options.RedelegationTimeout;
-        var delay = FirstRetryDelay;
-        while (true)
-        {
-            try
-            {
-                return await AcceptAsync(unit, write).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (IsSiloFailure(ex) && DateTimeOffset.UtcNow < deadline)
-            {
-                // Until membership declares the dead silo dead, calls to the unit fail; then Orleans places it anew.
-                await Task.Delay(delay).ConfigureAwait(false);
-                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, MaxRetryDelay.Ticks));
-            }
-        }
-    }
+    /// <summary>Sends the copy to the unit until it takes it: until membership declares a dead silo dead, calls to the unit fail; then Orleans places it anew.</summary>
+    private Task<DelegationReceipt> SendWithRetriesAsync(IDelegationGrain unit, ReplicatedWrite write) =>
+        SiloFailures.RetryAsync(() => AcceptAsync(unit, write), _options.RedelegationTimeout);
 
     /// <summary>Sends the copy to the unit, again while the unit's activation is moving away.</summary>
     private static async Task<DelegationReceipt> AcceptAsync(IDelegationGrain unit, ReplicatedWrite write)
@@ -272,29 +253,6 @@ public sealed partial class FirstServer(
         }
     }
 
-    /// <summary>Retries an idempotent call to a grain whose silo may have just died, until Orleans places it anew.</summary>
-    internal static async Task<T> RetryOnSiloFailureAsync<T>(Func<Task<T>> call, TimeSpan timeout)
-    {
-        var deadline = DateTimeOffset.UtcNow + timeout;
-        var delay = FirstRetryDelay;
-        while (true)
-        {
-            try
-            {
-                return await call().ConfigureAwait(false);
-            }
-            catch (Exception ex) when (IsSiloFailure(ex) && DateTimeOffset.UtcNow < deadline)
-            {
-                await Task.Delay(delay).ConfigureAwait(false);
-                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, MaxRetryDelay.Ticks));
-            }
-        }
-    }
-
-    /// <summary>Waits until every copy this silo holds, of any volume, is settled (at a graceful stop).</summary>
-    public Task DrainAllAsync(CancellationToken cancellationToken) =>
-        Task.WhenAll(_held.Values.Select(h => h.Completion)).WaitAsync(cancellationToken);
-
     /// <summary>Waits until every copy this silo holds for the volume is committed.</summary>
     public async Task DrainAsync(string volumeName)
     {
@@ -306,10 +264,6 @@ public sealed partial class FirstServer(
                 throw new CloudRequestException($"an earlier write to volume '{volumeName}' failed on silo {report.Silo}: {report.Error}");
         }
     }
-
-    internal static bool IsSiloFailure(Exception ex) =>
-        ex is SiloUnavailableException or OrleansMessageRejectionException or TimeoutException or Placement.SiloNotFoundException
-        || ex is OrleansException { InnerException: SiloUnavailableException };
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Write {WriteId}: target {Target} failed ({Error}); re-delegating")]
     private static partial void LogRedelegating(ILogger logger, Guid writeId, string target, string error);

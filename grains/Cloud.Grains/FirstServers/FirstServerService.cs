@@ -2,27 +2,28 @@ using System.Diagnostics;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Engine;
 using Cloud.Grains.Hosting;
-using Cloud.Grains.Load;
+using Cloud.Grains.Locks;
+using Cloud.Grains.RaidWorkers;
 using Cloud.Grains.Volumes;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 
-namespace Cloud.Grains.Workers;
+namespace Cloud.Grains.FirstServers;
 
 /// <summary>
-/// The first server's front end as a local service of this silo: what <see cref="FrontEndGrain"/> does, callable
+/// The first server as a local service of this silo: what <see cref="FirstServerGrain"/> does, callable
 /// without an Orleans message by anything hosted in the silo (the NBD server). Writes go through
-/// <see cref="FirstServer"/>; reads take a shared lock (after every acknowledged earlier write of those stripes
+/// <see cref="FirstServerWrites"/>; reads take a shared lock (after every acknowledged earlier write of those stripes
 /// settled) and read from this silo's RAID worker straight into the caller's buffer.
 /// </summary>
 /// <remarks>
-/// The RAID worker of a read is always this silo's own, so the read calls its <see cref="RaidWorkerService"/>
+/// The RAID worker of a read is always this silo's own, so the read calls its <see cref="OpenVolumeCache"/>
 /// directly: a grain call would only add a scheduler hop and a copy of the data, and change nothing about the
 /// partition locks that give the read its linearizability.
 /// </remarks>
-public sealed class FrontEndService(
-    FirstServer firstServer,
-    RaidWorkerService worker,
+public sealed class FirstServerService(
+    FirstServerWrites writes,
+    OpenVolumeCache worker,
     VolumeDirectory directory,
     IGrainFactory grains,
     ILocalSiloDetails silo,
@@ -32,15 +33,15 @@ public sealed class FrontEndService(
     private readonly CloudOptions _options = options.Value;
     private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
 
-    /// <summary>Writes block-aligned data; see <see cref="IFrontEndGrain.WriteAsync"/>. <paramref name="data"/> must not change afterwards.</summary>
+    /// <summary>Writes block-aligned data; see <see cref="IFirstServerGrain.WriteAsync"/>. <paramref name="data"/> must not change afterwards.</summary>
     /// <param name="recycle">
     /// The caller gave <paramref name="data"/> up entirely (no one else holds it): it goes to
-    /// <see cref="Cloud.Storage.Volumes.PayloadPool.Shared"/> once committed; see <see cref="FirstServer.WriteAsync"/>.
+    /// <see cref="Cloud.Storage.Volumes.PayloadPool.Shared"/> once committed; see <see cref="FirstServerWrites.WriteAsync"/>.
     /// </param>
     public async Task WriteAsync(string volumeName, long offsetBytes, byte[] data, bool forceUnitAccess, bool recycle = false)
     {
         var start = Stopwatch.GetTimestamp();
-        await firstServer.WriteAsync(volumeName, offsetBytes, data, forceUnitAccess, recycle).ConfigureAwait(false);
+        await writes.WriteAsync(volumeName, offsetBytes, data, forceUnitAccess, recycle).ConfigureAwait(false);
         CloudMetrics.RecordIo("write", data.Length, start);
     }
 
@@ -100,7 +101,7 @@ public sealed class FrontEndService(
     {
         var start = Stopwatch.GetTimestamp();
         await directory.GetAsync(volumeName).ConfigureAwait(false);
-        await firstServer.DrainAsync(volumeName).ConfigureAwait(false);
+        await writes.DrainAsync(volumeName).ConfigureAwait(false);
         var flushes = new List<Task>();
         foreach (var m in membership.CurrentSnapshot.Members.Values)
             if (m.Status == SiloStatus.Active) flushes.Add(grains.GetGrain<IRaidWorkerGrain>(m.Name).FlushAsync(volumeName));

@@ -1,0 +1,82 @@
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Delegation;
+using Orleans.Concurrency;
+
+namespace Cloud.Grains.RaidWorkers;
+
+/// <summary>
+/// The RAID worker of one silo (key: the silo's stable name), bound to it by placement and immovable. It opens the
+/// volumes' engines on its silo, schedules replicated copies (merging writes of one stripe), performs them under
+/// the partition locks, and serves reads, degraded reads, rebuild and scrub.
+/// </summary>
+[Alias("cloud.IRaidWorkerGrain")]
+public interface IRaidWorkerGrain : IGrainWithStringKey
+{
+    /// <summary>Takes a replicated copy into the schedule. Returns once this silo holds it in memory.</summary>
+    [Alias("Accept")]
+    Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write);
+
+    /// <summary>Waits up to <paramref name="maxWait"/> for the copy's fate.</summary>
+    [Alias("WaitCommitted")]
+    Task<WriteReport> WaitCommittedAsync(Guid writeId, TimeSpan maxWait);
+
+    /// <summary>Drops scheduled copies of these blocks older than <paramref name="newerTimestamp"/> that are wholly covered by it.</summary>
+    [Alias("CancelSuperseded")]
+    Task<int> CancelSupersededAsync(string volumeName, long offsetBytes, long lengthBytes, long newerTimestamp);
+
+    /// <summary>Reads from disk (reconstructing from redundancy when a member is gone). The caller holds a shared lock.</summary>
+    [Alias("Read")]
+    Task<byte[]> ReadAsync(string volumeName, long offsetBytes, int lengthBytes);
+
+    /// <summary>Discards a range under exclusive stripe locks, after every earlier pending write of it.</summary>
+    [Alias("Trim")]
+    Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes);
+
+    /// <summary>Flushes this silo's open engine of the volume (fsync of its members).</summary>
+    [Alias("Flush")]
+    Task FlushAsync(string volumeName);
+
+    /// <summary>Drains the volume's queue and closes its engine here (before delete or a membership change).</summary>
+    [Alias("Close")]
+    Task CloseVolumeAsync(string volumeName);
+
+    /// <summary>The volume's status as this silo's engine sees it.</summary>
+    [Alias("Status")]
+    Task<VolumeStatus> GetVolumeStatusAsync(string volumeName);
+
+    /// <summary>Fails a member in this silo's engine.</summary>
+    [Alias("FailMember")]
+    Task FailMemberAsync(string volumeName, int index, string reason);
+
+    /// <summary>Replaces a member with a fresh disk at <paramref name="path"/> in this silo's engine.</summary>
+    [Alias("ReplaceMember")]
+    Task ReplaceMemberAsync(string volumeName, int index, string path);
+
+    /// <summary>Rebuilds the volume here, reporting progress to the volume grain.</summary>
+    [Alias("Rebuild")]
+    [ResponseTimeout("1.00:00:00")]
+    Task RebuildAsync(string volumeName);
+
+    /// <summary>Scrubs the volume here.</summary>
+    [Alias("Scrub")]
+    [ResponseTimeout("01:00:00")]
+    Task<ScrubResult> ScrubAsync(string volumeName, bool repair);
+
+    /// <summary>Number of copies queued or running (for status and tests).</summary>
+    [Alias("QueueDepth")]
+    Task<int> GetQueueDepthAsync();
+
+    /// <summary>
+    /// Re-reads the superblocks of the volume <paramref name="volumeId"/> if it is open here, so that a member
+    /// another silo failed, replaced or rebuilt is seen at once (sent by the silo that changed them).
+    /// </summary>
+    [Alias("RefreshMembers"), AlwaysInterleave]
+    Task RefreshMembersAsync(Guid volumeId);
+
+    /// <summary>
+    /// Resyncs the stripes that the dead silo writing through intent slot <paramref name="writerSlot"/> may have left
+    /// mid-update, in every volume, holding each volume's stripe locks exclusively meanwhile; returns the stripes resynced.
+    /// </summary>
+    [Alias("RecoverWriterSlot")]
+    Task<long> RecoverWriterSlotAsync(int writerSlot);
+}

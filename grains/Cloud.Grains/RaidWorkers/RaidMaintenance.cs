@@ -1,0 +1,214 @@
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Engine;
+using Cloud.Grains.Hosting;
+using Cloud.Grains.Locks;
+using Cloud.Grains.Volumes;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime;
+
+namespace Cloud.Grains.RaidWorkers;
+
+/// <summary>
+/// The RAID worker's calls besides delegated writes and reads: trim, close, status, member failure and replacement,
+/// rebuild and scrub; and the cluster safety of the engines on several silos: adopting other silos' member changes,
+/// and resyncing a dead silo's write-intent slot (docs/WRITE-HOLE.md, "A dead silo's slot").
+/// </summary>
+public sealed partial class RaidMaintenance(
+    OpenVolumeCache volumes,
+    VolumeDirectory directory,
+    IGrainFactory grains,
+    ILocalSiloDetails silo,
+    IOptions<CloudOptions> options,
+    ILogger<RaidMaintenance> logger)
+{
+    private readonly CloudOptions _options = options.Value;
+    private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
+
+    /// <summary>Discards a range under exclusive locks, after every earlier pending write of it, with a new timestamp so older copies stay dropped.</summary>
+    public async Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes)
+    {
+        var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
+        VolumeMath.CheckRange(v.Info, offsetBytes, lengthBytes);
+        var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
+        var stripeBytes = v.Store.StripeDataBytes;
+        var end = offsetBytes + lengthBytes;
+        for (var offset = offsetBytes; offset < end;)
+        {
+            var partition = offset / stripeBytes / stripesPerPartition;
+            var pieceEnd = Math.Min(end, (partition + 1) * stripesPerPartition * stripeBytes);
+            await TrimPieceAsync(v, partition, offset, pieceEnd).ConfigureAwait(false);
+            offset = pieceEnd;
+        }
+    }
+
+    private async Task TrimPieceAsync(OpenVolume v, long partition, long offset, long pieceEnd)
+    {
+        var (first, last) = v.Store.StripeRange(offset, pieceEnd - offset);
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
+        var ts = await lockGrain.NextTimestampAsync(first, last, _siloAddress).ConfigureAwait(false);
+        var grant = await lockGrain.AcquireMeteredAsync(new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
+        try
+        {
+            var firstBlock = offset / VolumeMath.BlockSizeBytes;
+            var blocks = (int)((pieceEnd - offset) / VolumeMath.BlockSizeBytes);
+            await lockGrain.ValidateAsync(grant.FencingToken, firstBlock, blocks, [ts.Timestamp]).ConfigureAwait(false);
+            await v.Store.TrimAsync(offset, pieceEnd - offset, CancellationToken.None).ConfigureAwait(false);
+            await lockGrain.CommitAsync(grant.FencingToken, [new BlockCommit(firstBlock, blocks, ts.Timestamp)], [ts.Timestamp], silo.Name, release: true).ConfigureAwait(false);
+        }
+        catch
+        {
+            await lockGrain.ReleaseAsync(grant.FencingToken).ConfigureAwait(false);
+            await lockGrain.SettleAsync([ts.Timestamp]).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>Drains and closes the volume's engine on this silo; the next request reopens it from its disks.</summary>
+    public async Task CloseAsync(string volumeName)
+    {
+        if (await volumes.RemoveAsync(volumeName).ConfigureAwait(false) is not { } v) return;
+        await WriteScheduler.WaitIdleAsync(v).ConfigureAwait(false);
+        await v.Store.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+        await v.Store.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>The volume as this silo's engine sees it.</summary>
+    public async Task<VolumeStatus> StatusAsync(string volumeName, RebuildStatus? rebuild)
+    {
+        try
+        {
+            var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
+            var s = v.Store;
+            return new VolumeStatus(v.Info, s.Health, s.CapacityBytes, s.StripeCount, s.Members, rebuild, null);
+        }
+        catch (Exception ex) when (ex is not CloudRequestException)
+        {
+            var info = await directory.GetAsync(volumeName).ConfigureAwait(false);
+            return new VolumeStatus(info, VolumeHealthState.Unavailable, 0, 0, [], rebuild, ex.Message);
+        }
+    }
+
+    /// <summary>Fails a member in this silo's engine.</summary>
+    public async Task FailMemberAsync(string volumeName, int index, string reason)
+    {
+        var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
+        CheckMember(v.Info, index);
+        await v.Store.FailMemberAsync(index, reason).ConfigureAwait(false);
+    }
+
+    /// <summary>Replaces a member in this silo's engine.</summary>
+    public async Task ReplaceMemberAsync(string volumeName, int index, string path)
+    {
+        var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
+        CheckMember(v.Info, index);
+        await v.Store.ReplaceMemberAsync(index, path, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    /// <summary>Rebuilds here; progress goes to <paramref name="progress"/>.</summary>
+    public async Task RebuildAsync(string volumeName, IProgress<(long Done, long Total)> progress)
+    {
+        var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
+        await v.Store.RebuildAsync(new MeteredRebuildProgress(volumeName, progress), CancellationToken.None).ConfigureAwait(false);
+    }
+
+    /// <summary>Scrubs here.</summary>
+    public async Task<ScrubResult> ScrubAsync(string volumeName, bool repair)
+    {
+        var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
+        var result = await v.Store.ScrubAsync(repair, CancellationToken.None).ConfigureAwait(false);
+        CloudMetrics.ScrubStripes.Add(result.StripesChecked, new KeyValuePair<string, object?>("kind", "checked"));
+        CloudMetrics.ScrubStripes.Add(result.Mismatches, new KeyValuePair<string, object?>("kind", "mismatch"));
+        CloudMetrics.ScrubStripes.Add(result.ChecksumErrors, new KeyValuePair<string, object?>("kind", "checksum-error"));
+        return result;
+    }
+
+    private static void CheckMember(VolumeInfo v, int index)
+    {
+        if (index < 0 || index >= v.DiskCount)
+            throw new CloudRequestException($"disk index {index} is not a member of volume '{v.Name}'; use 0-{v.DiskCount - 1}");
+    }
+
+    /// <summary>
+    /// Re-reads the member table of the volume <paramref name="volumeId"/> if it is open on this silo. A volume not
+    /// open here has nothing to refresh: it is assembled from the superblocks when it is next used.
+    /// </summary>
+    internal async Task RefreshMembersAsync(Guid volumeId, RefreshMode mode)
+    {
+        if (mode == RefreshMode.Skip) return;
+        foreach (var v in volumes.Opened)
+        {
+            if (v.Store.VolumeId != volumeId) continue;
+            var refresh = RefreshOneAsync(v);
+            if (mode == RefreshMode.Now) await refresh.ConfigureAwait(false);
+        }
+
+        async Task RefreshOneAsync(OpenVolume v)
+        {
+            try { await v.Store.RefreshMembersAsync(CancellationToken.None).ConfigureAwait(false); }
+            catch (ObjectDisposedException) { /* closed meanwhile: the next open reads the superblocks anyway */ }
+            catch (Exception ex) when (mode == RefreshMode.Background) { LogRefreshFailed(logger, v.Info.Name, ex); }
+        }
+    }
+
+    /// <summary>
+    /// Resyncs every volume's stripes that a dead silo's intent slot marks as possibly mid-update. Each volume's
+    /// partition locks are taken exclusively, in partition order (the order every writer uses), for the whole
+    /// volume while the slot is recovered, so that no live writer touches a stripe being resynced.
+    /// </summary>
+    public async Task<long> RecoverWriterSlotAsync(int writerSlot)
+    {
+        long total = 0;
+        foreach (var info in await grains.GetGrain<IVolumeCatalogGrain>(0).ListAsync().ConfigureAwait(false))
+        {
+            var v = await volumes.OpenAsync(info.Name).ConfigureAwait(false);
+            var held = new List<(IPartitionLockGrain Grain, long Token)>();
+            try
+            {
+                await LockWholeVolumeAsync(v, held).ConfigureAwait(false);
+                var resynced = await v.Store.RecoverWriterSlotAsync(writerSlot, CancellationToken.None).ConfigureAwait(false);
+                LogSlotRecovered(logger, info.Name, writerSlot, resynced);
+                total += resynced;
+            }
+            finally
+            {
+                foreach (var (lockGrain, token) in held)
+                {
+                    try { await lockGrain.ReleaseAsync(token).ConfigureAwait(false); }
+                    catch (Exception ex) { LogRefreshFailed(logger, info.Name, ex); }
+                }
+            }
+        }
+        return total;
+    }
+
+    /// <summary>Takes every partition's lock of the volume exclusively, in partition order, adding each grant to <paramref name="held"/>.</summary>
+    private async Task LockWholeVolumeAsync(OpenVolume v, List<(IPartitionLockGrain Grain, long Token)> held)
+    {
+        var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
+        var partitions = (v.Store.StripeCount + stripesPerPartition - 1) / stripesPerPartition;
+        for (long p = 0; p < partitions; p++)
+        {
+            var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, p));
+            var last = Math.Min(v.Store.StripeCount, (p + 1) * stripesPerPartition) - 1;
+            var grant = await lockGrain.AcquireMeteredAsync(new LockRequest(p * stripesPerPartition, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
+            held.Add((lockGrain, grant.FencingToken));
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: re-reading the superblocks or releasing a lock failed")]
+    private static partial void LogRefreshFailed(ILogger logger, string volume, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Volume {Volume}: dead silo's intent slot {Slot} recovered, {Stripes} stripes resynced")]
+    private static partial void LogSlotRecovered(ILogger logger, string volume, int slot, long stripes);
+}
+
+/// <summary>Passes rebuild progress on and publishes it as the <c>cloud.rebuild.progress</c> gauge.</summary>
+internal sealed class MeteredRebuildProgress(string volumeName, IProgress<(long Done, long Total)> inner) : IProgress<(long Done, long Total)>
+{
+    public void Report((long Done, long Total) value)
+    {
+        CloudMetrics.ReportRebuild(volumeName, value.Done, value.Total);
+        inner.Report(value);
+    }
+}

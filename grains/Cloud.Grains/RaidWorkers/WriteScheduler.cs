@@ -1,0 +1,320 @@
+using System.Collections.Concurrent;
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Delegation;
+using Cloud.Grains.Hosting;
+using Cloud.Grains.Locks;
+using Cloud.Grains.Volumes;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime;
+
+namespace Cloud.Grains.RaidWorkers;
+
+/// <summary>A replicated copy in the RAID worker's schedule, and the report its first server waits for.</summary>
+internal sealed class Ticket(ReplicatedWrite write, long firstStripe, long lastStripe, long partition)
+{
+    /// <summary>The copy; its data is dropped once the copy is finished (the ticket outlives it for late pollers).</summary>
+    public ReplicatedWrite Write { get; private set; } = write;
+
+    /// <summary>Lets the copy's data go: a finished ticket is kept only for its report.</summary>
+    public void DropData() => Write = Write with { Data = [] };
+
+    public long FirstStripe { get; } = firstStripe;
+    public long LastStripe { get; } = lastStripe;
+    public long Partition { get; } = partition;
+    public bool Running { get; set; }
+    public TaskCompletionSource<WriteReport> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+}
+
+/// <summary>One volume's queued and running copies. Every member is read and changed under <see cref="Gate"/>.</summary>
+internal sealed class VolumeQueue
+{
+    public Lock Gate { get; } = new();
+    public List<Ticket> Waiting { get; } = [];
+    public List<(long First, long Last)> Running { get; } = [];
+    public int RunningBatches { get; set; }
+    public TaskCompletionSource Idle { get; set; } = CompletedIdle();
+
+    /// <summary>Marks the queue busy (a copy arrived).</summary>
+    public void Busy()
+    {
+        if (Idle.Task.IsCompleted) Idle = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>Completes <see cref="Idle"/> when nothing is queued or running.</summary>
+    public void SignalIfIdle()
+    {
+        if (Waiting.Count == 0 && RunningBatches == 0) Idle.TrySetResult();
+    }
+
+    private static TaskCompletionSource CompletedIdle()
+    {
+        var idle = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        idle.SetResult();
+        return idle;
+    }
+}
+
+/// <summary>
+/// The RAID worker's schedule (patent claim 48): takes replicated copies in, within a bound on the bytes held;
+/// merges queued copies of overlapping stripes of one partition into batches; runs batches whose stripes do not
+/// overlap a running one, up to <see cref="MaxConcurrentBatches"/>; and keeps each copy's report for its first server.
+/// </summary>
+public sealed partial class WriteScheduler(
+    OpenVolumeCache volumes,
+    BatchExecutor executor,
+    IGrainFactory grains,
+    ILocalSiloDetails silo,
+    SiloUsage usage,
+    IOptions<CloudOptions> options,
+    ILogger<WriteScheduler> logger)
+{
+    /// <summary>Batches of one volume running at once on this silo.</summary>
+    public const int MaxConcurrentBatches = 16;
+
+    /// <summary>Copies merged into one batch at most.</summary>
+    public const int MaxBatchCopies = 64;
+
+    /// <summary>Reports of finished copies kept for the first servers that have not asked yet.</summary>
+    public const int MaxRetainedReports = 100_000;
+
+    private readonly CloudOptions _options = options.Value;
+    private readonly ConcurrentDictionary<Guid, Ticket> _tickets = new();
+    private readonly ConcurrentQueue<Guid> _finished = new();
+    private readonly AdmissionSignal _spaceFreed = new();
+    private long _queuedBytes;
+
+    /// <summary>This silo's stable name.</summary>
+    public string SiloName => silo.Name;
+
+    /// <summary>Copies queued or running here.</summary>
+    public int QueueDepth => usage.QueueDepth;
+
+    /// <summary>Takes a replicated copy into the schedule; returns once it is held here.</summary>
+    public async Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write)
+    {
+        if (_tickets.TryGetValue(write.WriteId, out var known) && !known.Done.Task.IsCompleted)
+            return new DelegationReceipt(SiloName, true);
+        var v = await volumes.OpenAsync(write.VolumeName).ConfigureAwait(false);
+        var ticket = NewTicket(v, write);
+        await AdmitAsync(write.Data.Length).ConfigureAwait(false);
+        _tickets[write.WriteId] = ticket;
+        Interlocked.Add(ref _queuedBytes, write.Data.Length);
+        usage.Enqueued(write.Data.Length);
+        lock (v.Queue.Gate)
+        {
+            v.Queue.Waiting.Add(ticket);
+            v.Queue.Busy();
+        }
+        if (_options.MergeWindow > TimeSpan.Zero)
+            _ = Task.Delay(_options.MergeWindow).ContinueWith(_ => Pump(v), TaskScheduler.Default);
+        else
+            Pump(v);
+        return new DelegationReceipt(SiloName, true);
+    }
+
+    private Ticket NewTicket(OpenVolume v, ReplicatedWrite write)
+    {
+        VolumeMath.CheckRange(v.Info, write.OffsetBytes, write.Data.Length);
+        var (first, last) = v.Store.StripeRange(write.OffsetBytes, write.Data.Length);
+        var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
+        if (first / stripesPerPartition != last / stripesPerPartition)
+            throw new CloudRequestException($"write {write.OffsetBytes}+{write.Data.Length} spans two partitions; the first server splits writes per partition");
+        return new Ticket(write, first, last, first / stripesPerPartition);
+    }
+
+    /// <summary>Bounded memory: waits for room unless the queue is empty (a single copy larger than the bound still runs).</summary>
+    private async Task AdmitAsync(long bytes)
+    {
+        while (true)
+        {
+            // Taken before the check, so that a copy finishing between the check and the wait still wakes this one.
+            var freed = _spaceFreed.NextAsync();
+            var queued = Interlocked.Read(ref _queuedBytes);
+            if (queued == 0 || queued + bytes <= _options.MaxQueuedBytes) return;
+            await freed.ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Waits for a copy's fate.</summary>
+    public async Task<WriteReport> WaitAsync(Guid writeId, TimeSpan maxWait)
+    {
+        if (!_tickets.TryGetValue(writeId, out var ticket)) return new WriteReport(WriteOutcome.Unknown, SiloName, null);
+        var done = ticket.Done.Task;
+        if (done.IsCompleted) return await done.ConfigureAwait(false);
+        try
+        {
+            // WaitAsync disposes its timer when the copy finishes first; a bare Task.Delay would leave one timer
+            // alive for the whole poll period per write.
+            return await done.WaitAsync(maxWait).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            return new WriteReport(WriteOutcome.Pending, SiloName, null);
+        }
+    }
+
+    /// <summary>Drops queued (not yet running) copies wholly covered by a newer version.</summary>
+    public async Task<int> CancelSupersededAsync(string volumeName, long offsetBytes, long lengthBytes, long newerTimestamp)
+    {
+        if (!volumes.TryGetOpen(volumeName, out var v)) return 0;
+        List<Ticket> cancelled = [];
+        lock (v.Queue.Gate)
+        {
+            var waiting = v.Queue.Waiting;
+            for (var i = waiting.Count - 1; i >= 0; i--)
+            {
+                var t = waiting[i];
+                if (!t.Running && t.Write.Timestamp < newerTimestamp && t.Write.OffsetBytes >= offsetBytes
+                    && t.Write.OffsetBytes + t.Write.Data.Length <= offsetBytes + lengthBytes)
+                {
+                    waiting.RemoveAt(i);
+                    cancelled.Add(t);
+                }
+            }
+            v.Queue.SignalIfIdle();
+        }
+        if (cancelled.Count == 0) return 0;
+        foreach (var group in cancelled.GroupBy(t => t.Partition))
+        {
+            var key = VolumeMath.PartitionKey(v.Info, group.Key);
+            await grains.GetGrain<IPartitionLockGrain>(key).SettleAsync([.. group.Select(t => t.Write.Timestamp)]).ConfigureAwait(false);
+        }
+        foreach (var t in cancelled) Finish(t, new WriteReport(WriteOutcome.Cancelled, SiloName, null));
+        return cancelled.Count;
+    }
+
+    /// <summary>Waits until nothing is queued or running for the volume.</summary>
+    internal static Task WaitIdleAsync(OpenVolume v, CancellationToken cancellationToken = default)
+    {
+        Task idle;
+        lock (v.Queue.Gate) idle = v.Queue.Idle.Task;
+        return idle.WaitAsync(cancellationToken);
+    }
+
+    /// <summary>Waits for the volume's queue to drain, then flushes its engine.</summary>
+    public async Task FlushAsync(string volumeName)
+    {
+        if (volumes.Opening(volumeName) is not { } opening) return;
+        var v = await opening.ConfigureAwait(false);
+        await WaitIdleAsync(v).ConfigureAwait(false);
+        await v.Store.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+    }
+
+    private void Finish(Ticket t, WriteReport report)
+    {
+        if (!t.Done.TrySetResult(report)) return;
+        var bytes = t.Write.Data.Length;
+        // Up to MaxRetainedReports finished tickets stay for first servers that have not asked yet: holding their
+        // data too would keep gigabytes of written copies alive (and every new copy a fresh large-object allocation).
+        t.DropData();
+        Interlocked.Add(ref _queuedBytes, -bytes);
+        usage.Dequeued(bytes);
+        _spaceFreed.Raise();
+        CloudMetrics.WriteOutcomes.Add(1, new KeyValuePair<string, object?>("outcome", report.Outcome.ToString().ToLowerInvariant()));
+        _finished.Enqueue(t.Write.WriteId);
+        while (_finished.Count > MaxRetainedReports && _finished.TryDequeue(out var old)) _tickets.TryRemove(old, out _);
+    }
+
+    /// <summary>Starts every batch that can run: its stripes overlap no running batch, and the concurrency bound allows.</summary>
+    private void Pump(OpenVolume v)
+    {
+        while (TakeBatch(v.Queue) is { } batch)
+            _ = Task.Run(() => RunBatchAsync(v, batch));
+    }
+
+    /// <summary>The next batch to run, marked running, or null when none can start now.</summary>
+    private static List<Ticket>? TakeBatch(VolumeQueue q)
+    {
+        lock (q.Gate)
+        {
+            if (q.RunningBatches >= MaxConcurrentBatches) return null;
+            foreach (var head in q.Waiting)
+            {
+                if (head.Running || OverlapsRunning(q, head.FirstStripe, head.LastStripe)) continue;
+                var batch = MergeAround(q, head);
+                foreach (var t in batch) t.Running = true;
+                q.Running.Add((batch.Min(t => t.FirstStripe), batch.Max(t => t.LastStripe)));
+                q.RunningBatches++;
+                return batch;
+            }
+            return null;
+        }
+    }
+
+    /// <summary>Grows a batch from <paramref name="head"/> with every queued copy of its partition that overlaps the batch's stripes.</summary>
+    private static List<Ticket> MergeAround(VolumeQueue q, Ticket head)
+    {
+        List<Ticket> batch = [head];
+        long first = head.FirstStripe, last = head.LastStripe;
+        var grown = true;
+        while (grown && batch.Count < MaxBatchCopies)
+        {
+            grown = false;
+            foreach (var t in q.Waiting)
+            {
+                if (t.Running || batch.Count >= MaxBatchCopies || t.Partition != head.Partition || batch.Contains(t)) continue;
+                if (t.FirstStripe <= last && first <= t.LastStripe && !OverlapsRunning(q, t.FirstStripe, t.LastStripe))
+                {
+                    batch.Add(t);
+                    first = Math.Min(first, t.FirstStripe);
+                    last = Math.Max(last, t.LastStripe);
+                    grown = true;
+                }
+            }
+        }
+        return batch;
+    }
+
+    private static bool OverlapsRunning(VolumeQueue q, long first, long last) => q.Running.Exists(r => r.First <= last && first <= r.Last);
+
+    private async Task RunBatchAsync(OpenVolume v, List<Ticket> batch)
+    {
+        long first = batch.Min(t => t.FirstStripe), last = batch.Max(t => t.LastStripe);
+        var copies = batch.ConvertAll(t => t.Write);
+        try
+        {
+            // A partition-lock grain on a silo that just died fails every call until membership declares that silo
+            // dead and the grain is activated elsewhere. The copies may be the only ones left (their first server may
+            // have died with it), so keep trying rather than drop writes that were already acknowledged.
+            var wrote = await SiloFailures.RetryAsync(
+                () => executor.WriteBatchAsync(v, copies, batch[0].Partition, first, last), _options.RedelegationTimeout,
+                ex => LogBatchRetry(logger, v.Info.Name, first, last, ex.GetType().Name)).ConfigureAwait(false);
+            for (var i = 0; i < batch.Count; i++)
+            {
+                if (wrote[i]) usage.WritePerformed();
+                Finish(batch[i], new WriteReport(wrote[i] ? WriteOutcome.Committed : WriteOutcome.Superseded, SiloName, null));
+            }
+        }
+        catch (Exception ex)
+        {
+            await FailBatchAsync(v, batch, first, last, ex).ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (v.Queue.Gate)
+            {
+                foreach (var t in batch) v.Queue.Waiting.Remove(t);
+                v.Queue.Running.Remove((first, last));
+                v.Queue.RunningBatches--;
+                v.Queue.SignalIfIdle();
+            }
+            Pump(v);
+        }
+    }
+
+    private async Task FailBatchAsync(OpenVolume v, List<Ticket> batch, long first, long last, Exception ex)
+    {
+        LogBatchFailed(logger, v.Info.Name, first, last, ex);
+        var key = VolumeMath.PartitionKey(v.Info, batch[0].Partition);
+        try { await grains.GetGrain<IPartitionLockGrain>(key).SettleAsync([.. batch.Select(t => t.Write.Timestamp)]).ConfigureAwait(false); }
+        catch (Exception settleEx) { LogBatchFailed(logger, v.Info.Name, first, last, settleEx); }
+        foreach (var t in batch) Finish(t, new WriteReport(WriteOutcome.Failed, SiloName, ex.Message));
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: batch on stripes {First}-{Last} met a dead silo ({Error}); retrying")]
+    private static partial void LogBatchRetry(ILogger logger, string volume, long first, long last, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: batch on stripes {First}-{Last} failed")]
+    private static partial void LogBatchFailed(ILogger logger, string volume, long first, long last, Exception exception);
+}
