@@ -119,7 +119,9 @@ builder.UseOrleans(orleans =>
         orleans.ConfigureEndpoints(System.Net.IPAddress.Loopback, silo.SiloPort, silo.GatewayPort);
         orleans.Configure<ClusterOptions>(o => { o.ClusterId = silo.ClusterId; o.ServiceId = silo.ServiceId; });
         orleans.UseCloudPostgresClustering(silo.Connection!);
-        orleans.AddCloudPostgresGrainStorage(SiloConfiguration.GrainStorageName, silo.Connection!);
+        // Registered before AddCloud, so the catalog, writer slots and partition clocks live in PostgreSQL and not
+        // in the data directory's file-backed storage, which AddCloud adds only when this name is free.
+        orleans.AddCloudPostgresGrainStorage(CloudGrainStorage.Name, silo.Connection!);
         if (silo.FastFailureDetection) orleans.UseCloudFastFailureDetection();
     }
     else
@@ -140,6 +142,12 @@ try
 catch (OptionsValidationException ex)
 {
     foreach (var failure in ex.Failures) Console.Error.WriteLine($"cloud-silo: {failure}");
+    return 2;
+}
+catch (Exception ex) when (StateImportException.Find(ex) is { } refused)
+{
+    // The data directory's old state files would overwrite the stored cluster state: one line saying what to do.
+    Console.Error.WriteLine($"cloud-silo: {refused.Message}");
     return 2;
 }
 catch (IOException ex)

@@ -3,7 +3,7 @@ using Orleans.Concurrency;
 
 namespace Cloud.Grains.Abstractions;
 
-/// <summary>The volume catalog: one grain (key 0) that owns volume definitions and persists them under the data directory.</summary>
+/// <summary>The volume catalog: one grain (key 0) that owns volume definitions and persists them as grain state.</summary>
 [Alias("cloud.IVolumeCatalogGrain")]
 public interface IVolumeCatalogGrain : IGrainWithIntegerKey
 {
@@ -22,14 +22,6 @@ public interface IVolumeCatalogGrain : IGrainWithIntegerKey
     /// <summary>Records a member's new disk file after a replacement (used by the volume grain).</summary>
     [Alias("SetDiskPath")]
     Task<VolumeInfo> SetDiskPathAsync(string name, int index, string path);
-
-    /// <summary>
-    /// The write-intent slot (0-63) of a silo, assigned on first request and kept for the silo's name, so that silos
-    /// writing one volume at once never share an intent-bitmap sector. Interleaves with creates, which open volumes
-    /// and so ask for the catalog's own silo's slot.
-    /// </summary>
-    [Alias("GetWriterSlot"), AlwaysInterleave]
-    Task<int> GetWriterSlotAsync(string siloName);
 
     /// <summary>Closes the volume on every silo, deletes its member disks and forgets it.</summary>
     [Alias("Delete")]

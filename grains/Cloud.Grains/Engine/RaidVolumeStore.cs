@@ -1,5 +1,6 @@
 using System.Collections.Immutable;
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Volumes;
 using Cloud.Storage.Azure;
 using Cloud.Storage.Devices;
 using Cloud.Storage.Format;
@@ -164,7 +165,7 @@ internal sealed class RaidVolumeStoreFactory(
 
     private async ValueTask<RaidVolumeOptions> OptionsAsync()
     {
-        if (_slot < 0) _slot = await grains.GetGrain<IVolumeCatalogGrain>(0).GetWriterSlotAsync(silo.Name);
+        if (_slot < 0) _slot = await grains.GetGrain<IWriterSlotsGrain>(0).GetWriterSlotAsync(silo.Name);
         var active = membership.CurrentSnapshot.Members.Values.Count(m => m.Status == Orleans.Runtime.SiloStatus.Active);
         // Superblock updates of every silo go through one lease per volume (the default lock is per process).
         return new RaidVolumeOptions { WriterSlot = _slot, RecoverAllWriterSlots = active <= 1, SuperblockCoordinator = coordinator };

@@ -12,6 +12,7 @@ using Microsoft.Extensions.Options;
 using Orleans.Hosting;
 using Orleans.Runtime;
 using Orleans;
+using Orleans.Storage;
 
 namespace Cloud.Grains.Hosting;
 
@@ -21,6 +22,10 @@ public static class CloudSiloBuilderExtensions
     /// <summary>
     /// Registers the Cloud services: options (validated at start), the load table and its publisher, the
     /// silo-bound and load-based placement directors, the RAID worker's pieces, the first server and the catalog.
+    /// Cluster state is grain state in the storage named <see cref="CloudGrainStorage.Name"/>: a storage of that name
+    /// registered before this call (ADO.NET on PostgreSQL) is used, and otherwise a <see cref="FileGrainStorage"/> under
+    /// <c>{data}/state</c>. Either way a data directory's state files from before are imported once at start
+    /// (<see cref="StateImport"/>).
     /// </summary>
     public static ISiloBuilder AddCloud(this ISiloBuilder builder, Action<CloudOptions>? configure = null)
     {
@@ -36,6 +41,9 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddHostedService<LoadPublisher>();
         builder.Services.AddSingleton<PartitionClockStore>();
         builder.Services.AddSingleton<CatalogStore>();
+        builder.Services.TryAddKeyedSingleton<IGrainStorage>(CloudGrainStorage.Name, (sp, key) => FileGrainStorage.Create(sp, (string)key!));
+        builder.Services.AddSingleton<StateImport>();
+        builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<StateImport>());
         builder.Services.AddSingleton<VolumeDirectory>();
         builder.Services.AddOptions<PageBlobAccountOptions>().Configure<IConfiguration>((o, configuration) => MemberDisks.BindPageBlobAccount(configuration, o));
         builder.Services.TryAddSingleton(sp => new BlockDeviceFactory(sp.GetRequiredService<IOptions<PageBlobAccountOptions>>().Value));

@@ -1,5 +1,6 @@
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.RaidWorkers;
+using Cloud.Grains.Volumes;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Orleans.Runtime;
@@ -54,7 +55,7 @@ internal sealed partial class DeadSiloRecovery(
         {
             try
             {
-                var slot = await grains.GetGrain<IVolumeCatalogGrain>(0).GetWriterSlotAsync(deadSilo);
+                var slot = await grains.GetGrain<IWriterSlotsGrain>(0).GetWriterSlotAsync(deadSilo);
                 var stripes = await worker.RecoverWriterSlotAsync(slot);
                 LogRecovered(logger, deadSilo, slot, stripes);
                 return;

@@ -10,11 +10,14 @@ namespace Cloud.Grains.Locks;
 /// <summary>
 /// The partition lock manager of one (volume, partition). Reentrant: a waiting <see cref="AcquireAsync"/> awaits a
 /// TaskCompletionSource, so the grain's scheduler keeps serving releases, commits and other requests meanwhile.
-/// Every state change happens between awaits, so the interleaving is safe.
+/// Every state change happens between awaits, so the interleaving is safe. The clock reservation is grain state in
+/// <see cref="CloudGrainStorage.Name"/>: timestamps and fencing tokens are handed out only from a range whose
+/// reservation was durably written, and a reservation write refused for a stale ETag (another activation wrote the
+/// clock) or failed ends this activation without widening the range.
 /// </summary>
 [Reentrant]
 internal sealed class PartitionLockGrain(
-    PartitionClockStore clocks,
+    [PersistentState(CloudGrainStorage.ClockState, CloudGrainStorage.Name)] IPersistentState<PartitionClockState> clock,
     IClusterMembershipService membership,
     IOptions<CloudOptions> options,
     TimeProvider time) : Grain, IPartitionLockGrain
@@ -33,6 +36,7 @@ internal sealed class PartitionLockGrain(
     private readonly Dictionary<long, long> _committed = [];
     private long _next;
     private long _reservedUpTo;
+    private Task? _reserving;
     private string? _activeTarget;
     private string? _previousTarget;
     private long _lastTimestamp;
@@ -52,24 +56,48 @@ internal sealed class PartitionLockGrain(
 
     private sealed record PendingWait(long First, long Last, long Below, TaskCompletionSource Completion);
 
-    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
         // Start above everything an earlier activation may have handed out, then reserve the next range before use.
-        var reserved = await clocks.ReadAsync(Key);
+        var reserved = clock.State.ReservedUpTo;
         _next = reserved + 1;
         _reservedUpTo = reserved;
         // Every timestamp an earlier activation handed out (and so every version it let reach disk) is below this.
         _activationFloor = _next;
         this.RegisterGrainTimer(CheckLeasesAsync, new GrainTimerCreationOptions(_options.LeaseCheckPeriod, _options.LeaseCheckPeriod) { Interleave = true });
+        return Task.CompletedTask;
     }
 
     /// <summary>Makes sure the next timestamp is covered by a persisted reservation, so that taking one needs no await.</summary>
     private async ValueTask EnsureReservedAsync()
     {
-        if (_next <= _reservedUpTo) return;
+        while (_next > _reservedUpTo)
+        {
+            // Interleaved requests share one write: two writes in flight would carry the same ETag, and the second
+            // would be refused as stale although no other activation wrote.
+            if (_reserving is null || _reserving.IsCompleted) _reserving = ReserveAsync();
+            await _reserving;
+        }
+    }
+
+    /// <summary>Durably reserves the next range, and only then lets <see cref="Take"/> use it.</summary>
+    private async Task ReserveAsync()
+    {
         var reserve = _reservedUpTo + PartitionClockStore.ReservationSize;
-        await clocks.WriteAsync(Key, reserve);
-        _reservedUpTo = Math.Max(_reservedUpTo, reserve);
+        clock.State.ReservedUpTo = reserve;
+        try
+        {
+            await clock.WriteStateAsync();
+        }
+        catch (Exception ex)
+        {
+            clock.State.ReservedUpTo = _reservedUpTo;
+            // The stored reservation is no longer known here (another activation may hand out timestamps above it),
+            // so a fresh activation must read it again; this one hands out nothing beyond what it reserved.
+            DeactivateOnIdle();
+            throw new CloudStorageException($"partition {Key}: reserving timestamps up to {reserve} was not saved ({ex.GetType().Name}: {ex.Message}); retry");
+        }
+        _reservedUpTo = reserve;
     }
 
     private long Take()

@@ -7,56 +7,42 @@ using Microsoft.Extensions.Options;
 namespace Cloud.Grains.Volumes;
 
 /// <summary>
-/// The volume catalog on disk: <c>{data}/catalog.json</c>, replaced atomically (write, fsync, rename) so a crash
-/// leaves the old or the new catalog, never a torn one. The volumes' data needs nothing else: each is assembled
-/// from its member disks' superblocks.
+/// The catalog's places in the data directory: where new volumes' member disks are created, and the files that held
+/// the catalog (<c>{data}/catalog.json</c>) and the writer slots (<c>{data}/writer-slots.json</c>) before they became
+/// grain state. Only <see cref="StateImport"/> reads those files, once, and then renames them to <c>*.imported</c>.
 /// </summary>
 public sealed class CatalogStore(IOptions<CloudOptions> options)
 {
+    /// <summary>The suffix an imported file gets, so that it is never read again.</summary>
+    public const string ImportedSuffix = ".imported";
+
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
-    private string PathOf => Path.Combine(options.Value.DataDirectory, "catalog.json");
+    /// <summary>The catalog file of data directories from before grain state.</summary>
+    public string CatalogPath => Path.GetFullPath(Path.Combine(options.Value.DataDirectory, "catalog.json"));
+
+    /// <summary>The writer-slot file of data directories from before grain state.</summary>
+    public string SlotsPath => Path.GetFullPath(Path.Combine(options.Value.DataDirectory, "writer-slots.json"));
 
     /// <summary>The directory under which new volumes' member disks are created.</summary>
     public string VolumesDirectory => Path.GetFullPath(Path.Combine(options.Value.DataDirectory, "volumes"));
 
-    /// <summary>Every volume recorded, or none for a fresh data directory.</summary>
-    public async Task<ImmutableArray<VolumeInfo>> LoadAsync()
+    /// <summary>Every volume <see cref="CatalogPath"/> records, or null when there is no such file.</summary>
+    public async Task<ImmutableArray<VolumeInfo>?> LoadLegacyCatalogAsync()
     {
-        if (!File.Exists(PathOf)) return [];
-        await using var stream = File.OpenRead(PathOf);
+        if (!File.Exists(CatalogPath)) return null;
+        await using var stream = File.OpenRead(CatalogPath);
         var volumes = await JsonSerializer.DeserializeAsync<VolumeInfo[]>(stream, Json).ConfigureAwait(false)
-            ?? throw new InvalidDataException($"{PathOf} holds no volume list");
+            ?? throw new InvalidDataException($"{CatalogPath} holds no volume list");
         return [.. volumes];
     }
 
-    private string SlotsPath => Path.Combine(options.Value.DataDirectory, "writer-slots.json");
-
-    /// <summary>The silos' write-intent slots by silo name.</summary>
-    public async Task<Dictionary<string, int>> LoadSlotsAsync()
+    /// <summary>The silos' write-intent slots by silo name from <see cref="SlotsPath"/>, or null when there is no such file.</summary>
+    public async Task<Dictionary<string, int>?> LoadLegacySlotsAsync()
     {
-        if (!File.Exists(SlotsPath)) return new(StringComparer.Ordinal);
+        if (!File.Exists(SlotsPath)) return null;
         await using var stream = File.OpenRead(SlotsPath);
         var slots = await JsonSerializer.DeserializeAsync<Dictionary<string, int>>(stream, Json).ConfigureAwait(false);
         return new(slots ?? [], StringComparer.Ordinal);
     }
-
-    /// <summary>Durably replaces the slot table.</summary>
-    public Task SaveSlotsAsync(Dictionary<string, int> slots) => ReplaceAsync(SlotsPath, slots);
-
-    private async Task ReplaceAsync<T>(string path, T value)
-    {
-        Directory.CreateDirectory(options.Value.DataDirectory);
-        var temp = path + "." + Guid.NewGuid().ToString("N") + ".tmp";
-        await using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
-        {
-            await JsonSerializer.SerializeAsync(stream, value, Json).ConfigureAwait(false);
-            stream.Flush(flushToDisk: true);
-        }
-        File.Move(temp, path, overwrite: true);
-    }
-
-    /// <summary>Durably replaces the catalog.</summary>
-    public Task SaveAsync(IEnumerable<VolumeInfo> volumes) =>
-        ReplaceAsync(PathOf, volumes.OrderBy(v => v.Name, StringComparer.Ordinal).ToArray());
 }

@@ -1,24 +1,62 @@
 using System.Collections.Immutable;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Engine;
+using Cloud.Grains.Hosting;
 using Orleans.Runtime;
 
 namespace Cloud.Grains.Volumes;
 
-/// <summary>The volume catalog (key 0). Not reentrant: creates and deletes run one at a time, so names stay unique.</summary>
-internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory factory, IClusterMembershipService membership) : Grain, IVolumeCatalogGrain
+/// <summary>The catalog grain's persisted state: every volume's definition, by name.</summary>
+[GenerateSerializer, Alias("cloud.VolumeCatalogState")]
+internal sealed class VolumeCatalogState
 {
-    /// <summary>Write-intent slots the engine has (one per concurrently writing process).</summary>
-    public const int MaxWriterSlots = 64;
+    /// <summary>The volumes, ordered by name.</summary>
+    [Id(0)]
+    public List<VolumeInfo> Volumes { get; set; } = [];
+}
 
+/// <summary>
+/// The volume catalog (key 0). Not reentrant: creates and deletes run one at a time, so names stay unique. The
+/// catalog is grain state in <see cref="CloudGrainStorage.Name"/>; a write refused (a stale ETag: another activation
+/// wrote meanwhile) or failed ends this activation, and the change it carried is not applied, so no activation goes
+/// on from a catalog other than the stored one.
+/// </summary>
+internal sealed class VolumeCatalogGrain(
+    [PersistentState(CloudGrainStorage.CatalogState, CloudGrainStorage.Name)] IPersistentState<VolumeCatalogState> state,
+    CatalogStore store,
+    IVolumeStoreFactory factory,
+    IClusterMembershipService membership) : Grain, IVolumeCatalogGrain
+{
     private Dictionary<string, VolumeInfo> _volumes = new(StringComparer.Ordinal);
-    private Dictionary<string, int> _slots = new(StringComparer.Ordinal);
 
-    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        _volumes = (await store.LoadAsync()).ToDictionary(v => v.Name, StringComparer.Ordinal);
-        _slots = await store.LoadSlotsAsync();
+        _volumes = state.State.Volumes.ToDictionary(v => v.Name, StringComparer.Ordinal);
+        return Task.CompletedTask;
     }
+
+    /// <summary>
+    /// Durably replaces the catalog with <paramref name="volumes"/> and only then makes it this activation's view.
+    /// </summary>
+    private async Task SaveAsync(Dictionary<string, VolumeInfo> volumes)
+    {
+        state.State = new VolumeCatalogState { Volumes = [.. volumes.Values.OrderBy(v => v.Name, StringComparer.Ordinal)] };
+        try
+        {
+            await state.WriteStateAsync();
+        }
+        catch (Exception ex)
+        {
+            // After a refused or failed write the stored catalog is not known here (a lost reply may even hide a
+            // write that happened), so a fresh activation must read it again.
+            DeactivateOnIdle();
+            throw new CloudStorageException($"the volume catalog was not saved ({ex.GetType().Name}: {ex.Message}); nothing changed, retry the request");
+        }
+        _volumes = volumes;
+    }
+
+    private Dictionary<string, VolumeInfo> With(string name, VolumeInfo info) =>
+        new(_volumes, StringComparer.Ordinal) { [name] = info };
 
     public async Task<VolumeInfo> CreateAsync(VolumeSpec spec)
     {
@@ -37,6 +75,7 @@ internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory
             if (created.CapacityBytes < spec.SizeBytes)
                 throw new InvalidOperationException($"engine made {created.CapacityBytes} bytes for a {spec.SizeBytes}-byte volume");
             await created.FlushAsync(CancellationToken.None);
+            await SaveAsync(With(spec.Name, info));
         }
         catch (Exception ex)
         {
@@ -45,8 +84,6 @@ internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory
             if (ex is CloudRequestException or CloudStorageException) throw;
             throw new CloudStorageException($"creating volume '{spec.Name}' failed: {ex.Message}");
         }
-        _volumes[spec.Name] = info;
-        await store.SaveAsync(_volumes.Values);
         return info;
     }
 
@@ -71,18 +108,6 @@ internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory
             throw new CloudRequestException($"--disk {MemberDisks.Describe(location)} is already a member of volume '{owner.Name}'; use another disk");
     }
 
-    public async Task<int> GetWriterSlotAsync(string siloName)
-    {
-        if (_slots.TryGetValue(siloName, out var slot)) return slot;
-        var used = _slots.Values.ToHashSet();
-        slot = Enumerable.Range(0, MaxWriterSlots).FirstOrDefault(s => !used.Contains(s), -1);
-        if (slot < 0)
-            throw new CloudRequestException($"all {MaxWriterSlots} write-intent slots are taken by silo names {string.Join(", ", _slots.Keys)}; reuse a silo name");
-        _slots[siloName] = slot;
-        await store.SaveSlotsAsync(_slots);
-        return slot;
-    }
-
     public Task<ImmutableArray<VolumeInfo>> ListAsync() =>
         Task.FromResult(_volumes.Values.OrderBy(v => v.Name, StringComparer.Ordinal).ToImmutableArray());
 
@@ -93,8 +118,9 @@ internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory
         if (!_volumes.TryGetValue(name, out var info))
             throw new CloudRequestException($"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
         await Task.WhenAll(ActiveSilos().Select(s => GrainFactory.GetGrain<IRaidWorkerGrain>(s).CloseVolumeAsync(name)));
-        _volumes.Remove(name);
-        await store.SaveAsync(_volumes.Values);
+        var remaining = new Dictionary<string, VolumeInfo>(_volumes, StringComparer.Ordinal);
+        remaining.Remove(name);
+        await SaveAsync(remaining);
         // Only the files the catalog made (under the volumes directory) go; disks the operator named with --disk
         // (other files, page blobs) are the operator's and stay.
         var volumes = store.VolumesDirectory + Path.DirectorySeparatorChar;
@@ -116,8 +142,7 @@ internal sealed class VolumeCatalogGrain(CatalogStore store, IVolumeStoreFactory
             throw new CloudRequestException($"disk index {index} is not a member of volume '{name}'; use 0-{info.DiskCount - 1}");
         if (info.DiskPaths[index] != path) CheckUnused(path);
         info = info with { DiskPaths = info.DiskPaths.SetItem(index, path) };
-        _volumes[name] = info;
-        await store.SaveAsync(_volumes.Values);
+        await SaveAsync(With(name, info));
         return info;
     }
 
