@@ -3,7 +3,6 @@ using System.Text.Json;
 using Cloud.Client;
 using Cloud.Grains.Abstractions;
 using Cloud.Nbd;
-using Cloud.Nbd.Tests;
 
 namespace Cloud.Silo.Tests;
 
