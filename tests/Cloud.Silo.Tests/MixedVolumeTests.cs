@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using Cloud.Storage.Azure;
+using Cloud.Testing;
 
 namespace Cloud.Silo.Tests;
 

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Cloud.Client;
 using Cloud.Grains.Abstractions;
 using Cloud.Nbd;
+using Cloud.Testing;
 
 namespace Cloud.Silo.Tests;
 

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using Cloud.Client;
 
-namespace Cloud.Cluster.Tests.Harness;
+namespace Cloud.Testing;
 
 /// <summary>
 /// A stream of verifiable writes through the SDK with a ledger of what was acknowledged. Each writer owns a disjoint

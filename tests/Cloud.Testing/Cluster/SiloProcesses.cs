@@ -1,9 +1,8 @@
 using System.Globalization;
 using Cloud.Client;
-using Cloud.Testing;
 using Npgsql;
 
-namespace Cloud.Cluster.Tests.Harness;
+namespace Cloud.Testing;
 
 /// <summary>
 /// A cluster of real silo processes (<c>dotnet silo/bin/.../Cloud.Silo.dll</c>) on PostgreSQL clustering: each with
@@ -17,6 +16,9 @@ public sealed class SiloProcesses : IAsyncDisposable
 
     /// <summary>Bound on a graceful stop (drain included).</summary>
     public static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>How often the membership table is read while waiting for silos to join or leave.</summary>
+    private static readonly TimeSpan MembershipPollInterval = TimeSpan.FromMilliseconds(100);
 
     /// <summary>Partition size for the tests: small, so one small volume spreads its partition-lock grains over every silo.</summary>
     public const long PartitionTargetBytes = 1L << 20;
@@ -135,17 +137,9 @@ public sealed class SiloProcesses : IAsyncDisposable
     public string OutputOf(int index) => _processes[index]?.Output ?? "";
 
     /// <summary>Waits until the membership table lists exactly <paramref name="expected"/> active silos of this cluster.</summary>
-    public async Task WaitForActiveAsync(int expected)
-    {
-        var deadline = DateTime.UtcNow + StartTimeout;
-        int active;
-        while ((active = await CountActiveAsync().ConfigureAwait(false)) != expected)
-        {
-            if (DateTime.UtcNow > deadline)
-                throw new TimeoutException($"{active} active silos in cluster '{ClusterId}' instead of {expected} after {StartTimeout}");
-            await Task.Delay(100).ConfigureAwait(false);
-        }
-    }
+    public Task WaitForActiveAsync(int expected) =>
+        Eventually.ValueAsync(CountActiveAsync, active => active == expected, StartTimeout, MembershipPollInterval,
+            active => $"{active} active silos in cluster '{ClusterId}' instead of {expected} after {StartTimeout}");
 
     /// <summary>Active silos in the membership table.</summary>
     public async Task<int> CountActiveAsync()
@@ -176,27 +170,11 @@ public sealed class SiloProcesses : IAsyncDisposable
     }
 }
 
-/// <summary>Finds the silo built next to these tests (the project reference builds it; it is not copied here).</summary>
+/// <summary>Finds the silo built in the repository (the project reference builds it; it is not copied next to the tests).</summary>
 public static class SiloAssembly
 {
-    private static readonly Lazy<string> Found = new(Find);
+    private static readonly Lazy<string> Found = new(() => Repository.BuiltAssembly("silo", "Cloud.Silo.dll"));
 
     /// <summary>The full path of Cloud.Silo.dll.</summary>
     public static string Path => Found.Value;
-
-    private static string Find()
-    {
-        var here = AppContext.BaseDirectory;
-        var dir = new DirectoryInfo(here);
-        while (dir is not null && !File.Exists(System.IO.Path.Combine(dir.FullName, "Cloud.sln"))) dir = dir.Parent;
-        if (dir is null) throw new FileNotFoundException($"no Cloud.sln above {here}; cannot find the silo");
-        // The same configuration as this assembly (bin/Debug or bin/Release), else whichever exists.
-        var configuration = here.Contains($"{System.IO.Path.DirectorySeparatorChar}Release{System.IO.Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Release" : "Debug";
-        foreach (var c in (string[])[configuration, configuration == "Debug" ? "Release" : "Debug"])
-        {
-            var candidate = System.IO.Path.Combine(dir.FullName, "silo", "bin", c, "net10.0", "Cloud.Silo.dll");
-            if (File.Exists(candidate)) return candidate;
-        }
-        throw new FileNotFoundException($"Cloud.Silo.dll is not built under {dir.FullName}/silo/bin; run 'dotnet build silo/Cloud.Silo.csproj'");
-    }
 }
