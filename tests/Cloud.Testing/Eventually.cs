@@ -19,17 +19,23 @@ public static class Eventually
     public static readonly TimeSpan DefaultPollInterval = TimeSpan.FromMilliseconds(50);
 
     /// <summary>Waits up to <see cref="Bound"/> for <paramref name="condition"/>.</summary>
-    /// <exception cref="TimeoutException">The condition was still false at the deadline; the message names <paramref name="what"/>.</exception>
+    /// <exception cref="TimeoutException">The condition was still false at the deadline; the message names
+    /// <paramref name="what"/>.</exception>
     public static Task TrueAsync(Func<bool> condition, string what) =>
         TrueAsync(() => Task.FromResult(condition()), what, Bound, DefaultPollInterval);
 
     /// <summary>Waits up to <see cref="Bound"/> for <paramref name="condition"/>.</summary>
-    /// <exception cref="TimeoutException">The condition was still false at the deadline; the message names <paramref name="what"/>.</exception>
+    /// <exception cref="TimeoutException">The condition was still false at the deadline; the message names
+    /// <paramref name="what"/>.</exception>
     public static Task TrueAsync(Func<Task<bool>> condition, string what) =>
         TrueAsync(condition, what, Bound, DefaultPollInterval);
 
-    /// <summary>Waits up to <paramref name="timeout"/> for <paramref name="condition"/>, evaluating it every <paramref name="pollInterval"/>.</summary>
-    /// <exception cref="TimeoutException">The condition was still false at the deadline; the message names <paramref name="what"/>.</exception>
+    /// <summary>
+    /// Waits up to <paramref name="timeout"/> for <paramref name="condition"/>, evaluating it every
+    /// <paramref name="pollInterval"/>.
+    /// </summary>
+    /// <exception cref="TimeoutException">The condition was still false at the deadline; the message names
+    /// <paramref name="what"/>.</exception>
     public static async Task TrueAsync(Func<Task<bool>> condition, string what, TimeSpan timeout, TimeSpan pollInterval)
     {
         if (!await WithinAsync(condition, timeout, pollInterval).ConfigureAwait(false))
@@ -42,7 +48,8 @@ public static class Eventually
     /// Reads a value until <paramref name="accept"/> takes it, and returns it; for waits whose failure message should
     /// show the last value seen (a membership table, a status).
     /// </summary>
-    /// <exception cref="TimeoutException">No value was accepted by the deadline; the message is <paramref name="describeFailure"/> of the last one.</exception>
+    /// <exception cref="TimeoutException">No value was accepted by the deadline; the message is
+    /// <paramref name="describeFailure"/> of the last one.</exception>
     public static async Task<T> ValueAsync<T>(Func<Task<T>> read, Func<T, bool> accept, TimeSpan timeout, TimeSpan pollInterval,
         Func<T, string> describeFailure)
     {
@@ -75,7 +82,9 @@ public static class Eventually
         return true;
     }
 
-    /// <summary>The synchronous-condition form of <see cref="WithinAsync(Func{Task{bool}}, TimeSpan, TimeSpan)"/>.</summary>
+    /// <summary>
+    /// The synchronous-condition form of <see cref="WithinAsync(Func{Task{bool}}, TimeSpan, TimeSpan)"/>.
+    /// </summary>
     public static Task<bool> WithinAsync(Func<bool> condition, TimeSpan timeout, TimeSpan pollInterval) =>
         WithinAsync(() => Task.FromResult(condition()), timeout, pollInterval);
 }

@@ -18,7 +18,9 @@ public static unsafe partial class IsaLRaid
     /// <summary>The shared library's soname, as Debian installs it.</summary>
     public const string Library = "libisal.so.2";
 
-    /// <summary>The pointer alignment the library requires of sources and destinations; 64 also suits AVX-512.</summary>
+    /// <summary>
+    /// The pointer alignment the library requires of sources and destinations; 64 also suits AVX-512.
+    /// </summary>
     public const int AlignmentBytes = 64;
 
     /// <summary>pq_gen processes whole 32-byte vectors; lengths must be a multiple of this.</summary>
@@ -51,7 +53,8 @@ public sealed unsafe class AlignedBuffer : MemoryManager<byte>
     private readonly int lengthBytes;
 
     /// <param name="lengthBytes">The buffer's length.</param>
-    /// <param name="alignmentBytes">A power of two, at least <see cref="IsaLRaid.AlignmentBytes"/>; 4096 gives the page alignment of direct I/O buffers.</param>
+    /// <param name="alignmentBytes">A power of two, at least <see cref="IsaLRaid.AlignmentBytes"/>; 4096 gives the page
+    /// alignment of direct I/O buffers.</param>
     public AlignedBuffer(int lengthBytes, int alignmentBytes = IsaLRaid.AlignmentBytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(lengthBytes);

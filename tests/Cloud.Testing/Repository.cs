@@ -17,7 +17,8 @@ public static class Repository
     /// (relative to the root, e.g. <c>silo</c>): the configuration these binaries were built in first (bin/Debug or
     /// bin/Release), else the other one.
     /// </summary>
-    /// <exception cref="FileNotFoundException">Neither configuration has built it; the message says what to build.</exception>
+    /// <exception cref="FileNotFoundException">Neither configuration has built it; the message says what to
+    /// build.</exception>
     public static string BuiltAssembly(string projectDirectory, string assemblyName)
     {
         string here = AppContext.BaseDirectory;

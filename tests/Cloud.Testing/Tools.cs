@@ -12,7 +12,9 @@ public static class Tools
 {
     public static readonly TimeSpan DefaultTimeout = TimeSpan.FromMinutes(3);
 
-    /// <summary>The full path of <paramref name="name"/>, or a failed test naming the package that provides it.</summary>
+    /// <summary>
+    /// The full path of <paramref name="name"/>, or a failed test naming the package that provides it.
+    /// </summary>
     public static string Require(string name, string package)
     {
         foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin").Split(':').Concat(["/usr/sbin", "/sbin", "/usr/bin"]))

@@ -7,7 +7,9 @@ namespace Cloud.Testing;
 /// <summary>Steps the crash tests and the trial runner share.</summary>
 public static class CrashScenario
 {
-    /// <summary>The crash tests' volume: RAID-5 on 4 file-backed disks, small chunks so it has many stripes and partitions.</summary>
+    /// <summary>
+    /// The crash tests' volume: RAID-5 on 4 file-backed disks, small chunks so it has many stripes and partitions.
+    /// </summary>
     public const long VolumeBytes = 16L << 20;
 
     /// <summary>Chunk size of the crash tests' volume.</summary>

@@ -11,7 +11,9 @@ namespace Cloud.Testing;
 /// </summary>
 public sealed class SiloProcesses : IAsyncDisposable
 {
-    /// <summary>Generous bound for a silo to start on a loaded 2-core machine; it only stops a broken run from hanging.</summary>
+    /// <summary>
+    /// Generous bound for a silo to start on a loaded 2-core machine; it only stops a broken run from hanging.
+    /// </summary>
     public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(120);
 
     /// <summary>Bound on a graceful stop (drain included).</summary>
@@ -20,7 +22,9 @@ public sealed class SiloProcesses : IAsyncDisposable
     /// <summary>How often the membership table is read while waiting for silos to join or leave.</summary>
     private static readonly TimeSpan MembershipPollInterval = TimeSpan.FromMilliseconds(100);
 
-    /// <summary>Partition size for the tests: small, so one small volume spreads its partition-lock grains over every silo.</summary>
+    /// <summary>
+    /// Partition size for the tests: small, so one small volume spreads its partition-lock grains over every silo.
+    /// </summary>
     public const long PartitionTargetBytes = 1L << 20;
 
     private readonly ChildProcess?[] _processes;
@@ -76,7 +80,9 @@ public sealed class SiloProcesses : IAsyncDisposable
     /// <summary>Extra environment for silo <paramref name="index"/> (takes effect at its next start).</summary>
     public void SetEnvironment(int index, string key, string value) => _environment[index][key] = value;
 
-    /// <summary>Creates a database on <paramref name="server"/>, applies the schema and starts <paramref name="count"/> silos.</summary>
+    /// <summary>
+    /// Creates a database on <paramref name="server"/>, applies the schema and starts <paramref name="count"/> silos.
+    /// </summary>
     public static async Task<SiloProcesses> StartAsync(PostgresServer server, string name, int count, Action<string>? log = null,
         Action<SiloProcesses>? configure = null)
     {
@@ -96,7 +102,10 @@ public sealed class SiloProcesses : IAsyncDisposable
         return silos;
     }
 
-    /// <summary>Starts (or restarts, with the same name and ports) silo <paramref name="index"/> and waits until it says it is up.</summary>
+    /// <summary>
+    /// Starts (or restarts, with the same name and ports) silo <paramref name="index"/> and waits until it says it is
+    /// up.
+    /// </summary>
     public async Task StartSiloAsync(int index, bool applySchema = false)
     {
         if (IsRunning(index)) throw new InvalidOperationException($"silo {NameOf(index)} is already running");
@@ -136,7 +145,9 @@ public sealed class SiloProcesses : IAsyncDisposable
     /// <summary>Silo <paramref name="index"/>'s output so far (for failure messages).</summary>
     public string OutputOf(int index) => _processes[index]?.Output ?? "";
 
-    /// <summary>Waits until the membership table lists exactly <paramref name="expected"/> active silos of this cluster.</summary>
+    /// <summary>
+    /// Waits until the membership table lists exactly <paramref name="expected"/> active silos of this cluster.
+    /// </summary>
     public Task WaitForActiveAsync(int expected) =>
         Eventually.ValueAsync(CountActiveAsync, active => active == expected, StartTimeout, MembershipPollInterval,
             active => $"{active} active silos in cluster '{ClusterId}' instead of {expected} after {StartTimeout}");
@@ -151,10 +162,14 @@ public sealed class SiloProcesses : IAsyncDisposable
         return (int)(long)(await command.ExecuteScalarAsync().ConfigureAwait(false))!;
     }
 
-    /// <summary>A client that finds the gateways through PostgreSQL (and moves to another when its gateway dies).</summary>
+    /// <summary>
+    /// A client that finds the gateways through PostgreSQL (and moves to another when its gateway dies).
+    /// </summary>
     public Task<CloudClient> ConnectAsync() => CloudClient.ConnectPostgresAsync(ConnectionString, ClusterId, ClusterId);
 
-    /// <summary>A client bound to silo <paramref name="index"/>'s gateway alone (that silo is the first server of every write).</summary>
+    /// <summary>
+    /// A client bound to silo <paramref name="index"/>'s gateway alone (that silo is the first server of every write).
+    /// </summary>
     public Task<CloudClient> ConnectToAsync(int index) => CloudClient.ConnectAsync(Gateway(index), ClusterId, ClusterId);
 
     /// <inheritdoc />
@@ -170,7 +185,9 @@ public sealed class SiloProcesses : IAsyncDisposable
     }
 }
 
-/// <summary>Finds the silo built in the repository (the project reference builds it; it is not copied next to the tests).</summary>
+/// <summary>
+/// Finds the silo built in the repository (the project reference builds it; it is not copied next to the tests).
+/// </summary>
 public static class SiloAssembly
 {
     private static readonly Lazy<string> Found = new(() => Repository.BuiltAssembly("silo", "Cloud.Silo.dll"));
