@@ -4,6 +4,7 @@ using Azure.Storage.Blobs.Specialized;
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Configs;
 using Cloud.Storage.Azure;
+using Cloud.Testing;
 
 namespace Cloud.Bench.Azure;
 
@@ -26,7 +27,7 @@ public class PageBlobBenchmarks
     /// <summary>The blob's size; offsets cycle through it so that requests do not all hit one range.</summary>
     private const long BlobBytes = 64L * 1024 * 1024;
 
-    private BenchAzurite _azurite = null!;
+    private AzuriteInstance _azurite = null!;
     private PageBlobBlockDevice _device = null!;
     private PageBlobClient _raw = null!;
     private byte[] _buffer = null!;
@@ -40,8 +41,8 @@ public class PageBlobBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        _azurite = BenchAzurite.StartAsync().GetAwaiter().GetResult();
-        var connection = PageBlobConnection.FromConnectionString(BenchAzurite.ConnectionString(_azurite.Port));
+        _azurite = AzuriteInstance.StartAsync().GetAwaiter().GetResult();
+        var connection = PageBlobConnection.FromConnectionString(_azurite.ConnectionString());
         string blob = $"bench-{SizeBytes}-{Environment.ProcessId}";
         _device = connection.OpenDeviceAsync("bench", blob, BlobBytes).AsTask().GetAwaiter().GetResult();
         _raw = connection.GetPageBlobClient("bench", blob);

@@ -4,6 +4,7 @@ using Azure;
 using Azure.Storage.Blobs.Models;
 using Azure.Storage.Blobs.Specialized;
 using Cloud.Storage.Azure;
+using Cloud.Testing;
 
 namespace Cloud.Bench.Azure;
 
@@ -39,8 +40,8 @@ internal static class PairedRun
             }
         }
 
-        await using var azurite = await BenchAzurite.StartAsync();
-        var connection = PageBlobConnection.FromConnectionString(BenchAzurite.ConnectionString(azurite.Port));
+        await using var azurite = await AzuriteInstance.StartAsync();
+        var connection = PageBlobConnection.FromConnectionString(azurite.ConnectionString());
         Console.WriteLine($"Azurite on 127.0.0.1:{azurite.Port}; {rounds} rounds per case; ratio = device / raw time, median over rounds (target <= 1.10)");
         Console.WriteLine($"{"case",-14} {"raw/op",12} {"device/op",12} {"ratio",8} {"p25-p75",14}");
         foreach (int size in new[] { 4096, 1024 * 1024 })

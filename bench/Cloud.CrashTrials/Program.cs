@@ -1,5 +1,4 @@
 using System.Globalization;
-using Cloud.Cluster.Tests.Harness;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Locks;
 using Cloud.Testing;

@@ -10,8 +10,9 @@ namespace Cloud.Nbd;
 
 /// <summary>
 /// One client connection: the fixed newstyle handshake, then the transmission phase. One reader loop parses
-/// requests in order; each request then runs on its own (reads and writes proceed concurrently) and replies as
-/// it completes under a send lock, with a bound on requests and payload bytes in flight.
+/// requests in order; each request then runs on its own (reads and writes proceed concurrently), with a bound on
+/// requests and payload bytes in flight, and queues its reply as it completes; whichever thread finds no sender
+/// running sends the queue (see <c>QueueReply</c>), so replies never interleave and no lock is handed over.
 /// </summary>
 internal sealed partial class NbdConnection
 {
@@ -25,9 +26,6 @@ internal sealed partial class NbdConnection
     private readonly INbdExportResolver _resolver;
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
-    /// <summary>Serialises the handshake's sends; the transmission phase sends through the reply queue.</summary>
-    private readonly SemaphoreSlim _sendLock = new(1, 1);
-
     /// <summary>Transmission-phase replies waiting for the socket (see <c>QueueReply</c>).</summary>
     private readonly ConcurrentQueue<OutgoingReply> _outgoing = new();
 
@@ -480,20 +478,16 @@ internal sealed partial class NbdConnection
         await SendRawAsync(reply, ct).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Sends a handshake message. The handshake is one sequence of awaited sends on one task, so it needs no lock;
+    /// the transmission phase sends only through the reply queue.
+    /// </summary>
     private async ValueTask SendRawAsync(ReadOnlyMemory<byte> data, CancellationToken ct)
     {
-        await _sendLock.WaitAsync(ct).ConfigureAwait(false);
-        try
+        while (!data.IsEmpty)
         {
-            while (!data.IsEmpty)
-            {
-                int n = await _socket.SendAsync(data, SocketFlags.None, ct).ConfigureAwait(false);
-                data = data[n..];
-            }
-        }
-        finally
-        {
-            _sendLock.Release();
+            int n = await _socket.SendAsync(data, SocketFlags.None, ct).ConfigureAwait(false);
+            data = data[n..];
         }
     }
 }

@@ -16,7 +16,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     public async Task WriteThenRead_ReturnsTheSameBytes_AndUnwrittenSectorsReadAsZeros()
     {
         await using var device = await fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "disk0", 4 * OneMiB);
-        byte[] data = Pattern(seed: 1, 3 * Sector);
+        byte[] data = Blocks.Pattern(3 * Sector, seed: 1);
         await device.WriteAsync(2 * Sector, data);
 
         byte[] back = new byte[5 * Sector];
@@ -46,7 +46,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     public async Task WritesAndReadsLargerThanOneRequest_AreSplit_AndRoundTrip()
     {
         await using var device = await fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "big", 16 * OneMiB);
-        byte[] data = Pattern(seed: 2, (int)(9 * OneMiB) + (3 * Sector));
+        byte[] data = Blocks.Pattern((int)(9 * OneMiB) + (3 * Sector), seed: 2);
         await device.WriteAsync(OneMiB - Sector, data);
 
         byte[] back = new byte[data.Length];
@@ -77,7 +77,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
                 }
 
                 used.AsSpan((int)first, sectors).Fill(true);
-                byte[] data = Pattern(random.Next(), sectors * Sector);
+                byte[] data = Blocks.Pattern(sectors * Sector, random.Next());
                 data.CopyTo(model, first * Sector);
                 io.Add(device.WriteAsync(first * Sector, data).AsTask());
             }
@@ -104,7 +104,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     public async Task MisalignedOrOutOfRangeIo_IsRejected_NamingTheValue_AndChangesNothing(long offsetBytes, int lengthBytes)
     {
         await using var device = await fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "strict", 4 * OneMiB);
-        byte[] before = Pattern(seed: 3, (int)(4 * OneMiB));
+        byte[] before = Blocks.Pattern((int)(4 * OneMiB), seed: 3);
         await device.WriteAsync(0, before);
 
         var write = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => device.WriteAsync(offsetBytes, new byte[lengthBytes]).AsTask());
@@ -123,7 +123,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     {
         var connection = fixture.Connect();
         string container = fixture.NewContainerName();
-        byte[] data = Pattern(seed: 4, 2 * Sector);
+        byte[] data = Blocks.Pattern(2 * Sector, seed: 4);
         await using (var first = await connection.OpenDeviceAsync(container, "kept", 2 * OneMiB))
         {
             await first.WriteAsync(OneMiB, data);
@@ -141,7 +141,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     {
         var connection = fixture.Connect();
         string container = fixture.NewContainerName();
-        byte[] data = Pattern(seed: 5, Sector);
+        byte[] data = Blocks.Pattern(Sector, seed: 5);
         await using (var first = await connection.OpenDeviceAsync(container, "sized", 2 * OneMiB))
         {
             await first.WriteAsync(0, data);
@@ -199,8 +199,8 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
         await using var a = await siloA.OpenDeviceAsync(container, "shared", 4 * OneMiB);
         await using var b = await siloB.OpenDeviceAsync(container, "shared", 4 * OneMiB);
 
-        byte[] fromA = Pattern(seed: 6, (int)OneMiB);
-        byte[] fromB = Pattern(seed: 7, (int)OneMiB);
+        byte[] fromA = Blocks.Pattern((int)OneMiB, seed: 6);
+        byte[] fromB = Blocks.Pattern((int)OneMiB, seed: 7);
         await Task.WhenAll(a.WriteAsync(0, fromA).AsTask(), b.WriteAsync(OneMiB, fromB).AsTask());
 
         byte[] seenByA = new byte[OneMiB];
@@ -225,8 +225,8 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
         ETag seenByB = await siloB.ReadWithETagAsync(0, buffer);
         Assert.Equal(seenByA, seenByB);
 
-        byte[] superblockA = Pattern(seed: 8, Sector);
-        byte[] superblockB = Pattern(seed: 9, Sector);
+        byte[] superblockA = Blocks.Pattern(Sector, seed: 8);
+        byte[] superblockB = Blocks.Pattern(Sector, seed: 9);
         ConditionalWriteResult a = await siloA.WriteIfMatchAsync(0, superblockA, seenByA);
         ConditionalWriteResult b = await siloB.WriteIfMatchAsync(0, superblockB, seenByB);
 
@@ -259,7 +259,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
         var writes = new List<Task>();
         for (int i = 0; i < 12; i++)
         {
-            writes.Add(device.WriteAsync(i * OneMiB, Pattern(i, (int)OneMiB)).AsTask());
+            writes.Add(device.WriteAsync(i * OneMiB, Blocks.Pattern((int)OneMiB, i)).AsTask());
         }
 
         await device.FlushAsync();
@@ -284,12 +284,5 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
         cancelled.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => device.WriteAsync(0, new byte[Sector], cancelled.Token).AsTask());
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => device.ReadAsync(0, new byte[Sector], cancelled.Token).AsTask());
-    }
-
-    private static byte[] Pattern(int seed, int lengthBytes)
-    {
-        var data = new byte[lengthBytes];
-        new Random(seed).NextBytes(data);
-        return data;
     }
 }

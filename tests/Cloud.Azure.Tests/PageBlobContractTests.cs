@@ -1,10 +1,9 @@
 using Cloud.Azure.Tests.Infrastructure;
 using Cloud.Storage.Devices;
-using Cloud.Storage.Tests.Devices;
 
 namespace Cloud.Azure.Tests;
 
-/// <summary>The engine's device contract (linked from Cloud.Storage.Tests), on page blobs in Azurite.</summary>
+/// <summary>The engine's device contract (from Cloud.Testing), on page blobs in Azurite.</summary>
 [Collection(AzuriteCollection.Name)]
 public sealed class PageBlobContractTests(AzuriteFixture fixture) : BlockDeviceContractTests
 {

@@ -1,5 +1,5 @@
 using Cloud.Client;
-using Cloud.Cluster.Tests.Harness;
+using Cloud.Testing;
 
 namespace Cloud.Cluster.Tests;
 

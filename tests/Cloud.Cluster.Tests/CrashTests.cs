@@ -1,5 +1,4 @@
 using Cloud.Client;
-using Cloud.Cluster.Tests.Harness;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Locks;
 using Cloud.Testing;
@@ -115,12 +114,9 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         // The survivor with the smallest name (s0) resyncs the dead silo's slot once membership declares it dead;
         // nobody restarts, so only that recovery can leave the stripes the victim was updating consistent.
         var recovered = $"Dead silo {SiloProcesses.NameOf(victim)}: intent slot";
-        var deadline = DateTime.UtcNow + FlowTimeout;
-        while (!silos.OutputOf(0).Contains(recovered, StringComparison.Ordinal))
-        {
-            Assert.True(DateTime.UtcNow < deadline, Failure(stream, silos, $"s0 never reported recovering {SiloProcesses.NameOf(victim)}'s intent slot"));
-            await Task.Delay(200);
-        }
+        var reported = await Eventually.WithinAsync(() => silos.OutputOf(0).Contains(recovered, StringComparison.Ordinal),
+            FlowTimeout, TimeSpan.FromMilliseconds(200));
+        Assert.True(reported, Failure(stream, silos, $"s0 never reported recovering {SiloProcesses.NameOf(victim)}'s intent slot"));
         Log(silos.OutputOf(0).Split('\n').First(l => l.Contains(recovered, StringComparison.Ordinal)));
         await volume.FlushAsync();
         await CrashAssert.AssertNothingLostAsync(stream, volume, Log);

@@ -1,5 +1,4 @@
 using System.Text.RegularExpressions;
-using Cloud.Cluster.Tests.Harness;
 using Cloud.Testing;
 using Xunit.Abstractions;
 

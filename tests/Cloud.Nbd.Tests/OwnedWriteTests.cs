@@ -36,13 +36,6 @@ public sealed class OwnedWriteTests
         public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default) => inner.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
     }
 
-    private static byte[] Pattern(int length, int seed)
-    {
-        var b = new byte[length];
-        new Random(seed).NextBytes(b);
-        return b;
-    }
-
     [Fact]
     public async Task PipelinedWrites_EachGetAnArrayOfTheirOwn_ThatTheServerNeverReuses()
     {
@@ -51,7 +44,7 @@ public sealed class OwnedWriteTests
         await using var server = await TestServer.StartAsync(volume);
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
         var sizes = new[] { 4096, 1 << 20, 64 << 10, 4096, 256 << 10, 1 << 20, 8192, 4096 };
-        var payloads = sizes.Select((size, i) => Pattern(size, i)).ToArray();
+        var payloads = sizes.Select((size, i) => Blocks.Pattern(size, i)).ToArray();
         // Pipelined: every request is on the wire before the first reply is read.
         long offset = 0;
         var offsets = new long[sizes.Length];
@@ -89,7 +82,7 @@ public sealed class OwnedWriteTests
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
 
         // 1 MiB against a 64 KiB volume maximum: split into pieces through WriteAsync, none owned.
-        var big = Pattern(1 << 20, 7);
+        var big = Blocks.Pattern(1 << 20, 7);
         Assert.Equal(0u, (await client.CommandAsync(CmdWrite, 1, 0, (uint)big.Length, payload: big)).Error);
         Assert.Equal(0, volume.OwnedWrites);
         Assert.Equal(16, inner.Writes);
@@ -101,7 +94,7 @@ public sealed class OwnedWriteTests
         Assert.Equal(before, inner.Snapshot());
 
         // A small write still goes the owned way, and the connection is in step.
-        var small = Pattern(4096, 8);
+        var small = Blocks.Pattern(4096, 8);
         Assert.Equal(0u, (await client.CommandAsync(CmdWrite, 4, 8192, 4096, payload: small)).Error);
         Assert.Equal(1, volume.OwnedWrites);
         Assert.Equal(small, (await client.ReadBlockAsync(5, 8192, 4096)).Data);

@@ -6,16 +6,6 @@ public sealed class TransmissionTests
 {
     private const long SizeBytes = 8L << 20;
 
-    private static byte[] Pattern(int length, byte seed)
-    {
-        var b = new byte[length];
-        for (int i = 0; i < length; i++)
-        {
-            b[i] = (byte)(seed + (i * 7) + (i >> 12));
-        }
-        return b;
-    }
-
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
@@ -24,7 +14,7 @@ public sealed class TransmissionTests
         var volume = new MemoryVolume("v1", SizeBytes);
         await using var server = await TestServer.StartAsync(volume);
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1", structured);
-        var data = Pattern(64 << 10, 3);
+        var data = Blocks.Pattern(64 << 10, 3);
         Assert.Equal(0u, (await client.CommandAsync(CmdWrite, 1, 1 << 20, (uint)data.Length, payload: data)).Error);
         var read = await client.ReadBlockAsync(2, 1 << 20, (uint)data.Length);
         Assert.Equal(0u, read.Error);
@@ -39,7 +29,7 @@ public sealed class TransmissionTests
         var volume = new MemoryVolume("v1", SizeBytes, maxIoSizeBytes: 64 << 10);
         await using var server = await TestServer.StartAsync(volume);
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
-        var data = Pattern(1 << 20, 9);
+        var data = Blocks.Pattern(1 << 20, 9);
         Assert.Equal(0u, (await client.CommandAsync(CmdWrite, 1, 0, (uint)data.Length, payload: data)).Error);
         Assert.Equal(16, volume.Writes);
         Assert.Equal(data, (await client.ReadBlockAsync(2, 0, (uint)data.Length)).Data);
@@ -51,7 +41,7 @@ public sealed class TransmissionTests
         var volume = new MemoryVolume("v1", SizeBytes);
         await using var server = await TestServer.StartAsync(volume);
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
-        var data = Pattern(4096, 1);
+        var data = Blocks.Pattern(4096, 1);
         Assert.Equal(0u, (await client.CommandAsync(CmdWrite, 1, 0, 4096, payload: data)).Error);
         Assert.Equal(0, volume.FuaWrites);
         Assert.Equal(0u, (await client.CommandAsync(CmdWrite, 2, 0, 4096, flags: CmdFlagFua, payload: data)).Error);
@@ -67,7 +57,7 @@ public sealed class TransmissionTests
         var volume = new MemoryVolume("v1", SizeBytes);
         await using var server = await TestServer.StartAsync(volume);
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
-        var data = Pattern(16384, 5);
+        var data = Blocks.Pattern(16384, 5);
         await client.CommandAsync(CmdWrite, 1, 8192, 16384, payload: data);
         Assert.Equal(0u, (await client.CommandAsync(CmdTrim, 2, 12288, 4096)).Error);
         var read = (await client.ReadBlockAsync(3, 8192, 16384)).Data!;
@@ -82,7 +72,7 @@ public sealed class TransmissionTests
         var volume = new MemoryVolume("v1", SizeBytes);
         await using var server = await TestServer.StartAsync(volume);
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
-        var data = Pattern(3 << 20, 5);
+        var data = Blocks.Pattern(3 << 20, 5);
         await client.CommandAsync(CmdWrite, 1, 0, (uint)data.Length, payload: data);
         int writesBefore = volume.Writes;
         Assert.Equal(0u, (await client.CommandAsync(CmdWriteZeroes, 2, 4096, 2 << 20, flags: CmdFlagNoHole)).Error);
@@ -136,7 +126,7 @@ public sealed class TransmissionTests
         var volume = new MemoryVolume("v1", SizeBytes);
         await using var server = await TestServer.StartAsync(volume);
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
-        var data = Pattern(8192, 1);
+        var data = Blocks.Pattern(8192, 1);
         Assert.Equal(ENoSpc, (await client.CommandAsync(CmdWrite, 1, SizeBytes - 4096, 8192, payload: data)).Error);
         Assert.Equal(ENoSpc, (await client.CommandAsync(CmdWrite, 2, ulong.MaxValue - 100, 8192, payload: data)).Error);
         Assert.Equal(EInval, (await client.CommandAsync(CmdWrite, 3, 100, 4096, payload: data.AsSpan(0, 4096).ToArray())).Error);
@@ -154,7 +144,7 @@ public sealed class TransmissionTests
         Assert.Equal(1u << 20, client.MaxPayload);
         Assert.Equal(EOverflow, (await client.ReadBlockAsync(1, 0, 2 << 20)).Error);
         // An oversized write's payload is read and dropped so the next request parses.
-        var big = Pattern(2 << 20, 4);
+        var big = Blocks.Pattern(2 << 20, 4);
         Assert.Equal(EInval, (await client.CommandAsync(CmdWrite, 2, 0, (uint)big.Length, payload: big)).Error);
         Assert.Equal(0, volume.Writes);
         // Payload-less commands may exceed the maximum payload.
@@ -215,7 +205,7 @@ public sealed class TransmissionTests
             for (int i = 0; i < Count; i++)
             {
                 ulong offset = (ulong)(i % 64) * 65536;
-                var data = Pattern(4096, (byte)i);
+                var data = Blocks.Pattern(4096, (byte)i);
                 await client.SendRequestAsync(CmdWrite, (ulong)(1000 + i), offset, 4096, payload: data);
             }
         });
@@ -258,7 +248,7 @@ public sealed class TransmissionTests
         await using var server = await TestServer.StartAsync(volume);
         await using (var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1"))
         {
-            await client.SendRequestAsync(CmdWrite, 1, 0, 65536, payload: Pattern(1000, 1));
+            await client.SendRequestAsync(CmdWrite, 1, 0, 65536, payload: Blocks.Pattern(1000, 1));
             client.HardClose();
         }
         await using var next = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
@@ -272,7 +262,7 @@ public sealed class TransmissionTests
         var volume = new MemoryVolume("v1", SizeBytes);
         await using var server = await TestServer.StartAsync(volume);
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
-        var data = Pattern(1 << 20, 2);
+        var data = Blocks.Pattern(1 << 20, 2);
         await client.SendRequestAsync(CmdWrite, 1, 0, (uint)data.Length, payload: data);
         await client.SendRequestAsync(CmdDisc, 2, 0, 0);
         var reply = await client.ReadReplyAsync();

@@ -104,60 +104,27 @@ public sealed class ClusterTests(PostgresFixture postgres, ITestOutputHelper out
 
     private static async Task<Guid> WaitForNewActivationAsync(ICounterGrain counter, Guid old)
     {
-        // DeactivateOnIdle runs after the call returns; poll until a call lands on a new activation.
-        var deadline = DateTime.UtcNow + MembershipTimeout;
-        while (true)
-        {
-            Guid current = await counter.GetActivationTokenAsync();
-            if (current != old || DateTime.UtcNow >= deadline)
-            {
-                return current;
-            }
-
-            await Task.Delay(PollInterval);
-        }
+        // DeactivateOnIdle runs after the call returns; poll until a call lands on a new activation. The caller
+        // asserts on the token, so the last one read is returned even when the wait ran out.
+        Guid current = old;
+        await Eventually.WithinAsync(async () => (current = await counter.GetActivationTokenAsync()) != old, MembershipTimeout, PollInterval);
+        return current;
     }
 
     private async Task<List<MembershipRow>> WaitForActiveSilosAsync(string connectionString, string cluster, int expected)
     {
-        var deadline = DateTime.UtcNow + MembershipTimeout;
-        while (true)
-        {
-            var rows = await ReadMembershipAsync(connectionString, cluster);
-            var active = rows.Where(r => r.Status == StatusActive).ToList();
-            if (active.Count == expected)
-            {
-                return active;
-            }
-
-            if (DateTime.UtcNow >= deadline)
-            {
-                throw new Xunit.Sdk.XunitException($"Expected {expected} active silos in the membership table within {MembershipTimeout}; rows: {string.Join("; ", rows)}");
-            }
-
-            await Task.Delay(PollInterval);
-        }
+        var rows = await Eventually.ValueAsync(() => ReadMembershipAsync(connectionString, cluster),
+            seen => seen.Count(r => r.Status == StatusActive) == expected, MembershipTimeout, PollInterval,
+            seen => $"Expected {expected} active silos in the membership table within {MembershipTimeout}; rows: {string.Join("; ", seen)}");
+        return rows.Where(r => r.Status == StatusActive).ToList();
     }
 
     private static async Task<MembershipRow> WaitForRowAsync(string connectionString, string cluster, int siloPort, Func<MembershipRow, bool> condition, TimeSpan timeout)
     {
-        var deadline = DateTime.UtcNow + timeout;
-        while (true)
-        {
-            var rows = await ReadMembershipAsync(connectionString, cluster);
-            var row = rows.SingleOrDefault(r => r.Port == siloPort);
-            if (row is not null && condition(row))
-            {
-                return row;
-            }
-
-            if (DateTime.UtcNow >= deadline)
-            {
-                throw new Xunit.Sdk.XunitException($"The membership row for silo port {siloPort} did not reach the expected state within {timeout}; rows: {string.Join("; ", rows)}");
-            }
-
-            await Task.Delay(PollInterval);
-        }
+        var rows = await Eventually.ValueAsync(() => ReadMembershipAsync(connectionString, cluster),
+            seen => seen.SingleOrDefault(r => r.Port == siloPort) is { } row && condition(row), timeout, PollInterval,
+            seen => $"The membership row for silo port {siloPort} did not reach the expected state within {timeout}; rows: {string.Join("; ", seen)}");
+        return rows.Single(r => r.Port == siloPort);
     }
 
     private static Task<List<MembershipRow>> ReadMembershipAsync(string connectionString, string cluster) =>

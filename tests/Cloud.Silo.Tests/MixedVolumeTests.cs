@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
-using Cloud.Azure.Tests.Infrastructure;
 using Cloud.Storage.Azure;
+using Cloud.Testing;
 
 namespace Cloud.Silo.Tests;
 
@@ -183,14 +183,8 @@ public sealed class MixedVolumeTests
         return JsonDocument.Parse(result.Output);
     }
 
-    /// <summary>cloudctl.dll in client/cloudctl's output of the same configuration and framework as these tests.</summary>
-    private static string CloudctlPath()
-    {
-        var framework = new DirectoryInfo(AppContext.BaseDirectory);
-        var configuration = framework.Parent!;
-        var path = Path.Combine(AzuriteInstance.RepositoryRoot(), "client", "cloudctl", "bin", configuration.Name, framework.Name, "cloudctl.dll");
-        return File.Exists(path) ? path : throw new FileNotFoundException($"cloudctl is not built at '{path}'; build tests/Cloud.Silo.Tests (it builds cloudctl).", path);
-    }
+    /// <summary>cloudctl.dll in client/cloudctl's output (this project's reference builds it).</summary>
+    private static string CloudctlPath() => Repository.BuiltAssembly("client/cloudctl", "cloudctl.dll");
 
     private static async Task<(int ExitCode, string Output, string Error)> RunCloudctlAsync(SiloProcess silo, params string[] arguments)
     {

@@ -3,7 +3,7 @@ using System.Text.Json;
 using Cloud.Client;
 using Cloud.Grains.Abstractions;
 using Cloud.Nbd;
-using Cloud.Nbd.Tests;
+using Cloud.Testing;
 
 namespace Cloud.Silo.Tests;
 

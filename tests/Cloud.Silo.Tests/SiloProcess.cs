@@ -3,7 +3,9 @@ using Cloud.Testing;
 
 namespace Cloud.Silo.Tests;
 
-/// <summary>The real silo (<c>Cloud.Silo.dll</c>) as a child process on free ports with its own data directory.</summary>
+/// <summary>
+/// The real silo (<c>Cloud.Silo.dll</c>) as a child process on free ports with its own data directory.
+/// </summary>
 internal sealed class SiloProcess : IAsyncDisposable
 {
     /// <summary>How long a silo may take to start on a busy 2-core machine.</summary>
@@ -27,7 +29,8 @@ internal sealed class SiloProcess : IAsyncDisposable
     public string NbdUri(string volume) => $"nbd://127.0.0.1:{NbdPort}/{volume}";
 
     /// <summary>Starts a silo on <paramref name="dataDirectory"/> and waits until it says it is up.</summary>
-    /// <param name="environment">Extra settings as environment variables (e.g. <c>Cloud__InjectedDiskLatency</c>).</param>
+    /// <param name="environment">Extra settings as environment variables (e.g.
+    /// <c>Cloud__InjectedDiskLatency</c>).</param>
     public static async Task<SiloProcess> StartAsync(string dataDirectory, string name = "s1", IReadOnlyDictionary<string, string>? environment = null)
     {
         var ports = FreePorts.Next(4);

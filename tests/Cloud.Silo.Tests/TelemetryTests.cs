@@ -4,7 +4,6 @@ using System.Globalization;
 using System.Net;
 using Cloud.Grains.Hosting;
 using Cloud.Nbd;
-using Cloud.Nbd.Tests;
 using Cloud.Client;
 using Cloud.Grains.Abstractions;
 using Cloud.Testing;

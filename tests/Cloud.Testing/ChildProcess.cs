@@ -50,7 +50,9 @@ public sealed class ChildProcess : IAsyncDisposable
     public static ChildProcess StartDotnet(string name, string assemblyPath, IEnumerable<string> arguments) =>
         StartDotnet(name, assemblyPath, arguments, environment: null);
 
-    /// <summary>Starts <c>dotnet <paramref name="assemblyPath"/> args...</c> with extra environment variables.</summary>
+    /// <summary>
+    /// Starts <c>dotnet <paramref name="assemblyPath"/> args...</c> with extra environment variables.
+    /// </summary>
     public static ChildProcess StartDotnet(string name, string assemblyPath, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment)
     {
         if (!File.Exists(assemblyPath))
@@ -64,7 +66,9 @@ public sealed class ChildProcess : IAsyncDisposable
     /// <summary>Starts <paramref name="fileName"/> with <paramref name="arguments"/>.</summary>
     public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments) => Start(name, fileName, arguments, environment: null);
 
-    /// <summary>Starts <paramref name="fileName"/> with <paramref name="arguments"/> and extra environment variables.</summary>
+    /// <summary>
+    /// Starts <paramref name="fileName"/> with <paramref name="arguments"/> and extra environment variables.
+    /// </summary>
     public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment)
     {
         var startInfo = new ProcessStartInfo(fileName)
@@ -95,7 +99,8 @@ public sealed class ChildProcess : IAsyncDisposable
     }
 
     /// <summary>Waits until the process writes a line containing <paramref name="text"/>.</summary>
-    /// <exception cref="InvalidOperationException">The process exited first, or <paramref name="timeout"/> passed; the message includes its output.</exception>
+    /// <exception cref="InvalidOperationException">The process exited first, or <paramref name="timeout"/> passed; the
+    /// message includes its output.</exception>
     public async Task WaitForOutputAsync(string text, TimeSpan timeout)
     {
         var seen = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -124,7 +129,9 @@ public sealed class ChildProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>Kills the process with SIGKILL, the way a crash looks to its peers, and waits until it is gone.</summary>
+    /// <summary>
+    /// Kills the process with SIGKILL, the way a crash looks to its peers, and waits until it is gone.
+    /// </summary>
     public async Task KillAsync()
     {
         if (!_process.HasExited)
@@ -138,7 +145,9 @@ public sealed class ChildProcess : IAsyncDisposable
     /// <summary>The exit code; valid once <see cref="HasExited"/>.</summary>
     public int ExitCode => _process.ExitCode;
 
-    /// <summary>Sends SIGTERM (a graceful stop) and waits up to <paramref name="timeout"/> for the exit; returns the exit code.</summary>
+    /// <summary>
+    /// Sends SIGTERM (a graceful stop) and waits up to <paramref name="timeout"/> for the exit; returns the exit code.
+    /// </summary>
     /// <exception cref="TimeoutException">The process is still running after <paramref name="timeout"/>.</exception>
     public async Task<int> TerminateAsync(TimeSpan timeout)
     {

@@ -15,7 +15,9 @@ public sealed class PostgresFixture : IAsyncLifetime
     /// <summary>The running server; valid after xunit has initialized the fixture.</summary>
     public PostgresServer Server => _server ?? throw new InvalidOperationException("The PostgreSQL fixture is not initialized yet.");
 
-    /// <summary>Creates a fresh, empty database whose name starts with <paramref name="prefix"/>; returns its connection string.</summary>
+    /// <summary>
+    /// Creates a fresh, empty database whose name starts with <paramref name="prefix"/>; returns its connection string.
+    /// </summary>
     public Task<string> CreateDatabaseAsync(string prefix = "test")
     {
         int number = Interlocked.Increment(ref _databaseCount);

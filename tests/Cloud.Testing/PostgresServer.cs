@@ -12,7 +12,9 @@ namespace Cloud.Testing;
 /// </summary>
 public sealed class PostgresServer : IAsyncDisposable
 {
-    /// <summary>Environment variable that names the directory holding initdb and postgres, to override the search.</summary>
+    /// <summary>
+    /// Environment variable that names the directory holding initdb and postgres, to override the search.
+    /// </summary>
     public const string BinDirectoryVariable = "CLOUD_POSTGRES_BIN";
 
     /// <summary>The database superuser the server is initialized with (trust authentication, loopback only).</summary>
@@ -33,7 +35,9 @@ public sealed class PostgresServer : IAsyncDisposable
     /// <summary>How long a fast shutdown may take before the server is killed.</summary>
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(15);
 
-    /// <summary>Attempts at a free port: another process can take the port between our probe and the server's bind.</summary>
+    /// <summary>
+    /// Attempts at a free port: another process can take the port between our probe and the server's bind.
+    /// </summary>
     private const int MaxPortAttempts = 5;
 
     /// <summary>Server output kept for error messages, so a failing start says why.</summary>
@@ -125,7 +129,8 @@ public sealed class PostgresServer : IAsyncDisposable
     }
 
     /// <summary>Initializes a fresh cluster in a temporary directory and starts a server on a free port.</summary>
-    /// <exception cref="InvalidOperationException">PostgreSQL is not installed, or the server did not start (the message includes its output).</exception>
+    /// <exception cref="InvalidOperationException">PostgreSQL is not installed, or the server did not start (the
+    /// message includes its output).</exception>
     public static async Task<PostgresServer> StartAsync(CancellationToken cancellationToken = default)
     {
         string binDirectory = FindBinDirectory();

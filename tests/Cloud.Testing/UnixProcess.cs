@@ -20,7 +20,9 @@ public static partial class UnixProcess
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int SysKill(int pid, int signal);
 
-    /// <summary>Sends <paramref name="signal"/> to <paramref name="pid"/>; returns false if there is no such process.</summary>
+    /// <summary>
+    /// Sends <paramref name="signal"/> to <paramref name="pid"/>; returns false if there is no such process.
+    /// </summary>
     public static bool Signal(int pid, int signal)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(pid);
@@ -48,7 +50,10 @@ public static partial class UnixProcess
         }
     }
 
-    /// <summary>Waits until <paramref name="pid"/> is gone; returns false if it is still running after <paramref name="timeout"/>.</summary>
+    /// <summary>
+    /// Waits until <paramref name="pid"/> is gone; returns false if it is still running after
+    /// <paramref name="timeout"/>.
+    /// </summary>
     public static async Task<bool> WaitForExitAsync(int pid, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;

@@ -1,6 +1,6 @@
 using BenchmarkDotNet.Attributes;
-using Cloud.IsaL;
 using Cloud.Storage.Parity;
+using Cloud.Testing;
 
 namespace Cloud.Bench.Parity;
 

@@ -1,4 +1,3 @@
-using Cloud.IsaL;
 using Cloud.Storage.Parity;
 
 namespace Cloud.Storage.Tests.Parity;

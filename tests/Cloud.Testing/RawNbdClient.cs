@@ -2,14 +2,15 @@ using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using Xunit;
 
-namespace Cloud.Nbd.Tests;
+namespace Cloud.Testing;
 
 /// <summary>
 /// A deliberately small NBD client that speaks the wire format byte by byte, so tests can send exactly the
 /// messages they mean, including wrong ones. Every read has a timeout so a hung server fails the test.
 /// </summary>
-internal sealed class RawNbdClient : IAsyncDisposable
+public sealed class RawNbdClient : IAsyncDisposable
 {
     public static readonly TimeSpan IoTimeout = TimeSpan.FromSeconds(30);
 
@@ -39,8 +40,8 @@ internal sealed class RawNbdClient : IAsyncDisposable
         if (readGreeting)
         {
             var hello = await client.ReadAsync(18);
-            Assert.Equal(NbdProtocol.InitPasswd, BinaryPrimitives.ReadUInt64BigEndian(hello));
-            Assert.Equal(NbdProtocol.IHaveOpt, BinaryPrimitives.ReadUInt64BigEndian(hello.AsSpan(8)));
+            Assert.Equal(NbdWire.InitPasswd, BinaryPrimitives.ReadUInt64BigEndian(hello));
+            Assert.Equal(NbdWire.IHaveOpt, BinaryPrimitives.ReadUInt64BigEndian(hello.AsSpan(8)));
             client.HandshakeFlags = BinaryPrimitives.ReadUInt16BigEndian(hello.AsSpan(16));
         }
         return client;
@@ -50,16 +51,16 @@ internal sealed class RawNbdClient : IAsyncDisposable
     public static async Task<RawNbdClient> OpenAsync(IPEndPoint endPoint, string export, bool structured = true)
     {
         var client = await ConnectAsync(endPoint);
-        await client.SendClientFlagsAsync(NbdProtocol.ClientFlagFixedNewstyle | NbdProtocol.ClientFlagNoZeroes);
+        await client.SendClientFlagsAsync(NbdWire.ClientFlagFixedNewstyle | NbdWire.ClientFlagNoZeroes);
         if (structured)
         {
-            await client.SendOptionAsync(NbdProtocol.OptStructuredReply, []);
+            await client.SendOptionAsync(NbdWire.OptStructuredReply, []);
             var reply = await client.ReadOptionReplyAsync();
-            Assert.Equal(NbdProtocol.RepAck, reply.Type);
+            Assert.Equal(NbdWire.RepAck, reply.Type);
             client.Structured = true;
         }
-        var (final, _) = await client.InfoOrGoAsync(NbdProtocol.OptGo, export, [NbdProtocol.InfoBlockSize, NbdProtocol.InfoName]);
-        Assert.Equal(NbdProtocol.RepAck, final.Type);
+        var (final, _) = await client.InfoOrGoAsync(NbdWire.OptGo, export, [NbdWire.InfoBlockSize, NbdWire.InfoName]);
+        Assert.Equal(NbdWire.RepAck, final.Type);
         return client;
     }
 
@@ -73,7 +74,7 @@ internal sealed class RawNbdClient : IAsyncDisposable
     public Task SendOptionAsync(uint option, byte[] data)
     {
         var b = new byte[16 + data.Length];
-        BinaryPrimitives.WriteUInt64BigEndian(b, NbdProtocol.IHaveOpt);
+        BinaryPrimitives.WriteUInt64BigEndian(b, NbdWire.IHaveOpt);
         BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(8), option);
         BinaryPrimitives.WriteUInt32BigEndian(b.AsSpan(12), (uint)data.Length);
         data.CopyTo(b, 16);
@@ -88,7 +89,7 @@ internal sealed class RawNbdClient : IAsyncDisposable
     public async Task<OptionReply> ReadOptionReplyAsync()
     {
         var h = await ReadAsync(20);
-        Assert.Equal(NbdProtocol.OptionReplyMagic, BinaryPrimitives.ReadUInt64BigEndian(h));
+        Assert.Equal(NbdWire.OptionReplyMagic, BinaryPrimitives.ReadUInt64BigEndian(h));
         uint option = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(8));
         uint type = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(12));
         uint length = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(16));
@@ -119,7 +120,7 @@ internal sealed class RawNbdClient : IAsyncDisposable
         {
             var r = await ReadOptionReplyAsync();
             Assert.Equal(option, r.Option);
-            if (r.Type != NbdProtocol.RepInfo)
+            if (r.Type != NbdWire.RepInfo)
             {
                 return (r, list);
             }
@@ -127,25 +128,25 @@ internal sealed class RawNbdClient : IAsyncDisposable
             ushort infoType = BinaryPrimitives.ReadUInt16BigEndian(r.Data);
             switch (infoType)
             {
-                case NbdProtocol.InfoExport:
+                case NbdWire.InfoExport:
                     Assert.Equal(12, r.Data.Length);
                     ExportSize = BinaryPrimitives.ReadUInt64BigEndian(r.Data.AsSpan(2));
                     TransmissionFlags = BinaryPrimitives.ReadUInt16BigEndian(r.Data.AsSpan(10));
                     break;
-                case NbdProtocol.InfoBlockSize:
+                case NbdWire.InfoBlockSize:
                     Assert.Equal(14, r.Data.Length);
                     MinBlock = BinaryPrimitives.ReadUInt32BigEndian(r.Data.AsSpan(2));
                     PreferredBlock = BinaryPrimitives.ReadUInt32BigEndian(r.Data.AsSpan(6));
                     MaxPayload = BinaryPrimitives.ReadUInt32BigEndian(r.Data.AsSpan(10));
                     break;
-                case NbdProtocol.InfoName:
+                case NbdWire.InfoName:
                     CanonicalName = Encoding.UTF8.GetString(r.Data, 2, r.Data.Length - 2);
                     break;
             }
         }
     }
 
-    public Task SendRequestAsync(ushort type, ulong cookie, ulong offset, uint length, ushort flags = 0, byte[]? payload = null, uint magic = NbdProtocol.RequestMagic)
+    public Task SendRequestAsync(ushort type, ulong cookie, ulong offset, uint length, ushort flags = 0, byte[]? payload = null, uint magic = NbdWire.RequestMagic)
     {
         var b = new byte[28 + (payload?.Length ?? 0)];
         BinaryPrimitives.WriteUInt32BigEndian(b, magic);
@@ -169,7 +170,7 @@ internal sealed class RawNbdClient : IAsyncDisposable
     {
         var first = await ReadAsync(4);
         uint magic = BinaryPrimitives.ReadUInt32BigEndian(first);
-        if (magic == NbdProtocol.SimpleReplyMagic)
+        if (magic == NbdWire.SimpleReplyMagic)
         {
             var rest = await ReadAsync(12);
             uint error = BinaryPrimitives.ReadUInt32BigEndian(rest);
@@ -181,7 +182,7 @@ internal sealed class RawNbdClient : IAsyncDisposable
             }
             return new Reply(cookie, error, data, null);
         }
-        Assert.Equal(NbdProtocol.StructuredReplyMagic, magic);
+        Assert.Equal(NbdWire.StructuredReplyMagic, magic);
         uint firstError = 0;
         string? message = null;
         byte[]? assembled = null;
@@ -196,10 +197,10 @@ internal sealed class RawNbdClient : IAsyncDisposable
             var payload = await ReadAsync((int)length);
             switch (type)
             {
-                case NbdProtocol.ReplyTypeNone:
+                case NbdWire.ReplyTypeNone:
                     Assert.Equal(0u, length);
                     break;
-                case NbdProtocol.ReplyTypeOffsetData:
+                case NbdWire.ReplyTypeOffsetData:
                     Assert.True(length >= 9);
                     ulong chunkOffset = BinaryPrimitives.ReadUInt64BigEndian(payload);
                     Assert.NotNull(reads);
@@ -208,7 +209,7 @@ internal sealed class RawNbdClient : IAsyncDisposable
                     Assert.True(chunkOffset >= reqOffset && chunkOffset + length - 8 <= reqOffset + reqLength, "data chunk outside the request");
                     payload.AsSpan(8).CopyTo(assembled.AsSpan((int)(chunkOffset - reqOffset)));
                     break;
-                case NbdProtocol.ReplyTypeError:
+                case NbdWire.ReplyTypeError:
                     firstError = BinaryPrimitives.ReadUInt32BigEndian(payload);
                     Assert.NotEqual(0u, firstError);
                     int messageLength = BinaryPrimitives.ReadUInt16BigEndian(payload.AsSpan(4));
@@ -219,18 +220,18 @@ internal sealed class RawNbdClient : IAsyncDisposable
                     Assert.Fail($"unexpected structured reply type {type}");
                     break;
             }
-            if ((flags & NbdProtocol.ReplyFlagDone) != 0)
+            if ((flags & NbdWire.ReplyFlagDone) != 0)
             {
                 return new Reply(replyCookie, firstError, firstError == 0 ? assembled ?? [] : null, message);
             }
             var next = await ReadAsync(4);
-            Assert.Equal(NbdProtocol.StructuredReplyMagic, BinaryPrimitives.ReadUInt32BigEndian(next));
+            Assert.Equal(NbdWire.StructuredReplyMagic, BinaryPrimitives.ReadUInt32BigEndian(next));
         }
     }
 
     public async Task<Reply> ReadBlockAsync(ulong cookie, ulong offset, uint length, ushort flags = 0)
     {
-        await SendRequestAsync(NbdProtocol.CmdRead, cookie, offset, length, flags);
+        await SendRequestAsync(NbdWire.CmdRead, cookie, offset, length, flags);
         var reply = await ReadReplyAsync(new Dictionary<ulong, (ulong, uint)> { [cookie] = (offset, length) });
         Assert.Equal(cookie, reply.Cookie);
         return reply;
@@ -246,7 +247,7 @@ internal sealed class RawNbdClient : IAsyncDisposable
 
     public async Task DisconnectAsync()
     {
-        await SendRequestAsync(NbdProtocol.CmdDisc, 0, 0, 0);
+        await SendRequestAsync(NbdWire.CmdDisc, 0, 0, 0);
         Assert.True(await IsClosedByServerAsync(), "the server did not close after NBD_CMD_DISC");
     }
 
@@ -296,4 +297,34 @@ internal sealed class RawNbdClient : IAsyncDisposable
     {
         await _stream.DisposeAsync();
     }
+}
+
+/// <summary>
+/// The protocol numbers <see cref="RawNbdClient"/> sends and expects, copied from the NBD protocol document
+/// (doc/proto.md in the NBD project) rather than taken from the server's own constants, so that a wrong number in
+/// the server fails the tests instead of being shared by both sides.
+/// </summary>
+internal static class NbdWire
+{
+    public const ulong InitPasswd = 0x4e42444d41474943; // "NBDMAGIC"
+    public const ulong IHaveOpt = 0x49484156454F5054; // "IHAVEOPT"
+    public const ulong OptionReplyMagic = 0x3e889045565a9;
+    public const uint ClientFlagFixedNewstyle = 1 << 0;
+    public const uint ClientFlagNoZeroes = 1 << 1;
+    public const uint OptGo = 7;
+    public const uint OptStructuredReply = 8;
+    public const uint RepAck = 1;
+    public const uint RepInfo = 3;
+    public const ushort InfoExport = 0;
+    public const ushort InfoName = 1;
+    public const ushort InfoBlockSize = 3;
+    public const uint RequestMagic = 0x25609513;
+    public const uint SimpleReplyMagic = 0x67446698;
+    public const uint StructuredReplyMagic = 0x668e33ef;
+    public const ushort CmdRead = 0;
+    public const ushort CmdDisc = 2;
+    public const ushort ReplyFlagDone = 1 << 0;
+    public const ushort ReplyTypeNone = 0;
+    public const ushort ReplyTypeOffsetData = 1;
+    public const ushort ReplyTypeError = 0x8000 + 1;
 }

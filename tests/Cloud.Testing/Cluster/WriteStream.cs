@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Diagnostics;
 using Cloud.Client;
 
-namespace Cloud.Cluster.Tests.Harness;
+namespace Cloud.Testing;
 
 /// <summary>
 /// A stream of verifiable writes through the SDK with a ledger of what was acknowledged. Each writer owns a disjoint
@@ -39,7 +39,10 @@ public sealed class WriteStream
     /// <summary>One write's fate.</summary>
     public readonly record struct WriteRecord(long Seq, TimeSpan Issued, TimeSpan Completed, bool Acknowledged, string? Error);
 
-    /// <summary>Creates a ledger for a volume of <paramref name="volumeBytes"/> with <paramref name="writers"/> disjoint regions.</summary>
+    /// <summary>
+    /// Creates a ledger for a volume of <paramref name="volumeBytes"/> with <paramref name="writers"/> disjoint
+    /// regions.
+    /// </summary>
     public WriteStream(long volumeBytes, int writers, int seed)
     {
         _blockCount = volumeBytes / BlockBytes;
@@ -71,7 +74,10 @@ public sealed class WriteStream
     /// <summary>Every write so far.</summary>
     public IReadOnlyList<WriteRecord> Records { get { lock (_gate) return [.. _records]; } }
 
-    /// <summary>Runs the writers until <paramref name="stop"/> is cancelled; each uses <paramref name="volume"/>() for its next write.</summary>
+    /// <summary>
+    /// Runs the writers until <paramref name="stop"/> is cancelled; each uses <paramref name="volume"/>() for its next
+    /// write.
+    /// </summary>
     public Task RunAsync(Func<CloudVolume> volume, CancellationToken stop, bool forceUnitAccess = false) =>
         Task.WhenAll(Enumerable.Range(0, _writers).Select(w => Task.Run(() => WriterAsync(w, volume, stop, forceUnitAccess))));
 
@@ -96,8 +102,9 @@ public sealed class WriteStream
             }
             catch (Exception ex)
             {
-                // Given up on (ours or Orleans' timeout, or the stream stopping): the write may still be queued in a live
-                // silo and take its timestamp after the writer's next write, so it stays a possible outcome for good.
+                // Given up on (ours or Orleans' timeout, or the stream stopping): the write may still be queued in a
+                // live silo and take its timestamp after the writer's next write, so it stays a possible outcome for
+                // good.
                 // Any other failure happened before an answer could come, so a later acknowledged write is newer.
                 timedOut = ex is TimeoutException or OperationCanceledException;
                 // Also a write still in flight when the stream stops: it was never acknowledged.
@@ -175,7 +182,8 @@ public sealed class WriteStream
 
     /// <summary>
     /// Time from <paramref name="killedAt"/> until writes flow again: the completion of the last write issued within
-    /// <paramref name="window"/> around the kill that stalled (took longer than <see cref="StallThreshold"/> or failed);
+    /// <paramref name="window"/> around the kill that stalled (took longer than <see cref="StallThreshold"/> or
+    /// failed);
     /// when none stalled, the completion of the first write issued after the kill.
     /// </summary>
     public TimeSpan RecoveryTime(TimeSpan killedAt, TimeSpan window)
@@ -188,7 +196,9 @@ public sealed class WriteStream
         return next == default ? TimeSpan.MaxValue : next.Completed - killedAt;
     }
 
-    /// <summary>Waits until at least <paramref name="count"/> more writes were acknowledged than at the call, or the timeout.</summary>
+    /// <summary>
+    /// Waits until at least <paramref name="count"/> more writes were acknowledged than at the call, or the timeout.
+    /// </summary>
     public async Task<bool> WaitForAcksAsync(int count, TimeSpan timeout)
     {
         var target = AcknowledgedCount + count;

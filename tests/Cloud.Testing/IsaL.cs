@@ -1,25 +1,26 @@
-// Compiled into both Cloud.Storage.Tests (the oracle tests) and Cloud.Bench (the peer benchmark),
-// through a linked <Compile> item, so that the interop is declared once.
 using System.Buffers;
 using System.Runtime.InteropServices;
 
-namespace Cloud.IsaL;
+namespace Cloud.Testing;
 
 /// <summary>
 /// Intel ISA-L's RAID functions (Debian <c>libisal-dev</c>, <c>libisal.so.2</c>): an independent
-/// implementation of the same P and Q, used as a test oracle and as the benchmark peer.
+/// implementation of the same P and Q, used as a test oracle (Cloud.Storage.Tests) and as the benchmark peer
+/// (Cloud.Bench), declared once here for both.
 /// </summary>
 /// <remarks>
 /// From <c>isa-l/raid.h</c>: <c>array</c> holds the source pointers followed by the destination(s)
 /// (P, then Q for <c>pq_gen</c>); <c>vects</c> counts sources and destinations; pointers must be
 /// 32-byte aligned; <c>pq_gen</c>'s length must be a multiple of 32. Both return 0 on success.
 /// </remarks>
-internal static unsafe partial class IsaLRaid
+public static unsafe partial class IsaLRaid
 {
     /// <summary>The shared library's soname, as Debian installs it.</summary>
     public const string Library = "libisal.so.2";
 
-    /// <summary>The pointer alignment the library requires of sources and destinations; 64 also suits AVX-512.</summary>
+    /// <summary>
+    /// The pointer alignment the library requires of sources and destinations; 64 also suits AVX-512.
+    /// </summary>
     public const int AlignmentBytes = 64;
 
     /// <summary>pq_gen processes whole 32-byte vectors; lengths must be a multiple of this.</summary>
@@ -46,13 +47,14 @@ internal static unsafe partial class IsaLRaid
 /// A native buffer aligned to at least <see cref="IsaLRaid.AlignmentBytes"/>, usable both as a pointer (for
 /// ISA-L) and as <see cref="Memory{T}"/> (for our API), so that both work on the very same bytes.
 /// </summary>
-internal sealed unsafe class AlignedBuffer : MemoryManager<byte>
+public sealed unsafe class AlignedBuffer : MemoryManager<byte>
 {
     private byte* pointer;
     private readonly int lengthBytes;
 
     /// <param name="lengthBytes">The buffer's length.</param>
-    /// <param name="alignmentBytes">A power of two, at least <see cref="IsaLRaid.AlignmentBytes"/>; 4096 gives the page alignment of direct I/O buffers.</param>
+    /// <param name="alignmentBytes">A power of two, at least <see cref="IsaLRaid.AlignmentBytes"/>; 4096 gives the page
+    /// alignment of direct I/O buffers.</param>
     public AlignedBuffer(int lengthBytes, int alignmentBytes = IsaLRaid.AlignmentBytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(lengthBytes);

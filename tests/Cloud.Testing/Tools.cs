@@ -1,14 +1,20 @@
 using System.Diagnostics;
 using System.Text;
+using Xunit;
 
-namespace Cloud.Nbd.Tests;
+namespace Cloud.Testing;
 
-/// <summary>Runs the real NBD clients (qemu, libnbd, fio) the interop tests drive.</summary>
-internal static class Tools
+/// <summary>
+/// Finds and runs the real programs the tests drive as independent oracles (qemu, libnbd, fio, mkfs, ss), failing
+/// the test with the Debian package to install when one is missing.
+/// </summary>
+public static class Tools
 {
     public static readonly TimeSpan DefaultTimeout = TimeSpan.FromMinutes(3);
 
-    /// <summary>The full path of <paramref name="name"/>, or a failed test naming the package that provides it.</summary>
+    /// <summary>
+    /// The full path of <paramref name="name"/>, or a failed test naming the package that provides it.
+    /// </summary>
     public static string Require(string name, string package)
     {
         foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin").Split(':').Concat(["/usr/sbin", "/sbin", "/usr/bin"]))

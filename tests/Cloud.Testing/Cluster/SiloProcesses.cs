@@ -1,9 +1,8 @@
 using System.Globalization;
 using Cloud.Client;
-using Cloud.Testing;
 using Npgsql;
 
-namespace Cloud.Cluster.Tests.Harness;
+namespace Cloud.Testing;
 
 /// <summary>
 /// A cluster of real silo processes (<c>dotnet silo/bin/.../Cloud.Silo.dll</c>) on PostgreSQL clustering: each with
@@ -12,13 +11,20 @@ namespace Cloud.Cluster.Tests.Harness;
 /// </summary>
 public sealed class SiloProcesses : IAsyncDisposable
 {
-    /// <summary>Generous bound for a silo to start on a loaded 2-core machine; it only stops a broken run from hanging.</summary>
+    /// <summary>
+    /// Generous bound for a silo to start on a loaded 2-core machine; it only stops a broken run from hanging.
+    /// </summary>
     public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(120);
 
     /// <summary>Bound on a graceful stop (drain included).</summary>
     public static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(60);
 
-    /// <summary>Partition size for the tests: small, so one small volume spreads its partition-lock grains over every silo.</summary>
+    /// <summary>How often the membership table is read while waiting for silos to join or leave.</summary>
+    private static readonly TimeSpan MembershipPollInterval = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// Partition size for the tests: small, so one small volume spreads its partition-lock grains over every silo.
+    /// </summary>
     public const long PartitionTargetBytes = 1L << 20;
 
     private readonly ChildProcess?[] _processes;
@@ -74,7 +80,9 @@ public sealed class SiloProcesses : IAsyncDisposable
     /// <summary>Extra environment for silo <paramref name="index"/> (takes effect at its next start).</summary>
     public void SetEnvironment(int index, string key, string value) => _environment[index][key] = value;
 
-    /// <summary>Creates a database on <paramref name="server"/>, applies the schema and starts <paramref name="count"/> silos.</summary>
+    /// <summary>
+    /// Creates a database on <paramref name="server"/>, applies the schema and starts <paramref name="count"/> silos.
+    /// </summary>
     public static async Task<SiloProcesses> StartAsync(PostgresServer server, string name, int count, Action<string>? log = null,
         Action<SiloProcesses>? configure = null)
     {
@@ -94,7 +102,10 @@ public sealed class SiloProcesses : IAsyncDisposable
         return silos;
     }
 
-    /// <summary>Starts (or restarts, with the same name and ports) silo <paramref name="index"/> and waits until it says it is up.</summary>
+    /// <summary>
+    /// Starts (or restarts, with the same name and ports) silo <paramref name="index"/> and waits until it says it is
+    /// up.
+    /// </summary>
     public async Task StartSiloAsync(int index, bool applySchema = false)
     {
         if (IsRunning(index)) throw new InvalidOperationException($"silo {NameOf(index)} is already running");
@@ -134,18 +145,12 @@ public sealed class SiloProcesses : IAsyncDisposable
     /// <summary>Silo <paramref name="index"/>'s output so far (for failure messages).</summary>
     public string OutputOf(int index) => _processes[index]?.Output ?? "";
 
-    /// <summary>Waits until the membership table lists exactly <paramref name="expected"/> active silos of this cluster.</summary>
-    public async Task WaitForActiveAsync(int expected)
-    {
-        var deadline = DateTime.UtcNow + StartTimeout;
-        int active;
-        while ((active = await CountActiveAsync().ConfigureAwait(false)) != expected)
-        {
-            if (DateTime.UtcNow > deadline)
-                throw new TimeoutException($"{active} active silos in cluster '{ClusterId}' instead of {expected} after {StartTimeout}");
-            await Task.Delay(100).ConfigureAwait(false);
-        }
-    }
+    /// <summary>
+    /// Waits until the membership table lists exactly <paramref name="expected"/> active silos of this cluster.
+    /// </summary>
+    public Task WaitForActiveAsync(int expected) =>
+        Eventually.ValueAsync(CountActiveAsync, active => active == expected, StartTimeout, MembershipPollInterval,
+            active => $"{active} active silos in cluster '{ClusterId}' instead of {expected} after {StartTimeout}");
 
     /// <summary>Active silos in the membership table.</summary>
     public async Task<int> CountActiveAsync()
@@ -157,10 +162,14 @@ public sealed class SiloProcesses : IAsyncDisposable
         return (int)(long)(await command.ExecuteScalarAsync().ConfigureAwait(false))!;
     }
 
-    /// <summary>A client that finds the gateways through PostgreSQL (and moves to another when its gateway dies).</summary>
+    /// <summary>
+    /// A client that finds the gateways through PostgreSQL (and moves to another when its gateway dies).
+    /// </summary>
     public Task<CloudClient> ConnectAsync() => CloudClient.ConnectPostgresAsync(ConnectionString, ClusterId, ClusterId);
 
-    /// <summary>A client bound to silo <paramref name="index"/>'s gateway alone (that silo is the first server of every write).</summary>
+    /// <summary>
+    /// A client bound to silo <paramref name="index"/>'s gateway alone (that silo is the first server of every write).
+    /// </summary>
     public Task<CloudClient> ConnectToAsync(int index) => CloudClient.ConnectAsync(Gateway(index), ClusterId, ClusterId);
 
     /// <inheritdoc />
@@ -176,27 +185,13 @@ public sealed class SiloProcesses : IAsyncDisposable
     }
 }
 
-/// <summary>Finds the silo built next to these tests (the project reference builds it; it is not copied here).</summary>
+/// <summary>
+/// Finds the silo built in the repository (the project reference builds it; it is not copied next to the tests).
+/// </summary>
 public static class SiloAssembly
 {
-    private static readonly Lazy<string> Found = new(Find);
+    private static readonly Lazy<string> Found = new(() => Repository.BuiltAssembly("silo", "Cloud.Silo.dll"));
 
     /// <summary>The full path of Cloud.Silo.dll.</summary>
     public static string Path => Found.Value;
-
-    private static string Find()
-    {
-        var here = AppContext.BaseDirectory;
-        var dir = new DirectoryInfo(here);
-        while (dir is not null && !File.Exists(System.IO.Path.Combine(dir.FullName, "Cloud.sln"))) dir = dir.Parent;
-        if (dir is null) throw new FileNotFoundException($"no Cloud.sln above {here}; cannot find the silo");
-        // The same configuration as this assembly (bin/Debug or bin/Release), else whichever exists.
-        var configuration = here.Contains($"{System.IO.Path.DirectorySeparatorChar}Release{System.IO.Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Release" : "Debug";
-        foreach (var c in (string[])[configuration, configuration == "Debug" ? "Release" : "Debug"])
-        {
-            var candidate = System.IO.Path.Combine(dir.FullName, "silo", "bin", c, "net10.0", "Cloud.Silo.dll");
-            if (File.Exists(candidate)) return candidate;
-        }
-        throw new FileNotFoundException($"Cloud.Silo.dll is not built under {dir.FullName}/silo/bin; run 'dotnet build silo/Cloud.Silo.csproj'");
-    }
 }

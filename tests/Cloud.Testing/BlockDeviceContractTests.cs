@@ -1,13 +1,12 @@
 using Cloud.Storage.Devices;
 using Xunit;
 
-namespace Cloud.Storage.Tests.Devices;
+namespace Cloud.Testing;
 
 /// <summary>
 /// The behaviour every <see cref="IBlockDevice"/> must show. Subclass it and implement
-/// <see cref="CreateDeviceAsync"/> to run the whole contract against a device; this file depends
-/// only on xunit and Cloud.Storage so other test projects can link it
-/// (<c>&lt;Compile Include="../Cloud.Storage.Tests/Devices/BlockDeviceContractTests.cs" /&gt;</c>).
+/// <see cref="CreateDeviceAsync"/> to run the whole contract against a device: the engine's tests run it on memory
+/// and files, the page-blob tests on Azurite. xunit finds the inherited tests in each subclass's own test project.
 /// </summary>
 public abstract class BlockDeviceContractTests
 {
@@ -16,13 +15,6 @@ public abstract class BlockDeviceContractTests
 
     /// <summary>Creates a fresh, zero-filled device of at least <paramref name="capacityBytes"/> bytes.</summary>
     protected abstract ValueTask<IBlockDevice> CreateDeviceAsync(long capacityBytes);
-
-    private static byte[] Pattern(int length, int seed)
-    {
-        byte[] bytes = new byte[length];
-        new Random(seed).NextBytes(bytes);
-        return bytes;
-    }
 
     [Fact]
     public async Task Geometry_IsConsistent()
@@ -39,7 +31,7 @@ public abstract class BlockDeviceContractTests
     public async Task FreshDevice_ReadsZeroes()
     {
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
-        byte[] buffer = Pattern(8192, 1);
+        byte[] buffer = Blocks.Pattern(8192, 1);
         await device.ReadAsync(device.CapacityBytes - 8192, buffer);
         Assert.All(buffer, b => Assert.Equal(0, b));
     }
@@ -51,12 +43,12 @@ public abstract class BlockDeviceContractTests
         int sector = device.SectorSizeBytes;
         long[] offsets = [0, sector * 8L, device.CapacityBytes / 2, device.CapacityBytes - 4 * sector];
         for (int i = 0; i < offsets.Length; i++)
-            await device.WriteAsync(offsets[i], Pattern(4 * sector, i));
+            await device.WriteAsync(offsets[i], Blocks.Pattern(4 * sector, i));
         for (int i = 0; i < offsets.Length; i++)
         {
             byte[] back = new byte[4 * sector];
             await device.ReadAsync(offsets[i], back);
-            Assert.Equal(Pattern(4 * sector, i), back);
+            Assert.Equal(Blocks.Pattern(4 * sector, i), back);
         }
     }
 
@@ -65,11 +57,11 @@ public abstract class BlockDeviceContractTests
     {
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
         int sector = device.SectorSizeBytes;
-        await device.WriteAsync(0, Pattern(3 * sector, 7));
+        await device.WriteAsync(0, Blocks.Pattern(3 * sector, 7));
         await device.WriteAsync(sector, new byte[sector]);
         byte[] back = new byte[3 * sector];
         await device.ReadAsync(0, back);
-        byte[] expected = Pattern(3 * sector, 7);
+        byte[] expected = Blocks.Pattern(3 * sector, 7);
         Array.Clear(expected, sector, sector);
         Assert.Equal(expected, back);
     }
@@ -80,13 +72,13 @@ public abstract class BlockDeviceContractTests
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
         const int writes = 32;
         int size = 8 * device.SectorSizeBytes;
-        await Task.WhenAll(Enumerable.Range(0, writes).Select(i => device.WriteAsync((long)i * size, Pattern(size, 100 + i)).AsTask()));
+        await Task.WhenAll(Enumerable.Range(0, writes).Select(i => device.WriteAsync((long)i * size, Blocks.Pattern(size, 100 + i)).AsTask()));
         await device.FlushAsync();
         for (int i = 0; i < writes; i++)
         {
             byte[] back = new byte[size];
             await device.ReadAsync((long)i * size, back);
-            Assert.Equal(Pattern(size, 100 + i), back);
+            Assert.Equal(Blocks.Pattern(size, 100 + i), back);
         }
     }
 
@@ -94,11 +86,11 @@ public abstract class BlockDeviceContractTests
     public async Task Flush_Succeeds_AndDataStaysReadable()
     {
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
-        await device.WriteAsync(0, Pattern(device.SectorSizeBytes, 3));
+        await device.WriteAsync(0, Blocks.Pattern(device.SectorSizeBytes, 3));
         await device.FlushAsync();
         byte[] back = new byte[device.SectorSizeBytes];
         await device.ReadAsync(0, back);
-        Assert.Equal(Pattern(device.SectorSizeBytes, 3), back);
+        Assert.Equal(Blocks.Pattern(device.SectorSizeBytes, 3), back);
     }
 
     [Fact]

@@ -1,12 +1,15 @@
+using System.Diagnostics;
 using Cloud.Client;
 using Cloud.Grains.Abstractions;
 
-namespace Cloud.Cluster.Tests.Harness;
+namespace Cloud.Testing;
 
 /// <summary>Steps the crash tests and the trial runner share.</summary>
 public static class CrashScenario
 {
-    /// <summary>The crash tests' volume: RAID-5 on 4 file-backed disks, small chunks so it has many stripes and partitions.</summary>
+    /// <summary>
+    /// The crash tests' volume: RAID-5 on 4 file-backed disks, small chunks so it has many stripes and partitions.
+    /// </summary>
     public const long VolumeBytes = 16L << 20;
 
     /// <summary>Chunk size of the crash tests' volume.</summary>
@@ -37,16 +40,23 @@ public static class CrashScenario
     /// </summary>
     public static async Task<T> RetryAsync<T>(Func<Task<T>> call)
     {
-        var deadline = DateTime.UtcNow + RetryTimeout;
+        long start = Stopwatch.GetTimestamp();
         while (true)
         {
             try { return await call(); }
-            catch (Exception ex) when (DateTime.UtcNow < deadline && ex is Orleans.Runtime.SiloUnavailableException or Orleans.Runtime.OrleansMessageRejectionException or TimeoutException)
+            catch (Exception ex) when (Stopwatch.GetElapsedTime(start) < RetryTimeout && IsTransient(ex))
             {
-                await Task.Delay(100);
+                await Task.Delay(RetryPollInterval);
             }
         }
     }
+
+    /// <summary>The pause between two attempts of <see cref="RetryAsync{T}"/>.</summary>
+    private static readonly TimeSpan RetryPollInterval = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>The failures a call meets while the cluster has not yet declared a killed silo dead.</summary>
+    private static bool IsTransient(Exception ex) =>
+        ex is Orleans.Runtime.SiloUnavailableException or Orleans.Runtime.OrleansMessageRejectionException or TimeoutException;
 
     /// <summary>Opens a volume, retrying while a dead silo's grains move.</summary>
     public static Task<CloudVolume> OpenAsync(CloudClient client, string name) => RetryAsync(() => client.OpenVolumeAsync(name));
