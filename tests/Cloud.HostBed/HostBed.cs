@@ -55,7 +55,6 @@ public sealed class HostBedOptions
 /// its own data directory (mode 0700, owned by that user), so nothing can lean on a shared file by accident. All hosts
 /// use the same port numbers, as separate machines would. Each host runs its own copy of the silo's binaries.
 /// </summary>
-[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class HostBed : IAsyncDisposable
 {
     /// <summary>Generous bound for a silo to start on a loaded 2-core machine; it only stops a broken run from hanging.</summary>

@@ -5,7 +5,6 @@ namespace Cloud.MultiHost.Tests;
 
 /// <summary>The bed itself: every host is its own address, user and private directory, and the cluster knows each by its address.</summary>
 [Collection(MultiHostCollection.Name)]
-[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class BedTests(ThreeHosts hosts) : IClassFixture<ThreeHosts>
 {
     private Cloud.HostBed.HostBed Bed => hosts.Bed;

@@ -7,7 +7,6 @@ namespace Cloud.MultiHost.Tests;
 /// One bed of three hosts for a whole test class (starting three silos costs tens of seconds on two cores), on its
 /// own PostgreSQL server.
 /// </summary>
-[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class ThreeHosts : IAsyncLifetime
 {
     private PostgresServer? _postgres;
