@@ -21,6 +21,7 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
 {
     ["--data"] = "Cloud:DataDirectory",
     ["--name"] = "Silo:Name",
+    ["--address"] = "Silo:Address",
     ["--silo-port"] = "Silo:SiloPort",
     ["--gateway-port"] = "Silo:GatewayPort",
     ["--clustering"] = "Silo:Clustering",
@@ -41,7 +42,7 @@ args = [.. args.Select(a => flags.Contains(a) ? a + "=true" : a)];
 
 if (args.Contains("--help") || args.Contains("-h"))
 {
-    Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--silo-port N] [--gateway-port N]");
+    Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--address ADDR|auto] [--silo-port N] [--gateway-port N]");
     Console.WriteLine("                  [--clustering localhost|postgres] [--connection CONNSTRING] [--init-schema] [--cluster-id ID]");
     Console.WriteLine("                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH] [--nbd-congestion-control NAMES]");
     Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
@@ -94,6 +95,30 @@ if (siloErrors.Failed)
     return 2;
 }
 
+// The host address: what the silo binds and advertises, and where NBD and HTTP listen unless told otherwise.
+var address = HostAddress.Resolve(silo.Address, Environment.GetEnvironmentVariable, out var addressError);
+if (address is null)
+{
+    Console.Error.WriteLine($"cloud-silo: {addressError}");
+    return 2;
+}
+if (silo.Clustering == ClusteringKind.Localhost && !address.Equals(System.Net.IPAddress.Loopback))
+{
+    Console.Error.WriteLine($"cloud-silo: --address {silo.Address} needs --clustering postgres; localhost clustering runs on 127.0.0.1 only (--nbd-address and --http-address serve NBD and HTTP elsewhere)");
+    return 2;
+}
+var endpointDefaults = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+foreach (var key in (string[])["Nbd:Address", "Http:Address"])
+{
+    if (string.IsNullOrEmpty(builder.Configuration[key])) endpointDefaults[key] = address.ToString();
+}
+builder.Configuration.AddInMemoryCollection(endpointDefaults);
+if (StartChecks.PortInUse(address, [("--silo-port", silo.SiloPort), ("--gateway-port", silo.GatewayPort)]) is { } portError)
+{
+    Console.Error.WriteLine($"cloud-silo: {portError}");
+    return 2;
+}
+
 // The drain must end before the host gives up on stopping.
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = silo.DrainTimeout + SiloConfiguration.ShutdownMargin);
 
@@ -111,12 +136,18 @@ if (silo.Clustering == ClusteringKind.Postgres && silo.ApplySchema)
     }
 }
 
+if (silo.Clustering == ClusteringKind.Postgres && await StartChecks.DatabaseProblemAsync(silo.Connection!) is { } databaseError)
+{
+    Console.Error.WriteLine($"cloud-silo: {databaseError}");
+    return 2;
+}
+
 builder.UseOrleans(orleans =>
 {
     if (silo.Clustering == ClusteringKind.Postgres)
     {
-        // Loopback: several silos of one machine; each advertises 127.0.0.1 with its own ports.
-        orleans.ConfigureEndpoints(System.Net.IPAddress.Loopback, silo.SiloPort, silo.GatewayPort);
+        // The host's own address, bound and advertised: other hosts' silos and clients dial it from the membership table.
+        orleans.ConfigureEndpoints(address, silo.SiloPort, silo.GatewayPort, listenOnAnyHostAddress: false);
         orleans.Configure<ClusterOptions>(o => { o.ClusterId = silo.ClusterId; o.ServiceId = silo.ServiceId; });
         orleans.UseCloudPostgresClustering(silo.Connection!);
         // Registered before AddCloud, so the catalog, writer slots and partition clocks live in PostgreSQL and not
@@ -157,7 +188,7 @@ catch (IOException ex)
     return 2;
 }
 var cloud = host.Services.GetRequiredService<IOptions<CloudOptions>>().Value;
-Console.WriteLine($"Cloud silo '{silo.Name}' up: gateway 127.0.0.1:{silo.GatewayPort}, silo port {silo.SiloPort}, cluster '{silo.ClusterId}' on {(silo.Clustering == ClusteringKind.Postgres ? "postgres" : "localhost")} clustering, data {Path.GetFullPath(cloud.DataDirectory)}. Ctrl+C stops it.");
+Console.WriteLine($"Cloud silo '{silo.Name}' up: gateway {address}:{silo.GatewayPort}, silo port {silo.SiloPort}, advertised address {address}, cluster '{silo.ClusterId}' on {(silo.Clustering == ClusteringKind.Postgres ? "postgres" : "localhost")} clustering, data {Path.GetFullPath(cloud.DataDirectory)}. Ctrl+C stops it.");
 await host.WaitForShutdownAsync();
 var drain = host.Services.GetRequiredService<GracefulDrain>();
 Console.WriteLine(drain.LeftOver == 0

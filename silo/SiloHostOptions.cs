@@ -30,6 +30,17 @@ public sealed class SiloHostOptions
     /// </summary>
     public string Name { get; set; } = Environment.MachineName;
 
+    /// <summary>
+    /// The host address the silo listens on and advertises to other silos and clients (<c>--address</c>): an IP
+    /// literal of this host, or <c>auto</c> for the address the platform gives (<see cref="HostAddress.PlatformVariables"/>)
+    /// or else the host's primary address. NBD and HTTP listen there too unless <c>--nbd-address</c> and
+    /// <c>--http-address</c> say otherwise. Default 127.0.0.1, the embedded single-machine run.
+    /// </summary>
+    public string Address { get; set; } = DefaultAddress;
+
+    /// <summary>Default for <see cref="Address"/>.</summary>
+    public const string DefaultAddress = "127.0.0.1";
+
     /// <summary>Silo-to-silo port (1-65535).</summary>
     public int SiloPort { get; set; } = DefaultSiloPort;
 
@@ -68,7 +79,7 @@ public sealed class SiloHostOptions
 
     /// <inheritdoc />
     public override string ToString() =>
-        $"Name={Name} SiloPort={SiloPort} GatewayPort={GatewayPort} Clustering={Clustering} Connection={(Connection is null ? "(none)" : "(redacted)")}";
+        $"Name={Name} Address={Address} SiloPort={SiloPort} GatewayPort={GatewayPort} Clustering={Clustering} Connection={(Connection is null ? "(none)" : "(redacted)")}";
 }
 
 /// <summary>Validates <see cref="SiloHostOptions"/>, naming the bad field, its value and what is allowed.</summary>

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The multi-host bed by hand: PostgreSQL and N silo hosts on this machine, each its own loopback address
+# (127.0.0.11, 127.0.0.12, ...), Unix user (cloud-h1, ...; created when run as root) and 0700 data directory.
+# Prints each host's gateway and NBD endpoint; Ctrl+C stops them all and deletes the bed.
+#   bench/hosts.sh [--hosts N] [--page-blobs CONNSTRING]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dotnet build tests/Cloud.HostBed -c Release -v quiet -nologo >/dev/null
+exec dotnet tests/Cloud.HostBed/bin/Release/net10.0/Cloud.HostBed.dll "$@"

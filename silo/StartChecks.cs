@@ -1,0 +1,87 @@
+using System.Net;
+using System.Net.Sockets;
+using Npgsql;
+
+namespace Cloud.Silo;
+
+/// <summary>
+/// Checks made before the silo starts, so that the common mistakes of a new deployment (a port another process holds,
+/// a database that is unreachable or has no schema) end in one line that says what to do, not in a stack trace from
+/// deep inside Orleans.
+/// </summary>
+public static class StartChecks
+{
+    /// <summary>The table every Orleans ADO.NET provider reads its queries from; its absence means no schema.</summary>
+    public const string QueryTable = "orleansquery";
+
+    /// <summary>How long the schema probe may take to connect and ask.</summary>
+    public static readonly TimeSpan DatabaseProbeTimeout = TimeSpan.FromSeconds(15);
+
+    /// <summary>
+    /// The first of <paramref name="ports"/> that cannot be bound on <paramref name="address"/>, as one error line, or
+    /// null when all are free. Each entry names the switch that chose the port, for the message.
+    /// </summary>
+    public static string? PortInUse(IPAddress address, IEnumerable<(string Switch, int Port)> ports)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        ArgumentNullException.ThrowIfNull(ports);
+        foreach (var (name, port) in ports)
+        {
+            using var probe = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            try
+            {
+                probe.Bind(new IPEndPoint(address, port));
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+            {
+                return $"{name} {port}: {address}:{port} is already in use by another process; stop it or choose another port";
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressNotAvailable)
+            {
+                return $"{name} {port}: cannot listen on {address}: the address is not available on this host";
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AccessDenied)
+            {
+                return $"{name} {port}: not allowed to listen on {address}:{port} (ports below 1024 need privileges); choose a port of 1024 or more";
+            }
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Connects to the clustering database and looks for Cloud's schema. Returns one error line (unreachable, refused,
+    /// or no schema, with the command that applies it), or null when the schema is there.
+    /// </summary>
+    public static async Task<string?> DatabaseProblemAsync(string connectionString, CancellationToken cancellationToken = default)
+    {
+        NpgsqlConnectionStringBuilder parsed;
+        try
+        {
+            parsed = new NpgsqlConnectionStringBuilder(connectionString);
+        }
+        catch (ArgumentException ex)
+        {
+            return $"--connection is not a valid PostgreSQL connection string: {ex.Message}";
+        }
+        // Name the server without the password or any other secret the string holds.
+        var where = $"PostgreSQL at {parsed.Host}:{parsed.Port}, database '{parsed.Database ?? parsed.Username}'";
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(DatabaseProbeTimeout);
+        try
+        {
+            await using var connection = new NpgsqlConnection(connectionString);
+            await connection.OpenAsync(timeout.Token).ConfigureAwait(false);
+            await using var command = new NpgsqlCommand("SELECT to_regclass(@t) IS NOT NULL", connection);
+            command.Parameters.AddWithValue("t", QueryTable);
+            var present = (bool)(await command.ExecuteScalarAsync(timeout.Token).ConfigureAwait(false))!;
+            return present
+                ? null
+                : $"{where} has no Cloud schema (no table '{QueryTable}'); start one silo once with --init-schema, or run 'cloudctl db init --connection ...'";
+        }
+        catch (Exception ex) when (ex is NpgsqlException or SocketException or TimeoutException or OperationCanceledException or InvalidOperationException)
+        {
+            var reason = (ex.InnerException is SocketException inner ? inner.Message : ex.Message).ReplaceLineEndings(" ");
+            return $"cannot use {where}: {reason}; check --connection and that the server accepts this host";
+        }
+    }
+}
