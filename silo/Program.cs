@@ -22,6 +22,7 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
     ["--data"] = "Cloud:DataDirectory",
     ["--name"] = "Silo:Name",
     ["--address"] = "Silo:Address",
+    ["--host-name"] = "Cloud:HostName",
     ["--silo-port"] = "Silo:SiloPort",
     ["--gateway-port"] = "Silo:GatewayPort",
     ["--clustering"] = "Silo:Clustering",
@@ -42,7 +43,8 @@ args = [.. args.Select(a => flags.Contains(a) ? a + "=true" : a)];
 
 if (args.Contains("--help") || args.Contains("-h"))
 {
-    Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--address ADDR|auto] [--silo-port N] [--gateway-port N]");
+    Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--address ADDR|auto] [--host-name HOST]");
+    Console.WriteLine("                  [--silo-port N] [--gateway-port N]");
     Console.WriteLine("                  [--clustering localhost|postgres] [--connection CONNSTRING] [--init-schema] [--cluster-id ID]");
     Console.WriteLine("                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH] [--nbd-congestion-control NAMES]");
     Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");

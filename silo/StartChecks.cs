@@ -18,6 +18,14 @@ public static class StartChecks
     public static readonly TimeSpan DatabaseProbeTimeout = TimeSpan.FromSeconds(15);
 
     /// <summary>
+    /// How long a silo waits for a missing schema to appear before it refuses: silos of one cluster often start
+    /// together, and one of them (<c>--init-schema</c>) may be applying it at that moment.
+    /// </summary>
+    public static readonly TimeSpan SchemaWait = TimeSpan.FromSeconds(20);
+
+    private static readonly TimeSpan SchemaPollInterval = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>
     /// The first of <paramref name="ports"/> that cannot be bound on <paramref name="address"/>, as one error line, or
     /// null when all are free. Each entry names the switch that chose the port, for the message.
     /// </summary>
@@ -49,10 +57,22 @@ public static class StartChecks
     }
 
     /// <summary>
-    /// Connects to the clustering database and looks for Cloud's schema. Returns one error line (unreachable, refused,
-    /// or no schema, with the command that applies it), or null when the schema is there.
+    /// Connects to the clustering database and looks for Cloud's schema, waiting up to <see cref="SchemaWait"/> for a
+    /// schema another silo may be applying. Returns one error line (unreachable, refused, or no schema, with the
+    /// command that applies it), or null when the schema is there.
     /// </summary>
     public static async Task<string?> DatabaseProblemAsync(string connectionString, CancellationToken cancellationToken = default)
+    {
+        var deadline = DateTime.UtcNow + SchemaWait;
+        while (true)
+        {
+            var (problem, schemaMissing) = await ProbeAsync(connectionString, cancellationToken).ConfigureAwait(false);
+            if (!schemaMissing || DateTime.UtcNow >= deadline) return problem;
+            await Task.Delay(SchemaPollInterval, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task<(string? Problem, bool SchemaMissing)> ProbeAsync(string connectionString, CancellationToken cancellationToken)
     {
         NpgsqlConnectionStringBuilder parsed;
         try
@@ -61,7 +81,7 @@ public static class StartChecks
         }
         catch (ArgumentException ex)
         {
-            return $"--connection is not a valid PostgreSQL connection string: {ex.Message}";
+            return ($"--connection is not a valid PostgreSQL connection string: {ex.Message}", false);
         }
         // Name the server without the password or any other secret the string holds.
         var where = $"PostgreSQL at {parsed.Host}:{parsed.Port}, database '{parsed.Database ?? parsed.Username}'";
@@ -75,13 +95,13 @@ public static class StartChecks
             command.Parameters.AddWithValue("t", QueryTable);
             var present = (bool)(await command.ExecuteScalarAsync(timeout.Token).ConfigureAwait(false))!;
             return present
-                ? null
-                : $"{where} has no Cloud schema (no table '{QueryTable}'); start one silo once with --init-schema, or run 'cloudctl db init --connection ...'";
+                ? (null, false)
+                : ($"{where} has no Cloud schema (no table '{QueryTable}'); start one silo once with --init-schema, or run 'cloudctl db init --connection ...'", true);
         }
         catch (Exception ex) when (ex is NpgsqlException or SocketException or TimeoutException or OperationCanceledException or InvalidOperationException)
         {
             var reason = (ex.InnerException is SocketException inner ? inner.Message : ex.Message).ReplaceLineEndings(" ");
-            return $"cannot use {where}: {reason}; check --connection and that the server accepts this host";
+            return ($"cannot use {where}: {reason}; check --connection and that the server accepts this host", false);
         }
     }
 }

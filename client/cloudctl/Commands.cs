@@ -144,8 +144,13 @@ internal static partial class Commands
     {
         Console.WriteLine($"volume {s.Info.Name}: {Sizes.Format(s.Info.SizeBytes)} {Level(s.Info.Level)}, chunk {Sizes.Format(s.Info.ChunkSizeBytes)}, {s.StripeCount} stripes{(s.Info.Durable ? ", durable" : "")}");
         Console.WriteLine($"health: {s.Health.ToString().ToLowerInvariant()}{(s.Message is null ? "" : $" ({s.Message})")}");
-        var table = new Table().AddColumns("DISK", "STATE", "LOCATION");
-        foreach (var d in s.Disks) table.AddRow(d.Index.ToString(CultureInfo.InvariantCulture), d.State.ToString().ToLowerInvariant(), Markup.Escape(d.Path));
+        var table = new Table().AddColumns("DISK", "STATE", "HOST", "LOCATION");
+        foreach (var d in s.Disks)
+        {
+            // The host whose silos reach the member; "shared" for a page blob or a shared block device.
+            var host = s.Info.MemberHost(d.Index) ?? "shared";
+            table.AddRow(d.Index.ToString(CultureInfo.InvariantCulture), d.State.ToString().ToLowerInvariant(), Markup.Escape(host), Markup.Escape(d.Path));
+        }
         AnsiConsole.Write(table);
         if (s.Rebuild is { } r)
             Console.WriteLine($"rebuild: {(r.Running ? "running" : "done")} {r.StripesDone}/{r.StripesTotal} stripes ({r.Fraction:P0}){(r.Error is null ? "" : $", error: {r.Error}")}");

@@ -112,7 +112,8 @@ public sealed record SiloLoad(
     [property: Id(8)] long DelegationsReused,
     [property: Id(9)] long DelegationsNew,
     [property: Id(10)] long WritesPerformed,
-    [property: Id(11)] bool Overloaded)
+    [property: Id(11)] bool Overloaded,
+    [property: Id(12)] string HostName = "")
 {
     /// <summary>
     /// One number to rank silos by: a MiB of pending delegated data, a queued copy, 10 ms of disk latency and 25 % of

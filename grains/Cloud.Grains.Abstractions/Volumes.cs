@@ -58,7 +58,16 @@ public sealed record VolumeInfo(
     [property: Id(5)] int ChunkSizeBytes,
     [property: Id(6)] bool Durable,
     [property: Id(7)] ImmutableArray<string> DiskPaths,
-    [property: Id(8)] DateTimeOffset CreatedUtc);
+    [property: Id(8)] DateTimeOffset CreatedUtc,
+    [property: Id(9)] ImmutableArray<string> MemberHosts = default)
+{
+    /// <summary>
+    /// The host of member <paramref name="index"/> (the host whose silos reach it), or null for a disk every host
+    /// reaches (a page blob, a shared block device) and for volumes recorded before hosts were (one machine).
+    /// </summary>
+    public string? MemberHost(int index) =>
+        MemberHosts.IsDefaultOrEmpty || index >= MemberHosts.Length || MemberHosts[index].Length == 0 ? null : MemberHosts[index];
+}
 
 /// <summary>A volume's overall health.</summary>
 [GenerateSerializer, Alias("cloud.VolumeHealthState")]

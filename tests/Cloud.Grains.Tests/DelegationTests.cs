@@ -43,7 +43,7 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
             // unit's migration is placed by the table of the silo it leaves (the slow one), which is refreshed at its
             // own publish; with only the first server's table checked, a lagging table on the slow silo could still
             // rank it lowest and place the unit back on it.
-            await Eventually.TrueAsync(() => Cloud.Silos.All(s => !Cloud.Service<LoadTable>(s).IsAppropriateTarget(target!, out var why) && why == "target-overloaded"),
+            await Eventually.TrueAsync(() => Cloud.Silos.All(s => !Cloud.Service<LoadTable>(s).IsAppropriateTarget(target!, null, out var why) && why == "target-overloaded"),
                 "every silo's load table shows the slow target overloaded");
 
             // ...so the next write of the unit goes elsewhere, and that decision is counted with its reason.

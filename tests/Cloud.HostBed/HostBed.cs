@@ -188,7 +188,7 @@ public sealed class HostBed : IAsyncDisposable
             $"--reuid={host.Uid}", $"--regid={host.Gid}", "--clear-groups", "--",
             _dotnet, Path.Combine(BaseDirectory, "silo", "Cloud.Silo.dll"),
             "--clustering", "postgres", "--connection", ConnectionString, "--cluster-id", ClusterId,
-            "--name", host.Name, "--address", host.Address.ToString(), "--data", host.DataDirectory,
+            "--name", host.Name, "--host-name", host.Name, "--address", host.Address.ToString(), "--data", host.DataDirectory,
             "--silo-port", SiloPort.ToString(CultureInfo.InvariantCulture),
             "--gateway-port", GatewayPort.ToString(CultureInfo.InvariantCulture),
             "--nbd-port", (_options.Nbd ? NbdPort : 0).ToString(CultureInfo.InvariantCulture),

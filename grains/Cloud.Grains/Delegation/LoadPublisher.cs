@@ -19,6 +19,7 @@ internal sealed partial class LoadPublisher(
     SiloRuntimeSettings settings,
     IOptions<CloudOptions> options,
     TimeProvider time,
+    Volumes.VolumeReach reach,
     ILogger<LoadPublisher> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -53,7 +54,7 @@ internal sealed partial class LoadPublisher(
         usage.DecayIdleLatency();
         var load = new SiloLoad(silo.Name, silo.SiloAddress.ToParsableString(), usage.PendingDelegatedBytes, usage.QueueDepth,
             usage.DiskLatencyMs, usage.SampleCpuPercent(), settings.Draining, time.GetUtcNow(),
-            usage.DelegationsReused, usage.DelegationsNew, usage.WritesPerformed, Overloaded: false);
+            usage.DelegationsReused, usage.DelegationsNew, usage.WritesPerformed, Overloaded: false, HostName: reach.HostName);
         return load with { Overloaded = table.IsOverloaded(load.Score, table.MeanScore()) };
     }
 

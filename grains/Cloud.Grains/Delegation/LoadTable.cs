@@ -70,13 +70,15 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
         score > _options.OverloadMinimumScore && score > mean * _options.OverloadFactor;
 
     /// <summary>
-    /// Whether the last synchronization target is still appropriate: alive (published lately), not draining, not
-    /// overloaded against the cluster mean. The reason names the first failed test, or "sticky".
+    /// Whether the last synchronization target is still appropriate: alive (published lately), eligible (of
+    /// <paramref name="requiredHost"/> when the volume's members are that host's files), not draining, not overloaded
+    /// against the cluster mean. The reason names the first failed test, or "sticky".
     /// </summary>
-    public bool IsAppropriateTarget(string silo, out string reason)
+    public bool IsAppropriateTarget(string silo, string? requiredHost, out string reason)
     {
         var entry = Find(silo);
         if (entry is null) { reason = "target-gone"; return false; }
+        if (requiredHost is not null && entry.HostName != requiredHost) { reason = "target-ineligible"; return false; }
         if (entry.Draining) { reason = "target-draining"; return false; }
         if (IsOverloaded(EffectiveScore(entry), MeanScore())) { reason = "target-overloaded"; return false; }
         reason = "sticky";

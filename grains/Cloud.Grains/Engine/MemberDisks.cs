@@ -28,6 +28,24 @@ public static class MemberDisks
     /// <summary>The operator's descriptor of a catalog location (<c>file:PATH</c> or <c>pageblob:CONTAINER/BLOB</c>), as <c>volume show</c> lists it.</summary>
     public static string Describe(string location) => FromLocation(location).ToString();
 
+    /// <summary>Where the host-independent names of block devices live: a path under it names the same disk on every host it is attached to.</summary>
+    public const string SharedDevicePrefix = "/dev/disk/by-id/";
+
+    /// <summary>
+    /// Whether every host reaches the disk at <paramref name="location"/>: a page blob, or a block device named by its
+    /// host-independent id (an Azure shared disk, a SAN LUN attached to several hosts). Any other file is one host's.
+    /// </summary>
+    public static bool IsShared(string location) =>
+        FromLocation(location) switch
+        {
+            FileDisk file => file.Path.StartsWith(SharedDevicePrefix, StringComparison.Ordinal),
+            _ => true,
+        };
+
+    /// <summary>The host of each member at <paramref name="locations"/> when created by a silo of <paramref name="hostName"/>: empty for a shared disk.</summary>
+    public static System.Collections.Immutable.ImmutableArray<string> HostsOf(IEnumerable<string> locations, string hostName) =>
+        [.. locations.Select(l => IsShared(l) ? "" : hostName)];
+
     /// <summary>Whether a catalog location is a file on the silo's host.</summary>
     public static bool IsFile(string location) => FromLocation(location) is FileDisk;
 

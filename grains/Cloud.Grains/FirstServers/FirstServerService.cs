@@ -17,9 +17,10 @@ namespace Cloud.Grains.FirstServers;
 /// settled) and read from this silo's RAID worker straight into the caller's buffer.
 /// </summary>
 /// <remarks>
-/// The RAID worker of a read is always this silo's own, so the read calls its <see cref="OpenVolumeCache"/>
-/// directly: a grain call would only add a scheduler hop and a copy of the data, and change nothing about the
-/// partition locks that give the read its linearizability.
+/// The RAID worker of a read is this silo's own whenever this silo reaches the volume's members, so the read calls
+/// its <see cref="OpenVolumeCache"/> directly: a grain call would only add a scheduler hop and a copy of the data,
+/// and change nothing about the partition locks that give the read its linearizability. A silo that does not reach
+/// them (its members are another host's files) reads through an eligible silo's RAID worker, under the same lock.
 /// </remarks>
 public sealed class FirstServerService(
     FirstServerWrites writes,
@@ -28,6 +29,7 @@ public sealed class FirstServerService(
     IGrainFactory grains,
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
+    VolumeReach reach,
     IOptions<CloudOptions> options)
 {
     private readonly CloudOptions _options = options.Value;
@@ -87,7 +89,15 @@ public sealed class FirstServerService(
         {
             // The engine knows nothing of Orleans: its errors become ones every caller can deserialize, as the RAID
             // worker grain would have made them.
-            await EngineErrors.Guard(() => worker.ReadIntoAsync(v.Name, offset, destination)).ConfigureAwait(false);
+            if (reach.ReachesHere(v))
+            {
+                await EngineErrors.Guard(() => worker.ReadIntoAsync(v.Name, offset, destination)).ConfigureAwait(false);
+            }
+            else
+            {
+                var data = await grains.GetGrain<IRaidWorkerGrain>(reach.WorkerSiloFor(v)).ReadAsync(v.Name, offset, destination.Length).ConfigureAwait(false);
+                data.CopyTo(destination);
+            }
         }
         finally
         {
@@ -115,7 +125,7 @@ public sealed class FirstServerService(
         var v = await directory.GetAsync(volumeName).ConfigureAwait(false);
         VolumeMath.CheckRange(v, offsetBytes, lengthBytes);
         var start = Stopwatch.GetTimestamp();
-        await grains.GetGrain<IRaidWorkerGrain>(silo.Name).TrimAsync(volumeName, offsetBytes, lengthBytes).ConfigureAwait(false);
+        await grains.GetGrain<IRaidWorkerGrain>(reach.WorkerSiloFor(v)).TrimAsync(volumeName, offsetBytes, lengthBytes).ConfigureAwait(false);
         CloudMetrics.RecordIo("trim", 0, start);
     }
 }

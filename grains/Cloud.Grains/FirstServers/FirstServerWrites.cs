@@ -93,6 +93,7 @@ public sealed partial class FirstServerWrites(
         var grant = await SiloFailures.RetryAsync(() => lockGrain.NextTimestampAsync(firstStripe, lastStripe, _siloAddress), _options.RedelegationTimeout).ConfigureAwait(false);
         var write = new ReplicatedWrite(Guid.NewGuid(), v.Name, offsetBytes, data, grant.Timestamp, fua, silo.Name);
         var unit = grains.GetGrain<IDelegationGrain>(partitionKey);
+        var requiredHost = VolumeReach.RequiredHost(v);
 
         // Stickiness: keep the unit's last synchronization target while it is alive, not draining and not overloaded.
         string decision, reason;
@@ -103,7 +104,7 @@ public sealed partial class FirstServerWrites(
             reason = "fixed-target";
             if (decision == "new") await unit.RelocateAsync().ConfigureAwait(false);
         }
-        else if (loadTable.IsAppropriateTarget(grant.ActiveTarget, out reason)) decision = "reused";
+        else if (loadTable.IsAppropriateTarget(grant.ActiveTarget, requiredHost, out reason)) decision = "reused";
         else
         {
             decision = "new";

@@ -12,10 +12,18 @@ public sealed class CloudOptions
     public const string DefaultDataDirectory = "./data";
 
     /// <summary>
-    /// Where member disk files, the volume catalog and the partition clocks live. Every silo of a cluster must see
-    /// the same directory (one machine, or shared storage), because every silo writes every volume's disks.
+    /// Where this silo keeps the member disk files it creates, and (localhost clustering only) the cluster state. In
+    /// PostgreSQL mode it is the host's own directory: nothing in it is read by another host.
     /// </summary>
     public string DataDirectory { get; set; } = DefaultDataDirectory;
+
+    /// <summary>
+    /// The host this silo runs on (1-64 of A-Z a-z 0-9 . _ -; default: the machine name). A member disk that is a
+    /// file on one host (not a page blob, not a shared block device under <c>/dev/disk/by-id/</c>) is recorded with
+    /// the host that created it, and only silos of that host reach it. Silos of one machine that share a data
+    /// directory share a host name.
+    /// </summary>
+    public string HostName { get; set; } = Environment.MachineName;
 
     /// <summary>Default for <see cref="LockLease"/>.</summary>
     public static readonly TimeSpan DefaultLockLease = TimeSpan.FromSeconds(10);
@@ -108,6 +116,8 @@ public sealed class CloudOptionsValidator : IValidateOptions<CloudOptions>
         var errors = new List<string>();
         if (string.IsNullOrWhiteSpace(o.DataDirectory))
             errors.Add("Cloud:DataDirectory is empty; give a directory path (default ./data).");
+        if (string.IsNullOrEmpty(o.HostName) || o.HostName.Length > 64 || !o.HostName.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
+            errors.Add($"Cloud:HostName '{o.HostName}' is not allowed; use 1-64 characters of A-Z a-z 0-9 . _ -");
         Range(errors, nameof(o.LockLease), o.LockLease, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
         Range(errors, nameof(o.LeaseCheckPeriod), o.LeaseCheckPeriod, TimeSpan.FromMilliseconds(10), TimeSpan.FromMinutes(1));
         Range(errors, nameof(o.LoadPublishPeriod), o.LoadPublishPeriod, TimeSpan.FromMilliseconds(10), TimeSpan.FromSeconds(10));

@@ -45,6 +45,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<StateImport>();
         builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<StateImport>());
         builder.Services.AddSingleton<VolumeDirectory>();
+        builder.Services.AddSingleton<VolumeReach>();
         builder.Services.AddOptions<PageBlobAccountOptions>().Configure<IConfiguration>((o, configuration) => MemberDisks.BindPageBlobAccount(configuration, o));
         builder.Services.TryAddSingleton(sp => new BlockDeviceFactory(sp.GetRequiredService<IOptions<PageBlobAccountOptions>>().Value));
         builder.Services.AddSingleton<ClusterSuperblockCoordinator>();

@@ -37,6 +37,7 @@ public sealed partial class OpenVolumeCache(
     VolumeDirectory directory,
     SiloUsage usage,
     SiloRuntimeSettings settings,
+    VolumeReach reach,
     ILogger<OpenVolumeCache> logger) : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, Lazy<Task<OpenVolume>>> _volumes = new(StringComparer.Ordinal);
@@ -60,6 +61,9 @@ public sealed partial class OpenVolumeCache(
     private async Task<OpenVolume> OpenNewAsync(string name)
     {
         var info = await directory.GetAsync(name).ConfigureAwait(false);
+        // Only a silo that reaches every member opens the volume: a silo of another host would find a local member
+        // missing and fail it for the whole cluster on no evidence.
+        reach.CheckReachesHere(info);
         var store = await factory.OpenAsync(info, CancellationToken.None).ConfigureAwait(false);
         if (store.StripeDataBytes != VolumeMath.StripeDataBytes(info))
             throw new InvalidOperationException($"volume '{name}': engine stripe of {store.StripeDataBytes} bytes disagrees with the catalog's {VolumeMath.StripeDataBytes(info)}");

@@ -161,6 +161,9 @@ public sealed partial class RaidMaintenance(
         long total = 0;
         foreach (var info in await grains.GetGrain<IVolumeCatalogGrain>(0).ListAsync().ConfigureAwait(false))
         {
+            // A volume of another host's files is not opened here (only its host's silos reach it); its intent slots
+            // are resynced when a silo of that host assembles it again.
+            if (!VolumeReach.Reaches(info, _options.HostName)) continue;
             var v = await volumes.OpenAsync(info.Name).ConfigureAwait(false);
             var held = new List<(IPartitionLockGrain Grain, long Token)>();
             try

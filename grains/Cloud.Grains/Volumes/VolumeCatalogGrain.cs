@@ -25,7 +25,8 @@ internal sealed class VolumeCatalogGrain(
     [PersistentState(CloudGrainStorage.CatalogState, CloudGrainStorage.Name)] IPersistentState<VolumeCatalogState> state,
     CatalogStore store,
     IVolumeStoreFactory factory,
-    IClusterMembershipService membership) : Grain, IVolumeCatalogGrain
+    IClusterMembershipService membership,
+    VolumeReach reach) : Grain, IVolumeCatalogGrain
 {
     private Dictionary<string, VolumeInfo> _volumes = new(StringComparer.Ordinal);
 
@@ -68,7 +69,10 @@ internal sealed class VolumeCatalogGrain(
         var paths = spec.Disks.IsDefaultOrEmpty
             ? Enumerable.Range(0, spec.DiskCount).Select(i => Path.Combine(directory, $"disk{i}.img")).ToImmutableArray()
             : RequestedDisks(spec);
-        var info = new VolumeInfo(spec.Name, id, spec.SizeBytes, spec.Level, spec.DiskCount, spec.ChunkSizeBytes, spec.Durable, paths, DateTimeOffset.UtcNow);
+        // The members are created here: a file member is this host's (only its silos reach it), a page blob or a
+        // shared block device every host's.
+        var info = new VolumeInfo(spec.Name, id, spec.SizeBytes, spec.Level, spec.DiskCount, spec.ChunkSizeBytes, spec.Durable, paths,
+            DateTimeOffset.UtcNow, MemberDisks.HostsOf(paths, reach.HostName));
         try
         {
             await using var created = await EngineErrors.Guard(() => factory.CreateAsync(info, factory.MemberSizeBytes(spec), CancellationToken.None).AsTask());
@@ -141,7 +145,11 @@ internal sealed class VolumeCatalogGrain(
         if (index < 0 || index >= info.DiskCount)
             throw new CloudRequestException($"disk index {index} is not a member of volume '{name}'; use 0-{info.DiskCount - 1}");
         if (info.DiskPaths[index] != path) CheckUnused(path);
-        info = info with { DiskPaths = info.DiskPaths.SetItem(index, path) };
+        // A new file member is made by the volume's worker on the volume's host (or, for a volume of shared disks
+        // only, on the volume grain's silo, approximated here by this host).
+        var host = MemberDisks.IsShared(path) ? "" : info.MemberHost(index) ?? VolumeReach.RequiredHost(info) ?? reach.HostName;
+        var hosts = info.MemberHosts.IsDefaultOrEmpty ? MemberDisks.HostsOf(info.DiskPaths, reach.HostName) : info.MemberHosts;
+        info = info with { DiskPaths = info.DiskPaths.SetItem(index, path), MemberHosts = hosts.SetItem(index, host) };
         await SaveAsync(With(name, info));
         return info;
     }

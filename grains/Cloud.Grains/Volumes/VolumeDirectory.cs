@@ -18,6 +18,25 @@ public sealed class VolumeDirectory(IGrainFactory grains)
         return info;
     }
 
+    /// <summary>
+    /// The definition of the volume with <paramref name="volumeId"/>, or null when the catalog has none (deleted):
+    /// placement knows a unit only by its key, <c>{volumeId:N}/{partition}</c>.
+    /// </summary>
+    public async ValueTask<VolumeInfo?> FindAsync(Guid volumeId)
+    {
+        foreach (var cached in _cache.Values)
+        {
+            if (cached.VolumeId == volumeId) return cached;
+        }
+        VolumeInfo? found = null;
+        foreach (var info in await grains.GetGrain<IVolumeCatalogGrain>(0).ListAsync().ConfigureAwait(false))
+        {
+            _cache[info.Name] = info;
+            if (info.VolumeId == volumeId) found = info;
+        }
+        return found;
+    }
+
     /// <summary>Forgets a volume (deleted, or its members changed).</summary>
     public void Invalidate(string name) => _cache.TryRemove(name, out _);
 }

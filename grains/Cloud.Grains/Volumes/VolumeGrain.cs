@@ -8,19 +8,26 @@ using Orleans.Runtime;
 namespace Cloud.Grains.Volumes;
 
 /// <summary>
-/// A volume's control plane. Membership changes (fail, replace, rebuild) run on this grain's silo's engine after
-/// every other silo closed the volume; those silos reassemble it from the superblocks on their next I/O, so they
-/// see the change as the disks record it.
+/// A volume's control plane. Membership changes (fail, replace, rebuild) run on one eligible silo's engine (this
+/// grain's silo when it reaches every member, else one of the volume's host) after every other silo closed the
+/// volume; those silos reassemble it from the superblocks on their next I/O, so they see the change as the disks
+/// record it.
 /// </summary>
 [Reentrant]
-internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipService membership, VolumeDirectory directory, CatalogStore catalogStore) : Grain, IVolumeGrain
+internal sealed class VolumeGrain(IClusterMembershipService membership, VolumeDirectory directory, CatalogStore catalogStore, VolumeReach reach)
+    : Grain, IVolumeGrain
 {
     private RebuildStatus? _rebuild;
     private Task? _rebuildTask;
     private readonly SemaphoreSlim _control = new(1, 1);
 
     private string Name => this.GetPrimaryKeyString();
-    private IRaidWorkerGrain Local => GrainFactory.GetGrain<IRaidWorkerGrain>(silo.Name);
+    /// <summary>The RAID worker that runs this volume's control operations: one that reaches every member.</summary>
+    private (string Silo, IRaidWorkerGrain Grain) Worker(VolumeInfo info)
+    {
+        var name = reach.WorkerSiloFor(info);
+        return (name, GrainFactory.GetGrain<IRaidWorkerGrain>(name));
+    }
 
     private async Task<VolumeInfo> InfoAsync() =>
         await GrainFactory.GetGrain<IVolumeCatalogGrain>(0).GetAsync(Name)
@@ -28,8 +35,8 @@ internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipServ
 
     public async Task<VolumeStatus> ShowAsync()
     {
-        await InfoAsync();
-        var status = await Local.GetVolumeStatusAsync(Name);
+        var info = await InfoAsync();
+        var status = await Worker(info).Grain.GetVolumeStatusAsync(Name);
         return status with { Rebuild = _rebuild };
     }
 
@@ -37,7 +44,7 @@ internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipServ
     {
         var info = await InfoAsync();
         CheckIndex(info, index);
-        await ExclusiveAsync(() => Local.FailMemberAsync(Name, index, reason));
+        await ExclusiveAsync(info, worker => worker.FailMemberAsync(Name, index, reason));
         return await ShowAsync();
     }
 
@@ -49,7 +56,7 @@ internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipServ
         CheckIndex(info, index);
         if (_rebuildTask is { IsCompleted: false })
             throw new CloudRequestException($"volume '{Name}' is rebuilding; wait for it to finish before replacing another disk");
-        var status = await Local.GetVolumeStatusAsync(Name);
+        var status = await Worker(info).Grain.GetVolumeStatusAsync(Name);
         var member = status.Disks.FirstOrDefault(d => d.Index == index);
         if (member is not null && member.State == DiskState.Active)
             throw new CloudRequestException($"disk {index} of volume '{Name}' is active; fail it first ('cloudctl disk fail {Name} {index}')");
@@ -70,9 +77,9 @@ internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipServ
         {
             path = Path.Combine(Path.GetDirectoryName(info.DiskPaths[index])!, $"disk{index}.{stamp}.img");
         }
-        await ExclusiveAsync(async () =>
+        await ExclusiveAsync(info, async worker =>
         {
-            await Local.ReplaceMemberAsync(Name, index, path);
+            await worker.ReplaceMemberAsync(Name, index, path);
             await GrainFactory.GetGrain<IVolumeCatalogGrain>(0).SetDiskPathAsync(Name, index, path);
             directory.Invalidate(Name);
         });
@@ -81,18 +88,18 @@ internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipServ
 
     public async Task<RebuildStatus> StartRebuildAsync()
     {
-        await InfoAsync();
+        var info = await InfoAsync();
         if (_rebuildTask is { IsCompleted: false }) return _rebuild!;
         _rebuild = new RebuildStatus(true, 0, 0, null);
-        _rebuildTask = RunRebuildAsync();
+        _rebuildTask = RunRebuildAsync(info);
         return _rebuild;
     }
 
-    private async Task RunRebuildAsync()
+    private async Task RunRebuildAsync(VolumeInfo info)
     {
         try
         {
-            await ExclusiveAsync(() => Local.RebuildAsync(Name));
+            await ExclusiveAsync(info, worker => worker.RebuildAsync(Name));
             _rebuild = _rebuild! with { Running = false, StripesDone = Math.Max(_rebuild.StripesDone, _rebuild.StripesTotal) };
         }
         catch (Exception ex)
@@ -111,21 +118,22 @@ internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipServ
 
     public async Task<ScrubResult> ScrubAsync(bool repair)
     {
-        await InfoAsync();
-        return await Local.ScrubAsync(Name, repair);
+        var info = await InfoAsync();
+        return await Worker(info).Grain.ScrubAsync(Name, repair);
     }
 
-    /// <summary>Closes the volume on every other silo, runs the change here, and closes again so they reassemble afresh.</summary>
-    private async Task ExclusiveAsync(Func<Task> change)
+    /// <summary>Closes the volume on every other silo, runs the change on the worker, and closes again so they reassemble afresh.</summary>
+    private async Task ExclusiveAsync(VolumeInfo info, Func<IRaidWorkerGrain, Task> change)
     {
         await _control.WaitAsync();
         try
         {
-            await CloseElsewhereAsync();
-            await change();
-            await CloseElsewhereAsync();
-            // This silo reopens from the superblocks too, so every silo works from the same recorded state.
-            await Local.CloseVolumeAsync(Name);
+            var (name, worker) = Worker(info);
+            await CloseElsewhereAsync(name);
+            await change(worker);
+            await CloseElsewhereAsync(name);
+            // The worker reopens from the superblocks too, so every silo works from the same recorded state.
+            await worker.CloseVolumeAsync(Name);
         }
         finally
         {
@@ -133,9 +141,9 @@ internal sealed class VolumeGrain(ILocalSiloDetails silo, IClusterMembershipServ
         }
     }
 
-    private Task CloseElsewhereAsync() =>
+    private Task CloseElsewhereAsync(string workerSilo) =>
         Task.WhenAll(membership.CurrentSnapshot.Members.Values
-            .Where(m => m.Status == SiloStatus.Active && m.Name != silo.Name)
+            .Where(m => m.Status == SiloStatus.Active && m.Name != workerSilo)
             .Select(m => GrainFactory.GetGrain<IRaidWorkerGrain>(m.Name).CloseVolumeAsync(Name)));
 
     private void CheckIndex(VolumeInfo info, int index)
