@@ -54,8 +54,12 @@ public interface IVolumeStore : IAsyncDisposable
     /// <summary>Rebuilds replaced members; progress as (stripes done, stripes total).</summary>
     ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken);
 
-    /// <summary>Checks (and repairs) parity and checksums.</summary>
-    ValueTask<ScrubResult> ScrubAsync(bool repair, CancellationToken cancellationToken);
+    /// <summary>
+    /// Checks (and repairs) parity and checksums of stripes <paramref name="firstStripe"/> to
+    /// <paramref name="lastStripe"/> (inclusive). The engine excludes only this silo's own writers; the caller holds
+    /// the partition locks of these stripes, shared to check and exclusive to repair.
+    /// </summary>
+    ValueTask<ScrubResult> ScrubStripesAsync(long firstStripe, long lastStripe, bool repair, CancellationToken cancellationToken);
 
     /// <summary>The volume's id, as its superblocks record it.</summary>
     Guid VolumeId { get; }

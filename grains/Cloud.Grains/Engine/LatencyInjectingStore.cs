@@ -34,7 +34,8 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
     public ValueTask FailMemberAsync(int memberIndex, string reason) => inner.FailMemberAsync(memberIndex, reason);
     public ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken) => inner.ReplaceMemberAsync(memberIndex, path, cancellationToken);
     public ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken) => inner.RebuildAsync(progress, cancellationToken);
-    public ValueTask<ScrubResult> ScrubAsync(bool repair, CancellationToken cancellationToken) => inner.ScrubAsync(repair, cancellationToken);
+    public ValueTask<ScrubResult> ScrubStripesAsync(long firstStripe, long lastStripe, bool repair, CancellationToken cancellationToken) =>
+        inner.ScrubStripesAsync(firstStripe, lastStripe, repair, cancellationToken);
     public Guid VolumeId => inner.VolumeId;
     public ValueTask RefreshMembersAsync(CancellationToken cancellationToken) => inner.RefreshMembersAsync(cancellationToken);
     public ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken) => inner.RecoverWriterSlotAsync(writerSlot, cancellationToken);

@@ -85,9 +85,9 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
     public ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken) =>
         volume.RebuildAsync(progress is null ? null : new Progress(progress), cancellationToken);
 
-    public async ValueTask<ScrubResult> ScrubAsync(bool repair, CancellationToken cancellationToken)
+    public async ValueTask<ScrubResult> ScrubStripesAsync(long firstStripe, long lastStripe, bool repair, CancellationToken cancellationToken)
     {
-        var report = await volume.ScrubAsync(repair, null, cancellationToken);
+        var report = await volume.ScrubStripesAsync(firstStripe, lastStripe, repair, cancellationToken);
         return new ScrubResult(report.StripesChecked, report.ParityMismatches, report.ChecksumErrors, report.Repaired);
     }
 

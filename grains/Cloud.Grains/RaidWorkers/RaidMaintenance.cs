@@ -112,16 +112,68 @@ public sealed partial class RaidMaintenance(
         await v.Store.RebuildAsync(new MeteredRebuildProgress(volumeName, progress), CancellationToken.None).ConfigureAwait(false);
     }
 
-    /// <summary>Scrubs here.</summary>
+    /// <summary>
+    /// Scrubs here, partition by partition, each stripe under the cluster's partition lock: the engine's own stripe
+    /// lock excludes only this silo's writers, while every silo writes the same member disks. A stripe is checked
+    /// under a shared lock, so that no writer is between its data and parity writes; one found wrong is repaired
+    /// under an exclusive lock from a fresh read, since a writer may have rewritten it between the two locks and a
+    /// repair from the data checked first would overwrite that writer's parity. What the fresh read finds is what
+    /// counts: a stripe rewritten meanwhile is checked again, not reported.
+    /// </summary>
     public async Task<ScrubResult> ScrubAsync(string volumeName, bool repair)
     {
         var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
-        var result = await v.Store.ScrubAsync(repair, CancellationToken.None).ConfigureAwait(false);
+        var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
+        var result = new ScrubResult(0, 0, 0, 0);
+        for (long first = 0; first < v.Store.StripeCount; first += stripesPerPartition)
+        {
+            var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, first / stripesPerPartition));
+            var last = Math.Min(v.Store.StripeCount, first + stripesPerPartition) - 1;
+            for (var stripe = first; stripe <= last; stripe++)
+                result = Sum(result, await ScrubStripeAsync(v, lockGrain, stripe, repair).ConfigureAwait(false));
+        }
         CloudMetrics.ScrubStripes.Add(result.StripesChecked, new KeyValuePair<string, object?>("kind", "checked"));
         CloudMetrics.ScrubStripes.Add(result.Mismatches, new KeyValuePair<string, object?>("kind", "mismatch"));
         CloudMetrics.ScrubStripes.Add(result.ChecksumErrors, new KeyValuePair<string, object?>("kind", "checksum-error"));
         return result;
     }
+
+    private async Task<ScrubResult> ScrubStripeAsync(OpenVolume v, IPartitionLockGrain lockGrain, long stripe, bool repair)
+    {
+        var shared = await lockGrain.AcquireMeteredAsync(new LockRequest(stripe, stripe, LockMode.Shared, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
+        ScrubResult check;
+        try
+        {
+            check = await v.Store.ScrubStripesAsync(stripe, stripe, repair: false, CancellationToken.None).ConfigureAwait(false);
+        }
+        finally
+        {
+            // A reader's release: nothing waits for its reply, and a lost one ends with the lease.
+            await lockGrain.ReleaseOneWayAsync(shared.FencingToken).ConfigureAwait(false);
+        }
+        if (!repair || (check.Mismatches == 0 && check.ChecksumErrors == 0)) return check;
+
+        var exclusive = await lockGrain.AcquireMeteredAsync(new LockRequest(stripe, stripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
+        ScrubResult repaired;
+        try
+        {
+            repaired = await v.Store.ScrubStripesAsync(stripe, stripe, repair: true, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch
+        {
+            // A repair that failed part way may have written some blocks: the plain release marks the stripe
+            // uncertain, so that its next writer compares against the block timestamps on disk.
+            await lockGrain.ReleaseAsync(exclusive.FencingToken).ConfigureAwait(false);
+            throw;
+        }
+        // A repair puts back the versions the stripe already held (from redundancy) and recomputes parity; it writes
+        // no new version, so it commits nothing and leaves the grain's committed timestamps as they are.
+        await lockGrain.CommitAsync(exclusive.FencingToken, [], [], silo.Name, release: true).ConfigureAwait(false);
+        return repaired;
+    }
+
+    private static ScrubResult Sum(ScrubResult a, ScrubResult b) =>
+        new(a.StripesChecked + b.StripesChecked, a.Mismatches + b.Mismatches, a.ChecksumErrors + b.ChecksumErrors, a.Repaired + b.Repaired);
 
     private static void CheckMember(VolumeInfo v, int index)
     {

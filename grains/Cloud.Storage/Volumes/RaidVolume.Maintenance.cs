@@ -126,11 +126,28 @@ public sealed partial class RaidVolume
     /// and with <paramref name="repair"/> rewrites what is wrong: corrupt blocks from redundancy,
     /// parity from data when they disagree. Foreground I/O continues.
     /// </summary>
-    public async ValueTask<ScrubReport> ScrubAsync(bool repair, IProgress<ScrubProgress>? progress = null, CancellationToken cancellationToken = default)
+    public ValueTask<ScrubReport> ScrubAsync(bool repair, IProgress<ScrubProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        ScrubRangeAsync(0, StripeCount - 1, repair, progress, cancellationToken);
+
+    /// <summary>
+    /// <see cref="ScrubAsync"/> of stripes <paramref name="firstStripe"/> to <paramref name="lastStripe"/> (inclusive).
+    /// The stripe lock taken here excludes this instance's own writers only: when other instances write the same
+    /// members (several silos), the caller must hold their cluster-wide lock on these stripes, shared to check and
+    /// exclusive to repair, or a repair computed from a half-written stripe overwrites their new parity or data.
+    /// </summary>
+    public ValueTask<ScrubReport> ScrubStripesAsync(long firstStripe, long lastStripe, bool repair, CancellationToken cancellationToken = default)
+    {
+        if (firstStripe < 0 || lastStripe < firstStripe || lastStripe >= StripeCount)
+            throw new ArgumentOutOfRangeException(nameof(lastStripe), $"stripes {firstStripe}-{lastStripe} are not a range of 0-{StripeCount - 1}");
+        return ScrubRangeAsync(firstStripe, lastStripe, repair, null, cancellationToken);
+    }
+
+    private async ValueTask<ScrubReport> ScrubRangeAsync(long firstStripe, long lastStripe, bool repair, IProgress<ScrubProgress>? progress, CancellationToken cancellationToken)
     {
         CheckUsable();
         long mismatches = 0, checksumErrors = 0, repaired = 0, unrecoverable = 0;
-        for (long stripe = 0; stripe < StripeCount; stripe++)
+        long total = lastStripe - firstStripe + 1;
+        for (long stripe = firstStripe; stripe <= lastStripe; stripe++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             using (LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false))
@@ -142,9 +159,9 @@ public sealed partial class RaidVolume
                 if (result.Repaired) repaired++;
                 if (result.Lost) unrecoverable++;
             }
-            progress?.Report(new ScrubProgress(stripe + 1, StripeCount, mismatches, checksumErrors));
+            progress?.Report(new ScrubProgress(stripe - firstStripe + 1, total, mismatches, checksumErrors));
         }
-        return new ScrubReport(StripeCount, mismatches, checksumErrors, repaired, unrecoverable);
+        return new ScrubReport(total, mismatches, checksumErrors, repaired, unrecoverable);
     }
 
     /// <summary>What scrubbing one stripe found: corrupt blocks, whether redundancy disagreed with data, and what repair did.</summary>

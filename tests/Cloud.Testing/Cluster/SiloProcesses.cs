@@ -91,7 +91,9 @@ public sealed class SiloProcesses : IAsyncDisposable
         configure?.Invoke(silos);
         try
         {
-            await Task.WhenAll(Enumerable.Range(0, count).Select(i => silos.StartSiloAsync(i, applySchema: i == 0))).ConfigureAwait(false);
+            // The first silo applies the schema; the others check for it at start, so they start once it is there.
+            await silos.StartSiloAsync(0, applySchema: true).ConfigureAwait(false);
+            await Task.WhenAll(Enumerable.Range(1, count - 1).Select(i => silos.StartSiloAsync(i))).ConfigureAwait(false);
             await silos.WaitForActiveAsync(count).ConfigureAwait(false);
         }
         catch
