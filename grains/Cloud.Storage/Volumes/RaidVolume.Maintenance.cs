@@ -13,7 +13,9 @@ public sealed partial class RaidVolume
     /// while reads and writes continue. Progress is checkpointed in the superblocks, so an interrupted
     /// rebuild resumes where it stopped. The member becomes active when done.
     /// </summary>
-    public async ValueTask RebuildAsync(IProgress<RebuildProgress>? progress = null, CancellationToken cancellationToken = default)
+    public async ValueTask RebuildAsync(
+        IProgress<RebuildProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         CheckUsable();
         for (int m = 0; m < _memberCount; m++)
@@ -25,7 +27,8 @@ public sealed partial class RaidVolume
                 cancellationToken.ThrowIfCancellationRequested();
                 await RebuildStripeAsync(m, stripe, cancellationToken).ConfigureAwait(false);
                 if (_states[m] != MemberState.Rebuilding)
-                    throw new VolumeDataLossException($"volume '{Name}': member {m} failed during its rebuild at stripe {stripe}: {_reasons[m]}.");
+                    throw new VolumeDataLossException(
+                        $"volume '{Name}': member {m} failed during its rebuild at stripe {stripe}: {_reasons[m]}.");
                 var p = new RebuildProgress(m, stripe + 1, StripeCount);
                 lock (_stateGate) _rebuild = p;
                 if ((stripe + 1) % _options.RebuildCheckpointStripes == 0)
@@ -60,7 +63,8 @@ public sealed partial class RaidVolume
         else
         {
             // Target is not usable for this stripe yet, so it counts as missing in every row.
-            await LoadAndReconstructAsync(s, stripe, 0, _blocksPerChunk, Need.All, cancellationToken).ConfigureAwait(false);
+            await LoadAndReconstructAsync(
+                s, stripe, 0, _blocksPerChunk, Need.All, cancellationToken).ConfigureAwait(false);
             StampRebuilt(s, stripe, target);
         }
         if (!await WriteSlotAsync(s, target, stripe, 0, _blocksPerChunk).ConfigureAwait(false)) return;
@@ -68,7 +72,9 @@ public sealed partial class RaidVolume
         Volatile.Write(ref _cursors[target], stripe + 1);
     }
 
-    /// <summary>Reads every usable member's whole chunk and metadata sector of <paramref name="stripe"/> into the scratch.</summary>
+    /// <summary>
+    /// Reads every usable member's whole chunk and metadata sector of <paramref name="stripe"/> into the scratch.
+    /// </summary>
     private async ValueTask ReadUsableSlotsAsync(StripeScratch s, long stripe, CancellationToken cancellationToken)
     {
         int n = 0;
@@ -115,7 +121,8 @@ public sealed partial class RaidVolume
                 written |= t != 0 || sum != 0;
                 ts = Math.Max(ts, t);
             }
-            if (written) OnDiskFormat.WriteEntry(meta, r, ts, OnDiskFormat.BlockChecksum(Rows(s.Buffer, target, r, r + 1)));
+            if (written)
+                OnDiskFormat.WriteEntry(meta, r, ts, OnDiskFormat.BlockChecksum(Rows(s.Buffer, target, r, r + 1)));
             else OnDiskFormat.WriteEntry(meta, r, 0, 0);
         }
         meta[(_blocksPerChunk * OnDiskFormat.MetadataEntryBytes)..].Clear();
@@ -126,7 +133,10 @@ public sealed partial class RaidVolume
     /// and with <paramref name="repair"/> rewrites what is wrong: corrupt blocks from redundancy,
     /// parity from data when they disagree. Foreground I/O continues.
     /// </summary>
-    public async ValueTask<ScrubReport> ScrubAsync(bool repair, IProgress<ScrubProgress>? progress = null, CancellationToken cancellationToken = default)
+    public async ValueTask<ScrubReport> ScrubAsync(
+        bool repair,
+        IProgress<ScrubProgress>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         CheckUsable();
         long mismatches = 0, checksumErrors = 0, repaired = 0, unrecoverable = 0;
@@ -136,7 +146,8 @@ public sealed partial class RaidVolume
             using (LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false))
             {
                 ThrowIfFailed();
-                StripeScrub result = await ScrubStripeAsync(locked.Scratch, stripe, repair, cancellationToken).ConfigureAwait(false);
+                StripeScrub result = await ScrubStripeAsync(
+                    locked.Scratch, stripe, repair, cancellationToken).ConfigureAwait(false);
                 checksumErrors += result.Bad;
                 if (result.Mismatch) mismatches++;
                 if (result.Repaired) repaired++;
@@ -147,10 +158,16 @@ public sealed partial class RaidVolume
         return new ScrubReport(StripeCount, mismatches, checksumErrors, repaired, unrecoverable);
     }
 
-    /// <summary>What scrubbing one stripe found: corrupt blocks, whether redundancy disagreed with data, and what repair did.</summary>
+    /// <summary>
+    /// What scrubbing one stripe found: corrupt blocks, whether redundancy disagreed with data, and what repair did.
+    /// </summary>
     private readonly record struct StripeScrub(int Bad, bool Mismatch, bool Repaired, bool Lost);
 
-    private async ValueTask<StripeScrub> ScrubStripeAsync(StripeScratch s, long stripe, bool repair, CancellationToken cancellationToken)
+    private async ValueTask<StripeScrub> ScrubStripeAsync(
+        StripeScratch s,
+        long stripe,
+        bool repair,
+        CancellationToken cancellationToken)
     {
         ResetScratch(s, stripe);
         await ReadUsableSlotsAsync(s, stripe, cancellationToken).ConfigureAwait(false);
@@ -163,7 +180,9 @@ public sealed partial class RaidVolume
         };
     }
 
-    /// <summary>RAID-1: compares the copies row by row where both verify, and with <paramref name="repair"/> makes them equal.</summary>
+    /// <summary>
+    /// RAID-1: compares the copies row by row where both verify, and with <paramref name="repair"/> makes them equal.
+    /// </summary>
     private async ValueTask<StripeScrub> ScrubMirrorAsync(StripeScratch s, long stripe, int bad, bool repair)
     {
         int rows = _blocksPerChunk;
@@ -173,7 +192,9 @@ public sealed partial class RaidVolume
         {
             if (!s.Usable[m] || m == reference) continue;
             for (int r = 0; r < rows && !mismatch; r++)
-                if (!s.Bad[m * rows + r] && !s.Bad[reference * rows + r] && !Rows(s.Buffer, m, r, r + 1).SequenceEqual(Rows(s.Buffer, reference, r, r + 1)))
+                if (!s.Bad[m * rows + r]
+                    && !s.Bad[reference * rows + r]
+                    && !Rows(s.Buffer, m, r, r + 1).SequenceEqual(Rows(s.Buffer, reference, r, r + 1)))
                     mismatch = true;
         }
         if (!repair || (bad == 0 && !mismatch)) return new StripeScrub(bad, mismatch, false, false);
@@ -193,7 +214,10 @@ public sealed partial class RaidVolume
         catch (VolumeDataLossException) { return new StripeScrub(bad, mismatch, false, true); }
     }
 
-    /// <summary>RAID-5/6: checks parity on rows where every block verifies, and with <paramref name="repair"/> reconstructs corrupt blocks and regenerates disagreeing parity.</summary>
+    /// <summary>
+    /// RAID-5/6: checks parity on rows where every block verifies, and with <paramref name="repair"/> reconstructs
+    /// corrupt blocks and regenerates disagreeing parity.
+    /// </summary>
     private async ValueTask<StripeScrub> ScrubParityAsync(StripeScratch s, long stripe, int bad, bool repair)
     {
         bool allUsable = true;
@@ -229,14 +253,17 @@ public sealed partial class RaidVolume
                 if (_parityCount == 1) RaidMath.ComputeP(s.Data, pRow);
                 else RaidMath.ComputePQ(s.Data, pRow, qRow);
                 if (!pRow.SequenceEqual(Rows(s.Buffer, s.SlotMember[_dataCount], r, r + 1))) return false;
-                if (_parityCount == 2 && !qRow.SequenceEqual(Rows(s.Buffer, s.SlotMember[_dataCount + 1], r, r + 1))) return false;
+                if (_parityCount == 2 && !qRow.SequenceEqual(Rows(s.Buffer, s.SlotMember[_dataCount + 1], r, r + 1)))
+                    return false;
             }
             return true;
         }
         finally { System.Buffers.ArrayPool<byte>.Shared.Return(p); }
     }
 
-    /// <summary>Marks every row of the usable parity members bad, so that <see cref="WriteRepairsAsync"/> rewrites them.</summary>
+    /// <summary>
+    /// Marks every row of the usable parity members bad, so that <see cref="WriteRepairsAsync"/> rewrites them.
+    /// </summary>
     private void MarkParityRowsForRewrite(StripeScratch s)
     {
         int pm = s.SlotMember[_dataCount];
@@ -324,7 +351,12 @@ public sealed partial class RaidVolume
             for (int k = _dataCount; k < _dataCount + _parityCount; k++)
             {
                 int m = s.SlotMember[k];
-                if (s.Usable[m]) OnDiskFormat.WriteEntry(Meta(s.Buffer, m), r, ts, written ? OnDiskFormat.BlockChecksum(Rows(s.Buffer, m, r, r + 1)) : 0);
+                if (s.Usable[m])
+                    OnDiskFormat.WriteEntry(
+                        Meta(s.Buffer, m),
+                        r,
+                        ts,
+                        written ? OnDiskFormat.BlockChecksum(Rows(s.Buffer, m, r, r + 1)) : 0);
             }
         }
         MarkParityRowsForRewrite(s);
