@@ -24,7 +24,11 @@ internal static partial class Commands
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("CLOUD_GATEWAY") ?? CloudClient.DefaultGateway,
     };
 
-    private static readonly Option<bool> JsonOutput = new("--json") { Description = "Print machine-readable JSON", Recursive = true };
+    private static readonly Option<bool> JsonOutput = new("--json")
+    {
+        Description = "Print machine-readable JSON",
+        Recursive = true
+    };
 
     public static RootCommand Build()
     {
@@ -68,8 +72,10 @@ internal static partial class Commands
         var size = SizeOption("--size", "Logical size, e.g. 1GiB", required: true);
         var level = new Option<string>("--level") { Description = "raid0, raid1, raid5 or raid6", Required = true };
         level.AcceptOnlyFromAmong("raid0", "raid1", "raid5", "raid6");
-        var disks = new Option<int>("--disks") { Description = "Number of member disks (may be omitted when --disk is given)" };
-        var diskList = DiskOption("A member disk, once per member in order: file:PATH or pageblob:CONTAINER/BLOB (default: new files under the silo's data directory)");
+        var disks =
+            new Option<int>("--disks") { Description = "Number of member disks (may be omitted when --disk is given)" };
+        var diskList = DiskOption(
+            "A member disk, once per member in order: file:PATH or pageblob:CONTAINER/BLOB (default: new files under the silo's data directory)");
         diskList.AllowMultipleArgumentsPerToken = false;
         var chunk = SizeOption("--chunk", "Bytes per disk per stripe (default 64KiB)", required: false);
         var durable = new Option<bool>("--durable") { Description = "Acknowledge writes only once on disk" };
@@ -85,20 +91,33 @@ internal static partial class Commands
             var given = r.GetValue(diskList)?.Length ?? 0;
             var count = r.GetResult(disks) is { Implicit: false } ? r.GetValue(disks) : (int?)null;
             if (given == 0 && count is null) r.AddError("--disks N or at least one --disk DESCRIPTOR is required");
-            else if (given > 0 && count is { } n && n != given) r.AddError($"--disks {n} does not match the {given} --disk descriptors given; give one --disk per member, or omit --disks");
+            else if (given > 0 && count is { } n && n != given)
+                r.AddError(
+                    $"--disks {n} does not match the {given} --disk descriptors given; give one --disk per member, or omit --disks");
         });
         create.SetAction((p, ct) => RunAsync(p, async client =>
         {
             var chunkBytes = p.GetValue(chunk);
-            if (chunkBytes > int.MaxValue) throw new CloudRequestException($"--chunk {chunkBytes} is not allowed; use a power of two from 4KiB to 1MiB");
+            if (chunkBytes > int.MaxValue)
+                throw new CloudRequestException(
+                    $"--chunk {chunkBytes} is not allowed; use a power of two from 4KiB to 1MiB");
             var members = p.GetValue(diskList) ?? [];
-            var spec = new VolumeSpec(p.GetValue(name)!, p.GetValue(size), Enum.Parse<VolumeLevel>(p.GetValue(level)!, ignoreCase: true),
-                members.Length > 0 ? members.Length : p.GetValue(disks), chunkBytes == 0 ? VolumeSpec.DefaultChunkSizeBytes : (int)chunkBytes, p.GetValue(durable))
+            var spec = new VolumeSpec(
+                p.GetValue(name)!,
+                p.GetValue(size),
+                Enum.Parse<VolumeLevel>(p.GetValue(level)!, ignoreCase: true),
+                members.Length > 0 ? members.Length : p.GetValue(disks),
+                chunkBytes == 0 ? VolumeSpec.DefaultChunkSizeBytes : (int)chunkBytes,
+                p.GetValue(durable))
             {
                 Disks = [.. members],
             };
             var info = await client.CreateVolumeAsync(spec);
-            Print(p, info, () => Console.WriteLine($"created volume {info.Name}: {Sizes.Format(info.SizeBytes)} {Level(info.Level)} on {info.DiskCount} disks, chunk {Sizes.Format(info.ChunkSizeBytes)}{(info.Durable ? ", durable" : "")}"));
+            Print(
+                p,
+                info,
+                () => Console.WriteLine(
+                    $"created volume {info.Name}: {Sizes.Format(info.SizeBytes)} {Level(info.Level)} on {info.DiskCount} disks, chunk {Sizes.Format(info.ChunkSizeBytes)}{(info.Durable ? ", durable" : "")}"));
         }));
         volume.Subcommands.Add(create);
 
@@ -111,7 +130,13 @@ internal static partial class Commands
                 if (volumes.Length == 0) { Console.WriteLine("no volumes"); return; }
                 var table = new Table().AddColumns("NAME", "SIZE", "LEVEL", "DISKS", "CHUNK", "DURABLE");
                 foreach (var v in volumes)
-                    table.AddRow(Markup.Escape(v.Name), Sizes.Format(v.SizeBytes), Level(v.Level), v.DiskCount.ToString(CultureInfo.InvariantCulture), Sizes.Format(v.ChunkSizeBytes), v.Durable ? "yes" : "no");
+                    table.AddRow(
+                        Markup.Escape(v.Name),
+                        Sizes.Format(v.SizeBytes),
+                        Level(v.Level),
+                        v.DiskCount.ToString(CultureInfo.InvariantCulture),
+                        Sizes.Format(v.ChunkSizeBytes),
+                        v.Durable ? "yes" : "no");
                 AnsiConsole.Write(table);
             });
         }));
@@ -142,16 +167,25 @@ internal static partial class Commands
 
     private static void PrintStatus(VolumeStatus s)
     {
-        Console.WriteLine($"volume {s.Info.Name}: {Sizes.Format(s.Info.SizeBytes)} {Level(s.Info.Level)}, chunk {Sizes.Format(s.Info.ChunkSizeBytes)}, {s.StripeCount} stripes{(s.Info.Durable ? ", durable" : "")}");
-        Console.WriteLine($"health: {s.Health.ToString().ToLowerInvariant()}{(s.Message is null ? "" : $" ({s.Message})")}");
+        Console.WriteLine(
+            $"volume {s.Info.Name}: {Sizes.Format(s.Info.SizeBytes)} {Level(s.Info.Level)}, chunk {Sizes.Format(s.Info.ChunkSizeBytes)}, {s.StripeCount} stripes{(s.Info.Durable ? ", durable" : "")}");
+        Console.WriteLine(
+            $"health: {s.Health.ToString().ToLowerInvariant()}{(s.Message is null ? "" : $" ({s.Message})")}");
         var table = new Table().AddColumns("DISK", "STATE", "LOCATION");
-        foreach (var d in s.Disks) table.AddRow(d.Index.ToString(CultureInfo.InvariantCulture), d.State.ToString().ToLowerInvariant(), Markup.Escape(d.Path));
+        foreach (var d in s.Disks)
+            table.AddRow(
+                d.Index.ToString(CultureInfo.InvariantCulture),
+                d.State.ToString().ToLowerInvariant(),
+                Markup.Escape(d.Path));
         AnsiConsole.Write(table);
         if (s.Rebuild is { } r)
-            Console.WriteLine($"rebuild: {(r.Running ? "running" : "done")} {r.StripesDone}/{r.StripesTotal} stripes ({r.Fraction:P0}){(r.Error is null ? "" : $", error: {r.Error}")}");
+            Console.WriteLine(
+                $"rebuild: {(r.Running ? "running" : "done")} {r.StripesDone}/{r.StripesTotal} stripes ({r.Fraction:P0}){(r.Error is null ? "" : $", error: {r.Error}")}");
     }
 
-    /// <summary>A repeatable --disk option; each value is checked for the descriptor form here, the silo checks it again.</summary>
+    /// <summary>
+    /// A repeatable --disk option; each value is checked for the descriptor form here, the silo checks it again.
+    /// </summary>
     private static Option<string[]> DiskOption(string description)
     {
         var option = new Option<string[]>("--disk") { Description = description };
@@ -164,7 +198,10 @@ internal static partial class Commands
                 var scheme = colon > 0 ? text[..colon] : "";
                 var rest = colon > 0 ? text[(colon + 1)..] : "";
                 var ok = scheme.Equals("file", StringComparison.OrdinalIgnoreCase) ? rest.Length > 0
-                    : scheme.Equals("pageblob", StringComparison.OrdinalIgnoreCase) && rest.IndexOf('/', StringComparison.Ordinal) is var slash && slash > 0 && slash < rest.Length - 1;
+                    : scheme.Equals("pageblob", StringComparison.OrdinalIgnoreCase)
+                        && rest.IndexOf('/', StringComparison.Ordinal) is var slash
+                        && slash > 0
+                        && slash < rest.Length - 1;
                 if (!ok) r.AddError($"--disk '{text}' is not allowed; use file:PATH or pageblob:CONTAINER/BLOB");
             }
         });
@@ -188,9 +225,13 @@ internal static partial class Commands
             var at = p.GetValue(offset);
             CheckAligned("--offset", at);
             if (at + file.Length > volume.SizeBytes)
-                throw new CloudRequestException($"--from '{file.Name}' ({file.Length} bytes) at --offset {at} ends past the volume's {volume.SizeBytes} bytes");
+                throw new CloudRequestException(
+                    $"--from '{file.Name}' ({file.Length} bytes) at --offset {at} ends past the volume's {volume.SizeBytes} bytes");
             await CopyAsync(p, file.OpenRead(), volume, at, file.Length, "write", toVolume: true);
-            Print(p, new { volume = volume.Name, offset = at, bytes = file.Length }, () => Console.WriteLine($"wrote {file.Length} bytes to {volume.Name} at {at}"));
+            Print(
+                p,
+                new { volume = volume.Name, offset = at, bytes = file.Length },
+                () => Console.WriteLine($"wrote {file.Length} bytes to {volume.Name} at {at}"));
         }));
         return command;
     }
@@ -213,10 +254,21 @@ internal static partial class Commands
             var n = p.GetValue(length);
             CheckAligned("--offset", at);
             if (n <= 0 || at + n > volume.SizeBytes)
-                throw new CloudRequestException($"--length {n} at --offset {at} is not allowed; the volume has {volume.SizeBytes} bytes");
+                throw new CloudRequestException(
+                    $"--length {n} at --offset {at} is not allowed; the volume has {volume.SizeBytes} bytes");
             var file = p.GetValue(to)!;
-            await CopyAsync(p, new FileStream(file.FullName, FileMode.Create, FileAccess.Write), volume, at, n, "read", toVolume: false);
-            Print(p, new { volume = volume.Name, offset = at, bytes = n, file = file.FullName }, () => Console.WriteLine($"read {n} bytes of {volume.Name} at {at} into {file.FullName}"));
+            await CopyAsync(
+                p,
+                new FileStream(file.FullName, FileMode.Create, FileAccess.Write),
+                volume,
+                at,
+                n,
+                "read",
+                toVolume: false);
+            Print(
+                p,
+                new { volume = volume.Name, offset = at, bytes = n, file = file.FullName },
+                () => Console.WriteLine($"read {n} bytes of {volume.Name} at {at} into {file.FullName}"));
         }));
         return command;
     }
@@ -234,10 +286,14 @@ internal static partial class Commands
             if (!f.Exists) throw new CloudRequestException($"image '{f.FullName}' does not exist");
             var volume = await client.OpenVolumeAsync(p.GetValue(name)!);
             if (f.Length > volume.SizeBytes)
-                throw new CloudRequestException($"image '{f.Name}' has {f.Length} bytes; volume {volume.Name} holds {volume.SizeBytes}");
+                throw new CloudRequestException(
+                    $"image '{f.Name}' has {f.Length} bytes; volume {volume.Name} holds {volume.SizeBytes}");
             await CopyAsync(p, f.OpenRead(), volume, 0, f.Length, "import", toVolume: true);
             await volume.FlushAsync();
-            Print(p, new { volume = volume.Name, bytes = f.Length }, () => Console.WriteLine($"imported {f.Length} bytes into {volume.Name}"));
+            Print(
+                p,
+                new { volume = volume.Name, bytes = f.Length },
+                () => Console.WriteLine($"imported {f.Length} bytes into {volume.Name}"));
         }));
         return command;
     }
@@ -253,8 +309,18 @@ internal static partial class Commands
         {
             var f = p.GetValue(file)!;
             var volume = await client.OpenVolumeAsync(p.GetValue(name)!);
-            await CopyAsync(p, new FileStream(f.FullName, FileMode.Create, FileAccess.Write), volume, 0, volume.SizeBytes, "export", toVolume: false);
-            Print(p, new { volume = volume.Name, bytes = volume.SizeBytes, file = f.FullName }, () => Console.WriteLine($"exported {volume.SizeBytes} bytes of {volume.Name} into {f.FullName}"));
+            await CopyAsync(
+                p,
+                new FileStream(f.FullName, FileMode.Create, FileAccess.Write),
+                volume,
+                0,
+                volume.SizeBytes,
+                "export",
+                toVolume: false);
+            Print(
+                p,
+                new { volume = volume.Name, bytes = volume.SizeBytes, file = f.FullName },
+                () => Console.WriteLine($"exported {volume.SizeBytes} bytes of {volume.Name} into {f.FullName}"));
         }));
         return command;
     }
@@ -264,22 +330,28 @@ internal static partial class Commands
         var disk = new Command("disk", "Fail or replace a member disk");
         foreach (var verb in new[] { "fail", "replace" })
         {
-            var command = new Command(verb, verb == "fail" ? "Mark a member disk failed" : "Replace a failed member with a fresh disk (then rebuild)");
+            var command = new Command(
+                verb,
+                verb == "fail" ? "Mark a member disk failed" : "Replace a failed member with a fresh disk (then rebuild)");
             var name = NameArgument();
             var index = new Argument<int>("INDEX") { Description = "The member's index (0-based)" };
-            var replacement = DiskOption("The new disk: file:PATH or pageblob:CONTAINER/BLOB (default: a new disk of the member's kind next to it)");
+            var replacement = DiskOption(
+                "The new disk: file:PATH or pageblob:CONTAINER/BLOB (default: a new disk of the member's kind next to it)");
             command.Arguments.Add(name);
             command.Arguments.Add(index);
             replacement.Validators.Add(r =>
             {
-                if (r.Tokens.Count > 1) r.AddError($"--disk is given {r.Tokens.Count} times; disk replace takes one new disk");
+                if (r.Tokens.Count > 1)
+                    r.AddError($"--disk is given {r.Tokens.Count} times; disk replace takes one new disk");
             });
             if (verb == "replace") command.Options.Add(replacement);
             command.SetAction((p, ct) => RunAsync(p, async client =>
             {
                 var n = p.GetValue(name)!;
                 var i = p.GetValue(index);
-                var s = verb == "fail" ? await client.FailDiskAsync(n, i, "failed by cloudctl") : await client.ReplaceDiskAsync(n, i, p.GetValue(replacement)?.SingleOrDefault());
+                var s = verb == "fail"
+                    ? await client.FailDiskAsync(n, i, "failed by cloudctl")
+                    : await client.ReplaceDiskAsync(n, i, p.GetValue(replacement)?.SingleOrDefault());
                 Print(p, s, () => PrintStatus(s));
             }));
             disk.Subcommands.Add(command);
@@ -326,7 +398,11 @@ internal static partial class Commands
                 }
                 if (status.Error is not null) throw new CloudRequestException($"rebuild of {n} failed: {status.Error}");
             }
-            Print(p, status, () => Console.WriteLine(status.Running ? $"rebuild of {n} started" : $"rebuild of {n} done: {status.StripesDone}/{status.StripesTotal} stripes"));
+            Print(
+                p,
+                status,
+                () => Console.WriteLine(
+                    status.Running ? $"rebuild of {n} started" : $"rebuild of {n} done: {status.StripesDone}/{status.StripesTotal} stripes"));
         }));
         return command;
     }
@@ -345,9 +421,16 @@ internal static partial class Commands
             if (p.GetValue(JsonOutput)) result = await client.ScrubAsync(n, p.GetValue(repair));
             else
             {
-                await AnsiConsole.Status().StartAsync($"scrubbing {Markup.Escape(n)}", async _ => result = await client.ScrubAsync(n, p.GetValue(repair)));
+                await AnsiConsole.Status()
+                    .StartAsync(
+                        $"scrubbing {Markup.Escape(n)}",
+                        async _ => result = await client.ScrubAsync(n, p.GetValue(repair)));
             }
-            Print(p, result!, () => Console.WriteLine($"scrub of {n}: {result!.StripesChecked} stripes checked, {result.Mismatches} parity mismatches, {result.ChecksumErrors} checksum errors, {result.Repaired} repaired"));
+            Print(
+                p,
+                result!,
+                () => Console.WriteLine(
+                    $"scrub of {n}: {result!.StripesChecked} stripes checked, {result.Mismatches} parity mismatches, {result.ChecksumErrors} checksum errors, {result.Repaired} repaired"));
         }));
         return command;
     }
@@ -360,23 +443,38 @@ internal static partial class Commands
             var status = await client.GetClusterStatusAsync();
             Print(p, status, () =>
             {
-                var table = new Table().AddColumns("SILO", "PENDING", "QUEUE", "DISK ms", "CPU %", "SCORE", "STATE", "REUSED", "NEW", "WRITES");
+                var table = new Table()
+                    .AddColumns(
+                        "SILO", "PENDING", "QUEUE", "DISK ms", "CPU %", "SCORE", "STATE", "REUSED", "NEW", "WRITES");
                 foreach (var s in status.Silos)
                 {
-                    table.AddRow(Markup.Escape(s.SiloName), Sizes.Format(s.PendingDelegatedBytes), s.QueueDepth.ToString(CultureInfo.InvariantCulture),
-                        s.DiskLatencyMs.ToString("0.0", CultureInfo.InvariantCulture), s.CpuPercent.ToString("0", CultureInfo.InvariantCulture), s.Score.ToString("0.0", CultureInfo.InvariantCulture),
+                    table.AddRow(Markup.Escape(s.SiloName), Sizes.Format(s.PendingDelegatedBytes),
+                        s.QueueDepth.ToString(CultureInfo.InvariantCulture),
+                        s.DiskLatencyMs.ToString("0.0", CultureInfo.InvariantCulture),
+                        s.CpuPercent.ToString("0", CultureInfo.InvariantCulture),
+                        s.Score.ToString("0.0", CultureInfo.InvariantCulture),
                         s.Draining ? "draining" : s.Overloaded ? "overloaded" : "ok",
-                        s.DelegationsReused.ToString(CultureInfo.InvariantCulture), s.DelegationsNew.ToString(CultureInfo.InvariantCulture), s.WritesPerformed.ToString(CultureInfo.InvariantCulture));
+                        s.DelegationsReused.ToString(CultureInfo.InvariantCulture),
+                        s.DelegationsNew.ToString(CultureInfo.InvariantCulture),
+                        s.WritesPerformed.ToString(CultureInfo.InvariantCulture));
                 }
                 AnsiConsole.Write(table);
-                Console.WriteLine($"{status.Silos.Length} silo(s), mean score {status.MeanScore.ToString("0.0", CultureInfo.InvariantCulture)}");
+                Console.WriteLine(
+                    $"{status.Silos.Length} silo(s), mean score {status.MeanScore.ToString("0.0", CultureInfo.InvariantCulture)}");
             });
         }));
         return command;
     }
 
     /// <summary>Copies between a file and a volume in 4 MiB pieces, with a progress bar unless --json.</summary>
-    private static async Task CopyAsync(ParseResult p, Stream file, CloudVolume volume, long offset, long length, string label, bool toVolume)
+    private static async Task CopyAsync(
+        ParseResult p,
+        Stream file,
+        CloudVolume volume,
+        long offset,
+        long length,
+        string label,
+        bool toVolume)
     {
         const int pieceBytes = CloudVolume.MaxRequestBytes;
         await using var fileStream = file;
@@ -413,7 +511,8 @@ internal static partial class Commands
     private static void CheckAligned(string option, long value)
     {
         if (value < 0 || value % CloudVolume.BlockSizeBytes != 0)
-            throw new CloudRequestException($"{option} {value} is not allowed; use a multiple of {CloudVolume.BlockSizeBytes}");
+            throw new CloudRequestException(
+                $"{option} {value} is not allowed; use a multiple of {CloudVolume.BlockSizeBytes}");
     }
 
     private static string Level(VolumeLevel level) => level.ToString().ToLowerInvariant();
@@ -440,7 +539,9 @@ internal static partial class Commands
         }
     }
 
-    /// <summary>The flag of <c>volume create</c> that sets each <see cref="VolumeSpec"/> property a silo may refuse.</summary>
+    /// <summary>
+    /// The flag of <c>volume create</c> that sets each <see cref="VolumeSpec"/> property a silo may refuse.
+    /// </summary>
     private static readonly Dictionary<string, string> FlagOfField = new(StringComparer.Ordinal)
     {
         [nameof(VolumeSpec.Name)] = "NAME",
@@ -460,7 +561,9 @@ internal static partial class Commands
         if (ex is AggregateException { InnerException: { } inner }) ex = inner;
         var message = ex.Message.ReplaceLineEndings(" ");
         if (ex is CloudRequestException { Field: { } field } && FlagOfField.TryGetValue(field, out var flag))
-            message = message.StartsWith(field + " ", StringComparison.Ordinal) ? flag + message[field.Length..] : $"{flag}: {message}";
+            message = message.StartsWith(field + " ", StringComparison.Ordinal)
+                ? flag + message[field.Length..]
+                : $"{flag}: {message}";
         return message;
     }
 }
