@@ -83,15 +83,18 @@ public sealed class SiloProcesses : IAsyncDisposable
     /// <summary>
     /// Creates a database on <paramref name="server"/>, applies the schema and starts <paramref name="count"/> silos.
     /// </summary>
-    public static async Task<SiloProcesses> StartAsync(PostgresServer server, string name, int count, Action<string>? log = null,
+    public static async Task<SiloProcesses> StartAsync(PostgresServer server, string name, int count,
+        Action<string>? log = null,
         Action<SiloProcesses>? configure = null)
     {
-        var connectionString = await server.CreateDatabaseAsync("c_" + Guid.NewGuid().ToString("N")).ConfigureAwait(false);
+        var connectionString = await server.CreateDatabaseAsync("c_" + Guid.NewGuid().ToString("N"))
+            .ConfigureAwait(false);
         var silos = new SiloProcesses(connectionString, name, count, log);
         configure?.Invoke(silos);
         try
         {
-            await Task.WhenAll(Enumerable.Range(0, count).Select(i => silos.StartSiloAsync(i, applySchema: i == 0))).ConfigureAwait(false);
+            await Task.WhenAll(Enumerable.Range(0, count).Select(i => silos.StartSiloAsync(i, applySchema: i == 0)))
+                .ConfigureAwait(false);
             await silos.WaitForActiveAsync(count).ConfigureAwait(false);
         }
         catch
@@ -128,7 +131,8 @@ public sealed class SiloProcesses : IAsyncDisposable
     /// <summary>SIGKILL: a crash, with no drain and no goodbye to the cluster.</summary>
     public async Task KillAsync(int index)
     {
-        var process = _processes[index] ?? throw new InvalidOperationException($"silo {NameOf(index)} was never started");
+        var process = _processes[index]
+            ?? throw new InvalidOperationException($"silo {NameOf(index)} was never started");
         await process.KillAsync().ConfigureAwait(false);
         _log?.Invoke($"{DateTime.UtcNow:HH:mm:ss.fff} killed {NameOf(index)} (pid {process.Id})");
     }
@@ -136,7 +140,8 @@ public sealed class SiloProcesses : IAsyncDisposable
     /// <summary>SIGTERM: a graceful stop; returns the exit code.</summary>
     public async Task<int> StopAsync(int index)
     {
-        var process = _processes[index] ?? throw new InvalidOperationException($"silo {NameOf(index)} was never started");
+        var process = _processes[index]
+            ?? throw new InvalidOperationException($"silo {NameOf(index)} was never started");
         var code = await process.TerminateAsync(StopTimeout).ConfigureAwait(false);
         _log?.Invoke($"{DateTime.UtcNow:HH:mm:ss.fff} stopped {NameOf(index)} (exit {code})");
         return code;
@@ -157,7 +162,8 @@ public sealed class SiloProcesses : IAsyncDisposable
     {
         await using var connection = new NpgsqlConnection(ConnectionString);
         await connection.OpenAsync().ConfigureAwait(false);
-        await using var command = new NpgsqlCommand("SELECT count(*) FROM orleans_membership WHERE deployment_id = @c AND status = 3", connection);
+        await using var command = new NpgsqlCommand(
+            "SELECT count(*) FROM orleans_membership WHERE deployment_id = @c AND status = 3", connection);
         command.Parameters.AddWithValue("c", ClusterId);
         return (int)(long)(await command.ExecuteScalarAsync().ConfigureAwait(false))!;
     }
@@ -170,7 +176,8 @@ public sealed class SiloProcesses : IAsyncDisposable
     /// <summary>
     /// A client bound to silo <paramref name="index"/>'s gateway alone (that silo is the first server of every write).
     /// </summary>
-    public Task<CloudClient> ConnectToAsync(int index) => CloudClient.ConnectAsync(Gateway(index), ClusterId, ClusterId);
+    public Task<CloudClient> ConnectToAsync(int index)
+        => CloudClient.ConnectAsync(Gateway(index), ClusterId, ClusterId);
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
