@@ -30,7 +30,8 @@ internal static class LocalPostgres
         {
             if (!File.Exists(Path.Combine(configured, "postgres")))
             {
-                throw new InvalidOperationException($"Cloud:PostgresBin='{configured}' does not contain the postgres binary.");
+                throw new InvalidOperationException(
+                    $"Cloud:PostgresBin='{configured}' does not contain the postgres binary.");
             }
 
             return configured;
@@ -40,7 +41,8 @@ internal static class LocalPostgres
         {
             string? newest = Directory.GetDirectories(DebianInstallRoot)
                 .Where(d => int.TryParse(Path.GetFileName(d), out _) && File.Exists(Path.Combine(d, "bin", "postgres")))
-                .OrderByDescending(d => int.Parse(Path.GetFileName(d), System.Globalization.CultureInfo.InvariantCulture))
+                .OrderByDescending(
+                    d => int.Parse(Path.GetFileName(d), System.Globalization.CultureInfo.InvariantCulture))
                 .FirstOrDefault();
             if (newest is not null)
             {
@@ -67,7 +69,8 @@ internal static class LocalPostgres
             Run("chown", [$"{OsUser}:{OsUser}", parent], parent);
             // The postgres user must be able to reach its directory: private temp directories
             // (mode 700, owned by root) on the way get search permission, and nothing more.
-            for (string? dir = Path.GetDirectoryName(parent); !string.IsNullOrEmpty(dir) && dir != "/"; dir = Path.GetDirectoryName(dir))
+            for (string? dir = Path.GetDirectoryName(parent); !string.IsNullOrEmpty(dir)
+                && dir != "/"; dir = Path.GetDirectoryName(dir))
             {
                 var mode = File.GetUnixFileMode(dir);
                 if ((mode & UnixFileMode.OtherExecute) == 0)
@@ -82,7 +85,9 @@ internal static class LocalPostgres
             parent, asPostgres: RunningAsRoot);
     }
 
-    /// <summary>The command and arguments that run <paramref name="executable"/> as the postgres user when we are root.</summary>
+    /// <summary>
+    /// The command and arguments that run <paramref name="executable"/> as the postgres user when we are root.
+    /// </summary>
     public static (string Command, string[] Prefix) AsPostgresUser(string executable) =>
         RunningAsRoot
             // setpriv execs in place, so the process Aspire tracks and stops is PostgreSQL itself.
@@ -104,7 +109,8 @@ internal static class LocalPostgres
             startInfo.ArgumentList.Add(argument);
         }
 
-        using var process = Process.Start(startInfo) ?? throw new InvalidOperationException($"Could not start {command}.");
+        using var process = Process.Start(startInfo)
+            ?? throw new InvalidOperationException($"Could not start {command}.");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         if (!process.WaitForExit(InitDbTimeout))
@@ -115,7 +121,8 @@ internal static class LocalPostgres
 
         if (process.ExitCode != 0)
         {
-            throw new InvalidOperationException($"{Path.GetFileName(fileName)} {string.Join(' ', arguments)} failed with exit code {process.ExitCode}:\n{stdout.Result}{stderr.Result}");
+            throw new InvalidOperationException(
+                $"{Path.GetFileName(fileName)} {string.Join(' ', arguments)} failed with exit code {process.ExitCode}:\n{stdout.Result}{stderr.Result}");
         }
     }
 }

@@ -30,7 +30,8 @@ var config = builder.Configuration;
 int siloCount = config.GetValue("Cloud:SiloCount", 3);
 if (siloCount < 1 || siloCount > MaxSiloCount)
 {
-    throw new ArgumentOutOfRangeException("Cloud:SiloCount", siloCount, $"Cloud:SiloCount must be between 1 and {MaxSiloCount}.");
+    throw new ArgumentOutOfRangeException(
+        "Cloud:SiloCount", siloCount, $"Cloud:SiloCount must be between 1 and {MaxSiloCount}.");
 }
 
 string mode = (config["Cloud:PostgresMode"] ?? "auto").ToLowerInvariant();
@@ -40,7 +41,8 @@ if (mode is not ("auto" or "executable" or "container"))
 }
 
 bool useContainer = mode == "container" || (mode == "auto" && ContainerRuntimeWorks());
-string dataRoot = config["Cloud:DataDirectory"] ?? Path.Combine(Path.GetTempPath(), "cloud-apphost", builder.Environment.ApplicationName);
+string dataRoot = config["Cloud:DataDirectory"]
+    ?? Path.Combine(Path.GetTempPath(), "cloud-apphost", builder.Environment.ApplicationName);
 Directory.CreateDirectory(dataRoot);
 
 // Ports are chosen now, free on 127.0.0.1, so several AppHosts (and tests) can run side by side.
@@ -88,14 +90,16 @@ builder.Services.AddHealthChecks().AddAsyncCheck("postgres-schema", async cancel
         await PostgresSchema.ApplyAsync(serverConnectionString, cancellationToken);
         return HealthCheckResult.Healthy();
     }
-    catch (Exception e) when (e is NpgsqlException or TimeoutException or InvalidOperationException or System.Net.Sockets.SocketException)
+    catch (Exception e) when (e is NpgsqlException or TimeoutException or InvalidOperationException
+                                   or System.Net.Sockets.SocketException)
     {
         return HealthCheckResult.Unhealthy($"PostgreSQL on 127.0.0.1:{postgresPort} is not ready: {e.Message}");
     }
 });
 postgres = postgres.WithHealthCheck("postgres-schema");
 
-var connectionString = builder.AddConnectionString(ConnectionName, ReferenceExpression.Create($"{serverConnectionString}"));
+var connectionString = builder.AddConnectionString(
+    ConnectionName, ReferenceExpression.Create($"{serverConnectionString}"));
 
 // Azurite for page-blob disks, from the npm packages test.sh installs (node_modules/.bin/azurite).
 string repoRoot = Path.GetFullPath(Path.Combine(builder.AppHostDirectory, ".."));
@@ -115,7 +119,8 @@ if (File.Exists(azuriteBin))
 }
 else
 {
-    Console.Error.WriteLine($"Cloud AppHost: {azuriteBin} not found; run 'npm ci' (or ./test.sh) for Azurite. Starting without page-blob disks.");
+    Console.Error.WriteLine(
+        $"Cloud AppHost: {azuriteBin} not found; run 'npm ci' (or ./test.sh) for Azurite. Starting without page-blob disks.");
 }
 
 // Azurite's well-known development account; it is public and only valid against Azurite.
@@ -138,10 +143,13 @@ for (int i = 0; i < siloCount; i++)
         .WithEnvironment("Orleans__ClusterId", ClusterId)
         .WithEnvironment("Orleans__ServiceId", ClusterId)
         .WithEnvironment("Orleans__Endpoints__AdvertisedIPAddress", "127.0.0.1")
-        .WithEnvironment("Orleans__Endpoints__SiloPort", siloPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
-        .WithEnvironment("Orleans__Endpoints__GatewayPort", gatewayPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
+        .WithEnvironment(
+            "Orleans__Endpoints__SiloPort", siloPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
+        .WithEnvironment(
+            "Orleans__Endpoints__GatewayPort", gatewayPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
         .WithEnvironment("Nbd__Port", nbdPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
-        .WithEnvironment("Http__DashboardPort", dashboardPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
+        .WithEnvironment(
+            "Http__DashboardPort", dashboardPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
         // Orleans' configuration-based ADO.NET clustering. Aspire's Orleans integration would set
         // Orleans__Clustering__ServiceKey, but Orleans 10.4.2 reads ConnectionName, so we set it here.
         .WithEnvironment("Orleans__Clustering__ProviderType", "AdoNet")
@@ -170,7 +178,8 @@ static bool ContainerRuntimeWorks()
     var probeTimeout = TimeSpan.FromSeconds(10);
     foreach (string runtime in (string[])["docker", "podman"])
     {
-        bool onPath = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+        bool onPath = (Environment.GetEnvironmentVariable("PATH") ?? "")
+            .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
             .Any(dir => File.Exists(Path.Combine(dir, runtime)));
         if (!onPath)
         {

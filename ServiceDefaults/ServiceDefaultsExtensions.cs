@@ -39,7 +39,8 @@ public static class ServiceDefaultsExtensions
     }
 
     /// <summary>Adds the OpenTelemetry part of <see cref="AddServiceDefaults{TBuilder}"/> alone.</summary>
-    public static TBuilder ConfigureOpenTelemetry<TBuilder>(this TBuilder builder) where TBuilder : IHostApplicationBuilder
+    public static TBuilder ConfigureOpenTelemetry<TBuilder>(this TBuilder builder)
+        where TBuilder : IHostApplicationBuilder
     {
         ArgumentNullException.ThrowIfNull(builder);
         builder.Logging.AddOpenTelemetry(logging =>
@@ -74,8 +75,12 @@ public static class ServiceDefaultsExtensions
         return builder;
     }
 
-    /// <summary>Adds the liveness check ("self", tagged <see cref="CloudTelemetry.LiveTag"/>); services add their own readiness checks.</summary>
-    public static TBuilder AddDefaultHealthChecks<TBuilder>(this TBuilder builder) where TBuilder : IHostApplicationBuilder
+    /// <summary>
+    /// Adds the liveness check ("self", tagged <see cref="CloudTelemetry.LiveTag"/>); services add their own readiness
+    /// checks.
+    /// </summary>
+    public static TBuilder AddDefaultHealthChecks<TBuilder>(this TBuilder builder)
+        where TBuilder : IHostApplicationBuilder
     {
         ArgumentNullException.ThrowIfNull(builder);
         builder.Services.AddHealthChecks()
@@ -100,7 +105,8 @@ public static class ServiceDefaultsExtensions
 
     /// <summary>
     /// Maps <c>/health</c> and <c>/alive</c> on any endpoint route builder (for hosts that build their pipeline in
-    /// <c>UseEndpoints</c>, such as the silo), with the same meaning as <see cref="MapDefaultEndpoints(WebApplication)"/>.
+    /// <c>UseEndpoints</c>, such as the silo), with the same meaning as
+    /// <see cref="MapDefaultEndpoints(WebApplication)"/>.
     /// </summary>
     public static IEndpointRouteBuilder MapDefaultEndpoints(this IEndpointRouteBuilder endpoints)
     {

@@ -23,26 +23,32 @@ internal static class PairedRun
         int rounds = 30;
         for (int i = 0; i < args.Length; i++)
         {
-            if (args[i] == "--rounds" && i + 1 < args.Length && int.TryParse(args[i + 1], CultureInfo.InvariantCulture, out int r) && r is >= 3 and <= 10_000)
+            if (args[i] == "--rounds"
+                && i + 1 < args.Length
+                && int.TryParse(args[i + 1], CultureInfo.InvariantCulture, out int r)
+                && r is >= 3 and <= 10_000)
             {
                 rounds = r;
                 i++;
             }
             else if (args[i] == "--rounds")
             {
-                await Console.Error.WriteLineAsync($"paired: --rounds needs a whole number from 3 to 10000, got '{(i + 1 < args.Length ? args[i + 1] : "")}'");
+                await Console.Error.WriteLineAsync(
+                    $"paired: --rounds needs a whole number from 3 to 10000, got '{(i + 1 < args.Length ? args[i + 1] : "")}'");
                 return 2;
             }
             else
             {
-                await Console.Error.WriteLineAsync($"paired: unknown argument '{args[i]}'; allowed: --rounds N (3-10000, default 30)");
+                await Console.Error.WriteLineAsync(
+                    $"paired: unknown argument '{args[i]}'; allowed: --rounds N (3-10000, default 30)");
                 return 2;
             }
         }
 
         await using var azurite = await AzuriteInstance.StartAsync();
         var connection = PageBlobConnection.FromConnectionString(azurite.ConnectionString());
-        Console.WriteLine($"Azurite on 127.0.0.1:{azurite.Port}; {rounds} rounds per case; ratio = device / raw time, median over rounds (target <= 1.10)");
+        Console.WriteLine(
+            $"Azurite on 127.0.0.1:{azurite.Port}; {rounds} rounds per case; ratio = device / raw time, median over rounds (target <= 1.10)");
         Console.WriteLine($"{"case",-14} {"raw/op",12} {"device/op",12} {"ratio",8} {"p25-p75",14}");
         foreach (int size in new[] { 4096, 1024 * 1024 })
         {
@@ -129,7 +135,8 @@ internal static class PairedRun
 
     private static string Label(int size) => size >= 1024 * 1024 ? $"{size >> 20} MiB" : $"{size >> 10} KiB";
 
-    private static string Micros(double seconds) => string.Create(CultureInfo.InvariantCulture, $"{seconds * 1e6:F0} us");
+    private static string Micros(double seconds)
+        => string.Create(CultureInfo.InvariantCulture, $"{seconds * 1e6:F0} us");
 
     private static double Median(List<double> values)
     {

@@ -36,13 +36,16 @@ try
     await cluster.DeployAsync();
     var cloud = new CloudClient(cluster.Client);
     var slow = cluster.Silos[1];
-    slow.ServiceProvider.GetRequiredService<SiloRuntimeSettings>().InjectedDiskLatency = TimeSpan.FromMilliseconds(latencyMs);
-    Console.WriteLine($"3 silos, {slow.Name} slowed by {latencyMs} ms per disk operation; {seconds} s per run; seed {seed}");
+    slow.ServiceProvider.GetRequiredService<SiloRuntimeSettings>()
+        .InjectedDiskLatency = TimeSpan.FromMilliseconds(latencyMs);
+    Console.WriteLine(
+        $"3 silos, {slow.Name} slowed by {latencyMs} ms per disk operation; {seconds} s per run; seed {seed}");
 
     var results = new List<(string Workload, string Mode, double Value, string Unit)>();
     foreach (var (mode, fixedTarget) in new[] { ("load-based", (string?)null), ($"fixed ({slow.Name})", slow.Name) })
     {
-        foreach (var s in cluster.Silos) s.ServiceProvider.GetRequiredService<SiloRuntimeSettings>().FixedDelegationTarget = fixedTarget;
+        foreach (var s in cluster.Silos)
+            s.ServiceProvider.GetRequiredService<SiloRuntimeSettings>().FixedDelegationTarget = fixedTarget;
         var name = "bench-" + Guid.NewGuid().ToString("N")[..6];
         await cloud.CreateVolumeAsync(new VolumeSpec(name, volumeBytes, VolumeLevel.Raid5, 3, 64 << 10, Durable: true));
         var volume = await cloud.OpenVolumeAsync(name);
@@ -99,7 +102,8 @@ finally
 async Task<long> RunAsync(int writers, Func<int, Random, CancellationToken, Task<long>> work)
 {
     using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(seconds));
-    var tasks = Enumerable.Range(0, writers).Select(w => Task.Run(() => work(w, new Random(seed + w), stop.Token))).ToArray();
+    var tasks = Enumerable.Range(
+        0, writers).Select(w => Task.Run(() => work(w, new Random(seed + w), stop.Token))).ToArray();
     return (await Task.WhenAll(tasks)).Sum();
 }
 
@@ -107,7 +111,8 @@ int Arg(string name, int fallback)
 {
     var i = Array.IndexOf(args, name);
     if (i < 0) return fallback;
-    if (i + 1 < args.Length && int.TryParse(args[i + 1], CultureInfo.InvariantCulture, out var value) && value > 0) return value;
+    if (i + 1 < args.Length && int.TryParse(args[i + 1], CultureInfo.InvariantCulture, out var value) && value > 0)
+        return value;
     Console.Error.WriteLine($"{name} needs a positive whole number");
     Environment.Exit(2);
     return fallback;

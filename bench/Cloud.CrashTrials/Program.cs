@@ -24,10 +24,12 @@ for (var i = 0; i < args.Length; i++)
     var value = i + 1 < args.Length ? args[i + 1] : null;
     switch (args[i])
     {
-        case "--trials" when int.TryParse(value, CultureInfo.InvariantCulture, out trials) && trials is >= 1 and <= MaxTrials: i++; break;
+        case "--trials" when int.TryParse(value, CultureInfo.InvariantCulture, out trials)
+            && trials is >= 1 and <= MaxTrials: i++; break;
         case "--seed" when int.TryParse(value, CultureInfo.InvariantCulture, out seed): i++; break;
         default:
-            Console.Error.WriteLine($"crash-trials: bad argument '{args[i]}' ({value}); use --trials 1-{MaxTrials} and --seed N");
+            Console.Error.WriteLine(
+                $"crash-trials: bad argument '{args[i]}' ({value}); use --trials 1-{MaxTrials} and --seed N");
             return 2;
     }
 }
@@ -35,7 +37,8 @@ for (var i = 0; i < args.Length; i++)
 var random = new Random(seed);
 Console.WriteLine($"crash trials: {trials} kills, seed {seed}, {SiloCount} silos, silo {SiloAssembly.Path}");
 await using var postgres = await PostgresServer.StartAsync();
-await using var silos = await SiloProcesses.StartAsync(postgres, "crash-trials", SiloCount, line => Console.WriteLine($"  {line}"));
+await using var silos = await SiloProcesses.StartAsync(
+    postgres, "crash-trials", SiloCount, line => Console.WriteLine($"  {line}"));
 var client = await silos.ConnectAsync();
 var volume = await CrashScenario.CreateVolumeAsync(client, "trials");
 var stream = new WriteStream(volume.SizeBytes, CrashScenario.Writers, seed) { GiveUpAfter = giveUpAfter };
@@ -83,7 +86,8 @@ for (var trial = 1; trial <= trials; trial++)
     client = fresh;
     _ = old.DisposeAsync().AsTask();
     if (!await stream.WaitForAcksAsync(WarmUpAcks, TimeSpan.FromSeconds(120)))
-        throw new InvalidOperationException($"trial {trial}: writes did not flow again within 120 s of killing {SiloProcesses.NameOf(victim)}");
+        throw new InvalidOperationException(
+            $"trial {trial}: writes did not flow again within 120 s of killing {SiloProcesses.NameOf(victim)}");
     // Let every write issued in the stall window finish or be given up on, so the recovery time sees them all.
     var settle = killedAt + stallWindow + giveUpAfter - stream.Now;
     if (settle > TimeSpan.Zero) await Task.Delay(settle);
@@ -106,11 +110,15 @@ for (var trial = 1; trial <= trials; trial++)
 await client.DisposeAsync();
 
 var sorted = recoveries.Order().ToList();
-var median = sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[(sorted.Count / 2) - 1] + sorted[sorted.Count / 2]) / 2;
+var median = sorted.Count % 2 == 1
+    ? sorted[sorted.Count / 2]
+    : (sorted[(sorted.Count / 2) - 1] + sorted[sorted.Count / 2]) / 2;
 Console.WriteLine();
 Console.WriteLine($"trials:                          {trials} (seed {seed})");
 Console.WriteLine($"acknowledged writes:             {stream.AcknowledgedCount} ({stream.FailedCount} unacknowledged)");
-Console.WriteLine($"acknowledged writes lost:        {lost} (blocks not holding their last acknowledged write, worst check)");
+Console.WriteLine(
+    $"acknowledged writes lost:        {lost} (blocks not holding their last acknowledged write, worst check)");
 Console.WriteLine($"parity mismatches after recovery: {mismatches}");
-Console.WriteLine($"kill -> writes flowing again:    median {median.TotalSeconds:F2} s, worst {sorted[^1].TotalSeconds:F2} s");
+Console.WriteLine(
+    $"kill -> writes flowing again:    median {median.TotalSeconds:F2} s, worst {sorted[^1].TotalSeconds:F2} s");
 return lost == 0 && mismatches == 0 ? 0 : 1;

@@ -7,12 +7,19 @@ namespace Cloud.NbdHost;
 /// <summary>Builds the served volume from files in one directory.</summary>
 internal static class BenchVolumes
 {
-    public static async ValueTask<IBlockVolume> CreateAsync(string layout, string dir, string name, int members, long memberBytes, int chunkBytes)
+    public static async ValueTask<IBlockVolume> CreateAsync(
+        string layout,
+        string dir,
+        string name,
+        int members,
+        long memberBytes,
+        int chunkBytes)
     {
         switch (layout)
         {
             case "file":
-                return new DeviceVolume(name, new FileBlockDevice(Path.Combine(dir, "disk0.img"), memberBytes), 4 << 20);
+                return new DeviceVolume(
+                    name, new FileBlockDevice(Path.Combine(dir, "disk0.img"), memberBytes), 4 << 20);
             case "raid5":
             case "raid6":
             {

@@ -7,7 +7,8 @@ namespace Cloud.NbdHost;
 /// One block device as a volume, with no redundancy: the baseline that isolates the NBD server's own cost
 /// (a RAID volume adds its parity I/O on top).
 /// </summary>
-internal sealed class DeviceVolume(string name, IBlockDevice device, int maxIoSizeBytes) : IBlockVolume, IAsyncDisposable
+internal sealed class DeviceVolume(string name, IBlockDevice device, int maxIoSizeBytes) : IBlockVolume,
+    IAsyncDisposable
 {
     private static readonly byte[] Zeroes = new byte[1 << 20];
 
@@ -17,10 +18,17 @@ internal sealed class DeviceVolume(string name, IBlockDevice device, int maxIoSi
     public int PreferredIoSizeBytes => 4096;
     public int MaxIoSizeBytes { get; } = maxIoSizeBytes;
 
-    public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    public ValueTask ReadAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken = default)
         => device.ReadAsync(offsetBytes, destination, cancellationToken);
 
-    public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, bool forceUnitAccess = false, CancellationToken cancellationToken = default)
+    public async ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        bool forceUnitAccess = false,
+        CancellationToken cancellationToken = default)
     {
         await device.WriteAsync(offsetBytes, source, cancellationToken);
         if (forceUnitAccess)

@@ -14,7 +14,8 @@ using Microsoft.Extensions.Logging;
 // Port 0 binds a free port. Once listening it prints "NBD_URI=nbd://address:port/name" on stdout.
 
 var opts = ParseArgs(args);
-string dir = opts.GetValueOrDefault("dir") ?? throw new ArgumentException("--dir DIR is required: the directory that holds the member files.");
+string dir = opts.GetValueOrDefault("dir")
+    ?? throw new ArgumentException("--dir DIR is required: the directory that holds the member files.");
 string layout = opts.GetValueOrDefault("layout") ?? "raid5";
 int members = int.Parse(opts.GetValueOrDefault("members") ?? "5");
 long memberBytes = long.Parse(opts.GetValueOrDefault("member-bytes") ?? (512L << 20).ToString());
@@ -38,7 +39,8 @@ using var host = builder.Build();
 await host.StartAsync();
 var server = host.Services.GetRequiredService<NbdServer>();
 Console.WriteLine($"NBD_URI=nbd://{server.TcpEndPoint!.Address}:{server.TcpEndPoint.Port}/{name}");
-Console.WriteLine($"serving {layout} volume '{name}': {volume.CapacityBytes} bytes, preferred I/O {volume.PreferredIoSizeBytes} bytes");
+Console.WriteLine(
+    $"serving {layout} volume '{name}': {volume.CapacityBytes} bytes, preferred I/O {volume.PreferredIoSizeBytes} bytes");
 await host.WaitForShutdownAsync();
 if (volume is IAsyncDisposable d)
 {

@@ -8,7 +8,9 @@ namespace Cloud.Client;
 
 public sealed partial class CloudClient
 {
-    /// <summary>How often the client re-reads the gateway list from the membership table, so a dead gateway is dropped quickly.</summary>
+    /// <summary>
+    /// How often the client re-reads the gateway list from the membership table, so a dead gateway is dropped quickly.
+    /// </summary>
     public static readonly TimeSpan PostgresGatewayRefreshPeriod = TimeSpan.FromSeconds(2);
 
     /// <summary>
@@ -20,23 +22,34 @@ public sealed partial class CloudClient
     /// <param name="serviceId">The service id the silos were started with.</param>
     /// <param name="cancellationToken">Cancels connecting.</param>
     /// <exception cref="CloudRequestException">The connection string is not valid or no gateway answered.</exception>
-    public static async Task<CloudClient> ConnectPostgresAsync(string connectionString, string clusterId = "cloud", string serviceId = "cloud", CancellationToken cancellationToken = default)
+    public static async Task<CloudClient> ConnectPostgresAsync(
+        string connectionString,
+        string clusterId = "cloud",
+        string serviceId = "cloud",
+        CancellationToken cancellationToken = default)
     {
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [], DisableDefaults = true });
+        var builder = Host.CreateApplicationBuilder(
+            new HostApplicationBuilderSettings { Args = [], DisableDefaults = true });
         builder.Logging.SetMinimumLevel(LogLevel.Critical);
         try
         {
             builder.UseOrleansClient(client =>
             {
                 client.UseCloudPostgresClustering(connectionString);
-                client.Configure<Orleans.Configuration.ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
-                client.Configure<Orleans.Configuration.GatewayOptions>(o => o.GatewayListRefreshPeriod = PostgresGatewayRefreshPeriod);
+                client.Configure<Orleans.Configuration.ClusterOptions>(
+                    o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
+                client.Configure<Orleans.Configuration.GatewayOptions>(
+                    o => o.GatewayListRefreshPeriod = PostgresGatewayRefreshPeriod);
             });
         }
         catch (ArgumentException ex)
         {
-            throw new CloudRequestException($"--connection is not a usable PostgreSQL connection string: {ex.Message}", ex);
+            throw new CloudRequestException(
+                $"--connection is not a usable PostgreSQL connection string: {ex.Message}", ex);
         }
-        return await StartAsync(builder, $"cannot connect to Cloud cluster '{clusterId}' through PostgreSQL clustering", cancellationToken).ConfigureAwait(false);
+        return await StartAsync(
+            builder,
+            $"cannot connect to Cloud cluster '{clusterId}' through PostgreSQL clustering",
+            cancellationToken).ConfigureAwait(false);
     }
 }

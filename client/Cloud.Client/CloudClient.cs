@@ -19,7 +19,9 @@ public sealed partial class CloudClient : IAsyncDisposable
 
     private readonly IHost? _host;
 
-    /// <summary>Wraps a cluster client that is already connected (in a silo, a test cluster, or your own host).</summary>
+    /// <summary>
+    /// Wraps a cluster client that is already connected (in a silo, a test cluster, or your own host).
+    /// </summary>
     public CloudClient(IClusterClient client) => Cluster = client;
 
     private CloudClient(IHost host)
@@ -28,29 +30,45 @@ public sealed partial class CloudClient : IAsyncDisposable
         Cluster = host.Services.GetRequiredService<IClusterClient>();
     }
 
-    /// <summary>How long connecting may take before it fails (a gateway or clustering database that does not answer).</summary>
+    /// <summary>
+    /// How long connecting may take before it fails (a gateway or clustering database that does not answer).
+    /// </summary>
     public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(15);
 
     /// <summary>The underlying Orleans client.</summary>
     public IClusterClient Cluster { get; }
 
     /// <summary>Connects to a silo's gateway (<c>HOST:PORT</c>).</summary>
-    public static async Task<CloudClient> ConnectAsync(string gateway = DefaultGateway, string clusterId = "cloud", string serviceId = "cloud", CancellationToken cancellationToken = default)
+    public static async Task<CloudClient> ConnectAsync(
+        string gateway = DefaultGateway,
+        string clusterId = "cloud",
+        string serviceId = "cloud",
+        CancellationToken cancellationToken = default)
     {
         var endpoint = await ResolveAsync(gateway, cancellationToken).ConfigureAwait(false);
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [], DisableDefaults = true });
+        var builder = Host.CreateApplicationBuilder(
+            new HostApplicationBuilderSettings { Args = [], DisableDefaults = true });
         builder.Logging.SetMinimumLevel(LogLevel.Critical);
         builder.UseOrleansClient(client =>
         {
             client.UseStaticClustering(endpoint);
-            client.Configure<Orleans.Configuration.ClusterOptions>(o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
-            client.Configure<Orleans.Configuration.GatewayOptions>(o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(30));
+            client.Configure<Orleans.Configuration.ClusterOptions>(
+                o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
+            client.Configure<Orleans.Configuration.GatewayOptions>(
+                o => o.GatewayListRefreshPeriod = TimeSpan.FromSeconds(30));
         });
-        return await StartAsync(builder, $"cannot connect to a Cloud silo at {gateway}", cancellationToken).ConfigureAwait(false);
+        return await StartAsync(
+            builder, $"cannot connect to a Cloud silo at {gateway}", cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Builds and starts the client host; a failure to connect becomes one <see cref="CloudRequestException"/> starting with <paramref name="failure"/>.</summary>
-    private static async Task<CloudClient> StartAsync(HostApplicationBuilder builder, string failure, CancellationToken cancellationToken)
+    /// <summary>
+    /// Builds and starts the client host; a failure to connect becomes one <see cref="CloudRequestException"/> starting
+    /// with <paramref name="failure"/>.
+    /// </summary>
+    private static async Task<CloudClient> StartAsync(
+        HostApplicationBuilder builder,
+        string failure,
+        CancellationToken cancellationToken)
     {
         var host = builder.Build();
         // The Orleans client keeps retrying a gateway that does not answer; a command line must not hang on it.
@@ -63,7 +81,8 @@ public sealed partial class CloudClient : IAsyncDisposable
         catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested)
         {
             host.Dispose();
-            throw new CloudRequestException($"{failure}: no answer within {ConnectTimeout.TotalSeconds:0} s; is a silo running there?", ex);
+            throw new CloudRequestException(
+                $"{failure}: no answer within {ConnectTimeout.TotalSeconds:0} s; is a silo running there?", ex);
         }
         catch (Exception ex)
         {
@@ -78,11 +97,13 @@ public sealed partial class CloudClient : IAsyncDisposable
     {
         var colon = gateway.LastIndexOf(':');
         if (colon <= 0 || !int.TryParse(gateway.AsSpan(colon + 1), out var port) || port is < 1 or > 65535)
-            throw new CloudRequestException($"gateway '{gateway}' is not HOST:PORT with a port of 1-65535 (e.g. {DefaultGateway})");
+            throw new CloudRequestException(
+                $"gateway '{gateway}' is not HOST:PORT with a port of 1-65535 (e.g. {DefaultGateway})");
         var host = gateway[..colon].Trim('[', ']');
         if (IPAddress.TryParse(host, out var address)) return new IPEndPoint(address, port);
         var addresses = await Dns.GetHostAddressesAsync(host, cancellationToken).ConfigureAwait(false);
-        var chosen = addresses.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork) ?? addresses.FirstOrDefault()
+        var chosen = addresses.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork)
+            ?? addresses.FirstOrDefault()
             ?? throw new CloudRequestException($"gateway host '{host}' does not resolve");
         return new IPEndPoint(chosen, port);
     }
@@ -106,19 +127,26 @@ public sealed partial class CloudClient : IAsyncDisposable
         Cluster.GetGrain<IVolumeGrain>(name).FailDiskAsync(index, reason);
 
     /// <summary>Replaces a failed member with a fresh disk.</summary>
-    public Task<VolumeStatus> ReplaceDiskAsync(string name, int index) => Cluster.GetGrain<IVolumeGrain>(name).ReplaceDiskAsync(index);
+    public Task<VolumeStatus> ReplaceDiskAsync(string name, int index)
+        => Cluster.GetGrain<IVolumeGrain>(name).ReplaceDiskAsync(index);
 
-    /// <summary>Replaces a failed member with the disk <paramref name="disk"/> names (<c>file:PATH</c> or <c>pageblob:CONTAINER/BLOB</c>; null = a new disk of the member's kind).</summary>
-    public Task<VolumeStatus> ReplaceDiskAsync(string name, int index, string? disk) => Cluster.GetGrain<IVolumeGrain>(name).ReplaceDiskWithAsync(index, disk);
+    /// <summary>
+    /// Replaces a failed member with the disk <paramref name="disk"/> names (<c>file:PATH</c> or
+    /// <c>pageblob:CONTAINER/BLOB</c>; null = a new disk of the member's kind).
+    /// </summary>
+    public Task<VolumeStatus> ReplaceDiskAsync(string name, int index, string? disk)
+        => Cluster.GetGrain<IVolumeGrain>(name).ReplaceDiskWithAsync(index, disk);
 
     /// <summary>Starts a rebuild.</summary>
-    public Task<RebuildStatus> StartRebuildAsync(string name) => Cluster.GetGrain<IVolumeGrain>(name).StartRebuildAsync();
+    public Task<RebuildStatus> StartRebuildAsync(string name)
+        => Cluster.GetGrain<IVolumeGrain>(name).StartRebuildAsync();
 
     /// <summary>The running or last rebuild.</summary>
     public Task<RebuildStatus?> GetRebuildAsync(string name) => Cluster.GetGrain<IVolumeGrain>(name).GetRebuildAsync();
 
     /// <summary>Scrubs a volume.</summary>
-    public Task<ScrubResult> ScrubAsync(string name, bool repair) => Cluster.GetGrain<IVolumeGrain>(name).ScrubAsync(repair);
+    public Task<ScrubResult> ScrubAsync(string name, bool repair)
+        => Cluster.GetGrain<IVolumeGrain>(name).ScrubAsync(repair);
 
     /// <summary>Every silo's live load and delegation counts.</summary>
     public Task<ClusterStatus> GetClusterStatusAsync() => Cluster.GetGrain<ILoadTableGrain>(0).GetStatusAsync();
@@ -127,7 +155,8 @@ public sealed partial class CloudClient : IAsyncDisposable
     public async Task<CloudVolume> OpenVolumeAsync(string name)
     {
         var info = await Catalog.GetAsync(name).ConfigureAwait(false)
-            ?? throw new CloudRequestException($"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
+            ?? throw new CloudRequestException(
+                $"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
         return new CloudVolume(Cluster, info);
     }
 

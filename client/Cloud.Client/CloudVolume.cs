@@ -39,34 +39,54 @@ public sealed class CloudVolume
     private void Check(long offsetBytes, long lengthBytes)
     {
         if (offsetBytes < 0 || offsetBytes % BlockSizeBytes != 0)
-            throw new ArgumentOutOfRangeException(nameof(offsetBytes), offsetBytes, $"offset must be a multiple of {BlockSizeBytes} from 0");
+            throw new ArgumentOutOfRangeException(
+                nameof(offsetBytes), offsetBytes, $"offset must be a multiple of {BlockSizeBytes} from 0");
         if (lengthBytes % BlockSizeBytes != 0)
-            throw new ArgumentOutOfRangeException(nameof(lengthBytes), lengthBytes, $"length must be a multiple of {BlockSizeBytes}");
+            throw new ArgumentOutOfRangeException(
+                nameof(lengthBytes), lengthBytes, $"length must be a multiple of {BlockSizeBytes}");
         if (offsetBytes + lengthBytes > SizeBytes)
-            throw new ArgumentOutOfRangeException(nameof(lengthBytes), lengthBytes, $"range {offsetBytes}+{lengthBytes} ends past the volume's {SizeBytes} bytes");
+            throw new ArgumentOutOfRangeException(
+                nameof(lengthBytes),
+                lengthBytes,
+                $"range {offsetBytes}+{lengthBytes} ends past the volume's {SizeBytes} bytes");
     }
 
     /// <summary>Reads <paramref name="destination"/>.Length bytes at <paramref name="offsetBytes"/>.</summary>
-    public async Task ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    public async Task ReadAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken = default)
     {
         Check(offsetBytes, destination.Length);
         await ForEachPieceAsync(destination.Length, async (at, length) =>
         {
-            var data = await FrontEnd.ReadAsync(Name, offsetBytes + at, length).WaitAsync(cancellationToken).ConfigureAwait(false);
+            var data = await FrontEnd.ReadAsync(
+                Name, offsetBytes + at, length).WaitAsync(cancellationToken).ConfigureAwait(false);
             data.CopyTo(destination.Slice(at, length));
         }).ConfigureAwait(false);
     }
 
-    /// <summary>Writes <paramref name="source"/> at <paramref name="offsetBytes"/>; with FUA, returns once it is on disk.</summary>
-    public async Task WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, bool forceUnitAccess = false, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Writes <paramref name="source"/> at <paramref name="offsetBytes"/>; with FUA, returns once it is on disk.
+    /// </summary>
+    public async Task WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        bool forceUnitAccess = false,
+        CancellationToken cancellationToken = default)
     {
         Check(offsetBytes, source.Length);
         await ForEachPieceAsync(source.Length, (at, length) =>
-            FrontEnd.WriteAsync(Name, offsetBytes + at, source.Slice(at, length).ToArray(), forceUnitAccess).WaitAsync(cancellationToken)).ConfigureAwait(false);
+            FrontEnd.WriteAsync(
+                Name,
+                offsetBytes + at,
+                source.Slice(at, length).ToArray(),
+                forceUnitAccess).WaitAsync(cancellationToken)).ConfigureAwait(false);
     }
 
     /// <summary>Returns once every write acknowledged before the call is durable.</summary>
-    public Task FlushAsync(CancellationToken cancellationToken = default) => FrontEnd.FlushAsync(Name).WaitAsync(cancellationToken);
+    public Task FlushAsync(CancellationToken cancellationToken = default)
+        => FrontEnd.FlushAsync(Name).WaitAsync(cancellationToken);
 
     /// <summary>Discards a range; reads then return zeroes.</summary>
     public Task TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default)
@@ -75,7 +95,9 @@ public sealed class CloudVolume
         return FrontEnd.TrimAsync(Name, offsetBytes, lengthBytes).WaitAsync(cancellationToken);
     }
 
-    /// <summary>A seekable stream over the volume (any offset and length; partial blocks are read, patched and written back).</summary>
+    /// <summary>
+    /// A seekable stream over the volume (any offset and length; partial blocks are read, patched and written back).
+    /// </summary>
     public Stream OpenStream() => new CloudVolumeStream(this);
 
     private static async Task ForEachPieceAsync(int lengthBytes, Func<int, int, Task> piece)

@@ -17,7 +17,9 @@ internal sealed class CloudVolumeStream(CloudVolume volume) : Stream
     public override long Position
     {
         get => _position;
-        set => _position = value >= 0 && value <= Length ? value : throw new ArgumentOutOfRangeException(nameof(value), value, $"position must be in 0-{Length}");
+        set => _position = value >= 0 && value <= Length
+            ? value
+            : throw new ArgumentOutOfRangeException(nameof(value), value, $"position must be in 0-{Length}");
     }
 
     public override long Seek(long offset, SeekOrigin origin) => Position = origin switch
@@ -28,11 +30,14 @@ internal sealed class CloudVolumeStream(CloudVolume volume) : Stream
         _ => throw new ArgumentOutOfRangeException(nameof(origin)),
     };
 
-    public override void SetLength(long value) => throw new NotSupportedException("a volume's size is fixed at creation");
+    public override void SetLength(long value)
+        => throw new NotSupportedException("a volume's size is fixed at creation");
     public override void Flush() => FlushAsync(CancellationToken.None).GetAwaiter().GetResult();
     public override Task FlushAsync(CancellationToken cancellationToken) => volume.FlushAsync(cancellationToken);
-    public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-    public override void Write(byte[] buffer, int offset, int count) => WriteAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+    public override int Read(byte[] buffer, int offset, int count)
+        => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+    public override void Write(byte[] buffer, int offset, int count)
+        => WriteAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
 
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
@@ -54,10 +59,13 @@ internal sealed class CloudVolumeStream(CloudVolume volume) : Stream
         return count;
     }
 
-    public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    public override async ValueTask WriteAsync(
+        ReadOnlyMemory<byte> buffer,
+        CancellationToken cancellationToken = default)
     {
         if (_position + buffer.Length > Length)
-            throw new IOException($"write of {buffer.Length} bytes at {_position} ends past the volume's {Length} bytes");
+            throw new IOException(
+                $"write of {buffer.Length} bytes at {_position} ends past the volume's {Length} bytes");
         if (buffer.Length == 0) return;
         var start = _position / Block * Block;
         var end = (_position + buffer.Length + Block - 1) / Block * Block;
@@ -71,7 +79,10 @@ internal sealed class CloudVolumeStream(CloudVolume volume) : Stream
             // Only the first and last blocks can be partial; read just those.
             await volume.ReadAsync(start, aligned.AsMemory(0, Block), cancellationToken).ConfigureAwait(false);
             if (end - Block > start)
-                await volume.ReadAsync(end - Block, aligned.AsMemory(aligned.Length - Block, Block), cancellationToken).ConfigureAwait(false);
+                await volume.ReadAsync(
+                    end - Block,
+                    aligned.AsMemory(aligned.Length - Block, Block),
+                    cancellationToken).ConfigureAwait(false);
             buffer.CopyTo(aligned.AsMemory((int)(_position - start)));
             await volume.WriteAsync(start, aligned, false, cancellationToken).ConfigureAwait(false);
         }

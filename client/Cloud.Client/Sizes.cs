@@ -11,7 +11,9 @@ public static class Sizes
         ("T", 1L << 40), ("G", 1L << 30), ("M", 1L << 20), ("K", 1L << 10), ("B", 1),
     ];
 
-    /// <summary>Parses a size; throws <see cref="FormatException"/> naming the bad text and the allowed forms.</summary>
+    /// <summary>
+    /// Parses a size; throws <see cref="FormatException"/> naming the bad text and the allowed forms.
+    /// </summary>
     public static long Parse(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -27,7 +29,8 @@ public static class Sizes
             }
         }
         if (!long.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value < 0)
-            throw new FormatException($"size '{text}' is not valid; use a whole number of bytes, optionally with KiB, MiB, GiB, TiB (or K, M, G, T)");
+            throw new FormatException(
+                $"size '{text}' is not valid; use a whole number of bytes, optionally with KiB, MiB, GiB, TiB (or K, M, G, T)");
         try
         {
             return checked(value * factor);
@@ -38,7 +41,9 @@ public static class Sizes
         }
     }
 
-    /// <summary>Formats a size with the largest binary suffix that divides it evenly (for round numbers) or one decimal.</summary>
+    /// <summary>
+    /// Formats a size with the largest binary suffix that divides it evenly (for round numbers) or one decimal.
+    /// </summary>
     public static string Format(long bytes)
     {
         string[] units = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -17,12 +17,14 @@ internal static partial class Commands
 
     private static readonly Option<string?> Connection = new("--connection")
     {
-        Description = "The clustering database's PostgreSQL connection string (default: $CLOUD_CONNECTION or $Cloud__Connection)",
+        Description =
+            "The clustering database's PostgreSQL connection string (default: $CLOUD_CONNECTION or $Cloud__Connection)",
         // No DefaultValueFactory: help would print the default, and a connection string may hold a password.
         Recursive = true,
     };
 
-    private static string? ConnectionOf(ParseResult p) => p.GetValue(Connection) ?? FromEnvironment("CLOUD_CONNECTION", "Cloud__Connection");
+    private static string? ConnectionOf(ParseResult p)
+        => p.GetValue(Connection) ?? FromEnvironment("CLOUD_CONNECTION", "Cloud__Connection");
 
     private static readonly Option<string> ClusterId = new("--cluster-id")
     {
@@ -63,7 +65,8 @@ internal static partial class Commands
         {
             var connection = ConnectionOf(p);
             if (string.IsNullOrWhiteSpace(connection))
-                throw new CloudRequestException("--clustering postgres needs --connection with a PostgreSQL connection string (or $CLOUD_CONNECTION)");
+                throw new CloudRequestException(
+                    "--clustering postgres needs --connection with a PostgreSQL connection string (or $CLOUD_CONNECTION)");
             return CloudClient.ConnectPostgresAsync(connection, p.GetValue(ClusterId)!, p.GetValue(ClusterId)!);
         }
         return CloudClient.ConnectAsync(p.GetValue(Gateway)!, p.GetValue(ClusterId)!, p.GetValue(ClusterId)!);
@@ -72,19 +75,24 @@ internal static partial class Commands
     private static Command DbCommand()
     {
         var db = new Command("db", "The clustering database");
-        var init = new Command("init", "Create or update Cloud's schema (tables, functions, Orleans queries); safe to run again");
+        var init = new Command(
+            "init", "Create or update Cloud's schema (tables, functions, Orleans queries); safe to run again");
         init.SetAction(async (p, ct) =>
         {
             var connection = ConnectionOf(p);
             if (string.IsNullOrWhiteSpace(connection))
             {
-                Console.Error.WriteLine("cloudctl: db init needs --connection with a PostgreSQL connection string (or $CLOUD_CONNECTION)");
+                Console.Error.WriteLine(
+                    "cloudctl: db init needs --connection with a PostgreSQL connection string (or $CLOUD_CONNECTION)");
                 return 2;
             }
             try
             {
                 await PostgresSchema.ApplyAsync(connection, ct);
-                Print(p, new { applied = true }, () => Console.WriteLine("schema applied (idempotent: running it again changes nothing)"));
+                Print(
+                    p,
+                    new { applied = true },
+                    () => Console.WriteLine("schema applied (idempotent: running it again changes nothing)"));
                 return 0;
             }
             catch (Exception ex) when (ex is not OperationCanceledException)

@@ -12,7 +12,9 @@ public static class PostgresClustering
     /// <summary>The ADO.NET invariant name to give the Orleans providers for PostgreSQL.</summary>
     public const string Invariant = "Npgsql";
 
-    /// <summary>Uses ADO.NET clustering on PostgreSQL. The schema must exist (<c>PostgresSchema.ApplyAsync</c>).</summary>
+    /// <summary>
+    /// Uses ADO.NET clustering on PostgreSQL. The schema must exist (<c>PostgresSchema.ApplyAsync</c>).
+    /// </summary>
     /// <exception cref="ArgumentException">The connection string is empty or invalid.</exception>
     public static ISiloBuilder UseCloudPostgresClustering(this ISiloBuilder builder, string connectionString)
     {
@@ -39,12 +41,15 @@ public static class PostgresClustering
     }
 
     /// <summary>The connection string in Npgsql's normal form.</summary>
-    /// <exception cref="ArgumentException">It is empty or not a valid Npgsql connection string; the message says which.</exception>
+    /// <exception cref="ArgumentException">It is empty or not a valid Npgsql connection string; the message says
+    /// which.</exception>
     public static string ValidateConnectionString(string connectionString)
     {
         if (string.IsNullOrWhiteSpace(connectionString))
         {
-            throw new ArgumentException("The PostgreSQL connection string is empty; give one like 'Host=127.0.0.1;Port=5432;Database=cloud;Username=cloud;Password=...'.", nameof(connectionString));
+            throw new ArgumentException(
+                "The PostgreSQL connection string is empty; give one like 'Host=127.0.0.1;Port=5432;Database=cloud;Username=cloud;Password=...'.",
+                nameof(connectionString));
         }
 
         try
@@ -53,7 +58,8 @@ public static class PostgresClustering
         }
         catch (ArgumentException e)
         {
-            throw new ArgumentException($"The PostgreSQL connection string is not valid: {e.Message}", nameof(connectionString), e);
+            throw new ArgumentException(
+                $"The PostgreSQL connection string is not valid: {e.Message}", nameof(connectionString), e);
         }
     }
 }

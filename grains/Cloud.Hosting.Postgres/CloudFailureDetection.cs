@@ -19,28 +19,47 @@ public static class CloudFailureDetection
     /// <summary>The bound the settings are chosen to meet: crash to "declared dead" in the membership table.</summary>
     public static readonly TimeSpan TargetDeclarationTime = TimeSpan.FromSeconds(5);
 
-    /// <summary>The initial probe timeout and period (Orleans default 5 s). Orleans adapts it per silo between <see cref="MinProbeTimeout"/> and <see cref="MaxProbeTimeout"/>.</summary>
+    /// <summary>
+    /// The initial probe timeout and period (Orleans default 5 s). Orleans adapts it per silo between
+    /// <see cref="MinProbeTimeout"/> and <see cref="MaxProbeTimeout"/>.
+    /// </summary>
     public static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(1);
 
     /// <summary>The shortest adaptive probe timeout (Orleans default: half of ProbeTimeout).</summary>
     public static readonly TimeSpan MinProbeTimeout = TimeSpan.FromMilliseconds(500);
 
-    /// <summary>The longest adaptive probe timeout (Orleans default: four times ProbeTimeout, which alone would exceed the target).</summary>
+    /// <summary>
+    /// The longest adaptive probe timeout (Orleans default: four times ProbeTimeout, which alone would exceed the
+    /// target).
+    /// </summary>
     public static readonly TimeSpan MaxProbeTimeout = TimeSpan.FromMilliseconds(1500);
 
-    /// <summary>Missed probes before a peer votes a silo suspect (Orleans default 3). Two tolerates one lost probe.</summary>
+    /// <summary>
+    /// Missed probes before a peer votes a silo suspect (Orleans default 3). Two tolerates one lost probe.
+    /// </summary>
     public const int NumMissedProbesLimit = 2;
 
-    /// <summary>Suspect votes needed to declare a silo dead (Orleans default 2, kept: one peer alone should not kill a silo when others can see it).</summary>
+    /// <summary>
+    /// Suspect votes needed to declare a silo dead (Orleans default 2, kept: one peer alone should not kill a silo when
+    /// others can see it).
+    /// </summary>
     public const int NumVotesForDeathDeclaration = 2;
 
-    /// <summary>How long a suspect vote counts (Orleans default 2 min). Votes older than a few probe rounds no longer describe the silo.</summary>
+    /// <summary>
+    /// How long a suspect vote counts (Orleans default 2 min). Votes older than a few probe rounds no longer describe
+    /// the silo.
+    /// </summary>
     public static readonly TimeSpan DeathVoteExpirationTimeout = TimeSpan.FromSeconds(20);
 
-    /// <summary>How often a silo writes its IAmAlive time to the table (Orleans default 30 s); joining silos use it to skip dead entries.</summary>
+    /// <summary>
+    /// How often a silo writes its IAmAlive time to the table (Orleans default 30 s); joining silos use it to skip dead
+    /// entries.
+    /// </summary>
     public static readonly TimeSpan IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(5);
 
-    /// <summary>How often a silo re-reads the membership table (Orleans default 60 s); gossip usually brings changes sooner.</summary>
+    /// <summary>
+    /// How often a silo re-reads the membership table (Orleans default 60 s); gossip usually brings changes sooner.
+    /// </summary>
     public static readonly TimeSpan TableRefreshTimeout = TimeSpan.FromSeconds(5);
 
     /// <summary>

@@ -12,12 +12,17 @@ public static class CloudPostgresHostingExtensions
 {
     /// <summary>Adds a named ADO.NET grain storage on PostgreSQL.</summary>
     /// <exception cref="ArgumentException">The name or connection string is empty or invalid.</exception>
-    public static ISiloBuilder AddCloudPostgresGrainStorage(this ISiloBuilder builder, string name, string connectionString)
+    public static ISiloBuilder AddCloudPostgresGrainStorage(
+        this ISiloBuilder builder,
+        string name,
+        string connectionString)
     {
         ArgumentNullException.ThrowIfNull(builder);
         if (string.IsNullOrWhiteSpace(name))
         {
-            throw new ArgumentException("The grain storage name is empty; give the name grains use in [PersistentState(..., storageName)].", nameof(name));
+            throw new ArgumentException(
+                "The grain storage name is empty; give the name grains use in [PersistentState(..., storageName)].",
+                nameof(name));
         }
 
         string validated = PostgresClustering.ValidateConnectionString(connectionString);
@@ -28,7 +33,10 @@ public static class CloudPostgresHostingExtensions
         });
     }
 
-    /// <summary>Applies <see cref="CloudFailureDetection"/>'s membership settings so a crashed silo is declared dead within about 5 s.</summary>
+    /// <summary>
+    /// Applies <see cref="CloudFailureDetection"/>'s membership settings so a crashed silo is declared dead within
+    /// about 5 s.
+    /// </summary>
     public static ISiloBuilder UseCloudFastFailureDetection(this ISiloBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);

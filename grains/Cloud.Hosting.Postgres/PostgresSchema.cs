@@ -16,7 +16,10 @@ public static class PostgresSchema
     /// <summary>The minimum PostgreSQL major version the schema needs (for NULLS NOT DISTINCT).</summary>
     public const int MinimumServerMajorVersion = 15;
 
-    /// <summary>How long applying the schema may take, including waiting for another process that is applying it at the same moment.</summary>
+    /// <summary>
+    /// How long applying the schema may take, including waiting for another process that is applying it at the same
+    /// moment.
+    /// </summary>
     public static readonly TimeSpan DefaultApplyTimeout = TimeSpan.FromSeconds(60);
 
     // Any fixed 64-bit number unique to this use: silos that start together serialize on it, so
@@ -27,22 +30,30 @@ public static class PostgresSchema
 
     private static readonly Lazy<string> ScriptText = new(LoadScript);
 
-    /// <summary>The SQL script that <see cref="ApplyAsync(string, CancellationToken)"/> runs, for operators who apply it by hand.</summary>
+    /// <summary>
+    /// The SQL script that <see cref="ApplyAsync(string, CancellationToken)"/> runs, for operators who apply it by
+    /// hand.
+    /// </summary>
     public static string Script => ScriptText.Value;
 
     /// <summary>
     /// Applies the schema to the database named in <paramref name="connectionString"/>, in one
     /// transaction. Several processes may call this at once.
     /// </summary>
-    /// <param name="connectionString">An Npgsql connection string; the user needs CREATE on the database's public schema.</param>
+    /// <param name="connectionString">An Npgsql connection string; the user needs CREATE on the database's public
+    /// schema.</param>
     /// <param name="cancellationToken">Cancels the apply; the transaction is then rolled back.</param>
-    /// <exception cref="ArgumentException">The connection string is empty or not a valid Npgsql connection string.</exception>
-    /// <exception cref="InvalidOperationException">The server is older than PostgreSQL <see cref="MinimumServerMajorVersion"/>.</exception>
+    /// <exception cref="ArgumentException">The connection string is empty or not a valid Npgsql connection
+    /// string.</exception>
+    /// <exception cref="InvalidOperationException">The server is older than PostgreSQL
+    /// <see cref="MinimumServerMajorVersion"/>.</exception>
     public static async Task ApplyAsync(string connectionString, CancellationToken cancellationToken = default)
     {
         if (string.IsNullOrWhiteSpace(connectionString))
         {
-            throw new ArgumentException("The PostgreSQL connection string is empty; give one like 'Host=127.0.0.1;Port=5432;Database=cloud;Username=cloud;Password=...'.", nameof(connectionString));
+            throw new ArgumentException(
+                "The PostgreSQL connection string is empty; give one like 'Host=127.0.0.1;Port=5432;Database=cloud;Username=cloud;Password=...'.",
+                nameof(connectionString));
         }
 
         NpgsqlConnectionStringBuilder builder;
@@ -52,14 +63,17 @@ public static class PostgresSchema
         }
         catch (ArgumentException e)
         {
-            throw new ArgumentException($"The PostgreSQL connection string is not valid: {e.Message}", nameof(connectionString), e);
+            throw new ArgumentException(
+                $"The PostgreSQL connection string is not valid: {e.Message}", nameof(connectionString), e);
         }
 
         await using var dataSource = NpgsqlDataSource.Create(builder);
         await ApplyAsync(dataSource, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Applies the schema through an existing data source; see <see cref="ApplyAsync(string, CancellationToken)"/>.</summary>
+    /// <summary>
+    /// Applies the schema through an existing data source; see <see cref="ApplyAsync(string, CancellationToken)"/>.
+    /// </summary>
     public static async Task ApplyAsync(NpgsqlDataSource dataSource, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(dataSource);
@@ -94,7 +108,8 @@ public static class PostgresSchema
         using Stream? stream = typeof(PostgresSchema).Assembly.GetManifestResourceStream(ScriptResourceName);
         if (stream is null)
         {
-            throw new InvalidOperationException($"The embedded resource '{ScriptResourceName}' is missing from {typeof(PostgresSchema).Assembly.GetName().Name}; the build did not embed Sql/schema.sql.");
+            throw new InvalidOperationException(
+                $"The embedded resource '{ScriptResourceName}' is missing from {typeof(PostgresSchema).Assembly.GetName().Name}; the build did not embed Sql/schema.sql.");
         }
 
         using var reader = new StreamReader(stream);

@@ -11,8 +11,19 @@ namespace Cloud.Nbd;
 
 internal sealed partial class NbdConnection
 {
-    /// <summary>One parsed request and the pooled buffer that carries its payload (write) or its reply (read).</summary>
-    private readonly struct Request(ushort flags, ushort type, ulong cookie, ulong offset, uint length, byte[]? buffer, long budgetBytes, uint presetError, byte[]? owned = null)
+    /// <summary>
+    /// One parsed request and the pooled buffer that carries its payload (write) or its reply (read).
+    /// </summary>
+    private readonly struct Request(
+        ushort flags,
+        ushort type,
+        ulong cookie,
+        ulong offset,
+        uint length,
+        byte[]? buffer,
+        long budgetBytes,
+        uint presetError,
+        byte[]? owned = null)
     {
         public ushort Flags { get; } = flags;
         public ushort Type { get; } = type;
@@ -20,7 +31,9 @@ internal sealed partial class NbdConnection
         public ulong Offset { get; } = offset;
         public uint Length { get; } = length;
 
-        /// <summary>Rented; payload at <see cref="ReplyHeaderReserveBytes"/> so a read reply's header fits in front of it.</summary>
+        /// <summary>
+        /// Rented; payload at <see cref="ReplyHeaderReserveBytes"/> so a read reply's header fits in front of it.
+        /// </summary>
         public byte[]? Buffer { get; } = buffer;
 
         public long BudgetBytes { get; } = budgetBytes;
@@ -30,7 +43,8 @@ internal sealed partial class NbdConnection
 
         /// <summary>
         /// A write's payload in an array of exactly its length from <see cref="PayloadPool"/>, handed to an
-        /// <see cref="IBufferOwningVolume"/> (which keeps it, sparing a copy, and recycles it once committed); else null.
+        /// <see cref="IBufferOwningVolume"/> (which keeps it, sparing a copy, and recycles it once committed); else
+        /// null.
         /// </summary>
         public byte[]? Owned { get; } = owned;
     }
@@ -62,7 +76,8 @@ internal sealed partial class NbdConnection
                 if (magic != RequestMagic)
                 {
                     // Without the magic there is no way to find the next request boundary.
-                    throw new NbdProtocolException($"request magic 0x{magic:x8} is not NBD_REQUEST_MAGIC (0x{RequestMagic:x8})");
+                    throw new NbdProtocolException(
+                        $"request magic 0x{magic:x8} is not NBD_REQUEST_MAGIC (0x{RequestMagic:x8})");
                 }
                 if (type == CmdDisc)
                 {
@@ -74,12 +89,15 @@ internal sealed partial class NbdConnection
                 byte[]? owned = null;
                 long budget = 0;
                 uint presetError = 0;
-                if (type == CmdWrite && length > 0 && length <= export.VolumeIoPieceBytes && export.Volume is IBufferOwningVolume
+                if (type == CmdWrite
+                    && length > 0
+                    && length <= export.VolumeIoPieceBytes
+                    && export.Volume is IBufferOwningVolume
                     && (flags & ~CmdFlagFua) == 0)
                 {
                     // One piece for a volume that keeps the array: read the payload straight into an array of its own
-                    // (from the payload pool, of exactly this length; every byte is overwritten by the payload) and give
-                    // it away, instead of reading into a pooled buffer that the volume would have to copy.
+                    // (from the payload pool, of exactly this length; every byte is overwritten by the payload) and
+                    // give it away, instead of reading into a pooled buffer that the volume would have to copy.
                     budget = length;
                     await AcquireAsync(budget).ConfigureAwait(false);
                     owned = PayloadPool.Shared.Rent((int)length);
@@ -101,7 +119,8 @@ internal sealed partial class NbdConnection
                     {
                         if (length > MaxDiscardablePayloadBytes)
                         {
-                            throw new NbdProtocolException($"NBD_CMD_WRITE of {length} bytes exceeds the {MaxDiscardablePayloadBytes}-byte limit beyond which payloads are not read");
+                            throw new NbdProtocolException(
+                                $"NBD_CMD_WRITE of {length} bytes exceeds the {MaxDiscardablePayloadBytes}-byte limit beyond which payloads are not read");
                         }
                         await _reader.SkipAsync(length, _stopReading).ConfigureAwait(false);
                         presetError = EInval;
@@ -114,7 +133,9 @@ internal sealed partial class NbdConnection
                         buffer = ArrayPool<byte>.Shared.Rent(ReplyHeaderReserveBytes + (int)length);
                         try
                         {
-                            await _reader.ReadExactlyAsync(buffer.AsMemory(ReplyHeaderReserveBytes, (int)length), _stopReading).ConfigureAwait(false);
+                            await _reader.ReadExactlyAsync(
+                                buffer.AsMemory(ReplyHeaderReserveBytes, (int)length),
+                                _stopReading).ConfigureAwait(false);
                         }
                         catch
                         {
@@ -139,7 +160,10 @@ internal sealed partial class NbdConnection
                 // On the thread pool, not on this loop: a volume may do part of its work (parity, checksums, a
                 // small file I/O) before its first await, and the loop must go on reading the next request.
                 var request = new Request(flags, type, cookie, offset, length, buffer, budget, presetError, owned);
-                ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Connection.ProcessAsync(state.Request), (Connection: this, Request: request), preferLocal: false);
+                ThreadPool.UnsafeQueueUserWorkItem(
+                    static state => _ = state.Connection.ProcessAsync(state.Request),
+                    (Connection: this, Request: request),
+                    preferLocal: false);
             }
         }
         finally
@@ -153,7 +177,9 @@ internal sealed partial class NbdConnection
         var export = _export!;
         var ct = _abort.Token;
         uint error = request.PresetError;
-        string? message = error == 0 ? null : $"{CommandName(request.Type)} of {request.Length} bytes exceeds the maximum payload of {export.MaxPayloadBytes} bytes";
+        string? message = error == 0
+            ? null
+            : $"{CommandName(request.Type)} of {request.Length} bytes exceeds the maximum payload of {export.MaxPayloadBytes} bytes";
         bool replied = false;
         try
         {
@@ -172,19 +198,27 @@ internal sealed partial class NbdConnection
                         for (int done = 0; done < length; done += export.VolumeIoPieceBytes)
                         {
                             int piece = Math.Min(export.VolumeIoPieceBytes, length - done);
-                            await export.Volume.ReadAsync(offset + done, request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece), ct).ConfigureAwait(false);
+                            await export.Volume.ReadAsync(
+                                offset + done,
+                                request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece),
+                                ct).ConfigureAwait(false);
                         }
                         QueueReadReply(request);
                         replied = true;
                         break;
                     case CmdWrite when request.Owned is { } owned:
-                        await ((IBufferOwningVolume)export.Volume).WriteOwnedAsync(offset, owned, fua, ct).ConfigureAwait(false);
+                        await ((IBufferOwningVolume)export.Volume).WriteOwnedAsync(
+                            offset, owned, fua, ct).ConfigureAwait(false);
                         break;
                     case CmdWrite:
                         for (int done = 0; done < length; done += export.VolumeIoPieceBytes)
                         {
                             int piece = Math.Min(export.VolumeIoPieceBytes, length - done);
-                            await export.Volume.WriteAsync(offset + done, request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece), fua, ct).ConfigureAwait(false);
+                            await export.Volume.WriteAsync(
+                                offset + done,
+                                request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece),
+                                fua,
+                                ct).ConfigureAwait(false);
                         }
                         break;
                     case CmdFlush:
@@ -205,7 +239,8 @@ internal sealed partial class NbdConnection
                             for (long done = 0; done < request.Length; done += pieceBytes)
                             {
                                 int piece = (int)Math.Min(pieceBytes, request.Length - done);
-                                await export.Volume.WriteAsync(offset + done, Zeroes.AsMemory(0, piece), fua, ct).ConfigureAwait(false);
+                                await export.Volume.WriteAsync(
+                                    offset + done, Zeroes.AsMemory(0, piece), fua, ct).ConfigureAwait(false);
                             }
                         }
                         else
@@ -254,7 +289,8 @@ internal sealed partial class NbdConnection
         }
         if (error != 0)
         {
-            Log.RequestRefused(_logger, Id, CommandName(request.Type), request.Offset, request.Length, error, message ?? "");
+            Log.RequestRefused(
+                _logger, Id, CommandName(request.Type), request.Offset, request.Length, error, message ?? "");
         }
         if (request.Buffer is not null)
         {
@@ -273,7 +309,9 @@ internal sealed partial class NbdConnection
         }
     }
 
-    /// <summary>Checks flags, alignment and range; the error values follow the protocol's "Error values" section.</summary>
+    /// <summary>
+    /// Checks flags, alignment and range; the error values follow the protocol's "Error values" section.
+    /// </summary>
     private (uint Error, string? Message) Validate(NbdExport export, in Request r)
     {
         ushort allowed = r.Type switch
@@ -338,7 +376,12 @@ internal sealed partial class NbdConnection
             BinaryPrimitives.WriteUInt64BigEndian(span[8..], r.Cookie);
             BinaryPrimitives.WriteUInt32BigEndian(span[16..], (uint)(8 + length));
             BinaryPrimitives.WriteUInt64BigEndian(span[20..], r.Offset);
-            QueueReply(new OutgoingReply(new ArraySegment<byte>(buffer, start, StructuredReplyHeaderBytes + 8 + length), buffer, r.BudgetBytes, r.Type));
+            QueueReply(
+                new OutgoingReply(
+                    new ArraySegment<byte>(buffer, start, StructuredReplyHeaderBytes + 8 + length),
+                    buffer,
+                    r.BudgetBytes,
+                    r.Type));
         }
         else
         {
@@ -347,11 +390,18 @@ internal sealed partial class NbdConnection
             BinaryPrimitives.WriteUInt32BigEndian(span, SimpleReplyMagic);
             BinaryPrimitives.WriteUInt32BigEndian(span[4..], 0);
             BinaryPrimitives.WriteUInt64BigEndian(span[8..], r.Cookie);
-            QueueReply(new OutgoingReply(new ArraySegment<byte>(buffer, start, SimpleReplyHeaderBytes + length), buffer, r.BudgetBytes, r.Type));
+            QueueReply(
+                new OutgoingReply(
+                    new ArraySegment<byte>(buffer, start, SimpleReplyHeaderBytes + length),
+                    buffer,
+                    r.BudgetBytes,
+                    r.Type));
         }
     }
 
-    /// <summary>Queues a reply without data: success, or an error (a structured error chunk with a message when negotiated).</summary>
+    /// <summary>
+    /// Queues a reply without data: success, or an error (a structured error chunk with a message when negotiated).
+    /// </summary>
     private void QueueStatusReply(in Request r, uint error, string? message)
     {
         if (!_structuredReplies || (error == 0 && r.Type != CmdRead))
@@ -361,7 +411,12 @@ internal sealed partial class NbdConnection
             BinaryPrimitives.WriteUInt32BigEndian(reply, SimpleReplyMagic);
             BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(4), error);
             BinaryPrimitives.WriteUInt64BigEndian(reply.AsSpan(8), r.Cookie);
-            QueueReply(new OutgoingReply(new ArraySegment<byte>(reply, 0, SimpleReplyHeaderBytes), reply, r.BudgetBytes, r.Type));
+            QueueReply(
+                new OutgoingReply(
+                    new ArraySegment<byte>(reply, 0, SimpleReplyHeaderBytes),
+                    reply,
+                    r.BudgetBytes,
+                    r.Type));
             return;
         }
         int messageBytes = error == 0 ? 0 : Math.Min(Encoding.UTF8.GetByteCount(message ?? ""), 1024);
@@ -380,7 +435,12 @@ internal sealed partial class NbdConnection
             BinaryPrimitives.WriteUInt16BigEndian(span[24..], (ushort)messageBytes);
             text.AsSpan(0, messageBytes).CopyTo(span[26..]);
         }
-        QueueReply(new OutgoingReply(new ArraySegment<byte>(chunk, 0, StructuredReplyHeaderBytes + payloadBytes), chunk, r.BudgetBytes, r.Type));
+        QueueReply(
+            new OutgoingReply(
+                new ArraySegment<byte>(chunk, 0, StructuredReplyHeaderBytes + payloadBytes),
+                chunk,
+                r.BudgetBytes,
+                r.Type));
     }
 
     // ------------------------------------------------------------------ the reply sender
@@ -391,8 +451,14 @@ internal sealed partial class NbdConnection
     /// <summary>Bytes sent in one system call at most, unless a single reply is larger.</summary>
     private const int MaxBytesPerSend = 4 << 20;
 
-    /// <summary>A reply waiting for the socket: its bytes, the pooled array that holds them, the request's budget.</summary>
-    private readonly record struct OutgoingReply(ArraySegment<byte> Bytes, byte[] Pooled, long BudgetBytes, ushort Type);
+    /// <summary>
+    /// A reply waiting for the socket: its bytes, the pooled array that holds them, the request's budget.
+    /// </summary>
+    private readonly record struct OutgoingReply(
+        ArraySegment<byte> Bytes,
+        byte[] Pooled,
+        long BudgetBytes,
+        ushort Type);
 
     /// <summary>
     /// Queues a reply. The thread that finds nobody sending becomes the sender and sends everything queued, several
@@ -415,7 +481,9 @@ internal sealed partial class NbdConnection
         while (true)
         {
             long bytes = 0;
-            while (sent.Count < MaxRepliesPerSend && (sent.Count == 0 || bytes < MaxBytesPerSend) && _outgoing.TryDequeue(out var next))
+            while (sent.Count < MaxRepliesPerSend
+                && (sent.Count == 0 || bytes < MaxBytesPerSend)
+                && _outgoing.TryDequeue(out var next))
             {
                 sent.Add(next);
                 segments.Add(next.Bytes);
@@ -483,9 +551,12 @@ internal sealed partial class NbdConnection
 
     private bool HasRoom(long bytes)
         => Volatile.Read(ref _inFlightRequests) < _options.MaxInFlightRequestsPerConnection
-           && (Interlocked.Read(ref _inFlightBytes) + bytes <= _options.MaxInFlightBytesPerConnection || Volatile.Read(ref _inFlightRequests) == 0);
+           && (Interlocked.Read(ref _inFlightBytes) + bytes <= _options.MaxInFlightBytesPerConnection
+               || Volatile.Read(ref _inFlightRequests) == 0);
 
-    /// <summary>Waits until one more request of <paramref name="bytes"/> fits; only the reader loop calls this.</summary>
+    /// <summary>
+    /// Waits until one more request of <paramref name="bytes"/> fits; only the reader loop calls this.
+    /// </summary>
     private ValueTask AcquireAsync(long bytes)
     {
         if (HasRoom(bytes))
@@ -530,7 +601,9 @@ internal sealed partial class NbdConnection
         }
     }
 
-    /// <summary>Waits for every in-flight request to reply (the protocol's rule for DISC and for server shutdown).</summary>
+    /// <summary>
+    /// Waits for every in-flight request to reply (the protocol's rule for DISC and for server shutdown).
+    /// </summary>
     private async Task DrainAsync()
     {
         try

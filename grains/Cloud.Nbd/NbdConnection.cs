@@ -16,7 +16,8 @@ namespace Cloud.Nbd;
 /// </summary>
 internal sealed partial class NbdConnection
 {
-    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+    private static readonly UTF8Encoding StrictUtf8 = new(
+        encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>Zeroes for NBD_CMD_WRITE_ZEROES with NO_HOLE, written in pieces of this size.</summary>
     private static readonly byte[] Zeroes = new byte[1 << 20];
@@ -48,7 +49,8 @@ internal sealed partial class NbdConnection
     private long _inFlightBytes;
     private int _readerWaiting;
 
-    public NbdConnection(long id, Socket socket, string remote, INbdExportResolver resolver, NbdServerOptions options, ILogger logger,
+    public NbdConnection(long id, Socket socket, string remote, INbdExportResolver resolver, NbdServerOptions options,
+        ILogger logger,
         CancellationToken stopReading, CancellationToken abort)
     {
         Id = id;
@@ -79,7 +81,10 @@ internal sealed partial class NbdConnection
                 {
                     transmit = await HandshakeAsync(handshakeCts.Token).ConfigureAwait(false);
                 }
-                catch (OperationCanceledException) when (handshakeCts.IsCancellationRequested && !_stopReading.IsCancellationRequested && !_abort.IsCancellationRequested)
+                catch (OperationCanceledException)
+                    when (handshakeCts.IsCancellationRequested
+                        && !_stopReading.IsCancellationRequested
+                        && !_abort.IsCancellationRequested)
                 {
                     Log.HandshakeTimedOut(_logger, Id, Remote, _options.HandshakeTimeout);
                     return;
@@ -120,7 +125,9 @@ internal sealed partial class NbdConnection
         }
     }
 
-    /// <summary>Closes the socket at once; in-flight work ends with errors. Used when the server gives up waiting.</summary>
+    /// <summary>
+    /// Closes the socket at once; in-flight work ends with errors. Used when the server gives up waiting.
+    /// </summary>
     public void Abort()
     {
         try
@@ -175,7 +182,8 @@ internal sealed partial class NbdConnection
         if ((clientFlags & ~KnownClientFlags) != 0)
         {
             // The protocol says the server MUST drop the connection on unknown client flags.
-            throw new NbdProtocolException($"client flags 0x{clientFlags:x8} include unknown bits; known: FIXED_NEWSTYLE (0x1), NO_ZEROES (0x2)");
+            throw new NbdProtocolException(
+                $"client flags 0x{clientFlags:x8} include unknown bits; known: FIXED_NEWSTYLE (0x1), NO_ZEROES (0x2)");
         }
         _noZeroes = (clientFlags & ClientFlagNoZeroes) != 0;
 
@@ -194,10 +202,15 @@ internal sealed partial class NbdConnection
             {
                 if (option == OptExportName || length > MaxDiscardablePayloadBytes)
                 {
-                    throw new NbdProtocolException($"{OptionName(option)} carries {length} bytes; the limit is {_options.MaxOptionLengthBytes}");
+                    throw new NbdProtocolException(
+                        $"{OptionName(option)} carries {length} bytes; the limit is {_options.MaxOptionLengthBytes}");
                 }
                 await _reader.SkipAsync(length, ct).ConfigureAwait(false);
-                await SendOptionReplyAsync(option, RepErrTooBig, $"{OptionName(option)} carries {length} bytes; the limit is {_options.MaxOptionLengthBytes}", ct).ConfigureAwait(false);
+                await SendOptionReplyAsync(
+                    option,
+                    RepErrTooBig,
+                    $"{OptionName(option)} carries {length} bytes; the limit is {_options.MaxOptionLengthBytes}",
+                    ct).ConfigureAwait(false);
                 continue;
             }
             var data = new byte[length];
@@ -225,7 +238,11 @@ internal sealed partial class NbdConnection
                 case OptStructuredReply:
                     if (data.Length != 0)
                     {
-                        await SendOptionReplyAsync(option, RepErrInvalid, $"NBD_OPT_STRUCTURED_REPLY takes no data; got {data.Length} bytes", ct).ConfigureAwait(false);
+                        await SendOptionReplyAsync(
+                            option,
+                            RepErrInvalid,
+                            $"NBD_OPT_STRUCTURED_REPLY takes no data; got {data.Length} bytes",
+                            ct).ConfigureAwait(false);
                         break;
                     }
                     _structuredReplies = true;
@@ -239,18 +256,27 @@ internal sealed partial class NbdConnection
                     }
                     break;
                 default:
-                    await SendOptionReplyAsync(option, RepErrUnsup, $"{OptionName(option)} is not supported by this server", ct).ConfigureAwait(false);
+                    await SendOptionReplyAsync(
+                        option,
+                        RepErrUnsup,
+                        $"{OptionName(option)} is not supported by this server",
+                        ct).ConfigureAwait(false);
                     break;
             }
         }
-        throw new NbdProtocolException($"the client sent {_options.MaxOptionsPerHandshake} options without choosing an export (limit MaxOptionsPerHandshake)");
+        throw new NbdProtocolException(
+            $"the client sent {_options.MaxOptionsPerHandshake} options without choosing an export (limit MaxOptionsPerHandshake)");
     }
 
     private async Task ListAsync(byte[] data, CancellationToken ct)
     {
         if (data.Length != 0)
         {
-            await SendOptionReplyAsync(OptList, RepErrInvalid, $"NBD_OPT_LIST takes no data; got {data.Length} bytes", ct).ConfigureAwait(false);
+            await SendOptionReplyAsync(
+                OptList,
+                RepErrInvalid,
+                $"NBD_OPT_LIST takes no data; got {data.Length} bytes",
+                ct).ConfigureAwait(false);
             return;
         }
         var names = await _resolver.ListAsync(ct).ConfigureAwait(false);
@@ -296,19 +322,31 @@ internal sealed partial class NbdConnection
         // Data: name length (32), name, number of information requests (16), requests (16 each).
         if (data.Length < 6)
         {
-            await SendOptionReplyAsync(option, RepErrInvalid, $"{OptionName(option)} data is {data.Length} bytes; at least 6 are needed", ct).ConfigureAwait(false);
+            await SendOptionReplyAsync(
+                option,
+                RepErrInvalid,
+                $"{OptionName(option)} data is {data.Length} bytes; at least 6 are needed",
+                ct).ConfigureAwait(false);
             return false;
         }
         uint nameLength = BinaryPrimitives.ReadUInt32BigEndian(data);
         if (nameLength > data.Length - 6)
         {
-            await SendOptionReplyAsync(option, RepErrInvalid, $"{OptionName(option)} name length {nameLength} does not fit in {data.Length} bytes of data", ct).ConfigureAwait(false);
+            await SendOptionReplyAsync(
+                option,
+                RepErrInvalid,
+                $"{OptionName(option)} name length {nameLength} does not fit in {data.Length} bytes of data",
+                ct).ConfigureAwait(false);
             return false;
         }
         int requestCount = BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength));
         if (data.Length != 4 + nameLength + 2 + (2 * requestCount))
         {
-            await SendOptionReplyAsync(option, RepErrInvalid, $"{OptionName(option)} lists {requestCount} information requests but carries {data.Length} bytes", ct).ConfigureAwait(false);
+            await SendOptionReplyAsync(
+                option,
+                RepErrInvalid,
+                $"{OptionName(option)} lists {requestCount} information requests but carries {data.Length} bytes",
+                ct).ConfigureAwait(false);
             return false;
         }
         if (!TryDecodeName(data.AsSpan(4, (int)nameLength), out var name, out var nameError))
@@ -351,11 +389,16 @@ internal sealed partial class NbdConnection
 
             if (wantsName || name.Length == 0)
             {
-                await SendOptionReplyAsync(option, RepInfo, InfoString(InfoName, export.Name), ct).ConfigureAwait(false);
+                await SendOptionReplyAsync(
+                    option, RepInfo, InfoString(InfoName, export.Name), ct).ConfigureAwait(false);
             }
             if (wantsDescription)
             {
-                await SendOptionReplyAsync(option, RepInfo, InfoString(InfoDescription, $"Cloud volume '{export.Name}', {export.SizeBytes} bytes"), ct).ConfigureAwait(false);
+                await SendOptionReplyAsync(
+                    option,
+                    RepInfo,
+                    InfoString(InfoDescription, $"Cloud volume '{export.Name}', {export.SizeBytes} bytes"),
+                    ct).ConfigureAwait(false);
             }
             await SendOptionReplyAsync(option, RepAck, (byte[]?)null, ct).ConfigureAwait(false);
             if (go)
@@ -473,7 +516,12 @@ internal sealed partial class NbdConnection
         payload?.AsSpan(0, length).CopyTo(reply.AsSpan(20));
         if ((replyType & 0x80000000) != 0)
         {
-            Log.OptionRefused(_logger, Id, OptionName(option), replyType & 0x7fffffff, payload is null ? "" : Encoding.UTF8.GetString(payload, 0, length));
+            Log.OptionRefused(
+                _logger,
+                Id,
+                OptionName(option),
+                replyType & 0x7fffffff,
+                payload is null ? "" : Encoding.UTF8.GetString(payload, 0, length));
         }
         await SendRawAsync(reply, ct).ConfigureAwait(false);
     }
@@ -492,5 +540,7 @@ internal sealed partial class NbdConnection
     }
 }
 
-/// <summary>The client broke a MUST of the protocol in a way that leaves no choice but to close the connection.</summary>
+/// <summary>
+/// The client broke a MUST of the protocol in a way that leaves no choice but to close the connection.
+/// </summary>
 internal sealed class NbdProtocolException(string message) : Exception(message);

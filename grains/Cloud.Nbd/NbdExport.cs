@@ -12,7 +12,12 @@ internal sealed class NbdExport
     /// <summary>The protocol's upper bound on the minimum block size.</summary>
     public const int MaxMinimumBlockBytes = 1 << 16;
 
-    private NbdExport(IBlockVolume volume, int minimumBlockBytes, int preferredBlockBytes, int maxPayloadBytes, int volumeIoPieceBytes)
+    private NbdExport(
+        IBlockVolume volume,
+        int minimumBlockBytes,
+        int preferredBlockBytes,
+        int maxPayloadBytes,
+        int volumeIoPieceBytes)
     {
         Volume = volume;
         MinimumBlockBytes = minimumBlockBytes;
@@ -49,7 +54,8 @@ internal sealed class NbdExport
         }
         if (volume.CapacityBytes < 0 || volume.CapacityBytes % block != 0)
         {
-            error = $"volume '{volume.Name}' has capacity {volume.CapacityBytes}, not a multiple of its block size {block}";
+            error =
+                $"volume '{volume.Name}' has capacity {volume.CapacityBytes}, not a multiple of its block size {block}";
             return null;
         }
         int piece = volume.MaxIoSizeBytes / block * block;
@@ -61,11 +67,15 @@ internal sealed class NbdExport
         // The protocol wants a power of two for the preferred size. A RAID-5 stripe of 3 data chunks is not one:
         // round down, which still avoids read-modify-write for clients that write whole multiples of it.
         long preferred = Math.Max(volume.PreferredIoSizeBytes, block);
-        preferred = (long)BitOperations.RoundUpToPowerOf2((ulong)preferred) == preferred ? preferred : (long)(BitOperations.RoundUpToPowerOf2((ulong)preferred) >> 1);
+        preferred = (long)BitOperations.RoundUpToPowerOf2((ulong)preferred) == preferred
+            ? preferred
+            : (long)(BitOperations.RoundUpToPowerOf2((ulong)preferred) >> 1);
         int maxPayload = maxPayloadBytes / block * block;
         if (preferred > maxPayload)
         {
-            preferred = (long)BitOperations.RoundUpToPowerOf2((ulong)maxPayload) == maxPayload ? maxPayload : (long)(BitOperations.RoundUpToPowerOf2((ulong)maxPayload) >> 1);
+            preferred = (long)BitOperations.RoundUpToPowerOf2((ulong)maxPayload) == maxPayload
+                ? maxPayload
+                : (long)(BitOperations.RoundUpToPowerOf2((ulong)maxPayload) >> 1);
         }
         error = null;
         return new NbdExport(volume, block, (int)preferred, maxPayload, piece);

@@ -105,7 +105,9 @@ internal static class NbdProtocol
     /// </summary>
     public const int MaxDiscardablePayloadBytes = 1 << 25;
 
-    /// <summary>Room reserved in front of read buffers for the largest reply header (structured: 20 + 8 offset).</summary>
+    /// <summary>
+    /// Room reserved in front of read buffers for the largest reply header (structured: 20 + 8 offset).
+    /// </summary>
     public const int ReplyHeaderReserveBytes = 32;
 
     public static string OptionName(uint option) => option switch

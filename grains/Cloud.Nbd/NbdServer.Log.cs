@@ -27,7 +27,12 @@ internal static partial class Log
     public static partial void Accepted(ILogger logger, long id, string remote);
 
     [LoggerMessage(23, LogLevel.Warning, "NBD connections keep the kernel's TCP congestion control ({Current}): none of CongestionControl '{Wanted}' was accepted ({Refusals}); allowed for this user: {Allowed}")]
-    public static partial void CongestionControlRefused(ILogger logger, string current, string wanted, string refusals, string allowed);
+    public static partial void CongestionControlRefused(
+        ILogger logger,
+        string current,
+        string wanted,
+        string refusals,
+        string allowed);
 
     [LoggerMessage(8, LogLevel.Debug, "NBD connection {Id} from {Remote} closed")]
     public static partial void Closed(ILogger logger, long id, string remote);
@@ -60,16 +65,35 @@ internal static partial class Log
     public static partial void ClientAborted(ILogger logger, long id, string remote);
 
     [LoggerMessage(18, LogLevel.Information, "NBD connection {Id} from {Remote} serves volume {Volume} ({SizeBytes} bytes, structured replies {Structured})")]
-    public static partial void Exporting(ILogger logger, long id, string remote, string volume, long sizeBytes, bool structured);
+    public static partial void Exporting(
+        ILogger logger,
+        long id,
+        string remote,
+        string volume,
+        long sizeBytes,
+        bool structured);
 
     [LoggerMessage(19, LogLevel.Debug, "NBD connection {Id} from {Remote} sent NBD_CMD_DISC")]
     public static partial void ClientDisconnecting(ILogger logger, long id, string remote);
 
     [LoggerMessage(20, LogLevel.Warning, "NBD connection {Id}: {Command} at {Offset} length {Length} failed")]
-    public static partial void RequestFailed(ILogger logger, Exception exception, long id, string command, ulong offset, uint length);
+    public static partial void RequestFailed(
+        ILogger logger,
+        Exception exception,
+        long id,
+        string command,
+        ulong offset,
+        uint length);
 
     [LoggerMessage(21, LogLevel.Debug, "NBD connection {Id}: {Command} at {Offset} length {Length} refused with error {Error}: {Message}")]
-    public static partial void RequestRefused(ILogger logger, long id, string command, ulong offset, uint length, uint error, string message);
+    public static partial void RequestRefused(
+        ILogger logger,
+        long id,
+        string command,
+        ulong offset,
+        uint length,
+        uint error,
+        string message);
 
     [LoggerMessage(22, LogLevel.Information, "NBD connection {Id}: reply to {Command} not delivered ({Reason}); closing")]
     public static partial void ReplyFailed(ILogger logger, long id, string command, string reason);

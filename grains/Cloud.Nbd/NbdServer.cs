@@ -41,7 +41,10 @@ public sealed class NbdServer : IAsyncDisposable
         _congestionControl = TcpCongestion.ParseList(_options.CongestionControl);
     }
 
-    /// <summary>The bound TCP endpoint once started (with the real port when <see cref="NbdServerOptions.AnyFreePort"/> was asked), or null.</summary>
+    /// <summary>
+    /// The bound TCP endpoint once started (with the real port when <see cref="NbdServerOptions.AnyFreePort"/> was
+    /// asked), or null.
+    /// </summary>
     public IPEndPoint? TcpEndPoint { get; private set; }
 
     /// <summary>The Unix socket path once started, or null.</summary>
@@ -50,7 +53,9 @@ public sealed class NbdServer : IAsyncDisposable
     /// <summary>Connections open right now.</summary>
     public int ConnectionCount => _connections.Count;
 
-    /// <summary>Binds the listeners and starts accepting. Throws when the options are invalid or a listener cannot bind.</summary>
+    /// <summary>
+    /// Binds the listeners and starts accepting. Throws when the options are invalid or a listener cannot bind.
+    /// </summary>
     public Task StartAsync(CancellationToken cancellationToken = default)
     {
         if (Interlocked.CompareExchange(ref _state, 1, 0) != 0)
@@ -87,7 +92,8 @@ public sealed class NbdServer : IAsyncDisposable
                     // A socket file left by an earlier run is empty; refuse to delete anything else.
                     if (new FileInfo(path).Length != 0)
                     {
-                        throw new IOException($"NbdServerOptions.UnixSocketPath '{path}' exists and is not a socket; remove it or choose another path.");
+                        throw new IOException(
+                            $"NbdServerOptions.UnixSocketPath '{path}' exists and is not a socket; remove it or choose another path.");
                     }
                     File.Delete(path);
                 }
@@ -117,7 +123,8 @@ public sealed class NbdServer : IAsyncDisposable
 
     /// <summary>
     /// Stops accepting, stops reading new requests, waits up to <see cref="NbdServerOptions.ShutdownTimeout"/>
-    /// (or until <paramref name="cancellationToken"/> fires) for in-flight requests to reply, then closes every connection.
+    /// (or until <paramref name="cancellationToken"/> fires) for in-flight requests to reply, then closes every
+    /// connection.
     /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken = default)
     {
@@ -178,7 +185,8 @@ public sealed class NbdServer : IAsyncDisposable
             {
                 socket = await listener.AcceptAsync(_stopping.Token).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException || _stopping.IsCancellationRequested)
+            catch (Exception e)
+                when (e is OperationCanceledException or ObjectDisposedException || _stopping.IsCancellationRequested)
             {
                 return;
             }
@@ -218,7 +226,8 @@ public sealed class NbdServer : IAsyncDisposable
             }
 
             long id = Interlocked.Increment(ref _nextConnectionId);
-            var connection = new NbdConnection(id, socket, remote, _resolver, _options, _logger, _stopping.Token, _aborting.Token);
+            var connection = new NbdConnection(
+                id, socket, remote, _resolver, _options, _logger, _stopping.Token, _aborting.Token);
             Log.Accepted(_logger, id, remote);
             var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             var run = RunConnectionAsync(connection, gate.Task);
@@ -227,16 +236,24 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Applies <see cref="NbdServerOptions.CongestionControl"/>; warns once if the kernel accepts none of it.</summary>
+    /// <summary>
+    /// Applies <see cref="NbdServerOptions.CongestionControl"/>; warns once if the kernel accepts none of it.
+    /// </summary>
     private void SetCongestionControl(Socket socket)
     {
         if (_congestionControl.Length == 0 || !TcpCongestion.Supported)
         {
             return;
         }
-        if (TcpCongestion.TrySet(socket, _congestionControl, out var refusals) is null && Interlocked.Exchange(ref _congestionWarned, 1) == 0)
+        if (TcpCongestion.TrySet(socket, _congestionControl, out var refusals) is null
+            && Interlocked.Exchange(ref _congestionWarned, 1) == 0)
         {
-            Log.CongestionControlRefused(_logger, TcpCongestion.Get(socket) ?? "unknown", _options.CongestionControl, refusals, TcpCongestion.Allowed());
+            Log.CongestionControlRefused(
+                _logger,
+                TcpCongestion.Get(socket) ?? "unknown",
+                _options.CongestionControl,
+                refusals,
+                TcpCongestion.Allowed());
         }
     }
 

@@ -15,7 +15,9 @@ public sealed class NbdServerOptions
     /// <summary>A <see cref="Port"/> value that turns the TCP listener off.</summary>
     public const int PortOff = 0;
 
-    /// <summary>A <see cref="Port"/> value that binds any free port (see <see cref="NbdServer.TcpEndPoint"/>); for tests.</summary>
+    /// <summary>
+    /// A <see cref="Port"/> value that binds any free port (see <see cref="NbdServer.TcpEndPoint"/>); for tests.
+    /// </summary>
     public const int AnyFreePort = -1;
 
     public const int DefaultMaxConnections = 64;
@@ -40,13 +42,17 @@ public sealed class NbdServerOptions
     /// </summary>
     public int Port { get; set; } = DefaultPort;
 
-    /// <summary>Optional path of a Unix domain socket to listen on as well (null or empty = none). At most 100 bytes.</summary>
+    /// <summary>
+    /// Optional path of a Unix domain socket to listen on as well (null or empty = none). At most 100 bytes.
+    /// </summary>
     public string? UnixSocketPath { get; set; }
 
     /// <summary>Connections served at once (1-65536); further ones are closed at once. Default 64.</summary>
     public int MaxConnections { get; set; } = DefaultMaxConnections;
 
-    /// <summary>Requests of one connection being served at once (1-4096); the reader waits beyond this. Default 64.</summary>
+    /// <summary>
+    /// Requests of one connection being served at once (1-4096); the reader waits beyond this. Default 64.
+    /// </summary>
     public int MaxInFlightRequestsPerConnection { get; set; } = DefaultMaxInFlightRequestsPerConnection;
 
     /// <summary>
@@ -64,13 +70,18 @@ public sealed class NbdServerOptions
     /// <summary>The largest option a client may send during the handshake (4 KiB-1 MiB). Default 64 KiB.</summary>
     public int MaxOptionLengthBytes { get; set; } = DefaultMaxOptionLengthBytes;
 
-    /// <summary>Options one handshake may send before the server gives up on the client (1-65536). Default 256.</summary>
+    /// <summary>
+    /// Options one handshake may send before the server gives up on the client (1-65536). Default 256.
+    /// </summary>
     public int MaxOptionsPerHandshake { get; set; } = DefaultMaxOptionsPerHandshake;
 
     /// <summary>Time a client has to finish the handshake (1 s to 1 h). Default 30 s.</summary>
     public TimeSpan HandshakeTimeout { get; set; } = DefaultHandshakeTimeout;
 
-    /// <summary>Time <see cref="NbdServer.StopAsync"/> waits for in-flight requests before it closes connections (0-10 min). Default 10 s.</summary>
+    /// <summary>
+    /// Time <see cref="NbdServer.StopAsync"/> waits for in-flight requests before it closes connections (0-10 min).
+    /// Default 10 s.
+    /// </summary>
     public TimeSpan ShutdownTimeout { get; set; } = DefaultShutdownTimeout;
 
     /// <summary>
@@ -109,7 +120,9 @@ public sealed class NbdServerOptionsValidator : IValidateOptions<NbdServerOption
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 
-    /// <summary>Throws <see cref="OptionsValidationException"/> listing every problem, or returns when the options are valid.</summary>
+    /// <summary>
+    /// Throws <see cref="OptionsValidationException"/> listing every problem, or returns when the options are valid.
+    /// </summary>
     public static void ThrowIfInvalid(NbdServerOptions options)
     {
         var errors = Collect(options);
@@ -124,46 +137,60 @@ public sealed class NbdServerOptionsValidator : IValidateOptions<NbdServerOption
         var errors = new List<string>();
         if (o.Port != NbdServerOptions.PortOff && !IPAddress.TryParse(o.Address, out _))
         {
-            errors.Add($"NbdServerOptions.Address '{o.Address}' is not an IP address; use an IPv4 or IPv6 literal such as 127.0.0.1 or ::1.");
+            errors.Add(
+                $"NbdServerOptions.Address '{o.Address}' is not an IP address; use an IPv4 or IPv6 literal such as 127.0.0.1 or ::1.");
         }
         if (o.Port is < NbdServerOptions.AnyFreePort or > 65535)
         {
-            errors.Add($"NbdServerOptions.Port {o.Port} is out of range; allowed: 1-65535, 0 (TCP off) or -1 (any free port).");
+            errors.Add(
+                $"NbdServerOptions.Port {o.Port} is out of range; allowed: 1-65535, 0 (TCP off) or -1 (any free port).");
         }
-        if (!string.IsNullOrEmpty(o.UnixSocketPath) && System.Text.Encoding.UTF8.GetByteCount(o.UnixSocketPath) > MaxUnixSocketPathBytes)
+        if (!string.IsNullOrEmpty(o.UnixSocketPath)
+            && System.Text.Encoding.UTF8.GetByteCount(o.UnixSocketPath) > MaxUnixSocketPathBytes)
         {
-            errors.Add($"NbdServerOptions.UnixSocketPath '{o.UnixSocketPath}' is longer than {MaxUnixSocketPathBytes} bytes.");
+            errors.Add(
+                $"NbdServerOptions.UnixSocketPath '{o.UnixSocketPath}' is longer than {MaxUnixSocketPathBytes} bytes.");
         }
         Range(errors, nameof(o.MaxConnections), o.MaxConnections, 1, 65536);
         Range(errors, nameof(o.MaxInFlightRequestsPerConnection), o.MaxInFlightRequestsPerConnection, 1, 4096);
-        Range(errors, nameof(o.MaxPayloadBytes), o.MaxPayloadBytes, NbdServerOptions.MinMaxPayloadBytes, NbdServerOptions.MaxMaxPayloadBytes);
+        Range(
+            errors,
+            nameof(o.MaxPayloadBytes),
+            o.MaxPayloadBytes,
+            NbdServerOptions.MinMaxPayloadBytes,
+            NbdServerOptions.MaxMaxPayloadBytes);
         if (o.MaxPayloadBytes % (64 << 10) != 0)
         {
             errors.Add($"NbdServerOptions.MaxPayloadBytes {o.MaxPayloadBytes} is not a multiple of 65536.");
         }
         if (o.MaxInFlightBytesPerConnection < o.MaxPayloadBytes || o.MaxInFlightBytesPerConnection > 4L << 30)
         {
-            errors.Add($"NbdServerOptions.MaxInFlightBytesPerConnection {o.MaxInFlightBytesPerConnection} is out of range; allowed: MaxPayloadBytes ({o.MaxPayloadBytes}) to {4L << 30}.");
+            errors.Add(
+                $"NbdServerOptions.MaxInFlightBytesPerConnection {o.MaxInFlightBytesPerConnection} is out of range; allowed: MaxPayloadBytes ({o.MaxPayloadBytes}) to {4L << 30}.");
         }
         Range(errors, nameof(o.MaxOptionLengthBytes), o.MaxOptionLengthBytes, 4096, 1 << 20);
         Range(errors, nameof(o.MaxOptionsPerHandshake), o.MaxOptionsPerHandshake, 1, 65536);
         if (o.HandshakeTimeout < TimeSpan.FromSeconds(1) || o.HandshakeTimeout > TimeSpan.FromHours(1))
         {
-            errors.Add($"NbdServerOptions.HandshakeTimeout {o.HandshakeTimeout} is out of range; allowed: 00:00:01 to 01:00:00.");
+            errors.Add(
+                $"NbdServerOptions.HandshakeTimeout {o.HandshakeTimeout} is out of range; allowed: 00:00:01 to 01:00:00.");
         }
         if (o.ShutdownTimeout < TimeSpan.Zero || o.ShutdownTimeout > TimeSpan.FromMinutes(10))
         {
-            errors.Add($"NbdServerOptions.ShutdownTimeout {o.ShutdownTimeout} is out of range; allowed: 00:00:00 to 00:10:00.");
+            errors.Add(
+                $"NbdServerOptions.ShutdownTimeout {o.ShutdownTimeout} is out of range; allowed: 00:00:00 to 00:10:00.");
         }
         if (o.SocketBufferBytes != 0 && (o.SocketBufferBytes < 64 << 10 || o.SocketBufferBytes > 64 << 20))
         {
-            errors.Add($"NbdServerOptions.SocketBufferBytes {o.SocketBufferBytes} is out of range; allowed: 0 (kernel auto-tuning) or 65536-67108864.");
+            errors.Add(
+                $"NbdServerOptions.SocketBufferBytes {o.SocketBufferBytes} is out of range; allowed: 0 (kernel auto-tuning) or 65536-67108864.");
         }
         foreach (var name in TcpCongestion.ParseList(o.CongestionControl))
         {
             if (!TcpCongestion.IsValidName(name))
             {
-                errors.Add($"NbdServerOptions.CongestionControl entry '{name}' is not an algorithm name; allowed: comma-separated names of 1-15 characters a-z, 0-9 and _ (e.g. cubic,reno), or empty for the kernel's default.");
+                errors.Add(
+                    $"NbdServerOptions.CongestionControl entry '{name}' is not an algorithm name; allowed: comma-separated names of 1-15 characters a-z, 0-9 and _ (e.g. cubic,reno), or empty for the kernel's default.");
             }
         }
         return errors;

@@ -13,7 +13,9 @@ public static class NbdServiceCollectionExtensions
     /// register an <see cref="INbdExportResolver"/>. Options are validated when the host starts, with messages
     /// naming each bad field.
     /// </summary>
-    public static IServiceCollection AddNbdServer(this IServiceCollection services, Action<NbdServerOptions>? configure = null)
+    public static IServiceCollection AddNbdServer(
+        this IServiceCollection services,
+        Action<NbdServerOptions>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(services);
         var options = services.AddOptions<NbdServerOptions>();
@@ -22,7 +24,8 @@ public static class NbdServiceCollectionExtensions
             options.Configure(configure);
         }
         options.ValidateOnStart();
-        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<NbdServerOptions>, NbdServerOptionsValidator>());
+        services.TryAddEnumerable(
+            ServiceDescriptor.Singleton<IValidateOptions<NbdServerOptions>, NbdServerOptionsValidator>());
         services.TryAddSingleton<NbdServer>();
         services.AddHostedService<NbdHostedService>();
         return services;

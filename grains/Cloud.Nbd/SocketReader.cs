@@ -29,7 +29,10 @@ internal sealed class SocketReader(Socket socket)
     /// <summary>Bytes received since the connection opened (for logs).</summary>
     public long ReceivedBytes { get; private set; }
 
-    /// <summary>Fills <paramref name="destination"/> completely, or throws <see cref="NbdDisconnectedException"/> at end of stream.</summary>
+    /// <summary>
+    /// Fills <paramref name="destination"/> completely, or throws <see cref="NbdDisconnectedException"/> at end of
+    /// stream.
+    /// </summary>
     public ValueTask ReadExactlyAsync(Memory<byte> destination, CancellationToken ct)
     {
         int buffered = _end - _start;
@@ -59,7 +62,8 @@ internal sealed class SocketReader(Socket socket)
                 int n = await socket.ReceiveAsync(destination[filled..], SocketFlags.None, ct).ConfigureAwait(false);
                 if (n == 0)
                 {
-                    throw new NbdDisconnectedException($"the client closed the connection {remaining} bytes short of a {destination.Length}-byte message");
+                    throw new NbdDisconnectedException(
+                        $"the client closed the connection {remaining} bytes short of a {destination.Length}-byte message");
                 }
                 ReceivedBytes += n;
                 filled += n;
@@ -69,10 +73,12 @@ internal sealed class SocketReader(Socket socket)
                 // A header after a large payload: just what is needed (a sequential writer's next payload follows it).
                 int want = _afterDirectPayload ? remaining : _buffer.Length;
                 _afterDirectPayload = false;
-                int n = await socket.ReceiveAsync(_buffer.AsMemory(0, want), SocketFlags.None, ct).ConfigureAwait(false);
+                int n = await socket.ReceiveAsync(
+                    _buffer.AsMemory(0, want), SocketFlags.None, ct).ConfigureAwait(false);
                 if (n == 0)
                 {
-                    throw new NbdDisconnectedException($"the client closed the connection {remaining} bytes short of a {destination.Length}-byte message");
+                    throw new NbdDisconnectedException(
+                        $"the client closed the connection {remaining} bytes short of a {destination.Length}-byte message");
                 }
                 ReceivedBytes += n;
                 int take = Math.Min(n, remaining);
@@ -84,7 +90,9 @@ internal sealed class SocketReader(Socket socket)
         }
     }
 
-    /// <summary>Reads and drops <paramref name="lengthBytes"/> bytes (a payload the server refuses but must step over).</summary>
+    /// <summary>
+    /// Reads and drops <paramref name="lengthBytes"/> bytes (a payload the server refuses but must step over).
+    /// </summary>
     public async ValueTask SkipAsync(long lengthBytes, CancellationToken ct)
     {
         while (lengthBytes > 0)
@@ -95,7 +103,8 @@ internal sealed class SocketReader(Socket socket)
                 int n = await socket.ReceiveAsync(_buffer.AsMemory(), SocketFlags.None, ct).ConfigureAwait(false);
                 if (n == 0)
                 {
-                    throw new NbdDisconnectedException($"the client closed the connection {lengthBytes} bytes short of a payload");
+                    throw new NbdDisconnectedException(
+                        $"the client closed the connection {lengthBytes} bytes short of a payload");
                 }
                 ReceivedBytes += n;
                 _start = 0;

@@ -11,7 +11,8 @@ namespace Cloud.Nbd;
 /// paces each connection at its estimate of the path's bandwidth. Over loopback, a connection carrying 1 MiB read
 /// replies settled at a pacing rate of about 29 Gbit/s, with many segments arriving out of order (most of the send
 /// time went to segments pushed from ACK processing, which runs on the other CPU), and sequential reads stopped near
-/// 2.9 GB/s whatever the server did; with CUBIC, Linux's usual default, the same server sent 4 GB/s and more. Block storage runs over loopback and LANs, where loss-based
+/// 2.9 GB/s whatever the server did; with CUBIC, Linux's usual default, the same server sent 4 GB/s and more. Block
+/// storage runs over loopback and LANs, where loss-based
 /// control is the norm. See docs/NBD.md.
 /// </remarks>
 internal static class TcpCongestion
@@ -27,7 +28,8 @@ internal static class TcpCongestion
 
     /// <summary>True for a name the kernel could know: 1-15 of a-z, 0-9 and _.</summary>
     public static bool IsValidName(string name)
-        => name.Length is > 0 and < MaxNameBytes && name.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_');
+        => name.Length is > 0 and < MaxNameBytes
+            && name.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '_');
 
     /// <summary>Splits a comma-separated preference list ("cubic,reno"); empty entries are dropped.</summary>
     public static string[] ParseList(string? list)

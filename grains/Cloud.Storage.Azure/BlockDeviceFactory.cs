@@ -3,13 +3,19 @@ using Cloud.Storage.Devices;
 
 namespace Cloud.Storage.Azure;
 
-/// <summary>Where the page-blob disks of a silo live: from configuration (e.g. the <c>Cloud:PageBlobs</c> section).</summary>
+/// <summary>
+/// Where the page-blob disks of a silo live: from configuration (e.g. the <c>Cloud:PageBlobs</c> section).
+/// </summary>
 public sealed class PageBlobAccountOptions
 {
-    /// <summary>A storage connection string (Azurite or an account key). Wins over <see cref="ServiceUri"/>; never logged.</summary>
+    /// <summary>
+    /// A storage connection string (Azurite or an account key). Wins over <see cref="ServiceUri"/>; never logged.
+    /// </summary>
     public string? ConnectionString { get; set; }
 
-    /// <summary>The blob endpoint of the account, used with <c>DefaultAzureCredential</c> (managed identity in production).</summary>
+    /// <summary>
+    /// The blob endpoint of the account, used with <c>DefaultAzureCredential</c> (managed identity in production).
+    /// </summary>
     public Uri? ServiceUri { get; set; }
 
     /// <summary>Retry, timeout, in-flight and service-version settings of every page-blob disk.</summary>
@@ -18,7 +24,9 @@ public sealed class PageBlobAccountOptions
     /// <summary>Whether an account is configured at all.</summary>
     public bool IsConfigured => !string.IsNullOrWhiteSpace(ConnectionString) || ServiceUri is not null;
 
-    /// <summary>The connection these settings describe; throws naming the missing settings when neither is set.</summary>
+    /// <summary>
+    /// The connection these settings describe; throws naming the missing settings when neither is set.
+    /// </summary>
     public PageBlobConnection Connect()
     {
         if (!string.IsNullOrWhiteSpace(ConnectionString))
@@ -52,7 +60,9 @@ public sealed class BlockDeviceFactory
 
     /// <param name="pageBlobs">The account of page-blob disks, or null when this silo has none.</param>
     /// <param name="openFile">Opens a file disk: path, capacity to create (null = open existing), cancellation.</param>
-    public BlockDeviceFactory(PageBlobAccountOptions? pageBlobs, Func<string, long?, CancellationToken, ValueTask<IBlockDevice>> openFile)
+    public BlockDeviceFactory(
+        PageBlobAccountOptions? pageBlobs,
+        Func<string, long?, CancellationToken, ValueTask<IBlockDevice>> openFile)
     {
         ArgumentNullException.ThrowIfNull(openFile);
         _openFile = openFile;
@@ -63,23 +73,35 @@ public sealed class BlockDeviceFactory
         }
     }
 
-    /// <summary>A factory whose file disks are the engine's <see cref="FileBlockDevice"/> (a new file is created at the capacity given).</summary>
+    /// <summary>
+    /// A factory whose file disks are the engine's <see cref="FileBlockDevice"/> (a new file is created at the capacity
+    /// given).
+    /// </summary>
     public BlockDeviceFactory(PageBlobAccountOptions? pageBlobs)
-        : this(pageBlobs, static (path, capacityBytes, _) => ValueTask.FromResult<IBlockDevice>(new FileBlockDevice(path, capacityBytes ?? 0)))
+        : this(
+            pageBlobs,
+            static (path, capacityBytes, _)
+                => ValueTask.FromResult<IBlockDevice>(new FileBlockDevice(path, capacityBytes ?? 0)))
     {
     }
 
     /// <summary>Whether page-blob disks can be opened (an account is configured).</summary>
     public bool SupportsPageBlobs => _pageBlobs is not null;
 
-    /// <summary>Opens (and with <paramref name="capacityBytes"/>, creates if absent) the disk <paramref name="disk"/> names.</summary>
-    public ValueTask<IBlockDevice> OpenAsync(DiskDescriptor disk, long? capacityBytes = null, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Opens (and with <paramref name="capacityBytes"/>, creates if absent) the disk <paramref name="disk"/> names.
+    /// </summary>
+    public ValueTask<IBlockDevice> OpenAsync(
+        DiskDescriptor disk,
+        long? capacityBytes = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(disk);
         return disk switch
         {
             FileDisk file => _openFile(file.Path, capacityBytes, cancellationToken),
-            PageBlobDisk blob when _pageBlobs is not null => OpenPageBlobAsync(_pageBlobs.Value, blob, capacityBytes, cancellationToken),
+            PageBlobDisk blob when _pageBlobs is not null => OpenPageBlobAsync(
+                _pageBlobs.Value, blob, capacityBytes, cancellationToken),
             PageBlobDisk blob => throw new InvalidOperationException(
                 $"Disk '{blob}' is a page blob, but this silo has no page-blob account configured (PageBlobs:ConnectionString or PageBlobs:ServiceUri)."),
             _ => throw new ArgumentException($"Disk '{disk}' is of an unknown kind.", nameof(disk)),
@@ -94,7 +116,8 @@ public sealed class BlockDeviceFactory
         {
             FileDisk file => File.Exists(file.Path),
             PageBlobDisk blob when _pageBlobs is not null =>
-                (await _pageBlobs.Value.GetPageBlobClient(blob.Container, blob.Blob).ExistsAsync(cancellationToken).ConfigureAwait(false)).Value,
+                (await _pageBlobs.Value.GetPageBlobClient(blob.Container, blob.Blob)
+                    .ExistsAsync(cancellationToken).ConfigureAwait(false)).Value,
             _ => false,
         };
     }
@@ -112,15 +135,25 @@ public sealed class BlockDeviceFactory
                 File.Delete(file.Path);
                 break;
             case PageBlobDisk blob when _pageBlobs is not null:
-                await _pageBlobs.Value.GetPageBlobClient(blob.Container, blob.Blob).DeleteIfExistsAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+                await _pageBlobs.Value.GetPageBlobClient(
+                    blob.Container,
+                    blob.Blob).DeleteIfExistsAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
                 break;
         }
     }
 
     /// <summary>Parses <paramref name="descriptor"/> (see <see cref="DiskDescriptor.Parse"/>) and opens it.</summary>
-    public ValueTask<IBlockDevice> OpenAsync(string descriptor, long? capacityBytes = null, CancellationToken cancellationToken = default) =>
+    public ValueTask<IBlockDevice> OpenAsync(
+        string descriptor,
+        long? capacityBytes = null,
+        CancellationToken cancellationToken = default) =>
         OpenAsync(DiskDescriptor.Parse(descriptor), capacityBytes, cancellationToken);
 
-    private static async ValueTask<IBlockDevice> OpenPageBlobAsync(PageBlobConnection connection, PageBlobDisk blob, long? capacityBytes, CancellationToken cancellationToken) =>
-        await connection.OpenDeviceAsync(blob.Container, blob.Blob, capacityBytes, cancellationToken).ConfigureAwait(false);
+    private static async ValueTask<IBlockDevice> OpenPageBlobAsync(
+        PageBlobConnection connection,
+        PageBlobDisk blob,
+        long? capacityBytes,
+        CancellationToken cancellationToken) =>
+        await connection.OpenDeviceAsync(
+            blob.Container, blob.Blob, capacityBytes, cancellationToken).ConfigureAwait(false);
 }

@@ -21,19 +21,27 @@ public abstract record DiskDescriptor
     {
     }
 
-    /// <summary>Parses <c>file:PATH</c> or <c>pageblob:CONTAINER/BLOB</c>; throws <see cref="FormatException"/> naming the text and the accepted forms.</summary>
+    /// <summary>
+    /// Parses <c>file:PATH</c> or <c>pageblob:CONTAINER/BLOB</c>; throws <see cref="FormatException"/> naming the text
+    /// and the accepted forms.
+    /// </summary>
     public static DiskDescriptor Parse(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
         return TryParse(text, out DiskDescriptor? descriptor, out string? error)
             ? descriptor
-            : throw new FormatException($"Disk '{text}' is not valid: {error} Use 'file:PATH' or 'pageblob:CONTAINER/BLOB'.");
+            : throw new FormatException(
+                $"Disk '{text}' is not valid: {error} Use 'file:PATH' or 'pageblob:CONTAINER/BLOB'.");
     }
 
     /// <summary>Parses like <see cref="Parse"/>, returning false instead of throwing.</summary>
-    public static bool TryParse(string? text, [NotNullWhen(true)] out DiskDescriptor? descriptor) => TryParse(text, out descriptor, out _);
+    public static bool TryParse(string? text, [NotNullWhen(true)] out DiskDescriptor? descriptor)
+        => TryParse(text, out descriptor, out _);
 
-    private static bool TryParse(string? text, [NotNullWhen(true)] out DiskDescriptor? descriptor, [NotNullWhen(false)] out string? error)
+    private static bool TryParse(
+        string? text,
+        [NotNullWhen(true)] out DiskDescriptor? descriptor,
+        [NotNullWhen(false)] out string? error)
     {
         descriptor = null;
         int colon = text?.IndexOf(':', StringComparison.Ordinal) ?? -1;
@@ -97,7 +105,9 @@ public sealed record FileDisk(string Path) : DiskDescriptor
     public override string ToString() => $"{FileScheme}:{Path}";
 }
 
-/// <summary>A disk that is the page blob <paramref name="Blob"/> in <paramref name="Container"/> of the configured account.</summary>
+/// <summary>
+/// A disk that is the page blob <paramref name="Blob"/> in <paramref name="Container"/> of the configured account.
+/// </summary>
 public sealed record PageBlobDisk(string Container, string Blob) : DiskDescriptor
 {
     /// <summary>The descriptor text, <c>pageblob:CONTAINER/BLOB</c>.</summary>

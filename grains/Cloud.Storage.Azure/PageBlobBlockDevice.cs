@@ -40,7 +40,10 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
     /// <summary>The largest range one Put Page request may carry (4 MiB); larger writes are split.</summary>
     public const int MaxPutPageBytes = 4 * 1024 * 1024;
 
-    /// <summary>The largest range one Get Blob request of this device reads; larger reads are split so their parts run in parallel.</summary>
+    /// <summary>
+    /// The largest range one Get Blob request of this device reads; larger reads are split so their parts run in
+    /// parallel.
+    /// </summary>
     public const int MaxGetRangeBytes = 4 * 1024 * 1024;
 
     /// <summary>The largest page blob Azure supports (8 TiB).</summary>
@@ -88,17 +91,24 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
     /// <summary>The blob's name inside its container.</summary>
     public string BlobName => _blob.Name;
 
-    /// <summary>Opens a device from a connection string (see <see cref="PageBlobConnection.FromConnectionString"/>).</summary>
+    /// <summary>
+    /// Opens a device from a connection string (see <see cref="PageBlobConnection.FromConnectionString"/>).
+    /// </summary>
     public static ValueTask<PageBlobBlockDevice> OpenAsync(
         string connectionString, string container, string blob, long? capacityBytes = null,
         PageBlobDeviceOptions? options = null, CancellationToken cancellationToken = default) =>
-        PageBlobConnection.FromConnectionString(connectionString, options).OpenDeviceAsync(container, blob, capacityBytes, cancellationToken);
+        PageBlobConnection.FromConnectionString(connectionString, options)
+            .OpenDeviceAsync(container, blob, capacityBytes, cancellationToken);
 
-    /// <summary>Opens a device from a service URI and an Entra ID credential (see <see cref="PageBlobConnection.FromUri"/>).</summary>
+    /// <summary>
+    /// Opens a device from a service URI and an Entra ID credential (see <see cref="PageBlobConnection.FromUri"/>).
+    /// </summary>
     public static ValueTask<PageBlobBlockDevice> OpenAsync(
-        Uri serviceUri, global::Azure.Core.TokenCredential credential, string container, string blob, long? capacityBytes = null,
+        Uri serviceUri, global::Azure.Core.TokenCredential credential, string container, string blob,
+        long? capacityBytes = null,
         PageBlobDeviceOptions? options = null, CancellationToken cancellationToken = default) =>
-        PageBlobConnection.FromUri(serviceUri, credential, options).OpenDeviceAsync(container, blob, capacityBytes, cancellationToken);
+        PageBlobConnection.FromUri(serviceUri, credential, options)
+            .OpenDeviceAsync(container, blob, capacityBytes, cancellationToken);
 
     /// <summary>
     /// Opens <paramref name="blob"/> as a block device. With <paramref name="capacityBytes"/> (a positive
@@ -108,11 +118,14 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
     /// <param name="blob">The blob client; its pipeline's retry policy is the one I/O gets, so build it with
     /// <see cref="PageBlobDeviceOptions.ToBlobClientOptions"/> (as <see cref="PageBlobConnection"/> does).</param>
     /// <param name="capacityBytes">The size to create, or null to open an existing blob.</param>
-    /// <param name="options">Device settings (only <see cref="PageBlobDeviceOptions.MaxInFlightIo"/> applies here).</param>
+    /// <param name="options">Device settings (only <see cref="PageBlobDeviceOptions.MaxInFlightIo"/> applies
+    /// here).</param>
     /// <param name="createContainer">When set, the container is created first if it is missing.</param>
     /// <param name="cancellationToken">Cancels the open.</param>
-    /// <exception cref="ArgumentException">A bad capacity, a blob that is not a page blob, or a size that differs from <paramref name="capacityBytes"/>.</exception>
-    /// <exception cref="BlockDeviceException">The blob is missing (and no capacity was given) or the service cannot be reached.</exception>
+    /// <exception cref="ArgumentException">A bad capacity, a blob that is not a page blob, or a size that differs from
+    /// <paramref name="capacityBytes"/>.</exception>
+    /// <exception cref="BlockDeviceException">The blob is missing (and no capacity was given) or the service cannot be
+    /// reached.</exception>
     public static async ValueTask<PageBlobBlockDevice> OpenAsync(
         PageBlobClient blob, long? capacityBytes, PageBlobDeviceOptions? options = null,
         BlobContainerClient? createContainer = null, CancellationToken cancellationToken = default)
@@ -120,7 +133,8 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
         ArgumentNullException.ThrowIfNull(blob);
         options ??= new PageBlobDeviceOptions();
         options.Validate();
-        if (capacityBytes is { } requested && (requested <= 0 || requested % SectorBytes != 0 || requested > MaxCapacityBytes))
+        if (capacityBytes is { } requested
+            && (requested <= 0 || requested % SectorBytes != 0 || requested > MaxCapacityBytes))
         {
             throw new ArgumentOutOfRangeException(
                 nameof(capacityBytes), requested, $"capacityBytes must be a positive multiple of {SectorBytes} of at most {MaxCapacityBytes} (8 TiB).");
@@ -132,20 +146,25 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
         {
             if (createContainer is not null)
             {
-                await createContainer.CreateIfNotExistsAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+                await createContainer.CreateIfNotExistsAsync(cancellationToken: cancellationToken)
+                    .ConfigureAwait(false);
             }
 
             if (capacityBytes is { } size)
             {
-                // If-None-Match: * underneath, so an existing blob (another silo's, or our earlier run's) is never overwritten.
-                await blob.CreateIfNotExistsAsync(size, new PageBlobCreateOptions(), cancellationToken).ConfigureAwait(false);
+                // If-None-Match: * underneath, so an existing blob (another silo's, or our earlier run's) is never
+                // overwritten.
+                await blob.CreateIfNotExistsAsync(
+                    size, new PageBlobCreateOptions(), cancellationToken).ConfigureAwait(false);
             }
 
-            properties = (await blob.GetPropertiesAsync(cancellationToken: cancellationToken).ConfigureAwait(false)).Value;
+            properties = (await blob.GetPropertiesAsync(cancellationToken: cancellationToken).ConfigureAwait(false))
+                .Value;
         }
         catch (RequestFailedException e) when (e.Status == 404)
         {
-            throw new BlockDeviceException(name, $"the page blob does not exist ({e.ErrorCode}); give a capacity to create it.", e);
+            throw new BlockDeviceException(
+                name, $"the page blob does not exist ({e.ErrorCode}); give a capacity to create it.", e);
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
@@ -154,7 +173,8 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
 
         if (properties.BlobType != BlobType.Page)
         {
-            throw new ArgumentException($"{name} is a {properties.BlobType} blob; a disk must be a page blob.", nameof(blob));
+            throw new ArgumentException(
+                $"{name} is a {properties.BlobType} blob; a disk must be a page blob.", nameof(blob));
         }
 
         if (capacityBytes is { } expected && properties.ContentLength != expected)
@@ -167,14 +187,19 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
         long capacity = properties.ContentLength / SectorBytes * SectorBytes;
         if (capacity == 0)
         {
-            throw new ArgumentException($"{name} holds {properties.ContentLength} bytes, less than one {SectorBytes}-byte sector.", nameof(blob));
+            throw new ArgumentException(
+                $"{name} holds {properties.ContentLength} bytes, less than one {SectorBytes}-byte sector.",
+                nameof(blob));
         }
 
         return new PageBlobBlockDevice(blob, capacity, options.MaxInFlightIo);
     }
 
     /// <inheritdoc />
-    public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    public ValueTask ReadAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken = default)
     {
         CheckRange(offsetBytes, destination.Length, nameof(destination));
         ThrowIfDisposed();
@@ -193,14 +218,20 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
         for (int i = 0; i < parts; i++)
         {
             int start = i * MaxGetRangeBytes;
-            tasks[i] = ReadRangeAsync(offsetBytes + start, destination.Slice(start, Math.Min(MaxGetRangeBytes, destination.Length - start)), cancellationToken);
+            tasks[i] = ReadRangeAsync(
+                offsetBytes + start,
+                destination.Slice(start, Math.Min(MaxGetRangeBytes, destination.Length - start)),
+                cancellationToken);
         }
 
         return new ValueTask(WhenAllFirstErrorAsync(tasks));
     }
 
     /// <inheritdoc />
-    public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
+    public ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        CancellationToken cancellationToken = default)
     {
         CheckRange(offsetBytes, source.Length, nameof(source));
         ThrowIfDisposed();
@@ -221,7 +252,10 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
             for (int i = 0; i < parts; i++)
             {
                 int start = i * MaxPutPageBytes;
-                tasks[i] = WriteRangeAsync(offsetBytes + start, source.Slice(start, Math.Min(MaxPutPageBytes, source.Length - start)), cancellationToken);
+                tasks[i] = WriteRangeAsync(
+                    offsetBytes + start,
+                    source.Slice(start, Math.Min(MaxPutPageBytes, source.Length - start)),
+                    cancellationToken);
             }
 
             write = WhenAllFirstErrorAsync(tasks);
@@ -257,13 +291,17 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
     /// Reads a range of at most <see cref="MaxGetRangeBytes"/> in one request and returns the blob's ETag at
     /// that moment, for a later <see cref="WriteIfMatchAsync"/>.
     /// </summary>
-    public async ValueTask<ETag> ReadWithETagAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    public async ValueTask<ETag> ReadWithETagAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken = default)
     {
         CheckRange(offsetBytes, destination.Length, nameof(destination));
         CheckSingleRequest(destination.Length, MaxGetRangeBytes, nameof(destination));
         if (destination.Length == 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(destination), 0, "A read with ETag needs at least one sector.");
+            throw new ArgumentOutOfRangeException(
+                nameof(destination), 0, "A read with ETag needs at least one sector.");
         }
 
         ThrowIfDisposed();
@@ -277,7 +315,8 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            return (await _blob.GetPropertiesAsync(cancellationToken: cancellationToken).ConfigureAwait(false)).Value.ETag;
+            return (await _blob.GetPropertiesAsync(cancellationToken: cancellationToken).ConfigureAwait(false))
+                .Value.ETag;
         }
         catch (Exception e) when (IsDeviceFailure(e, cancellationToken))
         {
@@ -296,7 +335,9 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
     /// read again, merge and retry. The ETag covers the whole blob, so under heavy data traffic prefer to
     /// update such structures while the volume is quiet, or retry with a bound.
     /// </summary>
-    /// <returns>Whether the data is in place, and the blob's ETag after the write (or, on a conflict, the current one).</returns>
+    /// <returns>
+    /// Whether the data is in place, and the blob's ETag after the write (or, on a conflict, the current one).
+    /// </returns>
     /// <remarks>
     /// If an earlier try of this same write reached the blob but its acknowledgement was lost, the SDK's
     /// retry meets a changed ETag; the device then reads the range back, and when it already holds exactly
@@ -309,14 +350,16 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
         CheckSingleRequest(source.Length, MaxPutPageBytes, nameof(source));
         if (source.Length == 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(source), 0, "A conditional write needs at least one sector of data.");
+            throw new ArgumentOutOfRangeException(
+                nameof(source), 0, "A conditional write needs at least one sector of data.");
         }
 
         ThrowIfDisposed();
         var conditions = new PageBlobRequestConditions { IfMatch = ifMatch };
         try
         {
-            ETag written = await PutPagesAsync(offsetBytes, source, conditions, cancellationToken).ConfigureAwait(false);
+            ETag written = await PutPagesAsync(
+                offsetBytes, source, conditions, cancellationToken).ConfigureAwait(false);
             return new ConditionalWriteResult(true, written);
         }
         catch (BlockDeviceException e) when (e.InnerException is RequestFailedException { Status: 412 })
@@ -329,13 +372,21 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
 
     /// <inheritdoc />
     /// <remarks>The version is the blob's ETag (see <see cref="ReadWithETagAsync"/>).</remarks>
-    async ValueTask<string> IConditionalBlockDevice.ReadVersionedAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken) =>
+    async ValueTask<string> IConditionalBlockDevice.ReadVersionedAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken) =>
         (await ReadWithETagAsync(offsetBytes, destination, cancellationToken).ConfigureAwait(false)).ToString();
 
     /// <inheritdoc />
     /// <remarks>An If-Match Put Page on the blob's ETag (see <see cref="WriteIfMatchAsync"/>).</remarks>
-    async ValueTask<bool> IConditionalBlockDevice.WriteIfVersionAsync(long offsetBytes, ReadOnlyMemory<byte> source, string expectedVersion, CancellationToken cancellationToken) =>
-        (await WriteIfMatchAsync(offsetBytes, source, new ETag(expectedVersion), cancellationToken).ConfigureAwait(false)).Written;
+    async ValueTask<bool> IConditionalBlockDevice.WriteIfVersionAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        string expectedVersion,
+        CancellationToken cancellationToken) =>
+        (await WriteIfMatchAsync(offsetBytes, source, new ETag(expectedVersion), cancellationToken)
+            .ConfigureAwait(false)).Written;
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
@@ -369,7 +420,10 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
         }
     }
 
-    private async Task<ETag> ReadRangeAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken)
+    private async Task<ETag> ReadRangeAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken)
     {
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -379,7 +433,9 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
             {
                 try
                 {
-                    using BlobDownloadStreamingResult result = (await _blob.DownloadStreamingAsync(options, cancellationToken).ConfigureAwait(false)).Value;
+                    using BlobDownloadStreamingResult result =
+                        (await _blob.DownloadStreamingAsync(options, cancellationToken).ConfigureAwait(false))
+                        .Value;
                     if (result.Details.ContentLength != destination.Length)
                     {
                         throw new BlockDeviceException(
@@ -409,14 +465,19 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
     private Task WriteRangeAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken) =>
         PutPagesAsync(offsetBytes, source, conditions: null, cancellationToken);
 
-    private async Task<ETag> PutPagesAsync(long offsetBytes, ReadOnlyMemory<byte> source, PageBlobRequestConditions? conditions, CancellationToken cancellationToken)
+    private async Task<ETag> PutPagesAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        PageBlobRequestConditions? conditions,
+        CancellationToken cancellationToken)
     {
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             using var content = new ReadOnlyMemoryStream(source);
             var options = conditions is null ? null : new PageBlobUploadPagesOptions { Conditions = conditions };
-            Response<PageInfo> response = await _blob.UploadPagesAsync(content, offsetBytes, options, cancellationToken).ConfigureAwait(false);
+            Response<PageInfo> response = await _blob.UploadPagesAsync(
+                content, offsetBytes, options, cancellationToken).ConfigureAwait(false);
             return response.Value.ETag;
         }
         catch (Exception e) when (IsDeviceFailure(e, cancellationToken))
@@ -434,8 +495,10 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
         string what = $"{operation} of {lengthBytes} bytes at offset {offsetBytes}";
         return e switch
         {
-            RequestFailedException { Status: 404 } r => new BlockDeviceException(Name, $"{what} failed: the page blob or its container is gone ({r.ErrorCode}).", e),
-            RequestFailedException r => new BlockDeviceException(Name, $"{what} failed with HTTP {r.Status} ({r.ErrorCode}) after the SDK's retries.", e),
+            RequestFailedException { Status: 404 } r => new BlockDeviceException(
+                Name, $"{what} failed: the page blob or its container is gone ({r.ErrorCode}).", e),
+            RequestFailedException r => new BlockDeviceException(
+                Name, $"{what} failed with HTTP {r.Status} ({r.ErrorCode}) after the SDK's retries.", e),
             _ => new BlockDeviceException(Name, $"{what} failed after the SDK's retries: {e.Message}", e),
         };
     }
@@ -464,7 +527,8 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
     {
         if (lengthBytes > maxBytes)
         {
-            throw new ArgumentOutOfRangeException(bufferName, lengthBytes, $"A conditional operation is one request of at most {maxBytes} bytes.");
+            throw new ArgumentOutOfRangeException(
+                bufferName, lengthBytes, $"A conditional operation is one request of at most {maxBytes} bytes.");
         }
     }
 
@@ -476,6 +540,7 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
 }
 
 /// <summary>The outcome of <see cref="PageBlobBlockDevice.WriteIfMatchAsync"/>.</summary>
-/// <param name="Written">True when the range now holds the new data; false when another write came first and nothing was written.</param>
+/// <param name="Written">True when the range now holds the new data; false when another write came first and nothing
+/// was written.</param>
 /// <param name="ETag">The blob's ETag after the write, or the current one after a conflict.</param>
 public readonly record struct ConditionalWriteResult(bool Written, ETag ETag);

@@ -29,7 +29,9 @@ public sealed class PageBlobConnection
     /// Connects with a storage connection string: the development string for Azurite
     /// (<c>UseDevelopmentStorage=true</c> or an explicit <c>BlobEndpoint=…</c>), or an account key string.
     /// </summary>
-    public static PageBlobConnection FromConnectionString(string connectionString, PageBlobDeviceOptions? options = null)
+    public static PageBlobConnection FromConnectionString(
+        string connectionString,
+        PageBlobDeviceOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(connectionString);
         options ??= new PageBlobDeviceOptions();
@@ -41,20 +43,29 @@ public sealed class PageBlobConnection
     /// <c>new DefaultAzureCredential()</c> (managed identity on the silo's host), and the identity
     /// needs the "Storage Blob Data Contributor" role on the account or container.
     /// </summary>
-    public static PageBlobConnection FromUri(Uri serviceUri, TokenCredential credential, PageBlobDeviceOptions? options = null)
+    public static PageBlobConnection FromUri(
+        Uri serviceUri,
+        TokenCredential credential,
+        PageBlobDeviceOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(serviceUri);
         ArgumentNullException.ThrowIfNull(credential);
-        if (!serviceUri.IsAbsoluteUri || (serviceUri.Scheme != Uri.UriSchemeHttps && serviceUri.Scheme != Uri.UriSchemeHttp))
+        if (!serviceUri.IsAbsoluteUri
+            || (serviceUri.Scheme != Uri.UriSchemeHttps && serviceUri.Scheme != Uri.UriSchemeHttp))
         {
-            throw new ArgumentException($"serviceUri must be an absolute http(s) URI of a blob service, not '{serviceUri}'.", nameof(serviceUri));
+            throw new ArgumentException(
+                $"serviceUri must be an absolute http(s) URI of a blob service, not '{serviceUri}'.",
+                nameof(serviceUri));
         }
 
         options ??= new PageBlobDeviceOptions();
-        return new PageBlobConnection(new BlobServiceClient(serviceUri, credential, options.ToBlobClientOptions()), options);
+        return new PageBlobConnection(
+            new BlobServiceClient(serviceUri, credential, options.ToBlobClientOptions()), options);
     }
 
-    /// <summary>The SDK client of one container (for tools and tests; devices need only <see cref="OpenDeviceAsync"/>).</summary>
+    /// <summary>
+    /// The SDK client of one container (for tools and tests; devices need only <see cref="OpenDeviceAsync"/>).
+    /// </summary>
     public BlobContainerClient GetContainerClient(string container)
     {
         PageBlobNames.ValidateContainer(container);
@@ -71,9 +82,14 @@ public sealed class PageBlobConnection
     /// <summary>
     /// Opens the page blob <paramref name="container"/>/<paramref name="blob"/> as a block device. With
     /// <paramref name="capacityBytes"/> the blob is created at that size when absent (and must have that size
-    /// when present); without it the blob must exist. See <see cref="PageBlobBlockDevice.OpenAsync(PageBlobClient, long?, PageBlobDeviceOptions?, BlobContainerClient?, CancellationToken)"/>.
+    /// when present); without it the blob must exist. See
+    /// <see cref="PageBlobBlockDevice.OpenAsync(PageBlobClient, long?, PageBlobDeviceOptions?, BlobContainerClient?, CancellationToken)"/>.
     /// </summary>
-    public ValueTask<PageBlobBlockDevice> OpenDeviceAsync(string container, string blob, long? capacityBytes = null, CancellationToken cancellationToken = default)
+    public ValueTask<PageBlobBlockDevice> OpenDeviceAsync(
+        string container,
+        string blob,
+        long? capacityBytes = null,
+        CancellationToken cancellationToken = default)
     {
         var containerClient = GetContainerClient(container);
         PageBlobNames.ValidateBlob(blob);

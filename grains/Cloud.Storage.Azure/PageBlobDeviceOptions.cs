@@ -13,7 +13,10 @@ public sealed class PageBlobDeviceOptions
     /// <summary>Default of <see cref="MaxInFlightIo"/>.</summary>
     public const int DefaultMaxInFlightIo = 16;
 
-    /// <summary>Largest accepted <see cref="MaxInFlightIo"/>; beyond it the HTTP connection pool, not the blob, is the bottleneck.</summary>
+    /// <summary>
+    /// Largest accepted <see cref="MaxInFlightIo"/>; beyond it the HTTP connection pool, not the blob, is the
+    /// bottleneck.
+    /// </summary>
     public const int MaxInFlightIoLimit = 256;
 
     /// <summary>Default of <see cref="MaxRetries"/>.</summary>
@@ -22,7 +25,9 @@ public sealed class PageBlobDeviceOptions
     /// <summary>Largest accepted <see cref="MaxRetries"/>.</summary>
     public const int MaxRetriesLimit = 20;
 
-    /// <summary>Default of <see cref="RetryDelay"/>: the first back-off; later ones double (exponential mode).</summary>
+    /// <summary>
+    /// Default of <see cref="RetryDelay"/>: the first back-off; later ones double (exponential mode).
+    /// </summary>
     public static readonly TimeSpan DefaultRetryDelay = TimeSpan.FromMilliseconds(400);
 
     /// <summary>Default of <see cref="MaxRetryDelay"/>.</summary>
@@ -41,19 +46,27 @@ public sealed class PageBlobDeviceOptions
     /// </summary>
     public const BlobClientOptions.ServiceVersion DefaultServiceVersion = BlobClientOptions.ServiceVersion.V2026_06_06;
 
-    /// <summary>Operations that may run at once on one device, 1 to <see cref="MaxInFlightIoLimit"/>; callers beyond wait.</summary>
+    /// <summary>
+    /// Operations that may run at once on one device, 1 to <see cref="MaxInFlightIoLimit"/>; callers beyond wait.
+    /// </summary>
     public int MaxInFlightIo { get; set; } = DefaultMaxInFlightIo;
 
-    /// <summary>Retries after a throttled (503, 500, 429…), timed-out or dropped request, 0 to <see cref="MaxRetriesLimit"/>.</summary>
+    /// <summary>
+    /// Retries after a throttled (503, 500, 429…), timed-out or dropped request, 0 to <see cref="MaxRetriesLimit"/>.
+    /// </summary>
     public int MaxRetries { get; set; } = DefaultMaxRetries;
 
-    /// <summary>First back-off between retries (exponential mode doubles it), 0 to <see cref="MaxRetryDelay"/>.</summary>
+    /// <summary>
+    /// First back-off between retries (exponential mode doubles it), 0 to <see cref="MaxRetryDelay"/>.
+    /// </summary>
     public TimeSpan RetryDelay { get; set; } = DefaultRetryDelay;
 
     /// <summary>Longest back-off between retries, at least <see cref="RetryDelay"/> and at most 5 minutes.</summary>
     public TimeSpan MaxRetryDelay { get; set; } = DefaultMaxRetryDelay;
 
-    /// <summary>How long one HTTP try may take before it counts as failed and is retried, 100 ms to 10 minutes.</summary>
+    /// <summary>
+    /// How long one HTTP try may take before it counts as failed and is retried, 100 ms to 10 minutes.
+    /// </summary>
     public TimeSpan NetworkTimeout { get; set; } = DefaultNetworkTimeout;
 
     /// <summary>The storage REST API version the client speaks (see <see cref="DefaultServiceVersion"/>).</summary>
@@ -67,32 +80,40 @@ public sealed class PageBlobDeviceOptions
     {
         if (MaxInFlightIo is < 1 or > MaxInFlightIoLimit)
         {
-            throw new ArgumentOutOfRangeException(nameof(MaxInFlightIo), MaxInFlightIo, $"MaxInFlightIo must be 1 to {MaxInFlightIoLimit}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(MaxInFlightIo), MaxInFlightIo, $"MaxInFlightIo must be 1 to {MaxInFlightIoLimit}.");
         }
 
         if (MaxRetries is < 0 or > MaxRetriesLimit)
         {
-            throw new ArgumentOutOfRangeException(nameof(MaxRetries), MaxRetries, $"MaxRetries must be 0 to {MaxRetriesLimit}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(MaxRetries), MaxRetries, $"MaxRetries must be 0 to {MaxRetriesLimit}.");
         }
 
         if (MaxRetryDelay < TimeSpan.Zero || MaxRetryDelay > TimeSpan.FromMinutes(5))
         {
-            throw new ArgumentOutOfRangeException(nameof(MaxRetryDelay), MaxRetryDelay, "MaxRetryDelay must be 0 to 5 minutes.");
+            throw new ArgumentOutOfRangeException(
+                nameof(MaxRetryDelay), MaxRetryDelay, "MaxRetryDelay must be 0 to 5 minutes.");
         }
 
         if (RetryDelay < TimeSpan.Zero || RetryDelay > MaxRetryDelay)
         {
-            throw new ArgumentOutOfRangeException(nameof(RetryDelay), RetryDelay, $"RetryDelay must be 0 to MaxRetryDelay ({MaxRetryDelay}).");
+            throw new ArgumentOutOfRangeException(
+                nameof(RetryDelay), RetryDelay, $"RetryDelay must be 0 to MaxRetryDelay ({MaxRetryDelay}).");
         }
 
         if (NetworkTimeout < TimeSpan.FromMilliseconds(100) || NetworkTimeout > TimeSpan.FromMinutes(10))
         {
-            throw new ArgumentOutOfRangeException(nameof(NetworkTimeout), NetworkTimeout, "NetworkTimeout must be 100 ms to 10 minutes.");
+            throw new ArgumentOutOfRangeException(
+                nameof(NetworkTimeout), NetworkTimeout, "NetworkTimeout must be 100 ms to 10 minutes.");
         }
 
         if (!Enum.IsDefined(ServiceVersion))
         {
-            throw new ArgumentOutOfRangeException(nameof(ServiceVersion), ServiceVersion, "ServiceVersion must be a value of BlobClientOptions.ServiceVersion.");
+            throw new ArgumentOutOfRangeException(
+                nameof(ServiceVersion),
+                ServiceVersion,
+                "ServiceVersion must be a value of BlobClientOptions.ServiceVersion.");
         }
     }
 

@@ -62,5 +62,6 @@ internal sealed class ReadOnlyMemoryStream(ReadOnlyMemory<byte> data) : Stream
 
     public override void SetLength(long value) => throw new NotSupportedException("The stream is read-only.");
 
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException("The stream is read-only.");
+    public override void Write(byte[] buffer, int offset, int count)
+        => throw new NotSupportedException("The stream is read-only.");
 }

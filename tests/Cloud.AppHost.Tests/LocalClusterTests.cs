@@ -7,7 +7,9 @@ using Npgsql;
 
 namespace Cloud.AppHost.Tests;
 
-/// <summary>Starts the real AppHost (no Docker: PostgreSQL from the local binaries) and checks the cluster it composes.</summary>
+/// <summary>
+/// Starts the real AppHost (no Docker: PostgreSQL from the local binaries) and checks the cluster it composes.
+/// </summary>
 public sealed class LocalClusterTests
 {
     /// <summary>Generous bounds for a loaded 2-core machine; they only stop a broken run from hanging.</summary>
@@ -37,7 +39,8 @@ public sealed class LocalClusterTests
             // Healthy means the schema has been applied (the AppHost's postgres-schema health check).
             await app.ResourceNotifications.WaitForResourceHealthyAsync("postgres", timeout.Token);
             string connectionString = await app.GetConnectionStringAsync("cloud-postgres", timeout.Token)
-                ?? throw new InvalidOperationException("The AppHost did not expose the cloud-postgres connection string.");
+                ?? throw new InvalidOperationException(
+                    "The AppHost did not expose the cloud-postgres connection string.");
             Assert.Equal(13, await ScalarAsync<long>(connectionString, "SELECT count(*) FROM OrleansQuery"));
 
             int active = 0;
@@ -57,8 +60,10 @@ public sealed class LocalClusterTests
             Assert.Equal(3, active);
 
             // Through the SDK, finding the gateways in the membership table as any client of this cluster would.
-            await using var client = await CloudClient.ConnectPostgresAsync(connectionString, "cloud-local", "cloud-local", timeout.Token);
-            await client.CreateVolumeAsync(new VolumeSpec("apphost", VolumeBytes, VolumeLevel.Raid5, 4, VolumeSpec.DefaultChunkSizeBytes, false));
+            await using var client = await CloudClient.ConnectPostgresAsync(
+                connectionString, "cloud-local", "cloud-local", timeout.Token);
+            await client.CreateVolumeAsync(
+                new VolumeSpec("apphost", VolumeBytes, VolumeLevel.Raid5, 4, VolumeSpec.DefaultChunkSizeBytes, false));
             var volume = await client.OpenVolumeAsync("apphost");
             var written = new byte[WriteBytes];
             new Random(Seed).NextBytes(written);
@@ -66,7 +71,8 @@ public sealed class LocalClusterTests
             await volume.FlushAsync(timeout.Token);
             var read = new byte[WriteBytes];
             await volume.ReadAsync(WriteOffsetBytes, read, timeout.Token);
-            Assert.True(written.AsSpan().SequenceEqual(read), $"the bytes read back differ from those written (seed {Seed})");
+            Assert.True(
+                written.AsSpan().SequenceEqual(read), $"the bytes read back differ from those written (seed {Seed})");
             var status = await client.GetClusterStatusAsync();
             Assert.Equal(3, status.Silos.Length);
         }
@@ -83,7 +89,10 @@ public sealed class LocalClusterTests
         }
     }
 
-    private static async Task<T> ScalarAsync<T>(string connectionString, string sql, params (string Name, object Value)[] parameters)
+    private static async Task<T> ScalarAsync<T>(
+        string connectionString,
+        string sql,
+        params (string Name, object Value)[] parameters)
     {
         await using var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync();

@@ -53,13 +53,20 @@ public sealed class DiskDescriptorTests
 [Collection(AzuriteCollection.Name)]
 public sealed class BlockDeviceFactoryTests(AzuriteFixture fixture)
 {
-    private static ValueTask<IBlockDevice> NoFiles(string path, long? capacityBytes, CancellationToken cancellationToken) =>
+    private static ValueTask<IBlockDevice> NoFiles(
+        string path,
+        long? capacityBytes,
+        CancellationToken cancellationToken) =>
         throw new InvalidOperationException($"This test opens no file disks (asked for {path}).");
 
     [Fact]
     public async Task OpenAsync_OfAPageBlobDescriptor_CreatesThenReopensTheBlobFromTheConfiguredAccount()
     {
-        var account = new PageBlobAccountOptions { ConnectionString = fixture.Azurite.ConnectionString(), Device = AzuriteFixture.FastRetryOptions() };
+        var account = new PageBlobAccountOptions
+        {
+            ConnectionString = fixture.Azurite.ConnectionString(),
+            Device = AzuriteFixture.FastRetryOptions()
+        };
         var factory = new BlockDeviceFactory(account, NoFiles);
         string descriptor = $"pageblob:{fixture.NewContainerName()}/vol/member0";
         byte[] data = new byte[PageBlobBlockDevice.SectorBytes];
@@ -83,7 +90,8 @@ public sealed class BlockDeviceFactoryTests(AzuriteFixture fixture)
     {
         var factory = new BlockDeviceFactory(new PageBlobAccountOptions(), NoFiles);
         Assert.False(factory.SupportsPageBlobs);
-        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => factory.OpenAsync("pageblob:disks/member0").AsTask());
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(
+            () => factory.OpenAsync("pageblob:disks/member0").AsTask());
         Assert.Contains("PageBlobs:ConnectionString", error.Message);
     }
 
@@ -106,9 +114,14 @@ public sealed class MixedDiskTests(AzuriteFixture fixture) : IDisposable
     [Fact]
     public async Task DefaultFactory_OpensFileAndPageBlobMembers_FromDescriptors_AndBothHoldTheSameStripeData()
     {
-        var factory = new BlockDeviceFactory(new PageBlobAccountOptions { ConnectionString = fixture.Azurite.ConnectionString(), Device = AzuriteFixture.FastRetryOptions() });
+        var factory = new BlockDeviceFactory(new PageBlobAccountOptions
+        {
+            ConnectionString = fixture.Azurite.ConnectionString(),
+            Device = AzuriteFixture.FastRetryOptions(),
+        });
         const long capacity = 2 * 1024 * 1024;
-        string[] descriptors = [$"file:{Path.Combine(_dir, "member0.img")}", $"pageblob:{fixture.NewContainerName()}/vol/member1"];
+        string[] descriptors =
+            [$"file:{Path.Combine(_dir, "member0.img")}", $"pageblob:{fixture.NewContainerName()}/vol/member1"];
         byte[] chunk = new byte[64 * 1024];
         new Random(12).NextBytes(chunk);
 

@@ -15,7 +15,8 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     [Fact]
     public async Task WriteThenRead_ReturnsTheSameBytes_AndUnwrittenSectorsReadAsZeros()
     {
-        await using var device = await fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "disk0", 4 * OneMiB);
+        await using var device = await fixture.Connect()
+            .OpenDeviceAsync(fixture.NewContainerName(), "disk0", 4 * OneMiB);
         byte[] data = Blocks.Pattern(3 * Sector, seed: 1);
         await device.WriteAsync(2 * Sector, data);
 
@@ -33,7 +34,8 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
         string container = fixture.NewContainerName();
         await using var device = await connection.OpenDeviceAsync(container, "dir/disk.vhd", 8 * OneMiB);
 
-        BlobProperties properties = (await connection.GetPageBlobClient(container, "dir/disk.vhd").GetPropertiesAsync()).Value;
+        BlobProperties properties = (await connection.GetPageBlobClient(container, "dir/disk.vhd").GetPropertiesAsync())
+            .Value;
         Assert.Equal(BlobType.Page, properties.BlobType);
         Assert.Equal(8 * OneMiB, properties.ContentLength);
         Assert.Equal(8 * OneMiB, device.CapacityBytes);
@@ -45,7 +47,8 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     [Fact]
     public async Task WritesAndReadsLargerThanOneRequest_AreSplit_AndRoundTrip()
     {
-        await using var device = await fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "big", 16 * OneMiB);
+        await using var device = await fixture.Connect()
+            .OpenDeviceAsync(fixture.NewContainerName(), "big", 16 * OneMiB);
         byte[] data = Blocks.Pattern((int)(9 * OneMiB) + (3 * Sector), seed: 2);
         await device.WriteAsync(OneMiB - Sector, data);
 
@@ -86,7 +89,8 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
             long offset = random.NextInt64(0, capacity / Sector) * Sector;
             byte[] back = new byte[(int)Math.Min(capacity - offset, random.Next(1, 600) * (long)Sector)];
             await device.ReadAsync(offset, back);
-            Assert.True(model.AsSpan((int)offset, back.Length).SequenceEqual(back), $"round {round} differs; seed {seed}");
+            Assert.True(
+                model.AsSpan((int)offset, back.Length).SequenceEqual(back), $"round {round} differs; seed {seed}");
         }
 
         byte[] all = new byte[capacity];
@@ -101,14 +105,19 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     [InlineData(0L, 4097)]
     [InlineData(4L * 1024 * 1024, 4096)]
     [InlineData(4L * 1024 * 1024 - 4096, 8192)]
-    public async Task MisalignedOrOutOfRangeIo_IsRejected_NamingTheValue_AndChangesNothing(long offsetBytes, int lengthBytes)
+    public async Task MisalignedOrOutOfRangeIo_IsRejected_NamingTheValue_AndChangesNothing(
+        long offsetBytes,
+        int lengthBytes)
     {
-        await using var device = await fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "strict", 4 * OneMiB);
+        await using var device = await fixture.Connect()
+            .OpenDeviceAsync(fixture.NewContainerName(), "strict", 4 * OneMiB);
         byte[] before = Blocks.Pattern((int)(4 * OneMiB), seed: 3);
         await device.WriteAsync(0, before);
 
-        var write = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => device.WriteAsync(offsetBytes, new byte[lengthBytes]).AsTask());
-        var read = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => device.ReadAsync(offsetBytes, new byte[lengthBytes]).AsTask());
+        var write = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(
+            () => device.WriteAsync(offsetBytes, new byte[lengthBytes]).AsTask());
+        var read = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(
+            () => device.ReadAsync(offsetBytes, new byte[lengthBytes]).AsTask());
         Assert.Contains("4096", write.Message);
         Assert.True(write.ActualValue is long o ? o == offsetBytes : (int)write.ActualValue! == lengthBytes);
         Assert.NotNull(read.ParamName);
@@ -147,7 +156,8 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
             await first.WriteAsync(0, data);
         }
 
-        var error = await Assert.ThrowsAsync<ArgumentException>(() => connection.OpenDeviceAsync(container, "sized", 4 * OneMiB).AsTask());
+        var error = await Assert.ThrowsAsync<ArgumentException>(
+            () => connection.OpenDeviceAsync(container, "sized", 4 * OneMiB).AsTask());
         Assert.Contains("2097152", error.Message);
         Assert.Contains("4194304", error.Message);
 
@@ -160,7 +170,8 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     [Fact]
     public async Task Open_OfAMissingBlobWithoutCapacity_FailsWithBlockDeviceException()
     {
-        var error = await Assert.ThrowsAsync<BlockDeviceException>(() => fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "absent").AsTask());
+        var error = await Assert.ThrowsAsync<BlockDeviceException>(
+            () => fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "absent").AsTask());
         Assert.Contains("does not exist", error.Message);
     }
 
@@ -173,7 +184,8 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
         await containerClient.CreateIfNotExistsAsync();
         await containerClient.GetBlobClient("notes.txt").UploadAsync(BinaryData.FromString("not a disk"));
 
-        var error = await Assert.ThrowsAsync<ArgumentException>(() => connection.OpenDeviceAsync(container, "notes.txt").AsTask());
+        var error = await Assert.ThrowsAsync<ArgumentException>(
+            () => connection.OpenDeviceAsync(container, "notes.txt").AsTask());
         Assert.Contains("Block", error.Message);
     }
 
@@ -248,14 +260,16 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     {
         await using var device = await fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "sb", 8 * OneMiB);
         var error = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(
-            () => device.WriteIfMatchAsync(0, new byte[PageBlobBlockDevice.MaxPutPageBytes + Sector], ETag.All).AsTask());
+            () => device.WriteIfMatchAsync(
+                0, new byte[PageBlobBlockDevice.MaxPutPageBytes + Sector], ETag.All).AsTask());
         Assert.Contains("4194304", error.Message);
     }
 
     [Fact]
     public async Task Flush_ReturnsOnlyAfterEveryWriteIssuedBeforeIt_HasCompleted()
     {
-        await using var device = await fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "flush", 16 * OneMiB);
+        await using var device = await fixture.Connect()
+            .OpenDeviceAsync(fixture.NewContainerName(), "flush", 16 * OneMiB);
         var writes = new List<Task>();
         for (int i = 0; i < 12; i++)
         {
@@ -282,7 +296,9 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
         await using var device = await fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "cancel", OneMiB);
         using var cancelled = new CancellationTokenSource();
         cancelled.Cancel();
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => device.WriteAsync(0, new byte[Sector], cancelled.Token).AsTask());
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => device.ReadAsync(0, new byte[Sector], cancelled.Token).AsTask());
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(
+            () => device.WriteAsync(0, new byte[Sector], cancelled.Token).AsTask());
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(
+            () => device.ReadAsync(0, new byte[Sector], cancelled.Token).AsTask());
     }
 }

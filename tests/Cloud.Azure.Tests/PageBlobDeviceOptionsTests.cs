@@ -23,7 +23,10 @@ public sealed class PageBlobDeviceOptionsTests
     public static TheoryData<string, Action<PageBlobDeviceOptions>> BadOptions => new()
     {
         { nameof(PageBlobDeviceOptions.MaxInFlightIo), o => o.MaxInFlightIo = 0 },
-        { nameof(PageBlobDeviceOptions.MaxInFlightIo), o => o.MaxInFlightIo = PageBlobDeviceOptions.MaxInFlightIoLimit + 1 },
+        {
+            nameof(PageBlobDeviceOptions.MaxInFlightIo),
+            o => o.MaxInFlightIo = PageBlobDeviceOptions.MaxInFlightIoLimit + 1
+        },
         { nameof(PageBlobDeviceOptions.MaxRetries), o => o.MaxRetries = -1 },
         { nameof(PageBlobDeviceOptions.MaxRetries), o => o.MaxRetries = PageBlobDeviceOptions.MaxRetriesLimit + 1 },
         { nameof(PageBlobDeviceOptions.RetryDelay), o => o.RetryDelay = TimeSpan.FromMinutes(1) },

@@ -6,7 +6,10 @@ using Xunit.Abstractions;
 
 namespace Cloud.Azure.Tests;
 
-/// <summary>Faults between the device and the service: throttling, dropped connections, lost acknowledgements, a dead service, a deleted blob.</summary>
+/// <summary>
+/// Faults between the device and the service: throttling, dropped connections, lost acknowledgements, a dead service, a
+/// deleted blob.
+/// </summary>
 [Collection(AzuriteCollection.Name)]
 public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper output)
 {
@@ -24,13 +27,15 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
 
         // More retries than the proxy ever injects in a row, so no fault may surface.
         var options = AzuriteFixture.FastRetryOptions(maxRetries: SeededFaults.MaxFaultsPerRequest + 2);
-        await using var device = await fixture.Connect(options, viaPort: proxy.Port).OpenDeviceAsync(container, "faulty", CapacityBytes);
+        await using var device = await fixture.Connect(options, viaPort: proxy.Port)
+            .OpenDeviceAsync(container, "faulty", CapacityBytes);
 
         var random = new Random(seed);
         byte[] model = new byte[CapacityBytes];
         try
         {
-            // Writes in waves of disjoint ranges, run concurrently; sizes from one sector to 5 MiB (split into two Put Page calls).
+            // Writes in waves of disjoint ranges, run concurrently; sizes from one sector to 5 MiB (split into two Put
+            // Page calls).
             for (int wave = 0; wave < 6; wave++)
             {
                 var writes = new List<Task>();
@@ -67,11 +72,14 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
             await direct.ReadAsync(0, stored);
 
             Assert.True(model.AsSpan().SequenceEqual(stored), "the blob differs from what was written");
-            Assert.True(model.AsSpan().SequenceEqual(throughProxy), "reads through the faulty proxy differ from what was written");
+            Assert.True(
+                model.AsSpan().SequenceEqual(throughProxy),
+                "reads through the faulty proxy differ from what was written");
             foreach (ProxyFault fault in Enum.GetValues<ProxyFault>())
             {
                 output.WriteLine($"{fault}: {proxy.Count(fault)}");
-                Assert.True(proxy.Count(fault) > 0, $"the proxy never injected {fault}; the test would not show it is retried");
+                Assert.True(
+                    proxy.Count(fault) > 0, $"the proxy never injected {fault}; the test would not show it is retried");
             }
         }
         catch
@@ -91,12 +99,15 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
 
         // Every Put Page is throttled; the open's own requests pass.
         await using var proxy = new FaultProxy(
-            fixture.Azurite.Port, r => r.Target.Contains("comp=page", StringComparison.Ordinal) ? ProxyFault.ServerBusy503 : ProxyFault.None);
+            fixture.Azurite.Port, r => r.Target.Contains(
+                "comp=page", StringComparison.Ordinal) ? ProxyFault.ServerBusy503 : ProxyFault.None);
         const int maxRetries = 3;
-        await using var device = await fixture.Connect(AzuriteFixture.FastRetryOptions(maxRetries), viaPort: proxy.Port).OpenDeviceAsync(container, "busy");
+        await using var device = await fixture.Connect(AzuriteFixture.FastRetryOptions(maxRetries), viaPort: proxy.Port)
+            .OpenDeviceAsync(container, "busy");
 
         int before = proxy.Count(ProxyFault.ServerBusy503);
-        var error = await Assert.ThrowsAsync<BlockDeviceException>(() => device.WriteAsync(0, new byte[Sector]).AsTask());
+        var error = await Assert.ThrowsAsync<BlockDeviceException>(
+            () => device.WriteAsync(0, new byte[Sector]).AsTask());
         Assert.Equal(device.Name, error.DeviceName);
         Assert.Equal(503, Assert.IsType<RequestFailedException>(error.InnerException).Status);
         Assert.Equal(maxRetries + 1, proxy.Count(ProxyFault.ServerBusy503) - before);
@@ -116,7 +127,9 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
         // with the old ETag and meets 412. The device must see that its own data is in place.
         int puts = 0;
         await using var proxy = new FaultProxy(fixture.Azurite.Port, r =>
-            r.Method == "PUT" && r.Target.Contains("comp=page", StringComparison.Ordinal) && Interlocked.Increment(ref puts) == 1
+            r.Method == "PUT"
+                && r.Target.Contains("comp=page", StringComparison.Ordinal)
+                && Interlocked.Increment(ref puts) == 1
                 ? ProxyFault.LoseResponse
                 : ProxyFault.None);
         await using var device = await fixture.Connect(viaPort: proxy.Port).OpenDeviceAsync(container, "superblock");
@@ -177,10 +190,12 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
         }
 
         // Holding each request makes unbounded concurrency visible at the proxy.
-        await using var proxy = new FaultProxy(fixture.Azurite.Port, _ => ProxyFault.None, holdBeforeForward: TimeSpan.FromMilliseconds(20));
+        await using var proxy = new FaultProxy(
+            fixture.Azurite.Port, _ => ProxyFault.None, holdBeforeForward: TimeSpan.FromMilliseconds(20));
         var options = AzuriteFixture.FastRetryOptions();
         options.MaxInFlightIo = maxInFlight;
-        await using var device = await fixture.Connect(options, viaPort: proxy.Port).OpenDeviceAsync(container, "bounded");
+        await using var device = await fixture.Connect(options, viaPort: proxy.Port)
+            .OpenDeviceAsync(container, "bounded");
 
         var io = new List<Task>();
         for (int i = 0; i < 24; i++)
@@ -201,13 +216,15 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
     public async Task StoppedService_FailsReadsAndWritesWithBlockDeviceException()
     {
         await using var azurite = await AzuriteInstance.StartAsync();
-        var connection = PageBlobConnection.FromConnectionString(azurite.ConnectionString(), AzuriteFixture.FastRetryOptions());
+        var connection = PageBlobConnection.FromConnectionString(
+            azurite.ConnectionString(), AzuriteFixture.FastRetryOptions());
         await using var device = await connection.OpenDeviceAsync("stopping", "disk", CapacityBytes);
         await device.WriteAsync(0, new byte[Sector]);
 
         azurite.Stop();
 
-        var write = await Assert.ThrowsAsync<BlockDeviceException>(() => device.WriteAsync(Sector, new byte[Sector]).AsTask());
+        var write = await Assert.ThrowsAsync<BlockDeviceException>(
+            () => device.WriteAsync(Sector, new byte[Sector]).AsTask());
         var read = await Assert.ThrowsAsync<BlockDeviceException>(() => device.ReadAsync(0, new byte[Sector]).AsTask());
         Assert.Contains("after the SDK's retries", write.Message);
         Assert.Equal(device.Name, read.DeviceName);
@@ -224,7 +241,8 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
 
         await connection.GetPageBlobClient(container, "doomed").DeleteAsync();
 
-        var write = await Assert.ThrowsAsync<BlockDeviceException>(() => device.WriteAsync(0, new byte[Sector]).AsTask());
+        var write = await Assert.ThrowsAsync<BlockDeviceException>(
+            () => device.WriteAsync(0, new byte[Sector]).AsTask());
         var read = await Assert.ThrowsAsync<BlockDeviceException>(() => device.ReadAsync(0, new byte[Sector]).AsTask());
         Assert.Contains("gone", write.Message);
         Assert.Contains("gone", read.Message);
@@ -240,7 +258,8 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
 
         await connection.GetContainerClient(container).DeleteAsync();
 
-        var error = await Assert.ThrowsAsync<BlockDeviceException>(() => device.WriteAsync(0, new byte[Sector]).AsTask());
+        var error = await Assert.ThrowsAsync<BlockDeviceException>(
+            () => device.WriteAsync(0, new byte[Sector]).AsTask());
         Assert.Contains("gone", error.Message);
     }
 }

@@ -20,10 +20,14 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
     private const int ChunkBytes = 16 * 1024;
     private const long Stripes = 40;
 
-    /// <summary>Blocks in one random write at most: up to two stripes of data, so some writes are full-stripe and some read-modify-write.</summary>
+    /// <summary>
+    /// Blocks in one random write at most: up to two stripes of data, so some writes are full-stripe and some
+    /// read-modify-write.
+    /// </summary>
     private const int MaxBlocksPerWrite = 24;
 
-    private static readonly long MemberBytes = OnDiskFormat.DataOffsetBytes + Stripes * OnDiskFormat.ChunkStrideBytes(ChunkBytes);
+    private static readonly long MemberBytes = OnDiskFormat.DataOffsetBytes + Stripes * OnDiskFormat.ChunkStrideBytes(
+        ChunkBytes);
 
     private readonly string _dir = Directory.CreateTempSubdirectory("cloud-raid-blobs-").FullName;
 
@@ -40,7 +44,9 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
 
         // Member 2 reaches Azurite through a proxy, so that it can later be cut off while its blob stays intact.
         bool member2Unreachable = false;
-        await using var proxy = new FaultProxy(fixture.Azurite.Port, _ => Volatile.Read(ref member2Unreachable) ? ProxyFault.DropBeforeForward : ProxyFault.None);
+        await using var proxy = new FaultProxy(
+            fixture.Azurite.Port,
+            _ => Volatile.Read(ref member2Unreachable) ? ProxyFault.DropBeforeForward : ProxyFault.None);
         var viaProxy = fixture.Connect(viaPort: proxy.Port);
 
         var devices = new List<IBlockDevice>();
@@ -48,10 +54,12 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
         {
             for (int i = 0; i < 4; i++)
             {
-                devices.Add(await (i == 2 ? viaProxy : connection).OpenDeviceAsync(container, $"vol/m{i}", MemberBytes));
+                devices.Add(
+                    await (i == 2 ? viaProxy : connection).OpenDeviceAsync(container, $"vol/m{i}", MemberBytes));
             }
 
-            var definition = new VolumeDefinition("blobs", Guid.NewGuid(), new VolumeGeometry(RaidLevel.Raid5, 4, ChunkBytes));
+            var definition = new VolumeDefinition(
+                "blobs", Guid.NewGuid(), new VolumeGeometry(RaidLevel.Raid5, 4, ChunkBytes));
             await using RaidVolume volume = await RaidVolume.CreateAsync(definition, devices);
             Assert.Equal(Stripes, volume.StripeCount);
             byte[] model = new byte[volume.CapacityBytes];
@@ -65,7 +73,9 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
             Assert.Equal(MemberState.Failed, volume.Members[1].State);
             Assert.Contains("gone", volume.Members[1].Reason);
             Assert.Equal(VolumeHealth.Degraded, volume.Health);
-            Assert.True(volume.Generation > generationBefore, "failing a member rewrites the superblocks with a new generation");
+            Assert.True(
+                volume.Generation > generationBefore,
+                "failing a member rewrites the superblocks with a new generation");
             await RandomWritesAsync(volume, model, random, 20);
             AssertSame(model, await ReadAllAsync(volume), $"seed {seed}, writes while member 1 is gone");
 
@@ -121,7 +131,11 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
         int seed = Environment.TickCount;
         output.WriteLine($"seed {seed}");
         var random = new Random(seed);
-        var factory = new BlockDeviceFactory(new PageBlobAccountOptions { ConnectionString = fixture.Azurite.ConnectionString(), Device = AzuriteFixture.FastRetryOptions() });
+        var factory = new BlockDeviceFactory(new PageBlobAccountOptions
+        {
+            ConnectionString = fixture.Azurite.ConnectionString(),
+            Device = AzuriteFixture.FastRetryOptions(),
+        });
         string container = fixture.NewContainerName();
         string[] descriptors =
         [
@@ -130,13 +144,19 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
             $"file:{Path.Combine(_dir, "m2.img")}",
             $"pageblob:{container}/mixed/m3",
         ];
-        var definition = new VolumeDefinition("mixed", Guid.NewGuid(), new VolumeGeometry(RaidLevel.Raid5, descriptors.Length, ChunkBytes));
+        var definition = new VolumeDefinition(
+            "mixed", Guid.NewGuid(), new VolumeGeometry(RaidLevel.Raid5, descriptors.Length, ChunkBytes));
         byte[] model;
 
         IBlockDevice[] created = await OpenAllAsync(factory, descriptors, MemberBytes);
         try
         {
-            Assert.Equal([typeof(FileBlockDevice), typeof(PageBlobBlockDevice), typeof(FileBlockDevice), typeof(PageBlobBlockDevice)], created.Select(d => d.GetType()));
+            Assert.Equal(
+                [
+                    typeof(FileBlockDevice), typeof(PageBlobBlockDevice),
+                    typeof(FileBlockDevice), typeof(PageBlobBlockDevice),
+                ],
+                created.Select(d => d.GetType()));
             await using RaidVolume volume = await RaidVolume.CreateAsync(definition, created);
             model = new byte[volume.CapacityBytes];
             await RandomWritesAsync(volume, model, random, 40);
@@ -171,7 +191,10 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
         }
     }
 
-    private static async Task<IBlockDevice[]> OpenAllAsync(BlockDeviceFactory factory, string[] descriptors, long? capacityBytes)
+    private static async Task<IBlockDevice[]> OpenAllAsync(
+        BlockDeviceFactory factory,
+        string[] descriptors,
+        long? capacityBytes)
     {
         var devices = new List<IBlockDevice>();
         try

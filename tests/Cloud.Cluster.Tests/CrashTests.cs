@@ -39,7 +39,8 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         var (victim, killedAt) = await KillBusiestDelegateAsync(client, silos, stream);
         await stop.CancelAsync();
         await writing;
-        Log($"killed delegate {SiloProcesses.NameOf(victim)}; writes flowing again after {stream.RecoveryTime(killedAt, TimeSpan.FromSeconds(10)).TotalSeconds:F2} s");
+        Log(
+            $"killed delegate {SiloProcesses.NameOf(victim)}; writes flowing again after {stream.RecoveryTime(killedAt, TimeSpan.FromSeconds(10)).TotalSeconds:F2} s");
 
         await volume.FlushAsync();
         await CrashAssert.AssertNothingLostAsync(stream, volume, Log);
@@ -56,7 +57,8 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         var first = await silos.ConnectToAsync(0);
         var volume = await CrashScenario.CreateVolumeAsync(first, "first");
         var current = volume;
-        var (stream, stop, writing) = await StartWritingAsync(silos, volume, () => Volatile.Read(ref current), seed: 4102);
+        var (stream, stop, writing) = await StartWritingAsync(
+            silos, volume, () => Volatile.Read(ref current), seed: 4102);
         using var stopping = stop;
 
         var killedAt = stream.Now;
@@ -64,10 +66,13 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         // The client's only gateway is gone: reconnect through the membership table, as an application would.
         await using var survivor = await silos.ConnectAsync();
         Volatile.Write(ref current, await CrashScenario.OpenAsync(survivor, volume.Name));
-        Assert.True(await stream.WaitForAcksAsync(AfterKillAcks, FlowTimeout), Failure(stream, silos, "writes did not flow again after killing the first server"));
+        Assert.True(
+            await stream.WaitForAcksAsync(AfterKillAcks, FlowTimeout),
+            Failure(stream, silos, "writes did not flow again after killing the first server"));
         await stop.CancelAsync();
         await writing;
-        Log($"killed first server s0; writes flowing again after {stream.RecoveryTime(killedAt, TimeSpan.FromSeconds(10)).TotalSeconds:F2} s; {stream.FailedCount} writes failed (unacknowledged)");
+        Log(
+            $"killed first server s0; writes flowing again after {stream.RecoveryTime(killedAt, TimeSpan.FromSeconds(10)).TotalSeconds:F2} s; {stream.FailedCount} writes failed (unacknowledged)");
         await first.DisposeAsync();
 
         await CrashScenario.RetryAsync(async () => { await current.FlushAsync(); return 0; });
@@ -84,7 +89,8 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         var (_, stop, writing) = await StartWritingAsync(silos, volume, () => volume, seed: 4103);
         using var stopping = stop;
 
-        // Every silo at once, with writes in flight on all of them: some stripes are between their data and parity writes.
+        // Every silo at once, with writes in flight on all of them: some stripes are between their data and parity
+        // writes.
         await Task.WhenAll(Enumerable.Range(0, silos.Count).Select(silos.KillAsync));
         await stop.CancelAsync();
         await writing;
@@ -114,9 +120,13 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         // The survivor with the smallest name (s0) resyncs the dead silo's slot once membership declares it dead;
         // nobody restarts, so only that recovery can leave the stripes the victim was updating consistent.
         var recovered = $"Dead silo {SiloProcesses.NameOf(victim)}: intent slot";
-        var reported = await Eventually.WithinAsync(() => silos.OutputOf(0).Contains(recovered, StringComparison.Ordinal),
-            FlowTimeout, TimeSpan.FromMilliseconds(200));
-        Assert.True(reported, Failure(stream, silos, $"s0 never reported recovering {SiloProcesses.NameOf(victim)}'s intent slot"));
+        var reported = await Eventually.WithinAsync(
+            () => silos.OutputOf(0).Contains(recovered, StringComparison.Ordinal),
+            FlowTimeout,
+            TimeSpan.FromMilliseconds(200));
+        Assert.True(
+            reported,
+            Failure(stream, silos, $"s0 never reported recovering {SiloProcesses.NameOf(victim)}'s intent slot"));
         Log(silos.OutputOf(0).Split('\n').First(l => l.Contains(recovered, StringComparison.Ordinal)));
         await volume.FlushAsync();
         await CrashAssert.AssertNothingLostAsync(stream, volume, Log);
@@ -130,7 +140,8 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         var client = await silos.ConnectAsync();
         var volume = await CrashScenario.CreateVolumeAsync(client, "locks");
         var current = volume;
-        var (stream, stop, writing) = await StartWritingAsync(silos, volume, () => Volatile.Read(ref current), seed: 4104);
+        var (stream, stop, writing) = await StartWritingAsync(
+            silos, volume, () => Volatile.Read(ref current), seed: 4104);
         using var stopping = stop;
 
         var partition = CrashScenario.PartitionKey(volume.Info, 0);
@@ -144,19 +155,24 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         await silos.KillAsync(victim);
         await using var survivor = await silos.ConnectAsync();
         Volatile.Write(ref current, await CrashScenario.OpenAsync(survivor, volume.Name));
-        Assert.True(await stream.WaitForAcksAsync(AfterKillAcks, FlowTimeout), Failure(stream, silos, $"writes did not flow again after killing {SiloProcesses.NameOf(victim)}"));
+        Assert.True(
+            await stream.WaitForAcksAsync(AfterKillAcks, FlowTimeout),
+            Failure(stream, silos, $"writes did not flow again after killing {SiloProcesses.NameOf(victim)}"));
         await stop.CancelAsync();
         await writing;
         await client.DisposeAsync();
-        Log($"killed {SiloProcesses.NameOf(victim)} hosting {partition}; writes flowing again after {stream.RecoveryTime(killedAt, TimeSpan.FromSeconds(10)).TotalSeconds:F2} s");
+        Log(
+            $"killed {SiloProcesses.NameOf(victim)} hosting {partition}; writes flowing again after {stream.RecoveryTime(killedAt, TimeSpan.FromSeconds(10)).TotalSeconds:F2} s");
 
         // The reactivated lock grain starts above every timestamp and fencing token the dead one handed out.
-        var after = await CrashScenario.RetryAsync(() => survivor.Cluster.GetGrain<IPartitionLockGrain>(partition).GetControlAsync());
+        var after = await CrashScenario.RetryAsync(
+            () => survivor.Cluster.GetGrain<IPartitionLockGrain>(partition).GetControlAsync());
         Assert.True(after.LastTimestamp > before.LastTimestamp,
             $"partition {partition}: last timestamp {after.LastTimestamp} after the kill is not above {before.LastTimestamp} before it");
         Assert.Equal(0, after.Holders);
 
-        // A stale version reaching disk after a newer one would show here as a block holding an older acknowledged write.
+        // A stale version reaching disk after a newer one would show here as a block holding an older acknowledged
+        // write.
         await CrashScenario.RetryAsync(async () => { await current.FlushAsync(); return 0; });
         await CrashAssert.AssertNothingLostAsync(stream, current, Log);
         await CrashAssert.AssertParityConsistentAsync(survivor, volume.Name, Log);
@@ -174,7 +190,8 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         using (var stop = new CancellationTokenSource())
         {
             var writing = stream.RunAsync(() => volume, stop.Token);
-            Assert.True(await stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout), Failure(stream, silos, "no writes flowed"));
+            Assert.True(
+                await stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout), Failure(stream, silos, "no writes flowed"));
             await stop.CancelAsync();
             await writing;
         }
@@ -184,7 +201,9 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         using (var stop = new CancellationTokenSource())
         {
             var writing = stream.RunAsync(() => volume, stop.Token, forceUnitAccess: true);
-            Assert.True(await stream.WaitForAcksAsync(WarmUpAcks / 2, FlowTimeout), Failure(stream, silos, "no FUA writes flowed"));
+            Assert.True(
+                await stream.WaitForAcksAsync(WarmUpAcks / 2, FlowTimeout),
+                Failure(stream, silos, "no FUA writes flowed"));
             await Task.WhenAll(Enumerable.Range(0, silos.Count).Select(silos.KillAsync));
             await stop.CancelAsync();
             await writing;
@@ -206,24 +225,35 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         var stream = CrashScenario.NewStream(initial, seed);
         var stop = new CancellationTokenSource();
         var writing = stream.RunAsync(volume, stop.Token);
-        Assert.True(await stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout), Failure(stream, silos, "no writes flowed before the kill"));
+        Assert.True(
+            await stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout),
+            Failure(stream, silos, "no writes flowed before the kill"));
         return (stream, stop, writing);
     }
 
-    /// <summary>Kills the delegate silo doing the most writes (never s0, the first server) and waits until writes flow again.</summary>
-    private static async Task<(int Victim, TimeSpan KilledAt)> KillBusiestDelegateAsync(CloudClient client, SiloProcesses silos, WriteStream stream)
+    /// <summary>
+    /// Kills the delegate silo doing the most writes (never s0, the first server) and waits until writes flow again.
+    /// </summary>
+    private static async Task<(int Victim, TimeSpan KilledAt)> KillBusiestDelegateAsync(
+        CloudClient client,
+        SiloProcesses silos,
+        WriteStream stream)
     {
         var victim = await CrashScenario.BusiestDelegateAsync(client, silos, exclude: 0);
         var killedAt = stream.Now;
         await silos.KillAsync(victim);
-        Assert.True(await stream.WaitForAcksAsync(AfterKillAcks, FlowTimeout), Failure(stream, silos, $"writes did not flow again after killing {SiloProcesses.NameOf(victim)}"));
+        Assert.True(
+            await stream.WaitForAcksAsync(AfterKillAcks, FlowTimeout),
+            Failure(stream, silos, $"writes did not flow again after killing {SiloProcesses.NameOf(victim)}"));
         return (victim, killedAt);
     }
 
     private static string Failure(WriteStream stream, SiloProcesses silos, string what) =>
         $"{what} (seed {stream.Seed}; {stream.AcknowledgedCount} acknowledged, {stream.FailedCount} failed). Last errors: "
         + string.Join(" | ", stream.Records.Where(r => !r.Acknowledged).TakeLast(3).Select(r => r.Error))
-        + "\n" + string.Join("\n", Enumerable.Range(0, silos.Count).Select(i => $"--- {SiloProcesses.NameOf(i)}:\n{Tail(silos.OutputOf(i))}"));
+        + "\n" + string.Join(
+            "\n",
+            Enumerable.Range(0, silos.Count).Select(i => $"--- {SiloProcesses.NameOf(i)}:\n{Tail(silos.OutputOf(i))}"));
 
     private static string Tail(string text) => text.Length <= 3000 ? text : text[^3000..];
 }

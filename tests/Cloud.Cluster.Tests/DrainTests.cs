@@ -36,7 +36,10 @@ public sealed partial class DrainTests(PostgresFixture postgres, ITestOutputHelp
             {
                 var data = new byte[stripeBytes];
                 for (var b = 0; b < blocksPerWrite; b++)
-                    WriteStream.Fill(data.AsSpan(b * WriteStream.BlockBytes, WriteStream.BlockBytes), seq: i + 1, block: ((long)i * blocksPerWrite) + b);
+                    WriteStream.Fill(
+                        data.AsSpan(b * WriteStream.BlockBytes, WriteStream.BlockBytes),
+                        seq: i + 1,
+                        block: ((long)i * blocksPerWrite) + b);
                 return volume.WriteAsync(i * stripeBytes, data);
             }));
         }

@@ -29,7 +29,9 @@ public sealed class ClientContractTests
         Assert.DoesNotContain("Cloud.Grains", closure);
     }
 
-    /// <summary>The names of every assembly the given one references, directly or through others that load here.</summary>
+    /// <summary>
+    /// The names of every assembly the given one references, directly or through others that load here.
+    /// </summary>
     private static HashSet<string> ReferenceClosure(Assembly root)
     {
         var seen = new HashSet<string>(StringComparer.Ordinal);
@@ -40,7 +42,9 @@ public sealed class ClientContractTests
             {
                 if (reference.Name is null || !seen.Add(reference.Name)) continue;
                 // Framework assemblies need no walk: none of them references Orleans or Cloud.
-                if (reference.Name.StartsWith("System", StringComparison.Ordinal) || reference.Name.StartsWith("Microsoft.Extensions", StringComparison.Ordinal)) continue;
+                if (reference.Name.StartsWith("System", StringComparison.Ordinal)
+                    || reference.Name.StartsWith("Microsoft.Extensions", StringComparison.Ordinal))
+                    continue;
                 try { pending.Push(Assembly.Load(reference)); }
                 catch (FileNotFoundException) { /* not deployed with the tests, so not loaded by the client either */ }
             }

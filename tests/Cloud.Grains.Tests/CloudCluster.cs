@@ -54,7 +54,8 @@ public sealed class CloudCluster : IAsyncDisposable
             });
             silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(30));
         });
-        builder.ConfigureClient(client => client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(30)));
+        builder.ConfigureClient(
+            client => client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(30)));
         var cluster = builder.Build();
         await cluster.DeployAsync();
         var result = new CloudCluster(cluster, data);
@@ -69,14 +70,16 @@ public sealed class CloudCluster : IAsyncDisposable
     public T Service<T>(InProcessSiloHandle silo) where T : notnull => silo.ServiceProvider.GetRequiredService<T>();
 
     /// <summary>The front end of a given silo: calls from inside a silo activate the stateless worker there.</summary>
-    public IFirstServerGrain FrontEnd(InProcessSiloHandle silo) => Service<IGrainFactory>(silo).GetGrain<IFirstServerGrain>(0);
+    public IFirstServerGrain FrontEnd(InProcessSiloHandle silo)
+        => Service<IGrainFactory>(silo).GetGrain<IFirstServerGrain>(0);
 
     public IGrainFactory Grains(InProcessSiloHandle silo) => Service<IGrainFactory>(silo);
 
     /// <summary>Waits until every live silo's load table lists <paramref name="count"/> fresh silos.</summary>
     public async Task WaitForLoadTableAsync(int count) =>
-        await Eventually.TrueAsync(() => Cluster.Silos.Where(s => s.IsActive).All(s => Service<LoadTable>(s).Entries.Length == count
-            && Service<LoadTable>(s).Entries.All(e => Service<LoadTable>(s).Find(e.SiloAddress) is not null)),
+        await Eventually.TrueAsync(
+            () => Cluster.Silos.Where(s => s.IsActive).All(s => Service<LoadTable>(s).Entries.Length == count
+                && Service<LoadTable>(s).Entries.All(e => Service<LoadTable>(s).Find(e.SiloAddress) is not null)),
             "every silo sees the whole load table");
 
     public async ValueTask DisposeAsync()

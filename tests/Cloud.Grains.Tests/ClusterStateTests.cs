@@ -17,20 +17,34 @@ namespace Cloud.Grains.Tests;
 /// </summary>
 public sealed class ClusterStateTests : IDisposable
 {
-    private readonly string _data = Path.Combine(Path.GetTempPath(), "cloud-state-tests-" + Guid.NewGuid().ToString("N"));
+    private readonly string _data = Path.Combine(
+        Path.GetTempPath(), "cloud-state-tests-" + Guid.NewGuid().ToString("N"));
 
     public ClusterStateTests() => Directory.CreateDirectory(_data);
 
-    private Task<CloudCluster> StartAsync(int silos = 1) => CloudCluster.StartAsync(silos, o => o.DataDirectory = _data);
+    private Task<CloudCluster> StartAsync(int silos = 1)
+        => CloudCluster.StartAsync(silos, o => o.DataDirectory = _data);
 
     private static IGrainStorage Storage(CloudCluster cluster) =>
         cluster.Silos[0].ServiceProvider.GetRequiredKeyedService<IGrainStorage>(CloudGrainStorage.Name);
 
     private static VolumeInfo OldVolume(string name) =>
-        new(name, Guid.NewGuid(), 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false, ["/nowhere/a.img", "/nowhere/b.img", "/nowhere/c.img"], DateTimeOffset.UnixEpoch);
+        new(
+            name,
+            Guid.NewGuid(),
+            4 << 20,
+            VolumeLevel.Raid5,
+            3,
+            64 << 10,
+            false,
+            ["/nowhere/a.img", "/nowhere/b.img", "/nowhere/c.img"],
+            DateTimeOffset.UnixEpoch);
 
     /// <summary>Writes the files a data directory held before grain state, in their own format.</summary>
-    private async Task WriteOldFilesAsync(VolumeInfo[] volumes, Dictionary<string, int> slots, Dictionary<string, long> clocks)
+    private async Task WriteOldFilesAsync(
+        VolumeInfo[] volumes,
+        Dictionary<string, int> slots,
+        Dictionary<string, long> clocks)
     {
         var json = new JsonSerializerOptions { WriteIndented = true };
         await File.WriteAllTextAsync(Path.Combine(_data, "catalog.json"), JsonSerializer.Serialize(volumes, json));
@@ -49,7 +63,8 @@ public sealed class ClusterStateTests : IDisposable
     {
         await using (var first = await StartAsync())
         {
-            await first.Client.CreateVolumeAsync(new VolumeSpec("kept", 2 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
+            await first.Client.CreateVolumeAsync(
+                new VolumeSpec("kept", 2 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
         }
 
         await using var second = await StartAsync();
@@ -58,7 +73,9 @@ public sealed class ClusterStateTests : IDisposable
         Assert.False(File.Exists(Path.Combine(_data, "catalog.json")));
         Assert.False(File.Exists(Path.Combine(_data, "writer-slots.json")));
         Assert.False(Directory.Exists(Path.Combine(_data, "clocks")));
-        Assert.Contains(Directory.GetFiles(FileGrainStorage.DirectoryUnder(_data)), f => Path.GetFileName(f).StartsWith(CloudGrainStorage.CatalogState + ".", StringComparison.Ordinal));
+        Assert.Contains(
+            Directory.GetFiles(FileGrainStorage.DirectoryUnder(_data)),
+            f => Path.GetFileName(f).StartsWith(CloudGrainStorage.CatalogState + ".", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -80,7 +97,9 @@ public sealed class ClusterStateTests : IDisposable
         await Eventually.TrueAsync(async () => (await cluster.Client.ListVolumesAsync()).Select(v => v.Name).SequenceEqual(["theirs"]),
             "a new catalog activation lists the other writer's volume and not the refused one");
         // The refused create left no member disks behind.
-        Assert.Empty(Directory.Exists(Path.Combine(_data, "volumes")) ? Directory.GetDirectories(Path.Combine(_data, "volumes"), "mine-*") : []);
+        Assert.Empty(
+            Directory.Exists(Path.Combine(_data, "volumes")) ? Directory.GetDirectories(
+                Path.Combine(_data, "volumes"), "mine-*") : []);
     }
 
     [Fact]
@@ -122,7 +141,9 @@ public sealed class ClusterStateTests : IDisposable
         var grains = cluster.Grains(cluster.Silos[0]);
         Assert.Equal(5, await grains.GetGrain<IWriterSlotsGrain>(0).GetWriterSlotAsync("old-silo"));
         Assert.NotEqual(5, await grains.GetGrain<IWriterSlotsGrain>(0).GetWriterSlotAsync("new-silo"));
-        Assert.Equal(5001, (await grains.GetGrain<IPartitionLockGrain>(partitionKey).NextTimestampAsync(0, 0, "nobody")).Timestamp);
+        Assert.Equal(
+            5001,
+            (await grains.GetGrain<IPartitionLockGrain>(partitionKey).NextTimestampAsync(0, 0, "nobody")).Timestamp);
         Assert.True(File.Exists(Path.Combine(_data, "catalog.json.imported")));
         Assert.True(File.Exists(Path.Combine(_data, "writer-slots.json.imported")));
         Assert.True(Directory.Exists(Path.Combine(_data, "clocks.imported")));
@@ -133,10 +154,12 @@ public sealed class ClusterStateTests : IDisposable
     public async Task Import_WhenTheStorageHoldsADifferentCatalog_Refuses_NamingTheFilesAndTheCommandThatSetsThemAside()
     {
         await using var cluster = await StartAsync();
-        await cluster.Client.CreateVolumeAsync(new VolumeSpec("stored", 2 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
+        await cluster.Client.CreateVolumeAsync(
+            new VolumeSpec("stored", 2 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
         await WriteOldFilesAsync([OldVolume("old")], new() { ["old-silo"] = 5 }, []);
 
-        var refused = await Assert.ThrowsAsync<StateImportException>(() => cluster.Service<StateImport>(cluster.Silos[0]).RunAsync(CancellationToken.None));
+        var refused = await Assert.ThrowsAsync<StateImportException>(
+            () => cluster.Service<StateImport>(cluster.Silos[0]).RunAsync(CancellationToken.None));
 
         var catalogPath = Path.Combine(_data, "catalog.json");
         Assert.Contains($"mv '{catalogPath}' '{catalogPath}.imported'", refused.Message, StringComparison.Ordinal);

@@ -10,7 +10,10 @@ public sealed class DegradedTests(SharedClusterFixture fixture)
     [Theory]
     [InlineData(VolumeLevel.Raid5, 3, new[] { 1 })]
     [InlineData(VolumeLevel.Raid6, 4, new[] { 0, 2 })]
-    public async Task DegradedVolume_ServesReadsAndWritesFromEverySilo_AndRebuildRestoresHealth(VolumeLevel level, int disks, int[] failed)
+    public async Task DegradedVolume_ServesReadsAndWritesFromEverySilo_AndRebuildRestoresHealth(
+        VolumeLevel level,
+        int disks,
+        int[] failed)
     {
         var name = $"deg-{level.ToString().ToLowerInvariant()}-{Guid.NewGuid().ToString("N")[..6]}";
         await Cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 2 << 20, level, disks, 16 << 10, false));
@@ -32,7 +35,8 @@ public sealed class DegradedTests(SharedClusterFixture fixture)
 
         foreach (var index in failed) await Cloud.Client.ReplaceDiskAsync(name, index);
         await Cloud.Client.StartRebuildAsync(name);
-        await Eventually.TrueAsync(async () => (await Cloud.Client.GetRebuildAsync(name)) is { Running: false }, "rebuild finishes");
+        await Eventually.TrueAsync(
+            async () => (await Cloud.Client.GetRebuildAsync(name)) is { Running: false }, "rebuild finishes");
         Assert.Null((await Cloud.Client.GetRebuildAsync(name))!.Error);
         status = await Cloud.Client.ShowVolumeAsync(name);
         Assert.Equal(VolumeHealthState.Healthy, status.Health);

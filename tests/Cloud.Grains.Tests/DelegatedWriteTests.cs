@@ -23,7 +23,8 @@ public sealed class DelegatedWriteTests(SharedClusterFixture fixture)
     public async Task WriteThroughOneSilo_ReadsBackFromEverySilo()
     {
         var name = "e2e-" + Guid.NewGuid().ToString("N")[..6];
-        await Cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 8 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
+        await Cloud.Client.CreateVolumeAsync(
+            new VolumeSpec(name, 8 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
         var data = Blocks.Pattern(256 << 10, seed: 1);
         await Cloud.FrontEnd(Cloud.Silos[0]).WriteAsync(name, 128 << 10, data, forceUnitAccess: false);
         foreach (var silo in Cloud.Silos)
@@ -47,7 +48,8 @@ public sealed class DelegatedWriteTests(SharedClusterFixture fixture)
     public async Task FlushedWrites_AreOnDiskWithTheirTimestamps()
     {
         var name = "flush-" + Guid.NewGuid().ToString("N")[..6];
-        var info = await Cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 4 << 20, VolumeLevel.Raid1, 2, 64 << 10, Durable: false));
+        var info = await Cloud.Client.CreateVolumeAsync(
+            new VolumeSpec(name, 4 << 20, VolumeLevel.Raid1, 2, 64 << 10, Durable: false));
         var fe = Cloud.FrontEnd(Cloud.Silos[1]);
         await fe.WriteAsync(name, 0, Blocks.Pattern(8192, 2), false);
         await fe.FlushAsync(name);
@@ -63,15 +65,19 @@ public sealed class DelegatedWriteTests(SharedClusterFixture fixture)
     public async Task BadRequests_AreRejectedNamingTheValue()
     {
         var name = "bad-" + Guid.NewGuid().ToString("N")[..6];
-        var ex = await Assert.ThrowsAsync<CloudRequestException>(() => Cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 1 << 20, VolumeLevel.Raid5, 2, 64 << 10, false)));
+        var ex = await Assert.ThrowsAsync<CloudRequestException>(
+            () => Cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 1 << 20, VolumeLevel.Raid5, 2, 64 << 10, false)));
         Assert.Contains("DiskCount 2", ex.Message);
         Assert.Equal(nameof(VolumeSpec.DiskCount), ex.Field);
         await Cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 1 << 20, VolumeLevel.Raid0, 2, 64 << 10, false));
-        ex = await Assert.ThrowsAsync<CloudRequestException>(() => Cloud.FrontEnd(Cloud.Silos[0]).WriteAsync(name, 100, new byte[4096], false));
+        ex = await Assert.ThrowsAsync<CloudRequestException>(
+            () => Cloud.FrontEnd(Cloud.Silos[0]).WriteAsync(name, 100, new byte[4096], false));
         Assert.Contains("offset 100", ex.Message);
-        ex = await Assert.ThrowsAsync<CloudRequestException>(() => Cloud.FrontEnd(Cloud.Silos[0]).ReadAsync(name, 1 << 20, 4096));
+        ex = await Assert.ThrowsAsync<CloudRequestException>(
+            () => Cloud.FrontEnd(Cloud.Silos[0]).ReadAsync(name, 1 << 20, 4096));
         Assert.Contains("past the end", ex.Message);
-        ex = await Assert.ThrowsAsync<CloudRequestException>(() => Cloud.FrontEnd(Cloud.Silos[0]).ReadAsync("no-such-volume", 0, 4096));
+        ex = await Assert.ThrowsAsync<CloudRequestException>(
+            () => Cloud.FrontEnd(Cloud.Silos[0]).ReadAsync("no-such-volume", 0, 4096));
         Assert.Contains("'no-such-volume' does not exist", ex.Message);
     }
 }

@@ -13,13 +13,21 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
 {
     private CloudCluster Cloud => fixture.Cloud;
 
-    private static async Task<string?> TargetAsync(IPartitionLockGrain lockGrain) => (await lockGrain.GetControlAsync()).ActiveTarget;
+    private static async Task<string?> TargetAsync(IPartitionLockGrain lockGrain)
+        => (await lockGrain.GetControlAsync()).ActiveTarget;
 
     [Fact]
     public async Task Target_IsKeptWhileAppropriate_AndRechosenWhenOverloaded()
     {
         using var decisions = new DecisionRecorder();
-        var v = await Cloud.Client.CreateVolumeAsync(new VolumeSpec("sticky-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
+        var v = await Cloud.Client.CreateVolumeAsync(
+            new VolumeSpec(
+                "sticky-" + Guid.NewGuid().ToString("N")[..6],
+                4 << 20,
+                VolumeLevel.Raid5,
+                3,
+                64 << 10,
+                false));
         var first = Cloud.Silos[0];
         var fe = Cloud.FrontEnd(first);
         var lockGrain = Cloud.Grains(first).GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
@@ -50,9 +58,18 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
             var data = Blocks.Pattern(4096, 10);
             await fe.WriteAsync(v.Name, 8192, data, forceUnitAccess: true);
             var next = await TargetAsync(lockGrain);
-            var tables = string.Join(" | ", Cloud.Silos.Select(s => s.Name + ": " + string.Join(",", Cloud.Service<LoadTable>(s).Entries.Select(e => $"{e.SiloName}={e.Score:0.0}@{e.PublishedUtc:ss.fff}"))));
-            var unitSilo = await Cloud.Grains(first).GetGrain<IDelegationGrain>(VolumeMath.PartitionKey(v, 0)).GetSiloAsync();
-            Assert.True(target != next, $"the unit stayed on {target} (now on {unitSilo}); decisions: {decisions}; tables at {DateTimeOffset.UtcNow:ss.fff}: {tables}");
+            var tables = string.Join(
+                " | ",
+                Cloud.Silos.Select(
+                    s => s.Name + ": " + string.Join(
+                        ",",
+                        Cloud.Service<LoadTable>(s)
+                            .Entries.Select(e => $"{e.SiloName}={e.Score:0.0}@{e.PublishedUtc:ss.fff}"))));
+            var unitSilo = await Cloud.Grains(first).GetGrain<IDelegationGrain>(VolumeMath.PartitionKey(v, 0))
+                .GetSiloAsync();
+            Assert.True(
+                target != next,
+                $"the unit stayed on {target} (now on {unitSilo}); decisions: {decisions}; tables at {DateTimeOffset.UtcNow:ss.fff}: {tables}");
             Assert.True(decisions.Count("new", "target-overloaded") >= 1, decisions.ToString());
             Assert.Equal(data, await Cloud.FrontEnd(slow).ReadAsync(v.Name, 8192, 4096));
         }
@@ -65,16 +82,25 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
     [Fact]
     public async Task DrainingSilo_TakesNoNewDelegatedWork()
     {
-        var v = await Cloud.Client.CreateVolumeAsync(new VolumeSpec("drain-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid1, 2, 64 << 10, false));
+        var v = await Cloud.Client.CreateVolumeAsync(
+            new VolumeSpec(
+                "drain-" + Guid.NewGuid().ToString("N")[..6],
+                4 << 20,
+                VolumeLevel.Raid1,
+                2,
+                64 << 10,
+                false));
         var keep = Cloud.Silos[1];
         var drained = Cloud.Silos.Where(s => s != keep).ToList();
         try
         {
             foreach (var s in drained) Cloud.Service<SiloRuntimeSettings>(s).Draining = true;
             var table = Cloud.Service<LoadTable>(Cloud.Silos[0]);
-            await Eventually.TrueAsync(() => drained.All(s => table.Find(s.Name)?.Draining == true), "draining is published");
+            await Eventually.TrueAsync(
+                () => drained.All(s => table.Find(s.Name)?.Draining == true), "draining is published");
             for (var i = 0; i < 4; i++)
-                await Cloud.FrontEnd(Cloud.Silos[i % 3]).WriteAsync(v.Name, 4096L * i, Blocks.Pattern(4096, i), forceUnitAccess: true);
+                await Cloud.FrontEnd(Cloud.Silos[i % 3])
+                    .WriteAsync(v.Name, 4096L * i, Blocks.Pattern(4096, i), forceUnitAccess: true);
             var lockGrain = Cloud.Grains(keep).GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
             Assert.Equal(keep.Name, (await lockGrain.GetControlAsync()).ActiveTarget);
         }
@@ -85,7 +111,9 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
     }
 }
 
-/// <summary>Listens to the "Cloud" meter's delegation decisions (process-wide: every in-process silo reports here).</summary>
+/// <summary>
+/// Listens to the "Cloud" meter's delegation decisions (process-wide: every in-process silo reports here).
+/// </summary>
 internal sealed class DecisionRecorder : IDisposable
 {
     private readonly MeterListener _listener = new();
@@ -113,7 +141,8 @@ internal sealed class DecisionRecorder : IDisposable
 
     public long Count(string decision, string reason) => _counts.GetValueOrDefault((decision, reason));
 
-    public override string ToString() => string.Join(", ", _counts.Select(kv => $"{kv.Key.Item1}/{kv.Key.Item2}={kv.Value}"));
+    public override string ToString()
+        => string.Join(", ", _counts.Select(kv => $"{kv.Key.Item1}/{kv.Key.Item2}={kv.Value}"));
 
     public void Dispose() => _listener.Dispose();
 }

@@ -19,7 +19,8 @@ public sealed class FileGrainStorageTests : IDisposable
     private static readonly GrainId Catalog = GrainId.Create("volumecatalog", "0");
     private static readonly GrainId Partition = GrainId.Create("partitionlock", "0123456789abcdef0123456789abcdef/7");
 
-    private readonly string _directory = Path.Combine(Path.GetTempPath(), "cloud-file-storage-" + Guid.NewGuid().ToString("N"));
+    private readonly string _directory = Path.Combine(
+        Path.GetTempPath(), "cloud-file-storage-" + Guid.NewGuid().ToString("N"));
     private readonly ServiceProvider _services;
 
     public FileGrainStorageTests()
@@ -32,11 +33,22 @@ public sealed class FileGrainStorageTests : IDisposable
         _services = services.BuildServiceProvider();
     }
 
-    /// <summary>A provider over the test directory, as a silo (or another process sharing the directory) makes it.</summary>
+    /// <summary>
+    /// A provider over the test directory, as a silo (or another process sharing the directory) makes it.
+    /// </summary>
     private FileGrainStorage NewStorage() => new(_directory, _services.GetRequiredService<IGrainStorageSerializer>());
 
     private static VolumeInfo Volume(string name) =>
-        new(name, Guid.NewGuid(), 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, true, ["/d/a.img", "pageblob:c/b"], DateTimeOffset.UnixEpoch);
+        new(
+            name,
+            Guid.NewGuid(),
+            4 << 20,
+            VolumeLevel.Raid5,
+            3,
+            64 << 10,
+            true,
+            ["/d/a.img", "pageblob:c/b"],
+            DateTimeOffset.UnixEpoch);
 
     [Fact]
     public async Task Read_OfAStateNeverWritten_GivesTheDefaultState_NoETag_AndNoRecord()
@@ -64,7 +76,9 @@ public sealed class FileGrainStorageTests : IDisposable
         Assert.True(written.RecordExists);
         Assert.Equal(written.ETag, read.ETag);
         Assert.True(read.RecordExists);
-        Assert.Equal(volumes.Select(v => (v.Name, v.VolumeId, v.SizeBytes, v.Level, v.CreatedUtc)), read.State!.Volumes.Select(v => (v.Name, v.VolumeId, v.SizeBytes, v.Level, v.CreatedUtc)));
+        Assert.Equal(
+            volumes.Select(v => (v.Name, v.VolumeId, v.SizeBytes, v.Level, v.CreatedUtc)),
+            read.State!.Volumes.Select(v => (v.Name, v.VolumeId, v.SizeBytes, v.Level, v.CreatedUtc)));
         Assert.Equal(volumes[0].DiskPaths.ToArray(), read.State!.Volumes[0].DiskPaths.ToArray());
     }
 
@@ -80,7 +94,8 @@ public sealed class FileGrainStorageTests : IDisposable
         await NewStorage().WriteStateAsync(CloudGrainStorage.ClockState, Partition, first);
 
         second.State!.ReservedUpTo = 50;
-        var refused = await Assert.ThrowsAsync<InconsistentStateException>(() => NewStorage().WriteStateAsync(CloudGrainStorage.ClockState, Partition, second));
+        var refused = await Assert.ThrowsAsync<InconsistentStateException>(
+            () => NewStorage().WriteStateAsync(CloudGrainStorage.ClockState, Partition, second));
 
         Assert.Null(second.ETag);
         Assert.Equal("1", refused.StoredEtag);
@@ -93,10 +108,18 @@ public sealed class FileGrainStorageTests : IDisposable
     [Fact]
     public async Task Write_OfAStateThatExists_WithoutAnETag_IsRefused()
     {
-        await NewStorage().WriteStateAsync(CloudGrainStorage.ClockState, Partition, new GrainState<PartitionClockState>(new PartitionClockState { ReservedUpTo = 7 }));
+        await NewStorage()
+            .WriteStateAsync(
+                CloudGrainStorage.ClockState,
+                Partition,
+                new GrainState<PartitionClockState>(new PartitionClockState { ReservedUpTo = 7 }));
 
         await Assert.ThrowsAsync<InconsistentStateException>(() =>
-            NewStorage().WriteStateAsync(CloudGrainStorage.ClockState, Partition, new GrainState<PartitionClockState>(new PartitionClockState { ReservedUpTo = 1 })));
+            NewStorage()
+                .WriteStateAsync(
+                    CloudGrainStorage.ClockState,
+                    Partition,
+                    new GrainState<PartitionClockState>(new PartitionClockState { ReservedUpTo = 1 })));
     }
 
     [Fact]
@@ -117,7 +140,8 @@ public sealed class FileGrainStorageTests : IDisposable
         Assert.False(after.RecordExists);
         Assert.Equal("2", after.ETag);
         Assert.Equal(0, after.State!.ReservedUpTo);
-        await Assert.ThrowsAsync<InconsistentStateException>(() => storage.WriteStateAsync(CloudGrainStorage.ClockState, Partition, before));
+        await Assert.ThrowsAsync<InconsistentStateException>(
+            () => storage.WriteStateAsync(CloudGrainStorage.ClockState, Partition, before));
         after.State!.ReservedUpTo = 3;
         await storage.WriteStateAsync(CloudGrainStorage.ClockState, Partition, after);
         Assert.Equal("3", after.ETag);
@@ -127,7 +151,10 @@ public sealed class FileGrainStorageTests : IDisposable
     public async Task ConcurrentWriters_WithOneETag_ExactlyOneWins()
     {
         const int writers = 8;
-        var states = Enumerable.Range(0, writers).Select(i => new GrainState<PartitionClockState>(new PartitionClockState { ReservedUpTo = i + 1 })).ToArray();
+        var states = Enumerable.Range(
+            0,
+            writers).Select(i => new GrainState<PartitionClockState>(
+                new PartitionClockState { ReservedUpTo = i + 1 })).ToArray();
 
         // Each its own provider instance, as silos in separate processes sharing the data directory have.
         var results = await Task.WhenAll(states.Select(s => Task.Run(async () =>
@@ -153,13 +180,22 @@ public sealed class FileGrainStorageTests : IDisposable
     public async Task EachGrainState_IsOneFile_UnderTheDirectory_WithSlashesInKeysEscaped()
     {
         var storage = NewStorage();
-        await storage.WriteStateAsync(CloudGrainStorage.ClockState, Partition, new GrainState<PartitionClockState>(new PartitionClockState { ReservedUpTo = 1 }));
-        await storage.WriteStateAsync(CloudGrainStorage.CatalogState, Catalog, new GrainState<VolumeCatalogState>(new VolumeCatalogState()));
+        await storage.WriteStateAsync(
+            CloudGrainStorage.ClockState,
+            Partition,
+            new GrainState<PartitionClockState>(new PartitionClockState { ReservedUpTo = 1 }));
+        await storage.WriteStateAsync(
+            CloudGrainStorage.CatalogState, Catalog, new GrainState<VolumeCatalogState>(new VolumeCatalogState()));
 
-        var files = Directory.GetFiles(_directory).Select(Path.GetFileName).Where(f => f!.EndsWith(FileGrainStorage.FileExtension, StringComparison.Ordinal)).Order().ToArray();
+        var files = Directory.GetFiles(_directory).Select(Path.GetFileName)
+            .Where(f => f!.EndsWith(FileGrainStorage.FileExtension, StringComparison.Ordinal))
+            .Order()
+            .ToArray();
 
         Assert.Equal(2, files.Length);
-        Assert.Equal(storage.PathOf(CloudGrainStorage.ClockState, Partition), Path.Combine(_directory, files.Single(f => f!.StartsWith("clock.", StringComparison.Ordinal))!));
+        Assert.Equal(
+            storage.PathOf(CloudGrainStorage.ClockState, Partition),
+            Path.Combine(_directory, files.Single(f => f!.StartsWith("clock.", StringComparison.Ordinal))!));
         Assert.DoesNotContain(files, f => f!.Contains('/', StringComparison.Ordinal));
         Assert.Empty(Directory.GetFiles(_directory, "*.tmp"));
     }
@@ -171,7 +207,9 @@ public sealed class FileGrainStorageTests : IDisposable
         Directory.CreateDirectory(_directory);
         await File.WriteAllTextAsync(storage.PathOf(CloudGrainStorage.ClockState, Partition), "garbage\n");
 
-        var e = await Assert.ThrowsAsync<InvalidDataException>(() => storage.ReadStateAsync(CloudGrainStorage.ClockState, Partition, new GrainState<PartitionClockState>()));
+        var e = await Assert.ThrowsAsync<InvalidDataException>(
+            () => storage.ReadStateAsync(
+                CloudGrainStorage.ClockState, Partition, new GrainState<PartitionClockState>()));
         Assert.Contains("is not a grain state file", e.Message, StringComparison.Ordinal);
     }
 

@@ -25,7 +25,8 @@ public sealed class LinearizabilityTests(SharedClusterFixture fixture)
     public async Task ConcurrentWritersOnEverySilo_ToTheSameStripes_AreLinearizablePerBlock()
     {
         var seed = Environment.TickCount;
-        var v = await Cloud.Client.CreateVolumeAsync(new VolumeSpec("lin-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 16 << 10, false));
+        var v = await Cloud.Client.CreateVolumeAsync(
+            new VolumeSpec("lin-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 16 << 10, false));
         // Six blocks over two stripes of 32 KiB of data; writes cover one or two neighbouring blocks.
         const int blockCount = 6;
         const int opsPerClient = 14;
@@ -45,11 +46,14 @@ public sealed class LinearizabilityTests(SharedClusterFixture fixture)
                 {
                     var value = Interlocked.Increment(ref nextValue);
                     var data = new byte[span * 4096];
-                    for (var s = 0; s < span; s++) BinaryPrimitives.WriteInt64LittleEndian(data.AsSpan(s * 4096), value);
+                    for (var s = 0; s < span; s++)
+                        BinaryPrimitives.WriteInt64LittleEndian(data.AsSpan(s * 4096), value);
                     var invoked = Stopwatch.GetTimestamp();
                     await fe.WriteAsync(v.Name, block * 4096L, data, forceUnitAccess: random.Next(4) == 0);
                     var completed = Stopwatch.GetTimestamp();
-                    for (var s = 0; s < span; s++) histories[block + s].Add(new RegisterOp(true, value, invoked, completed, $"{silo.Name} w{value}"));
+                    for (var s = 0; s < span; s++)
+                        histories[block + s].Add(
+                            new RegisterOp(true, value, invoked, completed, $"{silo.Name} w{value}"));
                 }
                 else
                 {
@@ -59,7 +63,8 @@ public sealed class LinearizabilityTests(SharedClusterFixture fixture)
                     for (var s = 0; s < span; s++)
                     {
                         var value = BinaryPrimitives.ReadInt64LittleEndian(data.AsSpan(s * 4096));
-                        histories[block + s].Add(new RegisterOp(false, value, invoked, completed, $"{silo.Name} r{value}"));
+                        histories[block + s].Add(
+                            new RegisterOp(false, value, invoked, completed, $"{silo.Name} r{value}"));
                     }
                 }
             }

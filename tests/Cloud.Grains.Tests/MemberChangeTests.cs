@@ -12,7 +12,8 @@ public sealed class MemberChangeTests(SharedClusterFixture fixture)
 {
     private CloudCluster Cloud => fixture.Cloud;
 
-    private IRaidWorkerGrain Worker(int silo) => Cloud.Cluster.Client.GetGrain<IRaidWorkerGrain>(Cloud.Silos[silo].Name);
+    private IRaidWorkerGrain Worker(int silo)
+        => Cloud.Cluster.Client.GetGrain<IRaidWorkerGrain>(Cloud.Silos[silo].Name);
 
     [Fact]
     public async Task TwoSilosFailDifferentMembersAtOnce_EverySiloSeesBoth_AndReassemblyKeepsThemFailed()
@@ -22,9 +23,11 @@ public sealed class MemberChangeTests(SharedClusterFixture fixture)
         var before = Blocks.Pattern(768 << 10, 71);
         await Cloud.FrontEnd(Cloud.Silos[2]).WriteAsync(name, 0, before, forceUnitAccess: true);
         // Every silo opens the volume (its own engine over the same member files).
-        for (var s = 0; s < 3; s++) Assert.Equal(VolumeHealthState.Healthy, (await Worker(s).GetVolumeStatusAsync(name)).Health);
+        for (var s = 0; s < 3; s++)
+            Assert.Equal(VolumeHealthState.Healthy, (await Worker(s).GetVolumeStatusAsync(name)).Health);
 
-        await Task.WhenAll(Worker(0).FailMemberAsync(name, 1, "test: silo 0"), Worker(1).FailMemberAsync(name, 3, "test: silo 1"));
+        await Task.WhenAll(
+            Worker(0).FailMemberAsync(name, 1, "test: silo 0"), Worker(1).FailMemberAsync(name, 3, "test: silo 1"));
 
         // No silo reopened: the third one knows both failures only because it was told to re-read the superblocks.
         for (var s = 0; s < 3; s++)
@@ -44,7 +47,9 @@ public sealed class MemberChangeTests(SharedClusterFixture fixture)
         for (var s = 0; s < 3; s++)
         {
             var disks = (await Worker(s).GetVolumeStatusAsync(name)).Disks;
-            Assert.Equal([DiskState.Active, DiskState.Failed, DiskState.Active, DiskState.Failed, DiskState.Active], disks.Select(d => d.State));
+            Assert.Equal(
+                [DiskState.Active, DiskState.Failed, DiskState.Active, DiskState.Failed, DiskState.Active],
+                disks.Select(d => d.State));
             Assert.Equal(expected, await Cloud.FrontEnd(Cloud.Silos[s]).ReadAsync(name, 0, expected.Length));
         }
     }

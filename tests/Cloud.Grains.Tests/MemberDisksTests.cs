@@ -9,7 +9,9 @@ namespace Cloud.Grains.Tests;
 public sealed class MemberDisksTests
 {
     private static IConfiguration Configuration(params (string Key, string Value)[] settings) =>
-        new ConfigurationBuilder().AddInMemoryCollection(settings.Select(s => new KeyValuePair<string, string?>(s.Key, s.Value))).Build();
+        new ConfigurationBuilder()
+            .AddInMemoryCollection(settings.Select(s => new KeyValuePair<string, string?>(s.Key, s.Value)))
+            .Build();
 
     [Fact]
     public void AspireAndBicepKeys_FillThePageBlobAccount_WhenThePageBlobsSectionIsAbsent()
@@ -41,7 +43,9 @@ public sealed class MemberDisksTests
         var options = new PageBlobAccountOptions();
         MemberDisks.BindPageBlobAccount(Configuration(), options);
         Assert.False(options.IsConfigured);
-        var ex = Assert.Throws<InvalidOperationException>(() => MemberDisks.BindPageBlobAccount(Configuration(("Cloud:Azure:BlobEndpoint", "not a uri")), new PageBlobAccountOptions()));
+        var ex = Assert.Throws<InvalidOperationException>(
+            () => MemberDisks.BindPageBlobAccount(
+                Configuration(("Cloud:Azure:BlobEndpoint", "not a uri")), new PageBlobAccountOptions()));
         Assert.Contains("'not a uri'", ex.Message, StringComparison.Ordinal);
     }
 
@@ -57,7 +61,8 @@ public sealed class MemberDisksTests
         Assert.Equal("/data/rel/d.img", MemberDisks.ParseRequested("file:rel/d.img", "/data"));
         Assert.Equal("/abs/d.img", MemberDisks.ParseRequested("file:/abs/d.img", "/data"));
         Assert.Equal("pageblob:disks/v/0", MemberDisks.ParseRequested("pageblob:disks/v/0", "/data"));
-        var ex = Assert.Throws<CloudRequestException>(() => MemberDisks.ParseRequested("pageblob:nocontainer", "/data"));
+        var ex = Assert.Throws<CloudRequestException>(
+            () => MemberDisks.ParseRequested("pageblob:nocontainer", "/data"));
         Assert.Contains("'pageblob:nocontainer'", ex.Message, StringComparison.Ordinal);
         Assert.Contains("'file:PATH' or 'pageblob:CONTAINER/BLOB'", ex.Message, StringComparison.Ordinal);
     }

@@ -15,7 +15,8 @@ public sealed class PayloadRecyclingTests
     {
         await using var cloud = await CloudCluster.StartAsync(silos: 1);
         var silo = cloud.Silos[0];
-        await cloud.Client.CreateVolumeAsync(new VolumeSpec("recycle", 16 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
+        await cloud.Client.CreateVolumeAsync(
+            new VolumeSpec("recycle", 16 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
         var frontEnd = cloud.Service<FirstServerService>(silo);
 
         // A length no other test uses, so the shared pool's arrays of it can only be these.
@@ -53,12 +54,14 @@ public sealed class PayloadRecyclingTests
     {
         await using var cloud = await CloudCluster.StartAsync(silos: 1);
         var silo = cloud.Silos[0];
-        await cloud.Client.CreateVolumeAsync(new VolumeSpec("keepmine", 16 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: true));
+        await cloud.Client.CreateVolumeAsync(
+            new VolumeSpec("keepmine", 16 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: true));
         var frontEnd = cloud.Service<FirstServerService>(silo);
         const int length = (44 << 10) + (4 << 10);
         var mine = Blocks.Pattern(length, seed: 7);
         await frontEnd.WriteAsync("keepmine", 0, mine, forceUnitAccess: true);
         await frontEnd.FlushAsync("keepmine");
-        for (var i = 0; i < 4; i++) Assert.False(ReferenceEquals(mine, PayloadPool.Shared.Rent(length)), "a caller's own array was recycled");
+        for (var i = 0; i < 4; i++)
+            Assert.False(ReferenceEquals(mine, PayloadPool.Shared.Rent(length)), "a caller's own array was recycled");
     }
 }

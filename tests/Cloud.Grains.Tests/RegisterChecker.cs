@@ -1,6 +1,8 @@
 namespace Cloud.Grains.Tests;
 
-/// <summary>One operation on a register, with the times it was invoked and completed (one clock for every silo).</summary>
+/// <summary>
+/// One operation on a register, with the times it was invoked and completed (one clock for every silo).
+/// </summary>
 public sealed record RegisterOp(bool IsWrite, long Value, long InvokedTicks, long CompletedTicks, string Who);
 
 /// <summary>
@@ -15,7 +17,8 @@ public static class RegisterChecker
 
     public static bool IsLinearizable(IReadOnlyList<RegisterOp> ops, long initial, out string explanation)
     {
-        if (ops.Count > MaxOps) throw new ArgumentException($"{ops.Count} operations exceed the checker's bound of {MaxOps}");
+        if (ops.Count > MaxOps)
+            throw new ArgumentException($"{ops.Count} operations exceed the checker's bound of {MaxOps}");
         var full = ops.Count == 64 ? ulong.MaxValue : (1UL << ops.Count) - 1;
         var seen = new HashSet<(ulong, long)>();
         var deepest = 0UL;

@@ -16,7 +16,8 @@ public sealed class RetentionTests
     {
         await using var cloud = await CloudCluster.StartAsync(silos: 1);
         var silo = cloud.Silos[0];
-        await cloud.Client.CreateVolumeAsync(new VolumeSpec("keep", 16 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
+        await cloud.Client.CreateVolumeAsync(
+            new VolumeSpec("keep", 16 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
         var frontEnd = cloud.Service<FirstServerService>(silo);
         var written = await WriteAsync(frontEnd, count: 8);
         await frontEnd.FlushAsync("keep");
@@ -37,7 +38,9 @@ public sealed class RetentionTests
         Assert.Equal(Blocks.Pattern(256 << 10, seed: 0), back);
     }
 
-    /// <summary>Writes through the front end from a frame of its own, so no local of the test keeps a buffer alive.</summary>
+    /// <summary>
+    /// Writes through the front end from a frame of its own, so no local of the test keeps a buffer alive.
+    /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static async Task<List<WeakReference<byte[]>>> WriteAsync(FirstServerService frontEnd, int count)
     {

@@ -31,11 +31,13 @@ public sealed class SiloFailuresTests
 
     [Theory]
     [MemberData(nameof(Failures))]
-    public void GoneOrUnreachableSilos_AreSiloFailures(Exception exception) => Assert.True(SiloFailures.IsSiloFailure(exception));
+    public void GoneOrUnreachableSilos_AreSiloFailures(Exception exception)
+        => Assert.True(SiloFailures.IsSiloFailure(exception));
 
     [Theory]
     [MemberData(nameof(NotFailures))]
-    public void ErrorsOfTheCallItself_AreNotSiloFailures(Exception exception) => Assert.False(SiloFailures.IsSiloFailure(exception));
+    public void ErrorsOfTheCallItself_AreNotSiloFailures(Exception exception)
+        => Assert.False(SiloFailures.IsSiloFailure(exception));
 
     [Fact]
     public void Backoff_DoublesUpToItsMaximum()
@@ -51,8 +53,10 @@ public sealed class SiloFailuresTests
     {
         var calls = 0;
         var retried = new List<Exception>();
-        var result = await SiloFailures.RetryAsync(() => ++calls < 3 ? throw new SiloUnavailableException() : Task.FromResult(calls),
-            TimeSpan.FromMinutes(1), retried.Add);
+        var result = await SiloFailures.RetryAsync(
+            () => ++calls < 3 ? throw new SiloUnavailableException() : Task.FromResult(calls),
+            TimeSpan.FromMinutes(1),
+            retried.Add);
 
         Assert.Equal(3, result);
         Assert.Equal(2, retried.Count);
@@ -62,7 +66,9 @@ public sealed class SiloFailuresTests
     public async Task Retry_ThrowsOtherErrorsAtOnce()
     {
         var calls = 0;
-        await Assert.ThrowsAsync<CloudRequestException>(() => SiloFailures.RetryAsync<int>(() => { calls++; throw new CloudRequestException("bad"); }, TimeSpan.FromMinutes(1)));
+        await Assert.ThrowsAsync<CloudRequestException>(
+            () => SiloFailures.RetryAsync<int>(
+                () => { calls++; throw new CloudRequestException("bad"); }, TimeSpan.FromMinutes(1)));
         Assert.Equal(1, calls);
     }
 
@@ -70,7 +76,8 @@ public sealed class SiloFailuresTests
     public async Task Retry_GivesUpAfterItsTimeout()
     {
         var calls = 0;
-        await Assert.ThrowsAsync<TimeoutException>(() => SiloFailures.RetryAsync<int>(() => { calls++; throw new TimeoutException(); }, TimeSpan.Zero));
+        await Assert.ThrowsAsync<TimeoutException>(
+            () => SiloFailures.RetryAsync<int>(() => { calls++; throw new TimeoutException(); }, TimeSpan.Zero));
         Assert.Equal(1, calls);
     }
 }

@@ -12,7 +12,14 @@ public sealed class TimestampTests(SharedClusterFixture fixture)
     private CloudCluster Cloud => fixture.Cloud;
 
     private async Task<VolumeInfo> CreateAsync(string prefix) =>
-        await Cloud.Client.CreateVolumeAsync(new VolumeSpec(prefix + "-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
+        await Cloud.Client.CreateVolumeAsync(
+            new VolumeSpec(
+                prefix + "-" + Guid.NewGuid().ToString("N")[..6],
+                4 << 20,
+                VolumeLevel.Raid5,
+                3,
+                64 << 10,
+                false));
 
     private static ReplicatedWrite Copy(VolumeInfo v, long offset, byte[] data, long timestamp) =>
         new(Guid.NewGuid(), v.Name, offset, data, timestamp, false, "test");
@@ -31,11 +38,15 @@ public sealed class TimestampTests(SharedClusterFixture fixture)
         var newData = Blocks.Pattern(8192, 10);
         var winner = Copy(v, 0, newData, newer.Timestamp);
         await worker.AcceptAsync(winner);
-        Assert.Equal(WriteOutcome.Committed, (await worker.WaitCommittedAsync(winner.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+        Assert.Equal(
+            WriteOutcome.Committed,
+            (await worker.WaitCommittedAsync(winner.WriteId, TimeSpan.FromSeconds(30))).Outcome);
 
         var stale = Copy(v, 0, Blocks.Pattern(8192, 11), older.Timestamp);
         await worker.AcceptAsync(stale);
-        Assert.Equal(WriteOutcome.Superseded, (await worker.WaitCommittedAsync(stale.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+        Assert.Equal(
+            WriteOutcome.Superseded,
+            (await worker.WaitCommittedAsync(stale.WriteId, TimeSpan.FromSeconds(30))).Outcome);
         Assert.Equal(newData, await Cloud.FrontEnd(Cloud.Silos[2]).ReadAsync(v.Name, 0, 8192));
 
         // The lock grain forgets everything when it deactivates; the engine's on-disk block timestamps still reject
@@ -43,10 +54,14 @@ public sealed class TimestampTests(SharedClusterFixture fixture)
         await Cloud.Cluster.DeactivateAsync(lockGrain);
         var again = Copy(v, 0, Blocks.Pattern(8192, 12), older.Timestamp);
         await worker.AcceptAsync(again);
-        Assert.Equal(WriteOutcome.Superseded, (await worker.WaitCommittedAsync(again.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+        Assert.Equal(
+            WriteOutcome.Superseded,
+            (await worker.WaitCommittedAsync(again.WriteId, TimeSpan.FromSeconds(30))).Outcome);
         Assert.Equal(newData, await Cloud.FrontEnd(Cloud.Silos[0]).ReadAsync(v.Name, 0, 8192));
         var afterMove = await lockGrain.NextTimestampAsync(0, 0, "test");
-        Assert.True(afterMove.Timestamp > newer.Timestamp, $"timestamp {afterMove.Timestamp} after reactivation is not above {newer.Timestamp}");
+        Assert.True(
+            afterMove.Timestamp > newer.Timestamp,
+            $"timestamp {afterMove.Timestamp} after reactivation is not above {newer.Timestamp}");
         await lockGrain.SettleAsync([older.Timestamp, newer.Timestamp, afterMove.Timestamp]);
     }
 
@@ -66,7 +81,8 @@ public sealed class TimestampTests(SharedClusterFixture fixture)
         var wide = Blocks.Pattern(3 * 4096, 21);
         var late = Copy(v, 0, wide, older.Timestamp);
         await worker.AcceptAsync(late);
-        Assert.Equal(WriteOutcome.Committed, (await worker.WaitCommittedAsync(late.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+        Assert.Equal(
+            WriteOutcome.Committed, (await worker.WaitCommittedAsync(late.WriteId, TimeSpan.FromSeconds(30))).Outcome);
         var read = await Cloud.FrontEnd(Cloud.Silos[1]).ReadAsync(v.Name, 0, 3 * 4096);
         Assert.Equal(wide[..4096], read[..4096]);
         Assert.Equal(newBlock, read[4096..8192]);
@@ -97,8 +113,12 @@ public sealed class TimestampTests(SharedClusterFixture fixture)
             var cancelled = await worker.CancelSupersededAsync(v.Name, 8192, 8192, t2.Timestamp);
 
             Assert.Equal(1, cancelled);
-            Assert.Equal(WriteOutcome.Cancelled, (await worker.WaitCommittedAsync(scheduled.WriteId, TimeSpan.FromSeconds(30))).Outcome);
-            Assert.Equal(WriteOutcome.Committed, (await worker.WaitCommittedAsync(busy.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+            Assert.Equal(
+                WriteOutcome.Cancelled,
+                (await worker.WaitCommittedAsync(scheduled.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+            Assert.Equal(
+                WriteOutcome.Committed,
+                (await worker.WaitCommittedAsync(busy.WriteId, TimeSpan.FromSeconds(30))).Outcome);
             await lockGrain.SettleAsync([t2.Timestamp]);
             settings.InjectedDiskLatency = TimeSpan.Zero;
             Assert.Equal(new byte[8192], await Cloud.FrontEnd(Cloud.Silos[1]).ReadAsync(v.Name, 8192, 8192));
@@ -116,14 +136,20 @@ public sealed class TimestampTests(SharedClusterFixture fixture)
         var grains = Cloud.Grains(Cloud.Silos[0]);
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
         var holder = Cloud.Silos[1].SiloAddress.ToParsableString();
-        LockRequest Exclusive(long stripe) => new(stripe, stripe, LockMode.Exclusive, holder, TimeSpan.FromMinutes(1), false);
+        LockRequest Exclusive(long stripe)
+            => new(stripe, stripe, LockMode.Exclusive, holder, TimeSpan.FromMinutes(1), false);
         var blocksPerStripe = (int)(VolumeMath.StripeDataBytes(v) / VolumeMath.BlockSizeBytes);
 
         // Timestamped by this activation, no writer lost: the grain's committed map is complete.
         var t1 = await lockGrain.NextTimestampAsync(0, 0, "test");
         var first = await lockGrain.AcquireForWriteAsync(Exclusive(0), 0, blocksPerStripe, [t1.Timestamp]);
         Assert.False(first.DiskCheckNeeded);
-        await lockGrain.CommitAsync(first.Grant.FencingToken, [new BlockCommit(0, 1, t1.Timestamp)], [t1.Timestamp], Cloud.Silos[1].Name, release: true);
+        await lockGrain.CommitAsync(
+            first.Grant.FencingToken,
+            [new BlockCommit(0, 1, t1.Timestamp)],
+            [t1.Timestamp],
+            Cloud.Silos[1].Name,
+            release: true);
 
         // A writer of stripe 0 ends without committing (it may have written blocks first): stripe 0 needs the disk
         // check from now on, stripe 1 does not.
@@ -134,17 +160,21 @@ public sealed class TimestampTests(SharedClusterFixture fixture)
         Assert.True(again.DiskCheckNeeded);
         Assert.Equal(t1.Timestamp, again.Validation.CommittedTimestamps[0]);
         await lockGrain.ReleaseAsync(again.Grant.FencingToken);
-        var other = await lockGrain.AcquireForWriteAsync(Exclusive(1), blocksPerStripe, blocksPerStripe, [t2.Timestamp]);
+        var other = await lockGrain.AcquireForWriteAsync(
+            Exclusive(1), blocksPerStripe, blocksPerStripe, [t2.Timestamp]);
         Assert.False(other.DiskCheckNeeded);
         await lockGrain.CommitAsync(other.Grant.FencingToken, [], [t2.Timestamp], Cloud.Silos[1].Name, release: true);
 
-        // After the grain moves, a version timestamped by the earlier activation needs the disk check; a new one does not.
+        // After the grain moves, a version timestamped by the earlier activation needs the disk check; a new one does
+        // not.
         await Cloud.Cluster.DeactivateAsync(lockGrain);
-        var older = await lockGrain.AcquireForWriteAsync(Exclusive(1), blocksPerStripe, blocksPerStripe, [t2.Timestamp]);
+        var older = await lockGrain.AcquireForWriteAsync(
+            Exclusive(1), blocksPerStripe, blocksPerStripe, [t2.Timestamp]);
         Assert.True(older.DiskCheckNeeded);
         await lockGrain.ReleaseAsync(older.Grant.FencingToken);
         var t3 = await lockGrain.NextTimestampAsync(2, 2, "test");
-        var fresh = await lockGrain.AcquireForWriteAsync(Exclusive(2), 2L * blocksPerStripe, blocksPerStripe, [t3.Timestamp]);
+        var fresh = await lockGrain.AcquireForWriteAsync(
+            Exclusive(2), 2L * blocksPerStripe, blocksPerStripe, [t3.Timestamp]);
         Assert.False(fresh.DiskCheckNeeded);
         await lockGrain.CommitAsync(fresh.Grant.FencingToken, [], [t3.Timestamp], Cloud.Silos[1].Name, release: true);
     }

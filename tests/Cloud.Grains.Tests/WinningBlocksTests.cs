@@ -4,12 +4,14 @@ namespace Cloud.Grains.Tests;
 
 public sealed class WinningBlocksTests
 {
-    private static BatchCopy Copy(long firstBlock, int blocks, long timestamp, bool fua = false) => new(firstBlock, blocks, timestamp, fua);
+    private static BatchCopy Copy(long firstBlock, int blocks, long timestamp, bool fua = false)
+        => new(firstBlock, blocks, timestamp, fua);
 
     [Fact]
     public void OneCopy_IsOneRunStraightFromThatCopy()
     {
-        var plan = WinningBlocks.Choose([Copy(10, 4, 7, fua: true)], firstBlock: 8, newestCommitted: new long[8], mergeSafe: true);
+        var plan = WinningBlocks.Choose(
+            [Copy(10, 4, 7, fua: true)], firstBlock: 8, newestCommitted: new long[8], mergeSafe: true);
 
         Assert.Equal([-1, -1, 0, 0, 0, 0, -1, -1], plan.Winners);
         Assert.Equal([new WinningRun(2, 4, 7, OnlyCopy: 0, ForceUnitAccess: true)], plan.Runs);
@@ -50,7 +52,8 @@ public sealed class WinningBlocksTests
     public void MergeSafe_AdjacentVersionsMergeIntoOneRun_UnderTheNewestTimestamp()
     {
         // Copy 0 (ts 3) covers blocks 0-3, copy 1 (ts 8, FUA) overwrites blocks 2-3, copy 2 (ts 6) adds block 4.
-        var plan = WinningBlocks.Choose([Copy(0, 4, 3), Copy(2, 2, 8, fua: true), Copy(4, 1, 6)], 0, new long[6], mergeSafe: true);
+        var plan = WinningBlocks.Choose(
+            [Copy(0, 4, 3), Copy(2, 2, 8, fua: true), Copy(4, 1, 6)], 0, new long[6], mergeSafe: true);
 
         Assert.Equal([0, 0, 1, 1, 2, -1], plan.Winners);
         Assert.Equal([new WinningRun(0, 5, 8, OnlyCopy: -1, ForceUnitAccess: true)], plan.Runs);
@@ -60,7 +63,8 @@ public sealed class WinningBlocksTests
     [Fact]
     public void NotMergeSafe_RunsAreSplitPerVersion_SoEachBlockKeepsItsTimestamp()
     {
-        var plan = WinningBlocks.Choose([Copy(0, 4, 3), Copy(2, 2, 8, fua: true), Copy(4, 1, 6)], 0, new long[6], mergeSafe: false);
+        var plan = WinningBlocks.Choose(
+            [Copy(0, 4, 3), Copy(2, 2, 8, fua: true), Copy(4, 1, 6)], 0, new long[6], mergeSafe: false);
 
         Assert.Equal(
             [new WinningRun(0, 2, 3, 0, false), new WinningRun(2, 2, 8, 1, true), new WinningRun(4, 1, 6, 2, false)],
@@ -78,7 +82,8 @@ public sealed class WinningBlocksTests
     [Fact]
     public void ACopyOutsideTheBatch_IsRefused()
     {
-        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => WinningBlocks.Choose([Copy(3, 2, 1)], 0, new long[4], mergeSafe: true));
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(
+            () => WinningBlocks.Choose([Copy(3, 2, 1)], 0, new long[4], mergeSafe: true));
         Assert.Contains("blocks 3+2", ex.Message);
     }
 }

@@ -67,7 +67,8 @@ public sealed class BicepTests
     {
         var (exitCode, stdout, stderr) = await RunBicepAsync("build", relativePath, "--stdout");
 
-        Assert.True(exitCode == 0 && stderr.Trim().Length == 0, $"bicep build {relativePath} exited {exitCode}:\n{stderr}");
+        Assert.True(
+            exitCode == 0 && stderr.Trim().Length == 0, $"bicep build {relativePath} exited {exitCode}:\n{stderr}");
         Assert.Contains("\"$schema\"", stdout, StringComparison.Ordinal);
     }
 
@@ -77,7 +78,9 @@ public sealed class BicepTests
     {
         var (exitCode, stdout, stderr) = await RunBicepAsync("lint", relativePath);
 
-        Assert.True(exitCode == 0 && (stdout + stderr).Trim().Length == 0, $"bicep lint {relativePath} exited {exitCode}:\n{stdout}{stderr}");
+        Assert.True(
+            exitCode == 0 && (stdout + stderr).Trim().Length == 0,
+            $"bicep lint {relativePath} exited {exitCode}:\n{stdout}{stderr}");
     }
 
     [Theory]
@@ -85,12 +88,16 @@ public sealed class BicepTests
     public async Task ParametersFile_BuildsAndLints_WithNoDiagnostics(string relativePath)
     {
         var build = await RunBicepAsync("build-params", relativePath, "--stdout");
-        Assert.True(build.ExitCode == 0 && build.Stderr.Trim().Length == 0, $"bicep build-params {relativePath} exited {build.ExitCode}:\n{build.Stderr}");
+        Assert.True(
+            build.ExitCode == 0 && build.Stderr.Trim().Length == 0,
+            $"bicep build-params {relativePath} exited {build.ExitCode}:\n{build.Stderr}");
         Assert.Contains("parametersJson", build.Stdout, StringComparison.Ordinal);
         Assert.Contains("namePrefix", build.Stdout, StringComparison.Ordinal);
 
         var lint = await RunBicepAsync("lint", relativePath);
-        Assert.True(lint.ExitCode == 0 && (lint.Stdout + lint.Stderr).Trim().Length == 0, $"bicep lint {relativePath} exited {lint.ExitCode}:\n{lint.Stdout}{lint.Stderr}");
+        Assert.True(
+            lint.ExitCode == 0 && (lint.Stdout + lint.Stderr).Trim().Length == 0,
+            $"bicep lint {relativePath} exited {lint.ExitCode}:\n{lint.Stdout}{lint.Stderr}");
     }
 
     [Fact]
@@ -121,7 +128,8 @@ public sealed class BicepTests
             string path = Path.Combine(root, "tools", "bicep");
             if (!File.Exists(path))
             {
-                throw new InvalidOperationException($"The Bicep CLI is not at '{path}'. Restore the test project (dotnet restore tests/Cloud.Infra.Tests) so NuGet fetches Azure.Bicep.CommandLine.linux-x64.");
+                throw new InvalidOperationException(
+                    $"The Bicep CLI is not at '{path}'. Restore the test project (dotnet restore tests/Cloud.Infra.Tests) so NuGet fetches Azure.Bicep.CommandLine.linux-x64.");
             }
 
             return path;
@@ -129,8 +137,10 @@ public sealed class BicepTests
     }
 
     private static string Metadata(string key) =>
-        typeof(BicepTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().SingleOrDefault(a => a.Key == key)?.Value
-        ?? throw new InvalidOperationException($"Assembly metadata '{key}' is missing; it is set in Cloud.Infra.Tests.csproj.");
+        typeof(BicepTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .SingleOrDefault(a => a.Key == key)?.Value
+        ?? throw new InvalidOperationException(
+            $"Assembly metadata '{key}' is missing; it is set in Cloud.Infra.Tests.csproj.");
 
     private static async Task<(int ExitCode, string Stdout, string Stderr)> RunBicepAsync(params string[] arguments)
     {
@@ -150,7 +160,8 @@ public sealed class BicepTests
         startInfo.Environment["BICEP_TRACING_ENABLED"] = "false";
         startInfo.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
 
-        using var process = Process.Start(startInfo) ?? throw new InvalidOperationException($"Could not start {BicepExecutable}.");
+        using var process = Process.Start(startInfo)
+            ?? throw new InvalidOperationException($"Could not start {BicepExecutable}.");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
         using var timeout = new CancellationTokenSource(CliTimeout);

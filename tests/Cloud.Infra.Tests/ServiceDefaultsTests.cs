@@ -45,7 +45,10 @@ public sealed class ServiceDefaultsTests
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.AddServiceDefaults();
-        builder.Services.AddHealthChecks().AddCheck("database", () => readinessHealthy ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("no database"));
+        builder.Services.AddHealthChecks()
+            .AddCheck(
+                "database",
+                () => readinessHealthy ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("no database"));
         var app = builder.Build();
         app.MapDefaultEndpoints();
         await app.StartAsync();

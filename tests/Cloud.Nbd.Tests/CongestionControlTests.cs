@@ -5,7 +5,9 @@ using Microsoft.Extensions.Options;
 
 namespace Cloud.Nbd.Tests;
 
-/// <summary>The server's per-connection TCP congestion control (<see cref="NbdServerOptions.CongestionControl"/>).</summary>
+/// <summary>
+/// The server's per-connection TCP congestion control (<see cref="NbdServerOptions.CongestionControl"/>).
+/// </summary>
 public sealed class CongestionControlTests
 {
     private static string KernelDefault => File.ReadAllText("/proc/sys/net/ipv4/tcp_congestion_control").Trim();
@@ -45,14 +47,20 @@ public sealed class CongestionControlTests
     [InlineData("no_such_cc,reno", "reno")]
     [InlineData("", null)]
     [InlineData("no_such_cc", null)]
-    public async Task ServerConnections_UseTheConfiguredAlgorithm_OrKeepTheKernelDefault(string configured, string? expected)
+    public async Task ServerConnections_UseTheConfiguredAlgorithm_OrKeepTheKernelDefault(
+        string configured,
+        string? expected)
     {
         var ss = Tools.Require("ss", "iproute2");
-        await using var server = await TestServer.StartAsync(o => o.CongestionControl = configured, new MemoryVolume("v1", 1 << 20));
+        await using var server = await TestServer.StartAsync(
+            o => o.CongestionControl = configured, new MemoryVolume("v1", 1 << 20));
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
         // The server's end of this connection is the socket whose source port is the server's.
-        var result = (await Tools.RunAsync(ss, ["-tni", "state", "established", $"( sport = :{server.Port} )"])).AssertSuccess("ss");
-        var info = result.Output.Split('\n').Select(l => l.Trim()).Where(l => l.Contains("wscale:") || l.Contains("rtt:")).ToList();
+        var result = (await Tools.RunAsync(ss, ["-tni", "state", "established", $"( sport = :{server.Port} )"]))
+            .AssertSuccess("ss");
+        var info = result.Output.Split('\n').Select(l => l.Trim())
+            .Where(l => l.Contains("wscale:") || l.Contains("rtt:"))
+            .ToList();
         Assert.True(info.Count == 1, $"expected one server-side connection in:\n{result.Output}");
         Assert.StartsWith((expected ?? KernelDefault) + " ", info[0]);
 
@@ -70,7 +78,12 @@ public sealed class CongestionControlTests
 
         public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
 
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        public void Log<TState>(
+            LogLevel logLevel,
+            EventId eventId,
+            TState state,
+            Exception? exception,
+            Func<TState, Exception?, string> formatter)
         {
             if (IsEnabled(logLevel))
             {
@@ -86,8 +99,13 @@ public sealed class CongestionControlTests
     public async Task RefusedAlgorithms_AreLoggedOnce_NamingEachRefusalAndTheAllowedList()
     {
         var log = new WarningLog();
-        var options = new NbdServerOptions { Port = NbdServerOptions.AnyFreePort, CongestionControl = "no_such_cc,nor_this" };
-        await using var server = new NbdServer(new MapResolver(new MemoryVolume("v1", 1 << 20)), Options.Create(options), log);
+        var options = new NbdServerOptions
+        {
+            Port = NbdServerOptions.AnyFreePort,
+            CongestionControl = "no_such_cc,nor_this"
+        };
+        await using var server = new NbdServer(
+            new MapResolver(new MemoryVolume("v1", 1 << 20)), Options.Create(options), log);
         await server.StartAsync();
         for (int i = 0; i < 3; i++)
         {
@@ -102,7 +120,9 @@ public sealed class CongestionControlTests
         Assert.Contains($"({KernelDefault})", warning);
         Assert.Contains("no_such_cc: ", warning);
         Assert.Contains("nor_this: ", warning);
-        Assert.Contains("allowed for this user: " + File.ReadAllText("/proc/sys/net/ipv4/tcp_allowed_congestion_control").Trim(), warning);
+        Assert.Contains(
+            "allowed for this user: " + File.ReadAllText("/proc/sys/net/ipv4/tcp_allowed_congestion_control").Trim(),
+            warning);
     }
 
     [Theory]

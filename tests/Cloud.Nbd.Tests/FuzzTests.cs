@@ -17,7 +17,9 @@ public sealed class FuzzTests(ITestOutputHelper output)
     [Fact]
     public async Task RandomAndTruncatedMessages_NeverCrashHangOrCorrupt()
     {
-        int seed = int.TryParse(Environment.GetEnvironmentVariable("NBD_FUZZ_SEED"), out var s) ? s : Random.Shared.Next();
+        int seed = int.TryParse(Environment.GetEnvironmentVariable("NBD_FUZZ_SEED"), out var s)
+            ? s
+            : Random.Shared.Next();
         output.WriteLine($"NBD fuzz seed: {seed} (replay with NBD_FUZZ_SEED={seed})");
         var rng = new Random(seed);
 
@@ -76,7 +78,9 @@ public sealed class FuzzTests(ITestOutputHelper output)
                 await Task.Delay(50);
             }
         }
-        Assert.True(server.Server.ConnectionCount == 0, $"seed {seed}: {server.Server.ConnectionCount} connections still open after their clients left");
+        Assert.True(
+            server.Server.ConnectionCount == 0,
+            $"seed {seed}: {server.Server.ConnectionCount} connections still open after their clients left");
 
         // A well-behaved client is still served, and the data volume is exactly as before.
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "data");
@@ -106,7 +110,11 @@ public sealed class FuzzTests(ITestOutputHelper output)
             Write(m, RandomBytes(rng, rng.Next(0, 300)));
             return m.ToArray();
         }
-        Write(m, U32(rng.Next(4) == 0 ? (uint)rng.Next() : ClientFlagFixedNewstyle | (uint)rng.Next(2) * ClientFlagNoZeroes));
+        Write(
+            m,
+            U32(
+                rng.Next(4) == 0 ? (uint)rng.Next() : ClientFlagFixedNewstyle | (uint)rng.Next(
+                    2) * ClientFlagNoZeroes));
         bool toData = rng.Next(2) == 0;
         int options = rng.Next(0, 6);
         for (int i = 0; i < options; i++)
@@ -118,7 +126,9 @@ public sealed class FuzzTests(ITestOutputHelper output)
                 2 => OptStructuredReply,
                 _ => (uint)rng.Next(),
             };
-            byte[] body = option is OptInfo or OptGo && rng.Next(2) == 0 ? RawNbdClient.InfoRequest(toData ? "data" : "scratch") : RandomBytes(rng, rng.Next(0, 64));
+            byte[] body = option is OptInfo or OptGo && rng.Next(2) == 0
+                ? RawNbdClient.InfoRequest(toData ? "data" : "scratch")
+                : RandomBytes(rng, rng.Next(0, 64));
             uint declared = rng.Next(5) == 0 ? (uint)rng.Next() : (uint)body.Length;
             Write(m, U64(rng.Next(20) == 0 ? (ulong)rng.NextInt64() : IHaveOpt));
             Write(m, U32(option));

@@ -19,7 +19,8 @@ public sealed class HandshakeTests
     [Fact]
     public async Task List_ReturnsEveryVolumeThenAck()
     {
-        await using var server = await TestServer.StartAsync(new MemoryVolume("alpha", SizeBytes), new MemoryVolume("beta", SizeBytes));
+        await using var server = await TestServer.StartAsync(
+            new MemoryVolume("alpha", SizeBytes), new MemoryVolume("beta", SizeBytes));
         await using var client = await RawNbdClient.ConnectAsync(server.EndPoint);
         await client.SendClientFlagsAsync(ClientFlagFixedNewstyle);
         await client.SendOptionAsync(OptList, []);
@@ -53,7 +54,8 @@ public sealed class HandshakeTests
     [Fact]
     public async Task Info_ReportsSizeBlockSizesAndFlags()
     {
-        var volume = new MemoryVolume("v1", SizeBytes, blockSizeBytes: 4096, preferredIoSizeBytes: 256 << 10, maxIoSizeBytes: 1 << 20);
+        var volume = new MemoryVolume(
+            "v1", SizeBytes, blockSizeBytes: 4096, preferredIoSizeBytes: 256 << 10, maxIoSizeBytes: 1 << 20);
         await using var server = await TestServer.StartAsync(volume);
         await using var client = await RawNbdClient.ConnectAsync(server.EndPoint);
         await client.SendClientFlagsAsync(ClientFlagFixedNewstyle);
@@ -82,7 +84,8 @@ public sealed class HandshakeTests
     [Fact]
     public async Task MultiConn_NotAdvertised_WhenTurnedOff()
     {
-        await using var server = await TestServer.StartAsync(o => o.AdvertiseMultiConnection = false, new MemoryVolume("v1", SizeBytes));
+        await using var server = await TestServer.StartAsync(
+            o => o.AdvertiseMultiConnection = false, new MemoryVolume("v1", SizeBytes));
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
         Assert.Equal(0, client.TransmissionFlags & TxCanMultiConn);
     }
@@ -115,7 +118,8 @@ public sealed class HandshakeTests
     [Fact]
     public async Task Go_EmptyName_WithTwoVolumes_IsAnErrorNamingThem()
     {
-        await using var server = await TestServer.StartAsync(new MemoryVolume("a", SizeBytes), new MemoryVolume("b", SizeBytes));
+        await using var server = await TestServer.StartAsync(
+            new MemoryVolume("a", SizeBytes), new MemoryVolume("b", SizeBytes));
         await using var client = await RawNbdClient.ConnectAsync(server.EndPoint);
         await client.SendClientFlagsAsync(ClientFlagFixedNewstyle);
         var (final, _) = await client.InfoOrGoAsync(OptGo, "");
@@ -235,7 +239,8 @@ public sealed class HandshakeTests
     [Fact]
     public async Task OversizedOption_IsTooBig_AndSkipped()
     {
-        await using var server = await TestServer.StartAsync(o => o.MaxOptionLengthBytes = 4096, new MemoryVolume("v1", SizeBytes));
+        await using var server = await TestServer.StartAsync(
+            o => o.MaxOptionLengthBytes = 4096, new MemoryVolume("v1", SizeBytes));
         await using var client = await RawNbdClient.ConnectAsync(server.EndPoint);
         await client.SendClientFlagsAsync(ClientFlagFixedNewstyle);
         await client.SendOptionAsync(OptList, new byte[10000]);
@@ -247,7 +252,8 @@ public sealed class HandshakeTests
     [Fact]
     public async Task SilentClient_IsClosedAfterTheHandshakeTimeout()
     {
-        await using var server = await TestServer.StartAsync(o => o.HandshakeTimeout = TimeSpan.FromSeconds(1), new MemoryVolume("v1", SizeBytes));
+        await using var server = await TestServer.StartAsync(
+            o => o.HandshakeTimeout = TimeSpan.FromSeconds(1), new MemoryVolume("v1", SizeBytes));
         await using var client = await RawNbdClient.ConnectAsync(server.EndPoint);
         Assert.True(await client.IsClosedByServerAsync());
     }
@@ -255,7 +261,8 @@ public sealed class HandshakeTests
     [Fact]
     public async Task TooManyOptions_CloseTheConnection()
     {
-        await using var server = await TestServer.StartAsync(o => o.MaxOptionsPerHandshake = 3, new MemoryVolume("v1", SizeBytes));
+        await using var server = await TestServer.StartAsync(
+            o => o.MaxOptionsPerHandshake = 3, new MemoryVolume("v1", SizeBytes));
         await using var client = await RawNbdClient.ConnectAsync(server.EndPoint);
         await client.SendClientFlagsAsync(ClientFlagFixedNewstyle);
         for (int i = 0; i < 3; i++)

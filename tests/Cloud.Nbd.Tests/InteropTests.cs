@@ -102,8 +102,10 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
         var qemuImg = Tools.Require("qemu-img", "qemu-utils");
         var image = RandomImage("in.img", _volume.CapacityBytes, 42);
         var back = Path.Combine(_dir, "out.img");
-        (await Tools.RunAsync(qemuImg, ["convert", "-n", "-f", "raw", "-O", "raw", image, Uri])).AssertSuccess("qemu-img convert in");
-        (await Tools.RunAsync(qemuImg, ["convert", "-f", "raw", "-O", "raw", Uri, back])).AssertSuccess("qemu-img convert out");
+        (await Tools.RunAsync(qemuImg, ["convert", "-n", "-f", "raw", "-O", "raw", image, Uri]))
+            .AssertSuccess("qemu-img convert in");
+        (await Tools.RunAsync(qemuImg, ["convert", "-f", "raw", "-O", "raw", Uri, back]))
+            .AssertSuccess("qemu-img convert out");
         AssertSameFiles(image, back);
         Assert.Equal(File.ReadAllBytes(image).AsSpan(0, 1 << 20).ToArray(), await VolumeBytesAsync(0, 1 << 20));
     }
@@ -130,7 +132,9 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Equal(_volume.Name, export.GetProperty("export-name").GetString());
         Assert.Equal(_volume.CapacityBytes, export.GetProperty("export-size").GetInt64());
         Assert.Equal(_volume.BlockSizeBytes, export.GetProperty("block_size_minimum").GetInt32());
-        Assert.Equal((int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)_volume.PreferredIoSizeBytes + 1) >> 1, export.GetProperty("block_size_preferred").GetInt32());
+        Assert.Equal(
+            (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)_volume.PreferredIoSizeBytes + 1) >> 1,
+            export.GetProperty("block_size_preferred").GetInt32());
         Assert.True(export.GetProperty("block_size_maximum").GetInt64() >= 1 << 20);
         foreach (var flag in new[] { "can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn" })
         {
@@ -182,7 +186,8 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
         {
             if (!File.Exists(device))
             {
-                output.WriteLine($"SKIPPED: {device} does not exist on this machine, so no FUSE file or loop device can be made.");
+                output.WriteLine(
+                    $"SKIPPED: {device} does not exist on this machine, so no FUSE file or loop device can be made.");
                 return;
             }
         }
@@ -197,7 +202,12 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
         var fuseDir = Directory.CreateDirectory(Path.Combine(_dir, "fuse")).FullName;
         var mountDir = Directory.CreateDirectory(Path.Combine(_dir, "mnt")).FullName;
         var fuseFile = Path.Combine(fuseDir, "nbd");
-        var psi = new ProcessStartInfo(nbdfuse) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        var psi = new ProcessStartInfo(nbdfuse)
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            UseShellExecute = false
+        };
         foreach (var a in new[] { fuseDir, Uri })
         {
             psi.ArgumentList.Add(a);
@@ -208,15 +218,20 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
         try
         {
             // nbdfuse serves in the foreground; the file appears once the FUSE mount is up.
-            for (int i = 0; i < 200 && !(File.Exists(fuseFile) && new FileInfo(fuseFile).Length == _volume.CapacityBytes); i++)
+            for (int i = 0; i < 200
+                && !(File.Exists(fuseFile) && new FileInfo(fuseFile).Length == _volume.CapacityBytes); i++)
             {
-                Assert.False(fuse.HasExited, $"nbdfuse exited with {(fuse.HasExited ? fuse.ExitCode : 0)}: {(fuse.HasExited ? fuse.StandardError.ReadToEnd() : "")}");
+                Assert.False(
+                    fuse.HasExited,
+                    $"nbdfuse exited with {(fuse.HasExited ? fuse.ExitCode : 0)}: {(fuse.HasExited ? fuse.StandardError.ReadToEnd() : "")}");
                 await Task.Delay(50);
             }
             Assert.True(File.Exists(fuseFile), "nbdfuse did not present its file");
             Assert.Equal(_volume.CapacityBytes, new FileInfo(fuseFile).Length);
 
-            loop = (await Tools.RunAsync(losetup, ["--find", "--show", "--sector-size", "4096", fuseFile])).AssertSuccess("losetup").Output.Trim();
+            loop = (await Tools.RunAsync(losetup, ["--find", "--show", "--sector-size", "4096", fuseFile]))
+                .AssertSuccess("losetup")
+                .Output.Trim();
             output.WriteLine($"loop device {loop}");
             (await Tools.RunAsync(mkfs, ["-F", "-q", "-E", "nodiscard", loop])).AssertSuccess("mkfs.ext4");
             (await Tools.RunAsync(mount, ["-t", "ext4", loop, mountDir])).AssertSuccess("mount");
@@ -241,7 +256,9 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
             output.WriteLine(check.Output);
             // Mount again and read the files back through a fresh page cache.
             (await Tools.RunAsync(losetup, ["-d", loop])).AssertSuccess("losetup -d");
-            loop = (await Tools.RunAsync(losetup, ["--find", "--show", "--sector-size", "4096", fuseFile])).AssertSuccess("losetup").Output.Trim();
+            loop = (await Tools.RunAsync(losetup, ["--find", "--show", "--sector-size", "4096", fuseFile]))
+                .AssertSuccess("losetup")
+                .Output.Trim();
             (await Tools.RunAsync(mount, ["-t", "ext4", "-o", "ro", loop, mountDir])).AssertSuccess("mount ro");
             mounted = true;
             foreach (var (path, content) in files)

@@ -15,7 +15,13 @@ internal sealed class MemoryVolume : IBlockVolume
     private int _trims;
     private int _writes;
 
-    public MemoryVolume(string name, long capacityBytes, int blockSizeBytes = 4096, int preferredIoSizeBytes = 256 << 10, int maxIoSizeBytes = 1 << 20, bool yieldOnIo = true)
+    public MemoryVolume(
+        string name,
+        long capacityBytes,
+        int blockSizeBytes = 4096,
+        int preferredIoSizeBytes = 256 << 10,
+        int maxIoSizeBytes = 1 << 20,
+        bool yieldOnIo = true)
     {
         Name = name;
         CapacityBytes = capacityBytes;
@@ -32,7 +38,9 @@ internal sealed class MemoryVolume : IBlockVolume
     public int PreferredIoSizeBytes { get; }
     public int MaxIoSizeBytes { get; }
 
-    /// <summary>Completes I/O asynchronously, so the server's concurrent paths run as they would against disks.</summary>
+    /// <summary>
+    /// Completes I/O asynchronously, so the server's concurrent paths run as they would against disks.
+    /// </summary>
     public bool YieldOnIo { get; }
 
     public int Flushes => Volatile.Read(ref _flushes);
@@ -48,7 +56,10 @@ internal sealed class MemoryVolume : IBlockVolume
         }
     }
 
-    public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    public async ValueTask ReadAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken = default)
     {
         Check(offsetBytes, destination.Length);
         if (YieldOnIo)
@@ -61,7 +72,11 @@ internal sealed class MemoryVolume : IBlockVolume
         }
     }
 
-    public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, bool forceUnitAccess = false, CancellationToken cancellationToken = default)
+    public async ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        bool forceUnitAccess = false,
+        CancellationToken cancellationToken = default)
     {
         Check(offsetBytes, source.Length);
         if (YieldOnIo)
@@ -98,13 +113,20 @@ internal sealed class MemoryVolume : IBlockVolume
 
     private void Check(long offsetBytes, long lengthBytes)
     {
-        if (offsetBytes < 0 || lengthBytes < 0 || offsetBytes > CapacityBytes - lengthBytes || offsetBytes % BlockSizeBytes != 0 || lengthBytes % BlockSizeBytes != 0)
+        if (offsetBytes < 0
+            || lengthBytes < 0
+            || offsetBytes > CapacityBytes - lengthBytes
+            || offsetBytes % BlockSizeBytes != 0
+            || lengthBytes % BlockSizeBytes != 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(offsetBytes), $"I/O at {offsetBytes} length {lengthBytes} is outside the {CapacityBytes}-byte volume or unaligned");
+            throw new ArgumentOutOfRangeException(
+                nameof(offsetBytes),
+                $"I/O at {offsetBytes} length {lengthBytes} is outside the {CapacityBytes}-byte volume or unaligned");
         }
         if (lengthBytes > MaxIoSizeBytes && lengthBytes != 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(lengthBytes), $"I/O of {lengthBytes} bytes exceeds MaxIoSizeBytes {MaxIoSizeBytes}");
+            throw new ArgumentOutOfRangeException(
+                nameof(lengthBytes), $"I/O of {lengthBytes} bytes exceeds MaxIoSizeBytes {MaxIoSizeBytes}");
         }
     }
 }

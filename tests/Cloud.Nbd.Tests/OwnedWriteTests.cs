@@ -16,7 +16,10 @@ public sealed class OwnedWriteTests
     {
         private readonly List<(long Offset, byte[] Data, byte[] AsReceived)> _kept = [];
 
-        public IReadOnlyList<(long Offset, byte[] Data, byte[] AsReceived)> Kept { get { lock (_kept) return [.. _kept]; } }
+        public IReadOnlyList<(long Offset, byte[] Data, byte[] AsReceived)> Kept
+        {
+            get { lock (_kept) return [.. _kept]; }
+        }
         public int OwnedWrites { get { lock (_kept) return _kept.Count; } }
         public string Name => inner.Name;
         public long CapacityBytes => inner.CapacityBytes;
@@ -24,16 +27,31 @@ public sealed class OwnedWriteTests
         public int PreferredIoSizeBytes => inner.PreferredIoSizeBytes;
         public int MaxIoSizeBytes => inner.MaxIoSizeBytes;
 
-        public async ValueTask WriteOwnedAsync(long offsetBytes, byte[] data, bool forceUnitAccess = false, CancellationToken cancellationToken = default)
+        public async ValueTask WriteOwnedAsync(
+            long offsetBytes,
+            byte[] data,
+            bool forceUnitAccess = false,
+            CancellationToken cancellationToken = default)
         {
             await inner.WriteAsync(offsetBytes, data, forceUnitAccess, cancellationToken);
             lock (_kept) _kept.Add((offsetBytes, data, (byte[])data.Clone()));
         }
 
-        public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default) => inner.ReadAsync(offsetBytes, destination, cancellationToken);
-        public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, bool forceUnitAccess = false, CancellationToken cancellationToken = default) => inner.WriteAsync(offsetBytes, source, forceUnitAccess, cancellationToken);
-        public ValueTask FlushAsync(CancellationToken cancellationToken = default) => inner.FlushAsync(cancellationToken);
-        public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default) => inner.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
+        public ValueTask ReadAsync(
+            long offsetBytes,
+            Memory<byte> destination,
+            CancellationToken cancellationToken = default)
+            => inner.ReadAsync(offsetBytes, destination, cancellationToken);
+        public ValueTask WriteAsync(
+            long offsetBytes,
+            ReadOnlyMemory<byte> source,
+            bool forceUnitAccess = false,
+            CancellationToken cancellationToken = default)
+            => inner.WriteAsync(offsetBytes, source, forceUnitAccess, cancellationToken);
+        public ValueTask FlushAsync(CancellationToken cancellationToken = default)
+            => inner.FlushAsync(cancellationToken);
+        public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default)
+            => inner.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
     }
 
     [Fact]
@@ -70,7 +88,8 @@ public sealed class OwnedWriteTests
             Assert.Equal(payloads[i], data);
         }
         Assert.Equal(payloads.SelectMany(p => p).ToArray(), inner.Snapshot().AsSpan(0, (int)offset).ToArray());
-        Assert.Equal(sizes.Length, volume.Kept.Select(k => k.Data).Distinct(ReferenceEqualityComparer.Instance).Count());
+        Assert.Equal(
+            sizes.Length, volume.Kept.Select(k => k.Data).Distinct(ReferenceEqualityComparer.Instance).Count());
     }
 
     [Fact]
@@ -89,7 +108,9 @@ public sealed class OwnedWriteTests
 
         // Past the end: refused with ENOSPC by the same checks, the volume untouched.
         var before = inner.Snapshot();
-        Assert.Equal(ENoSpc, (await client.CommandAsync(CmdWrite, 2, (ulong)SizeBytes - 4096, 8192, payload: new byte[8192])).Error);
+        Assert.Equal(
+            ENoSpc,
+            (await client.CommandAsync(CmdWrite, 2, (ulong)SizeBytes - 4096, 8192, payload: new byte[8192])).Error);
         Assert.Equal(EInval, (await client.CommandAsync(CmdWrite, 3, 100, 4096, payload: new byte[4096])).Error);
         Assert.Equal(before, inner.Snapshot());
 

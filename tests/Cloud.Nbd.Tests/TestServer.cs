@@ -20,7 +20,11 @@ internal sealed class TestServer : IAsyncDisposable
 
     public static async Task<TestServer> StartAsync(Action<NbdServerOptions>? configure, params IBlockVolume[] volumes)
     {
-        var options = new NbdServerOptions { Port = NbdServerOptions.AnyFreePort, HandshakeTimeout = TimeSpan.FromSeconds(20) };
+        var options = new NbdServerOptions
+        {
+            Port = NbdServerOptions.AnyFreePort,
+            HandshakeTimeout = TimeSpan.FromSeconds(20)
+        };
         configure?.Invoke(options);
         var resolver = new MapResolver(volumes);
         var server = new NbdServer(resolver, Options.Create(options));

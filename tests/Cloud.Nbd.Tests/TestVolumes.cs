@@ -4,7 +4,9 @@ using Cloud.Storage.Volumes;
 
 namespace Cloud.Nbd.Tests;
 
-/// <summary>The volume the interop tests serve: the engine's RAID-5 4+1 <see cref="RaidVolume"/> over memory members.</summary>
+/// <summary>
+/// The volume the interop tests serve: the engine's RAID-5 4+1 <see cref="RaidVolume"/> over memory members.
+/// </summary>
 internal static class TestVolumes
 {
     /// <summary>Room per member for superblocks and per-block metadata on top of the data.</summary>
@@ -14,7 +16,8 @@ internal static class TestVolumes
     {
         var geometry = new VolumeGeometry(RaidLevel.Raid5, 5, VolumeGeometry.DefaultChunkSizeBytes);
         long memberBytes = (capacityBytes / geometry.DataMemberCount) + MemberOverheadBytes;
-        var members = Enumerable.Range(0, 5).Select(i => (IBlockDevice)new MemoryBlockDevice(memberBytes, $"{name}-m{i}")).ToList();
+        var members = Enumerable.Range(
+            0, 5).Select(i => (IBlockDevice)new MemoryBlockDevice(memberBytes, $"{name}-m{i}")).ToList();
         return await RaidVolume.CreateAsync(new VolumeDefinition(name, Guid.NewGuid(), geometry), members);
     }
 

@@ -78,7 +78,8 @@ public sealed class TransmissionTests
         Assert.Equal(0u, (await client.CommandAsync(CmdWriteZeroes, 2, 4096, 2 << 20, flags: CmdFlagNoHole)).Error);
         Assert.Equal(0, volume.Trims);
         Assert.True(volume.Writes > writesBefore);
-        Assert.Equal(0u, (await client.CommandAsync(CmdWriteZeroes, 3, (2 << 20) + 8192, 8192, flags: CmdFlagFua)).Error);
+        Assert.Equal(
+            0u, (await client.CommandAsync(CmdWriteZeroes, 3, (2 << 20) + 8192, 8192, flags: CmdFlagFua)).Error);
         Assert.Equal(1, volume.Trims);
         Assert.Equal(1, volume.Flushes);
         var snapshot = volume.Snapshot();
@@ -99,7 +100,11 @@ public sealed class TransmissionTests
     [InlineData(CmdFlush, 4096, 0u, EInval)]
     [InlineData(CmdBlockStatus, 0, 4096u, EInval)]
     [InlineData((ushort)99, 0, 4096u, EInval)]
-    public async Task BadRequest_GetsTheProtocolsError_AndTheConnectionStaysUsable(ushort command, long offset, uint length, uint expectedError)
+    public async Task BadRequest_GetsTheProtocolsError_AndTheConnectionStaysUsable(
+        ushort command,
+        long offset,
+        uint length,
+        uint expectedError)
     {
         var volume = new MemoryVolume("v1", SizeBytes);
         await using var server = await TestServer.StartAsync(volume);
@@ -129,7 +134,8 @@ public sealed class TransmissionTests
         var data = Blocks.Pattern(8192, 1);
         Assert.Equal(ENoSpc, (await client.CommandAsync(CmdWrite, 1, SizeBytes - 4096, 8192, payload: data)).Error);
         Assert.Equal(ENoSpc, (await client.CommandAsync(CmdWrite, 2, ulong.MaxValue - 100, 8192, payload: data)).Error);
-        Assert.Equal(EInval, (await client.CommandAsync(CmdWrite, 3, 100, 4096, payload: data.AsSpan(0, 4096).ToArray())).Error);
+        Assert.Equal(
+            EInval, (await client.CommandAsync(CmdWrite, 3, 100, 4096, payload: data.AsSpan(0, 4096).ToArray())).Error);
         Assert.Equal(0, volume.Writes);
         Assert.Equal(0u, (await client.CommandAsync(CmdWrite, 4, 0, 8192, payload: data)).Error);
         Assert.Equal(data, (await client.ReadBlockAsync(5, 0, 8192)).Data);
@@ -216,7 +222,8 @@ public sealed class TransmissionTests
         }
         await sender;
         Assert.All(replies, r => Assert.Equal(0u, r.Error));
-        Assert.Equal(Enumerable.Range(1000, Count).Select(i => (ulong)i).Order(), replies.Select(r => r.Cookie).Order());
+        Assert.Equal(
+            Enumerable.Range(1000, Count).Select(i => (ulong)i).Order(), replies.Select(r => r.Cookie).Order());
 
         for (int i = 0; i < 64; i++)
         {
@@ -287,7 +294,8 @@ public sealed class TransmissionTests
     [Fact]
     public async Task TooManyConnections_AreClosedAtOnce()
     {
-        await using var server = await TestServer.StartAsync(o => o.MaxConnections = 1, new MemoryVolume("v1", SizeBytes));
+        await using var server = await TestServer.StartAsync(
+            o => o.MaxConnections = 1, new MemoryVolume("v1", SizeBytes));
         await using var first = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
         await using var second = await RawNbdClient.ConnectAsync(server.EndPoint, readGreeting: false);
         Assert.True(await second.IsClosedByServerAsync());
@@ -301,9 +309,13 @@ public sealed class TransmissionTests
         try
         {
             string path = Path.Combine(dir, "nbd.sock");
-            await using var server = await TestServer.StartAsync(o => o.UnixSocketPath = path, new MemoryVolume("v1", SizeBytes));
+            await using var server = await TestServer.StartAsync(
+                o => o.UnixSocketPath = path, new MemoryVolume("v1", SizeBytes));
             Assert.True(File.Exists(path));
-            using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+            using var socket = new System.Net.Sockets.Socket(
+                System.Net.Sockets.AddressFamily.Unix,
+                System.Net.Sockets.SocketType.Stream,
+                System.Net.Sockets.ProtocolType.Unspecified);
             await socket.ConnectAsync(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
             var hello = new byte[18];
             await socket.ReceiveAsync(hello);

@@ -9,7 +9,8 @@ using Orleans.Configuration;
 namespace Cloud.Postgres.TestSilo;
 
 /// <summary>
-/// Entry point: <c>Cloud.Postgres.TestSilo --connection CS --cluster ID --silo-port N --gateway-port N [--apply-schema]</c>.
+/// Entry point: <c>Cloud.Postgres.TestSilo --connection CS --cluster ID --silo-port N --gateway-port N
+/// [--apply-schema]</c>.
 /// </summary>
 public static class TestSiloProgram
 {
@@ -32,7 +33,8 @@ public static class TestSiloProgram
                 case "--gateway-port": gatewayPort = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--apply-schema": applySchema = true; break;
                 default:
-                    Console.Error.WriteLine($"Unknown argument '{args[i]}'. Allowed: --connection, --cluster, --silo-port, --gateway-port, --apply-schema.");
+                    Console.Error.WriteLine(
+                        $"Unknown argument '{args[i]}'. Allowed: --connection, --cluster, --silo-port, --gateway-port, --apply-schema.");
                     return 2;
             }
         }

@@ -37,7 +37,11 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
     /// Starts Cloud silos whose grain storage is ADO.NET on <paramref name="connectionString"/>, each with its own data
     /// directory, or all with <paramref name="data"/>.
     /// </summary>
-    private async Task<InProcessTestCluster> StartAsync(string connectionString, string serviceId, int silos, string? data = null)
+    private async Task<InProcessTestCluster> StartAsync(
+        string connectionString,
+        string serviceId,
+        int silos,
+        string? data = null)
     {
         var builder = new InProcessTestClusterBuilder((short)silos);
         builder.Options.ServiceId = serviceId;
@@ -78,7 +82,10 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
         await cluster.DisposeAsync();
     }
 
-    /// <summary>Kills the silo that hosts <paramref name="grain"/>'s activation, so its memory is gone without a graceful deactivation.</summary>
+    /// <summary>
+    /// Kills the silo that hosts <paramref name="grain"/>'s activation, so its memory is gone without a graceful
+    /// deactivation.
+    /// </summary>
     private static async Task<SiloAddress> KillHostOfAsync(InProcessTestCluster cluster, IAddressable grain)
     {
         var host = await cluster.Client.GetGrain<IManagementGrain>(0).GetActivationAddress(grain)
@@ -87,7 +94,9 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
         return host;
     }
 
-    /// <summary>Retries <paramref name="call"/> while the cluster notices the dead silo and places the grain anew.</summary>
+    /// <summary>
+    /// Retries <paramref name="call"/> while the cluster notices the dead silo and places the grain anew.
+    /// </summary>
     private static async Task<T> EventuallyAsync<T>(Func<Task<T>> call)
     {
         var deadline = DateTime.UtcNow + Bound;
@@ -97,7 +106,9 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
             {
                 return await call();
             }
-            catch (Exception ex) when (ex is SiloUnavailableException or TimeoutException or OrleansMessageRejectionException && DateTime.UtcNow < deadline)
+            catch (Exception ex)
+                when (ex is SiloUnavailableException or TimeoutException or OrleansMessageRejectionException
+                    && DateTime.UtcNow < deadline)
             {
                 await Task.Delay(100);
             }
@@ -125,7 +136,9 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
             foreach (var silo in Directory.GetDirectories(_root))
             {
                 Assert.False(File.Exists(Path.Combine(silo, "catalog.json")), $"{silo} has a catalog.json");
-                Assert.False(Directory.Exists(FileGrainStorage.DirectoryUnder(silo)), $"{silo} has a file grain-state directory");
+                Assert.False(
+                    Directory.Exists(FileGrainStorage.DirectoryUnder(silo)),
+                    $"{silo} has a file grain-state directory");
             }
         }
         finally
@@ -164,14 +177,25 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
     {
         Directory.CreateDirectory(Path.Combine(data, "clocks"));
         await File.WriteAllTextAsync(Path.Combine(data, "catalog.json"), JsonSerializer.Serialize(new[] { volume }));
-        await File.WriteAllTextAsync(Path.Combine(data, "writer-slots.json"), JsonSerializer.Serialize(new Dictionary<string, int> { ["old-silo"] = 3 }));
+        await File.WriteAllTextAsync(
+            Path.Combine(data, "writer-slots.json"),
+            JsonSerializer.Serialize(new Dictionary<string, int> { ["old-silo"] = 3 }));
         var bytes = new byte[8];
         BinaryPrimitives.WriteInt64LittleEndian(bytes, reservedUpTo);
         await File.WriteAllBytesAsync(Path.Combine(data, "clocks", $"{volume.VolumeId:N}-{partition}.clock"), bytes);
     }
 
     private static VolumeInfo OldVolume(string name) =>
-        new(name, Guid.NewGuid(), 4 << 20, VolumeLevel.Raid1, 2, 64 << 10, false, ["/nowhere/a.img", "/nowhere/b.img"], DateTimeOffset.UnixEpoch);
+        new(
+            name,
+            Guid.NewGuid(),
+            4 << 20,
+            VolumeLevel.Raid1,
+            2,
+            64 << 10,
+            false,
+            ["/nowhere/a.img", "/nowhere/b.img"],
+            DateTimeOffset.UnixEpoch);
 
     [Fact]
     public async Task Import_OfADataDirectoryFromBefore_OnFirstStartInPostgresMode_MovesItsStateIntoTheDatabase()
@@ -211,7 +235,8 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
         // Another host's data directory, with a catalog of its own, against the same database.
         await WriteOldFilesAsync(DataOf("second-host"), OldVolume("second"), partition: 0, reservedUpTo: 10);
 
-        var refused = await Assert.ThrowsAnyAsync<Exception>(() => StartAsync(connectionString, "state-refused", silos: 1, DataOf("second-host")));
+        var refused = await Assert.ThrowsAnyAsync<Exception>(
+            () => StartAsync(connectionString, "state-refused", silos: 1, DataOf("second-host")));
 
         var refusal = StateImportException.Find(refused);
         Assert.True(refusal is not null, $"the start failed, but not with the import's refusal: {refused}");

@@ -88,9 +88,11 @@ public sealed class ClusterTests(PostgresFixture postgres, ITestOutputHelper out
         DateTime killedAtUtc = await DatabaseNowAsync(connectionString);
         await victim.Process.KillAsync();
 
-        var dead = await WaitForRowAsync(connectionString, cluster, victim.SiloPort, row => row.Status == StatusDead, DeathObservationTimeout);
+        var dead = await WaitForRowAsync(
+            connectionString, cluster, victim.SiloPort, row => row.Status == StatusDead, DeathObservationTimeout);
         TimeSpan detection = dead.StatusChangedAtUtc - killedAtUtc;
-        output.WriteLine($"Silo on port {victim.SiloPort} killed at {killedAtUtc:O}, declared dead at {dead.StatusChangedAtUtc:O}: {detection.TotalSeconds:F2} s.");
+        output.WriteLine(
+            $"Silo on port {victim.SiloPort} killed at {killedAtUtc:O}, declared dead at {dead.StatusChangedAtUtc:O}: {detection.TotalSeconds:F2} s.");
         Assert.True(detection < CloudFailureDetection.TargetDeclarationTime,
             $"The killed silo was declared dead {detection.TotalSeconds:F2} s after SIGKILL; the target is {CloudFailureDetection.TargetDeclarationTime.TotalSeconds} s.");
 
@@ -107,11 +109,15 @@ public sealed class ClusterTests(PostgresFixture postgres, ITestOutputHelper out
         // DeactivateOnIdle runs after the call returns; poll until a call lands on a new activation. The caller
         // asserts on the token, so the last one read is returned even when the wait ran out.
         Guid current = old;
-        await Eventually.WithinAsync(async () => (current = await counter.GetActivationTokenAsync()) != old, MembershipTimeout, PollInterval);
+        await Eventually.WithinAsync(
+            async () => (current = await counter.GetActivationTokenAsync()) != old, MembershipTimeout, PollInterval);
         return current;
     }
 
-    private async Task<List<MembershipRow>> WaitForActiveSilosAsync(string connectionString, string cluster, int expected)
+    private async Task<List<MembershipRow>> WaitForActiveSilosAsync(
+        string connectionString,
+        string cluster,
+        int expected)
     {
         var rows = await Eventually.ValueAsync(() => ReadMembershipAsync(connectionString, cluster),
             seen => seen.Count(r => r.Status == StatusActive) == expected, MembershipTimeout, PollInterval,
@@ -119,7 +125,12 @@ public sealed class ClusterTests(PostgresFixture postgres, ITestOutputHelper out
         return rows.Where(r => r.Status == StatusActive).ToList();
     }
 
-    private static async Task<MembershipRow> WaitForRowAsync(string connectionString, string cluster, int siloPort, Func<MembershipRow, bool> condition, TimeSpan timeout)
+    private static async Task<MembershipRow> WaitForRowAsync(
+        string connectionString,
+        string cluster,
+        int siloPort,
+        Func<MembershipRow, bool> condition,
+        TimeSpan timeout)
     {
         var rows = await Eventually.ValueAsync(() => ReadMembershipAsync(connectionString, cluster),
             seen => seen.SingleOrDefault(r => r.Port == siloPort) is { } row && condition(row), timeout, PollInterval,
@@ -136,7 +147,11 @@ public sealed class ClusterTests(PostgresFixture postgres, ITestOutputHelper out
     private static async Task<DateTime> DatabaseNowAsync(string connectionString) =>
         (await QueryAsync(connectionString, "SELECT clock_timestamp()", r => r.GetFieldValue<DateTime>(0))).Single();
 
-    private static async Task<List<T>> QueryAsync<T>(string connectionString, string sql, Func<NpgsqlDataReader, T> read, params (string Name, object Value)[] parameters)
+    private static async Task<List<T>> QueryAsync<T>(
+        string connectionString,
+        string sql,
+        Func<NpgsqlDataReader, T> read,
+        params (string Name, object Value)[] parameters)
     {
         await using var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync();
@@ -184,7 +199,8 @@ public sealed class ClusterTests(PostgresFixture postgres, ITestOutputHelper out
                 Silos.Add(new SiloHandle(process, siloPort, gatewayPort));
             }
 
-            await Task.WhenAll(Silos.Select(s => s.Process.WaitForOutputAsync($"SILO-READY {s.SiloPort}", SiloStartTimeout)));
+            await Task.WhenAll(
+                Silos.Select(s => s.Process.WaitForOutputAsync($"SILO-READY {s.SiloPort}", SiloStartTimeout)));
         }
 
         public async ValueTask DisposeAsync()

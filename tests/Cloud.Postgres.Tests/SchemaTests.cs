@@ -12,7 +12,8 @@ public sealed class SchemaTests(PostgresFixture postgres) : IClassFixture<Postgr
     [
         "InsertMembershipVersionKey", "UpdateIAmAlivetimeKey", "InsertMembershipKey", "UpdateMembershipKey",
         "MembershipReadRowKey", "MembershipReadAllKey", "GatewaysQueryKey", "DeleteMembershipTableEntriesKey",
-        "CleanupDefunctSiloEntriesKey", "ReadFromStorageKey", "WriteToStorageKey", "ClearStorageKey", "DeleteStorageKey",
+        "CleanupDefunctSiloEntriesKey", "ReadFromStorageKey", "WriteToStorageKey", "ClearStorageKey",
+        "DeleteStorageKey",
     ];
 
     [Fact]
@@ -23,7 +24,8 @@ public sealed class SchemaTests(PostgresFixture postgres) : IClassFixture<Postgr
         await PostgresSchema.ApplyAsync(connectionString);
         await PostgresSchema.ApplyAsync(connectionString);
 
-        var keys = await ReadColumnAsync<string>(connectionString, "SELECT QueryKey FROM OrleansQuery ORDER BY QueryKey");
+        var keys = await ReadColumnAsync<string>(
+            connectionString, "SELECT QueryKey FROM OrleansQuery ORDER BY QueryKey");
         Assert.Equal(RequiredQueryKeys.Order(StringComparer.Ordinal), keys.Order(StringComparer.Ordinal));
     }
 
@@ -33,11 +35,14 @@ public sealed class SchemaTests(PostgresFixture postgres) : IClassFixture<Postgr
         const int concurrentAppliers = 4;
         string connectionString = await postgres.CreateDatabaseAsync("schema_concurrent");
 
-        await Task.WhenAll(Enumerable.Range(0, concurrentAppliers).Select(_ => Task.Run(() => PostgresSchema.ApplyAsync(connectionString))));
+        await Task.WhenAll(
+            Enumerable.Range(
+                0, concurrentAppliers).Select(_ => Task.Run(() => PostgresSchema.ApplyAsync(connectionString))));
 
         var tables = await ReadColumnAsync<string>(connectionString,
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1");
-        Assert.Equal(["orleans_grain_state", "orleans_membership", "orleans_membership_version", "orleansquery"], tables);
+        Assert.Equal(
+            ["orleans_grain_state", "orleans_membership", "orleans_membership_version", "orleansquery"], tables);
     }
 
     [Fact]
@@ -45,12 +50,15 @@ public sealed class SchemaTests(PostgresFixture postgres) : IClassFixture<Postgr
     {
         string connectionString = await postgres.CreateDatabaseAsync("schema_restore");
         await PostgresSchema.ApplyAsync(connectionString);
-        string original = (await ReadColumnAsync<string>(connectionString, "SELECT QueryText FROM OrleansQuery WHERE QueryKey = 'GatewaysQueryKey'")).Single();
-        await ExecuteAsync(connectionString, "UPDATE OrleansQuery SET QueryText = 'broken' WHERE QueryKey = 'GatewaysQueryKey'");
+        string original = (await ReadColumnAsync<string>(connectionString, "SELECT QueryText FROM OrleansQuery WHERE QueryKey = 'GatewaysQueryKey'"))
+            .Single();
+        await ExecuteAsync(
+            connectionString, "UPDATE OrleansQuery SET QueryText = 'broken' WHERE QueryKey = 'GatewaysQueryKey'");
 
         await PostgresSchema.ApplyAsync(connectionString);
 
-        string restored = (await ReadColumnAsync<string>(connectionString, "SELECT QueryText FROM OrleansQuery WHERE QueryKey = 'GatewaysQueryKey'")).Single();
+        string restored = (await ReadColumnAsync<string>(connectionString, "SELECT QueryText FROM OrleansQuery WHERE QueryKey = 'GatewaysQueryKey'"))
+            .Single();
         Assert.Equal(original, restored);
     }
 
@@ -59,11 +67,13 @@ public sealed class SchemaTests(PostgresFixture postgres) : IClassFixture<Postgr
     {
         string connectionString = await postgres.CreateDatabaseAsync("schema_keeps");
         await PostgresSchema.ApplyAsync(connectionString);
-        await ExecuteAsync(connectionString, "INSERT INTO orleans_membership_version (deployment_id, version) VALUES ('c1', 7)");
+        await ExecuteAsync(
+            connectionString, "INSERT INTO orleans_membership_version (deployment_id, version) VALUES ('c1', 7)");
 
         await PostgresSchema.ApplyAsync(connectionString);
 
-        var versions = await ReadColumnAsync<int>(connectionString, "SELECT version FROM orleans_membership_version WHERE deployment_id = 'c1'");
+        var versions = await ReadColumnAsync<int>(
+            connectionString, "SELECT version FROM orleans_membership_version WHERE deployment_id = 'c1'");
         Assert.Equal([7], versions);
     }
 

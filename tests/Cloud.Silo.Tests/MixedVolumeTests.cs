@@ -25,18 +25,21 @@ public sealed class MixedVolumeTests
         var data = Path.Combine(dir.Path, "data");
         var disks = Path.Combine(dir.Path, "disks");
         // The AppHost's and the Bicep templates' key: the silo maps it onto its page-blob account.
-        var environment = new Dictionary<string, string> { ["Cloud__Azure__ConnectionString"] = azurite.ConnectionString() };
+        var environment =
+            new Dictionary<string, string> { ["Cloud__Azure__ConnectionString"] = azurite.ConnectionString() };
 
         var seed = Environment.TickCount;
         var pattern = new byte[3 << 20];
         new Random(seed).NextBytes(pattern);
         var input = Path.Combine(dir.Path, "in.bin");
         await File.WriteAllBytesAsync(input, pattern);
-        string[] members = [$"file:{disks}/m0.img", $"pageblob:{Container}/b1", $"file:{disks}/m2.img", $"pageblob:{Container}/b3"];
+        string[] members =
+            [$"file:{disks}/m0.img", $"pageblob:{Container}/b1", $"file:{disks}/m2.img", $"pageblob:{Container}/b3"];
 
         await using (var silo = await SiloProcess.StartAsync(data, environment: environment))
         {
-            var created = await CloudctlAsync(silo, "volume", "create", "mix", "--size", "16MiB", "--level", "raid5", "--disks", "4",
+            var created = await CloudctlAsync(silo, "volume", "create", "mix", "--size", "16MiB", "--level", "raid5",
+                "--disks", "4",
                 "--disk", members[0], "--disk", members[1], "--disk", members[2], "--disk", members[3], "--json");
             Assert.Equal(4, created.RootElement.GetProperty("diskCount").GetInt32());
 
@@ -49,9 +52,12 @@ public sealed class MixedVolumeTests
         }
 
         // The files and blobs alone (and the catalog) bring the volume back.
-        Assert.True(File.Exists(Path.Combine(disks, "m0.img")), "the file member was not created where --disk named it");
+        Assert.True(
+            File.Exists(Path.Combine(disks, "m0.img")), "the file member was not created where --disk named it");
         var blobs = PageBlobConnection.FromConnectionString(azurite.ConnectionString());
-        Assert.True((await blobs.GetPageBlobClient(Container, "b1").ExistsAsync()).Value, "the page-blob member was not created");
+        Assert.True(
+            (await blobs.GetPageBlobClient(Container, "b1").ExistsAsync()).Value,
+            "the page-blob member was not created");
         await using (var silo = await SiloProcess.StartAsync(data, environment: environment))
         {
             await AssertReadsBackAsync(silo, dir.Path, pattern, seed);
@@ -59,7 +65,8 @@ public sealed class MixedVolumeTests
             Assert.Equal("healthy", status.RootElement.GetProperty("health").GetString());
             Assert.Equal(members, Locations(status));
 
-            // A page-blob member vanishes under the running volume: its reads fail, the member fails, parity serves them.
+            // A page-blob member vanishes under the running volume: its reads fail, the member fails, parity serves
+            // them.
             await blobs.GetPageBlobClient(Container, "b3").DeleteAsync();
             await AssertReadsBackAsync(silo, dir.Path, pattern, seed);
             status = await CloudctlAsync(silo, "volume", "show", "mix", "--json");
@@ -74,7 +81,8 @@ public sealed class MixedVolumeTests
             await AssertReadsBackAsync(silo, dir.Path, pattern, seed);
 
             // The lost blob is replaced by a new page blob, rebuilt, and the volume is whole again.
-            await CloudctlAsync(silo, "disk", "replace", "mix", "3", "--disk", $"pageblob:{Container}/b3-new", "--json");
+            await CloudctlAsync(
+                silo, "disk", "replace", "mix", "3", "--disk", $"pageblob:{Container}/b3-new", "--json");
             await CloudctlAsync(silo, "rebuild", "mix", "--wait", "--json");
             status = await CloudctlAsync(silo, "volume", "show", "mix", "--json");
             Assert.Equal("healthy", status.RootElement.GetProperty("health").GetString());
@@ -90,13 +98,19 @@ public sealed class MixedVolumeTests
         await using var silo = await SiloProcess.StartAsync(Path.Combine(dir.Path, "data"));
 
         // Well formed for cloudctl (a size), refused by the silo (not a power of two): the silo names ChunkSizeBytes.
-        var chunk = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid1", "--disks", "2", "--chunk", "12KiB");
+        var chunk = await RunCloudctlAsync(
+            silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid1", "--disks", "2", "--chunk", "12KiB");
         Assert.Equal(1, chunk.ExitCode);
-        Assert.Contains("cloudctl: --chunk 12288 is not a power of two between 4096 and 1048576", chunk.Error, StringComparison.Ordinal);
+        Assert.Contains(
+            "cloudctl: --chunk 12288 is not a power of two between 4096 and 1048576",
+            chunk.Error,
+            StringComparison.Ordinal);
 
-        var disks = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid5", "--disks", "2");
+        var disks = await RunCloudctlAsync(
+            silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid5", "--disks", "2");
         Assert.Equal(1, disks.ExitCode);
-        Assert.Contains("cloudctl: --disks 2 is not allowed for raid5; use 3-32", disks.Error, StringComparison.Ordinal);
+        Assert.Contains(
+            "cloudctl: --disks 2 is not allowed for raid5; use 3-32", disks.Error, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -112,12 +126,25 @@ public sealed class MixedVolumeTests
         Assert.Contains("no page-blob account", noAccount.Error, StringComparison.Ordinal);
         Assert.False(File.Exists(Path.Combine(dir.Path, "a.img")), "the refused request left its file member behind");
 
-        var bad = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid1", "--disk", "s3:bucket/x", "--disk", "file:/tmp/x");
+        var bad = await RunCloudctlAsync(
+            silo,
+            "volume",
+            "create",
+            "v",
+            "--size",
+            "1MiB",
+            "--level",
+            "raid1",
+            "--disk",
+            "s3:bucket/x",
+            "--disk",
+            "file:/tmp/x");
         Assert.Equal(2, bad.ExitCode); // bad usage, refused before any request
         Assert.Contains("'s3:bucket/x'", bad.Error, StringComparison.Ordinal);
         Assert.Contains("file:PATH or pageblob:CONTAINER/BLOB", bad.Error, StringComparison.Ordinal);
 
-        var miscounted = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid1", "--disks", "3",
+        var miscounted = await RunCloudctlAsync(silo, "volume", "create", "v", "--size", "1MiB", "--level", "raid1",
+            "--disks", "3",
             "--disk", $"file:{dir.Path}/a.img", "--disk", $"file:{dir.Path}/b.img");
         Assert.Equal(2, miscounted.ExitCode);
         Assert.Contains("--disks 3", miscounted.Error, StringComparison.Ordinal);
@@ -144,7 +171,8 @@ public sealed class MixedVolumeTests
     {
         await using var azurite = await AzuriteInstance.StartAsync();
         using var dir = new TempDirectory();
-        var environment = new Dictionary<string, string> { ["Cloud__Azure__ConnectionString"] = azurite.ConnectionString() };
+        var environment =
+            new Dictionary<string, string> { ["Cloud__Azure__ConnectionString"] = azurite.ConnectionString() };
         // A regular file where the last member's directory would have to be.
         var blocker = Path.Combine(dir.Path, "not-a-directory");
         await File.WriteAllTextAsync(blocker, "x");
@@ -157,7 +185,9 @@ public sealed class MixedVolumeTests
         Assert.Contains("c.img", failed.Error, StringComparison.Ordinal);
 
         var blobs = PageBlobConnection.FromConnectionString(azurite.ConnectionString());
-        Assert.False((await blobs.GetPageBlobClient(Container, "made").ExistsAsync()).Value, "the failed create left its page blob behind");
+        Assert.False(
+            (await blobs.GetPageBlobClient(Container, "made").ExistsAsync()).Value,
+            "the failed create left its page blob behind");
         Assert.False(File.Exists(Path.Combine(dir.Path, "a.img")), "the failed create left its file member behind");
         var list = await CloudctlAsync(silo, "volume", "list", "--json");
         Assert.Equal(0, list.RootElement.GetArrayLength());
@@ -169,24 +199,39 @@ public sealed class MixedVolumeTests
     private static async Task AssertReadsBackAsync(SiloProcess silo, string directory, byte[] expected, int seed)
     {
         var output = Path.Combine(directory, $"out-{Guid.NewGuid():N}.bin");
-        await CloudctlAsync(silo, "read", "mix", "--offset", "1MiB", "--length", expected.Length.ToString(System.Globalization.CultureInfo.InvariantCulture), "--to", output, "--json");
+        await CloudctlAsync(
+            silo,
+            "read",
+            "mix",
+            "--offset",
+            "1MiB",
+            "--length",
+            expected.Length.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--to",
+            output,
+            "--json");
         var actual = await File.ReadAllBytesAsync(output);
         File.Delete(output);
-        Assert.True(expected.AsSpan().SequenceEqual(actual), $"the bytes read back differ from those written (seed {seed})");
+        Assert.True(
+            expected.AsSpan().SequenceEqual(actual), $"the bytes read back differ from those written (seed {seed})");
     }
 
     /// <summary>Runs cloudctl, asserts it succeeded, and parses its JSON output.</summary>
     private static async Task<JsonDocument> CloudctlAsync(SiloProcess silo, params string[] arguments)
     {
         var result = await RunCloudctlAsync(silo, arguments);
-        Assert.True(result.ExitCode == 0, $"cloudctl {string.Join(' ', arguments)} exited {result.ExitCode}: {result.Error}\n{result.Output}\nsilo:\n{silo.Process.Output}");
+        Assert.True(
+            result.ExitCode == 0,
+            $"cloudctl {string.Join(' ', arguments)} exited {result.ExitCode}: {result.Error}\n{result.Output}\nsilo:\n{silo.Process.Output}");
         return JsonDocument.Parse(result.Output);
     }
 
     /// <summary>cloudctl.dll in client/cloudctl's output (this project's reference builds it).</summary>
     private static string CloudctlPath() => Repository.BuiltAssembly("client/cloudctl", "cloudctl.dll");
 
-    private static async Task<(int ExitCode, string Output, string Error)> RunCloudctlAsync(SiloProcess silo, params string[] arguments)
+    private static async Task<(int ExitCode, string Output, string Error)> RunCloudctlAsync(
+        SiloProcess silo,
+        params string[] arguments)
     {
         var info = new ProcessStartInfo("dotnet")
         {
@@ -212,7 +257,8 @@ public sealed class MixedVolumeTests
         catch (OperationCanceledException)
         {
             process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"cloudctl {string.Join(' ', arguments)} did not finish within {CommandTimeout}");
+            throw new TimeoutException(
+                $"cloudctl {string.Join(' ', arguments)} did not finish within {CommandTimeout}");
         }
         return (process.ExitCode, await output, await error);
     }

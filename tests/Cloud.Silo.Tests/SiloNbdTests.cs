@@ -22,7 +22,8 @@ public sealed class SiloNbdTests
         await using var silo = await SiloProcess.StartAsync(Path.Combine(dir.Path, "data"));
         await using (var client = await CloudClient.ConnectAsync(silo.Gateway))
         {
-            await client.CreateVolumeAsync(new VolumeSpec("r5", VolumeSizeBytes, VolumeLevel.Raid5, 5, ChunkSizeBytes, Durable: false));
+            await client.CreateVolumeAsync(
+                new VolumeSpec("r5", VolumeSizeBytes, VolumeLevel.Raid5, 5, ChunkSizeBytes, Durable: false));
         }
 
         var info = await Tools.RunAsync(nbdinfo, ["--json", silo.NbdUri("r5")]);
@@ -79,7 +80,8 @@ public sealed class SiloNbdTests
         await using var silo = await SiloProcess.StartAsync(Path.Combine(dir.Path, "data"));
         await using (var client = await CloudClient.ConnectAsync(silo.Gateway))
         {
-            await client.CreateVolumeAsync(new VolumeSpec("v", VolumeSizeBytes, VolumeLevel.Raid5, 5, ChunkSizeBytes, Durable: false));
+            await client.CreateVolumeAsync(
+                new VolumeSpec("v", VolumeSizeBytes, VolumeLevel.Raid5, 5, ChunkSizeBytes, Durable: false));
         }
         var job = Path.Combine(dir.Path, "verify.fio");
         File.WriteAllText(job, $"""
@@ -106,7 +108,8 @@ public sealed class SiloNbdTests
             offset=24M
             size=32M
             """);
-        var r = (await Tools.RunAsync(fio, ["--output-format=json", job], TimeSpan.FromMinutes(3))).AssertSuccess("fio");
+        var r = (await Tools.RunAsync(fio, ["--output-format=json", job], TimeSpan.FromMinutes(3)))
+            .AssertSuccess("fio");
         using var json = JsonDocument.Parse(r.Output[r.Output.IndexOf('{')..]);
         foreach (var j in json.RootElement.GetProperty("jobs").EnumerateArray())
         {
@@ -130,7 +133,8 @@ public sealed class SiloNbdTests
         {
             await using (var client = await CloudClient.ConnectAsync(silo.Gateway))
             {
-                await client.CreateVolumeAsync(new VolumeSpec("mc", VolumeSizeBytes, VolumeLevel.Raid5, 5, ChunkSizeBytes, Durable: false));
+                await client.CreateVolumeAsync(
+                    new VolumeSpec("mc", VolumeSizeBytes, VolumeLevel.Raid5, 5, ChunkSizeBytes, Durable: false));
             }
             var endPoint = new IPEndPoint(IPAddress.Loopback, silo.NbdPort);
             await using var writer = await RawNbdClient.OpenAsync(endPoint, "mc");
@@ -143,7 +147,8 @@ public sealed class SiloNbdTests
             {
                 expected[i] = new byte[WriteBytes];
                 random.NextBytes(expected[i]);
-                var reply = await writer.CommandAsync(NbdProtocol.CmdWrite, (ulong)i + 1, (ulong)i * 3 * WriteBytes, WriteBytes, payload: expected[i]);
+                var reply = await writer.CommandAsync(
+                    NbdProtocol.CmdWrite, (ulong)i + 1, (ulong)i * 3 * WriteBytes, WriteBytes, payload: expected[i]);
                 Assert.True(reply.Error == 0, $"write {i} failed with NBD error {reply.Error} (seed {seed})");
             }
             // The flush goes to the other connection: CAN_MULTI_CONN promises it covers the first one's writes.
@@ -155,12 +160,15 @@ public sealed class SiloNbdTests
         }
 
         await using var restarted = await SiloProcess.StartAsync(data);
-        await using var again = await RawNbdClient.OpenAsync(new IPEndPoint(IPAddress.Loopback, restarted.NbdPort), "mc");
+        await using var again = await RawNbdClient.OpenAsync(
+            new IPEndPoint(IPAddress.Loopback, restarted.NbdPort), "mc");
         for (var i = 0; i < Writes; i++)
         {
             var read = await again.ReadBlockAsync((ulong)i + 1, (ulong)i * 3 * WriteBytes, WriteBytes);
             Assert.Equal(0u, read.Error);
-            Assert.True(expected[i].AsSpan().SequenceEqual(read.Data), $"write {i} at {i * 3 * WriteBytes} was lost after the flush (seed {seed})");
+            Assert.True(
+                expected[i].AsSpan().SequenceEqual(read.Data),
+                $"write {i} at {i * 3 * WriteBytes} was lost after the flush (seed {seed})");
         }
     }
 }

@@ -31,7 +31,10 @@ internal sealed class SiloProcess : IAsyncDisposable
     /// <summary>Starts a silo on <paramref name="dataDirectory"/> and waits until it says it is up.</summary>
     /// <param name="environment">Extra settings as environment variables (e.g.
     /// <c>Cloud__InjectedDiskLatency</c>).</param>
-    public static async Task<SiloProcess> StartAsync(string dataDirectory, string name = "s1", IReadOnlyDictionary<string, string>? environment = null)
+    public static async Task<SiloProcess> StartAsync(
+        string dataDirectory,
+        string name = "s1",
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var ports = FreePorts.Next(4);
         var dll = Path.Combine(AppContext.BaseDirectory, "Cloud.Silo.dll");

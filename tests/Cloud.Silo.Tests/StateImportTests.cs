@@ -13,12 +13,16 @@ public sealed class StateImportTests
 {
     private static readonly TimeSpan ExitTimeout = TimeSpan.FromMinutes(2);
 
-    /// <summary>Creates a volume with <paramref name="pattern"/> at offset 0 on a silo of <paramref name="data"/>, and returns its catalog entry.</summary>
+    /// <summary>
+    /// Creates a volume with <paramref name="pattern"/> at offset 0 on a silo of <paramref name="data"/>, and returns
+    /// its catalog entry.
+    /// </summary>
     private static async Task<VolumeInfo> CreateWithDataAsync(string data, string name, byte[] pattern)
     {
         await using var silo = await SiloProcess.StartAsync(data);
         await using var client = await CloudClient.ConnectAsync(silo.Gateway);
-        var info = await client.CreateVolumeAsync(new VolumeSpec(name, 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: true));
+        var info = await client.CreateVolumeAsync(
+            new VolumeSpec(name, 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: true));
         var volume = await client.OpenVolumeAsync(name);
         await volume.WriteAsync(0, pattern, forceUnitAccess: true);
         return info;
@@ -32,7 +36,9 @@ public sealed class StateImportTests
     {
         var json = new JsonSerializerOptions { WriteIndented = true };
         await File.WriteAllTextAsync(Path.Combine(data, "catalog.json"), JsonSerializer.Serialize(volumes, json));
-        await File.WriteAllTextAsync(Path.Combine(data, "writer-slots.json"), JsonSerializer.Serialize(new Dictionary<string, int> { ["s1"] = 0 }, json));
+        await File.WriteAllTextAsync(
+            Path.Combine(data, "writer-slots.json"),
+            JsonSerializer.Serialize(new Dictionary<string, int> { ["s1"] = 0 }, json));
         foreach (var file in Directory.GetFiles(Path.Combine(data, "state"), "catalog.*").Concat(Directory.GetFiles(Path.Combine(data, "state"), "writer-slots.*")))
             File.Delete(file);
     }
@@ -70,9 +76,11 @@ public sealed class StateImportTests
         await File.WriteAllTextAsync(catalogPath, json);
 
         var ports = FreePorts.Next(4);
-        await using var silo = ChildProcess.StartDotnet("silo refused", Path.Combine(AppContext.BaseDirectory, "Cloud.Silo.dll"),
+        await using var silo = ChildProcess.StartDotnet("silo refused",
+            Path.Combine(AppContext.BaseDirectory, "Cloud.Silo.dll"),
         [
-            "--data", data, "--name", "s1", "--silo-port", $"{ports[0]}", "--gateway-port", $"{ports[1]}", "--nbd-port", $"{ports[2]}", "--http-port", $"{ports[3]}",
+            "--data", data, "--name", "s1", "--silo-port", $"{ports[0]}", "--gateway-port", $"{ports[1]}", "--nbd-port",
+            $"{ports[2]}", "--http-port", $"{ports[3]}",
         ]);
         var deadline = DateTime.UtcNow + ExitTimeout;
         while (!silo.HasExited && DateTime.UtcNow < deadline) await Task.Delay(100);
@@ -80,7 +88,10 @@ public sealed class StateImportTests
         Assert.True(silo.HasExited, $"the silo did not stop; its output:\n{silo.Output}");
         Assert.Equal(2, silo.ExitCode);
         var line = Assert.Single(silo.Output.Split('\n'), l => l.StartsWith("cloud-silo: ", StringComparison.Ordinal));
-        Assert.Contains($"mv '{Path.GetFullPath(catalogPath)}' '{Path.GetFullPath(catalogPath)}.imported'", line, StringComparison.Ordinal);
+        Assert.Contains(
+            $"mv '{Path.GetFullPath(catalogPath)}' '{Path.GetFullPath(catalogPath)}.imported'",
+            line,
+            StringComparison.Ordinal);
         Assert.True(File.Exists(catalogPath), "the refused import renamed the file");
     }
 }

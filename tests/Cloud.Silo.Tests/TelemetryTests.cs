@@ -15,7 +15,9 @@ using Orleans.Hosting;
 
 namespace Cloud.Silo.Tests;
 
-/// <summary>The silo's health endpoints and the "Cloud" meter, in an in-process host wired as Program.cs wires it.</summary>
+/// <summary>
+/// The silo's health endpoints and the "Cloud" meter, in an in-process host wired as Program.cs wires it.
+/// </summary>
 public sealed class TelemetryTests
 {
     [Fact]
@@ -24,7 +26,8 @@ public sealed class TelemetryTests
         var qemuIo = Tools.Require("qemu-io", "qemu-utils");
         using var dir = new TempDirectory();
         var ports = FreePorts.Next(3);
-        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [], EnvironmentName = "Production" });
+        var builder = WebApplication.CreateBuilder(
+            new WebApplicationOptions { Args = [], EnvironmentName = "Production" });
         builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
         {
             ["Cloud:DataDirectory"] = dir.Path,
@@ -33,7 +36,8 @@ public sealed class TelemetryTests
         });
         builder.UseOrleans(orleans =>
         {
-            orleans.UseLocalhostClustering(ports[0], ports[1], serviceId: "telemetry-test", clusterId: "telemetry-test");
+            orleans.UseLocalhostClustering(
+                ports[0], ports[1], serviceId: "telemetry-test", clusterId: "telemetry-test");
             orleans.AddCloud();
         });
         builder.AddCloudEndpoints();
@@ -50,9 +54,12 @@ public sealed class TelemetryTests
             Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/alive")).StatusCode);
 
             var client = new CloudClient(app.Services.GetRequiredService<IClusterClient>());
-            await client.CreateVolumeAsync(new VolumeSpec("metered", 16 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
+            await client.CreateVolumeAsync(
+                new VolumeSpec("metered", 16 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
             var nbd = app.Services.GetRequiredService<NbdServer>().TcpEndPoint!;
-            var run = await Tools.RunAsync(qemuIo, ["-f", "raw", "-c", "write -P 0x5c 0 1M", "-c", "flush", "-c", "read -P 0x5c 0 1M", $"nbd://{nbd}/metered"]);
+            var run = await Tools.RunAsync(
+                qemuIo,
+                ["-f", "raw", "-c", "write -P 0x5c 0 1M", "-c", "flush", "-c", "read -P 0x5c 0 1M", $"nbd://{nbd}/metered"]);
             run.AssertSuccess("qemu-io");
 
             listener.RecordObservableInstruments();
@@ -76,7 +83,8 @@ public sealed class TelemetryTests
     private sealed class CloudMeterListener : IDisposable
     {
         private readonly MeterListener _listener = new();
-        private readonly ConcurrentQueue<(string Name, KeyValuePair<string, object?>[] Tags, double Value)> _measurements = new();
+        private readonly ConcurrentQueue<(string Name, KeyValuePair<string, object?>[] Tags, double Value)>
+            _measurements = new();
 
         public CloudMeterListener()
         {
@@ -84,22 +92,29 @@ public sealed class TelemetryTests
             {
                 if (instrument.Meter.Name == "Cloud") l.EnableMeasurementEvents(instrument);
             };
-            _listener.SetMeasurementEventCallback<long>((i, v, tags, _) => _measurements.Enqueue((i.Name, tags.ToArray(), v)));
-            _listener.SetMeasurementEventCallback<int>((i, v, tags, _) => _measurements.Enqueue((i.Name, tags.ToArray(), v)));
-            _listener.SetMeasurementEventCallback<double>((i, v, tags, _) => _measurements.Enqueue((i.Name, tags.ToArray(), v)));
+            _listener.SetMeasurementEventCallback<long>(
+                (i, v, tags, _) => _measurements.Enqueue((i.Name, tags.ToArray(), v)));
+            _listener.SetMeasurementEventCallback<int>(
+                (i, v, tags, _) => _measurements.Enqueue((i.Name, tags.ToArray(), v)));
+            _listener.SetMeasurementEventCallback<double>(
+                (i, v, tags, _) => _measurements.Enqueue((i.Name, tags.ToArray(), v)));
             _listener.Start();
         }
 
         public void RecordObservableInstruments() => _listener.RecordObservableInstruments();
 
         private IEnumerable<double> Values(string name, string? tag, string? value) =>
-            _measurements.Where(m => m.Name == name && (tag is null || m.Tags.Any(t => t.Key == tag && Equals(t.Value, value)))).Select(m => m.Value);
+            _measurements.Where(
+                m => m.Name == name && (tag is null || m.Tags.Any(t => t.Key == tag && Equals(t.Value, value))))
+                .Select(m => m.Value);
 
         public double Sum(string name, string? tag = null, string? value = null) => Values(name, tag, value).Sum();
 
         public int Count(string name, string? tag = null, string? value = null) => Values(name, tag, value).Count();
 
-        public string Describe() => "measured: " + string.Join(", ", _measurements.GroupBy(m => m.Name).Select(g => $"{g.Key} x{g.Count()}"));
+        public string Describe()
+            => "measured: " + string.Join(
+                ", ", _measurements.GroupBy(m => m.Name).Select(g => $"{g.Key} x{g.Count()}"));
 
         public void Dispose() => _listener.Dispose();
     }

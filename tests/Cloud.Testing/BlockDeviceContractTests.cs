@@ -22,7 +22,9 @@ public abstract class BlockDeviceContractTests
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
         Assert.False(string.IsNullOrEmpty(device.Name));
         Assert.Contains(device.SectorSizeBytes, new[] { 512, 1024, 2048, 4096 });
-        Assert.True(device.CapacityBytes >= ContractCapacityBytes, $"capacity {device.CapacityBytes} < {ContractCapacityBytes}");
+        Assert.True(
+            device.CapacityBytes >= ContractCapacityBytes,
+            $"capacity {device.CapacityBytes} < {ContractCapacityBytes}");
         Assert.Equal(0, device.CapacityBytes % device.SectorSizeBytes);
         Assert.True(device.MaxInFlightIo >= 1);
     }
@@ -72,7 +74,9 @@ public abstract class BlockDeviceContractTests
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
         const int writes = 32;
         int size = 8 * device.SectorSizeBytes;
-        await Task.WhenAll(Enumerable.Range(0, writes).Select(i => device.WriteAsync((long)i * size, Blocks.Pattern(size, 100 + i)).AsTask()));
+        await Task.WhenAll(
+            Enumerable.Range(
+                0, writes).Select(i => device.WriteAsync((long)i * size, Blocks.Pattern(size, 100 + i)).AsTask()));
         await device.FlushAsync();
         for (int i = 0; i < writes; i++)
         {
@@ -97,16 +101,19 @@ public abstract class BlockDeviceContractTests
     public async Task UnalignedOffset_IsRefused_NamingTheValue()
     {
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
-        var e = await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(() => device.ReadAsync(1, new byte[device.SectorSizeBytes]).AsTask());
+        var e = await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(
+            () => device.ReadAsync(1, new byte[device.SectorSizeBytes]).AsTask());
         Assert.Contains("1", e.Message);
-        await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(() => device.WriteAsync(device.SectorSizeBytes / 2, new byte[device.SectorSizeBytes]).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(
+            () => device.WriteAsync(device.SectorSizeBytes / 2, new byte[device.SectorSizeBytes]).AsTask());
     }
 
     [Fact]
     public async Task UnalignedLength_IsRefused()
     {
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
-        await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(() => device.WriteAsync(0, new byte[device.SectorSizeBytes + 1]).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(
+            () => device.WriteAsync(0, new byte[device.SectorSizeBytes + 1]).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(() => device.ReadAsync(0, new byte[7]).AsTask());
     }
 
@@ -116,9 +123,12 @@ public abstract class BlockDeviceContractTests
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
         long capacity = device.CapacityBytes;
         int sector = device.SectorSizeBytes;
-        await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(() => device.WriteAsync(capacity - sector, new byte[2 * sector]).AsTask());
-        await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(() => device.ReadAsync(capacity, new byte[sector]).AsTask());
-        await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(() => device.ReadAsync(-sector, new byte[sector]).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(
+            () => device.WriteAsync(capacity - sector, new byte[2 * sector]).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(
+            () => device.ReadAsync(capacity, new byte[sector]).AsTask());
+        await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(
+            () => device.ReadAsync(-sector, new byte[sector]).AsTask());
         Assert.Equal(capacity, device.CapacityBytes);
     }
 }

@@ -53,23 +53,33 @@ public sealed class ChildProcess : IAsyncDisposable
     /// <summary>
     /// Starts <c>dotnet <paramref name="assemblyPath"/> args...</c> with extra environment variables.
     /// </summary>
-    public static ChildProcess StartDotnet(string name, string assemblyPath, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment)
+    public static ChildProcess StartDotnet(
+        string name,
+        string assemblyPath,
+        IEnumerable<string> arguments,
+        IReadOnlyDictionary<string, string>? environment)
     {
         if (!File.Exists(assemblyPath))
         {
-            throw new FileNotFoundException($"Cannot start {name}: '{assemblyPath}' does not exist. Build the test project first.", assemblyPath);
+            throw new FileNotFoundException(
+                $"Cannot start {name}: '{assemblyPath}' does not exist. Build the test project first.", assemblyPath);
         }
 
         return Start(name, "dotnet", [assemblyPath, .. arguments], environment);
     }
 
     /// <summary>Starts <paramref name="fileName"/> with <paramref name="arguments"/>.</summary>
-    public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments) => Start(name, fileName, arguments, environment: null);
+    public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments)
+        => Start(name, fileName, arguments, environment: null);
 
     /// <summary>
     /// Starts <paramref name="fileName"/> with <paramref name="arguments"/> and extra environment variables.
     /// </summary>
-    public static ChildProcess Start(string name, string fileName, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment)
+    public static ChildProcess Start(
+        string name,
+        string fileName,
+        IEnumerable<string> arguments,
+        IReadOnlyDictionary<string, string>? environment)
     {
         var startInfo = new ProcessStartInfo(fileName)
         {
@@ -125,7 +135,8 @@ public sealed class ChildProcess : IAsyncDisposable
         }
         catch (TimeoutException)
         {
-            throw new InvalidOperationException($"{Name} did not write '{text}' within {timeout}. Its output:\n{Output}");
+            throw new InvalidOperationException(
+                $"{Name} did not write '{text}' within {timeout}. Its output:\n{Output}");
         }
     }
 
@@ -227,7 +238,8 @@ public sealed class ChildProcess : IAsyncDisposable
         {
             foreach (var (text, seen) in _waiters)
             {
-                seen.TrySetException(new InvalidOperationException($"{Name} exited before writing '{text}'. Its output:\n{_output}"));
+                seen.TrySetException(
+                    new InvalidOperationException($"{Name} exited before writing '{text}'. Its output:\n{_output}"));
             }
 
             _waiters.Clear();

@@ -50,11 +50,13 @@ public static class Eventually
     /// </summary>
     /// <exception cref="TimeoutException">No value was accepted by the deadline; the message is
     /// <paramref name="describeFailure"/> of the last one.</exception>
-    public static async Task<T> ValueAsync<T>(Func<Task<T>> read, Func<T, bool> accept, TimeSpan timeout, TimeSpan pollInterval,
+    public static async Task<T> ValueAsync<T>(Func<Task<T>> read, Func<T, bool> accept, TimeSpan timeout,
+        TimeSpan pollInterval,
         Func<T, string> describeFailure)
     {
         T last = default!;
-        bool accepted = await WithinAsync(async () => accept(last = await read().ConfigureAwait(false)), timeout, pollInterval)
+        bool accepted = await WithinAsync(
+            async () => accept(last = await read().ConfigureAwait(false)), timeout, pollInterval)
             .ConfigureAwait(false);
         return accepted ? last : throw new TimeoutException(describeFailure(last));
     }

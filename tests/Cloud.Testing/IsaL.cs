@@ -59,7 +59,8 @@ public sealed unsafe class AlignedBuffer : MemoryManager<byte>
     {
         ArgumentOutOfRangeException.ThrowIfNegative(lengthBytes);
         if (alignmentBytes < IsaLRaid.AlignmentBytes || !int.IsPow2(alignmentBytes))
-            throw new ArgumentOutOfRangeException(nameof(alignmentBytes), alignmentBytes, $"allowed: a power of two >= {IsaLRaid.AlignmentBytes}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(alignmentBytes), alignmentBytes, $"allowed: a power of two >= {IsaLRaid.AlignmentBytes}.");
         this.lengthBytes = lengthBytes;
         // A zero-byte request still gets a real, aligned allocation so that Pointer is never null.
         pointer = (byte*)NativeMemory.AlignedAlloc((nuint)Math.Max(lengthBytes, 1), (nuint)alignmentBytes);

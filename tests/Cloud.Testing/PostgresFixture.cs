@@ -13,7 +13,8 @@ public sealed class PostgresFixture : IAsyncLifetime
     private int _databaseCount;
 
     /// <summary>The running server; valid after xunit has initialized the fixture.</summary>
-    public PostgresServer Server => _server ?? throw new InvalidOperationException("The PostgreSQL fixture is not initialized yet.");
+    public PostgresServer Server
+        => _server ?? throw new InvalidOperationException("The PostgreSQL fixture is not initialized yet.");
 
     /// <summary>
     /// Creates a fresh, empty database whose name starts with <paramref name="prefix"/>; returns its connection string.

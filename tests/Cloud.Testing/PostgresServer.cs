@@ -103,7 +103,8 @@ public sealed class PostgresServer : IAsyncDisposable
         {
             if (!File.Exists(Path.Combine(overridden, "initdb")) || !File.Exists(Path.Combine(overridden, "postgres")))
             {
-                throw new InvalidOperationException($"{BinDirectoryVariable}='{overridden}' does not contain initdb and postgres.");
+                throw new InvalidOperationException(
+                    $"{BinDirectoryVariable}='{overridden}' does not contain initdb and postgres.");
             }
 
             return overridden;
@@ -114,7 +115,9 @@ public sealed class PostgresServer : IAsyncDisposable
             // The newest installed major version wins.
             var candidates = Directory.GetDirectories(DebianInstallRoot)
                 .Select(dir => (dir, major: int.TryParse(Path.GetFileName(dir), out int major) ? major : -1))
-                .Where(c => c.major > 0 && File.Exists(Path.Combine(c.dir, "bin", "initdb")) && File.Exists(Path.Combine(c.dir, "bin", "postgres")))
+                .Where(
+                    c => c.major > 0 && File.Exists(Path.Combine(c.dir, "bin", "initdb")) && File.Exists(
+                        Path.Combine(c.dir, "bin", "postgres")))
                 .OrderByDescending(c => c.major)
                 .ToList();
             if (candidates.Count > 0)
@@ -142,7 +145,12 @@ public sealed class PostgresServer : IAsyncDisposable
             string dataDirectory = Path.Combine(root.FullName, "data");
             if (asRoot)
             {
-                await RunToCompletionAsync("chown", [$"{OsUser}:{OsUser}", root.FullName], root.FullName, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
+                await RunToCompletionAsync(
+                    "chown",
+                    [$"{OsUser}:{OsUser}", root.FullName],
+                    root.FullName,
+                    TimeSpan.FromSeconds(30),
+                    cancellationToken).ConfigureAwait(false);
             }
 
             await RunToCompletionAsync(
@@ -176,7 +184,9 @@ public sealed class PostgresServer : IAsyncDisposable
                     await server.WaitUntilReadyAsync(cancellationToken).ConfigureAwait(false);
                     return server;
                 }
-                catch (InvalidOperationException e) when (attempt < MaxPortAttempts && server.Log.Contains("could not bind", StringComparison.OrdinalIgnoreCase))
+                catch (InvalidOperationException e)
+                    when (attempt < MaxPortAttempts
+                        && server.Log.Contains("could not bind", StringComparison.OrdinalIgnoreCase))
                 {
                     lastFailure = e;
                     await server.StopServerAsync().ConfigureAwait(false);
@@ -188,7 +198,8 @@ public sealed class PostgresServer : IAsyncDisposable
                 }
             }
 
-            throw new InvalidOperationException($"PostgreSQL could not bind a free port in {MaxPortAttempts} attempts.", lastFailure);
+            throw new InvalidOperationException(
+                $"PostgreSQL could not bind a free port in {MaxPortAttempts} attempts.", lastFailure);
         }
         catch
         {
@@ -202,9 +213,14 @@ public sealed class PostgresServer : IAsyncDisposable
     public async Task<string> CreateDatabaseAsync(string name, CancellationToken cancellationToken = default)
     {
         const int MaxIdentifierLength = 63;
-        if (string.IsNullOrEmpty(name) || name.Length > MaxIdentifierLength || !char.IsAsciiLetter(name[0]) || !name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_'))
+        if (string.IsNullOrEmpty(name)
+            || name.Length > MaxIdentifierLength
+            || !char.IsAsciiLetter(name[0])
+            || !name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_'))
         {
-            throw new ArgumentException($"Database name '{name}' is not allowed: use 1 to {MaxIdentifierLength} ASCII letters, digits or underscores, starting with a letter.", nameof(name));
+            throw new ArgumentException(
+                $"Database name '{name}' is not allowed: use 1 to {MaxIdentifierLength} ASCII letters, digits or underscores, starting with a letter.",
+                nameof(name));
         }
 
         await using var connection = new NpgsqlConnection(ConnectionString());
@@ -259,25 +275,30 @@ public sealed class PostgresServer : IAsyncDisposable
     private async Task WaitUntilReadyAsync(CancellationToken cancellationToken)
     {
         var deadline = DateTime.UtcNow + StartTimeout;
-        await using var dataSource = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(ConnectionString()) { Pooling = false, Timeout = 2 });
+        await using var dataSource = NpgsqlDataSource.Create(
+            new NpgsqlConnectionStringBuilder(ConnectionString()) { Pooling = false, Timeout = 2 });
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
             if (_process.HasExited)
             {
-                throw new InvalidOperationException($"PostgreSQL exited with code {_process.ExitCode} before accepting connections on 127.0.0.1:{Port}. Its output:\n{Log}");
+                throw new InvalidOperationException(
+                    $"PostgreSQL exited with code {_process.ExitCode} before accepting connections on 127.0.0.1:{Port}. Its output:\n{Log}");
             }
 
             try
             {
-                await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+                await using var connection = await dataSource.OpenConnectionAsync(cancellationToken)
+                    .ConfigureAwait(false);
                 return;
             }
             catch (Exception e) when (e is NpgsqlException or TimeoutException)
             {
                 if (DateTime.UtcNow >= deadline)
                 {
-                    throw new InvalidOperationException($"PostgreSQL did not accept connections on 127.0.0.1:{Port} within {StartTimeout}. Its output:\n{Log}", e);
+                    throw new InvalidOperationException(
+                        $"PostgreSQL did not accept connections on 127.0.0.1:{Port} within {StartTimeout}. Its output:\n{Log}",
+                        e);
                 }
             }
 
@@ -285,7 +306,12 @@ public sealed class PostgresServer : IAsyncDisposable
         }
     }
 
-    private static Process StartProcess(string fileName, IReadOnlyList<string> arguments, string workingDirectory, bool asPostgresUser, StringBuilder log)
+    private static Process StartProcess(
+        string fileName,
+        IReadOnlyList<string> arguments,
+        string workingDirectory,
+        bool asPostgresUser,
+        StringBuilder log)
     {
         var startInfo = new ProcessStartInfo
         {
@@ -344,7 +370,13 @@ public sealed class PostgresServer : IAsyncDisposable
         return process;
     }
 
-    private static async Task RunToCompletionAsync(string fileName, IReadOnlyList<string> arguments, string workingDirectory, TimeSpan timeout, CancellationToken cancellationToken, bool asPostgresUser = false)
+    private static async Task RunToCompletionAsync(
+        string fileName,
+        IReadOnlyList<string> arguments,
+        string workingDirectory,
+        TimeSpan timeout,
+        CancellationToken cancellationToken,
+        bool asPostgresUser = false)
     {
         var log = new StringBuilder();
         using var process = StartProcess(fileName, arguments, workingDirectory, asPostgresUser, log);
@@ -357,13 +389,15 @@ public sealed class PostgresServer : IAsyncDisposable
         catch (OperationCanceledException)
         {
             process.Kill(entireProcessTree: true);
-            throw new InvalidOperationException($"{Path.GetFileName(fileName)} did not finish within {timeout}. Its output:\n{log}");
+            throw new InvalidOperationException(
+                $"{Path.GetFileName(fileName)} did not finish within {timeout}. Its output:\n{log}");
         }
 
         // WaitForExitAsync returns after the output streams are drained, so the log is complete here.
         if (process.ExitCode != 0)
         {
-            throw new InvalidOperationException($"{Path.GetFileName(fileName)} {string.Join(' ', arguments)} failed with exit code {process.ExitCode}. Its output:\n{log}");
+            throw new InvalidOperationException(
+                $"{Path.GetFileName(fileName)} {string.Join(' ', arguments)} failed with exit code {process.ExitCode}. Its output:\n{log}");
         }
     }
 

@@ -112,7 +112,10 @@ public sealed class RawNbdClient : IAsyncDisposable
     }
 
     /// <summary>Sends INFO or GO and reads replies up to the final one; records the export's details.</summary>
-    public async Task<(OptionReply Final, List<OptionReply> Infos)> InfoOrGoAsync(uint option, string name, params ushort[] infos)
+    public async Task<(OptionReply Final, List<OptionReply> Infos)> InfoOrGoAsync(
+        uint option,
+        string name,
+        params ushort[] infos)
     {
         await SendOptionAsync(option, InfoRequest(name, infos));
         var list = new List<OptionReply>();
@@ -146,7 +149,14 @@ public sealed class RawNbdClient : IAsyncDisposable
         }
     }
 
-    public Task SendRequestAsync(ushort type, ulong cookie, ulong offset, uint length, ushort flags = 0, byte[]? payload = null, uint magic = NbdWire.RequestMagic)
+    public Task SendRequestAsync(
+        ushort type,
+        ulong cookie,
+        ulong offset,
+        uint length,
+        ushort flags = 0,
+        byte[]? payload = null,
+        uint magic = NbdWire.RequestMagic)
     {
         var b = new byte[28 + (payload?.Length ?? 0)];
         BinaryPrimitives.WriteUInt32BigEndian(b, magic);
@@ -206,7 +216,9 @@ public sealed class RawNbdClient : IAsyncDisposable
                     Assert.NotNull(reads);
                     var (reqOffset, reqLength) = reads![replyCookie];
                     assembled ??= new byte[reqLength];
-                    Assert.True(chunkOffset >= reqOffset && chunkOffset + length - 8 <= reqOffset + reqLength, "data chunk outside the request");
+                    Assert.True(
+                        chunkOffset >= reqOffset && chunkOffset + length - 8 <= reqOffset + reqLength,
+                        "data chunk outside the request");
                     payload.AsSpan(8).CopyTo(assembled.AsSpan((int)(chunkOffset - reqOffset)));
                     break;
                 case NbdWire.ReplyTypeError:
@@ -237,7 +249,13 @@ public sealed class RawNbdClient : IAsyncDisposable
         return reply;
     }
 
-    public async Task<Reply> CommandAsync(ushort type, ulong cookie, ulong offset, uint length, ushort flags = 0, byte[]? payload = null)
+    public async Task<Reply> CommandAsync(
+        ushort type,
+        ulong cookie,
+        ulong offset,
+        uint length,
+        ushort flags = 0,
+        byte[]? payload = null)
     {
         await SendRequestAsync(type, cookie, offset, length, flags, payload);
         var reply = await ReadReplyAsync();

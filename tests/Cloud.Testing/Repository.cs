@@ -24,7 +24,9 @@ public static class Repository
         string here = AppContext.BaseDirectory;
         string framework = new DirectoryInfo(here).Name;
         string separator = Path.DirectorySeparatorChar.ToString();
-        string configuration = here.Contains($"{separator}Release{separator}", StringComparison.Ordinal) ? "Release" : "Debug";
+        string configuration = here.Contains($"{separator}Release{separator}", StringComparison.Ordinal)
+            ? "Release"
+            : "Debug";
         string other = configuration == "Debug" ? "Release" : "Debug";
         string output = Path.Combine(Root, projectDirectory, "bin");
         foreach (string candidate in new[] { configuration, other })
@@ -45,12 +47,14 @@ public static class Repository
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
         {
-            if (File.Exists(Path.Combine(dir.FullName, "Cloud.sln")) && File.Exists(Path.Combine(dir.FullName, "package.json")))
+            if (File.Exists(Path.Combine(dir.FullName, "Cloud.sln"))
+                && File.Exists(Path.Combine(dir.FullName, "package.json")))
             {
                 return dir.FullName;
             }
         }
 
-        throw new InvalidOperationException($"No directory above {AppContext.BaseDirectory} holds Cloud.sln and package.json.");
+        throw new InvalidOperationException(
+            $"No directory above {AppContext.BaseDirectory} holds Cloud.sln and package.json.");
     }
 }

@@ -38,7 +38,11 @@ public static class Tools
         }
     }
 
-    public static async Task<Result> RunAsync(string file, IEnumerable<string> args, TimeSpan? timeout = null, string? workingDirectory = null)
+    public static async Task<Result> RunAsync(
+        string file,
+        IEnumerable<string> args,
+        TimeSpan? timeout = null,
+        string? workingDirectory = null)
     {
         var psi = new ProcessStartInfo(file)
         {
@@ -65,7 +69,8 @@ public static class Tools
             process.Kill(entireProcessTree: true);
             await process.WaitForExitAsync();
             await Task.WhenAll(stdout, stderr);
-            Assert.Fail($"{Path.GetFileName(file)} {string.Join(' ', args)} did not finish within {timeout ?? DefaultTimeout}:\n{output}");
+            Assert.Fail(
+                $"{Path.GetFileName(file)} {string.Join(' ', args)} did not finish within {timeout ?? DefaultTimeout}:\n{output}");
         }
         await Task.WhenAll(stdout, stderr);
         lock (output)

@@ -14,7 +14,9 @@ public static class PairedParityRun
     /// <summary>Alternations of the two contenders per scenario.</summary>
     public const int RoundCount = 400;
 
-    /// <summary>Calls per timed block; a 64 KiB 4+2 call takes microseconds, so a block is well above timer resolution.</summary>
+    /// <summary>
+    /// Calls per timed block; a 64 KiB 4+2 call takes microseconds, so a block is well above timer resolution.
+    /// </summary>
     public const int CallsPerBlock = 64;
 
     /// <summary>Untimed calls per contender before measuring, so tiered JIT has produced its final code.</summary>
@@ -22,7 +24,8 @@ public static class PairedParityRun
 
     public static void Run(TextWriter output)
     {
-        output.WriteLine($"64 KiB chunks, {RoundCount} alternating rounds of {CallsPerBlock} calls; speed = ISA-L time / our time (1.00 = as fast as ISA-L).");
+        output.WriteLine(
+            $"64 KiB chunks, {RoundCount} alternating rounds of {CallsPerBlock} calls; speed = ISA-L time / our time (1.00 = as fast as ISA-L).");
         foreach (int alignmentBytes in new[] { 64, 4096 })
         {
             output.WriteLine($"buffers aligned to {alignmentBytes} bytes");
@@ -36,7 +39,8 @@ public static class PairedParityRun
         bench.Setup();
         try
         {
-            output.WriteLine($"{"scenario",-26} {"ISA-L ns",10} {"ours ns",10} {"speed (median)",15} {"speed (best)",13} {"ours B/call",12}");
+            output.WriteLine(
+                $"{"scenario",-26} {"ISA-L ns",10} {"ours ns",10} {"speed (median)",15} {"speed (best)",13} {"ours B/call",12}");
             (string Name, Action Peer, Action Ours)[] scenarios =
             [
                 ("P 4+1 (target 0.95)", () => bench.IsaLXorGen(), bench.OursComputeP),
@@ -87,7 +91,8 @@ public static class PairedParityRun
         Array.Sort(peerBlocks);
         Array.Sort(oursBlocks);
         double peerMedian = peerBlocks[RoundCount / 2], oursMedian = oursBlocks[RoundCount / 2];
-        output.WriteLine($"{scenario,-26} {peerMedian,10:F0} {oursMedian,10:F0} {peerMedian / oursMedian,15:F2} {peerBlocks[0] / oursBlocks[0],13:F2} {oursBytesPerCall,12:F0}");
+        output.WriteLine(
+            $"{scenario,-26} {peerMedian,10:F0} {oursMedian,10:F0} {peerMedian / oursMedian,15:F2} {peerBlocks[0] / oursBlocks[0],13:F2} {oursBytesPerCall,12:F0}");
     }
 
     private static double TimeBlock(Action action)

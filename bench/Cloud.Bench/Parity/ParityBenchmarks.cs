@@ -105,7 +105,8 @@ public unsafe class ParityBenchmarks
     private void** Pointers(ReadOnlySpan<int> order)
     {
         // Built once in setup, in unmanaged memory, so no benchmark call pins or allocates.
-        var pointers = (void**)System.Runtime.InteropServices.NativeMemory.Alloc((nuint)order.Length, (nuint)sizeof(void*));
+        var pointers = (void**)System.Runtime.InteropServices.NativeMemory.Alloc(
+            (nuint)order.Length, (nuint)sizeof(void*));
         for (int i = 0; i < order.Length; i++) pointers[i] = buffers[order[i]].Pointer;
         return pointers;
     }

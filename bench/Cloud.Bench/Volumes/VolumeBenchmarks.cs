@@ -26,14 +26,19 @@ public class VolumeBenchmarks
     [GlobalSetup]
     public async Task SetupAsync()
     {
-        var members = Enumerable.Range(0, 5).Select(i => (IBlockDevice)new MemoryBlockDevice((1 << 20) + Stripes * (ChunkBytes + 4096), $"m{i}")).ToArray();
-        volume = await RaidVolume.CreateAsync(new VolumeDefinition("bench", Guid.NewGuid(), new VolumeGeometry(RaidLevel.Raid5, 5, ChunkBytes)), members);
+        var members = Enumerable.Range(
+            0,
+            5).Select(i => (IBlockDevice)new MemoryBlockDevice(
+                (1 << 20) + Stripes * (ChunkBytes + 4096), $"m{i}")).ToArray();
+        volume = await RaidVolume.CreateAsync(
+            new VolumeDefinition("bench", Guid.NewGuid(), new VolumeGeometry(RaidLevel.Raid5, 5, ChunkBytes)), members);
         raw = new MemoryBlockDevice(volume.CapacityBytes, "raw");
         stripe = new byte[volume.Geometry.StripeDataBytes];
         new Random(42).NextBytes(stripe);
         new Random(43).NextBytes(block);
         blocks = volume.CapacityBytes / block.Length;
-        await volume.WriteAsync(0, new byte[volume.CapacityBytes > volume.MaxIoSizeBytes ? volume.MaxIoSizeBytes : volume.CapacityBytes]);
+        await volume.WriteAsync(
+            0, new byte[volume.CapacityBytes > volume.MaxIoSizeBytes ? volume.MaxIoSizeBytes : volume.CapacityBytes]);
     }
 
     // A fixed stride through the volume instead of a random generator, so both sides do the same I/O.

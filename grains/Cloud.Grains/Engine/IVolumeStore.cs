@@ -5,7 +5,8 @@ namespace Cloud.Grains.Engine;
 
 /// <summary>
 /// The slice of the storage engine's <c>RaidVolume</c> that the grains use, so that the grains are written once
-/// against the engine's contract (ENGINE-API.md) and the adapter is the only place that names engine types.
+/// against the engine's contract (the XML docs of <c>RaidVolume</c> and <c>IBlockVolume</c> in grains/Cloud.Storage,
+/// placed among the other pieces by docs/ARCHITECTURE.md) and the adapter is the only place that names engine types.
 /// </summary>
 public interface IVolumeStore : IAsyncDisposable
 {

@@ -28,7 +28,8 @@ public sealed class CrashPoint
     /// <param name="seed">Chooses how much of the crossing write lands.</param>
     public CrashPoint(long writesBeforeCrash, int seed)
     {
-        if (writesBeforeCrash < 0) throw new ArgumentOutOfRangeException(nameof(writesBeforeCrash), writesBeforeCrash, "must be 0 or more.");
+        if (writesBeforeCrash < 0)
+            throw new ArgumentOutOfRangeException(nameof(writesBeforeCrash), writesBeforeCrash, "must be 0 or more.");
         _writesLeft = writesBeforeCrash;
         _random = new Random(seed);
         Seed = seed;
@@ -65,7 +66,8 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
     private readonly List<(long Start, long End)> _flipRanges = [];
     private long _reads, _writes, _faults;
 
-    /// <param name="inner">The device to wrap (not disposed by this decorator unless <paramref name="ownsInner"/>).</param>
+    /// <param name="inner">The device to wrap (not disposed by this decorator unless
+    /// <paramref name="ownsInner"/>).</param>
     /// <param name="seed">Seeds every random choice, so a printed seed replays the faults.</param>
     /// <param name="ownsInner">Dispose <paramref name="inner"/> with this device.</param>
     public FaultInjectingBlockDevice(IBlockDevice inner, int seed = 0, bool ownsInner = false)
@@ -134,7 +136,10 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
         lock (_gate) _errorRanges.Add((offsetBytes, offsetBytes + lengthBytes, operations));
     }
 
-    /// <summary>Every read overlapping the range returns one bit flipped within the overlap (the disk returns bad data without an error).</summary>
+    /// <summary>
+    /// Every read overlapping the range returns one bit flipped within the overlap (the disk returns bad data without
+    /// an error).
+    /// </summary>
     public void FlipBitsOnRead(long offsetBytes, long lengthBytes)
     {
         CheckRange(offsetBytes, lengthBytes);
@@ -154,7 +159,10 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
     }
 
     /// <inheritdoc />
-    public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    public async ValueTask ReadAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken = default)
     {
         Interlocked.Increment(ref _reads);
         if (Latency > TimeSpan.Zero) await Task.Delay(Latency, cancellationToken).ConfigureAwait(false);
@@ -177,7 +185,10 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
     }
 
     /// <inheritdoc />
-    public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
+    public async ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        CancellationToken cancellationToken = default)
     {
         Interlocked.Increment(ref _writes);
         if (Latency > TimeSpan.Zero) await Task.Delay(Latency, cancellationToken).ConfigureAwait(false);
@@ -190,7 +201,9 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
             lock (_gate) landed = _random.Next(sectors);
         if (landed >= 0)
         {
-            if (landed > 0) await _inner.WriteAsync(offsetBytes, source[..(landed * SectorSizeBytes)], cancellationToken).ConfigureAwait(false);
+            if (landed > 0)
+                await _inner.WriteAsync(
+                    offsetBytes, source[..(landed * SectorSizeBytes)], cancellationToken).ConfigureAwait(false);
             throw Fault($"torn write at {offsetBytes}: {landed} of {sectors} sectors landed");
         }
         await _inner.WriteAsync(offsetBytes, source, cancellationToken).ConfigureAwait(false);
@@ -198,9 +211,13 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
 
     /// <inheritdoc />
     /// <remarks>One read request, with every fault of <see cref="ReadAsync"/> over the whole range.</remarks>
-    public async ValueTask ReadScatterAsync(long offsetBytes, IReadOnlyList<Memory<byte>> destinations, CancellationToken cancellationToken = default)
+    public async ValueTask ReadScatterAsync(
+        long offsetBytes,
+        IReadOnlyList<Memory<byte>> destinations,
+        CancellationToken cancellationToken = default)
     {
-        int total = DeviceChecks.CheckVector(this, offsetBytes, destinations, static m => m.Length, nameof(destinations));
+        int total = DeviceChecks.CheckVector(
+            this, offsetBytes, destinations, static m => m.Length, nameof(destinations));
         byte[] whole = new byte[total];
         await ReadAsync(offsetBytes, whole, cancellationToken).ConfigureAwait(false);
         int at = 0;
@@ -212,8 +229,14 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
     }
 
     /// <inheritdoc />
-    /// <remarks>One write request, with every fault of <see cref="WriteAsync"/> (a torn write keeps a prefix of the whole range).</remarks>
-    public ValueTask WriteGatherAsync(long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default)
+    /// <remarks>
+    /// One write request, with every fault of <see cref="WriteAsync"/> (a torn write keeps a prefix of the whole
+    /// range).
+    /// </remarks>
+    public ValueTask WriteGatherAsync(
+        long offsetBytes,
+        IReadOnlyList<ReadOnlyMemory<byte>> sources,
+        CancellationToken cancellationToken = default)
     {
         int total = DeviceChecks.CheckVector(this, offsetBytes, sources, static m => m.Length, nameof(sources));
         byte[] whole = new byte[total];
@@ -258,13 +281,16 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
         return new BlockDeviceException(Name, what + $" (fault seed {Seed})");
     }
 
-    private static void FlipBit(Span<byte> data, long bitIndex) => data[(int)(bitIndex / 8)] ^= (byte)(1 << (int)(bitIndex % 8));
+    private static void FlipBit(Span<byte> data, long bitIndex)
+        => data[(int)(bitIndex / 8)] ^= (byte)(1 << (int)(bitIndex % 8));
 
     private void CheckRange(long offsetBytes, long lengthBytes)
     {
         if (offsetBytes < 0 || offsetBytes >= CapacityBytes)
-            throw new ArgumentOutOfRangeException(nameof(offsetBytes), offsetBytes, $"{Name}: allowed 0..{CapacityBytes - 1}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(offsetBytes), offsetBytes, $"{Name}: allowed 0..{CapacityBytes - 1}.");
         if (lengthBytes < 1 || offsetBytes + lengthBytes > CapacityBytes)
-            throw new ArgumentOutOfRangeException(nameof(lengthBytes), lengthBytes, $"{Name}: allowed 1..{CapacityBytes - offsetBytes}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(lengthBytes), lengthBytes, $"{Name}: allowed 1..{CapacityBytes - offsetBytes}.");
     }
 }

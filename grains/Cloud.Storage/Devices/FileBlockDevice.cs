@@ -31,11 +31,14 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
     public FileBlockDevice(string path, long capacityBytes = 0, int maxInFlightIo = DefaultMaxInFlightIo)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        if (capacityBytes < 0) throw new ArgumentOutOfRangeException(nameof(capacityBytes), capacityBytes, $"{path}: must be 0 (existing size) or positive.");
+        if (capacityBytes < 0)
+            throw new ArgumentOutOfRangeException(
+                nameof(capacityBytes), capacityBytes, $"{path}: must be 0 (existing size) or positive.");
         Name = path;
         bool exists = File.Exists(path) || path.StartsWith("/dev/", StringComparison.Ordinal);
         long existingLength = exists ? new FileInfo(path).Length : 0;
-        _handle = File.OpenHandle(path, exists ? FileMode.Open : FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete,
+        _handle = File.OpenHandle(path, exists ? FileMode.Open : FileMode.CreateNew, FileAccess.ReadWrite,
+            FileShare.ReadWrite | FileShare.Delete,
             FileOptions.Asynchronous, preallocationSize: exists ? 0 : capacityBytes);
         try
         {
@@ -44,7 +47,10 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
                 IsBlockDevice = true;
                 SectorSizeBytes = logicalSector;
                 if (capacityBytes > deviceBytes)
-                    throw new ArgumentOutOfRangeException(nameof(capacityBytes), capacityBytes, $"{path}: the block device holds only {deviceBytes} bytes.");
+                    throw new ArgumentOutOfRangeException(
+                        nameof(capacityBytes),
+                        capacityBytes,
+                        $"{path}: the block device holds only {deviceBytes} bytes.");
                 CapacityBytes = capacityBytes == 0 ? deviceBytes - deviceBytes % logicalSector : capacityBytes;
             }
             else
@@ -53,7 +59,9 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
                 long length = RandomAccess.GetLength(_handle);
                 if (capacityBytes == 0)
                 {
-                    if (length == 0) throw new ArgumentOutOfRangeException(nameof(capacityBytes), capacityBytes, $"{path}: the file is empty; give a capacity.");
+                    if (length == 0)
+                        throw new ArgumentOutOfRangeException(
+                            nameof(capacityBytes), capacityBytes, $"{path}: the file is empty; give a capacity.");
                     capacityBytes = length - length % SectorSizeBytes;
                 }
                 if (length < capacityBytes)
@@ -108,7 +116,10 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
     /// finds a free in-flight slot is therefore done on the caller's thread (the same blocking call, without the hops);
     /// larger reads, and reads that must wait for a slot, keep the asynchronous path.
     /// </remarks>
-    public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    public ValueTask ReadAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken = default)
     {
         DeviceChecks.CheckIo(this, offsetBytes, destination.Length, nameof(destination));
         if (destination.Length > InlineIoMaxBytes || cancellationToken.IsCancellationRequested || !_inFlight.Wait(0))
@@ -126,7 +137,10 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         finally { _inFlight.Release(); }
     }
 
-    /// <summary>Fills <paramref name="destination"/> with blocking reads; past the end of a regular file someone truncated, zeroes.</summary>
+    /// <summary>
+    /// Fills <paramref name="destination"/> with blocking reads; past the end of a regular file someone truncated,
+    /// zeroes.
+    /// </summary>
     private void ReadFully(Span<byte> destination, long offsetBytes)
     {
         while (!destination.IsEmpty)
@@ -142,13 +156,22 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         }
     }
 
-    private static bool IsIoError(Exception e) => e is IOException or UnauthorizedAccessException && e is not BlockDeviceException;
+    private static bool IsIoError(Exception e)
+        => e is IOException or UnauthorizedAccessException && e is not BlockDeviceException;
 
-    /// <summary>An I/O error as this device's <see cref="BlockDeviceException"/>, naming the operation; anything else as it is.</summary>
+    /// <summary>
+    /// An I/O error as this device's <see cref="BlockDeviceException"/>, naming the operation; anything else as it is.
+    /// </summary>
     private Exception Failure(string operation, int lengthBytes, long offsetBytes, Exception e) =>
-        IsIoError(e) ? new BlockDeviceException(Name, $"{operation} of {lengthBytes} bytes at {offsetBytes} failed: {e.Message}", e) : e;
+        IsIoError(e)
+            ? new BlockDeviceException(
+                Name, $"{operation} of {lengthBytes} bytes at {offsetBytes} failed: {e.Message}", e)
+            : e;
 
-    private async ValueTask ReadQueuedAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken)
+    private async ValueTask ReadQueuedAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken)
     {
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -156,7 +179,8 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
             int done = 0;
             while (done < destination.Length)
             {
-                int n = await RandomAccess.ReadAsync(_handle, destination[done..], offsetBytes + done, cancellationToken).ConfigureAwait(false);
+                int n = await RandomAccess.ReadAsync(
+                    _handle, destination[done..], offsetBytes + done, cancellationToken).ConfigureAwait(false);
                 if (n == 0)
                 {
                     // Past the end of a regular file someone truncated: unwritten space reads as zeroes.
@@ -175,7 +199,10 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
 
     /// <inheritdoc />
     /// <remarks>Small writes run on the caller's thread, as small reads do (see <see cref="ReadAsync"/>).</remarks>
-    public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
+    public ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        CancellationToken cancellationToken = default)
     {
         DeviceChecks.CheckIo(this, offsetBytes, source.Length, nameof(source));
         if (source.Length > InlineIoMaxBytes || cancellationToken.IsCancellationRequested || !_inFlight.Wait(0))
@@ -192,7 +219,10 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         finally { _inFlight.Release(); }
     }
 
-    private async ValueTask WriteQueuedAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken)
+    private async ValueTask WriteQueuedAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        CancellationToken cancellationToken)
     {
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -207,10 +237,16 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
     }
 
     /// <inheritdoc />
-    /// <remarks>One <c>preadv</c>; on the caller's thread under the same rule as <see cref="ReadAsync"/>, for the whole length.</remarks>
-    public ValueTask ReadScatterAsync(long offsetBytes, IReadOnlyList<Memory<byte>> destinations, CancellationToken cancellationToken = default)
+    /// <remarks>
+    /// One <c>preadv</c>; on the caller's thread under the same rule as <see cref="ReadAsync"/>, for the whole length.
+    /// </remarks>
+    public ValueTask ReadScatterAsync(
+        long offsetBytes,
+        IReadOnlyList<Memory<byte>> destinations,
+        CancellationToken cancellationToken = default)
     {
-        int total = DeviceChecks.CheckVector(this, offsetBytes, destinations, static m => m.Length, nameof(destinations));
+        int total = DeviceChecks.CheckVector(
+            this, offsetBytes, destinations, static m => m.Length, nameof(destinations));
         if (total > InlineIoMaxBytes || cancellationToken.IsCancellationRequested || !_inFlight.Wait(0))
             return ReadScatterQueuedAsync(offsetBytes, destinations, total, cancellationToken);
         try
@@ -226,12 +262,17 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         finally { _inFlight.Release(); }
     }
 
-    private async ValueTask ReadScatterQueuedAsync(long offsetBytes, IReadOnlyList<Memory<byte>> destinations, int total, CancellationToken cancellationToken)
+    private async ValueTask ReadScatterQueuedAsync(
+        long offsetBytes,
+        IReadOnlyList<Memory<byte>> destinations,
+        int total,
+        CancellationToken cancellationToken)
     {
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            long n = await RandomAccess.ReadAsync(_handle, destinations, offsetBytes, cancellationToken).ConfigureAwait(false);
+            long n = await RandomAccess.ReadAsync(
+                _handle, destinations, offsetBytes, cancellationToken).ConfigureAwait(false);
             if (n < total) FinishShortScatter(offsetBytes, destinations, n);
         }
         catch (Exception e) when (IsIoError(e))
@@ -261,8 +302,13 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
     }
 
     /// <inheritdoc />
-    /// <remarks>One <c>pwritev</c> (repeated by .NET until every byte is written); inline as <see cref="WriteAsync"/>.</remarks>
-    public ValueTask WriteGatherAsync(long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default)
+    /// <remarks>
+    /// One <c>pwritev</c> (repeated by .NET until every byte is written); inline as <see cref="WriteAsync"/>.
+    /// </remarks>
+    public ValueTask WriteGatherAsync(
+        long offsetBytes,
+        IReadOnlyList<ReadOnlyMemory<byte>> sources,
+        CancellationToken cancellationToken = default)
     {
         int total = DeviceChecks.CheckVector(this, offsetBytes, sources, static m => m.Length, nameof(sources));
         if (total > InlineIoMaxBytes || cancellationToken.IsCancellationRequested || !_inFlight.Wait(0))
@@ -279,7 +325,11 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         finally { _inFlight.Release(); }
     }
 
-    private async ValueTask WriteGatherQueuedAsync(long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, int total, CancellationToken cancellationToken)
+    private async ValueTask WriteGatherQueuedAsync(
+        long offsetBytes,
+        IReadOnlyList<ReadOnlyMemory<byte>> sources,
+        int total,
+        CancellationToken cancellationToken)
     {
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -315,7 +365,8 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         return ValueTask.CompletedTask;
     }
 
-    // Linux ioctls (x86-64 and arm64 share these numbers): BLKGETSIZE64 = _IOR(0x12, 114, size_t), BLKSSZGET = _IO(0x12, 104).
+    // Linux ioctls (x86-64 and arm64 share these numbers): BLKGETSIZE64 = _IOR(0x12, 114, size_t),
+    // BLKSSZGET = _IO(0x12, 104).
     private const ulong BlkGetSize64 = 0x80081272;
     private const ulong BlkSszGet = 0x1268;
 

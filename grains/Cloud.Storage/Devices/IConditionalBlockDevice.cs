@@ -12,12 +12,19 @@ namespace Cloud.Storage.Devices;
 /// </remarks>
 public interface IConditionalBlockDevice : IBlockDevice
 {
-    /// <summary>Reads <paramref name="destination"/> in one request and returns the device's version at that moment.</summary>
-    ValueTask<string> ReadVersionedAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Reads <paramref name="destination"/> in one request and returns the device's version at that moment.
+    /// </summary>
+    ValueTask<string> ReadVersionedAsync(
+        long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// Writes <paramref name="source"/> in one request only if the device is still at
     /// <paramref name="expectedVersion"/>; returns false, writing nothing, when another write came first.
     /// </summary>
-    ValueTask<bool> WriteIfVersionAsync(long offsetBytes, ReadOnlyMemory<byte> source, string expectedVersion, CancellationToken cancellationToken = default);
+    ValueTask<bool> WriteIfVersionAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        string expectedVersion,
+        CancellationToken cancellationToken = default);
 }

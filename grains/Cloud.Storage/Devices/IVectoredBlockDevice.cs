@@ -13,9 +13,15 @@ namespace Cloud.Storage.Devices;
 /// </remarks>
 public interface IVectoredBlockDevice : IBlockDevice
 {
-    /// <summary>Reads the bytes at <paramref name="offsetBytes"/> into each of <paramref name="destinations"/> in turn.</summary>
-    ValueTask ReadScatterAsync(long offsetBytes, IReadOnlyList<Memory<byte>> destinations, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Reads the bytes at <paramref name="offsetBytes"/> into each of <paramref name="destinations"/> in turn.
+    /// </summary>
+    ValueTask ReadScatterAsync(
+        long offsetBytes, IReadOnlyList<Memory<byte>> destinations, CancellationToken cancellationToken = default);
 
-    /// <summary>Writes each of <paramref name="sources"/> in turn, the first at <paramref name="offsetBytes"/>.</summary>
-    ValueTask WriteGatherAsync(long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default);
+    /// <summary>
+    /// Writes each of <paramref name="sources"/> in turn, the first at <paramref name="offsetBytes"/>.
+    /// </summary>
+    ValueTask WriteGatherAsync(
+        long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default);
 }

@@ -17,16 +17,24 @@ public sealed class MemoryBlockDevice : IConditionalBlockDevice
     private long _version;
     private bool _disposed;
 
-    /// <param name="capacityBytes">Size, a positive multiple of <paramref name="sectorSizeBytes"/>, at most <see cref="Array.MaxLength"/>.</param>
+    /// <param name="capacityBytes">Size, a positive multiple of <paramref name="sectorSizeBytes"/>, at most
+    /// <see cref="Array.MaxLength"/>.</param>
     /// <param name="name">A name for errors.</param>
     /// <param name="sectorSizeBytes">512, 1024, 2048 or 4096.</param>
     /// <param name="maxInFlightIo">The bound on concurrent operations.</param>
-    public MemoryBlockDevice(long capacityBytes, string? name = null, int sectorSizeBytes = 512, int maxInFlightIo = DefaultMaxInFlightIo)
+    public MemoryBlockDevice(
+        long capacityBytes,
+        string? name = null,
+        int sectorSizeBytes = 512,
+        int maxInFlightIo = DefaultMaxInFlightIo)
     {
         Name = name ?? $"memory-{Guid.NewGuid():N}";
         DeviceChecks.CheckGeometry(Name, capacityBytes, sectorSizeBytes, maxInFlightIo);
         if (capacityBytes > Array.MaxLength)
-            throw new ArgumentOutOfRangeException(nameof(capacityBytes), capacityBytes, $"{Name}: a memory device holds at most {Array.MaxLength} bytes.");
+            throw new ArgumentOutOfRangeException(
+                nameof(capacityBytes),
+                capacityBytes,
+                $"{Name}: a memory device holds at most {Array.MaxLength} bytes.");
         _bytes = new byte[capacityBytes];
         SectorSizeBytes = sectorSizeBytes;
         MaxInFlightIo = maxInFlightIo;
@@ -49,7 +57,10 @@ public sealed class MemoryBlockDevice : IConditionalBlockDevice
     public Memory<byte> Contents => _bytes;
 
     /// <inheritdoc />
-    public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    public async ValueTask ReadAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken = default)
     {
         DeviceChecks.CheckIo(this, offsetBytes, destination.Length, nameof(destination));
         await EnterAsync(cancellationToken).ConfigureAwait(false);
@@ -58,7 +69,10 @@ public sealed class MemoryBlockDevice : IConditionalBlockDevice
     }
 
     /// <inheritdoc />
-    public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
+    public async ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        CancellationToken cancellationToken = default)
     {
         DeviceChecks.CheckIo(this, offsetBytes, source.Length, nameof(source));
         await EnterAsync(cancellationToken).ConfigureAwait(false);
@@ -71,13 +85,17 @@ public sealed class MemoryBlockDevice : IConditionalBlockDevice
     }
 
     /// <inheritdoc />
-    public async ValueTask<string> ReadVersionedAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    public async ValueTask<string> ReadVersionedAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken = default)
     {
         DeviceChecks.CheckIo(this, offsetBytes, destination.Length, nameof(destination));
         await EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            // The version is taken before the copy: a write racing the copy then makes the later conditional write fail, never pass.
+            // The version is taken before the copy: a write racing the copy then makes the later conditional write
+            // fail, never pass.
             long version = Interlocked.Read(ref _version);
             _bytes.AsSpan((int)offsetBytes, destination.Length).CopyTo(destination.Span);
             return version.ToString(System.Globalization.CultureInfo.InvariantCulture);
@@ -86,7 +104,11 @@ public sealed class MemoryBlockDevice : IConditionalBlockDevice
     }
 
     /// <inheritdoc />
-    public async ValueTask<bool> WriteIfVersionAsync(long offsetBytes, ReadOnlyMemory<byte> source, string expectedVersion, CancellationToken cancellationToken = default)
+    public async ValueTask<bool> WriteIfVersionAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        string expectedVersion,
+        CancellationToken cancellationToken = default)
     {
         DeviceChecks.CheckIo(this, offsetBytes, source.Length, nameof(source));
         ArgumentNullException.ThrowIfNull(expectedVersion);
@@ -95,7 +117,9 @@ public sealed class MemoryBlockDevice : IConditionalBlockDevice
         {
             lock (_conditionalGate)
             {
-                if (Interlocked.Read(ref _version).ToString(System.Globalization.CultureInfo.InvariantCulture) != expectedVersion) return false;
+                if (Interlocked.Read(ref _version).ToString(System.Globalization.CultureInfo.InvariantCulture)
+                    != expectedVersion)
+                    return false;
                 source.Span.CopyTo(_bytes.AsSpan((int)offsetBytes, source.Length));
                 Interlocked.Increment(ref _version);
                 return true;

@@ -21,13 +21,17 @@ public static class OnDiskFormat
     /// <summary>Size of one superblock copy.</summary>
     public const int SuperblockBytes = 4096;
 
-    /// <summary>Superblock copies; generation g is written to copy g mod 2, so a torn update leaves the other intact.</summary>
+    /// <summary>
+    /// Superblock copies; generation g is written to copy g mod 2, so a torn update leaves the other intact.
+    /// </summary>
     public const int SuperblockCopies = 2;
 
     /// <summary>Start of the write-intent area.</summary>
     public const long IntentOffsetBytes = SuperblockCopies * SuperblockBytes;
 
-    /// <summary>Writer slots: processes that may have a volume open for writing at once, each with its own bitmap.</summary>
+    /// <summary>
+    /// Writer slots: processes that may have a volume open for writing at once, each with its own bitmap.
+    /// </summary>
     public const int IntentSlotCount = 64;
 
     /// <summary>Bytes of one writer's bitmap: one page, written whole.</summary>
@@ -39,10 +43,15 @@ public static class OnDiskFormat
     /// <summary>Start of stripe 0's chunk slot: 1 MiB, past the intent area and aligned for any device.</summary>
     public const long DataOffsetBytes = 1 << 20;
 
-    /// <summary>Bytes of one block's metadata entry: write timestamp (int64) then XxHash3-64 of the block (uint64), little-endian.</summary>
+    /// <summary>
+    /// Bytes of one block's metadata entry: write timestamp (int64) then XxHash3-64 of the block (uint64),
+    /// little-endian.
+    /// </summary>
     public const int MetadataEntryBytes = 16;
 
-    /// <summary>Metadata is padded to this unit so that chunk slots stay 4 KiB-aligned and each is written whole.</summary>
+    /// <summary>
+    /// Metadata is padded to this unit so that chunk slots stay 4 KiB-aligned and each is written whole.
+    /// </summary>
     public const int MetadataAlignmentBytes = 4096;
 
     /// <summary>The metadata sector size following each chunk: 16 bytes per block rounded up to 4 KiB.</summary>
@@ -68,7 +77,9 @@ public static class OnDiskFormat
     /// flush for every stripe it touches first (md's bitmap chunk makes the same trade).
     /// </summary>
     public static long IntentRegionStripes(long stripeCount, int stripeDataBytes) =>
-        Math.Max(Math.Max(1, (stripeCount + IntentRegionsPerSlot - 1) / IntentRegionsPerSlot), (MinIntentRegionBytes + stripeDataBytes - 1) / stripeDataBytes);
+        Math.Max(
+            Math.Max(1, (stripeCount + IntentRegionsPerSlot - 1) / IntentRegionsPerSlot),
+            (MinIntentRegionBytes + stripeDataBytes - 1) / stripeDataBytes);
 
     /// <summary>The checksum stored for a block.</summary>
     public static ulong BlockChecksum(ReadOnlySpan<byte> block) => XxHash3.HashToUInt64(block);

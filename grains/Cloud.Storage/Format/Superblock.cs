@@ -19,11 +19,12 @@ public readonly record struct MemberRecord(Guid MemberId, MemberState State, lon
 public sealed record Superblock
 {
     // Field offsets: kept in one place so the writer, the reader and FORMAT.md agree.
-    private const int OffMagic = 0, OffVersion = 8, OffSize = 12, OffVolumeId = 16, OffMemberId = 32, OffMemberIndex = 48,
-        OffMemberCount = 52, OffLevel = 56, OffChunk = 60, OffBlock = 64, OffMetaBytes = 68, OffDataOffset = 72, OffStride = 80,
-        OffStripes = 88, OffCapacity = 96, OffGeneration = 104, OffCreated = 112, OffUpdated = 120, OffIntentOffset = 128,
-        OffIntentSlots = 136, OffIntentSlotBytes = 140, OffRegionStripes = 144, OffNameLength = 152, OffName = 156,
-        OffMembers = 416, MemberRecordBytes = 32, OffChecksum = OnDiskFormat.SuperblockBytes - 8;
+    private const int OffMagic = 0, OffVersion = 8, OffSize = 12, OffVolumeId = 16, OffMemberId = 32,
+        OffMemberIndex = 48, OffMemberCount = 52, OffLevel = 56, OffChunk = 60, OffBlock = 64, OffMetaBytes = 68,
+        OffDataOffset = 72, OffStride = 80, OffStripes = 88, OffCapacity = 96, OffGeneration = 104, OffCreated = 112,
+        OffUpdated = 120, OffIntentOffset = 128, OffIntentSlots = 136, OffIntentSlotBytes = 140, OffRegionStripes = 144,
+        OffNameLength = 152, OffName = 156, OffMembers = 416, MemberRecordBytes = 32,
+        OffChecksum = OnDiskFormat.SuperblockBytes - 8;
 
     /// <summary>The volume's identity.</summary>
     public required Guid VolumeId { get; init; }
@@ -58,7 +59,8 @@ public sealed record Superblock
     /// <summary>Serialises into a 4096-byte buffer, checksum included.</summary>
     public void WriteTo(Span<byte> buffer)
     {
-        if (buffer.Length < OnDiskFormat.SuperblockBytes) throw new ArgumentException($"needs {OnDiskFormat.SuperblockBytes} bytes.", nameof(buffer));
+        if (buffer.Length < OnDiskFormat.SuperblockBytes)
+            throw new ArgumentException($"needs {OnDiskFormat.SuperblockBytes} bytes.", nameof(buffer));
         Span<byte> b = buffer[..OnDiskFormat.SuperblockBytes];
         b.Clear();
         OnDiskFormat.Magic.CopyTo(b[OffMagic..]);
@@ -82,7 +84,8 @@ public sealed record Superblock
         BinaryPrimitives.WriteInt64LittleEndian(b[OffIntentOffset..], OnDiskFormat.IntentOffsetBytes);
         BinaryPrimitives.WriteInt32LittleEndian(b[OffIntentSlots..], OnDiskFormat.IntentSlotCount);
         BinaryPrimitives.WriteInt32LittleEndian(b[OffIntentSlotBytes..], OnDiskFormat.IntentSlotBytes);
-        BinaryPrimitives.WriteInt64LittleEndian(b[OffRegionStripes..], OnDiskFormat.IntentRegionStripes(StripeCount, Geometry.StripeDataBytes));
+        BinaryPrimitives.WriteInt64LittleEndian(
+            b[OffRegionStripes..], OnDiskFormat.IntentRegionStripes(StripeCount, Geometry.StripeDataBytes));
         int nameBytes = Encoding.UTF8.GetBytes(VolumeName, b.Slice(OffName, VolumeDefinition.MaxNameBytes));
         BinaryPrimitives.WriteInt32LittleEndian(b[OffNameLength..], nameBytes);
         for (int i = 0; i < Members.Count; i++)
@@ -100,27 +103,50 @@ public sealed record Superblock
     {
         error = null;
         if (b.Length < OnDiskFormat.SuperblockBytes) { error = "short superblock"; return null; }
-        if (!b.Slice(OffMagic, OnDiskFormat.Magic.Length).SequenceEqual(OnDiskFormat.Magic)) { error = "no superblock magic (not a Cloud volume member)"; return null; }
+        if (!b.Slice(OffMagic, OnDiskFormat.Magic.Length).SequenceEqual(OnDiskFormat.Magic))
+        {
+            error = "no superblock magic (not a Cloud volume member)";
+            return null;
+        }
         ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(b[OffChecksum..]);
-        if (stored != XxHash3.HashToUInt64(b[..OffChecksum])) { error = "superblock checksum mismatch (damaged)"; return null; }
+        if (stored != XxHash3.HashToUInt64(b[..OffChecksum]))
+        {
+            error = "superblock checksum mismatch (damaged)";
+            return null;
+        }
         int version = BinaryPrimitives.ReadInt32LittleEndian(b[OffVersion..]);
-        if (version != OnDiskFormat.FormatVersion) { error = $"format version {version}; this build reads version {OnDiskFormat.FormatVersion}"; return null; }
+        if (version != OnDiskFormat.FormatVersion)
+        {
+            error = $"format version {version}; this build reads version {OnDiskFormat.FormatVersion}";
+            return null;
+        }
         var geometry = new VolumeGeometry((RaidLevel)BinaryPrimitives.ReadInt32LittleEndian(b[OffLevel..]),
-            BinaryPrimitives.ReadInt32LittleEndian(b[OffMemberCount..]), BinaryPrimitives.ReadInt32LittleEndian(b[OffChunk..]));
+            BinaryPrimitives.ReadInt32LittleEndian(b[OffMemberCount..]), BinaryPrimitives.ReadInt32LittleEndian(
+                b[OffChunk..]));
         try { geometry.Validate(); }
         catch (ArgumentException e) { error = $"invalid geometry: {e.Message}"; return null; }
         int index = BinaryPrimitives.ReadInt32LittleEndian(b[OffMemberIndex..]);
-        if ((uint)index >= (uint)geometry.MemberCount) { error = $"member index {index} outside 0..{geometry.MemberCount - 1}"; return null; }
+        if ((uint)index >= (uint)geometry.MemberCount)
+        {
+            error = $"member index {index} outside 0..{geometry.MemberCount - 1}";
+            return null;
+        }
         if (BinaryPrimitives.ReadInt64LittleEndian(b[OffDataOffset..]) != OnDiskFormat.DataOffsetBytes
-            || BinaryPrimitives.ReadInt64LittleEndian(b[OffStride..]) != OnDiskFormat.ChunkStrideBytes(geometry.ChunkSizeBytes))
+            || BinaryPrimitives.ReadInt64LittleEndian(b[OffStride..]) != OnDiskFormat.ChunkStrideBytes(
+                geometry.ChunkSizeBytes))
         { error = "data offset or chunk stride differ from format version 1"; return null; }
         int nameLength = BinaryPrimitives.ReadInt32LittleEndian(b[OffNameLength..]);
-        if ((uint)nameLength > VolumeDefinition.MaxNameBytes) { error = $"name length {nameLength} out of range"; return null; }
+        if ((uint)nameLength > VolumeDefinition.MaxNameBytes)
+        {
+            error = $"name length {nameLength} out of range";
+            return null;
+        }
         var members = new MemberRecord[geometry.MemberCount];
         for (int i = 0; i < members.Length; i++)
         {
             ReadOnlySpan<byte> r = b.Slice(OffMembers + i * MemberRecordBytes, MemberRecordBytes);
-            members[i] = new MemberRecord(new Guid(r[..16]), (MemberState)r[16], BinaryPrimitives.ReadInt64LittleEndian(r[24..]));
+            members[i] = new MemberRecord(
+                new Guid(r[..16]), (MemberState)r[16], BinaryPrimitives.ReadInt64LittleEndian(r[24..]));
         }
         var memberId = new Guid(b.Slice(OffMemberId, 16));
         if (members[index].MemberId != memberId) { error = "member id differs from its own table entry"; return null; }

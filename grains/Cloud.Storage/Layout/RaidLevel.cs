@@ -12,6 +12,8 @@ public enum RaidLevel
     /// <summary>Striping with one rotating parity chunk (XOR), left-symmetric like Linux md's default.</summary>
     Raid5 = 5,
 
-    /// <summary>Striping with two rotating parity chunks, P (XOR) and Q (GF(2^8) syndrome), md's RAID-6 layout.</summary>
+    /// <summary>
+    /// Striping with two rotating parity chunks, P (XOR) and Q (GF(2^8) syndrome), md's RAID-6 layout.
+    /// </summary>
     Raid6 = 6,
 }

@@ -2,11 +2,17 @@ namespace Cloud.Storage.Layout;
 
 /// <summary>Where one byte of the volume lives: its stripe, data chunk and member.</summary>
 /// <param name="Stripe">The stripe number, from 0.</param>
-/// <param name="DataIndex">The data chunk within the stripe (0..DataMemberCount-1); its index in the Q syndrome.</param>
+/// <param name="DataIndex">The data chunk within the stripe (0..DataMemberCount-1); its index in the Q
+/// syndrome.</param>
 /// <param name="Member">The member disk holding it (for RAID-1 the first copy, member 0).</param>
 /// <param name="OffsetInChunkBytes">The byte offset within the chunk.</param>
 /// <param name="MemberOffsetBytes">The byte offset on the member device.</param>
-public readonly record struct ChunkAddress(long Stripe, int DataIndex, int Member, int OffsetInChunkBytes, long MemberOffsetBytes);
+public readonly record struct ChunkAddress(
+    long Stripe,
+    int DataIndex,
+    int Member,
+    int OffsetInChunkBytes,
+    long MemberOffsetBytes);
 
 /// <summary>
 /// Maps volume offsets to (stripe, member, offset on member) and back, and names the parity
@@ -37,16 +43,22 @@ public sealed class StripeLayout
     /// <param name="geometry">A valid geometry (validated here).</param>
     /// <param name="stripeCount">Stripes in the volume, at least 1.</param>
     /// <param name="dataOffsetBytes">Where stripe 0 starts on each member.</param>
-    /// <param name="chunkStrideBytes">Distance between consecutive chunk slots on a member; 0 means the chunk size.</param>
+    /// <param name="chunkStrideBytes">Distance between consecutive chunk slots on a member; 0 means the chunk
+    /// size.</param>
     public StripeLayout(VolumeGeometry geometry, long stripeCount, long dataOffsetBytes = 0, long chunkStrideBytes = 0)
     {
         ArgumentNullException.ThrowIfNull(geometry);
         Geometry = geometry.Validate();
-        if (stripeCount < 1) throw new ArgumentOutOfRangeException(nameof(stripeCount), stripeCount, "at least 1 stripe is required.");
-        if (dataOffsetBytes < 0) throw new ArgumentOutOfRangeException(nameof(dataOffsetBytes), dataOffsetBytes, "must be 0 or more.");
+        if (stripeCount < 1)
+            throw new ArgumentOutOfRangeException(nameof(stripeCount), stripeCount, "at least 1 stripe is required.");
+        if (dataOffsetBytes < 0)
+            throw new ArgumentOutOfRangeException(nameof(dataOffsetBytes), dataOffsetBytes, "must be 0 or more.");
         if (chunkStrideBytes == 0) chunkStrideBytes = geometry.ChunkSizeBytes;
         if (chunkStrideBytes < geometry.ChunkSizeBytes)
-            throw new ArgumentOutOfRangeException(nameof(chunkStrideBytes), chunkStrideBytes, $"must be at least the chunk size {geometry.ChunkSizeBytes}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(chunkStrideBytes),
+                chunkStrideBytes,
+                $"must be at least the chunk size {geometry.ChunkSizeBytes}.");
         StripeCount = stripeCount;
         DataOffsetBytes = dataOffsetBytes;
         ChunkStrideBytes = chunkStrideBytes;
@@ -80,12 +92,19 @@ public sealed class StripeLayout
     {
         CheckOffset(offsetBytes);
         if (lengthBytes < 1 || offsetBytes + lengthBytes > CapacityBytes)
-            throw new ArgumentOutOfRangeException(nameof(lengthBytes), lengthBytes, $"allowed: 1..{CapacityBytes - offsetBytes} bytes at offset {offsetBytes}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(lengthBytes),
+                lengthBytes,
+                $"allowed: 1..{CapacityBytes - offsetBytes} bytes at offset {offsetBytes}.");
         return (StripeOf(offsetBytes), StripeOf(offsetBytes + lengthBytes - 1));
     }
 
-    /// <summary>Byte offset on every member of stripe <paramref name="stripe"/>'s chunk slot plus <paramref name="offsetInChunkBytes"/>.</summary>
-    public long MemberOffsetBytes(long stripe, int offsetInChunkBytes) => DataOffsetBytes + stripe * ChunkStrideBytes + offsetInChunkBytes;
+    /// <summary>
+    /// Byte offset on every member of stripe <paramref name="stripe"/>'s chunk slot plus
+    /// <paramref name="offsetInChunkBytes"/>.
+    /// </summary>
+    public long MemberOffsetBytes(long stripe, int offsetInChunkBytes)
+        => DataOffsetBytes + stripe * ChunkStrideBytes + offsetInChunkBytes;
 
     /// <summary>Locates a volume byte offset.</summary>
     public ChunkAddress Locate(long volumeOffsetBytes)
@@ -104,18 +123,25 @@ public sealed class StripeLayout
     {
         CheckStripe(stripe);
         if ((uint)offsetInChunkBytes >= (uint)Geometry.ChunkSizeBytes)
-            throw new ArgumentOutOfRangeException(nameof(offsetInChunkBytes), offsetInChunkBytes, $"allowed: 0..{Geometry.ChunkSizeBytes - 1}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(offsetInChunkBytes), offsetInChunkBytes, $"allowed: 0..{Geometry.ChunkSizeBytes - 1}.");
         int role = RoleOf(stripe, member);
         if (role < 0)
-            throw new ArgumentException($"member {member} holds {(role == RoleP ? "P" : "Q")} parity in stripe {stripe}, not volume data.", nameof(member));
+            throw new ArgumentException(
+                $"member {member} holds {(role == RoleP ? "P" : "Q")} parity in stripe {stripe}, not volume data.",
+                nameof(member));
         return stripe * Geometry.StripeDataBytes + ((long)role << _chunkShift) + offsetInChunkBytes;
     }
 
-    /// <summary>The member holding data chunk <paramref name="dataIndex"/> of <paramref name="stripe"/> (RAID-1: member 0, the first copy).</summary>
+    /// <summary>
+    /// The member holding data chunk <paramref name="dataIndex"/> of <paramref name="stripe"/> (RAID-1: member 0, the
+    /// first copy).
+    /// </summary>
     public int DataMember(long stripe, int dataIndex)
     {
         if ((uint)dataIndex >= (uint)Geometry.DataMemberCount)
-            throw new ArgumentOutOfRangeException(nameof(dataIndex), dataIndex, $"allowed: 0..{Geometry.DataMemberCount - 1}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(dataIndex), dataIndex, $"allowed: 0..{Geometry.DataMemberCount - 1}.");
         return Geometry.Level switch
         {
             RaidLevel.Raid5 => (PMemberUnchecked(stripe) + 1 + dataIndex) % _memberCount,
@@ -129,7 +155,8 @@ public sealed class StripeLayout
     public int ParityMember(long stripe) => Geometry.ParityMemberCount > 0 ? PMemberUnchecked(stripe) : -1;
 
     /// <summary>The member holding Q of <paramref name="stripe"/>, or -1 unless RAID-6.</summary>
-    public int QMember(long stripe) => Geometry.ParityMemberCount == 2 ? (PMemberUnchecked(stripe) + 1) % _memberCount : -1;
+    public int QMember(long stripe)
+        => Geometry.ParityMemberCount == 2 ? (PMemberUnchecked(stripe) + 1) % _memberCount : -1;
 
     /// <summary>
     /// What <paramref name="member"/> holds in <paramref name="stripe"/>: a data index (0 or more),
@@ -166,7 +193,8 @@ public sealed class StripeLayout
         if (slot < data) return DataMember(stripe, slot);
         if (slot == data) return ParityMember(stripe);
         if (slot == data + 1) return QMember(stripe);
-        throw new ArgumentOutOfRangeException(nameof(slot), slot, $"allowed: 0..{data + Geometry.ParityMemberCount - 1}.");
+        throw new ArgumentOutOfRangeException(
+            nameof(slot), slot, $"allowed: 0..{data + Geometry.ParityMemberCount - 1}.");
     }
 
     private int PMemberUnchecked(long stripe) => _memberCount - 1 - (int)(stripe % _memberCount);
@@ -174,7 +202,8 @@ public sealed class StripeLayout
     private void CheckOffset(long volumeOffsetBytes)
     {
         if (volumeOffsetBytes < 0 || volumeOffsetBytes >= CapacityBytes)
-            throw new ArgumentOutOfRangeException(nameof(volumeOffsetBytes), volumeOffsetBytes, $"allowed: 0..{CapacityBytes - 1}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(volumeOffsetBytes), volumeOffsetBytes, $"allowed: 0..{CapacityBytes - 1}.");
     }
 
     private void CheckStripe(long stripe)

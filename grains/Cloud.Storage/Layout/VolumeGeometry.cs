@@ -7,8 +7,10 @@ namespace Cloud.Storage.Layout;
 /// run of bytes placed on one member before moving to the next).
 /// </summary>
 /// <param name="Level">The redundancy scheme.</param>
-/// <param name="MemberCount">Member disks, parity included: RAID-0 1..64, RAID-1 2..64, RAID-5 3..64, RAID-6 4..64.</param>
-/// <param name="ChunkSizeBytes">A power of two from <see cref="MinChunkSizeBytes"/> to <see cref="MaxChunkSizeBytes"/>.</param>
+/// <param name="MemberCount">Member disks, parity included: RAID-0 1..64, RAID-1 2..64, RAID-5 3..64, RAID-6
+/// 4..64.</param>
+/// <param name="ChunkSizeBytes">A power of two from <see cref="MinChunkSizeBytes"/> to
+/// <see cref="MaxChunkSizeBytes"/>.</param>
 public sealed record VolumeGeometry(RaidLevel Level, int MemberCount, int ChunkSizeBytes)
 {
     /// <summary>The logical block: the I/O granule of every volume and the unit a checksum covers.</summary>
@@ -39,7 +41,10 @@ public sealed record VolumeGeometry(RaidLevel Level, int MemberCount, int ChunkS
     /// <summary>Members holding parity in each stripe: 0 (RAID-0, RAID-1), 1 (RAID-5), 2 (RAID-6).</summary>
     public int ParityMemberCount => Level switch { RaidLevel.Raid5 => 1, RaidLevel.Raid6 => 2, _ => 0 };
 
-    /// <summary>Distinct data chunks per stripe: the members for RAID-0, 1 for RAID-1 (every member is a copy), members minus parity otherwise.</summary>
+    /// <summary>
+    /// Distinct data chunks per stripe: the members for RAID-0, 1 for RAID-1 (every member is a copy), members minus
+    /// parity otherwise.
+    /// </summary>
     public int DataMemberCount => Level == RaidLevel.Raid1 ? 1 : MemberCount - ParityMemberCount;
 
     /// <summary>Bytes of volume data per stripe.</summary>
@@ -61,12 +66,15 @@ public sealed record VolumeGeometry(RaidLevel Level, int MemberCount, int ChunkS
     public VolumeGeometry Validate()
     {
         if (!Enum.IsDefined(Level))
-            throw new ArgumentOutOfRangeException(nameof(Level), Level, "RAID level not supported; allowed: Raid0, Raid1, Raid5, Raid6.");
+            throw new ArgumentOutOfRangeException(
+                nameof(Level), Level, "RAID level not supported; allowed: Raid0, Raid1, Raid5, Raid6.");
         int min = MinMemberCount(Level);
         if (MemberCount < min || MemberCount > MaxMemberCount)
             throw new ArgumentOutOfRangeException(nameof(MemberCount), MemberCount,
                 $"{Level} needs {min}..{MaxMemberCount} members.");
-        if (ChunkSizeBytes < MinChunkSizeBytes || ChunkSizeBytes > MaxChunkSizeBytes || !BitOperations.IsPow2(ChunkSizeBytes))
+        if (ChunkSizeBytes < MinChunkSizeBytes
+            || ChunkSizeBytes > MaxChunkSizeBytes
+            || !BitOperations.IsPow2(ChunkSizeBytes))
             throw new ArgumentOutOfRangeException(nameof(ChunkSizeBytes), ChunkSizeBytes,
                 $"allowed: a power of two in {MinChunkSizeBytes}..{MaxChunkSizeBytes} bytes.");
         return this;

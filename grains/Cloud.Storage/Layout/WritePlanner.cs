@@ -33,10 +33,14 @@ public static class WritePlanner
     /// The parity rows written are the union of the dirty rows.
     /// </summary>
     /// <returns>The strategy and the number of blocks it reads.</returns>
-    public static (WriteStrategy Strategy, int ReadBlocks) Plan(ReadOnlySpan<int> firstDirtyBlock, ReadOnlySpan<int> endDirtyBlock, int parityCount)
+    public static (WriteStrategy Strategy, int ReadBlocks) Plan(
+        ReadOnlySpan<int> firstDirtyBlock,
+        ReadOnlySpan<int> endDirtyBlock,
+        int parityCount)
     {
         if (firstDirtyBlock.Length != endDirtyBlock.Length)
-            throw new ArgumentException($"{firstDirtyBlock.Length} starts but {endDirtyBlock.Length} ends.", nameof(endDirtyBlock));
+            throw new ArgumentException(
+                $"{firstDirtyBlock.Length} starts but {endDirtyBlock.Length} ends.", nameof(endDirtyBlock));
         int rowStart = int.MaxValue, rowEnd = 0;
         for (int d = 0; d < firstDirtyBlock.Length; d++)
         {

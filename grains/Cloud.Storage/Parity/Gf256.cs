@@ -61,8 +61,11 @@ public static class Gf256
     /// <summary>The GF2P8AFFINEQB matrix that multiplies by <paramref name="constant"/>.</summary>
     internal static ulong AffineMatrix(byte constant) => AffineMatrices[constant];
 
-    /// <summary>The split-nibble product table of <paramref name="constant"/> (see <see cref="NibbleTableBytes"/>).</summary>
-    internal static ReadOnlySpan<byte> NibbleTable(byte constant) => NibbleTables.AsSpan(constant * NibbleTableBytes, NibbleTableBytes);
+    /// <summary>
+    /// The split-nibble product table of <paramref name="constant"/> (see <see cref="NibbleTableBytes"/>).
+    /// </summary>
+    internal static ReadOnlySpan<byte> NibbleTable(byte constant)
+        => NibbleTables.AsSpan(constant * NibbleTableBytes, NibbleTableBytes);
 
     /// <summary>g^power for the generator g = 2; any non-negative power.</summary>
     public static byte Exp(int power) => ExpTable[power % 255];
@@ -70,7 +73,8 @@ public static class Gf256
     /// <summary>The discrete logarithm base 2 of a non-zero element.</summary>
     public static int Log(byte value)
     {
-        if (value == 0) throw new ArgumentOutOfRangeException(nameof(value), "log of 0 is undefined in GF(2^8); allowed: 1..255.");
+        if (value == 0)
+            throw new ArgumentOutOfRangeException(nameof(value), "log of 0 is undefined in GF(2^8); allowed: 1..255.");
         return LogTable[value];
     }
 

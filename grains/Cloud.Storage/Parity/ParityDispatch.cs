@@ -28,7 +28,15 @@ namespace Cloud.Storage.Parity;
 /// </summary>
 internal static class ParityDispatch
 {
-    public static void Xor(VectorWidth width, int count, ref byte destination, ref byte s0, ref byte s1, ref byte s2, ref byte s3, nuint length)
+    public static void Xor(
+        VectorWidth width,
+        int count,
+        ref byte destination,
+        ref byte s0,
+        ref byte s1,
+        ref byte s2,
+        ref byte s3,
+        nuint length)
     {
         switch (count)
         {
@@ -40,7 +48,14 @@ internal static class ParityDispatch
         }
     }
 
-    private static void Xor<TN>(VectorWidth width, ref byte d, ref byte s0, ref byte s1, ref byte s2, ref byte s3, nuint length)
+    private static void Xor<TN>(
+        VectorWidth width,
+        ref byte d,
+        ref byte s0,
+        ref byte s1,
+        ref byte s2,
+        ref byte s3,
+        nuint length)
         where TN : ISourceCount
     {
         nuint done = width switch
@@ -61,10 +76,14 @@ internal static class ParityDispatch
     {
         switch (count)
         {
-            case 1: Pq<One>(width, accumulate, withP, ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore); break;
-            case 2: Pq<Two>(width, accumulate, withP, ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore); break;
-            case 3: Pq<Three>(width, accumulate, withP, ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore); break;
-            case 4: Pq<Four>(width, accumulate, withP, ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore); break;
+            case 1: Pq<One>(
+                width, accumulate, withP, ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore); break;
+            case 2: Pq<Two>(
+                width, accumulate, withP, ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore); break;
+            case 3: Pq<Three>(
+                width, accumulate, withP, ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore); break;
+            case 4: Pq<Four>(
+                width, accumulate, withP, ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore); break;
             default: throw new UnreachableException($"P+Q kernel given {count} sources; it takes 1..4.");
         }
     }
@@ -94,10 +113,14 @@ internal static class ParityDispatch
     {
         nuint done = width switch
         {
-            VectorWidth.V512Gfni => K512G.Pq<TN, TA, TP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
-            VectorWidth.V512 => K512.Pq<TN, TA, TP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
-            VectorWidth.V256 => K256.Pq<TN, TA, TP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
-            VectorWidth.V128 => K128.Pq<TN, TA, TP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
+            VectorWidth.V512Gfni => K512G.Pq<TN, TA, TP>(
+                ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
+            VectorWidth.V512 => K512.Pq<TN, TA, TP>(
+                ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
+            VectorWidth.V256 => K256.Pq<TN, TA, TP>(
+                ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
+            VectorWidth.V128 => K128.Pq<TN, TA, TP>(
+                ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
             _ => K64.Pq<TN, TA, TP>(ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
         };
         if (done < length)
@@ -119,7 +142,14 @@ internal static class ParityDispatch
         if (done < length) K8.Mul2InPlace(ref Unsafe.Add(ref q, done), length - done, times);
     }
 
-    public static void Delta(VectorWidth width, ref byte oldData, ref byte newData, ref byte p, ref byte q, nuint length, byte coefficient)
+    public static void Delta(
+        VectorWidth width,
+        ref byte oldData,
+        ref byte newData,
+        ref byte p,
+        ref byte q,
+        nuint length,
+        byte coefficient)
     {
         nuint done = width switch
         {
@@ -144,10 +174,19 @@ internal static class ParityDispatch
             VectorWidth.V128 => K128.MulXor(ref destination, ref source, length, coefficient),
             _ => K64.MulXor(ref destination, ref source, length, coefficient),
         };
-        if (done < length) K8.MulXor(ref Unsafe.Add(ref destination, done), ref Unsafe.Add(ref source, done), length - done, coefficient);
+        if (done < length)
+            K8.MulXor(
+                ref Unsafe.Add(ref destination, done), ref Unsafe.Add(ref source, done), length - done, coefficient);
     }
 
-    public static void CombineTwo(VectorWidth width, ref byte da, ref byte db, ref byte q, nuint length, byte coefficientP, byte coefficientQ)
+    public static void CombineTwo(
+        VectorWidth width,
+        ref byte da,
+        ref byte db,
+        ref byte q,
+        nuint length,
+        byte coefficientP,
+        byte coefficientQ)
     {
         nuint done = width switch
         {

@@ -136,9 +136,12 @@ internal static class ParityKernels<TV, TTable, TOps>
                     pd = TOps.Xor(TOps.Load(ref Unsafe.Add(ref p, i3)), s0d);
                 }
             }
-            if (TN.Value > 1) PqStepFour<TWithP>(ref s1, i, size, ref qa, ref qb, ref qc, ref qd, ref pa, ref pb, ref pc, ref pd);
-            if (TN.Value > 2) PqStepFour<TWithP>(ref s2, i, size, ref qa, ref qb, ref qc, ref qd, ref pa, ref pb, ref pc, ref pd);
-            if (TN.Value > 3) PqStepFour<TWithP>(ref s3, i, size, ref qa, ref qb, ref qc, ref qd, ref pa, ref pb, ref pc, ref pd);
+            if (TN.Value > 1)
+                PqStepFour<TWithP>(ref s1, i, size, ref qa, ref qb, ref qc, ref qd, ref pa, ref pb, ref pc, ref pd);
+            if (TN.Value > 2)
+                PqStepFour<TWithP>(ref s2, i, size, ref qa, ref qb, ref qc, ref qd, ref pa, ref pb, ref pc, ref pd);
+            if (TN.Value > 3)
+                PqStepFour<TWithP>(ref s3, i, size, ref qa, ref qb, ref qc, ref qd, ref pa, ref pb, ref pc, ref pd);
             TOps.Store(ref Unsafe.Add(ref q, i), qa);
             TOps.Store(ref Unsafe.Add(ref q, i1), qb);
             TOps.Store(ref Unsafe.Add(ref q, i2), qc);
@@ -216,7 +219,9 @@ internal static class ParityKernels<TV, TTable, TOps>
         if (TWithP.On) TOps.Store(ref Unsafe.Add(ref p, i), pv);
     }
 
-    /// <summary>q = q * 2^<paramref name="times"/>: Horner's last steps when the lowest data members are missing.</summary>
+    /// <summary>
+    /// q = q * 2^<paramref name="times"/>: Horner's last steps when the lowest data members are missing.
+    /// </summary>
     public static nuint Mul2InPlace(ref byte q, nuint length, int times)
     {
         nuint size = TOps.Size;
@@ -231,7 +236,13 @@ internal static class ParityKernels<TV, TTable, TOps>
     }
 
     /// <summary>Read-modify-write: d = old ^ new; p ^= d; q ^= c*d.</summary>
-    public static nuint Delta(ref byte oldData, ref byte newData, ref byte p, ref byte q, nuint length, byte coefficient)
+    public static nuint Delta(
+        ref byte oldData,
+        ref byte newData,
+        ref byte p,
+        ref byte q,
+        nuint length,
+        byte coefficient)
     {
         TTable table = TOps.Table(coefficient);
         nuint size = TOps.Size;
@@ -257,7 +268,9 @@ internal static class ParityKernels<TV, TTable, TOps>
         TOps.Store(ref Unsafe.Add(ref q, i), TOps.Xor(TOps.Load(ref Unsafe.Add(ref q, i)), TOps.Mul(table, d)));
     }
 
-    /// <summary>destination = c * (destination ^ source): one data member back from Q and the partial Q of the others.</summary>
+    /// <summary>
+    /// destination = c * (destination ^ source): one data member back from Q and the partial Q of the others.
+    /// </summary>
     public static nuint MulXor(ref byte destination, ref byte source, nuint length, byte coefficient)
     {
         TTable table = TOps.Table(coefficient);
@@ -275,7 +288,13 @@ internal static class ParityKernels<TV, TTable, TOps>
     /// Two data members back: with Pab in <paramref name="da"/> and the partial Q of the other data
     /// in <paramref name="db"/>, Da = cP*Pab ^ cQ*(Q ^ partial), Db = Pab ^ Da.
     /// </summary>
-    public static nuint CombineTwo(ref byte da, ref byte db, ref byte q, nuint length, byte coefficientP, byte coefficientQ)
+    public static nuint CombineTwo(
+        ref byte da,
+        ref byte db,
+        ref byte q,
+        nuint length,
+        byte coefficientP,
+        byte coefficientQ)
     {
         TTable tableP = TOps.Table(coefficientP);
         TTable tableQ = TOps.Table(coefficientQ);

@@ -30,7 +30,9 @@ internal interface IParityOps<TV, TTable>
     /// <summary>Every byte times 2 in GF(2^8) mod 0x11D: (x &lt;&lt; 1) ^ (0x1D where the top bit was set).</summary>
     static abstract TV Mul2(TV x);
 
-    /// <summary>Prepares multiplication by <paramref name="constant"/>; called once per kernel call, outside the loop.</summary>
+    /// <summary>
+    /// Prepares multiplication by <paramref name="constant"/>; called once per kernel call, outside the loop.
+    /// </summary>
     static abstract TTable Table(byte constant);
 
     /// <summary>Every byte times the table's constant in GF(2^8).</summary>
@@ -111,7 +113,8 @@ internal readonly struct Ops512Gfni : IParityOps<Vector512<byte>, Vector512<byte
     public static Vector512<byte> Table(byte constant) => Vector512.Create(Gf256.AffineMatrix(constant)).AsByte();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<byte> Mul(in Vector512<byte> table, Vector512<byte> x) => Gfni.V512.GaloisFieldAffineTransform(x, table, 0);
+    public static Vector512<byte> Mul(in Vector512<byte> table, Vector512<byte> x)
+        => Gfni.V512.GaloisFieldAffineTransform(x, table, 0);
 }
 
 /// <summary>AVX2: 32 bytes per register.</summary>

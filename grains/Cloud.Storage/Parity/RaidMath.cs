@@ -19,7 +19,9 @@ namespace Cloud.Storage.Parity;
 [SkipLocalsInit]
 public static class RaidMath
 {
-    /// <summary>The most data members a stripe may have: Q gives member i the coefficient g^i, and g has order 255.</summary>
+    /// <summary>
+    /// The most data members a stripe may have: Q gives member i the coefficient g^i, and g has order 255.
+    /// </summary>
     public const int MaxDataMembers = 255;
 
     /// <summary>
@@ -32,15 +34,19 @@ public static class RaidMath
     private const int SourcesPerPass = 4;
 
     /// <summary>P = D0 ^ D1 ^ ... ^ Dn-1.</summary>
-    /// <param name="data">The data chunks, 1..<see cref="MaxDataMembers"/> of them, all as long as <paramref name="p"/>.</param>
+    /// <param name="data">The data chunks, 1..<see cref="MaxDataMembers"/> of them, all as long as
+    /// <paramref name="p"/>.</param>
     /// <param name="p">Receives P.</param>
-    public static void ComputeP(ReadOnlySpan<ReadOnlyMemory<byte>> data, Span<byte> p) => ComputeP(data, p, VectorWidths.Best);
+    public static void ComputeP(ReadOnlySpan<ReadOnlyMemory<byte>> data, Span<byte> p)
+        => ComputeP(data, p, VectorWidths.Best);
 
     /// <summary>P and Q over the data chunks.</summary>
-    /// <param name="data">The data chunks, 1..<see cref="MaxDataMembers"/> of them, all as long as <paramref name="p"/>.</param>
+    /// <param name="data">The data chunks, 1..<see cref="MaxDataMembers"/> of them, all as long as
+    /// <paramref name="p"/>.</param>
     /// <param name="p">Receives P.</param>
     /// <param name="q">Receives Q; as long as <paramref name="p"/>.</param>
-    public static void ComputePQ(ReadOnlySpan<ReadOnlyMemory<byte>> data, Span<byte> p, Span<byte> q) => ComputePQ(data, p, q, VectorWidths.Best);
+    public static void ComputePQ(ReadOnlySpan<ReadOnlyMemory<byte>> data, Span<byte> p, Span<byte> q)
+        => ComputePQ(data, p, q, VectorWidths.Best);
 
     /// <summary>
     /// Read-modify-write: updates P (and Q, when not empty) in place for data chunk
@@ -52,7 +58,12 @@ public static class RaidMath
     /// <param name="newData">The chunk's bytes after the write.</param>
     /// <param name="p">P, updated in place.</param>
     /// <param name="q">Q, updated in place; empty for RAID-5.</param>
-    public static void ApplyDelta(int dataIndex, ReadOnlySpan<byte> oldData, ReadOnlySpan<byte> newData, Span<byte> p, Span<byte> q) =>
+    public static void ApplyDelta(
+        int dataIndex,
+        ReadOnlySpan<byte> oldData,
+        ReadOnlySpan<byte> newData,
+        Span<byte> p,
+        Span<byte> q) =>
         ApplyDelta(dataIndex, oldData, newData, p, q, VectorWidths.Best);
 
     /// <summary>
@@ -63,7 +74,8 @@ public static class RaidMath
     /// </summary>
     /// <param name="members">Data chunks then parity chunks, all the same length.</param>
     /// <param name="parityCount">1 for RAID-5 (P), 2 for RAID-6 (P and Q).</param>
-    /// <param name="missing">Distinct member indices to rebuild, at most <paramref name="parityCount"/> of them.</param>
+    /// <param name="missing">Distinct member indices to rebuild, at most <paramref name="parityCount"/> of
+    /// them.</param>
     public static void Reconstruct(Span<Memory<byte>> members, int parityCount, ReadOnlySpan<int> missing) =>
         Reconstruct(members, parityCount, missing, VectorWidths.Best);
 
@@ -76,17 +88,39 @@ public static class RaidMath
         XorInto(data, sources, ref MemoryMarshal.GetReference(p), (nuint)p.Length, width);
     }
 
-    internal static void ComputePQ(ReadOnlySpan<ReadOnlyMemory<byte>> data, Span<byte> p, Span<byte> q, VectorWidth width)
+    internal static void ComputePQ(
+        ReadOnlySpan<ReadOnlyMemory<byte>> data,
+        Span<byte> p,
+        Span<byte> q,
+        VectorWidth width)
     {
         RequireData(data, p.Length);
-        if (q.Length != p.Length) throw new ArgumentException($"Q length {q.Length} differs from P length {p.Length}.", nameof(q));
+        if (q.Length != p.Length)
+            throw new ArgumentException($"Q length {q.Length} differs from P length {p.Length}.", nameof(q));
         VectorWidths.Require(width);
-        HornerInto(data, data.Length, -1, -1, withP: true, ref MemoryMarshal.GetReference(p), ref MemoryMarshal.GetReference(q), (nuint)p.Length, width);
+        HornerInto(
+            data,
+            data.Length,
+            -1,
+            -1,
+            withP: true,
+            ref MemoryMarshal.GetReference(p),
+            ref MemoryMarshal.GetReference(q),
+            (nuint)p.Length,
+            width);
     }
 
-    internal static void ApplyDelta(int dataIndex, ReadOnlySpan<byte> oldData, ReadOnlySpan<byte> newData, Span<byte> p, Span<byte> q, VectorWidth width)
+    internal static void ApplyDelta(
+        int dataIndex,
+        ReadOnlySpan<byte> oldData,
+        ReadOnlySpan<byte> newData,
+        Span<byte> p,
+        Span<byte> q,
+        VectorWidth width)
     {
-        if (oldData.Length != newData.Length || p.Length != newData.Length || (!q.IsEmpty && q.Length != newData.Length))
+        if (oldData.Length != newData.Length
+            || p.Length != newData.Length
+            || (!q.IsEmpty && q.Length != newData.Length))
             throw new ArgumentException(
                 $"old data ({oldData.Length} bytes), new data ({newData.Length}), P ({p.Length}) and Q ({q.Length}, or empty) must have the same length.");
         if (dataIndex < 0 || dataIndex >= MaxDataMembers)
@@ -98,24 +132,40 @@ public static class RaidMath
         if (q.IsEmpty)
             ParityDispatch.Xor(width, 3, ref pRef, ref pRef, ref oldRef, ref newRef, ref pRef, (nuint)p.Length);
         else
-            ParityDispatch.Delta(width, ref oldRef, ref newRef, ref pRef, ref MemoryMarshal.GetReference(q), (nuint)p.Length, Gf256.Exp(dataIndex));
+            ParityDispatch.Delta(
+                width,
+                ref oldRef,
+                ref newRef,
+                ref pRef,
+                ref MemoryMarshal.GetReference(q),
+                (nuint)p.Length,
+                Gf256.Exp(dataIndex));
     }
 
-    internal static void Reconstruct(Span<Memory<byte>> members, int parityCount, ReadOnlySpan<int> missing, VectorWidth width)
+    internal static void Reconstruct(
+        Span<Memory<byte>> members,
+        int parityCount,
+        ReadOnlySpan<int> missing,
+        VectorWidth width)
     {
-        if (parityCount is < 1 or > 2) throw new ArgumentOutOfRangeException(nameof(parityCount), parityCount, "allowed: 1 (P) or 2 (P+Q).");
+        if (parityCount is < 1 or > 2)
+            throw new ArgumentOutOfRangeException(nameof(parityCount), parityCount, "allowed: 1 (P) or 2 (P+Q).");
         int dataCount = members.Length - parityCount;
         if (dataCount < 1 || dataCount > MaxDataMembers)
             throw new ArgumentException(
                 $"{members.Length} members with {parityCount} parity leaves {dataCount} data members; allowed: 1..{MaxDataMembers}.", nameof(members));
         if (missing.Length > parityCount)
-            throw new ArgumentException($"{missing.Length} missing members; at most {parityCount} can be rebuilt.", nameof(missing));
+            throw new ArgumentException(
+                $"{missing.Length} missing members; at most {parityCount} can be rebuilt.", nameof(missing));
         int length = members[0].Length;
         for (int i = 1; i < members.Length; i++)
             if (members[i].Length != length)
-                throw new ArgumentException($"member {i} is {members[i].Length} bytes, member 0 is {length}; all members must have the same length.", nameof(members));
+                throw new ArgumentException(
+                    $"member {i} is {members[i].Length} bytes, member 0 is {length}; all members must have the same length.",
+                    nameof(members));
         foreach (int m in missing)
-            if (m < 0 || m >= members.Length) throw new ArgumentOutOfRangeException(nameof(missing), m, $"allowed: 0..{members.Length - 1}.");
+            if (m < 0 || m >= members.Length)
+                throw new ArgumentOutOfRangeException(nameof(missing), m, $"allowed: 0..{members.Length - 1}.");
         VectorWidths.Require(width);
         if (missing.Length == 0) return;
 
@@ -138,7 +188,12 @@ public static class RaidMath
             if (qMissing)
                 HornerInto(all, dataCount, -1, -1, pMissing, ref Ref(all, pIndex), ref Ref(all, qIndex), len, width);
             else
-                XorInto(all, DataExcept(dataCount, -1, -1, -1, stackalloc int[dataCount]), ref Ref(all, pIndex), len, width);
+                XorInto(
+                    all,
+                    DataExcept(dataCount, -1, -1, -1, stackalloc int[dataCount]),
+                    ref Ref(all, pIndex),
+                    len,
+                    width);
             return;
         }
 
@@ -146,7 +201,9 @@ public static class RaidMath
         {
             // One data member from P and the other data; then Q, if it was lost too, from the data.
             XorInto(all, DataExcept(dataCount, a, -1, pIndex, stackalloc int[dataCount]), ref Ref(all, a), len, width);
-            if (b == qIndex) HornerInto(all, dataCount, -1, -1, withP: false, ref Ref(all, qIndex), ref Ref(all, qIndex), len, width);
+            if (b == qIndex)
+                HornerInto(
+                    all, dataCount, -1, -1, withP: false, ref Ref(all, qIndex), ref Ref(all, qIndex), len, width);
             return;
         }
 
@@ -155,7 +212,8 @@ public static class RaidMath
             // Data member a and P: the other data's partial Q into Da, then Da = g^-a * (Q ^ partial); then P.
             HornerInto(all, dataCount, a, -1, withP: false, ref Ref(all, a), ref Ref(all, a), len, width);
             ParityDispatch.MulXor(width, ref Ref(all, a), ref Ref(all, qIndex), len, Gf256.Inv(Gf256.Exp(a)));
-            XorInto(all, DataExcept(dataCount, -1, -1, -1, stackalloc int[dataCount]), ref Ref(all, pIndex), len, width);
+            XorInto(
+                all, DataExcept(dataCount, -1, -1, -1, stackalloc int[dataCount]), ref Ref(all, pIndex), len, width);
             return;
         }
 
@@ -167,10 +225,14 @@ public static class RaidMath
         byte denominatorInverse = Gf256.Inv((byte)(gba ^ 1));
         byte coefficientP = Gf256.Mul(gba, denominatorInverse);
         byte coefficientQ = Gf256.Mul(Gf256.Inv(Gf256.Exp(a)), denominatorInverse);
-        ParityDispatch.CombineTwo(width, ref Ref(all, a), ref Ref(all, b), ref Ref(all, qIndex), len, coefficientP, coefficientQ);
+        ParityDispatch.CombineTwo(
+            width, ref Ref(all, a), ref Ref(all, b), ref Ref(all, qIndex), len, coefficientP, coefficientQ);
     }
 
-    /// <summary>The data indices other than <paramref name="skipA"/> and <paramref name="skipB"/>, then <paramref name="extra"/> if not negative.</summary>
+    /// <summary>
+    /// The data indices other than <paramref name="skipA"/> and <paramref name="skipB"/>, then <paramref name="extra"/>
+    /// if not negative.
+    /// </summary>
     private static ReadOnlySpan<int> DataExcept(int dataCount, int skipA, int skipB, int extra, Span<int> buffer)
     {
         // The buffer holds dataCount entries: at least one data member is skipped whenever extra is added.
@@ -185,7 +247,12 @@ public static class RaidMath
         ref MemoryMarshal.GetReference(members[index].Span);
 
     /// <summary>destination = XOR of the listed members; an empty list gives zeros.</summary>
-    private static void XorInto(ReadOnlySpan<ReadOnlyMemory<byte>> members, ReadOnlySpan<int> sources, ref byte destination, nuint length, VectorWidth width)
+    private static void XorInto(
+        ReadOnlySpan<ReadOnlyMemory<byte>> members,
+        ReadOnlySpan<int> sources,
+        ref byte destination,
+        nuint length,
+        VectorWidth width)
     {
         if (sources.IsEmpty)
         {
@@ -220,7 +287,8 @@ public static class RaidMath
     /// <paramref name="skipA"/> and <paramref name="skipB"/>, by Horner's rule from the highest index
     /// down; a skipped member counts as zeros. With nothing to read, the outputs are zeros.
     /// </summary>
-    private static void HornerInto(ReadOnlySpan<ReadOnlyMemory<byte>> data, int dataCount, int skipA, int skipB, bool withP,
+    private static void HornerInto(ReadOnlySpan<ReadOnlyMemory<byte>> data, int dataCount, int skipA, int skipB,
+        bool withP,
         ref byte p, ref byte q, nuint length, VectorWidth width)
     {
         // present: the data indices read, highest first. gap[k]: members skipped between present[k-1] and present[k].
@@ -266,7 +334,8 @@ public static class RaidMath
                 ref byte s1 = ref (take > 1 ? ref Source(data, present[k + 1], offset) : ref s0);
                 ref byte s2 = ref (take > 2 ? ref Source(data, present[k + 2], offset) : ref s0);
                 ref byte s3 = ref (take > 3 ? ref Source(data, present[k + 3], offset) : ref s0);
-                ParityDispatch.Pq(width, take, accumulate: k > 0, withP, ref pt, ref qt, ref s0, ref s1, ref s2, ref s3, n, gap[k]);
+                ParityDispatch.Pq(
+                    width, take, accumulate: k > 0, withP, ref pt, ref qt, ref s0, ref s1, ref s2, ref s3, n, gap[k]);
                 k += take;
             }
             if (trailing > 0) ParityDispatch.Mul2InPlace(width, ref qt, n, trailing);
@@ -282,6 +351,8 @@ public static class RaidMath
             throw new ArgumentException($"{data.Length} data chunks; allowed: 1..{MaxDataMembers}.", nameof(data));
         for (int d = 0; d < data.Length; d++)
             if (data[d].Length != length)
-                throw new ArgumentException($"data chunk {d} is {data[d].Length} bytes, parity is {length}; all must have the same length.", nameof(data));
+                throw new ArgumentException(
+                    $"data chunk {d} is {data[d].Length} bytes, parity is {length}; all must have the same length.",
+                    nameof(data));
     }
 }

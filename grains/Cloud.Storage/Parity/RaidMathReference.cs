@@ -23,7 +23,8 @@ internal static class RaidMathReference
     public static void ComputePQ(ReadOnlySpan<ReadOnlyMemory<byte>> data, Span<byte> p, Span<byte> q)
     {
         RequireData(data, p.Length);
-        if (q.Length != p.Length) throw new ArgumentException($"Q length {q.Length} differs from P length {p.Length}.", nameof(q));
+        if (q.Length != p.Length)
+            throw new ArgumentException($"Q length {q.Length} differs from P length {p.Length}.", nameof(q));
         p.Clear();
         q.Clear();
         // Horner's rule from the highest index down: q = q*g ^ Di.
@@ -42,11 +43,19 @@ internal static class RaidMathReference
     /// Read-modify-write: updates P (and Q, when not empty) in place for data chunk
     /// <paramref name="dataIndex"/> changing from <paramref name="oldData"/> to <paramref name="newData"/>.
     /// </summary>
-    public static void ApplyDelta(int dataIndex, ReadOnlySpan<byte> oldData, ReadOnlySpan<byte> newData, Span<byte> p, Span<byte> q)
+    public static void ApplyDelta(
+        int dataIndex,
+        ReadOnlySpan<byte> oldData,
+        ReadOnlySpan<byte> newData,
+        Span<byte> p,
+        Span<byte> q)
     {
-        if (oldData.Length != newData.Length || p.Length != newData.Length || (!q.IsEmpty && q.Length != newData.Length))
+        if (oldData.Length != newData.Length
+            || p.Length != newData.Length
+            || (!q.IsEmpty && q.Length != newData.Length))
             throw new ArgumentException("old data, new data, P and Q must have the same length.");
-        if (dataIndex < 0 || dataIndex > 254) throw new ArgumentOutOfRangeException(nameof(dataIndex), dataIndex, "allowed: 0..254.");
+        if (dataIndex < 0 || dataIndex > 254)
+            throw new ArgumentOutOfRangeException(nameof(dataIndex), dataIndex, "allowed: 0..254.");
         byte coefficient = Gf256.Exp(dataIndex);
         for (int i = 0; i < p.Length; i++)
         {
@@ -63,13 +72,17 @@ internal static class RaidMathReference
     /// </summary>
     public static void Reconstruct(Span<Memory<byte>> members, int parityCount, ReadOnlySpan<int> missing)
     {
-        if (parityCount is < 1 or > 2) throw new ArgumentOutOfRangeException(nameof(parityCount), parityCount, "allowed: 1 (P) or 2 (P+Q).");
-        if (missing.Length > parityCount) throw new ArgumentException($"{missing.Length} missing members; at most {parityCount} can be rebuilt.", nameof(missing));
+        if (parityCount is < 1 or > 2)
+            throw new ArgumentOutOfRangeException(nameof(parityCount), parityCount, "allowed: 1 (P) or 2 (P+Q).");
+        if (missing.Length > parityCount)
+            throw new ArgumentException(
+                $"{missing.Length} missing members; at most {parityCount} can be rebuilt.", nameof(missing));
         int dataCount = members.Length - parityCount;
         int pIndex = dataCount, qIndex = dataCount + 1;
         int len = members[0].Length;
         foreach (int m in missing)
-            if (m < 0 || m >= members.Length) throw new ArgumentOutOfRangeException(nameof(missing), m, $"allowed: 0..{members.Length - 1}.");
+            if (m < 0 || m >= members.Length)
+                throw new ArgumentOutOfRangeException(nameof(missing), m, $"allowed: 0..{members.Length - 1}.");
         if (missing.Length == 0) return;
 
         int a = missing[0], b = missing.Length > 1 ? missing[1] : -1;
@@ -155,6 +168,8 @@ internal static class RaidMathReference
     {
         if (data.Length < 1) throw new ArgumentException("at least one data chunk is required.", nameof(data));
         foreach (ReadOnlyMemory<byte> chunk in data)
-            if (chunk.Length != length) throw new ArgumentException($"data chunk length {chunk.Length} differs from parity length {length}.", nameof(data));
+            if (chunk.Length != length)
+                throw new ArgumentException(
+                    $"data chunk length {chunk.Length} differs from parity length {length}.", nameof(data));
     }
 }

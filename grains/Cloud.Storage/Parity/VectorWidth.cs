@@ -3,7 +3,9 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Cloud.Storage.Parity;
 
-/// <summary>The register width (and instruction set) the parity kernels run at; the value is the width in bytes.</summary>
+/// <summary>
+/// The register width (and instruction set) the parity kernels run at; the value is the width in bytes.
+/// </summary>
 internal enum VectorWidth
 {
     /// <summary>Portable code on 64-bit words (eight bytes at a time), no SIMD instructions.</summary>
@@ -18,7 +20,9 @@ internal enum VectorWidth
     /// <summary>512-bit vectors (AVX-512 BW).</summary>
     V512 = 64,
 
-    /// <summary>512-bit vectors with GFNI for the GF(2^8) multiplications (65 only to be distinct from <see cref="V512"/>).</summary>
+    /// <summary>
+    /// 512-bit vectors with GFNI for the GF(2^8) multiplications (65 only to be distinct from <see cref="V512"/>).
+    /// </summary>
     V512Gfni = 65,
 }
 
@@ -47,7 +51,10 @@ internal static class VectorWidths
 
     /// <summary>Every supported width, narrowest first.</summary>
     public static IReadOnlyList<VectorWidth> Supported { get; } =
-        [.. new[] { VectorWidth.Scalar, VectorWidth.V128, VectorWidth.V256, VectorWidth.V512, VectorWidth.V512Gfni }.Where(IsSupported)];
+        [
+            .. new[] { VectorWidth.Scalar, VectorWidth.V128, VectorWidth.V256, VectorWidth.V512, VectorWidth.V512Gfni }
+                .Where(IsSupported),
+        ];
 
     private static VectorWidth DetectBest()
     {

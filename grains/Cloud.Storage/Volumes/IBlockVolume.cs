@@ -24,7 +24,11 @@ public interface IBlockVolume
     ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default);
 
     /// <param name="forceUnitAccess">When true, return only once the data is durable on the member disks.</param>
-    ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, bool forceUnitAccess = false, CancellationToken cancellationToken = default);
+    ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        bool forceUnitAccess = false,
+        CancellationToken cancellationToken = default);
 
     /// <summary>Returns once every write acknowledged before the call is durable.</summary>
     ValueTask FlushAsync(CancellationToken cancellationToken = default);
@@ -41,7 +45,10 @@ public interface IBlockVolume
 /// </summary>
 public interface IBufferOwningVolume : IBlockVolume
 {
-    /// <summary>Writes all of <paramref name="data"/> at <paramref name="offsetBytes"/>, keeping the array as the written copy.</summary>
+    /// <summary>
+    /// Writes all of <paramref name="data"/> at <paramref name="offsetBytes"/>, keeping the array as the written copy.
+    /// </summary>
     /// <param name="forceUnitAccess">When true, return only once the data is durable on the member disks.</param>
-    ValueTask WriteOwnedAsync(long offsetBytes, byte[] data, bool forceUnitAccess = false, CancellationToken cancellationToken = default);
+    ValueTask WriteOwnedAsync(
+        long offsetBytes, byte[] data, bool forceUnitAccess = false, CancellationToken cancellationToken = default);
 }

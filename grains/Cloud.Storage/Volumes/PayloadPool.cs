@@ -68,7 +68,8 @@ public sealed class PayloadPool
         if (array.Length == 0) return;
 #if DEBUG
         if (!_returned.TryAdd(array, array))
-            throw new InvalidOperationException($"a {array.Length}-byte payload array was returned to the pool twice without being rented in between; the second return would hand it to two renters at once.");
+            throw new InvalidOperationException(
+                $"a {array.Length}-byte payload array was returned to the pool twice without being rented in between; the second return would hand it to two renters at once.");
 #endif
         if (Interlocked.Add(ref _retainedBytes, array.Length) > MaxRetainedBytes)
         {

@@ -11,30 +11,47 @@ namespace Cloud.Storage.Volumes;
 public sealed partial class RaidVolume
 {
     /// <inheritdoc />
-    public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    public ValueTask ReadAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken = default)
     {
         CheckIo(offsetBytes, destination.Length, nameof(destination));
         // Fast path for the common small read (one stripe): no request-level state machine or window.
         long stripe = offsetBytes / Geometry.StripeDataBytes;
         int inStripe = (int)(offsetBytes - stripe * Geometry.StripeDataBytes);
         if (inStripe + destination.Length <= Geometry.StripeDataBytes)
-            return destination.Length == 0 ? ValueTask.CompletedTask : ReadStripeAsync(stripe, inStripe, destination, cancellationToken);
+            return destination.Length == 0
+                ? ValueTask.CompletedTask
+                : ReadStripeAsync(stripe, inStripe, destination, cancellationToken);
         return ReadRunAsync(offsetBytes, destination, cancellationToken);
     }
 
     /// <inheritdoc />
-    public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, bool forceUnitAccess = false, CancellationToken cancellationToken = default) =>
+    public ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        bool forceUnitAccess = false,
+        CancellationToken cancellationToken = default) =>
         WriteAsync(offsetBytes, source, 0, forceUnitAccess, cancellationToken);
 
     /// <summary>
     /// Writes <paramref name="source"/> and stores <paramref name="writeTimestamp"/> in each written
     /// block's metadata beside its checksum (0 means "no timestamp").
     /// </summary>
-    public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, long writeTimestamp, bool forceUnitAccess, CancellationToken cancellationToken = default)
+    public ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        long writeTimestamp,
+        bool forceUnitAccess,
+        CancellationToken cancellationToken = default)
     {
         CheckIo(offsetBytes, source.Length, nameof(source));
-        if (writeTimestamp < 0) throw new ArgumentOutOfRangeException(nameof(writeTimestamp), writeTimestamp, $"allowed: 0..{long.MaxValue} (0 = no timestamp).");
-        if (IsRunWrite(offsetBytes, source.Length)) return WriteRunAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
+        if (writeTimestamp < 0)
+            throw new ArgumentOutOfRangeException(
+                nameof(writeTimestamp), writeTimestamp, $"allowed: 0..{long.MaxValue} (0 = no timestamp).");
+        if (IsRunWrite(offsetBytes, source.Length))
+            return WriteRunAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
         return WriteStripeByStripeAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
     }
 
@@ -42,10 +59,19 @@ public sealed partial class RaidVolume
     public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default) =>
         TrimAsync(offsetBytes, lengthBytes, 0, cancellationToken);
 
-    /// <summary>Trims like <see cref="TrimAsync(long, long, CancellationToken)"/>, stamping the zeroed blocks with <paramref name="writeTimestamp"/>.</summary>
-    public async ValueTask TrimAsync(long offsetBytes, long lengthBytes, long writeTimestamp, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Trims like <see cref="TrimAsync(long, long, CancellationToken)"/>, stamping the zeroed blocks with
+    /// <paramref name="writeTimestamp"/>.
+    /// </summary>
+    public async ValueTask TrimAsync(
+        long offsetBytes,
+        long lengthBytes,
+        long writeTimestamp,
+        CancellationToken cancellationToken = default)
     {
-        if (writeTimestamp < 0) throw new ArgumentOutOfRangeException(nameof(writeTimestamp), writeTimestamp, $"allowed: 0..{long.MaxValue} (0 = no timestamp).");
+        if (writeTimestamp < 0)
+            throw new ArgumentOutOfRangeException(
+                nameof(writeTimestamp), writeTimestamp, $"allowed: 0..{long.MaxValue} (0 = no timestamp).");
         CheckRange(offsetBytes, lengthBytes);
         byte[] zeros = ArrayPool<byte>.Shared.Rent(Math.Min(MaxIoSizeBytes, 4 << 20));
         try
@@ -55,7 +81,12 @@ public sealed partial class RaidVolume
             for (long done = 0; done < lengthBytes;)
             {
                 int n = (int)Math.Min(step, lengthBytes - done);
-                await WriteStripeByStripeAsync(offsetBytes + done, zeros.AsMemory(0, n), writeTimestamp, fua: false, cancellationToken).ConfigureAwait(false);
+                await WriteStripeByStripeAsync(
+                    offsetBytes + done,
+                    zeros.AsMemory(0, n),
+                    writeTimestamp,
+                    fua: false,
+                    cancellationToken).ConfigureAwait(false);
                 done += n;
             }
         }
@@ -63,17 +94,22 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>The first and last stripe the range touches.</summary>
-    public (long First, long Last) StripeRange(long offsetBytes, long lengthBytes) => Layout.StripeRange(offsetBytes, lengthBytes);
+    public (long First, long Last) StripeRange(long offsetBytes, long lengthBytes)
+        => Layout.StripeRange(offsetBytes, lengthBytes);
 
     /// <summary>
     /// Returns the write timestamp stored for each block of the range (one per 4 KiB block; 0 = never
     /// written with a timestamp). For a block on a missing member the row's parity timestamp is
     /// returned: the newest write to any block of that row, so an upper bound.
     /// </summary>
-    public async ValueTask ReadBlockTimestampsAsync(long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken = default)
+    public async ValueTask ReadBlockTimestampsAsync(
+        long offsetBytes,
+        Memory<long> timestamps,
+        CancellationToken cancellationToken = default)
     {
         if (timestamps.Length == 0 || (long)timestamps.Length * B > MaxIoSizeBytes)
-            throw new ArgumentOutOfRangeException(nameof(timestamps), timestamps.Length, $"allowed: 1..{MaxIoSizeBytes / B} blocks.");
+            throw new ArgumentOutOfRangeException(
+                nameof(timestamps), timestamps.Length, $"allowed: 1..{MaxIoSizeBytes / B} blocks.");
         CheckIo(offsetBytes, timestamps.Length * B, nameof(timestamps));
         long end = offsetBytes + (long)timestamps.Length * B;
         for (long pos = offsetBytes; pos < end;)
@@ -88,13 +124,17 @@ public sealed partial class RaidVolume
                 for (int m = 0; m < _memberCount; m++)
                     if (s.Usable[m]) s.Tasks[n++] = ReadMetadataAsync(s, m, stripe, cancellationToken);
                 await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
-                for (long p = pos; p < stripeEnd; p += B) timestamps.Span[(int)((p - offsetBytes) / B)] = BlockTimestamp(s, stripe, p);
+                for (long p = pos; p < stripeEnd; p += B)
+                    timestamps.Span[(int)((p - offsetBytes) / B)] = BlockTimestamp(s, stripe, p);
             }
             pos = stripeEnd;
         }
     }
 
-    /// <summary>The timestamp stored for the block at volume offset <paramref name="offsetBytes"/>, from the metadata sectors in the scratch.</summary>
+    /// <summary>
+    /// The timestamp stored for the block at volume offset <paramref name="offsetBytes"/>, from the metadata sectors in
+    /// the scratch.
+    /// </summary>
     private long BlockTimestamp(StripeScratch s, long stripe, long offsetBytes)
     {
         ChunkAddress a = Layout.Locate(offsetBytes);
@@ -103,16 +143,21 @@ public sealed partial class RaidVolume
         if (Geometry.Level == RaidLevel.Raid1)
         {
             for (int m = 0; m < _memberCount; m++)
-                if (s.Usable[m] && IsUsable(m, stripe)) ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, m), row).Timestamp);
+                if (s.Usable[m] && IsUsable(m, stripe))
+                    ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, m), row).Timestamp);
             return ts;
         }
-        if (s.Usable[a.Member] && IsUsable(a.Member, stripe)) return OnDiskFormat.ReadEntry(Meta(s.Buffer, a.Member), row).Timestamp;
+        if (s.Usable[a.Member] && IsUsable(a.Member, stripe))
+            return OnDiskFormat.ReadEntry(Meta(s.Buffer, a.Member), row).Timestamp;
         for (int k = _dataCount; k < _dataCount + _parityCount; k++)
         {
             int pm = Layout.MemberAtLogicalSlot(stripe, k);
-            if (s.Usable[pm] && IsUsable(pm, stripe)) ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, pm), row).Timestamp);
+            if (s.Usable[pm] && IsUsable(pm, stripe))
+                ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, pm), row).Timestamp);
         }
-        if (ts == 0 && _parityCount == 0) throw new VolumeDataLossException($"volume '{Name}': member {a.Member} holding offset {offsetBytes} is lost.");
+        if (ts == 0 && _parityCount == 0)
+            throw new VolumeDataLossException(
+                $"volume '{Name}': member {a.Member} holding offset {offsetBytes} is lost.");
         return ts;
     }
 
@@ -120,7 +165,8 @@ public sealed partial class RaidVolume
     {
         CheckUsable();
         if (lengthBytes < 1 || lengthBytes > MaxIoSizeBytes || lengthBytes % B != 0)
-            throw new ArgumentOutOfRangeException(lengthName, lengthBytes, $"length must be a multiple of {B} in {B}..{MaxIoSizeBytes} bytes.");
+            throw new ArgumentOutOfRangeException(
+                lengthName, lengthBytes, $"length must be a multiple of {B} in {B}..{MaxIoSizeBytes} bytes.");
         CheckRange(offsetBytes, lengthBytes);
     }
 
@@ -128,22 +174,50 @@ public sealed partial class RaidVolume
     {
         CheckUsable();
         if (offsetBytes < 0 || offsetBytes % B != 0 || offsetBytes >= CapacityBytes)
-            throw new ArgumentOutOfRangeException(nameof(offsetBytes), offsetBytes, $"offset must be a multiple of {B} in 0..{CapacityBytes - B}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(offsetBytes), offsetBytes, $"offset must be a multiple of {B} in 0..{CapacityBytes - B}.");
         if (lengthBytes < 1 || lengthBytes % B != 0 || lengthBytes > CapacityBytes - offsetBytes)
-            throw new ArgumentOutOfRangeException(nameof(lengthBytes), lengthBytes, $"length must be a multiple of {B} in {B}..{CapacityBytes - offsetBytes} bytes at offset {offsetBytes}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(lengthBytes),
+                lengthBytes,
+                $"length must be a multiple of {B} in {B}..{CapacityBytes - offsetBytes} bytes at offset {offsetBytes}.");
     }
 
-    /// <summary>Reads a request stripe by stripe, up to <see cref="RaidVolumeOptions.MaxStripesInFlightPerRequest"/> stripes at once.</summary>
-    private ValueTask ReadStripeByStripeAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Reads a request stripe by stripe, up to <see cref="RaidVolumeOptions.MaxStripesInFlightPerRequest"/> stripes at
+    /// once.
+    /// </summary>
+    private ValueTask ReadStripeByStripeAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken) =>
         RunStripesAsync(write: false, offsetBytes, destination, default, 0, fua: false, cancellationToken);
 
-    /// <summary>Writes a request stripe by stripe, up to <see cref="RaidVolumeOptions.MaxStripesInFlightPerRequest"/> stripes at once, then flushes for FUA.</summary>
-    private ValueTask WriteStripeByStripeAsync(long offsetBytes, ReadOnlyMemory<byte> source, long timestamp, bool fua, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Writes a request stripe by stripe, up to <see cref="RaidVolumeOptions.MaxStripesInFlightPerRequest"/> stripes at
+    /// once, then flushes for FUA.
+    /// </summary>
+    private ValueTask WriteStripeByStripeAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        long timestamp,
+        bool fua,
+        CancellationToken cancellationToken) =>
         RunStripesAsync(write: true, offsetBytes, default, source, timestamp, fua, cancellationToken);
 
-    /// <summary>Splits a request by stripe and runs up to MaxStripesInFlightPerRequest stripes at once; callers use the named forms above.</summary>
+    /// <summary>
+    /// Splits a request by stripe and runs up to MaxStripesInFlightPerRequest stripes at once; callers use the named
+    /// forms above.
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask RunStripesAsync(bool write, long offsetBytes, Memory<byte> destination, ReadOnlyMemory<byte> source, long timestamp, bool fua, CancellationToken cancellationToken)
+    private async ValueTask RunStripesAsync(
+        bool write,
+        long offsetBytes,
+        Memory<byte> destination,
+        ReadOnlyMemory<byte> source,
+        long timestamp,
+        bool fua,
+        CancellationToken cancellationToken)
     {
         int length = write ? source.Length : destination.Length;
         int window = _options.MaxStripesInFlightPerRequest;
@@ -184,7 +258,9 @@ public sealed partial class RaidVolume
     /// <summary>Fills First/End with each data chunk's dirty (or wanted) rows; returns the union [r0, r1).</summary>
     private (int R0, int R1) ChunkRanges(StripeScratch s, int inStripe, int length)
     {
-        Debug.Assert(inStripe >= 0 && length > 0 && inStripe + length <= Geometry.StripeDataBytes, "the range is not inside one stripe");
+        Debug.Assert(
+            inStripe >= 0 && length > 0 && inStripe + length <= Geometry.StripeDataBytes,
+            "the range is not inside one stripe");
         Debug.Assert(inStripe % B == 0 && length % B == 0, "the range is not block-aligned");
         int r0 = int.MaxValue, r1 = 0;
         for (int d = 0; d < _dataCount; d++)
@@ -200,21 +276,27 @@ public sealed partial class RaidVolume
             }
             else s.First[d] = s.End[d] = 0;
         }
-        Debug.Assert(0 <= r0 && r0 < r1 && r1 <= _blocksPerChunk, "the union of the chunks' rows is empty or out of order");
+        Debug.Assert(
+            0 <= r0 && r0 < r1 && r1 <= _blocksPerChunk, "the union of the chunks' rows is empty or out of order");
         return (r0, r1);
     }
 
     // ----- reads -----
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask ReadStripeAsync(long stripe, int inStripe, Memory<byte> destination, CancellationToken cancellationToken)
+    private async ValueTask ReadStripeAsync(
+        long stripe,
+        int inStripe,
+        Memory<byte> destination,
+        CancellationToken cancellationToken)
     {
         // Optimistic: no lock. Anything odd (a missing member, a checksum mismatch that may be a write in
         // flight) is settled under the stripe lock.
         StripeScratch fast = _scratchPool.Rent();
         try
         {
-            if (await TryReadFastAsync(fast, stripe, inStripe, destination, cancellationToken).ConfigureAwait(false)) return;
+            if (await TryReadFastAsync(fast, stripe, inStripe, destination, cancellationToken).ConfigureAwait(false))
+                return;
         }
         finally { _scratchPool.Return(fast); }
         using LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false);
@@ -225,7 +307,12 @@ public sealed partial class RaidVolume
     private int ReadCopyMember(long stripe) => Geometry.Level == RaidLevel.Raid1 ? (int)(stripe % _memberCount) : -1;
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> TryReadFastAsync(StripeScratch s, long stripe, int inStripe, Memory<byte> destination, CancellationToken cancellationToken)
+    private async ValueTask<bool> TryReadFastAsync(
+        StripeScratch s,
+        long stripe,
+        int inStripe,
+        Memory<byte> destination,
+        CancellationToken cancellationToken)
     {
         ResetScratch(s, stripe);
         ChunkRanges(s, inStripe, destination.Length);
@@ -239,8 +326,13 @@ public sealed partial class RaidVolume
             if (m < 0 || !s.Usable[m]) return await DrainFalse(s, n).ConfigureAwait(false);
             s.ReadFrom[d] = m;
             int destOffset = d * _chunk + s.First[d] * B - inStripe;
-            s.Tasks[n++] = MemberReadAsync(m, slot + s.First[d] * B, destination.Slice(destOffset, (s.End[d] - s.First[d]) * B), cancellationToken);
-            s.Tasks[n++] = MemberReadAsync(m, slot + _chunk, s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes), cancellationToken);
+            s.Tasks[n++] = MemberReadAsync(
+                m,
+                slot + s.First[d] * B,
+                destination.Slice(destOffset, (s.End[d] - s.First[d]) * B),
+                cancellationToken);
+            s.Tasks[n++] = MemberReadAsync(
+                m, slot + _chunk, s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes), cancellationToken);
         }
         if (!await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false)) return false;
         for (int d = 0; d < _dataCount; d++)
@@ -248,7 +340,8 @@ public sealed partial class RaidVolume
             if (s.First[d] == s.End[d]) continue;
             ReadOnlySpan<byte> meta = Meta(s.Buffer, s.ReadFrom[d]);
             for (int r = s.First[d]; r < s.End[d]; r++)
-                if (!OnDiskFormat.Verify(destination.Span.Slice(d * _chunk + r * B - inStripe, B), meta, r)) return false;
+                if (!OnDiskFormat.Verify(destination.Span.Slice(d * _chunk + r * B - inStripe, B), meta, r))
+                    return false;
         }
         return true;
     }
@@ -269,7 +362,12 @@ public sealed partial class RaidVolume
         return -1;
     }
 
-    private async ValueTask ReadSlowAsync(StripeScratch s, long stripe, int inStripe, Memory<byte> destination, CancellationToken cancellationToken)
+    private async ValueTask ReadSlowAsync(
+        StripeScratch s,
+        long stripe,
+        int inStripe,
+        Memory<byte> destination,
+        CancellationToken cancellationToken)
     {
         ResetScratch(s, stripe);
         (int r0, int r1) = ChunkRanges(s, inStripe, destination.Length);
@@ -284,7 +382,8 @@ public sealed partial class RaidVolume
                 if (!await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false)) ThrowIfFailed();
                 for (int d = 0; d < _dataCount; d++)
                     if (s.First[d] < s.End[d] && VerifyRows(s, d, s.First[d], s.End[d]) > 0)
-                        throw new VolumeDataLossException($"volume '{Name}' stripe {stripe}: checksum mismatch on member {d} ({_devices[d]?.Name}); RAID-0 has no redundancy to repair it.");
+                        throw new VolumeDataLossException(
+                            $"volume '{Name}' stripe {stripe}: checksum mismatch on member {d} ({_devices[d]?.Name}); RAID-0 has no redundancy to repair it.");
                 break;
             }
             case RaidLevel.Raid1:
@@ -298,7 +397,8 @@ public sealed partial class RaidVolume
             }
             default:
             {
-                bool corrupt = await LoadAndReconstructAsync(s, stripe, r0, r1, Need.ReadRanges, cancellationToken).ConfigureAwait(false);
+                bool corrupt = await LoadAndReconstructAsync(
+                    s, stripe, r0, r1, Need.ReadRanges, cancellationToken).ConfigureAwait(false);
                 if (corrupt && _options.RepairOnRead) await WriteRepairsAsync(s, stripe, r0, r1).ConfigureAwait(false);
                 break;
             }
@@ -307,7 +407,8 @@ public sealed partial class RaidVolume
         {
             if (s.First[d] == s.End[d]) continue;
             int m = Geometry.Level == RaidLevel.Raid1 ? s.SlotMember[0] : s.SlotMember[d];
-            Rows(s.Buffer, m, s.First[d], s.End[d]).CopyTo(destination.Span[(d * _chunk + s.First[d] * B - inStripe)..]);
+            Rows(
+                s.Buffer, m, s.First[d], s.End[d]).CopyTo(destination.Span[(d * _chunk + s.First[d] * B - inStripe)..]);
         }
     }
 
@@ -331,7 +432,8 @@ public sealed partial class RaidVolume
             for (int m = 0; m < _memberCount && source < 0; m++)
                 if (s.Usable[m] && !s.Bad[m * _blocksPerChunk + r]) source = m;
             if (source < 0)
-                throw new VolumeDataLossException($"volume '{Name}' stripe {stripe} block row {r}: no mirror copy passes its checksum.");
+                throw new VolumeDataLossException(
+                    $"volume '{Name}' stripe {stripe} block row {r}: no mirror copy passes its checksum.");
             good = source;
             for (int m = 0; m < _memberCount; m++)
             {
@@ -349,7 +451,9 @@ public sealed partial class RaidVolume
         s.SlotMember[0] = good;
     }
 
-    /// <summary>RAID-5/6: rewrites the blocks that were corrupt on usable members, now reconstructed in the images.</summary>
+    /// <summary>
+    /// RAID-5/6: rewrites the blocks that were corrupt on usable members, now reconstructed in the images.
+    /// </summary>
     private async ValueTask WriteRepairsAsync(StripeScratch s, long stripe, int r0, int r1)
     {
         int n = 0;
@@ -372,7 +476,12 @@ public sealed partial class RaidVolume
     // ----- writes -----
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask WriteStripeAsync(long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, CancellationToken cancellationToken)
+    private async ValueTask WriteStripeAsync(
+        long stripe,
+        int inStripe,
+        ReadOnlyMemory<byte> source,
+        long timestamp,
+        CancellationToken cancellationToken)
     {
         using LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false);
         StripeScratch s = locked.Scratch;
@@ -382,15 +491,23 @@ public sealed partial class RaidVolume
         {
             ResetScratch(s, stripe);
             if (Geometry.Level is RaidLevel.Raid0 or RaidLevel.Raid1)
-                await WriteStripeNoParityAsync(s, stripe, inStripe, source, timestamp, cancellationToken).ConfigureAwait(false);
+                await WriteStripeNoParityAsync(
+                    s, stripe, inStripe, source, timestamp, cancellationToken).ConfigureAwait(false);
             else
-                await WriteStripeParityAsync(s, stripe, inStripe, source, timestamp, cancellationToken).ConfigureAwait(false);
+                await WriteStripeParityAsync(
+                    s, stripe, inStripe, source, timestamp, cancellationToken).ConfigureAwait(false);
         }
         finally { _intent.End(stripe); }
         ThrowIfFailed();
     }
 
-    private async ValueTask WriteStripeNoParityAsync(StripeScratch s, long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, CancellationToken cancellationToken)
+    private async ValueTask WriteStripeNoParityAsync(
+        StripeScratch s,
+        long stripe,
+        int inStripe,
+        ReadOnlyMemory<byte> source,
+        long timestamp,
+        CancellationToken cancellationToken)
     {
         ChunkRanges(s, inStripe, source.Length);
         // Targets: RAID-0 writes data chunk d to member d; RAID-1 writes the one chunk to every usable member.
@@ -410,14 +527,22 @@ public sealed partial class RaidVolume
         {
             int d = Geometry.Level == RaidLevel.Raid0 ? t : 0;
             if (s.First[d] == s.End[d] || !IsUsable(t, stripe)) continue;
-            source.Span.Slice(d * _chunk + s.First[d] * B - inStripe, (s.End[d] - s.First[d]) * B).CopyTo(Rows(s.Buffer, t, s.First[d], s.End[d]));
+            source.Span.Slice(
+                d * _chunk + s.First[d] * B - inStripe,
+                (s.End[d] - s.First[d]) * B).CopyTo(Rows(s.Buffer, t, s.First[d], s.End[d]));
             Stamp(s.Buffer, t, s.First[d], s.End[d], timestamp);
             s.Tasks[n++] = WriteSlotAsync(s, t, stripe, s.First[d], s.End[d]);
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
     }
 
-    private async ValueTask WriteStripeParityAsync(StripeScratch s, long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, CancellationToken cancellationToken)
+    private async ValueTask WriteStripeParityAsync(
+        StripeScratch s,
+        long stripe,
+        int inStripe,
+        ReadOnlyMemory<byte> source,
+        long timestamp,
+        CancellationToken cancellationToken)
     {
         (int r0, int r1) = ChunkRanges(s, inStripe, source.Length);
         int slots = _dataCount + _parityCount;
@@ -427,13 +552,15 @@ public sealed partial class RaidVolume
             ? WritePlanner.Plan(s.First.AsSpan(0, _dataCount), s.End.AsSpan(0, _dataCount), _parityCount).Strategy
             : WriteStrategy.LoadAndReconstruct;
         bool corrupt = false;
-        if (strategy != WriteStrategy.LoadAndReconstruct && !await TryPlannedReadsAsync(s, stripe, strategy, r0, r1, cancellationToken).ConfigureAwait(false))
+        if (strategy != WriteStrategy.LoadAndReconstruct
+            && !await TryPlannedReadsAsync(s, stripe, strategy, r0, r1, cancellationToken).ConfigureAwait(false))
         {
             ResetScratch(s, stripe);
             strategy = WriteStrategy.LoadAndReconstruct;
         }
         if (strategy == WriteStrategy.LoadAndReconstruct)
-            corrupt = await LoadAndReconstructAsync(s, stripe, r0, r1, Need.KeepOutsideRanges, cancellationToken).ConfigureAwait(false);
+            corrupt = await LoadAndReconstructAsync(
+                s, stripe, r0, r1, Need.KeepOutsideRanges, cancellationToken).ConfigureAwait(false);
 
         int pm = s.SlotMember[_dataCount];
         int qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
@@ -447,9 +574,15 @@ public sealed partial class RaidVolume
             for (int d = 0; d < _dataCount; d++)
             {
                 if (s.First[d] == s.End[d]) continue;
-                ReadOnlySpan<byte> newRows = source.Span.Slice(d * _chunk + s.First[d] * B - inStripe, (s.End[d] - s.First[d]) * B);
+                ReadOnlySpan<byte> newRows = source.Span.Slice(
+                    d * _chunk + s.First[d] * B - inStripe, (s.End[d] - s.First[d]) * B);
                 Span<byte> oldRows = Rows(s.Buffer, s.SlotMember[d], s.First[d], s.End[d]);
-                RaidMath.ApplyDelta(d, oldRows, newRows, Rows(s.Buffer, pm, s.First[d], s.End[d]), qm >= 0 ? Rows(s.Buffer, qm, s.First[d], s.End[d]) : Span<byte>.Empty);
+                RaidMath.ApplyDelta(
+                    d,
+                    oldRows,
+                    newRows,
+                    Rows(s.Buffer, pm, s.First[d], s.End[d]),
+                    qm >= 0 ? Rows(s.Buffer, qm, s.First[d], s.End[d]) : Span<byte>.Empty);
                 newRows.CopyTo(oldRows);
             }
         }
@@ -458,7 +591,9 @@ public sealed partial class RaidVolume
             for (int d = 0; d < _dataCount; d++)
             {
                 if (s.First[d] == s.End[d]) continue;
-                source.Span.Slice(d * _chunk + s.First[d] * B - inStripe, (s.End[d] - s.First[d]) * B).CopyTo(Rows(s.Buffer, s.SlotMember[d], s.First[d], s.End[d]));
+                source.Span.Slice(
+                    d * _chunk + s.First[d] * B - inStripe,
+                    (s.End[d] - s.First[d]) * B).CopyTo(Rows(s.Buffer, s.SlotMember[d], s.First[d], s.End[d]));
             }
             ComputeParityRows(s, r0, r1);
         }
@@ -509,14 +644,22 @@ public sealed partial class RaidVolume
     /// Points <see cref="StripeScratch.Data"/> at the caller's rows [r0, r1) of each data chunk (no copy), computes the
     /// parity rows into the scratch from them, and stamps every slot's metadata for those rows.
     /// </summary>
-    /// <param name="source">The caller's bytes of this stripe, from byte <paramref name="inStripe"/> of the stripe on.</param>
-    private void ComputeFromSource(StripeScratch s, ReadOnlyMemory<byte> source, int inStripe, int r0, int r1, long timestamp)
+    /// <param name="source">The caller's bytes of this stripe, from byte <paramref name="inStripe"/> of the stripe
+    /// on.</param>
+    private void ComputeFromSource(
+        StripeScratch s,
+        ReadOnlyMemory<byte> source,
+        int inStripe,
+        int r0,
+        int r1,
+        long timestamp)
     {
         int rowsBytes = (r1 - r0) * B;
         for (int d = 0; d < _dataCount; d++) s.Data[d] = source.Slice(d * _chunk + r0 * B - inStripe, rowsBytes);
         int pm = s.SlotMember[_dataCount];
         if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, r0, r1));
-        else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, s.SlotMember[_dataCount + 1], r0, r1));
+        else RaidMath.ComputePQ(
+            s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, s.SlotMember[_dataCount + 1], r0, r1));
         for (int k = 0; k < _dataCount + _parityCount; k++)
         {
             int m = s.SlotMember[k];
@@ -529,7 +672,14 @@ public sealed partial class RaidVolume
     /// A full-stripe write without copying the data (<see cref="ComputeFromSource"/>): each data member gets its rows
     /// from the caller's buffer and its metadata sector from the scratch, in one gathered write when they are adjacent.
     /// </summary>
-    private async ValueTask WriteFullStripeFromSourceAsync(StripeScratch s, long stripe, int inStripe, ReadOnlyMemory<byte> source, long timestamp, int r0, int r1)
+    private async ValueTask WriteFullStripeFromSourceAsync(
+        StripeScratch s,
+        long stripe,
+        int inStripe,
+        ReadOnlyMemory<byte> source,
+        long timestamp,
+        int r0,
+        int r1)
     {
         ComputeFromSource(s, source, inStripe, r0, r1, timestamp);
         long slot = Layout.MemberOffsetBytes(stripe, 0);
@@ -551,12 +701,24 @@ public sealed partial class RaidVolume
                 if (r1 == _blocksPerChunk)
                 {
                     // The rows run to the end of the chunk: the metadata sector is adjacent, one request carries both.
-                    s.Tasks[n++] = MemberGatherAsync(m, slot + r0 * B, new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k, 2), CancellationToken.None);
+                    s.Tasks[n++] = MemberGatherAsync(
+                        m,
+                        slot + r0 * B,
+                        new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k, 2),
+                        CancellationToken.None);
                 }
                 else
                 {
-                    s.Tasks[n++] = MemberGatherAsync(m, slot + r0 * B, new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k, 1), CancellationToken.None);
-                    s.Tasks[n++] = MemberGatherAsync(m, slot + _chunk, new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k + 1, 1), CancellationToken.None);
+                    s.Tasks[n++] = MemberGatherAsync(
+                        m,
+                        slot + r0 * B,
+                        new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k, 1),
+                        CancellationToken.None);
+                    s.Tasks[n++] = MemberGatherAsync(
+                        m,
+                        slot + _chunk,
+                        new ArraySegment<ReadOnlyMemory<byte>>(pieces, 2 * k + 1, 1),
+                        CancellationToken.None);
                 }
             }
             await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
@@ -572,9 +734,17 @@ public sealed partial class RaidVolume
     /// Issues the reads a healthy-stripe strategy needs and verifies what it read. False sends the
     /// caller to the reconstructing path (a member failed or a block was corrupt).
     /// </summary>
-    private async ValueTask<bool> TryPlannedReadsAsync(StripeScratch s, long stripe, WriteStrategy strategy, int r0, int r1, CancellationToken cancellationToken)
+    private async ValueTask<bool> TryPlannedReadsAsync(
+        StripeScratch s,
+        long stripe,
+        WriteStrategy strategy,
+        int r0,
+        int r1,
+        CancellationToken cancellationToken)
     {
-        Debug.Assert(strategy is WriteStrategy.FullStripe or WriteStrategy.ReadModifyWrite or WriteStrategy.ReconstructWrite, "only a planned strategy reads this way");
+        Debug.Assert(
+            strategy is WriteStrategy.FullStripe or WriteStrategy.ReadModifyWrite or WriteStrategy.ReconstructWrite,
+            "only a planned strategy reads this way");
         int n = 0;
         int slots = _dataCount + _parityCount;
         for (int k = 0; k < slots; k++)
@@ -618,7 +788,9 @@ public sealed partial class RaidVolume
             int first = isData ? s.First[k] : r0, end = isData ? s.End[k] : r1;
             int bad = strategy == WriteStrategy.ReadModifyWrite
                 ? (first < end ? VerifyRows(s, m, first, end) : 0)
-                : isData ? (first < end ? VerifyRows(s, m, r0, first) + VerifyRows(s, m, end, r1) : VerifyRows(s, m, r0, r1)) : 0;
+                : isData
+                    ? (first < end ? VerifyRows(s, m, r0, first) + VerifyRows(s, m, end, r1) : VerifyRows(s, m, r0, r1))
+                    : 0;
             if (bad > 0) return false;
         }
         return true;

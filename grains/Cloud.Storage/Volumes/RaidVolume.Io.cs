@@ -14,12 +14,24 @@ public sealed partial class RaidVolume
 {
     private const int B = VolumeGeometry.BlockSizeBytes;
 
-    /// <summary>Reads one range of member <paramref name="m"/>; an I/O error fails the member and returns false.</summary>
-    private ValueTask<bool> MemberReadAsync(int m, long memberOffsetBytes, Memory<byte> buffer, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Reads one range of member <paramref name="m"/>; an I/O error fails the member and returns false.
+    /// </summary>
+    private ValueTask<bool> MemberReadAsync(
+        int m,
+        long memberOffsetBytes,
+        Memory<byte> buffer,
+        CancellationToken cancellationToken) =>
         MemberRequestAsync(m, new ReadRequest(memberOffsetBytes, buffer), cancellationToken);
 
-    /// <summary>Writes one range of member <paramref name="m"/>; an I/O error fails the member and returns false.</summary>
-    private ValueTask<bool> MemberWriteAsync(int m, long memberOffsetBytes, ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Writes one range of member <paramref name="m"/>; an I/O error fails the member and returns false.
+    /// </summary>
+    private ValueTask<bool> MemberWriteAsync(
+        int m,
+        long memberOffsetBytes,
+        ReadOnlyMemory<byte> buffer,
+        CancellationToken cancellationToken) =>
         MemberRequestAsync(m, new WriteRequest(memberOffsetBytes, buffer), cancellationToken);
 
     /// <summary>
@@ -27,11 +39,22 @@ public sealed partial class RaidVolume
     /// where the device takes several buffers (<see cref="IVectoredBlockDevice"/>), one per piece otherwise, all in
     /// flight at once (a page blob pays a round trip per request). An I/O error fails the member and returns false.
     /// </summary>
-    private ValueTask<bool> MemberScatterAsync(int m, long memberOffsetBytes, ArraySegment<Memory<byte>> pieces, CancellationToken cancellationToken) =>
+    private ValueTask<bool> MemberScatterAsync(
+        int m,
+        long memberOffsetBytes,
+        ArraySegment<Memory<byte>> pieces,
+        CancellationToken cancellationToken) =>
         MemberRequestAsync(m, new ScatterRequest(memberOffsetBytes, pieces), cancellationToken);
 
-    /// <summary>Writes <paramref name="pieces"/> in turn to one contiguous range of member <paramref name="m"/>; see <see cref="MemberScatterAsync"/>.</summary>
-    private ValueTask<bool> MemberGatherAsync(int m, long memberOffsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Writes <paramref name="pieces"/> in turn to one contiguous range of member <paramref name="m"/>; see
+    /// <see cref="MemberScatterAsync"/>.
+    /// </summary>
+    private ValueTask<bool> MemberGatherAsync(
+        int m,
+        long memberOffsetBytes,
+        ArraySegment<ReadOnlyMemory<byte>> pieces,
+        CancellationToken cancellationToken) =>
         MemberRequestAsync(m, new GatherRequest(memberOffsetBytes, pieces), cancellationToken);
 
     /// <summary>
@@ -39,7 +62,10 @@ public sealed partial class RaidVolume
     /// structs, so that issuing one allocates no closure.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> MemberRequestAsync<TRequest>(int m, TRequest request, CancellationToken cancellationToken)
+    private async ValueTask<bool> MemberRequestAsync<TRequest>(
+        int m,
+        TRequest request,
+        CancellationToken cancellationToken)
         where TRequest : struct, IMemberRequest
     {
         IBlockDevice? d = _devices[m];
@@ -70,23 +96,35 @@ public sealed partial class RaidVolume
     {
         public bool IsEmpty => buffer.Length == 0;
 
-        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken) => device.ReadAsync(offsetBytes, buffer, cancellationToken);
+        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
+            => device.ReadAsync(offsetBytes, buffer, cancellationToken);
 
         public static int LengthBytes(Memory<byte> piece) => piece.Length;
 
-        public static ValueTask StartPieceAsync(IBlockDevice device, long offsetBytes, Memory<byte> piece, CancellationToken cancellationToken) =>
+        public static ValueTask StartPieceAsync(
+            IBlockDevice device,
+            long offsetBytes,
+            Memory<byte> piece,
+            CancellationToken cancellationToken) =>
             device.ReadAsync(offsetBytes, piece, cancellationToken);
     }
 
-    private readonly struct WriteRequest(long offsetBytes, ReadOnlyMemory<byte> buffer) : IPieceRequest<ReadOnlyMemory<byte>>
+    private readonly struct WriteRequest(
+        long offsetBytes,
+        ReadOnlyMemory<byte> buffer) : IPieceRequest<ReadOnlyMemory<byte>>
     {
         public bool IsEmpty => buffer.Length == 0;
 
-        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken) => device.WriteAsync(offsetBytes, buffer, cancellationToken);
+        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
+            => device.WriteAsync(offsetBytes, buffer, cancellationToken);
 
         public static int LengthBytes(ReadOnlyMemory<byte> piece) => piece.Length;
 
-        public static ValueTask StartPieceAsync(IBlockDevice device, long offsetBytes, ReadOnlyMemory<byte> piece, CancellationToken cancellationToken) =>
+        public static ValueTask StartPieceAsync(
+            IBlockDevice device,
+            long offsetBytes,
+            ReadOnlyMemory<byte> piece,
+            CancellationToken cancellationToken) =>
             device.WriteAsync(offsetBytes, piece, cancellationToken);
     }
 
@@ -94,7 +132,8 @@ public sealed partial class RaidVolume
     {
         public bool IsEmpty => pieces.Count == 0;
 
-        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken) => device is IVectoredBlockDevice v
+        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
+            => device is IVectoredBlockDevice v
             ? v.ReadScatterAsync(offsetBytes, pieces, cancellationToken)
             : EachPieceAsync<Memory<byte>, ReadRequest>(device, offsetBytes, pieces, cancellationToken);
     }
@@ -103,24 +142,35 @@ public sealed partial class RaidVolume
     {
         public bool IsEmpty => pieces.Count == 0;
 
-        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken) => device is IVectoredBlockDevice v
+        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
+            => device is IVectoredBlockDevice v
             ? v.WriteGatherAsync(offsetBytes, pieces, cancellationToken)
             : EachPieceAsync<ReadOnlyMemory<byte>, WriteRequest>(device, offsetBytes, pieces, cancellationToken);
     }
 
-    /// <summary>A request of one buffer, which <see cref="EachPieceAsync"/> issues once per piece of a vectored request.</summary>
+    /// <summary>
+    /// A request of one buffer, which <see cref="EachPieceAsync"/> issues once per piece of a vectored request.
+    /// </summary>
     private interface IPieceRequest<TPiece> : IMemberRequest
     {
         static abstract int LengthBytes(TPiece piece);
 
-        static abstract ValueTask StartPieceAsync(IBlockDevice device, long offsetBytes, TPiece piece, CancellationToken cancellationToken);
+        static abstract ValueTask StartPieceAsync(
+            IBlockDevice device,
+            long offsetBytes,
+            TPiece piece,
+            CancellationToken cancellationToken);
     }
 
     /// <summary>
     /// Starts one I/O per piece at consecutive offsets, then awaits every one that started, even after one fails
     /// (their buffers stay in use until then), and rethrows the first error. Only for devices without vectored I/O.
     /// </summary>
-    private static async ValueTask EachPieceAsync<TPiece, TRequest>(IBlockDevice device, long offsetBytes, ArraySegment<TPiece> pieces, CancellationToken cancellationToken)
+    private static async ValueTask EachPieceAsync<TPiece, TRequest>(
+        IBlockDevice device,
+        long offsetBytes,
+        ArraySegment<TPiece> pieces,
+        CancellationToken cancellationToken)
         where TRequest : struct, IPieceRequest<TPiece>
     {
         ValueTask[] started = new ValueTask[pieces.Count];
@@ -146,19 +196,51 @@ public sealed partial class RaidVolume
         error?.Throw();
     }
 
-    private ValueTask<bool> MemberIoAsync(int m, bool write, long memberOffsetBytes, Memory<byte> buffer, CancellationToken cancellationToken) =>
-        write ? MemberWriteAsync(m, memberOffsetBytes, buffer, cancellationToken) : MemberReadAsync(m, memberOffsetBytes, buffer, cancellationToken);
+    private ValueTask<bool> MemberIoAsync(
+        int m,
+        bool write,
+        long memberOffsetBytes,
+        Memory<byte> buffer,
+        CancellationToken cancellationToken) =>
+        write
+            ? MemberWriteAsync(m, memberOffsetBytes, buffer, cancellationToken)
+            : MemberReadAsync(m, memberOffsetBytes, buffer, cancellationToken);
 
-    /// <summary>Reads rows [r0, r1) of member <paramref name="m"/>'s chunk in <paramref name="stripe"/> and its metadata sector into the member's image in the scratch.</summary>
-    private ValueTask<bool> ReadSlotAsync(StripeScratch s, int m, long stripe, int r0, int r1, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Reads rows [r0, r1) of member <paramref name="m"/>'s chunk in <paramref name="stripe"/> and its metadata sector
+    /// into the member's image in the scratch.
+    /// </summary>
+    private ValueTask<bool> ReadSlotAsync(
+        StripeScratch s,
+        int m,
+        long stripe,
+        int r0,
+        int r1,
+        CancellationToken cancellationToken) =>
         SlotIoAsync(m, write: false, stripe, r0, r1, withMetadata: true, s.Buffer, cancellationToken);
 
-    /// <summary>Reads only the metadata sector of member <paramref name="m"/>'s chunk in <paramref name="stripe"/>, for entries a write keeps.</summary>
-    private ValueTask<bool> ReadMetadataAsync(StripeScratch s, int m, long stripe, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Reads only the metadata sector of member <paramref name="m"/>'s chunk in <paramref name="stripe"/>, for entries
+    /// a write keeps.
+    /// </summary>
+    private ValueTask<bool> ReadMetadataAsync(
+        StripeScratch s,
+        int m,
+        long stripe,
+        CancellationToken cancellationToken) =>
         SlotIoAsync(m, write: false, stripe, 0, 0, withMetadata: true, s.Buffer, cancellationToken);
 
-    /// <summary>Reads rows [r0, r1) of member <paramref name="m"/>'s chunk without its metadata sector (read separately, or already in the image).</summary>
-    private ValueTask<bool> ReadRowsAsync(StripeScratch s, int m, long stripe, int r0, int r1, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Reads rows [r0, r1) of member <paramref name="m"/>'s chunk without its metadata sector (read separately, or
+    /// already in the image).
+    /// </summary>
+    private ValueTask<bool> ReadRowsAsync(
+        StripeScratch s,
+        int m,
+        long stripe,
+        int r0,
+        int r1,
+        CancellationToken cancellationToken) =>
         SlotIoAsync(m, write: false, stripe, r0, r1, withMetadata: false, s.Buffer, cancellationToken);
 
     /// <summary>
@@ -176,7 +258,15 @@ public sealed partial class RaidVolume
     /// and its checksum land together. Callers use the named forms above.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> SlotIoAsync(int m, bool write, long stripe, int r0, int r1, bool withMetadata, byte[] buffer, CancellationToken cancellationToken)
+    private async ValueTask<bool> SlotIoAsync(
+        int m,
+        bool write,
+        long stripe,
+        int r0,
+        int r1,
+        bool withMetadata,
+        byte[] buffer,
+        CancellationToken cancellationToken)
     {
         Debug.Assert((uint)m < (uint)_memberCount, "member index out of range");
         Debug.Assert(0 <= r0 && r0 <= r1 && r1 <= _blocksPerChunk, "row range out of order or beyond the chunk");
@@ -184,19 +274,32 @@ public sealed partial class RaidVolume
         int image = m * _slotBytes;
         long slot = Layout.MemberOffsetBytes(stripe, 0);
         if (withMetadata && r1 == _blocksPerChunk && r0 < r1)
-            return await MemberIoAsync(m, write, slot + r0 * B, buffer.AsMemory(image + r0 * B, (r1 - r0) * B + _metaBytes), cancellationToken).ConfigureAwait(false);
-        ValueTask<bool> rows = r0 < r1 ? MemberIoAsync(m, write, slot + r0 * B, buffer.AsMemory(image + r0 * B, (r1 - r0) * B), cancellationToken) : new(true);
-        ValueTask<bool> metadata = withMetadata ? MemberIoAsync(m, write, slot + _chunk, buffer.AsMemory(image + _chunk, _metaBytes), cancellationToken) : new(true);
+            return await MemberIoAsync(
+                m,
+                write,
+                slot + r0 * B,
+                buffer.AsMemory(image + r0 * B, (r1 - r0) * B + _metaBytes),
+                cancellationToken).ConfigureAwait(false);
+        ValueTask<bool> rows = r0 < r1
+            ? MemberIoAsync(m, write, slot + r0 * B, buffer.AsMemory(image + r0 * B, (r1 - r0) * B), cancellationToken)
+            : new(true);
+        ValueTask<bool> metadata = withMetadata
+            ? MemberIoAsync(m, write, slot + _chunk, buffer.AsMemory(image + _chunk, _metaBytes), cancellationToken)
+            : new(true);
         ExceptionDispatchInfo? error = null;
         bool ok = true;
         // Await both even if one throws: the buffer goes back to the pool only when no I/O uses it.
-        try { ok &= await rows.ConfigureAwait(false); } catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); }
-        try { ok &= await metadata.ConfigureAwait(false); } catch (Exception e) { error ??= ExceptionDispatchInfo.Capture(e); }
+        try { ok &= await rows.ConfigureAwait(false); }
+        catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); }
+        try { ok &= await metadata.ConfigureAwait(false); }
+        catch (Exception e) { error ??= ExceptionDispatchInfo.Capture(e); }
         error?.Throw();
         return ok;
     }
 
-    /// <summary>Awaits <paramref name="count"/> started tasks, all of them even when one throws; true when every one succeeded.</summary>
+    /// <summary>
+    /// Awaits <paramref name="count"/> started tasks, all of them even when one throws; true when every one succeeded.
+    /// </summary>
     private static ValueTask<bool> AwaitAllAsync(ValueTask<bool>[] tasks, int count)
     {
         // Synchronous completion (memory devices, cached pages) needs no state machine.
@@ -230,11 +333,16 @@ public sealed partial class RaidVolume
 
     private Span<byte> Meta(byte[] buffer, int m) => buffer.AsSpan(m * _slotBytes + _chunk, _metaBytes);
 
-    private Span<byte> Rows(byte[] buffer, int m, int r0, int r1) => buffer.AsSpan(m * _slotBytes + r0 * B, (r1 - r0) * B);
+    private Span<byte> Rows(byte[] buffer, int m, int r0, int r1)
+        => buffer.AsSpan(m * _slotBytes + r0 * B, (r1 - r0) * B);
 
-    private Memory<byte> RowsMemory(byte[] buffer, int m, int r0, int r1) => buffer.AsMemory(m * _slotBytes + r0 * B, (r1 - r0) * B);
+    private Memory<byte> RowsMemory(byte[] buffer, int m, int r0, int r1)
+        => buffer.AsMemory(m * _slotBytes + r0 * B, (r1 - r0) * B);
 
-    /// <summary>Verifies rows [r0, r1) of member m's image; marks failures in <see cref="StripeScratch.Bad"/>; returns the count.</summary>
+    /// <summary>
+    /// Verifies rows [r0, r1) of member m's image; marks failures in <see cref="StripeScratch.Bad"/>; returns the
+    /// count.
+    /// </summary>
     private int VerifyRows(StripeScratch s, int m, int r0, int r1)
     {
         int bad = 0;
@@ -248,13 +356,21 @@ public sealed partial class RaidVolume
         return bad;
     }
 
-    /// <summary>Sets the entries of rows [r0, r1) of member m to (timestamp, checksum of the image) and zeroes the sector's padding.</summary>
-    private void Stamp(byte[] buffer, int m, int r0, int r1, long timestamp) => StampRows(Meta(buffer, m), Rows(buffer, m, r0, r1), r0, r1, timestamp);
+    /// <summary>
+    /// Sets the entries of rows [r0, r1) of member m to (timestamp, checksum of the image) and zeroes the sector's
+    /// padding.
+    /// </summary>
+    private void Stamp(byte[] buffer, int m, int r0, int r1, long timestamp)
+        => StampRows(Meta(buffer, m), Rows(buffer, m, r0, r1), r0, r1, timestamp);
 
-    /// <summary>Sets the entries of rows [r0, r1) in <paramref name="meta"/> from <paramref name="rows"/> (those rows' data) and zeroes the sector's padding.</summary>
+    /// <summary>
+    /// Sets the entries of rows [r0, r1) in <paramref name="meta"/> from <paramref name="rows"/> (those rows' data) and
+    /// zeroes the sector's padding.
+    /// </summary>
     private void StampRows(Span<byte> meta, ReadOnlySpan<byte> rows, int r0, int r1, long timestamp)
     {
-        for (int r = r0; r < r1; r++) OnDiskFormat.WriteEntry(meta, r, timestamp, OnDiskFormat.BlockChecksum(rows.Slice((r - r0) * B, B)));
+        for (int r = r0; r < r1; r++)
+            OnDiskFormat.WriteEntry(meta, r, timestamp, OnDiskFormat.BlockChecksum(rows.Slice((r - r0) * B, B)));
         meta[(_blocksPerChunk * OnDiskFormat.MetadataEntryBytes)..].Clear();
     }
 
@@ -283,7 +399,9 @@ public sealed partial class RaidVolume
         /// <summary>Data slot d's rows [First[d], End[d]) are to be read.</summary>
         ReadRanges,
 
-        /// <summary>Data slot d's rows outside [First[d], End[d]) are kept (the ranges are being overwritten).</summary>
+        /// <summary>
+        /// Data slot d's rows outside [First[d], End[d]) are kept (the ranges are being overwritten).
+        /// </summary>
         KeepOutsideRanges,
 
         /// <summary>Every slot, parity included.</summary>
@@ -296,7 +414,13 @@ public sealed partial class RaidVolume
     /// <see cref="VolumeDataLossException"/> when a needed row has more bad slots than parity.
     /// </summary>
     /// <returns>True when some usable member had a corrupt block (the caller repairs it).</returns>
-    private async ValueTask<bool> LoadAndReconstructAsync(StripeScratch s, long stripe, int r0, int r1, Need need, CancellationToken cancellationToken)
+    private async ValueTask<bool> LoadAndReconstructAsync(
+        StripeScratch s,
+        long stripe,
+        int r0,
+        int r1,
+        Need need,
+        CancellationToken cancellationToken)
     {
         int slots = _dataCount + _parityCount;
         int n = 0;
@@ -326,7 +450,8 @@ public sealed partial class RaidVolume
     private void ReconstructRows(StripeScratch s, long stripe, int r0, int r1, Need need)
     {
         Debug.Assert(0 <= r0 && r0 < r1 && r1 <= _blocksPerChunk, "row range out of order or beyond the chunk");
-        for (int k = 0; k < _dataCount + _parityCount; k++) s.Members[k] = s.Buffer.AsMemory(s.SlotMember[k] * _slotBytes, _chunk);
+        for (int k = 0; k < _dataCount + _parityCount; k++)
+            s.Members[k] = s.Buffer.AsMemory(s.SlotMember[k] * _slotBytes, _chunk);
         Span<int> missing = stackalloc int[2];
         int runStart = r0;
         ulong runMask = BadMask(s, r0);
@@ -340,16 +465,22 @@ public sealed partial class RaidVolume
         }
     }
 
-    /// <summary>Computes the parity rows [r0, r1) in the parity members' images from the data members' images.</summary>
+    /// <summary>
+    /// Computes the parity rows [r0, r1) in the parity members' images from the data members' images.
+    /// </summary>
     private void ComputeParityRows(StripeScratch s, int r0, int r1)
     {
         for (int d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], r0, r1);
         int pm = s.SlotMember[_dataCount];
         if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, r0, r1));
-        else RaidMath.ComputePQ(s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, s.SlotMember[_dataCount + 1], r0, r1));
+        else RaidMath.ComputePQ(
+            s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, s.SlotMember[_dataCount + 1], r0, r1));
     }
 
-    /// <summary>Copies row <paramref name="r"/> and its metadata entry from member <paramref name="from"/>'s image to member <paramref name="to"/>'s.</summary>
+    /// <summary>
+    /// Copies row <paramref name="r"/> and its metadata entry from member <paramref name="from"/>'s image to member
+    /// <paramref name="to"/>'s.
+    /// </summary>
     private void CopyRow(StripeScratch s, int from, int to, int r)
     {
         Rows(s.Buffer, from, r, r + 1).CopyTo(Rows(s.Buffer, to, r, r + 1));
@@ -400,7 +531,8 @@ public sealed partial class RaidVolume
                     _ => k < _dataCount && (r < s.First[k] || r >= s.End[k]),
                 };
                 if (needed)
-                    throw new VolumeDataLossException($"volume '{Name}' stripe {stripe} block row {r}: {count} members unreadable or corrupt (slots mask 0x{mask:x}); {Geometry.Level} recovers at most {_parityCount}.");
+                    throw new VolumeDataLossException(
+                        $"volume '{Name}' stripe {stripe} block row {r}: {count} members unreadable or corrupt (slots mask 0x{mask:x}); {Geometry.Level} recovers at most {_parityCount}.");
             }
         }
     }

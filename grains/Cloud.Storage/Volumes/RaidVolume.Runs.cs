@@ -9,7 +9,10 @@ namespace Cloud.Storage.Volumes;
 // Reads and writes of several stripes: one I/O per member and contiguous range instead of one or two per chunk.
 public sealed partial class RaidVolume
 {
-    /// <summary>The most stripes one run write covers (a 4 MiB request over 4 x 64 KiB data chunks); longer requests go stripe by stripe.</summary>
+    /// <summary>
+    /// The most stripes one run write covers (a 4 MiB request over 4 x 64 KiB data chunks); longer requests go stripe
+    /// by stripe.
+    /// </summary>
     private const int MaxRunWriteStripes = 16;
 
     /// <summary>
@@ -37,7 +40,10 @@ public sealed partial class RaidVolume
         /// <summary>The ranges so far.</summary>
         public int Count { get; private set; }
 
-        /// <summary>Adds a piece at <paramref name="offsetBytes"/> of <paramref name="member"/>, continuing the last range when adjacent.</summary>
+        /// <summary>
+        /// Adds a piece at <paramref name="offsetBytes"/> of <paramref name="member"/>, continuing the last range when
+        /// adjacent.
+        /// </summary>
         public void Add(int member, long offsetBytes, T piece, int lengthBytes)
         {
             if (Count == 0 || _member[Count - 1] != member || offsetBytes != _end)
@@ -71,9 +77,14 @@ public sealed partial class RaidVolume
         }
     }
 
-    /// <summary>Reads a request that spans several stripes: the whole run at once when it can, else stripe by stripe.</summary>
+    /// <summary>
+    /// Reads a request that spans several stripes: the whole run at once when it can, else stripe by stripe.
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask ReadRunAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken)
+    private async ValueTask ReadRunAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken)
     {
         if (await TryReadRunAsync(offsetBytes, destination, cancellationToken).ConfigureAwait(false)) return;
         await ReadStripeByStripeAsync(offsetBytes, destination, cancellationToken).ConfigureAwait(false);
@@ -91,7 +102,10 @@ public sealed partial class RaidVolume
     /// each of those under the stripe lock.
     /// </returns>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> TryReadRunAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken)
+    private async ValueTask<bool> TryReadRunAsync(
+        long offsetBytes,
+        Memory<byte> destination,
+        CancellationToken cancellationToken)
     {
         int stripeData = Geometry.StripeDataBytes;
         long firstStripe = offsetBytes / stripeData;
@@ -111,7 +125,11 @@ public sealed partial class RaidVolume
                 long stripeStart = stripe * stripeData;
                 int inStripe = (int)Math.Max(0, offsetBytes - stripeStart);
                 ResetScratch(s, stripe);
-                ChunkRanges(s, inStripe, (int)(Math.Min(stripeStart + stripeData, offsetBytes + destination.Length) - stripeStart - inStripe));
+                ChunkRanges(
+                    s,
+                    inStripe,
+                    (int)(Math.Min(stripeStart + stripeData, offsetBytes + destination.Length)
+                        - stripeStart - inStripe));
                 int preferred = ReadCopyMember(stripe);
                 for (int d = 0; d < _dataCount; d++)
                 {
@@ -146,7 +164,8 @@ public sealed partial class RaidVolume
                 }
             }
             for (int k = 0; k < ranges.Count; k++)
-                tasks[k] = MemberScatterAsync(ranges.Member(k), ranges.OffsetBytes(k), ranges.Pieces(k), cancellationToken);
+                tasks[k] = MemberScatterAsync(
+                    ranges.Member(k), ranges.OffsetBytes(k), ranges.Pieces(k), cancellationToken);
             if (!await AwaitAllAsync(tasks, ranges.Count).ConfigureAwait(false)) return false;
 
             for (int i = 0; i < stripes; i++)
@@ -158,7 +177,9 @@ public sealed partial class RaidVolume
                     if (plan[c] < 0) continue;
                     ReadOnlySpan<byte> meta = metas.AsSpan(c / 3 * _metaBytes, _metaBytes);
                     for (int r = plan[c + 1]; r < plan[c + 2]; r++)
-                        if (!OnDiskFormat.Verify(destination.Span.Slice((int)(stripeStart + d * _chunk + r * B - offsetBytes), B), meta, r)) return false;
+                        if (!OnDiskFormat.Verify(
+                            destination.Span.Slice((int)(stripeStart + d * _chunk + r * B - offsetBytes), B), meta, r))
+                            return false;
                 }
             }
             return true;
@@ -172,7 +193,9 @@ public sealed partial class RaidVolume
         }
     }
 
-    /// <summary>True for a RAID-5/6 write of two or more whole stripes, which <see cref="WriteRunAsync"/> takes.</summary>
+    /// <summary>
+    /// True for a RAID-5/6 write of two or more whole stripes, which <see cref="WriteRunAsync"/> takes.
+    /// </summary>
     private bool IsRunWrite(long offsetBytes, int lengthBytes)
     {
         int stripeData = Geometry.StripeDataBytes;
@@ -190,7 +213,12 @@ public sealed partial class RaidVolume
     /// written in long runs.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask WriteRunAsync(long offsetBytes, ReadOnlyMemory<byte> source, long timestamp, bool fua, CancellationToken cancellationToken)
+    private async ValueTask WriteRunAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        long timestamp,
+        bool fua,
+        CancellationToken cancellationToken)
     {
         int stripeData = Geometry.StripeDataBytes;
         long firstStripe = offsetBytes / stripeData;
@@ -211,11 +239,13 @@ public sealed partial class RaidVolume
             for (; held < stripes; held++)
             {
                 if (held > 0 && locks[held] == locks[held - 1]) continue;
-                Debug.Assert(held == 0 || locks[held] > locks[held - 1], "stripe locks must be taken in ascending order");
+                Debug.Assert(
+                    held == 0 || locks[held] > locks[held - 1], "stripe locks must be taken in ascending order");
                 await _stripeLocks[locks[held]].WaitAsync(cancellationToken).ConfigureAwait(false);
             }
             ThrowIfFailed();
-            for (; begun < stripes; begun++) await _intent.BeginAsync(firstStripe + begun, cancellationToken).ConfigureAwait(false);
+            for (; begun < stripes; begun++)
+                await _intent.BeginAsync(firstStripe + begun, cancellationToken).ConfigureAwait(false);
 
             for (int i = 0; i < stripes; i++)
             {
@@ -244,7 +274,8 @@ public sealed partial class RaidVolume
                 }
             }
             for (int j = 0; j < ranges.Count; j++)
-                tasks[j] = MemberGatherAsync(ranges.Member(j), ranges.OffsetBytes(j), ranges.Pieces(j), CancellationToken.None);
+                tasks[j] = MemberGatherAsync(
+                    ranges.Member(j), ranges.OffsetBytes(j), ranges.Pieces(j), CancellationToken.None);
             await AwaitAllAsync(tasks, ranges.Count).ConfigureAwait(false);
             ThrowIfFailed();
         }

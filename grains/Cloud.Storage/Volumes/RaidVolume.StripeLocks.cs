@@ -33,7 +33,9 @@ public sealed partial class RaidVolume
         }
     }
 
-    /// <summary>Waits for <paramref name="stripe"/>'s lock and rents a scratch; dispose the result to give both back.</summary>
+    /// <summary>
+    /// Waits for <paramref name="stripe"/>'s lock and rents a scratch; dispose the result to give both back.
+    /// </summary>
     private ValueTask<LockedStripe> LockStripeAsync(long stripe, CancellationToken cancellationToken)
     {
         SemaphoreSlim gate = StripeLock(stripe);
@@ -55,7 +57,9 @@ public sealed partial class RaidVolume
     /// </summary>
     private SemaphoreSlim StripeLock(long stripe) => _stripeLocks[(int)(stripe % StripeLockCount)];
 
-    /// <summary>Debug builds: the caller relies on holding <paramref name="stripe"/>'s lock (someone holds it, at least).</summary>
+    /// <summary>
+    /// Debug builds: the caller relies on holding <paramref name="stripe"/>'s lock (someone holds it, at least).
+    /// </summary>
     [Conditional("DEBUG")]
     private void AssertStripeLocked(long stripe) =>
         Debug.Assert(StripeLock(stripe).CurrentCount == 0, $"stripe {stripe}'s lock is not held");

@@ -13,7 +13,10 @@ namespace Cloud.Storage.Volumes;
 //  - a rebuild cursor only moves forward.
 public sealed partial class RaidVolume
 {
-    /// <summary>Conditional-write conflicts tolerated per update before writing unconditionally (the coordinator still excludes other writers).</summary>
+    /// <summary>
+    /// Conditional-write conflicts tolerated per update before writing unconditionally (the coordinator still excludes
+    /// other writers).
+    /// </summary>
     private const int MaxConditionalAttempts = 8;
 
     private long _lastRefreshTicks = Environment.TickCount64;
@@ -27,13 +30,17 @@ public sealed partial class RaidVolume
     /// <paramref name="devices"/>[i] is the new disk, which is then verified by its superblock and used.
     /// Does not write.
     /// </summary>
-    /// <param name="devices">Optional: for each position, a disk to attach if it is the one the superblocks name now.</param>
+    /// <param name="devices">Optional: for each position, a disk to attach if it is the one the superblocks name
+    /// now.</param>
     /// <returns>The newest superblock generation seen.</returns>
-    public async ValueTask<long> RefreshMembersAsync(IReadOnlyList<IBlockDevice?>? devices = null, CancellationToken cancellationToken = default)
+    public async ValueTask<long> RefreshMembersAsync(
+        IReadOnlyList<IBlockDevice?>? devices = null,
+        CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (devices is not null && devices.Count != _memberCount)
-            throw new ArgumentException($"{devices.Count} device slots given; the volume has {_memberCount} members.", nameof(devices));
+            throw new ArgumentException(
+                $"{devices.Count} device slots given; the volume has {_memberCount} members.", nameof(devices));
         await _superblockGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -45,8 +52,12 @@ public sealed partial class RaidVolume
                 for (int i = 0; i < _memberCount; i++)
                 {
                     IBlockDevice? candidate = devices[i];
-                    if (candidate is null || ReferenceEquals(candidate, _devices[i]) || !(_detached[i] || merged[i].MemberId != _memberIds[i])) continue;
-                    if (await OwnMemberIdAsync(candidate, i, cancellationToken).ConfigureAwait(false) == merged[i].MemberId)
+                    if (candidate is null
+                        || ReferenceEquals(candidate, _devices[i])
+                        || !(_detached[i] || merged[i].MemberId != _memberIds[i]))
+                        continue;
+                    if (await OwnMemberIdAsync(candidate, i, cancellationToken).ConfigureAwait(false)
+                        == merged[i].MemberId)
                         (attach ??= new IBlockDevice?[_memberCount])[i] = candidate;
                 }
             lock (_stateGate) ApplyLocked(merged, Math.Max(disk.Generation, _generation), attach);
@@ -56,12 +67,16 @@ public sealed partial class RaidVolume
         finally { _superblockGate.Release(); }
     }
 
-    /// <summary>Refreshes when the last look at the superblocks is older than <see cref="RaidVolumeOptions.MemberRefreshInterval"/>.</summary>
+    /// <summary>
+    /// Refreshes when the last look at the superblocks is older than
+    /// <see cref="RaidVolumeOptions.MemberRefreshInterval"/>.
+    /// </summary>
     private ValueTask RefreshIfDueAsync(CancellationToken cancellationToken)
     {
         TimeSpan interval = _options.MemberRefreshInterval;
         if (interval == Timeout.InfiniteTimeSpan
-            || Environment.TickCount64 - Volatile.Read(ref _lastRefreshTicks) < (long)interval.TotalMilliseconds) return ValueTask.CompletedTask;
+            || Environment.TickCount64 - Volatile.Read(ref _lastRefreshTicks) < (long)interval.TotalMilliseconds)
+            return ValueTask.CompletedTask;
         return RefreshAsync(cancellationToken);
 
         async ValueTask RefreshAsync(CancellationToken ct) => await RefreshMembersAsync(null, ct).ConfigureAwait(false);
@@ -89,7 +104,8 @@ public sealed partial class RaidVolume
         var copies = new List<Superblock>(OnDiskFormat.SuperblockCopies);
         for (int c = 0; c < OnDiskFormat.SuperblockCopies; c++)
         {
-            Superblock? sb = Superblock.TryRead(buffer.AsSpan(c * OnDiskFormat.SuperblockBytes, OnDiskFormat.SuperblockBytes), out _);
+            Superblock? sb = Superblock.TryRead(
+                buffer.AsSpan(c * OnDiskFormat.SuperblockBytes, OnDiskFormat.SuperblockBytes), out _);
             // A torn or foreign copy is skipped: copies alternate by generation, so the other one is intact.
             if (sb is not null && sb.VolumeId == Definition.VolumeId && sb.MemberIndex == index) copies.Add(sb);
         }
@@ -116,12 +132,17 @@ public sealed partial class RaidVolume
             {
                 MemberRecord r = sb.Members[i];
                 if (r.MemberId != merged[i].MemberId) continue;
-                merged[i] = new MemberRecord(r.MemberId, MergeState(merged[i].State, r.State), Math.Max(merged[i].RebuildCursorStripes, r.RebuildCursorStripes));
+                merged[i] = new MemberRecord(
+                    r.MemberId,
+                    MergeState(merged[i].State, r.State),
+                    Math.Max(merged[i].RebuildCursorStripes, r.RebuildCursorStripes));
             }
         return merged;
     }
 
-    /// <summary>Reads both superblock copies of every member this opener writes to, in parallel; the newest table wins.</summary>
+    /// <summary>
+    /// Reads both superblock copies of every member this opener writes to, in parallel; the newest table wins.
+    /// </summary>
     private async ValueTask<DiskView> ReadSuperblocksAsync(CancellationToken cancellationToken)
     {
         var versions = new string?[_memberCount];
@@ -143,10 +164,15 @@ public sealed partial class RaidVolume
         return new DiskView(generation, copies, versions);
     }
 
-    private async Task<List<Superblock>> ReadOneAsync(int m, IBlockDevice d, string?[] versions, CancellationToken cancellationToken)
+    private async Task<List<Superblock>> ReadOneAsync(
+        int m,
+        IBlockDevice d,
+        string?[] versions,
+        CancellationToken cancellationToken)
     {
         byte[] buffer = new byte[OnDiskFormat.SuperblockBytes * OnDiskFormat.SuperblockCopies];
-        if (d is IConditionalBlockDevice c) versions[m] = await c.ReadVersionedAsync(0, buffer, cancellationToken).ConfigureAwait(false);
+        if (d is IConditionalBlockDevice c)
+            versions[m] = await c.ReadVersionedAsync(0, buffer, cancellationToken).ConfigureAwait(false);
         else await d.ReadAsync(0, buffer, cancellationToken).ConfigureAwait(false);
         return ValidCopies(buffer, m);
     }
@@ -164,7 +190,10 @@ public sealed partial class RaidVolume
             MemberRecord d = onDisk![i];
             // Replaced by someone else, or a position this opener no longer holds: it has no say.
             if (d.MemberId != local.MemberId || _detached[i]) { merged[i] = d; continue; }
-            merged[i] = new MemberRecord(d.MemberId, MergeState(d.State, local.State), Math.Max(d.RebuildCursorStripes, local.RebuildCursorStripes));
+            merged[i] = new MemberRecord(
+                d.MemberId,
+                MergeState(d.State, local.State),
+                Math.Max(d.RebuildCursorStripes, local.RebuildCursorStripes));
         }
         return merged;
     }
@@ -173,12 +202,16 @@ public sealed partial class RaidVolume
     {
         if (a == MemberState.Failed || b == MemberState.Failed) return MemberState.Failed;
         if (a == MemberState.Missing || b == MemberState.Missing) return MemberState.Missing;
-        // Same identity, one says active: the rebuild finished (an active member never goes back to rebuilding under the same id).
+        // Same identity, one says active: the rebuild finished (an active member never goes back to rebuilding under
+        // the same id).
         if (a == MemberState.Active || b == MemberState.Active) return MemberState.Active;
         return MemberState.Rebuilding;
     }
 
-    /// <summary>Makes the in-memory view match <paramref name="records"/>; <paramref name="attach"/>[i] is the disk to use for a new identity at i.</summary>
+    /// <summary>
+    /// Makes the in-memory view match <paramref name="records"/>; <paramref name="attach"/>[i] is the disk to use for a
+    /// new identity at i.
+    /// </summary>
     private void ApplyLocked(MemberRecord[] records, long generation, IBlockDevice?[]? attach)
     {
         for (int i = 0; i < _memberCount; i++)
@@ -213,7 +246,8 @@ public sealed partial class RaidVolume
                     _reasons[i] ??= $"{r.State} by another opener (superblock generation {generation})";
                 _states[i] = r.State;
             }
-            if (r.RebuildCursorStripes > Volatile.Read(ref _cursors[i])) Volatile.Write(ref _cursors[i], r.RebuildCursorStripes);
+            if (r.RebuildCursorStripes > Volatile.Read(ref _cursors[i]))
+                Volatile.Write(ref _cursors[i], r.RebuildCursorStripes);
         }
         if (generation > _generation) Interlocked.Exchange(ref _generation, generation);
     }
@@ -229,25 +263,35 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>Read, merge, write the next generation: see the top of this file.</summary>
-    private ValueTask WriteSuperblocksAsync(CancellationToken cancellationToken) => UpdateSuperblocksAsync(null, null, fresh: false, cancellationToken);
+    private ValueTask WriteSuperblocksAsync(CancellationToken cancellationToken)
+        => UpdateSuperblocksAsync(null, null, fresh: false, cancellationToken);
 
-    /// <param name="mutate">Applied to the merged table before writing; must be idempotent (it may run again after a conflict) and may throw to refuse.</param>
+    /// <param name="mutate">Applied to the merged table before writing; must be idempotent (it may run again after a
+    /// conflict) and may throw to refuse.</param>
     /// <param name="attach">Disks for the new identities <paramref name="mutate"/> sets.</param>
     /// <param name="fresh">A new volume: do not read what the disks held before.</param>
     /// <param name="cancellationToken">Cancels the update.</param>
-    private async ValueTask UpdateSuperblocksAsync(Action<MemberRecord[]>? mutate, IBlockDevice?[]? attach, bool fresh, CancellationToken cancellationToken)
+    private async ValueTask UpdateSuperblocksAsync(
+        Action<MemberRecord[]>? mutate,
+        IBlockDevice?[]? attach,
+        bool fresh,
+        CancellationToken cancellationToken)
     {
         await _superblockGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            IAsyncDisposable lease = await _options.SuperblockCoordinator.AcquireAsync(Definition.VolumeId, cancellationToken).ConfigureAwait(false);
+            IAsyncDisposable lease = await _options.SuperblockCoordinator.AcquireAsync(
+                Definition.VolumeId, cancellationToken).ConfigureAwait(false);
             try
             {
-                // Each round either succeeds, loses a member (at most MemberCount times) or meets a conflict (at most MaxConditionalAttempts times).
+                // Each round either succeeds, loses a member (at most MemberCount times) or meets a conflict (at most
+                // MaxConditionalAttempts times).
                 for (int attempt = 0; attempt <= MaxConditionalAttempts + _memberCount; attempt++)
                 {
                     bool conditional = attempt < MaxConditionalAttempts;
-                    DiskView disk = fresh ? new DiskView(-1, [], new string?[_memberCount]) : await ReadSuperblocksAsync(cancellationToken).ConfigureAwait(false);
+                    DiskView disk = fresh
+                        ? new DiskView(-1, [], new string?[_memberCount])
+                        : await ReadSuperblocksAsync(cancellationToken).ConfigureAwait(false);
                     MemberRecord[] records;
                     long generation;
                     lock (_stateGate)
@@ -265,13 +309,16 @@ public sealed partial class RaidVolume
                         if (d is null || !IsWritable(m)) continue;
                         var sb = new Superblock
                         {
-                            VolumeId = Definition.VolumeId, VolumeName = Definition.Name, MemberIndex = m, Geometry = Geometry,
-                            StripeCount = StripeCount, Generation = generation, Created = _created, Updated = DateTimeOffset.UtcNow, Members = records,
+                            VolumeId = Definition.VolumeId, VolumeName = Definition.Name, MemberIndex = m,
+                            Geometry = Geometry,
+                            StripeCount = StripeCount, Generation = generation, Created = _created,
+                            Updated = DateTimeOffset.UtcNow, Members = records,
                         };
                         byte[] block = new byte[OnDiskFormat.SuperblockBytes];
                         sb.WriteTo(block);
                         long offset = generation % OnDiskFormat.SuperblockCopies * OnDiskFormat.SuperblockBytes;
-                        writes.Add((m, WriteSuperblockCopyAsync(d, offset, block, conditional ? disk.Versions[m] : null, cancellationToken)));
+                        writes.Add((m, WriteSuperblockCopyAsync(
+                            d, offset, block, conditional ? disk.Versions[m] : null, cancellationToken)));
                     }
                     bool again = false;
                     foreach ((int m, Task<bool> t) in writes)
@@ -292,12 +339,20 @@ public sealed partial class RaidVolume
         finally { _superblockGate.Release(); }
     }
 
-    /// <summary>Writes one superblock copy and flushes; false when a conditional write met a newer version (nothing written).</summary>
-    private static async Task<bool> WriteSuperblockCopyAsync(IBlockDevice device, long offset, byte[] block, string? version, CancellationToken cancellationToken)
+    /// <summary>
+    /// Writes one superblock copy and flushes; false when a conditional write met a newer version (nothing written).
+    /// </summary>
+    private static async Task<bool> WriteSuperblockCopyAsync(
+        IBlockDevice device,
+        long offset,
+        byte[] block,
+        string? version,
+        CancellationToken cancellationToken)
     {
         if (version is not null && device is IConditionalBlockDevice c)
         {
-            if (!await c.WriteIfVersionAsync(offset, block, version, cancellationToken).ConfigureAwait(false)) return false;
+            if (!await c.WriteIfVersionAsync(offset, block, version, cancellationToken).ConfigureAwait(false))
+                return false;
         }
         else await device.WriteAsync(offset, block, cancellationToken).ConfigureAwait(false);
         await device.FlushAsync(cancellationToken).ConfigureAwait(false);

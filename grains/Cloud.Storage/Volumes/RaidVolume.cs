@@ -44,11 +44,16 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     private int _disposed;
     private RebuildProgress? _rebuild;
 
-    private RaidVolume(VolumeDefinition definition, long stripeCount, IBlockDevice?[] devices, IReadOnlyList<MemberRecord> records,
+    private RaidVolume(VolumeDefinition definition, long stripeCount, IBlockDevice?[] devices,
+        IReadOnlyList<MemberRecord> records,
         long generation, DateTimeOffset created, RaidVolumeOptions options)
     {
         Definition = definition;
-        Layout = new StripeLayout(definition.Geometry, stripeCount, OnDiskFormat.DataOffsetBytes, OnDiskFormat.ChunkStrideBytes(definition.Geometry.ChunkSizeBytes));
+        Layout = new StripeLayout(
+            definition.Geometry,
+            stripeCount,
+            OnDiskFormat.DataOffsetBytes,
+            OnDiskFormat.ChunkStrideBytes(definition.Geometry.ChunkSizeBytes));
         _options = options;
         _devices = devices;
         _memberCount = definition.Geometry.MemberCount;
@@ -73,10 +78,15 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         _created = created;
         _stripeLocks = new SemaphoreSlim[StripeLockCount];
         for (int i = 0; i < _stripeLocks.Length; i++) _stripeLocks[i] = new SemaphoreSlim(1, 1);
-        _intent = new WriteIntentLog(stripeCount, OnDiskFormat.IntentRegionStripes(stripeCount, definition.Geometry.StripeDataBytes), options.WriteIntentLog, PersistIntentPageAsync);
+        _intent = new WriteIntentLog(
+            stripeCount,
+            OnDiskFormat.IntentRegionStripes(stripeCount, definition.Geometry.StripeDataBytes),
+            options.WriteIntentLog,
+            PersistIntentPageAsync);
         int slots = _dataCount + _parityCount;
         int retained = (int)Math.Clamp(ScratchBudgetBytes / ((long)_memberCount * _slotBytes), 2, 256);
-        _scratchPool = new StripeScratchPool(() => new StripeScratch(_memberCount, _slotBytes, _blocksPerChunk, _dataCount, slots), retained);
+        _scratchPool = new StripeScratchPool(
+            () => new StripeScratch(_memberCount, _slotBytes, _blocksPerChunk, _dataCount, slots), retained);
         MaxIoSizeBytes = Math.Max(options.MaxIoSizeBytes, definition.Geometry.StripeDataBytes);
     }
 
@@ -149,7 +159,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             {
                 var list = new MemberInfo[_memberCount];
                 for (int i = 0; i < _memberCount; i++)
-                    list[i] = new MemberInfo(i, _devices[i]?.Name, _memberIds[i], _states[i], Volatile.Read(ref _cursors[i]), _reasons[i]);
+                    list[i] = new MemberInfo(
+                        i, _devices[i]?.Name, _memberIds[i], _states[i], Volatile.Read(ref _cursors[i]), _reasons[i]);
                 return list;
             }
         }
@@ -159,7 +170,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     /// Formats <paramref name="members"/> as a new volume: writes each member's superblock and clears
     /// the write-intent area. The smallest member sets the capacity.
     /// </summary>
-    public static async ValueTask<RaidVolume> CreateAsync(VolumeDefinition definition, IReadOnlyList<IBlockDevice> members,
+    public static async ValueTask<RaidVolume> CreateAsync(VolumeDefinition definition,
+        IReadOnlyList<IBlockDevice> members,
         RaidVolumeOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(definition);
@@ -168,22 +180,30 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         options = (options ?? new RaidVolumeOptions()).Validate();
         VolumeGeometry g = definition.Geometry;
         if (members.Count != g.MemberCount)
-            throw new ArgumentException($"{members.Count} devices given; the geometry {g} needs exactly {g.MemberCount}.", nameof(members));
+            throw new ArgumentException(
+                $"{members.Count} devices given; the geometry {g} needs exactly {g.MemberCount}.", nameof(members));
         long smallest = long.MaxValue;
         string smallestName = "";
         for (int i = 0; i < members.Count; i++)
         {
-            IBlockDevice d = members[i] ?? throw new ArgumentException($"member {i} is null; every member is needed to create a volume.", nameof(members));
+            IBlockDevice d = members[i]
+                ?? throw new ArgumentException(
+                    $"member {i} is null; every member is needed to create a volume.", nameof(members));
             if (VolumeGeometry.BlockSizeBytes % d.SectorSizeBytes != 0)
-                throw new ArgumentException($"{d.Name}: sector size {d.SectorSizeBytes} does not divide the {VolumeGeometry.BlockSizeBytes}-byte block.", nameof(members));
+                throw new ArgumentException(
+                    $"{d.Name}: sector size {d.SectorSizeBytes} does not divide the {VolumeGeometry.BlockSizeBytes}-byte block.",
+                    nameof(members));
             for (int j = 0; j < i; j++)
                 if (ReferenceEquals(members[j], d) || members[j].Name == d.Name)
-                    throw new ArgumentException($"device {d.Name} is given as both member {j} and member {i}.", nameof(members));
+                    throw new ArgumentException(
+                        $"device {d.Name} is given as both member {j} and member {i}.", nameof(members));
             if (d.CapacityBytes < smallest) { smallest = d.CapacityBytes; smallestName = d.Name; }
         }
         long stripes = OnDiskFormat.StripesThatFit(smallest, g.ChunkSizeBytes);
         if (stripes < 1)
-            throw new ArgumentException($"{smallestName} holds {smallest} bytes; a member needs at least {OnDiskFormat.DataOffsetBytes + OnDiskFormat.ChunkStrideBytes(g.ChunkSizeBytes)} bytes for chunk size {g.ChunkSizeBytes}.", nameof(members));
+            throw new ArgumentException(
+                $"{smallestName} holds {smallest} bytes; a member needs at least {OnDiskFormat.DataOffsetBytes + OnDiskFormat.ChunkStrideBytes(g.ChunkSizeBytes)} bytes for chunk size {g.ChunkSizeBytes}.",
+                nameof(members));
 
         var records = new MemberRecord[g.MemberCount];
         for (int i = 0; i < records.Length; i++) records[i] = new MemberRecord(Guid.NewGuid(), MemberState.Active, 0);
@@ -194,13 +214,25 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
 
     private async ValueTask InitializeMembersAsync(bool zeroData, CancellationToken cancellationToken)
     {
-        byte[] zeros = new byte[Math.Max(OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount, zeroData ? 1 << 20 : 0)];
+        byte[] zeros =
+            new byte[Math.Max(OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount, zeroData ? 1 << 20 : 0)];
         var tasks = new List<Task>();
         for (int m = 0; m < _memberCount; m++)
         {
             IBlockDevice d = _devices[m]!;
-            tasks.Add(d.WriteAsync(OnDiskFormat.IntentOffsetBytes, zeros.AsMemory(0, OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount), cancellationToken).AsTask());
-            if (zeroData) tasks.Add(ZeroRangeAsync(d, OnDiskFormat.DataOffsetBytes, StripeCount * Layout.ChunkStrideBytes, zeros, cancellationToken));
+            tasks.Add(
+                d.WriteAsync(
+                    OnDiskFormat.IntentOffsetBytes,
+                    zeros.AsMemory(0, OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount),
+                    cancellationToken).AsTask());
+            if (zeroData)
+                tasks.Add(
+                    ZeroRangeAsync(
+                        d,
+                        OnDiskFormat.DataOffsetBytes,
+                        StripeCount * Layout.ChunkStrideBytes,
+                        zeros,
+                        cancellationToken));
         }
         await Task.WhenAll(tasks).ConfigureAwait(false);
         // Write both copies so that no copy left from an earlier use of the disk can outrank these.
@@ -209,7 +241,12 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         foreach (IBlockDevice? d in _devices) await d!.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    private static async Task ZeroRangeAsync(IBlockDevice device, long offsetBytes, long lengthBytes, byte[] zeros, CancellationToken cancellationToken)
+    private static async Task ZeroRangeAsync(
+        IBlockDevice device,
+        long offsetBytes,
+        long lengthBytes,
+        byte[] zeros,
+        CancellationToken cancellationToken)
     {
         for (long done = 0; done < lengthBytes;)
         {
@@ -226,32 +263,40 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     /// are refused with <see cref="VolumeFormatException"/>. Stripes that writers marked in the intent
     /// bitmap are then resynced (see <see cref="RaidVolumeOptions.RecoverAllWriterSlots"/>).
     /// </summary>
-    public static async ValueTask<RaidVolume> AssembleAsync(IReadOnlyList<IBlockDevice?> members, RaidVolumeOptions? options = null,
+    public static async ValueTask<RaidVolume> AssembleAsync(IReadOnlyList<IBlockDevice?> members,
+        RaidVolumeOptions? options = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(members);
         options = (options ?? new RaidVolumeOptions()).Validate();
         if (members.Count is 0 or > VolumeGeometry.MaxMemberCount)
-            throw new ArgumentOutOfRangeException(nameof(members), members.Count, $"allowed: 1..{VolumeGeometry.MaxMemberCount} member slots.");
+            throw new ArgumentOutOfRangeException(
+                nameof(members), members.Count, $"allowed: 1..{VolumeGeometry.MaxMemberCount} member slots.");
 
-        (Superblock?[] found, IBlockDevice?[] devices, List<Superblock> allCopies) = await ReadMemberSuperblocksAsync(members, cancellationToken).ConfigureAwait(false);
+        (Superblock?[] found, IBlockDevice?[] devices, List<Superblock> allCopies) = await ReadMemberSuperblocksAsync(
+            members, cancellationToken).ConfigureAwait(false);
         // The volume most of the given disks belong to is the one being assembled (a single foreign
         // disk must not make ours look foreign); within it the highest generation is authoritative.
         Guid majority = found.Where(sb => sb is not null).GroupBy(sb => sb!.VolumeId)
             .OrderByDescending(g => g.Count()).Select(g => g.Key).FirstOrDefault();
         Superblock? authority = null;
         foreach (Superblock? sb in found)
-            if (sb is not null && sb.VolumeId == majority && (authority is null || sb.Generation > authority.Generation)) authority = sb;
+            if (sb is not null
+                && sb.VolumeId == majority
+                && (authority is null || sb.Generation > authority.Generation))
+                authority = sb;
         if (authority is null)
             throw new VolumeFormatException($"none of the {members.Count} devices given is readable; cannot assemble.");
 
         VolumeGeometry g = authority.Geometry;
         // Every copy of this volume counts, not only the newest: two openers that raced may have written
         // the same generation with different failures, and neither failure may be lost.
-        MemberRecord[] table = MergeCopies(allCopies.Where(sb => sb.VolumeId == authority.VolumeId && sb.Geometry == authority.Geometry),
+        MemberRecord[] table = MergeCopies(
+            allCopies.Where(sb => sb.VolumeId == authority.VolumeId && sb.Geometry == authority.Geometry),
             authority.Geometry.MemberCount, out _) ?? authority.Members.ToArray();
         if (members.Count != g.MemberCount)
-            throw new VolumeFormatException($"volume '{authority.VolumeName}' ({authority.VolumeId}) has {g.MemberCount} members; {members.Count} device slots were given.");
+            throw new VolumeFormatException(
+                $"volume '{authority.VolumeName}' ({authority.VolumeId}) has {g.MemberCount} members; {members.Count} device slots were given.");
         CheckAssembledMembers(found, devices, authority, table);
 
         var records = new MemberRecord[g.MemberCount];
@@ -278,9 +323,11 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             records[i] = r;
         }
         var definition = new VolumeDefinition(authority.VolumeName, authority.VolumeId, g);
-        var volume = new RaidVolume(definition, authority.StripeCount, devices, records, authority.Generation, authority.Created, options);
+        var volume = new RaidVolume(
+            definition, authority.StripeCount, devices, records, authority.Generation, authority.Created, options);
         if (volume.Health == VolumeHealth.Failed)
-            throw new VolumeFormatException($"volume '{definition.Name}' has {records.Count(r => r.State is MemberState.Failed or MemberState.Missing)} of {g.MemberCount} members failed or missing; {g.Level} tolerates {g.MaxFailedMembers}.");
+            throw new VolumeFormatException(
+                $"volume '{definition.Name}' has {records.Count(r => r.State is MemberState.Failed or MemberState.Missing)} of {g.MemberCount} members failed or missing; {g.Level} tolerates {g.MaxFailedMembers}.");
         if (changed)
         {
             var newIds = new Guid?[g.MemberCount];
@@ -288,12 +335,15 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             await volume.UpdateSuperblocksAsync(table =>
             {
                 for (int i = 0; i < table.Length; i++)
-                    if (newIds[i] is Guid id && table[i].MemberId == records[i].MemberId && table[i].State == MemberState.Missing)
+                    if (newIds[i] is Guid id
+                        && table[i].MemberId == records[i].MemberId
+                        && table[i].State == MemberState.Missing)
                         table[i] = new MemberRecord(id, MemberState.Rebuilding, 0);
             }, rejoining, fresh: false, cancellationToken).ConfigureAwait(false);
         }
         if (options.RecoverAllWriterSlots)
-            for (int slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++) await volume.RecoverWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
+            for (int slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++)
+                await volume.RecoverWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
         else
             await volume.RecoverWriterSlotAsync(options.WriterSlot, cancellationToken).ConfigureAwait(false);
         return volume;
@@ -303,8 +353,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     /// Reads the superblock copies of every given disk: per position the newest valid copy (null for an absent or
     /// unreadable disk, which counts as missing), and every valid copy that names its own position.
     /// </summary>
-    private static async ValueTask<(Superblock?[] Found, IBlockDevice?[] Devices, List<Superblock> AllCopies)> ReadMemberSuperblocksAsync(
-        IReadOnlyList<IBlockDevice?> members, CancellationToken cancellationToken)
+    private static async ValueTask<(Superblock?[] Found, IBlockDevice?[] Devices, List<Superblock> AllCopies)>
+        ReadMemberSuperblocksAsync(IReadOnlyList<IBlockDevice?> members, CancellationToken cancellationToken)
     {
         var found = new Superblock?[members.Count];
         var devices = new IBlockDevice?[members.Count];
@@ -320,21 +370,29 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             string? why = null;
             for (int c = 0; c < OnDiskFormat.SuperblockCopies; c++)
             {
-                Superblock? sb = Superblock.TryRead(buffer.AsSpan(c * OnDiskFormat.SuperblockBytes, OnDiskFormat.SuperblockBytes), out string? error);
+                Superblock? sb = Superblock.TryRead(
+                    buffer.AsSpan(c * OnDiskFormat.SuperblockBytes, OnDiskFormat.SuperblockBytes), out string? error);
                 why ??= error;
                 if (sb is not null && sb.MemberIndex == i) allCopies.Add(sb);
                 if (sb is not null && (best is null || sb.Generation > best.Generation)) best = sb;
             }
             if (best is null)
-                throw new VolumeFormatException($"device {d.Name} given as member {i} has no valid superblock: {why}.", d.Name, i);
+                throw new VolumeFormatException(
+                    $"device {d.Name} given as member {i} has no valid superblock: {why}.", d.Name, i);
             found[i] = best;
             devices[i] = d;
         }
         return (found, devices, allCopies);
     }
 
-    /// <summary>Refuses, by name, a given disk that is foreign, in the wrong position, of another geometry, stale, or too small.</summary>
-    private static void CheckAssembledMembers(Superblock?[] found, IBlockDevice?[] devices, Superblock authority, MemberRecord[] table)
+    /// <summary>
+    /// Refuses, by name, a given disk that is foreign, in the wrong position, of another geometry, stale, or too small.
+    /// </summary>
+    private static void CheckAssembledMembers(
+        Superblock?[] found,
+        IBlockDevice?[] devices,
+        Superblock authority,
+        MemberRecord[] table)
     {
         VolumeGeometry g = authority.Geometry;
         for (int i = 0; i < found.Length; i++)
@@ -343,18 +401,38 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             if (sb is null) continue;
             string name = devices[i]!.Name;
             if (sb.VolumeId != authority.VolumeId)
-                throw new VolumeFormatException($"device {name} given as member {i} belongs to volume '{sb.VolumeName}' ({sb.VolumeId}), not '{authority.VolumeName}' ({authority.VolumeId}): a foreign disk.", name, i);
+                throw new VolumeFormatException(
+                    $"device {name} given as member {i} belongs to volume '{sb.VolumeName}' ({sb.VolumeId}), not '{authority.VolumeName}' ({authority.VolumeId}): a foreign disk.",
+                    name,
+                    i);
             if (sb.MemberIndex != i)
-                throw new VolumeFormatException($"device {name} holds member {sb.MemberIndex} of '{authority.VolumeName}' but was given as member {i}: wrong position.", name, i);
+                throw new VolumeFormatException(
+                    $"device {name} holds member {sb.MemberIndex} of '{authority.VolumeName}' but was given as member {i}: wrong position.",
+                    name,
+                    i);
             if (sb.Geometry != g || sb.StripeCount != authority.StripeCount)
-                throw new VolumeFormatException($"device {name} (member {i}) records geometry {sb.Geometry} with {sb.StripeCount} stripes; the volume has {g} with {authority.StripeCount}.", name, i);
+                throw new VolumeFormatException(
+                    $"device {name} (member {i}) records geometry {sb.Geometry} with {sb.StripeCount} stripes; the volume has {g} with {authority.StripeCount}.",
+                    name,
+                    i);
             MemberRecord expected = table[i];
             if (sb.Members[i].MemberId != expected.MemberId)
-                throw new VolumeFormatException($"device {name} was member {i} of '{authority.VolumeName}' until it was replaced (generation {sb.Generation}; the volume is at {authority.Generation}): a stale disk.", name, i);
+                throw new VolumeFormatException(
+                    $"device {name} was member {i} of '{authority.VolumeName}' until it was replaced (generation {sb.Generation}; the volume is at {authority.Generation}): a stale disk.",
+                    name,
+                    i);
             if (expected.State is MemberState.Failed)
-                throw new VolumeFormatException($"device {name} (member {i}) was failed at or before generation {authority.Generation} (its own superblock says {sb.Generation}): a stale disk; replace it.", name, i);
-            if (devices[i]!.CapacityBytes < OnDiskFormat.DataOffsetBytes + authority.StripeCount * OnDiskFormat.ChunkStrideBytes(g.ChunkSizeBytes))
-                throw new VolumeFormatException($"device {name} (member {i}) is {devices[i]!.CapacityBytes} bytes, smaller than the volume's layout needs.", name, i);
+                throw new VolumeFormatException(
+                    $"device {name} (member {i}) was failed at or before generation {authority.Generation} (its own superblock says {sb.Generation}): a stale disk; replace it.",
+                    name,
+                    i);
+            if (devices[i]!.CapacityBytes
+                < OnDiskFormat.DataOffsetBytes + authority.StripeCount * OnDiskFormat.ChunkStrideBytes(
+                    g.ChunkSizeBytes))
+                throw new VolumeFormatException(
+                    $"device {name} (member {i}) is {devices[i]!.CapacityBytes} bytes, smaller than the volume's layout needs.",
+                    name,
+                    i);
         }
     }
 
@@ -362,7 +440,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     /// Takes member <paramref name="memberIndex"/> out of service (an operator's decision or an I/O
     /// error). The surviving superblocks record it, so the disk is refused as stale later.
     /// </summary>
-    public async ValueTask FailMemberAsync(int memberIndex, string reason, CancellationToken cancellationToken = default)
+    public async ValueTask FailMemberAsync(
+        int memberIndex,
+        string reason,
+        CancellationToken cancellationToken = default)
     {
         CheckMember(memberIndex);
         if (await MarkFailedAsync(memberIndex, reason, cancellationToken).ConfigureAwait(false) is false)
@@ -373,24 +454,37 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     /// Puts <paramref name="replacement"/> in place of a failed or missing member and marks it
     /// rebuilding; run <see cref="RebuildAsync"/> to fill it. I/O continues meanwhile.
     /// </summary>
-    public async ValueTask ReplaceMemberAsync(int memberIndex, IBlockDevice replacement, CancellationToken cancellationToken = default)
+    public async ValueTask ReplaceMemberAsync(
+        int memberIndex,
+        IBlockDevice replacement,
+        CancellationToken cancellationToken = default)
     {
         CheckMember(memberIndex);
         ArgumentNullException.ThrowIfNull(replacement);
         if (Geometry.MaxFailedMembers == 0)
-            throw new InvalidOperationException($"{Geometry.Level} has no redundancy; a lost member cannot be rebuilt.");
+            throw new InvalidOperationException(
+                $"{Geometry.Level} has no redundancy; a lost member cannot be rebuilt.");
         long needed = OnDiskFormat.DataOffsetBytes + StripeCount * Layout.ChunkStrideBytes;
         if (replacement.CapacityBytes < needed)
-            throw new ArgumentException($"{replacement.Name} holds {replacement.CapacityBytes} bytes; member {memberIndex} needs at least {needed}.", nameof(replacement));
+            throw new ArgumentException(
+                $"{replacement.Name} holds {replacement.CapacityBytes} bytes; member {memberIndex} needs at least {needed}.",
+                nameof(replacement));
         if (VolumeGeometry.BlockSizeBytes % replacement.SectorSizeBytes != 0)
-            throw new ArgumentException($"{replacement.Name}: sector size {replacement.SectorSizeBytes} does not divide {VolumeGeometry.BlockSizeBytes}.", nameof(replacement));
+            throw new ArgumentException(
+                $"{replacement.Name}: sector size {replacement.SectorSizeBytes} does not divide {VolumeGeometry.BlockSizeBytes}.",
+                nameof(replacement));
         lock (_stateGate)
         {
             if (_states[memberIndex] is not (MemberState.Failed or MemberState.Missing))
-                throw new InvalidOperationException($"member {memberIndex} is {_states[memberIndex]}; only a failed or missing member can be replaced (fail it first).");
+                throw new InvalidOperationException(
+                    $"member {memberIndex} is {_states[memberIndex]}; only a failed or missing member can be replaced (fail it first).");
             foreach (IBlockDevice? d in _devices)
-                if (ReferenceEquals(d, replacement) || (d is not null && d.Name == replacement.Name && _states[Array.IndexOf(_devices, d)] != MemberState.Failed))
-                    throw new ArgumentException($"{replacement.Name} is already a member of this volume.", nameof(replacement));
+                if (ReferenceEquals(d, replacement)
+                    || (d is not null
+                        && d.Name == replacement.Name
+                        && _states[Array.IndexOf(_devices, d)] != MemberState.Failed))
+                    throw new ArgumentException(
+                        $"{replacement.Name} is already a member of this volume.", nameof(replacement));
         }
         byte[] zeros = new byte[OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount];
         await replacement.WriteAsync(OnDiskFormat.IntentOffsetBytes, zeros, cancellationToken).ConfigureAwait(false);
@@ -403,7 +497,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             MemberRecord r = table[memberIndex];
             if (r.MemberId == newId) return;
             if (r.State is not (MemberState.Failed or MemberState.Missing))
-                throw new InvalidOperationException($"member {memberIndex} is {r.State} in the superblocks (another opener changed it); only a failed or missing member can be replaced.");
+                throw new InvalidOperationException(
+                    $"member {memberIndex} is {r.State} in the superblocks (another opener changed it); only a failed or missing member can be replaced.");
             table[memberIndex] = new MemberRecord(newId, MemberState.Rebuilding, 0);
         }, attach, fresh: false, cancellationToken).ConfigureAwait(false);
     }
@@ -417,7 +512,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         await RefreshIfDueAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Flushes, clears this writer's intent bits, and stops accepting I/O. Member devices stay open (the caller owns them).</summary>
+    /// <summary>
+    /// Flushes, clears this writer's intent bits, and stops accepting I/O. Member devices stay open (the caller owns
+    /// them).
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
@@ -486,7 +584,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     private void ThrowIfFailed()
     {
         if (Health == VolumeHealth.Failed)
-            throw new VolumeDataLossException($"volume '{Name}' has failed: {string.Join("; ", Members.Where(m => m.State is MemberState.Failed or MemberState.Missing).Select(m => $"member {m.Index} {m.State} ({m.Reason ?? "absent"})"))}.");
+            throw new VolumeDataLossException(
+                $"volume '{Name}' has failed: {string.Join("; ", Members.Where(m => m.State is MemberState.Failed or MemberState.Missing).Select(m => $"member {m.Index} {m.State} ({m.Reason ?? "absent"})"))}.");
     }
 
     private void CheckUsable()
@@ -501,7 +600,11 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             throw new ArgumentOutOfRangeException(nameof(memberIndex), memberIndex, $"allowed: 0..{_memberCount - 1}.");
     }
 
-    private static async Task WriteAndFlushAsync(IBlockDevice device, long offset, byte[] block, CancellationToken cancellationToken)
+    private static async Task WriteAndFlushAsync(
+        IBlockDevice device,
+        long offset,
+        byte[] block,
+        CancellationToken cancellationToken)
     {
         await device.WriteAsync(offset, block, cancellationToken).ConfigureAwait(false);
         await device.FlushAsync(cancellationToken).ConfigureAwait(false);
@@ -523,9 +626,14 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         foreach ((int m, Task t) in writes)
         {
             try { await t.ConfigureAwait(false); ok++; }
-            catch (BlockDeviceException e) { await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false); }
+            catch (BlockDeviceException e)
+            {
+                await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
+            }
         }
-        if (ok == 0) throw new VolumeDataLossException($"volume '{Name}': the write-intent bitmap could not be written to any member.");
+        if (ok == 0)
+            throw new VolumeDataLossException(
+                $"volume '{Name}': the write-intent bitmap could not be written to any member.");
     }
 
     /// <summary>
@@ -536,7 +644,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     public async ValueTask<long> RecoverAsync(CancellationToken cancellationToken = default)
     {
         CheckUsable();
-        if (!_options.RecoverAllWriterSlots) return await RecoverWriterSlotAsync(_options.WriterSlot, cancellationToken).ConfigureAwait(false);
+        if (!_options.RecoverAllWriterSlots)
+            return await RecoverWriterSlotAsync(_options.WriterSlot, cancellationToken).ConfigureAwait(false);
         long total = 0;
         for (int slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++)
             total += await RecoverWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
@@ -552,7 +661,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     public async ValueTask<long> RecoverWriterSlotAsync(int slot, CancellationToken cancellationToken = default)
     {
         if ((uint)slot >= OnDiskFormat.IntentSlotCount)
-            throw new ArgumentOutOfRangeException(nameof(slot), slot, $"allowed: 0..{OnDiskFormat.IntentSlotCount - 1}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(slot), slot, $"allowed: 0..{OnDiskFormat.IntentSlotCount - 1}.");
         long offset = OnDiskFormat.IntentOffsetBytes + (long)slot * OnDiskFormat.IntentSlotBytes;
         byte[] merged = new byte[OnDiskFormat.IntentSlotBytes];
         byte[] page = new byte[OnDiskFormat.IntentSlotBytes];
@@ -561,7 +671,11 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             IBlockDevice? d = _devices[m];
             if (d is null || !IsWritable(m)) continue;
             try { await d.ReadAsync(offset, page, cancellationToken).ConfigureAwait(false); }
-            catch (BlockDeviceException e) { await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false); continue; }
+            catch (BlockDeviceException e)
+            {
+                await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
             for (int i = 0; i < page.Length; i++) merged[i] |= page[i];
         }
         if (Array.TrueForAll(merged, b => b == 0)) return 0;
@@ -585,7 +699,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             IBlockDevice? d = _devices[m];
             if (d is null || !IsWritable(m)) continue;
             try { await WriteAndFlushAsync(d, offset, page, cancellationToken).ConfigureAwait(false); }
-            catch (BlockDeviceException e) { await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false); }
+            catch (BlockDeviceException e)
+            {
+                await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
+            }
         }
         return resynced;
     }

@@ -41,10 +41,14 @@ internal sealed class StripeScratch
     /// <summary>Per data slot: the first block row the request touches.</summary>
     public readonly int[] First;
 
-    /// <summary>Per data slot: the end (exclusive) of the block rows the request touches; equal to First when none.</summary>
+    /// <summary>
+    /// Per data slot: the end (exclusive) of the block rows the request touches; equal to First when none.
+    /// </summary>
     public readonly int[] End;
 
-    /// <summary>Per data slot, on the optimistic read: the member the chunk was read from (a mirror may serve it from any copy).</summary>
+    /// <summary>
+    /// Per data slot, on the optimistic read: the member the chunk was read from (a mirror may serve it from any copy).
+    /// </summary>
     public readonly int[] ReadFrom;
 
     /// <summary>Per member, for a mirror repair: the first row to rewrite, or -1.</summary>
@@ -53,17 +57,24 @@ internal sealed class StripeScratch
     /// <summary>Per member, for a mirror repair: the end (exclusive) of the rows to rewrite.</summary>
     public readonly int[] WriteEnd;
 
-    /// <summary>Per member and block row (<c>m * blocksPerChunk + row</c>): the block failed its checksum or is to be rewritten.</summary>
+    /// <summary>
+    /// Per member and block row (<c>m * blocksPerChunk + row</c>): the block failed its checksum or is to be rewritten.
+    /// </summary>
     public readonly bool[] Bad;
 
     /// <summary>Per logical slot: that slot's chunk image, for reconstruction.</summary>
     public readonly Memory<byte>[] Members;
 
-    /// <summary>Per data slot: the rows parity is computed from (the images, or the caller's buffer on a full-stripe write; cleared after that).</summary>
+    /// <summary>
+    /// Per data slot: the rows parity is computed from (the images, or the caller's buffer on a full-stripe write;
+    /// cleared after that).
+    /// </summary>
     public readonly ReadOnlyMemory<byte>[] Data;
 }
 
-/// <summary>A bounded pool of <see cref="StripeScratch"/>; beyond the bound, scratches are allocated and dropped.</summary>
+/// <summary>
+/// A bounded pool of <see cref="StripeScratch"/>; beyond the bound, scratches are allocated and dropped.
+/// </summary>
 internal sealed class StripeScratchPool(Func<StripeScratch> factory, int maxRetained)
 {
     private readonly ConcurrentBag<StripeScratch> _items = [];

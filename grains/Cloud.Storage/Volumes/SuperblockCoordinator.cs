@@ -23,10 +23,15 @@ public interface ISuperblockCoordinator
     ValueTask<IAsyncDisposable> AcquireAsync(Guid volumeId, CancellationToken cancellationToken);
 }
 
-/// <summary>An in-process <see cref="ISuperblockCoordinator"/>: one async lock per volume id, shared by every opener in the process.</summary>
+/// <summary>
+/// An in-process <see cref="ISuperblockCoordinator"/>: one async lock per volume id, shared by every opener in the
+/// process.
+/// </summary>
 public sealed class LocalSuperblockCoordinator : ISuperblockCoordinator
 {
-    /// <summary>The process-wide instance, the default of <see cref="RaidVolumeOptions.SuperblockCoordinator"/>.</summary>
+    /// <summary>
+    /// The process-wide instance, the default of <see cref="RaidVolumeOptions.SuperblockCoordinator"/>.
+    /// </summary>
     public static LocalSuperblockCoordinator Shared { get; } = new();
 
     // One small semaphore per volume ever opened in the process; volumes are few, so they are kept.

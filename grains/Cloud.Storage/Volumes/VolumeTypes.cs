@@ -41,7 +41,13 @@ public enum VolumeHealth
 /// <param name="State">Its state.</param>
 /// <param name="RebuildCursorStripes">For a rebuilding member, the stripes already rebuilt.</param>
 /// <param name="Reason">Why it failed, when it did.</param>
-public sealed record MemberInfo(int Index, string? DeviceName, Guid MemberId, MemberState State, long RebuildCursorStripes, string? Reason);
+public sealed record MemberInfo(
+    int Index,
+    string? DeviceName,
+    Guid MemberId,
+    MemberState State,
+    long RebuildCursorStripes,
+    string? Reason);
 
 /// <summary>What defines a volume: its name, identity and geometry.</summary>
 /// <param name="Name">Up to 255 UTF-8 bytes, not empty (the NBD export name).</param>
@@ -59,7 +65,8 @@ public sealed record VolumeDefinition(string Name, Guid VolumeId, VolumeGeometry
             throw new ArgumentException("volume name must not be empty; allowed: 1..255 UTF-8 bytes.", nameof(Name));
         int bytes = System.Text.Encoding.UTF8.GetByteCount(Name);
         if (bytes > MaxNameBytes)
-            throw new ArgumentOutOfRangeException(nameof(Name), Name, $"volume name is {bytes} UTF-8 bytes; allowed: 1..{MaxNameBytes}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(Name), Name, $"volume name is {bytes} UTF-8 bytes; allowed: 1..{MaxNameBytes}.");
         if (VolumeId == Guid.Empty)
             throw new ArgumentException("volume id must not be Guid.Empty.", nameof(VolumeId));
         ArgumentNullException.ThrowIfNull(Geometry);
@@ -79,15 +86,25 @@ public readonly record struct RebuildProgress(int MemberIndex, long StripesDone,
 }
 
 /// <summary>Progress of a scrub.</summary>
-public readonly record struct ScrubProgress(long StripesChecked, long StripesTotal, long ParityMismatches, long ChecksumErrors);
+public readonly record struct ScrubProgress(
+    long StripesChecked,
+    long StripesTotal,
+    long ParityMismatches,
+    long ChecksumErrors);
 
 /// <summary>What a scrub found.</summary>
 /// <param name="StripesChecked">Stripes read.</param>
-/// <param name="ParityMismatches">Stripes whose parity (or mirror copies) disagreed with their data although every block's checksum was good.</param>
+/// <param name="ParityMismatches">Stripes whose parity (or mirror copies) disagreed with their data although every
+/// block's checksum was good.</param>
 /// <param name="ChecksumErrors">Blocks (data or parity) whose checksum did not match.</param>
 /// <param name="Repaired">Stripes rewritten to fix what was found (only when repair was asked).</param>
 /// <param name="Unrecoverable">Stripes with more damage than the redundancy could fix.</param>
-public sealed record ScrubReport(long StripesChecked, long ParityMismatches, long ChecksumErrors, long Repaired, long Unrecoverable);
+public sealed record ScrubReport(
+    long StripesChecked,
+    long ParityMismatches,
+    long ChecksumErrors,
+    long Repaired,
+    long Unrecoverable);
 
 /// <summary>Data could not be read or written with the redundancy left: too many members failed or corrupt.</summary>
 public sealed class VolumeDataLossException : IOException
@@ -123,7 +140,9 @@ public sealed class RaidVolumeOptions
     /// </summary>
     public bool RecoverAllWriterSlots { get; set; } = true;
 
-    /// <summary>Keep the write-intent bitmap (closes the write hole). Turning it off is for measurements only.</summary>
+    /// <summary>
+    /// Keep the write-intent bitmap (closes the write hole). Turning it off is for measurements only.
+    /// </summary>
     public bool WriteIntentLog { get; set; } = true;
 
     /// <summary>The largest single request, 1 MiB..1 GiB.</summary>
@@ -143,7 +162,8 @@ public sealed class RaidVolumeOptions
     public bool RepairOnRead { get; set; } = true;
 
     /// <summary>
-    /// Serialises superblock updates of the volume across openers (default: <see cref="LocalSuperblockCoordinator.Shared"/>,
+    /// Serialises superblock updates of the volume across openers (default:
+    /// <see cref="LocalSuperblockCoordinator.Shared"/>,
     /// which covers one process). In a cluster, supply one that excludes every silo.
     /// </summary>
     public ISuperblockCoordinator SuperblockCoordinator { get; set; } = LocalSuperblockCoordinator.Shared;
@@ -159,23 +179,32 @@ public sealed class RaidVolumeOptions
     /// </summary>
     public TimeSpan MemberRefreshInterval { get; set; } = DefaultMemberRefreshInterval;
 
-    /// <summary>On create, write zeroes over every chunk slot (needed when members may hold old data; new files and blobs read as zeroes already).</summary>
+    /// <summary>
+    /// On create, write zeroes over every chunk slot (needed when members may hold old data; new files and blobs read
+    /// as zeroes already).
+    /// </summary>
     public bool ZeroMembersOnCreate { get; set; }
 
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the bad option and its range.</summary>
     public RaidVolumeOptions Validate()
     {
         if (WriterSlot is < 0 or >= Format.OnDiskFormat.IntentSlotCount)
-            throw new ArgumentOutOfRangeException(nameof(WriterSlot), WriterSlot, $"allowed: 0..{Format.OnDiskFormat.IntentSlotCount - 1}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(WriterSlot), WriterSlot, $"allowed: 0..{Format.OnDiskFormat.IntentSlotCount - 1}.");
         if (MaxIoSizeBytes is < (1 << 20) or > (1 << 30))
             throw new ArgumentOutOfRangeException(nameof(MaxIoSizeBytes), MaxIoSizeBytes, "allowed: 1 MiB..1 GiB.");
         if (MaxStripesInFlightPerRequest is < 1 or > 64)
-            throw new ArgumentOutOfRangeException(nameof(MaxStripesInFlightPerRequest), MaxStripesInFlightPerRequest, "allowed: 1..64.");
+            throw new ArgumentOutOfRangeException(
+                nameof(MaxStripesInFlightPerRequest), MaxStripesInFlightPerRequest, "allowed: 1..64.");
         ArgumentNullException.ThrowIfNull(SuperblockCoordinator, nameof(SuperblockCoordinator));
         if (MemberRefreshInterval < TimeSpan.Zero && MemberRefreshInterval != Timeout.InfiniteTimeSpan)
-            throw new ArgumentOutOfRangeException(nameof(MemberRefreshInterval), MemberRefreshInterval, "allowed: zero or more, or Timeout.InfiniteTimeSpan.");
+            throw new ArgumentOutOfRangeException(
+                nameof(MemberRefreshInterval),
+                MemberRefreshInterval,
+                "allowed: zero or more, or Timeout.InfiniteTimeSpan.");
         if (RebuildCheckpointStripes is < 1 or > (1 << 20))
-            throw new ArgumentOutOfRangeException(nameof(RebuildCheckpointStripes), RebuildCheckpointStripes, "allowed: 1..1048576.");
+            throw new ArgumentOutOfRangeException(
+                nameof(RebuildCheckpointStripes), RebuildCheckpointStripes, "allowed: 1..1048576.");
         return this;
     }
 }

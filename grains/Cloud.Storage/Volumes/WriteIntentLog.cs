@@ -126,7 +126,10 @@ internal sealed class WriteIntentLog
     }
 
     /// <summary>The stripe ranges a persisted bitmap page marks.</summary>
-    public static IEnumerable<(long First, long End)> MarkedStripes(ReadOnlyMemory<byte> page, long stripeCount, long regionStripes)
+    public static IEnumerable<(long First, long End)> MarkedStripes(
+        ReadOnlyMemory<byte> page,
+        long stripeCount,
+        long regionStripes)
     {
         long regions = (stripeCount + regionStripes - 1) / regionStripes;
         for (int r = 0; r < regions; r++)

@@ -23,7 +23,9 @@ public sealed class AzuriteFixture : IAsyncLifetime
     /// <summary>A container name no other test in this run uses.</summary>
     public string NewContainerName() => $"test-{Interlocked.Increment(ref _containerCount)}-{Guid.NewGuid():N}";
 
-    /// <summary>Device options for tests: short back-offs, so a test of a dead service fails in seconds rather than a minute.</summary>
+    /// <summary>
+    /// Device options for tests: short back-offs, so a test of a dead service fails in seconds rather than a minute.
+    /// </summary>
     public static PageBlobDeviceOptions FastRetryOptions(int maxRetries = 3) => new()
     {
         MaxRetries = maxRetries,

@@ -22,7 +22,9 @@ public enum ProxyFault
     /// <summary>Forward it, relay part of the response, then reset the connection.</summary>
     DropMidResponse,
 
-    /// <summary>Forward it (the service applies it), then reset the connection before any response byte: a lost acknowledgement.</summary>
+    /// <summary>
+    /// Forward it (the service applies it), then reset the connection before any response byte: a lost acknowledgement.
+    /// </summary>
     LoseResponse,
 }
 
@@ -57,9 +59,15 @@ public sealed class FaultProxy : IAsyncDisposable
 
     /// <param name="upstreamPort">Azurite's port on 127.0.0.1.</param>
     /// <param name="decide">Called once per request; must be thread-safe.</param>
-    /// <param name="holdBeforeForward">A pause before each forwarded request, so that concurrent requests overlap at the proxy.</param>
-    /// <param name="cutAfterBytes">Where <see cref="ProxyFault.DropMidResponse"/> cuts; by default 100-3100 bytes, from the request target.</param>
-    public FaultProxy(int upstreamPort, Func<ProxyRequest, ProxyFault> decide, TimeSpan holdBeforeForward = default, int? cutAfterBytes = null)
+    /// <param name="holdBeforeForward">A pause before each forwarded request, so that concurrent requests overlap at
+    /// the proxy.</param>
+    /// <param name="cutAfterBytes">Where <see cref="ProxyFault.DropMidResponse"/> cuts; by default 100-3100 bytes, from
+    /// the request target.</param>
+    public FaultProxy(
+        int upstreamPort,
+        Func<ProxyRequest, ProxyFault> decide,
+        TimeSpan holdBeforeForward = default,
+        int? cutAfterBytes = null)
     {
         _cutAfterBytes = cutAfterBytes;
         _upstreamPort = upstreamPort;
@@ -169,7 +177,8 @@ public sealed class FaultProxy : IAsyncDisposable
             .Where(p => p.Length == 2)
             .Select(p => (Name: p[0].Trim(), Value: p[1].Trim()))
             .ToList();
-        string? Header(string name) => headers.FirstOrDefault(h => h.Name.Equals(name, StringComparison.OrdinalIgnoreCase)).Value;
+        string? Header(string name)
+            => headers.FirstOrDefault(h => h.Name.Equals(name, StringComparison.OrdinalIgnoreCase)).Value;
 
         var request = new ProxyRequest(requestLine[0], requestLine[1], Header("x-ms-range") ?? Header("Range"));
         ProxyFault fault = _decide(request);
@@ -238,7 +247,8 @@ public sealed class FaultProxy : IAsyncDisposable
             upstreamHead.Append(lines[0]).Append("\r\n");
             foreach (var (name, value) in headers)
             {
-                if (!name.Equals("Connection", StringComparison.OrdinalIgnoreCase) && !name.Equals("Keep-Alive", StringComparison.OrdinalIgnoreCase))
+                if (!name.Equals("Connection", StringComparison.OrdinalIgnoreCase)
+                    && !name.Equals("Keep-Alive", StringComparison.OrdinalIgnoreCase))
                 {
                     upstreamHead.Append(name).Append(": ").Append(value).Append("\r\n");
                 }
@@ -247,14 +257,17 @@ public sealed class FaultProxy : IAsyncDisposable
             upstreamHead.Append("Connection: close\r\n\r\n");
             using var upstream = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
             await upstream.ConnectAsync(IPAddress.Loopback, _upstreamPort, cancellationToken).ConfigureAwait(false);
-            await upstream.SendAsync(Encoding.ASCII.GetBytes(upstreamHead.ToString()), cancellationToken).ConfigureAwait(false);
+            await upstream.SendAsync(
+                Encoding.ASCII.GetBytes(upstreamHead.ToString()), cancellationToken).ConfigureAwait(false);
             if (body.Length > 0)
             {
                 await upstream.SendAsync(body, cancellationToken).ConfigureAwait(false);
             }
 
             // Where a mid-response drop cuts: inside the head for small answers, inside the body for reads.
-            int cutAfterBytes = fault != ProxyFault.DropMidResponse ? int.MaxValue : _cutAfterBytes ?? 100 + (int)((uint)request.Target.Aggregate(17, (h, c) => (h * 31) + c) % 3000);
+            int cutAfterBytes = fault != ProxyFault.DropMidResponse
+                ? int.MaxValue
+                : _cutAfterBytes ?? 100 + (int)((uint)request.Target.Aggregate(17, (h, c) => (h * 31) + c) % 3000);
             var relay = new byte[64 * 1024];
             long relayed = 0;
             while (true)

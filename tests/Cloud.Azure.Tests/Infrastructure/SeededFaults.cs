@@ -10,11 +10,16 @@ namespace Cloud.Azure.Tests.Infrastructure;
 /// </summary>
 public sealed class SeededFaults(int seed)
 {
-    /// <summary>Most consecutive faults one request meets; the device under test must allow more retries than this.</summary>
+    /// <summary>
+    /// Most consecutive faults one request meets; the device under test must allow more retries than this.
+    /// </summary>
     public const int MaxFaultsPerRequest = 2;
 
     private static readonly ProxyFault[] Faults =
-        [ProxyFault.ServerBusy503, ProxyFault.InternalError500, ProxyFault.DropBeforeForward, ProxyFault.DropMidResponse, ProxyFault.LoseResponse];
+        [
+            ProxyFault.ServerBusy503, ProxyFault.InternalError500, ProxyFault.DropBeforeForward,
+            ProxyFault.DropMidResponse, ProxyFault.LoseResponse,
+        ];
 
     private readonly ConcurrentDictionary<string, int> _tries = new();
 

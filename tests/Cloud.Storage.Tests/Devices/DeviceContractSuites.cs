@@ -13,7 +13,8 @@ public sealed class FileBlockDeviceContractTests : BlockDeviceContractTests, IDi
     private readonly string _dir = Directory.CreateTempSubdirectory("cloud-filedev-").FullName;
 
     protected override ValueTask<IBlockDevice> CreateDeviceAsync(long capacityBytes) =>
-        ValueTask.FromResult<IBlockDevice>(new FileBlockDevice(Path.Combine(_dir, $"{Guid.NewGuid():N}.img"), capacityBytes));
+        ValueTask.FromResult<IBlockDevice>(
+            new FileBlockDevice(Path.Combine(_dir, $"{Guid.NewGuid():N}.img"), capacityBytes));
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 }
@@ -24,7 +25,8 @@ public sealed class QueuedFileBlockDeviceContractTests : BlockDeviceContractTest
     private readonly string _dir = Directory.CreateTempSubdirectory("cloud-filedev-q-").FullName;
 
     protected override ValueTask<IBlockDevice> CreateDeviceAsync(long capacityBytes) =>
-        ValueTask.FromResult<IBlockDevice>(new FileBlockDevice(Path.Combine(_dir, $"{Guid.NewGuid():N}.img"), capacityBytes) { InlineIoMaxBytes = 0 });
+        ValueTask.FromResult<IBlockDevice>(
+            new FileBlockDevice(Path.Combine(_dir, $"{Guid.NewGuid():N}.img"), capacityBytes) { InlineIoMaxBytes = 0 });
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 }
@@ -35,7 +37,10 @@ public sealed class InlineFileBlockDeviceContractTests : BlockDeviceContractTest
     private readonly string _dir = Directory.CreateTempSubdirectory("cloud-filedev-i-").FullName;
 
     protected override ValueTask<IBlockDevice> CreateDeviceAsync(long capacityBytes) =>
-        ValueTask.FromResult<IBlockDevice>(new FileBlockDevice(Path.Combine(_dir, $"{Guid.NewGuid():N}.img"), capacityBytes) { InlineIoMaxBytes = int.MaxValue });
+        ValueTask.FromResult<IBlockDevice>(
+            new FileBlockDevice(
+                Path.Combine(_dir, $"{Guid.NewGuid():N}.img"),
+                capacityBytes) { InlineIoMaxBytes = int.MaxValue });
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 }
@@ -44,5 +49,6 @@ public sealed class InlineFileBlockDeviceContractTests : BlockDeviceContractTest
 public sealed class FaultInjectingBlockDeviceContractTests : BlockDeviceContractTests
 {
     protected override ValueTask<IBlockDevice> CreateDeviceAsync(long capacityBytes) =>
-        ValueTask.FromResult<IBlockDevice>(new FaultInjectingBlockDevice(new MemoryBlockDevice(capacityBytes), seed: 1, ownsInner: true));
+        ValueTask.FromResult<IBlockDevice>(
+            new FaultInjectingBlockDevice(new MemoryBlockDevice(capacityBytes), seed: 1, ownsInner: true));
 }

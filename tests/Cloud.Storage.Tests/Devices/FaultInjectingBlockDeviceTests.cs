@@ -85,7 +85,8 @@ public sealed class FaultInjectingBlockDeviceTests
     {
         async Task<string> Pattern(int seed)
         {
-            var device = new FaultInjectingBlockDevice(new MemoryBlockDevice(1 << 16), seed) { ReadErrorProbability = 0.5 };
+            var device = new FaultInjectingBlockDevice(
+                new MemoryBlockDevice(1 << 16), seed) { ReadErrorProbability = 0.5 };
             var outcome = new System.Text.StringBuilder();
             for (int i = 0; i < 64; i++)
             {

@@ -14,7 +14,8 @@ public sealed class FileBlockDeviceTests : IDisposable
     [InlineData(int.MaxValue)]
     public async Task IoAfterDispose_FailsAsAFaultedTask_InlineOrQueued(int inlineIoMaxBytes)
     {
-        var device = new FileBlockDevice(Path.Combine(_dir, $"d{inlineIoMaxBytes}.img"), 1 << 20) { InlineIoMaxBytes = inlineIoMaxBytes };
+        var device = new FileBlockDevice(
+            Path.Combine(_dir, $"d{inlineIoMaxBytes}.img"), 1 << 20) { InlineIoMaxBytes = inlineIoMaxBytes };
         await device.DisposeAsync();
         // Starting the I/O must not throw: callers start several member I/Os before awaiting any of them.
         ValueTask read = device.ReadAsync(0, new byte[4096]);
@@ -28,10 +29,12 @@ public sealed class FileBlockDeviceTests : IDisposable
     [InlineData(int.MaxValue)]
     public async Task GatherWrite_AndScatterRead_MoveTheSameBytesAsPlainIo_InlineOrQueued(int inlineIoMaxBytes)
     {
-        await using var device = new FileBlockDevice(Path.Combine(_dir, $"v{inlineIoMaxBytes}.img"), 1 << 20) { InlineIoMaxBytes = inlineIoMaxBytes };
+        await using var device = new FileBlockDevice(
+            Path.Combine(_dir, $"v{inlineIoMaxBytes}.img"), 1 << 20) { InlineIoMaxBytes = inlineIoMaxBytes };
         byte[] data = new byte[16384];
         new Random(9).NextBytes(data);
-        await device.WriteGatherAsync(8192, [data.AsMemory(0, 4096), data.AsMemory(4096, 8192), data.AsMemory(12288, 4096)]);
+        await device.WriteGatherAsync(
+            8192, [data.AsMemory(0, 4096), data.AsMemory(4096, 8192), data.AsMemory(12288, 4096)]);
         byte[] plain = new byte[16384];
         await device.ReadAsync(8192, plain);
         Assert.Equal(data, plain);
@@ -45,9 +48,11 @@ public sealed class FileBlockDeviceTests : IDisposable
     public async Task ScatterRead_WithAPieceThatIsNotWholeSectors_IsRefused_NamingIt()
     {
         await using var device = new FileBlockDevice(Path.Combine(_dir, "odd.img"), 1 << 20);
-        var e = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await device.ReadScatterAsync(0, [new byte[4096], new byte[100]]));
+        var e = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(
+            async () => await device.ReadScatterAsync(0, [new byte[4096], new byte[100]]));
         Assert.Contains("piece 1 is 100 bytes", e.Message);
-        var past = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await device.WriteGatherAsync((1 << 20) - 4096, [new byte[4096], new byte[4096]]));
+        var past = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(
+            async () => await device.WriteGatherAsync((1 << 20) - 4096, [new byte[4096], new byte[4096]]));
         Assert.Contains("end within", past.Message);
     }
 
@@ -136,7 +141,8 @@ public sealed class FileBlockDeviceTests : IDisposable
 
     private static string Run(string tool, string args)
     {
-        using var p = Process.Start(new ProcessStartInfo(tool, args) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        using var p = Process.Start(
+            new ProcessStartInfo(tool, args) { RedirectStandardOutput = true, RedirectStandardError = true })!;
         string output = p.StandardOutput.ReadToEnd().Trim();
         p.WaitForExit();
         return p.ExitCode == 0 ? output : "";

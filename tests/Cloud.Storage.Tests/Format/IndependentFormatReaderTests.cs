@@ -25,7 +25,10 @@ public sealed class IndependentFormatReaderTests
         const int seed = 501;
         var random = new Random(seed);
         long stripes = chunk == 1 << 20 ? 3 : 9;
-        var devices = Enumerable.Range(0, members).Select(i => new MemoryBlockDevice((1 << 20) + stripes * (chunk + 4096) + 8192, $"raw{i}")).ToArray();
+        var devices = Enumerable.Range(
+            0,
+            members).Select(i => new MemoryBlockDevice(
+                (1 << 20) + stripes * (chunk + 4096) + 8192, $"raw{i}")).ToArray();
         var definition = new VolumeDefinition("independent", Guid.NewGuid(), new VolumeGeometry(level, members, chunk));
         byte[] model;
         await using (RaidVolume volume = await RaidVolume.CreateAsync(definition, devices))
@@ -33,7 +36,8 @@ public sealed class IndependentFormatReaderTests
             model = new byte[volume.CapacityBytes];
             random.NextBytes(model);
             // Leave the last 8 blocks unwritten so that all-zero metadata entries are exercised too.
-            await volume.WriteAsync(0, model.AsMemory(0, model.Length - 8 * 4096), writeTimestamp: 77, forceUnitAccess: true);
+            await volume.WriteAsync(
+                0, model.AsMemory(0, model.Length - 8 * 4096), writeTimestamp: 77, forceUnitAccess: true);
             Array.Clear(model, model.Length - 8 * 4096, 8 * 4096);
         }
 
@@ -69,10 +73,14 @@ public sealed class IndependentFormatReaderTests
                 ulong sum = BinaryPrimitives.ReadUInt64LittleEndian(entry[8..]);
                 if (ts == 0 && sum == 0) continue;
                 Assert.Equal(77, ts);
-                Assert.True(XxHash3.HashToUInt64(raw[m].AsSpan((int)(slot + b * 4096), 4096)) == sum, $"seed {seed}: stripe {s} member {m} block {b} checksum");
+                Assert.True(
+                    XxHash3.HashToUInt64(raw[m].AsSpan((int)(slot + b * 4096), 4096)) == sum,
+                    $"seed {seed}: stripe {s} member {m} block {b} checksum");
             }
             if (h.Level == 1)
-                for (int m = 1; m < n; m++) Assert.True(raw[m].AsSpan((int)slot, h.Chunk).SequenceEqual(data[0]), $"stripe {s}: mirror {m} differs");
+                for (int m = 1; m < n; m++)
+                    Assert.True(
+                        raw[m].AsSpan((int)slot, h.Chunk).SequenceEqual(data[0]), $"stripe {s}: mirror {m} differs");
             if (parity >= 1)
             {
                 byte[] expectP = new byte[h.Chunk], expectQ = new byte[h.Chunk];
@@ -85,16 +93,36 @@ public sealed class IndependentFormatReaderTests
                         expectQ[x] ^= GfMul(coefficient, data[i][x]);
                     }
                 }
-                Assert.True(raw[p].AsSpan((int)slot, h.Chunk).SequenceEqual(expectP), $"seed {seed}: stripe {s} P on member {p}");
-                if (parity == 2) Assert.True(raw[q].AsSpan((int)slot, h.Chunk).SequenceEqual(expectQ), $"seed {seed}: stripe {s} Q on member {q}");
+                Assert.True(
+                    raw[p].AsSpan((int)slot, h.Chunk).SequenceEqual(expectP),
+                    $"seed {seed}: stripe {s} P on member {p}");
+                if (parity == 2)
+                    Assert.True(
+                        raw[q].AsSpan((int)slot, h.Chunk).SequenceEqual(expectQ),
+                        $"seed {seed}: stripe {s} Q on member {q}");
             }
         }
-        Assert.True(model.AsSpan().SequenceEqual(volumeBytes), $"seed {seed}: reassembled bytes differ from what was written");
+        Assert.True(
+            model.AsSpan().SequenceEqual(volumeBytes), $"seed {seed}: reassembled bytes differ from what was written");
     }
 
-    private sealed record Header(Guid VolumeId, string Name, int MemberIndex, int Members, int Level, int Chunk, long DataOffset, long Stride, long Stripes, long CapacityBytes, long Generation);
+    private sealed record Header(
+        Guid VolumeId,
+        string Name,
+        int MemberIndex,
+        int Members,
+        int Level,
+        int Chunk,
+        long DataOffset,
+        long Stride,
+        long Stripes,
+        long CapacityBytes,
+        long Generation);
 
-    /// <summary>FORMAT.md: two 4096-byte copies at 0 and 4096; valid = magic + XxHash3 of bytes 0..4087 at 4088; the higher generation wins.</summary>
+    /// <summary>
+    /// FORMAT.md: two 4096-byte copies at 0 and 4096; valid = magic + XxHash3 of bytes 0..4087 at 4088; the higher
+    /// generation wins.
+    /// </summary>
     private static Header ReadHeader(byte[] member)
     {
         Header? best = null;
@@ -103,16 +131,21 @@ public sealed class IndependentFormatReaderTests
             ReadOnlySpan<byte> b = member.AsSpan(copy * 4096, 4096);
             if (!b[..8].SequenceEqual("CLDVOL01"u8)) continue;
             if (XxHash3.HashToUInt64(b[..4088]) != BinaryPrimitives.ReadUInt64LittleEndian(b[4088..])) continue;
-            var h = new Header(new Guid(b.Slice(16, 16)), System.Text.Encoding.UTF8.GetString(b.Slice(156, BinaryPrimitives.ReadInt32LittleEndian(b[152..]))),
-                BinaryPrimitives.ReadInt32LittleEndian(b[48..]), BinaryPrimitives.ReadInt32LittleEndian(b[52..]), BinaryPrimitives.ReadInt32LittleEndian(b[56..]),
-                BinaryPrimitives.ReadInt32LittleEndian(b[60..]), BinaryPrimitives.ReadInt64LittleEndian(b[72..]), BinaryPrimitives.ReadInt64LittleEndian(b[80..]),
-                BinaryPrimitives.ReadInt64LittleEndian(b[88..]), BinaryPrimitives.ReadInt64LittleEndian(b[96..]), BinaryPrimitives.ReadInt64LittleEndian(b[104..]));
+            var h = new Header(new Guid(b.Slice(16, 16)),
+                System.Text.Encoding.UTF8.GetString(b.Slice(156, BinaryPrimitives.ReadInt32LittleEndian(b[152..]))),
+                BinaryPrimitives.ReadInt32LittleEndian(b[48..]), BinaryPrimitives.ReadInt32LittleEndian(b[52..]),
+                BinaryPrimitives.ReadInt32LittleEndian(b[56..]), BinaryPrimitives.ReadInt32LittleEndian(b[60..]),
+                BinaryPrimitives.ReadInt64LittleEndian(b[72..]), BinaryPrimitives.ReadInt64LittleEndian(b[80..]),
+                BinaryPrimitives.ReadInt64LittleEndian(b[88..]), BinaryPrimitives.ReadInt64LittleEndian(b[96..]),
+                BinaryPrimitives.ReadInt64LittleEndian(b[104..]));
             if (best is null || h.Generation > best.Generation) best = h;
         }
         return best ?? throw new Xunit.Sdk.XunitException("no valid superblock copy");
     }
 
-    /// <summary>Multiplication in GF(2^8) modulo x^8+x^4+x^3+x^2+1 by shift and add, independent of the engine's tables.</summary>
+    /// <summary>
+    /// Multiplication in GF(2^8) modulo x^8+x^4+x^3+x^2+1 by shift and add, independent of the engine's tables.
+    /// </summary>
     private static byte GfMul(byte a, byte b)
     {
         int product = 0, x = a;

@@ -52,13 +52,18 @@ public sealed class StripeLayoutTests
             for (int m = 0; m < members; m++)
             {
                 int role = layout.RoleOf(s, m);
-                int slot = role >= 0 ? role : role == StripeLayout.RoleP ? geometry.DataMemberCount : geometry.DataMemberCount + 1;
+                int slot = role >= 0
+                    ? role
+                    : role == StripeLayout.RoleP ? geometry.DataMemberCount : geometry.DataMemberCount + 1;
                 Assert.Equal(m, layout.MemberAtLogicalSlot(s, slot));
             }
         }
     }
 
-    /// <summary>md's left-symmetric RAID-5 on 4 disks (mdadm(8), md's raid5_compute_sector): parity walks from the last disk down.</summary>
+    /// <summary>
+    /// md's left-symmetric RAID-5 on 4 disks (mdadm(8), md's raid5_compute_sector): parity walks from the last disk
+    /// down.
+    /// </summary>
     [Fact]
     public void Raid5_FourMembers_MatchesMdLeftSymmetric()
     {
@@ -69,7 +74,9 @@ public sealed class StripeLayoutTests
             Assert.Equal(expected[s], string.Join(' ', Enumerable.Range(0, 4).Select(m => Role(layout.RoleOf(s, m)))));
     }
 
-    /// <summary>md's default RAID-6 (left-symmetric): P walks down from the last disk and Q follows it, wrapping.</summary>
+    /// <summary>
+    /// md's default RAID-6 (left-symmetric): P walks down from the last disk and Q follows it, wrapping.
+    /// </summary>
     [Fact]
     public void Raid6_FiveMembers_MatchesMdLeftSymmetric()
     {
@@ -79,7 +86,8 @@ public sealed class StripeLayoutTests
             Assert.Equal(expected[s], string.Join(' ', Enumerable.Range(0, 5).Select(m => Role(layout.RoleOf(s, m)))));
     }
 
-    private static string Role(int role) => role switch { StripeLayout.RoleP => "P", StripeLayout.RoleQ => "Q", _ => role.ToString() };
+    private static string Role(int role)
+        => role switch { StripeLayout.RoleP => "P", StripeLayout.RoleQ => "Q", _ => role.ToString() };
 
     [Fact]
     public void Raid1_EveryMemberHoldsTheData()
@@ -103,7 +111,8 @@ public sealed class StripeLayoutTests
     {
         var e = Assert.ThrowsAny<ArgumentException>(() => new VolumeGeometry(level, members, chunk).Validate());
         Assert.Equal(field, e.ParamName);
-        Assert.Contains(field == "ChunkSizeBytes" ? chunk.ToString() : field == "Level" ? "4" : members.ToString(), e.Message);
+        Assert.Contains(
+            field == "ChunkSizeBytes" ? chunk.ToString() : field == "Level" ? "4" : members.ToString(), e.Message);
         Assert.Contains(field == "Level" ? "allowed" : "..", e.Message);
     }
 
@@ -124,7 +133,8 @@ public sealed class StripeLayoutTests
     [InlineData(new[] { 0, 0, 0, 0 }, new[] { 1, 0, 0, 0 }, 1, WriteStrategy.ReadModifyWrite, 2)]
     [InlineData(new[] { 0, 0, 0, 0 }, new[] { 1, 0, 0, 0 }, 2, WriteStrategy.ReconstructWrite, 3)]
     [InlineData(new[] { 0, 0, 0, 0 }, new[] { 16, 16, 16, 0 }, 1, WriteStrategy.ReconstructWrite, 16)]
-    [InlineData(new[] { 8, 0, 0, 0 }, new[] { 16, 16, 0, 0 }, 1, WriteStrategy.ReconstructWrite, 40)] // a tie goes to rcw, as in md
+    // a tie goes to rcw, as in md
+    [InlineData(new[] { 8, 0, 0, 0 }, new[] { 16, 16, 0, 0 }, 1, WriteStrategy.ReconstructWrite, 40)]
     [InlineData(new[] { 12, 0, 0, 0 }, new[] { 16, 0, 0, 0 }, 1, WriteStrategy.ReadModifyWrite, 8)]
     public void Planner_CountsReadsLikeMd(int[] first, int[] end, int parity, WriteStrategy strategy, int reads)
     {

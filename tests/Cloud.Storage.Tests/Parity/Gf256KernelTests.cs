@@ -17,7 +17,9 @@ public class Gf256KernelTests
             for (int x = 0; x < 256; x++) product[x] = (byte)x;
             ParityDispatch.MulXor(width, ref product[0], ref zeros[0], 256, (byte)c);
             for (int x = 0; x < 256; x++)
-                Assert.True(Gf256.Mul((byte)c, (byte)x) == product[x], $"width {width}: {c} * {x} gave {product[x]}, expected {Gf256.Mul((byte)c, (byte)x)}");
+                Assert.True(
+                    Gf256.Mul((byte)c, (byte)x) == product[x],
+                    $"width {width}: {c} * {x} gave {product[x]}, expected {Gf256.Mul((byte)c, (byte)x)}");
         }
     }
 
@@ -32,7 +34,8 @@ public class Gf256KernelTests
             for (int x = 0; x < 256; x++) q[x] = (byte)x;
             ParityDispatch.Mul2InPlace(width, ref q[0], 256, times);
             for (int x = 0; x < 256; x++)
-                Assert.True(Gf256.Mul(Gf256.Exp(times), (byte)x) == q[x], $"width {width}: 2^{times} * {x} gave {q[x]}");
+                Assert.True(
+                    Gf256.Mul(Gf256.Exp(times), (byte)x) == q[x], $"width {width}: 2^{times} * {x} gave {q[x]}");
         }
     }
 

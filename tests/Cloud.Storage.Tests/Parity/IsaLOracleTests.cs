@@ -18,7 +18,9 @@ public unsafe class IsaLOracleTests
     public void Library_IsInstalled()
     {
         // Without it every oracle test below would fail with a DllNotFoundException; say why up front.
-        Assert.True(IsaLRaid.IsAvailable(), $"{IsaLRaid.Library} not found: test.sh installs it (apt-get install libisal-dev).");
+        Assert.True(
+            IsaLRaid.IsAvailable(),
+            $"{IsaLRaid.Library} not found: test.sh installs it (apt-get install libisal-dev).");
     }
 
     [Theory]
@@ -41,7 +43,10 @@ public unsafe class IsaLOracleTests
 
                 buffers[dataCount].GetSpan().Fill(0xA5);
                 RaidMath.ComputeP(Data(buffers, dataCount), buffers[dataCount].GetSpan(), width);
-                Stripe.Equal(isal, buffers[dataCount].GetSpan(), $"seed {seed}, width {width}, {dataCount} data, {length} bytes: P vs xor_gen");
+                Stripe.Equal(
+                    isal,
+                    buffers[dataCount].GetSpan(),
+                    $"seed {seed}, width {width}, {dataCount} data, {length} bytes: P vs xor_gen");
             }
             finally
             {
@@ -71,7 +76,8 @@ public unsafe class IsaLOracleTests
 
                 buffers[dataCount].GetSpan().Fill(0xA5);
                 buffers[dataCount + 1].GetSpan().Fill(0x5A);
-                RaidMath.ComputePQ(Data(buffers, dataCount), buffers[dataCount].GetSpan(), buffers[dataCount + 1].GetSpan(), width);
+                RaidMath.ComputePQ(
+                    Data(buffers, dataCount), buffers[dataCount].GetSpan(), buffers[dataCount + 1].GetSpan(), width);
                 string context = $"seed {seed}, width {width}, {dataCount} data, {length} bytes";
                 Stripe.Equal(isalP, buffers[dataCount].GetSpan(), context + ": P vs pq_gen");
                 Stripe.Equal(isalQ, buffers[dataCount + 1].GetSpan(), context + ": Q vs pq_gen");

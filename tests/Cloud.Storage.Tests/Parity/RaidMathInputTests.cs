@@ -2,7 +2,9 @@ using Cloud.Storage.Parity;
 
 namespace Cloud.Storage.Tests.Parity;
 
-/// <summary>Bad input is refused with an exception naming the value and what is allowed, and nothing is written.</summary>
+/// <summary>
+/// Bad input is refused with an exception naming the value and what is allowed, and nothing is written.
+/// </summary>
 public class RaidMathInputTests
 {
     [Fact]
@@ -25,7 +27,8 @@ public class RaidMathInputTests
     {
         var p = new byte[16];
         var q = new byte[32];
-        var ex = Assert.Throws<ArgumentException>(() => RaidMath.ComputePQ([new byte[16] { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 }], p, q));
+        var ex = Assert.Throws<ArgumentException>(
+            () => RaidMath.ComputePQ([new byte[16] { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 }], p, q));
         Assert.Contains("Q length 32 differs from P length 16", ex.Message);
         Assert.All(p, b => Assert.Equal(0, b));
     }
@@ -44,7 +47,8 @@ public class RaidMathInputTests
     [InlineData(RaidMath.MaxDataMembers)]
     public void ApplyDelta_DataIndexOutOfRange_IsRefused(int dataIndex)
     {
-        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => RaidMath.ApplyDelta(dataIndex, new byte[8], new byte[8], new byte[8], new byte[8]));
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(
+            () => RaidMath.ApplyDelta(dataIndex, new byte[8], new byte[8], new byte[8], new byte[8]));
         Assert.Equal(dataIndex, ex.ActualValue);
         Assert.Contains($"allowed: 0..{RaidMath.MaxDataMembers - 1}", ex.Message);
     }
@@ -52,7 +56,8 @@ public class RaidMathInputTests
     [Fact]
     public void ApplyDelta_LengthsDiffer_IsRefused()
     {
-        var ex = Assert.Throws<ArgumentException>(() => RaidMath.ApplyDelta(0, new byte[8], new byte[8], new byte[8], new byte[4]));
+        var ex = Assert.Throws<ArgumentException>(
+            () => RaidMath.ApplyDelta(0, new byte[8], new byte[8], new byte[8], new byte[4]));
         Assert.Contains("Q (4", ex.Message);
     }
 

@@ -2,7 +2,9 @@ using Cloud.Storage.Parity;
 
 namespace Cloud.Storage.Tests.Parity;
 
-/// <summary>The reference implementation is the oracle of the vector paths, so it is checked on its own first.</summary>
+/// <summary>
+/// The reference implementation is the oracle of the vector paths, so it is checked on its own first.
+/// </summary>
 public class RaidMathReferenceTests
 {
     [Theory]
@@ -25,7 +27,10 @@ public class RaidMathReferenceTests
             foreach (int m in missing) members[m].Span.Fill(0xEE);
             RaidMathReference.Reconstruct(members, parityCount, missing);
             for (int i = 0; i < n; i++)
-                Stripe.Equal(original[i], members[i].Span, $"seed {seed}: member {i} after rebuilding [{string.Join(',', missing)}]");
+                Stripe.Equal(
+                    original[i],
+                    members[i].Span,
+                    $"seed {seed}: member {i} after rebuilding [{string.Join(',', missing)}]");
         }
     }
 

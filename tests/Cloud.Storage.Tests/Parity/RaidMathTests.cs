@@ -25,7 +25,8 @@ public class RaidMathTests
             RaidMathReference.ComputeP(Stripe.Data(members, dataCount), expected);
             members[dataCount].Span.Fill(0xA5);
             RaidMath.ComputeP(Stripe.Data(members, dataCount), members[dataCount].Span, width);
-            Stripe.Equal(expected, members[dataCount].Span, $"seed {seed}, width {width}, {dataCount} data, {length} bytes: P");
+            Stripe.Equal(
+                expected, members[dataCount].Span, $"seed {seed}, width {width}, {dataCount} data, {length} bytes: P");
         }
     }
 
@@ -45,7 +46,8 @@ public class RaidMathTests
             RaidMathReference.ComputePQ(Stripe.Data(members, dataCount), expectedP, expectedQ);
             members[dataCount].Span.Fill(0xA5);
             members[dataCount + 1].Span.Fill(0x5A);
-            RaidMath.ComputePQ(Stripe.Data(members, dataCount), members[dataCount].Span, members[dataCount + 1].Span, width);
+            RaidMath.ComputePQ(
+                Stripe.Data(members, dataCount), members[dataCount].Span, members[dataCount + 1].Span, width);
             string context = $"seed {seed}, width {width}, {dataCount} data, {length} bytes";
             Stripe.Equal(expectedP, members[dataCount].Span, context + ": P");
             Stripe.Equal(expectedQ, members[dataCount + 1].Span, context + ": Q");
@@ -137,7 +139,13 @@ public class RaidMathTests
         Stripe.ReferenceParity(members, dataCount, 2);
         byte[] oldData = members[dataCount - 1].ToArray();
         rng.NextBytes(members[dataCount - 1].Span);
-        RaidMath.ApplyDelta(dataCount - 1, oldData, members[dataCount - 1].Span, members[dataCount].Span, members[dataCount + 1].Span, width);
+        RaidMath.ApplyDelta(
+            dataCount - 1,
+            oldData,
+            members[dataCount - 1].Span,
+            members[dataCount].Span,
+            members[dataCount + 1].Span,
+            width);
         byte[] expectedQ = new byte[300], expectedP = new byte[300];
         RaidMathReference.ComputePQ(Stripe.Data(members, dataCount), expectedP, expectedQ);
         Stripe.Equal(expectedP, members[dataCount].Span, $"seed {seed}: P");
@@ -155,12 +163,14 @@ public class RaidMathTests
         Memory<byte>[] members = Stripe.Random(rng, dataCount, 2, 200);
         Stripe.ReferenceParity(members, dataCount, 2);
         byte[][] original = Stripe.Copy(members);
-        foreach (int[] missing in new[] { new[] { 0, dataCount - 1 }, [0, dataCount], [dataCount - 1, dataCount + 1], [100, 101] })
+        foreach (int[] missing in
+                 new[] { new[] { 0, dataCount - 1 }, [0, dataCount], [dataCount - 1, dataCount + 1], [100, 101] })
         {
             foreach (int m in missing) members[m].Span.Clear();
             RaidMath.Reconstruct(members, 2, missing, width);
             for (int i = 0; i < members.Length; i++)
-                Stripe.Equal(original[i], members[i].Span, $"seed {seed}, missing [{string.Join(',', missing)}]: member {i}");
+                Stripe.Equal(
+                    original[i], members[i].Span, $"seed {seed}, missing [{string.Join(',', missing)}]: member {i}");
         }
     }
 

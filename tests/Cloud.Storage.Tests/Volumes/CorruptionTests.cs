@@ -6,7 +6,9 @@ using static Cloud.Storage.Tests.Volumes.VolumeFixture;
 
 namespace Cloud.Storage.Tests.Volumes;
 
-/// <summary>DESIGN.md invariant 6: a flipped bit on a member never reaches a reader; it is caught by the checksum and repaired.</summary>
+/// <summary>
+/// DESIGN.md invariant 6: a flipped bit on a member never reaches a reader; it is caught by the checksum and repaired.
+/// </summary>
 public sealed class CorruptionTests
 {
     [Theory]
@@ -31,9 +33,14 @@ public sealed class CorruptionTests
 
         byte[] back = new byte[Block];
         await volume.ReadAsync(offset, back);
-        Assert.True(model.AsSpan((int)offset, Block).SequenceEqual(back), $"seed {seed}: corrupt data reached the reader");
+        Assert.True(
+            model.AsSpan((int)offset, Block).SequenceEqual(back), $"seed {seed}: corrupt data reached the reader");
         // Repaired on the medium, not just hidden: the raw block is right again.
-        Assert.True(model.AsSpan((int)offset, Block).SequenceEqual(devices[a.Member].Contents.Span.Slice((int)a.MemberOffsetBytes, Block)), $"seed {seed}: not repaired");
+        Assert.True(
+            model.AsSpan(
+                (int)offset,
+                Block).SequenceEqual(devices[a.Member].Contents.Span.Slice((int)a.MemberOffsetBytes, Block)),
+            $"seed {seed}: not repaired");
         ScrubReport report = await volume.ScrubAsync(repair: false);
         Assert.Equal(0, report.ChecksumErrors + report.ParityMismatches);
     }
@@ -98,7 +105,11 @@ public sealed class CorruptionTests
         long at = volume.Layout.MemberOffsetBytes(2, 0);
         Span<byte> parity = devices[p].Contents.Span.Slice((int)at, Block);
         parity[7] ^= 1;
-        OnDiskFormat.WriteEntry(devices[p].Contents.Span.Slice((int)volume.Layout.MemberOffsetBytes(2, 4096), 4096), 0, 1, OnDiskFormat.BlockChecksum(parity));
+        OnDiskFormat.WriteEntry(
+            devices[p].Contents.Span.Slice((int)volume.Layout.MemberOffsetBytes(2, 4096), 4096),
+            0,
+            1,
+            OnDiskFormat.BlockChecksum(parity));
         ScrubReport report = await volume.ScrubAsync(repair: true);
         Assert.Equal((1L, 0L, 1L), (report.ParityMismatches, report.ChecksumErrors, report.Repaired));
         Assert.Equal(0, (await volume.ScrubAsync(repair: false)).ParityMismatches);

@@ -5,7 +5,9 @@ using static Cloud.Storage.Tests.Volumes.VolumeFixture;
 
 namespace Cloud.Storage.Tests.Volumes;
 
-/// <summary>DESIGN.md invariant 5: RAID-5 survives any one disk loss, RAID-6 any two, and a rebuild restores redundancy.</summary>
+/// <summary>
+/// DESIGN.md invariant 5: RAID-5 survives any one disk loss, RAID-6 any two, and a rebuild restores redundancy.
+/// </summary>
 public sealed class DegradedTests
 {
     public static TheoryData<RaidLevel, int, int, int> Cases() => new()
@@ -27,10 +29,15 @@ public sealed class DegradedTests
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public async Task EveryAllowedSetOfMissingMembers_ReadsBackIdenticalData_AndAcceptsWrites(RaidLevel level, int members, int chunk, int seed)
+    public async Task EveryAllowedSetOfMissingMembers_ReadsBackIdenticalData_AndAcceptsWrites(
+        RaidLevel level,
+        int members,
+        int chunk,
+        int seed)
     {
         var random = new Random(seed);
-        (RaidVolume volume, MemoryBlockDevice[] devices) = await CreateAsync(level, members, chunk, stripes: 2 * members);
+        (RaidVolume volume, MemoryBlockDevice[] devices) = await CreateAsync(
+            level, members, chunk, stripes: 2 * members);
         byte[] model = new byte[volume.CapacityBytes];
         await RandomWritesAsync(volume, model, random, 40);
         int maxFailed = Math.Min(2, volume.Geometry.MaxFailedMembers);
@@ -57,7 +64,10 @@ public sealed class DegradedTests
     [InlineData(RaidLevel.Raid5, 4, 201)]
     [InlineData(RaidLevel.Raid6, 5, 202)]
     [InlineData(RaidLevel.Raid1, 2, 203)]
-    public async Task DiskDies_DuringIo_ThenRebuildOntoReplacement_WhileWriting_RestoresRedundancy(RaidLevel level, int members, int seed)
+    public async Task DiskDies_DuringIo_ThenRebuildOntoReplacement_WhileWriting_RestoresRedundancy(
+        RaidLevel level,
+        int members,
+        int seed)
     {
         var random = new Random(seed);
         const int chunk = 8192;
@@ -84,7 +94,9 @@ public sealed class DegradedTests
         await rebuild;
         Assert.Equal(VolumeHealth.Healthy, volume.Health);
         Assert.Equal(stripes, reports[^1].StripesDone);
-        Assert.True(reports.Select(r => r.StripesDone).SequenceEqual(reports.Select(r => r.StripesDone).Order()), "progress went backwards");
+        Assert.True(
+            reports.Select(r => r.StripesDone).SequenceEqual(reports.Select(r => r.StripesDone).Order()),
+            "progress went backwards");
 
         // Redundancy restored: lose a different member and everything still reads.
         faulty[members - 1].IsDead = true;
@@ -109,7 +121,8 @@ public sealed class DegradedTests
     public async Task Raid0_RefusesReplacement_BecauseNothingCanBeRebuilt()
     {
         (RaidVolume volume, MemoryBlockDevice[] _) = await CreateAsync(RaidLevel.Raid0, 2, 4096, 4);
-        await Assert.ThrowsAsync<InvalidOperationException>(() => volume.ReplaceMemberAsync(0, new MemoryBlockDevice(MemberBytesFor(4096, 4))).AsTask());
+        await Assert.ThrowsAsync<InvalidOperationException>(
+            () => volume.ReplaceMemberAsync(0, new MemoryBlockDevice(MemberBytesFor(4096, 4))).AsTask());
     }
 
     /// <summary>Reports synchronously, in order (Progress&lt;T&gt; posts to the thread pool).</summary>
@@ -139,10 +152,12 @@ public sealed class RebuildResumeTests
 
         using var stop = new CancellationTokenSource();
         var progress = new InlineProgress(p => { if (p.StripesDone == 10) stop.Cancel(); });
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => volume.RebuildAsync(progress, stop.Token).AsTask());
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(
+            () => volume.RebuildAsync(progress, stop.Token).AsTask());
         await volume.DisposeAsync();
 
-        await using RaidVolume again = await RaidVolume.AssembleAsync([devices[0], devices[1], devices[2], replacement], options);
+        await using RaidVolume again = await RaidVolume.AssembleAsync(
+            [devices[0], devices[1], devices[2], replacement], options);
         MemberInfo member = again.Members[3];
         Assert.Equal(MemberState.Rebuilding, member.State);
         Assert.Equal(8, member.RebuildCursorStripes); // the last checkpoint before the interruption

@@ -21,7 +21,8 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
 
     private static RaidVolumeOptions Opener(int slot, ISuperblockCoordinator? coordinator = null) => new()
     {
-        WriterSlot = slot, RecoverAllWriterSlots = false, SuperblockCoordinator = coordinator ?? LocalSuperblockCoordinator.Shared,
+        WriterSlot = slot, RecoverAllWriterSlots = false,
+        SuperblockCoordinator = coordinator ?? LocalSuperblockCoordinator.Shared,
     };
 
     private static async Task<byte[]> FillAsync(RaidVolume volume, Random random)
@@ -33,15 +34,24 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
     }
 
     /// <summary>Reassembly must refuse both failed disks when given, and read the model back without them.</summary>
-    private static async Task AssertBothFailedAndDataIntactAsync(IReadOnlyList<IBlockDevice> devices, int x, int y, byte[] model, string context)
+    private static async Task AssertBothFailedAndDataIntactAsync(
+        IReadOnlyList<IBlockDevice> devices,
+        int x,
+        int y,
+        byte[] model,
+        string context)
     {
-        VolumeFormatException refused = await Assert.ThrowsAsync<VolumeFormatException>(async () => await RaidVolume.AssembleAsync(devices));
-        Assert.True(refused.MemberIndex == x || refused.MemberIndex == y, $"{context}: refused member {refused.MemberIndex}, expected {x} or {y}: {refused.Message}");
+        VolumeFormatException refused = await Assert.ThrowsAsync<VolumeFormatException>(
+            async () => await RaidVolume.AssembleAsync(devices));
+        Assert.True(
+            refused.MemberIndex == x || refused.MemberIndex == y,
+            $"{context}: refused member {refused.MemberIndex}, expected {x} or {y}: {refused.Message}");
         foreach (int stale in new[] { x, y })
         {
             IBlockDevice?[] withOne = devices.ToArray();
             withOne[x == stale ? y : x] = null;
-            var e = await Assert.ThrowsAsync<VolumeFormatException>(async () => await RaidVolume.AssembleAsync(withOne));
+            var e = await Assert.ThrowsAsync<VolumeFormatException>(
+                async () => await RaidVolume.AssembleAsync(withOne));
             Assert.Equal(stale, e.MemberIndex);
         }
         IBlockDevice?[] without = devices.ToArray();
@@ -62,7 +72,8 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
         const int seed = 1101;
         var random = new Random(seed);
         MemoryBlockDevice[] devices = Members(4, Chunk, Stripes);
-        await using (RaidVolume created = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 4, Chunk), devices)) { }
+        await using (RaidVolume created =
+            await RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 4, Chunk), devices)) { }
         RaidVolume a = await RaidVolume.AssembleAsync(devices, Opener(0));
         RaidVolume b = await RaidVolume.AssembleAsync(devices, Opener(1));
         byte[] model = await FillAsync(a, random);
@@ -84,19 +95,23 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
 
     [Theory]
     [MemberData(nameof(Seeds))]
-    public async Task TwoOpenersWithoutACommonCoordinator_FailingDifferentMembersConcurrently_LoseNeitherFailure(int seed)
+    public async Task TwoOpenersWithoutACommonCoordinator_FailingDifferentMembersConcurrently_LoseNeitherFailure(
+        int seed)
     {
         // Each opener has its own coordinator, as two processes with no cluster-wide one: only the
         // merge and the conditional superblock writes of the memory device keep both failures.
         var random = new Random(seed);
         MemoryBlockDevice[] devices = Members(5, Chunk, Stripes);
-        await using (RaidVolume created = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 5, Chunk), devices)) { }
+        await using (RaidVolume created =
+            await RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 5, Chunk), devices)) { }
         RaidVolume a = await RaidVolume.AssembleAsync(devices, Opener(0, new LocalSuperblockCoordinator()));
         RaidVolume b = await RaidVolume.AssembleAsync(devices, Opener(1, new LocalSuperblockCoordinator()));
         byte[] model = await FillAsync(a, random);
         int x = random.Next(5), y = (x + 1 + random.Next(4)) % 5;
 
-        await Task.WhenAll(Task.Run(async () => await a.FailMemberAsync(x, "A")), Task.Run(async () => await b.FailMemberAsync(y, "B")));
+        await Task.WhenAll(
+            Task.Run(async () => await a.FailMemberAsync(x, "A")),
+            Task.Run(async () => await b.FailMemberAsync(y, "B")));
         // Both go on writing; each may still think the other's member active until it looks again.
         byte[] more = new byte[a.CapacityBytes];
         random.NextBytes(more);
@@ -117,7 +132,10 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
         // Files have no conditional write: the process-wide coordinator serialises the two updates.
         var random = new Random(seed);
         IBlockDevice[] Open(long capacityBytes = 0) =>
-            Enumerable.Range(0, 5).Select(i => (IBlockDevice)new FileBlockDevice(Path.Combine(_dir, $"s{seed}-d{i}.img"), capacityBytes)).ToArray();
+            Enumerable.Range(
+                0,
+                5).Select(i => (IBlockDevice)new FileBlockDevice(
+                    Path.Combine(_dir, $"s{seed}-d{i}.img"), capacityBytes)).ToArray();
         IBlockDevice[] created = Open(MemberBytesFor(Chunk, Stripes));
         await using (RaidVolume v = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 5, Chunk), created)) { }
         IBlockDevice[] handlesA = Open(), handlesB = Open(), handlesC = Open();
@@ -126,7 +144,9 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
         byte[] model = await FillAsync(a, random);
         int x = random.Next(5), y = (x + 1 + random.Next(4)) % 5;
 
-        await Task.WhenAll(Task.Run(async () => await a.FailMemberAsync(x, "A")), Task.Run(async () => await b.FailMemberAsync(y, "B")));
+        await Task.WhenAll(
+            Task.Run(async () => await a.FailMemberAsync(x, "A")),
+            Task.Run(async () => await b.FailMemberAsync(y, "B")));
         Assert.True(a.Members[y].State == MemberState.Failed || b.Members[x].State == MemberState.Failed,
             $"seed {seed}: the later update must have adopted the earlier one's failure");
         byte[] more = new byte[a.CapacityBytes];
@@ -147,7 +167,8 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
         const int seed = 3301;
         var random = new Random(seed);
         MemoryBlockDevice[] devices = Members(4, Chunk, Stripes);
-        await using (RaidVolume created = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 4, Chunk), devices)) { }
+        await using (RaidVolume created =
+            await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 4, Chunk), devices)) { }
         RaidVolume a = await RaidVolume.AssembleAsync(devices, Opener(0));
         RaidVolume b = await RaidVolume.AssembleAsync(devices, Opener(1));
         byte[] model = await FillAsync(a, random);

@@ -41,7 +41,8 @@ public sealed class RaidVolumeTests
     {
         var devices = new IBlockDevice[]
         {
-            new MemoryBlockDevice(MemberBytesFor(4096, 10)), new MemoryBlockDevice(MemberBytesFor(4096, 7) + 4096), new MemoryBlockDevice(MemberBytesFor(4096, 30)),
+            new MemoryBlockDevice(MemberBytesFor(4096, 10)), new MemoryBlockDevice(MemberBytesFor(4096, 7) + 4096),
+                new MemoryBlockDevice(MemberBytesFor(4096, 30)),
         };
         await using RaidVolume volume = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 3, 4096), devices);
         Assert.Equal(7, volume.StripeCount);
@@ -51,8 +52,14 @@ public sealed class RaidVolumeTests
     [Fact]
     public async Task MemberTooSmall_IsRefused_NamingIt()
     {
-        var devices = new IBlockDevice[] { new MemoryBlockDevice(1 << 20, "tiny"), new MemoryBlockDevice(4 << 20, "b"), new MemoryBlockDevice(4 << 20, "c") };
-        var e = await Assert.ThrowsAsync<ArgumentException>(() => RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 3, 4096), devices).AsTask());
+        var devices = new IBlockDevice[]
+        {
+            new MemoryBlockDevice(1 << 20, "tiny"),
+            new MemoryBlockDevice(4 << 20, "b"),
+            new MemoryBlockDevice(4 << 20, "c")
+        };
+        var e = await Assert.ThrowsAsync<ArgumentException>(
+            () => RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 3, 4096), devices).AsTask());
         Assert.Contains("tiny", e.Message);
     }
 
@@ -60,7 +67,8 @@ public sealed class RaidVolumeTests
     public async Task WrongNumberOfMembers_IsRefused()
     {
         var devices = Members(3, 4096, 4);
-        var e = await Assert.ThrowsAsync<ArgumentException>(() => RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 4, 4096), devices).AsTask());
+        var e = await Assert.ThrowsAsync<ArgumentException>(
+            () => RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 4, 4096), devices).AsTask());
         Assert.Contains("4", e.Message);
     }
 
@@ -80,12 +88,19 @@ public sealed class RaidVolumeTests
             Assert.Contains("..", e.Message);
         }
         await Refused(() => volume.WriteAsync(100, new byte[4096]).AsTask(), "100", "offsetBytes");
-        await Refused(() => volume.WriteAsync(volume.CapacityBytes, new byte[4096]).AsTask(), volume.CapacityBytes.ToString(), "offsetBytes");
+        await Refused(
+            () => volume.WriteAsync(volume.CapacityBytes, new byte[4096]).AsTask(),
+            volume.CapacityBytes.ToString(),
+            "offsetBytes");
         await Refused(() => volume.WriteAsync(-4096, new byte[4096]).AsTask(), "-4096", "offsetBytes");
         await Refused(() => volume.WriteAsync(0, Array.Empty<byte>()).AsTask(), "0", "source");
         await Refused(() => volume.WriteAsync(0, new byte[4095]).AsTask(), "4095", "source");
-        await Refused(() => volume.WriteAsync(volume.CapacityBytes - 4096, new byte[8192]).AsTask(), "8192", "lengthBytes");
-        await Refused(() => volume.ReadAsync(0, new byte[volume.MaxIoSizeBytes + 4096]).AsTask(), (volume.MaxIoSizeBytes + 4096).ToString(), "destination");
+        await Refused(
+            () => volume.WriteAsync(volume.CapacityBytes - 4096, new byte[8192]).AsTask(), "8192", "lengthBytes");
+        await Refused(
+            () => volume.ReadAsync(0, new byte[volume.MaxIoSizeBytes + 4096]).AsTask(),
+            (volume.MaxIoSizeBytes + 4096).ToString(),
+            "destination");
         await Refused(() => volume.WriteAsync(0, new byte[4096], -1, false).AsTask(), "-1", "writeTimestamp");
         await Refused(() => volume.TrimAsync(0, 100).AsTask(), "100", "lengthBytes");
         AssertSame(model, await ReadAllAsync(volume), "after refused I/O");
@@ -145,7 +160,10 @@ public sealed class RaidVolumeTests
         string dir = Directory.CreateTempSubdirectory("cloud-vol-").FullName;
         try
         {
-            IBlockDevice[] files = Enumerable.Range(0, 4).Select(i => (IBlockDevice)new FileBlockDevice(Path.Combine(dir, $"d{i}.img"), MemberBytesFor(65536, 6))).ToArray();
+            IBlockDevice[] files = Enumerable.Range(
+                0,
+                4).Select(i => (IBlockDevice)new FileBlockDevice(
+                    Path.Combine(dir, $"d{i}.img"), MemberBytesFor(65536, 6))).ToArray();
             byte[] model;
             await using (RaidVolume volume = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 4, 65536), files))
             {
@@ -154,7 +172,8 @@ public sealed class RaidVolumeTests
                 await volume.FlushAsync();
             }
             foreach (IBlockDevice f in files) await f.DisposeAsync();
-            files = Enumerable.Range(0, 4).Select(i => (IBlockDevice)new FileBlockDevice(Path.Combine(dir, $"d{i}.img"))).ToArray();
+            files = Enumerable.Range(
+                0, 4).Select(i => (IBlockDevice)new FileBlockDevice(Path.Combine(dir, $"d{i}.img"))).ToArray();
             await using (RaidVolume volume = await RaidVolume.AssembleAsync(files))
                 AssertSame(model, await ReadAllAsync(volume), "file members");
             foreach (IBlockDevice f in files) await f.DisposeAsync();

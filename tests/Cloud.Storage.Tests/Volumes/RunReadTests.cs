@@ -15,7 +15,9 @@ public sealed class RunReadTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    /// <summary>A file member that counts its vectored reads, so a test knows the one-request-per-member path ran.</summary>
+    /// <summary>
+    /// A file member that counts its vectored reads, so a test knows the one-request-per-member path ran.
+    /// </summary>
     internal sealed class CountingFileDevice(string path, long capacityBytes) : IVectoredBlockDevice
     {
         private readonly FileBlockDevice _file = new(path, capacityBytes);
@@ -25,12 +27,24 @@ public sealed class RunReadTests : IDisposable
         public long CapacityBytes => _file.CapacityBytes;
         public int MaxInFlightIo => _file.MaxInFlightIo;
         public string Path => path;
-        public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default) => _file.ReadAsync(offsetBytes, destination, cancellationToken);
-        public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default) => _file.WriteAsync(offsetBytes, source, cancellationToken);
-        public ValueTask FlushAsync(CancellationToken cancellationToken = default) => _file.FlushAsync(cancellationToken);
+        public ValueTask ReadAsync(
+            long offsetBytes,
+            Memory<byte> destination,
+            CancellationToken cancellationToken = default)
+            => _file.ReadAsync(offsetBytes, destination, cancellationToken);
+        public ValueTask WriteAsync(
+            long offsetBytes,
+            ReadOnlyMemory<byte> source,
+            CancellationToken cancellationToken = default)
+            => _file.WriteAsync(offsetBytes, source, cancellationToken);
+        public ValueTask FlushAsync(CancellationToken cancellationToken = default)
+            => _file.FlushAsync(cancellationToken);
         public ValueTask DisposeAsync() => _file.DisposeAsync();
 
-        public ValueTask ReadScatterAsync(long offsetBytes, IReadOnlyList<Memory<byte>> destinations, CancellationToken cancellationToken = default)
+        public ValueTask ReadScatterAsync(
+            long offsetBytes,
+            IReadOnlyList<Memory<byte>> destinations,
+            CancellationToken cancellationToken = default)
         {
             Interlocked.Increment(ref ScatterReads);
             return _file.ReadScatterAsync(offsetBytes, destinations, cancellationToken);
@@ -38,17 +52,28 @@ public sealed class RunReadTests : IDisposable
 
         public int GatherWrites;
 
-        public ValueTask WriteGatherAsync(long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default)
+        public ValueTask WriteGatherAsync(
+            long offsetBytes,
+            IReadOnlyList<ReadOnlyMemory<byte>> sources,
+            CancellationToken cancellationToken = default)
         {
             Interlocked.Increment(ref GatherWrites);
             return _file.WriteGatherAsync(offsetBytes, sources, cancellationToken);
         }
     }
 
-    private async Task<(RaidVolume Volume, CountingFileDevice[] Files, byte[] Model)> FilledAsync(RaidLevel level, int members, int chunk, int stripes, int seed)
+    private async Task<(RaidVolume Volume, CountingFileDevice[] Files, byte[] Model)> FilledAsync(
+        RaidLevel level,
+        int members,
+        int chunk,
+        int stripes,
+        int seed)
     {
         var files = Enumerable.Range(0, members)
-            .Select(i => new CountingFileDevice(Path.Combine(_dir, $"{level}-{members}-{chunk}-{i}.img"), MemberBytesFor(chunk, stripes))).ToArray();
+            .Select(
+                i => new CountingFileDevice(
+                    Path.Combine(_dir, $"{level}-{members}-{chunk}-{i}.img"), MemberBytesFor(chunk, stripes)))
+                .ToArray();
         RaidVolume volume = await RaidVolume.CreateAsync(Definition(level, members, chunk), files);
         byte[] model = new byte[volume.CapacityBytes];
         new Random(seed).NextBytes(model);
@@ -58,15 +83,20 @@ public sealed class RunReadTests : IDisposable
 
     public static TheoryData<RaidLevel, int, int> Levels() => new()
     {
-        { RaidLevel.Raid0, 3, 4096 }, { RaidLevel.Raid1, 2, 8192 }, { RaidLevel.Raid5, 5, 16384 }, { RaidLevel.Raid5, 3, 4096 }, { RaidLevel.Raid6, 6, 8192 },
+        { RaidLevel.Raid0, 3, 4096 }, { RaidLevel.Raid1, 2, 8192 }, { RaidLevel.Raid5, 5, 16384 },
+        { RaidLevel.Raid5, 3, 4096 }, { RaidLevel.Raid6, 6, 8192 },
     };
 
     [Theory]
     [MemberData(nameof(Levels))]
-    public async Task MultiStripeReads_AtAnyAlignment_ReturnWhatWasWritten_WithOneRequestPerMemberRange(RaidLevel level, int members, int chunk)
+    public async Task MultiStripeReads_AtAnyAlignment_ReturnWhatWasWritten_WithOneRequestPerMemberRange(
+        RaidLevel level,
+        int members,
+        int chunk)
     {
         int seed = HashCode.Combine(level, members, chunk) & 0xFFFF;
-        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(level, members, chunk, stripes: 24, seed);
+        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(
+            level, members, chunk, stripes: 24, seed);
         await using (volume)
         {
             var random = new Random(seed);
@@ -78,7 +108,10 @@ public sealed class RunReadTests : IDisposable
                 long first = random.NextInt64(blocks - length + 1);
                 byte[] back = new byte[length * Block];
                 await volume.ReadAsync(first * Block, back);
-                AssertSame(model.AsSpan((int)(first * Block), back.Length).ToArray(), back, $"seed {seed} read {i}: blocks {first}+{length} of {volume.Geometry}");
+                AssertSame(
+                    model.AsSpan((int)(first * Block), back.Length).ToArray(),
+                    back,
+                    $"seed {seed} read {i}: blocks {first}+{length} of {volume.Geometry}");
             }
             Assert.True(files.Sum(f => f.ScatterReads) > 0, "no member was read with a vectored request");
         }
@@ -88,13 +121,15 @@ public sealed class RunReadTests : IDisposable
     [Fact]
     public async Task CorruptBlock_InAMultiStripeRead_IsCaught_AndTheRightDataReturned()
     {
-        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(RaidLevel.Raid5, 4, 8192, stripes: 16, seed: 77);
+        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(
+            RaidLevel.Raid5, 4, 8192, stripes: 16, seed: 77);
         await using (volume)
         {
             // Flip one byte of a data block in the middle of the volume, on the member file itself.
             long victim = volume.CapacityBytes / 2 + 3 * Block + 100;
             ChunkAddress at = volume.Layout.Locate(victim);
-            await using (var raw = File.Open(files[at.Member].Path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+            await using (var raw = File.Open(
+                files[at.Member].Path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
             {
                 raw.Position = at.MemberOffsetBytes;
                 int b = raw.ReadByte();
@@ -105,7 +140,8 @@ public sealed class RunReadTests : IDisposable
             long start = victim / Block * Block - 2L * volume.Geometry.StripeDataBytes;
             byte[] back = new byte[4 * volume.Geometry.StripeDataBytes];
             await volume.ReadAsync(start, back);
-            Assert.True(files.Sum(f => f.ScatterReads) > before, "the multi-stripe read did not take the vectored path");
+            Assert.True(
+                files.Sum(f => f.ScatterReads) > before, "the multi-stripe read did not take the vectored path");
             AssertSame(model.AsSpan((int)start, back.Length).ToArray(), back, "a read across a corrupt block");
         }
         foreach (var f in files) await f.DisposeAsync();
@@ -114,7 +150,8 @@ public sealed class RunReadTests : IDisposable
     [Fact]
     public async Task DegradedVolume_MultiStripeRead_Reconstructs()
     {
-        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(RaidLevel.Raid6, 5, 4096, stripes: 20, seed: 78);
+        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(
+            RaidLevel.Raid6, 5, 4096, stripes: 20, seed: 78);
         await using (volume)
         {
             await volume.FailMemberAsync(1, "test: pulled");
@@ -128,10 +165,14 @@ public sealed class RunReadTests : IDisposable
     [InlineData(RaidLevel.Raid5, 5, 16384)]
     [InlineData(RaidLevel.Raid5, 3, 4096)]
     [InlineData(RaidLevel.Raid6, 6, 8192)]
-    public async Task WholeStripeWrites_GoOutAsOneRequestPerMember_AndLeaveParityAndChecksumsRight(RaidLevel level, int members, int chunk)
+    public async Task WholeStripeWrites_GoOutAsOneRequestPerMember_AndLeaveParityAndChecksumsRight(
+        RaidLevel level,
+        int members,
+        int chunk)
     {
         int seed = HashCode.Combine(level, members, chunk, 1) & 0xFFFF;
-        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(level, members, chunk, stripes: 40, seed);
+        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(
+            level, members, chunk, stripes: 40, seed);
         await using (volume)
         {
             var random = new Random(seed);

@@ -17,7 +17,9 @@ public sealed class SharedMembersTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     private IBlockDevice[] Open(long capacityBytes = 0) =>
-        Enumerable.Range(0, 4).Select(i => (IBlockDevice)new FileBlockDevice(Path.Combine(_dir, $"d{i}.img"), capacityBytes)).ToArray();
+        Enumerable.Range(
+            0,
+            4).Select(i => (IBlockDevice)new FileBlockDevice(Path.Combine(_dir, $"d{i}.img"), capacityBytes)).ToArray();
 
     [Fact]
     public async Task TwoOpeners_WritingDifferentStripes_Concurrently_LeaveAConsistentVolume()
@@ -27,18 +29,22 @@ public sealed class SharedMembersTests : IDisposable
         const long stripes = 32;
         IBlockDevice[] created = Open(MemberBytesFor(chunk, stripes));
         long capacity;
-        await using (RaidVolume v = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 4, chunk), created)) capacity = v.CapacityBytes;
+        await using (RaidVolume v = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 4, chunk), created))
+            capacity = v.CapacityBytes;
 
         IBlockDevice[] handlesA = Open(), handlesB = Open();
-        var a = await RaidVolume.AssembleAsync(handlesA, new RaidVolumeOptions { WriterSlot = 1, RecoverAllWriterSlots = false });
-        var b = await RaidVolume.AssembleAsync(handlesB, new RaidVolumeOptions { WriterSlot = 2, RecoverAllWriterSlots = false });
+        var a = await RaidVolume.AssembleAsync(
+            handlesA, new RaidVolumeOptions { WriterSlot = 1, RecoverAllWriterSlots = false });
+        var b = await RaidVolume.AssembleAsync(
+            handlesB, new RaidVolumeOptions { WriterSlot = 2, RecoverAllWriterSlots = false });
         byte[] model = new byte[capacity];
         new Random(seed).NextBytes(model);
         int stripeBytes = a.Geometry.StripeDataBytes;
 
         async Task WriteStripes(RaidVolume volume, int parity)
         {
-            // Partial-stripe writes (block by block) so every one of them is a read-modify-write of shared-looking structures.
+            // Partial-stripe writes (block by block) so every one of them is a read-modify-write of shared-looking
+            // structures.
             for (long s = parity; s < stripes; s += 2)
                 for (int off = 0; off < stripeBytes; off += Block)
                     await volume.WriteAsync(s * stripeBytes + off, model.AsMemory((int)(s * stripeBytes + off), Block));

@@ -9,7 +9,10 @@ namespace Cloud.Storage.Tests.Volumes;
 /// <summary>Assembly from disks alone, and refusal of foreign, stale, misplaced and blank disks.</summary>
 public sealed class SuperblockTests
 {
-    private static async Task<MemoryBlockDevice[]> FormattedAsync(string name = "vol", RaidLevel level = RaidLevel.Raid5, int members = 4)
+    private static async Task<MemoryBlockDevice[]> FormattedAsync(
+        string name = "vol",
+        RaidLevel level = RaidLevel.Raid5,
+        int members = 4)
     {
         MemoryBlockDevice[] devices = Members(members, 4096, 4, prefix: name);
         RaidVolume volume = await RaidVolume.CreateAsync(Definition(level, members, 4096, name), devices);
@@ -24,7 +27,8 @@ public sealed class SuperblockTests
         var definition = Definition(RaidLevel.Raid6, 5, 16384, "payroll");
         MemoryBlockDevice[] devices = Members(5, 16384, 4);
         long capacity;
-        await using (RaidVolume created = await RaidVolume.CreateAsync(definition, devices)) capacity = created.CapacityBytes;
+        await using (RaidVolume created = await RaidVolume.CreateAsync(definition, devices)) capacity =
+            created.CapacityBytes;
         await using RaidVolume volume = await RaidVolume.AssembleAsync(devices);
         Assert.Equal(definition, volume.Definition);
         Assert.Equal(capacity, volume.CapacityBytes);
@@ -46,7 +50,8 @@ public sealed class SuperblockTests
     public async Task DiskInTheWrongPosition_IsRefused()
     {
         MemoryBlockDevice[] d = await FormattedAsync();
-        var e = await Assert.ThrowsAsync<VolumeFormatException>(() => RaidVolume.AssembleAsync([d[1], d[0], d[2], d[3]]).AsTask());
+        var e = await Assert.ThrowsAsync<VolumeFormatException>(
+            () => RaidVolume.AssembleAsync([d[1], d[0], d[2], d[3]]).AsTask());
         Assert.Contains("holds member 1", e.Message);
         Assert.Contains("given as member 0", e.Message);
     }
@@ -90,7 +95,8 @@ public sealed class SuperblockTests
     {
         MemoryBlockDevice[] d = await FormattedAsync();
         var blank = new MemoryBlockDevice(d[0].CapacityBytes, "blank");
-        var e = await Assert.ThrowsAsync<VolumeFormatException>(() => RaidVolume.AssembleAsync([d[0], d[1], blank, d[3]]).AsTask());
+        var e = await Assert.ThrowsAsync<VolumeFormatException>(
+            () => RaidVolume.AssembleAsync([d[0], d[1], blank, d[3]]).AsTask());
         Assert.Contains("blank", e.Message);
         Assert.Contains("no valid superblock", e.Message);
     }
@@ -111,9 +117,11 @@ public sealed class SuperblockTests
     public async Task TooFewMembers_IsRefused_NamingWhatTheLevelTolerates()
     {
         MemoryBlockDevice[] d = await FormattedAsync();
-        var e = await Assert.ThrowsAsync<VolumeFormatException>(() => RaidVolume.AssembleAsync([d[0], null, null, d[3]]).AsTask());
+        var e = await Assert.ThrowsAsync<VolumeFormatException>(
+            () => RaidVolume.AssembleAsync([d[0], null, null, d[3]]).AsTask());
         Assert.Contains("tolerates 1", e.Message);
-        var count = await Assert.ThrowsAsync<VolumeFormatException>(() => RaidVolume.AssembleAsync([d[0], d[1], d[2]]).AsTask());
+        var count = await Assert.ThrowsAsync<VolumeFormatException>(
+            () => RaidVolume.AssembleAsync([d[0], d[1], d[2]]).AsTask());
         Assert.Contains("has 4 members", count.Message);
     }
 
@@ -122,9 +130,12 @@ public sealed class SuperblockTests
     {
         var sb = new Superblock
         {
-            VolumeId = Guid.NewGuid(), VolumeName = "v", MemberIndex = 1, Geometry = new VolumeGeometry(RaidLevel.Raid6, 4, 65536),
-            StripeCount = 10, Generation = 7, Created = DateTimeOffset.FromUnixTimeMilliseconds(1000), Updated = DateTimeOffset.FromUnixTimeMilliseconds(2000),
-            Members = Enumerable.Range(0, 4).Select(i => new MemberRecord(Guid.NewGuid(), (MemberState)(i % 3), i * 5)).ToArray(),
+            VolumeId = Guid.NewGuid(), VolumeName = "v", MemberIndex = 1,
+            Geometry = new VolumeGeometry(RaidLevel.Raid6, 4, 65536),
+            StripeCount = 10, Generation = 7, Created = DateTimeOffset.FromUnixTimeMilliseconds(1000),
+            Updated = DateTimeOffset.FromUnixTimeMilliseconds(2000),
+            Members = Enumerable.Range(
+                0, 4).Select(i => new MemberRecord(Guid.NewGuid(), (MemberState)(i % 3), i * 5)).ToArray(),
         };
         byte[] bytes = new byte[OnDiskFormat.SuperblockBytes];
         sb.WriteTo(bytes);

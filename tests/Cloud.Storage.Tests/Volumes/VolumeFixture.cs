@@ -10,19 +10,22 @@ internal static class VolumeFixture
 {
     public const int Block = 4096;
 
-    public static long MemberBytesFor(int chunkBytes, long stripes) => OnDiskFormat.DataOffsetBytes + stripes * OnDiskFormat.ChunkStrideBytes(chunkBytes);
+    public static long MemberBytesFor(int chunkBytes, long stripes)
+        => OnDiskFormat.DataOffsetBytes + stripes * OnDiskFormat.ChunkStrideBytes(chunkBytes);
 
     public static MemoryBlockDevice[] Members(int count, int chunkBytes, long stripes, string prefix = "m")
     {
         var devices = new MemoryBlockDevice[count];
-        for (int i = 0; i < count; i++) devices[i] = new MemoryBlockDevice(MemberBytesFor(chunkBytes, stripes), $"{prefix}{i}");
+        for (int i = 0; i < count; i++)
+            devices[i] = new MemoryBlockDevice(MemberBytesFor(chunkBytes, stripes), $"{prefix}{i}");
         return devices;
     }
 
     public static VolumeDefinition Definition(RaidLevel level, int members, int chunkBytes, string name = "vol") =>
         new(name, Guid.NewGuid(), new VolumeGeometry(level, members, chunkBytes));
 
-    public static async Task<(RaidVolume Volume, MemoryBlockDevice[] Devices)> CreateAsync(RaidLevel level, int members, int chunkBytes, long stripes,
+    public static async Task<(RaidVolume Volume, MemoryBlockDevice[] Devices)> CreateAsync(RaidLevel level, int members,
+        int chunkBytes, long stripes,
         RaidVolumeOptions? options = null)
     {
         MemoryBlockDevice[] devices = Members(members, chunkBytes, stripes);
@@ -31,7 +34,12 @@ internal static class VolumeFixture
     }
 
     /// <summary>Writes <paramref name="count"/> random block-aligned extents into the volume and the model.</summary>
-    public static async Task RandomWritesAsync(IBlockVolume volume, byte[] model, Random random, int count, int maxBlocks = 24)
+    public static async Task RandomWritesAsync(
+        IBlockVolume volume,
+        byte[] model,
+        Random random,
+        int count,
+        int maxBlocks = 24)
     {
         long blocks = volume.CapacityBytes / Block;
         for (int i = 0; i < count; i++)

@@ -13,7 +13,12 @@ namespace Cloud.Storage.Tests.Volumes;
 /// </summary>
 public sealed class WriteHoleTests
 {
-    private static async Task<(long Mismatches, long ChecksumErrors, string Context)> CrashAndRecoverAsync(RaidLevel level, int members, int seed, int budget, bool intentLog)
+    private static async Task<(long Mismatches, long ChecksumErrors, string Context)> CrashAndRecoverAsync(
+        RaidLevel level,
+        int members,
+        int seed,
+        int budget,
+        bool intentLog)
     {
         var random = new Random(seed);
         const int chunk = 8192;
@@ -55,22 +60,30 @@ public sealed class WriteHoleTests
     {
         for (int budget = 0; budget < 24; budget += 1)
         {
-            (long mismatches, long checksumErrors, string context) = await CrashAndRecoverAsync(level, members, seed + budget, budget, intentLog: true);
-            Assert.True(mismatches == 0 && checksumErrors == 0, $"{context}: {mismatches} parity mismatches, {checksumErrors} checksum errors after recovery");
+            (long mismatches, long checksumErrors, string context) = await CrashAndRecoverAsync(
+                level, members, seed + budget, budget, intentLog: true);
+            Assert.True(
+                mismatches == 0 && checksumErrors == 0,
+                $"{context}: {mismatches} parity mismatches, {checksumErrors} checksum errors after recovery");
         }
     }
 
-    /// <summary>The control: without the intent bitmap the same crashes do leave stripes inconsistent, so the test above can fail.</summary>
+    /// <summary>
+    /// The control: without the intent bitmap the same crashes do leave stripes inconsistent, so the test above can
+    /// fail.
+    /// </summary>
     [Fact]
     public async Task WithoutIntentLog_TheSameCrashes_LeaveInconsistentStripes()
     {
         long damaged = 0;
         for (int budget = 0; budget < 24; budget++)
         {
-            (long mismatches, long checksumErrors, _) = await CrashAndRecoverAsync(RaidLevel.Raid5, 4, 401 + budget, budget, intentLog: false);
+            (long mismatches, long checksumErrors, _) = await CrashAndRecoverAsync(
+                RaidLevel.Raid5, 4, 401 + budget, budget, intentLog: false);
             damaged += mismatches + checksumErrors;
         }
-        Assert.True(damaged > 0, "crashes without the intent log left no inconsistency; the crash simulation is not biting");
+        Assert.True(
+            damaged > 0, "crashes without the intent log left no inconsistency; the crash simulation is not biting");
     }
 
     [Fact]
@@ -92,7 +105,8 @@ public sealed class WriteHoleTests
     public async Task Writers_UseTheirOwnSlots_AndRecoveryOfOneSlotLeavesTheOtherAlone()
     {
         MemoryBlockDevice[] devices = Members(3, 4096, 8);
-        RaidVolume a = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 3, 4096), devices, new RaidVolumeOptions { WriterSlot = 0 });
+        RaidVolume a = await RaidVolume.CreateAsync(
+            Definition(RaidLevel.Raid5, 3, 4096), devices, new RaidVolumeOptions { WriterSlot = 0 });
         await a.DisposeAsync();
         var optionsB = new RaidVolumeOptions { WriterSlot = 5, RecoverAllWriterSlots = false };
         RaidVolume b = await RaidVolume.AssembleAsync(devices, optionsB);

@@ -6,10 +6,15 @@ using static Cloud.Storage.Tests.Volumes.VolumeFixture;
 
 namespace Cloud.Storage.Tests.Volumes;
 
-/// <summary>The volume follows the planner: a full-stripe write reads nothing, a small write on a wide stripe reads only its data and parity.</summary>
+/// <summary>
+/// The volume follows the planner: a full-stripe write reads nothing, a small write on a wide stripe reads only its
+/// data and parity.
+/// </summary>
 public sealed class WritePlanningTests
 {
-    private static async Task<(RaidVolume, FaultInjectingBlockDevice[])> CountingVolumeAsync(RaidLevel level, int members)
+    private static async Task<(RaidVolume, FaultInjectingBlockDevice[])> CountingVolumeAsync(
+        RaidLevel level,
+        int members)
     {
         MemoryBlockDevice[] raw = Members(members, 16384, 8);
         var counting = raw.Select(d => new FaultInjectingBlockDevice(d)).ToArray();
@@ -29,7 +34,8 @@ public sealed class WritePlanningTests
         long readsBefore = devices.Sum(d => d.ReadCount), writesBefore = devices.Sum(d => d.WriteCount);
         await volume.WriteAsync(0, new byte[volume.Geometry.StripeDataBytes]);
         Assert.Equal(readsBefore, devices.Sum(d => d.ReadCount));
-        Assert.Equal(writesBefore + members, devices.Sum(d => d.WriteCount)); // one I/O per member: chunk + metadata together
+        // one I/O per member: chunk + metadata together
+        Assert.Equal(writesBefore + members, devices.Sum(d => d.WriteCount));
     }
 
     [Fact]
@@ -52,7 +58,8 @@ public sealed class WritePlanningTests
     public async Task DuplicateMember_IsRefused()
     {
         var d = new MemoryBlockDevice(MemberBytesFor(4096, 4), "same");
-        var e = await Assert.ThrowsAsync<ArgumentException>(() => RaidVolume.CreateAsync(Definition(RaidLevel.Raid1, 2, 4096), [d, d]).AsTask());
+        var e = await Assert.ThrowsAsync<ArgumentException>(
+            () => RaidVolume.CreateAsync(Definition(RaidLevel.Raid1, 2, 4096), [d, d]).AsTask());
         Assert.Contains("same", e.Message);
     }
 
@@ -64,7 +71,11 @@ public sealed class WritePlanningTests
         // Rewrite member 2's superblocks with the same identity but a different chunk size.
         Superblock sb = Superblock.TryRead(devices[2].Contents.Span[..OnDiskFormat.SuperblockBytes], out _)
             ?? Superblock.TryRead(devices[2].Contents.Span[OnDiskFormat.SuperblockBytes..], out _)!;
-        Superblock other = sb with { Geometry = sb.Geometry with { ChunkSizeBytes = 8192 }, Generation = sb.Generation - 1 };
+        Superblock other = sb with
+        {
+            Geometry = sb.Geometry with { ChunkSizeBytes = 8192 },
+            Generation = sb.Generation - 1
+        };
         other.WriteTo(devices[2].Contents.Span[..OnDiskFormat.SuperblockBytes]);
         other.WriteTo(devices[2].Contents.Span[OnDiskFormat.SuperblockBytes..]);
         var e = await Assert.ThrowsAsync<VolumeFormatException>(() => RaidVolume.AssembleAsync(devices).AsTask());

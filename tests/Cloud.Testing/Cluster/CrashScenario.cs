@@ -56,17 +56,23 @@ public static class CrashScenario
 
     /// <summary>The failures a call meets while the cluster has not yet declared a killed silo dead.</summary>
     private static bool IsTransient(Exception ex) =>
-        ex is Orleans.Runtime.SiloUnavailableException or Orleans.Runtime.OrleansMessageRejectionException or TimeoutException;
+        ex is Orleans.Runtime.SiloUnavailableException
+            or Orleans.Runtime.OrleansMessageRejectionException
+            or TimeoutException;
 
     /// <summary>Opens a volume, retrying while a dead silo's grains move.</summary>
-    public static Task<CloudVolume> OpenAsync(CloudClient client, string name) => RetryAsync(() => client.OpenVolumeAsync(name));
+    public static Task<CloudVolume> OpenAsync(CloudClient client, string name)
+        => RetryAsync(() => client.OpenVolumeAsync(name));
 
     /// <summary>The running silo (not <paramref name="exclude"/>) that performed the most delegated writes.</summary>
     public static async Task<int> BusiestDelegateAsync(CloudClient client, SiloProcesses silos, int exclude)
     {
         var status = await RetryAsync(client.GetClusterStatusAsync);
         var best = status.Silos
-            .Select(s => (Index: Array.FindIndex(Enumerable.Range(0, silos.Count).ToArray(), i => SiloProcesses.NameOf(i) == s.SiloName), s.WritesPerformed))
+            .Select(s => (
+                Index: Array.FindIndex(
+                    Enumerable.Range(0, silos.Count).ToArray(), i => SiloProcesses.NameOf(i) == s.SiloName),
+                s.WritesPerformed))
             .Where(s => s.Index >= 0 && s.Index != exclude && silos.IsRunning(s.Index))
             .OrderByDescending(s => s.WritesPerformed).ThenBy(s => s.Index)
             .FirstOrDefault((Index: -1, WritesPerformed: 0));

@@ -31,13 +31,19 @@ public sealed class WriteStream
     private readonly object _gate = new();
     private readonly long[] _acked;                  // per block: seq of the last acknowledged write, 0 = none
     private readonly List<long>?[] _maybe;           // per block: seqs of failed writes after the last ack
-    private readonly List<long>?[] _concurrent;      // per block: seqs of timed-out writes, which may still land at any time
+    // per block: seqs of timed-out writes, which may still land at any time
+    private readonly List<long>?[] _concurrent;
     private readonly List<WriteRecord> _records = [];
     private long _nextSeq;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
 
     /// <summary>One write's fate.</summary>
-    public readonly record struct WriteRecord(long Seq, TimeSpan Issued, TimeSpan Completed, bool Acknowledged, string? Error);
+    public readonly record struct WriteRecord(
+        long Seq,
+        TimeSpan Issued,
+        TimeSpan Completed,
+        bool Acknowledged,
+        string? Error);
 
     /// <summary>
     /// Creates a ledger for a volume of <paramref name="volumeBytes"/> with <paramref name="writers"/> disjoint
@@ -79,7 +85,8 @@ public sealed class WriteStream
     /// write.
     /// </summary>
     public Task RunAsync(Func<CloudVolume> volume, CancellationToken stop, bool forceUnitAccess = false) =>
-        Task.WhenAll(Enumerable.Range(0, _writers).Select(w => Task.Run(() => WriterAsync(w, volume, stop, forceUnitAccess))));
+        Task.WhenAll(
+            Enumerable.Range(0, _writers).Select(w => Task.Run(() => WriterAsync(w, volume, stop, forceUnitAccess))));
 
     private async Task WriterAsync(int writer, Func<CloudVolume> volume, CancellationToken stop, bool fua)
     {
@@ -98,7 +105,8 @@ public sealed class WriteStream
             var timedOut = false;
             try
             {
-                await volume().WriteAsync(first * BlockBytes, data, fua).WaitAsync(GiveUpAfter, stop).ConfigureAwait(false);
+                await volume().WriteAsync(
+                    first * BlockBytes, data, fua).WaitAsync(GiveUpAfter, stop).ConfigureAwait(false);
             }
             catch (Exception ex)
             {
@@ -174,7 +182,8 @@ public sealed class WriteStream
                 if (allowed) continue;
                 lost++;
                 if (details.Count < 5)
-                    details.Add($"block {block}: holds seq {seq} (block field {BinaryPrimitives.ReadInt64LittleEndian(actual[8..])}), acknowledged seq {acked}, unacknowledged candidates [{string.Join(",", maybe ?? [])}]");
+                    details.Add(
+                        $"block {block}: holds seq {seq} (block field {BinaryPrimitives.ReadInt64LittleEndian(actual[8..])}), acknowledged seq {acked}, unacknowledged candidates [{string.Join(",", maybe ?? [])}]");
             }
         }
         return (lost, string.Join("; ", details));
@@ -192,7 +201,8 @@ public sealed class WriteStream
         var stalled = records.Where(r => r.Completed >= killedAt && r.Issued <= killedAt + window
             && (!r.Acknowledged || r.Completed - r.Issued > StallThreshold)).ToList();
         if (stalled.Count > 0) return stalled.Max(r => r.Completed) - killedAt;
-        var next = records.Where(r => r.Issued >= killedAt && r.Acknowledged).OrderBy(r => r.Completed).FirstOrDefault();
+        var next = records.Where(r => r.Issued >= killedAt && r.Acknowledged).OrderBy(r => r.Completed)
+            .FirstOrDefault();
         return next == default ? TimeSpan.MaxValue : next.Completed - killedAt;
     }
 
