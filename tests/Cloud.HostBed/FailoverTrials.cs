@@ -114,13 +114,33 @@ public sealed class FailoverTrials
                 var scrub = await CrashScenario.RetryAsync(() => writer.Client.ScrubAsync(writer.Volume.Name, repair: false)).ConfigureAwait(false);
                 lost += volumeLost;
                 mismatches += scrub.Mismatches + scrub.ChecksumErrors;
-                if (volumeLost > 0) _log($"trial {trial}: {writer.Volume.Name} lost {volumeLost} blocks (seed {writer.Stream.Seed}): {details}");
+                if (volumeLost > 0) await ReportLossAsync(trial, writer, writers, volumeLost, details).ConfigureAwait(false);
             }
             return new FailoverTrial(trial, victim, recovery, lost, mismatches);
         }
         finally
         {
             foreach (var writer in writers) await writer.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Logs a loss with the evidence: the same check read through every other survivor (so a stale cache on one host's
+    /// read path shows as a difference), and the tail of each host's output.
+    /// </summary>
+    private async Task ReportLossAsync(int trial, HostWriter writer, IReadOnlyList<HostWriter> writers, long lost, string details)
+    {
+        _log($"trial {trial}: {writer.Volume.Name} lost {lost} blocks read through {_bed.Hosts[writer.Host].Name} (seed {writer.Stream.Seed}): {details}");
+        foreach (var other in writers.Where(w => w != writer))
+        {
+            var volume = await CrashScenario.OpenAsync(other.Client, writer.Volume.Name).ConfigureAwait(false);
+            var (otherLost, otherDetails) = await CrashScenario.RetryAsync(() => writer.Stream.VerifyAsync(volume)).ConfigureAwait(false);
+            _log($"trial {trial}: {writer.Volume.Name} read through {_bed.Hosts[other.Host].Name}: {otherLost} blocks lost: {otherDetails}");
+        }
+        foreach (var host in _bed.Hosts)
+        {
+            var output = _bed.OutputOf(host.Index);
+            _log($"--- {host.Name} (last 4000 characters of its output):\n{(output.Length <= 4000 ? output : output[^4000..])}");
         }
     }
 
@@ -132,25 +152,45 @@ public sealed class FailoverTrials
         await using var client = await bed.ConnectAsync().ConfigureAwait(false);
         var runner = await CreateAsync(bed, client, seed, log).ConfigureAwait(false);
         var results = new List<FailoverTrial>();
+        var failed = 0;
         for (var trial = 1; trial <= trials; trial++)
         {
-            var result = await runner.RunTrialAsync(client, trial).ConfigureAwait(false);
+            FailoverTrial result;
+            try
+            {
+                result = await runner.RunTrialAsync(client, trial).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is TimeoutException or InvalidOperationException or Orleans.Runtime.OrleansException)
+            {
+                // One trial's failure is a result too; the next trial needs every host up again.
+                failed++;
+                log($"trial {trial,2}: FAILED: {ex.GetType().Name}: {ex.Message.Split('\n')[0]}");
+                foreach (var host in bed.Hosts.Where(h => !bed.IsRunning(h.Index))) await bed.StartHostAsync(host.Index).ConfigureAwait(false);
+                await bed.WaitForActiveAsync(bed.Hosts.Count).ConfigureAwait(false);
+                continue;
+            }
             results.Add(result);
             var perWriter = string.Join(", ", result.Recovery.Select(r => r.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s"));
             log($"trial {trial,2}: killed {bed.Hosts[result.Victim].Name} (catalog host); writes flowing again after {perWriter} "
                 + $"(survivors' writers); {result.Lost} lost, {result.Mismatches} scrub mismatches");
         }
 
+        if (results.Count == 0)
+        {
+            log($"all {trials} trials failed");
+            return 1;
+        }
         var sorted = results.Select(r => r.WorstRecovery).Order().ToList();
         var median = sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[(sorted.Count / 2) - 1] + sorted[sorted.Count / 2]) / 2;
         long lost = results.Sum(r => r.Lost), mismatches = results.Sum(r => r.Mismatches);
         log("");
         log($"trials:                           {trials} kills of the catalog's host (seed {seed}, {bed.Hosts.Count} hosts)");
         log($"acknowledged writes:              {runner.AcknowledgedCount} ({runner.FailedCount} unacknowledged)");
+        log($"trials failed (no figure):        {failed}");
         log($"acknowledged writes lost:         {lost}");
         log($"scrub mismatches + checksum errs: {mismatches}");
         log($"kill -> writes flowing again:     median {Seconds(median)}, worst {Seconds(sorted[^1])} (slowest survivor per trial)");
-        return lost == 0 && mismatches == 0 ? 0 : 1;
+        return lost == 0 && mismatches == 0 && failed == 0 ? 0 : 1;
     }
 
     private static string Seconds(TimeSpan t) => t.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s";
