@@ -1,5 +1,6 @@
 using System.Globalization;
 using Cloud.Client;
+using Cloud.Grains.Abstractions;
 using Cloud.Testing;
 
 namespace Cloud.HostBed;
@@ -10,7 +11,8 @@ namespace Cloud.HostBed;
 /// <param name="Recovery">Per survivor's writer, in host order: kill to writes flowing again.</param>
 /// <param name="Lost">Blocks not holding their last acknowledged write, over every volume.</param>
 /// <param name="Mismatches">Parity mismatches plus checksum errors the scrub found, over every volume.</param>
-public sealed record FailoverTrial(int Trial, int Victim, IReadOnlyList<TimeSpan> Recovery, long Lost, long Mismatches)
+/// <param name="CheckError">Why the check after the kill (restart, FLUSH, read-back, scrub) could not finish, or null.</param>
+public sealed record FailoverTrial(int Trial, int Victim, IReadOnlyList<TimeSpan> Recovery, long Lost, long Mismatches, string? CheckError)
 {
     /// <summary>The trial's figure: the slowest survivor's recovery.</summary>
     public TimeSpan WorstRecovery => Recovery.Max();
@@ -101,27 +103,44 @@ public sealed class FailoverTrials
             if (settle > TimeSpan.Zero) await Task.Delay(settle).ConfigureAwait(false);
             var recovery = writers.Select((w, k) => w.Stream.RecoveryTime(killedAt[k], StallWindow)).ToArray();
 
-            // The victim rejoins while the survivors still write, as a restarted machine would.
-            await _bed.StartHostAsync(victim).ConfigureAwait(false);
-            await _bed.WaitForActiveAsync(_bed.Hosts.Count).ConfigureAwait(false);
-            foreach (var writer in writers) await writer.StopAsync().ConfigureAwait(false);
-
-            long lost = 0, mismatches = 0;
-            foreach (var writer in writers)
+            try
             {
-                await CrashScenario.RetryAsync(async () => { await writer.Volume.FlushAsync().ConfigureAwait(false); return 0; }).ConfigureAwait(false);
-                var (volumeLost, details) = await CrashScenario.RetryAsync(() => writer.Stream.VerifyAsync(writer.Volume)).ConfigureAwait(false);
-                var scrub = await CrashScenario.RetryAsync(() => writer.Client.ScrubAsync(writer.Volume.Name, repair: false)).ConfigureAwait(false);
-                lost += volumeLost;
-                mismatches += scrub.Mismatches + scrub.ChecksumErrors;
-                if (volumeLost > 0) await ReportLossAsync(trial, writer, writers, volumeLost, details).ConfigureAwait(false);
+                var (lost, mismatches) = await RestartAndCheckAsync(trial, victim, writers).ConfigureAwait(false);
+                return new FailoverTrial(trial, victim, recovery, lost, mismatches, null);
             }
-            return new FailoverTrial(trial, victim, recovery, lost, mismatches);
+            catch (Exception ex) when (ex is TimeoutException or Orleans.Runtime.OrleansException or CloudRequestException)
+            {
+                // The recovery was measured; a check that cannot finish is a result of its own, not a lost figure.
+                if (!_bed.IsRunning(victim)) await _bed.StartHostAsync(victim).ConfigureAwait(false);
+                await _bed.WaitForActiveAsync(_bed.Hosts.Count).ConfigureAwait(false);
+                return new FailoverTrial(trial, victim, recovery, 0, 0, $"{ex.GetType().Name}: {ex.Message.Split('\n')[0]}");
+            }
         }
         finally
         {
             foreach (var writer in writers) await writer.DisposeAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>Restarts the victim, stops the writers, then flushes, reads back and scrubs every volume.</summary>
+    private async Task<(long Lost, long Mismatches)> RestartAndCheckAsync(int trial, int victim, IReadOnlyList<HostWriter> writers)
+    {
+        // The victim rejoins while the survivors still write, as a restarted machine would.
+        await _bed.StartHostAsync(victim).ConfigureAwait(false);
+        await _bed.WaitForActiveAsync(_bed.Hosts.Count).ConfigureAwait(false);
+        foreach (var writer in writers) await writer.StopAsync().ConfigureAwait(false);
+
+        long lost = 0, mismatches = 0;
+        foreach (var writer in writers)
+        {
+            await CrashScenario.RetryAsync(async () => { await writer.Volume.FlushAsync().ConfigureAwait(false); return 0; }).ConfigureAwait(false);
+            var (volumeLost, details) = await CrashScenario.RetryAsync(() => writer.Stream.VerifyAsync(writer.Volume)).ConfigureAwait(false);
+            var scrub = await CrashScenario.RetryAsync(() => writer.Client.ScrubAsync(writer.Volume.Name, repair: false)).ConfigureAwait(false);
+            lost += volumeLost;
+            mismatches += scrub.Mismatches + scrub.ChecksumErrors;
+            if (volumeLost > 0) await ReportLossAsync(trial, writer, writers, volumeLost, details).ConfigureAwait(false);
+        }
+        return (lost, mismatches);
     }
 
     /// <summary>
@@ -172,7 +191,7 @@ public sealed class FailoverTrials
             results.Add(result);
             var perWriter = string.Join(", ", result.Recovery.Select(r => r.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s"));
             log($"trial {trial,2}: killed {bed.Hosts[result.Victim].Name} (catalog host); writes flowing again after {perWriter} "
-                + $"(survivors' writers); {result.Lost} lost, {result.Mismatches} scrub mismatches");
+                + $"(survivors' writers); " + (result.CheckError is null ? $"{result.Lost} lost, {result.Mismatches} scrub mismatches" : $"CHECK FAILED: {result.CheckError}"));
         }
 
         if (results.Count == 0)
@@ -186,11 +205,13 @@ public sealed class FailoverTrials
         log("");
         log($"trials:                           {trials} kills of the catalog's host (seed {seed}, {bed.Hosts.Count} hosts)");
         log($"acknowledged writes:              {runner.AcknowledgedCount} ({runner.FailedCount} unacknowledged)");
+        var unchecked_ = results.Count(r => r.CheckError is not null);
         log($"trials failed (no figure):        {failed}");
+        log($"trials whose check failed:        {unchecked_} (restart, FLUSH, read-back or scrub did not finish)");
         log($"acknowledged writes lost:         {lost}");
         log($"scrub mismatches + checksum errs: {mismatches}");
         log($"kill -> writes flowing again:     median {Seconds(median)}, worst {Seconds(sorted[^1])} (slowest survivor per trial)");
-        return lost == 0 && mismatches == 0 && failed == 0 ? 0 : 1;
+        return lost == 0 && mismatches == 0 && failed == 0 && unchecked_ == 0 ? 0 : 1;
     }
 
     private static string Seconds(TimeSpan t) => t.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s";
