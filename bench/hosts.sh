@@ -3,6 +3,10 @@
 # (127.0.0.11, 127.0.0.12, ...), Unix user (cloud-h1, ...; created when run as root) and 0700 data directory.
 # Prints each host's gateway and NBD endpoint; Ctrl+C stops them all and deletes the bed.
 #   bench/hosts.sh [--hosts N] [--page-blobs CONNSTRING]
+# The failover measurement (Release build; Azurite from node_modules unless --page-blobs names an account): N kills
+# of the catalog's host while the other hosts write; prints each trial and the median and worst time to writes
+# flowing again, and exits 1 if an acknowledged write was lost or scrub found a mismatch.
+#   bench/hosts.sh --failover-trials N [--seed N] [--hosts N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build tests/Cloud.HostBed -c Release -v quiet -nologo >/dev/null

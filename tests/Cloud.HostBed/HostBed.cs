@@ -2,8 +2,10 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using Cloud.Client;
+using Cloud.Grains.Abstractions;
 using Cloud.Testing;
 using Npgsql;
+using Orleans.Runtime;
 
 namespace Cloud.HostBed;
 
@@ -36,8 +38,11 @@ public sealed class HostBedOptions
     /// <summary>The Orleans cluster id every silo and client of the bed shares.</summary>
     public string ClusterId { get; set; } = "bed";
 
-    /// <summary>Partition size: small by default, so a small volume spreads its partition-lock grains over every host.</summary>
-    public long PartitionTargetBytes { get; set; } = 1L << 20;
+    /// <summary>Default for <see cref="PartitionTargetBytes"/>: small, so a small volume spreads its partition-lock grains over every host.</summary>
+    public const long DefaultPartitionTargetBytes = 1L << 20;
+
+    /// <summary>Partition size, which every silo of the bed is given.</summary>
+    public long PartitionTargetBytes { get; set; } = DefaultPartitionTargetBytes;
 
     /// <summary>The page-blob account every host uses (an Azurite connection string in tests), or null for none.</summary>
     public string? PageBlobConnectionString { get; set; }
@@ -90,6 +95,9 @@ public sealed class HostBed : IAsyncDisposable
 
     /// <summary>The cluster id.</summary>
     public string ClusterId => _options.ClusterId;
+
+    /// <summary>The partition size every silo of the bed is given.</summary>
+    public long PartitionTargetBytes => _options.PartitionTargetBytes;
 
     /// <summary>The bed's directory: the silo binaries and one private directory per host.</summary>
     public string BaseDirectory { get; }
@@ -258,6 +266,29 @@ public sealed class HostBed : IAsyncDisposable
                 throw new TimeoutException($"{active} active silos in cluster '{ClusterId}' instead of {expected} after {StartTimeout}");
             await Task.Delay(100).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// The index of the host where <paramref name="grain"/> is active, or -1 when it is not active (or lives on a
+    /// silo that is not one of the bed's hosts).
+    /// </summary>
+    public async Task<int> HostOfAsync(CloudClient client, IAddressable grain)
+    {
+        ArgumentNullException.ThrowIfNull(client);
+        var address = await client.Cluster.GetGrain<IManagementGrain>(0).GetActivationAddress(grain).ConfigureAwait(false);
+        return address is null ? -1 : IndexOf(address.Endpoint.Address);
+    }
+
+    /// <summary>
+    /// The index of the host of the volume catalog grain (key 0), activating it first by listing the volumes.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The catalog is not active on any of the bed's hosts.</exception>
+    public async Task<int> CatalogHostAsync(CloudClient client)
+    {
+        ArgumentNullException.ThrowIfNull(client);
+        await client.ListVolumesAsync().ConfigureAwait(false);
+        var host = await HostOfAsync(client, client.Cluster.GetGrain<IVolumeCatalogGrain>(0)).ConfigureAwait(false);
+        return host >= 0 ? host : throw new InvalidOperationException("the volume catalog grain is not active on any host of the bed");
     }
 
     /// <summary>A client bound to host <paramref name="index"/>'s gateway alone (that host is the first server of its writes).</summary>

@@ -4,29 +4,58 @@ using Cloud.Testing;
 
 // The multi-host bed for people: `dotnet run --project tests/Cloud.HostBed -- [--hosts N] [--page-blobs CONNSTRING]`
 // (or bench/hosts.sh). Starts PostgreSQL and N hosts, prints how to reach each, and keeps them until Ctrl+C.
+// With --failover-trials N it measures instead: Azurite (unless --page-blobs names an account), N kills of the
+// catalog's host while the others write, kill to writes flowing again per trial, then the median and the worst.
+const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N]]";
 var options = new HostBedOptions();
+int failoverTrials = 0, seed = 1;
 for (var i = 0; i < args.Length; i++)
 {
+    var value = i + 1 < args.Length ? args[i + 1] : null;
     switch (args[i])
     {
-        case "--hosts" when i + 1 < args.Length && int.TryParse(args[i + 1], NumberStyles.None, CultureInfo.InvariantCulture, out var n)
-                            && n is >= 1 and <= HostBedOptions.MaxHosts:
+        case "--hosts" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n is >= 1 and <= HostBedOptions.MaxHosts:
             options.Hosts = n;
             i++;
             break;
-        case "--page-blobs" when i + 1 < args.Length:
-            options.PageBlobConnectionString = args[++i];
+        case "--page-blobs" when value is not null:
+            options.PageBlobConnectionString = value;
+            i++;
+            break;
+        case "--failover-trials" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n is >= 1 and <= FailoverTrials.MaxTrials:
+            failoverTrials = n;
+            i++;
+            break;
+        case "--seed" when int.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var s):
+            seed = s;
+            i++;
             break;
         case "--help" or "-h":
-            Console.WriteLine("usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING]");
+            Console.WriteLine(Usage);
             return 0;
         default:
-            Console.Error.WriteLine($"hostbed: '{args[i]}' is not allowed; use --hosts N (1-{HostBedOptions.MaxHosts}) and --page-blobs CONNSTRING");
+            Console.Error.WriteLine($"hostbed: '{args[i]}'{(value is null ? "" : $" {value}")} is not allowed; {Usage}");
             return 2;
     }
 }
+if (failoverTrials > 0 && options.Hosts < 2)
+{
+    Console.Error.WriteLine($"hostbed: --failover-trials needs at least 2 hosts (a victim and a survivor), not {options.Hosts}");
+    return 2;
+}
 
 await using var postgres = await PostgresServer.StartAsync();
+if (failoverTrials > 0)
+{
+    // Every host must reach every member disk, so the trials' volumes live on page blobs.
+    await using var azurite = options.PageBlobConnectionString is null ? await AzuriteInstance.StartAsync() : null;
+    options.PageBlobConnectionString ??= azurite!.ConnectionString();
+    Console.WriteLine($"failover trials: {failoverTrials} kills of the catalog's host, seed {seed}, {options.Hosts} hosts, "
+        + $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}");
+    await using var trialBed = await HostBed.StartAsync(postgres, options, line => Console.WriteLine($"  {line}"));
+    return await FailoverTrials.RunAsync(trialBed, failoverTrials, seed, Console.WriteLine);
+}
+
 await using var bed = await HostBed.StartAsync(postgres, options, Console.WriteLine);
 Console.WriteLine($"PostgreSQL: {bed.ConnectionString}");
 foreach (var host in bed.Hosts)
