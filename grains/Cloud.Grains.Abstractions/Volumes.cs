@@ -59,8 +59,15 @@ public sealed record VolumeInfo(
     [property: Id(6)] bool Durable,
     [property: Id(7)] ImmutableArray<string> DiskPaths,
     [property: Id(8)] DateTimeOffset CreatedUtc,
-    [property: Id(9)] ImmutableArray<string> MemberHosts = default)
+    ImmutableArray<string> MemberHosts = default)
 {
+    /// <summary>
+    /// Each member's host (empty for a shared disk); empty for a volume recorded before members had hosts. Never a
+    /// default array, so that serializers of catalogs written before the field existed read it as empty.
+    /// </summary>
+    [Id(9)]
+    public ImmutableArray<string> MemberHosts { get; init; } = MemberHosts.IsDefault ? [] : MemberHosts;
+
     /// <summary>
     /// The host of member <paramref name="index"/> (the host whose silos reach it), or null for a disk every host
     /// reaches (a page blob, a shared block device) and for volumes recorded before hosts were (one machine).

@@ -24,7 +24,7 @@ public sealed class MemberReachTests
     public void NewMembers_FilesAreTheCreatingHosts_SharedDisksNobodys()
     {
         var hosts = MemberDisks.HostsOf(["/data/v/disk0.img", "pageblob:cont/v-1", "/dev/disk/by-id/lun-2"], "h2");
-        Assert.Equal(["h2", "", ""], hosts);
+        Assert.Equal(new[] { "h2", "", "" }, hosts.ToArray());
     }
 
     [Fact]

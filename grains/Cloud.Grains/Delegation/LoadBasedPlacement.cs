@@ -33,7 +33,7 @@ internal sealed class LoadBasedPlacementDirector(
     {
         var candidates = context.GetCompatibleSilos(target);
         if (await RequiredHostAsync(target.GrainIdentity).ConfigureAwait(false) is { } requiredHost)
-            return OnHost(candidates, requiredHost, target);
+            candidates = OnHost(candidates, requiredHost, target);
         return Choose(candidates, context);
     }
 
@@ -71,24 +71,16 @@ internal sealed class LoadBasedPlacementDirector(
         return Placed(best);
     }
 
-    /// <summary>The least-loaded live silo of <paramref name="host"/> among the candidates.</summary>
-    private SiloAddress OnHost(SiloAddress[] candidates, string host, PlacementTarget target)
+    /// <summary>
+    /// The candidates of <paramref name="host"/> by the load table. With no fresh load data at all (a cluster just
+    /// starting) every candidate stays: the host of a silo is known only once it published.
+    /// </summary>
+    private SiloAddress[] OnHost(SiloAddress[] candidates, string host, PlacementTarget target)
     {
-        SiloAddress? best = null;
-        var bestScore = double.MaxValue;
-        foreach (var silo in candidates.OrderBy(s => s.ToParsableString(), StringComparer.Ordinal))
-        {
-            var entry = table.Find(silo.ToParsableString());
-            if (entry is null || entry.Draining || entry.HostName != host) continue;
-            var score = table.EffectiveScore(entry);
-            if (score < bestScore)
-            {
-                best = silo;
-                bestScore = score;
-            }
-        }
-        return Placed(best ?? throw new CloudStorageException(
-            $"no live silo of host '{host}' to place {target.GrainIdentity} on: the volume's members are files on that host; start a silo there"));
+        var eligible = candidates.Where(s => table.Find(s.ToParsableString()) is { Draining: false } e && e.HostName == host).ToArray();
+        if (eligible.Length > 0 || !candidates.Any(s => table.Find(s.ToParsableString()) is not null)) return eligible.Length > 0 ? eligible : candidates;
+        throw new CloudStorageException(
+            $"no live silo of host '{host}' to place {target.GrainIdentity} on: the volume's members are files on that host; start a silo there");
     }
 
     private SiloAddress Placed(SiloAddress silo)
