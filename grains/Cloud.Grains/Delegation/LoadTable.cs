@@ -65,7 +65,7 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
     {
         var cutoff = time.GetUtcNow() - _options.LoadEntryTimeToLive;
         double sum = 0;
-        int n = 0;
+        var n = 0;
         foreach (var e in _snapshot.Entries)
         {
             if (e.PublishedUtc < cutoff || e.Draining) continue;
