@@ -39,7 +39,7 @@ internal static class LocalPostgres
 
         if (Directory.Exists(DebianInstallRoot))
         {
-            string? newest = Directory.GetDirectories(DebianInstallRoot)
+            var newest = Directory.GetDirectories(DebianInstallRoot)
                 .Where(d => int.TryParse(Path.GetFileName(d), out _) && File.Exists(Path.Combine(d, "bin", "postgres")))
                 .OrderByDescending(
                     d => int.Parse(Path.GetFileName(d), System.Globalization.CultureInfo.InvariantCulture))
@@ -62,14 +62,14 @@ internal static class LocalPostgres
             return;
         }
 
-        string parent = Path.GetDirectoryName(dataDirectory)!;
+        var parent = Path.GetDirectoryName(dataDirectory)!;
         Directory.CreateDirectory(parent);
         if (RunningAsRoot && !OperatingSystem.IsWindows())
         {
             Run("chown", [$"{OsUser}:{OsUser}", parent], parent);
             // The postgres user must be able to reach its directory: private temp directories
             // (mode 700, owned by root) on the way get search permission, and nothing more.
-            for (string? dir = Path.GetDirectoryName(parent); !string.IsNullOrEmpty(dir)
+            for (var dir = Path.GetDirectoryName(parent); !string.IsNullOrEmpty(dir)
                 && dir != "/"; dir = Path.GetDirectoryName(dir))
             {
                 var mode = File.GetUnixFileMode(dir);
@@ -104,7 +104,7 @@ internal static class LocalPostgres
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (string argument in prefix.Concat(arguments))
+        foreach (var argument in prefix.Concat(arguments))
         {
             startInfo.ArgumentList.Add(argument);
         }

@@ -27,27 +27,27 @@ const string ConnectionName = "cloud-postgres";
 var builder = DistributedApplication.CreateBuilder(args);
 var config = builder.Configuration;
 
-int siloCount = config.GetValue("Cloud:SiloCount", 3);
+var siloCount = config.GetValue("Cloud:SiloCount", 3);
 if (siloCount < 1 || siloCount > MaxSiloCount)
 {
     throw new ArgumentOutOfRangeException(
         "Cloud:SiloCount", siloCount, $"Cloud:SiloCount must be between 1 and {MaxSiloCount}.");
 }
 
-string mode = (config["Cloud:PostgresMode"] ?? "auto").ToLowerInvariant();
+var mode = (config["Cloud:PostgresMode"] ?? "auto").ToLowerInvariant();
 if (mode is not ("auto" or "executable" or "container"))
 {
     throw new ArgumentException($"Cloud:PostgresMode='{mode}' is not allowed; use auto, executable or container.");
 }
 
-bool useContainer = mode == "container" || (mode == "auto" && ContainerRuntimeWorks());
-string dataRoot = config["Cloud:DataDirectory"]
+var useContainer = mode == "container" || (mode == "auto" && ContainerRuntimeWorks());
+var dataRoot = config["Cloud:DataDirectory"]
     ?? Path.Combine(Path.GetTempPath(), "cloud-apphost", builder.Environment.ApplicationName);
 Directory.CreateDirectory(dataRoot);
 
 // Ports are chosen now, free on 127.0.0.1, so several AppHosts (and tests) can run side by side.
-int postgresPort = FreePort();
-string serverConnectionString = new NpgsqlConnectionStringBuilder
+var postgresPort = FreePort();
+var serverConnectionString = new NpgsqlConnectionStringBuilder
 {
     Host = "127.0.0.1",
     Port = postgresPort,
@@ -65,8 +65,8 @@ if (useContainer)
 }
 else
 {
-    string bin = LocalPostgres.FindBinDirectory(config["Cloud:PostgresBin"]);
-    string dataDirectory = Path.Combine(dataRoot, "postgres", "data");
+    var bin = LocalPostgres.FindBinDirectory(config["Cloud:PostgresBin"]);
+    var dataDirectory = Path.Combine(dataRoot, "postgres", "data");
     LocalPostgres.EnsureInitialized(bin, dataDirectory);
     var (command, prefix) = LocalPostgres.AsPostgresUser(Path.Combine(bin, "postgres"));
     postgres = builder.AddExecutable("postgres", command, Path.GetDirectoryName(dataDirectory)!,
@@ -102,13 +102,13 @@ var connectionString = builder.AddConnectionString(
     ConnectionName, ReferenceExpression.Create($"{serverConnectionString}"));
 
 // Azurite for page-blob disks, from the npm packages test.sh installs (node_modules/.bin/azurite).
-string repoRoot = Path.GetFullPath(Path.Combine(builder.AppHostDirectory, ".."));
-string azuriteBin = Path.Combine(repoRoot, "node_modules", ".bin", "azurite-blob");
-int azuritePort = FreePort();
+var repoRoot = Path.GetFullPath(Path.Combine(builder.AppHostDirectory, ".."));
+var azuriteBin = Path.Combine(repoRoot, "node_modules", ".bin", "azurite-blob");
+var azuritePort = FreePort();
 IResourceBuilder<ExecutableResource>? azurite = null;
 if (File.Exists(azuriteBin))
 {
-    string azuriteData = Path.Combine(dataRoot, "azurite");
+    var azuriteData = Path.Combine(dataRoot, "azurite");
     Directory.CreateDirectory(azuriteData);
     azurite = builder.AddExecutable("azurite", azuriteBin, repoRoot,
         "--blobHost", "127.0.0.1",
@@ -124,7 +124,7 @@ else
 }
 
 // Azurite's well-known development account; it is public and only valid against Azurite.
-string azuriteConnectionString =
+var azuriteConnectionString =
     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;" +
     "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;" +
     $"BlobEndpoint=http://127.0.0.1:{azuritePort}/devstoreaccount1;";
@@ -132,8 +132,8 @@ string azuriteConnectionString =
 // Per silo: silo, gateway, NBD and dashboard ports, all free, so that the silos on this one machine do not all
 // claim the NBD default 10809 or the Development dashboard default 8080.
 const int PortsPerSilo = 4;
-int[] ports = FreePorts(siloCount * PortsPerSilo);
-for (int i = 0; i < siloCount; i++)
+var ports = FreePorts(siloCount * PortsPerSilo);
+for (var i = 0; i < siloCount; i++)
 {
     int siloPort = ports[PortsPerSilo * i], gatewayPort = ports[(PortsPerSilo * i) + 1];
     int nbdPort = ports[(PortsPerSilo * i) + 2], dashboardPort = ports[(PortsPerSilo * i) + 3];
@@ -176,9 +176,9 @@ builder.Build().Run();
 static bool ContainerRuntimeWorks()
 {
     var probeTimeout = TimeSpan.FromSeconds(10);
-    foreach (string runtime in (string[])["docker", "podman"])
+    foreach (var runtime in (string[])["docker", "podman"])
     {
-        bool onPath = (Environment.GetEnvironmentVariable("PATH") ?? "")
+        var onPath = (Environment.GetEnvironmentVariable("PATH") ?? "")
             .Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
             .Any(dir => File.Exists(Path.Combine(dir, runtime)));
         if (!onPath)

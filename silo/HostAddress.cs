@@ -38,7 +38,8 @@ public static class HostAddress
                 if (environment(variable) is not { Length: > 0 } value) continue;
                 if (!IPAddress.TryParse(value, out var given))
                 {
-                    error = $"--address auto: {variable}='{value}' is not an IP address; unset it or give --address ADDR";
+                    error =
+                        $"--address auto: {variable}='{value}' is not an IP address; unset it or give --address ADDR";
                     return null;
                 }
                 return Check(given, $"--address auto ({variable})", local, out error);
@@ -76,7 +77,8 @@ public static class HostAddress
 
     private static IPAddress? Primary(IReadOnlyList<IPAddress> local) =>
         local.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork && !IPAddress.IsLoopback(a))
-        ?? local.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetworkV6 && !IPAddress.IsLoopback(a) && !a.IsIPv6LinkLocal);
+        ?? local.FirstOrDefault(
+            a => a.AddressFamily == AddressFamily.InterNetworkV6 && !IPAddress.IsLoopback(a) && !a.IsIPv6LinkLocal);
 
     private static List<IPAddress> LocalAddresses()
     {
@@ -84,7 +86,8 @@ public static class HostAddress
         try
         {
             // Interfaces that are up first, in the order the kernel lists them: the primary address comes from them.
-            foreach (var nic in NetworkInterface.GetAllNetworkInterfaces().Where(n => n.OperationalStatus != OperationalStatus.Down))
+            foreach (var nic in NetworkInterface.GetAllNetworkInterfaces()
+                .Where(n => n.OperationalStatus != OperationalStatus.Down))
                 list.AddRange(nic.GetIPProperties().UnicastAddresses.Select(u => u.Address));
         }
         catch (NetworkInformationException)
@@ -95,5 +98,6 @@ public static class HostAddress
         return list;
     }
 
-    private static string Describe(IReadOnlyList<IPAddress> local) => string.Join(", ", local.Where(a => !a.IsIPv6LinkLocal));
+    private static string Describe(IReadOnlyList<IPAddress> local)
+        => string.Join(", ", local.Where(a => !a.IsIPv6LinkLocal));
 }

@@ -17,7 +17,10 @@ public sealed class HttpEndpointOptions
     /// <summary>The configuration section.</summary>
     public const string SectionName = "Http";
 
-    /// <summary>The dashboard's port in Development when <see cref="DashboardPort"/> is not set (the dashboard's customary port).</summary>
+    /// <summary>
+    /// The dashboard's port in Development when <see cref="DashboardPort"/> is not set (the dashboard's customary
+    /// port).
+    /// </summary>
     public const int DefaultDevelopmentDashboardPort = 8080;
 
     /// <summary>The port value that turns an endpoint off.</summary>
@@ -36,10 +39,13 @@ public sealed class HttpEndpointOptions
     public int? DashboardPort { get; set; }
 
     /// <summary>The dashboard port in effect in <paramref name="isDevelopment"/>'s environment (0 = off).</summary>
-    public int EffectiveDashboardPort(bool isDevelopment) => DashboardPort ?? (isDevelopment ? DefaultDevelopmentDashboardPort : Off);
+    public int EffectiveDashboardPort(bool isDevelopment)
+        => DashboardPort ?? (isDevelopment ? DefaultDevelopmentDashboardPort : Off);
 }
 
-/// <summary>Validates <see cref="HttpEndpointOptions"/>, naming the bad switch, its value and what is allowed.</summary>
+/// <summary>
+/// Validates <see cref="HttpEndpointOptions"/>, naming the bad switch, its value and what is allowed.
+/// </summary>
 public sealed class HttpEndpointOptionsValidator : IValidateOptions<HttpEndpointOptions>
 {
     /// <inheritdoc />

@@ -45,8 +45,10 @@ if (args.Contains("--help") || args.Contains("-h"))
 {
     Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--address ADDR|auto] [--host-name HOST]");
     Console.WriteLine("                  [--silo-port N] [--gateway-port N]");
-    Console.WriteLine("                  [--clustering localhost|postgres] [--connection CONNSTRING] [--init-schema] [--cluster-id ID]");
-    Console.WriteLine("                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH] [--nbd-congestion-control NAMES]");
+    Console.WriteLine(
+        "                  [--clustering localhost|postgres] [--connection CONNSTRING] [--init-schema] [--cluster-id ID]");
+    Console.WriteLine(
+        "                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH] [--nbd-congestion-control NAMES]");
     Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
     return 0;
 }
@@ -106,7 +108,8 @@ if (address is null)
 }
 if (silo.Clustering == ClusteringKind.Localhost && !address.Equals(System.Net.IPAddress.Loopback))
 {
-    Console.Error.WriteLine($"cloud-silo: --address {silo.Address} needs --clustering postgres; localhost clustering runs on 127.0.0.1 only (--nbd-address and --http-address serve NBD and HTTP elsewhere)");
+    Console.Error.WriteLine(
+        $"cloud-silo: --address {silo.Address} needs --clustering postgres; localhost clustering runs on 127.0.0.1 only (--nbd-address and --http-address serve NBD and HTTP elsewhere)");
     return 2;
 }
 var endpointDefaults = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
@@ -115,7 +118,8 @@ foreach (var key in (string[])["Nbd:Address", "Http:Address"])
     if (string.IsNullOrEmpty(builder.Configuration[key])) endpointDefaults[key] = address.ToString();
 }
 builder.Configuration.AddInMemoryCollection(endpointDefaults);
-if (StartChecks.PortInUse(address, [("--silo-port", silo.SiloPort), ("--gateway-port", silo.GatewayPort)]) is { } portError)
+if (StartChecks.PortInUse(address, [("--silo-port", silo.SiloPort), ("--gateway-port", silo.GatewayPort)])
+    is { } portError)
 {
     Console.Error.WriteLine($"cloud-silo: {portError}");
     return 2;
@@ -131,14 +135,17 @@ if (silo.Clustering == ClusteringKind.Postgres && silo.ApplySchema)
         await PostgresSchema.ApplyAsync(silo.Connection!);
         Console.WriteLine("Cloud schema applied to the clustering database.");
     }
-    catch (Exception ex) when (ex is Npgsql.NpgsqlException or ArgumentException or InvalidOperationException or TimeoutException or System.Net.Sockets.SocketException)
+    catch (Exception ex)
+        when (ex is Npgsql.NpgsqlException or ArgumentException or InvalidOperationException or TimeoutException
+            or System.Net.Sockets.SocketException)
     {
         Console.Error.WriteLine($"cloud-silo: applying the schema failed: {ex.Message.ReplaceLineEndings(" ")}");
         return 1;
     }
 }
 
-if (silo.Clustering == ClusteringKind.Postgres && await StartChecks.DatabaseProblemAsync(silo.Connection!) is { } databaseError)
+if (silo.Clustering == ClusteringKind.Postgres
+    && await StartChecks.DatabaseProblemAsync(silo.Connection!) is { } databaseError)
 {
     Console.Error.WriteLine($"cloud-silo: {databaseError}");
     return 2;
@@ -148,7 +155,8 @@ builder.UseOrleans(orleans =>
 {
     if (silo.Clustering == ClusteringKind.Postgres)
     {
-        // The host's own address, bound and advertised: other hosts' silos and clients dial it from the membership table.
+        // The host's own address, bound and advertised: other hosts' silos and clients dial it from the membership
+        // table.
         orleans.ConfigureEndpoints(address, silo.SiloPort, silo.GatewayPort, listenOnAnyHostAddress: false);
         orleans.Configure<ClusterOptions>(o => { o.ClusterId = silo.ClusterId; o.ServiceId = silo.ServiceId; });
         orleans.UseCloudPostgresClustering(silo.Connection!);
@@ -159,7 +167,8 @@ builder.UseOrleans(orleans =>
     }
     else
     {
-        orleans.UseLocalhostClustering(silo.SiloPort, silo.GatewayPort, serviceId: silo.ServiceId, clusterId: silo.ClusterId);
+        orleans.UseLocalhostClustering(
+            silo.SiloPort, silo.GatewayPort, serviceId: silo.ServiceId, clusterId: silo.ClusterId);
     }
     orleans.Configure<Orleans.Configuration.SiloOptions>(o => o.SiloName = silo.Name);
     orleans.AddCloud();
@@ -190,7 +199,8 @@ catch (IOException ex)
     return 2;
 }
 var cloud = host.Services.GetRequiredService<IOptions<CloudOptions>>().Value;
-Console.WriteLine($"Cloud silo '{silo.Name}' up: gateway {address}:{silo.GatewayPort}, silo port {silo.SiloPort}, advertised address {address}, cluster '{silo.ClusterId}' on {(silo.Clustering == ClusteringKind.Postgres ? "postgres" : "localhost")} clustering, data {Path.GetFullPath(cloud.DataDirectory)}. Ctrl+C stops it.");
+Console.WriteLine(
+    $"Cloud silo '{silo.Name}' up: gateway {address}:{silo.GatewayPort}, silo port {silo.SiloPort}, advertised address {address}, cluster '{silo.ClusterId}' on {(silo.Clustering == ClusteringKind.Postgres ? "postgres" : "localhost")} clustering, data {Path.GetFullPath(cloud.DataDirectory)}. Ctrl+C stops it.");
 await host.WaitForShutdownAsync();
 var drain = host.Services.GetRequiredService<GracefulDrain>();
 Console.WriteLine(drain.LeftOver == 0

@@ -5,7 +5,8 @@ namespace Cloud.Silo;
 /// <summary>
 /// Maps the environment that Aspire and Orleans' configuration-based setup use onto the silo's own <c>Silo</c>
 /// section, so one silo binary runs by hand (<c>--clustering postgres --connection ...</c>) and under the AppHost
-/// (<c>Cloud__Clustering</c>, <c>Orleans__Clustering__ProviderType=AdoNet</c>, <c>ConnectionStrings__cloud-postgres</c>,
+/// (<c>Cloud__Clustering</c>, <c>Orleans__Clustering__ProviderType=AdoNet</c>,
+/// <c>ConnectionStrings__cloud-postgres</c>,
 /// <c>Orleans__Endpoints__SiloPort</c>, ...). A key already set in the <c>Silo</c> section (command line, environment
 /// <c>Silo__...</c>, appsettings) always wins; the fallbacks only fill what is missing.
 /// </summary>
@@ -14,7 +15,9 @@ public static class SiloConfiguration
     /// <summary>The ADO.NET grain storage name the silo registers on PostgreSQL.</summary>
     public const string GrainStorageName = "cloud";
 
-    /// <summary>Added to the drain timeout to give the rest of the shutdown (deactivations, leaving the cluster) time.</summary>
+    /// <summary>
+    /// Added to the drain timeout to give the rest of the shutdown (deactivations, leaving the cluster) time.
+    /// </summary>
     public static readonly TimeSpan ShutdownMargin = TimeSpan.FromSeconds(15);
 
     /// <summary>Each Silo key and the keys consulted, in order, when it is unset.</summary>

@@ -28,8 +28,10 @@ public static class SiloEndpoints
     /// silo runs, and stops before the silo does.
     /// <list type="bullet">
     /// <item>NBD (section <c>Nbd</c>: <c>--nbd-address</c>, <c>--nbd-port</c> with 0 = off, <c>--nbd-socket</c>; on by
-    /// default at 127.0.0.1:10809): every volume, through this silo's first server (FirstServerService, in process).</item>
-    /// <item><c>AddServiceDefaults()</c>: OpenTelemetry with the Orleans meter and the "Cloud" meter, exported over OTLP
+    /// default at 127.0.0.1:10809): every volume, through this silo's first server (FirstServerService, in
+    /// process).</item>
+    /// <item><c>AddServiceDefaults()</c>: OpenTelemetry with the Orleans meter and the "Cloud" meter, exported over
+    /// OTLP
     /// when <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set.</item>
     /// <item>HTTP (section <c>Http</c>, <see cref="HttpEndpointOptions"/>): <c>/health</c> and <c>/alive</c> on
     /// <c>--http-port</c>, the Orleans Dashboard on <c>--dashboard-port</c>.</item>
@@ -46,13 +48,16 @@ public static class SiloEndpoints
         builder.AddServiceDefaults();
         builder.Services.AddHealthChecks().AddCheck<SiloHealthCheck>("silo");
 
-        builder.Services.AddOptions<HttpEndpointOptions>().BindConfiguration(HttpEndpointOptions.SectionName).ValidateOnStart();
+        builder.Services.AddOptions<HttpEndpointOptions>().BindConfiguration(HttpEndpointOptions.SectionName)
+            .ValidateOnStart();
         builder.Services.AddSingleton<IValidateOptions<HttpEndpointOptions>, HttpEndpointOptionsValidator>();
         // Kestrel needs its listeners before the host is built; bad values are reported by the validator at start.
         var http = new HttpEndpointOptions();
         builder.Configuration.GetSection(HttpEndpointOptions.SectionName).Bind(http);
         var valid = new HttpEndpointOptionsValidator().Validate(null, http).Succeeded;
-        var dashboardPort = valid ? http.EffectiveDashboardPort(builder.Environment.IsDevelopment()) : HttpEndpointOptions.Off;
+        var dashboardPort = valid
+            ? http.EffectiveDashboardPort(builder.Environment.IsDevelopment())
+            : HttpEndpointOptions.Off;
         var healthPort = valid ? http.Port : HttpEndpointOptions.Off;
         if (dashboardPort != HttpEndpointOptions.Off)
         {
@@ -69,10 +74,12 @@ public static class SiloEndpoints
             var address = IPAddress.Parse(http.Address);
             builder.WebHost.UseKestrel(kestrel =>
             {
-                foreach (var port in new[] { healthPort, dashboardPort }.Where(p => p != HttpEndpointOptions.Off).Distinct())
+                foreach (var port in new[] { healthPort, dashboardPort }
+                    .Where(p => p != HttpEndpointOptions.Off).Distinct())
                     kestrel.Listen(address, port);
             });
-            // Mapped from a startup filter so that Program.cs stays one call (it is shared with other work on the host).
+            // Mapped from a startup filter so that Program.cs stays one call (it is shared with other work on the
+            // host).
             builder.Services.AddSingleton<IStartupFilter>(new EndpointsStartupFilter(healthPort, dashboardPort));
         }
         builder.Services.AddHostedService<EndpointAnnouncer>();
@@ -104,7 +111,10 @@ public static class SiloEndpoints
     {
         public IFeatureCollection Features { get; } = new FeatureCollection();
 
-        public Task StartAsync<TContext>(IHttpApplication<TContext> application, CancellationToken cancellationToken) where TContext : notnull => Task.CompletedTask;
+        public Task StartAsync<TContext>(
+            IHttpApplication<TContext> application,
+            CancellationToken cancellationToken) where TContext : notnull
+            => Task.CompletedTask;
 
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
@@ -114,18 +124,28 @@ public static class SiloEndpoints
     }
 }
 
-/// <summary>Prints where the NBD server and the HTTP endpoints listen once they do, for operators and for scripts that wait for them.</summary>
-internal sealed class EndpointAnnouncer(NbdServer nbd, IOptions<HttpEndpointOptions> http, IHostEnvironment environment) : IHostedService
+/// <summary>
+/// Prints where the NBD server and the HTTP endpoints listen once they do, for operators and for scripts that wait for
+/// them.
+/// </summary>
+internal sealed class EndpointAnnouncer(
+    NbdServer nbd,
+    IOptions<HttpEndpointOptions> http,
+    IHostEnvironment environment) : IHostedService
 {
     public Task StartAsync(CancellationToken cancellationToken)
     {
         var where = new List<string>();
         if (nbd.TcpEndPoint is { } tcp) where.Add($"nbd://{tcp}");
         if (nbd.UnixSocketPath is { } path) where.Add($"nbd+unix:///?socket={path}");
-        Console.WriteLine(where.Count == 0 ? "NBD off (--nbd-port 0 and no --nbd-socket)." : $"NBD serving every volume at {string.Join(" and ", where)}");
+        Console.WriteLine(
+            where.Count == 0
+                ? "NBD off (--nbd-port 0 and no --nbd-socket)."
+                : $"NBD serving every volume at {string.Join(" and ", where)}");
         var o = http.Value;
         if (o.Port != HttpEndpointOptions.Off)
-            Console.WriteLine($"Health checks at http://{o.Address}:{o.Port}{CloudTelemetry.HealthEndpointPath} and {CloudTelemetry.AliveEndpointPath}");
+            Console.WriteLine(
+                $"Health checks at http://{o.Address}:{o.Port}{CloudTelemetry.HealthEndpointPath} and {CloudTelemetry.AliveEndpointPath}");
         var dashboardPort = o.EffectiveDashboardPort(environment.IsDevelopment());
         if (dashboardPort != HttpEndpointOptions.Off)
             Console.WriteLine($"Orleans Dashboard at http://{o.Address}:{dashboardPort}/");

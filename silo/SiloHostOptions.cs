@@ -12,7 +12,9 @@ public enum ClusteringKind
     Postgres,
 }
 
-/// <summary>The silo host's own options (section <c>Silo</c>); the grains' options are in section <c>Cloud</c>.</summary>
+/// <summary>
+/// The silo host's own options (section <c>Silo</c>); the grains' options are in section <c>Cloud</c>.
+/// </summary>
 public sealed class SiloHostOptions
 {
     /// <summary>The configuration section.</summary>
@@ -32,7 +34,8 @@ public sealed class SiloHostOptions
 
     /// <summary>
     /// The host address the silo listens on and advertises to other silos and clients (<c>--address</c>): an IP
-    /// literal of this host, or <c>auto</c> for the address the platform gives (<see cref="HostAddress.PlatformVariables"/>)
+    /// literal of this host, or <c>auto</c> for the address the platform gives
+    /// (<see cref="HostAddress.PlatformVariables"/>)
     /// or else the host's primary address. NBD and HTTP listen there too unless <c>--nbd-address</c> and
     /// <c>--http-address</c> say otherwise. Default 127.0.0.1, the embedded single-machine run.
     /// </summary>
@@ -89,7 +92,9 @@ public sealed class SiloHostOptionsValidator : IValidateOptions<SiloHostOptions>
     public ValidateOptionsResult Validate(string? name, SiloHostOptions o)
     {
         var errors = new List<string>();
-        if (string.IsNullOrEmpty(o.Name) || o.Name.Length > 64 || !o.Name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
+        if (string.IsNullOrEmpty(o.Name)
+            || o.Name.Length > 64
+            || !o.Name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
             errors.Add($"--name '{o.Name}' is not allowed; use 1-64 characters of A-Z a-z 0-9 . _ -");
         if (o.SiloPort is < 1 or > 65535)
             errors.Add($"--silo-port {o.SiloPort} is not allowed; use 1-65535");

@@ -61,7 +61,9 @@ public static class StartChecks
     /// schema another silo may be applying. Returns one error line (unreachable, refused, or no schema, with the
     /// command that applies it), or null when the schema is there.
     /// </summary>
-    public static async Task<string?> DatabaseProblemAsync(string connectionString, CancellationToken cancellationToken = default)
+    public static async Task<string?> DatabaseProblemAsync(
+        string connectionString,
+        CancellationToken cancellationToken = default)
     {
         var deadline = DateTime.UtcNow + SchemaWait;
         while (true)
@@ -72,7 +74,9 @@ public static class StartChecks
         }
     }
 
-    private static async Task<(string? Problem, bool SchemaMissing)> ProbeAsync(string connectionString, CancellationToken cancellationToken)
+    private static async Task<(string? Problem, bool SchemaMissing)> ProbeAsync(
+        string connectionString,
+        CancellationToken cancellationToken)
     {
         NpgsqlConnectionStringBuilder parsed;
         try
@@ -98,9 +102,12 @@ public static class StartChecks
                 ? (null, false)
                 : ($"{where} has no Cloud schema (no table '{QueryTable}'); start one silo once with --init-schema, or run 'cloudctl db init --connection ...'", true);
         }
-        catch (Exception ex) when (ex is NpgsqlException or SocketException or TimeoutException or OperationCanceledException or InvalidOperationException)
+        catch (Exception ex)
+            when (ex is NpgsqlException or SocketException or TimeoutException or OperationCanceledException
+                or InvalidOperationException)
         {
-            var reason = (ex.InnerException is SocketException inner ? inner.Message : ex.Message).ReplaceLineEndings(" ");
+            var reason = (ex.InnerException is SocketException inner ? inner.Message : ex.Message)
+                .ReplaceLineEndings(" ");
             return ($"cannot use {where}: {reason}; check --connection and that the server accepts this host", false);
         }
     }

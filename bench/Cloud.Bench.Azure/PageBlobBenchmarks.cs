@@ -43,7 +43,7 @@ public class PageBlobBenchmarks
     {
         _azurite = AzuriteInstance.StartAsync().GetAwaiter().GetResult();
         var connection = PageBlobConnection.FromConnectionString(_azurite.ConnectionString());
-        string blob = $"bench-{SizeBytes}-{Environment.ProcessId}";
+        var blob = $"bench-{SizeBytes}-{Environment.ProcessId}";
         _device = connection.OpenDeviceAsync("bench", blob, BlobBytes).AsTask().GetAwaiter().GetResult();
         _raw = connection.GetPageBlobClient("bench", blob);
         _buffer = new byte[SizeBytes];
@@ -90,7 +90,7 @@ public class PageBlobBenchmarks
 
     private long NextOffset(ref long cursor)
     {
-        long offset = cursor;
+        var offset = cursor;
         cursor = (cursor + SizeBytes) % BlobBytes;
         return offset;
     }

@@ -20,12 +20,12 @@ internal static class PairedRun
 
     public static async Task<int> RunAsync(string[] args)
     {
-        int rounds = 30;
-        for (int i = 0; i < args.Length; i++)
+        var rounds = 30;
+        for (var i = 0; i < args.Length; i++)
         {
             if (args[i] == "--rounds"
                 && i + 1 < args.Length
-                && int.TryParse(args[i + 1], CultureInfo.InvariantCulture, out int r)
+                && int.TryParse(args[i + 1], CultureInfo.InvariantCulture, out var r)
                 && r is >= 3 and <= 10_000)
             {
                 rounds = r;
@@ -50,9 +50,9 @@ internal static class PairedRun
         Console.WriteLine(
             $"Azurite on 127.0.0.1:{azurite.Port}; {rounds} rounds per case; ratio = device / raw time, median over rounds (target <= 1.10)");
         Console.WriteLine($"{"case",-14} {"raw/op",12} {"device/op",12} {"ratio",8} {"p25-p75",14}");
-        foreach (int size in new[] { 4096, 1024 * 1024 })
+        foreach (var size in new[] { 4096, 1024 * 1024 })
         {
-            string blob = $"paired-{size}";
+            var blob = $"paired-{size}";
             await using var device = await connection.OpenDeviceAsync("bench", blob, BlobBytes);
             PageBlobClient raw = connection.GetPageBlobClient("bench", blob);
             for (long offset = 0; offset < BlobBytes; offset += 4 * 1024 * 1024)
@@ -63,11 +63,11 @@ internal static class PairedRun
             var buffer = new byte[size];
             new Random(size).NextBytes(buffer);
             // About 16 MiB per batch and side for 1 MiB I/O, 256 calls for 4 KiB.
-            int batch = size >= 1024 * 1024 ? 16 : 256;
+            var batch = size >= 1024 * 1024 ? 16 : 256;
             long cursor = 0;
             long Next()
             {
-                long o = cursor;
+                var o = cursor;
                 cursor = (cursor + size) % BlobBytes;
                 return o;
             }
@@ -98,7 +98,7 @@ internal static class PairedRun
                 var rawTimes = new List<double>();
                 var deviceTimes = new List<double>();
                 var ratios = new List<double>();
-                for (int round = 0; round < rounds; round++)
+                for (var round = 0; round < rounds; round++)
                 {
                     double rawSeconds, deviceSeconds;
                     if (round % 2 == 0)
@@ -125,8 +125,8 @@ internal static class PairedRun
 
     private static async Task<double> TimeBatchAsync(Func<Task> op, int count)
     {
-        long start = Stopwatch.GetTimestamp();
-        for (int i = 0; i < count; i++)
+        var start = Stopwatch.GetTimestamp();
+        for (var i = 0; i < count; i++)
         {
             await op();
         }
@@ -147,9 +147,9 @@ internal static class PairedRun
     /// <summary>Linear interpolation between the closest ranks of a sorted list.</summary>
     private static double Quantile(List<double> sorted, double q)
     {
-        double position = q * (sorted.Count - 1);
-        int lower = (int)Math.Floor(position);
-        int upper = Math.Min(lower + 1, sorted.Count - 1);
+        var position = q * (sorted.Count - 1);
+        var lower = (int)Math.Floor(position);
+        var upper = Math.Min(lower + 1, sorted.Count - 1);
         return sorted[lower] + ((sorted[upper] - sorted[lower]) * (position - lower));
     }
 }

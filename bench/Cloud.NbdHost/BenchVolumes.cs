@@ -25,10 +25,10 @@ internal static class BenchVolumes
             {
                 var level = layout == "raid5" ? RaidLevel.Raid5 : RaidLevel.Raid6;
                 var devices = new List<IBlockDevice>();
-                for (int i = 0; i < members; i++)
+                for (var i = 0; i < members; i++)
                 {
                     // A fresh volume each run: old member files would hold a foreign superblock.
-                    string path = Path.Combine(dir, $"disk{i}.img");
+                    var path = Path.Combine(dir, $"disk{i}.img");
                     File.Delete(path);
                     devices.Add(new FileBlockDevice(path, memberBytes));
                 }

@@ -43,7 +43,7 @@ internal sealed class DeviceVolume(string name, IBlockDevice device, int maxIoSi
     {
         for (long done = 0; done < lengthBytes; done += Zeroes.Length)
         {
-            int piece = (int)Math.Min(Zeroes.Length, lengthBytes - done);
+            var piece = (int)Math.Min(Zeroes.Length, lengthBytes - done);
             await device.WriteAsync(offsetBytes + done, Zeroes.AsMemory(0, piece), cancellationToken);
         }
     }

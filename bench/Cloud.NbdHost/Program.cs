@@ -14,15 +14,15 @@ using Microsoft.Extensions.Logging;
 // Port 0 binds a free port. Once listening it prints "NBD_URI=nbd://address:port/name" on stdout.
 
 var opts = ParseArgs(args);
-string dir = opts.GetValueOrDefault("dir")
+var dir = opts.GetValueOrDefault("dir")
     ?? throw new ArgumentException("--dir DIR is required: the directory that holds the member files.");
-string layout = opts.GetValueOrDefault("layout") ?? "raid5";
-int members = int.Parse(opts.GetValueOrDefault("members") ?? "5");
-long memberBytes = long.Parse(opts.GetValueOrDefault("member-bytes") ?? (512L << 20).ToString());
-int chunkBytes = int.Parse(opts.GetValueOrDefault("chunk-bytes") ?? (64 << 10).ToString());
-string name = opts.GetValueOrDefault("name") ?? "vol";
-string address = opts.GetValueOrDefault("address") ?? NbdServerOptions.DefaultAddress;
-int port = int.Parse(opts.GetValueOrDefault("port") ?? "0");
+var layout = opts.GetValueOrDefault("layout") ?? "raid5";
+var members = int.Parse(opts.GetValueOrDefault("members") ?? "5");
+var memberBytes = long.Parse(opts.GetValueOrDefault("member-bytes") ?? (512L << 20).ToString());
+var chunkBytes = int.Parse(opts.GetValueOrDefault("chunk-bytes") ?? (64 << 10).ToString());
+var name = opts.GetValueOrDefault("name") ?? "vol";
+var address = opts.GetValueOrDefault("address") ?? NbdServerOptions.DefaultAddress;
+var port = int.Parse(opts.GetValueOrDefault("port") ?? "0");
 Directory.CreateDirectory(dir);
 
 IBlockVolume volume = await BenchVolumes.CreateAsync(layout, dir, name, members, memberBytes, chunkBytes);
@@ -50,7 +50,7 @@ if (volume is IAsyncDisposable d)
 static Dictionary<string, string> ParseArgs(string[] args)
 {
     var d = new Dictionary<string, string>();
-    for (int i = 0; i < args.Length; i++)
+    for (var i = 0; i < args.Length; i++)
     {
         if (!args[i].StartsWith("--", StringComparison.Ordinal) || i + 1 >= args.Length)
         {

@@ -25,7 +25,7 @@ public static class CloudPostgresHostingExtensions
                 nameof(name));
         }
 
-        string validated = PostgresClustering.ValidateConnectionString(connectionString);
+        var validated = PostgresClustering.ValidateConnectionString(connectionString);
         return builder.AddAdoNetGrainStorage(name, options =>
         {
             options.Invariant = PostgresSchema.Invariant;

@@ -79,7 +79,7 @@ public static class PostgresSchema
         ArgumentNullException.ThrowIfNull(dataSource);
 
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        int serverMajorVersion = connection.PostgreSqlVersion.Major;
+        var serverMajorVersion = connection.PostgreSqlVersion.Major;
         if (serverMajorVersion < MinimumServerMajorVersion)
         {
             throw new InvalidOperationException(

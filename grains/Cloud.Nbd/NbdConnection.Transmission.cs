@@ -67,12 +67,12 @@ internal sealed partial class NbdConnection
                     Log.ClientDisconnected(_logger, Id, Remote, e.Message);
                     break;
                 }
-                uint magic = BinaryPrimitives.ReadUInt32BigEndian(header);
-                ushort flags = BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(4));
-                ushort type = BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(6));
-                ulong cookie = BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(8));
-                ulong offset = BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(16));
-                uint length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(24));
+                var magic = BinaryPrimitives.ReadUInt32BigEndian(header);
+                var flags = BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(4));
+                var type = BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(6));
+                var cookie = BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(8));
+                var offset = BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(16));
+                var length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(24));
                 if (magic != RequestMagic)
                 {
                     // Without the magic there is no way to find the next request boundary.
@@ -176,11 +176,11 @@ internal sealed partial class NbdConnection
     {
         var export = _export!;
         var ct = _abort.Token;
-        uint error = request.PresetError;
-        string? message = error == 0
+        var error = request.PresetError;
+        var message = error == 0
             ? null
             : $"{CommandName(request.Type)} of {request.Length} bytes exceeds the maximum payload of {export.MaxPayloadBytes} bytes";
-        bool replied = false;
+        var replied = false;
         try
         {
             if (error == 0)
@@ -189,15 +189,15 @@ internal sealed partial class NbdConnection
             }
             if (error == 0)
             {
-                long offset = (long)request.Offset;
-                int length = (int)Math.Min(request.Length, int.MaxValue);
-                bool fua = (request.Flags & CmdFlagFua) != 0;
+                var offset = (long)request.Offset;
+                var length = (int)Math.Min(request.Length, int.MaxValue);
+                var fua = (request.Flags & CmdFlagFua) != 0;
                 switch (request.Type)
                 {
                     case CmdRead:
-                        for (int done = 0; done < length; done += export.VolumeIoPieceBytes)
+                        for (var done = 0; done < length; done += export.VolumeIoPieceBytes)
                         {
-                            int piece = Math.Min(export.VolumeIoPieceBytes, length - done);
+                            var piece = Math.Min(export.VolumeIoPieceBytes, length - done);
                             await export.Volume.ReadAsync(
                                 offset + done,
                                 request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece),
@@ -211,9 +211,9 @@ internal sealed partial class NbdConnection
                             offset, owned, fua, ct).ConfigureAwait(false);
                         break;
                     case CmdWrite:
-                        for (int done = 0; done < length; done += export.VolumeIoPieceBytes)
+                        for (var done = 0; done < length; done += export.VolumeIoPieceBytes)
                         {
-                            int piece = Math.Min(export.VolumeIoPieceBytes, length - done);
+                            var piece = Math.Min(export.VolumeIoPieceBytes, length - done);
                             await export.Volume.WriteAsync(
                                 offset + done,
                                 request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece),
@@ -235,10 +235,10 @@ internal sealed partial class NbdConnection
                         if ((request.Flags & CmdFlagNoHole) != 0)
                         {
                             // NO_HOLE: the range must stay allocated, so write real zeroes rather than trim.
-                            int pieceBytes = Math.Min(export.VolumeIoPieceBytes, Zeroes.Length);
+                            var pieceBytes = Math.Min(export.VolumeIoPieceBytes, Zeroes.Length);
                             for (long done = 0; done < request.Length; done += pieceBytes)
                             {
-                                int piece = (int)Math.Min(pieceBytes, request.Length - done);
+                                var piece = (int)Math.Min(pieceBytes, request.Length - done);
                                 await export.Volume.WriteAsync(
                                     offset + done, Zeroes.AsMemory(0, piece), fua, ct).ConfigureAwait(false);
                             }
@@ -304,7 +304,7 @@ internal sealed partial class NbdConnection
     {
         for (long done = 0; done < length; done += export.VolumeIoPieceBytes)
         {
-            long piece = Math.Min(export.VolumeIoPieceBytes, length - done);
+            var piece = Math.Min(export.VolumeIoPieceBytes, length - done);
             await export.Volume.TrimAsync(offset + done, piece, ct).ConfigureAwait(false);
         }
     }
@@ -321,7 +321,7 @@ internal sealed partial class NbdConnection
             CmdWriteZeroes => CmdFlagFua | CmdFlagNoHole,
             _ => 0,
         };
-        string command = CommandName(r.Type);
+        var command = CommandName(r.Type);
         if (r.Type is not (CmdRead or CmdWrite or CmdFlush or CmdTrim or CmdCache or CmdWriteZeroes))
         {
             return (EInval, $"{command} is not supported; supported: READ, WRITE, DISC, FLUSH, TRIM, CACHE, WRITE_ZEROES");
@@ -340,13 +340,13 @@ internal sealed partial class NbdConnection
         {
             return (_structuredReplies ? EOverflow : EInval, $"NBD_CMD_READ of {r.Length} bytes exceeds the maximum payload of {export.MaxPayloadBytes} bytes");
         }
-        ulong size = (ulong)export.SizeBytes;
+        var size = (ulong)export.SizeBytes;
         if (r.Offset > size || r.Length > size - r.Offset)
         {
-            uint outOfRange = r.Type is CmdWrite or CmdWriteZeroes ? ENoSpc : EInval;
+            var outOfRange = r.Type is CmdWrite or CmdWriteZeroes ? ENoSpc : EInval;
             return (outOfRange, $"{command} at offset {r.Offset} length {r.Length} runs past the end of the {size}-byte export");
         }
-        ulong block = (ulong)export.MinimumBlockBytes;
+        var block = (ulong)export.MinimumBlockBytes;
         if (r.Offset % block != 0 || r.Length % block != 0)
         {
             return (EInval, $"{command} at offset {r.Offset} length {r.Length} is not aligned to the {block}-byte minimum block size");
@@ -358,7 +358,7 @@ internal sealed partial class NbdConnection
     private void QueueReadReply(in Request r)
     {
         var buffer = r.Buffer!;
-        int length = (int)r.Length;
+        var length = (int)r.Length;
         if (_structuredReplies)
         {
             if (length == 0)
@@ -368,7 +368,7 @@ internal sealed partial class NbdConnection
                 return;
             }
             // One NBD_REPLY_TYPE_OFFSET_DATA chunk, final: the data is all in memory, no error can follow.
-            int start = ReplyHeaderReserveBytes - StructuredReplyHeaderBytes - 8;
+            var start = ReplyHeaderReserveBytes - StructuredReplyHeaderBytes - 8;
             var span = buffer.AsSpan(start);
             BinaryPrimitives.WriteUInt32BigEndian(span, StructuredReplyMagic);
             BinaryPrimitives.WriteUInt16BigEndian(span[4..], ReplyFlagDone);
@@ -385,7 +385,7 @@ internal sealed partial class NbdConnection
         }
         else
         {
-            int start = ReplyHeaderReserveBytes - SimpleReplyHeaderBytes;
+            var start = ReplyHeaderReserveBytes - SimpleReplyHeaderBytes;
             var span = buffer.AsSpan(start);
             BinaryPrimitives.WriteUInt32BigEndian(span, SimpleReplyMagic);
             BinaryPrimitives.WriteUInt32BigEndian(span[4..], 0);
@@ -407,7 +407,7 @@ internal sealed partial class NbdConnection
         if (!_structuredReplies || (error == 0 && r.Type != CmdRead))
         {
             // Simple replies are allowed for anything without a payload; READ needs a structured one when negotiated.
-            byte[] reply = ArrayPool<byte>.Shared.Rent(SimpleReplyHeaderBytes);
+            var reply = ArrayPool<byte>.Shared.Rent(SimpleReplyHeaderBytes);
             BinaryPrimitives.WriteUInt32BigEndian(reply, SimpleReplyMagic);
             BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(4), error);
             BinaryPrimitives.WriteUInt64BigEndian(reply.AsSpan(8), r.Cookie);
@@ -419,9 +419,9 @@ internal sealed partial class NbdConnection
                     r.Type));
             return;
         }
-        int messageBytes = error == 0 ? 0 : Math.Min(Encoding.UTF8.GetByteCount(message ?? ""), 1024);
-        int payloadBytes = error == 0 ? 0 : 6 + messageBytes;
-        byte[] chunk = ArrayPool<byte>.Shared.Rent(StructuredReplyHeaderBytes + payloadBytes);
+        var messageBytes = error == 0 ? 0 : Math.Min(Encoding.UTF8.GetByteCount(message ?? ""), 1024);
+        var payloadBytes = error == 0 ? 0 : 6 + messageBytes;
+        var chunk = ArrayPool<byte>.Shared.Rent(StructuredReplyHeaderBytes + payloadBytes);
         var span = chunk.AsSpan();
         BinaryPrimitives.WriteUInt32BigEndian(span, StructuredReplyMagic);
         BinaryPrimitives.WriteUInt16BigEndian(span[4..], ReplyFlagDone);
@@ -541,7 +541,7 @@ internal sealed partial class NbdConnection
             done = 0;
             while (!rest.IsEmpty)
             {
-                int n = await _socket.SendAsync(rest, SocketFlags.None, _abort.Token).ConfigureAwait(false);
+                var n = await _socket.SendAsync(rest, SocketFlags.None, _abort.Token).ConfigureAwait(false);
                 rest = rest[n..];
             }
         }

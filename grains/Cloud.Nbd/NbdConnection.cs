@@ -178,7 +178,7 @@ internal sealed partial class NbdConnection
 
         var clientFlagsBytes = new byte[4];
         await _reader.ReadExactlyAsync(clientFlagsBytes, ct).ConfigureAwait(false);
-        uint clientFlags = BinaryPrimitives.ReadUInt32BigEndian(clientFlagsBytes);
+        var clientFlags = BinaryPrimitives.ReadUInt32BigEndian(clientFlagsBytes);
         if ((clientFlags & ~KnownClientFlags) != 0)
         {
             // The protocol says the server MUST drop the connection on unknown client flags.
@@ -188,12 +188,12 @@ internal sealed partial class NbdConnection
         _noZeroes = (clientFlags & ClientFlagNoZeroes) != 0;
 
         var header = new byte[16];
-        for (int optionIndex = 0; optionIndex < _options.MaxOptionsPerHandshake; optionIndex++)
+        for (var optionIndex = 0; optionIndex < _options.MaxOptionsPerHandshake; optionIndex++)
         {
             await _reader.ReadExactlyAsync(header, ct).ConfigureAwait(false);
-            ulong magic = BinaryPrimitives.ReadUInt64BigEndian(header);
-            uint option = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(8));
-            uint length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(12));
+            var magic = BinaryPrimitives.ReadUInt64BigEndian(header);
+            var option = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(8));
+            var length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(12));
             if (magic != IHaveOpt)
             {
                 throw new NbdProtocolException($"option magic 0x{magic:x16} is not IHAVEOPT (0x{IHaveOpt:x16})");
@@ -329,7 +329,7 @@ internal sealed partial class NbdConnection
                 ct).ConfigureAwait(false);
             return false;
         }
-        uint nameLength = BinaryPrimitives.ReadUInt32BigEndian(data);
+        var nameLength = BinaryPrimitives.ReadUInt32BigEndian(data);
         if (nameLength > data.Length - 6)
         {
             await SendOptionReplyAsync(
@@ -355,9 +355,9 @@ internal sealed partial class NbdConnection
             return false;
         }
         bool wantsName = false, wantsDescription = false;
-        for (int i = 0; i < requestCount; i++)
+        for (var i = 0; i < requestCount; i++)
         {
-            ushort info = BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength + 2 + (2 * i)));
+            var info = BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength + 2 + (2 * i)));
             wantsName |= info == InfoName;
             wantsDescription |= info == InfoDescription;
         }
@@ -368,10 +368,10 @@ internal sealed partial class NbdConnection
             await SendOptionReplyAsync(option, RepErrUnknown, error, ct).ConfigureAwait(false);
             return false;
         }
-        bool go = option == OptGo;
+        var go = option == OptGo;
         try
         {
-            ushort flags = TransmissionFlags();
+            var flags = TransmissionFlags();
             var exportInfo = new byte[12];
             BinaryPrimitives.WriteUInt16BigEndian(exportInfo, InfoExport);
             BinaryPrimitives.WriteUInt64BigEndian(exportInfo.AsSpan(2), (ulong)export.SizeBytes);
@@ -422,7 +422,7 @@ internal sealed partial class NbdConnection
     private static byte[] InfoString(ushort type, string value)
     {
         var bytes = Encoding.UTF8.GetBytes(value);
-        int length = Math.Min(bytes.Length, MaxStringBytes);
+        var length = Math.Min(bytes.Length, MaxStringBytes);
         var payload = new byte[2 + length];
         BinaryPrimitives.WriteUInt16BigEndian(payload, type);
         bytes.AsSpan(0, length).CopyTo(payload.AsSpan(2));
@@ -472,7 +472,7 @@ internal sealed partial class NbdConnection
 
     private async Task<(NbdExport? Export, string Error)> OpenExportAsync(string name, CancellationToken ct)
     {
-        string resolved = name;
+        var resolved = name;
         if (name.Length == 0)
         {
             var names = await _resolver.ListAsync(ct).ConfigureAwait(false);
@@ -503,7 +503,7 @@ internal sealed partial class NbdConnection
 
     private async ValueTask SendOptionReplyAsync(uint option, uint replyType, byte[]? payload, CancellationToken ct)
     {
-        int length = payload?.Length ?? 0;
+        var length = payload?.Length ?? 0;
         if (length > MaxStringBytes + 16 && (replyType & 0x80000000) != 0)
         {
             length = MaxStringBytes;
@@ -534,7 +534,7 @@ internal sealed partial class NbdConnection
     {
         while (!data.IsEmpty)
         {
-            int n = await _socket.SendAsync(data, SocketFlags.None, ct).ConfigureAwait(false);
+            var n = await _socket.SendAsync(data, SocketFlags.None, ct).ConfigureAwait(false);
             data = data[n..];
         }
     }

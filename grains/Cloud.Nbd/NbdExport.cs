@@ -46,7 +46,7 @@ internal sealed class NbdExport
     /// </summary>
     public static NbdExport? TryCreate(IBlockVolume volume, int maxPayloadBytes, out string? error)
     {
-        int block = volume.BlockSizeBytes;
+        var block = volume.BlockSizeBytes;
         if (block < MinPreferredBlockBytes || block > MaxMinimumBlockBytes || !BitOperations.IsPow2(block))
         {
             error = $"volume '{volume.Name}' has block size {block}; NBD needs a power of two from {MinPreferredBlockBytes} to {MaxMinimumBlockBytes}";
@@ -58,7 +58,7 @@ internal sealed class NbdExport
                 $"volume '{volume.Name}' has capacity {volume.CapacityBytes}, not a multiple of its block size {block}";
             return null;
         }
-        int piece = volume.MaxIoSizeBytes / block * block;
+        var piece = volume.MaxIoSizeBytes / block * block;
         if (piece < block)
         {
             error = $"volume '{volume.Name}' has a maximum I/O size of {volume.MaxIoSizeBytes}, below its block size {block}";
@@ -70,7 +70,7 @@ internal sealed class NbdExport
         preferred = (long)BitOperations.RoundUpToPowerOf2((ulong)preferred) == preferred
             ? preferred
             : (long)(BitOperations.RoundUpToPowerOf2((ulong)preferred) >> 1);
-        int maxPayload = maxPayloadBytes / block * block;
+        var maxPayload = maxPayloadBytes / block * block;
         if (preferred > maxPayload)
         {
             preferred = (long)BitOperations.RoundUpToPowerOf2((ulong)maxPayload) == maxPayload

@@ -70,7 +70,7 @@ public sealed class NbdServer : IAsyncDisposable
                 var address = IPAddress.Parse(_options.Address);
                 var listener = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
                 _listeners.Add(listener);
-                int port = _options.Port == NbdServerOptions.AnyFreePort ? 0 : _options.Port;
+                var port = _options.Port == NbdServerOptions.AnyFreePort ? 0 : _options.Port;
                 try
                 {
                     listener.Bind(new IPEndPoint(address, port));
@@ -86,7 +86,7 @@ public sealed class NbdServer : IAsyncDisposable
             }
             if (!string.IsNullOrEmpty(_options.UnixSocketPath))
             {
-                string path = Path.GetFullPath(_options.UnixSocketPath);
+                var path = Path.GetFullPath(_options.UnixSocketPath);
                 if (File.Exists(path))
                 {
                     // A socket file left by an earlier run is empty; refuse to delete anything else.
@@ -197,7 +197,7 @@ public sealed class NbdServer : IAsyncDisposable
                 continue;
             }
 
-            string remote = isTcp ? socket.RemoteEndPoint?.ToString() ?? "tcp" : "unix";
+            var remote = isTcp ? socket.RemoteEndPoint?.ToString() ?? "tcp" : "unix";
             if (_connections.Count >= _options.MaxConnections)
             {
                 Log.TooManyConnections(_logger, remote, _options.MaxConnections);
@@ -225,7 +225,7 @@ public sealed class NbdServer : IAsyncDisposable
                 continue;
             }
 
-            long id = Interlocked.Increment(ref _nextConnectionId);
+            var id = Interlocked.Increment(ref _nextConnectionId);
             var connection = new NbdConnection(
                 id, socket, remote, _resolver, _options, _logger, _stopping.Token, _aborting.Token);
             Log.Accepted(_logger, id, remote);

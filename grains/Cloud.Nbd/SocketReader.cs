@@ -35,7 +35,7 @@ internal sealed class SocketReader(Socket socket)
     /// </summary>
     public ValueTask ReadExactlyAsync(Memory<byte> destination, CancellationToken ct)
     {
-        int buffered = _end - _start;
+        var buffered = _end - _start;
         if (buffered >= destination.Length)
         {
             // The common case for request headers: already here, no await.
@@ -48,18 +48,18 @@ internal sealed class SocketReader(Socket socket)
 
     private async ValueTask ReadSlowAsync(Memory<byte> destination, CancellationToken ct)
     {
-        int buffered = _end - _start;
+        var buffered = _end - _start;
         _buffer.AsSpan(_start, buffered).CopyTo(destination.Span);
         _start = _end = 0;
-        int filled = buffered;
+        var filled = buffered;
         while (filled < destination.Length)
         {
-            int remaining = destination.Length - filled;
+            var remaining = destination.Length - filled;
             if (remaining >= _buffer.Length / 2)
             {
                 _afterDirectPayload = true;
                 // Large payloads go straight into the destination: one copy fewer.
-                int n = await socket.ReceiveAsync(destination[filled..], SocketFlags.None, ct).ConfigureAwait(false);
+                var n = await socket.ReceiveAsync(destination[filled..], SocketFlags.None, ct).ConfigureAwait(false);
                 if (n == 0)
                 {
                     throw new NbdDisconnectedException(
@@ -71,9 +71,9 @@ internal sealed class SocketReader(Socket socket)
             else
             {
                 // A header after a large payload: just what is needed (a sequential writer's next payload follows it).
-                int want = _afterDirectPayload ? remaining : _buffer.Length;
+                var want = _afterDirectPayload ? remaining : _buffer.Length;
                 _afterDirectPayload = false;
-                int n = await socket.ReceiveAsync(
+                var n = await socket.ReceiveAsync(
                     _buffer.AsMemory(0, want), SocketFlags.None, ct).ConfigureAwait(false);
                 if (n == 0)
                 {
@@ -81,7 +81,7 @@ internal sealed class SocketReader(Socket socket)
                         $"the client closed the connection {remaining} bytes short of a {destination.Length}-byte message");
                 }
                 ReceivedBytes += n;
-                int take = Math.Min(n, remaining);
+                var take = Math.Min(n, remaining);
                 _buffer.AsSpan(0, take).CopyTo(destination.Span[filled..]);
                 filled += take;
                 _start = take;
@@ -97,10 +97,10 @@ internal sealed class SocketReader(Socket socket)
     {
         while (lengthBytes > 0)
         {
-            int buffered = _end - _start;
+            var buffered = _end - _start;
             if (buffered == 0)
             {
-                int n = await socket.ReceiveAsync(_buffer.AsMemory(), SocketFlags.None, ct).ConfigureAwait(false);
+                var n = await socket.ReceiveAsync(_buffer.AsMemory(), SocketFlags.None, ct).ConfigureAwait(false);
                 if (n == 0)
                 {
                     throw new NbdDisconnectedException(
@@ -111,7 +111,7 @@ internal sealed class SocketReader(Socket socket)
                 _end = n;
                 buffered = n;
             }
-            int take = (int)Math.Min(buffered, lengthBytes);
+            var take = (int)Math.Min(buffered, lengthBytes);
             _start += take;
             lengthBytes -= take;
         }

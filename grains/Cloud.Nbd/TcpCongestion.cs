@@ -43,8 +43,8 @@ internal static class TcpCongestion
             return null;
         }
         Span<byte> name = stackalloc byte[MaxNameBytes];
-        int length = socket.GetRawSocketOption(IpProtoTcp, TcpCongestionOption, name);
-        int end = name[..length].IndexOf((byte)0);
+        var length = socket.GetRawSocketOption(IpProtoTcp, TcpCongestionOption, name);
+        var end = name[..length].IndexOf((byte)0);
         return Encoding.ASCII.GetString(name[..(end < 0 ? length : end)]);
     }
 

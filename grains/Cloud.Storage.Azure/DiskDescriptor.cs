@@ -28,7 +28,7 @@ public abstract record DiskDescriptor
     public static DiskDescriptor Parse(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
-        return TryParse(text, out DiskDescriptor? descriptor, out string? error)
+        return TryParse(text, out DiskDescriptor? descriptor, out var error)
             ? descriptor
             : throw new FormatException(
                 $"Disk '{text}' is not valid: {error} Use 'file:PATH' or 'pageblob:CONTAINER/BLOB'.");
@@ -44,15 +44,15 @@ public abstract record DiskDescriptor
         [NotNullWhen(false)] out string? error)
     {
         descriptor = null;
-        int colon = text?.IndexOf(':', StringComparison.Ordinal) ?? -1;
+        var colon = text?.IndexOf(':', StringComparison.Ordinal) ?? -1;
         if (text is null || colon <= 0)
         {
             error = "it has no 'scheme:' prefix.";
             return false;
         }
 
-        string scheme = text[..colon];
-        string rest = text[(colon + 1)..];
+        var scheme = text[..colon];
+        var rest = text[(colon + 1)..];
         if (scheme.Equals(FileScheme, StringComparison.OrdinalIgnoreCase))
         {
             if (rest.Length == 0 || rest.Contains('\0', StringComparison.Ordinal))
@@ -68,15 +68,15 @@ public abstract record DiskDescriptor
 
         if (scheme.Equals(PageBlobScheme, StringComparison.OrdinalIgnoreCase))
         {
-            int slash = rest.IndexOf('/', StringComparison.Ordinal);
+            var slash = rest.IndexOf('/', StringComparison.Ordinal);
             if (slash <= 0 || slash == rest.Length - 1)
             {
                 error = "a page-blob disk needs both a container and a blob name, separated by '/'.";
                 return false;
             }
 
-            string container = rest[..slash];
-            string blob = rest[(slash + 1)..];
+            var container = rest[..slash];
+            var blob = rest[(slash + 1)..];
             try
             {
                 PageBlobNames.ValidateContainer(container);

@@ -140,7 +140,7 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
                 nameof(capacityBytes), requested, $"capacityBytes must be a positive multiple of {SectorBytes} of at most {MaxCapacityBytes} (8 TiB).");
         }
 
-        string name = blob.Uri.GetLeftPart(UriPartial.Path);
+        var name = blob.Uri.GetLeftPart(UriPartial.Path);
         BlobProperties properties;
         try
         {
@@ -184,7 +184,7 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
                 nameof(capacityBytes));
         }
 
-        long capacity = properties.ContentLength / SectorBytes * SectorBytes;
+        var capacity = properties.ContentLength / SectorBytes * SectorBytes;
         if (capacity == 0)
         {
             throw new ArgumentException(
@@ -213,11 +213,11 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
             return new ValueTask(ReadRangeAsync(offsetBytes, destination, cancellationToken));
         }
 
-        int parts = (destination.Length + MaxGetRangeBytes - 1) / MaxGetRangeBytes;
+        var parts = (destination.Length + MaxGetRangeBytes - 1) / MaxGetRangeBytes;
         var tasks = new Task[parts];
-        for (int i = 0; i < parts; i++)
+        for (var i = 0; i < parts; i++)
         {
-            int start = i * MaxGetRangeBytes;
+            var start = i * MaxGetRangeBytes;
             tasks[i] = ReadRangeAsync(
                 offsetBytes + start,
                 destination.Slice(start, Math.Min(MaxGetRangeBytes, destination.Length - start)),
@@ -247,11 +247,11 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
         }
         else
         {
-            int parts = (source.Length + MaxPutPageBytes - 1) / MaxPutPageBytes;
+            var parts = (source.Length + MaxPutPageBytes - 1) / MaxPutPageBytes;
             var tasks = new Task[parts];
-            for (int i = 0; i < parts; i++)
+            for (var i = 0; i < parts; i++)
             {
-                int start = i * MaxPutPageBytes;
+                var start = i * MaxPutPageBytes;
                 tasks[i] = WriteRangeAsync(
                     offsetBytes + start,
                     source.Slice(start, Math.Min(MaxPutPageBytes, source.Length - start)),
@@ -364,7 +364,7 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
         }
         catch (BlockDeviceException e) when (e.InnerException is RequestFailedException { Status: 412 })
         {
-            byte[] current = new byte[source.Length];
+            var current = new byte[source.Length];
             ETag currentETag = await ReadRangeAsync(offsetBytes, current, cancellationToken).ConfigureAwait(false);
             return new ConditionalWriteResult(current.AsSpan().SequenceEqual(source.Span), currentETag);
         }
@@ -408,7 +408,7 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
 
     private async Task TrackWriteAsync(Task write)
     {
-        long id = Interlocked.Increment(ref _nextWriteId);
+        var id = Interlocked.Increment(ref _nextWriteId);
         _pendingWrites[id] = write;
         try
         {
@@ -429,7 +429,7 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
         try
         {
             var options = new BlobDownloadOptions { Range = new HttpRange(offsetBytes, destination.Length) };
-            for (int attempt = 0; ; attempt++)
+            for (var attempt = 0; ; attempt++)
             {
                 try
                 {
@@ -492,7 +492,7 @@ public sealed class PageBlobBlockDevice : IConditionalBlockDevice
 
     private BlockDeviceException Failure(string operation, long offsetBytes, int lengthBytes, Exception e)
     {
-        string what = $"{operation} of {lengthBytes} bytes at offset {offsetBytes}";
+        var what = $"{operation} of {lengthBytes} bytes at offset {offsetBytes}";
         return e switch
         {
             RequestFailedException { Status: 404 } r => new BlockDeviceException(

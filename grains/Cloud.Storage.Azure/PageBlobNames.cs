@@ -22,12 +22,12 @@ public static class PageBlobNames
     public static void ValidateContainer(string container)
     {
         ArgumentNullException.ThrowIfNull(container);
-        bool ok = container.Length is >= MinContainerNameLength and <= MaxContainerNameLength
+        var ok = container.Length is >= MinContainerNameLength and <= MaxContainerNameLength
             && IsLowerAlnum(container[0])
             && IsLowerAlnum(container[^1]);
-        for (int i = 0; ok && i < container.Length; i++)
+        for (var i = 0; ok && i < container.Length; i++)
         {
-            char c = container[i];
+            var c = container[i];
             ok = IsLowerAlnum(c) || (c == '-' && container[i - 1] != '-');
         }
 
@@ -46,7 +46,7 @@ public static class PageBlobNames
     public static void ValidateBlob(string blob)
     {
         ArgumentNullException.ThrowIfNull(blob);
-        bool ok = blob.Length is >= 1 and <= MaxBlobNameLength
+        var ok = blob.Length is >= 1 and <= MaxBlobNameLength
             && blob[0] != '/'
             && blob[^1] is not ('/' or '.')
             && !blob.Any(char.IsControl);

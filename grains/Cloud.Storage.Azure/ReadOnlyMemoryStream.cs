@@ -32,7 +32,7 @@ internal sealed class ReadOnlyMemoryStream(ReadOnlyMemory<byte> data) : Stream
 
     public override int Read(Span<byte> buffer)
     {
-        int count = Math.Min(buffer.Length, data.Length - _position);
+        var count = Math.Min(buffer.Length, data.Length - _position);
         data.Span.Slice(_position, count).CopyTo(buffer);
         _position += count;
         return count;

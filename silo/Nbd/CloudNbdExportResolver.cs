@@ -10,7 +10,11 @@ namespace Cloud.Silo.Nbd;
 /// <summary>
 /// Serves every volume in the catalog as an NBD export of the same name, through this silo's first server (in process).
 /// </summary>
-internal sealed class CloudNbdExportResolver(IGrainFactory grains, FirstServerService firstServer, IOptions<CloudOptions> cloud, IOptions<NbdServerOptions> nbd) : INbdExportResolver
+internal sealed class CloudNbdExportResolver(
+    IGrainFactory grains,
+    FirstServerService firstServer,
+    IOptions<CloudOptions> cloud,
+    IOptions<NbdServerOptions> nbd) : INbdExportResolver
 {
     private IVolumeCatalogGrain Catalog => grains.GetGrain<IVolumeCatalogGrain>(0);
 

@@ -27,7 +27,7 @@ public sealed class LocalClusterTests
     [Fact]
     public async Task AppHost_StartsPostgresAndThreeSilos_ThatFormOneClusterServingAVolume()
     {
-        string dataDirectory = Directory.CreateTempSubdirectory("cloud-apphost-test-").FullName;
+        var dataDirectory = Directory.CreateTempSubdirectory("cloud-apphost-test-").FullName;
         try
         {
             var builder = await DistributedApplicationTestingBuilder.CreateAsync<Projects.Cloud_AppHost>(
@@ -38,12 +38,12 @@ public sealed class LocalClusterTests
 
             // Healthy means the schema has been applied (the AppHost's postgres-schema health check).
             await app.ResourceNotifications.WaitForResourceHealthyAsync("postgres", timeout.Token);
-            string connectionString = await app.GetConnectionStringAsync("cloud-postgres", timeout.Token)
+            var connectionString = await app.GetConnectionStringAsync("cloud-postgres", timeout.Token)
                 ?? throw new InvalidOperationException(
                     "The AppHost did not expose the cloud-postgres connection string.");
             Assert.Equal(13, await ScalarAsync<long>(connectionString, "SELECT count(*) FROM OrleansQuery"));
 
-            int active = 0;
+            var active = 0;
             while (!timeout.IsCancellationRequested)
             {
                 active = (int)await ScalarAsync<long>(connectionString,

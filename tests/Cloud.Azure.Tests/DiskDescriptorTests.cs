@@ -68,8 +68,8 @@ public sealed class BlockDeviceFactoryTests(AzuriteFixture fixture)
             Device = AzuriteFixture.FastRetryOptions()
         };
         var factory = new BlockDeviceFactory(account, NoFiles);
-        string descriptor = $"pageblob:{fixture.NewContainerName()}/vol/member0";
-        byte[] data = new byte[PageBlobBlockDevice.SectorBytes];
+        var descriptor = $"pageblob:{fixture.NewContainerName()}/vol/member0";
+        var data = new byte[PageBlobBlockDevice.SectorBytes];
         new Random(11).NextBytes(data);
 
         await using (IBlockDevice created = await factory.OpenAsync(descriptor, 1024 * 1024))
@@ -79,7 +79,7 @@ public sealed class BlockDeviceFactoryTests(AzuriteFixture fixture)
         }
 
         await using IBlockDevice reopened = await factory.OpenAsync(descriptor);
-        byte[] back = new byte[data.Length];
+        var back = new byte[data.Length];
         await reopened.ReadAsync(8192, back);
         Assert.Equal(data, back);
         Assert.Equal(1024 * 1024, reopened.CapacityBytes);
@@ -122,13 +122,13 @@ public sealed class MixedDiskTests(AzuriteFixture fixture) : IDisposable
         const long capacity = 2 * 1024 * 1024;
         string[] descriptors =
             [$"file:{Path.Combine(_dir, "member0.img")}", $"pageblob:{fixture.NewContainerName()}/vol/member1"];
-        byte[] chunk = new byte[64 * 1024];
+        var chunk = new byte[64 * 1024];
         new Random(12).NextBytes(chunk);
 
         var members = new List<IBlockDevice>();
         try
         {
-            foreach (string descriptor in descriptors)
+            foreach (var descriptor in descriptors)
             {
                 members.Add(await factory.OpenAsync(descriptor, capacity));
             }
@@ -152,10 +152,10 @@ public sealed class MixedDiskTests(AzuriteFixture fixture) : IDisposable
         }
 
         // Reopened from the descriptors alone, as an assembling silo would.
-        foreach (string descriptor in descriptors)
+        foreach (var descriptor in descriptors)
         {
             await using IBlockDevice member = await factory.OpenAsync(descriptor);
-            byte[] back = new byte[chunk.Length];
+            var back = new byte[chunk.Length];
             await member.ReadAsync(capacity - chunk.Length, back);
             Assert.Equal(chunk, back);
         }

@@ -17,10 +17,10 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     {
         await using var device = await fixture.Connect()
             .OpenDeviceAsync(fixture.NewContainerName(), "disk0", 4 * OneMiB);
-        byte[] data = Blocks.Pattern(3 * Sector, seed: 1);
+        var data = Blocks.Pattern(3 * Sector, seed: 1);
         await device.WriteAsync(2 * Sector, data);
 
-        byte[] back = new byte[5 * Sector];
+        var back = new byte[5 * Sector];
         await device.ReadAsync(Sector, back);
         Assert.All(back[..Sector], b => Assert.Equal(0, b));
         Assert.Equal(data, back[Sector..(4 * Sector)]);
@@ -31,7 +31,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     public async Task Open_CreatesAPageBlobOfTheRequestedSize_WithTheDevicesSectorAndLimits()
     {
         var connection = fixture.Connect(new PageBlobDeviceOptions { MaxInFlightIo = 7 });
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
         await using var device = await connection.OpenDeviceAsync(container, "dir/disk.vhd", 8 * OneMiB);
 
         BlobProperties properties = (await connection.GetPageBlobClient(container, "dir/disk.vhd").GetPropertiesAsync())
@@ -49,10 +49,10 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     {
         await using var device = await fixture.Connect()
             .OpenDeviceAsync(fixture.NewContainerName(), "big", 16 * OneMiB);
-        byte[] data = Blocks.Pattern((int)(9 * OneMiB) + (3 * Sector), seed: 2);
+        var data = Blocks.Pattern((int)(9 * OneMiB) + (3 * Sector), seed: 2);
         await device.WriteAsync(OneMiB - Sector, data);
 
-        byte[] back = new byte[data.Length];
+        var back = new byte[data.Length];
         await device.ReadAsync(OneMiB - Sector, back);
         Assert.True(data.AsSpan().SequenceEqual(back));
     }
@@ -60,40 +60,40 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     [Fact]
     public async Task SeededConcurrentIo_MatchesAnInMemoryModel()
     {
-        int seed = Environment.TickCount;
+        var seed = Environment.TickCount;
         const long capacity = 8 * OneMiB;
         await using var device = await fixture.Connect().OpenDeviceAsync(fixture.NewContainerName(), "model", capacity);
         var random = new Random(seed);
-        byte[] model = new byte[capacity];
-        for (int round = 0; round < 20; round++)
+        var model = new byte[capacity];
+        for (var round = 0; round < 20; round++)
         {
             // Disjoint ranges per round, so concurrent writes have one right answer.
             var io = new List<Task>();
             var used = new bool[capacity / Sector];
-            for (int i = 0; i < 6; i++)
+            for (var i = 0; i < 6; i++)
             {
-                int sectors = random.Next(1, 64);
-                long first = random.NextInt64(0, (capacity / Sector) - sectors);
+                var sectors = random.Next(1, 64);
+                var first = random.NextInt64(0, (capacity / Sector) - sectors);
                 if (used.AsSpan((int)first, sectors).Contains(true))
                 {
                     continue;
                 }
 
                 used.AsSpan((int)first, sectors).Fill(true);
-                byte[] data = Blocks.Pattern(sectors * Sector, random.Next());
+                var data = Blocks.Pattern(sectors * Sector, random.Next());
                 data.CopyTo(model, first * Sector);
                 io.Add(device.WriteAsync(first * Sector, data).AsTask());
             }
 
             await Task.WhenAll(io);
-            long offset = random.NextInt64(0, capacity / Sector) * Sector;
-            byte[] back = new byte[(int)Math.Min(capacity - offset, random.Next(1, 600) * (long)Sector)];
+            var offset = random.NextInt64(0, capacity / Sector) * Sector;
+            var back = new byte[(int)Math.Min(capacity - offset, random.Next(1, 600) * (long)Sector)];
             await device.ReadAsync(offset, back);
             Assert.True(
                 model.AsSpan((int)offset, back.Length).SequenceEqual(back), $"round {round} differs; seed {seed}");
         }
 
-        byte[] all = new byte[capacity];
+        var all = new byte[capacity];
         await device.ReadAsync(0, all);
         Assert.True(model.AsSpan().SequenceEqual(all), $"final contents differ; seed {seed}");
     }
@@ -111,7 +111,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     {
         await using var device = await fixture.Connect()
             .OpenDeviceAsync(fixture.NewContainerName(), "strict", 4 * OneMiB);
-        byte[] before = Blocks.Pattern((int)(4 * OneMiB), seed: 3);
+        var before = Blocks.Pattern((int)(4 * OneMiB), seed: 3);
         await device.WriteAsync(0, before);
 
         var write = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(
@@ -122,7 +122,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
         Assert.True(write.ActualValue is long o ? o == offsetBytes : (int)write.ActualValue! == lengthBytes);
         Assert.NotNull(read.ParamName);
 
-        byte[] after = new byte[before.Length];
+        var after = new byte[before.Length];
         await device.ReadAsync(0, after);
         Assert.True(before.AsSpan().SequenceEqual(after));
     }
@@ -131,8 +131,8 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     public async Task Reopen_WithoutCapacity_FindsTheBlobAndItsData()
     {
         var connection = fixture.Connect();
-        string container = fixture.NewContainerName();
-        byte[] data = Blocks.Pattern(2 * Sector, seed: 4);
+        var container = fixture.NewContainerName();
+        var data = Blocks.Pattern(2 * Sector, seed: 4);
         await using (var first = await connection.OpenDeviceAsync(container, "kept", 2 * OneMiB))
         {
             await first.WriteAsync(OneMiB, data);
@@ -140,7 +140,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
 
         await using var second = await connection.OpenDeviceAsync(container, "kept");
         Assert.Equal(2 * OneMiB, second.CapacityBytes);
-        byte[] back = new byte[data.Length];
+        var back = new byte[data.Length];
         await second.ReadAsync(OneMiB, back);
         Assert.Equal(data, back);
     }
@@ -149,8 +149,8 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     public async Task Open_WithCapacity_NeverOverwritesAnExistingBlob_AndRefusesAnotherSize()
     {
         var connection = fixture.Connect();
-        string container = fixture.NewContainerName();
-        byte[] data = Blocks.Pattern(Sector, seed: 5);
+        var container = fixture.NewContainerName();
+        var data = Blocks.Pattern(Sector, seed: 5);
         await using (var first = await connection.OpenDeviceAsync(container, "sized", 2 * OneMiB))
         {
             await first.WriteAsync(0, data);
@@ -162,7 +162,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
         Assert.Contains("4194304", error.Message);
 
         await using var again = await connection.OpenDeviceAsync(container, "sized", 2 * OneMiB);
-        byte[] back = new byte[Sector];
+        var back = new byte[Sector];
         await again.ReadAsync(0, back);
         Assert.Equal(data, back);
     }
@@ -179,7 +179,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     public async Task Open_OfABlockBlob_IsRefused()
     {
         var connection = fixture.Connect();
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
         var containerClient = connection.GetContainerClient(container);
         await containerClient.CreateIfNotExistsAsync();
         await containerClient.GetBlobClient("notes.txt").UploadAsync(BinaryData.FromString("not a disk"));
@@ -205,18 +205,18 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     [Fact]
     public async Task TwoSilosOnOneBlob_WriteConcurrently_SeeEachOthersData_AndTakeNoLease()
     {
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
         var siloA = fixture.Connect();
         var siloB = fixture.Connect();
         await using var a = await siloA.OpenDeviceAsync(container, "shared", 4 * OneMiB);
         await using var b = await siloB.OpenDeviceAsync(container, "shared", 4 * OneMiB);
 
-        byte[] fromA = Blocks.Pattern((int)OneMiB, seed: 6);
-        byte[] fromB = Blocks.Pattern((int)OneMiB, seed: 7);
+        var fromA = Blocks.Pattern((int)OneMiB, seed: 6);
+        var fromB = Blocks.Pattern((int)OneMiB, seed: 7);
         await Task.WhenAll(a.WriteAsync(0, fromA).AsTask(), b.WriteAsync(OneMiB, fromB).AsTask());
 
-        byte[] seenByA = new byte[OneMiB];
-        byte[] seenByB = new byte[OneMiB];
+        var seenByA = new byte[OneMiB];
+        var seenByB = new byte[OneMiB];
         await a.ReadAsync(OneMiB, seenByA);
         await b.ReadAsync(0, seenByB);
         Assert.Equal(fromB, seenByA);
@@ -228,17 +228,17 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
     [Fact]
     public async Task WriteIfMatch_WritesWithTheCurrentETag_AndRefusesAStaleOne_LeavingTheDataAlone()
     {
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
         await using var siloA = await fixture.Connect().OpenDeviceAsync(container, "sb", OneMiB);
         await using var siloB = await fixture.Connect().OpenDeviceAsync(container, "sb", OneMiB);
-        byte[] buffer = new byte[Sector];
+        var buffer = new byte[Sector];
 
         ETag seenByA = await siloA.ReadWithETagAsync(0, buffer);
         ETag seenByB = await siloB.ReadWithETagAsync(0, buffer);
         Assert.Equal(seenByA, seenByB);
 
-        byte[] superblockA = Blocks.Pattern(Sector, seed: 8);
-        byte[] superblockB = Blocks.Pattern(Sector, seed: 9);
+        var superblockA = Blocks.Pattern(Sector, seed: 8);
+        var superblockB = Blocks.Pattern(Sector, seed: 9);
         ConditionalWriteResult a = await siloA.WriteIfMatchAsync(0, superblockA, seenByA);
         ConditionalWriteResult b = await siloB.WriteIfMatchAsync(0, superblockB, seenByB);
 
@@ -271,7 +271,7 @@ public sealed class PageBlobBlockDeviceTests(AzuriteFixture fixture)
         await using var device = await fixture.Connect()
             .OpenDeviceAsync(fixture.NewContainerName(), "flush", 16 * OneMiB);
         var writes = new List<Task>();
-        for (int i = 0; i < 12; i++)
+        for (var i = 0; i < 12; i++)
         {
             writes.Add(device.WriteAsync(i * OneMiB, Blocks.Pattern((int)OneMiB, i)).AsTask());
         }

@@ -19,11 +19,11 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
     [Fact]
     public async Task ThrottlingAndDroppedConnections_AreRetriedBySdk_AndEveryByteReadsBackCorrect()
     {
-        int seed = Environment.TickCount;
+        var seed = Environment.TickCount;
         output.WriteLine($"seed {seed}");
         var faults = new SeededFaults(seed);
         await using var proxy = new FaultProxy(fixture.Azurite.Port, faults.Decide);
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
 
         // More retries than the proxy ever injects in a row, so no fault may surface.
         var options = AzuriteFixture.FastRetryOptions(maxRetries: SeededFaults.MaxFaultsPerRequest + 2);
@@ -31,24 +31,24 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
             .OpenDeviceAsync(container, "faulty", CapacityBytes);
 
         var random = new Random(seed);
-        byte[] model = new byte[CapacityBytes];
+        var model = new byte[CapacityBytes];
         try
         {
             // Writes in waves of disjoint ranges, run concurrently; sizes from one sector to 5 MiB (split into two Put
             // Page calls).
-            for (int wave = 0; wave < 6; wave++)
+            for (var wave = 0; wave < 6; wave++)
             {
                 var writes = new List<Task>();
-                long cursor = random.Next(0, 64) * (long)Sector;
+                var cursor = random.Next(0, 64) * (long)Sector;
                 while (writes.Count < 8)
                 {
-                    int sectors = random.Next(4) == 0 ? random.Next(256, 1281) : random.Next(1, 33);
+                    var sectors = random.Next(4) == 0 ? random.Next(256, 1281) : random.Next(1, 33);
                     if (cursor + ((long)sectors * Sector) > CapacityBytes)
                     {
                         break;
                     }
 
-                    byte[] data = new byte[sectors * Sector];
+                    var data = new byte[sectors * Sector];
                     random.NextBytes(data);
                     data.CopyTo(model, cursor);
                     writes.Add(device.WriteAsync(cursor, data).AsTask());
@@ -59,16 +59,16 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
             }
 
             // Reads through the faulty proxy, in pieces of random size, and straight from Azurite.
-            byte[] throughProxy = new byte[CapacityBytes];
+            var throughProxy = new byte[CapacityBytes];
             for (long offset = 0; offset < CapacityBytes;)
             {
-                int length = (int)Math.Min(CapacityBytes - offset, random.Next(1, 1500) * (long)Sector);
+                var length = (int)Math.Min(CapacityBytes - offset, random.Next(1, 1500) * (long)Sector);
                 await device.ReadAsync(offset, throughProxy.AsMemory((int)offset, length));
                 offset += length;
             }
 
             await using var direct = await fixture.Connect().OpenDeviceAsync(container, "faulty");
-            byte[] stored = new byte[CapacityBytes];
+            var stored = new byte[CapacityBytes];
             await direct.ReadAsync(0, stored);
 
             Assert.True(model.AsSpan().SequenceEqual(stored), "the blob differs from what was written");
@@ -92,7 +92,7 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
     [Fact]
     public async Task PersistentThrottling_FailsWithBlockDeviceException_AfterExactlyTheConfiguredRetries()
     {
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
         await using (await fixture.Connect().OpenDeviceAsync(container, "busy", CapacityBytes))
         {
         }
@@ -105,7 +105,7 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
         await using var device = await fixture.Connect(AzuriteFixture.FastRetryOptions(maxRetries), viaPort: proxy.Port)
             .OpenDeviceAsync(container, "busy");
 
-        int before = proxy.Count(ProxyFault.ServerBusy503);
+        var before = proxy.Count(ProxyFault.ServerBusy503);
         var error = await Assert.ThrowsAsync<BlockDeviceException>(
             () => device.WriteAsync(0, new byte[Sector]).AsTask());
         Assert.Equal(device.Name, error.DeviceName);
@@ -116,7 +116,7 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
     [Fact]
     public async Task WriteIfMatch_WhoseAcknowledgementWasLost_IsReportedWritten()
     {
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
         ETag etag;
         await using (var setup = await fixture.Connect().OpenDeviceAsync(container, "superblock", CapacityBytes))
         {
@@ -125,7 +125,7 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
 
         // The first Put Page reaches Azurite, which applies it; its answer is lost, so the SDK retries
         // with the old ETag and meets 412. The device must see that its own data is in place.
-        int puts = 0;
+        var puts = 0;
         await using var proxy = new FaultProxy(fixture.Azurite.Port, r =>
             r.Method == "PUT"
                 && r.Target.Contains("comp=page", StringComparison.Ordinal)
@@ -134,13 +134,13 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
                 : ProxyFault.None);
         await using var device = await fixture.Connect(viaPort: proxy.Port).OpenDeviceAsync(container, "superblock");
 
-        byte[] superblock = new byte[Sector];
+        var superblock = new byte[Sector];
         new Random(42).NextBytes(superblock);
         ConditionalWriteResult result = await device.WriteIfMatchAsync(0, superblock, etag);
 
         Assert.Equal(1, proxy.Count(ProxyFault.LoseResponse));
         Assert.True(result.Written);
-        byte[] back = new byte[Sector];
+        var back = new byte[Sector];
         Assert.Equal(result.ETag, await device.ReadWithETagAsync(0, back));
         Assert.Equal(superblock, back);
     }
@@ -148,9 +148,9 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
     [Fact]
     public async Task ReadCutOffMidBody_WhileAnotherSiloWritesElsewhere_IsResumed_AndReturnsTheRightBytes()
     {
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
         const int readBytes = 256 * 1024;
-        byte[] expected = new byte[readBytes];
+        var expected = new byte[readBytes];
         new Random(21).NextBytes(expected);
         await using var otherSilo = await fixture.Connect().OpenDeviceAsync(container, "shared", CapacityBytes);
         await otherSilo.WriteAsync(0, expected);
@@ -158,7 +158,7 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
         // The first download is cut inside its body; before that, another silo writes elsewhere in the
         // blob, so the blob's ETag changed under the download. The resumed (or restarted, if the service
         // refuses the resume with 412) read must still return exactly the bytes of the range.
-        int gets = 0;
+        var gets = 0;
         await using var proxy = new FaultProxy(fixture.Azurite.Port, r =>
         {
             if (r.Method != "GET" || Interlocked.Increment(ref gets) != 1)
@@ -171,7 +171,7 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
         }, cutAfterBytes: 64 * 1024);
         await using var device = await fixture.Connect(viaPort: proxy.Port).OpenDeviceAsync(container, "shared");
 
-        byte[] back = new byte[readBytes];
+        var back = new byte[readBytes];
         await device.ReadAsync(0, back);
 
         output.WriteLine($"GET requests: {gets}");
@@ -184,7 +184,7 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
     public async Task MaxInFlightIo_BoundsTheRequestsOnTheWire()
     {
         const int maxInFlight = 3;
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
         await using (await fixture.Connect().OpenDeviceAsync(container, "bounded", CapacityBytes))
         {
         }
@@ -198,7 +198,7 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
             .OpenDeviceAsync(container, "bounded");
 
         var io = new List<Task>();
-        for (int i = 0; i < 24; i++)
+        for (var i = 0; i < 24; i++)
         {
             io.Add(device.WriteAsync(i * 2L * Sector, new byte[Sector]).AsTask());
             io.Add(device.ReadAsync(((i * 2L) + 1) * Sector, new byte[Sector]).AsTask());
@@ -235,7 +235,7 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
     public async Task DeletedBlob_FailsReadsAndWritesWithBlockDeviceException_NamingTheBlobAsGone()
     {
         var connection = fixture.Connect();
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
         await using var device = await connection.OpenDeviceAsync(container, "doomed", CapacityBytes);
         await device.WriteAsync(0, new byte[Sector]);
 
@@ -253,7 +253,7 @@ public sealed class PageBlobFaultTests(AzuriteFixture fixture, ITestOutputHelper
     public async Task DeletedContainer_FailsIoWithBlockDeviceException()
     {
         var connection = fixture.Connect();
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
         await using var device = await connection.OpenDeviceAsync(container, "doomed", CapacityBytes);
 
         await connection.GetContainerClient(container).DeleteAsync();

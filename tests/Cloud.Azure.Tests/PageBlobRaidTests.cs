@@ -36,14 +36,14 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
     [Fact]
     public async Task Raid5OverPageBlobs_SurvivesADeletedBlob_RebuildsOntoANewOne_ThenSurvivesAnUnreachableBlob()
     {
-        int seed = Environment.TickCount;
+        var seed = Environment.TickCount;
         output.WriteLine($"seed {seed}");
         var random = new Random(seed);
         var connection = fixture.Connect();
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
 
         // Member 2 reaches Azurite through a proxy, so that it can later be cut off while its blob stays intact.
-        bool member2Unreachable = false;
+        var member2Unreachable = false;
         await using var proxy = new FaultProxy(
             fixture.Azurite.Port,
             _ => Volatile.Read(ref member2Unreachable) ? ProxyFault.DropBeforeForward : ProxyFault.None);
@@ -52,7 +52,7 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
         var devices = new List<IBlockDevice>();
         try
         {
-            for (int i = 0; i < 4; i++)
+            for (var i = 0; i < 4; i++)
             {
                 devices.Add(
                     await (i == 2 ? viaProxy : connection).OpenDeviceAsync(container, $"vol/m{i}", MemberBytes));
@@ -62,12 +62,12 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
                 "blobs", Guid.NewGuid(), new VolumeGeometry(RaidLevel.Raid5, 4, ChunkBytes));
             await using RaidVolume volume = await RaidVolume.CreateAsync(definition, devices);
             Assert.Equal(Stripes, volume.StripeCount);
-            byte[] model = new byte[volume.CapacityBytes];
+            var model = new byte[volume.CapacityBytes];
             await RandomWritesAsync(volume, model, random, 30);
             AssertSame(model, await ReadAllAsync(volume), $"seed {seed}, healthy");
 
             // Loss 1: the blob of member 1 is deleted. The next I/O that touches it fails the member.
-            long generationBefore = volume.Generation;
+            var generationBefore = volume.Generation;
             await connection.GetPageBlobClient(container, "vol/m1").DeleteAsync();
             AssertSame(model, await ReadAllAsync(volume), $"seed {seed}, member 1 deleted");
             Assert.Equal(MemberState.Failed, volume.Members[1].State);
@@ -128,7 +128,7 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
     [Fact]
     public async Task MixedFileAndPageBlobMembers_FromDescriptors_WriteReadReassembleAndScrubClean()
     {
-        int seed = Environment.TickCount;
+        var seed = Environment.TickCount;
         output.WriteLine($"seed {seed}");
         var random = new Random(seed);
         var factory = new BlockDeviceFactory(new PageBlobAccountOptions
@@ -136,7 +136,7 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
             ConnectionString = fixture.Azurite.ConnectionString(),
             Device = AzuriteFixture.FastRetryOptions(),
         });
-        string container = fixture.NewContainerName();
+        var container = fixture.NewContainerName();
         string[] descriptors =
         [
             $"file:{Path.Combine(_dir, "m0.img")}",
@@ -199,7 +199,7 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
         var devices = new List<IBlockDevice>();
         try
         {
-            foreach (string descriptor in descriptors)
+            foreach (var descriptor in descriptors)
             {
                 devices.Add(await factory.OpenAsync(descriptor, capacityBytes));
             }
@@ -223,12 +223,12 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
     /// <summary>Writes <paramref name="count"/> random block-aligned extents into the volume and the model.</summary>
     private static async Task RandomWritesAsync(IBlockVolume volume, byte[] model, Random random, int count)
     {
-        long blocks = volume.CapacityBytes / Block;
-        for (int i = 0; i < count; i++)
+        var blocks = volume.CapacityBytes / Block;
+        for (var i = 0; i < count; i++)
         {
-            int length = random.Next(1, MaxBlocksPerWrite + 1);
-            long first = random.NextInt64(blocks - length + 1);
-            byte[] data = new byte[length * Block];
+            var length = random.Next(1, MaxBlocksPerWrite + 1);
+            var first = random.NextInt64(blocks - length + 1);
+            var data = new byte[length * Block];
             random.NextBytes(data);
             await volume.WriteAsync(first * Block, data);
             data.CopyTo(model, first * Block);
@@ -237,9 +237,9 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
 
     private static async Task<byte[]> ReadAllAsync(IBlockVolume volume)
     {
-        byte[] all = new byte[volume.CapacityBytes];
-        int step = Math.Min(volume.MaxIoSizeBytes, 1 << 20);
-        for (int pos = 0; pos < all.Length; pos += step)
+        var all = new byte[volume.CapacityBytes];
+        var step = Math.Min(volume.MaxIoSizeBytes, 1 << 20);
+        for (var pos = 0; pos < all.Length; pos += step)
         {
             await volume.ReadAsync(pos, all.AsMemory(pos, Math.Min(step, all.Length - pos)));
         }
@@ -249,7 +249,7 @@ public sealed class PageBlobRaidTests(AzuriteFixture fixture, ITestOutputHelper 
     private static void AssertSame(byte[] expected, byte[] actual, string context)
     {
         Assert.Equal(expected.Length, actual.Length);
-        int i = expected.AsSpan().CommonPrefixLength(actual);
+        var i = expected.AsSpan().CommonPrefixLength(actual);
         Assert.True(i == expected.Length, $"{context}: first difference at byte {i} (block {i / Block})");
     }
 }

@@ -11,8 +11,15 @@ namespace Cloud.HostBed;
 /// <param name="Recovery">Per survivor's writer, in host order: kill to writes flowing again.</param>
 /// <param name="Lost">Blocks not holding their last acknowledged write, over every volume.</param>
 /// <param name="Mismatches">Parity mismatches plus checksum errors the scrub found, over every volume.</param>
-/// <param name="CheckError">Why the check after the kill (restart, FLUSH, read-back, scrub) could not finish, or null.</param>
-public sealed record FailoverTrial(int Trial, int Victim, IReadOnlyList<TimeSpan> Recovery, long Lost, long Mismatches, string? CheckError)
+/// <param name="CheckError">Why the check after the kill (restart, FLUSH, read-back, scrub) could not finish, or
+/// null.</param>
+public sealed record FailoverTrial(
+    int Trial,
+    int Victim,
+    IReadOnlyList<TimeSpan> Recovery,
+    long Lost,
+    long Mismatches,
+    string? CheckError)
 {
     /// <summary>The trial's figure: the slowest survivor's recovery.</summary>
     public TimeSpan WorstRecovery => Recovery.Max();
@@ -46,7 +53,9 @@ public sealed class FailoverTrials
     /// <summary>Bound on writes flowing at all; a trial that needs longer has failed.</summary>
     public static readonly TimeSpan FlowTimeout = TimeSpan.FromSeconds(120);
 
-    /// <summary>Most random delay between the warm-up and the kill, so kills land at different points of a write.</summary>
+    /// <summary>
+    /// Most random delay between the warm-up and the kill, so kills land at different points of a write.
+    /// </summary>
     private const int MaxKillDelayMs = 500;
 
     private readonly HostBed _bed;
@@ -61,7 +70,13 @@ public sealed class FailoverTrials
         _log = log;
         _random = new Random(seed);
         _volumes = volumes;
-        _streams = [.. volumes.Select((_, i) => new WriteStream(PageBlobVolumes.VolumeBytes, CrashScenario.Writers, seed + i) { GiveUpAfter = GiveUpAfter })];
+        _streams =
+        [
+            .. volumes.Select((_, i) => new WriteStream(PageBlobVolumes.VolumeBytes, CrashScenario.Writers, seed + i)
+            {
+                GiveUpAfter = GiveUpAfter
+            })
+        ];
     }
 
     /// <summary>Acknowledged writes over every trial so far.</summary>
@@ -70,12 +85,16 @@ public sealed class FailoverTrials
     /// <summary>Unacknowledged writes over every trial so far.</summary>
     public long FailedCount => _streams.Sum(s => (long)s.FailedCount);
 
-    /// <summary>Creates one page-blob volume per survivor (the bed's hosts less one) through <paramref name="client"/>.</summary>
+    /// <summary>
+    /// Creates one page-blob volume per survivor (the bed's hosts less one) through <paramref name="client"/>.
+    /// </summary>
     public static async Task<FailoverTrials> CreateAsync(HostBed bed, CloudClient client, int seed, Action<string> log)
     {
         ArgumentNullException.ThrowIfNull(bed);
         ArgumentNullException.ThrowIfNull(client);
-        if (bed.Hosts.Count < 2) throw new ArgumentException($"the failover trials need at least 2 hosts, not {bed.Hosts.Count}", nameof(bed));
+        if (bed.Hosts.Count < 2)
+            throw new ArgumentException(
+                $"the failover trials need at least 2 hosts, not {bed.Hosts.Count}", nameof(bed));
         var volumes = Enumerable.Range(0, bed.Hosts.Count - 1).Select(i => $"failover-{i}").ToArray();
         foreach (var name in volumes) await PageBlobVolumes.CreateAsync(client, name).ConfigureAwait(false);
         return new FailoverTrials(bed, seed, log, volumes);
@@ -90,13 +109,16 @@ public sealed class FailoverTrials
         try
         {
             for (var k = 0; k < survivors.Length; k++)
-                writers.Add(await HostWriter.StartAsync(_bed, survivors[k], _volumes[k], _streams[k]).ConfigureAwait(false));
+                writers.Add(
+                    await HostWriter.StartAsync(_bed, survivors[k], _volumes[k], _streams[k]).ConfigureAwait(false));
             await WaitForAcksAsync(writers, $"trial {trial}: writes do not flow before the kill").ConfigureAwait(false);
             await Task.Delay(_random.Next(0, MaxKillDelayMs)).ConfigureAwait(false);
 
             var killedAt = writers.Select(w => w.Stream.Now).ToArray();
             await _bed.KillAsync(victim).ConfigureAwait(false);
-            await WaitForAcksAsync(writers, $"trial {trial}: writes did not flow again within {FlowTimeout} of killing {_bed.Hosts[victim].Name}").ConfigureAwait(false);
+            await WaitForAcksAsync(
+                writers,
+                $"trial {trial}: writes did not flow again within {FlowTimeout} of killing {_bed.Hosts[victim].Name}").ConfigureAwait(false);
             // Every write issued in the stall window must have finished or been given up on before it is measured.
             // Each stream has its own clock, so each writer's wait is reckoned on its own.
             var settle = writers.Select((w, k) => killedAt[k] + StallWindow + GiveUpAfter - w.Stream.Now).Max();
@@ -108,12 +130,14 @@ public sealed class FailoverTrials
                 var (lost, mismatches) = await RestartAndCheckAsync(trial, victim, writers).ConfigureAwait(false);
                 return new FailoverTrial(trial, victim, recovery, lost, mismatches, null);
             }
-            catch (Exception ex) when (ex is TimeoutException or Orleans.Runtime.OrleansException or CloudRequestException)
+            catch (Exception ex)
+                when (ex is TimeoutException or Orleans.Runtime.OrleansException or CloudRequestException)
             {
                 // The recovery was measured; a check that cannot finish is a result of its own, not a lost figure.
                 if (!_bed.IsRunning(victim)) await _bed.StartHostAsync(victim).ConfigureAwait(false);
                 await _bed.WaitForActiveAsync(_bed.Hosts.Count).ConfigureAwait(false);
-                return new FailoverTrial(trial, victim, recovery, 0, 0, $"{ex.GetType().Name}: {ex.Message.Split('\n')[0]}");
+                return new FailoverTrial(
+                    trial, victim, recovery, 0, 0, $"{ex.GetType().Name}: {ex.Message.Split('\n')[0]}");
             }
         }
         finally
@@ -123,7 +147,10 @@ public sealed class FailoverTrials
     }
 
     /// <summary>Restarts the victim, stops the writers, then flushes, reads back and scrubs every volume.</summary>
-    private async Task<(long Lost, long Mismatches)> RestartAndCheckAsync(int trial, int victim, IReadOnlyList<HostWriter> writers)
+    private async Task<(long Lost, long Mismatches)> RestartAndCheckAsync(
+        int trial,
+        int victim,
+        IReadOnlyList<HostWriter> writers)
     {
         // The victim rejoins while the survivors still write, as a restarted machine would.
         await _bed.StartHostAsync(victim).ConfigureAwait(false);
@@ -133,12 +160,18 @@ public sealed class FailoverTrials
         long lost = 0, mismatches = 0;
         foreach (var writer in writers)
         {
-            await CrashScenario.RetryAsync(async () => { await writer.Volume.FlushAsync().ConfigureAwait(false); return 0; }).ConfigureAwait(false);
-            var (volumeLost, details) = await CrashScenario.RetryAsync(() => writer.Stream.VerifyAsync(writer.Volume)).ConfigureAwait(false);
-            var scrub = await CrashScenario.RetryAsync(() => writer.Client.ScrubAsync(writer.Volume.Name, repair: false)).ConfigureAwait(false);
+            await CrashScenario.RetryAsync(
+                async () => { await writer.Volume.FlushAsync().ConfigureAwait(false); return 0; })
+                .ConfigureAwait(false);
+            var (volumeLost, details) = await CrashScenario.RetryAsync(() => writer.Stream.VerifyAsync(writer.Volume))
+                .ConfigureAwait(false);
+            var scrub = await CrashScenario.RetryAsync(
+                () => writer.Client.ScrubAsync(writer.Volume.Name, repair: false))
+                .ConfigureAwait(false);
             lost += volumeLost;
             mismatches += scrub.Mismatches + scrub.ChecksumErrors;
-            if (volumeLost > 0) await ReportLossAsync(trial, writer, writers, volumeLost, details).ConfigureAwait(false);
+            if (volumeLost > 0)
+                await ReportLossAsync(trial, writer, writers, volumeLost, details).ConfigureAwait(false);
         }
         return (lost, mismatches);
     }
@@ -147,27 +180,39 @@ public sealed class FailoverTrials
     /// Logs a loss with the evidence: the same check read through every other survivor (so a stale cache on one host's
     /// read path shows as a difference), and the tail of each host's output.
     /// </summary>
-    private async Task ReportLossAsync(int trial, HostWriter writer, IReadOnlyList<HostWriter> writers, long lost, string details)
+    private async Task ReportLossAsync(
+        int trial,
+        HostWriter writer,
+        IReadOnlyList<HostWriter> writers,
+        long lost,
+        string details)
     {
-        _log($"trial {trial}: {writer.Volume.Name} lost {lost} blocks read through {_bed.Hosts[writer.Host].Name} (seed {writer.Stream.Seed}): {details}");
+        _log(
+            $"trial {trial}: {writer.Volume.Name} lost {lost} blocks read through {_bed.Hosts[writer.Host].Name} (seed {writer.Stream.Seed}): {details}");
         foreach (var other in writers.Where(w => w != writer))
         {
             var volume = await CrashScenario.OpenAsync(other.Client, writer.Volume.Name).ConfigureAwait(false);
-            var (otherLost, otherDetails) = await CrashScenario.RetryAsync(() => writer.Stream.VerifyAsync(volume)).ConfigureAwait(false);
-            _log($"trial {trial}: {writer.Volume.Name} read through {_bed.Hosts[other.Host].Name}: {otherLost} blocks lost: {otherDetails}");
+            var (otherLost, otherDetails) = await CrashScenario.RetryAsync(() => writer.Stream.VerifyAsync(volume))
+                .ConfigureAwait(false);
+            _log(
+                $"trial {trial}: {writer.Volume.Name} read through {_bed.Hosts[other.Host].Name}: {otherLost} blocks lost: {otherDetails}");
         }
         foreach (var host in _bed.Hosts)
         {
             var output = _bed.OutputOf(host.Index);
-            _log($"--- {host.Name} (last 4000 characters of its output):\n{(output.Length <= 4000 ? output : output[^4000..])}");
+            _log(
+                $"--- {host.Name} (last 4000 characters of its output):\n{(output.Length <= 4000 ? output : output[^4000..])}");
         }
     }
 
-    /// <summary>Runs <paramref name="trials"/> trials, prints each and the summary; returns the process exit code.</summary>
+    /// <summary>
+    /// Runs <paramref name="trials"/> trials, prints each and the summary; returns the process exit code.
+    /// </summary>
     public static async Task<int> RunAsync(HostBed bed, int trials, int seed, Action<string> log)
     {
         ArgumentNullException.ThrowIfNull(log);
-        if (trials is < 1 or > MaxTrials) throw new ArgumentOutOfRangeException(nameof(trials), $"{trials} trials is not allowed; use 1-{MaxTrials}");
+        if (trials is < 1 or > MaxTrials)
+            throw new ArgumentOutOfRangeException(nameof(trials), $"{trials} trials is not allowed; use 1-{MaxTrials}");
         await using var client = await bed.ConnectAsync().ConfigureAwait(false);
         var runner = await CreateAsync(bed, client, seed, log).ConfigureAwait(false);
         var results = new List<FailoverTrial>();
@@ -179,19 +224,25 @@ public sealed class FailoverTrials
             {
                 result = await runner.RunTrialAsync(client, trial).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is TimeoutException or InvalidOperationException or Orleans.Runtime.OrleansException)
+            catch (Exception ex)
+                when (ex is TimeoutException or InvalidOperationException or Orleans.Runtime.OrleansException)
             {
                 // One trial's failure is a result too; the next trial needs every host up again.
                 failed++;
                 log($"trial {trial,2}: FAILED: {ex.GetType().Name}: {ex.Message.Split('\n')[0]}");
-                foreach (var host in bed.Hosts.Where(h => !bed.IsRunning(h.Index))) await bed.StartHostAsync(host.Index).ConfigureAwait(false);
+                foreach (var host in bed.Hosts.Where(h => !bed.IsRunning(h.Index)))
+                    await bed.StartHostAsync(host.Index).ConfigureAwait(false);
                 await bed.WaitForActiveAsync(bed.Hosts.Count).ConfigureAwait(false);
                 continue;
             }
             results.Add(result);
-            var perWriter = string.Join(", ", result.Recovery.Select(r => r.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s"));
+            var perWriter = string.Join(
+                ", ", result.Recovery.Select(r => r.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s"));
             log($"trial {trial,2}: killed {bed.Hosts[result.Victim].Name} (catalog host); writes flowing again after {perWriter} "
-                + $"(survivors' writers); " + (result.CheckError is null ? $"{result.Lost} lost, {result.Mismatches} scrub mismatches" : $"CHECK FAILED: {result.CheckError}"));
+                + $"(survivors' writers); "
+                + (result.CheckError is null
+                    ? $"{result.Lost} lost, {result.Mismatches} scrub mismatches"
+                    : $"CHECK FAILED: {result.CheckError}"));
         }
 
         if (results.Count == 0)
@@ -200,17 +251,21 @@ public sealed class FailoverTrials
             return 1;
         }
         var sorted = results.Select(r => r.WorstRecovery).Order().ToList();
-        var median = sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[(sorted.Count / 2) - 1] + sorted[sorted.Count / 2]) / 2;
+        var median = sorted.Count % 2 == 1
+            ? sorted[sorted.Count / 2]
+            : (sorted[(sorted.Count / 2) - 1] + sorted[sorted.Count / 2]) / 2;
         long lost = results.Sum(r => r.Lost), mismatches = results.Sum(r => r.Mismatches);
         log("");
-        log($"trials:                           {trials} kills of the catalog's host (seed {seed}, {bed.Hosts.Count} hosts)");
+        log(
+            $"trials:                           {trials} kills of the catalog's host (seed {seed}, {bed.Hosts.Count} hosts)");
         log($"acknowledged writes:              {runner.AcknowledgedCount} ({runner.FailedCount} unacknowledged)");
         var unchecked_ = results.Count(r => r.CheckError is not null);
         log($"trials failed (no figure):        {failed}");
         log($"trials whose check failed:        {unchecked_} (restart, FLUSH, read-back or scrub did not finish)");
         log($"acknowledged writes lost:         {lost}");
         log($"scrub mismatches + checksum errs: {mismatches}");
-        log($"kill -> writes flowing again:     median {Seconds(median)}, worst {Seconds(sorted[^1])} (slowest survivor per trial)");
+        log(
+            $"kill -> writes flowing again:     median {Seconds(median)}, worst {Seconds(sorted[^1])} (slowest survivor per trial)");
         return lost == 0 && mismatches == 0 && failed == 0 && unchecked_ == 0 ? 0 : 1;
     }
 
@@ -218,8 +273,10 @@ public sealed class FailoverTrials
 
     private static async Task WaitForAcksAsync(IReadOnlyList<HostWriter> writers, string failure)
     {
-        var flowing = await Task.WhenAll(writers.Select(w => w.Stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout))).ConfigureAwait(false);
+        var flowing = await Task.WhenAll(writers.Select(w => w.Stream.WaitForAcksAsync(WarmUpAcks, FlowTimeout)))
+            .ConfigureAwait(false);
         if (flowing.All(f => f)) return;
-        throw new InvalidOperationException($"{failure}: " + string.Join("; ", writers.Where((_, k) => !flowing[k]).Select(w => w.Describe())));
+        throw new InvalidOperationException(
+            $"{failure}: " + string.Join("; ", writers.Where((_, k) => !flowing[k]).Select(w => w.Describe())));
     }
 }

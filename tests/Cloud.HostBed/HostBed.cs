@@ -38,13 +38,18 @@ public sealed class HostBedOptions
     /// <summary>The Orleans cluster id every silo and client of the bed shares.</summary>
     public string ClusterId { get; set; } = "bed";
 
-    /// <summary>Default for <see cref="PartitionTargetBytes"/>: small, so a small volume spreads its partition-lock grains over every host.</summary>
+    /// <summary>
+    /// Default for <see cref="PartitionTargetBytes"/>: small, so a small volume spreads its partition-lock grains over
+    /// every host.
+    /// </summary>
     public const long DefaultPartitionTargetBytes = 1L << 20;
 
     /// <summary>Partition size, which every silo of the bed is given.</summary>
     public long PartitionTargetBytes { get; set; } = DefaultPartitionTargetBytes;
 
-    /// <summary>The page-blob account every host uses (an Azurite connection string in tests), or null for none.</summary>
+    /// <summary>
+    /// The page-blob account every host uses (an Azurite connection string in tests), or null for none.
+    /// </summary>
     public string? PageBlobConnectionString { get; set; }
 
     /// <summary>Serve NBD on every host's address (one port for all hosts).</summary>
@@ -62,7 +67,9 @@ public sealed class HostBedOptions
 /// </summary>
 public sealed class HostBed : IAsyncDisposable
 {
-    /// <summary>Generous bound for a silo to start on a loaded 2-core machine; it only stops a broken run from hanging.</summary>
+    /// <summary>
+    /// Generous bound for a silo to start on a loaded 2-core machine; it only stops a broken run from hanging.
+    /// </summary>
     public static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(120);
 
     /// <summary>Bound on a graceful stop (drain included).</summary>
@@ -76,7 +83,14 @@ public sealed class HostBed : IAsyncDisposable
     private readonly Action<string>? _log;
     private readonly string _dotnet;
 
-    private HostBed(string connectionString, HostBedOptions options, string baseDirectory, BedHost[] hosts, int[] ports, string dotnet, Action<string>? log)
+    private HostBed(
+        string connectionString,
+        HostBedOptions options,
+        string baseDirectory,
+        BedHost[] hosts,
+        int[] ports,
+        string dotnet,
+        Action<string>? log)
     {
         ConnectionString = connectionString;
         _options = options;
@@ -127,7 +141,8 @@ public sealed class HostBed : IAsyncDisposable
     public bool IsRunning(int index) => _processes[index] is { HasExited: false };
 
     /// <summary>Host <paramref name="index"/>'s silo PID (while it runs).</summary>
-    public int ProcessId(int index) => _processes[index]?.Id ?? throw new InvalidOperationException($"{Hosts[index].Name} was never started");
+    public int ProcessId(int index)
+        => _processes[index]?.Id ?? throw new InvalidOperationException($"{Hosts[index].Name} was never started");
 
     /// <summary>Host <paramref name="index"/>'s silo output so far (for failure messages).</summary>
     public string OutputOf(int index) => _processes[index]?.Output ?? "";
@@ -135,20 +150,28 @@ public sealed class HostBed : IAsyncDisposable
     /// <summary>The index of the host with <paramref name="address"/>, or -1.</summary>
     public int IndexOf(IPAddress address) => Hosts.ToList().FindIndex(h => h.Address.Equals(address));
 
-    /// <summary>Creates a database on <paramref name="server"/>, makes the hosts, applies the schema and starts every silo.</summary>
-    public static async Task<HostBed> StartAsync(PostgresServer server, HostBedOptions options, Action<string>? log = null)
+    /// <summary>
+    /// Creates a database on <paramref name="server"/>, makes the hosts, applies the schema and starts every silo.
+    /// </summary>
+    public static async Task<HostBed> StartAsync(
+        PostgresServer server,
+        HostBedOptions options,
+        Action<string>? log = null)
     {
         ArgumentNullException.ThrowIfNull(server);
         ArgumentNullException.ThrowIfNull(options);
         if (options.Hosts is < 1 or > HostBedOptions.MaxHosts)
-            throw new ArgumentOutOfRangeException(nameof(options), $"Hosts {options.Hosts} is not allowed; use 1-{HostBedOptions.MaxHosts}");
-        var connectionString = await server.CreateDatabaseAsync("bed_" + Guid.NewGuid().ToString("N")).ConfigureAwait(false);
+            throw new ArgumentOutOfRangeException(
+                nameof(options), $"Hosts {options.Hosts} is not allowed; use 1-{HostBedOptions.MaxHosts}");
+        var connectionString = await server.CreateDatabaseAsync("bed_" + Guid.NewGuid().ToString("N"))
+            .ConfigureAwait(false);
         var bed = Create(connectionString, options, log);
         try
         {
             // The schema first, alone: the others then start against a ready database.
             await bed.StartHostAsync(0, applySchema: true).ConfigureAwait(false);
-            await Task.WhenAll(Enumerable.Range(1, options.Hosts - 1).Select(i => bed.StartHostAsync(i))).ConfigureAwait(false);
+            await Task.WhenAll(Enumerable.Range(1, options.Hosts - 1).Select(i => bed.StartHostAsync(i)))
+                .ConfigureAwait(false);
             await bed.WaitForActiveAsync(options.Hosts).ConfigureAwait(false);
         }
         catch
@@ -180,12 +203,17 @@ public sealed class HostBed : IAsyncDisposable
             File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             hosts[i] = new BedHost(i, name, IPAddress.Parse($"127.0.0.{AddressBase + i + 1}"), user, uid, gid, dir);
         }
-        var bed = new HostBed(connectionString, options, root, hosts, FreePorts.Next(3), FindDotnet(), log) { SeparateUsers = separate };
-        log?.Invoke($"bed in {root}: {string.Join(", ", hosts.Select(h => $"{h.Name} {h.Address} as {h.User}"))}; silo port {bed.SiloPort}, gateway {bed.GatewayPort}, NBD {bed.NbdPort}");
+        var bed = new HostBed(
+            connectionString, options, root, hosts, FreePorts.Next(3), FindDotnet(), log) { SeparateUsers = separate };
+        log?.Invoke(
+            $"bed in {root}: {string.Join(", ", hosts.Select(h => $"{h.Name} {h.Address} as {h.User}"))}; silo port {bed.SiloPort}, gateway {bed.GatewayPort}, NBD {bed.NbdPort}");
         return bed;
     }
 
-    /// <summary>Starts (or restarts, with the same address, user and directory) host <paramref name="index"/>'s silo, and waits until it is up.</summary>
+    /// <summary>
+    /// Starts (or restarts, with the same address, user and directory) host <paramref name="index"/>'s silo, and waits
+    /// until it is up.
+    /// </summary>
     public async Task StartHostAsync(int index, bool applySchema = false)
     {
         if (IsRunning(index)) throw new InvalidOperationException($"{Hosts[index].Name} is already running");
@@ -196,7 +224,8 @@ public sealed class HostBed : IAsyncDisposable
             $"--reuid={host.Uid}", $"--regid={host.Gid}", "--clear-groups", "--",
             _dotnet, Path.Combine(BaseDirectory, "silo", "Cloud.Silo.dll"),
             "--clustering", "postgres", "--connection", ConnectionString, "--cluster-id", ClusterId,
-            "--name", host.Name, "--host-name", host.Name, "--address", host.Address.ToString(), "--data", host.DataDirectory,
+            "--name", host.Name, "--host-name", host.Name, "--address", host.Address.ToString(), "--data",
+            host.DataDirectory,
             "--silo-port", SiloPort.ToString(CultureInfo.InvariantCulture),
             "--gateway-port", GatewayPort.ToString(CultureInfo.InvariantCulture),
             "--nbd-port", (_options.Nbd ? NbdPort : 0).ToString(CultureInfo.InvariantCulture),
@@ -220,7 +249,8 @@ public sealed class HostBed : IAsyncDisposable
     /// <summary>SIGKILL: a host's crash, with no drain and no goodbye to the cluster.</summary>
     public async Task KillAsync(int index)
     {
-        var process = _processes[index] ?? throw new InvalidOperationException($"{Hosts[index].Name} was never started");
+        var process = _processes[index]
+            ?? throw new InvalidOperationException($"{Hosts[index].Name} was never started");
         await process.KillAsync().ConfigureAwait(false);
         _log?.Invoke($"{DateTime.UtcNow:HH:mm:ss.fff} killed {Hosts[index].Name} (pid {process.Id})");
     }
@@ -228,7 +258,8 @@ public sealed class HostBed : IAsyncDisposable
     /// <summary>SIGTERM: a graceful stop; returns the exit code.</summary>
     public async Task<int> StopAsync(int index)
     {
-        var process = _processes[index] ?? throw new InvalidOperationException($"{Hosts[index].Name} was never started");
+        var process = _processes[index]
+            ?? throw new InvalidOperationException($"{Hosts[index].Name} was never started");
         var code = await process.TerminateAsync(StopTimeout).ConfigureAwait(false);
         _log?.Invoke($"{DateTime.UtcNow:HH:mm:ss.fff} stopped {Hosts[index].Name} (exit {code})");
         return code;
@@ -251,7 +282,13 @@ public sealed class HostBed : IAsyncDisposable
         var rows = new List<Member>();
         await using var reader = await command.ExecuteReaderAsync().ConfigureAwait(false);
         while (await reader.ReadAsync().ConfigureAwait(false))
-            rows.Add(new Member(reader.GetString(0), IPAddress.Parse(reader.GetString(1)), reader.GetInt32(2), reader.GetInt32(3), reader.GetString(4)));
+            rows.Add(
+                new Member(
+                    reader.GetString(0),
+                    IPAddress.Parse(reader.GetString(1)),
+                    reader.GetInt32(2),
+                    reader.GetInt32(3),
+                    reader.GetString(4)));
         return rows;
     }
 
@@ -260,10 +297,12 @@ public sealed class HostBed : IAsyncDisposable
     {
         var deadline = DateTime.UtcNow + StartTimeout;
         int active;
-        while ((active = (await MembershipAsync().ConfigureAwait(false)).Count(m => m.Status == ActiveStatus)) != expected)
+        while ((active = (await MembershipAsync().ConfigureAwait(false)).Count(m => m.Status == ActiveStatus))
+            != expected)
         {
             if (DateTime.UtcNow > deadline)
-                throw new TimeoutException($"{active} active silos in cluster '{ClusterId}' instead of {expected} after {StartTimeout}");
+                throw new TimeoutException(
+                    $"{active} active silos in cluster '{ClusterId}' instead of {expected} after {StartTimeout}");
             await Task.Delay(100).ConfigureAwait(false);
         }
     }
@@ -275,7 +314,8 @@ public sealed class HostBed : IAsyncDisposable
     public async Task<int> HostOfAsync(CloudClient client, IAddressable grain)
     {
         ArgumentNullException.ThrowIfNull(client);
-        var address = await client.Cluster.GetGrain<IManagementGrain>(0).GetActivationAddress(grain).ConfigureAwait(false);
+        var address = await client.Cluster.GetGrain<IManagementGrain>(0).GetActivationAddress(grain)
+            .ConfigureAwait(false);
         return address is null ? -1 : IndexOf(address.Endpoint.Address);
     }
 
@@ -288,13 +328,20 @@ public sealed class HostBed : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(client);
         await client.ListVolumesAsync().ConfigureAwait(false);
         var host = await HostOfAsync(client, client.Cluster.GetGrain<IVolumeCatalogGrain>(0)).ConfigureAwait(false);
-        return host >= 0 ? host : throw new InvalidOperationException("the volume catalog grain is not active on any host of the bed");
+        return host >= 0
+            ? host
+            : throw new InvalidOperationException("the volume catalog grain is not active on any host of the bed");
     }
 
-    /// <summary>A client bound to host <paramref name="index"/>'s gateway alone (that host is the first server of its writes).</summary>
-    public Task<CloudClient> ConnectToAsync(int index) => CloudClient.ConnectAsync(Gateway(index), ClusterId, ClusterId);
+    /// <summary>
+    /// A client bound to host <paramref name="index"/>'s gateway alone (that host is the first server of its writes).
+    /// </summary>
+    public Task<CloudClient> ConnectToAsync(int index)
+        => CloudClient.ConnectAsync(Gateway(index), ClusterId, ClusterId);
 
-    /// <summary>A client that finds the gateways through PostgreSQL (and moves to another when its gateway dies).</summary>
+    /// <summary>
+    /// A client that finds the gateways through PostgreSQL (and moves to another when its gateway dies).
+    /// </summary>
     public Task<CloudClient> ConnectAsync() => CloudClient.ConnectPostgresAsync(ConnectionString, ClusterId, ClusterId);
 
     /// <inheritdoc />
@@ -323,23 +370,32 @@ public sealed class HostBed : IAsyncDisposable
 
     private static void Chown(string path, int uid, int gid)
     {
-        using var process = Process.Start("chown", ["-R", $"{uid}:{gid}", path]) ?? throw new InvalidOperationException("cannot start chown");
+        using var process = Process.Start("chown", ["-R", $"{uid}:{gid}", path])
+            ?? throw new InvalidOperationException("cannot start chown");
         process.WaitForExit();
-        if (process.ExitCode != 0) throw new InvalidOperationException($"chown -R {uid}:{gid} {path} failed (exit {process.ExitCode})");
+        if (process.ExitCode != 0)
+            throw new InvalidOperationException($"chown -R {uid}:{gid} {path} failed (exit {process.ExitCode})");
     }
 
-    /// <summary>The dotnet host's absolute path: the silo runs as another user, whose PATH may not lead to it.</summary>
+    /// <summary>
+    /// The dotnet host's absolute path: the silo runs as another user, whose PATH may not lead to it.
+    /// </summary>
     private static string FindDotnet()
     {
-        foreach (var candidate in new[] { Environment.GetEnvironmentVariable("DOTNET_HOST_PATH"), "/usr/share/dotnet/dotnet", "/usr/lib/dotnet/dotnet" })
+        foreach (var candidate in new[]
+        {
+            Environment.GetEnvironmentVariable("DOTNET_HOST_PATH"), "/usr/share/dotnet/dotnet", "/usr/lib/dotnet/dotnet"
+        })
         {
             if (candidate is { Length: > 0 } && File.Exists(candidate) && Path.GetFileName(candidate) == "dotnet")
                 return new FileInfo(candidate).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? candidate;
         }
-        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "")
+            .Split(':', StringSplitOptions.RemoveEmptyEntries))
         {
             var candidate = Path.Combine(dir, "dotnet");
-            if (File.Exists(candidate)) return new FileInfo(candidate).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? candidate;
+            if (File.Exists(candidate))
+                return new FileInfo(candidate).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? candidate;
         }
         throw new FileNotFoundException("no dotnet host found (DOTNET_HOST_PATH, /usr/share/dotnet, PATH)");
     }

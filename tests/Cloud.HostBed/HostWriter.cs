@@ -35,7 +35,9 @@ public sealed class HostWriter : IAsyncDisposable
     /// <summary>The ledger of the writes.</summary>
     public WriteStream Stream { get; }
 
-    /// <summary>Connects to host <paramref name="host"/>, opens <paramref name="volumeName"/> and starts writing.</summary>
+    /// <summary>
+    /// Connects to host <paramref name="host"/>, opens <paramref name="volumeName"/> and starts writing.
+    /// </summary>
     public static async Task<HostWriter> StartAsync(HostBed bed, int host, string volumeName, WriteStream stream)
     {
         ArgumentNullException.ThrowIfNull(bed);

@@ -28,7 +28,9 @@ public static class PageBlobVolumes
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         if (name.Length is < 3 or > 63 || name.Any(c => c is not ((>= 'a' and <= 'z') or (>= '0' and <= '9') or '-')))
-            throw new ArgumentException($"volume name '{name}' is not allowed here; use 3-63 of a-z 0-9 - (it names the page-blob container)", nameof(name));
+            throw new ArgumentException(
+                $"volume name '{name}' is not allowed here; use 3-63 of a-z 0-9 - (it names the page-blob container)",
+                nameof(name));
         return new VolumeSpec(name, VolumeBytes, VolumeLevel.Raid5, DiskCount, ChunkBytes, Durable: false)
         {
             Disks = [.. Enumerable.Range(0, DiskCount).Select(i => $"pageblob:{name}/m{i}")],

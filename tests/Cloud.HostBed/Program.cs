@@ -14,7 +14,8 @@ for (var i = 0; i < args.Length; i++)
     var value = i + 1 < args.Length ? args[i + 1] : null;
     switch (args[i])
     {
-        case "--hosts" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n is >= 1 and <= HostBedOptions.MaxHosts:
+        case "--hosts" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
+            && n is >= 1 and <= HostBedOptions.MaxHosts:
             options.Hosts = n;
             i++;
             break;
@@ -22,7 +23,8 @@ for (var i = 0; i < args.Length; i++)
             options.PageBlobConnectionString = value;
             i++;
             break;
-        case "--failover-trials" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n is >= 1 and <= FailoverTrials.MaxTrials:
+        case "--failover-trials" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
+            && n is >= 1 and <= FailoverTrials.MaxTrials:
             failoverTrials = n;
             i++;
             break;
@@ -34,13 +36,15 @@ for (var i = 0; i < args.Length; i++)
             Console.WriteLine(Usage);
             return 0;
         default:
-            Console.Error.WriteLine($"hostbed: '{args[i]}'{(value is null ? "" : $" {value}")} is not allowed; {Usage}");
+            Console.Error.WriteLine(
+                $"hostbed: '{args[i]}'{(value is null ? "" : $" {value}")} is not allowed; {Usage}");
             return 2;
     }
 }
 if (failoverTrials > 0 && options.Hosts < 2)
 {
-    Console.Error.WriteLine($"hostbed: --failover-trials needs at least 2 hosts (a victim and a survivor), not {options.Hosts}");
+    Console.Error.WriteLine(
+        $"hostbed: --failover-trials needs at least 2 hosts (a victim and a survivor), not {options.Hosts}");
     return 2;
 }
 
@@ -59,7 +63,8 @@ if (failoverTrials > 0)
 await using var bed = await HostBed.StartAsync(postgres, options, Console.WriteLine);
 Console.WriteLine($"PostgreSQL: {bed.ConnectionString}");
 foreach (var host in bed.Hosts)
-    Console.WriteLine($"{host.Name}: gateway {bed.Gateway(host.Index)}  nbd://{bed.NbdEndPoint(host.Index)}  user {host.User}  data {host.DataDirectory} (pid {bed.ProcessId(host.Index)})");
+    Console.WriteLine(
+        $"{host.Name}: gateway {bed.Gateway(host.Index)}  nbd://{bed.NbdEndPoint(host.Index)}  user {host.User}  data {host.DataDirectory} (pid {bed.ProcessId(host.Index)})");
 Console.WriteLine($"cloudctl --gateway {bed.Gateway(0)} --cluster-id {bed.ClusterId} status");
 Console.WriteLine("Ctrl+C stops every host and deletes the bed.");
 var stop = new TaskCompletionSource();

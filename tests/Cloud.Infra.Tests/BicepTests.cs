@@ -16,7 +16,7 @@ public sealed class BicepTests
     public static TheoryData<string> BicepFiles()
     {
         var data = new TheoryData<string>();
-        foreach (string file in Directory.EnumerateFiles(InfraDirectory, "*.bicep", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+        foreach (var file in Directory.EnumerateFiles(InfraDirectory, "*.bicep", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
         {
             data.Add(Path.GetRelativePath(InfraDirectory, file));
         }
@@ -27,7 +27,7 @@ public sealed class BicepTests
     public static TheoryData<string> ParameterFiles()
     {
         var data = new TheoryData<string>();
-        foreach (string file in Directory.EnumerateFiles(InfraDirectory, "*.bicepparam", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+        foreach (var file in Directory.EnumerateFiles(InfraDirectory, "*.bicepparam", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
         {
             data.Add(Path.GetRelativePath(InfraDirectory, file));
         }
@@ -40,7 +40,7 @@ public sealed class BicepTests
     {
         Assert.True(File.Exists(Path.Combine(InfraDirectory, "main.bicep")));
         Assert.True(File.Exists(Path.Combine(InfraDirectory, "main.bicepparam")));
-        string config = File.ReadAllText(Path.Combine(InfraDirectory, "bicepconfig.json"));
+        var config = File.ReadAllText(Path.Combine(InfraDirectory, "bicepconfig.json"));
         Assert.DoesNotContain("\"warning\"", config, StringComparison.Ordinal);
         Assert.Contains("\"error\"", config, StringComparison.Ordinal);
     }
@@ -48,11 +48,11 @@ public sealed class BicepTests
     [Fact]
     public void Modules_AreLocalFilesOnly()
     {
-        foreach (string file in Directory.EnumerateFiles(InfraDirectory, "*.bicep", SearchOption.AllDirectories))
+        foreach (var file in Directory.EnumerateFiles(InfraDirectory, "*.bicep", SearchOption.AllDirectories))
         {
-            foreach (string line in File.ReadLines(file))
+            foreach (var line in File.ReadLines(file))
             {
-                string trimmed = line.TrimStart();
+                var trimmed = line.TrimStart();
                 if (trimmed.StartsWith("module ", StringComparison.Ordinal))
                 {
                     Assert.Matches(@"^module \w+ 'modules/[\w-]+\.bicep'", trimmed);
@@ -104,7 +104,7 @@ public sealed class BicepTests
     public async Task Lint_FailsOnAWarningLevelProblem_SoTheChecksCanFail()
     {
         // An unused parameter is only a warning by default; our config must make the CLI fail on it.
-        string scratch = Path.Combine(InfraDirectory, $"lint-probe-{Guid.NewGuid():N}.bicep");
+        var scratch = Path.Combine(InfraDirectory, $"lint-probe-{Guid.NewGuid():N}.bicep");
         await File.WriteAllTextAsync(scratch, "@description('unused')\nparam unused string\n");
         try
         {
@@ -124,8 +124,8 @@ public sealed class BicepTests
     {
         get
         {
-            string root = Metadata("BicepPackageRoot");
-            string path = Path.Combine(root, "tools", "bicep");
+            var root = Metadata("BicepPackageRoot");
+            var path = Path.Combine(root, "tools", "bicep");
             if (!File.Exists(path))
             {
                 throw new InvalidOperationException(
@@ -151,7 +151,7 @@ public sealed class BicepTests
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (string argument in arguments)
+        foreach (var argument in arguments)
         {
             startInfo.ArgumentList.Add(argument);
         }

@@ -3,7 +3,10 @@ using Cloud.HostBed;
 
 namespace Cloud.MultiHost.Tests;
 
-/// <summary>The bed itself: every host is its own address, user and private directory, and the cluster knows each by its address.</summary>
+/// <summary>
+/// The bed itself: every host is its own address, user and private directory, and the cluster knows each by its
+/// address.
+/// </summary>
 [Collection(MultiHostCollection.Name)]
 public sealed class BedTests(ThreeHosts hosts) : IClassFixture<ThreeHosts>
 {
@@ -37,10 +40,13 @@ public sealed class BedTests(ThreeHosts hosts) : IClassFixture<ThreeHosts>
     [Fact]
     public void EachHostsDirectory_IsPrivateToItsOwnUser()
     {
-        Assert.True(Bed.SeparateUsers, "the bed runs each host as its own Unix user only when the tests run as root (CI does)");
+        Assert.True(
+            Bed.SeparateUsers, "the bed runs each host as its own Unix user only when the tests run as root (CI does)");
         foreach (var host in Bed.Hosts)
         {
-            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(host.Directory));
+            Assert.Equal(
+                UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute,
+                File.GetUnixFileMode(host.Directory));
             // The silo itself wrote its data directory, as its own user.
             Assert.True(Directory.Exists(host.DataDirectory));
             foreach (var other in Bed.Hosts.Where(o => o.Index != host.Index))

@@ -22,13 +22,16 @@ public sealed class LocalDiskVolumeTests(ThreeHosts hosts) : IClassFixture<Three
         var count = Bed.Hosts.Count;
         var size = 2L * count * RegionBytes;
         await using var creator = await Bed.ConnectToAsync(1);
-        var info = await creator.CreateVolumeAsync(new VolumeSpec("local", size, VolumeLevel.Raid5, 3, 64 << 10, false));
+        var info = await creator.CreateVolumeAsync(
+            new VolumeSpec("local", size, VolumeLevel.Raid5, 3, 64 << 10, false));
         var owner = info.MemberHost(0);
         Assert.NotNull(owner);
         Assert.All(Enumerable.Range(0, info.DiskCount), i => Assert.Equal(owner, info.MemberHost(i)));
         var ownerIndex = Bed.Hosts.Single(h => h.Name == owner).Index;
-        Assert.All(info.DiskPaths, p => Assert.StartsWith(Bed.Hosts[ownerIndex].DataDirectory, p, StringComparison.Ordinal));
-        var before = (await creator.GetClusterStatusAsync()).Silos.ToDictionary(s => s.SiloName, s => s.WritesPerformed);
+        Assert.All(
+            info.DiskPaths, p => Assert.StartsWith(Bed.Hosts[ownerIndex].DataDirectory, p, StringComparison.Ordinal));
+        var before = (await creator.GetClusterStatusAsync())
+            .Silos.ToDictionary(s => s.SiloName, s => s.WritesPerformed);
 
         var expected = new byte[size];
         var qemuIo = Tools.Require("qemu-io", "qemu-utils");
@@ -42,7 +45,8 @@ public sealed class LocalDiskVolumeTests(ThreeHosts hosts) : IClassFixture<Three
             var pattern = (byte)(0x21 + host.Index);
             var offset = (count + host.Index) * RegionBytes;
             var uri = string.Create(CultureInfo.InvariantCulture, $"nbd://{Bed.NbdEndPoint(host.Index)}/local");
-            (await Tools.RunAsync(qemuIo, ["-f", "raw", uri, "-c", $"write -P {pattern} {offset} {RegionBytes}"])).AssertSuccess($"qemu-io write through {host.Name}");
+            (await Tools.RunAsync(qemuIo, ["-f", "raw", uri, "-c", $"write -P {pattern} {offset} {RegionBytes}"]))
+                .AssertSuccess($"qemu-io write through {host.Name}");
             expected.AsSpan(offset, RegionBytes).Fill(pattern);
         }
 

@@ -4,7 +4,9 @@ using Cloud.Testing;
 
 namespace Cloud.MultiHost.Tests;
 
-/// <summary>A volume on disks every host reaches is one volume from every host: through NBD and the SDK alike.</summary>
+/// <summary>
+/// A volume on disks every host reaches is one volume from every host: through NBD and the SDK alike.
+/// </summary>
 [Collection(MultiHostCollection.Name)]
 public sealed class PageBlobVolumeTests(ThreeHostsOnPageBlobs fixture) : IClassFixture<ThreeHostsOnPageBlobs>
 {
@@ -30,7 +32,8 @@ public sealed class PageBlobVolumeTests(ThreeHostsOnPageBlobs fixture) : IClassF
         {
             var offset = host.Index * RegionBytes;
             var pattern = (byte)(0x11 * (host.Index + 1));
-            (await Tools.RunAsync(qemuIo, ["-f", "raw", NbdUri(host.Index), "-c", $"write -P {pattern} {offset} {RegionBytes}"]))
+            (await Tools.RunAsync(
+                    qemuIo, ["-f", "raw", NbdUri(host.Index), "-c", $"write -P {pattern} {offset} {RegionBytes}"]))
                 .AssertSuccess($"qemu-io write through {host.Name}");
             expected.AsSpan(offset, RegionBytes).Fill(pattern);
         }
@@ -55,12 +58,16 @@ public sealed class PageBlobVolumeTests(ThreeHostsOnPageBlobs fixture) : IClassF
             foreach (var writer in Bed.Hosts)
             {
                 var pattern = (byte)(0x11 * (writer.Index + 1));
-                var check = await Tools.RunAsync(qemuIo, ["-f", "raw", NbdUri(host.Index), "-c", $"read -P {pattern} {writer.Index * RegionBytes} {RegionBytes}"]);
+                var check = await Tools.RunAsync(
+                    qemuIo,
+                    ["-f", "raw", NbdUri(host.Index),
+                        "-c", $"read -P {pattern} {writer.Index * RegionBytes} {RegionBytes}"]);
                 check.AssertSuccess($"qemu-io read through {host.Name} of {writer.Name}'s region");
                 Assert.DoesNotContain("verification failed", check.Output, StringComparison.OrdinalIgnoreCase);
             }
         }
     }
 
-    private string NbdUri(int index) => string.Create(CultureInfo.InvariantCulture, $"nbd://{Bed.NbdEndPoint(index)}/shared");
+    private string NbdUri(int index)
+        => string.Create(CultureInfo.InvariantCulture, $"nbd://{Bed.NbdEndPoint(index)}/shared");
 }

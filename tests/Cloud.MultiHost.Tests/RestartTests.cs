@@ -10,7 +10,9 @@ namespace Cloud.MultiHost.Tests;
 /// clocks, kept in PostgreSQL, go on above every timestamp handed out before.
 /// </summary>
 [Collection(MultiHostCollection.Name)]
-public sealed class RestartTests(ThreeHostsOnPageBlobs hosts, ITestOutputHelper output) : IClassFixture<ThreeHostsOnPageBlobs>
+public sealed class RestartTests(
+    ThreeHostsOnPageBlobs hosts,
+    ITestOutputHelper output) : IClassFixture<ThreeHostsOnPageBlobs>
 {
     private const string VolumeName = "restart";
 
@@ -37,7 +39,8 @@ public sealed class RestartTests(ThreeHostsOnPageBlobs hosts, ITestOutputHelper 
             for (var offset = 0; offset < image.Length; offset += WriteBytes)
                 await volume.WriteAsync(offset, image.AsMemory(offset, WriteBytes), forceUnitAccess: true);
             await CrashScenario.RetryAsync(async () => { await volume.FlushAsync(); return 0; });
-            before = await PartitionLocks.ControlsAsync(PartitionLocks.Grains(client, volume.Info, Bed.PartitionTargetBytes));
+            before = await PartitionLocks.ControlsAsync(
+                PartitionLocks.Grains(client, volume.Info, Bed.PartitionTargetBytes));
         }
 
         // h1 leaves gracefully (draining) while the others run; then h2 and h3 die without a word, so the cluster
@@ -57,14 +60,16 @@ public sealed class RestartTests(ThreeHostsOnPageBlobs hosts, ITestOutputHelper 
             var read = new byte[image.Length];
             await CrashScenario.RetryAsync(async () => { await volume.ReadAsync(0, read); return 0; });
             var first = read.AsSpan().CommonPrefixLength(image);
-            Assert.True(first == image.Length, $"through {host.Name}: the image differs from byte {first} on (seed {seed})");
+            Assert.True(
+                first == image.Length, $"through {host.Name}: the image differs from byte {first} on (seed {seed})");
             Log($"through {host.Name}: {read.Length} bytes read back identical");
         }
 
         await using (var client = await Bed.ConnectToAsync(Bed.Hosts.Count - 1))
         {
             var scrub = await CrashScenario.RetryAsync(() => client.ScrubAsync(VolumeName, repair: false));
-            Log($"scrub: {scrub.StripesChecked} stripes, {scrub.Mismatches} parity mismatches, {scrub.ChecksumErrors} checksum errors");
+            Log(
+                $"scrub: {scrub.StripesChecked} stripes, {scrub.Mismatches} parity mismatches, {scrub.ChecksumErrors} checksum errors");
             Assert.True(scrub.StripesChecked > 0, "scrub checked no stripes");
             Assert.Equal(0, scrub.Mismatches);
             Assert.Equal(0, scrub.ChecksumErrors);

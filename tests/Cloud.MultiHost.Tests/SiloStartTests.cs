@@ -17,13 +17,16 @@ public sealed class SiloStartTests(PostgresFixture postgres) : IClassFixture<Pos
 
     private static string SiloDll => Repository.BuiltAssembly("silo", "Cloud.Silo.dll");
 
-    private static async Task<(int Code, string Output)> RunToExitAsync(IEnumerable<string> args, Dictionary<string, string>? environment = null)
+    private static async Task<(int Code, string Output)> RunToExitAsync(
+        IEnumerable<string> args,
+        Dictionary<string, string>? environment = null)
     {
         await using var silo = ChildProcess.StartDotnet("silo", SiloDll, ["--nbd-port", "0", .. args], environment);
         var deadline = DateTime.UtcNow + ExitTimeout;
         while (!silo.HasExited)
         {
-            Assert.True(DateTime.UtcNow < deadline, $"the silo did not exit within {ExitTimeout}; its output:\n{silo.Output}");
+            Assert.True(
+                DateTime.UtcNow < deadline, $"the silo did not exit within {ExitTimeout}; its output:\n{silo.Output}");
             await Task.Delay(50);
         }
         // The output readers may still be draining the last lines after the exit.
@@ -51,7 +54,9 @@ public sealed class SiloStartTests(PostgresFixture postgres) : IClassFixture<Pos
     {
         var connection = await postgres.CreateDatabaseAsync("addr");
         // 192.0.2.0/24 is TEST-NET-1: never an address of this host.
-        var (code, output) = await RunToExitAsync(["--clustering", "postgres", "--connection", connection, "--init-schema", "--address", "192.0.2.123", .. Ports()]);
+        var (code, output) = await RunToExitAsync(
+            ["--clustering", "postgres", "--connection", connection, "--init-schema", "--address", "192.0.2.123",
+                .. Ports()]);
         Assert.Equal(2, code);
         AssertOneLineError(output, "--address 192.0.2.123 is not an address of this host");
     }
@@ -78,7 +83,9 @@ public sealed class SiloStartTests(PostgresFixture postgres) : IClassFixture<Pos
         using var holder = new TcpListener(IPAddress.Loopback, 0);
         holder.Start();
         var taken = ((IPEndPoint)holder.LocalEndpoint).Port;
-        var (code, output) = await RunToExitAsync(["--silo-port", taken.ToString(), "--gateway-port", FreePorts.Next().ToString(), "--data", Directory.CreateTempSubdirectory("cloud-port-").FullName]);
+        var (code, output) = await RunToExitAsync(
+            ["--silo-port", taken.ToString(), "--gateway-port", FreePorts.Next().ToString(),
+                "--data", Directory.CreateTempSubdirectory("cloud-port-").FullName]);
         Assert.Equal(2, code);
         AssertOneLineError(output, $"--silo-port {taken}: 127.0.0.1:{taken} is already in use");
     }
@@ -89,7 +96,8 @@ public sealed class SiloStartTests(PostgresFixture postgres) : IClassFixture<Pos
         var connection = await postgres.CreateDatabaseAsync("noschema");
         var (code, output) = await RunToExitAsync(["--clustering", "postgres", "--connection", connection, .. Ports()]);
         Assert.Equal(2, code);
-        AssertOneLineError(output, "has no Cloud schema (no table 'orleansquery'); start one silo once with --init-schema");
+        AssertOneLineError(
+            output, "has no Cloud schema (no table 'orleansquery'); start one silo once with --init-schema");
         Assert.DoesNotContain("relation", output, StringComparison.Ordinal);
     }
 
@@ -97,7 +105,10 @@ public sealed class SiloStartTests(PostgresFixture postgres) : IClassFixture<Pos
     public async Task UnreachableDatabase_IsRefusedInOneLine()
     {
         var port = FreePorts.Next();
-        var (code, output) = await RunToExitAsync(["--clustering", "postgres", "--connection", $"Host=127.0.0.1;Port={port};Database=cloud;Username=cloud;Password=hunter2;Timeout=3", .. Ports()]);
+        var (code, output) = await RunToExitAsync(
+            ["--clustering", "postgres",
+                "--connection", $"Host=127.0.0.1;Port={port};Database=cloud;Username=cloud;Password=hunter2;Timeout=3",
+                .. Ports()]);
         Assert.Equal(2, code);
         AssertOneLineError(output, $"cannot use PostgreSQL at 127.0.0.1:{port}, database 'cloud'");
         Assert.DoesNotContain("hunter2", output, StringComparison.Ordinal);
@@ -109,7 +120,8 @@ public sealed class SiloStartTests(PostgresFixture postgres) : IClassFixture<Pos
         var connection = await postgres.CreateDatabaseAsync("auto");
         var ports = FreePorts.Next(2);
         await using var silo = ChildProcess.StartDotnet("silo", SiloDll,
-            ["--clustering", "postgres", "--connection", connection, "--init-schema", "--address", "auto", "--name", "auto1", "--nbd-port", "0",
+            ["--clustering", "postgres", "--connection", connection, "--init-schema", "--address", "auto", "--name",
+                "auto1", "--nbd-port", "0",
              "--silo-port", ports[0].ToString(), "--gateway-port", ports[1].ToString(),
              "--data", Directory.CreateTempSubdirectory("cloud-auto-").FullName],
             new Dictionary<string, string> { ["CLOUD_HOST_ADDRESS"] = "127.0.0.41" });

@@ -107,7 +107,7 @@ public sealed class CongestionControlTests
         await using var server = new NbdServer(
             new MapResolver(new MemoryVolume("v1", 1 << 20)), Options.Create(options), log);
         await server.StartAsync();
-        for (int i = 0; i < 3; i++)
+        for (var i = 0; i < 3; i++)
         {
             await using var client = await RawNbdClient.OpenAsync(server.TcpEndPoint!, "v1");
             Assert.Equal(0u, (await client.ReadBlockAsync(1, 0, 4096)).Error);

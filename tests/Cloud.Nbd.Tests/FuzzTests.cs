@@ -17,7 +17,7 @@ public sealed class FuzzTests(ITestOutputHelper output)
     [Fact]
     public async Task RandomAndTruncatedMessages_NeverCrashHangOrCorrupt()
     {
-        int seed = int.TryParse(Environment.GetEnvironmentVariable("NBD_FUZZ_SEED"), out var s)
+        var seed = int.TryParse(Environment.GetEnvironmentVariable("NBD_FUZZ_SEED"), out var s)
             ? s
             : Random.Shared.Next();
         output.WriteLine($"NBD fuzz seed: {seed} (replay with NBD_FUZZ_SEED={seed})");
@@ -39,9 +39,9 @@ public sealed class FuzzTests(ITestOutputHelper output)
             o.MaxOptionLengthBytes = 4096;
         }, data, scratch);
 
-        for (int i = 0; i < Connections; i++)
+        for (var i = 0; i < Connections; i++)
         {
-            var bytes = Scenario(rng, out bool readBack);
+            var bytes = Scenario(rng, out var readBack);
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
             await socket.ConnectAsync(server.EndPoint);
             try
@@ -103,7 +103,7 @@ public sealed class FuzzTests(ITestOutputHelper output)
     {
         var m = new MemoryStream();
         readBack = rng.Next(2) == 0;
-        int kind = rng.Next(6);
+        var kind = rng.Next(6);
         if (kind == 0)
         {
             // Pure noise from the first byte.
@@ -115,21 +115,21 @@ public sealed class FuzzTests(ITestOutputHelper output)
             U32(
                 rng.Next(4) == 0 ? (uint)rng.Next() : ClientFlagFixedNewstyle | (uint)rng.Next(
                     2) * ClientFlagNoZeroes));
-        bool toData = rng.Next(2) == 0;
-        int options = rng.Next(0, 6);
-        for (int i = 0; i < options; i++)
+        var toData = rng.Next(2) == 0;
+        var options = rng.Next(0, 6);
+        for (var i = 0; i < options; i++)
         {
-            uint option = rng.Next(4) switch
+            var option = rng.Next(4) switch
             {
                 0 => (uint)rng.Next(0, 16),
                 1 => OptInfo,
                 2 => OptStructuredReply,
                 _ => (uint)rng.Next(),
             };
-            byte[] body = option is OptInfo or OptGo && rng.Next(2) == 0
+            var body = option is OptInfo or OptGo && rng.Next(2) == 0
                 ? RawNbdClient.InfoRequest(toData ? "data" : "scratch")
                 : RandomBytes(rng, rng.Next(0, 64));
-            uint declared = rng.Next(5) == 0 ? (uint)rng.Next() : (uint)body.Length;
+            var declared = rng.Next(5) == 0 ? (uint)rng.Next() : (uint)body.Length;
             Write(m, U64(rng.Next(20) == 0 ? (ulong)rng.NextInt64() : IHaveOpt));
             Write(m, U32(option));
             Write(m, U32(declared));
@@ -148,28 +148,28 @@ public sealed class FuzzTests(ITestOutputHelper output)
             Write(m, U32(OptGo));
             Write(m, U32((uint)go.Length));
             Write(m, go);
-            int requests = rng.Next(1, 12);
-            for (int i = 0; i < requests; i++)
+            var requests = rng.Next(1, 12);
+            for (var i = 0; i < requests; i++)
             {
-                ushort type = (ushort)(rng.Next(3) == 0 ? rng.Next(0, 12) : rng.Next(0, 7));
+                var type = (ushort)(rng.Next(3) == 0 ? rng.Next(0, 12) : rng.Next(0, 7));
                 if (type == CmdDisc && rng.Next(2) == 0)
                 {
                     type = CmdRead;
                 }
-                ushort flags = (ushort)(rng.Next(3) == 0 ? rng.Next(0, 64) : 0);
-                ulong offset = rng.Next(3) switch
+                var flags = (ushort)(rng.Next(3) == 0 ? rng.Next(0, 64) : 0);
+                var offset = rng.Next(3) switch
                 {
                     0 => (ulong)rng.NextInt64(),
                     1 => (ulong)rng.Next(0, (int)(SizeBytes / 4096)) * 4096,
                     _ => (ulong)rng.Next(0, (int)SizeBytes),
                 };
-                uint length = rng.Next(3) switch
+                var length = rng.Next(3) switch
                 {
                     0 => (uint)rng.Next(),
                     1 => (uint)rng.Next(0, 16) * 4096,
                     _ => (uint)rng.Next(0, 100000),
                 };
-                bool writes = type is CmdWrite or CmdTrim or CmdWriteZeroes;
+                var writes = type is CmdWrite or CmdTrim or CmdWriteZeroes;
                 if (toData && writes)
                 {
                     // Requests to the data volume must all be refused: make them unaligned or out of range.

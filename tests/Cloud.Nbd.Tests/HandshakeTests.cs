@@ -33,7 +33,7 @@ public sealed class HandshakeTests
                 break;
             }
             Assert.Equal(RepServer, r.Type);
-            int length = (int)BinaryPrimitives.ReadUInt32BigEndian(r.Data);
+            var length = (int)BinaryPrimitives.ReadUInt32BigEndian(r.Data);
             names.Add(Encoding.UTF8.GetString(r.Data, 4, length));
         }
         Assert.Equal(["alpha", "beta"], names);
@@ -188,7 +188,7 @@ public sealed class HandshakeTests
     public async Task ExportName_OldStyle_SendsSizeAndFlags_WithAndWithoutZeroes()
     {
         await using var server = await TestServer.StartAsync(new MemoryVolume("v1", SizeBytes));
-        foreach (bool noZeroes in new[] { true, false })
+        foreach (var noZeroes in new[] { true, false })
         {
             await using var client = await RawNbdClient.ConnectAsync(server.EndPoint);
             await client.SendClientFlagsAsync(ClientFlagFixedNewstyle | (noZeroes ? ClientFlagNoZeroes : 0));
@@ -265,7 +265,7 @@ public sealed class HandshakeTests
             o => o.MaxOptionsPerHandshake = 3, new MemoryVolume("v1", SizeBytes));
         await using var client = await RawNbdClient.ConnectAsync(server.EndPoint);
         await client.SendClientFlagsAsync(ClientFlagFixedNewstyle);
-        for (int i = 0; i < 3; i++)
+        for (var i = 0; i < 3; i++)
         {
             await client.SendOptionAsync(OptStructuredReply, []);
             Assert.Equal(RepAck, (await client.ReadOptionReplyAsync()).Type);

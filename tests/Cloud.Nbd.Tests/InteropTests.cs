@@ -65,7 +65,7 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
         var a = File.ReadAllBytes(expected);
         var b = File.ReadAllBytes(actual);
         Assert.Equal(a.Length, b.Length);
-        int diff = a.AsSpan().CommonPrefixLength(b);
+        var diff = a.AsSpan().CommonPrefixLength(b);
         Assert.True(diff == a.Length, $"{actual} differs from {expected} at byte {diff}");
     }
 
@@ -214,11 +214,11 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
         }
         using var fuse = Process.Start(psi)!;
         string? loop = null;
-        bool mounted = false;
+        var mounted = false;
         try
         {
             // nbdfuse serves in the foreground; the file appears once the FUSE mount is up.
-            for (int i = 0; i < 200
+            for (var i = 0; i < 200
                 && !(File.Exists(fuseFile) && new FileInfo(fuseFile).Length == _volume.CapacityBytes); i++)
             {
                 Assert.False(
@@ -238,7 +238,7 @@ public sealed class InteropTests(ITestOutputHelper output) : IAsyncLifetime
             mounted = true;
             var rng = new Random(5);
             var files = new Dictionary<string, byte[]>();
-            for (int i = 0; i < 8; i++)
+            for (var i = 0; i < 8; i++)
             {
                 var content = new byte[rng.Next(1, 3 << 20)];
                 rng.NextBytes(content);

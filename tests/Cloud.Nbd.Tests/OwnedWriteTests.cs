@@ -66,13 +66,13 @@ public sealed class OwnedWriteTests
         // Pipelined: every request is on the wire before the first reply is read.
         long offset = 0;
         var offsets = new long[sizes.Length];
-        for (int i = 0; i < sizes.Length; i++)
+        for (var i = 0; i < sizes.Length; i++)
         {
             offsets[i] = offset;
             await client.SendRequestAsync(CmdWrite, (ulong)i, (ulong)offset, (uint)sizes[i], payload: payloads[i]);
             offset += sizes[i];
         }
-        for (int i = 0; i < sizes.Length; i++)
+        for (var i = 0; i < sizes.Length; i++)
         {
             Assert.Equal(0u, (await client.ReadReplyAsync()).Error);
         }
@@ -81,7 +81,7 @@ public sealed class OwnedWriteTests
         Assert.Equal(0, inner.Writes - volume.OwnedWrites);
         foreach (var (keptOffset, data, asReceived) in volume.Kept)
         {
-            int i = Array.IndexOf(offsets, keptOffset);
+            var i = Array.IndexOf(offsets, keptOffset);
             Assert.Equal(sizes[i], data.Length);
             Assert.Equal(payloads[i], asReceived);
             // Still intact after every later request went through the server: the array was given away, not lent.

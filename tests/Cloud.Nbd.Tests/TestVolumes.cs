@@ -15,7 +15,7 @@ internal static class TestVolumes
     public static async ValueTask<IBlockVolume> CreateAsync(string name, long capacityBytes)
     {
         var geometry = new VolumeGeometry(RaidLevel.Raid5, 5, VolumeGeometry.DefaultChunkSizeBytes);
-        long memberBytes = (capacityBytes / geometry.DataMemberCount) + MemberOverheadBytes;
+        var memberBytes = (capacityBytes / geometry.DataMemberCount) + MemberOverheadBytes;
         var members = Enumerable.Range(
             0, 5).Select(i => (IBlockDevice)new MemoryBlockDevice(memberBytes, $"{name}-m{i}")).ToList();
         return await RaidVolume.CreateAsync(new VolumeDefinition(name, Guid.NewGuid(), geometry), members);

@@ -74,7 +74,7 @@ public sealed class TransmissionTests
         await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1");
         var data = Blocks.Pattern(3 << 20, 5);
         await client.CommandAsync(CmdWrite, 1, 0, (uint)data.Length, payload: data);
-        int writesBefore = volume.Writes;
+        var writesBefore = volume.Writes;
         Assert.Equal(0u, (await client.CommandAsync(CmdWriteZeroes, 2, 4096, 2 << 20, flags: CmdFlagNoHole)).Error);
         Assert.Equal(0, volume.Trims);
         Assert.True(volume.Writes > writesBefore);
@@ -108,7 +108,7 @@ public sealed class TransmissionTests
     {
         var volume = new MemoryVolume("v1", SizeBytes);
         await using var server = await TestServer.StartAsync(volume);
-        foreach (bool structured in new[] { true, false })
+        foreach (var structured in new[] { true, false })
         {
             await using var client = await RawNbdClient.OpenAsync(server.EndPoint, "v1", structured);
             RawNbdClient.Reply reply = command == CmdRead
@@ -208,15 +208,15 @@ public sealed class TransmissionTests
         // Replies are read concurrently, as real clients do, so neither side blocks on a full socket buffer.
         var sender = Task.Run(async () =>
         {
-            for (int i = 0; i < Count; i++)
+            for (var i = 0; i < Count; i++)
             {
-                ulong offset = (ulong)(i % 64) * 65536;
+                var offset = (ulong)(i % 64) * 65536;
                 var data = Blocks.Pattern(4096, (byte)i);
                 await client.SendRequestAsync(CmdWrite, (ulong)(1000 + i), offset, 4096, payload: data);
             }
         });
         var replies = new List<RawNbdClient.Reply>();
-        for (int i = 0; i < Count; i++)
+        for (var i = 0; i < Count; i++)
         {
             replies.Add(await client.ReadReplyAsync());
         }
@@ -225,7 +225,7 @@ public sealed class TransmissionTests
         Assert.Equal(
             Enumerable.Range(1000, Count).Select(i => (ulong)i).Order(), replies.Select(r => r.Cookie).Order());
 
-        for (int i = 0; i < 64; i++)
+        for (var i = 0; i < 64; i++)
         {
             reads[(ulong)i] = ((ulong)i * 65536, 8192);
         }
@@ -234,7 +234,7 @@ public sealed class TransmissionTests
             await client.SendRequestAsync(CmdRead, cookie, offset, length);
         }
         var got = new Dictionary<ulong, byte[]>();
-        for (int i = 0; i < reads.Count; i++)
+        for (var i = 0; i < reads.Count; i++)
         {
             var r = await client.ReadReplyAsync(reads);
             Assert.Equal(0u, r.Error);
@@ -305,10 +305,10 @@ public sealed class TransmissionTests
     [Fact]
     public async Task UnixSocket_ServesTheSameProtocol()
     {
-        string dir = Directory.CreateTempSubdirectory("nbd-test-").FullName;
+        var dir = Directory.CreateTempSubdirectory("nbd-test-").FullName;
         try
         {
-            string path = Path.Combine(dir, "nbd.sock");
+            var path = Path.Combine(dir, "nbd.sock");
             await using var server = await TestServer.StartAsync(
                 o => o.UnixSocketPath = path, new MemoryVolume("v1", SizeBytes));
             Assert.True(File.Exists(path));

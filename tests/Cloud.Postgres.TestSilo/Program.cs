@@ -22,8 +22,8 @@ public static class TestSiloProgram
     {
         string? connection = null, cluster = null;
         int siloPort = 0, gatewayPort = 0;
-        bool applySchema = false;
-        for (int i = 0; i < args.Length; i++)
+        var applySchema = false;
+        for (var i = 0; i < args.Length; i++)
         {
             switch (args[i])
             {

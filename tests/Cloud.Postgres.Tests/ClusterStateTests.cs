@@ -28,7 +28,7 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
 
     private async Task<string> NewDatabaseAsync(string prefix)
     {
-        string connectionString = await postgres.CreateDatabaseAsync(prefix);
+        var connectionString = await postgres.CreateDatabaseAsync(prefix);
         await PostgresSchema.ApplyAsync(connectionString);
         return connectionString;
     }
@@ -118,7 +118,7 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
     [Fact]
     public async Task Catalog_WrittenOnOneSilo_IsReadFromPostgres_ByANewActivationAfterThatSiloIsKilled()
     {
-        string connectionString = await NewDatabaseAsync("catalog_moves");
+        var connectionString = await NewDatabaseAsync("catalog_moves");
         var cluster = await StartAsync(connectionString, "catalog-moves", silos: 2);
         try
         {
@@ -150,7 +150,7 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
     [Fact]
     public async Task PartitionClock_KeepsGrowing_AcrossTheLossOfItsSilo_AndAcrossDeactivation()
     {
-        string connectionString = await NewDatabaseAsync("clock_grows");
+        var connectionString = await NewDatabaseAsync("clock_grows");
         var cluster = await StartAsync(connectionString, "clock-grows", silos: 2);
         try
         {
@@ -200,7 +200,7 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
     [Fact]
     public async Task Import_OfADataDirectoryFromBefore_OnFirstStartInPostgresMode_MovesItsStateIntoTheDatabase()
     {
-        string connectionString = await NewDatabaseAsync("state_import");
+        var connectionString = await NewDatabaseAsync("state_import");
         var volume = OldVolume("old");
         var data = DataOf("old-host");
         await WriteOldFilesAsync(data, volume, partition: 2, reservedUpTo: 7000);
@@ -228,7 +228,7 @@ public sealed class ClusterStateTests(PostgresFixture postgres) : IClassFixture<
     [Fact]
     public async Task Start_WithOldFiles_WhenTheDatabaseHoldsADifferentCatalog_IsRefused_NamingTheFiles()
     {
-        string connectionString = await NewDatabaseAsync("state_refused");
+        var connectionString = await NewDatabaseAsync("state_refused");
         await WriteOldFilesAsync(DataOf("first-host"), OldVolume("first"), partition: 0, reservedUpTo: 10);
         var first = await StartAsync(connectionString, "state-refused", silos: 1, DataOf("first-host"));
         await StopAsync(first);

@@ -31,7 +31,7 @@ public sealed class ClusterTests(PostgresFixture postgres, ITestOutputHelper out
     [Fact]
     public async Task TwoSilos_FormOneClusterThroughPostgres_AndSeeEachOtherActive()
     {
-        string connectionString = await postgres.CreateDatabaseAsync("two_silos");
+        var connectionString = await postgres.CreateDatabaseAsync("two_silos");
         await PostgresSchema.ApplyAsync(connectionString);
         const string cluster = "two-silos";
         await using var silos = new SiloSet(connectionString, cluster);
@@ -49,7 +49,7 @@ public sealed class ClusterTests(PostgresFixture postgres, ITestOutputHelper out
     [Fact]
     public async Task GrainState_WrittenThroughAdoNetStorage_IsReadBackAfterDeactivation()
     {
-        string connectionString = await postgres.CreateDatabaseAsync("grain_state");
+        var connectionString = await postgres.CreateDatabaseAsync("grain_state");
         await PostgresSchema.ApplyAsync(connectionString);
         const string cluster = "grain-state";
         await using var silos = new SiloSet(connectionString, cluster);
@@ -77,7 +77,7 @@ public sealed class ClusterTests(PostgresFixture postgres, ITestOutputHelper out
     [Fact]
     public async Task KilledSilo_IsDeclaredDeadInTheMembershipTable_WithinFiveSeconds()
     {
-        string connectionString = await postgres.CreateDatabaseAsync("failure_detection");
+        var connectionString = await postgres.CreateDatabaseAsync("failure_detection");
         await PostgresSchema.ApplyAsync(connectionString);
         const string cluster = "failure-detection";
         await using var silos = new SiloSet(connectionString, cluster);
@@ -185,9 +185,9 @@ public sealed class ClusterTests(PostgresFixture postgres, ITestOutputHelper out
 
         public async Task StartAsync(int count)
         {
-            string assembly = typeof(TestSiloProgram).Assembly.Location;
-            int[] ports = FreePorts.Next(count * 2);
-            for (int i = 0; i < count; i++)
+            var assembly = typeof(TestSiloProgram).Assembly.Location;
+            var ports = FreePorts.Next(count * 2);
+            for (var i = 0; i < count; i++)
             {
                 int siloPort = ports[2 * i], gatewayPort = ports[(2 * i) + 1];
                 var process = ChildProcess.StartDotnet($"silo {i} (port {siloPort})", assembly,

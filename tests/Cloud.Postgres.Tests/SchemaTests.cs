@@ -19,7 +19,7 @@ public sealed class SchemaTests(PostgresFixture postgres) : IClassFixture<Postgr
     [Fact]
     public async Task Apply_Twice_Succeeds_AndLeavesEveryProviderQueryStoredOnce()
     {
-        string connectionString = await postgres.CreateDatabaseAsync("schema_twice");
+        var connectionString = await postgres.CreateDatabaseAsync("schema_twice");
 
         await PostgresSchema.ApplyAsync(connectionString);
         await PostgresSchema.ApplyAsync(connectionString);
@@ -33,7 +33,7 @@ public sealed class SchemaTests(PostgresFixture postgres) : IClassFixture<Postgr
     public async Task Apply_ConcurrentlyFromSeveralProcesses_Succeeds()
     {
         const int concurrentAppliers = 4;
-        string connectionString = await postgres.CreateDatabaseAsync("schema_concurrent");
+        var connectionString = await postgres.CreateDatabaseAsync("schema_concurrent");
 
         await Task.WhenAll(
             Enumerable.Range(
@@ -48,16 +48,16 @@ public sealed class SchemaTests(PostgresFixture postgres) : IClassFixture<Postgr
     [Fact]
     public async Task Apply_AgainAfterAQueryWasAltered_RestoresTheQuery()
     {
-        string connectionString = await postgres.CreateDatabaseAsync("schema_restore");
+        var connectionString = await postgres.CreateDatabaseAsync("schema_restore");
         await PostgresSchema.ApplyAsync(connectionString);
-        string original = (await ReadColumnAsync<string>(connectionString, "SELECT QueryText FROM OrleansQuery WHERE QueryKey = 'GatewaysQueryKey'"))
+        var original = (await ReadColumnAsync<string>(connectionString, "SELECT QueryText FROM OrleansQuery WHERE QueryKey = 'GatewaysQueryKey'"))
             .Single();
         await ExecuteAsync(
             connectionString, "UPDATE OrleansQuery SET QueryText = 'broken' WHERE QueryKey = 'GatewaysQueryKey'");
 
         await PostgresSchema.ApplyAsync(connectionString);
 
-        string restored = (await ReadColumnAsync<string>(connectionString, "SELECT QueryText FROM OrleansQuery WHERE QueryKey = 'GatewaysQueryKey'"))
+        var restored = (await ReadColumnAsync<string>(connectionString, "SELECT QueryText FROM OrleansQuery WHERE QueryKey = 'GatewaysQueryKey'"))
             .Single();
         Assert.Equal(original, restored);
     }
@@ -65,7 +65,7 @@ public sealed class SchemaTests(PostgresFixture postgres) : IClassFixture<Postgr
     [Fact]
     public async Task Apply_KeepsExistingMembershipRows()
     {
-        string connectionString = await postgres.CreateDatabaseAsync("schema_keeps");
+        var connectionString = await postgres.CreateDatabaseAsync("schema_keeps");
         await PostgresSchema.ApplyAsync(connectionString);
         await ExecuteAsync(
             connectionString, "INSERT INTO orleans_membership_version (deployment_id, version) VALUES ('c1', 7)");
@@ -90,7 +90,7 @@ public sealed class SchemaTests(PostgresFixture postgres) : IClassFixture<Postgr
     [Fact]
     public void Script_IsEmbedded_AndUsesOnlyIdempotentDefinitions()
     {
-        string script = PostgresSchema.Script;
+        var script = PostgresSchema.Script;
 
         Assert.DoesNotContain("CREATE TABLE orleans", script, StringComparison.OrdinalIgnoreCase);
         Assert.DoesNotContain("CREATE FUNCTION", script, StringComparison.OrdinalIgnoreCase);

@@ -51,7 +51,7 @@ public sealed partial class AzuriteInstance : IAsyncDisposable
     /// <summary>Starts Azurite; throws with a clear message when node_modules is missing.</summary>
     public static async Task<AzuriteInstance> StartAsync(string? location = null)
     {
-        string executable = Path.Combine(Repository.Root, "node_modules", ".bin", "azurite-blob");
+        var executable = Path.Combine(Repository.Root, "node_modules", ".bin", "azurite-blob");
         if (!File.Exists(executable))
         {
             throw new InvalidOperationException(
@@ -74,7 +74,7 @@ public sealed partial class AzuriteInstance : IAsyncDisposable
         // noisier (1 MiB writes took about 100 ms).
         string[] arguments =
             ["--blobHost", "127.0.0.1", "--blobPort", "0", "--location", location, "--silent", "--disableTelemetry"];
-        foreach (string arg in arguments)
+        foreach (var arg in arguments)
         {
             info.ArgumentList.Add(arg);
         }
@@ -91,7 +91,7 @@ public sealed partial class AzuriteInstance : IAsyncDisposable
         process.BeginErrorReadLine();
         try
         {
-            int port = await listening.Task.WaitAsync(StartTimeout);
+            var port = await listening.Task.WaitAsync(StartTimeout);
             return new AzuriteInstance(process, output, location, port);
         }
         catch

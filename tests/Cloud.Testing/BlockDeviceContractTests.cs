@@ -33,7 +33,7 @@ public abstract class BlockDeviceContractTests
     public async Task FreshDevice_ReadsZeroes()
     {
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
-        byte[] buffer = Blocks.Pattern(8192, 1);
+        var buffer = Blocks.Pattern(8192, 1);
         await device.ReadAsync(device.CapacityBytes - 8192, buffer);
         Assert.All(buffer, b => Assert.Equal(0, b));
     }
@@ -42,13 +42,13 @@ public abstract class BlockDeviceContractTests
     public async Task Write_ThenRead_ReturnsSameBytes_AtStartMiddleAndEnd()
     {
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
-        int sector = device.SectorSizeBytes;
+        var sector = device.SectorSizeBytes;
         long[] offsets = [0, sector * 8L, device.CapacityBytes / 2, device.CapacityBytes - 4 * sector];
-        for (int i = 0; i < offsets.Length; i++)
+        for (var i = 0; i < offsets.Length; i++)
             await device.WriteAsync(offsets[i], Blocks.Pattern(4 * sector, i));
-        for (int i = 0; i < offsets.Length; i++)
+        for (var i = 0; i < offsets.Length; i++)
         {
-            byte[] back = new byte[4 * sector];
+            var back = new byte[4 * sector];
             await device.ReadAsync(offsets[i], back);
             Assert.Equal(Blocks.Pattern(4 * sector, i), back);
         }
@@ -58,12 +58,12 @@ public abstract class BlockDeviceContractTests
     public async Task Write_LeavesNeighbouringSectorsUntouched()
     {
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
-        int sector = device.SectorSizeBytes;
+        var sector = device.SectorSizeBytes;
         await device.WriteAsync(0, Blocks.Pattern(3 * sector, 7));
         await device.WriteAsync(sector, new byte[sector]);
-        byte[] back = new byte[3 * sector];
+        var back = new byte[3 * sector];
         await device.ReadAsync(0, back);
-        byte[] expected = Blocks.Pattern(3 * sector, 7);
+        var expected = Blocks.Pattern(3 * sector, 7);
         Array.Clear(expected, sector, sector);
         Assert.Equal(expected, back);
     }
@@ -73,14 +73,14 @@ public abstract class BlockDeviceContractTests
     {
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
         const int writes = 32;
-        int size = 8 * device.SectorSizeBytes;
+        var size = 8 * device.SectorSizeBytes;
         await Task.WhenAll(
             Enumerable.Range(
                 0, writes).Select(i => device.WriteAsync((long)i * size, Blocks.Pattern(size, 100 + i)).AsTask()));
         await device.FlushAsync();
-        for (int i = 0; i < writes; i++)
+        for (var i = 0; i < writes; i++)
         {
-            byte[] back = new byte[size];
+            var back = new byte[size];
             await device.ReadAsync((long)i * size, back);
             Assert.Equal(Blocks.Pattern(size, 100 + i), back);
         }
@@ -92,7 +92,7 @@ public abstract class BlockDeviceContractTests
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
         await device.WriteAsync(0, Blocks.Pattern(device.SectorSizeBytes, 3));
         await device.FlushAsync();
-        byte[] back = new byte[device.SectorSizeBytes];
+        var back = new byte[device.SectorSizeBytes];
         await device.ReadAsync(0, back);
         Assert.Equal(Blocks.Pattern(device.SectorSizeBytes, 3), back);
     }
@@ -121,8 +121,8 @@ public abstract class BlockDeviceContractTests
     public async Task IoPastCapacity_IsRefused_AndDoesNotGrowTheDevice()
     {
         await using IBlockDevice device = await CreateDeviceAsync(ContractCapacityBytes);
-        long capacity = device.CapacityBytes;
-        int sector = device.SectorSizeBytes;
+        var capacity = device.CapacityBytes;
+        var sector = device.SectorSizeBytes;
         await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(
             () => device.WriteAsync(capacity - sector, new byte[2 * sector]).AsTask());
         await Assert.ThrowsAnyAsync<ArgumentOutOfRangeException>(

@@ -87,7 +87,7 @@ public sealed class ChildProcess : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (string argument in arguments)
+        foreach (var argument in arguments)
         {
             startInfo.ArgumentList.Add(argument);
         }
@@ -221,7 +221,7 @@ public sealed class ChildProcess : IAsyncDisposable
                 _output.Remove(0, _output.Length - MaxOutputChars);
             }
 
-            for (int i = _waiters.Count - 1; i >= 0; i--)
+            for (var i = _waiters.Count - 1; i >= 0; i--)
             {
                 if (line.Contains(_waiters[i].Text, StringComparison.Ordinal))
                 {

@@ -55,7 +55,7 @@ public static class Eventually
         Func<T, string> describeFailure)
     {
         T last = default!;
-        bool accepted = await WithinAsync(
+        var accepted = await WithinAsync(
             async () => accept(last = await read().ConfigureAwait(false)), timeout, pollInterval)
             .ConfigureAwait(false);
         return accepted ? last : throw new TimeoutException(describeFailure(last));
@@ -70,7 +70,7 @@ public static class Eventually
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(timeout, TimeSpan.Zero);
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(pollInterval, TimeSpan.Zero);
-        long start = Stopwatch.GetTimestamp();
+        var start = Stopwatch.GetTimestamp();
         while (!await condition().ConfigureAwait(false))
         {
             if (Stopwatch.GetElapsedTime(start) >= timeout)

@@ -15,7 +15,7 @@ public static class FreePorts
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
-        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
         listener.Stop();
         return port;
     }
@@ -28,7 +28,7 @@ public static class FreePorts
         try
         {
             var ports = new int[count];
-            for (int i = 0; i < count; i++)
+            for (var i = 0; i < count; i++)
             {
                 listeners[i] = new TcpListener(IPAddress.Loopback, 0);
                 listeners[i].Start();

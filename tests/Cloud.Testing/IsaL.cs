@@ -37,7 +37,7 @@ public static unsafe partial class IsaLRaid
     /// <summary>True when the library can be loaded here.</summary>
     public static bool IsAvailable()
     {
-        if (!NativeLibrary.TryLoad(Library, out IntPtr handle)) return false;
+        if (!NativeLibrary.TryLoad(Library, out var handle)) return false;
         NativeLibrary.Free(handle);
         return true;
     }

@@ -21,7 +21,7 @@ public sealed class PostgresFixture : IAsyncLifetime
     /// </summary>
     public Task<string> CreateDatabaseAsync(string prefix = "test")
     {
-        int number = Interlocked.Increment(ref _databaseCount);
+        var number = Interlocked.Increment(ref _databaseCount);
         return Server.CreateDatabaseAsync($"{prefix}_{number}");
     }
 

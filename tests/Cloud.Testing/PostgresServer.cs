@@ -98,7 +98,7 @@ public sealed class PostgresServer : IAsyncDisposable
     /// <exception cref="InvalidOperationException">PostgreSQL is not installed.</exception>
     public static string FindBinDirectory()
     {
-        string? overridden = Environment.GetEnvironmentVariable(BinDirectoryVariable);
+        var overridden = Environment.GetEnvironmentVariable(BinDirectoryVariable);
         if (!string.IsNullOrEmpty(overridden))
         {
             if (!File.Exists(Path.Combine(overridden, "initdb")) || !File.Exists(Path.Combine(overridden, "postgres")))
@@ -114,7 +114,7 @@ public sealed class PostgresServer : IAsyncDisposable
         {
             // The newest installed major version wins.
             var candidates = Directory.GetDirectories(DebianInstallRoot)
-                .Select(dir => (dir, major: int.TryParse(Path.GetFileName(dir), out int major) ? major : -1))
+                .Select(dir => (dir, major: int.TryParse(Path.GetFileName(dir), out var major) ? major : -1))
                 .Where(
                     c => c.major > 0 && File.Exists(Path.Combine(c.dir, "bin", "initdb")) && File.Exists(
                         Path.Combine(c.dir, "bin", "postgres")))
@@ -136,13 +136,13 @@ public sealed class PostgresServer : IAsyncDisposable
     /// message includes its output).</exception>
     public static async Task<PostgresServer> StartAsync(CancellationToken cancellationToken = default)
     {
-        string binDirectory = FindBinDirectory();
-        bool asRoot = Environment.UserName == "root" || GetEffectiveUserId() == 0;
+        var binDirectory = FindBinDirectory();
+        var asRoot = Environment.UserName == "root" || GetEffectiveUserId() == 0;
 
         var root = Directory.CreateTempSubdirectory("cloud-pg-");
         try
         {
-            string dataDirectory = Path.Combine(root.FullName, "data");
+            var dataDirectory = Path.Combine(root.FullName, "data");
             if (asRoot)
             {
                 await RunToCompletionAsync(
@@ -159,9 +159,9 @@ public sealed class PostgresServer : IAsyncDisposable
                 root.FullName, InitDbTimeout, cancellationToken, asRoot).ConfigureAwait(false);
 
             Exception? lastFailure = null;
-            for (int attempt = 1; attempt <= MaxPortAttempts; attempt++)
+            for (var attempt = 1; attempt <= MaxPortAttempts; attempt++)
             {
-                int port = FreePorts.Next();
+                var port = FreePorts.Next();
                 var log = new StringBuilder();
                 var process = StartProcess(
                     Path.Combine(binDirectory, "postgres"),
@@ -326,7 +326,7 @@ public sealed class PostgresServer : IAsyncDisposable
             // setpriv changes user and execs, so the PID we hold is the postmaster itself, not a
             // wrapper that might outlive it or be killed without it.
             startInfo.FileName = "setpriv";
-            foreach (string a in (string[])["--reuid", OsUser, "--regid", OsUser, "--init-groups", "--", fileName])
+            foreach (var a in (string[])["--reuid", OsUser, "--regid", OsUser, "--init-groups", "--", fileName])
             {
                 startInfo.ArgumentList.Add(a);
             }
@@ -336,7 +336,7 @@ public sealed class PostgresServer : IAsyncDisposable
             startInfo.FileName = fileName;
         }
 
-        foreach (string argument in arguments)
+        foreach (var argument in arguments)
         {
             startInfo.ArgumentList.Add(argument);
         }

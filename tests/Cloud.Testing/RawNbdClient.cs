@@ -90,9 +90,9 @@ public sealed class RawNbdClient : IAsyncDisposable
     {
         var h = await ReadAsync(20);
         Assert.Equal(NbdWire.OptionReplyMagic, BinaryPrimitives.ReadUInt64BigEndian(h));
-        uint option = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(8));
-        uint type = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(12));
-        uint length = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(16));
+        var option = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(8));
+        var type = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(12));
+        var length = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(16));
         Assert.True(length <= 1 << 20, $"option reply length {length}");
         return new OptionReply(option, type, await ReadAsync((int)length));
     }
@@ -104,7 +104,7 @@ public sealed class RawNbdClient : IAsyncDisposable
         BinaryPrimitives.WriteUInt32BigEndian(b, (uint)nameBytes.Length);
         nameBytes.CopyTo(b, 4);
         BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(4 + nameBytes.Length), (ushort)infos.Length);
-        for (int i = 0; i < infos.Length; i++)
+        for (var i = 0; i < infos.Length; i++)
         {
             BinaryPrimitives.WriteUInt16BigEndian(b.AsSpan(4 + nameBytes.Length + 2 + (2 * i)), infos[i]);
         }
@@ -128,7 +128,7 @@ public sealed class RawNbdClient : IAsyncDisposable
                 return (r, list);
             }
             list.Add(r);
-            ushort infoType = BinaryPrimitives.ReadUInt16BigEndian(r.Data);
+            var infoType = BinaryPrimitives.ReadUInt16BigEndian(r.Data);
             switch (infoType)
             {
                 case NbdWire.InfoExport:
@@ -179,12 +179,12 @@ public sealed class RawNbdClient : IAsyncDisposable
     public async Task<Reply> ReadReplyAsync(IReadOnlyDictionary<ulong, (ulong Offset, uint Length)>? reads = null)
     {
         var first = await ReadAsync(4);
-        uint magic = BinaryPrimitives.ReadUInt32BigEndian(first);
+        var magic = BinaryPrimitives.ReadUInt32BigEndian(first);
         if (magic == NbdWire.SimpleReplyMagic)
         {
             var rest = await ReadAsync(12);
-            uint error = BinaryPrimitives.ReadUInt32BigEndian(rest);
-            ulong cookie = BinaryPrimitives.ReadUInt64BigEndian(rest.AsSpan(4));
+            var error = BinaryPrimitives.ReadUInt32BigEndian(rest);
+            var cookie = BinaryPrimitives.ReadUInt64BigEndian(rest.AsSpan(4));
             byte[]? data = null;
             if (error == 0 && reads is not null && reads.TryGetValue(cookie, out var read))
             {
@@ -200,10 +200,10 @@ public sealed class RawNbdClient : IAsyncDisposable
         while (true)
         {
             var h = await ReadAsync(16);
-            ushort flags = BinaryPrimitives.ReadUInt16BigEndian(h);
-            ushort type = BinaryPrimitives.ReadUInt16BigEndian(h.AsSpan(2));
+            var flags = BinaryPrimitives.ReadUInt16BigEndian(h);
+            var type = BinaryPrimitives.ReadUInt16BigEndian(h.AsSpan(2));
             replyCookie = BinaryPrimitives.ReadUInt64BigEndian(h.AsSpan(4));
-            uint length = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(12));
+            var length = BinaryPrimitives.ReadUInt32BigEndian(h.AsSpan(12));
             var payload = await ReadAsync((int)length);
             switch (type)
             {
@@ -212,7 +212,7 @@ public sealed class RawNbdClient : IAsyncDisposable
                     break;
                 case NbdWire.ReplyTypeOffsetData:
                     Assert.True(length >= 9);
-                    ulong chunkOffset = BinaryPrimitives.ReadUInt64BigEndian(payload);
+                    var chunkOffset = BinaryPrimitives.ReadUInt64BigEndian(payload);
                     Assert.NotNull(reads);
                     var (reqOffset, reqLength) = reads![replyCookie];
                     assembled ??= new byte[reqLength];
@@ -278,7 +278,7 @@ public sealed class RawNbdClient : IAsyncDisposable
         {
             while (true)
             {
-                int n = await _stream.ReadAsync(b, cts.Token);
+                var n = await _stream.ReadAsync(b, cts.Token);
                 if (n == 0)
                 {
                     return true;

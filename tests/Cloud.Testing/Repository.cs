@@ -21,17 +21,17 @@ public static class Repository
     /// build.</exception>
     public static string BuiltAssembly(string projectDirectory, string assemblyName)
     {
-        string here = AppContext.BaseDirectory;
-        string framework = new DirectoryInfo(here).Name;
-        string separator = Path.DirectorySeparatorChar.ToString();
-        string configuration = here.Contains($"{separator}Release{separator}", StringComparison.Ordinal)
+        var here = AppContext.BaseDirectory;
+        var framework = new DirectoryInfo(here).Name;
+        var separator = Path.DirectorySeparatorChar.ToString();
+        var configuration = here.Contains($"{separator}Release{separator}", StringComparison.Ordinal)
             ? "Release"
             : "Debug";
-        string other = configuration == "Debug" ? "Release" : "Debug";
-        string output = Path.Combine(Root, projectDirectory, "bin");
-        foreach (string candidate in new[] { configuration, other })
+        var other = configuration == "Debug" ? "Release" : "Debug";
+        var output = Path.Combine(Root, projectDirectory, "bin");
+        foreach (var candidate in new[] { configuration, other })
         {
-            string path = Path.Combine(output, candidate, framework, assemblyName);
+            var path = Path.Combine(output, candidate, framework, assemblyName);
             if (File.Exists(path))
             {
                 return path;

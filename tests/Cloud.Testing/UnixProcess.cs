@@ -32,12 +32,12 @@ public static partial class UnixProcess
     /// <summary>True while <paramref name="pid"/> exists and is not a zombie.</summary>
     public static bool IsRunning(int pid)
     {
-        string statPath = $"/proc/{pid}/stat";
+        var statPath = $"/proc/{pid}/stat";
         try
         {
-            string stat = File.ReadAllText(statPath);
+            var stat = File.ReadAllText(statPath);
             // The state letter follows the parenthesised command name: "pid (comm) S ...".
-            int close = stat.LastIndexOf(')');
+            var close = stat.LastIndexOf(')');
             return close < 0 || close + 2 >= stat.Length || stat[close + 2] != 'Z';
         }
         catch (IOException)

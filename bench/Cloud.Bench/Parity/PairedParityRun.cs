@@ -26,7 +26,7 @@ public static class PairedParityRun
     {
         output.WriteLine(
             $"64 KiB chunks, {RoundCount} alternating rounds of {CallsPerBlock} calls; speed = ISA-L time / our time (1.00 = as fast as ISA-L).");
-        foreach (int alignmentBytes in new[] { 64, 4096 })
+        foreach (var alignmentBytes in new[] { 64, 4096 })
         {
             output.WriteLine($"buffers aligned to {alignmentBytes} bytes");
             Run(output, alignmentBytes);
@@ -52,13 +52,13 @@ public static class PairedParityRun
             // compiling the next scenario's code on the other core.
             foreach ((_, Action peer, Action ours) in scenarios)
             {
-                for (int i = 0; i < WarmupCalls; i++)
+                for (var i = 0; i < WarmupCalls; i++)
                 {
                     peer();
                     ours();
                 }
             }
-            foreach ((string name, Action peer, Action ours) in scenarios) Compare(output, name, peer, ours);
+            foreach ((var name, Action peer, Action ours) in scenarios) Compare(output, name, peer, ours);
         }
         finally
         {
@@ -68,13 +68,13 @@ public static class PairedParityRun
 
     private static void Compare(TextWriter output, string scenario, Action peer, Action ours)
     {
-        long allocatedBefore = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < CallsPerBlock; i++) ours();
-        double oursBytesPerCall = (GC.GetAllocatedBytesForCurrentThread() - allocatedBefore) / (double)CallsPerBlock;
+        var allocatedBefore = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < CallsPerBlock; i++) ours();
+        var oursBytesPerCall = (GC.GetAllocatedBytesForCurrentThread() - allocatedBefore) / (double)CallsPerBlock;
 
         var peerBlocks = new double[RoundCount];
         var oursBlocks = new double[RoundCount];
-        for (int round = 0; round < RoundCount; round++)
+        for (var round = 0; round < RoundCount; round++)
         {
             // Swap who goes first each round so neither always runs on a cache the other warmed.
             if (round % 2 == 0)
@@ -97,8 +97,8 @@ public static class PairedParityRun
 
     private static double TimeBlock(Action action)
     {
-        long start = Stopwatch.GetTimestamp();
-        for (int i = 0; i < CallsPerBlock; i++) action();
+        var start = Stopwatch.GetTimestamp();
+        for (var i = 0; i < CallsPerBlock; i++) action();
         return Stopwatch.GetElapsedTime(start).TotalNanoseconds / CallsPerBlock;
     }
 }

@@ -40,7 +40,7 @@ public unsafe class ParityBenchmarks
     {
         var rng = new Random(42);
         buffers = new AlignedBuffer[DataCount + 2];
-        for (int i = 0; i < buffers.Length; i++)
+        for (var i = 0; i < buffers.Length; i++)
         {
             buffers[i] = new AlignedBuffer(ChunkBytes, BufferAlignmentBytes);
             rng.NextBytes(buffers[i].GetSpan());
@@ -107,7 +107,7 @@ public unsafe class ParityBenchmarks
         // Built once in setup, in unmanaged memory, so no benchmark call pins or allocates.
         var pointers = (void**)System.Runtime.InteropServices.NativeMemory.Alloc(
             (nuint)order.Length, (nuint)sizeof(void*));
-        for (int i = 0; i < order.Length; i++) pointers[i] = buffers[order[i]].Pointer;
+        for (var i = 0; i < order.Length; i++) pointers[i] = buffers[order[i]].Pointer;
         return pointers;
     }
 }

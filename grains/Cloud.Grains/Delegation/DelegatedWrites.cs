@@ -52,10 +52,13 @@ public sealed record DelegationReceipt(
     [property: Id(0)] string TargetSilo,
     [property: Id(1)] bool Accepted);
 
-/// <summary>The delegation unit's activation is moving to another silo; send the copy again and it will be placed anew.</summary>
+/// <summary>
+/// The delegation unit's activation is moving to another silo; send the copy again and it will be placed anew.
+/// </summary>
 [GenerateSerializer, Alias("cloud.DelegationMovedException")]
 public sealed class DelegationMovedException : Exception
 {
     /// <summary>Creates the exception naming the silo the unit is leaving.</summary>
-    public DelegationMovedException(string fromSilo) : base($"the delegation unit is moving away from silo {fromSilo}; send again") { }
+    public DelegationMovedException(string fromSilo) : base(
+        $"the delegation unit is moving away from silo {fromSilo}; send again") { }
 }

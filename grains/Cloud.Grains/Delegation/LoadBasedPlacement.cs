@@ -21,15 +21,22 @@ public sealed class LoadBasedPlacementAttribute() : PlacementAttribute(LoadBased
 /// <summary>
 /// Eligible = compatible with the grain, published lately, not draining, and of the volume's host when the volume's
 /// members are that host's files (the unit's key names the volume; a re-placement by migration carries no request
-/// context, so the key is the one thing every placement of the unit has). Among those the lowest score wins; ties go to the lowest address so that the choice is deterministic. With
+/// context, so the key is the one thing every placement of the unit has). Among those the lowest score wins; ties go to
+/// the lowest address so that the choice is deterministic. With
 /// no fresh load data (a cluster just starting), the local silo is chosen, which keeps the write on the first server;
 /// a unit that must live on a host with no live silo is refused with <see cref="CloudStorageException"/>.
 /// </summary>
 internal sealed class LoadBasedPlacementDirector(
-    LoadTable table, Hosting.SiloRuntimeSettings settings, IClusterMembershipService membership, Volumes.VolumeDirectory directory)
+    LoadTable table,
+    Hosting.SiloRuntimeSettings settings,
+    IClusterMembershipService membership,
+    Volumes.VolumeDirectory directory)
     : IPlacementDirector
 {
-    public async Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
+    public async Task<SiloAddress> OnAddActivation(
+        PlacementStrategy strategy,
+        PlacementTarget target,
+        IPlacementContext context)
     {
         var candidates = context.GetCompatibleSilos(target);
         if (await RequiredHostAsync(target.GrainIdentity).ConfigureAwait(false) is { } requiredHost)
@@ -43,7 +50,9 @@ internal sealed class LoadBasedPlacementDirector(
         var key = unit.Key.ToString();
         var slash = key?.IndexOf('/') ?? -1;
         if (slash <= 0 || !Guid.TryParseExact(key.AsSpan(0, slash), "N", out var volumeId)) return null;
-        return await directory.FindAsync(volumeId).ConfigureAwait(false) is { } volume ? Volumes.VolumeReach.RequiredHost(volume) : null;
+        return await directory.FindAsync(volumeId).ConfigureAwait(false) is { } volume
+            ? Volumes.VolumeReach.RequiredHost(volume)
+            : null;
     }
 
     private SiloAddress Choose(SiloAddress[] candidates, IPlacementContext context)
@@ -67,7 +76,9 @@ internal sealed class LoadBasedPlacementDirector(
                 bestScore = score;
             }
         }
-        best ??= candidates.Contains(context.LocalSilo) ? context.LocalSilo : candidates.OrderBy(s => s.ToParsableString(), StringComparer.Ordinal).First();
+        best ??= candidates.Contains(context.LocalSilo)
+            ? context.LocalSilo
+            : candidates.OrderBy(s => s.ToParsableString(), StringComparer.Ordinal).First();
         return Placed(best);
     }
 

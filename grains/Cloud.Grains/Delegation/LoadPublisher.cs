@@ -52,9 +52,10 @@ internal sealed partial class LoadPublisher(
     internal SiloLoad Sample()
     {
         usage.DecayIdleLatency();
-        var load = new SiloLoad(silo.Name, silo.SiloAddress.ToParsableString(), usage.PendingDelegatedBytes, usage.QueueDepth,
-            usage.DiskLatencyMs, usage.SampleCpuPercent(), settings.Draining, time.GetUtcNow(),
-            usage.DelegationsReused, usage.DelegationsNew, usage.WritesPerformed, Overloaded: false, HostName: reach.HostName);
+        var load = new SiloLoad(silo.Name, silo.SiloAddress.ToParsableString(), usage.PendingDelegatedBytes,
+            usage.QueueDepth, usage.DiskLatencyMs, usage.SampleCpuPercent(), settings.Draining, time.GetUtcNow(),
+            usage.DelegationsReused, usage.DelegationsNew, usage.WritesPerformed, Overloaded: false,
+            HostName: reach.HostName);
         return load with { Overloaded = table.IsOverloaded(load.Score, table.MeanScore()) };
     }
 

@@ -12,15 +12,19 @@ namespace Cloud.Grains.Delegation;
 public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
 {
     private readonly CloudOptions _options = options.Value;
-    private volatile Snapshot _snapshot = new(ImmutableArray<SiloLoad>.Empty, ImmutableDictionary<string, double>.Empty);
+    private volatile Snapshot _snapshot = new(
+        ImmutableArray<SiloLoad>.Empty, ImmutableDictionary<string, double>.Empty);
 
-    private sealed record Snapshot(ImmutableArray<SiloLoad> Entries, ImmutableDictionary<string, double> PlacementDebits);
+    private sealed record Snapshot(
+        ImmutableArray<SiloLoad> Entries,
+        ImmutableDictionary<string, double> PlacementDebits);
 
     /// <summary>Every entry as of the last refresh.</summary>
     public ImmutableArray<SiloLoad> Entries => _snapshot.Entries;
 
     /// <summary>Replaces the table with a freshly published one and clears placement debits.</summary>
-    public void Update(ImmutableArray<SiloLoad> entries) => _snapshot = new(entries, ImmutableDictionary<string, double>.Empty);
+    public void Update(ImmutableArray<SiloLoad> entries)
+        => _snapshot = new(entries, ImmutableDictionary<string, double>.Empty);
 
     /// <summary>The fresh entry of a silo (by address or name), or null when it has not published lately.</summary>
     public SiloLoad? Find(string silo)
@@ -34,7 +38,9 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
         return null;
     }
 
-    /// <summary>Score including work placed here since the last refresh, so that a burst does not pile onto one silo.</summary>
+    /// <summary>
+    /// Score including work placed here since the last refresh, so that a burst does not pile onto one silo.
+    /// </summary>
     public double EffectiveScore(SiloLoad entry) =>
         entry.Score + _snapshot.PlacementDebits.GetValueOrDefault(entry.SiloAddress);
 
@@ -45,7 +51,11 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
         do
         {
             current = _snapshot;
-            next = current with { PlacementDebits = current.PlacementDebits.SetItem(siloAddress, current.PlacementDebits.GetValueOrDefault(siloAddress) + 1) };
+            next = current with
+            {
+                PlacementDebits = current.PlacementDebits.SetItem(
+                    siloAddress, current.PlacementDebits.GetValueOrDefault(siloAddress) + 1)
+            };
         }
         while (Interlocked.CompareExchange(ref _snapshot, next, current) != current);
     }
@@ -55,7 +65,7 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
     {
         var cutoff = time.GetUtcNow() - _options.LoadEntryTimeToLive;
         double sum = 0;
-        int n = 0;
+        var n = 0;
         foreach (var e in _snapshot.Entries)
         {
             if (e.PublishedUtc < cutoff || e.Draining) continue;
@@ -65,7 +75,9 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
         return n == 0 ? 0 : sum / n;
     }
 
-    /// <summary>True when the score is above both the cluster mean times the overload factor and the minimum score.</summary>
+    /// <summary>
+    /// True when the score is above both the cluster mean times the overload factor and the minimum score.
+    /// </summary>
     public bool IsOverloaded(double score, double mean) =>
         score > _options.OverloadMinimumScore && score > mean * _options.OverloadFactor;
 

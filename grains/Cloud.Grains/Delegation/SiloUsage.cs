@@ -45,15 +45,27 @@ public sealed class SiloUsage : IDisposable
     /// <summary>Copies this silo's RAID worker wrote.</summary>
     public long WritesPerformed => Interlocked.Read(ref _writesPerformed);
 
-    internal void Enqueued(long bytes) { Interlocked.Add(ref _pendingDelegatedBytes, bytes); Interlocked.Increment(ref _queueDepth); }
+    internal void Enqueued(long bytes)
+    {
+        Interlocked.Add(ref _pendingDelegatedBytes, bytes);
+        Interlocked.Increment(ref _queueDepth);
+    }
 
-    internal void Dequeued(long bytes) { Interlocked.Add(ref _pendingDelegatedBytes, -bytes); Interlocked.Decrement(ref _queueDepth); }
+    internal void Dequeued(long bytes)
+    {
+        Interlocked.Add(ref _pendingDelegatedBytes, -bytes);
+        Interlocked.Decrement(ref _queueDepth);
+    }
 
     internal void WritePerformed() => Interlocked.Increment(ref _writesPerformed);
 
-    internal void Decision(bool reused) => Interlocked.Increment(ref reused ? ref _delegationsReused : ref _delegationsNew);
+    internal void Decision(bool reused)
+        => Interlocked.Increment(ref reused ? ref _delegationsReused : ref _delegationsNew);
 
-    /// <summary>Folds one disk operation's latency into the average (weight 1/8, like TCP's SRTT, so one outlier does not swing it).</summary>
+    /// <summary>
+    /// Folds one disk operation's latency into the average (weight 1/8, like TCP's SRTT, so one outlier does not swing
+    /// it).
+    /// </summary>
     internal void ObserveDiskLatency(TimeSpan latency)
     {
         Interlocked.Increment(ref _diskOps);
@@ -99,6 +111,7 @@ public sealed class SiloUsage : IDisposable
         _lastCpu = cpu;
         _lastCpuSampleTicks = now;
         if (wall <= TimeSpan.Zero) return 0;
-        return Math.Clamp(100.0 * used.TotalMilliseconds / (wall.TotalMilliseconds * Environment.ProcessorCount), 0, 100);
+        return Math.Clamp(
+            100.0 * used.TotalMilliseconds / (wall.TotalMilliseconds * Environment.ProcessorCount), 0, 100);
     }
 }

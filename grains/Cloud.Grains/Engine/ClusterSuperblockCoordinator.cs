@@ -20,13 +20,18 @@ internal sealed partial class ClusterSuperblockCoordinator(
     IClusterMembershipService membership,
     ILogger<ClusterSuperblockCoordinator> logger) : ISuperblockCoordinator
 {
-    /// <summary>A grant's lease: far above the few superblock writes an update makes, short enough to outlive a dead holder briefly.</summary>
+    /// <summary>
+    /// A grant's lease: far above the few superblock writes an update makes, short enough to outlive a dead holder
+    /// briefly.
+    /// </summary>
     public static readonly TimeSpan Lease = TimeSpan.FromSeconds(30);
 
     /// <summary>How long one acquire call waits in the grain before asking again.</summary>
     public static readonly TimeSpan AcquireWait = TimeSpan.FromSeconds(2);
 
-    /// <summary>Bound on waiting for another silo to re-read its members; a silo that does not answer is dying.</summary>
+    /// <summary>
+    /// Bound on waiting for another silo to re-read its members; a silo that does not answer is dying.
+    /// </summary>
     public static readonly TimeSpan RefreshTimeout = TimeSpan.FromSeconds(10);
 
     private readonly string _holder = silo.SiloAddress.ToParsableString();
@@ -53,7 +58,8 @@ internal sealed partial class ClusterSuperblockCoordinator(
             while (true)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                var token = await grain.AcquireAsync(_holder, Lease, AcquireWait).WaitAsync(cancellationToken).ConfigureAwait(false);
+                var token = await grain.AcquireAsync(
+                    _holder, Lease, AcquireWait).WaitAsync(cancellationToken).ConfigureAwait(false);
                 if (token != 0) return new Grant(this, grain, volumeId, token);
             }
         }
@@ -71,12 +77,20 @@ internal sealed partial class ClusterSuperblockCoordinator(
             .Select(m => m.Name).ToList();
         await Task.WhenAll(others.Select(async name =>
         {
-            try { await grains.GetGrain<IRaidWorkerGrain>(name).RefreshMembersAsync(volumeId).WaitAsync(RefreshTimeout).ConfigureAwait(false); }
+            try
+            {
+                await grains.GetGrain<IRaidWorkerGrain>(name).RefreshMembersAsync(volumeId)
+                    .WaitAsync(RefreshTimeout).ConfigureAwait(false);
+            }
             catch (Exception ex) { LogRefreshFailed(_logger, volumeId, name, ex); }
         })).ConfigureAwait(false);
     }
 
-    private sealed class Grant(ClusterSuperblockCoordinator owner, ISuperblockLeaseGrain grain, Guid volumeId, long token) : IAsyncDisposable
+    private sealed class Grant(
+        ClusterSuperblockCoordinator owner,
+        ISuperblockLeaseGrain grain,
+        Guid volumeId,
+        long token) : IAsyncDisposable
     {
         private int _disposed;
 
@@ -111,6 +125,8 @@ internal enum RefreshMode
     /// <summary>This silo is about to update them itself, which re-reads first.</summary>
     Skip,
 
-    /// <summary>This silo is telling the others of its own update: re-read after that, without making the caller wait.</summary>
+    /// <summary>
+    /// This silo is telling the others of its own update: re-read after that, without making the caller wait.
+    /// </summary>
     Background,
 }

@@ -22,7 +22,8 @@ internal static class EngineErrors
     }
 
     private static bool NeedsWrapping(Exception ex) =>
-        ex is not (CloudRequestException or CloudStorageException or LockFencedException or OrleansException or TimeoutException or OperationCanceledException);
+        ex is not (CloudRequestException or CloudStorageException or LockFencedException or OrleansException
+            or TimeoutException or OperationCanceledException);
 
     private static Exception Wrap(Exception ex) => ex switch
     {

@@ -35,7 +35,12 @@ public interface IVolumeStore : IAsyncDisposable
     ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken);
 
     /// <summary>The versioned write: stores <paramref name="writeTimestamp"/> in each block's metadata.</summary>
-    ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, long writeTimestamp, bool forceUnitAccess, CancellationToken cancellationToken);
+    ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        long writeTimestamp,
+        bool forceUnitAccess,
+        CancellationToken cancellationToken);
 
     /// <summary>Each block's stored write timestamp (0 = never written).</summary>
     ValueTask ReadBlockTimestampsAsync(long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken);
@@ -60,12 +65,15 @@ public interface IVolumeStore : IAsyncDisposable
     /// <paramref name="lastStripe"/> (inclusive). The engine excludes only this silo's own writers; the caller holds
     /// the partition locks of these stripes, shared to check and exclusive to repair.
     /// </summary>
-    ValueTask<ScrubResult> ScrubStripesAsync(long firstStripe, long lastStripe, bool repair, CancellationToken cancellationToken);
+    ValueTask<ScrubResult> ScrubStripesAsync(
+        long firstStripe, long lastStripe, bool repair, CancellationToken cancellationToken);
 
     /// <summary>The volume's id, as its superblocks record it.</summary>
     Guid VolumeId { get; }
 
-    /// <summary>Re-reads the superblocks and adopts member changes another silo recorded (fail, replace, rebuild).</summary>
+    /// <summary>
+    /// Re-reads the superblocks and adopts member changes another silo recorded (fail, replace, rebuild).
+    /// </summary>
     ValueTask RefreshMembersAsync(CancellationToken cancellationToken);
 
     /// <summary>

@@ -3,7 +3,10 @@ using Cloud.Grains.Abstractions;
 
 namespace Cloud.Grains.Engine;
 
-/// <summary>Adds the current injected latency to every data-path operation of a store: a slow silo for benchmarks and load tests.</summary>
+/// <summary>
+/// Adds the current injected latency to every data-path operation of a store: a slow silo for benchmarks and load
+/// tests.
+/// </summary>
 internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> latency) : IVolumeStore
 {
     public long CapacityBytes => inner.CapacityBytes;
@@ -12,7 +15,8 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
     public int BlockSizeBytes => inner.BlockSizeBytes;
     public VolumeHealthState Health => inner.Health;
     public ImmutableArray<DiskStatus> Members => inner.Members;
-    public (long First, long Last) StripeRange(long offsetBytes, long lengthBytes) => inner.StripeRange(offsetBytes, lengthBytes);
+    public (long First, long Last) StripeRange(long offsetBytes, long lengthBytes)
+        => inner.StripeRange(offsetBytes, lengthBytes);
 
     public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken)
     {
@@ -20,24 +24,41 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
         await inner.ReadAsync(offsetBytes, destination, cancellationToken);
     }
 
-    public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, long writeTimestamp, bool forceUnitAccess, CancellationToken cancellationToken)
+    public async ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        long writeTimestamp,
+        bool forceUnitAccess,
+        CancellationToken cancellationToken)
     {
         if (latency() is { Ticks: > 0 } delay) await Task.Delay(delay, cancellationToken);
         await inner.WriteAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
     }
 
-    public ValueTask ReadBlockTimestampsAsync(long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken) =>
+    public ValueTask ReadBlockTimestampsAsync(
+        long offsetBytes,
+        Memory<long> timestamps,
+        CancellationToken cancellationToken) =>
         inner.ReadBlockTimestampsAsync(offsetBytes, timestamps, cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
-    public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken) => inner.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
+    public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken)
+        => inner.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
     public ValueTask FailMemberAsync(int memberIndex, string reason) => inner.FailMemberAsync(memberIndex, reason);
-    public ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken) => inner.ReplaceMemberAsync(memberIndex, path, cancellationToken);
-    public ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken) => inner.RebuildAsync(progress, cancellationToken);
-    public ValueTask<ScrubResult> ScrubStripesAsync(long firstStripe, long lastStripe, bool repair, CancellationToken cancellationToken) =>
+    public ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken)
+        => inner.ReplaceMemberAsync(memberIndex, path, cancellationToken);
+    public ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken)
+        => inner.RebuildAsync(progress, cancellationToken);
+    public ValueTask<ScrubResult> ScrubStripesAsync(
+        long firstStripe,
+        long lastStripe,
+        bool repair,
+        CancellationToken cancellationToken) =>
         inner.ScrubStripesAsync(firstStripe, lastStripe, repair, cancellationToken);
     public Guid VolumeId => inner.VolumeId;
-    public ValueTask RefreshMembersAsync(CancellationToken cancellationToken) => inner.RefreshMembersAsync(cancellationToken);
-    public ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken) => inner.RecoverWriterSlotAsync(writerSlot, cancellationToken);
+    public ValueTask RefreshMembersAsync(CancellationToken cancellationToken)
+        => inner.RefreshMembersAsync(cancellationToken);
+    public ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken)
+        => inner.RecoverWriterSlotAsync(writerSlot, cancellationToken);
     public ValueTask DisposeAsync() => inner.DisposeAsync();
 }

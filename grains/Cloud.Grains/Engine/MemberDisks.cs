@@ -25,10 +25,16 @@ public static class MemberDisks
         _ => disk.ToString(),
     };
 
-    /// <summary>The operator's descriptor of a catalog location (<c>file:PATH</c> or <c>pageblob:CONTAINER/BLOB</c>), as <c>volume show</c> lists it.</summary>
+    /// <summary>
+    /// The operator's descriptor of a catalog location (<c>file:PATH</c> or <c>pageblob:CONTAINER/BLOB</c>), as
+    /// <c>volume show</c> lists it.
+    /// </summary>
     public static string Describe(string location) => FromLocation(location).ToString();
 
-    /// <summary>Where the host-independent names of block devices live: a path under it names the same disk on every host it is attached to.</summary>
+    /// <summary>
+    /// Where the host-independent names of block devices live: a path under it names the same disk on every host it is
+    /// attached to.
+    /// </summary>
     public const string SharedDevicePrefix = "/dev/disk/by-id/";
 
     /// <summary>
@@ -42,8 +48,13 @@ public static class MemberDisks
             _ => true,
         };
 
-    /// <summary>The host of each member at <paramref name="locations"/> when created by a silo of <paramref name="hostName"/>: empty for a shared disk.</summary>
-    public static System.Collections.Immutable.ImmutableArray<string> HostsOf(IEnumerable<string> locations, string hostName) =>
+    /// <summary>
+    /// The host of each member at <paramref name="locations"/> when created by a silo of <paramref name="hostName"/>:
+    /// empty for a shared disk.
+    /// </summary>
+    public static System.Collections.Immutable.ImmutableArray<string> HostsOf(
+        IEnumerable<string> locations,
+        string hostName) =>
         [.. locations.Select(l => IsShared(l) ? "" : hostName)];
 
     /// <summary>Whether a catalog location is a file on the silo's host.</summary>
@@ -51,7 +62,8 @@ public static class MemberDisks
 
     /// <summary>
     /// Parses an operator's descriptor into a catalog location; a relative file path is taken relative to
-    /// <paramref name="baseDirectory"/>. Throws <see cref="CloudRequestException"/> naming the value and the allowed forms.
+    /// <paramref name="baseDirectory"/>. Throws <see cref="CloudRequestException"/> naming the value and the allowed
+    /// forms.
     /// </summary>
     public static string ParseRequested(string? text, string baseDirectory)
     {
@@ -75,12 +87,14 @@ public static class MemberDisks
     public static void BindPageBlobAccount(IConfiguration configuration, PageBlobAccountOptions options)
     {
         configuration.GetSection("PageBlobs").Bind(options);
-        if (string.IsNullOrWhiteSpace(options.ConnectionString) && configuration["Cloud:Azure:ConnectionString"] is { Length: > 0 } connectionString)
+        if (string.IsNullOrWhiteSpace(options.ConnectionString)
+            && configuration["Cloud:Azure:ConnectionString"] is { Length: > 0 } connectionString)
             options.ConnectionString = connectionString;
         if (options.ServiceUri is null && configuration["Cloud:Azure:BlobEndpoint"] is { Length: > 0 } endpoint)
         {
             if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var uri))
-                throw new InvalidOperationException($"Cloud:Azure:BlobEndpoint '{endpoint}' is not an absolute URI; use e.g. https://ACCOUNT.blob.core.windows.net/");
+                throw new InvalidOperationException(
+                    $"Cloud:Azure:BlobEndpoint '{endpoint}' is not an absolute URI; use e.g. https://ACCOUNT.blob.core.windows.net/");
             options.ServiceUri = uri;
         }
     }

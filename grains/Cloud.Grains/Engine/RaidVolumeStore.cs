@@ -9,8 +9,14 @@ using Cloud.Storage.Volumes;
 
 namespace Cloud.Grains.Engine;
 
-/// <summary>The storage engine's <see cref="RaidVolume"/> over file and page-blob member disks, as the grains see it.</summary>
-internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices, VolumeInfo info, BlockDeviceFactory disks) : IVolumeStore
+/// <summary>
+/// The storage engine's <see cref="RaidVolume"/> over file and page-blob member disks, as the grains see it.
+/// </summary>
+internal sealed class RaidVolumeStore(
+    RaidVolume volume,
+    IBlockDevice?[] devices,
+    VolumeInfo info,
+    BlockDeviceFactory disks) : IVolumeStore
 {
     private readonly List<IBlockDevice> _retired = [];
     private readonly string[] _locations = [.. info.DiskPaths];
@@ -28,28 +34,42 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
         _ => VolumeHealthState.Failed,
     };
 
-    public ImmutableArray<DiskStatus> Members => [.. volume.Members.Select(m => new DiskStatus(m.Index, MemberDisks.Describe(_locations[m.Index]), m.State switch
-    {
-        MemberState.Active => DiskState.Active,
-        MemberState.Failed => DiskState.Failed,
-        MemberState.Rebuilding => DiskState.Rebuilding,
-        _ => DiskState.Missing,
-    }))];
+    public ImmutableArray<DiskStatus> Members
+        => [.. volume.Members.Select(m => new DiskStatus(
+            m.Index,
+            MemberDisks.Describe(_locations[m.Index]),
+            m.State switch
+            {
+                MemberState.Active => DiskState.Active,
+                MemberState.Failed => DiskState.Failed,
+                MemberState.Rebuilding => DiskState.Rebuilding,
+                _ => DiskState.Missing,
+            }))];
 
-    public (long First, long Last) StripeRange(long offsetBytes, long lengthBytes) => volume.StripeRange(offsetBytes, lengthBytes);
+    public (long First, long Last) StripeRange(long offsetBytes, long lengthBytes)
+        => volume.StripeRange(offsetBytes, lengthBytes);
 
     public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken) =>
         volume.ReadAsync(offsetBytes, destination, cancellationToken);
 
-    public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, long writeTimestamp, bool forceUnitAccess, CancellationToken cancellationToken) =>
+    public ValueTask WriteAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> source,
+        long writeTimestamp,
+        bool forceUnitAccess,
+        CancellationToken cancellationToken) =>
         volume.WriteAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
 
-    public ValueTask ReadBlockTimestampsAsync(long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken) =>
+    public ValueTask ReadBlockTimestampsAsync(
+        long offsetBytes,
+        Memory<long> timestamps,
+        CancellationToken cancellationToken) =>
         volume.ReadBlockTimestampsAsync(offsetBytes, timestamps, cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken) => volume.FlushAsync(cancellationToken);
 
-    public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken) => volume.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
+    public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken)
+        => volume.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
 
     public async ValueTask FailMemberAsync(int memberIndex, string reason)
     {
@@ -65,7 +85,8 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
 
     public async ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken)
     {
-        var size = OnDiskFormat.DataOffsetBytes + volume.StripeCount * OnDiskFormat.ChunkStrideBytes(volume.Geometry.ChunkSizeBytes);
+        var size = OnDiskFormat.DataOffsetBytes + volume.StripeCount * OnDiskFormat.ChunkStrideBytes(
+            volume.Geometry.ChunkSizeBytes);
         var device = await RaidVolumeStoreFactory.CreateMemberAsync(disks, info.Name, path, size, cancellationToken);
         try
         {
@@ -85,7 +106,11 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
     public ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken) =>
         volume.RebuildAsync(progress is null ? null : new Progress(progress), cancellationToken);
 
-    public async ValueTask<ScrubResult> ScrubStripesAsync(long firstStripe, long lastStripe, bool repair, CancellationToken cancellationToken)
+    public async ValueTask<ScrubResult> ScrubStripesAsync(
+        long firstStripe,
+        long lastStripe,
+        bool repair,
+        CancellationToken cancellationToken)
     {
         var report = await volume.ScrubStripesAsync(firstStripe, lastStripe, repair, cancellationToken);
         return new ScrubResult(report.StripesChecked, report.ParityMismatches, report.ChecksumErrors, report.Repaired);
@@ -93,7 +118,8 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
 
     public Guid VolumeId => volume.Definition.VolumeId;
 
-    public async ValueTask RefreshMembersAsync(CancellationToken cancellationToken) => await volume.RefreshMembersAsync(null, cancellationToken);
+    public async ValueTask RefreshMembersAsync(CancellationToken cancellationToken)
+        => await volume.RefreshMembersAsync(null, cancellationToken);
 
     public async ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken) =>
         await volume.RecoverWriterSlotAsync(writerSlot, cancellationToken);
@@ -113,7 +139,8 @@ internal sealed class RaidVolumeStore(RaidVolume volume, IBlockDevice?[] devices
 }
 
 /// <summary>
-/// Creates and assembles <see cref="RaidVolume"/>s over member disks opened by the silo's <see cref="BlockDeviceFactory"/>
+/// Creates and assembles <see cref="RaidVolume"/>s over member disks opened by the silo's
+/// <see cref="BlockDeviceFactory"/>
 /// (files, and page blobs when the silo has a page-blob account). Each silo writes through
 /// its own write-intent slot (assigned once per silo name by the catalog), so that no intent-bitmap sector is
 /// shared between processes; only a silo that is alone in the cluster resyncs every slot on assembly.
@@ -125,8 +152,16 @@ internal sealed class RaidVolumeStoreFactory(
     BlockDeviceFactory disks,
     ClusterSuperblockCoordinator coordinator) : IVolumeStoreFactory
 {
-    /// <summary>Opens (creating at <paramref name="sizeBytes"/> if absent) the member at a catalog location; a request the silo cannot serve is a <see cref="CloudRequestException"/>.</summary>
-    internal static async ValueTask<IBlockDevice> CreateMemberAsync(BlockDeviceFactory disks, string volumeName, string location, long sizeBytes, CancellationToken cancellationToken)
+    /// <summary>
+    /// Opens (creating at <paramref name="sizeBytes"/> if absent) the member at a catalog location; a request the silo
+    /// cannot serve is a <see cref="CloudRequestException"/>.
+    /// </summary>
+    internal static async ValueTask<IBlockDevice> CreateMemberAsync(
+        BlockDeviceFactory disks,
+        string volumeName,
+        string location,
+        long sizeBytes,
+        CancellationToken cancellationToken)
     {
         var disk = MemberDisks.FromLocation(location);
         try
@@ -146,7 +181,9 @@ internal sealed class RaidVolumeStoreFactory(
         }
     }
 
-    /// <summary>Opens an existing member, or null when it is gone or unreachable (the volume then assembles degraded).</summary>
+    /// <summary>
+    /// Opens an existing member, or null when it is gone or unreachable (the volume then assembles degraded).
+    /// </summary>
     private async ValueTask<IBlockDevice?> OpenMemberAsync(string location, CancellationToken cancellationToken)
     {
         var disk = MemberDisks.FromLocation(location);
@@ -166,15 +203,24 @@ internal sealed class RaidVolumeStoreFactory(
     private async ValueTask<RaidVolumeOptions> OptionsAsync()
     {
         if (_slot < 0) _slot = await grains.GetGrain<IWriterSlotsGrain>(0).GetWriterSlotAsync(silo.Name);
-        var active = membership.CurrentSnapshot.Members.Values.Count(m => m.Status == Orleans.Runtime.SiloStatus.Active);
+        var active = membership.CurrentSnapshot.Members.Values.Count(
+            m => m.Status == Orleans.Runtime.SiloStatus.Active);
         // Superblock updates of every silo go through one lease per volume (the default lock is per process).
-        return new RaidVolumeOptions { WriterSlot = _slot, RecoverAllWriterSlots = active <= 1, SuperblockCoordinator = coordinator };
+        return new RaidVolumeOptions
+        {
+            WriterSlot = _slot,
+            RecoverAllWriterSlots = active <= 1,
+            SuperblockCoordinator = coordinator
+        };
     }
 
     private static VolumeDefinition Definition(VolumeInfo v) =>
         new(v.Name, v.VolumeId, new VolumeGeometry((RaidLevel)(int)v.Level, v.DiskCount, v.ChunkSizeBytes));
 
-    public async ValueTask<IVolumeStore> CreateAsync(VolumeInfo volume, long memberSizeBytes, CancellationToken cancellationToken)
+    public async ValueTask<IVolumeStore> CreateAsync(
+        VolumeInfo volume,
+        long memberSizeBytes,
+        CancellationToken cancellationToken)
     {
         var devices = new IBlockDevice?[volume.DiskCount];
         // Members this call makes (absent before it): a create that fails half-way removes them again, and only them.
@@ -182,14 +228,18 @@ internal sealed class RaidVolumeStoreFactory(
         try
         {
             // Refused before any member is made, so that no file is left behind by a request this silo cannot serve.
-            if (!disks.SupportsPageBlobs && volume.DiskPaths.FirstOrDefault(p => MemberDisks.FromLocation(p) is PageBlobDisk) is { } blob)
-                throw new CloudRequestException($"volume '{volume.Name}': disk '{blob}' is a page blob, but this silo has no page-blob account configured (PageBlobs:ConnectionString or PageBlobs:ServiceUri, or Cloud:Azure:ConnectionString / Cloud:Azure:BlobEndpoint)");
+            if (!disks.SupportsPageBlobs
+                && volume.DiskPaths.FirstOrDefault(p => MemberDisks.FromLocation(p) is PageBlobDisk) is { } blob)
+                throw new CloudRequestException(
+                    $"volume '{volume.Name}': disk '{blob}' is a page blob, but this silo has no page-blob account configured (PageBlobs:ConnectionString or PageBlobs:ServiceUri, or Cloud:Azure:ConnectionString / Cloud:Azure:BlobEndpoint)");
             for (var i = 0; i < devices.Length; i++)
             {
                 made[i] = !await MemberExistsAsync(volume.DiskPaths[i], cancellationToken);
-                devices[i] = await CreateMemberAsync(disks, volume.Name, volume.DiskPaths[i], memberSizeBytes, cancellationToken);
+                devices[i] = await CreateMemberAsync(
+                    disks, volume.Name, volume.DiskPaths[i], memberSizeBytes, cancellationToken);
             }
-            var raid = await RaidVolume.CreateAsync(Definition(volume), devices!, await OptionsAsync(), cancellationToken);
+            var raid = await RaidVolume.CreateAsync(
+                Definition(volume), devices!, await OptionsAsync(), cancellationToken);
             return new RaidVolumeStore(raid, devices, volume, disks);
         }
         catch (ArgumentException ex)
@@ -252,7 +302,11 @@ internal sealed class RaidVolumeStoreFactory(
                     raid = await RaidVolume.AssembleAsync(devices, options, cancellationToken);
                     break;
                 }
-                catch (VolumeFormatException ex) when (ex.MemberIndex >= 0 && ex.MemberIndex < devices.Length && devices[ex.MemberIndex] is not null && attempt < devices.Length)
+                catch (VolumeFormatException ex)
+                    when (ex.MemberIndex >= 0
+                        && ex.MemberIndex < devices.Length
+                        && devices[ex.MemberIndex] is not null
+                        && attempt < devices.Length)
                 {
                     await devices[ex.MemberIndex]!.DisposeAsync();
                     devices[ex.MemberIndex] = null;
@@ -261,7 +315,8 @@ internal sealed class RaidVolumeStoreFactory(
             if (raid.Definition.VolumeId != volume.VolumeId)
             {
                 await raid.DisposeAsync();
-                throw new VolumeFormatException($"the disks of volume '{volume.Name}' belong to volume {raid.Definition.VolumeId}, not {volume.VolumeId}");
+                throw new VolumeFormatException(
+                    $"the disks of volume '{volume.Name}' belong to volume {raid.Definition.VolumeId}, not {volume.VolumeId}");
             }
             return new RaidVolumeStore(raid, devices, volume, disks);
         }

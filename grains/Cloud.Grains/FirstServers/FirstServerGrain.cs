@@ -10,7 +10,8 @@ namespace Cloud.Grains.FirstServers;
 /// The work is <see cref="FirstServerService"/>'s, which the silo's NBD server also calls directly.
 /// </summary>
 [StatelessWorker, Reentrant]
-internal sealed class FirstServerGrain(FirstServerService frontEnd, IOptions<CloudOptions> options) : Grain, IFirstServerGrain
+internal sealed class FirstServerGrain(
+    FirstServerService frontEnd, IOptions<CloudOptions> options) : Grain, IFirstServerGrain
 {
     private readonly int _maxRequestBytes = options.Value.MaxRequestBytes;
 
@@ -21,9 +22,11 @@ internal sealed class FirstServerGrain(FirstServerService frontEnd, IOptions<Clo
     {
         // Checked before the buffer is allocated, so a bad length cannot make the silo allocate gigabytes.
         if (lengthBytes <= 0)
-            throw new CloudRequestException($"length {lengthBytes} is not allowed; use a positive multiple of {VolumeMath.BlockSizeBytes}");
+            throw new CloudRequestException(
+                $"length {lengthBytes} is not allowed; use a positive multiple of {VolumeMath.BlockSizeBytes}");
         if (lengthBytes > _maxRequestBytes)
-            throw new CloudRequestException($"read of {lengthBytes} bytes exceeds the limit of {_maxRequestBytes}; split it");
+            throw new CloudRequestException(
+                $"read of {lengthBytes} bytes exceeds the limit of {_maxRequestBytes}; split it");
         var result = new byte[lengthBytes];
         await frontEnd.ReadAsync(volumeName, offsetBytes, result);
         return result;
@@ -31,7 +34,9 @@ internal sealed class FirstServerGrain(FirstServerService frontEnd, IOptions<Clo
 
     public Task FlushAsync(string volumeName) => frontEnd.FlushAsync(volumeName);
 
-    public Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes) => frontEnd.TrimAsync(volumeName, offsetBytes, lengthBytes);
+    public Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes)
+        => frontEnd.TrimAsync(volumeName, offsetBytes, lengthBytes);
 
-    public Task<VolumeStatus> DescribeAsync(string volumeName) => GrainFactory.GetGrain<IVolumeGrain>(volumeName).ShowAsync();
+    public Task<VolumeStatus> DescribeAsync(string volumeName)
+        => GrainFactory.GetGrain<IVolumeGrain>(volumeName).ShowAsync();
 }

@@ -35,19 +35,30 @@ public sealed class FirstServerService(
     private readonly CloudOptions _options = options.Value;
     private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
 
-    /// <summary>Writes block-aligned data; see <see cref="IFirstServerGrain.WriteAsync"/>. <paramref name="data"/> must not change afterwards.</summary>
+    /// <summary>
+    /// Writes block-aligned data; see <see cref="IFirstServerGrain.WriteAsync"/>. <paramref name="data"/> must not
+    /// change afterwards.
+    /// </summary>
     /// <param name="recycle">
     /// The caller gave <paramref name="data"/> up entirely (no one else holds it): it goes to
-    /// <see cref="Cloud.Storage.Volumes.PayloadPool.Shared"/> once committed; see <see cref="FirstServerWrites.WriteAsync"/>.
+    /// <see cref="Cloud.Storage.Volumes.PayloadPool.Shared"/> once committed; see
+    /// <see cref="FirstServerWrites.WriteAsync"/>.
     /// </param>
-    public async Task WriteAsync(string volumeName, long offsetBytes, byte[] data, bool forceUnitAccess, bool recycle = false)
+    public async Task WriteAsync(
+        string volumeName,
+        long offsetBytes,
+        byte[] data,
+        bool forceUnitAccess,
+        bool recycle = false)
     {
         var start = Stopwatch.GetTimestamp();
         await writes.WriteAsync(volumeName, offsetBytes, data, forceUnitAccess, recycle).ConfigureAwait(false);
         CloudMetrics.RecordIo("write", data.Length, start);
     }
 
-    /// <summary>Reads a block-aligned range into <paramref name="destination"/>; sees every write acknowledged before the call.</summary>
+    /// <summary>
+    /// Reads a block-aligned range into <paramref name="destination"/>; sees every write acknowledged before the call.
+    /// </summary>
     public async Task ReadAsync(string volumeName, long offsetBytes, Memory<byte> destination)
     {
         var start = Stopwatch.GetTimestamp();
@@ -55,7 +66,8 @@ public sealed class FirstServerService(
         var v = await directory.GetAsync(volumeName).ConfigureAwait(false);
         VolumeMath.CheckRange(v, offsetBytes, lengthBytes);
         if (lengthBytes > _options.MaxRequestBytes)
-            throw new CloudRequestException($"read of {lengthBytes} bytes exceeds the limit of {_options.MaxRequestBytes}; split it");
+            throw new CloudRequestException(
+                $"read of {lengthBytes} bytes exceeds the limit of {_options.MaxRequestBytes}; split it");
         var stripe = VolumeMath.StripeDataBytes(v);
         var partitionBytes = VolumeMath.StripesPerPartition(v, _options.PartitionTargetBytes) * stripe;
         var firstPartition = offsetBytes / partitionBytes;
@@ -72,7 +84,12 @@ public sealed class FirstServerService(
             {
                 var partition = offset / partitionBytes;
                 var pieceEnd = Math.Min(end, (partition + 1) * partitionBytes);
-                pieces.Add(ReadPieceAsync(v, partition, offset, destination.Slice((int)(offset - offsetBytes), (int)(pieceEnd - offset))));
+                pieces.Add(
+                    ReadPieceAsync(
+                        v,
+                        partition,
+                        offset,
+                        destination.Slice((int)(offset - offsetBytes), (int)(pieceEnd - offset))));
                 offset = pieceEnd;
             }
             await Task.WhenAll(pieces).ConfigureAwait(false);
@@ -84,7 +101,15 @@ public sealed class FirstServerService(
     {
         var stripe = VolumeMath.StripeDataBytes(v);
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, partition));
-        var grant = await lockGrain.AcquireMeteredAsync(new LockRequest(offset / stripe, (offset + destination.Length - 1) / stripe, LockMode.Shared, _siloAddress, _options.LockLease, WaitForPendingWrites: true)).ConfigureAwait(false);
+        var grant = await lockGrain.AcquireMeteredAsync(
+            new LockRequest(
+                offset / stripe,
+                (offset + destination.Length - 1) / stripe,
+                LockMode.Shared,
+                _siloAddress,
+                _options.LockLease,
+                WaitForPendingWrites: true))
+            .ConfigureAwait(false);
         try
         {
             // The engine knows nothing of Orleans: its errors become ones every caller can deserialize, as the RAID
@@ -95,7 +120,8 @@ public sealed class FirstServerService(
             }
             else
             {
-                var data = await grains.GetGrain<IRaidWorkerGrain>(reach.WorkerSiloFor(v)).ReadAsync(v.Name, offset, destination.Length).ConfigureAwait(false);
+                var data = await grains.GetGrain<IRaidWorkerGrain>(reach.WorkerSiloFor(v)).ReadAsync(
+                    v.Name, offset, destination.Length).ConfigureAwait(false);
                 data.CopyTo(destination);
             }
         }
@@ -114,7 +140,8 @@ public sealed class FirstServerService(
         await writes.DrainAsync(volumeName).ConfigureAwait(false);
         var flushes = new List<Task>();
         foreach (var m in membership.CurrentSnapshot.Members.Values)
-            if (m.Status == SiloStatus.Active) flushes.Add(grains.GetGrain<IRaidWorkerGrain>(m.Name).FlushAsync(volumeName));
+            if (m.Status == SiloStatus.Active)
+                flushes.Add(grains.GetGrain<IRaidWorkerGrain>(m.Name).FlushAsync(volumeName));
         await Task.WhenAll(flushes).ConfigureAwait(false);
         CloudMetrics.RecordIo("flush", 0, start);
     }
@@ -125,7 +152,8 @@ public sealed class FirstServerService(
         var v = await directory.GetAsync(volumeName).ConfigureAwait(false);
         VolumeMath.CheckRange(v, offsetBytes, lengthBytes);
         var start = Stopwatch.GetTimestamp();
-        await grains.GetGrain<IRaidWorkerGrain>(reach.WorkerSiloFor(v)).TrimAsync(volumeName, offsetBytes, lengthBytes).ConfigureAwait(false);
+        await grains.GetGrain<IRaidWorkerGrain>(reach.WorkerSiloFor(v)).TrimAsync(
+            volumeName, offsetBytes, lengthBytes).ConfigureAwait(false);
         CloudMetrics.RecordIo("trim", 0, start);
     }
 }

@@ -29,10 +29,14 @@ public sealed partial class FirstServerWrites(
     IOptions<CloudOptions> options,
     ILogger<FirstServerWrites> logger)
 {
-    /// <summary>How long one commit poll waits at the target before asking again (well under the response timeout).</summary>
+    /// <summary>
+    /// How long one commit poll waits at the target before asking again (well under the response timeout).
+    /// </summary>
     public static readonly TimeSpan CommitPollWait = TimeSpan.FromSeconds(5);
 
-    /// <summary>Times a copy is re-sent to a unit that is moving before the first server gives up on that unit.</summary>
+    /// <summary>
+    /// Times a copy is re-sent to a unit that is moving before the first server gives up on that unit.
+    /// </summary>
     public const int MaxMoveRetries = 16;
 
     private readonly CloudOptions _options = options.Value;
@@ -55,12 +59,18 @@ public sealed partial class FirstServerWrites(
     /// proves that no copy in this silo (held here, or queued at the local RAID worker) still needs it; after any other
     /// outcome the array is left to the garbage collector.
     /// </param>
-    public async Task WriteAsync(string volumeName, long offsetBytes, byte[] data, bool forceUnitAccess, bool recycle = false)
+    public async Task WriteAsync(
+        string volumeName,
+        long offsetBytes,
+        byte[] data,
+        bool forceUnitAccess,
+        bool recycle = false)
     {
         var v = await directory.GetAsync(volumeName).ConfigureAwait(false);
         VolumeMath.CheckRange(v, offsetBytes, data.Length);
         if (data.Length > _options.MaxRequestBytes)
-            throw new CloudRequestException($"write of {data.Length} bytes exceeds the limit of {_options.MaxRequestBytes}; split it");
+            throw new CloudRequestException(
+                $"write of {data.Length} bytes exceeds the limit of {_options.MaxRequestBytes}; split it");
         var waitForDisk = forceUnitAccess || v.Durable;
         var stripe = VolumeMath.StripeDataBytes(v);
         var partitionBytes = VolumeMath.StripesPerPartition(v, _options.PartitionTargetBytes) * stripe;
@@ -79,18 +89,27 @@ public sealed partial class FirstServerWrites(
         foreach (var report in await Task.WhenAll(completions).ConfigureAwait(false))
         {
             if (report.Outcome == WriteOutcome.Failed)
-                throw new CloudRequestException($"write to volume '{volumeName}' failed on silo {report.Silo}: {report.Error}");
+                throw new CloudRequestException(
+                    $"write to volume '{volumeName}' failed on silo {report.Silo}: {report.Error}");
         }
     }
 
-    private async Task<Task<WriteReport>> DelegateAsync(VolumeInfo v, long partition, long offsetBytes, byte[] data, bool fua, bool recycle)
+    private async Task<Task<WriteReport>> DelegateAsync(
+        VolumeInfo v,
+        long partition,
+        long offsetBytes,
+        byte[] data,
+        bool fua,
+        bool recycle)
     {
         var stripe = VolumeMath.StripeDataBytes(v);
         var firstStripe = offsetBytes / stripe;
         var lastStripe = (offsetBytes + data.Length - 1) / stripe;
         var partitionKey = VolumeMath.PartitionKey(v, partition);
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
-        var grant = await SiloFailures.RetryAsync(() => lockGrain.NextTimestampAsync(firstStripe, lastStripe, _siloAddress), _options.RedelegationTimeout).ConfigureAwait(false);
+        var grant = await SiloFailures.RetryAsync(
+            () => lockGrain.NextTimestampAsync(firstStripe, lastStripe, _siloAddress),
+            _options.RedelegationTimeout).ConfigureAwait(false);
         var write = new ReplicatedWrite(Guid.NewGuid(), v.Name, offsetBytes, data, grant.Timestamp, fua, silo.Name);
         var unit = grains.GetGrain<IDelegationGrain>(partitionKey);
         var requiredHost = VolumeReach.RequiredHost(v);
@@ -109,7 +128,8 @@ public sealed partial class FirstServerWrites(
         {
             decision = "new";
             try { await unit.RelocateAsync().ConfigureAwait(false); }
-            catch (Exception ex) when (SiloFailures.IsSiloFailure(ex)) { /* already gone: Orleans re-places it on the next call */ }
+            catch (Exception ex)
+                when (SiloFailures.IsSiloFailure(ex)) { /* already gone: Orleans re-places it on the next call */ }
         }
         CloudMetrics.DelegationDecisions.Add(1, new("decision", decision), new("reason", reason));
         usage.Decision(decision == "reused");
@@ -139,7 +159,8 @@ public sealed partial class FirstServerWrites(
             if (grant.ActiveTarget is { } previous && grant.TargetHoldsPendingCopy)
                 _ = CancelOlderAsync(previous, write);
         }
-        // Held before the follow starts: a copy that committed already (during the awaits above) makes FollowAsync run to
+        // Held before the follow starts: a copy that committed already (during the awaits above) makes FollowAsync run
+        // to
         // its end at once, and its removal of the entry must come after this addition, not before it.
         var followed = new TaskCompletionSource<WriteReport>(TaskCreationOptions.RunContinuationsAsynchronously);
         _held[write.WriteId] = new Held(write, followed.Task);
@@ -151,7 +172,8 @@ public sealed partial class FirstServerWrites(
             // would lose the write if this silo died before the disk write, so wait for the commit first.
             var report = await completion.ConfigureAwait(false);
             if (report.Outcome == WriteOutcome.Failed)
-                throw new CloudRequestException($"write to volume '{v.Name}' failed on silo {report.Silo}: {report.Error}");
+                throw new CloudRequestException(
+                    $"write to volume '{v.Name}' failed on silo {report.Silo}: {report.Error}");
         }
         return completion;
     }
@@ -161,7 +183,10 @@ public sealed partial class FirstServerWrites(
     /// once its copy committed: by then the copy held here is dropped (<see cref="FollowAsync"/> ends by removing it)
     /// and the RAID worker that wrote it has finished with it (a copy sent to another silo is that silo's own array).
     /// </summary>
-    private static async Task AfterFollowAsync(Task<WriteReport> completion, TaskCompletionSource<WriteReport> held, byte[]? recycle)
+    private static async Task AfterFollowAsync(
+        Task<WriteReport> completion,
+        TaskCompletionSource<WriteReport> held,
+        byte[]? recycle)
     {
         WriteReport report;
         try
@@ -182,7 +207,8 @@ public sealed partial class FirstServerWrites(
         try
         {
             await grains.GetGrain<IRaidWorkerGrain>(previousTarget)
-                .CancelSupersededAsync(newer.VolumeName, newer.OffsetBytes, newer.Data.Length, newer.Timestamp).ConfigureAwait(false);
+                .CancelSupersededAsync(
+                    newer.VolumeName, newer.OffsetBytes, newer.Data.Length, newer.Timestamp).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -205,7 +231,8 @@ public sealed partial class FirstServerWrites(
                     // forward the call to this same service, at the cost of a message per write.
                     var report = target == silo.Name
                         ? await localWorker.WaitAsync(write.WriteId, CommitPollWait).ConfigureAwait(false)
-                        : await grains.GetGrain<IRaidWorkerGrain>(target).WaitCommittedAsync(write.WriteId, CommitPollWait).ConfigureAwait(false);
+                        : await grains.GetGrain<IRaidWorkerGrain>(target).WaitCommittedAsync(
+                            write.WriteId, CommitPollWait).ConfigureAwait(false);
                     switch (report.Outcome)
                     {
                         case WriteOutcome.Pending:
@@ -222,9 +249,13 @@ public sealed partial class FirstServerWrites(
                     LogRedelegating(logger, write.WriteId, target, ex.GetType().Name);
                 }
                 if (DateTimeOffset.UtcNow > deadline)
-                    return new WriteReport(WriteOutcome.Failed, target, $"no silo committed the write within {_options.RedelegationTimeout}");
+                    return new WriteReport(
+                        WriteOutcome.Failed,
+                        target,
+                        $"no silo committed the write within {_options.RedelegationTimeout}");
                 CloudMetrics.Redelegations.Add(1);
-                var receipt = await SendWithRetriesAsync(grains.GetGrain<IDelegationGrain>(unitKey), write).ConfigureAwait(false);
+                var receipt = await SendWithRetriesAsync(
+                    grains.GetGrain<IDelegationGrain>(unitKey), write).ConfigureAwait(false);
                 target = receipt.TargetSilo;
             }
         }
@@ -234,7 +265,10 @@ public sealed partial class FirstServerWrites(
         }
     }
 
-    /// <summary>Sends the copy to the unit until it takes it: until membership declares a dead silo dead, calls to the unit fail; then Orleans places it anew.</summary>
+    /// <summary>
+    /// Sends the copy to the unit until it takes it: until membership declares a dead silo dead, calls to the unit
+    /// fail; then Orleans places it anew.
+    /// </summary>
     private Task<DelegationReceipt> SendWithRetriesAsync(IDelegationGrain unit, ReplicatedWrite write) =>
         SiloFailures.RetryAsync(() => AcceptAsync(unit, write), _options.RedelegationTimeout);
 
@@ -262,7 +296,8 @@ public sealed partial class FirstServerWrites(
         foreach (var report in reports)
         {
             if (report.Outcome == WriteOutcome.Failed)
-                throw new CloudRequestException($"an earlier write to volume '{volumeName}' failed on silo {report.Silo}: {report.Error}");
+                throw new CloudRequestException(
+                    $"an earlier write to volume '{volumeName}' failed on silo {report.Silo}: {report.Error}");
         }
     }
 

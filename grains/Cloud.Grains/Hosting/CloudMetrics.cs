@@ -32,7 +32,9 @@ public static class CloudMetrics
     public static readonly Counter<long> Redelegations = Meter.CreateCounter<long>(
         "cloud.delegation.redelegations", unit: "{write}", description: "Copies re-sent after their target failed");
 
-    /// <summary>Front-end requests (tag <c>op</c> = read | write | flush | trim): their rate is the volume's IOPS.</summary>
+    /// <summary>
+    /// Front-end requests (tag <c>op</c> = read | write | flush | trim): their rate is the volume's IOPS.
+    /// </summary>
     public static readonly Counter<long> IoOperations = Meter.CreateCounter<long>(
         "cloud.io.operations", unit: "{operation}", description: "Front-end requests completed, by operation");
 
@@ -40,7 +42,9 @@ public static class CloudMetrics
     public static readonly Counter<long> IoBytes = Meter.CreateCounter<long>(
         "cloud.io.bytes", unit: "By", description: "Bytes read and written through the front end");
 
-    /// <summary>Front-end request latency (tag <c>op</c>), from arrival at the first server to its acknowledgement.</summary>
+    /// <summary>
+    /// Front-end request latency (tag <c>op</c>), from arrival at the first server to its acknowledgement.
+    /// </summary>
     public static readonly Histogram<double> IoDuration = Meter.CreateHistogram<double>(
         "cloud.io.duration", unit: "s", description: "Front-end request latency");
 
@@ -53,7 +57,8 @@ public static class CloudMetrics
         "cloud.scrub.stripes", unit: "{stripe}", description: "Stripes checked by scrub, and problems found (tag kind)");
 
     private static readonly ConcurrentDictionary<SiloUsage, bool> Usages = new(ReferenceEqualityComparer.Instance);
-    private static readonly ConcurrentDictionary<string, (long Done, long Total)> Rebuilds = new(StringComparer.Ordinal);
+    private static readonly ConcurrentDictionary<string, (long Done, long Total)> Rebuilds = new(
+        StringComparer.Ordinal);
 
     /// <summary>Copies queued or running in each RAID worker of this process (one measurement per silo).</summary>
     public static readonly ObservableGauge<int> QueueDepth = Meter.CreateObservableGauge(
@@ -62,22 +67,28 @@ public static class CloudMetrics
 
     /// <summary>Bytes of delegated copies waiting in each RAID worker of this process.</summary>
     public static readonly ObservableGauge<long> PendingDelegatedBytes = Meter.CreateObservableGauge(
-        "cloud.worker.pending_bytes", () => Usages.Keys.Select(u => new Measurement<long>(u.PendingDelegatedBytes)), unit: "By",
+        "cloud.worker.pending_bytes", ()
+            => Usages.Keys.Select(u => new Measurement<long>(u.PendingDelegatedBytes)), unit: "By",
         description: "Bytes of replicated copies not yet written");
 
     /// <summary>Completed fraction of each rebuild running here (tag <c>volume</c>); 1 once it ends.</summary>
     public static readonly ObservableGauge<double> RebuildProgress = Meter.CreateObservableGauge(
         "cloud.rebuild.progress", () => Rebuilds.Select(r => new Measurement<double>(
-            r.Value.Total == 0 ? 1.0 : (double)r.Value.Done / r.Value.Total, new KeyValuePair<string, object?>("volume", r.Key))),
+            r.Value.Total == 0 ? 1.0 : (double)r.Value.Done / r.Value.Total, new KeyValuePair<string, object?>(
+                "volume", r.Key))),
         unit: "1", description: "Completed fraction of rebuilds");
 
     internal static void Track(SiloUsage usage) => Usages.TryAdd(usage, true);
 
     internal static void Untrack(SiloUsage usage) => Usages.TryRemove(usage, out _);
 
-    internal static void ReportRebuild(string volumeName, long done, long total) => Rebuilds[volumeName] = (done, total);
+    internal static void ReportRebuild(string volumeName, long done, long total)
+        => Rebuilds[volumeName] = (done, total);
 
-    /// <summary>Counts one finished front-end request that began at <paramref name="startTimestamp"/> (<see cref="Stopwatch.GetTimestamp"/>).</summary>
+    /// <summary>
+    /// Counts one finished front-end request that began at <paramref name="startTimestamp"/>
+    /// (<see cref="Stopwatch.GetTimestamp"/>).
+    /// </summary>
     internal static void RecordIo(string op, long bytes, long startTimestamp)
     {
         var tag = new KeyValuePair<string, object?>("op", op);

@@ -28,7 +28,9 @@ public sealed class CloudOptions
     /// <summary>Default for <see cref="LockLease"/>.</summary>
     public static readonly TimeSpan DefaultLockLease = TimeSpan.FromSeconds(10);
 
-    /// <summary>How long a stripe lock lives unless renewed (0.1 s-10 min). A dead holder's locks end after this at the latest.</summary>
+    /// <summary>
+    /// How long a stripe lock lives unless renewed (0.1 s-10 min). A dead holder's locks end after this at the latest.
+    /// </summary>
     public TimeSpan LockLease { get; set; } = DefaultLockLease;
 
     /// <summary>Default for <see cref="LeaseCheckPeriod"/>.</summary>
@@ -46,7 +48,9 @@ public sealed class CloudOptions
     /// <summary>Default for <see cref="LoadEntryTimeToLive"/>.</summary>
     public static readonly TimeSpan DefaultLoadEntryTimeToLive = TimeSpan.FromSeconds(2);
 
-    /// <summary>A silo whose last published usage is older than this is not a delegation target (0.1 s-5 min).</summary>
+    /// <summary>
+    /// A silo whose last published usage is older than this is not a delegation target (0.1 s-5 min).
+    /// </summary>
     public TimeSpan LoadEntryTimeToLive { get; set; } = DefaultLoadEntryTimeToLive;
 
     /// <summary>Default for <see cref="OverloadFactor"/>.</summary>
@@ -61,7 +65,9 @@ public sealed class CloudOptions
     /// <summary>Default for <see cref="OverloadMinimumScore"/>.</summary>
     public const double DefaultOverloadMinimumScore = 4.0;
 
-    /// <summary>Below this score (0-1e6) a silo is never overloaded, so that an idle cluster does not chase noise.</summary>
+    /// <summary>
+    /// Below this score (0-1e6) a silo is never overloaded, so that an idle cluster does not chase noise.
+    /// </summary>
     public double OverloadMinimumScore { get; set; } = DefaultOverloadMinimumScore;
 
     /// <summary>Default for <see cref="MergeWindow"/>.</summary>
@@ -69,7 +75,8 @@ public sealed class CloudOptions
 
     /// <summary>
     /// How long the RAID worker holds a newly scheduled copy so that later writes of the same stripe can merge into
-    /// it (0-10 s). Zero runs copies as soon as the previous batch is done; merging still happens for what queued meanwhile.
+    /// it (0-10 s). Zero runs copies as soon as the previous batch is done; merging still happens for what queued
+    /// meanwhile.
     /// </summary>
     public TimeSpan MergeWindow { get; set; } = DefaultMergeWindow;
 
@@ -88,7 +95,9 @@ public sealed class CloudOptions
     /// <summary>Default for <see cref="MaxQueuedBytes"/>.</summary>
     public const long DefaultMaxQueuedBytes = 256L * 1024 * 1024;
 
-    /// <summary>Bound on replicated copies a RAID worker holds in memory (1 MiB-64 GiB); beyond it, accepting waits.</summary>
+    /// <summary>
+    /// Bound on replicated copies a RAID worker holds in memory (1 MiB-64 GiB); beyond it, accepting waits.
+    /// </summary>
     public long MaxQueuedBytes { get; set; } = DefaultMaxQueuedBytes;
 
     /// <summary>
@@ -107,7 +116,9 @@ public sealed class CloudOptions
     public const int DefaultMaxRequestBytes = 8 * 1024 * 1024;
 }
 
-/// <summary>Checks <see cref="CloudOptions"/> at start, naming the bad field, its value and the allowed range.</summary>
+/// <summary>
+/// Checks <see cref="CloudOptions"/> at start, naming the bad field, its value and the allowed range.
+/// </summary>
 public sealed class CloudOptionsValidator : IValidateOptions<CloudOptions>
 {
     /// <inheritdoc />
@@ -116,14 +127,36 @@ public sealed class CloudOptionsValidator : IValidateOptions<CloudOptions>
         var errors = new List<string>();
         if (string.IsNullOrWhiteSpace(o.DataDirectory))
             errors.Add("Cloud:DataDirectory is empty; give a directory path (default ./data).");
-        if (string.IsNullOrEmpty(o.HostName) || o.HostName.Length > 64 || !o.HostName.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
+        if (string.IsNullOrEmpty(o.HostName)
+            || o.HostName.Length > 64
+            || !o.HostName.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
             errors.Add($"Cloud:HostName '{o.HostName}' is not allowed; use 1-64 characters of A-Z a-z 0-9 . _ -");
         Range(errors, nameof(o.LockLease), o.LockLease, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
-        Range(errors, nameof(o.LeaseCheckPeriod), o.LeaseCheckPeriod, TimeSpan.FromMilliseconds(10), TimeSpan.FromMinutes(1));
-        Range(errors, nameof(o.LoadPublishPeriod), o.LoadPublishPeriod, TimeSpan.FromMilliseconds(10), TimeSpan.FromSeconds(10));
-        Range(errors, nameof(o.LoadEntryTimeToLive), o.LoadEntryTimeToLive, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
+        Range(
+            errors,
+            nameof(o.LeaseCheckPeriod),
+            o.LeaseCheckPeriod,
+            TimeSpan.FromMilliseconds(10),
+            TimeSpan.FromMinutes(1));
+        Range(
+            errors,
+            nameof(o.LoadPublishPeriod),
+            o.LoadPublishPeriod,
+            TimeSpan.FromMilliseconds(10),
+            TimeSpan.FromSeconds(10));
+        Range(
+            errors,
+            nameof(o.LoadEntryTimeToLive),
+            o.LoadEntryTimeToLive,
+            TimeSpan.FromMilliseconds(100),
+            TimeSpan.FromMinutes(5));
         Range(errors, nameof(o.MergeWindow), o.MergeWindow, TimeSpan.Zero, TimeSpan.FromSeconds(10));
-        Range(errors, nameof(o.RedelegationTimeout), o.RedelegationTimeout, TimeSpan.FromSeconds(1), TimeSpan.FromHours(1));
+        Range(
+            errors,
+            nameof(o.RedelegationTimeout),
+            o.RedelegationTimeout,
+            TimeSpan.FromSeconds(1),
+            TimeSpan.FromHours(1));
         Range(errors, nameof(o.InjectedDiskLatency), o.InjectedDiskLatency, TimeSpan.Zero, TimeSpan.FromSeconds(10));
         if (!(o.OverloadFactor >= 1.0 && o.OverloadFactor <= 100))
             errors.Add($"Cloud:OverloadFactor is {o.OverloadFactor}; allowed 1.0-100.");

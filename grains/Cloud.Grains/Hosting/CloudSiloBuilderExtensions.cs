@@ -23,7 +23,8 @@ public static class CloudSiloBuilderExtensions
     /// Registers the Cloud services: options (validated at start), the load table and its publisher, the
     /// silo-bound and load-based placement directors, the RAID worker's pieces, the first server and the catalog.
     /// Cluster state is grain state in the storage named <see cref="CloudGrainStorage.Name"/>: a storage of that name
-    /// registered before this call (ADO.NET on PostgreSQL) is used, and otherwise a <see cref="FileGrainStorage"/> under
+    /// registered before this call (ADO.NET on PostgreSQL) is used, and otherwise a <see cref="FileGrainStorage"/>
+    /// under
     /// <c>{data}/state</c>. Either way a data directory's state files from before are imported once at start
     /// (<see cref="StateImport"/>).
     /// </summary>
@@ -33,7 +34,8 @@ public static class CloudSiloBuilderExtensions
         options.BindConfiguration(CloudOptions.SectionName);
         if (configure is not null) options.Configure(configure);
         options.ValidateOnStart();
-        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<CloudOptions>, CloudOptionsValidator>());
+        builder.Services.TryAddEnumerable(
+            ServiceDescriptor.Singleton<IValidateOptions<CloudOptions>, CloudOptionsValidator>());
         builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<SiloUsage>();
         builder.Services.AddSingleton<SiloRuntimeSettings>();
@@ -41,13 +43,17 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddHostedService<LoadPublisher>();
         builder.Services.AddSingleton<PartitionClockStore>();
         builder.Services.AddSingleton<CatalogStore>();
-        builder.Services.TryAddKeyedSingleton<IGrainStorage>(CloudGrainStorage.Name, (sp, key) => FileGrainStorage.Create(sp, (string)key!));
+        builder.Services.TryAddKeyedSingleton<IGrainStorage>(
+            CloudGrainStorage.Name, (sp, key) => FileGrainStorage.Create(sp, (string)key!));
         builder.Services.AddSingleton<StateImport>();
-        builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<StateImport>());
+        builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(
+            sp => sp.GetRequiredService<StateImport>());
         builder.Services.AddSingleton<VolumeDirectory>();
         builder.Services.AddSingleton<VolumeReach>();
-        builder.Services.AddOptions<PageBlobAccountOptions>().Configure<IConfiguration>((o, configuration) => MemberDisks.BindPageBlobAccount(configuration, o));
-        builder.Services.TryAddSingleton(sp => new BlockDeviceFactory(sp.GetRequiredService<IOptions<PageBlobAccountOptions>>().Value));
+        builder.Services.AddOptions<PageBlobAccountOptions>()
+            .Configure<IConfiguration>((o, configuration) => MemberDisks.BindPageBlobAccount(configuration, o));
+        builder.Services.TryAddSingleton(
+            sp => new BlockDeviceFactory(sp.GetRequiredService<IOptions<PageBlobAccountOptions>>().Value));
         builder.Services.AddSingleton<ClusterSuperblockCoordinator>();
         builder.Services.AddHostedService<DeadSiloRecovery>();
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();

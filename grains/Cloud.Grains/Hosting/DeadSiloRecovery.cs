@@ -19,7 +19,9 @@ internal sealed partial class DeadSiloRecovery(
     RaidMaintenance worker,
     ILogger<DeadSiloRecovery> logger) : BackgroundService
 {
-    /// <summary>Attempts to recover one dead silo's slot before giving up (a restart's assembly still recovers it).</summary>
+    /// <summary>
+    /// Attempts to recover one dead silo's slot before giving up (a restart's assembly still recovers it).
+    /// </summary>
     public const int MaxAttempts = 5;
 
     /// <summary>Pause between attempts.</summary>
@@ -33,14 +35,16 @@ internal sealed partial class DeadSiloRecovery(
             await foreach (var snapshot in membership.MembershipUpdates.WithCancellation(stoppingToken))
             {
                 var dead = snapshot.Members.Values.Where(m => m.Status == SiloStatus.Dead).ToList();
-                // Silos dead before this one joined were handled by the silos alive then (or by a lone silo's assembly).
+                // Silos dead before this one joined were handled by the silos alive then (or by a lone silo's
+                // assembly).
                 if (known is null) { known = [.. dead.Select(m => m.SiloAddress)]; continue; }
                 foreach (var m in dead)
                 {
                     if (!known.Add(m.SiloAddress)) continue;
                     var chosen = snapshot.Members.Values.Where(x => x.Status == SiloStatus.Active)
                         .Select(x => x.Name).Order(StringComparer.Ordinal).FirstOrDefault();
-                    // A new incarnation under the same name writes through that slot itself (and recovers it when it assembles).
+                    // A new incarnation under the same name writes through that slot itself (and recovers it when it
+                    // assembles).
                     var reborn = snapshot.Members.Values.Any(x => x.Name == m.Name && x.Status != SiloStatus.Dead);
                     if (chosen == silo.Name && !reborn) _ = RecoverAsync(m.Name, stoppingToken);
                 }

@@ -39,7 +39,8 @@ public sealed class FileGrainStorage : IGrainStorage
 
     /// <summary>Creates a provider over <paramref name="directory"/> (created on first write).</summary>
     /// <param name="directory">The directory that holds the state files.</param>
-    /// <param name="serializer">Turns states into bytes and back; the silo's <see cref="IGrainStorageSerializer"/>, as the database providers use.</param>
+    /// <param name="serializer">Turns states into bytes and back; the silo's <see cref="IGrainStorageSerializer"/>, as
+    /// the database providers use.</param>
     public FileGrainStorage(string directory, IGrainStorageSerializer serializer)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
@@ -62,7 +63,8 @@ public sealed class FileGrainStorage : IGrainStorage
     {
         ArgumentNullException.ThrowIfNull(services);
         var data = services.GetRequiredService<IOptions<CloudOptions>>().Value.DataDirectory;
-        var serializer = services.GetKeyedService<IGrainStorageSerializer>(name) ?? services.GetRequiredService<IGrainStorageSerializer>();
+        var serializer = services.GetKeyedService<IGrainStorageSerializer>(name)
+            ?? services.GetRequiredService<IGrainStorageSerializer>();
         return new FileGrainStorage(DirectoryUnder(data), serializer);
     }
 
@@ -70,10 +72,13 @@ public sealed class FileGrainStorage : IGrainStorage
     public string PathOf(string stateName, GrainId grainId)
     {
         ArgumentException.ThrowIfNullOrEmpty(stateName);
-        // Escaping keeps '/' and other separators in grain keys (partition keys are "volume/partition") out of the path.
+        // Escaping keeps '/' and other separators in grain keys (partition keys are "volume/partition") out of the
+        // path.
         var name = Uri.EscapeDataString(stateName) + "." + Uri.EscapeDataString(grainId.ToString()) + FileExtension;
         if (name.Length > MaxFileNameLength)
-            throw new ArgumentException($"the state file name for {stateName} of {grainId} would be {name.Length} characters; at most {MaxFileNameLength} are allowed", nameof(grainId));
+            throw new ArgumentException(
+                $"the state file name for {stateName} of {grainId} would be {name.Length} characters; at most {MaxFileNameLength} are allowed",
+                nameof(grainId));
         return Path.Combine(Directory, name);
     }
 
@@ -84,7 +89,9 @@ public sealed class FileGrainStorage : IGrainStorage
         var stored = await ReadFileAsync(PathOf(stateName, grainId)).ConfigureAwait(false);
         grainState.ETag = stored?.ETag;
         grainState.RecordExists = stored?.Payload is not null;
-        grainState.State = stored?.Payload is { } payload ? _serializer.Deserialize<T>(payload) : Activator.CreateInstance<T>();
+        grainState.State = stored?.Payload is { } payload
+            ? _serializer.Deserialize<T>(payload)
+            : Activator.CreateInstance<T>();
     }
 
     /// <inheritdoc />
@@ -93,7 +100,8 @@ public sealed class FileGrainStorage : IGrainStorage
         ArgumentNullException.ThrowIfNull(grainState);
         var path = PathOf(stateName, grainId);
         var payload = _serializer.Serialize(grainState.State);
-        var etag = await UnderLockAsync(path, grainState.ETag, "write", next => ReplaceAsync(path, next, payload)).ConfigureAwait(false);
+        var etag = await UnderLockAsync(
+            path, grainState.ETag, "write", next => ReplaceAsync(path, next, payload)).ConfigureAwait(false);
         grainState.ETag = etag;
         grainState.RecordExists = true;
     }
@@ -103,7 +111,8 @@ public sealed class FileGrainStorage : IGrainStorage
     {
         ArgumentNullException.ThrowIfNull(grainState);
         var path = PathOf(stateName, grainId);
-        var etag = await UnderLockAsync(path, grainState.ETag, "clear", next => ReplaceAsync(path, next, payload: null)).ConfigureAwait(false);
+        var etag = await UnderLockAsync(
+            path, grainState.ETag, "clear", next => ReplaceAsync(path, next, payload: null)).ConfigureAwait(false);
         grainState.ETag = etag;
         grainState.RecordExists = false;
     }
@@ -112,13 +121,18 @@ public sealed class FileGrainStorage : IGrainStorage
     /// Checks <paramref name="expectedETag"/> against the stored one and runs <paramref name="replace"/> with the next
     /// ETag, all under the directory's lock, so no other writer can slip in between the check and the rename.
     /// </summary>
-    private async Task<string> UnderLockAsync(string path, string? expectedETag, string operation, Func<string, Task> replace)
+    private async Task<string> UnderLockAsync(
+        string path,
+        string? expectedETag,
+        string operation,
+        Func<string, Task> replace)
     {
         await _gate.WaitAsync().ConfigureAwait(false);
         try
         {
             System.IO.Directory.CreateDirectory(Directory);
-            await using var directoryLock = await FileLock.AcquireAsync(Path.Combine(Directory, ".lock"), LockTimeout).ConfigureAwait(false);
+            await using var directoryLock = await FileLock.AcquireAsync(
+                Path.Combine(Directory, ".lock"), LockTimeout).ConfigureAwait(false);
             var storedETag = (await ReadFileAsync(path).ConfigureAwait(false))?.ETag;
             if (!string.Equals(storedETag, expectedETag, StringComparison.Ordinal))
             {
@@ -126,7 +140,8 @@ public sealed class FileGrainStorage : IGrainStorage
                     $"{operation} of {Path.GetFileName(path)} refused: it is at ETag '{storedETag ?? "(none)"}' but this activation holds '{expectedETag ?? "(none)"}'; another activation wrote it",
                     storedETag ?? "", expectedETag ?? "");
             }
-            var next = (storedETag is null ? 1 : long.Parse(storedETag, System.Globalization.CultureInfo.InvariantCulture) + 1)
+            var next =
+                (storedETag is null ? 1 : long.Parse(storedETag, System.Globalization.CultureInfo.InvariantCulture) + 1)
                 .ToString(System.Globalization.CultureInfo.InvariantCulture);
             await replace(next).ConfigureAwait(false);
             return next;
@@ -162,12 +177,15 @@ public sealed class FileGrainStorage : IGrainStorage
             throw new InvalidDataException($"{path} is not a grain state file: its first line is not '{prefix}N'");
         var cleared = header.EndsWith(ClearedMark, StringComparison.Ordinal);
         var etag = header[prefix.Length..(header.Length - (cleared ? ClearedMark.Length : 0))];
-        if (!long.TryParse(etag, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _))
+        if (!long.TryParse(
+                etag, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out _))
             throw new InvalidDataException($"{path} has ETag '{etag}'; expected a non-negative number");
         return new StoredState(etag, cleared ? null : new BinaryData(bytes.AsMemory(end + 1)));
     }
 
-    /// <summary>Replaces the file whole: a temporary file in the same directory, flushed to disk, then renamed over it.</summary>
+    /// <summary>
+    /// Replaces the file whole: a temporary file in the same directory, flushed to disk, then renamed over it.
+    /// </summary>
     private static async Task ReplaceAsync(string path, string etag, BinaryData? payload)
     {
         var temp = path + "." + Guid.NewGuid().ToString("N") + ".tmp";
@@ -175,7 +193,9 @@ public sealed class FileGrainStorage : IGrainStorage
         {
             await using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
             {
-                await stream.WriteAsync(Encoding.ASCII.GetBytes($"{Magic} etag={etag}{(payload is null ? ClearedMark : "")}\n")).ConfigureAwait(false);
+                await stream.WriteAsync(
+                    Encoding.ASCII.GetBytes($"{Magic} etag={etag}{(payload is null ? ClearedMark : "")}\n"))
+                    .ConfigureAwait(false);
                 if (payload is not null) await stream.WriteAsync(payload.ToMemory()).ConfigureAwait(false);
                 stream.Flush(flushToDisk: true);
             }

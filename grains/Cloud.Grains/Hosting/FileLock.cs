@@ -9,9 +9,16 @@ internal static class FileLock
 {
     private static readonly TimeSpan RetryDelay = TimeSpan.FromMilliseconds(5);
 
-    /// <summary>Takes the lock of <paramref name="path"/> (creating the file), waiting up to <paramref name="timeout"/>; dispose to release.</summary>
-    /// <exception cref="TimeoutException">Another holder kept the lock for the whole <paramref name="timeout"/>.</exception>
-    public static async Task<FileStream> AcquireAsync(string path, TimeSpan timeout, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Takes the lock of <paramref name="path"/> (creating the file), waiting up to <paramref name="timeout"/>; dispose
+    /// to release.
+    /// </summary>
+    /// <exception cref="TimeoutException">Another holder kept the lock for the whole
+    /// <paramref name="timeout"/>.</exception>
+    public static async Task<FileStream> AcquireAsync(
+        string path,
+        TimeSpan timeout,
+        CancellationToken cancellationToken = default)
     {
         var deadline = DateTime.UtcNow + timeout;
         while (true)
@@ -23,7 +30,8 @@ internal static class FileLock
             catch (IOException ex) when (ex is not FileNotFoundException and not DirectoryNotFoundException)
             {
                 if (DateTime.UtcNow >= deadline)
-                    throw new TimeoutException($"{path} stayed locked by another process for {timeout.TotalSeconds:F0} s", ex);
+                    throw new TimeoutException(
+                        $"{path} stayed locked by another process for {timeout.TotalSeconds:F0} s", ex);
                 await Task.Delay(RetryDelay, cancellationToken).ConfigureAwait(false);
             }
         }

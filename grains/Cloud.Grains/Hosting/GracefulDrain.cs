@@ -34,7 +34,9 @@ public sealed partial class GracefulDrain(
     /// </summary>
     public static readonly TimeSpan QuietPeriod = TimeSpan.FromMilliseconds(500);
 
-    /// <summary>How the last drain ended (for logs and tests): copies left when the wait ended, 0 when fully drained.</summary>
+    /// <summary>
+    /// How the last drain ended (for logs and tests): copies left when the wait ended, 0 when fully drained.
+    /// </summary>
     public int LeftOver { get; private set; }
 
     /// <inheritdoc />
@@ -84,14 +86,18 @@ public sealed partial class GracefulDrain(
 /// <summary>Registers <see cref="GracefulDrain"/>.</summary>
 public static class GracefulDrainExtensions
 {
-    /// <summary>Makes a stopping silo finish its scheduled and held writes (up to <paramref name="timeout"/>) before it leaves.</summary>
+    /// <summary>
+    /// Makes a stopping silo finish its scheduled and held writes (up to <paramref name="timeout"/>) before it leaves.
+    /// </summary>
     public static ISiloBuilder AddCloudGracefulDrain(this ISiloBuilder builder, TimeSpan timeout)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(timeout, TimeSpan.Zero);
         builder.Services.AddSingleton(sp => new GracefulDrain(
-            sp.GetRequiredService<SiloRuntimeSettings>(), sp.GetRequiredService<SiloUsage>(), sp.GetRequiredService<FirstServerWrites>(),
+            sp.GetRequiredService<SiloRuntimeSettings>(), sp.GetRequiredService<SiloUsage>(),
+            sp.GetRequiredService<FirstServerWrites>(),
             timeout, sp.GetRequiredService<ILogger<GracefulDrain>>()));
-        builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<GracefulDrain>());
+        builder.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(
+            sp => sp.GetRequiredService<GracefulDrain>());
         return builder;
     }
 }

@@ -22,11 +22,13 @@ public static class SiloFailures
     /// any more (a silo-bound RAID worker whose silo left).
     /// </summary>
     public static bool IsSiloFailure(Exception exception) =>
-        exception is SiloUnavailableException or OrleansMessageRejectionException or TimeoutException or SiloNotFoundException
+        exception is SiloUnavailableException or OrleansMessageRejectionException or TimeoutException
+            or SiloNotFoundException
         || exception is OrleansException { InnerException: SiloUnavailableException };
 
     /// <summary>The pause after <paramref name="delay"/>: twice as long, at most <see cref="MaxRetryDelay"/>.</summary>
-    public static TimeSpan NextDelay(TimeSpan delay) => TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, MaxRetryDelay.Ticks));
+    public static TimeSpan NextDelay(TimeSpan delay)
+        => TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, MaxRetryDelay.Ticks));
 
     /// <summary>
     /// Calls <paramref name="call"/> until it returns, pausing <see cref="FirstRetryDelay"/>, then twice as long each
@@ -52,7 +54,9 @@ public static class SiloFailures
         }
     }
 
-    /// <summary><see cref="RetryAsync{T}(Func{Task{T}}, TimeSpan, Action{Exception}?)"/> for a call without a result.</summary>
+    /// <summary>
+    /// <see cref="RetryAsync{T}(Func{Task{T}}, TimeSpan, Action{Exception}?)"/> for a call without a result.
+    /// </summary>
     public static Task RetryAsync(Func<Task> call, TimeSpan timeout, Action<Exception>? onRetry = null) =>
         RetryAsync(async () => { await call().ConfigureAwait(false); return true; }, timeout, onRetry);
 }

@@ -30,7 +30,10 @@ public sealed partial class StateImport(
     IOptions<CloudOptions> options,
     ILogger<StateImport> logger) : ILifecycleParticipant<ISiloLifecycle>
 {
-    /// <summary>The silo lifecycle stage the import runs at: after the storage providers start, before the silo joins the cluster.</summary>
+    /// <summary>
+    /// The silo lifecycle stage the import runs at: after the storage providers start, before the silo joins the
+    /// cluster.
+    /// </summary>
     public const int Stage = ServiceLifecycleStage.ApplicationServices + 1;
 
     /// <summary>How long a start waits for another process importing from the same data directory.</summary>
@@ -54,19 +57,23 @@ public sealed partial class StateImport(
         if (LegacyPaths().Count == 0) return;
         // Silos sharing a data directory (several on one machine) import one at a time; the later ones find nothing.
         var lockPath = Path.Combine(options.Value.DataDirectory, ".state-import.lock");
-        await using var importLock = await FileLock.AcquireAsync(lockPath, LockTimeout, cancellationToken).ConfigureAwait(false);
+        await using var importLock = await FileLock.AcquireAsync(
+            lockPath, LockTimeout, cancellationToken).ConfigureAwait(false);
         var paths = LegacyPaths();
         if (paths.Count == 0) return;
 
-        var catalog = await ReadAsync<VolumeCatalogState>(CloudGrainStorage.CatalogState, CatalogId).ConfigureAwait(false);
-        var slots = await ReadAsync<WriterSlotsState>(CloudGrainStorage.WriterSlotsState, SlotsId).ConfigureAwait(false);
+        var catalog = await ReadAsync<VolumeCatalogState>(
+            CloudGrainStorage.CatalogState, CatalogId).ConfigureAwait(false);
+        var slots = await ReadAsync<WriterSlotsState>(
+            CloudGrainStorage.WriterSlotsState, SlotsId).ConfigureAwait(false);
         var legacyCatalog = await catalogFiles.LoadLegacyCatalogAsync().ConfigureAwait(false);
         var legacySlots = await catalogFiles.LoadLegacySlotsAsync().ConfigureAwait(false);
         CheckNoConflict(paths, catalog, legacyCatalog, slots, legacySlots);
 
         if (legacyCatalog is { } volumes && !catalog.RecordExists)
         {
-            catalog.State = new VolumeCatalogState { Volumes = [.. volumes.OrderBy(v => v.Name, StringComparer.Ordinal)] };
+            catalog.State =
+                new VolumeCatalogState { Volumes = [.. volumes.OrderBy(v => v.Name, StringComparer.Ordinal)] };
             await Storage.WriteStateAsync(CloudGrainStorage.CatalogState, CatalogId, catalog).ConfigureAwait(false);
         }
         if (legacySlots is { } table && !slots.RecordExists)
@@ -76,7 +83,13 @@ public sealed partial class StateImport(
         }
         var clocks = await ImportClocksAsync().ConfigureAwait(false);
         foreach (var path in paths) RenameImported(path);
-        LogImported(logger, string.Join(", ", paths), legacyCatalog?.Length ?? 0, legacySlots?.Count ?? 0, clocks, CloudGrainStorage.Name);
+        LogImported(
+            logger,
+            string.Join(", ", paths),
+            legacyCatalog?.Length ?? 0,
+            legacySlots?.Count ?? 0,
+            clocks,
+            CloudGrainStorage.Name);
     }
 
     private GrainId CatalogId => grains.GetGrain<IVolumeCatalogGrain>(0).GetGrainId();
@@ -90,16 +103,22 @@ public sealed partial class StateImport(
         return state;
     }
 
-    /// <summary>Refuses an import that would overwrite a catalog or slot table the storage holds, unless it is the same.</summary>
+    /// <summary>
+    /// Refuses an import that would overwrite a catalog or slot table the storage holds, unless it is the same.
+    /// </summary>
     private void CheckNoConflict(
         IReadOnlyList<string> paths,
         GrainState<VolumeCatalogState> catalog, IReadOnlyList<VolumeInfo>? legacyCatalog,
         GrainState<WriterSlotsState> slots, Dictionary<string, int>? legacySlots)
     {
-        var catalogDiffers = legacyCatalog is not null && catalog.RecordExists && !SameCatalog(catalog.State!.Volumes, legacyCatalog);
+        var catalogDiffers = legacyCatalog is not null
+            && catalog.RecordExists
+            && !SameCatalog(catalog.State!.Volumes, legacyCatalog);
         var slotsDiffer = legacySlots is not null && slots.RecordExists && !SameSlots(slots.State!.Slots, legacySlots);
         if (!catalogDiffers && !slotsDiffer) return;
-        var held = catalogDiffers && slotsDiffer ? "a catalog and a writer-slot table" : catalogDiffers ? "a catalog" : "a writer-slot table";
+        var held = catalogDiffers && slotsDiffer
+            ? "a catalog and a writer-slot table"
+            : catalogDiffers ? "a catalog" : "a writer-slot table";
         var empty = Storage is FileGrainStorage files ? $"an empty {files.Directory}" : "an empty database";
         var setAside = string.Join(" && ", paths.Select(p => $"mv '{p}' '{p}{CatalogStore.ImportedSuffix}'"));
         throw new StateImportException(
@@ -110,12 +129,15 @@ public sealed partial class StateImport(
 
     private static bool SameCatalog(IReadOnlyCollection<VolumeInfo> stored, IReadOnlyCollection<VolumeInfo> legacy) =>
         stored.Count == legacy.Count && legacy.All(l => stored.Any(s =>
-            s.Name == l.Name && s.VolumeId == l.VolumeId && s.DiskPaths.SequenceEqual(l.DiskPaths, StringComparer.Ordinal)));
+            s.Name == l.Name && s.VolumeId == l.VolumeId && s.DiskPaths.SequenceEqual(
+                l.DiskPaths, StringComparer.Ordinal)));
 
     private static bool SameSlots(Dictionary<string, int> stored, Dictionary<string, int> legacy) =>
         stored.Count == legacy.Count && legacy.All(l => stored.TryGetValue(l.Key, out var slot) && slot == l.Value);
 
-    /// <summary>Raises each partition's stored reservation to the file's where the file's is higher; returns how many it raised.</summary>
+    /// <summary>
+    /// Raises each partition's stored reservation to the file's where the file's is higher; returns how many it raised.
+    /// </summary>
     private async Task<int> ImportClocksAsync()
     {
         var skipped = new List<string>();
@@ -150,13 +172,22 @@ public sealed partial class StateImport(
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Imported {Paths} into grain storage '{Storage}': {Volumes} volumes, {Slots} writer slots, {Clocks} partition clocks raised; the files are renamed to *.imported and never read again")]
-    private static partial void LogImported(ILogger logger, string paths, int volumes, int slots, int clocks, string storage);
+    private static partial void LogImported(
+        ILogger logger,
+        string paths,
+        int volumes,
+        int slots,
+        int clocks,
+        string storage);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Skipped {Path} in the import: its name is not of a partition clock ({{volume id}}-{{partition}}.clock)")]
     private static partial void LogSkippedClock(ILogger logger, string path);
 }
 
-/// <summary>The silo refuses to start: importing the data directory's old state files would overwrite the stored cluster state. The message says which files and what to do.</summary>
+/// <summary>
+/// The silo refuses to start: importing the data directory's old state files would overwrite the stored cluster state.
+/// The message says which files and what to do.
+/// </summary>
 public sealed class StateImportException : Exception
 {
     /// <summary>Creates the exception.</summary>

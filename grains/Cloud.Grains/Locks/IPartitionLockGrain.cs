@@ -59,7 +59,8 @@ public sealed record ValidationResult(
 
 /// <summary>An exclusive lock for a batch of writes, validated in the same call that granted it.</summary>
 /// <param name="Grant">The lock.</param>
-/// <param name="Validation">What <see cref="IPartitionLockGrain.ValidateAsync"/> would have returned for the batch.</param>
+/// <param name="Validation">What <see cref="IPartitionLockGrain.ValidateAsync"/> would have returned for the
+/// batch.</param>
 /// <param name="DiskCheckNeeded">
 /// False when the grain's committed timestamps are provably complete for these blocks: every version in the batch was
 /// timestamped by this activation (so anything an earlier activation let reach disk is older), and no exclusive
@@ -108,7 +109,9 @@ public interface IPartitionLockGrain : IGrainWithStringKey
     [Alias("Acquire")]
     Task<LockGrant> AcquireAsync(LockRequest request);
 
-    /// <summary>Extends a lease. Throws <see cref="LockFencedException"/> when the token is no longer current.</summary>
+    /// <summary>
+    /// Extends a lease. Throws <see cref="LockFencedException"/> when the token is no longer current.
+    /// </summary>
     [Alias("Renew")]
     Task<LockGrant> RenewAsync(long fencingToken, TimeSpan lease);
 
@@ -129,7 +132,8 @@ public interface IPartitionLockGrain : IGrainWithStringKey
     /// <see cref="ValidateAsync"/>.
     /// </summary>
     [Alias("AcquireForWrite")]
-    Task<WriteLockGrant> AcquireForWriteAsync(LockRequest request, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps);
+    Task<WriteLockGrant> AcquireForWriteAsync(
+        LockRequest request, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps);
 
     /// <summary>
     /// Checked just before a disk write: throws <see cref="LockFencedException"/> unless the token holds an exclusive
@@ -137,7 +141,8 @@ public interface IPartitionLockGrain : IGrainWithStringKey
     /// written under its newest timestamp (no other pending version older than that touches these stripes).
     /// </summary>
     [Alias("Validate")]
-    Task<ValidationResult> ValidateAsync(long fencingToken, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps);
+    Task<ValidationResult> ValidateAsync(
+        long fencingToken, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps);
 
     /// <summary>
     /// Records the block ranges written at their timestamps (which only ever raise a block's timestamp), settles the
@@ -145,13 +150,20 @@ public interface IPartitionLockGrain : IGrainWithStringKey
     /// <see cref="LockFencedException"/> when the token is stale.
     /// </summary>
     [Alias("Commit")]
-    Task CommitAsync(long fencingToken, ImmutableArray<BlockCommit> written, ImmutableArray<long> settledTimestamps, string targetSilo, bool release);
+    Task CommitAsync(
+        long fencingToken,
+        ImmutableArray<BlockCommit> written,
+        ImmutableArray<long> settledTimestamps,
+        string targetSilo,
+        bool release);
 
     /// <summary>Settles pending versions that ended without a disk write (cancelled or abandoned).</summary>
     [Alias("Settle")]
     Task SettleAsync(ImmutableArray<long> timestamps);
 
-    /// <summary>Notes which silo now holds the unit's newest delegated copy (the active synchronization target).</summary>
+    /// <summary>
+    /// Notes which silo now holds the unit's newest delegated copy (the active synchronization target).
+    /// </summary>
     [Alias("SetTarget")]
     Task SetTargetAsync(string targetSilo);
 
@@ -164,7 +176,9 @@ public interface IPartitionLockGrain : IGrainWithStringKey
     Task<ImmutableArray<long>> GetTimestampsAsync(long firstBlock, int blockCount);
 }
 
-/// <summary>A lock holder presented a fencing token that is no longer current: its lease ended, so it must not write.</summary>
+/// <summary>
+/// A lock holder presented a fencing token that is no longer current: its lease ended, so it must not write.
+/// </summary>
 [GenerateSerializer, Alias("cloud.LockFencedException")]
 public sealed class LockFencedException : Exception
 {

@@ -10,7 +10,9 @@ namespace Cloud.Grains.Locks;
 /// </summary>
 internal static class MeteredLocks
 {
-    /// <summary><see cref="IPartitionLockGrain.AcquireAsync"/>, with the wait recorded in <c>cloud.lock.wait</c>.</summary>
+    /// <summary>
+    /// <see cref="IPartitionLockGrain.AcquireAsync"/>, with the wait recorded in <c>cloud.lock.wait</c>.
+    /// </summary>
     public static async Task<LockGrant> AcquireMeteredAsync(this IPartitionLockGrain lockGrain, LockRequest request)
     {
         var start = Stopwatch.GetTimestamp();
@@ -20,12 +22,21 @@ internal static class MeteredLocks
         return grant;
     }
 
-    /// <summary><see cref="IPartitionLockGrain.AcquireForWriteAsync"/>, recording the wait in <c>cloud.lock.wait</c>.</summary>
-    public static async Task<WriteLockGrant> AcquireForWriteMeteredAsync(this IPartitionLockGrain lockGrain, LockRequest request, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps)
+    /// <summary>
+    /// <see cref="IPartitionLockGrain.AcquireForWriteAsync"/>, recording the wait in <c>cloud.lock.wait</c>.
+    /// </summary>
+    public static async Task<WriteLockGrant> AcquireForWriteMeteredAsync(
+        this IPartitionLockGrain lockGrain,
+        LockRequest request,
+        long firstBlock,
+        int blockCount,
+        ImmutableArray<long> batchTimestamps)
     {
         var start = Stopwatch.GetTimestamp();
-        var grant = await lockGrain.AcquireForWriteAsync(request, firstBlock, blockCount, batchTimestamps).ConfigureAwait(false);
-        CloudMetrics.LockWait.Record(Stopwatch.GetElapsedTime(start).TotalSeconds, new KeyValuePair<string, object?>("mode", "exclusive"));
+        var grant = await lockGrain.AcquireForWriteAsync(
+            request, firstBlock, blockCount, batchTimestamps).ConfigureAwait(false);
+        CloudMetrics.LockWait.Record(
+            Stopwatch.GetElapsedTime(start).TotalSeconds, new KeyValuePair<string, object?>("mode", "exclusive"));
         return grant;
     }
 }

@@ -24,7 +24,9 @@ internal sealed class PartitionClockState
 /// </summary>
 public sealed class PartitionClockStore(IOptions<CloudOptions> options)
 {
-    /// <summary>How many timestamps one reservation covers: one state write per million writes to a partition.</summary>
+    /// <summary>
+    /// How many timestamps one reservation covers: one state write per million writes to a partition.
+    /// </summary>
     public const long ReservationSize = 1L << 20;
 
     /// <summary>The clock directory of data directories from before grain state.</summary>

@@ -64,11 +64,15 @@ internal sealed class PartitionLockGrain(
         _reservedUpTo = reserved;
         // Every timestamp an earlier activation handed out (and so every version it let reach disk) is below this.
         _activationFloor = _next;
-        this.RegisterGrainTimer(CheckLeasesAsync, new GrainTimerCreationOptions(_options.LeaseCheckPeriod, _options.LeaseCheckPeriod) { Interleave = true });
+        this.RegisterGrainTimer(
+            CheckLeasesAsync,
+            new GrainTimerCreationOptions(_options.LeaseCheckPeriod, _options.LeaseCheckPeriod) { Interleave = true });
         return Task.CompletedTask;
     }
 
-    /// <summary>Makes sure the next timestamp is covered by a persisted reservation, so that taking one needs no await.</summary>
+    /// <summary>
+    /// Makes sure the next timestamp is covered by a persisted reservation, so that taking one needs no await.
+    /// </summary>
     private async ValueTask EnsureReservedAsync()
     {
         while (_next > _reservedUpTo)
@@ -95,7 +99,8 @@ internal sealed class PartitionLockGrain(
             // The stored reservation is no longer known here (another activation may hand out timestamps above it),
             // so a fresh activation must read it again; this one hands out nothing beyond what it reserved.
             DeactivateOnIdle();
-            throw new CloudStorageException($"partition {Key}: reserving timestamps up to {reserve} was not saved ({ex.GetType().Name}: {ex.Message}); retry");
+            throw new CloudStorageException(
+                $"partition {Key}: reserving timestamps up to {reserve} was not saved ({ex.GetType().Name}: {ex.Message}); retry");
         }
         _reservedUpTo = reserve;
     }
@@ -108,8 +113,10 @@ internal sealed class PartitionLockGrain(
 
     public async Task<TimestampGrant> NextTimestampAsync(long firstStripe, long lastStripe, string firstServerSilo)
     {
-        if (lastStripe < firstStripe) throw new CloudRequestException($"stripe range {firstStripe}-{lastStripe} is empty");
-        if (_pending.Count >= MaxPending) throw new CloudRequestException($"partition {Key} has {MaxPending} pending writes; retry later");
+        if (lastStripe < firstStripe)
+            throw new CloudRequestException($"stripe range {firstStripe}-{lastStripe} is empty");
+        if (_pending.Count >= MaxPending)
+            throw new CloudRequestException($"partition {Key} has {MaxPending} pending writes; retry later");
         await EnsureReservedAsync();
         var ts = Take();
         _pending[ts] = new Pending(firstStripe, lastStripe, firstServerSilo, time.GetUtcNow());
@@ -130,17 +137,23 @@ internal sealed class PartitionLockGrain(
             var below = _next;
             if (AnyPending(request.FirstStripe, request.LastStripe, below))
             {
-                var wait = new PendingWait(request.FirstStripe, request.LastStripe, below, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+                var wait = new PendingWait(
+                    request.FirstStripe,
+                    request.LastStripe,
+                    below,
+                    new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
                 _pendingWaits.Add(wait);
                 await wait.Completion.Task;
             }
         }
-        if (_waiters.Count >= MaxWaiters) throw new CloudRequestException($"partition {Key} has {MaxWaiters} lock waiters; retry later");
+        if (_waiters.Count >= MaxWaiters)
+            throw new CloudRequestException($"partition {Key} has {MaxWaiters} lock waiters; retry later");
         // Reserve before deciding, so the decision and the grant happen in one turn with no await between them.
         await EnsureReservedAsync();
         if (CanGrant(request, null))
             return Grant(request);
-        var waiter = new Waiter(request, new TaskCompletionSource<LockGrant>(TaskCreationOptions.RunContinuationsAsynchronously));
+        var waiter = new Waiter(
+            request, new TaskCompletionSource<LockGrant>(TaskCreationOptions.RunContinuationsAsynchronously));
         _waiters.AddLast(waiter);
         return await waiter.Completion.Task;
     }
@@ -157,13 +170,15 @@ internal sealed class PartitionLockGrain(
     private bool CanGrant(LockRequest r, LinkedListNode<Waiter>? self)
     {
         foreach (var h in _holders)
-            if (Overlaps(h.First, h.Last, r.FirstStripe, r.LastStripe) && (h.Mode == LockMode.Exclusive || r.Mode == LockMode.Exclusive))
+            if (Overlaps(h.First, h.Last, r.FirstStripe, r.LastStripe)
+                && (h.Mode == LockMode.Exclusive || r.Mode == LockMode.Exclusive))
                 return false;
         // FIFO per stripe: an earlier waiter on an overlapping stripe goes first (unless both only read).
         for (var n = _waiters.First; n is not null && n != self; n = n.Next)
         {
             var w = n.Value.Request;
-            if (Overlaps(w.FirstStripe, w.LastStripe, r.FirstStripe, r.LastStripe) && (w.Mode == LockMode.Exclusive || r.Mode == LockMode.Exclusive))
+            if (Overlaps(w.FirstStripe, w.LastStripe, r.FirstStripe, r.LastStripe)
+                && (w.Mode == LockMode.Exclusive || r.Mode == LockMode.Exclusive))
                 return false;
         }
         return true;
@@ -200,7 +215,8 @@ internal sealed class PartitionLockGrain(
         if (i < 0) throw new LockFencedException(fencingToken, Key);
         var renewed = _holders[i] with { Expires = time.GetUtcNow() + lease };
         _holders[i] = renewed;
-        return Task.FromResult(new LockGrant(renewed.Token, renewed.First, renewed.Last, renewed.Mode, renewed.Expires));
+        return Task.FromResult(
+            new LockGrant(renewed.Token, renewed.First, renewed.Last, renewed.Mode, renewed.Expires));
     }
 
     public async Task ReleaseAsync(long fencingToken)
@@ -229,7 +245,11 @@ internal sealed class PartitionLockGrain(
     private bool IsUncertain(long first, long last) =>
         _allUncertain || _uncertain.Exists(u => Overlaps(u.First, u.Last, first, last));
 
-    public async Task<WriteLockGrant> AcquireForWriteAsync(LockRequest request, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps)
+    public async Task<WriteLockGrant> AcquireForWriteAsync(
+        LockRequest request,
+        long firstBlock,
+        int blockCount,
+        ImmutableArray<long> batchTimestamps)
     {
         if (request.Mode != LockMode.Exclusive)
             throw new CloudRequestException($"a write lock must be exclusive, not {request.Mode}");
@@ -240,11 +260,16 @@ internal sealed class PartitionLockGrain(
         // Invariant 3 needs each block's newest version known. This activation's commits are all in the committed
         // map; an earlier activation's are all below the floor, so they cannot beat a batch above it; a holder that
         // ended uncommitted may have left newer blocks on disk. Outside those proofs the writer asks the disk.
-        var diskCheckNeeded = batchTimestamps.Min() < _activationFloor || IsUncertain(request.FirstStripe, request.LastStripe);
+        var diskCheckNeeded = batchTimestamps.Min() < _activationFloor
+            || IsUncertain(request.FirstStripe, request.LastStripe);
         return new WriteLockGrant(grant, validation, diskCheckNeeded);
     }
 
-    public Task<ValidationResult> ValidateAsync(long fencingToken, long firstBlock, int blockCount, ImmutableArray<long> batchTimestamps)
+    public Task<ValidationResult> ValidateAsync(
+        long fencingToken,
+        long firstBlock,
+        int blockCount,
+        ImmutableArray<long> batchTimestamps)
     {
         var holder = _holders.Find(h => h.Token == fencingToken);
         if (holder is null || holder.Mode != LockMode.Exclusive || holder.Expires < time.GetUtcNow())
@@ -265,7 +290,12 @@ internal sealed class PartitionLockGrain(
         return Task.FromResult(new ValidationResult(ImmutableArray.Create(committed), mergeSafe));
     }
 
-    public async Task CommitAsync(long fencingToken, ImmutableArray<BlockCommit> written, ImmutableArray<long> settledTimestamps, string targetSilo, bool release)
+    public async Task CommitAsync(
+        long fencingToken,
+        ImmutableArray<BlockCommit> written,
+        ImmutableArray<long> settledTimestamps,
+        string targetSilo,
+        bool release)
     {
         var holder = _holders.Find(h => h.Token == fencingToken);
         if (holder is null) throw new LockFencedException(fencingToken, Key);
@@ -322,7 +352,14 @@ internal sealed class PartitionLockGrain(
     }
 
     public Task<PartitionControl> GetControlAsync() =>
-        Task.FromResult(new PartitionControl(_activeTarget, _previousTarget, _lastTimestamp, _pending.Count, _holders.Count, _waiters.Count));
+        Task.FromResult(
+            new PartitionControl(
+                _activeTarget,
+                _previousTarget,
+                _lastTimestamp,
+                _pending.Count,
+                _holders.Count,
+                _waiters.Count));
 
     public Task<ImmutableArray<long>> GetTimestampsAsync(long firstBlock, int blockCount)
     {
@@ -331,7 +368,10 @@ internal sealed class PartitionLockGrain(
         return Task.FromResult(ImmutableArray.Create(result));
     }
 
-    /// <summary>Ends leases that ran out or whose holder silo is dead, and pending versions whose first server is dead or gave up.</summary>
+    /// <summary>
+    /// Ends leases that ran out or whose holder silo is dead, and pending versions whose first server is dead or gave
+    /// up.
+    /// </summary>
     private async Task CheckLeasesAsync(CancellationToken cancellationToken)
     {
         var now = time.GetUtcNow();
@@ -346,7 +386,8 @@ internal sealed class PartitionLockGrain(
             removed++;
         }
         var abandoned = _pending
-            .Where(p => IsDead(snapshot, p.Value.FirstServer) || now - p.Value.Registered > _options.RedelegationTimeout)
+            .Where(
+                p => IsDead(snapshot, p.Value.FirstServer) || now - p.Value.Registered > _options.RedelegationTimeout)
             .Select(p => p.Key).ToList();
         foreach (var ts in abandoned) _pending.Remove(ts);
         if (abandoned.Count > 0) WakePendingWaits();

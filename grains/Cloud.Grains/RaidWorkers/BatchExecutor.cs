@@ -35,25 +35,33 @@ public sealed partial class BatchExecutor(
     /// Writes the batch's winning blocks under the partition's lock; returns, per copy, whether any of its blocks was
     /// written (false: superseded by a newer committed version).
     /// </summary>
-    public async Task<bool[]> WriteBatchAsync(OpenVolume v, IReadOnlyList<ReplicatedWrite> copies, long partition, long firstStripe, long lastStripe)
+    public async Task<bool[]> WriteBatchAsync(
+        OpenVolume v,
+        IReadOnlyList<ReplicatedWrite> copies,
+        long partition,
+        long firstStripe,
+        long lastStripe)
     {
         var blocksPerStripe = (int)(v.Store.StripeDataBytes / BlockBytes);
         var firstBlock = firstStripe * blocksPerStripe;
         var count = (int)(Math.Min((lastStripe + 1) * blocksPerStripe, v.Info.SizeBytes / BlockBytes) - firstBlock);
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
         var timestamps = copies.Select(c => c.Timestamp).ToImmutableArray();
-        var request = new LockRequest(firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false);
+        var request = new LockRequest(
+            firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false);
         for (var attempt = 0; ; attempt++)
         {
             // The partition-lock grain may be moving off a dead silo: wait for it rather than fail the copies.
             // One call takes the lock and validates the batch against the grain's committed timestamps.
             var writeGrant = await SiloFailures.RetryAsync(
-                () => lockGrain.AcquireForWriteMeteredAsync(request, firstBlock, count, timestamps), _options.RedelegationTimeout).ConfigureAwait(false);
+                () => lockGrain.AcquireForWriteMeteredAsync(
+                    request, firstBlock, count, timestamps), _options.RedelegationTimeout).ConfigureAwait(false);
             var token = writeGrant.Grant.FencingToken;
             var released = false;
             try
             {
-                var (commits, wrote) = await WriteWinnersAsync(v.Store, copies, writeGrant, firstBlock, count).ConfigureAwait(false);
+                var (commits, wrote) = await WriteWinnersAsync(
+                    v.Store, copies, writeGrant, firstBlock, count).ConfigureAwait(false);
                 await lockGrain.CommitAsync(token, commits, timestamps, silo.Name, release: true).ConfigureAwait(false);
                 released = true;
                 return wrote;
@@ -72,29 +80,42 @@ public sealed partial class BatchExecutor(
                 if (!released)
                 {
                     try { await lockGrain.ReleaseAsync(token).ConfigureAwait(false); }
-                    catch (Exception releaseEx) { LogReleaseFailed(logger, v.Info.Name, firstStripe, lastStripe, releaseEx); }
+                    catch (Exception releaseEx)
+                    {
+                        LogReleaseFailed(logger, v.Info.Name, firstStripe, lastStripe, releaseEx);
+                    }
                 }
             }
         }
     }
 
-    /// <summary>Validates the copies against the newest committed versions and writes the winning runs; returns the commits.</summary>
+    /// <summary>
+    /// Validates the copies against the newest committed versions and writes the winning runs; returns the commits.
+    /// </summary>
     private async Task<(ImmutableArray<BlockCommit> Commits, bool[] Wrote)> WriteWinnersAsync(
-        IVolumeStore store, IReadOnlyList<ReplicatedWrite> copies, WriteLockGrant writeGrant, long firstBlock, int count)
+        IVolumeStore store,
+        IReadOnlyList<ReplicatedWrite> copies,
+        WriteLockGrant writeGrant,
+        long firstBlock,
+        int count)
     {
-        // The partition-lock grain's knowledge and, unless the grain proves its knowledge complete for these blocks, the
-        // engine's per-block timestamps on disk, which survive the grain's reactivation elsewhere and a writer that died
+        // The partition-lock grain's knowledge and, unless the grain proves its knowledge complete for these blocks,
+        // the
+        // engine's per-block timestamps on disk, which survive the grain's reactivation elsewhere and a writer that
+        // died
         // before its commit; a version older than either is superseded.
         var newest = new long[count];
         if (writeGrant.DiskCheckNeeded)
-            await store.ReadBlockTimestampsAsync(firstBlock * BlockBytes, newest, CancellationToken.None).ConfigureAwait(false);
+            await store.ReadBlockTimestampsAsync(
+                firstBlock * BlockBytes, newest, CancellationToken.None).ConfigureAwait(false);
         var committed = writeGrant.Validation.CommittedTimestamps;
         for (var i = 0; i < count; i++) newest[i] = Math.Max(newest[i], committed[i]);
         var extents = new BatchCopy[copies.Count];
         for (var c = 0; c < extents.Length; c++)
         {
             var w = copies[c];
-            extents[c] = new BatchCopy(w.OffsetBytes / BlockBytes, w.Data.Length / BlockBytes, w.Timestamp, w.ForceUnitAccess);
+            extents[c] = new BatchCopy(
+                w.OffsetBytes / BlockBytes, w.Data.Length / BlockBytes, w.Timestamp, w.ForceUnitAccess);
         }
         var plan = WinningBlocks.Choose(extents, firstBlock, newest, writeGrant.Validation.MergeSafe);
         var commits = ImmutableArray.CreateBuilder<BlockCommit>(plan.Runs.Length);
@@ -106,11 +127,18 @@ public sealed partial class BatchExecutor(
         return (commits.MoveToImmutable(), plan.Wrote);
     }
 
-    private async Task WriteRunAsync(IVolumeStore store, IReadOnlyList<ReplicatedWrite> copies, int[] winners, WinningRun run, long firstBlock, LockGrant grant)
+    private async Task WriteRunAsync(
+        IVolumeStore store,
+        IReadOnlyList<ReplicatedWrite> copies,
+        int[] winners,
+        WinningRun run,
+        long firstBlock,
+        LockGrant grant)
     {
         var runBytes = run.BlockCount * BlockBytes;
         var offsetBytes = (firstBlock + run.Start) * BlockBytes;
-        // A run from one copy (every write of a batch of one, e.g. a sequential 1 MiB write) goes to the engine straight
+        // A run from one copy (every write of a batch of one, e.g. a sequential 1 MiB write) goes to the engine
+        // straight
         // from that copy; only a run merged from several copies is assembled in a buffer.
         var buffer = run.OnlyCopy >= 0 ? null : ArrayPool<byte>.Shared.Rent(runBytes);
         try
@@ -132,9 +160,11 @@ public sealed partial class BatchExecutor(
                 source = buffer.AsMemory(0, runBytes);
             }
             // The fence is checked just before the disk write: a holder whose lease ended must not write.
-            if (grant.ExpiresUtc < DateTimeOffset.UtcNow) throw new LockFencedException(grant.FencingToken, "local lease expired");
+            if (grant.ExpiresUtc < DateTimeOffset.UtcNow)
+                throw new LockFencedException(grant.FencingToken, "local lease expired");
             var started = Stopwatch.GetTimestamp();
-            await store.WriteAsync(offsetBytes, source, run.Timestamp, run.ForceUnitAccess, CancellationToken.None).ConfigureAwait(false);
+            await store.WriteAsync(
+                offsetBytes, source, run.Timestamp, run.ForceUnitAccess, CancellationToken.None).ConfigureAwait(false);
             usage.ObserveDiskLatency(Stopwatch.GetElapsedTime(started));
         }
         finally
@@ -144,7 +174,12 @@ public sealed partial class BatchExecutor(
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: releasing the lock of stripes {First}-{Last} failed")]
-    private static partial void LogReleaseFailed(ILogger logger, string volume, long first, long last, Exception exception);
+    private static partial void LogReleaseFailed(
+        ILogger logger,
+        string volume,
+        long first,
+        long last,
+        Exception exception);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Volume {Volume}: lock token {Token} was fenced; retrying the batch")]
     private static partial void LogFenced(ILogger logger, string volume, long token);

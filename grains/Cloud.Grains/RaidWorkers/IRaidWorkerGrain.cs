@@ -20,11 +20,16 @@ public interface IRaidWorkerGrain : IGrainWithStringKey
     [Alias("WaitCommitted")]
     Task<WriteReport> WaitCommittedAsync(Guid writeId, TimeSpan maxWait);
 
-    /// <summary>Drops scheduled copies of these blocks older than <paramref name="newerTimestamp"/> that are wholly covered by it.</summary>
+    /// <summary>
+    /// Drops scheduled copies of these blocks older than <paramref name="newerTimestamp"/> that are wholly covered by
+    /// it.
+    /// </summary>
     [Alias("CancelSuperseded")]
     Task<int> CancelSupersededAsync(string volumeName, long offsetBytes, long lengthBytes, long newerTimestamp);
 
-    /// <summary>Reads from disk (reconstructing from redundancy when a member is gone). The caller holds a shared lock.</summary>
+    /// <summary>
+    /// Reads from disk (reconstructing from redundancy when a member is gone). The caller holds a shared lock.
+    /// </summary>
     [Alias("Read")]
     Task<byte[]> ReadAsync(string volumeName, long offsetBytes, int lengthBytes);
 
@@ -75,7 +80,8 @@ public interface IRaidWorkerGrain : IGrainWithStringKey
 
     /// <summary>
     /// Resyncs the stripes that the dead silo writing through intent slot <paramref name="writerSlot"/> may have left
-    /// mid-update, in every volume, holding each volume's stripe locks exclusively meanwhile; returns the stripes resynced.
+    /// mid-update, in every volume, holding each volume's stripe locks exclusively meanwhile; returns the stripes
+    /// resynced.
     /// </summary>
     [Alias("RecoverWriterSlot")]
     Task<long> RecoverWriterSlotAsync(int writerSlot);

@@ -66,25 +66,36 @@ public sealed partial class OpenVolumeCache(
         reach.CheckReachesHere(info);
         var store = await factory.OpenAsync(info, CancellationToken.None).ConfigureAwait(false);
         if (store.StripeDataBytes != VolumeMath.StripeDataBytes(info))
-            throw new InvalidOperationException($"volume '{name}': engine stripe of {store.StripeDataBytes} bytes disagrees with the catalog's {VolumeMath.StripeDataBytes(info)}");
+            throw new InvalidOperationException(
+                $"volume '{name}': engine stripe of {store.StripeDataBytes} bytes disagrees with the catalog's {VolumeMath.StripeDataBytes(info)}");
         return new OpenVolume(info, new LatencyInjectingStore(store, () => settings.InjectedDiskLatency));
     }
 
     /// <summary>The volume if it is open here already; a volume still opening, or whose open failed, is not.</summary>
-    public bool TryGetOpen(string volumeName, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out OpenVolume? volume)
+    public bool TryGetOpen(
+        string volumeName,
+        [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out OpenVolume? volume)
     {
-        volume = _volumes.TryGetValue(volumeName, out var lazy) && lazy.IsValueCreated && lazy.Value.IsCompletedSuccessfully ? lazy.Value.Result : null;
+        volume = _volumes.TryGetValue(volumeName, out var lazy)
+            && lazy.IsValueCreated
+            && lazy.Value.IsCompletedSuccessfully
+            ? lazy.Value.Result
+            : null;
         return volume is not null;
     }
 
     /// <summary>The volume's open (finished or still running) if one was started here, else null.</summary>
-    public Task<OpenVolume>? Opening(string volumeName) => _volumes.TryGetValue(volumeName, out var lazy) ? lazy.Value : null;
+    public Task<OpenVolume>? Opening(string volumeName)
+        => _volumes.TryGetValue(volumeName, out var lazy) ? lazy.Value : null;
 
     /// <summary>Every volume open here now.</summary>
     public IEnumerable<OpenVolume> Opened =>
-        _volumes.Values.Where(l => l.IsValueCreated && l.Value.IsCompletedSuccessfully).Select(l => l.Value.Result).ToList();
+        _volumes.Values.Where(l => l.IsValueCreated && l.Value.IsCompletedSuccessfully).Select(l => l.Value.Result)
+            .ToList();
 
-    /// <summary>Forgets the volume so that the next request opens it afresh; returns it if it was open (the caller closes it).</summary>
+    /// <summary>
+    /// Forgets the volume so that the next request opens it afresh; returns it if it was open (the caller closes it).
+    /// </summary>
     public async Task<OpenVolume?> RemoveAsync(string volumeName)
     {
         directory.Invalidate(volumeName);
@@ -103,7 +114,10 @@ public sealed partial class OpenVolumeCache(
         return data;
     }
 
-    /// <summary>Reads from this silo's engine into <paramref name="destination"/>. The caller holds a shared lock on the stripes.</summary>
+    /// <summary>
+    /// Reads from this silo's engine into <paramref name="destination"/>. The caller holds a shared lock on the
+    /// stripes.
+    /// </summary>
     public async Task ReadIntoAsync(string volumeName, long offsetBytes, Memory<byte> destination)
     {
         var v = await OpenAsync(volumeName).ConfigureAwait(false);

@@ -25,7 +25,10 @@ public sealed partial class RaidMaintenance(
     private readonly CloudOptions _options = options.Value;
     private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
 
-    /// <summary>Discards a range under exclusive locks, after every earlier pending write of it, with a new timestamp so older copies stay dropped.</summary>
+    /// <summary>
+    /// Discards a range under exclusive locks, after every earlier pending write of it, with a new timestamp so older
+    /// copies stay dropped.
+    /// </summary>
     public async Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes)
     {
         var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
@@ -47,14 +50,21 @@ public sealed partial class RaidMaintenance(
         var (first, last) = v.Store.StripeRange(offset, pieceEnd - offset);
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
         var ts = await lockGrain.NextTimestampAsync(first, last, _siloAddress).ConfigureAwait(false);
-        var grant = await lockGrain.AcquireMeteredAsync(new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
+        var grant = await lockGrain.AcquireMeteredAsync(
+            new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
+            .ConfigureAwait(false);
         try
         {
             var firstBlock = offset / VolumeMath.BlockSizeBytes;
             var blocks = (int)((pieceEnd - offset) / VolumeMath.BlockSizeBytes);
             await lockGrain.ValidateAsync(grant.FencingToken, firstBlock, blocks, [ts.Timestamp]).ConfigureAwait(false);
             await v.Store.TrimAsync(offset, pieceEnd - offset, CancellationToken.None).ConfigureAwait(false);
-            await lockGrain.CommitAsync(grant.FencingToken, [new BlockCommit(firstBlock, blocks, ts.Timestamp)], [ts.Timestamp], silo.Name, release: true).ConfigureAwait(false);
+            await lockGrain.CommitAsync(
+                grant.FencingToken,
+                [new BlockCommit(firstBlock, blocks, ts.Timestamp)],
+                [ts.Timestamp],
+                silo.Name,
+                release: true).ConfigureAwait(false);
         }
         catch
         {
@@ -64,7 +74,9 @@ public sealed partial class RaidMaintenance(
         }
     }
 
-    /// <summary>Drains and closes the volume's engine on this silo; the next request reopens it from its disks.</summary>
+    /// <summary>
+    /// Drains and closes the volume's engine on this silo; the next request reopens it from its disks.
+    /// </summary>
     public async Task CloseAsync(string volumeName)
     {
         if (await volumes.RemoveAsync(volumeName).ConfigureAwait(false) is not { } v) return;
@@ -109,7 +121,8 @@ public sealed partial class RaidMaintenance(
     public async Task RebuildAsync(string volumeName, IProgress<(long Done, long Total)> progress)
     {
         var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
-        await v.Store.RebuildAsync(new MeteredRebuildProgress(volumeName, progress), CancellationToken.None).ConfigureAwait(false);
+        await v.Store.RebuildAsync(
+            new MeteredRebuildProgress(volumeName, progress), CancellationToken.None).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -127,24 +140,33 @@ public sealed partial class RaidMaintenance(
         var result = new ScrubResult(0, 0, 0, 0);
         for (long first = 0; first < v.Store.StripeCount; first += stripesPerPartition)
         {
-            var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, first / stripesPerPartition));
+            var lockGrain = grains.GetGrain<IPartitionLockGrain>(
+                VolumeMath.PartitionKey(v.Info, first / stripesPerPartition));
             var last = Math.Min(v.Store.StripeCount, first + stripesPerPartition) - 1;
             for (var stripe = first; stripe <= last; stripe++)
                 result = Sum(result, await ScrubStripeAsync(v, lockGrain, stripe, repair).ConfigureAwait(false));
         }
         CloudMetrics.ScrubStripes.Add(result.StripesChecked, new KeyValuePair<string, object?>("kind", "checked"));
         CloudMetrics.ScrubStripes.Add(result.Mismatches, new KeyValuePair<string, object?>("kind", "mismatch"));
-        CloudMetrics.ScrubStripes.Add(result.ChecksumErrors, new KeyValuePair<string, object?>("kind", "checksum-error"));
+        CloudMetrics.ScrubStripes.Add(
+            result.ChecksumErrors, new KeyValuePair<string, object?>("kind", "checksum-error"));
         return result;
     }
 
-    private async Task<ScrubResult> ScrubStripeAsync(OpenVolume v, IPartitionLockGrain lockGrain, long stripe, bool repair)
+    private async Task<ScrubResult> ScrubStripeAsync(
+        OpenVolume v,
+        IPartitionLockGrain lockGrain,
+        long stripe,
+        bool repair)
     {
-        var shared = await lockGrain.AcquireMeteredAsync(new LockRequest(stripe, stripe, LockMode.Shared, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
+        var shared = await lockGrain.AcquireMeteredAsync(
+            new LockRequest(stripe, stripe, LockMode.Shared, _siloAddress, _options.LockLease, false))
+            .ConfigureAwait(false);
         ScrubResult check;
         try
         {
-            check = await v.Store.ScrubStripesAsync(stripe, stripe, repair: false, CancellationToken.None).ConfigureAwait(false);
+            check = await v.Store.ScrubStripesAsync(
+                stripe, stripe, repair: false, CancellationToken.None).ConfigureAwait(false);
         }
         finally
         {
@@ -153,11 +175,14 @@ public sealed partial class RaidMaintenance(
         }
         if (!repair || (check.Mismatches == 0 && check.ChecksumErrors == 0)) return check;
 
-        var exclusive = await lockGrain.AcquireMeteredAsync(new LockRequest(stripe, stripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
+        var exclusive = await lockGrain.AcquireMeteredAsync(
+            new LockRequest(stripe, stripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
+            .ConfigureAwait(false);
         ScrubResult repaired;
         try
         {
-            repaired = await v.Store.ScrubStripesAsync(stripe, stripe, repair: true, CancellationToken.None).ConfigureAwait(false);
+            repaired = await v.Store.ScrubStripesAsync(
+                stripe, stripe, repair: true, CancellationToken.None).ConfigureAwait(false);
         }
         catch
         {
@@ -173,12 +198,17 @@ public sealed partial class RaidMaintenance(
     }
 
     private static ScrubResult Sum(ScrubResult a, ScrubResult b) =>
-        new(a.StripesChecked + b.StripesChecked, a.Mismatches + b.Mismatches, a.ChecksumErrors + b.ChecksumErrors, a.Repaired + b.Repaired);
+        new(
+            a.StripesChecked + b.StripesChecked,
+            a.Mismatches + b.Mismatches,
+            a.ChecksumErrors + b.ChecksumErrors,
+            a.Repaired + b.Repaired);
 
     private static void CheckMember(VolumeInfo v, int index)
     {
         if (index < 0 || index >= v.DiskCount)
-            throw new CloudRequestException($"disk index {index} is not a member of volume '{v.Name}'; use 0-{v.DiskCount - 1}");
+            throw new CloudRequestException(
+                $"disk index {index} is not a member of volume '{v.Name}'; use 0-{v.DiskCount - 1}");
     }
 
     /// <summary>
@@ -221,7 +251,8 @@ public sealed partial class RaidMaintenance(
             try
             {
                 await LockWholeVolumeAsync(v, held).ConfigureAwait(false);
-                var resynced = await v.Store.RecoverWriterSlotAsync(writerSlot, CancellationToken.None).ConfigureAwait(false);
+                var resynced = await v.Store.RecoverWriterSlotAsync(
+                    writerSlot, CancellationToken.None).ConfigureAwait(false);
                 LogSlotRecovered(logger, info.Name, writerSlot, resynced);
                 total += resynced;
             }
@@ -237,7 +268,10 @@ public sealed partial class RaidMaintenance(
         return total;
     }
 
-    /// <summary>Takes every partition's lock of the volume exclusively, in partition order, adding each grant to <paramref name="held"/>.</summary>
+    /// <summary>
+    /// Takes every partition's lock of the volume exclusively, in partition order, adding each grant to
+    /// <paramref name="held"/>.
+    /// </summary>
     private async Task LockWholeVolumeAsync(OpenVolume v, List<(IPartitionLockGrain Grain, long Token)> held)
     {
         var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
@@ -246,7 +280,15 @@ public sealed partial class RaidMaintenance(
         {
             var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, p));
             var last = Math.Min(v.Store.StripeCount, (p + 1) * stripesPerPartition) - 1;
-            var grant = await lockGrain.AcquireMeteredAsync(new LockRequest(p * stripesPerPartition, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false)).ConfigureAwait(false);
+            var grant = await lockGrain.AcquireMeteredAsync(
+                new LockRequest(
+                    p * stripesPerPartition,
+                    last,
+                    LockMode.Exclusive,
+                    _siloAddress,
+                    _options.LockLease,
+                    false))
+                .ConfigureAwait(false);
             held.Add((lockGrain, grant.FencingToken));
         }
     }
@@ -259,7 +301,9 @@ public sealed partial class RaidMaintenance(
 }
 
 /// <summary>Passes rebuild progress on and publishes it as the <c>cloud.rebuild.progress</c> gauge.</summary>
-internal sealed class MeteredRebuildProgress(string volumeName, IProgress<(long Done, long Total)> inner) : IProgress<(long Done, long Total)>
+internal sealed class MeteredRebuildProgress(
+    string volumeName,
+    IProgress<(long Done, long Total)> inner) : IProgress<(long Done, long Total)>
 {
     public void Report((long Done, long Total) value)
     {

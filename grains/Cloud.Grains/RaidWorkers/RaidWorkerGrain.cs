@@ -9,7 +9,8 @@ namespace Cloud.Grains.RaidWorkers;
 
 /// <summary>
 /// The RAID worker of one silo: bound to the silo named by its key and never moved. Reentrant, because its calls
-/// only hand work to the silo's <see cref="WriteScheduler"/>, <see cref="OpenVolumeCache"/> and <see cref="RaidMaintenance"/> and wait, and a long wait must not hold up the next copy.
+/// only hand work to the silo's <see cref="WriteScheduler"/>, <see cref="OpenVolumeCache"/> and
+/// <see cref="RaidMaintenance"/> and wait, and a long wait must not hold up the next copy.
 /// </summary>
 [SiloBoundPlacement, Immovable, Reentrant]
 internal sealed class RaidWorkerGrain(
@@ -23,21 +24,33 @@ internal sealed class RaidWorkerGrain(
     {
         var key = this.GetPrimaryKeyString();
         if (key != silo.Name)
-            throw new InvalidOperationException($"RAID worker '{key}' activated on silo '{silo.Name}'; placement must bind it to its own silo");
+            throw new InvalidOperationException(
+                $"RAID worker '{key}' activated on silo '{silo.Name}'; placement must bind it to its own silo");
         return Task.CompletedTask;
     }
 
-    public Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write) => EngineErrors.Guard(() => scheduler.AcceptAsync(write));
-    public Task<WriteReport> WaitCommittedAsync(Guid writeId, TimeSpan maxWait) => scheduler.WaitAsync(writeId, maxWait);
-    public Task<int> CancelSupersededAsync(string volumeName, long offsetBytes, long lengthBytes, long newerTimestamp) =>
+    public Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write)
+        => EngineErrors.Guard(() => scheduler.AcceptAsync(write));
+    public Task<WriteReport> WaitCommittedAsync(Guid writeId, TimeSpan maxWait)
+        => scheduler.WaitAsync(writeId, maxWait);
+    public Task<int> CancelSupersededAsync(
+        string volumeName,
+        long offsetBytes,
+        long lengthBytes,
+        long newerTimestamp) =>
         EngineErrors.Guard(() => scheduler.CancelSupersededAsync(volumeName, offsetBytes, lengthBytes, newerTimestamp));
-    public Task<byte[]> ReadAsync(string volumeName, long offsetBytes, int lengthBytes) => EngineErrors.Guard(() => volumes.ReadAsync(volumeName, offsetBytes, lengthBytes));
-    public Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes) => EngineErrors.Guard(() => maintenance.TrimAsync(volumeName, offsetBytes, lengthBytes));
+    public Task<byte[]> ReadAsync(string volumeName, long offsetBytes, int lengthBytes)
+        => EngineErrors.Guard(() => volumes.ReadAsync(volumeName, offsetBytes, lengthBytes));
+    public Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes)
+        => EngineErrors.Guard(() => maintenance.TrimAsync(volumeName, offsetBytes, lengthBytes));
     public Task FlushAsync(string volumeName) => EngineErrors.Guard(() => scheduler.FlushAsync(volumeName));
     public Task CloseVolumeAsync(string volumeName) => EngineErrors.Guard(() => maintenance.CloseAsync(volumeName));
-    public Task<VolumeStatus> GetVolumeStatusAsync(string volumeName) => EngineErrors.Guard(() => maintenance.StatusAsync(volumeName, null));
-    public Task FailMemberAsync(string volumeName, int index, string reason) => EngineErrors.Guard(() => maintenance.FailMemberAsync(volumeName, index, reason));
-    public Task ReplaceMemberAsync(string volumeName, int index, string path) => EngineErrors.Guard(() => maintenance.ReplaceMemberAsync(volumeName, index, path));
+    public Task<VolumeStatus> GetVolumeStatusAsync(string volumeName)
+        => EngineErrors.Guard(() => maintenance.StatusAsync(volumeName, null));
+    public Task FailMemberAsync(string volumeName, int index, string reason)
+        => EngineErrors.Guard(() => maintenance.FailMemberAsync(volumeName, index, reason));
+    public Task ReplaceMemberAsync(string volumeName, int index, string path)
+        => EngineErrors.Guard(() => maintenance.ReplaceMemberAsync(volumeName, index, path));
 
     public Task RebuildAsync(string volumeName)
     {
@@ -46,10 +59,13 @@ internal sealed class RaidWorkerGrain(
         return EngineErrors.Guard(() => maintenance.RebuildAsync(volumeName, progress));
     }
 
-    public Task<ScrubResult> ScrubAsync(string volumeName, bool repair) => EngineErrors.Guard(() => maintenance.ScrubAsync(volumeName, repair));
+    public Task<ScrubResult> ScrubAsync(string volumeName, bool repair)
+        => EngineErrors.Guard(() => maintenance.ScrubAsync(volumeName, repair));
     public Task<int> GetQueueDepthAsync() => Task.FromResult(scheduler.QueueDepth);
-    public Task RefreshMembersAsync(Guid volumeId) => EngineErrors.Guard(() => maintenance.RefreshMembersAsync(volumeId, coordinator.RefreshModeFor(volumeId)));
-    public Task<long> RecoverWriterSlotAsync(int writerSlot) => EngineErrors.Guard(() => maintenance.RecoverWriterSlotAsync(writerSlot));
+    public Task RefreshMembersAsync(Guid volumeId)
+        => EngineErrors.Guard(() => maintenance.RefreshMembersAsync(volumeId, coordinator.RefreshModeFor(volumeId)));
+    public Task<long> RecoverWriterSlotAsync(int writerSlot)
+        => EngineErrors.Guard(() => maintenance.RecoverWriterSlotAsync(writerSlot));
 
     /// <summary>Forwards rebuild progress to the volume grain, at most every 1 % so the grain is not flooded.</summary>
     private sealed class RebuildReporter(IVolumeGrain volume) : IProgress<(long Done, long Total)>

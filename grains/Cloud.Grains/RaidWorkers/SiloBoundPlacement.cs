@@ -4,7 +4,9 @@ using Orleans.Runtime.Placement;
 
 namespace Cloud.Grains.RaidWorkers;
 
-/// <summary>Places a grain on the silo whose stable name equals the grain's string key (one RAID worker per silo).</summary>
+/// <summary>
+/// Places a grain on the silo whose stable name equals the grain's string key (one RAID worker per silo).
+/// </summary>
 [GenerateSerializer, Immutable, SuppressReferenceTracking, Alias("cloud.SiloBoundPlacement")]
 public sealed class SiloBoundPlacement : PlacementStrategy
 {
@@ -23,19 +25,27 @@ public sealed class SiloNotFoundException(string siloName, IEnumerable<string> a
 /// <summary>Chooses the compatible silo whose name is the grain key.</summary>
 internal sealed class SiloBoundPlacementDirector(IClusterMembershipService membership) : IPlacementDirector
 {
-    public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
+    public Task<SiloAddress> OnAddActivation(
+        PlacementStrategy strategy,
+        PlacementTarget target,
+        IPlacementContext context)
     {
         var wanted = target.GrainIdentity.Key.ToString();
         var compatible = context.GetCompatibleSilos(target);
         var snapshot = membership.CurrentSnapshot;
         foreach (var silo in compatible)
         {
-            if (snapshot.Members.TryGetValue(silo, out var member) && member.Status == SiloStatus.Active && member.Name == wanted)
+            if (snapshot.Members.TryGetValue(silo, out var member)
+                && member.Status == SiloStatus.Active
+                && member.Name == wanted)
                 return Task.FromResult(silo);
         }
         // A silo that is still joining may not be Active in the snapshot yet, but it is placing its own worker.
         if (context.LocalSilo is { } local && snapshot.Members.TryGetValue(local, out var self) && self.Name == wanted)
             return Task.FromResult(local);
-        throw new SiloNotFoundException(wanted, snapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.Name).Order(StringComparer.Ordinal));
+        throw new SiloNotFoundException(
+            wanted,
+            snapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.Name)
+                .Order(StringComparer.Ordinal));
     }
 }

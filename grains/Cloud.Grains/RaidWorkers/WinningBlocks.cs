@@ -10,13 +10,21 @@ internal readonly record struct BatchCopy(long FirstBlock, int BlockCount, long 
 /// <summary>Consecutive winning blocks written to the engine in one call.</summary>
 /// <param name="Start">The run's first block, relative to the batch's first block.</param>
 /// <param name="BlockCount">Blocks in the run.</param>
-/// <param name="Timestamp">The label the run is written and committed under: the newest timestamp among its blocks.</param>
-/// <param name="OnlyCopy">The copy every block of the run comes from, or -1 when the run is merged from several.</param>
+/// <param name="Timestamp">The label the run is written and committed under: the newest timestamp among its
+/// blocks.</param>
+/// <param name="OnlyCopy">The copy every block of the run comes from, or -1 when the run is merged from
+/// several.</param>
 /// <param name="ForceUnitAccess">Some copy in the run asked for force unit access.</param>
-internal readonly record struct WinningRun(int Start, int BlockCount, long Timestamp, int OnlyCopy, bool ForceUnitAccess);
+internal readonly record struct WinningRun(
+    int Start,
+    int BlockCount,
+    long Timestamp,
+    int OnlyCopy,
+    bool ForceUnitAccess);
 
 /// <summary>What a batch writes: the winning copy of each block and the runs that write them.</summary>
-/// <param name="Winners">Per block of the batch, the index of the copy whose version is written, or -1 for none.</param>
+/// <param name="Winners">Per block of the batch, the index of the copy whose version is written, or -1 for
+/// none.</param>
 /// <param name="Runs">The runs to write, in block order.</param>
 /// <param name="Wrote">Per copy, whether any of its blocks is written (else the copy is superseded).</param>
 internal sealed record WinningPlan(int[] Winners, WinningRun[] Runs, bool[] Wrote);
@@ -33,12 +41,17 @@ internal static class WinningBlocks
     /// </summary>
     /// <param name="copies">The batch's copies; on a tie of timestamps the earlier copy wins.</param>
     /// <param name="firstBlock">The batch's first block (volume-wide index).</param>
-    /// <param name="newestCommitted">Per block of the batch, the newest timestamp known committed (on disk or at the lock grain).</param>
+    /// <param name="newestCommitted">Per block of the batch, the newest timestamp known committed (on disk or at the
+    /// lock grain).</param>
     /// <param name="mergeSafe">
     /// No older version elsewhere is pending on these stripes, so adjacent blocks of different versions may be written
     /// as one run under the newest timestamp. When false, runs are split per version so each block keeps its own.
     /// </param>
-    public static WinningPlan Choose(ReadOnlySpan<BatchCopy> copies, long firstBlock, ReadOnlySpan<long> newestCommitted, bool mergeSafe)
+    public static WinningPlan Choose(
+        ReadOnlySpan<BatchCopy> copies,
+        long firstBlock,
+        ReadOnlySpan<long> newestCommitted,
+        bool mergeSafe)
     {
         var winners = ChooseWinners(copies, firstBlock, newestCommitted);
         var runs = new List<WinningRun>();
@@ -54,7 +67,10 @@ internal static class WinningBlocks
         return new WinningPlan(winners, [.. runs], wrote);
     }
 
-    private static int[] ChooseWinners(ReadOnlySpan<BatchCopy> copies, long firstBlock, ReadOnlySpan<long> newestCommitted)
+    private static int[] ChooseWinners(
+        ReadOnlySpan<BatchCopy> copies,
+        long firstBlock,
+        ReadOnlySpan<long> newestCommitted)
     {
         var winners = new int[newestCommitted.Length];
         Array.Fill(winners, -1);
@@ -63,12 +79,15 @@ internal static class WinningBlocks
             var copy = copies[c];
             var start = checked((int)(copy.FirstBlock - firstBlock));
             if (start < 0 || start + copy.BlockCount > winners.Length)
-                throw new ArgumentOutOfRangeException(nameof(copies), $"copy {c} (blocks {copy.FirstBlock}+{copy.BlockCount}) lies outside the batch's blocks {firstBlock}+{winners.Length}");
+                throw new ArgumentOutOfRangeException(
+                    nameof(copies),
+                    $"copy {c} (blocks {copy.FirstBlock}+{copy.BlockCount}) lies outside the batch's blocks {firstBlock}+{winners.Length}");
             for (var i = start; i < start + copy.BlockCount; i++)
             {
                 // ">=": a block already stamped with this very version may be one a killed target left half written
                 // (its metadata landed, its data did not); writing the same version again is idempotent.
-                if (copy.Timestamp >= newestCommitted[i] && (winners[i] < 0 || copies[winners[i]].Timestamp < copy.Timestamp))
+                if (copy.Timestamp >= newestCommitted[i]
+                    && (winners[i] < 0 || copies[winners[i]].Timestamp < copy.Timestamp))
                     winners[i] = c;
             }
         }
@@ -79,7 +98,10 @@ internal static class WinningBlocks
     {
         var first = copies[winners[start]];
         var end = start + 1;
-        while (end < winners.Length && winners[end] >= 0 && (mergeSafe || copies[winners[end]].Timestamp == first.Timestamp)) end++;
+        while (end < winners.Length
+            && winners[end] >= 0
+            && (mergeSafe || copies[winners[end]].Timestamp == first.Timestamp))
+            end++;
         var only = winners[start];
         var label = first.Timestamp;
         var fua = first.ForceUnitAccess;

@@ -13,7 +13,9 @@ namespace Cloud.Grains.RaidWorkers;
 /// <summary>A replicated copy in the RAID worker's schedule, and the report its first server waits for.</summary>
 internal sealed class Ticket(ReplicatedWrite write, long firstStripe, long lastStripe, long partition)
 {
-    /// <summary>The copy; its data is dropped once the copy is finished (the ticket outlives it for late pollers).</summary>
+    /// <summary>
+    /// The copy; its data is dropped once the copy is finished (the ticket outlives it for late pollers).
+    /// </summary>
     public ReplicatedWrite Write { get; private set; } = write;
 
     /// <summary>Lets the copy's data go: a finished ticket is kept only for its report.</summary>
@@ -26,7 +28,9 @@ internal sealed class Ticket(ReplicatedWrite write, long firstStripe, long lastS
     public TaskCompletionSource<WriteReport> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 }
 
-/// <summary>One volume's queued and running copies. Every member is read and changed under <see cref="Gate"/>.</summary>
+/// <summary>
+/// One volume's queued and running copies. Every member is read and changed under <see cref="Gate"/>.
+/// </summary>
 internal sealed class VolumeQueue
 {
     public Lock Gate { get; } = new();
@@ -119,11 +123,14 @@ public sealed partial class WriteScheduler(
         var (first, last) = v.Store.StripeRange(write.OffsetBytes, write.Data.Length);
         var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
         if (first / stripesPerPartition != last / stripesPerPartition)
-            throw new CloudRequestException($"write {write.OffsetBytes}+{write.Data.Length} spans two partitions; the first server splits writes per partition");
+            throw new CloudRequestException(
+                $"write {write.OffsetBytes}+{write.Data.Length} spans two partitions; the first server splits writes per partition");
         return new Ticket(write, first, last, first / stripesPerPartition);
     }
 
-    /// <summary>Bounded memory: waits for room unless the queue is empty (a single copy larger than the bound still runs).</summary>
+    /// <summary>
+    /// Bounded memory: waits for room unless the queue is empty (a single copy larger than the bound still runs).
+    /// </summary>
     private async Task AdmitAsync(long bytes)
     {
         while (true)
@@ -139,7 +146,8 @@ public sealed partial class WriteScheduler(
     /// <summary>Waits for a copy's fate.</summary>
     public async Task<WriteReport> WaitAsync(Guid writeId, TimeSpan maxWait)
     {
-        if (!_tickets.TryGetValue(writeId, out var ticket)) return new WriteReport(WriteOutcome.Unknown, SiloName, null);
+        if (!_tickets.TryGetValue(writeId, out var ticket))
+            return new WriteReport(WriteOutcome.Unknown, SiloName, null);
         var done = ticket.Done.Task;
         if (done.IsCompleted) return await done.ConfigureAwait(false);
         try
@@ -155,7 +163,11 @@ public sealed partial class WriteScheduler(
     }
 
     /// <summary>Drops queued (not yet running) copies wholly covered by a newer version.</summary>
-    public async Task<int> CancelSupersededAsync(string volumeName, long offsetBytes, long lengthBytes, long newerTimestamp)
+    public async Task<int> CancelSupersededAsync(
+        string volumeName,
+        long offsetBytes,
+        long lengthBytes,
+        long newerTimestamp)
     {
         if (!volumes.TryGetOpen(volumeName, out var v)) return 0;
         List<Ticket> cancelled = [];
@@ -178,7 +190,8 @@ public sealed partial class WriteScheduler(
         foreach (var group in cancelled.GroupBy(t => t.Partition))
         {
             var key = VolumeMath.PartitionKey(v.Info, group.Key);
-            await grains.GetGrain<IPartitionLockGrain>(key).SettleAsync([.. group.Select(t => t.Write.Timestamp)]).ConfigureAwait(false);
+            await grains.GetGrain<IPartitionLockGrain>(key).SettleAsync([.. group.Select(t => t.Write.Timestamp)])
+                .ConfigureAwait(false);
         }
         foreach (var t in cancelled) Finish(t, new WriteReport(WriteOutcome.Cancelled, SiloName, null));
         return cancelled.Count;
@@ -211,12 +224,16 @@ public sealed partial class WriteScheduler(
         Interlocked.Add(ref _queuedBytes, -bytes);
         usage.Dequeued(bytes);
         _spaceFreed.Raise();
-        CloudMetrics.WriteOutcomes.Add(1, new KeyValuePair<string, object?>("outcome", report.Outcome.ToString().ToLowerInvariant()));
+        CloudMetrics.WriteOutcomes.Add(
+            1, new KeyValuePair<string, object?>("outcome", report.Outcome.ToString().ToLowerInvariant()));
         _finished.Enqueue(t.Write.WriteId);
-        while (_finished.Count > MaxRetainedReports && _finished.TryDequeue(out var old)) _tickets.TryRemove(old, out _);
+        while (_finished.Count > MaxRetainedReports && _finished.TryDequeue(out var old))
+            _tickets.TryRemove(old, out _);
     }
 
-    /// <summary>Starts every batch that can run: its stripes overlap no running batch, and the concurrency bound allows.</summary>
+    /// <summary>
+    /// Starts every batch that can run: its stripes overlap no running batch, and the concurrency bound allows.
+    /// </summary>
     private void Pump(OpenVolume v)
     {
         while (TakeBatch(v.Queue) is { } batch)
@@ -242,7 +259,10 @@ public sealed partial class WriteScheduler(
         }
     }
 
-    /// <summary>Grows a batch from <paramref name="head"/> with every queued copy of its partition that overlaps the batch's stripes.</summary>
+    /// <summary>
+    /// Grows a batch from <paramref name="head"/> with every queued copy of its partition that overlaps the batch's
+    /// stripes.
+    /// </summary>
     private static List<Ticket> MergeAround(VolumeQueue q, Ticket head)
     {
         List<Ticket> batch = [head];
@@ -253,7 +273,8 @@ public sealed partial class WriteScheduler(
             grown = false;
             foreach (var t in q.Waiting)
             {
-                if (t.Running || batch.Count >= MaxBatchCopies || t.Partition != head.Partition || batch.Contains(t)) continue;
+                if (t.Running || batch.Count >= MaxBatchCopies || t.Partition != head.Partition || batch.Contains(t))
+                    continue;
                 if (t.FirstStripe <= last && first <= t.LastStripe && !OverlapsRunning(q, t.FirstStripe, t.LastStripe))
                 {
                     batch.Add(t);
@@ -266,7 +287,8 @@ public sealed partial class WriteScheduler(
         return batch;
     }
 
-    private static bool OverlapsRunning(VolumeQueue q, long first, long last) => q.Running.Exists(r => r.First <= last && first <= r.Last);
+    private static bool OverlapsRunning(VolumeQueue q, long first, long last)
+        => q.Running.Exists(r => r.First <= last && first <= r.Last);
 
     private async Task RunBatchAsync(OpenVolume v, List<Ticket> batch)
     {
@@ -278,12 +300,15 @@ public sealed partial class WriteScheduler(
             // dead and the grain is activated elsewhere. The copies may be the only ones left (their first server may
             // have died with it), so keep trying rather than drop writes that were already acknowledged.
             var wrote = await SiloFailures.RetryAsync(
-                () => executor.WriteBatchAsync(v, copies, batch[0].Partition, first, last), _options.RedelegationTimeout,
+                () => executor.WriteBatchAsync(v, copies, batch[0].Partition, first, last),
+                _options.RedelegationTimeout,
                 ex => LogBatchRetry(logger, v.Info.Name, first, last, ex.GetType().Name)).ConfigureAwait(false);
             for (var i = 0; i < batch.Count; i++)
             {
                 if (wrote[i]) usage.WritePerformed();
-                Finish(batch[i], new WriteReport(wrote[i] ? WriteOutcome.Committed : WriteOutcome.Superseded, SiloName, null));
+                Finish(
+                    batch[i],
+                    new WriteReport(wrote[i] ? WriteOutcome.Committed : WriteOutcome.Superseded, SiloName, null));
             }
         }
         catch (Exception ex)
@@ -307,7 +332,11 @@ public sealed partial class WriteScheduler(
     {
         LogBatchFailed(logger, v.Info.Name, first, last, ex);
         var key = VolumeMath.PartitionKey(v.Info, batch[0].Partition);
-        try { await grains.GetGrain<IPartitionLockGrain>(key).SettleAsync([.. batch.Select(t => t.Write.Timestamp)]).ConfigureAwait(false); }
+        try
+        {
+            await grains.GetGrain<IPartitionLockGrain>(key).SettleAsync([.. batch.Select(t => t.Write.Timestamp)])
+                .ConfigureAwait(false);
+        }
         catch (Exception settleEx) { LogBatchFailed(logger, v.Info.Name, first, last, settleEx); }
         foreach (var t in batch) Finish(t, new WriteReport(WriteOutcome.Failed, SiloName, ex.Message));
     }
@@ -316,5 +345,10 @@ public sealed partial class WriteScheduler(
     private static partial void LogBatchRetry(ILogger logger, string volume, long first, long last, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: batch on stripes {First}-{Last} failed")]
-    private static partial void LogBatchFailed(ILogger logger, string volume, long first, long last, Exception exception);
+    private static partial void LogBatchFailed(
+        ILogger logger,
+        string volume,
+        long first,
+        long last,
+        Exception exception);
 }

@@ -37,7 +37,9 @@ public sealed class CatalogStore(IOptions<CloudOptions> options)
         return [.. volumes];
     }
 
-    /// <summary>The silos' write-intent slots by silo name from <see cref="SlotsPath"/>, or null when there is no such file.</summary>
+    /// <summary>
+    /// The silos' write-intent slots by silo name from <see cref="SlotsPath"/>, or null when there is no such file.
+    /// </summary>
     public async Task<Dictionary<string, int>?> LoadLegacySlotsAsync()
     {
         if (!File.Exists(SlotsPath)) return null;

@@ -17,7 +17,9 @@ public interface ISuperblockLeaseGrain : IGrainWithGuidKey
     [Alias("Acquire")]
     Task<long> AcquireAsync(string holderSilo, TimeSpan lease, TimeSpan maxWait);
 
-    /// <summary>Extends a grant; false when <paramref name="token"/> no longer holds the lease (it expired and was taken).</summary>
+    /// <summary>
+    /// Extends a grant; false when <paramref name="token"/> no longer holds the lease (it expired and was taken).
+    /// </summary>
     [Alias("Renew")]
     Task<bool> RenewAsync(long token, TimeSpan lease);
 

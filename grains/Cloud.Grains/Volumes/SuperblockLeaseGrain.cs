@@ -16,12 +16,15 @@ namespace Cloud.Grains.Volumes;
 /// the conditional superblock writes of page-blob members cover that window.
 /// </remarks>
 [Reentrant]
-internal sealed class SuperblockLeaseGrain(IClusterMembershipService membership, TimeProvider time) : Grain, ISuperblockLeaseGrain
+internal sealed class SuperblockLeaseGrain(
+    IClusterMembershipService membership, TimeProvider time) : Grain, ISuperblockLeaseGrain
 {
     /// <summary>Longest grant asked for; a longer one would keep a dead holder's lease too long.</summary>
     public static readonly TimeSpan MaxLease = TimeSpan.FromMinutes(1);
 
-    /// <summary>Longest single wait of an acquire; the caller asks again, so a lost caller leaves no waiter for long.</summary>
+    /// <summary>
+    /// Longest single wait of an acquire; the caller asks again, so a lost caller leaves no waiter for long.
+    /// </summary>
     public static readonly TimeSpan MaxWait = TimeSpan.FromSeconds(5);
 
     private long _nextToken;
@@ -40,7 +43,8 @@ internal sealed class SuperblockLeaseGrain(IClusterMembershipService membership,
     {
         ArgumentException.ThrowIfNullOrEmpty(holderSilo);
         if (lease <= TimeSpan.Zero || lease > MaxLease)
-            throw new ArgumentOutOfRangeException(nameof(lease), lease, $"allowed: more than zero and at most {MaxLease}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(lease), lease, $"allowed: more than zero and at most {MaxLease}.");
         if (maxWait < TimeSpan.Zero || maxWait > MaxWait)
             throw new ArgumentOutOfRangeException(nameof(maxWait), maxWait, $"allowed: zero to {MaxWait}.");
         var deadline = time.GetUtcNow() + maxWait;
@@ -58,7 +62,11 @@ internal sealed class SuperblockLeaseGrain(IClusterMembershipService membership,
             // Wake on a release, or when the current grant would expire, or at the deadline; then look again.
             var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             var node = _waiters.AddLast(waiter);
-            try { await waiter.Task.WaitAsync(left > TimeSpan.Zero ? Min(left, TimeSpan.FromMilliseconds(250)) : TimeSpan.FromMilliseconds(1), time); }
+            try
+            {
+                await waiter.Task.WaitAsync(
+                    left > TimeSpan.Zero ? Min(left, TimeSpan.FromMilliseconds(250)) : TimeSpan.FromMilliseconds(1), time);
+            }
             catch (TimeoutException) { }
             finally { if (node.List is not null) _waiters.Remove(node); }
         }
@@ -67,7 +75,8 @@ internal sealed class SuperblockLeaseGrain(IClusterMembershipService membership,
     public Task<bool> RenewAsync(long token, TimeSpan lease)
     {
         if (lease <= TimeSpan.Zero || lease > MaxLease)
-            throw new ArgumentOutOfRangeException(nameof(lease), lease, $"allowed: more than zero and at most {MaxLease}.");
+            throw new ArgumentOutOfRangeException(
+                nameof(lease), lease, $"allowed: more than zero and at most {MaxLease}.");
         if (token == 0 || token != _token || IsFree()) return Task.FromResult(false);
         _expires = time.GetUtcNow() + lease;
         return Task.FromResult(true);
@@ -79,7 +88,8 @@ internal sealed class SuperblockLeaseGrain(IClusterMembershipService membership,
         {
             _token = 0;
             _holder = null;
-            // Wake the oldest waiter; a newcomer may still win the race, which is fine for a lock held for a few writes.
+            // Wake the oldest waiter; a newcomer may still win the race, which is fine for a lock held for a few
+            // writes.
             if (_waiters.First is { } first)
             {
                 _waiters.RemoveFirst();
@@ -103,7 +113,10 @@ internal sealed class SuperblockLeaseGrain(IClusterMembershipService membership,
 
     private bool IsDead(string silo)
     {
-        try { return membership.CurrentSnapshot.GetSiloStatus(SiloAddress.FromParsableString(silo)) == SiloStatus.Dead; }
+        try
+        {
+            return membership.CurrentSnapshot.GetSiloStatus(SiloAddress.FromParsableString(silo)) == SiloStatus.Dead;
+        }
         catch (FormatException) { return false; }
     }
 

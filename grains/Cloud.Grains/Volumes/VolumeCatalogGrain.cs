@@ -22,7 +22,8 @@ internal sealed class VolumeCatalogState
 /// on from a catalog other than the stored one.
 /// </summary>
 internal sealed class VolumeCatalogGrain(
-    [PersistentState(CloudGrainStorage.CatalogState, CloudGrainStorage.Name)] IPersistentState<VolumeCatalogState> state,
+    [PersistentState(CloudGrainStorage.CatalogState, CloudGrainStorage.Name)]
+    IPersistentState<VolumeCatalogState> state,
     CatalogStore store,
     IVolumeStoreFactory factory,
     IClusterMembershipService membership,
@@ -41,7 +42,8 @@ internal sealed class VolumeCatalogGrain(
     /// </summary>
     private async Task SaveAsync(Dictionary<string, VolumeInfo> volumes)
     {
-        state.State = new VolumeCatalogState { Volumes = [.. volumes.Values.OrderBy(v => v.Name, StringComparer.Ordinal)] };
+        state.State =
+            new VolumeCatalogState { Volumes = [.. volumes.Values.OrderBy(v => v.Name, StringComparer.Ordinal)] };
         try
         {
             await state.WriteStateAsync();
@@ -51,7 +53,8 @@ internal sealed class VolumeCatalogGrain(
             // After a refused or failed write the stored catalog is not known here (a lost reply may even hide a
             // write that happened), so a fresh activation must read it again.
             DeactivateOnIdle();
-            throw new CloudStorageException($"the volume catalog was not saved ({ex.GetType().Name}: {ex.Message}); nothing changed, retry the request");
+            throw new CloudStorageException(
+                $"the volume catalog was not saved ({ex.GetType().Name}: {ex.Message}); nothing changed, retry the request");
         }
         _volumes = volumes;
     }
@@ -63,21 +66,26 @@ internal sealed class VolumeCatalogGrain(
     {
         VolumeMath.Validate(spec);
         if (_volumes.ContainsKey(spec.Name))
-            throw new CloudRequestException($"volume '{spec.Name}' already exists; choose another name or delete it first");
+            throw new CloudRequestException(
+                $"volume '{spec.Name}' already exists; choose another name or delete it first");
         var id = Guid.NewGuid();
         var directory = Path.Combine(store.VolumesDirectory, $"{spec.Name}-{id.ToString("N")[..8]}");
         var paths = spec.Disks.IsDefaultOrEmpty
-            ? Enumerable.Range(0, spec.DiskCount).Select(i => Path.Combine(directory, $"disk{i}.img")).ToImmutableArray()
+            ? Enumerable.Range(0, spec.DiskCount)
+                .Select(i => Path.Combine(directory, $"disk{i}.img"))
+                .ToImmutableArray()
             : RequestedDisks(spec);
         // The members are created here: a file member is this host's (only its silos reach it), a page blob or a
         // shared block device every host's.
-        var info = new VolumeInfo(spec.Name, id, spec.SizeBytes, spec.Level, spec.DiskCount, spec.ChunkSizeBytes, spec.Durable, paths,
-            DateTimeOffset.UtcNow, MemberDisks.HostsOf(paths, reach.HostName));
+        var info = new VolumeInfo(spec.Name, id, spec.SizeBytes, spec.Level, spec.DiskCount, spec.ChunkSizeBytes,
+            spec.Durable, paths, DateTimeOffset.UtcNow, MemberDisks.HostsOf(paths, reach.HostName));
         try
         {
-            await using var created = await EngineErrors.Guard(() => factory.CreateAsync(info, factory.MemberSizeBytes(spec), CancellationToken.None).AsTask());
+            await using var created = await EngineErrors.Guard(
+                () => factory.CreateAsync(info, factory.MemberSizeBytes(spec), CancellationToken.None).AsTask());
             if (created.CapacityBytes < spec.SizeBytes)
-                throw new InvalidOperationException($"engine made {created.CapacityBytes} bytes for a {spec.SizeBytes}-byte volume");
+                throw new InvalidOperationException(
+                    $"engine made {created.CapacityBytes} bytes for a {spec.SizeBytes}-byte volume");
             await created.FlushAsync(CancellationToken.None);
             await SaveAsync(With(spec.Name, info));
         }
@@ -91,25 +99,35 @@ internal sealed class VolumeCatalogGrain(
         return info;
     }
 
-    /// <summary>The catalog locations of the disks a spec names; refuses a wrong count, a bad descriptor, a repeated disk or a disk another volume uses.</summary>
+    /// <summary>
+    /// The catalog locations of the disks a spec names; refuses a wrong count, a bad descriptor, a repeated disk or a
+    /// disk another volume uses.
+    /// </summary>
     private ImmutableArray<string> RequestedDisks(VolumeSpec spec)
     {
         if (spec.Disks.Length != spec.DiskCount)
-            throw new CloudRequestException($"{spec.Disks.Length} --disk descriptors given for --disks {spec.DiskCount}; give one per member disk, or omit --disks");
-        var paths = spec.Disks.Select(d => MemberDisks.ParseRequested(d, Path.GetDirectoryName(store.VolumesDirectory)!)).ToImmutableArray();
+            throw new CloudRequestException(
+                $"{spec.Disks.Length} --disk descriptors given for --disks {spec.DiskCount}; give one per member disk, or omit --disks");
+        var paths = spec.Disks.Select(
+            d => MemberDisks.ParseRequested(d, Path.GetDirectoryName(store.VolumesDirectory)!))
+            .ToImmutableArray();
         var repeated = paths.GroupBy(p => p, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1);
         if (repeated is not null)
-            throw new CloudRequestException($"--disk {MemberDisks.Describe(repeated.Key)} is given more than once; each member needs its own disk");
+            throw new CloudRequestException(
+                $"--disk {MemberDisks.Describe(repeated.Key)} is given more than once; each member needs its own disk");
         foreach (var p in paths) CheckUnused(p);
         return paths;
     }
 
-    /// <summary>Refuses a disk that is already a member of some volume: formatting it would destroy that volume.</summary>
+    /// <summary>
+    /// Refuses a disk that is already a member of some volume: formatting it would destroy that volume.
+    /// </summary>
     private void CheckUnused(string location)
     {
         var owner = _volumes.Values.FirstOrDefault(v => v.DiskPaths.Contains(location, StringComparer.Ordinal));
         if (owner is not null)
-            throw new CloudRequestException($"--disk {MemberDisks.Describe(location)} is already a member of volume '{owner.Name}'; use another disk");
+            throw new CloudRequestException(
+                $"--disk {MemberDisks.Describe(location)} is already a member of volume '{owner.Name}'; use another disk");
     }
 
     public Task<ImmutableArray<VolumeInfo>> ListAsync() =>
@@ -120,19 +138,25 @@ internal sealed class VolumeCatalogGrain(
     public async Task DeleteAsync(string name)
     {
         if (!_volumes.TryGetValue(name, out var info))
-            throw new CloudRequestException($"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
-        await Task.WhenAll(ActiveSilos().Select(s => GrainFactory.GetGrain<IRaidWorkerGrain>(s).CloseVolumeAsync(name)));
+            throw new CloudRequestException(
+                $"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
+        await Task.WhenAll(
+            ActiveSilos().Select(s => GrainFactory.GetGrain<IRaidWorkerGrain>(s).CloseVolumeAsync(name)));
         var remaining = new Dictionary<string, VolumeInfo>(_volumes, StringComparer.Ordinal);
         remaining.Remove(name);
         await SaveAsync(remaining);
         // Only the files the catalog made (under the volumes directory) go; disks the operator named with --disk
         // (other files, page blobs) are the operator's and stay.
         var volumes = store.VolumesDirectory + Path.DirectorySeparatorChar;
-        var ours = info.DiskPaths.Where(p => MemberDisks.IsFile(p) && Path.GetFullPath(p).StartsWith(volumes, StringComparison.Ordinal)).ToList();
+        var ours = info.DiskPaths.Where(
+            p => MemberDisks.IsFile(p) && Path.GetFullPath(p).StartsWith(volumes, StringComparison.Ordinal))
+            .ToList();
         foreach (var path in ours) File.Delete(path);
         foreach (var directory in ours.Select(Path.GetDirectoryName).Distinct())
         {
-            if (directory is not null && Directory.Exists(directory) && !Directory.EnumerateFileSystemEntries(directory).Any())
+            if (directory is not null
+                && Directory.Exists(directory)
+                && !Directory.EnumerateFileSystemEntries(directory).Any())
                 Directory.Delete(directory);
         }
     }
@@ -141,14 +165,20 @@ internal sealed class VolumeCatalogGrain(
     public async Task<VolumeInfo> SetDiskPathAsync(string name, int index, string path)
     {
         if (!_volumes.TryGetValue(name, out var info))
-            throw new CloudRequestException($"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
+            throw new CloudRequestException(
+                $"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
         if (index < 0 || index >= info.DiskCount)
-            throw new CloudRequestException($"disk index {index} is not a member of volume '{name}'; use 0-{info.DiskCount - 1}");
+            throw new CloudRequestException(
+                $"disk index {index} is not a member of volume '{name}'; use 0-{info.DiskCount - 1}");
         if (info.DiskPaths[index] != path) CheckUnused(path);
         // A new file member is made by the volume's worker on the volume's host (or, for a volume of shared disks
         // only, on the volume grain's silo, approximated here by this host).
-        var host = MemberDisks.IsShared(path) ? "" : info.MemberHost(index) ?? VolumeReach.RequiredHost(info) ?? reach.HostName;
-        var hosts = info.MemberHosts.IsDefaultOrEmpty ? MemberDisks.HostsOf(info.DiskPaths, reach.HostName) : info.MemberHosts;
+        var host = MemberDisks.IsShared(path)
+            ? ""
+            : info.MemberHost(index) ?? VolumeReach.RequiredHost(info) ?? reach.HostName;
+        var hosts = info.MemberHosts.IsDefaultOrEmpty
+            ? MemberDisks.HostsOf(info.DiskPaths, reach.HostName)
+            : info.MemberHosts;
         info = info with { DiskPaths = info.DiskPaths.SetItem(index, path), MemberHosts = hosts.SetItem(index, host) };
         await SaveAsync(With(name, info));
         return info;

@@ -3,7 +3,9 @@ using Cloud.Grains.Abstractions;
 
 namespace Cloud.Grains.Volumes;
 
-/// <summary>This silo's cache of volume definitions, so the data path asks the catalog grain once per volume, not per I/O.</summary>
+/// <summary>
+/// This silo's cache of volume definitions, so the data path asks the catalog grain once per volume, not per I/O.
+/// </summary>
 public sealed class VolumeDirectory(IGrainFactory grains)
 {
     private readonly ConcurrentDictionary<string, VolumeInfo> _cache = new(StringComparer.Ordinal);
@@ -13,7 +15,8 @@ public sealed class VolumeDirectory(IGrainFactory grains)
     {
         if (_cache.TryGetValue(name, out var info)) return info;
         info = await grains.GetGrain<IVolumeCatalogGrain>(0).GetAsync(name).ConfigureAwait(false)
-            ?? throw new CloudRequestException($"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
+            ?? throw new CloudRequestException(
+                $"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
         _cache[name] = info;
         return info;
     }

@@ -14,7 +14,11 @@ namespace Cloud.Grains.Volumes;
 /// record it.
 /// </summary>
 [Reentrant]
-internal sealed class VolumeGrain(IClusterMembershipService membership, VolumeDirectory directory, CatalogStore catalogStore, VolumeReach reach)
+internal sealed class VolumeGrain(
+    IClusterMembershipService membership,
+    VolumeDirectory directory,
+    CatalogStore catalogStore,
+    VolumeReach reach)
     : Grain, IVolumeGrain
 {
     private RebuildStatus? _rebuild;
@@ -55,18 +59,21 @@ internal sealed class VolumeGrain(IClusterMembershipService membership, VolumeDi
         var info = await InfoAsync();
         CheckIndex(info, index);
         if (_rebuildTask is { IsCompleted: false })
-            throw new CloudRequestException($"volume '{Name}' is rebuilding; wait for it to finish before replacing another disk");
+            throw new CloudRequestException(
+                $"volume '{Name}' is rebuilding; wait for it to finish before replacing another disk");
         var status = await Worker(info).Grain.GetVolumeStatusAsync(Name);
         var member = status.Disks.FirstOrDefault(d => d.Index == index);
         if (member is not null && member.State == DiskState.Active)
-            throw new CloudRequestException($"disk {index} of volume '{Name}' is active; fail it first ('cloudctl disk fail {Name} {index}')");
+            throw new CloudRequestException(
+                $"disk {index} of volume '{Name}' is active; fail it first ('cloudctl disk fail {Name} {index}')");
         var stamp = $"{DateTimeOffset.UtcNow:yyyyMMddHHmmssfff}";
         string path;
         if (disk is not null)
         {
             path = MemberDisks.ParseRequested(disk, Path.GetDirectoryName(catalogStore.VolumesDirectory)!);
             if (info.DiskPaths.Contains(path, StringComparer.Ordinal))
-                throw new CloudRequestException($"--disk {MemberDisks.Describe(path)} is already a member of volume '{Name}'; use a new disk");
+                throw new CloudRequestException(
+                    $"--disk {MemberDisks.Describe(path)} is already a member of volume '{Name}'; use a new disk");
         }
         else if (MemberDisks.FromLocation(info.DiskPaths[index]) is PageBlobDisk blob)
         {
@@ -100,7 +107,11 @@ internal sealed class VolumeGrain(IClusterMembershipService membership, VolumeDi
         try
         {
             await ExclusiveAsync(info, worker => worker.RebuildAsync(Name));
-            _rebuild = _rebuild! with { Running = false, StripesDone = Math.Max(_rebuild.StripesDone, _rebuild.StripesTotal) };
+            _rebuild = _rebuild! with
+            {
+                Running = false,
+                StripesDone = Math.Max(_rebuild.StripesDone, _rebuild.StripesTotal)
+            };
         }
         catch (Exception ex)
         {
@@ -122,7 +133,10 @@ internal sealed class VolumeGrain(IClusterMembershipService membership, VolumeDi
         return await Worker(info).Grain.ScrubAsync(Name, repair);
     }
 
-    /// <summary>Closes the volume on every other silo, runs the change on the worker, and closes again so they reassemble afresh.</summary>
+    /// <summary>
+    /// Closes the volume on every other silo, runs the change on the worker, and closes again so they reassemble
+    /// afresh.
+    /// </summary>
     private async Task ExclusiveAsync(VolumeInfo info, Func<IRaidWorkerGrain, Task> change)
     {
         await _control.WaitAsync();
@@ -149,6 +163,7 @@ internal sealed class VolumeGrain(IClusterMembershipService membership, VolumeDi
     private void CheckIndex(VolumeInfo info, int index)
     {
         if (index < 0 || index >= info.DiskCount)
-            throw new CloudRequestException($"disk index {index} is not a member of volume '{Name}'; use 0-{info.DiskCount - 1}");
+            throw new CloudRequestException(
+                $"disk index {index} is not a member of volume '{Name}'; use 0-{info.DiskCount - 1}");
     }
 }

@@ -3,7 +3,9 @@ using Cloud.Grains.Abstractions;
 
 namespace Cloud.Grains;
 
-/// <summary>Geometry arithmetic the grains share with the engine (offset → stripe → partition), and spec validation.</summary>
+/// <summary>
+/// Geometry arithmetic the grains share with the engine (offset → stripe → partition), and spec validation.
+/// </summary>
 public static partial class VolumeMath
 {
     /// <summary>The logical block.</summary>
@@ -48,7 +50,8 @@ public static partial class VolumeMath
     };
 
     /// <summary>Data bytes per stripe.</summary>
-    public static long StripeDataBytes(VolumeLevel level, int diskCount, int chunkSizeBytes) => (long)DataMembers(level, diskCount) * chunkSizeBytes;
+    public static long StripeDataBytes(VolumeLevel level, int diskCount, int chunkSizeBytes)
+        => (long)DataMembers(level, diskCount) * chunkSizeBytes;
 
     /// <summary>Data bytes per stripe of a volume.</summary>
     public static long StripeDataBytes(VolumeInfo v) => StripeDataBytes(v.Level, v.DiskCount, v.ChunkSizeBytes);
@@ -61,39 +64,58 @@ public static partial class VolumeMath
     }
 
     /// <summary>Stripes per partition-lock grain.</summary>
-    public static long StripesPerPartition(VolumeInfo v, long partitionTargetBytes) => Math.Max(1, partitionTargetBytes / StripeDataBytes(v));
+    public static long StripesPerPartition(VolumeInfo v, long partitionTargetBytes)
+        => Math.Max(1, partitionTargetBytes / StripeDataBytes(v));
 
     /// <summary>The partition-lock grain key of a partition.</summary>
     public static string PartitionKey(VolumeInfo v, long partition) => $"{v.VolumeId:N}/{partition}";
 
     /// <summary>
-    /// Checks a spec, throwing <see cref="CloudRequestException"/> whose <see cref="CloudRequestException.Field"/> is the
+    /// Checks a spec, throwing <see cref="CloudRequestException"/> whose <see cref="CloudRequestException.Field"/> is
+    /// the
     /// bad property of <see cref="VolumeSpec"/> and whose message starts with that property's name and value and says
     /// what is allowed.
     /// </summary>
     public static void Validate(VolumeSpec spec)
     {
         if (string.IsNullOrEmpty(spec.Name) || spec.Name.Length > MaxNameLength || !NamePattern().IsMatch(spec.Name))
-            throw new CloudRequestException(nameof(VolumeSpec.Name), $"{nameof(VolumeSpec.Name)} '{spec.Name}' is not allowed; use 1-{MaxNameLength} characters of A-Z a-z 0-9 . _ - starting with a letter or digit");
+            throw new CloudRequestException(
+                nameof(VolumeSpec.Name),
+                $"{nameof(VolumeSpec.Name)} '{spec.Name}' is not allowed; use 1-{MaxNameLength} characters of A-Z a-z 0-9 . _ - starting with a letter or digit");
         if (!Enum.IsDefined(spec.Level))
-            throw new CloudRequestException(nameof(VolumeSpec.Level), $"{nameof(VolumeSpec.Level)} {(int)spec.Level} is not one of raid0, raid1, raid5, raid6");
+            throw new CloudRequestException(
+                nameof(VolumeSpec.Level),
+                $"{nameof(VolumeSpec.Level)} {(int)spec.Level} is not one of raid0, raid1, raid5, raid6");
         var min = MinDisks(spec.Level);
         if (spec.DiskCount < min || spec.DiskCount > MaxDiskCount)
-            throw new CloudRequestException(nameof(VolumeSpec.DiskCount), $"{nameof(VolumeSpec.DiskCount)} {spec.DiskCount} is not allowed for {spec.Level.ToString().ToLowerInvariant()}; use {min}-{MaxDiskCount}");
-        if (spec.ChunkSizeBytes < MinChunkSizeBytes || spec.ChunkSizeBytes > MaxChunkSizeBytes || (spec.ChunkSizeBytes & (spec.ChunkSizeBytes - 1)) != 0)
-            throw new CloudRequestException(nameof(VolumeSpec.ChunkSizeBytes), $"{nameof(VolumeSpec.ChunkSizeBytes)} {spec.ChunkSizeBytes} is not a power of two between {MinChunkSizeBytes} and {MaxChunkSizeBytes}");
+            throw new CloudRequestException(
+                nameof(VolumeSpec.DiskCount),
+                $"{nameof(VolumeSpec.DiskCount)} {spec.DiskCount} is not allowed for {spec.Level.ToString().ToLowerInvariant()}; use {min}-{MaxDiskCount}");
+        if (spec.ChunkSizeBytes < MinChunkSizeBytes
+            || spec.ChunkSizeBytes > MaxChunkSizeBytes
+            || (spec.ChunkSizeBytes & (spec.ChunkSizeBytes - 1)) != 0)
+            throw new CloudRequestException(
+                nameof(VolumeSpec.ChunkSizeBytes),
+                $"{nameof(VolumeSpec.ChunkSizeBytes)} {spec.ChunkSizeBytes} is not a power of two between {MinChunkSizeBytes} and {MaxChunkSizeBytes}");
         if (spec.SizeBytes <= 0 || spec.SizeBytes > MaxVolumeSizeBytes || spec.SizeBytes % BlockSizeBytes != 0)
-            throw new CloudRequestException(nameof(VolumeSpec.SizeBytes), $"{nameof(VolumeSpec.SizeBytes)} {spec.SizeBytes} is not a multiple of {BlockSizeBytes} between {BlockSizeBytes} and {MaxVolumeSizeBytes}");
+            throw new CloudRequestException(
+                nameof(VolumeSpec.SizeBytes),
+                $"{nameof(VolumeSpec.SizeBytes)} {spec.SizeBytes} is not a multiple of {BlockSizeBytes} between {BlockSizeBytes} and {MaxVolumeSizeBytes}");
     }
 
-    /// <summary>Checks an I/O range against a volume, throwing <see cref="CloudRequestException"/> naming the bad value.</summary>
+    /// <summary>
+    /// Checks an I/O range against a volume, throwing <see cref="CloudRequestException"/> naming the bad value.
+    /// </summary>
     public static void CheckRange(VolumeInfo v, long offsetBytes, long lengthBytes)
     {
         if (offsetBytes < 0 || offsetBytes % BlockSizeBytes != 0)
-            throw new CloudRequestException($"offset {offsetBytes} is not allowed; use a multiple of {BlockSizeBytes} from 0");
+            throw new CloudRequestException(
+                $"offset {offsetBytes} is not allowed; use a multiple of {BlockSizeBytes} from 0");
         if (lengthBytes <= 0 || lengthBytes % BlockSizeBytes != 0)
-            throw new CloudRequestException($"length {lengthBytes} is not allowed; use a positive multiple of {BlockSizeBytes}");
+            throw new CloudRequestException(
+                $"length {lengthBytes} is not allowed; use a positive multiple of {BlockSizeBytes}");
         if (offsetBytes + lengthBytes > v.SizeBytes)
-            throw new CloudRequestException($"range {offsetBytes}+{lengthBytes} ends past the end of volume '{v.Name}' ({v.SizeBytes} bytes)");
+            throw new CloudRequestException(
+                $"range {offsetBytes}+{lengthBytes} ends past the end of volume '{v.Name}' ({v.SizeBytes} bytes)");
     }
 }

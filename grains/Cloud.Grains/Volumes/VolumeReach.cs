@@ -32,14 +32,16 @@ public sealed class VolumeReach(LoadTable loadTable, ILocalSiloDetails silo, IOp
         {
             if (volume.MemberHost(i) is not { } h) continue;
             if (host is not null && host != h)
-                throw new CloudRequestException($"volume '{volume.Name}' has members on hosts '{host}' and '{h}'; no silo reaches both");
+                throw new CloudRequestException(
+                    $"volume '{volume.Name}' has members on hosts '{host}' and '{h}'; no silo reaches both");
             host = h;
         }
         return host;
     }
 
     /// <summary>Whether silos of <paramref name="hostName"/> reach every member of <paramref name="volume"/>.</summary>
-    public static bool Reaches(VolumeInfo volume, string hostName) => RequiredHost(volume) is not { } h || h == hostName;
+    public static bool Reaches(VolumeInfo volume, string hostName)
+        => RequiredHost(volume) is not { } h || h == hostName;
 
     /// <summary>Whether this silo reaches every member of <paramref name="volume"/>.</summary>
     public bool ReachesHere(VolumeInfo volume) => Reaches(volume, HostName);
@@ -57,7 +59,8 @@ public sealed class VolumeReach(LoadTable loadTable, ILocalSiloDetails silo, IOp
     /// The silo whose RAID worker serves <paramref name="volume"/> for this silo: this one when it is eligible, else
     /// the least-loaded live eligible silo of the load table.
     /// </summary>
-    /// <exception cref="CloudStorageException">No live silo reaches the volume; the message says which host to start.</exception>
+    /// <exception cref="CloudStorageException">No live silo reaches the volume; the message says which host to
+    /// start.</exception>
     public string WorkerSiloFor(VolumeInfo volume)
     {
         if (RequiredHost(volume) is not { } host || host == HostName) return silo.Name;
@@ -72,5 +75,6 @@ public sealed class VolumeReach(LoadTable loadTable, ILocalSiloDetails silo, IOp
 
     /// <summary>The error of a volume whose host has no live silo.</summary>
     public static CloudStorageException NoSiloReaches(VolumeInfo volume, string host) =>
-        new($"no live silo reaches volume '{volume.Name}': its members are files on host '{host}'; start a silo there (--host-name {host}) or replace the members");
+        new(
+            $"no live silo reaches volume '{volume.Name}': its members are files on host '{host}'; start a silo there (--host-name {host}) or replace the members");
 }

@@ -35,7 +35,8 @@ internal sealed class WriterSlotsState
 /// nothing, so no slot is handed out that the store does not hold.
 /// </summary>
 internal sealed class WriterSlotsGrain(
-    [PersistentState(CloudGrainStorage.WriterSlotsState, CloudGrainStorage.Name)] IPersistentState<WriterSlotsState> state) : Grain, IWriterSlotsGrain
+    [PersistentState(CloudGrainStorage.WriterSlotsState, CloudGrainStorage.Name)]
+    IPersistentState<WriterSlotsState> state) : Grain, IWriterSlotsGrain
 {
     /// <summary>Write-intent slots the engine has (one per concurrently writing process).</summary>
     public const int MaxWriterSlots = 64;
@@ -48,7 +49,8 @@ internal sealed class WriterSlotsGrain(
         var used = slots.Values.ToHashSet();
         slot = Enumerable.Range(0, MaxWriterSlots).FirstOrDefault(s => !used.Contains(s), -1);
         if (slot < 0)
-            throw new CloudRequestException($"all {MaxWriterSlots} write-intent slots are taken by silo names {string.Join(", ", slots.Keys)}; reuse a silo name");
+            throw new CloudRequestException(
+                $"all {MaxWriterSlots} write-intent slots are taken by silo names {string.Join(", ", slots.Keys)}; reuse a silo name");
         var previous = state.State;
         state.State = new WriterSlotsState { Slots = new(slots, StringComparer.Ordinal) { [siloName] = slot } };
         try
@@ -59,7 +61,8 @@ internal sealed class WriterSlotsGrain(
         {
             state.State = previous;
             DeactivateOnIdle();
-            throw new CloudStorageException($"the writer slot of silo '{siloName}' was not saved ({ex.GetType().Name}: {ex.Message}); retry");
+            throw new CloudStorageException(
+                $"the writer slot of silo '{siloName}' was not saved ({ex.GetType().Name}: {ex.Message}); retry");
         }
         return slot;
     }

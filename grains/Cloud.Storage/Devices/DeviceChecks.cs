@@ -16,9 +16,9 @@ internal static class DeviceChecks
     {
         ArgumentNullException.ThrowIfNull(pieces, piecesName);
         long total = 0;
-        for (int i = 0; i < pieces.Count; i++)
+        for (var i = 0; i < pieces.Count; i++)
         {
-            int n = length(pieces[i]);
+            var n = length(pieces[i]);
             if (n % device.SectorSizeBytes != 0)
                 throw new ArgumentOutOfRangeException(
                     piecesName,
@@ -35,7 +35,7 @@ internal static class DeviceChecks
 
     public static void CheckIo(IBlockDevice device, long offsetBytes, int lengthBytes, string lengthName)
     {
-        int sector = device.SectorSizeBytes;
+        var sector = device.SectorSizeBytes;
         if (offsetBytes < 0 || offsetBytes % sector != 0 || offsetBytes > device.CapacityBytes)
             throw new ArgumentOutOfRangeException(nameof(offsetBytes), offsetBytes,
                 $"{device.Name}: offset must be a multiple of {sector} in 0..{device.CapacityBytes}.");

@@ -44,7 +44,7 @@ public sealed class CrashPoint
     /// <summary>Returns -1 to let a write through whole, else how many of its sectors land.</summary>
     internal int OnWrite(int sectors)
     {
-        long left = Interlocked.Decrement(ref _writesLeft);
+        var left = Interlocked.Decrement(ref _writesLeft);
         if (left >= 0) return -1;
         if (left == -1) lock (_random) return _random.Next(sectors + 1);
         return 0;
@@ -166,17 +166,17 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
     {
         Interlocked.Increment(ref _reads);
         if (Latency > TimeSpan.Zero) await Task.Delay(Latency, cancellationToken).ConfigureAwait(false);
-        long end = offsetBytes + destination.Length;
+        var end = offsetBytes + destination.Length;
         if (IsDead || HitsErrorRange(offsetBytes, end, FaultOperations.Read) || Chance(ReadErrorProbability))
             throw Fault($"injected read error at {offsetBytes} (+{destination.Length})");
         await _inner.ReadAsync(offsetBytes, destination, cancellationToken).ConfigureAwait(false);
         lock (_gate)
         {
-            foreach ((long start, long stop) in _flipRanges)
+            foreach ((var start, var stop) in _flipRanges)
             {
                 long from = Math.Max(start, offsetBytes), to = Math.Min(stop, end);
                 if (from >= to) continue;
-                long bit = from * 8 + _random.NextInt64((to - from) * 8);
+                var bit = from * 8 + _random.NextInt64((to - from) * 8);
                 FlipBit(destination.Span, bit - offsetBytes * 8);
             }
             if (BitFlipProbability > 0 && destination.Length > 0 && _random.NextDouble() < BitFlipProbability)
@@ -192,11 +192,11 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
     {
         Interlocked.Increment(ref _writes);
         if (Latency > TimeSpan.Zero) await Task.Delay(Latency, cancellationToken).ConfigureAwait(false);
-        long end = offsetBytes + source.Length;
+        var end = offsetBytes + source.Length;
         if (IsDead || HitsErrorRange(offsetBytes, end, FaultOperations.Write) || Chance(WriteErrorProbability))
             throw Fault($"injected write error at {offsetBytes} (+{source.Length})");
-        int sectors = source.Length / SectorSizeBytes;
-        int landed = Crash?.OnWrite(sectors) ?? -1;
+        var sectors = source.Length / SectorSizeBytes;
+        var landed = Crash?.OnWrite(sectors) ?? -1;
         if (landed < 0 && Chance(TornWriteProbability))
             lock (_gate) landed = _random.Next(sectors);
         if (landed >= 0)
@@ -216,11 +216,11 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
         IReadOnlyList<Memory<byte>> destinations,
         CancellationToken cancellationToken = default)
     {
-        int total = DeviceChecks.CheckVector(
+        var total = DeviceChecks.CheckVector(
             this, offsetBytes, destinations, static m => m.Length, nameof(destinations));
-        byte[] whole = new byte[total];
+        var whole = new byte[total];
         await ReadAsync(offsetBytes, whole, cancellationToken).ConfigureAwait(false);
-        int at = 0;
+        var at = 0;
         foreach (Memory<byte> piece in destinations)
         {
             whole.AsSpan(at, piece.Length).CopyTo(piece.Span);
@@ -238,9 +238,9 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
         IReadOnlyList<ReadOnlyMemory<byte>> sources,
         CancellationToken cancellationToken = default)
     {
-        int total = DeviceChecks.CheckVector(this, offsetBytes, sources, static m => m.Length, nameof(sources));
-        byte[] whole = new byte[total];
-        int at = 0;
+        var total = DeviceChecks.CheckVector(this, offsetBytes, sources, static m => m.Length, nameof(sources));
+        var whole = new byte[total];
+        var at = 0;
         foreach (ReadOnlyMemory<byte> piece in sources)
         {
             piece.Span.CopyTo(whole.AsSpan(at));
@@ -263,7 +263,7 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
     {
         lock (_gate)
         {
-            foreach ((long s, long e, FaultOperations ops) in _errorRanges)
+            foreach ((var s, var e, FaultOperations ops) in _errorRanges)
                 if ((ops & op) != 0 && s < end && start < e) return true;
         }
         return false;

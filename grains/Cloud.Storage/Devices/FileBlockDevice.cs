@@ -35,14 +35,14 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
             throw new ArgumentOutOfRangeException(
                 nameof(capacityBytes), capacityBytes, $"{path}: must be 0 (existing size) or positive.");
         Name = path;
-        bool exists = File.Exists(path) || path.StartsWith("/dev/", StringComparison.Ordinal);
-        long existingLength = exists ? new FileInfo(path).Length : 0;
+        var exists = File.Exists(path) || path.StartsWith("/dev/", StringComparison.Ordinal);
+        var existingLength = exists ? new FileInfo(path).Length : 0;
         _handle = File.OpenHandle(path, exists ? FileMode.Open : FileMode.CreateNew, FileAccess.ReadWrite,
             FileShare.ReadWrite | FileShare.Delete,
             FileOptions.Asynchronous, preallocationSize: exists ? 0 : capacityBytes);
         try
         {
-            if (TryGetBlockDeviceSize(_handle, out long deviceBytes, out int logicalSector))
+            if (TryGetBlockDeviceSize(_handle, out var deviceBytes, out var logicalSector))
             {
                 IsBlockDevice = true;
                 SectorSizeBytes = logicalSector;
@@ -56,7 +56,7 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
             else
             {
                 SectorSizeBytes = DefaultFileSectorSizeBytes;
-                long length = RandomAccess.GetLength(_handle);
+                var length = RandomAccess.GetLength(_handle);
                 if (capacityBytes == 0)
                 {
                     if (length == 0)
@@ -145,7 +145,7 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
     {
         while (!destination.IsEmpty)
         {
-            int n = RandomAccess.Read(_handle, destination, offsetBytes);
+            var n = RandomAccess.Read(_handle, destination, offsetBytes);
             if (n == 0)
             {
                 destination.Clear();
@@ -176,10 +176,10 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            int done = 0;
+            var done = 0;
             while (done < destination.Length)
             {
-                int n = await RandomAccess.ReadAsync(
+                var n = await RandomAccess.ReadAsync(
                     _handle, destination[done..], offsetBytes + done, cancellationToken).ConfigureAwait(false);
                 if (n == 0)
                 {
@@ -245,13 +245,13 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         IReadOnlyList<Memory<byte>> destinations,
         CancellationToken cancellationToken = default)
     {
-        int total = DeviceChecks.CheckVector(
+        var total = DeviceChecks.CheckVector(
             this, offsetBytes, destinations, static m => m.Length, nameof(destinations));
         if (total > InlineIoMaxBytes || cancellationToken.IsCancellationRequested || !_inFlight.Wait(0))
             return ReadScatterQueuedAsync(offsetBytes, destinations, total, cancellationToken);
         try
         {
-            long n = RandomAccess.Read(_handle, destinations, offsetBytes);
+            var n = RandomAccess.Read(_handle, destinations, offsetBytes);
             if (n < total) FinishShortScatter(offsetBytes, destinations, n);
             return ValueTask.CompletedTask;
         }
@@ -271,7 +271,7 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            long n = await RandomAccess.ReadAsync(
+            var n = await RandomAccess.ReadAsync(
                 _handle, destinations, offsetBytes, cancellationToken).ConfigureAwait(false);
             if (n < total) FinishShortScatter(offsetBytes, destinations, n);
         }
@@ -291,10 +291,10 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         long start = 0;
         foreach (Memory<byte> piece in destinations)
         {
-            long end = start + piece.Length;
+            var end = start + piece.Length;
             if (end > done)
             {
-                int skip = (int)Math.Max(0, done - start);
+                var skip = (int)Math.Max(0, done - start);
                 ReadFully(piece.Span[skip..], offsetBytes + start + skip);
             }
             start = end;
@@ -310,7 +310,7 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         IReadOnlyList<ReadOnlyMemory<byte>> sources,
         CancellationToken cancellationToken = default)
     {
-        int total = DeviceChecks.CheckVector(this, offsetBytes, sources, static m => m.Length, nameof(sources));
+        var total = DeviceChecks.CheckVector(this, offsetBytes, sources, static m => m.Length, nameof(sources));
         if (total > InlineIoMaxBytes || cancellationToken.IsCancellationRequested || !_inFlight.Wait(0))
             return WriteGatherQueuedAsync(offsetBytes, sources, total, cancellationToken);
         try
@@ -384,10 +384,10 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         sizeBytes = 0;
         sectorBytes = DefaultFileSectorSizeBytes;
         if (!OperatingSystem.IsLinux()) return false;
-        int fd = (int)handle.DangerousGetHandle();
-        if (IoctlU64(fd, BlkGetSize64, out ulong size) != 0) return false;
+        var fd = (int)handle.DangerousGetHandle();
+        if (IoctlU64(fd, BlkGetSize64, out var size) != 0) return false;
         sizeBytes = (long)size;
-        if (IoctlInt(fd, BlkSszGet, out int sector) == 0 && sector is 512 or 1024 or 2048 or 4096) sectorBytes = sector;
+        if (IoctlInt(fd, BlkSszGet, out var sector) == 0 && sector is 512 or 1024 or 2048 or 4096) sectorBytes = sector;
         return true;
     }
 
@@ -395,7 +395,7 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
     {
         // Reserve the blocks now so that a full file system fails here, not in the middle of a stripe write.
         if (!OperatingSystem.IsLinux()) return;
-        int rc = PosixFallocate((int)handle.DangerousGetHandle(), offsetBytes, lengthBytes);
+        var rc = PosixFallocate((int)handle.DangerousGetHandle(), offsetBytes, lengthBytes);
         if (rc != 0 && rc != 95 /* EOPNOTSUPP: file system without fallocate; SetLength still sizes it */)
             throw new IOException($"posix_fallocate of {lengthBytes} bytes failed with errno {rc}.");
     }

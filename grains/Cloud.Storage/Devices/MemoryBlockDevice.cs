@@ -96,7 +96,7 @@ public sealed class MemoryBlockDevice : IConditionalBlockDevice
         {
             // The version is taken before the copy: a write racing the copy then makes the later conditional write
             // fail, never pass.
-            long version = Interlocked.Read(ref _version);
+            var version = Interlocked.Read(ref _version);
             _bytes.AsSpan((int)offsetBytes, destination.Length).CopyTo(destination.Span);
             return version.ToString(System.Globalization.CultureInfo.InvariantCulture);
         }

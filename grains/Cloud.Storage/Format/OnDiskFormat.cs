@@ -57,7 +57,7 @@ public static class OnDiskFormat
     /// <summary>The metadata sector size following each chunk: 16 bytes per block rounded up to 4 KiB.</summary>
     public static int MetadataBytes(int chunkSizeBytes)
     {
-        int entries = chunkSizeBytes / VolumeGeometry.BlockSizeBytes * MetadataEntryBytes;
+        var entries = chunkSizeBytes / VolumeGeometry.BlockSizeBytes * MetadataEntryBytes;
         return (entries + MetadataAlignmentBytes - 1) / MetadataAlignmentBytes * MetadataAlignmentBytes;
     }
 
@@ -105,7 +105,7 @@ public static class OnDiskFormat
     /// </summary>
     public static bool Verify(ReadOnlySpan<byte> block, ReadOnlySpan<byte> metadata, int blockIndex)
     {
-        (long ts, ulong sum) = ReadEntry(metadata, blockIndex);
+        (var ts, var sum) = ReadEntry(metadata, blockIndex);
         return (ts == 0 && sum == 0) || BlockChecksum(block) == sum;
     }
 }

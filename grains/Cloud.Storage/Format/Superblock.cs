@@ -86,9 +86,9 @@ public sealed record Superblock
         BinaryPrimitives.WriteInt32LittleEndian(b[OffIntentSlotBytes..], OnDiskFormat.IntentSlotBytes);
         BinaryPrimitives.WriteInt64LittleEndian(
             b[OffRegionStripes..], OnDiskFormat.IntentRegionStripes(StripeCount, Geometry.StripeDataBytes));
-        int nameBytes = Encoding.UTF8.GetBytes(VolumeName, b.Slice(OffName, VolumeDefinition.MaxNameBytes));
+        var nameBytes = Encoding.UTF8.GetBytes(VolumeName, b.Slice(OffName, VolumeDefinition.MaxNameBytes));
         BinaryPrimitives.WriteInt32LittleEndian(b[OffNameLength..], nameBytes);
-        for (int i = 0; i < Members.Count; i++)
+        for (var i = 0; i < Members.Count; i++)
         {
             Span<byte> r = b.Slice(OffMembers + i * MemberRecordBytes, MemberRecordBytes);
             Members[i].MemberId.TryWriteBytes(r);
@@ -108,13 +108,13 @@ public sealed record Superblock
             error = "no superblock magic (not a Cloud volume member)";
             return null;
         }
-        ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(b[OffChecksum..]);
+        var stored = BinaryPrimitives.ReadUInt64LittleEndian(b[OffChecksum..]);
         if (stored != XxHash3.HashToUInt64(b[..OffChecksum]))
         {
             error = "superblock checksum mismatch (damaged)";
             return null;
         }
-        int version = BinaryPrimitives.ReadInt32LittleEndian(b[OffVersion..]);
+        var version = BinaryPrimitives.ReadInt32LittleEndian(b[OffVersion..]);
         if (version != OnDiskFormat.FormatVersion)
         {
             error = $"format version {version}; this build reads version {OnDiskFormat.FormatVersion}";
@@ -125,7 +125,7 @@ public sealed record Superblock
                 b[OffChunk..]));
         try { geometry.Validate(); }
         catch (ArgumentException e) { error = $"invalid geometry: {e.Message}"; return null; }
-        int index = BinaryPrimitives.ReadInt32LittleEndian(b[OffMemberIndex..]);
+        var index = BinaryPrimitives.ReadInt32LittleEndian(b[OffMemberIndex..]);
         if ((uint)index >= (uint)geometry.MemberCount)
         {
             error = $"member index {index} outside 0..{geometry.MemberCount - 1}";
@@ -135,14 +135,14 @@ public sealed record Superblock
             || BinaryPrimitives.ReadInt64LittleEndian(b[OffStride..]) != OnDiskFormat.ChunkStrideBytes(
                 geometry.ChunkSizeBytes))
         { error = "data offset or chunk stride differ from format version 1"; return null; }
-        int nameLength = BinaryPrimitives.ReadInt32LittleEndian(b[OffNameLength..]);
+        var nameLength = BinaryPrimitives.ReadInt32LittleEndian(b[OffNameLength..]);
         if ((uint)nameLength > VolumeDefinition.MaxNameBytes)
         {
             error = $"name length {nameLength} out of range";
             return null;
         }
         var members = new MemberRecord[geometry.MemberCount];
-        for (int i = 0; i < members.Length; i++)
+        for (var i = 0; i < members.Length; i++)
         {
             ReadOnlySpan<byte> r = b.Slice(OffMembers + i * MemberRecordBytes, MemberRecordBytes);
             members[i] = new MemberRecord(

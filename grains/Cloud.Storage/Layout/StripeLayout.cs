@@ -110,11 +110,11 @@ public sealed class StripeLayout
     public ChunkAddress Locate(long volumeOffsetBytes)
     {
         CheckOffset(volumeOffsetBytes);
-        long chunkNumber = volumeOffsetBytes >> _chunkShift;
-        int inChunk = (int)(volumeOffsetBytes & (Geometry.ChunkSizeBytes - 1));
-        long stripe = chunkNumber / Geometry.DataMemberCount;
-        int dataIndex = (int)(chunkNumber - stripe * Geometry.DataMemberCount);
-        int member = DataMember(stripe, dataIndex);
+        var chunkNumber = volumeOffsetBytes >> _chunkShift;
+        var inChunk = (int)(volumeOffsetBytes & (Geometry.ChunkSizeBytes - 1));
+        var stripe = chunkNumber / Geometry.DataMemberCount;
+        var dataIndex = (int)(chunkNumber - stripe * Geometry.DataMemberCount);
+        var member = DataMember(stripe, dataIndex);
         return new ChunkAddress(stripe, dataIndex, member, inChunk, MemberOffsetBytes(stripe, inChunk));
     }
 
@@ -125,7 +125,7 @@ public sealed class StripeLayout
         if ((uint)offsetInChunkBytes >= (uint)Geometry.ChunkSizeBytes)
             throw new ArgumentOutOfRangeException(
                 nameof(offsetInChunkBytes), offsetInChunkBytes, $"allowed: 0..{Geometry.ChunkSizeBytes - 1}.");
-        int role = RoleOf(stripe, member);
+        var role = RoleOf(stripe, member);
         if (role < 0)
             throw new ArgumentException(
                 $"member {member} holds {(role == RoleP ? "P" : "Q")} parity in stripe {stripe}, not volume data.",
@@ -172,13 +172,13 @@ public sealed class StripeLayout
             case RaidLevel.Raid1: return 0;
             case RaidLevel.Raid5:
             {
-                int p = PMemberUnchecked(stripe);
+                var p = PMemberUnchecked(stripe);
                 return member == p ? RoleP : (member - p - 1 + _memberCount) % _memberCount;
             }
             default:
             {
-                int p = PMemberUnchecked(stripe);
-                int q = (p + 1) % _memberCount;
+                var p = PMemberUnchecked(stripe);
+                var q = (p + 1) % _memberCount;
                 if (member == p) return RoleP;
                 if (member == q) return RoleQ;
                 return (member - p - 2 + 2 * _memberCount) % _memberCount;
@@ -189,7 +189,7 @@ public sealed class StripeLayout
     /// <summary>Member index in stripe order for the parity math: data 0..d-1, then P, then Q.</summary>
     public int MemberAtLogicalSlot(long stripe, int slot)
     {
-        int data = Geometry.DataMemberCount;
+        var data = Geometry.DataMemberCount;
         if (slot < data) return DataMember(stripe, slot);
         if (slot == data) return ParityMember(stripe);
         if (slot == data + 1) return QMember(stripe);

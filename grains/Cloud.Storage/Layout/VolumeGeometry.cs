@@ -68,7 +68,7 @@ public sealed record VolumeGeometry(RaidLevel Level, int MemberCount, int ChunkS
         if (!Enum.IsDefined(Level))
             throw new ArgumentOutOfRangeException(
                 nameof(Level), Level, "RAID level not supported; allowed: Raid0, Raid1, Raid5, Raid6.");
-        int min = MinMemberCount(Level);
+        var min = MinMemberCount(Level);
         if (MemberCount < min || MemberCount > MaxMemberCount)
             throw new ArgumentOutOfRangeException(nameof(MemberCount), MemberCount,
                 $"{Level} needs {min}..{MaxMemberCount} members.");

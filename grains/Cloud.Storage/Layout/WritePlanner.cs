@@ -42,18 +42,18 @@ public static class WritePlanner
             throw new ArgumentException(
                 $"{firstDirtyBlock.Length} starts but {endDirtyBlock.Length} ends.", nameof(endDirtyBlock));
         int rowStart = int.MaxValue, rowEnd = 0;
-        for (int d = 0; d < firstDirtyBlock.Length; d++)
+        for (var d = 0; d < firstDirtyBlock.Length; d++)
         {
             if (endDirtyBlock[d] <= firstDirtyBlock[d]) continue;
             rowStart = Math.Min(rowStart, firstDirtyBlock[d]);
             rowEnd = Math.Max(rowEnd, endDirtyBlock[d]);
         }
         if (rowEnd == 0) throw new ArgumentException("no data chunk is dirty.", nameof(endDirtyBlock));
-        int rows = rowEnd - rowStart;
+        var rows = rowEnd - rowStart;
         int rmw = parityCount * rows, rcw = 0;
-        for (int d = 0; d < firstDirtyBlock.Length; d++)
+        for (var d = 0; d < firstDirtyBlock.Length; d++)
         {
-            int dirty = Math.Max(0, endDirtyBlock[d] - firstDirtyBlock[d]);
+            var dirty = Math.Max(0, endDirtyBlock[d] - firstDirtyBlock[d]);
             rmw += dirty;
             rcw += rows - dirty;
         }

@@ -29,28 +29,28 @@ public static class Gf256
 
     static Gf256()
     {
-        int x = 1;
-        for (int i = 0; i < 255; i++)
+        var x = 1;
+        for (var i = 0; i < 255; i++)
         {
             ExpTable[i] = (byte)x;
             LogTable[x] = (byte)i;
             x <<= 1;
             if ((x & 0x100) != 0) x ^= Polynomial;
         }
-        for (int i = 255; i < ExpTable.Length; i++) ExpTable[i] = ExpTable[i - 255];
-        for (int c = 0; c < 256; c++)
-        for (int i = 0; i < 16; i++)
+        for (var i = 255; i < ExpTable.Length; i++) ExpTable[i] = ExpTable[i - 255];
+        for (var c = 0; c < 256; c++)
+        for (var i = 0; i < 16; i++)
         {
             NibbleTables[c * NibbleTableBytes + i] = Mul((byte)c, (byte)i);
             NibbleTables[c * NibbleTableBytes + 16 + i] = Mul((byte)c, (byte)(i << 4));
         }
-        for (int c = 0; c < 256; c++)
+        for (var c = 0; c < 256; c++)
         {
             ulong matrix = 0;
-            for (int outputBit = 0; outputBit < 8; outputBit++)
+            for (var outputBit = 0; outputBit < 8; outputBit++)
             {
-                int row = 0;
-                for (int inputBit = 0; inputBit < 8; inputBit++)
+                var row = 0;
+                for (var inputBit = 0; inputBit < 8; inputBit++)
                     if (((Mul((byte)c, (byte)(1 << inputBit)) >> outputBit) & 1) != 0) row |= 1 << inputBit;
                 matrix |= (ulong)row << (8 * (7 - outputBit));
             }

@@ -58,7 +58,7 @@ internal static class ParityDispatch
         nuint length)
         where TN : ISourceCount
     {
-        nuint done = width switch
+        var done = width switch
         {
             VectorWidth.V512Gfni => K512G.Xor<TN>(ref d, ref s0, ref s1, ref s2, ref s3, length),
             VectorWidth.V512 => K512.Xor<TN>(ref d, ref s0, ref s1, ref s2, ref s3, length),
@@ -111,7 +111,7 @@ internal static class ParityDispatch
         where TA : IFlag
         where TP : IFlag
     {
-        nuint done = width switch
+        var done = width switch
         {
             VectorWidth.V512Gfni => K512G.Pq<TN, TA, TP>(
                 ref p, ref q, ref s0, ref s1, ref s2, ref s3, length, skippedBefore),
@@ -131,7 +131,7 @@ internal static class ParityDispatch
 
     public static void Mul2InPlace(VectorWidth width, ref byte q, nuint length, int times)
     {
-        nuint done = width switch
+        var done = width switch
         {
             VectorWidth.V512Gfni => K512G.Mul2InPlace(ref q, length, times),
             VectorWidth.V512 => K512.Mul2InPlace(ref q, length, times),
@@ -151,7 +151,7 @@ internal static class ParityDispatch
         nuint length,
         byte coefficient)
     {
-        nuint done = width switch
+        var done = width switch
         {
             VectorWidth.V512Gfni => K512G.Delta(ref oldData, ref newData, ref p, ref q, length, coefficient),
             VectorWidth.V512 => K512.Delta(ref oldData, ref newData, ref p, ref q, length, coefficient),
@@ -166,7 +166,7 @@ internal static class ParityDispatch
 
     public static void MulXor(VectorWidth width, ref byte destination, ref byte source, nuint length, byte coefficient)
     {
-        nuint done = width switch
+        var done = width switch
         {
             VectorWidth.V512Gfni => K512G.MulXor(ref destination, ref source, length, coefficient),
             VectorWidth.V512 => K512.MulXor(ref destination, ref source, length, coefficient),
@@ -188,7 +188,7 @@ internal static class ParityDispatch
         byte coefficientP,
         byte coefficientQ)
     {
-        nuint done = width switch
+        var done = width switch
         {
             VectorWidth.V512Gfni => K512G.CombineTwo(ref da, ref db, ref q, length, coefficientP, coefficientQ),
             VectorWidth.V512 => K512.CombineTwo(ref da, ref db, ref q, length, coefficientP, coefficientQ),

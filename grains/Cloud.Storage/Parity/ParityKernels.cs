@@ -45,7 +45,7 @@ internal static class ParityKernels<TV, TTable, TOps>
     public static nuint Xor<TN>(ref byte destination, ref byte s0, ref byte s1, ref byte s2, ref byte s3, nuint length)
         where TN : ISourceCount
     {
-        nuint size = TOps.Size;
+        var size = TOps.Size;
         nuint i = 0;
         for (; i + 4 * size <= length; i += 4 * size)
         {
@@ -100,7 +100,7 @@ internal static class ParityKernels<TV, TTable, TOps>
         where TAccumulate : IFlag
         where TWithP : IFlag
     {
-        nuint size = TOps.Size;
+        var size = TOps.Size;
         nuint i = 0;
         for (; i + 4 * size <= length; i += 4 * size)
         {
@@ -117,7 +117,7 @@ internal static class ParityKernels<TV, TTable, TOps>
                 qb = TOps.Load(ref Unsafe.Add(ref q, i1));
                 qc = TOps.Load(ref Unsafe.Add(ref q, i2));
                 qd = TOps.Load(ref Unsafe.Add(ref q, i3));
-                for (int k = 0; k < skippedBefore; k++)
+                for (var k = 0; k < skippedBefore; k++)
                 {
                     qa = TOps.Mul2(qa);
                     qb = TOps.Mul2(qb);
@@ -193,7 +193,7 @@ internal static class ParityKernels<TV, TTable, TOps>
         if (TAccumulate.On)
         {
             qv = TOps.Load(ref Unsafe.Add(ref q, i));
-            for (int k = 0; k < skippedBefore; k++) qv = TOps.Mul2(qv);
+            for (var k = 0; k < skippedBefore; k++) qv = TOps.Mul2(qv);
             qv = TOps.Xor(TOps.Mul2(qv), s);
             if (TWithP.On) pv = TOps.Xor(TOps.Load(ref Unsafe.Add(ref p, i)), s);
         }
@@ -224,12 +224,12 @@ internal static class ParityKernels<TV, TTable, TOps>
     /// </summary>
     public static nuint Mul2InPlace(ref byte q, nuint length, int times)
     {
-        nuint size = TOps.Size;
+        var size = TOps.Size;
         nuint i = 0;
         for (; i + size <= length; i += size)
         {
             TV x = TOps.Load(ref Unsafe.Add(ref q, i));
-            for (int k = 0; k < times; k++) x = TOps.Mul2(x);
+            for (var k = 0; k < times; k++) x = TOps.Mul2(x);
             TOps.Store(ref Unsafe.Add(ref q, i), x);
         }
         return i;
@@ -245,7 +245,7 @@ internal static class ParityKernels<TV, TTable, TOps>
         byte coefficient)
     {
         TTable table = TOps.Table(coefficient);
-        nuint size = TOps.Size;
+        var size = TOps.Size;
         nuint i = 0;
         for (; i + 2 * size <= length; i += 2 * size)
         {
@@ -274,7 +274,7 @@ internal static class ParityKernels<TV, TTable, TOps>
     public static nuint MulXor(ref byte destination, ref byte source, nuint length, byte coefficient)
     {
         TTable table = TOps.Table(coefficient);
-        nuint size = TOps.Size;
+        var size = TOps.Size;
         nuint i = 0;
         for (; i + size <= length; i += size)
         {
@@ -298,7 +298,7 @@ internal static class ParityKernels<TV, TTable, TOps>
     {
         TTable tableP = TOps.Table(coefficientP);
         TTable tableQ = TOps.Table(coefficientQ);
-        nuint size = TOps.Size;
+        var size = TOps.Size;
         nuint i = 0;
         for (; i + size <= length; i += size)
         {

@@ -222,11 +222,11 @@ internal readonly struct Ops64 : IParityOps<ulong, ByteTable>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong Mul(in ByteTable table, ulong x)
     {
-        ref byte t = ref table.Reference;
+        ref var t = ref table.Reference;
         ulong result = 0;
-        for (int shift = 0; shift < 64; shift += 8)
+        for (var shift = 0; shift < 64; shift += 8)
         {
-            uint b = (uint)(x >> shift) & 0xFF;
+            var b = (uint)(x >> shift) & 0xFF;
             result |= (ulong)(Unsafe.Add(ref t, b & 0x0F) ^ Unsafe.Add(ref t, 16 + (b >> 4))) << shift;
         }
         return result;
@@ -255,7 +255,7 @@ internal readonly struct Ops8 : IParityOps<byte, ByteTable>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static byte Mul(in ByteTable table, byte x)
     {
-        ref byte t = ref table.Reference;
+        ref var t = ref table.Reference;
         return (byte)(Unsafe.Add(ref t, x & 0x0F) ^ Unsafe.Add(ref t, 16 + (x >> 4)));
     }
 }

@@ -84,7 +84,7 @@ public static class RaidMath
         RequireData(data, p.Length);
         VectorWidths.Require(width);
         Span<int> sources = stackalloc int[data.Length];
-        for (int d = 0; d < sources.Length; d++) sources[d] = d;
+        for (var d = 0; d < sources.Length; d++) sources[d] = d;
         XorInto(data, sources, ref MemoryMarshal.GetReference(p), (nuint)p.Length, width);
     }
 
@@ -126,9 +126,9 @@ public static class RaidMath
         if (dataIndex < 0 || dataIndex >= MaxDataMembers)
             throw new ArgumentOutOfRangeException(nameof(dataIndex), dataIndex, $"allowed: 0..{MaxDataMembers - 1}.");
         VectorWidths.Require(width);
-        ref byte oldRef = ref MemoryMarshal.GetReference(oldData);
-        ref byte newRef = ref MemoryMarshal.GetReference(newData);
-        ref byte pRef = ref MemoryMarshal.GetReference(p);
+        ref var oldRef = ref MemoryMarshal.GetReference(oldData);
+        ref var newRef = ref MemoryMarshal.GetReference(newData);
+        ref var pRef = ref MemoryMarshal.GetReference(p);
         if (q.IsEmpty)
             ParityDispatch.Xor(width, 3, ref pRef, ref pRef, ref oldRef, ref newRef, ref pRef, (nuint)p.Length);
         else
@@ -150,20 +150,20 @@ public static class RaidMath
     {
         if (parityCount is < 1 or > 2)
             throw new ArgumentOutOfRangeException(nameof(parityCount), parityCount, "allowed: 1 (P) or 2 (P+Q).");
-        int dataCount = members.Length - parityCount;
+        var dataCount = members.Length - parityCount;
         if (dataCount < 1 || dataCount > MaxDataMembers)
             throw new ArgumentException(
                 $"{members.Length} members with {parityCount} parity leaves {dataCount} data members; allowed: 1..{MaxDataMembers}.", nameof(members));
         if (missing.Length > parityCount)
             throw new ArgumentException(
                 $"{missing.Length} missing members; at most {parityCount} can be rebuilt.", nameof(missing));
-        int length = members[0].Length;
-        for (int i = 1; i < members.Length; i++)
+        var length = members[0].Length;
+        for (var i = 1; i < members.Length; i++)
             if (members[i].Length != length)
                 throw new ArgumentException(
                     $"member {i} is {members[i].Length} bytes, member 0 is {length}; all members must have the same length.",
                     nameof(members));
-        foreach (int m in missing)
+        foreach (var m in missing)
             if (m < 0 || m >= members.Length)
                 throw new ArgumentOutOfRangeException(nameof(missing), m, $"allowed: 0..{members.Length - 1}.");
         VectorWidths.Require(width);
@@ -178,13 +178,13 @@ public static class RaidMath
         ReadOnlySpan<ReadOnlyMemory<byte>> all = MemoryMarshal.CreateReadOnlySpan(
             ref Unsafe.As<Memory<byte>, ReadOnlyMemory<byte>>(ref MemoryMarshal.GetReference(members)), members.Length);
         int pIndex = dataCount, qIndex = dataCount + 1;
-        nuint len = (nuint)length;
+        var len = (nuint)length;
 
         if (a >= dataCount)
         {
             // Only parity is missing: regenerate what is missing from the data.
-            bool pMissing = a == pIndex;
-            bool qMissing = a == qIndex || b == qIndex;
+            var pMissing = a == pIndex;
+            var qMissing = a == qIndex || b == qIndex;
             if (qMissing)
                 HornerInto(all, dataCount, -1, -1, pMissing, ref Ref(all, pIndex), ref Ref(all, qIndex), len, width);
             else
@@ -221,10 +221,10 @@ public static class RaidMath
         // (partial into Db); then Da = (g^(b-a) * Pab ^ g^-a * Qab) / (g^(b-a) ^ 1) and Db = Pab ^ Da.
         XorInto(all, DataExcept(dataCount, a, b, pIndex, stackalloc int[dataCount]), ref Ref(all, a), len, width);
         HornerInto(all, dataCount, a, b, withP: false, ref Ref(all, b), ref Ref(all, b), len, width);
-        byte gba = Gf256.Exp(b - a);
-        byte denominatorInverse = Gf256.Inv((byte)(gba ^ 1));
-        byte coefficientP = Gf256.Mul(gba, denominatorInverse);
-        byte coefficientQ = Gf256.Mul(Gf256.Inv(Gf256.Exp(a)), denominatorInverse);
+        var gba = Gf256.Exp(b - a);
+        var denominatorInverse = Gf256.Inv((byte)(gba ^ 1));
+        var coefficientP = Gf256.Mul(gba, denominatorInverse);
+        var coefficientQ = Gf256.Mul(Gf256.Inv(Gf256.Exp(a)), denominatorInverse);
         ParityDispatch.CombineTwo(
             width, ref Ref(all, a), ref Ref(all, b), ref Ref(all, qIndex), len, coefficientP, coefficientQ);
     }
@@ -236,8 +236,8 @@ public static class RaidMath
     private static ReadOnlySpan<int> DataExcept(int dataCount, int skipA, int skipB, int extra, Span<int> buffer)
     {
         // The buffer holds dataCount entries: at least one data member is skipped whenever extra is added.
-        int count = 0;
-        for (int d = 0; d < dataCount; d++)
+        var count = 0;
+        for (var d = 0; d < dataCount; d++)
             if (d != skipA && d != skipB) buffer[count++] = d;
         if (extra >= 0) buffer[count++] = extra;
         return buffer[..count];
@@ -259,23 +259,23 @@ public static class RaidMath
             MemoryMarshal.CreateSpan(ref destination, checked((int)length)).Clear();
             return;
         }
-        nuint tile = sources.Length <= SourcesPerPass ? length : TileBytes;
+        var tile = sources.Length <= SourcesPerPass ? length : TileBytes;
         for (nuint offset = 0; offset < length; offset += tile)
         {
-            nuint n = Math.Min(tile, length - offset);
-            ref byte d = ref Unsafe.Add(ref destination, offset);
-            int next = 0;
+            var n = Math.Min(tile, length - offset);
+            ref var d = ref Unsafe.Add(ref destination, offset);
+            var next = 0;
             while (next < sources.Length)
             {
                 // After the first pass the destination is itself the first source of the next.
-                int used = next == 0 ? 0 : 1;
-                int take = Math.Min(SourcesPerPass - used, sources.Length - next);
-                int slots = used + take;
-                int first = next - used;
-                ref byte r0 = ref (used == 0 ? ref Source(members, sources[first], offset) : ref d);
-                ref byte r1 = ref (slots > 1 ? ref Source(members, sources[first + 1], offset) : ref d);
-                ref byte r2 = ref (slots > 2 ? ref Source(members, sources[first + 2], offset) : ref d);
-                ref byte r3 = ref (slots > 3 ? ref Source(members, sources[first + 3], offset) : ref d);
+                var used = next == 0 ? 0 : 1;
+                var take = Math.Min(SourcesPerPass - used, sources.Length - next);
+                var slots = used + take;
+                var first = next - used;
+                ref var r0 = ref (used == 0 ? ref Source(members, sources[first], offset) : ref d);
+                ref var r1 = ref (slots > 1 ? ref Source(members, sources[first + 1], offset) : ref d);
+                ref var r2 = ref (slots > 2 ? ref Source(members, sources[first + 2], offset) : ref d);
+                ref var r3 = ref (slots > 3 ? ref Source(members, sources[first + 3], offset) : ref d);
                 ParityDispatch.Xor(width, slots, ref d, ref r0, ref r1, ref r2, ref r3, n);
                 next += take;
             }
@@ -295,7 +295,7 @@ public static class RaidMath
         Span<int> present = stackalloc int[dataCount];
         Span<int> gap = stackalloc int[dataCount];
         int count = 0, pending = 0;
-        for (int d = dataCount - 1; d >= 0; d--)
+        for (var d = dataCount - 1; d >= 0; d--)
         {
             if (d == skipA || d == skipB)
             {
@@ -314,26 +314,26 @@ public static class RaidMath
             return;
         }
         // Members below the lowest one read still multiply Q by 2 each (their coefficient's step).
-        int trailing = pending;
+        var trailing = pending;
 
-        bool onePass = count <= SourcesPerPass && trailing == 0 && !gap[..count].ContainsAnyExcept(0);
-        nuint tile = onePass ? length : TileBytes;
+        var onePass = count <= SourcesPerPass && trailing == 0 && !gap[..count].ContainsAnyExcept(0);
+        var tile = onePass ? length : TileBytes;
         for (nuint offset = 0; offset < length; offset += tile)
         {
-            nuint n = Math.Min(tile, length - offset);
-            ref byte pt = ref Unsafe.Add(ref p, offset);
-            ref byte qt = ref Unsafe.Add(ref q, offset);
-            int k = 0;
+            var n = Math.Min(tile, length - offset);
+            ref var pt = ref Unsafe.Add(ref p, offset);
+            ref var qt = ref Unsafe.Add(ref q, offset);
+            var k = 0;
             while (k < count)
             {
                 // A pass takes up to four consecutive members; a skipped member ends it, so the next
                 // pass can apply the skip as extra doublings of the running Q.
-                int take = 1;
+                var take = 1;
                 while (take < SourcesPerPass && k + take < count && gap[k + take] == 0) take++;
-                ref byte s0 = ref Source(data, present[k], offset);
-                ref byte s1 = ref (take > 1 ? ref Source(data, present[k + 1], offset) : ref s0);
-                ref byte s2 = ref (take > 2 ? ref Source(data, present[k + 2], offset) : ref s0);
-                ref byte s3 = ref (take > 3 ? ref Source(data, present[k + 3], offset) : ref s0);
+                ref var s0 = ref Source(data, present[k], offset);
+                ref var s1 = ref (take > 1 ? ref Source(data, present[k + 1], offset) : ref s0);
+                ref var s2 = ref (take > 2 ? ref Source(data, present[k + 2], offset) : ref s0);
+                ref var s3 = ref (take > 3 ? ref Source(data, present[k + 3], offset) : ref s0);
                 ParityDispatch.Pq(
                     width, take, accumulate: k > 0, withP, ref pt, ref qt, ref s0, ref s1, ref s2, ref s3, n, gap[k]);
                 k += take;
@@ -349,7 +349,7 @@ public static class RaidMath
     {
         if (data.Length < 1 || data.Length > MaxDataMembers)
             throw new ArgumentException($"{data.Length} data chunks; allowed: 1..{MaxDataMembers}.", nameof(data));
-        for (int d = 0; d < data.Length; d++)
+        for (var d = 0; d < data.Length; d++)
             if (data[d].Length != length)
                 throw new ArgumentException(
                     $"data chunk {d} is {data[d].Length} bytes, parity is {length}; all must have the same length.",

@@ -12,10 +12,10 @@ internal static class RaidMathReference
     {
         RequireData(data, p.Length);
         data[0].Span.CopyTo(p);
-        for (int d = 1; d < data.Length; d++)
+        for (var d = 1; d < data.Length; d++)
         {
             ReadOnlySpan<byte> src = data[d].Span;
-            for (int i = 0; i < p.Length; i++) p[i] ^= src[i];
+            for (var i = 0; i < p.Length; i++) p[i] ^= src[i];
         }
     }
 
@@ -28,10 +28,10 @@ internal static class RaidMathReference
         p.Clear();
         q.Clear();
         // Horner's rule from the highest index down: q = q*g ^ Di.
-        for (int d = data.Length - 1; d >= 0; d--)
+        for (var d = data.Length - 1; d >= 0; d--)
         {
             ReadOnlySpan<byte> src = data[d].Span;
-            for (int i = 0; i < p.Length; i++)
+            for (var i = 0; i < p.Length; i++)
             {
                 p[i] ^= src[i];
                 q[i] = (byte)(Gf256.Mul(q[i], 2) ^ src[i]);
@@ -56,10 +56,10 @@ internal static class RaidMathReference
             throw new ArgumentException("old data, new data, P and Q must have the same length.");
         if (dataIndex < 0 || dataIndex > 254)
             throw new ArgumentOutOfRangeException(nameof(dataIndex), dataIndex, "allowed: 0..254.");
-        byte coefficient = Gf256.Exp(dataIndex);
-        for (int i = 0; i < p.Length; i++)
+        var coefficient = Gf256.Exp(dataIndex);
+        for (var i = 0; i < p.Length; i++)
         {
-            byte delta = (byte)(oldData[i] ^ newData[i]);
+            var delta = (byte)(oldData[i] ^ newData[i]);
             p[i] ^= delta;
             if (!q.IsEmpty) q[i] ^= Gf256.Mul(coefficient, delta);
         }
@@ -77,10 +77,10 @@ internal static class RaidMathReference
         if (missing.Length > parityCount)
             throw new ArgumentException(
                 $"{missing.Length} missing members; at most {parityCount} can be rebuilt.", nameof(missing));
-        int dataCount = members.Length - parityCount;
+        var dataCount = members.Length - parityCount;
         int pIndex = dataCount, qIndex = dataCount + 1;
-        int len = members[0].Length;
-        foreach (int m in missing)
+        var len = members[0].Length;
+        foreach (var m in missing)
             if (m < 0 || m >= members.Length)
                 throw new ArgumentOutOfRangeException(nameof(missing), m, $"allowed: 0..{members.Length - 1}.");
         if (missing.Length == 0) return;
@@ -100,11 +100,11 @@ internal static class RaidMathReference
             // One data chunk from P, then Q if it was lost too.
             Span<byte> target = members[a].Span;
             members[pIndex].Span.CopyTo(target);
-            for (int d = 0; d < dataCount; d++)
+            for (var d = 0; d < dataCount; d++)
             {
                 if (d == a) continue;
                 ReadOnlySpan<byte> src = members[d].Span;
-                for (int i = 0; i < len; i++) target[i] ^= src[i];
+                for (var i = 0; i < len; i++) target[i] ^= src[i];
             }
             if (b == qIndex) RegenerateParity(members, dataCount, parityCount);
             return;
@@ -114,15 +114,15 @@ internal static class RaidMathReference
             // Data from Q: Da = (Q ^ sum over d != a of g^d Dd) / g^a; then P.
             Span<byte> target = members[a].Span;
             members[qIndex].Span.CopyTo(target);
-            for (int d = 0; d < dataCount; d++)
+            for (var d = 0; d < dataCount; d++)
             {
                 if (d == a) continue;
-                byte c = Gf256.Exp(d);
+                var c = Gf256.Exp(d);
                 ReadOnlySpan<byte> src = members[d].Span;
-                for (int i = 0; i < len; i++) target[i] ^= Gf256.Mul(c, src[i]);
+                for (var i = 0; i < len; i++) target[i] ^= Gf256.Mul(c, src[i]);
             }
-            byte inv = Gf256.Inv(Gf256.Exp(a));
-            for (int i = 0; i < len; i++) target[i] = Gf256.Mul(inv, target[i]);
+            var inv = Gf256.Inv(Gf256.Exp(a));
+            for (var i = 0; i < len; i++) target[i] = Gf256.Mul(inv, target[i]);
             RegenerateParity(members, dataCount, parityCount);
             return;
         }
@@ -132,25 +132,25 @@ internal static class RaidMathReference
         Span<byte> da = members[a].Span, db = members[b].Span;
         members[pIndex].Span.CopyTo(da);
         members[qIndex].Span.CopyTo(db);
-        for (int d = 0; d < dataCount; d++)
+        for (var d = 0; d < dataCount; d++)
         {
             if (d == a || d == b) continue;
-            byte c = Gf256.Exp(d);
+            var c = Gf256.Exp(d);
             ReadOnlySpan<byte> src = members[d].Span;
-            for (int i = 0; i < len; i++)
+            for (var i = 0; i < len; i++)
             {
                 da[i] ^= src[i];
                 db[i] ^= Gf256.Mul(c, src[i]);
             }
         }
-        byte gba = Gf256.Exp(b - a);
-        byte denominatorInv = Gf256.Inv((byte)(gba ^ 1));
-        byte coefP = Gf256.Mul(gba, denominatorInv);
-        byte coefQ = Gf256.Mul(Gf256.Inv(Gf256.Exp(a)), denominatorInv);
-        for (int i = 0; i < len; i++)
+        var gba = Gf256.Exp(b - a);
+        var denominatorInv = Gf256.Inv((byte)(gba ^ 1));
+        var coefP = Gf256.Mul(gba, denominatorInv);
+        var coefQ = Gf256.Mul(Gf256.Inv(Gf256.Exp(a)), denominatorInv);
+        for (var i = 0; i < len; i++)
         {
             byte pab = da[i], qab = db[i];
-            byte x = (byte)(Gf256.Mul(coefP, pab) ^ Gf256.Mul(coefQ, qab));
+            var x = (byte)(Gf256.Mul(coefP, pab) ^ Gf256.Mul(coefQ, qab));
             da[i] = x;
             db[i] = (byte)(pab ^ x);
         }
@@ -159,7 +159,7 @@ internal static class RaidMathReference
     private static void RegenerateParity(Span<Memory<byte>> members, int dataCount, int parityCount)
     {
         ReadOnlyMemory<byte>[] data = new ReadOnlyMemory<byte>[dataCount];
-        for (int d = 0; d < dataCount; d++) data[d] = members[d];
+        for (var d = 0; d < dataCount; d++) data[d] = members[d];
         if (parityCount == 1) ComputeP(data, members[dataCount].Span);
         else ComputePQ(data, members[dataCount].Span, members[dataCount + 1].Span);
     }

@@ -51,7 +51,7 @@ public sealed class PayloadPool
         ArgumentOutOfRangeException.ThrowIfNegative(lengthBytes);
         if (_free.TryGetValue(lengthBytes, out var stack) && stack.TryPop(out var array))
         {
-            long retained = Interlocked.Add(ref _retainedBytes, -array.Length);
+            var retained = Interlocked.Add(ref _retainedBytes, -array.Length);
             Debug.Assert(retained >= 0, "more bytes rented from the pool than were kept");
 #if DEBUG
             _returned.Remove(array);

@@ -18,8 +18,8 @@ public sealed partial class RaidVolume
     {
         CheckIo(offsetBytes, destination.Length, nameof(destination));
         // Fast path for the common small read (one stripe): no request-level state machine or window.
-        long stripe = offsetBytes / Geometry.StripeDataBytes;
-        int inStripe = (int)(offsetBytes - stripe * Geometry.StripeDataBytes);
+        var stripe = offsetBytes / Geometry.StripeDataBytes;
+        var inStripe = (int)(offsetBytes - stripe * Geometry.StripeDataBytes);
         if (inStripe + destination.Length <= Geometry.StripeDataBytes)
             return destination.Length == 0
                 ? ValueTask.CompletedTask
@@ -73,14 +73,14 @@ public sealed partial class RaidVolume
             throw new ArgumentOutOfRangeException(
                 nameof(writeTimestamp), writeTimestamp, $"allowed: 0..{long.MaxValue} (0 = no timestamp).");
         CheckRange(offsetBytes, lengthBytes);
-        byte[] zeros = ArrayPool<byte>.Shared.Rent(Math.Min(MaxIoSizeBytes, 4 << 20));
+        var zeros = ArrayPool<byte>.Shared.Rent(Math.Min(MaxIoSizeBytes, 4 << 20));
         try
         {
             Array.Clear(zeros);
-            int step = zeros.Length / B * B;
+            var step = zeros.Length / B * B;
             for (long done = 0; done < lengthBytes;)
             {
-                int n = (int)Math.Min(step, lengthBytes - done);
+                var n = (int)Math.Min(step, lengthBytes - done);
                 await WriteStripeByStripeAsync(
                     offsetBytes + done,
                     zeros.AsMemory(0, n),
@@ -111,20 +111,20 @@ public sealed partial class RaidVolume
             throw new ArgumentOutOfRangeException(
                 nameof(timestamps), timestamps.Length, $"allowed: 1..{MaxIoSizeBytes / B} blocks.");
         CheckIo(offsetBytes, timestamps.Length * B, nameof(timestamps));
-        long end = offsetBytes + (long)timestamps.Length * B;
-        for (long pos = offsetBytes; pos < end;)
+        var end = offsetBytes + (long)timestamps.Length * B;
+        for (var pos = offsetBytes; pos < end;)
         {
-            long stripe = pos / Geometry.StripeDataBytes;
-            long stripeEnd = Math.Min(end, (stripe + 1) * Geometry.StripeDataBytes);
+            var stripe = pos / Geometry.StripeDataBytes;
+            var stripeEnd = Math.Min(end, (stripe + 1) * Geometry.StripeDataBytes);
             using (LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false))
             {
                 StripeScratch s = locked.Scratch;
                 ResetScratch(s, stripe);
-                int n = 0;
-                for (int m = 0; m < _memberCount; m++)
+                var n = 0;
+                for (var m = 0; m < _memberCount; m++)
                     if (s.Usable[m]) s.Tasks[n++] = ReadMetadataAsync(s, m, stripe, cancellationToken);
                 await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
-                for (long p = pos; p < stripeEnd; p += B)
+                for (var p = pos; p < stripeEnd; p += B)
                     timestamps.Span[(int)((p - offsetBytes) / B)] = BlockTimestamp(s, stripe, p);
             }
             pos = stripeEnd;
@@ -138,20 +138,20 @@ public sealed partial class RaidVolume
     private long BlockTimestamp(StripeScratch s, long stripe, long offsetBytes)
     {
         ChunkAddress a = Layout.Locate(offsetBytes);
-        int row = a.OffsetInChunkBytes / B;
+        var row = a.OffsetInChunkBytes / B;
         long ts = 0;
         if (Geometry.Level == RaidLevel.Raid1)
         {
-            for (int m = 0; m < _memberCount; m++)
+            for (var m = 0; m < _memberCount; m++)
                 if (s.Usable[m] && IsUsable(m, stripe))
                     ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, m), row).Timestamp);
             return ts;
         }
         if (s.Usable[a.Member] && IsUsable(a.Member, stripe))
             return OnDiskFormat.ReadEntry(Meta(s.Buffer, a.Member), row).Timestamp;
-        for (int k = _dataCount; k < _dataCount + _parityCount; k++)
+        for (var k = _dataCount; k < _dataCount + _parityCount; k++)
         {
-            int pm = Layout.MemberAtLogicalSlot(stripe, k);
+            var pm = Layout.MemberAtLogicalSlot(stripe, k);
             if (s.Usable[pm] && IsUsable(pm, stripe))
                 ts = Math.Max(ts, OnDiskFormat.ReadEntry(Meta(s.Buffer, pm), row).Timestamp);
         }
@@ -219,27 +219,27 @@ public sealed partial class RaidVolume
         bool fua,
         CancellationToken cancellationToken)
     {
-        int length = write ? source.Length : destination.Length;
-        int window = _options.MaxStripesInFlightPerRequest;
+        var length = write ? source.Length : destination.Length;
+        var window = _options.MaxStripesInFlightPerRequest;
         ValueTask[] pending = ArrayPool<ValueTask>.Shared.Rent(window);
-        int n = 0;
+        var n = 0;
         Exception? error = null;
         try
         {
-            int stripeData = Geometry.StripeDataBytes;
-            for (int done = 0; done < length;)
+            var stripeData = Geometry.StripeDataBytes;
+            for (var done = 0; done < length;)
             {
-                long pos = offsetBytes + done;
-                long stripe = pos / stripeData;
-                int inStripe = (int)(pos - stripe * stripeData);
-                int len = Math.Min(length - done, stripeData - inStripe);
+                var pos = offsetBytes + done;
+                var stripe = pos / stripeData;
+                var inStripe = (int)(pos - stripe * stripeData);
+                var len = Math.Min(length - done, stripeData - inStripe);
                 pending[n++] = write
                     ? WriteStripeAsync(stripe, inStripe, source.Slice(done, len), timestamp, cancellationToken)
                     : ReadStripeAsync(stripe, inStripe, destination.Slice(done, len), cancellationToken);
                 done += len;
                 if (n == window || done == length)
                 {
-                    for (int i = 0; i < n; i++)
+                    for (var i = 0; i < n; i++)
                     {
                         try { await pending[i].ConfigureAwait(false); }
                         catch (Exception e) { error ??= e; }
@@ -263,9 +263,9 @@ public sealed partial class RaidVolume
             "the range is not inside one stripe");
         Debug.Assert(inStripe % B == 0 && length % B == 0, "the range is not block-aligned");
         int r0 = int.MaxValue, r1 = 0;
-        for (int d = 0; d < _dataCount; d++)
+        for (var d = 0; d < _dataCount; d++)
         {
-            int chunkStart = d * _chunk;
+            var chunkStart = d * _chunk;
             int a = Math.Max(inStripe, chunkStart), b = Math.Min(inStripe + length, chunkStart + _chunk);
             if (a < b)
             {
@@ -316,16 +316,16 @@ public sealed partial class RaidVolume
     {
         ResetScratch(s, stripe);
         ChunkRanges(s, inStripe, destination.Length);
-        int n = 0;
-        long slot = Layout.MemberOffsetBytes(stripe, 0);
-        int preferred = ReadCopyMember(stripe);
-        for (int d = 0; d < _dataCount; d++)
+        var n = 0;
+        var slot = Layout.MemberOffsetBytes(stripe, 0);
+        var preferred = ReadCopyMember(stripe);
+        for (var d = 0; d < _dataCount; d++)
         {
             if (s.First[d] == s.End[d]) continue;
-            int m = preferred >= 0 ? FirstUsableFrom(s, preferred) : Layout.DataMember(stripe, d);
+            var m = preferred >= 0 ? FirstUsableFrom(s, preferred) : Layout.DataMember(stripe, d);
             if (m < 0 || !s.Usable[m]) return await DrainFalse(s, n).ConfigureAwait(false);
             s.ReadFrom[d] = m;
-            int destOffset = d * _chunk + s.First[d] * B - inStripe;
+            var destOffset = d * _chunk + s.First[d] * B - inStripe;
             s.Tasks[n++] = MemberReadAsync(
                 m,
                 slot + s.First[d] * B,
@@ -335,11 +335,11 @@ public sealed partial class RaidVolume
                 m, slot + _chunk, s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes), cancellationToken);
         }
         if (!await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false)) return false;
-        for (int d = 0; d < _dataCount; d++)
+        for (var d = 0; d < _dataCount; d++)
         {
             if (s.First[d] == s.End[d]) continue;
             ReadOnlySpan<byte> meta = Meta(s.Buffer, s.ReadFrom[d]);
-            for (int r = s.First[d]; r < s.End[d]; r++)
+            for (var r = s.First[d]; r < s.End[d]; r++)
                 if (!OnDiskFormat.Verify(destination.Span.Slice(d * _chunk + r * B - inStripe, B), meta, r))
                     return false;
         }
@@ -354,9 +354,9 @@ public sealed partial class RaidVolume
 
     private int FirstUsableFrom(StripeScratch s, int start)
     {
-        for (int i = 0; i < _memberCount; i++)
+        for (var i = 0; i < _memberCount; i++)
         {
-            int m = (start + i) % _memberCount;
+            var m = (start + i) % _memberCount;
             if (s.Usable[m]) return m;
         }
         return -1;
@@ -370,17 +370,17 @@ public sealed partial class RaidVolume
         CancellationToken cancellationToken)
     {
         ResetScratch(s, stripe);
-        (int r0, int r1) = ChunkRanges(s, inStripe, destination.Length);
+        (var r0, var r1) = ChunkRanges(s, inStripe, destination.Length);
         switch (Geometry.Level)
         {
             case RaidLevel.Raid0:
             {
-                int n = 0;
-                for (int d = 0; d < _dataCount; d++)
+                var n = 0;
+                for (var d = 0; d < _dataCount; d++)
                     if (s.First[d] < s.End[d])
                         s.Tasks[n++] = ReadSlotAsync(s, d, stripe, s.First[d], s.End[d], cancellationToken);
                 if (!await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false)) ThrowIfFailed();
-                for (int d = 0; d < _dataCount; d++)
+                for (var d = 0; d < _dataCount; d++)
                     if (s.First[d] < s.End[d] && VerifyRows(s, d, s.First[d], s.End[d]) > 0)
                         throw new VolumeDataLossException(
                             $"volume '{Name}' stripe {stripe}: checksum mismatch on member {d} ({_devices[d]?.Name}); RAID-0 has no redundancy to repair it.");
@@ -388,8 +388,8 @@ public sealed partial class RaidVolume
             }
             case RaidLevel.Raid1:
             {
-                int n = 0;
-                for (int m = 0; m < _memberCount; m++)
+                var n = 0;
+                for (var m = 0; m < _memberCount; m++)
                     if (s.Usable[m]) s.Tasks[n++] = ReadSlotAsync(s, m, stripe, r0, r1, cancellationToken);
                 await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
                 await RepairMirrorRowsAsync(s, stripe, r0, r1, rewrite: _options.RepairOnRead).ConfigureAwait(false);
@@ -397,16 +397,16 @@ public sealed partial class RaidVolume
             }
             default:
             {
-                bool corrupt = await LoadAndReconstructAsync(
+                var corrupt = await LoadAndReconstructAsync(
                     s, stripe, r0, r1, Need.ReadRanges, cancellationToken).ConfigureAwait(false);
                 if (corrupt && _options.RepairOnRead) await WriteRepairsAsync(s, stripe, r0, r1).ConfigureAwait(false);
                 break;
             }
         }
-        for (int d = 0; d < _dataCount; d++)
+        for (var d = 0; d < _dataCount; d++)
         {
             if (s.First[d] == s.End[d]) continue;
-            int m = Geometry.Level == RaidLevel.Raid1 ? s.SlotMember[0] : s.SlotMember[d];
+            var m = Geometry.Level == RaidLevel.Raid1 ? s.SlotMember[0] : s.SlotMember[d];
             Rows(
                 s.Buffer, m, s.First[d], s.End[d]).CopyTo(destination.Span[(d * _chunk + s.First[d] * B - inStripe)..]);
         }
@@ -419,23 +419,23 @@ public sealed partial class RaidVolume
     /// </summary>
     private async ValueTask RepairMirrorRowsAsync(StripeScratch s, long stripe, int r0, int r1, bool rewrite = true)
     {
-        int good = -1;
-        for (int m = 0; m < _memberCount; m++)
+        var good = -1;
+        for (var m = 0; m < _memberCount; m++)
         {
             s.Usable[m] = s.Usable[m] && IsUsable(m, stripe);
             if (s.Usable[m]) VerifyRows(s, m, r0, r1);
         }
-        for (int m = 0; m < _memberCount; m++) s.WriteFirst[m] = -1;
-        for (int r = r0; r < r1; r++)
+        for (var m = 0; m < _memberCount; m++) s.WriteFirst[m] = -1;
+        for (var r = r0; r < r1; r++)
         {
-            int source = -1;
-            for (int m = 0; m < _memberCount && source < 0; m++)
+            var source = -1;
+            for (var m = 0; m < _memberCount && source < 0; m++)
                 if (s.Usable[m] && !s.Bad[m * _blocksPerChunk + r]) source = m;
             if (source < 0)
                 throw new VolumeDataLossException(
                     $"volume '{Name}' stripe {stripe} block row {r}: no mirror copy passes its checksum.");
             good = source;
-            for (int m = 0; m < _memberCount; m++)
+            for (var m = 0; m < _memberCount; m++)
             {
                 if (!s.Usable[m] || !s.Bad[m * _blocksPerChunk + r]) continue;
                 CopyRow(s, source, m, r);
@@ -444,8 +444,8 @@ public sealed partial class RaidVolume
                 s.WriteEnd[m] = r + 1;
             }
         }
-        int n = 0;
-        for (int m = 0; m < _memberCount && rewrite; m++)
+        var n = 0;
+        for (var m = 0; m < _memberCount && rewrite; m++)
             if (s.WriteFirst[m] >= 0) s.Tasks[n++] = WriteSlotAsync(s, m, stripe, s.WriteFirst[m], s.WriteEnd[m]);
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
         s.SlotMember[0] = good;
@@ -456,12 +456,12 @@ public sealed partial class RaidVolume
     /// </summary>
     private async ValueTask WriteRepairsAsync(StripeScratch s, long stripe, int r0, int r1)
     {
-        int n = 0;
-        for (int m = 0; m < _memberCount; m++)
+        var n = 0;
+        for (var m = 0; m < _memberCount; m++)
         {
             if (!s.Usable[m]) continue;
             int first = -1, end = -1;
-            for (int r = r0; r < r1; r++)
+            for (var r = r0; r < r1; r++)
             {
                 if (!s.Bad[m * _blocksPerChunk + r]) continue;
                 Restamp(s.Buffer, m, r);
@@ -511,11 +511,11 @@ public sealed partial class RaidVolume
     {
         ChunkRanges(s, inStripe, source.Length);
         // Targets: RAID-0 writes data chunk d to member d; RAID-1 writes the one chunk to every usable member.
-        int targets = Geometry.Level == RaidLevel.Raid0 ? _dataCount : _memberCount;
-        int n = 0;
-        for (int t = 0; t < targets; t++)
+        var targets = Geometry.Level == RaidLevel.Raid0 ? _dataCount : _memberCount;
+        var n = 0;
+        for (var t = 0; t < targets; t++)
         {
-            int d = Geometry.Level == RaidLevel.Raid0 ? t : 0;
+            var d = Geometry.Level == RaidLevel.Raid0 ? t : 0;
             if (s.First[d] == s.End[d] || !s.Usable[t]) continue;
             // The metadata sector is read only when some of its entries are not being rewritten.
             if (s.First[d] > 0 || s.End[d] < _blocksPerChunk)
@@ -523,9 +523,9 @@ public sealed partial class RaidVolume
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
         n = 0;
-        for (int t = 0; t < targets; t++)
+        for (var t = 0; t < targets; t++)
         {
-            int d = Geometry.Level == RaidLevel.Raid0 ? t : 0;
+            var d = Geometry.Level == RaidLevel.Raid0 ? t : 0;
             if (s.First[d] == s.End[d] || !IsUsable(t, stripe)) continue;
             source.Span.Slice(
                 d * _chunk + s.First[d] * B - inStripe,
@@ -544,14 +544,14 @@ public sealed partial class RaidVolume
         long timestamp,
         CancellationToken cancellationToken)
     {
-        (int r0, int r1) = ChunkRanges(s, inStripe, source.Length);
-        int slots = _dataCount + _parityCount;
-        bool allUsable = true;
-        for (int k = 0; k < slots; k++) allUsable &= s.Usable[s.SlotMember[k]];
+        (var r0, var r1) = ChunkRanges(s, inStripe, source.Length);
+        var slots = _dataCount + _parityCount;
+        var allUsable = true;
+        for (var k = 0; k < slots; k++) allUsable &= s.Usable[s.SlotMember[k]];
         WriteStrategy strategy = allUsable
             ? WritePlanner.Plan(s.First.AsSpan(0, _dataCount), s.End.AsSpan(0, _dataCount), _parityCount).Strategy
             : WriteStrategy.LoadAndReconstruct;
-        bool corrupt = false;
+        var corrupt = false;
         if (strategy != WriteStrategy.LoadAndReconstruct
             && !await TryPlannedReadsAsync(s, stripe, strategy, r0, r1, cancellationToken).ConfigureAwait(false))
         {
@@ -562,8 +562,8 @@ public sealed partial class RaidVolume
             corrupt = await LoadAndReconstructAsync(
                 s, stripe, r0, r1, Need.KeepOutsideRanges, cancellationToken).ConfigureAwait(false);
 
-        int pm = s.SlotMember[_dataCount];
-        int qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
+        var pm = s.SlotMember[_dataCount];
+        var qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
         if (strategy == WriteStrategy.FullStripe && !corrupt && CoversRowsEvenly(s, r0, r1))
         {
             await WriteFullStripeFromSourceAsync(s, stripe, inStripe, source, timestamp, r0, r1).ConfigureAwait(false);
@@ -571,7 +571,7 @@ public sealed partial class RaidVolume
         }
         if (strategy == WriteStrategy.ReadModifyWrite)
         {
-            for (int d = 0; d < _dataCount; d++)
+            for (var d = 0; d < _dataCount; d++)
             {
                 if (s.First[d] == s.End[d]) continue;
                 ReadOnlySpan<byte> newRows = source.Span.Slice(
@@ -588,7 +588,7 @@ public sealed partial class RaidVolume
         }
         else
         {
-            for (int d = 0; d < _dataCount; d++)
+            for (var d = 0; d < _dataCount; d++)
             {
                 if (s.First[d] == s.End[d]) continue;
                 source.Span.Slice(
@@ -599,10 +599,10 @@ public sealed partial class RaidVolume
         }
 
         // Stamp and write: dirty data rows, parity rows [r0, r1), and repaired blocks elsewhere.
-        int n = 0;
-        for (int k = 0; k < slots; k++)
+        var n = 0;
+        for (var k = 0; k < slots; k++)
         {
-            int m = s.SlotMember[k];
+            var m = s.SlotMember[k];
             if (!s.Usable[m] || !IsUsable(m, stripe)) continue;
             int first, end;
             if (k < _dataCount)
@@ -619,7 +619,7 @@ public sealed partial class RaidVolume
             }
             if (corrupt)
             {
-                for (int r = r0; r < r1; r++)
+                for (var r = r0; r < r1; r++)
                 {
                     if (!s.Bad[m * _blocksPerChunk + r] || (r >= first && r < end)) continue;
                     Restamp(s.Buffer, m, r);
@@ -635,7 +635,7 @@ public sealed partial class RaidVolume
     /// <summary>True when every data chunk's dirty rows are exactly [r0, r1).</summary>
     private bool CoversRowsEvenly(StripeScratch s, int r0, int r1)
     {
-        for (int d = 0; d < _dataCount; d++)
+        for (var d = 0; d < _dataCount; d++)
             if (s.First[d] != r0 || s.End[d] != r1) return false;
         return true;
     }
@@ -654,15 +654,15 @@ public sealed partial class RaidVolume
         int r1,
         long timestamp)
     {
-        int rowsBytes = (r1 - r0) * B;
-        for (int d = 0; d < _dataCount; d++) s.Data[d] = source.Slice(d * _chunk + r0 * B - inStripe, rowsBytes);
-        int pm = s.SlotMember[_dataCount];
+        var rowsBytes = (r1 - r0) * B;
+        for (var d = 0; d < _dataCount; d++) s.Data[d] = source.Slice(d * _chunk + r0 * B - inStripe, rowsBytes);
+        var pm = s.SlotMember[_dataCount];
         if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, r0, r1));
         else RaidMath.ComputePQ(
             s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, s.SlotMember[_dataCount + 1], r0, r1));
-        for (int k = 0; k < _dataCount + _parityCount; k++)
+        for (var k = 0; k < _dataCount + _parityCount; k++)
         {
-            int m = s.SlotMember[k];
+            var m = s.SlotMember[k];
             if (k < _dataCount) StampRows(Meta(s.Buffer, m), s.Data[k].Span, r0, r1, timestamp);
             else Stamp(s.Buffer, m, r0, r1, timestamp);
         }
@@ -682,14 +682,14 @@ public sealed partial class RaidVolume
         int r1)
     {
         ComputeFromSource(s, source, inStripe, r0, r1, timestamp);
-        long slot = Layout.MemberOffsetBytes(stripe, 0);
+        var slot = Layout.MemberOffsetBytes(stripe, 0);
         ReadOnlyMemory<byte>[] pieces = ArrayPool<ReadOnlyMemory<byte>>.Shared.Rent(2 * _dataCount);
         try
         {
-            int n = 0;
-            for (int k = 0; k < _dataCount + _parityCount; k++)
+            var n = 0;
+            for (var k = 0; k < _dataCount + _parityCount; k++)
             {
-                int m = s.SlotMember[k];
+                var m = s.SlotMember[k];
                 if (!s.Usable[m] || !IsUsable(m, stripe)) continue;
                 if (k >= _dataCount)
                 {
@@ -745,16 +745,16 @@ public sealed partial class RaidVolume
         Debug.Assert(
             strategy is WriteStrategy.FullStripe or WriteStrategy.ReadModifyWrite or WriteStrategy.ReconstructWrite,
             "only a planned strategy reads this way");
-        int n = 0;
-        int slots = _dataCount + _parityCount;
-        for (int k = 0; k < slots; k++)
+        var n = 0;
+        var slots = _dataCount + _parityCount;
+        for (var k = 0; k < slots; k++)
         {
-            int m = s.SlotMember[k];
-            bool isData = k < _dataCount;
+            var m = s.SlotMember[k];
+            var isData = k < _dataCount;
             int first = isData ? s.First[k] : r0, end = isData ? s.End[k] : r1;
-            bool dirty = first < end;
+            var dirty = first < end;
             // Every written member needs its whole metadata sector unless all its entries are rewritten.
-            bool needMeta = dirty && (first > 0 || end < _blocksPerChunk);
+            var needMeta = dirty && (first > 0 || end < _blocksPerChunk);
             switch (strategy)
             {
                 case WriteStrategy.FullStripe:
@@ -781,12 +781,12 @@ public sealed partial class RaidVolume
         }
         if (!await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false)) return false;
         if (strategy == WriteStrategy.FullStripe) return true;
-        for (int k = 0; k < slots; k++)
+        for (var k = 0; k < slots; k++)
         {
-            int m = s.SlotMember[k];
-            bool isData = k < _dataCount;
+            var m = s.SlotMember[k];
+            var isData = k < _dataCount;
             int first = isData ? s.First[k] : r0, end = isData ? s.End[k] : r1;
-            int bad = strategy == WriteStrategy.ReadModifyWrite
+            var bad = strategy == WriteStrategy.ReadModifyWrite
                 ? (first < end ? VerifyRows(s, m, first, end) : 0)
                 : isData
                     ? (first < end ? VerifyRows(s, m, r0, first) + VerifyRows(s, m, end, r1) : VerifyRows(s, m, r0, r1))

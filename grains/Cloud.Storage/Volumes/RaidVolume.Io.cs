@@ -174,8 +174,8 @@ public sealed partial class RaidVolume
         where TRequest : struct, IPieceRequest<TPiece>
     {
         ValueTask[] started = new ValueTask[pieces.Count];
-        int count = 0;
-        long at = offsetBytes;
+        var count = 0;
+        var at = offsetBytes;
         for (; count < pieces.Count; count++)
         {
             try { started[count] = TRequest.StartPieceAsync(device, at, pieces[count], cancellationToken); }
@@ -188,7 +188,7 @@ public sealed partial class RaidVolume
             at += TRequest.LengthBytes(pieces[count]);
         }
         ExceptionDispatchInfo? error = null;
-        for (int i = 0; i < count; i++)
+        for (var i = 0; i < count; i++)
         {
             try { await started[i].ConfigureAwait(false); }
             catch (Exception e) { error ??= ExceptionDispatchInfo.Capture(e); }
@@ -271,8 +271,8 @@ public sealed partial class RaidVolume
         Debug.Assert((uint)m < (uint)_memberCount, "member index out of range");
         Debug.Assert(0 <= r0 && r0 <= r1 && r1 <= _blocksPerChunk, "row range out of order or beyond the chunk");
         AssertStripeLocked(stripe);
-        int image = m * _slotBytes;
-        long slot = Layout.MemberOffsetBytes(stripe, 0);
+        var image = m * _slotBytes;
+        var slot = Layout.MemberOffsetBytes(stripe, 0);
         if (withMetadata && r1 == _blocksPerChunk && r0 < r1)
             return await MemberIoAsync(
                 m,
@@ -287,7 +287,7 @@ public sealed partial class RaidVolume
             ? MemberIoAsync(m, write, slot + _chunk, buffer.AsMemory(image + _chunk, _metaBytes), cancellationToken)
             : new(true);
         ExceptionDispatchInfo? error = null;
-        bool ok = true;
+        var ok = true;
         // Await both even if one throws: the buffer goes back to the pool only when no I/O uses it.
         try { ok &= await rows.ConfigureAwait(false); }
         catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); }
@@ -303,12 +303,12 @@ public sealed partial class RaidVolume
     private static ValueTask<bool> AwaitAllAsync(ValueTask<bool>[] tasks, int count)
     {
         // Synchronous completion (memory devices, cached pages) needs no state machine.
-        bool all = true;
-        for (int i = 0; i < count; i++)
+        var all = true;
+        for (var i = 0; i < count; i++)
         {
             if (!tasks[i].IsCompletedSuccessfully) return AwaitAllSlowAsync(tasks, count);
         }
-        for (int i = 0; i < count; i++)
+        for (var i = 0; i < count; i++)
         {
             all &= tasks[i].Result;
             tasks[i] = default;
@@ -319,9 +319,9 @@ public sealed partial class RaidVolume
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private static async ValueTask<bool> AwaitAllSlowAsync(ValueTask<bool>[] tasks, int count)
     {
-        bool all = true;
+        var all = true;
         ExceptionDispatchInfo? error = null;
-        for (int i = 0; i < count; i++)
+        for (var i = 0; i < count; i++)
         {
             try { all &= await tasks[i].ConfigureAwait(false); }
             catch (Exception e) { error ??= ExceptionDispatchInfo.Capture(e); }
@@ -345,9 +345,9 @@ public sealed partial class RaidVolume
     /// </summary>
     private int VerifyRows(StripeScratch s, int m, int r0, int r1)
     {
-        int bad = 0;
+        var bad = 0;
         ReadOnlySpan<byte> meta = Meta(s.Buffer, m);
-        for (int r = r0; r < r1; r++)
+        for (var r = r0; r < r1; r++)
         {
             if (OnDiskFormat.Verify(Rows(s.Buffer, m, r, r + 1), meta, r)) continue;
             s.Bad[m * _blocksPerChunk + r] = true;
@@ -369,7 +369,7 @@ public sealed partial class RaidVolume
     /// </summary>
     private void StampRows(Span<byte> meta, ReadOnlySpan<byte> rows, int r0, int r1, long timestamp)
     {
-        for (int r = r0; r < r1; r++)
+        for (var r = r0; r < r1; r++)
             OnDiskFormat.WriteEntry(meta, r, timestamp, OnDiskFormat.BlockChecksum(rows.Slice((r - r0) * B, B)));
         meta[(_blocksPerChunk * OnDiskFormat.MetadataEntryBytes)..].Clear();
     }
@@ -378,19 +378,19 @@ public sealed partial class RaidVolume
     private void Restamp(byte[] buffer, int m, int r)
     {
         Span<byte> meta = Meta(buffer, m);
-        (long ts, _) = OnDiskFormat.ReadEntry(meta, r);
+        (var ts, _) = OnDiskFormat.ReadEntry(meta, r);
         OnDiskFormat.WriteEntry(meta, r, ts, OnDiskFormat.BlockChecksum(Rows(buffer, m, r, r + 1)));
     }
 
     private void ResetScratch(StripeScratch s, long stripe)
     {
         Array.Clear(s.Bad);
-        for (int m = 0; m < _memberCount; m++) s.Usable[m] = IsUsable(m, stripe);
-        int slots = _dataCount + _parityCount;
+        for (var m = 0; m < _memberCount; m++) s.Usable[m] = IsUsable(m, stripe);
+        var slots = _dataCount + _parityCount;
         if (Geometry.Level is RaidLevel.Raid5 or RaidLevel.Raid6)
-            for (int k = 0; k < slots; k++) s.SlotMember[k] = Layout.MemberAtLogicalSlot(stripe, k);
+            for (var k = 0; k < slots; k++) s.SlotMember[k] = Layout.MemberAtLogicalSlot(stripe, k);
         else
-            for (int k = 0; k < slots; k++) s.SlotMember[k] = k;
+            for (var k = 0; k < slots; k++) s.SlotMember[k] = k;
     }
 
     /// <summary>What the caller needs from a reconstruction, to decide rows where too many members are bad.</summary>
@@ -422,18 +422,18 @@ public sealed partial class RaidVolume
         Need need,
         CancellationToken cancellationToken)
     {
-        int slots = _dataCount + _parityCount;
-        int n = 0;
-        for (int k = 0; k < slots; k++)
+        var slots = _dataCount + _parityCount;
+        var n = 0;
+        for (var k = 0; k < slots; k++)
         {
-            int m = s.SlotMember[k];
+            var m = s.SlotMember[k];
             if (s.Usable[m]) s.Tasks[n++] = ReadSlotAsync(s, m, stripe, r0, r1, cancellationToken);
         }
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
-        bool corrupt = false;
-        for (int k = 0; k < slots; k++)
+        var corrupt = false;
+        for (var k = 0; k < slots; k++)
         {
-            int m = s.SlotMember[k];
+            var m = s.SlotMember[k];
             // A read that failed just now failed the member too.
             s.Usable[m] = s.Usable[m] && IsUsable(m, stripe);
             if (s.Usable[m]) corrupt |= VerifyRows(s, m, r0, r1) > 0;
@@ -450,14 +450,14 @@ public sealed partial class RaidVolume
     private void ReconstructRows(StripeScratch s, long stripe, int r0, int r1, Need need)
     {
         Debug.Assert(0 <= r0 && r0 < r1 && r1 <= _blocksPerChunk, "row range out of order or beyond the chunk");
-        for (int k = 0; k < _dataCount + _parityCount; k++)
+        for (var k = 0; k < _dataCount + _parityCount; k++)
             s.Members[k] = s.Buffer.AsMemory(s.SlotMember[k] * _slotBytes, _chunk);
         Span<int> missing = stackalloc int[2];
-        int runStart = r0;
-        ulong runMask = BadMask(s, r0);
-        for (int r = r0 + 1; r <= r1; r++)
+        var runStart = r0;
+        var runMask = BadMask(s, r0);
+        for (var r = r0 + 1; r <= r1; r++)
         {
-            ulong mask = r < r1 ? BadMask(s, r) : ulong.MaxValue;
+            var mask = r < r1 ? BadMask(s, r) : ulong.MaxValue;
             if (mask == runMask) continue;
             ReconstructRun(s, stripe, runStart, r, runMask, need, missing);
             runStart = r;
@@ -470,8 +470,8 @@ public sealed partial class RaidVolume
     /// </summary>
     private void ComputeParityRows(StripeScratch s, int r0, int r1)
     {
-        for (int d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], r0, r1);
-        int pm = s.SlotMember[_dataCount];
+        for (var d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], r0, r1);
+        var pm = s.SlotMember[_dataCount];
         if (_parityCount == 1) RaidMath.ComputeP(s.Data, Rows(s.Buffer, pm, r0, r1));
         else RaidMath.ComputePQ(
             s.Data, Rows(s.Buffer, pm, r0, r1), Rows(s.Buffer, s.SlotMember[_dataCount + 1], r0, r1));
@@ -491,9 +491,9 @@ public sealed partial class RaidVolume
     private ulong BadMask(StripeScratch s, int row)
     {
         ulong mask = 0;
-        for (int k = 0; k < _dataCount + _parityCount; k++)
+        for (var k = 0; k < _dataCount + _parityCount; k++)
         {
-            int m = s.SlotMember[k];
+            var m = s.SlotMember[k];
             if (!s.Usable[m] || s.Bad[m * _blocksPerChunk + row]) mask |= 1UL << k;
         }
         return mask;
@@ -502,29 +502,29 @@ public sealed partial class RaidVolume
     private void ReconstructRun(StripeScratch s, long stripe, int r0, int r1, ulong mask, Need need, Span<int> missing)
     {
         if (mask == 0) return;
-        int count = System.Numerics.BitOperations.PopCount(mask);
+        var count = System.Numerics.BitOperations.PopCount(mask);
         if (count <= _parityCount)
         {
-            int i = 0;
-            for (int k = 0; k < _dataCount + _parityCount; k++)
+            var i = 0;
+            for (var k = 0; k < _dataCount + _parityCount; k++)
                 if ((mask & (1UL << k)) != 0) missing[i++] = k;
-            int slots = _dataCount + _parityCount;
+            var slots = _dataCount + _parityCount;
             Memory<byte>[] rows = ArrayPool<Memory<byte>>.Shared.Rent(slots);
             try
             {
-                for (int k = 0; k < slots; k++) rows[k] = s.Members[k].Slice(r0 * B, (r1 - r0) * B);
+                for (var k = 0; k < slots; k++) rows[k] = s.Members[k].Slice(r0 * B, (r1 - r0) * B);
                 RaidMath.Reconstruct(rows.AsSpan(0, slots), _parityCount, missing[..count]);
             }
             finally { ArrayPool<Memory<byte>>.Shared.Return(rows, clearArray: true); }
             return;
         }
         // More bad slots than parity: acceptable only if none of them is needed.
-        for (int k = 0; k < _dataCount + _parityCount; k++)
+        for (var k = 0; k < _dataCount + _parityCount; k++)
         {
             if ((mask & (1UL << k)) == 0) continue;
-            for (int r = r0; r < r1; r++)
+            for (var r = r0; r < r1; r++)
             {
-                bool needed = need switch
+                var needed = need switch
                 {
                     Need.All => true,
                     Need.ReadRanges => k < _dataCount && r >= s.First[k] && r < s.End[k],

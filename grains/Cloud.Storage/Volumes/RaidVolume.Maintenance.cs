@@ -16,11 +16,11 @@ public sealed partial class RaidVolume
     public async ValueTask RebuildAsync(IProgress<RebuildProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         CheckUsable();
-        for (int m = 0; m < _memberCount; m++)
+        for (var m = 0; m < _memberCount; m++)
         {
             if (_states[m] != MemberState.Rebuilding) continue;
-            long start = Volatile.Read(ref _cursors[m]);
-            for (long stripe = start; stripe < StripeCount; stripe++)
+            var start = Volatile.Read(ref _cursors[m]);
+            for (var stripe = start; stripe < StripeCount; stripe++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 await RebuildStripeAsync(m, stripe, cancellationToken).ConfigureAwait(false);
@@ -71,8 +71,8 @@ public sealed partial class RaidVolume
     /// <summary>Reads every usable member's whole chunk and metadata sector of <paramref name="stripe"/> into the scratch.</summary>
     private async ValueTask ReadUsableSlotsAsync(StripeScratch s, long stripe, CancellationToken cancellationToken)
     {
-        int n = 0;
-        for (int m = 0; m < _memberCount; m++)
+        var n = 0;
+        for (var m = 0; m < _memberCount; m++)
             if (s.Usable[m]) s.Tasks[n++] = ReadSlotAsync(s, m, stripe, 0, _blocksPerChunk, cancellationToken);
         await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
     }
@@ -83,8 +83,8 @@ public sealed partial class RaidVolume
     /// </summary>
     private int VerifyUsableSlots(StripeScratch s, long stripe)
     {
-        int bad = 0;
-        for (int m = 0; m < _memberCount; m++)
+        var bad = 0;
+        for (var m = 0; m < _memberCount; m++)
         {
             s.Usable[m] = s.Usable[m] && IsUsable(m, stripe);
             if (s.Usable[m]) bad += VerifyRows(s, m, 0, _blocksPerChunk);
@@ -99,19 +99,19 @@ public sealed partial class RaidVolume
     /// </summary>
     private void StampRebuilt(StripeScratch s, long stripe, int target)
     {
-        int targetRole = Layout.RoleOf(stripe, target);
+        var targetRole = Layout.RoleOf(stripe, target);
         Span<byte> meta = Meta(s.Buffer, target);
-        for (int r = 0; r < _blocksPerChunk; r++)
+        for (var r = 0; r < _blocksPerChunk; r++)
         {
             long ts = 0;
-            bool written = false;
-            for (int k = 0; k < _dataCount + _parityCount; k++)
+            var written = false;
+            for (var k = 0; k < _dataCount + _parityCount; k++)
             {
-                int m = s.SlotMember[k];
+                var m = s.SlotMember[k];
                 if (m == target || !s.Usable[m]) continue;
-                bool sameKind = (k < _dataCount) == (targetRole >= 0);
+                var sameKind = (k < _dataCount) == (targetRole >= 0);
                 if (sameKind) continue;
-                (long t, ulong sum) = OnDiskFormat.ReadEntry(Meta(s.Buffer, m), r);
+                (var t, var sum) = OnDiskFormat.ReadEntry(Meta(s.Buffer, m), r);
                 written |= t != 0 || sum != 0;
                 ts = Math.Max(ts, t);
             }
@@ -146,8 +146,8 @@ public sealed partial class RaidVolume
     {
         CheckUsable();
         long mismatches = 0, checksumErrors = 0, repaired = 0, unrecoverable = 0;
-        long total = lastStripe - firstStripe + 1;
-        for (long stripe = firstStripe; stripe <= lastStripe; stripe++)
+        var total = lastStripe - firstStripe + 1;
+        for (var stripe = firstStripe; stripe <= lastStripe; stripe++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             using (LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false))
@@ -171,7 +171,7 @@ public sealed partial class RaidVolume
     {
         ResetScratch(s, stripe);
         await ReadUsableSlotsAsync(s, stripe, cancellationToken).ConfigureAwait(false);
-        int bad = VerifyUsableSlots(s, stripe);
+        var bad = VerifyUsableSlots(s, stripe);
         return Geometry.Level switch
         {
             RaidLevel.Raid0 => new StripeScrub(bad, false, false, bad > 0),
@@ -183,13 +183,13 @@ public sealed partial class RaidVolume
     /// <summary>RAID-1: compares the copies row by row where both verify, and with <paramref name="repair"/> makes them equal.</summary>
     private async ValueTask<StripeScrub> ScrubMirrorAsync(StripeScratch s, long stripe, int bad, bool repair)
     {
-        int rows = _blocksPerChunk;
-        int reference = FirstUsableFrom(s, 0);
-        bool mismatch = false;
-        for (int m = 0; m < _memberCount && !mismatch; m++)
+        var rows = _blocksPerChunk;
+        var reference = FirstUsableFrom(s, 0);
+        var mismatch = false;
+        for (var m = 0; m < _memberCount && !mismatch; m++)
         {
             if (!s.Usable[m] || m == reference) continue;
-            for (int r = 0; r < rows && !mismatch; r++)
+            for (var r = 0; r < rows && !mismatch; r++)
                 if (!s.Bad[m * rows + r] && !s.Bad[reference * rows + r] && !Rows(s.Buffer, m, r, r + 1).SequenceEqual(Rows(s.Buffer, reference, r, r + 1)))
                     mismatch = true;
         }
@@ -200,9 +200,9 @@ public sealed partial class RaidVolume
             {
                 // Copies disagree with good checksums on both sides (a torn write outside the
                 // intent log's reach): make every copy equal the first one, as md's repair does.
-                for (int m = 0; m < _memberCount; m++)
+                for (var m = 0; m < _memberCount; m++)
                     if (s.Usable[m] && m != reference)
-                        for (int r = 0; r < rows; r++) s.Bad[m * rows + r] |= !s.Bad[reference * rows + r];
+                        for (var r = 0; r < rows; r++) s.Bad[m * rows + r] |= !s.Bad[reference * rows + r];
             }
             await RepairMirrorRowsAsync(s, stripe, 0, rows).ConfigureAwait(false);
             return new StripeScrub(bad, mismatch, true, false);
@@ -213,9 +213,9 @@ public sealed partial class RaidVolume
     /// <summary>RAID-5/6: checks parity on rows where every block verifies, and with <paramref name="repair"/> reconstructs corrupt blocks and regenerates disagreeing parity.</summary>
     private async ValueTask<StripeScrub> ScrubParityAsync(StripeScratch s, long stripe, int bad, bool repair)
     {
-        bool allUsable = true;
-        for (int k = 0; k < _dataCount + _parityCount; k++) allUsable &= s.Usable[s.SlotMember[k]];
-        bool mismatch = allUsable && !ParityAgrees(s);
+        var allUsable = true;
+        for (var k = 0; k < _dataCount + _parityCount; k++) allUsable &= s.Usable[s.SlotMember[k]];
+        var mismatch = allUsable && !ParityAgrees(s);
         if (!repair || (bad == 0 && !mismatch)) return new StripeScrub(bad, mismatch, false, false);
         try
         {
@@ -235,14 +235,14 @@ public sealed partial class RaidVolume
     /// <summary>True when the parity of every row whose blocks all verify matches its data.</summary>
     private bool ParityAgrees(StripeScratch s)
     {
-        byte[] p = System.Buffers.ArrayPool<byte>.Shared.Rent(B * 2);
+        var p = System.Buffers.ArrayPool<byte>.Shared.Rent(B * 2);
         try
         {
             Span<byte> pRow = p.AsSpan(0, B), qRow = p.AsSpan(B, B);
-            for (int r = 0; r < _blocksPerChunk; r++)
+            for (var r = 0; r < _blocksPerChunk; r++)
             {
                 if (BadMask(s, r) != 0) continue;
-                for (int d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], r, r + 1);
+                for (var d = 0; d < _dataCount; d++) s.Data[d] = RowsMemory(s.Buffer, s.SlotMember[d], r, r + 1);
                 if (_parityCount == 1) RaidMath.ComputeP(s.Data, pRow);
                 else RaidMath.ComputePQ(s.Data, pRow, qRow);
                 if (!pRow.SequenceEqual(Rows(s.Buffer, s.SlotMember[_dataCount], r, r + 1))) return false;
@@ -256,9 +256,9 @@ public sealed partial class RaidVolume
     /// <summary>Marks every row of the usable parity members bad, so that <see cref="WriteRepairsAsync"/> rewrites them.</summary>
     private void MarkParityRowsForRewrite(StripeScratch s)
     {
-        int pm = s.SlotMember[_dataCount];
-        int qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
-        for (int r = 0; r < _blocksPerChunk; r++)
+        var pm = s.SlotMember[_dataCount];
+        var qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
+        for (var r = 0; r < _blocksPerChunk; r++)
         {
             if (s.Usable[pm]) s.Bad[pm * _blocksPerChunk + r] = true;
             if (qm >= 0 && s.Usable[qm]) s.Bad[qm * _blocksPerChunk + r] = true;
@@ -278,7 +278,7 @@ public sealed partial class RaidVolume
         ResetScratch(s, stripe);
         await ReadUsableSlotsAsync(s, stripe, cancellationToken).ConfigureAwait(false);
         VerifyUsableSlots(s, stripe);
-        bool rewrite = Geometry.Level switch
+        var rewrite = Geometry.Level switch
         {
             // Only checksums can disagree: a block landed without its metadata (or the reverse).
             RaidLevel.Raid0 => true,
@@ -295,24 +295,24 @@ public sealed partial class RaidVolume
     /// <returns>False when no copy is usable (nothing to write).</returns>
     private bool ResyncMirrorRows(StripeScratch s)
     {
-        int rows = _blocksPerChunk;
-        int reference = FirstUsableFrom(s, 0);
+        var rows = _blocksPerChunk;
+        var reference = FirstUsableFrom(s, 0);
         if (reference < 0) return false;
-        for (int r = 0; r < rows; r++)
+        for (var r = 0; r < rows; r++)
         {
-            int source = -1;
-            for (int m = 0; m < _memberCount && source < 0; m++)
+            var source = -1;
+            for (var m = 0; m < _memberCount && source < 0; m++)
                 if (s.Usable[m] && !s.Bad[m * rows + r]) source = m;
             if (source < 0)
             {
                 source = reference;
                 Restamp(s.Buffer, source, r);
             }
-            for (int m = 0; m < _memberCount; m++)
+            for (var m = 0; m < _memberCount; m++)
                 if (s.Usable[m] && m != source) CopyRow(s, source, m, r);
         }
-        for (int m = 0; m < _memberCount; m++)
-            for (int r = 0; r < rows; r++) s.Bad[m * rows + r] = s.Usable[m];
+        for (var m = 0; m < _memberCount; m++)
+            for (var r = 0; r < rows; r++) s.Bad[m * rows + r] = s.Usable[m];
         return true;
     }
 
@@ -324,23 +324,23 @@ public sealed partial class RaidVolume
     /// stripe is left as it is (docs/WRITE-HOLE.md: the degraded write hole).</returns>
     private bool ResyncParityRows(StripeScratch s)
     {
-        int rows = _blocksPerChunk;
-        for (int d = 0; d < _dataCount; d++)
+        var rows = _blocksPerChunk;
+        for (var d = 0; d < _dataCount; d++)
             if (!s.Usable[s.SlotMember[d]]) return false;
         ComputeParityRows(s, 0, rows);
-        for (int r = 0; r < rows; r++)
+        for (var r = 0; r < rows; r++)
         {
             long ts = 0;
-            bool written = false;
-            for (int d = 0; d < _dataCount; d++)
+            var written = false;
+            for (var d = 0; d < _dataCount; d++)
             {
-                (long t, ulong sum) = OnDiskFormat.ReadEntry(Meta(s.Buffer, s.SlotMember[d]), r);
+                (var t, var sum) = OnDiskFormat.ReadEntry(Meta(s.Buffer, s.SlotMember[d]), r);
                 written |= t != 0 || sum != 0 || s.Bad[s.SlotMember[d] * rows + r];
                 ts = Math.Max(ts, t);
             }
-            for (int k = _dataCount; k < _dataCount + _parityCount; k++)
+            for (var k = _dataCount; k < _dataCount + _parityCount; k++)
             {
-                int m = s.SlotMember[k];
+                var m = s.SlotMember[k];
                 if (s.Usable[m]) OnDiskFormat.WriteEntry(Meta(s.Buffer, m), r, ts, written ? OnDiskFormat.BlockChecksum(Rows(s.Buffer, m, r, r + 1)) : 0);
             }
         }
@@ -354,13 +354,13 @@ public sealed partial class RaidVolume
     /// </summary>
     private async ValueTask WriteResyncedAsync(StripeScratch s, long stripe)
     {
-        int rows = _blocksPerChunk;
-        int n = 0;
-        for (int m = 0; m < _memberCount; m++)
+        var rows = _blocksPerChunk;
+        var n = 0;
+        for (var m = 0; m < _memberCount; m++)
         {
             if (!s.Usable[m]) continue;
-            bool any = false;
-            for (int r = 0; r < rows; r++)
+            var any = false;
+            for (var r = 0; r < rows; r++)
             {
                 if (!s.Bad[m * rows + r]) continue;
                 any = true;

@@ -107,36 +107,36 @@ public sealed partial class RaidVolume
         Memory<byte> destination,
         CancellationToken cancellationToken)
     {
-        int stripeData = Geometry.StripeDataBytes;
-        long firstStripe = offsetBytes / stripeData;
-        int stripes = (int)((offsetBytes + destination.Length - 1) / stripeData - firstStripe + 1);
-        int chunks = stripes * _dataCount;
+        var stripeData = Geometry.StripeDataBytes;
+        var firstStripe = offsetBytes / stripeData;
+        var stripes = (int)((offsetBytes + destination.Length - 1) / stripeData - firstStripe + 1);
+        var chunks = stripes * _dataCount;
         // Per chunk (stripe-major): the member read, its first and end row (member -1: nothing to read).
-        int[] plan = ArrayPool<int>.Shared.Rent(chunks * 3);
-        byte[] metas = ArrayPool<byte>.Shared.Rent(chunks * _metaBytes);
+        var plan = ArrayPool<int>.Shared.Rent(chunks * 3);
+        var metas = ArrayPool<byte>.Shared.Rent(chunks * _metaBytes);
         ValueTask<bool>[] tasks = ArrayPool<ValueTask<bool>>.Shared.Rent(chunks * 2);
         using var ranges = new MemberRanges<Memory<byte>>(chunks * 2);
         StripeScratch s = _scratchPool.Rent();
         try
         {
-            for (int i = 0; i < stripes; i++)
+            for (var i = 0; i < stripes; i++)
             {
-                long stripe = firstStripe + i;
-                long stripeStart = stripe * stripeData;
-                int inStripe = (int)Math.Max(0, offsetBytes - stripeStart);
+                var stripe = firstStripe + i;
+                var stripeStart = stripe * stripeData;
+                var inStripe = (int)Math.Max(0, offsetBytes - stripeStart);
                 ResetScratch(s, stripe);
                 ChunkRanges(
                     s,
                     inStripe,
                     (int)(Math.Min(stripeStart + stripeData, offsetBytes + destination.Length)
                         - stripeStart - inStripe));
-                int preferred = ReadCopyMember(stripe);
-                for (int d = 0; d < _dataCount; d++)
+                var preferred = ReadCopyMember(stripe);
+                for (var d = 0; d < _dataCount; d++)
                 {
-                    int c = (i * _dataCount + d) * 3;
+                    var c = (i * _dataCount + d) * 3;
                     plan[c] = -1;
                     if (s.First[d] == s.End[d]) continue;
-                    int m = preferred >= 0 ? FirstUsableFrom(s, preferred) : Layout.DataMember(stripe, d);
+                    var m = preferred >= 0 ? FirstUsableFrom(s, preferred) : Layout.DataMember(stripe, d);
                     if (m < 0 || !s.Usable[m]) return false; // degraded: the stripe-by-stripe path reconstructs
                     plan[c] = m;
                     plan[c + 1] = s.First[d];
@@ -146,37 +146,37 @@ public sealed partial class RaidVolume
 
             // Each member's pieces in stripe order: its rows, then its metadata sector (adjacent when the rows run to
             // the end of the chunk).
-            for (int m = 0; m < _memberCount; m++)
+            for (var m = 0; m < _memberCount; m++)
             {
-                for (int i = 0; i < stripes; i++)
+                for (var i = 0; i < stripes; i++)
                 {
-                    long stripe = firstStripe + i;
-                    long slot = Layout.MemberOffsetBytes(stripe, 0);
-                    for (int d = 0; d < _dataCount; d++)
+                    var stripe = firstStripe + i;
+                    var slot = Layout.MemberOffsetBytes(stripe, 0);
+                    for (var d = 0; d < _dataCount; d++)
                     {
-                        int c = (i * _dataCount + d) * 3;
+                        var c = (i * _dataCount + d) * 3;
                         if (plan[c] != m) continue;
                         int first = plan[c + 1], rowsBytes = (plan[c + 2] - first) * B;
-                        int destOffset = (int)(stripe * stripeData + d * _chunk + first * B - offsetBytes);
+                        var destOffset = (int)(stripe * stripeData + d * _chunk + first * B - offsetBytes);
                         ranges.Add(m, slot + first * B, destination.Slice(destOffset, rowsBytes), rowsBytes);
                         ranges.Add(m, slot + _chunk, metas.AsMemory(c / 3 * _metaBytes, _metaBytes), _metaBytes);
                     }
                 }
             }
-            for (int k = 0; k < ranges.Count; k++)
+            for (var k = 0; k < ranges.Count; k++)
                 tasks[k] = MemberScatterAsync(
                     ranges.Member(k), ranges.OffsetBytes(k), ranges.Pieces(k), cancellationToken);
             if (!await AwaitAllAsync(tasks, ranges.Count).ConfigureAwait(false)) return false;
 
-            for (int i = 0; i < stripes; i++)
+            for (var i = 0; i < stripes; i++)
             {
-                long stripeStart = (firstStripe + i) * stripeData;
-                for (int d = 0; d < _dataCount; d++)
+                var stripeStart = (firstStripe + i) * stripeData;
+                for (var d = 0; d < _dataCount; d++)
                 {
-                    int c = (i * _dataCount + d) * 3;
+                    var c = (i * _dataCount + d) * 3;
                     if (plan[c] < 0) continue;
                     ReadOnlySpan<byte> meta = metas.AsSpan(c / 3 * _metaBytes, _metaBytes);
-                    for (int r = plan[c + 1]; r < plan[c + 2]; r++)
+                    for (var r = plan[c + 1]; r < plan[c + 2]; r++)
                         if (!OnDiskFormat.Verify(
                             destination.Span.Slice((int)(stripeStart + d * _chunk + r * B - offsetBytes), B), meta, r))
                             return false;
@@ -198,7 +198,7 @@ public sealed partial class RaidVolume
     /// </summary>
     private bool IsRunWrite(long offsetBytes, int lengthBytes)
     {
-        int stripeData = Geometry.StripeDataBytes;
+        var stripeData = Geometry.StripeDataBytes;
         return Geometry.Level is RaidLevel.Raid5 or RaidLevel.Raid6
             && offsetBytes % stripeData == 0 && lengthBytes % stripeData == 0
             && lengthBytes / stripeData is >= 2 and <= MaxRunWriteStripes;
@@ -220,15 +220,15 @@ public sealed partial class RaidVolume
         bool fua,
         CancellationToken cancellationToken)
     {
-        int stripeData = Geometry.StripeDataBytes;
-        long firstStripe = offsetBytes / stripeData;
-        int stripes = source.Length / stripeData;
-        int slots = _dataCount + _parityCount;
+        var stripeData = Geometry.StripeDataBytes;
+        var firstStripe = offsetBytes / stripeData;
+        var stripes = source.Length / stripeData;
+        var slots = _dataCount + _parityCount;
 
         // The stripe locks are striped over a fixed array: take each distinct one once, in index order (the
         // stripe-by-stripe path holds one at a time, so no cycle can form).
-        int[] locks = ArrayPool<int>.Shared.Rent(stripes);
-        for (int i = 0; i < stripes; i++) locks[i] = (int)((firstStripe + i) % StripeLockCount);
+        var locks = ArrayPool<int>.Shared.Rent(stripes);
+        for (var i = 0; i < stripes; i++) locks[i] = (int)((firstStripe + i) % StripeLockCount);
         Array.Sort(locks, 0, stripes);
         int held = 0, begun = 0;
         StripeScratch?[] scratches = ArrayPool<StripeScratch?>.Shared.Rent(stripes);
@@ -247,7 +247,7 @@ public sealed partial class RaidVolume
             for (; begun < stripes; begun++)
                 await _intent.BeginAsync(firstStripe + begun, cancellationToken).ConfigureAwait(false);
 
-            for (int i = 0; i < stripes; i++)
+            for (var i = 0; i < stripes; i++)
             {
                 StripeScratch s = scratches[i] = _scratchPool.Rent();
                 ResetScratch(s, firstStripe + i);
@@ -256,24 +256,24 @@ public sealed partial class RaidVolume
 
             // Each member's chunk and metadata sector in stripe order; a stripe the member cannot take (failed, or not
             // yet rebuilt) is left out, as the stripe-by-stripe path leaves it out.
-            for (int m = 0; m < _memberCount; m++)
+            for (var m = 0; m < _memberCount; m++)
             {
-                for (int i = 0; i < stripes; i++)
+                for (var i = 0; i < stripes; i++)
                 {
-                    long stripe = firstStripe + i;
+                    var stripe = firstStripe + i;
                     StripeScratch s = scratches[i]!;
-                    int k = Array.IndexOf(s.SlotMember, m, 0, slots);
+                    var k = Array.IndexOf(s.SlotMember, m, 0, slots);
                     if (k < 0 || !s.Usable[m] || !IsUsable(m, stripe))
                     {
                         ranges.Break();
                         continue;
                     }
-                    long slot = Layout.MemberOffsetBytes(stripe, 0);
+                    var slot = Layout.MemberOffsetBytes(stripe, 0);
                     ranges.Add(m, slot, k < _dataCount ? s.Data[k] : s.Buffer.AsMemory(m * _slotBytes, _chunk), _chunk);
                     ranges.Add(m, slot + _chunk, s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes), _metaBytes);
                 }
             }
-            for (int j = 0; j < ranges.Count; j++)
+            for (var j = 0; j < ranges.Count; j++)
                 tasks[j] = MemberGatherAsync(
                     ranges.Member(j), ranges.OffsetBytes(j), ranges.Pieces(j), CancellationToken.None);
             await AwaitAllAsync(tasks, ranges.Count).ConfigureAwait(false);
@@ -281,10 +281,10 @@ public sealed partial class RaidVolume
         }
         finally
         {
-            for (int i = 0; i < begun; i++) _intent.End(firstStripe + i);
-            for (int i = 0; i < held; i++)
+            for (var i = 0; i < begun; i++) _intent.End(firstStripe + i);
+            for (var i = 0; i < held; i++)
                 if (i == 0 || locks[i] != locks[i - 1]) _stripeLocks[locks[i]].Release();
-            for (int i = 0; i < stripes; i++)
+            for (var i = 0; i < stripes; i++)
             {
                 if (scratches[i] is not StripeScratch s) continue;
                 Array.Clear(s.Data);

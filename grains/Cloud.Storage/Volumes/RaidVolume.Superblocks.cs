@@ -49,7 +49,7 @@ public sealed partial class RaidVolume
             lock (_stateGate) merged = MergeLocked(disk);
             IBlockDevice?[]? attach = null;
             if (devices is not null)
-                for (int i = 0; i < _memberCount; i++)
+                for (var i = 0; i < _memberCount; i++)
                 {
                     IBlockDevice? candidate = devices[i];
                     if (candidate is null
@@ -84,7 +84,7 @@ public sealed partial class RaidVolume
 
     private async ValueTask<Guid?> OwnMemberIdAsync(IBlockDevice device, int index, CancellationToken cancellationToken)
     {
-        byte[] buffer = new byte[OnDiskFormat.SuperblockBytes * OnDiskFormat.SuperblockCopies];
+        var buffer = new byte[OnDiskFormat.SuperblockBytes * OnDiskFormat.SuperblockCopies];
         try { await device.ReadAsync(0, buffer, cancellationToken).ConfigureAwait(false); }
         catch (BlockDeviceException) { return null; }
         Superblock? best = BestCopy(buffer, index);
@@ -102,7 +102,7 @@ public sealed partial class RaidVolume
     private List<Superblock> ValidCopies(byte[] buffer, int index)
     {
         var copies = new List<Superblock>(OnDiskFormat.SuperblockCopies);
-        for (int c = 0; c < OnDiskFormat.SuperblockCopies; c++)
+        for (var c = 0; c < OnDiskFormat.SuperblockCopies; c++)
         {
             Superblock? sb = Superblock.TryRead(
                 buffer.AsSpan(c * OnDiskFormat.SuperblockBytes, OnDiskFormat.SuperblockBytes), out _);
@@ -128,7 +128,7 @@ public sealed partial class RaidVolume
         generation = newest.Generation;
         MemberRecord[] merged = newest.Members.ToArray();
         foreach (Superblock sb in copies)
-            for (int i = 0; i < memberCount; i++)
+            for (var i = 0; i < memberCount; i++)
             {
                 MemberRecord r = sb.Members[i];
                 if (r.MemberId != merged[i].MemberId) continue;
@@ -147,13 +147,13 @@ public sealed partial class RaidVolume
     {
         var versions = new string?[_memberCount];
         var reads = new Task<List<Superblock>>?[_memberCount];
-        for (int m = 0; m < _memberCount; m++)
+        for (var m = 0; m < _memberCount; m++)
         {
             IBlockDevice? d = _devices[m];
             if (d is not null && IsWritable(m)) reads[m] = ReadOneAsync(m, d, versions, cancellationToken);
         }
         var copies = new List<Superblock>();
-        for (int m = 0; m < _memberCount; m++)
+        for (var m = 0; m < _memberCount; m++)
         {
             if (reads[m] is not Task<List<Superblock>> read) continue;
             try { copies.AddRange(await read.ConfigureAwait(false)); }
@@ -170,7 +170,7 @@ public sealed partial class RaidVolume
         string?[] versions,
         CancellationToken cancellationToken)
     {
-        byte[] buffer = new byte[OnDiskFormat.SuperblockBytes * OnDiskFormat.SuperblockCopies];
+        var buffer = new byte[OnDiskFormat.SuperblockBytes * OnDiskFormat.SuperblockCopies];
         if (d is IConditionalBlockDevice c)
             versions[m] = await c.ReadVersionedAsync(0, buffer, cancellationToken).ConfigureAwait(false);
         else await d.ReadAsync(0, buffer, cancellationToken).ConfigureAwait(false);
@@ -181,9 +181,9 @@ public sealed partial class RaidVolume
     private MemberRecord[] MergeLocked(DiskView disk)
     {
         var merged = new MemberRecord[_memberCount];
-        MemberRecord[]? onDisk = MergeCopies(disk.Copies, _memberCount, out long diskGeneration);
-        bool useDisk = onDisk is not null && diskGeneration >= _generation;
-        for (int i = 0; i < _memberCount; i++)
+        MemberRecord[]? onDisk = MergeCopies(disk.Copies, _memberCount, out var diskGeneration);
+        var useDisk = onDisk is not null && diskGeneration >= _generation;
+        for (var i = 0; i < _memberCount; i++)
         {
             var local = new MemberRecord(_memberIds[i], _states[i], Volatile.Read(ref _cursors[i]));
             if (!useDisk) { merged[i] = local; continue; }
@@ -214,7 +214,7 @@ public sealed partial class RaidVolume
     /// </summary>
     private void ApplyLocked(MemberRecord[] records, long generation, IBlockDevice?[]? attach)
     {
-        for (int i = 0; i < _memberCount; i++)
+        for (var i = 0; i < _memberCount; i++)
         {
             MemberRecord r = records[i];
             IBlockDevice? candidate = attach?[i];
@@ -286,9 +286,9 @@ public sealed partial class RaidVolume
             {
                 // Each round either succeeds, loses a member (at most MemberCount times) or meets a conflict (at most
                 // MaxConditionalAttempts times).
-                for (int attempt = 0; attempt <= MaxConditionalAttempts + _memberCount; attempt++)
+                for (var attempt = 0; attempt <= MaxConditionalAttempts + _memberCount; attempt++)
                 {
-                    bool conditional = attempt < MaxConditionalAttempts;
+                    var conditional = attempt < MaxConditionalAttempts;
                     DiskView disk = fresh
                         ? new DiskView(-1, [], new string?[_memberCount])
                         : await ReadSuperblocksAsync(cancellationToken).ConfigureAwait(false);
@@ -303,7 +303,7 @@ public sealed partial class RaidVolume
                     // The view changes before the write so that the data path stops using a failed member at once.
                     lock (_stateGate) ApplyLocked(records, generation, attach);
                     var writes = new List<(int Member, Task<bool> Task)>();
-                    for (int m = 0; m < _memberCount; m++)
+                    for (var m = 0; m < _memberCount; m++)
                     {
                         IBlockDevice? d = _devices[m];
                         if (d is null || !IsWritable(m)) continue;
@@ -314,14 +314,14 @@ public sealed partial class RaidVolume
                             StripeCount = StripeCount, Generation = generation, Created = _created,
                             Updated = DateTimeOffset.UtcNow, Members = records,
                         };
-                        byte[] block = new byte[OnDiskFormat.SuperblockBytes];
+                        var block = new byte[OnDiskFormat.SuperblockBytes];
                         sb.WriteTo(block);
-                        long offset = generation % OnDiskFormat.SuperblockCopies * OnDiskFormat.SuperblockBytes;
+                        var offset = generation % OnDiskFormat.SuperblockCopies * OnDiskFormat.SuperblockBytes;
                         writes.Add((m, WriteSuperblockCopyAsync(
                             d, offset, block, conditional ? disk.Versions[m] : null, cancellationToken)));
                     }
-                    bool again = false;
-                    foreach ((int m, Task<bool> t) in writes)
+                    var again = false;
+                    foreach ((var m, Task<bool> t) in writes)
                     {
                         try { again |= !await t.ConfigureAwait(false); }
                         catch (BlockDeviceException e)

@@ -68,7 +68,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         _cursors = new long[_memberCount];
         _reasons = new string?[_memberCount];
         _detached = new bool[_memberCount];
-        for (int i = 0; i < _memberCount; i++)
+        for (var i = 0; i < _memberCount; i++)
         {
             _memberIds[i] = records[i].MemberId;
             _states[i] = records[i].State;
@@ -77,14 +77,14 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         _generation = generation;
         _created = created;
         _stripeLocks = new SemaphoreSlim[StripeLockCount];
-        for (int i = 0; i < _stripeLocks.Length; i++) _stripeLocks[i] = new SemaphoreSlim(1, 1);
+        for (var i = 0; i < _stripeLocks.Length; i++) _stripeLocks[i] = new SemaphoreSlim(1, 1);
         _intent = new WriteIntentLog(
             stripeCount,
             OnDiskFormat.IntentRegionStripes(stripeCount, definition.Geometry.StripeDataBytes),
             options.WriteIntentLog,
             PersistIntentPageAsync);
-        int slots = _dataCount + _parityCount;
-        int retained = (int)Math.Clamp(ScratchBudgetBytes / ((long)_memberCount * _slotBytes), 2, 256);
+        var slots = _dataCount + _parityCount;
+        var retained = (int)Math.Clamp(ScratchBudgetBytes / ((long)_memberCount * _slotBytes), 2, 256);
         _scratchPool = new StripeScratchPool(
             () => new StripeScratch(_memberCount, _slotBytes, _blocksPerChunk, _dataCount, slots), retained);
         MaxIoSizeBytes = Math.Max(options.MaxIoSizeBytes, definition.Geometry.StripeDataBytes);
@@ -138,7 +138,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         get
         {
             int lost = 0, rebuilding = 0;
-            for (int i = 0; i < _states.Length; i++)
+            for (var i = 0; i < _states.Length; i++)
             {
                 MemberState s = _states[i];
                 if (s is MemberState.Failed or MemberState.Missing) lost++;
@@ -158,7 +158,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             lock (_stateGate)
             {
                 var list = new MemberInfo[_memberCount];
-                for (int i = 0; i < _memberCount; i++)
+                for (var i = 0; i < _memberCount; i++)
                     list[i] = new MemberInfo(
                         i, _devices[i]?.Name, _memberIds[i], _states[i], Volatile.Read(ref _cursors[i]), _reasons[i]);
                 return list;
@@ -182,9 +182,9 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         if (members.Count != g.MemberCount)
             throw new ArgumentException(
                 $"{members.Count} devices given; the geometry {g} needs exactly {g.MemberCount}.", nameof(members));
-        long smallest = long.MaxValue;
-        string smallestName = "";
-        for (int i = 0; i < members.Count; i++)
+        var smallest = long.MaxValue;
+        var smallestName = "";
+        for (var i = 0; i < members.Count; i++)
         {
             IBlockDevice d = members[i]
                 ?? throw new ArgumentException(
@@ -193,20 +193,20 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
                 throw new ArgumentException(
                     $"{d.Name}: sector size {d.SectorSizeBytes} does not divide the {VolumeGeometry.BlockSizeBytes}-byte block.",
                     nameof(members));
-            for (int j = 0; j < i; j++)
+            for (var j = 0; j < i; j++)
                 if (ReferenceEquals(members[j], d) || members[j].Name == d.Name)
                     throw new ArgumentException(
                         $"device {d.Name} is given as both member {j} and member {i}.", nameof(members));
             if (d.CapacityBytes < smallest) { smallest = d.CapacityBytes; smallestName = d.Name; }
         }
-        long stripes = OnDiskFormat.StripesThatFit(smallest, g.ChunkSizeBytes);
+        var stripes = OnDiskFormat.StripesThatFit(smallest, g.ChunkSizeBytes);
         if (stripes < 1)
             throw new ArgumentException(
                 $"{smallestName} holds {smallest} bytes; a member needs at least {OnDiskFormat.DataOffsetBytes + OnDiskFormat.ChunkStrideBytes(g.ChunkSizeBytes)} bytes for chunk size {g.ChunkSizeBytes}.",
                 nameof(members));
 
         var records = new MemberRecord[g.MemberCount];
-        for (int i = 0; i < records.Length; i++) records[i] = new MemberRecord(Guid.NewGuid(), MemberState.Active, 0);
+        for (var i = 0; i < records.Length; i++) records[i] = new MemberRecord(Guid.NewGuid(), MemberState.Active, 0);
         var volume = new RaidVolume(definition, stripes, members.ToArray(), records, 0, DateTimeOffset.UtcNow, options);
         await volume.InitializeMembersAsync(options.ZeroMembersOnCreate, cancellationToken).ConfigureAwait(false);
         return volume;
@@ -214,10 +214,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
 
     private async ValueTask InitializeMembersAsync(bool zeroData, CancellationToken cancellationToken)
     {
-        byte[] zeros =
+        var zeros =
             new byte[Math.Max(OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount, zeroData ? 1 << 20 : 0)];
         var tasks = new List<Task>();
-        for (int m = 0; m < _memberCount; m++)
+        for (var m = 0; m < _memberCount; m++)
         {
             IBlockDevice d = _devices[m]!;
             tasks.Add(
@@ -250,7 +250,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     {
         for (long done = 0; done < lengthBytes;)
         {
-            int n = (int)Math.Min(zeros.Length, lengthBytes - done);
+            var n = (int)Math.Min(zeros.Length, lengthBytes - done);
             await device.WriteAsync(offsetBytes + done, zeros.AsMemory(0, n), cancellationToken).ConfigureAwait(false);
             done += n;
         }
@@ -301,8 +301,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
 
         var records = new MemberRecord[g.MemberCount];
         var rejoining = new IBlockDevice?[g.MemberCount];
-        bool changed = false;
-        for (int i = 0; i < records.Length; i++)
+        var changed = false;
+        for (var i = 0; i < records.Length; i++)
         {
             MemberRecord r = table[i];
             if (devices[i] is null && r.State is MemberState.Active or MemberState.Rebuilding)
@@ -331,10 +331,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         if (changed)
         {
             var newIds = new Guid?[g.MemberCount];
-            for (int i = 0; i < newIds.Length; i++) if (rejoining[i] is not null) newIds[i] = Guid.NewGuid();
+            for (var i = 0; i < newIds.Length; i++) if (rejoining[i] is not null) newIds[i] = Guid.NewGuid();
             await volume.UpdateSuperblocksAsync(table =>
             {
-                for (int i = 0; i < table.Length; i++)
+                for (var i = 0; i < table.Length; i++)
                     if (newIds[i] is Guid id
                         && table[i].MemberId == records[i].MemberId
                         && table[i].State == MemberState.Missing)
@@ -342,7 +342,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             }, rejoining, fresh: false, cancellationToken).ConfigureAwait(false);
         }
         if (options.RecoverAllWriterSlots)
-            for (int slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++)
+            for (var slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++)
                 await volume.RecoverWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
         else
             await volume.RecoverWriterSlotAsync(options.WriterSlot, cancellationToken).ConfigureAwait(false);
@@ -359,8 +359,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         var found = new Superblock?[members.Count];
         var devices = new IBlockDevice?[members.Count];
         var allCopies = new List<Superblock>();
-        byte[] buffer = new byte[OnDiskFormat.SuperblockBytes * OnDiskFormat.SuperblockCopies];
-        for (int i = 0; i < members.Count; i++)
+        var buffer = new byte[OnDiskFormat.SuperblockBytes * OnDiskFormat.SuperblockCopies];
+        for (var i = 0; i < members.Count; i++)
         {
             IBlockDevice? d = members[i];
             if (d is null) continue;
@@ -368,10 +368,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             catch (BlockDeviceException) { continue; } // An unreadable disk counts as missing.
             Superblock? best = null;
             string? why = null;
-            for (int c = 0; c < OnDiskFormat.SuperblockCopies; c++)
+            for (var c = 0; c < OnDiskFormat.SuperblockCopies; c++)
             {
                 Superblock? sb = Superblock.TryRead(
-                    buffer.AsSpan(c * OnDiskFormat.SuperblockBytes, OnDiskFormat.SuperblockBytes), out string? error);
+                    buffer.AsSpan(c * OnDiskFormat.SuperblockBytes, OnDiskFormat.SuperblockBytes), out var error);
                 why ??= error;
                 if (sb is not null && sb.MemberIndex == i) allCopies.Add(sb);
                 if (sb is not null && (best is null || sb.Generation > best.Generation)) best = sb;
@@ -395,11 +395,11 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         MemberRecord[] table)
     {
         VolumeGeometry g = authority.Geometry;
-        for (int i = 0; i < found.Length; i++)
+        for (var i = 0; i < found.Length; i++)
         {
             Superblock? sb = found[i];
             if (sb is null) continue;
-            string name = devices[i]!.Name;
+            var name = devices[i]!.Name;
             if (sb.VolumeId != authority.VolumeId)
                 throw new VolumeFormatException(
                     $"device {name} given as member {i} belongs to volume '{sb.VolumeName}' ({sb.VolumeId}), not '{authority.VolumeName}' ({authority.VolumeId}): a foreign disk.",
@@ -464,7 +464,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         if (Geometry.MaxFailedMembers == 0)
             throw new InvalidOperationException(
                 $"{Geometry.Level} has no redundancy; a lost member cannot be rebuilt.");
-        long needed = OnDiskFormat.DataOffsetBytes + StripeCount * Layout.ChunkStrideBytes;
+        var needed = OnDiskFormat.DataOffsetBytes + StripeCount * Layout.ChunkStrideBytes;
         if (replacement.CapacityBytes < needed)
             throw new ArgumentException(
                 $"{replacement.Name} holds {replacement.CapacityBytes} bytes; member {memberIndex} needs at least {needed}.",
@@ -486,7 +486,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
                     throw new ArgumentException(
                         $"{replacement.Name} is already a member of this volume.", nameof(replacement));
         }
-        byte[] zeros = new byte[OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount];
+        var zeros = new byte[OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount];
         await replacement.WriteAsync(OnDiskFormat.IntentOffsetBytes, zeros, cancellationToken).ConfigureAwait(false);
         Guid newId = Guid.NewGuid();
         var attach = new IBlockDevice?[_memberCount];
@@ -534,7 +534,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     private async ValueTask FlushMembersAsync(CancellationToken cancellationToken)
     {
         var tasks = new List<Task>(_memberCount);
-        for (int m = 0; m < _memberCount; m++)
+        for (var m = 0; m < _memberCount; m++)
         {
             IBlockDevice? d = _devices[m];
             if (d is null || !IsWritable(m)) continue;
@@ -614,16 +614,16 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
 
     private async ValueTask PersistIntentPageAsync(ReadOnlyMemory<byte> page, CancellationToken cancellationToken)
     {
-        long offset = OnDiskFormat.IntentOffsetBytes + (long)_options.WriterSlot * OnDiskFormat.IntentSlotBytes;
+        var offset = OnDiskFormat.IntentOffsetBytes + (long)_options.WriterSlot * OnDiskFormat.IntentSlotBytes;
         var writes = new List<(int, Task)>();
-        for (int m = 0; m < _memberCount; m++)
+        for (var m = 0; m < _memberCount; m++)
         {
             IBlockDevice? d = _devices[m];
             if (d is null || !IsWritable(m)) continue;
             writes.Add((m, WriteAndFlushAsync(d, offset, page.ToArray(), cancellationToken)));
         }
-        int ok = 0;
-        foreach ((int m, Task t) in writes)
+        var ok = 0;
+        foreach ((var m, Task t) in writes)
         {
             try { await t.ConfigureAwait(false); ok++; }
             catch (BlockDeviceException e)
@@ -647,7 +647,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         if (!_options.RecoverAllWriterSlots)
             return await RecoverWriterSlotAsync(_options.WriterSlot, cancellationToken).ConfigureAwait(false);
         long total = 0;
-        for (int slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++)
+        for (var slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++)
             total += await RecoverWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
         return total;
     }
@@ -663,10 +663,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         if ((uint)slot >= OnDiskFormat.IntentSlotCount)
             throw new ArgumentOutOfRangeException(
                 nameof(slot), slot, $"allowed: 0..{OnDiskFormat.IntentSlotCount - 1}.");
-        long offset = OnDiskFormat.IntentOffsetBytes + (long)slot * OnDiskFormat.IntentSlotBytes;
-        byte[] merged = new byte[OnDiskFormat.IntentSlotBytes];
-        byte[] page = new byte[OnDiskFormat.IntentSlotBytes];
-        for (int m = 0; m < _memberCount; m++)
+        var offset = OnDiskFormat.IntentOffsetBytes + (long)slot * OnDiskFormat.IntentSlotBytes;
+        var merged = new byte[OnDiskFormat.IntentSlotBytes];
+        var page = new byte[OnDiskFormat.IntentSlotBytes];
+        for (var m = 0; m < _memberCount; m++)
         {
             IBlockDevice? d = _devices[m];
             if (d is null || !IsWritable(m)) continue;
@@ -676,12 +676,12 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
                 await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
                 continue;
             }
-            for (int i = 0; i < page.Length; i++) merged[i] |= page[i];
+            for (var i = 0; i < page.Length; i++) merged[i] |= page[i];
         }
         if (Array.TrueForAll(merged, b => b == 0)) return 0;
         long resynced = 0;
-        foreach ((long first, long end) in WriteIntentLog.MarkedStripes(merged, StripeCount, _intent.RegionStripes))
-            for (long s = first; s < end; s++)
+        foreach ((var first, var end) in WriteIntentLog.MarkedStripes(merged, StripeCount, _intent.RegionStripes))
+            for (var s = first; s < end; s++)
             {
                 await ResyncStripeAsync(s, cancellationToken).ConfigureAwait(false);
                 resynced++;
@@ -694,7 +694,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             return resynced;
         }
         Array.Clear(page);
-        for (int m = 0; m < _memberCount; m++)
+        for (var m = 0; m < _memberCount; m++)
         {
             IBlockDevice? d = _devices[m];
             if (d is null || !IsWritable(m)) continue;

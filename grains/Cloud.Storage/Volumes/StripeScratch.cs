@@ -84,7 +84,7 @@ internal sealed class StripeScratchPool(Func<StripeScratch> factory, int maxReta
     {
         if (_items.TryTake(out StripeScratch? s))
         {
-            int left = Interlocked.Decrement(ref _count);
+            var left = Interlocked.Decrement(ref _count);
             Debug.Assert(left >= 0, "more scratches taken from the pool than were put in");
             return s;
         }

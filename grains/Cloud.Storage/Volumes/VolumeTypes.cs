@@ -63,7 +63,7 @@ public sealed record VolumeDefinition(string Name, Guid VolumeId, VolumeGeometry
     {
         if (string.IsNullOrEmpty(Name))
             throw new ArgumentException("volume name must not be empty; allowed: 1..255 UTF-8 bytes.", nameof(Name));
-        int bytes = System.Text.Encoding.UTF8.GetByteCount(Name);
+        var bytes = System.Text.Encoding.UTF8.GetByteCount(Name);
         if (bytes > MaxNameBytes)
             throw new ArgumentOutOfRangeException(
                 nameof(Name), Name, $"volume name is {bytes} UTF-8 bytes; allowed: 1..{MaxNameBytes}.");

@@ -41,8 +41,8 @@ internal sealed class WriteIntentLog
         {
             lock (_gate)
             {
-                int n = 0;
-                foreach (byte b in _durable) n += System.Numerics.BitOperations.PopCount(b);
+                var n = 0;
+                foreach (var b in _durable) n += System.Numerics.BitOperations.PopCount(b);
                 return n;
             }
         }
@@ -52,7 +52,7 @@ internal sealed class WriteIntentLog
     public async ValueTask BeginAsync(long stripe, CancellationToken cancellationToken)
     {
         if (!_enabled) return;
-        int region = (int)(stripe / RegionStripes);
+        var region = (int)(stripe / RegionStripes);
         lock (_gate)
         {
             _inFlight[region]++;
@@ -81,7 +81,7 @@ internal sealed class WriteIntentLog
     public void End(long stripe)
     {
         if (!_enabled) return;
-        int region = (int)(stripe / RegionStripes);
+        var region = (int)(stripe / RegionStripes);
         lock (_gate)
         {
             Debug.Assert(_inFlight[region] > 0, $"region {region} ended more writes than it began");
@@ -99,10 +99,10 @@ internal sealed class WriteIntentLog
         await _persistGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            bool changed = false;
+            var changed = false;
             lock (_gate)
             {
-                for (int r = 0; r < _inFlight.Length; r++)
+                for (var r = 0; r < _inFlight.Length; r++)
                 {
                     if (_inFlight[r] != 0 || !IsSet(_durable, r)) continue;
                     // Clear the durable bit first: a writer arriving now waits on the persist gate
@@ -131,8 +131,8 @@ internal sealed class WriteIntentLog
         long stripeCount,
         long regionStripes)
     {
-        long regions = (stripeCount + regionStripes - 1) / regionStripes;
-        for (int r = 0; r < regions; r++)
+        var regions = (stripeCount + regionStripes - 1) / regionStripes;
+        for (var r = 0; r < regions; r++)
             if (IsSet(page.Span, r)) yield return (r * regionStripes, Math.Min(stripeCount, (r + 1) * regionStripes));
     }
 

@@ -151,7 +151,7 @@ public sealed class FaultProxy : IAsyncDisposable
     private async Task HandleOneRequestAsync(Socket client, CancellationToken cancellationToken)
     {
         var buffer = new byte[MaxHeadBytes];
-        int filled = 0;
+        var filled = 0;
         int headEnd;
         while ((headEnd = buffer.AsSpan(0, filled).IndexOf("\r\n\r\n"u8)) < 0)
         {
@@ -160,7 +160,7 @@ public sealed class FaultProxy : IAsyncDisposable
                 throw new IOException($"Request head longer than {MaxHeadBytes} bytes.");
             }
 
-            int n = await client.ReceiveAsync(buffer.AsMemory(filled), cancellationToken).ConfigureAwait(false);
+            var n = await client.ReceiveAsync(buffer.AsMemory(filled), cancellationToken).ConfigureAwait(false);
             if (n == 0)
             {
                 return;
@@ -169,9 +169,9 @@ public sealed class FaultProxy : IAsyncDisposable
             filled += n;
         }
 
-        string head = Encoding.ASCII.GetString(buffer, 0, headEnd);
-        string[] lines = head.Split("\r\n");
-        string[] requestLine = lines[0].Split(' ');
+        var head = Encoding.ASCII.GetString(buffer, 0, headEnd);
+        var lines = head.Split("\r\n");
+        var requestLine = lines[0].Split(' ');
         var headers = lines.Skip(1)
             .Select(l => l.Split(':', 2))
             .Where(p => p.Length == 2)
@@ -183,9 +183,9 @@ public sealed class FaultProxy : IAsyncDisposable
         var request = new ProxyRequest(requestLine[0], requestLine[1], Header("x-ms-range") ?? Header("Range"));
         ProxyFault fault = _decide(request);
         Interlocked.Increment(ref _faultCounts[(int)fault]);
-        int waiting = Interlocked.Increment(ref _requestsWaitingForResponse);
+        var waiting = Interlocked.Increment(ref _requestsWaitingForResponse);
         UpdateMax(waiting);
-        bool answered = false;
+        var answered = false;
         void MarkAnswered()
         {
             if (!answered)
@@ -205,18 +205,18 @@ public sealed class FaultProxy : IAsyncDisposable
             }
 
             // The whole body, so that a fault answer is not mistaken by the client for a reset mid-upload.
-            long contentLength = long.TryParse(Header("Content-Length"), out long length) ? length : 0;
+            var contentLength = long.TryParse(Header("Content-Length"), out var length) ? length : 0;
             if (contentLength > MaxBodyBytes)
             {
                 throw new IOException($"Request body of {contentLength} bytes is over the proxy's {MaxBodyBytes}.");
             }
 
-            byte[] body = new byte[contentLength];
-            int already = Math.Min(filled - (headEnd + 4), (int)contentLength);
+            var body = new byte[contentLength];
+            var already = Math.Min(filled - (headEnd + 4), (int)contentLength);
             buffer.AsSpan(headEnd + 4, already).CopyTo(body);
-            for (int got = already; got < body.Length;)
+            for (var got = already; got < body.Length;)
             {
-                int n = await client.ReceiveAsync(body.AsMemory(got), cancellationToken).ConfigureAwait(false);
+                var n = await client.ReceiveAsync(body.AsMemory(got), cancellationToken).ConfigureAwait(false);
                 if (n == 0)
                 {
                     return;
@@ -227,10 +227,10 @@ public sealed class FaultProxy : IAsyncDisposable
 
             if (fault is ProxyFault.ServerBusy503 or ProxyFault.InternalError500)
             {
-                bool busy = fault == ProxyFault.ServerBusy503;
-                string code = busy ? "ServerBusy" : "InternalError";
-                string xml = $"<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>Injected by the test proxy.</Message></Error>";
-                string response = $"HTTP/1.1 {(busy ? "503 Service Unavailable" : "500 Internal Server Error")}\r\n"
+                var busy = fault == ProxyFault.ServerBusy503;
+                var code = busy ? "ServerBusy" : "InternalError";
+                var xml = $"<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>Injected by the test proxy.</Message></Error>";
+                var response = $"HTTP/1.1 {(busy ? "503 Service Unavailable" : "500 Internal Server Error")}\r\n"
                     + $"Content-Type: application/xml\r\nx-ms-error-code: {code}\r\nContent-Length: {Encoding.UTF8.GetByteCount(xml)}\r\nConnection: close\r\n\r\n{xml}";
                 MarkAnswered();
                 await client.SendAsync(Encoding.UTF8.GetBytes(response), cancellationToken).ConfigureAwait(false);
@@ -265,14 +265,14 @@ public sealed class FaultProxy : IAsyncDisposable
             }
 
             // Where a mid-response drop cuts: inside the head for small answers, inside the body for reads.
-            int cutAfterBytes = fault != ProxyFault.DropMidResponse
+            var cutAfterBytes = fault != ProxyFault.DropMidResponse
                 ? int.MaxValue
                 : _cutAfterBytes ?? 100 + (int)((uint)request.Target.Aggregate(17, (h, c) => (h * 31) + c) % 3000);
             var relay = new byte[64 * 1024];
             long relayed = 0;
             while (true)
             {
-                int n = await upstream.ReceiveAsync(relay, cancellationToken).ConfigureAwait(false);
+                var n = await upstream.ReceiveAsync(relay, cancellationToken).ConfigureAwait(false);
                 if (n == 0)
                 {
                     break;
@@ -284,7 +284,7 @@ public sealed class FaultProxy : IAsyncDisposable
                 }
 
                 MarkAnswered();
-                int send = (int)Math.Min(n, cutAfterBytes - relayed);
+                var send = (int)Math.Min(n, cutAfterBytes - relayed);
                 await client.SendAsync(relay.AsMemory(0, send), cancellationToken).ConfigureAwait(false);
                 relayed += send;
                 if (relayed >= cutAfterBytes)

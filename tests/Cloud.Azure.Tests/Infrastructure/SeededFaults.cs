@@ -27,18 +27,18 @@ public sealed class SeededFaults(int seed)
 
     public ProxyFault Decide(ProxyRequest request)
     {
-        string key = $"{request.Method} {request.Target} {request.Range}";
-        int attempt = _tries.AddOrUpdate(key, 0, (_, n) => n + 1);
-        ulong h = Hash(key);
-        int faults = (int)(h % (MaxFaultsPerRequest + 1));
+        var key = $"{request.Method} {request.Target} {request.Range}";
+        var attempt = _tries.AddOrUpdate(key, 0, (_, n) => n + 1);
+        var h = Hash(key);
+        var faults = (int)(h % (MaxFaultsPerRequest + 1));
         return attempt < faults ? Faults[Hash($"{key}#{attempt}") % (ulong)Faults.Length] : ProxyFault.None;
     }
 
     // FNV-1a over the seed and the text: stable across processes, unlike string.GetHashCode.
     private ulong Hash(string text)
     {
-        ulong h = 14695981039346656037UL ^ (ulong)(uint)seed;
-        foreach (char c in text)
+        var h = 14695981039346656037UL ^ (ulong)(uint)seed;
+        foreach (var c in text)
         {
             h = (h ^ c) * 1099511628211UL;
         }

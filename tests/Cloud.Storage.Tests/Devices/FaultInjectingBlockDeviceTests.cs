@@ -31,16 +31,16 @@ public sealed class FaultInjectingBlockDeviceTests
     {
         var inner = new MemoryBlockDevice(1 << 16);
         var device = new FaultInjectingBlockDevice(inner, seed: 42);
-        byte[] data = new byte[4096];
+        var data = new byte[4096];
         new Random(3).NextBytes(data);
         await device.WriteAsync(0, data);
         device.FlipBitsOnRead(1024, 512);
-        byte[] back = new byte[4096];
+        var back = new byte[4096];
         await device.ReadAsync(0, back);
-        int differingBits = 0;
-        for (int i = 0; i < data.Length; i++)
+        var differingBits = 0;
+        for (var i = 0; i < data.Length; i++)
         {
-            int diff = System.Numerics.BitOperations.PopCount((uint)(data[i] ^ back[i]));
+            var diff = System.Numerics.BitOperations.PopCount((uint)(data[i] ^ back[i]));
             if (diff > 0) Assert.InRange(i, 1024, 1535);
             differingBits += diff;
         }
@@ -54,11 +54,11 @@ public sealed class FaultInjectingBlockDeviceTests
         const int seed = 11;
         var inner = new MemoryBlockDevice(1 << 16);
         var device = new FaultInjectingBlockDevice(inner, seed) { TornWriteProbability = 1 };
-        byte[] data = new byte[8 * 512];
+        var data = new byte[8 * 512];
         Array.Fill(data, (byte)0xAB);
         await Assert.ThrowsAsync<BlockDeviceException>(() => device.WriteAsync(0, data).AsTask());
-        byte[] medium = inner.Contents[..data.Length].ToArray();
-        int landed = Array.IndexOf(medium, (byte)0);
+        var medium = inner.Contents[..data.Length].ToArray();
+        var landed = Array.IndexOf(medium, (byte)0);
         if (landed < 0) landed = data.Length;
         Assert.True(landed % 512 == 0 && landed < data.Length, $"seed {seed}: {landed} bytes landed");
         Assert.All(medium[landed..], b => Assert.Equal(0, b));
@@ -74,7 +74,7 @@ public sealed class FaultInjectingBlockDeviceTests
         await b.WriteAsync(0, new byte[512]);
         Assert.False(crash.HasCrashed);
         await Assert.ThrowsAsync<BlockDeviceException>(() => a.WriteAsync(512, new byte[512]).AsTask());
-        byte[] ones = Enumerable.Repeat((byte)1, 512).ToArray();
+        var ones = Enumerable.Repeat((byte)1, 512).ToArray();
         await Assert.ThrowsAsync<BlockDeviceException>(() => b.WriteAsync(0, ones).AsTask());
         Assert.True(crash.HasCrashed);
         Assert.All(((MemoryBlockDevice)b.Inner).Contents[..512].ToArray(), x => Assert.Equal(0, x));
@@ -88,14 +88,14 @@ public sealed class FaultInjectingBlockDeviceTests
             var device = new FaultInjectingBlockDevice(
                 new MemoryBlockDevice(1 << 16), seed) { ReadErrorProbability = 0.5 };
             var outcome = new System.Text.StringBuilder();
-            for (int i = 0; i < 64; i++)
+            for (var i = 0; i < 64; i++)
             {
                 try { await device.ReadAsync(0, new byte[512]); outcome.Append('.'); }
                 catch (BlockDeviceException) { outcome.Append('x'); }
             }
             return outcome.ToString();
         }
-        string first = await Pattern(77);
+        var first = await Pattern(77);
         Assert.Equal(first, await Pattern(77));
         Assert.Contains('x', first);
         Assert.Contains('.', first);

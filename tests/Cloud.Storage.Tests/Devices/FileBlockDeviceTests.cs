@@ -31,11 +31,11 @@ public sealed class FileBlockDeviceTests : IDisposable
     {
         await using var device = new FileBlockDevice(
             Path.Combine(_dir, $"v{inlineIoMaxBytes}.img"), 1 << 20) { InlineIoMaxBytes = inlineIoMaxBytes };
-        byte[] data = new byte[16384];
+        var data = new byte[16384];
         new Random(9).NextBytes(data);
         await device.WriteGatherAsync(
             8192, [data.AsMemory(0, 4096), data.AsMemory(4096, 8192), data.AsMemory(12288, 4096)]);
-        byte[] plain = new byte[16384];
+        var plain = new byte[16384];
         await device.ReadAsync(8192, plain);
         Assert.Equal(data, plain);
 
@@ -59,7 +59,7 @@ public sealed class FileBlockDeviceTests : IDisposable
     [Fact]
     public async Task NewFile_IsPreallocatedToCapacity()
     {
-        string path = Path.Combine(_dir, "a.img");
+        var path = Path.Combine(_dir, "a.img");
         await using (var device = new FileBlockDevice(path, 4 << 20))
         {
             Assert.False(device.IsBlockDevice);
@@ -71,8 +71,8 @@ public sealed class FileBlockDeviceTests : IDisposable
     [Fact]
     public async Task Reopen_WithoutCapacity_KeepsSizeAndData()
     {
-        string path = Path.Combine(_dir, "b.img");
-        byte[] data = new byte[4096];
+        var path = Path.Combine(_dir, "b.img");
+        var data = new byte[4096];
         new Random(5).NextBytes(data);
         await using (var device = new FileBlockDevice(path, 1 << 20))
         {
@@ -82,7 +82,7 @@ public sealed class FileBlockDeviceTests : IDisposable
         await using (var device = new FileBlockDevice(path))
         {
             Assert.Equal(1 << 20, device.CapacityBytes);
-            byte[] back = new byte[4096];
+            var back = new byte[4096];
             await device.ReadAsync(8192, back);
             Assert.Equal(data, back);
         }
@@ -91,7 +91,7 @@ public sealed class FileBlockDeviceTests : IDisposable
     [Fact]
     public void EmptyExistingFile_WithoutCapacity_IsRefused()
     {
-        string path = Path.Combine(_dir, "c.img");
+        var path = Path.Combine(_dir, "c.img");
         File.WriteAllBytes(path, []);
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => new FileBlockDevice(path));
         Assert.Contains("empty", e.Message);
@@ -101,9 +101,9 @@ public sealed class FileBlockDeviceTests : IDisposable
     [Fact]
     public async Task BlockDevicePath_ReportsItsSize_AndRoundTrips()
     {
-        string backing = Path.Combine(_dir, "loop.img");
+        var backing = Path.Combine(_dir, "loop.img");
         await using (var file = new FileBlockDevice(backing, 2 << 20)) { }
-        string? loop = TryLosetup(backing);
+        var loop = TryLosetup(backing);
         if (loop is null)
         {
             // Not root, or a container without loop devices: nothing to attach, and the regular-file
@@ -115,11 +115,11 @@ public sealed class FileBlockDeviceTests : IDisposable
             await using var device = new FileBlockDevice(loop);
             Assert.True(device.IsBlockDevice);
             Assert.Equal(2 << 20, device.CapacityBytes);
-            byte[] data = new byte[4096];
+            var data = new byte[4096];
             new Random(9).NextBytes(data);
             await device.WriteAsync(4096, data);
             await device.FlushAsync();
-            byte[] back = new byte[4096];
+            var back = new byte[4096];
             await device.ReadAsync(4096, back);
             Assert.Equal(data, back);
         }
@@ -133,7 +133,7 @@ public sealed class FileBlockDeviceTests : IDisposable
     {
         try
         {
-            string output = Run("losetup", $"--find --show {file}");
+            var output = Run("losetup", $"--find --show {file}");
             return output.StartsWith("/dev/", StringComparison.Ordinal) ? output : null;
         }
         catch (Exception) { return null; }
@@ -143,7 +143,7 @@ public sealed class FileBlockDeviceTests : IDisposable
     {
         using var p = Process.Start(
             new ProcessStartInfo(tool, args) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        string output = p.StandardOutput.ReadToEnd().Trim();
+        var output = p.StandardOutput.ReadToEnd().Trim();
         p.WaitForExit();
         return p.ExitCode == 0 ? output : "";
     }

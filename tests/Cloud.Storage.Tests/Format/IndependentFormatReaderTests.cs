@@ -41,36 +41,36 @@ public sealed class IndependentFormatReaderTests
             Array.Clear(model, model.Length - 8 * 4096, 8 * 4096);
         }
 
-        byte[][] raw = devices.Select(d => d.Contents.ToArray()).ToArray();
+        var raw = devices.Select(d => d.Contents.ToArray()).ToArray();
         Header h = ReadHeader(raw[0]);
         Assert.Equal(definition.VolumeId, h.VolumeId);
         Assert.Equal("independent", h.Name);
         Assert.Equal(((int)level, members, chunk), (h.Level, h.Members, h.Chunk));
-        for (int i = 0; i < members; i++) Assert.Equal(i, ReadHeader(raw[i]).MemberIndex);
+        for (var i = 0; i < members; i++) Assert.Equal(i, ReadHeader(raw[i]).MemberIndex);
 
-        int n = h.Members;
-        int parity = h.Level switch { 5 => 1, 6 => 2, _ => 0 };
-        int dataPerStripe = h.Level == 1 ? 1 : n - parity;
+        var n = h.Members;
+        var parity = h.Level switch { 5 => 1, 6 => 2, _ => 0 };
+        var dataPerStripe = h.Level == 1 ? 1 : n - parity;
         var volumeBytes = new byte[h.CapacityBytes];
         for (long s = 0; s < h.Stripes; s++)
         {
-            long slot = h.DataOffset + s * h.Stride;
-            int p = n - 1 - (int)(s % n);
-            int q = (p + 1) % n;
+            var slot = h.DataOffset + s * h.Stride;
+            var p = n - 1 - (int)(s % n);
+            var q = (p + 1) % n;
             int DataMember(int i) => h.Level switch { 0 => i, 1 => 0, 5 => (p + 1 + i) % n, _ => (p + 2 + i) % n };
-            byte[][] data = new byte[dataPerStripe][];
-            for (int i = 0; i < dataPerStripe; i++)
+            var data = new byte[dataPerStripe][];
+            for (var i = 0; i < dataPerStripe; i++)
             {
                 data[i] = raw[DataMember(i)].AsSpan((int)slot, h.Chunk).ToArray();
                 data[i].CopyTo(volumeBytes, (s * dataPerStripe + i) * h.Chunk);
             }
             // Checksums of every block of every member's chunk in this stripe.
-            for (int m = 0; m < n; m++)
-            for (int b = 0; b < h.Chunk / 4096; b++)
+            for (var m = 0; m < n; m++)
+            for (var b = 0; b < h.Chunk / 4096; b++)
             {
                 ReadOnlySpan<byte> entry = raw[m].AsSpan((int)(slot + h.Chunk + b * 16), 16);
-                long ts = BinaryPrimitives.ReadInt64LittleEndian(entry);
-                ulong sum = BinaryPrimitives.ReadUInt64LittleEndian(entry[8..]);
+                var ts = BinaryPrimitives.ReadInt64LittleEndian(entry);
+                var sum = BinaryPrimitives.ReadUInt64LittleEndian(entry[8..]);
                 if (ts == 0 && sum == 0) continue;
                 Assert.Equal(77, ts);
                 Assert.True(
@@ -78,16 +78,16 @@ public sealed class IndependentFormatReaderTests
                     $"seed {seed}: stripe {s} member {m} block {b} checksum");
             }
             if (h.Level == 1)
-                for (int m = 1; m < n; m++)
+                for (var m = 1; m < n; m++)
                     Assert.True(
                         raw[m].AsSpan((int)slot, h.Chunk).SequenceEqual(data[0]), $"stripe {s}: mirror {m} differs");
             if (parity >= 1)
             {
                 byte[] expectP = new byte[h.Chunk], expectQ = new byte[h.Chunk];
-                for (int i = 0; i < dataPerStripe; i++)
+                for (var i = 0; i < dataPerStripe; i++)
                 {
-                    byte coefficient = GfPow2(i);
-                    for (int x = 0; x < h.Chunk; x++)
+                    var coefficient = GfPow2(i);
+                    for (var x = 0; x < h.Chunk; x++)
                     {
                         expectP[x] ^= data[i][x];
                         expectQ[x] ^= GfMul(coefficient, data[i][x]);
@@ -126,7 +126,7 @@ public sealed class IndependentFormatReaderTests
     private static Header ReadHeader(byte[] member)
     {
         Header? best = null;
-        for (int copy = 0; copy < 2; copy++)
+        for (var copy = 0; copy < 2; copy++)
         {
             ReadOnlySpan<byte> b = member.AsSpan(copy * 4096, 4096);
             if (!b[..8].SequenceEqual("CLDVOL01"u8)) continue;
@@ -149,7 +149,7 @@ public sealed class IndependentFormatReaderTests
     private static byte GfMul(byte a, byte b)
     {
         int product = 0, x = a;
-        for (int bit = 0; bit < 8; bit++)
+        for (var bit = 0; bit < 8; bit++)
         {
             if ((b & (1 << bit)) != 0) product ^= x;
             x <<= 1;
@@ -161,7 +161,7 @@ public sealed class IndependentFormatReaderTests
     private static byte GfPow2(int power)
     {
         byte r = 1;
-        for (int i = 0; i < power; i++) r = GfMul(r, 2);
+        for (var i = 0; i < power; i++) r = GfMul(r, 2);
         return r;
     }
 }

@@ -7,13 +7,13 @@ public sealed class StripeLayoutTests
     public static TheoryData<RaidLevel, int, int> Geometries()
     {
         var data = new TheoryData<RaidLevel, int, int>();
-        foreach ((RaidLevel level, int[] members) in new[]
+        foreach ((RaidLevel level, var members) in new[]
                  {
                      (RaidLevel.Raid0, new[] { 1, 2, 5 }), (RaidLevel.Raid1, new[] { 2, 3 }),
                      (RaidLevel.Raid5, new[] { 3, 4, 7 }), (RaidLevel.Raid6, new[] { 4, 5, 8 }),
                  })
-        foreach (int n in members)
-        foreach (int chunk in new[] { 4096, 65536, 1 << 20 })
+        foreach (var n in members)
+        foreach (var chunk in new[] { 4096, 65536, 1 << 20 })
             data.Add(level, n, chunk);
         return data;
     }
@@ -45,14 +45,14 @@ public sealed class StripeLayoutTests
         for (long s = 0; s < layout.StripeCount; s++)
         {
             if (level == RaidLevel.Raid1) continue;
-            int slots = geometry.DataMemberCount + geometry.ParityMemberCount;
+            var slots = geometry.DataMemberCount + geometry.ParityMemberCount;
             Assert.Equal(members, slots);
             var used = new HashSet<int>();
-            for (int slot = 0; slot < slots; slot++) Assert.True(used.Add(layout.MemberAtLogicalSlot(s, slot)));
-            for (int m = 0; m < members; m++)
+            for (var slot = 0; slot < slots; slot++) Assert.True(used.Add(layout.MemberAtLogicalSlot(s, slot)));
+            for (var m = 0; m < members; m++)
             {
-                int role = layout.RoleOf(s, m);
-                int slot = role >= 0
+                var role = layout.RoleOf(s, m);
+                var slot = role >= 0
                     ? role
                     : role == StripeLayout.RoleP ? geometry.DataMemberCount : geometry.DataMemberCount + 1;
                 Assert.Equal(m, layout.MemberAtLogicalSlot(s, slot));
@@ -70,7 +70,7 @@ public sealed class StripeLayoutTests
         var layout = new StripeLayout(new VolumeGeometry(RaidLevel.Raid5, 4, 4096), 8);
         // stripe: member roles (data index, or P)
         string[] expected = ["0 1 2 P", "1 2 P 0", "2 P 0 1", "P 0 1 2", "0 1 2 P"];
-        for (int s = 0; s < expected.Length; s++)
+        for (var s = 0; s < expected.Length; s++)
             Assert.Equal(expected[s], string.Join(' ', Enumerable.Range(0, 4).Select(m => Role(layout.RoleOf(s, m)))));
     }
 
@@ -82,7 +82,7 @@ public sealed class StripeLayoutTests
     {
         var layout = new StripeLayout(new VolumeGeometry(RaidLevel.Raid6, 5, 4096), 8);
         string[] expected = ["Q 0 1 2 P", "0 1 2 P Q", "1 2 P Q 0", "2 P Q 0 1", "P Q 0 1 2", "Q 0 1 2 P"];
-        for (int s = 0; s < expected.Length; s++)
+        for (var s = 0; s < expected.Length; s++)
             Assert.Equal(expected[s], string.Join(' ', Enumerable.Range(0, 5).Select(m => Role(layout.RoleOf(s, m)))));
     }
 
@@ -94,7 +94,7 @@ public sealed class StripeLayoutTests
     {
         var layout = new StripeLayout(new VolumeGeometry(RaidLevel.Raid1, 3, 8192), 4);
         Assert.Equal(4 * 8192, layout.CapacityBytes);
-        for (int m = 0; m < 3; m++) Assert.Equal(8192 + 100, layout.ToVolumeOffset(1, m, 100));
+        for (var m = 0; m < 3; m++) Assert.Equal(8192 + 100, layout.ToVolumeOffset(1, m, 100));
     }
 
     [Theory]

@@ -12,11 +12,11 @@ public class Gf256KernelTests
         var width = (VectorWidth)widthBytes;
         var zeros = new byte[256];
         var product = new byte[256];
-        for (int c = 0; c < 256; c++)
+        for (var c = 0; c < 256; c++)
         {
-            for (int x = 0; x < 256; x++) product[x] = (byte)x;
+            for (var x = 0; x < 256; x++) product[x] = (byte)x;
             ParityDispatch.MulXor(width, ref product[0], ref zeros[0], 256, (byte)c);
-            for (int x = 0; x < 256; x++)
+            for (var x = 0; x < 256; x++)
                 Assert.True(
                     Gf256.Mul((byte)c, (byte)x) == product[x],
                     $"width {width}: {c} * {x} gave {product[x]}, expected {Gf256.Mul((byte)c, (byte)x)}");
@@ -28,12 +28,12 @@ public class Gf256KernelTests
     public void MultiplyByTwo_EveryByte_MatchesLogTables(int widthBytes)
     {
         var width = (VectorWidth)widthBytes;
-        for (int times = 1; times <= 3; times++)
+        for (var times = 1; times <= 3; times++)
         {
             var q = new byte[256];
-            for (int x = 0; x < 256; x++) q[x] = (byte)x;
+            for (var x = 0; x < 256; x++) q[x] = (byte)x;
             ParityDispatch.Mul2InPlace(width, ref q[0], 256, times);
-            for (int x = 0; x < 256; x++)
+            for (var x = 0; x < 256; x++)
                 Assert.True(
                     Gf256.Mul(Gf256.Exp(times), (byte)x) == q[x], $"width {width}: 2^{times} * {x} gave {q[x]}");
         }
@@ -50,7 +50,7 @@ public class Gf256KernelTests
     {
         // Q's coefficients g^0..g^254 must be distinct, or two data members could not be told apart.
         var seen = new HashSet<byte>();
-        for (int i = 0; i < 255; i++) Assert.True(seen.Add(Gf256.Exp(i)), $"g^{i} repeats an earlier power");
+        for (var i = 0; i < 255; i++) Assert.True(seen.Add(Gf256.Exp(i)), $"g^{i} repeats an earlier power");
         Assert.Equal(1, Gf256.Exp(255));
     }
 }

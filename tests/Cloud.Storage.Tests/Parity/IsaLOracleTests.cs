@@ -28,18 +28,18 @@ public unsafe class IsaLOracleTests
     public void ComputeP_MatchesIsaLXorGen(int widthBytes)
     {
         var width = (VectorWidth)widthBytes;
-        int seed = Stripe.Seed(901);
+        var seed = Stripe.Seed(901);
         var rng = new Random(seed);
-        void** pointers = stackalloc void*[DataCounts.Max() + 1];
-        foreach (int dataCount in DataCounts)
-        foreach (int length in Lengths)
+        var pointers = stackalloc void*[DataCounts.Max() + 1];
+        foreach (var dataCount in DataCounts)
+        foreach (var length in Lengths)
         {
             AlignedBuffer[] buffers = Allocate(rng, dataCount, 1, length);
             try
             {
-                for (int i = 0; i <= dataCount; i++) pointers[i] = buffers[i].Pointer;
+                for (var i = 0; i <= dataCount; i++) pointers[i] = buffers[i].Pointer;
                 Assert.Equal(0, IsaLRaid.XorGen(dataCount + 1, length, pointers));
-                byte[] isal = buffers[dataCount].GetSpan().ToArray();
+                var isal = buffers[dataCount].GetSpan().ToArray();
 
                 buffers[dataCount].GetSpan().Fill(0xA5);
                 RaidMath.ComputeP(Data(buffers, dataCount), buffers[dataCount].GetSpan(), width);
@@ -60,25 +60,25 @@ public unsafe class IsaLOracleTests
     public void ComputePQ_MatchesIsaLPqGen(int widthBytes)
     {
         var width = (VectorWidth)widthBytes;
-        int seed = Stripe.Seed(902);
+        var seed = Stripe.Seed(902);
         var rng = new Random(seed);
-        void** pointers = stackalloc void*[DataCounts.Max() + 2];
-        foreach (int dataCount in DataCounts)
-        foreach (int length in Lengths)
+        var pointers = stackalloc void*[DataCounts.Max() + 2];
+        foreach (var dataCount in DataCounts)
+        foreach (var length in Lengths)
         {
             AlignedBuffer[] buffers = Allocate(rng, dataCount, 2, length);
             try
             {
-                for (int i = 0; i < dataCount + 2; i++) pointers[i] = buffers[i].Pointer;
+                for (var i = 0; i < dataCount + 2; i++) pointers[i] = buffers[i].Pointer;
                 Assert.Equal(0, IsaLRaid.PqGen(dataCount + 2, length, pointers));
-                byte[] isalP = buffers[dataCount].GetSpan().ToArray();
-                byte[] isalQ = buffers[dataCount + 1].GetSpan().ToArray();
+                var isalP = buffers[dataCount].GetSpan().ToArray();
+                var isalQ = buffers[dataCount + 1].GetSpan().ToArray();
 
                 buffers[dataCount].GetSpan().Fill(0xA5);
                 buffers[dataCount + 1].GetSpan().Fill(0x5A);
                 RaidMath.ComputePQ(
                     Data(buffers, dataCount), buffers[dataCount].GetSpan(), buffers[dataCount + 1].GetSpan(), width);
-                string context = $"seed {seed}, width {width}, {dataCount} data, {length} bytes";
+                var context = $"seed {seed}, width {width}, {dataCount} data, {length} bytes";
                 Stripe.Equal(isalP, buffers[dataCount].GetSpan(), context + ": P vs pq_gen");
                 Stripe.Equal(isalQ, buffers[dataCount + 1].GetSpan(), context + ": Q vs pq_gen");
             }
@@ -94,24 +94,24 @@ public unsafe class IsaLOracleTests
     {
         // Parity written by ISA-L (as another RAID-6 implementation would leave it on disk) must be
         // enough for our reconstruction.
-        int seed = Stripe.Seed(903);
+        var seed = Stripe.Seed(903);
         var rng = new Random(seed);
         const int dataCount = 6, length = 4096;
         AlignedBuffer[] buffers = Allocate(rng, dataCount, 2, length);
         try
         {
-            void** pointers = stackalloc void*[dataCount + 2];
-            for (int i = 0; i < dataCount + 2; i++) pointers[i] = buffers[i].Pointer;
+            var pointers = stackalloc void*[dataCount + 2];
+            for (var i = 0; i < dataCount + 2; i++) pointers[i] = buffers[i].Pointer;
             Assert.Equal(0, IsaLRaid.PqGen(dataCount + 2, length, pointers));
             byte[][] original = [.. buffers.Select(b => b.GetSpan().ToArray())];
             Memory<byte>[] members = [.. buffers.Select(b => b.Memory)];
-            for (int a = 0; a < dataCount; a++)
-            for (int b = a + 1; b < dataCount; b++)
+            for (var a = 0; a < dataCount; a++)
+            for (var b = a + 1; b < dataCount; b++)
             {
                 members[a].Span.Clear();
                 members[b].Span.Clear();
                 RaidMath.Reconstruct(members, 2, [a, b]);
-                for (int i = 0; i < members.Length; i++)
+                for (var i = 0; i < members.Length; i++)
                     Stripe.Equal(original[i], members[i].Span, $"seed {seed}, missing [{a},{b}]: member {i}");
             }
         }
@@ -124,7 +124,7 @@ public unsafe class IsaLOracleTests
     private static AlignedBuffer[] Allocate(Random rng, int dataCount, int parityCount, int length)
     {
         var buffers = new AlignedBuffer[dataCount + parityCount];
-        for (int i = 0; i < buffers.Length; i++)
+        for (var i = 0; i < buffers.Length; i++)
         {
             buffers[i] = new AlignedBuffer(length);
             if (i < dataCount) rng.NextBytes(buffers[i].GetSpan());

@@ -37,7 +37,7 @@ public class RaidMathInputTests
     public void ComputePQ_MoreDataThanCoefficients_IsRefused()
     {
         var data = new ReadOnlyMemory<byte>[RaidMath.MaxDataMembers + 1];
-        for (int i = 0; i < data.Length; i++) data[i] = new byte[4];
+        for (var i = 0; i < data.Length; i++) data[i] = new byte[4];
         var ex = Assert.Throws<ArgumentException>(() => RaidMath.ComputePQ(data, new byte[4], new byte[4]));
         Assert.Contains($"{RaidMath.MaxDataMembers + 1} data chunks", ex.Message);
     }

@@ -13,20 +13,20 @@ public class RaidMathReferenceTests
     [InlineData(7, 2)]
     public void Reconstruct_EveryAllowedMissingSet_RestoresOriginal(int dataCount, int parityCount)
     {
-        int seed = Stripe.Seed(1234);
+        var seed = Stripe.Seed(1234);
         var rng = new Random(seed);
-        int n = dataCount + parityCount;
+        var n = dataCount + parityCount;
         Memory<byte>[] members = Stripe.Random(rng, dataCount, parityCount, 64);
         Stripe.ReferenceParity(members, dataCount, parityCount);
-        byte[][] original = Stripe.Copy(members);
+        var original = Stripe.Copy(members);
 
-        for (int a = 0; a < n; a++)
-        for (int b = parityCount == 2 ? a + 1 : n; b <= n; b++)
+        for (var a = 0; a < n; a++)
+        for (var b = parityCount == 2 ? a + 1 : n; b <= n; b++)
         {
             int[] missing = b < n ? [a, b] : [a];
-            foreach (int m in missing) members[m].Span.Fill(0xEE);
+            foreach (var m in missing) members[m].Span.Fill(0xEE);
             RaidMathReference.Reconstruct(members, parityCount, missing);
-            for (int i = 0; i < n; i++)
+            for (var i = 0; i < n; i++)
                 Stripe.Equal(
                     original[i],
                     members[i].Span,

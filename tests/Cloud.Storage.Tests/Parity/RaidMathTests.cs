@@ -15,10 +15,10 @@ public class RaidMathTests
     public void ComputeP_AnyGeometryAndLength_MatchesReference(int widthBytes)
     {
         var width = (VectorWidth)widthBytes;
-        int seed = Stripe.Seed(101);
+        var seed = Stripe.Seed(101);
         var rng = new Random(seed);
-        foreach (int dataCount in DataCounts)
-        foreach (int length in Stripe.Lengths)
+        foreach (var dataCount in DataCounts)
+        foreach (var length in Stripe.Lengths)
         {
             Memory<byte>[] members = Stripe.Random(rng, dataCount, 1, length);
             var expected = new byte[length];
@@ -35,10 +35,10 @@ public class RaidMathTests
     public void ComputePQ_AnyGeometryAndLength_MatchesReference(int widthBytes)
     {
         var width = (VectorWidth)widthBytes;
-        int seed = Stripe.Seed(202);
+        var seed = Stripe.Seed(202);
         var rng = new Random(seed);
-        foreach (int dataCount in DataCounts)
-        foreach (int length in Stripe.Lengths)
+        foreach (var dataCount in DataCounts)
+        foreach (var length in Stripe.Lengths)
         {
             Memory<byte>[] members = Stripe.Random(rng, dataCount, 2, length);
             var expectedP = new byte[length];
@@ -48,7 +48,7 @@ public class RaidMathTests
             members[dataCount + 1].Span.Fill(0x5A);
             RaidMath.ComputePQ(
                 Stripe.Data(members, dataCount), members[dataCount].Span, members[dataCount + 1].Span, width);
-            string context = $"seed {seed}, width {width}, {dataCount} data, {length} bytes";
+            var context = $"seed {seed}, width {width}, {dataCount} data, {length} bytes";
             Stripe.Equal(expectedP, members[dataCount].Span, context + ": P");
             Stripe.Equal(expectedQ, members[dataCount + 1].Span, context + ": Q");
         }
@@ -59,25 +59,25 @@ public class RaidMathTests
     public void Reconstruct_EveryAllowedMissingSet_RestoresByteIdenticalMembers(int widthBytes, int parityCount)
     {
         var width = (VectorWidth)widthBytes;
-        int seed = Stripe.Seed(303 + parityCount);
+        var seed = Stripe.Seed(303 + parityCount);
         var rng = new Random(seed);
         int[] lengths = [1, 65, 4096 + 64 + 1, 2 * 16384 + 1000 + 3];
-        foreach (int dataCount in DataCounts)
-        foreach (int length in lengths)
+        foreach (var dataCount in DataCounts)
+        foreach (var length in lengths)
         {
-            int n = dataCount + parityCount;
+            var n = dataCount + parityCount;
             Memory<byte>[] members = Stripe.Random(rng, dataCount, parityCount, length);
             Stripe.ReferenceParity(members, dataCount, parityCount);
-            byte[][] original = Stripe.Copy(members);
+            var original = Stripe.Copy(members);
             // Every single member, and for RAID-6 every pair: data+data, data+P, data+Q and P+Q.
-            for (int a = 0; a < n; a++)
-            for (int b = parityCount == 2 ? a + 1 : n; b <= n; b++)
+            for (var a = 0; a < n; a++)
+            for (var b = parityCount == 2 ? a + 1 : n; b <= n; b++)
             {
                 int[] missing = b < n ? [a, b] : [a];
                 // What was in a lost member's buffer must not matter.
-                foreach (int m in missing) rng.NextBytes(members[m].Span);
+                foreach (var m in missing) rng.NextBytes(members[m].Span);
                 RaidMath.Reconstruct(members, parityCount, missing, width);
-                for (int i = 0; i < n; i++)
+                for (var i = 0; i < n; i++)
                     Stripe.Equal(original[i], members[i].Span,
                         $"seed {seed}, width {width}, {dataCount}+{parityCount}, {length} bytes, missing [{string.Join(',', missing)}]: member {i}");
             }
@@ -89,15 +89,15 @@ public class RaidMathTests
     public void Reconstruct_MissingListedInEitherOrder_GivesSameResult(int widthBytes)
     {
         var width = (VectorWidth)widthBytes;
-        int seed = Stripe.Seed(404);
+        var seed = Stripe.Seed(404);
         var rng = new Random(seed);
         Memory<byte>[] members = Stripe.Random(rng, 6, 2, 4096);
         Stripe.ReferenceParity(members, 6, 2);
-        byte[][] original = Stripe.Copy(members);
+        var original = Stripe.Copy(members);
         members[1].Span.Clear();
         members[4].Span.Clear();
         RaidMath.Reconstruct(members, 2, [4, 1], width);
-        for (int i = 0; i < members.Length; i++) Stripe.Equal(original[i], members[i].Span, $"seed {seed}: member {i}");
+        for (var i = 0; i < members.Length; i++) Stripe.Equal(original[i], members[i].Span, $"seed {seed}: member {i}");
     }
 
     [Theory]
@@ -105,22 +105,22 @@ public class RaidMathTests
     public void ApplyDelta_AnyMemberAndLength_EqualsRecomputingParity(int widthBytes, int parityCount)
     {
         var width = (VectorWidth)widthBytes;
-        int seed = Stripe.Seed(505 + parityCount);
+        var seed = Stripe.Seed(505 + parityCount);
         var rng = new Random(seed);
-        foreach (int dataCount in DataCounts)
-        foreach (int length in Stripe.Lengths)
+        foreach (var dataCount in DataCounts)
+        foreach (var length in Stripe.Lengths)
         {
             Memory<byte>[] members = Stripe.Random(rng, dataCount, parityCount, length);
             Stripe.ReferenceParity(members, dataCount, parityCount);
-            int index = rng.Next(dataCount);
-            byte[] oldData = members[index].ToArray();
+            var index = rng.Next(dataCount);
+            var oldData = members[index].ToArray();
             rng.NextBytes(members[index].Span);
             Span<byte> q = parityCount == 2 ? members[dataCount + 1].Span : [];
             RaidMath.ApplyDelta(index, oldData, members[index].Span, members[dataCount].Span, q, width);
 
             Memory<byte>[] recomputed = [.. members.Select(m => (Memory<byte>)m.ToArray())];
             Stripe.ReferenceParity(recomputed, dataCount, parityCount);
-            for (int i = dataCount; i < members.Length; i++)
+            for (var i = dataCount; i < members.Length; i++)
                 Stripe.Equal(recomputed[i].Span, members[i].Span,
                     $"seed {seed}, width {width}, {dataCount}+{parityCount}, {length} bytes, member {index} rewritten: parity {i - dataCount}");
         }
@@ -132,12 +132,12 @@ public class RaidMathTests
     {
         var width = (VectorWidth)widthBytes;
         // Member 254 has coefficient g^254 = 2^-1; a delta there must match recomputation over 255 members.
-        int seed = Stripe.Seed(606);
+        var seed = Stripe.Seed(606);
         var rng = new Random(seed);
         const int dataCount = RaidMath.MaxDataMembers;
         Memory<byte>[] members = Stripe.Random(rng, dataCount, 2, 300);
         Stripe.ReferenceParity(members, dataCount, 2);
-        byte[] oldData = members[dataCount - 1].ToArray();
+        var oldData = members[dataCount - 1].ToArray();
         rng.NextBytes(members[dataCount - 1].Span);
         RaidMath.ApplyDelta(
             dataCount - 1,
@@ -157,18 +157,18 @@ public class RaidMathTests
     public void Reconstruct_WidestStripe_RestoresFirstAndLastDataMembers(int widthBytes)
     {
         var width = (VectorWidth)widthBytes;
-        int seed = Stripe.Seed(707);
+        var seed = Stripe.Seed(707);
         var rng = new Random(seed);
         const int dataCount = RaidMath.MaxDataMembers;
         Memory<byte>[] members = Stripe.Random(rng, dataCount, 2, 200);
         Stripe.ReferenceParity(members, dataCount, 2);
-        byte[][] original = Stripe.Copy(members);
-        foreach (int[] missing in
+        var original = Stripe.Copy(members);
+        foreach (var missing in
                  new[] { new[] { 0, dataCount - 1 }, [0, dataCount], [dataCount - 1, dataCount + 1], [100, 101] })
         {
-            foreach (int m in missing) members[m].Span.Clear();
+            foreach (var m in missing) members[m].Span.Clear();
             RaidMath.Reconstruct(members, 2, missing, width);
-            for (int i = 0; i < members.Length; i++)
+            for (var i = 0; i < members.Length; i++)
                 Stripe.Equal(
                     original[i], members[i].Span, $"seed {seed}, missing [{string.Join(',', missing)}]: member {i}");
         }
@@ -177,7 +177,7 @@ public class RaidMathTests
     [Fact]
     public void PublicApi_RunsAtTheBestWidth_AndAgreesWithReference()
     {
-        int seed = Stripe.Seed(808);
+        var seed = Stripe.Seed(808);
         var rng = new Random(seed);
         Memory<byte>[] members = Stripe.Random(rng, 4, 2, 65536);
         RaidMath.ComputePQ(Stripe.Data(members, 4), members[4].Span, members[5].Span);

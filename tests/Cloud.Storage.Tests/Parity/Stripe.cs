@@ -10,7 +10,7 @@ internal static class Stripe
     /// explore), else the test's fixed default so that CI runs are repeatable.
     /// </summary>
     public static int Seed(int defaultSeed) =>
-        int.TryParse(Environment.GetEnvironmentVariable("PARITY_TEST_SEED"), out int seed) ? seed : defaultSeed;
+        int.TryParse(Environment.GetEnvironmentVariable("PARITY_TEST_SEED"), out var seed) ? seed : defaultSeed;
 
     /// <summary>Lengths that exercise every path: empty, shorter than a register, odd tails, several tiles.</summary>
     public static readonly int[] Lengths = [0, 1, 7, 63, 64, 65, 129, 4096, 4096 + 64 + 1, 2 * 16384 + 1000 + 3];
@@ -19,10 +19,10 @@ internal static class Stripe
     public static Memory<byte>[] Random(Random rng, int dataCount, int parityCount, int lengthBytes)
     {
         var members = new Memory<byte>[dataCount + parityCount];
-        for (int i = 0; i < members.Length; i++)
+        for (var i = 0; i < members.Length; i++)
         {
             // Offset each buffer by a random amount so the kernels also meet unaligned addresses.
-            int skew = rng.Next(0, 64);
+            var skew = rng.Next(0, 64);
             members[i] = new byte[lengthBytes + skew].AsMemory(skew, lengthBytes);
             if (i < dataCount) rng.NextBytes(members[i].Span);
         }
@@ -32,7 +32,7 @@ internal static class Stripe
     public static ReadOnlyMemory<byte>[] Data(Memory<byte>[] members, int dataCount)
     {
         var data = new ReadOnlyMemory<byte>[dataCount];
-        for (int d = 0; d < dataCount; d++) data[d] = members[d];
+        for (var d = 0; d < dataCount; d++) data[d] = members[d];
         return data;
     }
 
@@ -50,7 +50,7 @@ internal static class Stripe
     public static void Equal(ReadOnlySpan<byte> expected, ReadOnlySpan<byte> actual, string context)
     {
         Assert.True(expected.Length == actual.Length, $"{context}: length {actual.Length}, expected {expected.Length}");
-        int at = expected.CommonPrefixLength(actual);
+        var at = expected.CommonPrefixLength(actual);
         Assert.True(at == expected.Length, at == expected.Length ? "" :
             $"{context}: first difference at byte {at} of {expected.Length}: got 0x{actual[at]:X2}, expected 0x{expected[at]:X2}");
     }

@@ -20,18 +20,18 @@ public sealed class CorruptionTests
         var random = new Random(seed);
         (RaidVolume volume, MemoryBlockDevice[] devices) = await CreateAsync(level, members, 8192, 6);
         await using var guard = volume;
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         random.NextBytes(model);
         await volume.WriteAsync(0, model);
 
-        long offset = random.NextInt64(volume.CapacityBytes / Block) * Block;
+        var offset = random.NextInt64(volume.CapacityBytes / Block) * Block;
         ChunkAddress a = volume.Layout.Locate(offset);
-        int bit = random.Next(Block * 8);
+        var bit = random.Next(Block * 8);
         // RAID-1 reads stripe s from copy s mod n first: corrupt that copy so the read meets it.
         if (level == RaidLevel.Raid1) a = a with { Member = (int)(a.Stripe % members) };
         devices[a.Member].Contents.Span[(int)a.MemberOffsetBytes + bit / 8] ^= (byte)(1 << (bit % 8));
 
-        byte[] back = new byte[Block];
+        var back = new byte[Block];
         await volume.ReadAsync(offset, back);
         Assert.True(
             model.AsSpan((int)offset, Block).SequenceEqual(back), $"seed {seed}: corrupt data reached the reader");
@@ -53,13 +53,13 @@ public sealed class CorruptionTests
         MemoryBlockDevice[] raw = Members(5, 4096, 8);
         var faulty = raw.Select((d, i) => new FaultInjectingBlockDevice(d, seed + i)).ToArray();
         await using RaidVolume volume = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 5, 4096), faulty);
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         random.NextBytes(model);
         await volume.WriteAsync(0, model);
         // Member 2 returns a flipped bit in every block it reads, member 4 in some.
         faulty[2].FlipBitsOnRead(OnDiskFormat.DataOffsetBytes, raw[2].CapacityBytes - OnDiskFormat.DataOffsetBytes);
         faulty[4].BitFlipProbability = 0.3;
-        for (int pass = 0; pass < 3; pass++)
+        for (var pass = 0; pass < 3; pass++)
             AssertSame(model, await ReadAllAsync(volume), $"seed {seed} pass {pass}");
     }
 
@@ -73,14 +73,14 @@ public sealed class CorruptionTests
         var random = new Random(seed);
         (RaidVolume volume, MemoryBlockDevice[] devices) = await CreateAsync(level, members, 4096, 8);
         await using var guard = volume;
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         random.NextBytes(model);
         await volume.WriteAsync(0, model);
 
         // Corrupt one chunk on a different member in three different stripes (data or parity alike).
-        for (int stripe = 1; stripe <= 3; stripe++)
+        for (var stripe = 1; stripe <= 3; stripe++)
         {
-            int member = (stripe * 2) % members;
+            var member = (stripe * 2) % members;
             devices[member].Contents.Span[(int)volume.Layout.MemberOffsetBytes(stripe, 100)] ^= 0x40;
         }
         ScrubReport found = await volume.ScrubAsync(repair: true);
@@ -97,12 +97,12 @@ public sealed class CorruptionTests
     {
         (RaidVolume volume, MemoryBlockDevice[] devices) = await CreateAsync(RaidLevel.Raid5, 3, 4096, 4);
         await using var guard = volume;
-        byte[] data = new byte[volume.CapacityBytes];
+        var data = new byte[volume.CapacityBytes];
         new Random(306).NextBytes(data);
         await volume.WriteAsync(0, data);
         // Rewrite a parity block together with a matching checksum: only the parity check can see it.
-        int p = volume.Layout.ParityMember(2);
-        long at = volume.Layout.MemberOffsetBytes(2, 0);
+        var p = volume.Layout.ParityMember(2);
+        var at = volume.Layout.MemberOffsetBytes(2, 0);
         Span<byte> parity = devices[p].Contents.Span.Slice((int)at, Block);
         parity[7] ^= 1;
         OnDiskFormat.WriteEntry(

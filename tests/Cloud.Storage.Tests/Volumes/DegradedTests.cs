@@ -19,11 +19,11 @@ public sealed class DegradedTests
 
     private static IEnumerable<int[]> MissingSets(int members, int maxFailed)
     {
-        for (int a = 0; a < members; a++)
+        for (var a = 0; a < members; a++)
         {
             yield return [a];
             if (maxFailed >= 2)
-                for (int b = a + 1; b < members; b++) yield return [a, b];
+                for (var b = a + 1; b < members; b++) yield return [a, b];
         }
     }
 
@@ -38,23 +38,23 @@ public sealed class DegradedTests
         var random = new Random(seed);
         (RaidVolume volume, MemoryBlockDevice[] devices) = await CreateAsync(
             level, members, chunk, stripes: 2 * members);
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         await RandomWritesAsync(volume, model, random, 40);
-        int maxFailed = Math.Min(2, volume.Geometry.MaxFailedMembers);
+        var maxFailed = Math.Min(2, volume.Geometry.MaxFailedMembers);
         await volume.DisposeAsync();
-        byte[][] pristine = devices.Select(d => d.Contents.ToArray()).ToArray();
+        var pristine = devices.Select(d => d.Contents.ToArray()).ToArray();
 
-        foreach (int[] missing in MissingSets(members, maxFailed))
+        foreach (var missing in MissingSets(members, maxFailed))
         {
-            string context = $"seed {seed}, {level} x{members}, missing [{string.Join(',', missing)}]";
-            for (int i = 0; i < members; i++) pristine[i].CopyTo(devices[i].Contents);
+            var context = $"seed {seed}, {level} x{members}, missing [{string.Join(',', missing)}]";
+            for (var i = 0; i < members; i++) pristine[i].CopyTo(devices[i].Contents);
             IBlockDevice?[] given = devices.Select((d, i) => missing.Contains(i) ? null : (IBlockDevice)d).ToArray();
             await using RaidVolume degraded = await RaidVolume.AssembleAsync(given);
             Assert.Equal(VolumeHealth.Degraded, degraded.Health);
             AssertSame(model, await ReadAllAsync(degraded), context);
 
             // Writes while degraded (rmw/rcw impossible on missing members: reconstruct-writes) read back too.
-            byte[] local = (byte[])model.Clone();
+            var local = (byte[])model.Clone();
             await RandomWritesAsync(degraded, local, new Random(seed * 31 + missing.Sum()), 15);
             AssertSame(local, await ReadAllAsync(degraded), context + " after degraded writes");
         }
@@ -75,7 +75,7 @@ public sealed class DegradedTests
         MemoryBlockDevice[] raw = Members(members, chunk, stripes);
         var faulty = raw.Select((d, i) => new FaultInjectingBlockDevice(d, seed + i)).ToArray();
         await using RaidVolume volume = await RaidVolume.CreateAsync(Definition(level, members, chunk), faulty);
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         await RandomWritesAsync(volume, model, random, 30);
 
         // The disk dies: the next I/O that touches it fails the member automatically.
@@ -143,7 +143,7 @@ public sealed class RebuildResumeTests
         var options = new RaidVolumeOptions { RebuildCheckpointStripes = 4 };
         MemoryBlockDevice[] devices = Members(4, chunk, stripes);
         RaidVolume volume = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 4, chunk), devices, options);
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         new Random(seed).NextBytes(model);
         await volume.WriteAsync(0, model);
         await volume.FailMemberAsync(3, "test");

@@ -27,7 +27,7 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
 
     private static async Task<byte[]> FillAsync(RaidVolume volume, Random random)
     {
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         random.NextBytes(model);
         await volume.WriteAsync(0, model);
         return model;
@@ -46,7 +46,7 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
         Assert.True(
             refused.MemberIndex == x || refused.MemberIndex == y,
             $"{context}: refused member {refused.MemberIndex}, expected {x} or {y}: {refused.Message}");
-        foreach (int stale in new[] { x, y })
+        foreach (var stale in new[] { x, y })
         {
             IBlockDevice?[] withOne = devices.ToArray();
             withOne[x == stale ? y : x] = null;
@@ -76,10 +76,10 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
             await RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 4, Chunk), devices)) { }
         RaidVolume a = await RaidVolume.AssembleAsync(devices, Opener(0));
         RaidVolume b = await RaidVolume.AssembleAsync(devices, Opener(1));
-        byte[] model = await FillAsync(a, random);
+        var model = await FillAsync(a, random);
 
         await a.FailMemberAsync(1, "test: A's I/O error");
-        byte[] newer = new byte[a.CapacityBytes / 2];
+        var newer = new byte[a.CapacityBytes / 2];
         random.NextBytes(newer);
         await a.WriteAsync(0, newer);
         newer.CopyTo(model, 0);
@@ -106,16 +106,16 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
             await RaidVolume.CreateAsync(Definition(RaidLevel.Raid6, 5, Chunk), devices)) { }
         RaidVolume a = await RaidVolume.AssembleAsync(devices, Opener(0, new LocalSuperblockCoordinator()));
         RaidVolume b = await RaidVolume.AssembleAsync(devices, Opener(1, new LocalSuperblockCoordinator()));
-        byte[] model = await FillAsync(a, random);
+        var model = await FillAsync(a, random);
         int x = random.Next(5), y = (x + 1 + random.Next(4)) % 5;
 
         await Task.WhenAll(
             Task.Run(async () => await a.FailMemberAsync(x, "A")),
             Task.Run(async () => await b.FailMemberAsync(y, "B")));
         // Both go on writing; each may still think the other's member active until it looks again.
-        byte[] more = new byte[a.CapacityBytes];
+        var more = new byte[a.CapacityBytes];
         random.NextBytes(more);
-        int half = (int)(a.CapacityBytes / 2);
+        var half = (int)(a.CapacityBytes / 2);
         await Task.WhenAll(Task.Run(async () => await a.WriteAsync(0, more.AsMemory(0, half))),
             Task.Run(async () => { await b.RefreshMembersAsync(); await b.WriteAsync(half, more.AsMemory(half)); }));
         more.CopyTo(model, 0);
@@ -141,7 +141,7 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
         IBlockDevice[] handlesA = Open(), handlesB = Open(), handlesC = Open();
         RaidVolume a = await RaidVolume.AssembleAsync(handlesA, Opener(0));
         RaidVolume b = await RaidVolume.AssembleAsync(handlesB, Opener(1));
-        byte[] model = await FillAsync(a, random);
+        var model = await FillAsync(a, random);
         int x = random.Next(5), y = (x + 1 + random.Next(4)) % 5;
 
         await Task.WhenAll(
@@ -149,7 +149,7 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
             Task.Run(async () => await b.FailMemberAsync(y, "B")));
         Assert.True(a.Members[y].State == MemberState.Failed || b.Members[x].State == MemberState.Failed,
             $"seed {seed}: the later update must have adopted the earlier one's failure");
-        byte[] more = new byte[a.CapacityBytes];
+        var more = new byte[a.CapacityBytes];
         random.NextBytes(more);
         await a.RefreshMembersAsync();
         await a.WriteAsync(0, more);
@@ -171,14 +171,14 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
             await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 4, Chunk), devices)) { }
         RaidVolume a = await RaidVolume.AssembleAsync(devices, Opener(0));
         RaidVolume b = await RaidVolume.AssembleAsync(devices, Opener(1));
-        byte[] model = await FillAsync(a, random);
+        var model = await FillAsync(a, random);
 
         await a.FailMemberAsync(3, "test");
         Assert.Equal(MemberState.Active, b.Members[3].State); // B has not looked yet.
         await b.RefreshMembersAsync();
         Assert.Equal(MemberState.Failed, b.Members[3].State);
-        byte[] before = devices[3].Contents.ToArray();
-        byte[] data = new byte[b.CapacityBytes];
+        var before = devices[3].Contents.ToArray();
+        var data = new byte[b.CapacityBytes];
         random.NextBytes(data);
         await b.WriteAsync(0, data);
         data.CopyTo(model, 0);

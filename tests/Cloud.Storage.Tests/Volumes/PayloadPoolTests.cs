@@ -8,7 +8,7 @@ public sealed class PayloadPoolTests
     public void Rent_GivesExactLengths_AndReturnedArraysComeBack()
     {
         var pool = new PayloadPool(1 << 20);
-        byte[] a = pool.Rent(12288);
+        var a = pool.Rent(12288);
         Assert.Equal(12288, a.Length);
         pool.Return(a);
         Assert.Equal(12288, pool.RetainedBytes);
@@ -36,7 +36,7 @@ public sealed class PayloadPoolTests
     public void Return_OfAnArrayAlreadyInThePool_ThrowsAndKeepsItOnce()
     {
         var pool = new PayloadPool(1 << 20);
-        byte[] a = pool.Rent(8192);
+        var a = pool.Rent(8192);
         pool.Return(a);
         var e = Assert.Throws<InvalidOperationException>(() => pool.Return(a));
         Assert.Contains("returned to the pool twice", e.Message);
@@ -49,7 +49,7 @@ public sealed class PayloadPoolTests
     public void Return_OfAnArrayDroppedOverTheBound_ThrowsTheSecondTime()
     {
         var pool = new PayloadPool(0);
-        byte[] a = new byte[4096];
+        var a = new byte[4096];
         pool.Return(a);
         Assert.Equal(0, pool.RetainedBytes);
         Assert.Throws<InvalidOperationException>(() => pool.Return(a));
@@ -59,8 +59,8 @@ public sealed class PayloadPoolTests
     public void Return_AfterTheArrayWasRentedAgain_IsAccepted()
     {
         var pool = new PayloadPool(1 << 20);
-        byte[] a = pool.Rent(4096);
-        for (int i = 0; i < 3; i++)
+        var a = pool.Rent(4096);
+        for (var i = 0; i < 3; i++)
         {
             pool.Return(a);
             Assert.Same(a, pool.Rent(4096));

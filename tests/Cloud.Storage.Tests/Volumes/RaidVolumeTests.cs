@@ -20,10 +20,10 @@ public sealed class RaidVolumeTests
     [MemberData(nameof(Levels))]
     public async Task RandomWrites_ReadBack_AndSurviveReassembly(RaidLevel level, int members, int chunk)
     {
-        int seed = HashCode.Combine(level, members, chunk) & 0xFFFF;
+        var seed = HashCode.Combine(level, members, chunk) & 0xFFFF;
         var random = new Random(seed);
         (RaidVolume volume, MemoryBlockDevice[] devices) = await CreateAsync(level, members, chunk, stripes: 12);
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         await RandomWritesAsync(volume, model, random, 60);
         AssertSame(model, await ReadAllAsync(volume), $"seed {seed} {volume.Geometry}");
         await volume.DisposeAsync();
@@ -77,7 +77,7 @@ public sealed class RaidVolumeTests
     {
         (RaidVolume volume, MemoryBlockDevice[] _d) = await CreateAsync(RaidLevel.Raid5, 3, 4096, 4);
         await using var guard = volume;
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         await RandomWritesAsync(volume, model, new Random(8), 10);
 
         async Task Refused(Func<Task> io, string value, string paramName)
@@ -111,7 +111,7 @@ public sealed class RaidVolumeTests
     {
         (RaidVolume volume, MemoryBlockDevice[] _d) = await CreateAsync(RaidLevel.Raid6, 4, 4096, 6);
         await using var guard = volume;
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         await RandomWritesAsync(volume, model, new Random(2), 20);
         await volume.TrimAsync(4096, 5 * 4096);
         Array.Clear(model, 4096, 5 * 4096);
@@ -125,12 +125,12 @@ public sealed class RaidVolumeTests
         await using var guard = volume;
         await volume.WriteAsync(0, new byte[3 * 4096], writeTimestamp: 100, forceUnitAccess: false);
         await volume.WriteAsync(4096, new byte[4096], writeTimestamp: 200, forceUnitAccess: true);
-        long[] ts = new long[5];
+        var ts = new long[5];
         await volume.ReadBlockTimestampsAsync(0, ts);
         Assert.Equal(new long[] { 100, 200, 100, 0, 0 }, ts);
 
         // Lose the member holding block 0: its timestamp comes from the row's parity, an upper bound.
-        int member = volume.Layout.Locate(0).Member;
+        var member = volume.Layout.Locate(0).Member;
         await volume.FailMemberAsync(member, "test");
         await volume.ReadBlockTimestampsAsync(0, ts);
         Assert.True(ts[0] >= 100, $"degraded timestamp {ts[0]} below the real 100");
@@ -143,7 +143,7 @@ public sealed class RaidVolumeTests
         const int seed = 31;
         (RaidVolume volume, MemoryBlockDevice[] _d) = await CreateAsync(RaidLevel.Raid6, 5, 16384, 8);
         await using var guard = volume;
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         var random = new Random(seed);
         random.NextBytes(model);
         // Each block written by its own task, all at once: same stripes, different blocks.
@@ -157,7 +157,7 @@ public sealed class RaidVolumeTests
     [Fact]
     public async Task FileMembers_RoundTrip()
     {
-        string dir = Directory.CreateTempSubdirectory("cloud-vol-").FullName;
+        var dir = Directory.CreateTempSubdirectory("cloud-vol-").FullName;
         try
         {
             IBlockDevice[] files = Enumerable.Range(

@@ -75,7 +75,7 @@ public sealed class RunReadTests : IDisposable
                     Path.Combine(_dir, $"{level}-{members}-{chunk}-{i}.img"), MemberBytesFor(chunk, stripes)))
                 .ToArray();
         RaidVolume volume = await RaidVolume.CreateAsync(Definition(level, members, chunk), files);
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         new Random(seed).NextBytes(model);
         await volume.WriteAsync(0, model);
         return (volume, files, model);
@@ -94,19 +94,19 @@ public sealed class RunReadTests : IDisposable
         int members,
         int chunk)
     {
-        int seed = HashCode.Combine(level, members, chunk) & 0xFFFF;
-        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(
+        var seed = HashCode.Combine(level, members, chunk) & 0xFFFF;
+        (RaidVolume volume, CountingFileDevice[] files, var model) = await FilledAsync(
             level, members, chunk, stripes: 24, seed);
         await using (volume)
         {
             var random = new Random(seed);
-            long blocks = volume.CapacityBytes / Block;
-            int stripeBlocks = volume.Geometry.StripeDataBytes / Block;
-            for (int i = 0; i < 40; i++)
+            var blocks = volume.CapacityBytes / Block;
+            var stripeBlocks = volume.Geometry.StripeDataBytes / Block;
+            for (var i = 0; i < 40; i++)
             {
-                int length = random.Next(stripeBlocks + 1, (int)Math.Min(blocks, 6 * stripeBlocks) + 1);
-                long first = random.NextInt64(blocks - length + 1);
-                byte[] back = new byte[length * Block];
+                var length = random.Next(stripeBlocks + 1, (int)Math.Min(blocks, 6 * stripeBlocks) + 1);
+                var first = random.NextInt64(blocks - length + 1);
+                var back = new byte[length * Block];
                 await volume.ReadAsync(first * Block, back);
                 AssertSame(
                     model.AsSpan((int)(first * Block), back.Length).ToArray(),
@@ -121,24 +121,24 @@ public sealed class RunReadTests : IDisposable
     [Fact]
     public async Task CorruptBlock_InAMultiStripeRead_IsCaught_AndTheRightDataReturned()
     {
-        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(
+        (RaidVolume volume, CountingFileDevice[] files, var model) = await FilledAsync(
             RaidLevel.Raid5, 4, 8192, stripes: 16, seed: 77);
         await using (volume)
         {
             // Flip one byte of a data block in the middle of the volume, on the member file itself.
-            long victim = volume.CapacityBytes / 2 + 3 * Block + 100;
+            var victim = volume.CapacityBytes / 2 + 3 * Block + 100;
             ChunkAddress at = volume.Layout.Locate(victim);
             await using (var raw = File.Open(
                 files[at.Member].Path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
             {
                 raw.Position = at.MemberOffsetBytes;
-                int b = raw.ReadByte();
+                var b = raw.ReadByte();
                 raw.Position = at.MemberOffsetBytes;
                 raw.WriteByte((byte)~b);
             }
-            int before = files.Sum(f => f.ScatterReads);
-            long start = victim / Block * Block - 2L * volume.Geometry.StripeDataBytes;
-            byte[] back = new byte[4 * volume.Geometry.StripeDataBytes];
+            var before = files.Sum(f => f.ScatterReads);
+            var start = victim / Block * Block - 2L * volume.Geometry.StripeDataBytes;
+            var back = new byte[4 * volume.Geometry.StripeDataBytes];
             await volume.ReadAsync(start, back);
             Assert.True(
                 files.Sum(f => f.ScatterReads) > before, "the multi-stripe read did not take the vectored path");
@@ -150,7 +150,7 @@ public sealed class RunReadTests : IDisposable
     [Fact]
     public async Task DegradedVolume_MultiStripeRead_Reconstructs()
     {
-        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(
+        (RaidVolume volume, CountingFileDevice[] files, var model) = await FilledAsync(
             RaidLevel.Raid6, 5, 4096, stripes: 20, seed: 78);
         await using (volume)
         {
@@ -170,21 +170,21 @@ public sealed class RunReadTests : IDisposable
         int members,
         int chunk)
     {
-        int seed = HashCode.Combine(level, members, chunk, 1) & 0xFFFF;
-        (RaidVolume volume, CountingFileDevice[] files, byte[] model) = await FilledAsync(
+        var seed = HashCode.Combine(level, members, chunk, 1) & 0xFFFF;
+        (RaidVolume volume, CountingFileDevice[] files, var model) = await FilledAsync(
             level, members, chunk, stripes: 40, seed);
         await using (volume)
         {
             var random = new Random(seed);
-            int stripeData = volume.Geometry.StripeDataBytes;
-            long stripesInVolume = volume.CapacityBytes / stripeData;
-            for (int i = 0; i < 12; i++)
+            var stripeData = volume.Geometry.StripeDataBytes;
+            var stripesInVolume = volume.CapacityBytes / stripeData;
+            for (var i = 0; i < 12; i++)
             {
-                int stripes = random.Next(2, 17);
-                long first = random.NextInt64(stripesInVolume - stripes + 1);
-                byte[] data = new byte[stripes * stripeData];
+                var stripes = random.Next(2, 17);
+                var first = random.NextInt64(stripesInVolume - stripes + 1);
+                var data = new byte[stripes * stripeData];
                 random.NextBytes(data);
-                int before = files.Sum(f => f.GatherWrites);
+                var before = files.Sum(f => f.GatherWrites);
                 await volume.WriteAsync(first * stripeData, data, writeTimestamp: 1000 + i, forceUnitAccess: false);
                 // One gathered write per member: its chunks and metadata sectors of every stripe lie back to back.
                 Assert.Equal(before + members, files.Sum(f => f.GatherWrites));
@@ -196,7 +196,7 @@ public sealed class RunReadTests : IDisposable
 
             // Degraded: a failed member is left out, the others still written, and reads reconstruct it.
             await volume.FailMemberAsync(1, "test: pulled");
-            byte[] more = new byte[3 * stripeData];
+            var more = new byte[3 * stripeData];
             random.NextBytes(more);
             await volume.WriteAsync(2L * stripeData, more);
             more.CopyTo(model, 2L * stripeData);

@@ -37,16 +37,16 @@ public sealed class SharedMembersTests : IDisposable
             handlesA, new RaidVolumeOptions { WriterSlot = 1, RecoverAllWriterSlots = false });
         var b = await RaidVolume.AssembleAsync(
             handlesB, new RaidVolumeOptions { WriterSlot = 2, RecoverAllWriterSlots = false });
-        byte[] model = new byte[capacity];
+        var model = new byte[capacity];
         new Random(seed).NextBytes(model);
-        int stripeBytes = a.Geometry.StripeDataBytes;
+        var stripeBytes = a.Geometry.StripeDataBytes;
 
         async Task WriteStripes(RaidVolume volume, int parity)
         {
             // Partial-stripe writes (block by block) so every one of them is a read-modify-write of shared-looking
             // structures.
             for (long s = parity; s < stripes; s += 2)
-                for (int off = 0; off < stripeBytes; off += Block)
+                for (var off = 0; off < stripeBytes; off += Block)
                     await volume.WriteAsync(s * stripeBytes + off, model.AsMemory((int)(s * stripeBytes + off), Block));
         }
         await Task.WhenAll(Task.Run(() => WriteStripes(a, 0)), Task.Run(() => WriteStripes(b, 1)));

@@ -137,9 +137,9 @@ public sealed class SuperblockTests
             Members = Enumerable.Range(
                 0, 4).Select(i => new MemberRecord(Guid.NewGuid(), (MemberState)(i % 3), i * 5)).ToArray(),
         };
-        byte[] bytes = new byte[OnDiskFormat.SuperblockBytes];
+        var bytes = new byte[OnDiskFormat.SuperblockBytes];
         sb.WriteTo(bytes);
-        Superblock? back = Superblock.TryRead(bytes, out string? error);
+        Superblock? back = Superblock.TryRead(bytes, out var error);
         Assert.Null(error);
         Assert.Equal(sb.VolumeId, back!.VolumeId);
         Assert.Equal(sb.Members, back.Members);

@@ -16,7 +16,7 @@ internal static class VolumeFixture
     public static MemoryBlockDevice[] Members(int count, int chunkBytes, long stripes, string prefix = "m")
     {
         var devices = new MemoryBlockDevice[count];
-        for (int i = 0; i < count; i++)
+        for (var i = 0; i < count; i++)
             devices[i] = new MemoryBlockDevice(MemberBytesFor(chunkBytes, stripes), $"{prefix}{i}");
         return devices;
     }
@@ -41,12 +41,12 @@ internal static class VolumeFixture
         int count,
         int maxBlocks = 24)
     {
-        long blocks = volume.CapacityBytes / Block;
-        for (int i = 0; i < count; i++)
+        var blocks = volume.CapacityBytes / Block;
+        for (var i = 0; i < count; i++)
         {
-            int length = random.Next(1, (int)Math.Min(maxBlocks, blocks) + 1);
-            long first = random.NextInt64(blocks - length + 1);
-            byte[] data = new byte[length * Block];
+            var length = random.Next(1, (int)Math.Min(maxBlocks, blocks) + 1);
+            var first = random.NextInt64(blocks - length + 1);
+            var data = new byte[length * Block];
             random.NextBytes(data);
             await volume.WriteAsync(first * Block, data);
             data.CopyTo(model, first * Block);
@@ -55,11 +55,11 @@ internal static class VolumeFixture
 
     public static async Task<byte[]> ReadAllAsync(IBlockVolume volume)
     {
-        byte[] all = new byte[volume.CapacityBytes];
-        int step = Math.Min(volume.MaxIoSizeBytes, 1 << 20);
+        var all = new byte[volume.CapacityBytes];
+        var step = Math.Min(volume.MaxIoSizeBytes, 1 << 20);
         for (long pos = 0; pos < all.Length; pos += step)
         {
-            int n = (int)Math.Min(step, all.Length - pos);
+            var n = (int)Math.Min(step, all.Length - pos);
             await volume.ReadAsync(pos, all.AsMemory((int)pos, n));
         }
         return all;
@@ -69,7 +69,7 @@ internal static class VolumeFixture
     public static void AssertSame(byte[] expected, byte[] actual, string context)
     {
         Assert.Equal(expected.Length, actual.Length);
-        int i = expected.AsSpan().CommonPrefixLength(actual);
+        var i = expected.AsSpan().CommonPrefixLength(actual);
         Assert.True(i == expected.Length, $"{context}: first difference at byte {i} (block {i / Block})");
     }
 }

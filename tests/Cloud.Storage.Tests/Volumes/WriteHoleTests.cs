@@ -26,7 +26,7 @@ public sealed class WriteHoleTests
         var faulty = raw.Select(d => new FaultInjectingBlockDevice(d)).ToArray();
         var options = new RaidVolumeOptions { WriteIntentLog = intentLog };
         RaidVolume volume = await RaidVolume.CreateAsync(Definition(level, members, chunk), faulty, options);
-        byte[] model = new byte[volume.CapacityBytes];
+        var model = new byte[volume.CapacityBytes];
         await RandomWritesAsync(volume, model, random, 20);
         await volume.FlushAsync();
 
@@ -34,12 +34,12 @@ public sealed class WriteHoleTests
         var crash = new CrashPoint(budget, seed);
         foreach (FaultInjectingBlockDevice f in faulty) f.Crash = crash;
         var inFlight = new List<Task>();
-        long blocks = volume.CapacityBytes / Block;
-        for (int i = 0; i < 8; i++)
+        var blocks = volume.CapacityBytes / Block;
+        for (var i = 0; i < 8; i++)
         {
-            int length = random.Next(1, 5);
-            long first = random.NextInt64(blocks - length);
-            byte[] data = new byte[length * Block];
+            var length = random.Next(1, 5);
+            var first = random.NextInt64(blocks - length);
+            var data = new byte[length * Block];
             random.NextBytes(data);
             inFlight.Add(Task.Run(async () => await volume.WriteAsync(first * Block, data)));
         }
@@ -58,9 +58,9 @@ public sealed class WriteHoleTests
     [InlineData(RaidLevel.Raid0, 3, 404)]
     public async Task CrashMidStripeUpdate_ThenAssemble_ScrubFindsNoMismatch(RaidLevel level, int members, int seed)
     {
-        for (int budget = 0; budget < 24; budget += 1)
+        for (var budget = 0; budget < 24; budget += 1)
         {
-            (long mismatches, long checksumErrors, string context) = await CrashAndRecoverAsync(
+            (var mismatches, var checksumErrors, var context) = await CrashAndRecoverAsync(
                 level, members, seed + budget, budget, intentLog: true);
             Assert.True(
                 mismatches == 0 && checksumErrors == 0,
@@ -76,9 +76,9 @@ public sealed class WriteHoleTests
     public async Task WithoutIntentLog_TheSameCrashes_LeaveInconsistentStripes()
     {
         long damaged = 0;
-        for (int budget = 0; budget < 24; budget++)
+        for (var budget = 0; budget < 24; budget++)
         {
-            (long mismatches, long checksumErrors, _) = await CrashAndRecoverAsync(
+            (var mismatches, var checksumErrors, _) = await CrashAndRecoverAsync(
                 RaidLevel.Raid5, 4, 401 + budget, budget, intentLog: false);
             damaged += mismatches + checksumErrors;
         }

@@ -43,12 +43,12 @@ public sealed class WritePlanningTests
     {
         (RaidVolume volume, FaultInjectingBlockDevice[] devices) = await CountingVolumeAsync(RaidLevel.Raid5, 8);
         await using var guard = volume;
-        long[] before = devices.Select(d => d.ReadCount + d.WriteCount).ToArray();
+        var before = devices.Select(d => d.ReadCount + d.WriteCount).ToArray();
         await volume.WriteAsync(2 * Block, new byte[Block]);
         int dataMember = volume.Layout.Locate(2 * Block).Member, parityMember = volume.Layout.ParityMember(0);
-        for (int m = 0; m < devices.Length; m++)
+        for (var m = 0; m < devices.Length; m++)
         {
-            long ios = devices[m].ReadCount + devices[m].WriteCount - before[m];
+            var ios = devices[m].ReadCount + devices[m].WriteCount - before[m];
             if (m == dataMember || m == parityMember) Assert.True(ios > 0, $"member {m} untouched");
             else Assert.Equal(0, ios);
         }

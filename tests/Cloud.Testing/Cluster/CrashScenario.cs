@@ -40,7 +40,7 @@ public static class CrashScenario
     /// </summary>
     public static async Task<T> RetryAsync<T>(Func<Task<T>> call)
     {
-        long start = Stopwatch.GetTimestamp();
+        var start = Stopwatch.GetTimestamp();
         while (true)
         {
             try { return await call(); }
