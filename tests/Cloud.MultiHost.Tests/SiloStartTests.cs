@@ -22,13 +22,9 @@ public sealed class SiloStartTests(PostgresFixture postgres) : IClassFixture<Pos
         Dictionary<string, string>? environment = null)
     {
         await using var silo = ChildProcess.StartDotnet("silo", SiloDll, ["--nbd-port", "0", .. args], environment);
-        var deadline = DateTime.UtcNow + ExitTimeout;
-        while (!silo.HasExited)
-        {
-            Assert.True(
-                DateTime.UtcNow < deadline, $"the silo did not exit within {ExitTimeout}; its output:\n{silo.Output}");
-            await Task.Delay(50);
-        }
+        // A silo that does not exit is a test failure; its output then goes into the message.
+        if (!await Eventually.WithinAsync(() => silo.HasExited, ExitTimeout, Eventually.DefaultPollInterval))
+            Assert.Fail($"the silo did not exit within {ExitTimeout}; its output:\n{silo.Output}");
         // The output readers may still be draining the last lines after the exit.
         await Task.Delay(200);
         return (silo.ExitCode, silo.Output);

@@ -14,9 +14,6 @@ namespace Cloud.Grains.Volumes;
 /// </summary>
 public sealed class VolumeReach(LoadTable loadTable, ILocalSiloDetails silo, IOptions<CloudOptions> options)
 {
-    /// <summary>The key under which a first server tells placement the host a volume's members are on.</summary>
-    public const string RequiredHostKey = "cloud.host";
-
     /// <summary>This silo's host.</summary>
     public string HostName => options.Value.HostName;
 
