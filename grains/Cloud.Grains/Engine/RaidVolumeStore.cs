@@ -118,7 +118,8 @@ internal sealed class RaidVolumeStore(
         CancellationToken cancellationToken)
     {
         var report = await volume.ScrubStripesAsync(firstStripe, lastStripe, repair, cancellationToken);
-        return new ScrubResult(report.StripesChecked, report.ParityMismatches, report.ChecksumErrors, report.Repaired);
+        return new ScrubResult(
+            report.StripesChecked, report.ParityMismatches, report.ChecksumErrors, report.Repaired, report.Unrecoverable);
     }
 
     public Guid VolumeId => volume.Definition.VolumeId;

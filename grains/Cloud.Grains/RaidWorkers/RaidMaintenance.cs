@@ -247,7 +247,8 @@ public sealed partial class RaidMaintenance(
             a.StripesChecked + b.StripesChecked,
             a.Mismatches + b.Mismatches,
             a.ChecksumErrors + b.ChecksumErrors,
-            a.Repaired + b.Repaired);
+            a.Repaired + b.Repaired,
+            a.Unrecoverable + b.Unrecoverable);
 
     private static void CheckMember(VolumeInfo v, int index)
     {
