@@ -36,7 +36,7 @@ public sealed partial class RaidVolume
         Memory<byte> destination,
         CancellationToken cancellationToken)
     {
-        CheckSectorRange(offsetBytes, destination.Length, MaxIoSizeBytes);
+        CheckSectorRange(offsetBytes, destination.Length, MaxIoSizeBytes, nameof(destination));
         var end = offsetBytes + destination.Length;
         var (head, tail, middleStart, middleEnd) = SplitAtBlocks(offsetBytes, end);
         if (middleEnd > middleStart)
@@ -75,7 +75,7 @@ public sealed partial class RaidVolume
         bool forceUnitAccess,
         CancellationToken cancellationToken)
     {
-        CheckSectorRange(offsetBytes, source.Length, MaxIoSizeBytes);
+        CheckSectorRange(offsetBytes, source.Length, MaxIoSizeBytes, nameof(source));
         var end = offsetBytes + source.Length;
         var (head, tail, middleStart, middleEnd) = SplitAtBlocks(offsetBytes, end);
         if (head)
@@ -107,7 +107,7 @@ public sealed partial class RaidVolume
     /// <summary>Trims a sector-aligned range: the partial blocks' sectors are written with zeroes.</summary>
     private async ValueTask TrimSectorsAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken)
     {
-        CheckSectorRange(offsetBytes, lengthBytes, CapacityBytes);
+        CheckSectorRange(offsetBytes, lengthBytes, CapacityBytes, nameof(lengthBytes));
         var end = offsetBytes + lengthBytes;
         var (head, tail, middleStart, middleEnd) = SplitAtBlocks(offsetBytes, end);
         if (head)
@@ -158,9 +158,10 @@ public sealed partial class RaidVolume
 
     /// <summary>
     /// Checks a sector-aligned request: offset and length multiples of <see cref="SectorBytes"/>, the length at most
-    /// <paramref name="maxLengthBytes"/>, inside the volume.
+    /// <paramref name="maxLengthBytes"/>, inside the volume. A bad length names <paramref name="lengthName"/> when
+    /// it is refused on its own, and the offset's range when it runs past the end (as the block-aligned checks do).
     /// </summary>
-    private void CheckSectorRange(long offsetBytes, long lengthBytes, long maxLengthBytes)
+    private void CheckSectorRange(long offsetBytes, long lengthBytes, long maxLengthBytes, string lengthName)
     {
         CheckUsable();
         if (offsetBytes < 0 || offsetBytes % SectorBytes != 0 || offsetBytes >= CapacityBytes)
@@ -168,11 +169,15 @@ public sealed partial class RaidVolume
                 nameof(offsetBytes),
                 offsetBytes,
                 $"offset must be a multiple of {SectorBytes} in 0..{CapacityBytes - SectorBytes}.");
-        var max = Math.Min(maxLengthBytes, CapacityBytes - offsetBytes);
-        if (lengthBytes < 1 || lengthBytes % SectorBytes != 0 || lengthBytes > max)
+        if (lengthBytes < 1 || lengthBytes % SectorBytes != 0 || lengthBytes > maxLengthBytes)
+            throw new ArgumentOutOfRangeException(
+                lengthName,
+                lengthBytes,
+                $"length must be a multiple of {SectorBytes} in {SectorBytes}..{maxLengthBytes} bytes.");
+        if (lengthBytes > CapacityBytes - offsetBytes)
             throw new ArgumentOutOfRangeException(
                 nameof(lengthBytes),
                 lengthBytes,
-                $"length must be a multiple of {SectorBytes} in {SectorBytes}..{max} bytes at offset {offsetBytes}.");
+                $"length must be a multiple of {SectorBytes} in {SectorBytes}..{CapacityBytes - offsetBytes} bytes at offset {offsetBytes}.");
     }
 }
