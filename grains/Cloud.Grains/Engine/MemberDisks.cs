@@ -82,7 +82,8 @@ public static class MemberDisks
     /// <summary>
     /// Binds the page-blob account of a silo: the <c>PageBlobs</c> section (<c>PageBlobs:ConnectionString</c>,
     /// <c>PageBlobs:ServiceUri</c>, <c>PageBlobs:Device:…</c>), falling back to the keys the Aspire AppHost and the
-    /// Bicep templates set, <c>Cloud:Azure:ConnectionString</c> and <c>Cloud:Azure:BlobEndpoint</c>.
+    /// Bicep templates set, <c>Cloud:Azure:ConnectionString</c>, <c>Cloud:Azure:BlobEndpoint</c> and
+    /// <c>Cloud:Azure:DisksContainer</c>.
     /// </summary>
     public static void BindPageBlobAccount(IConfiguration configuration, PageBlobAccountOptions options)
     {
@@ -97,5 +98,8 @@ public static class MemberDisks
                     $"Cloud:Azure:BlobEndpoint '{endpoint}' is not an absolute URI; use e.g. https://ACCOUNT.blob.core.windows.net/");
             options.ServiceUri = uri;
         }
+        if (string.IsNullOrWhiteSpace(options.DefaultContainer)
+            && configuration["Cloud:Azure:DisksContainer"] is { Length: > 0 } container)
+            options.DefaultContainer = container;
     }
 }
