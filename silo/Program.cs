@@ -42,6 +42,12 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
 string[] flags = ["--init-schema"];
 args = [.. args.Select(a => flags.Contains(a) ? a + "=true" : a)];
 
+if (args.Contains("--print-settings"))
+{
+    // Every key and variable the silo reads, for operators and for the deployment contract test.
+    foreach (var line in SiloSettings.Describe()) Console.WriteLine(line);
+    return 0;
+}
 if (args.Contains("--help") || args.Contains("-h"))
 {
     Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--address ADDR|auto] [--host-name HOST]");
@@ -52,6 +58,7 @@ if (args.Contains("--help") || args.Contains("-h"))
     Console.WriteLine(
         "                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH] [--nbd-congestion-control NAMES]");
     Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
+    Console.WriteLine("       Cloud.Silo --print-settings   (every configuration key and variable the silo reads)");
     return 0;
 }
 for (var i = 0; i < args.Length; i += 2)

@@ -79,6 +79,13 @@ public static class MemberDisks
         return disk is FileDisk file ? Path.GetFullPath(file.Path, baseDirectory) : ToLocation(disk);
     }
 
+    /// <summary>The configuration section of the page-blob account (<see cref="PageBlobAccountOptions"/>).</summary>
+    public const string PageBlobsSectionName = "PageBlobs";
+
+    /// <summary>The keys <see cref="BindPageBlobAccount"/> falls back to when the section leaves one unset.</summary>
+    public static readonly string[] FallbackKeys =
+        ["Cloud:Azure:ConnectionString", "Cloud:Azure:BlobEndpoint", "Cloud:Azure:DisksContainer"];
+
     /// <summary>
     /// Binds the page-blob account of a silo: the <c>PageBlobs</c> section (<c>PageBlobs:ConnectionString</c>,
     /// <c>PageBlobs:ServiceUri</c>, <c>PageBlobs:Device:…</c>), falling back to the keys the Aspire AppHost and the
@@ -87,7 +94,7 @@ public static class MemberDisks
     /// </summary>
     public static void BindPageBlobAccount(IConfiguration configuration, PageBlobAccountOptions options)
     {
-        configuration.GetSection("PageBlobs").Bind(options);
+        configuration.GetSection(PageBlobsSectionName).Bind(options);
         if (string.IsNullOrWhiteSpace(options.ConnectionString)
             && configuration["Cloud:Azure:ConnectionString"] is { Length: > 0 } connectionString)
             options.ConnectionString = connectionString;
