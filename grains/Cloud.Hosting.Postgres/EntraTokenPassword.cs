@@ -35,7 +35,7 @@ public sealed class EntraTokenPassword
     private readonly SemaphoreSlim _refresh = new(1, 1);
     private AccessToken? _token;
 
-    /// <param name="credential">Where tokens come from (the managed identity; a test's own credential in tests).</param>
+    /// <param name="credential">Where tokens come from (the managed identity; a test's own in tests).</param>
     /// <param name="identity">Names the identity in error messages (e.g. its client id); never a secret.</param>
     /// <param name="time">The clock that decides when a token is due for refresh.</param>
     public EntraTokenPassword(TokenCredential credential, string identity, TimeProvider? time = null)

@@ -13,10 +13,10 @@ using Npgsql;
 namespace Cloud.Infra.Tests;
 
 /// <summary>
-/// The deployment contract run (issue 16 item 4): three silos at once, each started with exactly the silo container's environment from the
-/// compiled <c>main.bicep</c>, with the PostgreSQL and Azurite endpoints swapped for local ones and the managed
-/// identity's token endpoint for a local one (the same variables Container Apps gives a container), and nothing
-/// else changed. The platform's part is played here too: each silo's own address (<c>CLOUD_HOST_ADDRESS</c>, as a
+/// The deployment contract run (issue 16 item 4): three silos at once, each started with exactly the silo container's
+/// environment from the compiled <c>main.bicep</c>, with the PostgreSQL and Azurite endpoints swapped for local ones
+/// and the managed identity's token endpoint for a local one (the same variables Container Apps gives a container),
+/// and nothing else changed. The platform's part is played here too: each silo's own address (<c>CLOUD_HOST_ADDRESS</c>, as a
 /// replica's IP), its hostname (<c>Silo__Name</c>, which defaults to the machine name, one for all processes here) and
 /// a writable data directory (the image's <c>Cloud__DataDirectory</c>). The silos run as this user on their own
 /// loopback addresses, not as the multi-host bed's Unix users.

@@ -64,10 +64,12 @@ internal sealed partial class SiloContainerSpec
             var template = module["properties"]?["template"]?.AsObject();
             var app = template is null
                 ? null
-                : Resources(template).FirstOrDefault(r => r["type"]?.GetValue<string>() == "Microsoft.App/containerApps");
+                : Resources(template).FirstOrDefault(
+                    r => r["type"]?.GetValue<string>() == "Microsoft.App/containerApps");
             if (app is not null) return new SiloContainerSpec(template!, app, parameters);
         }
-        throw new InvalidOperationException("main.bicep compiles to no module with a Microsoft.App/containerApps resource");
+        throw new InvalidOperationException(
+            "main.bicep compiles to no module with a Microsoft.App/containerApps resource");
     }
 
     private static IEnumerable<JsonObject> Resources(JsonObject template) =>
