@@ -163,8 +163,7 @@ if (database is not null && silo.ApplySchema)
         when (ex is Npgsql.NpgsqlException or ArgumentException or InvalidOperationException or TimeoutException
             or System.Net.Sockets.SocketException)
     {
-        var reason = (ex as PostgresSignInException ?? ex.InnerException as PostgresSignInException)?.Message
-            ?? ex.Message;
+        var reason = PostgresSignInException.Find(ex)?.Message ?? ex.Message;
         Console.Error.WriteLine($"cloud-silo: applying the schema failed: {reason.ReplaceLineEndings(" ")}");
         return 1;
     }

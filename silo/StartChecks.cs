@@ -100,8 +100,7 @@ public static class StartChecks
                 or InvalidOperationException)
         {
             // Npgsql may wrap a failed token fetch; the sign-in failure's own message names the identity and why.
-            var signIn = ex as Cloud.Hosting.Postgres.PostgresSignInException
-                ?? ex.InnerException as Cloud.Hosting.Postgres.PostgresSignInException;
+            var signIn = Cloud.Hosting.Postgres.PostgresSignInException.Find(ex);
             var reason = (signIn?.Message ?? (ex.InnerException is SocketException inner ? inner.Message : ex.Message))
                 .ReplaceLineEndings(" ");
             return ($"cannot use {where}: {reason}; check --connection and that the server accepts this host", false);

@@ -26,7 +26,11 @@ public sealed class EntraTokenPassword
     /// </summary>
     public static readonly TimeSpan RefreshMargin = TimeSpan.FromMinutes(5);
 
-    /// <summary>The longest a credential may take to hand out a token before the sign-in is failed.</summary>
+    /// <summary>
+    /// The longest a credential may take to hand out a token before the sign-in is failed; <see cref="Apply"/>
+    /// shortens it to four fifths of the connection's own timeout, so that a slow credential is reported as such and
+    /// not as a bare connection timeout.
+    /// </summary>
     public static readonly TimeSpan TokenTimeout = TimeSpan.FromSeconds(30);
 
     private readonly TokenCredential _credential;
@@ -34,6 +38,7 @@ public sealed class EntraTokenPassword
     private readonly string _identity;
     private readonly SemaphoreSlim _refresh = new(1, 1);
     private AccessToken? _token;
+    private TimeSpan _fetchTimeout = TokenTimeout;
 
     /// <param name="credential">Where tokens come from (the managed identity; a test's own in tests).</param>
     /// <param name="identity">Names the identity in error messages (e.g. its client id); never a secret.</param>
@@ -80,6 +85,12 @@ public sealed class EntraTokenPassword
     public NpgsqlDataSourceBuilder Apply(NpgsqlDataSourceBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
+        var connectSeconds = builder.ConnectionStringBuilder.Timeout;
+        if (connectSeconds > 0)
+        {
+            var connectTimeout = TimeSpan.FromSeconds(connectSeconds);
+            if (connectTimeout < TokenTimeout) _fetchTimeout = connectTimeout * 0.8;
+        }
         // Npgsql needs a synchronous provider for synchronous opens, which Orleans does not make; blocking there is
         // the only option the API leaves.
         builder.UsePasswordProvider(
@@ -97,17 +108,20 @@ public sealed class EntraTokenPassword
     private async Task<AccessToken> FetchAsync(CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(TokenTimeout);
+        timeout.CancelAfter(_fetchTimeout);
         AccessToken token;
         try
         {
             token = await _credential.GetTokenAsync(new TokenRequestContext([Scope]), timeout.Token)
                 .ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException ex)
         {
+            // Whether our bound or the connection's own timeout ran out, the sign-in waited on the credential: say
+            // so, rather than let the connection report a bare timeout that sends the operator to the network.
             throw new PostgresSignInException(
-                $"no Entra token for PostgreSQL from {_identity} within {TokenTimeout.TotalSeconds:0} s (scope {Scope}); check that the managed identity is assigned to this host");
+                $"no Entra token for PostgreSQL from {_identity} within {_fetchTimeout.TotalSeconds:0.#} s (scope {Scope}); check that the managed identity is assigned to this host",
+                ex);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
@@ -137,5 +151,20 @@ public sealed class PostgresSignInException : InvalidOperationException
     public PostgresSignInException(string message, Exception innerException)
         : base(message, innerException)
     {
+    }
+
+    /// <summary>
+    /// The sign-in failure inside <paramref name="exception"/> (Npgsql wraps what a password provider throws), or
+    /// null.
+    /// </summary>
+    public static PostgresSignInException? Find(Exception? exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is PostgresSignInException found) return found;
+            if (e is AggregateException aggregate)
+                return aggregate.InnerExceptions.Select(Find).FirstOrDefault(f => f is not null);
+        }
+        return null;
     }
 }

@@ -96,15 +96,52 @@ public sealed class DeployedSiloTests
             await using (var client = await CloudClient.ConnectAsync($"{hosts[1]}:{gatewayPort}", clusterId))
             {
                 Assert.Equal(pattern, await SdkReadAsync(client, "deployed", 1 << 20, pattern.Length));
+                Assert.Equal(
+                    pattern,
+                    await NbdReadAsync(new IPEndPoint(hosts[2], nbdPort), "deployed", 1 << 20, pattern.Length));
+
+                // The catalog made these blobs, so deleting the volume deletes them.
+                var members = (await client.ShowVolumeAsync("deployed")).Disks.Select(d => d.Path).ToList();
+                await client.DeleteVolumeAsync("deployed");
+                var blobs = PageBlobConnection.FromConnectionString(azurite.ConnectionString());
+                foreach (var disk in members.Select(m => (PageBlobDisk)DiskDescriptor.Parse(m)))
+                    Assert.False((await blobs.GetPageBlobClient(disk.Container, disk.Blob).ExistsAsync()).Value);
             }
-            Assert.Equal(
-                pattern, await NbdReadAsync(new IPEndPoint(hosts[2], nbdPort), "deployed", 1 << 20, pattern.Length));
         }
         finally
         {
             foreach (var silo in silos) await silo.DisposeAsync();
         }
         Assert.True(identity.TokensServed > 0, "the silos never asked the managed identity endpoint for a token");
+    }
+
+    [Fact]
+    public async Task Silo_WhoseManagedIdentityGivesNoToken_StopsWithOneLineNamingTheIdentityAndTheScope()
+    {
+        await using var postgres = await PostgresServer.StartAsync();
+        var (connectionString, _) = await TokenRoleAsync(postgres);
+        var spec = await SiloContainerSpec.CompileAsync(DeploymentContractTests.AzureParameters);
+        using var root = new TemporaryDirectory();
+        var env = spec.Environment.ToDictionary(e => e.Name, e => e.Value, StringComparer.Ordinal);
+        env["Silo__Connection"] = connectionString;
+        // A token endpoint where nothing listens: the identity is not assigned to this host.
+        env[FakeManagedIdentity.EndpointVariable] = $"http://127.0.0.1:{FreePorts.Next()}/msi/token/";
+        env[FakeManagedIdentity.HeaderVariable] = "no-identity-here";
+        env["CLOUD_HOST_ADDRESS"] = NewHostAddress().ToString();
+        env["Cloud__DataDirectory"] = root.Path;
+
+        await using var silo = ChildProcess.StartDotnet(
+            "silo without a token", Path.Combine(AppContext.BaseDirectory, "Cloud.Silo.dll"), [], env);
+        await Eventually.TrueAsync(() => silo.HasExited, "the silo to give up");
+
+        Assert.True(silo.ExitCode != 0, $"the silo started without a token:\n{silo.Output}");
+        Assert.True(silo.Output.Contains("no Entra token", StringComparison.Ordinal), silo.Output);
+        Assert.Contains(
+            $"no Entra token for PostgreSQL from the managed identity AZURE_CLIENT_ID={env["AZURE_CLIENT_ID"]}",
+            silo.Output,
+            StringComparison.Ordinal);
+        Assert.Contains(EntraTokenPassword.Scope, silo.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", silo.Output, StringComparison.Ordinal);
     }
 
     private sealed record RunningSilo(ChildProcess Process) : IAsyncDisposable
