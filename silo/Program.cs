@@ -143,9 +143,7 @@ var credential = SiloCredential.Create(Environment.GetEnvironmentVariable);
 builder.Services.AddSingleton(credential);
 
 // One data source for the schema, the start checks, clustering and grain storage, so that all sign in alike.
-await using var database = silo.Clustering == ClusteringKind.Postgres
-    ? CreateDataSource(silo, credential, out var dataSourceError)
-    : NoDataSource(out dataSourceError);
+await using var database = CreateDataSource(silo, credential, out var dataSourceError);
 if (dataSourceError is not null)
 {
     Console.Error.WriteLine($"cloud-silo: {dataSourceError}");
@@ -232,12 +230,14 @@ Console.WriteLine(drain.LeftOver == 0
     : $"Cloud silo '{silo.Name}' stopped with {drain.LeftOver} writes left to re-delegation.");
 return 0;
 
+// The clustering database's data source (null without postgres clustering), or null and one error line.
 static Npgsql.NpgsqlDataSource? CreateDataSource(
     SiloHostOptions silo,
     Azure.Core.TokenCredential credential,
     out string? error)
 {
     error = null;
+    if (silo.Clustering != ClusteringKind.Postgres) return null;
     var token = silo.PostgresSignIn == PostgresSignIn.ManagedIdentity
         ? new EntraTokenPassword(credential, SiloCredential.Describe(Environment.GetEnvironmentVariable))
         : null;
@@ -250,10 +250,4 @@ static Npgsql.NpgsqlDataSource? CreateDataSource(
         error = $"--connection: {ex.Message.Split(" (Parameter", 2)[0]}";
         return null;
     }
-}
-
-static Npgsql.NpgsqlDataSource? NoDataSource(out string? error)
-{
-    error = null;
-    return null;
 }
