@@ -173,7 +173,6 @@ module silos 'modules/silos.bicep' = {
     siloIdentityId: identity.outputs.id
     siloIdentityClientId: identity.outputs.clientId
     siloIdentityName: siloIdentityName
-    appInsightsConnectionString: monitoringRoles.outputs.connectionString
     postgresHost: postgres.outputs.fqdn
     postgresDatabase: postgres.outputs.databaseName
     blobEndpoint: storage.outputs.blobEndpoint

@@ -36,20 +36,29 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
     ["--http-port"] = "Http:Port",
     ["--dashboard-port"] = "Http:DashboardPort",
     ["--init-schema"] = "Silo:ApplySchema",
+    ["--postgres-sign-in"] = "Silo:PostgresSignIn",
 };
 // Flags without a value: rewritten to KEY=true before the pairs are checked.
 string[] flags = ["--init-schema"];
 args = [.. args.Select(a => flags.Contains(a) ? a + "=true" : a)];
 
+if (args.Contains("--print-settings"))
+{
+    // Every key and variable the silo reads, for operators and for the deployment contract test.
+    foreach (var line in SiloSettings.Describe()) Console.WriteLine(line);
+    return 0;
+}
 if (args.Contains("--help") || args.Contains("-h"))
 {
     Console.WriteLine("usage: Cloud.Silo [--data DIR] [--name NAME] [--address ADDR|auto] [--host-name HOST]");
     Console.WriteLine("                  [--silo-port N] [--gateway-port N]");
     Console.WriteLine(
         "                  [--clustering localhost|postgres] [--connection CONNSTRING] [--init-schema] [--cluster-id ID]");
+    Console.WriteLine("                  [--postgres-sign-in password|managedidentity]");
     Console.WriteLine(
         "                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH] [--nbd-congestion-control NAMES]");
     Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
+    Console.WriteLine("       Cloud.Silo --print-settings   (every configuration key and variable the silo reads)");
     return 0;
 }
 for (var i = 0; i < args.Length; i += 2)
@@ -128,24 +137,37 @@ if (StartChecks.PortInUse(address, [("--silo-port", silo.SiloPort), ("--gateway-
 // The drain must end before the host gives up on stopping.
 builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = silo.DrainTimeout + SiloConfiguration.ShutdownMargin);
 
-if (silo.Clustering == ClusteringKind.Postgres && silo.ApplySchema)
+// One Entra credential for the host (managed identity in Azure): PostgreSQL sign-in and page blobs take tokens from
+// it.
+var credential = SiloCredential.Create(Environment.GetEnvironmentVariable);
+builder.Services.AddSingleton(credential);
+
+// One data source for the schema, the start checks, clustering and grain storage, so that all sign in alike.
+await using var database = CreateDataSource(silo, credential, out var dataSourceError);
+if (dataSourceError is not null)
+{
+    Console.Error.WriteLine($"cloud-silo: {dataSourceError}");
+    return 2;
+}
+
+if (database is not null && silo.ApplySchema)
 {
     try
     {
-        await PostgresSchema.ApplyAsync(silo.Connection!);
+        await PostgresSchema.ApplyAsync(database);
         Console.WriteLine("Cloud schema applied to the clustering database.");
     }
     catch (Exception ex)
         when (ex is Npgsql.NpgsqlException or ArgumentException or InvalidOperationException or TimeoutException
             or System.Net.Sockets.SocketException)
     {
-        Console.Error.WriteLine($"cloud-silo: applying the schema failed: {ex.Message.ReplaceLineEndings(" ")}");
+        var reason = PostgresSignInException.Find(ex)?.Message ?? ex.Message;
+        Console.Error.WriteLine($"cloud-silo: applying the schema failed: {reason.ReplaceLineEndings(" ")}");
         return 1;
     }
 }
 
-if (silo.Clustering == ClusteringKind.Postgres
-    && await StartChecks.DatabaseProblemAsync(silo.Connection!) is { } databaseError)
+if (database is not null && await StartChecks.DatabaseProblemAsync(database) is { } databaseError)
 {
     Console.Error.WriteLine($"cloud-silo: {databaseError}");
     return 2;
@@ -159,10 +181,10 @@ builder.UseOrleans(orleans =>
         // table.
         orleans.ConfigureEndpoints(address, silo.SiloPort, silo.GatewayPort, listenOnAnyHostAddress: false);
         orleans.Configure<ClusterOptions>(o => { o.ClusterId = silo.ClusterId; o.ServiceId = silo.ServiceId; });
-        orleans.UseCloudPostgresClustering(silo.Connection!);
+        orleans.UseCloudPostgresClustering(database!);
         // Registered before AddCloud, so the catalog, writer slots and partition clocks live in PostgreSQL and not
         // in the data directory's file-backed storage, which AddCloud adds only when this name is free.
-        orleans.AddCloudPostgresGrainStorage(CloudGrainStorage.Name, silo.Connection!);
+        orleans.AddCloudPostgresGrainStorage(CloudGrainStorage.Name, database!);
         if (silo.FastFailureDetection) orleans.UseCloudFastFailureDetection();
     }
     else
@@ -207,3 +229,25 @@ Console.WriteLine(drain.LeftOver == 0
     ? $"Cloud silo '{silo.Name}' stopped after draining its writes."
     : $"Cloud silo '{silo.Name}' stopped with {drain.LeftOver} writes left to re-delegation.");
 return 0;
+
+// The clustering database's data source (null without postgres clustering), or null and one error line.
+static Npgsql.NpgsqlDataSource? CreateDataSource(
+    SiloHostOptions silo,
+    Azure.Core.TokenCredential credential,
+    out string? error)
+{
+    error = null;
+    if (silo.Clustering != ClusteringKind.Postgres) return null;
+    var token = silo.PostgresSignIn == PostgresSignIn.ManagedIdentity
+        ? new EntraTokenPassword(credential, SiloCredential.Describe(Environment.GetEnvironmentVariable))
+        : null;
+    try
+    {
+        return CloudPostgresDataSource.Create(silo.Connection!, token);
+    }
+    catch (ArgumentException ex)
+    {
+        error = $"--connection: {ex.Message.Split(" (Parameter", 2)[0]}";
+        return null;
+    }
+}

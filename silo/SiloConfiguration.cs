@@ -33,6 +33,9 @@ public static class SiloConfiguration
         ("Silo:Name", ["Cloud:SiloName"]),
     ];
 
+    /// <summary>The keys this class consults when a <c>Silo</c> key is unset.</summary>
+    public static IEnumerable<string> FallbackKeys => Aliases.SelectMany(a => a.Fallbacks);
+
     /// <summary>
     /// Adds the fallback values to <paramref name="configuration"/>. Returns an error line when a value is not allowed
     /// (the clustering kind), or null.

@@ -12,6 +12,18 @@ public enum ClusteringKind
     Postgres,
 }
 
+/// <summary>How the silo signs in to PostgreSQL.</summary>
+public enum PostgresSignIn
+{
+    /// <summary>With the connection string's password (or none, on a server that trusts the host).</summary>
+    Password,
+    /// <summary>
+    /// With a Microsoft Entra token of the host's managed identity (<c>AZURE_CLIENT_ID</c> names a user-assigned one),
+    /// as Azure Database for PostgreSQL with password authentication off requires. See <see cref="SiloCredential"/>.
+    /// </summary>
+    ManagedIdentity,
+}
+
 /// <summary>
 /// The silo host's own options (section <c>Silo</c>); the grains' options are in section <c>Cloud</c>.
 /// </summary>
@@ -55,6 +67,12 @@ public sealed class SiloHostOptions
 
     /// <summary>The clustering database's connection string (postgres only; redacted in logs).</summary>
     public string? Connection { get; set; }
+
+    /// <summary>
+    /// How the silo signs in to PostgreSQL (<c>--postgres-sign-in password|managedidentity</c>; postgres only): with
+    /// the connection string's password (default) or with an Entra token of the managed identity.
+    /// </summary>
+    public PostgresSignIn PostgresSignIn { get; set; } = PostgresSignIn.Password;
 
     /// <summary>Orleans cluster id; silos and clients of one cluster share it.</summary>
     public string ClusterId { get; set; } = "cloud";
@@ -104,6 +122,8 @@ public sealed class SiloHostOptionsValidator : IValidateOptions<SiloHostOptions>
             errors.Add($"--silo-port and --gateway-port are both {o.SiloPort}; use two different ports");
         if (o.Clustering == ClusteringKind.Postgres && string.IsNullOrWhiteSpace(o.Connection))
             errors.Add("--clustering postgres needs --connection with a PostgreSQL connection string");
+        if (o.PostgresSignIn != PostgresSignIn.Password && o.Clustering != ClusteringKind.Postgres)
+            errors.Add("--postgres-sign-in managedidentity needs --clustering postgres");
         if (o.ApplySchema && o.Clustering != ClusteringKind.Postgres)
             errors.Add("--init-schema needs --clustering postgres");
         if (o.DrainTimeout < TimeSpan.Zero || o.DrainTimeout > TimeSpan.FromMinutes(10))

@@ -57,44 +57,37 @@ public static class StartChecks
     }
 
     /// <summary>
-    /// Connects to the clustering database and looks for Cloud's schema, waiting up to <see cref="SchemaWait"/> for a
-    /// schema another silo may be applying. Returns one error line (unreachable, refused, or no schema, with the
+    /// Connects to the clustering database through <paramref name="dataSource"/> (which signs in as the silo will:
+    /// password or Entra token) and looks for Cloud's schema, waiting up to <see cref="SchemaWait"/> for a schema
+    /// another silo may be applying. Returns one error line (unreachable, refused, no token, or no schema, with the
     /// command that applies it), or null when the schema is there.
     /// </summary>
     public static async Task<string?> DatabaseProblemAsync(
-        string connectionString,
+        NpgsqlDataSource dataSource,
         CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(dataSource);
         var deadline = DateTime.UtcNow + SchemaWait;
         while (true)
         {
-            var (problem, schemaMissing) = await ProbeAsync(connectionString, cancellationToken).ConfigureAwait(false);
+            var (problem, schemaMissing) = await ProbeAsync(dataSource, cancellationToken).ConfigureAwait(false);
             if (!schemaMissing || DateTime.UtcNow >= deadline) return problem;
             await Task.Delay(SchemaPollInterval, cancellationToken).ConfigureAwait(false);
         }
     }
 
     private static async Task<(string? Problem, bool SchemaMissing)> ProbeAsync(
-        string connectionString,
+        NpgsqlDataSource dataSource,
         CancellationToken cancellationToken)
     {
-        NpgsqlConnectionStringBuilder parsed;
-        try
-        {
-            parsed = new NpgsqlConnectionStringBuilder(connectionString);
-        }
-        catch (ArgumentException ex)
-        {
-            return ($"--connection is not a valid PostgreSQL connection string: {ex.Message}", false);
-        }
         // Name the server without the password or any other secret the string holds.
+        var parsed = new NpgsqlConnectionStringBuilder(dataSource.ConnectionString);
         var where = $"PostgreSQL at {parsed.Host}:{parsed.Port}, database '{parsed.Database ?? parsed.Username}'";
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(DatabaseProbeTimeout);
         try
         {
-            await using var connection = new NpgsqlConnection(connectionString);
-            await connection.OpenAsync(timeout.Token).ConfigureAwait(false);
+            await using var connection = await dataSource.OpenConnectionAsync(timeout.Token).ConfigureAwait(false);
             await using var command = new NpgsqlCommand("SELECT to_regclass(@t) IS NOT NULL", connection);
             command.Parameters.AddWithValue("t", QueryTable);
             var present = (bool)(await command.ExecuteScalarAsync(timeout.Token).ConfigureAwait(false))!;
@@ -106,7 +99,9 @@ public static class StartChecks
             when (ex is NpgsqlException or SocketException or TimeoutException or OperationCanceledException
                 or InvalidOperationException)
         {
-            var reason = (ex.InnerException is SocketException inner ? inner.Message : ex.Message)
+            // Npgsql may wrap a failed token fetch; the sign-in failure's own message names the identity and why.
+            var signIn = Cloud.Hosting.Postgres.PostgresSignInException.Find(ex);
+            var reason = (signIn?.Message ?? (ex.InnerException is SocketException inner ? inner.Message : ex.Message))
                 .ReplaceLineEndings(" ");
             return ($"cannot use {where}: {reason}; check --connection and that the server accepts this host", false);
         }

@@ -27,6 +27,21 @@ public static class PostgresClustering
         });
     }
 
+    /// <summary>
+    /// Uses ADO.NET clustering on PostgreSQL through <paramref name="dataSource"/>, which decides how connections sign
+    /// in (a password, or an Entra token). The caller owns the data source and disposes it after the host stops.
+    /// </summary>
+    public static ISiloBuilder UseCloudPostgresClustering(this ISiloBuilder builder, NpgsqlDataSource dataSource)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentNullException.ThrowIfNull(dataSource);
+        return builder.UseAdoNetClustering(options =>
+        {
+            options.Invariant = Invariant;
+            options.DataSource = dataSource;
+        });
+    }
+
     /// <summary>Finds gateways through the ADO.NET membership table on PostgreSQL.</summary>
     /// <exception cref="ArgumentException">The connection string is empty or invalid.</exception>
     public static IClientBuilder UseCloudPostgresClustering(this IClientBuilder builder, string connectionString)

@@ -18,18 +18,32 @@ public static class CloudPostgresHostingExtensions
         string connectionString)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        if (string.IsNullOrWhiteSpace(name))
-        {
-            throw new ArgumentException(
-                "The grain storage name is empty; give the name grains use in [PersistentState(..., storageName)].",
-                nameof(name));
-        }
-
+        CheckName(name);
         var validated = PostgresClustering.ValidateConnectionString(connectionString);
         return builder.AddAdoNetGrainStorage(name, options =>
         {
             options.Invariant = PostgresSchema.Invariant;
             options.ConnectionString = validated;
+        });
+    }
+
+    /// <summary>
+    /// Adds a named ADO.NET grain storage on PostgreSQL through <paramref name="dataSource"/>, which decides how
+    /// connections sign in. The caller owns the data source and disposes it after the host stops.
+    /// </summary>
+    /// <exception cref="ArgumentException">The name is empty.</exception>
+    public static ISiloBuilder AddCloudPostgresGrainStorage(
+        this ISiloBuilder builder,
+        string name,
+        Npgsql.NpgsqlDataSource dataSource)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentNullException.ThrowIfNull(dataSource);
+        CheckName(name);
+        return builder.AddAdoNetGrainStorage(name, options =>
+        {
+            options.Invariant = PostgresSchema.Invariant;
+            options.DataSource = dataSource;
         });
     }
 
@@ -42,5 +56,15 @@ public static class CloudPostgresHostingExtensions
         ArgumentNullException.ThrowIfNull(builder);
         builder.Configure<ClusterMembershipOptions>(CloudFailureDetection.Apply);
         return builder;
+    }
+
+    private static void CheckName(string name)
+    {
+        if (string.IsNullOrWhiteSpace(name))
+        {
+            throw new ArgumentException(
+                "The grain storage name is empty; give the name grains use in [PersistentState(..., storageName)].",
+                nameof(name));
+        }
     }
 }

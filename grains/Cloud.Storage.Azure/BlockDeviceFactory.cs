@@ -1,3 +1,4 @@
+using Azure.Core;
 using Azure.Identity;
 using Cloud.Storage.Devices;
 
@@ -18,6 +19,36 @@ public sealed class PageBlobAccountOptions
     /// </summary>
     public Uri? ServiceUri { get; set; }
 
+    /// <summary>
+    /// The container that holds the member disks of volumes created without <c>--disk</c> (3-63 lowercase letters,
+    /// digits and single hyphens). Unset: such volumes get files in the silo's data directory, as on one machine. Set,
+    /// with an account: every member is a page blob <c>CONTAINER/VOLUME-ID/diskN</c> (see
+    /// <see cref="DefaultMember"/>), which every silo reaches, so the volume outlives the host that created it.
+    /// </summary>
+    public string? DefaultContainer { get; set; }
+
+    /// <summary>Whether volumes created without <c>--disk</c> get page-blob members.</summary>
+    public bool HasDefaultContainer => IsConfigured && !string.IsNullOrWhiteSpace(DefaultContainer);
+
+    /// <summary>
+    /// The page blob of member <paramref name="index"/> of a volume created without <c>--disk</c>:
+    /// <c>{DefaultContainer}/{volumeName}-{volumeTag}/disk{index}</c>, named after the volume and the member, with the
+    /// volume id's tag so that a volume created again under the same name never meets the old one's blobs.
+    /// </summary>
+    public PageBlobDisk DefaultMember(string volumeName, string volumeTag, int index)
+    {
+        if (!HasDefaultContainer)
+            throw new InvalidOperationException(
+                "No default page-blob container is configured: set PageBlobs:DefaultContainer and an account.");
+        ArgumentException.ThrowIfNullOrWhiteSpace(volumeName);
+        ArgumentException.ThrowIfNullOrWhiteSpace(volumeTag);
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        var disk = new PageBlobDisk(DefaultContainer!, $"{volumeName}-{volumeTag}/disk{index}");
+        PageBlobNames.ValidateContainer(disk.Container);
+        PageBlobNames.ValidateBlob(disk.Blob);
+        return disk;
+    }
+
     /// <summary>Retry, timeout, in-flight and service-version settings of every page-blob disk.</summary>
     public PageBlobDeviceOptions Device { get; set; } = new();
 
@@ -26,8 +57,10 @@ public sealed class PageBlobAccountOptions
 
     /// <summary>
     /// The connection these settings describe; throws naming the missing settings when neither is set.
+    /// <paramref name="credential"/> signs in to <see cref="ServiceUri"/> (the host's managed identity);
+    /// <c>DefaultAzureCredential</c> when null.
     /// </summary>
-    public PageBlobConnection Connect()
+    public PageBlobConnection Connect(TokenCredential? credential = null)
     {
         if (!string.IsNullOrWhiteSpace(ConnectionString))
         {
@@ -36,7 +69,7 @@ public sealed class PageBlobAccountOptions
 
         if (ServiceUri is not null)
         {
-            return PageBlobConnection.FromUri(ServiceUri, new DefaultAzureCredential(), Device);
+            return PageBlobConnection.FromUri(ServiceUri, credential ?? new DefaultAzureCredential(), Device);
         }
 
         throw new InvalidOperationException(
@@ -45,7 +78,7 @@ public sealed class PageBlobAccountOptions
 
     /// <summary>Hides the connection string, which holds the account key.</summary>
     public override string ToString() =>
-        $"PageBlobAccountOptions {{ ConnectionString = {(string.IsNullOrEmpty(ConnectionString) ? "<none>" : "<redacted>")}, ServiceUri = {ServiceUri?.ToString() ?? "<none>"} }}";
+        $"PageBlobAccountOptions {{ ConnectionString = {(string.IsNullOrEmpty(ConnectionString) ? "<none>" : "<redacted>")}, ServiceUri = {ServiceUri?.ToString() ?? "<none>"}, DefaultContainer = {DefaultContainer ?? "<none>"} }}";
 }
 
 /// <summary>
@@ -60,16 +93,21 @@ public sealed class BlockDeviceFactory
 
     /// <param name="pageBlobs">The account of page-blob disks, or null when this silo has none.</param>
     /// <param name="openFile">Opens a file disk: path, capacity to create (null = open existing), cancellation.</param>
+    /// <param name="credential">Signs in to the account's <c>ServiceUri</c>; <c>DefaultAzureCredential</c> when
+    /// null.</param>
     public BlockDeviceFactory(
         PageBlobAccountOptions? pageBlobs,
-        Func<string, long?, CancellationToken, ValueTask<IBlockDevice>> openFile)
+        Func<string, long?, CancellationToken, ValueTask<IBlockDevice>> openFile,
+        TokenCredential? credential = null)
     {
         ArgumentNullException.ThrowIfNull(openFile);
         _openFile = openFile;
+        PageBlobs = pageBlobs;
         if (pageBlobs is { IsConfigured: true })
         {
             pageBlobs.Device.Validate();
-            _pageBlobs = new Lazy<PageBlobConnection>(pageBlobs.Connect);
+            _pageBlobs = new Lazy<PageBlobConnection>(() => pageBlobs.Connect(credential));
+            if (pageBlobs.DefaultContainer is { Length: > 0 } container) PageBlobNames.ValidateContainer(container);
         }
     }
 
@@ -77,16 +115,20 @@ public sealed class BlockDeviceFactory
     /// A factory whose file disks are the engine's <see cref="FileBlockDevice"/> (a new file is created at the capacity
     /// given).
     /// </summary>
-    public BlockDeviceFactory(PageBlobAccountOptions? pageBlobs)
+    public BlockDeviceFactory(PageBlobAccountOptions? pageBlobs, TokenCredential? credential = null)
         : this(
             pageBlobs,
             static (path, capacityBytes, _)
-                => ValueTask.FromResult<IBlockDevice>(new FileBlockDevice(path, capacityBytes ?? 0)))
+                => ValueTask.FromResult<IBlockDevice>(new FileBlockDevice(path, capacityBytes ?? 0)),
+            credential)
     {
     }
 
     /// <summary>Whether page-blob disks can be opened (an account is configured).</summary>
     public bool SupportsPageBlobs => _pageBlobs is not null;
+
+    /// <summary>The account settings this factory was made with (null when it has none).</summary>
+    public PageBlobAccountOptions? PageBlobs { get; private init; }
 
     /// <summary>
     /// Opens (and with <paramref name="capacityBytes"/>, creates if absent) the disk <paramref name="disk"/> names.

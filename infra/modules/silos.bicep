@@ -40,9 +40,6 @@ param siloIdentityClientId string
 @description('Name of the silo identity (its PostgreSQL user name).')
 param siloIdentityName string
 
-@description('Application Insights connection string (not a secret with local auth disabled; ingestion needs an Entra token).')
-param appInsightsConnectionString string
-
 @description('PostgreSQL host name.')
 param postgresHost string
 
@@ -159,26 +156,31 @@ resource silo 'Microsoft.App/containerApps@2024-03-01' = {
             cpu: json(cpuCores)
             memory: memory
           }
+          // Every key here is one the silo reads (docs/DEPLOY.md lists them; tests/Cloud.Infra.Tests fails on a key
+          // the silo does not bind): the Silo, Nbd, Http and PageBlobs sections of its configuration.
           env: [
+            // The user-assigned identity the silo signs in as, to PostgreSQL and to the disks' storage account.
             { name: 'AZURE_CLIENT_ID', value: siloIdentityClientId }
-            { name: 'Orleans__ClusterId', value: clusterId }
-            { name: 'Orleans__ServiceId', value: clusterId }
-            { name: 'Orleans__Endpoints__SiloPort', value: string(siloPort) }
-            { name: 'Orleans__Endpoints__GatewayPort', value: string(gatewayPort) }
-            { name: 'Orleans__Clustering__ProviderType', value: 'AdoNet' }
-            { name: 'Cloud__Clustering', value: 'postgres' }
-            // No password: the silo signs in to PostgreSQL with an Entra token for AZURE_CLIENT_ID.
+            { name: 'Silo__ClusterId', value: clusterId }
+            { name: 'Silo__ServiceId', value: clusterId }
+            // The replica's own address, bound and advertised to the other replicas and to clients.
+            { name: 'Silo__Address', value: 'auto' }
+            { name: 'Silo__SiloPort', value: string(siloPort) }
+            { name: 'Silo__GatewayPort', value: string(gatewayPort) }
+            { name: 'Silo__Clustering', value: 'postgres' }
+            // No password: the silo signs in to PostgreSQL with an Entra token of AZURE_CLIENT_ID.
             {
-              name: 'Cloud__Connection'
+              name: 'Silo__Connection'
               value: 'Host=${postgresHost};Database=${postgresDatabase};Username=${siloIdentityName};SSL Mode=Require'
             }
-            { name: 'Cloud__Postgres__UseManagedIdentity', value: 'true' }
-            { name: 'Cloud__Postgres__ApplySchema', value: 'true' }
-            { name: 'Cloud__Azure__BlobEndpoint', value: blobEndpoint }
-            { name: 'Cloud__Azure__DisksContainer', value: disksContainerName }
-            { name: 'Cloud__Nbd__Port', value: string(nbdPort) }
-            { name: 'ASPNETCORE_HTTP_PORTS', value: string(healthPort) }
-            { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
+            { name: 'Silo__PostgresSignIn', value: 'ManagedIdentity' }
+            // Idempotent and serialized by an advisory lock, so every replica may apply it at start.
+            { name: 'Silo__ApplySchema', value: 'true' }
+            { name: 'PageBlobs__ServiceUri', value: blobEndpoint }
+            // Volumes created without --disk get page blobs here, which outlive any replica.
+            { name: 'PageBlobs__DefaultContainer', value: disksContainerName }
+            { name: 'Nbd__Port', value: string(nbdPort) }
+            { name: 'Http__Port', value: string(healthPort) }
           ]
           probes: [
             {

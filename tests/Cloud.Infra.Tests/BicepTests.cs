@@ -142,7 +142,7 @@ public sealed class BicepTests
         ?? throw new InvalidOperationException(
             $"Assembly metadata '{key}' is missing; it is set in Cloud.Infra.Tests.csproj.");
 
-    private static async Task<(int ExitCode, string Stdout, string Stderr)> RunBicepAsync(params string[] arguments)
+    internal static async Task<(int ExitCode, string Stdout, string Stderr)> RunBicepAsync(params string[] arguments)
     {
         var startInfo = new ProcessStartInfo(BicepExecutable)
         {

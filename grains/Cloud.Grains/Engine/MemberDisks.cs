@@ -79,14 +79,22 @@ public static class MemberDisks
         return disk is FileDisk file ? Path.GetFullPath(file.Path, baseDirectory) : ToLocation(disk);
     }
 
+    /// <summary>The configuration section of the page-blob account (<see cref="PageBlobAccountOptions"/>).</summary>
+    public const string PageBlobsSectionName = "PageBlobs";
+
+    /// <summary>The keys <see cref="BindPageBlobAccount"/> falls back to when the section leaves one unset.</summary>
+    public static readonly string[] FallbackKeys =
+        ["Cloud:Azure:ConnectionString", "Cloud:Azure:BlobEndpoint", "Cloud:Azure:DisksContainer"];
+
     /// <summary>
     /// Binds the page-blob account of a silo: the <c>PageBlobs</c> section (<c>PageBlobs:ConnectionString</c>,
     /// <c>PageBlobs:ServiceUri</c>, <c>PageBlobs:Device:…</c>), falling back to the keys the Aspire AppHost and the
-    /// Bicep templates set, <c>Cloud:Azure:ConnectionString</c> and <c>Cloud:Azure:BlobEndpoint</c>.
+    /// Bicep templates set, <c>Cloud:Azure:ConnectionString</c>, <c>Cloud:Azure:BlobEndpoint</c> and
+    /// <c>Cloud:Azure:DisksContainer</c>.
     /// </summary>
     public static void BindPageBlobAccount(IConfiguration configuration, PageBlobAccountOptions options)
     {
-        configuration.GetSection("PageBlobs").Bind(options);
+        configuration.GetSection(PageBlobsSectionName).Bind(options);
         if (string.IsNullOrWhiteSpace(options.ConnectionString)
             && configuration["Cloud:Azure:ConnectionString"] is { Length: > 0 } connectionString)
             options.ConnectionString = connectionString;
@@ -97,5 +105,8 @@ public static class MemberDisks
                     $"Cloud:Azure:BlobEndpoint '{endpoint}' is not an absolute URI; use e.g. https://ACCOUNT.blob.core.windows.net/");
             options.ServiceUri = uri;
         }
+        if (string.IsNullOrWhiteSpace(options.DefaultContainer)
+            && configuration["Cloud:Azure:DisksContainer"] is { Length: > 0 } container)
+            options.DefaultContainer = container;
     }
 }

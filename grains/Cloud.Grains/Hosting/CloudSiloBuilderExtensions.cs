@@ -52,8 +52,11 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<VolumeReach>();
         builder.Services.AddOptions<PageBlobAccountOptions>()
             .Configure<IConfiguration>((o, configuration) => MemberDisks.BindPageBlobAccount(configuration, o));
+        // The host's Entra credential, when it registered one, signs in to the page-blob account.
         builder.Services.TryAddSingleton(
-            sp => new BlockDeviceFactory(sp.GetRequiredService<IOptions<PageBlobAccountOptions>>().Value));
+            sp => new BlockDeviceFactory(
+                sp.GetRequiredService<IOptions<PageBlobAccountOptions>>().Value,
+                sp.GetService<global::Azure.Core.TokenCredential>()));
         builder.Services.AddSingleton<ClusterSuperblockCoordinator>();
         builder.Services.AddHostedService<DeadSiloRecovery>();
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();

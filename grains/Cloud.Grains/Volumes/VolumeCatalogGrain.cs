@@ -27,7 +27,8 @@ internal sealed class VolumeCatalogGrain(
     CatalogStore store,
     IVolumeStoreFactory factory,
     IClusterMembershipService membership,
-    VolumeReach reach) : Grain, IVolumeCatalogGrain
+    VolumeReach reach,
+    Cloud.Storage.Azure.BlockDeviceFactory disks) : Grain, IVolumeCatalogGrain
 {
     private Dictionary<string, VolumeInfo> _volumes = new(StringComparer.Ordinal);
 
@@ -69,12 +70,8 @@ internal sealed class VolumeCatalogGrain(
             throw new CloudRequestException(
                 $"volume '{spec.Name}' already exists; choose another name or delete it first");
         var id = Guid.NewGuid();
-        var directory = Path.Combine(store.VolumesDirectory, $"{spec.Name}-{id.ToString("N")[..8]}");
-        var paths = spec.Disks.IsDefaultOrEmpty
-            ? Enumerable.Range(0, spec.DiskCount)
-                .Select(i => Path.Combine(directory, $"disk{i}.img"))
-                .ToImmutableArray()
-            : RequestedDisks(spec);
+        var directory = Path.Combine(store.VolumesDirectory, $"{spec.Name}-{Tag(id)}");
+        var paths = spec.Disks.IsDefaultOrEmpty ? DefaultDisks(spec, id, directory) : RequestedDisks(spec);
         // The members are created here: a file member is this host's (only its silos reach it), a page blob or a
         // shared block device every host's.
         var info = new VolumeInfo(spec.Name, id, spec.SizeBytes, spec.Level, spec.DiskCount, spec.ChunkSizeBytes,
@@ -98,6 +95,29 @@ internal sealed class VolumeCatalogGrain(
         }
         return info;
     }
+
+    /// <summary>
+    /// The members of a volume created without <c>--disk</c>: page blobs in the configured default container when
+    /// there is one (every host reaches them, so the volume outlives the silo that created it), else files under
+    /// <paramref name="directory"/> on this host.
+    /// </summary>
+    private ImmutableArray<string> DefaultDisks(VolumeSpec spec, Guid id, string directory) =>
+        disks.PageBlobs is { HasDefaultContainer: true } account
+            ? [.. Enumerable.Range(0, spec.DiskCount)
+                .Select(i => MemberDisks.ToLocation(account.DefaultMember(spec.Name, Tag(id), i)))]
+            : [.. Enumerable.Range(0, spec.DiskCount).Select(i => Path.Combine(directory, $"disk{i}.img"))];
+
+    private static string Tag(Guid id) => id.ToString("N")[..8];
+
+    /// <summary>
+    /// The default page-blob members of <paramref name="info"/> (those <see cref="DefaultDisks"/> made), which the
+    /// catalog deletes with the volume; page blobs the operator named are the operator's.
+    /// </summary>
+    private IEnumerable<string> DefaultBlobsOf(VolumeInfo info) =>
+        disks.PageBlobs is { HasDefaultContainer: true } account
+            ? info.DiskPaths.Where((p, i) => p == MemberDisks.ToLocation(
+                account.DefaultMember(info.Name, Tag(info.VolumeId), i)))
+            : [];
 
     /// <summary>
     /// The catalog locations of the disks a spec names; refuses a wrong count, a bad descriptor, a repeated disk or a
@@ -145,13 +165,16 @@ internal sealed class VolumeCatalogGrain(
         var remaining = new Dictionary<string, VolumeInfo>(_volumes, StringComparer.Ordinal);
         remaining.Remove(name);
         await SaveAsync(remaining);
-        // Only the files the catalog made (under the volumes directory) go; disks the operator named with --disk
-        // (other files, page blobs) are the operator's and stay.
+        // Only the disks the catalog made (files under the volumes directory, page blobs in the default container
+        // named after this volume) go; disks the operator named with --disk (other files, page blobs) are the
+        // operator's and stay.
         var volumes = store.VolumesDirectory + Path.DirectorySeparatorChar;
         var ours = info.DiskPaths.Where(
             p => MemberDisks.IsFile(p) && Path.GetFullPath(p).StartsWith(volumes, StringComparison.Ordinal))
             .ToList();
         foreach (var path in ours) File.Delete(path);
+        foreach (var blob in DefaultBlobsOf(info))
+            await disks.DeleteAsync(MemberDisks.FromLocation(blob), CancellationToken.None);
         foreach (var directory in ours.Select(Path.GetDirectoryName).Distinct())
         {
             if (directory is not null
