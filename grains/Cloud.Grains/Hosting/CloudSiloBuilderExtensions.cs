@@ -58,6 +58,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddHostedService<DeadSiloRecovery>();
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();
         builder.Services.AddSingleton<OpenVolumeCache>();
+        builder.Services.AddSingleton<HeldLocks>();
         builder.Services.AddSingleton<BatchExecutor>();
         builder.Services.AddSingleton<WriteScheduler>();
         builder.Services.AddSingleton<RaidMaintenance>();

@@ -21,6 +21,7 @@ public sealed partial class BatchExecutor(
     IGrainFactory grains,
     ILocalSiloDetails silo,
     SiloUsage usage,
+    HeldLocks heldLocks,
     IOptions<CloudOptions> options,
     ILogger<BatchExecutor> logger)
 {
@@ -54,15 +55,15 @@ public sealed partial class BatchExecutor(
             // The partition-lock grain may be moving off a dead silo: wait for it rather than fail the copies.
             // One call takes the lock and validates the batch against the grain's committed timestamps.
             var writeGrant = await SiloFailures.RetryAsync(
-                () => lockGrain.AcquireForWriteMeteredAsync(
-                    request, firstBlock, count, timestamps), _options.RedelegationTimeout).ConfigureAwait(false);
+                () => heldLocks.AcquireForWriteAsync(
+                    lockGrain, request, firstBlock, count, timestamps), _options.RedelegationTimeout).ConfigureAwait(false);
             var token = writeGrant.Grant.FencingToken;
             var released = false;
             try
             {
                 var (commits, wrote) = await WriteWinnersAsync(
                     v.Store, copies, writeGrant, firstBlock, count).ConfigureAwait(false);
-                await lockGrain.CommitAsync(token, commits, timestamps, silo.Name, release: true).ConfigureAwait(false);
+                await heldLocks.CommitAsync(lockGrain, token, commits, timestamps, silo.Name, release: true).ConfigureAwait(false);
                 released = true;
                 return wrote;
             }
@@ -79,7 +80,7 @@ public sealed partial class BatchExecutor(
             {
                 if (!released)
                 {
-                    try { await lockGrain.ReleaseAsync(token).ConfigureAwait(false); }
+                    try { await heldLocks.ReleaseAsync(lockGrain, token).ConfigureAwait(false); }
                     catch (Exception releaseEx)
                     {
                         LogReleaseFailed(logger, v.Info.Name, firstStripe, lastStripe, releaseEx);
