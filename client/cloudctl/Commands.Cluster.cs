@@ -84,7 +84,7 @@ internal static partial class Commands
             {
                 Console.Error.WriteLine(
                     "cloudctl: db init needs --connection with a PostgreSQL connection string (or $CLOUD_CONNECTION)");
-                return 2;
+                return ExitCodes.Usage;
             }
             try
             {
@@ -93,12 +93,12 @@ internal static partial class Commands
                     p,
                     new { applied = true },
                     () => Console.WriteLine("schema applied (idempotent: running it again changes nothing)"));
-                return 0;
+                return ExitCodes.Ok;
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
                 Console.Error.WriteLine($"cloudctl: db init failed: {ex.Message.ReplaceLineEndings(" ")}");
-                return 1;
+                return ExitCodes.Failed;
             }
         });
         db.Subcommands.Add(init);

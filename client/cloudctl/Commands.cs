@@ -42,7 +42,16 @@ internal static partial class Commands
         root.Subcommands.Add(ScrubCommand());
         root.Subcommands.Add(StatusCommand());
         root.Subcommands.Add(DbCommand());
+        AddExitCodes(root);
         return root;
+    }
+
+    /// <summary>Appends the exit codes to every command's description, so that each one's --help lists them.</summary>
+    private static void AddExitCodes(Command command)
+    {
+        var codes = command.Name == "scrub" ? ExitCodes.ScrubHelp : ExitCodes.Help;
+        command.Description = $"{command.Description}\n\n{codes}";
+        foreach (var sub in command.Subcommands) AddExitCodes(sub);
     }
 
     private static Argument<string> NameArgument() => new("NAME") { Description = "The volume's name" };
@@ -352,10 +361,18 @@ internal static partial class Commands
             {
                 await AnsiConsole.Status().StartAsync($"scrubbing {Markup.Escape(n)}", async _ => result = await client.ScrubAsync(n, p.GetValue(repair)));
             }
-            Print(p, result!, () => Console.WriteLine($"scrub of {n}: {result!.StripesChecked} stripes checked, {result.Mismatches} parity mismatches, {result.ChecksumErrors} checksum errors, {result.Repaired} repaired"));
+            Print(p, result!, () => Console.WriteLine($"scrub of {n}: {result!.StripesChecked} stripes checked, {result.Mismatches} parity mismatches, {result.ChecksumErrors} checksum errors, {result.Repaired} repaired{(result.Unrecoverable > 0 ? $", {result.Unrecoverable} could not be repaired" : "")}"));
+            return Unrepaired(result!, p.GetValue(repair)) ? ExitCodes.ScrubUnrepaired : ExitCodes.Ok;
         }));
         return command;
     }
+
+    /// <summary>
+    /// True when the scrub left something wrong: without repair, anything it found; with repair, a stripe it could not
+    /// put right (every other stripe found wrong was repaired, or was rewritten by a writer meanwhile).
+    /// </summary>
+    private static bool Unrepaired(ScrubResult result, bool repair) =>
+        repair ? result.Unrecoverable > 0 : result.Mismatches > 0 || result.ChecksumErrors > 0;
 
     private static Command StatusCommand()
     {
@@ -429,19 +446,31 @@ internal static partial class Commands
         else human();
     }
 
-    /// <summary>Connects, runs, and turns any failure into one stderr line and exit code 1.</summary>
-    private static async Task<int> RunAsync(ParseResult p, Func<CloudClient, Task> action)
+    /// <summary>
+    /// Connects, runs, and turns any failure into one stderr line and <see cref="ExitCodes.Failed"/>.
+    /// </summary>
+    private static Task<int> RunAsync(ParseResult p, Func<CloudClient, Task> action) =>
+        RunAsync(p, async client =>
+        {
+            await action(client);
+            return ExitCodes.Ok;
+        });
+
+    /// <summary>
+    /// Connects, runs an action that chooses its own exit code, and turns any failure into one stderr line and
+    /// <see cref="ExitCodes.Failed"/>.
+    /// </summary>
+    private static async Task<int> RunAsync(ParseResult p, Func<CloudClient, Task<int>> action)
     {
         try
         {
             await using var client = await ConnectAsync(p);
-            await action(client);
-            return 0;
+            return await action(client);
         }
         catch (Exception ex)
         {
             Console.Error.WriteLine($"cloudctl: {ErrorLine(ex)}");
-            return 1;
+            return ExitCodes.Failed;
         }
     }
 

@@ -137,9 +137,16 @@ public sealed record VolumeStatus(
     [property: Id(6)] string? Message);
 
 /// <summary>The outcome of a scrub pass.</summary>
+/// <param name="StripesChecked">Stripes read and checked.</param>
+/// <param name="Mismatches">Stripes whose parity (or mirror copies) disagreed with the data.</param>
+/// <param name="ChecksumErrors">Blocks whose checksum did not hold.</param>
+/// <param name="Repaired">Stripes a repairing scrub put right.</param>
+/// <param name="Unrecoverable">Stripes a repairing scrub found wrong and could not put right (too few good copies);
+/// a scrub without repair counts none.</param>
 [GenerateSerializer, Immutable, Alias("cloud.ScrubResult")]
 public sealed record ScrubResult(
     [property: Id(0)] long StripesChecked,
     [property: Id(1)] long Mismatches,
     [property: Id(2)] long ChecksumErrors,
-    [property: Id(3)] long Repaired);
+    [property: Id(3)] long Repaired,
+    [property: Id(4)] long Unrecoverable = 0);

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using Cloud.Storage.Azure;
@@ -13,9 +12,6 @@ namespace Cloud.Silo.Tests;
 public sealed class MixedVolumeTests
 {
     private const string Container = "mix";
-
-    /// <summary>How long one cloudctl command may take on a busy machine.</summary>
-    private static readonly TimeSpan CommandTimeout = TimeSpan.FromMinutes(2);
 
     [Fact]
     public async Task Raid5OfFilesAndPageBlobs_CreatedByCloudctl_ReassemblesAfterRestart_AndReadsCorrectlyWithABlobDeleted()
@@ -216,50 +212,11 @@ public sealed class MixedVolumeTests
             expected.AsSpan().SequenceEqual(actual), $"the bytes read back differ from those written (seed {seed})");
     }
 
-    /// <summary>Runs cloudctl, asserts it succeeded, and parses its JSON output.</summary>
-    private static async Task<JsonDocument> CloudctlAsync(SiloProcess silo, params string[] arguments)
-    {
-        var result = await RunCloudctlAsync(silo, arguments);
-        Assert.True(
-            result.ExitCode == 0,
-            $"cloudctl {string.Join(' ', arguments)} exited {result.ExitCode}: {result.Error}\n{result.Output}\nsilo:\n{silo.Process.Output}");
-        return JsonDocument.Parse(result.Output);
-    }
+    private static Task<JsonDocument> CloudctlAsync(SiloProcess silo, params string[] arguments) =>
+        Cloudctl.JsonAsync(silo, arguments);
 
-    /// <summary>cloudctl.dll in client/cloudctl's output (this project's reference builds it).</summary>
-    private static string CloudctlPath() => Repository.BuiltAssembly("client/cloudctl", "cloudctl.dll");
-
-    private static async Task<(int ExitCode, string Output, string Error)> RunCloudctlAsync(
+    private static Task<(int ExitCode, string Output, string Error)> RunCloudctlAsync(
         SiloProcess silo,
-        params string[] arguments)
-    {
-        var info = new ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        info.ArgumentList.Add(CloudctlPath());
-        info.ArgumentList.Add("--gateway");
-        info.ArgumentList.Add(silo.Gateway);
-        foreach (var a in arguments) info.ArgumentList.Add(a);
-        // This silo's gateway, not a clustering database some environment of the test run may name.
-        info.Environment.Remove("CLOUD_CONNECTION");
-        info.Environment.Remove("Cloud__Connection");
-        using var process = Process.Start(info)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(CommandTimeout);
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException(
-                $"cloudctl {string.Join(' ', arguments)} did not finish within {CommandTimeout}");
-        }
-        return (process.ExitCode, await output, await error);
-    }
+        params string[] arguments) =>
+        Cloudctl.RunAsync(silo, arguments);
 }

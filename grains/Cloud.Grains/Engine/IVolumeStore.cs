@@ -57,8 +57,22 @@ public interface IVolumeStore : IAsyncDisposable
     /// <summary>Puts a fresh disk in place of a member.</summary>
     ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken);
 
-    /// <summary>Rebuilds replaced members; progress as (stripes done, stripes total).</summary>
-    ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken);
+    /// <summary>
+    /// The first stripe a rebuild still has to rebuild (the lowest cursor of a rebuilding member), or
+    /// <see cref="StripeCount"/> when no member is rebuilding.
+    /// </summary>
+    long RebuildCursorStripes { get; }
+
+    /// <summary>
+    /// Rebuilds replaced members' stripes up to <paramref name="endStripe"/> (exclusive) and records the cursor in the
+    /// superblocks, which every other silo re-reads before this returns; the members become active at the last
+    /// stripe. Progress as (stripes done, stripes total). The caller holds the partition locks of the stripes from <see cref="RebuildCursorStripes"/> up to
+    /// <paramref name="endStripe"/> exclusively until this returns: other silos' engines write a new member only
+    /// below the cursor they have read, so a stripe must neither change while it is rebuilt nor be written before its
+    /// cursor is recorded.
+    /// </summary>
+    ValueTask RebuildStripesAsync(
+        long endStripe, IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken);
 
     /// <summary>
     /// Checks (and repairs) parity and checksums of stripes <paramref name="firstStripe"/> to

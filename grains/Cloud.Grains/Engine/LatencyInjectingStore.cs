@@ -47,8 +47,12 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
     public ValueTask FailMemberAsync(int memberIndex, string reason) => inner.FailMemberAsync(memberIndex, reason);
     public ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken)
         => inner.ReplaceMemberAsync(memberIndex, path, cancellationToken);
-    public ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken)
-        => inner.RebuildAsync(progress, cancellationToken);
+    public long RebuildCursorStripes => inner.RebuildCursorStripes;
+    public ValueTask RebuildStripesAsync(
+        long endStripe,
+        IProgress<(long Done, long Total)>? progress,
+        CancellationToken cancellationToken)
+        => inner.RebuildStripesAsync(endStripe, progress, cancellationToken);
     public ValueTask<ScrubResult> ScrubStripesAsync(
         long firstStripe,
         long lastStripe,

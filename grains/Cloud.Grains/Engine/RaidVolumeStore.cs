@@ -103,8 +103,13 @@ internal sealed class RaidVolumeStore(
         _locations[memberIndex] = path;
     }
 
-    public ValueTask RebuildAsync(IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken) =>
-        volume.RebuildAsync(progress is null ? null : new Progress(progress), cancellationToken);
+    public long RebuildCursorStripes => volume.RebuildCursorStripes;
+
+    public ValueTask RebuildStripesAsync(
+        long endStripe,
+        IProgress<(long Done, long Total)>? progress,
+        CancellationToken cancellationToken) =>
+        volume.RebuildStripesAsync(endStripe, progress is null ? null : new Progress(progress), cancellationToken);
 
     public async ValueTask<ScrubResult> ScrubStripesAsync(
         long firstStripe,
@@ -113,7 +118,8 @@ internal sealed class RaidVolumeStore(
         CancellationToken cancellationToken)
     {
         var report = await volume.ScrubStripesAsync(firstStripe, lastStripe, repair, cancellationToken);
-        return new ScrubResult(report.StripesChecked, report.ParityMismatches, report.ChecksumErrors, report.Repaired);
+        return new ScrubResult(
+            report.StripesChecked, report.ParityMismatches, report.ChecksumErrors, report.Repaired, report.Unrecoverable);
     }
 
     public Guid VolumeId => volume.Definition.VolumeId;

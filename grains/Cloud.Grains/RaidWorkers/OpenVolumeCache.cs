@@ -94,6 +94,13 @@ public sealed partial class OpenVolumeCache(
             .ToList();
 
     /// <summary>
+    /// Every volume open here now or still opening. An open registers itself before it reads the superblocks, so a
+    /// change announced after that read reaches the open through this list, not only through the read.
+    /// </summary>
+    public IEnumerable<Task<OpenVolume>> OpenedOrOpening =>
+        _volumes.Values.Where(l => l.IsValueCreated).Select(l => l.Value).ToList();
+
+    /// <summary>
     /// Forgets the volume so that the next request opens it afresh; returns it if it was open (the caller closes it).
     /// </summary>
     public async Task<OpenVolume?> RemoveAsync(string volumeName)

@@ -120,13 +120,58 @@ public sealed partial class RaidMaintenance(
         await v.Store.ReplaceMemberAsync(index, path, CancellationToken.None).ConfigureAwait(false);
     }
 
-    /// <summary>Rebuilds here; progress goes to <paramref name="progress"/>.</summary>
+    /// <summary>
+    /// Rebuilds here, in steps of at most <see cref="RebuildStepBytes"/> within one partition; progress goes to
+    /// <paramref name="progress"/>. The other silos keep writing the volume meanwhile, and their engines write a new
+    /// member only below the rebuild cursor they have read from the superblocks. So each step holds its stripes'
+    /// partition lock exclusively while the engine rebuilds them and records the cursor past them (every silo
+    /// re-reads it before the engine returns): no other silo writes a stripe while it is rebuilt, and none writes it
+    /// afterwards without the new member. A step's stripes are rebuilt once; stripes above the cursor that other
+    /// silos write meanwhile are rebuilt when their step comes.
+    /// </summary>
     public async Task RebuildAsync(string volumeName, IProgress<(long Done, long Total)> progress)
     {
         var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
-        await v.Store.RebuildAsync(
-            new MeteredRebuildProgress(volumeName, progress), CancellationToken.None).ConfigureAwait(false);
+        var metered = new MeteredRebuildProgress(volumeName, progress);
+        var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
+        var stripesPerStep = Math.Clamp(RebuildStepBytes / v.Store.StripeDataBytes, 1, stripesPerPartition);
+        for (var first = v.Store.RebuildCursorStripes; first < v.Store.StripeCount;)
+        {
+            // A step ends at the step size or at its partition's end, whichever comes first.
+            var partition = first / stripesPerPartition;
+            var end = Math.Min(
+                Math.Min(first + stripesPerStep, (partition + 1) * stripesPerPartition), v.Store.StripeCount);
+            var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
+            var grant = await lockGrain.AcquireMeteredAsync(
+                new LockRequest(first, end - 1, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
+                .ConfigureAwait(false);
+            try
+            {
+                await v.Store.RebuildStripesAsync(end, metered, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch
+            {
+                // A step that failed part way may have written some of the new member's chunks: the plain release
+                // marks the stripes uncertain, as after a failed repair.
+                await lockGrain.ReleaseAsync(grant.FencingToken).ConfigureAwait(false);
+                throw;
+            }
+            // A rebuild writes no new version (it puts back what the others hold), so it commits no timestamps.
+            await lockGrain.CommitAsync(grant.FencingToken, [], [], silo.Name, release: true).ConfigureAwait(false);
+            first = end;
+        }
+        // A volume found with every member rebuilt to the end but not yet recorded active (an interrupted last step).
+        if (v.Store.Members.Any(m => m.State == DiskState.Rebuilding))
+            await v.Store.RebuildStripesAsync(v.Store.StripeCount, metered, CancellationToken.None)
+                .ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// Most data bytes one rebuild step covers under one exclusive lock: small enough that a step ends well within
+    /// the lock's lease and writers wait for it briefly; large enough that the superblock update after each step
+    /// (every silo re-reads it) costs little beside the step's reads and writes.
+    /// </summary>
+    public const long RebuildStepBytes = 16L << 20;
 
     /// <summary>
     /// Scrubs here, partition by partition, each stripe under the cluster's partition lock: the engine's own stripe
@@ -207,7 +252,8 @@ public sealed partial class RaidMaintenance(
             a.StripesChecked + b.StripesChecked,
             a.Mismatches + b.Mismatches,
             a.ChecksumErrors + b.ChecksumErrors,
-            a.Repaired + b.Repaired);
+            a.Repaired + b.Repaired,
+            a.Unrecoverable + b.Unrecoverable);
 
     private static void CheckMember(VolumeInfo v, int index)
     {
@@ -217,21 +263,26 @@ public sealed partial class RaidMaintenance(
     }
 
     /// <summary>
-    /// Re-reads the member table of the volume <paramref name="volumeId"/> if it is open on this silo. A volume not
-    /// open here has nothing to refresh: it is assembled from the superblocks when it is next used.
+    /// Re-reads the member table of the volume <paramref name="volumeId"/> if it is open on this silo, or still
+    /// opening: an open that read the superblocks before the change would otherwise keep the older table (a rebuild
+    /// cursor behind the one the rebuilding silo relies on). A volume not open here has nothing to refresh: it is
+    /// assembled from the superblocks when it is next used.
     /// </summary>
     internal async Task RefreshMembersAsync(Guid volumeId, RefreshMode mode)
     {
         if (mode == RefreshMode.Skip) return;
-        foreach (var v in volumes.Opened)
+        foreach (var opening in volumes.OpenedOrOpening)
         {
-            if (v.Store.VolumeId != volumeId) continue;
-            var refresh = RefreshOneAsync(v);
+            var refresh = RefreshOneAsync(opening);
             if (mode == RefreshMode.Now) await refresh.ConfigureAwait(false);
         }
 
-        async Task RefreshOneAsync(OpenVolume v)
+        async Task RefreshOneAsync(Task<OpenVolume> opening)
         {
+            OpenVolume v;
+            try { v = await opening.ConfigureAwait(false); }
+            catch (Exception) { return; /* a failed open leaves nothing behind: the next one reads the superblocks */ }
+            if (v.Store.VolumeId != volumeId) return;
             try { await v.Store.RefreshMembersAsync(CancellationToken.None).ConfigureAwait(false); }
             catch (ObjectDisposedException) { /* closed meanwhile: the next open reads the superblocks anyway */ }
             catch (Exception ex) when (mode == RefreshMode.Background) { LogRefreshFailed(logger, v.Info.Name, ex); }

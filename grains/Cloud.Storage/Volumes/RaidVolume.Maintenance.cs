@@ -13,36 +13,108 @@ public sealed partial class RaidVolume
     /// while reads and writes continue. Progress is checkpointed in the superblocks, so an interrupted
     /// rebuild resumes where it stopped. The member becomes active when done.
     /// </summary>
+    /// <remarks>
+    /// For a volume that only this instance writes. When other instances (silos) write the same members, they learn
+    /// the cursor only from the superblocks, so a stripe rebuilt here but not yet checkpointed is written there
+    /// without the new member; use <see cref="RebuildStripesAsync"/> under their cluster-wide locks instead.
+    /// </remarks>
     public async ValueTask RebuildAsync(IProgress<RebuildProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         CheckUsable();
+        var checkpoint = _options.RebuildCheckpointStripes;
         for (var m = 0; m < _memberCount; m++)
         {
             if (_states[m] != MemberState.Rebuilding) continue;
-            var start = Volatile.Read(ref _cursors[m]);
-            for (var stripe = start; stripe < StripeCount; stripe++)
+            while (Volatile.Read(ref _cursors[m]) < StripeCount)
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                await RebuildStripeAsync(m, stripe, cancellationToken).ConfigureAwait(false);
-                if (_states[m] != MemberState.Rebuilding)
-                    throw new VolumeDataLossException($"volume '{Name}': member {m} failed during its rebuild at stripe {stripe}: {_reasons[m]}.");
-                var p = new RebuildProgress(m, stripe + 1, StripeCount);
-                lock (_stateGate) _rebuild = p;
-                if ((stripe + 1) % _options.RebuildCheckpointStripes == 0)
-                {
-                    await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
-                    await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
-                }
-                progress?.Report(p);
+                // Checkpoints at multiples of the interval, wherever the rebuild resumed.
+                var end = Math.Min(StripeCount, (Volatile.Read(ref _cursors[m]) / checkpoint + 1) * checkpoint);
+                await RebuildMemberAsync(m, end, progress, cancellationToken).ConfigureAwait(false);
+                if (end == StripeCount) break;
+                await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
+                await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
             }
-            await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
-            lock (_stateGate)
-            {
-                if (_states[m] == MemberState.Rebuilding) _states[m] = MemberState.Active;
-                _rebuild = null;
-            }
-            await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
+            await CompleteRebuildsAsync(cancellationToken).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// The first stripe a rebuild still has to rebuild: the lowest cursor of a member in
+    /// <see cref="MemberState.Rebuilding"/>, or <see cref="StripeCount"/> when no member is rebuilding.
+    /// </summary>
+    public long RebuildCursorStripes
+    {
+        get
+        {
+            var cursor = StripeCount;
+            lock (_stateGate)
+                for (var m = 0; m < _memberCount; m++)
+                    if (_states[m] == MemberState.Rebuilding) cursor = Math.Min(cursor, Volatile.Read(ref _cursors[m]));
+            return cursor;
+        }
+    }
+
+    /// <summary>
+    /// Rebuilds every rebuilding member's stripes from its cursor up to <paramref name="endStripe"/> (exclusive), then
+    /// records the new cursors in the superblocks, and returns only after that update (and, through the
+    /// <see cref="ISuperblockCoordinator"/>, other instances' re-reading of it) is done; a member rebuilt to the end
+    /// becomes active in the same update. For several instances writing the same members: the caller holds their
+    /// cluster-wide exclusive lock on the stripes from the lowest cursor to <paramref name="endStripe"/> until this
+    /// returns, so that no other instance writes a stripe while it is rebuilt, nor afterwards without the new member.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="endStripe"/> is not in 0..<see cref="StripeCount"/>.
+    /// </exception>
+    public async ValueTask RebuildStripesAsync(
+        long endStripe,
+        IProgress<RebuildProgress>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        if (endStripe < 0 || endStripe > StripeCount)
+            throw new ArgumentOutOfRangeException(nameof(endStripe), endStripe, $"allowed: 0..{StripeCount}.");
+        CheckUsable();
+        for (var m = 0; m < _memberCount; m++)
+            if (_states[m] == MemberState.Rebuilding)
+                await RebuildMemberAsync(m, endStripe, progress, cancellationToken).ConfigureAwait(false);
+        if (endStripe == StripeCount)
+        {
+            await CompleteRebuildsAsync(cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
+        await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Rebuilds member <paramref name="m"/>'s stripes from its cursor up to <paramref name="endStripe"/>.</summary>
+    private async ValueTask RebuildMemberAsync(
+        int m,
+        long endStripe,
+        IProgress<RebuildProgress>? progress,
+        CancellationToken cancellationToken)
+    {
+        for (var stripe = Volatile.Read(ref _cursors[m]); stripe < endStripe; stripe++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            await RebuildStripeAsync(m, stripe, cancellationToken).ConfigureAwait(false);
+            if (_states[m] != MemberState.Rebuilding)
+                throw new VolumeDataLossException($"volume '{Name}': member {m} failed during its rebuild at stripe {stripe}: {_reasons[m]}.");
+            var p = new RebuildProgress(m, stripe + 1, StripeCount);
+            lock (_stateGate) _rebuild = p;
+            progress?.Report(p);
+        }
+    }
+
+    /// <summary>Makes every member rebuilt to the last stripe active, durably.</summary>
+    private async ValueTask CompleteRebuildsAsync(CancellationToken cancellationToken)
+    {
+        await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
+        lock (_stateGate)
+        {
+            for (var m = 0; m < _memberCount; m++)
+                if (_states[m] == MemberState.Rebuilding && Volatile.Read(ref _cursors[m]) >= StripeCount)
+                    _states[m] = MemberState.Active;
+            _rebuild = null;
+        }
+        await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private async ValueTask RebuildStripeAsync(int target, long stripe, CancellationToken cancellationToken)
