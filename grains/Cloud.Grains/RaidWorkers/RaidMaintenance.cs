@@ -142,7 +142,8 @@ public sealed partial class RaidMaintenance(
             var end = Math.Min(
                 Math.Min(first + stripesPerStep, (partition + 1) * stripesPerPartition), v.Store.StripeCount);
             var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
-            var grant = await lockGrain.AcquireMeteredAsync(
+            var grant = await heldLocks.AcquireAsync(
+                lockGrain,
                 new LockRequest(first, end - 1, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
                 .ConfigureAwait(false);
             try
@@ -153,11 +154,12 @@ public sealed partial class RaidMaintenance(
             {
                 // A step that failed part way may have written some of the new member's chunks: the plain release
                 // marks the stripes uncertain, as after a failed repair.
-                await lockGrain.ReleaseAsync(grant.FencingToken).ConfigureAwait(false);
+                await heldLocks.ReleaseAsync(lockGrain, grant.FencingToken).ConfigureAwait(false);
                 throw;
             }
             // A rebuild writes no new version (it puts back what the others hold), so it commits no timestamps.
-            await lockGrain.CommitAsync(grant.FencingToken, [], [], silo.Name, release: true).ConfigureAwait(false);
+            await heldLocks.CommitAsync(lockGrain, grant.FencingToken, [], [], silo.Name, release: true)
+                .ConfigureAwait(false);
             first = end;
         }
         // A volume found with every member rebuilt to the end but not yet recorded active (an interrupted last step).
