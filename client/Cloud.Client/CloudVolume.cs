@@ -3,13 +3,20 @@ using Cloud.Grains.Abstractions;
 namespace Cloud.Client;
 
 /// <summary>
-/// A volume's data plane: block-aligned reads and writes (split into requests of at most <see cref="MaxRequestBytes"/>,
-/// run <see cref="MaxParallelRequests"/> at a time), flush, trim, and a seekable <see cref="Stream"/>.
+/// A volume's data plane: sector-aligned reads and writes (split into requests of at most
+/// <see cref="MaxRequestBytes"/>, run <see cref="MaxParallelRequests"/> at a time), flush, trim, and a seekable
+/// <see cref="Stream"/>.
 /// </summary>
 public sealed class CloudVolume
 {
-    /// <summary>The logical block: offsets and lengths are multiples of it.</summary>
+    /// <summary>
+    /// The logical block: the service's unit on disk. Whole aligned blocks are written without reading first; a
+    /// request that covers a block only in part makes the service read and rewrite that block.
+    /// </summary>
     public const int BlockSizeBytes = 4096;
+
+    /// <summary>The addressable unit: offsets and lengths of reads, writes and trims are multiples of it.</summary>
+    public const int SectorSizeBytes = 512;
 
     /// <summary>Largest single request sent to the front end.</summary>
     public const int MaxRequestBytes = 4 << 20;
@@ -38,12 +45,12 @@ public sealed class CloudVolume
 
     private void Check(long offsetBytes, long lengthBytes)
     {
-        if (offsetBytes < 0 || offsetBytes % BlockSizeBytes != 0)
+        if (offsetBytes < 0 || offsetBytes % SectorSizeBytes != 0)
             throw new ArgumentOutOfRangeException(
-                nameof(offsetBytes), offsetBytes, $"offset must be a multiple of {BlockSizeBytes} from 0");
-        if (lengthBytes % BlockSizeBytes != 0)
+                nameof(offsetBytes), offsetBytes, $"offset must be a multiple of {SectorSizeBytes} from 0");
+        if (lengthBytes % SectorSizeBytes != 0)
             throw new ArgumentOutOfRangeException(
-                nameof(lengthBytes), lengthBytes, $"length must be a multiple of {BlockSizeBytes}");
+                nameof(lengthBytes), lengthBytes, $"length must be a multiple of {SectorSizeBytes}");
         if (offsetBytes + lengthBytes > SizeBytes)
             throw new ArgumentOutOfRangeException(
                 nameof(lengthBytes),

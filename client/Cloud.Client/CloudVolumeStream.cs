@@ -1,12 +1,13 @@
 namespace Cloud.Client;
 
 /// <summary>
-/// A seekable stream over a volume. Aligned whole blocks go straight through; a partial block at either end is
-/// read, patched and written back (so two writers of one block through streams may race; use aligned I/O then).
+/// A seekable stream over a volume. Whole sectors go straight through (the service reads and rewrites a block they
+/// cover in part, safely against concurrent writers); a partial sector at either end is read, patched and written
+/// back here (so two writers of one sector through streams may race; use sector-aligned I/O then).
 /// </summary>
 internal sealed class CloudVolumeStream(CloudVolume volume) : Stream
 {
-    private const int Block = CloudVolume.BlockSizeBytes;
+    private const int Sector = CloudVolume.SectorSizeBytes;
     private long _position;
 
     public override bool CanRead => true;
@@ -43,8 +44,8 @@ internal sealed class CloudVolumeStream(CloudVolume volume) : Stream
     {
         var count = (int)Math.Min(buffer.Length, Length - _position);
         if (count <= 0) return 0;
-        var start = _position / Block * Block;
-        var end = (_position + count + Block - 1) / Block * Block;
+        var start = _position / Sector * Sector;
+        var end = (_position + count + Sector - 1) / Sector * Sector;
         if (start == _position && end == _position + count)
         {
             await volume.ReadAsync(start, buffer[..count], cancellationToken).ConfigureAwait(false);
@@ -67,8 +68,8 @@ internal sealed class CloudVolumeStream(CloudVolume volume) : Stream
             throw new IOException(
                 $"write of {buffer.Length} bytes at {_position} ends past the volume's {Length} bytes");
         if (buffer.Length == 0) return;
-        var start = _position / Block * Block;
-        var end = (_position + buffer.Length + Block - 1) / Block * Block;
+        var start = _position / Sector * Sector;
+        var end = (_position + buffer.Length + Sector - 1) / Sector * Sector;
         if (start == _position && end == _position + buffer.Length)
         {
             await volume.WriteAsync(start, buffer, false, cancellationToken).ConfigureAwait(false);
@@ -76,12 +77,12 @@ internal sealed class CloudVolumeStream(CloudVolume volume) : Stream
         else
         {
             var aligned = new byte[end - start];
-            // Only the first and last blocks can be partial; read just those.
-            await volume.ReadAsync(start, aligned.AsMemory(0, Block), cancellationToken).ConfigureAwait(false);
-            if (end - Block > start)
+            // Only the first and last sectors can be partial; read just those.
+            await volume.ReadAsync(start, aligned.AsMemory(0, Sector), cancellationToken).ConfigureAwait(false);
+            if (end - Sector > start)
                 await volume.ReadAsync(
-                    end - Block,
-                    aligned.AsMemory(aligned.Length - Block, Block),
+                    end - Sector,
+                    aligned.AsMemory(aligned.Length - Sector, Sector),
                     cancellationToken).ConfigureAwait(false);
             buffer.CopyTo(aligned.AsMemory((int)(_position - start)));
             await volume.WriteAsync(start, aligned, false, cancellationToken).ConfigureAwait(false);

@@ -195,9 +195,9 @@ internal sealed partial class NbdConnection
                 switch (request.Type)
                 {
                     case CmdRead:
-                        for (var done = 0; done < length; done += export.VolumeIoPieceBytes)
+                        for (int done = 0, piece; done < length; done += piece)
                         {
-                            var piece = Math.Min(export.VolumeIoPieceBytes, length - done);
+                            piece = export.PieceBytes(offset + done, length - done);
                             await export.Volume.ReadAsync(
                                 offset + done,
                                 request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece),
@@ -211,9 +211,9 @@ internal sealed partial class NbdConnection
                             offset, owned, fua, ct).ConfigureAwait(false);
                         break;
                     case CmdWrite:
-                        for (var done = 0; done < length; done += export.VolumeIoPieceBytes)
+                        for (int done = 0, piece; done < length; done += piece)
                         {
-                            var piece = Math.Min(export.VolumeIoPieceBytes, length - done);
+                            piece = export.PieceBytes(offset + done, length - done);
                             await export.Volume.WriteAsync(
                                 offset + done,
                                 request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece),
@@ -236,11 +236,12 @@ internal sealed partial class NbdConnection
                         {
                             // NO_HOLE: the range must stay allocated, so write real zeroes rather than trim.
                             var pieceBytes = Math.Min(export.VolumeIoPieceBytes, Zeroes.Length);
-                            for (long done = 0; done < request.Length; done += pieceBytes)
+                            for (long done = 0, piece; done < request.Length; done += piece)
                             {
-                                var piece = (int)Math.Min(pieceBytes, request.Length - done);
+                                piece = Math.Min(
+                                    pieceBytes, export.PieceBytes(offset + done, request.Length - done));
                                 await export.Volume.WriteAsync(
-                                    offset + done, Zeroes.AsMemory(0, piece), fua, ct).ConfigureAwait(false);
+                                    offset + done, Zeroes.AsMemory(0, (int)piece), fua, ct).ConfigureAwait(false);
                             }
                         }
                         else
@@ -302,9 +303,9 @@ internal sealed partial class NbdConnection
 
     private static async ValueTask TrimAsync(NbdExport export, long offset, uint length, CancellationToken ct)
     {
-        for (long done = 0; done < length; done += export.VolumeIoPieceBytes)
+        for (long done = 0, piece; done < length; done += piece)
         {
-            var piece = Math.Min(export.VolumeIoPieceBytes, length - done);
+            piece = export.PieceBytes(offset + done, length - done);
             await export.Volume.TrimAsync(offset + done, piece, ct).ConfigureAwait(false);
         }
     }

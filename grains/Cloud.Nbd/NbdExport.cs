@@ -38,18 +38,44 @@ internal sealed class NbdExport
 
     public int MaxPayloadBytes { get; }
 
-    /// <summary>The largest piece handed to the volume in one call; larger requests are split.</summary>
+    /// <summary>
+    /// The largest piece handed to the volume in one call (a multiple of its block); larger requests are split.
+    /// </summary>
     public int VolumeIoPieceBytes { get; }
+
+    /// <summary>
+    /// The length of the piece of a split request that starts at <paramref name="offsetBytes"/> with
+    /// <paramref name="remainingBytes"/> left: at most <see cref="VolumeIoPieceBytes"/>, ending on a block boundary
+    /// when more follows, so that a request which starts inside a block makes the volume rewrite only its first and
+    /// last blocks, not one at every piece boundary.
+    /// </summary>
+    public int PieceBytes(long offsetBytes, long remainingBytes)
+    {
+        var piece = VolumeIoPieceBytes - (int)(offsetBytes % Volume.BlockSizeBytes);
+        return (int)Math.Min(piece, remainingBytes);
+    }
 
     /// <summary>
     /// Derives the advertised constraints, or returns an error naming what about the volume cannot be served.
     /// </summary>
+    /// <remarks>
+    /// The minimum block size is the volume's sector (<see cref="IBlockVolume.SectorSizeBytes"/>, 512 bytes for the
+    /// engine): every disk people use takes 512-byte sectors, and a loop device or file system on the export issues
+    /// them. The preferred size is at least the volume's block, so clients that heed it never make the volume read
+    /// and rewrite a block for them.
+    /// </remarks>
     public static NbdExport? TryCreate(IBlockVolume volume, int maxPayloadBytes, out string? error)
     {
         var block = volume.BlockSizeBytes;
         if (block < MinPreferredBlockBytes || block > MaxMinimumBlockBytes || !BitOperations.IsPow2(block))
         {
             error = $"volume '{volume.Name}' has block size {block}; NBD needs a power of two from {MinPreferredBlockBytes} to {MaxMinimumBlockBytes}";
+            return null;
+        }
+        var sector = volume.SectorSizeBytes;
+        if (sector < MinPreferredBlockBytes || sector > block || !BitOperations.IsPow2(sector))
+        {
+            error = $"volume '{volume.Name}' has sector size {sector}; NBD needs a power of two from {MinPreferredBlockBytes} to its block size {block}";
             return null;
         }
         if (volume.CapacityBytes < 0 || volume.CapacityBytes % block != 0)
@@ -78,6 +104,6 @@ internal sealed class NbdExport
                 : (long)(BitOperations.RoundUpToPowerOf2((ulong)maxPayload) >> 1);
         }
         error = null;
-        return new NbdExport(volume, block, (int)preferred, maxPayload, piece);
+        return new NbdExport(volume, sector, (int)preferred, maxPayload, piece);
     }
 }

@@ -39,6 +39,12 @@ internal sealed class FirstServerVolume : IBufferOwningVolume
 
     public int BlockSizeBytes => Grains.VolumeMath.BlockSizeBytes;
 
+    /// <summary>
+    /// 512 bytes: the first server reads and rewrites a block that a request covers only in part (see
+    /// <see cref="SectorWrites"/>), so NBD clients may address any sector.
+    /// </summary>
+    public int SectorSizeBytes => Grains.VolumeMath.SectorSizeBytes;
+
     /// <summary>A full stripe of data: a write of it needs no read-modify-write of parity.</summary>
     public int PreferredIoSizeBytes { get; }
 

@@ -32,7 +32,8 @@ public sealed class SiloNbdTests
         var export = json.RootElement.GetProperty("exports")[0];
         Assert.Equal("r5", export.GetProperty("export-name").GetString());
         Assert.Equal(VolumeSizeBytes, export.GetProperty("export-size").GetInt64());
-        Assert.Equal(4096, export.GetProperty("block_size_minimum").GetInt32());
+        // 512-byte sectors: the front end reads and rewrites a block that a request covers only in part.
+        Assert.Equal(512, export.GetProperty("block_size_minimum").GetInt32());
         // A full stripe of a 4+1 RAID-5 with 64 KiB chunks: writes of it need no parity read-modify-write.
         Assert.Equal(4 * ChunkSizeBytes, export.GetProperty("block_size_preferred").GetInt32());
         Assert.True(export.GetProperty("can_flush").GetBoolean());

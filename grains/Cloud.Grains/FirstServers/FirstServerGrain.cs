@@ -23,7 +23,7 @@ internal sealed class FirstServerGrain(
         // Checked before the buffer is allocated, so a bad length cannot make the silo allocate gigabytes.
         if (lengthBytes <= 0)
             throw new CloudRequestException(
-                $"length {lengthBytes} is not allowed; use a positive multiple of {VolumeMath.BlockSizeBytes}");
+                $"length {lengthBytes} is not allowed; use a positive multiple of {VolumeMath.SectorSizeBytes}");
         if (lengthBytes > _maxRequestBytes)
             throw new CloudRequestException(
                 $"read of {lengthBytes} bytes exceeds the limit of {_maxRequestBytes}; split it");

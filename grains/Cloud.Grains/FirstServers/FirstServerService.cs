@@ -1,6 +1,6 @@
+using System.Buffers;
 using System.Diagnostics;
 using Cloud.Grains.Abstractions;
-using Cloud.Grains.Engine;
 using Cloud.Grains.Hosting;
 using Cloud.Grains.Locks;
 using Cloud.Grains.RaidWorkers;
@@ -13,18 +13,15 @@ namespace Cloud.Grains.FirstServers;
 /// <summary>
 /// The first server as a local service of this silo: what <see cref="FirstServerGrain"/> does, callable
 /// without an Orleans message by anything hosted in the silo (the NBD server). Writes go through
-/// <see cref="FirstServerWrites"/>; reads take a shared lock (after every acknowledged earlier write of those stripes
-/// settled) and read from this silo's RAID worker straight into the caller's buffer.
+/// <see cref="FirstServerWrites"/> (whole blocks) and <see cref="SectorWrites"/> (a range that starts or ends inside
+/// a block); reads take a shared lock (after every acknowledged earlier write of those stripes settled) and read
+/// through <see cref="LockedReads"/> straight into the caller's buffer. Offsets and lengths are multiples of
+/// <see cref="VolumeMath.SectorSizeBytes"/>.
 /// </summary>
-/// <remarks>
-/// The RAID worker of a read is this silo's own whenever this silo reaches the volume's members, so the read calls
-/// its <see cref="OpenVolumeCache"/> directly: a grain call would only add a scheduler hop and a copy of the data,
-/// and change nothing about the partition locks that give the read its linearizability. A silo that does not reach
-/// them (its members are another host's files) reads through an eligible silo's RAID worker, under the same lock.
-/// </remarks>
 public sealed class FirstServerService(
     FirstServerWrites writes,
-    OpenVolumeCache worker,
+    SectorWrites sectorWrites,
+    LockedReads lockedReads,
     VolumeDirectory directory,
     IGrainFactory grains,
     ILocalSiloDetails silo,
@@ -33,17 +30,20 @@ public sealed class FirstServerService(
     HeldLocks heldLocks,
     IOptions<CloudOptions> options)
 {
+    private const int BlockBytes = VolumeMath.BlockSizeBytes;
+
     private readonly CloudOptions _options = options.Value;
     private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
 
     /// <summary>
-    /// Writes block-aligned data; see <see cref="IFirstServerGrain.WriteAsync"/>. <paramref name="data"/> must not
+    /// Writes sector-aligned data; see <see cref="IFirstServerGrain.WriteAsync"/>. <paramref name="data"/> must not
     /// change afterwards.
     /// </summary>
     /// <param name="recycle">
     /// The caller gave <paramref name="data"/> up entirely (no one else holds it): it goes to
     /// <see cref="Cloud.Storage.Volumes.PayloadPool.Shared"/> once committed; see
-    /// <see cref="FirstServerWrites.WriteAsync"/>.
+    /// <see cref="FirstServerWrites.WriteAsync"/>. A write that does not cover whole blocks copies its data and leaves
+    /// the array to the garbage collector.
     /// </param>
     public async Task WriteAsync(
         string volumeName,
@@ -53,49 +53,85 @@ public sealed class FirstServerService(
         bool recycle = false)
     {
         var start = Stopwatch.GetTimestamp();
-        await writes.WriteAsync(volumeName, offsetBytes, data, forceUnitAccess, recycle).ConfigureAwait(false);
+        if (VolumeMath.IsBlockAligned(offsetBytes, data.Length))
+        {
+            await writes.WriteAsync(volumeName, offsetBytes, data, forceUnitAccess, recycle).ConfigureAwait(false);
+        }
+        else
+        {
+            var v = await directory.GetAsync(volumeName).ConfigureAwait(false);
+            VolumeMath.CheckSectorRange(v, offsetBytes, data.Length);
+            CheckRequestBytes("write", data.Length);
+            await sectorWrites.WriteAsync(v, offsetBytes, data, forceUnitAccess).ConfigureAwait(false);
+        }
         CloudMetrics.RecordIo("write", data.Length, start);
     }
 
     /// <summary>
-    /// Reads a block-aligned range into <paramref name="destination"/>; sees every write acknowledged before the call.
+    /// Reads a sector-aligned range into <paramref name="destination"/>; sees every write acknowledged before the
+    /// call. A range that does not cover whole blocks reads the enclosing blocks and returns its part of them.
     /// </summary>
     public async Task ReadAsync(string volumeName, long offsetBytes, Memory<byte> destination)
     {
         var start = Stopwatch.GetTimestamp();
         var lengthBytes = destination.Length;
         var v = await directory.GetAsync(volumeName).ConfigureAwait(false);
-        VolumeMath.CheckRange(v, offsetBytes, lengthBytes);
+        VolumeMath.CheckSectorRange(v, offsetBytes, lengthBytes);
+        CheckRequestBytes("read", lengthBytes);
+        if (VolumeMath.IsBlockAligned(offsetBytes, lengthBytes))
+        {
+            await ReadBlocksAsync(v, offsetBytes, destination).ConfigureAwait(false);
+        }
+        else
+        {
+            var alignedStart = offsetBytes / BlockBytes * BlockBytes;
+            var alignedEnd = (offsetBytes + lengthBytes + BlockBytes - 1) / BlockBytes * BlockBytes;
+            var blocks = ArrayPool<byte>.Shared.Rent((int)(alignedEnd - alignedStart));
+            try
+            {
+                await ReadBlocksAsync(v, alignedStart, blocks.AsMemory(0, (int)(alignedEnd - alignedStart)))
+                    .ConfigureAwait(false);
+                blocks.AsSpan((int)(offsetBytes - alignedStart), lengthBytes).CopyTo(destination.Span);
+            }
+            finally { ArrayPool<byte>.Shared.Return(blocks); }
+        }
+        CloudMetrics.RecordIo("read", lengthBytes, start);
+    }
+
+    private void CheckRequestBytes(string operation, int lengthBytes)
+    {
         if (lengthBytes > _options.MaxRequestBytes)
             throw new CloudRequestException(
-                $"read of {lengthBytes} bytes exceeds the limit of {_options.MaxRequestBytes}; split it");
+                $"{operation} of {lengthBytes} bytes exceeds the limit of {_options.MaxRequestBytes}; split it");
+    }
+
+    /// <summary>Reads a block-aligned range, one locked piece per partition.</summary>
+    private async Task ReadBlocksAsync(VolumeInfo v, long offsetBytes, Memory<byte> destination)
+    {
         var stripe = VolumeMath.StripeDataBytes(v);
         var partitionBytes = VolumeMath.StripesPerPartition(v, _options.PartitionTargetBytes) * stripe;
         var firstPartition = offsetBytes / partitionBytes;
-        var end = offsetBytes + lengthBytes;
+        var end = offsetBytes + destination.Length;
         if ((end - 1) / partitionBytes == firstPartition)
         {
             // The common case (a request within one partition): no list, no WhenAll.
             await ReadPieceAsync(v, firstPartition, offsetBytes, destination).ConfigureAwait(false);
+            return;
         }
-        else
+        var pieces = new List<Task>();
+        for (var offset = offsetBytes; offset < end;)
         {
-            var pieces = new List<Task>();
-            for (var offset = offsetBytes; offset < end;)
-            {
-                var partition = offset / partitionBytes;
-                var pieceEnd = Math.Min(end, (partition + 1) * partitionBytes);
-                pieces.Add(
-                    ReadPieceAsync(
-                        v,
-                        partition,
-                        offset,
-                        destination.Slice((int)(offset - offsetBytes), (int)(pieceEnd - offset))));
-                offset = pieceEnd;
-            }
-            await Task.WhenAll(pieces).ConfigureAwait(false);
+            var partition = offset / partitionBytes;
+            var pieceEnd = Math.Min(end, (partition + 1) * partitionBytes);
+            pieces.Add(
+                ReadPieceAsync(
+                    v,
+                    partition,
+                    offset,
+                    destination.Slice((int)(offset - offsetBytes), (int)(pieceEnd - offset))));
+            offset = pieceEnd;
         }
-        CloudMetrics.RecordIo("read", lengthBytes, start);
+        await Task.WhenAll(pieces).ConfigureAwait(false);
     }
 
     private async Task ReadPieceAsync(VolumeInfo v, long partition, long offset, Memory<byte> destination)
@@ -114,18 +150,7 @@ public sealed class FirstServerService(
             .ConfigureAwait(false);
         try
         {
-            // The engine knows nothing of Orleans: its errors become ones every caller can deserialize, as the RAID
-            // worker grain would have made them.
-            if (reach.ReachesHere(v))
-            {
-                await EngineErrors.Guard(() => worker.ReadIntoAsync(v.Name, offset, destination)).ConfigureAwait(false);
-            }
-            else
-            {
-                var data = await grains.GetGrain<IRaidWorkerGrain>(reach.WorkerSiloFor(v)).ReadAsync(
-                    v.Name, offset, destination.Length).ConfigureAwait(false);
-                data.CopyTo(destination);
-            }
+            await lockedReads.ReadAsync(v, offset, destination).ConfigureAwait(false);
         }
         finally
         {
@@ -148,14 +173,35 @@ public sealed class FirstServerService(
         CloudMetrics.RecordIo("flush", 0, start);
     }
 
-    /// <summary>Discards a block-aligned range (reads return zeroes).</summary>
+    /// <summary>
+    /// Discards a sector-aligned range (reads return zeroes): whole blocks are trimmed, and the sectors of a block it
+    /// covers only in part are written with zeroes (read-modify-write, like any sub-block write).
+    /// </summary>
     public async Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes)
     {
         var v = await directory.GetAsync(volumeName).ConfigureAwait(false);
-        VolumeMath.CheckRange(v, offsetBytes, lengthBytes);
+        VolumeMath.CheckSectorRange(v, offsetBytes, lengthBytes);
         var start = Stopwatch.GetTimestamp();
-        await grains.GetGrain<IRaidWorkerGrain>(reach.WorkerSiloFor(v)).TrimAsync(
-            volumeName, offsetBytes, lengthBytes).ConfigureAwait(false);
+        var end = offsetBytes + lengthBytes;
+        var wholeStart = (offsetBytes + BlockBytes - 1) / BlockBytes * BlockBytes;
+        var wholeEnd = end / BlockBytes * BlockBytes;
+        var work = new List<Task>(3);
+        if (wholeEnd > wholeStart)
+        {
+            work.Add(grains.GetGrain<IRaidWorkerGrain>(reach.WorkerSiloFor(v)).TrimAsync(
+                volumeName, wholeStart, wholeEnd - wholeStart));
+            if (offsetBytes < wholeStart) work.Add(ZeroSectorsAsync(v, offsetBytes, wholeStart - offsetBytes));
+            if (wholeEnd < end) work.Add(ZeroSectorsAsync(v, wholeEnd, end - wholeEnd));
+        }
+        else
+        {
+            // Inside one block, or across one block boundary with no whole block between.
+            work.Add(ZeroSectorsAsync(v, offsetBytes, lengthBytes));
+        }
+        await Task.WhenAll(work).ConfigureAwait(false);
         CloudMetrics.RecordIo("trim", 0, start);
     }
+
+    private Task ZeroSectorsAsync(VolumeInfo v, long offsetBytes, long lengthBytes) =>
+        sectorWrites.WriteAsync(v, offsetBytes, new byte[lengthBytes], forceUnitAccess: false);
 }

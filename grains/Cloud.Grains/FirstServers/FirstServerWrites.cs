@@ -115,20 +115,35 @@ public sealed partial class FirstServerWrites(
         }
     }
 
+    /// <summary>
+    /// Delegates whole blocks of one partition under a timestamp the caller already took from that partition's lock
+    /// grain (a sub-block write takes it before it reads the block it patches; see <see cref="SectorWrites"/>).
+    /// Returns the copy's completion, as each piece of <see cref="WriteAsync"/> does.
+    /// </summary>
+    internal Task<Task<WriteReport>> DelegateTimestampedAsync(
+        VolumeInfo v,
+        long partition,
+        long offsetBytes,
+        byte[] data,
+        bool fua,
+        TimestampGrant timestamp) =>
+        DelegateAsync(v, partition, offsetBytes, data, fua, recycle: false, timestamp);
+
     private async Task<Task<WriteReport>> DelegateAsync(
         VolumeInfo v,
         long partition,
         long offsetBytes,
         byte[] data,
         bool fua,
-        bool recycle)
+        bool recycle,
+        TimestampGrant? timestamp = null)
     {
         var stripe = VolumeMath.StripeDataBytes(v);
         var firstStripe = offsetBytes / stripe;
         var lastStripe = (offsetBytes + data.Length - 1) / stripe;
         var partitionKey = VolumeMath.PartitionKey(v, partition);
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
-        var grant = await SiloFailures.RetryAsync(
+        var grant = timestamp ?? await SiloFailures.RetryAsync(
             () => lockGrain.NextTimestampAsync(firstStripe, lastStripe, _siloAddress),
             _options.RedelegationTimeout).ConfigureAwait(false);
         var write = new ReplicatedWrite(Guid.NewGuid(), v.Name, offsetBytes, data, grant.Timestamp, fua, silo.Name);

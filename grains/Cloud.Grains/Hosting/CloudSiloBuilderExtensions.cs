@@ -69,6 +69,8 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<WriteScheduler>();
         builder.Services.AddSingleton<RaidMaintenance>();
         builder.Services.AddSingleton<FirstServerWrites>();
+        builder.Services.AddSingleton<LockedReads>();
+        builder.Services.AddSingleton<SectorWrites>();
         builder.Services.AddSingleton<FirstServerService>();
         builder.Services.AddPlacementDirector<SiloBoundPlacement, SiloBoundPlacementDirector>();
         builder.Services.AddPlacementDirector<LoadBasedPlacement, LoadBasedPlacementDirector>();

@@ -23,6 +23,11 @@ public enum LockMode
 /// For readers: first wait until every write whose timestamp was assigned before this request, on these
 /// stripes, has committed or been abandoned, so that a read never misses an acknowledged write.
 /// </param>
+/// <param name="PendingBelow">
+/// With <paramref name="WaitForPendingWrites"/>: wait for the pending versions timestamped below this one instead of
+/// below the request's arrival (0, the default). A sub-block write that already took its timestamp T reads its block
+/// after every older version and must not wait for T itself, which settles only after that read.
+/// </param>
 [GenerateSerializer, Immutable, Alias("cloud.LockRequest")]
 public sealed record LockRequest(
     [property: Id(0)] long FirstStripe,
@@ -30,7 +35,8 @@ public sealed record LockRequest(
     [property: Id(2)] LockMode Mode,
     [property: Id(3)] string HolderSilo,
     [property: Id(4)] TimeSpan Lease,
-    [property: Id(5)] bool WaitForPendingWrites);
+    [property: Id(5)] bool WaitForPendingWrites,
+    [property: Id(6)] long PendingBelow = 0);
 
 /// <summary>A granted lock. The fencing token is presented before each disk write and at release.</summary>
 [GenerateSerializer, Immutable, Alias("cloud.LockGrant")]

@@ -205,10 +205,14 @@ internal sealed partial class PartitionLockGrain(
             throw new CloudRequestException($"stripe range {request.FirstStripe}-{request.LastStripe} is empty");
         if (request.Lease <= TimeSpan.Zero || request.Lease > TimeSpan.FromMinutes(10))
             throw new CloudRequestException($"lease {request.Lease} is outside 0-10 min");
+        if (request.PendingBelow < 0 || (request.PendingBelow != 0 && !request.WaitForPendingWrites))
+            throw new CloudRequestException(
+                $"pending-below {request.PendingBelow} is not allowed; use 0, or a timestamp with WaitForPendingWrites");
         if (request.WaitForPendingWrites)
         {
-            // Wait for every version timestamped before this read arrived; later ones are concurrent with it.
-            var below = _next;
+            // Wait for every version timestamped before this read arrived (later ones are concurrent with it), or
+            // before the caller's own timestamp when it names one: never for a version not yet handed out.
+            var below = request.PendingBelow == 0 ? _next : Math.Min(request.PendingBelow, _next);
             if (AnyPending(request.FirstStripe, request.LastStripe, below))
             {
                 var wait = new PendingWait(

@@ -8,8 +8,18 @@ namespace Cloud.Grains;
 /// </summary>
 public static partial class VolumeMath
 {
-    /// <summary>The logical block.</summary>
+    /// <summary>
+    /// The logical block: the engine's unit, each with its own checksum and write timestamp on disk. Whole aligned
+    /// blocks are written without reading first.
+    /// </summary>
     public const int BlockSizeBytes = 4096;
+
+    /// <summary>
+    /// The smallest unit clients address: reads, writes and trims start and end on multiples of it. A range that does
+    /// not cover whole blocks reads the enclosing blocks, and a write of one rewrites them (see
+    /// <c>FirstServers/SectorWrites</c>).
+    /// </summary>
+    public const int SectorSizeBytes = 512;
 
     /// <summary>Most member disks a volume may have.</summary>
     public const int MaxDiskCount = 32;
@@ -104,16 +114,31 @@ public static partial class VolumeMath
     }
 
     /// <summary>
-    /// Checks an I/O range against a volume, throwing <see cref="CloudRequestException"/> naming the bad value.
+    /// Checks a block-aligned I/O range against a volume (the engine-facing paths: RAID worker, trim of whole
+    /// blocks), throwing <see cref="CloudRequestException"/> naming the bad value.
     /// </summary>
-    public static void CheckRange(VolumeInfo v, long offsetBytes, long lengthBytes)
+    public static void CheckRange(VolumeInfo v, long offsetBytes, long lengthBytes) =>
+        CheckRange(v, offsetBytes, lengthBytes, BlockSizeBytes);
+
+    /// <summary>
+    /// Checks a client's I/O range against a volume: offset and length multiples of <see cref="SectorSizeBytes"/>,
+    /// inside the volume. Throws <see cref="CloudRequestException"/> naming the bad value and what is allowed.
+    /// </summary>
+    public static void CheckSectorRange(VolumeInfo v, long offsetBytes, long lengthBytes) =>
+        CheckRange(v, offsetBytes, lengthBytes, SectorSizeBytes);
+
+    /// <summary>True when the range starts and ends on block boundaries (no read-modify-write needed).</summary>
+    public static bool IsBlockAligned(long offsetBytes, long lengthBytes) =>
+        offsetBytes % BlockSizeBytes == 0 && lengthBytes % BlockSizeBytes == 0;
+
+    private static void CheckRange(VolumeInfo v, long offsetBytes, long lengthBytes, int unitBytes)
     {
-        if (offsetBytes < 0 || offsetBytes % BlockSizeBytes != 0)
+        if (offsetBytes < 0 || offsetBytes % unitBytes != 0)
             throw new CloudRequestException(
-                $"offset {offsetBytes} is not allowed; use a multiple of {BlockSizeBytes} from 0");
-        if (lengthBytes <= 0 || lengthBytes % BlockSizeBytes != 0)
+                $"offset {offsetBytes} is not allowed; use a multiple of {unitBytes} from 0");
+        if (lengthBytes <= 0 || lengthBytes % unitBytes != 0)
             throw new CloudRequestException(
-                $"length {lengthBytes} is not allowed; use a positive multiple of {BlockSizeBytes}");
+                $"length {lengthBytes} is not allowed; use a positive multiple of {unitBytes}");
         if (offsetBytes + lengthBytes > v.SizeBytes)
             throw new CloudRequestException(
                 $"range {offsetBytes}+{lengthBytes} ends past the end of volume '{v.Name}' ({v.SizeBytes} bytes)");

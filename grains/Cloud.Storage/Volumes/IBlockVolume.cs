@@ -2,7 +2,7 @@ namespace Cloud.Storage.Volumes;
 
 /// <summary>
 /// The data-plane view of a virtual volume that front ends (NBD, the client SDK) serve:
-/// byte-addressed, block-aligned I/O with FUA, flush and trim.
+/// byte-addressed I/O aligned to <see cref="SectorSizeBytes"/>, with FUA, flush and trim.
 /// </summary>
 public interface IBlockVolume
 {
@@ -12,8 +12,19 @@ public interface IBlockVolume
     /// <summary>Logical size in bytes, a multiple of <see cref="BlockSizeBytes"/>.</summary>
     long CapacityBytes { get; }
 
-    /// <summary>The logical block (4096 bytes): the minimum I/O granule.</summary>
+    /// <summary>
+    /// The logical block (4096 bytes for the engine): the volume's own unit. I/O of whole aligned blocks needs no
+    /// read-modify-write.
+    /// </summary>
     int BlockSizeBytes { get; }
+
+    /// <summary>
+    /// The minimum I/O granule: offsets and lengths of every request are multiples of it. A power of two no larger
+    /// than <see cref="BlockSizeBytes"/>; a volume whose sectors are smaller than its blocks reads the enclosing
+    /// blocks of a partial one and, for a write or trim, rewrites them without losing a concurrent write to their
+    /// other sectors. Volumes that take whole blocks only keep the default.
+    /// </summary>
+    int SectorSizeBytes => BlockSizeBytes;
 
     /// <summary>An I/O size that avoids read-modify-write where the layout allows (a full stripe of data).</summary>
     int PreferredIoSizeBytes { get; }
@@ -33,7 +44,7 @@ public interface IBlockVolume
     /// <summary>Returns once every write acknowledged before the call is durable.</summary>
     ValueTask FlushAsync(CancellationToken cancellationToken = default);
 
-    /// <summary>Discards a block-aligned range; subsequent reads return zeroes.</summary>
+    /// <summary>Discards a range; subsequent reads return zeroes.</summary>
     ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default);
 }
 

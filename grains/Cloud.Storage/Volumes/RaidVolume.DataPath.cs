@@ -16,6 +16,8 @@ public sealed partial class RaidVolume
         Memory<byte> destination,
         CancellationToken cancellationToken = default)
     {
+        if (!IsBlockAligned(offsetBytes, destination.Length))
+            return ReadSectorsAsync(offsetBytes, destination, cancellationToken);
         CheckIo(offsetBytes, destination.Length, nameof(destination));
         // Fast path for the common small read (one stripe): no request-level state machine or window.
         var stripe = offsetBytes / Geometry.StripeDataBytes;
@@ -33,7 +35,9 @@ public sealed partial class RaidVolume
         ReadOnlyMemory<byte> source,
         bool forceUnitAccess = false,
         CancellationToken cancellationToken = default) =>
-        WriteAsync(offsetBytes, source, 0, forceUnitAccess, cancellationToken);
+        IsBlockAligned(offsetBytes, source.Length)
+            ? WriteAsync(offsetBytes, source, 0, forceUnitAccess, cancellationToken)
+            : WriteSectorsAsync(offsetBytes, source, forceUnitAccess, cancellationToken);
 
     /// <summary>
     /// Writes <paramref name="source"/> and stores <paramref name="writeTimestamp"/> in each written
@@ -55,9 +59,14 @@ public sealed partial class RaidVolume
         return WriteStripeByStripeAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
     }
 
-    /// <summary>Writes zeroes over the block-aligned range (a trimmed range reads back as zeroes).</summary>
+    /// <summary>
+    /// Writes zeroes over the sector-aligned range (a trimmed range reads back as zeroes); the sectors of a block it
+    /// covers only in part are zeroed by rewriting the block.
+    /// </summary>
     public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default) =>
-        TrimAsync(offsetBytes, lengthBytes, 0, cancellationToken);
+        IsBlockAligned(offsetBytes, lengthBytes)
+            ? TrimAsync(offsetBytes, lengthBytes, 0, cancellationToken)
+            : TrimSectorsAsync(offsetBytes, lengthBytes, cancellationToken);
 
     /// <summary>
     /// Trims like <see cref="TrimAsync(long, long, CancellationToken)"/>, stamping the zeroed blocks with
@@ -484,7 +493,24 @@ public sealed partial class RaidVolume
         CancellationToken cancellationToken)
     {
         using LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false);
-        StripeScratch s = locked.Scratch;
+        await WriteLockedStripeAsync(locked.Scratch, stripe, inStripe, source, timestamp, cancellationToken)
+            .ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Writes whole blocks within one stripe; the caller holds the stripe's lock and <paramref name="s"/> is its
+    /// scratch (a sub-block write reads the block first under the same lock).
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask WriteLockedStripeAsync(
+        StripeScratch s,
+        long stripe,
+        int inStripe,
+        ReadOnlyMemory<byte> source,
+        long timestamp,
+        CancellationToken cancellationToken)
+    {
+        AssertStripeLocked(stripe);
         ThrowIfFailed();
         await _intent.BeginAsync(stripe, cancellationToken).ConfigureAwait(false);
         try
