@@ -15,7 +15,6 @@ const int DefaultTrials = 20;
 const int MaxTrials = 1000;
 const int SiloCount = 3;
 const int WarmUpAcks = 100;
-var stallWindow = TimeSpan.FromSeconds(8);
 var giveUpAfter = TimeSpan.FromSeconds(3);
 
 int trials = DefaultTrials, seed = 1;
@@ -88,10 +87,7 @@ for (var trial = 1; trial <= trials; trial++)
     if (!await stream.WaitForAcksAsync(WarmUpAcks, TimeSpan.FromSeconds(120)))
         throw new InvalidOperationException(
             $"trial {trial}: writes did not flow again within 120 s of killing {SiloProcesses.NameOf(victim)}");
-    // Let every write issued in the stall window finish or be given up on, so the recovery time sees them all.
-    var settle = killedAt + stallWindow + giveUpAfter - stream.Now;
-    if (settle > TimeSpan.Zero) await Task.Delay(settle);
-    var recovery = stream.RecoveryTime(killedAt, stallWindow);
+    var recovery = await stream.MeasureRecoveryAsync(killedAt, WriteStream.RecoveryQuiet, TimeSpan.FromSeconds(120));
     recoveries.Add(recovery);
 
     await silos.StartSiloAsync(victim);

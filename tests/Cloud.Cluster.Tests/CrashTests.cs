@@ -40,7 +40,7 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         await stop.CancelAsync();
         await writing;
         Log(
-            $"killed delegate {SiloProcesses.NameOf(victim)}; writes flowing again after {stream.RecoveryTime(killedAt, TimeSpan.FromSeconds(10)).TotalSeconds:F2} s");
+            $"killed delegate {SiloProcesses.NameOf(victim)}; writes flowing again after {stream.RecoveryTime(killedAt, WriteStream.RecoveryQuiet).TotalSeconds:F2} s");
 
         await volume.FlushAsync();
         await CrashAssert.AssertNothingLostAsync(stream, volume, Log);
@@ -72,7 +72,7 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         await stop.CancelAsync();
         await writing;
         Log(
-            $"killed first server s0; writes flowing again after {stream.RecoveryTime(killedAt, TimeSpan.FromSeconds(10)).TotalSeconds:F2} s; {stream.FailedCount} writes failed (unacknowledged)");
+            $"killed first server s0; writes flowing again after {stream.RecoveryTime(killedAt, WriteStream.RecoveryQuiet).TotalSeconds:F2} s; {stream.FailedCount} writes failed (unacknowledged)");
         await first.DisposeAsync();
 
         await CrashScenario.RetryAsync(async () => { await current.FlushAsync(); return 0; });
@@ -162,7 +162,7 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         await writing;
         await client.DisposeAsync();
         Log(
-            $"killed {SiloProcesses.NameOf(victim)} hosting {partition}; writes flowing again after {stream.RecoveryTime(killedAt, TimeSpan.FromSeconds(10)).TotalSeconds:F2} s");
+            $"killed {SiloProcesses.NameOf(victim)} hosting {partition}; writes flowing again after {stream.RecoveryTime(killedAt, WriteStream.RecoveryQuiet).TotalSeconds:F2} s");
 
         // The reactivated lock grain starts above every timestamp and fencing token the dead one handed out.
         var after = await CrashScenario.RetryAsync(

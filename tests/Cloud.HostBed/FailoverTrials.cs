@@ -32,9 +32,10 @@ public sealed record FailoverTrial(
 /// membership table, then a check that no acknowledged write was lost and a scrub.
 /// </summary>
 /// <remarks>
-/// "Writes flowing again" is <see cref="WriteStream.RecoveryTime"/>: the completion of the last write issued within
-/// <see cref="StallWindow"/> after the kill that stalled (took over <see cref="WriteStream.StallThreshold"/>, failed,
-/// or was given up after <see cref="GiveUpAfter"/>); with no stall, the first write acknowledged after the kill.
+/// "Writes flowing again" is <see cref="WriteStream.RecoveryTime"/>: the end of the chain of stalls after the kill
+/// (writes that took over <see cref="WriteStream.StallThreshold"/>, failed, or were given up after
+/// <see cref="GiveUpAfter"/>), each issued within <see cref="WriteStream.RecoveryQuiet"/> of the previous one's end;
+/// with no stall, the first write acknowledged after the kill.
 /// </remarks>
 public sealed class FailoverTrials
 {
@@ -43,9 +44,6 @@ public sealed class FailoverTrials
 
     /// <summary>Writes each survivor's writer must have acknowledged before a kill, and again after it.</summary>
     public const int WarmUpAcks = 100;
-
-    /// <summary>Writes issued this long after the kill still count towards its stall.</summary>
-    public static readonly TimeSpan StallWindow = TimeSpan.FromSeconds(8);
 
     /// <summary>A writer gives a write up after this long, so one stuck call does not hide the recovery.</summary>
     public static readonly TimeSpan GiveUpAfter = TimeSpan.FromSeconds(3);
@@ -119,11 +117,10 @@ public sealed class FailoverTrials
             await WaitForAcksAsync(
                 writers,
                 $"trial {trial}: writes did not flow again within {FlowTimeout} of killing {_bed.Hosts[victim].Name}").ConfigureAwait(false);
-            // Every write issued in the stall window must have finished or been given up on before it is measured.
-            // Each stream has its own clock, so each writer's wait is reckoned on its own.
-            var settle = writers.Select((w, k) => killedAt[k] + StallWindow + GiveUpAfter - w.Stream.Now).Max();
-            if (settle > TimeSpan.Zero) await Task.Delay(settle).ConfigureAwait(false);
-            var recovery = writers.Select((w, k) => w.Stream.RecoveryTime(killedAt[k], StallWindow)).ToArray();
+            // Each stream has its own clock, so each writer's recovery is reckoned on its own.
+            var recovery = await Task.WhenAll(writers.Select(
+                (w, k) => w.Stream.MeasureRecoveryAsync(killedAt[k], WriteStream.RecoveryQuiet, FlowTimeout)))
+                .ConfigureAwait(false);
 
             try
             {

@@ -347,6 +347,13 @@ public sealed class HostBed : IAsyncDisposable
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
+        // CLOUD_BED_LOGS=DIR keeps each host's output (its last part) after the bed is gone, for a failure's post-mortem.
+        if (Environment.GetEnvironmentVariable("CLOUD_BED_LOGS") is { Length: > 0 } logs)
+        {
+            Directory.CreateDirectory(logs);
+            for (var i = 0; i < _processes.Length; i++)
+                await File.WriteAllTextAsync(Path.Combine(logs, $"{ClusterId}-h{i + 1}.log"), OutputOf(i)).ConfigureAwait(false);
+        }
         foreach (var process in _processes)
         {
             if (process is not null) await process.DisposeAsync().ConfigureAwait(false);

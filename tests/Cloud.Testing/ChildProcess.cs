@@ -10,7 +10,7 @@ namespace Cloud.Testing;
 public sealed class ChildProcess : IAsyncDisposable
 {
     /// <summary>Output kept for failure messages.</summary>
-    private const int MaxOutputChars = 32_000;
+    private const int MaxOutputChars = 256_000;
 
     /// <summary>How long a process may take to exit after SIGTERM on dispose before it is killed.</summary>
     private static readonly TimeSpan GracefulStopTimeout = TimeSpan.FromSeconds(10);

@@ -27,6 +27,7 @@ public sealed class FirstServerService(
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
     VolumeReach reach,
+    HeldLocks heldLocks,
     IOptions<CloudOptions> options)
 {
     private const int BlockBytes = VolumeMath.BlockSizeBytes;
@@ -137,7 +138,8 @@ public sealed class FirstServerService(
     {
         var stripe = VolumeMath.StripeDataBytes(v);
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, partition));
-        var grant = await lockGrain.AcquireMeteredAsync(
+        var grant = await heldLocks.AcquireAsync(
+            lockGrain,
             new LockRequest(
                 offset / stripe,
                 (offset + destination.Length - 1) / stripe,
@@ -153,7 +155,7 @@ public sealed class FirstServerService(
         finally
         {
             // One-way: the read's reply need not wait for the release's; a lost release ends with the lease.
-            await lockGrain.ReleaseOneWayAsync(grant.FencingToken).ConfigureAwait(false);
+            await heldLocks.ReleaseOneWayAsync(lockGrain, grant.FencingToken).ConfigureAwait(false);
         }
     }
 

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Collections.Immutable;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
 using Cloud.Grains.Engine;
@@ -43,8 +44,28 @@ public sealed partial class FirstServerWrites(
     private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
     private readonly ConcurrentDictionary<Guid, Held> _held = new();
 
-    /// <summary>A copy this silo holds until its target commits it.</summary>
-    private sealed record Held(ReplicatedWrite Write, Task<WriteReport> Completion);
+    /// <summary>
+    /// A copy this silo holds until its target commits it. <see cref="Reported"/> is set once the copy's version was
+    /// reported to a reactivated partition-lock grain, which then keeps it pending until this silo settles it.
+    /// </summary>
+    private sealed class Held(
+        ReplicatedWrite write,
+        Task<WriteReport> completion,
+        string partitionKey,
+        long firstStripe,
+        long lastStripe)
+    {
+        private int _reported;
+
+        public ReplicatedWrite Write => write;
+        public Task<WriteReport> Completion => completion;
+        public string PartitionKey => partitionKey;
+        public HeldVersion Version => new(write.Timestamp, firstStripe, lastStripe);
+        public bool Reported => Volatile.Read(ref _reported) == 1;
+
+        /// <summary>Marks the copy reported; a full fence, so it is ordered before the caller's next read.</summary>
+        public void MarkReported() => Interlocked.Exchange(ref _reported, 1);
+    }
 
     /// <summary>Copies held here and not yet committed (for status and tests).</summary>
     public int HeldCopies => _held.Count;
@@ -178,7 +199,7 @@ public sealed partial class FirstServerWrites(
         // to
         // its end at once, and its removal of the entry must come after this addition, not before it.
         var followed = new TaskCompletionSource<WriteReport>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _held[write.WriteId] = new Held(write, followed.Task);
+        _held[write.WriteId] = new Held(write, followed.Task, partitionKey, firstStripe, lastStripe);
         var completion = FollowAsync(write, partitionKey, receipt.TargetSilo);
         _ = AfterFollowAsync(completion, followed, recycle ? data : null);
         if (receipt.TargetSilo == silo.Name && !fua)
@@ -276,7 +297,44 @@ public sealed partial class FirstServerWrites(
         }
         finally
         {
-            _held.TryRemove(write.WriteId, out _);
+            // Removed before the flag is read, while ReportHeld sets the flag before it looks for the entry: either
+            // the report saw the entry and this settles the version it reported, or the report did not include it.
+            if (_held.TryRemove(write.WriteId, out var held) && held.Reported)
+                _ = SettleReportedAsync(unitKey, write.Timestamp);
+        }
+    }
+
+    /// <summary>
+    /// The versions of partition <paramref name="partitionKey"/> this silo holds uncommitted, for its partition-lock
+    /// grain reactivating after its silo died: the grain lost its pending versions, and a read that did not wait for
+    /// these would miss writes already acknowledged. Each reported version is settled by this silo once its copy's
+    /// follow ends (committed or given up), whichever activation its commit reached.
+    /// </summary>
+    public ImmutableArray<HeldVersion> ReportHeld(string partitionKey)
+    {
+        var versions = ImmutableArray.CreateBuilder<HeldVersion>();
+        foreach (var (id, held) in _held)
+        {
+            if (held.PartitionKey != partitionKey) continue;
+            held.MarkReported();
+            if (_held.ContainsKey(id)) versions.Add(held.Version);
+        }
+        return versions.ToImmutable();
+    }
+
+    private async Task SettleReportedAsync(string partitionKey, long timestamp)
+    {
+        try
+        {
+            var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
+            await SiloFailures.RetryAsync(
+                () => lockGrain.SettleAsync([timestamp]), _options.RedelegationTimeout).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // The grain ends a pending version by itself after the re-delegation timeout; until then reads of these
+            // stripes wait, which is slow but never wrong.
+            LogSettleFailed(logger, partitionKey, timestamp, ex);
         }
     }
 
@@ -318,6 +376,9 @@ public sealed partial class FirstServerWrites(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Write {WriteId}: target {Target} failed ({Error}); re-delegating")]
     private static partial void LogRedelegating(ILogger logger, Guid writeId, string target, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: settling reported version {Timestamp} failed")]
+    private static partial void LogSettleFailed(ILogger logger, string partition, long timestamp, Exception exception);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Cancelling older versions on {Target} failed")]
     private static partial void LogCancelFailed(ILogger logger, string target, Exception exception);

@@ -31,6 +31,7 @@ namespace Cloud.Grains.FirstServers;
 public sealed class SectorWrites(
     FirstServerWrites writes,
     LockedReads reads,
+    HeldLocks heldLocks,
     IGrainFactory grains,
     ILocalSiloDetails silo,
     IOptions<CloudOptions> options)
@@ -102,7 +103,8 @@ public sealed class SectorWrites(
         var block = new byte[BlockBytes];
         try
         {
-            var grant = await lockGrain.AcquireMeteredAsync(
+            var grant = await heldLocks.AcquireAsync(
+                lockGrain,
                 new LockRequest(
                     stripe,
                     stripe,
@@ -118,7 +120,7 @@ public sealed class SectorWrites(
             }
             finally
             {
-                await lockGrain.ReleaseOneWayAsync(grant.FencingToken).ConfigureAwait(false);
+                await heldLocks.ReleaseOneWayAsync(lockGrain, grant.FencingToken).ConfigureAwait(false);
             }
         }
         catch

@@ -101,10 +101,16 @@ public sealed class CloudOptions
     public long MaxQueuedBytes { get; set; } = DefaultMaxQueuedBytes;
 
     /// <summary>
-    /// Latency added to every member disk I/O on this silo (0-10 s). For benchmarks and tests of load-based delegation
-    /// on one machine; leave zero in production.
+    /// Latency added to every data-path operation of this silo's engines (0-60 s). For benchmarks and tests of
+    /// load-based delegation and of failures between an acknowledgement and its disk write; leave zero in production.
     /// </summary>
     public TimeSpan InjectedDiskLatency { get; set; } = TimeSpan.Zero;
+
+    /// <summary>
+    /// When set (a silo name), every delegated write goes to that silo and load is ignored: static delegation, the
+    /// peer load-based delegation is measured against, and a debugging aid. Set the same value on every silo.
+    /// </summary>
+    public string? FixedDelegationTarget { get; set; }
 
     /// <summary>Marks this silo as draining: it takes no new delegated work.</summary>
     public bool Draining { get; set; }
@@ -157,7 +163,7 @@ public sealed class CloudOptionsValidator : IValidateOptions<CloudOptions>
             o.RedelegationTimeout,
             TimeSpan.FromSeconds(1),
             TimeSpan.FromHours(1));
-        Range(errors, nameof(o.InjectedDiskLatency), o.InjectedDiskLatency, TimeSpan.Zero, TimeSpan.FromSeconds(10));
+        Range(errors, nameof(o.InjectedDiskLatency), o.InjectedDiskLatency, TimeSpan.Zero, TimeSpan.FromSeconds(60));
         if (!(o.OverloadFactor >= 1.0 && o.OverloadFactor <= 100))
             errors.Add($"Cloud:OverloadFactor is {o.OverloadFactor}; allowed 1.0-100.");
         if (!(o.OverloadMinimumScore >= 0 && o.OverloadMinimumScore <= 1e6))

@@ -27,9 +27,15 @@ public static class CloudSiloBuilderExtensions
     /// under
     /// <c>{data}/state</c>. Either way a data directory's state files from before are imported once at start
     /// (<see cref="StateImport"/>).
+    /// Grains are located through Orleans' strongly consistent grain directory: the default one lets two activations
+    /// of a grain live for a while after a silo dies, and two partition-lock grains of one partition would grant one
+    /// stripe to two writers (lost blocks, wrong parity) until one of them noticed.
     /// </summary>
     public static ISiloBuilder AddCloud(this ISiloBuilder builder, Action<CloudOptions>? configure = null)
     {
+#pragma warning disable ORLEANSEXP003 // Orleans marks the strongly consistent directory for evaluation; Cloud needs it.
+        builder.AddDistributedGrainDirectory();
+#pragma warning restore ORLEANSEXP003
         var options = builder.Services.AddOptions<CloudOptions>();
         options.BindConfiguration(CloudOptions.SectionName);
         if (configure is not null) options.Configure(configure);
@@ -61,6 +67,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddHostedService<DeadSiloRecovery>();
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();
         builder.Services.AddSingleton<OpenVolumeCache>();
+        builder.Services.AddSingleton<HeldLocks>();
         builder.Services.AddSingleton<BatchExecutor>();
         builder.Services.AddSingleton<WriteScheduler>();
         builder.Services.AddSingleton<RaidMaintenance>();

@@ -23,16 +23,17 @@ public sealed class SiloRuntimeSettings(IOptions<CloudOptions> options)
     /// When set, every delegated write goes to this silo (by name) and load is ignored: static delegation, the
     /// peer that load-based delegation is measured against, and a debugging aid. Set it on every silo.
     /// </summary>
-    public string? FixedDelegationTarget { get; set; }
+    public string? FixedDelegationTarget { get; set; } =
+        string.IsNullOrWhiteSpace(options.Value.FixedDelegationTarget) ? null : options.Value.FixedDelegationTarget;
 
-    /// <summary>Latency added to each data-path operation of this silo's engines (0-10 s).</summary>
+    /// <summary>Latency added to each data-path operation of this silo's engines (0-60 s).</summary>
     public TimeSpan InjectedDiskLatency
     {
         get => TimeSpan.FromTicks(Interlocked.Read(ref _latencyTicks));
         set
         {
-            if (value < TimeSpan.Zero || value > TimeSpan.FromSeconds(10))
-                throw new ArgumentOutOfRangeException(nameof(value), value, "injected disk latency must be 0-10 s");
+            if (value < TimeSpan.Zero || value > TimeSpan.FromSeconds(60))
+                throw new ArgumentOutOfRangeException(nameof(value), value, "injected disk latency must be 0-60 s");
             Interlocked.Exchange(ref _latencyTicks, value.Ticks);
         }
     }

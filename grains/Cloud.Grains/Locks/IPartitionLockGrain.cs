@@ -86,6 +86,25 @@ public sealed record BlockCommit(
     [property: Id(1)] int BlockCount,
     [property: Id(2)] long Timestamp);
 
+/// <summary>
+/// A version a first server holds a copy of and has not yet seen committed: timestamped on these stripes, so readers
+/// must wait for it.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("cloud.HeldVersion")]
+public sealed record HeldVersion(
+    [property: Id(0)] long Timestamp,
+    [property: Id(1)] long FirstStripe,
+    [property: Id(2)] long LastStripe);
+
+/// <summary>
+/// What one silo holds of a partition: its lock grants and the versions its first server holds. A partition-lock
+/// grain reactivated after its silo died asks every live silo for this before it serves anything.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("cloud.PartitionClaims")]
+public sealed record PartitionClaims(
+    [property: Id(0)] ImmutableArray<LockGrant> Grants,
+    [property: Id(1)] ImmutableArray<HeldVersion> Versions);
+
 /// <summary>A partition's control object, for status and tests.</summary>
 [GenerateSerializer, Immutable, Alias("cloud.PartitionControl")]
 public sealed record PartitionControl(

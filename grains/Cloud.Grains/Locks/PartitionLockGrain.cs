@@ -1,6 +1,8 @@
 using System.Collections.Immutable;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Hosting;
+using Cloud.Grains.RaidWorkers;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Concurrency;
 using Orleans.Runtime;
@@ -14,14 +16,24 @@ namespace Cloud.Grains.Locks;
 /// <see cref="CloudGrainStorage.Name"/>: timestamps and fencing tokens are handed out only from a range whose
 /// reservation was durably written, and a reservation write refused for a stale ETag (another activation wrote the
 /// clock) or failed ends this activation without widening the range.
+/// Holders and pending versions live in memory only. An activation that follows an earlier one (its silo died, or it
+/// was deactivated) first reclaims them from every live silo (<see cref="ReclaimAsync"/>), before it serves any call.
 /// </summary>
 [Reentrant]
-internal sealed class PartitionLockGrain(
+internal sealed partial class PartitionLockGrain(
     [PersistentState(CloudGrainStorage.ClockState, CloudGrainStorage.Name)] IPersistentState<PartitionClockState> clock,
     IClusterMembershipService membership,
     IOptions<CloudOptions> options,
-    TimeProvider time) : Grain, IPartitionLockGrain
+    TimeProvider time,
+    ILogger<PartitionLockGrain> logger) : Grain, IPartitionLockGrain
 {
+    /// <summary>
+    /// How long a reactivating grain waits for one silo's claims. A silo that does not answer in time is taken to hold
+    /// the whole partition exclusively for one lock lease (or until membership declares it dead), since it may be
+    /// writing under a grant this activation cannot see.
+    /// </summary>
+    public static readonly TimeSpan ReclaimTimeout = TimeSpan.FromSeconds(5);
+
     /// <summary>Bound on waiters, so a stuck holder cannot make the grain grow without limit.</summary>
     public const int MaxWaiters = 100_000;
 
@@ -56,7 +68,7 @@ internal sealed class PartitionLockGrain(
 
     private sealed record PendingWait(long First, long Last, long Below, TaskCompletionSource Completion);
 
-    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
         // Start above everything an earlier activation may have handed out, then reserve the next range before use.
         var reserved = clock.State.ReservedUpTo;
@@ -67,8 +79,70 @@ internal sealed class PartitionLockGrain(
         this.RegisterGrainTimer(
             CheckLeasesAsync,
             new GrainTimerCreationOptions(_options.LeaseCheckPeriod, _options.LeaseCheckPeriod) { Interleave = true });
-        return Task.CompletedTask;
+        // A stored clock means an earlier activation existed, and may have died with grants and pending versions that
+        // live silos still act on. The first activation ever has nothing to reclaim.
+        if (clock.RecordExists) await ReclaimAsync();
     }
+
+    /// <summary>
+    /// Takes back from every live silo the grants it holds here and the versions its first server holds uncommitted:
+    /// without them this activation would grant a stripe that a surviving RAID worker is still writing (two writers
+    /// of one stripe: lost blocks and wrong parity), and let a read miss a write that was acknowledged but is not yet
+    /// on disk. A silo that cannot answer is held to own the whole partition until its lease would have ended.
+    /// </summary>
+    private async Task ReclaimAsync()
+    {
+        var now = time.GetUtcNow();
+        var members = membership.CurrentSnapshot.Members.Values
+            .Where(m => m.Status is SiloStatus.Active or SiloStatus.ShuttingDown or SiloStatus.Stopping)
+            .ToList();
+        var answers = await Task.WhenAll(members.Select(AskAsync));
+        int grants = 0, versions = 0, unanswered = 0;
+        foreach (var (member, claims) in answers)
+        {
+            var holderSilo = member.SiloAddress.ToParsableString();
+            if (claims is null)
+            {
+                unanswered++;
+                _holders.Add(
+                    new Holder(-unanswered, 0, long.MaxValue, LockMode.Exclusive, holderSilo, now + _options.LockLease));
+                continue;
+            }
+            foreach (var g in claims.Grants)
+            {
+                _holders.Add(
+                    new Holder(g.FencingToken, g.FirstStripe, g.LastStripe, g.Mode, holderSilo, g.ExpiresUtc));
+                grants++;
+            }
+            foreach (var v in claims.Versions)
+            {
+                if (_pending.TryAdd(v.Timestamp, new Pending(v.FirstStripe, v.LastStripe, holderSilo, now))) versions++;
+            }
+        }
+        LogReclaimed(logger, Key, members.Count, grants, versions, unanswered);
+    }
+
+    private async Task<(ClusterMember Member, PartitionClaims? Claims)> AskAsync(ClusterMember member)
+    {
+        try
+        {
+            var claims = await GrainFactory.GetGrain<IRaidWorkerGrain>(member.Name).ReclaimAsync(Key)
+                .WaitAsync(ReclaimTimeout);
+            return (member, claims);
+        }
+        catch (Exception ex)
+        {
+            LogReclaimFailed(logger, Key, member.SiloAddress, ex.GetType().Name);
+            return (member, null);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} activated again: asked {Silos} silos, reclaimed {Grants} locks and {Versions} pending versions; {Unanswered} silos did not answer")]
+    private static partial void LogReclaimed(
+        ILogger logger, string partition, int silos, int grants, int versions, int unanswered);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: silo {Silo} did not report its claims ({Error}); it holds the partition until its lease would end")]
+    private static partial void LogReclaimFailed(ILogger logger, string partition, SiloAddress silo, string error);
 
     /// <summary>
     /// Makes sure the next timestamp is covered by a persisted reservation, so that taking one needs no await.

@@ -21,11 +21,16 @@ public sealed partial class BatchExecutor(
     IGrainFactory grains,
     ILocalSiloDetails silo,
     SiloUsage usage,
+    HeldLocks heldLocks,
     IOptions<CloudOptions> options,
     ILogger<BatchExecutor> logger)
 {
-    /// <summary>Times a batch is retried after its lock was fenced before its copies fail.</summary>
-    public const int MaxFencedRetries = 8;
+    /// <summary>
+    /// Pause before retrying a batch whose lock was fenced (doubled per attempt, up to 64 times this): the copies may
+    /// be acknowledged already, so a fenced batch is retried until <see cref="CloudOptions.RedelegationTimeout"/>, not
+    /// a fixed number of times, and a busy partition must not be hammered meanwhile.
+    /// </summary>
+    public static readonly TimeSpan FencedRetryPause = TimeSpan.FromMilliseconds(20);
 
     private const int BlockBytes = VolumeMath.BlockSizeBytes;
     private readonly CloudOptions _options = options.Value;
@@ -49,28 +54,35 @@ public sealed partial class BatchExecutor(
         var timestamps = copies.Select(c => c.Timestamp).ToImmutableArray();
         var request = new LockRequest(
             firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false);
+        var started = Stopwatch.GetTimestamp();
+        bool MayRetry() => Stopwatch.GetElapsedTime(started) < _options.RedelegationTimeout;
         for (var attempt = 0; ; attempt++)
         {
+            if (attempt > 0)
+                await Task.Delay(FencedRetryPause * (1 << Math.Min(attempt - 1, 6))).ConfigureAwait(false);
             // The partition-lock grain may be moving off a dead silo: wait for it rather than fail the copies.
             // One call takes the lock and validates the batch against the grain's committed timestamps.
             var writeGrant = await SiloFailures.RetryAsync(
-                () => lockGrain.AcquireForWriteMeteredAsync(
-                    request, firstBlock, count, timestamps), _options.RedelegationTimeout).ConfigureAwait(false);
+                () => heldLocks.AcquireForWriteAsync(
+                    lockGrain, request, firstBlock, count, timestamps), _options.RedelegationTimeout).ConfigureAwait(false);
             var token = writeGrant.Grant.FencingToken;
             var released = false;
             try
             {
+                var lease = new BatchLease(lockGrain, writeGrant.Grant, _options.LockLease);
                 var (commits, wrote) = await WriteWinnersAsync(
-                    v.Store, copies, writeGrant, firstBlock, count).ConfigureAwait(false);
-                await lockGrain.CommitAsync(token, commits, timestamps, silo.Name, release: true).ConfigureAwait(false);
+                    v.Store, copies, writeGrant, lease, firstBlock, count).ConfigureAwait(false);
+                await lease.FreshAsync().ConfigureAwait(false);
+                await heldLocks.CommitAsync(lockGrain, token, commits, timestamps, silo.Name, release: true)
+                    .ConfigureAwait(false);
                 released = true;
                 return wrote;
             }
-            catch (LockFencedException ex) when (attempt < MaxFencedRetries)
+            catch (LockFencedException ex) when (MayRetry())
             {
                 LogFenced(logger, v.Info.Name, ex.FencingToken);
             }
-            catch (Exception ex) when (SiloFailures.IsSiloFailure(ex) && attempt < MaxFencedRetries)
+            catch (Exception ex) when (SiloFailures.IsSiloFailure(ex) && MayRetry())
             {
                 // The lock grain died with our lease; a new activation knows no holders, so take the lock again.
                 LogFenced(logger, v.Info.Name, token);
@@ -79,7 +91,7 @@ public sealed partial class BatchExecutor(
             {
                 if (!released)
                 {
-                    try { await lockGrain.ReleaseAsync(token).ConfigureAwait(false); }
+                    try { await heldLocks.ReleaseAsync(lockGrain, token).ConfigureAwait(false); }
                     catch (Exception releaseEx)
                     {
                         LogReleaseFailed(logger, v.Info.Name, firstStripe, lastStripe, releaseEx);
@@ -96,6 +108,7 @@ public sealed partial class BatchExecutor(
         IVolumeStore store,
         IReadOnlyList<ReplicatedWrite> copies,
         WriteLockGrant writeGrant,
+        BatchLease lease,
         long firstBlock,
         int count)
     {
@@ -121,7 +134,8 @@ public sealed partial class BatchExecutor(
         var commits = ImmutableArray.CreateBuilder<BlockCommit>(plan.Runs.Length);
         foreach (var run in plan.Runs)
         {
-            await WriteRunAsync(store, copies, plan.Winners, run, firstBlock, writeGrant.Grant).ConfigureAwait(false);
+            var grant = await lease.FreshAsync().ConfigureAwait(false);
+            await WriteRunAsync(store, copies, plan.Winners, run, firstBlock, grant).ConfigureAwait(false);
             commits.Add(new BlockCommit(firstBlock + run.Start, run.BlockCount, run.Timestamp));
         }
         return (commits.MoveToImmutable(), plan.Wrote);
@@ -170,6 +184,23 @@ public sealed partial class BatchExecutor(
         finally
         {
             if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>
+    /// A batch's lease, renewed before each disk write and the commit once less than half of it remains: a batch on a
+    /// busy machine or slow disks may outlast one lease, and letting it lapse would fence the batch and write it again
+    /// for nothing. A renewal the grain refuses (the lease already ended there) fences the batch, as it should.
+    /// </summary>
+    private sealed class BatchLease(IPartitionLockGrain lockGrain, LockGrant grant, TimeSpan length)
+    {
+        private LockGrant _grant = grant;
+
+        public async Task<LockGrant> FreshAsync()
+        {
+            if (_grant.ExpiresUtc - DateTimeOffset.UtcNow < length / 2)
+                _grant = await lockGrain.RenewAsync(_grant.FencingToken, length).ConfigureAwait(false);
+            return _grant;
         }
     }
 

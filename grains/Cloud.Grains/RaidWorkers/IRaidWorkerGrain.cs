@@ -1,5 +1,6 @@
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
+using Cloud.Grains.Locks;
 using Orleans.Concurrency;
 
 namespace Cloud.Grains.RaidWorkers;
@@ -85,4 +86,13 @@ public interface IRaidWorkerGrain : IGrainWithStringKey
     /// </summary>
     [Alias("RecoverWriterSlot")]
     Task<long> RecoverWriterSlotAsync(int writerSlot);
+
+    /// <summary>
+    /// The lock grants this silo holds on the partition <paramref name="partitionKey"/> and the versions of it this
+    /// silo's first server holds uncommitted, for a partition-lock grain that is reactivating after its silo died.
+    /// Interleaved with everything: the grain serves nothing until the answer comes, and the calls this worker is
+    /// busy with may be waiting for that grain.
+    /// </summary>
+    [Alias("Reclaim"), AlwaysInterleave]
+    Task<PartitionClaims> ReclaimAsync(string partitionKey);
 }

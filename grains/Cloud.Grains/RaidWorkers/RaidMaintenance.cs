@@ -19,6 +19,7 @@ public sealed partial class RaidMaintenance(
     VolumeDirectory directory,
     IGrainFactory grains,
     ILocalSiloDetails silo,
+    HeldLocks heldLocks,
     IOptions<CloudOptions> options,
     ILogger<RaidMaintenance> logger)
 {
@@ -50,7 +51,8 @@ public sealed partial class RaidMaintenance(
         var (first, last) = v.Store.StripeRange(offset, pieceEnd - offset);
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
         var ts = await lockGrain.NextTimestampAsync(first, last, _siloAddress).ConfigureAwait(false);
-        var grant = await lockGrain.AcquireMeteredAsync(
+        var grant = await heldLocks.AcquireAsync(
+            lockGrain,
             new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
             .ConfigureAwait(false);
         try
@@ -59,7 +61,8 @@ public sealed partial class RaidMaintenance(
             var blocks = (int)((pieceEnd - offset) / VolumeMath.BlockSizeBytes);
             await lockGrain.ValidateAsync(grant.FencingToken, firstBlock, blocks, [ts.Timestamp]).ConfigureAwait(false);
             await v.Store.TrimAsync(offset, pieceEnd - offset, CancellationToken.None).ConfigureAwait(false);
-            await lockGrain.CommitAsync(
+            await heldLocks.CommitAsync(
+                lockGrain,
                 grant.FencingToken,
                 [new BlockCommit(firstBlock, blocks, ts.Timestamp)],
                 [ts.Timestamp],
@@ -68,7 +71,7 @@ public sealed partial class RaidMaintenance(
         }
         catch
         {
-            await lockGrain.ReleaseAsync(grant.FencingToken).ConfigureAwait(false);
+            await heldLocks.ReleaseAsync(lockGrain, grant.FencingToken).ConfigureAwait(false);
             await lockGrain.SettleAsync([ts.Timestamp]).ConfigureAwait(false);
             throw;
         }
@@ -139,7 +142,8 @@ public sealed partial class RaidMaintenance(
             var end = Math.Min(
                 Math.Min(first + stripesPerStep, (partition + 1) * stripesPerPartition), v.Store.StripeCount);
             var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
-            var grant = await lockGrain.AcquireMeteredAsync(
+            var grant = await heldLocks.AcquireAsync(
+                lockGrain,
                 new LockRequest(first, end - 1, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
                 .ConfigureAwait(false);
             try
@@ -150,11 +154,12 @@ public sealed partial class RaidMaintenance(
             {
                 // A step that failed part way may have written some of the new member's chunks: the plain release
                 // marks the stripes uncertain, as after a failed repair.
-                await lockGrain.ReleaseAsync(grant.FencingToken).ConfigureAwait(false);
+                await heldLocks.ReleaseAsync(lockGrain, grant.FencingToken).ConfigureAwait(false);
                 throw;
             }
             // A rebuild writes no new version (it puts back what the others hold), so it commits no timestamps.
-            await lockGrain.CommitAsync(grant.FencingToken, [], [], silo.Name, release: true).ConfigureAwait(false);
+            await heldLocks.CommitAsync(lockGrain, grant.FencingToken, [], [], silo.Name, release: true)
+                .ConfigureAwait(false);
             first = end;
         }
         // A volume found with every member rebuilt to the end but not yet recorded active (an interrupted last step).
@@ -204,7 +209,8 @@ public sealed partial class RaidMaintenance(
         long stripe,
         bool repair)
     {
-        var shared = await lockGrain.AcquireMeteredAsync(
+        var shared = await heldLocks.AcquireAsync(
+            lockGrain,
             new LockRequest(stripe, stripe, LockMode.Shared, _siloAddress, _options.LockLease, false))
             .ConfigureAwait(false);
         ScrubResult check;
@@ -216,11 +222,12 @@ public sealed partial class RaidMaintenance(
         finally
         {
             // A reader's release: nothing waits for its reply, and a lost one ends with the lease.
-            await lockGrain.ReleaseOneWayAsync(shared.FencingToken).ConfigureAwait(false);
+            await heldLocks.ReleaseOneWayAsync(lockGrain, shared.FencingToken).ConfigureAwait(false);
         }
         if (!repair || (check.Mismatches == 0 && check.ChecksumErrors == 0)) return check;
 
-        var exclusive = await lockGrain.AcquireMeteredAsync(
+        var exclusive = await heldLocks.AcquireAsync(
+            lockGrain,
             new LockRequest(stripe, stripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
             .ConfigureAwait(false);
         ScrubResult repaired;
@@ -233,12 +240,12 @@ public sealed partial class RaidMaintenance(
         {
             // A repair that failed part way may have written some blocks: the plain release marks the stripe
             // uncertain, so that its next writer compares against the block timestamps on disk.
-            await lockGrain.ReleaseAsync(exclusive.FencingToken).ConfigureAwait(false);
+            await heldLocks.ReleaseAsync(lockGrain, exclusive.FencingToken).ConfigureAwait(false);
             throw;
         }
         // A repair puts back the versions the stripe already held (from redundancy) and recomputes parity; it writes
         // no new version, so it commits nothing and leaves the grain's committed timestamps as they are.
-        await lockGrain.CommitAsync(exclusive.FencingToken, [], [], silo.Name, release: true).ConfigureAwait(false);
+        await heldLocks.CommitAsync(lockGrain, exclusive.FencingToken, [], [], silo.Name, release: true).ConfigureAwait(false);
         return repaired;
     }
 
@@ -311,7 +318,7 @@ public sealed partial class RaidMaintenance(
             {
                 foreach (var (lockGrain, token) in held)
                 {
-                    try { await lockGrain.ReleaseAsync(token).ConfigureAwait(false); }
+                    try { await heldLocks.ReleaseAsync(lockGrain, token).ConfigureAwait(false); }
                     catch (Exception ex) { LogRefreshFailed(logger, info.Name, ex); }
                 }
             }
@@ -331,7 +338,8 @@ public sealed partial class RaidMaintenance(
         {
             var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, p));
             var last = Math.Min(v.Store.StripeCount, (p + 1) * stripesPerPartition) - 1;
-            var grant = await lockGrain.AcquireMeteredAsync(
+            var grant = await heldLocks.AcquireAsync(
+                lockGrain,
                 new LockRequest(
                     p * stripesPerPartition,
                     last,

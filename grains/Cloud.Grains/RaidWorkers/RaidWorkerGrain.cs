@@ -1,6 +1,8 @@
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
 using Cloud.Grains.Engine;
+using Cloud.Grains.FirstServers;
+using Cloud.Grains.Locks;
 using Orleans.Concurrency;
 using Orleans.Placement;
 using Orleans.Runtime;
@@ -18,7 +20,9 @@ internal sealed class RaidWorkerGrain(
     OpenVolumeCache volumes,
     RaidMaintenance maintenance,
     ILocalSiloDetails silo,
-    ClusterSuperblockCoordinator coordinator) : Grain, IRaidWorkerGrain
+    ClusterSuperblockCoordinator coordinator,
+    HeldLocks heldLocks,
+    FirstServerWrites firstServer) : Grain, IRaidWorkerGrain
 {
     public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
@@ -66,6 +70,8 @@ internal sealed class RaidWorkerGrain(
         => EngineErrors.Guard(() => maintenance.RefreshMembersAsync(volumeId, coordinator.RefreshModeFor(volumeId)));
     public Task<long> RecoverWriterSlotAsync(int writerSlot)
         => EngineErrors.Guard(() => maintenance.RecoverWriterSlotAsync(writerSlot));
+    public Task<PartitionClaims> ReclaimAsync(string partitionKey)
+        => Task.FromResult(new PartitionClaims(heldLocks.For(partitionKey), firstServer.ReportHeld(partitionKey)));
 
     /// <summary>Forwards rebuild progress to the volume grain, at most every 1 % so the grain is not flooded.</summary>
     private sealed class RebuildReporter(IVolumeGrain volume) : IProgress<(long Done, long Total)>

@@ -190,20 +190,50 @@ public sealed class WriteStream
     }
 
     /// <summary>
-    /// Time from <paramref name="killedAt"/> until writes flow again: the completion of the last write issued within
-    /// <paramref name="window"/> around the kill that stalled (took longer than <see cref="StallThreshold"/> or
-    /// failed);
-    /// when none stalled, the completion of the first write issued after the kill.
+    /// The quiet time that ends a failover's stall in <see cref="RecoveryTime"/>: a stall that starts later than this
+    /// after the previous one ended is another event, not the same failover.
     /// </summary>
-    public TimeSpan RecoveryTime(TimeSpan killedAt, TimeSpan window)
+    public static readonly TimeSpan RecoveryQuiet = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// Time from <paramref name="killedAt"/> until writes flow again. Stalls (writes that failed, were given up, or took
+    /// longer than <see cref="StallThreshold"/>) that end after the kill form one chain as long as each was issued
+    /// within <paramref name="quiet"/> of the end of the chain so far; the answer is the chain's end, with no upper
+    /// bound of its own (a failover that takes 30 s measures 30 s). With no stall, the completion of the first write
+    /// acknowledged after the kill.
+    /// </summary>
+    public TimeSpan RecoveryTime(TimeSpan killedAt, TimeSpan quiet)
     {
         var records = Records;
-        var stalled = records.Where(r => r.Completed >= killedAt && r.Issued <= killedAt + window
-            && (!r.Acknowledged || r.Completed - r.Issued > StallThreshold)).ToList();
-        if (stalled.Count > 0) return stalled.Max(r => r.Completed) - killedAt;
+        var stalls = records
+            .Where(r => r.Completed >= killedAt && (!r.Acknowledged || r.Completed - r.Issued > StallThreshold))
+            .OrderBy(r => r.Issued);
+        var recovered = killedAt;
+        foreach (var stall in stalls)
+        {
+            if (stall.Issued > recovered + quiet) break;
+            if (stall.Completed > recovered) recovered = stall.Completed;
+        }
+        if (recovered > killedAt) return recovered - killedAt;
         var next = records.Where(r => r.Issued >= killedAt && r.Acknowledged).OrderBy(r => r.Completed)
             .FirstOrDefault();
         return next == default ? TimeSpan.MaxValue : next.Completed - killedAt;
+    }
+
+    /// <summary>
+    /// <see cref="RecoveryTime"/> once it is final: waits until every write issued up to <paramref name="quiet"/> after
+    /// the chain's end has completed or been given up (<see cref="GiveUpAfter"/>), at most <paramref name="timeout"/>.
+    /// </summary>
+    public async Task<TimeSpan> MeasureRecoveryAsync(TimeSpan killedAt, TimeSpan quiet, TimeSpan timeout)
+    {
+        var deadline = _clock.Elapsed + timeout;
+        while (true)
+        {
+            var recovery = RecoveryTime(killedAt, quiet);
+            var settled = recovery != TimeSpan.MaxValue && _clock.Elapsed > killedAt + recovery + quiet + GiveUpAfter;
+            if (settled || _clock.Elapsed > deadline) return recovery;
+            await Task.Delay(100).ConfigureAwait(false);
+        }
     }
 
     /// <summary>

@@ -1,0 +1,102 @@
+using System.Collections.Concurrent;
+using System.Collections.Immutable;
+using System.Diagnostics;
+using Cloud.Grains.Hosting;
+
+namespace Cloud.Grains.Locks;
+
+/// <summary>
+/// The partition locks this silo holds right now, taken and given back through here by every writer, reader and
+/// maintenance task of the silo. A partition-lock grain keeps its holders in memory only: when its silo dies, the grain
+/// comes back elsewhere knowing none of them, and would grant a stripe that a surviving worker is still writing. The
+/// new activation therefore asks every live silo for the grants it holds (<see cref="For"/>, through the RAID worker's
+/// reclaim call) before it grants anything. The time spent waiting for a lock is recorded in
+/// <see cref="CloudMetrics.LockWait"/> (<c>cloud.lock.wait</c>), so that lock contention shows in the silo's metrics.
+/// </summary>
+public sealed class HeldLocks
+{
+    private readonly ConcurrentDictionary<(string Partition, long Token), LockGrant> _held = new();
+
+    /// <summary>Locks held now, on every partition (for status and tests).</summary>
+    public int Count => _held.Count;
+
+    /// <summary>The grants this silo holds on one partition, for a reactivated partition-lock grain.</summary>
+    public ImmutableArray<LockGrant> For(string partitionKey) =>
+        [.. _held.Where(e => e.Key.Partition == partitionKey).Select(e => e.Value)];
+
+    /// <summary><see cref="IPartitionLockGrain.AcquireAsync"/>, recorded as held until released.</summary>
+    public async Task<LockGrant> AcquireAsync(IPartitionLockGrain lockGrain, LockRequest request)
+    {
+        var start = Stopwatch.GetTimestamp();
+        var grant = await lockGrain.AcquireAsync(request).ConfigureAwait(false);
+        _held[(lockGrain.GetPrimaryKeyString(), grant.FencingToken)] = grant;
+        CloudMetrics.LockWait.Record(Stopwatch.GetElapsedTime(start).TotalSeconds,
+            new KeyValuePair<string, object?>("mode", request.Mode == LockMode.Exclusive ? "exclusive" : "shared"));
+        return grant;
+    }
+
+    /// <summary><see cref="IPartitionLockGrain.AcquireForWriteAsync"/>, recorded as held until released.</summary>
+    public async Task<WriteLockGrant> AcquireForWriteAsync(
+        IPartitionLockGrain lockGrain,
+        LockRequest request,
+        long firstBlock,
+        int blockCount,
+        ImmutableArray<long> batchTimestamps)
+    {
+        var start = Stopwatch.GetTimestamp();
+        var grant = await lockGrain.AcquireForWriteAsync(
+            request, firstBlock, blockCount, batchTimestamps).ConfigureAwait(false);
+        _held[(lockGrain.GetPrimaryKeyString(), grant.Grant.FencingToken)] = grant.Grant;
+        CloudMetrics.LockWait.Record(
+            Stopwatch.GetElapsedTime(start).TotalSeconds, new KeyValuePair<string, object?>("mode", "exclusive"));
+        return grant;
+    }
+
+    /// <summary>
+    /// <see cref="IPartitionLockGrain.ReleaseAsync"/>. The lock counts as given back even when the call fails: the
+    /// grain that granted it is then gone, or ends the lease itself.
+    /// </summary>
+    public async Task ReleaseAsync(IPartitionLockGrain lockGrain, long fencingToken)
+    {
+        try
+        {
+            await lockGrain.ReleaseAsync(fencingToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            Forget(lockGrain, fencingToken);
+        }
+    }
+
+    /// <summary><see cref="IPartitionLockGrain.ReleaseOneWayAsync"/>, for readers.</summary>
+    public async Task ReleaseOneWayAsync(IPartitionLockGrain lockGrain, long fencingToken)
+    {
+        try
+        {
+            await lockGrain.ReleaseOneWayAsync(fencingToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            Forget(lockGrain, fencingToken);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="IPartitionLockGrain.CommitAsync"/>; with <paramref name="release"/>, the lock is given back once the
+    /// commit succeeded (a failed commit leaves the lock held, and its caller releases it).
+    /// </summary>
+    public async Task CommitAsync(
+        IPartitionLockGrain lockGrain,
+        long fencingToken,
+        ImmutableArray<BlockCommit> written,
+        ImmutableArray<long> settledTimestamps,
+        string targetSilo,
+        bool release)
+    {
+        await lockGrain.CommitAsync(fencingToken, written, settledTimestamps, targetSilo, release).ConfigureAwait(false);
+        if (release) Forget(lockGrain, fencingToken);
+    }
+
+    private void Forget(IPartitionLockGrain lockGrain, long fencingToken) =>
+        _held.TryRemove((lockGrain.GetPrimaryKeyString(), fencingToken), out _);
+}

@@ -1,0 +1,117 @@
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Locks;
+using Cloud.Testing;
+using Orleans.Runtime;
+using Xunit.Abstractions;
+
+namespace Cloud.Cluster.Tests;
+
+/// <summary>
+/// A partition-lock grain reactivated after its silo died (issue 13, item 3): it keeps its holders and pending
+/// versions in memory only, so the new activation takes them back from the live silos before it serves anything.
+/// </summary>
+[Collection(ClusterCollection.Name)]
+public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper output)
+{
+    /// <summary>
+    /// How long s2, the only delegation target, takes for each disk write: far longer than the cluster needs to declare
+    /// a killed silo dead (about 5 s), so the lock grain is reactivated while the acknowledged write is still in
+    /// s2's memory, and the read below meets exactly the window the reclaim closes.
+    /// </summary>
+    private static readonly TimeSpan SlowWrite = TimeSpan.FromSeconds(15);
+
+    /// <summary>
+    /// Lock leases longer than the slow write, so that s2's grant outlives it and the test sees the reclaim alone, not
+    /// a lease running out mid-write.
+    /// </summary>
+    private static readonly TimeSpan Lease = TimeSpan.FromSeconds(60);
+
+    private void Log(string line) => output.WriteLine(line);
+
+    [Fact]
+    public async Task KillingTheLockHost_BetweenAcknowledgementAndDiskWrite_ReadStillSeesTheWrite()
+    {
+        // s0 is the first server (the client's gateway), s2 takes every delegated write and is slow to put it on disk,
+        // s1 hosts the partition's lock grain and is killed.
+        await using var silos = await SiloProcesses.StartAsync(postgres.Server, "reclaim", 3, Log, s =>
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                s.SetEnvironment(i, "Cloud__FixedDelegationTarget", SiloProcesses.NameOf(2));
+                s.SetEnvironment(i, "Cloud__LockLease", Lease.ToString());
+            }
+            s.SetEnvironment(2, "Cloud__InjectedDiskLatency", SlowWrite.ToString());
+        });
+        await using var client = await silos.ConnectToAsync(0);
+        var volume = await CrashScenario.CreateVolumeAsync(client, "reclaim");
+        // Placement puts a grain first called from a client near that client's gateway: activate the lock grains
+        // through s1.
+        var (partition, offset) = await PartitionLockedOnAsync(silos, volume.Info, victim: 1);
+
+        var data = Blocks.Pattern(BlockBytes, seed: 1313);
+        await volume.WriteAsync(offset, data);
+        var acknowledgedAt = DateTimeOffset.UtcNow;
+        await silos.KillAsync(1);
+        Log($"write at {offset} acknowledged; s1, host of {partition}, killed");
+
+        // The read reaches a new activation of the lock grain once s1 is declared dead; without the reclaim that
+        // activation knows no pending version and no holder, and the read returns what the disk holds: zeroes.
+        var read = new byte[data.Length];
+        try
+        {
+            await CrashScenario.RetryAsync(async () => { await volume.ReadAsync(offset, read); return 0; });
+        }
+        catch (Exception ex)
+        {
+            throw new Xunit.Sdk.XunitException($"the read failed: {ex.Message}\n{Logs(silos)}");
+        }
+        var readAt = DateTimeOffset.UtcNow;
+        Log($"read answered {(readAt - acknowledgedAt).TotalSeconds:F1} s after the acknowledgement");
+        Assert.True(
+            data.AsSpan().SequenceEqual(read),
+            $"the read after the lock host died returned {Describe(read)}, not the acknowledged write");
+
+        // And the reactivated grain knows the lock it reclaimed until its holder committed: no holder remains, and the
+        // version is settled.
+        await volume.FlushAsync();
+        var control = await client.Cluster.GetGrain<IPartitionLockGrain>(partition).GetControlAsync();
+        Assert.Equal(0, control.PendingWrites);
+    }
+
+    private const int BlockBytes = 4096;
+
+    /// <summary>
+    /// Activates the volume's partition-lock grains and returns the first partition whose grain lives on
+    /// <paramref name="victim"/>, with the byte offset of its first block.
+    /// </summary>
+    private static async Task<(string Key, long Offset)> PartitionLockedOnAsync(
+        SiloProcesses silos, VolumeInfo info, int victim)
+    {
+        await using var client = await silos.ConnectToAsync(victim);
+        var stripeBytes = (long)(info.DiskCount - 1) * info.ChunkSizeBytes;
+        var partitionBytes = Math.Max(1, SiloProcesses.PartitionTargetBytes / stripeBytes) * stripeBytes;
+        var management = client.Cluster.GetGrain<IManagementGrain>(0);
+        var hosts = new List<string>();
+        for (long p = 0; p * partitionBytes < info.SizeBytes; p++)
+        {
+            var key = CrashScenario.PartitionKey(info, p);
+            var grain = client.Cluster.GetGrain<IPartitionLockGrain>(key);
+            await grain.GetControlAsync();
+            var host = await management.GetActivationAddress(grain);
+            var index = host is null ? -1 : silos.IndexOfPort(host.Endpoint.Port);
+            if (index == victim) return (key, p * partitionBytes);
+            hosts.Add($"{p}:{(index < 0 ? "?" : SiloProcesses.NameOf(index))}");
+        }
+        throw new InvalidOperationException(
+            $"no partition-lock grain of volume {info.Name} was placed on {SiloProcesses.NameOf(victim)}: {string.Join(' ', hosts)}");
+    }
+
+    private static string Logs(SiloProcesses silos) => string.Join(
+        "\n",
+        Enumerable.Range(0, silos.Count).Select(i => $"--- {SiloProcesses.NameOf(i)}:\n{Tail(silos.OutputOf(i))}"));
+
+    private static string Tail(string text) => text.Length <= 4000 ? text : text[^4000..];
+
+    private static string Describe(byte[] read) =>
+        read.All(b => b == 0) ? "zeroes" : $"other data (first bytes {Convert.ToHexString(read.AsSpan(0, 8))})";
+}
