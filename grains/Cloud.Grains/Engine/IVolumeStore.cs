@@ -95,6 +95,14 @@ public interface IVolumeStore : IAsyncDisposable
     /// mid-update; the caller holds those stripes' locks. Returns the stripes resynced.
     /// </summary>
     ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The stripe ranges (end exclusive) intent slot <paramref name="writerSlot"/> marks, which
+    /// <see cref="RecoverWriterSlotAsync"/> would resync; changes nothing.
+    /// </summary>
+    ValueTask<IReadOnlyList<(long First, long End)>> MarkedStripesOfSlotAsync(
+        int writerSlot,
+        CancellationToken cancellationToken);
 }
 
 /// <summary>Creates (formats) and opens (assembles) volume stores from their member disk files.</summary>

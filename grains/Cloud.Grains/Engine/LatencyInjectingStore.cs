@@ -64,5 +64,9 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
         => inner.RefreshMembersAsync(cancellationToken);
     public ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken)
         => inner.RecoverWriterSlotAsync(writerSlot, cancellationToken);
+    public ValueTask<IReadOnlyList<(long First, long End)>> MarkedStripesOfSlotAsync(
+        int writerSlot,
+        CancellationToken cancellationToken)
+        => inner.MarkedStripesOfSlotAsync(writerSlot, cancellationToken);
     public ValueTask DisposeAsync() => inner.DisposeAsync();
 }

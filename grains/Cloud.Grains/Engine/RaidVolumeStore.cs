@@ -130,6 +130,11 @@ internal sealed class RaidVolumeStore(
     public async ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken) =>
         await volume.RecoverWriterSlotAsync(writerSlot, cancellationToken);
 
+    public ValueTask<IReadOnlyList<(long First, long End)>> MarkedStripesOfSlotAsync(
+        int writerSlot,
+        CancellationToken cancellationToken) =>
+        volume.MarkedStripesOfSlotAsync(writerSlot, cancellationToken);
+
     public async ValueTask DisposeAsync()
     {
         // The volume does not own its devices: close it first, then them.

@@ -292,9 +292,10 @@ public sealed partial class RaidMaintenance(
     }
 
     /// <summary>
-    /// Resyncs every volume's stripes that a dead silo's intent slot marks as possibly mid-update. Each volume's
-    /// partition locks are taken exclusively, in partition order (the order every writer uses), for the whole
-    /// volume while the slot is recovered, so that no live writer touches a stripe being resynced.
+    /// Resyncs every volume's stripes that a dead silo's intent slot marks as possibly mid-update. The marked stripes
+    /// (a few regions: the dead silo's writes in flight) are locked exclusively first, partition by partition in
+    /// partition order (the order every writer uses), all of them before the resync, so that no live writer
+    /// read-modify-writes a stripe whose parity may be stale; the rest of the volume keeps serving meanwhile.
     /// </summary>
     public async Task<long> RecoverWriterSlotAsync(int writerSlot)
     {
@@ -305,10 +306,14 @@ public sealed partial class RaidMaintenance(
             // are resynced when a silo of that host assembles it again.
             if (!VolumeReach.Reaches(info, _options.HostName)) continue;
             var v = await volumes.OpenAsync(info.Name).ConfigureAwait(false);
+            // The dead writer writes no more, so its marks do not change between this read and the resync.
+            var marked = await v.Store.MarkedStripesOfSlotAsync(writerSlot, CancellationToken.None)
+                .ConfigureAwait(false);
+            if (marked.Count == 0) continue;
             var held = new List<(IPartitionLockGrain Grain, long Token)>();
             try
             {
-                await LockWholeVolumeAsync(v, held).ConfigureAwait(false);
+                await LockStripesAsync(v, marked, held).ConfigureAwait(false);
                 var resynced = await v.Store.RecoverWriterSlotAsync(
                     writerSlot, CancellationToken.None).ConfigureAwait(false);
                 LogSlotRecovered(logger, info.Name, writerSlot, resynced);
@@ -327,26 +332,32 @@ public sealed partial class RaidMaintenance(
     }
 
     /// <summary>
-    /// Takes every partition's lock of the volume exclusively, in partition order, adding each grant to
-    /// <paramref name="held"/>.
+    /// Takes exclusive locks on the stripe ranges <paramref name="marked"/> (end exclusive), split at partition
+    /// boundaries and taken in partition order, adding each grant to <paramref name="held"/>.
     /// </summary>
-    private async Task LockWholeVolumeAsync(OpenVolume v, List<(IPartitionLockGrain Grain, long Token)> held)
+    private async Task LockStripesAsync(
+        OpenVolume v,
+        IReadOnlyList<(long First, long End)> marked,
+        List<(IPartitionLockGrain Grain, long Token)> held)
     {
         var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
-        var partitions = (v.Store.StripeCount + stripesPerPartition - 1) / stripesPerPartition;
-        for (long p = 0; p < partitions; p++)
+        var pieces = new List<(long Partition, long First, long Last)>();
+        foreach (var (first, end) in marked)
         {
-            var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, p));
-            var last = Math.Min(v.Store.StripeCount, (p + 1) * stripesPerPartition) - 1;
+            for (var s = first; s < end;)
+            {
+                var partition = s / stripesPerPartition;
+                var pieceEnd = Math.Min(end, (partition + 1) * stripesPerPartition);
+                pieces.Add((partition, s, pieceEnd - 1));
+                s = pieceEnd;
+            }
+        }
+        foreach (var (partition, first, last) in pieces.OrderBy(p => p.Partition).ThenBy(p => p.First))
+        {
+            var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
             var grant = await heldLocks.AcquireAsync(
                 lockGrain,
-                new LockRequest(
-                    p * stripesPerPartition,
-                    last,
-                    LockMode.Exclusive,
-                    _siloAddress,
-                    _options.LockLease,
-                    false))
+                new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
                 .ConfigureAwait(false);
             held.Add((lockGrain, grant.FencingToken));
         }

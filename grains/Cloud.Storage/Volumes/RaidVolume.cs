@@ -653,12 +653,20 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     }
 
     /// <summary>
-    /// Resyncs every stripe marked in writer slot <paramref name="slot"/>'s intent bitmap (on any
-    /// member), then clears it. Call it for a writer that died while the rest of the cluster runs,
-    /// holding that writer's stripe locks; <see cref="AssembleAsync"/> calls it for this opener.
+    /// The stripe ranges writer slot <paramref name="slot"/>'s intent bitmap marks on any member: what
+    /// <see cref="RecoverWriterSlotAsync"/> would resync. Changes nothing; a cluster locks just these stripes before it
+    /// recovers a dead writer's slot, instead of the whole volume.
     /// </summary>
-    /// <returns>The number of stripes resynced.</returns>
-    public async ValueTask<long> RecoverWriterSlotAsync(int slot, CancellationToken cancellationToken = default)
+    public async ValueTask<IReadOnlyList<(long First, long End)>> MarkedStripesOfSlotAsync(
+        int slot,
+        CancellationToken cancellationToken = default)
+    {
+        var merged = await ReadWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
+        return [.. WriteIntentLog.MarkedStripes(merged, StripeCount, _intent.RegionStripes)];
+    }
+
+    /// <summary>Writer slot <paramref name="slot"/>'s intent bitmap, merged (OR) over the writable members.</summary>
+    private async ValueTask<byte[]> ReadWriterSlotAsync(int slot, CancellationToken cancellationToken)
     {
         if ((uint)slot >= OnDiskFormat.IntentSlotCount)
             throw new ArgumentOutOfRangeException(
@@ -678,6 +686,20 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             }
             for (var i = 0; i < page.Length; i++) merged[i] |= page[i];
         }
+        return merged;
+    }
+
+    /// <summary>
+    /// Resyncs every stripe marked in writer slot <paramref name="slot"/>'s intent bitmap (on any
+    /// member), then clears it. Call it for a writer that died while the rest of the cluster runs,
+    /// holding that writer's stripe locks; <see cref="AssembleAsync"/> calls it for this opener.
+    /// </summary>
+    /// <returns>The number of stripes resynced.</returns>
+    public async ValueTask<long> RecoverWriterSlotAsync(int slot, CancellationToken cancellationToken = default)
+    {
+        var offset = OnDiskFormat.IntentOffsetBytes + (long)slot * OnDiskFormat.IntentSlotBytes;
+        var merged = await ReadWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
+        var page = new byte[OnDiskFormat.IntentSlotBytes];
         if (Array.TrueForAll(merged, b => b == 0)) return 0;
         long resynced = 0;
         foreach ((var first, var end) in WriteIntentLog.MarkedStripes(merged, StripeCount, _intent.RegionStripes))
