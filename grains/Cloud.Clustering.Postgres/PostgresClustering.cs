@@ -1,3 +1,5 @@
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Configuration;
 using Npgsql;
 using Orleans.Hosting;
 
@@ -35,11 +37,15 @@ public static class PostgresClustering
     {
         ArgumentNullException.ThrowIfNull(builder);
         ArgumentNullException.ThrowIfNull(dataSource);
-        return builder.UseAdoNetClustering(options =>
+        builder.UseAdoNetClustering(options =>
         {
             options.Invariant = Invariant;
             options.DataSource = dataSource;
         });
+        // Configuration-based Orleans setup (Aspire's Orleans__Clustering__* keys) may also bind a connection string;
+        // Orleans refuses both at once, and the data source is the one that knows how to sign in.
+        builder.Services.PostConfigure<AdoNetClusteringSiloOptions>(options => options.ConnectionString = null!);
+        return builder;
     }
 
     /// <summary>Finds gateways through the ADO.NET membership table on PostgreSQL.</summary>
