@@ -9,6 +9,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
+using Orleans.Configuration;
 using Orleans.Hosting;
 using Orleans.Runtime;
 using Orleans;
@@ -19,6 +20,12 @@ namespace Cloud.Grains.Hosting;
 /// <summary>Adds the Cloud grains and their silo services to an Orleans silo.</summary>
 public static class CloudSiloBuilderExtensions
 {
+    /// <summary>
+    /// How long the grain directory keeps a crashed silo's grains from being activated elsewhere
+    /// (<see cref="GrainDirectoryOptions.RangeLeaseDuration"/>).
+    /// </summary>
+    public static readonly TimeSpan DirectoryLeaseDuration = TimeSpan.FromSeconds(10);
+
     /// <summary>
     /// Registers the Cloud services: options (validated at start), the load table and its publisher, the
     /// silo-bound and load-based placement directors, the RAID worker's pieces, the first server and the catalog.
@@ -36,6 +43,11 @@ public static class CloudSiloBuilderExtensions
 #pragma warning disable ORLEANSEXP003 // Orleans marks the strongly consistent directory for evaluation; Cloud needs it.
         builder.AddDistributedGrainDirectory();
 #pragma warning restore ORLEANSEXP003
+        // After a crash the directory holds the dead silo's grains back for this long, counted from the estimated
+        // failure time, in case the silo still serves them: Orleans' default kept a dead host's partition locks (and so
+        // every write to them) away for about 40 s on the multi-host bed. A silo declared dead stops itself once it
+        // reads the membership table (every 5 s, CloudFailureDetection), and Cloud's own lock leases are 10 s.
+        builder.Configure<GrainDirectoryOptions>(o => o.RangeLeaseDuration = DirectoryLeaseDuration);
         var options = builder.Services.AddOptions<CloudOptions>();
         options.BindConfiguration(CloudOptions.SectionName);
         if (configure is not null) options.Configure(configure);

@@ -221,6 +221,20 @@ public sealed class WriteStream
     }
 
     /// <summary>
+    /// Stalls after <paramref name="killedAt"/> in 5 s buckets ("+0s: 3 failed, 12 slow"), for a failure message that
+    /// shows whether a failover's stall is one event or a slow tail.
+    /// </summary>
+    public string DescribeStalls(TimeSpan killedAt)
+    {
+        var buckets = Records
+            .Where(r => r.Issued >= killedAt && (!r.Acknowledged || r.Completed - r.Issued > StallThreshold))
+            .GroupBy(r => (int)((r.Issued - killedAt).TotalSeconds / 5) * 5)
+            .OrderBy(g => g.Key)
+            .Select(g => $"+{g.Key}s: {g.Count(r => !r.Acknowledged)} failed, {g.Count(r => r.Acknowledged)} slow");
+        return string.Join("; ", buckets);
+    }
+
+    /// <summary>
     /// <see cref="RecoveryTime"/> once it is final: waits until every write issued up to <paramref name="quiet"/> after
     /// the chain's end has completed or been given up (<see cref="GiveUpAfter"/>), at most <paramref name="timeout"/>.
     /// </summary>
