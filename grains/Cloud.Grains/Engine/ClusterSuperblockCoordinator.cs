@@ -75,16 +75,39 @@ internal sealed partial class ClusterSuperblockCoordinator(
         var others = membership.CurrentSnapshot.Members.Values
             .Where(m => m.Status == SiloStatus.Active && !m.SiloAddress.Equals(silo.SiloAddress))
             .Select(m => m.Name).ToList();
-        await Task.WhenAll(others.Select(async name =>
+        await Task.WhenAll(others.Select(name => RefreshUntilDoneAsync(volumeId, name))).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Asks one silo to re-read the superblocks, again while it is still an active member and the announcement is
+    /// younger than <see cref="Lease"/>: an update (a rebuild step's cursor above all) is trusted by its announcer once
+    /// this returns, and a silo that missed it would keep writing by the old superblocks. A silo that leaves the
+    /// membership meanwhile reads them afresh when it comes back.
+    /// </summary>
+    private async Task RefreshUntilDoneAsync(Guid volumeId, string name)
+    {
+        var started = DateTimeOffset.UtcNow;
+        while (true)
         {
             try
             {
                 await grains.GetGrain<IRaidWorkerGrain>(name).RefreshMembersAsync(volumeId)
                     .WaitAsync(RefreshTimeout).ConfigureAwait(false);
+                return;
             }
-            catch (Exception ex) { LogRefreshFailed(_logger, volumeId, name, ex); }
-        })).ConfigureAwait(false);
+            catch (Exception ex)
+            {
+                LogRefreshFailed(_logger, volumeId, name, ex);
+                var stillActive = membership.CurrentSnapshot.Members.Values
+                    .Any(m => m.Name == name && m.Status == SiloStatus.Active);
+                if (!stillActive || DateTimeOffset.UtcNow - started > Lease) return;
+                await Task.Delay(RetryPause).ConfigureAwait(false);
+            }
+        }
     }
+
+    /// <summary>Pause before asking a silo again to re-read the superblocks.</summary>
+    public static readonly TimeSpan RetryPause = TimeSpan.FromMilliseconds(200);
 
     private sealed class Grant(
         ClusterSuperblockCoordinator owner,
