@@ -36,6 +36,7 @@ public sealed partial class CloudClient
             builder.UseOrleansClient(client =>
             {
                 client.UseCloudPostgresClustering(connectionString);
+                client.AddActivityPropagation();
                 client.Configure<Orleans.Configuration.ClusterOptions>(
                     o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
                 client.Configure<Orleans.Configuration.GatewayOptions>(

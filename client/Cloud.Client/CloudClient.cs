@@ -52,6 +52,8 @@ public sealed partial class CloudClient : IAsyncDisposable
         builder.UseOrleansClient(client =>
         {
             client.UseStaticClustering(endpoint);
+            // A caller's Activity.Current reaches the silos, so that its request and the silos' spans form one trace.
+            client.AddActivityPropagation();
             client.Configure<Orleans.Configuration.ClusterOptions>(
                 o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });
             client.Configure<Orleans.Configuration.GatewayOptions>(

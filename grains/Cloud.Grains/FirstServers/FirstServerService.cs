@@ -73,6 +73,11 @@ public sealed class FirstServerService(
     /// </summary>
     public async Task ReadAsync(string volumeName, long offsetBytes, Memory<byte> destination)
     {
+        using var activity = CloudTracing.Source.StartActivity(CloudTracing.FirstServerRead);
+        activity?.SetTag("cloud.volume", volumeName);
+        activity?.SetTag("cloud.offset", offsetBytes);
+        activity?.SetTag("cloud.bytes", destination.Length);
+        activity?.SetTag("cloud.silo", silo.Name);
         var start = Stopwatch.GetTimestamp();
         var lengthBytes = destination.Length;
         var v = await directory.GetAsync(volumeName).ConfigureAwait(false);

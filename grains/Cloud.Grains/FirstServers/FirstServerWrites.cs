@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Collections.Immutable;
+using System.Diagnostics;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
 using Cloud.Grains.Engine;
@@ -87,6 +88,11 @@ public sealed partial class FirstServerWrites(
         bool forceUnitAccess,
         bool recycle = false)
     {
+        using var activity = CloudTracing.Source.StartActivity(CloudTracing.FirstServerWrite);
+        activity?.SetTag("cloud.volume", volumeName);
+        activity?.SetTag("cloud.offset", offsetBytes);
+        activity?.SetTag("cloud.bytes", data.Length);
+        activity?.SetTag("cloud.silo", silo.Name);
         var v = await directory.GetAsync(volumeName).ConfigureAwait(false);
         VolumeMath.CheckRange(v, offsetBytes, data.Length);
         if (data.Length > _options.MaxRequestBytes)
@@ -138,6 +144,10 @@ public sealed partial class FirstServerWrites(
         bool recycle,
         TimestampGrant? timestamp = null)
     {
+        // The commit poll (FollowAsync) starts inside this span and so stays in the write's trace after it ends.
+        using var activity = CloudTracing.Source.StartActivity(CloudTracing.Delegate);
+        activity?.SetTag("cloud.volume", v.Name);
+        activity?.SetTag("cloud.partition", partition);
         var stripe = VolumeMath.StripeDataBytes(v);
         var firstStripe = offsetBytes / stripe;
         var lastStripe = (offsetBytes + data.Length - 1) / stripe;
@@ -168,6 +178,8 @@ public sealed partial class FirstServerWrites(
                 when (SiloFailures.IsSiloFailure(ex)) { /* already gone: Orleans re-places it on the next call */ }
         }
         CloudMetrics.DelegationDecisions.Add(1, new("decision", decision), new("reason", reason));
+        activity?.SetTag("cloud.decision", decision);
+        activity?.SetTag("cloud.reason", reason);
         usage.Decision(decision == "reused");
 
         DelegationReceipt receipt;
@@ -188,6 +200,7 @@ public sealed partial class FirstServerWrites(
             await lockGrain.SettleAsync([write.Timestamp]).ConfigureAwait(false);
             throw;
         }
+        activity?.SetTag("cloud.target", receipt.TargetSilo);
         if (receipt.TargetSilo != grant.ActiveTarget)
         {
             await lockGrain.SetTargetAsync(receipt.TargetSilo).ConfigureAwait(false);

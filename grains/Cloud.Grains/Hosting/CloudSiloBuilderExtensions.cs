@@ -48,6 +48,9 @@ public static class CloudSiloBuilderExtensions
         // every write to them) away for about 40 s on the multi-host bed. A silo declared dead stops itself once it
         // reads the membership table (every 5 s, CloudFailureDetection), and Cloud's own lock leases are 10 s.
         builder.Configure<GrainDirectoryOptions>(o => o.RangeLeaseDuration = DirectoryLeaseDuration);
+        // Grain calls carry the caller's Activity.Current, so that one write's spans on the first server and on its
+        // target silo form one trace (CloudTracing); Orleans starts its own spans only while something listens.
+        builder.AddActivityPropagation();
         var options = builder.Services.AddOptions<CloudOptions>();
         options.BindConfiguration(CloudOptions.SectionName);
         if (configure is not null) options.Configure(configure);

@@ -40,13 +40,23 @@ public sealed partial class BatchExecutor(
     /// Writes the batch's winning blocks under the partition's lock; returns, per copy, whether any of its blocks was
     /// written (false: superseded by a newer committed version).
     /// </summary>
+    /// <param name="origins">
+    /// The spans that handed each copy in (default where none): the batch's span is a child of the first and links the
+    /// others, so that it sits in the trace of the write that started it and is found from the others.
+    /// </param>
     public async Task<bool[]> WriteBatchAsync(
         OpenVolume v,
         IReadOnlyList<ReplicatedWrite> copies,
         long partition,
         long firstStripe,
-        long lastStripe)
+        long lastStripe,
+        IReadOnlyList<ActivityContext>? origins = null)
     {
+        using var activity = StartBatchActivity(origins);
+        activity?.SetTag("cloud.volume", v.Info.Name);
+        activity?.SetTag("cloud.partition", partition);
+        activity?.SetTag("cloud.copies", copies.Count);
+        activity?.SetTag("cloud.silo", silo.Name);
         var blocksPerStripe = (int)(v.Store.StripeDataBytes / BlockBytes);
         var firstBlock = firstStripe * blocksPerStripe;
         var count = (int)(Math.Min((lastStripe + 1) * blocksPerStripe, v.Info.SizeBytes / BlockBytes) - firstBlock);
@@ -62,9 +72,13 @@ public sealed partial class BatchExecutor(
                 await Task.Delay(FencedRetryPause * (1 << Math.Min(attempt - 1, 6))).ConfigureAwait(false);
             // The partition-lock grain may be moving off a dead silo: wait for it rather than fail the copies.
             // One call takes the lock and validates the batch against the grain's committed timestamps.
-            var writeGrant = await SiloFailures.RetryAsync(
-                () => heldLocks.AcquireForWriteAsync(
-                    lockGrain, request, firstBlock, count, timestamps), _options.RedelegationTimeout).ConfigureAwait(false);
+            WriteLockGrant writeGrant;
+            using (CloudTracing.Source.StartActivity(CloudTracing.LockAcquire))
+            {
+                writeGrant = await SiloFailures.RetryAsync(
+                    () => heldLocks.AcquireForWriteAsync(
+                        lockGrain, request, firstBlock, count, timestamps), _options.RedelegationTimeout).ConfigureAwait(false);
+            }
             var token = writeGrant.Grant.FencingToken;
             var released = false;
             try
@@ -73,8 +87,11 @@ public sealed partial class BatchExecutor(
                 var (commits, wrote) = await WriteWinnersAsync(
                     v.Store, copies, writeGrant, lease, firstBlock, count).ConfigureAwait(false);
                 await lease.FreshAsync().ConfigureAwait(false);
-                await heldLocks.CommitAsync(lockGrain, token, commits, timestamps, silo.Name, release: true)
-                    .ConfigureAwait(false);
+                using (CloudTracing.Source.StartActivity(CloudTracing.LockCommit))
+                {
+                    await heldLocks.CommitAsync(lockGrain, token, commits, timestamps, silo.Name, release: true)
+                        .ConfigureAwait(false);
+                }
                 released = true;
                 return wrote;
             }
@@ -177,14 +194,34 @@ public sealed partial class BatchExecutor(
             if (grant.ExpiresUtc < DateTimeOffset.UtcNow)
                 throw new LockFencedException(grant.FencingToken, "local lease expired");
             var started = Stopwatch.GetTimestamp();
-            await store.WriteAsync(
-                offsetBytes, source, run.Timestamp, run.ForceUnitAccess, CancellationToken.None).ConfigureAwait(false);
+            using (var engine = CloudTracing.Source.StartActivity(CloudTracing.EngineWrite))
+            {
+                engine?.SetTag("cloud.offset", offsetBytes);
+                engine?.SetTag("cloud.bytes", runBytes);
+                await store.WriteAsync(
+                    offsetBytes, source, run.Timestamp, run.ForceUnitAccess, CancellationToken.None).ConfigureAwait(false);
+            }
             usage.ObserveDiskLatency(Stopwatch.GetElapsedTime(started));
         }
         finally
         {
             if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
         }
+    }
+
+    /// <summary>
+    /// Starts the batch's span under the first copy's origin, linking the other copies' origins. The schedule runs a
+    /// batch on whatever flow pumped it (often an earlier, unrelated batch's), so the ambient activity is dropped first:
+    /// a batch whose copies came in untraced starts a trace of its own rather than joining a stranger's.
+    /// </summary>
+    private static Activity? StartBatchActivity(IReadOnlyList<ActivityContext>? origins)
+    {
+        Activity.Current = null;
+        if (!CloudTracing.Source.HasListeners()) return null;
+        var traced = origins?.Where(o => o != default).Distinct().ToList() ?? [];
+        var parent = traced.Count > 0 ? traced[0] : default;
+        var links = traced.Skip(1).Select(o => new ActivityLink(o));
+        return CloudTracing.Source.StartActivity(CloudTracing.RaidBatch, ActivityKind.Internal, parent, links: links);
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
 using Cloud.Grains.Hosting;
@@ -24,6 +25,12 @@ internal sealed class Ticket(ReplicatedWrite write, long firstStripe, long lastS
     public long FirstStripe { get; } = firstStripe;
     public long LastStripe { get; } = lastStripe;
     public long Partition { get; } = partition;
+
+    /// <summary>
+    /// The span that handed the copy in (its delegation call, with Orleans' activity propagation): the batch that
+    /// writes the copy runs later, on the schedule's own flow, and is traced under it explicitly.
+    /// </summary>
+    public ActivityContext Origin { get; } = Activity.Current?.Context ?? default;
     public bool Running { get; set; }
     public TaskCompletionSource<WriteReport> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 }
@@ -300,7 +307,7 @@ public sealed partial class WriteScheduler(
             // dead and the grain is activated elsewhere. The copies may be the only ones left (their first server may
             // have died with it), so keep trying rather than drop writes that were already acknowledged.
             var wrote = await SiloFailures.RetryAsync(
-                () => executor.WriteBatchAsync(v, copies, batch[0].Partition, first, last),
+                () => executor.WriteBatchAsync(v, copies, batch[0].Partition, first, last, batch.ConvertAll(t => t.Origin)),
                 _options.RedelegationTimeout,
                 ex => LogBatchRetry(logger, v.Info.Name, first, last, ex.GetType().Name)).ConfigureAwait(false);
             for (var i = 0; i < batch.Count; i++)
