@@ -12,7 +12,7 @@ public sealed partial class DrainTests(PostgresFixture postgres, ITestOutputHelp
     private const int BurstWrites = 64;
 
     /// <summary>Slow disks on the stopped silo, so its queue is still full when SIGTERM arrives.</summary>
-    private const string InjectedDiskLatency = "00:00:00.100";
+    private const string InjectedDiskLatency = "00:00:01";
 
     [Fact]
     public async Task StoppingASilo_FinishesItsScheduledWrites_BeforeLeaving()
