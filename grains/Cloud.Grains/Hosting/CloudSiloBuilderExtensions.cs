@@ -21,12 +21,6 @@ namespace Cloud.Grains.Hosting;
 public static class CloudSiloBuilderExtensions
 {
     /// <summary>
-    /// How long the grain directory keeps a crashed silo's grains from being activated elsewhere
-    /// (<see cref="GrainDirectoryOptions.RangeLeaseDuration"/>).
-    /// </summary>
-    public static readonly TimeSpan DirectoryLeaseDuration = TimeSpan.FromSeconds(10);
-
-    /// <summary>
     /// Registers the Cloud services: options (validated at start), the load table and its publisher, the
     /// silo-bound and load-based placement directors, the RAID worker's pieces, the first server and the catalog.
     /// Cluster state is grain state in the storage named <see cref="CloudGrainStorage.Name"/>: a storage of that name
@@ -34,20 +28,9 @@ public static class CloudSiloBuilderExtensions
     /// under
     /// <c>{data}/state</c>. Either way a data directory's state files from before are imported once at start
     /// (<see cref="StateImport"/>).
-    /// Grains are located through Orleans' strongly consistent grain directory: the default one lets two activations
-    /// of a grain live for a while after a silo dies, and two partition-lock grains of one partition would grant one
-    /// stripe to two writers (lost blocks, wrong parity) until one of them noticed.
     /// </summary>
     public static ISiloBuilder AddCloud(this ISiloBuilder builder, Action<CloudOptions>? configure = null)
     {
-#pragma warning disable ORLEANSEXP003 // Orleans marks the strongly consistent directory for evaluation; Cloud needs it.
-        builder.AddDistributedGrainDirectory();
-#pragma warning restore ORLEANSEXP003
-        // After a crash the directory holds the dead silo's grains back for this long, counted from the estimated
-        // failure time, in case the silo still serves them: Orleans' default kept a dead host's partition locks (and so
-        // every write to them) away for about 40 s on the multi-host bed. A silo declared dead stops itself once it
-        // reads the membership table (every 5 s, CloudFailureDetection), and Cloud's own lock leases are 10 s.
-        builder.Configure<GrainDirectoryOptions>(o => o.RangeLeaseDuration = DirectoryLeaseDuration);
         // Grain calls carry the caller's Activity.Current, so that one write's spans on the first server and on its
         // target silo form one trace (CloudTracing); Orleans starts its own spans only while something listens.
         builder.AddActivityPropagation();
