@@ -113,7 +113,9 @@ public sealed record SiloLoad(
     [property: Id(9)] long DelegationsNew,
     [property: Id(10)] long WritesPerformed,
     [property: Id(11)] bool Overloaded,
-    [property: Id(12)] string HostName = "")
+    [property: Id(12)] string HostName = "",
+    [property: Id(13)] long PoolCapacityBytes = 0,
+    [property: Id(14)] long PoolFreeBytes = 0)
 {
     /// <summary>
     /// One number to rank silos by: a MiB of pending delegated data, a queued copy, 10 ms of disk latency and 25 % of

@@ -20,6 +20,7 @@ internal sealed partial class LoadPublisher(
     IOptions<CloudOptions> options,
     TimeProvider time,
     Volumes.VolumeReach reach,
+    Disks.DiskPools pools,
     ILogger<LoadPublisher> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -55,7 +56,7 @@ internal sealed partial class LoadPublisher(
         var load = new SiloLoad(silo.Name, silo.SiloAddress.ToParsableString(), usage.PendingDelegatedBytes,
             usage.QueueDepth, usage.DiskLatencyMs, usage.SampleCpuPercent(), settings.Draining, time.GetUtcNow(),
             usage.DelegationsReused, usage.DelegationsNew, usage.WritesPerformed, Overloaded: false,
-            HostName: reach.HostName);
+            HostName: reach.HostName, PoolCapacityBytes: pools.CapacityBytes, PoolFreeBytes: pools.FreeBytes);
         return load with { Overloaded = table.IsOverloaded(load.Score, table.MeanScore()) };
     }
 

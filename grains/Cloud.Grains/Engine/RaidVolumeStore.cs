@@ -161,7 +161,8 @@ internal sealed class RaidVolumeStoreFactory(
     Orleans.Runtime.ILocalSiloDetails silo,
     Orleans.Runtime.IClusterMembershipService membership,
     BlockDeviceFactory disks,
-    ClusterSuperblockCoordinator coordinator) : IVolumeStoreFactory
+    ClusterSuperblockCoordinator coordinator,
+    Disks.HostDisks hosts) : IVolumeStoreFactory
 {
     /// <summary>
     /// Opens (creating at <paramref name="sizeBytes"/> if absent) the member at a catalog location; a request the silo
@@ -245,8 +246,10 @@ internal sealed class RaidVolumeStoreFactory(
                     $"volume '{volume.Name}': disk '{blob}' is a page blob, but this silo has no page-blob account configured (PageBlobs:ConnectionString or PageBlobs:ServiceUri, or Cloud:Azure:ConnectionString / Cloud:Azure:BlobEndpoint)");
             for (var i = 0; i < devices.Length; i++)
             {
-                made[i] = !await MemberExistsAsync(volume.DiskPaths[i], cancellationToken);
-                devices[i] = await CreateMemberAsync(
+                // Another host's file is made by that host's disk service; the catalog removes it if the create fails.
+                var remote = await hosts.CreateRemoteAsync(volume, i, memberSizeBytes, cancellationToken);
+                made[i] = remote is null && !await MemberExistsAsync(volume.DiskPaths[i], cancellationToken);
+                devices[i] = remote ?? await CreateMemberAsync(
                     disks, volume.Name, volume.DiskPaths[i], memberSizeBytes, cancellationToken);
             }
             var raid = await RaidVolume.CreateAsync(
@@ -302,7 +305,9 @@ internal sealed class RaidVolumeStoreFactory(
         try
         {
             for (var i = 0; i < devices.Length; i++)
-                devices[i] = await OpenMemberAsync(volume.DiskPaths[i], cancellationToken);
+                devices[i] = hosts.IsRemote(volume.MemberHost(i))
+                    ? await hosts.OpenRemoteAsync(volume, i, cancellationToken)
+                    : await OpenMemberAsync(volume.DiskPaths[i], cancellationToken);
             var options = await OptionsAsync();
             RaidVolume raid;
             // A failed or replaced member's disk is refused by name; leave it out and assemble degraded, as md does.

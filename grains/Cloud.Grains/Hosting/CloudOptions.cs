@@ -25,6 +25,13 @@ public sealed class CloudOptions
     /// </summary>
     public string HostName { get; set; } = Environment.MachineName;
 
+    /// <summary>
+    /// This host's disk pools (<c>--disk-pool DIR</c>, repeatable; <c>Cloud:DiskPools:0</c>, ...): existing directories
+    /// in which <c>volume create</c> without <c>--disk</c> places members, one per host, on the hosts with the most
+    /// free space. The silo serves the members in them to the other hosts' silos. Empty: no pool.
+    /// </summary>
+    public string[] DiskPools { get; set; } = [];
+
     /// <summary>Default for <see cref="LockLease"/>.</summary>
     public static readonly TimeSpan DefaultLockLease = TimeSpan.FromSeconds(10);
 
@@ -137,6 +144,7 @@ public sealed class CloudOptionsValidator : IValidateOptions<CloudOptions>
             || o.HostName.Length > 64
             || !o.HostName.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
             errors.Add($"Cloud:HostName '{o.HostName}' is not allowed; use 1-64 characters of A-Z a-z 0-9 . _ -");
+        errors.AddRange(Disks.DiskPools.Check(o.DiskPools));
         Range(errors, nameof(o.LockLease), o.LockLease, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
         Range(
             errors,

@@ -53,6 +53,10 @@ public static class CloudSiloBuilderExtensions
             sp => sp.GetRequiredService<StateImport>());
         builder.Services.AddSingleton<VolumeDirectory>();
         builder.Services.AddSingleton<VolumeReach>();
+        // The disk service: this host's pools and member files served to the other hosts' silos, and its client.
+        builder.Services.AddSingleton<Disks.DiskPools>();
+        builder.Services.AddSingleton<Disks.DiskServer>();
+        builder.Services.AddSingleton<Disks.HostDisks>();
         builder.Services.AddOptions<PageBlobAccountOptions>()
             .Configure<IConfiguration>((o, configuration) => MemberDisks.BindPageBlobAccount(configuration, o));
         // The host's Entra credential, when it registered one, signs in to the page-blob account.

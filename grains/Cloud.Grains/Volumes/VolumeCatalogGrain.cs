@@ -28,7 +28,8 @@ internal sealed class VolumeCatalogGrain(
     IVolumeStoreFactory factory,
     IClusterMembershipService membership,
     VolumeReach reach,
-    Cloud.Storage.Azure.BlockDeviceFactory disks) : Grain, IVolumeCatalogGrain
+    Cloud.Storage.Azure.BlockDeviceFactory disks,
+    Disks.MemberPlacement placement) : Grain, IVolumeCatalogGrain
 {
     private Dictionary<string, VolumeInfo> _volumes = new(StringComparer.Ordinal);
 
@@ -70,12 +71,16 @@ internal sealed class VolumeCatalogGrain(
             throw new CloudRequestException(
                 $"volume '{spec.Name}' already exists; choose another name or delete it first");
         var id = Guid.NewGuid();
-        var directory = Path.Combine(store.VolumesDirectory, $"{spec.Name}-{Tag(id)}");
-        var paths = spec.Disks.IsDefaultOrEmpty ? DefaultDisks(spec, id, directory) : RequestedDisks(spec);
-        // The members are created here: a file member is this host's (only its silos reach it), a page blob or a
-        // shared block device every host's.
+        var folder = $"{spec.Name}-{Tag(id)}";
+        var directory = Path.Combine(store.VolumesDirectory, folder);
+        // Without --disk in a cluster of hosts with disk pools, one member goes to each host's pool. Otherwise the
+        // members are created here: a file member is this host's, a page blob or a shared block device every host's.
+        var pooled = spec.Disks.IsDefaultOrEmpty && placement.HasPools;
+        var (paths, hosts) = pooled
+            ? await placement.PlaceAsync(spec, folder, factory.MemberSizeBytes(spec))
+            : spec.Disks.IsDefaultOrEmpty ? WithHosts(DefaultDisks(spec, id, directory)) : WithHosts(RequestedDisks(spec));
         var info = new VolumeInfo(spec.Name, id, spec.SizeBytes, spec.Level, spec.DiskCount, spec.ChunkSizeBytes,
-            spec.Durable, paths, DateTimeOffset.UtcNow, MemberDisks.HostsOf(paths, reach.HostName));
+            spec.Durable, paths, DateTimeOffset.UtcNow, hosts);
         try
         {
             await using var created = await EngineErrors.Guard(
@@ -90,6 +95,7 @@ internal sealed class VolumeCatalogGrain(
         {
             // Nothing half-made stays behind.
             if (Directory.Exists(directory)) Directory.Delete(directory, recursive: true);
+            if (pooled) await placement.RemoveAsync(info, folder);
             if (ex is CloudRequestException or CloudStorageException) throw;
             throw new CloudStorageException($"creating volume '{spec.Name}' failed: {ex.Message}");
         }
@@ -108,6 +114,9 @@ internal sealed class VolumeCatalogGrain(
             : [.. Enumerable.Range(0, spec.DiskCount).Select(i => Path.Combine(directory, $"disk{i}.img"))];
 
     private static string Tag(Guid id) => id.ToString("N")[..8];
+
+    private (ImmutableArray<string> Paths, ImmutableArray<string> Hosts) WithHosts(ImmutableArray<string> paths) =>
+        (paths, MemberDisks.HostsOf(paths, reach.HostName));
 
     /// <summary>
     /// The default page-blob members of <paramref name="info"/> (those <see cref="DefaultDisks"/> made), which the
@@ -173,6 +182,8 @@ internal sealed class VolumeCatalogGrain(
             p => MemberDisks.IsFile(p) && Path.GetFullPath(p).StartsWith(volumes, StringComparison.Ordinal))
             .ToList();
         foreach (var path in ours) File.Delete(path);
+        // Pool members live on their hosts: each host's disk service deletes its own.
+        await placement.RemoveAsync(info, $"{info.Name}-{Tag(info.VolumeId)}");
         foreach (var blob in DefaultBlobsOf(info))
             await disks.DeleteAsync(MemberDisks.FromLocation(blob), CancellationToken.None);
         foreach (var directory in ours.Select(Path.GetDirectoryName).Distinct())

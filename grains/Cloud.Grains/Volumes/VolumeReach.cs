@@ -8,18 +8,25 @@ namespace Cloud.Grains.Volumes;
 
 /// <summary>
 /// Which silos reach a volume's members. A silo is <em>eligible</em> for a volume (the patent's word) when it reaches
-/// every member: each is shared (a page blob, a shared block device) or a file of this silo's host. Only an eligible
-/// silo opens the volume, so only a silo that reaches a member ever fails it on evidence; delegation places a unit
-/// among eligible silos only, and a first server on a silo that reaches nothing reads through an eligible one.
+/// every member: each is shared (a page blob, a shared block device), a file of this silo's host, or a file of another
+/// host served by that host's disk service (<see cref="Disks.HostDisks"/>). Only an eligible silo opens the volume, so
+/// only a silo that reaches a member ever fails it on evidence; delegation places a unit among eligible silos only,
+/// and a first server on a silo that reaches nothing reads through an eligible one.
 /// </summary>
+/// <remarks>
+/// A volume whose files are all on one host stays that host's: every silo could reach them through the disk service,
+/// but the host's loss is the volume's loss either way, so sending its data over the network would buy no
+/// availability and cost a hop per I/O. A volume whose files are on several hosts (one member per host, from the
+/// disk pools) is every silo's: a host's loss is one member's, and any silo can be the delegate.
+/// </remarks>
 public sealed class VolumeReach(LoadTable loadTable, ILocalSiloDetails silo, IOptions<CloudOptions> options)
 {
     /// <summary>This silo's host.</summary>
     public string HostName => options.Value.HostName;
 
     /// <summary>
-    /// The one host whose silos alone reach <paramref name="volume"/>, or null when every host does (all members
-    /// shared, or a volume recorded before hosts were).
+    /// The one host whose silos alone serve <paramref name="volume"/>, or null when every host's do: all members shared,
+    /// a volume recorded before hosts were, or a volume with files on several hosts (reached through the disk service).
     /// </summary>
     public static string? RequiredHost(VolumeInfo volume)
     {
@@ -28,9 +35,7 @@ public sealed class VolumeReach(LoadTable loadTable, ILocalSiloDetails silo, IOp
         for (var i = 0; i < volume.DiskCount; i++)
         {
             if (volume.MemberHost(i) is not { } h) continue;
-            if (host is not null && host != h)
-                throw new CloudRequestException(
-                    $"volume '{volume.Name}' has members on hosts '{host}' and '{h}'; no silo reaches both");
+            if (host is not null && host != h) return null;
             host = h;
         }
         return host;

@@ -1,0 +1,234 @@
+using System.Collections.Concurrent;
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Hosting;
+using Cloud.Grains.Volumes;
+using Cloud.Storage.Devices;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime;
+
+namespace Cloud.Grains.Disks;
+
+/// <summary>
+/// The server side of the disk service on one silo: opens this host's member files for the other silos and runs their
+/// I/O, with a bound on what is in flight and fencing of writers the cluster has declared dead.
+/// </summary>
+/// <remarks>
+/// It serves only files inside this host's disk pools, under its volumes directory (the default members it creates),
+/// or recorded in the catalog as members on this host: a caller cannot make it open any other file. A failure comes
+/// back as a <see cref="CloudStorageException"/> with the host's message, and the caller's device turns it into a
+/// <see cref="BlockDeviceException"/>, so the volume fails the member on the evidence of the host that has it.
+/// </remarks>
+public sealed class DiskServer(
+    DiskPools pools,
+    CatalogStore store,
+    IGrainFactory grains,
+    IClusterMembershipService membership,
+    IOptions<CloudOptions> options) : IAsyncDisposable
+{
+    /// <summary>The bound on I/Os this server runs at once for all callers; more wait their turn.</summary>
+    public const int MaxInFlightIo = 64;
+
+    /// <summary>The largest read or write one request moves.</summary>
+    public const int MaxRequestBytes = 16 << 20;
+
+    private readonly ConcurrentDictionary<string, FileBlockDevice> _open = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _inFlight = new(MaxInFlightIo, MaxInFlightIo);
+    private readonly SemaphoreSlim _opening = new(1, 1);
+
+    private string Host => options.Value.HostName;
+
+    /// <summary>Opens (or creates) a member file of this host; null when it is absent and no size is given.</summary>
+    public async Task<ServedDisk?> OpenAsync(string path, long? createSizeBytes)
+    {
+        var full = await CheckServedAsync(path);
+        await _opening.WaitAsync();
+        try
+        {
+            if (!_open.TryGetValue(full, out var device))
+            {
+                if (!File.Exists(full) && !full.StartsWith("/dev/", StringComparison.Ordinal))
+                {
+                    if (createSizeBytes is not { } size) return null;
+                    Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+                    device = Run(() => new FileBlockDevice(full, size), full, "create");
+                }
+                else
+                {
+                    device = Run(() => new FileBlockDevice(full), full, "open");
+                }
+                _open[full] = device;
+            }
+            if (createSizeBytes is { } wanted && device.CapacityBytes != wanted)
+                throw new CloudStorageException(
+                    $"host '{Host}': {full} holds {device.CapacityBytes} bytes, not the {wanted} asked for");
+            return new ServedDisk(device.CapacityBytes, device.SectorSizeBytes, device.MaxInFlightIo);
+        }
+        finally
+        {
+            _opening.Release();
+        }
+    }
+
+    /// <summary>Reads from an open member into a new array: the reply's payload, which Orleans sends after return.</summary>
+    public async Task<byte[]> ReadAsync(string path, long offsetBytes, int lengthBytes)
+    {
+        CheckLength(lengthBytes);
+        var device = await DeviceAsync(path);
+        var data = GC.AllocateUninitializedArray<byte>(lengthBytes);
+        await _inFlight.WaitAsync();
+        try
+        {
+            await Guard(() => device.ReadAsync(offsetBytes, data), device.Name, "read", offsetBytes);
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+        return data;
+    }
+
+    /// <summary>Writes to an open member for <paramref name="writer"/>, unless that silo is fenced.</summary>
+    public async Task WriteAsync(string path, long offsetBytes, ReadOnlyMemory<byte> data, string writer)
+    {
+        CheckLength(data.Length);
+        var device = await DeviceAsync(path);
+        CheckWriter(writer, device.Name);
+        await _inFlight.WaitAsync();
+        try
+        {
+            await Guard(() => device.WriteAsync(offsetBytes, data), device.Name, "write", offsetBytes);
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+    }
+
+    /// <summary>Flushes an open member.</summary>
+    public async Task FlushAsync(string path)
+    {
+        var device = await DeviceAsync(path);
+        await Guard(() => device.FlushAsync(), device.Name, "flush", 0);
+    }
+
+    /// <summary>The path for a new member in this host's pool with the most room.</summary>
+    public string Place(string relativePath, long sizeBytes) => pools.Place(relativePath, sizeBytes);
+
+    /// <summary>Closes and deletes a member file in this host's pools, and its directory once empty.</summary>
+    public async Task DeleteAsync(string path)
+    {
+        var full = Path.GetFullPath(path);
+        if (!pools.Contains(full))
+            throw new CloudRequestException(
+                $"host '{Host}' deletes only members in its disk pools ({string.Join(", ", pools.Directories)}); '{path}' is not");
+        if (_open.TryRemove(full, out var device)) await device.DisposeAsync();
+        File.Delete(full);
+        var directory = Path.GetDirectoryName(full);
+        if (directory is not null
+            && pools.Contains(directory)
+            && Directory.Exists(directory)
+            && !Directory.EnumerateFileSystemEntries(directory).Any())
+            Directory.Delete(directory);
+    }
+
+    /// <summary>
+    /// Refuses a write from a silo the membership has declared dead, or from an older generation of a silo that has
+    /// restarted: a late write of a writer whose locks the cluster has already released must not reach the disk.
+    /// </summary>
+    private void CheckWriter(string writer, string device)
+    {
+        SiloAddress address;
+        try
+        {
+            address = SiloAddress.FromParsableString(writer);
+        }
+        catch (Exception ex) when (ex is FormatException or ArgumentException or IndexOutOfRangeException)
+        {
+            throw new CloudStorageException($"host '{Host}': {device}: writer '{writer}' is not a silo address");
+        }
+        var snapshot = membership.CurrentSnapshot;
+        if (snapshot.GetSiloStatus(address) == SiloStatus.Dead)
+            throw new CloudStorageException(
+                $"host '{Host}': {device}: write refused, writer silo {address} is declared dead by the membership (fenced)");
+        foreach (var member in snapshot.Members.Values)
+        {
+            if (member.SiloAddress.Endpoint.Equals(address.Endpoint)
+                && member.SiloAddress.Generation > address.Generation)
+                throw new CloudStorageException(
+                    $"host '{Host}': {device}: write refused, writer silo {address} was succeeded by {member.SiloAddress} (fenced)");
+        }
+    }
+
+    private async Task<FileBlockDevice> DeviceAsync(string path)
+    {
+        var full = Path.GetFullPath(path);
+        if (_open.TryGetValue(full, out var device)) return device;
+        // Not opened here since this silo started: open it again, with the same checks.
+        if (await OpenAsync(full, null) is null)
+            throw new CloudStorageException($"host '{Host}': member {full} does not exist");
+        return _open[full];
+    }
+
+    /// <summary>The full path of a file this host serves; refuses any other.</summary>
+    private async Task<string> CheckServedAsync(string path)
+    {
+        if (string.IsNullOrWhiteSpace(path) || !Path.IsPathFullyQualified(path))
+            throw new CloudRequestException($"disk path '{path}' is not allowed; give a full path");
+        var full = Path.GetFullPath(path);
+        if (pools.Contains(full) || full.StartsWith(store.VolumesDirectory + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            return full;
+        // A file the operator named with --disk on this host: served only when the catalog records it as this host's.
+        var volumes = await grains.GetGrain<IVolumeCatalogGrain>(0).ListAsync();
+        foreach (var v in volumes)
+        {
+            for (var i = 0; i < v.DiskCount; i++)
+                if (v.DiskPaths[i] == full && v.MemberHost(i) == Host) return full;
+        }
+        throw new CloudRequestException(
+            $"host '{Host}' does not serve '{path}': it serves its disk pools ({string.Join(", ", pools.Directories)}), {store.VolumesDirectory} and recorded members of this host");
+    }
+
+    private static void CheckLength(int lengthBytes)
+    {
+        if (lengthBytes < 0 || lengthBytes > MaxRequestBytes)
+            throw new CloudRequestException(
+                $"a disk-service request moves {lengthBytes} bytes; allowed 0-{MaxRequestBytes}");
+    }
+
+    private FileBlockDevice Run(Func<FileBlockDevice> open, string path, string what)
+    {
+        try
+        {
+            return open();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            throw new CloudStorageException($"host '{Host}': cannot {what} {path}: {ex.Message}");
+        }
+    }
+
+    private async Task Guard(Func<ValueTask> operation, string device, string what, long offsetBytes)
+    {
+        try
+        {
+            await operation();
+        }
+        catch (ArgumentOutOfRangeException ex)
+        {
+            throw new CloudRequestException($"host '{Host}': {what} at {offsetBytes}: {ex.Message}");
+        }
+        catch (IOException ex)
+        {
+            throw new CloudStorageException($"host '{Host}': {device}: {what} at {offsetBytes} failed: {ex.Message}");
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var device in _open.Values) await device.DisposeAsync();
+        _open.Clear();
+        _inFlight.Dispose();
+        _opening.Dispose();
+    }
+}

@@ -1,0 +1,28 @@
+using Orleans.Concurrency;
+using Orleans.Placement;
+
+namespace Cloud.Grains.Disks;
+
+/// <summary>
+/// The disk service's grain on its silo: reentrant, so that many I/Os run at once (the server bounds them), and
+/// immovable, because only this host reaches its files. The work is <see cref="DiskServer"/>'s.
+/// </summary>
+[SiloBoundPlacement, Reentrant, Immovable]
+internal sealed class HostDiskGrain(DiskServer server) : Grain, IHostDiskGrain
+{
+    public Task<ServedDisk?> OpenAsync(string path, long? createSizeBytes) =>
+        server.OpenAsync(path, createSizeBytes);
+
+    public async Task<Immutable<byte[]>> ReadAsync(string path, long offsetBytes, int lengthBytes) =>
+        new(await server.ReadAsync(path, offsetBytes, lengthBytes));
+
+    public Task WriteAsync(string path, long offsetBytes, Immutable<ReadOnlyMemory<byte>> data, string writer) =>
+        server.WriteAsync(path, offsetBytes, data.Value, writer);
+
+    public Task FlushAsync(string path) => server.FlushAsync(path);
+
+    public Task<string> PlaceAsync(string relativePath, long sizeBytes) =>
+        Task.FromResult(server.Place(relativePath, sizeBytes));
+
+    public Task DeleteAsync(string path) => server.DeleteAsync(path);
+}

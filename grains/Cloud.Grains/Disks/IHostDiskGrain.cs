@@ -1,0 +1,48 @@
+using Orleans.Concurrency;
+
+namespace Cloud.Grains.Disks;
+
+/// <summary>The geometry of a served disk, as its host sees it.</summary>
+[GenerateSerializer, Immutable, Alias("cloud.ServedDisk")]
+public sealed record ServedDisk(
+    [property: Id(0)] long CapacityBytes,
+    [property: Id(1)] int SectorSizeBytes,
+    [property: Id(2)] int MaxInFlightIo);
+
+/// <summary>
+/// The disk service of one silo (key: the silo's stable name, placed on that silo): serves this host's member files
+/// to the other silos. Reads and writes carry immutable payloads, so that Orleans does not copy them; a write carries
+/// its writer's silo address (with the silo's generation, its epoch), and the service refuses it when the membership
+/// has declared that silo dead or a newer generation of it has joined.
+/// </summary>
+[Alias("cloud.IHostDiskGrain")]
+public interface IHostDiskGrain : IGrainWithStringKey
+{
+    /// <summary>
+    /// Opens a member file of this host, creating it at <paramref name="createSizeBytes"/> when it is absent and a size
+    /// is given; null when it is absent and none is.
+    /// </summary>
+    [Alias("Open")]
+    Task<ServedDisk?> OpenAsync(string path, long? createSizeBytes);
+
+    /// <summary>Reads <paramref name="lengthBytes"/> at <paramref name="offsetBytes"/>.</summary>
+    [Alias("Read")]
+    Task<Immutable<byte[]>> ReadAsync(string path, long offsetBytes, int lengthBytes);
+
+    /// <summary>Writes <paramref name="data"/> at <paramref name="offsetBytes"/> for the writer silo
+    /// <paramref name="writer"/> (its parsable address).</summary>
+    [Alias("Write")]
+    Task WriteAsync(string path, long offsetBytes, Immutable<ReadOnlyMemory<byte>> data, string writer);
+
+    /// <summary>Makes every acknowledged write of the file durable (fsync).</summary>
+    [Alias("Flush")]
+    Task FlushAsync(string path);
+
+    /// <summary>The full path, in this host's pool with the most free space, for a new member.</summary>
+    [Alias("Place")]
+    Task<string> PlaceAsync(string relativePath, long sizeBytes);
+
+    /// <summary>Closes and deletes a member file in this host's pools (and its directory once empty).</summary>
+    [Alias("Delete")]
+    Task DeleteAsync(string path);
+}

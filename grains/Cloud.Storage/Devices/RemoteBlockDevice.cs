@@ -1,0 +1,208 @@
+using System.Buffers;
+
+namespace Cloud.Storage.Devices;
+
+/// <summary>
+/// The wire beneath a <see cref="RemoteBlockDevice"/>: one contiguous read, write or flush of one disk that another
+/// process (another host's silo) serves. The engine knows nothing of the transport; the grains implement it.
+/// </summary>
+/// <remarks>
+/// A channel receives only requests the device has already checked (sector-aligned, inside the capacity, within the
+/// in-flight bound). Any failure it throws, other than cancellation, the device reports as a
+/// <see cref="BlockDeviceException"/>, so that the volume fails the member on the serving host's evidence.
+/// </remarks>
+public interface IRemoteDiskChannel : IAsyncDisposable
+{
+    /// <summary>Reads <paramref name="destination"/>.Length bytes at <paramref name="offsetBytes"/>.</summary>
+    ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken);
+
+    /// <summary>Writes <paramref name="source"/> at <paramref name="offsetBytes"/>; the buffer is the caller's
+    /// again when the returned task completes.</summary>
+    ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken);
+
+    /// <summary>Returns once every write the server acknowledged before the call is durable there.</summary>
+    ValueTask FlushAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// A member disk served by another host, as an <see cref="IVectoredBlockDevice"/> on this side: the volume opens it
+/// like a local file. Requests are checked here (so that a bad range never crosses the network), bounded by
+/// <see cref="MaxInFlightIo"/>, and a scatter or gather is one request on the wire through a pooled staging buffer.
+/// </summary>
+public sealed class RemoteBlockDevice : IVectoredBlockDevice
+{
+    private readonly IRemoteDiskChannel _channel;
+    private readonly SemaphoreSlim _inFlight;
+
+    /// <param name="name">The member's name for logs and errors, e.g. <c>h2:/pool/v/disk1.img</c>.</param>
+    /// <param name="capacityBytes">The serving host's capacity of the disk.</param>
+    /// <param name="sectorSizeBytes">The serving host's sector size of the disk.</param>
+    /// <param name="maxInFlightIo">The bound on outstanding requests from this side, 1..4096.</param>
+    /// <param name="channel">The transport; owned (disposed) by the device.</param>
+    public RemoteBlockDevice(
+        string name,
+        long capacityBytes,
+        int sectorSizeBytes,
+        int maxInFlightIo,
+        IRemoteDiskChannel channel)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentNullException.ThrowIfNull(channel);
+        DeviceChecks.CheckGeometry(name, capacityBytes, sectorSizeBytes, maxInFlightIo);
+        Name = name;
+        CapacityBytes = capacityBytes;
+        SectorSizeBytes = sectorSizeBytes;
+        MaxInFlightIo = maxInFlightIo;
+        _channel = channel;
+        _inFlight = new SemaphoreSlim(maxInFlightIo, maxInFlightIo);
+    }
+
+    /// <inheritdoc />
+    public string Name { get; }
+
+    /// <inheritdoc />
+    public int SectorSizeBytes { get; }
+
+    /// <inheritdoc />
+    public long CapacityBytes { get; }
+
+    /// <inheritdoc />
+    public int MaxInFlightIo { get; }
+
+    /// <inheritdoc />
+    public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
+    {
+        DeviceChecks.CheckIo(this, offsetBytes, destination.Length, nameof(destination));
+        if (destination.Length == 0) return;
+        await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await Guard(_channel.ReadAsync(offsetBytes, destination, cancellationToken), "read", offsetBytes)
+                .ConfigureAwait(false);
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
+    {
+        DeviceChecks.CheckIo(this, offsetBytes, source.Length, nameof(source));
+        if (source.Length == 0) return;
+        await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await Guard(_channel.WriteAsync(offsetBytes, source, cancellationToken), "write", offsetBytes)
+                .ConfigureAwait(false);
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask ReadScatterAsync(
+        long offsetBytes, IReadOnlyList<Memory<byte>> destinations, CancellationToken cancellationToken = default)
+    {
+        var total = DeviceChecks.CheckVector(this, offsetBytes, destinations, d => d.Length, nameof(destinations));
+        if (total == 0) return;
+        if (destinations.Count == 1)
+        {
+            await ReadAsync(offsetBytes, destinations[0], cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        // One request for the whole range, so that a chunk and its metadata sector cost one round trip.
+        var staging = ArrayPool<byte>.Shared.Rent(total);
+        try
+        {
+            await ReadAsync(offsetBytes, staging.AsMemory(0, total), cancellationToken).ConfigureAwait(false);
+            var at = 0;
+            for (var i = 0; i < destinations.Count; i++)
+            {
+                staging.AsSpan(at, destinations[i].Length).CopyTo(destinations[i].Span);
+                at += destinations[i].Length;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(staging);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask WriteGatherAsync(
+        long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default)
+    {
+        var total = DeviceChecks.CheckVector(this, offsetBytes, sources, s => s.Length, nameof(sources));
+        if (total == 0) return;
+        if (sources.Count == 1)
+        {
+            await WriteAsync(offsetBytes, sources[0], cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        var staging = ArrayPool<byte>.Shared.Rent(total);
+        try
+        {
+            var at = 0;
+            for (var i = 0; i < sources.Count; i++)
+            {
+                sources[i].Span.CopyTo(staging.AsSpan(at));
+                at += sources[i].Length;
+            }
+            // The channel is done with the buffer when the write completes, so it goes back to the pool only then.
+            await WriteAsync(offsetBytes, staging.AsMemory(0, total), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(staging);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await Guard(_channel.FlushAsync(cancellationToken), "flush", 0).ConfigureAwait(false);
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await _channel.DisposeAsync().ConfigureAwait(false);
+        _inFlight.Dispose();
+    }
+
+    /// <summary>
+    /// Turns a failure of the transport or of the serving host (its disk's error, a fenced write, a lost connection)
+    /// into the one exception a volume fails a member on.
+    /// </summary>
+    private async ValueTask Guard(ValueTask operation, string what, long offsetBytes)
+    {
+        try
+        {
+            await operation.ConfigureAwait(false);
+        }
+        catch (BlockDeviceException)
+        {
+            throw;
+        }
+        catch (OperationCanceledException)
+        {
+            throw;
+        }
+        catch (Exception ex)
+        {
+            throw new BlockDeviceException(Name, $"remote {what} at {offsetBytes} failed: {ex.Message}", ex);
+        }
+    }
+}
