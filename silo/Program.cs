@@ -41,6 +41,12 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
 // Flags without a value: rewritten to KEY=true before the pairs are checked.
 string[] flags = ["--init-schema"];
 args = [.. args.Select(a => flags.Contains(a) ? a + "=true" : a)];
+// --disk-pool DIR is repeatable, which the switch map is not: each one becomes Cloud:DiskPools:N.
+if (!SiloSettings.TakeDiskPools(ref args, out var diskPools, out var poolError))
+{
+    Console.Error.WriteLine($"cloud-silo: {poolError}");
+    return 2;
+}
 
 if (args.Contains("--print-settings"))
 {
@@ -58,6 +64,7 @@ if (args.Contains("--help") || args.Contains("-h"))
     Console.WriteLine(
         "                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH] [--nbd-congestion-control NAMES]");
     Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
+    Console.WriteLine("                  [--disk-pool DIR]...   (repeatable: this host's disk pools)");
     Console.WriteLine("       Cloud.Silo --print-settings   (every configuration key and variable the silo reads)");
     return 0;
 }
@@ -78,6 +85,7 @@ for (var i = 0; i < args.Length; i += 2)
 
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
 builder.Configuration.AddCommandLine(args, switches);
+builder.Configuration.AddInMemoryCollection(diskPools);
 if (SiloConfiguration.AddFallbacks(builder.Configuration) is { } configError)
 {
     Console.Error.WriteLine($"cloud-silo: {configError}");

@@ -37,7 +37,47 @@ public static class SiloSettings
         "Orleans:Clustering:ConnectionName",
         "ConnectionStrings:",
         .. MemberDisks.FallbackKeys,
+        // An array: bound by index (Cloud:DiskPools:0, ...), which the options class's properties do not list.
+        "Cloud:DiskPools:",
     ];
+
+    /// <summary>The repeatable command-line option of <see cref="CloudOptions.DiskPools"/>.</summary>
+    public const string DiskPoolOption = "--disk-pool";
+
+    /// <summary>
+    /// Removes every <c>--disk-pool DIR</c> (or <c>--disk-pool=DIR</c>) from <paramref name="args"/> and returns them as
+    /// <c>Cloud:DiskPools:N</c> keys, in order; false, with the one-line error, when one has no value.
+    /// </summary>
+    public static bool TakeDiskPools(
+        ref string[] args,
+        out Dictionary<string, string?> pools,
+        out string? error)
+    {
+        pools = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+        error = null;
+        var rest = new List<string>(args.Length);
+        for (var i = 0; i < args.Length; i++)
+        {
+            string? value;
+            if (args[i].StartsWith(DiskPoolOption + "=", StringComparison.Ordinal))
+                value = args[i][(DiskPoolOption.Length + 1)..];
+            else if (args[i] == DiskPoolOption)
+                value = i + 1 < args.Length ? args[++i] : null;
+            else
+            {
+                rest.Add(args[i]);
+                continue;
+            }
+            if (string.IsNullOrWhiteSpace(value))
+            {
+                error = $"option '{DiskPoolOption}' needs a directory, e.g. {DiskPoolOption} /srv/cloud/pool";
+                return false;
+            }
+            pools[$"{CloudOptions.SectionName}:{nameof(CloudOptions.DiskPools)}:{pools.Count}"] = value;
+        }
+        args = [.. rest];
+        return true;
+    }
 
     /// <summary>
     /// Environment variables read as they are (not as configuration keys): the managed identity, the platform's address
