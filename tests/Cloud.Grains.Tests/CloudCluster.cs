@@ -27,7 +27,13 @@ public sealed class CloudCluster : IAsyncDisposable
 
     public CloudClient Client => new(Cluster.Client);
 
-    public static async Task<CloudCluster> StartAsync(int silos = 3, Action<CloudOptions>? configure = null)
+    /// <param name="silos">How many silos.</param>
+    /// <param name="configure">Options every silo gets.</param>
+    /// <param name="configureSilo">Options of one silo, by its name (e.g. its own host name and disk pool).</param>
+    public static async Task<CloudCluster> StartAsync(
+        int silos = 3,
+        Action<CloudOptions>? configure = null,
+        Action<string, CloudOptions>? configureSilo = null)
     {
         var data = Path.Combine(Path.GetTempPath(), "cloud-grains-tests-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(data);
@@ -43,6 +49,7 @@ public sealed class CloudCluster : IAsyncDisposable
                 o.LoadEntryTimeToLive = TimeSpan.FromSeconds(1);
                 o.RedelegationTimeout = TimeSpan.FromSeconds(90);
                 configure?.Invoke(o);
+                configureSilo?.Invoke(siloOptions.SiloName, o);
             });
             silo.Configure<ClusterMembershipOptions>(o =>
             {

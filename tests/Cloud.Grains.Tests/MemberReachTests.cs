@@ -57,10 +57,13 @@ public sealed class MemberReachTests
     }
 
     [Fact]
-    public void VolumeWithFilesOnTwoHosts_IsRefusedNamingBoth()
+    public void VolumeWithFilesOnSeveralHosts_IsReachedByEveryHost_ThroughTheDiskService()
     {
-        var v = Volume(["/d/0", "/d/1"], ["h1", "h2"]);
-        var error = Assert.Throws<CloudRequestException>(() => VolumeReach.RequiredHost(v));
-        Assert.Contains("'h1' and 'h2'", error.Message, StringComparison.Ordinal);
+        // One member per host's pool: each host serves its own file to the others, so every silo is eligible.
+        var v = Volume(["/p1/v/disk0.img", "/p2/v/disk1.img", "/p3/v/disk2.img"], ["h1", "h2", "h3"]);
+        Assert.Null(VolumeReach.RequiredHost(v));
+        Assert.True(VolumeReach.Reaches(v, "h1"));
+        Assert.True(VolumeReach.Reaches(v, "h4"));
+        Assert.Equal("h2", v.MemberHost(1));
     }
 }

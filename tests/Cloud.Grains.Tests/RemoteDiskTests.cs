@@ -1,0 +1,159 @@
+using Cloud.Grains.Disks;
+using Cloud.Storage.Devices;
+using Orleans.Runtime;
+
+namespace Cloud.Grains.Tests;
+
+/// <summary>
+/// The device contract over the disk service: a member file of the second silo's pool, opened by the first silo as a
+/// <see cref="RemoteBlockDevice"/> whose every I/O is a grain call to the second silo's <see cref="IHostDiskGrain"/>.
+/// </summary>
+public sealed class RemoteBlockDeviceContractTests(PooledHosts hosts)
+    : BlockDeviceContractTests, IClassFixture<PooledHosts>
+{
+    private CloudCluster Cluster => hosts.Cluster;
+
+    private string Caller => Cluster.Silos[0].Name;
+
+    private string Server => Cluster.Silos[1].Name;
+
+    private string NewMemberPath() => Path.Combine(hosts.PoolOf(Server), "contract", Guid.NewGuid().ToString("N") + ".img");
+
+    private async ValueTask<RemoteBlockDevice> OpenAsync(string path, long? sizeBytes, SiloAddress writer) =>
+        await HostDisks.OpenThroughAsync(
+            Cluster.Grains(Cluster.Silos[0]), Server, path, sizeBytes, writer.ToParsableString())
+        ?? throw new InvalidOperationException($"{path} was not created");
+
+    protected override async ValueTask<IBlockDevice> CreateDeviceAsync(long capacityBytes) =>
+        await OpenAsync(NewMemberPath(), capacityBytes, Cluster.Silos[0].SiloAddress);
+
+    [Fact]
+    public async Task GatheredWrite_ThenScatteredRead_MoveEachPieceInTurn()
+    {
+        await using var device = (IVectoredBlockDevice)await CreateDeviceAsync(ContractCapacityBytes);
+        var sector = device.SectorSizeBytes;
+        var pieces = new[] { Blocks.Pattern(8 * sector, 1), Blocks.Pattern(sector, 2), Blocks.Pattern(3 * sector, 3) };
+        await device.WriteGatherAsync(4 * sector, [.. pieces.Select(p => (ReadOnlyMemory<byte>)p)]);
+
+        var whole = new byte[12 * sector];
+        await device.ReadAsync(4 * sector, whole);
+        Assert.Equal(pieces.SelectMany(p => p).ToArray(), whole);
+        var back = pieces.Select(p => new byte[p.Length]).ToArray();
+        await device.ReadScatterAsync(4 * sector, [.. back.Select(b => (Memory<byte>)b)]);
+        for (var i = 0; i < pieces.Length; i++) Assert.Equal(pieces[i], back[i]);
+    }
+
+    [Fact]
+    public async Task Member_IsTheServingHostsFile_SeenByItsHostAfterAFlush()
+    {
+        var path = NewMemberPath();
+        await using var device = await OpenAsync(path, ContractCapacityBytes, Cluster.Silos[0].SiloAddress);
+        await device.WriteAsync(device.SectorSizeBytes, Blocks.Pattern(device.SectorSizeBytes, 9));
+        await device.FlushAsync();
+
+        var onHost = new byte[device.SectorSizeBytes];
+        await using (var file = File.OpenRead(path))
+        {
+            file.Position = device.SectorSizeBytes;
+            await file.ReadExactlyAsync(onHost);
+        }
+        Assert.Equal(Blocks.Pattern(device.SectorSizeBytes, 9), onHost);
+        Assert.Equal(ContractCapacityBytes, new FileInfo(path).Length);
+    }
+
+    [Fact]
+    public async Task Write_FromAnOlderGenerationOfALiveSilo_IsRefusedAsFenced_AndLeavesTheDiskUnchanged()
+    {
+        var path = NewMemberPath();
+        var live = Cluster.Silos[0].SiloAddress;
+        // The same endpoint one incarnation earlier: a silo that restarted since, whose old process writes late.
+        var stale = SiloAddress.New(live.Endpoint, live.Generation - 1);
+        await using var good = await OpenAsync(path, ContractCapacityBytes, live);
+        await good.WriteAsync(0, Blocks.Pattern(good.SectorSizeBytes, 4));
+        await using var late = await OpenAsync(path, null, stale);
+
+        var error = await Assert.ThrowsAsync<BlockDeviceException>(
+            () => late.WriteAsync(0, new byte[late.SectorSizeBytes]).AsTask());
+        Assert.Contains("fenced", error.Message, StringComparison.Ordinal);
+        Assert.Contains(Server, error.DeviceName, StringComparison.Ordinal);
+        var back = new byte[good.SectorSizeBytes];
+        await late.ReadAsync(0, back);
+        Assert.Equal(Blocks.Pattern(good.SectorSizeBytes, 4), back);
+    }
+
+    [Fact]
+    public async Task Open_OfAFileOutsideThePools_IsRefusedNamingWhatIsServed()
+    {
+        var outside = Path.Combine(Path.GetTempPath(), "not-a-pool-" + Guid.NewGuid().ToString("N") + ".img");
+        var error = await Assert.ThrowsAnyAsync<Exception>(
+            () => OpenAsync(outside, ContractCapacityBytes, Cluster.Silos[0].SiloAddress).AsTask());
+        Assert.Contains("does not serve", error.Message, StringComparison.Ordinal);
+        Assert.Contains(hosts.PoolOf(Server), error.Message, StringComparison.Ordinal);
+        Assert.False(File.Exists(outside));
+    }
+
+    [Fact]
+    public async Task Open_OfAnAbsentMemberWithoutASize_ReturnsNothing()
+    {
+        var device = await HostDisks.OpenThroughAsync(
+            Cluster.Grains(Cluster.Silos[0]), Server, NewMemberPath(), null, Caller);
+        Assert.Null(device);
+    }
+
+    [Fact]
+    public async Task Failure_OnTheServingHost_IsABlockDeviceExceptionOnTheCaller()
+    {
+        var path = NewMemberPath();
+        await using var device = await OpenAsync(path, ContractCapacityBytes, Cluster.Silos[0].SiloAddress);
+        // The member is deleted on its host behind the caller's back: the host's error must reach the volume as a
+        // device failure, so that the volume fails the member instead of the request.
+        await Cluster.Grains(Cluster.Silos[0]).GetGrain<IHostDiskGrain>(Server).DeleteAsync(path);
+        var error = await Assert.ThrowsAsync<BlockDeviceException>(
+            () => device.ReadAsync(0, new byte[device.SectorSizeBytes]).AsTask());
+        Assert.Contains("does not exist", error.Message, StringComparison.Ordinal);
+    }
+}
+
+/// <summary>A write from a silo the membership has declared dead never reaches the disk.</summary>
+public sealed class DeadWriterFencingTests
+{
+    [Fact]
+    public async Task Write_FromASiloDeclaredDead_IsRefusedAsFenced()
+    {
+        var pool = Path.Combine(Path.GetTempPath(), "cloud-pool-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(pool);
+        try
+        {
+            await using var cluster = await CloudCluster.StartAsync(3, o => o.DiskPools = [pool]);
+            var server = cluster.Silos[0];
+            var dead = cluster.Silos[2];
+            var path = Path.Combine(pool, "fenced.img");
+            await using var alive = await HostDisks.OpenThroughAsync(
+                cluster.Grains(cluster.Silos[1]), server.Name, path, 1 << 20, cluster.Silos[1].SiloAddress.ToParsableString());
+            await using var zombie = await HostDisks.OpenThroughAsync(
+                cluster.Grains(cluster.Silos[1]), server.Name, path, null, dead.SiloAddress.ToParsableString());
+            Assert.NotNull(alive);
+            Assert.NotNull(zombie);
+            await zombie.WriteAsync(0, Blocks.Pattern(512, 1));
+
+            await cluster.Cluster.StopSiloAsync(dead);
+            var membership = cluster.Service<IClusterMembershipService>(server);
+            await Eventually.TrueAsync(
+                () => membership.CurrentSnapshot.GetSiloStatus(dead.SiloAddress) == SiloStatus.Dead,
+                "the serving silo sees the stopped silo as dead");
+
+            var error = await Assert.ThrowsAsync<BlockDeviceException>(
+                () => zombie.WriteAsync(0, new byte[512]).AsTask());
+            Assert.Contains("declared dead", error.Message, StringComparison.Ordinal);
+            await alive.WriteAsync(512, Blocks.Pattern(512, 2));
+            var back = new byte[1024];
+            await alive.ReadAsync(0, back);
+            Assert.Equal(Blocks.Pattern(512, 1), back[..512]);
+            Assert.Equal(Blocks.Pattern(512, 2), back[512..]);
+        }
+        finally
+        {
+            Directory.Delete(pool, recursive: true);
+        }
+    }
+}
