@@ -95,7 +95,7 @@ internal static partial class Commands
         var level = new Option<string>("--level") { Description = "raid0, raid1, raid5 or raid6", Required = true };
         level.AcceptOnlyFromAmong("raid0", "raid1", "raid5", "raid6");
         var disks = new Option<int>("--disks") { Description = "Number of member disks (may be omitted when --disk is given)" };
-        var diskList = DiskOption("A member disk, once per member in order: file:PATH or pageblob:CONTAINER/BLOB (default: new files under the silo's data directory)");
+        var diskList = DiskOption("A member disk, once per member in order: file:PATH or pageblob:CONTAINER/BLOB (default: one member per host's disk pool when the hosts have pools, else new files under the silo's data directory)");
         diskList.AllowMultipleArgumentsPerToken = false;
         var chunk = SizeOption("--chunk", "Bytes per disk per stripe (default 64KiB)", required: false);
         var durable = new Option<bool>("--durable") { Description = "Acknowledge writes only once on disk" };

@@ -21,6 +21,9 @@ public sealed record BedHost(int Index, string Name, IPAddress Address, string U
 {
     /// <summary>The silo's data directory, inside the host's private directory.</summary>
     public string DataDirectory => Path.Combine(Directory, "data");
+
+    /// <summary>The host's disk pool, inside its private directory (used when the bed has pools).</summary>
+    public string PoolDirectory => Path.Combine(Directory, "pool");
 }
 
 /// <summary>What a bed is made of.</summary>
@@ -54,6 +57,9 @@ public sealed class HostBedOptions
 
     /// <summary>Serve NBD on every host's address (one port for all hosts).</summary>
     public bool Nbd { get; set; } = true;
+
+    /// <summary>Give every host a disk pool, <see cref="BedHost.PoolDirectory"/> (<c>--disk-pool</c>).</summary>
+    public bool DiskPools { get; set; }
 
     /// <summary>Extra environment for every silo.</summary>
     public Dictionary<string, string> Environment { get; } = new(StringComparer.Ordinal);
@@ -199,6 +205,7 @@ public sealed class HostBed : IAsyncDisposable
             var dir = Path.Combine(root, name);
             Directory.CreateDirectory(Path.Combine(dir, "data"));
             Directory.CreateDirectory(Path.Combine(dir, "tmp"));
+            Directory.CreateDirectory(Path.Combine(dir, "pool"));
             if (separate) Chown(dir, uid, gid);
             File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             hosts[i] = new BedHost(i, name, IPAddress.Parse($"127.0.0.{AddressBase + i + 1}"), user, uid, gid, dir);
@@ -231,6 +238,7 @@ public sealed class HostBed : IAsyncDisposable
             "--nbd-port", (_options.Nbd ? NbdPort : 0).ToString(CultureInfo.InvariantCulture),
         ];
         if (applySchema) args.Add("--init-schema");
+        if (_options.DiskPools) args.AddRange(["--disk-pool", host.PoolDirectory]);
         var environment = new Dictionary<string, string>(_options.Environment, StringComparer.Ordinal)
         {
             ["HOME"] = host.Directory,

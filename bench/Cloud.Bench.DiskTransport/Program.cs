@@ -1,0 +1,108 @@
+using System.Diagnostics;
+using System.Globalization;
+using Cloud.Bench.DiskTransport;
+using Cloud.Grains.Disks;
+using Cloud.Grains.Hosting;
+using Cloud.Storage.Devices;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Orleans.Concurrency;
+using Orleans.TestingHost;
+
+// The disk service's transport, measured (issue 15, item 1): 4 KiB and 64 KiB reads and writes of one member file
+// served by another silo, (a) by grain calls to its IHostDiskGrain with immutable payloads, against (b) one TCP
+// connection per host pair with a small framed protocol. Both over loopback between two in-process silos, both on
+// the same file (so in the page cache: the figures are the transports' cost, not a disk's). Usage:
+//   dotnet run -c Release --project bench/Cloud.Bench.DiskTransport -- [--ops N]
+var ops = args.Length >= 2 && args[0] == "--ops" ? int.Parse(args[1], CultureInfo.InvariantCulture) : 4000;
+const long fileBytes = 256L << 20;
+
+var root = Path.Combine(Path.GetTempPath(), "cloud-bench-disk-" + Guid.NewGuid().ToString("N"));
+var pool = Path.Combine(root, "pool");
+Directory.CreateDirectory(pool);
+var builder = new InProcessTestClusterBuilder(2);
+builder.ConfigureSilo((_, silo) =>
+{
+    silo.AddCloud(o =>
+    {
+        o.DataDirectory = Path.Combine(root, "data");
+        o.DiskPools = [pool];
+    });
+    silo.Services.AddLogging(l => l.SetMinimumLevel(LogLevel.Warning));
+});
+var cluster = builder.Build();
+try
+{
+    await cluster.DeployAsync();
+    var caller = cluster.Silos[0].ServiceProvider.GetRequiredService<IGrainFactory>();
+    var server = caller.GetGrain<IHostDiskGrain>(cluster.Silos[1].Name);
+    var path = Path.Combine(pool, "member.img");
+    var disk = await server.OpenAsync(path, fileBytes) ?? throw new InvalidOperationException("not created");
+    var writer = cluster.Silos[0].SiloAddress.ToParsableString();
+    await using var viaGrains = new RemoteBlockDevice(
+        "grains", disk.CapacityBytes, disk.SectorSizeBytes, 64, new BenchGrainChannel(server, path, writer));
+    await using var file = new FileBlockDevice(path);
+    await using var tcpServer = new TcpDiskServer(file);
+    await using var viaTcp = new RemoteBlockDevice(
+        "tcp", disk.CapacityBytes, disk.SectorSizeBytes, 64, new TcpDiskChannel(tcpServer.EndPoint));
+
+    Console.WriteLine($"{ops} operations per row, 2 in-process silos over loopback, {Environment.ProcessorCount} cores");
+    Console.WriteLine("size    op     QD  grains ops/s  tcp ops/s  tcp/grains  grains p50 us  tcp p50 us");
+    foreach (var size in new[] { 4096, 65536 })
+    foreach (var write in new[] { true, false })
+    foreach (var depth in new[] { 1, 16 })
+    {
+        var a = await RunAsync(viaGrains, size, write, depth, ops);
+        var b = await RunAsync(viaTcp, size, write, depth, ops);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{size / 1024,3} KiB  {(write ? "write" : "read "),-5}  {depth,2}  {a.OpsPerSecond,12:0}  {b.OpsPerSecond,9:0}  {b.OpsPerSecond / a.OpsPerSecond,10:0.00}  {a.P50Us,13:0}  {b.P50Us,10:0}"));
+    }
+}
+finally
+{
+    await cluster.StopAllSilosAsync();
+    await cluster.DisposeAsync();
+    Directory.Delete(root, recursive: true);
+}
+
+static async Task<(double OpsPerSecond, double P50Us)> RunAsync(IBlockDevice device, int size, bool write, int depth, int ops)
+{
+    var slots = device.CapacityBytes / size;
+    var latencies = new double[ops];
+    var next = -1;
+    // Warm-up, then the measured run: each of `depth` loops issues one request at a time.
+    for (var i = 0; i < 200; i++) await Io(device, size, write, i % slots, new byte[size]);
+    var total = Stopwatch.StartNew();
+    await Task.WhenAll(Enumerable.Range(0, depth).Select(async _ =>
+    {
+        var buffer = new byte[size];
+        Random.Shared.NextBytes(buffer);
+        int i;
+        while ((i = Interlocked.Increment(ref next)) < ops)
+        {
+            var start = Stopwatch.GetTimestamp();
+            await Io(device, size, write, (i * 7919L) % slots, buffer);
+            latencies[i] = Stopwatch.GetElapsedTime(start).TotalMicroseconds;
+        }
+    }));
+    var seconds = total.Elapsed.TotalSeconds;
+    Array.Sort(latencies);
+    return (ops / seconds, latencies[ops / 2]);
+}
+
+static ValueTask Io(IBlockDevice device, int size, bool write, long slot, byte[] buffer) =>
+    write ? device.WriteAsync(slot * size, buffer) : device.ReadAsync(slot * size, buffer);
+
+/// <summary>The grain transport as the silos use it (GrainDiskChannel is internal to the grains).</summary>
+internal sealed class BenchGrainChannel(IHostDiskGrain server, string path, string writer) : IRemoteDiskChannel
+{
+    public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken) =>
+        (await server.ReadAsync(path, offsetBytes, destination.Length)).Value.CopyTo(destination);
+
+    public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken) =>
+        await server.WriteAsync(path, offsetBytes, new Immutable<ReadOnlyMemory<byte>>(source), writer);
+
+    public async ValueTask FlushAsync(CancellationToken cancellationToken) => await server.FlushAsync(path);
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+}
