@@ -88,7 +88,7 @@ public sealed class DiskServer(
     }
 
     /// <summary>Writes to an open member for <paramref name="writer"/>, unless that silo is fenced.</summary>
-    public async Task WriteAsync(string path, long offsetBytes, ReadOnlyMemory<byte> data, string writer)
+    public async Task WriteAsync(string path, long offsetBytes, byte[] data, string writer)
     {
         CheckLength(data.Length);
         var device = await DeviceAsync(path);

@@ -16,7 +16,7 @@ internal sealed class HostDiskGrain(DiskServer server) : Grain, IHostDiskGrain
     public async Task<Immutable<byte[]>> ReadAsync(string path, long offsetBytes, int lengthBytes) =>
         new(await server.ReadAsync(path, offsetBytes, lengthBytes));
 
-    public Task WriteAsync(string path, long offsetBytes, Immutable<ReadOnlyMemory<byte>> data, string writer) =>
+    public Task WriteAsync(string path, long offsetBytes, Immutable<byte[]> data, string writer) =>
         server.WriteAsync(path, offsetBytes, data.Value, writer);
 
     public Task FlushAsync(string path) => server.FlushAsync(path);

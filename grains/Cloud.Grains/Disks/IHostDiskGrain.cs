@@ -11,7 +11,7 @@ public sealed record ServedDisk(
 
 /// <summary>
 /// The disk service of one silo (key: the silo's stable name, placed on that silo): serves this host's member files
-/// to the other silos. Reads and writes carry immutable payloads, so that Orleans does not copy them; a write carries
+/// to the other silos. Reads and writes carry immutable arrays, so that Orleans does not copy them; a write carries
 /// its writer's silo address (with the silo's generation, its epoch), and the service refuses it when the membership
 /// has declared that silo dead or a newer generation of it has joined.
 /// </summary>
@@ -32,7 +32,7 @@ public interface IHostDiskGrain : IGrainWithStringKey
     /// <summary>Writes <paramref name="data"/> at <paramref name="offsetBytes"/> for the writer silo
     /// <paramref name="writer"/> (its parsable address).</summary>
     [Alias("Write")]
-    Task WriteAsync(string path, long offsetBytes, Immutable<ReadOnlyMemory<byte>> data, string writer);
+    Task WriteAsync(string path, long offsetBytes, Immutable<byte[]> data, string writer);
 
     /// <summary>Makes every acknowledged write of the file durable (fsync).</summary>
     [Alias("Flush")]
