@@ -86,6 +86,13 @@ for (var i = 0; i < args.Length; i += 2)
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
 builder.Configuration.AddCommandLine(args, switches);
 builder.Configuration.AddInMemoryCollection(diskPools);
+// Checked here as well as by the options validator, so that a mistyped pool is one line, before the host logs a trace.
+if (Cloud.Grains.Disks.DiskPools.Check(builder.Configuration.GetSection("Cloud:DiskPools").Get<string[]>() ?? [])
+        .FirstOrDefault() is { } poolProblem)
+{
+    Console.Error.WriteLine($"cloud-silo: {poolProblem}");
+    return 2;
+}
 if (SiloConfiguration.AddFallbacks(builder.Configuration) is { } configError)
 {
     Console.Error.WriteLine($"cloud-silo: {configError}");
