@@ -50,7 +50,7 @@ public sealed class HostDisks(
     {
         if (!IsRemote(volume.MemberHost(index))) return null;
         var host = volume.MemberHost(index)!;
-        return await OpenOnAsync(host, Server(host, volume), volume.DiskPaths[index], sizeBytes, cancellationToken)
+        return await OpenOnAsync(host, ServerOf(host), volume.DiskPaths[index], sizeBytes, cancellationToken)
             ?? throw new CloudStorageException($"host '{host}' did not create member {volume.DiskPaths[index]}");
     }
 
@@ -94,12 +94,6 @@ public sealed class HostDisks(
             ? grains.GetGrain<IHostDiskGrain>(name)
             : throw new CloudStorageException(
                 $"no live silo serves the disks of host '{host}'; start a silo there (--host-name {host})");
-
-    private IHostDiskGrain Server(string host, VolumeInfo volume) =>
-        ServingSilo(host) is { } name
-            ? grains.GetGrain<IHostDiskGrain>(name)
-            : throw new CloudStorageException(
-                $"no live silo serves the disks of host '{host}' for volume '{volume.Name}'; start a silo there (--host-name {host})");
 
     private async ValueTask<IBlockDevice?> OpenOnAsync(
         string host,
