@@ -75,22 +75,23 @@ public static class SiloTls
             error = $"{why} and needs the silo's certificate: give --tls-cert FILE --tls-key FILE (PEM) or Silo:Tls:StoreThumbprint, and --tls-ca FILE (docs/SECURITY.md); --tls off runs plaintext, which anyone who reaches the ports can join";
             return null;
         }
+        if (files && (string.IsNullOrWhiteSpace(options.CertificateFile) || string.IsNullOrWhiteSpace(options.KeyFile)))
+        {
+            error = $"{why}: --tls-cert FILE and --tls-key FILE go together; give both (PEM)";
+            return null;
+        }
         try
         {
-            if (store) return ClusterCertificates.FromStore(options.StoreThumbprint!, options.AuthorityFile ?? "");
-            if (string.IsNullOrWhiteSpace(options.CertificateFile) || string.IsNullOrWhiteSpace(options.KeyFile))
-            {
-                error = $"{why}: --tls-cert FILE and --tls-key FILE go together; give both (PEM)";
-                return null;
-            }
-            var certificates = ClusterCertificates.FromPemFiles(
-                options.CertificateFile, options.KeyFile, options.AuthorityFile ?? "");
+            var certificates = store
+                ? ClusterCertificates.FromStore(options.StoreThumbprint!, options.AuthorityFile ?? "")
+                : ClusterCertificates.FromPemFiles(options.CertificateFile!, options.KeyFile!, options.AuthorityFile ?? "");
             // A silo's certificate serves its ports and dials other silos, so it needs both key usages.
             if (!certificates.Trusts(certificates.Certificate, ClusterPeer.Silo)
                 || !certificates.Trusts(certificates.Certificate, ClusterPeer.Client))
             {
                 certificates.Dispose();
-                error = $"--tls-cert {options.CertificateFile} is not a silo certificate: it must allow both server and client authentication (extended key usage serverAuth and clientAuth)";
+                var which = store ? $"Silo:Tls:StoreThumbprint {options.StoreThumbprint}" : $"--tls-cert {options.CertificateFile}";
+                error = $"{which} is not a silo certificate: it must allow both server and client authentication (extended key usage serverAuth and clientAuth)";
                 return null;
             }
             return certificates;
