@@ -59,6 +59,18 @@ param postgresHighAvailability bool = true
 @maxValue(730)
 param logRetentionInDays int = 30
 
+@description('Key Vault (in this resource group, Azure RBAC authorization) holding the silo TLS secrets; see docs/SECURITY.md.')
+param tlsKeyVaultName string
+
+@description('Key Vault secret with the silo certificate (PEM, serverAuth and clientAuth).')
+param tlsCertificateSecretName string = 'silo-tls-cert'
+
+@description('Key Vault secret with the silo certificate\'s private key (PEM).')
+param tlsKeySecretName string = 'silo-tls-key'
+
+@description('Key Vault secret with the cluster certificate authority (PEM).')
+param tlsAuthoritySecretName string = 'cluster-ca'
+
 @description('Tags applied to every resource.')
 param tags object = {
   application: 'cloud'
@@ -104,6 +116,21 @@ module monitoringRoles 'modules/monitoring-roles.bicep' = {
   params: {
     appInsightsName: appInsightsName
     siloIdentityName: siloIdentityName
+  }
+}
+
+module tlsSecrets 'modules/tls-secrets.bicep' = {
+  name: 'tls-secrets'
+  // The module finds the identity by name, so it has to wait for it.
+  dependsOn: [
+    identity
+  ]
+  params: {
+    keyVaultName: tlsKeyVaultName
+    siloIdentityName: siloIdentityName
+    certificateSecretName: tlsCertificateSecretName
+    keySecretName: tlsKeySecretName
+    authoritySecretName: tlsAuthoritySecretName
   }
 }
 
@@ -178,6 +205,9 @@ module silos 'modules/silos.bicep' = {
     blobEndpoint: storage.outputs.blobEndpoint
     disksContainerName: storage.outputs.disksContainerName
     clusterId: clusterId
+    tlsCertificateReference: tlsSecrets.outputs.certificateReference
+    tlsKeyReference: tlsSecrets.outputs.keyReference
+    tlsAuthorityReference: tlsSecrets.outputs.authorityReference
     tags: tags
   }
 }

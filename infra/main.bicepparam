@@ -9,6 +9,9 @@ param siloCount = 3
 param siloCpuCores = '2.0'
 param siloMemory = '4Gi'
 param clusterId = 'cloud'
+// The vault with the silo's TLS certificate, key and the cluster CA (docs/SECURITY.md): silo-tls-cert, silo-tls-key,
+// cluster-ca.
+param tlsKeyVaultName = 'cloudprod-kv'
 param postgresVersion = '16'
 param postgresSkuName = 'Standard_D2ds_v5'
 param postgresSkuTier = 'GeneralPurpose'

@@ -11,7 +11,8 @@ using Microsoft.Extensions.Options;
 using Orleans.Configuration;
 
 // The Cloud silo: `dotnet run --project silo -- [--data DIR] [--name NAME] [--silo-port N] [--gateway-port N]
-//                   [--clustering localhost|postgres] [--connection CONNSTRING] [--init-schema]`.
+//                   [--clustering localhost|postgres] [--connection CONNSTRING] [--init-schema]
+//                   [--tls off|on] [--tls-cert FILE --tls-key FILE] [--tls-ca FILE]`.
 // Options come from appsettings.json, environment variables (e.g. Cloud__DataDirectory, Silo__Name) and the
 // command line, in that order of precedence (the command line wins). The environment Aspire and Orleans use
 // (Cloud__Clustering, Cloud__Connection, Orleans__Clustering__*, ConnectionStrings__*, Orleans__Endpoints__*,
@@ -37,6 +38,10 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
     ["--dashboard-port"] = "Http:DashboardPort",
     ["--init-schema"] = "Silo:ApplySchema",
     ["--postgres-sign-in"] = "Silo:PostgresSignIn",
+    ["--tls"] = "Silo:Tls:Mode",
+    ["--tls-cert"] = "Silo:Tls:CertificateFile",
+    ["--tls-key"] = "Silo:Tls:KeyFile",
+    ["--tls-ca"] = "Silo:Tls:AuthorityFile",
 };
 // Flags without a value: rewritten to KEY=true before the pairs are checked.
 string[] flags = ["--init-schema"];
@@ -65,6 +70,9 @@ if (args.Contains("--help") || args.Contains("-h"))
         "                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH] [--nbd-congestion-control NAMES]");
     Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
     Console.WriteLine("                  [--disk-pool DIR]...   (repeatable: this host's disk pools)");
+    Console.WriteLine("                  [--tls off|on] [--tls-cert FILE --tls-key FILE] [--tls-ca FILE]");
+    Console.WriteLine("       TLS (mutual, on the silo and gateway ports) is on by default when --address is not loopback;");
+    Console.WriteLine("       certificates are PEM files (or Silo:Tls:StoreThumbprint): see docs/SECURITY.md.");
     Console.WriteLine("       Cloud.Silo --print-settings   (every configuration key and variable the silo reads)");
     return 0;
 }
@@ -135,6 +143,19 @@ if (silo.Clustering == ClusteringKind.Localhost && !address.Equals(System.Net.IP
     Console.Error.WriteLine(
         $"cloud-silo: --address {silo.Address} needs --clustering postgres; localhost clustering runs on 127.0.0.1 only (--nbd-address and --http-address serve NBD and HTTP elsewhere)");
     return 2;
+}
+// Mutual TLS on the Orleans ports: on by default off loopback, and a silo that should speak it but has no usable
+// certificate does not start (it would otherwise be a plaintext door into the cluster, or fail every handshake).
+using var tls = SiloTls.Load(silo.Tls, address, out var tlsError);
+if (tlsError is not null)
+{
+    Console.Error.WriteLine($"cloud-silo: {tlsError}");
+    return 2;
+}
+if (tls is null && !HostAddress.IsLoopback(address))
+{
+    Console.Error.WriteLine(
+        $"cloud-silo: warning: --tls off on {address}: the silo and gateway ports are plaintext, and anyone who reaches them can join the cluster and call any grain");
 }
 var endpointDefaults = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
 foreach (var key in (string[])["Nbd:Address", "Http:Address"])
@@ -207,6 +228,7 @@ builder.UseOrleans(orleans =>
         orleans.UseLocalhostClustering(
             silo.SiloPort, silo.GatewayPort, serviceId: silo.ServiceId, clusterId: silo.ClusterId);
     }
+    if (tls is not null) orleans.UseCloudTls(tls);
     orleans.Configure<Orleans.Configuration.SiloOptions>(o => o.SiloName = silo.Name);
     orleans.AddCloud();
     orleans.AddCloudGracefulDrain(silo.DrainTimeout);
@@ -237,7 +259,7 @@ catch (IOException ex)
 }
 var cloud = host.Services.GetRequiredService<IOptions<CloudOptions>>().Value;
 Console.WriteLine(
-    $"Cloud silo '{silo.Name}' up: gateway {address}:{silo.GatewayPort}, silo port {silo.SiloPort}, advertised address {address}, cluster '{silo.ClusterId}' on {(silo.Clustering == ClusteringKind.Postgres ? "postgres" : "localhost")} clustering, data {Path.GetFullPath(cloud.DataDirectory)}. Ctrl+C stops it.");
+    $"Cloud silo '{silo.Name}' up: gateway {address}:{silo.GatewayPort}, silo port {silo.SiloPort}, advertised address {address}, cluster '{silo.ClusterId}' on {(silo.Clustering == ClusteringKind.Postgres ? "postgres" : "localhost")} clustering, {(tls is null ? "plaintext" : "mutual TLS")}, data {Path.GetFullPath(cloud.DataDirectory)}. Ctrl+C stops it.");
 await host.WaitForShutdownAsync();
 var drain = host.Services.GetRequiredService<GracefulDrain>();
 Console.WriteLine(drain.LeftOver == 0

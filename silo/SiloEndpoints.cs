@@ -1,10 +1,14 @@
 using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
 using Cloud.Nbd;
 using Cloud.ServiceDefaults;
 using Cloud.Silo.Nbd;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -50,11 +54,13 @@ public static class SiloEndpoints
 
         builder.Services.AddOptions<HttpEndpointOptions>().BindConfiguration(HttpEndpointOptions.SectionName)
             .ValidateOnStart();
-        builder.Services.AddSingleton<IValidateOptions<HttpEndpointOptions>, HttpEndpointOptionsValidator>();
+        var isDevelopment = builder.Environment.IsDevelopment();
+        builder.Services.AddSingleton<IValidateOptions<HttpEndpointOptions>>(
+            new HttpEndpointOptionsValidator(isDevelopment));
         // Kestrel needs its listeners before the host is built; bad values are reported by the validator at start.
         var http = new HttpEndpointOptions();
         builder.Configuration.GetSection(HttpEndpointOptions.SectionName).Bind(http);
-        var valid = new HttpEndpointOptionsValidator().Validate(null, http).Succeeded;
+        var valid = new HttpEndpointOptionsValidator(isDevelopment).Validate(null, http).Succeeded;
         var dashboardPort = valid
             ? http.EffectiveDashboardPort(builder.Environment.IsDevelopment())
             : HttpEndpointOptions.Off;
@@ -72,24 +78,51 @@ public static class SiloEndpoints
         else
         {
             var address = IPAddress.Parse(http.Address);
+            // Validated above: the files load, so this cannot fail here.
+            var certificate = dashboardPort != HttpEndpointOptions.Off && http.DashboardSecured
+                ? X509Certificate2.CreateFromPemFile(http.CertificateFile!, http.KeyFile!)
+                : null;
+            var credentials = certificate is null
+                ? null
+                : new DashboardCredentials(http.DashboardUser!, DashboardPassword.Read(http.DashboardPasswordFile!));
             builder.WebHost.UseKestrel(kestrel =>
             {
-                foreach (var port in new[] { healthPort, dashboardPort }
-                    .Where(p => p != HttpEndpointOptions.Off).Distinct())
-                    kestrel.Listen(address, port);
+                if (healthPort != HttpEndpointOptions.Off)
+                    kestrel.Listen(address, healthPort, l => { if (healthPort == dashboardPort && certificate is not null) l.UseHttps(certificate); });
+                if (dashboardPort != HttpEndpointOptions.Off && dashboardPort != healthPort)
+                    kestrel.Listen(http.DashboardAddress(), dashboardPort, l => { if (certificate is not null) l.UseHttps(certificate); });
             });
             // Mapped from a startup filter so that Program.cs stays one call (it is shared with other work on the
             // host).
-            builder.Services.AddSingleton<IStartupFilter>(new EndpointsStartupFilter(healthPort, dashboardPort));
+            builder.Services.AddSingleton<IStartupFilter>(
+                new EndpointsStartupFilter(healthPort, dashboardPort, credentials));
         }
         builder.Services.AddHostedService<EndpointAnnouncer>();
         return builder;
     }
 
-    private sealed class EndpointsStartupFilter(int healthPort, int dashboardPort) : IStartupFilter
+    private sealed class EndpointsStartupFilter(int healthPort, int dashboardPort, DashboardCredentials? credentials)
+        : IStartupFilter
     {
         public Action<IApplicationBuilder> Configure(Action<IApplicationBuilder> next) => app =>
         {
+            if (credentials is not null)
+            {
+                // Everything on the dashboard's port but the health probes asks for the user and password.
+                app.Use(async (context, nextStep) =>
+                {
+                    var probe = context.Request.Path.StartsWithSegments(CloudTelemetry.HealthEndpointPath)
+                        || context.Request.Path.StartsWithSegments(CloudTelemetry.AliveEndpointPath);
+                    if (context.Connection.LocalPort == dashboardPort && !probe
+                        && !credentials.Allows(context.Request.Headers.Authorization.ToString()))
+                    {
+                        context.Response.StatusCode = StatusCodes.Status401Unauthorized;
+                        context.Response.Headers.WWWAuthenticate = "Basic realm=\"Cloud dashboard\", charset=\"UTF-8\"";
+                        return;
+                    }
+                    await nextStep(context);
+                });
+            }
             app.UseRouting();
             app.UseEndpoints(endpoints =>
             {
@@ -104,6 +137,22 @@ public static class SiloEndpoints
             });
             next(app);
         };
+    }
+
+    /// <summary>The dashboard's user and password, checked against HTTP basic authentication in constant time.</summary>
+    private sealed class DashboardCredentials(string user, string password)
+    {
+        private readonly byte[] _expected = Encoding.UTF8.GetBytes($"{user}:{password}");
+
+        public bool Allows(string authorization)
+        {
+            const string scheme = "Basic ";
+            if (!authorization.StartsWith(scheme, StringComparison.OrdinalIgnoreCase)) return false;
+            byte[] given;
+            try { given = Convert.FromBase64String(authorization[scheme.Length..].Trim()); }
+            catch (FormatException) { return false; }
+            return CryptographicOperations.FixedTimeEquals(given, _expected);
+        }
     }
 
     /// <summary>A server that serves nothing, for a silo with every HTTP endpoint off.</summary>
@@ -148,7 +197,8 @@ internal sealed class EndpointAnnouncer(
                 $"Health checks at http://{o.Address}:{o.Port}{CloudTelemetry.HealthEndpointPath} and {CloudTelemetry.AliveEndpointPath}");
         var dashboardPort = o.EffectiveDashboardPort(environment.IsDevelopment());
         if (dashboardPort != HttpEndpointOptions.Off)
-            Console.WriteLine($"Orleans Dashboard at http://{o.Address}:{dashboardPort}/");
+            Console.WriteLine(
+                $"Orleans Dashboard at {(o.DashboardSecured ? "https" : "http")}://{o.DashboardAddress()}:{dashboardPort}/{(o.DashboardSecured ? " (user and password required)" : "")}");
         return Task.CompletedTask;
     }
 

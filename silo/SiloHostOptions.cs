@@ -98,9 +98,12 @@ public sealed class SiloHostOptions
     /// </summary>
     public TimeSpan DrainTimeout { get; set; } = DefaultDrainTimeout;
 
+    /// <summary>Mutual TLS on the silo and gateway ports (section <c>Silo:Tls</c>; see <see cref="SiloTlsOptions"/>).</summary>
+    public SiloTlsOptions Tls { get; set; } = new();
+
     /// <inheritdoc />
     public override string ToString() =>
-        $"Name={Name} Address={Address} SiloPort={SiloPort} GatewayPort={GatewayPort} Clustering={Clustering} Connection={(Connection is null ? "(none)" : "(redacted)")}";
+        $"Name={Name} Address={Address} SiloPort={SiloPort} GatewayPort={GatewayPort} Clustering={Clustering} Connection={(Connection is null ? "(none)" : "(redacted)")} Tls={Tls.Mode?.ToString() ?? "(by address)"}";
 }
 
 /// <summary>Validates <see cref="SiloHostOptions"/>, naming the bad field, its value and what is allowed.</summary>

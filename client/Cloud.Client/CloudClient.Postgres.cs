@@ -3,6 +3,7 @@ using Cloud.Clustering.Postgres;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Orleans.Hosting;
 
 namespace Cloud.Client;
 
@@ -22,10 +23,28 @@ public sealed partial class CloudClient
     /// <param name="serviceId">The service id the silos were started with.</param>
     /// <param name="cancellationToken">Cancels connecting.</param>
     /// <exception cref="CloudRequestException">The connection string is not valid or no gateway answered.</exception>
-    public static async Task<CloudClient> ConnectPostgresAsync(
+    public static Task<CloudClient> ConnectPostgresAsync(
         string connectionString,
         string clusterId = "cloud",
         string serviceId = "cloud",
+        CancellationToken cancellationToken = default)
+        => ConnectPostgresAsync(connectionString, clusterId, serviceId, tls: null, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="ConnectPostgresAsync(string, string, string, CancellationToken)"/>, over mutual TLS to every
+    /// gateway when <paramref name="tls"/> is given.
+    /// </summary>
+    /// <param name="connectionString">The clustering database (an Npgsql connection string).</param>
+    /// <param name="clusterId">The cluster id the silos were started with.</param>
+    /// <param name="serviceId">The service id the silos were started with.</param>
+    /// <param name="tls">The client's certificate and the cluster authority, or null for plaintext.</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <exception cref="CloudRequestException">The connection string is not valid or no gateway answered.</exception>
+    public static async Task<CloudClient> ConnectPostgresAsync(
+        string connectionString,
+        string clusterId,
+        string serviceId,
+        ClusterCertificates? tls,
         CancellationToken cancellationToken = default)
     {
         var builder = Host.CreateApplicationBuilder(
@@ -36,6 +55,7 @@ public sealed partial class CloudClient
             builder.UseOrleansClient(client =>
             {
                 client.UseCloudPostgresClustering(connectionString);
+                if (tls is not null) client.UseTls(o => tls.Configure(o, ClusterPeer.Silo));
                 client.AddActivityPropagation();
                 client.Configure<Orleans.Configuration.ClusterOptions>(
                     o => { o.ClusterId = clusterId; o.ServiceId = serviceId; });

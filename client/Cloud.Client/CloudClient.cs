@@ -5,6 +5,7 @@ using Cloud.Grains.Abstractions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Orleans.Hosting;
 
 namespace Cloud.Client;
 
@@ -38,11 +39,30 @@ public sealed partial class CloudClient : IAsyncDisposable
     /// <summary>The underlying Orleans client.</summary>
     public IClusterClient Cluster { get; }
 
-    /// <summary>Connects to a silo's gateway (<c>HOST:PORT</c>).</summary>
-    public static async Task<CloudClient> ConnectAsync(
+    /// <summary>Connects to a silo's gateway (<c>HOST:PORT</c>) in plaintext.</summary>
+    public static Task<CloudClient> ConnectAsync(
         string gateway = DefaultGateway,
         string clusterId = "cloud",
         string serviceId = "cloud",
+        CancellationToken cancellationToken = default)
+        => ConnectAsync(gateway, clusterId, serviceId, tls: null, cancellationToken);
+
+    /// <summary>
+    /// Connects to a silo's gateway (<c>HOST:PORT</c>), over mutual TLS when <paramref name="tls"/> is given: the client
+    /// presents its certificate and accepts only a gateway whose certificate chains to the cluster's authority.
+    /// </summary>
+    /// <param name="gateway">The gateway, <c>HOST:PORT</c>.</param>
+    /// <param name="clusterId">The cluster id the silos were started with.</param>
+    /// <param name="serviceId">The service id the silos were started with.</param>
+    /// <param name="tls">The client's certificate and the cluster authority, or null for plaintext.</param>
+    /// <param name="cancellationToken">Cancels connecting.</param>
+    /// <exception cref="CloudRequestException">The gateway is not HOST:PORT, or no gateway answered (a refused TLS
+    /// handshake looks the same from here: the gateway drops the connection).</exception>
+    public static async Task<CloudClient> ConnectAsync(
+        string gateway,
+        string clusterId,
+        string serviceId,
+        ClusterCertificates? tls,
         CancellationToken cancellationToken = default)
     {
         var endpoint = await ResolveAsync(gateway, cancellationToken).ConfigureAwait(false);
@@ -52,6 +72,7 @@ public sealed partial class CloudClient : IAsyncDisposable
         builder.UseOrleansClient(client =>
         {
             client.UseStaticClustering(endpoint);
+            if (tls is not null) client.UseTls(o => tls.Configure(o, ClusterPeer.Silo));
             // A caller's Activity.Current reaches the silos, so that its request and the silos' spans form one trace.
             client.AddActivityPropagation();
             client.Configure<Orleans.Configuration.ClusterOptions>(

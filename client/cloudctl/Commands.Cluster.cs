@@ -33,6 +33,35 @@ internal static partial class Commands
         DefaultValueFactory = _ => FromEnvironment("CLOUD_CLUSTER_ID", "Orleans__ClusterId") ?? "cloud",
     };
 
+    // The client's TLS identity. No DefaultValueFactory: the environment is read when connecting (ClientCertificates),
+    // so that help shows the variables' names and never a path or value from this machine.
+    private static readonly Option<string?> TlsCertificate = new("--tls-cert")
+    {
+        Description = $"The client certificate (PEM) for a cluster that speaks TLS (default: ${ClusterCertificates.CertificateVariable})",
+        Recursive = true,
+    };
+
+    private static readonly Option<string?> TlsKey = new("--tls-key")
+    {
+        Description = $"The client certificate's private key (PEM; default: ${ClusterCertificates.KeyVariable})",
+        Recursive = true,
+    };
+
+    private static readonly Option<string?> TlsAuthority = new("--tls-ca")
+    {
+        Description = $"The cluster's certificate authority (PEM) the gateways' certificates must chain to (default: ${ClusterCertificates.AuthorityVariable})",
+        Recursive = true,
+    };
+
+    /// <summary>
+    /// The client certificates the options (or else the environment) name, or null for plaintext; a partial or
+    /// unusable set throws <see cref="ClusterCertificateException"/> with one line.
+    /// </summary>
+    private static ClusterCertificates? ClientCertificates(ParseResult p) => ClusterCertificates.FromFiles(
+        p.GetValue(TlsCertificate) ?? FromEnvironment(ClusterCertificates.CertificateVariable),
+        p.GetValue(TlsKey) ?? FromEnvironment(ClusterCertificates.KeyVariable),
+        p.GetValue(TlsAuthority) ?? FromEnvironment(ClusterCertificates.AuthorityVariable));
+
     private static string? FromEnvironment(params string[] names) =>
         names.Select(Environment.GetEnvironmentVariable).FirstOrDefault(v => !string.IsNullOrEmpty(v));
 
@@ -47,6 +76,9 @@ internal static partial class Commands
         root.Options.Add(Clustering);
         root.Options.Add(Connection);
         root.Options.Add(ClusterId);
+        root.Options.Add(TlsCertificate);
+        root.Options.Add(TlsKey);
+        root.Options.Add(TlsAuthority);
     }
 
     /// <summary>
@@ -58,8 +90,8 @@ internal static partial class Commands
             ? "--clustering postgres needs --connection with a PostgreSQL connection string (or $CLOUD_CONNECTION)"
             : null;
 
-    /// <summary>Connects the way the options say.</summary>
-    private static Task<CloudClient> ConnectAsync(ParseResult p)
+    /// <summary>Connects the way the options say, over TLS when a client certificate is given.</summary>
+    private static Task<CloudClient> ConnectAsync(ParseResult p, ClusterCertificates? tls)
     {
         if (p.GetValue(Clustering) == "postgres")
         {
@@ -67,9 +99,9 @@ internal static partial class Commands
             if (string.IsNullOrWhiteSpace(connection))
                 throw new CloudRequestException(
                     "--clustering postgres needs --connection with a PostgreSQL connection string (or $CLOUD_CONNECTION)");
-            return CloudClient.ConnectPostgresAsync(connection, p.GetValue(ClusterId)!, p.GetValue(ClusterId)!);
+            return CloudClient.ConnectPostgresAsync(connection, p.GetValue(ClusterId)!, p.GetValue(ClusterId)!, tls);
         }
-        return CloudClient.ConnectAsync(p.GetValue(Gateway)!, p.GetValue(ClusterId)!, p.GetValue(ClusterId)!);
+        return CloudClient.ConnectAsync(p.GetValue(Gateway)!, p.GetValue(ClusterId)!, p.GetValue(ClusterId)!, tls);
     }
 
     private static Command DbCommand()

@@ -474,15 +474,30 @@ internal static partial class Commands
     /// </summary>
     private static async Task<int> RunAsync(ParseResult p, Func<CloudClient, Task<int>> action)
     {
+        ClusterCertificates? tls;
         try
         {
-            await using var client = await ConnectAsync(p);
+            tls = ClientCertificates(p);
+        }
+        catch (ClusterCertificateException ex)
+        {
+            // A certificate that cannot be used is bad usage: nothing was sent.
+            Console.Error.WriteLine($"cloudctl: {ex.Message}");
+            return ExitCodes.Usage;
+        }
+        try
+        {
+            await using var client = await ConnectAsync(p, tls);
             return await action(client);
         }
         catch (Exception ex)
         {
             Console.Error.WriteLine($"cloudctl: {ErrorLine(ex)}");
             return ExitCodes.Failed;
+        }
+        finally
+        {
+            tls?.Dispose();
         }
     }
 

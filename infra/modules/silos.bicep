@@ -55,6 +55,15 @@ param disksContainerName string
 @description('Orleans cluster id.')
 param clusterId string
 
+@description('Key Vault reference (secret URI) of the silo TLS certificate, PEM.')
+param tlsCertificateReference string
+
+@description('Key Vault reference (secret URI) of the silo TLS private key, PEM.')
+param tlsKeyReference string
+
+@description('Key Vault reference (secret URI) of the cluster certificate authority, PEM.')
+param tlsAuthorityReference string
+
 @description('Tags applied to every resource.')
 param tags object
 
@@ -63,6 +72,9 @@ var siloPort = 11111
 var gatewayPort = 30000
 var nbdPort = 10809
 var healthPort = 8080
+
+// Where the TLS secrets are mounted as files; the silo reads them at start (Silo__Tls__*).
+var tlsDirectory = '/etc/cloud/tls'
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
   name: workspaceName
@@ -140,6 +152,24 @@ resource silo 'Microsoft.App/containerApps@2024-03-01' = {
           }
         ]
       }
+      // The TLS certificate, key and authority, fetched from Key Vault with the silo identity; never in the template.
+      secrets: [
+        {
+          name: 'silo-tls-cert'
+          keyVaultUrl: tlsCertificateReference
+          identity: siloIdentityId
+        }
+        {
+          name: 'silo-tls-key'
+          keyVaultUrl: tlsKeyReference
+          identity: siloIdentityId
+        }
+        {
+          name: 'cluster-ca'
+          keyVaultUrl: tlsAuthorityReference
+          identity: siloIdentityId
+        }
+      ]
       registries: empty(registryServer) ? [] : [
         {
           server: registryServer
@@ -181,6 +211,17 @@ resource silo 'Microsoft.App/containerApps@2024-03-01' = {
             { name: 'PageBlobs__DefaultContainer', value: disksContainerName }
             { name: 'Nbd__Port', value: string(nbdPort) }
             { name: 'Http__Port', value: string(healthPort) }
+            // Mutual TLS between silos and with clients: on by default off loopback; said here so it cannot be lost.
+            { name: 'Silo__Tls__Mode', value: 'on' }
+            { name: 'Silo__Tls__CertificateFile', value: '${tlsDirectory}/silo.crt' }
+            { name: 'Silo__Tls__KeyFile', value: '${tlsDirectory}/silo.key' }
+            { name: 'Silo__Tls__AuthorityFile', value: '${tlsDirectory}/ca.crt' }
+          ]
+          volumeMounts: [
+            {
+              volumeName: 'tls'
+              mountPath: tlsDirectory
+            }
           ]
           probes: [
             {
@@ -200,6 +241,26 @@ resource silo 'Microsoft.App/containerApps@2024-03-01' = {
               }
               periodSeconds: 5
               failureThreshold: 3
+            }
+          ]
+        }
+      ]
+      volumes: [
+        {
+          name: 'tls'
+          storageType: 'Secret'
+          secrets: [
+            {
+              secretRef: 'silo-tls-cert'
+              path: 'silo.crt'
+            }
+            {
+              secretRef: 'silo-tls-key'
+              path: 'silo.key'
+            }
+            {
+              secretRef: 'cluster-ca'
+              path: 'ca.crt'
             }
           ]
         }

@@ -63,6 +63,25 @@ public sealed class HostBedOptions
 
     /// <summary>Extra environment for every silo.</summary>
     public Dictionary<string, string> Environment { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Mutual TLS on every silo (the bed's addresses are loopback, so it is off unless given), or null.</summary>
+    public HostBedTls? Tls { get; set; }
+}
+
+/// <summary>
+/// The bed's TLS: the cluster authority, each host's certificate and key (written into that host's 0700 directory,
+/// mode 0600 and owned by its user, so no other host can read a key), and the certificate the bed's clients present.
+/// </summary>
+public sealed class HostBedTls
+{
+    /// <summary>The cluster authority's certificate, PEM.</summary>
+    public required string AuthorityPem { get; init; }
+
+    /// <summary>Host's certificate and private key, PEM; called at each start of the host.</summary>
+    public required Func<BedHost, (string CertificatePem, string KeyPem)> HostCertificate { get; init; }
+
+    /// <summary>What <see cref="HostBed.ConnectAsync"/> and <see cref="HostBed.ConnectToAsync"/> present.</summary>
+    public required ClusterCertificates Client { get; init; }
 }
 
 /// <summary>
@@ -239,6 +258,7 @@ public sealed class HostBed : IAsyncDisposable
         ];
         if (applySchema) args.Add("--init-schema");
         if (_options.DiskPools) args.AddRange(["--disk-pool", host.PoolDirectory]);
+        if (_options.Tls is { } tls) args.AddRange(WriteTlsFiles(host, tls));
         var environment = new Dictionary<string, string>(_options.Environment, StringComparer.Ordinal)
         {
             ["HOME"] = host.Directory,
@@ -252,6 +272,27 @@ public sealed class HostBed : IAsyncDisposable
         _processes[index] = process;
         await process.WaitForOutputAsync($"Cloud silo '{host.Name}' up", StartTimeout).ConfigureAwait(false);
         _log?.Invoke($"{DateTime.UtcNow:HH:mm:ss.fff} started {host.Name} at {host.Address} (pid {process.Id})");
+    }
+
+    /// <summary>
+    /// Writes host's certificate, key and the authority into its private directory (the key mode 0600, all owned by
+    /// the host's user) and returns the silo's TLS switches for them.
+    /// </summary>
+    private string[] WriteTlsFiles(BedHost host, HostBedTls tls)
+    {
+        var dir = Path.Combine(host.Directory, "tls");
+        Directory.CreateDirectory(dir);
+        var (certificatePem, keyPem) = tls.HostCertificate(host);
+        string certificate = Path.Combine(dir, "silo.crt"), key = Path.Combine(dir, "silo.key"),
+            authority = Path.Combine(dir, "ca.crt");
+        File.WriteAllText(key, "");
+        File.SetUnixFileMode(key, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        File.WriteAllText(key, keyPem);
+        File.WriteAllText(certificate, certificatePem);
+        File.WriteAllText(authority, tls.AuthorityPem);
+        File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        if (SeparateUsers) Chown(dir, host.Uid, host.Gid);
+        return ["--tls", "on", "--tls-cert", certificate, "--tls-key", key, "--tls-ca", authority];
     }
 
     /// <summary>SIGKILL: a host's crash, with no drain and no goodbye to the cluster.</summary>
@@ -345,12 +386,13 @@ public sealed class HostBed : IAsyncDisposable
     /// A client bound to host <paramref name="index"/>'s gateway alone (that host is the first server of its writes).
     /// </summary>
     public Task<CloudClient> ConnectToAsync(int index)
-        => CloudClient.ConnectAsync(Gateway(index), ClusterId, ClusterId);
+        => CloudClient.ConnectAsync(Gateway(index), ClusterId, ClusterId, _options.Tls?.Client);
 
     /// <summary>
     /// A client that finds the gateways through PostgreSQL (and moves to another when its gateway dies).
     /// </summary>
-    public Task<CloudClient> ConnectAsync() => CloudClient.ConnectPostgresAsync(ConnectionString, ClusterId, ClusterId);
+    public Task<CloudClient> ConnectAsync()
+        => CloudClient.ConnectPostgresAsync(ConnectionString, ClusterId, ClusterId, _options.Tls?.Client);
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync()

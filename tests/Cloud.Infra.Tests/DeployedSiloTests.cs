@@ -39,6 +39,10 @@ public sealed class DeployedSiloTests
         var spec = await SiloContainerSpec.CompileAsync(DeploymentContractTests.AzureParameters);
         Assert.Empty(DeploymentContractTests.UnreadKeys(spec.Environment.Select(e => e.Name)));
         using var root = new TemporaryDirectory();
+        using var authority = TestCertificates.CreateAuthority();
+        var clientFiles = authority.IssueClient("operator").WriteTo(root.Path, "operator");
+        using var clientTls = ClusterCertificates.FromPemFiles(
+            clientFiles.CertificateFile, clientFiles.KeyFile, authority.WriteAuthority(root.Path));
         var clusterId = spec["Silo__ClusterId"];
         var container = spec["PageBlobs__DefaultContainer"];
         var gatewayPort = int.Parse(spec["Silo__GatewayPort"], System.Globalization.CultureInfo.InvariantCulture);
@@ -57,6 +61,7 @@ public sealed class DeployedSiloTests
             env["CLOUD_HOST_ADDRESS"] = host.ToString();
             env["Silo__Name"] = $"replica-{host.GetAddressBytes()[3]}";
             env["Cloud__DataDirectory"] = Path.Combine(root.Path, host.ToString());
+            SwapCertificateFiles(env, authority, Path.Combine(root.Path, $"tls-{host}"));
             return env;
         }
 
@@ -68,7 +73,7 @@ public sealed class DeployedSiloTests
         {
             foreach (var host in hosts) await AssertProbesAnswerAsync(spec, host);
             var creator = hosts[0];
-            await using (var client = await CloudClient.ConnectAsync($"{creator}:{gatewayPort}", clusterId))
+            await using (var client = await CloudClient.ConnectAsync($"{creator}:{gatewayPort}", clusterId, clusterId, clientTls))
             {
                 var info = await client.CreateVolumeAsync(
                     new VolumeSpec("deployed", 4 << 20, VolumeLevel.Raid1, 2, VolumeSpec.DefaultChunkSizeBytes, true));
@@ -93,7 +98,7 @@ public sealed class DeployedSiloTests
 
             // The replica that created the volume dies without a goodbye; the other two serve it.
             await silos[0].Process.KillAsync();
-            await using (var client = await CloudClient.ConnectAsync($"{hosts[1]}:{gatewayPort}", clusterId))
+            await using (var client = await CloudClient.ConnectAsync($"{hosts[1]}:{gatewayPort}", clusterId, clusterId, clientTls))
             {
                 Assert.Equal(pattern, await SdkReadAsync(client, "deployed", 1 << 20, pattern.Length));
                 Assert.Equal(
@@ -129,6 +134,8 @@ public sealed class DeployedSiloTests
         env[FakeManagedIdentity.HeaderVariable] = "no-identity-here";
         env["CLOUD_HOST_ADDRESS"] = NewHostAddress().ToString();
         env["Cloud__DataDirectory"] = root.Path;
+        using var authority = TestCertificates.CreateAuthority();
+        SwapCertificateFiles(env, authority, Path.Combine(root.Path, "tls"));
 
         await using var silo = ChildProcess.StartDotnet(
             "silo without a token", Path.Combine(AppContext.BaseDirectory, "Cloud.Silo.dll"), [], env);
@@ -142,6 +149,21 @@ public sealed class DeployedSiloTests
             StringComparison.Ordinal);
         Assert.Contains(EntraTokenPassword.Scope, silo.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", silo.Output, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// The swap for the Key Vault secrets the template mounts as files: the same three settings, pointing at a silo
+    /// certificate, its key and the authority written into <paramref name="directory"/>.
+    /// </summary>
+    private static void SwapCertificateFiles(Dictionary<string, string> env, TestCertificates authority, string directory)
+    {
+        foreach (var setting in (string[])["Silo__Tls__CertificateFile", "Silo__Tls__KeyFile", "Silo__Tls__AuthorityFile"])
+            Assert.True(env.ContainsKey(setting), $"the template gives the silo no {setting}");
+        Directory.CreateDirectory(directory);
+        var (certificate, key) = authority.IssueSilo("replica").WriteTo(directory, "silo");
+        env["Silo__Tls__CertificateFile"] = certificate;
+        env["Silo__Tls__KeyFile"] = key;
+        env["Silo__Tls__AuthorityFile"] = authority.WriteAuthority(directory);
     }
 
     private sealed record RunningSilo(ChildProcess Process) : IAsyncDisposable

@@ -21,6 +21,9 @@ public sealed class DeploymentContractTests
         ["siloIdentityName"] = "cloudprod-silo-id",
         ["blobEndpoint"] = "https://cloudproddisksabc123.blob.core.windows.net/",
         ["disksContainerName"] = "disks",
+        ["tlsCertificateReference"] = "https://cloudprod-kv.vault.example/secrets/silo-tls-cert",
+        ["tlsKeyReference"] = "https://cloudprod-kv.vault.example/secrets/silo-tls-key",
+        ["tlsAuthorityReference"] = "https://cloudprod-kv.vault.example/secrets/cluster-ca",
     };
 
     [Fact]
@@ -59,6 +62,20 @@ public sealed class DeploymentContractTests
         Assert.Equal(HostAddress.Auto, spec["Silo__Address"]);
         Assert.Equal(AzureParameters["blobEndpoint"], spec["PageBlobs__ServiceUri"]);
         Assert.Equal(AzureParameters["disksContainerName"], spec["PageBlobs__DefaultContainer"]);
+    }
+
+    [Fact]
+    public async Task Template_GivesTheSiloItsCertificate_AsFilesOfKeyVaultSecrets()
+    {
+        var spec = await SiloContainerSpec.CompileAsync(AzureParameters);
+        var silo = Bind<SiloHostOptions>(spec, SiloHostOptions.SectionName);
+
+        // Silo__Address=auto is not loopback, so TLS would be on anyway; the template says so, and names the files.
+        Assert.Equal(TlsMode.On, silo.Tls.Mode);
+        string[] files = [silo.Tls.CertificateFile!, silo.Tls.KeyFile!, silo.Tls.AuthorityFile!];
+        Assert.Equal(files.Order(StringComparer.Ordinal), spec.SecretFiles.Select(f => f.Path).Order(StringComparer.Ordinal));
+        Assert.All(spec.SecretFiles, f => Assert.True(f.FromKeyVault && !f.Inline, $"{f.Path} is not a Key Vault reference"));
+        Assert.Null(silo.Tls.StoreThumbprint);
     }
 
     [Fact]

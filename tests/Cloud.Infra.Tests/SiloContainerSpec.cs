@@ -4,6 +4,13 @@ using System.Text.RegularExpressions;
 
 namespace Cloud.Infra.Tests;
 
+/// <summary>A file a secret volume mounts in the silo container.</summary>
+/// <param name="Path">The file's path in the container.</param>
+/// <param name="Secret">The container app secret it holds.</param>
+/// <param name="FromKeyVault">The secret is a Key Vault reference.</param>
+/// <param name="Inline">The secret's value is in the template itself.</param>
+internal sealed record SecretFile(string Path, string Secret, bool FromKeyVault, bool Inline);
+
 /// <summary>An HTTP probe of the silo container, as the compiled template gives it.</summary>
 internal sealed record ContainerProbe(string Type, string Path, int Port);
 
@@ -29,6 +36,18 @@ internal sealed partial class SiloContainerSpec
             p!["type"]!.GetValue<string>(),
             p["httpGet"]!["path"]!.GetValue<string>(),
             Number(p["httpGet"]!["port"]!)))];
+        var mounts = container["volumeMounts"]?.AsArray().ToDictionary(
+            m => m!["volumeName"]!.GetValue<string>(), m => Evaluate(m!["mountPath"]!.GetValue<string>()))
+            ?? [];
+        var secrets = app["properties"]!["configuration"]!["secrets"]?.AsArray().ToDictionary(
+            s => s!["name"]!.GetValue<string>(), s => s!.AsObject()) ?? [];
+        SecretFiles = [.. (app["properties"]!["template"]!["volumes"]?.AsArray() ?? [])
+            .Where(v => v!["storageType"]?.GetValue<string>() == "Secret" && mounts.ContainsKey(v["name"]!.GetValue<string>()))
+            .SelectMany(v => v!["secrets"]!.AsArray().Select(f => new SecretFile(
+                $"{mounts[v["name"]!.GetValue<string>()]}/{f!["path"]!.GetValue<string>()}",
+                f["secretRef"]!.GetValue<string>(),
+                secrets.TryGetValue(f["secretRef"]!.GetValue<string>(), out var secret) && secret["keyVaultUrl"] is not null,
+                secrets.TryGetValue(f["secretRef"]!.GetValue<string>(), out var inline) && inline["value"] is not null)))];
         var ingress = app["properties"]!["configuration"]!["ingress"]!;
         IngressPorts = [Number(ingress["targetPort"]!), .. ingress["additionalPortMappings"]!.AsArray()
             .Select(m => Number(m!["targetPort"]!))];
@@ -36,6 +55,9 @@ internal sealed partial class SiloContainerSpec
 
     /// <summary>The container's environment, in the template's order, values evaluated.</summary>
     public IReadOnlyList<(string Name, string Value)> Environment { get; }
+
+    /// <summary>The files the container's secret volumes mount, and where each secret comes from.</summary>
+    public IReadOnlyList<SecretFile> SecretFiles { get; }
 
     /// <summary>The liveness and readiness probes.</summary>
     public IReadOnlyList<ContainerProbe> Probes { get; }
