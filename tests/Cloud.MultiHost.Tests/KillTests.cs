@@ -82,6 +82,9 @@ public sealed class KillTests(ThreeHostsOnPageBlobs hosts, ITestOutputHelper out
             Assert.Equal(victim, await Bed.CatalogHostAsync(survivor));
 
             var killedAt = writers.Select(w => w.Stream.Now).ToArray();
+            foreach (var w in writers)
+                Log($"before the kill, through {Bed.Hosts[w.Host].Name}: {w.Stream.DescribeStalls(TimeSpan.Zero)}");
+            Log($"killing {Bed.Hosts[victim].Name} at {DateTime.UtcNow:HH:mm:ss.fff} UTC");
             await Bed.KillAsync(victim);
             await AssertFlowingAsync(writers, AfterKillAcks, $"writes did not flow again after killing {Bed.Hosts[victim].Name}");
             for (var k = 0; k < writers.Count; k++)
