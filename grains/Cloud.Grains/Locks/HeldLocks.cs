@@ -15,6 +15,13 @@ namespace Cloud.Grains.Locks;
 /// </summary>
 public sealed class HeldLocks
 {
+    /// <summary>
+    /// How long one lock call waits inside the partition-lock grain before this silo asks again (see
+    /// <see cref="LockRequest.MaxWait"/>): a call parked in the grain for longer would hold up the grain's deactivation,
+    /// and every call queued behind it, when a silo dies (<see cref="PartitionLockGrain"/>'s remarks).
+    /// </summary>
+    public static readonly TimeSpan WaitSlice = TimeSpan.FromSeconds(1);
+
     private readonly ConcurrentDictionary<(string Partition, long Token), LockGrant> _held = new();
 
     /// <summary>Locks held now, on every partition (for status and tests).</summary>
@@ -28,7 +35,7 @@ public sealed class HeldLocks
     public async Task<LockGrant> AcquireAsync(IPartitionLockGrain lockGrain, LockRequest request)
     {
         var start = Stopwatch.GetTimestamp();
-        var grant = await lockGrain.AcquireAsync(request).ConfigureAwait(false);
+        var grant = await InSlicesAsync(request, lockGrain.AcquireAsync).ConfigureAwait(false);
         _held[(lockGrain.GetPrimaryKeyString(), grant.FencingToken)] = grant;
         CloudMetrics.LockWait.Record(Stopwatch.GetElapsedTime(start).TotalSeconds,
             new KeyValuePair<string, object?>("mode", request.Mode == LockMode.Exclusive ? "exclusive" : "shared"));
@@ -44,12 +51,34 @@ public sealed class HeldLocks
         ImmutableArray<long> batchTimestamps)
     {
         var start = Stopwatch.GetTimestamp();
-        var grant = await lockGrain.AcquireForWriteAsync(
-            request, firstBlock, blockCount, batchTimestamps).ConfigureAwait(false);
+        var grant = await InSlicesAsync(
+            request, sliced => lockGrain.AcquireForWriteAsync(sliced, firstBlock, blockCount, batchTimestamps))
+            .ConfigureAwait(false);
         _held[(lockGrain.GetPrimaryKeyString(), grant.Grant.FencingToken)] = grant.Grant;
         CloudMetrics.LockWait.Record(
             Stopwatch.GetElapsedTime(start).TotalSeconds, new KeyValuePair<string, object?>("mode", "exclusive"));
         return grant;
+    }
+
+    /// <summary>
+    /// Calls <paramref name="acquire"/> with the request bounded to <see cref="WaitSlice"/> until it is granted: each
+    /// call that ends without a grant is asked again under the same wait id (keeping the wait's place in the queue)
+    /// and the same pending-versions bound. Like an unbounded call, the wait ends only with a grant or an error.
+    /// </summary>
+    private static async Task<T> InSlicesAsync<T>(LockRequest request, Func<LockRequest, Task<T>> acquire)
+    {
+        var sliced = request with { MaxWait = WaitSlice, WaitId = Guid.NewGuid() };
+        while (true)
+        {
+            try
+            {
+                return await acquire(sliced).ConfigureAwait(false);
+            }
+            catch (LockWaitSliceEndedException ended) when (ended.WaitId == sliced.WaitId)
+            {
+                if (ended.PendingBelow != 0) sliced = sliced with { PendingBelow = ended.PendingBelow };
+            }
+        }
     }
 
     /// <summary>

@@ -28,6 +28,12 @@ public enum LockMode
 /// below the request's arrival (0, the default). A sub-block write that already took its timestamp T reads its block
 /// after every older version and must not wait for T itself, which settles only after that read.
 /// </param>
+/// <param name="MaxWait">
+/// How long one call may wait inside the grain: zero (the default) waits until the lock is granted; 0-10 s ends the
+/// call with <see cref="LockWaitSliceEndedException"/> when the lock is not granted by then, and the caller asks again
+/// with the same <paramref name="WaitId"/>, keeping its place in the queue (<see cref="HeldLocks"/> does).
+/// </param>
+/// <param name="WaitId">Names one wait across the calls of a bounded wait; required with <paramref name="MaxWait"/>.</param>
 [GenerateSerializer, Immutable, Alias("cloud.LockRequest")]
 public sealed record LockRequest(
     [property: Id(0)] long FirstStripe,
@@ -36,7 +42,9 @@ public sealed record LockRequest(
     [property: Id(3)] string HolderSilo,
     [property: Id(4)] TimeSpan Lease,
     [property: Id(5)] bool WaitForPendingWrites,
-    [property: Id(6)] long PendingBelow = 0);
+    [property: Id(6)] long PendingBelow = 0,
+    [property: Id(7)] TimeSpan MaxWait = default,
+    [property: Id(8)] Guid WaitId = default);
 
 /// <summary>A granted lock. The fencing token is presented before each disk write and at release.</summary>
 [GenerateSerializer, Immutable, Alias("cloud.LockGrant")]
@@ -130,7 +138,11 @@ public interface IPartitionLockGrain : IGrainWithStringKey
     [Alias("NextTimestamp")]
     Task<TimestampGrant> NextTimestampAsync(long firstStripe, long lastStripe, string firstServerSilo);
 
-    /// <summary>Waits (FIFO per stripe) and grants the lock.</summary>
+    /// <summary>
+    /// Waits (FIFO per stripe) and grants the lock. With <see cref="LockRequest.MaxWait"/>, a call that was not granted
+    /// within it throws <see cref="LockWaitSliceEndedException"/> and the wait goes on at the next call with the same
+    /// <see cref="LockRequest.WaitId"/>.
+    /// </summary>
     [Alias("Acquire")]
     Task<LockGrant> AcquireAsync(LockRequest request);
 
@@ -222,4 +234,32 @@ public sealed class LockFencedException : Exception
     /// <summary>The partition-lock grain's key.</summary>
     [Id(1)]
     public string Partition { get; } = "";
+}
+
+/// <summary>
+/// A bounded lock wait (<see cref="LockRequest.MaxWait"/>) ended without a grant: ask again with the same
+/// <see cref="LockRequest.WaitId"/> and, for a reader, <see cref="LockRequest.PendingBelow"/> set to
+/// <see cref="PendingBelow"/>, so the wait keeps its place and waits for no version newer than it first did.
+/// </summary>
+[GenerateSerializer, Alias("cloud.LockWaitSliceEndedException")]
+public sealed class LockWaitSliceEndedException : Exception
+{
+    /// <summary>Creates the exception for the wait that goes on.</summary>
+    public LockWaitSliceEndedException(Guid waitId, long pendingBelow, string partition)
+        : base($"lock wait {waitId} on partition {partition} is not granted yet; ask again")
+    {
+        WaitId = waitId;
+        PendingBelow = pendingBelow;
+    }
+
+    /// <summary>The wait that goes on.</summary>
+    [Id(0)]
+    public Guid WaitId { get; }
+
+    /// <summary>
+    /// For a request with <see cref="LockRequest.WaitForPendingWrites"/>: the timestamp below which it waits for pending
+    /// versions (fixed at its first call); 0 otherwise.
+    /// </summary>
+    [Id(1)]
+    public long PendingBelow { get; }
 }

@@ -19,6 +19,15 @@ namespace Cloud.Grains.Locks;
 /// Holders and pending versions live in memory only. An activation that follows an earlier one (its silo died, or it
 /// was deactivated) first reclaims them from every live silo (<see cref="ReclaimAsync"/>), before it serves any call.
 /// </summary>
+/// <remarks>
+/// Silos wait for locks in slices (<see cref="LockRequest.MaxWait"/>, <see cref="HeldLocks.WaitSlice"/>), never for
+/// long inside one call. When a silo dies, Orleans deactivates every activation whose grain-directory entry the dead
+/// silo kept, also on the survivors, and a deactivation first waits for every request the activation is running.
+/// A request parked here until a release or a commit arrives would hold that deactivation, and every call queued
+/// behind it (timestamps, releases, commits, reads), until it ended by itself: the releases it waits for are among
+/// the queued calls, so it ended only when a lease or the re-delegation timeout did, 30 s to 2 min after the kill.
+/// A slice ends within <see cref="LockRequest.MaxWait"/>, and the queued calls then go to the next activation.
+/// </remarks>
 [Reentrant]
 internal sealed partial class PartitionLockGrain(
     [PersistentState(CloudGrainStorage.ClockState, CloudGrainStorage.Name)] IPersistentState<PartitionClockState> clock,
@@ -40,9 +49,19 @@ internal sealed partial class PartitionLockGrain(
     /// <summary>Bound on concurrently pending (timestamped, not yet settled) versions.</summary>
     public const int MaxPending = 1_000_000;
 
+    /// <summary>Longest <see cref="LockRequest.MaxWait"/> a call may ask for.</summary>
+    public static readonly TimeSpan MaxWaitSlice = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// A sliced wait whose caller has not asked again for this long was given up (its silo died, or its call failed):
+    /// it leaves the queue, and a grant it never collected is taken back, so that it holds up no one behind it.
+    /// </summary>
+    public static readonly TimeSpan AbandonedWaitAfter = TimeSpan.FromSeconds(5);
+
     private readonly CloudOptions _options = options.Value;
     private readonly List<Holder> _holders = [];
     private readonly LinkedList<Waiter> _waiters = new();
+    private readonly Dictionary<Guid, Waiter> _slicedWaits = [];
     private readonly Dictionary<long, Pending> _pending = [];
     private readonly List<PendingWait> _pendingWaits = [];
     private readonly Dictionary<long, long> _committed = [];
@@ -62,7 +81,22 @@ internal sealed partial class PartitionLockGrain(
 
     private sealed record Holder(long Token, long First, long Last, LockMode Mode, string Silo, DateTimeOffset Expires);
 
-    private sealed record Waiter(LockRequest Request, TaskCompletionSource<LockGrant> Completion);
+    /// <summary>A queued lock request; a sliced one is also kept by its wait id until its grant is collected.</summary>
+    private sealed class Waiter(LockRequest request, long pendingBelow, DateTimeOffset now)
+    {
+        public LockRequest Request { get; } = request;
+        public TaskCompletionSource<LockGrant> Completion { get; } =
+            new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>The pending-versions bound the request waited for (0 when it waits for none).</summary>
+        public long PendingBelow { get; } = pendingBelow;
+
+        /// <summary>A call is waiting on this waiter now.</summary>
+        public bool Asking { get; set; }
+
+        /// <summary>When the last call on this waiter ended.</summary>
+        public DateTimeOffset LastAsked { get; set; } = now;
+    }
 
     private sealed record Pending(long First, long Last, string FirstServer, DateTimeOffset Registered);
 
@@ -201,28 +235,18 @@ internal sealed partial class PartitionLockGrain(
 
     public async Task<LockGrant> AcquireAsync(LockRequest request)
     {
-        if (request.LastStripe < request.FirstStripe)
-            throw new CloudRequestException($"stripe range {request.FirstStripe}-{request.LastStripe} is empty");
-        if (request.Lease <= TimeSpan.Zero || request.Lease > TimeSpan.FromMinutes(10))
-            throw new CloudRequestException($"lease {request.Lease} is outside 0-10 min");
-        if (request.PendingBelow < 0 || (request.PendingBelow != 0 && !request.WaitForPendingWrites))
-            throw new CloudRequestException(
-                $"pending-below {request.PendingBelow} is not allowed; use 0, or a timestamp with WaitForPendingWrites");
+        CheckRequest(request);
+        var sliced = request.MaxWait > TimeSpan.Zero;
+        if (sliced && _slicedWaits.TryGetValue(request.WaitId, out var known)) return await AwaitGrantAsync(known);
+        var below = 0L;
         if (request.WaitForPendingWrites)
         {
             // Wait for every version timestamped before this read arrived (later ones are concurrent with it), or
-            // before the caller's own timestamp when it names one: never for a version not yet handed out.
-            var below = request.PendingBelow == 0 ? _next : Math.Min(request.PendingBelow, _next);
+            // before the caller's own timestamp when it names one: never for a version not yet handed out. A sliced
+            // wait that asks again names the bound of its first call.
+            below = request.PendingBelow == 0 ? _next : Math.Min(request.PendingBelow, _next);
             if (AnyPending(request.FirstStripe, request.LastStripe, below))
-            {
-                var wait = new PendingWait(
-                    request.FirstStripe,
-                    request.LastStripe,
-                    below,
-                    new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
-                _pendingWaits.Add(wait);
-                await wait.Completion.Task;
-            }
+                await AwaitPendingAsync(request, below);
         }
         if (_waiters.Count >= MaxWaiters)
             throw new CloudRequestException($"partition {Key} has {MaxWaiters} lock waiters; retry later");
@@ -230,10 +254,79 @@ internal sealed partial class PartitionLockGrain(
         await EnsureReservedAsync();
         if (CanGrant(request, null))
             return Grant(request);
-        var waiter = new Waiter(
-            request, new TaskCompletionSource<LockGrant>(TaskCreationOptions.RunContinuationsAsynchronously));
+        var waiter = new Waiter(request, below, time.GetUtcNow());
         _waiters.AddLast(waiter);
-        return await waiter.Completion.Task;
+        if (!sliced) return await waiter.Completion.Task;
+        _slicedWaits[request.WaitId] = waiter;
+        return await AwaitGrantAsync(waiter);
+    }
+
+    private void CheckRequest(LockRequest request)
+    {
+        if (request.LastStripe < request.FirstStripe)
+            throw new CloudRequestException($"stripe range {request.FirstStripe}-{request.LastStripe} is empty");
+        if (request.Lease <= TimeSpan.Zero || request.Lease > TimeSpan.FromMinutes(10))
+            throw new CloudRequestException($"lease {request.Lease} is outside 0-10 min");
+        if (request.PendingBelow < 0 || (request.PendingBelow != 0 && !request.WaitForPendingWrites))
+            throw new CloudRequestException(
+                $"pending-below {request.PendingBelow} is not allowed; use 0, or a timestamp with WaitForPendingWrites");
+        if (request.MaxWait < TimeSpan.Zero || request.MaxWait > MaxWaitSlice)
+            throw new CloudRequestException(
+                $"max wait {request.MaxWait} is outside 0-{MaxWaitSlice.TotalSeconds} s (0 waits until granted)");
+        if (request.MaxWait > TimeSpan.Zero && request.WaitId == Guid.Empty)
+            throw new CloudRequestException("a wait bounded by max wait needs a wait id to ask again with");
+    }
+
+    /// <summary>
+    /// Waits until no version below <paramref name="below"/> is pending on the request's stripes; a sliced request
+    /// waits one slice at most.
+    /// </summary>
+    private async Task AwaitPendingAsync(LockRequest request, long below)
+    {
+        var wait = new PendingWait(
+            request.FirstStripe,
+            request.LastStripe,
+            below,
+            new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        _pendingWaits.Add(wait);
+        if (request.MaxWait == TimeSpan.Zero)
+        {
+            await wait.Completion.Task;
+            return;
+        }
+        try
+        {
+            await wait.Completion.Task.WaitAsync(request.MaxWait, time);
+        }
+        catch (TimeoutException)
+        {
+            _pendingWaits.Remove(wait);
+            throw new LockWaitSliceEndedException(request.WaitId, below, Key);
+        }
+    }
+
+    /// <summary>
+    /// Waits one slice for a sliced waiter's grant; the grant is handed out once, to the call that sees it.
+    /// </summary>
+    private async Task<LockGrant> AwaitGrantAsync(Waiter waiter)
+    {
+        var request = waiter.Request;
+        waiter.Asking = true;
+        try
+        {
+            var grant = await waiter.Completion.Task.WaitAsync(request.MaxWait, time);
+            _slicedWaits.Remove(request.WaitId);
+            return grant;
+        }
+        catch (TimeoutException)
+        {
+            throw new LockWaitSliceEndedException(request.WaitId, waiter.PendingBelow, Key);
+        }
+        finally
+        {
+            waiter.Asking = false;
+            waiter.LastAsked = time.GetUtcNow();
+        }
     }
 
     private bool AnyPending(long first, long last, long below)
@@ -469,8 +562,38 @@ internal sealed partial class PartitionLockGrain(
             .Select(p => p.Key).ToList();
         foreach (var ts in abandoned) _pending.Remove(ts);
         if (abandoned.Count > 0) WakePendingWaits();
+        removed += DropAbandonedWaits(now);
         if (removed > 0) await GrantWaitersAsync();
     }
+
+    /// <summary>
+    /// Drops the sliced waits whose callers stopped asking: a queued one leaves the queue, and a grant nobody collected
+    /// is taken back (no one wrote under it, since its token never left this grain). Returns how many were dropped.
+    /// </summary>
+    private int DropAbandonedWaits(DateTimeOffset now)
+    {
+        List<Guid>? dropped = null;
+        foreach (var (id, w) in _slicedWaits)
+            if (!w.Asking && now - w.LastAsked > AbandonedWaitAfter) (dropped ??= []).Add(id);
+        if (dropped is null) return 0;
+        foreach (var id in dropped)
+        {
+            var w = _slicedWaits[id];
+            _slicedWaits.Remove(id);
+            if (w.Completion.Task.IsCompletedSuccessfully)
+                _holders.RemoveAll(h => h.Token == w.Completion.Task.Result.FencingToken);
+            else
+            {
+                _waiters.Remove(w);
+                w.Completion.TrySetCanceled();
+            }
+        }
+        LogAbandonedWaits(logger, Key, dropped.Count);
+        return dropped.Count;
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition}: dropped {Count} lock waits whose callers stopped asking")]
+    private static partial void LogAbandonedWaits(ILogger logger, string partition, int count);
 
     private static bool IsDead(ClusterMembershipSnapshot snapshot, string silo)
     {

@@ -12,6 +12,14 @@ public sealed class SiloBoundPlacement : PlacementStrategy
 {
     /// <summary>The one instance.</summary>
     public static readonly SiloBoundPlacement Instance = new();
+
+    /// <summary>
+    /// False: the key names the grain's silo, so placement alone finds the one activation, and the grain directory
+    /// would only add harm. When a silo dies, Orleans deactivates every registered activation whose directory entry
+    /// the dead silo kept, also on the survivors; a RAID worker deactivating there queues every call to it (a
+    /// reactivated lock grain's reclaim among them) behind its running commit polls and flushes.
+    /// </summary>
+    public override bool IsUsingGrainDirectory => false;
 }
 
 /// <summary>Marks a grain class for <see cref="SiloBoundPlacement"/>.</summary>
