@@ -32,6 +32,11 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
     ["--nbd-port"] = "Nbd:Port",
     ["--nbd-socket"] = "Nbd:UnixSocketPath",
     ["--nbd-congestion-control"] = "Nbd:CongestionControl",
+    ["--nbd-tls"] = "Nbd:Tls",
+    ["--nbd-tls-cert"] = "Nbd:TlsCertificatePath",
+    ["--nbd-tls-key"] = "Nbd:TlsKeyPath",
+    ["--nbd-tls-ca"] = "Nbd:TlsCaPath",
+    ["--nbd-tls-psk"] = "Nbd:TlsPskPath",
     ["--http-address"] = "Http:Address",
     ["--http-port"] = "Http:Port",
     ["--dashboard-port"] = "Http:DashboardPort",
@@ -57,6 +62,8 @@ if (args.Contains("--help") || args.Contains("-h"))
     Console.WriteLine("                  [--postgres-sign-in password|managedidentity]");
     Console.WriteLine(
         "                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH] [--nbd-congestion-control NAMES]");
+    Console.WriteLine(
+        "                  [--nbd-tls off|on|require] [--nbd-tls-cert FILE --nbd-tls-key FILE [--nbd-tls-ca FILE]] [--nbd-tls-psk FILE]");
     Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
     Console.WriteLine("       Cloud.Silo --print-settings   (every configuration key and variable the silo reads)");
     return 0;
@@ -206,6 +213,12 @@ try
 catch (OptionsValidationException ex)
 {
     foreach (var failure in ex.Failures) Console.Error.WriteLine($"cloud-silo: {failure}");
+    return 2;
+}
+catch (InvalidOperationException ex) when (ex.Message.Contains("NbdTlsMode", StringComparison.Ordinal))
+{
+    // --nbd-tls with a value that is no mode: one line, not the binder's stack trace.
+    Console.Error.WriteLine($"cloud-silo: {ex.Message} --nbd-tls allows off, on, require.");
     return 2;
 }
 catch (Exception ex) when (StateImportException.Find(ex) is { } refused)
