@@ -90,6 +90,12 @@ if (SiloConfiguration.AddFallbacks(builder.Configuration) is { } configError)
     Console.Error.WriteLine($"cloud-silo: {configError}");
     return 2;
 }
+if (Cloud.Silo.Nbd.NbdSettings.Check(builder.Configuration) is { } nbdErrors)
+{
+    // Checked before the host starts, which would log a stack trace before our one line.
+    foreach (var error in nbdErrors) Console.Error.WriteLine($"cloud-silo: {error}");
+    return 2;
+}
 builder.Logging.AddFilter("Orleans", LogLevel.Warning);
 builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
 builder.Logging.AddFilter("Polly", LogLevel.Warning);
@@ -213,12 +219,6 @@ try
 catch (OptionsValidationException ex)
 {
     foreach (var failure in ex.Failures) Console.Error.WriteLine($"cloud-silo: {failure}");
-    return 2;
-}
-catch (InvalidOperationException ex) when (ex.Message.Contains("NbdTlsMode", StringComparison.Ordinal))
-{
-    // --nbd-tls with a value that is no mode: one line, not the binder's stack trace.
-    Console.Error.WriteLine($"cloud-silo: {ex.Message} --nbd-tls allows off, on, require.");
     return 2;
 }
 catch (Exception ex) when (StateImportException.Find(ex) is { } refused)

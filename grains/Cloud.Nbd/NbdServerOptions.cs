@@ -290,6 +290,15 @@ public sealed class NbdServerOptionsValidator : IValidateOptions<NbdServerOption
                 errors.Add($"NbdServerOptions.{field} '{path}' does not exist; give a readable PEM or key file.");
             }
         }
+        if (errors.Count == 0)
+        {
+            // The files themselves: a malformed PSK line or a certificate without its key is refused at start too.
+            NbdTlsCredentials.TryLoad(o, out var loadError);
+            if (loadError is not null)
+            {
+                errors.Add(loadError);
+            }
+        }
     }
 
     private static void Range(List<string> errors, string field, long value, long min, long max)
