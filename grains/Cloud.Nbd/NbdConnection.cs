@@ -126,6 +126,11 @@ internal sealed partial class NbdConnection
         {
             Log.ClientDisconnected(_logger, Id, Remote, e.Message);
         }
+        catch (IOException e) when (_stream is not null)
+        {
+            // A TLS session cut without close_notify, or a bad record: the client is gone or no longer in step.
+            Log.ClientDisconnected(_logger, Id, Remote, e.Message);
+        }
         catch (ObjectDisposedException)
         {
             Log.ConnectionStopped(_logger, Id, Remote);

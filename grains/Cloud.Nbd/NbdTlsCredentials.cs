@@ -115,7 +115,8 @@ internal abstract class NbdTlsCredentials
 
         public override async Task<(Stream Stream, string? Identity)> AcceptAsync(Socket socket, CancellationToken ct)
         {
-            var ssl = new SslStream(new NetworkStream(socket, ownsSocket: false), leaveInnerStreamOpen: false);
+            var transport = new TlsSocketStream(socket);
+            var ssl = new SslStream(transport, leaveInnerStreamOpen: false);
             try
             {
                 await ssl.AuthenticateAsServerAsync(
@@ -138,6 +139,8 @@ internal abstract class NbdTlsCredentials
                 await ssl.DisposeAsync().ConfigureAwait(false);
                 throw;
             }
+            // From now on records are gathered until the connection flushes (after each batch of replies).
+            transport.BufferWrites = true;
             string? identity = null;
             if (clientCa is not null && ssl.RemoteCertificate is X509Certificate2 client)
             {

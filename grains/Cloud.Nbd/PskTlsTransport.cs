@@ -19,7 +19,8 @@ internal static class PskTlsTransport
     public static async Task<(Stream Stream, string? Identity)> AcceptAsync(
         Socket socket, PskKeyFile keys, CancellationToken ct)
     {
-        var protocol = new TlsServerProtocol(new NetworkStream(socket, ownsSocket: false));
+        var transport = new TlsSocketStream(socket);
+        var protocol = new TlsServerProtocol(transport);
         var identities = new IdentityManager(keys);
         var server = new PskTlsServer(new BcTlsCrypto(new SecureRandom()), identities);
         // BouncyCastle's handshake is blocking; a timeout or a stop closes the socket under it, which ends it.
@@ -29,12 +30,15 @@ internal static class PskTlsTransport
             {
                 await Task.Run(() => protocol.Accept(server), ct).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is TlsFatalAlert or TlsFatalAlertReceived or IOException && !ct.IsCancellationRequested)
+            catch (Exception e) when (e is IOException or ObjectDisposedException or SocketException)
             {
+                // A timeout or a stop closed the socket under the handshake: report it as the cancellation it was.
+                ct.ThrowIfCancellationRequested();
                 throw new NbdProtocolException($"TLS-PSK handshake failed: {e.Message}");
             }
         }
-        return (new Transport(protocol, socket), identities.Chosen);
+        transport.BufferWrites = true;
+        return (new Transport(protocol, transport, socket), identities.Chosen);
     }
 
     private sealed class IdentityManager(PskKeyFile keys) : TlsPskIdentityManager
@@ -62,7 +66,7 @@ internal static class PskTlsTransport
     /// The session as a <see cref="Stream"/> for <see cref="NbdConnection"/>: one reader and one writer at a time,
     /// concurrently (BouncyCastle serializes record writes under its own lock; reads touch only read state).
     /// </summary>
-    private sealed class Transport(TlsServerProtocol protocol, Socket socket) : Stream
+    private sealed class Transport(TlsServerProtocol protocol, TlsSocketStream transport, Socket socket) : Stream
     {
         public override bool CanRead => true;
         public override bool CanSeek => false;
@@ -81,7 +85,7 @@ internal static class PskTlsTransport
             {
                 return 0;
             }
-            if (protocol.ApplicationDataAvailable == 0)
+            if (protocol.ApplicationDataAvailable == 0 && transport.BufferedReadBytes == 0)
             {
                 // Wait without a thread until the socket has bytes (a zero-byte receive); the blocking read below
                 // then waits at most for the rest of a record that has begun to arrive.
@@ -108,7 +112,8 @@ internal static class PskTlsTransport
 
         public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken ct = default)
         {
-            // Encryption is CPU work and the socket send blocks only when the client stops reading.
+            // Encryption is CPU work and the socket send blocks only when the client stops reading. The records wait
+            // in the transport until the connection flushes after its batch of replies.
             protocol.WriteApplicationData(buffer.Span);
             return ValueTask.CompletedTask;
         }
@@ -119,11 +124,9 @@ internal static class PskTlsTransport
         public override void Write(byte[] buffer, int offset, int count)
             => protocol.WriteApplicationData(buffer.AsSpan(offset, count));
 
-        public override void Flush()
-        {
-        }
+        public override void Flush() => transport.Flush();
 
-        public override Task FlushAsync(CancellationToken ct) => Task.CompletedTask;
+        public override Task FlushAsync(CancellationToken ct) => transport.FlushAsync(ct);
 
         public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
 
@@ -136,8 +139,9 @@ internal static class PskTlsTransport
                 try
                 {
                     protocol.Close();
+                    transport.Flush();
                 }
-                catch (IOException)
+                catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
                 {
                 }
             }
