@@ -22,7 +22,7 @@ internal static class PskTlsTransport
         var transport = new TlsSocketStream(socket);
         var protocol = new TlsServerProtocol(transport);
         var identities = new IdentityManager(keys);
-        var server = new PskTlsServer(new BcTlsCrypto(new SecureRandom()), identities);
+        var server = new Server(new BcTlsCrypto(new SecureRandom()), identities);
         // BouncyCastle's handshake is blocking; a timeout or a stop closes the socket under it, which ends it.
         await using (ct.Register(static s => ((Socket)s!).Dispose(), socket))
         {
@@ -39,6 +39,28 @@ internal static class PskTlsTransport
         }
         transport.BufferWrites = true;
         return (new Transport(protocol, transport, socket), identities.Chosen);
+    }
+
+    /// <summary>
+    /// BouncyCastle's PSK server with AES-GCM first: its AES-GCM runs about six times as fast as its
+    /// ChaCha20-Poly1305 (measured here, 16 KiB records), which its default order puts first. Only suites with an
+    /// ephemeral (EC)DH exchange, for forward secrecy; the server's order decides.
+    /// </summary>
+    private sealed class Server(BcTlsCrypto crypto, TlsPskIdentityManager identities) : PskTlsServer(crypto, identities)
+    {
+        private static readonly int[] Preferred =
+        [
+            CipherSuite.TLS_DHE_PSK_WITH_AES_128_GCM_SHA256,
+            CipherSuite.TLS_DHE_PSK_WITH_AES_256_GCM_SHA384,
+            CipherSuite.TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256,
+            CipherSuite.TLS_DHE_PSK_WITH_CHACHA20_POLY1305_SHA256,
+            CipherSuite.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256,
+            CipherSuite.TLS_DHE_PSK_WITH_AES_128_CBC_SHA256,
+        ];
+
+        protected override int[] GetSupportedCipherSuites() => TlsUtilities.GetSupportedCipherSuites(Crypto, Preferred);
+
+        protected override bool PreferLocalCipherSuites() => true;
     }
 
     private sealed class IdentityManager(PskKeyFile keys) : TlsPskIdentityManager
