@@ -6,6 +6,9 @@
 #   bench/nbd.sh                            # the real silo, the shared workloads as given (20 s per job after a 2 s ramp)
 #   FIO_RUNTIME=5 FIO_RAMP=1 bench/nbd.sh   # a quicker run
 #   NBD_BENCH_TARGET=engine bench/nbd.sh    # the NBD server over the engine alone (bench/Cloud.NbdHost, no Orleans)
+#   NBD_BENCH_TLS=1 bench/nbd.sh            # the TLS job: the silo's export over TLS (x509) against the same export
+#                                           # without TLS, in one run (the peer is the plain export, not nbdkit), then
+#                                           # nbdcopy out of the volume plain, x509 and TLS-PSK
 #
 # Environment:
 #   FIO_DIR          the shared fio workloads (default: ../shared/bench/fio relative to the repo root)
@@ -18,6 +21,7 @@
 #   NBD_URI_CLOUD    benchmark an already running Cloud export instead of starting one
 #   FIO_RUNTIME, FIO_RAMP  override runtime/ramp_time (seconds) of the timed jobs
 #   SECTIONS         the jobs to run (default: precondition seqwrite seqread randwrite randread randwrite-qd1)
+#   NBD_BENCH_TLS    1: the TLS job (silo target only; needs certtool and psktool from gnutls-bin, setpriv when root)
 #   Nbd__CongestionControl  the TCP congestion control of Cloud's NBD connections (default cubic,reno; empty = the
 #                    kernel's default, which nbdkit uses)
 set -euo pipefail
@@ -28,6 +32,16 @@ MEMBER_MB="${NBD_BENCH_MEMBER_MB:-512}"
 SECTIONS="${SECTIONS:-precondition seqwrite seqread randwrite randread randwrite-qd1}"
 TARGET="${NBD_BENCH_TARGET:-silo}"
 case "$TARGET" in silo|engine) ;; *) echo "nbd.sh: NBD_BENCH_TARGET '$TARGET' is not allowed; use silo or engine" >&2; exit 2;; esac
+TLS="${NBD_BENCH_TLS:-0}"
+case "$TLS" in 0|1) ;; *) echo "nbd.sh: NBD_BENCH_TLS '$TLS' is not allowed; use 0 or 1" >&2; exit 2;; esac
+if [ "$TLS" = 1 ] && { [ "$TARGET" != silo ] || [ -n "${NBD_URI_CLOUD:-}" ]; }; then
+  echo "nbd.sh: NBD_BENCH_TLS=1 runs against the silo it starts; unset NBD_BENCH_TARGET and NBD_URI_CLOUD" >&2; exit 2
+fi
+if [ "$TLS" = 1 ]; then
+  for tool in certtool psktool nbdcopy; do
+    command -v "$tool" >/dev/null || { echo "nbd.sh: '$tool' is not installed (gnutls-bin, libnbd-bin)" >&2; exit 1; }
+  done
+fi
 
 for tool in fio nbdkit python3 dotnet; do
   command -v "$tool" >/dev/null || { echo "nbd.sh: '$tool' is not installed" >&2; exit 1; }
@@ -41,6 +55,7 @@ PEER_PID=""
 cleanup() {
   [ -n "$HOST_PID" ] && kill "$HOST_PID" 2>/dev/null && wait "$HOST_PID" 2>/dev/null || true
   [ -n "$PEER_PID" ] && kill "$PEER_PID" 2>/dev/null && wait "$PEER_PID" 2>/dev/null || true
+  [ -n "${PSK_PID:-}" ] && kill "$PSK_PID" 2>/dev/null && wait "$PSK_PID" 2>/dev/null || true
   [ -z "${NBD_BENCH_DIR:-}" ] && rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -76,14 +91,33 @@ elif [ "$TARGET" = silo ]; then
   SILO_DLL="$ROOT/silo/bin/Release/net10.0/Cloud.Silo.dll"
   CLOUDCTL_DLL="$ROOT/client/cloudctl/bin/Release/net10.0/cloudctl.dll"
   read -r SILO_PORT GATEWAY_PORT NBD_PORT PEER_PORT < <(free_ports 4)
+  TLS_ARGS=()
+  if [ "$TLS" = 1 ]; then
+    # TLS offered (not required), so the same export serves the TLS and the plain-text client: x509 from a CA made
+    # here with certtool; clients trust the CA through libnbd's default directory ($HOME/.pki/libnbd), because fio's
+    # nbd engine does not let libnbd read files named in the URI (tls-certificates=, tls-psk-file=).
+    TLSDIR="$WORK/tls"; CLIENT_HOME="$WORK/client-home"; mkdir -p "$TLSDIR" "$CLIENT_HOME/.pki/libnbd"
+    printf 'cn = "bench CA"\nca\ncert_signing_key\nexpiration_days = 30\n' > "$TLSDIR/ca.info"
+    printf 'cn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\ntls_www_server\nexpiration_days = 30\n' > "$TLSDIR/server.info"
+    certtool --generate-privkey --key-type=ecdsa --outfile "$TLSDIR/ca-key.pem" 2>/dev/null
+    certtool --generate-self-signed --load-privkey "$TLSDIR/ca-key.pem" --template "$TLSDIR/ca.info" \
+      --outfile "$TLSDIR/ca-cert.pem" 2>/dev/null
+    certtool --generate-privkey --key-type=ecdsa --outfile "$TLSDIR/server-key.pem" 2>/dev/null
+    certtool --generate-certificate --load-privkey "$TLSDIR/server-key.pem" --load-ca-certificate "$TLSDIR/ca-cert.pem" \
+      --load-ca-privkey "$TLSDIR/ca-key.pem" --template "$TLSDIR/server.info" --outfile "$TLSDIR/server-cert.pem" 2>/dev/null
+    cp "$TLSDIR/ca-cert.pem" "$CLIENT_HOME/.pki/libnbd/"
+    psktool -u bench -p "$TLSDIR/keys.psk" >/dev/null
+    TLS_ARGS=(--nbd-tls on --nbd-tls-cert "$TLSDIR/server-cert.pem" --nbd-tls-key "$TLSDIR/server-key.pem")
+  fi
   dotnet "$SILO_DLL" --data "$WORK/silo" --name bench --silo-port "$SILO_PORT" --gateway-port "$GATEWAY_PORT" \
-    --nbd-port "$NBD_PORT" > "$WORK/host.log" 2>&1 &
+    --nbd-port "$NBD_PORT" "${TLS_ARGS[@]}" > "$WORK/host.log" 2>&1 &
   HOST_PID=$!
   wait_for_line "$HOST_PID" "$WORK/host.log" "up: gateway" "the silo"
   grep -E '^(NBD serving|Cloud silo)' "$WORK/host.log"
   dotnet "$CLOUDCTL_DLL" --gateway "127.0.0.1:$GATEWAY_PORT" volume create vol --size "$((4 * MEMBER_MB))MiB" \
     --level raid5 --disks 5 --chunk 64KiB
   CLOUD_URI="nbd://127.0.0.1:$NBD_PORT/vol"
+  if [ "$TLS" = 1 ]; then CLOUD_URI="nbds://127.0.0.1:$NBD_PORT/vol"; fi
 else
   # The engine alone: RAID-5 4+1 over member files in $WORK/cloud, served by Cloud.NbdHost.
   echo "building Cloud.NbdHost (Release)..."
@@ -98,22 +132,34 @@ else
   sed -n '2p' "$WORK/host.log"
 fi
 
-# The peer: nbdkit's file plugin on one file of the same size as the Cloud volume's data, on the same disk.
-CLOUD_BYTES="$(python3 - "$CLOUD_URI" <<'EOF'
-import subprocess, sys, json
-out = subprocess.run(["nbdinfo", "--json", sys.argv[1]], capture_output=True, text=True, check=True).stdout
-print(json.loads(out)["exports"][0]["export-size"])
-EOF
-)"
-truncate -s "$CLOUD_BYTES" "$WORK/peer.img"
-PEER_PORT="${PEER_PORT:-$(free_ports 1)}"
-nbdkit -f -i 127.0.0.1 -p "$PEER_PORT" file file="$WORK/peer.img" &
-PEER_PID=$!
-PEER_URI="nbd://127.0.0.1:$PEER_PORT"
-for _ in $(seq 1 100); do nbdinfo --size "$PEER_URI" >/dev/null 2>&1 && break; sleep 0.1; done
+# Runs a client with the bench CA in libnbd's default directory. libnbd reads $HOME/.pki/libnbd only for users other
+# than root (root's is /etc/pki/libnbd, not this script's to write), so as root the client runs as nobody.
+as_client() {
+  if [ "$TLS" != 1 ]; then "$@"; return; fi
+  if [ "$(id -u)" -ne 0 ]; then HOME="$CLIENT_HOME" "$@"; return; fi
+  chmod -R a+rX "$WORK/job.fio" "$CLIENT_HOME"; chmod a+x "$WORK"
+  (cd "$CLIENT_HOME" && setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$CLIENT_HOME" NBD_URI="${NBD_URI:-}" "$@")
+}
 
-echo "cloud:  $CLOUD_URI ($CLOUD_BYTES bytes, target $TARGET)"
-echo "nbdkit: $PEER_URI (file $WORK/peer.img)"
+CLOUD_BYTES="$(as_client nbdinfo --size "$CLOUD_URI")"
+if [ "$TLS" = 1 ]; then
+  # The peer: the same export of the same silo, without TLS.
+  PEER_NAME=plain
+  PEER_URI="nbd://127.0.0.1:$NBD_PORT/vol"
+  echo "cloud:  $CLOUD_URI over TLS (x509, SslStream) ($CLOUD_BYTES bytes)"
+  echo "plain:  $PEER_URI (the same silo and volume without TLS)"
+else
+  # The peer: nbdkit's file plugin on one file of the same size as the Cloud volume's data, on the same disk.
+  PEER_NAME=nbdkit
+  truncate -s "$CLOUD_BYTES" "$WORK/peer.img"
+  PEER_PORT="${PEER_PORT:-$(free_ports 1)}"
+  nbdkit -f -i 127.0.0.1 -p "$PEER_PORT" file file="$WORK/peer.img" &
+  PEER_PID=$!
+  PEER_URI="nbd://127.0.0.1:$PEER_PORT"
+  for _ in $(seq 1 100); do nbdinfo --size "$PEER_URI" >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "cloud:  $CLOUD_URI ($CLOUD_BYTES bytes, target $TARGET)"
+  echo "nbdkit: $PEER_URI (file $WORK/peer.img)"
+fi
 # TCP congestion control: nbdkit's connections use the kernel's default; Cloud's NBD server chooses its own per
 # connection (Nbd:CongestionControl, default cubic,reno; `Nbd__CongestionControl=bbr bench/nbd.sh` measures it under BBR).
 echo "tcp:    kernel default congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown) (nbdkit); Cloud's NBD server: ${Nbd__CongestionControl-cubic,reno}"
@@ -122,7 +168,7 @@ echo
 
 run_section() { # target uri section
   local out="$WORK/$1-$3.json"
-  NBD_URI="$2" fio --section="$3" --output-format=json "$WORK/job.fio" 2>"$WORK/$1-$3.err" | sed '/^fio: connected to NBD server/d' > "$out" \
+  NBD_URI="$2" as_client fio --section="$3" --output-format=json "$WORK/job.fio" 2>"$WORK/$1-$3.err" | sed '/^fio: connected to NBD server/d' > "$out" \
     || { echo "fio $1 $3 failed:" >&2; cat "$WORK/$1-$3.err" "$out" >&2; exit 1; }
 }
 
@@ -130,24 +176,26 @@ run_section() { # target uri section
 for section in $SECTIONS; do
   echo "running $section: cloud..."
   run_section cloud "$CLOUD_URI" "$section"
-  echo "running $section: nbdkit..."
-  run_section nbdkit "$PEER_URI" "$section"
+  echo "running $section: $PEER_NAME..."
+  run_section "$PEER_NAME" "$PEER_URI" "$section"
 done
 
-python3 - "$WORK" $SECTIONS <<'EOF'
+python3 - "$WORK" "$PEER_NAME" $SECTIONS <<'EOF'
 import json, sys
-work, sections = sys.argv[1], sys.argv[2:]
-targets = {"seqwrite": 0.5, "seqread": 0.7, "randread": 0.5, "randwrite": 0.25}
+work, peer, sections = sys.argv[1], sys.argv[2], sys.argv[3:]
+# Against nbdkit: the shared targets. Against the same export without TLS: TLS may cost at most 20% on sequential 1 MiB.
+targets = ({"seqwrite": 0.8, "seqread": 0.8} if peer == "plain"
+           else {"seqwrite": 0.5, "seqread": 0.7, "randread": 0.5, "randwrite": 0.25})
 def load(t, s):
     with open(f"{work}/{t}-{s}.json") as f:
         job = json.load(f)["jobs"][0]
     side = job["write"] if job["write"]["io_bytes"] > 0 else job["read"]
     lat = side.get("lat_ns", {}) or side.get("clat_ns", {})
     return side["bw_bytes"], side["iops"], lat.get("mean", 0) / 1000.0
-print(f"{'job':<14}{'metric':<8}{'cloud':>14}{'nbdkit':>14}{'ratio':>8}{'target':>8}  ")
+print(f"{'job':<14}{'metric':<8}{'cloud':>14}{peer:>14}{'ratio':>8}{'target':>8}  ")
 worst = True
 for s in sections:
-    c, n = load("cloud", s), load("nbdkit", s)
+    c, n = load("cloud", s), load(peer, s)
     small = s.startswith("rand")
     label, cv, nv = ("IOPS", c[1], n[1]) if small else ("MiB/s", c[0] / 2**20, n[0] / 2**20)
     ratio = cv / nv if nv else float("nan")
@@ -156,3 +204,34 @@ for s in sections:
     print(f"{s:<14}{label:<8}{cv:>14,.1f}{nv:>14,.1f}{ratio:>8.2f}{(f'{t:.2f}' if t else '-'):>8}  {verdict}")
     print(f"{'':<14}{'lat us':<8}{c[2]:>14,.1f}{n[2]:>14,.1f}")
 EOF
+
+if [ "$TLS" = 1 ]; then
+  # TLS-PSK against x509 and plain text: nbdcopy of the whole volume to null: (sequential reads, several connections),
+  # which unlike fio may name a PSK file. One endpoint serves one kind of credentials, so a second silo on the same
+  # data serves PSK after the first stops.
+  copy_mibs() { # uri
+    local start end
+    start=$(date +%s.%N)
+    as_client nbdcopy "$1" null: || { echo "nbdcopy $1 failed" >&2; exit 1; }
+    end=$(date +%s.%N)
+    python3 -c "print(f'{$CLOUD_BYTES / 2**20 / ($end - $start):.1f}')"
+  }
+  echo
+  echo "nbdcopy of the whole volume to null: (MiB/s, each TLS figure against plain text on the same silo)"
+  PLAIN1=$(copy_mibs "nbd://127.0.0.1:$NBD_PORT/vol")
+  X509=$(copy_mibs "nbds://127.0.0.1:$NBD_PORT/vol")
+  kill "$HOST_PID"; wait "$HOST_PID" 2>/dev/null || true; HOST_PID=""
+  chmod a+r "$TLSDIR/keys.psk"; chmod a+x "$TLSDIR"
+  dotnet "$SILO_DLL" --data "$WORK/silo" --name bench --silo-port "$SILO_PORT" --gateway-port "$GATEWAY_PORT" \
+    --nbd-port "$NBD_PORT" --nbd-tls on --nbd-tls-psk "$TLSDIR/keys.psk" > "$WORK/host-psk.log" 2>&1 &
+  PSK_PID=$!
+  wait_for_line "$PSK_PID" "$WORK/host-psk.log" "up: gateway" "the PSK silo"
+  PLAIN2=$(copy_mibs "nbd://127.0.0.1:$NBD_PORT/vol")
+  PSK=$(copy_mibs "nbds://bench@127.0.0.1:$NBD_PORT/vol?tls-psk-file=$TLSDIR/keys.psk")
+  python3 - "$PLAIN1" "$X509" "$PLAIN2" "$PSK" <<'EOF'
+import sys
+p1, x, p2, k = map(float, sys.argv[1:])
+print(f"{'x509':<6}{x:>10,.1f}  plain {p1:>10,.1f}  ratio {x / p1:.2f}")
+print(f"{'psk':<6}{k:>10,.1f}  plain {p2:>10,.1f}  ratio {k / p2:.2f}")
+EOF
+fi

@@ -33,6 +33,11 @@ var switches = new Dictionary<string, string>(StringComparer.Ordinal)
     ["--nbd-port"] = "Nbd:Port",
     ["--nbd-socket"] = "Nbd:UnixSocketPath",
     ["--nbd-congestion-control"] = "Nbd:CongestionControl",
+    ["--nbd-tls"] = "Nbd:Tls",
+    ["--nbd-tls-cert"] = "Nbd:TlsCertificatePath",
+    ["--nbd-tls-key"] = "Nbd:TlsKeyPath",
+    ["--nbd-tls-ca"] = "Nbd:TlsCaPath",
+    ["--nbd-tls-psk"] = "Nbd:TlsPskPath",
     ["--http-address"] = "Http:Address",
     ["--http-port"] = "Http:Port",
     ["--dashboard-port"] = "Http:DashboardPort",
@@ -68,6 +73,8 @@ if (args.Contains("--help") || args.Contains("-h"))
     Console.WriteLine("                  [--postgres-sign-in password|managedidentity]");
     Console.WriteLine(
         "                  [--nbd-address ADDR] [--nbd-port N] [--nbd-socket PATH] [--nbd-congestion-control NAMES]");
+    Console.WriteLine(
+        "                  [--nbd-tls off|on|require] [--nbd-tls-cert FILE --nbd-tls-key FILE [--nbd-tls-ca FILE]] [--nbd-tls-psk FILE]");
     Console.WriteLine("                  [--http-address ADDR] [--http-port N] [--dashboard-port N]");
     Console.WriteLine("                  [--disk-pool DIR]...   (repeatable: this host's disk pools)");
     Console.WriteLine("                  [--tls off|on] [--tls-cert FILE --tls-key FILE] [--tls-ca FILE]");
@@ -104,6 +111,12 @@ if (Cloud.Grains.Disks.DiskPools.Check(builder.Configuration.GetSection("Cloud:D
 if (SiloConfiguration.AddFallbacks(builder.Configuration) is { } configError)
 {
     Console.Error.WriteLine($"cloud-silo: {configError}");
+    return 2;
+}
+if (Cloud.Silo.Nbd.NbdSettings.Check(builder.Configuration) is { } nbdErrors)
+{
+    // Checked before the host starts, which would log a stack trace before our one line.
+    foreach (var error in nbdErrors) Console.Error.WriteLine($"cloud-silo: {error}");
     return 2;
 }
 builder.Logging.AddFilter("Orleans", LogLevel.Warning);

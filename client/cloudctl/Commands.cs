@@ -42,6 +42,7 @@ internal static partial class Commands
         root.Subcommands.Add(ScrubCommand());
         root.Subcommands.Add(StatusCommand());
         root.Subcommands.Add(DbCommand());
+        root.Subcommands.Add(AccessCommand());
         AddExitCodes(root);
         return root;
     }

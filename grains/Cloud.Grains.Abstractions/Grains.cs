@@ -26,6 +26,21 @@ public interface IVolumeCatalogGrain : IGrainWithIntegerKey
     /// <summary>Closes the volume on every silo, deletes its member disks and forgets it.</summary>
     [Alias("Delete")]
     Task DeleteAsync(string name);
+
+    /// <summary>
+    /// Grants <paramref name="identity"/> NBD access to volume <paramref name="volume"/> (replacing an earlier grant of
+    /// the same pair). Rejects an unknown volume or a bad identity.
+    /// </summary>
+    [Alias("GrantNbd")]
+    Task<NbdGrant> GrantNbdAsync(string identity, string volume, bool readOnly);
+
+    /// <summary>Removes the grant of <paramref name="volume"/> to <paramref name="identity"/>; false when there was none.</summary>
+    [Alias("RevokeNbd")]
+    Task<bool> RevokeNbdAsync(string identity, string volume);
+
+    /// <summary>Every NBD grant, by volume then identity.</summary>
+    [Alias("ListNbdGrants")]
+    Task<ImmutableArray<NbdGrant>> ListNbdGrantsAsync();
 }
 
 /// <summary>A volume's control plane (key: the volume name): health, members, disk failure and replacement, rebuild, scrub.</summary>

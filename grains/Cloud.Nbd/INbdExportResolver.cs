@@ -31,4 +31,33 @@ public interface INbdExportResolver
     /// (after <c>NBD_OPT_INFO</c>, or when the connection ends). The server never disposes volumes itself.
     /// </summary>
     ValueTask ReleaseAsync(IBlockVolume volume) => ValueTask.CompletedTask;
+
+    /// <summary>
+    /// What <paramref name="clientIdentity"/> may do with the export <paramref name="exportName"/> (an existing volume's
+    /// name): the PSK identity or the client certificate's common name after TLS, null for a client without one.
+    /// <see cref="NbdAccess.None"/> makes the export look absent to that client. Default: read-write for everyone.
+    /// </summary>
+    ValueTask<NbdAccess> GetAccessAsync(string exportName, string? clientIdentity, CancellationToken ct)
+        => ValueTask.FromResult(NbdAccess.ReadWrite);
+
+    /// <summary>
+    /// The names <c>NBD_OPT_LIST</c> shows <paramref name="clientIdentity"/>: those it may open. Default: every name
+    /// <see cref="ListAsync(CancellationToken)"/> gives.
+    /// </summary>
+    ValueTask<IReadOnlyList<string>> ListAsync(string? clientIdentity, CancellationToken ct) => ListAsync(ct);
+}
+
+/// <summary>What one client may do with one export.</summary>
+public enum NbdAccess
+{
+    /// <summary>Nothing: the export is not listed, and opening it fails as for an unknown name.</summary>
+    None,
+
+    /// <summary>
+    /// Reads: the export advertises NBD_FLAG_READ_ONLY, and writes, trims and write-zeroes fail with EPERM.
+    /// </summary>
+    ReadOnly,
+
+    /// <summary>Everything.</summary>
+    ReadWrite,
 }

@@ -181,6 +181,7 @@ internal sealed partial class NbdConnection
             ? null
             : $"{CommandName(request.Type)} of {request.Length} bytes exceeds the maximum payload of {export.MaxPayloadBytes} bytes";
         var replied = false;
+        var ownedTaken = false;
         try
         {
             if (error == 0)
@@ -207,6 +208,7 @@ internal sealed partial class NbdConnection
                         replied = true;
                         break;
                     case CmdWrite when request.Owned is { } owned:
+                        ownedTaken = true;
                         await ((IBufferOwningVolume)export.Volume).WriteOwnedAsync(
                             offset, owned, fua, ct).ConfigureAwait(false);
                         break;
@@ -293,6 +295,11 @@ internal sealed partial class NbdConnection
             Log.RequestRefused(
                 _logger, Id, CommandName(request.Type), request.Offset, request.Length, error, message ?? "");
         }
+        if (request.Owned is not null && error != 0 && !ownedTaken)
+        {
+            // Refused before the volume took the array: still ours to recycle.
+            PayloadPool.Shared.Return(request.Owned);
+        }
         if (request.Buffer is not null)
         {
             // A write's payload (already written, or refused): the status reply does not need it.
@@ -340,6 +347,10 @@ internal sealed partial class NbdConnection
         if (r.Type == CmdRead && r.Length > export.MaxPayloadBytes)
         {
             return (_structuredReplies ? EOverflow : EInval, $"NBD_CMD_READ of {r.Length} bytes exceeds the maximum payload of {export.MaxPayloadBytes} bytes");
+        }
+        if (export.ReadOnly && r.Type is CmdWrite or CmdTrim or CmdWriteZeroes)
+        {
+            return (EPerm, $"{command} on export '{export.Name}', which this client may only read");
         }
         var size = (ulong)export.SizeBytes;
         if (r.Offset > size || r.Length > size - r.Offset)
@@ -530,6 +541,11 @@ internal sealed partial class NbdConnection
     /// <summary>Sends every byte of <paramref name="segments"/>, continuing after a partial send.</summary>
     private async ValueTask SendAllAsync(List<ArraySegment<byte>> segments)
     {
+        if (_stream is not null)
+        {
+            await SendAllToStreamAsync(_stream, segments).ConfigureAwait(false);
+            return;
+        }
         long done = await _socket.SendAsync(segments, SocketFlags.None).ConfigureAwait(false);
         foreach (var segment in segments)
         {
@@ -544,6 +560,55 @@ internal sealed partial class NbdConnection
             {
                 var n = await _socket.SendAsync(rest, SocketFlags.None, _abort.Token).ConfigureAwait(false);
                 rest = rest[n..];
+            }
+        }
+    }
+
+    /// <summary>Small replies are gathered into one TLS write up to this size (one record and one system call).</summary>
+    private const int MaxCoalescedBytes = 64 << 10;
+
+    /// <summary>
+    /// Sends <paramref name="segments"/> through TLS. Each stream write is at least one TLS record and one system call,
+    /// so small replies (write acknowledgements, 4 KiB reads) are copied together first; large ones go as they are.
+    /// </summary>
+    private async ValueTask SendAllToStreamAsync(Stream stream, List<ArraySegment<byte>> segments)
+    {
+        byte[]? gathered = null;
+        var gatheredBytes = 0;
+        try
+        {
+            foreach (var segment in segments)
+            {
+                if (segment.Count >= MaxCoalescedBytes / 2)
+                {
+                    if (gatheredBytes > 0)
+                    {
+                        await stream.WriteAsync(gathered.AsMemory(0, gatheredBytes), _abort.Token).ConfigureAwait(false);
+                        gatheredBytes = 0;
+                    }
+                    await stream.WriteAsync(segment.AsMemory(), _abort.Token).ConfigureAwait(false);
+                    continue;
+                }
+                gathered ??= ArrayPool<byte>.Shared.Rent(MaxCoalescedBytes);
+                if (gatheredBytes + segment.Count > gathered.Length)
+                {
+                    await stream.WriteAsync(gathered.AsMemory(0, gatheredBytes), _abort.Token).ConfigureAwait(false);
+                    gatheredBytes = 0;
+                }
+                segment.AsSpan().CopyTo(gathered.AsSpan(gatheredBytes));
+                gatheredBytes += segment.Count;
+            }
+            if (gatheredBytes > 0)
+            {
+                await stream.WriteAsync(gathered.AsMemory(0, gatheredBytes), _abort.Token).ConfigureAwait(false);
+            }
+            await stream.FlushAsync(_abort.Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (gathered is not null)
+            {
+                ArrayPool<byte>.Shared.Return(gathered);
             }
         }
     }

@@ -27,6 +27,19 @@ internal sealed partial class NbdConnection
     private readonly INbdExportResolver _resolver;
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
+
+    /// <summary>The server's TLS credentials, or null when TLS is off.</summary>
+    private readonly NbdTlsCredentials? _tls;
+
+    /// <summary>The TLS session after STARTTLS, or null: then everything goes straight through the socket.</summary>
+    private Stream? _stream;
+
+    /// <summary>
+    /// The client's identity for per-volume access once TLS has authenticated one (PSK identity or certificate
+    /// common name); null for a client without one.
+    /// </summary>
+    private string? _identity;
+
     /// <summary>Transmission-phase replies waiting for the socket (see <c>QueueReply</c>).</summary>
     private readonly ConcurrentQueue<OutgoingReply> _outgoing = new();
 
@@ -50,9 +63,11 @@ internal sealed partial class NbdConnection
     private int _readerWaiting;
 
     public NbdConnection(long id, Socket socket, string remote, INbdExportResolver resolver, NbdServerOptions options,
+        NbdTlsCredentials? tls,
         ILogger logger,
         CancellationToken stopReading, CancellationToken abort)
     {
+        _tls = tls;
         Id = id;
         Remote = remote;
         _socket = socket;
@@ -111,6 +126,11 @@ internal sealed partial class NbdConnection
         {
             Log.ClientDisconnected(_logger, Id, Remote, e.Message);
         }
+        catch (IOException e) when (_stream is not null)
+        {
+            // A TLS session cut without close_notify, or a bad record: the client is gone or no longer in step.
+            Log.ClientDisconnected(_logger, Id, Remote, e.Message);
+        }
         catch (ObjectDisposedException)
         {
             Log.ConnectionStopped(_logger, Id, Remote);
@@ -148,6 +168,16 @@ internal sealed partial class NbdConnection
         }
         catch (Exception e) when (e is SocketException or ObjectDisposedException)
         {
+        }
+        if (_stream is not null)
+        {
+            try
+            {
+                await _stream.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or SocketException)
+            {
+            }
         }
         _socket.Dispose();
         if (_export is { } export)
@@ -217,8 +247,26 @@ internal sealed partial class NbdConnection
             await _reader.ReadExactlyAsync(data, ct).ConfigureAwait(false);
             Log.Option(_logger, Id, OptionName(option), length);
 
+            if (_options.Tls == NbdTlsMode.Require && _stream is null && option is not (OptStartTls or OptAbort))
+            {
+                if (option == OptExportName)
+                {
+                    // EXPORT_NAME has no error reply: the protocol says to close the connection.
+                    throw new NbdProtocolException("NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS; this server requires TLS");
+                }
+                await SendOptionReplyAsync(
+                    option,
+                    RepErrTlsReqd,
+                    $"{OptionName(option)} before NBD_OPT_STARTTLS; this server requires TLS",
+                    ct).ConfigureAwait(false);
+                continue;
+            }
+
             switch (option)
             {
+                case OptStartTls when _tls is not null:
+                    await StartTlsAsync(data, ct).ConfigureAwait(false);
+                    break;
                 case OptExportName:
                     return await ExportNameAsync(data, ct).ConfigureAwait(false);
                 case OptAbort:
@@ -268,6 +316,40 @@ internal sealed partial class NbdConnection
             $"the client sent {_options.MaxOptionsPerHandshake} options without choosing an export (limit MaxOptionsPerHandshake)");
     }
 
+    /// <summary>
+    /// NBD_OPT_STARTTLS: ACK in plain text, then the TLS handshake over the same socket; option haggling starts again
+    /// inside TLS, and what was negotiated before it is forgotten, as the protocol's TLS section says.
+    /// </summary>
+    private async Task StartTlsAsync(byte[] data, CancellationToken ct)
+    {
+        if (_stream is not null)
+        {
+            await SendOptionReplyAsync(
+                OptStartTls, RepErrInvalid, "TLS is already running on this connection", ct).ConfigureAwait(false);
+            return;
+        }
+        if (data.Length != 0)
+        {
+            await SendOptionReplyAsync(
+                OptStartTls,
+                RepErrInvalid,
+                $"NBD_OPT_STARTTLS takes no data; got {data.Length} bytes",
+                ct).ConfigureAwait(false);
+            return;
+        }
+        await SendOptionReplyAsync(OptStartTls, RepAck, (byte[]?)null, ct).ConfigureAwait(false);
+        if (_reader.BufferedBytes != 0)
+        {
+            // Bytes sent after STARTTLS but before the reply are not TLS and must not be read as if they were.
+            throw new NbdProtocolException(
+                $"the client sent {_reader.BufferedBytes} bytes after NBD_OPT_STARTTLS before the server's reply");
+        }
+        (_stream, _identity) = await _tls!.AcceptAsync(_socket, ct).ConfigureAwait(false);
+        _reader.UseStream(_stream);
+        _structuredReplies = false;
+        Log.TlsStarted(_logger, Id, Remote, _tls.Kind, _identity ?? "(none)");
+    }
+
     private async Task ListAsync(byte[] data, CancellationToken ct)
     {
         if (data.Length != 0)
@@ -279,7 +361,7 @@ internal sealed partial class NbdConnection
                 ct).ConfigureAwait(false);
             return;
         }
-        var names = await _resolver.ListAsync(ct).ConfigureAwait(false);
+        var names = await _resolver.ListAsync(_identity, ct).ConfigureAwait(false);
         foreach (var name in names)
         {
             var nameBytes = Encoding.UTF8.GetBytes(name);
@@ -308,7 +390,7 @@ internal sealed partial class NbdConnection
             throw new NbdProtocolException($"NBD_OPT_EXPORT_NAME: {error}");
         }
         _export = export;
-        _transmissionFlags = TransmissionFlags();
+        _transmissionFlags = TransmissionFlags(export);
         var reply = new byte[_noZeroes ? 10 : 134];
         BinaryPrimitives.WriteUInt64BigEndian(reply, (ulong)export.SizeBytes);
         BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(8), _transmissionFlags);
@@ -371,7 +453,7 @@ internal sealed partial class NbdConnection
         var go = option == OptGo;
         try
         {
-            var flags = TransmissionFlags();
+            var flags = TransmissionFlags(export);
             var exportInfo = new byte[12];
             BinaryPrimitives.WriteUInt16BigEndian(exportInfo, InfoExport);
             BinaryPrimitives.WriteUInt64BigEndian(exportInfo.AsSpan(2), (ulong)export.SizeBytes);
@@ -429,9 +511,13 @@ internal sealed partial class NbdConnection
         return payload;
     }
 
-    private ushort TransmissionFlags()
+    private ushort TransmissionFlags(NbdExport export)
     {
         ushort flags = TxHasFlags | TxSendFlush | TxSendFua | TxSendTrim | TxSendWriteZeroes;
+        if (export.ReadOnly)
+        {
+            flags |= TxReadOnly;
+        }
         if (_structuredReplies)
         {
             // Every read is answered with one data chunk, so "don't fragment" always holds.
@@ -475,7 +561,7 @@ internal sealed partial class NbdConnection
         var resolved = name;
         if (name.Length == 0)
         {
-            var names = await _resolver.ListAsync(ct).ConfigureAwait(false);
+            var names = await _resolver.ListAsync(_identity, ct).ConfigureAwait(false);
             if (names.Count != 1)
             {
                 return (null, names.Count == 0
@@ -485,9 +571,27 @@ internal sealed partial class NbdConnection
             resolved = names[0];
         }
         var volume = await _resolver.OpenAsync(resolved, ct).ConfigureAwait(false);
+        var unknown = $"no volume named '{resolved}' for this client; NBD_OPT_LIST shows the volumes it may open";
         if (volume is null)
         {
-            return (null, $"no volume named '{resolved}'; NBD_OPT_LIST shows the volumes served");
+            return (null, unknown);
+        }
+        NbdAccess access;
+        try
+        {
+            access = await _resolver.GetAccessAsync(resolved, _identity, ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            await _resolver.ReleaseAsync(volume).ConfigureAwait(false);
+            throw;
+        }
+        if (access == NbdAccess.None)
+        {
+            // The same answer as for a name that does not exist: a client learns nothing of volumes it may not use.
+            await _resolver.ReleaseAsync(volume).ConfigureAwait(false);
+            Log.AccessDenied(_logger, Id, resolved, _identity ?? "(anonymous)");
+            return (null, unknown);
         }
         var export = NbdExport.TryCreate(volume, _options.MaxPayloadBytes, out var error);
         if (export is null)
@@ -495,7 +599,7 @@ internal sealed partial class NbdConnection
             await _resolver.ReleaseAsync(volume).ConfigureAwait(false);
             return (null, error!);
         }
-        return (export, "");
+        return (access == NbdAccess.ReadOnly ? export.AsReadOnly() : export, "");
     }
 
     private ValueTask SendOptionReplyAsync(uint option, uint replyType, string? message, CancellationToken ct)
@@ -532,6 +636,12 @@ internal sealed partial class NbdConnection
     /// </summary>
     private async ValueTask SendRawAsync(ReadOnlyMemory<byte> data, CancellationToken ct)
     {
+        if (_stream is not null)
+        {
+            await _stream.WriteAsync(data, ct).ConfigureAwait(false);
+            await _stream.FlushAsync(ct).ConfigureAwait(false);
+            return;
+        }
         while (!data.IsEmpty)
         {
             var n = await _socket.SendAsync(data, SocketFlags.None, ct).ConfigureAwait(false);

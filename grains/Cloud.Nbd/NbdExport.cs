@@ -28,6 +28,11 @@ internal sealed class NbdExport
 
     public IBlockVolume Volume { get; }
 
+    /// <summary>
+    /// True when the client's grant is read-only: NBD_FLAG_READ_ONLY is advertised and writes fail with EPERM.
+    /// </summary>
+    public bool ReadOnly { get; init; }
+
     public string Name => Volume.Name;
 
     public long SizeBytes => Volume.CapacityBytes;
@@ -54,6 +59,12 @@ internal sealed class NbdExport
         var piece = VolumeIoPieceBytes - (int)(offsetBytes % Volume.BlockSizeBytes);
         return (int)Math.Min(piece, remainingBytes);
     }
+
+    /// <summary>The same export for a client whose grant is read-only.</summary>
+    public NbdExport AsReadOnly() => new(Volume, MinimumBlockBytes, PreferredBlockBytes, MaxPayloadBytes, VolumeIoPieceBytes)
+    {
+        ReadOnly = true,
+    };
 
     /// <summary>
     /// Derives the advertised constraints, or returns an error naming what about the volume cannot be served.

@@ -29,6 +29,7 @@ public sealed class NbdServer : IAsyncDisposable
     private int _state; // 0 new, 1 started, 2 stopped
     private readonly string[] _congestionControl;
     private int _congestionWarned;
+    private NbdTlsCredentials? _tls;
 
     /// <summary>Creates a server; nothing listens until <see cref="StartAsync"/>.</summary>
     public NbdServer(INbdExportResolver resolver, IOptions<NbdServerOptions> options, ILogger<NbdServer>? logger = null)
@@ -63,6 +64,15 @@ public sealed class NbdServer : IAsyncDisposable
             throw new InvalidOperationException("NbdServer.StartAsync may be called once.");
         }
         NbdServerOptionsValidator.ThrowIfInvalid(_options);
+        _tls = NbdTlsCredentials.TryLoad(_options, out var tlsError);
+        if (tlsError is not null)
+        {
+            throw new OptionsValidationException(Options.DefaultName, typeof(NbdServerOptions), [tlsError]);
+        }
+        if (_tls is not null)
+        {
+            Log.TlsEnabled(_logger, _options.Tls.ToString().ToLowerInvariant(), _tls.Kind);
+        }
         try
         {
             if (_options.Port != NbdServerOptions.PortOff)
@@ -227,7 +237,7 @@ public sealed class NbdServer : IAsyncDisposable
 
             var id = Interlocked.Increment(ref _nextConnectionId);
             var connection = new NbdConnection(
-                id, socket, remote, _resolver, _options, _logger, _stopping.Token, _aborting.Token);
+                id, socket, remote, _resolver, _options, _tls, _logger, _stopping.Token, _aborting.Token);
             Log.Accepted(_logger, id, remote);
             var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             var run = RunConnectionAsync(connection, gate.Task);

@@ -105,6 +105,48 @@ public sealed class NbdServerOptions
     /// <c>net.ipv4.tcp_allowed_congestion_control</c>.
     /// </summary>
     public string CongestionControl { get; set; } = DefaultCongestionControl;
+
+    /// <summary>
+    /// TLS (<c>NBD_OPT_STARTTLS</c>): <see cref="NbdTlsMode.Off"/> refuses it, <see cref="NbdTlsMode.On"/> offers it,
+    /// <see cref="NbdTlsMode.Require"/> refuses every option but STARTTLS and ABORT before it. On and Require need
+    /// either <see cref="TlsCertificatePath"/> with <see cref="TlsKeyPath"/> (x509) or <see cref="TlsPskPath"/>
+    /// (TLS-PSK), not both. Default <see cref="NbdTlsMode.Off"/>.
+    /// </summary>
+    public NbdTlsMode Tls { get; set; } = NbdTlsMode.Off;
+
+    /// <summary>The server's certificate chain, PEM (leaf first), for x509 TLS; or null.</summary>
+    public string? TlsCertificatePath { get; set; }
+
+    /// <summary>The private key of <see cref="TlsCertificatePath"/>, PEM (PKCS#8, PKCS#1 or SEC1); or null.</summary>
+    public string? TlsKeyPath { get; set; }
+
+    /// <summary>
+    /// CA certificates, PEM, that client certificates must chain to; when set, x509 clients must present one, and
+    /// its subject's common name is the client's identity for per-volume access. Null: no client certificates.
+    /// </summary>
+    public string? TlsCaPath { get; set; }
+
+    /// <summary>
+    /// The TLS-PSK key file: one <c>identity:hexkey</c> a line, as <c>psktool</c> writes it and qemu and libnbd read
+    /// it; the identity is the client's identity for per-volume access. Or null.
+    /// </summary>
+    public string? TlsPskPath { get; set; }
+}
+
+/// <summary>Whether the NBD server offers or requires TLS (<c>NBD_OPT_STARTTLS</c>).</summary>
+public enum NbdTlsMode
+{
+    /// <summary>No TLS: STARTTLS is answered with NBD_REP_ERR_UNSUP.</summary>
+    Off,
+
+    /// <summary>TLS offered: clients may upgrade with STARTTLS or go on in plain text.</summary>
+    On,
+
+    /// <summary>
+    /// TLS required: before STARTTLS every option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD, and
+    /// NBD_OPT_EXPORT_NAME (which cannot be refused) closes the connection, as the protocol's TLS section says.
+    /// </summary>
+    Require,
 }
 
 /// <summary>Validates <see cref="NbdServerOptions"/>, naming each bad field and the values allowed.</summary>
@@ -185,6 +227,7 @@ public sealed class NbdServerOptionsValidator : IValidateOptions<NbdServerOption
             errors.Add(
                 $"NbdServerOptions.SocketBufferBytes {o.SocketBufferBytes} is out of range; allowed: 0 (kernel auto-tuning) or 65536-67108864.");
         }
+        CollectTls(errors, o);
         foreach (var name in TcpCongestion.ParseList(o.CongestionControl))
         {
             if (!TcpCongestion.IsValidName(name))
@@ -194,6 +237,68 @@ public sealed class NbdServerOptionsValidator : IValidateOptions<NbdServerOption
             }
         }
         return errors;
+    }
+
+    private static void CollectTls(List<string> errors, NbdServerOptions o)
+    {
+        if (!Enum.IsDefined(o.Tls))
+        {
+            errors.Add($"NbdServerOptions.Tls {(int)o.Tls} is not a mode; allowed: off, on, require.");
+            return;
+        }
+        var x509 = !string.IsNullOrEmpty(o.TlsCertificatePath) || !string.IsNullOrEmpty(o.TlsKeyPath);
+        var psk = !string.IsNullOrEmpty(o.TlsPskPath);
+        if (o.Tls == NbdTlsMode.Off)
+        {
+            if (x509 || psk || !string.IsNullOrEmpty(o.TlsCaPath))
+            {
+                errors.Add(
+                    "NbdServerOptions.Tls is off but TLS keys are given; set Tls to on or require (--nbd-tls on|require), or drop the key options.");
+            }
+            return;
+        }
+        if (x509 && psk)
+        {
+            errors.Add(
+                "NbdServerOptions: both an x509 certificate (TlsCertificatePath/TlsKeyPath) and a PSK file (TlsPskPath) are given; one NBD endpoint serves one kind of TLS credentials, choose one.");
+        }
+        else if (!x509 && !psk)
+        {
+            errors.Add(
+                $"NbdServerOptions.Tls is {o.Tls.ToString().ToLowerInvariant()} but no keys are given; allowed: TlsCertificatePath with TlsKeyPath (--nbd-tls-cert, --nbd-tls-key), or TlsPskPath (--nbd-tls-psk).");
+        }
+        else if (x509 && (string.IsNullOrEmpty(o.TlsCertificatePath) || string.IsNullOrEmpty(o.TlsKeyPath)))
+        {
+            errors.Add(
+                "NbdServerOptions: x509 TLS needs both TlsCertificatePath and TlsKeyPath (--nbd-tls-cert and --nbd-tls-key).");
+        }
+        if (psk && !string.IsNullOrEmpty(o.TlsCaPath))
+        {
+            errors.Add(
+                "NbdServerOptions.TlsCaPath verifies client certificates, which TLS-PSK does not use; drop it or use x509.");
+        }
+        foreach (var (field, path) in new[]
+        {
+            (nameof(o.TlsCertificatePath), o.TlsCertificatePath),
+            (nameof(o.TlsKeyPath), o.TlsKeyPath),
+            (nameof(o.TlsCaPath), o.TlsCaPath),
+            (nameof(o.TlsPskPath), o.TlsPskPath),
+        })
+        {
+            if (!string.IsNullOrEmpty(path) && !File.Exists(path))
+            {
+                errors.Add($"NbdServerOptions.{field} '{path}' does not exist; give a readable PEM or key file.");
+            }
+        }
+        if (errors.Count == 0)
+        {
+            // The files themselves: a malformed PSK line or a certificate without its key is refused at start too.
+            NbdTlsCredentials.TryLoad(o, out var loadError);
+            if (loadError is not null)
+            {
+                errors.Add(loadError);
+            }
+        }
     }
 
     private static void Range(List<string> errors, string field, long value, long min, long max)

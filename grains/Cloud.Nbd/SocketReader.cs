@@ -8,10 +8,14 @@ internal sealed class NbdDisconnectedException(string message) : IOException(mes
 /// <summary>
 /// Buffered exact reads from a socket. NBD messages are small headers followed by payloads; one receive of
 /// <see cref="BufferBytes"/> usually brings several pipelined 4 KiB requests at once, and large payloads bypass the
-/// buffer and land straight in the caller's memory.
+/// buffer and land straight in the caller's memory. After STARTTLS it reads from the TLS stream instead (see
+/// <see cref="UseStream"/>); the plain-text path stays a direct socket receive.
 /// </summary>
 internal sealed class SocketReader(Socket socket)
 {
+    /// <summary>The TLS stream after STARTTLS, or null while reading the socket itself.</summary>
+    private Stream? _stream;
+
     /// <summary>Receive buffer size: several pipelined small requests per system call.</summary>
     public const int BufferBytes = 256 << 10;
 
@@ -25,6 +29,24 @@ internal sealed class SocketReader(Socket socket)
     /// out of it again.
     /// </summary>
     private bool _afterDirectPayload;
+
+    /// <summary>Bytes received but not yet read.</summary>
+    public int BufferedBytes => _end - _start;
+
+    /// <summary>Reads from <paramref name="stream"/> from now on; nothing may be buffered from the socket.</summary>
+    public void UseStream(Stream stream)
+    {
+        if (BufferedBytes != 0)
+        {
+            throw new InvalidOperationException("plain-text bytes are still buffered; they cannot be read as TLS");
+        }
+        _stream = stream;
+    }
+
+    private ValueTask<int> ReceiveAsync(Memory<byte> destination, CancellationToken ct)
+        => _stream is null
+            ? socket.ReceiveAsync(destination, SocketFlags.None, ct)
+            : _stream.ReadAsync(destination, ct);
 
     /// <summary>Bytes received since the connection opened (for logs).</summary>
     public long ReceivedBytes { get; private set; }
@@ -59,7 +81,7 @@ internal sealed class SocketReader(Socket socket)
             {
                 _afterDirectPayload = true;
                 // Large payloads go straight into the destination: one copy fewer.
-                var n = await socket.ReceiveAsync(destination[filled..], SocketFlags.None, ct).ConfigureAwait(false);
+                var n = await ReceiveAsync(destination[filled..], ct).ConfigureAwait(false);
                 if (n == 0)
                 {
                     throw new NbdDisconnectedException(
@@ -73,8 +95,7 @@ internal sealed class SocketReader(Socket socket)
                 // A header after a large payload: just what is needed (a sequential writer's next payload follows it).
                 var want = _afterDirectPayload ? remaining : _buffer.Length;
                 _afterDirectPayload = false;
-                var n = await socket.ReceiveAsync(
-                    _buffer.AsMemory(0, want), SocketFlags.None, ct).ConfigureAwait(false);
+                var n = await ReceiveAsync(_buffer.AsMemory(0, want), ct).ConfigureAwait(false);
                 if (n == 0)
                 {
                     throw new NbdDisconnectedException(
@@ -100,7 +121,7 @@ internal sealed class SocketReader(Socket socket)
             var buffered = _end - _start;
             if (buffered == 0)
             {
-                var n = await socket.ReceiveAsync(_buffer.AsMemory(), SocketFlags.None, ct).ConfigureAwait(false);
+                var n = await ReceiveAsync(_buffer.AsMemory(), ct).ConfigureAwait(false);
                 if (n == 0)
                 {
                     throw new NbdDisconnectedException(

@@ -8,7 +8,8 @@ using Microsoft.Extensions.Options;
 namespace Cloud.Silo.Nbd;
 
 /// <summary>
-/// Serves every volume in the catalog as an NBD export of the same name, through this silo's first server (in process).
+/// Serves every volume in the catalog as an NBD export of the same name, through this silo's first server (in process),
+/// to the clients the catalog's NBD grants allow (<see cref="NbdAccessList"/>: a volume without grants is open to all).
 /// </summary>
 internal sealed class CloudNbdExportResolver(
     IGrainFactory grains,
@@ -34,5 +35,23 @@ internal sealed class CloudNbdExportResolver(
     {
         var volumes = await Catalog.ListAsync().WaitAsync(ct).ConfigureAwait(false);
         return [.. volumes.Select(v => v.Name)];
+    }
+
+    /// <remarks>Read from the catalog at each open, so a revoke applies to the next connection.</remarks>
+    public async ValueTask<NbdAccess> GetAccessAsync(string exportName, string? clientIdentity, CancellationToken ct)
+        => (await AccessListAsync(ct).ConfigureAwait(false)).AccessOf(exportName, clientIdentity);
+
+    public async ValueTask<IReadOnlyList<string>> ListAsync(string? clientIdentity, CancellationToken ct)
+    {
+        var access = await AccessListAsync(ct).ConfigureAwait(false);
+        return access.Visible(await ListAsync(ct).ConfigureAwait(false), clientIdentity);
+    }
+
+    private async Task<NbdAccessList> AccessListAsync(CancellationToken ct)
+    {
+        var grants = await Catalog.ListNbdGrantsAsync().WaitAsync(ct).ConfigureAwait(false);
+        return grants.IsEmpty
+            ? NbdAccessList.Open
+            : new NbdAccessList(grants.Select(g => new NbdGrantEntry(g.Identity, g.Volume, g.ReadOnly)));
     }
 }

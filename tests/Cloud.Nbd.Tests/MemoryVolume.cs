@@ -139,6 +139,15 @@ internal sealed class MapResolver(params IBlockVolume[] volumes) : INbdExportRes
 
     public int Released => Volatile.Read(ref _released);
 
+    /// <summary>The grants the server applies (the same rule the silo applies to the catalog's grants).</summary>
+    public NbdAccessList Access { get; set; } = NbdAccessList.Open;
+
+    public ValueTask<NbdAccess> GetAccessAsync(string exportName, string? clientIdentity, CancellationToken ct)
+        => ValueTask.FromResult(Access.AccessOf(exportName, clientIdentity));
+
+    public ValueTask<IReadOnlyList<string>> ListAsync(string? clientIdentity, CancellationToken ct)
+        => ValueTask.FromResult(Access.Visible(_volumes.Keys.Order(StringComparer.Ordinal), clientIdentity));
+
     public ValueTask<IBlockVolume?> OpenAsync(string exportName, CancellationToken ct)
         => ValueTask.FromResult(_volumes.GetValueOrDefault(exportName));
 

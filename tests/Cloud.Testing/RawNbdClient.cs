@@ -15,7 +15,7 @@ public sealed class RawNbdClient : IAsyncDisposable
     public static readonly TimeSpan IoTimeout = TimeSpan.FromSeconds(30);
 
     private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private Stream _stream;
 
     private RawNbdClient(Socket socket)
     {
@@ -62,6 +62,40 @@ public sealed class RawNbdClient : IAsyncDisposable
         var (final, _) = await client.InfoOrGoAsync(NbdWire.OptGo, export, [NbdWire.InfoBlockSize, NbdWire.InfoName]);
         Assert.Equal(NbdWire.RepAck, final.Type);
         return client;
+    }
+
+    /// <summary>
+    /// Sends NBD_OPT_STARTTLS and, when the server ACKs it, runs the TLS handshake as the client (trusting
+    /// <paramref name="ca"/>, offering <paramref name="clientCertificate"/>); returns the server's option reply.
+    /// </summary>
+    public async Task<OptionReply> StartTlsAsync(
+        System.Security.Cryptography.X509Certificates.X509Certificate2 ca,
+        System.Security.Cryptography.X509Certificates.X509Certificate2? clientCertificate = null)
+    {
+        await SendOptionAsync(NbdWire.OptStartTls, []);
+        var reply = await ReadOptionReplyAsync();
+        if (reply.Type != NbdWire.RepAck)
+        {
+            return reply;
+        }
+        var ssl = new System.Net.Security.SslStream(_stream, leaveInnerStreamOpen: false);
+        using var cts = new CancellationTokenSource(IoTimeout);
+        await ssl.AuthenticateAsClientAsync(
+            new System.Net.Security.SslClientAuthenticationOptions
+            {
+                TargetHost = "localhost",
+                ClientCertificates = clientCertificate is null ? null : [clientCertificate],
+                CertificateRevocationCheckMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
+                CertificateChainPolicy = new System.Security.Cryptography.X509Certificates.X509ChainPolicy
+                {
+                    TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust,
+                    CustomTrustStore = { ca },
+                    RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
+                },
+            },
+            cts.Token);
+        _stream = ssl;
+        return reply;
     }
 
     public Task SendClientFlagsAsync(uint flags)
@@ -329,6 +363,7 @@ internal static class NbdWire
     public const ulong OptionReplyMagic = 0x3e889045565a9;
     public const uint ClientFlagFixedNewstyle = 1 << 0;
     public const uint ClientFlagNoZeroes = 1 << 1;
+    public const uint OptStartTls = 5;
     public const uint OptGo = 7;
     public const uint OptStructuredReply = 8;
     public const uint RepAck = 1;

@@ -13,6 +13,10 @@ internal sealed class VolumeCatalogState
     /// <summary>The volumes, ordered by name.</summary>
     [Id(0)]
     public List<VolumeInfo> Volumes { get; set; } = [];
+
+    /// <summary>NBD access grants, ordered by volume then identity (absent in catalogs from before them).</summary>
+    [Id(1)]
+    public List<NbdGrant> Grants { get; set; } = [];
 }
 
 /// <summary>
@@ -32,20 +36,26 @@ internal sealed class VolumeCatalogGrain(
     Disks.MemberPlacement placement) : Grain, IVolumeCatalogGrain
 {
     private Dictionary<string, VolumeInfo> _volumes = new(StringComparer.Ordinal);
+    private ImmutableArray<NbdGrant> _grants = [];
 
     public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
         _volumes = state.State.Volumes.ToDictionary(v => v.Name, StringComparer.Ordinal);
+        _grants = [.. state.State.Grants ?? []];
         return Task.CompletedTask;
     }
 
     /// <summary>
     /// Durably replaces the catalog with <paramref name="volumes"/> and only then makes it this activation's view.
     /// </summary>
-    private async Task SaveAsync(Dictionary<string, VolumeInfo> volumes)
+    private async Task SaveAsync(Dictionary<string, VolumeInfo> volumes, ImmutableArray<NbdGrant>? grants = null)
     {
-        state.State =
-            new VolumeCatalogState { Volumes = [.. volumes.Values.OrderBy(v => v.Name, StringComparer.Ordinal)] };
+        var newGrants = grants ?? _grants;
+        state.State = new VolumeCatalogState
+        {
+            Volumes = [.. volumes.Values.OrderBy(v => v.Name, StringComparer.Ordinal)],
+            Grants = [.. newGrants],
+        };
         try
         {
             await state.WriteStateAsync();
@@ -59,6 +69,7 @@ internal sealed class VolumeCatalogGrain(
                 $"the volume catalog was not saved ({ex.GetType().Name}: {ex.Message}); nothing changed, retry the request");
         }
         _volumes = volumes;
+        _grants = newGrants;
     }
 
     private Dictionary<string, VolumeInfo> With(string name, VolumeInfo info) =>
@@ -173,7 +184,8 @@ internal sealed class VolumeCatalogGrain(
             ActiveSilos().Select(s => GrainFactory.GetGrain<IRaidWorkerGrain>(s).CloseVolumeAsync(name)));
         var remaining = new Dictionary<string, VolumeInfo>(_volumes, StringComparer.Ordinal);
         remaining.Remove(name);
-        await SaveAsync(remaining);
+        // A later volume of the same name starts without the old one's grants.
+        await SaveAsync(remaining, [.. _grants.Where(g => g.Volume != name)]);
         // Only the disks the catalog made (files under the volumes directory, page blobs in the default container
         // named after this volume) go; disks the operator named with --disk (other files, page blobs) are the
         // operator's and stay.
@@ -217,6 +229,32 @@ internal sealed class VolumeCatalogGrain(
         await SaveAsync(With(name, info));
         return info;
     }
+
+    public async Task<NbdGrant> GrantNbdAsync(string identity, string volume, bool readOnly)
+    {
+        if (NbdGrant.CheckIdentity(identity) is { } error) throw new CloudRequestException(error);
+        if (!_volumes.ContainsKey(volume))
+            throw new CloudRequestException(
+                $"volume '{volume}' does not exist; 'cloudctl volume list' shows the volumes");
+        var grant = new NbdGrant(identity, volume, readOnly);
+        await SaveAsync(_volumes, Sorted(_grants.Where(g => !Same(g, identity, volume)).Append(grant)));
+        return grant;
+    }
+
+    public async Task<bool> RevokeNbdAsync(string identity, string volume)
+    {
+        if (!_grants.Any(g => Same(g, identity, volume))) return false;
+        await SaveAsync(_volumes, [.. _grants.Where(g => !Same(g, identity, volume))]);
+        return true;
+    }
+
+    public Task<ImmutableArray<NbdGrant>> ListNbdGrantsAsync() => Task.FromResult(_grants);
+
+    private static bool Same(NbdGrant g, string identity, string volume) =>
+        g.Identity == identity && g.Volume == volume;
+
+    private static ImmutableArray<NbdGrant> Sorted(IEnumerable<NbdGrant> grants) =>
+        [.. grants.OrderBy(g => g.Volume, StringComparer.Ordinal).ThenBy(g => g.Identity, StringComparer.Ordinal)];
 
     private IEnumerable<string> ActiveSilos() =>
         membership.CurrentSnapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.Name);
