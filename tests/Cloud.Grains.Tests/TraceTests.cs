@@ -8,7 +8,8 @@ namespace Cloud.Grains.Tests;
 
 /// <summary>
 /// Traces of the write path (issue 16, item 6): the spans of one write that crosses two silos form one trace, rooted
-/// at the first server, with the target's RAID worker batch, its partition-lock calls and its engine write below it.
+/// at the first server, with the target's RAID worker batch, its partition-lock calls and its engine write below it,
+/// and the engine's member writes below that.
 /// Spans are collected in memory by an <see cref="ActivityListener"/>, as OpenTelemetry's exporter would see them.
 /// </summary>
 [Collection(nameof(SharedCluster))]
@@ -21,7 +22,7 @@ public sealed class TraceTests(SharedClusterFixture fixture)
     private CloudCluster Cloud => fixture.Cloud;
 
     [Fact]
-    public async Task WriteDelegatedToAnotherSilo_FormsOneTraceFromTheFirstServerToTheTargetsBatchAndEngineWrite()
+    public async Task WriteDelegatedToAnotherSilo_FormsOneTraceFromTheFirstServerToTheTargetsBatchEngineAndMemberWrites()
     {
         var v = await Cloud.Client.CreateVolumeAsync(new VolumeSpec("trace-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
         var (firstServer, target) = (Cloud.Silos[0], Cloud.Silos[1]);
@@ -70,6 +71,15 @@ public sealed class TraceTests(SharedClusterFixture fixture)
             var span = Assert.Single(trace, s => s.OperationName == name);
             Assert.Equal(batch.SpanId, span.ParentSpanId);
         }
+        // Below the engine write, one span per member request: the data chunk and the parity at least, on two members.
+        var engineWrite = Assert.Single(trace, s => s.OperationName == CloudTracing.EngineWrite);
+        var memberWrites = trace
+            .Where(s => s.OperationName == CloudTracing.MemberIo && Ancestry(s, byId).Contains(engineWrite))
+            .Where(s => Tag(s, "cloud.io") is "write" or "gather")
+            .ToList();
+        Assert.True(
+            memberWrites.Select(s => Tag(s, "cloud.member")).Distinct().Count() >= 2,
+            $"expected member writes on at least two members below the engine write; the trace had: {string.Join(", ", trace.Select(s => $"{s.OperationName}({Tag(s, "cloud.io")} {Tag(s, "cloud.member")})"))}");
         // Every span of the trace hangs off the root: none was orphaned by a call that dropped the context.
         foreach (var span in trace) Assert.Equal(root, Ancestry(span, byId)[^1]);
     }

@@ -4,7 +4,8 @@ namespace Cloud.Grains.Hosting;
 
 /// <summary>
 /// The "Cloud" activity source: spans of the first server's writes, delegations and reads, the RAID worker's
-/// batches, the partition-lock calls a batch makes and the engine's disk writes. With Orleans' activity propagation
+/// batches, the partition-lock calls a batch makes, the engine's disk writes and (from the engine's own source of the same
+/// name, <see cref="Cloud.Storage.StorageTracing"/>) each member I/O. With Orleans' activity propagation
 /// (<c>AddActivityPropagation()</c>, added by <see cref="CloudSiloBuilderExtensions.AddCloud"/>) the spans of one
 /// write form one trace across silos; OpenTelemetry subscribes to the source in the silo (ServiceDefaults).
 /// </summary>
@@ -33,6 +34,12 @@ public static class CloudTracing
 
     /// <summary>One run of blocks written by the engine to the member disks (data and parity).</summary>
     public const string EngineWrite = "engine write";
+
+    /// <summary>
+    /// One request of the engine to one member device (<see cref="Cloud.Storage.StorageTracing.MemberIo"/>), with the
+    /// member's index, device name and kind of I/O as tags.
+    /// </summary>
+    public const string MemberIo = Cloud.Storage.StorageTracing.MemberIo;
 
     /// <summary>The source every Cloud span is started from.</summary>
     public static readonly ActivitySource Source = new(SourceName);

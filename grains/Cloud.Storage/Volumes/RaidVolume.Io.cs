@@ -71,6 +71,13 @@ public sealed partial class RaidVolume
         IBlockDevice? d = _devices[m];
         if (d is null) return false;
         if (request.IsEmpty) return true;
+        using var activity = StorageTracing.Source.StartActivity(StorageTracing.MemberIo);
+        if (activity is not null)
+        {
+            activity.SetTag("cloud.member", m);
+            activity.SetTag("cloud.device", d.Name);
+            activity.SetTag("cloud.io", request.Kind);
+        }
         try
         {
             await request.StartAsync(d, cancellationToken).ConfigureAwait(false);
@@ -78,6 +85,7 @@ public sealed partial class RaidVolume
         }
         catch (BlockDeviceException e)
         {
+            activity?.SetStatus(ActivityStatusCode.Error, e.Message);
             await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
             return false;
         }
@@ -89,12 +97,17 @@ public sealed partial class RaidVolume
         /// <summary>Nothing to transfer: the request succeeds without reaching the device.</summary>
         bool IsEmpty { get; }
 
+        /// <summary>What the request does, for its span: read, write, scatter or gather.</summary>
+        string Kind { get; }
+
         ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken);
     }
 
     private readonly struct ReadRequest(long offsetBytes, Memory<byte> buffer) : IPieceRequest<Memory<byte>>
     {
         public bool IsEmpty => buffer.Length == 0;
+
+        public string Kind => "read";
 
         public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
             => device.ReadAsync(offsetBytes, buffer, cancellationToken);
@@ -115,6 +128,8 @@ public sealed partial class RaidVolume
     {
         public bool IsEmpty => buffer.Length == 0;
 
+        public string Kind => "write";
+
         public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
             => device.WriteAsync(offsetBytes, buffer, cancellationToken);
 
@@ -132,6 +147,8 @@ public sealed partial class RaidVolume
     {
         public bool IsEmpty => pieces.Count == 0;
 
+        public string Kind => "scatter";
+
         public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
             => device is IVectoredBlockDevice v
             ? v.ReadScatterAsync(offsetBytes, pieces, cancellationToken)
@@ -141,6 +158,8 @@ public sealed partial class RaidVolume
     private readonly struct GatherRequest(long offsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces) : IMemberRequest
     {
         public bool IsEmpty => pieces.Count == 0;
+
+        public string Kind => "gather";
 
         public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
             => device is IVectoredBlockDevice v
