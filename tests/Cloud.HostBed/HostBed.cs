@@ -295,6 +295,60 @@ public sealed class HostBed : IAsyncDisposable
         return ["--tls", "on", "--tls-cert", certificate, "--tls-key", key, "--tls-ca", authority];
     }
 
+    /// <summary>
+    /// Makes the bed's hosts (a Unix user each when root, a private 0700 directory each, the silo binaries) without a
+    /// database and without starting any silo: for a test that starts the silos itself, configured some other way
+    /// (the deployment contract run starts them with a container's environment, <see cref="StartHostFromEnvironmentAsync"/>).
+    /// </summary>
+    public static HostBed CreateHosts(HostBedOptions options, Action<string>? log = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return Create(connectionString: "", options, log);
+    }
+
+    /// <summary>
+    /// Gives everything under host <paramref name="index"/>'s directory to that host's user (after the test wrote files
+    /// there, such as its keys), so that the host, and no other, reads them.
+    /// </summary>
+    public void HandOver(int index)
+    {
+        var host = Hosts[index];
+        if (SeparateUsers) Chown(host.Directory, host.Uid, host.Gid);
+    }
+
+    /// <summary>
+    /// Starts host <paramref name="index"/>'s silo as a container image's entry point would: <c>Cloud.Silo</c> with no
+    /// arguments, configured by <paramref name="environment"/> alone, as the host's user, with its directory as home
+    /// and temporary directory (what the platform gives a container); waits for <paramref name="readyLine"/>.
+    /// </summary>
+    public async Task StartHostFromEnvironmentAsync(
+        int index,
+        IReadOnlyDictionary<string, string> environment,
+        string readyLine)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        if (IsRunning(index)) throw new InvalidOperationException($"{Hosts[index].Name} is already running");
+        if (_processes[index] is { } old) await old.DisposeAsync().ConfigureAwait(false);
+        var host = Hosts[index];
+        var env = new Dictionary<string, string>(environment, StringComparer.Ordinal)
+        {
+            ["HOME"] = host.Directory,
+            ["TMPDIR"] = Path.Combine(host.Directory, "tmp"),
+            ["DOTNET_CLI_HOME"] = host.Directory,
+        };
+        var process = ChildProcess.Start(
+            host.Name,
+            "setpriv",
+            [
+                $"--reuid={host.Uid}", $"--regid={host.Gid}", "--clear-groups", "--",
+                _dotnet, Path.Combine(BaseDirectory, "silo", "Cloud.Silo.dll"),
+            ],
+            env);
+        _processes[index] = process;
+        await process.WaitForOutputAsync(readyLine, StartTimeout).ConfigureAwait(false);
+        _log?.Invoke($"{DateTime.UtcNow:HH:mm:ss.fff} started {host.Name} from its environment as {host.User} (pid {process.Id})");
+    }
+
     /// <summary>SIGKILL: a host's crash, with no drain and no goodbye to the cluster.</summary>
     public async Task KillAsync(int index)
     {

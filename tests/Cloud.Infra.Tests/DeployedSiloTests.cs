@@ -4,6 +4,8 @@ using System.Text;
 using System.Text.Json;
 using Cloud.Client;
 using Cloud.Grains.Abstractions;
+using Bed = Cloud.HostBed.HostBed;
+using Cloud.HostBed;
 using Cloud.Hosting.Postgres;
 using Cloud.Silo;
 using Cloud.Storage.Azure;
@@ -18,8 +20,9 @@ namespace Cloud.Infra.Tests;
 /// and the managed identity's token endpoint for a local one (the same variables Container Apps gives a container),
 /// and nothing else changed. The platform's part is played here too: each silo's own address (<c>CLOUD_HOST_ADDRESS</c>, as a
 /// replica's IP), its hostname (<c>Silo__Name</c>, which defaults to the machine name, one for all processes here) and
-/// a writable data directory (the image's <c>Cloud__DataDirectory</c>). The silos run as this user on their own
-/// loopback addresses, not as the multi-host bed's Unix users.
+/// a writable data directory (the image's <c>Cloud__DataDirectory</c>). The silos run on the multi-host bed's hosts
+/// (<see cref="Bed.CreateHosts"/>): each as its host's Unix user (when root, as in CI) with its data directory and
+/// keys in that host's 0700 directory, on a loopback address of its own.
 /// </summary>
 public sealed class DeployedSiloTests
 {
@@ -48,7 +51,11 @@ public sealed class DeployedSiloTests
         var gatewayPort = int.Parse(spec["Silo__GatewayPort"], System.Globalization.CultureInfo.InvariantCulture);
         var nbdPort = int.Parse(spec["Nbd__Port"], System.Globalization.CultureInfo.InvariantCulture);
 
-        Dictionary<string, string> Environment(IPAddress host)
+        // The hosts of the multi-host bed: a Unix user and a 0700 directory each (when root, as in CI), no shared
+        // directory; the replicas' addresses are the platform's, given below as CLOUD_HOST_ADDRESS.
+        await using var bed = Bed.CreateHosts(new HostBedOptions { Hosts = 3, ClusterId = spec["Silo__ClusterId"] });
+
+        Dictionary<string, string> Environment(int index, IPAddress host)
         {
             var env = spec.Environment.ToDictionary(e => e.Name, e => e.Value, StringComparer.Ordinal);
             // The swaps: local PostgreSQL (no TLS here), Azurite for the storage account, the local token endpoint.
@@ -60,62 +67,57 @@ public sealed class DeployedSiloTests
             // The platform: the replica's address and hostname, and the image's writable data directory.
             env["CLOUD_HOST_ADDRESS"] = host.ToString();
             env["Silo__Name"] = $"replica-{host.GetAddressBytes()[3]}";
-            env["Cloud__DataDirectory"] = Path.Combine(root.Path, host.ToString());
-            SwapCertificateFiles(env, authority, Path.Combine(root.Path, $"tls-{host}"));
+            env["Cloud__DataDirectory"] = bed.Hosts[index].DataDirectory;
+            SwapCertificateFiles(env, authority, Path.Combine(bed.Hosts[index].Directory, "tls"));
+            bed.HandOver(index);
             return env;
         }
 
         var pattern = new byte[256 << 10];
         new Random(1616).NextBytes(pattern);
         IPAddress[] hosts = [NewHostAddress(), NewHostAddress(), NewHostAddress()];
-        var silos = await Task.WhenAll(hosts.Select((h, i) => StartSiloAsync($"replica {i}", Environment(h))));
-        try
+        await Task.WhenAll(hosts.Select((h, i) => bed.StartHostFromEnvironmentAsync(i, Environment(i, h), "up: gateway")));
+        AssertEachReplicaRunsAsItsHostsUser(bed);
+        foreach (var host in hosts) await AssertProbesAnswerAsync(spec, host);
+        var creator = hosts[0];
+        await using (var client = await CloudClient.ConnectAsync($"{creator}:{gatewayPort}", clusterId, clusterId, clientTls))
         {
-            foreach (var host in hosts) await AssertProbesAnswerAsync(spec, host);
-            var creator = hosts[0];
-            await using (var client = await CloudClient.ConnectAsync($"{creator}:{gatewayPort}", clusterId, clusterId, clientTls))
+            var info = await client.CreateVolumeAsync(
+                new VolumeSpec("deployed", 4 << 20, VolumeLevel.Raid1, 2, VolumeSpec.DefaultChunkSizeBytes, true));
+
+            // No --disk: page blobs in the template's container, named after the volume and the member.
+            var tag = info.VolumeId.ToString("N")[..8];
+            Assert.Equal(
+                [.. Enumerable.Range(0, 2).Select(i => $"pageblob:{container}/deployed-{tag}/disk{i}")],
+                info.DiskPaths.ToArray());
+            var blobs = PageBlobConnection.FromConnectionString(azurite.ConnectionString());
+            foreach (var location in info.DiskPaths)
             {
-                var info = await client.CreateVolumeAsync(
-                    new VolumeSpec("deployed", 4 << 20, VolumeLevel.Raid1, 2, VolumeSpec.DefaultChunkSizeBytes, true));
-
-                // No --disk: page blobs in the template's container, named after the volume and the member.
-                var tag = info.VolumeId.ToString("N")[..8];
-                Assert.Equal(
-                    [.. Enumerable.Range(0, 2).Select(i => $"pageblob:{container}/deployed-{tag}/disk{i}")],
-                    info.DiskPaths.ToArray());
-                var blobs = PageBlobConnection.FromConnectionString(azurite.ConnectionString());
-                foreach (var location in info.DiskPaths)
-                {
-                    var disk = (PageBlobDisk)DiskDescriptor.Parse(location);
-                    Assert.True(
-                        (await blobs.GetPageBlobClient(disk.Container, disk.Blob).ExistsAsync()).Value, location);
-                }
-
-                // NBD on the ingress port writes; the SDK on the gateway port reads it back.
-                await NbdWriteAsync(new IPEndPoint(creator, nbdPort), "deployed", 1 << 20, pattern);
-                Assert.Equal(pattern, await SdkReadAsync(client, "deployed", 1 << 20, pattern.Length));
+                var disk = (PageBlobDisk)DiskDescriptor.Parse(location);
+                Assert.True(
+                    (await blobs.GetPageBlobClient(disk.Container, disk.Blob).ExistsAsync()).Value, location);
             }
 
-            // The replica that created the volume dies without a goodbye; the other two serve it.
-            await silos[0].Process.KillAsync();
-            await using (var client = await CloudClient.ConnectAsync($"{hosts[1]}:{gatewayPort}", clusterId, clusterId, clientTls))
-            {
-                Assert.Equal(pattern, await SdkReadAsync(client, "deployed", 1 << 20, pattern.Length));
-                Assert.Equal(
-                    pattern,
-                    await NbdReadAsync(new IPEndPoint(hosts[2], nbdPort), "deployed", 1 << 20, pattern.Length));
-
-                // The catalog made these blobs, so deleting the volume deletes them.
-                var members = (await client.ShowVolumeAsync("deployed")).Disks.Select(d => d.Path).ToList();
-                await client.DeleteVolumeAsync("deployed");
-                var blobs = PageBlobConnection.FromConnectionString(azurite.ConnectionString());
-                foreach (var disk in members.Select(m => (PageBlobDisk)DiskDescriptor.Parse(m)))
-                    Assert.False((await blobs.GetPageBlobClient(disk.Container, disk.Blob).ExistsAsync()).Value);
-            }
+            // NBD on the ingress port writes; the SDK on the gateway port reads it back.
+            await NbdWriteAsync(new IPEndPoint(creator, nbdPort), "deployed", 1 << 20, pattern);
+            Assert.Equal(pattern, await SdkReadAsync(client, "deployed", 1 << 20, pattern.Length));
         }
-        finally
+
+        // The replica that created the volume dies without a goodbye; the other two serve it.
+        await bed.KillAsync(0);
+        await using (var client = await CloudClient.ConnectAsync($"{hosts[1]}:{gatewayPort}", clusterId, clusterId, clientTls))
         {
-            foreach (var silo in silos) await silo.DisposeAsync();
+            Assert.Equal(pattern, await SdkReadAsync(client, "deployed", 1 << 20, pattern.Length));
+            Assert.Equal(
+                pattern,
+                await NbdReadAsync(new IPEndPoint(hosts[2], nbdPort), "deployed", 1 << 20, pattern.Length));
+
+            // The catalog made these blobs, so deleting the volume deletes them.
+            var members = (await client.ShowVolumeAsync("deployed")).Disks.Select(d => d.Path).ToList();
+            await client.DeleteVolumeAsync("deployed");
+            var blobs = PageBlobConnection.FromConnectionString(azurite.ConnectionString());
+            foreach (var disk in members.Select(m => (PageBlobDisk)DiskDescriptor.Parse(m)))
+                Assert.False((await blobs.GetPageBlobClient(disk.Container, disk.Blob).ExistsAsync()).Value);
         }
         Assert.True(identity.TokensServed > 0, "the silos never asked the managed identity endpoint for a token");
     }
@@ -166,26 +168,22 @@ public sealed class DeployedSiloTests
         env["Silo__Tls__AuthorityFile"] = authority.WriteAuthority(directory);
     }
 
-    private sealed record RunningSilo(ChildProcess Process) : IAsyncDisposable
+    /// <summary>
+    /// Each replica runs as its host's user (when the bed has users of its own: as root), with its data directory
+    /// private to that user, as separate hosts would be.
+    /// </summary>
+    private static void AssertEachReplicaRunsAsItsHostsUser(Bed bed)
     {
-        public ValueTask DisposeAsync() => Process.DisposeAsync();
-    }
-
-    private static async Task<RunningSilo> StartSiloAsync(string name, Dictionary<string, string> environment)
-    {
-        // The image's entry point: the silo with no arguments, configured by the environment alone.
-        var process = ChildProcess.StartDotnet(
-            name, Path.Combine(AppContext.BaseDirectory, "Cloud.Silo.dll"), [], environment);
-        try
+        if (!bed.SeparateUsers) return;
+        for (var i = 0; i < bed.Hosts.Count; i++)
         {
-            await process.WaitForOutputAsync("up: gateway", StartTimeout);
+            var host = bed.Hosts[i];
+            var uidLine = File.ReadAllLines($"/proc/{bed.ProcessId(i)}/status").Single(l => l.StartsWith("Uid:", StringComparison.Ordinal));
+            Assert.Equal(host.Uid.ToString(System.Globalization.CultureInfo.InvariantCulture), uidLine.Split('\t', StringSplitOptions.RemoveEmptyEntries)[1]);
+            Assert.Equal(
+                UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute,
+                File.GetUnixFileMode(host.Directory));
         }
-        catch
-        {
-            await process.DisposeAsync();
-            throw;
-        }
-        return new RunningSilo(process);
     }
 
     private static async Task AssertProbesAnswerAsync(SiloContainerSpec spec, IPAddress host)
