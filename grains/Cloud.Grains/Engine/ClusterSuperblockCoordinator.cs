@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.RaidWorkers;
 using Cloud.Grains.Volumes;
@@ -10,10 +9,17 @@ namespace Cloud.Grains.Engine;
 
 /// <summary>
 /// The engine's <see cref="ISuperblockCoordinator"/> in the cluster: a volume's superblock updates on any silo take
-/// the lease of that volume's <see cref="ISuperblockLeaseGrain"/>. After an update the silo tells every other live
-/// silo's RAID worker to re-read the member table before the update returns, so that a member failed here is not
-/// used by another silo for the next write.
+/// the lease of that volume's <see cref="ISuperblockLeaseGrain"/>. After an update the engine publishes it: every live
+/// silo's RAID worker, this silo's included, re-reads the member table in every engine of the volume it has open,
+/// opening or closing, before the update returns, so that a member failed here is not used by another silo for the
+/// next write, and a stripe a rebuild step has passed is not written anywhere without the new member.
 /// </summary>
+/// <remarks>
+/// A re-read never waits for a publication: the engine publishes after it let go of its update gate and the lease,
+/// and a re-read needs only the gate. So every silo re-reads at once when asked, even while it is updating or
+/// publishing itself; there is no "skip" or "later" answer that would leave a silo writing by the old table after the
+/// updater trusted the new one.
+/// </remarks>
 internal sealed partial class ClusterSuperblockCoordinator(
     IGrainFactory grains,
     ILocalSiloDetails silo,
@@ -34,55 +40,46 @@ internal sealed partial class ClusterSuperblockCoordinator(
     /// </summary>
     public static readonly TimeSpan RefreshTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>Pause before asking a silo again to re-read the superblocks.</summary>
+    public static readonly TimeSpan RetryPause = TimeSpan.FromMilliseconds(200);
+
     private readonly string _holder = silo.SiloAddress.ToParsableString();
     private readonly ILogger _logger = logger;
-
-    // Per volume: updates of this silo waiting for or holding the lease (their own re-read will see others' changes),
-    // and updates telling the others (a refresh here must not wait for them: two such silos would wait on each other).
-    private readonly ConcurrentDictionary<Guid, int> _updating = new();
-    private readonly ConcurrentDictionary<Guid, int> _announcing = new();
-
-    /// <summary>What a refresh request for <paramref name="volumeId"/> should do on this silo now.</summary>
-    internal RefreshMode RefreshModeFor(Guid volumeId) =>
-        _updating.GetValueOrDefault(volumeId) > 0 ? RefreshMode.Skip
-        : _announcing.GetValueOrDefault(volumeId) > 0 ? RefreshMode.Background
-        : RefreshMode.Now;
 
     /// <inheritdoc />
     public async ValueTask<IAsyncDisposable> AcquireAsync(Guid volumeId, CancellationToken cancellationToken)
     {
-        _updating.AddOrUpdate(volumeId, 1, (_, n) => n + 1);
-        try
+        var grain = grains.GetGrain<ISuperblockLeaseGrain>(volumeId);
+        while (true)
         {
-            var grain = grains.GetGrain<ISuperblockLeaseGrain>(volumeId);
-            while (true)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                var token = await grain.AcquireAsync(
-                    _holder, Lease, AcquireWait).WaitAsync(cancellationToken).ConfigureAwait(false);
-                if (token != 0) return new Grant(this, grain, volumeId, token);
-            }
-        }
-        catch
-        {
-            _updating.AddOrUpdate(volumeId, 0, (_, n) => n - 1);
-            throw;
+            cancellationToken.ThrowIfCancellationRequested();
+            var token = await grain.AcquireAsync(
+                _holder, Lease, AcquireWait).WaitAsync(cancellationToken).ConfigureAwait(false);
+            if (token != 0) return new Grant(this, grain, volumeId, token);
         }
     }
 
-    private async Task AnnounceAsync(Guid volumeId)
+    /// <inheritdoc />
+    /// <remarks>
+    /// This silo is asked too: besides the engine that wrote the update, it may have another engine of the volume
+    /// (one still opening, or one still draining its writes while it closes).
+    /// </remarks>
+    public async ValueTask PublishAsync(Guid volumeId, CancellationToken cancellationToken)
     {
-        var others = membership.CurrentSnapshot.Members.Values
+        var names = membership.CurrentSnapshot.Members.Values
             .Where(m => m.Status == SiloStatus.Active && !m.SiloAddress.Equals(silo.SiloAddress))
-            .Select(m => m.Name).ToList();
-        await Task.WhenAll(others.Select(name => RefreshUntilDoneAsync(volumeId, name))).ConfigureAwait(false);
+            .Select(m => m.Name)
+            .Append(silo.Name)
+            .ToList();
+        await Task.WhenAll(names.Select(name => RefreshUntilDoneAsync(volumeId, name)))
+            .WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
-    /// Asks one silo to re-read the superblocks, again while it is still an active member and the announcement is
-    /// younger than <see cref="Lease"/>: an update (a rebuild step's cursor above all) is trusted by its announcer once
-    /// this returns, and a silo that missed it would keep writing by the old superblocks. A silo that leaves the
-    /// membership meanwhile reads them afresh when it comes back.
+    /// Asks one silo to re-read the superblocks, again while it is still an active member (or is this silo) and the
+    /// announcement is younger than <see cref="Lease"/>: an update (a rebuild step's cursor above all) is trusted by its
+    /// announcer once this returns, and a silo that missed it would keep writing by the old superblocks. A silo that
+    /// leaves the membership meanwhile reads them afresh when it comes back.
     /// </summary>
     private async Task RefreshUntilDoneAsync(Guid volumeId, string name)
     {
@@ -98,16 +95,13 @@ internal sealed partial class ClusterSuperblockCoordinator(
             catch (Exception ex)
             {
                 LogRefreshFailed(_logger, volumeId, name, ex);
-                var stillActive = membership.CurrentSnapshot.Members.Values
-                    .Any(m => m.Name == name && m.Status == SiloStatus.Active);
+                var stillActive = name == silo.Name
+                    || membership.CurrentSnapshot.Members.Values.Any(m => m.Name == name && m.Status == SiloStatus.Active);
                 if (!stillActive || DateTimeOffset.UtcNow - started > Lease) return;
                 await Task.Delay(RetryPause).ConfigureAwait(false);
             }
         }
     }
-
-    /// <summary>Pause before asking a silo again to re-read the superblocks.</summary>
-    public static readonly TimeSpan RetryPause = TimeSpan.FromMilliseconds(200);
 
     private sealed class Grant(
         ClusterSuperblockCoordinator owner,
@@ -120,15 +114,8 @@ internal sealed partial class ClusterSuperblockCoordinator(
         public async ValueTask DisposeAsync()
         {
             if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-            owner._announcing.AddOrUpdate(volumeId, 1, (_, n) => n + 1);
-            owner._updating.AddOrUpdate(volumeId, 0, (_, n) => n - 1);
-            try
-            {
-                try { await grain.ReleaseAsync(token).ConfigureAwait(false); }
-                catch (Exception ex) { LogReleaseFailed(owner._logger, volumeId, ex); }
-                await owner.AnnounceAsync(volumeId).ConfigureAwait(false);
-            }
-            finally { owner._announcing.AddOrUpdate(volumeId, 0, (_, n) => n - 1); }
+            try { await grain.ReleaseAsync(token).ConfigureAwait(false); }
+            catch (Exception ex) { LogReleaseFailed(owner._logger, volumeId, ex); }
         }
     }
 
@@ -137,19 +124,4 @@ internal sealed partial class ClusterSuperblockCoordinator(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {VolumeId}: releasing the superblock lease failed (it expires)")]
     private static partial void LogReleaseFailed(ILogger logger, Guid volumeId, Exception exception);
-}
-
-/// <summary>What a silo does with a request to re-read a volume's superblocks.</summary>
-internal enum RefreshMode
-{
-    /// <summary>Re-read now and answer after.</summary>
-    Now,
-
-    /// <summary>This silo is about to update them itself, which re-reads first.</summary>
-    Skip,
-
-    /// <summary>
-    /// This silo is telling the others of its own update: re-read after that, without making the caller wait.
-    /// </summary>
-    Background,
 }

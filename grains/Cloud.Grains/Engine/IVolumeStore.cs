@@ -91,10 +91,17 @@ public interface IVolumeStore : IAsyncDisposable
     ValueTask RefreshMembersAsync(CancellationToken cancellationToken);
 
     /// <summary>
-    /// Resyncs the stripes a dead silo writing through intent slot <paramref name="writerSlot"/> may have left
-    /// mid-update; the caller holds those stripes' locks. Returns the stripes resynced.
+    /// Resyncs the stripes a writer through intent slot <paramref name="writerSlot"/> (a dead silo, or this silo's
+    /// earlier engine) may have left mid-update; the caller holds those stripes' locks. Returns the stripes resynced.
     /// </summary>
     ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The intent slots whose marks this engine found at its open and left unresynced, for the host to recover under
+    /// the stripes' partition locks (<see cref="RecoverWriterSlotAsync"/>): its own slot, or every slot when it opened
+    /// alone in the cluster. A resync without those locks would rewrite parity under another silo's write.
+    /// </summary>
+    IReadOnlyList<int> WriterSlotsToRecover { get; }
 
     /// <summary>
     /// The stripe ranges (end exclusive) intent slot <paramref name="writerSlot"/> marks, which

@@ -62,6 +62,7 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
     public Guid VolumeId => inner.VolumeId;
     public ValueTask RefreshMembersAsync(CancellationToken cancellationToken)
         => inner.RefreshMembersAsync(cancellationToken);
+    public IReadOnlyList<int> WriterSlotsToRecover => inner.WriterSlotsToRecover;
     public ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken)
         => inner.RecoverWriterSlotAsync(writerSlot, cancellationToken);
     public ValueTask<IReadOnlyList<(long First, long End)>> MarkedStripesOfSlotAsync(

@@ -16,7 +16,8 @@ internal sealed class RaidVolumeStore(
     RaidVolume volume,
     IBlockDevice?[] devices,
     VolumeInfo info,
-    BlockDeviceFactory disks) : IVolumeStore
+    BlockDeviceFactory disks,
+    IReadOnlyList<int> writerSlotsToRecover) : IVolumeStore
 {
     private readonly List<IBlockDevice> _retired = [];
     private readonly string[] _locations = [.. info.DiskPaths];
@@ -127,6 +128,8 @@ internal sealed class RaidVolumeStore(
     public async ValueTask RefreshMembersAsync(CancellationToken cancellationToken)
         => await volume.RefreshMembersAsync(null, cancellationToken);
 
+    public IReadOnlyList<int> WriterSlotsToRecover => writerSlotsToRecover;
+
     public async ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken) =>
         await volume.RecoverWriterSlotAsync(writerSlot, cancellationToken);
 
@@ -217,11 +220,14 @@ internal sealed class RaidVolumeStoreFactory(
         if (_slot < 0) _slot = await grains.GetGrain<IWriterSlotsGrain>(0).GetWriterSlotAsync(silo.Name);
         var active = membership.CurrentSnapshot.Members.Values.Count(
             m => m.Status == Orleans.Runtime.SiloStatus.Active);
-        // Superblock updates of every silo go through one lease per volume (the default lock is per process).
+        // Superblock updates of every silo go through one lease per volume (the default lock is per process). The
+        // engine resyncs no intent marks at assembly: other silos may be writing those stripes, and only their
+        // partition locks, which the caller takes (WriterSlotRecovery), make a resync safe.
         return new RaidVolumeOptions
         {
             WriterSlot = _slot,
             RecoverAllWriterSlots = active <= 1,
+            RecoverOnAssemble = false,
             SuperblockCoordinator = coordinator
         };
     }
@@ -254,7 +260,8 @@ internal sealed class RaidVolumeStoreFactory(
             }
             var raid = await RaidVolume.CreateAsync(
                 Definition(volume), devices!, await OptionsAsync(), cancellationToken);
-            return new RaidVolumeStore(raid, devices, volume, disks);
+            // A new volume has no marks to recover.
+            return new RaidVolumeStore(raid, devices, volume, disks, []);
         }
         catch (ArgumentException ex)
         {
@@ -334,7 +341,10 @@ internal sealed class RaidVolumeStoreFactory(
                 throw new VolumeFormatException(
                     $"the disks of volume '{volume.Name}' belong to volume {raid.Definition.VolumeId}, not {volume.VolumeId}");
             }
-            return new RaidVolumeStore(raid, devices, volume, disks);
+            IReadOnlyList<int> slots = options.RecoverAllWriterSlots
+                ? [.. Enumerable.Range(0, OnDiskFormat.IntentSlotCount)]
+                : [options.WriterSlot];
+            return new RaidVolumeStore(raid, devices, volume, disks, slots);
         }
         catch
         {

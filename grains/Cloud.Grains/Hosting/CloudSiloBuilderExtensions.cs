@@ -69,6 +69,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddHostedService<DeadSiloRecovery>();
         builder.Services.TryAddSingleton<IVolumeStoreFactory, RaidVolumeStoreFactory>();
         builder.Services.AddSingleton<OpenVolumeCache>();
+        builder.Services.AddSingleton<WriterSlotRecovery>();
         builder.Services.AddSingleton<HeldLocks>();
         builder.Services.AddSingleton<BatchExecutor>();
         builder.Services.AddSingleton<WriteScheduler>();

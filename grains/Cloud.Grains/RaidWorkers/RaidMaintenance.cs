@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Engine;
 using Cloud.Grains.Hosting;
@@ -20,6 +21,7 @@ public sealed partial class RaidMaintenance(
     IGrainFactory grains,
     ILocalSiloDetails silo,
     HeldLocks heldLocks,
+    WriterSlotRecovery slotRecovery,
     IOptions<CloudOptions> options,
     ILogger<RaidMaintenance> logger)
 {
@@ -80,13 +82,13 @@ public sealed partial class RaidMaintenance(
     /// <summary>
     /// Drains and closes the volume's engine on this silo; the next request reopens it from its disks.
     /// </summary>
-    public async Task CloseAsync(string volumeName)
+    public Task CloseAsync(string volumeName) => volumes.CloseAsync(volumeName, static async v =>
     {
-        if (await volumes.RemoveAsync(volumeName).ConfigureAwait(false) is not { } v) return;
         await WriteScheduler.WaitIdleAsync(v).ConfigureAwait(false);
+        await v.RecoveryAfterOpen.ConfigureAwait(false);
         await v.Store.FlushAsync(CancellationToken.None).ConfigureAwait(false);
         await v.Store.DisposeAsync().ConfigureAwait(false);
-    }
+    });
 
     /// <summary>The volume as this silo's engine sees it.</summary>
     public async Task<VolumeStatus> StatusAsync(string volumeName, RebuildStatus? rebuild)
@@ -132,6 +134,9 @@ public sealed partial class RaidMaintenance(
     public async Task RebuildAsync(string volumeName, IProgress<(long Done, long Total)> progress)
     {
         var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
+        // A stripe left mid-update by a crash is resynced first: rebuilt from its stale parity, the new member would
+        // hold a chunk that agrees with neither version.
+        await v.RecoveryAfterOpen.ConfigureAwait(false);
         var metered = new MeteredRebuildProgress(volumeName, progress);
         var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
         var stripesPerStep = Math.Clamp(RebuildStepBytes / v.Store.StripeDataBytes, 1, stripesPerPartition);
@@ -142,30 +147,73 @@ public sealed partial class RaidMaintenance(
             var end = Math.Min(
                 Math.Min(first + stripesPerStep, (partition + 1) * stripesPerPartition), v.Store.StripeCount);
             var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
-            var grant = await heldLocks.AcquireAsync(
-                lockGrain,
-                new LockRequest(first, end - 1, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
-                .ConfigureAwait(false);
-            try
-            {
-                await v.Store.RebuildStripesAsync(end, metered, CancellationToken.None).ConfigureAwait(false);
-            }
-            catch
-            {
-                // A step that failed part way may have written some of the new member's chunks: the plain release
-                // marks the stripes uncertain, as after a failed repair.
-                await heldLocks.ReleaseAsync(lockGrain, grant.FencingToken).ConfigureAwait(false);
-                throw;
-            }
-            // A rebuild writes no new version (it puts back what the others hold), so it commits no timestamps.
-            await heldLocks.CommitAsync(lockGrain, grant.FencingToken, [], [], silo.Name, release: true)
-                .ConfigureAwait(false);
+            await RebuildStepAsync(v, lockGrain, first, end, metered).ConfigureAwait(false);
             first = end;
         }
         // A volume found with every member rebuilt to the end but not yet recorded active (an interrupted last step).
         if (v.Store.Members.Any(m => m.State == DiskState.Rebuilding))
             await v.Store.RebuildStripesAsync(v.Store.StripeCount, metered, CancellationToken.None)
                 .ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// One rebuild step: stripes <paramref name="first"/> to <paramref name="end"/> (exclusive) of one partition,
+    /// rebuilt and published under the partition's exclusive lock, which is renewed while the step runs: publishing
+    /// waits for every silo to re-read the superblocks, which may outlast a lease on a loaded machine, and a lease
+    /// that lapsed would let writers into stripes the step has rebuilt before they know the new cursor.
+    /// </summary>
+    private async Task RebuildStepAsync(
+        OpenVolume v,
+        IPartitionLockGrain lockGrain,
+        long first,
+        long end,
+        IProgress<(long Done, long Total)> progress)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var grant = await heldLocks.AcquireAsync(
+            lockGrain,
+            new LockRequest(first, end - 1, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
+            .ConfigureAwait(false);
+        using var stepDone = new CancellationTokenSource();
+        var renewing = RenewUntilCancelledAsync(lockGrain, grant.FencingToken, stepDone.Token);
+        try
+        {
+            await v.Store.RebuildStripesAsync(end, progress, CancellationToken.None).ConfigureAwait(false);
+            await stepDone.CancelAsync().ConfigureAwait(false);
+            // A renewal refused means the lease lapsed at some point of the step: other silos may have written its
+            // stripes meanwhile, without the new member. Fail the rebuild rather than record it as done.
+            await renewing.ConfigureAwait(false);
+        }
+        catch
+        {
+            await stepDone.CancelAsync().ConfigureAwait(false);
+            // A step that failed part way may have written some of the new member's chunks: the plain release marks
+            // the stripes uncertain, as after a failed repair.
+            await heldLocks.ReleaseAsync(lockGrain, grant.FencingToken).ConfigureAwait(false);
+            throw;
+        }
+        // A rebuild writes no new version (it puts back what the others hold), so it commits no timestamps.
+        await heldLocks.CommitAsync(lockGrain, grant.FencingToken, [], [], silo.Name, release: true)
+            .ConfigureAwait(false);
+        LogRebuildStep(logger, v.Info.Name, first, end, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+    }
+
+    /// <summary>Renews a held lock every third of its lease until <paramref name="stop"/> is cancelled.</summary>
+    private async Task RenewUntilCancelledAsync(IPartitionLockGrain lockGrain, long fencingToken, CancellationToken stop)
+    {
+        var lease = _options.LockLease;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(lease / 3, stop).ConfigureAwait(false);
+                await lockGrain.RenewAsync(fencingToken, lease).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            // The step is over.
+        }
     }
 
     /// <summary>
@@ -186,6 +234,9 @@ public sealed partial class RaidMaintenance(
     public async Task<ScrubResult> ScrubAsync(string volumeName, bool repair)
     {
         var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
+        // A stripe left mid-update by a crash is not a mismatch to report (or to repair from its data) while its
+        // write-hole recovery is still to come.
+        await v.RecoveryAfterOpen.ConfigureAwait(false);
         var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
         var result = new ScrubResult(0, 0, 0, 0);
         for (long first = 0; first < v.Store.StripeCount; first += stripesPerPartition)
@@ -257,6 +308,9 @@ public sealed partial class RaidMaintenance(
             a.Repaired + b.Repaired,
             a.Unrecoverable + b.Unrecoverable);
 
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Volume {Volume}: rebuild step of stripes {First}-{End} locked, rebuilt and published in {Milliseconds} ms")]
+    private static partial void LogRebuildStep(ILogger logger, string volume, long first, long end, double milliseconds);
+
     private static void CheckMember(VolumeInfo v, int index)
     {
         if (index < 0 || index >= v.DiskCount)
@@ -265,37 +319,26 @@ public sealed partial class RaidMaintenance(
     }
 
     /// <summary>
-    /// Re-reads the member table of the volume <paramref name="volumeId"/> if it is open on this silo, or still
-    /// opening: an open that read the superblocks before the change would otherwise keep the older table (a rebuild
-    /// cursor behind the one the rebuilding silo relies on). A volume not open here has nothing to refresh: it is
-    /// assembled from the superblocks when it is next used.
+    /// Re-reads the member table of the volume <paramref name="volumeId"/> in every engine of it on this silo that
+    /// serves I/O: open, or closing but still writing the copies it had queued; an engine still opening re-reads it
+    /// before its open completes (<see cref="OpenVolumeCache.BeginRefresh"/>). A volume not open here has nothing to
+    /// refresh: it is assembled from the superblocks when it is next used. Returns once each of them has re-read: the
+    /// silo that published the change relies on it.
     /// </summary>
-    internal async Task RefreshMembersAsync(Guid volumeId, RefreshMode mode)
+    internal Task RefreshMembersAsync(Guid volumeId)
     {
-        if (mode == RefreshMode.Skip) return;
-        foreach (var opening in volumes.OpenedOrOpening)
-        {
-            var refresh = RefreshOneAsync(opening);
-            if (mode == RefreshMode.Now) await refresh.ConfigureAwait(false);
-        }
+        return Task.WhenAll(volumes.BeginRefresh().Where(v => v.Store.VolumeId == volumeId).Select(RefreshOneAsync));
 
-        async Task RefreshOneAsync(Task<OpenVolume> opening)
+        static async Task RefreshOneAsync(OpenVolume v)
         {
-            OpenVolume v;
-            try { v = await opening.ConfigureAwait(false); }
-            catch (Exception) { return; /* a failed open leaves nothing behind: the next one reads the superblocks */ }
-            if (v.Store.VolumeId != volumeId) return;
             try { await v.Store.RefreshMembersAsync(CancellationToken.None).ConfigureAwait(false); }
-            catch (ObjectDisposedException) { /* closed meanwhile: the next open reads the superblocks anyway */ }
-            catch (Exception ex) when (mode == RefreshMode.Background) { LogRefreshFailed(logger, v.Info.Name, ex); }
+            catch (ObjectDisposedException) { /* closed meanwhile: it writes no more */ }
         }
     }
 
     /// <summary>
-    /// Resyncs every volume's stripes that a dead silo's intent slot marks as possibly mid-update. The marked stripes
-    /// (a few regions: the dead silo's writes in flight) are locked exclusively first, partition by partition in
-    /// partition order (the order every writer uses), all of them before the resync, so that no live writer
-    /// read-modify-writes a stripe whose parity may be stale; the rest of the volume keeps serving meanwhile.
+    /// Resyncs every volume's stripes that a dead silo's intent slot marks as possibly mid-update, under their
+    /// partition locks (<see cref="WriterSlotRecovery"/>); the rest of the volume keeps serving meanwhile.
     /// </summary>
     public async Task<long> RecoverWriterSlotAsync(int writerSlot)
     {
@@ -303,71 +346,13 @@ public sealed partial class RaidMaintenance(
         foreach (var info in await grains.GetGrain<IVolumeCatalogGrain>(0).ListAsync().ConfigureAwait(false))
         {
             // A volume of another host's files is not opened here (only its host's silos reach it); its intent slots
-            // are resynced when a silo of that host assembles it again.
+            // are resynced when a silo of that host opens it again.
             if (!VolumeReach.Reaches(info, _options.HostName)) continue;
             var v = await volumes.OpenAsync(info.Name).ConfigureAwait(false);
-            // The dead writer writes no more, so its marks do not change between this read and the resync.
-            var marked = await v.Store.MarkedStripesOfSlotAsync(writerSlot, CancellationToken.None)
-                .ConfigureAwait(false);
-            if (marked.Count == 0) continue;
-            var held = new List<(IPartitionLockGrain Grain, long Token)>();
-            try
-            {
-                await LockStripesAsync(v, marked, held).ConfigureAwait(false);
-                var resynced = await v.Store.RecoverWriterSlotAsync(
-                    writerSlot, CancellationToken.None).ConfigureAwait(false);
-                LogSlotRecovered(logger, info.Name, writerSlot, resynced);
-                total += resynced;
-            }
-            finally
-            {
-                foreach (var (lockGrain, token) in held)
-                {
-                    try { await heldLocks.ReleaseAsync(lockGrain, token).ConfigureAwait(false); }
-                    catch (Exception ex) { LogRefreshFailed(logger, info.Name, ex); }
-                }
-            }
+            total += await slotRecovery.RecoverAsync(v, writerSlot).ConfigureAwait(false);
         }
         return total;
     }
-
-    /// <summary>
-    /// Takes exclusive locks on the stripe ranges <paramref name="marked"/> (end exclusive), split at partition
-    /// boundaries and taken in partition order, adding each grant to <paramref name="held"/>.
-    /// </summary>
-    private async Task LockStripesAsync(
-        OpenVolume v,
-        IReadOnlyList<(long First, long End)> marked,
-        List<(IPartitionLockGrain Grain, long Token)> held)
-    {
-        var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
-        var pieces = new List<(long Partition, long First, long Last)>();
-        foreach (var (first, end) in marked)
-        {
-            for (var s = first; s < end;)
-            {
-                var partition = s / stripesPerPartition;
-                var pieceEnd = Math.Min(end, (partition + 1) * stripesPerPartition);
-                pieces.Add((partition, s, pieceEnd - 1));
-                s = pieceEnd;
-            }
-        }
-        foreach (var (partition, first, last) in pieces.OrderBy(p => p.Partition).ThenBy(p => p.First))
-        {
-            var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
-            var grant = await heldLocks.AcquireAsync(
-                lockGrain,
-                new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
-                .ConfigureAwait(false);
-            held.Add((lockGrain, grant.FencingToken));
-        }
-    }
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: re-reading the superblocks or releasing a lock failed")]
-    private static partial void LogRefreshFailed(ILogger logger, string volume, Exception exception);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "Volume {Volume}: dead silo's intent slot {Slot} recovered, {Stripes} stripes resynced")]
-    private static partial void LogSlotRecovered(ILogger logger, string volume, int slot, long stripes);
 }
 
 /// <summary>Passes rebuild progress on and publishes it as the <c>cloud.rebuild.progress</c> gauge.</summary>

@@ -20,7 +20,6 @@ internal sealed class RaidWorkerGrain(
     OpenVolumeCache volumes,
     RaidMaintenance maintenance,
     ILocalSiloDetails silo,
-    ClusterSuperblockCoordinator coordinator,
     HeldLocks heldLocks,
     FirstServerWrites firstServer) : Grain, IRaidWorkerGrain
 {
@@ -67,7 +66,7 @@ internal sealed class RaidWorkerGrain(
         => EngineErrors.Guard(() => maintenance.ScrubAsync(volumeName, repair));
     public Task<int> GetQueueDepthAsync() => Task.FromResult(scheduler.QueueDepth);
     public Task RefreshMembersAsync(Guid volumeId)
-        => EngineErrors.Guard(() => maintenance.RefreshMembersAsync(volumeId, coordinator.RefreshModeFor(volumeId)));
+        => EngineErrors.Guard(() => maintenance.RefreshMembersAsync(volumeId));
     public Task<long> RecoverWriterSlotAsync(int writerSlot)
         => EngineErrors.Guard(() => maintenance.RecoverWriterSlotAsync(writerSlot));
     public Task<PartitionClaims> ReclaimAsync(string partitionKey)

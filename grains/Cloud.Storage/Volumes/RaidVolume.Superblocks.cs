@@ -266,12 +266,28 @@ public sealed partial class RaidVolume
     private ValueTask WriteSuperblocksAsync(CancellationToken cancellationToken)
         => UpdateSuperblocksAsync(null, null, fresh: false, cancellationToken);
 
+    /// <summary>
+    /// Writes the next generation (<see cref="WriteNextGenerationAsync"/>), then has every other opener adopt it
+    /// (<see cref="ISuperblockCoordinator.PublishAsync"/>) before returning, outside this opener's update gate and the
+    /// coordinator's lease, so that a re-read asked of this opener meanwhile does not wait for the publication.
+    /// </summary>
     /// <param name="mutate">Applied to the merged table before writing; must be idempotent (it may run again after a
     /// conflict) and may throw to refuse.</param>
     /// <param name="attach">Disks for the new identities <paramref name="mutate"/> sets.</param>
     /// <param name="fresh">A new volume: do not read what the disks held before.</param>
     /// <param name="cancellationToken">Cancels the update.</param>
     private async ValueTask UpdateSuperblocksAsync(
+        Action<MemberRecord[]>? mutate,
+        IBlockDevice?[]? attach,
+        bool fresh,
+        CancellationToken cancellationToken)
+    {
+        await WriteNextGenerationAsync(mutate, attach, fresh, cancellationToken).ConfigureAwait(false);
+        await _options.SuperblockCoordinator.PublishAsync(Definition.VolumeId, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Read, merge, mutate and write the next generation, under the update gate and the lease.</summary>
+    private async ValueTask WriteNextGenerationAsync(
         Action<MemberRecord[]>? mutate,
         IBlockDevice?[]? attach,
         bool fresh,

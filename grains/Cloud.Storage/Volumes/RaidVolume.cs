@@ -261,7 +261,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     /// that holds member i, or null when it is absent (the volume then runs degraded). A disk of another
     /// volume, one the volume has dropped or replaced, one in the wrong position, or too few members,
     /// are refused with <see cref="VolumeFormatException"/>. Stripes that writers marked in the intent
-    /// bitmap are then resynced (see <see cref="RaidVolumeOptions.RecoverAllWriterSlots"/>).
+    /// bitmap are then resynced (see <see cref="RaidVolumeOptions.RecoverAllWriterSlots"/>), unless
+    /// <see cref="RaidVolumeOptions.RecoverOnAssemble"/> is off.
     /// </summary>
     public static async ValueTask<RaidVolume> AssembleAsync(IReadOnlyList<IBlockDevice?> members,
         RaidVolumeOptions? options = null,
@@ -341,11 +342,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
                         table[i] = new MemberRecord(id, MemberState.Rebuilding, 0);
             }, rejoining, fresh: false, cancellationToken).ConfigureAwait(false);
         }
-        if (options.RecoverAllWriterSlots)
-            for (var slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++)
-                await volume.RecoverWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
-        else
-            await volume.RecoverWriterSlotAsync(options.WriterSlot, cancellationToken).ConfigureAwait(false);
+        if (options.RecoverOnAssemble) await volume.RecoverAsync(cancellationToken).ConfigureAwait(false);
         return volume;
     }
 
@@ -638,7 +635,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
 
     /// <summary>
     /// Write-hole recovery for this opener: resyncs the stripes marked in its writer slot (every slot
-    /// when <see cref="RaidVolumeOptions.RecoverAllWriterSlots"/>). <see cref="AssembleAsync"/> already does this.
+    /// when <see cref="RaidVolumeOptions.RecoverAllWriterSlots"/>). <see cref="AssembleAsync"/> already does this unless
+    /// <see cref="RaidVolumeOptions.RecoverOnAssemble"/> is off.
     /// </summary>
     /// <returns>The number of stripes resynced.</returns>
     public async ValueTask<long> RecoverAsync(CancellationToken cancellationToken = default)

@@ -21,6 +21,18 @@ public interface ISuperblockCoordinator
     /// disposing the result lets the next one in.
     /// </summary>
     ValueTask<IAsyncDisposable> AcquireAsync(Guid volumeId, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Makes every other opener of <paramref name="volumeId"/> adopt the update just written (a member failed or
+    /// replaced, a rebuild cursor moved), and returns once they have: the updater relies on it, e.g. a rebuild step
+    /// lets writers back into the stripes it covered only after this returns.
+    /// </summary>
+    /// <remarks>
+    /// The engine calls it after it released the lease and its own update gate, so that an opener asked to re-read
+    /// never waits for an update that is itself waiting for this call (two openers announcing at once would otherwise
+    /// wait on each other).
+    /// </remarks>
+    ValueTask PublishAsync(Guid volumeId, CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -44,6 +56,13 @@ public sealed class LocalSuperblockCoordinator : ISuperblockCoordinator
         await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         return new Releaser(gate);
     }
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// Openers in one process are not told: each re-reads the superblocks on its own schedule
+    /// (<see cref="RaidVolumeOptions.MemberRefreshInterval"/>) or through <see cref="RaidVolume.RefreshMembersAsync"/>.
+    /// </remarks>
+    public ValueTask PublishAsync(Guid volumeId, CancellationToken cancellationToken) => ValueTask.CompletedTask;
 
     private sealed class Releaser(SemaphoreSlim gate) : IAsyncDisposable
     {

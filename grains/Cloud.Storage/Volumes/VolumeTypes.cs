@@ -141,6 +141,15 @@ public sealed class RaidVolumeOptions
     public bool RecoverAllWriterSlots { get; set; } = true;
 
     /// <summary>
+    /// When assembling, resync the stripes the write-intent bitmap marks (this opener's slot, or every slot with
+    /// <see cref="RecoverAllWriterSlots"/>). Turn it off when other processes write the same members at the same time:
+    /// a resync rewrites parity from the data it reads, so it must hold their cluster-wide locks on those stripes, which
+    /// the engine cannot take; the host then calls <see cref="RaidVolume.RecoverWriterSlotAsync"/> under those locks
+    /// (<see cref="RaidVolume.MarkedStripesOfSlotAsync"/> says which).
+    /// </summary>
+    public bool RecoverOnAssemble { get; set; } = true;
+
+    /// <summary>
     /// Keep the write-intent bitmap (closes the write hole). Turning it off is for measurements only.
     /// </summary>
     public bool WriteIntentLog { get; set; } = true;

@@ -208,4 +208,70 @@ public sealed class MultiOpenerSuperblockTests : IDisposable
         await using RaidVolume c = await RaidVolume.AssembleAsync([null, devices[1], devices[2], replacement]);
         AssertSame(model, await ReadAllAsync(c), $"seed {seed}");
     }
+
+    /// <summary>
+    /// A coordinator that publishes an update the way a cluster does: every opener, the updater included, re-reads the
+    /// superblocks before the update returns.
+    /// </summary>
+    private sealed class RereadingCoordinator : ISuperblockCoordinator
+    {
+        public List<RaidVolume> Openers { get; } = [];
+
+        public int Publications;
+
+        public ValueTask<IAsyncDisposable> AcquireAsync(Guid volumeId, CancellationToken cancellationToken) =>
+            LocalSuperblockCoordinator.Shared.AcquireAsync(volumeId, cancellationToken);
+
+        public async ValueTask PublishAsync(Guid volumeId, CancellationToken cancellationToken)
+        {
+            Interlocked.Increment(ref Publications);
+            foreach (RaidVolume opener in Openers) await opener.RefreshMembersAsync(null, cancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task AnUpdate_IsAdoptedByEveryOpenerBeforeItReturns_AndTheUpdatersOwnReReadDoesNotWaitForIt()
+    {
+        // A cluster publishes an update to every silo, the updating one too (it may have a second engine of the
+        // volume open). Published while the updater still held its update gate, the updater's own re-read would wait
+        // for the update that waits for it; published after, the other opener has adopted the failure when the
+        // update returns, without a timed refresh of its own.
+        MemoryBlockDevice[] devices = Members(4, Chunk, Stripes);
+        await using (RaidVolume created =
+            await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 4, Chunk), devices)) { }
+        var coordinator = new RereadingCoordinator();
+        RaidVolumeOptions Options(int slot) => new()
+        {
+            WriterSlot = slot, RecoverAllWriterSlots = false, SuperblockCoordinator = coordinator,
+            MemberRefreshInterval = Timeout.InfiniteTimeSpan,
+        };
+        await using RaidVolume a = await RaidVolume.AssembleAsync(devices, Options(0));
+        await using RaidVolume b = await RaidVolume.AssembleAsync(devices, Options(1));
+        coordinator.Openers.AddRange([a, b]);
+
+        await a.FailMemberAsync(1, "failed by the test").AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(1, coordinator.Publications);
+        Assert.Equal(MemberState.Failed, b.Members[1].State);
+        Assert.Equal(a.Generation, b.Generation);
+    }
+
+    [Fact]
+    public async Task Assembly_WithRecoverOnAssembleOff_LeavesTheIntentMarksForTheHostToRecoverUnderItsLocks()
+    {
+        // In a cluster the engine must not resync at assembly: another silo may be writing the marked stripes, and a
+        // resync rewrites their parity from the data it reads. The host recovers them under its locks instead.
+        MemoryBlockDevice[] devices = Members(4, Chunk, Stripes);
+        await using (RaidVolume created =
+            await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 4, Chunk), devices)) { }
+        RaidVolume writer = await RaidVolume.AssembleAsync(devices, Opener(1));
+        await writer.WriteAsync(0, new byte[Block]);
+        // The writer is abandoned without a flush, as a killed process leaves it: its mark stays on the members.
+
+        await using RaidVolume host = await RaidVolume.AssembleAsync(
+            devices, new RaidVolumeOptions { WriterSlot = 1, RecoverAllWriterSlots = false, RecoverOnAssemble = false });
+        Assert.NotEmpty(await host.MarkedStripesOfSlotAsync(1));
+        Assert.True(await host.RecoverWriterSlotAsync(1) > 0);
+        Assert.Empty(await host.MarkedStripesOfSlotAsync(1));
+    }
 }

@@ -1,0 +1,113 @@
+using Cloud.Grains.Hosting;
+using Cloud.Grains.Locks;
+using Cloud.Grains.Volumes;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime;
+
+namespace Cloud.Grains.RaidWorkers;
+
+/// <summary>
+/// Write-hole recovery of a writer slot under the cluster's partition locks (docs/WRITE-HOLE.md). A resync rewrites a
+/// stripe's parity from the data it reads; while another silo writes the stripe, that parity is computed from data
+/// the writer is replacing, and the stripe is left with parity that disagrees with its data (a member lost later is
+/// then rebuilt from that parity: an acknowledged write lost with a clean scrub). So the stripes the slot marks are
+/// locked exclusively first, partition by partition in partition order (the order every writer uses), all of them
+/// before the resync; the rest of the volume keeps serving meanwhile.
+/// </summary>
+public sealed partial class WriterSlotRecovery(
+    IGrainFactory grains,
+    ILocalSiloDetails silo,
+    HeldLocks heldLocks,
+    IOptions<CloudOptions> options,
+    ILogger<WriterSlotRecovery> logger)
+{
+    private readonly CloudOptions _options = options.Value;
+    private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
+
+    /// <summary>
+    /// Resyncs the stripes writer slot <paramref name="writerSlot"/> marks in <paramref name="v"/>, holding their
+    /// partition locks exclusively; returns the stripes resynced.
+    /// </summary>
+    public async Task<long> RecoverAsync(OpenVolume v, int writerSlot)
+    {
+        // A dead writer's marks do not change between this read and the resync; a live writer's (this silo's own
+        // slot) may grow, but its new marks are for writes it makes under these same locks, which are then not in
+        // flight on the stripes locked here.
+        var marked = await v.Store.MarkedStripesOfSlotAsync(writerSlot, CancellationToken.None).ConfigureAwait(false);
+        if (marked.Count == 0) return 0;
+        var held = new List<(IPartitionLockGrain Grain, long Token)>();
+        try
+        {
+            await LockStripesAsync(v, marked, held).ConfigureAwait(false);
+            var resynced = await v.Store.RecoverWriterSlotAsync(writerSlot, CancellationToken.None)
+                .ConfigureAwait(false);
+            LogSlotRecovered(logger, v.Info.Name, writerSlot, resynced);
+            return resynced;
+        }
+        finally
+        {
+            foreach (var (lockGrain, token) in held)
+            {
+                try { await heldLocks.ReleaseAsync(lockGrain, token).ConfigureAwait(false); }
+                catch (Exception ex) { LogReleaseFailed(logger, v.Info.Name, ex); }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Recovers the writer slots an engine just opened here left to its host (<see cref="Engine.IVolumeStore.WriterSlotsToRecover"/>),
+    /// one after another. Runs beside the volume's I/O, so that the open does not wait for locks that a caller of the
+    /// open (a read under its shared lock) may hold; failures are logged, and the next open tries again.
+    /// </summary>
+    internal async Task RecoverOpenedAsync(OpenVolume v)
+    {
+        foreach (var slot in v.Store.WriterSlotsToRecover)
+        {
+            try { await RecoverAsync(v, slot).ConfigureAwait(false); }
+            catch (ObjectDisposedException) { return; /* closed meanwhile: the next open recovers the slot */ }
+            catch (Exception ex) { LogOpenRecoveryFailed(logger, v.Info.Name, slot, ex); }
+        }
+    }
+
+    /// <summary>
+    /// Takes exclusive locks on the stripe ranges <paramref name="marked"/> (end exclusive), split at partition
+    /// boundaries and taken in partition order, adding each grant to <paramref name="held"/>.
+    /// </summary>
+    private async Task LockStripesAsync(
+        OpenVolume v,
+        IReadOnlyList<(long First, long End)> marked,
+        List<(IPartitionLockGrain Grain, long Token)> held)
+    {
+        var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
+        var pieces = new List<(long Partition, long First, long Last)>();
+        foreach (var (first, end) in marked)
+        {
+            for (var s = first; s < end;)
+            {
+                var partition = s / stripesPerPartition;
+                var pieceEnd = Math.Min(end, (partition + 1) * stripesPerPartition);
+                pieces.Add((partition, s, pieceEnd - 1));
+                s = pieceEnd;
+            }
+        }
+        foreach (var (partition, first, last) in pieces.OrderBy(p => p.Partition).ThenBy(p => p.First))
+        {
+            var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
+            var grant = await heldLocks.AcquireAsync(
+                lockGrain,
+                new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
+                .ConfigureAwait(false);
+            held.Add((lockGrain, grant.FencingToken));
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Volume {Volume}: intent slot {Slot} recovered, {Stripes} stripes resynced")]
+    private static partial void LogSlotRecovered(ILogger logger, string volume, int slot, long stripes);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: releasing a lock after a slot recovery failed")]
+    private static partial void LogReleaseFailed(ILogger logger, string volume, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: recovering intent slot {Slot} after the open failed")]
+    private static partial void LogOpenRecoveryFailed(ILogger logger, string volume, int slot, Exception exception);
+}
