@@ -24,6 +24,7 @@ namespace Cloud.Infra.Tests;
 /// (<see cref="Bed.CreateHosts"/>): each as its host's Unix user (when root, as in CI) with its data directory and
 /// keys in that host's 0700 directory, on a loopback address of its own.
 /// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")] // the bed's hosts: Unix users, setpriv
 public sealed class DeployedSiloTests
 {
     private static readonly TimeSpan StartTimeout = TimeSpan.FromMinutes(2);
