@@ -38,7 +38,7 @@ if [ "$TLS" = 1 ] && { [ "$TARGET" != silo ] || [ -n "${NBD_URI_CLOUD:-}" ]; }; 
   echo "nbd.sh: NBD_BENCH_TLS=1 runs against the silo it starts; unset NBD_BENCH_TARGET and NBD_URI_CLOUD" >&2; exit 2
 fi
 if [ "$TLS" = 1 ]; then
-  for tool in certtool psktool nbdcopy; do
+  for tool in certtool psktool nbdcopy openssl; do
     command -v "$tool" >/dev/null || { echo "nbd.sh: '$tool' is not installed (gnutls-bin, libnbd-bin)" >&2; exit 1; }
   done
 fi
@@ -102,7 +102,8 @@ elif [ "$TARGET" = silo ]; then
     certtool --generate-privkey --key-type=ecdsa --outfile "$TLSDIR/ca-key.pem" 2>/dev/null
     certtool --generate-self-signed --load-privkey "$TLSDIR/ca-key.pem" --template "$TLSDIR/ca.info" \
       --outfile "$TLSDIR/ca-cert.pem" 2>/dev/null
-    certtool --generate-privkey --key-type=ecdsa --outfile "$TLSDIR/server-key.pem" 2>/dev/null
+    # The server key in PKCS#8 ("PRIVATE KEY"): .NET refuses certtool's own EC key form ("ASN1 corrupted data").
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TLSDIR/server-key.pem" 2>/dev/null
     certtool --generate-certificate --load-privkey "$TLSDIR/server-key.pem" --load-ca-certificate "$TLSDIR/ca-cert.pem" \
       --load-ca-privkey "$TLSDIR/ca-key.pem" --template "$TLSDIR/server.info" --outfile "$TLSDIR/server-cert.pem" 2>/dev/null
     cp "$TLSDIR/ca-cert.pem" "$CLIENT_HOME/.pki/libnbd/"
