@@ -22,6 +22,12 @@ public sealed class HeldLocks
     /// </summary>
     public static readonly TimeSpan WaitSlice = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// The longest a lock wait goes on, in slices, before it fails with a <see cref="TimeoutException"/>: the bound an
+    /// unsliced call had (Orleans' default response timeout), so that a wait that is never granted ends as it did.
+    /// </summary>
+    public static readonly TimeSpan MaxTotalWait = TimeSpan.FromSeconds(30);
+
     private readonly ConcurrentDictionary<(string Partition, long Token), LockGrant> _held = new();
 
     /// <summary>Locks held now, on every partition (for status and tests).</summary>
@@ -63,11 +69,13 @@ public sealed class HeldLocks
     /// <summary>
     /// Calls <paramref name="acquire"/> with the request bounded to <see cref="WaitSlice"/> until it is granted: each
     /// call that ends without a grant is asked again under the same wait id (keeping the wait's place in the queue)
-    /// and the same pending-versions bound. Like an unbounded call, the wait ends only with a grant or an error.
+    /// and the same pending-versions bound. Like an unsliced call, the wait ends with a grant, an error, or a
+    /// <see cref="TimeoutException"/> after <see cref="MaxTotalWait"/>.
     /// </summary>
     private static async Task<T> InSlicesAsync<T>(LockRequest request, Func<LockRequest, Task<T>> acquire)
     {
         var sliced = request with { MaxWait = WaitSlice, WaitId = Guid.NewGuid() };
+        var start = Stopwatch.GetTimestamp();
         while (true)
         {
             try
@@ -77,6 +85,9 @@ public sealed class HeldLocks
             catch (LockWaitSliceEndedException ended) when (ended.WaitId == sliced.WaitId)
             {
                 if (ended.PendingBelow != 0) sliced = sliced with { PendingBelow = ended.PendingBelow };
+                if (Stopwatch.GetElapsedTime(start) >= MaxTotalWait)
+                    throw new TimeoutException(
+                        $"{request.Mode} lock on stripes {request.FirstStripe}-{request.LastStripe} not granted within {MaxTotalWait}");
             }
         }
     }
