@@ -1,6 +1,7 @@
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Locks;
 using Cloud.Testing;
+using Orleans.Core.Internal;
 using Orleans.Runtime;
 using Xunit.Abstractions;
 
@@ -80,6 +81,9 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
 
     private const int BlockBytes = 4096;
 
+    /// <summary>Rounds of placing the partition-lock grains before the test gives up finding one on the victim.</summary>
+    private const int PlacementRounds = 10;
+
     /// <summary>
     /// Activates the volume's partition-lock grains and returns the first partition whose grain lives on
     /// <paramref name="victim"/>, with the byte offset of its first block.
@@ -92,18 +96,26 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
         var partitionBytes = Math.Max(1, SiloProcesses.PartitionTargetBytes / stripeBytes) * stripeBytes;
         var management = client.Cluster.GetGrain<IManagementGrain>(0);
         var hosts = new List<string>();
-        for (long p = 0; p * partitionBytes < info.SizeBytes; p++)
+        // Placement weighs the silos' load, and a silo that has just started (JIT) may look busy for a few seconds, so
+        // that every grain lands elsewhere: deactivate those and place them again, a few rounds.
+        for (var round = 0; round < PlacementRounds; round++)
         {
-            var key = CrashScenario.PartitionKey(info, p);
-            var grain = client.Cluster.GetGrain<IPartitionLockGrain>(key);
-            await grain.GetControlAsync();
-            var host = await management.GetActivationAddress(grain);
-            var index = host is null ? -1 : silos.IndexOfPort(host.Endpoint.Port);
-            if (index == victim) return (key, p * partitionBytes);
-            hosts.Add($"{p}:{(index < 0 ? "?" : SiloProcesses.NameOf(index))}");
+            hosts.Clear();
+            for (long p = 0; p * partitionBytes < info.SizeBytes; p++)
+            {
+                var key = CrashScenario.PartitionKey(info, p);
+                var grain = client.Cluster.GetGrain<IPartitionLockGrain>(key);
+                await grain.GetControlAsync();
+                var host = await management.GetActivationAddress(grain);
+                var index = host is null ? -1 : silos.IndexOfPort(host.Endpoint.Port);
+                if (index == victim) return (key, p * partitionBytes);
+                hosts.Add($"{p}:{(index < 0 ? "?" : SiloProcesses.NameOf(index))}");
+                await grain.AsReference<IGrainManagementExtension>().DeactivateOnIdle();
+            }
+            await Task.Delay(TimeSpan.FromSeconds(1));
         }
         throw new InvalidOperationException(
-            $"no partition-lock grain of volume {info.Name} was placed on {SiloProcesses.NameOf(victim)}: {string.Join(' ', hosts)}");
+            $"no partition-lock grain of volume {info.Name} was placed on {SiloProcesses.NameOf(victim)} in {PlacementRounds} rounds: {string.Join(' ', hosts)}");
     }
 
     private static string Logs(SiloProcesses silos) => string.Join(
