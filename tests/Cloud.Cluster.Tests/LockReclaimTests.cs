@@ -32,8 +32,8 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
     [Fact]
     public async Task KillingTheLockHost_BetweenAcknowledgementAndDiskWrite_ReadStillSeesTheWrite()
     {
-        // s0 is the first server (the client's gateway), s2 takes every delegated write and is slow to put it on disk,
-        // s1 hosts the partition's lock grain and is killed.
+        // s2 takes every delegated write and is slow to put it on disk; of s0 and s1, one hosts the partition's lock
+        // grain and is killed, and the other is the first server (the client's gateway).
         await using var silos = await SiloProcesses.StartAsync(postgres.Server, "reclaim", 3, Log, s =>
         {
             for (var i = 0; i < 3; i++)
@@ -43,17 +43,21 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
             }
             s.SetEnvironment(2, "Cloud__InjectedDiskLatency", SlowWrite.ToString());
         });
-        await using var client = await silos.ConnectToAsync(0);
-        var volume = await CrashScenario.CreateVolumeAsync(client, "reclaim");
-        // Placement puts a grain first called from a client near that client's gateway: activate the lock grains
-        // through s1.
-        var (partition, offset) = await PartitionLockedOnAsync(silos, volume.Info, victim: 1);
+        VolumeInfo info;
+        await using (var setup = await silos.ConnectToAsync(1))
+            info = (await CrashScenario.CreateVolumeAsync(setup, "reclaim")).Info;
+        // The victim is s0 or s1, whichever hosts a partition's lock grain (placement weighs load, so it may be
+        // either); the other one is the first server, the gateway of the client that writes and reads.
+        var (partition, offset, victim) = await PartitionLockedOnAsync(silos, info, candidates: [0, 1]);
+        var firstServer = 1 - victim;
+        await using var client = await silos.ConnectToAsync(firstServer);
+        var volume = await client.OpenVolumeAsync(info.Name);
 
         var data = Blocks.Pattern(BlockBytes, seed: 1313);
         await volume.WriteAsync(offset, data);
         var acknowledgedAt = DateTimeOffset.UtcNow;
-        await silos.KillAsync(1);
-        Log($"write at {offset} acknowledged; s1, host of {partition}, killed");
+        await silos.KillAsync(victim);
+        Log($"write at {offset} acknowledged through {SiloProcesses.NameOf(firstServer)}; {SiloProcesses.NameOf(victim)}, host of {partition}, killed");
 
         // The read reaches a new activation of the lock grain once s1 is declared dead; without the reclaim that
         // activation knows no pending version and no holder, and the read returns what the disk holds: zeroes.
@@ -81,17 +85,17 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
 
     private const int BlockBytes = 4096;
 
-    /// <summary>Rounds of placing the partition-lock grains before the test gives up finding one on the victim.</summary>
+    /// <summary>Rounds of placing the partition-lock grains before the test gives up finding one on a candidate.</summary>
     private const int PlacementRounds = 10;
 
     /// <summary>
-    /// Activates the volume's partition-lock grains and returns the first partition whose grain lives on
-    /// <paramref name="victim"/>, with the byte offset of its first block.
+    /// Activates the volume's partition-lock grains and returns the first partition whose grain lives on one of
+    /// <paramref name="candidates"/>, with the byte offset of its first block and that silo's index.
     /// </summary>
-    private static async Task<(string Key, long Offset)> PartitionLockedOnAsync(
-        SiloProcesses silos, VolumeInfo info, int victim)
+    private static async Task<(string Key, long Offset, int Host)> PartitionLockedOnAsync(
+        SiloProcesses silos, VolumeInfo info, int[] candidates)
     {
-        await using var client = await silos.ConnectToAsync(victim);
+        await using var client = await silos.ConnectToAsync(candidates[0]);
         var stripeBytes = (long)(info.DiskCount - 1) * info.ChunkSizeBytes;
         var partitionBytes = Math.Max(1, SiloProcesses.PartitionTargetBytes / stripeBytes) * stripeBytes;
         var management = client.Cluster.GetGrain<IManagementGrain>(0);
@@ -108,14 +112,14 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
                 await grain.GetControlAsync();
                 var host = await management.GetActivationAddress(grain);
                 var index = host is null ? -1 : silos.IndexOfPort(host.Endpoint.Port);
-                if (index == victim) return (key, p * partitionBytes);
+                if (candidates.Contains(index)) return (key, p * partitionBytes, index);
                 hosts.Add($"{p}:{(index < 0 ? "?" : SiloProcesses.NameOf(index))}");
                 await grain.AsReference<IGrainManagementExtension>().DeactivateOnIdle();
             }
             await Task.Delay(TimeSpan.FromSeconds(1));
         }
         throw new InvalidOperationException(
-            $"no partition-lock grain of volume {info.Name} was placed on {SiloProcesses.NameOf(victim)} in {PlacementRounds} rounds: {string.Join(' ', hosts)}");
+            $"no partition-lock grain of volume {info.Name} was placed on {string.Join(" or ", candidates.Select(SiloProcesses.NameOf))} in {PlacementRounds} rounds: {string.Join(' ', hosts)}");
     }
 
     private static string Logs(SiloProcesses silos) => string.Join(
