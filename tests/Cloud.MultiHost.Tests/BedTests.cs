@@ -1,5 +1,6 @@
 using System.Net;
 using Cloud.HostBed;
+using Cloud.Testing;
 
 namespace Cloud.MultiHost.Tests;
 
@@ -32,8 +33,15 @@ public sealed class BedTests(ThreeHosts hosts) : IClassFixture<ThreeHosts>
         foreach (var host in Bed.Hosts)
         {
             await using var client = await Bed.ConnectToAsync(host.Index);
-            var status = await client.GetClusterStatusAsync();
-            Assert.Equal(Bed.Hosts.Select(h => h.Name).Order(), status.Silos.Select(s => s.SiloName).Order());
+            // A silo lists the others once their load reports reached it, a few seconds after they joined.
+            var expected = Bed.Hosts.Select(h => h.Name).Order().ToList();
+            var status = await Eventually.ValueAsync(
+                () => client.GetClusterStatusAsync(),
+                s => s.Silos.Select(x => x.SiloName).Order().SequenceEqual(expected),
+                TimeSpan.FromSeconds(30),
+                TimeSpan.FromMilliseconds(250),
+                s => $"{host.Name} lists {string.Join(", ", s.Silos.Select(x => x.SiloName))}, not {string.Join(", ", expected)}");
+            Assert.Equal(expected, status.Silos.Select(s => s.SiloName).Order());
         }
     }
 
