@@ -344,10 +344,11 @@ internal sealed partial class NbdConnection
             throw new NbdProtocolException(
                 $"the client sent {_reader.BufferedBytes} bytes after NBD_OPT_STARTTLS before the server's reply");
         }
-        (_stream, _identity) = await _tls!.AcceptAsync(_socket, ct).ConfigureAwait(false);
+        var session = await _tls!.AcceptAsync(_socket, ct).ConfigureAwait(false);
+        (_stream, _identity) = (session.Stream, session.Identity);
         _reader.UseStream(_stream);
         _structuredReplies = false;
-        Log.TlsStarted(_logger, Id, Remote, _tls.Kind, _identity ?? "(none)");
+        Log.TlsStarted(_logger, Id, Remote, _tls.Kind, session.CipherSuite, _identity ?? "(none)");
     }
 
     private async Task ListAsync(byte[] data, CancellationToken ct)

@@ -98,8 +98,8 @@ internal static partial class Log
     [LoggerMessage(22, LogLevel.Information, "NBD connection {Id}: reply to {Command} not delivered ({Reason}); closing")]
     public static partial void ReplyFailed(ILogger logger, long id, string command, string reason);
 
-    [LoggerMessage(23, LogLevel.Information, "NBD connection {Id} from {Remote}: TLS ({Kind}) started, client identity {Identity}")]
-    public static partial void TlsStarted(ILogger logger, long id, string remote, string kind, string identity);
+    [LoggerMessage(23, LogLevel.Information, "NBD connection {Id} from {Remote}: TLS ({Kind}, {CipherSuite}) started, client identity {Identity}")]
+    public static partial void TlsStarted(ILogger logger, long id, string remote, string kind, string cipherSuite, string identity);
 
     [LoggerMessage(24, LogLevel.Information, "NBD connection {Id}: export '{Export}' refused to client identity {Identity} (no grant)")]
     public static partial void AccessDenied(ILogger logger, long id, string export, string identity);

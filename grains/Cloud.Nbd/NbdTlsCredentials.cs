@@ -18,10 +18,9 @@ internal abstract class NbdTlsCredentials
 
     /// <summary>
     /// Runs the TLS handshake as the server over <paramref name="socket"/> (right after the STARTTLS ACK) and returns
-    /// the encrypted stream and the client's identity: the PSK identity, or the client certificate's common name
-    /// when client certificates are verified; null when the client has none.
+    /// the session: the encrypted stream, the client's identity and the negotiated cipher suite.
     /// </summary>
-    public abstract Task<(Stream Stream, string? Identity)> AcceptAsync(Socket socket, CancellationToken ct);
+    public abstract Task<NbdTlsSession> AcceptAsync(Socket socket, CancellationToken ct);
 
     /// <summary>
     /// Loads what <paramref name="options"/> names, or returns null and one line saying what is wrong; null and no
@@ -51,7 +50,7 @@ internal abstract class NbdTlsCredentials
     {
         public override string Kind => "psk";
 
-        public override Task<(Stream Stream, string? Identity)> AcceptAsync(Socket socket, CancellationToken ct)
+        public override Task<NbdTlsSession> AcceptAsync(Socket socket, CancellationToken ct)
             => PskTlsTransport.AcceptAsync(socket, keys, ct);
     }
 
@@ -59,6 +58,27 @@ internal abstract class NbdTlsCredentials
         : NbdTlsCredentials
     {
         public override string Kind => "x509";
+
+        /// <summary>
+        /// The AEAD suites, cheapest first on a CPU with AES instructions (measured on the development machine, 16 KiB
+        /// records, one core: OpenSSL's AES-128-GCM 3.9 GB/s, AES-256-GCM 2.8 GB/s; gnutls, the client in qemu and
+        /// libnbd, AES-128-GCM 4.6 GB/s but ChaCha20-Poly1305 0.3 GB/s). NBD moves bulk data, so the cipher is most of
+        /// what TLS costs on both ends. With a policy the server's order decides: gnutls offers AES-256-GCM first and
+        /// without one got it. Clients that offer only AES-256 or ChaCha20 still connect. Null (the system's policy)
+        /// on Windows, where SChannel takes no policy.
+        /// </summary>
+        private static readonly CipherSuitesPolicy? BulkCipherSuites = OperatingSystem.IsWindows() ? null : new(
+        [
+            TlsCipherSuite.TLS_AES_128_GCM_SHA256,
+            TlsCipherSuite.TLS_AES_256_GCM_SHA384,
+            TlsCipherSuite.TLS_CHACHA20_POLY1305_SHA256,
+            TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            TlsCipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            TlsCipherSuite.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            TlsCipherSuite.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            TlsCipherSuite.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ]);
 
         public static X509Credentials? TryLoadX509(NbdServerOptions options, out string? error)
         {
@@ -113,7 +133,7 @@ internal abstract class NbdTlsCredentials
             return new X509Credentials(context, ca);
         }
 
-        public override async Task<(Stream Stream, string? Identity)> AcceptAsync(Socket socket, CancellationToken ct)
+        public override async Task<NbdTlsSession> AcceptAsync(Socket socket, CancellationToken ct)
         {
             var transport = new TlsSocketStream(socket);
             var ssl = new SslStream(transport, leaveInnerStreamOpen: false);
@@ -126,6 +146,7 @@ internal abstract class NbdTlsCredentials
                         ClientCertificateRequired = clientCa is not null,
                         CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
                         RemoteCertificateValidationCallback = (_, presented, _, _) => IsTrusted(presented),
+                        CipherSuitesPolicy = BulkCipherSuites,
                     },
                     ct).ConfigureAwait(false);
             }
@@ -146,7 +167,7 @@ internal abstract class NbdTlsCredentials
             {
                 identity = client.GetNameInfo(X509NameType.SimpleName, forIssuer: false);
             }
-            return (ssl, identity);
+            return new NbdTlsSession(ssl, identity, $"{ssl.SslProtocol} {ssl.NegotiatedCipherSuite}");
         }
 
         /// <summary>
@@ -171,3 +192,10 @@ internal abstract class NbdTlsCredentials
         }
     }
 }
+
+/// <summary>
+/// An established TLS session: the encrypted stream, the client's identity (the PSK identity, or the client
+/// certificate's common name when client certificates are verified; null when the client has none), and the protocol
+/// and cipher suite negotiated (for logs: the cipher is most of what TLS costs on bulk data).
+/// </summary>
+internal sealed record NbdTlsSession(Stream Stream, string? Identity, string CipherSuite);

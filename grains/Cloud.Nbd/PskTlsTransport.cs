@@ -16,7 +16,7 @@ internal static class PskTlsTransport
     /// Runs the handshake and returns the stream and the client's PSK identity. A client whose identity the key
     /// file does not name, or whose key differs, fails the handshake (BouncyCastle answers with an alert).
     /// </summary>
-    public static async Task<(Stream Stream, string? Identity)> AcceptAsync(
+    public static async Task<NbdTlsSession> AcceptAsync(
         Socket socket, PskKeyFile keys, CancellationToken ct)
     {
         var transport = new TlsSocketStream(socket);
@@ -38,8 +38,23 @@ internal static class PskTlsTransport
             }
         }
         transport.BufferWrites = true;
-        return (new Transport(protocol, transport, socket), identities.Chosen);
+        return new NbdTlsSession(
+            new Transport(protocol, transport, socket),
+            identities.Chosen,
+            $"TLS 1.2 {CipherSuiteName(server.NegotiatedCipherSuite)}");
     }
+
+    /// <summary>The name of one of the suites <see cref="Server"/> offers, for logs.</summary>
+    private static string CipherSuiteName(int suite) => suite switch
+    {
+        CipherSuite.TLS_DHE_PSK_WITH_AES_128_GCM_SHA256 => "TLS_DHE_PSK_WITH_AES_128_GCM_SHA256",
+        CipherSuite.TLS_DHE_PSK_WITH_AES_256_GCM_SHA384 => "TLS_DHE_PSK_WITH_AES_256_GCM_SHA384",
+        CipherSuite.TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256 => "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
+        CipherSuite.TLS_DHE_PSK_WITH_CHACHA20_POLY1305_SHA256 => "TLS_DHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
+        CipherSuite.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256 => "TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256",
+        CipherSuite.TLS_DHE_PSK_WITH_AES_128_CBC_SHA256 => "TLS_DHE_PSK_WITH_AES_128_CBC_SHA256",
+        _ => $"0x{suite:x4}",
+    };
 
     /// <summary>
     /// BouncyCastle's PSK server with AES-GCM first: its AES-GCM runs about six times as fast as its
@@ -61,6 +76,9 @@ internal static class PskTlsTransport
         protected override int[] GetSupportedCipherSuites() => TlsUtilities.GetSupportedCipherSuites(Crypto, Preferred);
 
         protected override bool PreferLocalCipherSuites() => true;
+
+        /// <summary>The suite the handshake chose (valid once it has completed).</summary>
+        public int NegotiatedCipherSuite => m_context.SecurityParameters.CipherSuite;
     }
 
     private sealed class IdentityManager(PskKeyFile keys) : TlsPskIdentityManager
