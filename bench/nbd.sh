@@ -7,8 +7,9 @@
 #   FIO_RUNTIME=5 FIO_RAMP=1 bench/nbd.sh   # a quicker run
 #   NBD_BENCH_TARGET=engine bench/nbd.sh    # the NBD server over the engine alone (bench/Cloud.NbdHost, no Orleans)
 #   NBD_BENCH_TLS=1 bench/nbd.sh            # the TLS job: the silo's export over TLS (x509) against the same export
-#                                           # without TLS, in one run (the peer is the plain export, not nbdkit), then
-#                                           # nbdcopy out of the volume plain, x509 and TLS-PSK
+#                                           # without TLS, and nbdkit with TLS against nbdkit without (how far TLS can go
+#                                           # on this machine), in one run; the CPU time per MiB of each server and of
+#                                           # fio; then nbdcopy out of the volume plain, x509 and TLS-PSK
 #
 # Environment:
 #   FIO_DIR          the shared fio workloads (default: ../shared/bench/fio relative to the repo root)
@@ -144,11 +145,19 @@ as_client() {
 
 CLOUD_BYTES="$(as_client nbdinfo --size "$CLOUD_URI")"
 if [ "$TLS" = 1 ]; then
-  # The peer: the same export of the same silo, without TLS.
+  # The peer: the same export of the same silo, without TLS. Beside it, nbdkit's file plugin with TLS offered (x509,
+  # gnutls, the same certificate), over TLS and without: the ratio a C server on gnutls reaches on this machine.
   PEER_NAME=plain
   PEER_URI="nbd://127.0.0.1:$NBD_PORT/vol"
+  truncate -s "$CLOUD_BYTES" "$WORK/peer.img"
+  nbdkit -f -i 127.0.0.1 -p "$PEER_PORT" --tls=on --tls-certificates "$TLSDIR" file file="$WORK/peer.img" &
+  PEER_PID=$!
+  NBDKIT_URI="nbd://127.0.0.1:$PEER_PORT"
+  NBDKIT_TLS_URI="nbds://127.0.0.1:$PEER_PORT"
+  for _ in $(seq 1 100); do nbdinfo --size "$NBDKIT_URI" >/dev/null 2>&1 && break; sleep 0.1; done
   echo "cloud:  $CLOUD_URI over TLS (x509, SslStream) ($CLOUD_BYTES bytes)"
   echo "plain:  $PEER_URI (the same silo and volume without TLS)"
+  echo "nbdkit: $NBDKIT_TLS_URI over TLS (x509, gnutls) and $NBDKIT_URI without (file $WORK/peer.img)"
 else
   # The peer: nbdkit's file plugin on one file of the same size as the Cloud volume's data, on the same disk.
   PEER_NAME=nbdkit
@@ -167,22 +176,34 @@ echo "tcp:    kernel default congestion control $(cat /proc/sys/net/ipv4/tcp_con
 echo "job:    cat $FIO_DIR/engine-nbd.fio $FIO_DIR/workload.fio > job.fio; NBD_URI=... fio --section=NAME --output-format=json job.fio"
 echo
 
-run_section() { # target uri section
-  local out="$WORK/$1-$3.json"
+# cpu_ticks PID: the user + system CPU time of a process so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+run_section() { # target uri section server-pid
+  local out="$WORK/$1-$3.json" t0 w0
+  t0=$(cpu_ticks "$4"); w0=$(date +%s.%N)
   NBD_URI="$2" as_client fio --section="$3" --output-format=json "$WORK/job.fio" 2>"$WORK/$1-$3.err" | sed '/^fio: connected to NBD server/d' > "$out" \
     || { echo "fio $1 $3 failed:" >&2; cat "$WORK/$1-$3.err" "$out" >&2; exit 1; }
+  # The server's CPU over the whole fio run (ramp included) and the run's wall time: its average cores in use.
+  echo "$(( $(cpu_ticks "$4") - t0 )) $(python3 -c "print($(date +%s.%N) - $w0)") $(getconf CLK_TCK)" > "$WORK/$1-$3.cpu"
 }
 
 # Interleave targets per job, so drifting load on a shared machine hits both alike.
+TARGETS=("cloud $CLOUD_URI $HOST_PID" "$PEER_NAME $PEER_URI ${PEER_PID:-$HOST_PID}")
+if [ "$TLS" = 1 ]; then
+  TARGETS=("cloud $CLOUD_URI $HOST_PID" "plain $PEER_URI $HOST_PID" "nbdkit-tls $NBDKIT_TLS_URI $PEER_PID"
+    "nbdkit $NBDKIT_URI $PEER_PID")
+fi
 for section in $SECTIONS; do
-  echo "running $section: cloud..."
-  run_section cloud "$CLOUD_URI" "$section"
-  echo "running $section: $PEER_NAME..."
-  run_section "$PEER_NAME" "$PEER_URI" "$section"
+  for target in "${TARGETS[@]}"; do
+    read -r name uri pid <<< "$target"
+    echo "running $section: $name..."
+    run_section "$name" "$uri" "$section" "$pid"
+  done
 done
 
 python3 - "$WORK" "$PEER_NAME" $SECTIONS <<'EOF'
-import json, sys
+import json, os, sys
 work, peer, sections = sys.argv[1], sys.argv[2], sys.argv[3:]
 # Against nbdkit: the shared targets. Against the same export without TLS: TLS may cost at most 20% on sequential 1 MiB.
 targets = ({"seqwrite": 0.8, "seqread": 0.8} if peer == "plain"
@@ -204,6 +225,36 @@ for s in sections:
     verdict = "" if t is None else ("ok" if ratio >= t else "BELOW")
     print(f"{s:<14}{label:<8}{cv:>14,.1f}{nv:>14,.1f}{ratio:>8.2f}{(f'{t:.2f}' if t else '-'):>8}  {verdict}")
     print(f"{'':<14}{'lat us':<8}{c[2]:>14,.1f}{n[2]:>14,.1f}")
+if peer == "plain":
+    # The same jobs against nbdkit with TLS and without, from the same run: how far TLS goes for a C server on gnutls.
+    print()
+    print(f"{'job':<14}{'metric':<8}{'nbdkit-tls':>14}{'nbdkit':>14}{'ratio':>8}")
+    for s in sections:
+        c, n = load("nbdkit-tls", s), load("nbdkit", s)
+        small = s.startswith("rand")
+        label, cv, nv = ("IOPS", c[1], n[1]) if small else ("MiB/s", c[0] / 2**20, n[0] / 2**20)
+        print(f"{s:<14}{label:<8}{cv:>14,.1f}{nv:>14,.1f}{(cv / nv if nv else float('nan')):>8.2f}")
+
+# CPU time per MiB moved: the server's (from /proc over the fio run) and fio's own (usr + sys from its report), in
+# milliseconds; with the client on the same machine both share its cores.
+def cpu(t, s):
+    with open(f"{work}/{t}-{s}.json") as f:
+        job = json.load(f)["jobs"][0]
+    with open(f"{work}/{t}-{s}.cpu") as f:
+        ticks, wall, hz = f.read().split()
+    side = job["write"] if job["write"]["io_bytes"] > 0 else job["read"]
+    mibs = side["bw_bytes"] / 2**20
+    server_cores = int(ticks) / int(hz) / float(wall)
+    fio_cores = (job["usr_cpu"] + job["sys_cpu"]) / 100
+    return server_cores, fio_cores, 1000 * server_cores / mibs if mibs else 0, 1000 * fio_cores / mibs if mibs else 0
+names = ["cloud", peer] + (["nbdkit-tls", "nbdkit"] if peer == "plain" else [])
+print()
+print(f"{'job':<14}{'target':<12}{'server cores':>13}{'fio cores':>11}{'server ms/MiB':>15}{'fio ms/MiB':>12}")
+for s in sections:
+    for t in names:
+        if os.path.exists(f"{work}/{t}-{s}.cpu"):
+            sc, fc, sm, fm = cpu(t, s)
+            print(f"{s:<14}{t:<12}{sc:>13.2f}{fc:>11.2f}{sm:>15.3f}{fm:>12.3f}")
 EOF
 
 if [ "$TLS" = 1 ]; then
