@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Cloud.Client;
+using Cloud.Grains.Abstractions;
 using Cloud.Testing;
 
 namespace Cloud.HostBed;
@@ -18,8 +19,9 @@ public sealed record SlowHostCase(string Name, TimeSpan DiskLatency, int CpuQuot
 /// every silo's <c>Cloud:Delegation:FixedTarget</c>, and the ratio of their write rates is printed per case.
 /// </summary>
 /// <remarks>
-/// The workload: a durable RAID-5 volume on page blobs (every host reaches every member, so every silo is a possible
-/// target), and <see cref="WritersPerHost"/> SDK writers of random 4 KiB blocks through each host's gateway, so every
+/// The workload: a durable RAID-5 volume with one member in each host's disk pool (every host reaches every member
+/// through the members' hosts' disk services, so every silo is a possible target; page blobs would put one Azurite
+/// process, seconds per write on a loaded 2-core machine, under every host alike), and <see cref="WritersPerHost"/> SDK writers of random 4 KiB blocks through each host's gateway, so every
 /// host is a first server. Durable writes are acknowledged once the target wrote them, which puts the target's disks
 /// on the writer's path, as they are for a client that flushes.
 /// </remarks>
@@ -34,13 +36,25 @@ public static class DelegationBench
     /// <summary>Writers per host (first server): enough concurrency that a fast target is not idle.</summary>
     public const int WritersPerHost = 12;
 
-    /// <summary>Writes before the measured window, the same for both modes, so that neither pays for volume opening.</summary>
-    public static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(3);
+    /// <summary>
+    /// Acknowledged writes through each host before the measured window starts, in both modes alike: opening the
+    /// volume's engine on a silo reads its members' superblocks, which on a loaded machine takes seconds, and the
+    /// load-based mode opens it on more silos than the fixed one.
+    /// </summary>
+    public const int WarmUpWritesPerHost = 20;
+
+    /// <summary>Bound on the warm-up; a bed that cannot write this long is broken, and the run says so.</summary>
+    public static readonly TimeSpan WarmUpMax = TimeSpan.FromSeconds(120);
 
     /// <summary>The ratio the issue asks load-based delegation to reach in every case.</summary>
     public const double TargetRatio = 1.5;
 
     private const int BlockBytes = 4096;
+
+    /// <summary>The volume: with the bed's 1 MiB partitions, 16 or more units to spread over the hosts.</summary>
+    private const long VolumeBytes = 16L << 20;
+
+    private const int ChunkBytes = 16 << 10;
 
     /// <summary>The cases of the issue: 20 ms and 100 ms of disk latency, and a host capped to a quarter of one core.</summary>
     public static readonly IReadOnlyList<SlowHostCase> Cases =
@@ -63,8 +77,8 @@ public static class DelegationBench
         ArgumentNullException.ThrowIfNull(log);
         var slowIndex = template.Hosts - 1;
         var slowName = $"h{slowIndex + 1}";
-        log($"delegation bench: {template.Hosts} hosts, {slowName} slowed; durable RAID-5 on page blobs, {WritersPerHost} "
-            + $"writers of random 4 KiB per host; {WarmUp.TotalSeconds:0} s warm-up, {seconds} s measured per run; seed {seed}; "
+        log($"delegation bench: {template.Hosts} hosts, {slowName} slowed; durable RAID-5 over the hosts' disk pools, {WritersPerHost} "
+            + $"writers of random 4 KiB per host; warm-up until {WarmUpWritesPerHost} writes through each host, {seconds} s measured per run; seed {seed}; "
             + $"{Environment.ProcessorCount} cores; load average {LoadAverage()}");
         var rows = new List<(SlowHostCase Case, Run LoadBased, Run Fixed)>();
         foreach (var slowCase in Cases)
@@ -113,8 +127,8 @@ public static class DelegationBench
         {
             Hosts = template.Hosts,
             ClusterId = "delegation",
-            PageBlobConnectionString = template.PageBlobConnectionString,
             Nbd = false,
+            DiskPools = true,
         };
         if (fixedTarget is not null) options.Environment["Cloud__Delegation__FixedTarget"] = fixedTarget;
         if (slowCase.DiskLatency > TimeSpan.Zero)
@@ -129,7 +143,16 @@ public static class DelegationBench
             : null;
         var name = "deleg-" + Guid.NewGuid().ToString("N")[..8];
         await using (var admin = await bed.ConnectToAsync(0).ConfigureAwait(false))
-            await admin.CreateVolumeAsync(PageBlobVolumes.Spec(name) with { Durable = true }).ConfigureAwait(false);
+        {
+            // Placement of the members needs every host's pool in the load table.
+            await Eventually.TrueAsync(
+                async () => (await admin.GetClusterStatusAsync().ConfigureAwait(false)).Silos
+                    .Count(e => e.PoolCapacityBytes > 0) == bed.Hosts.Count,
+                "every host publishes its disk pool").ConfigureAwait(false);
+            await admin.CreateVolumeAsync(
+                new VolumeSpec(name, VolumeBytes, VolumeLevel.Raid5, bed.Hosts.Count, ChunkBytes, Durable: true))
+                .ConfigureAwait(false);
+        }
 
         var clients = new List<CloudClient>();
         try
@@ -140,24 +163,32 @@ public static class DelegationBench
                 clients.Add(await bed.ConnectToAsync(i).ConfigureAwait(false));
                 volumes.Add(await clients[i].OpenVolumeAsync(name).ConfigureAwait(false));
             }
-            var counted = 0L;
-            var measuring = false;
+            var counted = new long[volumes.Count];
+            var failed = new Failures();
             using var stop = new CancellationTokenSource();
             var writers = volumes.SelectMany((volume, host) => Enumerable.Range(0, WritersPerHost).Select(w =>
-                Task.Run(() => WriteAsync(volume, new Random(seed + host * WritersPerHost + w), () => measuring,
-                    () => Interlocked.Increment(ref counted), stop.Token)))).ToArray();
-            await Task.Delay(WarmUp).ConfigureAwait(false);
+                Task.Run(() => WriteAsync(volume, new Random(seed + host * WritersPerHost + w),
+                    () => Interlocked.Increment(ref counted[host]), failed, stop.Token)))).ToArray();
+            var warming = Stopwatch.StartNew();
+            while (counted.Any(c => Interlocked.Read(ref c) < WarmUpWritesPerHost) && warming.Elapsed < WarmUpMax)
+                await Task.Delay(100).ConfigureAwait(false);
             var before = LoadAverage();
-            Volatile.Write(ref measuring, true);
+            var atStart = counted.Sum(c => Interlocked.Read(ref c));
             var clock = Stopwatch.StartNew();
             await Task.Delay(TimeSpan.FromSeconds(seconds)).ConfigureAwait(false);
-            var acknowledged = Interlocked.Read(ref counted);
+            var acknowledged = counted.Sum(c => Interlocked.Read(ref c)) - atStart;
             var elapsed = clock.Elapsed;
+            var status = await clients[0].GetClusterStatusAsync().ConfigureAwait(false);
             await stop.CancelAsync().ConfigureAwait(false);
             await Task.WhenAll(writers).ConfigureAwait(false);
             var run = new Run(acknowledged / elapsed.TotalSeconds, $"{before}-{LoadAverage()}");
-            log($"    {slowCase.Name}, {mode}: {acknowledged} writes in {elapsed.TotalSeconds:0.0} s = {run.Iops:0} IOPS"
+            log($"    {slowCase.Name}, {mode}: warm-up {warming.Elapsed.TotalSeconds:0.0} s, {acknowledged} writes in {elapsed.TotalSeconds:0.0} s = {run.Iops:0} IOPS"
+                + (failed.Count == 0 ? "" : $"; {failed.Count} failed, the last: {failed.Last}")
                 + (cap is null ? "" : $"; {cap.Describe()}"));
+            foreach (var e in status.Silos)
+                log($"      {e.SiloName}: score {e.Score:0.0} (queue {e.QueueDepth}, {e.PendingDelegatedBytes >> 10} KiB pending, "
+                    + $"disk {e.DiskLatencyMs:0.0} ms, CPU {e.CpuPercent:0} %), delegations reused {e.DelegationsReused} new "
+                    + $"{e.DelegationsNew}, copies written {e.WritesPerformed}");
             return run;
         }
         finally
@@ -167,36 +198,52 @@ public static class DelegationBench
     }
 
     /// <summary>
-    /// Writes random 4 KiB blocks until <paramref name="stop"/>; counts the acknowledged ones while
-    /// <paramref name="measuring"/>. A failed write (a timeout under a slowed host) is not counted and the writer goes
+    /// Writes random 4 KiB blocks until <paramref name="stop"/>, counting the acknowledged ones. A failed write (a timeout under a slowed host) is not counted and the writer goes
     /// on: the benchmark measures throughput, and the crash trials measure loss.
     /// </summary>
     private static async Task WriteAsync(
         CloudVolume volume,
         Random random,
-        Func<bool> measuring,
         Action count,
+        Failures failed,
         CancellationToken stop)
     {
         var block = new byte[BlockBytes];
         random.NextBytes(block);
-        var blocks = PageBlobVolumes.VolumeBytes / BlockBytes;
+        var blocks = VolumeBytes / BlockBytes;
         while (!stop.IsCancellationRequested)
         {
             try
             {
                 await volume.WriteAsync(random.NextInt64(blocks) * BlockBytes, block, cancellationToken: stop)
                     .ConfigureAwait(false);
-                if (measuring()) count();
+                count();
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
                 return;
             }
-            catch (Exception) when (!stop.IsCancellationRequested)
+            catch (Exception ex) when (!stop.IsCancellationRequested)
             {
-                // Counted as not acknowledged; see the summary.
+                failed.Add(ex);
             }
+        }
+    }
+
+    /// <summary>Writes not acknowledged, and the last one's error, for the report.</summary>
+    private sealed class Failures
+    {
+        private long _count;
+        private volatile string _last = "";
+
+        public long Count => Interlocked.Read(ref _count);
+
+        public string Last => _last;
+
+        public void Add(Exception ex)
+        {
+            Interlocked.Increment(ref _count);
+            _last = $"{ex.GetType().Name}: {ex.Message.ReplaceLineEndings(" ")}";
         }
     }
 

@@ -67,9 +67,6 @@ if (delegation && (failoverTrials > 0 || options.Hosts < 2))
 await using var postgres = await PostgresServer.StartAsync();
 if (delegation)
 {
-    // A delegate must reach every member, so the volumes live on page blobs, as in the failover trials.
-    await using var azurite = options.PageBlobConnectionString is null ? await AzuriteInstance.StartAsync() : null;
-    options.PageBlobConnectionString ??= azurite!.ConnectionString();
     return await DelegationBench.RunAsync(postgres, options, delegationSeconds, seed, Console.WriteLine);
 }
 if (failoverTrials > 0)
