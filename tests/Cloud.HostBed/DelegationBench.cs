@@ -137,7 +137,7 @@ public static class DelegationBench
                 ["Cloud__InjectedDiskLatency"] = slowCase.DiskLatency.ToString("c", CultureInfo.InvariantCulture),
             };
         var mode = fixedTarget is null ? "load-based" : $"fixed ({fixedTarget})";
-        await using var bed = await HostBed.StartAsync(postgres, options).ConfigureAwait(false);
+        await using var bed = await StartBedAsync(postgres, options, log).ConfigureAwait(false);
         using var cap = slowCase.CpuQuotaPercent > 0
             ? CpuCap.Apply(bed.ProcessId(slowIndex), slowCase.CpuQuotaPercent, $"cloud-delegation-{Environment.ProcessId}")
             : null;
@@ -194,6 +194,24 @@ public static class DelegationBench
         finally
         {
             foreach (var client in clients) await client.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Most bed starts per run: on a machine at load average 50+, a joining silo is sometimes declared dead.</summary>
+    private const int MaxBedStarts = 3;
+
+    private static async Task<HostBed> StartBedAsync(PostgresServer postgres, HostBedOptions options, Action<string> log)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await HostBed.StartAsync(postgres, options).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (attempt < MaxBedStarts)
+            {
+                log($"    bed start {attempt} failed ({ex.GetType().Name}: {ex.Message.Split('\n')[0]}); starting a fresh bed");
+            }
         }
     }
 
