@@ -97,13 +97,18 @@ public sealed class FixedTargetTests(SharedClusterFixture fixture)
         try
         {
             foreach (var s in Cloud.Silos) Cloud.Service<SiloRuntimeSettings>(s).FixedDelegationTarget = target.Name;
-            slow.InjectedDiskLatency = TimeSpan.FromMilliseconds(300);
-            // A first write makes the target measure its slow disk; load-based delegation would then move its units.
-            await Cloud.FrontEnd(Cloud.Silos[0]).WriteAsync(v.Name, 0, Blocks.Pattern(4096, 1), forceUnitAccess: true);
+            slow.InjectedDiskLatency = TimeSpan.FromSeconds(1);
+            // Writes make the target measure its slow disk (an eighth of each write's latency goes into its average) until every
+            // silo's table shows it overloaded, when load-based delegation would move its units.
+            var frontEnd = Cloud.FrontEnd(Cloud.Silos[0]);
             await Eventually.TrueAsync(
-                () => Cloud.Silos.All(
-                    s => !Cloud.Service<LoadTable>(s).IsAppropriateTarget(target.Name, null, out var why)
-                        && why == "target-overloaded"),
+                async () =>
+                {
+                    await frontEnd.WriteAsync(v.Name, 0, Blocks.Pattern(4096, 1), forceUnitAccess: true);
+                    return Cloud.Silos.All(
+                        s => !Cloud.Service<LoadTable>(s).IsAppropriateTarget(target.Name, null, out var why)
+                            && why == "target-overloaded");
+                },
                 "every silo's load table shows the fixed target overloaded");
 
             // Writes through every silo still go to the fixed target.
