@@ -7,6 +7,11 @@
 # of the catalog's host while the other hosts write; prints each trial and the median and worst time to writes
 # flowing again, and exits 1 if an acknowledged write was lost or scrub found a mismatch.
 #   bench/hosts.sh --failover-trials N [--seed N] [--hosts N]
+# Delegation across processes (a durable RAID-5 volume over the hosts' disk pools, no Azurite): for one slowed host
+# (the last) with 20 ms and 100 ms of injected disk latency and with its CPU capped to 25 % of a core (cgroup), durable
+# writes through every host with load-based delegation and with the slowed host as fixed target, a fresh bed each;
+# prints IOPS, MiB/s and the ratio per case, and exits 1 if a ratio is below 1.5x.
+#   bench/hosts.sh --delegation [--seconds N (measured per run, default 20)] [--hosts N] [--seed N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build tests/Cloud.HostBed -c Release -v quiet -nologo >/dev/null

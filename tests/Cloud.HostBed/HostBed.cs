@@ -64,6 +64,9 @@ public sealed class HostBedOptions
     /// <summary>Extra environment for every silo.</summary>
     public Dictionary<string, string> Environment { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>Extra environment for one host's silo, by host name (<c>h1</c>, ...), over <see cref="Environment"/>.</summary>
+    public Dictionary<string, Dictionary<string, string>> HostEnvironment { get; } = new(StringComparer.Ordinal);
+
     /// <summary>Mutual TLS on every silo (the bed's addresses are loopback, so it is off unless given), or null.</summary>
     public HostBedTls? Tls { get; set; }
 }
@@ -268,6 +271,7 @@ public sealed class HostBed : IAsyncDisposable
             ["Cloud__PartitionTargetBytes"] = _options.PartitionTargetBytes.ToString(CultureInfo.InvariantCulture),
         };
         if (_options.PageBlobConnectionString is { } blobs) environment["PageBlobs__ConnectionString"] = blobs;
+        foreach (var (key, value) in _options.HostEnvironment.GetValueOrDefault(host.Name) ?? []) environment[key] = value;
         var process = ChildProcess.Start(host.Name, "setpriv", args, environment);
         _processes[index] = process;
         await process.WaitForOutputAsync($"Cloud silo '{host.Name}' up", StartTimeout).ConfigureAwait(false);

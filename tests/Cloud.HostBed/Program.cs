@@ -6,9 +6,11 @@ using Cloud.Testing;
 // (or bench/hosts.sh). Starts PostgreSQL and N hosts, prints how to reach each, and keeps them until Ctrl+C.
 // With --failover-trials N it measures instead: Azurite (unless --page-blobs names an account), N kills of the
 // catalog's host while the others write, kill to writes flowing again per trial, then the median and the worst.
-const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N]]";
+// With --delegation it compares load-based delegation with a fixed target while one host is slowed (DelegationBench).
+const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N]] [--delegation [--seconds N (1-3600)]]";
 var options = new HostBedOptions();
-int failoverTrials = 0, seed = 1;
+int failoverTrials = 0, seed = 1, delegationSeconds = DelegationBench.DefaultSeconds;
+var delegation = false;
 for (var i = 0; i < args.Length; i++)
 {
     var value = i + 1 < args.Length ? args[i + 1] : null;
@@ -26,6 +28,14 @@ for (var i = 0; i < args.Length; i++)
         case "--failover-trials" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
             && n is >= 1 and <= FailoverTrials.MaxTrials:
             failoverTrials = n;
+            i++;
+            break;
+        case "--delegation":
+            delegation = true;
+            break;
+        case "--seconds" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
+            && n is >= 1 and <= DelegationBench.MaxSeconds:
+            delegationSeconds = n;
             i++;
             break;
         case "--seed" when int.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var s):
@@ -47,8 +57,18 @@ if (failoverTrials > 0 && options.Hosts < 2)
         $"hostbed: --failover-trials needs at least 2 hosts (a victim and a survivor), not {options.Hosts}");
     return 2;
 }
+if (delegation && (failoverTrials > 0 || options.Hosts < 2))
+{
+    Console.Error.WriteLine(
+        $"hostbed: --delegation needs at least 2 hosts (a slowed one and another) and no --failover-trials; {Usage}");
+    return 2;
+}
 
 await using var postgres = await PostgresServer.StartAsync();
+if (delegation)
+{
+    return await DelegationBench.RunAsync(postgres, options, delegationSeconds, seed, Console.WriteLine);
+}
 if (failoverTrials > 0)
 {
     // Every host must reach every member disk, so the trials' volumes live on page blobs.

@@ -12,9 +12,10 @@ namespace Cloud.Grains.Delegation;
 /// death lets placement choose again.
 /// </summary>
 [LoadBasedPlacement, Reentrant]
-internal sealed class DelegationGrain(ILocalSiloDetails silo, WriteScheduler worker) : Grain, IDelegationGrain
+internal sealed class DelegationGrain(ILocalSiloDetails silo, WriteScheduler worker, TimeProvider time)
+    : Grain, IDelegationGrain
 {
-    private bool _moving;
+    private readonly MoveRefusal _moving = new(time);
 
     /// <summary>
     /// Hands the copy to this silo's RAID worker in process: the worker grain lives on this same silo, so a grain
@@ -22,9 +23,9 @@ internal sealed class DelegationGrain(ILocalSiloDetails silo, WriteScheduler wor
     /// </summary>
     public Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write)
     {
-        // Calls that reach this activation after it was told to move must not land here: the caller sends again,
-        // and the next activation is placed by load.
-        if (_moving) throw new DelegationMovedException(silo.Name);
+        // Calls that reach this activation while it is moving must not land here: the caller sends again, and the next
+        // activation is placed by load. Past the bound the unit stayed (placement chose this silo), and takes copies.
+        if (_moving.IsRefusing) throw new DelegationMovedException(silo.Name);
         return EngineErrors.Guard(() => worker.AcceptAsync(write));
     }
 
@@ -32,10 +33,33 @@ internal sealed class DelegationGrain(ILocalSiloDetails silo, WriteScheduler wor
     {
         // Migration runs placement again (load-based, on this silo) and moves the activation with the directory
         // entry in one step, so no message can re-create the unit here meanwhile, as a plain deactivation allows.
-        _moving = true;
+        _moving.Requested();
         this.MigrateOnIdle();
         return Task.CompletedTask;
     }
 
     public Task<string> GetSiloAsync() => Task.FromResult(silo.Name);
+}
+
+/// <summary>
+/// How long a unit told to move refuses copies: from the request for at most <see cref="Max"/>. A migration that happens
+/// ends the activation well within it; one whose placement chose the unit's own silo again never happens (Orleans keeps
+/// the activation), and without the bound the unit would refuse every copy until it is collected, each first server
+/// retrying for seconds and then giving the write up. Across processes, where each silo's load table lags its own way,
+/// that made load-based delegation 50 times slower than a fixed target (docs/BENCHMARKS.md, "Delegation across
+/// processes").
+/// </summary>
+internal sealed class MoveRefusal(TimeProvider time)
+{
+    /// <summary>Longest refusal after one request to move.</summary>
+    public static readonly TimeSpan Max = TimeSpan.FromSeconds(1);
+
+    private long _requestedTimestamp = long.MinValue;
+
+    /// <summary>True while copies must go elsewhere (the caller sends again).</summary>
+    public bool IsRefusing =>
+        _requestedTimestamp != long.MinValue && time.GetElapsedTime(_requestedTimestamp) < Max;
+
+    /// <summary>Records a request to move, now.</summary>
+    public void Requested() => _requestedTimestamp = time.GetTimestamp();
 }

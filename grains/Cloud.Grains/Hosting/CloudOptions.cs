@@ -107,17 +107,30 @@ public sealed class CloudOptions
     /// </summary>
     public long MaxQueuedBytes { get; set; } = DefaultMaxQueuedBytes;
 
+    /// <summary>Most injected disk latency (<see cref="InjectedDiskLatency"/>).</summary>
+    public static readonly TimeSpan MaxInjectedDiskLatency = TimeSpan.FromSeconds(60);
+
     /// <summary>
-    /// Latency added to every data-path operation of this silo's engines (0-60 s). For benchmarks and tests of
-    /// load-based delegation and of failures between an acknowledgement and its disk write; leave zero in production.
+    /// Test and benchmark only (<c>Cloud:InjectedDiskLatency</c>, 0-60 s): latency added to every data-path operation
+    /// of this silo's engines, which makes this silo the slow one of a load-based delegation benchmark or widens the
+    /// window between an acknowledgement and its disk write in a failure test. Leave it zero in production.
     /// </summary>
     public TimeSpan InjectedDiskLatency { get; set; } = TimeSpan.Zero;
 
+    /// <summary>Delegation settings, the <c>Cloud:Delegation</c> section.</summary>
+    public DelegationOptions Delegation { get; set; } = new();
+
     /// <summary>
-    /// When set (a silo name), every delegated write goes to that silo and load is ignored: static delegation, the
-    /// peer load-based delegation is measured against, and a debugging aid. Set the same value on every silo.
+    /// The former name of <see cref="DelegationOptions.FixedTarget"/> (<c>Cloud:FixedDelegationTarget</c>), still read
+    /// so that existing configurations keep their meaning; giving both with different values is an error.
     /// </summary>
     public string? FixedDelegationTarget { get; set; }
+
+    /// <summary>The fixed delegation target in effect: <see cref="DelegationOptions.FixedTarget"/> or its former name.</summary>
+    public string? EffectiveFixedDelegationTarget =>
+        string.IsNullOrWhiteSpace(Delegation?.FixedTarget)
+            ? string.IsNullOrWhiteSpace(FixedDelegationTarget) ? null : FixedDelegationTarget
+            : Delegation.FixedTarget;
 
     /// <summary>Marks this silo as draining: it takes no new delegated work.</summary>
     public bool Draining { get; set; }
@@ -127,6 +140,26 @@ public sealed class CloudOptions
 
     /// <summary>Default for <see cref="MaxRequestBytes"/>.</summary>
     public const int DefaultMaxRequestBytes = 8 * 1024 * 1024;
+}
+
+/// <summary>How first servers choose the silo that writes a unit's copies (<c>Cloud:Delegation</c>).</summary>
+public sealed class DelegationOptions
+{
+    /// <summary>Longest silo name <see cref="FixedTarget"/> takes.</summary>
+    public const int MaxSiloNameLength = 64;
+
+    /// <summary>
+    /// When set (<c>Cloud:Delegation:FixedTarget</c>: a silo name, the <c>--name</c> it was started with, such as the
+    /// multi-host bed's <c>h2</c>; 1-64 of A-Z a-z 0-9 . _ -), every delegated write goes to that silo and load is
+    /// ignored: static delegation, the peer load-based delegation is measured against, and a debugging aid. Give every
+    /// silo the same value. Empty: load-based delegation.
+    /// </summary>
+    public string? FixedTarget { get; set; }
+
+    /// <summary>True when <paramref name="name"/> is a silo name <see cref="FixedTarget"/> takes.</summary>
+    public static bool IsSiloName(string name) =>
+        name.Length is >= 1 and <= MaxSiloNameLength
+        && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-');
 }
 
 /// <summary>
@@ -171,7 +204,8 @@ public sealed class CloudOptionsValidator : IValidateOptions<CloudOptions>
             o.RedelegationTimeout,
             TimeSpan.FromSeconds(1),
             TimeSpan.FromHours(1));
-        Range(errors, nameof(o.InjectedDiskLatency), o.InjectedDiskLatency, TimeSpan.Zero, TimeSpan.FromSeconds(60));
+        Range(errors, nameof(o.InjectedDiskLatency), o.InjectedDiskLatency, TimeSpan.Zero, CloudOptions.MaxInjectedDiskLatency);
+        CheckFixedTarget(errors, o);
         if (!(o.OverloadFactor >= 1.0 && o.OverloadFactor <= 100))
             errors.Add($"Cloud:OverloadFactor is {o.OverloadFactor}; allowed 1.0-100.");
         if (!(o.OverloadMinimumScore >= 0 && o.OverloadMinimumScore <= 1e6))
@@ -183,6 +217,23 @@ public sealed class CloudOptionsValidator : IValidateOptions<CloudOptions>
         if (o.MaxRequestBytes < 4096 || o.MaxRequestBytes > 64 << 20 || o.MaxRequestBytes % 4096 != 0)
             errors.Add($"Cloud:MaxRequestBytes is {o.MaxRequestBytes}; allowed a multiple of 4096 in 4 KiB-64 MiB.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    private static void CheckFixedTarget(List<string> errors, CloudOptions o)
+    {
+        foreach (var (field, value) in new[]
+        {
+            ("Delegation:FixedTarget", o.Delegation?.FixedTarget), (nameof(o.FixedDelegationTarget), o.FixedDelegationTarget),
+        })
+        {
+            if (!string.IsNullOrWhiteSpace(value) && !DelegationOptions.IsSiloName(value))
+                errors.Add(
+                    $"Cloud:{field} '{value}' is not a silo name; give the --name of a silo (1-{DelegationOptions.MaxSiloNameLength} of A-Z a-z 0-9 . _ -), or leave it empty for load-based delegation.");
+        }
+        if (!string.IsNullOrWhiteSpace(o.Delegation?.FixedTarget) && !string.IsNullOrWhiteSpace(o.FixedDelegationTarget)
+            && o.Delegation.FixedTarget != o.FixedDelegationTarget)
+            errors.Add(
+                $"Cloud:Delegation:FixedTarget '{o.Delegation.FixedTarget}' and its former name Cloud:FixedDelegationTarget '{o.FixedDelegationTarget}' disagree; give one.");
     }
 
     private static void Range(List<string> errors, string field, TimeSpan value, TimeSpan min, TimeSpan max)

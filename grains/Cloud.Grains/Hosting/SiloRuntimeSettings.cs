@@ -23,16 +23,19 @@ public sealed class SiloRuntimeSettings(IOptions<CloudOptions> options)
     /// When set, every delegated write goes to this silo (by name) and load is ignored: static delegation, the
     /// peer that load-based delegation is measured against, and a debugging aid. Set it on every silo.
     /// </summary>
-    public string? FixedDelegationTarget { get; set; } =
-        string.IsNullOrWhiteSpace(options.Value.FixedDelegationTarget) ? null : options.Value.FixedDelegationTarget;
+    /// <remarks>Starts as <c>Cloud:Delegation:FixedTarget</c>; benchmarks and tests in one process change it here.</remarks>
+    public string? FixedDelegationTarget { get; set; } = options.Value.EffectiveFixedDelegationTarget;
 
-    /// <summary>Latency added to each data-path operation of this silo's engines (0-60 s).</summary>
+    /// <summary>
+    /// Test and benchmark only: latency added to each data-path operation of this silo's engines (0-60 s). Starts as
+    /// <c>Cloud:InjectedDiskLatency</c>.
+    /// </summary>
     public TimeSpan InjectedDiskLatency
     {
         get => TimeSpan.FromTicks(Interlocked.Read(ref _latencyTicks));
         set
         {
-            if (value < TimeSpan.Zero || value > TimeSpan.FromSeconds(60))
+            if (value < TimeSpan.Zero || value > CloudOptions.MaxInjectedDiskLatency)
                 throw new ArgumentOutOfRangeException(nameof(value), value, "injected disk latency must be 0-60 s");
             Interlocked.Exchange(ref _latencyTicks, value.Ticks);
         }
