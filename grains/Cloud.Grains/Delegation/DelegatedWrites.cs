@@ -11,6 +11,11 @@ namespace Cloud.Grains.Delegation;
 /// <param name="Timestamp">The version's write timestamp from the partition-lock grain.</param>
 /// <param name="ForceUnitAccess">Write through to stable media before reporting commit.</param>
 /// <param name="FirstServer">The silo that keeps the other copy until commit.</param>
+/// <param name="Redelegated">
+/// The first server sent this copy again because its earlier target died or lost it. A client that waits for such a
+/// copy (a FUA write) still says so by <paramref name="ForceUnitAccess"/>; any other re-sent copy was acknowledged
+/// long ago, so the RAID worker runs it behind the copies a client is waiting for.
+/// </param>
 [GenerateSerializer, Immutable, Alias("cloud.ReplicatedWrite")]
 public sealed record ReplicatedWrite(
     [property: Id(0)] Guid WriteId,
@@ -19,7 +24,8 @@ public sealed record ReplicatedWrite(
     [property: Id(3)] byte[] Data,
     [property: Id(4)] long Timestamp,
     [property: Id(5)] bool ForceUnitAccess,
-    [property: Id(6)] string FirstServer);
+    [property: Id(6)] string FirstServer,
+    [property: Id(7)] bool Redelegated = false);
 
 /// <summary>The fate of a replicated copy at the silo that performs it.</summary>
 [GenerateSerializer, Alias("cloud.WriteOutcome")]

@@ -303,6 +303,9 @@ public sealed partial class FirstServerWrites(
                         target,
                         $"no silo committed the write within {_options.RedelegationTimeout}");
                 CloudMetrics.Redelegations.Add(1);
+                // Marked re-sent: unless FUA, the client had its acknowledgement long ago, and the new target runs
+                // the copies clients wait for first.
+                write = write with { Redelegated = true };
                 var receipt = await SendWithRetriesAsync(
                     grains.GetGrain<IDelegationGrain>(unitKey), write).ConfigureAwait(false);
                 target = receipt.TargetSilo;

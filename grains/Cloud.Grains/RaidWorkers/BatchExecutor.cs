@@ -81,9 +81,12 @@ public sealed partial class BatchExecutor(
             }
             var token = writeGrant.Grant.FencingToken;
             var released = false;
+            // Renewed in the background while the batch runs, not only at its checkpoints: on a loaded machine one
+            // disk write can outlast half a lease, and a lease that ran out fences the batch, which then redoes every
+            // disk write it made; that extra load slowed the next batches past their leases too.
+            var lease = new BatchLease(lockGrain, writeGrant.Grant, _options.LockLease);
             try
             {
-                var lease = new BatchLease(lockGrain, writeGrant.Grant, _options.LockLease);
                 var (commits, wrote) = await WriteWinnersAsync(
                     v.Store, copies, writeGrant, lease, firstBlock, count).ConfigureAwait(false);
                 await lease.FreshAsync().ConfigureAwait(false);
@@ -97,15 +100,16 @@ public sealed partial class BatchExecutor(
             }
             catch (LockFencedException ex) when (MayRetry())
             {
-                LogFenced(logger, v.Info.Name, ex.FencingToken);
+                LogFenced(logger, v.Info.Name, ex.FencingToken, ex.Message);
             }
             catch (Exception ex) when (SiloFailures.IsSiloFailure(ex) && MayRetry())
             {
                 // The lock grain died with our lease; a new activation knows no holders, so take the lock again.
-                LogFenced(logger, v.Info.Name, token);
+                LogFenced(logger, v.Info.Name, token, $"{ex.GetType().Name}: {ex.Message}");
             }
             finally
             {
+                lease.Stop();
                 if (!released)
                 {
                     try { await heldLocks.ReleaseAsync(lockGrain, token).ConfigureAwait(false); }
@@ -229,16 +233,62 @@ public sealed partial class BatchExecutor(
     /// busy machine or slow disks may outlast one lease, and letting it lapse would fence the batch and write it again
     /// for nothing. A renewal the grain refuses (the lease already ended there) fences the batch, as it should.
     /// </summary>
-    private sealed class BatchLease(IPartitionLockGrain lockGrain, LockGrant grant, TimeSpan length)
+    /// <remarks>
+    /// Besides the checkpoints, a keep-alive asks every quarter lease (<see cref="FreshAsync"/> renews only once less
+    /// than half remains), so a single slow disk write does not outlast the lease. A keep-alive that fails leaves the
+    /// verdict to the next checkpoint, whose renewal the grain then refuses.
+    /// </remarks>
+    private sealed class BatchLease
     {
-        private LockGrant _grant = grant;
+        private readonly IPartitionLockGrain _lockGrain;
+        private readonly TimeSpan _length;
+        private readonly SemaphoreSlim _renewing = new(1, 1);
+        private readonly CancellationTokenSource _stop = new();
+        private LockGrant _grant;
+
+        public BatchLease(IPartitionLockGrain lockGrain, LockGrant grant, TimeSpan length)
+        {
+            _lockGrain = lockGrain;
+            _length = length;
+            _grant = grant;
+            _ = KeepAliveAsync();
+        }
 
         public async Task<LockGrant> FreshAsync()
         {
-            if (_grant.ExpiresUtc - DateTimeOffset.UtcNow < length / 2)
-                _grant = await lockGrain.RenewAsync(_grant.FencingToken, length).ConfigureAwait(false);
-            return _grant;
+            // One renewal at a time: the keep-alive and a checkpoint must not both renew one token.
+            await _renewing.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                if (_grant.ExpiresUtc - DateTimeOffset.UtcNow < _length / 2)
+                    _grant = await _lockGrain.RenewAsync(_grant.FencingToken, _length).ConfigureAwait(false);
+                return _grant;
+            }
+            finally { _renewing.Release(); }
         }
+
+        private async Task KeepAliveAsync()
+        {
+            try
+            {
+                while (true)
+                {
+                    await Task.Delay(_length / 4, _stop.Token).ConfigureAwait(false);
+                    await FreshAsync().ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
+            catch (Exception)
+            {
+                // Refused or unreachable: the batch's next checkpoint renews again and fences the batch if refused.
+            }
+        }
+
+        /// <summary>
+        /// Ends the keep-alive without waiting for a renewal in flight (it may wait for a busy grain): the batch's
+        /// commit or release, which follows, ends the lease anyway.
+        /// </summary>
+        public void Stop() => _stop.Cancel();
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: releasing the lock of stripes {First}-{Last} failed")]
@@ -249,6 +299,6 @@ public sealed partial class BatchExecutor(
         long last,
         Exception exception);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Volume {Volume}: lock token {Token} was fenced; retrying the batch")]
-    private static partial void LogFenced(ILogger logger, string volume, long token);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Volume {Volume}: lock token {Token} was fenced ({Reason}); retrying the batch")]
+    private static partial void LogFenced(ILogger logger, string volume, long token, string reason);
 }

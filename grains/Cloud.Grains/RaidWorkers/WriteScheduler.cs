@@ -12,7 +12,7 @@ using Orleans.Runtime;
 namespace Cloud.Grains.RaidWorkers;
 
 /// <summary>A replicated copy in the RAID worker's schedule, and the report its first server waits for.</summary>
-internal sealed class Ticket(ReplicatedWrite write, long firstStripe, long lastStripe, long partition)
+internal sealed class Ticket(ReplicatedWrite write, long firstStripe, long lastStripe, long partition, bool awaited)
 {
     /// <summary>
     /// The copy; its data is dropped once the copy is finished (the ticket outlives it for late pollers).
@@ -25,6 +25,12 @@ internal sealed class Ticket(ReplicatedWrite write, long firstStripe, long lastS
     public long FirstStripe { get; } = firstStripe;
     public long LastStripe { get; } = lastStripe;
     public long Partition { get; } = partition;
+
+    /// <summary>
+    /// A client waits for this copy's commit: a FUA write, or a first-time copy whose first server is this silo (it
+    /// acknowledges only after the commit). Such copies run ahead of the ones already acknowledged.
+    /// </summary>
+    public bool Awaited { get; } = awaited;
 
     /// <summary>
     /// The span that handed the copy in (its delegation call, with Orleans' activity propagation): the batch that
@@ -44,6 +50,9 @@ internal sealed class VolumeQueue
     public List<Ticket> Waiting { get; } = [];
     public List<(long First, long Last)> Running { get; } = [];
     public int RunningBatches { get; set; }
+
+    /// <summary>Running batches of copies no client waits for (see <see cref="Ticket.Awaited"/>).</summary>
+    public int RunningUnawaitedBatches { get; set; }
     public TaskCompletionSource Idle { get; set; } = CompletedIdle();
 
     /// <summary>Marks the queue busy (a copy arrived).</summary>
@@ -71,6 +80,13 @@ internal sealed class VolumeQueue
 /// merges queued copies of overlapping stripes of one partition into batches; runs batches whose stripes do not
 /// overlap a running one, up to <see cref="MaxConcurrentBatches"/>; and keeps each copy's report for its first server.
 /// </summary>
+/// <remarks>
+/// Copies a client waits for (<see cref="Ticket.Awaited"/>) start ahead of the rest, and the rest never take the last
+/// <see cref="ReservedAwaitedBatches"/> slots. After a silo dies its first servers send every copy it held to the
+/// survivors at once, hundreds of copies acknowledged long ago; in arrival order a new write that waits for its commit
+/// would queue behind all of them for minutes. Order does not matter for correctness: every copy carries its timestamp,
+/// and an older copy that runs after a newer one of the same blocks is found superseded and not written.
+/// </remarks>
 public sealed partial class WriteScheduler(
     OpenVolumeCache volumes,
     BatchExecutor executor,
@@ -82,6 +98,12 @@ public sealed partial class WriteScheduler(
 {
     /// <summary>Batches of one volume running at once on this silo.</summary>
     public const int MaxConcurrentBatches = 16;
+
+    /// <summary>
+    /// Slots of <see cref="MaxConcurrentBatches"/> that only batches of copies a client waits for may take, so that such
+    /// a copy starts as soon as it can, however long the queue of acknowledged copies.
+    /// </summary>
+    public const int ReservedAwaitedBatches = 4;
 
     /// <summary>Copies merged into one batch at most.</summary>
     public const int MaxBatchCopies = 64;
@@ -132,7 +154,10 @@ public sealed partial class WriteScheduler(
         if (first / stripesPerPartition != last / stripesPerPartition)
             throw new CloudRequestException(
                 $"write {write.OffsetBytes}+{write.Data.Length} spans two partitions; the first server splits writes per partition");
-        return new Ticket(write, first, last, first / stripesPerPartition);
+        // The first server acknowledges a non-FUA write once a copy is held elsewhere; only when it is its own target
+        // does it wait for the commit (FirstServerWrites.DelegateAsync), and a re-sent copy was acknowledged before.
+        var awaited = write.ForceUnitAccess || (!write.Redelegated && write.FirstServer == SiloName);
+        return new Ticket(write, first, last, first / stripesPerPartition, awaited);
     }
 
     /// <summary>
@@ -247,28 +272,41 @@ public sealed partial class WriteScheduler(
             _ = Task.Run(() => RunBatchAsync(v, batch));
     }
 
-    /// <summary>The next batch to run, marked running, or null when none can start now.</summary>
+    /// <summary>
+    /// The next batch to run, marked running, or null when none can start now: copies a client waits for first, each
+    /// class in arrival order.
+    /// </summary>
     private static List<Ticket>? TakeBatch(VolumeQueue q)
     {
         lock (q.Gate)
         {
             if (q.RunningBatches >= MaxConcurrentBatches) return null;
-            foreach (var head in q.Waiting)
-            {
-                if (head.Running || OverlapsRunning(q, head.FirstStripe, head.LastStripe)) continue;
-                var batch = MergeAround(q, head);
-                foreach (var t in batch) t.Running = true;
-                q.Running.Add((batch.Min(t => t.FirstStripe), batch.Max(t => t.LastStripe)));
-                q.RunningBatches++;
-                return batch;
-            }
-            return null;
+            if (Start(q, awaited: true) is { } batch) return batch;
+            if (q.RunningUnawaitedBatches >= MaxConcurrentBatches - ReservedAwaitedBatches) return null;
+            return Start(q, awaited: false);
         }
     }
 
+    /// <summary>Starts the first batch of the class <paramref name="awaited"/> that can run now. Under the gate.</summary>
+    private static List<Ticket>? Start(VolumeQueue q, bool awaited)
+    {
+        foreach (var head in q.Waiting)
+        {
+            if (head.Awaited != awaited || head.Running || OverlapsRunning(q, head.FirstStripe, head.LastStripe))
+                continue;
+            var batch = MergeAround(q, head);
+            foreach (var t in batch) t.Running = true;
+            q.Running.Add((batch.Min(t => t.FirstStripe), batch.Max(t => t.LastStripe)));
+            q.RunningBatches++;
+            if (!awaited) q.RunningUnawaitedBatches++;
+            return batch;
+        }
+        return null;
+    }
+
     /// <summary>
-    /// Grows a batch from <paramref name="head"/> with every queued copy of its partition that overlaps the batch's
-    /// stripes.
+    /// Grows a batch from <paramref name="head"/> with every queued copy of its partition and class (awaited or not)
+    /// that overlaps the batch's stripes: a copy a client waits for is not made to carry a pile of older ones.
     /// </summary>
     private static List<Ticket> MergeAround(VolumeQueue q, Ticket head)
     {
@@ -280,7 +318,8 @@ public sealed partial class WriteScheduler(
             grown = false;
             foreach (var t in q.Waiting)
             {
-                if (t.Running || batch.Count >= MaxBatchCopies || t.Partition != head.Partition || batch.Contains(t))
+                if (t.Running || batch.Count >= MaxBatchCopies || t.Partition != head.Partition
+                    || t.Awaited != head.Awaited || batch.Contains(t))
                     continue;
                 if (t.FirstStripe <= last && first <= t.LastStripe && !OverlapsRunning(q, t.FirstStripe, t.LastStripe))
                 {
@@ -329,6 +368,7 @@ public sealed partial class WriteScheduler(
                 foreach (var t in batch) v.Queue.Waiting.Remove(t);
                 v.Queue.Running.Remove((first, last));
                 v.Queue.RunningBatches--;
+                if (!batch[0].Awaited) v.Queue.RunningUnawaitedBatches--;
                 v.Queue.SignalIfIdle();
             }
             Pump(v);
