@@ -68,10 +68,12 @@ public sealed class HostDownRebuildPlanTests
         (string, long)[] pools = [("h2", 900), ("h1", 800), ("h7", 500), ("h6", 400), ("h4", 100)];
 
         Assert.Equal("h7", MemberPlacement.ChooseReplacementHost(pools, volume, 4, 300));
-        // h7 too small: the next with room.
-        Assert.Equal("h6", MemberPlacement.ChooseReplacementHost(pools, volume, 4, 450));
-        // The replaced member's own host may take it back (a failed disk on a live host).
-        Assert.Equal("h2", MemberPlacement.ChooseReplacementHost(pools, volume, 1, 300));
+        // The hosts with more room hold members; none without one has room.
+        Assert.Null(MemberPlacement.ChooseReplacementHost(pools, volume, 4, 600));
+        // The replaced member's own host comes last: another host without a member first, then it (a failed disk on
+        // a live host whose pool still has room).
+        Assert.Equal("h7", MemberPlacement.ChooseReplacementHost(pools, volume, 1, 300));
+        Assert.Equal("h2", MemberPlacement.ChooseReplacementHost(pools, volume, 1, 850));
         for (var index = 0; index < volume.DiskCount; index++)
         {
             var chosen = MemberPlacement.ChooseReplacementHost(pools, volume, index, 1);

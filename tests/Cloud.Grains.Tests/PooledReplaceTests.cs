@@ -56,7 +56,9 @@ public sealed class PooledReplaceTests(PooledHosts hosts) : IClassFixture<Pooled
         var unknown = await Assert.ThrowsAsync<CloudRequestException>(
             () => client.ReplaceDiskOnHostAsync("named", 1, "host-nowhere"));
         Assert.Contains("host 'host-nowhere' has no live silo with a disk pool", unknown.Message, StringComparison.Ordinal);
-        Assert.Equal(info.DiskPaths, (await Cluster.Grains(Cluster.Silos[0]).GetGrain<IVolumeCatalogGrain>(0).GetAsync("named"))!.DiskPaths);
+        var unchanged = (await Cluster.Grains(Cluster.Silos[0]).GetGrain<IVolumeCatalogGrain>(0).GetAsync("named"))!;
+        Assert.Equal(info.DiskPaths.ToArray(), unchanged.DiskPaths.ToArray());
+        Assert.Equal(info.MemberHosts.ToArray(), unchanged.MemberHosts.ToArray());
 
         await client.ReplaceDiskOnHostAsync("named", 1, free);
         Assert.Equal(free, (await Cluster.Grains(Cluster.Silos[0]).GetGrain<IVolumeCatalogGrain>(0).GetAsync("named"))!.MemberHost(1));

@@ -52,7 +52,8 @@ public sealed class MemberPlacement(LoadTable loadTable, HostDisks hostDisks)
     /// The host for a new member <paramref name="index"/> of <paramref name="volume"/>: the first of
     /// <paramref name="poolHosts"/> (most free first, as <see cref="PoolHosts"/> lists them) that holds no other member
     /// of the volume and has <paramref name="sizeBytes"/> free, so that a host's loss stays one member's. The replaced
-    /// member's own host may take it back (a failed disk on a live host). Null when no host is eligible.
+    /// member's own host takes it back only when no other host can (its disk may be why the member failed). Null when
+    /// no host is eligible.
     /// </summary>
     public static string? ChooseReplacementHost(
         IReadOnlyList<(string Host, long FreeBytes)> poolHosts,
@@ -60,11 +61,15 @@ public sealed class MemberPlacement(LoadTable loadTable, HostDisks hostDisks)
         int index,
         long sizeBytes)
     {
+        var own = volume.MemberHost(index);
+        string? fallback = null;
         foreach (var (host, free) in poolHosts)
         {
-            if (free >= sizeBytes && HoldsOtherMember(volume, index, host) is null) return host;
+            if (free < sizeBytes || HoldsOtherMember(volume, index, host) is not null) continue;
+            if (host != own) return host;
+            fallback = host;
         }
-        return null;
+        return fallback;
     }
 
     /// <summary>The index of a member of <paramref name="volume"/> other than <paramref name="index"/> on
