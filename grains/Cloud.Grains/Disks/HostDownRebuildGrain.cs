@@ -192,9 +192,10 @@ internal sealed partial class HostDownRebuildGrain(
                 throw new CloudStorageException(
                     $"volume '{job.Volume}': the rebuild of member {job.Index} on host '{job.ToHost}' did not finish ({rebuild?.Error ?? "the volume grain restarted"}); it is resumed at the next check");
             LogDone(logger, job.Volume, job.Index, job.ToHost);
+            state.State.Completed++;
         }
+        // A volume deleted meanwhile has nothing left to rebuild.
         state.State.Current = null;
-        state.State.Completed++;
         await state.WriteStateAsync();
     }
 
