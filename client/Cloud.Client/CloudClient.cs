@@ -160,6 +160,13 @@ public sealed partial class CloudClient : IAsyncDisposable
     public Task<VolumeStatus> ReplaceDiskAsync(string name, int index, string? disk)
         => Cluster.GetGrain<IVolumeGrain>(name).ReplaceDiskWithAsync(index, disk);
 
+    /// <summary>
+    /// Replaces a failed member of a volume spread over the hosts' disk pools with a new file in a pool of
+    /// <paramref name="host"/>; refused when that host holds another member of the volume or has no pool.
+    /// </summary>
+    public Task<VolumeStatus> ReplaceDiskOnHostAsync(string name, int index, string host)
+        => Cluster.GetGrain<IVolumeGrain>(name).ReplaceDiskOnHostAsync(index, host);
+
     /// <summary>Starts a rebuild.</summary>
     public Task<RebuildStatus> StartRebuildAsync(string name)
         => Cluster.GetGrain<IVolumeGrain>(name).StartRebuildAsync();

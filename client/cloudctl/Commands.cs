@@ -297,19 +297,36 @@ internal static partial class Commands
             var command = new Command(verb, verb == "fail" ? "Mark a member disk failed" : "Replace a failed member with a fresh disk (then rebuild)");
             var name = NameArgument();
             var index = new Argument<int>("INDEX") { Description = "The member's index (0-based)" };
-            var replacement = DiskOption("The new disk: file:PATH or pageblob:CONTAINER/BLOB (default: a new disk of the member's kind next to it)");
+            var replacement = DiskOption("The new disk: file:PATH or pageblob:CONTAINER/BLOB (default: a new disk of the member's kind next to it; for a volume on the hosts' disk pools, a new file in the pool of a host that holds no other member)");
+            var host = new Option<string>("--host")
+            {
+                Description = "For a volume on the hosts' disk pools: put the new member in this host's pool (a host that holds no other member of the volume)"
+            };
             command.Arguments.Add(name);
             command.Arguments.Add(index);
             replacement.Validators.Add(r =>
             {
                 if (r.Tokens.Count > 1) r.AddError($"--disk is given {r.Tokens.Count} times; disk replace takes one new disk");
             });
-            if (verb == "replace") command.Options.Add(replacement);
+            if (verb == "replace")
+            {
+                command.Options.Add(replacement);
+                command.Options.Add(host);
+                command.Validators.Add(r =>
+                {
+                    if (r.GetResult(replacement) is not null && r.GetResult(host) is not null)
+                        r.AddError("give either --disk or --host for the new member, not both");
+                });
+            }
             command.SetAction((p, ct) => RunAsync(p, async client =>
             {
                 var n = p.GetValue(name)!;
                 var i = p.GetValue(index);
-                var s = verb == "fail" ? await client.FailDiskAsync(n, i, "failed by cloudctl") : await client.ReplaceDiskAsync(n, i, p.GetValue(replacement)?.SingleOrDefault());
+                var s = verb == "fail"
+                    ? await client.FailDiskAsync(n, i, "failed by cloudctl")
+                    : p.GetValue(host) is { } h
+                        ? await client.ReplaceDiskOnHostAsync(n, i, h)
+                        : await client.ReplaceDiskAsync(n, i, p.GetValue(replacement)?.SingleOrDefault());
                 Print(p, s, () => PrintStatus(s));
             }));
             disk.Subcommands.Add(command);

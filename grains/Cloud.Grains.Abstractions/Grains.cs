@@ -23,6 +23,13 @@ public interface IVolumeCatalogGrain : IGrainWithIntegerKey
     [Alias("SetDiskPath")]
     Task<VolumeInfo> SetDiskPathAsync(string name, int index, string path);
 
+    /// <summary>
+    /// Records a member's new disk file on <paramref name="host"/> after a replacement onto another host's disk pool
+    /// (used by the volume grain).
+    /// </summary>
+    [Alias("SetMember")]
+    Task<VolumeInfo> SetMemberAsync(string name, int index, string path, string host);
+
     /// <summary>Closes the volume on every silo, deletes its member disks and forgets it.</summary>
     [Alias("Delete")]
     Task DeleteAsync(string name);
@@ -65,6 +72,20 @@ public interface IVolumeGrain : IGrainWithStringKey
     /// </summary>
     [Alias("ReplaceDiskWith")]
     Task<VolumeStatus> ReplaceDiskWithAsync(int index, string? disk);
+
+    /// <summary>
+    /// Like <see cref="ReplaceDiskAsync(int)"/> for a volume spread over the hosts' disk pools, onto a new file in a
+    /// pool of <paramref name="host"/>; refused when that host holds another member of the volume or has no pool.
+    /// </summary>
+    [Alias("ReplaceDiskOnHost")]
+    Task<VolumeStatus> ReplaceDiskOnHostAsync(int index, string host);
+
+    /// <summary>
+    /// Records why the automatic rebuild of a lost host's member cannot start (no eligible host), shown as the
+    /// volume's rebuild error until a rebuild starts.
+    /// </summary>
+    [Alias("ReportRebuildWaiting")]
+    Task ReportRebuildWaitingAsync(string reason);
 
     /// <summary>Starts rebuilding replaced members in the background; returns at once.</summary>
     [Alias("StartRebuild")]

@@ -49,6 +49,97 @@ public sealed class MemberPlacement(LoadTable loadTable, HostDisks hostDisks)
     }
 
     /// <summary>
+    /// The host for a new member <paramref name="index"/> of <paramref name="volume"/>: the first of
+    /// <paramref name="poolHosts"/> (most free first, as <see cref="PoolHosts"/> lists them) that holds no other member
+    /// of the volume and has <paramref name="sizeBytes"/> free, so that a host's loss stays one member's. The replaced
+    /// member's own host takes it back only when no other host can (its disk may be why the member failed). Null when
+    /// no host is eligible.
+    /// </summary>
+    public static string? ChooseReplacementHost(
+        IReadOnlyList<(string Host, long FreeBytes)> poolHosts,
+        VolumeInfo volume,
+        int index,
+        long sizeBytes)
+    {
+        var own = volume.MemberHost(index);
+        string? fallback = null;
+        foreach (var (host, free) in poolHosts)
+        {
+            if (free < sizeBytes || HoldsOtherMember(volume, index, host) is not null) continue;
+            if (host != own) return host;
+            fallback = host;
+        }
+        return fallback;
+    }
+
+    /// <summary>The index of a member of <paramref name="volume"/> other than <paramref name="index"/> on
+    /// <paramref name="host"/>, or null when it holds none.</summary>
+    public static int? HoldsOtherMember(VolumeInfo volume, int index, string host)
+    {
+        for (var i = 0; i < volume.DiskCount; i++)
+        {
+            if (i != index && volume.MemberHost(i) == host) return i;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="volume"/> is spread over several hosts' files, one member per host (a pool volume):
+    /// its replacements go to another host's pool, not next to the old member.
+    /// </summary>
+    public static bool IsSpread(VolumeInfo volume) =>
+        Volumes.VolumeReach.RequiredHost(volume) is null
+        && Enumerable.Range(0, volume.DiskCount).Any(i => volume.MemberHost(i) is not null);
+
+    /// <summary>
+    /// The host and path in its pool of a replacement for member <paramref name="index"/> of
+    /// <paramref name="volume"/>: on <paramref name="requestedHost"/> when given, else on the eligible host with the
+    /// most free pool space (<see cref="ChooseReplacementHost"/>). The file is named
+    /// <c>POOL/{folder}/disk{index}.{stamp}.img</c>, in the volume's pool folder, so that deleting the volume deletes
+    /// it. The disk service of the host creates it when the volume's worker replaces the member.
+    /// </summary>
+    /// <exception cref="CloudRequestException">The requested host holds another member or has no pool with room, or
+    /// no host is eligible.</exception>
+    public async Task<(string Host, string Path)> PlaceReplacementAsync(
+        VolumeInfo volume,
+        int index,
+        string? requestedHost,
+        string folder,
+        string stamp,
+        long sizeBytes)
+    {
+        var hosts = PoolHosts();
+        string host;
+        if (requestedHost is not null)
+        {
+            if (HoldsOtherMember(volume, index, requestedHost) is { } other)
+                throw new CloudRequestException(
+                    $"host '{requestedHost}' already holds member {other} of volume '{volume.Name}'; a host holds one member of a volume, so that its loss is one member's; choose another host or omit --host");
+            if (!hosts.Any(h => h.Host == requestedHost))
+                throw new CloudRequestException(
+                    $"host '{requestedHost}' has no live silo with a disk pool; hosts with one: {Describe(hosts)}");
+            host = requestedHost;
+        }
+        else
+        {
+            host = ChooseReplacementHost(hosts, volume, index, sizeBytes)
+                ?? throw new CloudRequestException(NoEligibleHost(volume, index, hosts, sizeBytes));
+        }
+        return (host, await hostDisks.PlaceAsync(host, $"{folder}/disk{index}.{stamp}.img", sizeBytes));
+    }
+
+    /// <summary>Why no host can take a new member <paramref name="index"/> of <paramref name="volume"/>.</summary>
+    public static string NoEligibleHost(
+        VolumeInfo volume,
+        int index,
+        IReadOnlyList<(string Host, long FreeBytes)> hosts,
+        long sizeBytes) =>
+        $"no host can take member {index} of volume '{volume.Name}': it needs a live host with a disk pool of {sizeBytes} free bytes that holds no other member of the volume; hosts with a pool: {Describe(hosts)}; start a silo with --disk-pool on another host";
+
+    private static string Describe(IReadOnlyList<(string Host, long FreeBytes)> hosts) =>
+        hosts.Count == 0 ? "none" : string.Join(", ", hosts.Select(h => $"{h.Host} ({h.FreeBytes} bytes free)"));
+
+    /// <summary>
     /// Deletes the pool members of a volume (those in a folder named <paramref name="folder"/>), each through its
     /// host; a member whose host is down stays, and is reported in the returned list.
     /// </summary>

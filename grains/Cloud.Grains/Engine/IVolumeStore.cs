@@ -1,5 +1,6 @@
 using System.Collections.Immutable;
 using Cloud.Grains.Abstractions;
+using Cloud.Storage.Devices;
 
 namespace Cloud.Grains.Engine;
 
@@ -54,8 +55,11 @@ public interface IVolumeStore : IAsyncDisposable
     /// <summary>Fails a member.</summary>
     ValueTask FailMemberAsync(int memberIndex, string reason);
 
-    /// <summary>Puts a fresh disk in place of a member.</summary>
-    ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken);
+    /// <summary>
+    /// Puts a fresh disk in place of a member: <paramref name="device"/> when the caller made it (another host's file,
+    /// made by that host's disk service), else a disk created at <paramref name="path"/> here.
+    /// </summary>
+    ValueTask ReplaceMemberAsync(int memberIndex, string path, IBlockDevice? device, CancellationToken cancellationToken);
 
     /// <summary>
     /// The first stripe a rebuild still has to rebuild (the lowest cursor of a rebuilding member), or

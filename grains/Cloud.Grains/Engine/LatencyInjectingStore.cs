@@ -1,5 +1,6 @@
 using System.Collections.Immutable;
 using Cloud.Grains.Abstractions;
+using Cloud.Storage.Devices;
 
 namespace Cloud.Grains.Engine;
 
@@ -45,8 +46,12 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
     public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken)
         => inner.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
     public ValueTask FailMemberAsync(int memberIndex, string reason) => inner.FailMemberAsync(memberIndex, reason);
-    public ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken)
-        => inner.ReplaceMemberAsync(memberIndex, path, cancellationToken);
+    public ValueTask ReplaceMemberAsync(
+        int memberIndex,
+        string path,
+        IBlockDevice? device,
+        CancellationToken cancellationToken)
+        => inner.ReplaceMemberAsync(memberIndex, path, device, cancellationToken);
     public long RebuildCursorStripes => inner.RebuildCursorStripes;
     public ValueTask RebuildStripesAsync(
         long endStripe,

@@ -84,11 +84,16 @@ internal sealed class RaidVolumeStore(
         }
     }
 
-    public async ValueTask ReplaceMemberAsync(int memberIndex, string path, CancellationToken cancellationToken)
+    public async ValueTask ReplaceMemberAsync(
+        int memberIndex,
+        string path,
+        IBlockDevice? made,
+        CancellationToken cancellationToken)
     {
         var size = OnDiskFormat.DataOffsetBytes + volume.StripeCount * OnDiskFormat.ChunkStrideBytes(
             volume.Geometry.ChunkSizeBytes);
-        var device = await RaidVolumeStoreFactory.CreateMemberAsync(disks, info.Name, path, size, cancellationToken);
+        var device = made
+            ?? await RaidVolumeStoreFactory.CreateMemberAsync(disks, info.Name, path, size, cancellationToken);
         try
         {
             await volume.ReplaceMemberAsync(memberIndex, device, cancellationToken);
@@ -96,7 +101,8 @@ internal sealed class RaidVolumeStore(
         catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
         {
             await device.DisposeAsync();
-            if (MemberDisks.IsFile(path)) File.Delete(path);
+            // A disk the caller made is the caller's to remove (on its host).
+            if (made is null && MemberDisks.IsFile(path)) File.Delete(path);
             throw new CloudRequestException($"disk {memberIndex} of volume '{info.Name}': {ex.Message}");
         }
         if (devices[memberIndex] is { } old) _retired.Add(old);

@@ -20,4 +20,7 @@ public static class CloudGrainStorage
 
     /// <summary>A partition-lock grain's state: the highest timestamp it may hand out before reserving more.</summary>
     public const string ClockState = "clock";
+
+    /// <summary>The automatic rebuild's state: the replacement of a lost host's member under way.</summary>
+    public const string HostDownRebuildState = "host-down-rebuild";
 }

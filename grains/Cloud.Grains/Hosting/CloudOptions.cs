@@ -32,6 +32,17 @@ public sealed class CloudOptions
     /// </summary>
     public string[] DiskPools { get; set; } = [];
 
+    /// <summary>Default for <see cref="HostDownRebuildDelay"/>: like Ceph's <c>mon_osd_down_out_interval</c>.</summary>
+    public static readonly TimeSpan DefaultHostDownRebuildDelay = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// How long a host that holds volume members may be absent from the cluster (no live silo) before the cluster
+    /// rebuilds those members onto other hosts' disk pools by itself (1 s-7 days). A host back sooner catches up
+    /// instead; the delay keeps a reboot or a short outage from costing a full rebuild. Set the same value on every
+    /// silo.
+    /// </summary>
+    public TimeSpan HostDownRebuildDelay { get; set; } = DefaultHostDownRebuildDelay;
+
     /// <summary>Default for <see cref="LockLease"/>.</summary>
     public static readonly TimeSpan DefaultLockLease = TimeSpan.FromSeconds(10);
 
@@ -179,6 +190,12 @@ public sealed class CloudOptionsValidator : IValidateOptions<CloudOptions>
             errors.Add($"Cloud:HostName '{o.HostName}' is not allowed; use 1-64 characters of A-Z a-z 0-9 . _ -");
         errors.AddRange(Disks.DiskPools.Check(o.DiskPools));
         Range(errors, nameof(o.LockLease), o.LockLease, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
+        Range(
+            errors,
+            nameof(o.HostDownRebuildDelay),
+            o.HostDownRebuildDelay,
+            TimeSpan.FromSeconds(1),
+            TimeSpan.FromDays(7));
         Range(
             errors,
             nameof(o.LeaseCheckPeriod),

@@ -54,9 +54,12 @@ public interface IRaidWorkerGrain : IGrainWithStringKey
     [Alias("FailMember")]
     Task FailMemberAsync(string volumeName, int index, string reason);
 
-    /// <summary>Replaces a member with a fresh disk at <paramref name="path"/> in this silo's engine.</summary>
+    /// <summary>
+    /// Replaces a member with a fresh disk at <paramref name="path"/> in this silo's engine: a file of
+    /// <paramref name="host"/> made by that host's disk service when it is another host, else a disk made here.
+    /// </summary>
     [Alias("ReplaceMember")]
-    Task ReplaceMemberAsync(string volumeName, int index, string path);
+    Task ReplaceMemberAsync(string volumeName, int index, string path, string? host);
 
     /// <summary>Rebuilds the volume here, reporting progress to the volume grain.</summary>
     [Alias("Rebuild")]

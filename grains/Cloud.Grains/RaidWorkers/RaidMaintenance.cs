@@ -22,6 +22,7 @@ public sealed partial class RaidMaintenance(
     ILocalSiloDetails silo,
     HeldLocks heldLocks,
     WriterSlotRecovery slotRecovery,
+    Disks.HostDisks hostDisks,
     IOptions<CloudOptions> options,
     ILogger<RaidMaintenance> logger)
 {
@@ -114,12 +115,46 @@ public sealed partial class RaidMaintenance(
         await v.Store.FailMemberAsync(index, reason).ConfigureAwait(false);
     }
 
-    /// <summary>Replaces a member in this silo's engine.</summary>
-    public async Task ReplaceMemberAsync(string volumeName, int index, string path)
+    /// <summary>
+    /// Replaces a member in this silo's engine; a new member on another <paramref name="host"/> is made there by its
+    /// disk service (<see cref="Disks.HostDisks"/>), and deleted again when the engine refuses it.
+    /// </summary>
+    public async Task ReplaceMemberAsync(string volumeName, int index, string path, string? host = null)
     {
         var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
         CheckMember(v.Info, index);
-        await v.Store.ReplaceMemberAsync(index, path, CancellationToken.None).ConfigureAwait(false);
+        var remote = hostDisks.IsRemote(host)
+            ? await CreateRemoteMemberAsync(v, index, path, host!).ConfigureAwait(false)
+            : null;
+        try
+        {
+            await v.Store.ReplaceMemberAsync(index, path, remote, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (CloudRequestException) when (remote is not null)
+        {
+            await hostDisks.DeleteAsync(host!, path).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>Makes member <paramref name="index"/>'s new file at <paramref name="path"/> on <paramref name="host"/>,
+    /// as large as the volume's other members.</summary>
+    private async Task<Cloud.Storage.Devices.IBlockDevice> CreateRemoteMemberAsync(
+        OpenVolume v,
+        int index,
+        string path,
+        string host)
+    {
+        var sizeBytes = Cloud.Storage.Format.OnDiskFormat.DataOffsetBytes
+            + v.Store.StripeCount * Cloud.Storage.Format.OnDiskFormat.ChunkStrideBytes(v.Info.ChunkSizeBytes);
+        var next = v.Info with
+        {
+            DiskPaths = v.Info.DiskPaths.SetItem(index, path),
+            MemberHosts = (v.Info.MemberHosts.IsDefaultOrEmpty
+                ? [.. Enumerable.Repeat("", v.Info.DiskCount)]
+                : v.Info.MemberHosts).SetItem(index, host),
+        };
+        return (await hostDisks.CreateRemoteAsync(next, index, sizeBytes, CancellationToken.None).ConfigureAwait(false))!;
     }
 
     /// <summary>

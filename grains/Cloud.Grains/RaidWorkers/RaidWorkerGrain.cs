@@ -52,8 +52,8 @@ internal sealed class RaidWorkerGrain(
         => EngineErrors.Guard(() => maintenance.StatusAsync(volumeName, null));
     public Task FailMemberAsync(string volumeName, int index, string reason)
         => EngineErrors.Guard(() => maintenance.FailMemberAsync(volumeName, index, reason));
-    public Task ReplaceMemberAsync(string volumeName, int index, string path)
-        => EngineErrors.Guard(() => maintenance.ReplaceMemberAsync(volumeName, index, path));
+    public Task ReplaceMemberAsync(string volumeName, int index, string path, string? host)
+        => EngineErrors.Guard(() => maintenance.ReplaceMemberAsync(volumeName, index, path, host));
 
     public Task RebuildAsync(string volumeName)
     {

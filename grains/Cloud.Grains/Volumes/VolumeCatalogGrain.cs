@@ -208,7 +208,11 @@ internal sealed class VolumeCatalogGrain(
     }
 
     /// <summary>Records a member's new disk path (after a replacement).</summary>
-    public async Task<VolumeInfo> SetDiskPathAsync(string name, int index, string path)
+    public Task<VolumeInfo> SetDiskPathAsync(string name, int index, string path) =>
+        SetMemberAsync(name, index, path, null);
+
+    /// <summary>Records a member's new disk path and, when given, its host (after a replacement).</summary>
+    public async Task<VolumeInfo> SetMemberAsync(string name, int index, string path, string? newHost)
     {
         if (!_volumes.TryGetValue(name, out var info))
             throw new CloudRequestException(
@@ -219,9 +223,9 @@ internal sealed class VolumeCatalogGrain(
         if (info.DiskPaths[index] != path) CheckUnused(path);
         // A new file member is made by the volume's worker on the volume's host (or, for a volume of shared disks
         // only, on the volume grain's silo, approximated here by this host).
-        var host = MemberDisks.IsShared(path)
+        var host = newHost ?? (MemberDisks.IsShared(path)
             ? ""
-            : info.MemberHost(index) ?? VolumeReach.RequiredHost(info) ?? reach.HostName;
+            : info.MemberHost(index) ?? VolumeReach.RequiredHost(info) ?? reach.HostName);
         var hosts = info.MemberHosts.IsDefaultOrEmpty
             ? MemberDisks.HostsOf(info.DiskPaths, reach.HostName)
             : info.MemberHosts;

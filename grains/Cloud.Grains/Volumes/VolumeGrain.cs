@@ -1,4 +1,5 @@
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Disks;
 using Cloud.Grains.Engine;
 using Cloud.Grains.RaidWorkers;
 using Cloud.Storage.Azure;
@@ -18,7 +19,9 @@ internal sealed class VolumeGrain(
     IClusterMembershipService membership,
     VolumeDirectory directory,
     CatalogStore catalogStore,
-    VolumeReach reach)
+    VolumeReach reach,
+    IVolumeStoreFactory factory,
+    MemberPlacement placement)
     : Grain, IVolumeGrain
 {
     private RebuildStatus? _rebuild;
@@ -54,7 +57,26 @@ internal sealed class VolumeGrain(
 
     public Task<VolumeStatus> ReplaceDiskAsync(int index) => ReplaceDiskWithAsync(index, null);
 
-    public async Task<VolumeStatus> ReplaceDiskWithAsync(int index, string? disk)
+    public Task<VolumeStatus> ReplaceDiskWithAsync(int index, string? disk) => ReplaceAsync(index, disk, null);
+
+    public Task<VolumeStatus> ReplaceDiskOnHostAsync(int index, string host)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(host);
+        return ReplaceAsync(index, null, host);
+    }
+
+    public Task ReportRebuildWaitingAsync(string reason)
+    {
+        if (_rebuildTask is not { IsCompleted: false }) _rebuild = new RebuildStatus(false, 0, 0, reason);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// Replaces member <paramref name="index"/>: onto <paramref name="disk"/> when given; for a volume spread over the
+    /// hosts' pools onto a new file in the pool of <paramref name="host"/>, or of the eligible host with the most room;
+    /// else onto a new disk of the same kind next to the old one.
+    /// </summary>
+    private async Task<VolumeStatus> ReplaceAsync(int index, string? disk, string? host)
     {
         var info = await InfoAsync();
         CheckIndex(info, index);
@@ -68,12 +90,25 @@ internal sealed class VolumeGrain(
                 $"disk {index} of volume '{Name}' is active; fail it first ('cloudctl disk fail {Name} {index}')");
         var stamp = $"{DateTimeOffset.UtcNow:yyyyMMddHHmmssfff}";
         string path;
+        string? memberHost = null;
+        if (disk is not null && host is not null)
+            throw new CloudRequestException("give either --disk or --host for the new member, not both");
+        if (host is not null && !MemberPlacement.IsSpread(info))
+            throw new CloudRequestException(
+                $"--host applies to a volume spread over the hosts' disk pools; volume '{Name}' is not (its members are shared disks or files of one host); omit --host or name the new disk with --disk");
         if (disk is not null)
         {
             path = MemberDisks.ParseRequested(disk, Path.GetDirectoryName(catalogStore.VolumesDirectory)!);
             if (info.DiskPaths.Contains(path, StringComparer.Ordinal))
                 throw new CloudRequestException(
                     $"--disk {MemberDisks.Describe(path)} is already a member of volume '{Name}'; use a new disk");
+        }
+        else if (MemberPlacement.IsSpread(info))
+        {
+            // A host holds one member of a spread volume, so the new member goes to a host without one, made there
+            // by that host's disk service, in the volume's pool folder (deleted with the volume).
+            (memberHost, path) = await placement.PlaceReplacementAsync(
+                info, index, host, $"{Name}-{info.VolumeId.ToString("N")[..8]}", stamp, MemberSizeBytes(info));
         }
         else if (MemberDisks.FromLocation(info.DiskPaths[index]) is PageBlobDisk blob)
         {
@@ -86,8 +121,10 @@ internal sealed class VolumeGrain(
         }
         await ExclusiveAsync(info, async worker =>
         {
-            await worker.ReplaceMemberAsync(Name, index, path);
-            await GrainFactory.GetGrain<IVolumeCatalogGrain>(0).SetDiskPathAsync(Name, index, path);
+            await worker.ReplaceMemberAsync(Name, index, path, memberHost);
+            var catalog = GrainFactory.GetGrain<IVolumeCatalogGrain>(0);
+            if (memberHost is null) await catalog.SetDiskPathAsync(Name, index, path);
+            else await catalog.SetMemberAsync(Name, index, path, memberHost);
             directory.Invalidate(Name);
         });
         return await ShowAsync();
@@ -159,6 +196,10 @@ internal sealed class VolumeGrain(
         Task.WhenAll(membership.CurrentSnapshot.Members.Values
             .Where(m => m.Status == SiloStatus.Active && m.Name != workerSilo)
             .Select(m => GrainFactory.GetGrain<IRaidWorkerGrain>(m.Name).CloseVolumeAsync(Name)));
+
+    private long MemberSizeBytes(VolumeInfo info) =>
+        factory.MemberSizeBytes(
+            new VolumeSpec(info.Name, info.SizeBytes, info.Level, info.DiskCount, info.ChunkSizeBytes, info.Durable));
 
     private void CheckIndex(VolumeInfo info, int index)
     {
