@@ -58,6 +58,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<Disks.DiskServer>();
         builder.Services.AddSingleton<Disks.HostDisks>();
         builder.Services.AddSingleton<Disks.MemberPlacement>();
+        builder.Services.AddHostedService<Disks.MemberReturn>();
         builder.Services.AddOptions<PageBlobAccountOptions>()
             .Configure<IConfiguration>((o, configuration) => MemberDisks.BindPageBlobAccount(configuration, o));
         // The host's Entra credential, when it registered one, signs in to the page-blob account.
