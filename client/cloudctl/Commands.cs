@@ -180,7 +180,7 @@ internal static partial class Commands
         }
         AnsiConsole.Write(table);
         if (s.Rebuild is { } r)
-            Console.WriteLine($"rebuild: {(r.Running ? "running" : "done")} {r.StripesDone}/{r.StripesTotal} stripes ({r.Fraction:P0}){(r.Error is null ? "" : $", error: {r.Error}")}");
+            Console.WriteLine($"rebuild: {(r.Running ? "running" : "done")} {r.StripesDone}/{r.StripesTotal} stripes ({r.Fraction:P0}), {Sizes.Format(r.BytesMoved)} moved{(r.Error is null ? "" : $", error: {r.Error}")}");
     }
 
     /// <summary>A repeatable --disk option; each value is checked for the descriptor form here, the silo checks it again.</summary>
@@ -366,6 +366,8 @@ internal static partial class Commands
                         {
                             var r = await client.GetRebuildAsync(n) ?? status;
                             task.Value = r.Fraction;
+                            // A catch-up passes every stripe but moves only those written while a member was away.
+                            task.Description = $"rebuild {Markup.Escape(n)}: {Sizes.Format(r.BytesMoved)} moved";
                             if (!r.Running) { status = r; break; }
                             await Task.Delay(200, ct);
                         }
@@ -373,7 +375,7 @@ internal static partial class Commands
                 }
                 if (status.Error is not null) throw new CloudRequestException($"rebuild of {n} failed: {status.Error}");
             }
-            Print(p, status, () => Console.WriteLine(status.Running ? $"rebuild of {n} started" : $"rebuild of {n} done: {status.StripesDone}/{status.StripesTotal} stripes"));
+            Print(p, status, () => Console.WriteLine(status.Running ? $"rebuild of {n} started" : $"rebuild of {n} done: {status.StripesDone}/{status.StripesTotal} stripes, {Sizes.Format(status.BytesMoved)} moved"));
         }));
         return command;
     }

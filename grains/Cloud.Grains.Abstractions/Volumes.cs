@@ -102,8 +102,10 @@ public enum DiskState
     Failed,
     /// <summary>Being rebuilt from the other members.</summary>
     Rebuilding,
-    /// <summary>Absent when the volume was assembled.</summary>
+    /// <summary>Away: absent when the volume was assembled, or its host unreachable; rejoins when the host returns.</summary>
     Missing,
+    /// <summary>Back from an absence and catching up the stripes written while it was away.</summary>
+    Resyncing,
 }
 
 /// <summary>One member disk of a volume.</summary>
@@ -113,13 +115,17 @@ public sealed record DiskStatus(
     [property: Id(1)] string Path,
     [property: Id(2)] DiskState State);
 
-/// <summary>Progress of a rebuild onto a replacement member.</summary>
+/// <summary>
+/// Progress of a rebuild onto a replacement member, or of the catch-up of a member whose host returned (which passes
+/// every stripe but writes only those written while it was away).
+/// </summary>
 [GenerateSerializer, Immutable, Alias("cloud.RebuildStatus")]
 public sealed record RebuildStatus(
     [property: Id(0)] bool Running,
     [property: Id(1)] long StripesDone,
     [property: Id(2)] long StripesTotal,
-    [property: Id(3)] string? Error)
+    [property: Id(3)] string? Error,
+    [property: Id(4)] long BytesMoved = 0)
 {
     /// <summary>Completed fraction in [0, 1].</summary>
     public double Fraction => StripesTotal == 0 ? 1.0 : (double)StripesDone / StripesTotal;

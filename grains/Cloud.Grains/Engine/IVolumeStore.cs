@@ -67,16 +67,20 @@ public interface IVolumeStore : IAsyncDisposable
     /// </summary>
     long RebuildCursorStripes { get; }
 
+    /// <summary>Bytes this engine has written to rebuilding and catching-up members since it was opened.</summary>
+    long RebuildBytesMoved { get; }
+
     /// <summary>
     /// Rebuilds replaced members' stripes up to <paramref name="endStripe"/> (exclusive) and records the cursor in the
     /// superblocks, which every other silo re-reads before this returns; the members become active at the last
-    /// stripe. Progress as (stripes done, stripes total). The caller holds the partition locks of the stripes from <see cref="RebuildCursorStripes"/> up to
+    /// stripe; a member catching up after its host returned is written only on the stripes recorded while it was away.
+    /// Progress as (stripes done, stripes total, <see cref="RebuildBytesMoved"/>). The caller holds the partition locks of the stripes from <see cref="RebuildCursorStripes"/> up to
     /// <paramref name="endStripe"/> exclusively until this returns: other silos' engines write a new member only
     /// below the cursor they have read, so a stripe must neither change while it is rebuilt nor be written before its
     /// cursor is recorded.
     /// </summary>
     ValueTask RebuildStripesAsync(
-        long endStripe, IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken);
+        long endStripe, IProgress<(long Done, long Total, long BytesMoved)>? progress, CancellationToken cancellationToken);
 
     /// <summary>
     /// Checks (and repairs) parity and checksums of stripes <paramref name="firstStripe"/> to

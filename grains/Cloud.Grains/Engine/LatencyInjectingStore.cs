@@ -53,9 +53,10 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
         CancellationToken cancellationToken)
         => inner.ReplaceMemberAsync(memberIndex, path, device, cancellationToken);
     public long RebuildCursorStripes => inner.RebuildCursorStripes;
+    public long RebuildBytesMoved => inner.RebuildBytesMoved;
     public ValueTask RebuildStripesAsync(
         long endStripe,
-        IProgress<(long Done, long Total)>? progress,
+        IProgress<(long Done, long Total, long BytesMoved)>? progress,
         CancellationToken cancellationToken)
         => inner.RebuildStripesAsync(endStripe, progress, cancellationToken);
     public ValueTask<ScrubResult> ScrubStripesAsync(

@@ -44,6 +44,7 @@ internal sealed class RaidVolumeStore(
                 MemberState.Active => DiskState.Active,
                 MemberState.Failed => DiskState.Failed,
                 MemberState.Rebuilding => DiskState.Rebuilding,
+                MemberState.Resyncing => DiskState.Resyncing,
                 _ => DiskState.Missing,
             }))];
 
@@ -112,9 +113,11 @@ internal sealed class RaidVolumeStore(
 
     public long RebuildCursorStripes => volume.RebuildCursorStripes;
 
+    public long RebuildBytesMoved => volume.RebuildBytesMoved;
+
     public ValueTask RebuildStripesAsync(
         long endStripe,
-        IProgress<(long Done, long Total)>? progress,
+        IProgress<(long Done, long Total, long BytesMoved)>? progress,
         CancellationToken cancellationToken) =>
         volume.RebuildStripesAsync(endStripe, progress is null ? null : new Progress(progress), cancellationToken);
 
@@ -152,9 +155,10 @@ internal sealed class RaidVolumeStore(
         foreach (var d in _retired) await d.DisposeAsync();
     }
 
-    private sealed class Progress(IProgress<(long Done, long Total)> inner) : IProgress<RebuildProgress>
+    private sealed class Progress(IProgress<(long Done, long Total, long BytesMoved)> inner) : IProgress<RebuildProgress>
     {
-        public void Report(RebuildProgress value) => inner.Report((value.StripesDone, value.StripesTotal));
+        public void Report(RebuildProgress value) =>
+            inner.Report((value.StripesDone, value.StripesTotal, value.BytesMoved));
     }
 }
 

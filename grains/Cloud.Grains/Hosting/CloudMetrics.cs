@@ -56,6 +56,13 @@ public static class CloudMetrics
     public static readonly Counter<long> ScrubStripes = Meter.CreateCounter<long>(
         "cloud.scrub.stripes", unit: "{stripe}", description: "Stripes checked by scrub, and problems found (tag kind)");
 
+    /// <summary>
+    /// Bytes written to members by rebuilds (tag <c>kind</c>: <c>rebuild</c> of a replacement, <c>catch-up</c> of a
+    /// member whose host returned, which writes only the stripes recorded while it was away).
+    /// </summary>
+    public static readonly Counter<long> RebuildBytes = Meter.CreateCounter<long>(
+        "cloud.rebuild.bytes", unit: "By", description: "Bytes written to rebuilding or catching-up members (tag kind)");
+
     private static readonly ConcurrentDictionary<SiloUsage, bool> Usages = new(ReferenceEqualityComparer.Instance);
     private static readonly ConcurrentDictionary<string, (long Done, long Total)> Rebuilds = new(
         StringComparer.Ordinal);

@@ -60,6 +60,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<Disks.MemberPlacement>();
         // The automatic rebuild of a host gone for good: every silo asks the cluster's one rebuild grain to check.
         builder.Services.AddHostedService<Disks.HostDownRebuildService>();
+        builder.Services.AddHostedService<Disks.MemberReturn>();
         builder.Services.AddOptions<PageBlobAccountOptions>()
             .Configure<IConfiguration>((o, configuration) => MemberDisks.BindPageBlobAccount(configuration, o));
         // The host's Entra credential, when it registered one, signs in to the page-blob account.

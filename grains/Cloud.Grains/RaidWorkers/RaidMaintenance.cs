@@ -166,13 +166,17 @@ public sealed partial class RaidMaintenance(
     /// afterwards without the new member. A step's stripes are rebuilt once; stripes above the cursor that other
     /// silos write meanwhile are rebuilt when their step comes.
     /// </summary>
-    public async Task RebuildAsync(string volumeName, IProgress<(long Done, long Total)> progress)
+    public async Task RebuildAsync(string volumeName, IProgress<(long Done, long Total, long BytesMoved)> progress)
     {
         var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
         // A stripe left mid-update by a crash is resynced first: rebuilt from its stale parity, the new member would
         // hold a chunk that agrees with neither version.
         await v.RecoveryAfterOpen.ConfigureAwait(false);
-        var metered = new MeteredRebuildProgress(volumeName, progress);
+        var metered = new MeteredRebuildProgress(
+            volumeName,
+            v.Store.RebuildBytesMoved,
+            v.Store.Members.Any(m => m.State == DiskState.Resyncing) ? "catch-up" : "rebuild",
+            progress);
         var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
         var stripesPerStep = Math.Clamp(RebuildStepBytes / v.Store.StripeDataBytes, 1, stripesPerPartition);
         for (var first = v.Store.RebuildCursorStripes; first < v.Store.StripeCount;)
@@ -186,7 +190,7 @@ public sealed partial class RaidMaintenance(
             first = end;
         }
         // A volume found with every member rebuilt to the end but not yet recorded active (an interrupted last step).
-        if (v.Store.Members.Any(m => m.State == DiskState.Rebuilding))
+        if (v.Store.Members.Any(m => m.State is DiskState.Rebuilding or DiskState.Resyncing))
             await v.Store.RebuildStripesAsync(v.Store.StripeCount, metered, CancellationToken.None)
                 .ConfigureAwait(false);
     }
@@ -202,7 +206,7 @@ public sealed partial class RaidMaintenance(
         IPartitionLockGrain lockGrain,
         long first,
         long end,
-        IProgress<(long Done, long Total)> progress)
+        IProgress<(long Done, long Total, long BytesMoved)> progress)
     {
         var started = Stopwatch.GetTimestamp();
         var grant = await heldLocks.AcquireAsync(
@@ -390,14 +394,25 @@ public sealed partial class RaidMaintenance(
     }
 }
 
-/// <summary>Passes rebuild progress on and publishes it as the <c>cloud.rebuild.progress</c> gauge.</summary>
+/// <summary>
+/// Passes rebuild progress on, with the bytes moved counted from <paramref name="baselineBytes"/> (the engine's count
+/// when this rebuild began), and publishes it as the <c>cloud.rebuild.progress</c> gauge and the
+/// <c>cloud.rebuild.bytes</c> counter (tag <c>kind</c>: <paramref name="kind"/>).
+/// </summary>
 internal sealed class MeteredRebuildProgress(
     string volumeName,
-    IProgress<(long Done, long Total)> inner) : IProgress<(long Done, long Total)>
+    long baselineBytes,
+    string kind,
+    IProgress<(long Done, long Total, long BytesMoved)> inner) : IProgress<(long Done, long Total, long BytesMoved)>
 {
-    public void Report((long Done, long Total) value)
+    private long _reportedBytes;
+
+    public void Report((long Done, long Total, long BytesMoved) value)
     {
+        var moved = value.BytesMoved - baselineBytes;
+        var delta = moved - Interlocked.Exchange(ref _reportedBytes, moved);
+        if (delta > 0) CloudMetrics.RebuildBytes.Add(delta, new KeyValuePair<string, object?>("kind", kind));
         CloudMetrics.ReportRebuild(volumeName, value.Done, value.Total);
-        inner.Report(value);
+        inner.Report(value with { BytesMoved = moved });
     }
 }

@@ -59,7 +59,13 @@ internal sealed class RaidWorkerGrain(
     {
         var volume = GrainFactory.GetGrain<IVolumeGrain>(volumeName);
         var progress = new RebuildReporter(volume);
-        return EngineErrors.Guard(() => maintenance.RebuildAsync(volumeName, progress));
+        return EngineErrors.Guard(async () =>
+        {
+            await maintenance.RebuildAsync(volumeName, progress);
+            // The reports above are one-way and thinned out; the last one, with the bytes moved in all, is awaited so
+            // that the volume grain has it before the rebuild is recorded as done.
+            if (progress.Last is { } last) await volume.ReportRebuildAsync(last);
+        });
     }
 
     public Task<ScrubResult> ScrubAsync(string volumeName, bool repair)
@@ -73,15 +79,20 @@ internal sealed class RaidWorkerGrain(
         => Task.FromResult(new PartitionClaims(heldLocks.For(partitionKey), firstServer.ReportHeld(partitionKey)));
 
     /// <summary>Forwards rebuild progress to the volume grain, at most every 1 % so the grain is not flooded.</summary>
-    private sealed class RebuildReporter(IVolumeGrain volume) : IProgress<(long Done, long Total)>
+    private sealed class RebuildReporter(IVolumeGrain volume) : IProgress<(long Done, long Total, long BytesMoved)>
     {
         private long _lastPercent = -1;
 
-        public void Report((long Done, long Total) value)
+        /// <summary>The latest progress, as a status.</summary>
+        public RebuildStatus? Last { get; private set; }
+
+        public void Report((long Done, long Total, long BytesMoved) value)
         {
+            var status = new RebuildStatus(value.Done < value.Total, value.Done, value.Total, null, value.BytesMoved);
+            Last = status;
             var percent = value.Total == 0 ? 100 : value.Done * 100 / value.Total;
             if (Interlocked.Exchange(ref _lastPercent, percent) == percent) return;
-            _ = volume.ReportRebuildAsync(new RebuildStatus(value.Done < value.Total, value.Done, value.Total, null));
+            _ = volume.ReportRebuildAsync(status);
         }
     }
 }

@@ -40,6 +40,28 @@ public static class OnDiskFormat
     /// <summary>Regions one bitmap can track (one bit each).</summary>
     public const long IntentRegionsPerSlot = IntentSlotBytes * 8L;
 
+    /// <summary>
+    /// Start of the away area: one bitmap page per writer slot, in slot order, recording the regions that writer wrote
+    /// while some member was away (<see cref="Volumes.MemberState.Missing"/> or not yet caught up), so that a member that
+    /// returns resyncs only those. It follows the write-intent area.
+    /// </summary>
+    public const long AwayOffsetBytes = IntentOffsetBytes + (long)IntentSlotCount * IntentSlotBytes;
+
+    /// <summary>Bytes of the intent and away areas together, from <see cref="IntentOffsetBytes"/>.</summary>
+    public const int BitmapAreasBytes = 2 * IntentSlotCount * IntentSlotBytes;
+
+    /// <summary>The least volume data one away bit covers (1 MiB, or one stripe if larger).</summary>
+    public const long MinAwayRegionBytes = 1L << 20;
+
+    /// <summary>
+    /// Stripes per bit of the away record: the whole volume fits one page, and at least <see cref="MinAwayRegionBytes"/>
+    /// of data. Finer than the intent bitmap's regions, because what a returning member resyncs is what the bits cover.
+    /// </summary>
+    public static long AwayRegionStripes(long stripeCount, int stripeDataBytes) =>
+        Math.Max(
+            Math.Max(1, (stripeCount + IntentRegionsPerSlot - 1) / IntentRegionsPerSlot),
+            (MinAwayRegionBytes + stripeDataBytes - 1) / stripeDataBytes);
+
     /// <summary>Start of stripe 0's chunk slot: 1 MiB, past the intent area and aligned for any device.</summary>
     public const long DataOffsetBytes = 1 << 20;
 

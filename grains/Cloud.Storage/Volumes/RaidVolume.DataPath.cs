@@ -515,6 +515,7 @@ public sealed partial class RaidVolume
         await _intent.BeginAsync(stripe, cancellationToken).ConfigureAwait(false);
         try
         {
+            await MarkIfAwayAsync(stripe, cancellationToken).ConfigureAwait(false);
             ResetScratch(s, stripe);
             if (Geometry.Level is RaidLevel.Raid0 or RaidLevel.Raid1)
                 await WriteStripeNoParityAsync(
@@ -525,6 +526,8 @@ public sealed partial class RaidVolume
         }
         finally { _intent.End(stripe); }
         ThrowIfFailed();
+        // A member that went away during the write missed it: recorded before the write is acknowledged.
+        await MarkIfAwayAsync(stripe, cancellationToken).ConfigureAwait(false);
     }
 
     private async ValueTask WriteStripeNoParityAsync(

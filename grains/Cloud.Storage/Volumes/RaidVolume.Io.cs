@@ -86,7 +86,7 @@ public sealed partial class RaidVolume
         catch (BlockDeviceException e)
         {
             activity?.SetStatus(ActivityStatusCode.Error, e.Message);
-            await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
+            await MarkLostAsync(m, e, cancellationToken).ConfigureAwait(false);
             return false;
         }
     }

@@ -24,7 +24,7 @@ public sealed partial class RaidVolume
         var checkpoint = _options.RebuildCheckpointStripes;
         for (var m = 0; m < _memberCount; m++)
         {
-            if (_states[m] != MemberState.Rebuilding) continue;
+            if (!IsCatchingUp(m)) continue;
             while (Volatile.Read(ref _cursors[m]) < StripeCount)
             {
                 // Checkpoints at multiples of the interval, wherever the rebuild resumed.
@@ -49,7 +49,7 @@ public sealed partial class RaidVolume
             var cursor = StripeCount;
             lock (_stateGate)
                 for (var m = 0; m < _memberCount; m++)
-                    if (_states[m] == MemberState.Rebuilding) cursor = Math.Min(cursor, Volatile.Read(ref _cursors[m]));
+                    if (IsCatchingUp(m)) cursor = Math.Min(cursor, Volatile.Read(ref _cursors[m]));
             return cursor;
         }
     }
@@ -73,7 +73,7 @@ public sealed partial class RaidVolume
             throw new ArgumentOutOfRangeException(nameof(endStripe), endStripe, $"allowed: 0..{StripeCount}.");
         CheckUsable();
         for (var m = 0; m < _memberCount; m++)
-            if (_states[m] == MemberState.Rebuilding)
+            if (IsCatchingUp(m))
                 await RebuildMemberAsync(m, endStripe, progress, cancellationToken).ConfigureAwait(false);
         if (endStripe == StripeCount)
         {
@@ -84,20 +84,42 @@ public sealed partial class RaidVolume
         await WriteSuperblocksAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Rebuilds member <paramref name="m"/>'s stripes from its cursor up to <paramref name="endStripe"/>.</summary>
+    /// <summary>A member being rebuilt whole, or catching up after an absence: its cursor has stripes to pass.</summary>
+    private bool IsCatchingUp(int m) => _states[m] is MemberState.Rebuilding or MemberState.Resyncing;
+
+    /// <summary>
+    /// Bytes this opener has written to rebuilding and catching-up members (chunks and metadata sectors), for
+    /// <see cref="RebuildProgress.BytesMoved"/>.
+    /// </summary>
+    public long RebuildBytesMoved => Interlocked.Read(ref _rebuildBytesMoved);
+
+    private long _rebuildBytesMoved;
+
+    /// <summary>
+    /// Rebuilds member <paramref name="m"/>'s stripes from its cursor up to <paramref name="endStripe"/>. A member
+    /// catching up (<see cref="MemberState.Resyncing"/>) is rebuilt only on the stripes the away record marks, read
+    /// here, after the caller's locks on these stripes were taken; its cursor passes the others without I/O.
+    /// </summary>
     private async ValueTask RebuildMemberAsync(
         int m,
         long endStripe,
         IProgress<RebuildProgress>? progress,
         CancellationToken cancellationToken)
     {
+        var record = _states[m] == MemberState.Resyncing
+            ? await ReadAwayRecordAsync(cancellationToken).ConfigureAwait(false)
+            : null;
         for (var stripe = Volatile.Read(ref _cursors[m]); stripe < endStripe; stripe++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            await RebuildStripeAsync(m, stripe, cancellationToken).ConfigureAwait(false);
-            if (_states[m] != MemberState.Rebuilding)
+            if (record is null || !await TrySkipCaughtUpStripeAsync(m, stripe, record, cancellationToken).ConfigureAwait(false))
+            {
+                await RebuildStripeAsync(m, stripe, cancellationToken).ConfigureAwait(false);
+                Interlocked.Add(ref _rebuildBytesMoved, _slotBytes);
+            }
+            if (!IsCatchingUp(m))
                 throw new VolumeDataLossException($"volume '{Name}': member {m} failed during its rebuild at stripe {stripe}: {_reasons[m]}.");
-            var p = new RebuildProgress(m, stripe + 1, StripeCount);
+            var p = new RebuildProgress(m, stripe + 1, StripeCount, RebuildBytesMoved);
             lock (_stateGate) _rebuild = p;
             progress?.Report(p);
         }
@@ -110,7 +132,7 @@ public sealed partial class RaidVolume
         lock (_stateGate)
         {
             for (var m = 0; m < _memberCount; m++)
-                if (_states[m] == MemberState.Rebuilding && Volatile.Read(ref _cursors[m]) >= StripeCount)
+                if (IsCatchingUp(m) && Volatile.Read(ref _cursors[m]) >= StripeCount)
                     _states[m] = MemberState.Active;
             _rebuild = null;
         }

@@ -246,6 +246,8 @@ public sealed partial class RaidVolume
             ThrowIfFailed();
             for (; begun < stripes; begun++)
                 await _intent.BeginAsync(firstStripe + begun, cancellationToken).ConfigureAwait(false);
+            for (var i = 0; i < stripes; i++)
+                await MarkIfAwayAsync(firstStripe + i, cancellationToken).ConfigureAwait(false);
 
             for (var i = 0; i < stripes; i++)
             {
@@ -278,6 +280,9 @@ public sealed partial class RaidVolume
                     ranges.Member(j), ranges.OffsetBytes(j), ranges.Pieces(j), CancellationToken.None);
             await AwaitAllAsync(tasks, ranges.Count).ConfigureAwait(false);
             ThrowIfFailed();
+            // A member that went away during the writes missed them: recorded before they are acknowledged.
+            for (var i = 0; i < stripes; i++)
+                await MarkIfAwayAsync(firstStripe + i, cancellationToken).ConfigureAwait(false);
         }
         finally
         {

@@ -8,7 +8,7 @@ namespace Cloud.Storage.Volumes;
 // generation, all under the volume's ISuperblockCoordinator; members that offer conditional writes
 // (page blobs) are written only if unchanged since the read. Merge rules (docs/FORMAT.md):
 //  - a different member id on disk means the position was replaced by someone else: the disk wins;
-//  - for the same id, a loss is sticky: Failed beats Missing beats Active beats Rebuilding, so a
+//  - for the same id, a loss is sticky: Failed beats Missing beats Active beats Resyncing and Rebuilding, so a
 //    member failed by anyone stays failed until it is replaced (a new id);
 //  - a rebuild cursor only moves forward.
 public sealed partial class RaidVolume
@@ -157,7 +157,7 @@ public sealed partial class RaidVolume
         {
             if (reads[m] is not Task<List<Superblock>> read) continue;
             try { copies.AddRange(await read.ConfigureAwait(false)); }
-            catch (BlockDeviceException e) { FailLocally(m, e.Message); }
+            catch (BlockDeviceException e) { LoseLocally(m, e); }
         }
         long generation = -1;
         foreach (Superblock sb in copies) generation = Math.Max(generation, sb.Generation);
@@ -202,10 +202,10 @@ public sealed partial class RaidVolume
     {
         if (a == MemberState.Failed || b == MemberState.Failed) return MemberState.Failed;
         if (a == MemberState.Missing || b == MemberState.Missing) return MemberState.Missing;
-        // Same identity, one says active: the rebuild finished (an active member never goes back to rebuilding under
-        // the same id).
+        // Same identity, one says active: the rebuild or catch-up finished (an active member never goes back to
+        // rebuilding or resyncing under the same id, and an identity is given for one or the other, never both).
         if (a == MemberState.Active || b == MemberState.Active) return MemberState.Active;
-        return MemberState.Rebuilding;
+        return a == MemberState.Resyncing || b == MemberState.Resyncing ? MemberState.Resyncing : MemberState.Rebuilding;
     }
 
     /// <summary>
@@ -252,13 +252,15 @@ public sealed partial class RaidVolume
         if (generation > _generation) Interlocked.Exchange(ref _generation, generation);
     }
 
-    private void FailLocally(int m, string reason)
+    /// <summary>Marks a member lost in this view only, away or failed as <see cref="MarkLostAsync"/> decides.</summary>
+    private void LoseLocally(int m, BlockDeviceException error)
     {
         lock (_stateGate)
         {
             if (_states[m] is MemberState.Failed or MemberState.Missing) return;
-            _states[m] = MemberState.Failed;
-            _reasons[m] = reason;
+            var away = error is MemberUnreachableException;
+            _states[m] = away ? MemberState.Missing : MemberState.Failed;
+            _reasons[m] = away ? $"away: {error.Message}" : error.Message;
         }
     }
 
@@ -343,7 +345,7 @@ public sealed partial class RaidVolume
                         catch (BlockDeviceException e)
                         {
                             // A member that failed mid-update must be recorded as failed on the others.
-                            FailLocally(m, e.Message);
+                            LoseLocally(m, e);
                             again = true;
                         }
                     }

@@ -36,6 +36,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     private readonly SemaphoreSlim _superblockGate = new(1, 1);
     private readonly SemaphoreSlim[] _stripeLocks;
     private readonly WriteIntentLog _intent;
+    private readonly WriteIntentLog _away;
     private readonly StripeScratchPool _scratchPool;
     private readonly RaidVolumeOptions _options;
     private readonly DateTimeOffset _created;
@@ -83,6 +84,12 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             OnDiskFormat.IntentRegionStripes(stripeCount, definition.Geometry.StripeDataBytes),
             options.WriteIntentLog,
             PersistIntentPageAsync);
+        // Kept even when the intent log is off: without it a returning member could only be rebuilt whole.
+        _away = new WriteIntentLog(
+            stripeCount,
+            OnDiskFormat.AwayRegionStripes(stripeCount, definition.Geometry.StripeDataBytes),
+            enabled: true,
+            PersistAwayPageAsync);
         var slots = _dataCount + _parityCount;
         var retained = (int)Math.Clamp(ScratchBudgetBytes / ((long)_memberCount * _slotBytes), 2, 256);
         _scratchPool = new StripeScratchPool(
@@ -142,7 +149,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             {
                 MemberState s = _states[i];
                 if (s is MemberState.Failed or MemberState.Missing) lost++;
-                else if (s == MemberState.Rebuilding) rebuilding++;
+                else if (s is MemberState.Rebuilding or MemberState.Resyncing) rebuilding++;
             }
             if (lost + rebuilding > Geometry.MaxFailedMembers) return VolumeHealth.Failed;
             if (rebuilding > 0) return VolumeHealth.Rebuilding;
@@ -214,8 +221,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
 
     private async ValueTask InitializeMembersAsync(bool zeroData, CancellationToken cancellationToken)
     {
-        var zeros =
-            new byte[Math.Max(OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount, zeroData ? 1 << 20 : 0)];
+        var zeros = new byte[Math.Max(OnDiskFormat.BitmapAreasBytes, zeroData ? 1 << 20 : 0)];
         var tasks = new List<Task>();
         for (var m = 0; m < _memberCount; m++)
         {
@@ -223,7 +229,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             tasks.Add(
                 d.WriteAsync(
                     OnDiskFormat.IntentOffsetBytes,
-                    zeros.AsMemory(0, OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount),
+                    zeros.AsMemory(0, OnDiskFormat.BitmapAreasBytes),
                     cancellationToken).AsTask());
             if (zeroData)
                 tasks.Add(
@@ -306,7 +312,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         for (var i = 0; i < records.Length; i++)
         {
             MemberRecord r = table[i];
-            if (devices[i] is null && r.State is MemberState.Active or MemberState.Rebuilding)
+            if (devices[i] is null && r.State is MemberState.Active or MemberState.Rebuilding or MemberState.Resyncing)
             {
                 r = r with { State = MemberState.Missing };
                 changed = true;
@@ -315,9 +321,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             else if (found[i] is not null && found[i]!.Generation != authority.Generation) changed = true;
             if (devices[i] is not null && r.State == MemberState.Missing)
             {
-                // A member that was missing and came back unchanged: its data is as old as its absence, so it
-                // must be rebuilt. It rejoins under a new identity, as a replacement would, so that other
-                // openers' "missing" records (sticky for the old identity) do not outvote the rejoin.
+                // A member that was away and came back unchanged: its data is as old as its absence, so the stripes
+                // written meanwhile (the away record) must be resynced. It rejoins under a new identity, as a
+                // replacement would, so that other openers' "missing" records (sticky for the old identity) do not
+                // outvote the rejoin; it is current except on those stripes, so it catches up rather than rebuilds.
                 rejoining[i] = devices[i];
                 changed = true;
             }
@@ -339,9 +346,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
                     if (newIds[i] is Guid id
                         && table[i].MemberId == records[i].MemberId
                         && table[i].State == MemberState.Missing)
-                        table[i] = new MemberRecord(id, MemberState.Rebuilding, 0);
+                        table[i] = new MemberRecord(id, MemberState.Resyncing, 0);
             }, rejoining, fresh: false, cancellationToken).ConfigureAwait(false);
         }
+        await volume.LoadAwayPageAsync(cancellationToken).ConfigureAwait(false);
         if (options.RecoverOnAssemble) await volume.RecoverAsync(cancellationToken).ConfigureAwait(false);
         return volume;
     }
@@ -483,7 +491,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
                     throw new ArgumentException(
                         $"{replacement.Name} is already a member of this volume.", nameof(replacement));
         }
-        var zeros = new byte[OnDiskFormat.IntentSlotBytes * OnDiskFormat.IntentSlotCount];
+        // Its intent and away pages from an earlier use would be read as marks of this volume's writers.
+        var zeros = new byte[OnDiskFormat.BitmapAreasBytes];
         await replacement.WriteAsync(OnDiskFormat.IntentOffsetBytes, zeros, cancellationToken).ConfigureAwait(false);
         Guid newId = Guid.NewGuid();
         var attach = new IBlockDevice?[_memberCount];
@@ -506,6 +515,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         CheckUsable();
         await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
         await _intent.ClearIdleAsync(cancellationToken).ConfigureAwait(false);
+        await ClearAwayIfAllPresentAsync(cancellationToken).ConfigureAwait(false);
         await RefreshIfDueAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -544,7 +554,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     private async Task FlushOneAsync(int m, IBlockDevice d, CancellationToken cancellationToken)
     {
         try { await d.FlushAsync(cancellationToken).ConfigureAwait(false); }
-        catch (BlockDeviceException e) { await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false); }
+        catch (BlockDeviceException e) { await MarkLostAsync(m, e, cancellationToken).ConfigureAwait(false); }
     }
 
     // ----- member state -----
@@ -552,22 +562,39 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     private bool IsWritable(int m)
     {
         MemberState s = _states[m];
-        return s is MemberState.Active or MemberState.Rebuilding;
+        return s is MemberState.Active or MemberState.Rebuilding or MemberState.Resyncing;
     }
 
     /// <summary>A member takes part in stripe <paramref name="stripe"/>: active, or rebuilt past it.</summary>
     private bool IsUsable(int m, long stripe)
     {
         MemberState s = _states[m];
-        return s == MemberState.Active || (s == MemberState.Rebuilding && stripe < Volatile.Read(ref _cursors[m]));
+        return s == MemberState.Active
+            || (s is MemberState.Rebuilding or MemberState.Resyncing && stripe < Volatile.Read(ref _cursors[m]));
     }
 
-    private async ValueTask<bool> MarkFailedAsync(int m, string reason, CancellationToken cancellationToken)
+    /// <summary>
+    /// Takes member <paramref name="m"/> out of service after <paramref name="error"/>: away (missing) when its device
+    /// could not be reached at all, which says nothing of the disk, failed on any other error.
+    /// </summary>
+    private ValueTask<bool> MarkLostAsync(int m, BlockDeviceException error, CancellationToken cancellationToken) =>
+        error is MemberUnreachableException
+            ? MarkStateAsync(m, MemberState.Missing, $"away: {error.Message}", cancellationToken)
+            : MarkStateAsync(m, MemberState.Failed, error.Message, cancellationToken);
+
+    private ValueTask<bool> MarkFailedAsync(int m, string reason, CancellationToken cancellationToken) =>
+        MarkStateAsync(m, MemberState.Failed, reason, cancellationToken);
+
+    private async ValueTask<bool> MarkStateAsync(
+        int m,
+        MemberState state,
+        string reason,
+        CancellationToken cancellationToken)
     {
         lock (_stateGate)
         {
             if (_states[m] is MemberState.Failed or MemberState.Missing) return false;
-            _states[m] = MemberState.Failed;
+            _states[m] = state;
             _reasons[m] = reason;
         }
         // Also adopts what other openers recorded meanwhile. Best effort: the survivors' superblocks may be
@@ -609,9 +636,17 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
 
     // ----- write intent -----
 
-    private async ValueTask PersistIntentPageAsync(ReadOnlyMemory<byte> page, CancellationToken cancellationToken)
+    private ValueTask PersistIntentPageAsync(ReadOnlyMemory<byte> page, CancellationToken cancellationToken) =>
+        PersistSlotPageAsync(OnDiskFormat.IntentOffsetBytes, page, cancellationToken);
+
+    /// <summary>Writes this opener's page of the bitmap area at <paramref name="areaOffsetBytes"/> to every writable
+    /// member and flushes them.</summary>
+    private async ValueTask PersistSlotPageAsync(
+        long areaOffsetBytes,
+        ReadOnlyMemory<byte> page,
+        CancellationToken cancellationToken)
     {
-        var offset = OnDiskFormat.IntentOffsetBytes + (long)_options.WriterSlot * OnDiskFormat.IntentSlotBytes;
+        var offset = areaOffsetBytes + (long)_options.WriterSlot * OnDiskFormat.IntentSlotBytes;
         var writes = new List<(int, Task)>();
         for (var m = 0; m < _memberCount; m++)
         {
@@ -625,12 +660,12 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             try { await t.ConfigureAwait(false); ok++; }
             catch (BlockDeviceException e)
             {
-                await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
+                await MarkLostAsync(m, e, cancellationToken).ConfigureAwait(false);
             }
         }
         if (ok == 0)
             throw new VolumeDataLossException(
-                $"volume '{Name}': the write-intent bitmap could not be written to any member.");
+                $"volume '{Name}': the bitmap page at {offset} could not be written to any member.");
     }
 
     /// <summary>
@@ -679,7 +714,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             try { await d.ReadAsync(offset, page, cancellationToken).ConfigureAwait(false); }
             catch (BlockDeviceException e)
             {
-                await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
+                await MarkLostAsync(m, e, cancellationToken).ConfigureAwait(false);
                 continue;
             }
             for (var i = 0; i < page.Length; i++) merged[i] |= page[i];
@@ -721,7 +756,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             try { await WriteAndFlushAsync(d, offset, page, cancellationToken).ConfigureAwait(false); }
             catch (BlockDeviceException e)
             {
-                await MarkFailedAsync(m, e.Message, cancellationToken).ConfigureAwait(false);
+                await MarkLostAsync(m, e, cancellationToken).ConfigureAwait(false);
             }
         }
         return resynced;

@@ -14,8 +14,18 @@ public enum MemberState : byte
     /// <summary>A replacement being rebuilt; valid below its rebuild cursor.</summary>
     Rebuilding = 2,
 
-    /// <summary>Not present at assembly (no device given).</summary>
+    /// <summary>
+    /// Away: not present at assembly (no device given), or its host could not be reached
+    /// (<see cref="Devices.MemberUnreachableException"/>). Writes meanwhile go to the others and are recorded in the
+    /// away area, so that the disk, when it returns, catches up only those stripes.
+    /// </summary>
     Missing = 3,
+
+    /// <summary>
+    /// An away member that returned, under a new identity, catching up: valid below its cursor; above it, valid except
+    /// on the stripes the away record marks, which the catch-up resyncs as its cursor passes them.
+    /// </summary>
+    Resyncing = 4,
 }
 
 /// <summary>The volume's redundancy as a whole.</summary>
@@ -79,7 +89,9 @@ public sealed record VolumeDefinition(string Name, Guid VolumeId, VolumeGeometry
 /// <param name="MemberIndex">The member being rebuilt.</param>
 /// <param name="StripesDone">Stripes rebuilt so far.</param>
 /// <param name="StripesTotal">Stripes in the volume.</param>
-public readonly record struct RebuildProgress(int MemberIndex, long StripesDone, long StripesTotal)
+/// <param name="BytesMoved">Bytes written to the member so far by this opener (chunks and their metadata sectors); a
+/// catch-up of a returning member writes only the stripes recorded while it was away.</param>
+public readonly record struct RebuildProgress(int MemberIndex, long StripesDone, long StripesTotal, long BytesMoved = 0)
 {
     /// <summary>Done fraction, 0..1.</summary>
     public double Fraction => StripesTotal == 0 ? 1 : (double)StripesDone / StripesTotal;

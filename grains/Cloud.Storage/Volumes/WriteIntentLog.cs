@@ -90,15 +90,51 @@ internal sealed class WriteIntentLog
     }
 
     /// <summary>
-    /// Clears the bits of idle regions. The caller must have flushed the members first, so the
-    /// writes those bits covered are durable.
+    /// Marks the stripe's region and returns once the mark is durable, without keeping it busy: for a record whose bits
+    /// outlive the write (the away record), cleared only by <see cref="ClearIdleAsync"/> when nothing needs them.
     /// </summary>
-    public async ValueTask ClearIdleAsync(CancellationToken cancellationToken)
+    public async ValueTask MarkAsync(long stripe, CancellationToken cancellationToken)
+    {
+        if (!_enabled || IsMarked(stripe)) return;
+        await BeginAsync(stripe, cancellationToken).ConfigureAwait(false);
+        End(stripe);
+    }
+
+    /// <summary>Whether the stripe's region is marked durably (or being marked) by this writer.</summary>
+    public bool IsMarked(long stripe)
+    {
+        var region = (int)(stripe / RegionStripes);
+        lock (_gate) return IsSet(_durable, region);
+    }
+
+    /// <summary>
+    /// Adopts a page read from disk as this writer's marks, so that the first new mark does not overwrite marks an
+    /// earlier user of the slot left there. Call it before any write.
+    /// </summary>
+    public void Load(ReadOnlySpan<byte> page)
+    {
+        if (page.Length != _page.Length)
+            throw new ArgumentException($"a bitmap page is {_page.Length} bytes, not {page.Length}.", nameof(page));
+        lock (_gate)
+        {
+            page.CopyTo(_page);
+            page.CopyTo(_durable);
+        }
+    }
+
+    /// <summary>
+    /// Clears the bits of idle regions. The caller must have flushed the members first, so the
+    /// writes those bits covered are durable. With <paramref name="allowed"/>, nothing is cleared unless it returns
+    /// true when asked under the persist gate, so that a mark persisted just before is never lost to a decision taken
+    /// earlier.
+    /// </summary>
+    public async ValueTask ClearIdleAsync(CancellationToken cancellationToken, Func<bool>? allowed = null)
     {
         if (!_enabled) return;
         await _persistGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            if (allowed is not null && !allowed()) return;
             var changed = false;
             lock (_gate)
             {
