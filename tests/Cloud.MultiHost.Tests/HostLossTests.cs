@@ -7,9 +7,10 @@ namespace Cloud.MultiHost.Tests;
 
 /// <summary>
 /// One bed of six hosts, each with a disk pool in its private 0700 directory, on its own PostgreSQL server, shared by
-/// the tests of a class: a host's loss and return are what they try, and each leaves every host running again.
+/// the tests of a class: a host's loss and return are what they try, and each leaves every host running again. The
+/// rebuild delay stays at its default, so a short outage is caught up, never rebuilt elsewhere.
 /// </summary>
-public sealed class SixHostsWithPools : IAsyncLifetime
+public sealed class SixHostsThatReturn : IAsyncLifetime
 {
     private PostgresServer? _postgres;
     private Cloud.HostBed.HostBed? _bed;
@@ -38,7 +39,7 @@ public sealed class SixHostsWithPools : IAsyncLifetime
 /// short outage rejoins and catches up only the stripes written meanwhile, and scrub then finds nothing.
 /// </summary>
 [Collection(MultiHostCollection.Name)]
-public sealed class HostLossTests(SixHostsWithPools hosts, ITestOutputHelper output) : IClassFixture<SixHostsWithPools>
+public sealed class HostLossTests(SixHostsThatReturn hosts, ITestOutputHelper output) : IClassFixture<SixHostsThatReturn>
 {
     private const long VolumeBytes = 128L << 20;
     private const int ChunkBytes = 64 << 10;
