@@ -178,4 +178,57 @@ public sealed class TimestampTests(SharedClusterFixture fixture)
         Assert.False(fresh.DiskCheckNeeded);
         await lockGrain.CommitAsync(fresh.Grant.FencingToken, [], [t3.Timestamp], Cloud.Silos[1].Name, release: true);
     }
+    /// <summary>
+    /// The loss of the multi-host kill trials (an older acknowledged version where a newer one was acknowledged): a
+    /// version timestamped by a partition-lock grain that then died is still in flight, known to no one the next
+    /// activation asks (its first server had not yet recorded it as held, or it gave it up). A batch that merged an
+    /// older re-sent copy with a newer adjacent one under the newest timestamp stamped the older copy's block with a
+    /// timestamp above the in-flight version, which then arrived and was dropped as superseded.
+    /// </summary>
+    [Fact]
+    public async Task VersionInFlightAcrossALockGrainMove_IsNotSupersededByAnOlderCopyMergedUnderANewerTimestamp()
+    {
+        var v = await CreateAsync("inflight");
+        var target = Cloud.Silos[2];
+        var settings = Cloud.Service<SiloRuntimeSettings>(target);
+        var grains = Cloud.Grains(Cloud.Silos[0]);
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
+        var worker = grains.GetGrain<IRaidWorkerGrain>(target.Name);
+        const int block = VolumeMath.BlockSizeBytes;
+        var older = await lockGrain.NextTimestampAsync(0, 0, "test");
+        var inFlight = await lockGrain.NextTimestampAsync(0, 0, "test");
+        await Cloud.Cluster.DeactivateAsync(lockGrain);
+        var busyStamp = await lockGrain.NextTimestampAsync(0, 0, "test");
+        var newer = await lockGrain.NextTimestampAsync(0, 0, "test");
+        settings.InjectedDiskLatency = TimeSpan.FromSeconds(1);
+        try
+        {
+            // A slow write holds stripe 0, so the older copy of block 0 and the newer one of block 1 queue behind it
+            // and run as one batch, adjacent.
+            var busy = Copy(v, 8 * block, Blocks.Pattern(block, 40), busyStamp.Timestamp);
+            await worker.AcceptAsync(busy);
+            var olderCopy = Copy(v, 0, Blocks.Pattern(block, 41), older.Timestamp);
+            var newerCopy = Copy(v, block, Blocks.Pattern(block, 42), newer.Timestamp);
+            await worker.AcceptAsync(olderCopy);
+            await worker.AcceptAsync(newerCopy);
+            foreach (var copy in new[] { busy, olderCopy, newerCopy })
+                Assert.Equal(
+                    WriteOutcome.Committed,
+                    (await worker.WaitCommittedAsync(copy.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+        }
+        finally
+        {
+            settings.InjectedDiskLatency = TimeSpan.Zero;
+        }
+
+        // The version timestamped between the two arrives last (re-sent after its target died): it is the newest of
+        // block 0 and must be what block 0 holds.
+        var acknowledged = Blocks.Pattern(block, 43);
+        var late = Copy(v, 0, acknowledged, inFlight.Timestamp);
+        await worker.AcceptAsync(late);
+        Assert.Equal(
+            WriteOutcome.Committed, (await worker.WaitCommittedAsync(late.WriteId, TimeSpan.FromSeconds(30))).Outcome);
+        Assert.Equal(acknowledged, await Cloud.FrontEnd(Cloud.Silos[1]).ReadAsync(v.Name, 0, block));
+        Assert.Equal(Blocks.Pattern(block, 42), await Cloud.FrontEnd(Cloud.Silos[1]).ReadAsync(v.Name, block, block));
+    }
 }

@@ -72,6 +72,12 @@ internal sealed partial class PartitionLockGrain(
     private string? _previousTarget;
     private long _lastTimestamp;
     private long _activationFloor;
+
+    /// <summary>
+    /// The newest pending version this activation stopped tracking without its settlement (its first server died, or
+    /// it outlived the re-delegation timeout): its copy may still be queued at a live target, unknown here.
+    /// </summary>
+    private long _forgottenPendingMax;
     private readonly List<(long First, long Last)> _uncertain = [];
     private bool _allUncertain;
 
@@ -449,7 +455,7 @@ internal sealed partial class PartitionLockGrain(
         for (var i = 0; i < blockCount; i++)
             committed[i] = _committed.GetValueOrDefault(firstBlock + i);
         var newest = batchTimestamps.IsDefaultOrEmpty ? 0 : batchTimestamps.Max();
-        var mergeSafe = true;
+        var mergeSafe = MergeMayRelabel(batchTimestamps);
         foreach (var (ts, p) in _pending)
         {
             if (ts < newest && Overlaps(p.First, p.Last, holder.First, holder.Last) && !batchTimestamps.Contains(ts))
@@ -459,6 +465,20 @@ internal sealed partial class PartitionLockGrain(
             }
         }
         return Task.FromResult(new ValidationResult(ImmutableArray.Create(committed), mergeSafe));
+    }
+
+    /// <summary>
+    /// A merged run stamps each of its blocks with the batch's newest timestamp, which is sound only if no version
+    /// between a block's own and that newest one is still in flight: it would arrive later and be dropped as
+    /// superseded, though acknowledged. This activation knows every version it handed out and still tracks, but not
+    /// an earlier activation's in flight (the reclaim hears only of copies already held, not of those still being
+    /// sent) nor those it stopped tracking, so a batch reaching below either bound is written version by version.
+    /// </summary>
+    private bool MergeMayRelabel(ImmutableArray<long> batchTimestamps)
+    {
+        if (batchTimestamps.IsDefaultOrEmpty) return true;
+        var oldest = batchTimestamps.Min();
+        return oldest >= _activationFloor && oldest > _forgottenPendingMax;
     }
 
     public async Task CommitAsync(
@@ -560,7 +580,11 @@ internal sealed partial class PartitionLockGrain(
             .Where(
                 p => IsDead(snapshot, p.Value.FirstServer) || now - p.Value.Registered > _options.RedelegationTimeout)
             .Select(p => p.Key).ToList();
-        foreach (var ts in abandoned) _pending.Remove(ts);
+        foreach (var ts in abandoned)
+        {
+            _pending.Remove(ts);
+            _forgottenPendingMax = Math.Max(_forgottenPendingMax, ts);
+        }
         if (abandoned.Count > 0) WakePendingWaits();
         removed += DropAbandonedWaits(now);
         if (removed > 0) await GrantWaitersAsync();
