@@ -118,6 +118,18 @@ public interface IVolumeStore : IAsyncDisposable
     ValueTask<IReadOnlyList<(long First, long End)>> MarkedStripesOfSlotAsync(
         int writerSlot,
         CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Resyncs stripes [<paramref name="firstStripe"/>, <paramref name="endStripe"/>), part of a writer slot's marks;
+    /// the caller holds their locks. Returns the stripes resynced.
+    /// </summary>
+    ValueTask<long> ResyncStripesAsync(long firstStripe, long endStripe, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Clears intent slot <paramref name="writerSlot"/>'s marks once every stripe they mark was resynced
+    /// (<see cref="ResyncStripesAsync"/>).
+    /// </summary>
+    ValueTask ClearWriterSlotAsync(int writerSlot, CancellationToken cancellationToken);
 }
 
 /// <summary>Creates (formats) and opens (assembles) volume stores from their member disk files.</summary>

@@ -75,5 +75,9 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
         int writerSlot,
         CancellationToken cancellationToken)
         => inner.MarkedStripesOfSlotAsync(writerSlot, cancellationToken);
+    public ValueTask<long> ResyncStripesAsync(long firstStripe, long endStripe, CancellationToken cancellationToken)
+        => inner.ResyncStripesAsync(firstStripe, endStripe, cancellationToken);
+    public ValueTask ClearWriterSlotAsync(int writerSlot, CancellationToken cancellationToken)
+        => inner.ClearWriterSlotAsync(writerSlot, cancellationToken);
     public ValueTask DisposeAsync() => inner.DisposeAsync();
 }

@@ -147,6 +147,15 @@ internal sealed class RaidVolumeStore(
         CancellationToken cancellationToken) =>
         volume.MarkedStripesOfSlotAsync(writerSlot, cancellationToken);
 
+    public async ValueTask<long> ResyncStripesAsync(
+        long firstStripe,
+        long endStripe,
+        CancellationToken cancellationToken) =>
+        await volume.ResyncStripesAsync(firstStripe, endStripe, cancellationToken);
+
+    public async ValueTask ClearWriterSlotAsync(int writerSlot, CancellationToken cancellationToken) =>
+        await volume.ClearWriterSlotAsync(writerSlot, cancellationToken);
+
     public async ValueTask DisposeAsync()
     {
         // The volume does not own its devices: close it first, then them.

@@ -12,9 +12,15 @@ namespace Cloud.Grains.RaidWorkers;
 /// stripe's parity from the data it reads; while another silo writes the stripe, that parity is computed from data
 /// the writer is replacing, and the stripe is left with parity that disagrees with its data (a member lost later is
 /// then rebuilt from that parity: an acknowledged write lost with a clean scrub). So the stripes the slot marks are
-/// locked exclusively first, partition by partition in partition order (the order every writer uses), all of them
-/// before the resync; the rest of the volume keeps serving meanwhile.
+/// locked exclusively first; the rest of the volume keeps serving meanwhile.
 /// </summary>
+/// <remarks>
+/// One partition at a time: its marked stripes are locked, resynced and released before the next partition's are
+/// asked for, and the slot is cleared only after the last. Holding one partition's locks while waiting for the next
+/// (the earlier design, all marked stripes of the volume locked before any resync) stalled the writers of the held
+/// stripes for as long as the next partition's locks were busy: after a kill, with the survivors' queues full, 30 s
+/// per attempt and up to five attempts.
+/// </remarks>
 public sealed partial class WriterSlotRecovery(
     IGrainFactory grains,
     ILocalSiloDetails silo,
@@ -26,8 +32,8 @@ public sealed partial class WriterSlotRecovery(
     private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
 
     /// <summary>
-    /// Resyncs the stripes writer slot <paramref name="writerSlot"/> marks in <paramref name="v"/>, holding their
-    /// partition locks exclusively; returns the stripes resynced.
+    /// Resyncs the stripes writer slot <paramref name="writerSlot"/> marks in <paramref name="v"/>, partition by
+    /// partition under that partition's exclusive locks, then clears the slot; returns the stripes resynced.
     /// </summary>
     public async Task<long> RecoverAsync(OpenVolume v, int writerSlot)
     {
@@ -36,23 +42,12 @@ public sealed partial class WriterSlotRecovery(
         // flight on the stripes locked here.
         var marked = await v.Store.MarkedStripesOfSlotAsync(writerSlot, CancellationToken.None).ConfigureAwait(false);
         if (marked.Count == 0) return 0;
-        var held = new List<(IPartitionLockGrain Grain, long Token)>();
-        try
-        {
-            await LockStripesAsync(v, marked, held).ConfigureAwait(false);
-            var resynced = await v.Store.RecoverWriterSlotAsync(writerSlot, CancellationToken.None)
-                .ConfigureAwait(false);
-            LogSlotRecovered(logger, v.Info.Name, writerSlot, resynced);
-            return resynced;
-        }
-        finally
-        {
-            foreach (var (lockGrain, token) in held)
-            {
-                try { await heldLocks.ReleaseAsync(lockGrain, token).ConfigureAwait(false); }
-                catch (Exception ex) { LogReleaseFailed(logger, v.Info.Name, ex); }
-            }
-        }
+        long resynced = 0;
+        foreach (var partition in ByPartition(v, marked))
+            resynced += await ResyncPartitionAsync(v, partition).ConfigureAwait(false);
+        await v.Store.ClearWriterSlotAsync(writerSlot, CancellationToken.None).ConfigureAwait(false);
+        LogSlotRecovered(logger, v.Info.Name, writerSlot, resynced);
+        return resynced;
     }
 
     /// <summary>
@@ -71,34 +66,63 @@ public sealed partial class WriterSlotRecovery(
     }
 
     /// <summary>
-    /// Takes exclusive locks on the stripe ranges <paramref name="marked"/> (end exclusive), split at partition
-    /// boundaries and taken in partition order, adding each grant to <paramref name="held"/>.
+    /// Splits the stripe ranges <paramref name="marked"/> (end exclusive) at partition boundaries and groups the pieces
+    /// by partition, in partition order (the order every writer takes locks in).
     /// </summary>
-    private async Task LockStripesAsync(
-        OpenVolume v,
-        IReadOnlyList<(long First, long End)> marked,
-        List<(IPartitionLockGrain Grain, long Token)> held)
+    internal static List<(long Partition, List<(long First, long Last)> Pieces)> ByPartition(
+        long stripesPerPartition,
+        IReadOnlyList<(long First, long End)> marked)
     {
-        var stripesPerPartition = VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes);
-        var pieces = new List<(long Partition, long First, long Last)>();
+        var pieces = new SortedDictionary<long, List<(long First, long Last)>>();
         foreach (var (first, end) in marked)
         {
             for (var s = first; s < end;)
             {
                 var partition = s / stripesPerPartition;
                 var pieceEnd = Math.Min(end, (partition + 1) * stripesPerPartition);
-                pieces.Add((partition, s, pieceEnd - 1));
+                if (!pieces.TryGetValue(partition, out var list)) pieces[partition] = list = [];
+                list.Add((s, pieceEnd - 1));
                 s = pieceEnd;
             }
         }
-        foreach (var (partition, first, last) in pieces.OrderBy(p => p.Partition).ThenBy(p => p.First))
+        return [.. pieces.Select(p => (p.Key, p.Value))];
+    }
+
+    private List<(long Partition, List<(long First, long Last)> Pieces)> ByPartition(
+        OpenVolume v,
+        IReadOnlyList<(long First, long End)> marked) =>
+        ByPartition(VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes), marked);
+
+    /// <summary>Locks one partition's marked stripes exclusively, resyncs them, and releases the locks.</summary>
+    private async Task<long> ResyncPartitionAsync(
+        OpenVolume v,
+        (long Partition, List<(long First, long Last)> Pieces) partition)
+    {
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition.Partition));
+        var held = new List<long>(partition.Pieces.Count);
+        try
         {
-            var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
-            var grant = await heldLocks.AcquireAsync(
-                lockGrain,
-                new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
-                .ConfigureAwait(false);
-            held.Add((lockGrain, grant.FencingToken));
+            foreach (var (first, last) in partition.Pieces)
+            {
+                var grant = await heldLocks.AcquireAsync(
+                    lockGrain,
+                    new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
+                    .ConfigureAwait(false);
+                held.Add(grant.FencingToken);
+            }
+            long resynced = 0;
+            foreach (var (first, last) in partition.Pieces)
+                resynced += await v.Store.ResyncStripesAsync(first, last + 1, CancellationToken.None)
+                    .ConfigureAwait(false);
+            return resynced;
+        }
+        finally
+        {
+            foreach (var token in held)
+            {
+                try { await heldLocks.ReleaseAsync(lockGrain, token).ConfigureAwait(false); }
+                catch (Exception ex) { LogReleaseFailed(logger, v.Info.Name, ex); }
+            }
         }
     }
 

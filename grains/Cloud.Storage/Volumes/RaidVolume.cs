@@ -730,25 +730,54 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     /// <returns>The number of stripes resynced.</returns>
     public async ValueTask<long> RecoverWriterSlotAsync(int slot, CancellationToken cancellationToken = default)
     {
-        var offset = OnDiskFormat.IntentOffsetBytes + (long)slot * OnDiskFormat.IntentSlotBytes;
         var merged = await ReadWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
-        var page = new byte[OnDiskFormat.IntentSlotBytes];
         if (Array.TrueForAll(merged, b => b == 0)) return 0;
         long resynced = 0;
         foreach ((var first, var end) in WriteIntentLog.MarkedStripes(merged, StripeCount, _intent.RegionStripes))
-            for (var s = first; s < end; s++)
-            {
-                await ResyncStripeAsync(s, cancellationToken).ConfigureAwait(false);
-                resynced++;
-            }
+            resynced += await ResyncStripesAsync(first, end, cancellationToken).ConfigureAwait(false);
+        await ClearWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
+        return resynced;
+    }
+
+    /// <summary>
+    /// Resyncs stripes [<paramref name="firstStripe"/>, <paramref name="endStripe"/>): part of a writer slot's marks,
+    /// for a cluster that recovers a dead writer's slot one partition at a time, holding only that partition's locks.
+    /// Leaves the slot's marks; <see cref="ClearWriterSlotAsync"/> clears them once every marked stripe is resynced.
+    /// </summary>
+    /// <returns>The number of stripes resynced.</returns>
+    public async ValueTask<long> ResyncStripesAsync(
+        long firstStripe,
+        long endStripe,
+        CancellationToken cancellationToken = default)
+    {
+        CheckUsable();
+        if (firstStripe < 0 || endStripe <= firstStripe || endStripe > StripeCount)
+            throw new ArgumentOutOfRangeException(
+                nameof(endStripe),
+                $"stripes {firstStripe}..{endStripe} (end exclusive); allowed: 0 <= first < end <= {StripeCount}.");
+        for (var s = firstStripe; s < endStripe; s++)
+            await ResyncStripeAsync(s, cancellationToken).ConfigureAwait(false);
+        return endStripe - firstStripe;
+    }
+
+    /// <summary>
+    /// Ends a writer slot's recovery once every stripe it marks was resynced: flushes the members, then clears the
+    /// slot's marks (this opener's own slot keeps the marks of its writes in flight).
+    /// </summary>
+    public async ValueTask ClearWriterSlotAsync(int slot, CancellationToken cancellationToken = default)
+    {
+        if ((uint)slot >= OnDiskFormat.IntentSlotCount)
+            throw new ArgumentOutOfRangeException(
+                nameof(slot), slot, $"allowed: 0..{OnDiskFormat.IntentSlotCount - 1}.");
+        var offset = OnDiskFormat.IntentOffsetBytes + (long)slot * OnDiskFormat.IntentSlotBytes;
         await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
         if (slot == _options.WriterSlot && _options.WriteIntentLog)
         {
             // Our own slot while we may be writing: keep the marks of our writes in flight.
             await _intent.RepersistAsync(cancellationToken).ConfigureAwait(false);
-            return resynced;
+            return;
         }
-        Array.Clear(page);
+        var page = new byte[OnDiskFormat.IntentSlotBytes];
         for (var m = 0; m < _memberCount; m++)
         {
             IBlockDevice? d = _devices[m];
@@ -759,6 +788,5 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
                 await MarkLostAsync(m, e, cancellationToken).ConfigureAwait(false);
             }
         }
-        return resynced;
     }
 }

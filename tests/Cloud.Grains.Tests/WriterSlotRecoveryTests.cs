@@ -1,0 +1,120 @@
+using System.Collections.Immutable;
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Engine;
+using Cloud.Grains.Locks;
+using Cloud.Grains.RaidWorkers;
+using Cloud.Storage.Devices;
+
+namespace Cloud.Grains.Tests;
+
+/// <summary>
+/// A dead writer's slot is recovered one partition at a time: a partition whose locks are busy holds up the recovery
+/// of that partition only, never the writers of a partition recovered before it (issue 14: "Exclusive lock on stripes
+/// 84-104 not granted within 30 s" while the stripes already locked stalled their writers).
+/// </summary>
+public sealed class WriterSlotRecoveryTests
+{
+    /// <summary>Bound on a lock of a partition that no one holds; the recovery's whole lock wait is 30 s.</summary>
+    private static readonly TimeSpan FreeLockBound = TimeSpan.FromSeconds(10);
+
+    [Fact]
+    public async Task BusyPartition_HoldsUpOnlyItsOwnRecovery_NotThePartitionsRecoveredBeforeIt()
+    {
+        await using var cloud = await CloudCluster.StartAsync(silos: 1, configure: o => o.PartitionTargetBytes = 1 << 20);
+        var silo = cloud.Silos[0];
+        var v = await cloud.Client.CreateVolumeAsync(
+            new VolumeSpec("slot-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
+        var opened = await cloud.Service<OpenVolumeCache>(silo).OpenAsync(v.Name);
+        var store = new MarkedSlotStore(opened.Store, [(0, opened.Store.StripeCount)]);
+        var stripesPerPartition = VolumeMath.StripesPerPartition(v, 1 << 20);
+        Assert.True(opened.Store.StripeCount >= 2 * stripesPerPartition, "the volume spans fewer than two partitions");
+        var locks = cloud.Service<HeldLocks>(silo);
+        var address = silo.SiloAddress.ToParsableString();
+        LockRequest Exclusive(long stripe) =>
+            new(stripe, stripe, LockMode.Exclusive, address, TimeSpan.FromMinutes(1), false);
+        var grains = cloud.Grains(silo);
+        var partition0 = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
+        var partition1 = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 1));
+
+        // Another writer holds a stripe of partition 1 while the recovery starts.
+        var busy = await locks.AcquireAsync(partition1, Exclusive(stripesPerPartition));
+        var recovery = cloud.Service<WriterSlotRecovery>(silo).RecoverAsync(new OpenVolume(v, store), 7);
+        await Eventually.TrueAsync(
+            async () => (await partition1.GetControlAsync()).Waiters == 1, "the recovery waiting for partition 1");
+
+        // Partition 0 is recovered and free again: its writers do not wait for partition 1's.
+        var first = await locks.AcquireAsync(partition0, Exclusive(0)).WaitAsync(FreeLockBound);
+        await locks.ReleaseAsync(partition0, first.FencingToken);
+        Assert.Equal([(0L, stripesPerPartition)], store.Resynced);
+        Assert.False(recovery.IsCompleted, "the recovery finished while a stripe it marks was locked by another writer");
+
+        await locks.ReleaseAsync(partition1, busy.FencingToken);
+        Assert.Equal(opened.Store.StripeCount, await recovery.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(opened.Store.StripeCount, store.Resynced.Sum(r => r.End - r.First));
+        Assert.Equal([7], store.Cleared);
+    }
+
+    /// <summary>
+    /// The engine with a dead writer's marks in a slot: resyncs and clears are recorded, and reach the real engine.
+    /// </summary>
+    private sealed class MarkedSlotStore(IVolumeStore inner, IReadOnlyList<(long First, long End)> marks) : IVolumeStore
+    {
+        public List<(long First, long End)> Resynced { get; } = [];
+        public List<int> Cleared { get; } = [];
+
+        public ValueTask<IReadOnlyList<(long First, long End)>> MarkedStripesOfSlotAsync(
+            int writerSlot, CancellationToken cancellationToken) => ValueTask.FromResult(marks);
+
+        public ValueTask<long> ResyncStripesAsync(long firstStripe, long endStripe, CancellationToken cancellationToken)
+        {
+            lock (Resynced) Resynced.Add((firstStripe, endStripe));
+            return inner.ResyncStripesAsync(firstStripe, endStripe, cancellationToken);
+        }
+
+        public ValueTask ClearWriterSlotAsync(int writerSlot, CancellationToken cancellationToken)
+        {
+            Cleared.Add(writerSlot);
+            return ValueTask.CompletedTask;
+        }
+
+        public long CapacityBytes => inner.CapacityBytes;
+        public long StripeDataBytes => inner.StripeDataBytes;
+        public long StripeCount => inner.StripeCount;
+        public int BlockSizeBytes => inner.BlockSizeBytes;
+        public VolumeHealthState Health => inner.Health;
+        public ImmutableArray<DiskStatus> Members => inner.Members;
+        public (long First, long Last) StripeRange(long offsetBytes, long lengthBytes) =>
+            inner.StripeRange(offsetBytes, lengthBytes);
+        public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken) =>
+            inner.ReadAsync(offsetBytes, destination, cancellationToken);
+        public ValueTask WriteAsync(
+            long offsetBytes, ReadOnlyMemory<byte> source, long writeTimestamp, bool forceUnitAccess,
+            CancellationToken cancellationToken) =>
+            inner.WriteAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
+        public ValueTask ReadBlockTimestampsAsync(
+            long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken) =>
+            inner.ReadBlockTimestampsAsync(offsetBytes, timestamps, cancellationToken);
+        public ValueTask FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+        public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken) =>
+            inner.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
+        public ValueTask FailMemberAsync(int memberIndex, string reason) => inner.FailMemberAsync(memberIndex, reason);
+        public ValueTask ReplaceMemberAsync(
+            int memberIndex, string path, IBlockDevice? device, CancellationToken cancellationToken) =>
+            inner.ReplaceMemberAsync(memberIndex, path, device, cancellationToken);
+        public long RebuildCursorStripes => inner.RebuildCursorStripes;
+        public long RebuildBytesMoved => inner.RebuildBytesMoved;
+        public ValueTask RebuildStripesAsync(
+            long endStripe, IProgress<(long Done, long Total, long BytesMoved)>? progress,
+            CancellationToken cancellationToken) => inner.RebuildStripesAsync(endStripe, progress, cancellationToken);
+        public ValueTask<ScrubResult> ScrubStripesAsync(
+            long firstStripe, long lastStripe, bool repair, CancellationToken cancellationToken) =>
+            inner.ScrubStripesAsync(firstStripe, lastStripe, repair, cancellationToken);
+        public Guid VolumeId => inner.VolumeId;
+        public ValueTask RefreshMembersAsync(CancellationToken cancellationToken) =>
+            inner.RefreshMembersAsync(cancellationToken);
+        public IReadOnlyList<int> WriterSlotsToRecover => [];
+        public ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken) =>
+            throw new NotSupportedException("the recovery under the cluster's locks resyncs part by part");
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+}
