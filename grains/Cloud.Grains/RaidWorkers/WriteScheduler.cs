@@ -111,11 +111,25 @@ public sealed partial class WriteScheduler(
     /// <summary>Reports of finished copies kept for the first servers that have not asked yet.</summary>
     public const int MaxRetainedReports = 100_000;
 
+    /// <summary>
+    /// The longest a new non-FUA copy waits for the backlog to fall under <see cref="CommitPace.BacklogBytes"/> before
+    /// it is taken in anyway: well under a call's response timeout, so a stalled disk slows the writers to one copy per
+    /// wait each rather than failing their calls.
+    /// </summary>
+    public static readonly TimeSpan MaxPacingWait = TimeSpan.FromSeconds(10);
+
     private readonly CloudOptions _options = options.Value;
     private readonly ConcurrentDictionary<Guid, Ticket> _tickets = new();
     private readonly ConcurrentQueue<Guid> _finished = new();
     private readonly AdmissionSignal _spaceFreed = new();
     private long _queuedBytes;
+    private int _pacedWaiters;
+
+    /// <summary>The pace this silo finishes copies at, which bounds the acknowledged backlog.</summary>
+    internal CommitPace Pace { get; } = new(TimeProvider.System);
+
+    /// <summary>New copies waiting now for the backlog to shrink (for status and tests).</summary>
+    public int PacedWaiters => Volatile.Read(ref _pacedWaiters);
 
     /// <summary>This silo's stable name.</summary>
     public string SiloName => silo.Name;
@@ -130,7 +144,10 @@ public sealed partial class WriteScheduler(
             return new DelegationReceipt(SiloName, true);
         var v = await volumes.OpenAsync(write.VolumeName).ConfigureAwait(false);
         var ticket = NewTicket(v, write);
-        await AdmitAsync(write.Data.Length).ConfigureAwait(false);
+        // Paced: a new copy whose first server acknowledges it once held here. A copy a client waits for is paced by
+        // its own commit, and a re-sent one was acknowledged long ago: holding it back only delays its write.
+        if (!ticket.Awaited && !write.Redelegated) await AdmitPacedAsync(write.Data.Length).ConfigureAwait(false);
+        else await AdmitAsync(write.Data.Length).ConfigureAwait(false);
         _tickets[write.WriteId] = ticket;
         Interlocked.Add(ref _queuedBytes, write.Data.Length);
         usage.Enqueued(write.Data.Length);
@@ -173,6 +190,31 @@ public sealed partial class WriteScheduler(
             if (queued == 0 || queued + bytes <= _options.MaxQueuedBytes) return;
             await freed.ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Waits until the bytes queued here are under the acknowledged-backlog bound (<see cref="CommitPace"/>), at most
+    /// <see cref="MaxPacingWait"/>, then within the memory bound.
+    /// </summary>
+    private async Task AdmitPacedAsync(long bytes)
+    {
+        var deadline = DateTimeOffset.UtcNow + MaxPacingWait;
+        Interlocked.Increment(ref _pacedWaiters);
+        try
+        {
+            while (true)
+            {
+                var freed = _spaceFreed.NextAsync();
+                var queued = Interlocked.Read(ref _queuedBytes);
+                if (queued == 0 || queued + bytes <= Pace.BacklogBytes(_options.MaxQueuedBytes)) break;
+                var left = deadline - DateTimeOffset.UtcNow;
+                if (left <= TimeSpan.Zero) break;
+                try { await freed.WaitAsync(left).ConfigureAwait(false); }
+                catch (TimeoutException) { break; }
+            }
+        }
+        finally { Interlocked.Decrement(ref _pacedWaiters); }
+        await AdmitAsync(bytes).ConfigureAwait(false);
     }
 
     /// <summary>Waits for a copy's fate.</summary>
@@ -255,6 +297,7 @@ public sealed partial class WriteScheduler(
         t.DropData();
         Interlocked.Add(ref _queuedBytes, -bytes);
         usage.Dequeued(bytes);
+        if (report.Outcome is WriteOutcome.Committed or WriteOutcome.Superseded) Pace.Finished(bytes);
         _spaceFreed.Raise();
         CloudMetrics.WriteOutcomes.Add(
             1, new KeyValuePair<string, object?>("outcome", report.Outcome.ToString().ToLowerInvariant()));
