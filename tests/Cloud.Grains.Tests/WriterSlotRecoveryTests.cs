@@ -45,7 +45,8 @@ public sealed class WriterSlotRecoveryTests
         // Partition 0 is recovered and free again: its writers do not wait for partition 1's.
         var first = await locks.AcquireAsync(partition0, Exclusive(0)).WaitAsync(FreeLockBound);
         await locks.ReleaseAsync(partition0, first.FencingToken);
-        Assert.Equal([(0L, stripesPerPartition)], store.Resynced);
+        Assert.Equal(stripesPerPartition, store.Resynced.Where(r => r.End <= stripesPerPartition).Sum(r => r.End - r.First));
+        Assert.DoesNotContain(store.Resynced, r => r.End > stripesPerPartition);
         Assert.False(recovery.IsCompleted, "the recovery finished while a stripe it marks was locked by another writer");
 
         await locks.ReleaseAsync(partition1, busy.FencingToken);

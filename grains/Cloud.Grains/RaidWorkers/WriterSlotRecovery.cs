@@ -28,6 +28,9 @@ public sealed partial class WriterSlotRecovery(
     IOptions<CloudOptions> options,
     ILogger<WriterSlotRecovery> logger)
 {
+    /// <summary>Stripes resynced between two renewals of the partition's leases.</summary>
+    public const int ResyncStepStripes = 16;
+
     private readonly CloudOptions _options = options.Value;
     private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
 
@@ -112,8 +115,17 @@ public sealed partial class WriterSlotRecovery(
             }
             long resynced = 0;
             foreach (var (first, last) in partition.Pieces)
-                resynced += await v.Store.ResyncStripesAsync(first, last + 1, CancellationToken.None)
-                    .ConfigureAwait(false);
+            {
+                for (var s = first; s <= last; s += ResyncStepStripes)
+                {
+                    // A partition's resync may outlast a lease: a lease that ran out would let a writer in under the
+                    // resync. A renewal the grain refuses (fenced) ends the recovery; the next attempt starts over.
+                    foreach (var token in held)
+                        await lockGrain.RenewAsync(token, _options.LockLease).ConfigureAwait(false);
+                    var end = Math.Min(last + 1, s + ResyncStepStripes);
+                    resynced += await v.Store.ResyncStripesAsync(s, end, CancellationToken.None).ConfigureAwait(false);
+                }
+            }
             return resynced;
         }
         finally
