@@ -14,7 +14,8 @@ using Orleans.TestingHost;
 // the same file (so in the page cache: the figures are the transports' cost, not a disk's). Usage:
 //   dotnet run -c Release --project bench/Cloud.Bench.DiskTransport -- [--ops N] [--sizes KIB,KIB,...]
 // --sizes 256,1024 measures the sizes of a sequential 1 MiB job's member requests instead (default 4,64). Each row
-// also gives the process's CPU time per operation (both silos and both transports' ends are in this process).
+// also gives the process's CPU time per operation and its gen2 collections (both silos and both transports' ends are in
+// this process).
 var ops = 4000;
 int[] sizesKiB = [4, 64];
 for (var a = 0; a + 1 < args.Length; a += 2)
@@ -65,7 +66,7 @@ try
         new TcpDiskChannel(tcpServer.EndPoint));
 
     Console.WriteLine($"{ops} operations per row, 2 in-process silos over loopback, {Environment.ProcessorCount} cores");
-    Console.WriteLine("size      op     QD  grains ops/s  tcp ops/s  tcp/grains  grains p50 us  tcp p50 us  grains CPU us/op  tcp CPU us/op");
+    Console.WriteLine("size      op     QD  grains ops/s  tcp ops/s  tcp/grains  grains p50 us  tcp p50 us  grains CPU us/op  tcp CPU us/op  grains gen2 GCs  tcp gen2 GCs");
     foreach (var size in sizesKiB.Select(k => k << 10))
     foreach (var write in new[] { true, false })
     foreach (var depth in new[] { 1, 16 })
@@ -73,7 +74,7 @@ try
         var a = await RunAsync(viaGrains, size, write, depth, ops);
         var b = await RunAsync(viaTcp, size, write, depth, ops);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{size / 1024,5} KiB  {(write ? "write" : "read "),-5}  {depth,2}  {a.OpsPerSecond,12:0}  {b.OpsPerSecond,9:0}  {b.OpsPerSecond / a.OpsPerSecond,10:0.00}  {a.P50Us,13:0}  {b.P50Us,10:0}  {a.CpuUsPerOp,16:0}  {b.CpuUsPerOp,13:0}"));
+            $"{size / 1024,5} KiB  {(write ? "write" : "read "),-5}  {depth,2}  {a.OpsPerSecond,12:0}  {b.OpsPerSecond,9:0}  {b.OpsPerSecond / a.OpsPerSecond,10:0.00}  {a.P50Us,13:0}  {b.P50Us,10:0}  {a.CpuUsPerOp,16:0}  {b.CpuUsPerOp,13:0}  {a.Gen2Collections,15}  {b.Gen2Collections,12}"));
     }
 }
 finally
@@ -84,7 +85,7 @@ finally
 }
 return 0;
 
-static async Task<(double OpsPerSecond, double P50Us, double CpuUsPerOp)> RunAsync(IBlockDevice device, int size, bool write, int depth, int ops)
+static async Task<(double OpsPerSecond, double P50Us, double CpuUsPerOp, int Gen2Collections)> RunAsync(IBlockDevice device, int size, bool write, int depth, int ops)
 {
     var slots = device.CapacityBytes / size;
     var latencies = new double[ops];
@@ -92,6 +93,7 @@ static async Task<(double OpsPerSecond, double P50Us, double CpuUsPerOp)> RunAsy
     // Warm-up, then the measured run: each of `depth` loops issues one request at a time.
     for (var i = 0; i < 200; i++) await Io(device, size, write, i % slots, new byte[size]);
     var cpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
+    var gen2Before = GC.CollectionCount(2);
     var total = Stopwatch.StartNew();
     await Task.WhenAll(Enumerable.Range(0, depth).Select(async _ =>
     {
@@ -108,7 +110,7 @@ static async Task<(double OpsPerSecond, double P50Us, double CpuUsPerOp)> RunAsy
     var seconds = total.Elapsed.TotalSeconds;
     var cpuUs = (Process.GetCurrentProcess().TotalProcessorTime - cpuBefore).TotalMicroseconds;
     Array.Sort(latencies);
-    return (ops / seconds, latencies[ops / 2], cpuUs / ops);
+    return (ops / seconds, latencies[ops / 2], cpuUs / ops, GC.CollectionCount(2) - gen2Before);
 }
 
 static ValueTask Io(IBlockDevice device, int size, bool write, long slot, byte[] buffer) =>
