@@ -53,6 +53,9 @@ public static class RemoteMembersBench
 
     private const int ChunkBytes = 64 << 10;
 
+    /// <summary>The silo's default partition size (<c>Cloud:PartitionTargetBytes</c>).</summary>
+    private const long PartitionTargetBytes = 64L << 20;
+
     /// <summary>Bound on one fio job (the precondition of a large volume on a loaded machine included).</summary>
     private static readonly TimeSpan FioTimeout = TimeSpan.FromMinutes(20);
 
@@ -96,7 +99,14 @@ public static class RemoteMembersBench
         File.WriteAllText(job, JobFile(fioDirectory));
         try
         {
-            var options = new HostBedOptions { Hosts = template.Hosts, ClusterId = "remote", DiskPools = true };
+            // The silo's own partition size, not the bed's 1 MiB (which spreads a small volume's lock grains for tests).
+            var options = new HostBedOptions
+            {
+                Hosts = template.Hosts,
+                ClusterId = "remote",
+                DiskPools = true,
+                PartitionTargetBytes = PartitionTargetBytes,
+            };
             foreach (var (key, value) in template.Environment) options.Environment[key] = value;
             for (var i = 0; i < options.Hosts; i++)
                 options.HostEnvironment[$"h{i + 1}"] = new(StringComparer.Ordinal)
@@ -104,7 +114,7 @@ public static class RemoteMembersBench
                     ["Cloud__Delegation__FixedTarget"] = $"h{i + 1}",
                 };
             log($"remote members bench: {options.Hosts} hosts with disk pools, two durable RAID-5 4+1 volumes of {memberMiB} MiB "
-                + $"members, chunk {ChunkBytes >> 10} KiB; fio jobs {string.Join(", ", sections)} from {fioDirectory}"
+                + $"members, chunk {ChunkBytes >> 10} KiB, partitions of {PartitionTargetBytes >> 20} MiB; fio jobs {string.Join(", ", sections)} from {fioDirectory}"
                 + $"{Overrides()}; {Environment.ProcessorCount} cores; load average {LoadAverage()}");
             await using var bed = await HostBed.StartAsync(postgres, options, line => log($"  {line}")).ConfigureAwait(false);
             await using var admin = await bed.ConnectToAsync(0).ConfigureAwait(false);
