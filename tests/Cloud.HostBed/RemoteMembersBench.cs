@@ -117,7 +117,7 @@ public static class RemoteMembersBench
                 + $"members, chunk {ChunkBytes >> 10} KiB, partitions of {PartitionTargetBytes >> 20} MiB; fio jobs {string.Join(", ", sections)} from {fioDirectory}"
                 + $"{Overrides()}; {Environment.ProcessorCount} cores; load average {LoadAverage()}");
             await using var bed = await HostBed.StartAsync(postgres, options, line => log($"  {line}")).ConfigureAwait(false);
-            await using var admin = await bed.ConnectToAsync(0).ConfigureAwait(false);
+            await using var admin = await ConnectAsync(bed, log).ConfigureAwait(false);
             await Eventually.TrueAsync(
                 async () => (await admin.GetClusterStatusAsync().ConfigureAwait(false)).Silos
                     .Count(e => e.PoolCapacityBytes > 0) == bed.Hosts.Count,
@@ -165,6 +165,25 @@ public static class RemoteMembersBench
         finally
         {
             File.Delete(job);
+        }
+    }
+
+    /// <summary>Most attempts to connect to the first host's gateway: on a machine at load average 50 and more, a
+    /// freshly started silo sometimes does not answer the first client within its 15 s.</summary>
+    private const int MaxConnectAttempts = 3;
+
+    private static async Task<CloudClient> ConnectAsync(HostBed bed, Action<string> log)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await bed.ConnectToAsync(0).ConfigureAwait(false);
+            }
+            catch (CloudRequestException ex) when (attempt < MaxConnectAttempts)
+            {
+                log($"  connecting to {bed.Gateway(0)} failed ({ex.Message}); trying again");
+            }
         }
     }
 
