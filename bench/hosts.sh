@@ -12,6 +12,14 @@
 # writes through every host with load-based delegation and with the slowed host as fixed target, a fresh bed each;
 # prints IOPS, MiB/s and the ratio per case, and exits 1 if a ratio is below 1.5x.
 #   bench/hosts.sh --delegation [--seconds N (measured per run, default 20)] [--hosts N] [--seed N]
+# Members across hosts (issue 15 item 7): one 5-host bed with disk pools, two durable RAID-5 4+1 volumes, one with a
+# member in each host's pool and one with every member a file of the delegate's host (the catalog's host, where
+# `--disk file:` members go; every silo's Cloud:Delegation:FixedTarget is itself and fio talks to that host's NBD
+# endpoint only, so both volumes have the same delegate); the shared fio jobs (FIO_DIR, default ../shared/bench/fio;
+# SECTIONS, FIO_RUNTIME, FIO_RAMP as in bench/nbd.sh) on each, interleaved; prints throughput, the remote/local ratio
+# and the silos' and fio's CPU time per I/O, and exits 1 below 0.6x for sequential 1 MiB or 0.4x for random 4 KiB
+# writes.
+#   bench/hosts.sh --remote-members [--member-mib N (default 64; the volumes hold 4x that)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build tests/Cloud.HostBed -c Release -v quiet -nologo >/dev/null

@@ -82,6 +82,24 @@ public sealed class RemoteBlockDeviceContractTests(PooledHosts hosts)
     }
 
     [Fact]
+    public async Task PooledWrite_WhosePayloadIsNotTheLengthSent_IsRefused_AndLeavesTheDiskUnchanged()
+    {
+        var path = NewMemberPath();
+        await using var device = await OpenAsync(path, ContractCapacityBytes, Cluster.Silos[0].SiloAddress);
+        await device.WriteAsync(0, Blocks.Pattern(2 * device.SectorSizeBytes, 5));
+        var payload = new Orleans.Serialization.Buffers.PooledBuffer();
+        payload.Write(new byte[device.SectorSizeBytes]);
+
+        var error = await Assert.ThrowsAsync<Cloud.Grains.Abstractions.CloudStorageException>(
+            () => Cluster.Grains(Cluster.Silos[0]).GetGrain<IHostDiskGrain>(Server).WritePooledAsync(
+                path, 0, 2 * device.SectorSizeBytes, payload, Cluster.Silos[0].SiloAddress.ToParsableString()));
+        Assert.Contains($"a {2 * device.SectorSizeBytes}-byte write at 0 arrived with {device.SectorSizeBytes} bytes", error.Message, StringComparison.Ordinal);
+        var back = new byte[2 * device.SectorSizeBytes];
+        await device.ReadAsync(0, back);
+        Assert.Equal(Blocks.Pattern(2 * device.SectorSizeBytes, 5), back);
+    }
+
+    [Fact]
     public async Task Open_OfAFileOutsideThePools_IsRefusedNamingWhatIsServed()
     {
         var outside = Path.Combine(Path.GetTempPath(), "not-a-pool-" + Guid.NewGuid().ToString("N") + ".img");

@@ -7,10 +7,15 @@ using Cloud.Testing;
 // With --failover-trials N it measures instead: Azurite (unless --page-blobs names an account), N kills of the
 // catalog's host while the others write, kill to writes flowing again per trial, then the median and the worst.
 // With --delegation it compares load-based delegation with a fixed target while one host is slowed (DelegationBench).
-const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N]] [--delegation [--seconds N (1-3600)]]";
+// With --remote-members it runs the shared fio workloads on a RAID-5 4+1 volume with a member on each of 5 hosts and on
+// one with every member on the delegate's host (RemoteMembersBench).
+const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N]] [--delegation [--seconds N (1-3600)]] [--remote-members [--member-mib N (1-4096, default 64)]]";
 var options = new HostBedOptions();
 int failoverTrials = 0, seed = 1, delegationSeconds = DelegationBench.DefaultSeconds;
 var delegation = false;
+var remoteMembers = false;
+var hostsGiven = false;
+var memberMiB = RemoteMembersBench.DefaultMemberMiB;
 for (var i = 0; i < args.Length; i++)
 {
     var value = i + 1 < args.Length ? args[i + 1] : null;
@@ -19,6 +24,7 @@ for (var i = 0; i < args.Length; i++)
         case "--hosts" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
             && n is >= 1 and <= HostBedOptions.MaxHosts:
             options.Hosts = n;
+            hostsGiven = true;
             i++;
             break;
         case "--page-blobs" when value is not null:
@@ -32,6 +38,14 @@ for (var i = 0; i < args.Length; i++)
             break;
         case "--delegation":
             delegation = true;
+            break;
+        case "--remote-members":
+            remoteMembers = true;
+            break;
+        case "--member-mib" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
+            && n is >= 1 and <= RemoteMembersBench.MaxMemberMiB:
+            memberMiB = n;
+            i++;
             break;
         case "--seconds" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
             && n is >= 1 and <= DelegationBench.MaxSeconds:
@@ -63,8 +77,39 @@ if (delegation && (failoverTrials > 0 || options.Hosts < 2))
         $"hostbed: --delegation needs at least 2 hosts (a slowed one and another) and no --failover-trials; {Usage}");
     return 2;
 }
+if (remoteMembers && !hostsGiven) options.Hosts = RemoteMembersBench.RequiredHosts;
+if (remoteMembers && (delegation || failoverTrials > 0 || options.Hosts != RemoteMembersBench.RequiredHosts))
+{
+    Console.Error.WriteLine(
+        $"hostbed: --remote-members runs on {RemoteMembersBench.RequiredHosts} hosts (one per member of a RAID-5 4+1), not {options.Hosts}, and without --delegation or --failover-trials; {Usage}");
+    return 2;
+}
+var fioDirectory = Environment.GetEnvironmentVariable("FIO_DIR") is { Length: > 0 } fioDir
+    ? fioDir
+    : Path.GetFullPath(Path.Combine(Repository.Root, "..", "shared", "bench", "fio"));
+var sections = (Environment.GetEnvironmentVariable("SECTIONS") is { Length: > 0 } named
+    ? named.Split(' ', StringSplitOptions.RemoveEmptyEntries)
+    : RemoteMembersBench.DefaultSections).ToArray();
+if (remoteMembers)
+{
+    if (!File.Exists(Path.Combine(fioDirectory, "engine-nbd.fio")) || !File.Exists(Path.Combine(fioDirectory, "workload.fio")))
+    {
+        Console.Error.WriteLine($"hostbed: no fio workloads (engine-nbd.fio, workload.fio) in '{fioDirectory}'; set FIO_DIR to their directory");
+        return 2;
+    }
+    if (sections.FirstOrDefault(s => !RemoteMembersBench.KnownSections.Contains(s)) is { } unknown)
+    {
+        Console.Error.WriteLine(
+            $"hostbed: SECTIONS names '{unknown}', which is not allowed; use some of {string.Join(" ", RemoteMembersBench.KnownSections)}");
+        return 2;
+    }
+}
 
 await using var postgres = await PostgresServer.StartAsync();
+if (remoteMembers)
+{
+    return await RemoteMembersBench.RunAsync(postgres, options, fioDirectory, sections, memberMiB, Console.WriteLine);
+}
 if (delegation)
 {
     return await DelegationBench.RunAsync(postgres, options, delegationSeconds, seed, Console.WriteLine);

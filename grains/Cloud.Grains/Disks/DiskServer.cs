@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Collections.Concurrent;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Hosting;
@@ -5,6 +6,7 @@ using Cloud.Grains.Volumes;
 using Cloud.Storage.Devices;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
+using Orleans.Serialization.Buffers;
 
 namespace Cloud.Grains.Disks;
 
@@ -101,6 +103,76 @@ public sealed class DiskServer(
         finally
         {
             _inFlight.Release();
+        }
+    }
+
+    /// <summary>
+    /// Reads from an open member into a pooled buffer, the reply's payload: Orleans' serializer returns its segments to
+    /// the pool once the reply is sent. The read goes through a pooled staging array (one copy into the segments), so
+    /// that nothing of the request's size is allocated.
+    /// </summary>
+    public async Task<PooledBuffer> ReadPooledAsync(string path, long offsetBytes, int lengthBytes)
+    {
+        CheckLength(lengthBytes);
+        var device = await DeviceAsync(path);
+        var staging = ArrayPool<byte>.Shared.Rent(lengthBytes);
+        try
+        {
+            await _inFlight.WaitAsync();
+            try
+            {
+                await Guard(() => device.ReadAsync(offsetBytes, staging.AsMemory(0, lengthBytes)), device.Name, "read", offsetBytes);
+            }
+            finally
+            {
+                _inFlight.Release();
+            }
+            var reply = new PooledBuffer();
+            reply.Write(staging.AsSpan(0, lengthBytes));
+            return reply;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(staging);
+        }
+    }
+
+    /// <summary>
+    /// Writes a pooled payload to an open member for <paramref name="writer"/>, unless that silo is fenced, and
+    /// disposes the payload. A payload of another length than the caller sent is refused before anything is written.
+    /// </summary>
+    public async Task WritePooledAsync(string path, long offsetBytes, int lengthBytes, PooledBuffer data, string writer)
+    {
+        try
+        {
+            CheckLength(lengthBytes);
+            if (data.Length != lengthBytes)
+                throw new CloudStorageException(
+                    $"host '{Host}': a {lengthBytes}-byte write at {offsetBytes} arrived with {data.Length} bytes; nothing written");
+            var device = await DeviceAsync(path);
+            CheckWriter(writer, device.Name);
+            var staging = ArrayPool<byte>.Shared.Rent(lengthBytes);
+            try
+            {
+                data.CopyTo(staging.AsSpan(0, lengthBytes));
+                await _inFlight.WaitAsync();
+                try
+                {
+                    await Guard(() => device.WriteAsync(offsetBytes, staging.AsMemory(0, lengthBytes)), device.Name, "write", offsetBytes);
+                }
+                finally
+                {
+                    _inFlight.Release();
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(staging);
+            }
+        }
+        finally
+        {
+            data.Dispose();
         }
     }
 

@@ -1,10 +1,10 @@
-using System.Runtime.InteropServices;
 using Cloud.Storage.Devices;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.RaidWorkers;
 using Orleans.Concurrency;
 using Orleans.Runtime;
 using Orleans.Runtime.Messaging;
+using Orleans.Serialization.Buffers;
 
 namespace Cloud.Grains.Disks;
 
@@ -20,24 +20,61 @@ internal sealed class GrainDiskChannel(IHostDiskGrain server, string path, strin
 {
     public async ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken)
     {
-        var data = await Reach(server.ReadAsync(path, offsetBytes, destination.Length).WaitAsync(cancellationToken));
-        if (data.Value.Length != destination.Length)
-            throw new BlockDeviceException(
-                path, $"the serving host returned {data.Value.Length} bytes for a {destination.Length}-byte read");
-        data.Value.CopyTo(destination);
+        // Pooled on both sides: a new array per reply (Immutable<byte[]>) of 256 KiB or more lands on the large object
+        // heap, and its gen2 collections cost more CPU per byte than the network (docs/CLUSTER.md, "Disks across hosts").
+        var data = await Reach(server.ReadPooledAsync(path, offsetBytes, destination.Length).WaitAsync(cancellationToken));
+        try
+        {
+            if (data.Length != destination.Length)
+                throw new BlockDeviceException(
+                    path, $"the serving host returned {data.Length} bytes for a {destination.Length}-byte read");
+            data.CopyTo(destination.Span);
+        }
+        finally
+        {
+            data.Dispose();
+        }
     }
 
     public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken)
     {
-        // An exact array goes as it is; a slice (of a pooled staging buffer, of a larger chunk) is copied once. A
-        // ReadOnlyMemory<byte> argument would avoid that copy, but Orleans serializes it 4x slower than an array
-        // (docs/CLUSTER.md, "Disks across hosts"). Not WaitAsync: the caller reuses the buffer once this returns.
-        var data = MemoryMarshal.TryGetArray(source, out var segment)
-            && segment.Offset == 0
-            && segment.Count == segment.Array!.Length
-                ? segment.Array
-                : source.ToArray();
-        await Reach(server.WriteAsync(path, offsetBytes, new Immutable<byte[]>(data), writer));
+        // One copy into pooled segments, which Orleans' serializer returns to the pool once the request is sent; the
+        // service disposes what it receives. So the payload is not disposed here. Not WaitAsync, as before: a write
+        // returns only once the host answered.
+        var data = new PooledBuffer();
+        data.Write(source.Span);
+        await Reach(server.WritePooledAsync(path, offsetBytes, source.Length, data, writer));
+    }
+
+    public async ValueTask ReadScatterAsync(
+        long offsetBytes, IReadOnlyList<Memory<byte>> destinations, int totalBytes, CancellationToken cancellationToken)
+    {
+        var data = await Reach(server.ReadPooledAsync(path, offsetBytes, totalBytes).WaitAsync(cancellationToken));
+        try
+        {
+            if (data.Length != totalBytes)
+                throw new BlockDeviceException(
+                    path, $"the serving host returned {data.Length} bytes for a {totalBytes}-byte read");
+            var at = 0;
+            for (var i = 0; i < destinations.Count; i++)
+            {
+                data.Slice(at, destinations[i].Length).CopyTo(destinations[i].Span);
+                at += destinations[i].Length;
+            }
+        }
+        finally
+        {
+            data.Dispose();
+        }
+    }
+
+    public async ValueTask WriteGatherAsync(
+        long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, int totalBytes, CancellationToken cancellationToken)
+    {
+        // Each piece is copied once, into the pooled payload (see WriteAsync).
+        var data = new PooledBuffer();
+        for (var i = 0; i < sources.Count; i++) data.Write(sources[i].Span);
+        await Reach(server.WritePooledAsync(path, offsetBytes, totalBytes, data, writer));
     }
 
     public async ValueTask FlushAsync(CancellationToken cancellationToken) =>

@@ -1,5 +1,6 @@
 using Orleans.Concurrency;
 using Orleans.Placement;
+using Orleans.Serialization.Buffers;
 
 namespace Cloud.Grains.Disks;
 
@@ -18,6 +19,12 @@ internal sealed class HostDiskGrain(DiskServer server) : Grain, IHostDiskGrain
 
     public Task WriteAsync(string path, long offsetBytes, Immutable<byte[]> data, string writer) =>
         server.WriteAsync(path, offsetBytes, data.Value, writer);
+
+    public Task<PooledBuffer> ReadPooledAsync(string path, long offsetBytes, int lengthBytes) =>
+        server.ReadPooledAsync(path, offsetBytes, lengthBytes);
+
+    public Task WritePooledAsync(string path, long offsetBytes, int lengthBytes, PooledBuffer data, string writer) =>
+        server.WritePooledAsync(path, offsetBytes, lengthBytes, data, writer);
 
     public Task FlushAsync(string path) => server.FlushAsync(path);
 

@@ -1,4 +1,5 @@
 using Orleans.Concurrency;
+using Orleans.Serialization.Buffers;
 
 namespace Cloud.Grains.Disks;
 
@@ -33,6 +34,23 @@ public interface IHostDiskGrain : IGrainWithStringKey
     /// <paramref name="writer"/> (its parsable address).</summary>
     [Alias("Write")]
     Task WriteAsync(string path, long offsetBytes, Immutable<byte[]> data, string writer);
+
+    /// <summary>
+    /// Reads <paramref name="lengthBytes"/> at <paramref name="offsetBytes"/> into a pooled buffer: its serializer
+    /// returns the reply's segments to the pool once sent, and the caller disposes the buffer it receives, so that no
+    /// large array is allocated on either side (<see cref="ReadAsync"/>'s new arrays of 256 KiB and more land on the
+    /// large object heap and cost gen2 collections; docs/CLUSTER.md, "Disks across hosts").
+    /// </summary>
+    [Alias("ReadPooled")]
+    Task<PooledBuffer> ReadPooledAsync(string path, long offsetBytes, int lengthBytes);
+
+    /// <summary>
+    /// Writes <paramref name="data"/> (<paramref name="lengthBytes"/> long) at <paramref name="offsetBytes"/> for the
+    /// writer silo <paramref name="writer"/>; the service disposes the buffer, and the caller must not use it after the
+    /// call (its serializer has returned the segments to the pool). A payload of another length is refused.
+    /// </summary>
+    [Alias("WritePooled")]
+    Task WritePooledAsync(string path, long offsetBytes, int lengthBytes, PooledBuffer data, string writer);
 
     /// <summary>Makes every acknowledged write of the file durable (fsync).</summary>
     [Alias("Flush")]

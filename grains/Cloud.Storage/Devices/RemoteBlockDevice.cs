@@ -22,12 +22,65 @@ public interface IRemoteDiskChannel : IAsyncDisposable
 
     /// <summary>Returns once every write the server acknowledged before the call is durable there.</summary>
     ValueTask FlushAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Reads <paramref name="totalBytes"/> at <paramref name="offsetBytes"/> as one request into
+    /// <paramref name="destinations"/> in turn. By default through one pooled staging buffer; a channel whose reply
+    /// already is a buffer of its own copies from it straight into the pieces.
+    /// </summary>
+    async ValueTask ReadScatterAsync(
+        long offsetBytes, IReadOnlyList<Memory<byte>> destinations, int totalBytes, CancellationToken cancellationToken)
+    {
+        var staging = ArrayPool<byte>.Shared.Rent(totalBytes);
+        try
+        {
+            await ReadAsync(offsetBytes, staging.AsMemory(0, totalBytes), cancellationToken).ConfigureAwait(false);
+            var at = 0;
+            for (var i = 0; i < destinations.Count; i++)
+            {
+                staging.AsSpan(at, destinations[i].Length).CopyTo(destinations[i].Span);
+                at += destinations[i].Length;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(staging);
+        }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="sources"/> (<paramref name="totalBytes"/> in all) in turn at
+    /// <paramref name="offsetBytes"/> as one request; the buffers are the caller's again when the returned task
+    /// completes. By default through one pooled staging buffer; a channel that copies the payload anyway copies each
+    /// piece once.
+    /// </summary>
+    async ValueTask WriteGatherAsync(
+        long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, int totalBytes, CancellationToken cancellationToken)
+    {
+        var staging = ArrayPool<byte>.Shared.Rent(totalBytes);
+        try
+        {
+            var at = 0;
+            for (var i = 0; i < sources.Count; i++)
+            {
+                sources[i].Span.CopyTo(staging.AsSpan(at));
+                at += sources[i].Length;
+            }
+            // The channel is done with the buffer when the write completes, so it goes back to the pool only then.
+            await WriteAsync(offsetBytes, staging.AsMemory(0, totalBytes), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(staging);
+        }
+    }
 }
 
 /// <summary>
 /// A member disk served by another host, as an <see cref="IVectoredBlockDevice"/> on this side: the volume opens it
 /// like a local file. Requests are checked here (so that a bad range never crosses the network), bounded by
-/// <see cref="MaxInFlightIo"/>, and a scatter or gather is one request on the wire through a pooled staging buffer.
+/// <see cref="MaxInFlightIo"/>, and a scatter or gather is one request on the wire, its pieces copied straight into or
+/// out of the channel's payload (or through a pooled staging buffer, by default).
 /// </summary>
 public sealed class RemoteBlockDevice : IVectoredBlockDevice
 {
@@ -115,20 +168,15 @@ public sealed class RemoteBlockDevice : IVectoredBlockDevice
             return;
         }
         // One request for the whole range, so that a chunk and its metadata sector cost one round trip.
-        var staging = ArrayPool<byte>.Shared.Rent(total);
+        await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            await ReadAsync(offsetBytes, staging.AsMemory(0, total), cancellationToken).ConfigureAwait(false);
-            var at = 0;
-            for (var i = 0; i < destinations.Count; i++)
-            {
-                staging.AsSpan(at, destinations[i].Length).CopyTo(destinations[i].Span);
-                at += destinations[i].Length;
-            }
+            await Guard(_channel.ReadScatterAsync(offsetBytes, destinations, total, cancellationToken), "read", offsetBytes)
+                .ConfigureAwait(false);
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(staging);
+            _inFlight.Release();
         }
     }
 
@@ -143,21 +191,15 @@ public sealed class RemoteBlockDevice : IVectoredBlockDevice
             await WriteAsync(offsetBytes, sources[0], cancellationToken).ConfigureAwait(false);
             return;
         }
-        var staging = ArrayPool<byte>.Shared.Rent(total);
+        await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            var at = 0;
-            for (var i = 0; i < sources.Count; i++)
-            {
-                sources[i].Span.CopyTo(staging.AsSpan(at));
-                at += sources[i].Length;
-            }
-            // The channel is done with the buffer when the write completes, so it goes back to the pool only then.
-            await WriteAsync(offsetBytes, staging.AsMemory(0, total), cancellationToken).ConfigureAwait(false);
+            await Guard(_channel.WriteGatherAsync(offsetBytes, sources, total, cancellationToken), "write", offsetBytes)
+                .ConfigureAwait(false);
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(staging);
+            _inFlight.Release();
         }
     }
 
