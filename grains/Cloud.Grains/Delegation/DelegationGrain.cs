@@ -29,13 +29,26 @@ internal sealed class DelegationGrain(ILocalSiloDetails silo, WriteScheduler wor
         return EngineErrors.Guard(() => worker.AcceptAsync(write));
     }
 
-    public Task RelocateAsync()
+    public async Task RelocateAsync()
     {
         // Migration runs placement again (load-based, on this silo) and moves the activation with the directory
         // entry in one step, so no message can re-create the unit here meanwhile, as a plain deactivation allows.
         _moving.Requested();
         this.MigrateOnIdle();
-        return Task.CompletedTask;
+        // A first server found this silo wanting: the volume's home leaves it, so that placement chooses another for
+        // this unit and for the volume's other units as their first servers find the same.
+        var key = this.GetPrimaryKeyString();
+        var slash = key.IndexOf('/');
+        if (slash <= 0) return;
+        try
+        {
+            await GrainFactory.GetGrain<IVolumeHomeGrain>(key[..slash]).LeaveAsync(silo.SiloAddress.ToParsableString())
+                .WaitAsync(LoadBasedPlacementDirector.HomeCallMax);
+        }
+        catch (Exception ex) when (ex is TimeoutException or OrleansException || Hosting.SiloFailures.IsSiloFailure(ex))
+        {
+            // Placement then keeps the home only if its own table still shows this silo eligible.
+        }
     }
 
     public Task<string> GetSiloAsync() => Task.FromResult(silo.Name);
