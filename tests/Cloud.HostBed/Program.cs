@@ -7,10 +7,11 @@ using Cloud.Testing;
 // With --failover-trials N it measures instead: Azurite (unless --page-blobs names an account), N kills of the
 // catalog's host while the others write, kill to writes flowing again per trial, then the median and the worst.
 // With --delegation it compares load-based delegation with a fixed target while one host is slowed (DelegationBench).
-const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N]] [--delegation [--seconds N (1-3600)]]";
+const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N]] [--delegation [--seconds N (1-3600)] [--case 20ms|100ms|cpu, repeatable]]";
 var options = new HostBedOptions();
 int failoverTrials = 0, seed = 1, delegationSeconds = DelegationBench.DefaultSeconds;
 var delegation = false;
+var delegationCases = new List<SlowHostCase>();
 for (var i = 0; i < args.Length; i++)
 {
     var value = i + 1 < args.Length ? args[i + 1] : null;
@@ -36,6 +37,10 @@ for (var i = 0; i < args.Length; i++)
         case "--seconds" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
             && n is >= 1 and <= DelegationBench.MaxSeconds:
             delegationSeconds = n;
+            i++;
+            break;
+        case "--case" when DelegationBench.Cases.FirstOrDefault(c => c.Key == value) is { } slowCase:
+            delegationCases.Add(slowCase);
             i++;
             break;
         case "--seed" when int.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var s):
@@ -67,7 +72,8 @@ if (delegation && (failoverTrials > 0 || options.Hosts < 2))
 await using var postgres = await PostgresServer.StartAsync();
 if (delegation)
 {
-    return await DelegationBench.RunAsync(postgres, options, delegationSeconds, seed, Console.WriteLine);
+    return await DelegationBench.RunAsync(
+        postgres, options, delegationSeconds, seed, Console.WriteLine, delegationCases.Count > 0 ? delegationCases : null);
 }
 if (failoverTrials > 0)
 {
