@@ -84,6 +84,15 @@ public sealed class VolumeAffinityTests
     }
 
     [Fact]
+    public void Home_MayBeLeftByLoad_OnlyAfterItsMinimumStay()
+    {
+        var home = new VolumeHome(H2, null, DateTimeOffset.MinValue, Now);
+        Assert.False(home.MayLeave(H2, Now + VolumeHome.MinStay - TimeSpan.FromMilliseconds(1)));
+        Assert.True(home.MayLeave(H2, Now + VolumeHome.MinStay));
+        Assert.False(home.MayLeave(H1, Now + VolumeHome.MinStay));
+    }
+
+    [Fact]
     public void SiloJustLeft_IsNotChosenAgain_UntilTheAvoidanceEnds_UnlessItIsTheOnlyCandidate()
     {
         // h1 was left a second ago but its entry still scores lowest (the table lags the move by a period).
@@ -102,15 +111,18 @@ public sealed class VolumeAffinityClusterTests(SharedClusterFixture fixture)
     private CloudCluster Cloud => fixture.Cloud;
 
     [Fact]
-    public async Task HomeGrain_ClaimWinsOnlyAgainstTheExpectedHome_AndLeaveClearsOnlyTheCurrentHome()
+    public async Task HomeGrain_ClaimWinsOnlyAgainstTheExpectedHome_AndTheHomeStaysItsMinimumUnlessForced()
     {
         var homes = Cloud.Grains(Cloud.Silos[0]).GetGrain<IVolumeHomeGrain>(Guid.NewGuid().ToString("N"));
         Assert.Equal("a", (await homes.ClaimAsync(null, "a")).Silo);
         // A second silo that also saw no home loses to the first claim, and is told the winner.
         Assert.Equal("a", (await homes.ClaimAsync(null, "b")).Silo);
-        await homes.LeaveAsync("b");
+        // A unit on a silo that is not the home follows the home.
+        Assert.True(await homes.LeaveAsync("b", force: false));
+        // Load does not move a home claimed just now (fails without the minimum stay).
+        Assert.False(await homes.LeaveAsync("a", force: false));
         Assert.Equal("a", (await homes.GetAsync()).Silo);
-        await homes.LeaveAsync("a");
+        Assert.True(await homes.LeaveAsync("a", force: true));
         var left = await homes.GetAsync();
         Assert.Null(left.Silo);
         Assert.Equal("a", left.Left);
