@@ -157,9 +157,24 @@ public static class DelegationBench
                 async () => (await admin.GetClusterStatusAsync().ConfigureAwait(false)).Silos
                     .Count(e => e.PoolCapacityBytes > 0) == bed.Hosts.Count,
                 "every host publishes its disk pool").ConfigureAwait(false);
-            await admin.CreateVolumeAsync(
-                new VolumeSpec(name, VolumeBytes, VolumeLevel.Raid5, bed.Hosts.Count, ChunkBytes, Durable: true))
-                .ConfigureAwait(false);
+            // The catalog places members by its own silo's load table, which can lag the status asked above by a period.
+            await Eventually.TrueAsync(
+                async () =>
+                {
+                    try
+                    {
+                        await admin.CreateVolumeAsync(new VolumeSpec(
+                            name, VolumeBytes, VolumeLevel.Raid5, bed.Hosts.Count, ChunkBytes, Durable: true)).ConfigureAwait(false);
+                        return true;
+                    }
+                    catch (CloudRequestException ex) when (ex.Message.Contains("disk pool", StringComparison.Ordinal))
+                    {
+                        return false;
+                    }
+                },
+                "the catalog's silo sees every host's disk pool",
+                Eventually.Bound,
+                TimeSpan.FromMilliseconds(500)).ConfigureAwait(false);
         }
 
         var clients = new List<CloudClient>();
