@@ -9,10 +9,11 @@ using Cloud.Testing;
 // With --delegation it compares load-based delegation with a fixed target while one host is slowed (DelegationBench).
 // With --remote-members it runs the shared fio workloads on a RAID-5 4+1 volume with a member on each of 5 hosts and on
 // one with every member on the delegate's host (RemoteMembersBench).
-const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N]] [--delegation [--seconds N (1-3600)]] [--remote-members [--member-mib N (1-4096, default 64)]]";
+const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N]] [--delegation [--seconds N (1-3600)] [--case 20ms|100ms|cpu, repeatable]] [--remote-members [--member-mib N (1-4096, default 64)]]";
 var options = new HostBedOptions();
 int failoverTrials = 0, seed = 1, delegationSeconds = DelegationBench.DefaultSeconds;
 var delegation = false;
+var delegationCases = new List<SlowHostCase>();
 var remoteMembers = false;
 var hostsGiven = false;
 var memberMiB = RemoteMembersBench.DefaultMemberMiB;
@@ -50,6 +51,10 @@ for (var i = 0; i < args.Length; i++)
         case "--seconds" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
             && n is >= 1 and <= DelegationBench.MaxSeconds:
             delegationSeconds = n;
+            i++;
+            break;
+        case "--case" when DelegationBench.Cases.FirstOrDefault(c => c.Key == value) is { } slowCase:
+            delegationCases.Add(slowCase);
             i++;
             break;
         case "--seed" when int.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var s):
@@ -112,7 +117,8 @@ if (remoteMembers)
 }
 if (delegation)
 {
-    return await DelegationBench.RunAsync(postgres, options, delegationSeconds, seed, Console.WriteLine);
+    return await DelegationBench.RunAsync(
+        postgres, options, delegationSeconds, seed, Console.WriteLine, delegationCases.Count > 0 ? delegationCases : null);
 }
 if (failoverTrials > 0)
 {

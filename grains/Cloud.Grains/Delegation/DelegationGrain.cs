@@ -12,7 +12,11 @@ namespace Cloud.Grains.Delegation;
 /// death lets placement choose again.
 /// </summary>
 [LoadBasedPlacement, Reentrant]
-internal sealed class DelegationGrain(ILocalSiloDetails silo, WriteScheduler worker, TimeProvider time)
+internal sealed class DelegationGrain(
+    ILocalSiloDetails silo,
+    WriteScheduler worker,
+    Hosting.SiloRuntimeSettings settings,
+    TimeProvider time)
     : Grain, IDelegationGrain
 {
     private readonly MoveRefusal _moving = new(time);
@@ -29,13 +33,35 @@ internal sealed class DelegationGrain(ILocalSiloDetails silo, WriteScheduler wor
         return EngineErrors.Guard(() => worker.AcceptAsync(write));
     }
 
-    public Task RelocateAsync()
+    public async Task RelocateAsync()
     {
+        // A first server found this silo wanting: the volume's home leaves it, so that placement chooses another for
+        // this unit and for the volume's other units as their first servers find the same. A home that must stay its
+        // minimum time keeps the unit, which then takes the copy as a unit that stayed.
+        if (!await LeaveHomeAsync()) return;
         // Migration runs placement again (load-based, on this silo) and moves the activation with the directory
         // entry in one step, so no message can re-create the unit here meanwhile, as a plain deactivation allows.
         _moving.Requested();
         this.MigrateOnIdle();
-        return Task.CompletedTask;
+    }
+
+    /// <summary>Tells the volume's home grain to leave this silo; true unless the home must stay.</summary>
+    private async Task<bool> LeaveHomeAsync()
+    {
+        var key = this.GetPrimaryKeyString();
+        var slash = key.IndexOf('/');
+        if (slash <= 0) return true;
+        try
+        {
+            return await GrainFactory.GetGrain<IVolumeHomeGrain>(key[..slash])
+                .LeaveAsync(silo.SiloAddress.ToParsableString(), force: settings.Draining)
+                .WaitAsync(LoadBasedPlacementDirector.HomeCallMax);
+        }
+        catch (Exception ex) when (ex is TimeoutException or OrleansException || Hosting.SiloFailures.IsSiloFailure(ex))
+        {
+            // Placement then keeps the home only if its own table still shows this silo eligible.
+            return true;
+        }
     }
 
     public Task<string> GetSiloAsync() => Task.FromResult(silo.Name);

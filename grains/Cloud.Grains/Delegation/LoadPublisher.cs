@@ -57,7 +57,7 @@ internal sealed partial class LoadPublisher(
             usage.QueueDepth, usage.DiskLatencyMs, usage.SampleCpuPercent(), settings.Draining, time.GetUtcNow(),
             usage.DelegationsReused, usage.DelegationsNew, usage.WritesPerformed, Overloaded: false,
             HostName: reach.HostName, PoolCapacityBytes: pools.CapacityBytes, PoolFreeBytes: pools.FreeBytes);
-        return load with { Overloaded = table.IsOverloaded(load.Score, table.MeanScore()) };
+        return load with { Overloaded = table.IsOverloaded(load) };
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Publishing this silo's load failed; retrying every period")]

@@ -76,15 +76,53 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
     }
 
     /// <summary>
-    /// True when the score is above both the cluster mean times the overload factor and the minimum score.
+    /// The fresh, non-draining silo of <paramref name="candidates"/> with the lowest effective score, other than
+    /// <paramref name="except"/>; ties go to the earlier candidate, so that sorted candidates give one answer on
+    /// every silo. Null when no candidate has a fresh entry.
     /// </summary>
-    public bool IsOverloaded(double score, double mean) =>
-        score > _options.OverloadMinimumScore && score > mean * _options.OverloadFactor;
+    public string? LeastLoaded(IEnumerable<string> candidates, string? except = null)
+    {
+        ArgumentNullException.ThrowIfNull(candidates);
+        string? best = null;
+        var bestScore = double.MaxValue;
+        foreach (var silo in candidates)
+        {
+            if (silo == except || Find(silo) is not { Draining: false } entry) continue;
+            var score = EffectiveScore(entry);
+            if (score < bestScore) (best, bestScore) = (silo, score);
+        }
+        return best;
+    }
+
+    /// <summary>
+    /// True when moving the silo's delegated work elsewhere would help: its score is above
+    /// <see cref="CloudOptions.OverloadMinimumScore"/> plus <see cref="CloudOptions.OverloadFactor"/> times what the
+    /// least-loaded other silo would score with that work added. The work that moves with the units (queued copies and
+    /// pending MiB) counts on both sides, so a silo does not look overloaded merely because a volume's units all live
+    /// there (volume affinity puts them together): against the mean, the one busy silo of a cluster always looked
+    /// overloaded and its units went round the silos. What stays is what the silo itself adds: disk latency and CPU.
+    /// With no other silo (of <paramref name="requiredHost"/>, when given) moving cannot help, so it is false.
+    /// </summary>
+    public bool IsOverloaded(SiloLoad entry, string? requiredHost = null)
+    {
+        ArgumentNullException.ThrowIfNull(entry);
+        var cutoff = time.GetUtcNow() - _options.LoadEntryTimeToLive;
+        var bestOther = double.MaxValue;
+        foreach (var e in _snapshot.Entries)
+        {
+            if (e.SiloAddress == entry.SiloAddress || e.PublishedUtc < cutoff || e.Draining) continue;
+            if (requiredHost is not null && e.HostName != requiredHost) continue;
+            bestOther = Math.Min(bestOther, EffectiveScore(e));
+        }
+        if (bestOther == double.MaxValue) return false;
+        var movable = entry.QueueDepth + entry.PendingDelegatedBytes / (1024.0 * 1024.0);
+        return EffectiveScore(entry) > _options.OverloadMinimumScore + _options.OverloadFactor * (bestOther + movable);
+    }
 
     /// <summary>
     /// Whether the last synchronization target is still appropriate: alive (published lately), eligible (of
     /// <paramref name="requiredHost"/> when the volume's members are that host's files), not draining, not overloaded
-    /// against the cluster mean. The reason names the first failed test, or "sticky".
+    /// (<see cref="IsOverloaded"/>). The reason names the first failed test, or "sticky".
     /// </summary>
     public bool IsAppropriateTarget(string silo, string? requiredHost, out string reason)
     {
@@ -92,7 +130,7 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
         if (entry is null) { reason = "target-gone"; return false; }
         if (requiredHost is not null && entry.HostName != requiredHost) { reason = "target-ineligible"; return false; }
         if (entry.Draining) { reason = "target-draining"; return false; }
-        if (IsOverloaded(EffectiveScore(entry), MeanScore())) { reason = "target-overloaded"; return false; }
+        if (IsOverloaded(entry, requiredHost)) { reason = "target-overloaded"; return false; }
         reason = "sticky";
         return true;
     }

@@ -75,8 +75,9 @@ public sealed class CloudOptions
     public const double DefaultOverloadFactor = 1.5;
 
     /// <summary>
-    /// A silo is overloaded when its score exceeds the cluster mean times this factor (1.0-100) and also
-    /// <see cref="OverloadMinimumScore"/>; then the unit's target is re-chosen.
+    /// A silo is overloaded when its score exceeds <see cref="OverloadMinimumScore"/> plus this factor (1.0-100) times
+    /// the least-loaded other silo's score with the silo's queued work added (moving would help); then the units on it
+    /// are re-placed.
     /// </summary>
     public double OverloadFactor { get; set; } = DefaultOverloadFactor;
 
@@ -84,7 +85,8 @@ public sealed class CloudOptions
     public const double DefaultOverloadMinimumScore = 4.0;
 
     /// <summary>
-    /// Below this score (0-1e6) a silo is never overloaded, so that an idle cluster does not chase noise.
+    /// The margin (0-1e6) by which a silo's score must pass <see cref="OverloadFactor"/> times the alternative's
+    /// before it is overloaded, so that an idle cluster does not chase noise.
     /// </summary>
     public double OverloadMinimumScore { get; set; } = DefaultOverloadMinimumScore;
 
