@@ -7,10 +7,10 @@ using Cloud.Storage.Volumes;
 namespace Cloud.Storage.Tests.Format;
 
 /// <summary>
-/// An independent reader written from docs/FORMAT.md alone: it uses none of the engine's layout,
-/// format or parity code, only the raw member bytes, so it fails if the engine and the document
-/// part ways. It finds every stripe's data and parity chunks, checks P and Q with its own GF(2^8)
-/// arithmetic, checks every block checksum, and reassembles the volume's bytes.
+/// An independent reader written from docs/FORMAT.md alone: it uses none of the engine's layout, format or parity
+/// code, only the raw member bytes and the documented rules of tests/Cloud.Testing/DocumentedFormat.cs (header, GF(2^8)),
+/// so it fails if the engine and the document part ways. It finds every stripe's data and parity chunks, checks P and Q,
+/// checks every block checksum, and reassembles the volume's bytes.
 /// </summary>
 public sealed class IndependentFormatReaderTests
 {
@@ -42,7 +42,7 @@ public sealed class IndependentFormatReaderTests
         }
 
         var raw = devices.Select(d => d.Contents.ToArray()).ToArray();
-        Header h = ReadHeader(raw[0]);
+        var h = ReadHeader(raw[0]);
         Assert.Equal(definition.VolumeId, h.VolumeId);
         Assert.Equal("independent", h.Name);
         Assert.Equal(((int)level, members, chunk), (h.Level, h.Members, h.Chunk));
@@ -86,11 +86,11 @@ public sealed class IndependentFormatReaderTests
                 byte[] expectP = new byte[h.Chunk], expectQ = new byte[h.Chunk];
                 for (var i = 0; i < dataPerStripe; i++)
                 {
-                    var coefficient = GfPow2(i);
+                    var coefficient = DocumentedFormat.GfPow2(i);
                     for (var x = 0; x < h.Chunk; x++)
                     {
                         expectP[x] ^= data[i][x];
-                        expectQ[x] ^= GfMul(coefficient, data[i][x]);
+                        expectQ[x] ^= DocumentedFormat.GfMul(coefficient, data[i][x]);
                     }
                 }
                 Assert.True(
@@ -106,62 +106,7 @@ public sealed class IndependentFormatReaderTests
             model.AsSpan().SequenceEqual(volumeBytes), $"seed {seed}: reassembled bytes differ from what was written");
     }
 
-    private sealed record Header(
-        Guid VolumeId,
-        string Name,
-        int MemberIndex,
-        int Members,
-        int Level,
-        int Chunk,
-        long DataOffset,
-        long Stride,
-        long Stripes,
-        long CapacityBytes,
-        long Generation);
-
-    /// <summary>
-    /// FORMAT.md: two 4096-byte copies at 0 and 4096; valid = magic + XxHash3 of bytes 0..4087 at 4088; the higher
-    /// generation wins.
-    /// </summary>
-    private static Header ReadHeader(byte[] member)
-    {
-        Header? best = null;
-        for (var copy = 0; copy < 2; copy++)
-        {
-            ReadOnlySpan<byte> b = member.AsSpan(copy * 4096, 4096);
-            if (!b[..8].SequenceEqual("CLDVOL01"u8)) continue;
-            if (XxHash3.HashToUInt64(b[..4088]) != BinaryPrimitives.ReadUInt64LittleEndian(b[4088..])) continue;
-            var h = new Header(new Guid(b.Slice(16, 16)),
-                System.Text.Encoding.UTF8.GetString(b.Slice(156, BinaryPrimitives.ReadInt32LittleEndian(b[152..]))),
-                BinaryPrimitives.ReadInt32LittleEndian(b[48..]), BinaryPrimitives.ReadInt32LittleEndian(b[52..]),
-                BinaryPrimitives.ReadInt32LittleEndian(b[56..]), BinaryPrimitives.ReadInt32LittleEndian(b[60..]),
-                BinaryPrimitives.ReadInt64LittleEndian(b[72..]), BinaryPrimitives.ReadInt64LittleEndian(b[80..]),
-                BinaryPrimitives.ReadInt64LittleEndian(b[88..]), BinaryPrimitives.ReadInt64LittleEndian(b[96..]),
-                BinaryPrimitives.ReadInt64LittleEndian(b[104..]));
-            if (best is null || h.Generation > best.Generation) best = h;
-        }
-        return best ?? throw new Xunit.Sdk.XunitException("no valid superblock copy");
-    }
-
-    /// <summary>
-    /// Multiplication in GF(2^8) modulo x^8+x^4+x^3+x^2+1 by shift and add, independent of the engine's tables.
-    /// </summary>
-    private static byte GfMul(byte a, byte b)
-    {
-        int product = 0, x = a;
-        for (var bit = 0; bit < 8; bit++)
-        {
-            if ((b & (1 << bit)) != 0) product ^= x;
-            x <<= 1;
-            if ((x & 0x100) != 0) x ^= 0x11D;
-        }
-        return (byte)product;
-    }
-
-    private static byte GfPow2(int power)
-    {
-        byte r = 1;
-        for (var i = 0; i < power; i++) r = GfMul(r, 2);
-        return r;
-    }
+    /// <summary>The documented header of a member, which must have a valid copy.</summary>
+    private static DocumentedFormat.Header ReadHeader(byte[] member)
+        => DocumentedFormat.ReadHeader(member) ?? throw new Xunit.Sdk.XunitException("no valid superblock copy");
 }
