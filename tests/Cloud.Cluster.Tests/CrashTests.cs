@@ -129,7 +129,21 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
             Failure(stream, silos, $"s0 never reported recovering {SiloProcesses.NameOf(victim)}'s intent slot"));
         Log(silos.OutputOf(0).Split('\n').First(l => l.Contains(recovered, StringComparison.Ordinal)));
         await volume.FlushAsync();
-        await CrashAssert.AssertNothingLostAsync(stream, volume, Log);
+        try
+        {
+            await CrashAssert.AssertNothingLostAsync(stream, volume, Log);
+        }
+        catch (TimeoutException)
+        {
+            // A read that waited 30 s here was seen once in CI: say which pending version the lock grains held it on.
+            for (var i = 0; i < 3; i++)
+            {
+                var lines = silos.OutputOf(i).Split('\n');
+                foreach (var line in lines.Where(l => l.Contains("wait on pending versions", StringComparison.Ordinal)))
+                    Log($"s{i}: {line.Trim()}");
+            }
+            throw;
+        }
         await CrashAssert.AssertParityConsistentAsync(client, volume.Name, Log);
     }
 

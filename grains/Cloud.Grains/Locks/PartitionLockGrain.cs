@@ -78,6 +78,9 @@ internal sealed partial class PartitionLockGrain(
     /// it outlived the re-delegation timeout): its copy may still be queued at a live target, unknown here.
     /// </summary>
     private long _forgottenPendingMax;
+
+    /// <summary>When a read held up by a pending version was last reported.</summary>
+    private DateTimeOffset _longWaitReported;
     private readonly List<(long First, long Last)> _uncertain = [];
     private bool _allUncertain;
 
@@ -586,9 +589,37 @@ internal sealed partial class PartitionLockGrain(
             _forgottenPendingMax = Math.Max(_forgottenPendingMax, ts);
         }
         if (abandoned.Count > 0) WakePendingWaits();
+        ReportLongPendingWait(now);
         removed += DropAbandonedWaits(now);
         if (removed > 0) await GrantWaitersAsync();
     }
+
+    /// <summary>After this long, a read held up by a pending version is reported (at most once per this period).</summary>
+    public static readonly TimeSpan LongPendingWait = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Names the oldest version a waiting read is held up by, once it has been pending for <see cref="LongPendingWait"/>:
+    /// its first server and age say whose write never settled (a read that then times out leaves this line behind).
+    /// </summary>
+    private void ReportLongPendingWait(DateTimeOffset now)
+    {
+        if (_pendingWaits.Count == 0 || now - _longWaitReported < LongPendingWait) return;
+        KeyValuePair<long, Pending>? oldest = null;
+        foreach (var wait in _pendingWaits)
+            foreach (var p in _pending)
+                if (p.Key < wait.Below && p.Value.First <= wait.Last && wait.First <= p.Value.Last
+                    && (oldest is null || p.Key < oldest.Value.Key))
+                    oldest = p;
+        if (oldest is not { } o || now - o.Value.Registered < LongPendingWait) return;
+        _longWaitReported = now;
+        LogLongPendingWait(
+            logger, Key, _pendingWaits.Count, o.Key, o.Value.First, o.Value.Last, o.Value.FirstServer,
+            (now - o.Value.Registered).TotalSeconds);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: {Waits} reads wait on pending versions; the oldest, {Timestamp} on stripes {First}-{Last} from first server {FirstServer}, has been pending {AgeSeconds:0.0} s")]
+    private static partial void LogLongPendingWait(
+        ILogger logger, string partition, int waits, long timestamp, long first, long last, string firstServer, double ageSeconds);
 
     /// <summary>
     /// Drops the sliced waits whose callers stopped asking: a queued one leaves the queue, and a grant nobody collected
