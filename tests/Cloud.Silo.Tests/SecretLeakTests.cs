@@ -126,10 +126,7 @@ public sealed class SecretLeakTests
             ["--nbd-port", "0", "--silo-port", ports[0].ToString(CultureInfo.InvariantCulture),
                 "--gateway-port", ports[1].ToString(CultureInfo.InvariantCulture), .. args],
             environment);
-        Assert.True(
-            await Eventually.WithinAsync(() => silo.HasExited, TimeSpan.FromMinutes(2), TimeSpan.FromMilliseconds(100)),
-            $"the silo did not exit:\n{silo.Output}");
-        await Task.Delay(200); // the output readers may still be draining the last lines
+        await silo.ExitAsync(TimeSpan.FromMinutes(2));
         return silo.Output;
     }
 
@@ -137,10 +134,7 @@ public sealed class SecretLeakTests
     {
         await using var cloudctl = ChildProcess.StartDotnet(
             "cloudctl", Repository.BuiltAssembly("client/cloudctl", "cloudctl.dll"), args, environment);
-        Assert.True(
-            await Eventually.WithinAsync(() => cloudctl.HasExited, TimeSpan.FromMinutes(2), TimeSpan.FromMilliseconds(100)),
-            $"cloudctl did not exit:\n{cloudctl.Output}");
-        await Task.Delay(200);
+        await cloudctl.ExitAsync(TimeSpan.FromMinutes(2));
         return cloudctl.Output;
     }
 

@@ -82,11 +82,7 @@ public sealed class StateImportTests
             "--data", data, "--name", "s1", "--silo-port", $"{ports[0]}", "--gateway-port", $"{ports[1]}", "--nbd-port",
             $"{ports[2]}", "--http-port", $"{ports[3]}",
         ]);
-        var deadline = DateTime.UtcNow + ExitTimeout;
-        while (!silo.HasExited && DateTime.UtcNow < deadline) await Task.Delay(100);
-
-        Assert.True(silo.HasExited, $"the silo did not stop; its output:\n{silo.Output}");
-        Assert.Equal(2, silo.ExitCode);
+        Assert.Equal(2, await silo.ExitAsync(ExitTimeout));
         var line = Assert.Single(silo.Output.Split('\n'), l => l.StartsWith("cloud-silo: ", StringComparison.Ordinal));
         Assert.Contains(
             $"mv '{Path.GetFullPath(catalogPath)}' '{Path.GetFullPath(catalogPath)}.imported'",

@@ -154,10 +154,7 @@ public sealed class TlsTests(TlsSilo fixture) : IClassFixture<TlsSilo>
             Path.Combine(AppContext.BaseDirectory, "Cloud.Silo.dll"),
             ["--data", Path.Combine(fixture.Directory, "refused"), "--nbd-port", "0", "--silo-port", $"{ports[0]}",
                 "--gateway-port", $"{ports[1]}", "--tls", "on", "--tls-ca", fixture.AuthorityFile, .. tls]);
-        await Eventually.TrueAsync(() => process.HasExited, "the silo to refuse");
-        await Task.Delay(200); // the output readers may still be draining the last lines
-
-        Assert.Equal(2, process.ExitCode);
+        Assert.Equal(2, await process.ExitAsync(Eventually.Bound));
         var lines = process.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         var error = Assert.Single(lines, l => l.StartsWith("cloud-silo: ", StringComparison.Ordinal));
         Assert.Contains(expected, error, StringComparison.Ordinal);

@@ -153,6 +153,26 @@ public sealed class ChildProcess : IAsyncDisposable
         await _process.WaitForExitAsync().ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Waits up to <paramref name="timeout"/> for the process to exit on its own and for its output to be read to the
+    /// end (<see cref="HasExited"/> turns true before the last lines arrive); returns the exit code.
+    /// </summary>
+    /// <exception cref="TimeoutException">The process is still running after <paramref name="timeout"/>.</exception>
+    public async Task<int> ExitAsync(TimeSpan timeout)
+    {
+        using var cancel = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cancel.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"{Name} did not exit within {timeout}. Its output:\n{Output}");
+        }
+
+        return _process.ExitCode;
+    }
+
     /// <summary>The exit code; valid once <see cref="HasExited"/>.</summary>
     public int ExitCode => _process.ExitCode;
 
