@@ -119,6 +119,12 @@ if (Cloud.Silo.Nbd.NbdSettings.Check(builder.Configuration) is { } nbdErrors)
     foreach (var error in nbdErrors) Console.Error.WriteLine($"cloud-silo: {error}");
     return 2;
 }
+// Every log line carries its UTC time: a host's log is laid beside other hosts' logs and a client's failure.
+builder.Logging.AddSimpleConsole(o =>
+{
+    o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+    o.UseUtcTimestamp = true;
+});
 builder.Logging.AddFilter("Orleans", LogLevel.Warning);
 builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
 builder.Logging.AddFilter("Polly", LogLevel.Warning);

@@ -30,10 +30,12 @@ public sealed class CloudCluster : IAsyncDisposable
     /// <param name="silos">How many silos.</param>
     /// <param name="configure">Options every silo gets.</param>
     /// <param name="configureSilo">Options of one silo, by its name (e.g. its own host name and disk pool).</param>
+    /// <param name="configureBuilder">More for every silo's builder (e.g. a grain call filter that injects faults).</param>
     public static async Task<CloudCluster> StartAsync(
         int silos = 3,
         Action<CloudOptions>? configure = null,
-        Action<string, CloudOptions>? configureSilo = null)
+        Action<string, CloudOptions>? configureSilo = null,
+        Action<ISiloBuilder>? configureBuilder = null)
     {
         var data = Path.Combine(Path.GetTempPath(), "cloud-grains-tests-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(data);
@@ -60,6 +62,7 @@ public sealed class CloudCluster : IAsyncDisposable
                 o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(1);
             });
             silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(30));
+            configureBuilder?.Invoke(silo);
         });
         builder.ConfigureClient(
             client => client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(30)));

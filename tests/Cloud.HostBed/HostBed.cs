@@ -269,8 +269,6 @@ public sealed class HostBed : IAsyncDisposable
             ["DOTNET_CLI_HOME"] = host.Directory,
             ["DOTNET_gcServer"] = "0", // several silos on 2 cores: server GC's per-core heaps only add memory
             ["Cloud__PartitionTargetBytes"] = _options.PartitionTargetBytes.ToString(CultureInfo.InvariantCulture),
-            // Each log line carries its time, so a host's log can be laid beside the writers' stalls and the kill.
-            ["Logging__Console__FormatterOptions__TimestampFormat"] = "HH:mm:ss.fff ",
         };
         if (_options.PageBlobConnectionString is { } blobs) environment["PageBlobs__ConnectionString"] = blobs;
         foreach (var (key, value) in _options.HostEnvironment.GetValueOrDefault(host.Name) ?? []) environment[key] = value;

@@ -185,19 +185,26 @@ public sealed partial class FirstServerWrites(
         DelegationReceipt receipt;
         try
         {
-            // The unit's target is this silo and stays so: hand the copy to the local RAID worker in process, as the
-            // unit's activation here would, without the message to it. Placement matters only when the target changes.
-            receipt = decision == "reused" && grant.ActiveTarget == silo.Name && settings.FixedDelegationTarget is null
-                ? await EngineErrors.Guard(() => localWorker.AcceptAsync(write)).ConfigureAwait(false)
-                : await AcceptAsync(unit, write).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (SiloFailures.IsSiloFailure(ex))
-        {
-            receipt = await SendWithRetriesAsync(unit, write).ConfigureAwait(false);
+            try
+            {
+                // The unit's target is this silo and stays so: hand the copy to the local RAID worker in process, as
+                // the unit's activation here would, without the message to it. Placement matters only when the target
+                // changes.
+                receipt = decision == "reused" && grant.ActiveTarget == silo.Name
+                    && settings.FixedDelegationTarget is null
+                    ? await EngineErrors.Guard(() => localWorker.AcceptAsync(write)).ConfigureAwait(false)
+                    : await AcceptAsync(unit, write).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (SiloFailures.IsSiloFailure(ex))
+            {
+                receipt = await SendWithRetriesAsync(unit, write).ConfigureAwait(false);
+            }
         }
         catch
         {
-            await lockGrain.SettleAsync([write.Timestamp]).ConfigureAwait(false);
+            // No target took the copy, whether the first send failed or a resend after a silo failure did: the version
+            // will never commit, and reads of these stripes must not wait for it until the lock grain gives up on it.
+            await SettleAsync(partitionKey, write.Timestamp).ConfigureAwait(false);
             throw;
         }
         activity?.SetTag("cloud.target", receipt.TargetSilo);
@@ -316,7 +323,7 @@ public sealed partial class FirstServerWrites(
             // Removed before the flag is read, while ReportHeld sets the flag before it looks for the entry: either
             // the report saw the entry and this settles the version it reported, or the report did not include it.
             if (_held.TryRemove(write.WriteId, out var held) && held.Reported)
-                _ = SettleReportedAsync(unitKey, write.Timestamp);
+                _ = SettleAsync(unitKey, write.Timestamp);
         }
     }
 
@@ -338,7 +345,8 @@ public sealed partial class FirstServerWrites(
         return versions.ToImmutable();
     }
 
-    private async Task SettleReportedAsync(string partitionKey, long timestamp)
+    /// <summary>Ends a pending version in its lock grain, retrying while that grain's silo fails; logs a failure.</summary>
+    private async Task SettleAsync(string partitionKey, long timestamp)
     {
         try
         {
@@ -393,7 +401,7 @@ public sealed partial class FirstServerWrites(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Write {WriteId}: target {Target} failed ({Error}); re-delegating")]
     private static partial void LogRedelegating(ILogger logger, Guid writeId, string target, string error);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: settling reported version {Timestamp} failed")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: settling version {Timestamp} failed")]
     private static partial void LogSettleFailed(ILogger logger, string partition, long timestamp, Exception exception);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Cancelling older versions on {Target} failed")]
