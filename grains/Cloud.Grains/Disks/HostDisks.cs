@@ -55,24 +55,47 @@ public sealed class HostDisks(
     }
 
     /// <summary>
+    /// Bound on retrying the open of a member whose host still publishes its load: a dead host's entry leaves the load
+    /// table within <see cref="CloudOptions.LoadEntryTimeToLive"/>, so only a live host that keeps failing the call is
+    /// waited for this long before its member is taken as missing.
+    /// </summary>
+    public static readonly TimeSpan OpenRetryBound = TimeSpan.FromSeconds(20);
+
+    /// <summary>
     /// Opens remote member <paramref name="index"/> of <paramref name="volume"/>, or null when it is gone or its host
     /// has no live silo (the volume then assembles without it: a host's loss is one member's).
     /// </summary>
+    /// <remarks>
+    /// A call that fails on the way (its silo's directory partition, or the host itself, just died and membership has
+    /// not said so yet) is made again while the host still publishes its load, for at most
+    /// <see cref="OpenRetryBound"/>: a live member taken as missing would make the volume degraded, or failed when
+    /// other hosts are really gone, for a moment's failure of another silo.
+    /// </remarks>
     public async ValueTask<IBlockDevice?> OpenRemoteAsync(
         VolumeInfo volume,
         int index,
         CancellationToken cancellationToken)
     {
         var host = volume.MemberHost(index)!;
-        if (ServingSilo(host) is not { } name) return null;
-        try
+        var deadline = DateTimeOffset.UtcNow + OpenRetryBound;
+        var delay = SiloFailures.FirstRetryDelay;
+        while (true)
         {
-            return await OpenOnAsync(
-                host, grains.GetGrain<IHostDiskGrain>(name), volume.DiskPaths[index], null, cancellationToken);
-        }
-        catch (Exception ex) when (ex is CloudStorageException or OrleansException or TimeoutException)
-        {
-            return null;
+            if (ServingSilo(host) is not { } name) return null;
+            try
+            {
+                return await OpenOnAsync(
+                    host, grains.GetGrain<IHostDiskGrain>(name), volume.DiskPaths[index], null, cancellationToken);
+            }
+            catch (Exception ex) when (SiloFailures.IsSiloFailure(ex) && DateTimeOffset.UtcNow < deadline)
+            {
+                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                delay = SiloFailures.NextDelay(delay);
+            }
+            catch (Exception ex) when (ex is CloudStorageException or OrleansException or TimeoutException)
+            {
+                return null;
+            }
         }
     }
 
