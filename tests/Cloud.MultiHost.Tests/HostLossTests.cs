@@ -72,6 +72,11 @@ public sealed class HostLossTests(SixHostsThatReturn hosts, ITestOutputHelper ou
     {
         var seed = Environment.TickCount;
         Log($"seed {seed}");
+        // A test that failed before its victims returned leaves them down: bring every host back, so that one failure
+        // does not become the next test's too.
+        var stopped = Enumerable.Range(0, Bed.Hosts.Count).Where(i => !Bed.IsRunning(i)).ToArray();
+        foreach (var i in stopped) await Bed.StartHostAsync(i);
+        if (stopped.Length > 0) await Bed.WaitForActiveAsync(Bed.Hosts.Count);
         var model = new byte[VolumeBytes];
         VolumeInfo info;
         await using (var creator = await Bed.ConnectToAsync(0))
