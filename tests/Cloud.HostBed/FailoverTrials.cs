@@ -169,6 +169,12 @@ public sealed class FailoverTrials
             mismatches += scrub.Mismatches + scrub.ChecksumErrors;
             if (volumeLost > 0)
                 await ReportLossAsync(trial, writer, writers, volumeLost, details).ConfigureAwait(false);
+            else if (scrub.Mismatches + scrub.ChecksumErrors > 0)
+            {
+                // The scrubbing silo names each wrong stripe in its log: keep every host's for the post-mortem.
+                _log($"trial {trial}: scrub of {writer.Volume.Name} found {scrub.Mismatches} mismatches, {scrub.ChecksumErrors} checksum errors");
+                LogHostOutputs();
+            }
         }
         return (lost, mismatches);
     }
@@ -194,6 +200,12 @@ public sealed class FailoverTrials
             _log(
                 $"trial {trial}: {writer.Volume.Name} read through {_bed.Hosts[other.Host].Name}: {otherLost} blocks lost: {otherDetails}");
         }
+        LogHostOutputs();
+    }
+
+    /// <summary>Logs the tail of each host's output.</summary>
+    private void LogHostOutputs()
+    {
         foreach (var host in _bed.Hosts)
         {
             var output = _bed.OutputOf(host.Index);

@@ -314,6 +314,8 @@ public sealed partial class RaidMaintenance(
             // A reader's release: nothing waits for its reply, and a lost one ends with the lease.
             await heldLocks.ReleaseOneWayAsync(lockGrain, shared.FencingToken).ConfigureAwait(false);
         }
+        if (check.Mismatches > 0 || check.ChecksumErrors > 0)
+            LogScrubFound(logger, v.Info.Name, stripe, check.Mismatches > 0, check.ChecksumErrors, repair);
         if (!repair || (check.Mismatches == 0 && check.ChecksumErrors == 0)) return check;
 
         var exclusive = await heldLocks.AcquireAsync(
@@ -346,6 +348,12 @@ public sealed partial class RaidMaintenance(
             a.ChecksumErrors + b.ChecksumErrors,
             a.Repaired + b.Repaired,
             a.Unrecoverable + b.Unrecoverable);
+
+    [LoggerMessage(
+        Level = LogLevel.Warning,
+        Message = "Volume {Volume}: scrub found stripe {Stripe} wrong (parity disagrees with data: {Mismatch}; {ChecksumErrors} blocks with a bad checksum); repairing: {Repair}")]
+    private static partial void LogScrubFound(
+        ILogger logger, string volume, long stripe, bool mismatch, long checksumErrors, bool repair);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Volume {Volume}: rebuild step of stripes {First}-{End} locked, rebuilt and published in {Milliseconds} ms")]
     private static partial void LogRebuildStep(ILogger logger, string volume, long first, long end, double milliseconds);
