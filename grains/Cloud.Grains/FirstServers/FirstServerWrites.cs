@@ -220,7 +220,10 @@ public sealed partial class FirstServerWrites(
         // its end at once, and its removal of the entry must come after this addition, not before it.
         var followed = new TaskCompletionSource<WriteReport>(TaskCreationOptions.RunContinuationsAsynchronously);
         _held[write.WriteId] = new Held(write, followed.Task, partitionKey, firstStripe, lastStripe);
-        var completion = FollowAsync(write, partitionKey, receipt.TargetSilo);
+        // Unless FUA or kept by this silo's own worker (both wait for the commit below or in WriteAsync), the client
+        // has its acknowledgement once this returns.
+        var completion = FollowAsync(
+            write, partitionKey, receipt.TargetSilo, acknowledged: !fua && receipt.TargetSilo != silo.Name);
         _ = AfterFollowAsync(completion, followed, recycle ? data : null);
         if (receipt.TargetSilo == silo.Name && !fua)
         {
@@ -273,59 +276,94 @@ public sealed partial class FirstServerWrites(
         }
     }
 
-    /// <summary>Waits for the target's commit, re-delegating if it dies, then drops this silo's copy.</summary>
-    private async Task<WriteReport> FollowAsync(ReplicatedWrite write, string unitKey, string target)
+    /// <summary>
+    /// Waits for the target's commit, re-delegating if it dies, then drops this silo's copy. An
+    /// <paramref name="acknowledged"/> copy may be the only one left of a write the client was told is done: when its
+    /// target fails it (say the target could not open the volume while two hosts had just died) or refuses a resend,
+    /// it is sent again, after a growing pause, until the re-delegation timeout; only then is it given up, and its
+    /// version settled here (the target leaves the version of a copy it failed pending for this resend).
+    /// </summary>
+    private async Task<WriteReport> FollowAsync(ReplicatedWrite write, string unitKey, string target, bool acknowledged)
     {
         var deadline = DateTimeOffset.UtcNow + _options.RedelegationTimeout;
+        var pause = TimeSpan.Zero;
+        string? following = target;
+        var gaveUp = false;
         try
         {
             while (true)
             {
-                try
+                if (following is not null)
                 {
-                    // A copy delegated to this silo itself is waited for in process: the worker grain would only
-                    // forward the call to this same service, at the cost of a message per write.
-                    var report = target == silo.Name
-                        ? await localWorker.WaitAsync(write.WriteId, CommitPollWait).ConfigureAwait(false)
-                        : await grains.GetGrain<IRaidWorkerGrain>(target).WaitCommittedAsync(
-                            write.WriteId, CommitPollWait).ConfigureAwait(false);
-                    switch (report.Outcome)
+                    try
                     {
-                        case WriteOutcome.Pending:
-                            continue;
-                        case WriteOutcome.Unknown:
-                            // The target restarted or lost the copy: send ours again.
-                            break;
-                        default:
-                            return report;
+                        // A copy delegated to this silo itself is waited for in process: the worker grain would only
+                        // forward the call to this same service, at the cost of a message per write.
+                        var report = following == silo.Name
+                            ? await localWorker.WaitAsync(write.WriteId, CommitPollWait).ConfigureAwait(false)
+                            : await grains.GetGrain<IRaidWorkerGrain>(following).WaitCommittedAsync(
+                                write.WriteId, CommitPollWait).ConfigureAwait(false);
+                        switch (report.Outcome)
+                        {
+                            case WriteOutcome.Pending:
+                                continue;
+                            case WriteOutcome.Unknown:
+                                // The target restarted or lost the copy: send ours again.
+                                break;
+                            case WriteOutcome.Failed when acknowledged:
+                                LogCopyFailed(logger, write.WriteId, following, report.Error);
+                                pause = NextPause(pause);
+                                break;
+                            default:
+                                return report;
+                        }
+                    }
+                    catch (Exception ex) when (SiloFailures.IsSiloFailure(ex))
+                    {
+                        LogRedelegating(logger, write.WriteId, following, ex.GetType().Name);
                     }
                 }
-                catch (Exception ex) when (SiloFailures.IsSiloFailure(ex))
-                {
-                    LogRedelegating(logger, write.WriteId, target, ex.GetType().Name);
-                }
                 if (DateTimeOffset.UtcNow > deadline)
+                {
+                    gaveUp = acknowledged;
                     return new WriteReport(
                         WriteOutcome.Failed,
-                        target,
+                        following ?? target,
                         $"no silo committed the write within {_options.RedelegationTimeout}");
+                }
+                if (pause > TimeSpan.Zero) await Task.Delay(pause).ConfigureAwait(false);
                 CloudMetrics.Redelegations.Add(1);
                 // Marked re-sent: unless FUA, the client had its acknowledgement long ago, and the new target runs
                 // the copies clients wait for first.
                 write = write with { Redelegated = true };
-                var receipt = await SendWithRetriesAsync(
-                    grains.GetGrain<IDelegationGrain>(unitKey), write).ConfigureAwait(false);
-                target = receipt.TargetSilo;
+                try
+                {
+                    following = (await SendWithRetriesAsync(
+                        grains.GetGrain<IDelegationGrain>(unitKey), write).ConfigureAwait(false)).TargetSilo;
+                }
+                catch (Exception ex) when (acknowledged && DateTimeOffset.UtcNow < deadline)
+                {
+                    LogResendRefused(logger, write.WriteId, ex.GetType().Name, ex.Message);
+                    following = null;
+                    pause = NextPause(pause);
+                }
             }
         }
         finally
         {
             // Removed before the flag is read, while ReportHeld sets the flag before it looks for the entry: either
             // the report saw the entry and this settles the version it reported, or the report did not include it.
-            if (_held.TryRemove(write.WriteId, out var held) && held.Reported)
+            // A copy given up is settled too: its target left the version pending for this silo to resend.
+            if (_held.TryRemove(write.WriteId, out var held) && (held.Reported || gaveUp))
                 _ = SettleAsync(unitKey, write.Timestamp);
         }
     }
+
+    /// <summary>The pause before resending a copy its target failed: 250 ms, doubling up to 2 s.</summary>
+    private static TimeSpan NextPause(TimeSpan pause) =>
+        pause == TimeSpan.Zero
+            ? TimeSpan.FromMilliseconds(250)
+            : TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, TimeSpan.FromSeconds(2).Ticks));
 
     /// <summary>
     /// The versions of partition <paramref name="partitionKey"/> this silo holds uncommitted, for its partition-lock
@@ -400,6 +438,12 @@ public sealed partial class FirstServerWrites(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Write {WriteId}: target {Target} failed ({Error}); re-delegating")]
     private static partial void LogRedelegating(ILogger logger, Guid writeId, string target, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Write {WriteId}: target {Target} failed the copy ({Error}); sending it again")]
+    private static partial void LogCopyFailed(ILogger logger, Guid writeId, string target, string? error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Write {WriteId}: resend refused ({Kind}: {Error}); sending it again")]
+    private static partial void LogResendRefused(ILogger logger, Guid writeId, string kind, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: settling version {Timestamp} failed")]
     private static partial void LogSettleFailed(ILogger logger, string partition, long timestamp, Exception exception);

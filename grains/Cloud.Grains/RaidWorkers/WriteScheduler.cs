@@ -422,10 +422,14 @@ public sealed partial class WriteScheduler(
     {
         LogBatchFailed(logger, v.Info.Name, first, last, ex);
         var key = VolumeMath.PartitionKey(v.Info, batch[0].Partition);
+        // Only the versions of copies a client waits for end here: their failure reaches the client, and no one sends
+        // them again. Any other copy was acknowledged; its first server sends it again (to this silo or another), so
+        // its version stays pending and reads of its blocks keep waiting for it rather than read what it replaced.
+        long[] settled = [.. batch.Where(t => t.Awaited).Select(t => t.Write.Timestamp)];
         try
         {
-            await grains.GetGrain<IPartitionLockGrain>(key).SettleAsync([.. batch.Select(t => t.Write.Timestamp)])
-                .ConfigureAwait(false);
+            if (settled.Length > 0)
+                await grains.GetGrain<IPartitionLockGrain>(key).SettleAsync([.. settled]).ConfigureAwait(false);
         }
         catch (Exception settleEx) { LogBatchFailed(logger, v.Info.Name, first, last, settleEx); }
         foreach (var t in batch) Finish(t, new WriteReport(WriteOutcome.Failed, SiloName, ex.Message));
