@@ -13,23 +13,38 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
 {
     private readonly CloudOptions _options = options.Value;
     private volatile Snapshot _snapshot = new(
-        ImmutableArray<SiloLoad>.Empty, ImmutableDictionary<string, double>.Empty);
+        ImmutableArray<SiloLoad>.Empty, ImmutableDictionary<string, double>.Empty, DateTimeOffset.MinValue);
 
     private sealed record Snapshot(
         ImmutableArray<SiloLoad> Entries,
-        ImmutableDictionary<string, double> PlacementDebits);
+        ImmutableDictionary<string, double> PlacementDebits,
+        DateTimeOffset UpdatedUtc);
 
     /// <summary>Every entry as of the last refresh.</summary>
     public ImmutableArray<SiloLoad> Entries => _snapshot.Entries;
 
     /// <summary>Replaces the table with a freshly published one and clears placement debits.</summary>
     public void Update(ImmutableArray<SiloLoad> entries)
-        => _snapshot = new(entries, ImmutableDictionary<string, double>.Empty);
+        => _snapshot = new(entries, ImmutableDictionary<string, double>.Empty, time.GetUtcNow());
+
+    /// <summary>
+    /// Entries published before this are stale. Reckoned from the last refresh when that is older than now: while the
+    /// table grain is unreachable (its silo just died and membership has not said so), this copy stops being
+    /// refreshed, and every entry would go stale together after <see cref="CloudOptions.LoadEntryTimeToLive"/>;
+    /// then every other host would look dead (a volume across hosts opened with five of six members missing). A silo
+    /// that is really gone leaves the table once the grain is placed again.
+    /// </summary>
+    private DateTimeOffset Cutoff()
+    {
+        var now = time.GetUtcNow();
+        var updated = _snapshot.UpdatedUtc;
+        return (updated != DateTimeOffset.MinValue && updated < now ? updated : now) - _options.LoadEntryTimeToLive;
+    }
 
     /// <summary>The fresh entry of a silo (by address or name), or null when it has not published lately.</summary>
     public SiloLoad? Find(string silo)
     {
-        var cutoff = time.GetUtcNow() - _options.LoadEntryTimeToLive;
+        var cutoff = Cutoff();
         foreach (var e in _snapshot.Entries)
         {
             if ((e.SiloAddress == silo || e.SiloName == silo) && e.PublishedUtc >= cutoff)
@@ -63,7 +78,7 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
     /// <summary>Mean effective score over fresh, non-draining entries.</summary>
     public double MeanScore()
     {
-        var cutoff = time.GetUtcNow() - _options.LoadEntryTimeToLive;
+        var cutoff = Cutoff();
         double sum = 0;
         var n = 0;
         foreach (var e in _snapshot.Entries)
@@ -106,7 +121,7 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
     public bool IsOverloaded(SiloLoad entry, string? requiredHost = null)
     {
         ArgumentNullException.ThrowIfNull(entry);
-        var cutoff = time.GetUtcNow() - _options.LoadEntryTimeToLive;
+        var cutoff = Cutoff();
         var bestOther = double.MaxValue;
         foreach (var e in _snapshot.Entries)
         {

@@ -1,0 +1,44 @@
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Delegation;
+using Cloud.Grains.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace Cloud.Grains.Tests;
+
+/// <summary>
+/// A silo's copy of the load table is refreshed from one grain; while that grain is unreachable (its silo just died)
+/// the copy is not refreshed, and entries must not all go stale for it: then every other host looked dead, and a
+/// volume across six hosts, two of them killed, opened with five members missing and refused every write.
+/// </summary>
+public sealed class LoadTableFreshnessTests
+{
+    private sealed class Clock : TimeProvider
+    {
+        public DateTimeOffset Now { get; set; } = new(2026, 12, 4, 12, 0, 0, TimeSpan.Zero);
+
+        public override DateTimeOffset GetUtcNow() => Now;
+    }
+
+    private static SiloLoad Entry(string name, DateTimeOffset published) =>
+        new(name, $"127.0.0.1{name[^1]}:11111@1", 0, 0, 0, 10, false, published, 0, 0, 0, false, "host-" + name);
+
+    [Fact]
+    public void EntriesStayFresh_WhileTheTableIsNotRefreshed_AndASiloThatStopsPublishingGoesStaleOnceItIs()
+    {
+        var clock = new Clock();
+        var table = new LoadTable(Options.Create(new CloudOptions()), clock);
+        var start = clock.Now;
+        table.Update([Entry("h1", start), Entry("h2", start)]);
+
+        // The table grain is unreachable for longer than an entry lives: nothing says h1 or h2 stopped.
+        clock.Now = start + CloudOptions.DefaultLoadEntryTimeToLive * 5;
+        Assert.NotNull(table.Find("h1"));
+        Assert.NotNull(table.Find("h2"));
+        Assert.Equal(2, table.Entries.Count(e => table.Find(e.SiloName) is not null));
+
+        // Refreshed again: h1 published since, h2 did not (it died).
+        table.Update([Entry("h1", clock.Now), Entry("h2", start)]);
+        Assert.NotNull(table.Find("h1"));
+        Assert.Null(table.Find("h2"));
+    }
+}
