@@ -43,8 +43,15 @@ public interface IVolumeStore : IAsyncDisposable
         bool forceUnitAccess,
         CancellationToken cancellationToken);
 
-    /// <summary>Each block's stored write timestamp (0 = never written).</summary>
-    ValueTask ReadBlockTimestampsAsync(long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken);
+    /// <summary>
+    /// Each block's stored write timestamp (0 = never written). A block on a missing member has none of its own: with
+    /// <paramref name="boundMissing"/> it reads its row's newest timestamp (an upper bound), else 0 (unknown).
+    /// </summary>
+    ValueTask ReadBlockTimestampsAsync(
+        long offsetBytes,
+        Memory<long> timestamps,
+        bool boundMissing,
+        CancellationToken cancellationToken);
 
     /// <summary>Makes every completed write durable.</summary>
     ValueTask FlushAsync(CancellationToken cancellationToken);

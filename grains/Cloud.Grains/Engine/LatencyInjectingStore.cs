@@ -39,8 +39,9 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
     public ValueTask ReadBlockTimestampsAsync(
         long offsetBytes,
         Memory<long> timestamps,
+        bool boundMissing,
         CancellationToken cancellationToken) =>
-        inner.ReadBlockTimestampsAsync(offsetBytes, timestamps, cancellationToken);
+        inner.ReadBlockTimestampsAsync(offsetBytes, timestamps, boundMissing, cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
     public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken)

@@ -65,8 +65,9 @@ internal sealed class RaidVolumeStore(
     public ValueTask ReadBlockTimestampsAsync(
         long offsetBytes,
         Memory<long> timestamps,
+        bool boundMissing,
         CancellationToken cancellationToken) =>
-        volume.ReadBlockTimestampsAsync(offsetBytes, timestamps, cancellationToken);
+        volume.ReadBlockTimestampsAsync(offsetBytes, timestamps, boundMissing, cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken) => volume.FlushAsync(cancellationToken);
 

@@ -141,7 +141,10 @@ public sealed partial class BatchExecutor(
         var newest = new long[count];
         if (writeGrant.DiskCheckNeeded)
             await store.ReadBlockTimestampsAsync(
-                firstBlock * BlockBytes, newest, CancellationToken.None).ConfigureAwait(false);
+                firstBlock * BlockBytes,
+                newest,
+                boundMissing: !writeGrant.EveryNewerVersionKnown,
+                CancellationToken.None).ConfigureAwait(false);
         var committed = writeGrant.Validation.CommittedTimestamps;
         for (var i = 0; i < count; i++) newest[i] = Math.Max(newest[i], committed[i]);
         var extents = new BatchCopy[copies.Count];

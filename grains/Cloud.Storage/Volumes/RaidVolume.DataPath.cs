@@ -111,9 +111,22 @@ public sealed partial class RaidVolume
     /// written with a timestamp). For a block on a missing member the row's parity timestamp is
     /// returned: the newest write to any block of that row, so an upper bound.
     /// </summary>
+    public ValueTask ReadBlockTimestampsAsync(
+        long offsetBytes,
+        Memory<long> timestamps,
+        CancellationToken cancellationToken = default) =>
+        ReadBlockTimestampsAsync(offsetBytes, timestamps, boundMissing: true, cancellationToken);
+
+    /// <summary>
+    /// <see cref="ReadBlockTimestampsAsync(long, Memory{long}, CancellationToken)"/>; with
+    /// <paramref name="boundMissing"/> false, a block on a missing member reads 0 (unknown) rather than its row's parity
+    /// timestamp, which may come from another block of the row: a caller that knows every newer version by other means
+    /// must not take that bound for the block's own and drop an older version of it that was never written.
+    /// </summary>
     public async ValueTask ReadBlockTimestampsAsync(
         long offsetBytes,
         Memory<long> timestamps,
+        bool boundMissing,
         CancellationToken cancellationToken = default)
     {
         if (timestamps.Length == 0 || (long)timestamps.Length * B > MaxIoSizeBytes)
@@ -134,7 +147,7 @@ public sealed partial class RaidVolume
                     if (s.Usable[m]) s.Tasks[n++] = ReadMetadataAsync(s, m, stripe, cancellationToken);
                 await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
                 for (var p = pos; p < stripeEnd; p += B)
-                    timestamps.Span[(int)((p - offsetBytes) / B)] = BlockTimestamp(s, stripe, p);
+                    timestamps.Span[(int)((p - offsetBytes) / B)] = BlockTimestamp(s, stripe, p, boundMissing);
             }
             pos = stripeEnd;
         }
@@ -144,7 +157,7 @@ public sealed partial class RaidVolume
     /// The timestamp stored for the block at volume offset <paramref name="offsetBytes"/>, from the metadata sectors in
     /// the scratch.
     /// </summary>
-    private long BlockTimestamp(StripeScratch s, long stripe, long offsetBytes)
+    private long BlockTimestamp(StripeScratch s, long stripe, long offsetBytes, bool boundMissing)
     {
         ChunkAddress a = Layout.Locate(offsetBytes);
         var row = a.OffsetInChunkBytes / B;
@@ -158,6 +171,7 @@ public sealed partial class RaidVolume
         }
         if (s.Usable[a.Member] && IsUsable(a.Member, stripe))
             return OnDiskFormat.ReadEntry(Meta(s.Buffer, a.Member), row).Timestamp;
+        if (!boundMissing) return 0;
         for (var k = _dataCount; k < _dataCount + _parityCount; k++)
         {
             var pm = Layout.MemberAtLogicalSlot(stripe, k);

@@ -179,6 +179,10 @@ public sealed class RaidVolumeTests
         await volume.ReadBlockTimestampsAsync(0, ts);
         Assert.True(ts[0] >= 100, $"degraded timestamp {ts[0]} below the real 100");
         Assert.Equal(200, ts[1]);
+        // Unbounded, the blocks on the lost member (0 and 1: a chunk is two blocks) are unknown (0); block 2, on
+        // another member, keeps its own.
+        await volume.ReadBlockTimestampsAsync(0, ts, boundMissing: false);
+        Assert.Equal(new long[] { 0, 0, 100 }, ts[..3]);
     }
 
     [Fact]

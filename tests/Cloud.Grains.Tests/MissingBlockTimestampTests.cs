@@ -1,0 +1,51 @@
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Delegation;
+using Cloud.Grains.Locks;
+using Cloud.Grains.RaidWorkers;
+
+namespace Cloud.Grains.Tests;
+
+/// <summary>
+/// A block on a missing member has no timestamp of its own on disk; its row's parity timestamp is the newest write to
+/// any block of the row. Taken for the block's own, it made an acknowledged copy that was never written look
+/// superseded by a newer write to another block of the row, and the copy was dropped: on the host bed, a RAID-6 with
+/// its two killed hosts holding the block read back the data the acknowledged write had replaced.
+/// </summary>
+public sealed class MissingBlockTimestampTests
+{
+    [Fact]
+    public async Task OlderCopyOfABlockOnAMissingMember_IsWritten_ThoughANewerWriteToItsRowCommittedFirst()
+    {
+        await using var cloud = await CloudCluster.StartAsync(silos: 1);
+        var silo = cloud.Silos[0];
+        var name = "missing-ts-" + Guid.NewGuid().ToString("N")[..6];
+        // RAID-5 of 3: stripe 0 holds D0 on member 0, D1 on member 1, P on member 2.
+        var info = await cloud.Client.CreateVolumeAsync(
+            new VolumeSpec(name, 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
+        await cloud.Client.FailDiskAsync(name, 0);
+        var key = VolumeMath.PartitionKey(info, 0);
+        var lockGrain = cloud.Grains(silo).GetGrain<IPartitionLockGrain>(key);
+        var address = silo.SiloAddress.ToParsableString();
+
+        // A writer that held stripe 0 ended without a commit (as a killed delegate does): writers must check the disk.
+        var held = await lockGrain.AcquireAsync(
+            new LockRequest(0, 0, LockMode.Exclusive, address, TimeSpan.FromMinutes(1), false));
+        await lockGrain.ReleaseAsync(held.FencingToken);
+
+        // Version T1 of block 0 (on the failed member) is in flight; T2, newer, of block 16 (D1, same row) commits.
+        var older = await lockGrain.NextTimestampAsync(0, 0, address);
+        await cloud.FrontEnd(silo).WriteAsync(name, 64 << 10, Blocks.Pattern(4096, 2), forceUnitAccess: true);
+
+        // Then T1's copy arrives, as a re-sent copy would.
+        var data = Blocks.Pattern(4096, 1);
+        var write = new ReplicatedWrite(Guid.NewGuid(), name, 0, data, older.Timestamp, false, silo.Name, Redelegated: true);
+        var receipt = await cloud.Grains(silo).GetGrain<IDelegationGrain>(key).AcceptAsync(write);
+        var worker = cloud.Grains(silo).GetGrain<IRaidWorkerGrain>(receipt.TargetSilo);
+        WriteReport report;
+        do report = await worker.WaitCommittedAsync(write.WriteId, TimeSpan.FromSeconds(5));
+        while (report.Outcome == WriteOutcome.Pending);
+
+        Assert.Equal(WriteOutcome.Committed, report.Outcome);
+        Assert.Equal(data, await cloud.FrontEnd(silo).ReadAsync(name, 0, data.Length));
+    }
+}
