@@ -349,6 +349,12 @@ public sealed partial class FirstServerWrites(
                 }
             }
         }
+        catch
+        {
+            // A resend no target took: the version would otherwise stay pending until the lock grain gives up on it.
+            gaveUp = true;
+            throw;
+        }
         finally
         {
             // Removed before the flag is read, while ReportHeld sets the flag before it looks for the entry: either
