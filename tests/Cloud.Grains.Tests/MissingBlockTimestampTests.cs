@@ -2,6 +2,7 @@ using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
 using Cloud.Grains.Locks;
 using Cloud.Grains.RaidWorkers;
+using Orleans.Core.Internal;
 
 namespace Cloud.Grains.Tests;
 
@@ -36,9 +37,40 @@ public sealed class MissingBlockTimestampTests
         var older = await lockGrain.NextTimestampAsync(0, 0, address);
         await cloud.FrontEnd(silo).WriteAsync(name, 64 << 10, Blocks.Pattern(4096, 2), forceUnitAccess: true);
 
-        // Then T1's copy arrives, as a re-sent copy would.
+        await DeliverAndCheckAsync(cloud, name, key, older.Timestamp);
+    }
+
+    [Fact]
+    public async Task OlderCopyOfABlockOnAMissingMember_IsWritten_AlsoWhenItsLockGrainMovedMeanwhile()
+    {
+        await using var cloud = await CloudCluster.StartAsync(silos: 1);
+        var silo = cloud.Silos[0];
+        var name = "missing-ts-" + Guid.NewGuid().ToString("N")[..6];
+        var info = await cloud.Client.CreateVolumeAsync(
+            new VolumeSpec(name, 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
+        await cloud.Client.FailDiskAsync(name, 0);
+        var key = VolumeMath.PartitionKey(info, 0);
+        var lockGrain = cloud.Grains(silo).GetGrain<IPartitionLockGrain>(key);
+        var address = silo.SiloAddress.ToParsableString();
+
+        // T1 of block 0 is in flight, T2 of block 16 (same row) commits; then the lock grain moves (its silo died, in
+        // the bed), so the next activation knows neither, and T1 predates it.
+        var older = await lockGrain.NextTimestampAsync(0, 0, address);
+        await cloud.FrontEnd(silo).WriteAsync(name, 64 << 10, Blocks.Pattern(4096, 2), forceUnitAccess: true);
+        await lockGrain.AsReference<IGrainManagementExtension>().DeactivateOnIdle();
+        var probe = await lockGrain.NextTimestampAsync(0, 0, address);
+        Assert.True(probe.Timestamp > older.Timestamp);
+        await lockGrain.SettleAsync([probe.Timestamp]);
+
+        await DeliverAndCheckAsync(cloud, name, key, older.Timestamp);
+    }
+
+    /// <summary>Delivers version <paramref name="timestamp"/> of block 0 as a re-sent copy; it must be written.</summary>
+    private static async Task DeliverAndCheckAsync(CloudCluster cloud, string name, string key, long timestamp)
+    {
+        var silo = cloud.Silos[0];
         var data = Blocks.Pattern(4096, 1);
-        var write = new ReplicatedWrite(Guid.NewGuid(), name, 0, data, older.Timestamp, false, silo.Name, Redelegated: true);
+        var write = new ReplicatedWrite(Guid.NewGuid(), name, 0, data, timestamp, false, silo.Name, Redelegated: true);
         var receipt = await cloud.Grains(silo).GetGrain<IDelegationGrain>(key).AcceptAsync(write);
         var worker = cloud.Grains(silo).GetGrain<IRaidWorkerGrain>(receipt.TargetSilo);
         WriteReport report;

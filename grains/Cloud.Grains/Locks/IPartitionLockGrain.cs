@@ -81,19 +81,11 @@ public sealed record ValidationResult(
 /// holder of these stripes ended in this activation without committing (so nothing newer reached disk unrecorded).
 /// True means the writer must also compare against the block timestamps on disk.
 /// </param>
-/// <param name="EveryNewerVersionKnown">
-/// Every version of the batch was timestamped by this activation, so every newer version of its blocks was too and
-/// any of them that committed is in the committed timestamps; what the disk may hold besides is a dead holder's
-/// uncommitted part-write, which its own copy, newer, will overwrite again. A block on a missing member then reads 0
-/// on disk rather than its row's parity timestamp: that bound may come from another block of the row, and taken for
-/// the block's own it dropped an acknowledged re-sent copy that was never written (a RAID-6 with two hosts killed).
-/// </param>
 [GenerateSerializer, Immutable, Alias("cloud.WriteLockGrant")]
 public sealed record WriteLockGrant(
     [property: Id(0)] LockGrant Grant,
     [property: Id(1)] ValidationResult Validation,
-    [property: Id(2)] bool DiskCheckNeeded,
-    [property: Id(3)] bool EveryNewerVersionKnown = false);
+    [property: Id(2)] bool DiskCheckNeeded);
 
 /// <summary>Blocks written at one timestamp.</summary>
 [GenerateSerializer, Immutable, Alias("cloud.BlockCommit")]

@@ -440,9 +440,9 @@ internal sealed partial class PartitionLockGrain(
         // Invariant 3 needs each block's newest version known. This activation's commits are all in the committed
         // map; an earlier activation's are all below the floor, so they cannot beat a batch above it; a holder that
         // ended uncommitted may have left newer blocks on disk. Outside those proofs the writer asks the disk.
-        var everyNewerKnown = batchTimestamps.Min() >= _activationFloor;
-        var diskCheckNeeded = !everyNewerKnown || IsUncertain(request.FirstStripe, request.LastStripe);
-        return new WriteLockGrant(grant, validation, diskCheckNeeded, everyNewerKnown);
+        var diskCheckNeeded = batchTimestamps.Min() < _activationFloor
+            || IsUncertain(request.FirstStripe, request.LastStripe);
+        return new WriteLockGrant(grant, validation, diskCheckNeeded);
     }
 
     public Task<ValidationResult> ValidateAsync(

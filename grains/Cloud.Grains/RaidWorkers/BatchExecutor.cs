@@ -134,17 +134,16 @@ public sealed partial class BatchExecutor(
         int count)
     {
         // The partition-lock grain's knowledge and, unless the grain proves its knowledge complete for these blocks,
-        // the
-        // engine's per-block timestamps on disk, which survive the grain's reactivation elsewhere and a writer that
-        // died
-        // before its commit; a version older than either is superseded.
+        // the engine's per-block timestamps on disk, which survive the grain's reactivation elsewhere and a writer that
+        // died before its commit; a version older than either is superseded. A block on a missing member has no
+        // timestamp of its own on disk, and its row's parity timestamp is no evidence against it: that bound comes
+        // from any block of the row, and taken for the block's own it dropped acknowledged re-sent copies that were
+        // never written (a RAID-6 with its two killed hosts holding the blocks; MissingBlockTimestampTests). Such a
+        // block is judged by the grain's committed timestamps alone (docs/ARCHITECTURE.md, "Known limits").
         var newest = new long[count];
         if (writeGrant.DiskCheckNeeded)
             await store.ReadBlockTimestampsAsync(
-                firstBlock * BlockBytes,
-                newest,
-                boundMissing: !writeGrant.EveryNewerVersionKnown,
-                CancellationToken.None).ConfigureAwait(false);
+                firstBlock * BlockBytes, newest, boundMissing: false, CancellationToken.None).ConfigureAwait(false);
         var committed = writeGrant.Validation.CommittedTimestamps;
         for (var i = 0; i < count; i++) newest[i] = Math.Max(newest[i], committed[i]);
         var extents = new BatchCopy[copies.Count];
