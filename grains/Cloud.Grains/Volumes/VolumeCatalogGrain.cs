@@ -173,7 +173,18 @@ internal sealed class VolumeCatalogGrain(
     public Task<ImmutableArray<VolumeInfo>> ListAsync() =>
         Task.FromResult(_volumes.Values.OrderBy(v => v.Name, StringComparer.Ordinal).ToImmutableArray());
 
-    public Task<VolumeInfo?> GetAsync(string name) => Task.FromResult(_volumes.GetValueOrDefault(name));
+    /// <remarks>
+    /// A miss is read again from storage before it is answered: while membership changes, Orleans' grain directory may
+    /// let a second activation of this grain live for a moment, and one that activated before a create would tell a
+    /// client that the volume just created does not exist (seen once on the six-host bed under load).
+    /// </remarks>
+    public async Task<VolumeInfo?> GetAsync(string name)
+    {
+        if (_volumes.TryGetValue(name, out var info)) return info;
+        await state.ReadStateAsync();
+        await OnActivateAsync(CancellationToken.None);
+        return _volumes.GetValueOrDefault(name);
+    }
 
     public async Task DeleteAsync(string name)
     {
