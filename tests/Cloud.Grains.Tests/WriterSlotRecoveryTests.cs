@@ -93,8 +93,8 @@ public sealed class WriterSlotRecoveryTests
             CancellationToken cancellationToken) =>
             inner.WriteAsync(offsetBytes, source, writeTimestamp, forceUnitAccess, cancellationToken);
         public ValueTask ReadBlockTimestampsAsync(
-            long offsetBytes, Memory<long> timestamps, bool boundMissing, CancellationToken cancellationToken) =>
-            inner.ReadBlockTimestampsAsync(offsetBytes, timestamps, boundMissing, cancellationToken);
+            long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken) =>
+            inner.ReadBlockTimestampsAsync(offsetBytes, timestamps, cancellationToken);
         public ValueTask FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
         public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken) =>
             inner.TrimAsync(offsetBytes, lengthBytes, cancellationToken);

@@ -158,7 +158,10 @@ public sealed class ChildProcess : IAsyncDisposable
     /// end (<see cref="HasExited"/> turns true before the last lines arrive); returns the exit code.
     /// </summary>
     /// <exception cref="TimeoutException">The process is still running after <paramref name="timeout"/>.</exception>
-    public async Task<int> ExitAsync(TimeSpan timeout)
+    public Task<int> ExitAsync(TimeSpan timeout) => WaitForExitAsync(timeout, "");
+
+    /// <summary>Waits for the exit and the end of the output; the timeout's message names what it waited from.</summary>
+    private async Task<int> WaitForExitAsync(TimeSpan timeout, string since)
     {
         using var cancel = new CancellationTokenSource(timeout);
         try
@@ -167,7 +170,7 @@ public sealed class ChildProcess : IAsyncDisposable
         }
         catch (OperationCanceledException)
         {
-            throw new TimeoutException($"{Name} did not exit within {timeout}. Its output:\n{Output}");
+            throw new TimeoutException($"{Name} did not exit within {timeout}{since}. Its output:\n{Output}");
         }
 
         return _process.ExitCode;
@@ -187,17 +190,7 @@ public sealed class ChildProcess : IAsyncDisposable
             UnixProcess.Signal(_process.Id, UnixProcess.SigTerm);
         }
 
-        using var cancel = new CancellationTokenSource(timeout);
-        try
-        {
-            await _process.WaitForExitAsync(cancel.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            throw new TimeoutException($"{Name} did not exit within {timeout} of SIGTERM. Its output:\n{Output}");
-        }
-
-        return _process.ExitCode;
+        return await WaitForExitAsync(timeout, " of SIGTERM").ConfigureAwait(false);
     }
 
     /// <summary>Stops the process (SIGTERM, then SIGKILL) if it is still running.</summary>

@@ -44,14 +44,10 @@ public interface IVolumeStore : IAsyncDisposable
         CancellationToken cancellationToken);
 
     /// <summary>
-    /// Each block's stored write timestamp (0 = never written). A block on a missing member has none of its own: with
-    /// <paramref name="boundMissing"/> it reads its row's newest timestamp (an upper bound), else 0 (unknown).
+    /// Each block's stored write timestamp (0 = never written, or unknown: a block on a missing member has none of its
+    /// own, and its row's parity timestamp, which may come from another block, is not taken for it).
     /// </summary>
-    ValueTask ReadBlockTimestampsAsync(
-        long offsetBytes,
-        Memory<long> timestamps,
-        bool boundMissing,
-        CancellationToken cancellationToken);
+    ValueTask ReadBlockTimestampsAsync(long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken);
 
     /// <summary>Makes every completed write durable.</summary>
     ValueTask FlushAsync(CancellationToken cancellationToken);

@@ -39,9 +39,8 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
     public ValueTask ReadBlockTimestampsAsync(
         long offsetBytes,
         Memory<long> timestamps,
-        bool boundMissing,
         CancellationToken cancellationToken) =>
-        inner.ReadBlockTimestampsAsync(offsetBytes, timestamps, boundMissing, cancellationToken);
+        inner.ReadBlockTimestampsAsync(offsetBytes, timestamps, cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
     public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken)

@@ -65,9 +65,8 @@ internal sealed class RaidVolumeStore(
     public ValueTask ReadBlockTimestampsAsync(
         long offsetBytes,
         Memory<long> timestamps,
-        bool boundMissing,
         CancellationToken cancellationToken) =>
-        volume.ReadBlockTimestampsAsync(offsetBytes, timestamps, boundMissing, cancellationToken);
+        volume.ReadBlockTimestampsAsync(offsetBytes, timestamps, boundMissing: false, cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken) => volume.FlushAsync(cancellationToken);
 

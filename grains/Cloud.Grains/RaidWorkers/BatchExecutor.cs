@@ -143,7 +143,7 @@ public sealed partial class BatchExecutor(
         var newest = new long[count];
         if (writeGrant.DiskCheckNeeded)
             await store.ReadBlockTimestampsAsync(
-                firstBlock * BlockBytes, newest, boundMissing: false, CancellationToken.None).ConfigureAwait(false);
+                firstBlock * BlockBytes, newest, CancellationToken.None).ConfigureAwait(false);
         var committed = writeGrant.Validation.CommittedTimestamps;
         for (var i = 0; i < count; i++) newest[i] = Math.Max(newest[i], committed[i]);
         var extents = new BatchCopy[copies.Count];
