@@ -48,6 +48,9 @@ public sealed class FailoverTrials
     /// <summary>A writer gives a write up after this long, so one stuck call does not hide the recovery.</summary>
     public static readonly TimeSpan GiveUpAfter = TimeSpan.FromSeconds(3);
 
+    /// <summary>The failover bound (docs/CLUSTER.md): a survivor slower than this has its stalls logged.</summary>
+    public static readonly TimeSpan FailoverBound = TimeSpan.FromSeconds(15);
+
     /// <summary>Bound on writes flowing at all; a trial that needs longer has failed.</summary>
     public static readonly TimeSpan FlowTimeout = TimeSpan.FromSeconds(120);
 
@@ -121,6 +124,10 @@ public sealed class FailoverTrials
             var recovery = await Task.WhenAll(writers.Select(
                 (w, k) => w.Stream.MeasureRecoveryAsync(killedAt[k], WriteStream.RecoveryQuiet, FlowTimeout)))
                 .ConfigureAwait(false);
+            for (var k = 0; k < writers.Count; k++)
+            {
+                if (recovery[k] > FailoverBound) LogStalls(trial, writers[k], killedAt[k], recovery[k]);
+            }
 
             try
             {
@@ -201,6 +208,22 @@ public sealed class FailoverTrials
                 $"trial {trial}: {writer.Volume.Name} read through {_bed.Hosts[other.Host].Name}: {otherLost} blocks lost: {otherDetails}");
         }
         LogHostOutputs();
+    }
+
+    /// <summary>
+    /// Logs what a slow recovery was made of: the stalls in 5 s buckets and the commonest errors, so that a trial
+    /// names whether writes failed (and with what) or only waited.
+    /// </summary>
+    private void LogStalls(int trial, HostWriter writer, TimeSpan killedAt, TimeSpan recovery)
+    {
+        var errors = writer.Stream.Records
+            .Where(r => r.Issued >= killedAt && r.Issued <= killedAt + recovery && r.Error is not null)
+            .GroupBy(r => r.Error!.Split('\n')[0])
+            .OrderByDescending(g => g.Count())
+            .Take(3)
+            .Select(g => $"{g.Count()}x {g.Key}");
+        _log($"trial {trial}: {_bed.Hosts[writer.Host].Name}'s writer stalled {recovery.TotalSeconds:F1} s: "
+            + $"{writer.Stream.DescribeStalls(killedAt)}; errors: {string.Join(" | ", errors)}");
     }
 
     /// <summary>Logs the tail of each host's output.</summary>

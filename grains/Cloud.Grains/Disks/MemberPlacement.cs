@@ -1,6 +1,8 @@
 using System.Collections.Immutable;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
+using Cloud.Grains.Hosting;
+using Microsoft.Extensions.Options;
 
 namespace Cloud.Grains.Disks;
 
@@ -8,8 +10,16 @@ namespace Cloud.Grains.Disks;
 /// Places a new volume's members on the hosts' disk pools, one member per host, so that a host's loss is one
 /// member's: the hosts with the most free pool space first (ties by name, so the choice is deterministic).
 /// </summary>
-public sealed class MemberPlacement(LoadTable loadTable, HostDisks hostDisks)
+public sealed class MemberPlacement(
+    LoadTable loadTable,
+    HostDisks hostDisks,
+    IClusterMembershipService membership,
+    IOptions<CloudOptions> options,
+    TimeProvider time)
 {
+    /// <summary>Longest wait for a live silo's load entry before placement answers with the hosts it has.</summary>
+    public static readonly TimeSpan PublishWaitMax = TimeSpan.FromSeconds(10);
+
     /// <summary>Each live host with a disk pool and its free pool bytes, the most free first.</summary>
     public IReadOnlyList<(string Host, long FreeBytes)> PoolHosts()
     {
@@ -26,6 +36,39 @@ public sealed class MemberPlacement(LoadTable loadTable, HostDisks hostDisks)
             .ThenBy(h => h.Key, StringComparer.Ordinal)];
     }
 
+    /// <summary>
+    /// <see cref="PoolHosts"/>, once it satisfies <paramref name="enough"/>, or once no active silo of the membership
+    /// lacks a fresh load entry, or after three entry lifetimes (at most <see cref="PublishWaitMax"/>), whichever comes
+    /// first. A host whose publish is late (a busy machine; its entry is dropped after
+    /// <see cref="CloudOptions.LoadEntryTimeToLive"/>) is still a member of the cluster: placement waits for its next
+    /// publish rather than refuse a volume for want of hosts (a six-host bed under load refused a RAID-6 a moment
+    /// after the cluster status had listed all six pools). A cluster that really has too few hosts answers at once.
+    /// </summary>
+    public async Task<IReadOnlyList<(string Host, long FreeBytes)>> PoolHostsAsync(
+        Func<IReadOnlyList<(string Host, long FreeBytes)>, bool> enough)
+    {
+        ArgumentNullException.ThrowIfNull(enough);
+        var o = options.Value;
+        var wait = o.LoadEntryTimeToLive * 3;
+        var deadline = time.GetUtcNow() + (wait < PublishWaitMax ? wait : PublishWaitMax);
+        while (true)
+        {
+            var hosts = PoolHosts();
+            if (enough(hosts) || !AnActiveSiloIsUnpublished() || time.GetUtcNow() >= deadline) return hosts;
+            await Task.Delay(o.LoadPublishPeriod, time).ConfigureAwait(false);
+        }
+    }
+
+    private bool AnActiveSiloIsUnpublished()
+    {
+        foreach (var member in membership.CurrentSnapshot.Members.Values)
+        {
+            if (member.Status == SiloStatus.Active && loadTable.Find(member.SiloAddress.ToParsableString()) is null)
+                return true;
+        }
+        return false;
+    }
+
     /// <summary>Whether any live host has a disk pool (then new volumes' members go to pools).</summary>
     public bool HasPools => PoolHosts().Count > 0;
 
@@ -38,7 +81,7 @@ public sealed class MemberPlacement(LoadTable loadTable, HostDisks hostDisks)
         string folder,
         long memberSizeBytes)
     {
-        var hosts = PoolHosts();
+        var hosts = await PoolHostsAsync(h => h.Count >= spec.DiskCount).ConfigureAwait(false);
         if (hosts.Count < spec.DiskCount)
             throw new CloudRequestException(
                 $"volume '{spec.Name}' needs {spec.DiskCount} hosts with a disk pool, one per member, but {hosts.Count} {(hosts.Count == 1 ? "has" : "have")} one ({string.Join(", ", hosts.Select(h => h.Host))}); start silos with --disk-pool on more hosts, ask for fewer --disks, or name the disks with --disk");
@@ -108,7 +151,9 @@ public sealed class MemberPlacement(LoadTable loadTable, HostDisks hostDisks)
         string stamp,
         long sizeBytes)
     {
-        var hosts = PoolHosts();
+        var hosts = await PoolHostsAsync(h => requestedHost is null
+            ? ChooseReplacementHost(h, volume, index, sizeBytes) is not null
+            : h.Any(p => p.Host == requestedHost)).ConfigureAwait(false);
         string host;
         if (requestedHost is not null)
         {
