@@ -1,3 +1,4 @@
+using System.Buffers;
 using Cloud.Storage.Format;
 using Cloud.Storage.Layout;
 using Cloud.Storage.Parity;
@@ -412,7 +413,10 @@ public sealed partial class RaidVolume
 
     /// <summary>
     /// RAID-5/6 resync in the scratch: parity regenerated from the data as it is, each parity row stamped with the
-    /// newest data timestamp of its row (as after a normal write), and the parity rows marked for rewriting.
+    /// newest data timestamp of its row (as after a normal write), and the parity rows marked for rewriting unless
+    /// every usable parity chunk and its metadata came out exactly as read. A dead writer's intent regions mark most
+    /// of a busy volume, nearly all of it consistent: rewriting only what differs keeps the recovery's writes (page
+    /// blob requests, under the survivors' writes) to the stripes it repairs.
     /// </summary>
     /// <returns>False when a data chunk is missing: it exists only through parity, which may be half-updated, so the
     /// stripe is left as it is (docs/WRITE-HOLE.md: the degraded write hole).</returns>
@@ -421,6 +425,35 @@ public sealed partial class RaidVolume
         var rows = _blocksPerChunk;
         for (var d = 0; d < _dataCount; d++)
             if (!s.Usable[s.SlotMember[d]]) return false;
+        var before = ArrayPool<byte>.Shared.Rent(_parityCount * _slotBytes);
+        try
+        {
+            for (var k = 0; k < _parityCount; k++)
+                s.Buffer.AsSpan(s.SlotMember[_dataCount + k] * _slotBytes, _slotBytes)
+                    .CopyTo(before.AsSpan(k * _slotBytes, _slotBytes));
+            StampParityRows(s);
+            for (var k = 0; k < _parityCount; k++)
+            {
+                var m = s.SlotMember[_dataCount + k];
+                if (!s.Usable[m]) continue;
+                if (!s.Buffer.AsSpan(m * _slotBytes, _slotBytes).SequenceEqual(before.AsSpan(k * _slotBytes, _slotBytes)))
+                {
+                    MarkParityRowsForRewrite(s);
+                    break;
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(before);
+        }
+        return true;
+    }
+
+    /// <summary>Parity computed from the data in the scratch, and each parity row's metadata stamped.</summary>
+    private void StampParityRows(StripeScratch s)
+    {
+        var rows = _blocksPerChunk;
         ComputeParityRows(s, 0, rows);
         for (var r = 0; r < rows; r++)
         {
@@ -438,8 +471,6 @@ public sealed partial class RaidVolume
                 if (s.Usable[m]) OnDiskFormat.WriteEntry(Meta(s.Buffer, m), r, ts, written ? OnDiskFormat.BlockChecksum(Rows(s.Buffer, m, r, r + 1)) : 0);
             }
         }
-        MarkParityRowsForRewrite(s);
-        return true;
     }
 
     /// <summary>
