@@ -8,10 +8,11 @@ using Cloud.Storage.Devices;
 namespace Cloud.Grains.Tests;
 
 /// <summary>
-/// A dead writer's slot is recovered one partition at a time: a partition whose locks are busy holds up the recovery
+/// A dead writer's slot is recovered a few stripes at a time: a partition whose locks are busy holds up the recovery
 /// of that partition only, never the writers of a partition recovered before it (issue 14: "Exclusive lock on stripes
-/// 84-104 not granted within 30 s" while the stripes already locked stalled their writers), and no lock the recovery
-/// holds runs out while it waits for another.
+/// 84-104 not granted within 30 s" while the stripes already locked stalled their writers), a writer of a marked
+/// partition waits for one step of its resync, not the whole partition's, and no lock the recovery holds runs out
+/// while it waits for another.
 /// </summary>
 public sealed class WriterSlotRecoveryTests
 {
@@ -57,6 +58,37 @@ public sealed class WriterSlotRecoveryTests
     }
 
     [Fact]
+    public async Task AWriterOfAMarkedPartition_WaitsForOneStepOfTheResync_NotTheWholePartition()
+    {
+        await using var cloud = await CloudCluster.StartAsync(silos: 1, configure: o => o.PartitionTargetBytes = 1 << 20);
+        var silo = cloud.Silos[0];
+        var v = await cloud.Client.CreateVolumeAsync(
+            new VolumeSpec("step-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 16 << 10, false));
+        var opened = await cloud.Service<OpenVolumeCache>(silo).OpenAsync(v.Name);
+        var stripesPerPartition = VolumeMath.StripesPerPartition(v, 1 << 20);
+        Assert.True(stripesPerPartition > WriterSlotRecovery.ResyncStepStripes && stripesPerPartition >= 16, "a partition holds too few stripes");
+        // The whole first partition is marked; the resync of its first stripe is held up (a slow member).
+        var store = new MarkedSlotStore(opened.Store, [(0, stripesPerPartition)]) { HeldStripe = 0 };
+        var locks = cloud.Service<HeldLocks>(silo);
+        var partition0 = cloud.Grains(silo).GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
+        var recovery = cloud.Service<WriterSlotRecovery>(silo).RecoverAsync(new OpenVolume(v, store), 7);
+        await store.HeldStripeReached.Task.WaitAsync(FreeLockBound);
+
+        // A writer of the partition's last stripe, which the recovery has not reached, is not held up by it.
+        var last = new LockRequest(
+            stripesPerPartition - 1, stripesPerPartition - 1, LockMode.Exclusive,
+            silo.SiloAddress.ToParsableString(), TimeSpan.FromMinutes(1), false);
+        var writer = await locks.AcquireAsync(partition0, last).WaitAsync(FreeLockBound);
+        await locks.ReleaseAsync(partition0, writer.FencingToken);
+        Assert.False(recovery.IsCompleted, "the recovery finished while its first stripe's resync was held up");
+
+        store.ReleaseHeldStripe.SetResult();
+        Assert.Equal(stripesPerPartition, await recovery.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(stripesPerPartition, store.Resynced.Sum(r => r.End - r.First));
+        Assert.Equal([7], store.Cleared);
+    }
+
+    [Fact]
     public async Task APartitionWhosePiecesAreBusyLongerThanALease_IsRecovered_NotFencedMidway()
     {
         var lease = TimeSpan.FromSeconds(1);
@@ -85,8 +117,8 @@ public sealed class WriterSlotRecoveryTests
         await Task.Delay(lease * 3);
         await locks.ReleaseAsync(partition0, busy.FencingToken);
 
-        // Holding stripe 0 while it waited for stripe 8, the recovery's lease on stripe 0 ran out and the renewal
-        // before its resync was refused: the attempt failed with "fencing token ... is no longer current".
+        // Holding stripe 0 while it waited for stripe 8 (the pieces of a partition locked one after another), the
+        // recovery's lease on stripe 0 ran out and its renewal was refused: "fencing token ... is no longer current".
         Assert.Equal(2, await recovery.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.Equal([(0L, 1L), (8L, 9L)], store.Resynced.Order());
         Assert.Equal([7], store.Cleared);
@@ -103,10 +135,23 @@ public sealed class WriterSlotRecoveryTests
         public ValueTask<IReadOnlyList<(long First, long End)>> MarkedStripesOfSlotAsync(
             int writerSlot, CancellationToken cancellationToken) => ValueTask.FromResult(marks);
 
-        public ValueTask<long> ResyncStripesAsync(long firstStripe, long endStripe, CancellationToken cancellationToken)
+        /// <summary>A stripe whose resync waits for <see cref="ReleaseHeldStripe"/> (none when -1).</summary>
+        public long HeldStripe { get; init; } = -1;
+
+        public TaskCompletionSource HeldStripeReached { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource ReleaseHeldStripe { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public async ValueTask<long> ResyncStripesAsync(
+            long firstStripe, long endStripe, CancellationToken cancellationToken)
         {
+            if (HeldStripe >= firstStripe && HeldStripe < endStripe)
+            {
+                HeldStripeReached.TrySetResult();
+                await ReleaseHeldStripe.Task.ConfigureAwait(false);
+            }
             lock (Resynced) Resynced.Add((firstStripe, endStripe));
-            return inner.ResyncStripesAsync(firstStripe, endStripe, cancellationToken);
+            return await inner.ResyncStripesAsync(firstStripe, endStripe, cancellationToken).ConfigureAwait(false);
         }
 
         public ValueTask ClearWriterSlotAsync(int writerSlot, CancellationToken cancellationToken)

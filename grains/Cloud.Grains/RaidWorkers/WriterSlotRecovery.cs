@@ -12,18 +12,21 @@ namespace Cloud.Grains.RaidWorkers;
 /// Write-hole recovery of a writer slot under the cluster's partition locks (docs/WRITE-HOLE.md). A resync rewrites a
 /// stripe's parity from the data it reads; while another silo writes the stripe, that parity is computed from data
 /// the writer is replacing, and the stripe is left with parity that disagrees with its data (a member lost later is
-/// then rebuilt from that parity: an acknowledged write lost with a clean scrub). So the stripes the slot marks are
-/// locked exclusively first; the rest of the volume keeps serving meanwhile.
+/// then rebuilt from that parity: an acknowledged write lost with a clean scrub). So each stripe is resynced under an
+/// exclusive lock; the rest of the volume keeps serving meanwhile.
 /// </summary>
 /// <remarks>
-/// One partition at a time, under one lock call: the partition's marked stripes (from its first to its last) are
-/// locked, resynced and released before the next partition's are asked for, and the slot is cleared only after the
-/// last. No lock is held while another is waited for: the earlier designs did, first every partition's locks of the
-/// volume (30 s per attempt after a kill), then a partition's pieces one after another, and the leases of the first
-/// pieces ran out while a later piece was waited for, so the attempt failed and started over (on the three-host bed,
-/// survivors' writes stayed slow for two minutes after a kill). The lease is renewed during the resync once a third of
-/// it has passed. Locking a few stripes at a time instead would let the writers of a partition wait less, but a
-/// scrub on another silo then overtakes the recovery and reports the stripes not yet resynced as mismatches.
+/// A few stripes at a time (<see cref="ResyncStepStripes"/>): a step's stripes are locked, resynced and released
+/// before the next step's are asked for, in stripe order, and the slot is cleared only after the last. A writer meets
+/// the recovery for at most one step's resync. Two earlier designs stalled the survivors after a kill: all marked
+/// stripes of the volume locked before any resync (30 s per attempt), then one partition's marked stripes at a time
+/// (a dead writer's intent regions mark most of a busy volume, and on page blobs under load a partition's resync took
+/// seconds, which every writer of the partition waited out; worse, the locks of a partition's first pieces were held
+/// while its later pieces were waited for, their leases ran out, and the attempt failed and started over: on the
+/// three-host bed, survivors' writes were slow for two minutes after the kill). No lock is held while another is waited
+/// for, so a lease only has to outlast one step, and it is renewed within the step when the step is slow. A scrub on
+/// another silo may reach a marked stripe before this recovery does; it resyncs that stripe itself rather than report
+/// it (<see cref="RaidMaintenance.ScrubAsync"/>).
 /// </remarks>
 public sealed partial class WriterSlotRecovery(
     IGrainFactory grains,
@@ -32,6 +35,9 @@ public sealed partial class WriterSlotRecovery(
     IOptions<CloudOptions> options,
     ILogger<WriterSlotRecovery> logger)
 {
+    /// <summary>Stripes locked and resynced together (one lock call per step).</summary>
+    public const int ResyncStepStripes = 4;
+
     private readonly CloudOptions _options = options.Value;
     private readonly string _siloAddress = silo.SiloAddress.ToParsableString();
 
@@ -97,41 +103,49 @@ public sealed partial class WriterSlotRecovery(
         IReadOnlyList<(long First, long End)> marked) =>
         ByPartition(VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes), marked);
 
-    /// <summary>
-    /// Locks one partition's marked stripes exclusively (one range, its first to its last marked stripe), resyncs the
-    /// marked ones stripe by stripe, and releases the lock. The lease is renewed before a stripe once a third of it has
-    /// passed: a lease that ran out would let a writer in under the resync. A renewal the grain refuses (fenced) ends
-    /// the recovery; the next attempt starts over.
-    /// </summary>
+    /// <summary>Resyncs one partition's marked stripes, step by step, each step under its own exclusive lock.</summary>
     private async Task<long> ResyncPartitionAsync(
         OpenVolume v,
         (long Partition, List<(long First, long Last)> Pieces) partition)
     {
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition.Partition));
+        long resynced = 0;
+        foreach (var (first, last) in partition.Pieces)
+        {
+            for (var s = first; s <= last; s += ResyncStepStripes)
+            {
+                resynced += await ResyncStepAsync(v, lockGrain, s, Math.Min(last + 1, s + ResyncStepStripes))
+                    .ConfigureAwait(false);
+            }
+        }
+        return resynced;
+    }
+
+    /// <summary>
+    /// Locks stripes [<paramref name="first"/>, <paramref name="end"/>) exclusively, resyncs them one by one, and
+    /// releases the lock. The lease is renewed before a stripe once a third of it has passed: a lease that ran out
+    /// would let a writer in under the resync. A renewal the grain refuses (fenced) ends the recovery; the next attempt
+    /// starts over.
+    /// </summary>
+    private async Task<long> ResyncStepAsync(OpenVolume v, IPartitionLockGrain lockGrain, long first, long end)
+    {
         var lease = _options.LockLease;
         var grant = await heldLocks.AcquireAsync(
-            lockGrain,
-            new LockRequest(
-                partition.Pieces.Min(p => p.First), partition.Pieces.Max(p => p.Last), LockMode.Exclusive, _siloAddress,
-                lease, false))
+            lockGrain, new LockRequest(first, end - 1, LockMode.Exclusive, _siloAddress, lease, false))
             .ConfigureAwait(false);
         try
         {
-            long resynced = 0;
             var renewed = Stopwatch.GetTimestamp();
-            foreach (var (first, last) in partition.Pieces)
+            for (var s = first; s < end; s++)
             {
-                for (var s = first; s <= last; s++)
+                if (Stopwatch.GetElapsedTime(renewed) > lease / 3)
                 {
-                    if (Stopwatch.GetElapsedTime(renewed) > lease / 3)
-                    {
-                        await lockGrain.RenewAsync(grant.FencingToken, lease).ConfigureAwait(false);
-                        renewed = Stopwatch.GetTimestamp();
-                    }
-                    resynced += await v.Store.ResyncStripesAsync(s, s + 1, CancellationToken.None).ConfigureAwait(false);
+                    await lockGrain.RenewAsync(grant.FencingToken, lease).ConfigureAwait(false);
+                    renewed = Stopwatch.GetTimestamp();
                 }
+                await v.Store.ResyncStripesAsync(s, s + 1, CancellationToken.None).ConfigureAwait(false);
             }
-            return resynced;
+            return end - first;
         }
         finally
         {
