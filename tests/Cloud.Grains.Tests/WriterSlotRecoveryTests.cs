@@ -19,66 +19,85 @@ public sealed class WriterSlotRecoveryTests
     /// <summary>Bound on a lock of a partition that no one holds; the recovery's whole lock wait is 30 s.</summary>
     private static readonly TimeSpan FreeLockBound = TimeSpan.FromSeconds(10);
 
+    /// <summary>One silo with 1 MiB partitions and a 4 MiB RAID-5 volume over three disks, opened there.</summary>
+    private static async Task<(CloudCluster Cloud, VolumeInfo Volume, IVolumeStore Store)> StartAsync(
+        string prefix,
+        int chunkBytes,
+        TimeSpan? lease = null)
+    {
+        var cloud = await CloudCluster.StartAsync(silos: 1, configure: o =>
+        {
+            o.PartitionTargetBytes = 1 << 20;
+            if (lease is { } l) o.LockLease = l;
+        });
+        try
+        {
+            var v = await cloud.Client.CreateVolumeAsync(new VolumeSpec(
+                prefix + "-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, chunkBytes, false));
+            return (cloud, v, (await cloud.Service<OpenVolumeCache>(cloud.Silos[0]).OpenAsync(v.Name)).Store);
+        }
+        catch
+        {
+            await cloud.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Another writer's exclusive lock on one stripe, from the same silo.</summary>
+    private static LockRequest Exclusive(CloudCluster cloud, long stripe) =>
+        new(stripe, stripe, LockMode.Exclusive, cloud.Silos[0].SiloAddress.ToParsableString(), TimeSpan.FromMinutes(1), false);
+
+    private static IPartitionLockGrain Partition(CloudCluster cloud, VolumeInfo v, long partition) =>
+        cloud.Grains(cloud.Silos[0]).GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, partition));
+
     [Fact]
     public async Task BusyPartition_HoldsUpOnlyItsOwnRecovery_NotThePartitionsRecoveredBeforeIt()
     {
-        await using var cloud = await CloudCluster.StartAsync(silos: 1, configure: o => o.PartitionTargetBytes = 1 << 20);
-        var silo = cloud.Silos[0];
-        var v = await cloud.Client.CreateVolumeAsync(
-            new VolumeSpec("slot-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
-        var opened = await cloud.Service<OpenVolumeCache>(silo).OpenAsync(v.Name);
-        var store = new MarkedSlotStore(opened.Store, [(0, opened.Store.StripeCount)]);
+        var (cloud, v, inner) = await StartAsync("slot", 64 << 10);
+        await using var _ = cloud;
+        var store = new MarkedSlotStore(inner, [(0, inner.StripeCount)]);
         var stripesPerPartition = VolumeMath.StripesPerPartition(v, 1 << 20);
-        Assert.True(opened.Store.StripeCount >= 2 * stripesPerPartition, "the volume spans fewer than two partitions");
-        var locks = cloud.Service<HeldLocks>(silo);
-        var address = silo.SiloAddress.ToParsableString();
-        LockRequest Exclusive(long stripe) =>
-            new(stripe, stripe, LockMode.Exclusive, address, TimeSpan.FromMinutes(1), false);
-        var grains = cloud.Grains(silo);
-        var partition0 = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
-        var partition1 = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 1));
+        Assert.True(inner.StripeCount >= 2 * stripesPerPartition, "the volume spans fewer than two partitions");
+        var locks = cloud.Service<HeldLocks>(cloud.Silos[0]);
+        var partition0 = Partition(cloud, v, 0);
+        var partition1 = Partition(cloud, v, 1);
 
         // Another writer holds a stripe of partition 1 while the recovery starts.
-        var busy = await locks.AcquireAsync(partition1, Exclusive(stripesPerPartition));
-        var recovery = cloud.Service<WriterSlotRecovery>(silo).RecoverAsync(new OpenVolume(v, store), 7);
+        var busy = await locks.AcquireAsync(partition1, Exclusive(cloud, stripesPerPartition));
+        var recovery = cloud.Service<WriterSlotRecovery>(cloud.Silos[0]).RecoverAsync(new OpenVolume(v, store), 7);
         await Eventually.TrueAsync(
             async () => (await partition1.GetControlAsync()).Waiters == 1, "the recovery waiting for partition 1");
 
         // Partition 0 is recovered and free again: its writers do not wait for partition 1's.
-        var first = await locks.AcquireAsync(partition0, Exclusive(0)).WaitAsync(FreeLockBound);
+        var first = await locks.AcquireAsync(partition0, Exclusive(cloud, 0)).WaitAsync(FreeLockBound);
         await locks.ReleaseAsync(partition0, first.FencingToken);
         Assert.Equal(stripesPerPartition, store.Resynced.Where(r => r.End <= stripesPerPartition).Sum(r => r.End - r.First));
         Assert.DoesNotContain(store.Resynced, r => r.End > stripesPerPartition);
         Assert.False(recovery.IsCompleted, "the recovery finished while a stripe it marks was locked by another writer");
 
         await locks.ReleaseAsync(partition1, busy.FencingToken);
-        Assert.Equal(opened.Store.StripeCount, await recovery.WaitAsync(TimeSpan.FromSeconds(30)));
-        Assert.Equal(opened.Store.StripeCount, store.Resynced.Sum(r => r.End - r.First));
+        Assert.Equal(inner.StripeCount, await recovery.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(inner.StripeCount, store.Resynced.Sum(r => r.End - r.First));
         Assert.Equal([7], store.Cleared);
     }
 
     [Fact]
     public async Task AWriterOfAMarkedPartition_WaitsForOneStepOfTheResync_NotTheWholePartition()
     {
-        await using var cloud = await CloudCluster.StartAsync(silos: 1, configure: o => o.PartitionTargetBytes = 1 << 20);
-        var silo = cloud.Silos[0];
-        var v = await cloud.Client.CreateVolumeAsync(
-            new VolumeSpec("step-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 16 << 10, false));
-        var opened = await cloud.Service<OpenVolumeCache>(silo).OpenAsync(v.Name);
+        var (cloud, v, inner) = await StartAsync("step", 16 << 10);
+        await using var _ = cloud;
         var stripesPerPartition = VolumeMath.StripesPerPartition(v, 1 << 20);
         Assert.True(stripesPerPartition > WriterSlotRecovery.ResyncStepStripes && stripesPerPartition >= 16, "a partition holds too few stripes");
         // The whole first partition is marked; the resync of its first stripe is held up (a slow member).
-        var store = new MarkedSlotStore(opened.Store, [(0, stripesPerPartition)]) { HeldStripe = 0 };
-        var locks = cloud.Service<HeldLocks>(silo);
-        var partition0 = cloud.Grains(silo).GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
-        var recovery = cloud.Service<WriterSlotRecovery>(silo).RecoverAsync(new OpenVolume(v, store), 7);
+        var store = new MarkedSlotStore(inner, [(0, stripesPerPartition)]) { HeldStripe = 0 };
+        var locks = cloud.Service<HeldLocks>(cloud.Silos[0]);
+        var partition0 = Partition(cloud, v, 0);
+        var recovery = cloud.Service<WriterSlotRecovery>(cloud.Silos[0]).RecoverAsync(new OpenVolume(v, store), 7);
         await store.HeldStripeReached.Task.WaitAsync(FreeLockBound);
 
         // A writer of the partition's last stripe, which the recovery has not reached, is not held up by it.
-        var last = new LockRequest(
-            stripesPerPartition - 1, stripesPerPartition - 1, LockMode.Exclusive,
-            silo.SiloAddress.ToParsableString(), TimeSpan.FromMinutes(1), false);
-        var writer = await locks.AcquireAsync(partition0, last).WaitAsync(FreeLockBound);
+        var writer = await locks.AcquireAsync(partition0, Exclusive(cloud, stripesPerPartition - 1))
+            .WaitAsync(FreeLockBound);
         await locks.ReleaseAsync(partition0, writer.FencingToken);
         Assert.False(recovery.IsCompleted, "the recovery finished while its first stripe's resync was held up");
 
@@ -92,26 +111,17 @@ public sealed class WriterSlotRecoveryTests
     public async Task APartitionWhosePiecesAreBusyLongerThanALease_IsRecovered_NotFencedMidway()
     {
         var lease = TimeSpan.FromSeconds(1);
-        await using var cloud = await CloudCluster.StartAsync(silos: 1, configure: o =>
-        {
-            o.PartitionTargetBytes = 1 << 20;
-            o.LockLease = lease;
-        });
-        var silo = cloud.Silos[0];
-        var v = await cloud.Client.CreateVolumeAsync(
-            new VolumeSpec("lease-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 16 << 10, false));
-        var opened = await cloud.Service<OpenVolumeCache>(silo).OpenAsync(v.Name);
+        var (cloud, v, inner) = await StartAsync("lease", 16 << 10, lease);
+        await using var _ = cloud;
         Assert.True(VolumeMath.StripesPerPartition(v, 1 << 20) > 8, "stripes 0 and 8 are not in one partition");
         // Two pieces of partition 0 are marked: stripe 0 and stripe 8.
-        var store = new MarkedSlotStore(opened.Store, [(0, 1), (8, 9)]);
-        var locks = cloud.Service<HeldLocks>(silo);
-        var partition0 = cloud.Grains(silo).GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
+        var store = new MarkedSlotStore(inner, [(0, 1), (8, 9)]);
+        var locks = cloud.Service<HeldLocks>(cloud.Silos[0]);
+        var partition0 = Partition(cloud, v, 0);
 
         // Another writer holds stripe 8 for three leases while the recovery starts.
-        var busy = await locks.AcquireAsync(
-            partition0,
-            new LockRequest(8, 8, LockMode.Exclusive, silo.SiloAddress.ToParsableString(), TimeSpan.FromMinutes(1), false));
-        var recovery = cloud.Service<WriterSlotRecovery>(silo).RecoverAsync(new OpenVolume(v, store), 7);
+        var busy = await locks.AcquireAsync(partition0, Exclusive(cloud, 8));
+        var recovery = cloud.Service<WriterSlotRecovery>(cloud.Silos[0]).RecoverAsync(new OpenVolume(v, store), 7);
         await Eventually.TrueAsync(
             async () => (await partition0.GetControlAsync()).Waiters == 1, "the recovery waiting for stripe 8");
         await Task.Delay(lease * 3);

@@ -322,10 +322,7 @@ public sealed partial class RaidMaintenance(
         bool repair,
         IntentMarks marks)
     {
-        var shared = await heldLocks.AcquireAsync(
-            lockGrain,
-            new LockRequest(stripe, stripe, LockMode.Shared, _siloAddress, _options.LockLease, false))
-            .ConfigureAwait(false);
+        var shared = await LockStripeAsync(lockGrain, stripe, LockMode.Shared).ConfigureAwait(false);
         ScrubResult check;
         try
         {
@@ -347,10 +344,7 @@ public sealed partial class RaidMaintenance(
             LogScrubFound(logger, v.Info.Name, stripe, check.Mismatches > 0, check.ChecksumErrors, repair);
         if (!repair || (check.Mismatches == 0 && check.ChecksumErrors == 0)) return check;
 
-        var exclusive = await heldLocks.AcquireAsync(
-            lockGrain,
-            new LockRequest(stripe, stripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
-            .ConfigureAwait(false);
+        var exclusive = await LockStripeAsync(lockGrain, stripe, LockMode.Exclusive).ConfigureAwait(false);
         ScrubResult repaired;
         try
         {
@@ -376,10 +370,7 @@ public sealed partial class RaidMaintenance(
     /// </summary>
     private async Task<ScrubResult> ResyncMidUpdateStripeAsync(OpenVolume v, IPartitionLockGrain lockGrain, long stripe)
     {
-        var exclusive = await heldLocks.AcquireAsync(
-            lockGrain,
-            new LockRequest(stripe, stripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
-            .ConfigureAwait(false);
+        var exclusive = await LockStripeAsync(lockGrain, stripe, LockMode.Exclusive).ConfigureAwait(false);
         ScrubResult check;
         try
         {
@@ -402,6 +393,11 @@ public sealed partial class RaidMaintenance(
         Level = LogLevel.Information,
         Message = "Volume {Volume}: scrub found stripe {Stripe} left mid-update by a crash (its intent slot still marks it) and resynced it from its data, as the slot's recovery would; consistent now: {Consistent}")]
     private static partial void LogMidUpdateResynced(ILogger logger, string volume, long stripe, bool consistent);
+
+    /// <summary>One stripe's cluster lock, for a scrub's check, repair or resync of it.</summary>
+    private Task<LockGrant> LockStripeAsync(IPartitionLockGrain lockGrain, long stripe, LockMode mode) =>
+        heldLocks.AcquireAsync(
+            lockGrain, new LockRequest(stripe, stripe, mode, _siloAddress, _options.LockLease, false));
 
     private static ScrubResult Sum(ScrubResult a, ScrubResult b) =>
         new(
