@@ -117,6 +117,8 @@ public sealed class FailoverTrials
 
             var killedAt = writers.Select(w => w.Stream.Now).ToArray();
             await _bed.KillAsync(victim).ConfigureAwait(false);
+            using var stopSampling = new CancellationTokenSource();
+            var load = SampleLoadAsync(writers[0].Client, stopSampling.Token);
             await WaitForAcksAsync(
                 writers,
                 $"trial {trial}: writes did not flow again within {FlowTimeout} of killing {_bed.Hosts[victim].Name}").ConfigureAwait(false);
@@ -124,10 +126,14 @@ public sealed class FailoverTrials
             var recovery = await Task.WhenAll(writers.Select(
                 (w, k) => w.Stream.MeasureRecoveryAsync(killedAt[k], WriteStream.RecoveryQuiet, FlowTimeout)))
                 .ConfigureAwait(false);
+            await stopSampling.CancelAsync().ConfigureAwait(false);
+            var samples = await load.ConfigureAwait(false);
             for (var k = 0; k < writers.Count; k++)
             {
                 if (recovery[k] > FailoverBound) LogStalls(trial, writers[k], killedAt[k], recovery[k]);
             }
+            if (recovery.Any(r => r > FailoverBound))
+                _log($"trial {trial}: survivors' load after the kill (queued copies, pending MiB, disk ms, CPU %): {samples}");
 
             try
             {
@@ -224,6 +230,38 @@ public sealed class FailoverTrials
             .Select(g => $"{g.Count()}x {g.Key}");
         _log($"trial {trial}: {_bed.Hosts[writer.Host].Name}'s writer stalled {recovery.TotalSeconds:F1} s: "
             + $"{writer.Stream.DescribeStalls(killedAt)}; errors: {string.Join(" | ", errors)}");
+    }
+
+    /// <summary>
+    /// The cluster's load table once a second from the kill until <paramref name="stop"/> (at most 40 samples), as one
+    /// line ("+3s h2 q12 1.5MiB 40ms 90%, h3 ..."), so that a slow trial shows whether the survivors' queues were
+    /// full (writes paced to the disks) or empty (writes waiting on something else).
+    /// </summary>
+    private static async Task<string> SampleLoadAsync(CloudClient client, CancellationToken stop)
+    {
+        var samples = new List<string>();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!stop.IsCancellationRequested && samples.Count < 40)
+        {
+            string sample;
+            try
+            {
+                var status = await client.GetClusterStatusAsync().WaitAsync(TimeSpan.FromSeconds(1), stop)
+                    .ConfigureAwait(false);
+                sample = string.Join(", ", status.Silos.Select(s => string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"{s.SiloName} q{s.QueueDepth} {s.PendingDelegatedBytes / 1048576.0:F1}MiB {s.DiskLatencyMs:F0}ms {s.CpuPercent:F0}%")));
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested) { break; }
+            catch (Exception ex) when (ex is TimeoutException or Orleans.Runtime.OrleansException)
+            {
+                sample = "no answer";
+            }
+            samples.Add($"+{clock.Elapsed.TotalSeconds:F0}s {sample}");
+            try { await Task.Delay(TimeSpan.FromSeconds(1), stop).ConfigureAwait(false); }
+            catch (OperationCanceledException) { break; }
+        }
+        return string.Join(" | ", samples);
     }
 
     /// <summary>Logs the tail of each host's output.</summary>
