@@ -7,6 +7,8 @@
 # of the catalog's host while the other hosts write; prints each trial and the median and worst time to writes
 # flowing again, and exits 1 if an acknowledged write was lost or scrub found a mismatch.
 #   bench/hosts.sh --failover-trials N [--seed N] [--hosts N]
+# A trial slower than 15 s prints its writers' stalls and the load table sampled once a second after the kill; with
+# CLOUD_BED_LOGS=DIR set, every host's output is kept in DIR for such a trial (trialN-hK.log) and at the end.
 # Delegation across processes (a durable RAID-5 volume over the hosts' disk pools, no Azurite): for one slowed host
 # (the last) with 20 ms and 100 ms of injected disk latency and with its CPU capped to 25 % of a core (cgroup), durable
 # writes through every host with load-based delegation and with the slowed host as fixed target, a fresh bed each;

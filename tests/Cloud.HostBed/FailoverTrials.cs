@@ -133,7 +133,11 @@ public sealed class FailoverTrials
                 if (recovery[k] > FailoverBound) LogStalls(trial, writers[k], killedAt[k], recovery[k]);
             }
             if (recovery.Any(r => r > FailoverBound))
+            {
                 _log($"trial {trial}: survivors' load after the kill (queued copies, pending MiB, disk ms, CPU %): {samples}");
+                // The bed's own copy at its end covers only the last trials: keep the hosts' logs of this one now.
+                await _bed.KeepLogsAsync($"trial{trial}").ConfigureAwait(false);
+            }
 
             try
             {

@@ -452,16 +452,23 @@ public sealed class HostBed : IAsyncDisposable
     public Task<CloudClient> ConnectAsync()
         => CloudClient.ConnectPostgresAsync(ConnectionString, ClusterId, ClusterId, _options.Tls?.Client);
 
+    /// <summary>
+    /// With CLOUD_BED_LOGS=DIR set, writes each host's output as it is now (its last part) to
+    /// <c>DIR/{tag}-hN.log</c>, for a post-mortem of a failure or of a slow moment; without it, does nothing.
+    /// </summary>
+    public async Task KeepLogsAsync(string tag)
+    {
+        if (Environment.GetEnvironmentVariable("CLOUD_BED_LOGS") is not { Length: > 0 } logs) return;
+        Directory.CreateDirectory(logs);
+        for (var i = 0; i < _processes.Length; i++)
+            await File.WriteAllTextAsync(Path.Combine(logs, $"{tag}-h{i + 1}.log"), OutputOf(i)).ConfigureAwait(false);
+    }
+
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
-        // CLOUD_BED_LOGS=DIR keeps each host's output (its last part) after the bed is gone, for a failure's post-mortem.
-        if (Environment.GetEnvironmentVariable("CLOUD_BED_LOGS") is { Length: > 0 } logs)
-        {
-            Directory.CreateDirectory(logs);
-            for (var i = 0; i < _processes.Length; i++)
-                await File.WriteAllTextAsync(Path.Combine(logs, $"{ClusterId}-h{i + 1}.log"), OutputOf(i)).ConfigureAwait(false);
-        }
+        // Each host's output after the bed is gone, for a failure's post-mortem.
+        await KeepLogsAsync(ClusterId).ConfigureAwait(false);
         foreach (var process in _processes)
         {
             if (process is not null) await process.DisposeAsync().ConfigureAwait(false);
