@@ -344,24 +344,10 @@ public sealed partial class RaidMaintenance(
             LogScrubFound(logger, v.Info.Name, stripe, check.Mismatches > 0, check.ChecksumErrors, repair);
         if (!repair || (check.Mismatches == 0 && check.ChecksumErrors == 0)) return check;
 
-        var exclusive = await LockStripeAsync(lockGrain, stripe, LockMode.Exclusive).ConfigureAwait(false);
-        ScrubResult repaired;
-        try
-        {
-            repaired = await v.Store.ScrubStripesAsync(
-                stripe, stripe, repair: true, CancellationToken.None).ConfigureAwait(false);
-        }
-        catch
-        {
-            // A repair that failed part way may have written some blocks: the plain release marks the stripe
-            // uncertain, so that its next writer compares against the block timestamps on disk.
-            await heldLocks.ReleaseAsync(lockGrain, exclusive.FencingToken).ConfigureAwait(false);
-            throw;
-        }
-        // A repair puts back the versions the stripe already held (from redundancy) and recomputes parity; it writes
-        // no new version, so it commits nothing and leaves the grain's committed timestamps as they are.
-        await heldLocks.CommitAsync(lockGrain, exclusive.FencingToken, [], [], silo.Name, release: true).ConfigureAwait(false);
-        return repaired;
+        return await UnderExclusiveLockAsync(
+            lockGrain,
+            stripe,
+            () => v.Store.ScrubStripesAsync(stripe, stripe, repair: true, CancellationToken.None)).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -370,23 +356,41 @@ public sealed partial class RaidMaintenance(
     /// </summary>
     private async Task<ScrubResult> ResyncMidUpdateStripeAsync(OpenVolume v, IPartitionLockGrain lockGrain, long stripe)
     {
-        var exclusive = await LockStripeAsync(lockGrain, stripe, LockMode.Exclusive).ConfigureAwait(false);
-        ScrubResult check;
-        try
+        var check = await UnderExclusiveLockAsync(lockGrain, stripe, async () =>
         {
             await v.Store.ResyncStripesAsync(stripe, stripe + 1, CancellationToken.None).ConfigureAwait(false);
-            check = await v.Store.ScrubStripesAsync(stripe, stripe, repair: false, CancellationToken.None)
+            return await v.Store.ScrubStripesAsync(stripe, stripe, repair: false, CancellationToken.None)
                 .ConfigureAwait(false);
+        }).ConfigureAwait(false);
+        LogMidUpdateResynced(logger, v.Info.Name, stripe, check.Mismatches == 0 && check.ChecksumErrors == 0);
+        return check;
+    }
+
+    /// <summary>
+    /// Runs a repair or resync of one stripe under its exclusive lock. Either puts back versions the stripe already
+    /// held (from redundancy, or its data as it is) and recomputes parity; neither writes a new version, so a success
+    /// commits nothing and leaves the grain's committed timestamps as they are. A failure part way may have written
+    /// some blocks: the plain release marks the stripe uncertain, so that its next writer compares against the block
+    /// timestamps on disk.
+    /// </summary>
+    private async Task<ScrubResult> UnderExclusiveLockAsync(
+        IPartitionLockGrain lockGrain,
+        long stripe,
+        Func<ValueTask<ScrubResult>> work)
+    {
+        var exclusive = await LockStripeAsync(lockGrain, stripe, LockMode.Exclusive).ConfigureAwait(false);
+        ScrubResult result;
+        try
+        {
+            result = await work().ConfigureAwait(false);
         }
         catch
         {
             await heldLocks.ReleaseAsync(lockGrain, exclusive.FencingToken).ConfigureAwait(false);
             throw;
         }
-        // Like a repair, a resync writes no new version: nothing to commit.
         await heldLocks.CommitAsync(lockGrain, exclusive.FencingToken, [], [], silo.Name, release: true).ConfigureAwait(false);
-        LogMidUpdateResynced(logger, v.Info.Name, stripe, check.Mismatches == 0 && check.ChecksumErrors == 0);
-        return check;
+        return result;
     }
 
     [LoggerMessage(
