@@ -135,6 +135,35 @@ public sealed class WriterSlotRecoveryTests
     }
 
     /// <summary>
+    /// A finished resync step writes no new version, so it leaves the lock grain's knowledge of its stripes whole: the
+    /// next writer of a recovered stripe needs no disk check. Released plainly, every step marked its stripes
+    /// uncertain, and after a kill each later batch of the survivors read the block timestamps from the page blobs first.
+    /// </summary>
+    [Fact]
+    public async Task RecoveredStripes_NeedNoDiskCheckBeforeTheirNextWrite()
+    {
+        var (cloud, v, inner) = await StartAsync("known", 16 << 10);
+        await using var _ = cloud;
+        var stripesPerPartition = VolumeMath.StripesPerPartition(v, 1 << 20);
+        var store = new MarkedSlotStore(inner, [(0, stripesPerPartition)]);
+        Assert.Equal(
+            stripesPerPartition,
+            await cloud.Service<WriterSlotRecovery>(cloud.Silos[0]).RecoverAsync(new OpenVolume(v, store), 7)
+                .WaitAsync(TimeSpan.FromSeconds(30)));
+
+        var partition0 = Partition(cloud, v, 0);
+        var blocksPerStripe = (int)(VolumeMath.StripeDataBytes(v) / VolumeMath.BlockSizeBytes);
+        for (var stripe = 0L; stripe < stripesPerPartition; stripe += WriterSlotRecovery.ResyncStepStripes)
+        {
+            var ts = await partition0.NextTimestampAsync(stripe, stripe, "test");
+            var write = await partition0.AcquireForWriteAsync(
+                Exclusive(cloud, stripe), stripe * blocksPerStripe, blocksPerStripe, [ts.Timestamp]);
+            await partition0.CommitAsync(write.Grant.FencingToken, [], [ts.Timestamp], cloud.Silos[0].Name, release: true);
+            Assert.False(write.DiskCheckNeeded, $"stripe {stripe} needs a disk check after its recovery");
+        }
+    }
+
+    /// <summary>
     /// The engine with a dead writer's marks in a slot: resyncs and clears are recorded, and reach the real engine.
     /// </summary>
     private sealed class MarkedSlotStore(IVolumeStore inner, IReadOnlyList<(long First, long End)> marks) : IVolumeStore
