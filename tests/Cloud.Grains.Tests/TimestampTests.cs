@@ -179,6 +179,38 @@ public sealed class TimestampTests(SharedClusterFixture fixture)
         await lockGrain.CommitAsync(fresh.Grant.FencingToken, [], [t3.Timestamp], Cloud.Silos[1].Name, release: true);
     }
     /// <summary>
+    /// Many writers of the same few stripes that end uncommitted (a step-wise job failing again and again, a dead
+    /// silo's batches) are one uncertain range, not one each: counted one by one they passed the 64-range bound and
+    /// made every stripe of the partition ask the disk before each write for the rest of the grain's life.
+    /// </summary>
+    [Fact]
+    public async Task UncommittedEndsOfNeighbouringStripes_StayOneUncertainRange_NotTheWholePartition()
+    {
+        var v = await CreateAsync("uncertain");
+        var lockGrain = Cloud.Grains(Cloud.Silos[0]).GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
+        var holder = Cloud.Silos[1].SiloAddress.ToParsableString();
+        var blocksPerStripe = (int)(VolumeMath.StripeDataBytes(v) / VolumeMath.BlockSizeBytes);
+        Assert.True(VolumeMath.StripesPerPartition(v, Cloud.Service<Microsoft.Extensions.Options.IOptions<CloudOptions>>(Cloud.Silos[0]).Value.PartitionTargetBytes) > 4, "a partition holds too few stripes");
+        var ts = await lockGrain.NextTimestampAsync(0, 4, "test");
+        LockRequest Exclusive(long stripe) => new(stripe, stripe, LockMode.Exclusive, holder, TimeSpan.FromMinutes(1), false);
+
+        // Stripes 0-2, one after another, more times than the grain keeps ranges.
+        for (var i = 0; i <= PartitionLockGrain.MaxUncertainRanges; i++)
+        {
+            var grant = await lockGrain.AcquireAsync(Exclusive(i % 3));
+            await lockGrain.ReleaseAsync(grant.FencingToken);
+        }
+
+        var inside = await lockGrain.AcquireForWriteAsync(Exclusive(1), blocksPerStripe, blocksPerStripe, [ts.Timestamp]);
+        Assert.True(inside.DiskCheckNeeded);
+        await lockGrain.ReleaseAsync(inside.Grant.FencingToken);
+        var outside = await lockGrain.AcquireForWriteAsync(
+            Exclusive(4), 4L * blocksPerStripe, blocksPerStripe, [ts.Timestamp]);
+        Assert.False(outside.DiskCheckNeeded);
+        await lockGrain.CommitAsync(outside.Grant.FencingToken, [], [ts.Timestamp], Cloud.Silos[1].Name, release: true);
+    }
+
+    /// <summary>
     /// The loss of the multi-host kill trials (an older acknowledged version where a newer one was acknowledged): a
     /// version timestamped by a partition-lock grain that then died is still in flight, known to no one the next
     /// activation asks (its first server had not yet recorded it as held, or it gave it up). A batch that merged an

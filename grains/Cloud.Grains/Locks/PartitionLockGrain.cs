@@ -413,13 +413,24 @@ internal sealed partial class PartitionLockGrain(
 
     /// <summary>
     /// Notes stripes whose exclusive holder ended without committing: it may have put versions on disk that the
-    /// committed map does not know, so writers of these stripes must check the block timestamps on disk.
+    /// committed map does not know, so writers of these stripes must check the block timestamps on disk. Ranges that
+    /// overlap or touch are kept as one, so that a run of small neighbouring holders (a step-wise job that failed, a
+    /// dead writer's batches) does not spend the bound and make the whole partition uncertain.
     /// </summary>
     private void MarkUncertain(Holder h)
     {
         if (_allUncertain) return;
+        var (first, last) = (h.First, h.Last);
+        for (var i = _uncertain.Count - 1; i >= 0; i--)
+        {
+            var u = _uncertain[i];
+            if (u.First > last + 1 || first > u.Last + 1) continue;
+            first = Math.Min(first, u.First);
+            last = Math.Max(last, u.Last);
+            _uncertain.RemoveAt(i);
+        }
         if (_uncertain.Count >= MaxUncertainRanges) _allUncertain = true;
-        else _uncertain.Add((h.First, h.Last));
+        else _uncertain.Add((first, last));
     }
 
     private bool IsUncertain(long first, long last) =>
