@@ -110,35 +110,48 @@ if (remoteMembers)
     }
 }
 
-await using var postgres = await PostgresServer.StartAsync();
-if (remoteMembers)
+try
 {
-    return await RemoteMembersBench.RunAsync(postgres, options, fioDirectory, sections, memberMiB, Console.WriteLine);
+    return await RunAsync();
 }
-if (delegation)
+catch (MissingPrerequisiteException ex)
 {
-    return await DelegationBench.RunAsync(
-        postgres, options, delegationSeconds, seed, Console.WriteLine, delegationCases.Count > 0 ? delegationCases : null);
-}
-if (failoverTrials > 0)
-{
-    // Every host must reach every member disk, so the trials' volumes live on page blobs.
-    await using var azurite = options.PageBlobConnectionString is null ? await AzuriteInstance.StartAsync() : null;
-    options.PageBlobConnectionString ??= azurite!.ConnectionString();
-    Console.WriteLine($"failover trials: {failoverTrials} kills of the catalog's host, seed {seed}, {options.Hosts} hosts, "
-        + $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}");
-    await using var trialBed = await HostBed.StartAsync(postgres, options, line => Console.WriteLine($"  {line}"));
-    return await FailoverTrials.RunAsync(trialBed, failoverTrials, seed, Console.WriteLine);
+    Console.Error.WriteLine($"Cloud.HostBed: {ex.Message}");
+    return 2;
 }
 
-await using var bed = await HostBed.StartAsync(postgres, options, Console.WriteLine);
-Console.WriteLine($"PostgreSQL: {bed.ConnectionString}");
-foreach (var host in bed.Hosts)
-    Console.WriteLine(
-        $"{host.Name}: gateway {bed.Gateway(host.Index)}  nbd://{bed.NbdEndPoint(host.Index)}  user {host.User}  data {host.DataDirectory} (pid {bed.ProcessId(host.Index)})");
-Console.WriteLine($"cloudctl --gateway {bed.Gateway(0)} --cluster-id {bed.ClusterId} status");
-Console.WriteLine("Ctrl+C stops every host and deletes the bed.");
-var stop = new TaskCompletionSource();
-Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.TrySetResult(); };
-await stop.Task;
-return 0;
+async Task<int> RunAsync()
+{
+    await using var postgres = await PostgresServer.StartAsync();
+    if (remoteMembers)
+    {
+        return await RemoteMembersBench.RunAsync(postgres, options, fioDirectory, sections, memberMiB, Console.WriteLine);
+}
+    if (delegation)
+    {
+        return await DelegationBench.RunAsync(
+            postgres, options, delegationSeconds, seed, Console.WriteLine, delegationCases.Count > 0 ? delegationCases : null);
+}
+    if (failoverTrials > 0)
+    {
+        // Every host must reach every member disk, so the trials' volumes live on page blobs.
+        await using var azurite = options.PageBlobConnectionString is null ? await AzuriteInstance.StartAsync() : null;
+        options.PageBlobConnectionString ??= azurite!.ConnectionString();
+        Console.WriteLine($"failover trials: {failoverTrials} kills of the catalog's host, seed {seed}, {options.Hosts} hosts, "
+            + $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}");
+        await using var trialBed = await HostBed.StartAsync(postgres, options, line => Console.WriteLine($"  {line}"));
+        return await FailoverTrials.RunAsync(trialBed, failoverTrials, seed, Console.WriteLine);
+}
+
+    await using var bed = await HostBed.StartAsync(postgres, options, Console.WriteLine);
+    Console.WriteLine($"PostgreSQL: {bed.ConnectionString}");
+    foreach (var host in bed.Hosts)
+        Console.WriteLine(
+            $"{host.Name}: gateway {bed.Gateway(host.Index)}  nbd://{bed.NbdEndPoint(host.Index)}  user {host.User}  data {host.DataDirectory} (pid {bed.ProcessId(host.Index)})");
+    Console.WriteLine($"cloudctl --gateway {bed.Gateway(0)} --cluster-id {bed.ClusterId} status");
+    Console.WriteLine("Ctrl+C stops every host and deletes the bed.");
+    var stop = new TaskCompletionSource();
+    Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.TrySetResult(); };
+    await stop.Task;
+    return 0;
+}

@@ -54,7 +54,7 @@ public sealed partial class AzuriteInstance : IAsyncDisposable
         var executable = Path.Combine(Repository.Root, "node_modules", ".bin", "azurite-blob");
         if (!File.Exists(executable))
         {
-            throw new InvalidOperationException(
+            throw new MissingPrerequisiteException(
                 $"Azurite is not installed: {executable} is missing. Run ./test.sh at the repository root "
                 + "(it runs `npm ci` from package-lock.json), or `npm ci` there.");
         }

@@ -126,7 +126,7 @@ public sealed class PostgresServer : IAsyncDisposable
             }
         }
 
-        throw new InvalidOperationException(
+        throw new MissingPrerequisiteException(
             $"PostgreSQL is not installed: no initdb and postgres under {DebianInstallRoot}/*/bin and {BinDirectoryVariable} is not set. " +
             "Run ./test.sh once (it installs the Debian package 'postgresql'), or set " + BinDirectoryVariable + ".");
     }
