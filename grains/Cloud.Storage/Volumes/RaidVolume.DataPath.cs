@@ -142,15 +142,47 @@ public sealed partial class RaidVolume
             {
                 StripeScratch s = locked.Scratch;
                 ResetScratch(s, stripe);
+                var needed = TimestampMembers(s, stripe, pos, stripeEnd, boundMissing);
                 var n = 0;
                 for (var m = 0; m < _memberCount; m++)
-                    if (s.Usable[m]) s.Tasks[n++] = ReadMetadataAsync(s, m, stripe, cancellationToken);
+                    if ((needed & (1UL << m)) != 0) s.Tasks[n++] = ReadMetadataAsync(s, m, stripe, cancellationToken);
                 await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
                 for (var p = pos; p < stripeEnd; p += B)
                     timestamps.Span[(int)((p - offsetBytes) / B)] = BlockTimestamp(s, stripe, p, boundMissing);
             }
             pos = stripeEnd;
         }
+    }
+
+    /// <summary>
+    /// The members (a bit each) whose metadata <see cref="BlockTimestamp"/> reads for the blocks of
+    /// [<paramref name="from"/>, <paramref name="to"/>) in <paramref name="stripe"/>: every usable mirror of RAID-1; else
+    /// each block's own member, and the parity members for a block whose member is missing when the bound is asked
+    /// for. A 4 KiB write's disk check reads one member, not the whole stripe (a request per member on page blobs).
+    /// </summary>
+    private ulong TimestampMembers(StripeScratch s, long stripe, long from, long to, bool boundMissing)
+    {
+        ulong needed = 0;
+        if (Geometry.Level == RaidLevel.Raid1)
+        {
+            for (var m = 0; m < _memberCount; m++)
+                if (s.Usable[m]) needed |= 1UL << m;
+            return needed;
+        }
+        for (var p = from; p < to; p += B)
+        {
+            var member = Layout.Locate(p).Member;
+            if (s.Usable[member] && IsUsable(member, stripe)) needed |= 1UL << member;
+            else if (boundMissing)
+            {
+                for (var k = _dataCount; k < _dataCount + _parityCount; k++)
+                {
+                    var pm = Layout.MemberAtLogicalSlot(stripe, k);
+                    if (s.Usable[pm]) needed |= 1UL << pm;
+                }
+            }
+        }
+        return needed;
     }
 
     /// <summary>

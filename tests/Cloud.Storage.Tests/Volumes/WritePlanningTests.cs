@@ -54,6 +54,31 @@ public sealed class WritePlanningTests
         }
     }
 
+    /// <summary>
+    /// A writer's disk check of one block (the block timestamps it compares a re-sent copy with) reads that block's
+    /// member only; it read every member of the stripe, a page-blob request each, for each batch a lock grain that
+    /// moved could not vouch for.
+    /// </summary>
+    [Theory]
+    [InlineData(RaidLevel.Raid5, 8)]
+    [InlineData(RaidLevel.Raid6, 6)]
+    public async Task TimestampsOfOneBlock_AreReadFromItsMemberOnly(RaidLevel level, int members)
+    {
+        (RaidVolume volume, FaultInjectingBlockDevice[] devices) = await CountingVolumeAsync(level, members);
+        await using var guard = volume;
+        await volume.WriteAsync(2 * Block, new byte[Block], writeTimestamp: 42, forceUnitAccess: false);
+        var before = devices.Select(d => d.ReadCount).ToArray();
+        var ts = new long[1];
+        await volume.ReadBlockTimestampsAsync(2 * Block, ts);
+        Assert.Equal(42, ts[0]);
+        var dataMember = volume.Layout.Locate(2 * Block).Member;
+        for (var m = 0; m < devices.Length; m++)
+        {
+            if (m == dataMember) Assert.True(devices[m].ReadCount > before[m], $"member {m}, the block's, was not read");
+            else Assert.Equal(before[m], devices[m].ReadCount);
+        }
+    }
+
     [Fact]
     public async Task DuplicateMember_IsRefused()
     {
