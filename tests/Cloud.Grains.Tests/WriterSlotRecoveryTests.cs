@@ -135,6 +135,33 @@ public sealed class WriterSlotRecoveryTests
     }
 
     /// <summary>
+    /// The stripes of one step are resynced together, not one after another: on the bed's saturated page blobs a dead
+    /// writer's 342 marked stripes, one at a time, took 113 s, and the survivors' writes were slow for all of it.
+    /// </summary>
+    [Fact]
+    public async Task AStepsStripes_AreResyncedTogether_NotOneAfterAnother()
+    {
+        var (cloud, v, inner) = await StartAsync("together", 16 << 10);
+        await using var _ = cloud;
+        var step = WriterSlotRecovery.ResyncStepStripes;
+        Assert.True(VolumeMath.StripesPerPartition(v, 1 << 20) >= step && step > 1, "a partition holds less than a step");
+        // One step's stripes are marked; the resync of its first stripe is held up (a slow member).
+        var store = new MarkedSlotStore(inner, [(0, step)]) { HeldStripe = 0 };
+        var recovery = cloud.Service<WriterSlotRecovery>(cloud.Silos[0]).RecoverAsync(new OpenVolume(v, store), 7);
+        await store.HeldStripeReached.Task.WaitAsync(FreeLockBound);
+
+        await Eventually.TrueAsync(
+            () => { lock (store.Resynced) return Task.FromResult(store.Resynced.Count == step - 1); },
+            "the step's other stripes resynced while its first is held up",
+            TimeSpan.FromSeconds(10),
+            TimeSpan.FromMilliseconds(50));
+        Assert.False(recovery.IsCompleted, "the recovery finished while a stripe's resync was held up");
+        store.ReleaseHeldStripe.SetResult();
+        Assert.Equal(step, await recovery.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal([7], store.Cleared);
+    }
+
+    /// <summary>
     /// A finished resync step writes no new version, so it leaves the lock grain's knowledge of its stripes whole: the
     /// next writer of a recovered stripe needs no disk check. Released plainly, every step marked its stripes
     /// uncertain, and after a kill each later batch of the survivors read the block timestamps from the page blobs first.

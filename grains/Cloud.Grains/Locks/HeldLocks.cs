@@ -93,6 +93,31 @@ public sealed class HeldLocks
     }
 
     /// <summary>
+    /// Renews a held lock every third of <paramref name="lease"/> until <paramref name="stop"/> is cancelled, for work
+    /// under one lock that may outlast a lease (a rebuild step, a write-hole resync step on a slow disk). A renewal the
+    /// grain refuses throws <see cref="LockFencedException"/>: the lease lapsed, and writers may have been let in.
+    /// </summary>
+    public static async Task RenewUntilCancelledAsync(
+        IPartitionLockGrain lockGrain,
+        long fencingToken,
+        TimeSpan lease,
+        CancellationToken stop)
+    {
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(lease / 3, stop).ConfigureAwait(false);
+                await lockGrain.RenewAsync(fencingToken, lease).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            // The work is over.
+        }
+    }
+
+    /// <summary>
     /// <see cref="IPartitionLockGrain.ReleaseAsync"/>. The lock counts as given back even when the call fails: the
     /// grain that granted it is then gone, or ends the lease itself.
     /// </summary>

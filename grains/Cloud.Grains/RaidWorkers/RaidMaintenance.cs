@@ -214,7 +214,7 @@ public sealed partial class RaidMaintenance(
             new LockRequest(first, end - 1, LockMode.Exclusive, _siloAddress, _options.LockLease, false))
             .ConfigureAwait(false);
         using var stepDone = new CancellationTokenSource();
-        var renewing = RenewUntilCancelledAsync(lockGrain, grant.FencingToken, stepDone.Token);
+        var renewing = HeldLocks.RenewUntilCancelledAsync(lockGrain, grant.FencingToken, _options.LockLease, stepDone.Token);
         try
         {
             await v.Store.RebuildStripesAsync(end, progress, CancellationToken.None).ConfigureAwait(false);
@@ -235,24 +235,6 @@ public sealed partial class RaidMaintenance(
         await heldLocks.CommitAsync(lockGrain, grant.FencingToken, [], [], silo.Name, release: true)
             .ConfigureAwait(false);
         LogRebuildStep(logger, v.Info.Name, first, end, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-    }
-
-    /// <summary>Renews a held lock every third of its lease until <paramref name="stop"/> is cancelled.</summary>
-    private async Task RenewUntilCancelledAsync(IPartitionLockGrain lockGrain, long fencingToken, CancellationToken stop)
-    {
-        var lease = _options.LockLease;
-        try
-        {
-            while (true)
-            {
-                await Task.Delay(lease / 3, stop).ConfigureAwait(false);
-                await lockGrain.RenewAsync(fencingToken, lease).ConfigureAwait(false);
-            }
-        }
-        catch (OperationCanceledException) when (stop.IsCancellationRequested)
-        {
-            // The step is over.
-        }
     }
 
     /// <summary>
