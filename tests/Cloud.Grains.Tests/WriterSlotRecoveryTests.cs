@@ -162,6 +162,28 @@ public sealed class WriterSlotRecoveryTests
     }
 
     /// <summary>
+    /// A dead silo's recovery that is told to stand down (the silo is back with the volume open, and recovers the marks
+    /// it found itself) stops before its next step and leaves the slot's marks: cleared from here, they would erase the
+    /// marks of the returned silo's own writes in flight in the same slot.
+    /// </summary>
+    [Fact]
+    public async Task ARecoveryToldToStandDown_StopsBeforeItsNextStep_AndLeavesTheSlotUncleared()
+    {
+        var (cloud, v, inner) = await StartAsync("standdown", 16 << 10);
+        await using var _ = cloud;
+        var stripesPerPartition = VolumeMath.StripesPerPartition(v, 1 << 20);
+        var store = new MarkedSlotStore(inner, [(0, stripesPerPartition)]);
+        var asked = 0;
+        var resynced = await cloud.Service<WriterSlotRecovery>(cloud.Silos[0])
+            .RecoverAsync(new OpenVolume(v, store), 7, () => Task.FromResult(++asked > 2))
+            .WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(2 * WriterSlotRecovery.ResyncStepStripes, resynced);
+        Assert.Equal(resynced, store.Resynced.Sum(r => r.End - r.First));
+        Assert.Empty(store.Cleared);
+    }
+
+    /// <summary>
     /// A finished resync step writes no new version, so it leaves the lock grain's knowledge of its stripes whole: the
     /// next writer of a recovered stripe needs no disk check. Released plainly, every step marked its stripes
     /// uncertain, and after a kill each later batch of the survivors read the block timestamps from the page blobs first.

@@ -60,7 +60,7 @@ internal sealed partial class DeadSiloRecovery(
             try
             {
                 var slot = await grains.GetGrain<IWriterSlotsGrain>(0).GetWriterSlotAsync(deadSilo);
-                var stripes = await worker.RecoverWriterSlotAsync(slot);
+                var stripes = await worker.RecoverWriterSlotAsync(slot, volume => IsBackWithAsync(deadSilo, volume));
                 LogRecovered(logger, deadSilo, slot, stripes);
                 return;
             }
@@ -70,6 +70,19 @@ internal sealed partial class DeadSiloRecovery(
                 try { await Task.Delay(RetryDelay, stoppingToken); } catch (OperationCanceledException) { return; }
             }
         }
+    }
+
+    /// <summary>
+    /// A silo of that name is active again (a new incarnation) and has the volume open: it writes through the same
+    /// slot, and recovers the marks it found there when it opened the volume. A silo back without the volume open
+    /// (or that cannot say) leaves the recovery to go on: the marks are not left waiting for an open that may not come.
+    /// </summary>
+    private async Task<bool> IsBackWithAsync(string siloName, string volumeName)
+    {
+        if (!membership.CurrentSnapshot.Members.Values.Any(m => m.Name == siloName && m.Status == SiloStatus.Active))
+            return false;
+        try { return await grains.GetGrain<IRaidWorkerGrain>(siloName).HasOpenAsync(volumeName); }
+        catch (Exception ex) when (ex is OrleansException or TimeoutException) { return false; }
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Dead silo {Silo}: intent slot {Slot} recovered, {Stripes} stripes resynced")]

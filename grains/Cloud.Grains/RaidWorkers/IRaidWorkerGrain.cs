@@ -46,6 +46,12 @@ public interface IRaidWorkerGrain : IGrainWithStringKey
     [Alias("Close")]
     Task CloseVolumeAsync(string volumeName);
 
+    /// <summary>
+    /// Whether this silo has the volume open or opening: it then recovers its own intent slot's marks there itself.
+    /// </summary>
+    [Alias("HasOpen")]
+    Task<bool> HasOpenAsync(string volumeName);
+
     /// <summary>The volume's status as this silo's engine sees it.</summary>
     [Alias("Status")]
     Task<VolumeStatus> GetVolumeStatusAsync(string volumeName);

@@ -63,6 +63,9 @@ public sealed partial class OpenVolumeCache(
     private readonly List<Task<OpenVolume>> _closing = [];
     private long _refreshRequests;
 
+    /// <summary>Whether the volume's engine is open or opening here.</summary>
+    public bool HasOpen(string volumeName) => _volumes.ContainsKey(volumeName);
+
     /// <summary>Opens the volume's engine here, or returns the one already open.</summary>
     public async Task<OpenVolume> OpenAsync(string volumeName)
     {

@@ -91,19 +91,30 @@ public sealed partial class RaidMaintenance(
         await v.Store.DisposeAsync().ConfigureAwait(false);
     });
 
+    /// <summary>
+    /// Longest a status waits for the volume to open on this silo (a first open after a host died may wait for that
+    /// host's members; <see cref="Disks.HostDisks.OpenRetryBound"/>); past it the status says so, and the open goes on.
+    /// Well below the 30 s response timeout, so that `volume show` answers instead of timing out.
+    /// </summary>
+    internal TimeSpan StatusOpenWait { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>The volume as this silo's engine sees it.</summary>
     public async Task<VolumeStatus> StatusAsync(string volumeName, RebuildStatus? rebuild)
     {
+        var opening = volumes.OpenAsync(volumeName);
         try
         {
-            var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
+            var v = await opening.WaitAsync(StatusOpenWait).ConfigureAwait(false);
             var s = v.Store;
             return new VolumeStatus(v.Info, s.Health, s.CapacityBytes, s.StripeCount, s.Members, rebuild, null);
         }
         catch (Exception ex) when (ex is not CloudRequestException)
         {
             var info = await directory.GetAsync(volumeName).ConfigureAwait(false);
-            return new VolumeStatus(info, VolumeHealthState.Unavailable, 0, 0, [], rebuild, ex.Message);
+            var message = opening.IsCompleted
+                ? ex.Message
+                : $"volume '{volumeName}' is still opening on silo {silo.Name} after {StatusOpenWait.TotalSeconds:0} s (a host of its members may have just failed); ask again in a moment";
+            return new VolumeStatus(info, VolumeHealthState.Unavailable, 0, 0, [], rebuild, message);
         }
     }
 
@@ -429,9 +440,10 @@ public sealed partial class RaidMaintenance(
 
     /// <summary>
     /// Resyncs every volume's stripes that a dead silo's intent slot marks as possibly mid-update, under their
-    /// partition locks (<see cref="WriterSlotRecovery"/>); the rest of the volume keeps serving meanwhile.
+    /// partition locks (<see cref="WriterSlotRecovery"/>); the rest of the volume keeps serving meanwhile. A volume's
+    /// recovery ends early when <paramref name="standDown"/> says so for it.
     /// </summary>
-    public async Task<long> RecoverWriterSlotAsync(int writerSlot)
+    public async Task<long> RecoverWriterSlotAsync(int writerSlot, Func<string, Task<bool>>? standDown = null)
     {
         long total = 0;
         foreach (var info in await grains.GetGrain<IVolumeCatalogGrain>(0).ListAsync().ConfigureAwait(false))
@@ -440,7 +452,9 @@ public sealed partial class RaidMaintenance(
             // are resynced when a silo of that host opens it again.
             if (!VolumeReach.Reaches(info, _options.HostName)) continue;
             var v = await volumes.OpenAsync(info.Name).ConfigureAwait(false);
-            total += await slotRecovery.RecoverAsync(v, writerSlot).ConfigureAwait(false);
+            var name = info.Name;
+            total += await slotRecovery.RecoverAsync(
+                v, writerSlot, standDown is null ? null : () => standDown(name)).ConfigureAwait(false);
         }
         return total;
     }

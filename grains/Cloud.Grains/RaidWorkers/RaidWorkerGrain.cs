@@ -48,6 +48,7 @@ internal sealed class RaidWorkerGrain(
         => EngineErrors.Guard(() => maintenance.TrimAsync(volumeName, offsetBytes, lengthBytes));
     public Task FlushAsync(string volumeName) => EngineErrors.Guard(() => scheduler.FlushAsync(volumeName));
     public Task CloseVolumeAsync(string volumeName) => EngineErrors.Guard(() => maintenance.CloseAsync(volumeName));
+    public Task<bool> HasOpenAsync(string volumeName) => Task.FromResult(volumes.HasOpen(volumeName));
     public Task<VolumeStatus> GetVolumeStatusAsync(string volumeName)
         => EngineErrors.Guard(() => maintenance.StatusAsync(volumeName, null));
     public Task FailMemberAsync(string volumeName, int index, string reason)

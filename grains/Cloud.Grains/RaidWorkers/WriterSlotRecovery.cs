@@ -46,7 +46,16 @@ public sealed partial class WriterSlotRecovery(
     /// Resyncs the stripes writer slot <paramref name="writerSlot"/> marks in <paramref name="v"/>, partition by
     /// partition under that partition's exclusive locks, then clears the slot; returns the stripes resynced.
     /// </summary>
-    public async Task<long> RecoverAsync(OpenVolume v, int writerSlot)
+    /// <param name="v">The volume, open here.</param>
+    /// <param name="writerSlot">The slot to recover.</param>
+    /// <param name="standDown">
+    /// Asked before each step and before the clear: true ends the recovery there, with the slot left as it is. A dead
+    /// silo's recovery stands down once a silo of that name is back with the volume open: the new incarnation writes
+    /// through the same slot and recovers the marks it found there itself, so a clear from here would erase the marks
+    /// of its own writes in flight, and going on would resync the same stripes twice on the same disks (on the bed,
+    /// the returned silo's own recovery then ran 57 s beside the survivors' writes after the next kill).
+    /// </param>
+    public async Task<long> RecoverAsync(OpenVolume v, int writerSlot, Func<Task<bool>>? standDown = null)
     {
         // A dead writer's marks do not change between this read and the resync; a live writer's (this silo's own
         // slot) may grow, but its new marks are for writes it makes under these same locks, which are then not in
@@ -55,7 +64,20 @@ public sealed partial class WriterSlotRecovery(
         if (marked.Count == 0) return 0;
         long resynced = 0;
         foreach (var partition in ByPartition(v, marked))
-            resynced += await ResyncPartitionAsync(v, partition).ConfigureAwait(false);
+        {
+            var done = await ResyncPartitionAsync(v, partition, standDown).ConfigureAwait(false);
+            resynced += done.Stripes;
+            if (!done.Finished)
+            {
+                LogStoodDown(logger, v.Info.Name, writerSlot, resynced);
+                return resynced;
+            }
+        }
+        if (standDown is not null && await standDown().ConfigureAwait(false))
+        {
+            LogStoodDown(logger, v.Info.Name, writerSlot, resynced);
+            return resynced;
+        }
         await v.Store.ClearWriterSlotAsync(writerSlot, CancellationToken.None).ConfigureAwait(false);
         LogSlotRecovered(logger, v.Info.Name, writerSlot, resynced);
         return resynced;
@@ -104,10 +126,14 @@ public sealed partial class WriterSlotRecovery(
         IReadOnlyList<(long First, long End)> marked) =>
         ByPartition(VolumeMath.StripesPerPartition(v.Info, _options.PartitionTargetBytes), marked);
 
-    /// <summary>Resyncs one partition's marked stripes, step by step, each step under its own exclusive lock.</summary>
-    private async Task<long> ResyncPartitionAsync(
+    /// <summary>
+    /// Resyncs one partition's marked stripes, step by step, each step under its own exclusive lock; stops before a
+    /// step when <paramref name="standDown"/> says so (Finished false).
+    /// </summary>
+    private async Task<(long Stripes, bool Finished)> ResyncPartitionAsync(
         OpenVolume v,
-        (long Partition, List<(long First, long Last)> Pieces) partition)
+        (long Partition, List<(long First, long Last)> Pieces) partition,
+        Func<Task<bool>>? standDown)
     {
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition.Partition));
         long resynced = 0;
@@ -115,11 +141,12 @@ public sealed partial class WriterSlotRecovery(
         {
             for (var s = first; s <= last; s += ResyncStepStripes)
             {
+                if (standDown is not null && await standDown().ConfigureAwait(false)) return (resynced, false);
                 resynced += await ResyncStepAsync(v, lockGrain, s, Math.Min(last + 1, s + ResyncStepStripes))
                     .ConfigureAwait(false);
             }
         }
-        return resynced;
+        return (resynced, true);
     }
 
     /// <summary>
@@ -163,6 +190,9 @@ public sealed partial class WriterSlotRecovery(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Volume {Volume}: intent slot {Slot} recovered, {Stripes} stripes resynced")]
     private static partial void LogSlotRecovered(ILogger logger, string volume, int slot, long stripes);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Volume {Volume}: recovery of intent slot {Slot} stood down after {Stripes} stripes: its writer is back and recovers the slot itself")]
+    private static partial void LogStoodDown(ILogger logger, string volume, int slot, long stripes);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: releasing a lock after a slot recovery failed")]
     private static partial void LogReleaseFailed(ILogger logger, string volume, Exception exception);
