@@ -13,16 +13,22 @@ namespace Cloud.HostBed;
 /// <param name="Mismatches">Parity mismatches plus checksum errors the scrub found, over every volume.</param>
 /// <param name="CheckError">Why the check after the kill (restart, FLUSH, read-back, scrub) could not finish, or
 /// null.</param>
+/// <param name="Control">Per survivor's writer, the same measure from a moment just before the kill with nothing
+/// killed: what the writers' own stalls make of it (the floor under <paramref name="Recovery"/>).</param>
 public sealed record FailoverTrial(
     int Trial,
     int Victim,
     IReadOnlyList<TimeSpan> Recovery,
     long Lost,
     long Mismatches,
-    string? CheckError)
+    string? CheckError,
+    IReadOnlyList<TimeSpan> Control)
 {
     /// <summary>The trial's figure: the slowest survivor's recovery.</summary>
     public TimeSpan WorstRecovery => Recovery.Max();
+
+    /// <summary>The control's figure: the slowest survivor's, with nothing killed.</summary>
+    public TimeSpan WorstControl => Control.Max();
 }
 
 /// <summary>
@@ -113,6 +119,12 @@ public sealed class FailoverTrials
                 writers.Add(
                     await HostWriter.StartAsync(_bed, survivors[k], _volumes[k], _streams[k]).ConfigureAwait(false));
             await WaitForAcksAsync(writers, $"trial {trial}: writes do not flow before the kill").ConfigureAwait(false);
+            // The control: the same measure from a moment with nothing killed, on the same writers just before.
+            await Task.Delay(_random.Next(0, MaxKillDelayMs)).ConfigureAwait(false);
+            var controlAt = writers.Select(w => w.Stream.Now).ToArray();
+            var control = await Task.WhenAll(writers.Select(
+                (w, k) => w.Stream.MeasureRecoveryAsync(controlAt[k], WriteStream.RecoveryQuiet, FlowTimeout)))
+                .ConfigureAwait(false);
             await Task.Delay(_random.Next(0, MaxKillDelayMs)).ConfigureAwait(false);
 
             var killedAt = writers.Select(w => w.Stream.Now).ToArray();
@@ -142,7 +154,7 @@ public sealed class FailoverTrials
             try
             {
                 var (lost, mismatches) = await RestartAndCheckAsync(trial, victim, writers).ConfigureAwait(false);
-                return new FailoverTrial(trial, victim, recovery, lost, mismatches, null);
+                return new FailoverTrial(trial, victim, recovery, lost, mismatches, null, control);
             }
             catch (Exception ex)
                 when (ex is TimeoutException or Orleans.Runtime.OrleansException or CloudRequestException)
@@ -151,7 +163,7 @@ public sealed class FailoverTrials
                 if (!_bed.IsRunning(victim)) await _bed.StartHostAsync(victim).ConfigureAwait(false);
                 await _bed.WaitForActiveAsync(_bed.Hosts.Count).ConfigureAwait(false);
                 return new FailoverTrial(
-                    trial, victim, recovery, 0, 0, $"{ex.GetType().Name}: {ex.Message.Split('\n')[0]}");
+                    trial, victim, recovery, 0, 0, $"{ex.GetType().Name}: {ex.Message.Split('\n')[0]}", control);
             }
         }
         finally
@@ -312,8 +324,10 @@ public sealed class FailoverTrials
             results.Add(result);
             var perWriter = string.Join(
                 ", ", result.Recovery.Select(r => r.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s"));
+            var perControl = string.Join(
+                ", ", result.Control.Select(r => r.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s"));
             log($"trial {trial,2}: killed {bed.Hosts[result.Victim].Name} (catalog host); writes flowing again after {perWriter} "
-                + $"(survivors' writers); "
+                + $"(survivors' writers; with nothing killed just before: {perControl}); "
                 + (result.CheckError is null
                     ? $"{result.Lost} lost, {result.Mismatches} scrub mismatches"
                     : $"CHECK FAILED: {result.CheckError}"));
@@ -325,9 +339,8 @@ public sealed class FailoverTrials
             return 1;
         }
         var sorted = results.Select(r => r.WorstRecovery).Order().ToList();
-        var median = sorted.Count % 2 == 1
-            ? sorted[sorted.Count / 2]
-            : (sorted[(sorted.Count / 2) - 1] + sorted[sorted.Count / 2]) / 2;
+        var median = Median(sorted);
+        var controls = results.Select(r => r.WorstControl).Order().ToList();
         long lost = results.Sum(r => r.Lost), mismatches = results.Sum(r => r.Mismatches);
         log("");
         log(
@@ -339,9 +352,15 @@ public sealed class FailoverTrials
         log($"acknowledged writes lost:         {lost}");
         log($"scrub mismatches + checksum errs: {mismatches}");
         log(
-            $"kill -> writes flowing again:     median {Seconds(median)}, worst {Seconds(sorted[^1])} (slowest survivor per trial)");
+            $"kill -> writes flowing again:     median {Seconds(median)}, worst {Seconds(sorted[^1])} (slowest survivor per trial), "
+            + $"{sorted.Count(r => r <= FailoverBound)} of {sorted.Count} within {FailoverBound.TotalSeconds:0} s");
+        log(
+            $"same measure, nothing killed:     median {Seconds(Median(controls))}, worst {Seconds(controls[^1])} (the writers' own stalls: the floor under the figure above)");
         return lost == 0 && mismatches == 0 && failed == 0 && unchecked_ == 0 ? 0 : 1;
     }
+
+    private static TimeSpan Median(List<TimeSpan> sorted) =>
+        sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[(sorted.Count / 2) - 1] + sorted[sorted.Count / 2]) / 2;
 
     private static string Seconds(TimeSpan t) => t.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture) + " s";
 
