@@ -5,7 +5,8 @@
 #   bench/hosts.sh [--hosts N] [--page-blobs CONNSTRING]
 # The failover measurement (Release build; Azurite from node_modules unless --page-blobs names an account): N kills
 # of the catalog's host while the other hosts write; prints each trial and the median and worst time to writes
-# flowing again, and exits 1 if an acknowledged write was lost or scrub found a mismatch.
+# flowing again, beside a control (the same measure from a moment just before the kill, nothing killed: the writers'
+# own stalls on a saturated Azurite), and exits 1 if an acknowledged write was lost or scrub found a mismatch.
 #   bench/hosts.sh --failover-trials N [--seed N] [--hosts N]
 # A trial slower than 15 s prints its writers' stalls and the load table sampled once a second after the kill; with
 # CLOUD_BED_LOGS=DIR set, every host's output is kept in DIR for such a trial (trialN-hK.log) and at the end.
