@@ -71,7 +71,7 @@ public sealed class FailoverTrials
     private readonly string[] _volumes;
     private readonly WriteStream[] _streams;
 
-    private FailoverTrials(HostBed bed, int seed, Action<string> log, string[] volumes)
+    private FailoverTrials(HostBed bed, int seed, Action<string> log, string[] volumes, double? writesPerSecond)
     {
         _bed = bed;
         _log = log;
@@ -81,7 +81,8 @@ public sealed class FailoverTrials
         [
             .. volumes.Select((_, i) => new WriteStream(PageBlobVolumes.VolumeBytes, CrashScenario.Writers, seed + i)
             {
-                GiveUpAfter = GiveUpAfter
+                GiveUpAfter = GiveUpAfter,
+                WritesPerSecond = writesPerSecond
             })
         ];
     }
@@ -95,7 +96,12 @@ public sealed class FailoverTrials
     /// <summary>
     /// Creates one page-blob volume per survivor (the bed's hosts less one) through <paramref name="client"/>.
     /// </summary>
-    public static async Task<FailoverTrials> CreateAsync(HostBed bed, CloudClient client, int seed, Action<string> log)
+    public static async Task<FailoverTrials> CreateAsync(
+        HostBed bed,
+        CloudClient client,
+        int seed,
+        Action<string> log,
+        double? writesPerSecond = null)
     {
         ArgumentNullException.ThrowIfNull(bed);
         ArgumentNullException.ThrowIfNull(client);
@@ -104,7 +110,7 @@ public sealed class FailoverTrials
                 $"the failover trials need at least 2 hosts, not {bed.Hosts.Count}", nameof(bed));
         var volumes = Enumerable.Range(0, bed.Hosts.Count - 1).Select(i => $"failover-{i}").ToArray();
         foreach (var name in volumes) await PageBlobVolumes.CreateAsync(client, name).ConfigureAwait(false);
-        return new FailoverTrials(bed, seed, log, volumes);
+        return new FailoverTrials(bed, seed, log, volumes, writesPerSecond);
     }
 
     /// <summary>Runs trial <paramref name="trial"/>: kill the catalog's host, measure, restart it, check.</summary>
@@ -294,13 +300,15 @@ public sealed class FailoverTrials
     /// <summary>
     /// Runs <paramref name="trials"/> trials, prints each and the summary; returns the process exit code.
     /// </summary>
-    public static async Task<int> RunAsync(HostBed bed, int trials, int seed, Action<string> log)
+    /// <param name="writesPerSecond">Each survivor's writes per second (an open-loop load), or null for writers that
+    /// write back to back (the bed's page blobs saturated).</param>
+    public static async Task<int> RunAsync(HostBed bed, int trials, int seed, Action<string> log, double? writesPerSecond = null)
     {
         ArgumentNullException.ThrowIfNull(log);
         if (trials is < 1 or > MaxTrials)
             throw new ArgumentOutOfRangeException(nameof(trials), $"{trials} trials is not allowed; use 1-{MaxTrials}");
         await using var client = await bed.ConnectAsync().ConfigureAwait(false);
-        var runner = await CreateAsync(bed, client, seed, log).ConfigureAwait(false);
+        var runner = await CreateAsync(bed, client, seed, log, writesPerSecond).ConfigureAwait(false);
         var results = new List<FailoverTrial>();
         var failed = 0;
         for (var trial = 1; trial <= trials; trial++)
@@ -344,7 +352,8 @@ public sealed class FailoverTrials
         long lost = results.Sum(r => r.Lost), mismatches = results.Sum(r => r.Mismatches);
         log("");
         log(
-            $"trials:                           {trials} kills of the catalog's host (seed {seed}, {bed.Hosts.Count} hosts)");
+            $"trials:                           {trials} kills of the catalog's host (seed {seed}, {bed.Hosts.Count} hosts, "
+            + (writesPerSecond is { } r ? $"{r:0.#} writes/s per survivor)" : "writers back to back)"));
         log($"acknowledged writes:              {runner.AcknowledgedCount} ({runner.FailedCount} unacknowledged)");
         var unchecked_ = results.Count(r => r.CheckError is not null);
         log($"trials failed (no figure):        {failed}");

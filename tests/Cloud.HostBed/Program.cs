@@ -9,9 +9,10 @@ using Cloud.Testing;
 // With --delegation it compares load-based delegation with a fixed target while one host is slowed (DelegationBench).
 // With --remote-members it runs the shared fio workloads on a RAID-5 4+1 volume with a member on each of 5 hosts and on
 // one with every member on the delegate's host (RemoteMembersBench).
-const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N]] [--delegation [--seconds N (1-3600)] [--case 20ms|100ms|cpu, repeatable]] [--remote-members [--member-mib N (1-4096, default 64)]]";
+const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N] [--rate W (writes/s per survivor, 1-100000; default back to back)]] [--delegation [--seconds N (1-3600)] [--case 20ms|100ms|cpu, repeatable]] [--remote-members [--member-mib N (1-4096, default 64)]]";
 var options = new HostBedOptions();
 int failoverTrials = 0, seed = 1, delegationSeconds = DelegationBench.DefaultSeconds;
+double? failoverRate = null;
 var delegation = false;
 var delegationCases = new List<SlowHostCase>();
 var remoteMembers = false;
@@ -35,6 +36,11 @@ for (var i = 0; i < args.Length; i++)
         case "--failover-trials" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
             && n is >= 1 and <= FailoverTrials.MaxTrials:
             failoverTrials = n;
+            i++;
+            break;
+        case "--rate" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
+            && n is >= 1 and <= 100_000:
+            failoverRate = n;
             i++;
             break;
         case "--delegation":
@@ -74,6 +80,11 @@ if (failoverTrials > 0 && options.Hosts < 2)
 {
     Console.Error.WriteLine(
         $"hostbed: --failover-trials needs at least 2 hosts (a victim and a survivor), not {options.Hosts}");
+    return 2;
+}
+if (failoverRate is not null && failoverTrials == 0)
+{
+    Console.Error.WriteLine($"hostbed: --rate applies to --failover-trials; {Usage}");
     return 2;
 }
 if (delegation && (failoverTrials > 0 || options.Hosts < 2))
@@ -140,7 +151,7 @@ async Task<int> RunAsync()
         Console.WriteLine($"failover trials: {failoverTrials} kills of the catalog's host, seed {seed}, {options.Hosts} hosts, "
             + $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}");
         await using var trialBed = await HostBed.StartAsync(postgres, options, line => Console.WriteLine($"  {line}"));
-        return await FailoverTrials.RunAsync(trialBed, failoverTrials, seed, Console.WriteLine);
+        return await FailoverTrials.RunAsync(trialBed, failoverTrials, seed, Console.WriteLine, failoverRate);
 }
 
     await using var bed = await HostBed.StartAsync(postgres, options, Console.WriteLine);

@@ -65,6 +65,13 @@ public sealed class WriteStream
     /// </summary>
     public TimeSpan GiveUpAfter { get; init; } = WriteTimeout;
 
+    /// <summary>
+    /// Writes per second the whole stream issues, shared evenly by its writers (an open-loop load, like fio's
+    /// <c>rate_iops</c>); null (the default) lets each writer issue its next write as soon as the last one ends. A
+    /// writer behind its schedule issues at once.
+    /// </summary>
+    public double? WritesPerSecond { get; init; }
+
     /// <summary>The seed (print it on failure: it replays the same offsets and sizes).</summary>
     public int Seed => _seed;
 
@@ -93,8 +100,21 @@ public sealed class WriteStream
         var random = new Random(HashCode.Combine(_seed, writer));
         var regionBlocks = _blockCount / _writers;
         var regionStart = writer * regionBlocks;
+        var interval = WritesPerSecond is { } rate ? TimeSpan.FromSeconds(_writers / rate) : TimeSpan.Zero;
+        var next = _clock.Elapsed;
         while (!stop.IsCancellationRequested)
         {
+            if (interval > TimeSpan.Zero)
+            {
+                next += interval;
+                var wait = next - interval - _clock.Elapsed;
+                if (wait > TimeSpan.Zero)
+                {
+                    try { await Task.Delay(wait, stop).ConfigureAwait(false); }
+                    catch (OperationCanceledException) { break; }
+                }
+                else if (-wait > interval) next = _clock.Elapsed + interval;
+            }
             var blocks = random.Next(1, MaxWriteBlocks + 1);
             var first = regionStart + random.NextInt64(0, regionBlocks - blocks + 1);
             var seq = Interlocked.Increment(ref _nextSeq);
