@@ -60,8 +60,15 @@ internal sealed partial class DeadSiloRecovery(
             try
             {
                 var slot = await grains.GetGrain<IWriterSlotsGrain>(0).GetWriterSlotAsync(deadSilo);
-                var stripes = await worker.RecoverWriterSlotAsync(slot, volume => IsBackWithAsync(deadSilo, volume));
-                LogRecovered(logger, deadSilo, slot, stripes);
+                var handedOver = false;
+                var stripes = await worker.RecoverWriterSlotAsync(slot, async volume =>
+                {
+                    var back = await IsBackWithAsync(deadSilo, volume);
+                    handedOver |= back;
+                    return back;
+                });
+                if (handedOver) LogHandedOver(logger, deadSilo, slot, stripes);
+                else LogRecovered(logger, deadSilo, slot, stripes);
                 return;
             }
             catch (Exception ex) when (!stoppingToken.IsCancellationRequested)
@@ -87,6 +94,9 @@ internal sealed partial class DeadSiloRecovery(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Dead silo {Silo}: intent slot {Slot} recovered, {Stripes} stripes resynced")]
     private static partial void LogRecovered(ILogger logger, string silo, int slot, long stripes);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Dead silo {Silo}: intent slot {Slot}: {Stripes} stripes resynced, the rest left to the silo, which is back and recovers the marks it found itself")]
+    private static partial void LogHandedOver(ILogger logger, string silo, int slot, long stripes);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Dead silo {Silo}: recovering its intent slot failed (attempt {Attempt})")]
     private static partial void LogRetry(ILogger logger, string silo, int attempt, Exception exception);
