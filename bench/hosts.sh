@@ -7,7 +7,9 @@
 # of the catalog's host while the other hosts write; prints each trial and the median and worst time to writes
 # flowing again, beside a control (the same measure from a moment just before the kill, nothing killed: the writers'
 # own stalls on a saturated Azurite), and exits 1 if an acknowledged write was lost or scrub found a mismatch.
-#   bench/hosts.sh --failover-trials N [--seed N] [--hosts N]
+#   bench/hosts.sh --failover-trials N [--seed N] [--hosts N] [--rate W]
+# --rate W: each survivor's writers issue W writes/s between them (open loop) instead of back to back, which keeps the
+# single-process Azurite below saturation, so that the figure is the failover's and not the emulator's queue.
 # A trial slower than 15 s prints its writers' stalls and the load table sampled once a second after the kill; with
 # CLOUD_BED_LOGS=DIR set, every host's output is kept in DIR for such a trial (trialN-hK.log) and at the end.
 # Delegation across processes (a durable RAID-5 volume over the hosts' disk pools, no Azurite): for one slowed host
