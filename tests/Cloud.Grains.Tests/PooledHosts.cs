@@ -6,9 +6,29 @@ namespace Cloud.Grains.Tests;
 /// An in-process cluster of three silos, each posing as its own host (<c>host-SILO</c>) with its own disk pool, so
 /// that a member of one silo's pool is another host's file to the other two and is reached through the disk service.
 /// </summary>
-public sealed class PooledHosts : IAsyncLifetime
+public sealed class PooledHosts : IAsyncLifetime, IAsyncDisposable
 {
     private CloudCluster? _cluster;
+    private Action<Orleans.Hosting.ISiloBuilder>? _configureBuilder;
+
+    /// <summary>
+    /// Starts such a cluster outside a fixture, with more for every silo's builder (e.g. a grain call filter that
+    /// injects faults into the disk service); dispose it at the end of the test.
+    /// </summary>
+    public static async Task<PooledHosts> StartAsync(Action<Orleans.Hosting.ISiloBuilder>? configureBuilder = null)
+    {
+        var hosts = new PooledHosts { _configureBuilder = configureBuilder };
+        try
+        {
+            await hosts.InitializeAsync();
+            return hosts;
+        }
+        catch
+        {
+            await hosts.DisposeAsync();
+            throw;
+        }
+    }
 
     /// <summary>The directory holding each silo's pool (one subdirectory per silo name).</summary>
     public string PoolRoot { get; } =
@@ -27,12 +47,15 @@ public sealed class PooledHosts : IAsyncLifetime
     public async Task InitializeAsync()
     {
         Directory.CreateDirectory(PoolRoot);
-        _cluster = await CloudCluster.StartAsync(3, configureSilo: (silo, o) =>
-        {
-            Directory.CreateDirectory(PoolOf(silo));
-            o.HostName = HostOf(silo);
-            o.DiskPools = [PoolOf(silo)];
-        });
+        _cluster = await CloudCluster.StartAsync(
+            3,
+            configureSilo: (silo, o) =>
+            {
+                Directory.CreateDirectory(PoolOf(silo));
+                o.HostName = HostOf(silo);
+                o.DiskPools = [PoolOf(silo)];
+            },
+            configureBuilder: _configureBuilder);
         // Placement reads the pools from the load table: wait until every silo has published one.
         await Eventually.TrueAsync(
             () => Cluster.Silos.All(s => Cluster.Service<Cloud.Grains.Delegation.LoadTable>(s).Entries
@@ -46,4 +69,6 @@ public sealed class PooledHosts : IAsyncLifetime
         if (_cluster is not null) await _cluster.DisposeAsync();
         try { Directory.Delete(PoolRoot, recursive: true); } catch (IOException) { }
     }
+
+    ValueTask IAsyncDisposable.DisposeAsync() => new(DisposeAsync());
 }

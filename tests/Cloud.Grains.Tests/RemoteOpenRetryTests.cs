@@ -17,43 +17,24 @@ public sealed class RemoteOpenRetryTests
     [Fact]
     public async Task OpenOfALiveHostsMember_ThatFailsOnTheWay_IsRetried_NotTakenAsMissing()
     {
-        var pools = Path.Combine(Path.GetTempPath(), "cloud-pools-" + Guid.NewGuid().ToString("N"));
-        try
+        await using var hosts = await PooledHosts.StartAsync(silo => silo.AddIncomingGrainCallFilter(async context =>
         {
-            await using var cloud = await CloudCluster.StartAsync(
-                3,
-                configureSilo: (silo, o) =>
-                {
-                    Directory.CreateDirectory(Path.Combine(pools, silo));
-                    o.HostName = PooledHosts.HostOf(silo);
-                    o.DiskPools = [Path.Combine(pools, silo)];
-                },
-                configureBuilder: silo => silo.AddIncomingGrainCallFilter(async context =>
-                {
-                    if (context.Grain is IHostDiskGrain && context.InterfaceMethod.Name == nameof(IHostDiskGrain.OpenAsync)
-                        && Interlocked.Decrement(ref s_failuresLeft) >= 0)
-                        throw new SiloUnavailableException("injected: the directory partition's silo is unreachable");
-                    await context.Invoke();
-                }));
-            await Eventually.TrueAsync(
-                () => cloud.Silos.All(s => cloud.Service<Cloud.Grains.Delegation.LoadTable>(s).Entries
-                    .Count(e => e.PoolCapacityBytes > 0) == 3),
-                "every silo sees three hosts with a disk pool");
-            var info = await cloud.Client.CreateVolumeAsync(
-                new VolumeSpec("retry-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
+            if (context.Grain is IHostDiskGrain && context.InterfaceMethod.Name == nameof(IHostDiskGrain.OpenAsync)
+                && Interlocked.Decrement(ref s_failuresLeft) >= 0)
+                throw new SiloUnavailableException("injected: the directory partition's silo is unreachable");
+            await context.Invoke();
+        }));
+        var cloud = hosts.Cluster;
+        var info = await cloud.Client.CreateVolumeAsync(
+            new VolumeSpec("retry-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
 
-            var caller = cloud.Silos[0];
-            var remote = Enumerable.Range(0, info.DiskCount)
-                .First(i => info.MemberHost(i) != PooledHosts.HostOf(caller.Name));
-            Volatile.Write(ref s_failuresLeft, 3);
-            await using var device = await cloud.Service<HostDisks>(caller)
-                .OpenRemoteAsync(info, remote, CancellationToken.None);
-            Assert.True(Volatile.Read(ref s_failuresLeft) < 0, "the injected failures were not met");
-            Assert.NotNull(device);
-        }
-        finally
-        {
-            Directory.Delete(pools, recursive: true);
-        }
+        var caller = cloud.Silos[0];
+        var remote = Enumerable.Range(0, info.DiskCount)
+            .First(i => info.MemberHost(i) != PooledHosts.HostOf(caller.Name));
+        Volatile.Write(ref s_failuresLeft, 3);
+        await using var device = await cloud.Service<HostDisks>(caller)
+            .OpenRemoteAsync(info, remote, CancellationToken.None);
+        Assert.True(Volatile.Read(ref s_failuresLeft) < 0, "the injected failures were not met");
+        Assert.NotNull(device);
     }
 }

@@ -17,56 +17,37 @@ public sealed class StatusOpenWaitTests
     [Fact]
     public async Task VolumeShow_WhileAMembersHostHangsTheOpen_SaysItIsStillOpening_ThenShowsTheVolume()
     {
-        var pools = Path.Combine(Path.GetTempPath(), "cloud-pools-" + Guid.NewGuid().ToString("N"));
+        await using var hosts = await PooledHosts.StartAsync(silo => silo.AddIncomingGrainCallFilter(async context =>
+        {
+            if (context.Grain is IHostDiskGrain && context.InterfaceMethod.Name == nameof(IHostDiskGrain.OpenAsync)
+                && s_hold is { } hold)
+                await hold.Task;
+            await context.Invoke();
+        }));
+        var cloud = hosts.Cluster;
+        var name = "opening-" + Guid.NewGuid().ToString("N")[..6];
+        await cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
+        foreach (var silo in cloud.Silos)
+        {
+            cloud.Service<RaidMaintenance>(silo).StatusOpenWait = TimeSpan.FromSeconds(1);
+            await cloud.Grains(silo).GetGrain<IRaidWorkerGrain>(silo.Name).CloseVolumeAsync(name);
+        }
+
+        s_hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         try
         {
-            await using var cloud = await CloudCluster.StartAsync(
-                3,
-                configureSilo: (silo, o) =>
-                {
-                    Directory.CreateDirectory(Path.Combine(pools, silo));
-                    o.HostName = PooledHosts.HostOf(silo);
-                    o.DiskPools = [Path.Combine(pools, silo)];
-                },
-                configureBuilder: silo => silo.AddIncomingGrainCallFilter(async context =>
-                {
-                    if (context.Grain is IHostDiskGrain && context.InterfaceMethod.Name == nameof(IHostDiskGrain.OpenAsync)
-                        && s_hold is { } hold)
-                        await hold.Task;
-                    await context.Invoke();
-                }));
-            await Eventually.TrueAsync(
-                () => cloud.Silos.All(s => cloud.Service<Cloud.Grains.Delegation.LoadTable>(s).Entries
-                    .Count(e => e.PoolCapacityBytes > 0) == 3),
-                "every silo sees three hosts with a disk pool");
-            var name = "opening-" + Guid.NewGuid().ToString("N")[..6];
-            await cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
-            foreach (var silo in cloud.Silos)
-            {
-                cloud.Service<RaidMaintenance>(silo).StatusOpenWait = TimeSpan.FromSeconds(1);
-                await cloud.Grains(silo).GetGrain<IRaidWorkerGrain>(silo.Name).CloseVolumeAsync(name);
-            }
-
-            s_hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            try
-            {
-                var opening = await cloud.Client.ShowVolumeAsync(name).WaitAsync(TimeSpan.FromSeconds(15));
-                Assert.Equal(VolumeHealthState.Unavailable, opening.Health);
-                Assert.Contains("still opening", opening.Message, StringComparison.Ordinal);
-                Assert.Equal(name, opening.Info.Name);
-            }
-            finally
-            {
-                s_hold.TrySetResult();
-                s_hold = null;
-            }
-            await Eventually.TrueAsync(
-                async () => (await cloud.Client.ShowVolumeAsync(name)).Health == VolumeHealthState.Healthy,
-                "the volume shows healthy once its members opened");
+            var opening = await cloud.Client.ShowVolumeAsync(name).WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.Equal(VolumeHealthState.Unavailable, opening.Health);
+            Assert.Contains("still opening", opening.Message, StringComparison.Ordinal);
+            Assert.Equal(name, opening.Info.Name);
         }
         finally
         {
-            Directory.Delete(pools, recursive: true);
+            s_hold.TrySetResult();
+            s_hold = null;
         }
+        await Eventually.TrueAsync(
+            async () => (await cloud.Client.ShowVolumeAsync(name)).Health == VolumeHealthState.Healthy,
+            "the volume shows healthy once its members opened");
     }
 }
