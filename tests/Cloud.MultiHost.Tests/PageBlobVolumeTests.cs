@@ -1,14 +1,17 @@
 using System.Globalization;
 using Cloud.HostBed;
 using Cloud.Testing;
+using Xunit.Abstractions;
 
 namespace Cloud.MultiHost.Tests;
 
 /// <summary>
-/// A volume on disks every host reaches is one volume from every host: through NBD and the SDK alike.
+/// A volume on disks every host reaches is one volume from every host: through NBD and the SDK alike; and it keeps
+/// serving when the host holding its catalog and lock grains is killed (CatalogHostKillTests.cs).
 /// </summary>
 [Collection(MultiHostCollection.Name)]
-public sealed class PageBlobVolumeTests(ThreeHostsOnPageBlobs fixture) : IClassFixture<ThreeHostsOnPageBlobs>
+public sealed partial class PageBlobVolumeTests(ThreeHostsOnPageBlobs fixture, ITestOutputHelper output)
+    : IClassFixture<ThreeHostsOnPageBlobs>
 {
     private const int RegionBytes = 1 << 20;
 
