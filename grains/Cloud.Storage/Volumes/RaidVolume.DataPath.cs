@@ -142,11 +142,20 @@ public sealed partial class RaidVolume
             {
                 StripeScratch s = locked.Scratch;
                 ResetScratch(s, stripe);
-                var needed = TimestampMembers(s, stripe, pos, stripeEnd, boundMissing);
-                var n = 0;
-                for (var m = 0; m < _memberCount; m++)
-                    if ((needed & (1UL << m)) != 0) s.Tasks[n++] = ReadMetadataAsync(s, m, stripe, cancellationToken);
-                await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+                ulong read = 0;
+                // A member whose read fails is failed, and its blocks then need the parity members' metadata for the
+                // bound: a second round reads what the first did not.
+                for (var round = 0; round < 2; round++)
+                {
+                    var needed = TimestampMembers(s, stripe, pos, stripeEnd, boundMissing) & ~read;
+                    if (needed == 0) break;
+                    var n = 0;
+                    for (var m = 0; m < _memberCount; m++)
+                        if ((needed & (1UL << m)) != 0) s.Tasks[n++] = ReadMetadataAsync(s, m, stripe, cancellationToken);
+                    read |= needed;
+                    await AwaitAllAsync(s.Tasks, n).ConfigureAwait(false);
+                    if (!boundMissing) break;
+                }
                 for (var p = pos; p < stripeEnd; p += B)
                     timestamps.Span[(int)((p - offsetBytes) / B)] = BlockTimestamp(s, stripe, p, boundMissing);
             }
