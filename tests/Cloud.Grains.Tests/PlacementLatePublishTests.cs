@@ -18,7 +18,19 @@ public sealed class PlacementLatePublishTests
 {
     private sealed class Membership(params string[] active) : IClusterMembershipService
     {
-        public ClusterMembershipSnapshot CurrentSnapshot { get; } = new(
+        /// <summary>Runs at each read of the snapshot (a load publish landing while placement reads the membership).</summary>
+        public Action? OnRead { get; set; }
+
+        public ClusterMembershipSnapshot CurrentSnapshot
+        {
+            get
+            {
+                OnRead?.Invoke();
+                return _snapshot;
+            }
+        }
+
+        private readonly ClusterMembershipSnapshot _snapshot = new(
             active.ToImmutableDictionary(
                 a => SiloAddress.FromParsableString(a),
                 a => new ClusterMember(SiloAddress.FromParsableString(a), SiloStatus.Active, a)),
@@ -38,13 +50,19 @@ public sealed class PlacementLatePublishTests
         new($"h{host}", Address(host), 0, 0, 0, 10, false, published, 0, 0, 0, false, $"host-h{host}",
             PoolCapacityBytes: 1L << 30, PoolFreeBytes: (1L << 30) - host);
 
-    private static (MemberPlacement Placement, LoadTable Table, FakeTimeProvider Clock) Create(params string[] active)
+    private static (MemberPlacement Placement, LoadTable Table, FakeTimeProvider Clock) Create(params string[] active) =>
+        Create(out _, active);
+
+    private static (MemberPlacement Placement, LoadTable Table, FakeTimeProvider Clock) Create(
+        out Membership membership,
+        params string[] active)
     {
         var clock = new FakeTimeProvider(new DateTimeOffset(2026, 12, 4, 12, 0, 0, TimeSpan.Zero));
         var options = Options.Create(new CloudOptions());
         var table = new LoadTable(options, clock);
+        membership = new Membership(active);
         // HostDisks is not reached: these cases only ask which hosts have a pool.
-        return (new MemberPlacement(table, null!, new Membership(active), options, clock), table, clock);
+        return (new MemberPlacement(table, null!, membership, options, clock), table, clock);
     }
 
     [Fact]
@@ -58,8 +76,39 @@ public sealed class PlacementLatePublishTests
 
         clock.Advance(CloudOptions.DefaultLoadPublishPeriod);
         table.Update([Entry(1, clock.GetUtcNow()), Entry(2, clock.GetUtcNow()), Entry(3, clock.GetUtcNow())]);
-        clock.Advance(CloudOptions.DefaultLoadPublishPeriod);
+        // The wait's continuation runs on the thread pool: it may take its next delay after an advance made here, so
+        // advance (well inside the wait's deadline) until it has answered.
+        for (var i = 0; i < 10 && !hosts.IsCompleted; i++)
+        {
+            clock.Advance(CloudOptions.DefaultLoadPublishPeriod);
+            await Task.WhenAny(hosts, Task.Delay(TimeSpan.FromMilliseconds(50)));
+        }
 
+        Assert.Equal(["host-h1", "host-h2", "host-h3"], (await hosts).Select(h => h.Host).Order());
+    }
+
+    [Fact]
+    public async Task APublishLandingWhilePlacementReadsTheMembership_IsCounted()
+    {
+        // CI once saw the case above answer with two hosts: the third host's entry arrived after placement had counted
+        // the hosts and before it asked the membership whether an active silo was still unpublished (none was, so it
+        // answered with the two it had counted). Here the publish lands at exactly that moment, every time.
+        var (placement, table, clock) = Create(out var membership, Address(1), Address(2), Address(3));
+        table.Update([Entry(1, clock.GetUtcNow()), Entry(2, clock.GetUtcNow())]);
+        membership.OnRead = () =>
+        {
+            membership.OnRead = null;
+            table.Update([Entry(1, clock.GetUtcNow()), Entry(2, clock.GetUtcNow()), Entry(3, clock.GetUtcNow())]);
+        };
+
+        var hosts = placement.PoolHostsAsync(h => h.Count >= 3);
+        for (var i = 0; i < 10 && !hosts.IsCompleted; i++)
+        {
+            clock.Advance(CloudOptions.DefaultLoadPublishPeriod);
+            await Task.WhenAny(hosts, Task.Delay(TimeSpan.FromMilliseconds(50)));
+        }
+
+        Assert.True(hosts.IsCompleted, "placement still waiting with every active silo published");
         Assert.Equal(["host-h1", "host-h2", "host-h3"], (await hosts).Select(h => h.Host).Order());
     }
 

@@ -53,8 +53,12 @@ public sealed class MemberPlacement(
         var deadline = time.GetUtcNow() + (wait < PublishWaitMax ? wait : PublishWaitMax);
         while (true)
         {
+            // Membership first, pools second: a publish landing between the two reads then shows in the hosts
+            // (asked the other way round, the third host's entry could arrive after the hosts were counted and
+            // before the membership was checked, and placement answered with two hosts of three).
+            var unpublished = AnActiveSiloIsUnpublished();
             var hosts = PoolHosts();
-            if (enough(hosts) || !AnActiveSiloIsUnpublished() || time.GetUtcNow() >= deadline) return hosts;
+            if (enough(hosts) || !unpublished || time.GetUtcNow() >= deadline) return hosts;
             await Task.Delay(o.LoadPublishPeriod, time).ConfigureAwait(false);
         }
     }
