@@ -198,7 +198,19 @@ public sealed class HostLossTests(SixHostsThatReturn hosts, ITestOutputHelper ou
             var read = new byte[step];
             await CrashScenario.RetryAsync(async () => { await volume.ReadAsync(at, read); return 0; });
             var same = read.AsSpan().CommonPrefixLength(model.AsSpan((int)at, step));
-            Assert.True(same == step, $"{context}: block {(at + same) / 4096} differs from the last acknowledged write");
+            if (same == step) continue;
+            // What came back, for the post-mortem: how many blocks differ here, and whether the first is zeros (never
+            // written, or written on no member) or other bytes (a reconstruction from a stripe that does not hold).
+            var block = same / 4096 * 4096;
+            var differing = 0;
+            for (var b = 0; b < step; b += 4096)
+            {
+                if (!read.AsSpan(b, 4096).SequenceEqual(model.AsSpan((int)at + b, 4096))) differing++;
+            }
+            var zeros = !read.AsSpan(block, 4096).ContainsAnyExcept((byte)0);
+            Assert.Fail(
+                $"{context}: block {(at + same) / 4096} differs from the last acknowledged write ({differing} of "
+                + $"{step / 4096} blocks from {at / 4096} differ; the first reads {(zeros ? "zeros" : "other bytes")})");
         }
     }
 }
