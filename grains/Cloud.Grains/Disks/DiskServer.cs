@@ -140,8 +140,11 @@ public sealed class DiskServer(
     /// <summary>
     /// Writes a pooled payload to an open member for <paramref name="writer"/>, unless that silo is fenced, and
     /// disposes the payload. A payload of another length than the caller sent is refused before anything is written.
+    /// With <paramref name="durable"/>, returns only once the file is flushed after the write (a durable volume's
+    /// write, which would otherwise send its flush as a request of its own).
     /// </summary>
-    public async Task WritePooledAsync(string path, long offsetBytes, int lengthBytes, PooledBuffer data, string writer)
+    public async Task WritePooledAsync(
+        string path, long offsetBytes, int lengthBytes, PooledBuffer data, string writer, bool durable = false)
     {
         try
         {
@@ -169,6 +172,7 @@ public sealed class DiskServer(
             {
                 ArrayPool<byte>.Shared.Return(staging);
             }
+            if (durable) await Guard(() => device.FlushAsync(), device.Name, "flush", offsetBytes);
         }
         finally
         {

@@ -77,6 +77,15 @@ internal sealed class GrainDiskChannel(IHostDiskGrain server, string path, strin
         await Reach(server.WritePooledAsync(path, offsetBytes, totalBytes, data, writer));
     }
 
+    public async ValueTask WriteGatherDurableAsync(
+        long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, int totalBytes, CancellationToken cancellationToken)
+    {
+        // A write and its flush in one call: a durable volume's member write crossed the network twice.
+        var data = new PooledBuffer();
+        for (var i = 0; i < sources.Count; i++) data.Write(sources[i].Span);
+        await Reach(server.WritePooledDurableAsync(path, offsetBytes, totalBytes, data, writer));
+    }
+
     public async ValueTask FlushAsync(CancellationToken cancellationToken) =>
         await Reach(server.FlushAsync(path).WaitAsync(cancellationToken));
 

@@ -26,6 +26,9 @@ internal sealed class HostDiskGrain(DiskServer server) : Grain, IHostDiskGrain
     public Task WritePooledAsync(string path, long offsetBytes, int lengthBytes, PooledBuffer data, string writer) =>
         server.WritePooledAsync(path, offsetBytes, lengthBytes, data, writer);
 
+    public Task WritePooledDurableAsync(string path, long offsetBytes, int lengthBytes, PooledBuffer data, string writer) =>
+        server.WritePooledAsync(path, offsetBytes, lengthBytes, data, writer, durable: true);
+
     public Task FlushAsync(string path) => server.FlushAsync(path);
 
     public Task<string> PlaceAsync(string relativePath, long sizeBytes) =>

@@ -52,6 +52,13 @@ public interface IHostDiskGrain : IGrainWithStringKey
     [Alias("WritePooled")]
     Task WritePooledAsync(string path, long offsetBytes, int lengthBytes, PooledBuffer data, string writer);
 
+    /// <summary>
+    /// <see cref="WritePooledAsync"/>, answered once the file is flushed after the write: a durable volume's write in
+    /// one request instead of a write and a <see cref="FlushAsync"/>.
+    /// </summary>
+    [Alias("WritePooledDurable")]
+    Task WritePooledDurableAsync(string path, long offsetBytes, int lengthBytes, PooledBuffer data, string writer);
+
     /// <summary>Makes every acknowledged write of the file durable (fsync).</summary>
     [Alias("Flush")]
     Task FlushAsync(string path);

@@ -24,4 +24,16 @@ public interface IVectoredBlockDevice : IBlockDevice
     /// </summary>
     ValueTask WriteGatherAsync(
         long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// <see cref="WriteGatherAsync"/>, returning once the written range is durable (a forced-unit-access write). By
+    /// default the write and then <see cref="IBlockDevice.FlushAsync"/>; a device whose flush is a request of its own
+    /// (a member on another host) sends both as one.
+    /// </summary>
+    async ValueTask WriteGatherDurableAsync(
+        long offsetBytes, IReadOnlyList<ReadOnlyMemory<byte>> sources, CancellationToken cancellationToken = default)
+    {
+        await WriteGatherAsync(offsetBytes, sources, cancellationToken).ConfigureAwait(false);
+        await FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
 }

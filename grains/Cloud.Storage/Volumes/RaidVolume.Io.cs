@@ -81,6 +81,7 @@ public sealed partial class RaidVolume
         try
         {
             await request.StartAsync(d, cancellationToken).ConfigureAwait(false);
+            if (request.LeavesUnflushedData) NoteWriteDone(m);
             return true;
         }
         catch (BlockDeviceException e)
@@ -100,6 +101,9 @@ public sealed partial class RaidVolume
         /// <summary>What the request does, for its span: read, write, scatter or gather.</summary>
         string Kind { get; }
 
+        /// <summary>A write whose data is not yet durable when it completes (a later flush of the member must cover it).</summary>
+        bool LeavesUnflushedData { get; }
+
         ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken);
     }
 
@@ -108,6 +112,8 @@ public sealed partial class RaidVolume
         public bool IsEmpty => buffer.Length == 0;
 
         public string Kind => "read";
+
+        public bool LeavesUnflushedData => false;
 
         public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
             => device.ReadAsync(offsetBytes, buffer, cancellationToken);
@@ -130,6 +136,8 @@ public sealed partial class RaidVolume
 
         public string Kind => "write";
 
+        public bool LeavesUnflushedData => true;
+
         public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
             => device.WriteAsync(offsetBytes, buffer, cancellationToken);
 
@@ -149,6 +157,8 @@ public sealed partial class RaidVolume
 
         public string Kind => "scatter";
 
+        public bool LeavesUnflushedData => false;
+
         public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
             => device is IVectoredBlockDevice v
             ? v.ReadScatterAsync(offsetBytes, pieces, cancellationToken)
@@ -161,10 +171,35 @@ public sealed partial class RaidVolume
 
         public string Kind => "gather";
 
+        public bool LeavesUnflushedData => true;
+
         public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
             => device is IVectoredBlockDevice v
             ? v.WriteGatherAsync(offsetBytes, pieces, cancellationToken)
             : EachPieceAsync<ReadOnlyMemory<byte>, WriteRequest>(device, offsetBytes, pieces, cancellationToken);
+    }
+
+    /// <summary>A gathered write that returns once durable on the member (a forced-unit-access write).</summary>
+    private readonly struct DurableGatherRequest(long offsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces) : IMemberRequest
+    {
+        public bool IsEmpty => pieces.Count == 0;
+
+        public string Kind => "durable gather";
+
+        public bool LeavesUnflushedData => false;
+
+        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
+            => device is IVectoredBlockDevice v
+            ? v.WriteGatherDurableAsync(offsetBytes, pieces, cancellationToken)
+            : WriteThenFlushAsync(device, offsetBytes, pieces, cancellationToken);
+
+        private static async ValueTask WriteThenFlushAsync(
+            IBlockDevice device, long offsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces, CancellationToken cancellationToken)
+        {
+            await EachPieceAsync<ReadOnlyMemory<byte>, WriteRequest>(device, offsetBytes, pieces, cancellationToken)
+                .ConfigureAwait(false);
+            await device.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>

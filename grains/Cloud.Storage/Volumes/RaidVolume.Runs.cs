@@ -231,6 +231,7 @@ public sealed partial class RaidVolume
         for (var i = 0; i < stripes; i++) locks[i] = (int)((firstStripe + i) % StripeLockCount);
         Array.Sort(locks, 0, stripes);
         int held = 0, begun = 0;
+        ulong flushed = 0;
         StripeScratch?[] scratches = ArrayPool<StripeScratch?>.Shared.Rent(stripes);
         ValueTask<bool>[] tasks = ArrayPool<ValueTask<bool>>.Shared.Rent(stripes * 2 * _memberCount);
         using var ranges = new MemberRanges<ReadOnlyMemory<byte>>(stripes * 2 * _memberCount);
@@ -275,9 +276,16 @@ public sealed partial class RaidVolume
                     ranges.Add(m, slot + _chunk, s.Buffer.AsMemory(m * _slotBytes + _chunk, _metaBytes), _metaBytes);
                 }
             }
+            // A forced-unit-access run asks each member for a durable write (write and flush in one request where the
+            // member is on another host), so those members need no flush of their own afterwards.
             for (var j = 0; j < ranges.Count; j++)
-                tasks[j] = MemberGatherAsync(
-                    ranges.Member(j), ranges.OffsetBytes(j), ranges.Pieces(j), CancellationToken.None);
+            {
+                var m = ranges.Member(j);
+                if (fua) flushed |= 1UL << m;
+                tasks[j] = fua
+                    ? MemberRequestAsync(m, new DurableGatherRequest(ranges.OffsetBytes(j), ranges.Pieces(j)), CancellationToken.None)
+                    : MemberGatherAsync(m, ranges.OffsetBytes(j), ranges.Pieces(j), CancellationToken.None);
+            }
             await AwaitAllAsync(tasks, ranges.Count).ConfigureAwait(false);
             ThrowIfFailed();
             // A member that went away during the writes missed them: recorded before they are acknowledged.
@@ -299,6 +307,7 @@ public sealed partial class RaidVolume
             ArrayPool<int>.Shared.Return(locks);
             ArrayPool<ValueTask<bool>>.Shared.Return(tasks, clearArray: true);
         }
-        if (fua) await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
+        // A member whose durable request failed is failed itself, and flushes nothing either way.
+        if (fua) await FlushMembersAsync(cancellationToken, except: flushed).ConfigureAwait(false);
     }
 }

@@ -28,6 +28,12 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
 
     private readonly IBlockDevice?[] _devices;
     private readonly MemberState[] _states;
+
+    /// <summary>
+    /// Per member: writes completed through the data path (a count), and the count a completed flush covered. A member
+    /// whose count is covered has nothing to flush: a forced-unit-access write flushes only the members it wrote.
+    /// </summary>
+    private readonly long[] _writesDone, _writesFlushed;
     private readonly Guid[] _memberIds;
     private readonly long[] _cursors;
     private readonly string?[] _reasons;
@@ -65,6 +71,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         _slotBytes = _chunk + _metaBytes;
         _blocksPerChunk = definition.Geometry.BlocksPerChunk;
         _states = new MemberState[_memberCount];
+        // Every member starts with a write not known to be flushed, so the first flush reaches each one.
+        _writesDone = new long[_memberCount];
+        _writesFlushed = new long[_memberCount];
+        Array.Fill(_writesDone, 1L);
         _memberIds = new Guid[_memberCount];
         _cursors = new long[_memberCount];
         _reasons = new string?[_memberCount];
@@ -538,23 +548,47 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         }
     }
 
-    private async ValueTask FlushMembersAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Flushes every writable member with a completed write that no flush has covered yet, but those in
+    /// <paramref name="except"/> (bit m: member m). A random write of a durable RAID-5 touches two members of five; the
+    /// three others (four of them on other hosts, for a volume across hosts) need no flush for it.
+    /// </summary>
+    private async ValueTask FlushMembersAsync(CancellationToken cancellationToken, ulong except = 0)
     {
         var tasks = new List<Task>(_memberCount);
         for (var m = 0; m < _memberCount; m++)
         {
             IBlockDevice? d = _devices[m];
-            if (d is null || !IsWritable(m)) continue;
-            tasks.Add(FlushOneAsync(m, d, cancellationToken));
+            if (d is null || !IsWritable(m) || (except & (1UL << m)) != 0) continue;
+            var done = Volatile.Read(ref _writesDone[m]);
+            if (done <= Volatile.Read(ref _writesFlushed[m])) continue;
+            tasks.Add(FlushOneAsync(m, d, done, cancellationToken));
         }
         await Task.WhenAll(tasks).ConfigureAwait(false);
         ThrowIfFailed();
     }
 
-    private async Task FlushOneAsync(int m, IBlockDevice d, CancellationToken cancellationToken)
+    /// <summary>Counts a completed data-path write of member <paramref name="m"/> (one a later flush must cover).</summary>
+    private void NoteWriteDone(int m) => Interlocked.Increment(ref _writesDone[m]);
+
+    /// <param name="m">The member.</param>
+    /// <param name="d">Its device.</param>
+    /// <param name="covers">Member writes completed before the flush began; the flush makes them all durable.</param>
+    /// <param name="cancellationToken">Cancels the flush.</param>
+    private async Task FlushOneAsync(int m, IBlockDevice d, long covers, CancellationToken cancellationToken)
     {
         try { await d.FlushAsync(cancellationToken).ConfigureAwait(false); }
-        catch (BlockDeviceException e) { await MarkLostAsync(m, e, cancellationToken).ConfigureAwait(false); }
+        catch (BlockDeviceException e)
+        {
+            await MarkLostAsync(m, e, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        // Flushes may finish out of order: keep the highest count covered.
+        long seen;
+        while ((seen = Volatile.Read(ref _writesFlushed[m])) < covers
+               && Interlocked.CompareExchange(ref _writesFlushed[m], covers, seen) != seen)
+        {
+        }
     }
 
     // ----- member state -----
