@@ -16,17 +16,6 @@ public sealed class RuntimeConfigTests
     }
 
     [Fact]
-    public void TheSilosThreadPool_SleepsWithoutSpinning()
-    {
-        // Spinning workers took 18 % of the serving silos' samples on the multi-host bed, CPU that the other hosts'
-        // silos (and, on a real host, fio or qemu) needed (docs/BENCHMARKS.md, "Members across hosts").
-        Assert.True(
-            ConfigProperties().TryGetProperty("System.Threading.ThreadPool.UnfairSemaphoreSpinLimit", out var limit),
-            "the silo's runtimeconfig does not set System.Threading.ThreadPool.UnfairSemaphoreSpinLimit");
-        Assert.Equal(0, limit.GetInt32());
-    }
-
-    [Fact]
     public void LargeWritePayloads_StayOffTheLargeObjectHeap()
     {
         Assert.True(
