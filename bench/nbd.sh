@@ -22,6 +22,9 @@
 #   NBD_URI_CLOUD    benchmark an already running Cloud export instead of starting one
 #   FIO_RUNTIME, FIO_RAMP  override runtime/ramp_time (seconds) of the timed jobs
 #   SECTIONS         the jobs to run (default: precondition seqwrite seqread randwrite randread randwrite-qd1)
+#   NBD_BENCH_DURABLE  1: the volume is created --durable (every write on stable storage before it is acknowledged)
+#                    and the peer is nbdkit in write-through mode (--filter=fua fuamode=force: every write FUA, the
+#                    file plugin's fdatasync), so both sides make every write durable (silo target only, no TLS)
 #   NBD_BENCH_TLS    1: the TLS job (silo target only; needs certtool and psktool from gnutls-bin, setpriv when root)
 #   Nbd__CongestionControl  the TCP congestion control of Cloud's NBD connections (default cubic,reno; empty = the
 #                    kernel's default, which nbdkit uses)
@@ -33,10 +36,15 @@ MEMBER_MB="${NBD_BENCH_MEMBER_MB:-512}"
 SECTIONS="${SECTIONS:-precondition seqwrite seqread randwrite randread randwrite-qd1}"
 TARGET="${NBD_BENCH_TARGET:-silo}"
 case "$TARGET" in silo|engine) ;; *) echo "nbd.sh: NBD_BENCH_TARGET '$TARGET' is not allowed; use silo or engine" >&2; exit 2;; esac
+DURABLE="${NBD_BENCH_DURABLE:-0}"
+case "$DURABLE" in 0|1) ;; *) echo "nbd.sh: NBD_BENCH_DURABLE '$DURABLE' is not allowed; use 0 or 1" >&2; exit 2;; esac
 TLS="${NBD_BENCH_TLS:-0}"
 case "$TLS" in 0|1) ;; *) echo "nbd.sh: NBD_BENCH_TLS '$TLS' is not allowed; use 0 or 1" >&2; exit 2;; esac
 if [ "$TLS" = 1 ] && { [ "$TARGET" != silo ] || [ -n "${NBD_URI_CLOUD:-}" ]; }; then
   echo "nbd.sh: NBD_BENCH_TLS=1 runs against the silo it starts; unset NBD_BENCH_TARGET and NBD_URI_CLOUD" >&2; exit 2
+fi
+if [ "$DURABLE" = 1 ] && { [ "$TARGET" != silo ] || [ "$TLS" = 1 ] || [ -n "${NBD_URI_CLOUD:-}" ]; }; then
+  echo "nbd.sh: NBD_BENCH_DURABLE=1 runs against the silo it starts, without TLS; unset NBD_BENCH_TARGET, NBD_BENCH_TLS and NBD_URI_CLOUD" >&2; exit 2
 fi
 if [ "$TLS" = 1 ]; then
   for tool in certtool psktool nbdcopy openssl; do
@@ -117,7 +125,7 @@ elif [ "$TARGET" = silo ]; then
   wait_for_line "$HOST_PID" "$WORK/host.log" "up: gateway" "the silo"
   grep -E '^(NBD serving|Cloud silo)' "$WORK/host.log"
   dotnet "$CLOUDCTL_DLL" --gateway "127.0.0.1:$GATEWAY_PORT" volume create vol --size "$((4 * MEMBER_MB))MiB" \
-    --level raid5 --disks 5 --chunk 64KiB
+    --level raid5 --disks 5 --chunk 64KiB $([ "$DURABLE" = 1 ] && echo --durable)
   CLOUD_URI="nbd://127.0.0.1:$NBD_PORT/vol"
   if [ "$TLS" = 1 ]; then CLOUD_URI="nbds://127.0.0.1:$NBD_PORT/vol"; fi
 else
@@ -165,12 +173,15 @@ else
   PEER_NAME=nbdkit
   truncate -s "$CLOUD_BYTES" "$WORK/peer.img"
   PEER_PORT="${PEER_PORT:-$(free_ports 1)}"
-  nbdkit -f -i 127.0.0.1 -p "$PEER_PORT" file file="$WORK/peer.img" &
+  PEER_FILTER=()
+  if [ "$DURABLE" = 1 ]; then PEER_FILTER=(--filter=fua); fi
+  nbdkit -f -i 127.0.0.1 -p "$PEER_PORT" "${PEER_FILTER[@]}" file file="$WORK/peer.img" \
+    $([ "$DURABLE" = 1 ] && echo fuamode=force) &
   PEER_PID=$!
   PEER_URI="nbd://127.0.0.1:$PEER_PORT"
   for _ in $(seq 1 100); do nbdinfo --size "$PEER_URI" >/dev/null 2>&1 && break; sleep 0.1; done
-  echo "cloud:  $CLOUD_URI ($CLOUD_BYTES bytes, target $TARGET)"
-  echo "nbdkit: $PEER_URI (file $WORK/peer.img)"
+  echo "cloud:  $CLOUD_URI ($CLOUD_BYTES bytes, target $TARGET$([ "$DURABLE" = 1 ] && echo ", durable volume"))"
+  echo "nbdkit: $PEER_URI (file $WORK/peer.img$([ "$DURABLE" = 1 ] && echo ", write-through: --filter=fua fuamode=force"))"
 fi
 # TCP congestion control: nbdkit's connections use the kernel's default; Cloud's NBD server chooses its own per
 # connection (Nbd:CongestionControl, default cubic,reno; `Nbd__CongestionControl=bbr bench/nbd.sh` measures it under BBR).

@@ -114,6 +114,16 @@ public sealed record PartitionClaims(
     [property: Id(1)] ImmutableArray<HeldVersion> Versions);
 
 /// <summary>A partition's control object, for status and tests.</summary>
+/// <param name="ActiveTarget">The silo writing the partition's copies now, if any.</param>
+/// <param name="PreviousTarget">The one before it, if any.</param>
+/// <param name="LastTimestamp">The last timestamp this activation handed out (0 before its first).</param>
+/// <param name="PendingWrites">Versions handed out and not yet settled.</param>
+/// <param name="Holders">Lock holders.</param>
+/// <param name="Waiters">Lock requests waiting.</param>
+/// <param name="FirstTimestamp">
+/// The first timestamp this activation may hand out: above every one an earlier activation handed out (the reserved
+/// range of the partition's clock).
+/// </param>
 [GenerateSerializer, Immutable, Alias("cloud.PartitionControl")]
 public sealed record PartitionControl(
     [property: Id(0)] string? ActiveTarget,
@@ -121,7 +131,8 @@ public sealed record PartitionControl(
     [property: Id(2)] long LastTimestamp,
     [property: Id(3)] int PendingWrites,
     [property: Id(4)] int Holders,
-    [property: Id(5)] int Waiters);
+    [property: Id(5)] int Waiters,
+    [property: Id(6)] long FirstTimestamp = 0);
 
 /// <summary>
 /// One per (volume, partition = a range of stripes). Shared/exclusive stripe locks with FIFO waiters, leases ended

@@ -564,7 +564,8 @@ internal sealed partial class PartitionLockGrain(
                 _lastTimestamp,
                 _pending.Count,
                 _holders.Count,
-                _waiters.Count));
+                _waiters.Count,
+                _activationFloor));
 
     public Task<ImmutableArray<long>> GetTimestampsAsync(long firstBlock, int blockCount)
     {
