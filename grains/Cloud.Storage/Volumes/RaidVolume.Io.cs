@@ -165,33 +165,29 @@ public sealed partial class RaidVolume
             : EachPieceAsync<Memory<byte>, ReadRequest>(device, offsetBytes, pieces, cancellationToken);
     }
 
-    private readonly struct GatherRequest(long offsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces) : IMemberRequest
+    /// <summary>
+    /// A gathered write; with <paramref name="durable"/>, one that returns once durable on the member (a forced-unit-access
+    /// write: write and flush as one request where the member is on another host).
+    /// </summary>
+    private readonly struct GatherRequest(
+        long offsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces, bool durable = false) : IMemberRequest
     {
         public bool IsEmpty => pieces.Count == 0;
 
-        public string Kind => "gather";
+        public string Kind => durable ? "durable gather" : "gather";
 
-        public bool LeavesUnflushedData => true;
-
-        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
-            => device is IVectoredBlockDevice v
-            ? v.WriteGatherAsync(offsetBytes, pieces, cancellationToken)
-            : EachPieceAsync<ReadOnlyMemory<byte>, WriteRequest>(device, offsetBytes, pieces, cancellationToken);
-    }
-
-    /// <summary>A gathered write that returns once durable on the member (a forced-unit-access write).</summary>
-    private readonly struct DurableGatherRequest(long offsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces) : IMemberRequest
-    {
-        public bool IsEmpty => pieces.Count == 0;
-
-        public string Kind => "durable gather";
-
-        public bool LeavesUnflushedData => false;
+        public bool LeavesUnflushedData => !durable;
 
         public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
-            => device is IVectoredBlockDevice v
-            ? v.WriteGatherDurableAsync(offsetBytes, pieces, cancellationToken)
-            : WriteThenFlushAsync(device, offsetBytes, pieces, cancellationToken);
+        {
+            if (device is IVectoredBlockDevice v)
+                return durable
+                    ? v.WriteGatherDurableAsync(offsetBytes, pieces, cancellationToken)
+                    : v.WriteGatherAsync(offsetBytes, pieces, cancellationToken);
+            return durable
+                ? WriteThenFlushAsync(device, offsetBytes, pieces, cancellationToken)
+                : EachPieceAsync<ReadOnlyMemory<byte>, WriteRequest>(device, offsetBytes, pieces, cancellationToken);
+        }
 
         private static async ValueTask WriteThenFlushAsync(
             IBlockDevice device, long offsetBytes, ArraySegment<ReadOnlyMemory<byte>> pieces, CancellationToken cancellationToken)

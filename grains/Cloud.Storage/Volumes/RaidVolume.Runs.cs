@@ -282,9 +282,8 @@ public sealed partial class RaidVolume
             {
                 var m = ranges.Member(j);
                 if (fua) flushed |= 1UL << m;
-                tasks[j] = fua
-                    ? MemberRequestAsync(m, new DurableGatherRequest(ranges.OffsetBytes(j), ranges.Pieces(j)), CancellationToken.None)
-                    : MemberGatherAsync(m, ranges.OffsetBytes(j), ranges.Pieces(j), CancellationToken.None);
+                tasks[j] = MemberRequestAsync(
+                    m, new GatherRequest(ranges.OffsetBytes(j), ranges.Pieces(j), durable: fua), CancellationToken.None);
             }
             await AwaitAllAsync(tasks, ranges.Count).ConfigureAwait(false);
             ThrowIfFailed();
@@ -308,6 +307,6 @@ public sealed partial class RaidVolume
             ArrayPool<ValueTask<bool>>.Shared.Return(tasks, clearArray: true);
         }
         // A member whose durable request failed is failed itself, and flushes nothing either way.
-        if (fua) await FlushMembersAsync(cancellationToken, except: flushed).ConfigureAwait(false);
+        if (fua) await FlushMembersAsync(flushed, cancellationToken).ConfigureAwait(false);
     }
 }

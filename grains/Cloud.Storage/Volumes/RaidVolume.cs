@@ -549,11 +549,17 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     }
 
     /// <summary>
-    /// Flushes every writable member with a completed write that no flush has covered yet, but those in
-    /// <paramref name="except"/> (bit m: member m). A random write of a durable RAID-5 touches two members of five; the
-    /// three others (four of them on other hosts, for a volume across hosts) need no flush for it.
+    /// Flushes every writable member with a completed write that no flush has covered yet. A random write of a durable
+    /// RAID-5 touches two members of five; the three others (four of them on other hosts, for a volume across hosts)
+    /// need no flush for it.
     /// </summary>
-    private async ValueTask FlushMembersAsync(CancellationToken cancellationToken, ulong except = 0)
+    private ValueTask FlushMembersAsync(CancellationToken cancellationToken) => FlushMembersAsync(0, cancellationToken);
+
+    /// <summary>
+    /// <see cref="FlushMembersAsync(CancellationToken)"/>, but for the members in <paramref name="except"/> (bit m:
+    /// member m), which a durable write has just flushed.
+    /// </summary>
+    private async ValueTask FlushMembersAsync(ulong except, CancellationToken cancellationToken)
     {
         var tasks = new List<Task>(_memberCount);
         for (var m = 0; m < _memberCount; m++)
