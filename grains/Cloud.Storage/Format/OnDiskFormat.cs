@@ -86,6 +86,26 @@ public static class OnDiskFormat
     /// <summary>Distance between chunk slots on a member.</summary>
     public static long ChunkStrideBytes(int chunkSizeBytes) => chunkSizeBytes + MetadataBytes(chunkSizeBytes);
 
+    /// <summary>
+    /// Bytes of one writer slot's partial-parity ring on a member, for a volume that keeps the partial parity log: room
+    /// for two entries of a whole chunk (a 4 KiB header and the chunk's rows) and at least 128 KiB, so that a writer's
+    /// small writes in flight rarely wait for room. See docs/WRITE-HOLE.md.
+    /// </summary>
+    public static long PartialParitySlotBytes(int chunkSizeBytes) =>
+        Math.Max(128L << 10, 2L * (chunkSizeBytes + PartialParityHeaderBytes));
+
+    /// <summary>Bytes of a partial-parity entry's header; its rows follow it.</summary>
+    public const int PartialParityHeaderBytes = 4096;
+
+    /// <summary>The eight ASCII bytes every partial-parity entry starts with.</summary>
+    public static ReadOnlySpan<byte> PartialParityMagic => "CLDPPL01"u8;
+
+    /// <summary>
+    /// Bytes the partial-parity area takes at the end of every member: one ring per writer slot (0 when the volume keeps
+    /// no partial parity log).
+    /// </summary>
+    public static long PartialParityAreaBytes(long slotBytes) => IntentSlotCount * slotBytes;
+
     /// <summary>Stripes that fit on a member of <paramref name="memberCapacityBytes"/>.</summary>
     public static long StripesThatFit(long memberCapacityBytes, int chunkSizeBytes) =>
         Math.Max(0, (memberCapacityBytes - DataOffsetBytes) / ChunkStrideBytes(chunkSizeBytes));

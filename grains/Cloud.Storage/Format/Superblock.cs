@@ -24,6 +24,7 @@ public sealed record Superblock
         OffDataOffset = 72, OffStride = 80, OffStripes = 88, OffCapacity = 96, OffGeneration = 104, OffCreated = 112,
         OffUpdated = 120, OffIntentOffset = 128, OffIntentSlots = 136, OffIntentSlotBytes = 140, OffRegionStripes = 144,
         OffNameLength = 152, OffName = 156, OffMembers = 416, MemberRecordBytes = 32,
+        OffPartialParitySlotBytes = 2464, OffPartialParityOffset = 2472,
         OffChecksum = OnDiskFormat.SuperblockBytes - 8;
 
     /// <summary>The volume's identity.</summary>
@@ -52,6 +53,16 @@ public sealed record Superblock
 
     /// <summary>Every member's identity and state.</summary>
     public required IReadOnlyList<MemberRecord> Members { get; init; }
+
+    /// <summary>
+    /// Bytes of each writer slot's partial-parity ring, or 0 when the volume keeps no partial parity log (every volume
+    /// made before it existed). The area follows the last stripe's chunk slot (docs/FORMAT.md).
+    /// </summary>
+    public long PartialParitySlotBytes { get; init; }
+
+    /// <summary>Where the partial-parity area starts on every member: right after the last chunk slot.</summary>
+    public long PartialParityOffsetBytes =>
+        OnDiskFormat.DataOffsetBytes + StripeCount * OnDiskFormat.ChunkStrideBytes(Geometry.ChunkSizeBytes);
 
     /// <summary>The logical capacity: stripes times data bytes per stripe.</summary>
     public long CapacityBytes => StripeCount * Geometry.StripeDataBytes;
@@ -86,6 +97,11 @@ public sealed record Superblock
         BinaryPrimitives.WriteInt32LittleEndian(b[OffIntentSlotBytes..], OnDiskFormat.IntentSlotBytes);
         BinaryPrimitives.WriteInt64LittleEndian(
             b[OffRegionStripes..], OnDiskFormat.IntentRegionStripes(StripeCount, Geometry.StripeDataBytes));
+        if (PartialParitySlotBytes > 0)
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(b[OffPartialParitySlotBytes..], PartialParitySlotBytes);
+            BinaryPrimitives.WriteInt64LittleEndian(b[OffPartialParityOffset..], PartialParityOffsetBytes);
+        }
         var nameBytes = Encoding.UTF8.GetBytes(VolumeName, b.Slice(OffName, VolumeDefinition.MaxNameBytes));
         BinaryPrimitives.WriteInt32LittleEndian(b[OffNameLength..], nameBytes);
         for (var i = 0; i < Members.Count; i++)
@@ -150,13 +166,26 @@ public sealed record Superblock
         }
         var memberId = new Guid(b.Slice(OffMemberId, 16));
         if (members[index].MemberId != memberId) { error = "member id differs from its own table entry"; return null; }
+        var stripes = BinaryPrimitives.ReadInt64LittleEndian(b[OffStripes..]);
+        var pplSlotBytes = BinaryPrimitives.ReadInt64LittleEndian(b[OffPartialParitySlotBytes..]);
+        var pplOffset = BinaryPrimitives.ReadInt64LittleEndian(b[OffPartialParityOffset..]);
+        if (pplSlotBytes != 0
+            && (pplSlotBytes < OnDiskFormat.PartialParitySlotBytes(geometry.ChunkSizeBytes)
+                || pplSlotBytes % OnDiskFormat.PartialParityHeaderBytes != 0 || pplSlotBytes > 1L << 30
+                || pplOffset != OnDiskFormat.DataOffsetBytes
+                    + stripes * OnDiskFormat.ChunkStrideBytes(geometry.ChunkSizeBytes)))
+        {
+            error = $"partial-parity area of {pplSlotBytes} bytes per slot at {pplOffset} does not fit the geometry";
+            return null;
+        }
         return new Superblock
         {
+            PartialParitySlotBytes = pplSlotBytes,
             VolumeId = new Guid(b.Slice(OffVolumeId, 16)),
             VolumeName = Encoding.UTF8.GetString(b.Slice(OffName, nameLength)),
             MemberIndex = index,
             Geometry = geometry,
-            StripeCount = BinaryPrimitives.ReadInt64LittleEndian(b[OffStripes..]),
+            StripeCount = stripes,
             Generation = BinaryPrimitives.ReadInt64LittleEndian(b[OffGeneration..]),
             Created = DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(b[OffCreated..])),
             Updated = DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(b[OffUpdated..])),

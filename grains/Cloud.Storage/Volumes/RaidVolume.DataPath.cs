@@ -682,7 +682,19 @@ public sealed partial class RaidVolume
             ComputeParityRows(s, r0, r1);
         }
 
-        // Stamp and write: dirty data rows, parity rows [r0, r1), and repaired blocks elsewhere.
+        // A write that leaves some data rows of [r0, r1) as they are first logs their parity, when the volume keeps the
+        // log: a writer dying with members of this stripe must not take those rows with it.
+        (long P, long Q) logged = (-1, -1);
+        if (_pplSlotBytes > 0 && timestamp > 0 && !CoversRowsEvenly(s, r0, r1))
+            logged = await WritePartialParityAsync(s, stripe, r0, r1, timestamp, cancellationToken).ConfigureAwait(false);
+        try { await WriteStripeRowsAsync(s, stripe, r0, r1, timestamp, corrupt).ConfigureAwait(false); }
+        finally { GivePartialParity(s, logged); }
+    }
+
+    /// <summary>Stamps and writes the dirty data rows, parity rows [r0, r1), and repaired blocks elsewhere.</summary>
+    private async ValueTask WriteStripeRowsAsync(StripeScratch s, long stripe, int r0, int r1, long timestamp, bool corrupt)
+    {
+        var slots = _dataCount + _parityCount;
         var n = 0;
         for (var k = 0; k < slots; k++)
         {

@@ -472,6 +472,7 @@ public sealed partial class RaidVolume
         Need need,
         CancellationToken cancellationToken)
     {
+        await RepairFromPartialParityAsync(stripe, cancellationToken).ConfigureAwait(false);
         var slots = _dataCount + _parityCount;
         var n = 0;
         for (var k = 0; k < slots; k++)

@@ -370,6 +370,8 @@ public sealed partial class RaidVolume
     {
         using LockedStripe locked = await LockStripeAsync(stripe, cancellationToken).ConfigureAwait(false);
         StripeScratch s = locked.Scratch;
+        // A stripe with members missing cannot be resynced from its data; the partial parity log may still settle it.
+        await RepairFromPartialParityAsync(stripe, cancellationToken).ConfigureAwait(false);
         ResetScratch(s, stripe);
         await ReadUsableSlotsAsync(s, stripe, cancellationToken).ConfigureAwait(false);
         VerifyUsableSlots(s, stripe);

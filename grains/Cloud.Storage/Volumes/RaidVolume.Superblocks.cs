@@ -331,6 +331,7 @@ public sealed partial class RaidVolume
                             Geometry = Geometry,
                             StripeCount = StripeCount, Generation = generation, Created = _created,
                             Updated = DateTimeOffset.UtcNow, Members = records,
+                            PartialParitySlotBytes = _pplSlotBytes,
                         };
                         var block = new byte[OnDiskFormat.SuperblockBytes];
                         sb.WriteTo(block);

@@ -53,7 +53,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
 
     private RaidVolume(VolumeDefinition definition, long stripeCount, IBlockDevice?[] devices,
         IReadOnlyList<MemberRecord> records,
-        long generation, DateTimeOffset created, RaidVolumeOptions options)
+        long generation, DateTimeOffset created, RaidVolumeOptions options, long partialParitySlotBytes)
     {
         Definition = definition;
         Layout = new StripeLayout(
@@ -105,6 +105,10 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         _scratchPool = new StripeScratchPool(
             () => new StripeScratch(_memberCount, _slotBytes, _blocksPerChunk, _dataCount, slots), retained);
         MaxIoSizeBytes = Math.Max(options.MaxIoSizeBytes, definition.Geometry.StripeDataBytes);
+        _pplSlotBytes = partialParitySlotBytes;
+        _pplAreaOffset = OnDiskFormat.DataOffsetBytes + stripeCount * Layout.ChunkStrideBytes;
+        _pplRings = new PartialParityRing[_memberCount];
+        for (var m = 0; m < _memberCount; m++) _pplRings[m] = new PartialParityRing(partialParitySlotBytes);
     }
 
     /// <summary>Name, identity and geometry.</summary>
@@ -216,15 +220,20 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
                         $"device {d.Name} is given as both member {j} and member {i}.", nameof(members));
             if (d.CapacityBytes < smallest) { smallest = d.CapacityBytes; smallestName = d.Name; }
         }
-        var stripes = OnDiskFormat.StripesThatFit(smallest, g.ChunkSizeBytes);
+        var pplSlotBytes = options.PartialParityLog && g.ParityMemberCount > 0
+            ? OnDiskFormat.PartialParitySlotBytes(g.ChunkSizeBytes)
+            : 0;
+        var pplArea = OnDiskFormat.PartialParityAreaBytes(pplSlotBytes);
+        var stripes = OnDiskFormat.StripesThatFit(smallest - pplArea, g.ChunkSizeBytes);
         if (stripes < 1)
             throw new ArgumentException(
-                $"{smallestName} holds {smallest} bytes; a member needs at least {OnDiskFormat.DataOffsetBytes + OnDiskFormat.ChunkStrideBytes(g.ChunkSizeBytes)} bytes for chunk size {g.ChunkSizeBytes}.",
+                $"{smallestName} holds {smallest} bytes; a member needs at least {OnDiskFormat.DataOffsetBytes + OnDiskFormat.ChunkStrideBytes(g.ChunkSizeBytes) + pplArea} bytes for chunk size {g.ChunkSizeBytes}{(pplArea > 0 ? " and the partial parity log" : "")}.",
                 nameof(members));
 
         var records = new MemberRecord[g.MemberCount];
         for (var i = 0; i < records.Length; i++) records[i] = new MemberRecord(Guid.NewGuid(), MemberState.Active, 0);
-        var volume = new RaidVolume(definition, stripes, members.ToArray(), records, 0, DateTimeOffset.UtcNow, options);
+        var volume = new RaidVolume(
+            definition, stripes, members.ToArray(), records, 0, DateTimeOffset.UtcNow, options, pplSlotBytes);
         await volume.InitializeMembersAsync(options.ZeroMembersOnCreate, cancellationToken).ConfigureAwait(false);
         return volume;
     }
@@ -342,7 +351,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         }
         var definition = new VolumeDefinition(authority.VolumeName, authority.VolumeId, g);
         var volume = new RaidVolume(
-            definition, authority.StripeCount, devices, records, authority.Generation, authority.Created, options);
+            definition, authority.StripeCount, devices, records, authority.Generation, authority.Created, options,
+            authority.PartialParitySlotBytes);
         if (volume.Health == VolumeHealth.Failed)
             throw new VolumeFormatException(
                 $"volume '{definition.Name}' has {records.Count(r => r.State is MemberState.Failed or MemberState.Missing)} of {g.MemberCount} members failed or missing; {g.Level} tolerates {g.MaxFailedMembers}.");
@@ -443,7 +453,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
                     i);
             if (devices[i]!.CapacityBytes
                 < OnDiskFormat.DataOffsetBytes + authority.StripeCount * OnDiskFormat.ChunkStrideBytes(
-                    g.ChunkSizeBytes))
+                    g.ChunkSizeBytes) + OnDiskFormat.PartialParityAreaBytes(authority.PartialParitySlotBytes))
                 throw new VolumeFormatException(
                     $"device {name} (member {i}) is {devices[i]!.CapacityBytes} bytes, smaller than the volume's layout needs.",
                     name,
@@ -479,7 +489,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         if (Geometry.MaxFailedMembers == 0)
             throw new InvalidOperationException(
                 $"{Geometry.Level} has no redundancy; a lost member cannot be rebuilt.");
-        var needed = OnDiskFormat.DataOffsetBytes + StripeCount * Layout.ChunkStrideBytes;
+        var needed = _pplAreaOffset + OnDiskFormat.PartialParityAreaBytes(_pplSlotBytes);
         if (replacement.CapacityBytes < needed)
             throw new ArgumentException(
                 $"{replacement.Name} holds {replacement.CapacityBytes} bytes; member {memberIndex} needs at least {needed}.",
@@ -734,6 +744,9 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         int slot,
         CancellationToken cancellationToken = default)
     {
+        // A slot's recovery starts here: the dead writer's last partial-parity entries may be newer than this opener's
+        // reading of the rings.
+        ForgetPartialParityIndex();
         var merged = await ReadWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
         return [.. WriteIntentLog.MarkedStripes(merged, StripeCount, _intent.RegionStripes)];
     }
@@ -772,6 +785,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     {
         var merged = await ReadWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
         if (Array.TrueForAll(merged, b => b == 0)) return 0;
+        ForgetPartialParityIndex();
         long resynced = 0;
         foreach ((var first, var end) in WriteIntentLog.MarkedStripes(merged, StripeCount, _intent.RegionStripes))
             resynced += await ResyncStripesAsync(first, end, cancellationToken).ConfigureAwait(false);

@@ -206,6 +206,16 @@ public sealed class RaidVolumeOptions
     /// </summary>
     public bool ZeroMembersOnCreate { get; set; }
 
+    /// <summary>
+    /// On create (RAID-5/6 only): keep a partial parity log, so that a writer that dies together with members of the
+    /// stripe it was writing (a host that is both, in a cluster of hosts) cannot take acknowledged data of that stripe
+    /// with it. Before each write that leaves some data rows of a stripe as they are, the parity of those rows is
+    /// written to the stripe's parity members, in this writer slot's ring; reconstruction reads it back (docs/WRITE-HOLE.md).
+    /// Costs a ring per writer slot at the end of every member and one more round trip per partial-stripe write.
+    /// Opening an existing volume follows its superblock, not this option.
+    /// </summary>
+    public bool PartialParityLog { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the bad option and its range.</summary>
     public RaidVolumeOptions Validate()
     {
