@@ -251,6 +251,8 @@ public sealed class WriterSlotRecoveryTests
         public long CapacityBytes => inner.CapacityBytes;
         public long StripeDataBytes => inner.StripeDataBytes;
         public long StripeCount => inner.StripeCount;
+
+        public long MemberBytesNeeded => inner.MemberBytesNeeded;
         public int BlockSizeBytes => inner.BlockSizeBytes;
         public VolumeHealthState Health => inner.Health;
         public ImmutableArray<DiskStatus> Members => inner.Members;

@@ -139,6 +139,17 @@ public sealed class MemberPlacement(
         && Enumerable.Range(0, volume.DiskCount).Any(i => volume.MemberHost(i) is not null);
 
     /// <summary>
+    /// Whether a volume of <paramref name="level"/> spread over hosts (<see cref="IsSpread"/>, or about to be placed so)
+    /// keeps the engine's partial parity log: a host's kill is both a writer's crash and the loss of its member, which
+    /// the write-intent resync alone cannot settle (docs/WRITE-HOLE.md).
+    /// </summary>
+    public static bool KeepsPartialParityLog(VolumeLevel level, bool spread) =>
+        spread && level is VolumeLevel.Raid5 or VolumeLevel.Raid6;
+
+    /// <inheritdoc cref="KeepsPartialParityLog(VolumeLevel, bool)"/>
+    public static bool KeepsPartialParityLog(VolumeInfo volume) => KeepsPartialParityLog(volume.Level, IsSpread(volume));
+
+    /// <summary>
     /// The host and path in its pool of a replacement for member <paramref name="index"/> of
     /// <paramref name="volume"/>: on <paramref name="requestedHost"/> when given, else on the eligible host with the
     /// most free pool space (<see cref="ChooseReplacementHost"/>). The file is named

@@ -20,6 +20,9 @@ public interface IVolumeStore : IAsyncDisposable
     /// <summary>Number of stripes.</summary>
     long StripeCount { get; }
 
+    /// <summary>The least size of a member disk, partial-parity area included: what a replacement is made at.</summary>
+    long MemberBytesNeeded { get; }
+
     /// <summary>The logical block size (4096).</summary>
     int BlockSizeBytes { get; }
 
@@ -133,6 +136,12 @@ public interface IVolumeStore : IAsyncDisposable
     /// (<see cref="ResyncStripesAsync"/>).
     /// </summary>
     ValueTask ClearWriterSlotAsync(int writerSlot, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// A writer died: the next reconstruction of a stripe with members missing reads every writer's partial-parity ring
+    /// again, since the dead writer's last entries may be newer than this engine's reading (docs/WRITE-HOLE.md).
+    /// </summary>
+    void ForgetPartialParityIndex() { }
 }
 
 /// <summary>Creates (formats) and opens (assembles) volume stores from their member disk files.</summary>
@@ -144,6 +153,9 @@ public interface IVolumeStoreFactory
     /// <summary>Assembles the volume from its member files' superblocks.</summary>
     ValueTask<IVolumeStore> OpenAsync(VolumeInfo volume, CancellationToken cancellationToken);
 
-    /// <summary>The member size needed for a volume of <see cref="VolumeSpec.SizeBytes"/> logical bytes.</summary>
-    long MemberSizeBytes(VolumeSpec spec);
+    /// <summary>
+    /// The member size needed for a volume of <see cref="VolumeSpec.SizeBytes"/> logical bytes, with room for the
+    /// partial parity log when it keeps one (<see cref="Disks.MemberPlacement.KeepsPartialParityLog(VolumeInfo)"/>).
+    /// </summary>
+    long MemberSizeBytes(VolumeSpec spec, bool partialParityLog);
 }

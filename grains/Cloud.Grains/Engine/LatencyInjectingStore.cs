@@ -13,6 +13,8 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
     public long CapacityBytes => inner.CapacityBytes;
     public long StripeDataBytes => inner.StripeDataBytes;
     public long StripeCount => inner.StripeCount;
+
+    public long MemberBytesNeeded => inner.MemberBytesNeeded;
     public int BlockSizeBytes => inner.BlockSizeBytes;
     public VolumeHealthState Health => inner.Health;
     public ImmutableArray<DiskStatus> Members => inner.Members;
@@ -71,6 +73,8 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
     public IReadOnlyList<int> WriterSlotsToRecover => inner.WriterSlotsToRecover;
     public ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken)
         => inner.RecoverWriterSlotAsync(writerSlot, cancellationToken);
+
+    public void ForgetPartialParityIndex() => inner.ForgetPartialParityIndex();
     public ValueTask<IReadOnlyList<(long First, long End)>> MarkedStripesOfSlotAsync(
         int writerSlot,
         CancellationToken cancellationToken)

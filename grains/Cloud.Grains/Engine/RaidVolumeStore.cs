@@ -25,6 +25,8 @@ internal sealed class RaidVolumeStore(
     public long CapacityBytes => volume.CapacityBytes;
     public long StripeDataBytes => volume.Geometry.StripeDataBytes;
     public long StripeCount => volume.StripeCount;
+
+    public long MemberBytesNeeded => volume.MemberBytesNeeded;
     public int BlockSizeBytes => volume.BlockSizeBytes;
 
     public VolumeHealthState Health => volume.Health switch
@@ -91,8 +93,7 @@ internal sealed class RaidVolumeStore(
         IBlockDevice? made,
         CancellationToken cancellationToken)
     {
-        var size = OnDiskFormat.DataOffsetBytes + volume.StripeCount * OnDiskFormat.ChunkStrideBytes(
-            volume.Geometry.ChunkSizeBytes);
+        var size = volume.MemberBytesNeeded;
         var device = made
             ?? await RaidVolumeStoreFactory.CreateMemberAsync(disks, info.Name, path, size, cancellationToken);
         try
@@ -141,6 +142,8 @@ internal sealed class RaidVolumeStore(
 
     public async ValueTask<long> RecoverWriterSlotAsync(int writerSlot, CancellationToken cancellationToken) =>
         await volume.RecoverWriterSlotAsync(writerSlot, cancellationToken);
+
+    public void ForgetPartialParityIndex() => volume.ForgetPartialParityIndex();
 
     public ValueTask<IReadOnlyList<(long First, long End)>> MarkedStripesOfSlotAsync(
         int writerSlot,
@@ -277,8 +280,9 @@ internal sealed class RaidVolumeStoreFactory(
                 devices[i] = remote ?? await CreateMemberAsync(
                     disks, volume.Name, volume.DiskPaths[i], memberSizeBytes, cancellationToken);
             }
-            var raid = await RaidVolume.CreateAsync(
-                Definition(volume), devices!, await OptionsAsync(), cancellationToken);
+            RaidVolumeOptions options = await OptionsAsync();
+            options.PartialParityLog = Disks.MemberPlacement.KeepsPartialParityLog(volume);
+            var raid = await RaidVolume.CreateAsync(Definition(volume), devices!, options, cancellationToken);
             // A new volume has no marks to recover.
             return new RaidVolumeStore(raid, devices, volume, disks, []);
         }
@@ -372,10 +376,13 @@ internal sealed class RaidVolumeStoreFactory(
         }
     }
 
-    public long MemberSizeBytes(VolumeSpec spec)
+    public long MemberSizeBytes(VolumeSpec spec, bool partialParityLog)
     {
         var stripeData = VolumeMath.StripeDataBytes(spec.Level, spec.DiskCount, spec.ChunkSizeBytes);
         var stripes = (spec.SizeBytes + stripeData - 1) / stripeData;
-        return OnDiskFormat.DataOffsetBytes + stripes * OnDiskFormat.ChunkStrideBytes(spec.ChunkSizeBytes);
+        return OnDiskFormat.DataOffsetBytes + stripes * OnDiskFormat.ChunkStrideBytes(spec.ChunkSizeBytes)
+            + (partialParityLog
+                ? OnDiskFormat.PartialParityAreaBytes(OnDiskFormat.PartialParitySlotBytes(spec.ChunkSizeBytes))
+                : 0);
     }
 }

@@ -41,6 +41,9 @@ internal sealed partial class DeadSiloRecovery(
                 foreach (var m in dead)
                 {
                     if (!known.Add(m.SiloAddress)) continue;
+                    // Every silo, not only the one that recovers the slot: its engines may reconstruct a stripe the dead
+                    // silo left half-written before that recovery reaches it.
+                    worker.ForgetPartialParityIndexes();
                     var chosen = snapshot.Members.Values.Where(x => x.Status == SiloStatus.Active)
                         .Select(x => x.Name).Order(StringComparer.Ordinal).FirstOrDefault();
                     // A new incarnation under the same name writes through that slot itself (and recovers it when it

@@ -156,8 +156,7 @@ public sealed partial class RaidMaintenance(
         string path,
         string host)
     {
-        var sizeBytes = Cloud.Storage.Format.OnDiskFormat.DataOffsetBytes
-            + v.Store.StripeCount * Cloud.Storage.Format.OnDiskFormat.ChunkStrideBytes(v.Info.ChunkSizeBytes);
+        var sizeBytes = v.Store.MemberBytesNeeded;
         var next = v.Info with
         {
             DiskPaths = v.Info.DiskPaths.SetItem(index, path),
@@ -436,6 +435,15 @@ public sealed partial class RaidMaintenance(
             try { await v.Store.RefreshMembersAsync(CancellationToken.None).ConfigureAwait(false); }
             catch (ObjectDisposedException) { /* closed meanwhile: it writes no more */ }
         }
+    }
+
+    /// <summary>
+    /// A silo died: every volume open here reads the partial-parity rings again before its next reconstruction of a
+    /// stripe with members missing (the dead silo's last entries may be newer than this silo's reading of them).
+    /// </summary>
+    public void ForgetPartialParityIndexes()
+    {
+        foreach (var v in volumes.Opened) v.Store.ForgetPartialParityIndex();
     }
 
     /// <summary>

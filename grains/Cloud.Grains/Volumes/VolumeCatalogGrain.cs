@@ -87,15 +87,16 @@ internal sealed class VolumeCatalogGrain(
         // Without --disk in a cluster of hosts with disk pools, one member goes to each host's pool. Otherwise the
         // members are created here: a file member is this host's, a page blob or a shared block device every host's.
         var pooled = spec.Disks.IsDefaultOrEmpty && placement.HasPools;
+        var memberBytes = factory.MemberSizeBytes(spec, Disks.MemberPlacement.KeepsPartialParityLog(spec.Level, pooled));
         var (paths, hosts) = pooled
-            ? await placement.PlaceAsync(spec, folder, factory.MemberSizeBytes(spec))
+            ? await placement.PlaceAsync(spec, folder, memberBytes)
             : spec.Disks.IsDefaultOrEmpty ? WithHosts(DefaultDisks(spec, id, directory)) : WithHosts(RequestedDisks(spec));
         var info = new VolumeInfo(spec.Name, id, spec.SizeBytes, spec.Level, spec.DiskCount, spec.ChunkSizeBytes,
             spec.Durable, paths, DateTimeOffset.UtcNow, hosts);
         try
         {
             await using var created = await EngineErrors.Guard(
-                () => factory.CreateAsync(info, factory.MemberSizeBytes(spec), CancellationToken.None).AsTask());
+                () => factory.CreateAsync(info, memberBytes, CancellationToken.None).AsTask());
             if (created.CapacityBytes < spec.SizeBytes)
                 throw new InvalidOperationException(
                     $"engine made {created.CapacityBytes} bytes for a {spec.SizeBytes}-byte volume");

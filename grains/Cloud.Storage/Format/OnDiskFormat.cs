@@ -88,11 +88,21 @@ public static class OnDiskFormat
 
     /// <summary>
     /// Bytes of one writer slot's partial-parity ring on a member, for a volume that keeps the partial parity log: room
-    /// for two entries of a whole chunk (a 4 KiB header and the chunk's rows) and at least 128 KiB, so that a writer's
-    /// small writes in flight rarely wait for room. See docs/WRITE-HOLE.md.
+    /// for four entries of a whole chunk (a 4 KiB header, the chunk's rows and their guards) and at least 256 KiB, so
+    /// that a writer's writes in flight on one parity member rarely wait for room. See docs/WRITE-HOLE.md.
     /// </summary>
     public static long PartialParitySlotBytes(int chunkSizeBytes) =>
-        Math.Max(128L << 10, 2L * (chunkSizeBytes + PartialParityHeaderBytes));
+        Math.Max(256L << 10, 4L * (chunkSizeBytes + 2 * PartialParityHeaderBytes));
+
+    /// <summary>
+    /// The least ring that holds one entry of a whole chunk: header, rows, and a 24-byte guard per row padded to 4 KiB.
+    /// </summary>
+    public static long PartialParityMinSlotBytes(int chunkSizeBytes)
+    {
+        var rows = chunkSizeBytes / VolumeGeometry.BlockSizeBytes;
+        return PartialParityHeaderBytes + chunkSizeBytes
+            + (rows * 24L + PartialParityHeaderBytes - 1) / PartialParityHeaderBytes * PartialParityHeaderBytes;
+    }
 
     /// <summary>Bytes of a partial-parity entry's header; its rows follow it.</summary>
     public const int PartialParityHeaderBytes = 4096;

@@ -170,7 +170,7 @@ public sealed record Superblock
         var pplSlotBytes = BinaryPrimitives.ReadInt64LittleEndian(b[OffPartialParitySlotBytes..]);
         var pplOffset = BinaryPrimitives.ReadInt64LittleEndian(b[OffPartialParityOffset..]);
         if (pplSlotBytes != 0
-            && (pplSlotBytes < OnDiskFormat.PartialParitySlotBytes(geometry.ChunkSizeBytes)
+            && (pplSlotBytes < OnDiskFormat.PartialParityMinSlotBytes(geometry.ChunkSizeBytes)
                 || pplSlotBytes % OnDiskFormat.PartialParityHeaderBytes != 0 || pplSlotBytes > 1L << 30
                 || pplOffset != OnDiskFormat.DataOffsetBytes
                     + stripes * OnDiskFormat.ChunkStrideBytes(geometry.ChunkSizeBytes)))

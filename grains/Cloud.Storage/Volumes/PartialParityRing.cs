@@ -49,6 +49,34 @@ internal sealed class PartialParityRing(long bytes)
         foreach (var w in woken) w.TrySetResult();
     }
 
+    /// <summary>
+    /// Takes <paramref name="length"/> bytes in the ring of each member of <paramref name="members"/> (-1: none), in
+    /// member order, not in the order given: a writer holding room on one member while it waits for another's then
+    /// never waits on a writer that holds the second and waits for the first (RAID-6 puts P and Q of its stripes on every
+    /// pair of members). Returns where each landed, in the order given (-1 for none).
+    /// </summary>
+    public static async ValueTask<long[]> TakeInMemberOrderAsync(
+        PartialParityRing[] rings,
+        int[] members,
+        int length,
+        CancellationToken cancellationToken)
+    {
+        var at = new long[members.Length];
+        Array.Fill(at, -1L);
+        var order = Enumerable.Range(0, members.Length).Where(i => members[i] >= 0).OrderBy(i => members[i]).ToArray();
+        try
+        {
+            foreach (var i in order)
+                at[i] = await rings[members[i]].TakeAsync(length, cancellationToken).ConfigureAwait(false);
+            return at;
+        }
+        catch
+        {
+            for (var i = 0; i < at.Length; i++) if (at[i] >= 0) rings[members[i]].Give(at[i]);
+            throw;
+        }
+    }
+
     private bool TryPlace(int length, out long at)
     {
         // _used is kept in start order: the first gap that holds the entry takes it.

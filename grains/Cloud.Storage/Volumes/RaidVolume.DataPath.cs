@@ -851,6 +851,8 @@ public sealed partial class RaidVolume
             var dirty = first < end;
             // Every written member needs its whole metadata sector unless all its entries are rewritten.
             var needMeta = dirty && (first > 0 || end < _blocksPerChunk);
+            // A partial parity log entry records what each parity row held before the write (its guard).
+            if (!isData && dirty && _pplSlotBytes > 0 && !CoversRowsEvenly(s, r0, r1)) needMeta = true;
             switch (strategy)
             {
                 case WriteStrategy.FullStripe:

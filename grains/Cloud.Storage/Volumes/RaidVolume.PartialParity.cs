@@ -29,7 +29,10 @@ public sealed partial class RaidVolume
     private ulong _pplIndexLost;
     private long _pplRowsRepaired;
 
-    /// <summary>One entry read back from a ring: the parity (P or Q) of a stripe's rows a write left untouched.</summary>
+    /// <summary>
+    /// One entry read back from a ring: the parity (P or Q) of a stripe's rows a write left untouched (the first
+    /// <c>(Row1 - Row0) * 4096</c> bytes of <see cref="PartialParityEntry.Rows"/>), then each row's guard.
+    /// </summary>
     private sealed record PartialParityEntry(
         int Slot, int Kind, long Stripe, long Timestamp, int Row0, int Row1, int[] First, int[] End, byte[] Rows);
 
@@ -62,7 +65,8 @@ public sealed partial class RaidVolume
         CancellationToken cancellationToken)
     {
         var rowBytes = (r1 - r0) * B;
-        var length = OnDiskFormat.PartialParityHeaderBytes + rowBytes;
+        var length = PartialParityEntryBytes(r1 - r0);
+        var payloadBytes = length - OnDiskFormat.PartialParityHeaderBytes;
         var pm = s.SlotMember[_dataCount];
         var qm = _parityCount == 2 ? s.SlotMember[_dataCount + 1] : -1;
         var pBuffer = ArrayPool<byte>.Shared.Rent(length);
@@ -70,8 +74,15 @@ public sealed partial class RaidVolume
         long pAt = -1, qAt = -1;
         try
         {
+            pBuffer.AsSpan(0, length).Clear();
+            qBuffer?.AsSpan(0, length).Clear();
             Span<byte> pp = pBuffer.AsSpan(OnDiskFormat.PartialParityHeaderBytes, rowBytes);
             Span<byte> pq = qBuffer is null ? default : qBuffer.AsSpan(OnDiskFormat.PartialParityHeaderBytes, rowBytes);
+            // Each parity row's guard: its stamp and checksum before this write (read with the stripe) and its checksum
+            // after, so that a reader can tell this write's rows from a later write's.
+            WriteGuards(pBuffer.AsSpan(OnDiskFormat.PartialParityHeaderBytes + rowBytes), s, pm, r0, r1);
+            if (qBuffer is not null)
+                WriteGuards(qBuffer.AsSpan(OnDiskFormat.PartialParityHeaderBytes + rowBytes), s, qm, r0, r1);
             Rows(s.Buffer, pm, r0, r1).CopyTo(pp);
             if (qBuffer is not null) Rows(s.Buffer, qm, r0, r1).CopyTo(pq);
             // New parity minus the rows this write puts leaves the parity of the rows it does not touch.
@@ -86,11 +97,18 @@ public sealed partial class RaidVolume
                     pp.Slice((a - r0) * B, (e - a) * B),
                     qBuffer is null ? Span<byte>.Empty : pq.Slice((a - r0) * B, (e - a) * B));
             }
-            WritePartialParityHeader(pBuffer, PplKindP, stripe, timestamp, r0, r1, s, pp);
-            if (qBuffer is not null) WritePartialParityHeader(qBuffer, PplKindQ, stripe, timestamp, r0, r1, s, pq);
-            if (IsUsable(pm, stripe)) pAt = await _pplRings[pm].TakeAsync(length, cancellationToken).ConfigureAwait(false);
-            if (qm >= 0 && IsUsable(qm, stripe))
-                qAt = await _pplRings[qm].TakeAsync(length, cancellationToken).ConfigureAwait(false);
+            WritePartialParityHeader(
+                pBuffer, PplKindP, stripe, timestamp, r0, r1, s, pBuffer.AsSpan(OnDiskFormat.PartialParityHeaderBytes, payloadBytes));
+            if (qBuffer is not null)
+                WritePartialParityHeader(
+                    qBuffer, PplKindQ, stripe, timestamp, r0, r1, s,
+                    qBuffer.AsSpan(OnDiskFormat.PartialParityHeaderBytes, payloadBytes));
+            var rooms = await PartialParityRing.TakeInMemberOrderAsync(
+                _pplRings,
+                [IsUsable(pm, stripe) ? pm : -1, qm >= 0 && IsUsable(qm, stripe) ? qm : -1],
+                length,
+                cancellationToken).ConfigureAwait(false);
+            (pAt, qAt) = (rooms[0], rooms[1]);
             var ring = PartialParitySlotOffset(_options.WriterSlot);
             var n = 0;
             if (pAt >= 0) s.Tasks[n++] = MemberWriteAsync(pm, ring + pAt, pBuffer.AsMemory(0, length), CancellationToken.None);
@@ -107,6 +125,31 @@ public sealed partial class RaidVolume
         {
             ArrayPool<byte>.Shared.Return(pBuffer);
             if (qBuffer is not null) ArrayPool<byte>.Shared.Return(qBuffer);
+        }
+    }
+
+    /// <summary>Bytes of an entry of <paramref name="rows"/> rows: header, rows, and a 24-byte guard per row, padded.</summary>
+    private static int PartialParityEntryBytes(int rows) =>
+        OnDiskFormat.PartialParityHeaderBytes + rows * B
+        + (rows * PplGuardBytes + OnDiskFormat.PartialParityHeaderBytes - 1) / OnDiskFormat.PartialParityHeaderBytes
+        * OnDiskFormat.PartialParityHeaderBytes;
+
+    private const int PplGuardBytes = 24;
+
+    /// <summary>
+    /// Per row of [r0, r1) of parity member m: the stamp and checksum its metadata holds now (before the write's
+    /// stamping) and the checksum of its new bytes in the image.
+    /// </summary>
+    private void WriteGuards(Span<byte> guards, StripeScratch s, int m, int r0, int r1)
+    {
+        ReadOnlySpan<byte> meta = Meta(s.Buffer, m);
+        for (var r = r0; r < r1; r++)
+        {
+            Span<byte> g = guards.Slice((r - r0) * PplGuardBytes, PplGuardBytes);
+            (var ts, var sum) = OnDiskFormat.ReadEntry(meta, r);
+            BinaryPrimitives.WriteInt64LittleEndian(g, ts);
+            BinaryPrimitives.WriteUInt64LittleEndian(g[8..], sum);
+            BinaryPrimitives.WriteUInt64LittleEndian(g[16..], OnDiskFormat.BlockChecksum(Rows(s.Buffer, m, r, r + 1)));
         }
     }
 
@@ -164,11 +207,11 @@ public sealed partial class RaidVolume
             || r0 < 0 || r0 >= r1 || r1 > _blocksPerChunk
             || Layout.MemberAtLogicalSlot(stripe, _dataCount + kind) != member)
             return null;
-        var rowBytes = (r1 - r0) * B;
+        var payloadBytes = PartialParityEntryBytes(r1 - r0) - OnDiskFormat.PartialParityHeaderBytes;
         var start = at + OnDiskFormat.PartialParityHeaderBytes;
-        if (start + rowBytes > ring.Length) return null;
-        ReadOnlySpan<byte> rows = ring.Slice(start, rowBytes);
-        if (XxHash3.HashToUInt64(rows) != BinaryPrimitives.ReadUInt64LittleEndian(h[PplOffPayloadHash..])) return null;
+        if (start + payloadBytes > ring.Length) return null;
+        ReadOnlySpan<byte> payload = ring.Slice(start, payloadBytes);
+        if (XxHash3.HashToUInt64(payload) != BinaryPrimitives.ReadUInt64LittleEndian(h[PplOffPayloadHash..])) return null;
         var first = new int[_dataCount];
         var end = new int[_dataCount];
         for (var d = 0; d < _dataCount; d++)
@@ -178,7 +221,7 @@ public sealed partial class RaidVolume
             if (first[d] > end[d] || (first[d] < end[d] && (first[d] < r0 || end[d] > r1))) return null;
         }
         return new PartialParityEntry(slot, kind, stripe, BinaryPrimitives.ReadInt64LittleEndian(h[PplOffTimestamp..]),
-            r0, r1, first, end, rows.ToArray());
+            r0, r1, first, end, payload.ToArray());
     }
 
     /// <summary>Members lost to this opener (absent, missing or failed).</summary>
@@ -302,7 +345,7 @@ public sealed partial class RaidVolume
             long repaired = 0;
             for (var r = r0; r < r1; r++)
             {
-                if (NewerThan(s, r, e.Timestamp)) continue;
+                if (!WriteIsLastOnRow(s, e, pp, pq, r)) continue;
                 // The write's untouched rows as the log has them: changed rows count as zero, untouched ones present
                 // as they are, untouched ones missing are solved.
                 var lostUntouched = 0;
@@ -365,7 +408,7 @@ public sealed partial class RaidVolume
                         ReadOnlySpan<byte> fresh = parity.AsSpan((k - _dataCount) * B, B);
                         if (fresh.SequenceEqual(row) && OnDiskFormat.BlockChecksum(row) == sum) continue;
                         fresh.CopyTo(row);
-                        OnDiskFormat.WriteEntry(meta, r, Math.Max(ts, e.Timestamp), OnDiskFormat.BlockChecksum(row));
+                        OnDiskFormat.WriteEntry(meta, r, e.Timestamp, OnDiskFormat.BlockChecksum(row));
                         repaired++;
                     }
                     else if (Changed(e, k, r) && !OnDiskFormat.Verify(row, meta, r))
@@ -394,15 +437,27 @@ public sealed partial class RaidVolume
     private static bool Changed(PartialParityEntry e, int dataSlot, int row) =>
         row >= e.First[dataSlot] && row < e.End[dataSlot];
 
-    /// <summary>A block of row <paramref name="r"/> on a member still here was stamped after <paramref name="timestamp"/>.</summary>
-    private bool NewerThan(StripeScratch s, int r, long timestamp)
+    /// <summary>
+    /// The entry's write is the last one that reached row <paramref name="r"/>: each parity member still here that has
+    /// the entry holds the row as the entry's guard says it was before the write (the write's parity did not land) or
+    /// after it (stamped with its timestamp, the new checksum). A later write restamps and rewrites the row; timestamps
+    /// alone cannot tell, since writes to different blocks of a row reach the disks in an order of their own.
+    /// </summary>
+    private bool WriteIsLastOnRow(StripeScratch s, PartialParityEntry e, byte[]? pp, byte[]? pq, int r)
     {
-        for (var m = 0; m < _memberCount; m++)
+        var checkedOne = false;
+        for (var j = 0; j < _parityCount; j++)
         {
-            if (!s.Usable[m]) continue;
-            (var ts, _) = OnDiskFormat.ReadEntry(Meta(s.Buffer, m), r);
-            if (ts > timestamp) return true;
+            var log = j == 0 ? pp : pq;
+            var m = s.SlotMember[_dataCount + j];
+            if (log is null || !s.Usable[m]) continue;
+            ReadOnlySpan<byte> g = log.AsSpan((e.Row1 - e.Row0) * B + (r - e.Row0) * PplGuardBytes, PplGuardBytes);
+            (var ts, var sum) = OnDiskFormat.ReadEntry(Meta(s.Buffer, m), r);
+            var before = ts == BinaryPrimitives.ReadInt64LittleEndian(g) && sum == BinaryPrimitives.ReadUInt64LittleEndian(g[8..]);
+            var after = ts == e.Timestamp && sum == BinaryPrimitives.ReadUInt64LittleEndian(g[16..]);
+            if (!before && !after) return false;
+            checkedOne = true;
         }
-        return false;
+        return checkedOne;
     }
 }

@@ -129,6 +129,12 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     /// <inheritdoc />
     public long CapacityBytes => Layout.CapacityBytes;
 
+    /// <summary>
+    /// The least size of a member device: superblocks, bitmaps, every chunk slot and the partial-parity area if the volume
+    /// keeps one (what a replacement needs).
+    /// </summary>
+    public long MemberBytesNeeded => _pplAreaOffset + OnDiskFormat.PartialParityAreaBytes(_pplSlotBytes);
+
     /// <inheritdoc />
     public int BlockSizeBytes => VolumeGeometry.BlockSizeBytes;
 
@@ -489,7 +495,7 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         if (Geometry.MaxFailedMembers == 0)
             throw new InvalidOperationException(
                 $"{Geometry.Level} has no redundancy; a lost member cannot be rebuilt.");
-        var needed = _pplAreaOffset + OnDiskFormat.PartialParityAreaBytes(_pplSlotBytes);
+        var needed = MemberBytesNeeded;
         if (replacement.CapacityBytes < needed)
             throw new ArgumentException(
                 $"{replacement.Name} holds {replacement.CapacityBytes} bytes; member {memberIndex} needs at least {needed}.",

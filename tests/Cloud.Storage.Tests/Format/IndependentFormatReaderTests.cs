@@ -106,6 +106,78 @@ public sealed class IndependentFormatReaderTests
             model.AsSpan().SequenceEqual(volumeBytes), $"seed {seed}: reassembled bytes differ from what was written");
     }
 
+    /// <summary>
+    /// The partial-parity area, read by docs/FORMAT.md's rules alone: after a one-block write into a stripe, the P and Q
+    /// members' rings of writer slot 0 hold entries whose rows are the P and Q of the blocks the write left untouched.
+    /// </summary>
+    [Fact]
+    public async Task PartialParityEntries_ParsedByTheDocumentedRules_HoldTheUntouchedRowsParity()
+    {
+        const int chunk = 8192, members = 5, stripes = 4;
+        var devices = Enumerable.Range(0, members).Select(i => new MemoryBlockDevice(
+            (1 << 20) + stripes * (chunk + 4096) + 64 * 262144, $"ppl{i}")).ToArray();
+        var definition = new VolumeDefinition("ppl", Guid.NewGuid(), new VolumeGeometry(RaidLevel.Raid6, members, chunk));
+        var random = new Random(77);
+        var block = new byte[4096];
+        random.NextBytes(block);
+        await using (RaidVolume volume = await RaidVolume.CreateAsync(
+            definition, devices, new RaidVolumeOptions { PartialParityLog = true }))
+        {
+            var all = new byte[volume.CapacityBytes];
+            random.NextBytes(all);
+            await volume.WriteAsync(0, all, writeTimestamp: 77, forceUnitAccess: false);
+            // Stripe 2, data chunk 1, its second block (row 1).
+            await volume.WriteAsync(2 * 3 * chunk + chunk + 4096, block, writeTimestamp: 78, forceUnitAccess: false);
+        }
+        var raw = devices.Select(d => d.Contents.ToArray()).ToArray();
+        var h = ReadHeader(raw[0]);
+        var slotBytes = BinaryPrimitives.ReadInt64LittleEndian(raw[0].AsSpan(2464));
+        var area = BinaryPrimitives.ReadInt64LittleEndian(raw[0].AsSpan(2472));
+        Assert.Equal(Math.Max(262144, 4 * (chunk + 8192)), slotBytes);
+        Assert.Equal(h.DataOffset + h.Stripes * h.Stride, area);
+
+        const int s = 2;
+        var p = members - 1 - s % members;
+        var q = (p + 1) % members;
+        for (var kind = 0; kind < 2; kind++)
+        {
+            ReadOnlySpan<byte> e = raw[kind == 0 ? p : q].AsSpan((int)area, (int)slotBytes);
+            Assert.True(e[..8].SequenceEqual("CLDPPL01"u8), $"kind {kind}: no entry at the ring's start");
+            Assert.Equal(XxHash3.HashToUInt64(e[..4088]), BinaryPrimitives.ReadUInt64LittleEndian(e[4088..]));
+            Assert.Equal(definition.VolumeId, new Guid(e.Slice(8, 16)));
+            Assert.Equal((0, kind, s, 78L), (BinaryPrimitives.ReadInt32LittleEndian(e[24..]),
+                BinaryPrimitives.ReadInt32LittleEndian(e[28..]), BinaryPrimitives.ReadInt64LittleEndian(e[32..]),
+                BinaryPrimitives.ReadInt64LittleEndian(e[40..])));
+            int row0 = BinaryPrimitives.ReadInt32LittleEndian(e[48..]), row1 = BinaryPrimitives.ReadInt32LittleEndian(e[52..]);
+            Assert.Equal((1, 2, 3), (row0, row1, BinaryPrimitives.ReadInt32LittleEndian(e[56..])));
+            // Only data chunk 1 changed, row 1.
+            for (var i = 0; i < 3; i++)
+                Assert.Equal(i == 1 ? (1, 2) : (0, 0), (BinaryPrimitives.ReadInt32LittleEndian(e[(72 + 8 * i)..]),
+                    BinaryPrimitives.ReadInt32LittleEndian(e[(76 + 8 * i)..])));
+            // One row, then its 24-byte guard padded to 4096: the parity row's stamp and checksum before the write,
+            // and its checksum after.
+            ReadOnlySpan<byte> rows = e.Slice(4096, 4096);
+            Assert.Equal(XxHash3.HashToUInt64(e.Slice(4096, 8192)), BinaryPrimitives.ReadUInt64LittleEndian(e[64..]));
+            var parityMember = raw[kind == 0 ? p : q];
+            var parityRow = parityMember.AsSpan((int)(h.DataOffset + s * h.Stride + 4096), 4096);
+            ReadOnlySpan<byte> guard = e.Slice(8192, 24);
+            Assert.Equal(77, BinaryPrimitives.ReadInt64LittleEndian(guard));
+            Assert.Equal(XxHash3.HashToUInt64(parityRow), BinaryPrimitives.ReadUInt64LittleEndian(guard[16..]));
+            Assert.Equal(78, BinaryPrimitives.ReadInt64LittleEndian(
+                parityMember.AsSpan((int)(h.DataOffset + s * h.Stride + h.Chunk + 16))));
+            var expected = new byte[4096];
+            for (var i = 0; i < 3; i++)
+            {
+                if (i == 1) continue;
+                var member = (p + 2 + i) % members;
+                var coefficient = kind == 0 ? (byte)1 : DocumentedFormat.GfPow2(i);
+                ReadOnlySpan<byte> data = raw[member].AsSpan((int)(h.DataOffset + s * h.Stride + 4096), 4096);
+                for (var x = 0; x < 4096; x++) expected[x] ^= DocumentedFormat.GfMul(coefficient, data[x]);
+            }
+            Assert.True(rows.SequenceEqual(expected), $"kind {kind}: the entry's row is not the untouched blocks' parity");
+        }
+    }
+
     /// <summary>The documented header of a member, which must have a valid copy.</summary>
     private static DocumentedFormat.Header ReadHeader(byte[] member)
         => DocumentedFormat.ReadHeader(member) ?? throw new Xunit.Sdk.XunitException("no valid superblock copy");

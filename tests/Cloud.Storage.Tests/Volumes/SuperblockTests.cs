@@ -144,8 +144,39 @@ public sealed class SuperblockTests
         Assert.Equal(sb.VolumeId, back!.VolumeId);
         Assert.Equal(sb.Members, back.Members);
         Assert.Equal(sb.Generation, back.Generation);
+        Assert.Equal(0, back.PartialParitySlotBytes);
         bytes[3000] ^= 1;
         Assert.Null(Superblock.TryRead(bytes, out error));
         Assert.Contains("checksum", error);
+    }
+
+    [Fact]
+    public void PartialParityArea_RoundTrips_AndOneThatDoesNotFitTheGeometry_IsRefused()
+    {
+        var geometry = new VolumeGeometry(RaidLevel.Raid5, 5, 65536);
+        var sb = new Superblock
+        {
+            VolumeId = Guid.NewGuid(), VolumeName = "v", MemberIndex = 0, Geometry = geometry, StripeCount = 10,
+            Generation = 1, Created = DateTimeOffset.UnixEpoch, Updated = DateTimeOffset.UnixEpoch,
+            Members = Enumerable.Range(0, 5).Select(_ => new MemberRecord(Guid.NewGuid(), MemberState.Active, 0)).ToArray(),
+            PartialParitySlotBytes = OnDiskFormat.PartialParitySlotBytes(65536),
+        };
+        var bytes = new byte[OnDiskFormat.SuperblockBytes];
+        sb.WriteTo(bytes);
+        Superblock? back = Superblock.TryRead(bytes, out var error);
+        Assert.Null(error);
+        Assert.Equal(294912, back!.PartialParitySlotBytes);
+        // The area starts right after the last chunk slot, where docs/FORMAT.md puts it.
+        Assert.Equal(
+            OnDiskFormat.DataOffsetBytes + 10 * OnDiskFormat.ChunkStrideBytes(65536),
+            BitConverter.ToInt64(bytes, 2472));
+
+        // A ring too small for one whole-chunk entry, rewritten with a valid checksum: refused, naming it.
+        BitConverter.TryWriteBytes(bytes.AsSpan(2464), 4096L);
+        BitConverter.TryWriteBytes(
+            bytes.AsSpan(OnDiskFormat.SuperblockBytes - 8),
+            System.IO.Hashing.XxHash3.HashToUInt64(bytes.AsSpan(0, OnDiskFormat.SuperblockBytes - 8)));
+        Assert.Null(Superblock.TryRead(bytes, out error));
+        Assert.Contains("partial-parity area", error);
     }
 }
