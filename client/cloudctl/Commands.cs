@@ -169,7 +169,7 @@ internal static partial class Commands
 
     private static void PrintStatus(VolumeStatus s)
     {
-        Console.WriteLine($"volume {s.Info.Name}: {Sizes.Format(s.Info.SizeBytes)} {Level(s.Info.Level)}, chunk {Sizes.Format(s.Info.ChunkSizeBytes)}, {s.StripeCount} stripes{(s.Info.Durable ? ", durable" : "")}");
+        Console.WriteLine($"volume {s.Info.Name}: {Sizes.Format(s.Info.SizeBytes)} {Level(s.Info.Level)}, chunk {Sizes.Format(s.Info.ChunkSizeBytes)}, {s.StripeCount} stripes{(s.Info.Durable ? ", durable" : "")}{(s.PartialParityLog ? ", partial parity log" : "")}");
         Console.WriteLine($"health: {s.Health.ToString().ToLowerInvariant()}{(s.Message is null ? "" : $" ({s.Message})")}");
         var table = new Table().AddColumns("DISK", "STATE", "HOST", "LOCATION");
         foreach (var d in s.Disks)

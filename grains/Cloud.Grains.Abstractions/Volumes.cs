@@ -140,7 +140,8 @@ public sealed record VolumeStatus(
     [property: Id(3)] long StripeCount,
     [property: Id(4)] ImmutableArray<DiskStatus> Disks,
     [property: Id(5)] RebuildStatus? Rebuild,
-    [property: Id(6)] string? Message);
+    [property: Id(6)] string? Message,
+    [property: Id(7)] bool PartialParityLog = false);
 
 /// <summary>The outcome of a scrub pass.</summary>
 /// <param name="StripesChecked">Stripes read and checked.</param>

@@ -92,6 +92,8 @@ public sealed class HostLossTests(SixHostsThatReturn hosts, ITestOutputHelper ou
                 async () => (await creator.GetClusterStatusAsync()).Silos.Count(s => s.PoolCapacityBytes > 0) == Bed.Hosts.Count,
                 "every host publishes its disk pool");
             info = await creator.CreateVolumeAsync(new VolumeSpec(name, VolumeBytes, level, disks, ChunkBytes, false));
+            // Spread over the hosts, so a host's kill is a writer's crash and a member's loss at once: it keeps the log.
+            Assert.True((await creator.ShowVolumeAsync(name)).PartialParityLog, "a volume spread over hosts keeps no partial parity log");
         }
         var victims = Enumerable.Range(0, info.DiskCount)
             .Select(i => Bed.Hosts.Single(h => h.Name == info.MemberHost(i)).Index)

@@ -23,6 +23,9 @@ public interface IVolumeStore : IAsyncDisposable
     /// <summary>The least size of a member disk, partial-parity area included: what a replacement is made at.</summary>
     long MemberBytesNeeded { get; }
 
+    /// <summary>The volume keeps a partial parity log (docs/WRITE-HOLE.md).</summary>
+    bool KeepsPartialParityLog => false;
+
     /// <summary>The logical block size (4096).</summary>
     int BlockSizeBytes { get; }
 

@@ -15,6 +15,8 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
     public long StripeCount => inner.StripeCount;
 
     public long MemberBytesNeeded => inner.MemberBytesNeeded;
+
+    public bool KeepsPartialParityLog => inner.KeepsPartialParityLog;
     public int BlockSizeBytes => inner.BlockSizeBytes;
     public VolumeHealthState Health => inner.Health;
     public ImmutableArray<DiskStatus> Members => inner.Members;

@@ -27,6 +27,8 @@ internal sealed class RaidVolumeStore(
     public long StripeCount => volume.StripeCount;
 
     public long MemberBytesNeeded => volume.MemberBytesNeeded;
+
+    public bool KeepsPartialParityLog => volume.KeepsPartialParityLog;
     public int BlockSizeBytes => volume.BlockSizeBytes;
 
     public VolumeHealthState Health => volume.Health switch

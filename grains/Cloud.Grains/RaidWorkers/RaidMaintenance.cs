@@ -106,7 +106,8 @@ public sealed partial class RaidMaintenance(
         {
             var v = await opening.WaitAsync(StatusOpenWait).ConfigureAwait(false);
             var s = v.Store;
-            return new VolumeStatus(v.Info, s.Health, s.CapacityBytes, s.StripeCount, s.Members, rebuild, null);
+            return new VolumeStatus(
+                v.Info, s.Health, s.CapacityBytes, s.StripeCount, s.Members, rebuild, null, s.KeepsPartialParityLog);
         }
         catch (Exception ex) when (ex is not CloudRequestException)
         {
