@@ -54,7 +54,7 @@ public sealed class FailedCopyResendTests
         public async ValueTask<IVolumeStore> OpenAsync(VolumeInfo volume, CancellationToken cancellationToken)
             => FailingStore.Wrap(await inner.OpenAsync(volume, cancellationToken), silo);
 
-        public long MemberSizeBytes(VolumeSpec spec, bool partialParityLog) => inner.MemberSizeBytes(spec, partialParityLog);
+        public long MemberSizeBytes(VolumeSpec spec, bool spread) => inner.MemberSizeBytes(spec, spread);
     }
 
     /// <summary>An engine whose versioned write fails while the test has armed it for this silo.</summary>

@@ -137,7 +137,8 @@ public static class RemoteMembersBench
                 .ConfigureAwait(false);
             log($"delegate: {delegateHost.Name} (the catalog's host; every silo's FixedTarget is itself, fio connects to "
                 + $"nbd://{bed.NbdEndPoint(delegateIndex)} only)");
-            log($"remote: members on {string.Join(", ", remote.MemberHosts)}");
+            var remoteLog = (await admin.ShowVolumeAsync(remote.Name).ConfigureAwait(false)).PartialParityLog;
+            log($"remote: members on {string.Join(", ", remote.MemberHosts)}{(remoteLog ? ", partial parity log" : ", no partial parity log (Cloud__PartialParityLog=false)")}");
             log($"local:  members on {string.Join(", ", local.MemberHosts)} "
                 + $"(cloudctl volume create local --size {sizeBytes >> 20}MiB --level raid5 --chunk 64KiB --durable {string.Join(" ", localDisks.Select(d => "--disk " + d))})");
             if (local.MemberHosts.Any(h => h != delegateHost.Name) || remote.MemberHosts.Distinct().Count() != Members)

@@ -202,7 +202,7 @@ internal sealed partial class HostDownRebuildGrain(
     private long MemberSizeBytes(VolumeInfo v) =>
         factory.MemberSizeBytes(
             new VolumeSpec(v.Name, v.SizeBytes, v.Level, v.DiskCount, v.ChunkSizeBytes, v.Durable),
-            MemberPlacement.KeepsPartialParityLog(v));
+            MemberPlacement.IsSpread(v));
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Volume {Volume}: member {Index} on host {Host}, absent for more than {Delay}, is rebuilt onto host {Target}")]
     private static partial void LogStart(ILogger logger, string volume, int index, string host, string target, TimeSpan delay);

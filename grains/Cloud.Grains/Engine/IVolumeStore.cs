@@ -158,7 +158,8 @@ public interface IVolumeStoreFactory
 
     /// <summary>
     /// The member size needed for a volume of <see cref="VolumeSpec.SizeBytes"/> logical bytes, with room for the
-    /// partial parity log when it keeps one (<see cref="Disks.MemberPlacement.KeepsPartialParityLog(VolumeInfo)"/>).
+    /// partial parity log when a volume so made keeps one: RAID-5/6, <paramref name="spread"/> over the hosts' pools, and
+    /// <see cref="Hosting.CloudOptions.PartialParityLog"/> on.
     /// </summary>
-    long MemberSizeBytes(VolumeSpec spec, bool partialParityLog);
+    long MemberSizeBytes(VolumeSpec spec, bool spread);
 }

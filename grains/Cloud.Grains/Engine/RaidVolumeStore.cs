@@ -189,7 +189,8 @@ internal sealed class RaidVolumeStoreFactory(
     Orleans.Runtime.IClusterMembershipService membership,
     BlockDeviceFactory disks,
     ClusterSuperblockCoordinator coordinator,
-    Disks.HostDisks hosts) : IVolumeStoreFactory
+    Disks.HostDisks hosts,
+    Microsoft.Extensions.Options.IOptions<Hosting.CloudOptions> cloudOptions) : IVolumeStoreFactory
 {
     /// <summary>
     /// Opens (creating at <paramref name="sizeBytes"/> if absent) the member at a catalog location; a request the silo
@@ -282,9 +283,10 @@ internal sealed class RaidVolumeStoreFactory(
                 devices[i] = remote ?? await CreateMemberAsync(
                     disks, volume.Name, volume.DiskPaths[i], memberSizeBytes, cancellationToken);
             }
-            RaidVolumeOptions options = await OptionsAsync();
-            options.PartialParityLog = Disks.MemberPlacement.KeepsPartialParityLog(volume);
-            var raid = await RaidVolume.CreateAsync(Definition(volume), devices!, options, cancellationToken);
+            RaidVolumeOptions engineOptions = await OptionsAsync();
+            engineOptions.PartialParityLog = cloudOptions.Value.PartialParityLog
+                && Disks.MemberPlacement.KeepsPartialParityLog(volume);
+            var raid = await RaidVolume.CreateAsync(Definition(volume), devices!, engineOptions, cancellationToken);
             // A new volume has no marks to recover.
             return new RaidVolumeStore(raid, devices, volume, disks, []);
         }
@@ -378,8 +380,9 @@ internal sealed class RaidVolumeStoreFactory(
         }
     }
 
-    public long MemberSizeBytes(VolumeSpec spec, bool partialParityLog)
+    public long MemberSizeBytes(VolumeSpec spec, bool spread)
     {
+        var partialParityLog = cloudOptions.Value.PartialParityLog && Disks.MemberPlacement.KeepsPartialParityLog(spec.Level, spread);
         var stripeData = VolumeMath.StripeDataBytes(spec.Level, spec.DiskCount, spec.ChunkSizeBytes);
         var stripes = (spec.SizeBytes + stripeData - 1) / stripeData;
         return OnDiskFormat.DataOffsetBytes + stripes * OnDiskFormat.ChunkStrideBytes(spec.ChunkSizeBytes)

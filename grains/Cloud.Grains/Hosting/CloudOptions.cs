@@ -43,6 +43,15 @@ public sealed class CloudOptions
     /// </summary>
     public TimeSpan HostDownRebuildDelay { get; set; } = DefaultHostDownRebuildDelay;
 
+    /// <summary>
+    /// Whether a RAID-5/6 volume created over the hosts' disk pools keeps the partial parity log (default true;
+    /// <c>Cloud:PartialParityLog</c>): a host killed while it writes a stripe of which it holds a member then cannot
+    /// take that stripe's other chunks with it (docs/WRITE-HOLE.md). False trades that for one round trip less per
+    /// partial-stripe write, as md's <c>--consistency-policy=resync</c> does. Read when a volume is created; a volume
+    /// keeps what it was created with.
+    /// </summary>
+    public bool PartialParityLog { get; set; } = true;
+
     /// <summary>Default for <see cref="LockLease"/>.</summary>
     public static readonly TimeSpan DefaultLockLease = TimeSpan.FromSeconds(10);
 

@@ -87,7 +87,7 @@ internal sealed class VolumeCatalogGrain(
         // Without --disk in a cluster of hosts with disk pools, one member goes to each host's pool. Otherwise the
         // members are created here: a file member is this host's, a page blob or a shared block device every host's.
         var pooled = spec.Disks.IsDefaultOrEmpty && placement.HasPools;
-        var memberBytes = factory.MemberSizeBytes(spec, Disks.MemberPlacement.KeepsPartialParityLog(spec.Level, pooled));
+        var memberBytes = factory.MemberSizeBytes(spec, spread: pooled);
         var (paths, hosts) = pooled
             ? await placement.PlaceAsync(spec, folder, memberBytes)
             : spec.Disks.IsDefaultOrEmpty ? WithHosts(DefaultDisks(spec, id, directory)) : WithHosts(RequestedDisks(spec));

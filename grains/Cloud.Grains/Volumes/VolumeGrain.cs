@@ -200,7 +200,7 @@ internal sealed class VolumeGrain(
     private long MemberSizeBytes(VolumeInfo info) =>
         factory.MemberSizeBytes(
             new VolumeSpec(info.Name, info.SizeBytes, info.Level, info.DiskCount, info.ChunkSizeBytes, info.Durable),
-            Disks.MemberPlacement.KeepsPartialParityLog(info));
+            Disks.MemberPlacement.IsSpread(info));
 
     private void CheckIndex(VolumeInfo info, int index)
     {
