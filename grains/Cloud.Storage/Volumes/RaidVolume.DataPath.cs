@@ -685,7 +685,7 @@ public sealed partial class RaidVolume
         // A write that leaves some data rows of [r0, r1) as they are first logs their parity, when the volume keeps the
         // log: a writer dying with members of this stripe must not take those rows with it.
         (long P, long Q) logged = (-1, -1);
-        if (_pplSlotBytes > 0 && timestamp > 0 && !CoversRowsEvenly(s, r0, r1))
+        if (_pplSlotBytes > 0 && timestamp > 0 && !CoversRowsEvenly(s, r0, r1) && NeedsPartialParity(s, stripe, r0, r1))
             logged = await WritePartialParityAsync(s, stripe, r0, r1, timestamp, cancellationToken).ConfigureAwait(false);
         try { await WriteStripeRowsAsync(s, stripe, r0, r1, timestamp, corrupt).ConfigureAwait(false); }
         finally { GivePartialParity(s, logged); }

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.Hashing;
+using Cloud.Storage.Devices;
 using Cloud.Storage.Format;
 using Cloud.Storage.Layout;
 using Cloud.Storage.Parity;
@@ -126,6 +127,26 @@ public sealed partial class RaidVolume
             ArrayPool<byte>.Shared.Return(pBuffer);
             if (qBuffer is not null) ArrayPool<byte>.Shared.Return(qBuffer);
         }
+    }
+
+    /// <summary>
+    /// Whether this write's untouched rows can be lost with this writer: when a member of the stripe is missing already
+    /// (the writer's crash alone then leaves a torn stripe that cannot be resynced), or when this writer's own host
+    /// holds a member of it (a device here rather than another host's disk service: the host's death takes it too) that
+    /// the loss could leave unsolvable. For RAID-5 that is a data chunk with rows the write does not change; for RAID-6,
+    /// any member, since a second host may die with it. A writer whose host holds none of the stripe's members, on a
+    /// whole stripe, needs nothing but the write-intent resync.
+    /// </summary>
+    private bool NeedsPartialParity(StripeScratch s, long stripe, int r0, int r1)
+    {
+        for (var k = 0; k < _dataCount + _parityCount; k++)
+        {
+            var m = s.SlotMember[k];
+            if (!IsUsable(m, stripe)) return true;
+            if (_devices[m] is RemoteBlockDevice) continue;
+            if (_parityCount == 2 || (k < _dataCount && (s.First[k] != r0 || s.End[k] != r1))) return true;
+        }
+        return false;
     }
 
     /// <summary>Bytes of an entry of <paramref name="rows"/> rows: header, rows, and a 24-byte guard per row, padded.</summary>

@@ -171,6 +171,76 @@ public sealed class PartialParityLogTests
         Assert.Equal((1, 1), (rings[0].InUse, rings[5].InUse));
     }
 
+    /// <summary>Another host's disk, as the engine sees it: a device behind a channel (here to memory).</summary>
+    private sealed class ChannelToMemory(MemoryBlockDevice disk) : IRemoteDiskChannel
+    {
+        public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken) =>
+            disk.ReadAsync(offsetBytes, destination, cancellationToken);
+
+        public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken) =>
+            disk.WriteAsync(offsetBytes, source, cancellationToken);
+
+        public ValueTask FlushAsync(CancellationToken cancellationToken) => disk.FlushAsync(cancellationToken);
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// RAID-5 with member 0 on this writer's host and the others behind other hosts' disk services: a one-block write
+    /// logs only where the host's death could take acknowledged rows with it, i.e. where member 0 holds a data chunk the
+    /// write leaves untouched; where it holds the parity or the chunk written, a crash of this host loses nothing the
+    /// write-intent resync and the other members cannot give back. With a member missing, every such write logs.
+    /// </summary>
+    [Fact]
+    public async Task RaidFive_LogsOnlyWhereThisHostHoldsAnUntouchedChunk_OrAMemberIsMissing()
+    {
+        const int members = 5;
+        var bytes = MemberBytesFor(Chunk, Stripes)
+            + OnDiskFormat.PartialParityAreaBytes(OnDiskFormat.PartialParitySlotBytes(Chunk));
+        var raw = Enumerable.Range(0, members).Select(i => new MemoryBlockDevice(bytes, $"m{i}")).ToArray();
+        var faulty = raw.Select(d => new FaultInjectingBlockDevice(d)).ToArray();
+        IBlockDevice[] devices = [faulty[0], .. Enumerable.Range(1, members - 1).Select(
+            i => new RemoteBlockDevice($"h{i + 1}:m{i}", bytes, 512, 64, new ChannelToMemory(raw[i])))];
+        await using RaidVolume volume = await RaidVolume.CreateAsync(
+            Definition(RaidLevel.Raid5, members, Chunk), devices, new RaidVolumeOptions { PartialParityLog = true });
+        var stripeData = volume.Geometry.StripeDataBytes;
+        var area = volume.Layout.MemberOffsetBytes(Stripes, 0);
+        var ring = new byte[OnDiskFormat.PartialParitySlotBytes(Chunk)];
+
+        async Task<bool> LoggedAsync(long stripe, int dataIndex, long timestamp)
+        {
+            var p = volume.Layout.MemberAtLogicalSlot(stripe, volume.Geometry.DataMemberCount);
+            await raw[p].WriteAsync(area, new byte[ring.Length]);
+            await volume.WriteAsync(stripe * stripeData + dataIndex * Chunk, new byte[Block], timestamp, false);
+            await raw[p].ReadAsync(area, ring);
+            return ring.AsSpan(0, 8).SequenceEqual(OnDiskFormat.PartialParityMagic);
+        }
+
+        long ts = 1;
+        for (long stripe = 0; stripe < Stripes; stripe++)
+        {
+            for (var d = 0; d < 4; d++)
+            {
+                var local = Enumerable.Range(0, 4).Where(i => volume.Layout.DataMember(stripe, i) == 0).ToArray();
+                // Member 0 holds an untouched data chunk of this stripe unless it holds parity or chunk d itself.
+                var expected = local.Length == 1 && local[0] != d;
+                Assert.True(
+                    expected == await LoggedAsync(stripe, d, ts++),
+                    $"stripe {stripe}, chunk {d}: logged should be {expected}");
+            }
+        }
+
+        // Degraded (member 3 failed): every partial write logs, wherever this host's member lies.
+        await volume.FailMemberAsync(3, "test");
+        for (long stripe = 0; stripe < Stripes; stripe++)
+        {
+            if (volume.Layout.MemberAtLogicalSlot(stripe, 4) == 3) continue; // its log would go to the missing member
+            // The chunk on this host's member if it holds one (healthy, that write would not log), else chunk 0.
+            var own = Enumerable.Range(0, 4).Where(i => volume.Layout.DataMember(stripe, i) == 0).DefaultIfEmpty(0).First();
+            Assert.True(await LoggedAsync(stripe, own, ts++), $"stripe {stripe}, degraded: not logged");
+        }
+    }
+
     [Fact]
     public async Task TheLogsRoom_IsGivenBack_AndAFullStripeWriteLogsNothing()
     {
