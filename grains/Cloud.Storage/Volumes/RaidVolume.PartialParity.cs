@@ -325,8 +325,8 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>
-    /// Applies one write's entries to its stripe. Per row the write covered, unless a newer write reached the row since
-    /// (a block stamped after the entry): the missing data chunks the write left untouched are solved from the partial
+    /// Applies one write's entries to its stripe. Per row the write covered, if it is the last write that reached the row
+    /// (<see cref="WriteIsLastOnRow"/>): the missing data chunks the write left untouched are solved from the partial
     /// parity and the rows still here; a missing chunk the write changed takes what the parity on disk says (its write
     /// was never acknowledged); the parity is computed again from those and rewritten where it differs. A changed data
     /// block here whose checksum disagrees (its data and metadata writes did not both land) is re-stamped as it is, as
