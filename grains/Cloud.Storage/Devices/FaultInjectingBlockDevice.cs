@@ -64,7 +64,7 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
     private readonly object _gate = new();
     private readonly List<(long Start, long End, FaultOperations Ops)> _errorRanges = [];
     private readonly List<(long Start, long End)> _flipRanges = [];
-    private long _reads, _writes, _faults;
+    private long _reads, _writes, _faults, _bytesRead;
 
     /// <param name="inner">The device to wrap (not disposed by this decorator unless
     /// <paramref name="ownsInner"/>).</param>
@@ -123,6 +123,9 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
     /// <summary>Reads attempted.</summary>
     public long ReadCount => Interlocked.Read(ref _reads);
 
+    /// <summary>Bytes of the reads attempted.</summary>
+    public long BytesRead => Interlocked.Read(ref _bytesRead);
+
     /// <summary>Writes attempted.</summary>
     public long WriteCount => Interlocked.Read(ref _writes);
 
@@ -165,6 +168,7 @@ public sealed class FaultInjectingBlockDevice : IVectoredBlockDevice
         CancellationToken cancellationToken = default)
     {
         Interlocked.Increment(ref _reads);
+        Interlocked.Add(ref _bytesRead, destination.Length);
         if (Latency > TimeSpan.Zero) await Task.Delay(Latency, cancellationToken).ConfigureAwait(false);
         var end = offsetBytes + destination.Length;
         if (IsDead || HitsErrorRange(offsetBytes, end, FaultOperations.Read) || Chance(ReadErrorProbability))

@@ -277,6 +277,14 @@ public sealed partial class RaidVolume
                 if (_devices[m] is null || !IsWritable(m)) continue;
                 for (var slot = 0; slot < OnDiskFormat.IntentSlotCount; slot++)
                 {
+                    // A writer's first entry lands at its ring's start (room is taken first fit from there), so a ring
+                    // whose first page is zero was never written: one page read instead of the ring for the slots no
+                    // writer used (the area is not zeroed at create; a reused disk's leftovers are read in full).
+                    if (!await MemberReadAsync(
+                            m, PartialParitySlotOffset(slot), ring.AsMemory(0, OnDiskFormat.PartialParityHeaderBytes),
+                            cancellationToken).ConfigureAwait(false))
+                        break;
+                    if (ring.AsSpan(0, OnDiskFormat.PartialParityHeaderBytes).IndexOfAnyExcept((byte)0) < 0) continue;
                     if (!await MemberReadAsync(m, PartialParitySlotOffset(slot), ring, cancellationToken)
                         .ConfigureAwait(false))
                         break;

@@ -171,6 +171,36 @@ public sealed class PartialParityLogTests
         Assert.Equal((1, 1), (rings[0].InUse, rings[5].InUse));
     }
 
+    /// <summary>
+    /// The first reconstruction after a member's loss reads the writers' rings: in full only where a writer wrote (a
+    /// ring's first page is not zero), one page for each slot no writer used. A volume written by one writer slot reads
+    /// about one ring per member, not all 64.
+    /// </summary>
+    [Fact]
+    public async Task ReadingTheRings_SkipsTheSlotsNoWriterUsed()
+    {
+        const int members = 5;
+        var slotBytes = OnDiskFormat.PartialParitySlotBytes(Chunk);
+        var bytes = MemberBytesFor(Chunk, Stripes) + OnDiskFormat.PartialParityAreaBytes(slotBytes);
+        var raw = Enumerable.Range(0, members).Select(i => new MemoryBlockDevice(bytes, $"m{i}")).ToArray();
+        var options = new RaidVolumeOptions { PartialParityLog = true, WriterSlot = 7 };
+        await using (RaidVolume writer = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, members, Chunk), raw, options))
+        {
+            for (var i = 0; i < 8; i++) await writer.WriteAsync(i * Chunk, new byte[Block], i + 1, false);
+        }
+        var counting = raw.Select(d => new FaultInjectingBlockDevice(d)).ToArray();
+        await using RaidVolume reader = await RaidVolume.AssembleAsync(
+            [null, .. counting.Skip(1)], new RaidVolumeOptions { RecoverOnAssemble = false });
+        var before = counting.Sum(d => d.BytesRead);
+        await reader.ReadAsync(0, new byte[Block]); // stripe 0's chunk 0 is on the missing member 0 or rebuilt anyway
+        await reader.ReadAsync(reader.Geometry.StripeDataBytes, new byte[4 * Block]);
+        var read = counting.Sum(d => d.BytesRead) - before;
+        Assert.True(read > 0, "no member was read");
+        Assert.True(
+            read < (members - 1) * (2 * slotBytes + OnDiskFormat.IntentSlotCount * OnDiskFormat.PartialParityHeaderBytes),
+            $"{read} bytes read for the first degraded reads; the rings of the one writer slot used are {(members - 1) * slotBytes}");
+    }
+
     /// <summary>Another host's disk, as the engine sees it: a device behind a channel (here to memory).</summary>
     private sealed class ChannelToMemory(MemoryBlockDevice disk) : IRemoteDiskChannel
     {
