@@ -143,6 +143,17 @@ catch (InvalidOperationException ex)
     Console.Error.WriteLine($"cloud-silo: {ex.InnerException?.Message ?? ex.Message}");
     return 2;
 }
+// A Cloud:* value that is not of its setting's type (Cloud:PartialParityLog=maybe) stops the silo with one line naming
+// the setting and the type it takes, not with the host's start failure and a stack trace.
+try
+{
+    builder.Configuration.GetSection(CloudOptions.SectionName).Bind(new CloudOptions());
+}
+catch (InvalidOperationException ex)
+{
+    Console.Error.WriteLine($"cloud-silo: {ex.Message}");
+    return 2;
+}
 var siloErrors = new SiloHostOptionsValidator().Validate(null, silo);
 if (siloErrors.Failed)
 {

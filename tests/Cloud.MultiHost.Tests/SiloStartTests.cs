@@ -62,6 +62,16 @@ public sealed class SiloStartTests(PostgresFixture postgres) : IClassFixture<Pos
         AssertOneLineError(output, "--address 'host-one' is not an IP address");
     }
 
+    [Theory]
+    [InlineData("Cloud__PartialParityLog", "maybe", "'maybe' at 'Cloud:PartialParityLog' to type 'System.Boolean'")]
+    [InlineData("Cloud__HostDownRebuildDelay", "soon", "'soon' at 'Cloud:HostDownRebuildDelay' to type 'System.TimeSpan'")]
+    public async Task SettingOfTheWrongType_IsRefusedInOneLineNamingIt(string variable, string value, string expected)
+    {
+        var (code, output) = await RunToExitAsync(Ports(), new() { [variable] = value });
+        Assert.Equal(2, code);
+        AssertOneLineError(output, expected);
+    }
+
     [Fact]
     public async Task NonLoopbackAddress_WithLocalhostClustering_IsRefused()
     {
