@@ -97,12 +97,16 @@ public static class OnDiskFormat
     /// <summary>
     /// The least ring that holds one entry of a whole chunk: header, rows, and a 24-byte guard per row padded to 4 KiB.
     /// </summary>
-    public static long PartialParityMinSlotBytes(int chunkSizeBytes)
-    {
-        var rows = chunkSizeBytes / VolumeGeometry.BlockSizeBytes;
-        return PartialParityHeaderBytes + chunkSizeBytes
-            + (rows * 24L + PartialParityHeaderBytes - 1) / PartialParityHeaderBytes * PartialParityHeaderBytes;
-    }
+    public static long PartialParityMinSlotBytes(int chunkSizeBytes) =>
+        PartialParityEntryBytes(chunkSizeBytes / VolumeGeometry.BlockSizeBytes);
+
+    /// <summary>Bytes of a 24-byte guard per row of a partial-parity entry.</summary>
+    public const int PartialParityGuardBytes = 24;
+
+    /// <summary>Bytes of an entry of <paramref name="rows"/> rows: header, rows, and a guard per row padded to 4 KiB.</summary>
+    public static int PartialParityEntryBytes(int rows) =>
+        PartialParityHeaderBytes + rows * VolumeGeometry.BlockSizeBytes
+        + (rows * PartialParityGuardBytes + PartialParityHeaderBytes - 1) / PartialParityHeaderBytes * PartialParityHeaderBytes;
 
     /// <summary>Bytes of a partial-parity entry's header; its rows follow it.</summary>
     public const int PartialParityHeaderBytes = 4096;

@@ -149,13 +149,9 @@ public sealed partial class RaidVolume
         return false;
     }
 
-    /// <summary>Bytes of an entry of <paramref name="rows"/> rows: header, rows, and a 24-byte guard per row, padded.</summary>
-    private static int PartialParityEntryBytes(int rows) =>
-        OnDiskFormat.PartialParityHeaderBytes + rows * B
-        + (rows * PplGuardBytes + OnDiskFormat.PartialParityHeaderBytes - 1) / OnDiskFormat.PartialParityHeaderBytes
-        * OnDiskFormat.PartialParityHeaderBytes;
+    private static int PartialParityEntryBytes(int rows) => OnDiskFormat.PartialParityEntryBytes(rows);
 
-    private const int PplGuardBytes = 24;
+    private const int PplGuardBytes = OnDiskFormat.PartialParityGuardBytes;
 
     /// <summary>
     /// Per row of [r0, r1) of parity member m: the stamp and checksum its metadata holds now (before the write's
