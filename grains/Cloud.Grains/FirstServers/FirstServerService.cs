@@ -28,6 +28,7 @@ public sealed class FirstServerService(
     IClusterMembershipService membership,
     VolumeReach reach,
     HeldLocks heldLocks,
+    ReadLeases readLeases,
     IOptions<CloudOptions> options)
 {
     private const int BlockBytes = VolumeMath.BlockSizeBytes;
@@ -142,7 +143,22 @@ public sealed class FirstServerService(
     private async Task ReadPieceAsync(VolumeInfo v, long partition, long offset, Memory<byte> destination)
     {
         var stripe = VolumeMath.StripeDataBytes(v);
-        var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, partition));
+        var partitionKey = VolumeMath.PartitionKey(v, partition);
+        if (_options.ReadLeases && readLeases.TryEnter(partitionKey, _options.LockLease, out var lease))
+        {
+            // Under this silo's read lease: nothing of the partition is pending or locked for writing, and the lock
+            // grain ends the lease (waiting for this read) before it lets any writer in.
+            try
+            {
+                await lockedReads.ReadAsync(v, offset, destination).ConfigureAwait(false);
+            }
+            finally
+            {
+                ReadLeases.Exit(lease!);
+            }
+            return;
+        }
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
         var grant = await heldLocks.AcquireAsync(
             lockGrain,
             new LockRequest(
@@ -151,8 +167,10 @@ public sealed class FirstServerService(
                 LockMode.Shared,
                 _siloAddress,
                 _options.LockLease,
-                WaitForPendingWrites: true))
+                WaitForPendingWrites: true,
+                WantReadLease: _options.ReadLeases))
             .ConfigureAwait(false);
+        if (grant.ReadLeaseExpiresUtc is { } leaseEnds) readLeases.Add(partitionKey, grant.FencingToken, leaseEnds);
         try
         {
             await lockedReads.ReadAsync(v, offset, destination).ConfigureAwait(false);

@@ -52,6 +52,14 @@ public sealed class CloudOptions
     /// </summary>
     public bool PartialParityLog { get; set; } = true;
 
+    /// <summary>
+    /// Whether a silo may take read leases on partitions (default true; <c>Cloud:ReadLeases</c>): a partition with no
+    /// write pending or locked lets the silo that reads it serve further reads of it without a call to its lock grain,
+    /// until a writer anywhere asks for it (the grain ends the lease first and waits for the reads under it). False
+    /// sends every read to the lock grain, as before; mixed read-write partitions pay one call more per lease ended.
+    /// </summary>
+    public bool ReadLeases { get; set; } = true;
+
     /// <summary>Default for <see cref="LockLease"/>.</summary>
     public static readonly TimeSpan DefaultLockLease = TimeSpan.FromSeconds(10);
 

@@ -74,6 +74,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<OpenVolumeCache>();
         builder.Services.AddSingleton<WriterSlotRecovery>();
         builder.Services.AddSingleton<HeldLocks>();
+        builder.Services.AddSingleton<ReadLeases>();
         builder.Services.AddSingleton<BatchExecutor>();
         builder.Services.AddSingleton<WriteScheduler>();
         builder.Services.AddSingleton<RaidMaintenance>();

@@ -44,16 +44,22 @@ public sealed record LockRequest(
     [property: Id(5)] bool WaitForPendingWrites,
     [property: Id(6)] long PendingBelow = 0,
     [property: Id(7)] TimeSpan MaxWait = default,
-    [property: Id(8)] Guid WaitId = default);
+    [property: Id(8)] Guid WaitId = default,
+    [property: Id(9)] bool WantReadLease = false);
 
-/// <summary>A granted lock. The fencing token is presented before each disk write and at release.</summary>
+/// <summary>
+/// A granted lock. The fencing token is presented before each disk write and at release. A shared grant asked with
+/// <see cref="LockRequest.WantReadLease"/> may carry a read lease on the whole partition until
+/// <paramref name="ReadLeaseExpiresUtc"/> (its id is the fencing token): see <see cref="ReadLeases"/>.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("cloud.LockGrant")]
 public sealed record LockGrant(
     [property: Id(0)] long FencingToken,
     [property: Id(1)] long FirstStripe,
     [property: Id(2)] long LastStripe,
     [property: Id(3)] LockMode Mode,
-    [property: Id(4)] DateTimeOffset ExpiresUtc);
+    [property: Id(4)] DateTimeOffset ExpiresUtc,
+    [property: Id(5)] DateTimeOffset? ReadLeaseExpiresUtc = null);
 
 /// <summary>
 /// A new write timestamp for a range of blocks, with the unit's control object: which silo took the unit's last

@@ -79,6 +79,15 @@ internal sealed partial class PartitionLockGrain(
     /// </summary>
     private long _forgottenPendingMax;
 
+    /// <summary>
+    /// The read leases given on this partition, per holder silo: the newest grant's token and its expiry. Given only
+    /// while nothing is pending or locked for writing; ended before any timestamp or exclusive lock is handed out.
+    /// </summary>
+    private readonly Dictionary<string, (long UpTo, DateTimeOffset Expires)> _readLeases = [];
+
+    /// <summary>Calls that are about to make a version pending or take an exclusive lock: no lease is given meanwhile.</summary>
+    private int _leaseBlockers;
+
     /// <summary>When a read held up by a pending version was last reported.</summary>
     private DateTimeOffset _longWaitReported;
     private readonly List<(long First, long Last)> _uncertain = [];
@@ -169,7 +178,7 @@ internal sealed partial class PartitionLockGrain(
     {
         try
         {
-            var claims = await GrainFactory.GetGrain<IRaidWorkerGrain>(member.Name).ReclaimAsync(Key)
+            var claims = await GrainFactory.GetGrain<IRaidWorkerGrain>(member.Name).ReclaimAsync(Key, _activationFloor)
                 .WaitAsync(ReclaimTimeout);
             return (member, claims);
         }
@@ -183,6 +192,9 @@ internal sealed partial class PartitionLockGrain(
     [LoggerMessage(Level = LogLevel.Information, Message = "Partition {Partition} activated again: asked {Silos} silos, reclaimed {Grants} locks and {Versions} pending versions; {Unanswered} silos did not answer")]
     private static partial void LogReclaimed(
         ILogger logger, string partition, int silos, int grants, int versions, int unanswered);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: silo {Silo} did not end its read lease ({Error}); waiting for the lease to expire")]
+    private static partial void LogLeaseEndFailed(ILogger logger, string partition, string silo, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: silo {Silo} did not report its claims ({Error}); it holds the partition until its lease would end")]
     private static partial void LogReclaimFailed(ILogger logger, string partition, SiloAddress silo, string error);
@@ -234,17 +246,94 @@ internal sealed partial class PartitionLockGrain(
             throw new CloudRequestException($"stripe range {firstStripe}-{lastStripe} is empty");
         if (_pending.Count >= MaxPending)
             throw new CloudRequestException($"partition {Key} has {MaxPending} pending writes; retry later");
-        await EnsureReservedAsync();
-        var ts = Take();
-        _pending[ts] = new Pending(firstStripe, lastStripe, firstServerSilo, time.GetUtcNow());
-        _lastTimestamp = ts;
-        var targetHoldsCopy = _activeTarget is not null && _pending.Count > 1;
-        return new TimestampGrant(ts, _activeTarget, targetHoldsCopy);
+        _leaseBlockers++;
+        try
+        {
+            // A read under a lease does not wait for pending versions: every lease ends before this one exists.
+            await EndReadLeasesAsync();
+            await EnsureReservedAsync();
+            var ts = Take();
+            _pending[ts] = new Pending(firstStripe, lastStripe, firstServerSilo, time.GetUtcNow());
+            _lastTimestamp = ts;
+            var targetHoldsCopy = _activeTarget is not null && _pending.Count > 1;
+            return new TimestampGrant(ts, _activeTarget, targetHoldsCopy);
+        }
+        finally
+        {
+            _leaseBlockers--;
+        }
     }
 
     public async Task<LockGrant> AcquireAsync(LockRequest request)
     {
         CheckRequest(request);
+        if (request.Mode != LockMode.Exclusive) return await AcquireCoreAsync(request);
+        _leaseBlockers++;
+        try
+        {
+            // No writer runs beside a read under a lease: every lease ends (its reads done) before the lock is asked.
+            await EndReadLeasesAsync();
+            return await AcquireCoreAsync(request);
+        }
+        finally
+        {
+            _leaseBlockers--;
+        }
+    }
+
+    /// <summary>
+    /// Ends every read lease on this partition: each holder's RAID worker is told (<see cref="ReadLeases"/>) and answers
+    /// once the reads under it are done. A holder that does not answer is waited for until its lease expires, or until
+    /// the membership declares it dead. Callers hold <see cref="_leaseBlockers"/>, so no lease is given meanwhile.
+    /// </summary>
+    private async Task EndReadLeasesAsync()
+    {
+        while (_readLeases.Count > 0)
+        {
+            var leases = _readLeases.ToList();
+            await Task.WhenAll(leases.Select(l => EndReadLeaseAsync(l.Key, l.Value.UpTo, l.Value.Expires)));
+        }
+    }
+
+    private async Task EndReadLeaseAsync(string holderSilo, long upTo, DateTimeOffset expires)
+    {
+        var snapshot = membership.CurrentSnapshot;
+        var member = snapshot.Members.Values.FirstOrDefault(m => m.SiloAddress.ToParsableString() == holderSilo);
+        // Asked even after the expiry: a read that entered the lease before its margin may still be running.
+        if (member is not null && member.Status != SiloStatus.Dead)
+        {
+            try
+            {
+                await GrainFactory.GetGrain<IRaidWorkerGrain>(member.Name).RevokeReadLeaseAsync(Key, upTo)
+                    .WaitAsync(ReclaimTimeout);
+            }
+            catch (Exception ex)
+            {
+                LogLeaseEndFailed(logger, Key, holderSilo, ex.GetType().Name);
+                // The holder may still read under it: wait for its expiry, or for the membership to declare it dead.
+                while (expires > time.GetUtcNow() && !IsDead(membership.CurrentSnapshot, holderSilo))
+                    await Task.Delay(TimeSpan.FromMilliseconds(100), time);
+            }
+        }
+        if (_readLeases.TryGetValue(holderSilo, out var current) && current.UpTo <= upTo) _readLeases.Remove(holderSilo);
+    }
+
+    /// <summary>
+    /// Whether a read lease may be given now: nothing pending, no exclusive holder or waiter, and no call about to add
+    /// one.
+    /// </summary>
+    private bool MayLeaseReads()
+    {
+        if (_leaseBlockers > 0 || _pending.Count > 0) return false;
+        foreach (var h in _holders)
+            if (h.Mode == LockMode.Exclusive) return false;
+        foreach (var w in _waiters)
+            if (w.Request.Mode == LockMode.Exclusive) return false;
+        return true;
+    }
+
+    private async Task<LockGrant> AcquireCoreAsync(LockRequest request)
+    {
         var sliced = request.MaxWait > TimeSpan.Zero;
         if (sliced && _slicedWaits.TryGetValue(request.WaitId, out var known)) return await AwaitGrantAsync(known);
         var below = 0L;
@@ -262,7 +351,12 @@ internal sealed partial class PartitionLockGrain(
         // Reserve before deciding, so the decision and the grant happen in one turn with no await between them.
         await EnsureReservedAsync();
         if (CanGrant(request, null))
-            return Grant(request);
+        {
+            var grant = Grant(request);
+            if (!request.WantReadLease || request.Mode != LockMode.Shared || !MayLeaseReads()) return grant;
+            _readLeases[request.HolderSilo] = (grant.FencingToken, grant.ExpiresUtc);
+            return grant with { ReadLeaseExpiresUtc = grant.ExpiresUtc };
+        }
         var waiter = new Waiter(request, below, time.GetUtcNow());
         _waiters.AddLast(waiter);
         if (!sliced) return await waiter.Completion.Task;

@@ -99,9 +99,19 @@ public interface IRaidWorkerGrain : IGrainWithStringKey
     /// <summary>
     /// The lock grants this silo holds on the partition <paramref name="partitionKey"/> and the versions of it this
     /// silo's first server holds uncommitted, for a partition-lock grain that is reactivating after its silo died.
+    /// Every read lease an earlier activation gave this silo on the partition (ids below
+    /// <paramref name="leasesBelow"/>, the new activation's first token) ends first, once the reads under it are done.
     /// Interleaved with everything: the grain serves nothing until the answer comes, and the calls this worker is
     /// busy with may be waiting for that grain.
     /// </summary>
     [Alias("Reclaim"), AlwaysInterleave]
-    Task<PartitionClaims> ReclaimAsync(string partitionKey);
+    Task<PartitionClaims> ReclaimAsync(string partitionKey, long leasesBelow);
+
+    /// <summary>
+    /// Ends this silo's read lease on the partition <paramref name="partitionKey"/> if its id is at most
+    /// <paramref name="upTo"/>, and returns once no read under it is running; a grant of that lease still on its way
+    /// here is refused when it arrives (<see cref="ReadLeases"/>).
+    /// </summary>
+    [Alias("RevokeReadLease"), AlwaysInterleave]
+    Task RevokeReadLeaseAsync(string partitionKey, long upTo);
 }

@@ -21,6 +21,7 @@ internal sealed class RaidWorkerGrain(
     RaidMaintenance maintenance,
     ILocalSiloDetails silo,
     HeldLocks heldLocks,
+    ReadLeases readLeases,
     FirstServerWrites firstServer) : Grain, IRaidWorkerGrain
 {
     public override Task OnActivateAsync(CancellationToken cancellationToken)
@@ -76,8 +77,13 @@ internal sealed class RaidWorkerGrain(
         => EngineErrors.Guard(() => maintenance.RefreshMembersAsync(volumeId));
     public Task<long> RecoverWriterSlotAsync(int writerSlot)
         => EngineErrors.Guard(() => maintenance.RecoverWriterSlotAsync(writerSlot));
-    public Task<PartitionClaims> ReclaimAsync(string partitionKey)
-        => Task.FromResult(new PartitionClaims(heldLocks.For(partitionKey), firstServer.ReportHeld(partitionKey)));
+    public async Task<PartitionClaims> ReclaimAsync(string partitionKey, long leasesBelow)
+    {
+        await readLeases.RevokeAsync(partitionKey, leasesBelow - 1);
+        return new PartitionClaims(heldLocks.For(partitionKey), firstServer.ReportHeld(partitionKey));
+    }
+
+    public Task RevokeReadLeaseAsync(string partitionKey, long upTo) => readLeases.RevokeAsync(partitionKey, upTo);
 
     /// <summary>Forwards rebuild progress to the volume grain, at most every 1 % so the grain is not flooded.</summary>
     private sealed class RebuildReporter(IVolumeGrain volume) : IProgress<(long Done, long Total, long BytesMoved)>
