@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
+using OpenTelemetry.Trace;
 
 namespace Cloud.Infra.Tests;
 
@@ -40,9 +41,20 @@ public sealed class ServiceDefaultsTests
         Assert.Equal(HttpStatusCode.OK, alive.StatusCode);
     }
 
-    private static async Task<WebApplication> StartAsync(bool readinessHealthy)
+    [Fact]
+    public async Task Spans_AreRecordedOnlyWhenSomethingExportsThem()
+    {
+        // Recorded and dropped, the data path's spans cost a quarter to a third of its small writes.
+        await using (var quiet = await StartAsync(readinessHealthy: true))
+            Assert.Null(quiet.Services.GetService<TracerProvider>());
+        await using var exporting = await StartAsync(readinessHealthy: true, otlpEndpoint: "http://127.0.0.1:4317");
+        Assert.NotNull(exporting.Services.GetService<TracerProvider>());
+    }
+
+    private static async Task<WebApplication> StartAsync(bool readinessHealthy, string? otlpEndpoint = null)
     {
         var builder = WebApplication.CreateSlimBuilder();
+        if (otlpEndpoint is not null) builder.Configuration[CloudTelemetry.OtlpEndpointVariable] = otlpEndpoint;
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.AddServiceDefaults();
         builder.Services.AddHealthChecks()
