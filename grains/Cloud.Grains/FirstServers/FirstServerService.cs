@@ -14,8 +14,9 @@ namespace Cloud.Grains.FirstServers;
 /// The first server as a local service of this silo: what <see cref="FirstServerGrain"/> does, callable
 /// without an Orleans message by anything hosted in the silo (the NBD server). Writes go through
 /// <see cref="FirstServerWrites"/> (whole blocks) and <see cref="SectorWrites"/> (a range that starts or ends inside
-/// a block); reads take a shared lock (after every acknowledged earlier write of those stripes settled) and read
-/// through <see cref="LockedReads"/> straight into the caller's buffer. Offsets and lengths are multiples of
+/// a block); reads take a shared lock (after every acknowledged earlier write of those stripes settled), or enter this
+/// silo's read lease on a quiet partition (<see cref="ReadLeases"/>), and read through <see cref="LockedReads"/>
+/// straight into the caller's buffer. Offsets and lengths are multiples of
 /// <see cref="VolumeMath.SectorSizeBytes"/>.
 /// </summary>
 public sealed class FirstServerService(

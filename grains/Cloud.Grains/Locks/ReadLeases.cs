@@ -28,6 +28,7 @@ public sealed class ReadLeases(TimeProvider time)
     public sealed class Lease(long id, DateTimeOffset expiresUtc)
     {
         private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly Lock _sync = new();
         private int _reads;
         private bool _ended;
 
@@ -39,7 +40,7 @@ public sealed class ReadLeases(TimeProvider time)
 
         internal bool TryEnter(DateTimeOffset usableUntil)
         {
-            lock (this)
+            lock (_sync)
             {
                 if (_ended || ExpiresUtc <= usableUntil) return false;
                 _reads++;
@@ -49,7 +50,7 @@ public sealed class ReadLeases(TimeProvider time)
 
         internal void Exit()
         {
-            lock (this)
+            lock (_sync)
             {
                 if (--_reads == 0 && _ended) _drained.TrySetResult();
             }
@@ -58,7 +59,7 @@ public sealed class ReadLeases(TimeProvider time)
         /// <summary>Extends a live lease by a newer grant; false when the lease has ended.</summary>
         internal bool TryExtend(long id, DateTimeOffset expiresUtc)
         {
-            lock (this)
+            lock (_sync)
             {
                 if (_ended) return false;
                 Id = Math.Max(Id, id);
@@ -70,7 +71,7 @@ public sealed class ReadLeases(TimeProvider time)
         /// <summary>Ends the lease; the task completes once no read runs under it.</summary>
         internal Task End()
         {
-            lock (this)
+            lock (_sync)
             {
                 _ended = true;
                 if (_reads == 0) _drained.TrySetResult();
@@ -78,9 +79,6 @@ public sealed class ReadLeases(TimeProvider time)
             return _drained.Task;
         }
     }
-
-    /// <summary>Leases held now (for status and tests).</summary>
-    public int Count => _leases.Count;
 
     /// <summary>Reads served under a lease since the silo started (for status and tests).</summary>
     public long LeasedReads => Interlocked.Read(ref _leasedReads);
