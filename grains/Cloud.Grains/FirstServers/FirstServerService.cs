@@ -30,6 +30,7 @@ public sealed class FirstServerService(
     VolumeReach reach,
     HeldLocks heldLocks,
     ReadLeases readLeases,
+    WriteLeases writeLeases,
     IOptions<CloudOptions> options)
 {
     private const int BlockBytes = VolumeMath.BlockSizeBytes;
@@ -159,12 +160,30 @@ public sealed class FirstServerService(
             }
             return;
         }
+        var firstStripe = offset / stripe;
+        var lastStripe = (offset + destination.Length - 1) / stripe;
+        if (_options.WriteLeases && writeLeases.Holds(partitionKey)
+            && await writeLeases.TryEnterReadAsync(partitionKey, firstStripe, lastStripe).ConfigureAwait(false)
+                is { } hold)
+        {
+            // Under this silo's write lease: every write of the partition is this silo's own, so the read waits for
+            // the earlier ones and locks its stripes here, as the grain would.
+            try
+            {
+                await lockedReads.ReadAsync(v, offset, destination).ConfigureAwait(false);
+            }
+            finally
+            {
+                WriteLeases.Release(hold);
+            }
+            return;
+        }
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
         var grant = await heldLocks.AcquireAsync(
             lockGrain,
             new LockRequest(
-                offset / stripe,
-                (offset + destination.Length - 1) / stripe,
+                firstStripe,
+                lastStripe,
                 LockMode.Shared,
                 _siloAddress,
                 _options.LockLease,

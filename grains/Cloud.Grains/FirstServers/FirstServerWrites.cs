@@ -28,6 +28,7 @@ public sealed partial class FirstServerWrites(
     SiloRuntimeSettings settings,
     ILocalSiloDetails silo,
     WriteScheduler localWorker,
+    WriteLeases writeLeases,
     IOptions<CloudOptions> options,
     ILogger<FirstServerWrites> logger)
 {
@@ -153,9 +154,8 @@ public sealed partial class FirstServerWrites(
         var lastStripe = (offsetBytes + data.Length - 1) / stripe;
         var partitionKey = VolumeMath.PartitionKey(v, partition);
         var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
-        var grant = timestamp ?? await SiloFailures.RetryAsync(
-            () => lockGrain.NextTimestampAsync(firstStripe, lastStripe, _siloAddress),
-            _options.RedelegationTimeout).ConfigureAwait(false);
+        var grant = timestamp ?? await NextTimestampAsync(lockGrain, partitionKey, firstStripe, lastStripe)
+            .ConfigureAwait(false);
         var write = new ReplicatedWrite(Guid.NewGuid(), v.Name, offsetBytes, data, grant.Timestamp, fua, silo.Name);
         var unit = grains.GetGrain<IDelegationGrain>(partitionKey);
         var requiredHost = VolumeReach.RequiredHost(v);
@@ -235,6 +235,32 @@ public sealed partial class FirstServerWrites(
                     $"write to volume '{v.Name}' failed on silo {report.Silo}: {report.Error}");
         }
         return completion;
+    }
+
+    /// <summary>
+    /// The write's timestamp: from this silo's write lease on the partition when it holds one (no grain call), else
+    /// from the partition-lock grain. A silo that finds itself the partition's target asks for a lease.
+    /// </summary>
+    private async Task<TimestampGrant> NextTimestampAsync(
+        IPartitionLockGrain lockGrain,
+        string partitionKey,
+        long firstStripe,
+        long lastStripe)
+    {
+        var leases = _options.WriteLeases
+            && (settings.FixedDelegationTarget is null || settings.FixedDelegationTarget == silo.Name);
+        if (leases)
+        {
+            // While a lease is asked for, this silo's new writes wait: the grain gives it once the writes in flight end.
+            await writeLeases.WaitForAskingAsync(partitionKey).ConfigureAwait(false);
+            if (writeLeases.TryTimestamp(partitionKey, firstStripe, lastStripe, out var leased))
+                return new TimestampGrant(leased, silo.Name, TargetHoldsPendingCopy: false);
+        }
+        var grant = await SiloFailures.RetryAsync(
+            () => lockGrain.NextTimestampAsync(firstStripe, lastStripe, _siloAddress),
+            _options.RedelegationTimeout).ConfigureAwait(false);
+        if (leases && grant.ActiveTarget == silo.Name) writeLeases.Want(partitionKey);
+        return grant;
     }
 
     /// <summary>
@@ -394,9 +420,9 @@ public sealed partial class FirstServerWrites(
     {
         try
         {
-            var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
             await SiloFailures.RetryAsync(
-                () => lockGrain.SettleAsync([timestamp]), _options.RedelegationTimeout).ConfigureAwait(false);
+                () => writeLeases.SettleAsync(partitionKey, [timestamp]), _options.RedelegationTimeout)
+                .ConfigureAwait(false);
         }
         catch (Exception ex)
         {

@@ -60,6 +60,14 @@ public sealed class CloudOptions
     /// </summary>
     public bool ReadLeases { get; set; } = true;
 
+    /// <summary>
+    /// Whether a silo may take write leases on partitions (default true; <c>Cloud:WriteLeases</c>): a silo that is a
+    /// partition's only writer (first server and RAID worker in one) takes its timestamps, stripe locks and commits in
+    /// its own memory until another silo reads or writes the partition, and its writes then make no call to the lock
+    /// grain. False sends every write through the lock grain: three calls per write.
+    /// </summary>
+    public bool WriteLeases { get; set; } = true;
+
     /// <summary>Default for <see cref="LockLease"/>.</summary>
     public static readonly TimeSpan DefaultLockLease = TimeSpan.FromSeconds(10);
 

@@ -119,6 +119,33 @@ public sealed record PartitionClaims(
     [property: Id(0)] ImmutableArray<LockGrant> Grants,
     [property: Id(1)] ImmutableArray<HeldVersion> Versions);
 
+/// <summary>
+/// A write lease on a whole partition (see <see cref="WriteLeases"/>): until the grain ends it, the holder silo hands
+/// out the timestamps <paramref name="FirstTimestamp"/>-<paramref name="LastTimestamp"/> itself and takes the
+/// partition's stripe locks in its own memory.
+/// </summary>
+/// <param name="Id">Names the lease in renewals and its end: its first timestamp.</param>
+/// <param name="FirstTimestamp">The first timestamp of the lease's range.</param>
+/// <param name="LastTimestamp">The last timestamp of the lease's range.</param>
+/// <param name="ExpiresUtc">The grain's expiry of the lease, unless renewed.</param>
+[GenerateSerializer, Immutable, Alias("cloud.WriteLeaseGrant")]
+public sealed record WriteLeaseGrant(
+    [property: Id(0)] long Id,
+    [property: Id(1)] long FirstTimestamp,
+    [property: Id(2)] long LastTimestamp,
+    [property: Id(3)] DateTimeOffset ExpiresUtc);
+
+/// <summary>
+/// What an ended write lease gives back to its grain: the versions still pending (timestamped, not yet committed or
+/// settled), every block range committed under the lease, and the stripe ranges a batch may have left written but
+/// uncommitted (a batch that failed under the lease).
+/// </summary>
+[GenerateSerializer, Immutable, Alias("cloud.WriteLeaseReturn")]
+public sealed record WriteLeaseReturn(
+    [property: Id(0)] ImmutableArray<HeldVersion> Pending,
+    [property: Id(1)] ImmutableArray<BlockCommit> Committed,
+    [property: Id(2)] ImmutableArray<HeldVersion> Uncertain);
+
 /// <summary>A partition's control object, for status and tests.</summary>
 /// <param name="ActiveTarget">The silo writing the partition's copies now, if any.</param>
 /// <param name="PreviousTarget">The one before it, if any.</param>
@@ -224,6 +251,19 @@ public interface IPartitionLockGrain : IGrainWithStringKey
     /// <summary>The control object.</summary>
     [Alias("GetControl")]
     Task<PartitionControl> GetControlAsync();
+
+    /// <summary>
+    /// Gives the caller's silo a write lease on the whole partition (<see cref="WriteLeases"/>) when no other silo
+    /// writes or reads it: nothing pending or locked but the caller's own versions and batches, which are waited for
+    /// (up to <see cref="WriteLeases.QuietWait"/>), and no other target. Returns null when refused. A silo that holds
+    /// the lease already gets it again.
+    /// </summary>
+    [Alias("TryLeaseWrites")]
+    Task<WriteLeaseGrant?> TryLeaseWritesAsync(string holderSilo, string holderName, TimeSpan length);
+
+    /// <summary>Extends the write lease <paramref name="id"/>; null when it has ended.</summary>
+    [Alias("RenewWriteLease")]
+    Task<DateTimeOffset?> RenewWriteLeaseAsync(long id, TimeSpan length);
 
     /// <summary>Newest committed timestamps of these blocks as this grain knows them.</summary>
     [Alias("GetTimestamps")]

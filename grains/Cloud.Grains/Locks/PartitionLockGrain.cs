@@ -88,6 +88,30 @@ internal sealed partial class PartitionLockGrain(
     /// <summary>Calls that are about to make a version pending or take an exclusive lock: no lease is given meanwhile.</summary>
     private int _leaseBlockers;
 
+    /// <summary>
+    /// The write lease given on this partition (<see cref="WriteLeases"/>), if any: its holder hands out the timestamps
+    /// of its range and takes the stripe locks itself until this grain ends the lease.
+    /// </summary>
+    private WriteLeaseState? _writeLease;
+
+    /// <summary>The end of <see cref="_writeLease"/> in progress, shared by every call that waits for it.</summary>
+    private Task? _endingWriteLease;
+
+    /// <summary>Calls that are about to hand something of the partition out: no write lease is given meanwhile.</summary>
+    private int _writeLeaseBlockers;
+
+    /// <summary>Versions of the lease being ended that were settled here before its pending versions came back.</summary>
+    private readonly HashSet<long> _settledDuringEnd = [];
+
+    /// <summary>Completed when a version settles, a lock is given back or a call ends (a lease request waits on it).</summary>
+    private TaskCompletionSource? _changed;
+
+    /// <summary>Timestamps one write lease covers.</summary>
+    public const long WriteLeaseTimestamps = 1L << 16;
+
+    private sealed record WriteLeaseState(
+        string HolderSilo, string HolderName, long Id, long First, long Last, DateTimeOffset Expires);
+
     /// <summary>When a read held up by a pending version was last reported.</summary>
     private DateTimeOffset _longWaitReported;
     private readonly List<(long First, long Last)> _uncertain = [];
@@ -247,9 +271,12 @@ internal sealed partial class PartitionLockGrain(
         if (_pending.Count >= MaxPending)
             throw new CloudRequestException($"partition {Key} has {MaxPending} pending writes; retry later");
         _leaseBlockers++;
+        _writeLeaseBlockers++;
         try
         {
-            // A read under a lease does not wait for pending versions: every lease ends before this one exists.
+            // A read under a lease does not wait for pending versions: every lease ends before this one exists. A
+            // write lease hands out timestamps of its own: it ends (its pending versions coming back here) first.
+            await EndWriteLeaseAsync();
             await EndReadLeasesAsync();
             await EnsureReservedAsync();
             var ts = Take();
@@ -261,24 +288,197 @@ internal sealed partial class PartitionLockGrain(
         finally
         {
             _leaseBlockers--;
+            _writeLeaseBlockers--;
+            Changed();
         }
     }
 
     public async Task<LockGrant> AcquireAsync(LockRequest request)
     {
         CheckRequest(request);
-        if (request.Mode != LockMode.Exclusive) return await AcquireCoreAsync(request);
-        _leaseBlockers++;
+        _writeLeaseBlockers++;
         try
         {
-            // No writer runs beside a read under a lease: every lease ends (its reads done) before the lock is asked.
-            await EndReadLeasesAsync();
-            return await AcquireCoreAsync(request);
+            // A write lease's holder takes its locks in its own memory: the lease ends before any lock is granted here.
+            await EndWriteLeaseAsync();
+            if (request.Mode != LockMode.Exclusive) return await AcquireCoreAsync(request);
+            _leaseBlockers++;
+            try
+            {
+                // No writer runs beside a read under a lease: every lease ends (its reads done) before the lock is
+                // asked.
+                await EndReadLeasesAsync();
+                return await AcquireCoreAsync(request);
+            }
+            finally
+            {
+                _leaseBlockers--;
+            }
         }
         finally
         {
-            _leaseBlockers--;
+            _writeLeaseBlockers--;
+            Changed();
         }
+    }
+
+    /// <summary>
+    /// Ends the write lease, if one is given: its holder's RAID worker stops new work under it, waits for the batches
+    /// and reads running under it and returns the pending versions, commits and uncertain ranges, which join this
+    /// grain's own. A holder that does not answer is waited for until the lease expires or the membership declares it
+    /// dead; the whole partition is then uncertain (writers check the block timestamps on disk) and every version of
+    /// the lease's range counts as forgotten. Callers hold <see cref="_writeLeaseBlockers"/>, so no lease is given
+    /// meanwhile.
+    /// </summary>
+    private async Task EndWriteLeaseAsync()
+    {
+        while (_writeLease is { } lease)
+        {
+            if (_endingWriteLease is null || _endingWriteLease.IsCompleted)
+                _endingWriteLease = EndWriteLeaseCoreAsync(lease);
+            await _endingWriteLease;
+        }
+    }
+
+    private async Task EndWriteLeaseCoreAsync(WriteLeaseState lease)
+    {
+        WriteLeaseReturn? returned = null;
+        while (returned is null)
+        {
+            var member = membership.CurrentSnapshot.Members.Values
+                .FirstOrDefault(m => m.SiloAddress.ToParsableString() == lease.HolderSilo);
+            if (member is null || member.Status == SiloStatus.Dead) break;
+            try
+            {
+                returned = await GrainFactory.GetGrain<IRaidWorkerGrain>(member.Name)
+                    .EndWriteLeaseAsync(Key, lease.Id).WaitAsync(ReclaimTimeout);
+            }
+            catch (Exception ex)
+            {
+                LogLeaseEndFailed(logger, Key, lease.HolderSilo, ex.GetType().Name);
+                // The holder may still write under it: ask again until it expires (renewals are refused meanwhile).
+                if (_writeLease is not { } current || current.Expires <= time.GetUtcNow()) break;
+                await Task.Delay(TimeSpan.FromMilliseconds(100), time);
+            }
+        }
+        if (_writeLease?.Id != lease.Id) return;
+        var now = time.GetUtcNow();
+        if (returned is null)
+        {
+            MarkUncertain(new Holder(0, 0, long.MaxValue, LockMode.Exclusive, lease.HolderSilo, now));
+            _forgottenPendingMax = Math.Max(_forgottenPendingMax, lease.Last);
+        }
+        else
+        {
+            foreach (var c in returned.Committed)
+            {
+                for (var b = c.FirstBlock; b < c.FirstBlock + c.BlockCount; b++)
+                    if (_committed.GetValueOrDefault(b) < c.Timestamp) _committed[b] = c.Timestamp;
+            }
+            foreach (var v in returned.Pending)
+            {
+                if (!_settledDuringEnd.Contains(v.Timestamp))
+                    _pending[v.Timestamp] = new Pending(v.FirstStripe, v.LastStripe, lease.HolderSilo, now);
+            }
+            foreach (var u in returned.Uncertain)
+                MarkUncertain(new Holder(0, u.FirstStripe, u.LastStripe, LockMode.Exclusive, lease.HolderSilo, now));
+        }
+        _settledDuringEnd.Clear();
+        _writeLease = null;
+    }
+
+    /// <summary>Wakes a lease request waiting for the partition to go quiet.</summary>
+    private void Changed()
+    {
+        var changed = _changed;
+        _changed = null;
+        changed?.TrySetResult();
+    }
+
+    public async Task<WriteLeaseGrant?> TryLeaseWritesAsync(string holderSilo, string holderName, TimeSpan length)
+    {
+        if (length <= TimeSpan.Zero || length > TimeSpan.FromMinutes(10))
+            throw new CloudRequestException($"write lease {length} is outside 0-10 min");
+        var deadline = time.GetUtcNow() + WriteLeases.QuietWait;
+        while (true)
+        {
+            if (_writeLease is { } held)
+                return held.HolderSilo == holderSilo
+                    ? new WriteLeaseGrant(held.Id, held.First, held.Last, held.Expires)
+                    : null;
+            if (!OnlyActive(holderSilo, holderName)) return null;
+            if (!Quiet())
+            {
+                // The caller's own writes and batches still run: wait for them, not for anyone else's.
+                var left = deadline - time.GetUtcNow();
+                if (left <= TimeSpan.Zero) return null;
+                _changed ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                try { await _changed.Task.WaitAsync(left, time); }
+                catch (TimeoutException) { return null; }
+                continue;
+            }
+            if (_readLeases.Count > 0)
+            {
+                _leaseBlockers++;
+                try { await EndReadLeasesAsync(); }
+                finally { _leaseBlockers--; }
+                continue;
+            }
+            if (_next + WriteLeaseTimestamps - 1 > _reservedUpTo)
+            {
+                if (_reserving is null || _reserving.IsCompleted) _reserving = ReserveAsync();
+                await _reserving;
+                continue;
+            }
+            break;
+        }
+        // From the checks above to here, no await: nothing was handed out in between.
+        var first = _next;
+        _next += WriteLeaseTimestamps;
+        var lease = new WriteLeaseState(
+            holderSilo, holderName, first, first, first + WriteLeaseTimestamps - 1, time.GetUtcNow() + length);
+        _writeLease = lease;
+        _lastTimestamp = lease.Last;
+        if (_activeTarget != holderName)
+        {
+            _previousTarget = _activeTarget;
+            _activeTarget = holderName;
+        }
+        return new WriteLeaseGrant(lease.Id, lease.First, lease.Last, lease.Expires);
+    }
+
+    public Task<DateTimeOffset?> RenewWriteLeaseAsync(long id, TimeSpan length)
+    {
+        if (_writeLease is not { } lease || lease.Id != id) return Task.FromResult<DateTimeOffset?>(null);
+        // A lease being ended is not extended: its end waits for its expiry if the holder does not answer.
+        if (_endingWriteLease is { IsCompleted: false }) return Task.FromResult<DateTimeOffset?>(lease.Expires);
+        var expires = time.GetUtcNow() + length;
+        if (expires > lease.Expires) _writeLease = lease with { Expires = expires };
+        return Task.FromResult<DateTimeOffset?>(_writeLease.Expires);
+    }
+
+    /// <summary>Nothing is pending, locked, waited for or about to be handed out.</summary>
+    private bool Quiet() =>
+        _pending.Count == 0 && _holders.Count == 0 && _waiters.Count == 0 && _slicedWaits.Count == 0
+        && _pendingWaits.Count == 0 && _leaseBlockers == 0 && _writeLeaseBlockers == 0;
+
+    /// <summary>
+    /// Whether only <paramref name="holderSilo"/> writes or reads the partition now (its pending versions, locks and
+    /// waits may still end), it is the partition's target or there is none, and nothing in it is uncertain.
+    /// </summary>
+    private bool OnlyActive(string holderSilo, string holderName)
+    {
+        if (_allUncertain || _uncertain.Count > 0) return false;
+        if (_activeTarget is not null && _activeTarget != holderName) return false;
+        foreach (var p in _pending.Values)
+            if (p.FirstServer != holderSilo) return false;
+        foreach (var h in _holders)
+            if (h.Silo != holderSilo) return false;
+        foreach (var w in _waiters)
+            if (w.Request.HolderSilo != holderSilo) return false;
+        foreach (var silo in _readLeases.Keys)
+            if (silo != holderSilo) return false;
+        return true;
     }
 
     /// <summary>
@@ -501,6 +701,7 @@ internal sealed partial class PartitionLockGrain(
         if (_holders[i].Mode == LockMode.Exclusive) MarkUncertain(_holders[i]);
         _holders.RemoveAt(i);
         await GrantWaitersAsync();
+        Changed();
     }
 
     public Task ReleaseOneWayAsync(long fencingToken) => ReleaseAsync(fencingToken);
@@ -611,6 +812,7 @@ internal sealed partial class PartitionLockGrain(
         Settle(settledTimestamps);
         if (release && _holders.Remove(holder))
             await GrantWaitersAsync();
+        Changed();
     }
 
     public Task SettleAsync(ImmutableArray<long> timestamps)
@@ -623,8 +825,14 @@ internal sealed partial class PartitionLockGrain(
     {
         if (timestamps.IsDefaultOrEmpty) return;
         var any = false;
-        foreach (var ts in timestamps) any |= _pending.Remove(ts);
+        foreach (var ts in timestamps)
+        {
+            any |= _pending.Remove(ts);
+            // A version of a write lease being ended, settled before the lease's pending versions came back here.
+            if (_writeLease is { } lease && ts >= lease.First && ts <= lease.Last) _settledDuringEnd.Add(ts);
+        }
         if (any) WakePendingWaits();
+        Changed();
     }
 
     private void WakePendingWaits()
@@ -640,14 +848,20 @@ internal sealed partial class PartitionLockGrain(
         }
     }
 
-    public Task SetTargetAsync(string targetSilo)
+    public async Task SetTargetAsync(string targetSilo)
     {
+        if (_writeLease is { } lease && lease.HolderName != targetSilo)
+        {
+            // Another silo now writes the partition's copies: they go through this grain, so the lease ends.
+            _writeLeaseBlockers++;
+            try { await EndWriteLeaseAsync(); }
+            finally { _writeLeaseBlockers--; }
+        }
         if (targetSilo != _activeTarget)
         {
             _previousTarget = _activeTarget;
             _activeTarget = targetSilo;
         }
-        return Task.CompletedTask;
     }
 
     public Task<PartitionControl> GetControlAsync() =>
@@ -661,11 +875,14 @@ internal sealed partial class PartitionLockGrain(
                 _waiters.Count,
                 _activationFloor));
 
-    public Task<ImmutableArray<long>> GetTimestampsAsync(long firstBlock, int blockCount)
+    public async Task<ImmutableArray<long>> GetTimestampsAsync(long firstBlock, int blockCount)
     {
+        _writeLeaseBlockers++;
+        try { await EndWriteLeaseAsync(); }
+        finally { _writeLeaseBlockers--; }
         var result = new long[blockCount];
         for (var i = 0; i < blockCount; i++) result[i] = _committed.GetValueOrDefault(firstBlock + i);
-        return Task.FromResult(ImmutableArray.Create(result));
+        return ImmutableArray.Create(result);
     }
 
     /// <summary>
@@ -676,6 +893,13 @@ internal sealed partial class PartitionLockGrain(
     {
         var now = time.GetUtcNow();
         var snapshot = membership.CurrentSnapshot;
+        if (_writeLease is { } lease && (lease.Expires < now || IsDead(snapshot, lease.HolderSilo)))
+        {
+            // Unused (its holder renews it while it writes) or its holder is gone: end it.
+            _writeLeaseBlockers++;
+            try { await EndWriteLeaseAsync(); }
+            finally { _writeLeaseBlockers--; }
+        }
         var removed = 0;
         for (var i = _holders.Count - 1; i >= 0; i--)
         {

@@ -22,6 +22,7 @@ public sealed partial class BatchExecutor(
     ILocalSiloDetails silo,
     SiloUsage usage,
     HeldLocks heldLocks,
+    WriteLeases writeLeases,
     IOptions<CloudOptions> options,
     ILogger<BatchExecutor> logger)
 {
@@ -60,7 +61,8 @@ public sealed partial class BatchExecutor(
         var blocksPerStripe = (int)(v.Store.StripeDataBytes / BlockBytes);
         var firstBlock = firstStripe * blocksPerStripe;
         var count = (int)(Math.Min((lastStripe + 1) * blocksPerStripe, v.Info.SizeBytes / BlockBytes) - firstBlock);
-        var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
+        var partitionKey = VolumeMath.PartitionKey(v.Info, partition);
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
         var timestamps = copies.Select(c => c.Timestamp).ToImmutableArray();
         var request = new LockRequest(
             firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false);
@@ -70,6 +72,32 @@ public sealed partial class BatchExecutor(
         {
             if (attempt > 0)
                 await Task.Delay(FencedRetryPause * (1 << Math.Min(attempt - 1, 6))).ConfigureAwait(false);
+            // Every copy timestamped under this silo's write lease: lock, validate and commit here, with no grain call.
+            if (_options.WriteLeases
+                && await writeLeases.TryLockForWriteAsync(
+                    partitionKey, firstStripe, lastStripe, firstBlock, count, timestamps).ConfigureAwait(false)
+                    is { } local)
+            {
+                var committed = false;
+                try
+                {
+                    var (commits, wrote) = await WriteWinnersAsync(
+                        v.Store, copies, local.Grant, () => writeLeases.FreshAsync(local.Hold), firstBlock, count)
+                        .ConfigureAwait(false);
+                    WriteLeases.Commit(local.Hold, commits, timestamps);
+                    committed = true;
+                    return wrote;
+                }
+                catch (LockFencedException ex) when (MayRetry())
+                {
+                    LogFenced(logger, v.Info.Name, ex.FencingToken, ex.Message);
+                    continue;
+                }
+                finally
+                {
+                    if (!committed) WriteLeases.Release(local.Hold);
+                }
+            }
             // The partition-lock grain may be moving off a dead silo: wait for it rather than fail the copies.
             // One call takes the lock and validates the batch against the grain's committed timestamps.
             WriteLockGrant writeGrant;
@@ -88,7 +116,7 @@ public sealed partial class BatchExecutor(
             try
             {
                 var (commits, wrote) = await WriteWinnersAsync(
-                    v.Store, copies, writeGrant, lease, firstBlock, count).ConfigureAwait(false);
+                    v.Store, copies, writeGrant, lease.FreshAsync, firstBlock, count).ConfigureAwait(false);
                 await lease.FreshAsync().ConfigureAwait(false);
                 using (CloudTracing.Source.StartActivity(CloudTracing.LockCommit))
                 {
@@ -129,7 +157,7 @@ public sealed partial class BatchExecutor(
         IVolumeStore store,
         IReadOnlyList<ReplicatedWrite> copies,
         WriteLockGrant writeGrant,
-        BatchLease lease,
+        Func<Task<LockGrant>> fresh,
         long firstBlock,
         int count)
     {
@@ -157,7 +185,7 @@ public sealed partial class BatchExecutor(
         var commits = ImmutableArray.CreateBuilder<BlockCommit>(plan.Runs.Length);
         foreach (var run in plan.Runs)
         {
-            var grant = await lease.FreshAsync().ConfigureAwait(false);
+            var grant = await fresh().ConfigureAwait(false);
             await WriteRunAsync(store, copies, plan.Winners, run, firstBlock, grant).ConfigureAwait(false);
             commits.Add(new BlockCommit(firstBlock + run.Start, run.BlockCount, run.Timestamp));
         }

@@ -114,4 +114,12 @@ public interface IRaidWorkerGrain : IGrainWithStringKey
     /// </summary>
     [Alias("RevokeReadLease"), AlwaysInterleave]
     Task RevokeReadLeaseAsync(string partitionKey, long upTo);
+
+    /// <summary>
+    /// Ends this silo's write lease <paramref name="id"/> on the partition <paramref name="partitionKey"/>
+    /// (<see cref="WriteLeases"/>): no new work starts under it, the batches and reads running under it finish, and
+    /// what the partition-lock grain must know comes back. A lease this silo does not hold returns nothing.
+    /// </summary>
+    [Alias("EndWriteLease"), AlwaysInterleave]
+    Task<WriteLeaseReturn> EndWriteLeaseAsync(string partitionKey, long id);
 }

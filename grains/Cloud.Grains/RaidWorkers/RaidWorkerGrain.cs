@@ -22,6 +22,7 @@ internal sealed class RaidWorkerGrain(
     ILocalSiloDetails silo,
     HeldLocks heldLocks,
     ReadLeases readLeases,
+    WriteLeases writeLeases,
     FirstServerWrites firstServer) : Grain, IRaidWorkerGrain
 {
     public override Task OnActivateAsync(CancellationToken cancellationToken)
@@ -80,8 +81,14 @@ internal sealed class RaidWorkerGrain(
     public async Task<PartitionClaims> ReclaimAsync(string partitionKey, long leasesBelow)
     {
         await readLeases.RevokeAsync(partitionKey, leasesBelow - 1);
+        // A write lease of an earlier activation ends too, after the batches under it; its versions still pending are
+        // this silo's first server's own and come back in the report below.
+        await writeLeases.EndAsync(partitionKey, leasesBelow - 1);
         return new PartitionClaims(heldLocks.For(partitionKey), firstServer.ReportHeld(partitionKey));
     }
+
+    public Task<WriteLeaseReturn> EndWriteLeaseAsync(string partitionKey, long id) =>
+        writeLeases.EndAsync(partitionKey, id);
 
     public Task RevokeReadLeaseAsync(string partitionKey, long upTo) => readLeases.RevokeAsync(partitionKey, upTo);
 

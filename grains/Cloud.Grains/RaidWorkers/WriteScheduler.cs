@@ -90,7 +90,7 @@ internal sealed class VolumeQueue
 public sealed partial class WriteScheduler(
     OpenVolumeCache volumes,
     BatchExecutor executor,
-    IGrainFactory grains,
+    WriteLeases writeLeases,
     ILocalSiloDetails silo,
     SiloUsage usage,
     IOptions<CloudOptions> options,
@@ -264,8 +264,7 @@ public sealed partial class WriteScheduler(
         foreach (var group in cancelled.GroupBy(t => t.Partition))
         {
             var key = VolumeMath.PartitionKey(v.Info, group.Key);
-            await grains.GetGrain<IPartitionLockGrain>(key).SettleAsync([.. group.Select(t => t.Write.Timestamp)])
-                .ConfigureAwait(false);
+            await writeLeases.SettleAsync(key, [.. group.Select(t => t.Write.Timestamp)]).ConfigureAwait(false);
         }
         foreach (var t in cancelled) Finish(t, new WriteReport(WriteOutcome.Cancelled, SiloName, null));
         return cancelled.Count;
@@ -429,7 +428,7 @@ public sealed partial class WriteScheduler(
         try
         {
             if (settled.Length > 0)
-                await grains.GetGrain<IPartitionLockGrain>(key).SettleAsync([.. settled]).ConfigureAwait(false);
+                await writeLeases.SettleAsync(key, [.. settled]).ConfigureAwait(false);
         }
         catch (Exception settleEx) { LogBatchFailed(logger, v.Info.Name, first, last, settleEx); }
         foreach (var t in batch) Finish(t, new WriteReport(WriteOutcome.Failed, SiloName, ex.Message));
