@@ -54,6 +54,12 @@ public sealed partial class WriteLeases(
     private readonly ConcurrentDictionary<string, Lease> _leases = new();
     private readonly ConcurrentDictionary<string, Asking> _asking = new();
     private readonly Dictionary<string, long> _endedUpTo = [];
+
+    /// <summary>
+    /// Each partition's last lease end, kept for a while: a grain whose end call timed out (the batches under the lease
+    /// took longer) asks again and must get the same answer, not an empty one.
+    /// </summary>
+    private readonly Dictionary<string, (long Id, Task<WriteLeaseReturn> Returned)> _ends = [];
     private readonly Lock _gate = new();
     private long _localTimestamps;
     private long _localBatches;
@@ -161,6 +167,12 @@ public sealed partial class WriteLeases(
             {
                 if (expiresUtc > ExpiresUtc) ExpiresUtc = expiresUtc;
             }
+        }
+
+        /// <summary>The grain no longer knows the lease (it gave up on this silo): nothing may use it any more.</summary>
+        internal void Lapse()
+        {
+            lock (_sync) ExpiresUtc = DateTimeOffset.MinValue;
         }
 
         internal bool TryTake(long first, long last, DateTimeOffset now, TimeSpan length, out long timestamp)
@@ -449,13 +461,16 @@ public sealed partial class WriteLeases(
         lock (_gate)
         {
             if (_endedUpTo.TryGetValue(partitionKey, out var ended) && grant.Id <= ended) return false;
-            if (_leases.TryGetValue(partitionKey, out var held))
+            if (_leases.TryGetValue(partitionKey, out var held) && held.ExpiresUtc > time.GetUtcNow())
             {
                 if (held.Id != grant.Id) return false;
                 held.Extend(grant.ExpiresUtc);
                 return true;
             }
+            // A lease held here that ran out without its end (the grain could not reach this silo) is replaced: the
+            // grain took the partition back as uncertain, and nothing uses an expired lease.
             _leases[partitionKey] = new Lease(partitionKey, grant);
+            _ends.Remove(partitionKey);
         }
         Interlocked.Increment(ref _granted);
         LogGranted(logger, partitionKey, grant.FirstTimestamp, grant.LastTimestamp);
@@ -542,6 +557,7 @@ public sealed partial class WriteLeases(
     public async Task<WriteLeaseReturn> EndAsync(string partitionKey, long id)
     {
         Lease? ended = null;
+        Task<WriteLeaseReturn> returning;
         lock (_gate)
         {
             if (id != long.MaxValue)
@@ -550,14 +566,38 @@ public sealed partial class WriteLeases(
             {
                 _leases.TryRemove(partitionKey, out _);
                 ended = held;
+                returning = held.EndAsync();
+                _ends[partitionKey] = (held.Id, returning);
+                _ = ForgetEndAsync(partitionKey, held.Id, returning);
+            }
+            else if (_ends.TryGetValue(partitionKey, out var end) && end.Id <= id)
+            {
+                // Asked again (the first call timed out while the batches under the lease ran): the same answer.
+                returning = end.Returned;
+            }
+            else
+            {
+                return new WriteLeaseReturn([], [], []);
             }
         }
-        if (ended is null) return new WriteLeaseReturn([], [], []);
-        var returned = await ended.EndAsync().ConfigureAwait(false);
+        var returned = await returning.ConfigureAwait(false);
+        if (ended is null) return returned;
         // Asked for again only after a pause: a partition another silo reads or writes should not bounce.
         PauseAsking(partitionKey);
         LogEnded(logger, partitionKey, ended.Id, returned.Pending.Length, returned.Committed.Length);
         return returned;
+    }
+
+    /// <summary>Drops a lease end's answer once no grain can still be asking for it (two lease lengths after it).</summary>
+    private async Task ForgetEndAsync(string partitionKey, long id, Task<WriteLeaseReturn> returning)
+    {
+        try { await returning.ConfigureAwait(false); }
+        catch (Exception) { /* the answer is an error either way */ }
+        await Task.Delay(Length * 2, time).ConfigureAwait(false);
+        lock (_gate)
+        {
+            if (_ends.TryGetValue(partitionKey, out var end) && end.Id == id) _ends.Remove(partitionKey);
+        }
     }
 
     private void RenewIfDue(Lease lease)
@@ -572,6 +612,7 @@ public sealed partial class WriteLeases(
             var expires = await grains.GetGrain<IPartitionLockGrain>(lease.Key)
                 .RenewWriteLeaseAsync(lease.Id, Length).ConfigureAwait(false);
             if (expires is { } e) lease.Extend(e);
+            else lease.Lapse();
         }
         catch (Exception ex)
         {
