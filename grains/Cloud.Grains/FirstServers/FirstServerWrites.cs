@@ -192,7 +192,7 @@ public sealed partial class FirstServerWrites(
                 // changes.
                 receipt = decision == "reused" && grant.ActiveTarget == silo.Name
                     && settings.FixedDelegationTarget is null
-                    ? await EngineErrors.Guard(() => localWorker.AcceptAsync(write)).ConfigureAwait(false)
+                    ? await EngineErrors.Guard(() => localWorker.AcceptAsync(write, runHere: true)).ConfigureAwait(false)
                     : await AcceptAsync(unit, write).ConfigureAwait(false);
             }
             catch (Exception ex) when (SiloFailures.IsSiloFailure(ex))

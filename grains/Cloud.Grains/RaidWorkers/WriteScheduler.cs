@@ -138,7 +138,14 @@ public sealed partial class WriteScheduler(
     public int QueueDepth => usage.QueueDepth;
 
     /// <summary>Takes a replicated copy into the schedule; returns once it is held here.</summary>
-    public async Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write)
+    /// <param name="write">The copy.</param>
+    /// <param name="runHere">
+    /// The caller is this silo's own first server on a pool thread (not a grain turn): the first batch that can start
+    /// runs on the caller's thread until its first wait, rather than being handed to another thread. A small write's
+    /// batch often finishes there (file I/O of a chunk runs inline), and its first server then finds the commit done
+    /// with no thread woken for the batch or for the report.
+    /// </param>
+    public async Task<DelegationReceipt> AcceptAsync(ReplicatedWrite write, bool runHere = false)
     {
         if (_tickets.TryGetValue(write.WriteId, out var known) && !known.Done.Task.IsCompleted)
             return new DelegationReceipt(SiloName, true);
@@ -159,7 +166,7 @@ public sealed partial class WriteScheduler(
         if (_options.MergeWindow > TimeSpan.Zero)
             _ = Task.Delay(_options.MergeWindow).ContinueWith(_ => Pump(v), TaskScheduler.Default);
         else
-            Pump(v);
+            Pump(v, runHere);
         return new DelegationReceipt(SiloName, true);
     }
 
@@ -308,10 +315,20 @@ public sealed partial class WriteScheduler(
     /// <summary>
     /// Starts every batch that can run: its stripes overlap no running batch, and the concurrency bound allows.
     /// </summary>
-    private void Pump(OpenVolume v)
+    private void Pump(OpenVolume v, bool runFirstHere = false)
     {
         while (TakeBatch(v.Queue) is { } batch)
-            _ = Task.Run(() => RunBatchAsync(v, batch));
+        {
+            if (runFirstHere)
+            {
+                runFirstHere = false;
+                _ = RunBatchAsync(v, batch);
+            }
+            else
+            {
+                _ = Task.Run(() => RunBatchAsync(v, batch));
+            }
+        }
     }
 
     /// <summary>
