@@ -144,6 +144,30 @@ public sealed class WriteLeaseTests(SharedClusterFixture fixture)
     }
 
     [Fact]
+    public async Task ANewActivation_HoldsTheBatchUnderTheLease_WithoutWaitingForIt()
+    {
+        var p = Partition();
+        await TakeLeaseAsync(p);
+        Assert.True(p.Leases.TryTimestamp(p.Key, 4, 4, out var ts));
+        var locked = await p.Leases.TryLockForWriteAsync(p.Key, 4, 4, firstBlock: 16, blockCount: 4, [ts]);
+        Assert.NotNull(locked);
+
+        // The grain's silo died (here: it is deactivated) while the batch runs. The new activation's reclaim must not
+        // wait for the batch (its writes may hang on the dead silo), only keep its stripe locked until it ends.
+        await p.Grain.AsReference<IGrainManagementExtension>().DeactivateOnIdle();
+        var other = Cloud.Silos[1].SiloAddress.ToParsableString();
+        var elsewhere = await p.Grain.AcquireAsync(new LockRequest(9, 9, LockMode.Exclusive, other, Length, false))
+            .WaitAsync(TimeSpan.FromSeconds(3));
+        await p.Grain.ReleaseAsync(elsewhere.FencingToken);
+        var same = p.Grain.AcquireAsync(new LockRequest(4, 4, LockMode.Exclusive, other, Length, false));
+        await Task.Delay(HeldOpen);
+        Assert.False(same.IsCompleted, "a stripe a batch under the ended lease still writes was granted");
+        WriteLeases.Commit(locked.Value.Hold, [new BlockCommit(16, 4, ts)], [ts]);
+        var granted = await same.WaitAsync(TimeSpan.FromSeconds(10));
+        await p.Grain.ReleaseAsync(granted.FencingToken);
+    }
+
+    [Fact]
     public async Task AGrantArrivingAfterItsLeaseEnded_IsRefused()
     {
         var leases = Cloud.Service<WriteLeases>(Cloud.Silos[0]);

@@ -86,15 +86,19 @@ public sealed partial class WriteLeases(
     /// <summary>A stripe lock taken under a lease.</summary>
     public sealed class Hold
     {
-        internal Hold(Lease lease, long first, long last, bool exclusive)
+        internal Hold(Lease lease, long token, long first, long last, bool exclusive)
         {
             Lease = lease;
+            Token = token;
             First = first;
             Last = last;
             Exclusive = exclusive;
         }
 
         internal Lease Lease { get; }
+
+        /// <summary>A token from the lease's range, as the grain gives each grant one of its counter.</summary>
+        internal long Token { get; }
         internal long First { get; }
         internal long Last { get; }
         internal bool Exclusive { get; }
@@ -124,6 +128,12 @@ public sealed partial class WriteLeases(
         private bool _ended;
         private bool _exported;
         private Task? _renewing;
+
+        /// <summary>
+        /// Set when a new activation of the grain reclaimed the partition: the locks then held here were reported to it
+        /// as its holders, and each is released there when it ends here.
+        /// </summary>
+        private Action<Hold>? _releaseReported;
 
         internal Lease(string key, WriteLeaseGrant grant)
         {
@@ -209,8 +219,8 @@ public sealed partial class WriteLeases(
         {
             lock (_sync)
             {
-                if (!UsableAt(now, length)) return Task.FromResult<Hold?>(null);
-                var hold = new Hold(this, first, last, exclusive);
+                if (!UsableAt(now, length) || _next > LastTimestamp) return Task.FromResult<Hold?>(null);
+                var hold = new Hold(this, _next++, first, last, exclusive);
                 if (CanGrant(hold, null))
                 {
                     _holds.Add(hold);
@@ -318,6 +328,33 @@ public sealed partial class WriteLeases(
             }
         }
 
+        /// <summary>
+        /// Ends the lease for a new activation of the grain without waiting for the work under it: the locks held now
+        /// are returned as grants for the new activation to hold (each released there through
+        /// <paramref name="releaseReported"/> when it ends here), with the versions still pending. The new activation
+        /// starts above every timestamp of the lease and checks the disk for older versions, so the commits under the
+        /// lease need not come back.
+        /// </summary>
+        internal (ImmutableArray<LockGrant> Grants, ImmutableArray<HeldVersion> Pending) EndForReclaim(
+            Action<Hold> releaseReported)
+        {
+            lock (_sync)
+            {
+                _ended = true;
+                _exported = true;
+                foreach (var (_, granted) in _waiters) granted.TrySetResult(null);
+                _waiters.Clear();
+                foreach (var w in _pendingWaits) w.Done.TrySetResult(false);
+                _pendingWaits.Clear();
+                _releaseReported = releaseReported;
+                if (_holds.Count == 0) _drained.TrySetResult();
+                return (
+                    [.. _holds.Select(h => new LockGrant(
+                        h.Token, h.First, h.Last, h.Exclusive ? LockMode.Exclusive : LockMode.Shared, ExpiresUtc))],
+                    [.. _pending.Select(p => new HeldVersion(p.Key, p.Value.First, p.Value.Last))]);
+            }
+        }
+
         private ImmutableArray<BlockCommit> CommittedRuns()
         {
             var runs = ImmutableArray.CreateBuilder<BlockCommit>();
@@ -340,6 +377,7 @@ public sealed partial class WriteLeases(
         private void ReleaseLocked(Hold hold)
         {
             if (!_holds.Remove(hold)) return;
+            _releaseReported?.Invoke(hold);
             for (var n = _waiters.First; n is not null;)
             {
                 var next = n.Next;
@@ -586,6 +624,44 @@ public sealed partial class WriteLeases(
         PauseAsking(partitionKey);
         LogEnded(logger, partitionKey, ended.Id, returned.Pending.Length, returned.Committed.Length);
         return returned;
+    }
+
+    /// <summary>
+    /// For a new activation of the partition's grain (its reclaim): ends this silo's lease of an earlier activation
+    /// (ids up to <paramref name="upTo"/>) at once and returns the locks held under it, as grants the new activation
+    /// holds until each ends here, and its pending versions; see <see cref="Lease.EndForReclaim"/>.
+    /// </summary>
+    public (ImmutableArray<LockGrant> Grants, ImmutableArray<HeldVersion> Pending) EndForReclaim(
+        string partitionKey,
+        long upTo)
+    {
+        Lease? ended = null;
+        lock (_gate)
+        {
+            _endedUpTo[partitionKey] = Math.Max(upTo, _endedUpTo.GetValueOrDefault(partitionKey));
+            if (_leases.TryGetValue(partitionKey, out var held) && held.Id <= upTo)
+            {
+                _leases.TryRemove(partitionKey, out _);
+                ended = held;
+            }
+        }
+        if (ended is null) return ([], []);
+        PauseAsking(partitionKey);
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
+        return ended.EndForReclaim(hold => _ = ReleaseReportedAsync(lockGrain, hold.Token));
+    }
+
+    private async Task ReleaseReportedAsync(IPartitionLockGrain lockGrain, long token)
+    {
+        try
+        {
+            await lockGrain.ReleaseAsync(token).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // The new activation ends the grant by its expiry instead.
+            LogAskFailed(logger, lockGrain.GetPrimaryKeyString(), ex.GetType().Name, ex.Message);
+        }
     }
 
     /// <summary>Drops a lease end's answer once no grain can still be asking for it (two lease lengths after it).</summary>

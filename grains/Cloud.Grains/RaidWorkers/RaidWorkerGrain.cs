@@ -81,10 +81,12 @@ internal sealed class RaidWorkerGrain(
     public async Task<PartitionClaims> ReclaimAsync(string partitionKey, long leasesBelow)
     {
         await readLeases.RevokeAsync(partitionKey, leasesBelow - 1);
-        // A write lease of an earlier activation ends too, after the batches under it; its versions still pending are
-        // this silo's first server's own and come back in the report below.
-        await writeLeases.EndAsync(partitionKey, leasesBelow - 1);
-        return new PartitionClaims(heldLocks.For(partitionKey), firstServer.ReportHeld(partitionKey));
+        // A write lease of an earlier activation ends too, without waiting for the work under it: its locks held now
+        // are claimed like any other (and released at the new activation when they end here), its pending versions
+        // with the first server's.
+        var (leased, leasedVersions) = writeLeases.EndForReclaim(partitionKey, leasesBelow - 1);
+        return new PartitionClaims(
+            heldLocks.For(partitionKey).AddRange(leased), firstServer.ReportHeld(partitionKey).AddRange(leasedVersions));
     }
 
     public Task<WriteLeaseReturn> EndWriteLeaseAsync(string partitionKey, long id) =>
