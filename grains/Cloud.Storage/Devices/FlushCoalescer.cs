@@ -1,0 +1,57 @@
+namespace Cloud.Storage.Devices;
+
+/// <summary>
+/// Group commit for one device's flush: one flush runs at a time, and the callers that arrive while it runs share the
+/// next one, which starts after all of them arrived and so covers every write they completed before asking. Concurrent
+/// durable writes to one member then cost one or two flushes between them instead of one each, and at most one thread
+/// per device is blocked in the flush call.
+/// </summary>
+/// <remarks>
+/// A caller whose flush failed gets that failure, never the success of a later flush: Linux may clear the failed
+/// pages' dirty state, so a later flush says nothing about the writes the failed one covered.
+/// </remarks>
+/// <param name="flush">The blocking flush (for a file, <c>fdatasync</c>); run on a thread-pool thread.</param>
+public sealed class FlushCoalescer(Action flush)
+{
+    private readonly SemaphoreSlim _turn = new(1, 1);
+    private long _requests;
+    private long _flushedThrough;
+    private (long Through, Exception Error)? _failure;
+    private long _flushes;
+
+    /// <summary>Flushes started so far (for tests and metrics).</summary>
+    public long Flushes => Interlocked.Read(ref _flushes);
+
+    /// <summary>
+    /// Returns once a flush that started after this call completed, or throws that flush's failure (the exception
+    /// <c>flush</c> threw).
+    /// </summary>
+    public async ValueTask FlushAsync(CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var ticket = Interlocked.Increment(ref _requests);
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_failure is { } failed && ticket <= failed.Through) throw failed.Error;
+            if (Volatile.Read(ref _flushedThrough) >= ticket) return;
+            // Every request numbered up to here arrived, its writes completed, before this flush starts.
+            var covers = Interlocked.Read(ref _requests);
+            Interlocked.Increment(ref _flushes);
+            try
+            {
+                await Task.Run(flush, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                _failure = (covers, e);
+                throw;
+            }
+            Volatile.Write(ref _flushedThrough, covers);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+}
