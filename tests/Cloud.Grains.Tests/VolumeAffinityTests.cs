@@ -24,8 +24,10 @@ public sealed class VolumeAffinityTests
     private const string H3 = "127.0.0.13:11111@1";
     private static readonly string[] Sorted = [H1, H2, H3];
 
-    private static SiloLoad Load(string address, int queue = 0, double diskMs = 0, double cpu = 30, bool draining = false) =>
-        new("h" + address[9], address, 0, queue, diskMs, cpu, draining, Now, 0, 0, 0, false, "host-" + address[9]);
+    private static SiloLoad Load(
+        string address, int queue = 0, double diskMs = 0, double cpu = 30, bool draining = false, double delayMs = 0) =>
+        new("h" + address[9], address, 0, queue, diskMs, cpu, draining, Now, 0, 0, 0, false, "host-" + address[9],
+            SchedulingDelayMs: delayMs);
 
     private static LoadTable Table(params SiloLoad[] entries)
     {
@@ -58,6 +60,46 @@ public sealed class VolumeAffinityTests
     {
         var table = Table(Load(H1), Load(H2), Load(H3, queue: 20, diskMs: 400, cpu: 50));
         Assert.True(table.IsAppropriateTarget(H3, "host-3", out var reason), reason);
+    }
+
+    [Fact]
+    public void CappedHome_IsOverloaded_ByItsSchedulingDelay_ThoughItsQueueWouldMoveWithIt()
+    {
+        // The bench's CPU case (h3 held to a quarter of a core): the whole volume's 33 copies queued there, engine
+        // writes of 148 ms, CPU 11 % (a capped silo keeps it low) and work waiting 30 ms in its thread pool, against
+        // idle silos waiting 1 ms (30 > 20 + 1.5 x 1). The score rule alone keeps it: 51 against 4 + 1.5 x (1.3 + 33).
+        var table = Table(Load(H1, delayMs: 1), Load(H2, delayMs: 1), Load(H3, queue: 33, diskMs: 148, cpu: 11, delayMs: 30));
+        Assert.False(table.IsAppropriateTarget(H3, null, out var reason));
+        Assert.Equal("target-overloaded", reason);
+    }
+
+    [Fact]
+    public void BusyHome_OnAMachineWhereEverySiloWaits_IsNotOverloadedByItsSchedulingDelay()
+    {
+        // Every silo shares the machine's cores: the home waits 30 ms, the idle silos 20 ms; 30 < 20 + 1.5 x 20.
+        var table = Table(Load(H1, queue: 20, diskMs: 100, cpu: 50, delayMs: 30), Load(H2, delayMs: 20), Load(H3, delayMs: 20));
+        Assert.True(table.IsAppropriateTarget(H1, null, out var reason), reason);
+    }
+
+    [Fact]
+    public void VolumeWithoutAHome_AvoidsAStarvedSilo_WhoseCpuPercentLooksLow()
+    {
+        // h1's CPU is capped: it shows 5 % where the others show 30 %, but its work waits 50 ms to run.
+        var table = Table(Load(H1, cpu: 5, delayMs: 50), Load(H2), Load(H3));
+        Assert.Equal(H2, VolumeAffinity.Choose(Sorted, table, VolumeHome.None, Now));
+    }
+
+    [Fact]
+    public async Task SchedulingDelayProbe_MeasuresTheWaitOfWorkQueuedBehindBusyThreads()
+    {
+        // Twice as many blocking items as the pool has threads, queued ahead of the probe's item.
+        var blockers = 2 * ThreadPool.ThreadCount;
+        using var release = new ManualResetEventSlim();
+        for (var i = 0; i < blockers; i++)
+            ThreadPool.UnsafeQueueUserWorkItem(static r => r.Wait(TimeSpan.FromMilliseconds(300)), release, preferLocal: false);
+        var delay = await SchedulingDelayProbe.MeasureAsync(System.Diagnostics.Stopwatch.GetTimestamp());
+        release.Set();
+        Assert.True(delay >= TimeSpan.FromMilliseconds(100), $"waited {delay.TotalMilliseconds:0.0} ms behind {blockers} busy items");
     }
 
     [Fact]

@@ -210,7 +210,7 @@ public static class DelegationBench
                 + (cap is null ? "" : $"; {cap.Describe()}"));
             foreach (var e in status.Silos)
                 log($"      {e.SiloName}: score {e.Score:0.0} (queue {e.QueueDepth}, {e.PendingDelegatedBytes >> 10} KiB pending, "
-                    + $"disk {e.DiskLatencyMs:0.0} ms, CPU {e.CpuPercent:0} %), delegations reused {e.DelegationsReused} new "
+                    + $"disk {e.DiskLatencyMs:0.0} ms, CPU {e.CpuPercent:0} %, scheduling delay {e.SchedulingDelayMs:0.0} ms), delegations reused {e.DelegationsReused} new "
                     + $"{e.DelegationsNew}, copies written {e.WritesPerformed}");
             return run;
         }

@@ -56,7 +56,8 @@ internal sealed partial class LoadPublisher(
         var load = new SiloLoad(silo.Name, silo.SiloAddress.ToParsableString(), usage.PendingDelegatedBytes,
             usage.QueueDepth, usage.DiskLatencyMs, usage.SampleCpuPercent(), settings.Draining, time.GetUtcNow(),
             usage.DelegationsReused, usage.DelegationsNew, usage.WritesPerformed, Overloaded: false,
-            HostName: reach.HostName, PoolCapacityBytes: pools.CapacityBytes, PoolFreeBytes: pools.FreeBytes);
+            HostName: reach.HostName, PoolCapacityBytes: pools.CapacityBytes, PoolFreeBytes: pools.FreeBytes,
+            SchedulingDelayMs: usage.SchedulingDelayMs);
         return load with { Overloaded = table.IsOverloaded(load) };
     }
 

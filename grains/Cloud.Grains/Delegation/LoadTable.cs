@@ -116,23 +116,42 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
     /// pending MiB) counts on both sides, so a silo does not look overloaded merely because a volume's units all live
     /// there (volume affinity puts them together): against the mean, the one busy silo of a cluster always looked
     /// overloaded and its units went round the silos. What stays is what the silo itself adds: disk latency and CPU.
-    /// With no other silo (of <paramref name="requiredHost"/>, when given) moving cannot help, so it is false.
+    /// A silo is overloaded too when its scheduling delay (<see cref="SiloLoad.SchedulingDelayMs"/>) is above
+    /// <see cref="StarvedSchedulingDelay"/> plus the factor times the least-loaded other silo's: a processor capped or
+    /// starved, which its CPU percent does not show. With no other silo (of <paramref name="requiredHost"/>, when
+    /// given) moving cannot help, so it is false.
     /// </summary>
     public bool IsOverloaded(SiloLoad entry, string? requiredHost = null)
     {
         ArgumentNullException.ThrowIfNull(entry);
         var cutoff = Cutoff();
         var bestOther = double.MaxValue;
+        SiloLoad? other = null;
         foreach (var e in _snapshot.Entries)
         {
             if (e.SiloAddress == entry.SiloAddress || e.PublishedUtc < cutoff || e.Draining) continue;
             if (requiredHost is not null && e.HostName != requiredHost) continue;
-            bestOther = Math.Min(bestOther, EffectiveScore(e));
+            var score = EffectiveScore(e);
+            if (score < bestOther) (bestOther, other) = (score, e);
         }
-        if (bestOther == double.MaxValue) return false;
+        if (other is null) return false;
         var movable = entry.QueueDepth + entry.PendingDelegatedBytes / (1024.0 * 1024.0);
-        return EffectiveScore(entry) > _options.OverloadMinimumScore + _options.OverloadFactor * (bestOther + movable);
+        if (EffectiveScore(entry) > _options.OverloadMinimumScore + _options.OverloadFactor * (bestOther + movable))
+            return true;
+        // A starved processor stays with the silo when its units leave, and slows every step of their work; the
+        // queue that its slowness built up does not make moving pointless (the rule above would say so), because
+        // the queue drains faster where the work goes.
+        return entry.SchedulingDelayMs
+            > StarvedSchedulingDelay.TotalMilliseconds + _options.OverloadFactor * other.SchedulingDelayMs;
     }
+
+    /// <summary>
+    /// The scheduling delay beyond <see cref="CloudOptions.OverloadFactor"/> times the least-loaded other silo's that
+    /// makes a silo overloaded: a fifth of a default CFS quota period (100 ms). A silo held to a quarter of a core is
+    /// throttled for most of each period while it works, and its work waits 25-40 ms on average; silos sharing an
+    /// ordinary busy machine wait alike, so the factor keeps them apart.
+    /// </summary>
+    public static readonly TimeSpan StarvedSchedulingDelay = TimeSpan.FromMilliseconds(20);
 
     /// <summary>
     /// Whether the last synchronization target is still appropriate: alive (published lately), eligible (of

@@ -9,6 +9,7 @@ public sealed class SiloUsage : IDisposable
     private long _pendingDelegatedBytes;
     private int _queueDepth;
     private long _diskLatencyMicrosEwma;
+    private long _schedulingDelayMicrosEwma;
     private long _delegationsReused;
     private long _delegationsNew;
     private long _writesPerformed;
@@ -35,6 +36,14 @@ public sealed class SiloUsage : IDisposable
 
     /// <summary>Smoothed member-disk write latency in milliseconds.</summary>
     public double DiskLatencyMs => Interlocked.Read(ref _diskLatencyMicrosEwma) / 1000.0;
+
+    /// <summary>
+    /// Smoothed wait of a work item in this process's thread pool before it runs, in milliseconds
+    /// (<see cref="SchedulingDelayProbe"/>): near zero on a silo with processor time to spare, tens of milliseconds on
+    /// one whose CPU is capped (a cgroup quota used up) or starved by its neighbours. Unlike its CPU percent, which a
+    /// capped silo keeps low, this shows the silo cannot keep up.
+    /// </summary>
+    public double SchedulingDelayMs => Interlocked.Read(ref _schedulingDelayMicrosEwma) / 1000.0;
 
     /// <summary>Decisions of this silo's first server that kept the last target.</summary>
     public long DelegationsReused => Interlocked.Read(ref _delegationsReused);
@@ -69,14 +78,22 @@ public sealed class SiloUsage : IDisposable
     internal void ObserveDiskLatency(TimeSpan latency)
     {
         Interlocked.Increment(ref _diskOps);
+        Fold(ref _diskLatencyMicrosEwma, latency);
+    }
+
+    /// <summary>Folds one probe's scheduling delay into its average (weight 1/8).</summary>
+    internal void ObserveSchedulingDelay(TimeSpan delay) => Fold(ref _schedulingDelayMicrosEwma, delay);
+
+    private static void Fold(ref long ewmaMicros, TimeSpan latency)
+    {
         var sample = (long)latency.TotalMicroseconds;
         long current, next;
         do
         {
-            current = Interlocked.Read(ref _diskLatencyMicrosEwma);
+            current = Interlocked.Read(ref ewmaMicros);
             next = current + (sample - current) / 8;
         }
-        while (Interlocked.CompareExchange(ref _diskLatencyMicrosEwma, next, current) != current);
+        while (Interlocked.CompareExchange(ref ewmaMicros, next, current) != current);
     }
 
     /// <summary>

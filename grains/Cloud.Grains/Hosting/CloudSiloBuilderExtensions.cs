@@ -44,6 +44,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<SiloRuntimeSettings>();
         builder.Services.AddSingleton<LoadTable>();
         builder.Services.AddHostedService<LoadPublisher>();
+        builder.Services.AddHostedService<SchedulingDelayProbe>();
         builder.Services.AddSingleton<PartitionClockStore>();
         builder.Services.AddSingleton<CatalogStore>();
         builder.Services.TryAddKeyedSingleton<IGrainStorage>(
