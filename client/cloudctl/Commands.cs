@@ -417,11 +417,12 @@ internal static partial class Commands
             var status = await client.GetClusterStatusAsync();
             Print(p, status, () =>
             {
-                var table = new Table().AddColumns("SILO", "PENDING", "QUEUE", "DISK ms", "CPU %", "WAIT ms", "SCORE", "STATE", "REUSED", "NEW", "WRITES", "HOST", "POOL FREE");
+                var table = new Table().AddColumns("SILO", "PENDING", "QUEUE", "DISK ms", "FLOOR ms", "CPU %", "WAIT ms", "SCORE", "STATE", "REUSED", "NEW", "WRITES", "HOST", "POOL FREE");
                 foreach (var s in status.Silos)
                 {
                     table.AddRow(Markup.Escape(s.SiloName), Sizes.Format(s.PendingDelegatedBytes), s.QueueDepth.ToString(CultureInfo.InvariantCulture),
-                        s.DiskLatencyMs.ToString("0.0", CultureInfo.InvariantCulture), s.CpuPercent.ToString("0", CultureInfo.InvariantCulture),
+                        s.DiskLatencyMs.ToString("0.0", CultureInfo.InvariantCulture), s.DiskFloorMs.ToString("0.0", CultureInfo.InvariantCulture),
+                        s.CpuPercent.ToString("0", CultureInfo.InvariantCulture),
                         s.SchedulingDelayMs.ToString("0.0", CultureInfo.InvariantCulture), s.Score.ToString("0.0", CultureInfo.InvariantCulture),
                         s.Draining ? "draining" : s.Overloaded ? "overloaded" : "ok",
                         s.DelegationsReused.ToString(CultureInfo.InvariantCulture), s.DelegationsNew.ToString(CultureInfo.InvariantCulture), s.WritesPerformed.ToString(CultureInfo.InvariantCulture),

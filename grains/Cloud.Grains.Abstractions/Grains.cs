@@ -152,16 +152,18 @@ public sealed record SiloLoad(
     [property: Id(12)] string HostName = "",
     [property: Id(13)] long PoolCapacityBytes = 0,
     [property: Id(14)] long PoolFreeBytes = 0,
-    [property: Id(15)] double SchedulingDelayMs = 0)
+    [property: Id(15)] double SchedulingDelayMs = 0,
+    [property: Id(16)] double DiskFloorMs = 0)
 {
     /// <summary>
-    /// One number to rank silos by: a MiB of pending delegated data, a queued copy, 10 ms of disk latency, 10 ms of
+    /// One number to rank silos by: a MiB of pending delegated data, a queued copy, 10 ms of disk latency (the
+    /// average write time, and again the floor: the lowest small write time lately, remembered while idle), 10 ms of
     /// scheduling delay and 25 % of CPU each count as one unit, so that a slow disk, a starved processor and a long
     /// queue weigh alike, while the few milliseconds of an ordinary fsync do not make the silo that happens to do the
     /// work look overloaded next to idle ones.
     /// </summary>
     public double Score => PendingDelegatedBytes / (1024.0 * 1024.0) + QueueDepth + DiskLatencyMs / 10.0
-        + SchedulingDelayMs / 10.0 + CpuPercent / 25.0;
+        + DiskFloorMs / 10.0 + SchedulingDelayMs / 10.0 + CpuPercent / 25.0;
 }
 
 /// <summary>Every silo's live usage and delegation counts.</summary>

@@ -25,9 +25,10 @@ public sealed class VolumeAffinityTests
     private static readonly string[] Sorted = [H1, H2, H3];
 
     private static SiloLoad Load(
-        string address, int queue = 0, double diskMs = 0, double cpu = 30, bool draining = false, double delayMs = 0) =>
+        string address, int queue = 0, double diskMs = 0, double cpu = 30, bool draining = false, double delayMs = 0,
+        double floorMs = 0) =>
         new("h" + address[9], address, 0, queue, diskMs, cpu, draining, Now, 0, 0, 0, false, "host-" + address[9],
-            SchedulingDelayMs: delayMs);
+            SchedulingDelayMs: delayMs, DiskFloorMs: floorMs);
 
     private static LoadTable Table(params SiloLoad[] entries)
     {
@@ -87,6 +88,53 @@ public sealed class VolumeAffinityTests
         // h1's CPU is capped: it shows 5 % where the others show 30 %, but its work waits 50 ms to run.
         var table = Table(Load(H1, cpu: 5, delayMs: 50), Load(H2), Load(H3));
         Assert.Equal(H2, VolumeAffinity.Choose(Sorted, table, VolumeHome.None, Now));
+    }
+
+    [Fact]
+    public void SlowDisk_IsOverloaded_ByItsWriteFloor_ThoughItsAverageLooksLikeABusyHomes()
+    {
+        // The bench's 20 ms case with the home on the slowed host: 34 copies queued, engine writes of 27.5 ms on
+        // average (a busy healthy home shows 19-23 ms), but none faster than 21 ms. The score rule alone keeps it:
+        // 40.7 against 4 + 1.5 x (1.2 + 34) = 56.8.
+        var table = Table(Load(H1), Load(H2), Load(H3, queue: 34, diskMs: 27.5, cpu: 45, floorMs: 21));
+        Assert.False(table.IsAppropriateTarget(H3, null, out var reason));
+        Assert.Equal("target-overloaded", reason);
+    }
+
+    [Fact]
+    public void BusyHome_WhoseFastestWritesAreFast_IsNotOverloaded()
+    {
+        var table = Table(Load(H1), Load(H2, queue: 34, diskMs: 23, cpu: 45, floorMs: 2.5), Load(H3));
+        Assert.True(table.IsAppropriateTarget(H2, null, out var reason), reason);
+    }
+
+    [Fact]
+    public void VolumeWithoutAHome_AvoidsASiloRememberedSlow_ThoughItIsIdleNow()
+    {
+        // h1 was the home and was left for its slow disk: idle now, its average decayed, its floor remembered.
+        var table = Table(Load(H1, floorMs: 21), Load(H2), Load(H3));
+        Assert.Equal(H2, VolumeAffinity.Choose(Sorted, table, VolumeHome.None, Now));
+    }
+
+    [Fact]
+    public void LatencyFloor_IsTheFastestSmallWriteOfTwoWindows_RememberedWhileIdle_AndReplacedByOneFastWrite()
+    {
+        var floor = new LatencyFloor();
+        var t = TimeSpan.FromSeconds(100);
+        Assert.Equal(0, floor.SampleMs(t));
+        floor.Observe(TimeSpan.FromMilliseconds(30), 4096);
+        floor.Observe(TimeSpan.FromMilliseconds(21), 4096);
+        floor.Observe(TimeSpan.FromMilliseconds(2), 1 << 20); // a large write's time is bandwidth: not timed
+        Assert.Equal(21, floor.SampleMs(t + TimeSpan.FromSeconds(1)));
+        // Idle: the last window's floor, then the memory, then unknown.
+        Assert.Equal(21, floor.SampleMs(t + LatencyFloor.Window + TimeSpan.FromSeconds(1)));
+        Assert.Equal(21, floor.SampleMs(t + LatencyFloor.Memory));
+        Assert.Equal(0, floor.SampleMs(t + LatencyFloor.Window + LatencyFloor.Memory + TimeSpan.FromSeconds(2)));
+        // A silo measured slow and then fast again: one fast write is its floor at once.
+        floor.Observe(TimeSpan.FromMilliseconds(25), 4096);
+        Assert.Equal(25, floor.SampleMs(t + TimeSpan.FromSeconds(200)));
+        floor.Observe(TimeSpan.FromMilliseconds(3), 4096);
+        Assert.Equal(3, floor.SampleMs(t + TimeSpan.FromSeconds(201)));
     }
 
     [Fact]

@@ -57,7 +57,7 @@ internal sealed partial class LoadPublisher(
             usage.QueueDepth, usage.DiskLatencyMs, usage.SampleCpuPercent(), settings.Draining, time.GetUtcNow(),
             usage.DelegationsReused, usage.DelegationsNew, usage.WritesPerformed, Overloaded: false,
             HostName: reach.HostName, PoolCapacityBytes: pools.CapacityBytes, PoolFreeBytes: pools.FreeBytes,
-            SchedulingDelayMs: usage.SchedulingDelayMs);
+            SchedulingDelayMs: usage.SchedulingDelayMs, DiskFloorMs: usage.SampleDiskFloorMs());
         return load with { Overloaded = table.IsOverloaded(load) };
     }
 

@@ -118,7 +118,9 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
     /// overloaded and its units went round the silos. What stays is what the silo itself adds: disk latency and CPU.
     /// A silo is overloaded too when its scheduling delay (<see cref="SiloLoad.SchedulingDelayMs"/>) is above
     /// <see cref="StarvedSchedulingDelay"/> plus the factor times the least-loaded other silo's: a processor capped or
-    /// starved, which its CPU percent does not show. With no other silo (of <paramref name="requiredHost"/>, when
+    /// starved, which its CPU percent does not show; and when its write-time floor (<see cref="SiloLoad.DiskFloorMs"/>)
+    /// is above <see cref="SlowDiskFloor"/> plus the factor times that silo's: a slow disk, which its average write
+    /// time cannot tell from a long queue. With no other silo (of <paramref name="requiredHost"/>, when
     /// given) moving cannot help, so it is false.
     /// </summary>
     public bool IsOverloaded(SiloLoad entry, string? requiredHost = null)
@@ -141,9 +143,19 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
         // A starved processor stays with the silo when its units leave, and slows every step of their work; the
         // queue that its slowness built up does not make moving pointless (the rule above would say so), because
         // the queue drains faster where the work goes.
-        return entry.SchedulingDelayMs
-            > StarvedSchedulingDelay.TotalMilliseconds + _options.OverloadFactor * other.SchedulingDelayMs;
+        if (entry.SchedulingDelayMs
+            > StarvedSchedulingDelay.TotalMilliseconds + _options.OverloadFactor * other.SchedulingDelayMs)
+            return true;
+        // Likewise a slow disk: its floor (the lowest small write time lately) stays when the queue leaves.
+        return entry.DiskFloorMs > SlowDiskFloor.TotalMilliseconds + _options.OverloadFactor * other.DiskFloorMs;
     }
+
+    /// <summary>
+    /// The write-time floor (<see cref="SiloLoad.DiskFloorMs"/>) beyond <see cref="CloudOptions.OverloadFactor"/> times
+    /// the least-loaded other silo's that makes a silo overloaded: several times the 1-3 ms of a durable small write
+    /// through the members' disk services, well under a slow disk's 20 ms or more.
+    /// </summary>
+    public static readonly TimeSpan SlowDiskFloor = TimeSpan.FromMilliseconds(10);
 
     /// <summary>
     /// The scheduling delay beyond <see cref="CloudOptions.OverloadFactor"/> times the least-loaded other silo's that

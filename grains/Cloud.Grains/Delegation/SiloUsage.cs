@@ -16,6 +16,8 @@ public sealed class SiloUsage : IDisposable
     private long _diskOps;
     private long _diskOpsAtLastDecay;
     private long _lastDecayTicks = Stopwatch.GetTimestamp();
+    private readonly long _startTicks = Stopwatch.GetTimestamp();
+    private readonly LatencyFloor _writeFloor = new();
 
     /// <summary>With no disk operations, the latency average halves every this long.</summary>
     public static readonly TimeSpan IdleLatencyHalfLife = TimeSpan.FromSeconds(5);
@@ -80,6 +82,22 @@ public sealed class SiloUsage : IDisposable
         Interlocked.Increment(ref _diskOps);
         Fold(ref _diskLatencyMicrosEwma, latency);
     }
+
+    /// <summary>
+    /// Times one engine write of <paramref name="bytes"/>: into the average (<see cref="ObserveDiskLatency"/>) and,
+    /// when small, into the floor (<see cref="SampleDiskFloorMs"/>).
+    /// </summary>
+    internal void ObserveWrite(TimeSpan latency, int bytes)
+    {
+        ObserveDiskLatency(latency);
+        _writeFloor.Observe(latency, bytes);
+    }
+
+    /// <summary>
+    /// The lowest small engine write time lately, in milliseconds (<see cref="LatencyFloor"/>); called once per
+    /// publish period.
+    /// </summary>
+    internal double SampleDiskFloorMs() => _writeFloor.SampleMs(Stopwatch.GetElapsedTime(_startTicks));
 
     /// <summary>Folds one probe's scheduling delay into its average (weight 1/8).</summary>
     internal void ObserveSchedulingDelay(TimeSpan delay) => Fold(ref _schedulingDelayMicrosEwma, delay);

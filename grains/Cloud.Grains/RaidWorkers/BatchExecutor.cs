@@ -235,7 +235,7 @@ public sealed partial class BatchExecutor(
                 await store.WriteAsync(
                     offsetBytes, source, run.Timestamp, run.ForceUnitAccess, CancellationToken.None).ConfigureAwait(false);
             }
-            usage.ObserveDiskLatency(Stopwatch.GetElapsedTime(started));
+            usage.ObserveWrite(Stopwatch.GetElapsedTime(started), runBytes);
         }
         finally
         {
