@@ -44,6 +44,18 @@ public static class DelegationBench
     /// </summary>
     public const int WarmUpWritesPerHost = 20;
 
+    /// <summary>Most seconds of <c>--warm-up</c>.</summary>
+    public const int MaxWarmUpSeconds = 600;
+
+    /// <summary>
+    /// Default for <c>--warm-up</c>: seconds of writing before the measured window. A silo spends its first minute or
+    /// so of this workload compiling: tiered compilation with PGO compiles each hot method up to three times, and a
+    /// perf profile 35-50 s after the start had the silos' thread-pool workers in the JIT and the runtime for about
+    /// half their samples and in compiled code for a tenth. Measured then, both modes are bound by the compiler
+    /// (20 ms case: 430-508 against 351-445 IOPS); after 110 s, by the write path (1,441 against 658).
+    /// </summary>
+    public const int DefaultWarmUpSeconds = 90;
+
     /// <summary>Bound on the warm-up; a bed that cannot write this long is broken, and the run says so.</summary>
     public static readonly TimeSpan WarmUpMax = TimeSpan.FromSeconds(120);
 
@@ -78,7 +90,8 @@ public static class DelegationBench
         int seconds,
         int seed,
         Action<string> log,
-        IReadOnlyList<SlowHostCase>? cases = null)
+        IReadOnlyList<SlowHostCase>? cases = null,
+        int warmUpSeconds = DefaultWarmUpSeconds)
     {
         ArgumentNullException.ThrowIfNull(postgres);
         ArgumentNullException.ThrowIfNull(template);
@@ -86,14 +99,15 @@ public static class DelegationBench
         var slowIndex = template.Hosts - 1;
         var slowName = $"h{slowIndex + 1}";
         log($"delegation bench: {template.Hosts} hosts, {slowName} slowed; durable RAID-5 over the hosts' disk pools, {WritersPerHost} "
-            + $"writers of random 4 KiB per host; warm-up until {WarmUpWritesPerHost} writes through each host, {seconds} s measured per run; seed {seed}; "
+            + $"writers of random 4 KiB per host; warm-up until {WarmUpWritesPerHost} writes through each host"
+            + (warmUpSeconds > 0 ? $" and {warmUpSeconds} s of writing" : "") + $", {seconds} s measured per run; seed {seed}; "
             + $"{Environment.ProcessorCount} cores; load average {LoadAverage()}");
         var rows = new List<(SlowHostCase Case, Run LoadBased, Run Fixed)>();
         foreach (var slowCase in cases ?? Cases)
         {
-            var loadBased = await RunOnceAsync(postgres, template, slowCase, slowIndex, fixedTarget: null, seconds, seed, log)
+            var loadBased = await RunOnceAsync(postgres, template, slowCase, slowIndex, fixedTarget: null, seconds, warmUpSeconds, seed, log)
                 .ConfigureAwait(false);
-            var fixedRun = await RunOnceAsync(postgres, template, slowCase, slowIndex, slowName, seconds, seed, log)
+            var fixedRun = await RunOnceAsync(postgres, template, slowCase, slowIndex, slowName, seconds, warmUpSeconds, seed, log)
                 .ConfigureAwait(false);
             rows.Add((slowCase, loadBased, fixedRun));
             log($"  {slowCase.Name}: load-based {loadBased.Iops:0} IOPS, fixed ({slowName}) {fixedRun.Iops:0} IOPS, "
@@ -128,6 +142,7 @@ public static class DelegationBench
         int slowIndex,
         string? fixedTarget,
         int seconds,
+        int warmUpSeconds,
         int seed,
         Action<string> log)
     {
@@ -193,7 +208,9 @@ public static class DelegationBench
                 Task.Run(() => WriteAsync(volume, new Random(seed + host * WritersPerHost + w),
                     () => Interlocked.Increment(ref counted[host]), failed, stop.Token)))).ToArray();
             var warming = Stopwatch.StartNew();
-            while (counted.Any(c => Interlocked.Read(ref c) < WarmUpWritesPerHost) && warming.Elapsed < WarmUpMax)
+            var warmUpAtLeast = TimeSpan.FromSeconds(warmUpSeconds);
+            while ((counted.Any(c => Interlocked.Read(ref c) < WarmUpWritesPerHost) && warming.Elapsed < WarmUpMax)
+                   || warming.Elapsed < warmUpAtLeast)
                 await Task.Delay(100).ConfigureAwait(false);
             var before = LoadAverage();
             var atStart = counted.Sum(c => Interlocked.Read(ref c));
@@ -210,7 +227,7 @@ public static class DelegationBench
                 + (cap is null ? "" : $"; {cap.Describe()}"));
             foreach (var e in status.Silos)
                 log($"      {e.SiloName}: score {e.Score:0.0} (queue {e.QueueDepth}, {e.PendingDelegatedBytes >> 10} KiB pending, "
-                    + $"disk {e.DiskLatencyMs:0.0} ms, CPU {e.CpuPercent:0} %, scheduling delay {e.SchedulingDelayMs:0.0} ms), delegations reused {e.DelegationsReused} new "
+                    + $"disk {e.DiskLatencyMs:0.0} ms, floor {e.DiskFloorMs:0.0} ms, CPU {e.CpuPercent:0} %, scheduling delay {e.SchedulingDelayMs:0.0} ms), delegations reused {e.DelegationsReused} new "
                     + $"{e.DelegationsNew}, copies written {e.WritesPerformed}");
             return run;
         }

@@ -9,9 +9,9 @@ using Cloud.Testing;
 // With --delegation it compares load-based delegation with a fixed target while one host is slowed (DelegationBench).
 // With --remote-members it runs the shared fio workloads on a RAID-5 4+1 volume with a member on each of 5 hosts and on
 // one with every member on the delegate's host (RemoteMembersBench).
-const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N] [--rate W (writes/s per survivor, 1-100000; default back to back)]] [--delegation [--seconds N (1-3600)] [--case 20ms|100ms|cpu, repeatable]] [--remote-members [--member-mib N (1-4096, default 64)]]";
+const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N] [--rate W (writes/s per survivor, 1-100000; default back to back)]] [--delegation [--seconds N (1-3600)] [--warm-up N (seconds of writing before the measured window, 0-600; default 90)] [--case 20ms|100ms|cpu, repeatable]] [--remote-members [--member-mib N (1-4096, default 64)]]";
 var options = new HostBedOptions();
-int failoverTrials = 0, seed = 1, delegationSeconds = DelegationBench.DefaultSeconds;
+int failoverTrials = 0, seed = 1, delegationSeconds = DelegationBench.DefaultSeconds, delegationWarmUp = DelegationBench.DefaultWarmUpSeconds;
 double? failoverRate = null;
 var delegation = false;
 var delegationCases = new List<SlowHostCase>();
@@ -57,6 +57,11 @@ for (var i = 0; i < args.Length; i++)
         case "--seconds" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
             && n is >= 1 and <= DelegationBench.MaxSeconds:
             delegationSeconds = n;
+            i++;
+            break;
+        case "--warm-up" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var w)
+            && w is >= 0 and <= DelegationBench.MaxWarmUpSeconds:
+            delegationWarmUp = w;
             i++;
             break;
         case "--case" when DelegationBench.Cases.FirstOrDefault(c => c.Key == value) is { } slowCase:
@@ -141,7 +146,8 @@ async Task<int> RunAsync()
     if (delegation)
     {
         return await DelegationBench.RunAsync(
-            postgres, options, delegationSeconds, seed, Console.WriteLine, delegationCases.Count > 0 ? delegationCases : null);
+            postgres, options, delegationSeconds, seed, Console.WriteLine, delegationCases.Count > 0 ? delegationCases : null,
+            delegationWarmUp);
 }
     if (failoverTrials > 0)
     {
