@@ -3,6 +3,7 @@
 # (127.0.0.11, 127.0.0.12, ...), Unix user (cloud-h1, ...; created when run as root) and 0700 data directory.
 # Prints each host's gateway and NBD endpoint; Ctrl+C stops them all and deletes the bed.
 #   bench/hosts.sh [--hosts N] [--page-blobs CONNSTRING]
+# CLOUD_BED_SILO=DIR runs the silo published in DIR (e.g. ReadyToRun-compiled) instead of the repository's build.
 # The failover measurement (Release build; Azurite from node_modules unless --page-blobs names an account): N kills
 # of the catalog's host while the other hosts write; prints each trial and the median and worst time to writes
 # flowing again, beside a control (the same measure from a moment just before the kill, nothing killed: the writers'

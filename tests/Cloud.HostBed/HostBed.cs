@@ -210,13 +210,26 @@ public sealed class HostBed : IAsyncDisposable
         return bed;
     }
 
+    /// <summary>
+    /// The silo the bed runs: the repository's build, or the directory <c>CLOUD_BED_SILO</c> names (a published silo,
+    /// for instance ReadyToRun-compiled, whose first minutes the delegation bench can then compare).
+    /// </summary>
+    private static string SiloBuild()
+    {
+        if (Environment.GetEnvironmentVariable("CLOUD_BED_SILO") is not { Length: > 0 } published)
+            return Path.GetDirectoryName(Repository.BuiltAssembly("silo", "Cloud.Silo.dll"))!;
+        if (!File.Exists(Path.Combine(published, "Cloud.Silo.dll")))
+            throw new FileNotFoundException($"CLOUD_BED_SILO is '{published}', which holds no Cloud.Silo.dll; name a directory of a published silo");
+        return published;
+    }
+
     private static HostBed Create(string connectionString, HostBedOptions options, Action<string>? log)
     {
         var root = Directory.CreateTempSubdirectory("cloud-bed-").FullName;
         // Traversable by every host's user; each host's own directory below is 0700.
         File.SetUnixFileMode(root, (UnixFileMode)0b111_101_101);
         var silo = Path.Combine(root, "silo");
-        CopyDirectory(Path.GetDirectoryName(Repository.BuiltAssembly("silo", "Cloud.Silo.dll"))!, silo);
+        CopyDirectory(SiloBuild(), silo);
         var separate = UnixUsers.IsRoot;
         var hosts = new BedHost[options.Hosts];
         for (var i = 0; i < hosts.Length; i++)
