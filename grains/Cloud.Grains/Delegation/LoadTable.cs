@@ -59,8 +59,8 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
     public double EffectiveScore(SiloLoad entry) =>
         entry.Score + _snapshot.PlacementDebits.GetValueOrDefault(entry.SiloAddress);
 
-    /// <summary>Adds one unit to a silo's score until the next refresh.</summary>
-    public void Debit(string siloAddress)
+    /// <summary>Adds <paramref name="units"/> (default one) to a silo's score until the next refresh.</summary>
+    public void Debit(string siloAddress, double units = 1)
     {
         Snapshot current, next;
         do
@@ -69,7 +69,7 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
             next = current with
             {
                 PlacementDebits = current.PlacementDebits.SetItem(
-                    siloAddress, current.PlacementDebits.GetValueOrDefault(siloAddress) + 1)
+                    siloAddress, current.PlacementDebits.GetValueOrDefault(siloAddress) + units)
             };
         }
         while (Interlocked.CompareExchange(ref _snapshot, next, current) != current);

@@ -6,10 +6,9 @@ namespace Cloud.Grains.Delegation;
 /// <summary>
 /// Measures how long this silo makes work wait to run (<see cref="SiloUsage.SchedulingDelayMs"/>): every
 /// <see cref="Period"/> a timer queues one work item to the thread pool's global queue, timed from when the timer was
-/// due until the item runs. The grains,
-/// the RAID worker and the disk service all run on that pool, so the wait is added to every step of their work.
-/// A silo whose processor is capped (a container's CPU limit, a cgroup quota) shows low CPU use while it falls
-/// behind; this is how the load table sees it.
+/// due until the item runs. The grains, the RAID worker and the disk service all run on that pool, so the wait is
+/// added to every step of their work. A silo whose processor is capped (a container's CPU limit, a cgroup quota)
+/// shows low CPU use while it falls behind; this is how the load table sees it.
 /// </summary>
 internal sealed class SchedulingDelayProbe(SiloUsage usage, TimeProvider time) : BackgroundService
 {

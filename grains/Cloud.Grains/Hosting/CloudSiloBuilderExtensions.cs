@@ -86,6 +86,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<FirstServerService>();
         builder.Services.AddPlacementDirector<SiloBoundPlacement, SiloBoundPlacementDirector>();
         builder.Services.AddPlacementDirector<LoadBasedPlacement, LoadBasedPlacementDirector>();
+        builder.Services.AddPlacementDirector<ScoredPlacement, ScoredPlacementDirector>();
         return builder;
     }
 }

@@ -29,6 +29,7 @@ namespace Cloud.Grains.Locks;
 /// A slice ends within <see cref="LockRequest.MaxWait"/>, and the queued calls then go to the next activation.
 /// </remarks>
 [Reentrant]
+[Delegation.ScoredPlacement]
 internal sealed partial class PartitionLockGrain(
     [PersistentState(CloudGrainStorage.ClockState, CloudGrainStorage.Name)] IPersistentState<PartitionClockState> clock,
     IClusterMembershipService membership,

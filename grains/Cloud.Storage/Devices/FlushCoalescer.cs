@@ -1,3 +1,5 @@
+using System.Runtime.ExceptionServices;
+
 namespace Cloud.Storage.Devices;
 
 /// <summary>
@@ -33,7 +35,8 @@ public sealed class FlushCoalescer(Action flush)
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            if (_failure is { } failed && ticket <= failed.Through) throw failed.Error;
+            // Rethrown as awaiting a shared faulted task would: the same exception, this caller's stack appended.
+            if (_failure is { } failed && ticket <= failed.Through) ExceptionDispatchInfo.Throw(failed.Error);
             if (Volatile.Read(ref _flushedThrough) >= ticket) return;
             // Every request numbered up to here arrived, its writes completed, before this flush starts.
             var covers = Interlocked.Read(ref _requests);
