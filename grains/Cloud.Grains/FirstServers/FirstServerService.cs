@@ -25,6 +25,7 @@ public sealed class FirstServerService(
     LockedReads lockedReads,
     VolumeDirectory directory,
     IGrainFactory grains,
+    GrainReferences<IPartitionLockGrain> lockGrains,
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
     VolumeReach reach,
@@ -178,7 +179,7 @@ public sealed class FirstServerService(
             }
             return;
         }
-        var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
+        var lockGrain = lockGrains.Get(partitionKey);
         var grant = await heldLocks.AcquireAsync(
             lockGrain,
             new LockRequest(

@@ -22,6 +22,8 @@ namespace Cloud.Grains.FirstServers;
 /// </summary>
 public sealed partial class FirstServerWrites(
     IGrainFactory grains,
+    GrainReferences<IPartitionLockGrain> lockGrains,
+    GrainReferences<IDelegationGrain> units,
     VolumeDirectory directory,
     LoadTable loadTable,
     SiloUsage usage,
@@ -153,11 +155,11 @@ public sealed partial class FirstServerWrites(
         var firstStripe = offsetBytes / stripe;
         var lastStripe = (offsetBytes + data.Length - 1) / stripe;
         var partitionKey = VolumeMath.PartitionKey(v, partition);
-        var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
+        var lockGrain = lockGrains.Get(partitionKey);
         var grant = timestamp ?? await NextTimestampAsync(lockGrain, partitionKey, firstStripe, lastStripe)
             .ConfigureAwait(false);
         var write = new ReplicatedWrite(Guid.NewGuid(), v.Name, offsetBytes, data, grant.Timestamp, fua, silo.Name);
-        var unit = grains.GetGrain<IDelegationGrain>(partitionKey);
+        var unit = units.Get(partitionKey);
         var requiredHost = VolumeReach.RequiredHost(v);
 
         // Stickiness: keep the unit's last synchronization target while it is alive, not draining and not overloaded.
@@ -365,7 +367,7 @@ public sealed partial class FirstServerWrites(
                 try
                 {
                     following = (await SendWithRetriesAsync(
-                        grains.GetGrain<IDelegationGrain>(unitKey), write).ConfigureAwait(false)).TargetSilo;
+                        units.Get(unitKey), write).ConfigureAwait(false)).TargetSilo;
                 }
                 catch (Exception ex) when (acknowledged && DateTimeOffset.UtcNow < deadline)
                 {

@@ -32,7 +32,7 @@ public sealed class SectorWrites(
     FirstServerWrites writes,
     LockedReads reads,
     HeldLocks heldLocks,
-    IGrainFactory grains,
+    GrainReferences<IPartitionLockGrain> lockGrains,
     ILocalSiloDetails silo,
     IOptions<CloudOptions> options)
 {
@@ -96,7 +96,7 @@ public sealed class SectorWrites(
     {
         var stripe = blockOffset / VolumeMath.StripeDataBytes(v);
         var partition = stripe / VolumeMath.StripesPerPartition(v, _options.PartitionTargetBytes);
-        var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, partition));
+        var lockGrain = lockGrains.Get(VolumeMath.PartitionKey(v, partition));
         var timestamp = await SiloFailures.RetryAsync(
             () => lockGrain.NextTimestampAsync(stripe, stripe, _siloAddress),
             _options.RedelegationTimeout).ConfigureAwait(false);

@@ -75,6 +75,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<OpenVolumeCache>();
         builder.Services.AddSingleton<WriterSlotRecovery>();
         builder.Services.AddSingleton<HeldLocks>();
+        builder.Services.AddSingleton(typeof(GrainReferences<>));
         builder.Services.AddSingleton<ReadLeases>();
         builder.Services.AddSingleton<WriteLeases>();
         builder.Services.AddSingleton<BatchExecutor>();

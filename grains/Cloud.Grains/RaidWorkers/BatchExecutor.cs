@@ -18,7 +18,7 @@ namespace Cloud.Grains.RaidWorkers;
 /// the new parity and write both, and commits the new timestamps to the partition-lock grain, releasing the lock.
 /// </summary>
 public sealed partial class BatchExecutor(
-    IGrainFactory grains,
+    GrainReferences<IPartitionLockGrain> lockGrains,
     ILocalSiloDetails silo,
     SiloUsage usage,
     HeldLocks heldLocks,
@@ -62,7 +62,7 @@ public sealed partial class BatchExecutor(
         var firstBlock = firstStripe * blocksPerStripe;
         var count = (int)(Math.Min((lastStripe + 1) * blocksPerStripe, v.Info.SizeBytes / BlockBytes) - firstBlock);
         var partitionKey = VolumeMath.PartitionKey(v.Info, partition);
-        var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
+        var lockGrain = lockGrains.Get(partitionKey);
         var timestamps = copies.Select(c => c.Timestamp).ToImmutableArray();
         var request = new LockRequest(
             firstStripe, lastStripe, LockMode.Exclusive, _siloAddress, _options.LockLease, false);
