@@ -158,7 +158,7 @@ public sealed partial class FirstServerWrites(
         var lockGrain = lockGrains.Get(partitionKey);
         var grant = timestamp ?? await NextTimestampAsync(lockGrain, partitionKey, firstStripe, lastStripe)
             .ConfigureAwait(false);
-        var write = new ReplicatedWrite(Guid.NewGuid(), v.Name, offsetBytes, data, grant.Timestamp, fua, silo.Name);
+        var write = new ReplicatedWrite(WriteIds.Next(), v.Name, offsetBytes, data, grant.Timestamp, fua, silo.Name);
         var unit = units.Get(partitionKey);
         var requiredHost = VolumeReach.RequiredHost(v);
 
