@@ -26,7 +26,11 @@ public sealed class QueuedFileBlockDeviceContractTests : BlockDeviceContractTest
 
     protected override ValueTask<IBlockDevice> CreateDeviceAsync(long capacityBytes) =>
         ValueTask.FromResult<IBlockDevice>(
-            new FileBlockDevice(Path.Combine(_dir, $"{Guid.NewGuid():N}.img"), capacityBytes) { InlineIoMaxBytes = 0 });
+            new FileBlockDevice(Path.Combine(_dir, $"{Guid.NewGuid():N}.img"), capacityBytes)
+            {
+                InlineIoMaxBytes = 0,
+                InlineWriteMaxBytes = 0,
+            });
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 }
@@ -40,7 +44,7 @@ public sealed class InlineFileBlockDeviceContractTests : BlockDeviceContractTest
         ValueTask.FromResult<IBlockDevice>(
             new FileBlockDevice(
                 Path.Combine(_dir, $"{Guid.NewGuid():N}.img"),
-                capacityBytes) { InlineIoMaxBytes = int.MaxValue });
+                capacityBytes) { InlineIoMaxBytes = int.MaxValue, InlineWriteMaxBytes = int.MaxValue });
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 }

@@ -15,7 +15,11 @@ public sealed class FileBlockDeviceTests : IDisposable
     public async Task IoAfterDispose_FailsAsAFaultedTask_InlineOrQueued(int inlineIoMaxBytes)
     {
         var device = new FileBlockDevice(
-            Path.Combine(_dir, $"d{inlineIoMaxBytes}.img"), 1 << 20) { InlineIoMaxBytes = inlineIoMaxBytes };
+            Path.Combine(_dir, $"d{inlineIoMaxBytes}.img"), 1 << 20)
+        {
+            InlineIoMaxBytes = inlineIoMaxBytes,
+            InlineWriteMaxBytes = inlineIoMaxBytes,
+        };
         await device.DisposeAsync();
         // Starting the I/O must not throw: callers start several member I/Os before awaiting any of them.
         ValueTask read = device.ReadAsync(0, new byte[4096]);
@@ -24,13 +28,37 @@ public sealed class FileBlockDeviceTests : IDisposable
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await write);
     }
 
+    [Fact]
+    public async Task ByDefault_AWriteOfAWholeRun_CompletesOnTheCallersThread_AndALongReadIsQueued()
+    {
+        await using var device = new FileBlockDevice(Path.Combine(_dir, "defaults.img"), 4 << 20);
+        var run = new byte[FileBlockDevice.DefaultInlineWriteMaxBytes];
+        new Random(3).NextBytes(run);
+        // Completed on return: the pwritev ran here, with no hop to the thread pool and back.
+        ValueTask write = device.WriteGatherAsync(0, [run.AsMemory(0, 1 << 20), run.AsMemory(1 << 20)]);
+        Assert.True(write.IsCompletedSuccessfully);
+        await write;
+        ValueTask plain = device.WriteAsync(1 << 21, run);
+        Assert.True(plain.IsCompletedSuccessfully);
+        await plain;
+
+        var back = new byte[run.Length];
+        await device.ReadAsync(1 << 21, back);
+        Assert.Equal(run, back);
+        Assert.True(back.Length > FileBlockDevice.DefaultInlineIoMaxBytes, "a read this long takes the queued path");
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(int.MaxValue)]
     public async Task GatherWrite_AndScatterRead_MoveTheSameBytesAsPlainIo_InlineOrQueued(int inlineIoMaxBytes)
     {
         await using var device = new FileBlockDevice(
-            Path.Combine(_dir, $"v{inlineIoMaxBytes}.img"), 1 << 20) { InlineIoMaxBytes = inlineIoMaxBytes };
+            Path.Combine(_dir, $"v{inlineIoMaxBytes}.img"), 1 << 20)
+        {
+            InlineIoMaxBytes = inlineIoMaxBytes,
+            InlineWriteMaxBytes = inlineIoMaxBytes,
+        };
         var data = new byte[16384];
         new Random(9).NextBytes(data);
         await device.WriteGatherAsync(
