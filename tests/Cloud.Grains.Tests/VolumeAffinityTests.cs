@@ -143,10 +143,23 @@ public sealed class VolumeAffinityTests
         // Twice as many blocking items as the pool has threads, queued ahead of the probe's item.
         var blockers = 2 * ThreadPool.ThreadCount;
         using var release = new ManualResetEventSlim();
+        using var finished = new CountdownEvent(blockers);
         for (var i = 0; i < blockers; i++)
-            ThreadPool.UnsafeQueueUserWorkItem(static r => r.Wait(TimeSpan.FromMilliseconds(300)), release, preferLocal: false);
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(
+                static state =>
+                {
+                    state.Release.Wait(TimeSpan.FromMilliseconds(300));
+                    state.Finished.Signal();
+                },
+                (Release: release, Finished: finished),
+                preferLocal: false);
+        }
         var delay = await SchedulingDelayProbe.MeasureAsync(System.Diagnostics.Stopwatch.GetTimestamp());
         release.Set();
+        // Every blocker has run before the events are disposed: one still queued would wait on a disposed event, an
+        // unhandled exception on a pool thread that ends the whole test process.
+        await Eventually.TrueAsync(() => finished.CurrentCount == 0, "every blocking item finished");
         Assert.True(delay >= TimeSpan.FromMilliseconds(100), $"waited {delay.TotalMilliseconds:0.0} ms behind {blockers} busy items");
     }
 
