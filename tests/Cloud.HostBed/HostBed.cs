@@ -219,7 +219,8 @@ public sealed class HostBed : IAsyncDisposable
         if (Environment.GetEnvironmentVariable("CLOUD_BED_SILO") is not { Length: > 0 } published)
             return Path.GetDirectoryName(Repository.BuiltAssembly("silo", "Cloud.Silo.dll"))!;
         if (!File.Exists(Path.Combine(published, "Cloud.Silo.dll")))
-            throw new FileNotFoundException($"CLOUD_BED_SILO is '{published}', which holds no Cloud.Silo.dll; name a directory of a published silo");
+            throw new FileNotFoundException(
+                $"CLOUD_BED_SILO is '{published}', which holds no Cloud.Silo.dll; name a directory of a published silo");
         return published;
     }
 

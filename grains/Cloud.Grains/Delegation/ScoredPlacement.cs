@@ -22,9 +22,9 @@ public sealed class ScoredPlacement : PlacementStrategy
 public sealed class ScoredPlacementAttribute() : PlacementAttribute(ScoredPlacement.Instance);
 
 /// <summary>
-/// The least-loaded compatible silo by the load table (ties: lowest address), debited by <see cref="ActivationDebit"/> until the next
-/// refresh so that a burst of activations spreads; with no fresh load data (a cluster just starting), the local silo
-/// when compatible, else a random compatible one, as Orleans' own placements fall back.
+/// The least-loaded compatible silo by the load table (ties: lowest address), debited by <see cref="ActivationDebit"/>
+/// until the next refresh so that a burst of activations spreads; with no fresh load data (a cluster just starting),
+/// the local silo when compatible, else a random compatible one, as Orleans' own placements fall back.
 /// </summary>
 internal sealed class ScoredPlacementDirector(LoadTable table) : IPlacementDirector
 {
@@ -38,18 +38,18 @@ internal sealed class ScoredPlacementDirector(LoadTable table) : IPlacementDirec
     public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
         var candidates = context.GetCompatibleSilos(target)
-            .OrderBy(s => s.ToParsableString(), StringComparer.Ordinal).ToArray();
+            .Select(s => (Silo: s, Address: s.ToParsableString()))
+            .OrderBy(c => c.Address, StringComparer.Ordinal).ToArray();
         if (candidates.Length == 0)
             throw new OrleansException($"no compatible silo to place {target.GrainIdentity} on");
-        var best = table.LeastLoaded(candidates.Select(s => s.ToParsableString()));
-        SiloAddress chosen;
+        var best = table.LeastLoaded(candidates.Select(c => c.Address));
         if (best is null)
-            chosen = candidates.Contains(context.LocalSilo) ? context.LocalSilo : candidates[Random.Shared.Next(candidates.Length)];
-        else
         {
-            chosen = candidates.First(s => s.ToParsableString() == best);
-            table.Debit(best, ActivationDebit);
+            return Task.FromResult(candidates.Any(c => c.Silo.Equals(context.LocalSilo))
+                ? context.LocalSilo
+                : candidates[Random.Shared.Next(candidates.Length)].Silo);
         }
-        return Task.FromResult(chosen);
+        table.Debit(best, ActivationDebit);
+        return Task.FromResult(candidates.First(c => c.Address == best).Silo);
     }
 }

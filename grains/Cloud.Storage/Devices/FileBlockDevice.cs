@@ -116,8 +116,8 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
     public int InlineWriteMaxBytes { get; init; } = DefaultInlineWriteMaxBytes;
 
     /// <summary>
-    /// The default for <see cref="InlineWriteMaxBytes"/>: 2 MiB, the longest run write a member gets (16 stripes of a
-    /// 64 KiB chunk and its metadata sector). Larger than for reads because a buffered write only copies into the page
+    /// The default for <see cref="InlineWriteMaxBytes"/>: 2 MiB, room for the longest run write a member gets with
+    /// 64 KiB chunks (16 stripes of a chunk and its metadata sector, 1,088 KiB). Larger than for reads because a buffered write only copies into the page
     /// cache, while a read that misses it waits for the disk and would hold the caller (an NBD connection's loop) for
     /// that long. Queued, each member's part of a 1 MiB sequential write cost two thread switches, and the five
     /// members' writes of one request ran on five threads that then contended for the member files' inode locks:
