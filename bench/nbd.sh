@@ -18,7 +18,11 @@
 #                    created with cloudctl, served by the silo's NBD endpoint through the Orleans write path) or
 #                    engine (Cloud.NbdHost: the NBD server straight over a RaidVolume, no Orleans)
 #   NBD_BENCH_LAYOUT raid5 (default) or file (engine target only: one file, no redundancy: the server's own overhead)
-#   NBD_BENCH_MEMBER_MB  size of each member file in MiB (default 512; RAID-5 4+1 gives 4x that of data)
+#   NBD_BENCH_MEMBER_MB  size of each member file in MiB (RAID-5 4+1 gives 4x that of data; default: the largest
+#                    multiple of 64 MiB up to 512 whose five member files, with parity and block metadata, stay below
+#                    nine tenths of the kernel's background writeback threshold, 384 on a 24 GiB machine). Above it
+#                    the kernel writes Cloud's pages back all through a write job while nbdkit's file, a quarter
+#                    smaller, is never written back: the job would compare Cloud plus the flusher with nbdkit alone.
 #   NBD_URI_CLOUD    benchmark an already running Cloud export instead of starting one
 #   FIO_RUNTIME, FIO_RAMP  override runtime/ramp_time (seconds) of the timed jobs
 #   SECTIONS         the jobs to run (default: precondition seqwrite seqread randwrite randread randwrite-qd1)
@@ -34,7 +38,20 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 FIO_DIR="${FIO_DIR:-$ROOT/../shared/bench/fio}"
 LAYOUT="${NBD_BENCH_LAYOUT:-raid5}"
-MEMBER_MB="${NBD_BENCH_MEMBER_MB:-512}"
+# The background writeback threshold: vm.dirty_background_bytes, or vm.dirty_background_ratio percent of the memory
+# the kernel counts as dirtyable (about MemAvailable).
+writeback_threshold_mb() {
+  local bytes ratio
+  bytes=$(cat /proc/sys/vm/dirty_background_bytes 2>/dev/null || echo 0)
+  if [ "$bytes" -gt 0 ]; then echo $((bytes >> 20)); return; fi
+  ratio=$(cat /proc/sys/vm/dirty_background_ratio 2>/dev/null || echo 10)
+  awk -v r="$ratio" '/^MemAvailable:/ { print int($2 / 1024 * r / 100) }' /proc/meminfo
+}
+# Five members of 68 KiB per 64 KiB chunk (FORMAT.md: 64 KiB of data and 4 KiB of block metadata) each.
+default_member_mb() {
+  awk -v t="$(writeback_threshold_mb)" 'BEGIN { m = int(t * 0.9 / (5 * 68 / 64) / 64) * 64; if (m > 512) m = 512; if (m < 64) m = 64; print m }'
+}
+MEMBER_MB="${NBD_BENCH_MEMBER_MB:-$(default_member_mb)}"
 SECTIONS="${SECTIONS:-precondition seqwrite seqread randwrite randread randwrite-qd1}"
 TARGET="${NBD_BENCH_TARGET:-silo}"
 case "$TARGET" in silo|engine) ;; *) echo "nbd.sh: NBD_BENCH_TARGET '$TARGET' is not allowed; use silo or engine" >&2; exit 2;; esac
@@ -189,6 +206,7 @@ else
 fi
 # TCP congestion control: nbdkit's connections use the kernel's default; Cloud's NBD server chooses its own per
 # connection (Nbd:CongestionControl, default cubic,reno; `Nbd__CongestionControl=bbr bench/nbd.sh` measures it under BBR).
+echo "size:   members of $MEMBER_MB MiB$([ -z "${NBD_BENCH_MEMBER_MB:-}" ] && echo ", chosen below the kernel's background writeback threshold ($(writeback_threshold_mb) MiB)")"
 echo "tcp:    kernel default congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown) (nbdkit); Cloud's NBD server: ${Nbd__CongestionControl-cubic,reno}"
 echo "job:    cat $FIO_DIR/engine-nbd.fio $FIO_DIR/workload.fio > job.fio; NBD_URI=... fio --section=NAME --output-format=json job.fio"
 echo
@@ -200,15 +218,26 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # time from /proc/stat, not idle or iowait), in clock ticks: server, fio and the kernel's work for both.
 host_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 
+# written_pages: pages the kernel has written from the page cache to disk so far (/proc/vmstat nr_written). Cloud's
+# member files hold data, parity and block metadata, 1.33x the volume's bytes, where nbdkit's one file holds 1x: with
+# the default sizes Cloud's dirty pages pass the kernel's background writeback threshold (vm.dirty_background_ratio of
+# the memory, 10 % of 24 GiB here) during a write job and nbdkit's never do, so the kernel writes Cloud's back while
+# the job runs and nbdkit's only after. The tables show how much each job made the kernel write.
+written_pages() { awk '/^nr_written / { print $2 }' /proc/vmstat; }
+
 run_section() { # target uri section server-pid
-  local out="$WORK/$1-$3.json" t0 w0 h0
-  t0=$(cpu_ticks "$4"); h0=$(host_busy_ticks); w0=$(date +%s.%N)
+  local out="$WORK/$1-$3.json" t0 w0 h0 p0
+  # Every job starts with no dirty pages: the kernel writes a file back once it has been dirty for 30 s
+  # (vm.dirty_expire_centisecs), so without this the pages one job left dirty would be written back in the next one's
+  # window, on whichever server happened to come next.
+  sync
+  t0=$(cpu_ticks "$4"); h0=$(host_busy_ticks); p0=$(written_pages); w0=$(date +%s.%N)
   NBD_URI="$2" as_client fio --section="$3" --output-format=json "$WORK/job.fio" 2>"$WORK/$1-$3.err" | sed '/^fio: connected to NBD server/d' > "$out" \
     || { echo "fio $1 $3 failed:" >&2; cat "$WORK/$1-$3.err" "$out" >&2; exit 1; }
   # The server's CPU over the whole fio run (ramp included) and the run's wall time: its average cores in use.
-  # The host's busy time over the same window.
+  # The host's busy time over the same window, and the MiB the kernel wrote back to disk in it.
   echo "$(( $(cpu_ticks "$4") - t0 )) $(python3 -c "print($(date +%s.%N) - $w0)") $(getconf CLK_TCK) $(( $(host_busy_ticks) - h0 ))" \
-    > "$WORK/$1-$3.cpu"
+    "$(( ($(written_pages) - p0) * $(getconf PAGESIZE) >> 20 ))" > "$WORK/$1-$3.cpu"
 }
 
 # Interleave targets per job, so drifting load on a shared machine hits both alike.
@@ -276,7 +305,7 @@ def cpu(t, s):
     with open(f"{work}/{t}-{s}.json") as f:
         job = json.load(f)["jobs"][0]
     with open(f"{work}/{t}-{s}.cpu") as f:
-        ticks, wall, hz, host = f.read().split()
+        ticks, wall, hz, host, written = f.read().split()
     side = job["write"] if job["write"]["io_bytes"] > 0 else job["read"]
     mibs = side["bw_bytes"] / 2**20
     server_cores = int(ticks) / int(hz) / float(wall)
@@ -284,15 +313,15 @@ def cpu(t, s):
     fio_cores = (job["usr_cpu"] + job["sys_cpu"]) / 100
     per = lambda cores, rate: 1000 * cores / rate if rate else 0
     return (server_cores, fio_cores, host_cores, per(server_cores, mibs), per(fio_cores, mibs),
-            1000 * per(host_cores, side["iops"]))
+            1000 * per(host_cores, side["iops"]), int(written))
 names = ["cloud", peer] + (["nbdkit-tls", "nbdkit"] if peer == "plain" else [])
 print()
-print(f"{'job':<14}{'target':<12}{'server cores':>13}{'fio cores':>11}{'host cores':>11}{'server ms/MiB':>15}{'fio ms/MiB':>12}{'host us/IO':>12}")
+print(f"{'job':<14}{'target':<12}{'server cores':>13}{'fio cores':>11}{'host cores':>11}{'server ms/MiB':>15}{'fio ms/MiB':>12}{'host us/IO':>12}{'written back MiB':>18}")
 for s in sections:
     for t in names:
         if os.path.exists(f"{work}/{t}{run}-{s}.cpu"):
-            sc, fc, hc, sm, fm, hu = cpu(t + run, s)
-            print(f"{s:<14}{t:<12}{sc:>13.2f}{fc:>11.2f}{hc:>11.2f}{sm:>15.3f}{fm:>12.3f}{hu:>12.1f}")
+            sc, fc, hc, sm, fm, hu, wb = cpu(t + run, s)
+            print(f"{s:<14}{t:<12}{sc:>13.2f}{fc:>11.2f}{hc:>11.2f}{sm:>15.3f}{fm:>12.3f}{hu:>12.1f}{wb:>18,}")
 EOF
 done
 
@@ -306,7 +335,7 @@ def measure(t, s):
         job = json.load(f)["jobs"][0]
     x = job["write"] if job["write"]["io_bytes"] > 0 else job["read"]
     with open(f"{work}/{t}-{s}.cpu") as f:
-        _, wall, hz, host = f.read().split()
+        _, wall, hz, host, _ = f.read().split()
     host_us = 1e6 * int(host) / int(hz) / float(wall) / x["iops"] if x["iops"] else 0
     return x["bw_bytes"], (x.get("lat_ns", {}) or x.get("clat_ns", {})).get("mean", 0), host_us
 name = lambda t, r: t if r == 1 else f"{t}-r{r}"
