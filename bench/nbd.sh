@@ -220,9 +220,9 @@ host_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/st
 
 # written_pages: pages the kernel has written from the page cache to disk so far (/proc/vmstat nr_written). Cloud's
 # member files hold data, parity and block metadata, 1.33x the volume's bytes, where nbdkit's one file holds 1x: with
-# the default sizes Cloud's dirty pages pass the kernel's background writeback threshold (vm.dirty_background_ratio of
-# the memory, 10 % of 24 GiB here) during a write job and nbdkit's never do, so the kernel writes Cloud's back while
-# the job runs and nbdkit's only after. The tables show how much each job made the kernel write.
+# members larger than the default (above), Cloud's dirty pages pass the kernel's background writeback threshold during
+# a write job and nbdkit's may not, so the kernel writes Cloud's back while the job runs and nbdkit's only after. The
+# tables show how much each job made the kernel write, so that such a run shows itself.
 written_pages() { awk '/^nr_written / { print $2 }' /proc/vmstat; }
 
 run_section() { # target uri section server-pid
