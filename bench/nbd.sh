@@ -48,8 +48,14 @@ writeback_threshold_mb() {
   awk -v r="$ratio" '/^MemAvailable:/ { print int($2 / 1024 * r / 100) }' /proc/meminfo
 }
 # Five members of 68 KiB per 64 KiB chunk (FORMAT.md: 64 KiB of data and 4 KiB of block metadata) each.
+WRITEBACK_MB="$(writeback_threshold_mb)"
 default_member_mb() {
-  awk -v t="$(writeback_threshold_mb)" 'BEGIN { m = int(t * 0.9 / (5 * 68 / 64) / 64) * 64; if (m > 512) m = 512; if (m < 64) m = 64; print m }'
+  awk -v t="$WRITEBACK_MB" 'BEGIN {
+    m = int(t * 0.9 / (5 * 68 / 64) / 64) * 64
+    if (m > 512) m = 512
+    if (m < 64) m = 64
+    print m
+  }'
 }
 MEMBER_MB="${NBD_BENCH_MEMBER_MB:-$(default_member_mb)}"
 SECTIONS="${SECTIONS:-precondition seqwrite seqread randwrite randread randwrite-qd1}"
@@ -206,7 +212,8 @@ else
 fi
 # TCP congestion control: nbdkit's connections use the kernel's default; Cloud's NBD server chooses its own per
 # connection (Nbd:CongestionControl, default cubic,reno; `Nbd__CongestionControl=bbr bench/nbd.sh` measures it under BBR).
-echo "size:   members of $MEMBER_MB MiB$([ -z "${NBD_BENCH_MEMBER_MB:-}" ] && echo ", chosen below the kernel's background writeback threshold ($(writeback_threshold_mb) MiB)")"
+SIZE_WHY=", chosen below the kernel's background writeback threshold ($WRITEBACK_MB MiB)"
+echo "size:   members of $MEMBER_MB MiB$([ -z "${NBD_BENCH_MEMBER_MB:-}" ] && echo "$SIZE_WHY")"
 echo "tcp:    kernel default congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown) (nbdkit); Cloud's NBD server: ${Nbd__CongestionControl-cubic,reno}"
 echo "job:    cat $FIO_DIR/engine-nbd.fio $FIO_DIR/workload.fio > job.fio; NBD_URI=... fio --section=NAME --output-format=json job.fio"
 echo
