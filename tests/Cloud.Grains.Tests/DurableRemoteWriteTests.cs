@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Disks;
+using Cloud.Grains.Hosting;
 using Cloud.Storage.Format;
 using Cloud.Testing;
 
@@ -9,33 +10,39 @@ namespace Cloud.Grains.Tests;
 /// <summary>
 /// A durable volume's write forces each member write to stable storage. A member on another host used to get it as two
 /// requests, the write and then a flush, each a round trip and a grain call on both silos; it is now one request that
-/// the serving host answers after writing and flushing (docs/BENCHMARKS.md, "Members across hosts").
+/// the serving host answers after writing and flushing (docs/BENCHMARKS.md, "Members across hosts"), over either
+/// transport. With the disk stream (the default) none of the data goes by grain calls.
 /// </summary>
 public sealed class DurableRemoteWriteTests
 {
-    /// <summary>Calls to each disk-service method while the test counts.</summary>
-    private static readonly ConcurrentDictionary<string, int> s_calls = new(StringComparer.Ordinal);
-
-    private static volatile bool s_counting;
-
-    [Fact]
-    public async Task WholeStripesOfADurableVolume_ReachEachRemoteMemberAsOneDurableWrite()
+    [Theory]
+    [InlineData(CloudOptions.StreamDiskTransport)]
+    [InlineData(CloudOptions.GrainDiskTransport)]
+    public async Task WholeStripesOfADurableVolume_ReachEachRemoteMemberAsOneDurableWrite(string transport)
     {
-        await using var hosts = await PooledHosts.StartAsync(silo => silo.AddIncomingGrainCallFilter(async context =>
-        {
-            if (s_counting && context.Grain is IHostDiskGrain)
+        // Requests as each serving host's disk server took them, and disk grain writes as they arrived.
+        var served = new ConcurrentDictionary<string, int>(StringComparer.Ordinal);
+        var grainWrites = 0;
+        var counting = false;
+        await using var hosts = await PooledHosts.StartAsync(
+            silo => silo.AddIncomingGrainCallFilter(async context =>
             {
+                if (Volatile.Read(ref counting) && context.Grain is IHostDiskGrain
+                    && context.InterfaceMethod.Name.StartsWith("Write", StringComparison.Ordinal))
+                    Interlocked.Increment(ref grainWrites);
+                await context.Invoke();
+            }),
+            o => o.DiskTransport = transport);
+        var cloud = hosts.Cluster;
+        foreach (var silo in cloud.Silos)
+            cloud.Service<DiskServer>(silo).Served += (kind, offset) =>
+            {
+                if (!Volatile.Read(ref counting)) return;
                 // Writes below the data area (superblock refreshes, intent and away pages) come with flushes of their
                 // own, whenever the engine needs them; the data writes are what this test is about.
-                var name = context.InterfaceMethod.Name;
-                if (name.StartsWith("Write", StringComparison.Ordinal) && context.Request.GetArgument(1) is long offset
-                    && offset < OnDiskFormat.DataOffsetBytes)
-                    name = "metadata " + name;
-                s_calls.AddOrUpdate(name, 1, (_, n) => n + 1);
-            }
-            await context.Invoke();
-        }));
-        var cloud = hosts.Cluster;
+                var name = kind != "Flush" && offset < OnDiskFormat.DataOffsetBytes ? "metadata " + kind : kind;
+                served.AddOrUpdate(name, 1, (_, n) => n + 1);
+            };
         var name = "durable-" + Guid.NewGuid().ToString("N")[..6];
         // Three members, one per host: at least two are on another host than whichever silo writes.
         const int chunk = 64 << 10;
@@ -45,8 +52,7 @@ public sealed class DurableRemoteWriteTests
         // The first write opens the members and marks the region's write intent (a write and flush of its own).
         await volume.WriteAsync(0, Blocks.Pattern(4 * stripeData, 1));
 
-        s_calls.Clear();
-        s_counting = true;
+        Volatile.Write(ref counting, true);
         var data = Blocks.Pattern(4 * stripeData, 2);
         try
         {
@@ -54,14 +60,18 @@ public sealed class DurableRemoteWriteTests
         }
         finally
         {
-            s_counting = false;
+            Volatile.Write(ref counting, false);
         }
 
-        var durable = s_calls.GetValueOrDefault(nameof(IHostDiskGrain.WritePooledDurableAsync));
-        var plain = s_calls.GetValueOrDefault(nameof(IHostDiskGrain.WritePooledAsync));
-        var seen = string.Join(", ", s_calls.Select(c => $"{c.Key} {c.Value}"));
-        Assert.True(durable >= 4 * 2, $"expected a durable write per remote member per write; disk service calls: {seen}");
-        Assert.True(plain == 0, $"data written without its flush; disk service calls: {seen}");
+        var durable = served.GetValueOrDefault("WriteDurable");
+        var plain = served.GetValueOrDefault("Write");
+        var seen = string.Join(", ", served.Select(c => $"{c.Key} {c.Value}")) + $"; disk grain writes {grainWrites}";
+        Assert.True(durable >= 4 * 2, $"expected a durable write per remote member per write; disk service requests: {seen}");
+        Assert.True(plain == 0, $"data written without its flush; disk service requests: {seen}");
+        if (transport == CloudOptions.StreamDiskTransport)
+            Assert.True(grainWrites == 0, $"writes went by grain calls despite the disk stream; {seen}");
+        else
+            Assert.True(grainWrites >= durable, $"writes did not go by grain calls; {seen}");
         // Flushes are not counted here: the engine's metadata writes (a superblock refresh, say) bring their own at
         // times of their own, so their number is not the data path's. FlushScopeTests counts them on the engine.
         var back = new byte[4 * stripeData];

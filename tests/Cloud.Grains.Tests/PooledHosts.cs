@@ -10,14 +10,17 @@ public sealed class PooledHosts : IAsyncLifetime, IAsyncDisposable
 {
     private CloudCluster? _cluster;
     private Action<Orleans.Hosting.ISiloBuilder>? _configureBuilder;
+    private Action<CloudOptions>? _configure;
 
     /// <summary>
     /// Starts such a cluster outside a fixture, with more for every silo's builder (e.g. a grain call filter that
     /// injects faults into the disk service); dispose it at the end of the test.
     /// </summary>
-    public static async Task<PooledHosts> StartAsync(Action<Orleans.Hosting.ISiloBuilder>? configureBuilder = null)
+    public static async Task<PooledHosts> StartAsync(
+        Action<Orleans.Hosting.ISiloBuilder>? configureBuilder = null,
+        Action<CloudOptions>? configure = null)
     {
-        var hosts = new PooledHosts { _configureBuilder = configureBuilder };
+        var hosts = new PooledHosts { _configureBuilder = configureBuilder, _configure = configure };
         try
         {
             await hosts.InitializeAsync();
@@ -54,6 +57,7 @@ public sealed class PooledHosts : IAsyncLifetime, IAsyncDisposable
                 Directory.CreateDirectory(PoolOf(silo));
                 o.HostName = HostOf(silo);
                 o.DiskPools = [PoolOf(silo)];
+                _configure?.Invoke(o);
             },
             configureBuilder: _configureBuilder);
         // Placement reads the pools from the load table: wait until every silo has published one.

@@ -6,12 +6,18 @@ namespace Cloud.Grains.Tests;
 
 /// <summary>
 /// The device contract over the disk service: a member file of the second silo's pool, opened by the first silo as a
-/// <see cref="RemoteBlockDevice"/> whose every I/O is a grain call to the second silo's <see cref="IHostDiskGrain"/>.
+/// <see cref="RemoteBlockDevice"/> whose every I/O is a grain call to the second silo's <see cref="IHostDiskGrain"/>
+/// (here) or a request on the first silo's disk stream to the second (<see cref="StreamBlockDeviceContractTests"/>).
 /// </summary>
-public sealed class RemoteBlockDeviceContractTests(PooledHosts hosts)
+public class RemoteBlockDeviceContractTests(PooledHosts hosts)
     : BlockDeviceContractTests, IClassFixture<PooledHosts>
 {
-    private CloudCluster Cluster => hosts.Cluster;
+    /// <summary>The caller's disk stream client, or null for grain calls.</summary>
+    protected virtual DiskStreamClient? Stream => null;
+
+    protected CloudCluster Cluster => hosts.Cluster;
+
+    protected PooledHosts Hosts => hosts;
 
     private string Caller => Cluster.Silos[0].Name;
 
@@ -21,7 +27,7 @@ public sealed class RemoteBlockDeviceContractTests(PooledHosts hosts)
 
     private async ValueTask<RemoteBlockDevice> OpenAsync(string path, long? sizeBytes, SiloAddress writer) =>
         await HostDisks.OpenThroughAsync(
-            Cluster.Grains(Cluster.Silos[0]), Server, path, sizeBytes, writer.ToParsableString())
+            Cluster.Grains(Cluster.Silos[0]), Server, path, sizeBytes, writer.ToParsableString(), Stream)
         ?? throw new InvalidOperationException($"{path} was not created");
 
     protected override async ValueTask<IBlockDevice> CreateDeviceAsync(long capacityBytes) =>
@@ -132,11 +138,60 @@ public sealed class RemoteBlockDeviceContractTests(PooledHosts hosts)
     }
 }
 
+/// <summary>
+/// The same contract over the disk stream: a connection from the first silo to the second, read on a thread of its
+/// own at each end (docs/CLUSTER.md, "Disks across hosts").
+/// </summary>
+public sealed class StreamBlockDeviceContractTests(PooledHosts hosts) : RemoteBlockDeviceContractTests(hosts)
+{
+    protected override DiskStreamClient Stream => Cluster.Service<DiskStreamClient>(Cluster.Silos[0]);
+
+    [Fact]
+    public async Task ManyRequestsAtOnce_EachGetsItsOwnReply()
+    {
+        // Replies come back in any order on one connection; each must reach its own request's buffer.
+        await using var device = (IVectoredBlockDevice)await CreateDeviceAsync(ContractCapacityBytes);
+        var sector = device.SectorSizeBytes;
+        await Task.WhenAll(Enumerable.Range(0, 64).Select(
+            i => device.WriteAsync(i * 2L * sector, Blocks.Pattern(2 * sector, i + 1)).AsTask()));
+        var reads = Enumerable.Range(0, 64).Select(async i =>
+        {
+            var back = new byte[2 * sector];
+            await device.ReadAsync(i * 2L * sector, back);
+            return (i, back);
+        });
+        foreach (var (i, back) in await Task.WhenAll(reads))
+            Assert.True(back.AsSpan().SequenceEqual(Blocks.Pattern(2 * sector, i + 1)), $"request {i} read another's data");
+    }
+
+    [Fact]
+    public async Task Hello_WithoutTheServingSilosKey_IsRefused()
+    {
+        var path = Path.Combine(Hosts.PoolOf(Cluster.Silos[1].Name), "contract", Guid.NewGuid().ToString("N") + ".img");
+        var disk = await Cluster.Grains(Cluster.Silos[0]).GetGrain<IHostDiskGrain>(Cluster.Silos[1].Name)
+            .OpenAsync(path, ContractCapacityBytes);
+        Assert.NotNull(disk);
+        Assert.NotEmpty(disk.StreamEndpoint);
+        var wrongKey = disk.StreamKey.ToArray();
+        wrongKey[0] ^= 1;
+        using var client = new DiskStreamClient(TimeSpan.FromSeconds(30));
+        var error = await Assert.ThrowsAsync<DiskStreamBrokenException>(
+            () => client.GetAsync(disk.StreamEndpoint, wrongKey, Cluster.Silos[0].SiloAddress.ToParsableString()));
+        Assert.Contains("key is not this silo's", error.Message, StringComparison.Ordinal);
+        // With the key it gets in.
+        var connection = await client.GetAsync(
+            disk.StreamEndpoint, disk.StreamKey, Cluster.Silos[0].SiloAddress.ToParsableString());
+        Assert.False(connection.IsBroken);
+    }
+}
+
 /// <summary>A write from a silo the membership has declared dead never reaches the disk.</summary>
 public sealed class DeadWriterFencingTests
 {
-    [Fact]
-    public async Task Write_FromASiloDeclaredDead_IsRefusedAsFenced()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Write_FromASiloDeclaredDead_IsRefusedAsFenced(bool stream)
     {
         var pool = Path.Combine(Path.GetTempPath(), "cloud-pool-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(pool);
@@ -146,10 +201,11 @@ public sealed class DeadWriterFencingTests
             var server = cluster.Silos[0];
             var dead = cluster.Silos[2];
             var path = Path.Combine(pool, "fenced.img");
+            var client = stream ? cluster.Service<DiskStreamClient>(cluster.Silos[1]) : null;
             await using var alive = await HostDisks.OpenThroughAsync(
-                cluster.Grains(cluster.Silos[1]), server.Name, path, 1 << 20, cluster.Silos[1].SiloAddress.ToParsableString());
+                cluster.Grains(cluster.Silos[1]), server.Name, path, 1 << 20, cluster.Silos[1].SiloAddress.ToParsableString(), client);
             await using var zombie = await HostDisks.OpenThroughAsync(
-                cluster.Grains(cluster.Silos[1]), server.Name, path, null, dead.SiloAddress.ToParsableString());
+                cluster.Grains(cluster.Silos[1]), server.Name, path, null, dead.SiloAddress.ToParsableString(), client);
             Assert.NotNull(alive);
             Assert.NotNull(zombie);
             await zombie.WriteAsync(0, Blocks.Pattern(512, 1));

@@ -11,8 +11,10 @@ namespace Cloud.Grains.Tests;
 /// </summary>
 public sealed class UnreachableHostTests
 {
-    [Fact]
-    public async Task Io_ToAMemberWhoseServingSiloStopped_IsMemberUnreachable()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Io_ToAMemberWhoseServingSiloStopped_IsMemberUnreachable(bool stream)
     {
         var pool = Path.Combine(Path.GetTempPath(), "cloud-pool-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(pool);
@@ -23,7 +25,8 @@ public sealed class UnreachableHostTests
             var server = cluster.Silos[2];
             var path = Path.Combine(pool, "away.img");
             await using var device = await HostDisks.OpenThroughAsync(
-                cluster.Grains(caller), server.Name, path, 1 << 20, caller.SiloAddress.ToParsableString());
+                cluster.Grains(caller), server.Name, path, 1 << 20, caller.SiloAddress.ToParsableString(),
+                stream ? cluster.Service<DiskStreamClient>(caller) : null);
             Assert.NotNull(device);
             await device.WriteAsync(0, Blocks.Pattern(512, 1));
 

@@ -39,6 +39,12 @@ public sealed class DiskServer(
 
     private string Host => options.Value.HostName;
 
+    /// <summary>
+    /// Raised for each write or flush request this server takes, whichever transport brought it: its kind
+    /// (<c>Write</c>, <c>WriteDurable</c>, <c>Flush</c>) and offset. Tests count requests with it.
+    /// </summary>
+    internal event Action<string, long>? Served;
+
     /// <summary>Opens (or creates) a member file of this host; null when it is absent and no size is given.</summary>
     public async Task<ServedDisk?> OpenAsync(string path, long? createSizeBytes)
     {
@@ -93,6 +99,7 @@ public sealed class DiskServer(
     public async Task WriteAsync(string path, long offsetBytes, byte[] data, string writer)
     {
         CheckLength(data.Length);
+        Served?.Invoke("Write", offsetBytes);
         var device = await DeviceAsync(path);
         CheckWriter(writer, device.Name);
         await _inFlight.WaitAsync();
@@ -149,6 +156,7 @@ public sealed class DiskServer(
         try
         {
             CheckLength(lengthBytes);
+            Served?.Invoke(durable ? "WriteDurable" : "Write", offsetBytes);
             if (data.Length != lengthBytes)
                 throw new CloudStorageException(
                     $"host '{Host}': a {lengthBytes}-byte write at {offsetBytes} arrived with {data.Length} bytes; nothing written");
@@ -180,9 +188,52 @@ public sealed class DiskServer(
         }
     }
 
+    /// <summary>
+    /// Reads from an open member into <paramref name="destination"/>: the disk stream's read, whose reply is sent from
+    /// the caller's buffer. Completes synchronously when the member is open and the read is small enough to run inline.
+    /// </summary>
+    internal async ValueTask ReadIntoAsync(string path, long offsetBytes, Memory<byte> destination)
+    {
+        CheckLength(destination.Length);
+        var device = await DeviceAsync(path);
+        await _inFlight.WaitAsync();
+        try
+        {
+            await Guard(() => device.ReadAsync(offsetBytes, destination), device.Name, "read", offsetBytes);
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="data"/> to an open member for <paramref name="writer"/> (the disk stream's write), unless
+    /// that silo is fenced; with <paramref name="durable"/>, completes once the file is flushed after the write.
+    /// </summary>
+    internal async ValueTask WriteFromAsync(
+        string path, long offsetBytes, ReadOnlyMemory<byte> data, SiloAddress writer, bool durable)
+    {
+        CheckLength(data.Length);
+        Served?.Invoke(durable ? "WriteDurable" : "Write", offsetBytes);
+        var device = await DeviceAsync(path);
+        CheckWriter(writer, device.Name);
+        await _inFlight.WaitAsync();
+        try
+        {
+            await Guard(() => device.WriteAsync(offsetBytes, data), device.Name, "write", offsetBytes);
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+        if (durable) await Guard(() => device.FlushAsync(), device.Name, "flush", offsetBytes);
+    }
+
     /// <summary>Flushes an open member.</summary>
     public async Task FlushAsync(string path)
     {
+        Served?.Invoke("Flush", 0);
         var device = await DeviceAsync(path);
         await Guard(() => device.FlushAsync(), device.Name, "flush", 0);
     }
@@ -222,6 +273,12 @@ public sealed class DiskServer(
         {
             throw new CloudStorageException($"host '{Host}': {device}: writer '{writer}' is not a silo address");
         }
+        CheckWriter(address, device);
+    }
+
+    /// <inheritdoc cref="CheckWriter(string, string)"/>
+    private void CheckWriter(SiloAddress address, string device)
+    {
         var snapshot = membership.CurrentSnapshot;
         if (snapshot.GetSiloStatus(address) == SiloStatus.Dead)
             throw new CloudStorageException(

@@ -9,10 +9,16 @@ namespace Cloud.Grains.Disks;
 /// immovable, because only this host reaches its files. The work is <see cref="DiskServer"/>'s.
 /// </summary>
 [SiloBoundPlacement, Reentrant, Immovable]
-internal sealed class HostDiskGrain(DiskServer server) : Grain, IHostDiskGrain
+internal sealed class HostDiskGrain(DiskServer server, DiskStreamListener stream) : Grain, IHostDiskGrain
 {
-    public Task<ServedDisk?> OpenAsync(string path, long? createSizeBytes) =>
-        server.OpenAsync(path, createSizeBytes);
+    /// <summary>The member's geometry, with this silo's disk stream when it has one.</summary>
+    public async Task<ServedDisk?> OpenAsync(string path, long? createSizeBytes)
+    {
+        var disk = await server.OpenAsync(path, createSizeBytes);
+        return disk is not null && stream.Endpoint is { } endpoint
+            ? disk with { StreamEndpoint = endpoint, StreamKey = stream.Key }
+            : disk;
+    }
 
     public async Task<Immutable<byte[]>> ReadAsync(string path, long offsetBytes, int lengthBytes) =>
         new(await server.ReadAsync(path, offsetBytes, lengthBytes));

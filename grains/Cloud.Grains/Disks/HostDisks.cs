@@ -2,6 +2,7 @@ using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
 using Cloud.Grains.Hosting;
 using Cloud.Storage.Devices;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime;
 
@@ -12,12 +13,14 @@ namespace Cloud.Grains.Disks;
 /// a live silo of that host (from the load table). A member of this silo's host is not remote: the engine opens it
 /// directly.
 /// </summary>
-public sealed class HostDisks(
+public sealed partial class HostDisks(
     IGrainFactory grains,
     LoadTable loadTable,
     ILocalSiloDetails silo,
     DiskServer local,
-    IOptions<CloudOptions> options)
+    DiskStreamClient stream,
+    IOptions<CloudOptions> options,
+    ILogger<HostDisks> logger)
 {
     /// <summary>The bound on this silo's outstanding I/Os to one remote member.</summary>
     public const int MaxInFlightIoPerMember = 32;
@@ -127,7 +130,23 @@ public sealed class HostDisks(
     {
         var disk = await server.OpenAsync(path, sizeBytes).WaitAsync(cancellationToken);
         if (disk is null) return null;
-        var channel = new GrainDiskChannel(server, path, silo.SiloAddress.ToParsableString());
+        var writer = silo.SiloAddress.ToParsableString();
+        IRemoteDiskChannel channel = new GrainDiskChannel(server, path, writer);
+        if (disk.StreamEndpoint.Length > 0
+            && string.Equals(options.Value.DiskTransport, CloudOptions.StreamDiskTransport, StringComparison.OrdinalIgnoreCase))
+        {
+            try
+            {
+                await stream.GetAsync(disk.StreamEndpoint, disk.StreamKey, writer).WaitAsync(cancellationToken);
+                channel = new StreamDiskChannel(stream, disk.StreamEndpoint, disk.StreamKey, writer, path);
+            }
+            catch (DiskStreamBrokenException ex)
+            {
+                // The host's silo answered its grain call but its stream cannot be reached (a firewall, say): the
+                // member is served all the same, by grain calls.
+                LogStreamUnreachable(logger, host, ex.Message);
+            }
+        }
         return new RemoteBlockDevice(
             $"{host}:{path}",
             disk.CapacityBytes,
@@ -136,23 +155,34 @@ public sealed class HostDisks(
             channel);
     }
 
-    /// <summary>Opens a member through a given silo's disk service, for tests of the contract and of fencing.</summary>
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "The disk stream of host {Host} cannot be used ({Reason}); its member goes by grain calls")]
+    private static partial void LogStreamUnreachable(ILogger logger, string host, string reason);
+
+    /// <summary>
+    /// Opens a member through a given silo's disk service, for tests of the contract and of fencing: by grain calls, or
+    /// over <paramref name="stream"/> when one is given (the serving silo must have a stream then).
+    /// </summary>
     internal static async ValueTask<RemoteBlockDevice?> OpenThroughAsync(
         IGrainFactory grains,
         string servingSilo,
         string path,
         long? sizeBytes,
-        string writer)
+        string writer,
+        DiskStreamClient? stream = null)
     {
         var server = grains.GetGrain<IHostDiskGrain>(servingSilo);
         var disk = await server.OpenAsync(path, sizeBytes);
-        return disk is null
-            ? null
-            : new RemoteBlockDevice(
-                $"{servingSilo}:{path}",
-                disk.CapacityBytes,
-                disk.SectorSizeBytes,
-                Math.Min(disk.MaxInFlightIo, MaxInFlightIoPerMember),
-                new GrainDiskChannel(server, path, writer));
+        if (disk is null) return null;
+        if (stream is not null && disk.StreamEndpoint.Length == 0)
+            throw new InvalidOperationException($"silo {servingSilo} has no disk stream");
+        return new RemoteBlockDevice(
+            $"{servingSilo}:{path}",
+            disk.CapacityBytes,
+            disk.SectorSizeBytes,
+            Math.Min(disk.MaxInFlightIo, MaxInFlightIoPerMember),
+            stream is null
+                ? new GrainDiskChannel(server, path, writer)
+                : new StreamDiskChannel(stream, disk.StreamEndpoint, disk.StreamKey, writer, path));
     }
 }

@@ -8,7 +8,16 @@ namespace Cloud.Grains.Disks;
 public sealed record ServedDisk(
     [property: Id(0)] long CapacityBytes,
     [property: Id(1)] int SectorSizeBytes,
-    [property: Id(2)] int MaxInFlightIo);
+    [property: Id(2)] int MaxInFlightIo)
+{
+    /// <summary>The serving silo's disk stream (<c>address:port</c>), or empty when it has none: grain calls only.</summary>
+    [Id(3)]
+    public string StreamEndpoint { get; init; } = "";
+
+    /// <summary>The key that the serving silo's disk stream asks of a caller; empty with no stream.</summary>
+    [Id(4)]
+    public byte[] StreamKey { get; init; } = [];
+}
 
 /// <summary>
 /// The disk service of one silo (key: the silo's stable name, placed on that silo): serves this host's member files

@@ -32,6 +32,28 @@ public sealed class CloudOptions
     /// </summary>
     public string[] DiskPools { get; set; } = [];
 
+    /// <summary><see cref="DiskTransport"/>: a TCP connection per pair of silos, read on a blocking thread.</summary>
+    public const string StreamDiskTransport = "stream";
+
+    /// <summary><see cref="DiskTransport"/>: Orleans grain calls to the serving silo's disk grain.</summary>
+    public const string GrainDiskTransport = "grain";
+
+    /// <summary>
+    /// How this silo reaches another host's member disks and serves its own (<c>Cloud:DiskTransport</c>):
+    /// <c>stream</c> (default), a connection of the disk service's own per pair of silos for reads and writes, with
+    /// grain calls for the rest and as the fallback when a host's stream cannot be reached; or <c>grain</c>, every
+    /// request a grain call. With TLS between silos the stream is off (it is not encrypted), so member I/O stays on
+    /// the silos' TLS connections. docs/CLUSTER.md, "Disks across hosts".
+    /// </summary>
+    public string DiskTransport { get; set; } = StreamDiskTransport;
+
+    /// <summary>
+    /// The TCP port of this silo's disk stream on its silo address (<c>Cloud:DiskStreamPort</c>, 0-65535; default 0,
+    /// a free port, which the silo gives callers with each member it opens for them). Give a fixed port where a
+    /// firewall must allow it.
+    /// </summary>
+    public int DiskStreamPort { get; set; }
+
     /// <summary>Default for <see cref="HostDownRebuildDelay"/>: like Ceph's <c>mon_osd_down_out_interval</c>.</summary>
     public static readonly TimeSpan DefaultHostDownRebuildDelay = TimeSpan.FromMinutes(10);
 
@@ -216,6 +238,11 @@ public sealed class CloudOptionsValidator : IValidateOptions<CloudOptions>
             || !o.HostName.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-'))
             errors.Add($"Cloud:HostName '{o.HostName}' is not allowed; use 1-64 characters of A-Z a-z 0-9 . _ -");
         errors.AddRange(Disks.DiskPools.Check(o.DiskPools));
+        if (!string.Equals(o.DiskTransport, CloudOptions.StreamDiskTransport, StringComparison.OrdinalIgnoreCase)
+            && !string.Equals(o.DiskTransport, CloudOptions.GrainDiskTransport, StringComparison.OrdinalIgnoreCase))
+            errors.Add($"Cloud:DiskTransport '{o.DiskTransport}' is not allowed; use stream or grain.");
+        if (o.DiskStreamPort is < 0 or > 65535)
+            errors.Add($"Cloud:DiskStreamPort is {o.DiskStreamPort}; allowed 0-65535 (0: a free port).");
         Range(errors, nameof(o.LockLease), o.LockLease, TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
         Range(
             errors,

@@ -1,0 +1,341 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using Cloud.Grains.Abstractions;
+using static Cloud.Grains.Disks.DiskStreamProtocol;
+
+namespace Cloud.Grains.Disks;
+
+/// <summary>
+/// This silo's connection to another silo's disk stream (<see cref="DiskStreamProtocol"/>) for one writer identity:
+/// requests of every member of that host go out on it at once, and one thread that blocks on the socket reads the
+/// replies, a read's data straight into the caller's buffers, and completes each request on that thread.
+/// </summary>
+/// <remarks>
+/// A request that has been sent is finished only by its reply or by the connection's end, never abandoned, so that a
+/// late reply cannot land in a buffer its caller has given back. The connection ends when the peer closes it, on any
+/// error of the socket or the protocol, and when a request has waited longer than the response timeout (a host that
+/// stopped answering); every request then outstanding fails with <see cref="DiskStreamBrokenException"/>, and the
+/// channel's next request connects again.
+/// </remarks>
+internal sealed class DiskStreamConnection : IDisposable
+{
+    private readonly Socket _socket;
+    private readonly SemaphoreSlim _send = new(1, 1);
+    private readonly ConcurrentDictionary<long, Pending> _pending = new();
+    private readonly Lock _state = new();
+    private readonly TimeSpan _responseTimeout;
+    private readonly Timer _watchdog;
+    private long _nextId;
+    private bool _broken;
+    private string _why = "the connection is closed";
+
+    private DiskStreamConnection(Socket socket, string endpoint, TimeSpan responseTimeout)
+    {
+        _socket = socket;
+        Endpoint = endpoint;
+        _responseTimeout = responseTimeout;
+        new Thread(ReceiveLoop) { IsBackground = true, Name = "cloud-disk-stream-client" }.Start();
+        var period = TimeSpan.FromMilliseconds(Math.Clamp(responseTimeout.TotalMilliseconds / 4, 50, 1000));
+        _watchdog = new Timer(_ => Watch(), null, period, period);
+    }
+
+    /// <summary>The serving silo's stream, <c>address:port</c>.</summary>
+    public string Endpoint { get; }
+
+    /// <summary>True once the connection has ended; a new one must be made.</summary>
+    public bool IsBroken
+    {
+        get
+        {
+            lock (_state) return _broken;
+        }
+    }
+
+    /// <summary>Connects and says hello; throws <see cref="DiskStreamBrokenException"/> when either fails.</summary>
+    public static async Task<DiskStreamConnection> ConnectAsync(
+        string endpoint, byte[] key, string writer, TimeSpan connectTimeout, TimeSpan responseTimeout)
+    {
+        if (!IPEndPoint.TryParse(endpoint, out var address))
+            throw new DiskStreamBrokenException($"disk stream endpoint '{endpoint}' is not an address:port");
+        var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            using (var timeout = new CancellationTokenSource(connectTimeout))
+                await socket.ConnectAsync(address, timeout.Token).ConfigureAwait(false);
+            var writerBytes = Encoding.UTF8.GetBytes(writer);
+            var hello = new byte[8 + key.Length + 2 + writerBytes.Length];
+            BinaryPrimitives.WriteUInt32LittleEndian(hello, Magic);
+            BinaryPrimitives.WriteUInt16LittleEndian(hello.AsSpan(4), ProtocolVersion);
+            BinaryPrimitives.WriteUInt16LittleEndian(hello.AsSpan(6), (ushort)key.Length);
+            key.CopyTo(hello, 8);
+            BinaryPrimitives.WriteUInt16LittleEndian(hello.AsSpan(8 + key.Length), (ushort)writerBytes.Length);
+            writerBytes.CopyTo(hello, 10 + key.Length);
+            using (var timeout = new CancellationTokenSource(connectTimeout))
+            {
+                await socket.SendAsync(hello, SocketFlags.None, timeout.Token).ConfigureAwait(false);
+                var answer = new byte[1];
+                await ReceiveExactlyAsync(socket, answer, timeout.Token).ConfigureAwait(false);
+                if (answer[0] != 0)
+                {
+                    var length = new byte[2];
+                    await ReceiveExactlyAsync(socket, length, timeout.Token).ConfigureAwait(false);
+                    var message = new byte[BinaryPrimitives.ReadUInt16LittleEndian(length)];
+                    await ReceiveExactlyAsync(socket, message, timeout.Token).ConfigureAwait(false);
+                    throw new DiskStreamBrokenException(
+                        $"disk stream {endpoint} refused the connection: {Encoding.UTF8.GetString(message)}");
+                }
+            }
+            return new DiskStreamConnection(socket, endpoint, responseTimeout);
+        }
+        catch (Exception ex) when (ex is SocketException or OperationCanceledException or EndOfStreamException)
+        {
+            socket.Dispose();
+            throw new DiskStreamBrokenException(
+                $"disk stream {endpoint} cannot be reached: {(ex is OperationCanceledException ? "no answer in " + connectTimeout.TotalSeconds + " s" : ex.Message)}",
+                ex);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Reads <paramref name="totalBytes"/> at <paramref name="offset"/> into the pieces in turn.</summary>
+    public Task ReadAsync(byte[] path, long offset, IReadOnlyList<Memory<byte>> destinations, int totalBytes) =>
+        RequestAsync(Op.Read, path, offset, totalBytes, [], destinations);
+
+    /// <summary>Writes the pieces (<paramref name="totalBytes"/> in all) in turn at <paramref name="offset"/>.</summary>
+    public Task WriteAsync(
+        byte[] path, long offset, IReadOnlyList<ReadOnlyMemory<byte>> sources, int totalBytes, bool durable) =>
+        RequestAsync(durable ? Op.WriteDurable : Op.Write, path, offset, totalBytes, sources, null);
+
+    /// <summary>Flushes the member on its host.</summary>
+    public Task FlushAsync(byte[] path) => RequestAsync(Op.Flush, path, 0, 0, [], null);
+
+    private async Task RequestAsync(
+        Op op,
+        byte[] path,
+        long offset,
+        int length,
+        IReadOnlyList<ReadOnlyMemory<byte>> sources,
+        IReadOnlyList<Memory<byte>>? destinations)
+    {
+        var id = Interlocked.Increment(ref _nextId);
+        var pending = new Pending(destinations, destinations is null ? 0 : length);
+        lock (_state)
+        {
+            if (_broken) throw new DiskStreamBrokenException(_why);
+            _pending[id] = pending;
+        }
+        var header = ArrayPool<byte>.Shared.Rent(RequestHeaderBytes + path.Length);
+        var copies = new List<byte[]>();
+        try
+        {
+            WriteRequestHeader(header, op, path.Length, id, offset, length);
+            path.CopyTo(header, RequestHeaderBytes);
+            var segments = new List<ArraySegment<byte>>(1 + sources.Count)
+            {
+                new(header, 0, RequestHeaderBytes + path.Length),
+            };
+            foreach (var source in sources)
+            {
+                if (source.IsEmpty) continue;
+                if (MemoryMarshal.TryGetArray(source, out var segment))
+                {
+                    segments.Add(segment);
+                }
+                else
+                {
+                    var copy = ArrayPool<byte>.Shared.Rent(source.Length);
+                    source.Span.CopyTo(copy);
+                    copies.Add(copy);
+                    segments.Add(new ArraySegment<byte>(copy, 0, source.Length));
+                }
+            }
+            await _send.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                var total = RequestHeaderBytes + path.Length + length * (sources.Count > 0 ? 1 : 0);
+                var sent = await _socket.SendAsync(segments, SocketFlags.None).ConfigureAwait(false);
+                if (sent != total) throw new SocketException((int)SocketError.MessageSize);
+            }
+            finally
+            {
+                _send.Release();
+            }
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            // The receive loop ends too, and fails this request with the others.
+            Break($"sending to {Endpoint} failed: {ex.Message}");
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(header);
+            foreach (var copy in copies) ArrayPool<byte>.Shared.Return(copy);
+        }
+        await pending.Done.Task.ConfigureAwait(false);
+    }
+
+    private void ReceiveLoop()
+    {
+        var header = new byte[ReplyHeaderBytes];
+        try
+        {
+            while (true)
+            {
+                ReceiveExactly(_socket, header);
+                var id = BinaryPrimitives.ReadInt64LittleEndian(header);
+                var status = (Status)header[8];
+                var length = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(12));
+                if (!_pending.TryRemove(id, out var pending))
+                    throw new InvalidDataException($"a reply for request {id}, which is not outstanding");
+                if (status == Status.Ok)
+                {
+                    if (length != pending.Expected)
+                        throw new InvalidDataException($"a reply of {length} bytes to a request for {pending.Expected}");
+                    if (pending.Destinations is { } destinations)
+                        foreach (var destination in destinations) ReceiveExactly(_socket, destination.Span);
+                    pending.Done.TrySetResult();
+                    continue;
+                }
+                if (length is < 0 or > MaxMessageBytes)
+                    throw new InvalidDataException($"an error reply of {length} bytes");
+                var message = new byte[length];
+                ReceiveExactly(_socket, message);
+                var text = Encoding.UTF8.GetString(message);
+                pending.Done.TrySetException(status == Status.RequestError
+                    ? new CloudRequestException(text)
+                    : new CloudStorageException(text));
+            }
+        }
+        catch (Exception ex)
+        {
+            Break(ex switch
+            {
+                EndOfStreamException => $"{Endpoint} closed the disk stream",
+                InvalidDataException => $"{Endpoint} broke the disk stream's protocol: {ex.Message}",
+                _ => $"the disk stream to {Endpoint} failed: {ex.Message}",
+            });
+            // Every request outstanding now, and any registered from here on, fails: none can be answered.
+            foreach (var id in _pending.Keys)
+                if (_pending.TryRemove(id, out var pending))
+                    pending.Done.TrySetException(new DiskStreamBrokenException(_why));
+        }
+    }
+
+    /// <summary>Ends the connection when a request has waited longer than the response timeout.</summary>
+    private void Watch()
+    {
+        var now = Stopwatch.GetTimestamp();
+        foreach (var pending in _pending.Values)
+        {
+            if (Stopwatch.GetElapsedTime(pending.Started, now) > _responseTimeout)
+            {
+                Break($"{Endpoint} did not answer a request within {_responseTimeout.TotalSeconds} s");
+                return;
+            }
+        }
+    }
+
+    private void Break(string why)
+    {
+        lock (_state)
+        {
+            if (_broken) return;
+            _broken = true;
+            _why = why;
+        }
+        _watchdog.Dispose();
+        // Shutting the socket down wakes the receive loop, which fails what is outstanding.
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+        }
+        _socket.Dispose();
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => Break("the connection was closed by this silo");
+
+    private static async Task ReceiveExactlyAsync(Socket socket, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        while (!buffer.IsEmpty)
+        {
+            var n = await socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken).ConfigureAwait(false);
+            if (n == 0) throw new EndOfStreamException("the disk stream's peer closed the connection");
+            buffer = buffer[n..];
+        }
+    }
+
+    private sealed class Pending(IReadOnlyList<Memory<byte>>? destinations, int expected)
+    {
+        // Completed on the receive thread; the caller's continuation runs there, with no hop to the thread pool.
+        public readonly TaskCompletionSource Done = new();
+
+        public readonly IReadOnlyList<Memory<byte>>? Destinations = destinations;
+
+        public readonly int Expected = expected;
+
+        public readonly long Started = Stopwatch.GetTimestamp();
+    }
+}
+
+/// <summary>The disk stream to a host could not be used: not reached, refused, closed or timed out.</summary>
+internal sealed class DiskStreamBrokenException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// This silo's disk stream connections, one per serving silo and writer identity, made on first use and again after
+/// one breaks.
+/// </summary>
+public sealed class DiskStreamClient : IDisposable
+{
+    /// <summary>How long a connection and its hello may take.</summary>
+    public static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(5);
+
+    private readonly Dictionary<(string Endpoint, string Writer), Task<DiskStreamConnection>> _connections = [];
+    private readonly Lock _gate = new();
+    private readonly TimeSpan _responseTimeout;
+    private bool _disposed;
+
+    /// <param name="responseTimeout">How long a request may wait for its reply before its connection is ended.</param>
+    public DiskStreamClient(TimeSpan responseTimeout) => _responseTimeout = responseTimeout;
+
+    /// <summary>The live connection to <paramref name="endpoint"/> for <paramref name="writer"/>, connecting when needed.</summary>
+    internal Task<DiskStreamConnection> GetAsync(string endpoint, byte[] key, string writer)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_connections.TryGetValue((endpoint, writer), out var existing)
+                && !(existing.IsFaulted || existing.IsCanceled
+                     || (existing.IsCompletedSuccessfully && existing.Result.IsBroken)))
+                return existing;
+            var connecting = DiskStreamConnection.ConnectAsync(endpoint, key, writer, ConnectTimeout, _responseTimeout);
+            _connections[(endpoint, writer)] = connecting;
+            return connecting;
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            _disposed = true;
+            foreach (var connection in _connections.Values)
+                if (connection.IsCompletedSuccessfully) connection.Result.Dispose();
+            _connections.Clear();
+        }
+    }
+}

@@ -1,0 +1,382 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using Cloud.Grains.Abstractions;
+using Cloud.Grains.Hosting;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime;
+using static Cloud.Grains.Disks.DiskStreamProtocol;
+
+namespace Cloud.Grains.Disks;
+
+/// <summary>
+/// The disk service's stream side on this silo: a TCP listener on the silo's own address whose connections carry the
+/// other silos' member I/O (<see cref="DiskStreamProtocol"/>) to <see cref="DiskServer"/>, which checks and fences
+/// each request as it does a grain call's.
+/// </summary>
+/// <remarks>
+/// Each connection has a thread of its own that blocks on its socket, reads a request whole and runs it: a member
+/// read or write of the page cache completes right there and its reply is sent from the same thread, with no
+/// thread-pool hop and one receive for a request's payload instead of Orleans' reads of a few KiB each. A request
+/// that must wait (a flush, a durable write's fsync, an open) goes on asynchronously and is answered when done, so the
+/// connection keeps reading and concurrent flushes share one <c>fdatasync</c>. Only a caller that knows the key,
+/// which this silo gives with a member's geometry in a disk grain call, gets a connection.
+/// </remarks>
+public sealed partial class DiskStreamListener(
+    DiskServer server,
+    ILocalSiloDetails silo,
+    IOptions<CloudOptions> options,
+    ILogger<DiskStreamListener> logger) : IHostedService, IDisposable
+{
+    private readonly byte[] _key = RandomNumberGenerator.GetBytes(KeyBytes);
+    private Socket? _listener;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly List<Socket> _connections = [];
+
+    private DiskServer Server => server;
+
+    private string Host => options.Value.HostName;
+
+    /// <summary>Where callers connect (<c>address:port</c>); null while the stream is off or not yet listening.</summary>
+    public string? Endpoint { get; private set; }
+
+    /// <summary>The key a caller presents, given out with a member's geometry; empty while the stream is off.</summary>
+    public byte[] Key => Endpoint is null ? [] : _key;
+
+    /// <inheritdoc />
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (!string.Equals(options.Value.DiskTransport, CloudOptions.StreamDiskTransport, StringComparison.OrdinalIgnoreCase))
+        {
+            LogStreamOff(logger, options.Value.DiskTransport);
+            return Task.CompletedTask;
+        }
+        var address = silo.SiloAddress.Endpoint.Address;
+        var listener = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            listener.Bind(new IPEndPoint(address, options.Value.DiskStreamPort));
+            listener.Listen(64);
+        }
+        catch (SocketException ex)
+        {
+            listener.Dispose();
+            // The grain path still serves every member; only the faster stream is missing.
+            LogListenFailed(logger, $"{address}:{options.Value.DiskStreamPort}", ex.Message);
+            return Task.CompletedTask;
+        }
+        _listener = listener;
+        var bound = (IPEndPoint)listener.LocalEndPoint!;
+        Endpoint = bound.ToString();
+        LogListening(logger, Endpoint);
+        _ = AcceptLoopAsync(listener);
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public Task StopAsync(CancellationToken cancellationToken)
+    {
+        Dispose();
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        Endpoint = null;
+        if (!_stopping.IsCancellationRequested) _stopping.Cancel();
+        _listener?.Dispose();
+        lock (_connections)
+        {
+            foreach (var c in _connections) c.Dispose();
+            _connections.Clear();
+        }
+    }
+
+    private async Task AcceptLoopAsync(Socket listener)
+    {
+        while (!_stopping.IsCancellationRequested)
+        {
+            Socket socket;
+            try
+            {
+                socket = await listener.AcceptAsync(_stopping.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or SocketException)
+            {
+                if (_stopping.IsCancellationRequested) return;
+                await Task.Delay(100).ConfigureAwait(false);
+                continue;
+            }
+            socket.NoDelay = true;
+            lock (_connections)
+            {
+                if (_stopping.IsCancellationRequested)
+                {
+                    socket.Dispose();
+                    return;
+                }
+                _connections.Add(socket);
+            }
+            new Thread(() => Serve(socket)) { IsBackground = true, Name = "cloud-disk-stream" }.Start();
+        }
+    }
+
+    private void Serve(Socket socket)
+    {
+        var peer = socket.RemoteEndPoint?.ToString() ?? "?";
+        var connection = new ServedConnection(this, socket);
+        try
+        {
+            var writer = Hello(socket, peer);
+            if (writer is null) return;
+            connection.Run(writer);
+        }
+        catch (Exception ex) when (ex is SocketException or EndOfStreamException or ObjectDisposedException or InvalidDataException)
+        {
+            if (!_stopping.IsCancellationRequested && ex is InvalidDataException) LogProtocolError(logger, peer, ex.Message);
+        }
+        finally
+        {
+            lock (_connections) _connections.Remove(socket);
+            connection.Close();
+        }
+    }
+
+    /// <summary>Checks the caller's key and writer address; null (and the connection refused) when either is bad.</summary>
+    private SiloAddress? Hello(Socket socket, string peer)
+    {
+        Span<byte> fixedPart = stackalloc byte[8];
+        ReceiveExactly(socket, fixedPart);
+        var magic = BinaryPrimitives.ReadUInt32LittleEndian(fixedPart);
+        var version = BinaryPrimitives.ReadUInt16LittleEndian(fixedPart[4..]);
+        var keyLength = BinaryPrimitives.ReadUInt16LittleEndian(fixedPart[6..]);
+        if (magic != Magic || keyLength > MaxKeyBytes)
+            throw new InvalidDataException("not a disk stream hello");
+        var key = new byte[keyLength];
+        ReceiveExactly(socket, key);
+        Span<byte> lengthBytes = stackalloc byte[2];
+        ReceiveExactly(socket, lengthBytes);
+        var writerLength = BinaryPrimitives.ReadUInt16LittleEndian(lengthBytes);
+        if (writerLength > MaxWriterBytes) throw new InvalidDataException("the hello's writer is too long");
+        var writerBytes = new byte[writerLength];
+        ReceiveExactly(socket, writerBytes);
+
+        string? refusal = null;
+        SiloAddress? writer = null;
+        if (version != ProtocolVersion)
+            refusal = $"disk stream version {version} is not served; this silo speaks version {ProtocolVersion}";
+        else if (!CryptographicOperations.FixedTimeEquals(key, _key))
+            refusal = "the disk stream key is not this silo's; open the member through its disk grain first";
+        else
+        {
+            try
+            {
+                writer = SiloAddress.FromParsableString(Encoding.UTF8.GetString(writerBytes));
+            }
+            catch (Exception ex) when (ex is FormatException or ArgumentException or IndexOutOfRangeException)
+            {
+                refusal = $"writer '{Encoding.UTF8.GetString(writerBytes)}' is not a silo address";
+            }
+        }
+        if (refusal is null)
+        {
+            SendAll(socket, [0]);
+            return writer;
+        }
+        LogRefused(logger, peer, refusal);
+        var message = Encoding.UTF8.GetBytes(refusal);
+        var reply = new byte[3 + message.Length];
+        reply[0] = 1;
+        BinaryPrimitives.WriteUInt16LittleEndian(reply.AsSpan(1), (ushort)message.Length);
+        message.CopyTo(reply, 3);
+        SendAll(socket, reply);
+        return null;
+    }
+
+    /// <summary>One caller's connection: requests read and run on its thread, replies sent under a lock.</summary>
+    private sealed class ServedConnection(DiskStreamListener owner, Socket socket)
+    {
+        private readonly Lock _send = new();
+        private readonly byte[] _replyHeader = new byte[ReplyHeaderBytes];
+        private readonly string _host = owner.Host;
+
+        public void Run(SiloAddress writer)
+        {
+            var header = new byte[RequestHeaderBytes];
+            var pathBuffer = new byte[256];
+            while (true)
+            {
+                ReceiveExactly(socket, header);
+                var op = (Op)header[0];
+                var pathLength = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(4));
+                var id = BinaryPrimitives.ReadInt64LittleEndian(header.AsSpan(8));
+                var offset = BinaryPrimitives.ReadInt64LittleEndian(header.AsSpan(16));
+                var length = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(24));
+                if (pathLength is < 1 or > MaxPathBytes)
+                    throw new InvalidDataException($"a request names a path of {pathLength} bytes; allowed 1-{MaxPathBytes}");
+                if (length < 0 || length > DiskServer.MaxRequestBytes)
+                    throw new InvalidDataException(
+                        $"a request moves {length} bytes; allowed 0-{DiskServer.MaxRequestBytes}");
+                if (pathBuffer.Length < pathLength) pathBuffer = new byte[pathLength];
+                ReceiveExactly(socket, pathBuffer.AsSpan(0, pathLength));
+                var path = Encoding.UTF8.GetString(pathBuffer, 0, pathLength);
+                switch (op)
+                {
+                    case Op.Read:
+                        Read(id, path, offset, length);
+                        break;
+                    case Op.Write or Op.WriteDurable:
+                        var data = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
+                        try
+                        {
+                            ReceiveExactly(socket, data.AsSpan(0, length));
+                        }
+                        catch
+                        {
+                            ArrayPool<byte>.Shared.Return(data);
+                            throw;
+                        }
+                        Write(id, path, offset, data, length, writer, op == Op.WriteDurable);
+                        break;
+                    case Op.Flush:
+                        Answer(id, owner.Server.FlushAsync(path), null);
+                        break;
+                    default:
+                        throw new InvalidDataException($"request op {(byte)op} is not one of read, write, durable write, flush");
+                }
+            }
+        }
+
+        private void Read(long id, string path, long offset, int length)
+        {
+            var data = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
+            ValueTask read;
+            try
+            {
+                read = owner.Server.ReadIntoAsync(path, offset, data.AsMemory(0, length));
+            }
+            catch (Exception ex)
+            {
+                read = ValueTask.FromException(ex);
+            }
+            if (read.IsCompletedSuccessfully)
+            {
+                try
+                {
+                    Reply(id, Status.Ok, data.AsSpan(0, length));
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(data);
+                }
+                return;
+            }
+            Answer(id, read.AsTask(), data, length);
+        }
+
+        private void Write(long id, string path, long offset, byte[] data, int length, SiloAddress writer, bool durable)
+        {
+            ValueTask write;
+            try
+            {
+                write = owner.Server.WriteFromAsync(path, offset, data.AsMemory(0, length), writer, durable);
+            }
+            catch (Exception ex)
+            {
+                write = ValueTask.FromException(ex);
+            }
+            if (write.IsCompletedSuccessfully)
+            {
+                ArrayPool<byte>.Shared.Return(data);
+                Reply(id, Status.Ok, default);
+                return;
+            }
+            Answer(id, write.AsTask(), data);
+        }
+
+        /// <summary>Replies when <paramref name="work"/> is done; the connection goes on reading meanwhile.</summary>
+        private void Answer(long id, Task work, byte[]? pooled, int replyBytes = 0) => _ = AnswerAsync(id, work, pooled, replyBytes);
+
+        private async Task AnswerAsync(long id, Task work, byte[]? pooled, int replyBytes)
+        {
+            try
+            {
+                try
+                {
+                    await work.ConfigureAwait(false);
+                    Reply(id, Status.Ok, pooled is null ? default : pooled.AsSpan(0, replyBytes));
+                }
+                catch (Exception ex) when (ex is not (SocketException or ObjectDisposedException))
+                {
+                    var (status, message) = ex switch
+                    {
+                        CloudRequestException => (Status.RequestError, ex.Message),
+                        CloudStorageException => (Status.StorageError, ex.Message),
+                        _ => (Status.StorageError, $"host '{_host}': {ex.GetType().Name}: {ex.Message}"),
+                    };
+                    var bytes = Encoding.UTF8.GetBytes(message);
+                    Reply(id, status, bytes.AsSpan(0, Math.Min(bytes.Length, MaxMessageBytes)));
+                }
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                // The caller is gone; it fails its own requests.
+            }
+            finally
+            {
+                if (pooled is not null) ArrayPool<byte>.Shared.Return(pooled);
+            }
+        }
+
+        private void Reply(long id, Status status, ReadOnlySpan<byte> payload)
+        {
+            lock (_send)
+            {
+                WriteReplyHeader(_replyHeader, id, status, payload.Length);
+                if (payload.Length <= 64 * 1024)
+                {
+                    // One send for a small reply: header and payload together.
+                    var whole = ArrayPool<byte>.Shared.Rent(ReplyHeaderBytes + payload.Length);
+                    try
+                    {
+                        _replyHeader.CopyTo(whole, 0);
+                        payload.CopyTo(whole.AsSpan(ReplyHeaderBytes));
+                        SendAll(socket, whole.AsSpan(0, ReplyHeaderBytes + payload.Length));
+                    }
+                    finally
+                    {
+                        ArrayPool<byte>.Shared.Return(whole);
+                    }
+                    return;
+                }
+                SendAll(socket, _replyHeader);
+                SendAll(socket, payload);
+            }
+        }
+
+        public void Close() => socket.Dispose();
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Disk stream listening on {Endpoint}")]
+    private static partial void LogListening(ILogger logger, string endpoint);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "Disk stream off (Cloud:DiskTransport is '{Transport}'): other silos reach this host's disks by grain calls")]
+    private static partial void LogStreamOff(ILogger logger, string transport);
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "Disk stream cannot listen on {Endpoint} ({Reason}); other silos reach this host's disks by grain calls")]
+    private static partial void LogListenFailed(ILogger logger, string endpoint, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Disk stream connection from {Peer} refused: {Reason}")]
+    private static partial void LogRefused(ILogger logger, string peer, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Disk stream connection from {Peer} closed: {Reason}")]
+    private static partial void LogProtocolError(ILogger logger, string peer, string reason);
+}
