@@ -115,9 +115,9 @@ public static class SiloTls
         ArgumentNullException.ThrowIfNull(certificates);
         var silos = certificates.CreateTlsOptions(ClusterPeer.Silo);
         var clients = certificates.CreateTlsOptions(ClusterPeer.Client);
-        // The disk service's stream is not encrypted: with TLS between silos, member I/O stays on their connections.
-        builder.Services.PostConfigure<Cloud.Grains.Hosting.CloudOptions>(
-            o => o.DiskTransport = Cloud.Grains.Hosting.CloudOptions.GrainDiskTransport);
+        // The disk service's stream speaks the same mutual TLS, with the same certificates, as the silo port.
+        builder.Services.AddSingleton(new Cloud.Grains.Disks.DiskStreamTls(
+            certificates.Certificate, (peer, chain) => certificates.Trusts(peer, ClusterPeer.Silo, chain)));
         return builder.Configure<SiloConnectionOptions>(connections =>
         {
             connections.ConfigureSiloInboundConnection(c => c.UseServerTls(silos));

@@ -37,6 +37,7 @@ public sealed class TwoTlsHosts : IAsyncLifetime
         {
             Hosts = 2,
             ClusterId = "tlsbed",
+            DiskPools = true,
             Tls = new HostBedTls
             {
                 AuthorityPem = Authority.AuthorityPem,
@@ -88,6 +89,47 @@ public sealed class TlsClusterTests(TwoTlsHosts fixture) : IClassFixture<TwoTlsH
         Assert.Equal(2, (await bed.MembershipAsync()).Count(m => m.Status == Cloud.HostBed.HostBed.ActiveStatus));
         Assert.Equal(written, read);
         Assert.Contains("mutual TLS", bed.OutputOf(0), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task AVolumeAcrossTheHostsPools_GoesOverTheDiskStreamWithMutualTls_WhichRefusesPlaintext()
+    {
+        var bed = fixture.Bed;
+        await using var client = await bed.ConnectToAsync(0);
+        // RAID-1 of two members on two hosts' pools: each silo reaches the other host's member through its disk stream.
+        await client.CreateVolumeAsync(
+            new VolumeSpec("pooled", 1 << 20, VolumeLevel.Raid1, 2, VolumeSpec.DefaultChunkSizeBytes, true));
+        var written = Enumerable.Range(0, 65536).Select(i => (byte)(i * 7)).ToArray();
+        await (await client.OpenVolumeAsync("pooled")).WriteAsync(0, written);
+        var read = new byte[written.Length];
+        await (await client.OpenVolumeAsync("pooled")).ReadAsync(0, read);
+        Assert.Equal(written, read);
+
+        var listening = System.Text.RegularExpressions.Regex.Match(
+            bed.OutputOf(1), @"Disk stream listening on (\S+) \(mutual TLS\)");
+        Assert.True(listening.Success, "h2's disk stream does not listen with mutual TLS:\n" + bed.OutputOf(1));
+        for (var i = 0; i < 2; i++)
+            Assert.DoesNotContain("cannot be used", bed.OutputOf(i), StringComparison.Ordinal);
+
+        // A caller without TLS gets nothing: the server ends the connection at its first bytes. (A plaintext server
+        // would answer this whole hello, with its key wrong, by a refusal.)
+        using var plain = new System.Net.Sockets.Socket(
+            System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        await plain.ConnectAsync(System.Net.IPEndPoint.Parse(listening.Groups[1].Value));
+        byte[] hello = [.. "CLDS"u8, 1, 0, 32, 0, .. new byte[32], 1, 0, (byte)'x'];
+        await plain.SendAsync(hello);
+        var answer = new byte[16];
+        using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        int got;
+        try
+        {
+            got = await plain.ReceiveAsync(answer, System.Net.Sockets.SocketFlags.None, wait.Token);
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            got = 0;
+        }
+        Assert.Equal(0, got);
     }
 
     [Fact]

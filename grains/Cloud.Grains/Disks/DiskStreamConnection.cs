@@ -3,8 +3,9 @@ using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
-using System.Runtime.InteropServices;
+using System.Security.Authentication;
 using System.Text;
 using Cloud.Grains.Abstractions;
 using static Cloud.Grains.Disks.DiskStreamProtocol;
@@ -25,7 +26,11 @@ namespace Cloud.Grains.Disks;
 /// </remarks>
 internal sealed class DiskStreamConnection : IDisposable
 {
+    /// <summary>Largest payload sent in one piece with its header.</summary>
+    private const int SmallRequestBytes = 64 * 1024;
+
     private readonly Socket _socket;
+    private readonly Stream _stream;
     private readonly SemaphoreSlim _send = new(1, 1);
     private readonly ConcurrentDictionary<long, Pending> _pending = new();
     private readonly Lock _state = new();
@@ -35,9 +40,10 @@ internal sealed class DiskStreamConnection : IDisposable
     private bool _broken;
     private string _why = "the connection is closed";
 
-    private DiskStreamConnection(Socket socket, string endpoint, TimeSpan responseTimeout)
+    private DiskStreamConnection(Socket socket, Stream stream, string endpoint, TimeSpan responseTimeout)
     {
         _socket = socket;
+        _stream = stream;
         Endpoint = endpoint;
         _responseTimeout = responseTimeout;
         new Thread(ReceiveLoop) { IsBackground = true, Name = "cloud-disk-stream-client" }.Start();
@@ -59,15 +65,23 @@ internal sealed class DiskStreamConnection : IDisposable
 
     /// <summary>Connects and says hello; throws <see cref="DiskStreamBrokenException"/> when either fails.</summary>
     public static async Task<DiskStreamConnection> ConnectAsync(
-        string endpoint, byte[] key, string writer, TimeSpan connectTimeout, TimeSpan responseTimeout)
+        string endpoint, byte[] key, string writer, DiskStreamTls? tls, TimeSpan connectTimeout, TimeSpan responseTimeout)
     {
         if (!IPEndPoint.TryParse(endpoint, out var address))
             throw new DiskStreamBrokenException($"disk stream endpoint '{endpoint}' is not an address:port");
         var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        Stream? stream = null;
         try
         {
-            using (var timeout = new CancellationTokenSource(connectTimeout))
-                await socket.ConnectAsync(address, timeout.Token).ConfigureAwait(false);
+            using var timeout = new CancellationTokenSource(connectTimeout);
+            await socket.ConnectAsync(address, timeout.Token).ConfigureAwait(false);
+            stream = new NetworkStream(socket, ownsSocket: false);
+            if (tls is not null)
+            {
+                var ssl = new SslStream(stream, leaveInnerStreamOpen: false);
+                stream = ssl;
+                await ssl.AuthenticateAsClientAsync(tls.ClientOptions(), timeout.Token).ConfigureAwait(false);
+            }
             var writerBytes = Encoding.UTF8.GetBytes(writer);
             var hello = new byte[8 + key.Length + 2 + writerBytes.Length];
             BinaryPrimitives.WriteUInt32LittleEndian(hello, Magic);
@@ -76,32 +90,31 @@ internal sealed class DiskStreamConnection : IDisposable
             key.CopyTo(hello, 8);
             BinaryPrimitives.WriteUInt16LittleEndian(hello.AsSpan(8 + key.Length), (ushort)writerBytes.Length);
             writerBytes.CopyTo(hello, 10 + key.Length);
-            using (var timeout = new CancellationTokenSource(connectTimeout))
+            await stream.WriteAsync(hello, timeout.Token).ConfigureAwait(false);
+            var answer = new byte[1];
+            await stream.ReadExactlyAsync(answer, timeout.Token).ConfigureAwait(false);
+            if (answer[0] != 0)
             {
-                await socket.SendAsync(hello, SocketFlags.None, timeout.Token).ConfigureAwait(false);
-                var answer = new byte[1];
-                await ReceiveExactlyAsync(socket, answer, timeout.Token).ConfigureAwait(false);
-                if (answer[0] != 0)
-                {
-                    var length = new byte[2];
-                    await ReceiveExactlyAsync(socket, length, timeout.Token).ConfigureAwait(false);
-                    var message = new byte[BinaryPrimitives.ReadUInt16LittleEndian(length)];
-                    await ReceiveExactlyAsync(socket, message, timeout.Token).ConfigureAwait(false);
-                    throw new DiskStreamBrokenException(
-                        $"disk stream {endpoint} refused the connection: {Encoding.UTF8.GetString(message)}");
-                }
+                var length = new byte[2];
+                await stream.ReadExactlyAsync(length, timeout.Token).ConfigureAwait(false);
+                var message = new byte[BinaryPrimitives.ReadUInt16LittleEndian(length)];
+                await stream.ReadExactlyAsync(message, timeout.Token).ConfigureAwait(false);
+                throw new DiskStreamBrokenException(
+                    $"disk stream {endpoint} refused the connection: {Encoding.UTF8.GetString(message)}");
             }
-            return new DiskStreamConnection(socket, endpoint, responseTimeout);
+            return new DiskStreamConnection(socket, stream, endpoint, responseTimeout);
         }
-        catch (Exception ex) when (ex is SocketException or OperationCanceledException or EndOfStreamException)
+        catch (Exception ex) when (ex is IOException or SocketException or OperationCanceledException
+                                       or AuthenticationException)
         {
+            if (stream is not null) await stream.DisposeAsync().ConfigureAwait(false);
             socket.Dispose();
-            throw new DiskStreamBrokenException(
-                $"disk stream {endpoint} cannot be reached: {(ex is OperationCanceledException ? "no answer in " + connectTimeout.TotalSeconds + " s" : ex.Message)}",
-                ex);
+            var why = ex is OperationCanceledException ? $"no answer in {connectTimeout.TotalSeconds} s" : ex.Message;
+            throw new DiskStreamBrokenException($"disk stream {endpoint} cannot be reached: {why}", ex);
         }
         catch
         {
+            if (stream is not null) await stream.DisposeAsync().ConfigureAwait(false);
             socket.Dispose();
             throw;
         }
@@ -134,44 +147,39 @@ internal sealed class DiskStreamConnection : IDisposable
             if (_broken) throw new DiskStreamBrokenException(_why);
             _pending[id] = pending;
         }
-        var header = ArrayPool<byte>.Shared.Rent(RequestHeaderBytes + path.Length);
-        var copies = new List<byte[]>();
+        // A small request goes out as one send, its payload copied behind the header; a large one sends its pieces in
+        // turn from the caller's buffers.
+        var payload = sources.Count == 0 ? 0 : length;
+        var inline = payload <= SmallRequestBytes;
+        var headerBytes = RequestHeaderBytes + path.Length;
+        var header = ArrayPool<byte>.Shared.Rent(headerBytes + (inline ? payload : 0));
         try
         {
             WriteRequestHeader(header, op, path.Length, id, offset, length);
             path.CopyTo(header, RequestHeaderBytes);
-            var segments = new List<ArraySegment<byte>>(1 + sources.Count)
+            var at = headerBytes;
+            if (inline)
             {
-                new(header, 0, RequestHeaderBytes + path.Length),
-            };
-            foreach (var source in sources)
-            {
-                if (source.IsEmpty) continue;
-                if (MemoryMarshal.TryGetArray(source, out var segment))
+                foreach (var source in sources)
                 {
-                    segments.Add(segment);
-                }
-                else
-                {
-                    var copy = ArrayPool<byte>.Shared.Rent(source.Length);
-                    source.Span.CopyTo(copy);
-                    copies.Add(copy);
-                    segments.Add(new ArraySegment<byte>(copy, 0, source.Length));
+                    source.Span.CopyTo(header.AsSpan(at));
+                    at += source.Length;
                 }
             }
             await _send.WaitAsync().ConfigureAwait(false);
             try
             {
-                var total = RequestHeaderBytes + path.Length + length * (sources.Count > 0 ? 1 : 0);
-                var sent = await _socket.SendAsync(segments, SocketFlags.None).ConfigureAwait(false);
-                if (sent != total) throw new SocketException((int)SocketError.MessageSize);
+                // A write to a socket with room completes at once.
+                await _stream.WriteAsync(header.AsMemory(0, at)).ConfigureAwait(false);
+                if (!inline)
+                    foreach (var source in sources) await _stream.WriteAsync(source).ConfigureAwait(false);
             }
             finally
             {
                 _send.Release();
             }
         }
-        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
         {
             // The receive loop ends too, and fails this request with the others.
             Break($"sending to {Endpoint} failed: {ex.Message}");
@@ -179,7 +187,6 @@ internal sealed class DiskStreamConnection : IDisposable
         finally
         {
             ArrayPool<byte>.Shared.Return(header);
-            foreach (var copy in copies) ArrayPool<byte>.Shared.Return(copy);
         }
         await pending.Done.Task.ConfigureAwait(false);
     }
@@ -187,29 +194,32 @@ internal sealed class DiskStreamConnection : IDisposable
     private void ReceiveLoop()
     {
         var header = new byte[ReplyHeaderBytes];
+        Pending? current = null;
         try
         {
             while (true)
             {
-                ReceiveExactly(_socket, header);
+                current = null;
+                _stream.ReadExactly(header);
                 var id = BinaryPrimitives.ReadInt64LittleEndian(header);
                 var status = (Status)header[8];
                 var length = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(12));
                 if (!_pending.TryRemove(id, out var pending))
                     throw new InvalidDataException($"a reply for request {id}, which is not outstanding");
+                current = pending;
                 if (status == Status.Ok)
                 {
                     if (length != pending.Expected)
                         throw new InvalidDataException($"a reply of {length} bytes to a request for {pending.Expected}");
                     if (pending.Destinations is { } destinations)
-                        foreach (var destination in destinations) ReceiveExactly(_socket, destination.Span);
+                        foreach (var destination in destinations) _stream.ReadExactly(destination.Span);
                     pending.Done.TrySetResult();
                     continue;
                 }
                 if (length is < 0 or > MaxMessageBytes)
                     throw new InvalidDataException($"an error reply of {length} bytes");
                 var message = new byte[length];
-                ReceiveExactly(_socket, message);
+                _stream.ReadExactly(message);
                 var text = Encoding.UTF8.GetString(message);
                 pending.Done.TrySetException(status == Status.RequestError
                     ? new CloudRequestException(text)
@@ -224,7 +234,9 @@ internal sealed class DiskStreamConnection : IDisposable
                 InvalidDataException => $"{Endpoint} broke the disk stream's protocol: {ex.Message}",
                 _ => $"the disk stream to {Endpoint} failed: {ex.Message}",
             });
-            // Every request outstanding now, and any registered from here on, fails: none can be answered.
+            // Every request outstanding now, and any registered from here on, fails: none can be answered. So does
+            // the one whose reply was being read.
+            current?.Done.TrySetException(new DiskStreamBrokenException(_why));
             foreach (var id in _pending.Keys)
                 if (_pending.TryRemove(id, out var pending))
                     pending.Done.TrySetException(new DiskStreamBrokenException(_why));
@@ -262,21 +274,12 @@ internal sealed class DiskStreamConnection : IDisposable
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
         {
         }
+        _stream.Dispose();
         _socket.Dispose();
     }
 
     /// <inheritdoc />
     public void Dispose() => Break("the connection was closed by this silo");
-
-    private static async Task ReceiveExactlyAsync(Socket socket, Memory<byte> buffer, CancellationToken cancellationToken)
-    {
-        while (!buffer.IsEmpty)
-        {
-            var n = await socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken).ConfigureAwait(false);
-            if (n == 0) throw new EndOfStreamException("the disk stream's peer closed the connection");
-            buffer = buffer[n..];
-        }
-    }
 
     private sealed class Pending(IReadOnlyList<Memory<byte>>? destinations, int expected)
     {
@@ -306,10 +309,16 @@ public sealed class DiskStreamClient : IDisposable
     private readonly Dictionary<(string Endpoint, string Writer), Task<DiskStreamConnection>> _connections = [];
     private readonly Lock _gate = new();
     private readonly TimeSpan _responseTimeout;
+    private readonly DiskStreamTls? _tls;
     private bool _disposed;
 
     /// <param name="responseTimeout">How long a request may wait for its reply before its connection is ended.</param>
-    public DiskStreamClient(TimeSpan responseTimeout) => _responseTimeout = responseTimeout;
+    /// <param name="tls">Mutual TLS with the silos' certificates, when the silos speak TLS; null for plaintext.</param>
+    public DiskStreamClient(TimeSpan responseTimeout, DiskStreamTls? tls = null)
+    {
+        _responseTimeout = responseTimeout;
+        _tls = tls;
+    }
 
     /// <summary>The live connection to <paramref name="endpoint"/> for <paramref name="writer"/>, connecting when needed.</summary>
     internal Task<DiskStreamConnection> GetAsync(string endpoint, byte[] key, string writer)
@@ -321,7 +330,8 @@ public sealed class DiskStreamClient : IDisposable
                 && !(existing.IsFaulted || existing.IsCanceled
                      || (existing.IsCompletedSuccessfully && existing.Result.IsBroken)))
                 return existing;
-            var connecting = DiskStreamConnection.ConnectAsync(endpoint, key, writer, ConnectTimeout, _responseTimeout);
+            var connecting = DiskStreamConnection.ConnectAsync(
+                endpoint, key, writer, _tls, ConnectTimeout, _responseTimeout);
             _connections[(endpoint, writer)] = connecting;
             return connecting;
         }

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
@@ -31,12 +32,16 @@ public sealed partial class DiskStreamListener(
     DiskServer server,
     ILocalSiloDetails silo,
     IOptions<CloudOptions> options,
-    ILogger<DiskStreamListener> logger) : IHostedService, IDisposable
+    ILogger<DiskStreamListener> logger,
+    DiskStreamTls? tls = null) : IHostedService, IDisposable
 {
     private readonly byte[] _key = RandomNumberGenerator.GetBytes(KeyBytes);
     private Socket? _listener;
     private readonly CancellationTokenSource _stopping = new();
     private readonly List<Socket> _connections = [];
+
+    /// <summary>How long a new connection may take for its TLS handshake and hello.</summary>
+    public static readonly TimeSpan HelloTimeout = TimeSpan.FromSeconds(10);
 
     private DiskServer Server => server;
 
@@ -73,7 +78,7 @@ public sealed partial class DiskStreamListener(
         _listener = listener;
         var bound = (IPEndPoint)listener.LocalEndPoint!;
         Endpoint = bound.ToString();
-        LogListening(logger, Endpoint);
+        LogListening(logger, Endpoint, tls is null ? "plaintext" : "mutual TLS");
         _ = AcceptLoopAsync(listener);
         return Task.CompletedTask;
     }
@@ -130,42 +135,55 @@ public sealed partial class DiskStreamListener(
     private void Serve(Socket socket)
     {
         var peer = socket.RemoteEndPoint?.ToString() ?? "?";
-        var connection = new ServedConnection(this, socket);
+        Stream stream = new NetworkStream(socket, ownsSocket: false);
         try
         {
-            var writer = Hello(socket, peer);
+            // A caller has this long to finish its TLS handshake and hello; then requests may come at any pace.
+            socket.ReceiveTimeout = socket.SendTimeout = (int)HelloTimeout.TotalMilliseconds;
+            if (tls is not null)
+            {
+                var ssl = new SslStream(stream, leaveInnerStreamOpen: false);
+                stream = ssl;
+                ssl.AuthenticateAsServer(tls.ServerOptions());
+            }
+            var writer = Hello(stream, peer);
             if (writer is null) return;
-            connection.Run(writer);
+            socket.ReceiveTimeout = socket.SendTimeout = 0;
+            new ServedConnection(this, stream).Run(writer);
         }
-        catch (Exception ex) when (ex is SocketException or EndOfStreamException or ObjectDisposedException or InvalidDataException)
+        catch (Exception ex)
         {
-            if (!_stopping.IsCancellationRequested && ex is InvalidDataException) LogProtocolError(logger, peer, ex.Message);
+            // A thread of its own must not let anything escape (that would end the process); the caller sees the
+            // connection end and fails its requests as unreachable. A peer that went away is no news.
+            if (!_stopping.IsCancellationRequested && ex is not (IOException or SocketException or ObjectDisposedException))
+                LogProtocolError(logger, peer, ex.Message);
         }
         finally
         {
             lock (_connections) _connections.Remove(socket);
-            connection.Close();
+            stream.Dispose();
+            socket.Dispose();
         }
     }
 
     /// <summary>Checks the caller's key and writer address; null (and the connection refused) when either is bad.</summary>
-    private SiloAddress? Hello(Socket socket, string peer)
+    private SiloAddress? Hello(Stream stream, string peer)
     {
         Span<byte> fixedPart = stackalloc byte[8];
-        ReceiveExactly(socket, fixedPart);
+        stream.ReadExactly(fixedPart);
         var magic = BinaryPrimitives.ReadUInt32LittleEndian(fixedPart);
         var version = BinaryPrimitives.ReadUInt16LittleEndian(fixedPart[4..]);
         var keyLength = BinaryPrimitives.ReadUInt16LittleEndian(fixedPart[6..]);
         if (magic != Magic || keyLength > MaxKeyBytes)
             throw new InvalidDataException("not a disk stream hello");
         var key = new byte[keyLength];
-        ReceiveExactly(socket, key);
+        stream.ReadExactly(key);
         Span<byte> lengthBytes = stackalloc byte[2];
-        ReceiveExactly(socket, lengthBytes);
+        stream.ReadExactly(lengthBytes);
         var writerLength = BinaryPrimitives.ReadUInt16LittleEndian(lengthBytes);
         if (writerLength > MaxWriterBytes) throw new InvalidDataException("the hello's writer is too long");
         var writerBytes = new byte[writerLength];
-        ReceiveExactly(socket, writerBytes);
+        stream.ReadExactly(writerBytes);
 
         string? refusal = null;
         SiloAddress? writer = null;
@@ -186,7 +204,7 @@ public sealed partial class DiskStreamListener(
         }
         if (refusal is null)
         {
-            SendAll(socket, [0]);
+            stream.Write([0]);
             return writer;
         }
         LogRefused(logger, peer, refusal);
@@ -195,12 +213,12 @@ public sealed partial class DiskStreamListener(
         reply[0] = 1;
         BinaryPrimitives.WriteUInt16LittleEndian(reply.AsSpan(1), (ushort)message.Length);
         message.CopyTo(reply, 3);
-        SendAll(socket, reply);
+        stream.Write(reply);
         return null;
     }
 
     /// <summary>One caller's connection: requests read and run on its thread, replies sent under a lock.</summary>
-    private sealed class ServedConnection(DiskStreamListener owner, Socket socket)
+    private sealed class ServedConnection(DiskStreamListener owner, Stream stream)
     {
         private readonly Lock _send = new();
         private readonly byte[] _replyHeader = new byte[ReplyHeaderBytes];
@@ -212,7 +230,7 @@ public sealed partial class DiskStreamListener(
             var pathBuffer = new byte[256];
             while (true)
             {
-                ReceiveExactly(socket, header);
+                stream.ReadExactly(header);
                 var op = (Op)header[0];
                 var pathLength = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(4));
                 var id = BinaryPrimitives.ReadInt64LittleEndian(header.AsSpan(8));
@@ -224,7 +242,7 @@ public sealed partial class DiskStreamListener(
                     throw new InvalidDataException(
                         $"a request moves {length} bytes; allowed 0-{DiskServer.MaxRequestBytes}");
                 if (pathBuffer.Length < pathLength) pathBuffer = new byte[pathLength];
-                ReceiveExactly(socket, pathBuffer.AsSpan(0, pathLength));
+                stream.ReadExactly(pathBuffer.AsSpan(0, pathLength));
                 var path = Encoding.UTF8.GetString(pathBuffer, 0, pathLength);
                 switch (op)
                 {
@@ -235,7 +253,7 @@ public sealed partial class DiskStreamListener(
                         var data = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
                         try
                         {
-                            ReceiveExactly(socket, data.AsSpan(0, length));
+                            stream.ReadExactly(data.AsSpan(0, length));
                         }
                         catch
                         {
@@ -312,7 +330,7 @@ public sealed partial class DiskStreamListener(
                     await work.ConfigureAwait(false);
                     Reply(id, Status.Ok, pooled is null ? default : pooled.AsSpan(0, replyBytes));
                 }
-                catch (Exception ex) when (ex is not (SocketException or ObjectDisposedException))
+                catch (Exception ex) when (ex is not (IOException or SocketException or ObjectDisposedException))
                 {
                     var (status, message) = ex switch
                     {
@@ -324,7 +342,7 @@ public sealed partial class DiskStreamListener(
                     Reply(id, status, bytes.AsSpan(0, Math.Min(bytes.Length, MaxMessageBytes)));
                 }
             }
-            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
             {
                 // The caller is gone; it fails its own requests.
             }
@@ -347,7 +365,7 @@ public sealed partial class DiskStreamListener(
                     {
                         _replyHeader.CopyTo(whole, 0);
                         payload.CopyTo(whole.AsSpan(ReplyHeaderBytes));
-                        SendAll(socket, whole.AsSpan(0, ReplyHeaderBytes + payload.Length));
+                        stream.Write(whole.AsSpan(0, ReplyHeaderBytes + payload.Length));
                     }
                     finally
                     {
@@ -355,16 +373,15 @@ public sealed partial class DiskStreamListener(
                     }
                     return;
                 }
-                SendAll(socket, _replyHeader);
-                SendAll(socket, payload);
+                stream.Write(_replyHeader);
+                stream.Write(payload);
             }
         }
 
-        public void Close() => socket.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Disk stream listening on {Endpoint}")]
-    private static partial void LogListening(ILogger logger, string endpoint);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Disk stream listening on {Endpoint} ({Security})")]
+    private static partial void LogListening(ILogger logger, string endpoint, string security);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "Disk stream off (Cloud:DiskTransport is '{Transport}'): other silos reach this host's disks by grain calls")]

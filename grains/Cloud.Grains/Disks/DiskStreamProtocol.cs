@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Net.Sockets;
 
 namespace Cloud.Grains.Disks;
 
@@ -73,22 +72,5 @@ internal static class DiskStreamProtocol
         BinaryPrimitives.WriteInt64LittleEndian(header, id);
         header[8] = (byte)status;
         BinaryPrimitives.WriteInt32LittleEndian(header[12..], length);
-    }
-
-    /// <summary>Receives exactly <paramref name="buffer"/>.Length bytes, blocking; EOF first is an error.</summary>
-    public static void ReceiveExactly(Socket socket, Span<byte> buffer)
-    {
-        while (!buffer.IsEmpty)
-        {
-            var n = socket.Receive(buffer, SocketFlags.None);
-            if (n == 0) throw new EndOfStreamException("the disk stream's peer closed the connection");
-            buffer = buffer[n..];
-        }
-    }
-
-    /// <summary>Sends every byte of <paramref name="buffer"/>, blocking.</summary>
-    public static void SendAll(Socket socket, ReadOnlySpan<byte> buffer)
-    {
-        while (!buffer.IsEmpty) buffer = buffer[socket.Send(buffer, SocketFlags.None)..];
     }
 }

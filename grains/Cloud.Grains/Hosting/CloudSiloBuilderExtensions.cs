@@ -61,7 +61,8 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<Disks.DiskStreamListener>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Disks.DiskStreamListener>());
         builder.Services.AddSingleton(sp => new Disks.DiskStreamClient(
-            sp.GetRequiredService<IOptions<Orleans.Configuration.SiloMessagingOptions>>().Value.ResponseTimeout));
+            sp.GetRequiredService<IOptions<Orleans.Configuration.SiloMessagingOptions>>().Value.ResponseTimeout,
+            sp.GetService<Disks.DiskStreamTls>()));
         builder.Services.AddSingleton<Disks.MemberPlacement>();
         // The automatic rebuild of a host gone for good: every silo asks the cluster's one rebuild grain to check.
         builder.Services.AddHostedService<Disks.HostDownRebuildService>();
