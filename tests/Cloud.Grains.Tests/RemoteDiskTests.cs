@@ -23,9 +23,9 @@ public class RemoteBlockDeviceContractTests(PooledHosts hosts)
 
     private string Server => Cluster.Silos[1].Name;
 
-    private string NewMemberPath() => Path.Combine(hosts.PoolOf(Server), "contract", Guid.NewGuid().ToString("N") + ".img");
+    protected string NewMemberPath() => Path.Combine(hosts.PoolOf(Server), "contract", Guid.NewGuid().ToString("N") + ".img");
 
-    private async ValueTask<RemoteBlockDevice> OpenAsync(string path, long? sizeBytes, SiloAddress writer) =>
+    protected async ValueTask<RemoteBlockDevice> OpenAsync(string path, long? sizeBytes, SiloAddress writer) =>
         await HostDisks.OpenThroughAsync(
             Cluster.Grains(Cluster.Silos[0]), Server, path, sizeBytes, writer.ToParsableString(), Stream)
         ?? throw new InvalidOperationException($"{path} was not created");
@@ -162,6 +162,28 @@ public sealed class StreamBlockDeviceContractTests(PooledHosts hosts) : RemoteBl
         });
         foreach (var (i, back) in await Task.WhenAll(reads))
             Assert.True(back.AsSpan().SequenceEqual(Blocks.Pattern(2 * sector, i + 1)), $"request {i} read another's data");
+    }
+
+    [Fact]
+    public async Task DurableWritesArrivingTogether_ShareFlushes_AndEachLands()
+    {
+        // The serving connection commits the durable writes it has read as a group: one fdatasync for those that
+        // arrived together, each answered only after it.
+        var path = NewMemberPath();
+        await using var device = await OpenAsync(path, ContractCapacityBytes, Cluster.Silos[0].SiloAddress);
+        var server = Cluster.Service<DiskServer>(Cluster.Silos[1]);
+        var sector = device.SectorSizeBytes;
+        var before = server.FlushesOf(path);
+        const int writes = 64;
+        await Task.WhenAll(Enumerable.Range(0, writes).Select(i => device.WriteGatherDurableAsync(
+            i * (long)sector, [Blocks.Pattern(sector, i + 1)]).AsTask()));
+        var flushes = server.FlushesOf(path) - before;
+        Assert.InRange(flushes, 1, writes - 1);
+        var back = new byte[writes * sector];
+        await using (var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+            await file.ReadExactlyAsync(back);
+        for (var i = 0; i < writes; i++)
+            Assert.True(back.AsSpan(i * sector, sector).SequenceEqual(Blocks.Pattern(sector, i + 1)), $"write {i} is not on the host's file");
     }
 
     [Fact]

@@ -211,8 +211,12 @@ public sealed class DiskServer(
     /// Writes <paramref name="data"/> to an open member for <paramref name="writer"/> (the disk stream's write), unless
     /// that silo is fenced; with <paramref name="durable"/>, completes once the file is flushed after the write.
     /// </summary>
+    /// <remarks>
+    /// With <paramref name="commitLater"/> a durable write returns once written, and the caller makes it durable with
+    /// <see cref="FlushNow"/> before it answers.
+    /// </remarks>
     internal async ValueTask WriteFromAsync(
-        string path, long offsetBytes, ReadOnlyMemory<byte> data, SiloAddress writer, bool durable)
+        string path, long offsetBytes, ReadOnlyMemory<byte> data, SiloAddress writer, bool durable, bool commitLater = false)
     {
         CheckLength(data.Length);
         Served?.Invoke(durable ? "WriteDurable" : "Write", offsetBytes);
@@ -227,7 +231,29 @@ public sealed class DiskServer(
         {
             _inFlight.Release();
         }
-        if (durable) await Guard(() => device.FlushAsync(), device.Name, "flush", offsetBytes);
+        if (durable && !commitLater) await Guard(() => device.FlushAsync(), device.Name, "flush", offsetBytes);
+    }
+
+    /// <summary>Flushes issued to an open member since it was opened here (for tests and metrics); 0 when not open.</summary>
+    internal long FlushesOf(string path) =>
+        _open.TryGetValue(Path.GetFullPath(path), out var device) ? device.FlushesIssued : 0;
+
+    /// <summary>
+    /// Flushes an open member on the calling thread, blocking it (the disk stream's group commit of the durable writes
+    /// one connection has read).
+    /// </summary>
+    internal void FlushNow(string path)
+    {
+        if (!_open.TryGetValue(Path.GetFullPath(path), out var device))
+            throw new CloudStorageException($"host '{Host}': member {path} is not open");
+        try
+        {
+            device.Flush();
+        }
+        catch (IOException ex)
+        {
+            throw new CloudStorageException($"host '{Host}': {device.Name}: flush failed: {ex.Message}");
+        }
     }
 
     /// <summary>Flushes an open member.</summary>

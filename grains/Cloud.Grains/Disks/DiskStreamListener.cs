@@ -149,7 +149,7 @@ public sealed partial class DiskStreamListener(
             var writer = Hello(stream, peer);
             if (writer is null) return;
             socket.ReceiveTimeout = socket.SendTimeout = 0;
-            new ServedConnection(this, stream).Run(writer);
+            new ServedConnection(this, socket, stream).Run(writer);
         }
         catch (Exception ex)
         {
@@ -218,8 +218,11 @@ public sealed partial class DiskStreamListener(
     }
 
     /// <summary>One caller's connection: requests read and run on its thread, replies sent under a lock.</summary>
-    private sealed class ServedConnection(DiskStreamListener owner, Stream stream)
+    private sealed class ServedConnection(DiskStreamListener owner, Socket socket, Stream stream)
     {
+        /// <summary>Durable writes written and not yet flushed: answered together after one flush per member.</summary>
+        private readonly List<(long Id, string Path)> _toCommit = [];
+
         private readonly Lock _send = new();
         private readonly byte[] _replyHeader = new byte[ReplyHeaderBytes];
         private readonly string _host = owner.Host;
@@ -268,7 +271,50 @@ public sealed partial class DiskStreamListener(
                     default:
                         throw new InvalidDataException($"request op {(byte)op} is not one of read, write, durable write, flush");
                 }
+                // Group commit: the durable writes read so far are flushed and answered once no further request is
+                // waiting, so that those that arrived together share an fdatasync per member, and the flush runs on
+                // this thread with no hop to the thread pool. (With TLS, a request already decrypted may wait for
+                // the flush; it is answered right after.)
+                if (_toCommit.Count > 0 && socket.Available == 0) Commit();
             }
+        }
+
+        private void Commit()
+        {
+            Dictionary<string, Exception?> flushed = new(StringComparer.Ordinal);
+            foreach (var (_, path) in _toCommit)
+            {
+                if (flushed.ContainsKey(path)) continue;
+                try
+                {
+                    owner.Server.FlushNow(path);
+                    flushed[path] = null;
+                }
+                catch (Exception ex)
+                {
+                    flushed[path] = ex;
+                }
+            }
+            // The answers in one send.
+            var answers = ArrayPool<byte>.Shared.Rent(_toCommit.Count * ReplyHeaderBytes);
+            try
+            {
+                var at = 0;
+                foreach (var (id, path) in _toCommit)
+                {
+                    if (flushed[path] is not null) continue;
+                    WriteReplyHeader(answers.AsSpan(at), id, Status.Ok, 0);
+                    at += ReplyHeaderBytes;
+                }
+                lock (_send) stream.Write(answers, 0, at);
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(answers);
+            }
+            foreach (var (id, path) in _toCommit)
+                if (flushed[path] is { } error) Fail(id, error);
+            _toCommit.Clear();
         }
 
         private void Read(long id, string path, long offset, int length)
@@ -303,7 +349,8 @@ public sealed partial class DiskStreamListener(
             ValueTask write;
             try
             {
-                write = owner.Server.WriteFromAsync(path, offset, data.AsMemory(0, length), writer, durable);
+                write = owner.Server.WriteFromAsync(
+                    path, offset, data.AsMemory(0, length), writer, durable, commitLater: durable);
             }
             catch (Exception ex)
             {
@@ -312,10 +359,18 @@ public sealed partial class DiskStreamListener(
             if (write.IsCompletedSuccessfully)
             {
                 ArrayPool<byte>.Shared.Return(data);
-                Reply(id, Status.Ok, default);
+                if (durable) _toCommit.Add((id, path));
+                else Reply(id, Status.Ok, default);
                 return;
             }
-            Answer(id, write.AsTask(), data);
+            Answer(id, durable ? ThenFlushAsync(write, path) : write.AsTask(), data);
+        }
+
+        /// <summary>A durable write that did not complete at once: flushed on its own once written.</summary>
+        private async Task ThenFlushAsync(ValueTask write, string path)
+        {
+            await write.ConfigureAwait(false);
+            await owner.Server.FlushAsync(path).ConfigureAwait(false);
         }
 
         /// <summary>Replies when <paramref name="work"/> is done; the connection goes on reading meanwhile.</summary>
@@ -332,14 +387,7 @@ public sealed partial class DiskStreamListener(
                 }
                 catch (Exception ex) when (ex is not (IOException or SocketException or ObjectDisposedException))
                 {
-                    var (status, message) = ex switch
-                    {
-                        CloudRequestException => (Status.RequestError, ex.Message),
-                        CloudStorageException => (Status.StorageError, ex.Message),
-                        _ => (Status.StorageError, $"host '{_host}': {ex.GetType().Name}: {ex.Message}"),
-                    };
-                    var bytes = Encoding.UTF8.GetBytes(message);
-                    Reply(id, status, bytes.AsSpan(0, Math.Min(bytes.Length, MaxMessageBytes)));
+                    Fail(id, ex);
                 }
             }
             catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
@@ -350,6 +398,19 @@ public sealed partial class DiskStreamListener(
             {
                 if (pooled is not null) ArrayPool<byte>.Shared.Return(pooled);
             }
+        }
+
+        /// <summary>Answers with the failure: the host's own message for its errors, the exception's for others.</summary>
+        private void Fail(long id, Exception ex)
+        {
+            var (status, message) = ex switch
+            {
+                CloudRequestException => (Status.RequestError, ex.Message),
+                CloudStorageException => (Status.StorageError, ex.Message),
+                _ => (Status.StorageError, $"host '{_host}': {ex.GetType().Name}: {ex.Message}"),
+            };
+            var bytes = Encoding.UTF8.GetBytes(message);
+            Reply(id, status, bytes.AsSpan(0, Math.Min(bytes.Length, MaxMessageBytes)));
         }
 
         private void Reply(long id, Status status, ReadOnlySpan<byte> payload)

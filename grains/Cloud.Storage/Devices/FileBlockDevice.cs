@@ -380,6 +380,22 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
         }
     }
 
+    /// <summary>
+    /// <see cref="FlushAsync"/> on the calling thread, which blocks for the <c>fdatasync</c>: for a caller with a thread
+    /// of its own (the disk stream's connection, which commits the durable writes it has read as one group).
+    /// </summary>
+    public void Flush()
+    {
+        try
+        {
+            _flush.Flush();
+        }
+        catch (IOException e)
+        {
+            throw new BlockDeviceException(Name, $"fsync failed: {e.Message}", e);
+        }
+    }
+
     /// <summary>Flushes started so far: fewer than calls of <see cref="FlushAsync"/> when callers shared them.</summary>
     public long FlushesIssued => _flush.Flushes;
 

@@ -35,9 +35,7 @@ public sealed class FlushCoalescer(Action flush)
         await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            // Rethrown as awaiting a shared faulted task would: the same exception, this caller's stack appended.
-            if (_failure is { } failed && ticket <= failed.Through) ExceptionDispatchInfo.Throw(failed.Error);
-            if (Volatile.Read(ref _flushedThrough) >= ticket) return;
+            if (Settled(ticket)) return;
             // Every request numbered up to here arrived, its writes completed, before this flush starts.
             var covers = Interlocked.Read(ref _requests);
             Interlocked.Increment(ref _flushes);
@@ -56,5 +54,46 @@ public sealed class FlushCoalescer(Action flush)
         {
             _turn.Release();
         }
+    }
+
+    /// <summary>
+    /// <see cref="FlushAsync"/> on the calling thread, blocked for the flush (and for one already running): for a
+    /// caller with a thread of its own to spend, which saves the hop to the thread pool.
+    /// </summary>
+    public void Flush()
+    {
+        var ticket = Interlocked.Increment(ref _requests);
+        _turn.Wait();
+        try
+        {
+            if (Settled(ticket)) return;
+            var covers = Interlocked.Read(ref _requests);
+            Interlocked.Increment(ref _flushes);
+            try
+            {
+                flush();
+            }
+            catch (Exception e)
+            {
+                _failure = (covers, e);
+                throw;
+            }
+            Volatile.Write(ref _flushedThrough, covers);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    /// <summary>
+    /// True when a flush that started after request <paramref name="ticket"/> has completed; throws the failure of one
+    /// that covered it.
+    /// </summary>
+    private bool Settled(long ticket)
+    {
+        // Rethrown as awaiting a shared faulted task would: the same exception, this caller's stack appended.
+        if (_failure is { } failed && ticket <= failed.Through) ExceptionDispatchInfo.Throw(failed.Error);
+        return Volatile.Read(ref _flushedThrough) >= ticket;
     }
 }
