@@ -31,7 +31,11 @@ internal sealed class DiskStreamConnection : IDisposable
 
     private readonly Socket _socket;
     private readonly Stream _stream;
-    private readonly SemaphoreSlim _send = new(1, 1);
+    /// <summary>Bytes of small requests sent in one write.</summary>
+    private const int BatchBytes = 256 * 1024;
+
+    private readonly ConcurrentQueue<Outgoing> _outbox = new();
+    private int _sending;
     private readonly ConcurrentDictionary<long, Pending> _pending = new();
     private readonly Lock _state = new();
     private readonly TimeSpan _responseTimeout;
@@ -147,48 +151,92 @@ internal sealed class DiskStreamConnection : IDisposable
             if (_broken) throw new DiskStreamBrokenException(_why);
             _pending[id] = pending;
         }
-        // A small request goes out as one send, its payload copied behind the header; a large one sends its pieces in
-        // turn from the caller's buffers.
+        // A small request goes out with its payload copied behind the header; a large one sends its pieces in turn
+        // from the caller's buffers, which stay the caller's until the reply.
         var payload = sources.Count == 0 ? 0 : length;
         var inline = payload <= SmallRequestBytes;
         var headerBytes = RequestHeaderBytes + path.Length;
         var header = ArrayPool<byte>.Shared.Rent(headerBytes + (inline ? payload : 0));
-        try
+        WriteRequestHeader(header, op, path.Length, id, offset, length);
+        path.CopyTo(header, RequestHeaderBytes);
+        var at = headerBytes;
+        if (inline)
         {
-            WriteRequestHeader(header, op, path.Length, id, offset, length);
-            path.CopyTo(header, RequestHeaderBytes);
-            var at = headerBytes;
-            if (inline)
+            foreach (var source in sources)
             {
-                foreach (var source in sources)
-                {
-                    source.Span.CopyTo(header.AsSpan(at));
-                    at += source.Length;
-                }
+                source.Span.CopyTo(header.AsSpan(at));
+                at += source.Length;
             }
-            await _send.WaitAsync().ConfigureAwait(false);
+        }
+        _outbox.Enqueue(new Outgoing(header, at, inline ? null : sources));
+        await SendAsync().ConfigureAwait(false);
+        await pending.Done.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Sends what the outbox holds, unless another caller is sending it already: the requests that queued meanwhile go
+    /// out together, the small ones in one write, so that concurrent requests to a host cost one system call (and one
+    /// wake-up of the host's connection thread) between them rather than one each.
+    /// </summary>
+    private async ValueTask SendAsync()
+    {
+        while (Interlocked.CompareExchange(ref _sending, 1, 0) == 0)
+        {
             try
             {
-                // A write to a socket with room completes at once.
-                await _stream.WriteAsync(header.AsMemory(0, at)).ConfigureAwait(false);
-                if (!inline)
-                    foreach (var source in sources) await _stream.WriteAsync(source).ConfigureAwait(false);
+                await DrainAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+            {
+                // The receive loop ends too, and fails every request outstanding.
+                Break($"sending to {Endpoint} failed: {ex.Message}");
+                return;
             }
             finally
             {
-                _send.Release();
+                // A full fence: a request queued after the drain's last look is seen by the check below.
+                Interlocked.Exchange(ref _sending, 0);
             }
+            if (_outbox.IsEmpty) return;
         }
-        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+    }
+
+    private async Task DrainAsync()
+    {
+        var batch = ArrayPool<byte>.Shared.Rent(BatchBytes);
+        try
         {
-            // The receive loop ends too, and fails this request with the others.
-            Break($"sending to {Endpoint} failed: {ex.Message}");
+            var at = 0;
+            while (_outbox.TryDequeue(out var request))
+            {
+                try
+                {
+                    if (request.Pieces is null && at + request.HeaderBytes <= batch.Length)
+                    {
+                        request.Header.AsSpan(0, request.HeaderBytes).CopyTo(batch.AsSpan(at));
+                        at += request.HeaderBytes;
+                        continue;
+                    }
+                    if (at > 0)
+                    {
+                        await _stream.WriteAsync(batch.AsMemory(0, at)).ConfigureAwait(false);
+                        at = 0;
+                    }
+                    await _stream.WriteAsync(request.Header.AsMemory(0, request.HeaderBytes)).ConfigureAwait(false);
+                    foreach (var piece in request.Pieces ?? [])
+                        await _stream.WriteAsync(piece).ConfigureAwait(false);
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(request.Header);
+                }
+            }
+            if (at > 0) await _stream.WriteAsync(batch.AsMemory(0, at)).ConfigureAwait(false);
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(header);
+            ArrayPool<byte>.Shared.Return(batch);
         }
-        await pending.Done.Task.ConfigureAwait(false);
     }
 
     private void ReceiveLoop()
@@ -280,6 +328,9 @@ internal sealed class DiskStreamConnection : IDisposable
 
     /// <inheritdoc />
     public void Dispose() => Break("the connection was closed by this silo");
+
+    /// <summary>A request waiting to be sent: its header (with a small payload behind it), or the header and pieces.</summary>
+    private sealed record Outgoing(byte[] Header, int HeaderBytes, IReadOnlyList<ReadOnlyMemory<byte>>? Pieces);
 
     private sealed class Pending(IReadOnlyList<Memory<byte>>? destinations, int expected)
     {

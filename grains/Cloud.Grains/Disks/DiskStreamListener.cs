@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
@@ -220,8 +221,16 @@ public sealed partial class DiskStreamListener(
     /// <summary>One caller's connection: requests read and run on its thread, replies sent under a lock.</summary>
     private sealed class ServedConnection(DiskStreamListener owner, Socket socket, Stream stream)
     {
+        /// <summary>The most durable writes one group commit answers.</summary>
+        private const int MaxGroupWrites = 64;
+
+        /// <summary>The longest a durable write waits for its group to close while requests keep coming.</summary>
+        private static readonly TimeSpan MaxGroupDelay = TimeSpan.FromMilliseconds(1);
+
         /// <summary>Durable writes written and not yet flushed: answered together after one flush per member.</summary>
         private readonly List<(long Id, string Path)> _toCommit = [];
+
+        private long _groupStarted;
 
         private readonly Lock _send = new();
         private readonly byte[] _replyHeader = new byte[ReplyHeaderBytes];
@@ -273,9 +282,13 @@ public sealed partial class DiskStreamListener(
                 }
                 // Group commit: the durable writes read so far are flushed and answered once no further request is
                 // waiting, so that those that arrived together share an fdatasync per member, and the flush runs on
-                // this thread with no hop to the thread pool. (With TLS, a request already decrypted may wait for
-                // the flush; it is answered right after.)
-                if (_toCommit.Count > 0 && socket.Available == 0) Commit();
+                // this thread with no hop to the thread pool; and at the latest after a group's bound in writes or
+                // time, so that a caller that never pauses does not hold its durable writes back. (With TLS, a
+                // request already decrypted may wait for the flush; it is answered right after.)
+                if (_toCommit.Count > 0
+                    && (socket.Available == 0 || _toCommit.Count >= MaxGroupWrites
+                        || Stopwatch.GetElapsedTime(_groupStarted) > MaxGroupDelay))
+                    Commit();
             }
         }
 
@@ -359,7 +372,11 @@ public sealed partial class DiskStreamListener(
             if (write.IsCompletedSuccessfully)
             {
                 ArrayPool<byte>.Shared.Return(data);
-                if (durable) _toCommit.Add((id, path));
+                if (durable)
+                {
+                    if (_toCommit.Count == 0) _groupStarted = Stopwatch.GetTimestamp();
+                    _toCommit.Add((id, path));
+                }
                 else Reply(id, Status.Ok, default);
                 return;
             }
