@@ -27,7 +27,8 @@
 # SECTIONS, FIO_RUNTIME, FIO_RAMP as in bench/nbd.sh) on each, interleaved; prints throughput, the remote/local ratio
 # and the silos' and fio's CPU time per I/O, and exits 1 below 0.6x for sequential 1 MiB or 0.4x for random 4 KiB
 # writes. The remote volume keeps the partial parity log; Cloud__PartialParityLog=false in the environment (passed to
-# the silos) makes it without, for the log's cost.
+# the silos) makes it without, for the log's cost; Cloud__DiskTransport=grain sends the member I/O as grain calls
+# instead of over the disk stream, for the transport's worth.
 #   bench/hosts.sh --remote-members [--member-mib N (default 64; the volumes hold 4x that)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
