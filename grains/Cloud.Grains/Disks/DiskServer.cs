@@ -96,22 +96,8 @@ public sealed class DiskServer(
     }
 
     /// <summary>Writes to an open member for <paramref name="writer"/>, unless that silo is fenced.</summary>
-    public async Task WriteAsync(string path, long offsetBytes, byte[] data, string writer)
-    {
-        CheckLength(data.Length);
-        Served?.Invoke("Write", offsetBytes);
-        var device = await DeviceAsync(path);
-        CheckWriter(writer, device.Name);
-        await _inFlight.WaitAsync();
-        try
-        {
-            await Guard(() => device.WriteAsync(offsetBytes, data), device.Name, "write", offsetBytes);
-        }
-        finally
-        {
-            _inFlight.Release();
-        }
-    }
+    public Task WriteAsync(string path, long offsetBytes, byte[] data, string writer) =>
+        WriteFromAsync(path, offsetBytes, data, ParseWriter(writer, path), durable: false).AsTask();
 
     /// <summary>
     /// Reads from an open member into a pooled buffer, the reply's payload: Orleans' serializer returns its segments to
@@ -288,18 +274,18 @@ public sealed class DiskServer(
     /// Refuses a write from a silo the membership has declared dead, or from an older generation of a silo that has
     /// restarted: a late write of a writer whose locks the cluster has already released must not reach the disk.
     /// </summary>
-    private void CheckWriter(string writer, string device)
+    private void CheckWriter(string writer, string device) => CheckWriter(ParseWriter(writer, device), device);
+
+    private SiloAddress ParseWriter(string writer, string device)
     {
-        SiloAddress address;
         try
         {
-            address = SiloAddress.FromParsableString(writer);
+            return SiloAddress.FromParsableString(writer);
         }
         catch (Exception ex) when (ex is FormatException or ArgumentException or IndexOutOfRangeException)
         {
             throw new CloudStorageException($"host '{Host}': {device}: writer '{writer}' is not a silo address");
         }
-        CheckWriter(address, device);
     }
 
     /// <inheritdoc cref="CheckWriter(string, string)"/>

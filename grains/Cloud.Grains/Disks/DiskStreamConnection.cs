@@ -14,8 +14,9 @@ namespace Cloud.Grains.Disks;
 
 /// <summary>
 /// This silo's connection to another silo's disk stream (<see cref="DiskStreamProtocol"/>) for one writer identity:
-/// requests of every member of that host go out on it at once, and one thread that blocks on the socket reads the
-/// replies, a read's data straight into the caller's buffers, and completes each request on that thread.
+/// requests of every member of that host go out on it at once (those issued together in one write), and one thread
+/// that blocks on the socket reads the replies, a read's data straight into the caller's buffers, and completes each
+/// request on that thread.
 /// </summary>
 /// <remarks>
 /// A request that has been sent is finished only by its reply or by the connection's end, never abandoned, so that a
@@ -29,11 +30,11 @@ internal sealed class DiskStreamConnection : IDisposable
     /// <summary>Largest payload sent in one piece with its header.</summary>
     private const int SmallRequestBytes = 64 * 1024;
 
-    private readonly Socket _socket;
-    private readonly Stream _stream;
     /// <summary>Bytes of small requests sent in one write.</summary>
     private const int BatchBytes = 256 * 1024;
 
+    private readonly Socket _socket;
+    private readonly Stream _stream;
     private readonly ConcurrentQueue<Outgoing> _outbox = new();
     private int _sending;
     private readonly ConcurrentDictionary<long, Pending> _pending = new();

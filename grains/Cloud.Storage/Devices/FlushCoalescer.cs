@@ -36,9 +36,7 @@ public sealed class FlushCoalescer(Action flush)
         try
         {
             if (Settled(ticket)) return;
-            // Every request numbered up to here arrived, its writes completed, before this flush starts.
-            var covers = Interlocked.Read(ref _requests);
-            Interlocked.Increment(ref _flushes);
+            var covers = Start();
             try
             {
                 await Task.Run(flush, CancellationToken.None).ConfigureAwait(false);
@@ -67,8 +65,7 @@ public sealed class FlushCoalescer(Action flush)
         try
         {
             if (Settled(ticket)) return;
-            var covers = Interlocked.Read(ref _requests);
-            Interlocked.Increment(ref _flushes);
+            var covers = Start();
             try
             {
                 flush();
@@ -84,6 +81,15 @@ public sealed class FlushCoalescer(Action flush)
         {
             _turn.Release();
         }
+    }
+
+    /// <summary>Counts a flush about to start and returns the last request it covers.</summary>
+    private long Start()
+    {
+        // Every request numbered up to here arrived, its writes completed, before this flush starts.
+        var covers = Interlocked.Read(ref _requests);
+        Interlocked.Increment(ref _flushes);
+        return covers;
     }
 
     /// <summary>
