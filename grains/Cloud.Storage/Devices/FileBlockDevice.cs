@@ -119,10 +119,10 @@ public sealed class FileBlockDevice : IVectoredBlockDevice
     /// The default for <see cref="InlineWriteMaxBytes"/>: 2 MiB, room for the longest run write a member gets with
     /// 64 KiB chunks (16 stripes of a chunk and its metadata sector, 1,088 KiB). Larger than for reads because a
     /// buffered write only copies into the page cache, while a read that misses it waits for the disk and would hold
-    /// the caller (an NBD connection's loop) for that long. Queued, each member's part of a 1 MiB sequential write cost two thread switches, and the five
-    /// members' writes of one request ran on five threads that then contended for the member files' inode locks:
-    /// sequential 1 MiB writes through NBD went from 1,262 and 1,417 to 1,606 and 1,543 per second inline (alternated
-    /// pairs, same build otherwise).
+    /// the caller (an NBD connection's loop) for that long. Queued, each member's part of a 1 MiB sequential write
+    /// cost two thread switches, and the five members' writes of one request ran on five threads that then contended
+    /// for the member files' inode locks: sequential 1 MiB writes through NBD went from 1,262 and 1,417 to 1,606 and
+    /// 1,543 per second inline (alternated pairs, same build otherwise).
     /// </summary>
     public const int DefaultInlineWriteMaxBytes = 2 * 1024 * 1024;
 

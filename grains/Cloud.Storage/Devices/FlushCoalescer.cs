@@ -12,7 +12,8 @@ namespace Cloud.Storage.Devices;
 /// A caller whose flush failed gets that failure, never the success of a later flush: Linux may clear the failed
 /// pages' dirty state, so a later flush says nothing about the writes the failed one covered.
 /// </remarks>
-/// <param name="flush">The blocking flush (for a file, <c>fdatasync</c>); run on a thread-pool thread.</param>
+/// <param name="flush">The blocking flush (for a file, <c>fdatasync</c>); run on a thread-pool thread, or on the caller's
+/// for <see cref="Flush"/>.</param>
 public sealed class FlushCoalescer(Action flush)
 {
     private readonly SemaphoreSlim _turn = new(1, 1);
@@ -36,17 +37,8 @@ public sealed class FlushCoalescer(Action flush)
         try
         {
             if (Settled(ticket)) return;
-            var covers = Start();
-            try
-            {
-                await Task.Run(flush, CancellationToken.None).ConfigureAwait(false);
-            }
-            catch (Exception e)
-            {
-                _failure = (covers, e);
-                throw;
-            }
-            Volatile.Write(ref _flushedThrough, covers);
+            var covers = Interlocked.Read(ref _requests);
+            await Task.Run(() => Run(covers), CancellationToken.None).ConfigureAwait(false);
         }
         finally
         {
@@ -64,18 +56,7 @@ public sealed class FlushCoalescer(Action flush)
         _turn.Wait();
         try
         {
-            if (Settled(ticket)) return;
-            var covers = Start();
-            try
-            {
-                flush();
-            }
-            catch (Exception e)
-            {
-                _failure = (covers, e);
-                throw;
-            }
-            Volatile.Write(ref _flushedThrough, covers);
+            if (!Settled(ticket)) Run(Interlocked.Read(ref _requests));
         }
         finally
         {
@@ -83,13 +64,23 @@ public sealed class FlushCoalescer(Action flush)
         }
     }
 
-    /// <summary>Counts a flush about to start and returns the last request it covers.</summary>
-    private long Start()
+    /// <summary>
+    /// Runs one flush, under the turn, that covers every request numbered up to <paramref name="covers"/> (each arrived,
+    /// its writes completed, before the flush starts), and records its outcome for them.
+    /// </summary>
+    private void Run(long covers)
     {
-        // Every request numbered up to here arrived, its writes completed, before this flush starts.
-        var covers = Interlocked.Read(ref _requests);
         Interlocked.Increment(ref _flushes);
-        return covers;
+        try
+        {
+            flush();
+        }
+        catch (Exception e)
+        {
+            _failure = (covers, e);
+            throw;
+        }
+        Volatile.Write(ref _flushedThrough, covers);
     }
 
     /// <summary>
