@@ -192,8 +192,7 @@ internal sealed class VolumeCatalogGrain(
         if (!_volumes.TryGetValue(name, out var info))
             throw new CloudRequestException(
                 $"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
-        await Task.WhenAll(
-            ActiveSilos().Select(s => GrainFactory.GetGrain<IRaidWorkerGrain>(s).CloseVolumeAsync(name)));
+        await Task.WhenAll(ActiveSilos().Select(s => CloseOnAsync(s, name)));
         var remaining = new Dictionary<string, VolumeInfo>(_volumes, StringComparer.Ordinal);
         remaining.Remove(name);
         // A later volume of the same name starts without the old one's grants.
@@ -271,6 +270,35 @@ internal sealed class VolumeCatalogGrain(
 
     private static ImmutableArray<NbdGrant> Sorted(IEnumerable<NbdGrant> grants) =>
         [.. grants.OrderBy(g => g.Volume, StringComparer.Ordinal).ThenBy(g => g.Identity, StringComparer.Ordinal)];
+
+    /// <summary>How long a delete waits for a silo that does not answer to be declared dead.</summary>
+    private static readonly TimeSpan CloseRetryBound = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Closes volume <paramref name="name"/> on <paramref name="silo"/>. A silo just killed is still active in the
+    /// membership for a few seconds and cannot answer: once the membership no longer lists it as active it holds
+    /// nothing open, so there is nothing left to close; until then (at most <see cref="CloseRetryBound"/>) it is asked
+    /// again.
+    /// </summary>
+    private async Task CloseOnAsync(string silo, string name)
+    {
+        var deadline = DateTimeOffset.UtcNow + CloseRetryBound;
+        var delay = SiloFailures.FirstRetryDelay;
+        while (true)
+        {
+            try
+            {
+                await GrainFactory.GetGrain<IRaidWorkerGrain>(silo).CloseVolumeAsync(name);
+                return;
+            }
+            catch (Exception ex) when (SiloFailures.IsSiloFailure(ex) && DateTimeOffset.UtcNow < deadline)
+            {
+                if (!ActiveSilos().Contains(silo, StringComparer.Ordinal)) return;
+                await Task.Delay(delay);
+                delay = SiloFailures.NextDelay(delay);
+            }
+        }
+    }
 
     private IEnumerable<string> ActiveSilos() =>
         membership.CurrentSnapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.Name);
