@@ -41,4 +41,24 @@ public sealed class LoadTableFreshnessTests
         Assert.NotNull(table.Find("h1"));
         Assert.Null(table.Find("h2"));
     }
+
+    [Fact]
+    public void ATableThatStartsAgainEmpty_StillKnowsWhereItsSilosWere()
+    {
+        // The table grain was placed again after its silo died: only h1 has published to it yet. Placement of a unit
+        // bound to h2's host must still find h2 there (CI saw a write refused with "no live silo of host").
+        var clock = new Clock();
+        var table = new LoadTable(Options.Create(new CloudOptions()), clock);
+        var h2 = Entry("h2", clock.Now);
+        table.Update([Entry("h1", clock.Now), h2]);
+        clock.Now += TimeSpan.FromSeconds(1);
+        table.Update([Entry("h1", clock.Now)]);
+
+        Assert.Null(table.Find(h2.SiloAddress));
+        Assert.Equal("host-h2", table.LastKnown(h2.SiloAddress)?.HostName);
+        // An older publish arriving late does not replace a newer one.
+        table.Update([Entry("h2", clock.Now - TimeSpan.FromMinutes(1)) with { Draining = true }]);
+        Assert.False(table.LastKnown(h2.SiloAddress)?.Draining);
+        Assert.Null(table.LastKnown("127.0.0.19:11111@1"));
+    }
 }

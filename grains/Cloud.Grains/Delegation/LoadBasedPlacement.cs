@@ -117,6 +117,14 @@ internal sealed class LoadBasedPlacementDirector(
     private SiloAddress[] OnHost(SiloAddress[] candidates, string host, PlacementTarget target)
     {
         var eligible = candidates.Where(s => table.Find(s.ToParsableString()) is { Draining: false } e && e.HostName == host).ToArray();
+        // None fresh: the table may have just lost entries (its grain placed again after its silo died; CI saw a write
+        // refused so). A silo the membership has as active and that was last seen on the host, not draining, serves.
+        if (eligible.Length == 0)
+        {
+            eligible = candidates
+                .Where(s => table.LastKnown(s.ToParsableString()) is { Draining: false } e && e.HostName == host)
+                .ToArray();
+        }
         if (eligible.Length > 0 || !candidates.Any(s => table.Find(s.ToParsableString()) is not null)) return eligible.Length > 0 ? eligible : candidates;
         throw new CloudStorageException(
             $"no live silo of host '{host}' to place {target.GrainIdentity} on: the volume's members are files on that host; start a silo there");

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Collections.Immutable;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Hosting;
@@ -23,9 +24,24 @@ public sealed class LoadTable(IOptions<CloudOptions> options, TimeProvider time)
     /// <summary>Every entry as of the last refresh.</summary>
     public ImmutableArray<SiloLoad> Entries => _snapshot.Entries;
 
+    /// <summary>The newest entry ever seen of each silo address, fresh or not (see <see cref="LastKnown"/>).</summary>
+    private readonly ConcurrentDictionary<string, SiloLoad> _lastKnown = new();
+
     /// <summary>Replaces the table with a freshly published one and clears placement debits.</summary>
     public void Update(ImmutableArray<SiloLoad> entries)
-        => _snapshot = new(entries, ImmutableDictionary<string, double>.Empty, time.GetUtcNow());
+    {
+        foreach (var e in entries)
+            _lastKnown.AddOrUpdate(e.SiloAddress, e, (_, old) => e.PublishedUtc >= old.PublishedUtc ? e : old);
+        _snapshot = new(entries, ImmutableDictionary<string, double>.Empty, time.GetUtcNow());
+    }
+
+    /// <summary>
+    /// The newest entry this silo ever saw of <paramref name="siloAddress"/>, however old: its host and whether it was
+    /// draining. The table drops a silo that has not published lately, and starts empty when its grain is placed again
+    /// after its silo died, until every silo published once more; a silo the membership still has as active is where
+    /// it was then.
+    /// </summary>
+    public SiloLoad? LastKnown(string siloAddress) => _lastKnown.GetValueOrDefault(siloAddress);
 
     /// <summary>
     /// Entries published before this are stale. Reckoned from the last refresh when that is older than now: while the

@@ -31,6 +31,7 @@ public sealed partial class FirstServerWrites(
     ILocalSiloDetails silo,
     WriteScheduler localWorker,
     WriteLeases writeLeases,
+    VersionsInFlight inFlight,
     IOptions<CloudOptions> options,
     ILogger<FirstServerWrites> logger)
 {
@@ -158,10 +159,91 @@ public sealed partial class FirstServerWrites(
         var lockGrain = lockGrains.Get(partitionKey);
         var grant = timestamp ?? await NextTimestampAsync(lockGrain, partitionKey, firstStripe, lastStripe)
             .ConfigureAwait(false);
+        // The version is this silo's until its follow ends (a sector write's edge began it already): see
+        // VersionsInFlight. Whatever fails here fails before the follow starts or after it ended.
+        if (timestamp is null) inFlight.Begin(partitionKey, grant.Timestamp);
+        try
+        {
+            return await DelegateUnderAsync(
+                v, lockGrain, partitionKey, offsetBytes, firstStripe, lastStripe, data, fua, recycle, grant, activity)
+                .ConfigureAwait(false);
+        }
+        catch
+        {
+            inFlight.End(partitionKey, grant.Timestamp);
+            throw;
+        }
+    }
+
+    private async Task<Task<WriteReport>> DelegateUnderAsync(
+        VolumeInfo v,
+        IPartitionLockGrain lockGrain,
+        string partitionKey,
+        long offsetBytes,
+        long firstStripe,
+        long lastStripe,
+        byte[] data,
+        bool fua,
+        bool recycle,
+        TimestampGrant grant,
+        Activity? activity)
+    {
         var write = new ReplicatedWrite(WriteIds.Next(), v.Name, offsetBytes, data, grant.Timestamp, fua, silo.Name);
         var unit = units.Get(partitionKey);
-        var requiredHost = VolumeReach.RequiredHost(v);
+        DelegationReceipt receipt;
+        try
+        {
+            receipt = await HandOverAsync(v, unit, write, grant, activity).ConfigureAwait(false);
+        }
+        catch
+        {
+            // No target took the copy, whether choosing one failed (a placement refused, say the volume's host had no
+            // live silo for a moment), the first send did or a resend after a silo failure did: the version will never
+            // commit, and reads of these stripes must not wait for it until the lock grain gives up on it.
+            await SettleAsync(partitionKey, write.Timestamp).ConfigureAwait(false);
+            throw;
+        }
+        activity?.SetTag("cloud.target", receipt.TargetSilo);
+        if (receipt.TargetSilo != grant.ActiveTarget)
+        {
+            await lockGrain.SetTargetAsync(receipt.TargetSilo).ConfigureAwait(false);
+            // The previous target may hold older scheduled versions of these blocks: tell it to cancel them.
+            if (grant.ActiveTarget is { } previous && grant.TargetHoldsPendingCopy)
+                _ = CancelOlderAsync(previous, write);
+        }
+        // Held before the follow starts: a copy that committed already (during the awaits above) makes FollowAsync run
+        // to its end at once, and its removal of the entry must come after this addition, not before it.
+        var followed = new TaskCompletionSource<WriteReport>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _held[write.WriteId] = new Held(write, followed.Task, partitionKey, firstStripe, lastStripe);
+        // Unless FUA or kept by this silo's own worker (both wait for the commit below or in WriteAsync), the client
+        // has its acknowledgement once this returns.
+        var completion = FollowAsync(
+            write, partitionKey, receipt.TargetSilo, acknowledged: !fua && receipt.TargetSilo != silo.Name);
+        _ = AfterFollowAsync(completion, followed, recycle ? data : null);
+        if (receipt.TargetSilo == silo.Name && !fua)
+        {
+            // This silo is its own target: the "replicated" copy and ours are one, in one process. Acknowledging now
+            // would lose the write if this silo died before the disk write, so wait for the commit first.
+            var report = await completion.ConfigureAwait(false);
+            if (report.Outcome == WriteOutcome.Failed)
+                throw new CloudRequestException(
+                    $"write to volume '{v.Name}' failed on silo {report.Silo}: {report.Error}");
+        }
+        return completion;
+    }
 
+    /// <summary>
+    /// Chooses the copy's target (the unit's last one while appropriate, else a new one by load) and hands the copy
+    /// to it; returns once a target took it.
+    /// </summary>
+    private async Task<DelegationReceipt> HandOverAsync(
+        VolumeInfo v,
+        IDelegationGrain unit,
+        ReplicatedWrite write,
+        TimestampGrant grant,
+        Activity? activity)
+    {
+        var requiredHost = VolumeReach.RequiredHost(v);
         // Stickiness: keep the unit's last synchronization target while it is alive, not draining and not overloaded.
         string decision, reason;
         if (grant.ActiveTarget is null) { decision = "new"; reason = "no-target"; }
@@ -184,59 +266,18 @@ public sealed partial class FirstServerWrites(
         activity?.SetTag("cloud.reason", reason);
         usage.Decision(decision == "reused");
 
-        DelegationReceipt receipt;
         try
         {
-            try
-            {
-                // The unit's target is this silo and stays so: hand the copy to the local RAID worker in process, as
-                // the unit's activation here would, without the message to it. Placement matters only when the target
-                // changes.
-                receipt = decision == "reused" && grant.ActiveTarget == silo.Name
-                    && settings.FixedDelegationTarget is null
-                    ? await EngineErrors.Guard(() => localWorker.AcceptAsync(write, runHere: true)).ConfigureAwait(false)
-                    : await AcceptAsync(unit, write).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (SiloFailures.IsSiloFailure(ex))
-            {
-                receipt = await SendWithRetriesAsync(unit, write).ConfigureAwait(false);
-            }
+            // The unit's target is this silo and stays so: hand the copy to the local RAID worker in process, as the
+            // unit's activation here would, without the message to it. Placement matters only when the target changes.
+            return decision == "reused" && grant.ActiveTarget == silo.Name && settings.FixedDelegationTarget is null
+                ? await EngineErrors.Guard(() => localWorker.AcceptAsync(write, runHere: true)).ConfigureAwait(false)
+                : await AcceptAsync(unit, write).ConfigureAwait(false);
         }
-        catch
+        catch (Exception ex) when (SiloFailures.IsSiloFailure(ex))
         {
-            // No target took the copy, whether the first send failed or a resend after a silo failure did: the version
-            // will never commit, and reads of these stripes must not wait for it until the lock grain gives up on it.
-            await SettleAsync(partitionKey, write.Timestamp).ConfigureAwait(false);
-            throw;
+            return await SendWithRetriesAsync(unit, write).ConfigureAwait(false);
         }
-        activity?.SetTag("cloud.target", receipt.TargetSilo);
-        if (receipt.TargetSilo != grant.ActiveTarget)
-        {
-            await lockGrain.SetTargetAsync(receipt.TargetSilo).ConfigureAwait(false);
-            // The previous target may hold older scheduled versions of these blocks: tell it to cancel them.
-            if (grant.ActiveTarget is { } previous && grant.TargetHoldsPendingCopy)
-                _ = CancelOlderAsync(previous, write);
-        }
-        // Held before the follow starts: a copy that committed already (during the awaits above) makes FollowAsync run
-        // to
-        // its end at once, and its removal of the entry must come after this addition, not before it.
-        var followed = new TaskCompletionSource<WriteReport>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _held[write.WriteId] = new Held(write, followed.Task, partitionKey, firstStripe, lastStripe);
-        // Unless FUA or kept by this silo's own worker (both wait for the commit below or in WriteAsync), the client
-        // has its acknowledgement once this returns.
-        var completion = FollowAsync(
-            write, partitionKey, receipt.TargetSilo, acknowledged: !fua && receipt.TargetSilo != silo.Name);
-        _ = AfterFollowAsync(completion, followed, recycle ? data : null);
-        if (receipt.TargetSilo == silo.Name && !fua)
-        {
-            // This silo is its own target: the "replicated" copy and ours are one, in one process. Acknowledging now
-            // would lose the write if this silo died before the disk write, so wait for the commit first.
-            var report = await completion.ConfigureAwait(false);
-            if (report.Outcome == WriteOutcome.Failed)
-                throw new CloudRequestException(
-                    $"write to volume '{v.Name}' failed on silo {report.Silo}: {report.Error}");
-        }
-        return completion;
     }
 
     /// <summary>
@@ -390,6 +431,7 @@ public sealed partial class FirstServerWrites(
             // A copy given up is settled too: its target left the version pending for this silo to resend.
             if (_held.TryRemove(write.WriteId, out var held) && (held.Reported || gaveUp))
                 _ = SettleAsync(unitKey, write.Timestamp);
+            inFlight.End(unitKey, write.Timestamp);
         }
     }
 

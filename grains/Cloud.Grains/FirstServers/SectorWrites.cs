@@ -34,6 +34,7 @@ public sealed class SectorWrites(
     HeldLocks heldLocks,
     GrainReferences<IPartitionLockGrain> lockGrains,
     ILocalSiloDetails silo,
+    VersionsInFlight inFlight,
     IOptions<CloudOptions> options)
 {
     private const int BlockBytes = VolumeMath.BlockSizeBytes;
@@ -96,10 +97,13 @@ public sealed class SectorWrites(
     {
         var stripe = blockOffset / VolumeMath.StripeDataBytes(v);
         var partition = stripe / VolumeMath.StripesPerPartition(v, _options.PartitionTargetBytes);
-        var lockGrain = lockGrains.Get(VolumeMath.PartitionKey(v, partition));
+        var partitionKey = VolumeMath.PartitionKey(v, partition);
+        var lockGrain = lockGrains.Get(partitionKey);
         var timestamp = await SiloFailures.RetryAsync(
             () => lockGrain.NextTimestampAsync(stripe, stripe, _siloAddress),
             _options.RedelegationTimeout).ConfigureAwait(false);
+        // This silo's until the delegation below ends it, or the settle here.
+        inFlight.Begin(partitionKey, timestamp.Timestamp);
         var block = new byte[BlockBytes];
         try
         {
@@ -127,7 +131,8 @@ public sealed class SectorWrites(
         {
             // Nothing was delegated under the timestamp: it must not keep readers and later writers of the block
             // waiting until the lock grain gives it up.
-            await lockGrain.SettleAsync([timestamp.Timestamp]).ConfigureAwait(false);
+            try { await lockGrain.SettleAsync([timestamp.Timestamp]).ConfigureAwait(false); }
+            finally { inFlight.End(partitionKey, timestamp.Timestamp); }
             throw;
         }
         sectors.CopyTo(block.AsMemory((int)(offsetBytes - blockOffset)));

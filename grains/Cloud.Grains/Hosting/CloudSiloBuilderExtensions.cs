@@ -83,6 +83,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton(typeof(GrainReferences<>));
         builder.Services.AddSingleton<ReadLeases>();
         builder.Services.AddSingleton<WriteLeases>();
+        builder.Services.AddSingleton<VersionsInFlight>();
         builder.Services.AddSingleton<BatchExecutor>();
         builder.Services.AddSingleton<WriteScheduler>();
         builder.Services.AddSingleton<RaidMaintenance>();

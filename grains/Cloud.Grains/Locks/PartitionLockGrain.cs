@@ -113,6 +113,12 @@ internal sealed partial class PartitionLockGrain(
     private sealed record WriteLeaseState(
         string HolderSilo, string HolderName, long Id, long First, long Last, DateTimeOffset Expires);
 
+    /// <summary>When the silos were last asked for the versions reads wait on (<see cref="CheckOrphans"/>).</summary>
+    private DateTimeOffset _orphansChecked;
+
+    /// <summary>The orphan check running, if any.</summary>
+    private Task? _orphanCheck;
+
     /// <summary>When a read held up by a pending version was last reported.</summary>
     private DateTimeOffset _longWaitReported;
     private readonly List<(long First, long Last)> _uncertain = [];
@@ -920,10 +926,82 @@ internal sealed partial class PartitionLockGrain(
             _forgottenPendingMax = Math.Max(_forgottenPendingMax, ts);
         }
         if (abandoned.Count > 0) WakePendingWaits();
+        CheckOrphans(now, snapshot);
         ReportLongPendingWait(now);
         removed += DropAbandonedWaits(now);
         if (removed > 0) await GrantWaitersAsync();
     }
+
+    /// <summary>
+    /// After this long, a version a read waits on is checked with the silo that took it (at most once per this period):
+    /// see <see cref="CheckOrphans"/>.
+    /// </summary>
+    public static readonly TimeSpan OrphanCheckAfter = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Asks the live silos that took the versions a read has waited on for <see cref="OrphanCheckAfter"/> whether they
+    /// still have them (<see cref="VersionsInFlight"/>), and stops tracking the ones they do not: an orphan (a grant
+    /// whose answer was lost, a settle that failed or reached another activation) would otherwise hold the read until
+    /// the re-delegation timeout, minutes after every write was done. An orphan that did reach a disk was committed
+    /// under some activation; like any version given up on, it counts as forgotten, so no merge relabels across it.
+    /// </summary>
+    private void CheckOrphans(DateTimeOffset now, ClusterMembershipSnapshot snapshot)
+    {
+        if (_pendingWaits.Count == 0 || now - _orphansChecked < OrphanCheckAfter) return;
+        if (_orphanCheck is { IsCompleted: false }) return;
+        Dictionary<string, List<long>>? suspects = null;
+        foreach (var (ts, p) in _pending)
+        {
+            if (now - p.Registered < OrphanCheckAfter
+                || !_pendingWaits.Exists(w => ts < w.Below && Overlaps(p.First, p.Last, w.First, w.Last)))
+                continue;
+            var member = snapshot.Members.Values.FirstOrDefault(
+                m => m.Status == SiloStatus.Active && m.SiloAddress.ToParsableString() == p.FirstServer);
+            if (member is null) continue;
+            suspects ??= [];
+            if (!suspects.TryGetValue(member.Name, out var list)) suspects[member.Name] = list = [];
+            list.Add(ts);
+        }
+        if (suspects is null) return;
+        _orphansChecked = now;
+        _orphanCheck = DropOrphansAsync(suspects);
+    }
+
+    private async Task DropOrphansAsync(Dictionary<string, List<long>> suspects)
+    {
+        foreach (var (siloName, asked) in suspects)
+        {
+            ImmutableArray<long> held;
+            try
+            {
+                held = await GrainFactory.GetGrain<IRaidWorkerGrain>(siloName)
+                    .VersionsInFlightAsync(Key, [.. asked]).WaitAsync(ReclaimTimeout);
+            }
+            catch (Exception ex)
+            {
+                // Unknown: keep waiting (the re-delegation timeout still ends them).
+                LogOrphanCheckFailed(logger, Key, siloName, ex.GetType().Name);
+                continue;
+            }
+            var dropped = 0;
+            foreach (var ts in asked)
+            {
+                if (held.Contains(ts) || !_pending.Remove(ts)) continue;
+                _forgottenPendingMax = Math.Max(_forgottenPendingMax, ts);
+                dropped++;
+            }
+            if (dropped == 0) continue;
+            LogOrphansDropped(logger, Key, dropped, siloName, asked.Min());
+            WakePendingWaits();
+            Changed();
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Partition {Partition}: {Count} pending versions (oldest {Timestamp}) that silo {Silo} no longer has will not be waited for")]
+    private static partial void LogOrphansDropped(ILogger logger, string partition, int count, string silo, long timestamp);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Partition {Partition}: asking silo {Silo} for its versions in flight failed ({Kind})")]
+    private static partial void LogOrphanCheckFailed(ILogger logger, string partition, string silo, string kind);
 
     /// <summary>After this long, a read held up by a pending version is reported (at most once per this period).</summary>
     public static readonly TimeSpan LongPendingWait = TimeSpan.FromSeconds(10);

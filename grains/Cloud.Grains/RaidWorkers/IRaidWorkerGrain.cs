@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
 using Cloud.Grains.Locks;
@@ -106,6 +107,14 @@ public interface IRaidWorkerGrain : IGrainWithStringKey
     /// </summary>
     [Alias("Reclaim"), AlwaysInterleave]
     Task<PartitionClaims> ReclaimAsync(string partitionKey, long leasesBelow);
+
+    /// <summary>
+    /// Of <paramref name="timestamps"/>, the versions of partition <paramref name="partitionKey"/> this silo took and
+    /// has not finished with (<see cref="Locks.VersionsInFlight"/>), for a partition-lock grain whose read waits long
+    /// on them: one this silo no longer has, it will never write nor settle.
+    /// </summary>
+    [Alias("VersionsInFlight"), AlwaysInterleave]
+    Task<ImmutableArray<long>> VersionsInFlightAsync(string partitionKey, ImmutableArray<long> timestamps);
 
     /// <summary>
     /// Ends this silo's read lease on the partition <paramref name="partitionKey"/> if its id is at most

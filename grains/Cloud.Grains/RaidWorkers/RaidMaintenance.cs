@@ -23,6 +23,7 @@ public sealed partial class RaidMaintenance(
     HeldLocks heldLocks,
     WriterSlotRecovery slotRecovery,
     Disks.HostDisks hostDisks,
+    VersionsInFlight inFlight,
     IOptions<CloudOptions> options,
     ILogger<RaidMaintenance> logger)
 {
@@ -52,8 +53,29 @@ public sealed partial class RaidMaintenance(
     private async Task TrimPieceAsync(OpenVolume v, long partition, long offset, long pieceEnd)
     {
         var (first, last) = v.Store.StripeRange(offset, pieceEnd - offset);
-        var lockGrain = grains.GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v.Info, partition));
+        var partitionKey = VolumeMath.PartitionKey(v.Info, partition);
+        var lockGrain = grains.GetGrain<IPartitionLockGrain>(partitionKey);
         var ts = await lockGrain.NextTimestampAsync(first, last, _siloAddress).ConfigureAwait(false);
+        inFlight.Begin(partitionKey, ts.Timestamp);
+        try
+        {
+            await TrimUnderAsync(v, lockGrain, ts, first, last, offset, pieceEnd).ConfigureAwait(false);
+        }
+        finally
+        {
+            inFlight.End(partitionKey, ts.Timestamp);
+        }
+    }
+
+    private async Task TrimUnderAsync(
+        OpenVolume v,
+        IPartitionLockGrain lockGrain,
+        TimestampGrant ts,
+        long first,
+        long last,
+        long offset,
+        long pieceEnd)
+    {
         var grant = await heldLocks.AcquireAsync(
             lockGrain,
             new LockRequest(first, last, LockMode.Exclusive, _siloAddress, _options.LockLease, false))

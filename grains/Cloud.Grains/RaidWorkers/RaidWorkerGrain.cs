@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
 using Cloud.Grains.Engine;
@@ -23,6 +24,7 @@ internal sealed class RaidWorkerGrain(
     HeldLocks heldLocks,
     ReadLeases readLeases,
     WriteLeases writeLeases,
+    VersionsInFlight inFlight,
     FirstServerWrites firstServer) : Grain, IRaidWorkerGrain
 {
     public override Task OnActivateAsync(CancellationToken cancellationToken)
@@ -88,6 +90,9 @@ internal sealed class RaidWorkerGrain(
         return new PartitionClaims(
             heldLocks.For(partitionKey).AddRange(leased), firstServer.ReportHeld(partitionKey).AddRange(leasedVersions));
     }
+
+    public Task<ImmutableArray<long>> VersionsInFlightAsync(string partitionKey, ImmutableArray<long> timestamps)
+        => Task.FromResult(inFlight.Of(partitionKey, timestamps));
 
     public Task<WriteLeaseReturn> EndWriteLeaseAsync(string partitionKey, long id) =>
         writeLeases.EndAsync(partitionKey, id);
