@@ -243,13 +243,14 @@ internal sealed class DiskStreamConnection : IDisposable
     private void ReceiveLoop()
     {
         var header = new byte[ReplyHeaderBytes];
+        var reader = new FrameReader(_stream);
         Pending? current = null;
         try
         {
             while (true)
             {
                 current = null;
-                _stream.ReadExactly(header);
+                reader.ReadExactly(header);
                 var id = BinaryPrimitives.ReadInt64LittleEndian(header);
                 var status = (Status)header[8];
                 var length = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(12));
@@ -261,14 +262,14 @@ internal sealed class DiskStreamConnection : IDisposable
                     if (length != pending.Expected)
                         throw new InvalidDataException($"a reply of {length} bytes to a request for {pending.Expected}");
                     if (pending.Destinations is { } destinations)
-                        foreach (var destination in destinations) _stream.ReadExactly(destination.Span);
+                        foreach (var destination in destinations) reader.ReadExactly(destination.Span);
                     pending.Done.TrySetResult();
                     continue;
                 }
                 if (length is < 0 or > MaxMessageBytes)
                     throw new InvalidDataException($"an error reply of {length} bytes");
                 var message = new byte[length];
-                _stream.ReadExactly(message);
+                reader.ReadExactly(message);
                 var text = Encoding.UTF8.GetString(message);
                 pending.Done.TrySetException(status == Status.RequestError
                     ? new CloudRequestException(text)

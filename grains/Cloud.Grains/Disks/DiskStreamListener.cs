@@ -232,6 +232,18 @@ public sealed partial class DiskStreamListener(
 
         private long _groupStarted;
 
+        /// <summary>The most reply bytes batched on the connection's thread before they are sent.</summary>
+        private const int MaxBatchBytes = 128 * 1024;
+
+        /// <summary>The largest read reply copied into the batch; a larger one is sent by itself.</summary>
+        private const int MaxBatchedPayloadBytes = 16 * 1024;
+
+        /// <summary>Replies made on the connection's thread and not yet sent (<see cref="Batch"/>).</summary>
+        private readonly byte[] _batch = new byte[MaxBatchBytes];
+
+        private int _batched;
+        private long _batchStarted;
+
         private readonly Lock _send = new();
         private readonly byte[] _replyHeader = new byte[ReplyHeaderBytes];
         private readonly string _host = owner.Host;
@@ -240,9 +252,13 @@ public sealed partial class DiskStreamListener(
         {
             var header = new byte[RequestHeaderBytes];
             var pathBuffer = new byte[256];
+            var reader = new FrameReader(stream);
+            // A connection names a few members again and again: their paths are decoded once.
+            var lastPath = "";
+            var lastPathBytes = Array.Empty<byte>();
             while (true)
             {
-                stream.ReadExactly(header);
+                reader.ReadExactly(header);
                 var op = (Op)header[0];
                 var pathLength = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(4));
                 var id = BinaryPrimitives.ReadInt64LittleEndian(header.AsSpan(8));
@@ -254,8 +270,13 @@ public sealed partial class DiskStreamListener(
                     throw new InvalidDataException(
                         $"a request moves {length} bytes; allowed 0-{DiskServer.MaxRequestBytes}");
                 if (pathBuffer.Length < pathLength) pathBuffer = new byte[pathLength];
-                stream.ReadExactly(pathBuffer.AsSpan(0, pathLength));
-                var path = Encoding.UTF8.GetString(pathBuffer, 0, pathLength);
+                reader.ReadExactly(pathBuffer.AsSpan(0, pathLength));
+                if (!pathBuffer.AsSpan(0, pathLength).SequenceEqual(lastPathBytes))
+                {
+                    lastPath = Encoding.UTF8.GetString(pathBuffer, 0, pathLength);
+                    lastPathBytes = pathBuffer[..pathLength];
+                }
+                var path = lastPath;
                 switch (op)
                 {
                     case Op.Read:
@@ -265,7 +286,7 @@ public sealed partial class DiskStreamListener(
                         var data = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
                         try
                         {
-                            stream.ReadExactly(data.AsSpan(0, length));
+                            reader.ReadExactly(data.AsSpan(0, length));
                         }
                         catch
                         {
@@ -283,12 +304,17 @@ public sealed partial class DiskStreamListener(
                 // Group commit: the durable writes read so far are flushed and answered once no further request is
                 // waiting, so that those that arrived together share an fdatasync per member, and the flush runs on
                 // this thread with no hop to the thread pool; and at the latest after a group's bound in writes or
-                // time, so that a caller that never pauses does not hold its durable writes back. (With TLS, a
-                // request already decrypted may wait for the flush; it is answered right after.)
+                // time, so that a caller that never pauses does not hold its durable writes back. A request already
+                // received into the reader's buffer counts as waiting. (With TLS, a request already decrypted may wait
+                // for the flush; it is answered right after.)
+                var waiting = reader.Buffered > 0 || socket.Available > 0;
                 if (_toCommit.Count > 0
-                    && (socket.Available == 0 || _toCommit.Count >= MaxGroupWrites
+                    && (!waiting || _toCommit.Count >= MaxGroupWrites
                         || Stopwatch.GetElapsedTime(_groupStarted) > MaxGroupDelay))
                     Commit();
+                // The replies made on this thread leave together too, once no request waits (or within the bound).
+                if (_batched > 0 && (!waiting || Stopwatch.GetElapsedTime(_batchStarted) > MaxGroupDelay))
+                    SendBatch();
             }
         }
 
@@ -308,23 +334,9 @@ public sealed partial class DiskStreamListener(
                     flushed[path] = ex;
                 }
             }
-            // The answers in one send.
-            var answers = ArrayPool<byte>.Shared.Rent(_toCommit.Count * ReplyHeaderBytes);
-            try
-            {
-                var at = 0;
-                foreach (var (id, path) in _toCommit)
-                {
-                    if (flushed[path] is not null) continue;
-                    WriteReplyHeader(answers.AsSpan(at), id, Status.Ok, 0);
-                    at += ReplyHeaderBytes;
-                }
-                lock (_send) stream.Write(answers, 0, at);
-            }
-            finally
-            {
-                ArrayPool<byte>.Shared.Return(answers);
-            }
+            // The answers join the batch of replies, sent in one go.
+            foreach (var (id, path) in _toCommit)
+                if (flushed[path] is null) Batch(id, Status.Ok, default);
             foreach (var (id, path) in _toCommit)
                 if (flushed[path] is { } error) Fail(id, error);
             _toCommit.Clear();
@@ -346,7 +358,7 @@ public sealed partial class DiskStreamListener(
             {
                 try
                 {
-                    Reply(id, Status.Ok, data.AsSpan(0, length));
+                    Batch(id, Status.Ok, data.AsSpan(0, length));
                 }
                 finally
                 {
@@ -377,7 +389,7 @@ public sealed partial class DiskStreamListener(
                     if (_toCommit.Count == 0) _groupStarted = Stopwatch.GetTimestamp();
                     _toCommit.Add((id, path));
                 }
-                else Reply(id, Status.Ok, default);
+                else Batch(id, Status.Ok, default);
                 return;
             }
             Answer(id, durable ? ThenFlushAsync(write, path) : write.AsTask(), data);
@@ -428,6 +440,34 @@ public sealed partial class DiskStreamListener(
             };
             var bytes = Encoding.UTF8.GetBytes(message);
             Reply(id, status, bytes.AsSpan(0, Math.Min(bytes.Length, MaxMessageBytes)));
+        }
+
+        /// <summary>
+        /// Adds a reply made on the connection's thread to the batch that the loop sends once no request waits: the
+        /// replies to requests that arrived together leave in one send, as the requests came in one receive.
+        /// </summary>
+        private void Batch(long id, Status status, ReadOnlySpan<byte> payload)
+        {
+            var bytes = ReplyHeaderBytes + payload.Length;
+            if (payload.Length > MaxBatchedPayloadBytes)
+            {
+                // A large read's data is sent from where it was read, not copied: the batch goes first.
+                SendBatch();
+                Reply(id, status, payload);
+                return;
+            }
+            if (_batched + bytes > _batch.Length) SendBatch();
+            if (_batched == 0) _batchStarted = Stopwatch.GetTimestamp();
+            WriteReplyHeader(_batch.AsSpan(_batched), id, status, payload.Length);
+            payload.CopyTo(_batch.AsSpan(_batched + ReplyHeaderBytes));
+            _batched += bytes;
+        }
+
+        private void SendBatch()
+        {
+            if (_batched == 0) return;
+            lock (_send) stream.Write(_batch, 0, _batched);
+            _batched = 0;
         }
 
         private void Reply(long id, Status status, ReadOnlySpan<byte> payload)
