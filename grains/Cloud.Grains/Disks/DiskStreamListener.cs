@@ -232,6 +232,12 @@ public sealed partial class DiskStreamListener(
 
         private long _groupStarted;
 
+        /// <summary>How many durable writes the last group answered.</summary>
+        private int _lastGroup;
+
+        /// <summary>How long a group about to close waits for one more request while groups are not single.</summary>
+        private const int GroupWaitMicroseconds = 50;
+
         /// <summary>The most reply bytes batched on the connection's thread before they are sent.</summary>
         private const int MaxBatchBytes = 128 * 1024;
 
@@ -308,6 +314,11 @@ public sealed partial class DiskStreamListener(
                 // received into the reader's buffer counts as waiting. (With TLS, a request already decrypted may wait
                 // for the flush; it is answered right after.)
                 var waiting = reader.Buffered > 0 || socket.Available > 0;
+                // While groups come in twos or more (a caller with many writes in flight), a group about to close
+                // waits a moment for the next request: one that comes joins it, and its fdatasync is shared.
+                if (!waiting && _toCommit.Count > 0 && _lastGroup >= 2
+                    && Stopwatch.GetElapsedTime(_groupStarted) < MaxGroupDelay)
+                    waiting = socket.Poll(GroupWaitMicroseconds, SelectMode.SelectRead) && socket.Available > 0;
                 if (_toCommit.Count > 0
                     && (!waiting || _toCommit.Count >= MaxGroupWrites
                         || Stopwatch.GetElapsedTime(_groupStarted) > MaxGroupDelay))
@@ -339,6 +350,7 @@ public sealed partial class DiskStreamListener(
                 if (flushed[path] is null) Batch(id, Status.Ok, default);
             foreach (var (id, path) in _toCommit)
                 if (flushed[path] is { } error) Fail(id, error);
+            _lastGroup = _toCommit.Count;
             _toCommit.Clear();
         }
 
