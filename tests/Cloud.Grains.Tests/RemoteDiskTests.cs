@@ -50,6 +50,52 @@ public class RemoteBlockDeviceContractTests(PooledHosts hosts)
     }
 
     [Fact]
+    public async Task SplitWrite_ThenSplitRead_MoveBothRanges_AndLeaveTheGapAlone()
+    {
+        // A chunk's rows and its metadata sector, with rows between them the request leaves out: one request each way
+        // on the disk stream, two with grain calls, the same bytes either way.
+        var path = NewMemberPath();
+        await using var device = await OpenAsync(path, ContractCapacityBytes, Cluster.Silos[0].SiloAddress);
+        var server = Cluster.Service<DiskServer>(Cluster.Silos[1]);
+        var sector = device.SectorSizeBytes;
+        var gap = Blocks.Pattern(6 * sector, 7);
+        await device.WriteAsync(4 * sector, gap);
+        var first = Blocks.Pattern(2 * sector, 1);
+        var second = Blocks.Pattern(sector, 2);
+        var flushesBefore = server.FlushesOf(path);
+        await device.WriteSplitAsync(2 * sector, first, 10 * sector, second);
+        // A write, not a flush: durability stays the caller's flush's business.
+        Assert.Equal(flushesBefore, server.FlushesOf(path));
+
+        var onHost = new byte[12 * sector];
+        await using (var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+            await file.ReadExactlyAsync(onHost);
+        Assert.Equal(first, onHost[(2 * sector)..(4 * sector)]);
+        Assert.Equal(gap, onHost[(4 * sector)..(10 * sector)]);
+        Assert.Equal(second, onHost[(10 * sector)..(11 * sector)]);
+        var backFirst = new byte[2 * sector];
+        var backSecond = new byte[sector];
+        await device.ReadSplitAsync(2 * sector, backFirst, 10 * sector, backSecond);
+        Assert.Equal(first, backFirst);
+        Assert.Equal(second, backSecond);
+    }
+
+    [Fact]
+    public async Task SplitRequest_WithARangePastTheEnd_IsRefusedBeforeAnythingIsWritten()
+    {
+        var path = NewMemberPath();
+        await using var device = await OpenAsync(path, ContractCapacityBytes, Cluster.Silos[0].SiloAddress);
+        var sector = device.SectorSizeBytes;
+        var error = await Assert.ThrowsAnyAsync<ArgumentException>(() => device.WriteSplitAsync(
+            0, Blocks.Pattern(sector, 1), ContractCapacityBytes, Blocks.Pattern(sector, 2)).AsTask());
+        Assert.Contains("second", error.Message, StringComparison.Ordinal);
+        var onHost = new byte[sector];
+        await using (var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+            await file.ReadExactlyAsync(onHost);
+        Assert.Equal(new byte[sector], onHost);
+    }
+
+    [Fact]
     public async Task Member_IsTheServingHostsFile_SeenByItsHostAfterAFlush()
     {
         var path = NewMemberPath();
@@ -241,11 +287,16 @@ public sealed class DeadWriterFencingTests
             var error = await Assert.ThrowsAsync<BlockDeviceException>(
                 () => zombie.WriteAsync(0, new byte[512]).AsTask());
             Assert.Contains("declared dead", error.Message, StringComparison.Ordinal);
+            // A split write (rows and metadata sector in one request) is fenced the same way, neither range written.
+            error = await Assert.ThrowsAsync<BlockDeviceException>(
+                () => zombie.WriteSplitAsync(0, new byte[512], 2048, new byte[512]).AsTask());
+            Assert.Contains("declared dead", error.Message, StringComparison.Ordinal);
             await alive.WriteAsync(512, Blocks.Pattern(512, 2));
-            var back = new byte[1024];
+            var back = new byte[2560];
             await alive.ReadAsync(0, back);
             Assert.Equal(Blocks.Pattern(512, 1), back[..512]);
-            Assert.Equal(Blocks.Pattern(512, 2), back[512..]);
+            Assert.Equal(Blocks.Pattern(512, 2), back[512..1024]);
+            Assert.Equal(new byte[512], back[2048..]);
         }
         finally
         {

@@ -194,6 +194,55 @@ public sealed class DiskServer(
     }
 
     /// <summary>
+    /// Reads two ranges of an open member, one request (the disk stream's split read: a chunk's rows and its metadata
+    /// sector); see <see cref="ReadIntoAsync"/>.
+    /// </summary>
+    internal async ValueTask ReadSplitIntoAsync(
+        string path, long offsetBytes, Memory<byte> first, long secondOffsetBytes, Memory<byte> second)
+    {
+        CheckLength(first.Length + second.Length);
+        var device = await DeviceAsync(path);
+        await _inFlight.WaitAsync();
+        try
+        {
+            await Guard(() => device.ReadAsync(offsetBytes, first), device.Name, "read", offsetBytes);
+            await Guard(() => device.ReadAsync(secondOffsetBytes, second), device.Name, "read", secondOffsetBytes);
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+    }
+
+    /// <summary>
+    /// Writes two ranges of an open member for <paramref name="writer"/>, one request (the disk stream's split write);
+    /// otherwise as <see cref="WriteFromAsync"/>.
+    /// </summary>
+    internal async ValueTask WriteSplitFromAsync(
+        string path,
+        long offsetBytes,
+        ReadOnlyMemory<byte> first,
+        long secondOffsetBytes,
+        ReadOnlyMemory<byte> second,
+        SiloAddress writer)
+    {
+        CheckLength(first.Length + second.Length);
+        Served?.Invoke("WriteSplit", offsetBytes);
+        var device = await DeviceAsync(path);
+        CheckWriter(writer, device.Name);
+        await _inFlight.WaitAsync();
+        try
+        {
+            await Guard(() => device.WriteAsync(offsetBytes, first), device.Name, "write", offsetBytes);
+            await Guard(() => device.WriteAsync(secondOffsetBytes, second), device.Name, "write", secondOffsetBytes);
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+    }
+
+    /// <summary>
     /// Writes <paramref name="data"/> to an open member for <paramref name="writer"/> (the disk stream's write), unless
     /// that silo is fenced; with <paramref name="durable"/>, completes once the file is flushed after the write.
     /// </summary>

@@ -137,13 +137,29 @@ internal sealed class DiskStreamConnection : IDisposable
     /// <summary>Flushes the member on its host.</summary>
     public Task FlushAsync(byte[] path) => RequestAsync(Op.Flush, path, 0, 0, [], null);
 
+    /// <summary>Reads two ranges of the member as one request (<see cref="Op.ReadSplit"/>).</summary>
+    public Task ReadSplitAsync(byte[] path, long offset, Memory<byte> first, long secondOffset, Memory<byte> second) =>
+        RequestAsync(Op.ReadSplit, path, offset, first.Length + second.Length, [], [first, second], (secondOffset, first.Length));
+
+    /// <summary>Writes two ranges of the member as one request (<see cref="Op.WriteSplit"/>).</summary>
+    public Task WriteSplitAsync(byte[] path, long offset, ReadOnlyMemory<byte> first, long secondOffset, ReadOnlyMemory<byte> second) =>
+        RequestAsync(
+            Op.WriteSplit,
+            path,
+            offset,
+            first.Length + second.Length,
+            [first, second],
+            null,
+            (secondOffset, first.Length));
+
     private async Task RequestAsync(
         Op op,
         byte[] path,
         long offset,
         int length,
         IReadOnlyList<ReadOnlyMemory<byte>> sources,
-        IReadOnlyList<Memory<byte>>? destinations)
+        IReadOnlyList<Memory<byte>>? destinations,
+        (long SecondOffset, int FirstLength)? split = null)
     {
         var id = Interlocked.Increment(ref _nextId);
         var pending = new Pending(destinations, destinations is null ? 0 : length);
@@ -156,10 +172,11 @@ internal sealed class DiskStreamConnection : IDisposable
         // from the caller's buffers, which stay the caller's until the reply.
         var payload = sources.Count == 0 ? 0 : length;
         var inline = payload <= SmallRequestBytes;
-        var headerBytes = RequestHeaderBytes + path.Length;
+        var headerBytes = RequestHeaderBytes + path.Length + (split is null ? 0 : SplitBytes);
         var header = ArrayPool<byte>.Shared.Rent(headerBytes + (inline ? payload : 0));
         WriteRequestHeader(header, op, path.Length, id, offset, length);
         path.CopyTo(header, RequestHeaderBytes);
+        if (split is { } two) WriteSplit(header.AsSpan(RequestHeaderBytes + path.Length), two.SecondOffset, two.FirstLength);
         var at = headerBytes;
         if (inline)
         {

@@ -188,8 +188,8 @@ public sealed partial class DiskStreamListener(
 
         string? refusal = null;
         SiloAddress? writer = null;
-        if (version != ProtocolVersion)
-            refusal = $"disk stream version {version} is not served; this silo speaks version {ProtocolVersion}";
+        if (version is < MinProtocolVersion or > ProtocolVersion)
+            refusal = $"disk stream version {version} is not served; this silo speaks versions {MinProtocolVersion}-{ProtocolVersion}";
         else if (!CryptographicOperations.FixedTimeEquals(key, _key))
             refusal = "the disk stream key is not this silo's; open the member through its disk grain first";
         else
@@ -258,6 +258,7 @@ public sealed partial class DiskStreamListener(
         {
             var header = new byte[RequestHeaderBytes];
             var pathBuffer = new byte[256];
+            var split = new byte[SplitBytes];
             var reader = new FrameReader(stream);
             // A connection names a few members again and again: their paths are decoded once.
             var lastPath = "";
@@ -283,12 +284,24 @@ public sealed partial class DiskStreamListener(
                     lastPathBytes = pathBuffer[..pathLength];
                 }
                 var path = lastPath;
+                // A split request's second range: its offset, and where the first range's bytes end.
+                long secondOffset = 0;
+                var firstLength = length;
+                if (op is Op.ReadSplit or Op.WriteSplit)
+                {
+                    reader.ReadExactly(split);
+                    secondOffset = BinaryPrimitives.ReadInt64LittleEndian(split);
+                    firstLength = BinaryPrimitives.ReadInt32LittleEndian(split.AsSpan(8));
+                    if (firstLength < 1 || firstLength >= length)
+                        throw new InvalidDataException(
+                            $"a split request of {length} bytes puts {firstLength} in its first range; allowed 1-{length - 1}");
+                }
                 switch (op)
                 {
-                    case Op.Read:
-                        Read(id, path, offset, length);
+                    case Op.Read or Op.ReadSplit:
+                        Read(id, path, offset, length, secondOffset, firstLength);
                         break;
-                    case Op.Write or Op.WriteDurable:
+                    case Op.Write or Op.WriteDurable or Op.WriteSplit:
                         var data = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
                         try
                         {
@@ -299,13 +312,16 @@ public sealed partial class DiskStreamListener(
                             ArrayPool<byte>.Shared.Return(data);
                             throw;
                         }
-                        Write(id, path, offset, data, length, writer, op == Op.WriteDurable);
+                        Write(
+                            id, path, offset, data, length, secondOffset, firstLength, writer,
+                            op == Op.WriteDurable);
                         break;
                     case Op.Flush:
                         Answer(id, owner.Server.FlushAsync(path), null);
                         break;
                     default:
-                        throw new InvalidDataException($"request op {(byte)op} is not one of read, write, durable write, flush");
+                        throw new InvalidDataException(
+                            $"request op {(byte)op} is not one of read, write, durable write, flush, split read, split write");
                 }
                 // Group commit: the durable writes read so far are flushed and answered once no further request is
                 // waiting, so that those that arrived together share an fdatasync per member, and the flush runs on
@@ -354,13 +370,17 @@ public sealed partial class DiskStreamListener(
             _toCommit.Clear();
         }
 
-        private void Read(long id, string path, long offset, int length)
+        /// <summary>A read, or with <paramref name="firstLength"/> short of <paramref name="length"/> a split read.</summary>
+        private void Read(long id, string path, long offset, int length, long secondOffset, int firstLength)
         {
             var data = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
             ValueTask read;
             try
             {
-                read = owner.Server.ReadIntoAsync(path, offset, data.AsMemory(0, length));
+                read = firstLength == length
+                    ? owner.Server.ReadIntoAsync(path, offset, data.AsMemory(0, length))
+                    : owner.Server.ReadSplitIntoAsync(
+                        path, offset, data.AsMemory(0, firstLength), secondOffset, data.AsMemory(firstLength, length - firstLength));
             }
             catch (Exception ex)
             {
@@ -381,13 +401,23 @@ public sealed partial class DiskStreamListener(
             Answer(id, read.AsTask(), data, length);
         }
 
-        private void Write(long id, string path, long offset, byte[] data, int length, SiloAddress writer, bool durable)
+        /// <summary>A write, or with <paramref name="firstLength"/> short of <paramref name="length"/> a split write.</summary>
+        private void Write(
+            long id, string path, long offset, byte[] data, int length, long secondOffset, int firstLength,
+            SiloAddress writer, bool durable)
         {
             ValueTask write;
             try
             {
-                write = owner.Server.WriteFromAsync(
-                    path, offset, data.AsMemory(0, length), writer, durable, commitLater: durable);
+                write = firstLength == length
+                    ? owner.Server.WriteFromAsync(path, offset, data.AsMemory(0, length), writer, durable, commitLater: durable)
+                    : owner.Server.WriteSplitFromAsync(
+                        path,
+                        offset,
+                        data.AsMemory(0, firstLength),
+                        secondOffset,
+                        data.AsMemory(firstLength, length - firstLength),
+                        writer);
             }
             catch (Exception ex)
             {

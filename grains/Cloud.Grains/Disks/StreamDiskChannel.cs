@@ -49,6 +49,25 @@ internal sealed class StreamDiskChannel(DiskStreamClient client, string endpoint
         await Reach(connection.WriteAsync(_path, offsetBytes, sources, totalBytes, durable: true)).ConfigureAwait(false);
     }
 
+    public async ValueTask ReadSplitAsync(
+        long offsetBytes, Memory<byte> first, long secondOffsetBytes, Memory<byte> second, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var connection = await ConnectAsync().ConfigureAwait(false);
+        await Reach(connection.ReadSplitAsync(_path, offsetBytes, first, secondOffsetBytes, second)).ConfigureAwait(false);
+    }
+
+    public async ValueTask WriteSplitAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> first,
+        long secondOffsetBytes,
+        ReadOnlyMemory<byte> second,
+        CancellationToken cancellationToken)
+    {
+        var connection = await ConnectAsync().ConfigureAwait(false);
+        await Reach(connection.WriteSplitAsync(_path, offsetBytes, first, secondOffsetBytes, second)).ConfigureAwait(false);
+    }
+
     public async ValueTask FlushAsync(CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();

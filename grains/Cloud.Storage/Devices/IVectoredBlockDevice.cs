@@ -36,4 +36,65 @@ public interface IVectoredBlockDevice : IBlockDevice
         await WriteGatherAsync(offsetBytes, sources, cancellationToken).ConfigureAwait(false);
         await FlushAsync(cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// Reads two ranges as one request: <paramref name="first"/> at <paramref name="offsetBytes"/> and
+    /// <paramref name="second"/> at <paramref name="secondOffsetBytes"/> (a chunk's rows and the metadata sector that
+    /// rows the request leaves out separate from them). By default two reads at once; a device whose every request
+    /// crosses a network (a member on another host) sends one.
+    /// </summary>
+    ValueTask ReadSplitAsync(
+        long offsetBytes,
+        Memory<byte> first,
+        long secondOffsetBytes,
+        Memory<byte> second,
+        CancellationToken cancellationToken = default)
+    {
+        var a = ReadAsync(offsetBytes, first, cancellationToken);
+        ValueTask b;
+        try { b = ReadAsync(secondOffsetBytes, second, cancellationToken); }
+        catch (Exception e) { b = ValueTask.FromException(e); }
+        return DeviceIo.BothAsync(a, b);
+    }
+
+    /// <summary>
+    /// Writes two ranges as one request (<see cref="ReadSplitAsync"/>). By default two writes at once.
+    /// </summary>
+    ValueTask WriteSplitAsync(
+        long offsetBytes,
+        ReadOnlyMemory<byte> first,
+        long secondOffsetBytes,
+        ReadOnlyMemory<byte> second,
+        CancellationToken cancellationToken = default)
+    {
+        var a = WriteAsync(offsetBytes, first, cancellationToken);
+        ValueTask b;
+        try { b = WriteAsync(secondOffsetBytes, second, cancellationToken); }
+        catch (Exception e) { b = ValueTask.FromException(e); }
+        return DeviceIo.BothAsync(a, b);
+    }
+}
+
+/// <summary>Two I/Os in flight together (the default split requests, and a disk server's half of one).</summary>
+public static class DeviceIo
+{
+    /// <summary>
+    /// Awaits both I/Os, even when one fails, since their buffers are in use until both end; rethrows the first
+    /// failure.
+    /// </summary>
+    public static ValueTask BothAsync(ValueTask first, ValueTask second)
+    {
+        if (first.IsCompletedSuccessfully && second.IsCompletedSuccessfully) return ValueTask.CompletedTask;
+        return SlowAsync(first, second);
+    }
+
+    private static async ValueTask SlowAsync(ValueTask first, ValueTask second)
+    {
+        Exception? error = null;
+        try { await first.ConfigureAwait(false); }
+        catch (Exception e) { error = e; }
+        try { await second.ConfigureAwait(false); }
+        catch (Exception e) { error ??= e; }
+        if (error is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+    }
 }

@@ -199,6 +199,46 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>
+    /// Two ranges of one member as one request (a chunk's rows and its metadata sector, with rows the request leaves
+    /// out between them): one request where the device takes it (<see cref="IVectoredBlockDevice.ReadSplitAsync"/>, one
+    /// network request to a member on another host), both ranges at once otherwise.
+    /// </summary>
+    private readonly struct SplitRequest(
+        bool write, long offsetBytes, Memory<byte> first, long secondOffsetBytes, Memory<byte> second) : IMemberRequest
+    {
+        public bool IsEmpty => first.Length == 0 && second.Length == 0;
+
+        public string Kind => write ? "split write" : "split read";
+
+        public bool LeavesUnflushedData => write;
+
+        public ValueTask StartAsync(IBlockDevice device, CancellationToken cancellationToken)
+        {
+            if (device is IVectoredBlockDevice v)
+                return write
+                    ? v.WriteSplitAsync(offsetBytes, first, secondOffsetBytes, second, cancellationToken)
+                    : v.ReadSplitAsync(offsetBytes, first, secondOffsetBytes, second, cancellationToken);
+            return EachRange(device, cancellationToken);
+        }
+
+        private ValueTask EachRange(IBlockDevice device, CancellationToken cancellationToken)
+        {
+            ValueTask a = write
+                ? device.WriteAsync(offsetBytes, first, cancellationToken)
+                : device.ReadAsync(offsetBytes, first, cancellationToken);
+            ValueTask b;
+            try
+            {
+                b = write
+                    ? device.WriteAsync(secondOffsetBytes, second, cancellationToken)
+                    : device.ReadAsync(secondOffsetBytes, second, cancellationToken);
+            }
+            catch (Exception e) { b = ValueTask.FromException(e); }
+            return DeviceIo.BothAsync(a, b);
+        }
+    }
+
+    /// <summary>
     /// A request of one buffer, which <see cref="EachPieceAsync"/> issues once per piece of a vectored request.
     /// </summary>
     private interface IPieceRequest<TPiece> : IMemberRequest
@@ -303,12 +343,12 @@ public sealed partial class RaidVolume
 
     /// <summary>
     /// Reads or writes rows [r0, r1) of member <paramref name="m"/>'s chunk in <paramref name="stripe"/>, and its
-    /// metadata sector when <paramref name="withMetadata"/>, to or from the member's image in the scratch buffer.
-    /// When the rows run to the end of the chunk the metadata sector is adjacent and one I/O carries both, so a block
-    /// and its checksum land together. Callers use the named forms above.
+    /// metadata sector when <paramref name="withMetadata"/>, to or from the member's image in the scratch buffer, as one
+    /// request: one I/O when the rows run to the end of the chunk (the metadata sector is adjacent, so a block and its
+    /// checksum land together), a split request (<see cref="SplitRequest"/>) when rows the request leaves out lie between
+    /// them. Callers use the named forms above.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> SlotIoAsync(
+    private ValueTask<bool> SlotIoAsync(
         int m,
         bool write,
         long stripe,
@@ -323,28 +363,21 @@ public sealed partial class RaidVolume
         AssertStripeLocked(stripe);
         var image = m * _slotBytes;
         var slot = Layout.MemberOffsetBytes(stripe, 0);
-        if (withMetadata && r1 == _blocksPerChunk && r0 < r1)
-            return await MemberIoAsync(
+        if (withMetadata && r0 < r1 && r1 < _blocksPerChunk)
+            return MemberRequestAsync(
                 m,
-                write,
-                slot + r0 * B,
-                buffer.AsMemory(image + r0 * B, (r1 - r0) * B + _metaBytes),
-                cancellationToken).ConfigureAwait(false);
-        ValueTask<bool> rows = r0 < r1
-            ? MemberIoAsync(m, write, slot + r0 * B, buffer.AsMemory(image + r0 * B, (r1 - r0) * B), cancellationToken)
-            : new(true);
-        ValueTask<bool> metadata = withMetadata
-            ? MemberIoAsync(m, write, slot + _chunk, buffer.AsMemory(image + _chunk, _metaBytes), cancellationToken)
-            : new(true);
-        ExceptionDispatchInfo? error = null;
-        var ok = true;
-        // Await both even if one throws: the buffer goes back to the pool only when no I/O uses it.
-        try { ok &= await rows.ConfigureAwait(false); }
-        catch (Exception e) { error = ExceptionDispatchInfo.Capture(e); }
-        try { ok &= await metadata.ConfigureAwait(false); }
-        catch (Exception e) { error ??= ExceptionDispatchInfo.Capture(e); }
-        error?.Throw();
-        return ok;
+                new SplitRequest(
+                    write,
+                    slot + r0 * B,
+                    buffer.AsMemory(image + r0 * B, (r1 - r0) * B),
+                    slot + _chunk,
+                    buffer.AsMemory(image + _chunk, _metaBytes)),
+                cancellationToken);
+        // One range: the rows, the rows and the metadata sector after them, or the metadata sector alone.
+        var from = r0 < r1 ? r0 * B : _chunk;
+        var length = (r0 < r1 ? (r1 - r0) * B : 0) + (withMetadata ? _metaBytes : 0);
+        if (length == 0) return new(true);
+        return MemberIoAsync(m, write, slot + from, buffer.AsMemory(image + from, length), cancellationToken);
     }
 
     /// <summary>
