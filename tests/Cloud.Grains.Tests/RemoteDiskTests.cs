@@ -233,6 +233,31 @@ public sealed class StreamBlockDeviceContractTests(PooledHosts hosts) : RemoteBl
     }
 
     [Fact]
+    public async Task FlushesArrivingTogether_ShareFdatasyncs_AndEachIsAnsweredAfterTheWritesBeforeIt()
+    {
+        // A plain flush goes to the connection's flusher thread, which flushes while the connection reads on: the
+        // flushes that arrive during one fdatasync share the next.
+        var path = NewMemberPath();
+        await using var device = await OpenAsync(path, ContractCapacityBytes, Cluster.Silos[0].SiloAddress);
+        var server = Cluster.Service<DiskServer>(Cluster.Silos[1]);
+        var sector = device.SectorSizeBytes;
+        const int writers = 32;
+        var before = server.FlushesOf(path);
+        await Task.WhenAll(Enumerable.Range(0, writers).Select(async i =>
+        {
+            await device.WriteAsync(i * (long)sector, Blocks.Pattern(sector, i + 1));
+            await device.FlushAsync();
+        }));
+        var flushes = server.FlushesOf(path) - before;
+        Assert.InRange(flushes, 1, writers - 1);
+        var back = new byte[writers * sector];
+        await using (var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+            await file.ReadExactlyAsync(back);
+        for (var i = 0; i < writers; i++)
+            Assert.True(back.AsSpan(i * sector, sector).SequenceEqual(Blocks.Pattern(sector, i + 1)), $"write {i} is not on the host's file");
+    }
+
+    [Fact]
     public async Task Hello_WithoutTheServingSilosKey_IsRefused()
     {
         var path = Path.Combine(Hosts.PoolOf(Cluster.Silos[1].Name), "contract", Guid.NewGuid().ToString("N") + ".img");

@@ -291,6 +291,16 @@ public sealed class DiskServer(
         }
     }
 
+    /// <summary>Whether the member is open here, so that <see cref="FlushRequestNow"/> can flush it at once.</summary>
+    internal bool IsOpen(string path) => _open.ContainsKey(Path.GetFullPath(path));
+
+    /// <summary>A caller's flush of an open member, run on the calling thread (the disk stream's flusher).</summary>
+    internal void FlushRequestNow(string path)
+    {
+        Served?.Invoke("Flush", 0);
+        FlushNow(path);
+    }
+
     /// <summary>Flushes an open member.</summary>
     public async Task FlushAsync(string path)
     {

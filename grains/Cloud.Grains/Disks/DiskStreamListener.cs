@@ -150,7 +150,15 @@ public sealed partial class DiskStreamListener(
             var writer = Hello(stream, peer);
             if (writer is null) return;
             socket.ReceiveTimeout = socket.SendTimeout = 0;
-            new ServedConnection(this, socket, stream).Run(writer);
+            var served = new ServedConnection(this, socket, stream);
+            try
+            {
+                served.Run(writer);
+            }
+            finally
+            {
+                served.Stop();
+            }
         }
         catch (Exception ex)
         {
@@ -251,6 +259,13 @@ public sealed partial class DiskStreamListener(
         private long _batchStarted;
 
         private readonly Lock _send = new();
+
+        /// <summary>Guards the flushes queued for the flusher thread (a monitor: the flusher waits on it).</summary>
+        private readonly object _flushGate = new();
+
+        private List<(long Id, string Path)> _flushes = [];
+        private Thread? _flusher;
+        private bool _stopped;
         private readonly byte[] _replyHeader = new byte[ReplyHeaderBytes];
         private readonly string _host = owner.Host;
 
@@ -317,7 +332,9 @@ public sealed partial class DiskStreamListener(
                             op == Op.WriteDurable);
                         break;
                     case Op.Flush:
-                        Answer(id, owner.Server.FlushAsync(path), null);
+                        // A member still opening is flushed once open, asynchronously; an open one by the flusher.
+                        if (owner.Server.IsOpen(path)) QueueFlush(id, path);
+                        else Answer(id, owner.Server.FlushAsync(path), null);
                         break;
                     default:
                         throw new InvalidDataException(
@@ -342,6 +359,96 @@ public sealed partial class DiskStreamListener(
                 // The replies made on this thread leave together too, once no request waits (or within the bound).
                 if (_batched > 0 && (!waiting || Stopwatch.GetElapsedTime(_batchStarted) > MaxGroupDelay))
                     SendBatch();
+            }
+        }
+
+        /// <summary>
+        /// Hands a flush to the connection's flusher thread: it flushes while this thread goes on reading and writing,
+        /// and the flushes that arrive meanwhile share its next <c>fdatasync</c> of each member, with no thread-pool
+        /// work item (and no idle pool worker spinning after it) per flush.
+        /// </summary>
+        private void QueueFlush(long id, string path)
+        {
+            lock (_flushGate)
+            {
+                _flushes.Add((id, path));
+                if (_flusher is null)
+                {
+                    _flusher = new Thread(FlushLoop) { IsBackground = true, Name = "cloud-disk-stream-flush" };
+                    _flusher.Start();
+                }
+                else Monitor.Pulse(_flushGate);
+            }
+        }
+
+        /// <summary>Ends the flusher once the connection has ended (what it holds is answered to a closed stream).</summary>
+        public void Stop()
+        {
+            lock (_flushGate)
+            {
+                _stopped = true;
+                Monitor.Pulse(_flushGate);
+            }
+        }
+
+        private void FlushLoop()
+        {
+            List<(long Id, string Path)> batch = [];
+            Dictionary<string, Exception?> flushed = new(StringComparer.Ordinal);
+            try
+            {
+                while (true)
+                {
+                    lock (_flushGate)
+                    {
+                        while (_flushes.Count == 0 && !_stopped) Monitor.Wait(_flushGate);
+                        if (_flushes.Count == 0) return;
+                        (batch, _flushes) = (_flushes, batch);
+                    }
+                    flushed.Clear();
+                    foreach (var (_, path) in batch)
+                    {
+                        if (flushed.ContainsKey(path)) continue;
+                        try
+                        {
+                            owner.Server.FlushRequestNow(path);
+                            flushed[path] = null;
+                        }
+                        catch (Exception ex)
+                        {
+                            flushed[path] = ex;
+                        }
+                    }
+                    var ok = 0;
+                    foreach (var (_, path) in batch)
+                        if (flushed[path] is null) ok++;
+                    if (ok > 0)
+                    {
+                        var replies = ArrayPool<byte>.Shared.Rent(ok * ReplyHeaderBytes);
+                        try
+                        {
+                            var at = 0;
+                            foreach (var (id, path) in batch)
+                            {
+                                if (flushed[path] is not null) continue;
+                                WriteReplyHeader(replies.AsSpan(at), id, Status.Ok, 0);
+                                at += ReplyHeaderBytes;
+                            }
+                            lock (_send) stream.Write(replies, 0, at);
+                        }
+                        finally
+                        {
+                            ArrayPool<byte>.Shared.Return(replies);
+                        }
+                    }
+                    foreach (var (id, path) in batch)
+                        if (flushed[path] is { } error) Fail(id, error);
+                    batch.Clear();
+                }
+            }
+            catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+            {
+                // The caller is gone; it fails its own requests.
             }
         }
 
