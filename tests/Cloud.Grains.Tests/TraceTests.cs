@@ -75,7 +75,7 @@ public sealed class TraceTests(SharedClusterFixture fixture)
         var engineWrite = Assert.Single(trace, s => s.OperationName == CloudTracing.EngineWrite);
         var memberWrites = trace
             .Where(s => s.OperationName == CloudTracing.MemberIo && Ancestry(s, byId).Contains(engineWrite))
-            .Where(s => Tag(s, "cloud.io") is "write" or "gather")
+            .Where(s => Tag(s, "cloud.io") is "write" or "gather" or "split write")
             .ToList();
         Assert.True(
             memberWrites.Select(s => Tag(s, "cloud.member")).Distinct().Count() >= 2,
