@@ -29,7 +29,9 @@
 # writes. The remote volume keeps the partial parity log; Cloud__PartialParityLog=false in the environment (passed to
 # the silos) makes it without, for the log's cost; Cloud__DiskTransport=grain sends the member I/O as grain calls
 # instead of over the disk stream, for the transport's worth.
-#   bench/hosts.sh --remote-members [--member-mib N (default 64; the volumes hold 4x that)]
+#   bench/hosts.sh --remote-members [--member-mib N (default 64; the volumes hold 4x that)] [--runs N (default 1: every job
+#     N times per volume in the one bed, the precondition once; the ratio reported and judged is the median of the
+#     runs' ratios, as bench/nbd.sh's NBD_BENCH_RUNS)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build tests/Cloud.HostBed -c Release -v quiet -nologo >/dev/null

@@ -9,7 +9,7 @@ using Cloud.Testing;
 // With --delegation it compares load-based delegation with a fixed target while one host is slowed (DelegationBench).
 // With --remote-members it runs the shared fio workloads on a RAID-5 4+1 volume with a member on each of 5 hosts and on
 // one with every member on the delegate's host (RemoteMembersBench).
-const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N] [--rate W (writes/s per survivor, 1-100000; default back to back)]] [--delegation [--seconds N (1-3600)] [--warm-up N (seconds of writing before the measured window, 0-600; default 90)] [--case 20ms|100ms|cpu, repeatable]] [--remote-members [--member-mib N (1-4096, default 64)]]";
+const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N] [--rate W (writes/s per survivor, 1-100000; default back to back)]] [--delegation [--seconds N (1-3600)] [--warm-up N (seconds of writing before the measured window, 0-600; default 90)] [--case 20ms|100ms|cpu, repeatable]] [--remote-members [--member-mib N (1-4096, default 64)] [--runs N (1-20, default 1: each job N times per volume, interleaved; the ratio is the median)]]";
 var options = new HostBedOptions();
 int failoverTrials = 0, seed = 1, delegationSeconds = DelegationBench.DefaultSeconds, delegationWarmUp = DelegationBench.DefaultWarmUpSeconds;
 double? failoverRate = null;
@@ -18,6 +18,8 @@ var delegationCases = new List<SlowHostCase>();
 var remoteMembers = false;
 var hostsGiven = false;
 var memberMiB = RemoteMembersBench.DefaultMemberMiB;
+var runs = 1;
+var runsGiven = false;
 for (var i = 0; i < args.Length; i++)
 {
     var value = i + 1 < args.Length ? args[i + 1] : null;
@@ -52,6 +54,12 @@ for (var i = 0; i < args.Length; i++)
         case "--member-mib" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
             && n is >= 1 and <= RemoteMembersBench.MaxMemberMiB:
             memberMiB = n;
+            i++;
+            break;
+        case "--runs" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
+            && n is >= 1 and <= RemoteMembersBench.MaxRuns:
+            runs = n;
+            runsGiven = true;
             i++;
             break;
         case "--seconds" when int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n)
@@ -105,6 +113,11 @@ if (remoteMembers && (delegation || failoverTrials > 0 || options.Hosts != Remot
         $"hostbed: --remote-members runs on {RemoteMembersBench.RequiredHosts} hosts (one per member of a RAID-5 4+1), not {options.Hosts}, and without --delegation or --failover-trials; {Usage}");
     return 2;
 }
+if (runsGiven && !remoteMembers)
+{
+    Console.Error.WriteLine($"hostbed: --runs applies to --remote-members; {Usage}");
+    return 2;
+}
 var fioDirectory = Environment.GetEnvironmentVariable("FIO_DIR") is { Length: > 0 } fioDir
     ? fioDir
     : Path.GetFullPath(Path.Combine(Repository.Root, "..", "shared", "bench", "fio"));
@@ -141,14 +154,14 @@ async Task<int> RunAsync()
     await using var postgres = await PostgresServer.StartAsync();
     if (remoteMembers)
     {
-        return await RemoteMembersBench.RunAsync(postgres, options, fioDirectory, sections, memberMiB, Console.WriteLine);
-}
+        return await RemoteMembersBench.RunAsync(postgres, options, fioDirectory, sections, memberMiB, runs, Console.WriteLine);
+    }
     if (delegation)
     {
         return await DelegationBench.RunAsync(
             postgres, options, delegationSeconds, seed, Console.WriteLine, delegationCases.Count > 0 ? delegationCases : null,
             delegationWarmUp);
-}
+    }
     if (failoverTrials > 0)
     {
         // Every host must reach every member disk, so the trials' volumes live on page blobs.
@@ -158,7 +171,7 @@ async Task<int> RunAsync()
             + $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}");
         await using var trialBed = await HostBed.StartAsync(postgres, options, line => Console.WriteLine($"  {line}"));
         return await FailoverTrials.RunAsync(trialBed, failoverTrials, seed, Console.WriteLine, failoverRate);
-}
+    }
 
     await using var bed = await HostBed.StartAsync(postgres, options, Console.WriteLine);
     Console.WriteLine($"PostgreSQL: {bed.ConnectionString}");

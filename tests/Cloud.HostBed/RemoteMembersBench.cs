@@ -38,6 +38,9 @@ public static class RemoteMembersBench
     /// <summary>Most MiB per member.</summary>
     public const int MaxMemberMiB = 4096;
 
+    /// <summary>Most runs of the jobs in one bed (<c>--runs</c>).</summary>
+    public const int MaxRuns = 20;
+
     /// <summary>The jobs run by default: the precondition, then the four of the issue.</summary>
     public static readonly IReadOnlyList<string> DefaultSections = ["precondition", "seqwrite", "seqread", "randwrite", "randread"];
 
@@ -89,12 +92,14 @@ public static class RemoteMembersBench
         string fioDirectory,
         IReadOnlyList<string> sections,
         int memberMiB,
+        int runs,
         Action<string> log)
     {
         ArgumentNullException.ThrowIfNull(postgres);
         ArgumentNullException.ThrowIfNull(template);
         ArgumentNullException.ThrowIfNull(sections);
         ArgumentNullException.ThrowIfNull(log);
+        ArgumentOutOfRangeException.ThrowIfLessThan(runs, 1);
         var job = Path.Combine(Path.GetTempPath(), $"remote-members-{Environment.ProcessId}.fio");
         File.WriteAllText(job, JobFile(fioDirectory));
         try
@@ -115,6 +120,7 @@ public static class RemoteMembersBench
                 };
             log($"remote members bench: {options.Hosts} hosts with disk pools, two durable RAID-5 4+1 volumes of {memberMiB} MiB "
                 + $"members, chunk {ChunkBytes >> 10} KiB, partitions of {PartitionTargetBytes >> 20} MiB; fio jobs {string.Join(", ", sections)} from {fioDirectory}"
+                + (runs > 1 ? $", {runs} runs (the precondition once)" : "")
                 + $"{Overrides()}; {Environment.ProcessorCount} cores; load average {LoadAverage()}");
             await using var bed = await HostBed.StartAsync(postgres, options, line => log($"  {line}")).ConfigureAwait(false);
             await using var admin = await ConnectAsync(bed, log).ConfigureAwait(false);
@@ -145,16 +151,24 @@ public static class RemoteMembersBench
                 throw new InvalidOperationException("the volumes' members are not where this bench needs them");
 
             var clockTicks = ClockTicksPerSecond();
-            var results = new Dictionary<(string Volume, string Section), JobRun>();
-                        for (var s = 0; s < sections.Count; s++)
+            var results = new Dictionary<(string Volume, string Section), List<JobRun>>();
+            var turn = 0;
+            for (var r = 1; r <= runs; r++)
             {
-                // Alternate which volume goes first, so drifting load on a shared machine falls on both alike.
-                foreach (var volume in s % 2 == 0 ? new[] { "remote", "local" } : ["local", "remote"])
+                if (runs > 1) log($"run {r} of {runs}");
+                foreach (var section in sections)
                 {
-                    var uri = $"nbd://{bed.NbdEndPoint(delegateIndex)}/{volume}";
-                    var run = await RunFioAsync(bed, delegateIndex, job, sections[s], uri, clockTicks).ConfigureAwait(false);
-                    results[(volume, sections[s])] = run;
-                    log($"  {sections[s],-13} {volume,-6}: {Describe(sections[s], run)}, load average {run.LoadAverage}");
+                    // The precondition fills the volumes once; the later runs measure on what it left.
+                    if (r > 1 && section == "precondition") continue;
+                    // Alternate which volume goes first, so drifting load on a shared machine falls on both alike.
+                    foreach (var volume in turn++ % 2 == 0 ? new[] { "remote", "local" } : ["local", "remote"])
+                    {
+                        var uri = $"nbd://{bed.NbdEndPoint(delegateIndex)}/{volume}";
+                        var run = await RunFioAsync(bed, delegateIndex, job, section, uri, clockTicks).ConfigureAwait(false);
+                        if (!results.TryGetValue((volume, section), out var list)) results[(volume, section)] = list = [];
+                        list.Add(run);
+                        log($"  {section,-13} {volume,-6}: {Describe(section, run)}, load average {run.LoadAverage}");
+                    }
                 }
             }
 
@@ -188,29 +202,53 @@ public static class RemoteMembersBench
         }
     }
 
-    private static int Report(Dictionary<(string Volume, string Section), JobRun> results, IReadOnlyList<string> sections, Action<string> log)
+    private static int Report(
+        Dictionary<(string Volume, string Section), List<JobRun>> results, IReadOnlyList<string> sections, Action<string> log)
     {
         log("");
+        var runs = results.Values.Max(list => list.Count);
+        if (runs > 1)
+            log($"medians of {runs} runs: the ratio is the median of the runs' ratios (each run's remote job against the local "
+                + "job beside it), the other columns the medians of their own figures");
         log($"{"job",-13} {"metric",-6} {"remote",10} {"local",10} {"ratio",6} {"target",6}  "
             + $"{"silos us/IO r/l",17} {"delegate us/IO r/l",19} {"fio us/IO r/l",15}  load average r/l");
         var below = new List<string>();
+        var perRun = new List<string>();
         foreach (var section in sections)
         {
             if (section == "precondition") continue;
             var r = results[("remote", section)];
             var l = results[("local", section)];
             var small = section.StartsWith("rand", StringComparison.Ordinal);
-            var (metric, rv, lv) = small ? ("IOPS", r.Iops, l.Iops) : ("MiB/s", r.BytesPerSecond / (1 << 20), l.BytesPerSecond / (1 << 20));
-            var ratio = lv > 0 ? rv / lv : double.NaN;
+            Func<JobRun, double> figure = small ? run => run.Iops : run => run.BytesPerSecond / (1 << 20);
+            var ratios = r.Zip(l, (a, b) => figure(b) > 0 ? figure(a) / figure(b) : double.NaN).ToList();
+            var ratio = Median(ratios);
             var target = Targets.TryGetValue(section, out var t) ? t : (double?)null;
             if (target is { } need && !(ratio >= need)) below.Add($"{section} {ratio:0.00}x < {need:0.00}x");
-            log($"{section,-13} {metric,-6} {rv,10:0.0} {lv,10:0.0} {ratio,6:0.00} {(target is { } x ? x.ToString("0.00", CultureInfo.InvariantCulture) : "-"),6}  "
-                + $"{r.SiloUsPerIo,8:0} {l.SiloUsPerIo,8:0} {r.DelegateUsPerIo,9:0} {l.DelegateUsPerIo,9:0} {r.FioUsPerIo,7:0} {l.FioUsPerIo,7:0}  {r.LoadAverage} / {l.LoadAverage}");
+            log($"{section,-13} {(small ? "IOPS" : "MiB/s"),-6} {Median(r, figure),10:0.0} {Median(l, figure),10:0.0} {ratio,6:0.00} "
+                + $"{(target is { } x ? x.ToString("0.00", CultureInfo.InvariantCulture) : "-"),6}  "
+                + $"{Median(r, e => e.SiloUsPerIo),8:0} {Median(l, e => e.SiloUsPerIo),8:0} "
+                + $"{Median(r, e => e.DelegateUsPerIo),9:0} {Median(l, e => e.DelegateUsPerIo),9:0} "
+                + $"{Median(r, e => e.FioUsPerIo),7:0} {Median(l, e => e.FioUsPerIo),7:0}  {r[^1].LoadAverage} / {l[^1].LoadAverage}");
+            if (ratios.Count > 1)
+                perRun.Add($"{section,-13} ratios {string.Join(" ", ratios.Select(x => x.ToString("0.00", CultureInfo.InvariantCulture)))}");
         }
+        foreach (var line in perRun) log(line);
         log("silos us/IO: CPU time of all five silo processes (user + system, /proc/PID/stat) over the fio run, per I/O; "
             + "delegate: its silo alone; r/l = remote/local");
         log(below.Count == 0 ? "every targeted job reached its target" : $"below target: {string.Join(", ", below)}");
         return below.Count == 0 ? 0 : 1;
+    }
+
+    private static double Median(IEnumerable<JobRun> runs, Func<JobRun, double> figure) => Median(runs.Select(figure).ToList());
+
+    /// <summary>The middle value (the mean of the two middle ones for an even count); NaN for none.</summary>
+    private static double Median(List<double> values)
+    {
+        if (values.Count == 0) return double.NaN;
+        var sorted = values.Order().ToList();
+        var mid = sorted.Count / 2;
+        return sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
     }
 
     private static string Describe(string section, JobRun run) =>
