@@ -152,16 +152,17 @@ public static class RemoteMembersBench
 
             var clockTicks = ClockTicksPerSecond();
             var results = new Dictionary<(string Volume, string Section), List<JobRun>>();
-            var turn = 0;
-            for (var r = 1; r <= runs; r++)
+            for (var r = 0; r < runs; r++)
             {
-                if (runs > 1) log($"run {r} of {runs}");
-                foreach (var section in sections)
+                if (runs > 1) log($"run {r + 1} of {runs}");
+                for (var s = 0; s < sections.Count; s++)
                 {
+                    var section = sections[s];
                     // The precondition fills the volumes once; the later runs measure on what it left.
-                    if (r > 1 && section == "precondition") continue;
-                    // Alternate which volume goes first, so drifting load on a shared machine falls on both alike.
-                    foreach (var volume in turn++ % 2 == 0 ? new[] { "remote", "local" } : ["local", "remote"])
+                    if (r > 0 && section == "precondition") continue;
+                    // Alternate which volume goes first from job to job and, for each job, from run to run, so that
+                    // drifting load on a shared machine (and whatever the job before leaves behind) falls on both alike.
+                    foreach (var volume in (s + r) % 2 == 0 ? new[] { "remote", "local" } : ["local", "remote"])
                     {
                         var uri = $"nbd://{bed.NbdEndPoint(delegateIndex)}/{volume}";
                         var run = await RunFioAsync(bed, delegateIndex, job, section, uri, clockTicks).ConfigureAwait(false);
