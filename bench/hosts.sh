@@ -16,10 +16,12 @@
 # Delegation across processes (a durable RAID-5 volume over the hosts' disk pools, no Azurite): for one slowed host
 # (the last) with 20 ms and 100 ms of injected disk latency and with its CPU capped to 25 % of a core (cgroup), durable
 # writes through every host with load-based delegation and with the slowed host as fixed target, a fresh bed each;
-# prints IOPS, MiB/s and the ratio per case, and exits 1 if a ratio is below 1.5x.
+# prints IOPS, MiB/s and the ratio per case, and exits 1 if a ratio (the median with --runs) is below 1.5x.
 #   bench/hosts.sh --delegation [--seconds N (measured per run, default 20)] [--warm-up N (at least N s of writing before
 #     the measured window, and 20 writes per host; default 90: the silos compile hot code for about the first minute)]
-#     [--case 20ms|100ms|cpu (repeatable; default all)] [--hosts N] [--seed N]
+#     [--case 20ms|100ms|cpu (repeatable; default all)] [--runs N (default 1: each case N times, a fresh pair of beds
+#     each, the modes' order alternating from run to run; the ratio reported and judged is the median of the runs')]
+#     [--hosts N] [--seed N]
 # Members across hosts (issue 15 item 7): one 5-host bed with disk pools, two durable RAID-5 4+1 volumes, one with a
 # member in each host's pool and one with every member a file of the delegate's host (the catalog's host, where
 # `--disk file:` members go; every silo's Cloud:Delegation:FixedTarget is itself and fio talks to that host's NBD

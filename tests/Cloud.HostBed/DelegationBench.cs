@@ -91,8 +91,10 @@ public static class DelegationBench
         int seed,
         Action<string> log,
         IReadOnlyList<SlowHostCase>? cases = null,
-        int warmUpSeconds = DefaultWarmUpSeconds)
+        int warmUpSeconds = DefaultWarmUpSeconds,
+        int runs = 1)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(runs, 1);
         ArgumentNullException.ThrowIfNull(postgres);
         ArgumentNullException.ThrowIfNull(template);
         ArgumentNullException.ThrowIfNull(log);
@@ -101,27 +103,53 @@ public static class DelegationBench
         log($"delegation bench: {template.Hosts} hosts, {slowName} slowed; durable RAID-5 over the hosts' disk pools, {WritersPerHost} "
             + $"writers of random 4 KiB per host; warm-up until {WarmUpWritesPerHost} writes through each host"
             + (warmUpSeconds > 0 ? $" and {warmUpSeconds} s of writing" : "") + $", {seconds} s measured per run; seed {seed}; "
-            + $"{Environment.ProcessorCount} cores; load average {LoadAverage()}");
-        var rows = new List<(SlowHostCase Case, Run LoadBased, Run Fixed)>();
+            + $"{Environment.ProcessorCount} cores; load average {LoadAverage()}"
+            + (runs > 1 ? $"; {runs} runs per case, the modes' order alternating" : ""));
+        var rows = new List<(SlowHostCase Case, List<Run> LoadBased, List<Run> Fixed, List<double> Ratios)>();
         foreach (var slowCase in cases ?? Cases)
         {
-            var loadBased = await RunOnceAsync(postgres, template, slowCase, slowIndex, fixedTarget: null, seconds, warmUpSeconds, seed, log)
-                .ConfigureAwait(false);
-            var fixedRun = await RunOnceAsync(postgres, template, slowCase, slowIndex, slowName, seconds, warmUpSeconds, seed, log)
-                .ConfigureAwait(false);
-            rows.Add((slowCase, loadBased, fixedRun));
-            log($"  {slowCase.Name}: load-based {loadBased.Iops:0} IOPS, fixed ({slowName}) {fixedRun.Iops:0} IOPS, "
-                + $"ratio {Ratio(loadBased, fixedRun):0.00}x");
+            var row = (Case: slowCase, LoadBased: new List<Run>(), Fixed: new List<Run>(), Ratios: new List<double>());
+            for (var r = 0; r < runs; r++)
+            {
+                // Each run a fresh bed per mode; which mode goes first alternates from run to run, so a machine that
+                // drifts over the runs (its load, the page cache) does not favour one mode.
+                Run loadBased, fixedRun;
+                if (r % 2 == 0)
+                {
+                    loadBased = await RunOnceAsync(postgres, template, slowCase, slowIndex, fixedTarget: null, seconds, warmUpSeconds, seed, log)
+                        .ConfigureAwait(false);
+                    fixedRun = await RunOnceAsync(postgres, template, slowCase, slowIndex, slowName, seconds, warmUpSeconds, seed, log)
+                        .ConfigureAwait(false);
+                }
+                else
+                {
+                    fixedRun = await RunOnceAsync(postgres, template, slowCase, slowIndex, slowName, seconds, warmUpSeconds, seed, log)
+                        .ConfigureAwait(false);
+                    loadBased = await RunOnceAsync(postgres, template, slowCase, slowIndex, fixedTarget: null, seconds, warmUpSeconds, seed, log)
+                        .ConfigureAwait(false);
+                }
+                row.LoadBased.Add(loadBased);
+                row.Fixed.Add(fixedRun);
+                row.Ratios.Add(Ratio(loadBased, fixedRun));
+                log($"  {slowCase.Name}{(runs > 1 ? $" (run {r + 1} of {runs})" : "")}: load-based {loadBased.Iops:0} IOPS, "
+                    + $"fixed ({slowName}) {fixedRun.Iops:0} IOPS, ratio {Ratio(loadBased, fixedRun):0.00}x");
+            }
+            rows.Add(row);
         }
 
         log("");
+        if (runs > 1) log($"medians of {runs} runs (each a pair of fresh beds); the ratio is the median of the runs' ratios");
         log($"{"case",-20} {"load-based",22} {"fixed (" + slowName + ")",22} {"ratio",7}  load average (1 min) during runs");
-        foreach (var (c, l, f) in rows)
-            log($"{c.Name,-20} {l.Iops,8:0} IOPS {l.MiBps,5:0.0} MiB/s {f.Iops,8:0} IOPS {f.MiBps,5:0.0} MiB/s "
-                + $"{Ratio(l, f),6:0.00}x  {l.LoadAverage} / {f.LoadAverage}");
-        var losing = rows.Where(r => Ratio(r.LoadBased, r.Fixed) < TargetRatio).Select(r => r.Case.Name).ToList();
+        foreach (var (c, l, f, ratios) in rows)
+        {
+            double lIops = Stats.Median(l.Select(x => x.Iops)), fIops = Stats.Median(f.Select(x => x.Iops));
+            log($"{c.Name,-20} {lIops,8:0} IOPS {ToMiBps(lIops),5:0.0} MiB/s {fIops,8:0} IOPS {ToMiBps(fIops),5:0.0} MiB/s "
+                + $"{Stats.Median(ratios),6:0.00}x  {l[^1].LoadAverage} / {f[^1].LoadAverage}");
+            if (runs > 1) log($"{"",-20} runs: {string.Join(", ", ratios.Select(x => $"{x:0.00}x"))}");
+        }
+        var losing = rows.Where(r => Stats.Median(r.Ratios) < TargetRatio).Select(r => r.Case.Name).ToList();
         log(losing.Count == 0
-            ? $"load-based delegation reached {TargetRatio}x in every case"
+            ? $"load-based delegation reached {TargetRatio}x in every case{(runs > 1 ? " (median of the runs)" : "")}"
             : $"below {TargetRatio}x: {string.Join(", ", losing)}");
         return losing.Count == 0 ? 0 : 1;
     }
@@ -130,10 +158,9 @@ public static class DelegationBench
         fixedRun.Iops > 0 ? loadBased.Iops / fixedRun.Iops : double.PositiveInfinity;
 
     /// <summary>One measured run: acknowledged writes per second, and the load average before and after.</summary>
-    private sealed record Run(double Iops, string LoadAverage)
-    {
-        public double MiBps => Iops * BlockBytes / (1024.0 * 1024.0);
-    }
+    private sealed record Run(double Iops, string LoadAverage);
+
+    private static double ToMiBps(double iops) => iops * BlockBytes / (1024.0 * 1024.0);
 
     private static async Task<Run> RunOnceAsync(
         PostgresServer postgres,

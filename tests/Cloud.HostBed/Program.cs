@@ -9,7 +9,7 @@ using Cloud.Testing;
 // With --delegation it compares load-based delegation with a fixed target while one host is slowed (DelegationBench).
 // With --remote-members it runs the shared fio workloads on a RAID-5 4+1 volume with a member on each of 5 hosts and on
 // one with every member on the delegate's host (RemoteMembersBench).
-const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N] [--rate W (writes/s per survivor, 1-100000; default back to back)]] [--delegation [--seconds N (1-3600)] [--warm-up N (seconds of writing before the measured window, 0-600; default 90)] [--case 20ms|100ms|cpu, repeatable]] [--remote-members [--member-mib N (1-4096, default 64)] [--runs N (1-20, default 1: each job N times per volume, interleaved; the ratio is the median)]]";
+const string Usage = "usage: Cloud.HostBed [--hosts N (1-32, default 3)] [--page-blobs CONNSTRING] [--failover-trials N (1-1000) [--seed N] [--rate W (writes/s per survivor, 1-100000; default back to back)]] [--delegation [--seconds N (1-3600)] [--warm-up N (seconds of writing before the measured window, 0-600; default 90)] [--case 20ms|100ms|cpu, repeatable] [--runs N (1-20, default 1: each case N times, a fresh pair of beds each, the modes' order alternating; the ratio is the median)]] [--remote-members [--member-mib N (1-4096, default 64)] [--runs N (1-20, default 1: each job N times per volume, interleaved; the ratio is the median)]]";
 var options = new HostBedOptions();
 int failoverTrials = 0, seed = 1, delegationSeconds = DelegationBench.DefaultSeconds, delegationWarmUp = DelegationBench.DefaultWarmUpSeconds;
 double? failoverRate = null;
@@ -113,9 +113,9 @@ if (remoteMembers && (delegation || failoverTrials > 0 || options.Hosts != Remot
         $"hostbed: --remote-members runs on {RemoteMembersBench.RequiredHosts} hosts (one per member of a RAID-5 4+1), not {options.Hosts}, and without --delegation or --failover-trials; {Usage}");
     return 2;
 }
-if (runsGiven && !remoteMembers)
+if (runsGiven && !remoteMembers && !delegation)
 {
-    Console.Error.WriteLine($"hostbed: --runs applies to --remote-members; {Usage}");
+    Console.Error.WriteLine($"hostbed: --runs applies to --remote-members and --delegation; {Usage}");
     return 2;
 }
 var fioDirectory = Environment.GetEnvironmentVariable("FIO_DIR") is { Length: > 0 } fioDir
@@ -160,7 +160,7 @@ async Task<int> RunAsync()
     {
         return await DelegationBench.RunAsync(
             postgres, options, delegationSeconds, seed, Console.WriteLine, delegationCases.Count > 0 ? delegationCases : null,
-            delegationWarmUp);
+            delegationWarmUp, runs);
     }
     if (failoverTrials > 0)
     {

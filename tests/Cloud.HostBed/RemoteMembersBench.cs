@@ -223,7 +223,7 @@ public static class RemoteMembersBench
             var small = section.StartsWith("rand", StringComparison.Ordinal);
             Func<JobRun, double> figure = small ? run => run.Iops : run => run.BytesPerSecond / (1 << 20);
             var ratios = r.Zip(l, (a, b) => figure(b) > 0 ? figure(a) / figure(b) : double.NaN).ToList();
-            var ratio = Median(ratios);
+            var ratio = Stats.Median(ratios);
             var target = Targets.TryGetValue(section, out var t) ? t : (double?)null;
             if (target is { } need && !(ratio >= need)) below.Add($"{section} {ratio:0.00}x < {need:0.00}x");
             log($"{section,-13} {(small ? "IOPS" : "MiB/s"),-6} {Median(r, figure),10:0.0} {Median(l, figure),10:0.0} {ratio,6:0.00} "
@@ -241,16 +241,7 @@ public static class RemoteMembersBench
         return below.Count == 0 ? 0 : 1;
     }
 
-    private static double Median(IEnumerable<JobRun> runs, Func<JobRun, double> figure) => Median(runs.Select(figure).ToList());
-
-    /// <summary>The middle value (the mean of the two middle ones for an even count); NaN for none.</summary>
-    private static double Median(List<double> values)
-    {
-        if (values.Count == 0) return double.NaN;
-        var sorted = values.Order().ToList();
-        var mid = sorted.Count / 2;
-        return sorted.Count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-    }
+    private static double Median(IEnumerable<JobRun> runs, Func<JobRun, double> figure) => Stats.Median(runs.Select(figure));
 
     private static string Describe(string section, JobRun run) =>
         $"{run.Iops:0} IOPS, {run.BytesPerSecond / (1 << 20):0.0} MiB/s, mean latency {run.LatencyMeanUs:0} us, "
