@@ -35,6 +35,7 @@ public sealed class InputTests
             LockLease = TimeSpan.Zero,
             OverloadFactor = 0.5,
             MaxRequestBytes = 1000,
+            MaxConcurrentBatches = 4,
             DataDirectory = " ",
         });
         Assert.True(result.Failed);
@@ -42,7 +43,12 @@ public sealed class InputTests
         Assert.Contains("Cloud:LockLease is 00:00:00", failures);
         Assert.Contains("Cloud:OverloadFactor is 0.5", failures);
         Assert.Contains("Cloud:MaxRequestBytes is 1000", failures);
+        Assert.Contains("Cloud:MaxConcurrentBatches is 4; allowed 8-1024.", failures);
         Assert.Contains("Cloud:DataDirectory is empty", failures);
         Assert.True(new CloudOptionsValidator().Validate(null, new CloudOptions()).Succeeded);
+        var durable = new CloudOptionsValidator().Validate(null, new CloudOptions { MaxConcurrentDurableBatches = 8 });
+        Assert.Equal(
+            "Cloud:MaxConcurrentDurableBatches is 8; allowed from Cloud:MaxConcurrentBatches (16) to 1024.",
+            Assert.Single(durable.Failures!));
     }
 }

@@ -1,5 +1,6 @@
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
+using Cloud.Grains.Hosting;
 using Cloud.Grains.Locks;
 using Cloud.Grains.RaidWorkers;
 
@@ -14,7 +15,7 @@ namespace Cloud.Grains.Tests;
 public sealed class WriteSchedulerPriorityTests(SharedClusterFixture fixture)
 {
     /// <summary>Stripes whose re-sent copies the test holds back behind its own lock: more than every batch slot.</summary>
-    private const int BacklogStripes = WriteScheduler.MaxConcurrentBatches + 4;
+    private const int BacklogStripes = CloudOptions.DefaultMaxConcurrentBatches + 4;
 
     /// <summary>Bound on the awaited copy's commit; without the priority it waits until the test lets the backlog go.</summary>
     private static readonly TimeSpan CommitTimeout = TimeSpan.FromSeconds(10);

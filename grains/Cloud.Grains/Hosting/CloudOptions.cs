@@ -167,6 +167,34 @@ public sealed class CloudOptions
     /// </summary>
     public long MaxQueuedBytes { get; set; } = DefaultMaxQueuedBytes;
 
+    /// <summary>Default for <see cref="MaxConcurrentBatches"/>.</summary>
+    public const int DefaultMaxConcurrentBatches = 16;
+
+    /// <summary>Default for <see cref="MaxConcurrentDurableBatches"/>: an NBD connection's requests in flight.</summary>
+    public const int DefaultMaxConcurrentDurableBatches = 64;
+
+    /// <summary>Fewest <see cref="MaxConcurrentBatches"/>: above the slots kept for copies a client waits for.</summary>
+    public const int MinConcurrentBatches = 8;
+
+    /// <summary>Most <see cref="MaxConcurrentBatches"/> and <see cref="MaxConcurrentDurableBatches"/>.</summary>
+    public const int MaxConcurrentBatchesLimit = 1024;
+
+    /// <summary>
+    /// Batches of one volume a RAID worker runs at once on this silo (<c>Cloud:MaxConcurrentBatches</c>, 8-1024;
+    /// default 16). A batch that need not reach stable storage before it commits is disk and CPU work from start to
+    /// end, and more of them at once only contend for the same cores.
+    /// </summary>
+    public int MaxConcurrentBatches { get; set; } = DefaultMaxConcurrentBatches;
+
+    /// <summary>
+    /// Batches of one volume a RAID worker runs at once on this silo when the ones beyond
+    /// <see cref="MaxConcurrentBatches"/> are durable (<c>Cloud:MaxConcurrentDurableBatches</c>, from
+    /// <see cref="MaxConcurrentBatches"/> to 1024; default 64): a durable batch (a forced-unit-access write, every
+    /// write of a <c>--durable</c> volume) spends most of its time waiting for its members' flushes, which the
+    /// batches waiting at the same time share, so the more of them in flight, the more writes each flush covers.
+    /// </summary>
+    public int MaxConcurrentDurableBatches { get; set; } = DefaultMaxConcurrentDurableBatches;
+
     /// <summary>Most injected disk latency (<see cref="InjectedDiskLatency"/>).</summary>
     public static readonly TimeSpan MaxInjectedDiskLatency = TimeSpan.FromSeconds(60);
 
@@ -285,6 +313,14 @@ public sealed class CloudOptionsValidator : IValidateOptions<CloudOptions>
             errors.Add($"Cloud:PartitionTargetBytes is {o.PartitionTargetBytes}; allowed 1 MiB-64 GiB.");
         if (o.MaxQueuedBytes < 1L << 20 || o.MaxQueuedBytes > 64L << 30)
             errors.Add($"Cloud:MaxQueuedBytes is {o.MaxQueuedBytes}; allowed 1 MiB-64 GiB.");
+        if (o.MaxConcurrentBatches < CloudOptions.MinConcurrentBatches
+            || o.MaxConcurrentBatches > CloudOptions.MaxConcurrentBatchesLimit)
+            errors.Add($"Cloud:MaxConcurrentBatches is {o.MaxConcurrentBatches}; allowed "
+                + $"{CloudOptions.MinConcurrentBatches}-{CloudOptions.MaxConcurrentBatchesLimit}.");
+        else if (o.MaxConcurrentDurableBatches < o.MaxConcurrentBatches
+                 || o.MaxConcurrentDurableBatches > CloudOptions.MaxConcurrentBatchesLimit)
+            errors.Add($"Cloud:MaxConcurrentDurableBatches is {o.MaxConcurrentDurableBatches}; allowed from "
+                + $"Cloud:MaxConcurrentBatches ({o.MaxConcurrentBatches}) to {CloudOptions.MaxConcurrentBatchesLimit}.");
         if (o.MaxRequestBytes < 4096 || o.MaxRequestBytes > 64 << 20 || o.MaxRequestBytes % 4096 != 0)
             errors.Add($"Cloud:MaxRequestBytes is {o.MaxRequestBytes}; allowed a multiple of 4096 in 4 KiB-64 MiB.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);

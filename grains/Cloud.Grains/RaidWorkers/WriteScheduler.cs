@@ -38,6 +38,9 @@ internal sealed class Ticket(ReplicatedWrite write, long firstStripe, long lastS
     /// </summary>
     public ActivityContext Origin { get; } = Activity.Current?.Context ?? default;
     public bool Running { get; set; }
+
+    /// <summary>A forced-unit-access copy: its batch waits for its members' flushes before it commits.</summary>
+    public bool Durable => Write.ForceUnitAccess;
     public TaskCompletionSource<WriteReport> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 }
 
@@ -78,7 +81,8 @@ internal sealed class VolumeQueue
 /// <summary>
 /// The RAID worker's schedule (patent claim 48): takes replicated copies in, within a bound on the bytes held;
 /// merges queued copies of overlapping stripes of one partition into batches; runs batches whose stripes do not
-/// overlap a running one, up to <see cref="MaxConcurrentBatches"/>; and keeps each copy's report for its first server.
+/// overlap a running one, up to <see cref="CloudOptions.MaxConcurrentBatches"/> (durable ones up to
+/// <see cref="CloudOptions.MaxConcurrentDurableBatches"/>); and keeps each copy's report for its first server.
 /// </summary>
 /// <remarks>
 /// Copies a client waits for (<see cref="Ticket.Awaited"/>) start ahead of the rest, and the rest never take the last
@@ -96,12 +100,9 @@ public sealed partial class WriteScheduler(
     IOptions<CloudOptions> options,
     ILogger<WriteScheduler> logger)
 {
-    /// <summary>Batches of one volume running at once on this silo.</summary>
-    public const int MaxConcurrentBatches = 16;
-
     /// <summary>
-    /// Slots of <see cref="MaxConcurrentBatches"/> that only batches of copies a client waits for may take, so that such
-    /// a copy starts as soon as it can, however long the queue of acknowledged copies.
+    /// Slots of <see cref="CloudOptions.MaxConcurrentBatches"/> that only batches of copies a client waits for may take,
+    /// so that such a copy starts as soon as it can, however long the queue of acknowledged copies.
     /// </summary>
     public const int ReservedAwaitedBatches = 4;
 
@@ -333,25 +334,33 @@ public sealed partial class WriteScheduler(
 
     /// <summary>
     /// The next batch to run, marked running, or null when none can start now: copies a client waits for first, each
-    /// class in arrival order.
+    /// class in arrival order. Past <see cref="CloudOptions.MaxConcurrentBatches"/> only durable batches start, up to
+    /// <see cref="CloudOptions.MaxConcurrentDurableBatches"/> in all.
     /// </summary>
-    private static List<Ticket>? TakeBatch(VolumeQueue q)
+    private List<Ticket>? TakeBatch(VolumeQueue q)
     {
+        var plainMost = _options.MaxConcurrentBatches;
+        var most = Math.Max(plainMost, _options.MaxConcurrentDurableBatches);
         lock (q.Gate)
         {
-            if (q.RunningBatches >= MaxConcurrentBatches) return null;
-            if (Start(q, awaited: true) is { } batch) return batch;
-            if (q.RunningUnawaitedBatches >= MaxConcurrentBatches - ReservedAwaitedBatches) return null;
-            return Start(q, awaited: false);
+            if (q.RunningBatches >= most) return null;
+            var durableOnly = q.RunningBatches >= plainMost;
+            if (Start(q, awaited: true, durableOnly) is { } batch) return batch;
+            if (durableOnly || q.RunningUnawaitedBatches >= plainMost - ReservedAwaitedBatches) return null;
+            return Start(q, awaited: false, durableOnly: false);
         }
     }
 
-    /// <summary>Starts the first batch of the class <paramref name="awaited"/> that can run now. Under the gate.</summary>
-    private static List<Ticket>? Start(VolumeQueue q, bool awaited)
+    /// <summary>
+    /// Starts the first batch of the class <paramref name="awaited"/> (only of durable copies with
+    /// <paramref name="durableOnly"/>) that can run now. Under the gate.
+    /// </summary>
+    private static List<Ticket>? Start(VolumeQueue q, bool awaited, bool durableOnly)
     {
         foreach (var head in q.Waiting)
         {
-            if (head.Awaited != awaited || head.Running || OverlapsRunning(q, head.FirstStripe, head.LastStripe))
+            if (head.Awaited != awaited || head.Running || (durableOnly && !head.Durable)
+                || OverlapsRunning(q, head.FirstStripe, head.LastStripe))
                 continue;
             var batch = MergeAround(q, head);
             foreach (var t in batch) t.Running = true;
