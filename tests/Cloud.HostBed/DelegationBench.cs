@@ -109,6 +109,8 @@ public static class DelegationBench
         foreach (var slowCase in cases ?? Cases)
         {
             var row = (Case: slowCase, LoadBased: new List<Run>(), Fixed: new List<Run>(), Ratios: new List<double>());
+            Task<Run> Mode(string? fixedTarget) =>
+                RunOnceAsync(postgres, template, slowCase, slowIndex, fixedTarget, seconds, warmUpSeconds, seed, log);
             for (var r = 0; r < runs; r++)
             {
                 // Each run a fresh bed per mode; which mode goes first alternates from run to run, so a machine that
@@ -116,17 +118,13 @@ public static class DelegationBench
                 Run loadBased, fixedRun;
                 if (r % 2 == 0)
                 {
-                    loadBased = await RunOnceAsync(postgres, template, slowCase, slowIndex, fixedTarget: null, seconds, warmUpSeconds, seed, log)
-                        .ConfigureAwait(false);
-                    fixedRun = await RunOnceAsync(postgres, template, slowCase, slowIndex, slowName, seconds, warmUpSeconds, seed, log)
-                        .ConfigureAwait(false);
+                    loadBased = await Mode(null).ConfigureAwait(false);
+                    fixedRun = await Mode(slowName).ConfigureAwait(false);
                 }
                 else
                 {
-                    fixedRun = await RunOnceAsync(postgres, template, slowCase, slowIndex, slowName, seconds, warmUpSeconds, seed, log)
-                        .ConfigureAwait(false);
-                    loadBased = await RunOnceAsync(postgres, template, slowCase, slowIndex, fixedTarget: null, seconds, warmUpSeconds, seed, log)
-                        .ConfigureAwait(false);
+                    fixedRun = await Mode(slowName).ConfigureAwait(false);
+                    loadBased = await Mode(null).ConfigureAwait(false);
                 }
                 row.LoadBased.Add(loadBased);
                 row.Fixed.Add(fixedRun);
