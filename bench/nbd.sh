@@ -232,19 +232,25 @@ host_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/st
 # tables show how much each job made the kernel write, so that such a run shows itself.
 written_pages() { awk '/^nr_written / { print $2 }' /proc/vmstat; }
 
+# read_kib: KiB the kernel has read from disk so far (/proc/vmstat pgpgin). Both servers should read only the page
+# cache (the members and nbdkit's file fit in memory, and the precondition job writes them all); a read job that had
+# to go to disk (pages reclaimed between jobs, e.g. by a proactive-reclaim scheme like this VM's DAMON pageout of page
+# cache idle for a minute) shows itself in the tables' last column.
+read_kib() { awk '/^pgpgin / { print $2 }' /proc/vmstat; }
+
 run_section() { # target uri section server-pid
   local out="$WORK/$1-$3.json" t0 w0 h0 p0
   # Every job starts with no dirty pages: the kernel writes a file back once it has been dirty for 30 s
   # (vm.dirty_expire_centisecs), so without this the pages one job left dirty would be written back in the next one's
   # window, on whichever server happened to come next.
   sync
-  t0=$(cpu_ticks "$4"); h0=$(host_busy_ticks); p0=$(written_pages); w0=$(date +%s.%N)
+  t0=$(cpu_ticks "$4"); h0=$(host_busy_ticks); p0=$(written_pages); r0=$(read_kib); w0=$(date +%s.%N)
   NBD_URI="$2" as_client fio --section="$3" --output-format=json "$WORK/job.fio" 2>"$WORK/$1-$3.err" | sed '/^fio: connected to NBD server/d' > "$out" \
     || { echo "fio $1 $3 failed:" >&2; cat "$WORK/$1-$3.err" "$out" >&2; exit 1; }
   # The server's CPU over the whole fio run (ramp included) and the run's wall time: its average cores in use.
-  # The host's busy time over the same window, and the MiB the kernel wrote back to disk in it.
+  # The host's busy time over the same window, and the MiB the kernel wrote back to disk and read from it in it.
   echo "$(( $(cpu_ticks "$4") - t0 )) $(python3 -c "print($(date +%s.%N) - $w0)") $(getconf CLK_TCK) $(( $(host_busy_ticks) - h0 ))" \
-    "$(( ($(written_pages) - p0) * $(getconf PAGESIZE) >> 20 ))" > "$WORK/$1-$3.cpu"
+    "$(( ($(written_pages) - p0) * $(getconf PAGESIZE) >> 20 ))" "$(( ($(read_kib) - r0) >> 10 ))" > "$WORK/$1-$3.cpu"
 }
 
 # Interleave targets per job, so drifting load on a shared machine hits both alike.
@@ -312,7 +318,7 @@ def cpu(t, s):
     with open(f"{work}/{t}-{s}.json") as f:
         job = json.load(f)["jobs"][0]
     with open(f"{work}/{t}-{s}.cpu") as f:
-        ticks, wall, hz, host, written = f.read().split()
+        ticks, wall, hz, host, written, read = f.read().split()
     side = job["write"] if job["write"]["io_bytes"] > 0 else job["read"]
     mibs = side["bw_bytes"] / 2**20
     server_cores = int(ticks) / int(hz) / float(wall)
@@ -320,15 +326,15 @@ def cpu(t, s):
     fio_cores = (job["usr_cpu"] + job["sys_cpu"]) / 100
     per = lambda cores, rate: 1000 * cores / rate if rate else 0
     return (server_cores, fio_cores, host_cores, per(server_cores, mibs), per(fio_cores, mibs),
-            1000 * per(host_cores, side["iops"]), int(written))
+            1000 * per(host_cores, side["iops"]), int(written), int(read))
 names = ["cloud", peer] + (["nbdkit-tls", "nbdkit"] if peer == "plain" else [])
 print()
-print(f"{'job':<14}{'target':<12}{'server cores':>13}{'fio cores':>11}{'host cores':>11}{'server ms/MiB':>15}{'fio ms/MiB':>12}{'host us/IO':>12}{'written back MiB':>18}")
+print(f"{'job':<14}{'target':<12}{'server cores':>13}{'fio cores':>11}{'host cores':>11}{'server ms/MiB':>15}{'fio ms/MiB':>12}{'host us/IO':>12}{'written back MiB':>18}{'read from disk MiB':>20}")
 for s in sections:
     for t in names:
         if os.path.exists(f"{work}/{t}{run}-{s}.cpu"):
-            sc, fc, hc, sm, fm, hu, wb = cpu(t + run, s)
-            print(f"{s:<14}{t:<12}{sc:>13.2f}{fc:>11.2f}{hc:>11.2f}{sm:>15.3f}{fm:>12.3f}{hu:>12.1f}{wb:>18,}")
+            sc, fc, hc, sm, fm, hu, wb, rd = cpu(t + run, s)
+            print(f"{s:<14}{t:<12}{sc:>13.2f}{fc:>11.2f}{hc:>11.2f}{sm:>15.3f}{fm:>12.3f}{hu:>12.1f}{wb:>18,}{rd:>20,}")
 EOF
 done
 
@@ -342,7 +348,7 @@ def measure(t, s):
         job = json.load(f)["jobs"][0]
     x = job["write"] if job["write"]["io_bytes"] > 0 else job["read"]
     with open(f"{work}/{t}-{s}.cpu") as f:
-        _, wall, hz, host, _ = f.read().split()
+        _, wall, hz, host, _, _ = f.read().split()
     host_us = 1e6 * int(host) / int(hz) / float(wall) / x["iops"] if x["iops"] else 0
     return x["bw_bytes"], (x.get("lat_ns", {}) or x.get("clat_ns", {})).get("mean", 0), host_us
 name = lambda t, r: t if r == 1 else f"{t}-r{r}"
