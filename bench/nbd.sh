@@ -239,7 +239,7 @@ written_pages() { awk '/^nr_written / { print $2 }' /proc/vmstat; }
 read_kib() { awk '/^pgpgin / { print $2 }' /proc/vmstat; }
 
 run_section() { # target uri section server-pid
-  local out="$WORK/$1-$3.json" t0 w0 h0 p0
+  local out="$WORK/$1-$3.json" t0 w0 h0 p0 r0
   # Every job starts with no dirty pages: the kernel writes a file back once it has been dirty for 30 s
   # (vm.dirty_expire_centisecs), so without this the pages one job left dirty would be written back in the next one's
   # window, on whichever server happened to come next.
@@ -248,7 +248,7 @@ run_section() { # target uri section server-pid
   NBD_URI="$2" as_client fio --section="$3" --output-format=json "$WORK/job.fio" 2>"$WORK/$1-$3.err" | sed '/^fio: connected to NBD server/d' > "$out" \
     || { echo "fio $1 $3 failed:" >&2; cat "$WORK/$1-$3.err" "$out" >&2; exit 1; }
   # The server's CPU over the whole fio run (ramp included) and the run's wall time: its average cores in use.
-  # The host's busy time over the same window, and the MiB the kernel wrote back to disk and read from it in it.
+  # The host's busy time over the same window, and the MiB the kernel wrote back to disk and read from disk in it.
   echo "$(( $(cpu_ticks "$4") - t0 )) $(python3 -c "print($(date +%s.%N) - $w0)") $(getconf CLK_TCK) $(( $(host_busy_ticks) - h0 ))" \
     "$(( ($(written_pages) - p0) * $(getconf PAGESIZE) >> 20 ))" "$(( ($(read_kib) - r0) >> 10 ))" > "$WORK/$1-$3.cpu"
 }
