@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the kernel's page cache charges for a file, by the size of the writes that first filled it: fio writes one file
-# in one write size, fsyncs it, then rewrites it in the same size and reads it back in 1 MiB pieces from the page cache
-# (QD1 with psync, QD16 with libaio), and prints MiB moved per CPU-second of fio for each. Cloud's members are written
+# in one write size and fsyncs it, reads it back in 1 MiB pieces from the page cache (QD1 with psync, QD16 with
+# libaio), then rewrites it in place in the same size, and prints MiB moved per CPU-second of fio for each. Cloud's members are written
 # 272 KiB at a time (four 64 KiB chunks, each followed by its metadata sector), nbdkit's file 1 MiB at a time: the
 # table shows what that difference costs each copy (docs/BENCHMARKS.md, "where each MiB goes").
 #
@@ -26,11 +26,12 @@ for s in $SIZES; do
     exit 2
   }
 done
-[[ "$FILE_MB" =~ ^[1-9][0-9]*$ ]] || { echo "page-cache.sh: PAGE_CACHE_MB '$FILE_MB' is not allowed; use a whole number of MiB" >&2; exit 2; }
+[[ "$FILE_MB" =~ ^[1-9][0-9]*$ ]] || { echo "page-cache.sh: PAGE_CACHE_MB '$FILE_MB' is not allowed; use a whole number of MiB, 1 or more" >&2; exit 2; }
 [[ "$SECONDS_PER_JOB" =~ ^[1-9][0-9]*$ ]] || {
-  echo "page-cache.sh: PAGE_CACHE_SECONDS '$SECONDS_PER_JOB' is not allowed; use a whole number of seconds" >&2; exit 2
+  echo "page-cache.sh: PAGE_CACHE_SECONDS '$SECONDS_PER_JOB' is not allowed; use a whole number of seconds, 1 or more" >&2; exit 2
 }
 DIR="${PAGE_CACHE_DIR:-$(mktemp -d -t page-cache.XXXXXX)}"
+mkdir -p "$DIR" || { echo "page-cache.sh: PAGE_CACHE_DIR '$DIR' cannot be created" >&2; exit 2; }
 FILE="$DIR/page-cache.img"
 cleanup() {
   rm -f "$FILE" "$DIR/job.json"
@@ -38,7 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# measure NAME fio-args...: runs one timed fio job on the file and prints its MiB per CPU-second.
+# measure FIO-ARGS...: runs one timed fio job on the file and prints its MiB per CPU-second.
 measure() {
   fio --name=m --filename="$FILE" --size="${FILE_MB}M" --time_based --runtime="$SECONDS_PER_JOB" --invalidate=0 \
     --output-format=json "$@" > "$DIR/job.json"
