@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # What the kernel's page cache charges for a file, by the size of the writes that first filled it: fio writes one file
 # in one write size and fsyncs it, reads it back in 1 MiB pieces from the page cache (QD1 with psync, QD16 with
-# libaio), then rewrites it in place in the same size, and prints MiB moved per CPU-second of fio for each. Cloud's members are written
-# 272 KiB at a time (four 64 KiB chunks, each followed by its metadata sector), nbdkit's file 1 MiB at a time: the
-# table shows what that difference costs each copy (docs/BENCHMARKS.md, "where each MiB goes").
+# libaio), then rewrites it in place in the same size, and prints MiB moved per CPU-second of fio for each. Cloud's
+# members are written 272 KiB at a time (four 64 KiB chunks, each followed by its metadata sector), nbdkit's file 1 MiB
+# at a time: the table shows what that difference costs each copy (docs/BENCHMARKS.md, "where each MiB goes").
 #
 #   bench/page-cache.sh                          # the default write sizes: 68k 272k 256k 1M 1088k 4M
 #   PAGE_CACHE_SIZES="272k 256k" bench/page-cache.sh
