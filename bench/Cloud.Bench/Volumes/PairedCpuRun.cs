@@ -10,8 +10,10 @@ namespace Cloud.Bench.Volumes;
 /// of a RAID-5 4+1 volume of 64 KiB chunks on file members, against the same requests on one plain file (what
 /// <c>nbdkit file</c> does per request), in alternating rounds so that both see the same machine. The figure is the
 /// process's CPU time (every thread, user and system: the page-cache copies are system time) divided by the MiB moved,
-/// the measure <c>bench/nbd.sh</c> reports per I/O for the whole host. Run with
-/// <c>dotnet run -c Release --project bench/Cloud.Bench -- cpu [rounds] [seconds] [in-flight]</c>.
+/// the measure <c>bench/nbd.sh</c> reports per I/O for the whole host. By default each request in flight reuses one
+/// buffer, which stays in the CPU's caches; with more distinct buffers than that (96: 96 MiB) each request's bytes come
+/// from memory, as an NBD server's freshly received payloads do. Run with
+/// <c>dotnet run -c Release --project bench/Cloud.Bench -- cpu [rounds] [seconds] [in-flight] [buffers]</c>.
 /// </summary>
 public static class PairedCpuRun
 {
@@ -20,27 +22,29 @@ public static class PairedCpuRun
     private const long Stripes = 1024;
 
     /// <summary>
-    /// Parses <c>[rounds 1..100] [seconds 0.5..60] [in-flight 1..64]</c>; null with a one-line message naming the bad
-    /// argument and what is allowed.
+    /// Parses <c>[rounds 1..100] [seconds 0.5..60] [in-flight 1..64] [buffers in-flight..256]</c>; null with a one-line
+    /// message naming the bad argument and what is allowed.
     /// </summary>
-    public static (int Rounds, double Seconds, int InFlight)? Parse(string[] args, out string? error)
+    public static (int Rounds, double Seconds, int InFlight, int Buffers)? Parse(string[] args, out string? error)
     {
         error = null;
-        int rounds = 6, inFlight = 8;
+        int rounds = 6, inFlight = 8, buffers = 0;
         double seconds = 3;
         var invariant = System.Globalization.CultureInfo.InvariantCulture;
-        if (args.Length > 3)
-            error = $"cpu takes at most 3 arguments (rounds, seconds, in-flight), not {args.Length}";
+        if (args.Length > 4)
+            error = $"cpu takes at most 4 arguments (rounds, seconds, in-flight, buffers), not {args.Length}";
         else if (args.Length > 0 && (!int.TryParse(args[0], invariant, out rounds) || rounds is < 1 or > 100))
             error = $"cpu: rounds '{args[0]}' is not allowed: a whole number 1..100 (default 6)";
         else if (args.Length > 1 && (!double.TryParse(args[1], invariant, out seconds) || seconds is < 0.5 or > 60))
             error = $"cpu: seconds per job '{args[1]}' is not allowed: 0.5..60 (default 3)";
         else if (args.Length > 2 && (!int.TryParse(args[2], invariant, out inFlight) || inFlight is < 1 or > 64))
             error = $"cpu: requests in flight '{args[2]}' is not allowed: a whole number 1..64 (default 8)";
-        return error is null ? (rounds, seconds, inFlight) : null;
+        else if (args.Length > 3 && (!int.TryParse(args[3], invariant, out buffers) || buffers < inFlight || buffers > 256))
+            error = $"cpu: buffers '{args[3]}' is not allowed: a whole number {inFlight}..256, at least the requests in flight (default: as many as in flight)";
+        return error is null ? (rounds, seconds, inFlight, Math.Max(buffers, inFlight)) : null;
     }
 
-    public static async Task RunAsync(TextWriter output, int rounds, double seconds, int inFlight)
+    public static async Task RunAsync(TextWriter output, int rounds, double seconds, int inFlight, int bufferCount)
     {
         var dir = Directory.CreateTempSubdirectory("cloud-cpu-run-").FullName;
         var owners = new List<IAsyncDisposable>();
@@ -64,15 +68,16 @@ public static class PairedCpuRun
                 ];
             var bytes = volume.CapacityBytes;
             output.WriteLine(
-                $"{bytes >> 20} MiB on files in {dir}: 1 MiB requests, {inFlight} in flight; {rounds} rounds of {seconds} s per job, the order turning each round.");
-            var buffers = Enumerable.Range(0, inFlight).Select(i =>
+                $"{bytes >> 20} MiB on files in {dir}: 1 MiB requests, {inFlight} in flight from {bufferCount} buffers; {rounds} rounds of {seconds} s per job, the order turning each round.");
+            var buffers = Enumerable.Range(0, bufferCount).Select(i =>
             {
                 var b = new byte[RequestBytes];
                 new Random(i).NextBytes(b);
                 return b;
             }).ToArray();
             // Filled once (the NBD bench's precondition job), so that the jobs rewrite and reread cached pages.
-            foreach (var t in targets) await RunJobAsync(t.Write, null, bytes, buffers, TimeSpan.Zero, fill: true);
+            foreach (var t in targets)
+                await RunJobAsync(t.Write, null, bytes, buffers, inFlight, TimeSpan.Zero, fill: true);
 
             var results = targets.Select(_ => (Write: new List<double>(), Read: new List<double>())).ToArray();
             for (var round = 0; round < rounds; round++)
@@ -81,8 +86,8 @@ public static class PairedCpuRun
                 {
                     var i = (k + round) % targets.Length;
                     var time = TimeSpan.FromSeconds(seconds);
-                    var w = await RunJobAsync(targets[i].Write, null, bytes, buffers, time, fill: false);
-                    var r = await RunJobAsync(null, targets[i].Read, bytes, buffers, time, fill: false);
+                    var w = await RunJobAsync(targets[i].Write, null, bytes, buffers, inFlight, time, fill: false);
+                    var r = await RunJobAsync(null, targets[i].Read, bytes, buffers, inFlight, time, fill: false);
                     results[i].Write.Add(w);
                     results[i].Read.Add(r);
                     output.WriteLine($"round {round + 1} {targets[i].Name,-10} write {w,6:F1}  read {r,6:F1} us CPU per MiB");
@@ -104,14 +109,16 @@ public static class PairedCpuRun
     }
 
     /// <summary>
-    /// Sequential 1 MiB requests, one per buffer at a time, for <paramref name="duration"/> (or one pass over the target
-    /// when <paramref name="fill"/>); returns the process's CPU microseconds per MiB moved.
+    /// Sequential 1 MiB requests, <paramref name="inFlight"/> at a time, request n from buffer n mod the buffers, for
+    /// <paramref name="duration"/> (or one pass over the target when <paramref name="fill"/>); returns the process's CPU
+    /// microseconds per MiB moved.
     /// </summary>
     private static async Task<double> RunJobAsync(
         Func<long, ReadOnlyMemory<byte>, ValueTask>? write,
         Func<long, Memory<byte>, ValueTask>? read,
         long bytes,
         byte[][] buffers,
+        int inFlight,
         TimeSpan duration,
         bool fill)
     {
@@ -119,13 +126,14 @@ public static class PairedCpuRun
         long next = -1, done = 0;
         var clock = Stopwatch.StartNew();
         var cpu = Process.GetCurrentProcess().TotalProcessorTime;
-        var workers = buffers.Select(buffer => Task.Run(async () =>
+        var workers = Enumerable.Range(0, inFlight).Select(_ => Task.Run(async () =>
         {
             while (true)
             {
                 var n = Interlocked.Increment(ref next);
                 if (fill ? n >= requests : clock.Elapsed >= duration) return;
                 var offset = n % requests * RequestBytes;
+                var buffer = buffers[n % buffers.Length];
                 if (write is not null) await write(offset, buffer);
                 else await read!(offset, buffer);
                 Interlocked.Increment(ref done);
