@@ -10,7 +10,14 @@ public sealed class SharedCluster : ICollectionFixture<SharedClusterFixture>;
 public sealed class SharedClusterFixture : IAsyncLifetime
 {
     public CloudCluster Cloud { get; private set; } = null!;
-    public async Task InitializeAsync() => Cloud = await CloudCluster.StartAsync();
+    /// <summary>
+    /// Load entries live 5 s here, not the 1 s of the other test clusters: no test of this collection stops a silo,
+    /// and tests that place units on a chosen silo (a fixed target, a volume's home) need every silo's entry fresh
+    /// in the placing silo's table. With 1 s, a pause of the test host (CI saw one as its other test assemblies
+    /// started) left one silo's own entry fresh and the others stale, and placement kept the unit on that silo.
+    /// </summary>
+    public async Task InitializeAsync() =>
+        Cloud = await CloudCluster.StartAsync(configure: o => o.LoadEntryTimeToLive = TimeSpan.FromSeconds(5));
     public async Task DisposeAsync() => await Cloud.DisposeAsync();
 }
 

@@ -13,6 +13,13 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
 {
     private CloudCluster Cloud => fixture.Cloud;
 
+    /// <summary>What <paramref name="silo"/>'s load table says of <paramref name="target"/> as a target.</summary>
+    private string Judged(Orleans.TestingHost.InProcessSiloHandle silo, string target)
+    {
+        Cloud.Service<LoadTable>(silo).IsAppropriateTarget(target, null, out var why);
+        return why;
+    }
+
     private static async Task<string?> TargetAsync(IPartitionLockGrain lockGrain)
         => (await lockGrain.GetControlAsync()).ActiveTarget;
 
@@ -54,8 +61,19 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
             // unit's migration is placed by the table of the silo it leaves (the slow one), which is refreshed at its
             // own publish; with only the first server's table checked, a lagging table on the slow silo could still
             // rank it lowest and place the unit back on it.
-            await Eventually.TrueAsync(() => Cloud.Silos.All(s => !Cloud.Service<LoadTable>(s).IsAppropriateTarget(target!, null, out var why) && why == "target-overloaded"),
-                "every silo's load table shows the slow target overloaded");
+            await Eventually.ValueAsync(
+                () => Task.FromResult(Cloud.Silos.Select(s => (Silo: s, Reason: Judged(s, target!))).ToList()),
+                judged => judged.All(j => j.Reason == "target-overloaded"),
+                Eventually.Bound,
+                Eventually.DefaultPollInterval,
+                judged => "not every silo's load table shows the slow target overloaded: " + string.Join(
+                    " | ",
+                    judged.Select(j => $"{j.Silo.Name} says {j.Reason}: " + string.Join(
+                        ", ",
+                        Cloud.Service<LoadTable>(j.Silo).Entries.Select(
+                            e => $"{e.SiloName} score {e.Score:0.0} floor {e.DiskFloorMs:0.0} ms wait "
+                                + $"{e.SchedulingDelayMs:0.0} ms latency {e.DiskLatencyMs:0.0} ms"
+                                + $"{(e.Draining ? " draining" : "")} at {e.PublishedUtc:ss.fff}")))));
 
             // ...so the next write of the unit goes elsewhere, and that decision is counted with its reason.
             var data = Blocks.Pattern(4096, 10);
