@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Where each server's CPU goes in one job of bench/nbd.sh, by kind of work, in microseconds per MiB moved:
+# Cloud's server and nbdkit sampled the same way (perf, whole machine, call stacks) during their runs of the job,
+# and every sample of the server's threads put in one kind by the frames on its stack (receive, member or file
+# writes, parity, checksums, replies, the socket engine, idle pool workers, ...).
+#
+#   bench/profile.sh [section] [seconds]     section of the shared workload (default seqwrite), seconds sampled
+#                                            per target (default 8, from 4 s into its run)
+#
+# The same settings as bench/nbd.sh (NBD_BENCH_TARGET=silo|engine, NBD_BENCH_DURABLE, NBD_BENCH_MEMBER_MB, ...);
+# FIO_RUNTIME defaults to 16 here so that the sampled window lies inside the run. Needs perf (Debian: linux-perf)
+# and root (or perf_event_paranoid <= -1). Output in a temporary directory that is printed: bench.log, the perf data
+# of each target and profile.txt (the table).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+SECTION="${1:-seqwrite}"
+SECONDS_SAMPLED="${2:-8}"
+case "$SECTION" in
+  seqwrite|seqread|randwrite|randread|randwrite-qd1) ;;
+  *) echo "profile.sh: no section '$SECTION'; one of seqwrite, seqread, randwrite, randread, randwrite-qd1" >&2; exit 2 ;;
+esac
+if ! [[ "$SECONDS_SAMPLED" =~ ^[0-9]+$ ]] || [ "$SECONDS_SAMPLED" -lt 1 ] || [ "$SECONDS_SAMPLED" -gt 60 ]; then
+  echo "profile.sh: seconds sampled '$SECONDS_SAMPLED' is not a whole number from 1 to 60" >&2; exit 2
+fi
+command -v perf >/dev/null || { echo "profile.sh: perf is not installed (Debian: apt-get install linux-perf)" >&2; exit 1; }
+export FIO_RUNTIME="${FIO_RUNTIME:-16}"
+if [ "$FIO_RUNTIME" -lt $((SECONDS_SAMPLED + 6)) ]; then
+  echo "profile.sh: FIO_RUNTIME=$FIO_RUNTIME is too short to sample $SECONDS_SAMPLED s from 4 s in; at least $((SECONDS_SAMPLED + 6))" >&2
+  exit 2
+fi
+OUT="$(mktemp -d /tmp/cloud-profile.XXXXXX)"
+echo "profile.sh: output in $OUT"
+
+# JIT-compiled code named in perf's reports.
+export DOTNET_PerfMapEnabled=1
+SECTIONS="precondition $SECTION" "$ROOT/bench/nbd.sh" > "$OUT/bench.log" 2>&1 &
+BENCH=$!
+sample() {  # sample NAME: waits for NAME's run of the section, then records the whole machine
+  local i
+  for i in $(seq 1 3000); do
+    grep -q "^running $SECTION: $1" "$OUT/bench.log" 2>/dev/null && break
+    kill -0 "$BENCH" 2>/dev/null || { echo "profile.sh: bench/nbd.sh ended early:" >&2; tail -20 "$OUT/bench.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  sleep 4
+  perf record -F 999 -g -a -o "$OUT/$1.perf" -- sleep "$SECONDS_SAMPLED" >/dev/null 2>&1
+  perf script -i "$OUT/$1.perf" -F comm,tid,ip,sym > "$OUT/$1.stacks" 2>/dev/null
+}
+sample cloud
+sample nbdkit
+wait "$BENCH" || { echo "profile.sh: bench/nbd.sh failed:" >&2; tail -20 "$OUT/bench.log" >&2; exit 1; }
+
+python3 - "$OUT" "$SECTION" "$SECONDS_SAMPLED" <<'EOF' | tee "$OUT/profile.txt"
+import collections, re, sys
+out, section, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+# A sample's kind: the first rule any frame of its stack matches (leaf first, so the order matters only for stacks
+# that cross kinds, such as a checksum computed inside a write).
+KINDS = [
+    ("receive (socket to user memory)", ("__libc_recv", "tcp_recvmsg", "sock_recvmsg", "sock_read_iter")),
+    ("member / file writes (page cache)", ("pwritev", "pwrite64", "__libc_pwrite", "ext4_file_write_iter", "generic_perform_write", "WriteGatherAtOffset")),
+    ("member / file reads", ("preadv", "pread64", "__libc_pread", "ext4_file_read_iter", "filemap_read", "ReadScatterAtOffset")),
+    ("flushes", ("fdatasync", "fsync")),
+    ("replies (socket send)", ("__send", "__libc_sendmsg", "tcp_sendmsg", "sock_sendmsg")),
+    ("parity", ("ParityDispatch", "Parity.Xor", "GaloisField")),
+    ("checksums", ("XxHash",)),
+    ("socket engine (epoll, completions)", ("epoll_wait", "SocketAsyncEngine")),
+    ("idle pool workers (spin, sleep)", ("LowLevelLifoSemaphore", "__sched_yield", "futex_wait", "WaitForSignal")),
+    ("wake-ups (futex wake)", ("futex_wake",)),
+]
+SERVER = {"cloud": re.compile(r"^\.NET"), "nbdkit": re.compile(r"^nbdkit")}
+
+def classify(path, server):
+    kinds, total, stack, comm = collections.Counter(), 0, [], None
+    def flush():
+        nonlocal total
+        if comm is None or not server.match(comm): return
+        total += 1
+        frames = " ".join(stack)
+        for name, keys in KINDS:
+            if any(k in frames for k in keys):
+                kinds[name] += 1
+                return
+        kinds["everything else (runtime, grains, engine, network stack)"] += 1
+    with open(path, errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                flush(); stack, comm = [], None
+            elif not line[0].isspace():
+                comm = line.split(None, 1)[0] if not line.startswith(".NET") else ".NET"
+            else:
+                parts = line.strip().split(None, 1)
+                stack.append(parts[1] if len(parts) > 1 else parts[0])
+    flush()
+    return kinds, total
+
+# MiB moved per second in each target's run of the section, as bench/nbd.sh reports it (IOPS x 4 KiB for random jobs).
+rate = {}
+with open(f"{out}/bench.log") as f:
+    for line in f:
+        cells = line.split()
+        if len(cells) >= 4 and cells[0] == section and cells[1] in ("MiB/s", "IOPS"):
+            c, n = float(cells[2].replace(",", "")), float(cells[3].replace(",", ""))
+            scale = 1.0 if cells[1] == "MiB/s" else 4096 / 2**20
+            rate = {"cloud": c * scale, "nbdkit": n * scale}
+if not rate:
+    sys.exit(f"profile.sh: no {section} figures in {out}/bench.log")
+us_per_sample = 1e6 / 999
+result = {}
+for target in ("cloud", "nbdkit"):
+    kinds, total = classify(f"{out}/{target}.stacks", SERVER[target])
+    mib = rate[target] * seconds
+    result[target] = ({k: v * us_per_sample / mib for k, v in kinds.items()}, total * us_per_sample / mib)
+print(f"{section}: server CPU per MiB moved, by kind of work (us/MiB; {seconds:.0f} s sampled in each run; "
+      f"cloud {rate['cloud']:,.1f} MiB/s, nbdkit {rate['nbdkit']:,.1f} MiB/s)")
+print(f"{'kind':<58}{'cloud':>9}{'nbdkit':>9}")
+names = [k for k, _ in KINDS] + ["everything else (runtime, grains, engine, network stack)"]
+for k in names:
+    c, n = result["cloud"][0].get(k, 0.0), result["nbdkit"][0].get(k, 0.0)
+    if c or n: print(f"{k:<58}{c:>9.1f}{n:>9.1f}")
+print(f"{'server total':<58}{result['cloud'][1]:>9.1f}{result['nbdkit'][1]:>9.1f}")
+EOF
