@@ -8,7 +8,9 @@
 #                                            per target (default 8, from 4 s into its run)
 #
 # The same settings as bench/nbd.sh (NBD_BENCH_TARGET=silo|engine, NBD_BENCH_DURABLE, NBD_BENCH_MEMBER_MB, ...);
-# FIO_RUNTIME defaults to 16 here so that the sampled window lies inside the run. Needs perf (Debian: linux-perf)
+# FIO_RUNTIME defaults to 16 here so that the sampled window lies inside the run. With NBD_BENCH_RUNS=N above 1 the
+# last run is sampled: the silo has then served every job N-1 times, and its JIT compiler has finished (in the first
+# run of a fresh silo, tiered compilation still took about 6 % of the machine during the sequential write). Needs perf (Debian: linux-perf)
 # and root (or perf_event_paranoid <= -1). Output in a temporary directory that is printed: bench.log, the perf data
 # of each target and profile.txt (the table).
 set -euo pipefail
@@ -31,14 +33,16 @@ fi
 OUT="$(mktemp -d /tmp/cloud-profile.XXXXXX)"
 echo "profile.sh: output in $OUT"
 
-# JIT-compiled code named in perf's reports.
-export DOTNET_PerfMapEnabled=1
+# JIT-compiled code named in perf's reports (with W^X on, the runtime's double mapping of code hides it from perf).
+export DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0
 SECTIONS="precondition $SECTION" "$ROOT/bench/nbd.sh" > "$OUT/bench.log" 2>&1 &
 BENCH=$!
-sample() {  # sample NAME: waits for NAME's run of the section, then records the whole machine
+RUNS="${NBD_BENCH_RUNS:-1}"
+LAST_RUN=""; [ "$RUNS" -gt 1 ] && LAST_RUN=" (run $RUNS of $RUNS)"
+sample() {  # sample NAME: waits for NAME's (last) run of the section, then records the whole machine
   local i
-  for i in $(seq 1 3000); do
-    grep -q "^running $SECTION: $1" "$OUT/bench.log" 2>/dev/null && break
+  for i in $(seq 1 6000); do
+    grep -qF "running $SECTION: $1$LAST_RUN" "$OUT/bench.log" 2>/dev/null && break
     kill -0 "$BENCH" 2>/dev/null || { echo "profile.sh: bench/nbd.sh ended early:" >&2; tail -20 "$OUT/bench.log" >&2; exit 1; }
     sleep 0.2
   done
@@ -93,7 +97,8 @@ def classify(path, server):
     flush()
     return kinds, total
 
-# MiB moved per second in each target's run of the section, as bench/nbd.sh reports it (IOPS x 4 KiB for random jobs).
+# MiB moved per second in each target's (last) run of the section, as bench/nbd.sh reports it (IOPS x 4 KiB for random
+# jobs): its last table of the section.
 rate = {}
 with open(f"{out}/bench.log") as f:
     for line in f:
