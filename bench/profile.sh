@@ -24,6 +24,8 @@ esac
 if ! [[ "$SECONDS_SAMPLED" =~ ^[0-9]+$ ]] || [ "$SECONDS_SAMPLED" -lt 1 ] || [ "$SECONDS_SAMPLED" -gt 60 ]; then
   echo "profile.sh: seconds sampled '$SECONDS_SAMPLED' is not a whole number from 1 to 60" >&2; exit 2
 fi
+RUNS="${NBD_BENCH_RUNS:-1}"
+case "$RUNS" in [1-9]|[1-9][0-9]) ;; *) echo "profile.sh: NBD_BENCH_RUNS '$RUNS' is not allowed; use a whole number from 1 to 99" >&2; exit 2;; esac
 command -v perf >/dev/null || { echo "profile.sh: perf is not installed (Debian: apt-get install linux-perf)" >&2; exit 1; }
 export FIO_RUNTIME="${FIO_RUNTIME:-16}"
 if [ "$FIO_RUNTIME" -lt $((SECONDS_SAMPLED + 6)) ]; then
@@ -35,9 +37,9 @@ echo "profile.sh: output in $OUT"
 
 # JIT-compiled code named in perf's reports (with W^X on, the runtime's double mapping of code hides it from perf).
 export DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0
+FREQUENCY=999  # samples per second per CPU: each sample stands for 1/FREQUENCY s of CPU time
 SECTIONS="precondition $SECTION" "$ROOT/bench/nbd.sh" > "$OUT/bench.log" 2>&1 &
 BENCH=$!
-RUNS="${NBD_BENCH_RUNS:-1}"
 LAST_RUN=""; [ "$RUNS" -gt 1 ] && LAST_RUN=" (run $RUNS of $RUNS)"
 sample() {  # sample NAME: waits for NAME's (last) run of the section, then records the whole machine
   local i
@@ -47,18 +49,18 @@ sample() {  # sample NAME: waits for NAME's (last) run of the section, then reco
     sleep 0.2
   done
   sleep 4
-  perf record -F 999 -g -a -o "$OUT/$1.perf" -- sleep "$SECONDS_SAMPLED" >/dev/null 2>&1
+  perf record -F "$FREQUENCY" -g -a -o "$OUT/$1.perf" -- sleep "$SECONDS_SAMPLED" >/dev/null 2>&1
   perf script -i "$OUT/$1.perf" -F comm,tid,ip,sym > "$OUT/$1.stacks" 2>/dev/null
 }
 sample cloud
 sample nbdkit
 wait "$BENCH" || { echo "profile.sh: bench/nbd.sh failed:" >&2; tail -20 "$OUT/bench.log" >&2; exit 1; }
 
-python3 - "$OUT" "$SECTION" "$SECONDS_SAMPLED" <<'EOF' | tee "$OUT/profile.txt"
+python3 - "$OUT" "$SECTION" "$SECONDS_SAMPLED" "$FREQUENCY" <<'EOF' | tee "$OUT/profile.txt"
 import collections, re, sys
-out, section, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-# A sample's kind: the first rule any frame of its stack matches (leaf first, so the order matters only for stacks
-# that cross kinds, such as a checksum computed inside a write).
+out, section, seconds, frequency = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+# A sample's kind: the first rule, in this order, that any frame of its stack matches (the order matters only for
+# stacks that cross kinds, such as a receive inside the socket engine's dispatch).
 KINDS = [
     ("receive (socket to user memory)", ("__libc_recv", "tcp_recvmsg", "sock_recvmsg", "sock_read_iter")),
     ("member / file writes (page cache)", ("pwritev", "pwrite64", "__libc_pwrite", "ext4_file_write_iter", "generic_perform_write", "WriteGatherAtOffset")),
@@ -71,6 +73,7 @@ KINDS = [
     ("idle pool workers (spin, sleep)", ("LowLevelLifoSemaphore", "__sched_yield", "futex_wait", "WaitForSignal")),
     ("wake-ups (futex wake)", ("futex_wake",)),
 ]
+OTHER = "everything else (runtime, grains, engine, network stack)"
 SERVER = {"cloud": re.compile(r"^\.NET"), "nbdkit": re.compile(r"^nbdkit")}
 
 def classify(path, server):
@@ -84,7 +87,7 @@ def classify(path, server):
             if any(k in frames for k in keys):
                 kinds[name] += 1
                 return
-        kinds["everything else (runtime, grains, engine, network stack)"] += 1
+        kinds[OTHER] += 1
     with open(path, errors="replace") as f:
         for line in f:
             if not line.strip():
@@ -109,7 +112,7 @@ with open(f"{out}/bench.log") as f:
             rate = {"cloud": c * scale, "nbdkit": n * scale}
 if not rate:
     sys.exit(f"profile.sh: no {section} figures in {out}/bench.log")
-us_per_sample = 1e6 / 999
+us_per_sample = 1e6 / frequency
 result = {}
 for target in ("cloud", "nbdkit"):
     kinds, total = classify(f"{out}/{target}.stacks", SERVER[target])
@@ -118,7 +121,7 @@ for target in ("cloud", "nbdkit"):
 print(f"{section}: server CPU per MiB moved, by kind of work (us/MiB; {seconds:.0f} s sampled in each run; "
       f"cloud {rate['cloud']:,.1f} MiB/s, nbdkit {rate['nbdkit']:,.1f} MiB/s)")
 print(f"{'kind':<58}{'cloud':>9}{'nbdkit':>9}")
-names = [k for k, _ in KINDS] + ["everything else (runtime, grains, engine, network stack)"]
+names = [k for k, _ in KINDS] + [OTHER]
 for k in names:
     c, n = result["cloud"][0].get(k, 0.0), result["nbdkit"][0].get(k, 0.0)
     if c or n: print(f"{k:<58}{c:>9.1f}{n:>9.1f}")
