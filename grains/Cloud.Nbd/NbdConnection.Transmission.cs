@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Text;
 using Cloud.Storage.Volumes;
 using Microsoft.Extensions.Logging;
@@ -51,7 +52,6 @@ internal sealed partial class NbdConnection
 
     private async Task TransmitAsync()
     {
-        var export = _export!;
         var header = new byte[RequestHeaderBytes];
         try
         {
@@ -68,98 +68,26 @@ internal sealed partial class NbdConnection
                     break;
                 }
                 var magic = BinaryPrimitives.ReadUInt32BigEndian(header);
-                var flags = BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(4));
-                var type = BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(6));
-                var cookie = BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(8));
-                var offset = BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(16));
-                var length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(24));
                 if (magic != RequestMagic)
                 {
                     // Without the magic there is no way to find the next request boundary.
                     throw new NbdProtocolException(
                         $"request magic 0x{magic:x8} is not NBD_REQUEST_MAGIC (0x{RequestMagic:x8})");
                 }
+                var type = BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(6));
                 if (type == CmdDisc)
                 {
                     Log.ClientDisconnecting(_logger, Id, Remote);
                     break;
                 }
-
-                byte[]? buffer = null;
-                byte[]? owned = null;
-                long budget = 0;
-                uint presetError = 0;
-                if (type == CmdWrite
-                    && length > 0
-                    && length <= export.VolumeIoPieceBytes
-                    && export.Volume is IBufferOwningVolume
-                    && (flags & ~CmdFlagFua) == 0)
-                {
-                    // One piece for a volume that keeps the array: read the payload straight into an array of its own
-                    // (from the payload pool, of exactly this length; every byte is overwritten by the payload) and
-                    // give it away, instead of reading into a pooled buffer that the volume would have to copy.
-                    budget = length;
-                    await AcquireAsync(budget).ConfigureAwait(false);
-                    owned = PayloadPool.Shared.Rent((int)length);
-                    try
-                    {
-                        await _reader.ReadExactlyAsync(owned, _stopReading).ConfigureAwait(false);
-                    }
-                    catch
-                    {
-                        // Never given to the volume: still ours to recycle.
-                        PayloadPool.Shared.Return(owned);
-                        Complete(budget);
-                        throw;
-                    }
-                }
-                else if (type == CmdWrite)
-                {
-                    if (length > export.MaxPayloadBytes)
-                    {
-                        if (length > MaxDiscardablePayloadBytes)
-                        {
-                            throw new NbdProtocolException(
-                                $"NBD_CMD_WRITE of {length} bytes exceeds the {MaxDiscardablePayloadBytes}-byte limit beyond which payloads are not read");
-                        }
-                        await _reader.SkipAsync(length, _stopReading).ConfigureAwait(false);
-                        presetError = EInval;
-                        await AcquireAsync(0).ConfigureAwait(false);
-                    }
-                    else
-                    {
-                        budget = length;
-                        await AcquireAsync(budget).ConfigureAwait(false);
-                        buffer = ArrayPool<byte>.Shared.Rent(ReplyHeaderReserveBytes + (int)length);
-                        try
-                        {
-                            await _reader.ReadExactlyAsync(
-                                buffer.AsMemory(ReplyHeaderReserveBytes, (int)length),
-                                _stopReading).ConfigureAwait(false);
-                        }
-                        catch
-                        {
-                            ArrayPool<byte>.Shared.Return(buffer);
-                            Complete(budget);
-                            throw;
-                        }
-                    }
-                }
-                else
-                {
-                    if (type == CmdRead && length <= export.MaxPayloadBytes)
-                    {
-                        budget = length;
-                    }
-                    await AcquireAsync(budget).ConfigureAwait(false);
-                    if (budget > 0)
-                    {
-                        buffer = ArrayPool<byte>.Shared.Rent(ReplyHeaderReserveBytes + (int)length);
-                    }
-                }
+                var request = await ReceiveAsync(
+                    BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(4)),
+                    type,
+                    BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(8)),
+                    BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(16)),
+                    BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(24))).ConfigureAwait(false);
                 // On the thread pool, not on this loop: a volume may do part of its work (parity, checksums, a
                 // small file I/O) before its first await, and the loop must go on reading the next request.
-                var request = new Request(flags, type, cookie, offset, length, buffer, budget, presetError, owned);
                 ThreadPool.UnsafeQueueUserWorkItem(
                     static state => _ = state.Connection.ProcessAsync(state.Request),
                     (Connection: this, Request: request),
@@ -169,6 +97,81 @@ internal sealed partial class NbdConnection
         finally
         {
             await DrainAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Takes the request's share of the in-flight budget and reads what follows its header: a write's payload, into
+    /// the array the request will carry (an oversized one skipped and the request refused). A read gets the buffer its
+    /// reply will be built in.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<Request> ReceiveAsync(ushort flags, ushort type, ulong cookie, ulong offset, uint length)
+    {
+        var export = _export!;
+        if (type == CmdWrite
+            && length > 0
+            && length <= export.VolumeIoPieceBytes
+            && export.Volume is IBufferOwningVolume
+            && (flags & ~CmdFlagFua) == 0)
+        {
+            // One piece for a volume that keeps the array: read the payload straight into an array of its own (from
+            // the payload pool, of exactly this length; every byte is overwritten by the payload) and give it away,
+            // instead of reading into a pooled buffer that the volume would have to copy.
+            await AcquireAsync(length).ConfigureAwait(false);
+            var owned = PayloadPool.Shared.Rent((int)length);
+            await ReadPayloadAsync(owned, owned, static b => PayloadPool.Shared.Return(b), length).ConfigureAwait(false);
+            return new Request(flags, type, cookie, offset, length, null, length, 0, owned);
+        }
+        if (type == CmdWrite && length > export.MaxPayloadBytes)
+        {
+            if (length > MaxDiscardablePayloadBytes)
+            {
+                throw new NbdProtocolException(
+                    $"NBD_CMD_WRITE of {length} bytes exceeds the {MaxDiscardablePayloadBytes}-byte limit beyond which payloads are not read");
+            }
+            await _reader.SkipAsync(length, _stopReading).ConfigureAwait(false);
+            await AcquireAsync(0).ConfigureAwait(false);
+            return new Request(flags, type, cookie, offset, length, null, 0, EInval);
+        }
+        if (type == CmdWrite)
+        {
+            await AcquireAsync(length).ConfigureAwait(false);
+            var buffer = ArrayPool<byte>.Shared.Rent(ReplyHeaderReserveBytes + (int)length);
+            await ReadPayloadAsync(
+                buffer,
+                buffer.AsMemory(ReplyHeaderReserveBytes, (int)length),
+                static b => ArrayPool<byte>.Shared.Return(b),
+                length).ConfigureAwait(false);
+            return new Request(flags, type, cookie, offset, length, buffer, length, 0);
+        }
+        // Nothing follows the header. A read within the limit holds its length of the budget until its reply is sent.
+        long budget = type == CmdRead && length <= export.MaxPayloadBytes ? length : 0;
+        await AcquireAsync(budget).ConfigureAwait(false);
+        var replyBuffer = budget > 0 ? ArrayPool<byte>.Shared.Rent(ReplyHeaderReserveBytes + (int)length) : null;
+        return new Request(flags, type, cookie, offset, length, replyBuffer, budget, 0);
+    }
+
+    /// <summary>
+    /// Reads a payload into <paramref name="destination"/> (part of <paramref name="array"/>); if that fails, gives the
+    /// array back with <paramref name="giveBack"/> and the request's budget with it, since no request will carry them.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ReadPayloadAsync(
+        byte[] array,
+        Memory<byte> destination,
+        Action<byte[]> giveBack,
+        long budgetBytes)
+    {
+        try
+        {
+            await _reader.ReadExactlyAsync(destination, _stopReading).ConfigureAwait(false);
+        }
+        catch
+        {
+            giveBack(array);
+            Complete(budgetBytes);
+            throw;
         }
     }
 
@@ -191,70 +194,33 @@ internal sealed partial class NbdConnection
             if (error == 0)
             {
                 var offset = (long)request.Offset;
-                var length = (int)Math.Min(request.Length, int.MaxValue);
                 var fua = (request.Flags & CmdFlagFua) != 0;
                 switch (request.Type)
                 {
                     case CmdRead:
-                        for (int done = 0, piece; done < length; done += piece)
-                        {
-                            piece = export.PieceBytes(offset + done, length - done);
-                            await export.Volume.ReadAsync(
-                                offset + done,
-                                request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece),
-                                ct).ConfigureAwait(false);
-                        }
+                        await ReadPiecesAsync(export, request, ct).ConfigureAwait(false);
                         QueueReadReply(request);
                         replied = true;
                         break;
                     case CmdWrite when request.Owned is { } owned:
+                        // From here the volume owns the array, whatever the outcome: only it may recycle it.
                         ownedTaken = true;
                         await ((IBufferOwningVolume)export.Volume).WriteOwnedAsync(
                             offset, owned, fua, ct).ConfigureAwait(false);
                         break;
                     case CmdWrite:
-                        for (int done = 0, piece; done < length; done += piece)
-                        {
-                            piece = export.PieceBytes(offset + done, length - done);
-                            await export.Volume.WriteAsync(
-                                offset + done,
-                                request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece),
-                                fua,
-                                ct).ConfigureAwait(false);
-                        }
+                        await WritePiecesAsync(export, request, fua, ct).ConfigureAwait(false);
                         break;
                     case CmdFlush:
                         await export.Volume.FlushAsync(ct).ConfigureAwait(false);
                         break;
                     case CmdTrim:
-                        await TrimAsync(export, offset, request.Length, ct).ConfigureAwait(false);
-                        if (fua)
-                        {
-                            await export.Volume.FlushAsync(ct).ConfigureAwait(false);
-                        }
+                        await TrimAsync(export, offset, request.Length, fua, ct).ConfigureAwait(false);
                         break;
                     case CmdWriteZeroes:
-                        if ((request.Flags & CmdFlagNoHole) != 0)
-                        {
-                            // NO_HOLE: the range must stay allocated, so write real zeroes rather than trim.
-                            var pieceBytes = Math.Min(export.VolumeIoPieceBytes, Zeroes.Length);
-                            for (long done = 0, piece; done < request.Length; done += piece)
-                            {
-                                piece = Math.Min(
-                                    pieceBytes, export.PieceBytes(offset + done, request.Length - done));
-                                await export.Volume.WriteAsync(
-                                    offset + done, Zeroes.AsMemory(0, (int)piece), fua, ct).ConfigureAwait(false);
-                            }
-                        }
-                        else
-                        {
-                            // The volume contract says trimmed blocks read back as zeroes.
-                            await TrimAsync(export, offset, request.Length, ct).ConfigureAwait(false);
-                            if (fua)
-                            {
-                                await export.Volume.FlushAsync(ct).ConfigureAwait(false);
-                            }
-                        }
+                        await WriteZeroesAsync(
+                            export, offset, request.Length, fua, (request.Flags & CmdFlagNoHole) != 0, ct)
+                            .ConfigureAwait(false);
                         break;
                     case CmdCache:
                         // A hint; the volume has no cache to warm.
@@ -285,11 +251,16 @@ internal sealed partial class NbdConnection
             Log.RequestFailed(_logger, e, Id, CommandName(request.Type), request.Offset, request.Length);
         }
 
-        if (replied)
-        {
-            // The reply carries the request's buffer; the sender returns it and completes the request.
-            return;
-        }
+        // A read's reply carries the request's buffer; the sender returns it and completes the request.
+        if (!replied) ReplyWithStatus(request, error, message, ownedTaken);
+    }
+
+    /// <summary>
+    /// Answers a request that has no data to send back (every command but a successful read), after giving back the
+    /// buffers the request still holds.
+    /// </summary>
+    private void ReplyWithStatus(in Request request, uint error, string? message, bool ownedTaken)
+    {
         if (error != 0)
         {
             Log.RequestRefused(
@@ -308,12 +279,74 @@ internal sealed partial class NbdConnection
         QueueStatusReply(request, error, message);
     }
 
-    private static async ValueTask TrimAsync(NbdExport export, long offset, uint length, CancellationToken ct)
+    /// <summary>Reads the request's range into its buffer, behind the reply header's room, a piece at a time.</summary>
+    private static async ValueTask ReadPiecesAsync(NbdExport export, Request request, CancellationToken ct)
+    {
+        var offset = (long)request.Offset;
+        var length = (int)Math.Min(request.Length, int.MaxValue);
+        for (int done = 0, piece; done < length; done += piece)
+        {
+            piece = export.PieceBytes(offset + done, length - done);
+            await export.Volume.ReadAsync(
+                offset + done, request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece), ct)
+                .ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Writes the payload in the request's buffer, a piece at a time (a volume that does not own arrays).</summary>
+    private static async ValueTask WritePiecesAsync(
+        NbdExport export,
+        Request request,
+        bool fua,
+        CancellationToken ct)
+    {
+        var offset = (long)request.Offset;
+        var length = (int)Math.Min(request.Length, int.MaxValue);
+        for (int done = 0, piece; done < length; done += piece)
+        {
+            piece = export.PieceBytes(offset + done, length - done);
+            await export.Volume.WriteAsync(
+                offset + done, request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece), fua, ct)
+                .ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// WRITE_ZEROES: with NO_HOLE the range must stay allocated, so real zeroes are written; otherwise it is trimmed,
+    /// since the volume contract says trimmed blocks read back as zeroes.
+    /// </summary>
+    private static async ValueTask WriteZeroesAsync(
+        NbdExport export,
+        long offset,
+        uint length,
+        bool fua,
+        bool noHole,
+        CancellationToken ct)
+    {
+        if (!noHole)
+        {
+            await TrimAsync(export, offset, length, fua, ct).ConfigureAwait(false);
+            return;
+        }
+        var pieceBytes = Math.Min(export.VolumeIoPieceBytes, Zeroes.Length);
+        for (long done = 0, piece; done < length; done += piece)
+        {
+            piece = Math.Min(pieceBytes, export.PieceBytes(offset + done, length - done));
+            await export.Volume.WriteAsync(offset + done, Zeroes.AsMemory(0, (int)piece), fua, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Trims the range a piece at a time, then flushes for FUA.</summary>
+    private static async ValueTask TrimAsync(NbdExport export, long offset, uint length, bool fua, CancellationToken ct)
     {
         for (long done = 0, piece; done < length; done += piece)
         {
             piece = export.PieceBytes(offset + done, length - done);
             await export.Volume.TrimAsync(offset + done, piece, ct).ConfigureAwait(false);
+        }
+        if (fua)
+        {
+            await export.Volume.FlushAsync(ct).ConfigureAwait(false);
         }
     }
 

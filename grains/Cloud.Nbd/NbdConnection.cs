@@ -200,6 +200,28 @@ internal sealed partial class NbdConnection
     /// <summary>Runs option haggling; true when the client entered the transmission phase.</summary>
     private async Task<bool> HandshakeAsync(CancellationToken ct)
     {
+        await GreetAsync(ct).ConfigureAwait(false);
+        var header = new byte[16];
+        for (var optionIndex = 0; optionIndex < _options.MaxOptionsPerHandshake; optionIndex++)
+        {
+            var (option, data) = await ReadOptionAsync(header, ct).ConfigureAwait(false);
+            if (data is null)
+            {
+                // Refused and answered already.
+                continue;
+            }
+            if (await HandleOptionAsync(option, data, ct).ConfigureAwait(false) is { } transmission)
+            {
+                return transmission;
+            }
+        }
+        throw new NbdProtocolException(
+            $"the client sent {_options.MaxOptionsPerHandshake} options without choosing an export (limit MaxOptionsPerHandshake)");
+    }
+
+    /// <summary>Sends the newstyle greeting and takes the client's flags.</summary>
+    private async Task GreetAsync(CancellationToken ct)
+    {
         var hello = new byte[18];
         BinaryPrimitives.WriteUInt64BigEndian(hello, InitPasswd);
         BinaryPrimitives.WriteUInt64BigEndian(hello.AsSpan(8), IHaveOpt);
@@ -216,104 +238,104 @@ internal sealed partial class NbdConnection
                 $"client flags 0x{clientFlags:x8} include unknown bits; known: FIXED_NEWSTYLE (0x1), NO_ZEROES (0x2)");
         }
         _noZeroes = (clientFlags & ClientFlagNoZeroes) != 0;
+    }
 
-        var header = new byte[16];
-        for (var optionIndex = 0; optionIndex < _options.MaxOptionsPerHandshake; optionIndex++)
+    /// <summary>
+    /// Reads the next option and its data. An option this server refuses before looking at it (data over the limit,
+    /// anything but STARTTLS while TLS is required) is answered here and comes back with null data; one whose refusal
+    /// has no reply in the protocol (EXPORT_NAME) ends the connection.
+    /// </summary>
+    private async Task<(uint Option, byte[]? Data)> ReadOptionAsync(byte[] header, CancellationToken ct)
+    {
+        await _reader.ReadExactlyAsync(header, ct).ConfigureAwait(false);
+        var magic = BinaryPrimitives.ReadUInt64BigEndian(header);
+        var option = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(8));
+        var length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(12));
+        if (magic != IHaveOpt)
         {
-            await _reader.ReadExactlyAsync(header, ct).ConfigureAwait(false);
-            var magic = BinaryPrimitives.ReadUInt64BigEndian(header);
-            var option = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(8));
-            var length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(12));
-            if (magic != IHaveOpt)
-            {
-                throw new NbdProtocolException($"option magic 0x{magic:x16} is not IHAVEOPT (0x{IHaveOpt:x16})");
-            }
-            if (length > _options.MaxOptionLengthBytes)
-            {
-                if (option == OptExportName || length > MaxDiscardablePayloadBytes)
-                {
-                    throw new NbdProtocolException(
-                        $"{OptionName(option)} carries {length} bytes; the limit is {_options.MaxOptionLengthBytes}");
-                }
-                await _reader.SkipAsync(length, ct).ConfigureAwait(false);
-                await SendOptionReplyAsync(
-                    option,
-                    RepErrTooBig,
-                    $"{OptionName(option)} carries {length} bytes; the limit is {_options.MaxOptionLengthBytes}",
-                    ct).ConfigureAwait(false);
-                continue;
-            }
-            var data = new byte[length];
-            await _reader.ReadExactlyAsync(data, ct).ConfigureAwait(false);
-            Log.Option(_logger, Id, OptionName(option), length);
-
-            if (_options.Tls == NbdTlsMode.Require && _stream is null && option is not (OptStartTls or OptAbort))
-            {
-                if (option == OptExportName)
-                {
-                    // EXPORT_NAME has no error reply: the protocol says to close the connection.
-                    throw new NbdProtocolException("NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS; this server requires TLS");
-                }
-                await SendOptionReplyAsync(
-                    option,
-                    RepErrTlsReqd,
-                    $"{OptionName(option)} before NBD_OPT_STARTTLS; this server requires TLS",
-                    ct).ConfigureAwait(false);
-                continue;
-            }
-
-            switch (option)
-            {
-                case OptStartTls when _tls is not null:
-                    await StartTlsAsync(data, ct).ConfigureAwait(false);
-                    break;
-                case OptExportName:
-                    return await ExportNameAsync(data, ct).ConfigureAwait(false);
-                case OptAbort:
-                    // The client may already have gone; the ACK is a courtesy.
-                    try
-                    {
-                        await SendOptionReplyAsync(option, RepAck, (byte[]?)null, ct).ConfigureAwait(false);
-                    }
-                    catch (Exception e) when (e is SocketException or IOException)
-                    {
-                    }
-                    Log.ClientAborted(_logger, Id, Remote);
-                    return false;
-                case OptList:
-                    await ListAsync(data, ct).ConfigureAwait(false);
-                    break;
-                case OptStructuredReply:
-                    if (data.Length != 0)
-                    {
-                        await SendOptionReplyAsync(
-                            option,
-                            RepErrInvalid,
-                            $"NBD_OPT_STRUCTURED_REPLY takes no data; got {data.Length} bytes",
-                            ct).ConfigureAwait(false);
-                        break;
-                    }
-                    _structuredReplies = true;
-                    await SendOptionReplyAsync(option, RepAck, (byte[]?)null, ct).ConfigureAwait(false);
-                    break;
-                case OptInfo:
-                case OptGo:
-                    if (await InfoOrGoAsync(option, data, ct).ConfigureAwait(false))
-                    {
-                        return true;
-                    }
-                    break;
-                default:
-                    await SendOptionReplyAsync(
-                        option,
-                        RepErrUnsup,
-                        $"{OptionName(option)} is not supported by this server",
-                        ct).ConfigureAwait(false);
-                    break;
-            }
+            throw new NbdProtocolException($"option magic 0x{magic:x16} is not IHAVEOPT (0x{IHaveOpt:x16})");
         }
-        throw new NbdProtocolException(
-            $"the client sent {_options.MaxOptionsPerHandshake} options without choosing an export (limit MaxOptionsPerHandshake)");
+        if (length > _options.MaxOptionLengthBytes)
+        {
+            var tooLong = $"{OptionName(option)} carries {length} bytes; the limit is {_options.MaxOptionLengthBytes}";
+            if (option == OptExportName || length > MaxDiscardablePayloadBytes)
+            {
+                throw new NbdProtocolException(tooLong);
+            }
+            await _reader.SkipAsync(length, ct).ConfigureAwait(false);
+            await SendOptionReplyAsync(option, RepErrTooBig, tooLong, ct).ConfigureAwait(false);
+            return (option, null);
+        }
+        var data = new byte[length];
+        await _reader.ReadExactlyAsync(data, ct).ConfigureAwait(false);
+        Log.Option(_logger, Id, OptionName(option), length);
+
+        if (_options.Tls == NbdTlsMode.Require && _stream is null && option is not (OptStartTls or OptAbort))
+        {
+            if (option == OptExportName)
+            {
+                // EXPORT_NAME has no error reply: the protocol says to close the connection.
+                throw new NbdProtocolException("NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS; this server requires TLS");
+            }
+            await SendOptionReplyAsync(
+                option,
+                RepErrTlsReqd,
+                $"{OptionName(option)} before NBD_OPT_STARTTLS; this server requires TLS",
+                ct).ConfigureAwait(false);
+            return (option, null);
+        }
+        return (option, data);
+    }
+
+    /// <summary>
+    /// Acts on one option: null while haggling goes on, true once the client entered the transmission phase (GO or
+    /// EXPORT_NAME), false when it ended the handshake with ABORT.
+    /// </summary>
+    private async Task<bool?> HandleOptionAsync(uint option, byte[] data, CancellationToken ct)
+    {
+        switch (option)
+        {
+            case OptStartTls when _tls is not null:
+                await StartTlsAsync(data, ct).ConfigureAwait(false);
+                return null;
+            case OptExportName:
+                return await ExportNameAsync(data, ct).ConfigureAwait(false);
+            case OptAbort:
+                // The client may already have gone; the ACK is a courtesy.
+                try
+                {
+                    await SendOptionReplyAsync(option, RepAck, (byte[]?)null, ct).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is SocketException or IOException)
+                {
+                }
+                Log.ClientAborted(_logger, Id, Remote);
+                return false;
+            case OptList:
+                await ListAsync(data, ct).ConfigureAwait(false);
+                return null;
+            case OptStructuredReply when data.Length != 0:
+                await SendOptionReplyAsync(
+                    option,
+                    RepErrInvalid,
+                    $"NBD_OPT_STRUCTURED_REPLY takes no data; got {data.Length} bytes",
+                    ct).ConfigureAwait(false);
+                return null;
+            case OptStructuredReply:
+                _structuredReplies = true;
+                await SendOptionReplyAsync(option, RepAck, (byte[]?)null, ct).ConfigureAwait(false);
+                return null;
+            case OptInfo:
+            case OptGo:
+                return await InfoOrGoAsync(option, data, ct).ConfigureAwait(false) ? true : null;
+            default:
+                await SendOptionReplyAsync(
+                    option,
+                    RepErrUnsup,
+                    $"{OptionName(option)} is not supported by this server",
+                    ct).ConfigureAwait(false);
+                return null;
+        }
     }
 
     /// <summary>
