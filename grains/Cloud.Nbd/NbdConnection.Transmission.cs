@@ -120,7 +120,8 @@ internal sealed partial class NbdConnection
             // instead of reading into a pooled buffer that the volume would have to copy.
             await AcquireAsync(length).ConfigureAwait(false);
             var owned = PayloadPool.Shared.Rent((int)length);
-            await ReadPayloadAsync(owned, owned, static b => PayloadPool.Shared.Return(b), length).ConfigureAwait(false);
+            await ReadPayloadAsync(owned, owned, static b => PayloadPool.Shared.Return(b), length)
+                .ConfigureAwait(false);
             return new Request(flags, type, cookie, offset, length, null, length, 0, owned);
         }
         if (type == CmdWrite && length > export.MaxPayloadBytes)
@@ -293,7 +294,9 @@ internal sealed partial class NbdConnection
         }
     }
 
-    /// <summary>Writes the payload in the request's buffer, a piece at a time (a volume that does not own arrays).</summary>
+    /// <summary>
+    /// Writes the payload in the request's buffer, a piece at a time (for a volume that does not take arrays over).
+    /// </summary>
     private static async ValueTask WritePiecesAsync(
         NbdExport export,
         Request request,
@@ -332,7 +335,8 @@ internal sealed partial class NbdConnection
         for (long done = 0, piece; done < length; done += piece)
         {
             piece = Math.Min(pieceBytes, export.PieceBytes(offset + done, length - done));
-            await export.Volume.WriteAsync(offset + done, Zeroes.AsMemory(0, (int)piece), fua, ct).ConfigureAwait(false);
+            await export.Volume.WriteAsync(offset + done, Zeroes.AsMemory(0, (int)piece), fua, ct)
+                .ConfigureAwait(false);
         }
     }
 

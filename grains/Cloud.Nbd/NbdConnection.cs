@@ -424,49 +424,11 @@ internal sealed partial class NbdConnection
 
     private async Task<bool> InfoOrGoAsync(uint option, byte[] data, CancellationToken ct)
     {
-        // Data: name length (32), name, number of information requests (16), requests (16 each).
-        if (data.Length < 6)
+        if (!TryParseInfoRequest(option, data, out var name, out var wants, out var parseError))
         {
-            await SendOptionReplyAsync(
-                option,
-                RepErrInvalid,
-                $"{OptionName(option)} data is {data.Length} bytes; at least 6 are needed",
-                ct).ConfigureAwait(false);
+            await SendOptionReplyAsync(option, RepErrInvalid, parseError, ct).ConfigureAwait(false);
             return false;
         }
-        var nameLength = BinaryPrimitives.ReadUInt32BigEndian(data);
-        if (nameLength > data.Length - 6)
-        {
-            await SendOptionReplyAsync(
-                option,
-                RepErrInvalid,
-                $"{OptionName(option)} name length {nameLength} does not fit in {data.Length} bytes of data",
-                ct).ConfigureAwait(false);
-            return false;
-        }
-        int requestCount = BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength));
-        if (data.Length != 4 + nameLength + 2 + (2 * requestCount))
-        {
-            await SendOptionReplyAsync(
-                option,
-                RepErrInvalid,
-                $"{OptionName(option)} lists {requestCount} information requests but carries {data.Length} bytes",
-                ct).ConfigureAwait(false);
-            return false;
-        }
-        if (!TryDecodeName(data.AsSpan(4, (int)nameLength), out var name, out var nameError))
-        {
-            await SendOptionReplyAsync(option, RepErrInvalid, nameError, ct).ConfigureAwait(false);
-            return false;
-        }
-        bool wantsName = false, wantsDescription = false;
-        for (var i = 0; i < requestCount; i++)
-        {
-            var info = BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength + 2 + (2 * i)));
-            wantsName |= info == InfoName;
-            wantsDescription |= info == InfoDescription;
-        }
-
         var (export, error) = await OpenExportAsync(name, ct).ConfigureAwait(false);
         if (export is null)
         {
@@ -477,34 +439,8 @@ internal sealed partial class NbdConnection
         try
         {
             var flags = TransmissionFlags(export);
-            var exportInfo = new byte[12];
-            BinaryPrimitives.WriteUInt16BigEndian(exportInfo, InfoExport);
-            BinaryPrimitives.WriteUInt64BigEndian(exportInfo.AsSpan(2), (ulong)export.SizeBytes);
-            BinaryPrimitives.WriteUInt16BigEndian(exportInfo.AsSpan(10), flags);
-            await SendOptionReplyAsync(option, RepInfo, exportInfo, ct).ConfigureAwait(false);
-
-            // Sent even when not asked for: the protocol allows it, and a client that did not ask must still
-            // behave within the defaults, which our EINVAL replies cover.
-            var blockSize = new byte[14];
-            BinaryPrimitives.WriteUInt16BigEndian(blockSize, InfoBlockSize);
-            BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(2), (uint)export.MinimumBlockBytes);
-            BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(6), (uint)export.PreferredBlockBytes);
-            BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(10), (uint)export.MaxPayloadBytes);
-            await SendOptionReplyAsync(option, RepInfo, blockSize, ct).ConfigureAwait(false);
-
-            if (wantsName || name.Length == 0)
-            {
-                await SendOptionReplyAsync(
-                    option, RepInfo, InfoString(InfoName, export.Name), ct).ConfigureAwait(false);
-            }
-            if (wantsDescription)
-            {
-                await SendOptionReplyAsync(
-                    option,
-                    RepInfo,
-                    InfoString(InfoDescription, $"Cloud volume '{export.Name}', {export.SizeBytes} bytes"),
-                    ct).ConfigureAwait(false);
-            }
+            await SendInfoAsync(option, export, flags, wants.Name || name.Length == 0, wants.Description, ct)
+                .ConfigureAwait(false);
             await SendOptionReplyAsync(option, RepAck, (byte[]?)null, ct).ConfigureAwait(false);
             if (go)
             {
@@ -521,6 +457,90 @@ internal sealed partial class NbdConnection
             {
                 await _resolver.ReleaseAsync(export.Volume).ConfigureAwait(false);
             }
+        }
+    }
+
+    /// <summary>
+    /// Parses NBD_OPT_INFO or NBD_OPT_GO data: name length (32), name, number of information requests (16), requests
+    /// (16 each). On failure <paramref name="error"/> says what was wrong, for the client.
+    /// </summary>
+    private static bool TryParseInfoRequest(
+        uint option,
+        byte[] data,
+        out string name,
+        out (bool Name, bool Description) wants,
+        out string error)
+    {
+        name = "";
+        wants = default;
+        if (data.Length < 6)
+        {
+            error = $"{OptionName(option)} data is {data.Length} bytes; at least 6 are needed";
+            return false;
+        }
+        var nameLength = BinaryPrimitives.ReadUInt32BigEndian(data);
+        if (nameLength > data.Length - 6)
+        {
+            error = $"{OptionName(option)} name length {nameLength} does not fit in {data.Length} bytes of data";
+            return false;
+        }
+        int requestCount = BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength));
+        if (data.Length != 4 + nameLength + 2 + (2 * requestCount))
+        {
+            error = $"{OptionName(option)} lists {requestCount} information requests but carries {data.Length} bytes";
+            return false;
+        }
+        if (!TryDecodeName(data.AsSpan(4, (int)nameLength), out name, out error))
+        {
+            return false;
+        }
+        for (var i = 0; i < requestCount; i++)
+        {
+            var info = BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength + 2 + (2 * i)));
+            wants.Name |= info == InfoName;
+            wants.Description |= info == InfoDescription;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// The information replies of NBD_OPT_INFO and NBD_OPT_GO: the export's size and flags, its block sizes, and its
+    /// name or description where wanted.
+    /// </summary>
+    private async Task SendInfoAsync(
+        uint option,
+        NbdExport export,
+        ushort flags,
+        bool sendName,
+        bool sendDescription,
+        CancellationToken ct)
+    {
+        var exportInfo = new byte[12];
+        BinaryPrimitives.WriteUInt16BigEndian(exportInfo, InfoExport);
+        BinaryPrimitives.WriteUInt64BigEndian(exportInfo.AsSpan(2), (ulong)export.SizeBytes);
+        BinaryPrimitives.WriteUInt16BigEndian(exportInfo.AsSpan(10), flags);
+        await SendOptionReplyAsync(option, RepInfo, exportInfo, ct).ConfigureAwait(false);
+
+        // Sent even when not asked for: the protocol allows it, and a client that did not ask must still
+        // behave within the defaults, which our EINVAL replies cover.
+        var blockSize = new byte[14];
+        BinaryPrimitives.WriteUInt16BigEndian(blockSize, InfoBlockSize);
+        BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(2), (uint)export.MinimumBlockBytes);
+        BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(6), (uint)export.PreferredBlockBytes);
+        BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(10), (uint)export.MaxPayloadBytes);
+        await SendOptionReplyAsync(option, RepInfo, blockSize, ct).ConfigureAwait(false);
+
+        if (sendName)
+        {
+            await SendOptionReplyAsync(option, RepInfo, InfoString(InfoName, export.Name), ct).ConfigureAwait(false);
+        }
+        if (sendDescription)
+        {
+            await SendOptionReplyAsync(
+                option,
+                RepInfo,
+                InfoString(InfoDescription, $"Cloud volume '{export.Name}', {export.SizeBytes} bytes"),
+                ct).ConfigureAwait(false);
         }
     }
 
