@@ -89,9 +89,9 @@ public sealed class FixedTargetTests(SharedClusterFixture fixture)
     [Fact]
     public async Task FixedTarget_TakesEveryUnitsWrites_EvenWhileItsLoadShowsItOverloaded()
     {
-        using var decisions = new DecisionRecorder();
         var v = await Cloud.Client.CreateVolumeAsync(
             new VolumeSpec("fixed-" + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false));
+        using var decisions = new DecisionRecorder(v.Name);
         var target = Cloud.Silos[2];
         var slow = Cloud.Service<SiloRuntimeSettings>(target);
         try

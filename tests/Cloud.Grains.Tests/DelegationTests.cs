@@ -1,5 +1,3 @@
-using System.Collections.Concurrent;
-using System.Diagnostics.Metrics;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Delegation;
 using Cloud.Grains.Hosting;
@@ -23,10 +21,29 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
     private static async Task<string?> TargetAsync(IPartitionLockGrain lockGrain)
         => (await lockGrain.GetControlAsync()).ActiveTarget;
 
+    /// <summary>
+    /// The recorder the tests here count decisions with sees only its volume's: other clusters of this process (and
+    /// other volumes of this one) decide at any moment.
+    /// </summary>
+    [Fact]
+    public async Task DecisionRecorder_CountsItsOwnVolumesDecisions_NotAnotherVolumes()
+    {
+        VolumeSpec Spec(string prefix)
+            => new(prefix + Guid.NewGuid().ToString("N")[..6], 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, false);
+        var mine = await Cloud.Client.CreateVolumeAsync(Spec("mine-"));
+        var other = await Cloud.Client.CreateVolumeAsync(Spec("other-"));
+        using var myDecisions = new DecisionRecorder(mine.Name);
+        using var otherDecisions = new DecisionRecorder(other.Name);
+
+        await Cloud.FrontEnd(Cloud.Silos[0]).WriteAsync(other.Name, 0, Blocks.Pattern(4096, 1), forceUnitAccess: true);
+
+        Assert.Equal(1, otherDecisions.Count("new", "no-target"));
+        Assert.Equal("", myDecisions.ToString());
+    }
+
     [Fact]
     public async Task Target_IsKeptWhileAppropriate_AndRechosenWhenOverloaded()
     {
-        using var decisions = new DecisionRecorder();
         var v = await Cloud.Client.CreateVolumeAsync(
             new VolumeSpec(
                 "sticky-" + Guid.NewGuid().ToString("N")[..6],
@@ -35,6 +52,7 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
                 3,
                 64 << 10,
                 false));
+        using var decisions = new DecisionRecorder(v.Name);
         var first = Cloud.Silos[0];
         var fe = Cloud.FrontEnd(first);
         var lockGrain = Cloud.Grains(first).GetGrain<IPartitionLockGrain>(VolumeMath.PartitionKey(v, 0));
@@ -130,40 +148,4 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
             foreach (var s in drained) Cloud.Service<SiloRuntimeSettings>(s).Draining = false;
         }
     }
-}
-
-/// <summary>
-/// Listens to the "Cloud" meter's delegation decisions (process-wide: every in-process silo reports here).
-/// </summary>
-internal sealed class DecisionRecorder : IDisposable
-{
-    private readonly MeterListener _listener = new();
-    private readonly ConcurrentDictionary<(string, string), long> _counts = new();
-
-    public DecisionRecorder()
-    {
-        _listener.InstrumentPublished = (instrument, listener) =>
-        {
-            if (instrument.Meter.Name == CloudMetrics.MeterName && instrument.Name == "cloud.delegation.decisions")
-                listener.EnableMeasurementEvents(instrument);
-        };
-        _listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-        {
-            string decision = "", reason = "";
-            foreach (var tag in tags)
-            {
-                if (tag.Key == "decision") decision = tag.Value as string ?? "";
-                if (tag.Key == "reason") reason = tag.Value as string ?? "";
-            }
-            _counts.AddOrUpdate((decision, reason), value, (_, c) => c + value);
-        });
-        _listener.Start();
-    }
-
-    public long Count(string decision, string reason) => _counts.GetValueOrDefault((decision, reason));
-
-    public override string ToString()
-        => string.Join(", ", _counts.Select(kv => $"{kv.Key.Item1}/{kv.Key.Item2}={kv.Value}"));
-
-    public void Dispose() => _listener.Dispose();
 }
