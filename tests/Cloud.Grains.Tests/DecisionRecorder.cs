@@ -9,11 +9,12 @@ namespace Cloud.Grains.Tests;
 /// "delegate" spans that carry them.
 /// </summary>
 /// <remarks>
-/// Listeners are process-wide, and this assembly runs other clusters beside the shared one: FailoverTests' slowed
-/// target makes its own first servers choose new targets as "target-overloaded", at any moment of a test here. The
-/// "cloud.delegation.decisions" meter carries no volume, so a recorder on it counted those too (FixedTargetTests failed
-/// in CI with one such decision against its expected 0); the spans name the volume, which each test makes unique.
-/// </remarks>
+/// Listeners are process-wide, and decisions are made here all the time for other volumes: by this assembly's other
+/// clusters (FailoverTests slows a target and kills it) and by earlier tests' writes still settling on the shared
+/// one. The "cloud.delegation.decisions" meter names no volume, so a recorder on it counted those too:
+/// FixedTargetTests failed in CI with one "new/target-overloaded" decision, which its own writes cannot make (a
+/// fixed target is never judged by its load). The spans name the volume, and each test makes its own.
+/// /// </remarks>
 internal sealed class DecisionRecorder : IDisposable
 {
     private readonly ActivityListener _listener;
