@@ -14,7 +14,7 @@ namespace Cloud.Grains.Tests;
 /// one. The "cloud.delegation.decisions" meter names no volume, so a recorder on it counted those too:
 /// FixedTargetTests failed in CI with one "new/target-overloaded" decision, which its own writes cannot make (a
 /// fixed target is never judged by its load). The spans name the volume, and each test makes its own.
-/// /// </remarks>
+/// </remarks>
 internal sealed class DecisionRecorder : IDisposable
 {
     private readonly ActivityListener _listener;
