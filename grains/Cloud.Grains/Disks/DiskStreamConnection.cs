@@ -51,9 +51,12 @@ internal sealed class DiskStreamConnection : IDisposable
         _stream = stream;
         Endpoint = endpoint;
         _responseTimeout = responseTimeout;
-        new Thread(ReceiveLoop) { IsBackground = true, Name = "cloud-disk-stream-client" }.Start();
         var period = TimeSpan.FromMilliseconds(Math.Clamp(responseTimeout.TotalMilliseconds / 4, 50, 1000));
         _watchdog = new Timer(_ => Watch(), null, period, period);
+        // Last: the receive loop may end at once (a peer that closes right after the hello) and break the connection,
+        // which disposes the watchdog. Started before it was made, that loop met a null watchdog, and the exception
+        // on its own thread ended the whole process (CI, session 30).
+        new Thread(ReceiveLoop) { IsBackground = true, Name = "cloud-disk-stream-client" }.Start();
     }
 
     /// <summary>The serving silo's stream, <c>address:port</c>.</summary>
