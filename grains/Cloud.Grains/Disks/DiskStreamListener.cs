@@ -269,97 +269,123 @@ public sealed partial class DiskStreamListener(
         private readonly byte[] _replyHeader = new byte[ReplyHeaderBytes];
         private readonly string _host = owner.Host;
 
+        /// <summary>One request as it arrived: a split request's second range starts at <c>SecondOffset</c>, and its
+        /// first range holds <c>FirstLength</c> of the <c>Length</c> bytes (all of them when not split).</summary>
+        private readonly record struct Frame(
+            Op Op, long Id, string Path, long Offset, int Length, long SecondOffset, int FirstLength);
+
+        private readonly byte[] _header = new byte[RequestHeaderBytes];
+        private readonly byte[] _split = new byte[SplitBytes];
+        private byte[] _pathBuffer = new byte[256];
+
+        // A connection names a few members again and again: their paths are decoded once.
+        private string _lastPath = "";
+        private byte[] _lastPathBytes = [];
+
         public void Run(SiloAddress writer)
         {
-            var header = new byte[RequestHeaderBytes];
-            var pathBuffer = new byte[256];
-            var split = new byte[SplitBytes];
             var reader = new FrameReader(stream);
-            // A connection names a few members again and again: their paths are decoded once.
-            var lastPath = "";
-            var lastPathBytes = Array.Empty<byte>();
             while (true)
             {
-                reader.ReadExactly(header);
-                var op = (Op)header[0];
-                var pathLength = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(4));
-                var id = BinaryPrimitives.ReadInt64LittleEndian(header.AsSpan(8));
-                var offset = BinaryPrimitives.ReadInt64LittleEndian(header.AsSpan(16));
-                var length = BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(24));
-                if (pathLength is < 1 or > MaxPathBytes)
-                    throw new InvalidDataException($"a request names a path of {pathLength} bytes; allowed 1-{MaxPathBytes}");
-                if (length < 0 || length > DiskServer.MaxRequestBytes)
-                    throw new InvalidDataException(
-                        $"a request moves {length} bytes; allowed 0-{DiskServer.MaxRequestBytes}");
-                if (pathBuffer.Length < pathLength) pathBuffer = new byte[pathLength];
-                reader.ReadExactly(pathBuffer.AsSpan(0, pathLength));
-                if (!pathBuffer.AsSpan(0, pathLength).SequenceEqual(lastPathBytes))
-                {
-                    lastPath = Encoding.UTF8.GetString(pathBuffer, 0, pathLength);
-                    lastPathBytes = pathBuffer[..pathLength];
-                }
-                var path = lastPath;
-                // A split request's second range: its offset, and where the first range's bytes end.
-                long secondOffset = 0;
-                var firstLength = length;
-                if (op is Op.ReadSplit or Op.WriteSplit)
-                {
-                    reader.ReadExactly(split);
-                    secondOffset = BinaryPrimitives.ReadInt64LittleEndian(split);
-                    firstLength = BinaryPrimitives.ReadInt32LittleEndian(split.AsSpan(8));
-                    if (firstLength < 1 || firstLength >= length)
-                        throw new InvalidDataException(
-                            $"a split request of {length} bytes puts {firstLength} in its first range; allowed 1-{length - 1}");
-                }
-                switch (op)
-                {
-                    case Op.Read or Op.ReadSplit:
-                        Read(id, path, offset, length, secondOffset, firstLength);
-                        break;
-                    case Op.Write or Op.WriteDurable or Op.WriteSplit:
-                        var data = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
-                        try
-                        {
-                            reader.ReadExactly(data.AsSpan(0, length));
-                        }
-                        catch
-                        {
-                            ArrayPool<byte>.Shared.Return(data);
-                            throw;
-                        }
-                        Write(
-                            id, path, offset, data, length, secondOffset, firstLength, writer,
-                            op == Op.WriteDurable);
-                        break;
-                    case Op.Flush:
-                        // A member still opening is flushed once open, asynchronously; an open one by the flusher.
-                        if (owner.Server.IsOpen(path)) QueueFlush(id, path);
-                        else Answer(id, owner.Server.FlushAsync(path), null);
-                        break;
-                    default:
-                        throw new InvalidDataException(
-                            $"request op {(byte)op} is not one of read, write, durable write, flush, split read, split write");
-                }
-                // Group commit: the durable writes read so far are flushed and answered once no further request is
-                // waiting, so that those that arrived together share an fdatasync per member, and the flush runs on
-                // this thread with no hop to the thread pool; and at the latest after a group's bound in writes or
-                // time, so that a caller that never pauses does not hold its durable writes back. A request already
-                // received into the reader's buffer counts as waiting. (With TLS, a request already decrypted may wait
-                // for the flush; it is answered right after.)
-                var waiting = reader.Buffered > 0 || socket.Available > 0;
-                // While groups come in twos or more (a caller with many writes in flight), a group about to close
-                // waits a moment for the next request: one that comes joins it, and its fdatasync is shared.
-                if (!waiting && _toCommit.Count > 0 && _lastGroup >= 2
-                    && Stopwatch.GetElapsedTime(_groupStarted) < MaxGroupDelay)
-                    waiting = socket.Poll(GroupWaitMicroseconds, SelectMode.SelectRead) && socket.Available > 0;
-                if (_toCommit.Count > 0
-                    && (!waiting || _toCommit.Count >= MaxGroupWrites
-                        || Stopwatch.GetElapsedTime(_groupStarted) > MaxGroupDelay))
-                    Commit();
-                // The replies made on this thread leave together too, once no request waits (or within the bound).
-                if (_batched > 0 && (!waiting || Stopwatch.GetElapsedTime(_batchStarted) > MaxGroupDelay))
-                    SendBatch();
+                Serve(reader, ReadFrame(reader), writer);
+                AfterRequest(reader);
             }
+        }
+
+        /// <summary>Reads one request's header, path and (for a split request) second range; checks their bounds.</summary>
+        private Frame ReadFrame(FrameReader reader)
+        {
+            reader.ReadExactly(_header);
+            var op = (Op)_header[0];
+            var pathLength = BinaryPrimitives.ReadInt32LittleEndian(_header.AsSpan(4));
+            var id = BinaryPrimitives.ReadInt64LittleEndian(_header.AsSpan(8));
+            var offset = BinaryPrimitives.ReadInt64LittleEndian(_header.AsSpan(16));
+            var length = BinaryPrimitives.ReadInt32LittleEndian(_header.AsSpan(24));
+            if (pathLength is < 1 or > MaxPathBytes)
+                throw new InvalidDataException($"a request names a path of {pathLength} bytes; allowed 1-{MaxPathBytes}");
+            if (length < 0 || length > DiskServer.MaxRequestBytes)
+                throw new InvalidDataException(
+                    $"a request moves {length} bytes; allowed 0-{DiskServer.MaxRequestBytes}");
+            var path = ReadPath(reader, pathLength);
+            if (op is not (Op.ReadSplit or Op.WriteSplit))
+                return new Frame(op, id, path, offset, length, 0, length);
+            reader.ReadExactly(_split);
+            var secondOffset = BinaryPrimitives.ReadInt64LittleEndian(_split);
+            var firstLength = BinaryPrimitives.ReadInt32LittleEndian(_split.AsSpan(8));
+            if (firstLength < 1 || firstLength >= length)
+                throw new InvalidDataException(
+                    $"a split request of {length} bytes puts {firstLength} in its first range; allowed 1-{length - 1}");
+            return new Frame(op, id, path, offset, length, secondOffset, firstLength);
+        }
+
+        private string ReadPath(FrameReader reader, int pathLength)
+        {
+            if (_pathBuffer.Length < pathLength) _pathBuffer = new byte[pathLength];
+            reader.ReadExactly(_pathBuffer.AsSpan(0, pathLength));
+            if (!_pathBuffer.AsSpan(0, pathLength).SequenceEqual(_lastPathBytes))
+            {
+                _lastPath = Encoding.UTF8.GetString(_pathBuffer, 0, pathLength);
+                _lastPathBytes = _pathBuffer[..pathLength];
+            }
+            return _lastPath;
+        }
+
+        /// <summary>Runs one request on this thread (a write's payload read first), or hands its flush on.</summary>
+        private void Serve(FrameReader reader, Frame f, SiloAddress writer)
+        {
+            switch (f.Op)
+            {
+                case Op.Read or Op.ReadSplit:
+                    Read(f.Id, f.Path, f.Offset, f.Length, f.SecondOffset, f.FirstLength);
+                    break;
+                case Op.Write or Op.WriteDurable or Op.WriteSplit:
+                    var data = ArrayPool<byte>.Shared.Rent(Math.Max(f.Length, 1));
+                    try
+                    {
+                        reader.ReadExactly(data.AsSpan(0, f.Length));
+                    }
+                    catch
+                    {
+                        ArrayPool<byte>.Shared.Return(data);
+                        throw;
+                    }
+                    Write(
+                        f.Id, f.Path, f.Offset, data, f.Length, f.SecondOffset, f.FirstLength, writer,
+                        f.Op == Op.WriteDurable);
+                    break;
+                case Op.Flush:
+                    // A member still opening is flushed once open, asynchronously; an open one by the flusher.
+                    if (owner.Server.IsOpen(f.Path)) QueueFlush(f.Id, f.Path);
+                    else Answer(f.Id, owner.Server.FlushAsync(f.Path), null);
+                    break;
+                default:
+                    throw new InvalidDataException(
+                        $"request op {(byte)f.Op} is not one of read, write, durable write, flush, split read, split write");
+            }
+        }
+
+        /// <summary>
+        /// Group commit: the durable writes read so far are flushed and answered once no further request is waiting,
+        /// so that those that arrived together share an fdatasync per member, and the flush runs on this thread with
+        /// no hop to the thread pool; and at the latest after a group's bound in writes or time, so that a caller that
+        /// never pauses does not hold its durable writes back. A request already received into the reader's buffer
+        /// counts as waiting. (With TLS, a request already decrypted may wait for the flush; it is answered right
+        /// after.) The replies made on this thread leave together too, once no request waits (or within the bound).
+        /// </summary>
+        private void AfterRequest(FrameReader reader)
+        {
+            var waiting = reader.Buffered > 0 || socket.Available > 0;
+            // While groups come in twos or more (a caller with many writes in flight), a group about to close
+            // waits a moment for the next request: one that comes joins it, and its fdatasync is shared.
+            if (!waiting && _toCommit.Count > 0 && _lastGroup >= 2
+                && Stopwatch.GetElapsedTime(_groupStarted) < MaxGroupDelay)
+                waiting = socket.Poll(GroupWaitMicroseconds, SelectMode.SelectRead) && socket.Available > 0;
+            if (_toCommit.Count > 0
+                && (!waiting || _toCommit.Count >= MaxGroupWrites
+                    || Stopwatch.GetElapsedTime(_groupStarted) > MaxGroupDelay))
+                Commit();
+            if (_batched > 0 && (!waiting || Stopwatch.GetElapsedTime(_batchStarted) > MaxGroupDelay))
+                SendBatch();
         }
 
         /// <summary>
@@ -397,52 +423,10 @@ public sealed partial class DiskStreamListener(
             Dictionary<string, Exception?> flushed = new(StringComparer.Ordinal);
             try
             {
-                while (true)
+                while (TakeFlushes(ref batch))
                 {
-                    lock (_flushGate)
-                    {
-                        while (_flushes.Count == 0 && !_stopped) Monitor.Wait(_flushGate);
-                        if (_flushes.Count == 0) return;
-                        (batch, _flushes) = (_flushes, batch);
-                    }
-                    flushed.Clear();
-                    foreach (var (_, path) in batch)
-                    {
-                        if (flushed.ContainsKey(path)) continue;
-                        try
-                        {
-                            owner.Server.FlushRequestNow(path);
-                            flushed[path] = null;
-                        }
-                        catch (Exception ex)
-                        {
-                            flushed[path] = ex;
-                        }
-                    }
-                    var ok = 0;
-                    foreach (var (_, path) in batch)
-                        if (flushed[path] is null) ok++;
-                    if (ok > 0)
-                    {
-                        var replies = ArrayPool<byte>.Shared.Rent(ok * ReplyHeaderBytes);
-                        try
-                        {
-                            var at = 0;
-                            foreach (var (id, path) in batch)
-                            {
-                                if (flushed[path] is not null) continue;
-                                WriteReplyHeader(replies.AsSpan(at), id, Status.Ok, 0);
-                                at += ReplyHeaderBytes;
-                            }
-                            lock (_send) stream.Write(replies, 0, at);
-                        }
-                        finally
-                        {
-                            ArrayPool<byte>.Shared.Return(replies);
-                        }
-                    }
-                    foreach (var (id, path) in batch)
-                        if (flushed[path] is { } error) Fail(id, error);
+                    FlushEachOnce(batch, owner.Server.FlushRequestNow, flushed);
+                    AnswerFlushes(batch, flushed);
                     batch.Clear();
                 }
             }
@@ -452,15 +436,32 @@ public sealed partial class DiskStreamListener(
             }
         }
 
-        private void Commit()
+        /// <summary>Waits for queued flushes and swaps them into <paramref name="batch"/>; false once stopped and empty.</summary>
+        private bool TakeFlushes(ref List<(long Id, string Path)> batch)
         {
-            Dictionary<string, Exception?> flushed = new(StringComparer.Ordinal);
-            foreach (var (_, path) in _toCommit)
+            lock (_flushGate)
+            {
+                while (_flushes.Count == 0 && !_stopped) Monitor.Wait(_flushGate);
+                if (_flushes.Count == 0) return false;
+                (batch, _flushes) = (_flushes, batch);
+                return true;
+            }
+        }
+
+        /// <summary>
+        /// Flushes each member named in <paramref name="requests"/> once, however many requests name it, and records in
+        /// <paramref name="flushed"/> (cleared first) what each member's flush threw, or null.
+        /// </summary>
+        private static void FlushEachOnce(
+            List<(long Id, string Path)> requests, Action<string> flush, Dictionary<string, Exception?> flushed)
+        {
+            flushed.Clear();
+            foreach (var (_, path) in requests)
             {
                 if (flushed.ContainsKey(path)) continue;
                 try
                 {
-                    owner.Server.FlushNow(path);
+                    flush(path);
                     flushed[path] = null;
                 }
                 catch (Exception ex)
@@ -468,11 +469,50 @@ public sealed partial class DiskStreamListener(
                     flushed[path] = ex;
                 }
             }
+        }
+
+        /// <summary>The flusher's answers: every successful flush in one write to the stream, then each failure.</summary>
+        private void AnswerFlushes(List<(long Id, string Path)> batch, Dictionary<string, Exception?> flushed)
+        {
+            var ok = 0;
+            foreach (var (_, path) in batch)
+                if (flushed[path] is null) ok++;
+            if (ok > 0)
+            {
+                var replies = ArrayPool<byte>.Shared.Rent(ok * ReplyHeaderBytes);
+                try
+                {
+                    var at = 0;
+                    foreach (var (id, path) in batch)
+                    {
+                        if (flushed[path] is not null) continue;
+                        WriteReplyHeader(replies.AsSpan(at), id, Status.Ok, 0);
+                        at += ReplyHeaderBytes;
+                    }
+                    lock (_send) stream.Write(replies, 0, at);
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(replies);
+                }
+            }
+            foreach (var (id, path) in batch)
+                if (flushed[path] is { } error) Fail(id, error);
+        }
+
+        private readonly Dictionary<string, Exception?> _committed = new(StringComparer.Ordinal);
+
+        // Made once: a group commit runs for every few durable writes.
+        private readonly Action<string> _flushNow = owner.Server.FlushNow;
+
+        private void Commit()
+        {
+            FlushEachOnce(_toCommit, _flushNow, _committed);
             // The answers join the batch of replies, sent in one go.
             foreach (var (id, path) in _toCommit)
-                if (flushed[path] is null) Batch(id, Status.Ok, default);
+                if (_committed[path] is null) Batch(id, Status.Ok, default);
             foreach (var (id, path) in _toCommit)
-                if (flushed[path] is { } error) Fail(id, error);
+                if (_committed[path] is { } error) Fail(id, error);
             _lastGroup = _toCommit.Count;
             _toCommit.Clear();
         }
