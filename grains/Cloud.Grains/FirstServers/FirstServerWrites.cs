@@ -364,33 +364,9 @@ public sealed partial class FirstServerWrites(
             {
                 if (following is not null)
                 {
-                    try
-                    {
-                        // A copy delegated to this silo itself is waited for in process: the worker grain would only
-                        // forward the call to this same service, at the cost of a message per write.
-                        var report = following == silo.Name
-                            ? await localWorker.WaitAsync(write.WriteId, CommitPollWait).ConfigureAwait(false)
-                            : await grains.GetGrain<IRaidWorkerGrain>(following).WaitCommittedAsync(
-                                write.WriteId, CommitPollWait).ConfigureAwait(false);
-                        switch (report.Outcome)
-                        {
-                            case WriteOutcome.Pending:
-                                continue;
-                            case WriteOutcome.Unknown:
-                                // The target restarted or lost the copy: send ours again.
-                                break;
-                            case WriteOutcome.Failed when acknowledged:
-                                LogCopyFailed(logger, write.WriteId, following, report.Error);
-                                pause = NextPause(pause);
-                                break;
-                            default:
-                                return report;
-                        }
-                    }
-                    catch (Exception ex) when (SiloFailures.IsSiloFailure(ex))
-                    {
-                        LogRedelegating(logger, write.WriteId, following, ex.GetType().Name);
-                    }
+                    var (final, failed) = await WaitForCommitAsync(write, following, acknowledged).ConfigureAwait(false);
+                    if (final is not null) return final;
+                    if (failed) pause = NextPause(pause);
                 }
                 if (DateTimeOffset.UtcNow > deadline)
                 {
@@ -401,21 +377,11 @@ public sealed partial class FirstServerWrites(
                         $"no silo committed the write within {_options.RedelegationTimeout}");
                 }
                 if (pause > TimeSpan.Zero) await Task.Delay(pause).ConfigureAwait(false);
-                CloudMetrics.Redelegations.Add(1);
                 // Marked re-sent: unless FUA, the client had its acknowledgement long ago, and the new target runs
                 // the copies clients wait for first.
                 write = write with { Redelegated = true };
-                try
-                {
-                    following = (await SendWithRetriesAsync(
-                        units.Get(unitKey), write).ConfigureAwait(false)).TargetSilo;
-                }
-                catch (Exception ex) when (acknowledged && DateTimeOffset.UtcNow < deadline)
-                {
-                    LogResendRefused(logger, write.WriteId, ex.GetType().Name, ex.Message);
-                    following = null;
-                    pause = NextPause(pause);
-                }
+                following = await ResendAsync(write, unitKey, acknowledged, deadline).ConfigureAwait(false);
+                if (following is null) pause = NextPause(pause);
             }
         }
         catch
@@ -432,6 +398,64 @@ public sealed partial class FirstServerWrites(
             if (_held.TryRemove(write.WriteId, out var held) && (held.Reported || gaveUp))
                 _ = SettleAsync(unitKey, write.Timestamp);
             inFlight.End(unitKey, write.Timestamp);
+        }
+    }
+
+    /// <summary>
+    /// Waits until <paramref name="following"/> is done with the copy. Returns its final report, or none when the copy
+    /// must be sent again: the target restarted, lost the copy or died, or (<c>Failed</c>, and the resend waits a
+    /// growing pause) it failed an <paramref name="acknowledged"/> copy.
+    /// </summary>
+    private async Task<(WriteReport? Final, bool Failed)> WaitForCommitAsync(
+        ReplicatedWrite write, string following, bool acknowledged)
+    {
+        try
+        {
+            while (true)
+            {
+                // A copy delegated to this silo itself is waited for in process: the worker grain would only forward
+                // the call to this same service, at the cost of a message per write.
+                var report = following == silo.Name
+                    ? await localWorker.WaitAsync(write.WriteId, CommitPollWait).ConfigureAwait(false)
+                    : await grains.GetGrain<IRaidWorkerGrain>(following).WaitCommittedAsync(
+                        write.WriteId, CommitPollWait).ConfigureAwait(false);
+                switch (report.Outcome)
+                {
+                    case WriteOutcome.Pending:
+                        continue;
+                    case WriteOutcome.Unknown:
+                        return (null, false);
+                    case WriteOutcome.Failed when acknowledged:
+                        LogCopyFailed(logger, write.WriteId, following, report.Error);
+                        return (null, true);
+                    default:
+                        return (report, false);
+                }
+            }
+        }
+        catch (Exception ex) when (SiloFailures.IsSiloFailure(ex))
+        {
+            LogRedelegating(logger, write.WriteId, following, ex.GetType().Name);
+            return (null, false);
+        }
+    }
+
+    /// <summary>
+    /// Sends the copy to its unit again and returns the silo that took it, or null when an
+    /// <paramref name="acknowledged"/> copy's resend was refused before the deadline (it is tried again after a pause).
+    /// </summary>
+    private async Task<string?> ResendAsync(
+        ReplicatedWrite write, string unitKey, bool acknowledged, DateTimeOffset deadline)
+    {
+        CloudMetrics.Redelegations.Add(1);
+        try
+        {
+            return (await SendWithRetriesAsync(units.Get(unitKey), write).ConfigureAwait(false)).TargetSilo;
+        }
+        catch (Exception ex) when (acknowledged && DateTimeOffset.UtcNow < deadline)
+        {
+            LogResendRefused(logger, write.WriteId, ex.GetType().Name, ex.Message);
+            return null;
         }
     }
 
