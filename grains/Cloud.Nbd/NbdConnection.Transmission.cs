@@ -194,66 +194,69 @@ internal sealed partial class NbdConnection
             }
             if (error == 0)
             {
-                var offset = (long)request.Offset;
-                var fua = (request.Flags & CmdFlagFua) != 0;
-                switch (request.Type)
-                {
-                    case CmdRead:
-                        await ReadPiecesAsync(export, request, ct).ConfigureAwait(false);
-                        QueueReadReply(request);
-                        replied = true;
-                        break;
-                    case CmdWrite when request.Owned is { } owned:
-                        // From here the volume owns the array, whatever the outcome: only it may recycle it.
-                        ownedTaken = true;
-                        await ((IBufferOwningVolume)export.Volume).WriteOwnedAsync(
-                            offset, owned, fua, ct).ConfigureAwait(false);
-                        break;
-                    case CmdWrite:
-                        await WritePiecesAsync(export, request, fua, ct).ConfigureAwait(false);
-                        break;
-                    case CmdFlush:
-                        await export.Volume.FlushAsync(ct).ConfigureAwait(false);
-                        break;
-                    case CmdTrim:
-                        await TrimAsync(export, offset, request.Length, fua, ct).ConfigureAwait(false);
-                        break;
-                    case CmdWriteZeroes:
-                        await WriteZeroesAsync(
-                            export, offset, request.Length, fua, (request.Flags & CmdFlagNoHole) != 0, ct)
-                            .ConfigureAwait(false);
-                        break;
-                    case CmdCache:
-                        // A hint; the volume has no cache to warm.
-                        break;
-                }
+                // From here the volume owns a write's array, whatever the outcome: only it may recycle it.
+                ownedTaken = request is { Type: CmdWrite, Owned: not null };
+                replied = await RunCommandAsync(export, request, ct).ConfigureAwait(false);
             }
-        }
-        catch (OperationCanceledException) when (ct.IsCancellationRequested)
-        {
-            error = EShutdown;
-            message = "the server is shutting down";
-        }
-        catch (ArgumentException e)
-        {
-            error = EInval;
-            message = e.Message;
-        }
-        catch (Exception e) when (e is IOException or InvalidOperationException)
-        {
-            error = EIo;
-            message = e.Message;
-            Log.RequestFailed(_logger, e, Id, CommandName(request.Type), request.Offset, request.Length);
         }
         catch (Exception e)
         {
-            error = EIo;
-            message = "internal server error";
-            Log.RequestFailed(_logger, e, Id, CommandName(request.Type), request.Offset, request.Length);
+            (error, message) = Failure(e, request, ct);
         }
 
         // A read's reply carries the request's buffer; the sender returns it and completes the request.
         if (!replied) ReplyWithStatus(request, error, message, ownedTaken);
+    }
+
+    /// <summary>Runs a valid request against the volume; true when its reply is already queued (a read's).</summary>
+    private async Task<bool> RunCommandAsync(NbdExport export, Request request, CancellationToken ct)
+    {
+        var offset = (long)request.Offset;
+        var fua = (request.Flags & CmdFlagFua) != 0;
+        switch (request.Type)
+        {
+            case CmdRead:
+                await ReadPiecesAsync(export, request, ct).ConfigureAwait(false);
+                QueueReadReply(request);
+                return true;
+            case CmdWrite when request.Owned is { } owned:
+                await ((IBufferOwningVolume)export.Volume).WriteOwnedAsync(offset, owned, fua, ct).ConfigureAwait(false);
+                break;
+            case CmdWrite:
+                await WritePiecesAsync(export, request, fua, ct).ConfigureAwait(false);
+                break;
+            case CmdFlush:
+                await export.Volume.FlushAsync(ct).ConfigureAwait(false);
+                break;
+            case CmdTrim:
+                await TrimAsync(export, offset, request.Length, fua, ct).ConfigureAwait(false);
+                break;
+            case CmdWriteZeroes:
+                await WriteZeroesAsync(export, offset, request.Length, fua, (request.Flags & CmdFlagNoHole) != 0, ct)
+                    .ConfigureAwait(false);
+                break;
+            case CmdCache:
+                // A hint; the volume has no cache to warm.
+                break;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// The error a failed request is answered with: shutdown when the server is stopping, EINVAL for a bad argument,
+    /// EIO otherwise (logged; the message of an unexpected exception is not sent to the client).
+    /// </summary>
+    private (uint Error, string Message) Failure(Exception e, Request request, CancellationToken ct)
+    {
+        switch (e)
+        {
+            case OperationCanceledException when ct.IsCancellationRequested:
+                return (EShutdown, "the server is shutting down");
+            case ArgumentException:
+                return (EInval, e.Message);
+        }
+        Log.RequestFailed(_logger, e, Id, CommandName(request.Type), request.Offset, request.Length);
+        return (EIo, e is IOException or InvalidOperationException ? e.Message : "internal server error");
     }
 
     /// <summary>
