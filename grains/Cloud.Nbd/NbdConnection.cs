@@ -88,24 +88,7 @@ internal sealed partial class NbdConnection
     {
         try
         {
-            bool transmit;
-            using (var handshakeCts = CancellationTokenSource.CreateLinkedTokenSource(_stopReading, _abort.Token))
-            {
-                handshakeCts.CancelAfter(_options.HandshakeTimeout);
-                try
-                {
-                    transmit = await HandshakeAsync(handshakeCts.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                    when (handshakeCts.IsCancellationRequested
-                        && !_stopReading.IsCancellationRequested
-                        && !_abort.IsCancellationRequested)
-                {
-                    Log.HandshakeTimedOut(_logger, Id, Remote, _options.HandshakeTimeout);
-                    return;
-                }
-            }
-            if (transmit)
+            if (await HandshakeInTimeAsync().ConfigureAwait(false))
             {
                 await TransmitAsync().ConfigureAwait(false);
             }
@@ -142,6 +125,25 @@ internal sealed partial class NbdConnection
         finally
         {
             await CloseAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The handshake within the configured timeout; false when it ended without transmission or timed out.</summary>
+    private async Task<bool> HandshakeInTimeAsync()
+    {
+        using var handshakeCts = CancellationTokenSource.CreateLinkedTokenSource(_stopReading, _abort.Token);
+        handshakeCts.CancelAfter(_options.HandshakeTimeout);
+        try
+        {
+            return await HandshakeAsync(handshakeCts.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+            when (handshakeCts.IsCancellationRequested
+                && !_stopReading.IsCancellationRequested
+                && !_abort.IsCancellationRequested)
+        {
+            Log.HandshakeTimedOut(_logger, Id, Remote, _options.HandshakeTimeout);
+            return false;
         }
     }
 
