@@ -117,65 +117,25 @@ public sealed record Superblock
     /// <summary>Parses a superblock copy; returns null with a reason when it is absent or damaged.</summary>
     public static Superblock? TryRead(ReadOnlySpan<byte> b, out string? error)
     {
-        error = null;
-        if (b.Length < OnDiskFormat.SuperblockBytes) { error = "short superblock"; return null; }
-        if (!b.Slice(OffMagic, OnDiskFormat.Magic.Length).SequenceEqual(OnDiskFormat.Magic))
-        {
-            error = "no superblock magic (not a Cloud volume member)";
-            return null;
-        }
-        var stored = BinaryPrimitives.ReadUInt64LittleEndian(b[OffChecksum..]);
-        if (stored != XxHash3.HashToUInt64(b[..OffChecksum]))
-        {
-            error = "superblock checksum mismatch (damaged)";
-            return null;
-        }
-        var version = BinaryPrimitives.ReadInt32LittleEndian(b[OffVersion..]);
-        if (version != OnDiskFormat.FormatVersion)
-        {
-            error = $"format version {version}; this build reads version {OnDiskFormat.FormatVersion}";
-            return null;
-        }
+        error = EnvelopeError(b);
+        if (error is not null) return null;
         var geometry = new VolumeGeometry((RaidLevel)BinaryPrimitives.ReadInt32LittleEndian(b[OffLevel..]),
             BinaryPrimitives.ReadInt32LittleEndian(b[OffMemberCount..]), BinaryPrimitives.ReadInt32LittleEndian(
                 b[OffChunk..]));
         try { geometry.Validate(); }
         catch (ArgumentException e) { error = $"invalid geometry: {e.Message}"; return null; }
         var index = BinaryPrimitives.ReadInt32LittleEndian(b[OffMemberIndex..]);
-        if ((uint)index >= (uint)geometry.MemberCount)
-        {
-            error = $"member index {index} outside 0..{geometry.MemberCount - 1}";
-            return null;
-        }
-        if (BinaryPrimitives.ReadInt64LittleEndian(b[OffDataOffset..]) != OnDiskFormat.DataOffsetBytes
-            || BinaryPrimitives.ReadInt64LittleEndian(b[OffStride..]) != OnDiskFormat.ChunkStrideBytes(
-                geometry.ChunkSizeBytes))
-        { error = "data offset or chunk stride differ from format version 1"; return null; }
         var nameLength = BinaryPrimitives.ReadInt32LittleEndian(b[OffNameLength..]);
-        if ((uint)nameLength > VolumeDefinition.MaxNameBytes)
-        {
-            error = $"name length {nameLength} out of range";
-            return null;
-        }
-        var members = new MemberRecord[geometry.MemberCount];
-        for (var i = 0; i < members.Length; i++)
-        {
-            ReadOnlySpan<byte> r = b.Slice(OffMembers + i * MemberRecordBytes, MemberRecordBytes);
-            members[i] = new MemberRecord(
-                new Guid(r[..16]), (MemberState)r[16], BinaryPrimitives.ReadInt64LittleEndian(r[24..]));
-        }
-        var memberId = new Guid(b.Slice(OffMemberId, 16));
-        if (members[index].MemberId != memberId) { error = "member id differs from its own table entry"; return null; }
         var stripes = BinaryPrimitives.ReadInt64LittleEndian(b[OffStripes..]);
         var pplSlotBytes = BinaryPrimitives.ReadInt64LittleEndian(b[OffPartialParitySlotBytes..]);
-        var pplOffset = BinaryPrimitives.ReadInt64LittleEndian(b[OffPartialParityOffset..]);
-        if (pplSlotBytes != 0
-            && (pplSlotBytes < OnDiskFormat.PartialParityMinSlotBytes(geometry.ChunkSizeBytes)
-                || pplSlotBytes % OnDiskFormat.PartialParityHeaderBytes != 0 || pplSlotBytes > 1L << 30
-                || pplOffset != OnDiskFormat.DataOffsetBytes
-                    + stripes * OnDiskFormat.ChunkStrideBytes(geometry.ChunkSizeBytes)))
+        error = LayoutError(b, geometry, index, nameLength)
+            ?? PartialParityError(geometry, stripes, pplSlotBytes, BinaryPrimitives.ReadInt64LittleEndian(
+                b[OffPartialParityOffset..]));
+        if (error is not null) return null;
+        var members = ReadMembers(b, geometry.MemberCount);
+        if (members[index].MemberId != new Guid(b.Slice(OffMemberId, 16)))
         {
-            error = $"partial-parity area of {pplSlotBytes} bytes per slot at {pplOffset} does not fit the geometry";
+            error = "member id differs from its own table entry";
             return null;
         }
         return new Superblock
@@ -191,5 +151,54 @@ public sealed record Superblock
             Updated = DateTimeOffset.FromUnixTimeMilliseconds(BinaryPrimitives.ReadInt64LittleEndian(b[OffUpdated..])),
             Members = members,
         };
+    }
+
+    /// <summary>Why the copy is not a superblock this build reads (length, magic, checksum, version), or null.</summary>
+    private static string? EnvelopeError(ReadOnlySpan<byte> b)
+    {
+        if (b.Length < OnDiskFormat.SuperblockBytes) return "short superblock";
+        if (!b.Slice(OffMagic, OnDiskFormat.Magic.Length).SequenceEqual(OnDiskFormat.Magic))
+            return "no superblock magic (not a Cloud volume member)";
+        var stored = BinaryPrimitives.ReadUInt64LittleEndian(b[OffChecksum..]);
+        if (stored != XxHash3.HashToUInt64(b[..OffChecksum])) return "superblock checksum mismatch (damaged)";
+        var version = BinaryPrimitives.ReadInt32LittleEndian(b[OffVersion..]);
+        return version != OnDiskFormat.FormatVersion
+            ? $"format version {version}; this build reads version {OnDiskFormat.FormatVersion}"
+            : null;
+    }
+
+    /// <summary>Why the member index, data offset, chunk stride or name length do not fit the geometry, or null.</summary>
+    private static string? LayoutError(ReadOnlySpan<byte> b, VolumeGeometry geometry, int index, int nameLength)
+    {
+        if ((uint)index >= (uint)geometry.MemberCount)
+            return $"member index {index} outside 0..{geometry.MemberCount - 1}";
+        if (BinaryPrimitives.ReadInt64LittleEndian(b[OffDataOffset..]) != OnDiskFormat.DataOffsetBytes
+            || BinaryPrimitives.ReadInt64LittleEndian(b[OffStride..]) != OnDiskFormat.ChunkStrideBytes(
+                geometry.ChunkSizeBytes))
+            return "data offset or chunk stride differ from format version 1";
+        return (uint)nameLength > VolumeDefinition.MaxNameBytes ? $"name length {nameLength} out of range" : null;
+    }
+
+    /// <summary>Why the partial-parity area (none when its slots are 0 bytes) does not fit the geometry, or null.</summary>
+    private static string? PartialParityError(VolumeGeometry geometry, long stripes, long pplSlotBytes, long pplOffset)
+    {
+        if (pplSlotBytes == 0) return null;
+        var fits = pplSlotBytes >= OnDiskFormat.PartialParityMinSlotBytes(geometry.ChunkSizeBytes)
+            && pplSlotBytes % OnDiskFormat.PartialParityHeaderBytes == 0 && pplSlotBytes <= 1L << 30
+            && pplOffset == OnDiskFormat.DataOffsetBytes
+                + stripes * OnDiskFormat.ChunkStrideBytes(geometry.ChunkSizeBytes);
+        return fits ? null : $"partial-parity area of {pplSlotBytes} bytes per slot at {pplOffset} does not fit the geometry";
+    }
+
+    private static MemberRecord[] ReadMembers(ReadOnlySpan<byte> b, int count)
+    {
+        var members = new MemberRecord[count];
+        for (var i = 0; i < members.Length; i++)
+        {
+            ReadOnlySpan<byte> r = b.Slice(OffMembers + i * MemberRecordBytes, MemberRecordBytes);
+            members[i] = new MemberRecord(
+                new Guid(r[..16]), (MemberState)r[16], BinaryPrimitives.ReadInt64LittleEndian(r[24..]));
+        }
+        return members;
     }
 }
