@@ -89,7 +89,15 @@ internal static partial class Commands
     private static Command VolumeCommand()
     {
         var volume = new Command("volume", "Create, list, show and delete volumes");
+        volume.Subcommands.Add(VolumeCreateCommand());
+        volume.Subcommands.Add(VolumeListCommand());
+        volume.Subcommands.Add(VolumeShowCommand());
+        volume.Subcommands.Add(VolumeDeleteCommand());
+        return volume;
+    }
 
+    private static Command VolumeCreateCommand()
+    {
         var create = new Command("create", "Create a volume on new file-backed disks, or on the disks --disk names");
         var name = NameArgument();
         var size = SizeOption("--size", "Logical size, e.g. 1GiB", required: true);
@@ -127,8 +135,11 @@ internal static partial class Commands
             var info = await client.CreateVolumeAsync(spec);
             Print(p, info, () => Console.WriteLine($"created volume {info.Name}: {Sizes.Format(info.SizeBytes)} {Level(info.Level)} on {info.DiskCount} disks, chunk {Sizes.Format(info.ChunkSizeBytes)}{(info.Durable ? ", durable" : "")}"));
         }));
-        volume.Subcommands.Add(create);
+        return create;
+    }
 
+    private static Command VolumeListCommand()
+    {
         var list = new Command("list", "List volumes");
         list.SetAction((p, ct) => RunAsync(p, async client =>
         {
@@ -142,8 +153,11 @@ internal static partial class Commands
                 AnsiConsole.Write(table);
             });
         }));
-        volume.Subcommands.Add(list);
+        return list;
+    }
 
+    private static Command VolumeShowCommand()
+    {
         var show = new Command("show", "Show a volume's health, disks and rebuild progress");
         var showName = NameArgument();
         show.Arguments.Add(showName);
@@ -152,8 +166,11 @@ internal static partial class Commands
             var s = await client.ShowVolumeAsync(p.GetValue(showName)!);
             Print(p, s, () => PrintStatus(s));
         }));
-        volume.Subcommands.Add(show);
+        return show;
+    }
 
+    private static Command VolumeDeleteCommand()
+    {
         var delete = new Command("delete", "Delete a volume and its disks");
         var deleteName = NameArgument();
         delete.Arguments.Add(deleteName);
@@ -163,8 +180,7 @@ internal static partial class Commands
             await client.DeleteVolumeAsync(n);
             Print(p, new { deleted = n }, () => Console.WriteLine($"deleted volume {n}"));
         }));
-        volume.Subcommands.Add(delete);
-        return volume;
+        return delete;
     }
 
     private static void PrintStatus(VolumeStatus s)
