@@ -209,7 +209,8 @@ internal sealed partial class NbdConnection
     }
 
     /// <summary>Runs a valid request against the volume; true when its reply is already queued (a read's).</summary>
-    private async Task<bool> RunCommandAsync(NbdExport export, Request request, CancellationToken ct)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> RunCommandAsync(NbdExport export, Request request, CancellationToken ct)
     {
         var offset = (long)request.Offset;
         var fua = (request.Flags & CmdFlagFua) != 0;
