@@ -1,17 +1,13 @@
-using System.Buffers;
 using System.Buffers.Binary;
-using System.Diagnostics;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
-using Cloud.Grains.Abstractions;
 using Cloud.Grains.Hosting;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
-using Orleans.Runtime;
 using static Cloud.Grains.Disks.DiskStreamProtocol;
 
 namespace Cloud.Grains.Disks;
