@@ -120,7 +120,7 @@ public sealed partial class DiskStreamListener
             switch (f.Op)
             {
                 case Op.Read or Op.ReadSplit:
-                    Read(f.Id, f.Path, f.Offset, f.Length, f.SecondOffset, f.FirstLength);
+                    Read(f);
                     break;
                 case Op.Write or Op.WriteDurable or Op.WriteSplit:
                     var data = ArrayPool<byte>.Shared.Rent(Math.Max(f.Length, 1));
@@ -133,9 +133,7 @@ public sealed partial class DiskStreamListener
                         ArrayPool<byte>.Shared.Return(data);
                         throw;
                     }
-                    Write(
-                        f.Id, f.Path, f.Offset, data, f.Length, f.SecondOffset, f.FirstLength, writer,
-                        f.Op == Op.WriteDurable);
+                    Write(f, data, writer);
                     break;
                 case Op.Flush:
                     // A member still opening is flushed once open, asynchronously; an open one by the flusher.
@@ -301,9 +299,11 @@ public sealed partial class DiskStreamListener
             _toCommit.Clear();
         }
 
-        /// <summary>A read, or with <paramref name="firstLength"/> short of <paramref name="length"/> a split read.</summary>
-        private void Read(long id, string path, long offset, int length, long secondOffset, int firstLength)
+        /// <summary>A read, or with its first range short of its length a split read.</summary>
+        private void Read(Frame f)
         {
+            var (id, path, offset, length, secondOffset, firstLength) =
+                (f.Id, f.Path, f.Offset, f.Length, f.SecondOffset, f.FirstLength);
             var data = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
             ValueTask read;
             try
@@ -332,11 +332,12 @@ public sealed partial class DiskStreamListener
             Answer(id, read.AsTask(), data, length);
         }
 
-        /// <summary>A write, or with <paramref name="firstLength"/> short of <paramref name="length"/> a split write.</summary>
-        private void Write(
-            long id, string path, long offset, byte[] data, int length, long secondOffset, int firstLength,
-            SiloAddress writer, bool durable)
+        /// <summary>A write of <paramref name="data"/>, or with its first range short of its length a split write.</summary>
+        private void Write(Frame f, byte[] data, SiloAddress writer)
         {
+            var (id, path, offset, length, secondOffset, firstLength) =
+                (f.Id, f.Path, f.Offset, f.Length, f.SecondOffset, f.FirstLength);
+            var durable = f.Op == Op.WriteDurable;
             ValueTask write;
             try
             {
