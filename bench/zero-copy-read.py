@@ -16,7 +16,12 @@ Each round runs the shared seqread job (1 MiB, QD16, fio's nbd engine) against e
 `nbdkit file` on the same file, and prints each server's MiB/s and CPU per MiB. The modes share everything else, so
 their differences are what the copies cost on this machine.
 
-  bench/zero-copy-read.py [--file-mib N] [--rounds N] [--runtime S]
+  bench/zero-copy-read.py [--file-mib N] [--rounds N] [--runtime S] [--cache large|small]
+
+--cache says how the file's pages come into the page cache: large (default) reads it sequentially after writing it, so
+the kernel caches it in large folios, as a file written and read in big pieces is; small drops it from the cache and
+reads it back 4 KiB at a time without readahead, so every page is a folio of its own, as Cloud's member files end up
+(their chunk slots are 68 KiB apart). `bench/folio-sizes.py` (root) shows which one a file got.
 """
 import argparse
 import json
@@ -176,6 +181,7 @@ def main():
     ap.add_argument("--file-mib", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runtime", type=int, default=10)
+    ap.add_argument("--cache", choices=["large", "small"], default="large")
     a = ap.parse_args()
     for name, value, low, high in (("--file-mib", a.file_mib, 16, 65536), ("--rounds", a.rounds, 1, 100),
                                    ("--runtime", a.runtime, 1, 3600)):
@@ -197,8 +203,15 @@ def main():
             for _ in range(a.file_mib):
                 f.write(os.urandom(1 << 20))
         with open(data, "rb") as f:  # the file in the page cache, as a volume's hot data is
-            while f.read(8 << 20):
-                pass
+            if a.cache == "small":
+                os.fsync(f.fileno())
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+                for offset in range(0, a.file_mib << 20, 4096):
+                    os.pread(f.fileno(), 4096, offset)
+            else:
+                while f.read(8 << 20):
+                    pass
         print(f"{'round':<6}{'server':<10}{'MiB/s':>10}{'server us/MiB':>15}")
         for r in range(a.rounds):
             modes = ["copy", "sendfile", "scratch"]
