@@ -26,6 +26,10 @@
 #   NBD_URI_CLOUD    benchmark an already running Cloud export instead of starting one
 #   FIO_RUNTIME, FIO_RAMP  override runtime/ramp_time (seconds) of the timed jobs
 #   SECTIONS         the jobs to run (default: precondition seqwrite seqread randwrite randread randwrite-qd1)
+#   NBD_BENCH_RECACHE  1: before each read job, every file of 64 MiB or more under the bench directory (Cloud's member
+#                    files, nbdkit's file) is dropped from the page cache and read back in order, so that both servers
+#                    read from large folios (Cloud's members written in 68 KiB slots are otherwise cached a page per
+#                    folio, nbdkit's file written in 1 MiB pieces in large ones; docs/BENCHMARKS.md, session 32)
 #   NBD_BENCH_DURABLE  1: the volume is created --durable (every write on stable storage before it is acknowledged)
 #                    and the peer is nbdkit in write-through mode (--filter=fua fuamode=force: every write FUA, the
 #                    file plugin's fdatasync), so both sides make every write durable (silo target only, no TLS)
@@ -62,6 +66,8 @@ SECTIONS="${SECTIONS:-precondition seqwrite seqread randwrite randread randwrite
 TARGET="${NBD_BENCH_TARGET:-silo}"
 case "$TARGET" in silo|engine) ;; *) echo "nbd.sh: NBD_BENCH_TARGET '$TARGET' is not allowed; use silo or engine" >&2; exit 2;; esac
 DURABLE="${NBD_BENCH_DURABLE:-0}"
+RECACHE="${NBD_BENCH_RECACHE:-0}"
+case "$RECACHE" in 0|1) ;; *) echo "nbd.sh: NBD_BENCH_RECACHE '$RECACHE' is not allowed; use 0 or 1" >&2; exit 2;; esac
 RUNS="${NBD_BENCH_RUNS:-1}"
 case "$RUNS" in [1-9]|[1-9][0-9]) ;; *) echo "nbd.sh: NBD_BENCH_RUNS '$RUNS' is not allowed; use a whole number from 1 to 99" >&2; exit 2;; esac
 case "$DURABLE" in 0|1) ;; *) echo "nbd.sh: NBD_BENCH_DURABLE '$DURABLE' is not allowed; use 0 or 1" >&2; exit 2;; esac
@@ -253,6 +259,23 @@ run_section() { # target uri section server-pid
     "$(( ($(written_pages) - p0) * $(getconf PAGESIZE) >> 20 ))" "$(( ($(read_kib) - r0) >> 10 ))" > "$WORK/$1-$3.cpu"
 }
 
+# recache: drop every large file under $WORK from the page cache (clean after sync) and read it back in order, so
+# readahead caches it in large folios (NBD_BENCH_RECACHE=1, before read jobs).
+recache() {
+  sync
+  find "$WORK" -type f -size +64M -print0 | python3 -c '
+import os, sys
+for path in filter(None, sys.stdin.buffer.read().split(b"\0")):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while os.read(fd, 8 << 20):
+            pass
+    finally:
+        os.close(fd)'
+}
+
 # Interleave targets per job, so drifting load on a shared machine hits both alike.
 TARGETS=("cloud $CLOUD_URI $HOST_PID" "$PEER_NAME $PEER_URI ${PEER_PID:-$HOST_PID}")
 if [ "$TLS" = 1 ]; then
@@ -265,6 +288,7 @@ for run in $(seq 1 "$RUNS"); do
   for section in $SECTIONS; do
     for target in "${TARGETS[@]}"; do
       read -r name uri pid <<< "$target"
+      if [ "$RECACHE" = 1 ] && [[ "$section" == *read* ]]; then recache; fi
       echo "running $section: $name$([ "$RUNS" -gt 1 ] && echo " (run $run of $RUNS)")..."
       run_section "$(run_name "$name" "$run")" "$uri" "$section" "$pid"
     done
