@@ -222,6 +222,7 @@ SIZE_WHY=", chosen below the kernel's background writeback threshold ($WRITEBACK
 echo "size:   members of $MEMBER_MB MiB$([ -z "${NBD_BENCH_MEMBER_MB:-}" ] && echo "$SIZE_WHY")"
 echo "tcp:    kernel default congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown) (nbdkit); Cloud's NBD server: ${Nbd__CongestionControl-cubic,reno}"
 echo "job:    cat $FIO_DIR/engine-nbd.fio $FIO_DIR/workload.fio > job.fio; NBD_URI=... fio --section=NAME --output-format=json job.fio"
+if [ "$RECACHE" = 1 ]; then echo "cache:  every file of 64 MiB or more dropped and read back in order before each read job (NBD_BENCH_RECACHE=1)"; fi
 echo
 
 # cpu_ticks PID: the user + system CPU time of a process so far, in clock ticks.
