@@ -12,7 +12,9 @@ namespace Cloud.Bench.Volumes;
 /// is today's read: the range copied into the request's buffer, then each 4 KiB block hashed there. Against it: the
 /// copy alone, and the blocks hashed in place through a read-only mapping of the file, as a reply sent from the page
 /// cache (<c>bench/zero-copy-read.py</c>) would need. Pair with that script's figures: it prices the socket copy, this
-/// the page-cache copy.
+/// the page-cache copy. Inside the NBD server, with the file's pages spread over members and other work on both cores,
+/// hashing through a mapping cost far more than here (docs/BENCHMARKS.md, "The zero-copy read, built and measured
+/// three ways").
 /// </summary>
 [Config(typeof(BenchConfig))]
 public unsafe class ReadVerifyBenchmarks
