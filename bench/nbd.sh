@@ -38,7 +38,11 @@
 #   NBD_BENCH_FLOOR  1: a third target in the same run, nbdkit with bench/raid5-floor/raid5floor.c (built here with
 #                    gcc; needs nbdkit-plugin-dev, libisal-dev, libxxhash-dev): RAID-5 4+1 with Cloud's per-byte work
 #                    (parity, a checksum per 4 KiB block, metadata sectors, one gathered write per member) in nbdkit's
-#                    server, the floor for that work on this machine; the report adds its ratios to nbdkit's
+#                    server, the floor for that work on this machine; the report adds its ratios to nbdkit's and
+#                    Cloud's to it. Or a list of the plugin's variants, each a target of its own: slots (= 1, target
+#                    floor: Cloud's format), contiguous (floor-contig: each member's chunks back to back, metadata
+#                    sectors in a region of their own), nosum (floor-nosum: Cloud's format without hashing) and md
+#                    (floor-md: chunks back to back and no metadata at all, as Linux md's RAID-5)
 #   NBD_BENCH_TLS    1: the TLS job (silo target only; needs certtool and psktool from gnutls-bin, setpriv when root)
 #   Nbd__CongestionControl  the TCP congestion control of Cloud's NBD connections (default cubic,reno; empty = the
 #                    kernel's default, which nbdkit uses)
@@ -77,8 +81,15 @@ case "$RUNS" in [1-9]|[1-9][0-9]) ;; *) echo "nbd.sh: NBD_BENCH_RUNS '$RUNS' is 
 case "$DURABLE" in 0|1) ;; *) echo "nbd.sh: NBD_BENCH_DURABLE '$DURABLE' is not allowed; use 0 or 1" >&2; exit 2;; esac
 TLS="${NBD_BENCH_TLS:-0}"
 FLOOR="${NBD_BENCH_FLOOR:-0}"
-case "$FLOOR" in 0|1) ;; *) echo "nbd.sh: NBD_BENCH_FLOOR '$FLOOR' is not allowed; use 0 or 1" >&2; exit 2;; esac
-if [ "$FLOOR" = 1 ] && [ "$TLS" = 1 ]; then
+FLOORS=""
+if [ "$FLOOR" = 1 ]; then FLOOR=slots; elif [ "$FLOOR" = 0 ]; then FLOOR=""; fi
+for v in $FLOOR; do
+  case "$v" in
+    slots) FLOORS+=" floor" ;; contiguous) FLOORS+=" floor-contig" ;; nosum) FLOORS+=" floor-nosum" ;; md) FLOORS+=" floor-md" ;;
+    *) echo "nbd.sh: NBD_BENCH_FLOOR '$v' is not allowed; use 0, 1, or a list of slots, contiguous, nosum and md" >&2; exit 2;;
+  esac
+done
+if [ -n "$FLOORS" ] && [ "$TLS" = 1 ]; then
   echo "nbd.sh: NBD_BENCH_FLOOR=1 and NBD_BENCH_TLS=1 do not go together; run them one at a time" >&2; exit 2
 fi
 case "$TLS" in 0|1) ;; *) echo "nbd.sh: NBD_BENCH_TLS '$TLS' is not allowed; use 0 or 1" >&2; exit 2;; esac
@@ -94,7 +105,7 @@ if [ "$TLS" = 1 ]; then
   done
 fi
 
-if [ "$FLOOR" = 1 ]; then
+if [ -n "$FLOORS" ]; then
   command -v gcc >/dev/null || { echo "nbd.sh: NBD_BENCH_FLOOR=1 needs gcc" >&2; exit 1; }
   for h in nbdkit-plugin.h isa-l/raid.h xxhash.h; do
     [ -f "/usr/include/$h" ] || { echo "nbd.sh: NBD_BENCH_FLOOR=1 needs /usr/include/$h (nbdkit-plugin-dev, libisal-dev, libxxhash-dev)" >&2; exit 1; }
@@ -110,9 +121,9 @@ WORK="${NBD_BENCH_DIR:-$(mktemp -d -t nbd-bench.XXXXXX)}"
 mkdir -p "$WORK"
 HOST_PID=""
 PEER_PID=""
-FLOOR_PID=""
+FLOOR_PIDS=()
 cleanup() {
-  [ -n "$FLOOR_PID" ] && kill "$FLOOR_PID" 2>/dev/null && wait "$FLOOR_PID" 2>/dev/null || true
+  for pid in "${FLOOR_PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
   [ -n "$HOST_PID" ] && kill "$HOST_PID" 2>/dev/null && wait "$HOST_PID" 2>/dev/null || true
   [ -n "$PEER_PID" ] && kill "$PEER_PID" 2>/dev/null && wait "$PEER_PID" 2>/dev/null || true
   [ -n "${PSK_PID:-}" ] && kill "$PSK_PID" 2>/dev/null && wait "$PSK_PID" 2>/dev/null || true
@@ -233,17 +244,24 @@ else
   for _ in $(seq 1 100); do nbdinfo --size "$PEER_URI" >/dev/null 2>&1 && break; sleep 0.1; done
   echo "cloud:  $CLOUD_URI ($CLOUD_BYTES bytes, target $TARGET$([ "$DURABLE" = 1 ] && echo ", durable volume"))"
   echo "nbdkit: $PEER_URI (file $WORK/peer.img$([ "$DURABLE" = 1 ] && echo ", write-through: --filter=fua fuamode=force"))"
-  if [ "$FLOOR" = 1 ]; then
+  if [ -n "$FLOORS" ]; then
     gcc -std=gnu11 -O3 -march=native -shared -fPIC -o "$WORK/raid5floor.so" "$ROOT/bench/raid5-floor/raid5floor.c" \
       -lisal -lxxhash
-    mkdir -p "$WORK/floor"
-    FLOOR_PORT="$(free_ports 1)"
-    nbdkit -f -i 127.0.0.1 -p "$FLOOR_PORT" "${PEER_FILTER[@]}" "$WORK/raid5floor.so" dir="$WORK/floor" \
-      member-mib="$MEMBER_MB" $([ "$DURABLE" = 1 ] && echo fuamode=force) &
-    FLOOR_PID=$!
-    FLOOR_URI="nbd://127.0.0.1:$FLOOR_PORT"
-    for _ in $(seq 1 100); do nbdinfo --size "$FLOOR_URI" >/dev/null 2>&1 && break; sleep 0.1; done
-    echo "floor:  $FLOOR_URI (nbdkit with bench/raid5-floor: RAID-5 4+1, Cloud's per-byte work, members in $WORK/floor)"
+    FLOOR_TARGETS=()
+    for f in $FLOORS; do
+      case "$f" in
+        floor) args=(layout=slots) ;; floor-contig) args=(layout=contiguous) ;;
+        floor-nosum) args=(layout=slots checksums=no) ;; floor-md) args=(layout=md) ;;
+      esac
+      mkdir -p "$WORK/$f"
+      port="$(free_ports 1)"
+      nbdkit -f -i 127.0.0.1 -p "$port" "${PEER_FILTER[@]}" "$WORK/raid5floor.so" dir="$WORK/$f" \
+        member-mib="$MEMBER_MB" "${args[@]}" $([ "$DURABLE" = 1 ] && echo fuamode=force) &
+      FLOOR_PIDS+=($!)
+      for _ in $(seq 1 100); do nbdinfo --size "nbd://127.0.0.1:$port" >/dev/null 2>&1 && break; sleep 0.1; done
+      FLOOR_TARGETS+=("$f nbd://127.0.0.1:$port $!")
+      echo "$f: nbd://127.0.0.1:$port (nbdkit with bench/raid5-floor: RAID-5 4+1, ${args[*]})"
+    done
   fi
 fi
 # TCP congestion control: nbdkit's connections use the kernel's default; Cloud's NBD server chooses its own per
@@ -313,7 +331,7 @@ if [ "$TLS" = 1 ]; then
   TARGETS=("cloud $CLOUD_URI $HOST_PID" "plain $PEER_URI $HOST_PID" "nbdkit-tls $NBDKIT_TLS_URI $PEER_PID"
     "nbdkit $NBDKIT_URI $PEER_PID")
 fi
-if [ "$FLOOR" = 1 ]; then TARGETS+=("floor $FLOOR_URI $FLOOR_PID"); fi
+if [ -n "$FLOORS" ]; then TARGETS+=("${FLOOR_TARGETS[@]}"); fi
 # Run r's results are named NAME-SECTION (run 1) or NAME-rR-SECTION.
 run_name() { if [ "$2" = 1 ]; then echo "$1"; else echo "$1-r$2"; fi; }
 for run in $(seq 1 "$RUNS"); do
@@ -329,9 +347,9 @@ done
 
 for run in $(seq 1 "$RUNS"); do
 [ "$RUNS" -gt 1 ] && echo && echo "== run $run of $RUNS"
-python3 - "$WORK" "$PEER_NAME" "$([ "$run" = 1 ] || echo "-r$run")" "$FLOOR" $SECTIONS <<'EOF'
+python3 - "$WORK" "$PEER_NAME" "$([ "$run" = 1 ] || echo "-r$run")" "$FLOORS" $SECTIONS <<'EOF'
 import json, os, sys
-work, peer, run, floor, sections = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1", sys.argv[5:]
+work, peer, run, floors, sections = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(), sys.argv[5:]
 # Against nbdkit: issue 18's targets (randwrite-qd1: Cloud's mean latency at most 2x nbdkit's). Against the same export
 # without TLS: TLS may cost at most 20% on sequential 1 MiB.
 targets = ({"seqwrite": 0.8, "seqread": 0.8} if peer == "plain"
@@ -366,19 +384,19 @@ if peer == "plain":
         small = s.startswith("rand")
         label, cv, nv = ("IOPS", c[1], n[1]) if small else ("MiB/s", c[0] / 2**20, n[0] / 2**20)
         print(f"{s:<14}{label:<8}{cv:>14,.1f}{nv:>14,.1f}{(cv / nv if nv else float('nan')):>8.2f}")
-if floor:
+for floor in floors:
     # The same jobs against nbdkit with Cloud's per-byte RAID-5 work (bench/raid5-floor), and Cloud against it.
     print()
-    print(f"{'job':<14}{'metric':<8}{'floor':>14}{peer:>14}{'ratio':>8}{'cloud/floor':>13}")
+    print(f"{'job':<14}{'metric':<8}{floor:>14}{peer:>14}{'ratio':>8}{'cloud/' + floor:>19}")
     for s in sections:
-        f, n, c = load("floor", s), load(peer, s), load("cloud", s)
+        f, n, c = load(floor, s), load(peer, s), load("cloud", s)
         small = s.startswith("rand")
         label, fv, nv, cv = ("IOPS", f[1], n[1], c[1]) if small else ("MiB/s", f[0] / 2**20, n[0] / 2**20, c[0] / 2**20)
         print(f"{s:<14}{label:<8}{fv:>14,.1f}{nv:>14,.1f}{(fv / nv if nv else float('nan')):>8.2f}"
-              f"{(cv / fv if fv else float('nan')):>13.2f}")
+              f"{(cv / fv if fv else float('nan')):>19.2f}")
         if s == "randwrite-qd1":
             print(f"{'':<14}{'lat us':<8}{f[2]:>14,.1f}{n[2]:>14,.1f}{(f[2] / n[2] if n[2] else float('nan')):>7.2f}x"
-                  f"{(c[2] / f[2] if f[2] else float('nan')):>12.2f}x")
+                  f"{(c[2] / f[2] if f[2] else float('nan')):>18.2f}x")
 
 # CPU time per MiB moved: the server's (from /proc over the fio run) and fio's own (usr + sys from its report), in
 # milliseconds; with the client on the same machine both share its cores. And the whole host's busy time per I/O
@@ -396,7 +414,7 @@ def cpu(t, s):
     per = lambda cores, rate: 1000 * cores / rate if rate else 0
     return (server_cores, fio_cores, host_cores, per(server_cores, mibs), per(fio_cores, mibs),
             1000 * per(host_cores, side["iops"]), int(written), int(read))
-names = ["cloud", peer] + (["nbdkit-tls", "nbdkit"] if peer == "plain" else []) + (["floor"] if floor else [])
+names = ["cloud", peer] + (["nbdkit-tls", "nbdkit"] if peer == "plain" else []) + floors
 print()
 print(f"{'job':<14}{'target':<12}{'server cores':>13}{'fio cores':>11}{'host cores':>11}{'server ms/MiB':>15}{'fio ms/MiB':>12}{'host us/IO':>12}{'written back MiB':>18}{'read from disk MiB':>20}")
 for s in sections:
@@ -408,9 +426,9 @@ EOF
 done
 
 if [ "$RUNS" -gt 1 ]; then
-python3 - "$WORK" "$PEER_NAME" "$RUNS" "$FLOOR" $SECTIONS <<'EOF'
+python3 - "$WORK" "$PEER_NAME" "$RUNS" "$FLOORS" $SECTIONS <<'EOF'
 import json, statistics, sys
-work, peer, runs, floor, sections = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5:]
+work, peer, runs, floors, sections = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(), sys.argv[5:]
 targets = {} if peer == "plain" else {"seqwrite": 0.7, "seqread": 0.95, "randread": 0.7, "randwrite": 0.6}
 def measure(t, s):
     with open(f"{work}/{t}-{s}.json") as f:
@@ -438,22 +456,22 @@ for s in sections:
     else: t, verdict = "-", ""
     print(f"{s:<14}{', '.join(f'{x:.2f}{unit}' for x in ratios):<42}{m:>7.2f}{unit or ' '}{t:>8}  {verdict:<5}"
           f"{statistics.median(hosts_c):>18.1f}{statistics.median(hosts_n):>9.1f}")
-if floor:
+for floor in floors:
     print()
-    print(f"== the floor: nbdkit with Cloud's per-byte RAID-5 work (bench/raid5-floor) / {peer}, and Cloud / floor, in each run")
-    print(f"{'job':<14}{'floor / ' + peer:<42}{'median':>8}   {'cloud / floor':<36}{'median':>8}{'host us/IO: floor':>19}")
+    print(f"== {floor}: nbdkit with Cloud's per-byte RAID-5 work (bench/raid5-floor) / {peer}, and Cloud / {floor}, in each run")
+    print(f"{'job':<14}{floor + ' / ' + peer:<42}{'median':>8}   {'cloud / ' + floor:<36}{'median':>8}{'host us/IO: ' + floor:>25}")
     for s in sections:
         qd1 = s == "randwrite-qd1"
         fr, cf, hosts_f = [], [], []
         for r in range(1, runs + 1):
-            f, n, c = measure(name("floor", r), s), measure(name(peer, r), s), measure(name("cloud", r), s)
+            f, n, c = measure(name(floor, r), s), measure(name(peer, r), s), measure(name("cloud", r), s)
             fr.append(f[1] / n[1] if qd1 else f[0] / n[0])
             cf.append(c[1] / f[1] if qd1 else c[0] / f[0])
             hosts_f.append(f[2])
         unit = "x" if qd1 else ""
         print(f"{s:<14}{', '.join(f'{x:.2f}{unit}' for x in fr):<42}{statistics.median(fr):>7.2f}{unit or ' '}   "
               f"{', '.join(f'{x:.2f}{unit}' for x in cf):<36}{statistics.median(cf):>7.2f}{unit or ' '}"
-              f"{statistics.median(hosts_f):>19.1f}")
+              f"{statistics.median(hosts_f):>25.1f}")
 EOF
 fi
 

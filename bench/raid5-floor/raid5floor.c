@@ -11,7 +11,7 @@
  * sectors and verifies every block that was ever written. There are no superblocks, write intents or timestamps'
  * ordering across hosts: the figure is a floor for the engine's work, not a volume anyone should keep data on.
  *
- *   nbdkit -f -i 127.0.0.1 -p PORT ./raid5floor.so dir=DIR member-mib=N
+ *   nbdkit -f -i 127.0.0.1 -p PORT ./raid5floor.so dir=DIR member-mib=N [layout=slots|contiguous|md] [checksums=yes|no]
  *
  * Requests must be 4 KiB-aligned (fio's shared jobs are); anything else is refused with EINVAL. */
 #define NBDKIT_API_VERSION 2
@@ -39,6 +39,14 @@ enum { MEMBERS = 5, DATA = 4, BLOCK = 4096, CHUNK = 65536, ROWS = CHUNK / BLOCK,
 static const int64_t DATA_OFFSET = 1 << 20;
 
 static const char *dir;
+/* slots (Cloud's format: each chunk followed by its metadata sector) or contiguous (each member's chunks back to back
+ * from the data offset, its metadata sectors in a region after them: issue 18's "data chunks contiguous" layout). */
+static int contiguous;
+/* layout=md: contiguous chunks and no metadata at all (no checksums, no metadata sectors), as Linux md's RAID-5 keeps. */
+static int nometa;
+/* yes (Cloud's work) or no: metadata sectors still written, but every entry 0 and nothing hashed or verified; what
+ * RAID-5 without checksums would cost. */
+static int checksums = 1;
 static int64_t member_mib;
 static int64_t stripes;
 static int fds[MEMBERS];
@@ -56,19 +64,34 @@ static int raid5_config(const char *key, const char *value)
       return -1;
     }
   }
-  else { nbdkit_error("unknown parameter '%s'; use dir=DIR member-mib=N", key); return -1; }
+  else if (strcmp(key, "layout") == 0) {
+    if (strcmp(value, "slots") == 0) contiguous = 0;
+    else if (strcmp(value, "contiguous") == 0) contiguous = 1;
+    else if (strcmp(value, "md") == 0) contiguous = nometa = 1;
+    else { nbdkit_error("layout '%s' is not allowed; use slots, contiguous or md", value); return -1; }
+  }
+  else if (strcmp(key, "checksums") == 0) {
+    if (strcmp(value, "yes") == 0) checksums = 1;
+    else if (strcmp(value, "no") == 0) checksums = 0;
+    else { nbdkit_error("checksums '%s' is not allowed; use yes or no", value); return -1; }
+  }
+  else {
+    nbdkit_error("unknown parameter '%s'; use dir=DIR member-mib=N [layout=slots|contiguous|md] [checksums=yes|no]", key);
+    return -1;
+  }
   return 0;
 }
 
 static int raid5_config_complete(void)
 {
   if (!dir || !member_mib) { nbdkit_error("dir= and member-mib= are both needed"); return -1; }
+  if (nometa) checksums = 0;
   stripes = member_mib * (1 << 20) / CHUNK;
   for (int m = 0; m < MEMBERS; m++) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/member%d", dir, m);
     fds[m] = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fds[m] < 0 || ftruncate(fds[m], DATA_OFFSET + stripes * STRIDE) < 0) {
+    if (fds[m] < 0 || ftruncate(fds[m], DATA_OFFSET + stripes * (CHUNK + META)) < 0) {
       nbdkit_error("%s: %m", path);
       return -1;
     }
@@ -92,10 +115,15 @@ static int raid5_flush(void *h, uint32_t flags)
 
 static int parity_member(int64_t s) { return MEMBERS - 1 - (int) (s % MEMBERS); }
 static int data_member(int64_t s, int d) { return (parity_member(s) + 1 + d) % MEMBERS; }
-static int64_t slot(int64_t s) { return DATA_OFFSET + s * STRIDE; }
+/* Where stripe s's chunk and its metadata sector sit on every member. */
+static int64_t slot(int64_t s) { return DATA_OFFSET + s * (contiguous ? CHUNK : STRIDE); }
+static int64_t meta_at(int64_t s) { return contiguous ? DATA_OFFSET + stripes * CHUNK + s * META : slot(s) + CHUNK; }
+/* One I/O for rows [f, ROWS) and the metadata sector when they are adjacent on the member. */
+static int adjacent(int e) { return !contiguous && e == ROWS; }
 
 static void put_entry(uint8_t *meta, int row, int64_t ts, const uint8_t *block)
 {
+  if (!checksums) return;
   uint64_t h = XXH3_64bits(block, BLOCK);
   memcpy(meta + 16 * row, &ts, 8);
   memcpy(meta + 16 * row + 8, &h, 8);
@@ -104,6 +132,7 @@ static void put_entry(uint8_t *meta, int row, int64_t ts, const uint8_t *block)
 static int verify(const uint8_t *meta, int row, const uint8_t *block)
 {
   int64_t ts; uint64_t h;
+  if (!checksums) return 1;
   memcpy(&ts, meta + 16 * row, 8);
   memcpy(&h, meta + 16 * row + 8, 8);
   return (ts == 0 && h == 0) || XXH3_64bits(block, BLOCK) == h;
@@ -131,6 +160,12 @@ static int full_io(int write, int fd, struct iovec *iov, int n, int64_t off)
     if (n > 0) { iov->iov_base = (uint8_t *) iov->iov_base + r; iov->iov_len -= r; }
   }
   return 0;
+}
+
+/* A metadata sector's I/O; none in layout md. */
+static int meta_io(int write, int fd, struct iovec *iov, int n, int64_t off)
+{
+  return nometa ? 0 : full_io(write, fd, iov, n, off);
 }
 
 /* Per thread scratch, grown as needed: parity chunks and metadata sectors of a run of stripes. */
@@ -184,10 +219,18 @@ static int write_run(const uint8_t *buf, int64_t s0, int64_t n)
       int p = parity_member(s);
       uint8_t *chunk = m == p ? par + i * CHUNK
                               : (uint8_t *) buf + i * STRIPE_DATA + ((m - p - 1 + MEMBERS) % MEMBERS) * CHUNK;
-      iov[2 * i] = (struct iovec) { chunk, CHUNK };
-      iov[2 * i + 1] = (struct iovec) { metas + (i * MEMBERS + m) * META, META };
+      if (contiguous) {
+        iov[i] = (struct iovec) { chunk, CHUNK };
+        iov[n + i] = (struct iovec) { metas + (i * MEMBERS + m) * META, META };
+      } else {
+        iov[2 * i] = (struct iovec) { chunk, CHUNK };
+        iov[2 * i + 1] = (struct iovec) { metas + (i * MEMBERS + m) * META, META };
+      }
     }
-    if (full_io(1, fds[m], iov, (int) (2 * n), slot(s0)) < 0) return -1;
+    if (contiguous) {
+      if (full_io(1, fds[m], iov, (int) n, slot(s0)) < 0 || meta_io(1, fds[m], iov + n, (int) n, meta_at(s0)) < 0)
+        return -1;
+    } else if (full_io(1, fds[m], iov, (int) (2 * n), slot(s0)) < 0) return -1;
   }
   return 0;
 }
@@ -209,7 +252,7 @@ static int write_partial(const uint8_t *buf, int64_t s, int in, int len)
   int rc = -1;
   int64_t ts = atomic_fetch_add(&clock_ticks, 1);
   if (pread(fds[p], parity + r0 * BLOCK, (r1 - r0) * BLOCK, slot(s) + r0 * BLOCK) != (r1 - r0) * BLOCK
-      || pread(fds[p], metas + p * META, META, slot(s) + CHUNK) != META) goto out;
+      || meta_io(0, fds[p], &(struct iovec) { metas + p * META, META }, 1, meta_at(s)) < 0) goto out;
   for (int d = 0; d < DATA; d++) {
     int a = in > d * CHUNK ? in : d * CHUNK, b = in + len < (d + 1) * CHUNK ? in + len : (d + 1) * CHUNK;
     if (a >= b) continue;
@@ -217,20 +260,20 @@ static int write_partial(const uint8_t *buf, int64_t s, int in, int len)
     uint8_t *o = old + d * CHUNK;
     const uint8_t *nw = buf + (a - in);
     struct iovec rd[2] = { { o + f * BLOCK, (size_t) (e - f) * BLOCK }, { metas + m * META, META } };
-    if (e == ROWS) { if (full_io(0, fds[m], rd, 2, slot(s) + f * BLOCK) < 0) goto out; }
-    else if (full_io(0, fds[m], rd, 1, slot(s) + f * BLOCK) < 0 || full_io(0, fds[m], rd + 1, 1, slot(s) + CHUNK) < 0)
+    if (adjacent(e)) { if (full_io(0, fds[m], rd, 2, slot(s) + f * BLOCK) < 0) goto out; }
+    else if (full_io(0, fds[m], rd, 1, slot(s) + f * BLOCK) < 0 || meta_io(0, fds[m], rd + 1, 1, meta_at(s)) < 0)
       goto out;
     for (int i = 0; i < (e - f) * BLOCK; i++) parity[f * BLOCK + i] ^= o[f * BLOCK + i] ^ nw[i];
     for (int r = f; r < e; r++) put_entry(metas + m * META, r, ts, nw + (r - f) * BLOCK);
     struct iovec wr[2] = { { (void *) nw, (size_t) (e - f) * BLOCK }, { metas + m * META, META } };
-    if (e == ROWS) { if (full_io(1, fds[m], wr, 2, slot(s) + f * BLOCK) < 0) goto out; }
-    else if (full_io(1, fds[m], wr, 1, slot(s) + f * BLOCK) < 0 || full_io(1, fds[m], wr + 1, 1, slot(s) + CHUNK) < 0)
+    if (adjacent(e)) { if (full_io(1, fds[m], wr, 2, slot(s) + f * BLOCK) < 0) goto out; }
+    else if (full_io(1, fds[m], wr, 1, slot(s) + f * BLOCK) < 0 || meta_io(1, fds[m], wr + 1, 1, meta_at(s)) < 0)
       goto out;
   }
   for (int r = r0; r < r1; r++) put_entry(metas + p * META, r, ts, parity + r * BLOCK);
   struct iovec pw[2] = { { parity + r0 * BLOCK, (size_t) (r1 - r0) * BLOCK }, { metas + p * META, META } };
-  if (r1 == ROWS) rc = full_io(1, fds[p], pw, 2, slot(s) + r0 * BLOCK);
-  else rc = full_io(1, fds[p], pw, 1, slot(s) + r0 * BLOCK) < 0 ? -1 : full_io(1, fds[p], pw + 1, 1, slot(s) + CHUNK);
+  if (adjacent(r1)) rc = full_io(1, fds[p], pw, 2, slot(s) + r0 * BLOCK);
+  else rc = full_io(1, fds[p], pw, 1, slot(s) + r0 * BLOCK) < 0 ? -1 : meta_io(1, fds[p], pw + 1, 1, meta_at(s));
 out:
   if (rc < 0 && errno == 0) errno = EIO;
   pthread_mutex_unlock(lock);
@@ -297,15 +340,34 @@ static int raid5_pread(void *h, void *buf, uint32_t count, uint64_t offset, uint
       iov[k++] = (struct iovec) { (uint8_t *) buf + (a - offset), (size_t) (e - f) * BLOCK };
       next = here + (e - f) * BLOCK;
       uint8_t *meta = metas + ((s - s0) * DATA + d) * META;
-      if (e == ROWS) { iov[k++] = (struct iovec) { meta, META }; next += META; }
-      else {
+      if (adjacent(e)) { iov[k++] = (struct iovec) { meta, META }; next += META; }
+      else if (contiguous) {
+        /* The metadata sectors of consecutive stripes are adjacent too: gathered after the data, below. */
+        if (e != ROWS) { if (full_io(0, fds[m], iov, k, start) < 0) return -1; k = 0; }
+      } else {
         if (full_io(0, fds[m], iov, k, start) < 0) return -1;
         struct iovec mv = { meta, META };
-        if (full_io(0, fds[m], &mv, 1, slot(s) + CHUNK) < 0) return -1;
+        if (full_io(0, fds[m], &mv, 1, meta_at(s)) < 0) return -1;
         k = 0;
       }
     }
     if (k > 0 && full_io(0, fds[m], iov, k, start) < 0) return -1;
+    if (contiguous && !nometa) {
+      /* This member's metadata sectors, one per stripe it holds data of, in one gathered read per adjacent run. */
+      k = 0; next = -1;
+      for (int64_t s = s0; s < s1; s++) {
+        int p = parity_member(s);
+        if (m == p) continue;
+        int d = (m - p - 1 + MEMBERS) % MEMBERS;
+        int64_t a = s * STRIPE_DATA + d * CHUNK;
+        if (a + CHUNK <= (int64_t) offset || a >= (int64_t) (offset + count)) continue;
+        if (k > 0 && meta_at(s) != next) { if (full_io(0, fds[m], iov, k, start) < 0) return -1; k = 0; }
+        if (k == 0) start = meta_at(s);
+        iov[k++] = (struct iovec) { metas + ((s - s0) * DATA + d) * META, META };
+        next = meta_at(s) + META;
+      }
+      if (k > 0 && full_io(0, fds[m], iov, k, start) < 0) return -1;
+    }
   }
   for (int64_t s = s0; s < s1; s++)
     for (int d = 0; d < DATA; d++) {
@@ -330,7 +392,7 @@ static struct nbdkit_plugin plugin = {
   .longname = "RAID-5 4+1 with Cloud's per-byte work, as a floor for benchmarks",
   .config = raid5_config,
   .config_complete = raid5_config_complete,
-  .config_help = "dir=DIR member-mib=N   five member files in DIR, N MiB of chunks each",
+  .config_help = "dir=DIR member-mib=N [layout=slots|contiguous|md] [checksums=yes|no]   five member files in DIR, N MiB of chunks each",
   .open = raid5_open,
   .get_size = raid5_get_size,
   .can_multi_conn = raid5_can_multi_conn,
