@@ -9,9 +9,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: ISA-L (parity oracle), PostgreSQL (clustering), NBD clients and fio,
 # qemu-utils, nbdkit, fuse3 and mount (nbdfuse comes with libnbd-bin; losetup with mount);
-# gnutls-bin for psktool and certtool (the NBD TLS tests' PSK keys, bench/nbd.sh's certificates).
+# gnutls-bin for psktool and certtool (the NBD TLS tests' PSK keys, bench/nbd.sh's certificates); gcc,
+# nbdkit-plugin-dev and libxxhash-dev to build bench/raid5-floor (RaidFloorPluginTests, NBD_BENCH_FLOOR).
 DEB_PACKAGES=(libisal-dev postgresql qemu-utils libnbd-bin nbdkit fio fuse3 e2fsprogs util-linux mount procps iproute2
-  gnutls-bin)
+  gnutls-bin gcc nbdkit-plugin-dev libxxhash-dev)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -246,7 +246,7 @@ else
   echo "nbdkit: $PEER_URI (file $WORK/peer.img$([ "$DURABLE" = 1 ] && echo ", write-through: --filter=fua fuamode=force"))"
   if [ -n "$FLOORS" ]; then
     gcc -std=gnu11 -O3 -march=native -shared -fPIC -o "$WORK/raid5floor.so" "$ROOT/bench/raid5-floor/raid5floor.c" \
-      -lisal -lxxhash
+      -lisal
     FLOOR_TARGETS=()
     for f in $FLOORS; do
       case "$f" in
