@@ -131,8 +131,17 @@ public sealed class RaidFloorPluginTests(ITestOutputHelper output) : IAsyncLifet
         await using (var server = new Server(_plugin, members, socket, ["layout=slots"]))
             image = await WriteAndReadBackAsync(server.Uri);
 
+        AssertDataAndParity(members, image, OnDiskFormat.ChunkStrideBytes(Chunk), "layout=slots", checksums: true);
+    }
+
+    /// <summary>
+    /// Every data chunk of the member files in <paramref name="members"/> where Cloud's layout (chunks
+    /// <paramref name="stride"/> apart) puts it, holding <paramref name="image"/>'s bytes, every parity chunk the XOR of
+    /// its stripe's data chunks, and with <paramref name="checksums"/> every block's metadata entry.
+    /// </summary>
+    private static void AssertDataAndParity(string members, byte[] image, long stride, string what, bool checksums)
+    {
         var stripes = VolumeBytes / (4 * Chunk);
-        var stride = OnDiskFormat.ChunkStrideBytes(Chunk);
         var layout = new StripeLayout(new VolumeGeometry(RaidLevel.Raid5, 5, Chunk), stripes, DataOffset, stride);
         var files = Enumerable.Range(0, 5).Select(m => File.ReadAllBytes(Path.Combine(members, $"member{m}"))).ToArray();
         for (long s = 0; s < stripes; s++)
@@ -142,14 +151,15 @@ public sealed class RaidFloorPluginTests(ITestOutputHelper output) : IAsyncLifet
             {
                 var chunk = files[layout.DataMember(s, d)].AsSpan((int)layout.MemberOffsetBytes(s, 0), Chunk);
                 Assert.True(chunk.SequenceEqual(image.AsSpan((int)(s * 4 * Chunk + d * Chunk), Chunk)),
-                    $"stripe {s} data chunk {d} is not where Cloud's layout puts it");
+                    $"{what}: stripe {s} data chunk {d} is not where Cloud's layout puts it");
                 for (var i = 0; i < Chunk; i++) parity[i] ^= chunk[i];
-                AssertEveryBlockChecks(files[layout.DataMember(s, d)], layout, s, $"stripe {s} data chunk {d}");
+                if (checksums)
+                    AssertEveryBlockChecks(files[layout.DataMember(s, d)], layout, s, $"stripe {s} data chunk {d}");
             }
             var p = layout.ParityMember(s);
             Assert.True(files[p].AsSpan((int)layout.MemberOffsetBytes(s, 0), Chunk).SequenceEqual(parity),
-                $"stripe {s}'s parity chunk is not the XOR of its data chunks");
-            AssertEveryBlockChecks(files[p], layout, s, $"stripe {s} parity chunk");
+                $"{what}: stripe {s}'s parity chunk is not the XOR of its data chunks");
+            if (checksums) AssertEveryBlockChecks(files[p], layout, s, $"stripe {s} parity chunk");
         }
     }
 
@@ -199,23 +209,8 @@ public sealed class RaidFloorPluginTests(ITestOutputHelper output) : IAsyncLifet
             image = await WriteAndReadBackAsync(server.Uri);
 
         var stride = parameter.StartsWith("layout=") ? Chunk : OnDiskFormat.ChunkStrideBytes(Chunk);
-        var stripes = VolumeBytes / (4 * Chunk);
-        var layout = new StripeLayout(new VolumeGeometry(RaidLevel.Raid5, 5, Chunk), stripes, DataOffset, stride);
-        var files = Enumerable.Range(0, 5).Select(m => File.ReadAllBytes(Path.Combine(members, $"member{m}"))).ToArray();
-        for (long s = 0; s < stripes; s++)
-        {
-            var parity = new byte[Chunk];
-            for (var d = 0; d < 4; d++)
-            {
-                var chunk = files[layout.DataMember(s, d)].AsSpan((int)layout.MemberOffsetBytes(s, 0), Chunk);
-                Assert.True(chunk.SequenceEqual(image.AsSpan((int)(s * 4 * Chunk + d * Chunk), Chunk)),
-                    $"{parameter}: stripe {s} data chunk {d} is not at its place");
-                for (var i = 0; i < Chunk; i++) parity[i] ^= chunk[i];
-            }
-            Assert.True(files[layout.ParityMember(s)].AsSpan((int)layout.MemberOffsetBytes(s, 0), Chunk).SequenceEqual(parity),
-                $"{parameter}: stripe {s}'s parity chunk is not the XOR of its data chunks");
-        }
-        output.WriteLine($"{parameter}: {stripes} stripes checked");
+        AssertDataAndParity(members, image, stride, parameter, checksums: false);
+        output.WriteLine($"{parameter}: {VolumeBytes / (4 * Chunk)} stripes checked");
     }
 
     [Fact]
