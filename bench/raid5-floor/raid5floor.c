@@ -118,6 +118,8 @@ static int raid5_flush(void *h, uint32_t flags)
 
 static int parity_member(int64_t s) { return MEMBERS - 1 - (int) (s % MEMBERS); }
 static int data_member(int64_t s, int d) { return (parity_member(s) + 1 + d) % MEMBERS; }
+/* The data chunk index member m holds in stripe s (m not its parity member). */
+static int data_index(int64_t s, int m) { return (m - parity_member(s) - 1 + MEMBERS) % MEMBERS; }
 /* Where stripe s's chunk and its metadata sector sit on every member. */
 static int64_t slot(int64_t s) { return DATA_OFFSET + s * (contiguous ? CHUNK : STRIDE); }
 static int64_t meta_at(int64_t s) { return contiguous ? DATA_OFFSET + stripes * CHUNK + s * META : slot(s) + CHUNK; }
@@ -221,7 +223,7 @@ static int write_run(const uint8_t *buf, int64_t s0, int64_t n)
       int64_t s = s0 + i;
       int p = parity_member(s);
       uint8_t *chunk = m == p ? par + i * CHUNK
-                              : (uint8_t *) buf + i * STRIPE_DATA + ((m - p - 1 + MEMBERS) % MEMBERS) * CHUNK;
+                              : (uint8_t *) buf + i * STRIPE_DATA + data_index(s, m) * CHUNK;
       if (contiguous) {
         iov[i] = (struct iovec) { chunk, CHUNK };
         iov[n + i] = (struct iovec) { metas + (i * MEMBERS + m) * META, META };
@@ -283,9 +285,10 @@ out:
   return rc;
 }
 
+/* FUA is emulated (raid5_can_fua): nbdkit flushes after such a write itself, so flags never carry it here. */
 static int raid5_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  (void) h;
+  (void) h; (void) flags;
   if (offset % BLOCK || count % BLOCK) {
     nbdkit_error("offset %llu and length %u must be multiples of 4096", (unsigned long long) offset, count);
     errno = EINVAL;
@@ -305,7 +308,7 @@ static int raid5_pwrite(void *h, const void *buf, uint32_t count, uint64_t offse
     if (write_partial(p, s, in, len) < 0) return -1;
     p += len; offset += len; count -= len;
   }
-  return (flags & NBDKIT_FLAG_FUA) ? raid5_flush(h, 0) : 0;
+  return 0;
 }
 
 /* Reads each member's part with one gathered read per contiguous range (rows, then the chunk's metadata sector when
@@ -328,7 +331,7 @@ static int raid5_pread(void *h, void *buf, uint32_t count, uint64_t offset, uint
     for (int64_t s = s0; s < s1; s++) {
       int p = parity_member(s);
       if (m == p) continue;
-      int d = (m - p - 1 + MEMBERS) % MEMBERS;
+      int d = data_index(s, m);
       int64_t a = s * STRIPE_DATA + d * CHUNK, b = a + CHUNK;
       if (a < (int64_t) offset) a = offset;
       if (b > (int64_t) (offset + count)) b = offset + count;
@@ -361,7 +364,7 @@ static int raid5_pread(void *h, void *buf, uint32_t count, uint64_t offset, uint
       for (int64_t s = s0; s < s1; s++) {
         int p = parity_member(s);
         if (m == p) continue;
-        int d = (m - p - 1 + MEMBERS) % MEMBERS;
+        int d = data_index(s, m);
         int64_t a = s * STRIPE_DATA + d * CHUNK;
         if (a + CHUNK <= (int64_t) offset || a >= (int64_t) (offset + count)) continue;
         if (k > 0 && meta_at(s) != next) { if (full_io(0, fds[m], iov, k, start) < 0) return -1; k = 0; }
