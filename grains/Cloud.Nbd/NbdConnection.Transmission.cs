@@ -13,6 +13,17 @@ namespace Cloud.Nbd;
 internal sealed partial class NbdConnection
 {
     /// <summary>
+    /// The buffers requests and replies are built in: from 4 KiB up, pinned and with the payload at
+    /// <see cref="DataOffset"/> (at least <see cref="ReplyHeaderReserveBytes"/>, room for a reply header) on a
+    /// cache-line boundary, where the kernel copies into and out of them fastest (see <see cref="AlignedArrays"/>);
+    /// smaller ones from <see cref="ArrayPool{T}.Shared"/>, the payload at <see cref="ReplyHeaderReserveBytes"/>.
+    /// </summary>
+    private static readonly AlignedArrayPool IoBuffers = new(ReplyHeaderReserveBytes);
+
+    /// <summary>Where the payload starts in a buffer from <see cref="IoBuffers"/>.</summary>
+    private static int DataOffset(byte[] buffer) => IoBuffers.Offset(buffer);
+
+    /// <summary>
     /// One parsed request and the pooled buffer that carries its payload (write) or its reply (read).
     /// </summary>
     private readonly struct Request(
@@ -33,7 +44,7 @@ internal sealed partial class NbdConnection
         public uint Length { get; } = length;
 
         /// <summary>
-        /// Rented; payload at <see cref="ReplyHeaderReserveBytes"/> so a read reply's header fits in front of it.
+        /// Rented; payload at <see cref="DataOffset"/>, so a read reply's header fits in front of it.
         /// </summary>
         public byte[]? Buffer { get; } = buffer;
 
@@ -138,18 +149,18 @@ internal sealed partial class NbdConnection
         if (type == CmdWrite)
         {
             await AcquireAsync(length).ConfigureAwait(false);
-            var buffer = ArrayPool<byte>.Shared.Rent(ReplyHeaderReserveBytes + (int)length);
+            var buffer = IoBuffers.Rent(ReplyHeaderReserveBytes + (int)length);
             await ReadPayloadAsync(
                 buffer,
-                buffer.AsMemory(ReplyHeaderReserveBytes, (int)length),
-                static b => ArrayPool<byte>.Shared.Return(b),
+                buffer.AsMemory(DataOffset(buffer), (int)length),
+                static b => IoBuffers.Return(b),
                 length).ConfigureAwait(false);
             return new Request(flags, type, cookie, offset, length, buffer, length, 0);
         }
         // Nothing follows the header. A read within the limit holds its length of the budget until its reply is sent.
         long budget = type == CmdRead && length <= export.MaxPayloadBytes ? length : 0;
         await AcquireAsync(budget).ConfigureAwait(false);
-        var replyBuffer = budget > 0 ? ArrayPool<byte>.Shared.Rent(ReplyHeaderReserveBytes + (int)length) : null;
+        var replyBuffer = budget > 0 ? IoBuffers.Rent(ReplyHeaderReserveBytes + (int)length) : null;
         return new Request(flags, type, cookie, offset, length, replyBuffer, budget, 0);
     }
 
@@ -279,7 +290,7 @@ internal sealed partial class NbdConnection
         if (request.Buffer is not null)
         {
             // A write's payload (already written, or refused): the status reply does not need it.
-            ArrayPool<byte>.Shared.Return(request.Buffer);
+            IoBuffers.Return(request.Buffer);
         }
         QueueStatusReply(request, error, message);
     }
@@ -293,7 +304,7 @@ internal sealed partial class NbdConnection
         {
             piece = export.PieceBytes(offset + done, length - done);
             await export.Volume.ReadAsync(
-                offset + done, request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece), ct)
+                offset + done, request.Buffer.AsMemory(DataOffset(request.Buffer!) + done, piece), ct)
                 .ConfigureAwait(false);
         }
     }
@@ -313,7 +324,7 @@ internal sealed partial class NbdConnection
         {
             piece = export.PieceBytes(offset + done, length - done);
             await export.Volume.WriteAsync(
-                offset + done, request.Buffer.AsMemory(ReplyHeaderReserveBytes + done, piece), fua, ct)
+                offset + done, request.Buffer.AsMemory(DataOffset(request.Buffer!) + done, piece), fua, ct)
                 .ConfigureAwait(false);
         }
     }
@@ -416,12 +427,12 @@ internal sealed partial class NbdConnection
         {
             if (length == 0)
             {
-                ArrayPool<byte>.Shared.Return(buffer);
+                IoBuffers.Return(buffer);
                 QueueStatusReply(r, 0, null);
                 return;
             }
             // One NBD_REPLY_TYPE_OFFSET_DATA chunk, final: the data is all in memory, no error can follow.
-            var start = ReplyHeaderReserveBytes - StructuredReplyHeaderBytes - 8;
+            var start = DataOffset(buffer) - StructuredReplyHeaderBytes - 8;
             var span = buffer.AsSpan(start);
             BinaryPrimitives.WriteUInt32BigEndian(span, StructuredReplyMagic);
             BinaryPrimitives.WriteUInt16BigEndian(span[4..], ReplyFlagDone);
@@ -438,7 +449,7 @@ internal sealed partial class NbdConnection
         }
         else
         {
-            var start = ReplyHeaderReserveBytes - SimpleReplyHeaderBytes;
+            var start = DataOffset(buffer) - SimpleReplyHeaderBytes;
             var span = buffer.AsSpan(start);
             BinaryPrimitives.WriteUInt32BigEndian(span, SimpleReplyMagic);
             BinaryPrimitives.WriteUInt32BigEndian(span[4..], 0);
@@ -460,7 +471,7 @@ internal sealed partial class NbdConnection
         if (!_structuredReplies || (error == 0 && r.Type != CmdRead))
         {
             // Simple replies are allowed for anything without a payload; READ needs a structured one when negotiated.
-            var reply = ArrayPool<byte>.Shared.Rent(SimpleReplyHeaderBytes);
+            var reply = IoBuffers.Rent(SimpleReplyHeaderBytes);
             BinaryPrimitives.WriteUInt32BigEndian(reply, SimpleReplyMagic);
             BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(4), error);
             BinaryPrimitives.WriteUInt64BigEndian(reply.AsSpan(8), r.Cookie);
@@ -474,7 +485,7 @@ internal sealed partial class NbdConnection
         }
         var messageBytes = error == 0 ? 0 : Math.Min(Encoding.UTF8.GetByteCount(message ?? ""), 1024);
         var payloadBytes = error == 0 ? 0 : 6 + messageBytes;
-        var chunk = ArrayPool<byte>.Shared.Rent(StructuredReplyHeaderBytes + payloadBytes);
+        var chunk = IoBuffers.Rent(StructuredReplyHeaderBytes + payloadBytes);
         var span = chunk.AsSpan();
         BinaryPrimitives.WriteUInt32BigEndian(span, StructuredReplyMagic);
         BinaryPrimitives.WriteUInt16BigEndian(span[4..], ReplyFlagDone);
@@ -570,7 +581,7 @@ internal sealed partial class NbdConnection
             {
                 foreach (var r in sent)
                 {
-                    ArrayPool<byte>.Shared.Return(r.Pooled);
+                    IoBuffers.Return(r.Pooled);
                     Complete(r.BudgetBytes);
                 }
                 sent.Clear();
@@ -630,7 +641,7 @@ internal sealed partial class NbdConnection
                     await stream.WriteAsync(segment.AsMemory(), _abort.Token).ConfigureAwait(false);
                     continue;
                 }
-                gathered ??= ArrayPool<byte>.Shared.Rent(MaxCoalescedBytes);
+                gathered ??= IoBuffers.Rent(MaxCoalescedBytes);
                 if (gatheredBytes + segment.Count > gathered.Length)
                 {
                     await stream.WriteAsync(gathered.AsMemory(0, gatheredBytes), _abort.Token).ConfigureAwait(false);
@@ -649,7 +660,7 @@ internal sealed partial class NbdConnection
         {
             if (gathered is not null)
             {
-                ArrayPool<byte>.Shared.Return(gathered);
+                IoBuffers.Return(gathered);
             }
         }
     }

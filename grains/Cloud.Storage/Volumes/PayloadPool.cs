@@ -14,7 +14,9 @@ namespace Cloud.Storage.Volumes;
 /// An array is returned only by code that knows nothing else references it; an array that is never returned is simply
 /// collected. At most <see cref="MaxRetainedBytes"/> are kept. Returning an array twice would hand it to two renters at
 /// once, each overwriting the other's payload: debug builds remember every array given back until it is rented again
-/// (or collected) and throw <see cref="InvalidOperationException"/> on a second return.
+/// (or collected) and throw <see cref="InvalidOperationException"/> on a second return. New arrays come from
+/// <see cref="AlignedArrays"/>: pinned, with their first byte on a cache-line boundary, which the kernel's copies from the
+/// socket and into the member files' page cache need to run at full speed.
 /// </remarks>
 public sealed class PayloadPool
 {
@@ -58,7 +60,7 @@ public sealed class PayloadPool
 #endif
             return array;
         }
-        return GC.AllocateUninitializedArray<byte>(lengthBytes);
+        return AlignedArrays.Allocate(lengthBytes);
     }
 
     /// <summary>Takes back an array nobody else references any more; kept while the pool is under its bound.</summary>

@@ -113,7 +113,8 @@ public sealed partial class RaidVolume
         var chunks = stripes * _dataCount;
         // Per chunk (stripe-major): the member read, its first and end row (member -1: nothing to read).
         var plan = ArrayPool<int>.Shared.Rent(chunks * 3);
-        var metas = ArrayPool<byte>.Shared.Rent(chunks * _metaBytes);
+        var metas = AlignedArrayPool.Default.Rent(chunks * _metaBytes);
+        var metasAt = AlignedArrayPool.Default.Offset(metas);
         ValueTask<bool>[] tasks = ArrayPool<ValueTask<bool>>.Shared.Rent(chunks * 2);
         using var ranges = new MemberRanges<Memory<byte>>(chunks * 2);
         StripeScratch s = _scratchPool.Rent();
@@ -159,7 +160,8 @@ public sealed partial class RaidVolume
                         int first = plan[c + 1], rowsBytes = (plan[c + 2] - first) * B;
                         var destOffset = (int)(stripe * stripeData + d * _chunk + first * B - offsetBytes);
                         ranges.Add(m, slot + first * B, destination.Slice(destOffset, rowsBytes), rowsBytes);
-                        ranges.Add(m, slot + _chunk, metas.AsMemory(c / 3 * _metaBytes, _metaBytes), _metaBytes);
+                        var meta = metas.AsMemory(metasAt + c / 3 * _metaBytes, _metaBytes);
+                        ranges.Add(m, slot + _chunk, meta, _metaBytes);
                     }
                 }
             }
@@ -175,7 +177,7 @@ public sealed partial class RaidVolume
                 {
                     var c = (i * _dataCount + d) * 3;
                     if (plan[c] < 0) continue;
-                    ReadOnlySpan<byte> meta = metas.AsSpan(c / 3 * _metaBytes, _metaBytes);
+                    ReadOnlySpan<byte> meta = metas.AsSpan(metasAt + c / 3 * _metaBytes, _metaBytes);
                     for (var r = plan[c + 1]; r < plan[c + 2]; r++)
                         if (!OnDiskFormat.Verify(
                             destination.Span.Slice((int)(stripeStart + d * _chunk + r * B - offsetBytes), B), meta, r))
@@ -188,7 +190,7 @@ public sealed partial class RaidVolume
         {
             _scratchPool.Return(s);
             ArrayPool<ValueTask<bool>>.Shared.Return(tasks, clearArray: true);
-            ArrayPool<byte>.Shared.Return(metas);
+            AlignedArrayPool.Default.Return(metas);
             ArrayPool<int>.Shared.Return(plan);
         }
     }

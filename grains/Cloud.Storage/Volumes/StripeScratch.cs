@@ -12,7 +12,7 @@ internal sealed class StripeScratch
 {
     public StripeScratch(int memberCount, int slotBytes, int blocksPerChunk, int dataCount, int slotCount)
     {
-        Buffer = new byte[memberCount * slotBytes];
+        Buffer = AlignedArrays.Allocate(memberCount * slotBytes, zeroed: true);
         Tasks = new ValueTask<bool>[memberCount * 2];
         Usable = new bool[memberCount];
         SlotMember = new int[slotCount];
