@@ -58,7 +58,7 @@ public sealed class AlignedArraysTests
     }
 
     [Fact]
-    public void PayloadPool_NewArrays_AreAligned()
+    public void PayloadPool_NewLargeArrays_AreAligned()
     {
         var pool = new PayloadPool(0);
         const int count = 32;
