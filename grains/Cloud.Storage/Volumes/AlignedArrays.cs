@@ -13,7 +13,7 @@ namespace Cloud.Storage.Volumes;
 /// The kernel's copy between user memory and the page cache or a socket is sensitive to where the user buffer starts
 /// within a cache line. Measured on this project's test machines (AMD EPYC, <c>bench/copy-alignment.sh</c>): a
 /// <c>pread</c> of cached file pages into a buffer 8, 16 or 24 bytes past a 64-byte boundary costs 2 to 5 times the CPU
-/// of the same read into an aligned buffer, and a <c>pwrite</c> from such a buffer about 1.3 times. A .NET array's
+/// of the same read into an aligned buffer, and a <c>pwrite</c> from such a buffer 1.2-1.3 times. A .NET array's
 /// elements start 16 bytes past its object, which itself is only 8-byte aligned, so an ordinary array lands on one of
 /// eight offsets by chance: before these arrays, Cloud's member writes copied into the page cache at 1.17-1.47 times
 /// nbdkit's CPU per byte, and at 1.0 times after (BENCHMARKS.md, "Buffers on cache-line boundaries").
