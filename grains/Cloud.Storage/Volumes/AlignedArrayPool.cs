@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Collections.Concurrent;
 using System.Numerics;
 
 namespace Cloud.Storage.Volumes;
@@ -26,8 +25,7 @@ public sealed class AlignedArrayPool : ArrayPool<byte>
     /// <summary>The default bound on retained free arrays: 64 MiB.</summary>
     public const long DefaultMaxRetainedBytes = 64L << 20;
 
-    private readonly ConcurrentDictionary<int, ConcurrentStack<byte[]>> _free = new();
-    private long _retainedBytes;
+    private readonly FreeArrays _free;
 
     // Addresses are multiples of 8, so the data moves at most this far past AlignedIndex.
     private const int MaxPadBytes = AlignedArrays.Alignment - 8;
@@ -51,10 +49,9 @@ public sealed class AlignedArrayPool : ArrayPool<byte>
         if (!BitOperations.IsPow2(minimumPooledBytes))
             throw new ArgumentOutOfRangeException(
                 nameof(minimumPooledBytes), minimumPooledBytes, "must be a power of two");
-        ArgumentOutOfRangeException.ThrowIfNegative(maxRetainedBytes);
         AlignedIndex = alignedIndex;
         MinimumPooledBytes = minimumPooledBytes;
-        MaxRetainedBytes = maxRetainedBytes;
+        _free = new FreeArrays(maxRetainedBytes);
     }
 
     /// <summary>The room kept in front of the data (for a header).</summary>
@@ -64,10 +61,10 @@ public sealed class AlignedArrayPool : ArrayPool<byte>
     public int MinimumPooledBytes { get; }
 
     /// <summary>The bound on the bytes of free arrays kept.</summary>
-    public long MaxRetainedBytes { get; }
+    public long MaxRetainedBytes => _free.MaxRetainedBytes;
 
     /// <summary>Bytes of free arrays held now.</summary>
-    public long RetainedBytes => Interlocked.Read(ref _retainedBytes);
+    public long RetainedBytes => _free.RetainedBytes;
 
     /// <summary>
     /// The length of the array this pool hands out for <paramref name="minimumLength"/> bytes (before the pool's
@@ -92,12 +89,9 @@ public sealed class AlignedArrayPool : ArrayPool<byte>
             return ArrayPool<byte>.Shared.Rent(minimumLength);
         var withPad = (int)Math.Min(Array.MaxLength, (long)minimumLength + MaxPadBytes);
         var length = Math.Max(SizeClass(withPad), MinimumPooledBytes);
-        if (_free.TryGetValue(length, out var stack) && stack.TryPop(out var array))
-        {
-            Interlocked.Add(ref _retainedBytes, -array.Length);
-            return array;
-        }
-        return GC.AllocateUninitializedArray<byte>(length, pinned: true);
+        return _free.TryTake(length, out var array)
+            ? array
+            : GC.AllocateUninitializedArray<byte>(length, pinned: true);
     }
 
     /// <summary>
@@ -127,11 +121,6 @@ public sealed class AlignedArrayPool : ArrayPool<byte>
                 $"a {array.Length}-byte array was not rented from this pool (its sizes are {nameof(SizeClass)} values)",
                 nameof(array));
         if (clearArray) Array.Clear(array);
-        if (Interlocked.Add(ref _retainedBytes, array.Length) > MaxRetainedBytes)
-        {
-            Interlocked.Add(ref _retainedBytes, -array.Length);
-            return;
-        }
-        _free.GetOrAdd(array.Length, static _ => new ConcurrentStack<byte[]>()).Push(array);
+        _free.TryKeep(array);
     }
 }

@@ -1,5 +1,3 @@
-using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
 
 namespace Cloud.Storage.Volumes;
@@ -33,8 +31,7 @@ public sealed class PayloadPool
     /// <summary>The default bound on retained bytes: 64 MiB, sixteen 4 MiB payloads.</summary>
     public const long DefaultMaxRetainedBytes = 64L << 20;
 
-    private readonly ConcurrentDictionary<int, ConcurrentStack<byte[]>> _free = new();
-    private long _retainedBytes;
+    private readonly FreeArrays _free;
 
 #if DEBUG
     // Arrays given back and not rented since, kept or dropped: weak keys, so a dropped array is still collected.
@@ -44,24 +41,21 @@ public sealed class PayloadPool
     /// <summary>Creates a pool keeping at most <paramref name="maxRetainedBytes"/> bytes of free arrays.</summary>
     public PayloadPool(long maxRetainedBytes)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(maxRetainedBytes);
-        MaxRetainedBytes = maxRetainedBytes;
+        _free = new FreeArrays(maxRetainedBytes);
     }
 
     /// <summary>The bound on the bytes of free arrays kept.</summary>
-    public long MaxRetainedBytes { get; }
+    public long MaxRetainedBytes => _free.MaxRetainedBytes;
 
     /// <summary>Bytes of free arrays held now.</summary>
-    public long RetainedBytes => Interlocked.Read(ref _retainedBytes);
+    public long RetainedBytes => _free.RetainedBytes;
 
     /// <summary>An array of exactly <paramref name="lengthBytes"/> bytes; its contents are unspecified.</summary>
     public byte[] Rent(int lengthBytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(lengthBytes);
-        if (_free.TryGetValue(lengthBytes, out var stack) && stack.TryPop(out var array))
+        if (_free.TryTake(lengthBytes, out var array))
         {
-            var retained = Interlocked.Add(ref _retainedBytes, -array.Length);
-            Debug.Assert(retained >= 0, "more bytes rented from the pool than were kept");
 #if DEBUG
             _returned.Remove(array);
 #endif
@@ -82,11 +76,6 @@ public sealed class PayloadPool
             throw new InvalidOperationException(
                 $"a {array.Length}-byte payload array was returned to the pool twice without being rented in between; the second return would hand it to two renters at once.");
 #endif
-        if (Interlocked.Add(ref _retainedBytes, array.Length) > MaxRetainedBytes)
-        {
-            Interlocked.Add(ref _retainedBytes, -array.Length);
-            return;
-        }
-        _free.GetOrAdd(array.Length, static _ => new ConcurrentStack<byte[]>()).Push(array);
+        _free.TryKeep(array);
     }
 }
