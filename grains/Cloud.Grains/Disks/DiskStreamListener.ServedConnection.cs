@@ -4,7 +4,6 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
 using Cloud.Grains.Abstractions;
-using Cloud.Storage.Volumes;
 using static Cloud.Grains.Disks.DiskStreamProtocol;
 
 namespace Cloud.Grains.Disks;
@@ -14,13 +13,6 @@ public sealed partial class DiskStreamListener
     /// <summary>One caller's connection: requests read and run on its thread, replies sent under a lock.</summary>
     private sealed class ServedConnection(DiskStreamListener owner, Socket socket, Stream stream)
     {
-        /// <summary>
-        /// Buffers for the data of reads and writes: from 4 KiB up their data starts on a cache-line boundary, where the
-        /// kernel's copies between them and the page cache run at full speed (<see cref="AlignedArrays"/>); the data
-        /// lies at <see cref="AlignedArrayPool.Offset"/>, not at 0.
-        /// </summary>
-        private static AlignedArrayPool DataBuffers => AlignedArrayPool.Default;
-
         /// <summary>The most durable writes one group commit answers.</summary>
         private const int MaxGroupWrites = 64;
 
@@ -131,18 +123,17 @@ public sealed partial class DiskStreamListener
                     Read(f);
                     break;
                 case Op.Write or Op.WriteDurable or Op.WriteSplit:
-                    var data = DataBuffers.Rent(Math.Max(f.Length, 1));
-                    var at = DataBuffers.Offset(data);
+                    var data = ArrayPool<byte>.Shared.Rent(Math.Max(f.Length, 1));
                     try
                     {
-                        reader.ReadExactly(data.AsSpan(at, f.Length));
+                        reader.ReadExactly(data.AsSpan(0, f.Length));
                     }
                     catch
                     {
-                        DataBuffers.Return(data);
+                        ArrayPool<byte>.Shared.Return(data);
                         throw;
                     }
-                    Write(f, data, at, writer);
+                    Write(f, data, writer);
                     break;
                 case Op.Flush:
                     // A member still opening is flushed once open, asynchronously; an open one by the flusher.
@@ -313,19 +304,14 @@ public sealed partial class DiskStreamListener
         {
             var (id, path, offset, length, secondOffset, firstLength) =
                 (f.Id, f.Path, f.Offset, f.Length, f.SecondOffset, f.FirstLength);
-            var data = DataBuffers.Rent(Math.Max(length, 1));
-            var at = DataBuffers.Offset(data);
+            var data = ArrayPool<byte>.Shared.Rent(Math.Max(length, 1));
             ValueTask read;
             try
             {
                 read = firstLength == length
-                    ? owner.Server.ReadIntoAsync(path, offset, data.AsMemory(at, length))
+                    ? owner.Server.ReadIntoAsync(path, offset, data.AsMemory(0, length))
                     : owner.Server.ReadSplitIntoAsync(
-                        path,
-                        offset,
-                        data.AsMemory(at, firstLength),
-                        secondOffset,
-                        data.AsMemory(at + firstLength, length - firstLength));
+                        path, offset, data.AsMemory(0, firstLength), secondOffset, data.AsMemory(firstLength, length - firstLength));
             }
             catch (Exception ex)
             {
@@ -335,22 +321,19 @@ public sealed partial class DiskStreamListener
             {
                 try
                 {
-                    Batch(id, Status.Ok, data.AsSpan(at, length));
+                    Batch(id, Status.Ok, data.AsSpan(0, length));
                 }
                 finally
                 {
-                    DataBuffers.Return(data);
+                    ArrayPool<byte>.Shared.Return(data);
                 }
                 return;
             }
-            Answer(id, read.AsTask(), data, at, length);
+            Answer(id, read.AsTask(), data, length);
         }
 
-        /// <summary>
-        /// A write of the frame's payload, held in <paramref name="data"/> from <paramref name="at"/>; with its first range
-        /// short of its length a split write.
-        /// </summary>
-        private void Write(Frame f, byte[] data, int at, SiloAddress writer)
+        /// <summary>A write of <paramref name="data"/>, or with its first range short of its length a split write.</summary>
+        private void Write(Frame f, byte[] data, SiloAddress writer)
         {
             var (id, path, offset, length, secondOffset, firstLength) =
                 (f.Id, f.Path, f.Offset, f.Length, f.SecondOffset, f.FirstLength);
@@ -359,13 +342,13 @@ public sealed partial class DiskStreamListener
             try
             {
                 write = firstLength == length
-                    ? owner.Server.WriteFromAsync(path, offset, data.AsMemory(at, length), writer, durable, commitLater: durable)
+                    ? owner.Server.WriteFromAsync(path, offset, data.AsMemory(0, length), writer, durable, commitLater: durable)
                     : owner.Server.WriteSplitFromAsync(
                         path,
                         offset,
-                        data.AsMemory(at, firstLength),
+                        data.AsMemory(0, firstLength),
                         secondOffset,
-                        data.AsMemory(at + firstLength, length - firstLength),
+                        data.AsMemory(firstLength, length - firstLength),
                         writer);
             }
             catch (Exception ex)
@@ -374,7 +357,7 @@ public sealed partial class DiskStreamListener
             }
             if (write.IsCompletedSuccessfully)
             {
-                DataBuffers.Return(data);
+                ArrayPool<byte>.Shared.Return(data);
                 if (durable)
                 {
                     if (_toCommit.Count == 0) _groupStarted = Stopwatch.GetTimestamp();
@@ -394,17 +377,16 @@ public sealed partial class DiskStreamListener
         }
 
         /// <summary>Replies when <paramref name="work"/> is done; the connection goes on reading meanwhile.</summary>
-        private void Answer(long id, Task work, byte[]? pooled, int replyAt = 0, int replyBytes = 0)
-            => _ = AnswerAsync(id, work, pooled, replyAt, replyBytes);
+        private void Answer(long id, Task work, byte[]? pooled, int replyBytes = 0) => _ = AnswerAsync(id, work, pooled, replyBytes);
 
-        private async Task AnswerAsync(long id, Task work, byte[]? pooled, int replyAt, int replyBytes)
+        private async Task AnswerAsync(long id, Task work, byte[]? pooled, int replyBytes)
         {
             try
             {
                 try
                 {
                     await work.ConfigureAwait(false);
-                    Reply(id, Status.Ok, pooled is null ? default : pooled.AsSpan(replyAt, replyBytes));
+                    Reply(id, Status.Ok, pooled is null ? default : pooled.AsSpan(0, replyBytes));
                 }
                 catch (Exception ex) when (ex is not (IOException or SocketException or ObjectDisposedException))
                 {
@@ -417,7 +399,7 @@ public sealed partial class DiskStreamListener
             }
             finally
             {
-                if (pooled is not null) DataBuffers.Return(pooled);
+                if (pooled is not null) ArrayPool<byte>.Shared.Return(pooled);
             }
         }
 
