@@ -40,7 +40,7 @@ public sealed class AlignedArraysTests
     }
 
     [Fact]
-    public void Allocate_Zeroed_GivesZeroes_AndTheArrayIsPinned()
+    public void Allocate_Zeroed_GivesAPinnedArray()
     {
         var a = AlignedArrays.Allocate(65536, zeroed: true);
         var before = Address(a);
