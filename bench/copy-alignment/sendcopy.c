@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,8 +31,10 @@
 #define SENDS 2048
 
 static atomic_int port;
-static atomic_int fill_request, fill_done;
-static char *volatile fill_target;
+/* The filler sleeps between fills (a spinning one would take the other core from the receiver all along). */
+static sem_t fill_request, fill_done;
+static char *fill_target;
+static int fill_value;
 
 static double thread_cpu(void)
 {
@@ -75,12 +78,10 @@ static void *filler(void *unused)
 {
   (void)unused;
   pin(1);
-  int seen = 0;
   for (;;) {
-    while (atomic_load(&fill_request) == seen) {}
-    seen = atomic_load(&fill_request);
-    memset(fill_target, seen, DATA);
-    atomic_store(&fill_done, seen);
+    while (sem_wait(&fill_request) != 0) {}
+    memset(fill_target, fill_value, DATA);
+    sem_post(&fill_done);
   }
   return 0;
 }
@@ -103,6 +104,8 @@ int main(int argc, char **argv)
     return 2;
   }
   pthread_t r, f;
+  sem_init(&fill_request, 0, 0);
+  sem_init(&fill_done, 0, 0);
   pthread_create(&r, 0, receiver, 0);
   pthread_create(&f, 0, filler, 0);
   while (!atomic_load(&port)) usleep(1000);
@@ -143,8 +146,9 @@ int main(int argc, char **argv)
         char *data = base + (size_t)(i % BUFFERS) * stride + 4096;
         if (other) {
           fill_target = data;
-          atomic_store(&fill_request, ++filled);
-          while (atomic_load(&fill_done) != filled) {}
+          fill_value = ++filled;
+          sem_post(&fill_request);
+          while (sem_wait(&fill_done) != 0) {}
         } else {
           memset(data, i, DATA);
         }
