@@ -16,7 +16,8 @@ namespace Cloud.Storage.Volumes;
 /// of the same read into an aligned buffer, and a <c>pwrite</c> from such a buffer 1.2-1.3 times. A .NET array's
 /// elements start 16 bytes past its object, which itself is only 8-byte aligned, so an ordinary array lands on one of
 /// eight offsets by chance: before these arrays, Cloud's member writes copied into the page cache at 1.17-1.47 times
-/// nbdkit's CPU per byte, and at 1.0 times after (BENCHMARKS.md, "Buffers on cache-line boundaries").
+/// nbdkit's CPU per byte, and at 0.99-1.04 times after in two profiles (1.16 in a later one; BENCHMARKS.md, "Buffers
+/// on cache-line boundaries" and session 35).
 /// </para>
 /// <para>
 /// .NET offers no aligned array allocation, so <see cref="Allocate"/> steers the pinned heap's
