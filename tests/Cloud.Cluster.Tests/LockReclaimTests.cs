@@ -83,6 +83,46 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
         Assert.Equal(0, control.PendingWrites);
     }
 
+    [Fact]
+    public async Task KillingTheLockHost_AReadAtOnceThroughAnotherSilo_WaitsForTheGrainToMove_AndIsAnswered()
+    {
+        // Of s0 and s1, one hosts a partition's lock grain and is killed; the other reads. s2 writes, so the reader
+        // holds no write lease on the partition (under one, its read would not ask the grain) and no read lease.
+        await using var silos = await SiloProcesses.StartAsync(postgres.Server, "lock-read", 3, Log);
+        VolumeInfo info;
+        await using (var setup = await silos.ConnectToAsync(2))
+            info = (await CrashScenario.CreateVolumeAsync(setup, "lockread")).Info;
+        var (partition, offset, victim) = await PartitionLockedOnAsync(silos, info, candidates: [0, 1]);
+        var reader = 1 - victim;
+        var data = Blocks.Pattern(BlockBytes, seed: 1414);
+        await using (var writer = await silos.ConnectToAsync(2))
+        {
+            var written = await writer.OpenVolumeAsync(info.Name);
+            await written.WriteAsync(offset, data);
+            await written.FlushAsync();
+        }
+        await using var client = await silos.ConnectToAsync(reader);
+        var volume = await client.OpenVolumeAsync(info.Name);
+
+        await silos.KillAsync(victim);
+        Log($"{SiloProcesses.NameOf(victim)}, host of {partition}, killed; {SiloProcesses.NameOf(reader)} reads at once");
+
+        // One read, not retried here: until the cluster declares the death (seconds), calls to the lock grain fail;
+        // the first server must wait for the grain to be placed anew, not answer the read with an error (through NBD,
+        // an EIO that a kernel client passes to its filesystem).
+        var read = new byte[data.Length];
+        try
+        {
+            await volume.ReadAsync(offset, read);
+        }
+        catch (Exception ex)
+        {
+            throw new Xunit.Sdk.XunitException(
+                $"the read right after the lock host died failed: {ex.GetType().Name}: {ex.Message}\n{Logs(silos)}");
+        }
+        Assert.True(data.AsSpan().SequenceEqual(read), $"the read returned {Describe(read)}, not the write");
+    }
+
     private const int BlockBytes = 4096;
 
     /// <summary>Rounds of placing the partition-lock grains before the test gives up finding one on a candidate.</summary>

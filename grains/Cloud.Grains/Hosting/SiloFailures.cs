@@ -35,7 +35,18 @@ public static class SiloFailures
     /// time up to <see cref="MaxRetryDelay"/>, after each silo failure; any other exception, and a silo failure after
     /// <paramref name="timeout"/>, is thrown. <paramref name="onRetry"/> hears of each failure that is retried.
     /// </summary>
-    public static async Task<T> RetryAsync<T>(Func<Task<T>> call, TimeSpan timeout, Action<Exception>? onRetry = null)
+    public static Task<T> RetryAsync<T>(Func<Task<T>> call, TimeSpan timeout, Action<Exception>? onRetry = null) =>
+        RetryAsync(call, timeout, IsSiloFailure, onRetry);
+
+    /// <summary>
+    /// <see cref="RetryAsync{T}(Func{Task{T}}, TimeSpan, Action{Exception}?)"/>, retrying only the failures
+    /// <paramref name="retryIf"/> accepts (a narrower test than <see cref="IsSiloFailure"/>).
+    /// </summary>
+    public static async Task<T> RetryAsync<T>(
+        Func<Task<T>> call,
+        TimeSpan timeout,
+        Func<Exception, bool> retryIf,
+        Action<Exception>? onRetry = null)
     {
         var deadline = DateTimeOffset.UtcNow + timeout;
         var delay = FirstRetryDelay;
@@ -45,7 +56,7 @@ public static class SiloFailures
             {
                 return await call().ConfigureAwait(false);
             }
-            catch (Exception ex) when (IsSiloFailure(ex) && DateTimeOffset.UtcNow < deadline)
+            catch (Exception ex) when (retryIf(ex) && DateTimeOffset.UtcNow < deadline)
             {
                 onRetry?.Invoke(ex);
                 await Task.Delay(delay).ConfigureAwait(false);

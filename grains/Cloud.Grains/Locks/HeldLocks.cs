@@ -24,7 +24,8 @@ public sealed class HeldLocks
 
     /// <summary>
     /// The longest a lock wait goes on, in slices, before it fails with a <see cref="TimeoutException"/>: the bound an
-    /// unsliced call had (Orleans' default response timeout), so that a wait that is never granted ends as it did.
+    /// unsliced call had (Orleans' default response timeout), so that a wait that is never granted ends as it did
+    /// (with a <see cref="LockWaitTimeoutException"/>).
     /// </summary>
     public static readonly TimeSpan MaxTotalWait = TimeSpan.FromSeconds(30);
 
@@ -86,7 +87,7 @@ public sealed class HeldLocks
             {
                 if (ended.PendingBelow != 0) sliced = sliced with { PendingBelow = ended.PendingBelow };
                 if (Stopwatch.GetElapsedTime(start) >= MaxTotalWait)
-                    throw new TimeoutException(
+                    throw new LockWaitTimeoutException(
                         $"{request.Mode} lock on stripes {request.FirstStripe}-{request.LastStripe} not granted within {MaxTotalWait}");
             }
         }

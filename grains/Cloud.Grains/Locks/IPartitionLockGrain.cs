@@ -320,3 +320,15 @@ public sealed class LockWaitSliceEndedException : Exception
     [Id(1)]
     public long PendingBelow { get; }
 }
+
+/// <summary>
+/// A lock wait that the partition-lock grain answered slice after slice but did not grant within
+/// <see cref="HeldLocks.MaxTotalWait"/>. It is a <see cref="TimeoutException"/>, as an unsliced wait's end was; unlike a
+/// call that timed out, it says the grain is alive, so a caller that retries only silo failures can tell them apart.
+/// </summary>
+[GenerateSerializer, Alias("cloud.LockWaitTimeoutException")]
+public sealed class LockWaitTimeoutException : TimeoutException
+{
+    /// <summary>Creates the exception for the wait that ended.</summary>
+    public LockWaitTimeoutException(string message) : base(message) { }
+}

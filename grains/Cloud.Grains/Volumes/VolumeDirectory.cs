@@ -1,12 +1,16 @@
 using System.Collections.Concurrent;
 using Cloud.Grains.Abstractions;
+using Cloud.Grains.Hosting;
+using Microsoft.Extensions.Options;
 
 namespace Cloud.Grains.Volumes;
 
 /// <summary>
 /// This silo's cache of volume definitions, so the data path asks the catalog grain once per volume, not per I/O.
+/// A miss that finds the catalog grain's silo just dead asks again until Orleans places the grain anew (within
+/// <see cref="CloudOptions.RedelegationTimeout"/>), so the first request for a volume after a silo's death does not fail.
 /// </summary>
-public sealed class VolumeDirectory(IGrainFactory grains)
+public sealed class VolumeDirectory(IGrainFactory grains, IOptions<CloudOptions> options)
 {
     private readonly ConcurrentDictionary<string, VolumeInfo> _cache = new(StringComparer.Ordinal);
 
@@ -14,7 +18,9 @@ public sealed class VolumeDirectory(IGrainFactory grains)
     public async ValueTask<VolumeInfo> GetAsync(string name)
     {
         if (_cache.TryGetValue(name, out var info)) return info;
-        info = await grains.GetGrain<IVolumeCatalogGrain>(0).GetAsync(name).ConfigureAwait(false)
+        info = await SiloFailures.RetryAsync(
+                () => grains.GetGrain<IVolumeCatalogGrain>(0).GetAsync(name), options.Value.RedelegationTimeout)
+                .ConfigureAwait(false)
             ?? throw new CloudRequestException(
                 $"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
         _cache[name] = info;
@@ -32,7 +38,10 @@ public sealed class VolumeDirectory(IGrainFactory grains)
             if (cached.VolumeId == volumeId) return cached;
         }
         VolumeInfo? found = null;
-        foreach (var info in await grains.GetGrain<IVolumeCatalogGrain>(0).ListAsync().ConfigureAwait(false))
+        var volumes = await SiloFailures.RetryAsync(
+            () => grains.GetGrain<IVolumeCatalogGrain>(0).ListAsync(), options.Value.RedelegationTimeout)
+            .ConfigureAwait(false);
+        foreach (var info in volumes)
         {
             _cache[info.Name] = info;
             if (info.VolumeId == volumeId) found = info;
