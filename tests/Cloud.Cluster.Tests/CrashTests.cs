@@ -237,6 +237,35 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         await CrashAssert.AssertParityConsistentAsync(after, volume.Name, Log);
     }
 
+    [Fact]
+    public async Task KillingASilo_AFlushAtOnceThroughAnother_WaitsOutTheDeath_AndTheWriteReadsBack()
+    {
+        await using var silos = await SiloProcesses.StartAsync(postgres.Server, "flush-after-kill", 3, Log);
+        await using var client = await silos.ConnectToAsync(0);
+        var volume = await CrashScenario.CreateVolumeAsync(client, "flushkill");
+        // With FUA: on disk before the kill, so the flush has no copy to wait for and asks every silo at once.
+        var data = Blocks.Pattern(64 << 10, seed: 4107);
+        await volume.WriteAsync(0, data, forceUnitAccess: true);
+
+        await silos.KillAsync(2);
+
+        // One flush, not retried here: until the cluster declares s2 dead (seconds), s2 is still listed active and
+        // calls to its RAID worker fail. The flush must wait that out, not fail: through NBD a failed FLUSH is an EIO,
+        // on which a kernel client's filesystem gives up its journal.
+        try
+        {
+            await volume.FlushAsync();
+        }
+        catch (Exception ex)
+        {
+            throw new Xunit.Sdk.XunitException(
+                $"the flush right after s2 died failed: {ex.GetType().Name}: {ex.Message}");
+        }
+        var read = new byte[data.Length];
+        await volume.ReadAsync(0, read);
+        Assert.Equal(data, read);
+    }
+
     /// <summary>Starts the writers on <paramref name="volume"/>'s current handle and waits until writes flow.</summary>
     private static async Task<(WriteStream Stream, CancellationTokenSource Stop, Task Writing)> StartWritingAsync(
         SiloProcesses silos, CloudVolume initial, Func<CloudVolume> volume, int seed)

@@ -220,9 +220,37 @@ public sealed class FirstServerService(
         var flushes = new List<Task>();
         foreach (var m in membership.CurrentSnapshot.Members.Values)
             if (m.Status == SiloStatus.Active)
-                flushes.Add(grains.GetGrain<IRaidWorkerGrain>(m.Name).FlushAsync(volumeName));
+                flushes.Add(FlushOnAsync(m.SiloAddress, m.Name, volumeName));
         await Task.WhenAll(flushes).ConfigureAwait(false);
         CloudMetrics.RecordIo("flush", 0, start);
+    }
+
+    /// <summary>
+    /// Flushes the volume on one silo. A silo that has just died is still listed active until the cluster declares
+    /// it dead, and calls to it fail meanwhile: they are asked again (within <see cref="CloudOptions.RedelegationTimeout"/>)
+    /// until the silo answers or is declared dead. A silo declared dead is skipped, here as by the loop above once the
+    /// declaration is in: the copies it had not committed are redelegated by their first servers (drained above), and
+    /// what it did commit went to the members through the kernel (which keeps a killed process's writes) or to page
+    /// blobs (durable once written); a live silo's flush of a member it has open covers those pages too.
+    /// </summary>
+    private async Task FlushOnAsync(SiloAddress address, string name, string volumeName)
+    {
+        var deadline = DateTimeOffset.UtcNow + _options.RedelegationTimeout;
+        var delay = SiloFailures.FirstRetryDelay;
+        while (true)
+        {
+            try
+            {
+                await grains.GetGrain<IRaidWorkerGrain>(name).FlushAsync(volumeName).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception ex) when (SiloFailures.IsSiloFailure(ex) && DateTimeOffset.UtcNow < deadline)
+            {
+                if (membership.CurrentSnapshot.GetSiloStatus(address) != SiloStatus.Active) return;
+                await Task.Delay(delay).ConfigureAwait(false);
+                delay = SiloFailures.NextDelay(delay);
+            }
+        }
     }
 
     /// <summary>
