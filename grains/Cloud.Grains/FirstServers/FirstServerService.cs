@@ -188,13 +188,10 @@ public sealed class FirstServerService(
             _options.LockLease,
             WaitForPendingWrites: true,
             WantReadLease: _options.ReadLeases);
-        // The partition-lock grain may be on a silo that just died: until membership declares the death, calls to it
-        // fail, then Orleans places it anew. Ask again (as a writer does for its timestamp) rather than fail the read;
-        // a wait the living grain answered but never granted still ends at HeldLocks.MaxTotalWait.
-        var grant = await SiloFailures.RetryAsync(
-            () => heldLocks.AcquireAsync(lockGrain, request),
-            _options.RedelegationTimeout,
-            LockGrainLost).ConfigureAwait(false);
+        // The partition-lock grain may be on a silo that just died: ask again (as a writer does for its timestamp)
+        // rather than fail the read.
+        var grant = await heldLocks.AcquireThroughSiloLossAsync(lockGrain, request, _options.RedelegationTimeout)
+            .ConfigureAwait(false);
         if (grant.ReadLeaseExpiresUtc is { } leaseEnds) readLeases.Add(partitionKey, grant.FencingToken, leaseEnds);
         try
         {
@@ -206,10 +203,6 @@ public sealed class FirstServerService(
             await heldLocks.ReleaseOneWayAsync(lockGrain, grant.FencingToken).ConfigureAwait(false);
         }
     }
-
-    /// <summary>A lock call failed because the grain's silo is gone or unreachable, not because the wait ran out.</summary>
-    private static bool LockGrainLost(Exception exception) =>
-        SiloFailures.IsSiloFailure(exception) && exception is not LockWaitTimeoutException;
 
     /// <summary>Returns once every write acknowledged before the call is durable on every silo.</summary>
     public async Task FlushAsync(string volumeName)

@@ -107,7 +107,7 @@ public sealed class SectorWrites(
         var block = new byte[BlockBytes];
         try
         {
-            var grant = await heldLocks.AcquireAsync(
+            var grant = await heldLocks.AcquireThroughSiloLossAsync(
                 lockGrain,
                 new LockRequest(
                     stripe,
@@ -116,7 +116,8 @@ public sealed class SectorWrites(
                     _siloAddress,
                     _options.LockLease,
                     WaitForPendingWrites: true,
-                    PendingBelow: timestamp.Timestamp))
+                    PendingBelow: timestamp.Timestamp),
+                _options.RedelegationTimeout)
                 .ConfigureAwait(false);
             try
             {

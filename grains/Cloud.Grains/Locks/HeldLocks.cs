@@ -49,6 +49,22 @@ public sealed class HeldLocks
         return grant;
     }
 
+    /// <summary>
+    /// <see cref="AcquireAsync"/>, asked again (as a fresh wait) while the grain's silo is gone or unreachable, until
+    /// <paramref name="timeout"/>: until membership declares a dead silo dead, calls to its grains fail, and then
+    /// Orleans places the grain anew. A wait that the living grain answered but did not grant within
+    /// <see cref="MaxTotalWait"/> (<see cref="LockWaitTimeoutException"/>) is not asked again.
+    /// </summary>
+    public Task<LockGrant> AcquireThroughSiloLossAsync(
+        IPartitionLockGrain lockGrain,
+        LockRequest request,
+        TimeSpan timeout) =>
+        SiloFailures.RetryAsync(() => AcquireAsync(lockGrain, request), timeout, GrainLost);
+
+    /// <summary>A lock call failed because the grain's silo is gone or unreachable, not because the wait ran out.</summary>
+    private static bool GrainLost(Exception exception) =>
+        SiloFailures.IsSiloFailure(exception) && exception is not LockWaitTimeoutException;
+
     /// <summary><see cref="IPartitionLockGrain.AcquireForWriteAsync"/>, recorded as held until released.</summary>
     public async Task<WriteLockGrant> AcquireForWriteAsync(
         IPartitionLockGrain lockGrain,
