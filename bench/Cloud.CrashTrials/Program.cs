@@ -7,7 +7,9 @@ using Orleans.Runtime;
 // Crash trials (issue 4): three silo processes on a real PostgreSQL, a stream of verifiable writes through the SDK,
 // and N times: kill -9 a silo (in turn the busiest delegate, the host of a partition-lock grain, a random silo),
 // measure the time until writes flow again, restart it, then pause the writers, FLUSH, read everything back and
-// scrub. Prints acknowledged writes lost and parity mismatches (both must be 0) and the recovery times.
+// scrub. Right after each kill, a client of a surviving silo also reads and flushes once, not retried: the service
+// must wait out the death, not fail them (through NBD, an EIO). Prints acknowledged writes lost, parity mismatches,
+// failed reads and flushes right after a kill (all must be 0) and the recovery times.
 //
 //   dotnet run -c Release --project bench/Cloud.CrashTrials -- --trials 20 [--seed 1]
 
@@ -34,6 +36,8 @@ for (var i = 0; i < args.Length; i++)
 }
 
 var random = new Random(seed);
+// The probes' own sequence, so the kills follow the same sequence for a seed as before the probes existed.
+var probeRandom = new Random(seed + 1);
 Console.WriteLine($"crash trials: {trials} kills, seed {seed}, {SiloCount} silos, silo {SiloAssembly.Path}");
 await using var postgres = await PostgresServer.StartAsync();
 await using var silos = await SiloProcesses.StartAsync(
@@ -44,6 +48,8 @@ var stream = new WriteStream(volume.SizeBytes, CrashScenario.Writers, seed) { Gi
 var current = volume;
 long lost = 0, mismatches = 0;
 var recoveries = new List<TimeSpan>();
+int readsFailed = 0, flushesFailed = 0;
+var atOnceBound = TimeSpan.FromSeconds(60);
 
 for (var trial = 1; trial <= trials; trial++)
 {
@@ -76,8 +82,19 @@ for (var trial = 1; trial <= trials; trial++)
             break;
     }
 
+    // Connected before the kill, to a silo that survives it, so the read and flush below meet the death at once.
+    var survivor = (victim + 1 + probeRandom.Next(SiloCount - 1)) % SiloCount;
+    var probe = await silos.ConnectToAsync(survivor);
+    var probed = await CrashScenario.OpenAsync(probe, volume.Name);
+    var probeOffset = probeRandom.NextInt64(0, volume.SizeBytes / 4096) * 4096;
+
     var killedAt = stream.Now;
     await silos.KillAsync(victim);
+    var readAtOnce = await AtOnceAsync(() => probed.ReadAsync(probeOffset, new byte[4096]));
+    var flushAtOnce = await AtOnceAsync(() => probed.FlushAsync());
+    if (readAtOnce.Error is not null) readsFailed++;
+    if (flushAtOnce.Error is not null) flushesFailed++;
+    await probe.DisposeAsync();
     // The client may have been using the dead silo as its gateway: a fresh client finds the live ones.
     var fresh = await silos.ConnectAsync();
     Volatile.Write(ref current, await CrashScenario.OpenAsync(fresh, volume.Name));
@@ -100,7 +117,8 @@ for (var trial = 1; trial <= trials; trial++)
     lost = Math.Max(lost, trialLost);
     mismatches += scrub.Mismatches;
     Console.WriteLine($"trial {trial,2}: killed {SiloProcesses.NameOf(victim)} ({kind}); writes flowing again after {recovery.TotalSeconds:F2} s; "
-        + $"{stream.AcknowledgedCount} acknowledged so far, {trialLost} lost, {scrub.Mismatches} parity mismatches, {scrub.ChecksumErrors} checksum errors"
+        + $"{stream.AcknowledgedCount} acknowledged so far, {trialLost} lost, {scrub.Mismatches} parity mismatches, {scrub.ChecksumErrors} checksum errors; "
+        + $"through {SiloProcesses.NameOf(survivor)} at once: read {readAtOnce}, flush {flushAtOnce}"
         + (trialLost > 0 ? $" -- {details}" : ""));
 }
 await client.DisposeAsync();
@@ -117,4 +135,27 @@ Console.WriteLine(
 Console.WriteLine($"parity mismatches after recovery: {mismatches}");
 Console.WriteLine(
     $"kill -> writes flowing again:    median {median.TotalSeconds:F2} s, worst {sorted[^1].TotalSeconds:F2} s");
-return lost == 0 && mismatches == 0 ? 0 : 1;
+Console.WriteLine($"failed right after the kill:     {readsFailed} reads, {flushesFailed} flushes (of {trials} each)");
+return lost == 0 && mismatches == 0 && readsFailed == 0 && flushesFailed == 0 ? 0 : 1;
+
+// One call, not retried, within a bound: how long it took, or why it failed.
+async Task<AtOnce> AtOnceAsync(Func<Task> call)
+{
+    var start = System.Diagnostics.Stopwatch.GetTimestamp();
+    try
+    {
+        await call().WaitAsync(atOnceBound);
+        return new AtOnce(System.Diagnostics.Stopwatch.GetElapsedTime(start), null);
+    }
+    catch (Exception ex)
+    {
+        return new AtOnce(System.Diagnostics.Stopwatch.GetElapsedTime(start), $"{ex.GetType().Name}: {ex.Message}");
+    }
+}
+
+/// <summary>A call made right after a kill: its time, and its error if it failed.</summary>
+internal sealed record AtOnce(TimeSpan Took, string? Error)
+{
+    public override string ToString() =>
+        Error is null ? $"ok in {Took.TotalSeconds:F2} s" : $"FAILED after {Took.TotalSeconds:F2} s ({Error})";
+}
