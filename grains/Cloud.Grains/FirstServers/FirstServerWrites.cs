@@ -206,7 +206,10 @@ public sealed partial class FirstServerWrites(
         activity?.SetTag("cloud.target", receipt.TargetSilo);
         if (receipt.TargetSilo != grant.ActiveTarget)
         {
-            await lockGrain.SetTargetAsync(receipt.TargetSilo).ConfigureAwait(false);
+            // The target holds the copy already: a lock grain moving off a silo that just died must not fail the
+            // write now, so ask it again as the timestamp was asked.
+            await SiloFailures.RetryAsync(
+                () => lockGrain.SetTargetAsync(receipt.TargetSilo), _options.RedelegationTimeout).ConfigureAwait(false);
             // The previous target may hold older scheduled versions of these blocks: tell it to cancel them.
             if (grant.ActiveTarget is { } previous && grant.TargetHoldsPendingCopy)
                 _ = CancelOlderAsync(previous, write);
