@@ -149,6 +149,7 @@ async Task<AtOnce> AtOnceAsync(Func<Task> call)
     }
     catch (Exception ex)
     {
+        Console.Error.WriteLine($"  probe failed, in full: {ex}");
         return new AtOnce(System.Diagnostics.Stopwatch.GetElapsedTime(start), $"{ex.GetType().Name}: {ex.Message}");
     }
 }

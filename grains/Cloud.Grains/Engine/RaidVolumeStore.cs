@@ -242,7 +242,12 @@ internal sealed class RaidVolumeStoreFactory(
 
     private async ValueTask<RaidVolumeOptions> OptionsAsync()
     {
-        if (_slot < 0) _slot = await grains.GetGrain<IWriterSlotsGrain>(0).GetWriterSlotAsync(silo.Name);
+        // A silo opening a volume right after another died (say, a read reaching the engine here first) may find the
+        // writer-slots grain, or its directory entry, on the dead silo: ask again until it is placed anew.
+        if (_slot < 0)
+            _slot = await Hosting.SiloFailures.RetryAsync(
+                () => grains.GetGrain<IWriterSlotsGrain>(0).GetWriterSlotAsync(silo.Name),
+                cloudOptions.Value.RedelegationTimeout);
         var active = membership.CurrentSnapshot.Members.Values.Count(
             m => m.Status == Orleans.Runtime.SiloStatus.Active);
         // Superblock updates of every silo go through one lease per volume (the default lock is per process). The
