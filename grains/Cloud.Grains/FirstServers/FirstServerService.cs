@@ -228,23 +228,21 @@ public sealed class FirstServerService(
     /// </summary>
     private async Task FlushOnAsync(SiloAddress address, string name, string volumeName)
     {
-        var deadline = DateTimeOffset.UtcNow + _options.RedelegationTimeout;
-        var delay = SiloFailures.FirstRetryDelay;
-        while (true)
+        try
         {
-            try
-            {
-                await grains.GetGrain<IRaidWorkerGrain>(name).FlushAsync(volumeName).ConfigureAwait(false);
-                return;
-            }
-            catch (Exception ex) when (SiloFailures.IsSiloFailure(ex) && DateTimeOffset.UtcNow < deadline)
-            {
-                if (membership.CurrentSnapshot.GetSiloStatus(address) != SiloStatus.Active) return;
-                await Task.Delay(delay).ConfigureAwait(false);
-                delay = SiloFailures.NextDelay(delay);
-            }
+            await SiloFailures.RetryAsync(
+                () => grains.GetGrain<IRaidWorkerGrain>(name).FlushAsync(volumeName),
+                _options.RedelegationTimeout,
+                ex => SiloFailures.IsSiloFailure(ex) && IsActive(address)).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (SiloFailures.IsSiloFailure(ex) && !IsActive(address))
+        {
+            // Declared dead meanwhile: nothing of it left to flush.
         }
     }
+
+    private bool IsActive(SiloAddress address) =>
+        membership.CurrentSnapshot.GetSiloStatus(address) == SiloStatus.Active;
 
     /// <summary>
     /// Discards a sector-aligned range (reads return zeroes): whole blocks are trimmed, and the sectors of a block it

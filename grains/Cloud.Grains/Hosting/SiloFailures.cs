@@ -69,5 +69,16 @@ public static class SiloFailures
     /// <see cref="RetryAsync{T}(Func{Task{T}}, TimeSpan, Action{Exception}?)"/> for a call without a result.
     /// </summary>
     public static Task RetryAsync(Func<Task> call, TimeSpan timeout, Action<Exception>? onRetry = null) =>
-        RetryAsync(async () => { await call().ConfigureAwait(false); return true; }, timeout, onRetry);
+        RetryAsync(call, timeout, IsSiloFailure, onRetry);
+
+    /// <summary>
+    /// <see cref="RetryAsync{T}(Func{Task{T}}, TimeSpan, Func{Exception, bool}, Action{Exception}?)"/> for a call
+    /// without a result.
+    /// </summary>
+    public static Task RetryAsync(
+        Func<Task> call,
+        TimeSpan timeout,
+        Func<Exception, bool> retryIf,
+        Action<Exception>? onRetry = null) =>
+        RetryAsync(async () => { await call().ConfigureAwait(false); return true; }, timeout, retryIf, onRetry);
 }
