@@ -102,7 +102,10 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
             await written.FlushAsync();
         }
         await using var client = await silos.ConnectToAsync(reader);
-        var volume = await client.OpenVolumeAsync(info.Name);
+        // The front-end grain itself, not the SDK's volume handle, which asks again on a lost silo and would hide a
+        // failure of the first server (the path NBD takes); a flush first, so the gateway has placed it.
+        var frontEnd = client.Cluster.GetGrain<IFirstServerGrain>(0);
+        await frontEnd.FlushAsync(info.Name);
 
         await silos.KillAsync(victim);
         Log($"{SiloProcesses.NameOf(victim)}, host of {partition}, killed; {SiloProcesses.NameOf(reader)} reads at once");
@@ -110,10 +113,10 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
         // One read, not retried here: until the cluster declares the death (seconds), calls to the lock grain fail;
         // the first server must wait for the grain to be placed anew, not answer the read with an error (through NBD,
         // an EIO that a kernel client passes to its filesystem).
-        var read = new byte[data.Length];
+        byte[] read;
         try
         {
-            await volume.ReadAsync(offset, read);
+            read = await frontEnd.ReadAsync(info.Name, offset, data.Length);
         }
         catch (Exception ex)
         {
