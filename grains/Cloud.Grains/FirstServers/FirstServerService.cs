@@ -28,7 +28,7 @@ public sealed class FirstServerService(
     GrainReferences<IPartitionLockGrain> lockGrains,
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
-    VolumeReach reach,
+    VolumeWorkers workers,
     HeldLocks heldLocks,
     ReadLeases readLeases,
     WriteLeases writeLeases,
@@ -259,8 +259,7 @@ public sealed class FirstServerService(
         var work = new List<Task>(3);
         if (wholeEnd > wholeStart)
         {
-            work.Add(grains.GetGrain<IRaidWorkerGrain>(reach.WorkerSiloFor(v)).TrimAsync(
-                volumeName, wholeStart, wholeEnd - wholeStart));
+            work.Add(workers.CallAsync(v, w => w.TrimAsync(volumeName, wholeStart, wholeEnd - wholeStart)));
             if (offsetBytes < wholeStart) work.Add(ZeroSectorsAsync(v, offsetBytes, wholeStart - offsetBytes));
             if (wholeEnd < end) work.Add(ZeroSectorsAsync(v, wholeEnd, end - wholeEnd));
         }

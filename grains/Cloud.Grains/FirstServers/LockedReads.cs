@@ -7,13 +7,14 @@ namespace Cloud.Grains.FirstServers;
 
 /// <summary>
 /// Reads whole blocks for a first server that holds a partition lock on their stripes: from this silo's engine when
-/// it reaches the volume's members, else through the RAID worker of a silo that does.
+/// it reaches the volume's members, else through the RAID worker of a silo that does (<see cref="VolumeWorkers"/>,
+/// which waits out that silo's death).
 /// </summary>
 /// <remarks>
 /// This silo's own worker is called directly (its <see cref="OpenVolumeCache"/>): a grain call would only add a
 /// scheduler hop and a copy of the data, and change nothing about the partition lock the caller holds.
 /// </remarks>
-public sealed class LockedReads(OpenVolumeCache worker, VolumeReach reach, IGrainFactory grains)
+public sealed class LockedReads(OpenVolumeCache worker, VolumeReach reach, VolumeWorkers workers)
 {
     /// <summary>
     /// Reads the block-aligned range at <paramref name="offsetBytes"/> into <paramref name="destination"/>; the
@@ -29,8 +30,8 @@ public sealed class LockedReads(OpenVolumeCache worker, VolumeReach reach, IGrai
         }
         else
         {
-            var data = await grains.GetGrain<IRaidWorkerGrain>(reach.WorkerSiloFor(v)).ReadAsync(
-                v.Name, offsetBytes, destination.Length).ConfigureAwait(false);
+            var data = await workers.CallAsync(v, w => w.ReadAsync(v.Name, offsetBytes, destination.Length))
+                .ConfigureAwait(false);
             data.CopyTo(destination);
         }
     }

@@ -88,6 +88,7 @@ public static class CloudSiloBuilderExtensions
         builder.Services.AddSingleton<WriteScheduler>();
         builder.Services.AddSingleton<RaidMaintenance>();
         builder.Services.AddSingleton<FirstServerWrites>();
+        builder.Services.AddSingleton<VolumeWorkers>();
         builder.Services.AddSingleton<LockedReads>();
         builder.Services.AddSingleton<SectorWrites>();
         builder.Services.AddSingleton<FirstServerService>();
