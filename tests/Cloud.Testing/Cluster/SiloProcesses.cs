@@ -30,6 +30,8 @@ public sealed class SiloProcesses : IAsyncDisposable
     private readonly ChildProcess?[] _processes;
     private readonly int[] _siloPorts;
     private readonly int[] _gatewayPorts;
+    private readonly int[] _nbdPorts;
+    private bool _nbd;
     private readonly Dictionary<string, string>[] _environment;
     private readonly Action<string>? _log;
 
@@ -40,9 +42,11 @@ public sealed class SiloProcesses : IAsyncDisposable
         _log = log;
         DataDirectory = Directory.CreateTempSubdirectory("cloud-cluster-").FullName;
         _processes = new ChildProcess?[count];
-        var ports = FreePorts.Next(count * 2);
-        _siloPorts = [.. Enumerable.Range(0, count).Select(i => ports[2 * i])];
-        _gatewayPorts = [.. Enumerable.Range(0, count).Select(i => ports[(2 * i) + 1])];
+        // Chosen together, so that no two are the same (an NBD port is only bound if EnableNbd is called).
+        var ports = FreePorts.Next(count * 3);
+        _siloPorts = [.. Enumerable.Range(0, count).Select(i => ports[3 * i])];
+        _gatewayPorts = [.. Enumerable.Range(0, count).Select(i => ports[(3 * i) + 1])];
+        _nbdPorts = [.. Enumerable.Range(0, count).Select(i => ports[(3 * i) + 2])];
         _environment = [.. Enumerable.Range(0, count).Select(_ => new Dictionary<string, string>
         {
             ["Cloud__PartitionTargetBytes"] = PartitionTargetBytes.ToString(CultureInfo.InvariantCulture),
@@ -70,6 +74,18 @@ public sealed class SiloProcesses : IAsyncDisposable
 
     /// <summary>Silo <paramref name="index"/>'s gateway, HOST:PORT.</summary>
     public string Gateway(int index) => $"127.0.0.1:{_gatewayPorts[index]}";
+
+    /// <summary>
+    /// Gives every silo an NBD endpoint on 127.0.0.1 (off by default); call it before the silos start (from
+    /// <see cref="StartAsync"/>'s <c>configure</c>).
+    /// </summary>
+    public void EnableNbd() => _nbd = true;
+
+    /// <summary>The NBD URI of <paramref name="export"/> on silo <paramref name="index"/> (after <see cref="EnableNbd"/>).</summary>
+    public string NbdUri(int index, string export) =>
+        _nbd
+            ? string.Create(CultureInfo.InvariantCulture, $"nbd://127.0.0.1:{_nbdPorts[index]}/{export}")
+            : throw new InvalidOperationException("the silos have no NBD endpoint: call EnableNbd before they start");
 
     /// <summary>The index of the silo listening on <paramref name="siloPort"/>, or -1.</summary>
     public int IndexOfPort(int siloPort) => Array.IndexOf(_siloPorts, siloPort);
@@ -115,7 +131,8 @@ public sealed class SiloProcesses : IAsyncDisposable
         List<string> args =
         [
             "--clustering", "postgres", "--connection", ConnectionString, "--cluster-id", ClusterId,
-            "--name", NameOf(index), "--data", DataDirectory, "--nbd-port", "0",
+            "--name", NameOf(index), "--data", DataDirectory,
+            "--nbd-port", (_nbd ? _nbdPorts[index] : 0).ToString(CultureInfo.InvariantCulture),
             "--silo-port", _siloPorts[index].ToString(CultureInfo.InvariantCulture),
             "--gateway-port", _gatewayPorts[index].ToString(CultureInfo.InvariantCulture),
         ];
