@@ -269,6 +269,48 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
         Assert.Equal(data, read);
     }
 
+    /// <summary>
+    /// A silo that dies leaves what it committed in the kernel's cache of the member files (a killed process's writes
+    /// are kept and written back later; a power loss first would lose them). A flush through another silo after the
+    /// death must make them durable, though no live silo wrote them. Seen in the page cache (<see cref="PageCache"/>):
+    /// the members' data areas hold dirty pages before the kill and none once the flush returned.
+    /// </summary>
+    [Fact]
+    public async Task KillingTheOnlyWriter_AFlushThroughAnother_LeavesNoDirtyPageInTheMembers()
+    {
+        // s2 takes every delegated write: the only silo that writes the volume's members. s0, which recovers a dead
+        // silo's intent slot (the live silo with the smallest name) and fsyncs the members when it clears it, is slow,
+        // so that its recovery, which would make the writes durable as well, is still running when the flush returns.
+        await using var silos = await SiloProcesses.StartAsync(postgres.Server, "flush-for-dead", 3, Log, s =>
+        {
+            for (var i = 0; i < 3; i++) s.SetEnvironment(i, "Cloud__FixedDelegationTarget", SiloProcesses.NameOf(2));
+            s.SetEnvironment(0, "Cloud__InjectedDiskLatency", TimeSpan.FromSeconds(1).ToString());
+        });
+        await using var client = await silos.ConnectToAsync(1);
+        var volume = await CrashScenario.CreateVolumeAsync(client, "flushdead");
+        var members = volume.Info.DiskPaths;
+        var data = Blocks.Pattern(1 << 20, seed: 4111);
+        await volume.WriteAsync(0, data);
+        var frontEnd = client.Cluster.GetGrain<IFirstServerGrain>(0);
+        // Acknowledged once s2 holds the copy; its member writes follow.
+        await Eventually.TrueAsync(() => DirtyDataPages(members) > 0, "s2's member writes left dirty pages in the page cache");
+        var dirty = DirtyDataPages(members);
+
+        await silos.KillAsync(2);
+        Log($"s2, the only writer, killed with {dirty} dirty pages in the members' data areas; s1 flushes");
+        await frontEnd.FlushAsync(volume.Name);
+
+        Assert.Equal(0, DirtyDataPages(members));
+        var read = new byte[data.Length];
+        await volume.ReadAsync(0, read);
+        Assert.Equal(data, read);
+    }
+
+    /// <summary>Dirty or writeback pages in the data areas (FORMAT.md) of <paramref name="members"/>.</summary>
+    private static long DirtyDataPages(IEnumerable<string> members) => members
+        .Select(m => PageCache.Of(m, Cloud.Storage.Format.OnDiskFormat.DataOffsetBytes))
+        .Sum(s => s.Dirty + s.Writeback);
+
     /// <summary>Starts the writers on <paramref name="volume"/>'s current handle and waits until writes flow.</summary>
     private static async Task<(WriteStream Stream, CancellationTokenSource Stop, Task Writing)> StartWritingAsync(
         SiloProcesses silos, CloudVolume initial, Func<CloudVolume> volume, int seed)

@@ -268,6 +268,8 @@ public sealed class WriterSlotRecoveryTests
             long offsetBytes, Memory<long> timestamps, CancellationToken cancellationToken) =>
             inner.ReadBlockTimestampsAsync(offsetBytes, timestamps, cancellationToken);
         public ValueTask FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+        public ValueTask FlushEveryMemberAsync(CancellationToken cancellationToken) =>
+            inner.FlushEveryMemberAsync(cancellationToken);
         public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken) =>
             inner.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
         public ValueTask FailMemberAsync(int memberIndex, string reason) => inner.FailMemberAsync(memberIndex, reason);

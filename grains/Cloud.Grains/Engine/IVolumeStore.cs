@@ -58,6 +58,12 @@ public interface IVolumeStore : IAsyncDisposable
     /// <summary>Makes every completed write durable.</summary>
     ValueTask FlushAsync(CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Flushes every member, including completed writes of other openers (a silo that died): see
+    /// <see cref="Cloud.Storage.Volumes.RaidVolume.FlushEveryMemberAsync"/>.
+    /// </summary>
+    ValueTask FlushEveryMemberAsync(CancellationToken cancellationToken);
+
     /// <summary>Discards a range.</summary>
     ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken);
 

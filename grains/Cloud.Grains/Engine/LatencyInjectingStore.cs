@@ -5,8 +5,8 @@ using Cloud.Storage.Devices;
 namespace Cloud.Grains.Engine;
 
 /// <summary>
-/// Adds the current injected latency to every data-path operation of a store: a slow silo for benchmarks and load
-/// tests.
+/// Adds the current injected latency to every data-path operation of a store (reads, writes, resyncs): a slow silo for
+/// benchmarks, load and failure tests.
 /// </summary>
 internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> latency) : IVolumeStore
 {
@@ -47,6 +47,8 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
         inner.ReadBlockTimestampsAsync(offsetBytes, timestamps, cancellationToken);
 
     public ValueTask FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+    public ValueTask FlushEveryMemberAsync(CancellationToken cancellationToken) =>
+        inner.FlushEveryMemberAsync(cancellationToken);
     public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken)
         => inner.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
     public ValueTask FailMemberAsync(int memberIndex, string reason) => inner.FailMemberAsync(memberIndex, reason);
@@ -81,8 +83,13 @@ internal sealed class LatencyInjectingStore(IVolumeStore inner, Func<TimeSpan> l
         int writerSlot,
         CancellationToken cancellationToken)
         => inner.MarkedStripesOfSlotAsync(writerSlot, cancellationToken);
-    public ValueTask<long> ResyncStripesAsync(long firstStripe, long endStripe, CancellationToken cancellationToken)
-        => inner.ResyncStripesAsync(firstStripe, endStripe, cancellationToken);
+    public async ValueTask<long> ResyncStripesAsync(long firstStripe, long endStripe, CancellationToken cancellationToken)
+    {
+        // A resync reads and writes its stripes: a slow silo's resync is slow too (a dead silo's slot recovery then
+        // lags behind the requests that follow the death, as on a loaded host).
+        if (latency() is { Ticks: > 0 } delay) await Task.Delay(delay, cancellationToken);
+        return await inner.ResyncStripesAsync(firstStripe, endStripe, cancellationToken);
+    }
     public ValueTask ClearWriterSlotAsync(int writerSlot, CancellationToken cancellationToken)
         => inner.ClearWriterSlotAsync(writerSlot, cancellationToken);
     public ValueTask DisposeAsync() => inner.DisposeAsync();

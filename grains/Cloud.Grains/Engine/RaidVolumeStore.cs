@@ -74,6 +74,9 @@ internal sealed class RaidVolumeStore(
 
     public ValueTask FlushAsync(CancellationToken cancellationToken) => volume.FlushAsync(cancellationToken);
 
+    public ValueTask FlushEveryMemberAsync(CancellationToken cancellationToken) =>
+        volume.FlushEveryMemberAsync(cancellationToken);
+
     public ValueTask TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken)
         => volume.TrimAsync(offsetBytes, lengthBytes, cancellationToken);
 

@@ -1,4 +1,6 @@
 using System.Buffers;
+using System.Collections.Concurrent;
+using System.Collections.Immutable;
 using System.Diagnostics;
 using Cloud.Grains.Abstractions;
 using Cloud.Grains.Hosting;
@@ -208,14 +210,42 @@ public sealed class FirstServerService(
     public async Task FlushAsync(string volumeName)
     {
         var start = Stopwatch.GetTimestamp();
-        await directory.GetAsync(volumeName).ConfigureAwait(false);
+        var v = await directory.GetAsync(volumeName).ConfigureAwait(false);
         await writes.DrainAsync(volumeName).ConfigureAwait(false);
         var flushes = new List<Task>();
         foreach (var m in membership.CurrentSnapshot.Members.Values)
             if (m.Status == SiloStatus.Active)
                 flushes.Add(FlushOnAsync(m.SiloAddress, m.Name, volumeName));
         await Task.WhenAll(flushes).ConfigureAwait(false);
+        await FlushForTheDeadAsync(v).ConfigureAwait(false);
         CloudMetrics.RecordIo("flush", 0, start);
+    }
+
+    /// <summary>
+    /// The silos declared dead that this silo's flushes of a volume (by volume id) already covered with
+    /// <see cref="FlushForTheDeadAsync"/>.
+    /// </summary>
+    private readonly ConcurrentDictionary<Guid, ImmutableHashSet<SiloAddress>> _deathsCovered = new();
+
+    /// <summary>
+    /// A silo that died is not asked to flush (above), but what it committed before its death may still be in the
+    /// kernel's cache of the member files (a killed process's writes are kept and written back later; a power loss
+    /// first loses them), or reach the disks only with its intent slot's recovery, which may not have run yet. So when
+    /// the cluster lists a death this silo's flushes of the volume have not covered, a silo that reaches the volume
+    /// (this one, or a live silo of the volume's host) opens it if need be and flushes every member, which makes any
+    /// process's completed writes to them durable. Once per death and volume on each silo; a volume whose host has
+    /// no live silo fails the flush after the redelegation timeout, naming the host.
+    /// </summary>
+    private async Task FlushForTheDeadAsync(VolumeInfo v)
+    {
+        var dead = membership.CurrentSnapshot.Members.Values
+            .Where(m => m.Status == SiloStatus.Dead)
+            .Select(m => m.SiloAddress)
+            .ToImmutableHashSet();
+        if (dead.IsEmpty) return;
+        if (_deathsCovered.TryGetValue(v.VolumeId, out var covered) && dead.IsSubsetOf(covered)) return;
+        await workers.CallAsync(v, w => w.FlushEveryMemberAsync(v.Name)).ConfigureAwait(false);
+        _deathsCovered.AddOrUpdate(v.VolumeId, dead, (_, old) => old.Union(dead));
     }
 
     /// <summary>
@@ -224,7 +254,7 @@ public sealed class FirstServerService(
     /// until the silo answers or is declared dead. A silo declared dead is skipped, here as by the loop above once the
     /// declaration is in: the copies it had not committed are redelegated by their first servers (drained above), and
     /// what it did commit went to the members through the kernel (which keeps a killed process's writes) or to page
-    /// blobs (durable once written); a live silo's flush of a member it has open covers those pages too.
+    /// blobs (durable once written), which <see cref="FlushForTheDeadAsync"/> then makes durable.
     /// </summary>
     private async Task FlushOnAsync(SiloAddress address, string name, string volumeName)
     {

@@ -43,6 +43,13 @@ public interface IRaidWorkerGrain : IGrainWithStringKey
     [Alias("Flush")]
     Task FlushAsync(string volumeName);
 
+    /// <summary>
+    /// Opens the volume here if it is not open and flushes every member, including what other silos wrote to them (a
+    /// silo that died leaves its completed writes in the kernel's cache): see <see cref="WriteScheduler.FlushEveryMemberAsync"/>.
+    /// </summary>
+    [Alias("FlushEveryMember")]
+    Task FlushEveryMemberAsync(string volumeName);
+
     /// <summary>Drains the volume's queue and closes its engine here (before delete or a membership change).</summary>
     [Alias("Close")]
     Task CloseVolumeAsync(string volumeName);

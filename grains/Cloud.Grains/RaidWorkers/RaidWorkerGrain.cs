@@ -51,6 +51,8 @@ internal sealed class RaidWorkerGrain(
     public Task TrimAsync(string volumeName, long offsetBytes, long lengthBytes)
         => EngineErrors.Guard(() => maintenance.TrimAsync(volumeName, offsetBytes, lengthBytes));
     public Task FlushAsync(string volumeName) => EngineErrors.Guard(() => scheduler.FlushAsync(volumeName));
+    public Task FlushEveryMemberAsync(string volumeName) =>
+        EngineErrors.Guard(() => scheduler.FlushEveryMemberAsync(volumeName));
     public Task CloseVolumeAsync(string volumeName) => EngineErrors.Guard(() => maintenance.CloseAsync(volumeName));
     public Task<bool> HasOpenAsync(string volumeName) => Task.FromResult(volumes.HasOpen(volumeName));
     public Task<VolumeStatus> GetVolumeStatusAsync(string volumeName)

@@ -286,6 +286,17 @@ public sealed partial class WriteScheduler(
         return idle.WaitAsync(cancellationToken);
     }
 
+    /// <summary>
+    /// Opens the volume here if it is not open, waits for its queue to drain, then flushes every member
+    /// (<see cref="Engine.IVolumeStore.FlushEveryMemberAsync"/>): what a silo that died wrote is made durable.
+    /// </summary>
+    public async Task FlushEveryMemberAsync(string volumeName)
+    {
+        var v = await volumes.OpenAsync(volumeName).ConfigureAwait(false);
+        await WaitIdleAsync(v).ConfigureAwait(false);
+        await v.Store.FlushEveryMemberAsync(CancellationToken.None).ConfigureAwait(false);
+    }
+
     /// <summary>Waits for the volume's queue to drain, then flushes its engine.</summary>
     public async Task FlushAsync(string volumeName)
     {

@@ -546,6 +546,27 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     }
 
     /// <summary>
+    /// Flushes every writable member, whatever this opener wrote (<see cref="FlushAsync"/> flushes only the members it
+    /// wrote since their last flush). A member's flush makes durable every completed write to it, this process's or
+    /// another's (an fsync covers the file, or the serving host's file for a member on another host): a silo that
+    /// died leaves its acknowledged writes in the kernel's cache, and another opener's flush of every member makes
+    /// them durable.
+    /// </summary>
+    public async ValueTask FlushEveryMemberAsync(CancellationToken cancellationToken = default)
+    {
+        CheckUsable();
+        var tasks = new List<Task>(_memberCount);
+        for (var m = 0; m < _memberCount; m++)
+        {
+            IBlockDevice? d = _devices[m];
+            if (d is null || !IsWritable(m)) continue;
+            tasks.Add(FlushOneAsync(m, d, Volatile.Read(ref _writesDone[m]), cancellationToken));
+        }
+        await Task.WhenAll(tasks).ConfigureAwait(false);
+        ThrowIfFailed();
+    }
+
+    /// <summary>
     /// Flushes, clears this writer's intent bits, and stops accepting I/O. Member devices stay open (the caller owns
     /// them).
     /// </summary>
