@@ -62,4 +62,42 @@ public sealed class SharedMembersTests : IDisposable
         }
         foreach (IBlockDevice d in created.Concat(handlesA).Concat(handlesB).Concat(handlesC)) await d.DisposeAsync();
     }
+
+    /// <summary>
+    /// What one opener wrote and did not flush (a silo killed before its flush) is made durable by another opener's
+    /// flush of every member, while its plain flush leaves it: that one flushes only the members it wrote itself.
+    /// </summary>
+    [Fact]
+    public async Task FlushEveryMember_OfAnotherOpener_MakesTheFirstOpenersWritesDurable()
+    {
+        const int chunk = 8192;
+        const long stripes = 32;
+        IBlockDevice[] created = Open(MemberBytesFor(chunk, stripes));
+        await (await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 4, chunk), created)).DisposeAsync();
+        IBlockDevice[] handlesA = Open(), handlesB = Open();
+        var a = await RaidVolume.AssembleAsync(handlesA, new RaidVolumeOptions { WriterSlot = 1, RecoverAllWriterSlots = false });
+        var b = await RaidVolume.AssembleAsync(handlesB, new RaidVolumeOptions { WriterSlot = 2, RecoverAllWriterSlots = false });
+        var members = Enumerable.Range(0, 4).Select(i => Path.Combine(_dir, $"d{i}.img")).ToArray();
+        long DirtyData() => members.Sum(m =>
+        {
+            var state = Cloud.Testing.PageCache.Of(m, Cloud.Storage.Format.OnDiskFormat.DataOffsetBytes);
+            return state.Dirty + state.Writeback;
+        });
+
+        // B's own writes (its assembly's superblock updates) flushed first: from here on B writes nothing.
+        await b.FlushAsync();
+        var data = new byte[a.Geometry.StripeDataBytes * 4];
+        new Random(703).NextBytes(data);
+        await a.WriteAsync(0, data);
+        Assert.True(DirtyData() > 0, "the write left no dirty page: the test shows nothing");
+
+        await b.FlushAsync();
+        Assert.True(DirtyData() > 0, "the plain flush of an opener that wrote nothing flushed the members");
+        await b.FlushEveryMemberAsync();
+        Assert.Equal(0, DirtyData());
+
+        await b.DisposeAsync();
+        await a.DisposeAsync();
+        foreach (IBlockDevice d in created.Concat(handlesA).Concat(handlesB)) await d.DisposeAsync();
+    }
 }
