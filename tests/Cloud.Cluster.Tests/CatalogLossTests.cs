@@ -39,7 +39,7 @@ public sealed class CatalogLossTests(PostgresFixture postgres, ITestOutputHelper
         if (read.ExitCode != 0 || read.Output.Contains("Pattern verification failed", StringComparison.Ordinal))
         {
             throw new Xunit.Sdk.XunitException(
-                $"the connection right after the catalog's host died failed (exit {read.ExitCode}):\n{read.Output}\n{Logs(silos)}");
+                $"the connection right after the catalog's host died failed (exit {read.ExitCode}):\n{read.Output}\n{silos.OutputTails()}");
         }
     }
 
@@ -56,10 +56,4 @@ public sealed class CatalogLossTests(PostgresFixture postgres, ITestOutputHelper
             : throw new InvalidOperationException(
                 string.Create(CultureInfo.InvariantCulture, $"the catalog grain's silo ({host}) is none of the test's"));
     }
-
-    private static string Logs(SiloProcesses silos) => string.Join(
-        "\n",
-        Enumerable.Range(0, silos.Count).Select(i => $"--- {SiloProcesses.NameOf(i)}:\n{Tail(silos.OutputOf(i))}"));
-
-    private static string Tail(string text) => text.Length <= 4000 ? text : text[^4000..];
 }

@@ -344,9 +344,5 @@ public sealed class CrashTests(PostgresFixture postgres, ITestOutputHelper outpu
     private static string Failure(WriteStream stream, SiloProcesses silos, string what) =>
         $"{what} (seed {stream.Seed}; {stream.AcknowledgedCount} acknowledged, {stream.FailedCount} failed). Last errors: "
         + string.Join(" | ", stream.Records.Where(r => !r.Acknowledged).TakeLast(3).Select(r => r.Error))
-        + "\n" + string.Join(
-            "\n",
-            Enumerable.Range(0, silos.Count).Select(i => $"--- {SiloProcesses.NameOf(i)}:\n{Tail(silos.OutputOf(i))}"));
-
-    private static string Tail(string text) => text.Length <= 3000 ? text : text[^3000..];
+        + "\n" + silos.OutputTails(3000);
 }

@@ -68,7 +68,7 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
         }
         catch (Exception ex)
         {
-            throw new Xunit.Sdk.XunitException($"the read failed: {ex.Message}\n{Logs(silos)}");
+            throw new Xunit.Sdk.XunitException($"the read failed: {ex.Message}\n{silos.OutputTails()}");
         }
         var readAt = DateTimeOffset.UtcNow;
         Log($"read answered {(readAt - acknowledgedAt).TotalSeconds:F1} s after the acknowledgement");
@@ -121,7 +121,7 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
         catch (Exception ex)
         {
             throw new Xunit.Sdk.XunitException(
-                $"the read right after the lock host died failed: {ex.GetType().Name}: {ex.Message}\n{Logs(silos)}");
+                $"the read right after the lock host died failed: {ex.GetType().Name}: {ex.Message}\n{silos.OutputTails()}");
         }
         Assert.True(data.AsSpan().SequenceEqual(read), $"the read returned {Describe(read)}, not the write");
     }
@@ -164,12 +164,6 @@ public sealed class LockReclaimTests(PostgresFixture postgres, ITestOutputHelper
         throw new InvalidOperationException(
             $"no partition-lock grain of volume {info.Name} was placed on {string.Join(" or ", candidates.Select(SiloProcesses.NameOf))} in {PlacementRounds} rounds: {string.Join(' ', hosts)}");
     }
-
-    private static string Logs(SiloProcesses silos) => string.Join(
-        "\n",
-        Enumerable.Range(0, silos.Count).Select(i => $"--- {SiloProcesses.NameOf(i)}:\n{Tail(silos.OutputOf(i))}"));
-
-    private static string Tail(string text) => text.Length <= 4000 ? text : text[^4000..];
 
     private static string Describe(byte[] read) =>
         read.All(b => b == 0) ? "zeroes" : $"other data (first bytes {Convert.ToHexString(read.AsSpan(0, 8))})";

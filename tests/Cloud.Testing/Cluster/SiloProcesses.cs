@@ -164,6 +164,15 @@ public sealed class SiloProcesses : IAsyncDisposable
     /// <summary>Silo <paramref name="index"/>'s output so far (for failure messages).</summary>
     public string OutputOf(int index) => _processes[index]?.Output ?? "";
 
+    /// <summary>The last <paramref name="chars"/> characters of every silo's output, each under its name (for failure messages).</summary>
+    public string OutputTails(int chars = 4000) => string.Join(
+        "\n",
+        Enumerable.Range(0, Count).Select(i =>
+        {
+            var output = OutputOf(i);
+            return $"--- {NameOf(i)}:\n{(output.Length <= chars ? output : output[^chars..])}";
+        }));
+
     /// <summary>
     /// Waits until the membership table lists exactly <paramref name="expected"/> active silos of this cluster.
     /// </summary>
