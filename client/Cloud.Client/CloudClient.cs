@@ -13,6 +13,12 @@ namespace Cloud.Client;
 /// The Cloud SDK: volumes' control plane and a data-plane handle per volume, over an Orleans cluster client. Writes
 /// and reads go to the front end of the gateway silo, which delegates them (see docs/ARCHITECTURE.md).
 /// </summary>
+/// <remarks>
+/// A question (list, show, rebuild progress, cluster status, open) that meets a silo just lost is asked again for up
+/// to <see cref="CloudVolume.SiloLossRetryBound"/>, as the volume handle's reads and writes are: an operator looks at
+/// the cluster exactly when a host has died. A change (create, delete, fail, replace, rebuild, scrub) is not, since one
+/// whose answer was lost may have been made; its failure reaches the program.
+/// </remarks>
 public sealed partial class CloudClient : IAsyncDisposable
 {
     /// <summary>The gateway a silo started with no arguments listens on.</summary>
@@ -137,10 +143,11 @@ public sealed partial class CloudClient : IAsyncDisposable
     public Task<VolumeInfo> CreateVolumeAsync(VolumeSpec spec) => Catalog.CreateAsync(spec);
 
     /// <summary>Every volume.</summary>
-    public Task<ImmutableArray<VolumeInfo>> ListVolumesAsync() => Catalog.ListAsync();
+    public Task<ImmutableArray<VolumeInfo>> ListVolumesAsync() => SiloLoss.RetryAsync(() => Catalog.ListAsync());
 
     /// <summary>Health, members and rebuild progress of a volume.</summary>
-    public Task<VolumeStatus> ShowVolumeAsync(string name) => Cluster.GetGrain<IVolumeGrain>(name).ShowAsync();
+    public Task<VolumeStatus> ShowVolumeAsync(string name) =>
+        SiloLoss.RetryAsync(() => Cluster.GetGrain<IVolumeGrain>(name).ShowAsync());
 
     /// <summary>Deletes a volume and its disks.</summary>
     public Task DeleteVolumeAsync(string name) => Catalog.DeleteAsync(name);
@@ -172,19 +179,21 @@ public sealed partial class CloudClient : IAsyncDisposable
         => Cluster.GetGrain<IVolumeGrain>(name).StartRebuildAsync();
 
     /// <summary>The running or last rebuild.</summary>
-    public Task<RebuildStatus?> GetRebuildAsync(string name) => Cluster.GetGrain<IVolumeGrain>(name).GetRebuildAsync();
+    public Task<RebuildStatus?> GetRebuildAsync(string name) =>
+        SiloLoss.RetryAsync(() => Cluster.GetGrain<IVolumeGrain>(name).GetRebuildAsync());
 
     /// <summary>Scrubs a volume.</summary>
     public Task<ScrubResult> ScrubAsync(string name, bool repair)
         => Cluster.GetGrain<IVolumeGrain>(name).ScrubAsync(repair);
 
     /// <summary>Every silo's live load and delegation counts.</summary>
-    public Task<ClusterStatus> GetClusterStatusAsync() => Cluster.GetGrain<ILoadTableGrain>(0).GetStatusAsync();
+    public Task<ClusterStatus> GetClusterStatusAsync() =>
+        SiloLoss.RetryAsync(() => Cluster.GetGrain<ILoadTableGrain>(0).GetStatusAsync());
 
     /// <summary>Opens a data-plane handle on a volume.</summary>
     public async Task<CloudVolume> OpenVolumeAsync(string name)
     {
-        var info = await Catalog.GetAsync(name).ConfigureAwait(false)
+        var info = await SiloLoss.RetryAsync(() => Catalog.GetAsync(name)).ConfigureAwait(false)
             ?? throw new CloudRequestException(
                 $"volume '{name}' does not exist; 'cloudctl volume list' shows the volumes");
         return new CloudVolume(Cluster, info);

@@ -1,5 +1,4 @@
 using Cloud.Grains.Abstractions;
-using Orleans.Runtime;
 
 namespace Cloud.Client;
 
@@ -31,9 +30,6 @@ public sealed class CloudVolume
     /// the same request succeeds.
     /// </summary>
     public static readonly TimeSpan SiloLossRetryBound = TimeSpan.FromSeconds(30);
-
-    private static readonly TimeSpan FirstRetryDelay = TimeSpan.FromMilliseconds(50);
-    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(1);
 
     private readonly IClusterClient _cluster;
 
@@ -78,7 +74,7 @@ public sealed class CloudVolume
         Check(offsetBytes, destination.Length);
         await ForEachPieceAsync(destination.Length, async (at, length) =>
         {
-            var data = await ThroughSiloLossAsync(
+            var data = await SiloLoss.RetryAsync(
                 () => FrontEnd.ReadAsync(Name, offsetBytes + at, length), cancellationToken).ConfigureAwait(false);
             data.CopyTo(destination.Slice(at, length));
         }).ConfigureAwait(false);
@@ -99,65 +95,26 @@ public sealed class CloudVolume
         await ForEachPieceAsync(source.Length, (at, length) =>
         {
             var piece = source.Slice(at, length).ToArray();
-            return ThroughSiloLossAsync(
+            return SiloLoss.RetryAsync(
                 () => FrontEnd.WriteAsync(Name, offsetBytes + at, piece, forceUnitAccess), cancellationToken);
         }).ConfigureAwait(false);
     }
 
     /// <summary>Returns once every write acknowledged before the call is durable.</summary>
     public Task FlushAsync(CancellationToken cancellationToken = default)
-        => ThroughSiloLossAsync(() => FrontEnd.FlushAsync(Name), cancellationToken);
+        => SiloLoss.RetryAsync(() => FrontEnd.FlushAsync(Name), cancellationToken);
 
     /// <summary>Discards a range; reads then return zeroes.</summary>
     public Task TrimAsync(long offsetBytes, long lengthBytes, CancellationToken cancellationToken = default)
     {
         Check(offsetBytes, lengthBytes);
-        return ThroughSiloLossAsync(() => FrontEnd.TrimAsync(Name, offsetBytes, lengthBytes), cancellationToken);
+        return SiloLoss.RetryAsync(() => FrontEnd.TrimAsync(Name, offsetBytes, lengthBytes), cancellationToken);
     }
 
     /// <summary>
     /// A seekable stream over the volume (any offset and length; partial blocks are read, patched and written back).
     /// </summary>
     public Stream OpenStream() => new CloudVolumeStream(this);
-
-    /// <summary>
-    /// Calls <paramref name="call"/>, and again after a pause (50 ms, doubling up to 1 s) while it fails because a
-    /// silo is gone or unreachable, for at most <see cref="SiloLossRetryBound"/>; any other failure is thrown at once.
-    /// </summary>
-    private static async Task<T> ThroughSiloLossAsync<T>(Func<Task<T>> call, CancellationToken cancellationToken)
-    {
-        var deadline = DateTimeOffset.UtcNow + SiloLossRetryBound;
-        var delay = FirstRetryDelay;
-        while (true)
-        {
-            try
-            {
-                return await call().WaitAsync(cancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (IsSiloLoss(ex) && DateTimeOffset.UtcNow < deadline)
-            {
-                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
-                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, MaxRetryDelay.Ticks));
-            }
-        }
-    }
-
-    private static Task ThroughSiloLossAsync(Func<Task> call, CancellationToken cancellationToken) =>
-        ThroughSiloLossAsync(
-            async () =>
-            {
-                await call().ConfigureAwait(false);
-                return true;
-            },
-            cancellationToken);
-
-    /// <summary>
-    /// The request failed because a silo is gone or unreachable (not because it was wrong, nor slow: a response
-    /// timeout is not asked again).
-    /// </summary>
-    private static bool IsSiloLoss(Exception exception) =>
-        exception is SiloUnavailableException or OrleansMessageRejectionException
-        || exception is OrleansException { InnerException: SiloUnavailableException };
 
     private static async Task ForEachPieceAsync(int lengthBytes, Func<int, int, Task> piece)
     {

@@ -11,7 +11,10 @@ namespace Cloud.Grains.Tests;
 /// </summary>
 public sealed class ClientSiloLossTests
 {
-    /// <summary>Armed by the tests: front-end methods whose next call fails, and with what.</summary>
+    /// <summary>
+    /// Armed by the tests: methods (<c>Interface.Method</c>) whose next call fails, and with what. The tests of this
+    /// class run one after another (one class, one collection), so they share it without clearing each other's.
+    /// </summary>
     private static readonly ConcurrentDictionary<string, Func<Exception>> s_failNext = new();
 
     private static Task<CloudCluster> StartAsync() =>
@@ -19,13 +22,12 @@ public sealed class ClientSiloLossTests
             silos: 1,
             configureBuilder: silo => silo.AddIncomingGrainCallFilter(async context =>
             {
-                if (context.Grain is IFirstServerGrain
-                    && s_failNext.TryRemove(context.InterfaceMethod.Name, out var failure))
-                {
+                if (s_failNext.TryRemove($"{context.InterfaceMethod.DeclaringType?.Name}.{context.InterfaceMethod.Name}", out var failure))
                     throw failure();
-                }
                 await context.Invoke();
             }));
+
+    private static Exception Lost() => new SiloUnavailableException("injected: the gateway could not reach a silo");
 
     [Fact]
     public async Task ReadWriteFlushAndTrim_MeetingALostSiloOnce_AreAskedAgain_AndSucceed()
@@ -38,7 +40,7 @@ public sealed class ClientSiloLossTests
         var data = Blocks.Pattern(64 << 10, 13);
 
         foreach (var method in new[] { "WriteAsync", "FlushAsync", "ReadAsync", "TrimAsync" })
-            s_failNext[method] = () => new SiloUnavailableException("injected: the gateway could not reach a silo");
+            s_failNext[$"{nameof(IFirstServerGrain)}.{method}"] = Lost;
         await volume.WriteAsync(0, data);
         await volume.FlushAsync();
         var read = new byte[data.Length];
@@ -61,9 +63,44 @@ public sealed class ClientSiloLossTests
         await cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
         var volume = await cloud.Client.OpenVolumeAsync(name);
 
-        s_failNext["WriteAsync"] = () => new CloudStorageException("injected: a member failed");
+        s_failNext[$"{nameof(IFirstServerGrain)}.WriteAsync"] = () => new CloudStorageException("injected: a member failed");
         var e = await Assert.ThrowsAsync<CloudStorageException>(() => volume.WriteAsync(0, new byte[4096]));
         Assert.Contains("injected", e.Message);
         Assert.Empty(s_failNext);
+    }
+
+    /// <summary>
+    /// The control plane's questions (what an operator runs right after a host died) are asked again; a change, which
+    /// may have been made before its answer was lost, is not.
+    /// </summary>
+    [Fact]
+    public async Task ControlPlaneQuestions_MeetingALostSiloOnce_AreAskedAgain_ButAChangeIsNot()
+    {
+        s_failNext.Clear();
+        await using var cloud = await StartAsync();
+        var name = "client-control-" + Guid.NewGuid().ToString("N")[..6];
+        await cloud.Client.CreateVolumeAsync(new VolumeSpec(name, 4 << 20, VolumeLevel.Raid5, 3, 64 << 10, Durable: false));
+
+        foreach (var method in new[]
+        {
+            $"{nameof(IVolumeCatalogGrain)}.{nameof(IVolumeCatalogGrain.ListAsync)}",
+            $"{nameof(IVolumeCatalogGrain)}.{nameof(IVolumeCatalogGrain.GetAsync)}",
+            $"{nameof(IVolumeGrain)}.{nameof(IVolumeGrain.ShowAsync)}",
+            $"{nameof(IVolumeGrain)}.{nameof(IVolumeGrain.GetRebuildAsync)}",
+            $"{nameof(ILoadTableGrain)}.{nameof(ILoadTableGrain.GetStatusAsync)}",
+        })
+        {
+            s_failNext[method] = Lost;
+        }
+        Assert.Contains(await cloud.Client.ListVolumesAsync(), v => v.Name == name);
+        Assert.Equal(name, (await cloud.Client.OpenVolumeAsync(name)).Name);
+        Assert.Equal(VolumeHealthState.Healthy, (await cloud.Client.ShowVolumeAsync(name)).Health);
+        Assert.Null(await cloud.Client.GetRebuildAsync(name));
+        Assert.NotEmpty((await cloud.Client.GetClusterStatusAsync()).Silos);
+        Assert.Empty(s_failNext);
+
+        s_failNext[$"{nameof(IVolumeCatalogGrain)}.{nameof(IVolumeCatalogGrain.DeleteAsync)}"] = Lost;
+        await Assert.ThrowsAsync<SiloUnavailableException>(() => cloud.Client.DeleteVolumeAsync(name));
+        Assert.Contains(await cloud.Client.ListVolumesAsync(), v => v.Name == name);
     }
 }
