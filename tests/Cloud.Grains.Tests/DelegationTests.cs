@@ -77,6 +77,12 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
 
         // Load moves a volume's home only after its minimum stay (VolumeHome.MinStay).
         if (VolumeHome.MinStay - placed.Elapsed is { Ticks: > 0 } rest) await Task.Delay(rest);
+        // The silo to slow is the unit's target now: on a loaded machine the unit may have moved during the wait, and
+        // then the slow write below goes elsewhere and no table ever shows the slowed silo overloaded (suspected in a CI
+        // run at 3ef3fb9 whose wait below ran out with no silo's latency above 0; the message now says more).
+        await fe.WriteAsync(v.Name, 0, Blocks.Pattern(4096, 8), forceUnitAccess: true);
+        target = await TargetAsync(lockGrain);
+        Assert.NotNull(target);
         var slow = Cloud.Silo(target!);
         var settings = Cloud.Service<SiloRuntimeSettings>(slow);
         settings.InjectedDiskLatency = TimeSpan.FromSeconds(1);
@@ -93,7 +99,7 @@ public sealed class DelegationTests(SharedClusterFixture fixture)
                 judged => judged.All(j => j.Reason == "target-overloaded"),
                 Eventually.Bound,
                 Eventually.DefaultPollInterval,
-                judged => "not every silo's load table shows the slow target overloaded: " + string.Join(
+                judged => $"not every silo's load table shows the slow target {target} overloaded (decisions: {decisions}): " + string.Join(
                     " | ",
                     judged.Select(j => $"{j.Silo.Name} says {j.Reason}: " + string.Join(
                         ", ",
