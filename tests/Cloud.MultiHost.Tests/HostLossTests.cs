@@ -48,7 +48,12 @@ public sealed class SixHostsThatReturn : IAsyncLifetime
 [Collection(MultiHostCollection.Name)]
 public sealed class HostLossTests(SixHostsThatReturn hosts, ITestOutputHelper output) : IClassFixture<SixHostsThatReturn>
 {
-    private const long VolumeBytes = 128L << 20;
+    /// <summary>
+    /// Large enough that one intent region (16 MiB of data, 4 MiB of each member) is under 5 % of a member: writes that
+    /// reached a member before its host died and were not flushed are caught up by intent region (they may have been
+    /// lost with the host's power), and the writers' pieces of each half lie in one such region.
+    /// </summary>
+    private const long VolumeBytes = 512L << 20;
     private const int ChunkBytes = 64 << 10;
 
     /// <summary>Each writer's share: one 1 MiB piece, the away record's smallest region, at its own offset.</summary>
@@ -112,8 +117,10 @@ public sealed class HostLossTests(SixHostsThatReturn hosts, ITestOutputHelper ou
             foreach (var h in WriterHosts) clients.Add(await Bed.ConnectToAsync(h));
             var volumes = await Task.WhenAll(clients.Select(c => CrashScenario.OpenAsync(c, name)));
 
-            // Before the loss: every writer fills its piece of the first half, through its own host.
+            // Before the loss: every writer fills its piece of the first half, through its own host, and flushes, as
+            // a client does from time to time (what a member took and never saw flushed is caught up on its return).
             await Task.WhenAll(volumes.Select((v, w) => WritePieceAsync(v, model, Offset(w, 0), seed + w)));
+            await Task.WhenAll(volumes.Select(v => v.FlushAsync()));
 
             // Writers through three hosts go on while the victims are killed between two of their writes.
             var kill = new TaskCompletionSource();
@@ -167,7 +174,7 @@ public sealed class HostLossTests(SixHostsThatReturn hosts, ITestOutputHelper ou
     }
 
     /// <summary>Writer <paramref name="writer"/>'s piece in half <paramref name="half"/> of the volume.</summary>
-    private static long Offset(int writer, int half) => half * (VolumeBytes / 2) + (writer + 1) * (8L << 20);
+    private static long Offset(int writer, int half) => half * (VolumeBytes / 2) + (writer + 1) * (2L << 20);
 
     /// <summary>
     /// Writes one piece in <see cref="WriteBytes"/> writes, each retried until acknowledged (as an application does

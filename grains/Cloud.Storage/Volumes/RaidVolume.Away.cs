@@ -54,12 +54,42 @@ public sealed partial class RaidVolume
     }
 
     /// <summary>
-    /// Marks <paramref name="stripe"/> in the away record when a member is left out of its write. Called with the
-    /// stripe locked, before the write and again after it (a member may have gone away during it), and in both cases
-    /// before the write is acknowledged.
+    /// Marks <paramref name="stripe"/> in the away record when a member is left out of its write, and otherwise notes in
+    /// the intent log that the write reaches every member (<see cref="KeepForAwayAsync"/>). Called with the stripe
+    /// locked, before the write and again after it (a member may have gone away during it), and in both cases before
+    /// the write is acknowledged.
     /// </summary>
-    private ValueTask MarkIfAwayAsync(long stripe, CancellationToken cancellationToken) =>
-        AnyAway(stripe) ? _away.MarkAsync(stripe, cancellationToken) : ValueTask.CompletedTask;
+    private ValueTask MarkIfAwayAsync(long stripe, CancellationToken cancellationToken)
+    {
+        if (AnyAway(stripe)) return _away.MarkAsync(stripe, cancellationToken);
+        _intent.NoteReachedEvery(stripe);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// Before this opener's intent marks are cleared after a flush while a member is away or catching up: records in
+    /// the away record the stripes of those marks whose writes reached every member (<see cref="WriteIntentLog.NoteReachedEvery"/>),
+    /// the member now away included. Those writes were made before it was left out, so the away record does not have
+    /// them, and the flush that lets their marks go did not reach it: it may have lost them with its host's power (a
+    /// completed write sits in the host's page cache until flushed), and its catch-up would skip them. md keeps its
+    /// bitmap's bits while an array is degraded for the same reason. The writes made while a member was away are in
+    /// the away record already, at its finer grain, and are not handed over again.
+    /// </summary>
+    private async ValueTask KeepForAwayAsync(
+        IReadOnlyList<(long First, long End)> stripes,
+        CancellationToken cancellationToken)
+    {
+        if (NoneAway()) return;
+        foreach (var (first, end) in stripes) await MarkAwayAsync(first, end, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Marks stripes [<paramref name="first"/>, <paramref name="end"/>) in this opener's away page.</summary>
+    private async ValueTask MarkAwayAsync(long first, long end, CancellationToken cancellationToken)
+    {
+        var step = _away.RegionStripes;
+        for (var s = first; s < end; s = ((s / step) + 1) * step)
+            await _away.MarkAsync(s, cancellationToken).ConfigureAwait(false);
+    }
 
     /// <summary>Clears this opener's away page once every member is present and caught up (checked again under the
     /// page's own gate, so that a mark made meanwhile stays).</summary>

@@ -540,7 +540,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
     {
         CheckUsable();
         await FlushMembersAsync(cancellationToken).ConfigureAwait(false);
-        await _intent.ClearIdleAsync(cancellationToken).ConfigureAwait(false);
+        await _intent.ClearIdleAsync(cancellationToken, beforeClear: r => KeepForAwayAsync(r, cancellationToken))
+            .ConfigureAwait(false);
         await ClearAwayIfAllPresentAsync(cancellationToken).ConfigureAwait(false);
         await RefreshIfDueAsync(cancellationToken).ConfigureAwait(false);
     }
@@ -577,7 +578,8 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
         try
         {
             await FlushMembersAsync(CancellationToken.None).ConfigureAwait(false);
-            await _intent.ClearIdleAsync(CancellationToken.None).ConfigureAwait(false);
+            await _intent.ClearIdleAsync(CancellationToken.None, beforeClear: r => KeepForAwayAsync(r, CancellationToken.None))
+                .ConfigureAwait(false);
         }
         catch (IOException)
         {
@@ -857,6 +859,14 @@ public sealed partial class RaidVolume : IBlockVolume, IAsyncDisposable
             // Our own slot while we may be writing: keep the marks of our writes in flight.
             await _intent.RepersistAsync(cancellationToken).ConfigureAwait(false);
             return;
+        }
+        // A member away may lack the dead writer's last writes (its host's power may have gone with them): its
+        // catch-up must cover what the slot marks, which is cleared here.
+        if (!NoneAway())
+        {
+            var marked = await ReadWriterSlotAsync(slot, cancellationToken).ConfigureAwait(false);
+            foreach (var (first, end) in WriteIntentLog.MarkedStripes(marked, StripeCount, _intent.RegionStripes))
+                await MarkAwayAsync(first, end, cancellationToken).ConfigureAwait(false);
         }
         var page = new byte[OnDiskFormat.IntentSlotBytes];
         for (var m = 0; m < _memberCount; m++)

@@ -22,11 +22,20 @@ internal sealed class WriteIntentLog
     private readonly int[] _inFlight;
     private readonly PersistPage _persist;
     private readonly bool _enabled;
+    private readonly long _stripeCount;
+
+    /// <summary>
+    /// Regions with a write, since their mark was last cleared, that reached every member of its stripe (none was away
+    /// then): <see cref="NoteReachedEvery"/>.
+    /// </summary>
+    private readonly bool[] _reachedEvery;
 
     public WriteIntentLog(long stripeCount, long regionStripes, bool enabled, PersistPage persist)
     {
         RegionStripes = regionStripes;
+        _stripeCount = stripeCount;
         _inFlight = new int[(stripeCount + RegionStripes - 1) / RegionStripes];
+        _reachedEvery = new bool[_inFlight.Length];
         _persist = persist;
         _enabled = enabled;
     }
@@ -100,6 +109,17 @@ internal sealed class WriteIntentLog
         End(stripe);
     }
 
+    /// <summary>
+    /// Notes that a write of the stripe, begun with <see cref="BeginAsync"/>, goes to every member of the stripe (none
+    /// is away): until the region's mark is cleared, a member that goes away later may lack it unless it was flushed.
+    /// </summary>
+    public void NoteReachedEvery(long stripe)
+    {
+        if (!_enabled) return;
+        var region = (int)(stripe / RegionStripes);
+        lock (_gate) _reachedEvery[region] = true;
+    }
+
     /// <summary>Whether the stripe's region is marked durably (or being marked) by this writer.</summary>
     public bool IsMarked(long stripe)
     {
@@ -126,15 +146,35 @@ internal sealed class WriteIntentLog
     /// Clears the bits of idle regions. The caller must have flushed the members first, so the
     /// writes those bits covered are durable. With <paramref name="allowed"/>, nothing is cleared unless it returns
     /// true when asked under the persist gate, so that a mark persisted just before is never lost to a decision taken
-    /// earlier.
+    /// earlier. <paramref name="beforeClear"/> hears the stripe ranges (end exclusive) of the regions about to be
+    /// cleared that had a write reaching every member (<see cref="NoteReachedEvery"/>), under the persist gate, and the
+    /// bits are cleared once it returns: a caller whose flush did not reach every member records there what a member
+    /// left out since may lack.
     /// </summary>
-    public async ValueTask ClearIdleAsync(CancellationToken cancellationToken, Func<bool>? allowed = null)
+    public async ValueTask ClearIdleAsync(
+        CancellationToken cancellationToken,
+        Func<bool>? allowed = null,
+        Func<IReadOnlyList<(long First, long End)>, ValueTask>? beforeClear = null)
     {
         if (!_enabled) return;
         await _persistGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             if (allowed is not null && !allowed()) return;
+            if (beforeClear is not null)
+            {
+                var idle = new List<(long First, long End)>();
+                lock (_gate)
+                {
+                    for (var r = 0; r < _inFlight.Length; r++)
+                    {
+                        if (_inFlight[r] == 0 && IsSet(_durable, r) && _reachedEvery[r])
+                            idle.Add((r * RegionStripes, Math.Min(_stripeCount, (r + 1) * RegionStripes)));
+                    }
+                }
+                // A region that got a write meanwhile is busy below and keeps its bit.
+                if (idle.Count > 0) await beforeClear(idle).ConfigureAwait(false);
+            }
             var changed = false;
             lock (_gate)
             {
@@ -145,6 +185,7 @@ internal sealed class WriteIntentLog
                     // (held here) and sets the bit again after this page is written.
                     Set(_durable, r, false);
                     Set(_page, r, false);
+                    _reachedEvery[r] = false;
                     changed = true;
                 }
             }
