@@ -113,11 +113,15 @@ internal sealed class WriteIntentLog
     /// Notes that a write of the stripe, begun with <see cref="BeginAsync"/>, goes to every member of the stripe (none
     /// is away): until the region's mark is cleared, a member that goes away later may lack it unless it was flushed.
     /// </summary>
+    /// <remarks>
+    /// Without the lock, on every stripe written: a note that lands just after its region was cleared only makes a later
+    /// clear of the region hand it to the away record once more than needed.
+    /// </remarks>
     public void NoteReachedEvery(long stripe)
     {
         if (!_enabled) return;
-        var region = (int)(stripe / RegionStripes);
-        lock (_gate) _reachedEvery[region] = true;
+        ref var noted = ref _reachedEvery[(int)(stripe / RegionStripes)];
+        if (!Volatile.Read(ref noted)) Volatile.Write(ref noted, true);
     }
 
     /// <summary>Whether the stripe's region is marked durably (or being marked) by this writer.</summary>
