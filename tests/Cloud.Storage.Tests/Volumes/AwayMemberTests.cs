@@ -302,11 +302,7 @@ public sealed class AwayMemberTests
     [Fact]
     public async Task PowerLossOfAMembersHost_LosesItsUnflushedWrites_AndItsReturnCatchesThemUp()
     {
-        MemoryBlockDevice[] raw = Members(5, Chunk, Stripes);
-        PowerLossDevice[] disks = [.. raw.Select(d => new PowerLossDevice(d))];
-        RaidVolume volume = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 5, Chunk), disks, Opener(0));
-        byte[] model = await FillAsync(volume, 21);
-        await volume.FlushAsync();
+        var (raw, disks, volume, model) = await FlushedVolumeAsync(seed: 21);
         long regionBytes = volume.AwayRegionStripes * volume.Geometry.StripeDataBytes;
         var stripeBytes = (int)volume.Geometry.StripeDataBytes;
 
@@ -319,19 +315,7 @@ public sealed class AwayMemberTests
         await volume.FlushAsync();
         await volume.DisposeAsync();
 
-        disks[2].Reachable = true;
-        await using (RaidVolume back = await RaidVolume.AssembleAsync(disks, Opener(1)))
-        {
-            Assert.Equal(MemberState.Resyncing, back.Members[2].State);
-            await back.RebuildAsync();
-            Assert.Equal(MemberState.Active, back.Members[2].State);
-        }
-
-        // Member 2 must hold every write: read with another member gone.
-        IBlockDevice?[] without = [.. raw];
-        without[0] = null;
-        await using RaidVolume check = await RaidVolume.AssembleAsync(without, Opener(2));
-        AssertSame(model, await ReadAllAsync(check), "member 2 back after its host lost power");
+        await ReturnAndCheckMember2Async(raw, disks, model, firstSlot: 1, "member 2 back after its host lost power");
     }
 
     /// <summary>
@@ -342,11 +326,7 @@ public sealed class AwayMemberTests
     [Fact]
     public async Task PowerLossOfAMembersHost_WithItsWriterDead_TheSlotsRecoveryLeavesItsMarksForTheReturn()
     {
-        MemoryBlockDevice[] raw = Members(5, Chunk, Stripes);
-        PowerLossDevice[] disks = [.. raw.Select(d => new PowerLossDevice(d))];
-        RaidVolume writer = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 5, Chunk), disks, Opener(0));
-        byte[] model = await FillAsync(writer, 31);
-        await writer.FlushAsync();
+        var (raw, disks, writer, model) = await FlushedVolumeAsync(seed: 31);
         long regionBytes = writer.AwayRegionStripes * writer.Geometry.StripeDataBytes;
 
         // Acknowledged, not flushed; then the writer dies (never disposed) and member 2's host loses power.
@@ -360,18 +340,40 @@ public sealed class AwayMemberTests
             await survivor.FlushAsync();
         }
 
+        await ReturnAndCheckMember2Async(
+            raw, disks, model, firstSlot: 2, "member 2 back after its host lost power with the writer");
+    }
+
+    /// <summary>A RAID-5 4+1 volume over <see cref="PowerLossDevice"/>s, filled and flushed.</summary>
+    private static async Task<(MemoryBlockDevice[] Raw, PowerLossDevice[] Disks, RaidVolume Volume, byte[] Model)>
+        FlushedVolumeAsync(int seed)
+    {
+        MemoryBlockDevice[] raw = Members(5, Chunk, Stripes);
+        PowerLossDevice[] disks = [.. raw.Select(d => new PowerLossDevice(d))];
+        RaidVolume volume = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 5, Chunk), disks, Opener(0));
+        byte[] model = await FillAsync(volume, seed);
+        await volume.FlushAsync();
+        return (raw, disks, volume, model);
+    }
+
+    /// <summary>
+    /// Member 2's host returns: a new opener (slot <paramref name="firstSlot"/>) catches it up, and another reads the
+    /// whole volume with member 0 gone, so that every block of member 2's rows comes from member 2.
+    /// </summary>
+    private static async Task ReturnAndCheckMember2Async(
+        MemoryBlockDevice[] raw, PowerLossDevice[] disks, byte[] model, int firstSlot, string context)
+    {
         disks[2].Reachable = true;
-        await using (RaidVolume back = await RaidVolume.AssembleAsync(disks, Opener(2)))
+        await using (RaidVolume back = await RaidVolume.AssembleAsync(disks, Opener(firstSlot)))
         {
             Assert.Equal(MemberState.Resyncing, back.Members[2].State);
             await back.RebuildAsync();
             Assert.Equal(MemberState.Active, back.Members[2].State);
         }
-
         IBlockDevice?[] without = [.. raw];
         without[0] = null;
-        await using RaidVolume check = await RaidVolume.AssembleAsync(without, Opener(3));
-        AssertSame(model, await ReadAllAsync(check), "member 2 back after its host lost power with the writer");
+        await using RaidVolume check = await RaidVolume.AssembleAsync(without, Opener(firstSlot + 1));
+        AssertSame(model, await ReadAllAsync(check), context);
     }
 
     /// <summary>Reports synchronously (Progress&lt;T&gt; posts to the thread pool, too late for an assertion).</summary>
