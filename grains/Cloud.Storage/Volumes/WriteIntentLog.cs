@@ -165,18 +165,20 @@ internal sealed class WriteIntentLog
         try
         {
             if (allowed is not null && !allowed()) return;
+            bool[]? handed = null;
             if (beforeClear is not null)
             {
+                handed = new bool[_inFlight.Length];
                 var idle = new List<(long First, long End)>();
                 lock (_gate)
                 {
                     for (var r = 0; r < _inFlight.Length; r++)
                     {
-                        if (_inFlight[r] == 0 && IsSet(_durable, r) && _reachedEvery[r])
-                            idle.Add((r * RegionStripes, Math.Min(_stripeCount, (r + 1) * RegionStripes)));
+                        if (_inFlight[r] != 0 || !IsSet(_durable, r) || !_reachedEvery[r]) continue;
+                        handed[r] = true;
+                        idle.Add((r * RegionStripes, Math.Min(_stripeCount, (r + 1) * RegionStripes)));
                     }
                 }
-                // A region that got a write meanwhile is busy below and keeps its bit.
                 if (idle.Count > 0) await beforeClear(idle).ConfigureAwait(false);
             }
             var changed = false;
@@ -185,6 +187,9 @@ internal sealed class WriteIntentLog
                 for (var r = 0; r < _inFlight.Length; r++)
                 {
                     if (_inFlight[r] != 0 || !IsSet(_durable, r)) continue;
+                    // A region busy when the caller was told, idle now, and written to every member is left for the
+                    // next clear, so that the caller hears of it first.
+                    if (handed is not null && _reachedEvery[r] && !handed[r]) continue;
                     // Clear the durable bit first: a writer arriving now waits on the persist gate
                     // (held here) and sets the bit again after this page is written.
                     Set(_durable, r, false);
