@@ -17,8 +17,14 @@ public sealed class AwayMemberTests
     private const long Stripes = 256;
 
     /// <summary>A member device behind a switch: off, every request fails as a host that cannot be reached.</summary>
-    private sealed class HostSwitchDevice(IBlockDevice inner) : IBlockDevice
+    /// <remarks>
+    /// With <paramref name="keepsUnflushed"/>, its host can also lose power (<see cref="PowerLossAsync"/>): what was
+    /// written since the last flush is lost, as the page cache of a host that dies holds it.
+    /// </remarks>
+    private sealed class HostSwitchDevice(IBlockDevice inner, bool keepsUnflushed = false) : IBlockDevice
     {
+        private readonly List<(long Offset, byte[] Old)> _unflushed = [];
+
         public volatile bool Reachable = true;
 
         /// <summary>Off, requests fail as the disk's own error instead (evidence from the host that has it).</summary>
@@ -35,54 +41,15 @@ public sealed class AwayMemberTests
             return inner.ReadAsync(offsetBytes, destination, cancellationToken);
         }
 
-        public ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
-        {
-            Check();
-            return inner.WriteAsync(offsetBytes, source, cancellationToken);
-        }
-
-        public ValueTask FlushAsync(CancellationToken cancellationToken = default)
-        {
-            Check();
-            return inner.FlushAsync(cancellationToken);
-        }
-
-        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
-
-        private void Check()
-        {
-            if (DiskError) throw new BlockDeviceException(Name, "medium error");
-            if (!Reachable) throw new MemberUnreachableException(Name, "host h2 is not reachable");
-        }
-    }
-
-    /// <summary>
-    /// A member device whose host loses power: what was written to it since its last flush is lost (the page cache
-    /// of a host that dies holds it), and the device is unreachable until its host returns.
-    /// </summary>
-    private sealed class PowerLossDevice(IBlockDevice inner) : IBlockDevice
-    {
-        private readonly List<(long Offset, byte[] Old)> _unflushed = [];
-
-        public volatile bool Reachable = true;
-
-        public string Name => inner.Name;
-        public int SectorSizeBytes => inner.SectorSizeBytes;
-        public long CapacityBytes => inner.CapacityBytes;
-        public int MaxInFlightIo => inner.MaxInFlightIo;
-
-        public ValueTask ReadAsync(long offsetBytes, Memory<byte> destination, CancellationToken cancellationToken = default)
-        {
-            Check();
-            return inner.ReadAsync(offsetBytes, destination, cancellationToken);
-        }
-
         public async ValueTask WriteAsync(long offsetBytes, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
         {
             Check();
-            var old = new byte[source.Length];
-            await inner.ReadAsync(offsetBytes, old, cancellationToken);
-            lock (_unflushed) _unflushed.Add((offsetBytes, old));
+            if (keepsUnflushed)
+            {
+                var old = new byte[source.Length];
+                await inner.ReadAsync(offsetBytes, old, cancellationToken);
+                lock (_unflushed) _unflushed.Add((offsetBytes, old));
+            }
             await inner.WriteAsync(offsetBytes, source, cancellationToken);
         }
 
@@ -96,6 +63,7 @@ public sealed class AwayMemberTests
         /// <summary>The host goes down: every write since the last flush is undone, newest first.</summary>
         public async Task PowerLossAsync()
         {
+            Assert.True(keepsUnflushed, "this device keeps no record of its unflushed writes");
             Reachable = false;
             (long Offset, byte[] Old)[] undo;
             lock (_unflushed)
@@ -110,7 +78,8 @@ public sealed class AwayMemberTests
 
         private void Check()
         {
-            if (!Reachable) throw new MemberUnreachableException(Name, "host h2 lost power");
+            if (DiskError) throw new BlockDeviceException(Name, "medium error");
+            if (!Reachable) throw new MemberUnreachableException(Name, "host h2 is not reachable");
         }
     }
 
@@ -344,12 +313,12 @@ public sealed class AwayMemberTests
             raw, disks, model, firstSlot: 2, "member 2 back after its host lost power with the writer");
     }
 
-    /// <summary>A RAID-5 4+1 volume over <see cref="PowerLossDevice"/>s, filled and flushed.</summary>
-    private static async Task<(MemoryBlockDevice[] Raw, PowerLossDevice[] Disks, RaidVolume Volume, byte[] Model)>
+    /// <summary>A RAID-5 4+1 volume over <see cref="HostSwitchDevice"/>s that keep their unflushed writes, filled and flushed.</summary>
+    private static async Task<(MemoryBlockDevice[] Raw, HostSwitchDevice[] Disks, RaidVolume Volume, byte[] Model)>
         FlushedVolumeAsync(int seed)
     {
         MemoryBlockDevice[] raw = Members(5, Chunk, Stripes);
-        PowerLossDevice[] disks = [.. raw.Select(d => new PowerLossDevice(d))];
+        HostSwitchDevice[] disks = [.. raw.Select(d => new HostSwitchDevice(d, keepsUnflushed: true))];
         RaidVolume volume = await RaidVolume.CreateAsync(Definition(RaidLevel.Raid5, 5, Chunk), disks, Opener(0));
         byte[] model = await FillAsync(volume, seed);
         await volume.FlushAsync();
@@ -361,7 +330,7 @@ public sealed class AwayMemberTests
     /// whole volume with member 0 gone, so that every block of member 2's rows comes from member 2.
     /// </summary>
     private static async Task ReturnAndCheckMember2Async(
-        MemoryBlockDevice[] raw, PowerLossDevice[] disks, byte[] model, int firstSlot, string context)
+        MemoryBlockDevice[] raw, HostSwitchDevice[] disks, byte[] model, int firstSlot, string context)
     {
         disks[2].Reachable = true;
         await using (RaidVolume back = await RaidVolume.AssembleAsync(disks, Opener(firstSlot)))
